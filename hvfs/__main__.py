@@ -1,0 +1,5 @@
+import sys
+
+from hvfs.cli import main
+
+sys.exit(main())

@@ -1,0 +1,122 @@
+"""libc handle, syscall numbers per architecture, and the errno-checked ``syscall`` helper."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+from typing import Any
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+
+MACHINE = platform.machine()
+
+# Numbers for the calls the stdlib lacks. From 403 up, the numbers are shared by all
+# architectures, so those appear once below.
+_NUMBERS: dict[str, dict[str, int]] = {
+    "x86_64": {
+        "unshare": 272,
+        "setns": 308,
+        "mount": 165,
+        "umount2": 166,
+        "pivot_root": 155,
+        "seccomp": 317,
+        "process_vm_readv": 310,
+        "process_vm_writev": 311,
+        "renameat2": 316,
+        "setfsuid": 122,
+        "setfsgid": 123,
+        "setgroups": 116,
+        "capget": 125,
+        "capset": 126,
+        "statx": 332,
+        "prctl": 157,
+    },
+    "aarch64": {
+        "unshare": 97,
+        "setns": 268,
+        "mount": 40,
+        "umount2": 39,
+        "pivot_root": 41,
+        "seccomp": 277,
+        "process_vm_readv": 270,
+        "process_vm_writev": 271,
+        "renameat2": 276,
+        "setfsuid": 151,
+        "setfsgid": 152,
+        "setgroups": 159,
+        "capget": 90,
+        "capset": 91,
+        "statx": 291,
+        "prctl": 167,
+    },
+}
+_SHARED = {
+    "open_tree": 428,
+    "move_mount": 429,
+    "pidfd_open": 434,
+    "openat2": 437,
+    "pidfd_getfd": 438,
+    "mount_setattr": 442,
+    "fchmodat2": 452,
+    "faccessat2": 439,
+}
+
+
+class UnsupportedMachine(RuntimeError):
+    """HVFS knows the syscall numbers of x86_64 and aarch64 only."""
+
+
+def number(name: str) -> int:
+    """The syscall number of ``name`` on this machine."""
+    if name in _SHARED:
+        return _SHARED[name]
+    table = _NUMBERS.get(MACHINE)
+    if table is None:
+        raise UnsupportedMachine(f"hvfs supports x86_64 and aarch64, not {MACHINE}")
+    return table[name]
+
+
+def _arg(value: Any) -> Any:
+    # Variadic syscall(): a bare Python int would be passed as a 32-bit C int, leaving
+    # the upper half of a 64-bit argument register undefined.
+    if isinstance(value, bool):
+        return ctypes.c_long(int(value))
+    if isinstance(value, int):
+        return ctypes.c_long(value)
+    if isinstance(value, str):
+        return os.fsencode(value)
+    return value
+
+
+def syscall(name: str, *args: Any) -> int:
+    """Issue syscall ``name``; raise ``OSError`` naming the call on failure."""
+    result = _syscall(ctypes.c_long(number(name)), *(_arg(a) for a in args))
+    if result < 0:
+        err = ctypes.get_errno()
+        shown = ", ".join(_show(a) for a in args)
+        raise OSError(err, f"{name}({shown}): {os.strerror(err)}")
+    return int(result)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (bytes, str)):
+        return repr(os.fsdecode(value))
+    if isinstance(value, int):
+        return str(value)
+    return "…"
+
+
+def check(name: str, result: int, *args: Any) -> int:
+    """Turn a libc-style ``-1``/errno result into ``OSError`` naming the call."""
+    if result < 0:
+        err = ctypes.get_errno()
+        shown = ", ".join(_show(a) for a in args)
+        raise OSError(err, f"{name}({shown}): {os.strerror(err)}")
+    return result
+
+
+def libc() -> ctypes.CDLL:
+    return _libc

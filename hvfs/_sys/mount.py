@@ -1,0 +1,75 @@
+"""Mount-table calls: mount(2), umount2, pivot_root and the new mount API."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+from hvfs._sys.libc import syscall
+
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_REMOUNT = 0x20
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+
+MNT_DETACH = 2
+
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = 0o2000000
+AT_RECURSIVE = 0x8000
+AT_EMPTY_PATH = 0x1000
+AT_FDCWD = -100
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
+MOUNT_ATTR_RDONLY = 0x1
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    ]
+
+
+def _bytes(value: str | bytes | None) -> bytes | None:
+    return None if value is None else os.fsencode(value)
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    syscall("mount", _bytes(source), _bytes(target), _bytes(fstype), flags, _bytes(data))
+
+
+def umount(target: str, flags: int = MNT_DETACH) -> None:
+    syscall("umount2", _bytes(target), flags)
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    syscall("pivot_root", _bytes(new_root), _bytes(put_old))
+
+
+def clone_tree(path: str | int, *, recursive: bool = True) -> int:
+    """A detached copy of the mount tree at ``path`` (a path, or an fd of its root)."""
+    flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (AT_RECURSIVE if recursive else 0)
+    if isinstance(path, int):
+        return syscall("open_tree", path, b"", flags | AT_EMPTY_PATH)
+    return syscall("open_tree", AT_FDCWD, _bytes(path), flags)
+
+
+def set_readonly(tree_fd: int) -> None:
+    """Make every mount of the tree ``tree_fd`` read-only."""
+    attr = _MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
+    syscall(
+        "mount_setattr", tree_fd, b"", AT_EMPTY_PATH | AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr)
+    )
+
+
+def attach_tree(tree_fd: int, target_fd: int) -> None:
+    """Attach the detached tree ``tree_fd`` on the directory (or file) ``target_fd``."""
+    syscall("move_mount", tree_fd, b"", target_fd, b"", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)

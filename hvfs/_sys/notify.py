@@ -1,0 +1,78 @@
+"""seccomp user-notification structures and ioctls on the listener fd."""
+
+from __future__ import annotations
+
+import ctypes
+
+from hvfs._sys.libc import check, libc
+
+SECCOMP_USER_NOTIF_FLAG_CONTINUE = 1
+SECCOMP_ADDFD_FLAG_SETFD = 1
+SECCOMP_ADDFD_FLAG_SEND = 2
+SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP = 1
+
+NOTIF_RECV = 0xC0502100
+NOTIF_SEND = 0xC0182101
+NOTIF_ID_VALID = 0x40082102
+NOTIF_ADDFD = 0x40182103
+NOTIF_SET_FLAGS = 0x40082104
+
+
+class SeccompData(ctypes.Structure):
+    _fields_ = [
+        ("nr", ctypes.c_int),
+        ("arch", ctypes.c_uint32),
+        ("instruction_pointer", ctypes.c_uint64),
+        ("args", ctypes.c_uint64 * 6),
+    ]
+
+
+class Notif(ctypes.Structure):
+    _fields_ = [("id", ctypes.c_uint64), ("pid", ctypes.c_uint32), ("flags", ctypes.c_uint32), ("data", SeccompData)]
+
+
+class _Resp(ctypes.Structure):
+    _fields_ = [("id", ctypes.c_uint64), ("val", ctypes.c_int64), ("error", ctypes.c_int32), ("flags", ctypes.c_uint32)]
+
+
+class _AddFd(ctypes.Structure):
+    _fields_ = [
+        ("id", ctypes.c_uint64),
+        ("flags", ctypes.c_uint32),
+        ("srcfd", ctypes.c_uint32),
+        ("newfd", ctypes.c_uint32),
+        ("newfd_flags", ctypes.c_uint32),
+    ]
+
+
+_ioctl = libc().ioctl
+# ctypes releases the GIL around foreign calls, so a worker blocked here does not stall
+# the others.
+
+
+def receive(listener: int) -> Notif:
+    """NOTIF_RECV. The kernel rejects a buffer that is not all zeroes, so it is fresh."""
+    notif = Notif()
+    check("NOTIF_RECV", _ioctl(listener, ctypes.c_ulong(NOTIF_RECV), ctypes.byref(notif)))
+    return notif
+
+
+def respond(listener: int, notif_id: int, *, value: int = 0, error: int = 0, flags: int = 0) -> None:
+    resp = _Resp(notif_id, value, -error if error else 0, flags)
+    check("NOTIF_SEND", _ioctl(listener, ctypes.c_ulong(NOTIF_SEND), ctypes.byref(resp)))
+
+
+def add_fd_and_respond(listener: int, notif_id: int, fd: int, newfd_flags: int) -> int:
+    """ADDFD with SEND: install ``fd`` in the target and answer with its number."""
+    add = _AddFd(notif_id, SECCOMP_ADDFD_FLAG_SEND, fd, 0, newfd_flags)
+    return check("NOTIF_ADDFD", _ioctl(listener, ctypes.c_ulong(NOTIF_ADDFD), ctypes.byref(add)))
+
+
+def id_valid(listener: int, notif_id: int) -> bool:
+    value = ctypes.c_uint64(notif_id)
+    return _ioctl(listener, ctypes.c_ulong(NOTIF_ID_VALID), ctypes.byref(value)) == 0
+
+
+def set_flags(listener: int, flags: int) -> None:
+    """NOTIF_SET_FLAGS takes its flags by value, not through a pointer."""
+    check("NOTIF_SET_FLAGS", _ioctl(listener, ctypes.c_ulong(NOTIF_SET_FLAGS), ctypes.c_ulong(flags)))

@@ -1,0 +1,293 @@
+"""Request and response types of the HVFS API."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """Who a request acts as, with ids as the manager's user namespace sees them."""
+
+    uid: int  # fsuid
+    gid: int  # fsgid
+    groups: tuple[int, ...]
+    umask: int
+    capabilities: int  # effective capability mask
+    real_uid: int
+    real_gid: int
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    vm: str
+    pid: int  # thread id, in the manager's pid namespace
+    creds: Credentials | None = None  # present for requests that change something
+
+
+@dataclass(frozen=True, slots=True)
+class OpenFile:
+    """An open file of the caller, duplicated into the manager; the transport owns the fd."""
+
+    fd: int
+    path: str  # its virtual path, for events and messages
+
+
+Target = str | OpenFile
+
+
+# Requests. Each names the errnos its handler may answer in hvfs.manager.handlers.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Open:
+    caller: Caller
+    path: str
+    flags: int
+    mode: int = 0
+    resolve: int = 0
+    base: str = "/"  # the directory a relative path started from, for RESOLVE_* flags
+    relative: str | None = None  # the path as given, when resolve flags apply to it
+    legacy: bool = True  # open/openat/creat: unknown flags are ignored, as the kernel does
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Stat:
+    caller: Caller
+    path: str
+    follow: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Statx:
+    caller: Caller
+    path: str
+    flags: int  # AT_* flags other than AT_EMPTY_PATH
+    mask: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Access:
+    caller: Caller
+    path: str
+    mode: int
+    flags: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Readlink:
+    caller: Caller
+    path: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Statfs:
+    caller: Caller
+    path: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Lookup:
+    """A read whose result is the kernel's to give (statfs, getxattr, inotify_add_watch):
+    the manager checks that the path resolves, then lets the call continue."""
+
+    caller: Caller
+    path: str
+    follow: bool
+    call: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Chdir:
+    caller: Caller
+    path: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Exec:
+    caller: Caller
+    path: str
+    follow: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Mkdir:
+    caller: Caller
+    path: str
+    mode: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Mknod:
+    caller: Caller
+    path: str
+    mode: int
+    device: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Unlink:
+    caller: Caller
+    path: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rmdir:
+    caller: Caller
+    path: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rename:
+    caller: Caller
+    old: str
+    new: str
+    flags: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Link:
+    caller: Caller
+    old: str
+    new: str
+    follow: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Symlink:
+    caller: Caller
+    target: str  # stored verbatim
+    path: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Chmod:
+    caller: Caller
+    target: Target
+    mode: int
+    follow: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Chown:
+    caller: Caller
+    target: Target
+    uid: int  # -1: unchanged
+    gid: int
+    follow: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Truncate:
+    caller: Caller
+    path: str
+    length: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Utimens:
+    caller: Caller
+    target: Target
+    times: tuple[tuple[int, int], tuple[int, int]] | None  # (sec, nsec) pairs; nsec may be UTIME_NOW/OMIT
+    follow: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetXattr:
+    caller: Caller
+    target: Target
+    name: str
+    value: bytes
+    flags: int
+    follow: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoveXattr:
+    caller: Caller
+    target: Target
+    name: str
+    follow: bool = True
+
+
+Request = (
+    Open
+    | Stat
+    | Statx
+    | Access
+    | Readlink
+    | Lookup
+    | Statfs
+    | Chdir
+    | Exec
+    | Mkdir
+    | Mknod
+    | Unlink
+    | Rmdir
+    | Rename
+    | Link
+    | Symlink
+    | Chmod
+    | Chown
+    | Truncate
+    | Utimens
+    | SetXattr
+    | RemoveXattr
+)
+
+
+# Responses.
+
+
+@dataclass(frozen=True, slots=True)
+class Errno:
+    errno: int
+
+
+@dataclass(frozen=True, slots=True)
+class Value:
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
+class Continue:
+    """Let the kernel run the call itself, on the VM's read-only boot view."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fd:
+    """Install ``fd`` in the caller as the call's result; ownership passes to the driver."""
+
+    fd: int
+    cloexec: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StatResult:
+    stat: os.stat_result
+
+
+@dataclass(frozen=True, slots=True)
+class StatxResult:
+    raw: bytes  # the kernel's struct statx, identical on every architecture
+
+
+@dataclass(frozen=True, slots=True)
+class StatfsResult:
+    raw: bytes  # the kernel's struct statfs; 64-bit Linux has one layout for it
+
+
+@dataclass(frozen=True, slots=True)
+class Data:
+    """Bytes for the caller's output buffer (readlink); the call returns how many fit."""
+
+    data: bytes
+
+
+Response = Errno | Value | Continue | Fd | StatResult | StatxResult | StatfsResult | Data
+
+
+def operation(request: Request) -> str:
+    """The operation's name, as events and statistics show it."""
+    return type(request).__name__.lower()

@@ -1,0 +1,97 @@
+"""The ``hvfs`` command line. Exit codes follow docker: 125 when hvfs itself fails or is
+given bad input, 126 when the command cannot be run, 127 when it is not found, and
+otherwise the command's own status (128+N for a signal)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import sys
+from typing import NoReturn
+
+from hvfs import __version__
+
+EXIT_HVFS = 125
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"hvfs: {message}; see '{self.prog} --help'\n")
+        sys.exit(EXIT_HVFS)
+
+
+def _run_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
+    run = subparsers.add_parser(
+        "run",
+        help="run a command in a new VM",
+        description="Run COMMAND in a new VM whose file requests are served by the HVFS manager.",
+        usage="hvfs run [OPTIONS] [--] COMMAND [ARG...]",
+    )
+    run.add_argument("--name", help="the VM's name and hostname (default: a random one)")
+    run.add_argument("--image", default="host", help="root: 'host' (default), a root directory, or a rootfs tarball")
+    run.add_argument("-v", "--volume", action="append", default=[], metavar="SRC:DST[:ro]", help="bind a host path")
+    run.add_argument("--tmpfs", action="append", default=[], metavar="DST[:size=64m]", help="mount a memory file system")
+    run.add_argument("-w", "--workdir", default="/", help="working directory inside the VM")
+    run.add_argument("-e", "--env", action="append", default=[], metavar="KEY[=VALUE]", help="set an environment variable")
+    run.add_argument("--strict", action="store_true", help="serve reads too, not only writes")
+    run.add_argument("--persist", metavar="DIR", help="keep the VM's changes to its image in DIR")
+    run.add_argument("-i", "--interactive", action="store_true", help="forward input to the terminal (stdin always passes through)")
+    run.add_argument("-t", "--tty", action="store_true", help="give the command a pseudo-terminal")
+    run.add_argument("--stats", metavar="FILE", help="write request statistics as JSON to FILE at exit")
+    run.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return run
+
+
+def _spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from hvfs import spec
+
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise spec.UsageError("no command given; usage: hvfs run [OPTIONS] [--] COMMAND [ARG...]")
+    name = spec.check_name(args.name) if args.name else f"hvfs-{secrets.token_hex(4)}"
+    if args.tty and args.interactive and not os.isatty(0):
+        raise spec.UsageError("the input device is not a TTY; drop -t or run from a terminal")
+    return spec.RunSpec(
+        argv=tuple(command),
+        name=name,
+        image=spec.check_image(args.image),
+        volumes=tuple(spec.parse_volume(v) for v in args.volume),
+        tmpfs=tuple(spec.parse_tmpfs(t) for t in args.tmpfs),
+        workdir=spec.check_workdir(args.workdir),
+        env=spec.parse_env(args.env, os.environ, name=name, tty=args.tty),
+        strict=args.strict,
+        persist=spec.check_persist(args.persist) if args.persist else None,
+        tty=args.tty,
+        interactive=args.interactive,
+        stats=os.path.abspath(args.stats) if args.stats else None,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _Parser(prog="hvfs", description="HVFS: a hypervisor file system for VMs made of Linux namespaces.")
+    parser.add_argument("--version", action="version", version=f"hvfs {__version__}")
+    subparsers = parser.add_subparsers(dest="subcommand", metavar="COMMAND", parser_class=_Parser)
+    _run_parser(subparsers)
+    args = parser.parse_args(argv)
+    logging.basicConfig(format="hvfs: %(message)s", level=logging.DEBUG if os.environ.get("HVFS_DEBUG") else logging.WARNING)
+    if args.subcommand is None:
+        parser.print_help(sys.stderr)
+        return EXIT_HVFS
+    from hvfs.manager.sources.base import SourceError
+    from hvfs.sandbox.errors import SetupError
+    from hvfs.spec import UsageError
+
+    try:
+        spec = _spec(args)
+        from hvfs.run import run
+
+        return run(spec)
+    except (UsageError, SetupError, SourceError) as e:
+        sys.stderr.write(f"hvfs: {e}\n")
+        return EXIT_HVFS
+    except KeyboardInterrupt:
+        return 130

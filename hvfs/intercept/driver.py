@@ -1,0 +1,190 @@
+"""The seccomp driver: receives a VM's notifications and answers them through the manager.
+
+Some facts about seccomp user notification, which the code below relies on:
+
+* A notification is a stopped thread. Nothing read from it is trustworthy until
+  ``NOTIF_ID_VALID`` says the notification is still pending: only then is the pid we read
+  memory and /proc entries from still that thread (pids are reused). An id that turned
+  invalid never turns valid again, so one check after all reads covers them all.
+* ``CONTINUE`` is not a security boundary: the kernel re-reads the arguments, and another
+  thread may have changed them since we looked (measured on this machine: a forbidden file
+  was opened dozens of times in 2,000 racing tries). HVFS continues only where the outcome
+  cannot matter: every continued call runs against the VM's boot view, which is read-only,
+  so a continued write can only touch what a VM may write natively (devices, procfs).
+* ``ADDFD`` with ``SEND`` installs the manager's fd and answers in one step, and cannot be
+  raced: the VM gets exactly the file the manager opened. It cannot carry ``O_PATH`` files.
+* A signal to a trapped thread cancels its notification (``NOTIF_SEND`` then fails with
+  ENOENT); with ``WAIT_KILLABLE_RECV`` only a fatal signal can, once it has been received.
+  Both ENOENT on send and a dying target are normal and never stop the loop.
+* ``NOTIF_RECV`` blocks for ever once the last target has exited, and the kernel wakes no
+  one when that happens: only one worker at a time (the leader) polls and receives, and
+  the poll sees ``POLLHUP``. The others serve the requests already received.
+* ``SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP`` (6.6+) makes the kernel switch straight to the
+  waiting supervisor thread on the trapping CPU: a round trip drops from about 54 µs to
+  about 11 µs on this machine.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import select
+import threading
+
+from hvfs import api
+from hvfs._sys import notify, process
+from hvfs.api import Transport
+from hvfs.intercept.arch import Arch
+from hvfs.intercept.decode import DECODERS, Context, Decoder, Output, Passthrough
+from hvfs.intercept.filter import syscall_numbers
+from hvfs.intercept.tracee import CallError, TargetGone, Tracee
+
+log = logging.getLogger("hvfs.driver")
+
+
+class SeccompDriver:
+    """Serves one VM's listener with a small pool of worker threads."""
+
+    def __init__(self, listener: int, vm: str, transport: Transport, arch: Arch, *, workers: int = 4) -> None:
+        self._listener = listener
+        self._vm = vm
+        self._transport = transport
+        self._arch = arch
+        self._decoders: dict[int, tuple[str, Decoder]] = {
+            nr: (name, DECODERS[name]) for nr, name in syscall_numbers(arch).items() if name in DECODERS
+        }
+        self._leader = threading.Lock()
+        self._stop_read, self._stop_write = os.pipe2(os.O_CLOEXEC)
+        self._threads = [
+            threading.Thread(target=self._work, name=f"hvfs-{vm}-{i}", daemon=True) for i in range(workers)
+        ]
+        self.sync_wake_up = False
+
+    def start(self) -> None:
+        try:
+            notify.set_flags(self._listener, notify.SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)
+            self.sync_wake_up = True
+        except OSError as e:  # kernels before 6.6
+            if e.errno not in (errno.EINVAL, errno.ENOTTY):
+                raise
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        """Stop serving; requests still pending then fail with ENOSYS when the listener closes."""
+        os.write(self._stop_write, b"x")
+        self.join()
+
+    def join(self, timeout: float | None = None) -> None:
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def close(self) -> None:
+        for fd in (self._listener, self._stop_read, self._stop_write):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def _work(self) -> None:
+        poller = select.poll()
+        poller.register(self._listener, select.POLLIN)
+        poller.register(self._stop_read, select.POLLIN)
+        while True:
+            with self._leader:
+                notif = self._receive(poller)
+            if notif is None:
+                return
+            self._serve(notif)
+
+    def _receive(self, poller: select.poll) -> notify.Notif | None:
+        while True:
+            for fd, events in poller.poll():
+                if fd == self._stop_read:
+                    return None
+                if events & select.POLLIN:
+                    try:
+                        return notify.receive(self._listener)
+                    except OSError as e:
+                        if e.errno in (errno.ENOENT, errno.EINTR):  # cancelled before we got it
+                            continue
+                        raise
+                if events & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+                    return None  # every thread of the VM has exited
+
+    def _serve(self, notif: notify.Notif) -> None:
+        tracee = Tracee(self._listener, notif.id, notif.pid)
+        request: api.Request | None = None
+        try:
+            try:
+                name, decoder = self._decoders[notif.data.nr]
+            except KeyError:
+                self._respond(notif.id, error=errno.ENOSYS)
+                return
+            try:
+                request, output = decoder(Context(tracee, self._vm), tuple(notif.data.args))  # type: ignore[arg-type]
+                tracee.check_valid()
+            except CallError as e:
+                self._respond(notif.id, error=e.errno)
+                return
+            except Passthrough:
+                self._respond(notif.id, flags=notify.SECCOMP_USER_NOTIF_FLAG_CONTINUE)
+                return
+            response = self._transport.handle_request(request)
+            self._apply(tracee, response, output)
+        except TargetGone:
+            pass
+        except Exception:
+            log.exception("internal error serving syscall %d of pid %d", notif.data.nr, notif.pid)
+            self._respond(notif.id, error=errno.EIO)
+        finally:
+            tracee.close()
+
+    def _apply(self, tracee: Tracee, response: api.Response, output: Output | None) -> None:
+        notif_id = tracee.notif_id
+        match response:
+            case api.Errno(code):
+                self._respond(notif_id, error=code)
+            case api.Value(value):
+                self._respond(notif_id, value=value)
+            case api.Continue():
+                self._respond(notif_id, flags=notify.SECCOMP_USER_NOTIF_FLAG_CONTINUE)
+            case api.Fd(fd, cloexec):
+                try:
+                    notify.add_fd_and_respond(self._listener, notif_id, fd, os.O_CLOEXEC if cloexec else 0)
+                except OSError as e:
+                    if e.errno == errno.EMFILE:
+                        self._respond(notif_id, error=errno.EMFILE)
+                    elif e.errno != errno.ENOENT:
+                        raise
+                finally:
+                    os.close(fd)
+            case api.StatResult(stat):
+                assert output is not None
+                self._write_back(tracee, output, self._arch.pack_stat(stat), 0)
+            case api.StatxResult(raw) | api.StatfsResult(raw):
+                assert output is not None
+                self._write_back(tracee, output, raw, 0)
+            case api.Data(data):
+                assert output is not None
+                data = data[: output.size]
+                self._write_back(tracee, output, data, len(data))
+
+    def _write_back(self, tracee: Tracee, output: Output, data: bytes, result: int) -> None:
+        tracee.check_valid()
+        try:
+            process.write_memory(tracee.pid, output.address, data)
+        except OSError as e:
+            if e.errno == errno.ESRCH:
+                raise TargetGone() from e
+            self._respond(tracee.notif_id, error=errno.EFAULT)
+            return
+        self._respond(tracee.notif_id, value=result)
+
+    def _respond(self, notif_id: int, *, value: int = 0, error: int = 0, flags: int = 0) -> None:
+        try:
+            notify.respond(self._listener, notif_id, value=value, error=error, flags=flags)
+        except OSError as e:
+            if e.errno != errno.ENOENT:  # ENOENT: cancelled by a signal, or the target died
+                raise

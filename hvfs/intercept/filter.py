@@ -1,0 +1,123 @@
+"""Compiling the VM's seccomp filter from the syscall table and the VM's configuration.
+
+Trap only what something configured needs to see: mutations always (the invariant),
+reads only when strict mode (or, later, a read rule or a scanner) asks for them.
+The program is built with libseccomp (pyseccomp) and exported as raw BPF, which the
+VM's launcher loads with seccomp(2) itself, because libseccomp 2.5 cannot set
+SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass
+
+from hvfs.intercept.arch import Arch
+from hvfs.intercept.syscalls import (
+    AT_EMPTY_PATH,
+    BY_NAME,
+    NAMESPACE_FLAGS,
+    OPEN_WRITE_BITS,
+    TABLE,
+    UNSHARE_ONLY_FLAGS,
+    W_OK,
+    Handling,
+)
+
+_HIGHEST_NUMBER = 1024
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    trap_reads: bool = False
+
+
+def known_syscalls(arch: Arch) -> dict[int, str]:
+    """Every syscall number libseccomp can name on ``arch``."""
+    import pyseccomp
+
+    names: dict[int, str] = {}
+    for nr in range(_HIGHEST_NUMBER):
+        try:
+            names[nr] = pyseccomp.resolve_syscall(arch.audit, nr).decode()
+        except ValueError:
+            continue
+    return names
+
+
+def syscall_numbers(arch: Arch) -> dict[int, str]:
+    """Numbers to names for ``arch``: libseccomp's table plus the newer calls HVFS knows."""
+    names = known_syscalls(arch)
+    for entry in TABLE:
+        if entry.number is not None:
+            names.setdefault(entry.number, entry.name)
+    return names
+
+
+def compile_filter(config: FilterConfig, arch: Arch) -> bytes:
+    """The BPF program for a VM, as ``struct sock_filter`` bytes."""
+    import pyseccomp as sc
+
+    program = sc.SyscallFilter(sc.ERRNO(errno.ENOSYS))
+    program.set_attr(sc.Attr.ACT_BADARCH, sc.ERRNO(errno.EPERM))
+    program.set_attr(sc.Attr.CTL_NNP, 0)  # the launcher sets NO_NEW_PRIVS itself
+    program.set_attr(sc.Attr.CTL_OPTIMIZE, 2)
+    notify, allow, eperm = sc.NOTIFY, sc.ALLOW, sc.ERRNO(errno.EPERM)
+
+    def masked(arg: int, mask: int, value: int) -> sc.Arg:
+        return sc.Arg(arg, sc.MASKED_EQ, mask, value)
+
+    for nr, name in syscall_numbers(arch).items():
+        entry = BY_NAME.get(name)
+        handling = entry.handling if entry else Handling.ALLOW
+        if handling is Handling.ALLOW:
+            program.add_rule(allow, nr)
+        elif handling in (Handling.MUTATE, Handling.FD_META, Handling.ALWAYS):
+            program.add_rule(notify, nr)
+        elif handling is Handling.EPERM:
+            program.add_rule(eperm, nr)
+        elif handling is Handling.ENOSYS:
+            continue  # the default action
+        elif handling is Handling.READ:
+            program.add_rule(notify if config.trap_reads else allow, nr)
+        elif handling is Handling.STAT_AT:
+            assert entry is not None and entry.flags_arg is not None
+            if config.trap_reads:
+                program.add_rule(allow, nr, masked(entry.flags_arg, AT_EMPTY_PATH, AT_EMPTY_PATH))
+                program.add_rule(notify, nr, masked(entry.flags_arg, AT_EMPTY_PATH, 0))
+            else:
+                program.add_rule(allow, nr)
+        elif handling is Handling.ACCESS:
+            assert entry is not None and entry.flags_arg is not None
+            if config.trap_reads:
+                program.add_rule(notify, nr)
+            else:
+                program.add_rule(notify, nr, masked(entry.flags_arg, W_OK, W_OK))
+                program.add_rule(allow, nr, masked(entry.flags_arg, W_OK, 0))
+        elif handling is Handling.OPEN:
+            assert entry is not None and entry.flags_arg is not None
+            if config.trap_reads:
+                program.add_rule(notify, nr)
+                continue
+            every = 0
+            for bit in OPEN_WRITE_BITS:
+                program.add_rule(notify, nr, masked(entry.flags_arg, bit, bit))
+                every |= bit
+            program.add_rule(allow, nr, masked(entry.flags_arg, every, 0))
+        elif handling is Handling.CLONE:
+            assert entry is not None and entry.flags_arg is not None
+            bits = NAMESPACE_FLAGS + (UNSHARE_ONLY_FLAGS if name == "unshare" else ())
+            every = 0
+            for bit in bits:
+                program.add_rule(eperm, nr, masked(entry.flags_arg, bit, bit))
+                every |= bit
+            program.add_rule(allow, nr, masked(entry.flags_arg, every, 0))
+    memfd = os.memfd_create("hvfs-filter", os.MFD_CLOEXEC)
+    try:
+        with os.fdopen(os.dup(memfd), "wb") as sink:
+            program.export_bpf(sink)
+        size = os.fstat(memfd).st_size
+        return os.pread(memfd, size, 0)
+    finally:
+        os.close(memfd)

@@ -1,0 +1,164 @@
+"""Reading the notifying thread: its memory, its cwd and fds, its credentials.
+
+Every read names a pid that may have died and been reused since the notification was
+queued; ``check_valid`` (NOTIF_ID_VALID) after the reads proves they came from the
+notifying thread, because an id stays invalid once its thread is gone.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from hvfs._sys import notify, process
+from hvfs.api import Credentials, OpenFile
+
+PATH_MAX = 4096
+AT_FDCWD = -100
+_DELETED = " (deleted)"
+
+
+class TargetGone(Exception):
+    """The notifying thread died, or its notification was cancelled."""
+
+
+class CallError(Exception):
+    """The call is malformed; answer with ``errno`` as the kernel would, without the manager."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(os.strerror(code))
+        self.errno = code
+
+
+def signed32(value: int) -> int:
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value & 0x80000000 else value
+
+
+class Tracee:
+    def __init__(self, listener: int, notif_id: int, pid: int) -> None:
+        self.listener = listener
+        self.notif_id = notif_id
+        self.pid = pid
+        self._owned: list[int] = []
+
+    def close(self) -> None:
+        """Close the fds taken from the thread for this request."""
+        for fd in self._owned:
+            os.close(fd)
+        self._owned.clear()
+
+    def check_valid(self) -> None:
+        if not notify.id_valid(self.listener, self.notif_id):
+            raise TargetGone()
+
+    def read(self, address: int, size: int) -> bytes:
+        if address == 0:
+            raise CallError(errno.EFAULT)
+        try:
+            data = process.read_memory(self.pid, address, size)
+        except OSError as e:
+            if e.errno == errno.ESRCH:
+                raise TargetGone() from e
+            raise CallError(errno.EFAULT) from e
+        if len(data) < size:
+            raise CallError(errno.EFAULT)
+        return data
+
+    def read_path(self, address: int, *, empty_ok: bool = False) -> str:
+        """The NUL-terminated path at ``address``: EFAULT, ENAMETOOLONG and ENOENT as the kernel."""
+        if address == 0:
+            raise CallError(errno.EFAULT)
+        try:
+            data = process.read_memory(self.pid, address, PATH_MAX)
+        except OSError as e:
+            if e.errno == errno.ESRCH:
+                raise TargetGone() from e
+            raise CallError(errno.EFAULT) from e
+        end = data.find(b"\0")
+        if end < 0:
+            raise CallError(errno.ENAMETOOLONG if len(data) == PATH_MAX else errno.EFAULT)
+        if end == 0 and not empty_ok:
+            raise CallError(errno.ENOENT)
+        return os.fsdecode(data[:end])
+
+    def directory(self, dirfd: int) -> str:
+        """The virtual path of the directory ``dirfd`` (or the cwd) of the thread."""
+        link = f"/proc/{self.pid}/cwd" if dirfd == AT_FDCWD else f"/proc/{self.pid}/fd/{dirfd}"
+        try:
+            target = os.readlink(link)
+        except FileNotFoundError:
+            raise CallError(errno.EBADF if dirfd != AT_FDCWD else errno.ENOENT) from None
+        except PermissionError as e:
+            raise TargetGone() from e
+        if not target.startswith("/"):
+            raise CallError(errno.ENOTDIR)  # pipe:[…], socket:[…], anon_inode:…
+        if target.endswith(_DELETED) and os.stat(link).st_nlink == 0:
+            raise CallError(errno.ENOENT)
+        return target
+
+    def absolute(self, dirfd: int, path: str) -> str:
+        if path.startswith("/"):
+            return path
+        base = self.directory(dirfd)
+        return base.rstrip("/") + "/" + path
+
+    def credentials(self) -> Credentials:
+        try:
+            with open(f"/proc/{self.pid}/status", "rb") as f:
+                text = f.read()
+        except (FileNotFoundError, ProcessLookupError) as e:
+            raise TargetGone() from e
+        fields: dict[bytes, bytes] = {}
+        for line in text.splitlines():
+            key, _, value = line.partition(b":")
+            fields[key] = value.strip()
+        uids = fields[b"Uid"].split()
+        gids = fields[b"Gid"].split()
+        return Credentials(
+            uid=int(uids[3]),
+            gid=int(gids[3]),
+            groups=tuple(int(g) for g in fields.get(b"Groups", b"").split()),
+            umask=int(fields.get(b"Umask", b"0022"), 8),
+            capabilities=int(fields[b"CapEff"], 16),
+            real_uid=int(uids[0]),
+            real_gid=int(gids[0]),
+        )
+
+    def take_fd(self, fd: int) -> OpenFile:
+        """Duplicate the thread's ``fd`` into this process (pidfd_getfd)."""
+        if fd < 0:
+            raise CallError(errno.EBADF)
+        try:
+            pidfd = process.pidfd_open(self.pid, process.PIDFD_THREAD)
+        except OSError as e:
+            if e.errno == errno.EINVAL:  # kernels before 6.9: only thread-group leaders
+                pidfd = self._leader_pidfd()
+            else:
+                raise TargetGone() from e
+        try:
+            self.check_valid()
+            try:
+                local = process.pidfd_getfd(pidfd, fd)
+            except OSError as e:
+                if e.errno == errno.EBADF:
+                    raise CallError(errno.EBADF) from e
+                raise TargetGone() from e
+        finally:
+            os.close(pidfd)
+        self._owned.append(local)
+        try:
+            path = os.readlink(f"/proc/self/fd/{local}")
+        except OSError:
+            path = "?"
+        return OpenFile(fd=local, path=path)
+
+    def _leader_pidfd(self) -> int:
+        with open(f"/proc/{self.pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Tgid:"):
+                    try:
+                        return process.pidfd_open(int(line.split()[1]))
+                    except OSError as e:
+                        raise TargetGone() from e
+        raise TargetGone()

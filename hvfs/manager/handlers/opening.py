@@ -1,0 +1,144 @@
+"""The open family: open, openat, creat and openat2."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import stat
+
+from hvfs import api
+from hvfs._sys.files import O_PATH, RESOLVE_BENEATH, RESOLVE_IN_ROOT, TMPFILE_BIT, openat2
+from hvfs.manager.resolve import fd_closing, proc_path
+from hvfs.manager.vm import VmContext
+
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | TMPFILE_BIT
+# What open(2) and openat(2) keep of the flags (the kernel's VALID_OPEN_FLAGS); openat2
+# refuses anything else with EINVAL, where the older calls ignore it.
+VALID_OPEN_FLAGS = (
+    os.O_ACCMODE
+    | os.O_CREAT
+    | os.O_EXCL
+    | os.O_NOCTTY
+    | os.O_TRUNC
+    | os.O_APPEND
+    | os.O_NONBLOCK
+    | os.O_SYNC
+    | os.O_DSYNC
+    | fcntl.FASYNC
+    | os.O_DIRECT
+    | os.O_LARGEFILE
+    | os.O_DIRECTORY
+    | os.O_NOFOLLOW
+    | os.O_NOATIME
+    | os.O_CLOEXEC
+    | O_PATH
+    | TMPFILE_BIT
+)
+O_PATH_FLAGS = os.O_DIRECTORY | os.O_NOFOLLOW | O_PATH | os.O_CLOEXEC
+# Lookups that fail in the writable view may still succeed in the VM: a path through
+# /proc/self (say /dev/stdout) names the caller there, and the manager here. The kernel
+# answers those on the boot view, where it also fails the same way if the path is bad.
+RETRY_IN_VM = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
+
+
+def normalized(request: api.Open) -> tuple[int, int]:
+    """Flags and mode as the kernel sees them for this call."""
+    flags, mode = request.flags, request.mode
+    if request.legacy:
+        flags &= VALID_OPEN_FLAGS
+        if flags & O_PATH:
+            flags &= O_PATH_FLAGS
+        mode = mode & 0o7777 if flags & (os.O_CREAT | TMPFILE_BIT) else 0
+    return flags, mode
+
+
+def _anchor(vm: VmContext, root: int, request: api.Open) -> tuple[int, str, int]:
+    """Where resolution starts: the VM root, or the caller's dirfd when openat2 asked for
+    RESOLVE_BENEATH or RESOLVE_IN_ROOT relative to it. Returns (fd, path, resolve)."""
+    if request.resolve & (RESOLVE_BENEATH | RESOLVE_IN_ROOT) and request.relative is not None:
+        base = openat2(root, request.base, O_PATH | os.O_DIRECTORY, 0, RESOLVE_IN_ROOT)
+        return base, request.relative, request.resolve
+    return os.dup(root), request.path, RESOLVE_IN_ROOT | request.resolve
+
+
+def handle_open(vm: VmContext, request: api.Open) -> api.Response:
+    """Errnos: those of openat2(2) in the VM's views — EACCES, EEXIST, EISDIR, ENOENT,
+    ENOTDIR, ELOOP, EROFS, ENOSPC, EDQUOT, ETXTBSY, EINVAL, ENAMETOOLONG, EMFILE, ENFILE."""
+    flags, mode = normalized(request)
+    if flags & O_PATH or vm.is_kernel_path(request.path):
+        return api.Continue()  # ADDFD cannot carry O_PATH files; procfs is the VM's own
+    if flags & WRITE_FLAGS:
+        return _open_writable(vm, request, flags, mode)
+    return _open_readable(vm, request, flags)
+
+
+def _open_writable(vm: VmContext, request: api.Open, flags: int, mode: int) -> api.Response:
+    anchor, path, resolve = _anchor(vm, vm.rw_root, request)
+    with fd_closing(anchor):
+        try:
+            probe = openat2(anchor, path, O_PATH | (flags & os.O_NOFOLLOW), 0, resolve)
+        except OSError as e:
+            if e.errno == errno.ENOENT and flags & os.O_CREAT:
+                return _create(vm, request, anchor, path, flags, mode, resolve)
+            if e.errno in RETRY_IN_VM:
+                return api.Continue()
+            raise
+        with fd_closing(probe):
+            kind = stat.S_IFMT(os.fstat(probe).st_mode)
+            if kind == stat.S_IFREG:
+                if flags & os.O_CREAT and flags & os.O_EXCL:
+                    raise OSError(errno.EEXIST, "exists")
+                fd = os.open(proc_path(probe), flags & ~(os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW) | os.O_CLOEXEC)
+                return _hand_out(vm, request, fd, flags)
+            if kind in (stat.S_IFDIR, stat.S_IFLNK):
+                # EISDIR or ELOOP from the kernel, or an O_TMPFILE in the directory.
+                fd = openat2(anchor, path, flags, mode, resolve)
+                return _hand_out(vm, request, fd, flags)
+            return api.Continue()  # devices, FIFOs, sockets: nothing in the tree changes
+
+
+def _create(
+    vm: VmContext, request: api.Open, anchor: int, path: str, flags: int, mode: int, resolve: int
+) -> api.Response:
+    # O_NONBLOCK: if a FIFO took the name meanwhile, opening it must not block a worker.
+    fd = openat2(anchor, path, flags | os.O_NONBLOCK, mode, resolve)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return api.Continue()
+    if not flags & os.O_NONBLOCK:
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    return _hand_out(vm, request, fd, flags)
+
+
+def _hand_out(vm: VmContext, request: api.Open, fd: int, flags: int) -> api.Response:
+    """An fd from the writable view goes out only if the caller may write through it:
+    a read-only fd from a writable mount could be reopened for writing via /proc."""
+    if flags & os.O_ACCMODE != os.O_RDONLY:
+        return api.Fd(fd, bool(flags & os.O_CLOEXEC))
+    with fd_closing(fd):
+        written = os.fstat(fd)
+        twin = openat2(vm.vm_root, request.path, flags & ~(WRITE_FLAGS | os.O_EXCL), 0, RESOLVE_IN_ROOT)
+        same = os.fstat(twin)
+        if (same.st_dev, same.st_ino) != (written.st_dev, written.st_ino):
+            os.close(twin)
+            raise OSError(errno.ENOENT, "replaced while opening")
+        return api.Fd(twin, bool(flags & os.O_CLOEXEC))
+
+
+def _open_readable(vm: VmContext, request: api.Open, flags: int) -> api.Response:
+    """Strict mode: a read-only open, served from the VM's own read-only view."""
+    anchor, path, resolve = _anchor(vm, vm.vm_root, request)
+    with fd_closing(anchor):
+        try:
+            probe = openat2(anchor, path, O_PATH | (flags & os.O_NOFOLLOW), 0, resolve)
+        except OSError as e:
+            if e.errno in RETRY_IN_VM:
+                return api.Continue()
+            raise
+        with fd_closing(probe):
+            kind = stat.S_IFMT(os.fstat(probe).st_mode)
+            if kind not in (stat.S_IFREG, stat.S_IFDIR):
+                return api.Continue()
+            fd = os.open(proc_path(probe), flags & ~os.O_NOFOLLOW | os.O_CLOEXEC)
+            return api.Fd(fd, bool(flags & os.O_CLOEXEC))

@@ -1,0 +1,124 @@
+"""Reads served in strict mode (stat, statx, readlink, chdir and exec checks, lookups),
+plus the two reads the boot view would get wrong in any mode: access(W_OK) and statfs,
+which must see a writable mount as writable.
+
+Reads resolve in the VM's own root, so results (mount ids included) are exactly the
+native ones. A lookup that fails may still succeed for the VM itself through
+/proc/self, which names the manager here: the kernel gets those on the boot view.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from hvfs import api
+from hvfs._sys.files import AT_EMPTY_PATH, AT_SYMLINK_NOFOLLOW, faccessat, fstatfs, statx
+from hvfs.manager.handlers.opening import RETRY_IN_VM
+from hvfs.manager.resolve import fd_closing, open_object
+from hvfs.manager.vm import VmContext
+
+AT_EACCESS = 0x200
+
+
+class _ContinueInVm(Exception):
+    pass
+
+
+@contextmanager
+def _object(vm: VmContext, root: int, path: str, follow: bool) -> Iterator[int]:
+    if vm.is_kernel_path(path):
+        raise _ContinueInVm()
+    try:
+        fd = open_object(root, path, follow=follow)
+    except OSError as e:
+        if e.errno in RETRY_IN_VM:
+            raise _ContinueInVm() from e
+        raise
+    with fd_closing(fd):
+        yield fd
+
+
+def _continue_if_needed(handler):  # type: ignore[no-untyped-def]
+    def wrapper(vm: VmContext, request: api.Request) -> api.Response:
+        try:
+            return handler(vm, request)  # type: ignore[no-any-return]
+        except _ContinueInVm:
+            return api.Continue()
+
+    wrapper.__doc__ = handler.__doc__
+    return wrapper
+
+
+@_continue_if_needed
+def handle_stat(vm: VmContext, request: api.Stat) -> api.Response:
+    """Errnos: EACCES, ENAMETOOLONG (missing paths are left to the kernel)."""
+    with _object(vm, vm.vm_root, request.path, request.follow) as fd:
+        return api.StatResult(os.fstat(fd))
+
+
+@_continue_if_needed
+def handle_statx(vm: VmContext, request: api.Statx) -> api.Response:
+    """Errnos: EACCES, EINVAL (bad flags or mask bits)."""
+    follow = not request.flags & AT_SYMLINK_NOFOLLOW
+    with _object(vm, vm.vm_root, request.path, follow) as fd:
+        return api.StatxResult(statx(fd, "", AT_EMPTY_PATH | (request.flags & ~AT_SYMLINK_NOFOLLOW), request.mask))
+
+
+@_continue_if_needed
+def handle_statfs(vm: VmContext, request: api.Statfs) -> api.Response:
+    """Errnos: EACCES. Served from the writable view: ST_RDONLY only where the mount is."""
+    with _object(vm, vm.rw_root, request.path, True) as fd:
+        return api.StatfsResult(fstatfs(fd))
+
+
+@_continue_if_needed
+def handle_access(vm: VmContext, request: api.Access) -> api.Response:
+    """Errnos: EACCES, EROFS (W_OK on a read-only mount), ETXTBSY. The manager's dispatch
+    runs this with the caller's real ids unless AT_EACCESS is given."""
+    follow = not request.flags & AT_SYMLINK_NOFOLLOW
+    with _object(vm, vm.rw_root, request.path, follow) as fd:
+        if request.mode:
+            faccessat(fd, "", request.mode, AT_EACCESS | AT_EMPTY_PATH)
+    return api.Value(0)
+
+
+@_continue_if_needed
+def handle_readlink(vm: VmContext, request: api.Readlink) -> api.Response:
+    """Errnos: EINVAL (not a symlink), EACCES."""
+    with _object(vm, vm.vm_root, request.path, False) as fd:
+        if not stat.S_ISLNK(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a symlink")
+        return api.Data(os.fsencode(os.readlink("", dir_fd=fd)))
+
+
+@_continue_if_needed
+def handle_chdir(vm: VmContext, request: api.Chdir) -> api.Response:
+    """Errnos: ENOTDIR, EACCES. Checked, then continued: the kernel keeps the cwd."""
+    with _object(vm, vm.vm_root, request.path, True) as fd:
+        if not stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.ENOTDIR, "not a directory")
+        faccessat(fd, "", os.X_OK, AT_EACCESS | AT_EMPTY_PATH)
+    return api.Continue()
+
+
+@_continue_if_needed
+def handle_exec(vm: VmContext, request: api.Exec) -> api.Response:
+    """Errnos: EACCES (not a regular file, or not executable). Checked, then continued:
+    only the kernel can load a program."""
+    with _object(vm, vm.vm_root, request.path, request.follow) as fd:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EACCES, "not a regular file")
+        faccessat(fd, "", os.X_OK, AT_EACCESS | AT_EMPTY_PATH)
+    return api.Continue()
+
+
+@_continue_if_needed
+def handle_lookup(vm: VmContext, request: api.Lookup) -> api.Response:
+    """Errnos: EACCES. Checked, then continued: the kernel gives the answer."""
+    with _object(vm, vm.vm_root, request.path, request.follow):
+        pass
+    return api.Continue()

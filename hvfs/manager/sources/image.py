@@ -1,0 +1,164 @@
+"""The VM's root: an image under a per-VM copy-on-write layer (overlayfs).
+
+Images: ``host`` (the host's own /usr, /etc and /bin, /lib* read-only, so that host
+programs run), a root file system directory, or a root file system tarball (unpacked
+once into a cache). Writes land in the VM's upper layers, kept in memory and discarded
+at exit, or kept on disk with ``--persist DIR``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Iterator
+
+from hvfs._sys import mount as m
+from hvfs._sys.files import O_PATH, RESOLVE_IN_ROOT, openat2
+from hvfs.manager.sources.base import Scratch, Source, SourceError
+
+# What of the host's root a VM sees with the "host" image.
+HOST_TREES = ("usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
+SKELETON_DIRS = {
+    "dev": 0o755,
+    "proc": 0o555,
+    "sys": 0o555,
+    "tmp": 0o1777,
+    "root": 0o700,
+    "home": 0o755,
+    "run": 0o755,
+    "var": 0o755,
+    "var/tmp": 0o1777,
+    "mnt": 0o755,
+    "opt": 0o755,
+    "srv": 0o755,
+}
+
+
+def _escape(path: str) -> str:
+    return path.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
+
+
+def _mount_overlay(lower: str, target: str, scratch: Scratch, key: str) -> None:
+    upper, work = scratch.layer(key)
+    options = f"lowerdir={_escape(lower)},upperdir={_escape(upper)},workdir={_escape(work)},userxattr"
+    m.mount("overlay", target, "overlay", 0, options)
+
+
+class ImageSource(Source):
+    kind = "image"
+
+    def __init__(self, name: str, layers: tuple[tuple[str, str], ...], skeleton: bool) -> None:
+        self.name = name
+        self.layers = layers  # (path in the VM, lower directory); the first is "/"
+        self.skeleton = skeleton  # build the root directory from SKELETON_DIRS and host links
+
+    def mount(self, target: str, scratch: Scratch) -> None:
+        """Implements Source.mount: one overlay per layer, nested under the root's."""
+        root_lower = self.layers[0][1]
+        if self.skeleton:
+            root_lower = os.path.join(scratch.directory, "skeleton")
+            _make_skeleton(root_lower)
+        _mount_overlay(root_lower, target, scratch, "root")
+        root = os.open(target, O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for path, lower in self.layers[1:]:
+                at = openat2(root, path, O_PATH | os.O_DIRECTORY, 0, RESOLVE_IN_ROOT)
+                try:
+                    _mount_overlay(lower, f"/proc/self/fd/{at}", scratch, path.strip("/").replace("/", "-"))
+                finally:
+                    os.close(at)
+        finally:
+            os.close(root)
+
+    def describe(self) -> str:
+        return self.name
+
+
+def _make_skeleton(directory: str) -> None:
+    os.makedirs(directory, exist_ok=True)
+    for name in HOST_TREES:
+        host = os.path.join("/", name)
+        here = os.path.join(directory, name)
+        if os.path.islink(host):
+            if not os.path.lexists(here):
+                os.symlink(os.readlink(host), here)
+        elif os.path.isdir(host):
+            os.makedirs(here, exist_ok=True)
+    for name, mode in SKELETON_DIRS.items():
+        here = os.path.join(directory, name)
+        os.makedirs(here, exist_ok=True)
+        os.chmod(here, mode)
+
+
+def host_image() -> ImageSource:
+    layers = [("/", "")]
+    for name in HOST_TREES:
+        host = os.path.join("/", name)
+        if os.path.isdir(host) and not os.path.islink(host):
+            layers.append((host, host))
+    return ImageSource("host", tuple(layers), skeleton=True)
+
+
+def directory_image(path: str) -> ImageSource:
+    if not os.path.isdir(path):
+        raise SourceError(f"image {path}: not a directory; give a root file system directory or tarball")
+    return ImageSource(path, (("/", path),), skeleton=False)
+
+
+def tarball_image(path: str, cache: str) -> ImageSource:
+    return ImageSource(path, (("/", unpack_tarball(path, cache)),), skeleton=False)
+
+
+def _safe_members(archive: tarfile.TarFile, destination: str) -> Iterator[tarfile.TarInfo]:
+    """Members that stay inside ``destination``, checked lazily as extraction proceeds,
+    so that a symlink unpacked earlier cannot carry a later member out of the tree."""
+    root = os.path.realpath(destination)
+    for member in archive:
+        if member.ischr() or member.isblk():
+            continue  # device nodes cannot be made in a user namespace, nor are they wanted
+        name = member.name.lstrip("/")
+        if not name or ".." in name.split("/"):
+            continue
+        if member.islnk() and (member.linkname.startswith("/") or ".." in member.linkname.split("/")):
+            continue
+        where = os.path.realpath(os.path.join(root, name))
+        if where != root and not where.startswith(root + "/"):
+            continue
+        member.name = name
+        yield member
+
+
+def unpack_tarball(path: str, cache: str) -> str:
+    """Unpack a root file system tarball once; return the cached directory.
+
+    The cache key is the file's identity (path, size, mtime, inode); an unpacked tree is
+    renamed into place only when complete, so a crash never leaves a half-unpacked image.
+    """
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise SourceError(f"image {path}: {e.strerror}; give a directory, a tarball or 'host'") from None
+    key = hashlib.sha256(f"{os.path.realpath(path)}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}".encode()).hexdigest()
+    destination = os.path.join(cache, key[:32])
+    if os.path.isdir(destination):
+        return destination
+    os.makedirs(cache, exist_ok=True)
+    partial = tempfile.mkdtemp(prefix=".unpack-", dir=cache)
+    try:
+        with tarfile.open(path) as archive:
+            options = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
+            archive.extractall(partial, members=_safe_members(archive, partial), numeric_owner=True, **options)
+        os.rename(partial, destination)
+    except tarfile.TarError as e:
+        raise SourceError(f"image {path}: not a readable tarball ({e}); give a directory, a tarball or 'host'") from None
+    except OSError as e:
+        if os.path.isdir(destination):  # another run unpacked it first
+            return destination
+        raise SourceError(f"image {path}: cannot unpack into {cache}: {e.strerror}") from None
+    finally:
+        if os.path.isdir(partial):
+            shutil.rmtree(partial, ignore_errors=True)
+    return destination

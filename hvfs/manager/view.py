@@ -1,0 +1,115 @@
+"""Building a VM's two views in the manager's mount namespace.
+
+The mount table is first realised under a private staging tmpfs. Then two copies are
+made of that tree: the **writable view**, a detached mount tree that only the manager
+holds (by fd), where it performs the VM's requests; and the **boot view**, the same
+mounts made read-only recursively, which the VM enters as its root. Both show the same
+inodes. A detached tree has no parent mount, so ``..`` cannot climb out of it, and paths
+of files opened in it read as the VM's own paths (``/data/x``), not the manager's.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+
+from hvfs._sys import mount as m
+from hvfs._sys.files import O_PATH, RESOLVE_IN_ROOT, openat2
+from hvfs.manager.mounts import Mount
+from hvfs.manager.sources.base import Scratch, SourceError
+
+
+@dataclass
+class Views:
+    staging: str
+    rw_root: int  # fd of the writable view's root
+    boot: str  # where the boot view is attached in the manager's namespace, for the VM
+
+    def release_boot(self) -> None:
+        """Drop the staging mounts once the VM holds its own copy of the boot view."""
+        m.umount(self.staging, m.MNT_DETACH)
+
+
+def ensure_path(root: int, path: str, *, directory: bool = True, mode: int = 0o755) -> int:
+    """Create ``path`` under ``root`` as needed, each step resolved inside ``root``;
+    return an O_PATH fd of it. Raises SourceError if it exists with the wrong type."""
+    parts = [p for p in path.split("/") if p]
+    for i in range(1, len(parts) + 1):
+        prefix = "/" + "/".join(parts[:i])
+        last = i == len(parts)
+        try:
+            fd = openat2(root, prefix, O_PATH, 0, RESOLVE_IN_ROOT)
+        except FileNotFoundError:
+            parent = openat2(root, "/" + "/".join(parts[: i - 1]), O_PATH | os.O_DIRECTORY, 0, RESOLVE_IN_ROOT)
+            try:
+                if last and not directory:
+                    os.close(os.open(parts[i - 1], os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644, dir_fd=parent))
+                else:
+                    os.mkdir(parts[i - 1], mode, dir_fd=parent)
+            except FileExistsError:
+                pass
+            finally:
+                os.close(parent)
+            fd = openat2(root, prefix, O_PATH, 0, RESOLVE_IN_ROOT)
+        is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
+        if last:
+            if is_dir != directory:
+                os.close(fd)
+                want, found = ("a directory", "a file") if directory else ("a file", "a directory")
+                raise SourceError(f"{path}: is {found} in the VM, so {want} cannot be mounted there; pick another target")
+            return fd
+        os.close(fd)
+        if not is_dir:
+            raise SourceError(f"{prefix}: not a directory in the VM; pick another target")
+    return os.open("/proc/self/fd/%d" % root, O_PATH | os.O_CLOEXEC)
+
+
+def _set_readonly(root: int, target: str) -> None:
+    fd = openat2(root, target, O_PATH, 0, RESOLVE_IN_ROOT)
+    try:
+        m.set_readonly(fd)
+    finally:
+        os.close(fd)
+
+
+def build_views(table: list[Mount], staging: str, persist: str | None) -> Views:
+    """Realise ``table`` (which must mount "/") and return the VM's views.
+
+    Must run in the manager's private mount namespace.
+    """
+    m.mount("tmpfs", staging, "tmpfs", m.MS_NOSUID | m.MS_NODEV, "mode=0700")
+    scratch = Scratch(persist or os.path.join(staging, "scratch"))
+    tree = os.path.join(staging, "tree")
+    os.mkdir(tree, 0o755)
+    ordered = sorted(table, key=lambda mount: mount.depth)
+    if not ordered or ordered[0].target != "/":
+        raise SourceError("a VM needs a root image")
+    ordered[0].source.mount(tree, scratch)
+    root = os.open(tree, O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for mount in ordered[1:]:
+            at = ensure_path(root, mount.target, directory=mount.source.is_directory)
+            try:
+                mount.source.mount(f"/proc/self/fd/{at}", scratch)
+            finally:
+                os.close(at)
+            if mount.readonly:
+                _set_readonly(root, mount.target)
+    finally:
+        os.close(root)
+    rw_root = m.clone_tree(tree)
+    boot_tree = m.clone_tree(tree)
+    try:
+        m.set_readonly(boot_tree)
+        boot = os.path.join(staging, "boot")
+        os.mkdir(boot, 0o755)
+        at = os.open(boot, O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            m.attach_tree(boot_tree, at)
+        finally:
+            os.close(at)
+    finally:
+        os.close(boot_tree)
+    m.umount(tree, m.MNT_DETACH)
+    return Views(staging=staging, rw_root=rw_root, boot=boot)

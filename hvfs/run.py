@@ -1,0 +1,140 @@
+"""``hvfs run``: one VM, served by a manager in this process.
+
+The order matters: everything that forks (the id-map helper, the VM's launcher) happens
+while this process is still single-threaded; the driver's worker threads start last.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from hvfs._sys import process
+from hvfs.api import InProcessTransport
+from hvfs.intercept.arch import native
+from hvfs.intercept.driver import SeccompDriver
+from hvfs.intercept.filter import FilterConfig, compile_filter
+from hvfs.manager.manager import Manager
+from hvfs.manager.mounts import Mount, system_mounts
+from hvfs.manager.sources.base import Source, SourceError
+from hvfs.manager.sources.host import HostSource
+from hvfs.manager.sources.image import directory_image, host_image, tarball_image
+from hvfs.manager.sources.memory import MemorySource
+from hvfs.manager.view import Views, build_views, ensure_path
+from hvfs.manager.vm import VmContext
+from hvfs.sandbox import launcher, preflight, terminal, userns
+from hvfs.sandbox.plan import BootPlan
+from hvfs.spec import RunSpec, UsageError
+from hvfs.state import NameLock, cache_directory
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def image_source(image: str) -> Source:
+    if image == "host":
+        return host_image()
+    if os.path.isdir(image):
+        return directory_image(image)
+    return tarball_image(image, os.path.join(cache_directory(), "images"))
+
+
+def mount_table(spec: RunSpec, image: Source) -> list[Mount]:
+    table = [Mount("/", image), *system_mounts()]
+    table += [Mount(v.target, HostSource(v.source), v.readonly) for v in spec.volumes]
+    table += [Mount(t.target, MemorySource(t.size, t.mode), t.readonly) for t in spec.tmpfs]
+    return table
+
+
+def check_stdio() -> None:
+    for fd in (0, 1, 2):
+        try:
+            mode = os.fstat(fd).st_mode
+        except OSError:
+            continue
+        if stat.S_ISDIR(mode):
+            raise UsageError(f"fd {fd} is a directory; a VM must not inherit a host directory, redirect it")
+
+
+@contextmanager
+def forwarding_signals(vm: launcher.VmProcess) -> Iterator[None]:
+    previous = {s: signal.signal(s, lambda signum, frame: vm.signal(signum)) for s in FORWARDED}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def run(spec: RunSpec) -> int:
+    preflight.check_kernel()
+    check_stdio()
+    image = image_source(spec.image)
+    arch = native()
+    program = compile_filter(FilterConfig(trap_reads=spec.strict), arch)
+    if spec.persist:
+        os.makedirs(spec.persist, exist_ok=True)
+    lock = NameLock(spec.name)
+    try:
+        idmap = userns.enter_manager_namespaces()
+        views = _build(spec, image, lock.staging)
+        plan = BootPlan(
+            name=spec.name,
+            boot=views.boot,
+            argv=spec.argv,
+            env=dict(spec.env),
+            workdir=spec.workdir,
+            filter_program=program,
+            tty=spec.tty,
+            winsize=terminal.host_winsize() if spec.tty else None,
+        )
+        vm = launcher.start(plan, idmap)
+        booted = vm.wait_booted()
+        vm_root = os.open(f"/proc/{vm.init_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        views.release_boot()
+        manager = Manager()
+        context = VmContext(spec.name, views.rw_root, vm_root, strict=spec.strict)
+        manager.add_vm(context)
+        driver = SeccompDriver(booted.listener, spec.name, InProcessTransport(manager.handle_request), arch)
+        driver.start()
+        with forwarding_signals(vm):
+            if booted.terminal is not None:
+                pidfd = process.pidfd_open(vm.launcher_pid)
+                try:
+                    terminal.relay(booted.terminal, interactive=spec.interactive, until=pidfd)
+                finally:
+                    os.close(pidfd)
+            code = vm.wait()
+        driver.join(timeout=5)
+        if spec.stats:
+            _write_stats(spec.stats, context, driver)
+        return code
+    finally:
+        lock.release()
+
+
+def _build(spec: RunSpec, image: Source, staging: str) -> Views:
+    try:
+        views = build_views(mount_table(spec, image), staging, spec.persist)
+        os.close(ensure_path(views.rw_root, spec.workdir))
+        return views
+    except SourceError as e:
+        raise UsageError(str(e)) from None
+
+
+def _write_stats(path: str, context: VmContext, driver: SeccompDriver) -> None:
+    stats = context.statistics()
+    document = {
+        "vm": context.name,
+        "requests": stats.requests,
+        "served": stats.total("served"),
+        "continued": stats.total("continued"),
+        "failed": stats.total("failed"),
+        "sync_wake_up": driver.sync_wake_up,
+    }
+    with open(path, "w") as f:
+        json.dump(document, f, indent=2, sort_keys=True)
+        f.write("\n")

@@ -1,0 +1,96 @@
+"""User namespaces: the manager's own, and the identity maps of each VM's.
+
+The manager always runs in a user namespace of its own, so that it holds exactly the
+privileges a VM's root holds over files, no more: as root, every id maps to itself (a
+VM's root then acts on host files as docker's does, without any capability outside);
+as an unprivileged user, that user's id is root inside. A VM's user namespace maps the
+manager's ids onto themselves, so ids read by the manager from a VM need no translation.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from hvfs._sys import mount as m
+from hvfs._sys import process
+from hvfs.sandbox.errors import SetupError
+from hvfs.sandbox.preflight import userns_hint
+
+ALL_IDS = 4294967295
+
+
+@dataclass(frozen=True)
+class IdMap:
+    """The ids of the manager's namespace: 0 up to ``count``."""
+
+    count: int
+
+    def identity(self) -> str:
+        return f"0 0 {self.count}\n"
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def enter_manager_namespaces() -> IdMap:
+    """Move this (single-threaded) process into a new user and mount namespace."""
+    uid, gid = os.geteuid(), os.getegid()
+    privileged = uid == 0
+    helper = -1
+    ready_read = ready_write = done_read = done_write = -1
+    if privileged:
+        # Only a process outside the new namespace, holding CAP_SETUID there, may map
+        # more than its own id; a child forked before unshare writes our maps.
+        ready_read, ready_write = os.pipe()
+        done_read, done_write = os.pipe()
+        helper = os.fork()
+        if helper == 0:
+            os.close(ready_write)
+            os.close(done_read)
+            code = 1
+            try:
+                if os.read(ready_read, 1) == b"u":
+                    parent = os.getppid()
+                    _write(f"/proc/{parent}/uid_map", f"0 0 {ALL_IDS}\n")
+                    _write(f"/proc/{parent}/gid_map", f"0 0 {ALL_IDS}\n")
+                    os.write(done_write, b"m")
+                    code = 0
+            finally:
+                os._exit(code)
+        os.close(ready_read)
+        os.close(done_write)
+    try:
+        process.unshare(process.CLONE_NEWUSER | process.CLONE_NEWNS)
+    except OSError as e:
+        if helper > 0:
+            os.close(ready_write)
+            os.waitpid(helper, 0)
+        raise SetupError("user namespace", e.strerror or str(e), userns_hint()) from None
+    if privileged:
+        os.write(ready_write, b"u")
+        os.close(ready_write)
+        mapped = os.read(done_read, 1)
+        os.close(done_read)
+        os.waitpid(helper, 0)
+        if mapped != b"m":
+            raise SetupError("user namespace", "could not write the manager's id maps")
+        idmap = IdMap(ALL_IDS)
+    else:
+        _write("/proc/self/setgroups", "deny")
+        _write("/proc/self/uid_map", f"0 {uid} 1\n")
+        _write("/proc/self/gid_map", f"0 {gid} 1\n")
+        idmap = IdMap(1)
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+    # Mounts made here never propagate back to the host; the host's still reach us.
+    m.mount(None, "/", None, m.MS_REC | m.MS_SLAVE)
+    return idmap
+
+
+def map_vm(pid: int, idmap: IdMap) -> None:
+    """Write the identity maps of the VM whose launcher is ``pid``."""
+    _write(f"/proc/{pid}/uid_map", idmap.identity())
+    _write(f"/proc/{pid}/gid_map", idmap.identity())

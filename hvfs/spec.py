@@ -1,0 +1,161 @@
+"""What ``hvfs run`` is asked to do, parsed and checked before anything starts.
+
+Every mistake becomes one ``UsageError`` line that names the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+RESERVED_TARGETS = ("/proc", "/dev")
+NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
+SIZE = re.compile(r"^(\d+)\s*([kmgt]?)i?b?$", re.IGNORECASE)
+UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+class UsageError(Exception):
+    """Bad input from the user: the message names the problem and the fix."""
+
+
+@dataclass(frozen=True)
+class Volume:
+    source: str
+    target: str
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class Tmpfs:
+    target: str
+    size: int | None = None
+    mode: int = 0o1777
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    argv: tuple[str, ...]
+    name: str
+    image: str = "host"
+    volumes: tuple[Volume, ...] = ()
+    tmpfs: tuple[Tmpfs, ...] = ()
+    workdir: str = "/"
+    env: Mapping[str, str] = field(default_factory=dict)
+    strict: bool = False
+    persist: str | None = None
+    tty: bool = False
+    interactive: bool = False
+    stats: str | None = None
+
+
+def parse_target(target: str, what: str) -> str:
+    if not target.startswith("/"):
+        raise UsageError(f"{what}: target {target!r} is relative; use an absolute path such as /data")
+    if ".." in target.split("/"):
+        raise UsageError(f"{what}: target {target!r} contains '..'; give the plain absolute path")
+    normal = posixpath.normpath(target)
+    if normal == "/":
+        raise UsageError(f"{what}: cannot mount over /; use --image to choose the root")
+    for reserved in RESERVED_TARGETS:
+        if normal == reserved or normal.startswith(reserved + "/"):
+            raise UsageError(f"{what}: {normal} is managed by hvfs; pick another target")
+    return normal
+
+
+def parse_volume(text: str, cwd: str | None = None) -> Volume:
+    """``SRC:DST[:ro|rw]``, as docker's ``-v``."""
+    what = f"-v {text!r}"
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+        raise UsageError(f"{what}: expected SRC:DST[:ro|rw], e.g. -v ./data:/data:ro")
+    source, target = parts[0], parts[1]
+    options = parts[2].split(",") if len(parts) == 3 else []
+    readonly = False
+    for option in options:
+        if option == "ro":
+            readonly = True
+        elif option != "rw":
+            raise UsageError(f"{what}: unknown option {option!r}; use ro or rw")
+    source = os.path.abspath(os.path.join(cwd or os.getcwd(), source))
+    if not os.path.exists(source):
+        raise UsageError(f"{what}: source {source} does not exist; create it or fix the path")
+    return Volume(source=source, target=parse_target(target, what), readonly=readonly)
+
+
+def parse_size(text: str, what: str) -> int:
+    match = SIZE.match(text.strip())
+    if not match:
+        raise UsageError(f"{what}: size {text!r} is not a size; use e.g. 64m, 1g or 512k")
+    return int(match.group(1)) * UNITS[match.group(2).lower()]
+
+
+def parse_tmpfs(text: str) -> Tmpfs:
+    """``DST[:size=64m,mode=1777,ro]``, as docker's ``--tmpfs``."""
+    what = f"--tmpfs {text!r}"
+    target, _, rest = text.partition(":")
+    size, mode, readonly = None, 0o1777, False
+    for option in filter(None, rest.split(",")):
+        key, _, value = option.partition("=")
+        if key == "size" and value:
+            size = parse_size(value, what)
+        elif key == "mode" and value:
+            try:
+                mode = int(value, 8)
+            except ValueError:
+                raise UsageError(f"{what}: mode {value!r} is not octal; use e.g. mode=1777") from None
+        elif option in ("ro", "rw"):
+            readonly = option == "ro"
+        else:
+            raise UsageError(f"{what}: unknown option {option!r}; use size=, mode=, ro or rw")
+    return Tmpfs(target=parse_target(target, what), size=size, mode=mode, readonly=readonly)
+
+
+def parse_env(items: Sequence[str], host: Mapping[str, str], *, name: str, tty: bool) -> dict[str, str]:
+    """A clean environment, as docker gives, plus ``-e K=V`` and ``-e K`` (from the host)."""
+    env = {"PATH": DEFAULT_PATH, "HOSTNAME": name, "HOME": "/root"}
+    if tty:
+        env["TERM"] = host.get("TERM", "xterm")
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not key or "\0" in item:
+            raise UsageError(f"-e {item!r}: expected KEY=VALUE or KEY")
+        if sep:
+            env[key] = value
+        elif key in host:
+            env[key] = host[key]
+    return env
+
+
+def check_name(name: str) -> str:
+    if not NAME.match(name):
+        raise UsageError(
+            f"--name {name!r}: use 1 to 63 letters, digits, '_', '.' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def check_workdir(workdir: str) -> str:
+    if not workdir.startswith("/"):
+        raise UsageError(f"-w {workdir!r}: the working directory must be an absolute path")
+    return posixpath.normpath(workdir)
+
+
+def check_image(image: str) -> str:
+    if image == "host":
+        return image
+    path = os.path.abspath(image)
+    if not os.path.exists(path):
+        raise UsageError(f"--image {image!r}: no such directory or tarball; give 'host', a root directory or a tarball")
+    return path
+
+
+def check_persist(path: str) -> str:
+    path = os.path.abspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"--persist {path}: not a directory; give a directory to keep the VM's changes in")
+    return path
