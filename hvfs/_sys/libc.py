@@ -56,6 +56,9 @@ _NUMBERS: dict[str, dict[str, int]] = {
 _SHARED = {
     "open_tree": 428,
     "move_mount": 429,
+    "fsopen": 430,
+    "fsconfig": 431,
+    "fsmount": 432,
     "pidfd_open": 434,
     "openat2": 437,
     "pidfd_getfd": 438,

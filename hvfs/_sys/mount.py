@@ -27,6 +27,9 @@ AT_FDCWD = -100
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
 MOVE_MOUNT_T_EMPTY_PATH = 0x40
 MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
 
 
 class _MountAttr(ctypes.Structure):
@@ -73,3 +76,30 @@ def set_readonly(tree_fd: int) -> None:
 def attach_tree(tree_fd: int, target_fd: int) -> None:
     """Attach the detached tree ``tree_fd`` on the directory (or file) ``target_fd``."""
     syscall("move_mount", tree_fd, b"", target_fd, b"", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)
+
+
+FSOPEN_CLOEXEC = 1
+FSMOUNT_CLOEXEC = 1
+FSCONFIG_SET_FLAG = 0
+FSCONFIG_SET_STRING = 1
+FSCONFIG_CMD_CREATE = 6
+
+
+def new_mount(fstype: str, options: dict[str, str | None], attributes: int = 0) -> int:
+    """A new, detached mount of ``fstype`` (fsopen/fsconfig/fsmount): the fd of its root.
+
+    An option whose value is None is a flag. Once attached (``attach_tree``), the same
+    fd names the attached mount's root, so what goes inside it can be resolved from it.
+    """
+    context = syscall("fsopen", _bytes(fstype), FSOPEN_CLOEXEC)
+    try:
+        for key, value in options.items():
+            if value is None:
+                syscall("fsconfig", context, FSCONFIG_SET_FLAG, _bytes(key), None, 0)
+            else:
+                syscall("fsconfig", context, FSCONFIG_SET_STRING, _bytes(key), _bytes(value), 0)
+        syscall("fsconfig", context, FSCONFIG_CMD_CREATE, None, None, 0)
+        return syscall("fsmount", context, FSMOUNT_CLOEXEC, attributes)
+    finally:
+        os.close(context)
+

@@ -85,13 +85,17 @@ def build_views(table: list[Mount], staging: str, persist: str | None) -> Views:
     ordered = sorted(table, key=lambda mount: mount.depth)
     if not ordered or ordered[0].target != "/":
         raise SourceError("a VM needs a root image")
-    ordered[0].source.mount(tree, scratch)
+    at = os.open(tree, O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        ordered[0].source.mount(at, scratch)
+    finally:
+        os.close(at)
     root = os.open(tree, O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for mount in ordered[1:]:
             at = ensure_path(root, mount.target, directory=mount.source.is_directory)
             try:
-                mount.source.mount(f"/proc/self/fd/{at}", scratch)
+                mount.source.mount(at, scratch)
             finally:
                 os.close(at)
             if mount.readonly:

@@ -41,12 +41,12 @@ class Source(abc.ABC):
         return True
 
     @abc.abstractmethod
-    def mount(self, target: str, scratch: Scratch) -> None:
+    def mount(self, target: int, scratch: Scratch) -> None:
         """Mount this source on ``target``.
 
-        Preconditions: ``target`` is a path naming an existing directory (or file, when
-        ``is_directory`` is False) inside the view — a ``/proc/self/fd/N`` path of an fd
-        resolved within the VM's root, so that no symlink can redirect the mount.
+        Preconditions: ``target`` is an O_PATH fd of an existing directory (or file, when
+        ``is_directory`` is False) inside the view, resolved within the VM's root, so that
+        no symlink can redirect the mount. The caller keeps ownership of the fd.
         Postcondition: ``target`` shows the source, writable unless the source itself
         is read-only.
         Raises ``SourceError`` for what the user can fix, ``OSError`` otherwise.

@@ -20,14 +20,22 @@ LINKS = {
 class DevicesSource(Source):
     kind = "devices"
 
-    def mount(self, target: str, scratch: Scratch) -> None:
+    def mount(self, target: int, scratch: Scratch) -> None:
         """Implements Source.mount: tmpfs, device binds, the usual symlinks, pts/ and shm/."""
-        m.mount("tmpfs", target, "tmpfs", m.MS_NOSUID, "mode=0755,size=1m")
-        root = os.open(target, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        root = m.new_mount("tmpfs", {"mode": "0755", "size": "1m"}, m.MOUNT_ATTR_NOSUID)
         try:
+            m.attach_tree(root, target)
             for name in DEVICES:
                 os.close(os.open(name, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o666, dir_fd=root))
-                m.mount(f"/dev/{name}", f"/proc/self/fd/{root}/{name}", None, m.MS_BIND)
+                device = m.clone_tree(f"/dev/{name}", recursive=False)
+                try:
+                    at = os.open(name, os.O_PATH | os.O_CLOEXEC, dir_fd=root)
+                    try:
+                        m.attach_tree(device, at)
+                    finally:
+                        os.close(at)
+                finally:
+                    os.close(device)
             for name, link in LINKS.items():
                 os.symlink(link, name, dir_fd=root)
             os.mkdir("pts", 0o755, dir_fd=root)
@@ -45,9 +53,14 @@ class PlaceholderSource(Source):
 
     kind = "placeholder"
 
-    def mount(self, target: str, scratch: Scratch) -> None:
+    def mount(self, target: int, scratch: Scratch) -> None:
         """Implements Source.mount with an empty read-only tmpfs."""
-        m.mount("tmpfs", target, "tmpfs", m.MS_RDONLY | m.MS_NOSUID | m.MS_NODEV | m.MS_NOEXEC, "size=4k,mode=0555")
+        attributes = m.MOUNT_ATTR_RDONLY | m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV | m.MOUNT_ATTR_NOEXEC
+        tree = m.new_mount("tmpfs", {"size": "4k", "mode": "0555"}, attributes)
+        try:
+            m.attach_tree(tree, target)
+        finally:
+            os.close(tree)
 
     def describe(self) -> str:
         return "kernel"

@@ -18,11 +18,15 @@ class HostSource(Source):
     def is_directory(self) -> bool:
         return os.path.isdir(self.path)
 
-    def mount(self, target: str, scratch: Scratch) -> None:
+    def mount(self, target: int, scratch: Scratch) -> None:
         """Implements Source.mount with a recursive bind mount."""
         if not os.path.exists(self.path):
             raise SourceError(f"{self.path}: no such file or directory; create it or fix the path")
-        m.mount(self.path, target, None, m.MS_BIND | m.MS_REC)
+        tree = m.clone_tree(self.path)
+        try:
+            m.attach_tree(tree, target)
+        finally:
+            os.close(tree)
 
     def describe(self) -> str:
         return self.path

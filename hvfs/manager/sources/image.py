@@ -41,10 +41,22 @@ def _escape(path: str) -> str:
     return path.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
 
 
-def _mount_overlay(lower: str, target: str, scratch: Scratch, key: str) -> None:
+def _mount_overlay(lower: str, target: int, scratch: Scratch, key: str) -> int:
+    """Mount an overlay on ``target``; return the fd of its root."""
     upper, work = scratch.layer(key)
-    options = f"lowerdir={_escape(lower)},upperdir={_escape(upper)},workdir={_escape(work)},userxattr"
-    m.mount("overlay", target, "overlay", 0, options)
+    options: dict[str, str | None] = {
+        "lowerdir": _escape(lower),
+        "upperdir": _escape(upper),
+        "workdir": _escape(work),
+        "userxattr": None,  # the manager is in a user namespace: trusted.* xattrs are not ours
+    }
+    tree = m.new_mount("overlay", options)
+    try:
+        m.attach_tree(tree, target)
+    except BaseException:
+        os.close(tree)
+        raise
+    return tree
 
 
 class ImageSource(Source):
@@ -55,19 +67,18 @@ class ImageSource(Source):
         self.layers = layers  # (path in the VM, lower directory); the first is "/"
         self.skeleton = skeleton  # build the root directory from SKELETON_DIRS and host links
 
-    def mount(self, target: str, scratch: Scratch) -> None:
+    def mount(self, target: int, scratch: Scratch) -> None:
         """Implements Source.mount: one overlay per layer, nested under the root's."""
         root_lower = self.layers[0][1]
         if self.skeleton:
             root_lower = os.path.join(scratch.directory, "skeleton")
             _make_skeleton(root_lower)
-        _mount_overlay(root_lower, target, scratch, "root")
-        root = os.open(target, O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        root = _mount_overlay(root_lower, target, scratch, "root")
         try:
             for path, lower in self.layers[1:]:
                 at = openat2(root, path, O_PATH | os.O_DIRECTORY, 0, RESOLVE_IN_ROOT)
                 try:
-                    _mount_overlay(lower, f"/proc/self/fd/{at}", scratch, path.strip("/").replace("/", "-"))
+                    os.close(_mount_overlay(lower, at, scratch, path.strip("/").replace("/", "-")))
                 finally:
                     os.close(at)
         finally:

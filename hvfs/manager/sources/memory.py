@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from hvfs._sys import mount as m
 from hvfs.manager.sources.base import Scratch, Source
 
@@ -13,10 +15,16 @@ class MemorySource(Source):
         self.size = size
         self.mode = mode
 
-    def mount(self, target: str, scratch: Scratch) -> None:
+    def mount(self, target: int, scratch: Scratch) -> None:
         """Implements Source.mount with a new tmpfs."""
-        options = f"mode={self.mode:o}" + (f",size={self.size}" if self.size else "")
-        m.mount("tmpfs", target, "tmpfs", m.MS_NOSUID | m.MS_NODEV, options)
+        options = {"mode": f"{self.mode:o}"}
+        if self.size:
+            options["size"] = str(self.size)
+        tree = m.new_mount("tmpfs", options, m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV)
+        try:
+            m.attach_tree(tree, target)
+        finally:
+            os.close(tree)
 
     def describe(self) -> str:
         return f"memory (size={self.size})" if self.size else "memory"
