@@ -87,14 +87,15 @@ class _Timespec(ctypes.Structure):
 
 
 def utimensat(dirfd: int, path: str | None, times: tuple[tuple[int, int], tuple[int, int]] | None, flags: int) -> None:
-    """utimensat(2), with UTIME_NOW and UTIME_OMIT passed through; ``path=None`` is futimens."""
-    from hvfs._sys.libc import check, libc
+    """utimensat(2), with UTIME_NOW and UTIME_OMIT passed through; ``path=None`` is futimens.
+
+    The raw syscall: glibc's wrapper refuses a NULL path, which the kernel accepts."""
+    from hvfs._sys.libc import syscall
 
     pair = None
     if times is not None:
         pair = (_Timespec * 2)(_Timespec(*times[0]), _Timespec(*times[1]))
-    result = libc().utimensat(ctypes.c_int(dirfd), _c_path(path), pair, ctypes.c_int(flags))
-    check("utimensat", result, dirfd, path or "", flags)
+    syscall("utimensat", dirfd, _c_path(path), pair, flags)
 
 
 def faccessat(dirfd: int, path: str, mode: int, flags: int) -> None:

@@ -33,6 +33,7 @@ _NUMBERS: dict[str, dict[str, int]] = {
         "capset": 126,
         "statx": 332,
         "prctl": 157,
+        "utimensat": 280,
     },
     "aarch64": {
         "unshare": 97,
@@ -51,6 +52,7 @@ _NUMBERS: dict[str, dict[str, int]] = {
         "capset": 91,
         "statx": 291,
         "prctl": 167,
+        "utimensat": 88,
     },
 }
 _SHARED = {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 
 from hvfs._sys import notify, process
 from hvfs.api import Credentials, OpenFile
@@ -16,6 +17,9 @@ from hvfs.api import Credentials, OpenFile
 PATH_MAX = 4096
 AT_FDCWD = -100
 _DELETED = " (deleted)"
+# The caller's own magic links: glibc's lchmod and fchmodat(AT_SYMLINK_NOFOLLOW) chmod
+# "/proc/self/fd/N", and O_TMPFILE files are linked in through such paths.
+_PROC_SELF = re.compile(r"^/proc/(?:self|thread-self)/(fd/(\d+)|cwd|root)(/.*)?$")
 
 
 class TargetGone(Exception):
@@ -98,10 +102,37 @@ class Tracee:
         return target
 
     def absolute(self, dirfd: int, path: str) -> str:
-        if path.startswith("/"):
+        if not path.startswith("/"):
+            path = self.directory(dirfd).rstrip("/") + "/" + path
+        if path.startswith("/proc/"):
+            return self._through_proc(path)
+        return path
+
+    def _through_proc(self, path: str) -> str:
+        """``/proc/self/{fd/N,cwd,root}/rest`` as the in-VM path of what it names.
+
+        Only when the named file is reachable in the VM: an fd inherited from the host
+        (stdout redirected to a host file) keeps its /proc path, and the kernel serves it.
+        """
+        match = _PROC_SELF.match(path)
+        if match is None:
             return path
-        base = self.directory(dirfd)
-        return base.rstrip("/") + "/" + path
+        link, fd, rest = match.group(1), match.group(2), match.group(3) or ""
+        if link == "root":
+            return rest or "/"
+        if link == "cwd":
+            return self.directory(AT_FDCWD).rstrip("/") + rest if rest else self.directory(AT_FDCWD)
+        magic = f"/proc/{self.pid}/fd/{fd}"
+        try:
+            target = os.readlink(magic)
+            if not target.startswith("/") or target.endswith(_DELETED):
+                return path
+            named, reachable = os.stat(magic), os.stat(f"/proc/{self.pid}/root{target}", follow_symlinks=False)
+        except OSError:
+            return path
+        if (named.st_dev, named.st_ino) != (reachable.st_dev, reachable.st_ino):
+            return path
+        return target.rstrip("/") + rest if rest else target
 
     def credentials(self) -> Credentials:
         try:

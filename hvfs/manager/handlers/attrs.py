@@ -3,6 +3,11 @@
 The object is resolved whole, inside the VM's root (following or not, as asked), and the
 change is made through its fd or its /proc/self/fd path, never through a following
 ``*at`` call on a name.
+
+A request on an open file (fchmod, fchown, futimens, fsetxattr) acts on that file
+directly when it is writable: the manager handed it out for writing, or the VM inherited
+it. A file the VM opened itself sits on its read-only boot view; the request then acts on
+the same inode in the writable view, found by its path and checked by device and inode.
 """
 
 from __future__ import annotations
@@ -25,6 +30,22 @@ def _object(vm: VmContext, path: str, follow: bool) -> Iterator[tuple[int, os.st
         yield fd, os.fstat(fd)
 
 
+@contextmanager
+def _writable_twin(vm: VmContext, file: api.OpenFile) -> Iterator[tuple[int, os.stat_result] | None]:
+    """The open file's inode in the writable view, or None to act on the file itself."""
+    if not os.fstatvfs(file.fd).f_flag & os.ST_RDONLY or not file.path.startswith("/"):
+        yield None
+        return
+    try:
+        twin = open_object(vm.rw_root, file.path, follow=False)
+    except OSError:
+        yield None
+        return
+    with fd_closing(twin):
+        st, original = os.fstat(twin), os.fstat(file.fd)
+        yield (twin, st) if (st.st_dev, st.st_ino) == (original.st_dev, original.st_ino) else None
+
+
 def _on_target(
     vm: VmContext,
     target: api.Target,
@@ -33,7 +54,11 @@ def _on_target(
     on_path: Callable[[int, os.stat_result], None],
 ) -> api.Response:
     if isinstance(target, api.OpenFile):
-        on_fd(target.fd)
+        with _writable_twin(vm, target) as twin:
+            if twin is None:
+                on_fd(target.fd)
+            else:
+                on_path(*twin)
         return api.Value(0)
     if vm.is_kernel_path(target):
         return api.Continue()
@@ -112,8 +137,13 @@ def handle_setxattr(vm: VmContext, request: api.SetXattr) -> api.Response:
     """Errnos: ENOENT, EEXIST (XATTR_CREATE), ENODATA (XATTR_REPLACE), ENOTSUP, EPERM,
     EACCES, EROFS, ERANGE, E2BIG, ENOSPC."""
     if isinstance(request.target, api.OpenFile):
-        os.setxattr(request.target.fd, request.name, request.value, request.flags)
-        return api.Value(0)
+        return _on_target(
+            vm,
+            request.target,
+            True,
+            lambda fd: os.setxattr(fd, request.name, request.value, request.flags),
+            lambda fd, st: os.setxattr(proc_path(fd), request.name, request.value, request.flags),
+        )
     return _xattr_on_path(
         vm,
         request.target,
@@ -125,8 +155,13 @@ def handle_setxattr(vm: VmContext, request: api.SetXattr) -> api.Response:
 def handle_removexattr(vm: VmContext, request: api.RemoveXattr) -> api.Response:
     """Errnos: ENOENT, ENODATA, ENOTSUP, EPERM, EACCES, EROFS, ERANGE."""
     if isinstance(request.target, api.OpenFile):
-        os.removexattr(request.target.fd, request.name)
-        return api.Value(0)
+        return _on_target(
+            vm,
+            request.target,
+            True,
+            lambda fd: os.removexattr(fd, request.name),
+            lambda fd, st: os.removexattr(proc_path(fd), request.name),
+        )
     return _xattr_on_path(
         vm,
         request.target,

@@ -1,0 +1,135 @@
+"""Fixtures for tests that run real VMs.
+
+A test that needs a kernel feature this machine lacks is skipped with the reason; in CI
+(CI=true), where everything must run, it fails instead, so nothing passes silently.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI") == "true"
+ROOTLESS_USER = "hvfs-rootless"
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def require(condition: bool, reason: str) -> None:
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"CI must be able to run this: {reason}")
+    pytest.skip(reason)
+
+
+def _seccomp_notify_available() -> bool:
+    try:
+        return "user_notif" in Path("/proc/sys/kernel/seccomp/actions_avail").read_text().split()
+    except OSError:
+        return False
+
+
+def _userns_available() -> bool:
+    return subprocess.run(["unshare", "--user", "--map-root-user", "true"], capture_output=True).returncode == 0
+
+
+@pytest.fixture(scope="session", autouse=True)
+def kernel_features() -> None:
+    require(_seccomp_notify_available(), "the kernel has no seccomp user notification")
+    require(_userns_available(), "user namespaces cannot be created here")
+
+
+@dataclass
+class Hvfs:
+    """Runs ``hvfs`` as a command, the way a user does."""
+
+    command: Sequence[str]
+    user: str | None = None
+
+    def run(
+        self,
+        *args: str,
+        input: str | bytes | None = None,
+        timeout: float = 120,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        text = not isinstance(input, bytes)
+        return subprocess.run(
+            [*self.command, *args],
+            input=input,
+            capture_output=True,
+            text=text,
+            timeout=timeout,
+            cwd=cwd or "/",
+            env=env,
+        )
+
+    def ok(self, *args: str, **kwargs: object) -> str:
+        result = self.run(*args, **kwargs)  # type: ignore[arg-type]
+        assert result.returncode == 0, f"hvfs {' '.join(args)} exited {result.returncode}:\n{result.stderr}"
+        return result.stdout
+
+
+@pytest.fixture(scope="session")
+def hvfs() -> Hvfs:
+    return Hvfs([sys.executable, "-m", "hvfs"])
+
+
+def _create_user(name: str) -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", name], check=True)
+        return pwd.getpwnam(name)
+
+
+@pytest.fixture(scope="session")
+def rootless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hvfs]:
+    """hvfs run by an unprivileged user the tests create, from a world-readable copy."""
+    require(os.geteuid() == 0, "creating the unprivileged test user needs root")
+    require(os.path.exists(SYSTEM_PYTHON), f"{SYSTEM_PYTHON} is needed to run hvfs as another user")
+    account = _create_user(ROOTLESS_USER)
+    stage = Path(tempfile.mkdtemp(prefix="hvfs-rootless-"))
+    os.chmod(stage, 0o755)
+    shutil.copytree(REPO / "hvfs", stage / "hvfs", ignore=shutil.ignore_patterns("__pycache__"))
+    import pyseccomp
+
+    shutil.copy(pyseccomp.__file__, stage / "pyseccomp.py")
+    for path in stage.rglob("*"):
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    env = (
+        "env",
+        "-i",
+        "PATH=/usr/bin:/bin",
+        f"HOME={account.pw_dir}",
+        f"PYTHONPATH={stage}",
+        "PYTHONDONTWRITEBYTECODE=1",
+    )
+    yield Hvfs(["runuser", "-u", ROOTLESS_USER, "--", *env, SYSTEM_PYTHON, "-m", "hvfs"], user=ROOTLESS_USER)
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+@pytest.fixture
+def shared_tmp(tmp_path: Path) -> Path:
+    """A temporary directory that the unprivileged test user can use too."""
+    path = Path(tempfile.mkdtemp(prefix="hvfs-test-"))
+    os.chmod(path, 0o777)
+    yield path  # type: ignore[misc]
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def chown_to(path: Path, user: str) -> None:
+    account = pwd.getpwnam(user)
+    for p in [path, *path.rglob("*")]:
+        os.lchown(p, account.pw_uid, account.pw_gid)
