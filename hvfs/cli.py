@@ -95,3 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_HVFS
     except KeyboardInterrupt:
         return 130
+    except Exception as e:
+        if os.environ.get("HVFS_DEBUG"):
+            raise
+        detail = f"{e.strerror} ({e.filename})" if isinstance(e, OSError) and e.strerror else repr(e)
+        sys.stderr.write(f"hvfs: internal error: {detail}; run again with HVFS_DEBUG=1 for details\n")
+        return EXIT_HVFS

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 from hvfs._sys import process
 from hvfs.api import InProcessTransport
-from hvfs.intercept.arch import native
+from hvfs.intercept.arch import Arch, native
 from hvfs.intercept.driver import SeccompDriver
 from hvfs.intercept.filter import FilterConfig, compile_filter
 from hvfs.manager.manager import Manager
@@ -27,6 +27,7 @@ from hvfs.manager.sources.memory import MemorySource
 from hvfs.manager.view import Views, build_views, ensure_path
 from hvfs.manager.vm import VmContext
 from hvfs.sandbox import launcher, preflight, terminal, userns
+from hvfs.sandbox.errors import SetupError
 from hvfs.sandbox.plan import BootPlan
 from hvfs.spec import RunSpec, UsageError
 from hvfs.state import NameLock, cache_directory
@@ -59,11 +60,33 @@ def check_stdio() -> None:
             raise UsageError(f"fd {fd} is a directory; a VM must not inherit a host directory, redirect it")
 
 
+class SignalForwarder:
+    """Signals to hvfs go to the VM's pid 1, which passes them to the command. Installed
+    before the VM starts, so that none is lost: early ones wait for the VM to exist."""
+
+    def __init__(self) -> None:
+        self.vm: launcher.VmProcess | None = None
+        self.pending: list[int] = []
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.vm is None:
+            self.pending.append(signum)
+        else:
+            self.vm.signal(signum)
+
+    def attach(self, vm: launcher.VmProcess) -> None:
+        self.vm = vm
+        for signum in self.pending:
+            vm.signal(signum)
+        self.pending.clear()
+
+
 @contextmanager
-def forwarding_signals(vm: launcher.VmProcess) -> Iterator[None]:
-    previous = {s: signal.signal(s, lambda signum, frame: vm.signal(signum)) for s in FORWARDED}
+def forwarding_signals() -> Iterator[SignalForwarder]:
+    forwarder = SignalForwarder()
+    previous = {s: signal.signal(s, forwarder._handle) for s in FORWARDED}
     try:
-        yield
+        yield forwarder
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -74,46 +97,62 @@ def run(spec: RunSpec) -> int:
     check_stdio()
     image = image_source(spec.image)
     arch = native()
-    program = compile_filter(FilterConfig(trap_reads=spec.strict), arch)
+    try:
+        program = compile_filter(FilterConfig(trap_reads=spec.strict), arch)
+    except OSError as e:
+        raise SetupError(
+            "seccomp filter",
+            f"libseccomp cannot build a user-notification filter ({e.strerror})",
+            "seccomp user notification is unavailable here; hvfs needs Linux 5.14+ with CONFIG_SECCOMP_FILTER",
+        ) from None
     if spec.persist:
         os.makedirs(spec.persist, exist_ok=True)
     lock = NameLock(spec.name)
     try:
-        idmap = userns.enter_manager_namespaces()
-        views = _build(spec, image, lock.staging)
-        plan = BootPlan(
-            name=spec.name,
-            boot=views.boot,
-            argv=spec.argv,
-            env=dict(spec.env),
-            workdir=spec.workdir,
-            filter_program=program,
-            tty=spec.tty,
-            winsize=terminal.host_winsize() if spec.tty else None,
-        )
-        vm = launcher.start(plan, idmap)
-        booted = vm.wait_booted()
-        vm_root = os.open(f"/proc/{vm.init_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        views.release_boot()
-        manager = Manager()
-        context = VmContext(spec.name, views.rw_root, vm_root, strict=spec.strict)
-        manager.add_vm(context)
-        driver = SeccompDriver(booted.listener, spec.name, InProcessTransport(manager.handle_request), arch)
-        driver.start()
-        with forwarding_signals(vm):
-            if booted.terminal is not None:
-                pidfd = process.pidfd_open(vm.launcher_pid)
-                try:
-                    terminal.relay(booted.terminal, interactive=spec.interactive, until=pidfd)
-                finally:
-                    os.close(pidfd)
-            code = vm.wait()
-        driver.join(timeout=5)
-        if spec.stats:
-            _write_stats(spec.stats, context, driver)
-        return code
+        with forwarding_signals() as forwarder:
+            return _run_locked(spec, image, program, arch, lock, forwarder)
     finally:
         lock.release()
+
+
+def _run_locked(
+    spec: RunSpec, image: Source, program: bytes, arch: Arch, lock: NameLock, forwarder: SignalForwarder
+) -> int:
+    idmap = userns.enter_manager_namespaces()
+    views = _build(spec, image, lock.staging)
+    plan = BootPlan(
+        name=spec.name,
+        boot=views.boot,
+        argv=spec.argv,
+        env=dict(spec.env),
+        workdir=spec.workdir,
+        filter_program=program,
+        tty=spec.tty,
+        winsize=terminal.host_winsize() if spec.tty else None,
+    )
+    vm = launcher.start(plan, idmap)
+    booted = vm.wait_booted()
+    forwarder.attach(vm)
+    vm_root = os.open(f"/proc/{vm.init_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    views.release_boot()
+    manager = Manager()
+    context = VmContext(spec.name, views.rw_root, vm_root, strict=spec.strict)
+    manager.add_vm(context)
+    driver = SeccompDriver(booted.listener, spec.name, InProcessTransport(manager.handle_request), arch)
+    driver.start()
+    if booted.terminal is not None:
+        pidfd = process.pidfd_open(vm.launcher_pid)
+        try:
+            terminal.relay(booted.terminal, interactive=spec.interactive, until=pidfd)
+        finally:
+            os.close(pidfd)
+    code = vm.wait()
+    driver.join(timeout=5)
+    if spec.stats:
+        _write_stats(spec.stats, context, driver)
+    return code
+
+
 
 
 def _build(spec: RunSpec, image: Source, staging: str) -> Views:

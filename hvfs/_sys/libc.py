@@ -100,10 +100,15 @@ def syscall(name: str, *args: Any) -> int:
     """Issue syscall ``name``; raise ``OSError`` naming the call on failure."""
     result = _syscall(ctypes.c_long(number(name)), *(_arg(a) for a in args))
     if result < 0:
-        err = ctypes.get_errno()
-        shown = ", ".join(_show(a) for a in args)
-        raise OSError(err, f"{name}({shown}): {os.strerror(err)}")
+        raise _error(name, args)
     return int(result)
+
+
+def _error(name: str, args: tuple[Any, ...]) -> OSError:
+    """The errno as an OSError whose ``filename`` names the call and its arguments."""
+    err = ctypes.get_errno()
+    shown = ", ".join(_show(a) for a in args)
+    return OSError(err, os.strerror(err), f"{name}({shown})")
 
 
 def _show(value: Any) -> str:
@@ -117,9 +122,7 @@ def _show(value: Any) -> str:
 def check(name: str, result: int, *args: Any) -> int:
     """Turn a libc-style ``-1``/errno result into ``OSError`` naming the call."""
     if result < 0:
-        err = ctypes.get_errno()
-        shown = ", ".join(_show(a) for a in args)
-        raise OSError(err, f"{name}({shown}): {os.strerror(err)}")
+        raise _error(name, args)
     return result
 
 

@@ -94,4 +94,4 @@ def write_memory(pid: int, address: int, data: bytes) -> None:
     # Safe because: the kernel writes only within the target's writable mappings.
     done = syscall("process_vm_writev", pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
     if done != len(data):
-        raise OSError(14, "process_vm_writev: partial write")
+        raise OSError(14, "partial write", "process_vm_writev")

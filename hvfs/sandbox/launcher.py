@@ -122,6 +122,9 @@ def _close_inherited_fds(keep: set[int]) -> None:
 def _launch(plan: BootPlan, chan: socket.socket, manager: int) -> NoReturn:
     code = 125
     try:
+        for signum in range(1, signal.NSIG):
+            if signum not in (signal.SIGKILL, signal.SIGSTOP) and callable(signal.getsignal(signum)):
+                signal.signal(signum, signal.SIG_DFL)  # the manager's handlers are not ours
         _close_inherited_fds({*plan.keep_fds, chan.fileno()})
         os.setsid()
         process.prctl(process.PR_SET_PDEATHSIG, signal.SIGKILL)
