@@ -23,7 +23,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _run_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
-    run = subparsers.add_parser(
+    run: argparse.ArgumentParser = subparsers.add_parser(
         "run",
         help="run a command in a new VM",
         description="Run COMMAND in a new VM whose file requests are served by the HVFS manager.",
@@ -32,12 +32,18 @@ def _run_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
     run.add_argument("--name", help="the VM's name and hostname (default: a random one)")
     run.add_argument("--image", default="host", help="root: 'host' (default), a root directory, or a rootfs tarball")
     run.add_argument("-v", "--volume", action="append", default=[], metavar="SRC:DST[:ro]", help="bind a host path")
-    run.add_argument("--tmpfs", action="append", default=[], metavar="DST[:size=64m]", help="mount a memory file system")
+    run.add_argument(
+        "--tmpfs", action="append", default=[], metavar="DST[:size=64m]", help="mount a memory file system"
+    )
     run.add_argument("-w", "--workdir", default="/", help="working directory inside the VM")
-    run.add_argument("-e", "--env", action="append", default=[], metavar="KEY[=VALUE]", help="set an environment variable")
+    run.add_argument(
+        "-e", "--env", action="append", default=[], metavar="KEY[=VALUE]", help="set an environment variable"
+    )
     run.add_argument("--strict", action="store_true", help="serve reads too, not only writes")
     run.add_argument("--persist", metavar="DIR", help="keep the VM's changes to its image in DIR")
-    run.add_argument("-i", "--interactive", action="store_true", help="forward input to the terminal (stdin always passes through)")
+    run.add_argument(
+        "-i", "--interactive", action="store_true", help="forward input to the terminal (stdin always passes through)"
+    )
     run.add_argument("-t", "--tty", action="store_true", help="give the command a pseudo-terminal")
     run.add_argument("--stats", metavar="FILE", help="write request statistics as JSON to FILE at exit")
     run.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -77,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     subparsers = parser.add_subparsers(dest="subcommand", metavar="COMMAND", parser_class=_Parser)
     _run_parser(subparsers)
     args = parser.parse_args(argv)
-    logging.basicConfig(format="hvfs: %(message)s", level=logging.DEBUG if os.environ.get("HVFS_DEBUG") else logging.WARNING)
+    logging.basicConfig(
+        format="hvfs: %(message)s", level=logging.DEBUG if os.environ.get("HVFS_DEBUG") else logging.WARNING
+    )
     if args.subcommand is None:
         parser.print_help(sys.stderr)
         return EXIT_HVFS

@@ -153,8 +153,6 @@ def _run_locked(
     return code
 
 
-
-
 def _build(spec: RunSpec, image: Source, staging: str) -> Views:
     try:
         views = build_views(mount_table(spec, image), staging, spec.persist)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 
@@ -18,9 +19,12 @@ def state_directory() -> str:
 
 
 def cache_directory() -> str:
-    if os.geteuid() == 0:
-        return "/var/cache/hvfs"
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    """$XDG_CACHE_HOME/hvfs when set; else /var/cache/hvfs as root, ~/.cache/hvfs otherwise."""
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        if os.geteuid() == 0:
+            return "/var/cache/hvfs"
+        base = os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "hvfs")
 
 
@@ -41,12 +45,8 @@ class NameLock:
         os.makedirs(self.staging, mode=0o700, exist_ok=True)
 
     def release(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             os.rmdir(self.staging)
-        except OSError:
-            pass
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(self.path)
-        except OSError:
-            pass
         os.close(self._fd)

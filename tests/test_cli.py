@@ -54,7 +54,14 @@ def test_user_namespaces_disabled_is_reported(hvfs: Hvfs) -> None:
     # The limit is per user namespace, so this disables them for hvfs only.
     command = " ".join([*hvfs.command, "run", "--", "true"])
     result = subprocess.run(
-        ["unshare", "--user", "--map-root-user", "sh", "-c", f"echo 0 > /proc/sys/user/max_user_namespaces && exec {command}"],
+        [
+            "unshare",
+            "--user",
+            "--map-root-user",
+            "sh",
+            "-c",
+            f"echo 0 > /proc/sys/user/max_user_namespaces && exec {command}",
+        ],
         capture_output=True,
         text=True,
     )
@@ -97,7 +104,9 @@ def test_stdio_passes_through(hvfs: Hvfs) -> None:
 
 def test_signals_reach_the_command(hvfs: Hvfs) -> None:
     script = 'trap "echo got-term; exit 9" TERM; echo ready; while :; do sleep 0.05; done'
-    with subprocess.Popen([*hvfs.command, "run", "--", "sh", "-c", script], stdout=subprocess.PIPE, text=True) as process:
+    with subprocess.Popen(
+        [*hvfs.command, "run", "--", "sh", "-c", script], stdout=subprocess.PIPE, text=True
+    ) as process:
         assert process.stdout is not None
         assert process.stdout.readline() == "ready\n"
         process.send_signal(signal.SIGTERM)
@@ -113,13 +122,25 @@ def test_vm_identity_environment_and_isolation(hvfs: Hvfs, tmp_path: Path) -> No
     )
     env = {**os.environ, "FROM_HOST": "host-value"}
     out = hvfs.ok(
-        "run", "--name", "hvfs-identity", "-e", "FROM_ARG=arg-value", "-e", "FROM_HOST", "-w", "/made/here", "--", "sh", "-c", script,
+        "run",
+        "--name",
+        "hvfs-identity",
+        "-e",
+        "FROM_ARG=arg-value",
+        "-e",
+        "FROM_HOST",
+        "-w",
+        "/made/here",
+        "--",
+        "sh",
+        "-c",
+        script,
         env=env,
     ).splitlines()
     assert out[0] == "hvfs-identity"
     assert out[1] == "/root /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin arg-value host-value"
     assert out[2] == "/made/here"
-    pid, interfaces = out[3].split(" ", 1)
+    _pid, interfaces = out[3].split(" ", 1)
     assert interfaces == "['lo']"
     assert int(out[4]) <= 4  # init, sh, and the ls and grep of this pipeline: no host processes
 
@@ -128,7 +149,8 @@ def test_loopback_is_up(hvfs: Hvfs) -> None:
     program = (
         "import socket\n"
         "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
-        "c = socket.create_connection(s.getsockname()); a, _ = s.accept(); c.sendall(b'ping'); print(a.recv(4).decode())"
+        "c = socket.create_connection(s.getsockname()); a, _ = s.accept()\n"
+        "c.sendall(b'ping'); print(a.recv(4).decode())"
     )
     assert hvfs.ok("run", "--", "python3", "-c", program).strip() == "ping"
 
@@ -152,8 +174,11 @@ def test_names_are_unique_while_running(hvfs: Hvfs) -> None:
 def test_interactive_shell_with_a_terminal(hvfs: Hvfs) -> None:
     pexpect = pytest.importorskip("pexpect")
     child = pexpect.spawn(
-        hvfs.command[0], [*hvfs.command[1:], "run", "-it", "--name", "hvfs-tty", "--", "sh"],
-        encoding="utf-8", timeout=20, dimensions=(33, 101),
+        hvfs.command[0],
+        [*hvfs.command[1:], "run", "-it", "--name", "hvfs-tty", "--", "sh"],
+        encoding="utf-8",
+        timeout=20,
+        dimensions=(33, 101),
     )
     child.expect("# ")
     child.sendline("tty; echo TERM=$TERM; stty size; hostname")

@@ -19,7 +19,9 @@ def test_shell_script_on_a_volume_matches_native(hvfs: Hvfs, tmp_path: Path) -> 
     served.mkdir()
     script = str(PROBES / "ops.sh")
     subprocess.run(["sh", script], cwd=native, check=True, capture_output=True)
-    out = hvfs.ok("run", "-v", f"{served}:/data", "-v", f"{PROBES}:/probes:ro", "-w", "/data", "--", "sh", "/probes/ops.sh")
+    out = hvfs.ok(
+        "run", "-v", f"{served}:/data", "-v", f"{PROBES}:/probes:ro", "-w", "/data", "--", "sh", "/probes/ops.sh"
+    )
     assert out.strip() == "done"
     assert snapshot(served) == snapshot(native)
     assert (served / "joined").stat().st_mtime_ns == (native / "joined").stat().st_mtime_ns  # touch -d
@@ -32,7 +34,9 @@ def test_shell_script_on_a_volume_matches_native(hvfs: Hvfs, tmp_path: Path) -> 
 
 def _errnos(hvfs: Hvfs, directory: Path, *vm_args: str, in_vm: str | None = None) -> dict[str, str]:
     if in_vm is None:
-        out = subprocess.run(["python3", str(PROBES / "errnos.py"), str(directory)], check=True, capture_output=True, text=True)
+        out = subprocess.run(
+            ["python3", str(PROBES / "errnos.py"), str(directory)], check=True, capture_output=True, text=True
+        )
         return json.loads(out.stdout)  # type: ignore[no-any-return]
     out = hvfs.ok("run", "-v", f"{PROBES}:/probes:ro", *vm_args, "--", "python3", "/probes/errnos.py", in_vm)
     return json.loads(out)  # type: ignore[no-any-return]
@@ -51,7 +55,9 @@ def test_errnos_equal_native_on_a_volume(hvfs: Hvfs, tmp_path: Path) -> None:
 
 
 def test_device_nodes_are_refused_as_in_any_user_namespace(hvfs: Hvfs, tmp_path: Path) -> None:
-    program = "import os\ntry:\n os.mknod('/data/null', 0o20600, os.makedev(1, 3))\nexcept OSError as e:\n print(e.errno)"
+    program = (
+        "import os\ntry:\n os.mknod('/data/null', 0o20600, os.makedev(1, 3))\nexcept OSError as e:\n print(e.errno)"
+    )
     assert hvfs.ok("run", "-v", f"{tmp_path}:/data", "--", "python3", "-c", program).strip() == str(1)  # EPERM
     assert not (tmp_path / "null").exists()
 
@@ -107,8 +113,8 @@ def test_copy_on_write_root_leaves_the_host_untouched(hvfs: Hvfs, tmp_path: Path
     before = Path("/etc/hostname").read_bytes() if Path("/etc/hostname").exists() else None
     script = (
         "echo vm > /etc/hvfs-cow-test && echo changed >> /etc/hostname && mkdir -p /usr/share/hvfs-cow && "
-        "touch /usr/share/hvfs-cow/x && echo top > /hvfs-top && rm /etc/hvfs-cow-test && echo vm2 > /etc/hvfs-cow-test && "
-        "cat /etc/hvfs-cow-test /hvfs-top"
+        "touch /usr/share/hvfs-cow/x && echo top > /hvfs-top && rm /etc/hvfs-cow-test && "
+        "echo vm2 > /etc/hvfs-cow-test && cat /etc/hvfs-cow-test /hvfs-top"
     )
     assert hvfs.ok("run", "--", "sh", "-c", script).split() == ["vm2", "top"]
     assert not Path("/etc/hvfs-cow-test").exists()

@@ -17,7 +17,18 @@ from tests.helpers import PROBES
 def test_ways_around_the_manager_are_blocked(hvfs: Hvfs) -> None:
     out = hvfs.ok("run", "-v", f"{PROBES}:/probes:ro", "--", "python3", "/probes/blocked.py")
     results = {name: (int(result), err) for name, result, err in (line.split() for line in out.splitlines())}
-    for name in ("mount", "unshare", "io_uring_setup", "open_by_handle_at", "setns", "bpf", "chroot", "pivot_root", "fsopen", "userfaultfd"):
+    for name in (
+        "mount",
+        "unshare",
+        "io_uring_setup",
+        "open_by_handle_at",
+        "setns",
+        "bpf",
+        "chroot",
+        "pivot_root",
+        "fsopen",
+        "userfaultfd",
+    ):
         assert results[name] == (-1, "EPERM"), name
     assert results["clone3"] == (-1, "ENOSYS")  # libc falls back to clone, whose flags the filter sees
     assert results["unknown"] == (-1, "ENOSYS")
@@ -45,8 +56,19 @@ def test_every_mutation_is_served_by_the_manager(hvfs: Hvfs, tmp_path: Path) -> 
     data, stats_file = tmp_path / "data", tmp_path / "stats.json"
     data.mkdir()
     out = hvfs.ok(
-        "run", "--stats", str(stats_file), "-v", f"{data}:/data", "-v", f"{PROBES}:/probes:ro",
-        "--", "python3", "-S", "-B", "/probes/served.py", "/data",
+        "run",
+        "--stats",
+        str(stats_file),
+        "-v",
+        f"{data}:/data",
+        "-v",
+        f"{PROBES}:/probes:ro",
+        "--",
+        "python3",
+        "-S",
+        "-B",
+        "/probes/served.py",
+        "/data",
     )
     assert out.strip() == "done"
     stats = json.loads(stats_file.read_text())

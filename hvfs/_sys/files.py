@@ -77,7 +77,11 @@ def fchownat(dirfd: int, path: str, uid: int, gid: int, flags: int) -> None:
     from hvfs._sys.libc import check, libc
 
     result = libc().fchownat(
-        ctypes.c_int(dirfd), _c_path(path), ctypes.c_uint32(uid & 0xFFFFFFFF), ctypes.c_uint32(gid & 0xFFFFFFFF), ctypes.c_int(flags)
+        ctypes.c_int(dirfd),
+        _c_path(path),
+        ctypes.c_uint32(uid & 0xFFFFFFFF),
+        ctypes.c_uint32(gid & 0xFFFFFFFF),
+        ctypes.c_int(flags),
     )
     check("fchownat", result, dirfd, path, uid, gid, flags)
 

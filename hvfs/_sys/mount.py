@@ -68,9 +68,7 @@ def clone_tree(path: str | int, *, recursive: bool = True) -> int:
 def set_readonly(tree_fd: int) -> None:
     """Make every mount of the tree ``tree_fd`` read-only."""
     attr = _MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
-    syscall(
-        "mount_setattr", tree_fd, b"", AT_EMPTY_PATH | AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr)
-    )
+    syscall("mount_setattr", tree_fd, b"", AT_EMPTY_PATH | AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr))
 
 
 def attach_tree(tree_fd: int, target_fd: int) -> None:
@@ -102,4 +100,3 @@ def new_mount(fstype: str, options: dict[str, str | None], attributes: int = 0) 
         return syscall("fsmount", context, FSMOUNT_CLOEXEC, attributes)
     finally:
         os.close(context)
-

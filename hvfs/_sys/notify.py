@@ -70,7 +70,7 @@ def add_fd_and_respond(listener: int, notif_id: int, fd: int, newfd_flags: int) 
 
 def id_valid(listener: int, notif_id: int) -> bool:
     value = ctypes.c_uint64(notif_id)
-    return _ioctl(listener, ctypes.c_ulong(NOTIF_ID_VALID), ctypes.byref(value)) == 0
+    return bool(_ioctl(listener, ctypes.c_ulong(NOTIF_ID_VALID), ctypes.byref(value)) == 0)
 
 
 def set_flags(listener: int, flags: int) -> None:

@@ -276,9 +276,7 @@ DECODERS: dict[str, Decoder] = {
         None,
     ),
     "renameat2": lambda c, a: (
-        api.Rename(
-            caller=c.caller(), old=c.path(a[1], a[0]), new=c.path(a[3], a[2]), flags=a[4] & 0xFFFFFFFF
-        ),
+        api.Rename(caller=c.caller(), old=c.path(a[1], a[0]), new=c.path(a[3], a[2]), flags=a[4] & 0xFFFFFFFF),
         None,
     ),
     "link": lambda c, a: (api.Link(caller=c.caller(), old=c.path(a[0]), new=c.path(a[1])), None),
@@ -319,9 +317,7 @@ DECODERS: dict[str, Decoder] = {
         None,
     ),
     "fchown": lambda c, a: (
-        api.Chown(
-            caller=c.caller(), target=c.tracee.take_fd(signed32(a[0])), uid=signed32(a[1]), gid=signed32(a[2])
-        ),
+        api.Chown(caller=c.caller(), target=c.tracee.take_fd(signed32(a[0])), uid=signed32(a[1]), gid=signed32(a[2])),
         None,
     ),
     "stat": lambda c, a: _stat(c, c.path(a[0]), a[1], follow=True),

@@ -26,6 +26,7 @@ Some facts about seccomp user notification, which the code below relies on:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -82,10 +83,8 @@ class SeccompDriver:
 
     def close(self) -> None:
         for fd in (self._listener, self._stop_read, self._stop_write):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
     def _work(self) -> None:
         poller = select.poll()
@@ -118,7 +117,7 @@ class SeccompDriver:
         request: api.Request | None = None
         try:
             try:
-                name, decoder = self._decoders[notif.data.nr]
+                _name, decoder = self._decoders[notif.data.nr]
             except KeyError:
                 self._respond(notif.id, error=errno.ENOSYS)
                 return

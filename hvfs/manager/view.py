@@ -57,12 +57,14 @@ def ensure_path(root: int, path: str, *, directory: bool = True, mode: int = 0o7
             if is_dir != directory:
                 os.close(fd)
                 want, found = ("a directory", "a file") if directory else ("a file", "a directory")
-                raise SourceError(f"{path}: is {found} in the VM, so {want} cannot be mounted there; pick another target")
+                raise SourceError(
+                    f"{path}: is {found} in the VM, so {want} cannot be mounted there; pick another target"
+                )
             return fd
         os.close(fd)
         if not is_dir:
             raise SourceError(f"{prefix}: not a directory in the VM; pick another target")
-    return os.open("/proc/self/fd/%d" % root, O_PATH | os.O_CLOEXEC)
+    return os.open(f"/proc/self/fd/{root}", O_PATH | os.O_CLOEXEC)
 
 
 def _set_readonly(root: int, target: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import threading
@@ -50,7 +51,5 @@ class VmContext:
 
     def close(self) -> None:
         for fd in (self.rw_root, self.vm_root):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass

@@ -8,6 +8,7 @@ grace period exits, so the kernel kills the rest: nothing is left orphaned.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import select
@@ -47,15 +48,11 @@ def run(plan: BootPlan, chan: socket.socket) -> NoReturn:
             os.close(slave)
         code = _supervise(plan, chan, command, wakeup)
     except SetupError as e:
-        try:
+        with contextlib.suppress(OSError):
             channel.send(chan, {"error": str(e)})
-        except OSError:
-            pass
     except BaseException as e:  # never unwind into the manager's code that forked us
-        try:
+        with contextlib.suppress(OSError):
             channel.send(chan, {"error": f"init: {e!r}"})
-        except OSError:
-            pass
     os._exit(code)
 
 
@@ -103,7 +100,8 @@ def _supervise(plan: BootPlan, chan: socket.socket, command: int, wakeup: int) -
     manager_lost_at: float | None = None
     while True:
         timeout = None if manager_lost_at is None else max(0.0, manager_lost_at + plan.grace - time.monotonic())
-        readable, _, _ = select.select([wakeup] if manager_lost_at else [wakeup, chan], [], [], timeout)
+        watched: list[int | socket.socket] = [wakeup] if manager_lost_at else [wakeup, chan]
+        readable, _, _ = select.select(watched, [], [], timeout)
         if manager_lost_at is not None and not readable:
             return 128 + signal.SIGKILL  # grace is over; exiting kills the rest
         if chan in readable and _closed(chan):
@@ -116,10 +114,8 @@ def _supervise(plan: BootPlan, chan: socket.socket, command: int, wakeup: int) -
                 signals = b""
             for signum in signals:
                 if signum != signal.SIGCHLD and manager_lost_at is None:
-                    try:
+                    with contextlib.suppress(ProcessLookupError):
                         os.kill(command, signum)
-                    except ProcessLookupError:
-                        pass
             status = _reap(command)
             if status is not None:
                 return exit_code(status)

@@ -9,6 +9,7 @@ and forks pid 1. The launcher dies with the manager (PR_SET_PDEATHSIG).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -47,10 +48,8 @@ class VmProcess:
     _early: list[tuple[dict[str, object], list[int]]] = field(default_factory=list)
 
     def signal(self, signum: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(self.init_pid, signum)
-        except ProcessLookupError:
-            pass
 
     def wait_booted(self) -> Booted:
         """The VM's listener (and terminal), once pid 1 is in its boot view."""
@@ -65,7 +64,7 @@ class VmProcess:
     def _receive_until(self, key: str) -> tuple[dict[str, object], list[int]]:
         """The next message carrying ``key``; launcher and pid 1 share the channel, so
         their messages may arrive in either order."""
-        for i, (message, fds) in enumerate(self._early):
+        for i, (message, _fds) in enumerate(self._early):
             if key in message:
                 return self._early.pop(i)
         while True:
@@ -113,10 +112,8 @@ def _close_inherited_fds(keep: set[int]) -> None:
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
         if fd not in keep:
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
 
 def _launch(plan: BootPlan, chan: socket.socket, manager: int) -> NoReturn:
@@ -146,10 +143,8 @@ def _launch(plan: BootPlan, chan: socket.socket, manager: int) -> NoReturn:
         _, status = os.waitpid(pid, 0)
         code = exit_code(status)
     except SetupError as e:
-        try:
+        with contextlib.suppress(OSError):
             channel.send(chan, {"error": str(e)})
-        except OSError:
-            pass
     except BaseException:
         pass
     os._exit(code)

@@ -6,10 +6,32 @@ import platform
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
-X86_64 = {"mount": 165, "unshare": 272, "io_uring_setup": 425, "open_by_handle_at": 304, "clone3": 435,
-          "setns": 308, "bpf": 321, "chroot": 161, "pivot_root": 155, "fsopen": 430, "userfaultfd": 323}
-AARCH64 = {"mount": 40, "unshare": 97, "io_uring_setup": 425, "open_by_handle_at": 265, "clone3": 435,
-           "setns": 268, "bpf": 280, "chroot": 51, "pivot_root": 41, "fsopen": 430, "userfaultfd": 282}
+X86_64 = {
+    "mount": 165,
+    "unshare": 272,
+    "io_uring_setup": 425,
+    "open_by_handle_at": 304,
+    "clone3": 435,
+    "setns": 308,
+    "bpf": 321,
+    "chroot": 161,
+    "pivot_root": 155,
+    "fsopen": 430,
+    "userfaultfd": 323,
+}
+AARCH64 = {
+    "mount": 40,
+    "unshare": 97,
+    "io_uring_setup": 425,
+    "open_by_handle_at": 265,
+    "clone3": 435,
+    "setns": 268,
+    "bpf": 280,
+    "chroot": 51,
+    "pivot_root": 41,
+    "fsopen": 430,
+    "userfaultfd": 282,
+}
 numbers = X86_64 if platform.machine() == "x86_64" else AARCH64
 calls = {
     "mount": (b"none", b"/tmp", b"tmpfs", 0, None),

@@ -10,10 +10,12 @@ native ones. A lookup that fails may still succeed for the VM itself through
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from hvfs import api
 from hvfs._sys.files import AT_EMPTY_PATH, AT_SYMLINK_NOFOLLOW, faccessat, fstatfs, statx
@@ -42,14 +44,17 @@ def _object(vm: VmContext, root: int, path: str, follow: bool) -> Iterator[int]:
         yield fd
 
 
-def _continue_if_needed(handler):  # type: ignore[no-untyped-def]
-    def wrapper(vm: VmContext, request: api.Request) -> api.Response:
+R = TypeVar("R")
+
+
+def _continue_if_needed(handler: Callable[[VmContext, R], api.Response]) -> Callable[[VmContext, R], api.Response]:
+    @functools.wraps(handler)
+    def wrapper(vm: VmContext, request: R) -> api.Response:
         try:
-            return handler(vm, request)  # type: ignore[no-any-return]
+            return handler(vm, request)
         except _ContinueInVm:
             return api.Continue()
 
-    wrapper.__doc__ = handler.__doc__
     return wrapper
 
 

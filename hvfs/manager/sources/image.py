@@ -14,6 +14,7 @@ import shutil
 import tarfile
 import tempfile
 from collections.abc import Iterator
+from typing import Any
 
 from hvfs._sys import mount as m
 from hvfs._sys.files import O_PATH, RESOLVE_IN_ROOT, openat2
@@ -160,11 +161,13 @@ def unpack_tarball(path: str, cache: str) -> str:
     partial = tempfile.mkdtemp(prefix=".unpack-", dir=cache)
     try:
         with tarfile.open(path) as archive:
-            options = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
+            options: dict[str, Any] = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
             archive.extractall(partial, members=_safe_members(archive, partial), numeric_owner=True, **options)
         os.rename(partial, destination)
     except tarfile.TarError as e:
-        raise SourceError(f"image {path}: not a readable tarball ({e}); give a directory, a tarball or 'host'") from None
+        raise SourceError(
+            f"image {path}: not a readable tarball ({e}); give a directory, a tarball or 'host'"
+        ) from None
     except OSError as e:
         if os.path.isdir(destination):  # another run unpacked it first
             return destination

@@ -17,7 +17,7 @@ class MemorySource(Source):
 
     def mount(self, target: int, scratch: Scratch) -> None:
         """Implements Source.mount with a new tmpfs."""
-        options = {"mode": f"{self.mode:o}"}
+        options: dict[str, str | None] = {"mode": f"{self.mode:o}"}
         if self.size:
             options["size"] = str(self.size)
         tree = m.new_mount("tmpfs", options, m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV)

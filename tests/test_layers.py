@@ -1,0 +1,54 @@
+"""The layers do not leak: checked on the source, module by module."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from tests.conftest import REPO
+
+PACKAGE = REPO / "hvfs"
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def _modules(under: str) -> list[Path]:
+    return sorted((PACKAGE / under).rglob("*.py"))
+
+
+def test_the_manager_never_imports_the_driver_or_the_sandbox() -> None:
+    for module in _modules("manager"):
+        bad = {n for n in _imports(module) if n.startswith(("hvfs.intercept", "hvfs.sandbox"))}
+        assert not bad, (module, bad)
+
+
+def test_the_driver_never_imports_the_manager() -> None:
+    for module in _modules("intercept"):
+        bad = {n for n in _imports(module) if n.startswith(("hvfs.manager", "hvfs.sandbox"))}
+        assert not bad, (module, bad)
+
+
+def test_sources_never_import_each_other() -> None:
+    for module in _modules("manager/sources"):
+        others = {n for n in _imports(module) if n.startswith("hvfs.manager.sources.") and not n.endswith(".base")}
+        assert not others, (module, others)
+
+
+def test_only_the_sys_package_uses_ctypes() -> None:
+    for module in PACKAGE.rglob("*.py"):
+        if "_sys" in module.parts:
+            continue
+        assert "ctypes" not in _imports(module), module
+
+
+def test_modules_stay_small() -> None:
+    for module in PACKAGE.rglob("*.py"):
+        assert len(module.read_text().splitlines()) <= 500, module
