@@ -55,6 +55,7 @@ class Hvfs:
 
     command: Sequence[str]
     user: str | None = None
+    probes: Path = REPO / "tests" / "probes"  # the probe programs, where this runner can read them
 
     def run(
         self,
@@ -103,6 +104,7 @@ def rootless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hvfs]:
     stage = Path(tempfile.mkdtemp(prefix="hvfs-rootless-"))
     os.chmod(stage, 0o755)
     shutil.copytree(REPO / "hvfs", stage / "hvfs", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "tests" / "probes", stage / "probes")
     import pyseccomp
 
     shutil.copy(pyseccomp.__file__, stage / "pyseccomp.py")
@@ -116,7 +118,8 @@ def rootless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hvfs]:
         f"PYTHONPATH={stage}",
         "PYTHONDONTWRITEBYTECODE=1",
     )
-    yield Hvfs(["runuser", "-u", ROOTLESS_USER, "--", *env, SYSTEM_PYTHON, "-m", "hvfs"], user=ROOTLESS_USER)
+    command = ["runuser", "-u", ROOTLESS_USER, "--", *env, SYSTEM_PYTHON, "-m", "hvfs"]
+    yield Hvfs(command, user=ROOTLESS_USER, probes=stage / "probes")
     shutil.rmtree(stage, ignore_errors=True)
 
 

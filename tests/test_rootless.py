@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOTLESS_USER, Hvfs, chown_to
-from tests.helpers import PROBES, snapshot
+from tests.helpers import snapshot
 
 pytestmark = pytest.mark.rootless
 
@@ -26,13 +26,13 @@ def test_shell_script_on_a_volume_matches_native(rootless: Hvfs, shared_tmp: Pat
     served.mkdir()
     chown_to(shared_tmp, ROOTLESS_USER)
     subprocess.run(
-        ["runuser", "-u", ROOTLESS_USER, "--", "sh", str(PROBES / "ops.sh")],
+        ["runuser", "-u", ROOTLESS_USER, "--", "sh", str(rootless.probes / "ops.sh")],
         cwd=native,
         check=True,
         capture_output=True,
     )
     out = rootless.ok(
-        "run", "-v", f"{served}:/data", "-v", f"{PROBES}:/probes:ro", "-w", "/data", "--", "sh", "/probes/ops.sh"
+        "run", "-v", f"{served}:/data", "-v", f"{rootless.probes}:/probes:ro", "-w", "/data", "--", "sh", "/probes/ops.sh"
     )
     assert out.strip() == "done"
     assert snapshot(served) == snapshot(native)
@@ -46,13 +46,13 @@ def test_errnos_equal_native(rootless: Hvfs, shared_tmp: Path) -> None:
     served.mkdir()
     chown_to(shared_tmp, ROOTLESS_USER)
     expected = subprocess.run(
-        ["runuser", "-u", ROOTLESS_USER, "--", "python3", str(PROBES / "errnos.py"), str(native)],
+        ["runuser", "-u", ROOTLESS_USER, "--", "python3", str(rootless.probes / "errnos.py"), str(native)],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
     got = rootless.ok(
-        "run", "-v", f"{served}:/data", "-v", f"{PROBES}:/probes:ro", "--", "python3", "/probes/errnos.py", "/data"
+        "run", "-v", f"{served}:/data", "-v", f"{rootless.probes}:/probes:ro", "--", "python3", "/probes/errnos.py", "/data"
     )
     assert json.loads(got) == json.loads(expected)
 
