@@ -3,7 +3,7 @@ bubblewrap, proot and gVisor (runsc), measured interleaved in one session.
 
     python benchmarks/open_and_startup.py [--iterations 20000] [--repeat 5] [--starts 20]
 
-Prints medians, min–max and ratios; writes JSON to benchmarks/results/.
+Prints medians, min-max and ratios; writes JSON to benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ def build(work: Path) -> Path:
 
 def open_runners(work: Path) -> dict[str, Callable[[int], list[str]]]:
     """Each runner opens a file for writing, so that HVFS serves it (ADDFD)."""
+
     def bench(path: str, mode: str, n: int) -> list[str]:
         return ["/b/openbench", path, mode, str(n)]
 
@@ -42,18 +43,45 @@ def open_runners(work: Path) -> dict[str, Callable[[int], list[str]]]:
         "hvfs: read open, not trapped": lambda n: [*HVFS, "run", *volume, "--", *bench("/b/file", "r", n)],
         "hvfs: trapped, CONTINUE (/dev/null)": lambda n: [*HVFS, "run", *volume, "--", *bench("/dev/null", "w", n)],
         "hvfs: trapped, ADDFD (write open)": lambda n: [*HVFS, "run", *volume, "--", *bench("/b/file", "w", n)],
-        "hvfs --strict: read open, ADDFD": lambda n: [*HVFS, "run", "--strict", *volume, "--", *bench("/b/file", "r", n)],
+        "hvfs --strict: read open, ADDFD": lambda n: [
+            *HVFS,
+            "run",
+            "--strict",
+            *volume,
+            "--",
+            *bench("/b/file", "r", n),
+        ],
     }
     if shutil.which("bwrap"):
         runners["bwrap open(O_WRONLY)"] = lambda n: [
-            "bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--bind", str(work), str(work),
-            "--unshare-all", str(work / "openbench"), str(work / "file"), "w", str(n),
+            "bwrap",
+            "--ro-bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--bind",
+            str(work),
+            str(work),
+            "--unshare-all",
+            str(work / "openbench"),
+            str(work / "file"),
+            "w",
+            str(n),
         ]
     if shutil.which("proot"):
         runners["proot open(O_WRONLY)"] = lambda n: ["proot", "-b", f"{work}:/b", *bench("/b/file", "w", n)]
     if shutil.which("runsc"):
         runners["runsc open(O_WRONLY)"] = lambda n: [
-            "runsc", "--network=none", "do", str(work / "openbench"), str(work / "file"), "w", str(n),
+            "runsc",
+            "--network=none",
+            "do",
+            str(work / "openbench"),
+            str(work / "file"),
+            "w",
+            str(n),
         ]
     return runners
 
@@ -61,7 +89,18 @@ def open_runners(work: Path) -> dict[str, Callable[[int], list[str]]]:
 def start_runners() -> dict[str, list[str]]:
     runners = {"native true": ["true"], "hvfs run -- true": [*HVFS, "run", "--", "true"]}
     if shutil.which("bwrap"):
-        runners["bwrap true"] = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-all", "true"]
+        runners["bwrap true"] = [
+            "bwrap",
+            "--ro-bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--unshare-all",
+            "true",
+        ]
     if shutil.which("proot"):
         runners["proot true"] = ["proot", "true"]
     if shutil.which("runsc"):
@@ -98,17 +137,17 @@ def main() -> None:
 
     native_open = statistics.median(opens["native open(O_WRONLY)"])
     print(f"open()+close(), µs per call, median of {args.repeat} runs of {args.iterations}:")
-    print(f"  {'runner':40} {'median':>9} {'min–max':>17} {'× native':>9}")
+    print(f"  {'runner':40} {'median':>9} {'min-max':>17} {'x native':>9}")
     for name, samples in opens.items():
         s = summary(samples)
-        print(f"  {name:40} {s['median']:9.2f} {s['min']:8.2f}–{s['max']:<8.2f} {s['median'] / native_open:9.1f}")
+        print(f"  {name:40} {s['median']:9.2f} {s['min']:8.2f}-{s['max']:<8.2f} {s['median'] / native_open:9.1f}")
     native_start = statistics.median(starts["native true"])
     hvfs_start = statistics.median(starts["hvfs run -- true"])
     print(f"\nstart-up, ms wall time, median of {args.starts}:")
-    print(f"  {'runner':40} {'median':>9} {'min–max':>17} {'hvfs ×':>9}")
+    print(f"  {'runner':40} {'median':>9} {'min-max':>17} {'hvfs/this':>9}")
     for name, samples in starts.items():
         s = summary(samples)
-        print(f"  {name:40} {s['median']:9.1f} {s['min']:8.1f}–{s['max']:<8.1f} {hvfs_start / s['median']:9.2f}")
+        print(f"  {name:40} {s['median']:9.1f} {s['min']:8.1f}-{s['max']:<8.1f} {hvfs_start / s['median']:9.2f}")
     results = HERE / "results"
     results.mkdir(exist_ok=True)
     document = {
