@@ -32,7 +32,16 @@ def test_shell_script_on_a_volume_matches_native(rootless: Hvfs, shared_tmp: Pat
         capture_output=True,
     )
     out = rootless.ok(
-        "run", "-v", f"{served}:/data", "-v", f"{rootless.probes}:/probes:ro", "-w", "/data", "--", "sh", "/probes/ops.sh"
+        "run",
+        "-v",
+        f"{served}:/data",
+        "-v",
+        f"{rootless.probes}:/probes:ro",
+        "-w",
+        "/data",
+        "--",
+        "sh",
+        "/probes/ops.sh",
     )
     assert out.strip() == "done"
     assert snapshot(served) == snapshot(native)
@@ -52,7 +61,15 @@ def test_errnos_equal_native(rootless: Hvfs, shared_tmp: Path) -> None:
         check=True,
     ).stdout
     got = rootless.ok(
-        "run", "-v", f"{served}:/data", "-v", f"{rootless.probes}:/probes:ro", "--", "python3", "/probes/errnos.py", "/data"
+        "run",
+        "-v",
+        f"{served}:/data",
+        "-v",
+        f"{rootless.probes}:/probes:ro",
+        "--",
+        "python3",
+        "/probes/errnos.py",
+        "/data",
     )
     assert json.loads(got) == json.loads(expected)
 
