@@ -120,6 +120,15 @@ def _run_locked(
 ) -> int:
     idmap = userns.enter_manager_namespaces()
     views = _build(spec, image, lock.staging)
+    try:
+        return _boot_and_serve(spec, views, program, arch, idmap, forwarder)
+    finally:
+        views.release_boot()
+
+
+def _boot_and_serve(
+    spec: RunSpec, views: Views, program: bytes, arch: Arch, idmap: userns.IdMap, forwarder: SignalForwarder
+) -> int:
     plan = BootPlan(
         name=spec.name,
         boot=views.boot,
@@ -134,7 +143,7 @@ def _run_locked(
     booted = vm.wait_booted()
     forwarder.attach(vm)
     vm_root = os.open(f"/proc/{vm.init_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    views.release_boot()
+    views.release_boot()  # the VM holds its own copy of the boot view now
     manager = Manager()
     context = VmContext(spec.name, views.rw_root, vm_root, strict=spec.strict)
     manager.add_vm(context)
@@ -156,10 +165,14 @@ def _run_locked(
 def _build(spec: RunSpec, image: Source, staging: str) -> Views:
     try:
         views = build_views(mount_table(spec, image), staging, spec.persist)
-        os.close(ensure_path(views.rw_root, spec.workdir))
-        return views
     except SourceError as e:
         raise UsageError(str(e)) from None
+    try:
+        os.close(ensure_path(views.rw_root, spec.workdir))
+    except (SourceError, OSError):
+        views.release_boot()
+        raise UsageError(f"-w {spec.workdir}: not a directory in the VM; pick another working directory") from None
+    return views
 
 
 def _write_stats(path: str, context: VmContext, driver: SeccompDriver) -> None:

@@ -28,20 +28,58 @@ def cache_directory() -> str:
     return os.path.join(base, "hvfs")
 
 
+def _try_lock(path: str) -> int | None:
+    """An fd holding the lock at ``path``, or None if another process holds it."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # the holder removed it as we took it: try the new one
+
+
+def sweep(directory: str) -> None:
+    """Remove what VMs killed before they could clean up left behind: entries whose lock
+    no process holds. (A VM's mounts live in its manager's private namespace and vanish
+    with it; only these names outlive a SIGKILL.)"""
+    entries = set(os.listdir(directory))
+    for entry in entries:
+        path = os.path.join(directory, entry)
+        if not entry.endswith(".lock"):
+            if f"{entry}.lock" not in entries:  # a lock is made before its directory
+                with contextlib.suppress(OSError):
+                    os.rmdir(path)
+            continue
+        fd = _try_lock(path)
+        if fd is None:
+            continue
+        with contextlib.suppress(OSError):
+            os.rmdir(path.removesuffix(".lock"))
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        os.close(fd)
+
+
 class NameLock:
     """Held for a VM's lifetime: a second VM of the same name is refused."""
 
     def __init__(self, name: str) -> None:
         self.directory = state_directory()
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        sweep(self.directory)
         self.path = os.path.join(self.directory, f"{name}.lock")
         self.staging = os.path.join(self.directory, name)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._fd)
-            raise UsageError(f"a VM named {name!r} is already running; choose another --name") from None
+        fd = _try_lock(self.path)
+        if fd is None:
+            raise UsageError(f"a VM named {name!r} is already running; choose another --name")
+        self._fd = fd
         os.makedirs(self.staging, mode=0o700, exist_ok=True)
 
     def release(self) -> None:

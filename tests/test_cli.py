@@ -196,3 +196,24 @@ def test_interactive_shell_with_a_terminal(hvfs: Hvfs) -> None:
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 7
+
+
+def test_pid_1_reaps_orphans(hvfs: Hvfs) -> None:
+    script = (
+        "for i in 1 2 3 4 5; do sh -c 'sleep 0.1 &'; done; sleep 1; "  # each sleep is orphaned, then exits
+        "grep -h '^State' /proc/[0-9]*/status | grep -c zombie || true"
+    )
+    assert hvfs.ok("run", "--", "sh", "-c", script).strip() == "0"
+
+
+def test_nothing_is_left_behind_by_failed_or_killed_vms(hvfs: Hvfs) -> None:
+    state = Path("/run/hvfs") if os.geteuid() == 0 else Path(f"/tmp/hvfs-{os.geteuid()}")
+    assert hvfs.run("run", "--name", "hvfs-fails", "-w", "/etc/passwd", "--", "true").returncode == 125
+    assert not (state / "hvfs-fails").exists() and not (state / "hvfs-fails.lock").exists()
+    command = [*hvfs.command, "run", "--name", "hvfs-killed", "--", "sh", "-c", "echo up; sleep 30"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as killed:
+        assert killed.stdout is not None and killed.stdout.readline() == "up\n"
+        assert (state / "hvfs-killed.lock").exists()
+        killed.kill()
+    hvfs.ok("run", "--", "true")  # any later run sweeps what a killed one could not remove
+    assert not (state / "hvfs-killed").exists() and not (state / "hvfs-killed.lock").exists()

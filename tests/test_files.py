@@ -182,3 +182,29 @@ def test_untar_of_many_files_then_digests_agree(hvfs: Hvfs, tmp_path: Path) -> N
     assert len(inside.splitlines()) == 1200
     assert inside == outside == original
     assert snapshot(data / "tree") == snapshot(source)
+
+
+def test_memory_mounts_are_private_sized_and_served(hvfs: Hvfs, tmp_path: Path) -> None:
+    stats_file = tmp_path / "stats.json"
+    script = (
+        "dd if=/dev/zero of=/scratch/fill bs=1M count=8 2>/dev/null; echo dd=$?; "
+        "ls -l /scratch/fill | awk '{print $5}'; "
+        "echo shm > /dev/shm/segment && cat /dev/shm/segment; "
+        "python3 -c 'from multiprocessing import shared_memory as s; m = s.SharedMemory(create=True, size=4096); "
+        "m.buf[0] = 7; print(m.buf[0]); m.close(); m.unlink()'"
+    )
+    out = hvfs.ok("run", "--stats", str(stats_file), "--tmpfs", "/scratch:size=4m", "--", "sh", "-c", script)
+    assert out.split() == ["dd=1", str(4 * 1024 * 1024), "shm", "7"]  # ENOSPC at the size limit
+    assert json.loads(stats_file.read_text())["requests"]["open"]["served"] >= 3
+
+
+def test_chown_and_times_are_served_with_native_results(hvfs: Hvfs, tmp_path: Path) -> None:
+    script = (
+        "cd /data && touch a && chown 1234:2345 a && ln -s a l && chown -h 3456 l && "
+        "touch -m -d '2002-02-02 02:02:02' a && mkdir d && chmod 2775 d && touch d/inherits"
+    )
+    hvfs.ok("run", "-v", f"{tmp_path}:/data", "--", "sh", "-c", script)
+    a, link = (tmp_path / "a").stat(), (tmp_path / "l").lstat()
+    assert (a.st_uid, a.st_gid, link.st_uid) == (1234, 2345, 3456)
+    assert a.st_mtime == 1012615322
+    assert (tmp_path / "d" / "inherits").stat().st_gid == (tmp_path / "d").stat().st_gid  # setgid directory

@@ -25,10 +25,14 @@ class Views:
     staging: str
     rw_root: int  # fd of the writable view's root
     boot: str  # where the boot view is attached in the manager's namespace, for the VM
+    _released: bool = False
 
     def release_boot(self) -> None:
-        """Drop the staging mounts once the VM holds its own copy of the boot view."""
-        m.umount(self.staging, m.MNT_DETACH)
+        """Drop the staging mounts once the VM holds its own copy of the boot view (or
+        has failed to start). Idempotent."""
+        if not self._released:
+            self._released = True
+            m.umount(self.staging, m.MNT_DETACH)
 
 
 def ensure_path(root: int, path: str, *, directory: bool = True, mode: int = 0o755) -> int:
@@ -81,6 +85,14 @@ def build_views(table: list[Mount], staging: str, persist: str | None) -> Views:
     Must run in the manager's private mount namespace.
     """
     m.mount("tmpfs", staging, "tmpfs", m.MS_NOSUID | m.MS_NODEV, "mode=0700")
+    try:
+        return _build_on(table, staging, persist)
+    except BaseException:
+        m.umount(staging, m.MNT_DETACH)
+        raise
+
+
+def _build_on(table: list[Mount], staging: str, persist: str | None) -> Views:
     scratch = Scratch(persist or os.path.join(staging, "scratch"))
     tree = os.path.join(staging, "tree")
     os.mkdir(tree, 0o755)
