@@ -36,6 +36,7 @@ def _run_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
         "--tmpfs", action="append", default=[], metavar="DST[:size=64m]", help="mount a memory file system"
     )
     run.add_argument("-w", "--workdir", default="/", help="working directory inside the VM")
+    run.add_argument("-u", "--user", help="run the command as USER[:GROUP] (names or ids) of the VM")
     run.add_argument(
         "-e", "--env", action="append", default=[], metavar="KEY[=VALUE]", help="set an environment variable"
     )
@@ -74,6 +75,7 @@ def _spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         tty=args.tty,
         interactive=args.interactive,
         stats=os.path.abspath(args.stats) if args.stats else None,
+        user=spec.check_user(args.user) if args.user else None,
     )
 
 

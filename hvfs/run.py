@@ -26,7 +26,7 @@ from hvfs.manager.sources.image import directory_image, host_image, tarball_imag
 from hvfs.manager.sources.memory import MemorySource
 from hvfs.manager.view import Views, build_views, ensure_path
 from hvfs.manager.vm import VmContext
-from hvfs.sandbox import launcher, preflight, terminal, userns
+from hvfs.sandbox import launcher, preflight, terminal, userns, users
 from hvfs.sandbox.errors import SetupError
 from hvfs.sandbox.plan import BootPlan
 from hvfs.spec import RunSpec, UsageError
@@ -45,7 +45,7 @@ def image_source(image: str) -> Source:
 
 def mount_table(spec: RunSpec, image: Source) -> list[Mount]:
     table = [Mount("/", image), *system_mounts()]
-    table += [Mount(v.target, HostSource(v.source), v.readonly) for v in spec.volumes]
+    table += [Mount(v.target, HostSource(v.source), v.readonly, v.sockets) for v in spec.volumes]
     table += [Mount(t.target, MemorySource(t.size, t.mode), t.readonly) for t in spec.tmpfs]
     return table
 
@@ -119,6 +119,9 @@ def _run_locked(
     spec: RunSpec, image: Source, program: bytes, arch: Arch, lock: NameLock, forwarder: SignalForwarder
 ) -> int:
     idmap = userns.enter_manager_namespaces()
+    ids = users.numeric(spec.user) if spec.user else None
+    if ids is not None:
+        idmap.check(ids[0], ids[0] if ids[1] is None else ids[1])
     views = _build(spec, image, lock.staging)
     try:
         return _boot_and_serve(spec, views, program, arch, idmap, forwarder)
@@ -138,6 +141,8 @@ def _boot_and_serve(
         filter_program=program,
         tty=spec.tty,
         winsize=terminal.host_winsize() if spec.tty else None,
+        user=spec.user,
+        home_set=any(key == "HOME" for key in spec.env) and spec.env.get("HOME") != "/root",
     )
     vm = launcher.start(plan, idmap)
     booted = vm.wait_booted()
@@ -145,7 +150,7 @@ def _boot_and_serve(
     vm_root = os.open(f"/proc/{vm.init_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     views.release_boot()  # the VM holds its own copy of the boot view now
     manager = Manager()
-    context = VmContext(spec.name, views.rw_root, vm_root, strict=spec.strict)
+    context = VmContext(spec.name, views.rw_root, vm_root, strict=spec.strict, socket_mounts=views.socket_mounts)
     manager.add_vm(context)
     driver = SeccompDriver(booted.listener, spec.name, InProcessTransport(manager.handle_request), arch)
     driver.start()

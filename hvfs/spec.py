@@ -27,6 +27,7 @@ class Volume:
     source: str
     target: str
     readonly: bool = False
+    sockets: bool = False  # the VM may connect to host sockets on it
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class RunSpec:
     tty: bool = False
     interactive: bool = False
     stats: str | None = None
+    user: str | None = None
 
 
 def parse_target(target: str, what: str) -> str:
@@ -68,23 +70,25 @@ def parse_target(target: str, what: str) -> str:
 
 
 def parse_volume(text: str, cwd: str | None = None) -> Volume:
-    """``SRC:DST[:ro|rw]``, as docker's ``-v``."""
+    """``SRC:DST[:OPTIONS]``, as docker's ``-v``; options: ro, rw, sockets."""
     what = f"-v {text!r}"
     parts = text.split(":")
     if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
         raise UsageError(f"{what}: expected SRC:DST[:ro|rw], e.g. -v ./data:/data:ro")
     source, target = parts[0], parts[1]
     options = parts[2].split(",") if len(parts) == 3 else []
-    readonly = False
+    readonly = sockets = False
     for option in options:
         if option == "ro":
             readonly = True
+        elif option == "sockets":
+            sockets = True
         elif option != "rw":
-            raise UsageError(f"{what}: unknown option {option!r}; use ro or rw")
+            raise UsageError(f"{what}: unknown option {option!r}; use ro, rw or sockets")
     source = os.path.abspath(os.path.join(cwd or os.getcwd(), source))
     if not os.path.exists(source):
         raise UsageError(f"{what}: source {source} does not exist; create it or fix the path")
-    return Volume(source=source, target=parse_target(target, what), readonly=readonly)
+    return Volume(source=source, target=parse_target(target, what), readonly=readonly, sockets=sockets)
 
 
 def parse_size(text: str, what: str) -> int:
@@ -129,6 +133,15 @@ def parse_env(items: Sequence[str], host: Mapping[str, str], *, name: str, tty: 
         elif key in host:
             env[key] = host[key]
     return env
+
+
+USER = re.compile(r"^[a-zA-Z0-9_.][a-zA-Z0-9_.-]*(:[a-zA-Z0-9_.][a-zA-Z0-9_.-]*)?$")
+
+
+def check_user(user: str) -> str:
+    if not USER.match(user):
+        raise UsageError(f"--user {user!r}: use USER, UID, USER:GROUP or UID:GID")
+    return user
 
 
 def check_name(name: str) -> str:

@@ -46,6 +46,16 @@ def statx(dirfd: int, path: str, flags: int, mask: int) -> bytes:
     return buffer.raw
 
 
+STATX_MNT_ID = 0x1000
+_STX_MNT_ID_OFFSET = 0x90
+
+
+def mount_id(fd: int) -> int:
+    """The id of the mount ``fd`` is on (statx STATX_MNT_ID), as /proc/*/mountinfo shows it."""
+    raw = statx(fd, "", AT_EMPTY_PATH, STATX_MNT_ID)
+    return int.from_bytes(raw[_STX_MNT_ID_OFFSET : _STX_MNT_ID_OFFSET + 8], "little")
+
+
 def fchmodat2(dirfd: int, path: str, mode: int, flags: int) -> None:
     syscall("fchmodat2", dirfd, os.fsencode(path), mode, flags)
 

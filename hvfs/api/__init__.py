@@ -8,10 +8,12 @@ string round-trips.
 
 from hvfs.api.messages import (
     Access,
+    Bind,
     Caller,
     Chdir,
     Chmod,
     Chown,
+    Connect,
     Continue,
     Credentials,
     Data,
@@ -48,10 +50,12 @@ from hvfs.api.transport import InProcessTransport, Transport
 
 __all__ = [
     "Access",
+    "Bind",
     "Caller",
     "Chdir",
     "Chmod",
     "Chown",
+    "Connect",
     "Continue",
     "Credentials",
     "Data",

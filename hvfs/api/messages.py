@@ -149,7 +149,7 @@ class Rename:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Link:
     caller: Caller
-    old: str
+    old: Target  # an open file for flink: linkat(fd, "", AT_EMPTY_PATH) or /proc/self/fd/N
     new: str
     follow: bool = False
 
@@ -211,6 +211,24 @@ class RemoveXattr:
     follow: bool = True
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Bind:
+    """bind() of the caller's unix socket to a path: the manager makes the socket file."""
+
+    caller: Caller
+    socket: OpenFile
+    path: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Connect:
+    """connect() of the caller's unix socket to a path."""
+
+    caller: Caller
+    socket: OpenFile
+    path: str
+
+
 Request = (
     Open
     | Stat
@@ -234,6 +252,8 @@ Request = (
     | Utimens
     | SetXattr
     | RemoveXattr
+    | Bind
+    | Connect
 )
 
 

@@ -73,7 +73,7 @@ def compile_filter(config: FilterConfig, arch: Arch) -> bytes:
         handling = entry.handling if entry else Handling.ALLOW
         if handling is Handling.ALLOW:
             program.add_rule(allow, nr)
-        elif handling in (Handling.MUTATE, Handling.FD_META, Handling.ALWAYS):
+        elif handling in (Handling.MUTATE, Handling.FD_META, Handling.ALWAYS, Handling.SOCKADDR):
             program.add_rule(notify, nr)
         elif handling is Handling.EPERM:
             program.add_rule(eperm, nr)

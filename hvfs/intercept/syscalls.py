@@ -22,6 +22,7 @@ class Handling(enum.Enum):
     FD_META = "always trapped; the manager acts on the caller's fd"
     ACCESS = "trapped when asking for W_OK (the boot view is read-only); otherwise as READ"
     ALWAYS = "always trapped and served: the read-only boot view would answer it wrongly"
+    SOCKADDR = "always trapped (the address is in memory): unix-socket paths are served, other addresses continue"
     CLONE = "native unless a namespace flag is set, then EPERM"
     EPERM = "fails with EPERM"
     ENOSYS = "fails with ENOSYS"
@@ -95,6 +96,8 @@ TABLE: tuple[Syscall, ...] = (
     Syscall("llistxattr", R, note="checked, then continued"),
     Syscall("inotify_add_watch", R, note="checked, then continued"),
     Syscall("fanotify_mark", R, note="checked, then continued"),
+    Syscall("bind", Handling.SOCKADDR, note="the manager makes the socket file, on the VM's own socket"),
+    Syscall("connect", Handling.SOCKADDR, note="only to sockets made in a VM, or on a mount marked 'sockets'"),
     Syscall("clone", Handling.CLONE, flags_arg=0),
     Syscall("unshare", Handling.CLONE, flags_arg=0, note="unsharing files or fs state is allowed"),
     Syscall("clone3", N, note="its flags live in memory; libc falls back to clone"),

@@ -108,6 +108,14 @@ class Tracee:
             return self._through_proc(path)
         return path
 
+    @staticmethod
+    def proc_fd(path: str) -> int | None:
+        """N, when ``path`` is the caller's own ``/proc/self/fd/N``."""
+        match = _PROC_SELF.match(path)
+        if match is None or match.group(2) is None or match.group(3):
+            return None
+        return int(match.group(2))
+
     def _through_proc(self, path: str) -> str:
         """``/proc/self/{fd/N,cwd,root}/rest`` as the in-VM path of what it names.
 

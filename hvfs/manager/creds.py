@@ -65,10 +65,10 @@ def for_access(creds: Credentials) -> Credentials:
 
 @contextmanager
 def acting_as(creds: Credentials | None) -> Iterator[None]:
+    me = _identity()  # also gives this thread a cwd and umask of its own
     if creds is None:
         yield
         return
-    me = _identity()
     old_umask = os.umask(creds.umask)
     wanted_caps = creds.capabilities & me.permitted
     switch_groups = creds.groups != me.groups

@@ -16,6 +16,7 @@ class Mount:
     target: str  # absolute path in the VM
     source: Source
     readonly: bool = False
+    sockets: bool = False  # a VM may connect to host sockets found on this mount
 
     @property
     def depth(self) -> int:

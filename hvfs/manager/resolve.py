@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from hvfs import api
 from hvfs._sys.files import O_PATH, RESOLVE_IN_ROOT, openat2
 
 
@@ -56,3 +57,24 @@ def parent(root: int, path: str) -> Iterator[tuple[int, str]]:
 def proc_path(fd: int) -> str:
     """A path that names the object of ``fd`` itself, through procfs."""
     return f"/proc/self/fd/{fd}"
+
+
+@contextmanager
+def writable_twin(rw_root: int, file: api.OpenFile) -> Iterator[tuple[int, os.stat_result] | None]:
+    """The open file's inode in the writable view, or None to act on the file itself.
+
+    A file the VM opened itself sits on its read-only boot view; the same inode in the
+    writable view is found by its path and checked by device and inode. A writable file
+    (the manager handed it out for writing, or the VM inherited it) is used as it is.
+    """
+    if not os.fstatvfs(file.fd).f_flag & os.ST_RDONLY or not file.path.startswith("/"):
+        yield None
+        return
+    try:
+        twin = open_object(rw_root, file.path, follow=False)
+    except OSError:
+        yield None
+        return
+    with fd_closing(twin):
+        st, original = os.fstat(twin), os.fstat(file.fd)
+        yield (twin, st) if (st.st_dev, st.st_ino) == (original.st_dev, original.st_ino) else None

@@ -15,7 +15,7 @@ import stat
 from dataclasses import dataclass
 
 from hvfs._sys import mount as m
-from hvfs._sys.files import O_PATH, RESOLVE_IN_ROOT, openat2
+from hvfs._sys.files import O_PATH, RESOLVE_IN_ROOT, mount_id, openat2
 from hvfs.manager.mounts import Mount
 from hvfs.manager.sources.base import Scratch, SourceError
 
@@ -25,6 +25,7 @@ class Views:
     staging: str
     rw_root: int  # fd of the writable view's root
     boot: str  # where the boot view is attached in the manager's namespace, for the VM
+    socket_mounts: frozenset[int] = frozenset()  # in the writable view, mounts marked "sockets"
     _released: bool = False
 
     def release_boot(self) -> None:
@@ -130,4 +131,12 @@ def _build_on(table: list[Mount], staging: str, persist: str | None) -> Views:
     finally:
         os.close(boot_tree)
     m.umount(tree, m.MNT_DETACH)
-    return Views(staging=staging, rw_root=rw_root, boot=boot)
+    socket_mounts = set()
+    for mount in ordered:
+        if mount.sockets:
+            at = openat2(rw_root, mount.target, O_PATH, 0, RESOLVE_IN_ROOT)
+            try:
+                socket_mounts.add(mount_id(at))
+            finally:
+                os.close(at)
+    return Views(staging=staging, rw_root=rw_root, boot=boot, socket_mounts=frozenset(socket_mounts))

@@ -30,6 +30,9 @@ class VmContext:
     rw_root: int  # root of the VM's writable view: a detached mount tree held by this fd
     vm_root: int  # the VM's own root, in its mount namespace: read-only fds come from here
     strict: bool = False
+    # Unix sockets made by VMs, as (device, inode); shared by every VM of one manager.
+    sockets: set[tuple[int, int]] = field(default_factory=set)
+    socket_mounts: frozenset[int] = frozenset()  # mount ids of volumes marked "sockets"
     _counts: Counter[tuple[str, str]] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

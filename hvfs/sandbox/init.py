@@ -18,7 +18,7 @@ import termios
 import time
 from typing import NoReturn
 
-from hvfs.sandbox import boot, channel
+from hvfs.sandbox import boot, channel, users
 from hvfs.sandbox.errors import SetupError
 from hvfs.sandbox.plan import BootPlan, exit_code
 
@@ -75,13 +75,16 @@ def _exec_command(plan: BootPlan, slave: int | None) -> NoReturn:
             fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
             for fd in (0, 1, 2):
                 os.dup2(slave, fd)
+        env = plan.env
+        if plan.user is not None:
+            env = _become(plan, env)
         try:
             os.chdir(plan.workdir)
         except OSError as e:
             os.write(2, f"hvfs: working directory {plan.workdir}: {e.strerror}\n".encode())
             os._exit(126)
         os.closerange(3, 1 << 20)
-        os.execvpe(plan.argv[0], list(plan.argv), plan.env)
+        os.execvpe(plan.argv[0], list(plan.argv), env)
     except FileNotFoundError:
         os.write(2, f"hvfs: {plan.argv[0]}: executable file not found in $PATH\n".encode())
         os._exit(127)
@@ -94,6 +97,23 @@ def _exec_command(plan: BootPlan, slave: int | None) -> NoReturn:
     except BaseException:
         os._exit(126)
     os._exit(126)
+
+
+def _become(plan: BootPlan, env: dict[str, str]) -> dict[str, str]:
+    """Switch to ``--user``; its home becomes $HOME unless -e set one."""
+    assert plan.user is not None
+    try:
+        user = users.resolve(plan.user)
+        os.setgroups(list(user.groups))
+        os.setresgid(user.gid, user.gid, user.gid)
+        os.setresuid(user.uid, user.uid, user.uid)
+    except users.UnknownUser as e:
+        os.write(2, f"hvfs: --user {plan.user}: {e}\n".encode())
+        os._exit(126)
+    except OSError as e:
+        os.write(2, f"hvfs: --user {plan.user}: {e.strerror}; is that id mapped in this VM?\n".encode())
+        os._exit(126)
+    return env if plan.home_set else {**env, "HOME": user.home}
 
 
 def _supervise(plan: BootPlan, chan: socket.socket, command: int, wakeup: int) -> int:

@@ -17,6 +17,8 @@ class BootPlan:
     tty: bool = False
     winsize: bytes | None = None
     grace: float = 1.0  # seconds between SIGTERM and SIGKILL when the manager is lost
+    user: str | None = None  # --user, resolved inside the VM
+    home_set: bool = False  # whether -e gave HOME, which --user must then not replace
     keep_fds: tuple[int, ...] = field(default=(0, 1, 2))
 
 

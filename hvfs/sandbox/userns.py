@@ -3,8 +3,10 @@
 The manager always runs in a user namespace of its own, so that it holds exactly the
 privileges a VM's root holds over files, no more: as root, every id maps to itself (a
 VM's root then acts on host files as docker's does, without any capability outside);
-as an unprivileged user, that user's id is root inside. A VM's user namespace maps the
-manager's ids onto themselves, so ids read by the manager from a VM need no translation.
+as an unprivileged user, that user's id is root inside, and the user's subordinate ids
+(/etc/subuid, through newuidmap) are 1, 2, … — or, without them, root is the only id.
+A VM's user namespace maps the manager's ids onto themselves, so ids read by the
+manager from a VM need no translation.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 
 from hvfs._sys import mount as m
 from hvfs._sys import process
+from hvfs.sandbox import subids
 from hvfs.sandbox.errors import SetupError
 from hvfs.sandbox.preflight import userns_hint
 
@@ -22,12 +25,23 @@ ALL_IDS = 4294967295
 
 @dataclass(frozen=True)
 class IdMap:
-    """The ids of the manager's namespace: 0 up to ``count``."""
+    """The ids of the manager's namespace: 0 up to ``count``, in the extents of its maps."""
 
     count: int
+    single_reason: str = ""  # why there is only one id, when there is
+    extents: tuple[tuple[int, int], ...] = ()  # (first id, count) as the manager's maps split them
 
     def identity(self) -> str:
-        return f"0 0 {self.count}\n"
+        """The VM's map: each of the manager's ids to itself. The kernel maps every extent
+        of a child's map through one extent of its parent's, so the splits must match."""
+        extents = self.extents or ((0, self.count),)
+        return "".join(f"{first} {first} {count}\n" for first, count in extents)
+
+    def check(self, uid: int, gid: int) -> None:
+        """Refuse a VM user these maps cannot hold, saying why."""
+        if max(uid, gid) >= self.count:
+            hint = self.single_reason or f"ids 0 to {self.count - 1} are mapped"
+            raise SetupError("--user", f"id {max(uid, gid)} cannot be mapped here", hint)
 
 
 def _write(path: str, text: str) -> None:
@@ -39,11 +53,12 @@ def enter_manager_namespaces() -> IdMap:
     """Move this (single-threaded) process into a new user and mount namespace."""
     uid, gid = os.geteuid(), os.getegid()
     privileged = uid == 0
+    subordinate = None if privileged else subids.lookup(uid)
     helper = -1
     ready_read = ready_write = done_read = done_write = -1
-    if privileged:
-        # Only a process outside the new namespace, holding CAP_SETUID there, may map
-        # more than its own id; a child forked before unshare writes our maps.
+    if privileged or subordinate:
+        # Only a process outside the new namespace may map more than its own id (as
+        # root, or through the setuid newuidmap): a child forked before unshare does it.
         ready_read, ready_write = os.pipe()
         done_read, done_write = os.pipe()
         helper = os.fork()
@@ -54,8 +69,11 @@ def enter_manager_namespaces() -> IdMap:
             try:
                 if os.read(ready_read, 1) == b"u":
                     parent = os.getppid()
-                    _write(f"/proc/{parent}/uid_map", f"0 0 {ALL_IDS}\n")
-                    _write(f"/proc/{parent}/gid_map", f"0 0 {ALL_IDS}\n")
+                    if subordinate:
+                        subids.map_with_helpers(parent, uid, gid, subordinate)
+                    else:
+                        _write(f"/proc/{parent}/uid_map", f"0 0 {ALL_IDS}\n")
+                        _write(f"/proc/{parent}/gid_map", f"0 0 {ALL_IDS}\n")
                     os.write(done_write, b"m")
                     code = 0
             finally:
@@ -69,20 +87,25 @@ def enter_manager_namespaces() -> IdMap:
             os.close(ready_write)
             os.waitpid(helper, 0)
         raise SetupError("user namespace", e.strerror or str(e), userns_hint()) from None
-    if privileged:
+    if privileged or subordinate:
         os.write(ready_write, b"u")
         os.close(ready_write)
         mapped = os.read(done_read, 1)
         os.close(done_read)
         os.waitpid(helper, 0)
         if mapped != b"m":
-            raise SetupError("user namespace", "could not write the manager's id maps")
-        idmap = IdMap(ALL_IDS)
+            raise SetupError(
+                "user namespace", "could not write the manager's id maps", "check newuidmap and /etc/subuid"
+            )
+        if subordinate:
+            idmap = IdMap(subordinate.count, extents=((0, 1), (1, subordinate.count - 1)))
+        else:
+            idmap = IdMap(ALL_IDS)
     else:
         _write("/proc/self/setgroups", "deny")
         _write("/proc/self/uid_map", f"0 {uid} 1\n")
         _write("/proc/self/gid_map", f"0 {gid} 1\n")
-        idmap = IdMap(1)
+        idmap = IdMap(1, subids.why_single_id(uid))
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)
     # Mounts made here never propagate back to the host; the host's still reach us.

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hvfs import api
-from hvfs.manager.handlers import attrs, names, opening, query
+from hvfs.manager.handlers import attrs, names, opening, query, sockets
 from hvfs.manager.vm import VmContext
 
 Handler = Callable[[VmContext, Any], api.Response]
@@ -38,4 +38,6 @@ HANDLERS: dict[type, Handler] = {
     api.Chdir: query.handle_chdir,
     api.Exec: query.handle_exec,
     api.Lookup: query.handle_lookup,
+    api.Bind: sockets.handle_bind,
+    api.Connect: sockets.handle_connect,
 }

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 
 from hvfs import api
 from hvfs._sys.files import AT_EMPTY_PATH, fchownat, utimensat
-from hvfs.manager.resolve import fd_closing, open_object, parent, proc_path
+from hvfs.manager.resolve import fd_closing, open_object, parent, proc_path, writable_twin
 from hvfs.manager.vm import VmContext
 
 
@@ -28,22 +28,6 @@ from hvfs.manager.vm import VmContext
 def _object(vm: VmContext, path: str, follow: bool) -> Iterator[tuple[int, os.stat_result]]:
     with fd_closing(open_object(vm.rw_root, path, follow=follow)) as fd:
         yield fd, os.fstat(fd)
-
-
-@contextmanager
-def _writable_twin(vm: VmContext, file: api.OpenFile) -> Iterator[tuple[int, os.stat_result] | None]:
-    """The open file's inode in the writable view, or None to act on the file itself."""
-    if not os.fstatvfs(file.fd).f_flag & os.ST_RDONLY or not file.path.startswith("/"):
-        yield None
-        return
-    try:
-        twin = open_object(vm.rw_root, file.path, follow=False)
-    except OSError:
-        yield None
-        return
-    with fd_closing(twin):
-        st, original = os.fstat(twin), os.fstat(file.fd)
-        yield (twin, st) if (st.st_dev, st.st_ino) == (original.st_dev, original.st_ino) else None
 
 
 def _on_target(
@@ -54,7 +38,7 @@ def _on_target(
     on_path: Callable[[int, os.stat_result], None],
 ) -> api.Response:
     if isinstance(target, api.OpenFile):
-        with _writable_twin(vm, target) as twin:
+        with writable_twin(vm.rw_root, target) as twin:
             if twin is None:
                 on_fd(target.fd)
             else:

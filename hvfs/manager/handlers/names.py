@@ -13,7 +13,7 @@ import stat
 
 from hvfs import api
 from hvfs._sys.files import renameat2
-from hvfs.manager.resolve import fd_closing, open_object, parent, proc_path
+from hvfs.manager.resolve import fd_closing, open_object, parent, proc_path, writable_twin
 from hvfs.manager.vm import VmContext
 
 
@@ -86,11 +86,16 @@ def handle_rename(vm: VmContext, request: api.Rename) -> api.Response:
 
 def handle_link(vm: VmContext, request: api.Link) -> api.Response:
     """Errnos: ENOENT, EEXIST, EPERM (directories), EXDEV, EMLINK, EACCES, EROFS, ENOSPC, ELOOP."""
-    if vm.is_kernel_path(request.old) or vm.is_kernel_path(request.new):
+    old_is_kernel = isinstance(request.old, str) and vm.is_kernel_path(request.old)
+    if old_is_kernel or vm.is_kernel_path(request.new):
         return api.Continue()
     with parent(vm.rw_root, request.new) as (new_dir, new_last):
         _refuse_root(new_last, errno.EEXIST)
-        if request.follow:
+        if isinstance(request.old, api.OpenFile):
+            with writable_twin(vm.rw_root, request.old) as twin:
+                source = request.old.fd if twin is None else twin[0]
+                os.link(proc_path(source), new_last, dst_dir_fd=new_dir, follow_symlinks=True)
+        elif request.follow:
             with fd_closing(open_object(vm.rw_root, request.old, follow=True)) as old:
                 os.link(proc_path(old), new_last, dst_dir_fd=new_dir, follow_symlinks=True)
         else:
