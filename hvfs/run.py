@@ -99,6 +99,12 @@ def run(spec: RunSpec) -> int:
     arch = native()
     try:
         program = compile_filter(FilterConfig(trap_reads=spec.strict), arch)
+    except ImportError:
+        raise SetupError(
+            "seccomp filter", "the pyseccomp package is missing", "install hvfs with its dependencies: scripts/setup"
+        ) from None
+    except RuntimeError as e:  # pyseccomp cannot find libseccomp
+        raise SetupError("seccomp filter", str(e), "install libseccomp: apt-get install libseccomp2") from None
     except OSError as e:
         raise SetupError(
             "seccomp filter",

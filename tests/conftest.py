@@ -96,11 +96,11 @@ def _create_user(name: str) -> pwd.struct_passwd:
 
 
 @pytest.fixture(scope="session")
-def rootless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hvfs]:
-    """hvfs run by an unprivileged user the tests create, from a world-readable copy."""
-    require(os.geteuid() == 0, "creating the unprivileged test user needs root")
+def staged() -> Iterator[Path]:
+    """A world-readable copy of hvfs, its pure-Python dependency and the probes, wherever
+    the repository lives (CI may clone it where other users cannot look)."""
+    require(os.geteuid() == 0, "creating unprivileged test users needs root")
     require(os.path.exists(SYSTEM_PYTHON), f"{SYSTEM_PYTHON} is needed to run hvfs as another user")
-    account = _create_user(ROOTLESS_USER)
     stage = Path(tempfile.mkdtemp(prefix="hvfs-rootless-"))
     os.chmod(stage, 0o755)
     shutil.copytree(REPO / "hvfs", stage / "hvfs", ignore=shutil.ignore_patterns("__pycache__"))
@@ -110,17 +110,29 @@ def rootless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hvfs]:
     shutil.copy(pyseccomp.__file__, stage / "pyseccomp.py")
     for path in stage.rglob("*"):
         os.chmod(path, 0o755 if path.is_dir() else 0o644)
-    env = (
+    yield stage
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+def as_user(name: str, stage: Path) -> Hvfs:
+    """hvfs run by the user ``name`` (created if missing), from the staged copy."""
+    account = _create_user(name)
+    env = [
         "env",
         "-i",
         "PATH=/usr/bin:/bin",
         f"HOME={account.pw_dir}",
         f"PYTHONPATH={stage}",
         "PYTHONDONTWRITEBYTECODE=1",
-    )
-    command = ["runuser", "-u", ROOTLESS_USER, "--", *env, SYSTEM_PYTHON, "-m", "hvfs"]
-    yield Hvfs(command, user=ROOTLESS_USER, probes=stage / "probes")
-    shutil.rmtree(stage, ignore_errors=True)
+    ]
+    command = ["runuser", "-u", name, "--", *env, SYSTEM_PYTHON, "-m", "hvfs"]
+    return Hvfs(command, user=name, probes=stage / "probes")
+
+
+@pytest.fixture(scope="session")
+def rootless(staged: Path) -> Hvfs:
+    """hvfs run by an unprivileged user the tests create."""
+    return as_user(ROOTLESS_USER, staged)
 
 
 @pytest.fixture
