@@ -1,0 +1,592 @@
+"""Real programs in VMs, working on served mounts: git, sqlite3, venv and pip, make, archivers, unix sockets.
+
+Every test runs four ways: as root and rootless (the unprivileged user ``hvfs-rootless``), each with the
+default driver (reads run natively on the boot view) and with ``--strict`` (reads are served too). What a
+program leaves behind is checked on the host, with the host's own tools where they exist (``git fsck``,
+Python's ``sqlite3``), so a test passes only if the program really worked, not merely exited 0.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import os
+import pwd
+import shutil
+import sqlite3
+import stat
+import subprocess
+import zipfile
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Hvfs, chown_to, require
+
+# ---------------------------------------------------------------------------------------------------------------------
+# How a test runs its VMs
+
+
+@dataclass(frozen=True)
+class Vm:
+    """Runs commands in VMs as one test's parameters say: as root or rootless, strict or not."""
+
+    runner: Hvfs
+    strict: bool
+
+    def give(self, *paths: Path) -> None:
+        """Hands ``paths`` (recursively) to the user hvfs runs as, so that the VM may write in them.
+
+        A rootless VM is root inside but only ``hvfs-rootless`` outside: it can write only where that user can.
+        """
+        if self.runner.user is not None:
+            for path in paths:
+                chown_to(path, self.runner.user)
+
+    def run(
+        self,
+        command: Sequence[str],
+        *,
+        volumes: Sequence[str] = (),
+        workdir: str | None = None,
+        input: str | None = None,
+        timeout: float = 120,
+    ) -> subprocess.CompletedProcess[str]:
+        """``hvfs run [--strict] -v VOLUME... [-w WORKDIR] -- COMMAND``."""
+        args = ["run"]
+        if self.strict:
+            args.append("--strict")
+        for volume in volumes:
+            args += ["-v", volume]
+        if workdir is not None:
+            args += ["-w", workdir]
+        return self.runner.run(*args, "--", *command, input=input, timeout=timeout)
+
+    def sh(self, script: str, *, volumes: Sequence[str] = (), workdir: str | None = None, timeout: float = 120) -> str:
+        """Runs a ``sh -eu`` script in a VM, asserts that it succeeded and returns its output."""
+        result = self.run(["sh", "-euc", script], volumes=volumes, workdir=workdir, timeout=timeout)
+        assert result.returncode == 0, (
+            f"exit {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+        )
+        return result.stdout
+
+
+VARIANTS = [
+    pytest.param(("hvfs", False), id="root-default"),
+    pytest.param(("hvfs", True), id="root-strict"),
+    pytest.param(("rootless", False), id="rootless-default", marks=pytest.mark.rootless),
+    pytest.param(("rootless", True), id="rootless-strict", marks=pytest.mark.rootless),
+]
+
+
+@pytest.fixture(params=VARIANTS)
+def vm(request: pytest.FixtureRequest) -> Vm:
+    """The same test as root and rootless, with and without ``--strict``."""
+    runner_fixture, strict = request.param
+    # looked up lazily so that the root variants run even where the rootless user cannot be made
+    return Vm(request.getfixturevalue(runner_fixture), strict)
+
+
+@pytest.fixture
+def data(vm: Vm, shared_tmp: Path) -> Path:
+    """An empty host directory the VM may write in; tests mount it at /data."""
+    path = shared_tmp / "data"
+    path.mkdir()
+    vm.give(path)
+    return path
+
+
+def host_git(repo: Path, *args: str) -> str:
+    # The repository may belong to hvfs-rootless; git refuses other users' repositories unless told.
+    result = subprocess.run(
+        ["git", "-c", "safe.directory=*", "-C", str(repo), *args], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, f"host git {' '.join(args)} exited {result.returncode}:\n{result.stderr}"
+    return result.stdout
+
+
+def section(output: str, name: str) -> list[str]:
+    """The lines a VM script printed between ``== name`` and the next ``==`` marker."""
+    lines = output.splitlines()
+    start = lines.index(f"== {name}") + 1
+    end = next((i for i in range(start, len(lines)) if lines[i].startswith("== ")), len(lines))
+    return lines[start:end]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# git
+
+GIT_SCRIPT = """
+git init -q -b main repo
+cd repo
+git config user.name 'HVFS Test'
+git config user.email hvfs@example.invalid
+mkdir -p src docs
+printf 'hello\\n' > README
+printf '#!/bin/sh\\necho run\\n' > run.sh
+chmod +x run.sh
+printf 'int main(void) { return 0; }\\n' > src/main.c
+printf 'notes\\n' > docs/notes.txt
+ln -s README link
+git add -A
+echo '== staged'
+git status --porcelain
+git commit -q -m 'first commit'
+printf 'more\\n' >> README
+git rm -q docs/notes.txt
+git commit -q -a -m 'second commit'
+git gc -q
+echo '== clean'
+git status --porcelain
+echo '== log'
+git log --format=%s
+cd ..
+git clone -q repo clone
+echo '== clone'
+git -C clone log --format=%s
+"""
+
+
+def test_git_init_add_commit_gc(vm: Vm, data: Path) -> None:
+    """git can create a repository on a served mount, commit twice, repack it, and the host's git finds it valid.
+
+    git exercises lock files renamed into place, object files made read-only, directories created on demand,
+    a symlink in the tree, ``gc`` (packing, pruning loose objects, unlinking empty directories) and a local
+    clone, which hard-links the objects of the repository it clones.
+    """
+    out = vm.sh(GIT_SCRIPT, volumes=[f"{data}:/data"], workdir="/data")
+
+    assert sorted(section(out, "staged")) == ["A  README", "A  docs/notes.txt", "A  link", "A  run.sh", "A  src/main.c"]
+    assert section(out, "clean") == []
+    assert section(out, "log") == ["second commit", "first commit"]
+    assert section(out, "clone") == ["second commit", "first commit"]
+
+    repo = data / "repo"
+    host_git(repo, "fsck", "--full", "--strict", "--no-dangling")
+    assert host_git(repo, "log", "--format=%s").splitlines() == ["second commit", "first commit"]
+    assert host_git(repo, "ls-tree", "-r", "--name-only", "HEAD").split() == ["README", "link", "run.sh", "src/main.c"]
+    assert host_git(repo, "status", "--porcelain") == ""
+    assert host_git(repo, "count-objects", "-v").count("count: 0") == 1  # gc packed every loose object
+    assert (repo / "README").read_text() == "hello\nmore\n"
+    assert os.readlink(repo / "link") == "README"
+    assert os.stat(repo / "run.sh").st_mode & 0o111
+    # a local clone hard-links the pack instead of copying it
+    host_git(data / "clone", "fsck", "--full", "--strict", "--no-dangling")
+    (pack,) = (data / "clone/.git/objects/pack").glob("*.pack")
+    assert pack.stat().st_nlink == 2
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# sqlite3
+
+
+def sqlite_script(journal_mode: str, transactions: int = 3, rows_per_transaction: int = 100) -> str:
+    """SQL for the sqlite3 CLI: a table filled row by row in a few transactions, then some deletes."""
+    lines = [
+        f"PRAGMA journal_mode={journal_mode};",
+        "CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT NOT NULL, payload TEXT NOT NULL);",
+        "CREATE INDEX items_name ON items(name);",
+    ]
+    for t in range(transactions):
+        lines.append("BEGIN;")
+        for r in range(rows_per_transaction):
+            n = t * rows_per_transaction + r
+            lines.append(f"INSERT INTO items(name, payload) VALUES ('item-{n}', '{'x' * (n % 200)}');")
+        lines.append("COMMIT;")
+    lines += [
+        "DELETE FROM items WHERE id % 10 = 0;",
+        "SELECT count(*) FROM items;",
+        "PRAGMA integrity_check;",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("journal_mode", ["wal", "delete"])
+def test_sqlite3_cli_writes_a_sound_database(vm: Vm, data: Path, journal_mode: str) -> None:
+    """The sqlite3 CLI builds a database with WAL or a rollback journal; the host reads it back intact.
+
+    WAL needs a shared-memory index (``-shm``, mmapped MAP_SHARED) and a ``-wal`` file checkpointed and
+    removed at close; the rollback journal is created and unlinked at every commit. Both need POSIX locks.
+    """
+    require(shutil.which("sqlite3") is not None, "the sqlite3 CLI (Debian package sqlite3) is needed")
+    out = vm.run(["sqlite3", "-bail", "/data/db.sqlite"], volumes=[f"{data}:/data"], input=sqlite_script(journal_mode))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [journal_mode, "270", "ok"]
+    # a second process in another VM sees the same database
+    again = vm.run(["sqlite3", "/data/db.sqlite", "SELECT count(*), max(id) FROM items;"], volumes=[f"{data}:/data"])
+    assert again.stdout.strip() == "270|299", again.stderr
+
+    # the last connection's close checkpoints and removes the WAL, and no rollback journal is left behind
+    assert sorted(p.name for p in data.iterdir()) == ["db.sqlite"]
+    with contextlib.closing(sqlite3.connect(data / "db.sqlite")) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == (journal_mode,)
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert db.execute("SELECT count(*), count(DISTINCT name) FROM items").fetchone() == (270, 270)
+        assert db.execute("SELECT name FROM items WHERE id = 299").fetchone() == ("item-298",)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# python3 -m venv and an offline pip install
+
+
+def build_wheel(directory: Path, name: str = "hvfsprobe", version: str = "1.0") -> Path:
+    """A minimal pure-Python wheel made by hand (a wheel is a zip with a dist-info directory and a RECORD)."""
+    dist_info = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}/__init__.py": b'WHERE = "installed from a wheel"\n',
+        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: hvfs-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for path, content in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(content).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(content)}")
+    record.append(f"{dist_info}/RECORD,,")
+    files[f"{dist_info}/RECORD"] = ("\n".join(record) + "\n").encode()
+    wheel = directory / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path, content in files.items():
+            archive.writestr(path, content)
+    return wheel
+
+
+def test_venv_and_offline_pip_install(vm: Vm, data: Path, shared_tmp: Path) -> None:
+    """``python3 -m venv`` on a served mount bootstraps pip, pip installs a local wheel, and the venv imports it.
+
+    ensurepip unpacks pip's bundled wheel, writes console scripts, compiles bytecode and renames files into
+    place; the venv's ``python`` is a symlink the kernel must follow at exec time.
+    """
+    # the VM runs the host's /usr/bin/python3, whose version names the venv's lib directory
+    probe = "import ensurepip, sys; print('python%d.%d' % sys.version_info[:2])"
+    python = subprocess.run(["/usr/bin/python3", "-c", probe], capture_output=True, text=True, check=False)
+    require(python.returncode == 0, "python3 -m venv needs ensurepip (Debian package python3-venv)")
+    site_packages = f"lib/{python.stdout.strip()}/site-packages"
+    wheels = shared_tmp / "wheels"
+    wheels.mkdir()
+    wheel = build_wheel(wheels)
+    os.chmod(wheel, 0o644)
+    script = f"""
+python3 -m venv /data/venv
+/data/venv/bin/python -m pip install --no-index --no-cache-dir --disable-pip-version-check -q /wheels/{wheel.name}
+echo '== import'
+/data/venv/bin/python -c 'import sys, hvfsprobe; print(hvfsprobe.WHERE); print(hvfsprobe.__file__); print(sys.prefix)'
+"""
+    out = vm.sh(script, volumes=[f"{data}:/data", f"{wheels}:/wheels:ro"], timeout=240)
+    assert section(out, "import") == [
+        "installed from a wheel",
+        f"/data/venv/{site_packages}/hvfsprobe/__init__.py",
+        "/data/venv",
+    ]
+
+    # the venv works on the host too: the interpreter finds its prefix through pyvenv.cfg next to it
+    venv = data / "venv"
+    assert "include-system-site-packages = false" in (venv / "pyvenv.cfg").read_text()
+    host = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import hvfsprobe, pip; print(hvfsprobe.WHERE)"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert host.stdout.strip() == "installed from a wheel", host.stderr
+    assert (venv / site_packages / "hvfsprobe-1.0.dist-info/RECORD").is_file()
+    assert os.access(venv / "bin" / "pip", os.X_OK)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# make -j2 of a small C project
+
+PARTS = 7  # part0.c … part6.c, and main.c: 8 sources
+
+MAKEFILE = """\
+CC := gcc
+CFLAGS := -O0 -Wall -Werror
+OBJS := main.o $(patsubst %.c,%.o,$(sort $(wildcard part*.c)))
+
+prog: $(OBJS)
+\t$(CC) -o $@ $(OBJS)
+
+%.o: %.c common.h
+\t$(CC) $(CFLAGS) -c -o $@ $<
+
+clean:
+\trm -f prog $(OBJS)
+
+.PHONY: clean
+"""
+
+
+def write_c_project(root: Path, mtime: int) -> int:
+    """Writes the project with every file's mtime set to ``mtime``; returns what the program prints."""
+    (root / "Makefile").write_text(MAKEFILE)
+    (root / "common.h").write_text("#define OFFSET 1000\n" + "".join(f"int part{i}(void);\n" for i in range(PARTS)))
+    for i in range(PARTS):
+        (root / f"part{i}.c").write_text(f'#include "common.h"\nint part{i}(void) {{ return OFFSET + {i} * {i}; }}\n')
+    calls = " + ".join(f"part{i}()" for i in range(PARTS))
+    (root / "main.c").write_text(
+        f'#include <stdio.h>\n#include "common.h"\nint main(void) {{ printf("%d\\n", {calls}); return 0; }}\n'
+    )
+    for path in root.iterdir():
+        os.utime(path, (mtime, mtime))
+    return sum(1000 + i * i for i in range(PARTS))
+
+
+def compiled(make_output: str) -> set[str]:
+    """The objects make compiled, from the recipes it echoed."""
+    return {line.split("-o ")[1].split()[0] for line in make_output.splitlines() if " -c -o " in line}
+
+
+def test_make_builds_rebuilds_incrementally_and_cleans(vm: Vm, data: Path) -> None:
+    """``make -j2`` builds on a served mount, rebuilds exactly what changed, and ``make clean`` removes it.
+
+    Incremental builds depend on mtimes the manager sets (utimensat from ``touch``) and reads back (stat).
+    """
+    require(shutil.which("make") is not None and shutil.which("gcc") is not None, "make and gcc are needed")
+    sources_time = 1_600_000_000  # long ago, so that everything make writes is newer than its sources
+    expected = write_c_project(data, sources_time)
+    sources = sorted(p.name for p in data.iterdir())
+    vm.give(data)
+    everything = {"main.o", *(f"part{i}.o" for i in range(PARTS))}
+
+    def make(script: str) -> str:
+        return vm.sh(script, volumes=[f"{data}:/src"], workdir="/src")
+
+    first = make("make -j2; ./prog")
+    assert compiled(first) == everything
+    assert first.splitlines()[-1] == str(expected)
+
+    # Outputs are first set back to a known time (still after the sources'), so that "touched after the
+    # build" never depends on two writes landing in different clock ticks.
+    outputs_time = sources_time + 60
+    age_outputs = f"touch -d @{outputs_time} prog *.o"
+    second = make(f"{age_outputs}; touch part3.c; make -j2; ./prog")
+    assert compiled(second) == {"part3.o"}
+    assert "gcc -o prog" in second
+    assert second.splitlines()[-1] == str(expected)
+
+    third = make(f"{age_outputs}; touch common.h; make -j2")
+    assert compiled(third) == everything  # every object depends on the header
+
+    nothing = make("make")
+    assert "is up to date" in nothing
+    assert compiled(nothing) == set()
+
+    make("make clean")
+    assert sorted(p.name for p in data.iterdir()) == sources
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# tar, cpio and cp -a round trips
+
+FOREIGN_OWNER = (4242, 4243)  # ids, as a VM sees them, that no process here runs as
+
+
+def subordinate_start(path: str, user: str) -> int | None:
+    """The first id of ``user``'s range in /etc/subuid or /etc/subgid, if it has one."""
+    with contextlib.suppress(OSError), open(path) as ranges:
+        for line in ranges:
+            owner, start, count = [*line.strip().split(":"), "", ""][:3]
+            if owner == user and start.isdigit() and count.isdigit() and int(count) >= max(FOREIGN_OWNER):
+                return int(start)
+    return None
+
+
+def foreign_owner_on_host(user: str | None) -> tuple[int, int] | None:
+    """The host ids of files a VM sees as owned by ``FOREIGN_OWNER``, or None if such files cannot exist there.
+
+    As root every id maps to itself. A rootless VM's root is its user, and its ids 1… are the user's
+    subordinate ids (newuidmap), when it has some; otherwise it has one id only.
+    """
+    if user is None:
+        return FOREIGN_OWNER
+    uid_start, gid_start = subordinate_start("/etc/subuid", user), subordinate_start("/etc/subgid", user)
+    if shutil.which("newuidmap") is None or uid_start is None or gid_start is None:
+        return None
+    return (uid_start + FOREIGN_OWNER[0] - 1, gid_start + FOREIGN_OWNER[1] - 1)
+
+
+# relative path -> mode; the tree's own directory is ""
+TREE_DIRS = {"": 0o755, "private": 0o750, "sticky": 0o1777, "shared": 0o2775, "sub": 0o755, "sub/deeper": 0o711}
+TREE_FILES = {
+    "plain": 0o644,
+    "exec.sh": 0o755,
+    "setuid": 0o4755,
+    "setgid": 0o2755,
+    "odd": 0o604,
+    "readonly": 0o400,
+    "empty": 0o644,
+    "big": 0o640,
+    "linked": 0o664,
+    "private/secret": 0o600,
+    "sub/file": 0o644,
+}
+TREE_FIFOS = {"fifo": 0o620}
+HARD_LINKS = ["private/linked2", "sub/deeper/linked3"]  # more names of "linked"
+SYMLINKS = {"link": "sub/file", "dirlink": "sub", "dangling": "nowhere", "absolute": "/etc/hostname"}
+
+
+def file_content(path: str) -> bytes:
+    # distinct sizes and contents; "big" spans many pages and is not a run of one byte
+    if path == "empty":
+        return b""
+    return bytes(range(256)) * 1200 if path == "big" else path.encode()
+
+
+def make_tree(root: Path, owner: tuple[int, int], foreign_owner: tuple[int, int] | None) -> None:
+    """A tree of odd modes, hard links, symlinks, a FIFO and set mtimes, owned by ``owner``.
+
+    With ``foreign_owner``, one more file belongs to it. Modes are set after owners, as chown clears
+    the setuid and setgid bits, and mtimes last, deepest first, as adding entries changes a directory's mtime.
+    """
+    for path in TREE_DIRS:
+        (root / path).mkdir(exist_ok=True)
+    for path in TREE_FILES:
+        (root / path).write_bytes(file_content(path))
+    for path in TREE_FIFOS:
+        os.mkfifo(root / path)
+    for name in HARD_LINKS:
+        os.link(root / "linked", root / name)
+    for name, target in SYMLINKS.items():
+        os.symlink(target, root / name)
+    for entry in [root, *root.rglob("*")]:
+        os.lchown(entry, *owner)
+    if foreign_owner is not None:
+        (root / "foreign").write_text("belongs to someone else")
+        os.chown(root / "foreign", *foreign_owner)
+    for path, mode in (TREE_DIRS | TREE_FILES | TREE_FIFOS).items():
+        os.chmod(root / path, mode)
+    everything = sorted([root, *root.rglob("*")], key=lambda p: len(p.parts), reverse=True)
+    for n, entry in enumerate(everything):
+        seconds = 1_500_000_000 + n * 3600  # whole seconds: tar's and cpio's default formats keep no more
+        os.utime(entry, (seconds, seconds), follow_symlinks=False)
+
+
+def tree_snapshot(root: Path, *, directory_times: bool = True) -> dict[str, tuple[object, ...]]:
+    """What a faithful copy of ``root`` keeps: per entry its type and mode, owner, size, content digest, link
+    target, mtime (not of symlinks; of directories only with ``directory_times``) and the names that share
+    its inode (hard links), which unlike inode numbers are the same in a copy."""
+    stats = {path: path.lstat() for path in sorted([root, *root.rglob("*")])}
+    names_of_inode: dict[int, list[str]] = defaultdict(list)
+    for path, st in stats.items():
+        if not stat.S_ISDIR(st.st_mode):
+            names_of_inode[st.st_ino].append(str(path.relative_to(root)))
+    entries: dict[str, tuple[object, ...]] = {}
+    for path, st in stats.items():
+        is_dir, is_link = stat.S_ISDIR(st.st_mode), stat.S_ISLNK(st.st_mode)
+        keeps_time = not is_link and (directory_times or not is_dir)
+        entries[str(path.relative_to(root))] = (
+            stat.filemode(st.st_mode),
+            (st.st_uid, st.st_gid),
+            None if is_dir else st.st_size,
+            hashlib.sha256(path.read_bytes()).hexdigest() if stat.S_ISREG(st.st_mode) else None,
+            os.readlink(path) if is_link else None,
+            st.st_mtime_ns if keeps_time else None,
+            None if is_dir else tuple(names_of_inode[st.st_ino]),
+        )
+    return entries
+
+
+def differences(
+    expected: dict[str, tuple[object, ...]], got: dict[str, tuple[object, ...]]
+) -> dict[str, tuple[tuple[object, ...] | None, tuple[object, ...] | None]]:
+    """Entries that differ, as (expected, got): short enough to read in a failure, unlike a whole tree."""
+    return {name: (expected.get(name), got.get(name)) for name in expected | got if expected.get(name) != got.get(name)}
+
+
+# tool -> (command, whether the tool keeps directories' mtimes natively). cpio does not: it sets a directory's
+# time when it creates it, then changes the directory by adding entries (hard links it defers to the end).
+COPY_COMMANDS = {
+    "tar": ("tar -C /src -cf - tree | tar -C /dst -xpf -", True),
+    "cpio-pass": ("cd /src && find tree | cpio -pdm --quiet /dst", False),
+    "cpio-archive": ("cd /src && find tree | cpio -o -H newc --quiet | (cd /dst && cpio -idm --quiet)", False),
+    "cp-a": ("cp -a /src/tree /dst/", True),
+}
+
+
+@pytest.mark.parametrize("tool", list(COPY_COMMANDS))
+def test_archivers_copy_a_tree_faithfully(vm: Vm, shared_tmp: Path, tool: str) -> None:
+    """tar, cpio (copy-pass and archive) and ``cp -a`` copy a tree from one served mount to another and keep
+    types, modes (setuid, setgid, sticky, 0604, 0400…), owners, hard links, symlinks, FIFOs and mtimes.
+
+    These are the calls an unpacker makes after creating a file: fchown/lchown, fchmod, utimensat on
+    symlinks (AT_SYMLINK_NOFOLLOW), link, symlink, mknod of a FIFO.
+    """
+    require(shutil.which(tool.split("-")[0]) is not None, f"{tool.split('-')[0]} is needed (Debian package)")
+    src, dst = shared_tmp / "src", shared_tmp / "dst"
+    src.mkdir()
+    dst.mkdir()
+    vm.give(dst)
+    owner = (0, 0)
+    if vm.runner.user is not None:
+        # a rootless VM's root is its user: files of the host's root would be nobody's inside
+        account = pwd.getpwnam(vm.runner.user)
+        owner = (account.pw_uid, account.pw_gid)
+    make_tree(src / "tree", owner, foreign_owner_on_host(vm.runner.user))
+    command, directory_times = COPY_COMMANDS[tool]
+
+    vm.sh(command, volumes=[f"{src}:/src:ro", f"{dst}:/dst"])
+
+    expected = tree_snapshot(src / "tree", directory_times=directory_times)
+    assert differences(expected, tree_snapshot(dst / "tree", directory_times=directory_times)) == {}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# unix sockets
+
+UNIX_ECHO = """
+import os, socket, stat, sys
+
+path = sys.argv[1]
+
+def read_all(sock):
+    chunks = []
+    while chunk := sock.recv(4096):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+server.bind(path)
+server.listen(2)  # before the fork: the client can connect at once, nothing here depends on timing
+print("bound", stat.S_ISSOCK(os.stat(path).st_mode), flush=True)
+pid = os.fork()
+if pid == 0:
+    for n in (1, 2):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(path)
+            client.sendall(b"hello %d" % n)
+            client.shutdown(socket.SHUT_WR)
+            print(read_all(client).decode(), flush=True)
+    os._exit(0)
+for _ in (1, 2):
+    conn, _ = server.accept()
+    with conn:
+        conn.sendall(read_all(conn).upper())
+_, status = os.waitpid(pid, 0)
+print("client exited", os.waitstatus_to_exitcode(status), flush=True)
+"""
+
+
+@pytest.mark.parametrize(
+    ("workdir", "path"),
+    [
+        pytest.param("/", "/tmp/x.sock", id="tmp"),
+        pytest.param("/", "/data/x.sock", id="volume"),
+        pytest.param("/data", "x.sock", id="volume-relative"),
+    ],
+)
+def test_unix_socket_server_and_client(vm: Vm, data: Path, workdir: str, path: str) -> None:
+    """A program binds a unix socket under /tmp (the VM's copy-on-write root) or on a served volume, by an
+    absolute or a cwd-relative path, listens, and a forked client connects to it twice, a message each time.
+
+    This is the acceptance test for binding unix sockets inside a VM, which the boot view, read-only, cannot
+    do by itself: the socket file must be made by the manager.
+    """
+    result = vm.run(["python3", "-c", UNIX_ECHO, path], volumes=[f"{data}:/data"], workdir=workdir)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["bound True", "HELLO 1", "HELLO 2", "client exited 0"]
+    if not path.startswith("/tmp/"):
+        # on the volume the socket file is left behind, as natively, and is a socket on the host too
+        assert stat.S_ISSOCK((data / "x.sock").lstat().st_mode)
