@@ -105,6 +105,7 @@ def staged() -> Iterator[Path]:
     os.chmod(stage, 0o755)
     shutil.copytree(REPO / "hvfs", stage / "hvfs", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "tests" / "probes", stage / "probes")
+    shutil.copytree(REPO / "tests" / "conformance", stage / "conformance", ignore=shutil.ignore_patterns("__pycache__"))
     import pyseccomp
 
     shutil.copy(pyseccomp.__file__, stage / "pyseccomp.py")

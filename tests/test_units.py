@@ -27,6 +27,9 @@ from tests.conftest import REPO
         ("//", ("/", "")),
         ("/a/..", ("/a", "..")),
         ("/a/.", ("/a", ".")),
+        ("x", ("", "x")),
+        ("a/b/", ("a", "b/")),
+        ("..", ("", "..")),
     ],
 )
 def test_split_keeps_the_last_component_as_the_kernel_sees_it(path: str, expected: tuple[str, str]) -> None:

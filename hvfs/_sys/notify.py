@@ -62,9 +62,10 @@ def respond(listener: int, notif_id: int, *, value: int = 0, error: int = 0, fla
     check("NOTIF_SEND", _ioctl(listener, ctypes.c_ulong(NOTIF_SEND), ctypes.byref(resp)))
 
 
-def add_fd_and_respond(listener: int, notif_id: int, fd: int, newfd_flags: int) -> int:
-    """ADDFD with SEND: install ``fd`` in the target and answer with its number."""
-    add = _AddFd(notif_id, SECCOMP_ADDFD_FLAG_SEND, fd, 0, newfd_flags)
+def add_fd(listener: int, notif_id: int, fd: int, newfd_flags: int, *, respond: bool) -> int:
+    """ADDFD: install ``fd`` in the target; return its number there. With ``respond``
+    (SECCOMP_ADDFD_FLAG_SEND) the same ioctl also answers the call with that number."""
+    add = _AddFd(notif_id, SECCOMP_ADDFD_FLAG_SEND if respond else 0, fd, 0, newfd_flags)
     return check("NOTIF_ADDFD", _ioctl(listener, ctypes.c_ulong(NOTIF_ADDFD), ctypes.byref(add)))
 
 

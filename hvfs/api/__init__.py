@@ -45,6 +45,7 @@ from hvfs.api.messages import (
     Unlink,
     Utimens,
     Value,
+    VmPath,
 )
 from hvfs.api.transport import InProcessTransport, Transport
 
@@ -89,4 +90,5 @@ __all__ = [
     "Unlink",
     "Utimens",
     "Value",
+    "VmPath",
 ]

@@ -27,6 +27,24 @@ class Caller:
 
 
 @dataclass(frozen=True, slots=True)
+class VmPath:
+    """A path as the VM gave it, with the directory a relative one starts from.
+
+    ``base`` is the absolute VM path of the caller's cwd or dirfd ("/" for an absolute
+    ``name``). The manager resolves ``name`` from that directory, as the kernel does, so
+    that mount crossings and the search permission of the base's ancestors are native.
+    """
+
+    base: str
+    name: str
+
+    def __str__(self) -> str:
+        if self.name.startswith("/"):
+            return self.name
+        return self.base.rstrip("/") + "/" + self.name
+
+
+@dataclass(frozen=True, slots=True)
 class OpenFile:
     """An open file of the caller, duplicated into the manager; the transport owns the fd."""
 
@@ -34,7 +52,7 @@ class OpenFile:
     path: str  # its virtual path, for events and messages
 
 
-Target = str | OpenFile
+Target = VmPath | OpenFile
 
 
 # Requests. Each names the errnos its handler may answer in hvfs.manager.handlers.
@@ -43,26 +61,24 @@ Target = str | OpenFile
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Open:
     caller: Caller
-    path: str
+    path: VmPath
     flags: int
     mode: int = 0
     resolve: int = 0
-    base: str = "/"  # the directory a relative path started from, for RESOLVE_* flags
-    relative: str | None = None  # the path as given, when resolve flags apply to it
     legacy: bool = True  # open/openat/creat: unknown flags are ignored, as the kernel does
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Stat:
     caller: Caller
-    path: str
+    path: VmPath
     follow: bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Statx:
     caller: Caller
-    path: str
+    path: VmPath
     flags: int  # AT_* flags other than AT_EMPTY_PATH
     mask: int
 
@@ -70,7 +86,7 @@ class Statx:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Access:
     caller: Caller
-    path: str
+    path: Target
     mode: int
     flags: int
 
@@ -78,13 +94,13 @@ class Access:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Readlink:
     caller: Caller
-    path: str
+    path: Target
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Statfs:
     caller: Caller
-    path: str
+    path: Target
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,7 +109,7 @@ class Lookup:
     the manager checks that the path resolves, then lets the call continue."""
 
     caller: Caller
-    path: str
+    path: VmPath
     follow: bool
     call: str
 
@@ -101,27 +117,27 @@ class Lookup:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Chdir:
     caller: Caller
-    path: str
+    path: VmPath
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Exec:
     caller: Caller
-    path: str
+    path: VmPath
     follow: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Mkdir:
     caller: Caller
-    path: str
+    path: VmPath
     mode: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Mknod:
     caller: Caller
-    path: str
+    path: VmPath
     mode: int
     device: int
 
@@ -129,20 +145,20 @@ class Mknod:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Unlink:
     caller: Caller
-    path: str
+    path: VmPath
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Rmdir:
     caller: Caller
-    path: str
+    path: VmPath
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Rename:
     caller: Caller
-    old: str
-    new: str
+    old: VmPath
+    new: VmPath
     flags: int = 0
 
 
@@ -150,7 +166,7 @@ class Rename:
 class Link:
     caller: Caller
     old: Target  # an open file for flink: linkat(fd, "", AT_EMPTY_PATH) or /proc/self/fd/N
-    new: str
+    new: VmPath
     follow: bool = False
 
 
@@ -158,7 +174,7 @@ class Link:
 class Symlink:
     caller: Caller
     target: str  # stored verbatim
-    path: str
+    path: VmPath
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -181,7 +197,7 @@ class Chown:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Truncate:
     caller: Caller
-    path: str
+    path: VmPath
     length: int
 
 
@@ -217,7 +233,7 @@ class Bind:
 
     caller: Caller
     socket: OpenFile
-    path: str
+    path: VmPath
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -226,7 +242,7 @@ class Connect:
 
     caller: Caller
     socket: OpenFile
-    path: str
+    path: VmPath
 
 
 Request = (

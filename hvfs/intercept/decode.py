@@ -21,6 +21,7 @@ AT_REMOVEDIR = 0x200
 AT_SYMLINK_FOLLOW = 0x400
 AT_EMPTY_PATH = 0x1000
 OPEN_HOW_SIZE = 24
+RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, RESOLVE_BENEATH, RESOLVE_IN_ROOT = 0x02, 0x04, 0x08, 0x10
 XATTR_SIZE_MAX = 65536
 XATTR_NAME_MAX = 255
 
@@ -54,8 +55,8 @@ class Context:
         # Every served request resolves paths, and search permission depends on who asks.
         return api.Caller(self.vm, self.tracee.pid, self.tracee.credentials())
 
-    def path(self, address: int, dirfd: int = AT_FDCWD) -> str:
-        return self.tracee.absolute(signed32(dirfd), self.tracee.read_path(address))
+    def path(self, address: int, dirfd: int = AT_FDCWD) -> api.VmPath:
+        return self.tracee.vm_path(signed32(dirfd), self.tracee.read_path(address))
 
     def target(self, dirfd: int, address: int, flags: int) -> api.Target:
         """A path, or the fd itself for AT_EMPTY_PATH with an empty path."""
@@ -63,8 +64,12 @@ class Context:
             path = self.tracee.read_path(address, empty_ok=True)
             if not path:
                 return self.tracee.take_fd(signed32(dirfd))
-            return self.tracee.absolute(signed32(dirfd), path)
+            return self.tracee.vm_path(signed32(dirfd), path)
         return self.path(address, dirfd)
+
+    def open_file(self, fd: int) -> api.OpenFile:
+        """The fd of a call that acts on an open file only: O_PATH fds are EBADF."""
+        return self.tracee.take_fd(signed32(fd), path_ok=False)
 
     def string(self, address: int, limit: int) -> str:
         name = self.tracee.read_path(address, empty_ok=True)
@@ -96,14 +101,11 @@ def _openat2(c: Context, a: Args) -> Decoded:
         raise CallError(errno.E2BIG)
     flags, mode, resolve = struct.unpack("<QQQ", raw[:OPEN_HOW_SIZE])
     given = c.tracee.read_path(path_at)
-    caller = c.caller()
-    if resolve:
-        base = c.tracee.directory(dirfd)
-        path = given if given.startswith("/") else base.rstrip("/") + "/" + given
-        return api.Open(
-            caller=caller, path=path, flags=flags, mode=mode, resolve=resolve, base=base, relative=given, legacy=False
-        ), None
-    return api.Open(caller=caller, path=c.tracee.absolute(dirfd, given), flags=flags, mode=mode, legacy=False), None
+    if resolve & (RESOLVE_BENEATH | RESOLVE_IN_ROOT):
+        path = api.VmPath(c.tracee.directory(dirfd), given)  # even an absolute path is the dirfd's
+    else:
+        path = c.tracee.vm_path(dirfd, given, magic=not resolve & (RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS))
+    return api.Open(caller=c.caller(), path=path, flags=flags, mode=mode, resolve=resolve, legacy=False), None
 
 
 def _unlinkat(c: Context, a: Args) -> Decoded:
@@ -119,7 +121,7 @@ def _linkat(c: Context, a: Args) -> Decoded:
     flags = _check_flags(a[4], AT_SYMLINK_FOLLOW | AT_EMPTY_PATH)
     follow = bool(flags & AT_SYMLINK_FOLLOW)
     old: api.Target = c.target(a[0], a[1], flags)
-    if isinstance(old, str) and follow and (fd := c.tracee.proc_fd(old)) is not None:
+    if isinstance(old, api.VmPath) and follow and (fd := c.tracee.proc_fd(str(old))) is not None:
         old = c.tracee.take_fd(fd)  # an O_TMPFILE file, or another deleted one, linked in by its fd
     new = c.path(a[3], a[2])
     return api.Link(caller=c.caller(), old=old, new=new, follow=follow), None
@@ -129,7 +131,7 @@ AF_UNIX = 1
 SOCKADDR_UN_SIZE = 110
 
 
-def _unix_socket(c: Context, a: Args) -> tuple[api.OpenFile, str]:
+def _unix_socket(c: Context, a: Args) -> tuple[api.OpenFile, api.VmPath]:
     """The socket and path of a bind or connect to a unix-socket path; anything else
     (another family, an abstract or unnamed address, a bad length) the kernel handles."""
     fd, address, length = signed32(a[0]), a[1], signed32(a[2])
@@ -138,7 +140,7 @@ def _unix_socket(c: Context, a: Args) -> tuple[api.OpenFile, str]:
     raw = c.tracee.read(address, length)
     if int.from_bytes(raw[:2], "little") != AF_UNIX or raw[2] == 0:
         raise Passthrough()
-    path = c.tracee.absolute(AT_FDCWD, os.fsdecode(raw[2:].split(b"\0", 1)[0]))
+    path = c.tracee.vm_path(AT_FDCWD, os.fsdecode(raw[2:].split(b"\0", 1)[0]))
     return c.tracee.take_fd(fd), path
 
 
@@ -203,7 +205,7 @@ def _utimensat(c: Context, a: Args) -> Decoded:
     if not path_at:  # futimens(): the fd itself
         if dirfd == AT_FDCWD:
             raise CallError(errno.EFAULT)
-        target = c.tracee.take_fd(dirfd)
+        target = c.open_file(dirfd)
     else:
         target = c.target(dirfd, path_at, flags)
     follow = not flags & AT_SYMLINK_NOFOLLOW
@@ -225,7 +227,7 @@ def _removexattr(c: Context, target: api.Target, a: Args, *, follow: bool) -> De
     return api.RemoveXattr(caller=c.caller(), target=target, name=name, follow=follow), None
 
 
-def _stat(c: Context, path: str, buffer: int, follow: bool) -> Decoded:
+def _stat(c: Context, path: api.VmPath, buffer: int, follow: bool) -> Decoded:
     return api.Stat(caller=c.caller(), path=path, follow=follow), Output("stat", buffer)
 
 
@@ -234,8 +236,17 @@ def _newfstatat(c: Context, a: Args) -> Decoded:
     return _stat(c, c.path(a[1], a[0]), a[2], follow=not flags & AT_SYMLINK_NOFOLLOW)
 
 
+AT_NO_AUTOMOUNT = 0x800
+AT_STATX_SYNC_TYPE = 0x6000
+STATX_RESERVED = 0x80000000
+
+
 def _statx(c: Context, a: Args) -> Decoded:
-    flags = signed32(a[2])
+    # Checked here as statx(2) checks them for a path: the manager serves it on an fd,
+    # a form in which this kernel lets bad flags through.
+    flags = _check_flags(a[2], AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT | AT_EMPTY_PATH | AT_STATX_SYNC_TYPE)
+    if flags & AT_STATX_SYNC_TYPE == AT_STATX_SYNC_TYPE or a[3] & STATX_RESERVED:
+        raise CallError(errno.EINVAL)
     path = c.path(a[1], a[0])
     request = api.Statx(caller=c.caller(), path=path, flags=flags & ~AT_EMPTY_PATH, mask=a[3] & 0xFFFFFFFF)
     return request, Output("statx", a[4])
@@ -245,13 +256,15 @@ def _access(c: Context, dirfd: int, path_at: int, mode: int, flags: int) -> Deco
     flags = _check_flags(flags, 0x200 | AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH)  # 0x200: AT_EACCESS
     if mode & ~0o7:
         raise CallError(errno.EINVAL)
-    return api.Access(caller=c.caller(), path=c.path(path_at, dirfd), mode=mode, flags=flags), None
+    return api.Access(caller=c.caller(), path=c.target(dirfd, path_at, flags), mode=mode, flags=flags), None
 
 
 def _readlink(c: Context, dirfd: int, path_at: int, buffer: int, size: int) -> Decoded:
     if signed32(size) <= 0:
         raise CallError(errno.EINVAL)
-    return api.Readlink(caller=c.caller(), path=c.path(path_at, dirfd)), Output("buffer", buffer, size)
+    # An empty path reads the link an O_PATH dirfd stands for, with no AT_EMPTY_PATH needed.
+    target = c.target(dirfd, path_at, AT_EMPTY_PATH)
+    return api.Readlink(caller=c.caller(), path=target), Output("buffer", buffer, size)
 
 
 def _execveat(c: Context, a: Args) -> Decoded:
@@ -259,7 +272,7 @@ def _execveat(c: Context, a: Args) -> Decoded:
     path = c.tracee.read_path(a[1], empty_ok=bool(flags & AT_EMPTY_PATH))
     if not path:
         raise Passthrough()  # fexecve(): the fd was opened through the manager already
-    full = c.tracee.absolute(signed32(a[0]), path)
+    full = c.tracee.vm_path(signed32(a[0]), path)
     return api.Exec(caller=c.caller(), path=full, follow=not flags & AT_SYMLINK_NOFOLLOW), None
 
 
@@ -337,16 +350,16 @@ DECODERS: dict[str, Decoder] = {
     "utimensat": _utimensat,
     "setxattr": lambda c, a: _setxattr(c, c.path(a[0]), a, follow=True),
     "lsetxattr": lambda c, a: _setxattr(c, c.path(a[0]), a, follow=False),
-    "fsetxattr": lambda c, a: _setxattr(c, c.tracee.take_fd(signed32(a[0])), a, follow=True),
+    "fsetxattr": lambda c, a: _setxattr(c, c.open_file(a[0]), a, follow=True),
     "removexattr": lambda c, a: _removexattr(c, c.path(a[0]), a, follow=True),
     "lremovexattr": lambda c, a: _removexattr(c, c.path(a[0]), a, follow=False),
-    "fremovexattr": lambda c, a: _removexattr(c, c.tracee.take_fd(signed32(a[0])), a, follow=True),
+    "fremovexattr": lambda c, a: _removexattr(c, c.open_file(a[0]), a, follow=True),
     "fchmod": lambda c, a: (
-        api.Chmod(caller=c.caller(), target=c.tracee.take_fd(signed32(a[0])), mode=a[1] & 0o7777),
+        api.Chmod(caller=c.caller(), target=c.open_file(a[0]), mode=a[1] & 0o7777),
         None,
     ),
     "fchown": lambda c, a: (
-        api.Chown(caller=c.caller(), target=c.tracee.take_fd(signed32(a[0])), uid=signed32(a[1]), gid=signed32(a[2])),
+        api.Chown(caller=c.caller(), target=c.open_file(a[0]), uid=signed32(a[1]), gid=signed32(a[2])),
         None,
     ),
     "stat": lambda c, a: _stat(c, c.path(a[0]), a[1], follow=True),
@@ -362,6 +375,10 @@ DECODERS: dict[str, Decoder] = {
     "execve": lambda c, a: (api.Exec(caller=c.caller(), path=c.path(a[0])), None),
     "execveat": _execveat,
     "statfs": lambda c, a: (api.Statfs(caller=c.caller(), path=c.path(a[0])), Output("buffer", a[1], 120)),
+    "fstatfs": lambda c, a: (
+        api.Statfs(caller=c.caller(), path=c.tracee.take_fd(signed32(a[0]))),
+        Output("buffer", a[1], 120),
+    ),
     "getxattr": _lookup("getxattr", path_arg=0),
     "lgetxattr": _lookup("lgetxattr", path_arg=0, follow=False),
     "listxattr": _lookup("listxattr", path_arg=0),

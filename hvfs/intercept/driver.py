@@ -11,8 +11,13 @@ Some facts about seccomp user notification, which the code below relies on:
   was opened dozens of times in 2,000 racing tries). HVFS continues only where the outcome
   cannot matter: every continued call runs against the VM's boot view, which is read-only,
   so a continued write can only touch what a VM may write natively (devices, procfs).
-* ``ADDFD`` with ``SEND`` installs the manager's fd and answers in one step, and cannot be
-  raced: the VM gets exactly the file the manager opened. It cannot carry ``O_PATH`` files.
+* ``ADDFD`` installs the manager's open file in the target; the VM gets exactly the file
+  the manager opened, which no race can change. It cannot carry ``O_PATH`` files. With
+  ``SEND`` it also answers, in one step; but then the VM runs on while the manager still
+  holds its own reference to the file, so the VM's close is not the last: inotify's
+  IN_CLOSE_WRITE comes late, and an exec right after writing fails with ETXTBSY. So a
+  writable file is installed first, the manager's reference dropped, and only then the
+  call answered; read-only files take the one-step path.
 * A signal to a trapped thread cancels its notification (``NOTIF_SEND`` then fails with
   ENOENT); with ``WAIT_KILLABLE_RECV`` only a fatal signal can, once it has been received.
   Both ENOENT on send and a dying target are normal and never stop the loop.
@@ -34,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import select
@@ -190,15 +196,7 @@ class SeccompDriver:
             case api.Continue():
                 self._respond(notif_id, flags=notify.SECCOMP_USER_NOTIF_FLAG_CONTINUE)
             case api.Fd(fd, cloexec):
-                try:
-                    notify.add_fd_and_respond(self._listener, notif_id, fd, os.O_CLOEXEC if cloexec else 0)
-                except OSError as e:
-                    if e.errno == errno.EMFILE:
-                        self._respond(notif_id, error=errno.EMFILE)
-                    elif e.errno != errno.ENOENT:
-                        raise
-                finally:
-                    os.close(fd)
+                self._install(notif_id, fd, os.O_CLOEXEC if cloexec else 0)
             case api.StatResult(stat):
                 assert output is not None
                 self._write_back(tracee, output, self._arch.pack_stat(stat), 0)
@@ -209,6 +207,21 @@ class SeccompDriver:
                 assert output is not None
                 data = data[: output.size]
                 self._write_back(tracee, output, data, len(data))
+
+    def _install(self, notif_id: int, fd: int, newfd_flags: int) -> None:
+        writable = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_RDONLY
+        try:
+            number = notify.add_fd(self._listener, notif_id, fd, newfd_flags, respond=not writable)
+        except OSError as e:
+            os.close(fd)
+            if e.errno == errno.EMFILE:
+                self._respond(notif_id, error=errno.EMFILE)
+            elif e.errno != errno.ENOENT:
+                raise
+            return
+        os.close(fd)
+        if writable:
+            self._respond(notif_id, value=number)
 
     def _write_back(self, tracee: Tracee, output: Output, data: bytes, result: int) -> None:
         tracee.check_valid()

@@ -90,6 +90,7 @@ TABLE: tuple[Syscall, ...] = (
     Syscall("execve", R, note="checked, then continued: the kernel loads the binary"),
     Syscall("execveat", R, note="checked, then continued"),
     Syscall("statfs", Handling.ALWAYS, note="served from the writable view, so a writable mount is not ST_RDONLY"),
+    Syscall("fstatfs", Handling.ALWAYS, note="as statfs, for the file the fd is open on"),
     Syscall("getxattr", R, note="checked, then continued"),
     Syscall("lgetxattr", R, note="checked, then continued"),
     Syscall("listxattr", R, note="checked, then continued"),

@@ -8,13 +8,15 @@ notifying thread, because an id stays invalid once its thread is gone.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import re
 
 from hvfs._sys import notify, process
-from hvfs.api import Credentials, OpenFile
+from hvfs.api import Credentials, OpenFile, VmPath
 
 PATH_MAX = 4096
+O_PATH = 0o10000000
 AT_FDCWD = -100
 _DELETED = " (deleted)"
 # The caller's own magic links: glibc's lchmod and fchmodat(AT_SYMLINK_NOFOLLOW) chmod
@@ -101,12 +103,19 @@ class Tracee:
             raise CallError(errno.ENOENT)
         return target
 
-    def absolute(self, dirfd: int, path: str) -> str:
-        if not path.startswith("/"):
-            path = self.directory(dirfd).rstrip("/") + "/" + path
-        if path.startswith("/proc/"):
-            return self._through_proc(path)
-        return path
+    def vm_path(self, dirfd: int, name: str, *, magic: bool = True) -> VmPath:
+        """``name`` as given, with the directory a relative one starts from; the caller's
+        own /proc/self links are replaced by what they name, unless ``magic`` is False
+        (the call refuses to follow them)."""
+        if name.startswith("/"):
+            return VmPath("/", self._through_proc(name) if magic and name.startswith("/proc/") else name)
+        base = self.directory(dirfd)
+        if magic and (base == "/proc" or base.startswith("/proc/")):
+            joined = base.rstrip("/") + "/" + name
+            translated = self._through_proc(joined)
+            if translated != joined:
+                return VmPath("/", translated)
+        return VmPath(base, name)
 
     @staticmethod
     def proc_fd(path: str) -> int | None:
@@ -164,8 +173,9 @@ class Tracee:
             real_gid=int(gids[0]),
         )
 
-    def take_fd(self, fd: int) -> OpenFile:
-        """Duplicate the thread's ``fd`` into this process (pidfd_getfd)."""
+    def take_fd(self, fd: int, *, path_ok: bool = True) -> OpenFile:
+        """Duplicate the thread's ``fd`` into this process (pidfd_getfd). Calls that act on
+        an open file and nothing else refuse O_PATH fds (``path_ok=False``), as the kernel does."""
         if fd < 0:
             raise CallError(errno.EBADF)
         try:
@@ -186,6 +196,8 @@ class Tracee:
         finally:
             os.close(pidfd)
         self._owned.append(local)
+        if not path_ok and fcntl.fcntl(local, fcntl.F_GETFL) & O_PATH:
+            raise CallError(errno.EBADF)
         try:
             path = os.readlink(f"/proc/self/fd/{local}")
         except OSError:

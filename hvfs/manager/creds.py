@@ -63,32 +63,61 @@ def for_access(creds: Credentials) -> Credentials:
     )
 
 
+def _switch(creds: Credentials, me: _ThreadIdentity) -> tuple[bool, bool, bool]:
+    wanted_caps = creds.capabilities & me.permitted
+    switched = (creds.groups != me.groups, creds.uid != me.uid or creds.gid != me.gid, wanted_caps != me.effective)
+    groups, ids, capabilities = switched
+    if groups:
+        files.set_thread_groups(creds.groups)
+    if ids:
+        files.set_thread_fsgid(creds.gid)
+        files.set_thread_fsuid(creds.uid)
+    if capabilities:
+        caps.set_thread_caps(wanted_caps, me.permitted, me.inheritable)
+    return switched
+
+
+def _restore(switched: tuple[bool, bool, bool], me: _ThreadIdentity) -> None:
+    groups, ids, capabilities = switched
+    if ids:
+        files.set_thread_fsuid(me.uid)
+        files.set_thread_fsgid(me.gid)
+    if capabilities or ids:  # a changed fsuid also changes the effective set
+        caps.set_thread_caps(me.effective, me.permitted, me.inheritable)
+    if groups:
+        files.set_thread_groups(me.groups)
+
+
 @contextmanager
 def acting_as(creds: Credentials | None) -> Iterator[None]:
+    """Run the body with the caller's fsuid, fsgid, groups, capabilities and umask."""
     me = _identity()  # also gives this thread a cwd and umask of its own
     if creds is None:
         yield
         return
     old_umask = os.umask(creds.umask)
-    wanted_caps = creds.capabilities & me.permitted
-    switch_groups = creds.groups != me.groups
-    switch_ids = creds.uid != me.uid or creds.gid != me.gid
-    switch_caps = wanted_caps != me.effective
+    switched = _switch(creds, me)
+    _local.acting = (creds, switched)
     try:
-        if switch_groups:
-            files.set_thread_groups(creds.groups)
-        if switch_ids:
-            files.set_thread_fsgid(creds.gid)
-            files.set_thread_fsuid(creds.uid)
-        if switch_caps:
-            caps.set_thread_caps(wanted_caps, me.permitted, me.inheritable)
         yield
     finally:
-        if switch_ids:
-            files.set_thread_fsuid(me.uid)
-            files.set_thread_fsgid(me.gid)
-        if switch_caps or switch_ids:  # a changed fsuid also changes the effective set
-            caps.set_thread_caps(me.effective, me.permitted, me.inheritable)
-        if switch_groups:
-            files.set_thread_groups(me.groups)
+        _local.acting = None
+        _restore(switched, me)
         os.umask(old_umask)
+
+
+@contextmanager
+def manager_rights() -> Iterator[None]:
+    """Inside ``acting_as``, the manager's own rights for a moment: for a lookup the
+    caller has already made (its cwd, its dirfd), which the kernel does not repeat."""
+    acting = getattr(_local, "acting", None)
+    if acting is None or not any(acting[1]):
+        yield
+        return
+    me = _identity()
+    creds, switched = acting
+    _restore(switched, me)
+    try:
+        yield
+    finally:
+        _local.acting = (creds, _switch(creds, me))

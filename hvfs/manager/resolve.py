@@ -1,33 +1,39 @@
 """Path resolution in a VM's views: always the kernel's, always inside the VM's root.
 
-``openat2`` with ``RESOLVE_IN_ROOT`` from the VM's root fd handles ``..``, symlinks
-(absolute ones included), mount crossings and ``O_CREAT`` through dangling symlinks
-exactly as the kernel does for the VM. An ``*at`` call is only ever given a parent fd
-resolved this way and a single, non-following last component, so nothing can reach the
-manager's own root.
+A relative path is resolved from its base (the caller's cwd or dirfd), as the kernel
+does: the base is opened with the manager's own rights, since the caller is already
+there, and the rest is resolved beneath it as the caller, so that the search permission
+of the base's ancestors and mount crossings (``RESOLVE_NO_XDEV``) are native. Where the
+rest leaves the base (``..`` above it, an absolute symlink), the whole path is resolved
+from the VM's root with ``RESOLVE_IN_ROOT``, which handles ``..``, absolute symlinks and
+``O_CREAT`` through dangling symlinks as the kernel does for the VM. An ``*at`` call is
+only ever given a directory fd resolved this way and a single, non-following last
+component, so nothing can reach the manager's own root.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from hvfs import api
-from hvfs._sys.files import O_PATH, RESOLVE_IN_ROOT, openat2
+from hvfs._sys.files import O_PATH, RESOLVE_BENEATH, RESOLVE_IN_ROOT, openat2
+from hvfs.manager.creds import manager_rights
 
 
-def split(path: str) -> tuple[str, str]:
-    """``'/a/b/c/'`` → ``('/a/b', 'c/')``; the root gives ``('/', '')``.
-
-    A trailing slash stays on the last component, where the kernel gives it its meaning
-    (``unlink("f/")`` is ENOTDIR).
-    """
-    stripped = path.rstrip("/")
+def split(name: str) -> tuple[str, str]:
+    """``'/a/b/c/'`` → ``('/a/b', 'c/')``; ``'x'`` → ``('', 'x')`` (the base itself holds
+    it); the root gives ``('/', '')``. A trailing slash stays on the last component,
+    where the kernel gives it its meaning (``unlink("f/")`` is ENOTDIR)."""
+    stripped = name.rstrip("/")
     if not stripped:
-        return "/", ""
-    head, _, last = stripped.rpartition("/")
-    return head or "/", last + ("/" if len(stripped) < len(path) else "")
+        return ("/", "") if name.startswith("/") else ("", "")
+    head, separator, last = stripped.rpartition("/")
+    if separator and not head:
+        head = "/"
+    return head, last + ("/" if len(stripped) < len(name) else "")
 
 
 @contextmanager
@@ -38,16 +44,42 @@ def fd_closing(fd: int) -> Iterator[int]:
         os.close(fd)
 
 
-def open_object(root: int, path: str, *, follow: bool = True) -> int:
-    """An O_PATH fd of what ``path`` names under ``root`` (the symlink itself when not following)."""
-    return openat2(root, path, O_PATH | (0 if follow else os.O_NOFOLLOW), 0, RESOLVE_IN_ROOT)
+def base_directory(root: int, base: str) -> int:
+    """The directory a relative path starts from, opened with the manager's rights."""
+    with manager_rights():
+        return openat2(root, base, O_PATH | os.O_DIRECTORY, 0, RESOLVE_IN_ROOT)
+
+
+def open_at(root: int, path: api.VmPath, flags: int, mode: int = 0, resolve: int = 0) -> int:
+    """openat2 of ``path`` under ``root``, resolved as the kernel resolves it for the VM."""
+    if path.name.startswith("/"):
+        return openat2(root, path.name, flags, mode, RESOLVE_IN_ROOT | resolve)
+    with fd_closing(base_directory(root, path.base)) as base:
+        try:
+            return openat2(base, path.name, flags, mode, RESOLVE_BENEATH | resolve)
+        except OSError as e:
+            if e.errno != errno.EXDEV:
+                raise
+    return openat2(root, str(path), flags, mode, RESOLVE_IN_ROOT | resolve)
+
+
+def open_object(root: int, path: api.VmPath, *, follow: bool = True) -> int:
+    """An O_PATH fd of what ``path`` names (the symlink itself when not following)."""
+    return open_at(root, path, O_PATH | (0 if follow else os.O_NOFOLLOW))
+
+
+def absolute(path: str) -> api.VmPath:
+    return api.VmPath("/", path)
 
 
 @contextmanager
-def parent(root: int, path: str) -> Iterator[tuple[int, str]]:
+def parent(root: int, path: api.VmPath) -> Iterator[tuple[int, str]]:
     """The directory holding ``path``'s last component, and that component."""
-    head, last = split(path)
-    fd = openat2(root, head, O_PATH | os.O_DIRECTORY, 0, RESOLVE_IN_ROOT)
+    head, last = split(path.name)
+    if head:
+        fd = open_at(root, api.VmPath(path.base, head), O_PATH | os.O_DIRECTORY)
+    else:
+        fd = base_directory(root, path.base)
     try:
         yield fd, last
     finally:
@@ -71,7 +103,7 @@ def writable_twin(rw_root: int, file: api.OpenFile) -> Iterator[tuple[int, os.st
         yield None
         return
     try:
-        twin = open_object(rw_root, file.path, follow=False)
+        twin = open_object(rw_root, absolute(file.path), follow=False)
     except OSError:
         yield None
         return

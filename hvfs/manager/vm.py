@@ -9,6 +9,8 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
+from hvfs import api
+
 # Mount points whose file systems the VM's own kernel instance serves (its procfs and
 # devpts): the writable view has only empty read-only placeholders there.
 KERNEL_MOUNTS = ("/proc", "/dev/pts")
@@ -36,8 +38,8 @@ class VmContext:
     _counts: Counter[tuple[str, str]] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def is_kernel_path(self, path: str) -> bool:
-        normal = posixpath.normpath(path)
+    def is_kernel_path(self, path: api.VmPath | str) -> bool:
+        normal = posixpath.normpath(str(path))
         return any(normal == m or normal.startswith(m + "/") for m in KERNEL_MOUNTS)
 
     def count(self, operation: str, outcome: str) -> None:

@@ -18,6 +18,7 @@ import termios
 import time
 from typing import NoReturn
 
+from hvfs._sys import process
 from hvfs.sandbox import boot, channel, users
 from hvfs.sandbox.errors import SetupError
 from hvfs.sandbox.plan import BootPlan, exit_code
@@ -107,6 +108,10 @@ def _become(plan: BootPlan, env: dict[str, str]) -> dict[str, str]:
         os.setgroups(list(user.groups))
         os.setresgid(user.gid, user.gid, user.gid)
         os.setresuid(user.uid, user.uid, user.uid)
+        # Changing uid made us undumpable, and until exec our memory still belongs to
+        # the initial user namespace (forked from the manager's): the manager could not
+        # read the paths of our trapped calls (chdir, execve) without this.
+        process.prctl(process.PR_SET_DUMPABLE, 1)
     except users.UnknownUser as e:
         os.write(2, f"hvfs: --user {plan.user}: {e}\n".encode())
         os._exit(126)

@@ -25,7 +25,7 @@ from hvfs.manager.vm import VmContext
 
 
 @contextmanager
-def _object(vm: VmContext, path: str, follow: bool) -> Iterator[tuple[int, os.stat_result]]:
+def _object(vm: VmContext, path: api.VmPath, follow: bool) -> Iterator[tuple[int, os.stat_result]]:
     with fd_closing(open_object(vm.rw_root, path, follow=follow)) as fd:
         yield fd, os.fstat(fd)
 
@@ -87,8 +87,9 @@ def handle_truncate(vm: VmContext, request: api.Truncate) -> api.Response:
             raise OSError(errno.EISDIR, "is a directory")
         if not stat.S_ISREG(st.st_mode):
             raise OSError(errno.EINVAL, "not a regular file")
-        with fd_closing(os.open(proc_path(fd), os.O_WRONLY | os.O_CLOEXEC)) as writable:
-            os.ftruncate(writable, request.length)
+        # By path, not by opening it: an open for writing would add open and close
+        # events that inotify watchers of a native truncate() never see.
+        os.truncate(proc_path(fd), request.length)
     return api.Value(0)
 
 
@@ -104,7 +105,7 @@ def handle_utimens(vm: VmContext, request: api.Utimens) -> api.Response:
     return _on_target(vm, request.target, request.follow, on_fd, on_path)
 
 
-def _xattr_on_path(vm: VmContext, target: str, follow: bool, act: Callable[[str, bool], None]) -> api.Response:
+def _xattr_on_path(vm: VmContext, target: api.VmPath, follow: bool, act: Callable[[str, bool], None]) -> api.Response:
     if vm.is_kernel_path(target):
         return api.Continue()
     with _object(vm, target, follow) as (fd, st):

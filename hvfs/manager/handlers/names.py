@@ -33,22 +33,26 @@ def handle_mkdir(vm: VmContext, request: api.Mkdir) -> api.Response:
 
 
 def handle_mknod(vm: VmContext, request: api.Mknod) -> api.Response:
-    """Errnos: EINVAL (bad type), EEXIST, ENOENT, ENOTDIR, EACCES, EROFS, ENOSPC, and EPERM
-    for device nodes, as in any user namespace: the manager never makes one for a VM."""
+    """Errnos: EINVAL (bad type), EPERM (a directory type), EEXIST, ENOENT, ENOTDIR, EACCES,
+    EROFS, ENOSPC, and EPERM for device nodes, as in any user namespace: the manager never
+    makes one for a VM."""
     kind = stat.S_IFMT(request.mode) or stat.S_IFREG
+    if kind == stat.S_IFDIR:
+        raise OSError(errno.EPERM, "mknod makes no directories")
     if kind not in (stat.S_IFREG, stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK):
         raise OSError(errno.EINVAL, "bad file type")
     if vm.is_kernel_path(request.path):
         return api.Continue()
     with parent(vm.rw_root, request.path) as (directory, last):
         _refuse_root(last, errno.EEXIST)
-        if kind in (stat.S_IFCHR, stat.S_IFBLK):
+        whiteout = kind == stat.S_IFCHR and request.device == 0  # overlayfs's; no CAP_MKNOD needed
+        if kind in (stat.S_IFCHR, stat.S_IFBLK) and not whiteout:
             try:
                 os.stat(last, dir_fd=directory, follow_symlinks=False)
             except FileNotFoundError:
                 raise OSError(errno.EPERM, "device nodes are not allowed") from None
             raise OSError(errno.EEXIST, "exists")
-        os.mknod(last, stat.S_IMODE(request.mode) | kind, 0, dir_fd=directory)
+        os.mknod(last, stat.S_IMODE(request.mode) | kind, request.device if whiteout else 0, dir_fd=directory)
     return api.Value(0)
 
 

@@ -9,7 +9,7 @@ import stat
 
 from hvfs import api
 from hvfs._sys.files import O_PATH, RESOLVE_BENEATH, RESOLVE_IN_ROOT, TMPFILE_BIT, openat2
-from hvfs.manager.resolve import fd_closing, proc_path
+from hvfs.manager.resolve import base_directory, fd_closing, open_at, proc_path
 from hvfs.manager.vm import VmContext
 
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | TMPFILE_BIT
@@ -53,18 +53,29 @@ def normalized(request: api.Open) -> tuple[int, int]:
     return flags, mode
 
 
-def _anchor(vm: VmContext, root: int, request: api.Open) -> tuple[int, str, int]:
-    """Where resolution starts: the VM root, or the caller's dirfd when openat2 asked for
-    RESOLVE_BENEATH or RESOLVE_IN_ROOT relative to it. Returns (fd, path, resolve)."""
-    if request.resolve & (RESOLVE_BENEATH | RESOLVE_IN_ROOT) and request.relative is not None:
-        base = openat2(root, request.base, O_PATH | os.O_DIRECTORY, 0, RESOLVE_IN_ROOT)
-        return base, request.relative, request.resolve
-    return os.dup(root), request.path, RESOLVE_IN_ROOT | request.resolve
+def _open(root: int, request: api.Open, flags: int, mode: int = 0) -> int:
+    """openat2 of the request's path under ``root``: from the dirfd when the caller asked
+    for RESOLVE_BENEATH or RESOLVE_IN_ROOT, else resolved as the kernel resolves it."""
+    if request.resolve & (RESOLVE_BENEATH | RESOLVE_IN_ROOT):
+        with fd_closing(base_directory(root, request.path.base)) as base:
+            return openat2(base, request.path.name, flags, mode, request.resolve)
+    return open_at(root, request.path, flags, mode, request.resolve)
+
+
+def _valid_how(request: api.Open) -> None:
+    """openat2 checks its arguments before any lookup; let the kernel do it, on no file."""
+    try:
+        os.close(openat2(-1, "", request.flags, request.mode, request.resolve))
+    except OSError as e:
+        if e.errno in (errno.EINVAL, errno.E2BIG):
+            raise
 
 
 def handle_open(vm: VmContext, request: api.Open) -> api.Response:
     """Errnos: those of openat2(2) in the VM's views — EACCES, EEXIST, EISDIR, ENOENT,
     ENOTDIR, ELOOP, EROFS, ENOSPC, EDQUOT, ETXTBSY, EINVAL, ENAMETOOLONG, EMFILE, ENFILE."""
+    if not request.legacy:
+        _valid_how(request)
     flags, mode = normalized(request)
     if flags & O_PATH or vm.is_kernel_path(request.path):
         return api.Continue()  # ADDFD cannot carry O_PATH files; procfs is the VM's own
@@ -74,35 +85,30 @@ def handle_open(vm: VmContext, request: api.Open) -> api.Response:
 
 
 def _open_writable(vm: VmContext, request: api.Open, flags: int, mode: int) -> api.Response:
-    anchor, path, resolve = _anchor(vm, vm.rw_root, request)
-    with fd_closing(anchor):
-        try:
-            probe = openat2(anchor, path, O_PATH | (flags & os.O_NOFOLLOW), 0, resolve)
-        except OSError as e:
-            if e.errno == errno.ENOENT and flags & os.O_CREAT:
-                return _create(vm, request, anchor, path, flags, mode, resolve)
-            if e.errno in RETRY_IN_VM:
-                return api.Continue()
-            raise
-        with fd_closing(probe):
-            kind = stat.S_IFMT(os.fstat(probe).st_mode)
-            if kind == stat.S_IFREG:
-                if flags & os.O_CREAT and flags & os.O_EXCL:
-                    raise OSError(errno.EEXIST, "exists")
-                fd = os.open(proc_path(probe), flags & ~(os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW) | os.O_CLOEXEC)
-                return _hand_out(vm, request, fd, flags)
-            if kind in (stat.S_IFDIR, stat.S_IFLNK):
-                # EISDIR or ELOOP from the kernel, or an O_TMPFILE in the directory.
-                fd = openat2(anchor, path, flags, mode, resolve)
-                return _hand_out(vm, request, fd, flags)
-            return api.Continue()  # devices, FIFOs, sockets: nothing in the tree changes
+    try:
+        probe = _open(vm.rw_root, request, O_PATH | (flags & os.O_NOFOLLOW))
+    except OSError as e:
+        if e.errno == errno.ENOENT and flags & os.O_CREAT:
+            return _create(vm, request, flags, mode)
+        if e.errno in RETRY_IN_VM:
+            return api.Continue()
+        raise
+    with fd_closing(probe):
+        kind = stat.S_IFMT(os.fstat(probe).st_mode)
+        if kind == stat.S_IFREG:
+            if flags & os.O_CREAT and flags & os.O_EXCL:
+                raise OSError(errno.EEXIST, "exists")
+            fd = os.open(proc_path(probe), flags & ~(os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW) | os.O_CLOEXEC)
+            return _hand_out(vm, request, fd, flags)
+        if kind in (stat.S_IFDIR, stat.S_IFLNK):
+            # EISDIR or ELOOP from the kernel, or an O_TMPFILE in the directory.
+            return _hand_out(vm, request, _open(vm.rw_root, request, flags, mode), flags)
+        return api.Continue()  # devices, FIFOs, sockets: nothing in the tree changes
 
 
-def _create(
-    vm: VmContext, request: api.Open, anchor: int, path: str, flags: int, mode: int, resolve: int
-) -> api.Response:
+def _create(vm: VmContext, request: api.Open, flags: int, mode: int) -> api.Response:
     # O_NONBLOCK: if a FIFO took the name meanwhile, opening it must not block a worker.
-    fd = openat2(anchor, path, flags | os.O_NONBLOCK, mode, resolve)
+    fd = _open(vm.rw_root, request, flags | os.O_NONBLOCK, mode)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         return api.Continue()
@@ -118,7 +124,7 @@ def _hand_out(vm: VmContext, request: api.Open, fd: int, flags: int) -> api.Resp
         return api.Fd(fd, bool(flags & os.O_CLOEXEC))
     with fd_closing(fd):
         written = os.fstat(fd)
-        twin = openat2(vm.vm_root, request.path, flags & ~(WRITE_FLAGS | os.O_EXCL), 0, RESOLVE_IN_ROOT)
+        twin = _open(vm.vm_root, request, flags & ~(WRITE_FLAGS | os.O_EXCL))
         same = os.fstat(twin)
         if (same.st_dev, same.st_ino) != (written.st_dev, written.st_ino):
             os.close(twin)
@@ -128,17 +134,15 @@ def _hand_out(vm: VmContext, request: api.Open, fd: int, flags: int) -> api.Resp
 
 def _open_readable(vm: VmContext, request: api.Open, flags: int) -> api.Response:
     """Strict mode: a read-only open, served from the VM's own read-only view."""
-    anchor, path, resolve = _anchor(vm, vm.vm_root, request)
-    with fd_closing(anchor):
-        try:
-            probe = openat2(anchor, path, O_PATH | (flags & os.O_NOFOLLOW), 0, resolve)
-        except OSError as e:
-            if e.errno in RETRY_IN_VM:
-                return api.Continue()
-            raise
-        with fd_closing(probe):
-            kind = stat.S_IFMT(os.fstat(probe).st_mode)
-            if kind not in (stat.S_IFREG, stat.S_IFDIR):
-                return api.Continue()
-            fd = os.open(proc_path(probe), flags & ~os.O_NOFOLLOW | os.O_CLOEXEC)
-            return api.Fd(fd, bool(flags & os.O_CLOEXEC))
+    try:
+        probe = _open(vm.vm_root, request, O_PATH | (flags & os.O_NOFOLLOW))
+    except OSError as e:
+        if e.errno in RETRY_IN_VM:
+            return api.Continue()
+        raise
+    with fd_closing(probe):
+        kind = stat.S_IFMT(os.fstat(probe).st_mode)
+        if kind not in (stat.S_IFREG, stat.S_IFDIR):
+            return api.Continue()
+        fd = os.open(proc_path(probe), flags & ~os.O_NOFOLLOW | os.O_CLOEXEC)
+        return api.Fd(fd, bool(flags & os.O_CLOEXEC))

@@ -20,7 +20,7 @@ from typing import TypeVar
 from hvfs import api
 from hvfs._sys.files import AT_EMPTY_PATH, AT_SYMLINK_NOFOLLOW, faccessat, fstatfs, statx
 from hvfs.manager.handlers.opening import RETRY_IN_VM
-from hvfs.manager.resolve import fd_closing, open_object
+from hvfs.manager.resolve import fd_closing, open_object, writable_twin
 from hvfs.manager.vm import VmContext
 
 AT_EACCESS = 0x200
@@ -31,7 +31,12 @@ class _ContinueInVm(Exception):
 
 
 @contextmanager
-def _object(vm: VmContext, root: int, path: str, follow: bool) -> Iterator[int]:
+def _object(vm: VmContext, root: int, path: api.Target, follow: bool) -> Iterator[int]:
+    """An O_PATH fd of the object, or of an open file's twin in the writable view."""
+    if isinstance(path, api.OpenFile):
+        with writable_twin(vm.rw_root, path) as twin:
+            yield path.fd if twin is None else twin[0]
+        return
     if vm.is_kernel_path(path):
         raise _ContinueInVm()
     try:
@@ -115,7 +120,10 @@ def handle_exec(vm: VmContext, request: api.Exec) -> api.Response:
     """Errnos: EACCES (not a regular file, or not executable). Checked, then continued:
     only the kernel can load a program."""
     with _object(vm, vm.vm_root, request.path, request.follow) as fd:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        kind = stat.S_IFMT(os.fstat(fd).st_mode)
+        if kind == stat.S_IFLNK:
+            raise OSError(errno.ELOOP, "a symlink, and AT_SYMLINK_NOFOLLOW")
+        if kind != stat.S_IFREG:
             raise OSError(errno.EACCES, "not a regular file")
         faccessat(fd, "", os.X_OK, AT_EACCESS | AT_EMPTY_PATH)
     return api.Continue()

@@ -12,6 +12,7 @@ import errno
 import logging
 import os
 import socket
+import stat
 
 from hvfs import api
 from hvfs._sys.files import mount_id
@@ -56,6 +57,8 @@ def handle_connect(vm: VmContext, request: api.Connect) -> api.Response:
         return api.Continue()
     with fd_closing(open_object(vm.rw_root, request.path, follow=True)) as target:
         st = os.fstat(target)
+        if not stat.S_ISSOCK(st.st_mode):
+            raise OSError(errno.ECONNREFUSED, "not a socket")
         if (st.st_dev, st.st_ino) not in vm.sockets and mount_id(target) not in vm.socket_mounts:
             log.warning(
                 "VM %s: connect to %s refused: a host socket; mark its volume 'sockets' to allow it",

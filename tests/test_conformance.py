@@ -1,0 +1,137 @@
+"""The differential conformance suite: the same ~550 file operations, natively and in a
+VM, in three privilege models and both modes; any difference fails unless the allow-list
+(tests/conformance/allowlist.toml) explains it.
+
+The native oracle always has the VM's own privilege model: root in a user namespace that
+maps every id to itself (a root VM), uid 1000 (a VM user), or the unprivileged user as
+root of a user namespace with its subordinate ids (a rootless VM). Both sides get a
+read-only bind at /ro and a tmpfs at /other, for the EROFS and EXDEV cases.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO, ROOTLESS_USER, SYSTEM_PYTHON, Hvfs, chown_to, require
+
+CONFORMANCE = REPO / "tests" / "conformance"
+PRIVILEGES = ("root", "user", "rootless")
+MODES = ("default", "strict")
+MAX_ALLOWED = 10
+
+
+def allow_list() -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = tomllib.loads((CONFORMANCE / "allowlist.toml").read_text())["allowed"]
+    return entries
+
+
+def test_the_allow_list_is_short_and_explained() -> None:
+    entries = allow_list()
+    assert len(entries) <= MAX_ALLOWED
+    for entry in entries:
+        assert entry["case"] and entry["reason"].strip(), entry
+
+
+@pytest.fixture(scope="module")
+def place() -> Iterator[Path]:
+    """A directory every test user can search, with the read-only source in it."""
+    root = Path(tempfile.mkdtemp(prefix="hvfs-conformance-"))
+    os.chmod(root, 0o755)
+    (root / "ro" / "dir").mkdir(parents=True)
+    (root / "ro" / "file").write_text("read-only\n")
+    for mount_point in ("ro-mount", "other"):
+        (root / mount_point).mkdir()
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _workdir(place: Path, name: str, owner: str | None) -> Path:
+    work = place / name
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(mode=0o755)
+    if owner is not None:
+        chown_to(work, owner)
+    return work
+
+
+def _native(place: Path, privilege: str, probes: Path) -> dict[str, Any]:
+    owner = {"root": None, "user": "1000", "rootless": ROOTLESS_USER}[privilege]
+    work = _workdir(place, f"native-{privilege}", None)
+    if owner == "1000":
+        os.chown(work, 1000, 1000)
+    elif owner:
+        chown_to(work, owner)
+    conformance = probes.parent / "conformance"
+    env = {
+        **os.environ,
+        "PROBE": str(conformance / "probe.py"),
+        "WORK": str(work),
+        "RO_SOURCE": str(place / "ro"),
+        "RO": str(place / "ro-mount"),
+        "OTHER": str(place / "other"),
+    }
+    native = ["sh", str(conformance / "native.sh")]
+    if privilege == "root":
+        command = [*native, SYSTEM_PYTHON, str(probes / "in_userns.py")]
+    elif privilege == "user":
+        command = [*native, "setpriv", "--reuid", "1000", "--regid", "1000", "--clear-groups"]
+    else:
+        require(shutil.which("newuidmap") is not None, "newuidmap (package uidmap) is needed for the rootless oracle")
+        passed = [f"{k}={env[k]}" for k in ("PROBE", "WORK", "RO_SOURCE", "RO", "OTHER")]
+        command = ["runuser", "-u", ROOTLESS_USER, "--", "env", *passed, "unshare", "--user", "--map-auto",
+                   "--map-root-user", *native]  # fmt: skip
+    out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    results: dict[str, Any] = json.loads(out.stdout)
+    return results
+
+
+def _in_vm(place: Path, privilege: str, mode: str, runner: Hvfs) -> dict[str, Any]:
+    owner = {"root": None, "user": None, "rootless": ROOTLESS_USER}[privilege]
+    work = _workdir(place, f"vm-{privilege}-{mode}", owner)
+    if privilege == "user":
+        os.chown(work, 1000, 1000)
+    args = ["run"] + (["--strict"] if mode == "strict" else []) + (["-u", "1000:1000"] if privilege == "user" else [])
+    args += ["-v", f"{work}:/data", "-v", f"{place / 'ro'}:/ro:ro", "--tmpfs", "/other"]
+    args += ["-v", f"{runner.probes.parent / 'conformance'}:/probe:ro", "--"]
+    results: dict[str, Any] = json.loads(
+        runner.ok(*args, "python3", "/probe/probe.py", "/data", "--ro", "/ro", "--other", "/other", timeout=300)
+    )
+    return results
+
+
+@pytest.fixture(scope="module")
+def native_results() -> dict[str, dict[str, Any]]:
+    """The oracle's results per privilege model, computed once for both modes."""
+    return {}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("privilege", PRIVILEGES)
+def test_a_vm_answers_as_linux_does(
+    privilege: str, mode: str, place: Path, native_results: dict[str, dict[str, Any]], request: pytest.FixtureRequest
+) -> None:
+    runner: Hvfs = request.getfixturevalue("rootless" if privilege == "rootless" else "hvfs")
+    if privilege not in native_results:
+        native_results[privilege] = _native(place, privilege, runner.probes)
+    expected = native_results[privilege]
+    got = _in_vm(place, privilege, mode, runner)
+    configuration = f"{privilege}-{mode}"
+    allowed = {e["case"] for e in allow_list() if configuration in e.get("configurations", [configuration])}
+    assert len(expected) >= 150
+    differences = {
+        case: {"native": expected[case], "vm": got.get(case)}
+        for case in expected
+        if expected[case] != got.get(case) and case not in allowed
+    }
+    assert not differences, json.dumps(differences, indent=1, sort_keys=True)
