@@ -1,0 +1,169 @@
+"""The runners: how each sandbox is asked to run a workload's command.
+
+Every runner gets the same environment (a small fixed one: HVFS starts VMs from a clean
+environment, so the others must not inherit more) and WORK writable at its own path:
+
+- native: the command as is.
+- bwrap: namespaces only, the host root read-only, WORK bound writable. Nothing is
+  served, so it is the cost of isolation alone; bwrap cannot create mount points on the
+  read-only root, hence WORK at its own path.
+- proot: ptrace, every syscall stopped and rewritten.
+- runsc: gVisor's ``runsc do`` (Debian's package), host root seen through its gofer.
+  ``--force-overlay=false`` makes writes reach WORK on the host; by default they would
+  go to a memory overlay, which is neither the same work nor durable.
+- hvfs, hvfs --strict: ``hvfs run -v WORK:WORK -w CWD``, with ``--stats`` so that the
+  trapped syscalls of every run are counted; hvfs is imported from the session's copy
+  (fixtures.snapshot_hvfs), not from the work tree.
+- floor …: benchmarks/floor/floor.c, a minimal C supervisor, for W8 only.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from fixtures import Layout
+from measure import Command
+
+HVFS = [sys.executable, "-m", "hvfs"]
+BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a runner needs to know about one run."""
+
+    layout: Layout
+    cwd: Path
+    uses_work: bool
+    stats: Path | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        if not self.uses_work:
+            return dict(BASE_ENV)
+        # gcc, git and sqlite need a writable temporary directory and home; under bwrap
+        # /tmp is the host's, read-only.
+        return {**BASE_ENV, "HOME": str(self.layout.work / "home"), "TMPDIR": str(self.layout.work / "tmp")}
+
+
+@dataclass(frozen=True)
+class Runner:
+    """A way to run a command. ``program`` must be on PATH for the runner to be tried;
+    ``only`` restricts it to some workloads; ``counts_traps`` reads HVFS's --stats;
+    ``own_env`` is added to the environment of the runner's process (not the command's)."""
+
+    key: str
+    label: str
+    program: str
+    wrap: Callable[[Context, list[str]], list[str]]
+    only: frozenset[str] | None = None
+    counts_traps: bool = False
+    own_env: Callable[[Layout], dict[str, str]] | None = None
+
+    def command(self, context: Context, argv: list[str]) -> Command:
+        env = context.env | (self.own_env(context.layout) if self.own_env else {})
+        return Command(tuple(self.wrap(context, argv)), env, context.cwd)
+
+    def accepts(self, workload_key: str, skip: frozenset[str]) -> bool:
+        return self.key not in skip and (self.only is None or workload_key in self.only)
+
+
+def _native(context: Context, argv: list[str]) -> list[str]:
+    return argv
+
+
+def _bwrap(context: Context, argv: list[str]) -> list[str]:
+    work = str(context.layout.work)
+    binds = ["--bind", work, work] if context.uses_work else []
+    return [
+        "bwrap",
+        *("--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"),
+        *binds,
+        *("--unshare-all", "--die-with-parent", "--chdir", str(context.cwd)),
+        *argv,
+    ]
+
+
+def _proot(context: Context, argv: list[str]) -> list[str]:
+    work = str(context.layout.work)
+    binds = ["-b", f"{work}:{work}"] if context.uses_work else []
+    return ["proot", *binds, "-w", str(context.cwd), *argv]
+
+
+def _runsc(context: Context, argv: list[str]) -> list[str]:
+    return ["runsc", "--network=none", "do", "--force-overlay=false", "--cwd", str(context.cwd), *argv]
+
+
+def _hvfs(strict: bool) -> Callable[[Context, list[str]], list[str]]:
+    def wrap(context: Context, argv: list[str]) -> list[str]:
+        options = ["--strict"] if strict else []
+        if context.uses_work:
+            work = str(context.layout.work)
+            options += ["-v", f"{work}:{work}", "-w", str(context.cwd)]
+        for key, value in context.env.items():
+            options += ["-e", f"{key}={value}"]
+        if context.stats is not None:
+            options += ["--stats", str(context.stats)]
+        return [*HVFS, "run", *options, "--", *argv]
+
+    return wrap
+
+
+def _hvfs_env(layout: Layout) -> dict[str, str]:
+    # Ahead of the editable install on sys.path: the session's copy is what runs.
+    return {"PYTHONPATH": str(layout.hvfs_source)}
+
+
+def _floor(answer: str, sync: bool, pin: bool) -> Callable[[Context, list[str]], list[str]]:
+    def wrap(context: Context, argv: list[str]) -> list[str]:
+        floor = str(context.layout.bin / "floor")
+        return [floor, answer, "sync" if sync else "nosync", "pin" if pin else "nopin", *argv]
+
+    return wrap
+
+
+def floor_key(answer: str, sync: bool, pin: bool) -> str:
+    return f"floor-{answer}" + ("-sync" if sync else "") + ("-pin" if pin else "")
+
+
+def all_runners(layout: Layout) -> list[Runner]:
+    """Every runner, in report order."""
+    runners = [
+        Runner("native", "native", "true", _native),
+        Runner("bwrap", "bubblewrap", "bwrap", _bwrap),
+        Runner("proot", "proot", "proot", _proot),
+        Runner("runsc", "gVisor (runsc do)", "runsc", _runsc),
+        Runner("hvfs", "hvfs", sys.executable, _hvfs(strict=False), counts_traps=True, own_env=_hvfs_env),
+        Runner(
+            "hvfs-strict", "hvfs --strict", sys.executable, _hvfs(strict=True), counts_traps=True, own_env=_hvfs_env
+        ),
+    ]
+    # The floor answers CONTINUE where HVFS continues (W8c) and ADDFD where it serves (W8).
+    for answer, workload in (("continue", "W8c"), ("addfd", "W8")):
+        for sync in (False, True):
+            for pin in (False, True):
+                label = f"floor {answer.upper()}" + (" +sync" if sync else "") + (" +pin" if pin else "")
+                program = str(layout.bin / "floor")
+                wrap = _floor(answer, sync, pin)
+                runners.append(Runner(floor_key(answer, sync, pin), label, program, wrap, frozenset({workload})))
+    return runners
+
+
+def probe(runner: Runner, layout: Layout) -> str | None:
+    """Why ``runner`` cannot be used here, or None when ``true`` runs under it."""
+    if shutil.which(runner.program) is None:
+        return f"{runner.program} not found"
+    command = runner.command(Context(layout, layout.work, uses_work=True), ["true"])
+    try:
+        done = subprocess.run(command.argv, env=command.env, cwd=command.cwd, capture_output=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"cannot run: {error}"
+    if done.returncode != 0:
+        tail = done.stderr.decode(errors="replace").strip().splitlines()[-2:]
+        return f"`true` failed (exit {done.returncode}): {' | '.join(tail)}"
+    return None
