@@ -82,8 +82,14 @@ def _spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 def main(argv: list[str] | None = None) -> int:
     parser = _Parser(prog="hvfs", description="HVFS: a hypervisor file system for VMs made of Linux namespaces.")
     parser.add_argument("--version", action="version", version=f"hvfs {__version__}")
+    parser.add_argument(
+        "-f", "--file", help="the project file for up, ps, exec, logs, stop, down (default ./hvfs.toml)"
+    )
     subparsers = parser.add_subparsers(dest="subcommand", metavar="COMMAND", parser_class=_Parser)
     _run_parser(subparsers)
+    from hvfs.project import cli as project_cli
+
+    project_cli.add_commands(subparsers)
     args = parser.parse_args(argv)
     logging.basicConfig(
         format="hvfs: %(message)s", level=logging.DEBUG if os.environ.get("HVFS_DEBUG") else logging.WARNING
@@ -92,15 +98,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_HVFS
     from hvfs.manager.sources.base import SourceError
+    from hvfs.project.cli import COMMANDS, ProjectError
+    from hvfs.project.config import ConfigError
     from hvfs.sandbox.errors import SetupError
     from hvfs.spec import UsageError
 
     try:
+        if args.subcommand in COMMANDS:
+            from hvfs.project import cli as project_cli
+
+            return project_cli.run(args)
         spec = _spec(args)
         from hvfs.run import run
 
         return run(spec)
-    except (UsageError, SetupError, SourceError) as e:
+    except (UsageError, SetupError, SourceError, ConfigError, ProjectError) as e:
         sys.stderr.write(f"hvfs: {e}\n")
         return EXIT_HVFS
     except KeyboardInterrupt:

@@ -14,33 +14,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from hvfs._sys import process
-from hvfs.api import InProcessTransport
 from hvfs.intercept.arch import Arch, native
 from hvfs.intercept.driver import SeccompDriver
-from hvfs.intercept.filter import FilterConfig, compile_filter
 from hvfs.manager.manager import Manager
 from hvfs.manager.mounts import Mount, system_mounts
-from hvfs.manager.sources.base import Source, SourceError
+from hvfs.manager.sources.base import Source
 from hvfs.manager.sources.host import HostSource
-from hvfs.manager.sources.image import directory_image, host_image, tarball_image
 from hvfs.manager.sources.memory import MemorySource
-from hvfs.manager.view import Views, build_views, ensure_path
 from hvfs.manager.vm import VmContext
+from hvfs.runtime import VmSpec, build, compile_program, image_source, start_vm
 from hvfs.sandbox import launcher, preflight, terminal, userns, users
-from hvfs.sandbox.errors import SetupError
-from hvfs.sandbox.plan import BootPlan
+from hvfs.sandbox.spawn import Program
 from hvfs.spec import RunSpec, UsageError
-from hvfs.state import NameLock, cache_directory
+from hvfs.state import NameLock
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
-
-
-def image_source(image: str) -> Source:
-    if image == "host":
-        return host_image()
-    if os.path.isdir(image):
-        return directory_image(image)
-    return tarball_image(image, os.path.join(cache_directory(), "images"))
 
 
 def mount_table(spec: RunSpec, image: Source) -> list[Mount]:
@@ -95,95 +83,56 @@ def forwarding_signals() -> Iterator[SignalForwarder]:
 def run(spec: RunSpec) -> int:
     preflight.check_kernel()
     check_stdio()
-    image = image_source(spec.image)
     arch = native()
-    try:
-        program = compile_filter(FilterConfig(trap_reads=spec.strict), arch)
-    except ImportError:
-        raise SetupError(
-            "seccomp filter", "the pyseccomp package is missing", "install hvfs with its dependencies: scripts/setup"
-        ) from None
-    except RuntimeError as e:  # pyseccomp cannot find libseccomp
-        raise SetupError("seccomp filter", str(e), "install libseccomp: apt-get install libseccomp2") from None
-    except OSError as e:
-        raise SetupError(
-            "seccomp filter",
-            f"libseccomp cannot build a user-notification filter ({e.strerror})",
-            "seccomp user notification is unavailable here; hvfs needs Linux 5.14+ with CONFIG_SECCOMP_FILTER",
-        ) from None
+    vm_spec = VmSpec(
+        name=spec.name,
+        mounts=tuple(mount_table(spec, image_source(spec.image))),
+        program=Program(
+            argv=spec.argv,
+            env=dict(spec.env),
+            workdir=spec.workdir,
+            user=spec.user,
+            home_set=any(key == "HOME" for key in spec.env) and spec.env.get("HOME") != "/root",
+        ),
+        strict=spec.strict,
+        persist=spec.persist,
+        tty=spec.tty,
+    )
+    program = compile_program(spec.strict, arch)
     if spec.persist:
         os.makedirs(spec.persist, exist_ok=True)
     lock = NameLock(spec.name)
     try:
         with forwarding_signals() as forwarder:
-            return _run_locked(spec, image, program, arch, lock, forwarder)
+            return _run_locked(spec, vm_spec, program, arch, lock, forwarder)
     finally:
         lock.release()
 
 
 def _run_locked(
-    spec: RunSpec, image: Source, program: bytes, arch: Arch, lock: NameLock, forwarder: SignalForwarder
+    spec: RunSpec, vm_spec: VmSpec, program: bytes, arch: Arch, lock: NameLock, forwarder: SignalForwarder
 ) -> int:
     idmap = userns.enter_manager_namespaces()
     ids = users.numeric(spec.user) if spec.user else None
     if ids is not None:
         idmap.check(ids[0], ids[0] if ids[1] is None else ids[1])
-    views = _build(spec, image, lock.staging)
+    views = build(vm_spec, lock.staging)
     try:
-        return _boot_and_serve(spec, views, program, arch, idmap, forwarder)
+        vm = start_vm(vm_spec, views, manager=Manager(), idmap=idmap, arch=arch, program=program)
     finally:
         views.release_boot()
-
-
-def _boot_and_serve(
-    spec: RunSpec, views: Views, program: bytes, arch: Arch, idmap: userns.IdMap, forwarder: SignalForwarder
-) -> int:
-    plan = BootPlan(
-        name=spec.name,
-        boot=views.boot,
-        argv=spec.argv,
-        env=dict(spec.env),
-        workdir=spec.workdir,
-        filter_program=program,
-        tty=spec.tty,
-        winsize=terminal.host_winsize() if spec.tty else None,
-        user=spec.user,
-        home_set=any(key == "HOME" for key in spec.env) and spec.env.get("HOME") != "/root",
-    )
-    vm = launcher.start(plan, idmap)
-    booted = vm.wait_booted()
-    forwarder.attach(vm)
-    vm_root = os.open(f"/proc/{vm.init_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    views.release_boot()  # the VM holds its own copy of the boot view now
-    manager = Manager()
-    context = VmContext(spec.name, views.rw_root, vm_root, strict=spec.strict, socket_mounts=views.socket_mounts)
-    manager.add_vm(context)
-    driver = SeccompDriver(booted.listener, spec.name, InProcessTransport(manager.handle_request), arch)
-    driver.start()
-    if booted.terminal is not None:
-        pidfd = process.pidfd_open(vm.launcher_pid)
+    forwarder.attach(vm.process)
+    if vm.terminal is not None:
+        pidfd = process.pidfd_open(vm.process.launcher_pid)
         try:
-            terminal.relay(booted.terminal, interactive=spec.interactive, until=pidfd)
+            terminal.relay(vm.terminal, interactive=spec.interactive, until=pidfd)
         finally:
             os.close(pidfd)
-    code = vm.wait()
-    driver.join(timeout=5)
+    code = vm.process.wait()
+    vm.driver.join(timeout=5)
     if spec.stats:
-        _write_stats(spec.stats, context, driver)
+        _write_stats(spec.stats, vm.context, vm.driver)
     return code
-
-
-def _build(spec: RunSpec, image: Source, staging: str) -> Views:
-    try:
-        views = build_views(mount_table(spec, image), staging, spec.persist)
-    except SourceError as e:
-        raise UsageError(str(e)) from None
-    try:
-        os.close(ensure_path(views.rw_root, spec.workdir))
-    except (SourceError, OSError):
-        views.release_boot()
-        raise UsageError(f"-w {spec.workdir}: not a directory in the VM; pick another working directory") from None
-    return views
 
 
 def _write_stats(path: str, context: VmContext, driver: SeccompDriver) -> None:

@@ -27,6 +27,8 @@ class Manager:
     def __init__(self) -> None:
         self._vms: dict[str, VmContext] = {}
         self._lock = threading.Lock()
+        # Unix sockets made by any VM of this manager: VMs may connect to each other's.
+        self.sockets: set[tuple[int, int]] = set()
 
     def add_vm(self, vm: VmContext) -> None:
         with self._lock:

@@ -1,4 +1,5 @@
-"""A VM's pid 1: boots the VM, starts the command, reaps zombies, forwards signals.
+"""A VM's pid 1: boots the VM, starts the command, reaps zombies, forwards signals, and
+starts the processes of ``hvfs exec``.
 
 It exits with the command's status, which makes the kernel kill whatever else is left
 in the VM. If the manager dies, every trapped call fails with ENOSYS from then on; pid 1
@@ -11,15 +12,15 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import resource
 import select
 import signal
 import socket
 import termios
 import time
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from hvfs._sys import process
-from hvfs.sandbox import boot, channel, users
+from hvfs.sandbox import boot, channel, network, spawn
 from hvfs.sandbox.errors import SetupError
 from hvfs.sandbox.plan import BootPlan, exit_code
 
@@ -32,6 +33,7 @@ FORWARDED = (
     signal.SIGUSR2,
     signal.SIGWINCH,
 )
+RLIMITS = {"nproc": resource.RLIMIT_NPROC, "as": resource.RLIMIT_AS, "nofile": resource.RLIMIT_NOFILE}
 
 
 def run(plan: BootPlan, chan: socket.socket) -> NoReturn:
@@ -42,12 +44,13 @@ def run(plan: BootPlan, chan: socket.socket) -> NoReturn:
         listener = boot.install_filter(plan)
         wakeup = _catch_signals()
         boot.report_ready(chan, listener, master)
+        _apply(_wait_for_start(chan))
         command = os.fork()
         if command == 0:
-            _exec_command(plan, slave)
+            spawn.execute(plan.program, terminal=slave)
         if slave is not None:
             os.close(slave)
-        code = _supervise(plan, chan, command, wakeup)
+        code = Supervisor(plan, chan, command, wakeup).run()
     except SetupError as e:
         with contextlib.suppress(OSError):
             channel.send(chan, {"error": str(e)})
@@ -65,103 +68,110 @@ def _catch_signals() -> int:
     return read_end
 
 
-def _exec_command(plan: BootPlan, slave: int | None) -> NoReturn:
+def _wait_for_start(chan: socket.socket) -> dict[str, Any]:
+    """The manager's go-ahead, with what it set up outside the VM (a network link)."""
     try:
-        signal.set_wakeup_fd(-1)
-        for signum in (*FORWARDED, signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ):
-            signal.signal(signum, signal.SIG_DFL)  # Python ignores SIGPIPE; programs expect the default
-        signal.pthread_sigmask(signal.SIG_SETMASK, [])
-        os.setsid()  # off the host terminal: no TIOCSTI into the user's shell
-        if slave is not None:
-            fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
-            for fd in (0, 1, 2):
-                os.dup2(slave, fd)
-        env = plan.env
-        if plan.user is not None:
-            env = _become(plan, env)
+        message, _ = channel.receive(chan)
+    except channel.ChannelClosed:
+        raise SetupError("start", "the manager went away before starting the VM") from None
+    start: dict[str, Any] = message.get("start", {})
+    return start
+
+
+def _apply(start: dict[str, Any]) -> None:
+    link = start.get("network")
+    if link:
+        boot.step("network", lambda: network.configure_interface(link["interface"], link["address"], link["prefix"]))
+    for name, value in start.get("rlimits", {}).items():
+        boot.step(f"limit {name}", lambda n=name, v=value: resource.setrlimit(RLIMITS[n], (v, v)))  # type: ignore[misc]
+
+
+class Supervisor:
+    """Waits for signals, children and messages from the manager, until the command exits."""
+
+    def __init__(self, plan: BootPlan, chan: socket.socket, command: int, wakeup: int) -> None:
+        self.plan = plan
+        self.chan = chan
+        self.command = command
+        self.wakeup = wakeup
+        self.execs: dict[int, str] = {}  # pid of an ``hvfs exec`` process -> its request id
+        self.manager_lost_at: float | None = None
+
+    def run(self) -> int:
+        while True:
+            timeout = None
+            watched: list[int | socket.socket] = [self.wakeup]
+            if self.manager_lost_at is None:
+                watched.append(self.chan)
+            else:
+                timeout = max(0.0, self.manager_lost_at + self.plan.grace - time.monotonic())
+            readable, _, _ = select.select(watched, [], [], timeout)
+            if self.manager_lost_at is not None and not readable:
+                return 128 + signal.SIGKILL  # grace is over; exiting kills the rest
+            if self.chan in readable:
+                self._from_manager()
+            if self.wakeup in readable:
+                status = self._on_signals()
+                if status is not None:
+                    return exit_code(status)
+
+    def _from_manager(self) -> None:
         try:
-            os.chdir(plan.workdir)
-        except OSError as e:
-            os.write(2, f"hvfs: working directory {plan.workdir}: {e.strerror}\n".encode())
-            os._exit(126)
-        os.closerange(3, 1 << 20)
-        os.execvpe(plan.argv[0], list(plan.argv), env)
-    except FileNotFoundError:
-        os.write(2, f"hvfs: {plan.argv[0]}: executable file not found in $PATH\n".encode())
-        os._exit(127)
-    except PermissionError:
-        os.write(2, f"hvfs: {plan.argv[0]}: permission denied\n".encode())
-        os._exit(126)
-    except OSError as e:
-        os.write(2, f"hvfs: {plan.argv[0]}: {e.strerror}\n".encode())
-        os._exit(126)
-    except BaseException:
-        os._exit(126)
-    os._exit(126)
-
-
-def _become(plan: BootPlan, env: dict[str, str]) -> dict[str, str]:
-    """Switch to ``--user``; its home becomes $HOME unless -e set one."""
-    assert plan.user is not None
-    try:
-        user = users.resolve(plan.user)
-        os.setgroups(list(user.groups))
-        os.setresgid(user.gid, user.gid, user.gid)
-        os.setresuid(user.uid, user.uid, user.uid)
-        # Changing uid made us undumpable, and until exec our memory still belongs to
-        # the initial user namespace (forked from the manager's): the manager could not
-        # read the paths of our trapped calls (chdir, execve) without this.
-        process.prctl(process.PR_SET_DUMPABLE, 1)
-    except users.UnknownUser as e:
-        os.write(2, f"hvfs: --user {plan.user}: {e}\n".encode())
-        os._exit(126)
-    except OSError as e:
-        os.write(2, f"hvfs: --user {plan.user}: {e.strerror}; is that id mapped in this VM?\n".encode())
-        os._exit(126)
-    return env if plan.home_set else {**env, "HOME": user.home}
-
-
-def _supervise(plan: BootPlan, chan: socket.socket, command: int, wakeup: int) -> int:
-    manager_lost_at: float | None = None
-    while True:
-        timeout = None if manager_lost_at is None else max(0.0, manager_lost_at + plan.grace - time.monotonic())
-        watched: list[int | socket.socket] = [wakeup] if manager_lost_at else [wakeup, chan]
-        readable, _, _ = select.select(watched, [], [], timeout)
-        if manager_lost_at is not None and not readable:
-            return 128 + signal.SIGKILL  # grace is over; exiting kills the rest
-        if chan in readable and _closed(chan):
-            manager_lost_at = time.monotonic()
+            message, fds = channel.receive(self.chan)
+        except (channel.ChannelClosed, OSError):
+            self.manager_lost_at = time.monotonic()
             os.kill(-1, signal.SIGTERM)
-        if wakeup in readable:
-            try:
-                signals = os.read(wakeup, 512)
-            except BlockingIOError:
-                signals = b""
-            for signum in signals:
-                if signum != signal.SIGCHLD and manager_lost_at is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(command, signum)
-            status = _reap(command)
-            if status is not None:
-                return exit_code(status)
+            return
+        if "exec" in message:
+            self._exec(message["exec"], fds)
 
-
-def _closed(chan: socket.socket) -> bool:
-    try:
-        return chan.recv(channel.MAX_MESSAGE) == b""
-    except OSError:
-        return True
-
-
-def _reap(command: int) -> int | None:
-    """Reap every exited child; the command's wait status if it was among them."""
-    found = None
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return found
+    def _exec(self, request: dict[str, Any], fds: list[int]) -> None:
+        program = spawn.Program(
+            argv=tuple(request["argv"]),
+            env=request["env"],
+            workdir=request.get("workdir", "/"),
+            user=request.get("user"),
+            home_set="HOME" in request.get("env_given", []),
+        )
+        master = slave = None
+        if request.get("tty"):
+            master, slave = os.openpty()
+            if request.get("winsize"):
+                fcntl.ioctl(slave, termios.TIOCSWINSZ, bytes.fromhex(request["winsize"]))
+        pid = os.fork()
         if pid == 0:
-            return found
-        if pid == command:
-            found = status
+            spawn.execute(program, terminal=slave, stdio=None if slave is not None else (fds[0], fds[1], fds[2]))
+        for fd in fds + ([slave] if slave is not None else []):
+            os.close(fd)
+        self.execs[pid] = request["id"]
+        reply = {"exec_started": request["id"], "pid": pid}
+        channel.send(self.chan, reply, [master] if master is not None else None)
+        if master is not None:
+            os.close(master)
+
+    def _on_signals(self) -> int | None:
+        try:
+            signals = os.read(self.wakeup, 512)
+        except BlockingIOError:
+            signals = b""
+        for signum in signals:
+            if signum != signal.SIGCHLD and self.manager_lost_at is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.command, signum)
+        return self._reap()
+
+    def _reap(self) -> int | None:
+        """Reap every exited child; the command's wait status if it was among them."""
+        found = None
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return found
+            if pid == 0:
+                return found
+            if pid == self.command:
+                found = status
+            elif pid in self.execs:
+                with contextlib.suppress(OSError):
+                    channel.send(self.chan, {"exec_exited": self.execs.pop(pid), "code": exit_code(status)})

@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NoReturn
 
@@ -45,6 +46,7 @@ class VmProcess:
     launcher_pid: int
     init_pid: int
     chan: socket.socket
+    waiter: Callable[[], int] | None = None  # how to wait, when the launcher is not our child
     _early: list[tuple[dict[str, object], list[int]]] = field(default_factory=list)
 
     def signal(self, signum: int) -> None:
@@ -56,8 +58,14 @@ class VmProcess:
         message, fds = self._receive_until("ready")
         return Booted(listener=fds[0], terminal=fds[1] if message.get("tty") else None)
 
+    def go(self, start: dict[str, object]) -> None:
+        """Tell pid 1 to start the command, with the settings made outside the VM."""
+        channel.send(self.chan, {"start": start})
+
     def wait(self) -> int:
         """Wait for the VM to end; its exit code."""
+        if self.waiter is not None:
+            return self.waiter()
         _, status = os.waitpid(self.launcher_pid, 0)
         return exit_code(status)
 
@@ -86,15 +94,21 @@ class VmProcess:
 
 
 def start(plan: BootPlan, idmap: IdMap) -> VmProcess:
-    """Fork the VM; return once its pid 1 exists (not yet booted)."""
+    """Implements runtime.Starter by forking the launcher from this (single-threaded)
+    process; returns once the VM's pid 1 exists (not yet booted)."""
     ours, theirs = channel.pair()
     manager = os.getpid()
     pid = os.fork()
     if pid == 0:
         ours.close()
-        _launch(plan, theirs, manager)
+        launch(plan, theirs, manager)
     theirs.close()
-    vm = VmProcess(launcher_pid=pid, init_pid=0, chan=ours)
+    return handshake(VmProcess(launcher_pid=pid, init_pid=0, chan=ours), idmap)
+
+
+def handshake(vm: VmProcess, idmap: IdMap) -> VmProcess:
+    """Map the new user namespace of the launcher ``vm``, then learn its pid 1."""
+    pid = vm.launcher_pid
     vm._receive_until("unshared")
     try:
         map_vm(pid, idmap)
@@ -102,7 +116,7 @@ def start(plan: BootPlan, idmap: IdMap) -> VmProcess:
         os.kill(pid, signal.SIGKILL)
         vm.wait()
         raise SetupError("VM id maps", e.strerror or str(e)) from None
-    channel.send(ours, {"mapped": True})
+    channel.send(vm.chan, {"mapped": True})
     message, _ = vm._receive_until("init")
     vm.init_pid = int(str(message["init"]))
     return vm
@@ -116,16 +130,20 @@ def _close_inherited_fds(keep: set[int]) -> None:
                 os.close(fd)
 
 
-def _launch(plan: BootPlan, chan: socket.socket, manager: int) -> NoReturn:
+def launch(plan: BootPlan, chan: socket.socket, parent: int) -> NoReturn:
+    """The launcher's life, in the forked child: never returns. Dies with ``parent``."""
     code = 125
     try:
         for signum in range(1, signal.NSIG):
             if signum not in (signal.SIGKILL, signal.SIGSTOP) and callable(signal.getsignal(signum)):
                 signal.signal(signum, signal.SIG_DFL)  # the manager's handlers are not ours
-        _close_inherited_fds({*plan.keep_fds, chan.fileno()})
+        for target, fd in enumerate(plan.stdio):
+            if fd != target:
+                os.dup2(fd, target)
+        _close_inherited_fds({0, 1, 2, chan.fileno()})
         os.setsid()
         process.prctl(process.PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != manager:
+        if os.getppid() != parent:
             os._exit(code)
         try:
             process.unshare(NAMESPACES)

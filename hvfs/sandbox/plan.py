@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from hvfs.sandbox.spawn import Program
 
 
 @dataclass(frozen=True)
 class BootPlan:
     name: str
     boot: str  # the boot view's path in the manager's mount namespace
-    argv: tuple[str, ...]
-    env: dict[str, str]
-    workdir: str
+    program: Program
     filter_program: bytes
     tty: bool = False
     winsize: bytes | None = None
     grace: float = 1.0  # seconds between SIGTERM and SIGKILL when the manager is lost
-    user: str | None = None  # --user, resolved inside the VM
-    home_set: bool = False  # whether -e gave HOME, which --user must then not replace
-    keep_fds: tuple[int, ...] = field(default=(0, 1, 2))
+    stdio: tuple[int, int, int] = (0, 1, 2)  # fds of the launcher's process to give the VM
 
 
 def exit_code(status: int) -> int:

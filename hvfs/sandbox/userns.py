@@ -49,8 +49,9 @@ def _write(path: str, text: str) -> None:
         f.write(text)
 
 
-def enter_manager_namespaces() -> IdMap:
-    """Move this (single-threaded) process into a new user and mount namespace."""
+def enter_manager_namespaces(*, network: bool = False) -> IdMap:
+    """Move this (single-threaded) process into a new user and mount namespace, and a
+    network namespace of its own when ``network`` (its VMs' bridge lives there)."""
     uid, gid = os.geteuid(), os.getegid()
     privileged = uid == 0
     subordinate = None if privileged else subids.lookup(uid)
@@ -81,7 +82,7 @@ def enter_manager_namespaces() -> IdMap:
         os.close(ready_read)
         os.close(done_write)
     try:
-        process.unshare(process.CLONE_NEWUSER | process.CLONE_NEWNS)
+        process.unshare(process.CLONE_NEWUSER | process.CLONE_NEWNS | (process.CLONE_NEWNET if network else 0))
     except OSError as e:
         if helper > 0:
             os.close(ready_write)

@@ -1,0 +1,1 @@
+"""Projects: a set of VMs described in hvfs.toml, run by one manager (``hvfs up``)."""

@@ -1,0 +1,226 @@
+"""``hvfs up``, ``ps``, ``exec``, ``logs``, ``stop`` and ``down``: a project of VMs
+described in hvfs.toml, as ``docker compose`` runs containers."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import select
+import sys
+import time
+from typing import Any
+
+from hvfs._sys import process
+from hvfs.project import config, control
+from hvfs.project.state import ProjectState
+from hvfs.sandbox import terminal
+
+DEFAULT_FILE = "hvfs.toml"
+
+
+class ProjectError(Exception):
+    """A one-line problem for the user (exit 125)."""
+
+
+def add_commands(subparsers: Any) -> None:
+    up = subparsers.add_parser("up", help="start the VMs of a project", description="Start every VM of hvfs.toml.")
+    up.add_argument("-d", "--detach", action="store_true", help="run in the background")
+    ps = subparsers.add_parser("ps", help="list a project's VMs")
+    ps.add_argument("--json", action="store_true", help="print JSON, for scripts")
+    exec_ = subparsers.add_parser(
+        "exec", help="run a command in a running VM", usage="hvfs exec [OPTIONS] VM [--] COMMAND..."
+    )
+    exec_.add_argument("-i", "--interactive", action="store_true", help="forward input to the terminal")
+    exec_.add_argument("-t", "--tty", action="store_true", help="give the command a pseudo-terminal")
+    exec_.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
+    exec_.add_argument("-u", "--user", help="USER[:GROUP] of the VM")
+    exec_.add_argument("-w", "--workdir")
+    exec_.add_argument("vm")
+    exec_.add_argument("command", nargs=argparse.REMAINDER)
+    logs = subparsers.add_parser("logs", help="show a VM's output")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
+    logs.add_argument("vm")
+    stop = subparsers.add_parser("stop", help="stop one VM")
+    stop.add_argument("-t", "--timeout", type=float, default=10.0, help="seconds before SIGKILL (default 10)")
+    stop.add_argument("vm")
+    down = subparsers.add_parser("down", help="stop every VM and the manager, and clean up")
+    down.add_argument("-t", "--timeout", type=float, default=10.0, help="seconds before SIGKILL (default 10)")
+
+
+COMMANDS = ("up", "ps", "exec", "logs", "stop", "down")
+
+
+def run(args: argparse.Namespace) -> int:
+    project = config.load(args.file or DEFAULT_FILE)
+    state = ProjectState(project.name)
+    handler = {"up": _up, "ps": _ps, "exec": _exec, "logs": _logs, "stop": _stop, "down": _down}[args.subcommand]
+    return handler(args, project, state)
+
+
+def _running(project: config.Project, state: ProjectState) -> dict[str, Any]:
+    info = state.running()
+    if info is None:
+        raise ProjectError(f"project {project.name} is not up; start it with 'hvfs up -d'")
+    return info
+
+
+def _up(args: argparse.Namespace, project: config.Project, state: ProjectState) -> int:
+    from hvfs.project.daemon import Daemon
+
+    info = state.running()
+    if info is not None:
+        print(f"hvfs: project {project.name} is already up (manager pid {info.get('pid')}); see 'hvfs ps'")
+        return 0
+    if not args.detach:
+
+        def report(error: str | None) -> None:
+            if error:
+                sys.stderr.write(f"hvfs: {error}\n")
+
+        return Daemon(project, state, foreground=True, out=sys.stdout).run(report)
+    read_end, write_end = os.pipe()
+    pid = os.fork()  # still single-threaded: the daemon may fork its own children
+    if pid == 0:
+        os.close(read_end)
+        os.setsid()
+        os.makedirs(state.root, mode=0o700, exist_ok=True)
+        log = os.open(os.path.join(state.root, "manager.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        null = os.open("/dev/null", os.O_RDONLY)
+        for target, fd in ((0, null), (1, log), (2, log)):
+            os.dup2(fd, target)
+
+        def ready(error: str | None) -> None:
+            os.write(write_end, (error or "").encode() or b"\n")
+            os.close(write_end)
+
+        code = 125
+        try:
+            code = Daemon(project, state, foreground=False, out=sys.stdout).run(ready)
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    answer = os.read(read_end, 65536).decode()
+    os.close(read_end)
+    if answer.strip() == "" and answer:
+        print(f"hvfs: project {project.name} is up: {', '.join(project.vms)}")
+        return 0
+    raise ProjectError(answer.strip() or "the manager exited while starting; see its log")
+
+
+def _ps(args: argparse.Namespace, project: config.Project, state: ProjectState) -> int:
+    try:
+        reply = control.call(state.control, "ps")
+    except control.ControlError:
+        reply = {"vms": [], "manager": None}
+    if args.json:
+        print(json.dumps(reply, indent=2, sort_keys=True))
+        return 0
+    print(f"{'NAME':16} {'STATE':10} {'CODE':5} {'ADDRESS':15} {'UP':>8} {'SERVED':>8} IMAGE")
+    for vm in reply["vms"]:
+        up = f"{time.time() - vm['started']:.0f}s" if vm["state"] == "running" else "-"
+        served = vm["requests"]["served"] if vm["requests"] else "-"
+        code = "" if vm["code"] is None else vm["code"]
+        print(
+            f"{vm['name']:16} {vm['state']:10} {code!s:5} {vm['address'] or '-':15} {up:>8} {served!s:>8} {vm['image']}"
+        )
+    return 0
+
+
+def _exec(args: argparse.Namespace, project: config.Project, state: ProjectState) -> int:
+    _running(project, state)
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise ProjectError("no command given; usage: hvfs exec [OPTIONS] VM [--] COMMAND...")
+    env = {}
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not key or not sep:
+            raise ProjectError(f"-e {item!r}: expected KEY=VALUE")
+        env[key] = value
+    connection = control.connect(state.control)
+    message: dict[str, Any] = {
+        "hvfs": control.VERSION,
+        "op": "exec",
+        "vm": args.vm,
+        "argv": command,
+        "env": env,
+        "workdir": args.workdir,
+        "user": args.user,
+        "tty": args.tty,
+    }
+    if args.tty:
+        size = terminal.host_winsize()
+        message["winsize"] = size.hex() if size else None
+        connection.send(message)
+    else:
+        connection.send(message, [0, 1, 2])
+    for reply, fds in control.replies(connection):
+        if "error" in reply:
+            raise ProjectError(str(reply["error"]))
+        if "started" in reply and fds:
+            terminal.relay(fds[0], interactive=args.interactive, until=connection.sock.fileno())
+            os.close(fds[0])
+        if "exited" in reply:
+            return int(reply["exited"])
+    raise ProjectError("the manager went away")
+
+
+def _logs(args: argparse.Namespace, project: config.Project, state: ProjectState) -> int:
+    if args.vm not in project.vms:
+        raise ProjectError(f"no VM named {args.vm!r} in project {project.name}; VMs: {', '.join(project.vms)}")
+    path = state.log(args.vm)
+    if not os.path.exists(path):
+        raise ProjectError(f"no output of {args.vm}: project {project.name} is not up")
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(65536)
+            if chunk:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+            elif not args.follow or not os.path.exists(path):
+                return 0
+            else:
+                time.sleep(0.2)
+
+
+def _stop(args: argparse.Namespace, project: config.Project, state: ProjectState) -> int:
+    _running(project, state)
+    try:
+        control.call(state.control, "stop", vm=args.vm, timeout=args.timeout)
+    except control.ControlError as e:
+        raise ProjectError(str(e)) from None
+    return 0
+
+
+def _down(args: argparse.Namespace, project: config.Project, state: ProjectState) -> int:
+    info = state.running()
+    if info is None:
+        return 0
+    manager = _pidfd(info.get("pid"))
+    with contextlib.suppress(control.ControlError):
+        control.call(state.control, "down", timeout=args.timeout)
+    deadline = time.monotonic() + args.timeout + 30
+    while state.running() is not None or (manager is not None and not _exited(manager)):
+        if time.monotonic() > deadline:
+            raise ProjectError(f"the manager of {project.name} (pid {info.get('pid')}) did not exit")
+        time.sleep(0.05)
+    if manager is not None:
+        os.close(manager)
+    return 0
+
+
+def _pidfd(pid: object) -> int | None:
+    """A pidfd of the manager, taken before asking it to exit, so that a reused pid
+    cannot fool the wait."""
+    try:
+        return process.pidfd_open(int(str(pid)))
+    except (OSError, ValueError):
+        return None
+
+
+def _exited(pidfd: int) -> bool:
+    return bool(select.select([pidfd], [], [], 0)[0])

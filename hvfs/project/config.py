@@ -1,0 +1,247 @@
+"""hvfs.toml: sources, VMs, network; checked whole before anything starts.
+
+An error names the file, the key and what is wrong, e.g.
+``hvfs.toml: vms.web.mounts[1].source: no source named "shard"; known: shared, scratch``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from hvfs import spec
+
+NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,30}$")
+DEFAULT_SUBNET = "10.89.0.0/24"
+SOURCE_KEYS = ("type", "path", "size", "sockets")
+MOUNT_KEYS = ("target", "source", "tmpfs", "size", "readonly")
+VM_KEYS = ("command", "image", "workdir", "user", "environment", "strict", "network", "mounts", "limits")
+
+
+class ConfigError(Exception):
+    """A mistake in the project file: the message names the key and what is wrong."""
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    name: str
+    kind: str  # "host" or "memory"
+    path: str | None = None
+    size: int | None = None
+    sockets: bool = False
+
+
+@dataclass(frozen=True)
+class MountConfig:
+    target: str
+    source: str | None = None  # a source's name; None for a private tmpfs
+    size: int | None = None
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory: int | None = None
+    pids: int | None = None
+    cpus: float | None = None
+
+
+@dataclass(frozen=True)
+class VmConfig:
+    name: str
+    command: tuple[str, ...]
+    image: str = "host"
+    workdir: str = "/"
+    user: str | None = None
+    environment: Mapping[str, str] = field(default_factory=dict)
+    strict: bool = False
+    network: bool = True
+    mounts: tuple[MountConfig, ...] = ()
+    limits: Limits = Limits()
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    mode: str = "none"  # "none": loopback only; "bridge": a private network between the VMs
+    subnet: str = DEFAULT_SUBNET
+
+
+@dataclass(frozen=True)
+class Project:
+    name: str
+    file: str
+    directory: str
+    network: NetworkConfig
+    sources: Mapping[str, SourceConfig]
+    vms: Mapping[str, VmConfig]
+    services: Mapping[str, Any]
+
+
+class _Table:
+    """A TOML table being read, which knows its own key path for error messages. Unknown
+    keys are reported first: a misspelt key is likelier than a missing one."""
+
+    def __init__(self, file: str, where: str, data: Any, known: tuple[str, ...] | None = None) -> None:
+        self.file, self.where, self.data = file, where, data
+        if not isinstance(data, dict):
+            self.fail("must be a table")
+        if known is not None:
+            unknown = sorted(set(data) - set(known))
+            if unknown:
+                self.fail(f"unknown key {unknown[0]!r}; known: {', '.join(sorted(known))}")
+
+    def fail(self, problem: str, key: str | None = None) -> NoReturn:
+        where = ".".join(p for p in (self.where, key) if p) or "(top level)"
+        raise ConfigError(f"{os.path.basename(self.file)}: {where}: {problem}")
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
+        value = self.data.get(key, default)
+        # bool is an int to Python, not to a config file: `pids = true` is a mistake.
+        mistyped = not isinstance(value, kind) or (isinstance(value, bool) and bool not in _kinds(kind))
+        if value is not None and mistyped:
+            names = " or ".join(k.__name__ for k in _kinds(kind))
+            self.fail(f"must be {names}, not {type(value).__name__}", key)
+        return value
+
+    def child(self, key: str, known: tuple[str, ...] | None = None) -> _Table:
+        return _Table(self.file, ".".join(p for p in (self.where, key) if p), self.data.get(key, {}), known)
+
+
+def _kinds(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _size(table: _Table, key: str) -> int | None:
+    value = table.get(key, (str, int))
+    if value is None:
+        return None
+    try:
+        return value if isinstance(value, int) else spec.parse_size(value, key)
+    except spec.UsageError:
+        table.fail(f"{value!r} is not a size; use e.g. 64m or 1g", key)
+    return None
+
+
+def _source(table: _Table, name: str, directory: str) -> SourceConfig:
+    kind = table.get("type", str)
+    if kind not in ("host", "memory"):
+        table.fail(f"must be 'host' or 'memory', not {kind!r}", "type")
+    path = table.get("path", str)
+    if kind == "host":
+        if path is None:
+            table.fail("a host source needs a path", "path")
+        path = os.path.normpath(os.path.join(directory, path))
+        if not os.path.exists(path):
+            table.fail(f"{path} does not exist; create it or fix the path", "path")
+    elif path is not None:
+        table.fail("a memory source has no path", "path")
+    source = SourceConfig(name, kind, path, _size(table, "size"), bool(table.get("sockets", bool, False)))
+    return source
+
+
+def _mount(table: _Table, sources: Mapping[str, SourceConfig]) -> MountConfig:
+    target = table.get("target", str)
+    if target is None:
+        table.fail("a mount needs a target", "target")
+    try:
+        target = spec.parse_target(target, "target")
+    except spec.UsageError as e:
+        table.fail(str(e).split(": ", 1)[1], "target")
+    source = table.get("source", str)
+    private = table.get("tmpfs", bool, False)
+    if source is None and not private:
+        table.fail("give a source, or tmpfs = true for a private memory file system")
+    if source is not None and source not in sources:
+        known = ", ".join(sources) or "none defined"
+        table.fail(f'no source named "{source}"; known: {known}', "source")
+    mount = MountConfig(target, source, _size(table, "size"), bool(table.get("readonly", bool, False)))
+    return mount
+
+
+def _vm(table: _Table, name: str, sources: Mapping[str, SourceConfig], directory: str) -> VmConfig:
+    if not NAME.match(name):
+        table.fail("a VM name is 1 to 31 lowercase letters, digits, '-' or '_'")
+    command = table.get("command", (list, str))
+    if not command:
+        table.fail("a VM needs a command (a list, or a string run with sh -c)", "command")
+    argv = ("sh", "-c", command) if isinstance(command, str) else tuple(str(a) for a in command)
+    image = table.get("image", str, "host")
+    if image != "host":
+        image = os.path.normpath(os.path.join(directory, image))
+        if not os.path.exists(image):
+            table.fail(f"{image} does not exist; give 'host', a root directory or a tarball", "image")
+    workdir = table.get("workdir", str, "/")
+    if not workdir.startswith("/"):
+        table.fail("must be an absolute path", "workdir")
+    environment = table.child("environment")
+    env = {k: str(environment.get(k, (str, int, float))) for k in environment.data}
+    mounts_data = table.get("mounts", list, [])
+    mounts = tuple(
+        _mount(_Table(table.file, f"{table.where}.mounts[{i}]", m, MOUNT_KEYS), sources)
+        for i, m in enumerate(mounts_data)
+    )
+    targets = [m.target for m in mounts]
+    duplicate = next((t for t in targets if targets.count(t) > 1), None)
+    if duplicate:
+        table.fail(f"two mounts at {duplicate}", "mounts")
+    limits_table = table.child("limits", ("memory", "pids", "cpus"))
+    pids = limits_table.get("pids", int)
+    cpus = limits_table.get("cpus", (int, float))
+    if (pids is not None and pids < 1) or (cpus is not None and cpus <= 0):
+        limits_table.fail("limits must be positive")
+    limits = Limits(_size(limits_table, "memory"), pids, float(cpus) if cpus is not None else None)
+    user = table.get("user", (str, int))
+    vm = VmConfig(
+        name=name,
+        command=argv,
+        image=image,
+        workdir=workdir,
+        user=str(user) if user is not None else None,
+        environment=env,
+        strict=bool(table.get("strict", bool, False)),
+        network=bool(table.get("network", bool, True)),
+        mounts=mounts,
+        limits=limits,
+    )
+    return vm
+
+
+def load(file: str) -> Project:
+    """Read and check ``file``; raise ConfigError naming the first mistake."""
+    file = os.path.abspath(file)
+    try:
+        with open(file, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: no such file; write an hvfs.toml or give -f FILE") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{os.path.basename(file)}: not valid TOML: {e}") from None
+    directory = os.path.dirname(file)
+    top = _Table(file, "", data, ("name", "network", "sources", "vms", "services"))
+    name = top.get("name", str) or os.path.basename(directory).lower()
+    if not NAME.match(name):
+        top.fail(f"project name {name!r}: use lowercase letters, digits, '-' or '_'", "name")
+    network_table = top.child("network", ("mode", "subnet"))
+    mode = network_table.get("mode", str, "none")
+    if mode not in ("none", "bridge"):
+        network_table.fail(f"must be 'none' or 'bridge', not {mode!r}", "mode")
+    subnet = network_table.get("subnet", str, DEFAULT_SUBNET)
+    try:
+        net = ipaddress.IPv4Network(subnet)
+    except ValueError:
+        network_table.fail(f"{subnet!r} is not an IPv4 subnet such as {DEFAULT_SUBNET}", "subnet")
+    sources_table = top.child("sources")
+    sources = {n: _source(sources_table.child(n, SOURCE_KEYS), n, directory) for n in list(sources_table.data)}
+    vms_table = top.child("vms")
+    if not vms_table.data:
+        top.fail("no VMs: add a [vms.NAME] table with a command", "vms")
+    vms = {n: _vm(vms_table.child(n, VM_KEYS), n, sources, directory) for n in list(vms_table.data)}
+    if mode == "bridge" and net.num_addresses - 3 < len(vms):
+        network_table.fail(f"{subnet} is too small for {len(vms)} VMs", "subnet")
+    services = top.get("services", dict, {})
+    return Project(name, file, directory, NetworkConfig(mode, subnet), sources, vms, services)

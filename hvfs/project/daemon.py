@@ -1,0 +1,342 @@
+"""The manager of a project: runs every VM of an hvfs.toml, serves their files, and
+answers the CLI (``hvfs ps``, ``exec``, ``stop``, ``down``) over its control socket.
+
+Everything that forks happens before the first thread: entering the namespaces, and the
+zygote, which forks every VM's launcher from then on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from hvfs.intercept.arch import native
+from hvfs.manager.manager import Manager
+from hvfs.manager.mounts import Mount, system_mounts
+from hvfs.manager.sources.base import Source, SourceError
+from hvfs.manager.sources.host import HostSource
+from hvfs.manager.sources.memory import MemorySource
+from hvfs.manager.sources.synth import SynthSource
+from hvfs.project import control
+from hvfs.project.config import Project, VmConfig
+from hvfs.project.limits import LimitMaker
+from hvfs.project.state import ProjectState
+from hvfs.runtime import RunningVm, VmSpec, build, compile_program, image_source, start_vm
+from hvfs.sandbox import channel, launcher, preflight, userns
+from hvfs.sandbox.errors import SetupError
+from hvfs.sandbox.spawn import Program
+from hvfs.sandbox.zygote import Zygote
+from hvfs.spec import DEFAULT_PATH, UsageError
+
+log = logging.getLogger("hvfs.project")
+STOP_TIMEOUT = 10.0
+
+
+@dataclass
+class VmRecord:
+    config: VmConfig
+    running: RunningVm | None = None
+    state: str = "starting"
+    code: int | None = None
+    address: str | None = None
+    started: float = 0.0
+    start_ms: float = 0.0
+    exited: threading.Event = field(default_factory=threading.Event)
+    execs: dict[str, control.Connection] = field(default_factory=dict)  # exec id -> the asking client
+
+    def describe(self) -> dict[str, Any]:
+        stats = self.running.context.statistics() if self.running else None
+        return {
+            "name": self.config.name,
+            "state": self.state,
+            "code": self.code,
+            "pid": self.running.process.init_pid if self.running else None,
+            "address": self.address,
+            "image": self.config.image,
+            "started": self.started,
+            "start_ms": round(self.start_ms, 1),
+            "requests": {o: stats.total(o) for o in ("served", "continued", "failed")} if stats else None,
+        }
+
+
+class Daemon:
+    def __init__(self, project: Project, state: ProjectState, *, foreground: bool, out: TextIO) -> None:
+        self.project = project
+        self.state = state
+        self.foreground = foreground
+        self.out = out
+        self.vms: dict[str, VmRecord] = {name: VmRecord(vm) for name, vm in project.vms.items()}
+        self.done = threading.Event()
+        self.interrupted = False
+        self._ids = itertools.count(1)
+        self._width = max(len(n) for n in project.vms)
+        self._print_lock = threading.Lock()
+        self.server: control.ControlServer | None = None
+        self.zygote: Zygote | None = None
+        self.limits: LimitMaker | None = None
+
+    # -- life -----------------------------------------------------------------------
+
+    def run(self, ready: Callable[[str | None], None]) -> int:
+        """Start the project and serve it until ``hvfs down`` (or, in the foreground, until
+        every VM has exited or the user interrupts). ``ready`` hears None once every VM
+        runs, or the one-line error that stopped the start."""
+        if not self.state.claim(self.project.file):
+            ready(f"project {self.project.name} is already up")
+            return 125
+        try:
+            self._start_everything()
+        except (UsageError, SetupError, SourceError, OSError) as e:
+            message = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            ready(message)
+            self._shutdown()
+            return 125
+        ready(None)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, self._on_signal)
+        while not self.done.wait(1.0):
+            pass
+        self._shutdown()
+        return 130 if self.interrupted else 0
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self.interrupted = signum == signal.SIGINT
+        self.done.set()
+
+    def _start_everything(self) -> None:
+        preflight.check_kernel()
+        arch = native()
+        programs = {strict: compile_program(strict, arch) for strict in {vm.strict for vm in self.project.vms.values()}}
+        images = {vm.name: image_source(vm.image) for vm in self.project.vms.values()}  # tarballs unpack here
+        bridge_wanted = self.project.network.mode == "bridge"
+        idmap = userns.enter_manager_namespaces(network=bridge_wanted)
+        self.zygote = Zygote()  # the last fork of this process: threads may start after it
+        self.manager = Manager()
+        self.sources: dict[str, Source] = {
+            name: HostSource(s.path) if s.kind == "host" and s.path else MemorySource(s.size)
+            for name, s in self.project.sources.items()
+        }
+        self.bridge = None
+        self.hosts: SynthSource | None = None
+        if bridge_wanted:
+            from hvfs.project.network import Bridge
+
+            self.bridge = Bridge(self.project.network.subnet)
+            for record in self.vms.values():
+                if record.config.network:
+                    record.address = self.bridge.reserve(record.config.name)
+            self.hosts = SynthSource(self.bridge.hosts())
+        self.limits = LimitMaker(self.project.name)
+        self.server = control.ControlServer(self.state.control, self._handle)
+        for record in self.vms.values():
+            self._start(record, images[record.config.name], idmap, arch, programs[record.config.strict])
+
+    def _start(self, record: VmRecord, image: Source, idmap: userns.IdMap, arch: Any, filter_program: bytes) -> None:
+        vm = record.config
+        began = time.monotonic()
+        mounts = [Mount("/", image), *system_mounts()]
+        for m in vm.mounts:
+            if m.source is None:
+                mounts.append(Mount(m.target, MemorySource(m.size), m.readonly))
+            else:
+                sockets = self.project.sources[m.source].sockets
+                mounts.append(Mount(m.target, self.sources[m.source], m.readonly, sockets))
+        if self.hosts is not None and vm.network:
+            mounts.append(Mount("/etc/hosts", self.hosts, readonly=True))
+        env = {"PATH": DEFAULT_PATH, "HOSTNAME": vm.name, "HOME": "/root", **vm.environment}
+        command = Program(vm.command, env, vm.workdir, vm.user, home_set="HOME" in vm.environment)
+        output_read, output_write = os.pipe2(os.O_CLOEXEC)
+        null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+        spec = VmSpec(vm.name, tuple(mounts), command, strict=vm.strict, stdio=(null, output_write, output_write))
+        os.makedirs(self.state.staging(vm.name), mode=0o700, exist_ok=True)
+        assert self.limits is not None and self.zygote is not None
+        plan = self.limits.plan(vm.name, vm.limits)
+
+        def before_start(process: launcher.VmProcess) -> dict[str, Any]:
+            settings: dict[str, Any] = {}
+            LimitMaker.enter(plan, process.init_pid)
+            if plan.rlimits:
+                settings["rlimits"] = plan.rlimits
+            if self.bridge is not None and vm.network:
+                settings["network"] = self.bridge.attach(vm.name, process.init_pid)
+            return settings
+
+        views = build(spec, self.state.staging(vm.name))
+        try:
+            running = start_vm(
+                spec,
+                views,
+                manager=self.manager,
+                idmap=idmap,
+                arch=arch,
+                program=filter_program,
+                start=self.zygote.start,
+                before_start=before_start,
+            )
+        finally:
+            views.release_boot()
+            os.close(output_write)
+            os.close(null)
+        record.running, record.state, record.started = running, "running", time.time()
+        record.start_ms = (time.monotonic() - began) * 1000
+        for target, name in ((self._pump, "log"), (self._watch, "wait"), (self._listen, "channel")):
+            args = (record, output_read) if target == self._pump else (record,)
+            threading.Thread(target=target, args=args, name=f"hvfs-{vm.name}-{name}", daemon=True).start()
+
+    def _shutdown(self) -> None:
+        running = [r for r in self.vms.values() if r.state == "running"]
+        stoppers = [threading.Thread(target=self._stop, args=(r, STOP_TIMEOUT)) for r in running]
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join()
+        if self.server is not None:
+            self.server.close()
+        if self.zygote is not None:
+            self.zygote.close()
+        if self.limits is not None:
+            self.limits.cleanup()
+        self.state.remove()
+
+    # -- one VM ---------------------------------------------------------------------
+
+    def _stop(self, record: VmRecord, timeout: float) -> int | None:
+        """SIGTERM to the command, then SIGKILL to the whole VM after ``timeout`` seconds."""
+        if record.running is not None and record.state == "running":
+            record.running.signal(signal.SIGTERM)
+            if not record.exited.wait(timeout):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(record.running.process.init_pid, signal.SIGKILL)
+                record.exited.wait(10)
+        return record.code
+
+    def _watch(self, record: VmRecord) -> None:
+        assert record.running is not None
+        code = record.running.process.wait()
+        record.running.driver.join(timeout=5)
+        with contextlib.suppress(KeyError):
+            self.manager.remove_vm(record.config.name)
+        record.running.context.close()
+        record.code, record.state = code, "exited"
+        record.exited.set()
+        self._say(record.config.name, f"exited with code {code}")
+        if self.foreground and all(r.state == "exited" for r in self.vms.values()):
+            self.done.set()
+
+    def _pump(self, record: VmRecord, output: int) -> None:
+        """The VM's output into its log file, and, in the foreground, to the terminal."""
+        pending = b""
+        with open(self.state.log(record.config.name), "ab") as logfile:
+            while chunk := os.read(output, 65536):
+                logfile.write(chunk)
+                logfile.flush()
+                if self.foreground:
+                    lines = (pending + chunk).split(b"\n")
+                    pending = lines.pop()
+                    for line in lines:
+                        self._say(record.config.name, line.decode(errors="replace"))
+        os.close(output)
+        if pending and self.foreground:
+            self._say(record.config.name, pending.decode(errors="replace"))
+
+    def _say(self, vm: str, line: str) -> None:
+        if self.foreground:
+            with self._print_lock:
+                self.out.write(f"{vm:<{self._width}} | {line}\n")
+                self.out.flush()
+
+    def _listen(self, record: VmRecord) -> None:
+        """Pid 1's messages about the processes of ``hvfs exec``."""
+        assert record.running is not None
+        while True:
+            try:
+                message, fds = channel.receive(record.running.process.chan)
+            except (channel.ChannelClosed, OSError):
+                break
+            if "exec_started" in message:
+                client = record.execs.get(str(message["exec_started"]))
+                if client is not None:
+                    with contextlib.suppress(OSError):
+                        client.send({"started": message["pid"]}, fds or None)
+            elif "exec_exited" in message:
+                client = record.execs.pop(str(message["exec_exited"]), None)
+                if client is not None:
+                    with contextlib.suppress(OSError):
+                        client.send({"exited": message["code"]})
+            for fd in fds:
+                os.close(fd)
+        for client in record.execs.values():  # the VM ended: so did its exec'd processes
+            with contextlib.suppress(OSError):
+                client.send({"exited": 128 + signal.SIGKILL})
+        record.execs.clear()
+
+    # -- the control socket ---------------------------------------------------------
+
+    def _handle(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
+        op = message.get("op")
+        try:
+            if op == "ps":
+                connection.send({"vms": [r.describe() for r in self.vms.values()], "manager": self._manager_info()})
+            elif op == "stop":
+                record = self._record(message)
+                code = self._stop(record, float(message.get("timeout", STOP_TIMEOUT)))
+                connection.send({"ok": True, "code": code})
+            elif op == "down":
+                threading.Thread(target=self._down, args=(connection,), daemon=True).start()
+            elif op == "exec":
+                self._exec(self._record(message), message, fds, connection)
+            else:
+                connection.send({"error": f"unknown operation {op!r}"})
+        except LookupError as e:
+            connection.send({"error": str(e.args[0])})
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def _record(self, message: dict[str, Any]) -> VmRecord:
+        name = message.get("vm")
+        if name not in self.vms:
+            raise LookupError(f"no VM named {name!r} in project {self.project.name}; VMs: {', '.join(self.vms)}")
+        return self.vms[str(name)]
+
+    def _down(self, connection: control.Connection) -> None:
+        for record in self.vms.values():
+            self._stop(record, STOP_TIMEOUT)
+        with contextlib.suppress(OSError):
+            connection.send({"ok": True})
+        self.done.set()
+
+    def _exec(self, record: VmRecord, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
+        if record.state != "running" or record.running is None:
+            raise LookupError(f"VM {record.config.name} is not running")
+        exec_id = str(next(self._ids))
+        record.execs[exec_id] = connection
+        vm = record.config
+        env = {"PATH": DEFAULT_PATH, "HOSTNAME": vm.name, "HOME": "/root", **vm.environment, **message.get("env", {})}
+        request = {
+            "id": exec_id,
+            "argv": message["argv"],
+            "env": env,
+            "env_given": [*vm.environment, *message.get("env", {})],
+            "workdir": message.get("workdir") or vm.workdir,
+            "user": message.get("user") or vm.user,
+            "tty": bool(message.get("tty")),
+            "winsize": message.get("winsize"),
+        }
+        channel.send(record.running.process.chan, {"exec": request}, fds or None)  # the caller closes ours
+
+    def _manager_info(self) -> dict[str, Any]:
+        rss = 0
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1])
+        return {"pid": os.getpid(), "file": self.project.file, "rss_kb": rss}

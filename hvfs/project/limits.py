@@ -1,0 +1,171 @@
+"""Memory, pids and CPU limits per VM: cgroups where the machine lets the manager use
+them, rlimits otherwise.
+
+With cgroup v2 (and the controllers delegated to the manager's cgroup, as systemd does
+for a user's services), each VM gets a cgroup under the manager's. Without cgroup v2,
+hvfs says so and uses cgroup v1's pids, memory and cpu hierarchies where it may write
+them (as root). Where it may use neither, it says so and falls back to rlimits: pids with
+RLIMIT_NPROC, counted per user namespace, so per VM — but the kernel never applies it
+to the host's root, so a VM run by root gets no pids limit that way — and memory with
+RLIMIT_AS, per process rather than per VM; CPU is then not limited.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass, field
+
+from hvfs.project.config import Limits
+
+log = logging.getLogger("hvfs.limits")
+CGROUP_ROOT = "/sys/fs/cgroup"
+CONTROLLERS = ("memory", "pids", "cpu")
+CPU_PERIOD = 100_000
+# What each limit is called in each cgroup version.
+V2_FILES = {"memory": "memory.max", "pids": "pids.max", "cpu": "cpu.max"}
+V1_FILES = {"memory": "memory.limit_in_bytes", "pids": "pids.max", "cpu": "cpu.cfs_quota_us"}
+
+
+def _mounts() -> list[tuple[str, str, set[str]]]:
+    """(mount point, file system type, super options) of every cgroup mount."""
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields, _, tail = line.partition(" - ")
+            fstype, _source, options = tail.split()[:3]
+            if fstype in ("cgroup", "cgroup2"):
+                found.append((fields.split()[4], fstype, set(options.split(","))))
+    return found
+
+
+def _v2_base() -> tuple[str | None, str]:
+    """The manager's own cgroup directory when cgroup v2 can be used, else why not."""
+    mounts = {point: fstype for point, fstype, _ in _mounts()}
+    if mounts.get(CGROUP_ROOT) != "cgroup2":
+        return None, "cgroup v2 is not mounted at /sys/fs/cgroup (this machine uses cgroup v1)"
+    with open("/proc/self/cgroup") as f:
+        relative = next((line.split("::", 1)[1].strip() for line in f if line.startswith("0::")), "/")
+    base = os.path.join(CGROUP_ROOT, relative.lstrip("/"))
+    try:
+        with open(os.path.join(base, "cgroup.controllers")) as f:
+            available = set(f.read().split())
+    except OSError as e:
+        return None, f"cgroup v2 cannot be read at {base}: {e.strerror}"
+    missing = [c for c in CONTROLLERS if c not in available]
+    if missing:
+        return None, f"the cgroup v2 controllers {', '.join(missing)} are not delegated to {base}"
+    if not os.access(base, os.W_OK):
+        return None, f"{base} is not writable"
+    return base, ""
+
+
+def _v1_roots() -> dict[str, str]:
+    """Writable cgroup v1 hierarchies of the controllers, by controller."""
+    roots: dict[str, str] = {}
+    for point, fstype, options in _mounts():
+        for controller in CONTROLLERS:
+            if fstype == "cgroup" and controller in options and os.access(point, os.W_OK):
+                roots.setdefault(controller, point)
+    return roots
+
+
+@dataclass
+class LimitPlan:
+    rlimits: dict[str, int] = field(default_factory=dict)  # for pid 1 to set
+    cgroups: list[str] = field(default_factory=list)  # cgroup directories pid 1 joins
+
+
+class LimitMaker:
+    def __init__(self, project: str) -> None:
+        self.project = project
+        self.v2, why_not_v2 = _v2_base()
+        self.v1 = {} if self.v2 else _v1_roots()
+        self._made: list[str] = []
+        if self.v2 is None and self.v1:
+            self.note = f"{why_not_v2}; limits use cgroup v1 ({', '.join(sorted(self.v1))})"
+        elif self.v2 is None:
+            self.note = (
+                f"{why_not_v2}, and cgroup v1 is not writable: memory limits use RLIMIT_AS per process, pids limits "
+                "RLIMIT_NPROC (which does not apply to a VM run by the host's root), CPU limits are not enforced"
+            )
+        else:
+            self.note = ""
+        self._warned = False
+
+    def plan(self, vm: str, limits: Limits) -> LimitPlan:
+        if limits == Limits():
+            return LimitPlan()
+        if self.note and not self._warned:
+            log.warning("%s", self.note)
+            self._warned = True
+        wanted = {
+            "memory": limits.memory,
+            "pids": limits.pids,
+            "cpu": int(limits.cpus * CPU_PERIOD) if limits.cpus else None,
+        }
+        plan = LimitPlan()
+        if self.v2 is not None:
+            plan.cgroups.append(self._v2_cgroup(vm, wanted))
+            return plan
+        for controller, value in wanted.items():
+            if value is None:
+                continue
+            if controller in self.v1:
+                plan.cgroups.append(self._v1_cgroup(self.v1[controller], controller, vm, value))
+            elif controller == "pids":
+                plan.rlimits["nproc"] = value
+            elif controller == "memory":
+                plan.rlimits["as"] = value
+        return plan
+
+    def _v2_cgroup(self, vm: str, wanted: dict[str, int | None]) -> str:
+        assert self.v2 is not None
+        project = os.path.join(self.v2, f"hvfs-{self.project}")
+        if not os.path.isdir(project):
+            os.mkdir(project)
+            self._made.append(project)
+            # A cgroup with processes cannot hand controllers down ("no internal processes"):
+            # the manager's own cgroup keeps the manager, the project's holds only VMs'.
+            for parent in (self.v2, project):
+                with open(os.path.join(parent, "cgroup.subtree_control"), "w") as f:
+                    f.write(" ".join(f"+{c}" for c in CONTROLLERS))
+        path = self._make(os.path.join(project, vm))
+        for controller, value in wanted.items():
+            if value is not None:
+                text = f"{value} {CPU_PERIOD}" if controller == "cpu" else str(value)
+                self._write(path, V2_FILES[controller], text)
+        return path
+
+    def _v1_cgroup(self, root: str, controller: str, vm: str, value: int) -> str:
+        path = self._make(os.path.join(root, f"hvfs-{self.project}-{vm}"))
+        if controller == "cpu":
+            self._write(path, "cpu.cfs_period_us", str(CPU_PERIOD))
+        self._write(path, V1_FILES[controller], str(value))
+        return path
+
+    def _make(self, path: str) -> str:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path)
+        self._made.insert(0, path)
+        return path
+
+    @staticmethod
+    def _write(path: str, name: str, value: str) -> None:
+        with open(os.path.join(path, name), "w") as f:
+            f.write(value)
+
+    @staticmethod
+    def enter(plan: LimitPlan, pid: int) -> None:
+        """Move pid 1 (before it starts the command) into its cgroups."""
+        for path in plan.cgroups:
+            with open(os.path.join(path, "cgroup.procs"), "w") as f:
+                f.write(str(pid))
+
+    def cleanup(self) -> None:
+        for path in self._made:
+            try:
+                os.rmdir(path)
+            except OSError:
+                log.warning("could not remove the cgroup %s", path)

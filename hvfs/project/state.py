@@ -1,0 +1,91 @@
+"""A project's state directory: who runs it, its control socket, its VMs' logs.
+
+It lives under hvfs's state directory (/run/hvfs as root, $XDG_RUNTIME_DIR/hvfs
+otherwise) in projects/NAME/. The manager holds an exclusive lock on manager.lock for
+its whole life: whoever can take the lock knows no manager is up, and may clean up what
+a killed one left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import time
+from typing import Any
+
+from hvfs.state import state_directory
+
+
+class ProjectState:
+    def __init__(self, project: str) -> None:
+        self.project = project
+        self.root = os.path.join(state_directory(), "projects", project)
+        self.lock_path = os.path.join(self.root, "manager.lock")
+        self.info_path = os.path.join(self.root, "manager.json")
+        self.control = os.path.join(self.root, "control.sock")
+        self.logs = os.path.join(self.root, "logs")
+        self._lock_fd: int | None = None
+
+    def log(self, vm: str) -> str:
+        return os.path.join(self.logs, f"{vm}.log")
+
+    def staging(self, vm: str) -> str:
+        return os.path.join(self.root, "vms", vm)
+
+    def running(self) -> dict[str, Any] | None:
+        """The running manager's info, or None when no manager holds the lock."""
+        try:
+            fd = os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                with open(self.info_path) as f:
+                    info: dict[str, Any] = json.load(f)
+                return info
+            except (OSError, ValueError):
+                return {"pid": None}
+        finally:
+            os.close(fd)
+        return None
+
+    def claim(self, file: str) -> bool:
+        """Become the project's manager: False if another one is up. Cleans up after a
+        manager that was killed."""
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._lock_fd = fd
+        for stale in (self.logs, os.path.join(self.root, "vms")):
+            shutil.rmtree(stale, ignore_errors=True)
+        os.makedirs(self.logs, mode=0o700)
+        with open(self.info_path, "w") as f:
+            json.dump({"pid": os.getpid(), "file": file, "started": time.time()}, f)
+        return True
+
+    def remove(self) -> None:
+        """Remove everything, the lock last (while still held)."""
+        for name in os.listdir(self.root):
+            path = os.path.join(self.root, name)
+            if path != self.lock_path:
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
+        with contextlib.suppress(OSError):
+            os.unlink(self.lock_path)
+        with contextlib.suppress(OSError):
+            os.rmdir(self.root)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None

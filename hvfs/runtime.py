@@ -1,0 +1,153 @@
+"""Starting VMs served by a manager in this process: what ``hvfs run`` and the daemon of
+``hvfs up`` share.
+
+A VM starts in four steps: its views are built in the manager's mount namespace; a
+launcher is forked (directly while this process is single-threaded, by the zygote
+otherwise) and boots pid 1 into the boot view; the manager registers the VM and serves
+its listener; then pid 1 is told to start the command, once its network link exists.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from hvfs.api import InProcessTransport
+from hvfs.intercept.arch import Arch
+from hvfs.intercept.driver import SeccompDriver
+from hvfs.intercept.filter import FilterConfig, compile_filter
+from hvfs.manager.manager import Manager
+from hvfs.manager.mounts import Mount
+from hvfs.manager.sources.base import Source, SourceError
+from hvfs.manager.sources.image import directory_image, host_image, tarball_image
+from hvfs.manager.view import Views, build_views, ensure_path
+from hvfs.manager.vm import VmContext
+from hvfs.sandbox import launcher, terminal
+from hvfs.sandbox.errors import SetupError
+from hvfs.sandbox.plan import BootPlan
+from hvfs.sandbox.spawn import Program
+from hvfs.sandbox.userns import IdMap
+from hvfs.spec import UsageError
+from hvfs.state import cache_directory
+
+Starter = Callable[[BootPlan, IdMap], launcher.VmProcess]
+
+
+@dataclass(frozen=True)
+class VmSpec:
+    name: str
+    mounts: tuple[Mount, ...]  # "/" among them
+    program: Program
+    strict: bool = False
+    persist: str | None = None
+    tty: bool = False
+    stdio: tuple[int, int, int] = (0, 1, 2)
+    start: Mapping[str, Any] = field(default_factory=dict)  # for pid 1: network link, rlimits
+
+
+@dataclass
+class RunningVm:
+    spec: VmSpec
+    process: launcher.VmProcess
+    context: VmContext
+    driver: SeccompDriver
+    terminal: int | None  # the pty master, with a terminal
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def signal(self, signum: int) -> None:
+        self.process.signal(signum)
+
+
+def image_source(image: str) -> Source:
+    """'host', a root directory or a rootfs tarball, as an image source (a tarball is
+    unpacked into the cache here, before any namespace is entered)."""
+    if image == "host":
+        return host_image()
+    if os.path.isdir(image):
+        return directory_image(image)
+    return tarball_image(image, os.path.join(cache_directory(), "images"))
+
+
+def compile_program(strict: bool, arch: Arch) -> bytes:
+    """The VM's seccomp filter, with a clear error when it cannot be built here."""
+    try:
+        return compile_filter(FilterConfig(trap_reads=strict), arch)
+    except ImportError:
+        raise SetupError(
+            "seccomp filter", "the pyseccomp package is missing", "install hvfs with its dependencies: scripts/setup"
+        ) from None
+    except RuntimeError as e:  # pyseccomp cannot find libseccomp
+        raise SetupError("seccomp filter", str(e), "install libseccomp: apt-get install libseccomp2") from None
+    except OSError as e:
+        raise SetupError(
+            "seccomp filter",
+            f"libseccomp cannot build a user-notification filter ({e.strerror})",
+            "seccomp user notification is unavailable here; hvfs needs Linux 5.14+ with CONFIG_SECCOMP_FILTER",
+        ) from None
+
+
+def build(spec: VmSpec, staging: str) -> Views:
+    """The VM's views, with its working directory made; errors the user can fix raise UsageError."""
+    try:
+        views = build_views(list(spec.mounts), staging, spec.persist)
+    except SourceError as e:
+        raise UsageError(str(e)) from None
+    try:
+        os.close(ensure_path(views.rw_root, spec.program.workdir))
+    except (SourceError, OSError):
+        views.release_boot()
+        workdir = spec.program.workdir
+        raise UsageError(f"-w {workdir}: not a directory in the VM; pick another working directory") from None
+    return views
+
+
+def start_vm(
+    spec: VmSpec,
+    views: Views,
+    *,
+    manager: Manager,
+    idmap: IdMap,
+    arch: Arch,
+    program: bytes,
+    start: Starter = launcher.start,
+    before_start: Callable[[launcher.VmProcess], Mapping[str, Any]] | None = None,
+) -> RunningVm:
+    """Boot the VM on ``views``, serve it, and start its command.
+
+    ``before_start`` runs once pid 1 is in its namespaces and before the command starts
+    (the network link is made then); what it returns is added to pid 1's start message.
+    """
+    plan = BootPlan(
+        name=spec.name,
+        boot=views.boot,
+        program=spec.program,
+        filter_program=program,
+        tty=spec.tty,
+        winsize=terminal.host_winsize() if spec.tty else None,
+        stdio=spec.stdio,
+    )
+    vm = start(plan, idmap)
+    booted = vm.wait_booted()
+    vm_root = os.open(f"/proc/{vm.init_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    views.release_boot()  # the VM holds its own copy of the boot view now
+    context = VmContext(
+        spec.name,
+        views.rw_root,
+        vm_root,
+        strict=spec.strict,
+        socket_mounts=views.socket_mounts,
+        sockets=manager.sockets,
+    )
+    manager.add_vm(context)
+    driver = SeccompDriver(booted.listener, spec.name, InProcessTransport(manager.handle_request), arch)
+    driver.start()
+    settings = dict(spec.start)
+    if before_start is not None:
+        settings.update(before_start(vm))
+    vm.go(settings)
+    return RunningVm(spec=spec, process=vm, context=context, driver=driver, terminal=booted.terminal)
