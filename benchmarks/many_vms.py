@@ -70,12 +70,10 @@ def main() -> None:
     growth = (int(str(many["manager_rss_kb"])) - int(str(one["manager_rss_kb"]))) / (args.vms - 1)
     print(f"{args.vms} VMs on one manager: {many['running']} running, {many['serving']} serving files")
     print(f"  hvfs up -d:          {many['up_s']:.2f} s in all")
-    print(
-        f"  start-up per VM:     median {statistics.median(starts):.0f} ms (min {min(starts):.0f}, max {max(starts):.0f})"
-    )
-    print(
-        f"  manager memory:      {one['manager_rss_kb'] / 1024:.1f} MiB with 1 VM, {int(str(many['manager_rss_kb'])) / 1024:.1f} MiB with {args.vms}"
-    )
+    median, low, high = statistics.median(starts), min(starts), max(starts)
+    print(f"  start-up per VM:     median {median:.0f} ms (min {low:.0f}, max {high:.0f})")
+    alone, crowd = int(str(one["manager_rss_kb"])) / 1024, int(str(many["manager_rss_kb"])) / 1024
+    print(f"  manager memory:      {alone:.1f} MiB with 1 VM, {crowd:.1f} MiB with {args.vms}")
     print(f"  growth per VM:       {growth / 1024:.2f} MiB")
     results = HERE / "results"
     results.mkdir(exist_ok=True)
