@@ -106,9 +106,11 @@ def staged() -> Iterator[Path]:
     shutil.copytree(REPO / "hvfs", stage / "hvfs", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "tests" / "probes", stage / "probes")
     shutil.copytree(REPO / "tests" / "conformance", stage / "conformance", ignore=shutil.ignore_patterns("__pycache__"))
+    import pyroute2
     import pyseccomp
 
     shutil.copy(pyseccomp.__file__, stage / "pyseccomp.py")
+    shutil.copytree(Path(pyroute2.__file__).parent, stage / "pyroute2", ignore=shutil.ignore_patterns("__pycache__"))
     for path in stage.rglob("*"):
         os.chmod(path, 0o755 if path.is_dir() else 0o644)
     yield stage

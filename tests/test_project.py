@@ -249,3 +249,47 @@ def test_exec_with_a_terminal(example: Project) -> None:
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 5
+
+
+WATCH = """
+import ctypes, os, struct, select
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.inotify_init1(0)
+libc.inotify_add_watch(fd, b"/data", 0x100 | 0x8)  # IN_CREATE | IN_CLOSE_WRITE
+print("watching", flush=True)
+seen = []
+while len(seen) < 2 and select.select([fd], [], [], 20)[0]:
+    data = os.read(fd, 4096)
+    while data:
+        _, mask, _, length = struct.unpack("iIII", data[:16])
+        seen.append((hex(mask), data[16:16 + length].rstrip(b"\\0").decode()))
+        data = data[16 + length:]
+print(seen)
+"""
+
+
+def test_inotify_in_one_vm_sees_another_vms_writes(example: Project) -> None:
+    command = [*example.hvfs.command, "-f", example.file, "exec", "reader", "--", "python3", "-c", WATCH]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as watcher:
+        assert watcher.stdout is not None and watcher.stdout.readline() == "watching\n"
+        example.ok("exec", "writer-b", "--", "sh", "-c", "echo news > /data/from-b")
+        assert watcher.stdout.readline().strip() == "[('0x100', 'from-b'), ('0x8', 'from-b')]"
+
+
+def test_a_rootless_project(rootless: Hvfs, shared_tmp: Path) -> None:
+    from tests.conftest import ROOTLESS_USER, chown_to
+
+    directory = shared_tmp / "shared-sqlite"
+    shutil.copytree(EXAMPLE, directory)
+    chown_to(shared_tmp, ROOTLESS_USER)
+    project = Project(rootless, directory)
+    project.ok("up", "-d")
+    try:
+        echo = (
+            "import socket; s = socket.create_connection(('writer-b', 7000), timeout=10); "
+            "s.sendall(b'rootless\\n'); print(s.makefile().readline().strip())"
+        )
+        assert project.ok("exec", "writer-a", "--", "python3", "-c", echo).strip() == "rootless"
+        assert project.ok("exec", "writer-a", "--", "sh", "-c", "echo x > /data/f && id -u").strip() == "0"
+    finally:
+        project.ok("down")

@@ -98,7 +98,14 @@ def _up(args: argparse.Namespace, project: config.Project, state: ProjectState) 
         code = 125
         try:
             code = Daemon(project, state, foreground=False, out=sys.stdout).run(ready)
+        except BaseException as e:
+            import traceback
+
+            traceback.print_exc()  # into the manager's log
+            with contextlib.suppress(OSError):
+                ready(f"internal error: {e!r}; see {os.path.join(state.root, 'manager.log')}")
         finally:
+            sys.stderr.flush()
             os._exit(code)
     os.close(write_end)
     answer = os.read(read_end, 65536).decode()

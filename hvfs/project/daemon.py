@@ -127,8 +127,10 @@ class Daemon:
         self.bridge = None
         self.hosts: SynthSource | None = None
         if bridge_wanted:
-            from hvfs.project.network import Bridge
-
+            try:
+                from hvfs.project.network import Bridge
+            except ImportError:
+                raise SetupError("network", "pyroute2 is missing", "install hvfs with its dependencies: scripts/setup") from None
             self.bridge = Bridge(self.project.network.subnet)
             for record in self.vms.values():
                 if record.config.network:
