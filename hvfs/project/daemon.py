@@ -130,7 +130,8 @@ class Daemon:
             try:
                 from hvfs.project.network import Bridge
             except ImportError:
-                raise SetupError("network", "pyroute2 is missing", "install hvfs with its dependencies: scripts/setup") from None
+                hint = "install hvfs with its dependencies: scripts/setup"
+                raise SetupError("network", "pyroute2 is missing", hint) from None
             self.bridge = Bridge(self.project.network.subnet)
             for record in self.vms.values():
                 if record.config.network:
