@@ -1,0 +1,176 @@
+"""The audit log: every event as one JSON line in a file, and ``hvfs events`` to read it.
+
+Integration: for ``hvfs run --audit FILE``, the manager does, once::
+
+    audit = AuditLog(FILE)
+    audit.attach(bus)            # a subscriber whose thread is the file's one writer
+    ...
+    bus.close(); audit.close()   # at exit: drain the queue, then close the file
+
+and registers the reader with ``add_events_command(subparsers)`` in hvfs/cli.py.
+
+Each line is written with one write(2) on an O_APPEND descriptor, so it is in the file
+(the page cache) as soon as it is written, whole, and a reader following the file never
+sees half a line except at the very end, which it waits to complete. An audit with no
+gaps needs a queue large enough for bursts: ``statistics().dropped`` of the bus says if
+any event was lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import logging
+import os
+import sys
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from hvfs.services.commands import Subparsers, guarded
+from hvfs.services.describe import OPERATIONS, READ
+from hvfs.services.events import Event, EventBus, Subscription
+from hvfs.services.units import format_time
+
+log = logging.getLogger("hvfs.services")
+
+EVENT_OPERATIONS = OPERATIONS - {READ}  # "read" names opens in fault rules; events say "open"
+
+
+class AuditLog:
+    """Implements an event subscriber that appends each event to ``path`` as a JSON line.
+
+    The file is created with mode 0600 (it names every path the VMs touch) or appended
+    to. Raises OSError when it cannot be opened; write() raises OSError too, which the
+    bus logs and counts as a failed delivery.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    def write(self, event: Event) -> None:
+        line = (event.to_json() + "\n").encode()
+        view = memoryview(line)
+        while view:  # a short write happens only on a full disk or a signal
+            view = view[os.write(self._fd, view) :]
+
+    def attach(self, bus: EventBus, *, queue_size: int = 1 << 16) -> Subscription:
+        return bus.subscribe(self.write, name="audit", queue_size=queue_size)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """Which events to show: all of the given conditions hold (an empty one holds always)."""
+
+    vms: frozenset[str] = frozenset()
+    operations: frozenset[str] = frozenset()
+    path: str | None = None  # an fnmatch glob that one of the event's paths must match
+
+    def matches(self, event: Event) -> bool:
+        if self.vms and event.vm not in self.vms:
+            return False
+        if self.operations and event.operation not in self.operations:
+            return False
+        return self.path is None or any(fnmatch.fnmatchcase(p, self.path) for p in event.paths)
+
+
+def read_events(
+    path: str, *, follow: bool = False, poll: float = 0.1, stop: threading.Event | None = None
+) -> Iterator[Event]:
+    """The events in the audit file ``path``, in order. With ``follow``, wait for the file
+    to appear and then for new lines, until ``stop`` is set (or forever). Lines that are
+    not events (a crash's torn last line, another program's output) are skipped with a
+    warning naming the line. Raises OSError when the file cannot be read (without
+    ``follow``, when it does not exist)."""
+    stop = stop or threading.Event()
+    while follow and not os.path.exists(path):
+        if stop.wait(poll):
+            return
+    with open(path, "rb", buffering=0) as f:
+        pending = b""
+        number = 0
+        while True:
+            chunk = f.read(1 << 16)
+            if not chunk:
+                if not follow or stop.wait(poll):
+                    break
+                continue
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                number += 1
+                event = _parse(line, path, number)
+                if event is not None:
+                    yield event
+        if pending and not follow:  # a last line without its newline, complete or not
+            event = _parse(pending, path, number + 1)
+            if event is not None:
+                yield event
+
+
+def _parse(line: bytes, path: str, number: int) -> Event | None:
+    if not line.strip():
+        return None
+    try:
+        return Event.from_json(line)
+    except ValueError as e:
+        log.warning("%s:%d: skipped: %s", path, number, e)
+        return None
+
+
+def format_event(event: Event) -> str:
+    """One human-readable line: time, VM, pid and command, operation, result, paths, µs."""
+    outcome = event.result if event.value is None else f"{event.result}={event.value}"
+    if event.answered_by:
+        outcome += f" (by {event.answered_by})"
+    paths = " -> ".join(event.paths)
+    where = f"{event.pid}/{event.comm}" if event.comm else str(event.pid)
+    return (
+        f"{format_time(event.time)} {event.vm} {where} {event.operation} {paths} "
+        f"flags={event.flags:#x} {outcome} {event.duration_us}µs"
+    )
+
+
+def show_events(events: Iterable[Event], selected: EventFilter, *, as_json: bool) -> int:
+    """Print the selected events, one per line, flushed as they come; returns how many."""
+    shown = 0
+    for event in events:
+        if selected.matches(event):
+            sys.stdout.write((event.to_json() if as_json else format_event(event)) + "\n")
+            sys.stdout.flush()
+            shown += 1
+    return shown
+
+
+def _operation(text: str) -> str:
+    if text not in EVENT_OPERATIONS:
+        raise argparse.ArgumentTypeError(f"unknown operation {text!r}; one of: {', '.join(sorted(EVENT_OPERATIONS))}")
+    return text
+
+
+def add_events_command(subparsers: Subparsers) -> argparse.ArgumentParser:
+    """Define ``hvfs events FILE [--follow] [--vm VM] [--op OP] [--path GLOB] [--json]``;
+    ``args.handler(args)`` runs it."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "events",
+        help="show the events of an audit log",
+        description="Show the events that hvfs run --audit FILE recorded, optionally filtered; "
+        "--follow shows new ones as a running manager writes them.",
+    )
+    parser.add_argument("file", metavar="FILE", help="the audit log (JSON lines)")
+    parser.add_argument("-f", "--follow", action="store_true", help="wait for new events (Ctrl-C to stop)")
+    parser.add_argument("--vm", action="append", default=[], help="only this VM's events (repeatable)")
+    parser.add_argument("--op", action="append", default=[], type=_operation, help="only this operation (repeatable)")
+    parser.add_argument("--path", metavar="GLOB", help="only events with a path matching GLOB (fnmatch: * matches /)")
+    parser.add_argument("--json", action="store_true", help="print events as JSON lines")
+    parser.set_defaults(handler=guarded(_events))
+    return parser
+
+
+def _events(args: argparse.Namespace) -> int:
+    selected = EventFilter(frozenset(args.vm), frozenset(args.op), args.path)
+    show_events(read_events(args.file, follow=args.follow), selected, as_json=args.json)
+    return 0

@@ -1,0 +1,160 @@
+"""The backup index: which content each VM path had, and since when, in SQLite.
+
+One row per version: (vm, path, time, size, hash, trigger), plus the mode and mtime to
+restore. A row whose hash is NULL records that the path was removed at that time, so a
+tree restored as of a time leaves out what had been deleted by then. Times are kept as
+whole microseconds, the precision listings print, so that a time copied from ``hvfs
+backup list`` to ``--at`` selects exactly that version.
+
+The database is in WAL mode with a busy timeout, so a manager recording versions and
+``hvfs backup`` commands in other processes can use it at once. One BackupIndex may be
+shared by threads: a lock serialises its connection.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import sqlite3
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS versions (
+    id INTEGER PRIMARY KEY,
+    vm TEXT NOT NULL,
+    path TEXT NOT NULL,
+    time_us INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    hash TEXT,
+    trigger TEXT NOT NULL,
+    mode INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS versions_by_path ON versions (vm, path, time_us);
+CREATE INDEX IF NOT EXISTS versions_by_hash ON versions (hash);
+"""
+_COLUMNS = "id, vm, path, time_us, size, hash, trigger, mode, mtime_ns"
+# The newest row of v's path at or before a time: the path's state then.
+_STATE_AT = "v.id = (SELECT w.id FROM versions w WHERE w.vm = v.vm AND w.path = v.path AND w.time_us <= :at "
+_STATE_AT += "ORDER BY w.time_us DESC, w.id DESC LIMIT 1)"
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    id: int
+    vm: str
+    path: str
+    time: float  # unix time, to the microsecond
+    size: int
+    hash: str | None  # None: the path was removed at ``time``
+    trigger: str  # what saved it: "close", "remove", "rename"; "removed" for a removal
+    mode: int
+    mtime_ns: int
+
+    @property
+    def removed(self) -> bool:
+        return self.hash is None
+
+
+def _us(unix: float) -> int:
+    return round(unix * 1_000_000)
+
+
+def _version(row: tuple[int, str, str, int, int, str | None, str, int, int]) -> Version:
+    return Version(row[0], row[1], row[2], row[3] / 1_000_000, *row[4:])
+
+
+def under(prefix: str) -> str:
+    """The string every path strictly under directory ``prefix`` starts with."""
+    return prefix.rstrip("/") + "/"
+
+
+class BackupIndex:
+    """The index at ``path`` (created with its schema if new). Raises sqlite3.Error."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        self._db.create_function("fnmatch", 2, fnmatch.fnmatchcase, deterministic=True)
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _select(self, where: str, parameters: dict[str, object], order: str = "vm, path, time_us, id") -> list[Version]:
+        with self._lock:
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM versions v WHERE {where} ORDER BY {order}", parameters)
+            return [_version(row) for row in rows.fetchall()]
+
+    def add(
+        self, vm: str, path: str, *, time: float, size: int, hash: str | None, trigger: str, mode: int, mtime_ns: int
+    ) -> Version:
+        with self._lock:
+            cursor = self._db.execute(
+                f"INSERT INTO versions ({_COLUMNS.removeprefix('id, ')}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (vm, path, _us(time), size, hash, trigger, mode, mtime_ns),
+            )
+        assert cursor.lastrowid is not None
+        return _version((cursor.lastrowid, vm, path, _us(time), size, hash, trigger, mode, mtime_ns))
+
+    def versions(self, *, vm: str | None = None, glob: str | None = None) -> list[Version]:
+        """Every row, by VM, path and time; only ``vm``'s, only paths matching ``glob`` (fnmatch)."""
+        return self._select(
+            "(:vm IS NULL OR vm = :vm) AND (:glob IS NULL OR fnmatch(path, :glob))", {"vm": vm, "glob": glob}
+        )
+
+    def latest(self, vm: str, path: str) -> Version | None:
+        """The newest row of ``path`` in ``vm``, a removal or not."""
+        rows = self._select("vm = :vm AND path = :path", {"vm": vm, "path": path}, "time_us DESC, id DESC LIMIT 1")
+        return rows[0] if rows else None
+
+    def content_at(self, vm: str, path: str, at: float) -> Version | None:
+        """The newest content (not a removal) of ``path`` at or before ``at``."""
+        rows = self._select(
+            "vm = :vm AND path = :path AND time_us <= :at AND hash IS NOT NULL",
+            {"vm": vm, "path": path, "at": _us(at)},
+            "time_us DESC, id DESC LIMIT 1",
+        )
+        return rows[0] if rows else None
+
+    def tree_at(self, vm: str, prefix: str, at: float) -> list[Version]:
+        """The files under directory ``prefix`` as they were at ``at``: for each path, its
+        newest row then, unless that row is a removal. By path."""
+        return self._select(
+            f"vm = :vm AND substr(path, 1, length(:under)) = :under AND hash IS NOT NULL AND {_STATE_AT}",
+            {"vm": vm, "under": under(prefix), "at": _us(at)},
+            "path",
+        )
+
+    def vms_with(self, path: str) -> list[str]:
+        """The VMs with rows for ``path`` itself or for paths under it."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT DISTINCT vm FROM versions WHERE path = ? OR substr(path, 1, length(?)) = ? ORDER BY vm",
+                (path, under(path), under(path)),
+            )
+            return [vm for (vm,) in rows.fetchall()]
+
+    def delete(self, ids: Iterable[int]) -> int:
+        """Delete the rows ``ids`` in one transaction; returns how many there were."""
+        chosen = [(i,) for i in ids]
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                deleted = self._db.executemany("DELETE FROM versions WHERE id = ?", chosen).rowcount
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        return deleted
+
+    def hashes(self) -> set[str]:
+        """Every blob some row references: what garbage collection keeps."""
+        with self._lock:
+            rows = self._db.execute("SELECT DISTINCT hash FROM versions WHERE hash IS NOT NULL")
+            return {h for (h,) in rows.fetchall()}

@@ -1,0 +1,25 @@
+"""Where services keep data that must outlive a run: backups and quarantined files.
+
+Unlike ``hvfs.state`` (runtime state, gone at reboot) and the image cache (re-creatable),
+these hold users' data, so they live under the data directory.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def data_directory() -> str:
+    """/var/lib/hvfs as root; else $XDG_DATA_HOME/hvfs, or ~/.local/share/hvfs."""
+    if os.geteuid() == 0:
+        return "/var/lib/hvfs"
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "hvfs")
+
+
+def backup_directory() -> str:
+    return os.path.join(data_directory(), "backup")
+
+
+def quarantine_directory() -> str:
+    return os.path.join(data_directory(), "quarantine")

@@ -1,0 +1,47 @@
+"""Anti-malware scanning: engines behind one interface, a verdict cache, the Scanner, the
+hook that denies infected files, and the quarantine.
+
+- ``engines.py``: the Engine interface; BuiltinEngine (SHA-256 blocklist, EICAR).
+- ``yara_engine.py``: YaraEngine (yara-python, imported lazily).
+- ``clamd.py``: ClamdEngine (a running clamd, INSTREAM over its unix socket).
+- ``cache.py``: VerdictCache, keyed by (device, inode, size, mtime_ns, ctime_ns).
+- ``scanner.py``: Scanner.check(vm, path, fd) -> Verdict, and needs_check(request).
+- ``hook.py``: ScanHook, for EventBus.add_hook (see its docstring for the integration).
+- ``quarantine.py``: Quarantine (move_in, restore, restore_into).
+- ``cli.py``: ``hvfs quarantine list|restore|delete`` (add_quarantine_command).
+"""
+
+from hvfs.services.scan.cache import VerdictCache
+from hvfs.services.scan.engines import (
+    EICAR,
+    BuiltinEngine,
+    Detection,
+    Engine,
+    EngineUnavailable,
+    ScanError,
+    load_blocklist,
+)
+from hvfs.services.scan.hook import Detected, Located, ScanHook
+from hvfs.services.scan.quarantine import Quarantine, QuarantineError, QuarantineRecord
+from hvfs.services.scan.scanner import Scanner, ScanStatistics, Verdict, needs_check
+
+__all__ = [
+    "EICAR",
+    "BuiltinEngine",
+    "Detected",
+    "Detection",
+    "Engine",
+    "EngineUnavailable",
+    "Located",
+    "Quarantine",
+    "QuarantineError",
+    "QuarantineRecord",
+    "ScanError",
+    "ScanHook",
+    "ScanStatistics",
+    "Scanner",
+    "Verdict",
+    "VerdictCache",
+    "load_blocklist",
+    "needs_check",
+]

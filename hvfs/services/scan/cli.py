@@ -1,0 +1,77 @@
+"""``hvfs quarantine list|restore|delete``: the quarantine from the command line.
+
+Register with ``add_quarantine_command(subparsers)`` in hvfs/cli.py; ``args.handler(args)``
+runs the chosen subcommand. ``--store DIR`` defaults to the ``quarantine`` directory
+under hvfs's data directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from hvfs.services.commands import ServiceError, Subparsers, guarded
+from hvfs.services.datadir import quarantine_directory
+from hvfs.services.scan.quarantine import Quarantine, QuarantineError
+from hvfs.services.units import format_time
+
+
+def add_quarantine_command(subparsers: Subparsers) -> argparse.ArgumentParser:
+    """Define ``hvfs quarantine list``, ``hvfs quarantine restore ID [--to PATH]`` and
+    ``hvfs quarantine delete ID``."""
+    quarantine: argparse.ArgumentParser = subparsers.add_parser(
+        "quarantine", help="list and restore quarantined files", description="Files the scanner took out of VMs."
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--store", metavar="DIR", help=f"the quarantine (default: {quarantine_directory()})")
+    actions = quarantine.add_subparsers(
+        dest="quarantine_action", metavar="ACTION", required=True, parser_class=type(quarantine)
+    )
+    listing = actions.add_parser("list", parents=[common], help="list quarantined files")
+    listing.set_defaults(handler=guarded(_list))
+    restore = actions.add_parser(
+        "restore",
+        parents=[common],
+        help="put a file back",
+        description="Put a quarantined file back, with its mode, owner and times, and remove it from the "
+        "quarantine. Without --to, its VM path is read as a host path: right for VMs on the host image and "
+        "for volumes mounted at the same path.",
+    )
+    restore.add_argument("id", metavar="ID", help="as 'hvfs quarantine list' shows it")
+    restore.add_argument("--to", metavar="PATH", help="where to put it (an existing file is never replaced)")
+    restore.set_defaults(handler=guarded(_restore))
+    delete = actions.add_parser("delete", parents=[common], help="delete a quarantined file for good")
+    delete.add_argument("id", metavar="ID")
+    delete.set_defaults(handler=guarded(_delete))
+    return quarantine
+
+
+def _open(args: argparse.Namespace) -> Quarantine:
+    directory = args.store or quarantine_directory()
+    if not os.path.isdir(directory):
+        raise ServiceError(f"no quarantine in {directory}; give the one the scanner used with --store DIR")
+    return Quarantine(directory)
+
+
+def _list(args: argparse.Namespace) -> int:
+    for r in _open(args).records():
+        sys.stdout.write(f"{r.id}  {format_time(r.time)}  {r.vm}  {r.path}  {r.size} bytes  {r.engine}:{r.signature}\n")
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    try:
+        path = _open(args).restore(args.id, to=args.to)
+    except QuarantineError as e:
+        raise ServiceError(str(e)) from None
+    sys.stdout.write(f"{path}\n")
+    return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    try:
+        _open(args).delete(args.id)
+    except QuarantineError as e:
+        raise ServiceError(str(e)) from None
+    return 0
