@@ -9,7 +9,7 @@ import logging
 import os
 import secrets
 import sys
-from typing import NoReturn
+from typing import NoReturn, cast
 
 from hvfs import __version__
 
@@ -47,6 +47,27 @@ def _run_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
     )
     run.add_argument("-t", "--tty", action="store_true", help="give the command a pseudo-terminal")
     run.add_argument("--stats", metavar="FILE", help="write request statistics as JSON to FILE at exit")
+    services = run.add_argument_group("services")
+    services.add_argument("--audit", metavar="FILE", help="write every request the manager sees as JSON lines to FILE")
+    services.add_argument("--audit-reads", action="store_true", help="trap and audit reads too")
+    services.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="RULE",
+        help="inject a fault: op=open,path=/data/*.db,errno=EIO,nth=3",
+    )
+    services.add_argument("--faults", metavar="FILE", help="fault rules from a TOML file")
+    services.add_argument("--fault-seed", type=int, metavar="N", help="seed for fault probabilities")
+    services.add_argument(
+        "--backup", action="append", default=[], metavar="GLOB", help="keep versions of files matching GLOB (a VM path)"
+    )
+    services.add_argument("--backup-store", metavar="DIR", help="where versions are kept")
+    services.add_argument("--scan", action="store_true", help="scan files for malware (EICAR and --blocklist)")
+    services.add_argument("--blocklist", metavar="FILE", help="SHA-256 digests of files to refuse")
+    services.add_argument("--yara", action="append", default=[], metavar="FILE", help="YARA rules to scan with")
+    services.add_argument("--clamd", metavar="SOCKET", help="scan with ClamAV through clamd's socket")
+    services.add_argument("--quarantine", metavar="DIR", help="where infected files go")
     run.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return run
 
@@ -76,7 +97,31 @@ def _spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         interactive=args.interactive,
         stats=os.path.abspath(args.stats) if args.stats else None,
         user=spec.check_user(args.user) if args.user else None,
+        services=_services(args),
     )
+
+
+def _services(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from hvfs.servicing import ServiceOptions
+
+    def absolute(path: str | None) -> str | None:
+        return os.path.abspath(path) if path else None
+
+    options = ServiceOptions.parse(
+        audit=absolute(args.audit),
+        audit_reads=args.audit_reads,
+        faults=tuple(args.fault),
+        fault_file=absolute(args.faults),
+        fault_seed=args.fault_seed,
+        backup=tuple(args.backup),
+        backup_store=absolute(args.backup_store),
+        scan=args.scan,
+        blocklist=absolute(args.blocklist),
+        yara=tuple(os.path.abspath(p) for p in args.yara),
+        clamd=args.clamd,
+        quarantine=absolute(args.quarantine),
+    )
+    return options if options.active else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,6 +135,12 @@ def main(argv: list[str] | None = None) -> int:
     from hvfs.project import cli as project_cli
 
     project_cli.add_commands(subparsers)
+    from hvfs.services.audit import add_events_command
+    from hvfs.services.backup.cli import add_backup_command
+    from hvfs.services.scan.cli import add_quarantine_command
+
+    for add in (add_events_command, add_backup_command, add_quarantine_command):
+        add(cast("argparse._SubParsersAction[argparse.ArgumentParser]", subparsers))  # _Parser is one
     args = parser.parse_args(argv)
     logging.basicConfig(
         format="hvfs: %(message)s", level=logging.DEBUG if os.environ.get("HVFS_DEBUG") else logging.WARNING
@@ -104,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     from hvfs.spec import UsageError
 
     try:
+        if hasattr(args, "handler"):  # events, backup, quarantine
+            return int(args.handler(args))
         if args.subcommand in COMMANDS:
             from hvfs.project import cli as project_cli
 

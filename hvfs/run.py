@@ -25,6 +25,7 @@ from hvfs.manager.vm import VmContext
 from hvfs.runtime import VmSpec, build, compile_program, image_source, start_vm
 from hvfs.sandbox import launcher, preflight, terminal, userns, users
 from hvfs.sandbox.spawn import Program
+from hvfs.servicing import Services
 from hvfs.spec import RunSpec, UsageError
 from hvfs.state import NameLock
 
@@ -84,6 +85,7 @@ def run(spec: RunSpec) -> int:
     preflight.check_kernel()
     check_stdio()
     arch = native()
+    services = Services(spec.services) if spec.services else None
     vm_spec = VmSpec(
         name=spec.name,
         mounts=tuple(mount_table(spec, image_source(spec.image))),
@@ -94,31 +96,43 @@ def run(spec: RunSpec) -> int:
             user=spec.user,
             home_set=any(key == "HOME" for key in spec.env) and spec.env.get("HOME") != "/root",
         ),
-        strict=spec.strict,
+        strict=spec.strict or bool(spec.services and spec.services.trap_reads),
         persist=spec.persist,
         tty=spec.tty,
+        start={"memfd_noexec": 2} if spec.services and spec.services.scan else {},
     )
-    program = compile_program(spec.strict, arch)
+    program = compile_program(vm_spec.strict, arch)
     if spec.persist:
         os.makedirs(spec.persist, exist_ok=True)
     lock = NameLock(spec.name)
     try:
         with forwarding_signals() as forwarder:
-            return _run_locked(spec, vm_spec, program, arch, lock, forwarder)
+            return _run_locked(spec, vm_spec, program, arch, lock, forwarder, services)
     finally:
+        if services is not None:
+            services.close()
         lock.release()
 
 
 def _run_locked(
-    spec: RunSpec, vm_spec: VmSpec, program: bytes, arch: Arch, lock: NameLock, forwarder: SignalForwarder
+    spec: RunSpec,
+    vm_spec: VmSpec,
+    program: bytes,
+    arch: Arch,
+    lock: NameLock,
+    forwarder: SignalForwarder,
+    services: Services | None,
 ) -> int:
     idmap = userns.enter_manager_namespaces()
     ids = users.numeric(spec.user) if spec.user else None
     if ids is not None:
         idmap.check(ids[0], ids[0] if ids[1] is None else ids[1])
     views = build(vm_spec, lock.staging)
+    manager = Manager(bus=services.bus if services else None)
+    if services is not None:
+        services.attach(manager)
     try:
-        vm = start_vm(vm_spec, views, manager=Manager(), idmap=idmap, arch=arch, program=program)
+        vm = start_vm(vm_spec, views, manager=manager, idmap=idmap, arch=arch, program=program)
     finally:
         views.release_boot()
     forwarder.attach(vm.process)
@@ -130,14 +144,16 @@ def _run_locked(
             os.close(pidfd)
     code = vm.process.wait()
     vm.driver.join(timeout=5)
+    if services is not None:
+        services.close()  # save the last closes and deliver the last events before statistics are read
     if spec.stats:
-        _write_stats(spec.stats, vm.context, vm.driver)
+        _write_stats(spec.stats, vm.context, vm.driver, services)
     return code
 
 
-def _write_stats(path: str, context: VmContext, driver: SeccompDriver) -> None:
+def _write_stats(path: str, context: VmContext, driver: SeccompDriver, services: Services | None) -> None:
     stats = context.statistics()
-    document = {
+    document: dict[str, object] = {
         "vm": context.name,
         "requests": stats.requests,
         "served": stats.total("served"),
@@ -145,6 +161,8 @@ def _write_stats(path: str, context: VmContext, driver: SeccompDriver) -> None:
         "failed": stats.total("failed"),
         "sync_wake_up": driver.sync_wake_up,
     }
+    if services is not None:
+        document["services"] = services.statistics()
     with open(path, "w") as f:
         json.dump(document, f, indent=2, sort_keys=True)
         f.write("\n")

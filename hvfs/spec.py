@@ -10,6 +10,7 @@ import posixpath
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 RESERVED_TARGETS = ("/proc", "/dev")
@@ -53,6 +54,7 @@ class RunSpec:
     interactive: bool = False
     stats: str | None = None
     user: str | None = None
+    services: Any = None  # hvfs.servicing.ServiceOptions, when any service is asked for
 
 
 def parse_target(target: str, what: str) -> str:

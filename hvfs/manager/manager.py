@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
+import os
+import posixpath
+import stat
 import threading
+import time
+from collections.abc import Callable
 
 from hvfs import api
 from hvfs.api.messages import operation
 from hvfs.manager import creds
+from hvfs.manager.closes import CloseWatcher
 from hvfs.manager.handlers import HANDLERS
+from hvfs.manager.resolve import fd_closing, open_object, proc_path
 from hvfs.manager.vm import VmContext
+from hvfs.services.events import EventBus, comm_of, event_for
 
 log = logging.getLogger("hvfs.manager")
 
@@ -24,11 +33,21 @@ def _outcome(response: api.Response) -> str:
 
 
 class Manager:
-    def __init__(self) -> None:
+    """Serves the requests of its VMs. With an event bus, services see every request: its
+    hooks run before the answer (outside the caller's credentials: services act as the
+    manager) and may answer instead; its subscribers get an event after the answer."""
+
+    def __init__(self, bus: EventBus | None = None) -> None:
         self._vms: dict[str, VmContext] = {}
         self._lock = threading.Lock()
         # Unix sockets made by any VM of this manager: VMs may connect to each other's.
         self.sockets: set[tuple[int, int]] = set()
+        self.bus = bus
+        self.closes: CloseWatcher | None = None
+
+    def watch_closes(self, on_close: Callable[[str, str], None]) -> None:
+        """Call ``on_close(vm, path)`` when a VM closes a file it opened for writing."""
+        self.closes = CloseWatcher(on_close)
 
     def add_vm(self, vm: VmContext) -> None:
         with self._lock:
@@ -49,16 +68,74 @@ class Manager:
         vm = self._vms.get(request.caller.vm)
         if vm is None:
             return api.Errno(errno.ENOSYS)
+        bus = self.bus
+        began = time.monotonic() if bus is not None else 0.0
+        answered_by = None
         identity = request.caller.creds
         if isinstance(request, api.Access) and identity is not None and not request.flags & creds.AT_EACCESS:
             identity = creds.for_access(identity)
         try:
-            with creds.acting_as(identity):
-                response = HANDLERS[type(request)](vm, request)
+            answer = bus.run_hooks(vm.name, request) if bus is not None else None
+            if answer is not None:
+                response, answered_by = answer.response, answer.hook
+            else:
+                with creds.acting_as(identity):
+                    response = HANDLERS[type(request)](vm, request)
+                if self.closes is not None:
+                    self._watch_if_written(vm, request, response)
         except OSError as e:
             response = api.Errno(e.errno or errno.EIO)
         except Exception:
             log.exception("internal error in %s for VM %s (pid %d)", request, vm.name, request.caller.pid)
             response = api.Errno(errno.EIO)
         vm.count(operation(request), _outcome(response))
+        if bus is not None and bus.has_subscribers:
+            duration = int((time.monotonic() - began) * 1_000_000)
+            comm = comm_of(request.caller.pid)
+            bus.publish(
+                event_for(
+                    vm.name,
+                    request,
+                    response,
+                    time=time.time(),
+                    duration_us=duration,
+                    comm=comm,
+                    answered_by=answered_by,
+                )
+            )
         return response
+
+    def _watch_if_written(self, vm: VmContext, request: api.Request, response: api.Response) -> None:
+        assert self.closes is not None
+        if not isinstance(response, api.Fd) or not isinstance(request, api.Open):
+            return
+        if fcntl.fcntl(response.fd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_RDONLY:
+            self.closes.watch(vm.name, str(request.path), response.fd)
+
+    def open_file(self, vm_name: str, path: str | api.VmPath) -> tuple[int, int, str] | None:
+        """For services: the file ``path`` names in the VM's writable view, opened
+        read-only, with its parent directory and its name there (symlinks followed), or
+        None when it is not a regular file. The caller closes both fds."""
+        vm = self._vms.get(vm_name)
+        if vm is None:
+            return None
+        where = path if isinstance(path, api.VmPath) else api.VmPath("/", path)
+        try:
+            with fd_closing(open_object(vm.rw_root, where, follow=True)) as found:
+                if not stat.S_ISREG(os.fstat(found).st_mode):
+                    return None
+                real = os.readlink(proc_path(found))  # the detached view reads as the VM's own path
+                fd = os.open(proc_path(found), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            head, name = posixpath.split(real)
+            directory = open_object(vm.rw_root, api.VmPath("/", head or "/"), follow=True)
+        except OSError:
+            os.close(fd)
+            return None
+        return fd, directory, name
+
+    def close(self) -> None:
+        if self.closes is not None:
+            self.closes.close()

@@ -34,6 +34,7 @@ from hvfs.sandbox import channel, launcher, preflight, userns
 from hvfs.sandbox.errors import SetupError
 from hvfs.sandbox.spawn import Program
 from hvfs.sandbox.zygote import Zygote
+from hvfs.servicing import ServiceOptions, Services
 from hvfs.spec import DEFAULT_PATH, UsageError
 
 log = logging.getLogger("hvfs.project")
@@ -82,6 +83,8 @@ class Daemon:
         self.server: control.ControlServer | None = None
         self.zygote: Zygote | None = None
         self.limits: LimitMaker | None = None
+        self.services: Services | None = None
+        self.trap_reads = False
 
     # -- life -----------------------------------------------------------------------
 
@@ -114,12 +117,18 @@ class Daemon:
     def _start_everything(self) -> None:
         preflight.check_kernel()
         arch = native()
-        programs = {strict: compile_program(strict, arch) for strict in {vm.strict for vm in self.project.vms.values()}}
+        options = ServiceOptions.from_table(self.project.services, self.project.directory)
+        self.services = Services(options) if options.active else None
+        self.trap_reads = options.trap_reads
+        stricts = {vm.strict or self.trap_reads for vm in self.project.vms.values()}
+        programs = {strict: compile_program(strict, arch) for strict in stricts}
         images = {vm.name: image_source(vm.image) for vm in self.project.vms.values()}  # tarballs unpack here
         bridge_wanted = self.project.network.mode == "bridge"
         idmap = userns.enter_manager_namespaces(network=bridge_wanted)
         self.zygote = Zygote()  # the last fork of this process: threads may start after it
-        self.manager = Manager()
+        self.manager = Manager(bus=self.services.bus if self.services else None)
+        if self.services is not None:
+            self.services.attach(self.manager)
         self.sources: dict[str, Source] = {
             name: HostSource(s.path) if s.kind == "host" and s.path else MemorySource(s.size)
             for name, s in self.project.sources.items()
@@ -140,7 +149,8 @@ class Daemon:
         self.limits = LimitMaker(self.project.name)
         self.server = control.ControlServer(self.state.control, self._handle)
         for record in self.vms.values():
-            self._start(record, images[record.config.name], idmap, arch, programs[record.config.strict])
+            strict = record.config.strict or self.trap_reads
+            self._start(record, images[record.config.name], idmap, arch, programs[strict])
 
     def _start(self, record: VmRecord, image: Source, idmap: userns.IdMap, arch: Any, filter_program: bytes) -> None:
         vm = record.config
@@ -158,7 +168,15 @@ class Daemon:
         command = Program(vm.command, env, vm.workdir, vm.user, home_set="HOME" in vm.environment)
         output_read, output_write = os.pipe2(os.O_CLOEXEC)
         null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
-        spec = VmSpec(vm.name, tuple(mounts), command, strict=vm.strict, stdio=(null, output_write, output_write))
+        scanning = self.services is not None and self.services.options.scan
+        spec = VmSpec(
+            vm.name,
+            tuple(mounts),
+            command,
+            strict=vm.strict or self.trap_reads,
+            stdio=(null, output_write, output_write),
+            start={"memfd_noexec": 2} if scanning else {},
+        )
         os.makedirs(self.state.staging(vm.name), mode=0o700, exist_ok=True)
         assert self.limits is not None and self.zygote is not None
         plan = self.limits.plan(vm.name, vm.limits)
@@ -207,6 +225,8 @@ class Daemon:
             self.zygote.close()
         if self.limits is not None:
             self.limits.cleanup()
+        if self.services is not None:
+            self.services.close()
         self.state.remove()
 
     # -- one VM ---------------------------------------------------------------------

@@ -45,6 +45,7 @@ def run(plan: BootPlan, chan: socket.socket) -> NoReturn:
         wakeup = _catch_signals()
         boot.report_ready(chan, listener, master)
         _apply(_wait_for_start(chan))
+        channel.send(chan, {"started": True})
         command = os.fork()
         if command == 0:
             spawn.execute(plan.program, terminal=slave)
@@ -82,6 +83,18 @@ def _apply(start: dict[str, Any]) -> None:
     link = start.get("network")
     if link:
         boot.step("network", lambda: network.configure_interface(link["interface"], link["address"], link["prefix"]))
+    if start.get("memfd_noexec"):
+        # Code run from a memfd was never written to a file: refuse to run it at all (6.3+).
+        # Rootless, the sysctl belongs to the host's root; the manager scans an fd that
+        # is executed (fexecve) instead.
+        def memfd_noexec() -> None:
+            try:
+                with open("/proc/sys/vm/memfd_noexec", "w") as f:
+                    f.write(str(start["memfd_noexec"]))
+            except PermissionError:
+                pass
+
+        boot.step("memfd_noexec", memfd_noexec)
     for name, value in start.get("rlimits", {}).items():
         boot.step(f"limit {name}", lambda n=name, v=value: resource.setrlimit(RLIMITS[n], (v, v)))  # type: ignore[misc]
 

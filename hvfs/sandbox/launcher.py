@@ -59,8 +59,10 @@ class VmProcess:
         return Booted(listener=fds[0], terminal=fds[1] if message.get("tty") else None)
 
     def go(self, start: dict[str, object]) -> None:
-        """Tell pid 1 to start the command, with the settings made outside the VM."""
+        """Tell pid 1 to start the command, with the settings made outside the VM; raises
+        SetupError when pid 1 cannot apply them."""
         channel.send(self.chan, {"start": start})
+        self._receive_until("started")
 
     def wait(self) -> int:
         """Wait for the VM to end; its exit code."""

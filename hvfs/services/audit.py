@@ -28,13 +28,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from hvfs.services.commands import Subparsers, guarded
-from hvfs.services.describe import OPERATIONS, READ
+from hvfs.services.describe import OPERATIONS, READ, SERVICE_EVENTS
 from hvfs.services.events import Event, EventBus, Subscription
 from hvfs.services.units import format_time
 
 log = logging.getLogger("hvfs.services")
 
-EVENT_OPERATIONS = OPERATIONS - {READ}  # "read" names opens in fault rules; events say "open"
+EVENT_OPERATIONS = (OPERATIONS - {READ}) | SERVICE_EVENTS  # "read" names opens in fault rules; events say "open"
 
 
 class AuditLog:

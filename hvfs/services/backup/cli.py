@@ -14,7 +14,7 @@ import sys
 
 from hvfs.services.backup.index import BackupIndex
 from hvfs.services.backup.prune import prune
-from hvfs.services.backup.restore import RestoreError, restore_into, select
+from hvfs.services.backup.restore import RestoreError, restore_as_tar, restore_into, select
 from hvfs.services.backup.store import BlobStore, CorruptBlob, open_store
 from hvfs.services.commands import ServiceError, Subparsers, argument, guarded
 from hvfs.services.datadir import backup_directory
@@ -45,7 +45,13 @@ def add_backup_command(subparsers: Subparsers) -> argparse.ArgumentParser:
     )
     restore.add_argument("path", metavar="PATH", help="the file or directory, as the VM names it")
     restore.add_argument("--at", metavar="TIME", type=argument(parse_time), help="ISO 8601 or unix time (default: now)")
-    restore.add_argument("--to", metavar="DIR", default=".", help="where to write it (default: the current directory)")
+    restore.add_argument(
+        "--to",
+        metavar="DIR",
+        default=".",
+        help="where to write it (default: the current directory); '-' writes a tar stream to stdout, "
+        "for a running VM: --to - | hvfs exec VM tar -x -C DIR",
+    )
     restore.add_argument("--vm", help="the VM whose versions to use (needed when several have PATH)")
     restore.set_defaults(handler=guarded(_restore))
 
@@ -88,6 +94,12 @@ def _restore(args: argparse.Namespace) -> int:
         raise ServiceError(str(e)) from None
     finally:
         index.close()
+    if args.to == "-":
+        try:
+            restore_as_tar(store, selection, sys.stdout.buffer)
+        except CorruptBlob as e:
+            raise ServiceError(f"the backup store is damaged: {e}; other versions may still restore (--at)") from None
+        return 0
     os.makedirs(args.to, exist_ok=True)
     dir_fd = os.open(args.to, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:

@@ -113,6 +113,15 @@ class BackupIndex:
         rows = self._select("vm = :vm AND path = :path", {"vm": vm, "path": path}, "time_us DESC, id DESC LIMIT 1")
         return rows[0] if rows else None
 
+    def state_at(self, vm: str, path: str, at: float) -> Version | None:
+        """The newest row of ``path`` at or before ``at``, a removal or not."""
+        rows = self._select(
+            "vm = :vm AND path = :path AND time_us <= :at",
+            {"vm": vm, "path": path, "at": _us(at)},
+            "time_us DESC, id DESC LIMIT 1",
+        )
+        return rows[0] if rows else None
+
     def content_at(self, vm: str, path: str, at: float) -> Version | None:
         """The newest content (not a removal) of ``path`` at or before ``at``."""
         rows = self._select(

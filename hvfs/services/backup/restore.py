@@ -18,12 +18,15 @@ restore (ELOOP) rather than leading the write elsewhere.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import posixpath
 import secrets
+import tarfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from hvfs.services.backup.index import BackupIndex, Version
 from hvfs.services.backup.store import BlobStore
@@ -81,6 +84,24 @@ def restore_into(store: BlobStore, selection: Selection, dir_fd: int) -> list[st
         relative = selection.relative(version)
         write_version(store, version, dir_fd, relative)
         written.append(relative)
+    return written
+
+
+def restore_as_tar(store: BlobStore, selection: Selection, out: BinaryIO) -> list[str]:
+    """Write the selected versions to ``out`` as a tar stream, with the same relative
+    paths as restore_into; returns them. A running VM takes it through its manager, so
+    the restore is one more change the manager sees (``… --to - | hvfs exec VM tar -x``)."""
+    written = []
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as archive:
+        for version in selection.versions:
+            if version.hash is None:
+                raise ValueError(f"{version.path} was removed at that version: there is no content")
+            relative = selection.relative(version)
+            member = tarfile.TarInfo(relative)
+            data = store.read(version.hash)  # checked against its hash before any of it is sent
+            member.size, member.mode, member.mtime = len(data), version.mode & 0o7777, version.mtime_ns / 1e9
+            archive.addfile(member, io.BytesIO(data))
+            written.append(relative)
     return written
 
 

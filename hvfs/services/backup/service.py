@@ -100,6 +100,7 @@ class BackupService:
         self._attempts = attempts
         self._clock = clock
         self._lock = threading.Lock()
+        self._recording = threading.Lock()
         self._known: dict[tuple[str, str], Fingerprint] = {}  # of the file when its last version was saved
         self._counts = {field.name: 0 for field in dataclasses.fields(BackupStatistics)}
 
@@ -198,21 +199,41 @@ class BackupService:
         except BaseException:
             writer.discard()
             raise
-        self._remember(vm, path, Fingerprint.of(st))
-        latest = self.index.latest(vm, path)
-        if latest is not None and latest.hash == blob.digest:
-            self._count("unchanged")  # closed without a change, or removed as last saved
-            return None
-        version = self._record(vm, path, blob.digest, blob.size, stat.S_IMODE(st.st_mode), st.st_mtime_ns, trigger)
         if blob.new:
-            self._count("new_blobs")
-        return version
+            self._count("new_blobs")  # whether or not this copy is the one recorded
+        self._remember(vm, path, Fingerprint.of(st))
+        # The content was there from its last change on: a tree restored as of a time
+        # between that change and this copy must have it.
+        since = min(self._clock(), st.st_ctime_ns / 1e9)
+        with self._recording:  # a close and a truncating open may save the same content at once
+            then = self.index.state_at(vm, path, since)
+            if then is not None and then.hash == blob.digest:
+                self._count("unchanged")  # closed without a change, or saved already
+                return None
+            mode = stat.S_IMODE(st.st_mode)
+            return self._record(vm, path, blob.digest, blob.size, mode, st.st_mtime_ns, trigger, at=since)
 
     def _record(
-        self, vm: str, path: str, digest: str, size: int, mode: int, mtime_ns: int, trigger: str = "rename"
+        self,
+        vm: str,
+        path: str,
+        digest: str,
+        size: int,
+        mode: int,
+        mtime_ns: int,
+        trigger: str = "rename",
+        *,
+        at: float | None = None,
     ) -> Version:
         version = self.index.add(
-            vm, path, time=self._clock(), size=size, hash=digest, trigger=trigger, mode=mode, mtime_ns=mtime_ns
+            vm,
+            path,
+            time=self._clock() if at is None else at,
+            size=size,
+            hash=digest,
+            trigger=trigger,
+            mode=mode,
+            mtime_ns=mtime_ns,
         )
         self._count("saved")
         return version
