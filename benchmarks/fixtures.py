@@ -70,13 +70,14 @@ def make_layout() -> Layout:
     return layout
 
 
-def snapshot_hvfs(layout: Layout) -> str:
-    """Copies the hvfs package for the session and returns a digest of its sources.
+def snapshot_hvfs(layout: Layout, source: Path = REPO / "hvfs") -> str:
+    """Copies the hvfs package (the work tree's, or ``source``) for the session and returns
+    a digest of its sources.
 
     HVFS is developed while benchmarks run: importing it from the work tree would mix
     versions within one session, or catch a file half-edited. The digest tells two
     sessions' versions apart where the commit does not (uncommitted changes)."""
-    shutil.copytree(REPO / "hvfs", layout.hvfs_source / "hvfs", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(source, layout.hvfs_source / "hvfs", ignore=shutil.ignore_patterns("__pycache__"))
     digest = hashlib.sha256()
     for path in sorted((layout.hvfs_source / "hvfs").rglob("*.py")):
         digest.update(path.relative_to(layout.hvfs_source).as_posix().encode())

@@ -64,6 +64,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, help="seed of the round order (default: time)")
     parser.add_argument("--write-docs", action="store_true", help="write latest.json and docs even for a partial run")
     parser.add_argument("--replot", type=Path, metavar="JSON", help="only report a saved results file again")
+    parser.add_argument(
+        "--hvfs",
+        type=Path,
+        metavar="DIR",
+        help="run the hvfs package in DIR (e.g. DIR/hvfs of a `git worktree` of another commit) instead of the "
+        "work tree's, to compare two versions; never written to the docs",
+    )
     return parser.parse_args(argv)
 
 
@@ -233,7 +240,7 @@ def main(argv: list[str]) -> None:
         starts_per_round = math.ceil(args.starts / args.repeat)
         workloads = select(all_workloads(args.iterations, starts_per_round), args.only, "workload")
         chosen = select(runners_module.all_runners(layout), args.runners, "runner")
-        hvfs_digest = fixtures.snapshot_hvfs(layout)
+        hvfs_digest = fixtures.snapshot_hvfs(layout, *([args.hvfs.resolve()] if args.hvfs else []))
         reasons = prepare(layout, workloads, chosen)
         session = Session(layout, workloads, [r for r in chosen if reasons[r.key] is None])
         print(f"{len(session.cases)} pairs, {args.repeat} rounds, seed {seed}; session directory {layout.root}")
@@ -243,7 +250,9 @@ def main(argv: list[str]) -> None:
             "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "command": shlex.join(["python", "benchmarks/run.py", *argv]),
             "settings": {"repeat": args.repeat, "iterations": args.iterations, "starts": args.starts, "seed": seed},
-            "machine": machine.describe() | {"HVFS sources (sha256 of hvfs/*.py)": hvfs_digest},
+            "machine": machine.describe()
+            | {"HVFS sources (sha256 of hvfs/*.py)": hvfs_digest}
+            | ({"HVFS package from": str(args.hvfs.resolve())} if args.hvfs else {}),
             "workloads": [
                 {"key": w.key, "title": w.title, "command": w.describe(layout), "per_op": w.per_op} for w in workloads
             ],
@@ -255,7 +264,7 @@ def main(argv: list[str]) -> None:
         shutil.rmtree(layout.root, ignore_errors=True)
     results = Results(document)
     print_report(results)
-    save(document, full=(args.only is None and args.runners is None) or args.write_docs)
+    save(document, full=args.hvfs is None and ((args.only is None and args.runners is None) or args.write_docs))
 
 
 if __name__ == "__main__":

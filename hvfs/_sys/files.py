@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import ctypes
 import os
+import struct
 
-from hvfs._sys.libc import syscall
+from hvfs._sys.libc import check, function, typed_syscall
 
 RESOLVE_NO_XDEV = 0x01
 RESOLVE_NO_MAGICLINKS = 0x02
@@ -25,24 +26,33 @@ STATX_BASIC_STATS = 0x7FF
 STATX_SIZE = 256
 
 
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+_OPEN_HOW = struct.Struct("=QQQ")  # struct open_how: flags, mode, resolve
+_PATH_AT = (ctypes.c_int, ctypes.c_char_p)  # a directory fd and a path
+_openat2 = typed_syscall("openat2", *_PATH_AT, ctypes.c_char_p, ctypes.c_size_t)
+_renameat2 = typed_syscall("renameat2", *_PATH_AT, *_PATH_AT, ctypes.c_uint)
+_statx = typed_syscall("statx", *_PATH_AT, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p)
+_fchmodat2 = typed_syscall("fchmodat2", *_PATH_AT, ctypes.c_uint, ctypes.c_uint)
+_faccessat2 = typed_syscall("faccessat2", *_PATH_AT, ctypes.c_int, ctypes.c_int)
+_setfsuid = typed_syscall("setfsuid", ctypes.c_uint)
+_setfsgid = typed_syscall("setfsgid", ctypes.c_uint)
+_setgroups = typed_syscall("setgroups", ctypes.c_size_t, ctypes.c_void_p)
 
 
 def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = RESOLVE_IN_ROOT) -> int:
     """openat2(2); O_CLOEXEC is always added, since these fds belong to the manager."""
-    how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
-    return syscall("openat2", dirfd, os.fsencode(path), ctypes.byref(how), ctypes.sizeof(how))
+    # Safe because: the kernel only reads the open_how it is given (copy_struct_from_user),
+    # so an immutable bytes object can hold it.
+    return _openat2(dirfd, os.fsencode(path), _OPEN_HOW.pack(flags | os.O_CLOEXEC, mode, resolve), _OPEN_HOW.size)
 
 
 def renameat2(olddirfd: int, old: str, newdirfd: int, new: str, flags: int) -> None:
-    syscall("renameat2", olddirfd, os.fsencode(old), newdirfd, os.fsencode(new), flags)
+    _renameat2(olddirfd, os.fsencode(old), newdirfd, os.fsencode(new), flags)
 
 
 def statx(dirfd: int, path: str, flags: int, mask: int) -> bytes:
     """statx(2); returns the kernel's 256-byte ``struct statx`` (the same on every arch)."""
     buffer = ctypes.create_string_buffer(STATX_SIZE)
-    syscall("statx", dirfd, os.fsencode(path), flags, mask, buffer)
+    _statx(dirfd, os.fsencode(path), flags, mask, buffer)
     return buffer.raw
 
 
@@ -57,7 +67,7 @@ def mount_id(fd: int) -> int:
 
 
 def fchmodat2(dirfd: int, path: str, mode: int, flags: int) -> None:
-    syscall("fchmodat2", dirfd, os.fsencode(path), mode, flags)
+    _fchmodat2(dirfd, os.fsencode(path), mode, flags)
 
 
 # Credentials below change the calling thread only: the raw syscalls act per thread,
@@ -66,33 +76,28 @@ def fchmodat2(dirfd: int, path: str, mode: int, flags: int) -> None:
 
 def set_thread_fsuid(uid: int) -> int:
     """setfsuid(2) for this thread; returns the previous fsuid."""
-    return syscall("setfsuid", uid)
+    return _setfsuid(uid)
 
 
 def set_thread_fsgid(gid: int) -> int:
-    return syscall("setfsgid", gid)
+    return _setfsgid(gid)
 
 
 def set_thread_groups(groups: tuple[int, ...]) -> None:
     array = (ctypes.c_uint32 * len(groups))(*groups)
-    syscall("setgroups", len(groups), array)
+    _setgroups(len(groups), array)
 
 
 def _c_path(path: str | None) -> bytes | None:
     return None if path is None else os.fsencode(path)
 
 
+_fchownat = function("fchownat", ctypes.c_int, *_PATH_AT, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_int)
+
+
 def fchownat(dirfd: int, path: str, uid: int, gid: int, flags: int) -> None:
     # uid_t is unsigned: -1 (no change) must reach the kernel as 0xffffffff.
-    from hvfs._sys.libc import check, libc
-
-    result = libc().fchownat(
-        ctypes.c_int(dirfd),
-        _c_path(path),
-        ctypes.c_uint32(uid & 0xFFFFFFFF),
-        ctypes.c_uint32(gid & 0xFFFFFFFF),
-        ctypes.c_int(flags),
-    )
+    result = _fchownat(dirfd, _c_path(path), uid & 0xFFFFFFFF, gid & 0xFFFFFFFF, flags)
     check("fchownat", result, dirfd, path, uid, gid, flags)
 
 
@@ -100,23 +105,22 @@ class _Timespec(ctypes.Structure):
     _fields_ = [("sec", ctypes.c_int64), ("nsec", ctypes.c_long)]
 
 
+_utimensat = typed_syscall("utimensat", *_PATH_AT, ctypes.c_void_p, ctypes.c_int)
+
+
 def utimensat(dirfd: int, path: str | None, times: tuple[tuple[int, int], tuple[int, int]] | None, flags: int) -> None:
     """utimensat(2), with UTIME_NOW and UTIME_OMIT passed through; ``path=None`` is futimens.
 
     The raw syscall: glibc's wrapper refuses a NULL path, which the kernel accepts."""
-    from hvfs._sys.libc import syscall
-
     pair = None
     if times is not None:
         pair = (_Timespec * 2)(_Timespec(*times[0]), _Timespec(*times[1]))
-    syscall("utimensat", dirfd, _c_path(path), pair, flags)
+    _utimensat(dirfd, _c_path(path), pair, flags)
 
 
 def faccessat(dirfd: int, path: str, mode: int, flags: int) -> None:
     """faccessat(2) through the raw syscall (glibc emulates flags); raises on refusal."""
-    from hvfs._sys.libc import syscall
-
-    syscall("faccessat2", dirfd, os.fsencode(path), mode, flags)
+    _faccessat2(dirfd, os.fsencode(path), mode, flags)
 
 
 STATFS_SIZE = 120  # struct statfs on 64-bit Linux: the same on x86_64 and aarch64

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
+from collections.abc import Callable
 from typing import Any
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
 
-MACHINE = platform.machine()
+MACHINE = os.uname().machine  # what platform.machine() says, without importing platform
 
 # Numbers for the calls the stdlib lacks. From 403 up, the numbers are shared by all
 # architectures, so those appear once below.
@@ -104,6 +104,33 @@ def syscall(name: str, *args: Any) -> int:
     return int(result)
 
 
+def typed_syscall(name: str, *argtypes: Any) -> Callable[..., int]:
+    """``syscall`` for the hot paths: one call whose argument types are declared up front,
+    so that ctypes converts the arguments in C instead of wrapping each one in Python.
+
+    A fixed prototype for the variadic syscall(3) is safe on x86_64 and aarch64: glibc's
+    syscall() only moves its arguments from registers to registers, and integer and
+    pointer arguments travel in the same registers either way (``syscall`` above, which
+    declares no types, calls it through a fixed prototype too)."""
+    nr = number(name)
+    raw = ctypes.CFUNCTYPE(ctypes.c_long, ctypes.c_long, *argtypes, use_errno=True)(("syscall", _libc))
+
+    def call(*args: Any) -> int:
+        result: int = raw(nr, *args)
+        if result < 0:
+            raise _error(name, args)
+        return result
+
+    call.__name__ = name
+    return call
+
+
+def function(name: str, restype: Any, *argtypes: Any) -> Any:
+    """A libc function with its types declared (a prototype of its own, so that no other
+    user of the shared ``libc()`` handle sees different argument conversions)."""
+    return ctypes.CFUNCTYPE(restype, *argtypes, use_errno=True)((name, _libc))
+
+
 def _error(name: str, args: tuple[Any, ...]) -> OSError:
     """The errno as an OSError whose ``filename`` names the call and its arguments."""
     err = ctypes.get_errno()
@@ -112,6 +139,8 @@ def _error(name: str, args: tuple[Any, ...]) -> OSError:
 
 
 def _show(value: Any) -> str:
+    if isinstance(value, bytes) and b"\0" in value:
+        return "…"  # a structure packed into bytes, not a path
     if isinstance(value, (bytes, str)):
         return repr(os.fsdecode(value))
     if isinstance(value, int):

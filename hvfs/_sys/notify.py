@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import os
 
 from hvfs._sys.libc import check, libc
 
@@ -47,33 +48,45 @@ class _AddFd(ctypes.Structure):
 
 _ioctl = libc().ioctl
 # ctypes releases the GIL around foreign calls, so a worker blocked here does not stall
-# the others.
+# the others. The request codes are made into C values once: these calls run per request.
+_RECV, _SEND, _ID_VALID, _ADDFD = (
+    ctypes.c_ulong(code) for code in (NOTIF_RECV, NOTIF_SEND, NOTIF_ID_VALID, NOTIF_ADDFD)
+)
 
 
 def receive(listener: int) -> Notif:
     """NOTIF_RECV. The kernel rejects a buffer that is not all zeroes, so it is fresh."""
     notif = Notif()
-    check("NOTIF_RECV", _ioctl(listener, ctypes.c_ulong(NOTIF_RECV), ctypes.byref(notif)))
+    if _ioctl(listener, _RECV, ctypes.byref(notif)) < 0:
+        raise _failed("NOTIF_RECV", listener)
     return notif
 
 
 def respond(listener: int, notif_id: int, *, value: int = 0, error: int = 0, flags: int = 0) -> None:
     resp = _Resp(notif_id, value, -error if error else 0, flags)
-    check("NOTIF_SEND", _ioctl(listener, ctypes.c_ulong(NOTIF_SEND), ctypes.byref(resp)))
+    if _ioctl(listener, _SEND, ctypes.byref(resp)) < 0:
+        raise _failed("NOTIF_SEND", listener)
 
 
 def add_fd(listener: int, notif_id: int, fd: int, newfd_flags: int, *, respond: bool) -> int:
     """ADDFD: install ``fd`` in the target; return its number there. With ``respond``
     (SECCOMP_ADDFD_FLAG_SEND) the same ioctl also answers the call with that number."""
     add = _AddFd(notif_id, SECCOMP_ADDFD_FLAG_SEND if respond else 0, fd, 0, newfd_flags)
-    return check("NOTIF_ADDFD", _ioctl(listener, ctypes.c_ulong(NOTIF_ADDFD), ctypes.byref(add)))
+    number: int = _ioctl(listener, _ADDFD, ctypes.byref(add))
+    if number < 0:
+        raise _failed("NOTIF_ADDFD", listener)
+    return number
 
 
 def id_valid(listener: int, notif_id: int) -> bool:
-    value = ctypes.c_uint64(notif_id)
-    return bool(_ioctl(listener, ctypes.c_ulong(NOTIF_ID_VALID), ctypes.byref(value)) == 0)
+    return bool(_ioctl(listener, _ID_VALID, ctypes.byref(ctypes.c_uint64(notif_id))) == 0)
 
 
 def set_flags(listener: int, flags: int) -> None:
     """NOTIF_SET_FLAGS takes its flags by value, not through a pointer."""
     check("NOTIF_SET_FLAGS", _ioctl(listener, ctypes.c_ulong(NOTIF_SET_FLAGS), ctypes.c_ulong(flags)))
+
+
+def _failed(name: str, listener: int) -> OSError:
+    code = ctypes.get_errno()
+    return OSError(code, os.strerror(code), f"{name}({listener})")

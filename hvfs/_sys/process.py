@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 
-from hvfs._sys.libc import check, libc, syscall
+from hvfs._sys.libc import check, function, libc, syscall
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -58,8 +59,35 @@ def pidfd_getfd(pidfd: int, targetfd: int) -> int:
     return syscall("pidfd_getfd", pidfd, targetfd, 0)
 
 
-class _IoVec(ctypes.Structure):
-    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+# struct iovec is {void *base; size_t len}: two 64-bit words on the 64-bit machines HVFS
+# supports, so arrays of c_size_t hold iovecs and are cheap to fill in.
+_IOVEC_WORDS = 2
+_ADDRESS_END = 1 << 64
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+# pid, local iovecs, their count, remote iovecs, their count, flags.
+_VM_RW_ARGS = (ctypes.c_int, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong)
+_process_vm_readv = function("process_vm_readv", ctypes.c_ssize_t, *_VM_RW_ARGS)
+_process_vm_writev = function("process_vm_writev", ctypes.c_ssize_t, *_VM_RW_ARGS)
+
+
+def _page_split(address: int, size: int) -> list[int]:
+    """``address``..``address+size`` as iovec words, split at page boundaries, so that a
+    partial read returns every readable page (the kernel never splits one iovec element)."""
+    if address + size > _ADDRESS_END:
+        raise OSError(errno.EFAULT, os.strerror(errno.EFAULT), "process_vm_readv")
+    words: list[int] = []
+    at, end = address, address + size
+    while at < end:
+        stop = min(end, (at // PAGE_SIZE + 1) * PAGE_SIZE)
+        words += (at, stop - at)
+        at = stop
+    return words
+
+
+def _vm_error(name: str, pid: int, address: int, size: int) -> OSError:
+    code = ctypes.get_errno()
+    return OSError(code, os.strerror(code), f"{name}({pid}, {address:#x}, {size})")
 
 
 def read_memory(pid: int, address: int, size: int) -> bytes:
@@ -67,31 +95,67 @@ def read_memory(pid: int, address: int, size: int) -> bytes:
 
     Returns fewer bytes when the range runs into unmapped memory; raises ``OSError``
     (EFAULT) when not even the first byte can be read, ESRCH when the process is gone.
-    The remote range is split at page boundaries so that a partial read returns every
-    readable page (the kernel never splits one iovec element).
     """
-    page = os.sysconf("SC_PAGE_SIZE")
-    chunks: list[tuple[int, int]] = []
-    at, end = address, address + size
-    while at < end:
-        stop = min(end, (at // page + 1) * page)
-        chunks.append((at, stop - at))
-        at = stop
+    words = _page_split(address, size)
+    if not words:
+        return b""
     local_buffer = ctypes.create_string_buffer(size)
-    local = _IoVec(ctypes.cast(local_buffer, ctypes.c_void_p), size)
-    remote = (_IoVec * len(chunks))(*(_IoVec(a, n) for a, n in chunks))
+    local = (ctypes.c_size_t * _IOVEC_WORDS)(ctypes.addressof(local_buffer), size)
+    remote = (ctypes.c_size_t * len(words))(*words)
     # Safe because: the local buffer is ours and exactly `size` bytes long; the kernel
     # checks the remote ranges against the target's mappings.
-    got = syscall("process_vm_readv", pid, ctypes.byref(local), 1, remote, len(chunks), 0)
+    got = _process_vm_readv(pid, local, 1, remote, len(words) // _IOVEC_WORDS, 0)
+    if got < 0:
+        raise _vm_error("process_vm_readv", pid, address, size)
     return local_buffer.raw[:got]
+
+
+class MemoryReader:
+    """``read_memory`` through one buffer and one set of iovecs made once, for reads of at
+    most a page (a path per request) on the hot path. Not thread-safe: one per thread."""
+
+    def __init__(self, capacity: int = PAGE_SIZE) -> None:
+        if capacity > PAGE_SIZE:
+            raise ValueError("a MemoryReader reads at most a page: two iovecs cover any such range")
+        self.capacity = capacity
+        self._buffer = ctypes.create_string_buffer(capacity)
+        self._view = memoryview(self._buffer).cast("B")
+        self._local = (ctypes.c_size_t * _IOVEC_WORDS)(ctypes.addressof(self._buffer), capacity)
+        self._remote = (ctypes.c_size_t * (2 * _IOVEC_WORDS))()
+
+    def read(self, pid: int, address: int, size: int) -> bytes:
+        """As ``read_memory``, for ``size`` up to ``capacity``."""
+        if not 0 < size <= self.capacity:
+            raise ValueError(f"read of {size} bytes by a MemoryReader of {self.capacity}")
+        if address + size > _ADDRESS_END:
+            raise OSError(errno.EFAULT, os.strerror(errno.EFAULT), "process_vm_readv")
+        first = min(size, PAGE_SIZE - address % PAGE_SIZE)
+        remote = self._remote
+        remote[0] = address
+        remote[1] = first
+        count = 1
+        if first < size:  # the range crosses into a second page
+            remote[2] = address + first
+            remote[3] = size - first
+            count = 2
+        self._local[1] = size
+        # Safe because: the local iovec points into our own buffer and is at most its
+        # capacity long; the kernel checks the remote ranges against the target's mappings.
+        got = _process_vm_readv(pid, self._local, 1, remote, count, 0)
+        if got < 0:
+            raise _vm_error("process_vm_readv", pid, address, size)
+        return self._view[:got].tobytes()
 
 
 def write_memory(pid: int, address: int, data: bytes) -> None:
     """Write ``data`` at ``address`` in process ``pid``; EFAULT unless all of it lands."""
     local_buffer = ctypes.create_string_buffer(data, len(data))
-    local = _IoVec(ctypes.cast(local_buffer, ctypes.c_void_p), len(data))
-    remote = _IoVec(address, len(data))
-    # Safe because: the kernel writes only within the target's writable mappings.
-    done = syscall("process_vm_writev", pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
+    local = (ctypes.c_size_t * _IOVEC_WORDS)(ctypes.addressof(local_buffer), len(data))
+    remote = (ctypes.c_size_t * _IOVEC_WORDS)(address % _ADDRESS_END, len(data))
+    # Safe because: the kernel writes only within the target's writable mappings, and
+    # reads only our own buffer of exactly len(data) bytes.
+    done = _process_vm_writev(pid, local, 1, remote, 1, 0)
+    if done < 0:
+        raise _vm_error("process_vm_writev", pid, address, len(data))
     if done != len(data):
-        raise OSError(14, "partial write", "process_vm_writev")
+        raise OSError(errno.EFAULT, "partial write", "process_vm_writev")

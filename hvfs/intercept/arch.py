@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -85,7 +84,7 @@ SUPPORTED = {a.name: a for a in (X86_64, AARCH64)}
 
 
 def native() -> Arch:
-    machine = platform.machine()
+    machine = os.uname().machine  # platform.machine(), without importing platform
     try:
         return SUPPORTED[machine]
     except KeyError:

@@ -33,6 +33,15 @@ Some facts about seccomp user notification, which the code below relies on:
 * ``SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP`` (6.6+) makes the kernel switch straight to the
   waiting supervisor thread on the trapping CPU: a round trip drops from about 54 µs to
   about 11 µs on this machine.
+* The ADDFD round trip gets no such flag: the kernel wakes the target as usual, which the
+  scheduler moves to an idle CPU if there is one, and a writable file then costs two
+  cross-CPU wake-ups (install, then answer). Pinning the worker to the notifying CPU for
+  the install does not keep the target there; measured, it made W8 slower (102 against
+  77 µs for the install), as did pinning it to the other CPU. (A SCHED_IDLE worker would
+  keep it, but a thread of the manager's user namespace cannot leave SCHED_IDLE: EPERM.)
+* Each worker keeps, from request to request, fds naming the threads it served (their
+  /proc status files and pidfds): they name a thread, never a reused number, and the
+  ID_VALID check after all reads covers them as it covers every read (``kept.py``).
 """
 
 from __future__ import annotations
@@ -52,7 +61,7 @@ from hvfs.api import Transport
 from hvfs.intercept.arch import Arch
 from hvfs.intercept.decode import DECODERS, Context, Decoder, Output, Passthrough
 from hvfs.intercept.filter import syscall_numbers
-from hvfs.intercept.tracee import CallError, TargetGone, Tracee
+from hvfs.intercept.tracee import CallError, Inspector, TargetGone, Tracee
 
 log = logging.getLogger("hvfs.driver")
 
@@ -107,6 +116,13 @@ class SeccompDriver:
                 os.close(fd)
 
     def _work(self) -> None:
+        inspector = Inspector()
+        try:
+            self._work_with(inspector)
+        finally:
+            inspector.close()
+
+    def _work_with(self, inspector: Inspector) -> None:
         me = threading.current_thread()
         poller = select.poll()
         poller.register(self._listener, select.POLLIN)
@@ -127,7 +143,7 @@ class SeccompDriver:
                         self._turn.notify_all()
                     return
                 self._serving_since = time.monotonic()
-                self._serve(notif)
+                self._serve(notif, inspector)
                 with self._turn:
                     self._serving_since = None
                     if self._receiver is not me:
@@ -158,8 +174,8 @@ class SeccompDriver:
                 if events & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
                     return None  # every thread of the VM has exited
 
-    def _serve(self, notif: notify.Notif) -> None:
-        tracee = Tracee(self._listener, notif.id, notif.pid)
+    def _serve(self, notif: notify.Notif, inspector: Inspector) -> None:
+        tracee = Tracee(self._listener, notif.id, notif.pid, inspector)
         request: api.Request | None = None
         try:
             try:

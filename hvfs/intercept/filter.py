@@ -4,7 +4,8 @@ Trap only what something configured needs to see: mutations always (the invarian
 reads only when strict mode (or, later, a read rule or a scanner) asks for them.
 The program is built with libseccomp (pyseccomp) and exported as raw BPF, which the
 VM's launcher loads with seccomp(2) itself, because libseccomp 2.5 cannot set
-SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV.
+SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV. Compiled programs are kept on disk
+(``filter_cache``): most starts need neither pyseccomp nor the compiler.
 """
 
 from __future__ import annotations
@@ -14,16 +15,6 @@ import os
 from dataclasses import dataclass
 
 from hvfs.intercept.arch import Arch
-from hvfs.intercept.syscalls import (
-    AT_EMPTY_PATH,
-    BY_NAME,
-    NAMESPACE_FLAGS,
-    OPEN_WRITE_BITS,
-    TABLE,
-    UNSHARE_ONLY_FLAGS,
-    W_OK,
-    Handling,
-)
 
 _HIGHEST_NUMBER = 1024
 
@@ -46,18 +37,61 @@ def known_syscalls(arch: Arch) -> dict[int, str]:
     return names
 
 
+# syscall_numbers() per architecture, once per process: from the filter cache when the
+# program came from it (the same libseccomp named both), else from libseccomp.
+_NUMBERS: dict[str, dict[int, str]] = {}
+
+
 def syscall_numbers(arch: Arch) -> dict[int, str]:
     """Numbers to names for ``arch``: libseccomp's table plus the newer calls HVFS knows."""
-    names = known_syscalls(arch)
-    for entry in TABLE:
-        if entry.number is not None:
-            names.setdefault(entry.number, entry.name)
-    return names
+    names = _NUMBERS.get(arch.name)
+    if names is None:
+        from hvfs.intercept.syscalls import TABLE  # imported here: a cached filter needs no table
+
+        names = known_syscalls(arch)
+        for entry in TABLE:
+            if entry.number is not None:
+                names.setdefault(entry.number, entry.name)
+        _NUMBERS[arch.name] = names
+    return dict(names)
 
 
 def compile_filter(config: FilterConfig, arch: Arch) -> bytes:
-    """The BPF program for a VM, as ``struct sock_filter`` bytes."""
+    """The BPF program for a VM, as ``struct sock_filter`` bytes: from the cache when it
+    holds one for exactly this configuration, architecture and libseccomp."""
+    from hvfs._sys.seccomp import SONAME
+    from hvfs.intercept import filter_cache
+
+    key = filter_cache.key(config, arch)
+    cached = filter_cache.load(key) if key is not None else None
+    if cached is not None:
+        _NUMBERS.setdefault(arch.name, cached.names)
+        return cached.program
+    program = _compile(config, arch)
+    if key is not None and _compiled_with(SONAME):
+        filter_cache.store(key, filter_cache.Entry(program, syscall_numbers(arch)))
+    return program
+
+
+def _compiled_with(soname: str) -> bool:
+    """Whether pyseccomp uses the libseccomp the cache key names (it looks it up itself)."""
+    import pyseccomp
+
+    return getattr(pyseccomp, "_libseccomp_path", None) == soname
+
+
+def _compile(config: FilterConfig, arch: Arch) -> bytes:
     import pyseccomp as sc
+
+    from hvfs.intercept.syscalls import (
+        AT_EMPTY_PATH,
+        BY_NAME,
+        NAMESPACE_FLAGS,
+        OPEN_WRITE_BITS,
+        UNSHARE_ONLY_FLAGS,
+        W_OK,
+        Handling,
+    )
 
     program = sc.SyscallFilter(sc.ERRNO(errno.ENOSYS))
     program.set_attr(sc.Attr.ACT_BADARCH, sc.ERRNO(errno.EPERM))

@@ -14,8 +14,11 @@ import re
 
 from hvfs._sys import notify, process
 from hvfs.api import Credentials, OpenFile, VmPath
+from hvfs.intercept.kept import KeptFds
+from hvfs.intercept.procfs import StatusFiles, parse_credentials
 
 PATH_MAX = 4096
+_SHORT_PATH = 256  # what read_path reads first
 O_PATH = 0o10000000
 AT_FDCWD = -100
 _DELETED = " (deleted)"
@@ -41,11 +44,27 @@ def signed32(value: int) -> int:
     return value - (1 << 32) if value & 0x80000000 else value
 
 
+class Inspector:
+    """What one worker thread keeps from request to request to read notifying threads: a
+    buffer for their memory, and their status files and pidfds, open (see ``KeptFds``).
+    Not thread-safe: one per worker."""
+
+    def __init__(self) -> None:
+        self.memory = process.MemoryReader(PATH_MAX)
+        self.status = StatusFiles()
+        self.pidfds = KeptFds()
+
+    def close(self) -> None:
+        self.status.close()
+        self.pidfds.close()
+
+
 class Tracee:
-    def __init__(self, listener: int, notif_id: int, pid: int) -> None:
+    def __init__(self, listener: int, notif_id: int, pid: int, inspector: Inspector) -> None:
         self.listener = listener
         self.notif_id = notif_id
         self.pid = pid
+        self._inspector = inspector
         self._owned: list[int] = []
 
     def close(self) -> None:
@@ -61,8 +80,12 @@ class Tracee:
     def read(self, address: int, size: int) -> bytes:
         if address == 0:
             raise CallError(errno.EFAULT)
+        memory = self._inspector.memory
         try:
-            data = process.read_memory(self.pid, address, size)
+            if 0 < size <= memory.capacity:
+                data = memory.read(self.pid, address, size)
+            else:
+                data = process.read_memory(self.pid, address, size)
         except OSError as e:
             if e.errno == errno.ESRCH:
                 raise TargetGone() from e
@@ -75,12 +98,19 @@ class Tracee:
         """The NUL-terminated path at ``address``: EFAULT, ENAMETOOLONG and ENOENT as the kernel."""
         if address == 0:
             raise CallError(errno.EFAULT)
+        memory = self._inspector.memory
+        data = b""
         try:
-            data = process.read_memory(self.pid, address, PATH_MAX)
+            # Most paths are short: read a little first, and the rest only if no NUL is
+            # in it. Reads stop at the first unreadable page, as one read of it all would.
+            data = memory.read(self.pid, address, _SHORT_PATH)
+            if b"\0" not in data and len(data) == _SHORT_PATH:
+                data += memory.read(self.pid, address + _SHORT_PATH, PATH_MAX - _SHORT_PATH)
         except OSError as e:
             if e.errno == errno.ESRCH:
                 raise TargetGone() from e
-            raise CallError(errno.EFAULT) from e
+            if not data:
+                raise CallError(errno.EFAULT) from e
         end = data.find(b"\0")
         if end < 0:
             raise CallError(errno.ENAMETOOLONG if len(data) == PATH_MAX else errno.EFAULT)
@@ -153,48 +183,17 @@ class Tracee:
 
     def credentials(self) -> Credentials:
         try:
-            with open(f"/proc/{self.pid}/status", "rb") as f:
-                text = f.read()
+            text = self._inspector.status.read(self.pid)
         except (FileNotFoundError, ProcessLookupError) as e:
             raise TargetGone() from e
-        fields: dict[bytes, bytes] = {}
-        for line in text.splitlines():
-            key, _, value = line.partition(b":")
-            fields[key] = value.strip()
-        uids = fields[b"Uid"].split()
-        gids = fields[b"Gid"].split()
-        return Credentials(
-            uid=int(uids[3]),
-            gid=int(gids[3]),
-            groups=tuple(int(g) for g in fields.get(b"Groups", b"").split()),
-            umask=int(fields.get(b"Umask", b"0022"), 8),
-            capabilities=int(fields[b"CapEff"], 16),
-            real_uid=int(uids[0]),
-            real_gid=int(gids[0]),
-        )
+        return parse_credentials(text)
 
     def take_fd(self, fd: int, *, path_ok: bool = True) -> OpenFile:
         """Duplicate the thread's ``fd`` into this process (pidfd_getfd). Calls that act on
         an open file and nothing else refuse O_PATH fds (``path_ok=False``), as the kernel does."""
         if fd < 0:
             raise CallError(errno.EBADF)
-        try:
-            pidfd = process.pidfd_open(self.pid, process.PIDFD_THREAD)
-        except OSError as e:
-            if e.errno == errno.EINVAL:  # kernels before 6.9: only thread-group leaders
-                pidfd = self._leader_pidfd()
-            else:
-                raise TargetGone() from e
-        try:
-            self.check_valid()
-            try:
-                local = process.pidfd_getfd(pidfd, fd)
-            except OSError as e:
-                if e.errno == errno.EBADF:
-                    raise CallError(errno.EBADF) from e
-                raise TargetGone() from e
-        finally:
-            os.close(pidfd)
+        local = self._duplicate(fd)
         self._owned.append(local)
         if not path_ok and fcntl.fcntl(local, fcntl.F_GETFL) & O_PATH:
             raise CallError(errno.EBADF)
@@ -203,6 +202,53 @@ class Tracee:
         except OSError:
             path = "?"
         return OpenFile(fd=local, path=path)
+
+    def _duplicate(self, fd: int) -> int:
+        """The thread's ``fd``, duplicated through a pidfd of the thread, which the worker
+        keeps for the next request (``KeptFds``); the ID_VALID check after ``pidfd_getfd``
+        (here, and the driver's after all reads) proves it named this thread."""
+        pidfds = self._inspector.pidfds
+        kept = pidfds.get(self.pid)
+        if kept is not None:
+            try:
+                return self._getfd(kept, fd)
+            except ProcessLookupError:  # that thread is gone; the number may be another's now
+                pidfds.drop(self.pid)
+        try:
+            pidfd = process.pidfd_open(self.pid, process.PIDFD_THREAD)
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise TargetGone() from e
+            pidfd = self._leader_pidfd()  # kernels before 6.9: only thread-group leaders
+            try:
+                return self._getfd(pidfd, fd)
+            except ProcessLookupError as e:
+                raise TargetGone() from e
+            finally:
+                os.close(pidfd)  # names the leader, not this thread: never kept
+        pidfds.keep(self.pid, pidfd)
+        try:
+            return self._getfd(pidfd, fd)
+        except ProcessLookupError as e:
+            pidfds.drop(self.pid)
+            raise TargetGone() from e
+
+    def _getfd(self, pidfd: int, fd: int) -> int:
+        """pidfd_getfd; ``ProcessLookupError`` when the pidfd's thread is gone."""
+        try:
+            local = process.pidfd_getfd(pidfd, fd)
+        except OSError as e:
+            if e.errno == errno.EBADF:
+                raise CallError(errno.EBADF) from e
+            if e.errno == errno.ESRCH:
+                raise ProcessLookupError(e.errno, e.strerror) from e
+            raise TargetGone() from e
+        try:
+            self.check_valid()
+        except TargetGone:
+            os.close(local)
+            raise
+        return local
 
     def _leader_pidfd(self) -> int:
         with open(f"/proc/{self.pid}/status", "rb") as f:

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
+from types import TracebackType
 
 from hvfs._sys import caps, files, process
 from hvfs.api import Credentials
@@ -27,6 +26,7 @@ class _ThreadIdentity:
     effective: int
     permitted: int
     inheritable: int
+    umask: int
 
 
 _local = threading.local()
@@ -37,6 +37,8 @@ def _identity() -> _ThreadIdentity:
     if identity is None:
         process.unshare(process.CLONE_FS)  # a umask of this thread's own
         effective, permitted, inheritable = caps.get_thread_caps()
+        umask = os.umask(0o022)  # the only way to read it is to set it
+        os.umask(umask)
         identity = _ThreadIdentity(
             uid=os.geteuid(),
             gid=os.getegid(),
@@ -44,6 +46,7 @@ def _identity() -> _ThreadIdentity:
             effective=effective,
             permitted=permitted,
             inheritable=inheritable,
+            umask=umask,
         )
         _local.identity = identity
     return identity
@@ -67,13 +70,17 @@ def _switch(creds: Credentials, me: _ThreadIdentity) -> tuple[bool, bool, bool]:
     wanted_caps = creds.capabilities & me.permitted
     switched = (creds.groups != me.groups, creds.uid != me.uid or creds.gid != me.gid, wanted_caps != me.effective)
     groups, ids, capabilities = switched
-    if groups:
-        files.set_thread_groups(creds.groups)
-    if ids:
-        files.set_thread_fsgid(creds.gid)
-        files.set_thread_fsuid(creds.uid)
-    if capabilities:
-        caps.set_thread_caps(wanted_caps, me.permitted, me.inheritable)
+    try:
+        if groups:
+            files.set_thread_groups(creds.groups)
+        if ids:
+            files.set_thread_fsgid(creds.gid)
+            files.set_thread_fsuid(creds.uid)
+        if capabilities:
+            caps.set_thread_caps(wanted_caps, me.permitted, me.inheritable)
+    except BaseException:
+        _restore(switched, me)  # never leave a worker half switched to a caller
+        raise
     return switched
 
 
@@ -88,36 +95,74 @@ def _restore(switched: tuple[bool, bool, bool], me: _ThreadIdentity) -> None:
         files.set_thread_groups(me.groups)
 
 
-@contextmanager
-def acting_as(creds: Credentials | None) -> Iterator[None]:
-    """Run the body with the caller's fsuid, fsgid, groups, capabilities and umask."""
-    me = _identity()  # also gives this thread a cwd and umask of its own
-    if creds is None:
-        yield
-        return
-    old_umask = os.umask(creds.umask)
-    switched = _switch(creds, me)
-    _local.acting = (creds, switched)
-    try:
-        yield
-    finally:
-        _local.acting = None
-        _restore(switched, me)
-        os.umask(old_umask)
+_NOTHING_SWITCHED = (False, False, False)
 
 
-@contextmanager
-def manager_rights() -> Iterator[None]:
+def acting_as(creds: Credentials | None) -> _ActingAs:
+    """Run the body with the caller's fsuid, fsgid, groups, capabilities and umask.
+
+    Each is changed only where the caller's differs from the manager's, and put back
+    afterwards, so that outside this block a worker always has the manager's own
+    identity."""
+    return _ActingAs(creds)
+
+
+def manager_rights() -> _ManagerRights:
     """Inside ``acting_as``, the manager's own rights for a moment: for a lookup the
     caller has already made (its cwd, its dirfd), which the kernel does not repeat."""
-    acting = getattr(_local, "acting", None)
-    if acting is None or not any(acting[1]):
-        yield
-        return
-    me = _identity()
-    creds, switched = acting
-    _restore(switched, me)
-    try:
-        yield
-    finally:
-        _local.acting = (creds, _switch(creds, me))
+    return _ManagerRights()
+
+
+class _ActingAs:
+    """Implements acting_as. A class rather than a generator: it runs for every request."""
+
+    __slots__ = ("_creds", "_me", "_switched", "_umask")
+
+    def __init__(self, creds: Credentials | None) -> None:
+        self._creds = creds
+
+    def __enter__(self) -> None:
+        me = self._me = _identity()  # also gives this thread a cwd and umask of its own
+        creds = self._creds
+        if creds is None:
+            return
+        self._umask = creds.umask != me.umask
+        if self._umask:
+            os.umask(creds.umask)
+        try:
+            self._switched = _switch(creds, me)
+        except BaseException:
+            if self._umask:
+                os.umask(me.umask)
+            raise
+        _local.acting = (creds, self._switched)
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        if self._creds is None:
+            return
+        _local.acting = None
+        if self._switched != _NOTHING_SWITCHED:
+            _restore(self._switched, self._me)
+        if self._umask:
+            os.umask(self._me.umask)
+
+
+class _ManagerRights:
+    """Implements manager_rights."""
+
+    __slots__ = ("_acting",)
+
+    def __enter__(self) -> None:
+        acting = getattr(_local, "acting", None)
+        self._acting = acting if acting is not None and any(acting[1]) else None
+        if self._acting is not None:
+            _restore(self._acting[1], _identity())
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        if self._acting is not None:
+            creds = self._acting[0]
+            _local.acting = (creds, _switch(creds, _identity()))

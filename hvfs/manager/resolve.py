@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, nullcontext
+from types import TracebackType
+from typing import Generic, TypeVar
 
 from hvfs import api
 from hvfs._sys.files import O_PATH, RESOLVE_BENEATH, RESOLVE_IN_ROOT, openat2
 from hvfs.manager.creds import manager_rights
+
+T = TypeVar("T")
 
 
 def split(name: str) -> tuple[str, str]:
@@ -36,12 +39,27 @@ def split(name: str) -> tuple[str, str]:
     return head, last + ("/" if len(stripped) < len(name) else "")
 
 
-@contextmanager
-def fd_closing(fd: int) -> Iterator[int]:
-    try:
-        yield fd
-    finally:
-        os.close(fd)
+class Closing(Generic[T]):
+    """A context manager that gives ``value`` and closes ``fd`` at the end of the block.
+    (A class, not a generator: it runs several times per request.)"""
+
+    __slots__ = ("_fd", "_value")
+
+    def __init__(self, fd: int, value: T) -> None:
+        self._fd = fd
+        self._value = value
+
+    def __enter__(self) -> T:
+        return self._value
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        os.close(self._fd)
+
+
+def fd_closing(fd: int) -> Closing[int]:
+    return Closing(fd, fd)
 
 
 def base_directory(root: int, base: str) -> int:
@@ -72,18 +90,15 @@ def absolute(path: str) -> api.VmPath:
     return api.VmPath("/", path)
 
 
-@contextmanager
-def parent(root: int, path: api.VmPath) -> Iterator[tuple[int, str]]:
-    """The directory holding ``path``'s last component, and that component."""
+def parent(root: int, path: api.VmPath) -> Closing[tuple[int, str]]:
+    """``with parent(root, path) as (directory, last)``: the directory holding ``path``'s
+    last component, and that component."""
     head, last = split(path.name)
     if head:
         fd = open_at(root, api.VmPath(path.base, head), O_PATH | os.O_DIRECTORY)
     else:
         fd = base_directory(root, path.base)
-    try:
-        yield fd, last
-    finally:
-        os.close(fd)
+    return Closing(fd, (fd, last))
 
 
 def proc_path(fd: int) -> str:
@@ -91,22 +106,24 @@ def proc_path(fd: int) -> str:
     return f"/proc/self/fd/{fd}"
 
 
-@contextmanager
-def writable_twin(rw_root: int, file: api.OpenFile) -> Iterator[tuple[int, os.stat_result] | None]:
-    """The open file's inode in the writable view, or None to act on the file itself.
+def writable_twin(rw_root: int, file: api.OpenFile) -> AbstractContextManager[tuple[int, os.stat_result] | None]:
+    """``with writable_twin(rw_root, file) as twin``: the open file's inode in the writable
+    view (an O_PATH fd and its stat), or None to act on the file itself.
 
     A file the VM opened itself sits on its read-only boot view; the same inode in the
     writable view is found by its path and checked by device and inode. A writable file
     (the manager handed it out for writing, or the VM inherited it) is used as it is.
     """
     if not os.fstatvfs(file.fd).f_flag & os.ST_RDONLY or not file.path.startswith("/"):
-        yield None
-        return
+        return nullcontext(None)
     try:
         twin = open_object(rw_root, absolute(file.path), follow=False)
     except OSError:
-        yield None
-        return
-    with fd_closing(twin):
+        return nullcontext(None)
+    try:
         st, original = os.fstat(twin), os.fstat(file.fd)
-        yield (twin, st) if (st.st_dev, st.st_ino) == (original.st_dev, original.st_ino) else None
+    except BaseException:
+        os.close(twin)
+        raise
+    same = (st.st_dev, st.st_ino) == (original.st_dev, original.st_ino)
+    return Closing(twin, (twin, st) if same else None)

@@ -15,19 +15,22 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 from hvfs import api
 from hvfs._sys.files import AT_EMPTY_PATH, fchownat, utimensat
-from hvfs.manager.resolve import fd_closing, open_object, parent, proc_path, writable_twin
+from hvfs.manager.resolve import Closing, open_object, parent, proc_path, writable_twin
 from hvfs.manager.vm import VmContext
 
 
-@contextmanager
-def _object(vm: VmContext, path: api.VmPath, follow: bool) -> Iterator[tuple[int, os.stat_result]]:
-    with fd_closing(open_object(vm.rw_root, path, follow=follow)) as fd:
-        yield fd, os.fstat(fd)
+def _object(vm: VmContext, path: api.VmPath, follow: bool) -> Closing[tuple[int, os.stat_result]]:
+    """``with _object(...) as (fd, st)``: an O_PATH fd of the object and its stat."""
+    fd = open_object(vm.rw_root, path, follow=follow)
+    try:
+        return Closing(fd, (fd, os.fstat(fd)))
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _on_target(

@@ -14,7 +14,7 @@ import functools
 import os
 import stat
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import TypeVar
 
 from hvfs import api
@@ -30,13 +30,10 @@ class _ContinueInVm(Exception):
     pass
 
 
-@contextmanager
-def _object(vm: VmContext, root: int, path: api.Target, follow: bool) -> Iterator[int]:
+def _object(vm: VmContext, root: int, path: api.Target, follow: bool) -> AbstractContextManager[int]:
     """An O_PATH fd of the object, or of an open file's twin in the writable view."""
     if isinstance(path, api.OpenFile):
-        with writable_twin(vm.rw_root, path) as twin:
-            yield path.fd if twin is None else twin[0]
-        return
+        return _open_file(vm, path)
     if vm.is_kernel_path(path):
         raise _ContinueInVm()
     try:
@@ -45,8 +42,13 @@ def _object(vm: VmContext, root: int, path: api.Target, follow: bool) -> Iterato
         if e.errno in RETRY_IN_VM:
             raise _ContinueInVm() from e
         raise
-    with fd_closing(fd):
-        yield fd
+    return fd_closing(fd)
+
+
+@contextmanager
+def _open_file(vm: VmContext, file: api.OpenFile) -> Iterator[int]:
+    with writable_twin(vm.rw_root, file) as twin:
+        yield file.fd if twin is None else twin[0]
 
 
 R = TypeVar("R")

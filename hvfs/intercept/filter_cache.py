@@ -1,0 +1,134 @@
+"""Compiled filters kept on disk, so that ``hvfs run`` need not import pyseccomp (its import
+runs ldconfig twice) nor run libseccomp's compiler: together most of 10 ms per start.
+
+An entry holds the BPF program for one (configuration, architecture) and the syscall
+names libseccomp gave the numbers, under a key made of everything they depend on: the
+``FilterConfig``, the architecture, libseccomp (the version of the library the dynamic
+linker finds as ``libseccomp.so.2``; entries are written only when that is the library
+pyseccomp itself loaded), pyseccomp's source,
+the source of the syscall table and of the compiler (``syscalls.py`` and ``filter.py``,
+so that any edit of either makes new keys), this module's format and hvfs's version.
+
+An entry is trusted only if it is a regular file owned by the user running hvfs and
+writable by no one else, names its own key, and its program matches its digest; anything
+else is a miss, and the program is compiled as if there were no cache. Entries are
+written to a temporary name and renamed into place, so readers never see half of one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import stat
+import threading
+from pathlib import Path
+
+from hvfs import __version__
+from hvfs._sys.seccomp import SONAME, libseccomp_version
+from hvfs.intercept.arch import Arch
+from hvfs.state import cache_directory
+
+log = logging.getLogger("hvfs.driver")
+
+FORMAT = 1
+_HERE = Path(__file__).parent
+SOURCES = (_HERE / "filter.py", _HERE / "syscalls.py")  # the compiler and the table
+_MAX_ENTRY = 1 << 20
+
+
+class Entry:
+    """A compiled program and the syscall names libseccomp gave the numbers (a plain
+    class: a dataclass costs more to define than this module's whole hit path)."""
+
+    __slots__ = ("names", "program")
+
+    def __init__(self, program: bytes, names: dict[int, str]) -> None:
+        self.program = program
+        self.names = names
+
+
+def directory() -> str:
+    return os.path.join(cache_directory(), "filters")
+
+
+def key(config: object, arch: Arch) -> str | None:
+    """The key of the filter for ``config`` on ``arch``, or None if libseccomp or pyseccomp
+    cannot be identified (then nothing is cached)."""
+    version = libseccomp_version()
+    spec = importlib.util.find_spec("pyseccomp")
+    if version is None or spec is None or spec.origin is None:
+        return None
+    digest = hashlib.sha256()
+    for part in (f"format {FORMAT}", f"hvfs {__version__}", repr(config), f"{arch.name} {arch.audit:#x}"):
+        digest.update(part.encode() + b"\0")
+    digest.update(f"{SONAME} {version}".encode() + b"\0")
+    try:
+        for path in (Path(spec.origin), *SOURCES):
+            digest.update(path.read_bytes() + b"\0")
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def load(entry_key: str) -> Entry | None:
+    """The entry stored under ``entry_key``, if there is a trustworthy one."""
+    path = os.path.join(directory(), f"{entry_key}.json")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022 or st.st_size > _MAX_ENTRY:
+            log.debug("filter cache: ignoring %s (owner %d, mode %o)", path, st.st_uid, st.st_mode)
+            return None
+        raw = os.pread(fd, st.st_size + 1, 0)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    try:
+        document = json.loads(raw)
+        program = bytes.fromhex(document["program"])
+        if (
+            document["format"] != FORMAT
+            or document["key"] != entry_key
+            or document["program_sha256"] != hashlib.sha256(program).hexdigest()
+            or not program
+            or len(program) % 8  # struct sock_filter is 8 bytes
+        ):
+            return None
+        names = {int(nr): str(name) for nr, name in document["names"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        log.debug("filter cache: ignoring a damaged %s", path)
+        return None
+    return Entry(program, names)
+
+
+def store(entry_key: str, entry: Entry) -> None:
+    """Keep ``entry`` under ``entry_key``; a cache that cannot be written is no error."""
+    document = {
+        "format": FORMAT,
+        "key": entry_key,
+        "program": entry.program.hex(),
+        "program_sha256": hashlib.sha256(entry.program).hexdigest(),
+        "names": {str(nr): name for nr, name in sorted(entry.names.items())},
+    }
+    where = directory()
+    path = os.path.join(where, f"{entry_key}.json")
+    temporary = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        os.makedirs(where, mode=0o700, exist_ok=True)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(document, f)
+            os.replace(temporary, path)
+        except BaseException:
+            os.unlink(temporary)
+            raise
+    except OSError as e:
+        log.debug("filter cache: cannot write %s: %s", path, e)
