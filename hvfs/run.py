@@ -12,6 +12,7 @@ import signal
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from hvfs._sys import process
 from hvfs.intercept.arch import Arch, native
@@ -25,9 +26,11 @@ from hvfs.manager.vm import VmContext
 from hvfs.runtime import VmSpec, build, compile_program, image_source, start_vm
 from hvfs.sandbox import launcher, preflight, terminal, userns, users
 from hvfs.sandbox.spawn import Program
-from hvfs.servicing import Services
 from hvfs.spec import RunSpec, UsageError
 from hvfs.state import NameLock
+
+if TYPE_CHECKING:
+    from hvfs.servicing import Services
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
@@ -85,7 +88,11 @@ def run(spec: RunSpec) -> int:
     preflight.check_kernel()
     check_stdio()
     arch = native()
-    services = Services(spec.services) if spec.services else None
+    services = None
+    if spec.services:
+        from hvfs.servicing import Services
+
+        services = Services(spec.services)
     vm_spec = VmSpec(
         name=spec.name,
         mounts=tuple(mount_table(spec, image_source(spec.image))),

@@ -236,7 +236,7 @@ class Services:
     def _detected(self, detected: Detected) -> None:
         if detected.record is not None:  # the scanner already said what it found
             log.warning("%s of VM %s quarantined as %s", detected.path, detected.vm, detected.record.id)
-        self._publish(detected.vm, 0, QUARANTINE, (detected.path,), "EACCES")
+            self._publish(detected.vm, 0, QUARANTINE, (detected.path,), "EACCES")
 
     def _publish(self, vm: str, pid: int, operation: str, paths: Sequence[str], result: str) -> None:
         self.bus.publish(Event(time.time(), vm, pid, "", operation, tuple(paths), 0, result, None, 0, "services"))

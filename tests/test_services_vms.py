@@ -332,3 +332,30 @@ def test_services_work_rootless(rootless: Hvfs, shared_tmp: Path) -> None:
     assert [row[5] for row in _versions(rootless, store, "/data/f")] == ["/data/f", "/data/f"]
     assert "/data/e" in rootless.ok("quarantine", "list", "--store", str(quarantine))
     assert not (data / "e").exists()
+
+
+MEMFD_EXEC = """
+import os, sys
+fd = os.memfd_create("prog", 0)
+os.write(fd, sys.argv[1].encode())
+os.fchmod(fd, 0o755)
+try:
+    os.execve(fd if sys.argv[2] == "fexecve" else f"/proc/self/fd/{fd}", ["prog"], {"PATH": "/usr/bin:/bin"})
+except OSError as e:
+    print(os.strerror(e.errno))
+"""
+
+
+@pytest.mark.parametrize("how", ["fexecve", "proc"])
+def test_a_program_run_from_memory_is_scanned_rootless(rootless: Hvfs, shared_tmp: Path, how: str) -> None:
+    """Rootless, memfds may be executed (vm.memfd_noexec is the host's): the fd is scanned."""
+    scan = ("run", "--scan", "--quarantine", str(shared_tmp / "q"), "--", "python3", "-c", MEMFD_EXEC)
+    assert rootless.ok(*scan, "#!/bin/sh\necho clean\n", how) == "clean\n"
+    assert rootless.ok(*scan, EICAR, how) == "Permission denied\n"
+    assert rootless.ok("run", "--", "python3", "-c", MEMFD_EXEC, EICAR, how) == "Exec format error\n"
+
+
+def test_memfds_cannot_be_executed_as_root_while_scanning(hvfs: Hvfs, tmp_path: Path) -> None:
+    out = hvfs.run("run", "--scan", "--quarantine", str(tmp_path / "q"), "--", "python3", "-c", MEMFD_EXEC,
+                   "#!/bin/sh\necho clean\n", "fexecve")  # fmt: skip
+    assert out.returncode == 1 and "PermissionError" in out.stderr and "clean" not in out.stdout  # sealed noexec

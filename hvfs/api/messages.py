@@ -123,7 +123,7 @@ class Chdir:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Exec:
     caller: Caller
-    path: VmPath
+    path: Target  # an OpenFile for fexecve, or for a /proc/self/fd/N that names no VM path (a memfd)
     follow: bool = True
 
 

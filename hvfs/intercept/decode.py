@@ -270,10 +270,21 @@ def _readlink(c: Context, dirfd: int, path_at: int, buffer: int, size: int) -> D
 def _execveat(c: Context, a: Args) -> Decoded:
     flags = signed32(a[4])
     path = c.tracee.read_path(a[1], empty_ok=bool(flags & AT_EMPTY_PATH))
-    if not path:
-        raise Passthrough()  # fexecve(): the fd was opened through the manager already
-    full = c.tracee.vm_path(signed32(a[0]), path)
-    return api.Exec(caller=c.caller(), path=full, follow=not flags & AT_SYMLINK_NOFOLLOW), None
+    if not path:  # fexecve(): a memfd's content, or a file's written since it was opened
+        return api.Exec(caller=c.caller(), path=c.tracee.take_fd(signed32(a[0]))), None
+    return api.Exec(caller=c.caller(), path=_program(c, c.tracee.vm_path(signed32(a[0]), path)),
+                    follow=not flags & AT_SYMLINK_NOFOLLOW), None  # fmt: skip
+
+
+def _execve(c: Context, a: Args) -> Decoded:
+    return api.Exec(caller=c.caller(), path=_program(c, c.path(a[0]))), None
+
+
+def _program(c: Context, path: api.VmPath) -> api.Target:
+    """The file an exec names: a /proc/self/fd/N left as it is (it names no VM path: a
+    memfd, a deleted file) is the open file itself, which services must see too."""
+    fd = c.tracee.proc_fd(str(path)) if path.base == "/" else None
+    return path if fd is None else c.tracee.take_fd(fd)
 
 
 def _lookup(call: str, *, path_arg: int, dirfd_arg: int | None = None, follow: bool = True) -> Decoder:
@@ -372,7 +383,7 @@ DECODERS: dict[str, Decoder] = {
     "readlink": lambda c, a: _readlink(c, AT_FDCWD, a[0], a[1], a[2]),
     "readlinkat": lambda c, a: _readlink(c, a[0], a[1], a[2], a[3]),
     "chdir": lambda c, a: (api.Chdir(caller=c.caller(), path=c.path(a[0])), None),
-    "execve": lambda c, a: (api.Exec(caller=c.caller(), path=c.path(a[0])), None),
+    "execve": _execve,
     "execveat": _execveat,
     "statfs": lambda c, a: (api.Statfs(caller=c.caller(), path=c.path(a[0])), Output("buffer", a[1], 120)),
     "fstatfs": lambda c, a: (

@@ -16,11 +16,12 @@ from hvfs._sys import process
 from hvfs.project import config, control
 from hvfs.project.state import ProjectState
 from hvfs.sandbox import terminal
+from hvfs.spec import UsageError
 
 DEFAULT_FILE = "hvfs.toml"
 
 
-class ProjectError(Exception):
+class ProjectError(UsageError):
     """A one-line problem for the user (exit 125)."""
 
 

@@ -23,7 +23,7 @@ MOUNT_KEYS = ("target", "source", "tmpfs", "size", "readonly")
 VM_KEYS = ("command", "image", "workdir", "user", "environment", "strict", "network", "mounts", "limits")
 
 
-class ConfigError(Exception):
+class ConfigError(spec.UsageError):
     """A mistake in the project file: the message names the key and what is wrong."""
 
 

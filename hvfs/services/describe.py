@@ -36,7 +36,7 @@ def request_paths(request: api.Request) -> tuple[str, ...]:
             return (target_path(request.old), str(request.new))
         case api.Symlink():
             return (str(request.path), request.target)
-        case api.Access() | api.Readlink() | api.Statfs():
+        case api.Access() | api.Readlink() | api.Statfs() | api.Exec():
             return (target_path(request.path),)
         case api.Chmod() | api.Chown() | api.Utimens() | api.SetXattr() | api.RemoveXattr():
             return (target_path(request.target),)

@@ -120,7 +120,9 @@ def handle_chdir(vm: VmContext, request: api.Chdir) -> api.Response:
 @_continue_if_needed
 def handle_exec(vm: VmContext, request: api.Exec) -> api.Response:
     """Errnos: EACCES (not a regular file, or not executable). Checked, then continued:
-    only the kernel can load a program."""
+    only the kernel can load a program, and it checks an open file itself."""
+    if isinstance(request.path, api.OpenFile):
+        return api.Continue()
     with _object(vm, vm.vm_root, request.path, request.follow) as fd:
         kind = stat.S_IFMT(os.fstat(fd).st_mode)
         if kind == stat.S_IFLNK:

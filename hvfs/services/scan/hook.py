@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -62,6 +63,8 @@ class ScanHook:
         if not needs_check(request):
             return None
         assert isinstance(request, api.Open | api.Exec)
+        if isinstance(request.path, api.OpenFile):
+            return self._check_open_file(vm, request.path)
         located = self._locate(vm, request.path)
         if located is None:
             return None
@@ -76,6 +79,18 @@ class ScanHook:
             os.close(located.dir_fd)
         if self._report is not None:
             self._report(Detected(vm, path, verdict, record))
+        return api.Errno(errno.EACCES)
+
+    def _check_open_file(self, vm: str, file: api.OpenFile) -> api.Response | None:
+        """An exec of an open file (fexecve, a memfd): judged from the fd, but there is no
+        name to take it away from, so it is denied and not quarantined."""
+        if not stat.S_ISREG(os.fstat(file.fd).st_mode):
+            return None
+        verdict = self.scanner.check(vm, file.path, file.fd)
+        if not verdict.infected:
+            return None
+        if self._report is not None:
+            self._report(Detected(vm, file.path, verdict, None))
         return api.Errno(errno.EACCES)
 
     def _quarantine(self, vm: str, path: str, located: Located, verdict: Verdict) -> QuarantineRecord | None:
