@@ -52,3 +52,14 @@ def test_only_the_sys_package_uses_ctypes() -> None:
 def test_modules_stay_small() -> None:
     for module in PACKAGE.rglob("*.py"):
         assert len(module.read_text().splitlines()) <= 500, module
+
+
+def test_services_never_import_their_callers() -> None:
+    """Services see requests, VM names, paths and fds: they never reach into the manager,
+    the driver, the sandbox or the command line, which call them."""
+    callers = ("hvfs.manager", "hvfs.intercept", "hvfs.sandbox", "hvfs.cli", "hvfs.run", "hvfs._sys")
+    services = _modules("services")
+    assert services
+    for module in services:
+        leaks = {n for n in _imports(module) if n.startswith(callers)}
+        assert not leaks, (module, leaks)
