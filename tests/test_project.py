@@ -93,6 +93,32 @@ def test_locks_work_across_vms(example: Project) -> None:
         assert example.ok("exec", "writer-b", "--", "python3", "-c", attempt).strip() == "EAGAIN"  # EWOULDBLOCK
         holder.wait(timeout=30)
     assert example.ok("exec", "writer-b", "--", "python3", "-c", attempt).strip() == "locked"
+    record = (
+        "import fcntl, errno, sys; f = open('/data/record', 'a')\n"
+        "try:\n fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB); print('locked', flush=True)\n"
+        "except OSError as e:\n print(errno.errorcode[e.errno], flush=True)\n"
+        "sys.stdin.readline()"
+    )
+    command = [*example.hvfs.command, "-f", example.file, "exec", "-i", "writer-a", "--", "python3", "-c", record]
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as holder:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        other = example.ok("exec", "writer-b", "--", "python3", "-c", record, input="\n").strip()
+        assert other in ("EAGAIN", "EACCES")  # fcntl record locks, as POSIX allows either
+        holder.communicate("\n", timeout=30)
+    assert example.ok("exec", "writer-b", "--", "python3", "-c", record, input="\n").strip() == "locked"
+
+
+def test_only_the_owner_may_use_the_control_socket(example: Project, staged: Path) -> None:
+    from tests.conftest import ROOTLESS_USER, as_user
+
+    control = "/run/hvfs/projects/shared-sqlite/control.sock"  # the example's name, as root
+    assert os.path.exists(control), control
+    probe = f"import socket; s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); s.connect({control!r})"
+    other = subprocess.run(
+        ["runuser", "-u", ROOTLESS_USER, "--", "/usr/bin/python3", "-c", probe], capture_output=True, text=True
+    )
+    assert other.returncode != 0 and "PermissionError" in other.stderr
+    assert as_user(ROOTLESS_USER, staged).run("-f", example.file, "ps").returncode != 0
 
 
 def test_vms_reach_each_other_by_name_on_a_bridge(example: Project) -> None:
