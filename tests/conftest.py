@@ -151,3 +151,75 @@ def chown_to(path: Path, user: str) -> None:
     account = pwd.getpwnam(user)
     for p in [path, *path.rglob("*")]:
         os.lchown(p, account.pw_uid, account.pw_gid)
+
+
+# How the program tests (test_programs*.py) run their VMs: each test runs four ways.
+
+
+@dataclass(frozen=True)
+class Vm:
+    """Runs commands in VMs as one test's parameters say: as root or rootless, strict or not."""
+
+    runner: Hvfs
+    strict: bool
+
+    def give(self, *paths: Path) -> None:
+        """Hands ``paths`` (recursively) to the user hvfs runs as, so that the VM may write in them.
+
+        A rootless VM is root inside but only ``hvfs-rootless`` outside: it can write only where that user can.
+        """
+        if self.runner.user is not None:
+            for path in paths:
+                chown_to(path, self.runner.user)
+
+    def run(
+        self,
+        command: Sequence[str],
+        *,
+        volumes: Sequence[str] = (),
+        workdir: str | None = None,
+        input: str | None = None,
+        timeout: float = 120,
+    ) -> subprocess.CompletedProcess[str]:
+        """``hvfs run [--strict] -v VOLUME... [-w WORKDIR] -- COMMAND``."""
+        args = ["run"]
+        if self.strict:
+            args.append("--strict")
+        for volume in volumes:
+            args += ["-v", volume]
+        if workdir is not None:
+            args += ["-w", workdir]
+        return self.runner.run(*args, "--", *command, input=input, timeout=timeout)
+
+    def sh(self, script: str, *, volumes: Sequence[str] = (), workdir: str | None = None, timeout: float = 120) -> str:
+        """Runs a ``sh -eu`` script in a VM, asserts that it succeeded and returns its output."""
+        result = self.run(["sh", "-euc", script], volumes=volumes, workdir=workdir, timeout=timeout)
+        assert result.returncode == 0, (
+            f"exit {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+        )
+        return result.stdout
+
+
+VARIANTS = [
+    pytest.param(("hvfs", False), id="root-default"),
+    pytest.param(("hvfs", True), id="root-strict"),
+    pytest.param(("rootless", False), id="rootless-default", marks=pytest.mark.rootless),
+    pytest.param(("rootless", True), id="rootless-strict", marks=pytest.mark.rootless),
+]
+
+
+@pytest.fixture(params=VARIANTS)
+def vm(request: pytest.FixtureRequest) -> Vm:
+    """The same test as root and rootless, with and without ``--strict``."""
+    runner_fixture, strict = request.param
+    # looked up lazily so that the root variants run even where the rootless user cannot be made
+    return Vm(request.getfixturevalue(runner_fixture), strict)
+
+
+@pytest.fixture
+def data(vm: Vm, shared_tmp: Path) -> Path:
+    """An empty host directory the VM may write in; tests mount it at /data."""
+    path = shared_tmp / "data"
+    path.mkdir()
+    vm.give(path)
+    return path

@@ -74,7 +74,7 @@ def _native(place: Path, privilege: str, probes: Path) -> dict[str, Any]:
     conformance = probes.parent / "conformance"
     env = {
         **os.environ,
-        "PROBE": str(conformance / "probe.py"),
+        "PROBE": str(conformance / "probe"),
         "WORK": str(work),
         "RO_SOURCE": str(place / "ro"),
         "RO": str(place / "ro-mount"),
@@ -105,7 +105,7 @@ def _in_vm(place: Path, privilege: str, mode: str, runner: Hvfs) -> dict[str, An
     args += ["-v", f"{work}:/data", "-v", f"{place / 'ro'}:/ro:ro", "--tmpfs", "/other"]
     args += ["-v", f"{runner.probes.parent / 'conformance'}:/probe:ro", "--"]
     results: dict[str, Any] = json.loads(
-        runner.ok(*args, "python3", "/probe/probe.py", "/data", "--ro", "/ro", "--other", "/other", timeout=300)
+        runner.ok(*args, "python3", "/probe/probe", "/data", "--ro", "/ro", "--other", "/other", timeout=300)
     )
     return results
 
