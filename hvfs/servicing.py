@@ -11,12 +11,13 @@ the version, the scanner fills its verdict cache.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import posixpath
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -176,58 +177,53 @@ class Services:
 
     def _locate(self, vm: str, path: api.VmPath) -> Located | None:
         assert self.manager is not None
-        found = self.manager.open_file(vm, path)
-        return None if found is None else Located(found[0], found[1], found[2])
+        found = self.manager.locate_file(vm, path)
+        return None if found is None else Located(*found)
+
+    @contextlib.contextmanager
+    def _opened(self, vm: str, path: str | api.VmPath) -> Iterator[int | None]:
+        """The manager's read-only fd on the regular file ``path`` of ``vm``, or None."""
+        assert self.manager is not None
+        fd = self.manager.open_file(vm, path)
+        try:
+            yield fd
+        finally:
+            if fd is not None:
+                os.close(fd)
 
     def _closed(self, vm: str, path: str) -> None:
         """A VM closed a file it wrote: save a version, scan it (for the verdict cache)."""
-        assert self.manager is not None
-        found = self.manager.open_file(vm, path)
-        if found is None:
-            return
-        fd, directory, _ = found
-        try:
+        with self._opened(vm, path) as fd:
+            if fd is None:
+                return
             if self.backup is not None:
                 self.backup.on_closed_after_write(vm, path, fd)
             if self.scanner is not None:
                 self.scanner.check(vm, path, fd)
-        finally:
-            os.close(fd)
-            os.close(directory)
 
     def save_before_remove(self, vm: str, path: api.VmPath, *, replaced: bool) -> None:
-        assert self.manager is not None and self.backup is not None
-        if not self.backup.matches(vm, posixpath.normpath(str(path))):
+        assert self.backup is not None
+        normal = posixpath.normpath(str(path))
+        if not self.backup.matches(vm, normal):
             return
-        found = self.manager.open_file(vm, path)
-        if found is None:
-            return
-        fd, directory, _ = found
-        try:
-            self.backup.before_remove(vm, posixpath.normpath(str(path)), fd, replaced=replaced)
-        finally:
-            os.close(fd)
-            os.close(directory)
+        with self._opened(vm, path) as fd:
+            if fd is not None:
+                self.backup.before_remove(vm, normal, fd, replaced=replaced)
 
     def _backup_bookkeeping(self, event: Event) -> None:
         """After the answer: removals and renames, as the backup index must know them."""
-        assert self.backup is not None and self.manager is not None
+        assert self.backup is not None
         if event.result != "ok":
             return
-        if event.operation in ("unlink",):
+        if event.operation == "unlink":
             self.backup.after_remove(event.vm, event.paths[0])
         elif event.operation == "rename" and len(event.paths) == 2:
             old, new = event.paths
-            found = self.manager.open_file(event.vm, new)
-            if found is None:  # a directory, or gone again
-                self.backup.on_directory_renamed(event.vm, old, new)
-                return
-            fd, directory, _ = found
-            try:
-                self.backup.on_renamed(event.vm, old, new, fd)
-            finally:
-                os.close(fd)
-                os.close(directory)
+            with self._opened(event.vm, new) as fd:
+                if fd is None:  # a directory, or gone again
+                    self.backup.on_directory_renamed(event.vm, old, new)
+                else:
+                    self.backup.on_renamed(event.vm, old, new, fd)
 
     def _fault_event(self, fault: InjectedFault) -> None:
         if fault.errno is None:  # a latency rule: the request's own event shows no trace of it

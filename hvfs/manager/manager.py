@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import logging
@@ -112,20 +113,27 @@ class Manager:
         if fcntl.fcntl(response.fd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_RDONLY:
             self.closes.watch(vm.name, str(request.path), response.fd)
 
-    def open_file(self, vm_name: str, path: str | api.VmPath) -> tuple[int, int, str] | None:
-        """For services: the file ``path`` names in the VM's writable view, opened
-        read-only, with its parent directory and its name there (symlinks followed), or
-        None when it is not a regular file. The caller closes both fds."""
-        vm = self._vms.get(vm_name)
-        if vm is None:
+    def open_file(self, vm_name: str, path: str | api.VmPath) -> int | None:
+        """For services: the regular file ``path`` names in the VM's writable view
+        (symlinks followed), opened read-only, or None. The caller closes it."""
+        found = self._regular(vm_name, path)
+        if found is None:
             return None
-        where = path if isinstance(path, api.VmPath) else api.VmPath("/", path)
+        with fd_closing(found[0]), contextlib.suppress(OSError):
+            return os.open(proc_path(found[0]), os.O_RDONLY | os.O_CLOEXEC)
+        return None
+
+    def locate_file(self, vm_name: str, path: str | api.VmPath) -> tuple[int, int, str] | None:
+        """As open_file, with the file's parent directory opened and its name there, for
+        a service that may move it away. The caller closes both fds."""
+        found = self._regular(vm_name, path)
+        if found is None:
+            return None
+        located, vm = found
         try:
-            with fd_closing(open_object(vm.rw_root, where, follow=True)) as found:
-                if not stat.S_ISREG(os.fstat(found).st_mode):
-                    return None
-                real = os.readlink(proc_path(found))  # the detached view reads as the VM's own path
-                fd = os.open(proc_path(found), os.O_RDONLY | os.O_CLOEXEC)
+            with fd_closing(located):
+                real = os.readlink(proc_path(located))  # the detached view reads as the VM's own path
+                fd = os.open(proc_path(located), os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return None
         try:
@@ -135,6 +143,21 @@ class Manager:
             os.close(fd)
             return None
         return fd, directory, name
+
+    def _regular(self, vm_name: str, path: str | api.VmPath) -> tuple[int, VmContext] | None:
+        """An O_PATH fd on the regular file ``path`` names, and its VM; None otherwise."""
+        vm = self._vms.get(vm_name)
+        if vm is None:
+            return None
+        where = path if isinstance(path, api.VmPath) else api.VmPath("/", path)
+        try:
+            found = open_object(vm.rw_root, where, follow=True)
+        except OSError:
+            return None
+        if not stat.S_ISREG(os.fstat(found).st_mode):
+            os.close(found)
+            return None
+        return found, vm
 
     def close(self) -> None:
         if self.closes is not None:

@@ -115,17 +115,15 @@ class BackupIndex:
 
     def state_at(self, vm: str, path: str, at: float) -> Version | None:
         """The newest row of ``path`` at or before ``at``, a removal or not."""
-        rows = self._select(
-            "vm = :vm AND path = :path AND time_us <= :at",
-            {"vm": vm, "path": path, "at": _us(at)},
-            "time_us DESC, id DESC LIMIT 1",
-        )
-        return rows[0] if rows else None
+        return self._newest(vm, path, at, "")
 
     def content_at(self, vm: str, path: str, at: float) -> Version | None:
         """The newest content (not a removal) of ``path`` at or before ``at``."""
+        return self._newest(vm, path, at, " AND hash IS NOT NULL")
+
+    def _newest(self, vm: str, path: str, at: float, condition: str) -> Version | None:
         rows = self._select(
-            "vm = :vm AND path = :path AND time_us <= :at AND hash IS NOT NULL",
+            f"vm = :vm AND path = :path AND time_us <= :at{condition}",
             {"vm": vm, "path": path, "at": _us(at)},
             "time_us DESC, id DESC LIMIT 1",
         )
