@@ -1,0 +1,130 @@
+"""The adversarial suite: hostile programs in VMs, and a host-side check of what they got.
+
+Every class of attack runs as root, in ``--strict`` and rootless (the ``attacker``
+fixture), for thousands of tries bounded in time, and asserts **0** escapes as seen from
+the host, never as reported by the attacker alone. An attack program also reports how
+often its race actually happened (both values of a flipped buffer seen by the kernel,
+say), so that a test whose race never ran fails instead of passing vacuously.
+
+Attack programs are small C files in ``programs/``, compiled statically once per session
+into a directory every test user can read. Each prints one JSON line at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Hvfs, chown_to, require
+
+PROGRAMS = Path(__file__).resolve().parent / "programs"
+# How long one attack may race, and how many tries it makes at most: enough to show a
+# race measured at 1 in a few hundred, short enough for CI (HVFS_ATTACK_SECONDS to scale).
+SECONDS = float(os.environ.get("HVFS_ATTACK_SECONDS", "8"))
+TRIES = int(os.environ.get("HVFS_ATTACK_TRIES", "10000"))
+
+ATTACK_VARIANTS = [
+    pytest.param(("hvfs", False), id="root"),
+    pytest.param(("hvfs", True), id="strict"),
+    pytest.param(("rootless", False), id="rootless", marks=pytest.mark.rootless),
+]
+
+
+@pytest.fixture(scope="session")
+def attack_binaries() -> Iterator[Path]:
+    """A world-readable directory for the compiled attack programs."""
+    require(shutil.which("gcc") is not None, "gcc is needed to build the attack programs (apt install gcc)")
+    directory = Path(tempfile.mkdtemp(prefix="hvfs-attacks-"))
+    os.chmod(directory, 0o755)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def compile_program(name: str, into: Path) -> Path:
+    """``programs/NAME.c`` as a static binary in ``into`` (built once)."""
+    binary = into / name
+    if not binary.exists():
+        source = PROGRAMS / f"{name}.c"
+        result = subprocess.run(
+            ["gcc", "-O2", "-static", "-pthread", "-Wall", "-o", str(binary), str(source)],
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, f"cannot build {source}:\n{result.stderr}"
+        os.chmod(binary, 0o755)
+    return binary
+
+
+@dataclass
+class Outcome:
+    """What an attack program printed (its last JSON line), and how the VM exited."""
+
+    code: int
+    report: dict[str, object]
+    stdout: str
+    stderr: str
+
+    def count(self, key: str) -> int:
+        value = self.report.get(key, 0)
+        assert isinstance(value, int), (key, self.report)
+        return value
+
+
+@dataclass
+class Attacker:
+    """Runs attack programs in VMs as one variant says: root, strict or rootless."""
+
+    runner: Hvfs
+    strict: bool
+    binaries: Path
+    variant: str
+
+    @property
+    def rootless(self) -> bool:
+        return self.runner.user is not None
+
+    def program(self, name: str) -> Path:
+        return compile_program(name, self.binaries)
+
+    def give(self, *paths: Path) -> None:
+        """Hands ``paths`` to the user hvfs runs as (a rootless VM writes only where it may)."""
+        if self.runner.user is not None:
+            for path in paths:
+                chown_to(path, self.runner.user)
+
+    def run(
+        self,
+        program: str,
+        *arguments: str,
+        options: Sequence[str] = (),
+        timeout: float | None = None,
+        input: str | None = None,
+    ) -> Outcome:
+        """``hvfs run [--strict] OPTIONS -v BINARIES:/attacks:ro -- /attacks/PROGRAM ARGS``
+        with the time and try budget as the first two arguments."""
+        self.program(program)
+        args = ["run", *(["--strict"] if self.strict else []), *options, "-v", f"{self.binaries}:/attacks:ro"]
+        command = [f"/attacks/{program}", str(TRIES), str(SECONDS), *arguments]
+        result = self.runner.run(*args, "--", *command, timeout=timeout or SECONDS * 4 + 60, input=input)
+        report: dict[str, object] = {}
+        for line in reversed(result.stdout.splitlines()):
+            if line.startswith("{"):
+                report = json.loads(line)
+                break
+        assert report, f"{program} printed no report (exit {result.returncode}):\n{result.stdout}\n{result.stderr}"
+        return Outcome(result.returncode, report, result.stdout, result.stderr)
+
+
+@pytest.fixture(params=ATTACK_VARIANTS)
+def attacker(request: pytest.FixtureRequest, attack_binaries: Path) -> Attacker:
+    """The same attack as root, as root with ``--strict``, and rootless."""
+    runner_fixture, strict = request.param
+    return Attacker(request.getfixturevalue(runner_fixture), strict, attack_binaries, request.node.callspec.id)
