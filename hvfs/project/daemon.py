@@ -231,8 +231,7 @@ class Daemon:
         if record.running is not None and record.state == "running":
             record.running.signal(signal.SIGTERM)
             if not record.exited.wait(timeout):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(record.running.process.init_pid, signal.SIGKILL)
+                record.running.process.kill()
                 record.exited.wait(10)
         return record.code
 
