@@ -47,6 +47,13 @@ def _run_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
     )
     run.add_argument("-t", "--tty", action="store_true", help="give the command a pseudo-terminal")
     run.add_argument("--stats", metavar="FILE", help="write request statistics as JSON to FILE at exit")
+    run.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="after INT, TERM, HUP or QUIT, kill the VM if it still runs this long after (default 10)",
+    )
     services = run.add_argument_group("services")
     services.add_argument("--audit", metavar="FILE", help="write every request the manager sees as JSON lines to FILE")
     services.add_argument("--audit-reads", action="store_true", help="trap and audit reads too")
@@ -97,6 +104,7 @@ def _spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         interactive=args.interactive,
         stats=os.path.abspath(args.stats) if args.stats else None,
         user=spec.check_user(args.user) if args.user else None,
+        stop_timeout=spec.check_timeout(args.stop_timeout, "--stop-timeout"),
         services=_services(args),
     )
 

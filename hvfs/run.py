@@ -1,15 +1,18 @@
 """``hvfs run``: one VM, served by a manager in this process.
 
-The order matters: everything that forks (the id-map helper, the VM's launcher) happens
-while this process is still single-threaded; the driver's worker threads start last.
+The order matters: entering the manager's namespaces forks (the id-map helper), so it
+happens while this process is still single-threaded; the VM's launcher is spawned
+without a fork of Python, and the stdio relays and the driver's threads start after.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
 import stat
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -25,7 +28,8 @@ from hvfs.manager.sources.memory import MemorySource
 from hvfs.manager.vm import VmContext
 from hvfs.runtime import VmSpec, build, compile_program, image_source, start_vm
 from hvfs.sandbox import launcher, preflight, terminal, userns, users
-from hvfs.sandbox.spawn import Program
+from hvfs.sandbox.plan import Program
+from hvfs.sandbox.stdio import Stdio
 from hvfs.spec import RunSpec, UsageError
 from hvfs.state import NameLock
 
@@ -52,34 +56,55 @@ def check_stdio() -> None:
             raise UsageError(f"fd {fd} is a directory; a VM must not inherit a host directory, redirect it")
 
 
+TERMINATING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
 class SignalForwarder:
     """Signals to hvfs go to the VM's pid 1, which passes them to the command. Installed
-    before the VM starts, so that none is lost: early ones wait for the VM to exist."""
+    before the VM starts, so that none is lost: early ones wait for the VM to exist.
 
-    def __init__(self) -> None:
+    A signal that asks to end (INT, TERM, HUP, QUIT) also starts a clock: a VM still
+    running ``stop_timeout`` seconds later is killed, whatever its processes do, as
+    ``docker stop`` does."""
+
+    def __init__(self, stop_timeout: float) -> None:
         self.vm: launcher.VmProcess | None = None
         self.pending: list[int] = []
+        self.stop_timeout = stop_timeout
+        self._deadline: threading.Timer | None = None
 
     def _handle(self, signum: int, frame: object) -> None:
         if self.vm is None:
             self.pending.append(signum)
         else:
-            self.vm.signal(signum)
+            self._forward(self.vm, signum)
+
+    def _forward(self, vm: launcher.VmProcess, signum: int) -> None:
+        vm.signal(signum)
+        if signum in TERMINATING and self._deadline is None:
+            self._deadline = threading.Timer(self.stop_timeout, vm.kill)
+            self._deadline.daemon = True
+            self._deadline.start()
 
     def attach(self, vm: launcher.VmProcess) -> None:
         self.vm = vm
         for signum in self.pending:
-            vm.signal(signum)
+            self._forward(vm, signum)
         self.pending.clear()
+
+    def detach(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
 
 
 @contextmanager
-def forwarding_signals() -> Iterator[SignalForwarder]:
-    forwarder = SignalForwarder()
+def forwarding_signals(stop_timeout: float) -> Iterator[SignalForwarder]:
+    forwarder = SignalForwarder(stop_timeout)
     previous = {s: signal.signal(s, forwarder._handle) for s in FORWARDED}
     try:
         yield forwarder
     finally:
+        forwarder.detach()
         for s, handler in previous.items():
             signal.signal(s, handler)
 
@@ -113,7 +138,7 @@ def run(spec: RunSpec) -> int:
         os.makedirs(spec.persist, exist_ok=True)
     lock = NameLock(spec.name)
     try:
-        with forwarding_signals() as forwarder:
+        with forwarding_signals(spec.stop_timeout) as forwarder:
             return _run_locked(spec, vm_spec, program, arch, lock, forwarder, services)
     finally:
         if services is not None:
@@ -138,10 +163,13 @@ def _run_locked(
     manager = Manager(bus=services.bus if services else None)
     if services is not None:
         services.attach(manager)
+    stdio = Stdio(input=not vm_spec.tty)
     try:
-        vm = start_vm(vm_spec, views, manager=manager, idmap=idmap, arch=arch, program=program)
+        vm = start_vm(dataclasses.replace(vm_spec, stdio=stdio.fds), views, manager=manager, idmap=idmap,
+                      arch=arch, program=program)  # fmt: skip
     finally:
         views.release_boot()
+        stdio.handed_over()
     forwarder.attach(vm.process)
     if vm.terminal is not None:
         pidfd = process.pidfd_open(vm.process.launcher_pid)
@@ -150,6 +178,7 @@ def _run_locked(
         finally:
             os.close(pidfd)
     code = vm.process.wait()
+    stdio.finish()
     vm.driver.join(timeout=5)
     if services is not None:
         services.close()  # save the last closes and deliver the last events before statistics are read

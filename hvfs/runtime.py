@@ -1,10 +1,10 @@
 """Starting VMs served by a manager in this process: what ``hvfs run`` and the daemon of
 ``hvfs up`` share.
 
-A VM starts in four steps: its views are built in the manager's mount namespace; a
-launcher is forked (directly while this process is single-threaded, by the zygote
-otherwise) and boots pid 1 into the boot view; the manager registers the VM and serves
-its listener; then pid 1 is told to start the command, once its network link exists.
+A VM starts in four steps: its views are built in the manager's mount namespace; its
+launcher, hvfs-init, is spawned and boots pid 1 into the boot view; the manager registers
+the VM and serves its listener; then pid 1 is told to start the command, once its network
+link exists.
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ from hvfs.manager.view import Views, build_views, ensure_path
 from hvfs.manager.vm import VmContext
 from hvfs.sandbox import launcher, terminal
 from hvfs.sandbox.errors import SetupError
-from hvfs.sandbox.plan import BootPlan
-from hvfs.sandbox.spawn import Program
+from hvfs.sandbox.plan import BootPlan, Program
 from hvfs.sandbox.userns import IdMap
 from hvfs.spec import UsageError
 from hvfs.state import cache_directory

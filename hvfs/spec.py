@@ -54,6 +54,7 @@ class RunSpec:
     interactive: bool = False
     stats: str | None = None
     user: str | None = None
+    stop_timeout: float = 10.0  # seconds between a forwarded SIGTERM and killing the VM
     services: Any = None  # hvfs.servicing.ServiceOptions, when any service is asked for
 
 
@@ -144,6 +145,12 @@ def check_user(user: str) -> str:
     if not USER.match(user):
         raise UsageError(f"--user {user!r}: use USER, UID, USER:GROUP or UID:GID")
     return user
+
+
+def check_timeout(seconds: float, what: str) -> float:
+    if not 0 <= seconds <= 86400 * 365:
+        raise UsageError(f"{what} {seconds}: give a number of seconds from 0 to a year")
+    return seconds
 
 
 def check_name(name: str) -> str:

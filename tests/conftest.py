@@ -112,7 +112,7 @@ def staged() -> Iterator[Path]:
     shutil.copy(pyseccomp.__file__, stage / "pyseccomp.py")
     shutil.copytree(Path(pyroute2.__file__).parent, stage / "pyroute2", ignore=shutil.ignore_patterns("__pycache__"))
     for path in stage.rglob("*"):
-        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+        os.chmod(path, 0o755 if path.is_dir() or os.access(path, os.X_OK) else 0o644)  # hvfs-init runs
     yield stage
     shutil.rmtree(stage, ignore_errors=True)
 

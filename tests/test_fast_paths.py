@@ -106,12 +106,18 @@ def test_a_kept_status_file_never_reads_a_dead_thread() -> None:
         os.close(fd)
 
 
+def _free_pid(offset: int) -> int:
+    """A pid ``offset`` above this process's, wrapped below pid_max as the kernel wraps them."""
+    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+    return 300 + (os.getpid() + offset - 300) % (pid_max - 300)
+
+
 def _fork_with_pid(wanted: int, comm: str, holding: Path | None = None) -> int | None:
     """A sleeping child whose pid is ``wanted`` (holding ``holding`` open as fd 100), or
     None if another process took that pid."""
     ready_read, ready_write = os.pipe()
     with open("/proc/sys/kernel/ns_last_pid", "w") as f:
-        f.write(str(wanted - 1))
+        f.write(str(wanted - 1))  # the callers keep ``wanted`` below pid_max: see _free_pid
     pid = os.fork()
     if pid == 0:
         try:
@@ -165,7 +171,7 @@ def test_a_kept_pidfd_never_takes_an_fd_of_a_reused_pid(tmp_path: Path, monkeypa
     inspector = Inspector()
     try:
         for _attempt in range(20):
-            old = _fork_with_pid(os.getpid() + 1000 + _attempt * 10, "hvfs-old", holding=first)
+            old = _fork_with_pid(_free_pid(1000 + _attempt * 10), "hvfs-old", holding=first)
             if old is None:
                 continue
             try:

@@ -16,6 +16,7 @@ from hvfs._sys import process
 from hvfs.project import config, control
 from hvfs.project.state import ProjectState
 from hvfs.sandbox import terminal
+from hvfs.sandbox.stdio import Stdio
 from hvfs.spec import UsageError
 
 DEFAULT_FILE = "hvfs.toml"
@@ -160,12 +161,15 @@ def _exec(args: argparse.Namespace, project: config.Project, state: ProjectState
         "user": args.user,
         "tty": args.tty,
     }
+    stdio = None
     if args.tty:
         size = terminal.host_winsize()
         message["winsize"] = size.hex() if size else None
         connection.send(message)
     else:
-        connection.send(message, [0, 1, 2])
+        stdio = Stdio()  # pipes, never the user's files: see hvfs.sandbox.stdio
+        connection.send(message, list(stdio.fds))
+        stdio.handed_over()
     for reply, fds in control.replies(connection):
         if "error" in reply:
             raise ProjectError(str(reply["error"]))
@@ -173,6 +177,8 @@ def _exec(args: argparse.Namespace, project: config.Project, state: ProjectState
             terminal.relay(fds[0], interactive=args.interactive, until=connection.sock.fileno())
             os.close(fds[0])
         if "exited" in reply:
+            if stdio is not None:
+                stdio.finish()
             return int(reply["exited"])
     raise ProjectError("the manager went away")
 

@@ -1,8 +1,8 @@
 """The manager of a project: runs every VM of an hvfs.toml, serves their files, and
 answers the CLI (``hvfs ps``, ``exec``, ``stop``, ``down``) over its control socket.
 
-Everything that forks happens before the first thread: entering the namespaces, and the
-zygote, which forks every VM's launcher from then on.
+Entering the namespaces forks (the id-map helper), so it happens before the first thread;
+VMs are started with posix_spawn, which is safe from a process with threads.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from hvfs.project.config import Project, VmConfig
 from hvfs.project.limits import LimitMaker
 from hvfs.project.state import ProjectState
 from hvfs.runtime import RunningVm, VmSpec, build, compile_program, image_source, start_vm
-from hvfs.sandbox import channel, launcher, preflight, userns
+from hvfs.sandbox import launcher, preflight, protocol, stdio, userns
 from hvfs.sandbox.errors import SetupError
-from hvfs.sandbox.spawn import Program
-from hvfs.sandbox.zygote import Zygote
+from hvfs.sandbox.plan import Program
+from hvfs.sandbox.protocol import Msg, Tag
 from hvfs.servicing import ServiceOptions, Services
 from hvfs.spec import DEFAULT_PATH, UsageError
 
@@ -81,7 +81,6 @@ class Daemon:
         self._width = max(len(n) for n in project.vms)
         self._print_lock = threading.Lock()
         self.server: control.ControlServer | None = None
-        self.zygote: Zygote | None = None
         self.limits: LimitMaker | None = None
         self.services: Services | None = None
         self.trap_reads = False
@@ -125,7 +124,6 @@ class Daemon:
         images = {vm.name: image_source(vm.image) for vm in self.project.vms.values()}  # tarballs unpack here
         bridge_wanted = self.project.network.mode == "bridge"
         idmap = userns.enter_manager_namespaces(network=bridge_wanted)
-        self.zygote = Zygote()  # the last fork of this process: threads may start after it
         self.manager = Manager(bus=self.services.bus if self.services else None)
         if self.services is not None:
             self.services.attach(self.manager)
@@ -167,7 +165,7 @@ class Daemon:
         env = {"PATH": DEFAULT_PATH, "HOSTNAME": vm.name, "HOME": "/root", **vm.environment}
         command = Program(vm.command, env, vm.workdir, vm.user, home_set="HOME" in vm.environment)
         output_read, output_write = os.pipe2(os.O_CLOEXEC)
-        null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+        null = stdio.empty_input()
         scanning = self.services is not None and self.services.options.scan
         spec = VmSpec(
             vm.name,
@@ -178,7 +176,7 @@ class Daemon:
             start={"memfd_noexec": 2} if scanning else {},
         )
         os.makedirs(self.state.staging(vm.name), mode=0o700, exist_ok=True)
-        assert self.limits is not None and self.zygote is not None
+        assert self.limits is not None
         plan = self.limits.plan(vm.name, vm.limits)
 
         def before_start(process: launcher.VmProcess) -> dict[str, Any]:
@@ -199,7 +197,6 @@ class Daemon:
                 idmap=idmap,
                 arch=arch,
                 program=filter_program,
-                start=self.zygote.start,
                 before_start=before_start,
             )
         finally:
@@ -221,8 +218,6 @@ class Daemon:
             t.join()
         if self.server is not None:
             self.server.close()
-        if self.zygote is not None:
-            self.zygote.close()
         if self.limits is not None:
             self.limits.cleanup()
         if self.services is not None:
@@ -236,8 +231,7 @@ class Daemon:
         if record.running is not None and record.state == "running":
             record.running.signal(signal.SIGTERM)
             if not record.exited.wait(timeout):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(record.running.process.init_pid, signal.SIGKILL)
+                record.running.process.kill()
                 record.exited.wait(10)
         return record.code
 
@@ -279,21 +273,23 @@ class Daemon:
     def _listen(self, record: VmRecord) -> None:
         """Pid 1's messages about the processes of ``hvfs exec``."""
         assert record.running is not None
+        process = record.running.process
         while True:
             try:
-                message, fds = channel.receive(record.running.process.chan)
-            except (channel.ChannelClosed, OSError):
+                message, fds = process.receive()
+            except (protocol.ChannelClosed, OSError):
                 break
-            if "exec_started" in message:
-                client = record.execs.get(str(message["exec_started"]))
+            exec_id = str(message.int(Tag.ID))
+            if message.type == Msg.EXEC_STARTED:
+                client = record.execs.get(exec_id)
                 if client is not None:
                     with contextlib.suppress(OSError):
-                        client.send({"started": message["pid"]}, fds or None)
-            elif "exec_exited" in message:
-                client = record.execs.pop(str(message["exec_exited"]), None)
+                        client.send({"started": message.int(Tag.PID)}, fds or None)
+            elif message.type == Msg.EXEC_EXITED:
+                client = record.execs.pop(exec_id, None)
                 if client is not None:
                     with contextlib.suppress(OSError):
-                        client.send({"exited": message["code"]})
+                        client.send({"exited": message.int(Tag.CODE)})
             for fd in fds:
                 os.close(fd)
         for client in record.execs.values():  # the VM ended: so did its exec'd processes
@@ -340,21 +336,19 @@ class Daemon:
     def _exec(self, record: VmRecord, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
         if record.state != "running" or record.running is None:
             raise LookupError(f"VM {record.config.name} is not running")
-        exec_id = str(next(self._ids))
-        record.execs[exec_id] = connection
+        exec_id = next(self._ids)
+        record.execs[str(exec_id)] = connection
         vm = record.config
-        env = {"PATH": DEFAULT_PATH, "HOSTNAME": vm.name, "HOME": "/root", **vm.environment, **message.get("env", {})}
-        request = {
-            "id": exec_id,
-            "argv": message["argv"],
-            "env": env,
-            "env_given": [*vm.environment, *message.get("env", {})],
-            "workdir": message.get("workdir") or vm.workdir,
-            "user": message.get("user") or vm.user,
-            "tty": bool(message.get("tty")),
-            "winsize": message.get("winsize"),
-        }
-        channel.send(record.running.process.chan, {"exec": request}, fds or None)  # the caller closes ours
+        given = {**vm.environment, **message.get("env", {})}
+        program = Program(
+            argv=tuple(message["argv"]),
+            env={"PATH": DEFAULT_PATH, "HOSTNAME": vm.name, "HOME": "/root", **given},
+            workdir=message.get("workdir") or vm.workdir,
+            user=message.get("user") or vm.user,
+            home_set="HOME" in given,
+        )
+        winsize = bytes.fromhex(message["winsize"]) if message.get("winsize") else None
+        record.running.process.exec(exec_id, program, tty=bool(message.get("tty")), winsize=winsize, stdio=fds)
 
     def _manager_info(self) -> dict[str, Any]:
         rss = 0

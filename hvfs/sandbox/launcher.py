@@ -1,38 +1,42 @@
-"""Starting a VM: fork, new namespaces, id maps, then pid 1.
+"""Starting a VM: hvfs-init, spawned in the manager's user namespace, does the rest.
 
-The launcher is forked from the manager while the manager is still single-threaded
-(``clone`` from a busy multi-threaded Python can hang the child). It closes every fd it
-does not need — above all the manager's fd of the writable view — joins new user, mount,
-pid, uts, ipc, net and cgroup namespaces, waits for the manager to write its id maps,
-and forks pid 1. The launcher dies with the manager (PR_SET_PDEATHSIG).
+hvfs-init (native/init/, built by the package's setup) is spawned with ``posix_spawn``,
+so no Python code runs between fork and exec, which makes starting a VM safe from a
+manager that has threads. It gets a clean environment, the VM's stdio and its end of the
+channel (fd 3). Because it is exec'd before the VM's user namespace exists, its memory
+belongs to the manager's user namespace, and it makes itself non-dumpable: the VM's
+root can neither trace, read nor take fds from pid 1 (or from its children before they
+exec), while the manager still can. What it does is in native/init/init.h.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import os
+import resource
 import signal
 import socket
-from collections.abc import Callable
+import struct
 from dataclasses import dataclass, field
-from typing import NoReturn
+from typing import Any
 
-from hvfs._sys import process
-from hvfs.sandbox import channel, init
+from hvfs.sandbox import protocol
 from hvfs.sandbox.errors import SetupError
-from hvfs.sandbox.plan import BootPlan, exit_code
+from hvfs.sandbox.plan import BootPlan, Program, exit_code
 from hvfs.sandbox.preflight import userns_hint
+from hvfs.sandbox.protocol import Message, Msg, Tag
 from hvfs.sandbox.userns import IdMap, map_vm
 
-NAMESPACES = (
-    process.CLONE_NEWUSER
-    | process.CLONE_NEWNS
-    | process.CLONE_NEWPID
-    | process.CLONE_NEWUTS
-    | process.CLONE_NEWIPC
-    | process.CLONE_NEWNET
-    | process.CLONE_NEWCGROUP
-)
+INIT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_bin", "hvfs-init")
+RLIMITS = {"nproc": resource.RLIMIT_NPROC, "as": resource.RLIMIT_AS, "nofile": resource.RLIMIT_NOFILE}
+SEEDED_SIGNALS = frozenset(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
+HINTS = {
+    errno.EPERM: "the kernel refused it inside the VM's user namespace",
+    errno.ENOSYS: "this kernel lacks the call",
+}
+SECCOMP_HINT = "seccomp user notification is unavailable; hvfs needs Linux 5.14+ with CONFIG_SECCOMP_FILTER"
 
 
 @dataclass
@@ -46,125 +50,162 @@ class VmProcess:
     launcher_pid: int
     init_pid: int
     chan: socket.socket
-    waiter: Callable[[], int] | None = None  # how to wait, when the launcher is not our child
-    _early: list[tuple[dict[str, object], list[int]]] = field(default_factory=list)
+    _early: list[tuple[Message, list[int]]] = field(default_factory=list)
 
     def signal(self, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.init_pid, signum)
 
+    def kill(self) -> None:
+        """End the VM now, whatever its processes do: SIGKILL to pid 1 from outside its
+        namespace always lands, and the kernel then kills every other process of it."""
+        for pid in (self.init_pid, self.launcher_pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
     def wait_booted(self) -> Booted:
         """The VM's listener (and terminal), once pid 1 is in its boot view."""
-        message, fds = self._receive_until("ready")
-        return Booted(listener=fds[0], terminal=fds[1] if message.get("tty") else None)
+        message, fds = self._receive_until(Msg.READY)
+        return Booted(listener=fds[0], terminal=fds[1] if message.int(Tag.TTY) else None)
 
-    def go(self, start: dict[str, object]) -> None:
+    def go(self, start: dict[str, Any]) -> None:
         """Tell pid 1 to start the command, with the settings made outside the VM; raises
         SetupError when pid 1 cannot apply them."""
-        channel.send(self.chan, {"start": start})
-        self._receive_until("started")
+        message = Message(Msg.START)
+        link = start.get("network")
+        if link:
+            message.add(Tag.NET_IFACE, link["interface"])
+            message.add(Tag.NET_ADDR, socket.inet_aton(link["address"]))
+            message.add(Tag.NET_PREFIX, int(link["prefix"]))
+        if "memfd_noexec" in start:
+            message.add(Tag.MEMFD_NOEXEC, int(start["memfd_noexec"]))
+        for name, value in start.get("rlimits", {}).items():
+            message.add(Tag.RLIMIT, struct.pack("<IQ", RLIMITS[name], value))
+        protocol.send(self.chan, message)
+        self._receive_until(Msg.STARTED)
+
+    def exec(self, exec_id: int, program: Program, *, tty: bool, winsize: bytes | None, stdio: list[int]) -> None:
+        """Ask pid 1 to start ``program`` as a process of ``hvfs exec``; the answers come
+        as EXEC_STARTED and EXEC_EXITED messages (``messages``)."""
+        message = program_message(Msg.EXEC, program).add(Tag.ID, exec_id).add(Tag.TTY, tty)
+        if winsize:
+            message.add(Tag.WINSIZE, winsize)
+        protocol.send(self.chan, message, [] if tty else stdio)
+
+    def receive(self) -> tuple[Message, list[int]]:
+        """The next message from pid 1; ``protocol.ChannelClosed`` once the VM is gone."""
+        if self._early:
+            return self._early.pop(0)
+        return protocol.receive(self.chan)
 
     def wait(self) -> int:
         """Wait for the VM to end; its exit code."""
-        if self.waiter is not None:
-            return self.waiter()
-        _, status = os.waitpid(self.launcher_pid, 0)
-        return exit_code(status)
+        while True:
+            try:
+                _, status = os.waitpid(self.launcher_pid, 0)
+            except InterruptedError:
+                continue
+            return exit_code(status)
 
-    def _receive_until(self, key: str) -> tuple[dict[str, object], list[int]]:
-        """The next message carrying ``key``; launcher and pid 1 share the channel, so
-        their messages may arrive in either order."""
+    def _receive_until(self, kind: Msg) -> tuple[Message, list[int]]:
+        """The next message of ``kind``; launcher and pid 1 share the channel, so their
+        messages may arrive in either order."""
         for i, (message, _fds) in enumerate(self._early):
-            if key in message:
+            if message.type == kind:
                 return self._early.pop(i)
         while True:
-            message, fds = self._receive()
-            if key in message:
+            try:
+                message, fds = protocol.receive(self.chan)
+            except (protocol.ChannelClosed, ConnectionResetError):
+                code = self.wait()
+                raise SetupError("boot", f"the VM's launcher exited ({code}) before it was ready") from None
+            if message.type == Msg.ERROR:
+                self.kill()
+                self.wait()
+                raise _setup_error(message)
+            if message.type == kind:
                 return message, fds
             self._early.append((message, fds))
 
-    def _receive(self) -> tuple[dict[str, object], list[int]]:
-        try:
-            message, fds = channel.receive(self.chan)
-        except channel.ChannelClosed:
-            code = self.wait()
-            raise SetupError("boot", f"the VM's launcher exited ({code}) before it was ready") from None
-        if "error" in message:
-            self.wait()
-            raise SetupError("VM", str(message["error"]))
-        return message, fds
+
+def _setup_error(message: Message) -> SetupError:
+    step = message.string(Tag.STEP) or "VM"
+    code = message.int(Tag.ERRNO)
+    text = message.string(Tag.TEXT) or (os.strerror(code) if code else "failed")
+    if step.startswith("limit "):
+        number = int(step.split()[1])
+        step = "limit " + next((name for name, n in RLIMITS.items() if n == number), str(number))
+    if step == "VM namespaces":
+        hint = userns_hint()
+    elif step in ("seccomp filter", "no_new_privs"):
+        hint = SECCOMP_HINT
+    else:
+        hint = HINTS.get(code, "")
+    return SetupError(step, text, hint)
+
+
+def program_message(kind: Msg, program: Program) -> Message:
+    message = Message(kind).add_all(Tag.ARG, program.argv)
+    message.add_all(Tag.ENV, (f"{key}={value}" for key, value in program.env.items()))
+    message.add(Tag.WORKDIR, program.workdir).add(Tag.HOME_SET, program.home_set)
+    if program.user is not None:
+        message.add(Tag.USER, program.user)
+    return message
+
+
+def plan_message(plan: BootPlan) -> Message:
+    message = program_message(Msg.PLAN, plan.program)
+    message.add(Tag.HOSTNAME, plan.name).add(Tag.BOOT, plan.boot).add(Tag.TTY, plan.tty)
+    message.add(Tag.GRACE_MS, int(plan.grace * 1000)).add(Tag.FILTER, plan.filter_program)
+    if plan.winsize:
+        message.add(Tag.WINSIZE, plan.winsize)
+    return message
+
+
+def _spawn(chan: socket.socket, stdio: tuple[int, int, int]) -> int:
+    if not os.access(INIT, os.X_OK):
+        raise SetupError("hvfs-init", f"{INIT} is missing", "build it: run scripts/setup (or reinstall hvfs)")
+    # Copies above the target numbers, so that no dup2 of the file actions overwrites
+    # a source that a later one still needs.
+    sources = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (*stdio, chan.fileno())]
+    try:
+        return os.posix_spawn(
+            INIT,
+            ["hvfs-init"],  # the VM may read its pid 1's command line: no host path in it
+            {},
+            file_actions=[(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(sources)],
+            setsid=True,
+            setsigmask=(),
+            setsigdef=SEEDED_SIGNALS,
+        )
+    finally:
+        for fd in sources:
+            os.close(fd)
 
 
 def start(plan: BootPlan, idmap: IdMap) -> VmProcess:
-    """Implements runtime.Starter by forking the launcher from this (single-threaded)
-    process; returns once the VM's pid 1 exists (not yet booted)."""
-    ours, theirs = channel.pair()
-    manager = os.getpid()
-    pid = os.fork()
-    if pid == 0:
-        ours.close()
-        launch(plan, theirs, manager)
-    theirs.close()
-    return handshake(VmProcess(launcher_pid=pid, init_pid=0, chan=ours), idmap)
-
-
-def handshake(vm: VmProcess, idmap: IdMap) -> VmProcess:
-    """Map the new user namespace of the launcher ``vm``, then learn its pid 1."""
-    pid = vm.launcher_pid
-    vm._receive_until("unshared")
+    """Spawn the VM's launcher and map its user namespace; returns once the VM's pid 1
+    exists (not yet booted)."""
+    ours, theirs = protocol.pair()
+    try:
+        pid = _spawn(theirs, plan.stdio)
+    finally:
+        theirs.close()
+    vm = VmProcess(launcher_pid=pid, init_pid=0, chan=ours)
+    try:
+        protocol.send(ours, plan_message(plan))
+    except protocol.MessageTooLarge as e:
+        vm.kill()
+        vm.wait()
+        raise SetupError("command", f"the command and its environment are too large ({e})", "shorten them") from None
+    vm._receive_until(Msg.UNSHARED)
     try:
         map_vm(pid, idmap)
     except OSError as e:
-        os.kill(pid, signal.SIGKILL)
+        vm.kill()
         vm.wait()
         raise SetupError("VM id maps", e.strerror or str(e)) from None
-    channel.send(vm.chan, {"mapped": True})
-    message, _ = vm._receive_until("init")
-    vm.init_pid = int(str(message["init"]))
+    protocol.send(ours, Message(Msg.MAPPED))
+    message, _ = vm._receive_until(Msg.INIT)
+    vm.init_pid = message.int(Tag.PID)
     return vm
-
-
-def _close_inherited_fds(keep: set[int]) -> None:
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        if fd not in keep:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-
-def launch(plan: BootPlan, chan: socket.socket, parent: int) -> NoReturn:
-    """The launcher's life, in the forked child: never returns. Dies with ``parent``."""
-    code = 125
-    try:
-        for signum in range(1, signal.NSIG):
-            if signum not in (signal.SIGKILL, signal.SIGSTOP) and callable(signal.getsignal(signum)):
-                signal.signal(signum, signal.SIG_DFL)  # the manager's handlers are not ours
-        for target, fd in enumerate(plan.stdio):
-            if fd != target:
-                os.dup2(fd, target)
-        _close_inherited_fds({0, 1, 2, chan.fileno()})
-        os.setsid()
-        process.prctl(process.PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:
-            os._exit(code)
-        try:
-            process.unshare(NAMESPACES)
-        except OSError as e:
-            raise SetupError("VM namespaces", e.strerror or str(e), userns_hint()) from None
-        channel.send(chan, {"unshared": True})
-        message, _ = channel.receive(chan)
-        if not message.get("mapped"):
-            os._exit(code)
-        pid = os.fork()
-        if pid == 0:
-            init.run(plan, chan)
-        channel.send(chan, {"init": pid})
-        chan.close()
-        _, status = os.waitpid(pid, 0)
-        code = exit_code(status)
-    except SetupError as e:
-        with contextlib.suppress(OSError):
-            channel.send(chan, {"error": str(e)})
-    except BaseException:
-        pass
-    os._exit(code)

@@ -1,11 +1,20 @@
-"""Everything a VM's launcher needs, decided by the manager before the fork."""
+"""Everything a VM's launcher needs, decided by the manager before it starts."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 
-from hvfs.sandbox.spawn import Program
+
+@dataclass(frozen=True)
+class Program:
+    """A program to start inside a VM: the command, or a process of ``hvfs exec``."""
+
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    workdir: str = "/"
+    user: str | None = None  # --user, resolved by hvfs-init from the VM's own files
+    home_set: bool = False  # whether HOME was given, which --user must then not replace
 
 
 @dataclass(frozen=True)
@@ -17,7 +26,7 @@ class BootPlan:
     tty: bool = False
     winsize: bytes | None = None
     grace: float = 1.0  # seconds between SIGTERM and SIGKILL when the manager is lost
-    stdio: tuple[int, int, int] = (0, 1, 2)  # fds of the launcher's process to give the VM
+    stdio: tuple[int, int, int] = (0, 1, 2)  # fds of the manager's to give the VM as its stdio
 
 
 def exit_code(status: int) -> int:

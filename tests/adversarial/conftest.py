@@ -12,6 +12,7 @@ into a directory every test user can read. Each prints one JSON line at the end.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -90,6 +91,17 @@ class Attacker:
     @property
     def rootless(self) -> bool:
         return self.runner.user is not None
+
+    def with_host_env(self, env: dict[str, str]) -> Attacker:
+        """The same attacker, with ``env`` in the environment hvfs itself runs with."""
+        assigned = [f"{key}={value}" for key, value in env.items()]
+        if self.rootless:  # the runner's command is runuser ... env -i VAR=... python -m hvfs
+            command = list(self.runner.command)
+            at = command.index("-m") - 1
+            runner = dataclasses.replace(self.runner, command=[*command[:at], *assigned, *command[at:]])
+        else:
+            runner = dataclasses.replace(self.runner, command=["env", *assigned, *self.runner.command])
+        return dataclasses.replace(self, runner=runner)
 
     def program(self, name: str) -> Path:
         return compile_program(name, self.binaries)

@@ -1,0 +1,47 @@
+"""Builds hvfs-init, a VM's launcher and pid 1 (native/init/), with the package.
+
+It is a program, not an extension module: it is exec'd in the manager's user namespace
+before a VM exists (see native/init/init.h). Static when the C library allows it, so
+that it needs nothing from the file system once the VM has pivoted into its boot view.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+from setuptools.dist import Distribution
+
+SOURCES = sorted(glob.glob("native/init/*.c"))
+TARGET = os.path.join("hvfs", "_bin", "hvfs-init")
+FLAGS = ["-O2", "-s", "-Wall", "-Wextra", "-D_FORTIFY_SOURCE=2", "-fstack-protector-strong", "-Wl,-z,now,-z,relro"]
+
+
+class BuildInit(build_ext):
+    def run(self) -> None:
+        super().run()
+        built = os.path.join(self.build_lib, TARGET)
+        os.makedirs(os.path.dirname(built), exist_ok=True)
+        compiler = os.environ.get("CC", "cc")
+        static = subprocess.run([compiler, *FLAGS, "-static", "-o", built, *SOURCES], capture_output=True, text=True)
+        if static.returncode != 0:  # no static C library here (libc6-dev has one; some systems do not)
+            subprocess.run([compiler, *FLAGS, "-o", built, *SOURCES], check=True)
+        os.chmod(built, 0o755)
+        if self.inplace or getattr(self, "editable_mode", False):
+            os.makedirs(os.path.dirname(TARGET), exist_ok=True)
+            shutil.copy2(built, TARGET)
+
+    def get_outputs(self) -> list[str]:
+        return [*super().get_outputs(), os.path.join(self.build_lib, TARGET)]
+
+
+class WithProgram(Distribution):
+    def has_ext_modules(self) -> bool:
+        return True  # a binary inside: a platform wheel, and build_ext always runs
+
+
+setup(cmdclass={"build_ext": BuildInit}, distclass=WithProgram)
