@@ -85,7 +85,12 @@ class UnstableContent(Exception):
 
 
 class ContentTooLarge(Exception):
-    """The content is larger than the reader accepts (a sink's limit)."""
+    """The content is larger than the reader accepts (a sink's limit, or read_stable's
+    ``max_size``: then ``size`` is the file's)."""
+
+    def __init__(self, message: str, size: int | None = None) -> None:
+        super().__init__(message)
+        self.size = size
 
 
 class OutOfTime(Exception):
@@ -144,7 +149,12 @@ def settled_fstat(fd: int, *, margin_ns: int = _SETTLE_NS, wait: float = 0.05) -
 
 
 def read_stable(
-    fd: int, make_sink: Callable[[], S], *, attempts: int = 3, deadline: float | None = None
+    fd: int,
+    make_sink: Callable[[], S],
+    *,
+    attempts: int = 3,
+    deadline: float | None = None,
+    max_size: int | None = None,
 ) -> tuple[S, os.stat_result]:
     """Stream the content of ``fd`` into a sink from ``make_sink`` and return the sink with
     the file's stat, which describes exactly the content the sink received.
@@ -153,8 +163,9 @@ def read_stable(
     the file whole (the size its first stat says, holes skipped), and compares
     fingerprints before and after; a changed file discards the sink and tries again.
     Raises UnstableContent after ``attempts`` failures, OutOfTime once the monotonic
-    clock passes ``deadline`` (checked every MiB), the sink's own exceptions such as
-    ContentTooLarge (after discarding it), and OSError from fstat or pread.
+    clock passes ``deadline`` (checked every MiB), ContentTooLarge when the file is
+    larger than ``max_size`` as an attempt begins (a size checked before may be stale),
+    the sink's own exceptions (after discarding it), and OSError from fstat or pread.
     """
     for _ in range(attempts):
         _check(deadline)
@@ -163,6 +174,8 @@ def read_stable(
             before = settled_fstat(fd, margin_ns=0) if leased else settled_fstat(fd)
             if before is None:
                 continue
+            if max_size is not None and before.st_size > max_size:
+                raise ContentTooLarge(f"{before.st_size} bytes, more than {max_size}", before.st_size)
             sink = make_sink()
             try:
                 received = _copy(fd, before.st_size, sink, deadline)
@@ -330,10 +343,12 @@ class FileSink:
         hash_zeros(self._hash, length)
         self.size += length
 
-    def finish(self) -> str:
-        """Make the bytes durable, close the file, and return the hex SHA-256."""
+    def finish(self, *, durable: bool = True) -> str:
+        """Close the file, made durable unless told not to (a caller that may throw it
+        away makes it durable itself when it keeps it), and return the hex SHA-256."""
         os.ftruncate(self._fd, self.size)  # a hole at the end is never written
-        os.fsync(self._fd)
+        if durable:
+            os.fsync(self._fd)
         self.allocated = os.fstat(self._fd).st_blocks * 512
         os.close(self._fd)
         self._fd = -1

@@ -67,7 +67,7 @@ from dataclasses import dataclass
 
 from hvfs.services.backup.index import BackupIndex, Version
 from hvfs.services.backup.store import BlobStore, open_store
-from hvfs.services.snapshot import Fingerprint, OutOfTime, UnstableContent, read_stable
+from hvfs.services.snapshot import ContentTooLarge, Fingerprint, OutOfTime, UnstableContent, read_stable
 from hvfs.services.space import NoRoom, Space
 from hvfs.services.units import format_size
 
@@ -264,14 +264,16 @@ class BackupService:
                 if known[1]:
                     self._count("unchanged")
                 return None  # saved already, or skipped already for its size
-            refused = self._refusal(st, waiting)
+            refused = self._refusal(st.st_size, waiting)
             if refused is not None:
-                counter, reason = refused
                 if st.st_size > limits.max_file:
                     self._remember(vm, path, fingerprint, saved=False)  # it stays too large until it changes
-                self._skip(Skipped(vm, path, trigger, f"skipped: {reason}"), counter)
+                self._skip(Skipped(vm, path, trigger, f"skipped: {refused}"), "skipped_size")
                 return None
-            return self._copy(vm, path, fd, trigger, deadline)
+            return self._copy(vm, path, fd, trigger, deadline, limits.sync_bytes if waiting else limits.max_file)
+        except ContentTooLarge as e:  # it grew since the fstat above
+            reason = self._refusal(e.size or 0, waiting) or str(e)
+            self._skip(Skipped(vm, path, trigger, f"skipped: {reason}"), "skipped_size")
         except OutOfTime:
             budget = "the budget before an answer" if waiting else "the budget of one version"
             self._skip(Skipped(vm, path, trigger, f"skipped: not copied in {seconds:g} s, {budget}"), "skipped_time")
@@ -285,14 +287,13 @@ class BackupService:
             self._count("failed")
         return None
 
-    def _refusal(self, st: os.stat_result, waiting: bool) -> tuple[str, str] | None:
-        """The counter and reason of a save that a bound refuses before reading anything."""
+    def _refusal(self, size: int, waiting: bool) -> str | None:
+        """Why a file of ``size`` bytes is not saved, if a bound says so."""
         limits = self.limits
-        if st.st_size > limits.max_file:
-            return "skipped_size", f"{format_size(st.st_size)} > backup-max-file {format_size(limits.max_file)}"
-        if waiting and st.st_size > limits.sync_bytes:
-            most = format_size(limits.sync_bytes)
-            return "skipped_size", f"{format_size(st.st_size)} > {most}, the most copied before an answer"
+        if size > limits.max_file:
+            return f"{format_size(size)} > backup-max-file {format_size(limits.max_file)}"
+        if waiting and size > limits.sync_bytes:
+            return f"{format_size(size)} > {format_size(limits.sync_bytes)}, the most copied before an answer"
         return None
 
     def _skip(self, skipped: Skipped, counter: str) -> None:
@@ -301,8 +302,9 @@ class BackupService:
         if self._report is not None:
             self._report(skipped)
 
-    def _copy(self, vm: str, path: str, fd: int, trigger: str, deadline: float) -> Version | None:
-        writer, st = read_stable(fd, self.store.writer, attempts=self._attempts, deadline=deadline)
+    def _copy(self, vm: str, path: str, fd: int, trigger: str, deadline: float, max_size: int) -> Version | None:
+        read = read_stable(fd, self.store.writer, attempts=self._attempts, deadline=deadline, max_size=max_size)
+        writer, st = read
         try:
             blob = writer.commit()
         except BaseException:

@@ -70,7 +70,7 @@ class BlobWriter(FileSink):
     def commit(self) -> Blob:
         """Make the blob durable and visible under its hash; the temp file is gone after.
         Raises space.NoRoom when the store may not take a new blob (the caller discards)."""
-        digest = self.finish()
+        digest = self.finish(durable=False)  # content the store has already needs no fsync
         final = self._store.path(digest)
         os.makedirs(os.path.dirname(final), mode=0o700, exist_ok=True)
         if os.path.exists(final):
@@ -82,6 +82,7 @@ class BlobWriter(FileSink):
             except FileNotFoundError:
                 pass  # a collection deleted it just now: ours takes its place
         self._store.admit(digest, self.allocated, writing=self.taken)
+        _fsync(self.path, os.O_RDONLY)
         os.rename(self.path, final)
         self.release()  # now in the store's accounting
         _fsync_directory(os.path.dirname(final))
@@ -186,7 +187,11 @@ class BlobStore:
 
 
 def _fsync_directory(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    _fsync(path, os.O_RDONLY | os.O_DIRECTORY)
+
+
+def _fsync(path: str, flags: int) -> None:
+    fd = os.open(path, flags | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:

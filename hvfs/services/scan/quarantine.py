@@ -36,7 +36,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from hvfs.services.scan.engines import Detection
-from hvfs.services.snapshot import FileSink, Fingerprint, copy_sparse, read_stable
+from hvfs.services.snapshot import ContentTooLarge, FileSink, Fingerprint, copy_sparse, read_stable
 from hvfs.services.space import NoRoom, Space
 from hvfs.services.units import format_size
 
@@ -99,13 +99,18 @@ class Quarantine:
             with contextlib.suppress(QuarantineError):
                 return self.record(known)  # not deleted or restored since
         if st.st_size > self.max_entry:
-            raise NoRoom(f"{format_size(st.st_size)} > the quarantine's largest entry {format_size(self.max_entry)}")
+            raise self._too_large(st.st_size)
         entry_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}"
         staging = os.path.join(self.root, f".tmp-{entry_id}")
         os.mkdir(staging, 0o700)
         sink: FileSink | None = None
         try:
-            sink, st = read_stable(fd, lambda: FileSink(os.path.join(staging, _CONTENT), space=self.space))
+            try:
+                sink, st = read_stable(
+                    fd, lambda: FileSink(os.path.join(staging, _CONTENT), space=self.space), max_size=self.max_entry
+                )
+            except ContentTooLarge as e:  # it grew since the fstat above
+                raise self._too_large(e.size or 0) from None
             digest = sink.finish()
             same = self._find(vm, path, digest)
             if same is not None:
@@ -141,6 +146,9 @@ class Quarantine:
             raise
         self._remember(key, entry_id)
         return record
+
+    def _too_large(self, size: int) -> NoRoom:
+        return NoRoom(f"{format_size(size)} > the quarantine's largest entry {format_size(self.max_entry)}")
 
     def _find(self, vm: str, path: str, digest: str) -> QuarantineRecord | None:
         """The entry of that content from that VM path, if there is one."""
