@@ -80,11 +80,15 @@ class Quarantine:
         self._entries: dict[tuple[str, Fingerprint], str] = {}  # (vm, file) -> its entry
 
     def _used(self) -> int:
+        """What the entries take; those being made count as taken from the space instead."""
         total = 0
-        for directory, _, names in os.walk(self.root):
-            for name in names:
-                with contextlib.suppress(FileNotFoundError):
-                    total += os.stat(os.path.join(directory, name)).st_blocks * 512
+        for entry in os.listdir(self.root):
+            if entry.startswith("."):
+                continue
+            for directory, _, names in os.walk(os.path.join(self.root, entry)):
+                for name in names:
+                    with contextlib.suppress(FileNotFoundError):
+                        total += os.stat(os.path.join(directory, name)).st_blocks * 512
         return total
 
     def add(self, vm: str, path: str, fd: int, detection: Detection) -> QuarantineRecord:
