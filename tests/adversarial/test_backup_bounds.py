@@ -9,6 +9,7 @@ from the host what the store took, how long the VM waited, and what the events s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -142,7 +143,9 @@ def test_a_sparse_file_is_restored_with_its_content_and_holes(attacker: Attacker
     restored = out / "disk.img"
     assert restored.read_bytes() == content
     assert restored.stat().st_blocks == blocks, (restored.stat().st_blocks, blocks)
-    assert taken(store / "blobs") == blocks * 512  # one blob, as sparse as the file
+    digest = hashlib.sha256(content).hexdigest()
+    assert (store / "blobs" / digest[:2] / digest).stat().st_blocks == blocks  # as sparse as the file
+    assert taken(store / "blobs") <= 3 * blocks * 512  # so were the versions before it
 
 
 def test_a_file_the_quarantine_cannot_move_is_one_entry(attacker: Attacker, shared_tmp: Path) -> None:
