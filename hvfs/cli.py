@@ -70,6 +70,15 @@ def _run_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
         "--backup", action="append", default=[], metavar="GLOB", help="keep versions of files matching GLOB (a VM path)"
     )
     services.add_argument("--backup-store", metavar="DIR", help="where versions are kept")
+    services.add_argument(
+        "--backup-max-file", metavar="SIZE", help="skip versions of files larger than SIZE (default: 1g)"
+    )
+    services.add_argument(
+        "--backup-max-store",
+        metavar="SIZE",
+        help="skip new versions once the store holds SIZE (default: unbounded, but never past a margin "
+        "of free space on its file system: 5%% of it, at most 1g)",
+    )
     services.add_argument("--scan", action="store_true", help="scan files for malware (EICAR and --blocklist)")
     services.add_argument("--blocklist", metavar="FILE", help="SHA-256 digests of files to refuse")
     services.add_argument("--yara", action="append", default=[], metavar="FILE", help="YARA rules to scan with")
@@ -110,8 +119,8 @@ def _spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def _services(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    given = (args.audit, args.audit_reads, args.fault, args.faults, args.backup, args.scan, args.blocklist, args.yara,
-             args.clamd)  # fmt: skip
+    given = (args.audit, args.audit_reads, args.fault, args.faults, args.backup, args.backup_max_file,
+             args.backup_max_store, args.scan, args.blocklist, args.yara, args.clamd)  # fmt: skip
     if not any(given):
         return None
     from hvfs.servicing import ServiceOptions
@@ -127,6 +136,8 @@ def _services(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         fault_seed=args.fault_seed,
         backup=tuple(args.backup),
         backup_store=absolute(args.backup_store),
+        backup_max_file=args.backup_max_file,
+        backup_max_store=args.backup_max_store,
         scan=args.scan,
         blocklist=absolute(args.blocklist),
         yara=tuple(os.path.abspath(p) for p in args.yara),

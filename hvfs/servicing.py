@@ -24,9 +24,9 @@ from typing import Any
 from hvfs import api
 from hvfs.manager.manager import Manager
 from hvfs.services.audit import AuditLog
-from hvfs.services.backup.service import BackupRule, BackupService
+from hvfs.services.backup.service import BackupLimits, BackupRule, BackupService, Skipped
 from hvfs.services.datadir import backup_directory, quarantine_directory
-from hvfs.services.describe import FAULT, OPERATIONS, QUARANTINE
+from hvfs.services.describe import BACKUP, FAULT, OPERATIONS, QUARANTINE
 from hvfs.services.events import Event, EventBus
 from hvfs.services.faults import (
     FaultInjector,
@@ -40,7 +40,7 @@ from hvfs.services.scan.engines import BuiltinEngine, Engine, EngineUnavailable,
 from hvfs.services.scan.hook import Detected, Located, ScanHook
 from hvfs.services.scan.quarantine import Quarantine
 from hvfs.services.scan.scanner import Scanner
-from hvfs.spec import UsageError
+from hvfs.spec import UsageError, parse_size
 
 log = logging.getLogger("hvfs.services")
 # Operations that are reads: a rule on one of them needs reads trapped to see them.
@@ -56,6 +56,8 @@ class ServiceOptions:
     fault_seed: int | None = None
     backup: tuple[str, ...] = ()
     backup_store: str | None = None
+    backup_max_file: int | None = None  # None: the service's default
+    backup_max_store: int | None = None  # None: bounded by the file system's margin only
     scan: bool = False
     blocklist: str | None = None
     yara: tuple[str, ...] = ()
@@ -76,9 +78,17 @@ class ServiceOptions:
         except (FaultSyntaxError, OSError) as e:
             raise UsageError(f"--fault: {e}") from None
         scanning = options.scan or bool(options.yara or options.blocklist or options.clamd)
+        max_file = _size(options.backup_max_file, "backup-max-file")
+        max_store = _size(options.backup_max_store, "backup-max-store")
+        if not options.backup and (max_file is not None or max_store is not None):
+            raise UsageError(
+                "backup-max-file and backup-max-store bound a backup: add --backup GLOB (or backup = [...])"
+            )
         return dataclasses.replace(
             options,
             scan=scanning,
+            backup_max_file=max_file,
+            backup_max_store=max_store,
             rules=tuple(rules),
             backup_store=os.path.abspath(options.backup_store or backup_directory()) if options.backup else None,
             quarantine=os.path.abspath(options.quarantine or quarantine_directory()) if scanning else None,
@@ -91,8 +101,8 @@ class ServiceOptions:
         def path(value: object) -> str | None:
             return os.path.normpath(os.path.join(directory, str(value))) if value else None
 
-        known = {"audit", "audit_reads", "faults", "fault_file", "backup", "backup_store", "scan", "blocklist",
-                 "yara", "clamd", "quarantine"}  # fmt: skip
+        known = {"audit", "audit_reads", "faults", "fault_file", "backup", "backup_store", "backup_max_file",
+                 "backup_max_store", "scan", "blocklist", "yara", "clamd", "quarantine"}  # fmt: skip
         unknown = sorted(set(table) - known)
         if unknown:
             raise UsageError(f"services: unknown key {unknown[0]!r}; known: {', '.join(sorted(known))}")
@@ -103,6 +113,8 @@ class ServiceOptions:
             fault_file=path(table.get("fault_file")),
             backup=tuple(table.get("backup", ())),
             backup_store=path(table.get("backup_store")),
+            backup_max_file=table.get("backup_max_file"),
+            backup_max_store=table.get("backup_max_store"),
             scan=bool(table.get("scan", False)),
             blocklist=path(table.get("blocklist")),
             yara=tuple(p for p in (path(y) for y in table.get("yara", ())) if p),
@@ -166,7 +178,11 @@ class Services:
             )
         if options.backup:
             assert options.backup_store is not None
-            self.backup = BackupService.open(options.backup_store, [BackupRule.parse(g) for g in options.backup])
+            limits = BackupLimits(max_store=options.backup_max_store)
+            if options.backup_max_file is not None:
+                limits = dataclasses.replace(limits, max_file=options.backup_max_file)
+            rules = [BackupRule.parse(g) for g in options.backup]
+            self.backup = BackupService.open(options.backup_store, rules, limits=limits, report=self._backup_skipped)
             self.bus.add_hook(_BackupHook(self))
             self.bus.subscribe(self._backup_bookkeeping, name="backup")
         if options.audit:
@@ -201,14 +217,15 @@ class Services:
             if self.scanner is not None:
                 self.scanner.check(vm, path, fd)
 
-    def save_before_remove(self, vm: str, path: api.VmPath, *, replaced: bool) -> None:
+    def save_before_remove(self, vm: str, path: api.VmPath, *, replaced: bool, deadline: float) -> None:
+        """Save the file a request is about to destroy, giving up at ``deadline`` (monotonic)."""
         assert self.backup is not None
         normal = posixpath.normpath(str(path))
         if not self.backup.matches(vm, normal):
             return
         with self._opened(vm, path) as fd:
             if fd is not None:
-                self.backup.before_remove(vm, normal, fd, replaced=replaced)
+                self.backup.before_remove(vm, normal, fd, replaced=replaced, deadline=deadline)
 
     def _backup_bookkeeping(self, event: Event) -> None:
         """After the answer: removals and renames, as the backup index must know them."""
@@ -228,6 +245,9 @@ class Services:
     def _fault_event(self, fault: InjectedFault) -> None:
         if fault.errno is None:  # a latency rule: the request's own event shows no trace of it
             self._publish(fault.vm, fault.pid, FAULT, fault.paths, f"delay {fault.delay * 1000:.0f}ms")
+
+    def _backup_skipped(self, skipped: Skipped) -> None:
+        self._publish(skipped.vm, 0, BACKUP, (skipped.path,), skipped.reason)
 
     def _detected(self, detected: Detected) -> None:
         if detected.record is not None:  # the scanner already said what it found
@@ -261,6 +281,15 @@ class Services:
             self.backup.close()
 
 
+def _size(value: object, what: str) -> int | None:
+    """A size option as given: None, bytes, or text as ``512m`` and ``1g``. Raises UsageError."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        return value
+    if isinstance(value, str):
+        return parse_size(value, what)
+    raise UsageError(f"{what}: {value!r} is not a size; use e.g. 64m, 1g or 512k")
+
+
 class _BackupHook:
     """Implements Hook: before an unlink, a rename over a file or an open that truncates
     it, save what disappears."""
@@ -271,15 +300,19 @@ class _BackupHook:
         self.services = services
 
     def before(self, vm: str, request: api.Request) -> api.Response | None:
+        services = self.services
+        assert services.backup is not None
+        # One budget for the request, however many files it destroys: the VM waits for it.
+        deadline = time.monotonic() + services.backup.limits.sync_seconds
         if isinstance(request, api.Open) and request.flags & os.O_TRUNC and request.flags & os.O_ACCMODE:
             # The content is about to go: its close may not have been handled yet.
-            self.services.save_before_remove(vm, request.path, replaced=True)
+            services.save_before_remove(vm, request.path, replaced=True, deadline=deadline)
         elif isinstance(request, api.Unlink):
-            self.services.save_before_remove(vm, request.path, replaced=False)
+            services.save_before_remove(vm, request.path, replaced=False, deadline=deadline)
         elif isinstance(request, api.Rename):
-            self.services.save_before_remove(vm, request.new, replaced=True)
+            services.save_before_remove(vm, request.new, replaced=True, deadline=deadline)
             if request.flags & 2:  # RENAME_EXCHANGE: the other side is replaced too
-                self.services.save_before_remove(vm, request.old, replaced=True)
+                services.save_before_remove(vm, request.old, replaced=True, deadline=deadline)
         return None
 
 

@@ -16,9 +16,10 @@ from hvfs.api.messages import operation
 READ = "read"  # not a request type: an Open for reading only (served in --strict mode)
 OPERATIONS = frozenset(t.__name__.lower() for t in typing.get_args(api.Request)) | {READ}
 # Events the services publish themselves, beside the requests' own: a file the scanner
-# quarantined, a latency rule that delayed a request (an errno rule shows in the result).
-QUARANTINE, FAULT = "quarantine", "fault"
-SERVICE_EVENTS = frozenset({QUARANTINE, FAULT})
+# quarantined, a latency rule that delayed a request (an errno rule shows in the result),
+# a version the backup skipped (its result says which bound: "skipped: …").
+QUARANTINE, FAULT, BACKUP = "quarantine", "fault", "backup"
+SERVICE_EVENTS = frozenset({QUARANTINE, FAULT, BACKUP})
 
 
 def target_path(target: api.Target) -> str:

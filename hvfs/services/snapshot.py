@@ -31,11 +31,18 @@ guards, the first when the kernel grants it:
 A file written continuously never settles; after a few attempts the read gives up
 (UnstableContent) rather than return something torn. The content is read with pread
 from offset 0, so the fd's offset is left alone.
+
+Reads are sparse-aware: SEEK_DATA and SEEK_HOLE (on a private reopening of the file, so
+that the fd's offset, which a VM may share, never moves) find the holes, which are
+never read: a sink gets them as ``skip(length)``, keeps them as holes, and hashes them
+as the zeros they read as, so a sparse file and its dense twin have the same SHA-256. A
+file system without the two (the kernel's generic answer: all data) is read densely.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
@@ -45,10 +52,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from hvfs.services.space import Space
+
 # Linux's clock id from <linux/time.h>; Python's time module does not name it.
 _CLOCK_REALTIME_COARSE = 5
 _SETTLE_NS = 10_000_000  # how old the ctime must be to read without a lease
 _CHUNK = 1 << 20
+_ZEROS = bytes(_CHUNK)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,14 +85,28 @@ class UnstableContent(Exception):
 
 
 class ContentTooLarge(Exception):
-    """The content is larger than the reader accepts (a sink's limit)."""
+    """The content is larger than the reader accepts (a sink's limit, or read_stable's
+    ``max_size``: then ``size`` is the file's)."""
+
+    def __init__(self, message: str, size: int | None = None) -> None:
+        super().__init__(message)
+        self.size = size
+
+
+class OutOfTime(Exception):
+    """The read passed its deadline: what it read so far is discarded."""
 
 
 class Sink(Protocol):
     """Where one attempt's bytes go. A torn attempt is discarded and a new sink made."""
 
     def write(self, chunk: bytes) -> None:
-        """Take the next chunk; may raise ContentTooLarge to stop reading."""
+        """Take the next chunk; may raise ContentTooLarge (or another exception of the
+        sink's) to stop reading."""
+        ...
+
+    def skip(self, length: int) -> None:
+        """Take ``length`` zero bytes that are a hole in the file (at most 1 MiB at once)."""
         ...
 
     def discard(self) -> None:
@@ -124,24 +148,37 @@ def settled_fstat(fd: int, *, margin_ns: int = _SETTLE_NS, wait: float = 0.05) -
         time.sleep(0.002)
 
 
-def read_stable(fd: int, make_sink: Callable[[], S], *, attempts: int = 3) -> tuple[S, os.stat_result]:
+def read_stable(
+    fd: int,
+    make_sink: Callable[[], S],
+    *,
+    attempts: int = 3,
+    deadline: float | None = None,
+    max_size: int | None = None,
+) -> tuple[S, os.stat_result]:
     """Stream the content of ``fd`` into a sink from ``make_sink`` and return the sink with
     the file's stat, which describes exactly the content the sink received.
 
     Each attempt takes a read lease if it can (else waits for the file to settle), reads
-    the file whole, and compares fingerprints before and after; a changed file discards
-    the sink and tries again. Raises UnstableContent after ``attempts`` failures,
-    ContentTooLarge from the sink (after discarding it), and OSError from fstat or pread.
+    the file whole (the size its first stat says, holes skipped), and compares
+    fingerprints before and after; a changed file discards the sink and tries again.
+    Raises UnstableContent after ``attempts`` failures, OutOfTime once the monotonic
+    clock passes ``deadline`` (checked every MiB), ContentTooLarge when the file is
+    larger than ``max_size`` as an attempt begins (a size checked before may be stale),
+    the sink's own exceptions (after discarding it), and OSError from fstat or pread.
     """
     for _ in range(attempts):
+        _check(deadline)
         with read_lease(fd) as leased:
             # Under the lease nothing writes, but the tick must still pass: see Fingerprint.
             before = settled_fstat(fd, margin_ns=0) if leased else settled_fstat(fd)
             if before is None:
                 continue
+            if max_size is not None and before.st_size > max_size:
+                raise ContentTooLarge(f"{before.st_size} bytes, more than {max_size}", before.st_size)
             sink = make_sink()
             try:
-                received = _copy(fd, sink)
+                received = _copy(fd, before.st_size, sink, deadline)
                 after = os.fstat(fd)
             except BaseException:
                 sink.discard()
@@ -152,12 +189,106 @@ def read_stable(fd: int, make_sink: Callable[[], S], *, attempts: int = 3) -> tu
     raise UnstableContent(f"the file changed during each of {attempts} reads")
 
 
-def _copy(fd: int, sink: Sink) -> int:
+def _check(deadline: float | None) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise OutOfTime("the read took longer than its budget")
+
+
+def _copy(fd: int, size: int, sink: Sink, deadline: float | None) -> int:
+    """Give the first ``size`` bytes of ``fd`` to ``sink``; returns how many there were
+    (fewer when the file shrank meanwhile)."""
     offset = 0
-    while chunk := os.pread(fd, _CHUNK, offset):
-        sink.write(chunk)
-        offset += len(chunk)
+    for start, length, data in extents(fd, size):
+        end = start + length
+        while offset < end:
+            _check(deadline)
+            piece = min(end - offset, _CHUNK)
+            if not data:
+                sink.skip(piece)
+                offset += piece
+                continue
+            chunk = os.pread(fd, piece, offset)
+            if not chunk:
+                return offset  # it shrank: the caller's stat comparison sees it
+            sink.write(chunk)
+            offset += len(chunk)
     return offset
+
+
+def extents(fd: int, size: int) -> Iterator[tuple[int, int, bool]]:
+    """``(offset, length, is_data)`` runs covering the first ``size`` bytes of the regular
+    file ``fd``, in order, holes as SEEK_HOLE finds them; all data where the file system
+    cannot tell. ``fd``'s offset is left alone (see the module's docstring)."""
+    try:
+        seekable = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        seekable = -1
+    try:
+        offset = 0
+        while offset < size:
+            data = _seek(seekable, offset, os.SEEK_DATA, size) if seekable >= 0 else offset
+            if data > offset:
+                yield offset, data - offset, False
+            if data >= size:
+                return
+            hole = _seek(seekable, data, os.SEEK_HOLE, size) if seekable >= 0 else size
+            yield data, hole - data, True
+            offset = hole
+    finally:
+        if seekable >= 0:
+            os.close(seekable)
+
+
+def _seek(fd: int, offset: int, whence: int, size: int) -> int:
+    """lseek SEEK_DATA or SEEK_HOLE, at most ``size``; ENXIO (no data past ``offset``) is ``size``."""
+    try:
+        return min(os.lseek(fd, offset, whence), size)
+    except OSError as e:
+        if e.errno == errno.ENXIO:
+            return size
+        if e.errno == errno.EINVAL:  # the file system knows no holes: the rest is data
+            return offset if whence == os.SEEK_DATA else size
+        raise
+
+
+def hash_zeros(check: hashlib._Hash, length: int) -> None:
+    """Feed ``length`` zero bytes to ``check``, as a hole reads."""
+    while length:
+        piece = min(length, _CHUNK)
+        check.update(_ZEROS[:piece] if piece < _CHUNK else _ZEROS)
+        length -= piece
+
+
+def copy_sparse(source: int, target: int, *, deadline: float | None = None) -> tuple[str, int]:
+    """Copy the regular file ``source`` into the empty file ``target`` with its holes, and
+    return the SHA-256 of the content and its size. For restores: nothing guards against
+    a writer of ``source`` (see read_stable). Raises OSError, OutOfTime."""
+    check = hashlib.sha256()
+    size = os.fstat(source).st_size
+    for offset, length, data in extents(source, size):
+        end = offset + length
+        while offset < end:
+            _check(deadline)
+            piece = min(end - offset, _CHUNK)
+            if not data:
+                hash_zeros(check, piece)
+                offset += piece
+                continue
+            chunk = os.pread(source, piece, offset)
+            if not chunk:
+                raise OSError(errno.EIO, "the file shrank while it was copied")
+            check.update(chunk)
+            _pwrite_all(target, chunk, offset)
+            offset += len(chunk)
+    os.ftruncate(target, size)  # the holes up to the end
+    return check.hexdigest(), size
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
 
 
 class BytesSink:
@@ -174,6 +305,9 @@ class BytesSink:
             raise ContentTooLarge(f"larger than {self.limit} bytes")
         self._parts.append(chunk)
 
+    def skip(self, length: int) -> None:
+        self.write(bytes(length))
+
     def discard(self) -> None:
         self._parts.clear()
 
@@ -182,28 +316,49 @@ class BytesSink:
 
 
 class FileSink:
-    """Implements Sink into a new file at ``path`` (created exclusively, mode 0600), hashing
-    with SHA-256 on the way. The caller moves the file into place or calls discard()."""
+    """Implements Sink into a new file at ``path`` (created exclusively, mode 0600), with
+    the same holes, hashing the content with SHA-256 on the way. Each byte written is
+    first taken from ``space`` (which may raise space.NoRoom); the caller gives it back
+    with release() once the file is committed where the space counts it, or calls
+    discard(), which does."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, space: Space | None = None) -> None:
         self.path = path
+        self._space = space
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         self._hash = hashlib.sha256()
-        self.size = 0
+        self.size = 0  # of the content, holes included
+        self.taken = 0  # bytes taken from space
+        self.allocated = 0  # bytes the finished file takes on disk
 
     def write(self, chunk: bytes) -> None:
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(self._fd, view) :]
+        if self._space is not None:
+            self._space.take(len(chunk))
+            self.taken += len(chunk)
+        _pwrite_all(self._fd, chunk, self.size)
         self._hash.update(chunk)
         self.size += len(chunk)
 
-    def finish(self) -> str:
-        """Make the bytes durable, close the file, and return the hex SHA-256."""
-        os.fsync(self._fd)
+    def skip(self, length: int) -> None:
+        hash_zeros(self._hash, length)
+        self.size += length
+
+    def finish(self, *, durable: bool = True) -> str:
+        """Close the file, made durable unless told not to (a caller that may throw it
+        away makes it durable itself when it keeps it), and return the hex SHA-256."""
+        os.ftruncate(self._fd, self.size)  # a hole at the end is never written
+        if durable:
+            os.fsync(self._fd)
+        self.allocated = os.fstat(self._fd).st_blocks * 512
         os.close(self._fd)
         self._fd = -1
         return self._hash.hexdigest()
+
+    def release(self) -> None:
+        """Give back to the space what was taken from it (idempotent)."""
+        if self._space is not None and self.taken:
+            self._space.give_back(self.taken)
+        self.taken = 0
 
     def discard(self) -> None:
         if self._fd >= 0:
@@ -211,3 +366,4 @@ class FileSink:
             self._fd = -1
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
+        self.release()

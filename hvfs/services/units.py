@@ -41,3 +41,16 @@ def parse_time(text: str) -> float:
 def format_time(unix: float) -> str:
     """``unix`` as local ISO 8601 with microseconds, as listings show it."""
     return datetime.datetime.fromtimestamp(unix).isoformat(timespec="microseconds")
+
+
+def format_size(size: int) -> str:
+    """``size`` bytes in binary units with one decimal, as the services' messages say it:
+    ``512 B``, ``64.0 MiB``, ``50.0 GiB``."""
+    if size < 1024:
+        return f"{size} B"
+    value = float(size)
+    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB"):
+        value /= 1024
+        if value < 1024 or unit == "PiB":
+            break
+    return f"{value:.1f} {unit}"

@@ -11,11 +11,12 @@
 from hvfs.services.backup.index import BackupIndex, Version
 from hvfs.services.backup.prune import Pruned, prune
 from hvfs.services.backup.restore import RestoreError, Selection, restore_into, select
-from hvfs.services.backup.service import BackupRule, BackupService, BackupStatistics
+from hvfs.services.backup.service import BackupLimits, BackupRule, BackupService, BackupStatistics, Skipped
 from hvfs.services.backup.store import BlobStore, CorruptBlob, open_store
 
 __all__ = [
     "BackupIndex",
+    "BackupLimits",
     "BackupRule",
     "BackupService",
     "BackupStatistics",
@@ -24,6 +25,7 @@ __all__ = [
     "Pruned",
     "RestoreError",
     "Selection",
+    "Skipped",
     "Version",
     "open_store",
     "prune",

@@ -6,6 +6,12 @@ tree restored as of a time leaves out what had been deleted by then. Times are k
 whole microseconds, the precision listings print, so that a time copied from ``hvfs
 backup list`` to ``--at`` selects exactly that version.
 
+The index also accounts for the blob store: one row per blob with the bytes it takes on
+disk, and their total kept by triggers, so that a store's bound is checked in constant
+time and, by a transaction, exactly across processes (see store.py). ``PRAGMA
+user_version`` 1 says the blobs are accounted; a store made before that is accounted
+once, when it is opened (open_store).
+
 The database is in WAL mode with a busy timeout, so a manager recording versions and
 ``hvfs backup`` commands in other processes can use it at once. One BackupIndex may be
 shared by threads: a lock serialises its connection.
@@ -13,10 +19,12 @@ shared by threads: a lock serialises its connection.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import os
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 _SCHEMA = """
@@ -33,7 +41,15 @@ CREATE TABLE IF NOT EXISTS versions (
 );
 CREATE INDEX IF NOT EXISTS versions_by_path ON versions (vm, path, time_us);
 CREATE INDEX IF NOT EXISTS versions_by_hash ON versions (hash);
+CREATE TABLE IF NOT EXISTS blobs (hash TEXT PRIMARY KEY, bytes INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS usage (id INTEGER PRIMARY KEY CHECK (id = 0), bytes INTEGER NOT NULL);
+INSERT OR IGNORE INTO usage VALUES (0, 0);
+CREATE TRIGGER IF NOT EXISTS blob_added AFTER INSERT ON blobs
+    BEGIN UPDATE usage SET bytes = bytes + new.bytes; END;
+CREATE TRIGGER IF NOT EXISTS blob_deleted AFTER DELETE ON blobs
+    BEGIN UPDATE usage SET bytes = bytes - old.bytes; END;
 """
+_ACCOUNTED = 1  # PRAGMA user_version once the blobs table covers the store
 _COLUMNS = "id, vm, path, time_us, size, hash, trigger, mode, mtime_ns"
 # The newest row of v's path at or before a time: the path's state then.
 _STATE_AT = "v.id = (SELECT w.id FROM versions w WHERE w.vm = v.vm AND w.path = v.path AND w.time_us <= :at "
@@ -150,15 +166,63 @@ class BackupIndex:
     def delete(self, ids: Iterable[int]) -> int:
         """Delete the rows ``ids`` in one transaction; returns how many there were."""
         chosen = [(i,) for i in ids]
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                deleted = self._db.executemany("DELETE FROM versions WHERE id = ?", chosen).rowcount
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with self._lock, self._transaction_locked() as db:
+            deleted: int = db.executemany("DELETE FROM versions WHERE id = ?", chosen).rowcount
         return deleted
+
+    @contextlib.contextmanager
+    def _transaction_locked(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def account_blobs(self, sizes: Callable[[], Iterable[tuple[str, int]]]) -> None:
+        """Once per store: record the blobs ``sizes()`` lists (digest, bytes on disk)."""
+        with self._lock:
+            if self._db.execute("PRAGMA user_version").fetchone()[0] >= _ACCOUNTED:
+                return
+            with self._transaction_locked() as db:
+                if db.execute("PRAGMA user_version").fetchone()[0] < _ACCOUNTED:
+                    db.executemany("INSERT OR IGNORE INTO blobs VALUES (?, ?)", sizes())
+                    db.execute(f"PRAGMA user_version = {_ACCOUNTED}")
+
+    def admit_blob(self, digest: str, size: int, check: Callable[[int], None]) -> bool:
+        """Account a new blob of ``size`` bytes on disk, after ``check(bytes the store's
+        blobs take now)``, which raises to refuse it (nothing is recorded then). In one
+        transaction, so that writers in several processes never pass a bound together.
+        Returns False when the blob was accounted already."""
+        with self._lock, self._transaction_locked() as db:
+            if db.execute("SELECT 1 FROM blobs WHERE hash = ?", (digest,)).fetchone():
+                return False
+            check(db.execute("SELECT bytes FROM usage").fetchone()[0])
+            db.execute("INSERT INTO blobs VALUES (?, ?)", (digest, size))
+        return True
+
+    def reconcile_blobs(self, present: Mapping[str, int]) -> None:
+        """Make the accounting say exactly the blobs ``present`` (digest: bytes): after a
+        collection, or a crash between accounting a blob and filing it."""
+        with self._lock, self._transaction_locked() as db:
+            known = {h for (h,) in db.execute("SELECT hash FROM blobs")}
+            db.executemany("DELETE FROM blobs WHERE hash = ?", [(h,) for h in known - present.keys()])
+            db.executemany("INSERT INTO blobs VALUES (?, ?)", [(h, present[h]) for h in present.keys() - known])
+
+    def blob_bytes(self) -> int:
+        """What the accounted blobs take on disk."""
+        with self._lock:
+            total: int = self._db.execute("SELECT bytes FROM usage").fetchone()[0]
+            return total
+
+    def file_bytes(self) -> int:
+        """What the index itself takes on disk (its database, write-ahead log and shared memory)."""
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                total += os.stat(self.path + suffix).st_blocks * 512
+        return total
 
     def hashes(self) -> set[str]:
         """Every blob some row references: what garbage collection keeps."""

@@ -51,7 +51,7 @@ def prune(
     grace: float = 600.0,
 ) -> Pruned:
     """Forget versions as ``doomed`` chooses, then collect garbage (blobs unreferenced and
-    older than ``grace`` seconds: see store.py). Raises ValueError for keep < 1 or a
+    older than ``grace`` seconds: see store.py) and account for the blobs left. Raises ValueError for keep < 1 or a
     negative max_age, sqlite3.Error and OSError."""
     if keep is not None and keep < 1:
         raise ValueError("--keep must be at least 1 (to forget everything, delete the store)")
@@ -60,4 +60,5 @@ def prune(
     ids = doomed(index.versions(), keep=keep, max_age=max_age, now=time.time() if now is None else now)
     deleted = index.delete(sorted(ids))
     collected = store.collect_garbage(index.hashes(), grace=grace)
+    index.reconcile_blobs(dict(store.sizes()))  # what a bounded store counts as taken
     return Pruned(deleted, collected.blobs, collected.bytes)

@@ -24,6 +24,26 @@ own credentials, outside ``creds.acting_as``: see hvfs.services.snapshot on leas
   files known under ``old`` are recorded under ``new`` with the same content, without
   reading anything, and removed under ``old``.
 
+Bounds (BackupLimits), so that no VM can make the manager copy without end or fill a
+disk (``truncate -s 50G f; rm f``):
+
+- A version larger than ``max_file`` (``--backup-max-file``; its size, holes included,
+  which is what a restore writes and what the hash reads) is skipped, unread. Holes are
+  never read or stored (see store.py), so a version takes at most its data on disk.
+- The store takes nothing past ``max_store`` (``--backup-max-store``) and never brings
+  its file system under a margin of free space (hvfs.services.space).
+- A save on the request path (before_remove) is skipped when the file is larger than
+  ``sync_bytes``, and abandoned once it has taken ``sync_seconds``: the VM waits at most
+  that long. A save off the request path (on_closed_after_write, on_renamed) is
+  abandoned after ``async_seconds``, which also bounds how long a VM's open for writing
+  may wait for the copy's read lease.
+
+Each skip is counted in ``statistics()`` (skipped_size, skipped_space, skipped_time),
+logged, and given to ``report`` as a Skipped, whose ``reason`` reads "skipped: 50.0 GiB
+> backup-max-file 1.0 GiB" (the manager publishes it as a "backup" event). A file
+skipped for its size is skipped once: until it changes, later saves of it return None
+without another report.
+
 While the service copies a file under a read lease, a VM's open of it for writing waits
 for the copy to end (the manager's handler thread blocks in open); the copy never waits
 for the manager, so this cannot deadlock. The methods never raise for a backup failure:
@@ -47,11 +67,37 @@ from dataclasses import dataclass
 
 from hvfs.services.backup.index import BackupIndex, Version
 from hvfs.services.backup.store import BlobStore, open_store
-from hvfs.services.snapshot import Fingerprint, UnstableContent, read_stable
+from hvfs.services.snapshot import ContentTooLarge, Fingerprint, OutOfTime, UnstableContent, read_stable
+from hvfs.services.space import NoRoom, Space
+from hvfs.services.units import format_size
 
 log = logging.getLogger("hvfs.services")
 
 _KNOWN_LIMIT = 1 << 16  # fingerprints remembered to skip unchanged files; bounded memory
+DEFAULT_MAX_FILE = 1 << 30
+
+
+@dataclass(frozen=True, slots=True)
+class BackupLimits:
+    """What one version and the whole store may take, and how long a save may last (see
+    the module's docstring). ``margin`` None: 5% of the store's file system, at most 1 GiB."""
+
+    max_file: int = DEFAULT_MAX_FILE
+    max_store: int | None = None
+    margin: int | None = None
+    sync_bytes: int = 256 << 20
+    sync_seconds: float = 2.0
+    async_seconds: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A version not saved because of a bound."""
+
+    vm: str
+    path: str
+    trigger: str  # as a Version's: "close", "remove", "replace", "rename"
+    reason: str  # "skipped: …", naming the bound
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +128,9 @@ class BackupStatistics:
     removals: int  # removals recorded
     torn: int  # files that kept changing while read: nothing recorded
     failed: int  # I/O or database errors: nothing recorded (logged)
+    skipped_size: int  # larger than max_file, or than sync_bytes on the request path
+    skipped_space: int  # the store at max_store, or its file system at its margin
+    skipped_time: int  # abandoned at sync_seconds or async_seconds
 
 
 class BackupService:
@@ -93,21 +142,39 @@ class BackupService:
         index: BackupIndex,
         rules: Sequence[BackupRule],
         *,
+        limits: BackupLimits = BackupLimits(),
+        report: Callable[[Skipped], None] | None = None,
         attempts: int = 3,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.store, self.index, self.rules = store, index, tuple(rules)
+        self.store, self.index, self.rules, self.limits = store, index, tuple(rules), limits
+        self.space = Space(
+            store.root, name="backup-max-store", limit=limits.max_store, used=self._used, margin=limits.margin
+        )
+        store.bound(self.space, index)
+        self._report = report
         self._attempts = attempts
         self._clock = clock
         self._lock = threading.Lock()
         self._recording = threading.Lock()
-        self._known: dict[tuple[str, str], Fingerprint] = {}  # of the file when its last version was saved
+        # Of the file when its last version was saved (True) or skipped for its size (False).
+        self._known: dict[tuple[str, str], tuple[Fingerprint, bool]] = {}
         self._counts = {field.name: 0 for field in dataclasses.fields(BackupStatistics)}
 
     @classmethod
-    def open(cls, directory: str, rules: Sequence[BackupRule]) -> BackupService:
+    def open(
+        cls,
+        directory: str,
+        rules: Sequence[BackupRule],
+        *,
+        limits: BackupLimits = BackupLimits(),
+        report: Callable[[Skipped], None] | None = None,
+    ) -> BackupService:
         """The service on the store and index in ``directory`` (created; see open_store)."""
-        return cls(*open_store(directory), rules)
+        return cls(*open_store(directory), rules, limits=limits, report=report)
+
+    def _used(self) -> int:
+        return self.index.blob_bytes() + self.index.file_bytes()
 
     def close(self) -> None:
         self.index.close()
@@ -116,14 +183,18 @@ class BackupService:
         return any(rule.matches(vm, path) for rule in self.rules)
 
     def on_closed_after_write(self, vm: str, path: str, fd: int) -> Version | None:
-        return self._save(vm, path, fd, "close")
+        return self._save(vm, path, fd, "close", waiting=False)
 
-    def before_remove(self, vm: str, path: str, fd: int, *, replaced: bool = False) -> Version | None:
-        return self._save(vm, path, fd, "replace" if replaced else "remove")
+    def before_remove(
+        self, vm: str, path: str, fd: int, *, replaced: bool = False, deadline: float | None = None
+    ) -> Version | None:
+        """``deadline``: when to give up (monotonic), for a request that destroys several
+        files in one budget; default: ``sync_seconds`` from now."""
+        return self._save(vm, path, fd, "replace" if replaced else "remove", waiting=True, deadline=deadline)
 
     def on_renamed(self, vm: str, old: str, new: str, fd: int) -> Version | None:
         self.after_remove(vm, old)
-        return self._save(vm, new, fd, "rename")
+        return self._save(vm, new, fd, "rename", waiting=False)
 
     def on_directory_renamed(self, vm: str, old: str, new: str) -> list[Version]:
         """Record the files known under directory ``old`` at directory ``new``, as they
@@ -170,20 +241,44 @@ class BackupService:
         with self._lock:
             self._counts[name] += 1
 
-    def _save(self, vm: str, path: str, fd: int, trigger: str) -> Version | None:
+    def _save(
+        self, vm: str, path: str, fd: int, trigger: str, *, waiting: bool, deadline: float | None = None
+    ) -> Version | None:
+        """Save the content of ``fd`` as a version of ``path``; ``waiting``: a VM waits
+        for the answer meanwhile (the request path's budget applies)."""
         path = posixpath.normpath(path)
         if not self.matches(vm, path):
             return None
+        limits = self.limits
+        seconds = limits.sync_seconds if waiting else limits.async_seconds
+        if deadline is None:
+            deadline = time.monotonic() + seconds
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 return None  # directories, devices, sockets: nothing to keep
+            fingerprint = Fingerprint.of(st)
             with self._lock:
                 known = self._known.get((vm, path))
-            if known == Fingerprint.of(st):
-                self._count("unchanged")
+            if known is not None and known[0] == fingerprint:
+                if known[1]:
+                    self._count("unchanged")
+                return None  # saved already, or skipped already for its size
+            refused = self._refusal(st.st_size, waiting)
+            if refused is not None:
+                if st.st_size > limits.max_file:
+                    self._remember(vm, path, fingerprint, saved=False)  # it stays too large until it changes
+                self._skip(Skipped(vm, path, trigger, f"skipped: {refused}"), "skipped_size")
                 return None
-            return self._copy(vm, path, fd, trigger)
+            return self._copy(vm, path, fd, trigger, deadline, limits.sync_bytes if waiting else limits.max_file)
+        except ContentTooLarge as e:  # it grew since the fstat above
+            reason = self._refusal(e.size or 0, waiting) or str(e)
+            self._skip(Skipped(vm, path, trigger, f"skipped: {reason}"), "skipped_size")
+        except OutOfTime:
+            budget = "the budget before an answer" if waiting else "the budget of one version"
+            self._skip(Skipped(vm, path, trigger, f"skipped: not copied in {seconds:g} s, {budget}"), "skipped_time")
+        except NoRoom as e:
+            self._skip(Skipped(vm, path, trigger, f"skipped: {e.strerror}"), "skipped_space")
         except UnstableContent:
             log.warning("backup: %s in VM %s kept changing while read; no version saved", path, vm)
             self._count("torn")
@@ -192,8 +287,24 @@ class BackupService:
             self._count("failed")
         return None
 
-    def _copy(self, vm: str, path: str, fd: int, trigger: str) -> Version | None:
-        writer, st = read_stable(fd, self.store.writer, attempts=self._attempts)
+    def _refusal(self, size: int, waiting: bool) -> str | None:
+        """Why a file of ``size`` bytes is not saved, if a bound says so."""
+        limits = self.limits
+        if size > limits.max_file:
+            return f"{format_size(size)} > backup-max-file {format_size(limits.max_file)}"
+        if waiting and size > limits.sync_bytes:
+            return f"{format_size(size)} > {format_size(limits.sync_bytes)}, the most copied before an answer"
+        return None
+
+    def _skip(self, skipped: Skipped, counter: str) -> None:
+        log.warning("backup: %s of VM %s (%s): %s", skipped.path, skipped.vm, skipped.trigger, skipped.reason)
+        self._count(counter)
+        if self._report is not None:
+            self._report(skipped)
+
+    def _copy(self, vm: str, path: str, fd: int, trigger: str, deadline: float, max_size: int) -> Version | None:
+        read = read_stable(fd, self.store.writer, attempts=self._attempts, deadline=deadline, max_size=max_size)
+        writer, st = read
         try:
             blob = writer.commit()
         except BaseException:
@@ -201,7 +312,7 @@ class BackupService:
             raise
         if blob.new:
             self._count("new_blobs")  # whether or not this copy is the one recorded
-        self._remember(vm, path, Fingerprint.of(st))
+        self._remember(vm, path, Fingerprint.of(st), saved=True)
         # The content was there from its last change on: a tree restored as of a time
         # between that change and this copy must have it.
         since = min(self._clock(), st.st_ctime_ns / 1e9)
@@ -210,6 +321,7 @@ class BackupService:
             if then is not None and then.hash == blob.digest:
                 self._count("unchanged")  # closed without a change, or saved already
                 return None
+            self.space.take(0)  # a row too takes room: none past the bound
             mode = stat.S_IMODE(st.st_mode)
             return self._record(vm, path, blob.digest, blob.size, mode, st.st_mtime_ns, trigger, at=since)
 
@@ -238,9 +350,9 @@ class BackupService:
         self._count("saved")
         return version
 
-    def _remember(self, vm: str, path: str, fingerprint: Fingerprint) -> None:
+    def _remember(self, vm: str, path: str, fingerprint: Fingerprint, *, saved: bool) -> None:
         with self._lock:
             self._known.pop((vm, path), None)
-            self._known[vm, path] = fingerprint
+            self._known[vm, path] = (fingerprint, saved)
             if len(self._known) > _KNOWN_LIMIT:
                 del self._known[next(iter(self._known))]  # the least recently saved

@@ -10,6 +10,16 @@ place, so a crash leaves at most a stray temporary file (removed by collect_garb
 Identical contents from any file of any VM share one blob. Writers never lock: two
 writers of the same content rename identical files over each other.
 
+Blobs keep the holes of the files they copy (see hvfs.services.snapshot), and their names
+hash the content as it reads, holes as zeros: a sparse file and its dense twin are one
+content and share one blob, which keeps the layout of whichever was stored first. A
+restore writes the blob's holes as holes.
+
+Bounds: a store opened by the backup service has a Space (hvfs.services.space) from
+which every byte written to tmp/ is taken, and the index's accounting of blobs
+(index.py), through which a new blob is admitted, in a transaction, only if the store's
+bound still holds; otherwise the writer raises space.NoRoom and leaves nothing.
+
 Garbage collection deletes blobs no index row references. A writer commits its blob
 before inserting the row that references it; so that a collection running in between
 (``hvfs backup prune`` in another process) cannot delete it, a commit refreshes the
@@ -18,6 +28,7 @@ blob's mtime and the collection spares blobs younger than its grace period.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
@@ -26,7 +37,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from hvfs.services.backup.index import BackupIndex
-from hvfs.services.snapshot import FileSink
+from hvfs.services.snapshot import FileSink, copy_sparse
+from hvfs.services.space import Space
 
 _HEX = frozenset("0123456789abcdef")
 
@@ -53,32 +65,54 @@ class BlobWriter(FileSink):
 
     def __init__(self, store: BlobStore) -> None:
         self._store = store
-        super().__init__(os.path.join(store.root, "tmp", secrets.token_hex(8)))
+        super().__init__(os.path.join(store.root, "tmp", secrets.token_hex(8)), space=store.space)
 
     def commit(self) -> Blob:
-        """Make the blob durable and visible under its hash; the temp file is gone after."""
-        digest = self.finish()
+        """Make the blob durable and visible under its hash; the temp file is gone after.
+        Raises space.NoRoom when the store may not take a new blob (the caller discards)."""
+        digest = self.finish(durable=False)  # content the store has already needs no fsync
         final = self._store.path(digest)
         os.makedirs(os.path.dirname(final), mode=0o700, exist_ok=True)
         if os.path.exists(final):
             try:
                 os.utime(final)  # young again: spared by a collection's grace period
                 os.unlink(self.path)
+                self.release()
                 return Blob(digest, self.size, new=False)
             except FileNotFoundError:
                 pass  # a collection deleted it just now: ours takes its place
+        self._store.admit(digest, self.allocated, writing=self.taken)
+        _fsync(self.path, os.O_RDONLY)
         os.rename(self.path, final)
+        self.release()  # now in the store's accounting
         _fsync_directory(os.path.dirname(final))
         return Blob(digest, self.size, new=True)
 
 
 class BlobStore:
-    """Blobs under ``root`` (created, mode 0700: backups hold the VMs' data)."""
+    """Blobs under ``root`` (created, mode 0700: backups hold the VMs' data). Unbounded
+    until bound() gives it a Space and the index that accounts for it."""
 
     def __init__(self, root: str) -> None:
         self.root = root
+        self.space: Space | None = None
+        self._accounts: BackupIndex | None = None
         for sub in ("blobs", "tmp"):
             os.makedirs(os.path.join(root, sub), mode=0o700, exist_ok=True)
+
+    def bound(self, space: Space, accounts: BackupIndex) -> None:
+        self.space, self._accounts = space, accounts
+
+    def admit(self, digest: str, allocated: int, *, writing: int) -> None:
+        """Account a new blob taking ``allocated`` bytes, of which the writer has taken
+        ``writing`` from the space. Raises space.NoRoom past the store's bound."""
+        space, accounts = self.space, self._accounts
+        if space is None or accounts is None:
+            return
+        index_bytes = accounts.file_bytes()
+        accounts.admit_blob(
+            digest, allocated, lambda blobs: space.admit(blobs + index_bytes, allocated, writing=writing)
+        )
 
     def path(self, digest: str) -> str:
         if len(digest) != 64 or not _HEX.issuperset(digest):
@@ -109,20 +143,23 @@ class BlobStore:
         return data
 
     def copy_to(self, digest: str, fd: int) -> int:
-        """Write the blob to ``fd`` from its current offset, checking the hash on the way;
-        returns the size. Raises FileNotFoundError, CorruptBlob (after writing), OSError."""
-        check = hashlib.sha256()
-        size = 0
-        with open(self.path(digest), "rb") as f:
-            while chunk := f.read(1 << 20):
-                check.update(chunk)
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view) :]
-                size += len(chunk)
-        if check.hexdigest() != digest:
+        """Write the blob into the empty file ``fd``, holes as holes, checking the hash on
+        the way; returns the size. Raises FileNotFoundError, CorruptBlob (after writing),
+        OSError."""
+        source = os.open(self.path(digest), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            check, size = copy_sparse(source, fd)
+        finally:
+            os.close(source)
+        if check != digest:
             raise CorruptBlob(f"blob {digest} does not match its hash")
         return size
+
+    def sizes(self) -> Iterator[tuple[str, int]]:
+        """Each blob's digest and the bytes it takes on disk."""
+        for digest in self.digests():
+            with contextlib.suppress(FileNotFoundError):
+                yield digest, os.stat(self.path(digest)).st_blocks * 512
 
     def digests(self) -> Iterator[str]:
         for shard in sorted(os.listdir(os.path.join(self.root, "blobs"))):
@@ -150,7 +187,11 @@ class BlobStore:
 
 
 def _fsync_directory(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    _fsync(path, os.O_RDONLY | os.O_DIRECTORY)
+
+
+def _fsync(path: str, flags: int) -> None:
+    fd = os.open(path, flags | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:
@@ -159,5 +200,7 @@ def _fsync_directory(path: str) -> None:
 
 def open_store(directory: str) -> tuple[BlobStore, BackupIndex]:
     """The blob store and the index (``index.sqlite``) of the backup store in ``directory``,
-    created if new. Raises OSError and sqlite3.Error."""
-    return BlobStore(directory), BackupIndex(os.path.join(directory, "index.sqlite"))
+    created if new, its blobs accounted (index.py). Raises OSError and sqlite3.Error."""
+    store, index = BlobStore(directory), BackupIndex(os.path.join(directory, "index.sqlite"))
+    index.account_blobs(store.sizes)
+    return store, index

@@ -8,6 +8,16 @@ Layout under the quarantine's root (mode 0700)::
 An entry is built in a temporary directory and renamed to its ID, so it appears whole
 or not at all; the original is removed only after that (``move_in``).
 
+One verdict, one entry: a file that cannot be removed after it was copied (a read-only
+mount) is refused again on every open, and each refusal quarantines it again; those
+find the entry already made, by the file's fingerprint without reading it, or else
+(another manager, a touched file) by VM, path and SHA-256 after reading it, and add
+nothing. Bounds, as the backup store's (hvfs.services.space): a file larger than
+``max_entry`` is not copied, the entries take at most ``max_store`` and never bring
+their file system under its margin of free space; past one, ``add`` raises space.NoRoom
+(an OSError, ENOSPC) and the file stays where it is, refused all the same. Copies keep
+holes as holes.
+
 Integration: on a detection, the scan hook calls ``move_in(vm, path, dir_fd, name,
 detection)`` with an fd on the file's parent directory in the VM's writable view and the
 last component, acting as the manager itself (not as the caller, who may not be allowed
@@ -17,19 +27,21 @@ to delete the file). To restore into a running VM, ``restore_into(id, dir_fd, na
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import secrets
 import shutil
+import threading
 import time
 from dataclasses import asdict, dataclass
-from typing import BinaryIO
 
 from hvfs.services.scan.engines import Detection
-from hvfs.services.snapshot import FileSink, read_stable
+from hvfs.services.snapshot import ContentTooLarge, FileSink, Fingerprint, copy_sparse, read_stable
+from hvfs.services.space import NoRoom, Space
+from hvfs.services.units import format_size
 
 _RECORD, _CONTENT = "record.json", "content"
+_REMEMBERED = 4096  # fingerprints of entries whose original stayed; bounded memory
 
 
 class QuarantineError(Exception):
@@ -54,21 +66,62 @@ class QuarantineRecord:
 
 
 class Quarantine:
-    """Entries under ``root`` (created). Thread-safe: entries never share files."""
+    """Entries under ``root`` (created), bounded as the module's docstring says
+    (``max_store`` None: by the margin of free space only). Thread-safe."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(
+        self, root: str, *, max_entry: int = 1 << 30, max_store: int | None = None, margin: int | None = None
+    ) -> None:
         self.root = root
+        self.max_entry = max_entry
         os.makedirs(root, mode=0o700, exist_ok=True)
+        self.space = Space(root, name="quarantine-max-store", limit=max_store, used=self._used, margin=margin)
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, Fingerprint], str] = {}  # (vm, file) -> its entry
+
+    def _used(self) -> int:
+        """What the entries take; those being made count as taken from the space instead."""
+        total = 0
+        for entry in os.listdir(self.root):
+            if entry.startswith("."):
+                continue
+            for directory, _, names in os.walk(os.path.join(self.root, entry)):
+                for name in names:
+                    with contextlib.suppress(FileNotFoundError):
+                        total += os.stat(os.path.join(directory, name)).st_blocks * 512
+        return total
 
     def add(self, vm: str, path: str, fd: int, detection: Detection) -> QuarantineRecord:
-        """Copy the content of ``fd`` (read consistently) and its metadata into a new entry.
-        The original is left alone. Raises OSError, snapshot.UnstableContent."""
+        """Copy the content of ``fd`` (read consistently) and its metadata into a new entry,
+        or return the entry that holds it already (see the module's docstring). The
+        original is left alone. Raises OSError (NoRoom past a bound), UnstableContent."""
+        st = os.fstat(fd)
+        key = (vm, Fingerprint.of(st))
+        with self._lock:
+            known = self._entries.get(key)
+        if known is not None:
+            with contextlib.suppress(QuarantineError):
+                return self.record(known)  # not deleted or restored since
+        if st.st_size > self.max_entry:
+            raise self._too_large(st.st_size)
         entry_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}"
         staging = os.path.join(self.root, f".tmp-{entry_id}")
         os.mkdir(staging, 0o700)
+        sink: FileSink | None = None
         try:
-            sink, st = read_stable(fd, lambda: FileSink(os.path.join(staging, _CONTENT)))
+            try:
+                sink, st = read_stable(
+                    fd, lambda: FileSink(os.path.join(staging, _CONTENT), space=self.space), max_size=self.max_entry
+                )
+            except ContentTooLarge as e:  # it grew since the fstat above
+                raise self._too_large(e.size or 0) from None
             digest = sink.finish()
+            same = self._find(vm, path, digest)
+            if same is not None:
+                shutil.rmtree(staging)
+                sink.release()
+                self._remember(key, same.id)
+                return same
             record = QuarantineRecord(
                 id=entry_id,
                 time=time.time(),
@@ -89,10 +142,31 @@ class Quarantine:
                 f.flush()
                 os.fsync(f.fileno())
             os.rename(staging, os.path.join(self.root, entry_id))
+            sink.release()  # counted by _used from now on
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
+            if sink is not None:
+                sink.release()
             raise
+        self._remember(key, entry_id)
         return record
+
+    def _too_large(self, size: int) -> NoRoom:
+        return NoRoom(f"{format_size(size)} > the quarantine's largest entry {format_size(self.max_entry)}")
+
+    def _find(self, vm: str, path: str, digest: str) -> QuarantineRecord | None:
+        """The entry of that content from that VM path, if there is one."""
+        for record in self.records():
+            if (record.vm, record.path, record.sha256) == (vm, path, digest):
+                return record
+        return None
+
+    def _remember(self, key: tuple[str, Fingerprint], entry_id: str) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+            self._entries[key] = entry_id
+            if len(self._entries) > _REMEMBERED:
+                del self._entries[next(iter(self._entries))]
 
     def move_in(self, vm: str, path: str, dir_fd: int, name: str, detection: Detection) -> QuarantineRecord:
         """Quarantine the file ``name`` in ``dir_fd`` (never following a symlink), then unlink
@@ -141,10 +215,14 @@ class Quarantine:
         and times, then remove the entry. Raises QuarantineError when ``name`` exists."""
         record = self.record(entry_id)
         temporary = f".{name}.unquarantine-{secrets.token_hex(4)}"
-        with open(os.path.join(self.root, entry_id, _CONTENT), "rb") as source:
+        source = os.open(os.path.join(self.root, entry_id, _CONTENT), os.O_RDONLY | os.O_CLOEXEC)
+        try:
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
             try:
-                _copy_checked(source, fd, record.sha256)
+                if copy_sparse(source, fd)[0] != record.sha256:
+                    raise QuarantineError(
+                        f"the quarantined content no longer has its SHA-256 {record.sha256}: not restored"
+                    )
                 with contextlib.suppress(PermissionError):  # not root: the file stays ours
                     os.fchown(fd, record.uid, record.gid)
                 os.fchmod(fd, record.mode)
@@ -158,6 +236,8 @@ class Quarantine:
                 os.close(fd)
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(temporary, dir_fd=dir_fd)
+        finally:
+            os.close(source)
         shutil.rmtree(os.path.join(self.root, entry_id))
         return record
 
@@ -165,14 +245,3 @@ class Quarantine:
         """Forget an entry and its content for good. Raises QuarantineError."""
         self.record(entry_id)
         shutil.rmtree(os.path.join(self.root, entry_id))
-
-
-def _copy_checked(source: BinaryIO, fd: int, sha256: str) -> None:
-    check = hashlib.sha256()
-    while chunk := source.read(1 << 20):
-        check.update(chunk)
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(fd, view) :]
-    if check.hexdigest() != sha256:
-        raise QuarantineError(f"the quarantined content no longer has its SHA-256 {sha256}: not restored")
