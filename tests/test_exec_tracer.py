@@ -18,12 +18,11 @@ import pytest
 
 from hvfs import api
 from hvfs.intercept.exec_tracer import ExecTracer
+from tests.conftest import require
 
-# Runs traced. It waits for its go-ahead on the fd given as argv[1], then does what a
-# program may do, and prints what each step saw.
+# Runs traced: it does what a program may do, and prints what each step saw.
 PROGRAM = r"""
 import json, os, signal, subprocess, sys, threading
-os.read(int(sys.argv[1]), 1)
 seen = {}
 seen["fork_exec"] = subprocess.run(["/bin/true"]).returncode
 seen["spawn"] = os.waitpid(os.posix_spawn("/bin/true", ["true"], {}), 0)[1]  # vfork
@@ -45,9 +44,12 @@ os.kill(child, signal.SIGCONT)
 seen["continued_exit"] = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
 code = "import os, threading; threading.Thread(target=os.execv, args=('/bin/true', ['true'])).start()"
 seen["exec_from_thread"] = subprocess.run([sys.executable, "-c", code]).returncode
-seen["refused"] = subprocess.run([sys.argv[2]]).returncode
+seen["refused"] = subprocess.run([sys.argv[1]]).returncode
 print(json.dumps(seen), flush=True)
 """
+
+
+LOADER = "/lib64/ld-linux-x86-64.so.2"
 
 
 class Judge:
@@ -74,23 +76,8 @@ def test_every_exec_is_judged_and_a_refused_one_is_killed_before_it_runs(tmp_pat
     refused = tmp_path / "refused"
     shutil.copy("/bin/false", refused)  # if it ran it would exit 1; killed, it exits -9
     judge = Judge({hashlib.sha256(refused.read_bytes()).hexdigest()})
-    go_read, go_write = os.pipe()
-    # The traced program is a grandchild: the tracer must never trace a child of its own
-    # process. The shell's own exit code shows the tracer never reaped it.
-    script = f'"$0" -c "$1" {go_read} {refused} & echo $!; wait $!; echo "python=$?" >&2; exit 3'
-    shell = subprocess.Popen(["sh", "-c", script, sys.executable, PROGRAM], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, pass_fds=(go_read,), text=True)  # fmt: skip
-    os.close(go_read)
-    assert shell.stdout is not None
-    traced = int(shell.stdout.readline())
-    tracer = ExecTracer(traced, "vm1", judge)
-    tracer.start()
-    os.write(go_write, b"g")
-    os.close(go_write)
-    out, err = shell.communicate(timeout=60)
-    assert tracer.join(timeout=10), "the tracer outlived its last tracee"
-    assert shell.returncode == 3, err
-    assert "python=0" in err, err
+    code, out, tracer = run_traced([sys.executable, "-c", PROGRAM, str(refused)], judge)
+    assert code == 0
     seen = json.loads(out)
     assert seen == {
         "fork_exec": 0,
@@ -102,12 +89,55 @@ def test_every_exec_is_judged_and_a_refused_one_is_killed_before_it_runs(tmp_pat
         "exec_from_thread": 0,
         "refused": -9,
     }
+    # Each program, then the ELF interpreter the kernel loaded for it (PT_INTERP); the
+    # refused program is killed before its interpreter is even asked about.
     paths = [path for _, path, _ in judge.judged]
-    assert paths.count("/usr/bin/true") == 3 and paths.count(os.path.realpath(sys.executable)) == 1, paths
+    assert paths.count("/usr/bin/true") == 3 and paths.count(os.path.realpath(sys.executable)) == 2, paths
+    assert paths.count(os.path.realpath(LOADER)) == 5, paths
     assert [(path, bad) for _, path, bad in judge.judged if bad] == [(str(refused), True)]
     statistics = tracer.statistics()
-    assert (statistics.execs, statistics.killed, statistics.unjudged) == (len(judge.judged), 1, 0)
+    assert (statistics.execs, statistics.killed, statistics.unjudged) == (6, 1, 0)
     assert statistics.tracees == 0  # every tracee has exited
+
+
+def run_traced(argv: list[str], judge: Judge) -> tuple[int, str, ExecTracer]:
+    """Runs ``argv`` traced from its exec on, and returns its exit code (as its shell says
+    it: 128+N for signal N), its output and the tracer. It is a grandchild of this process,
+    which must never trace its own children; its shell's exit code shows the tracer never
+    reaped that one."""
+    go_read, go_write = os.pipe()
+    # The inner shell says its pid once it runs (so its own exec is not traced), and
+    # waits for the go-ahead on fd 3: a background job's stdin is /dev/null.
+    wrapper = """exec 3<&0; sh -c 'echo $$; read go; exec "$@"' sh "$@" <&3 & wait $!; exit $(($? + 100))"""
+    shell = subprocess.Popen(["sh", "-c", wrapper, "sh", *argv], stdin=go_read, stdout=subprocess.PIPE, text=True)
+    os.close(go_read)
+    assert shell.stdout is not None
+    tracer = ExecTracer(int(shell.stdout.readline()), "vm1", judge)
+    tracer.start()
+    os.write(go_write, b"go\n")
+    os.close(go_write)
+    out, _ = shell.communicate(timeout=60)
+    assert tracer.join(timeout=10), "the tracer outlived its last tracee"
+    assert shell.returncode >= 100, shell.returncode
+    return shell.returncode - 100, out, tracer
+
+
+def test_a_program_whose_interpreter_is_refused_is_killed(tmp_path: Path) -> None:
+    require(shutil.which("gcc") is not None, "gcc is needed to build a program with its own interpreter")
+    require(os.path.exists(LOADER), f"{LOADER} is the x86-64 glibc loader this test copies")
+    loader = tmp_path / "loader"
+    loader.write_bytes(Path(LOADER).read_bytes() + b"another loader")  # not the system's
+    loader.chmod(0o755)
+    source = tmp_path / "clean.c"
+    source.write_text("int main(void) { return 5; }\n")
+    program = tmp_path / "clean"
+    subprocess.run(["gcc", "-o", str(program), f"-Wl,--dynamic-linker={loader}", str(source)], check=True)
+    assert subprocess.run([str(program)]).returncode == 5  # it runs, with its own loader
+    judge = Judge({hashlib.sha256(loader.read_bytes()).hexdigest()})
+    code, _, tracer = run_traced([str(program)], judge)
+    assert code == 128 + 9, code  # SIGKILL
+    assert [(path, bad) for _, path, bad in judge.judged][-2:] == [(str(program), False), (str(loader), True)]
+    assert tracer.statistics().killed == 1
 
 
 def test_a_process_that_cannot_be_traced_is_reported() -> None:

@@ -12,12 +12,15 @@ import hashlib
 import json
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from hvfs.services.scan import EICAR
-from tests.conftest import Hvfs
+from tests.conftest import Hvfs, require
+
+LOADER = "/lib64/ld-linux-x86-64.so.2"
 
 
 class Guarded:
@@ -84,6 +87,26 @@ def test_a_program_loaded_without_its_own_request_is_killed_after_the_fact(guard
     assert [(e["result"], e["answered_by"]) for e in executed] == [("EACCES", "scan")]
     stats = json.loads((guarded.root / "stats.json").read_text())
     assert stats["exec_tracer"]["killed"] == 1 and stats["exec_tracer"]["execs"] >= 3
+
+
+def test_a_program_whose_loader_is_blocklisted_is_killed_after_the_fact(guarded: Guarded, tmp_path: Path) -> None:
+    # The kernel loads a program's ELF interpreter by the path the program names: no
+    # request shows it to the manager, whose exec tracer finds it mapped at the exec stop.
+    require(shutil.which("gcc") is not None, "gcc is needed to build a program with its own loader")
+    require(Path(LOADER).exists(), f"{LOADER} is the x86-64 glibc loader this test copies")
+    loader = guarded.data / "loader"
+    loader.write_bytes(Path(LOADER).read_bytes() + b"a loader of its own")
+    loader.chmod(0o755)
+    guarded.block(loader)
+    source = tmp_path / "clean.c"
+    source.write_text("int main(void) { return 5; }\n")
+    program = guarded.data / "clean"
+    subprocess.run(["gcc", "-o", str(program), "-Wl,--dynamic-linker=/data/loader", str(source)], check=True)
+    out, err = guarded.run("/data/clean; echo status=$?")
+    assert out.strip() == "status=137", err  # it would have said 5
+    assert guarded.quarantined() == ["/data/loader"]
+    executed = [(e["paths"], e["result"]) for e in guarded.events("executed") if "/data/" in str(e["paths"])]
+    assert executed == [(["/data/clean"], "ok"), (["/data/loader"], "EACCES")]
 
 
 FEXECVE_O_PATH = (

@@ -4,10 +4,15 @@ An exec cannot be served: the manager checks the path, then lets the kernel run 
 call, which reads the path again from the VM's memory, where a racing thread may have
 put another one. So while a service must judge what VMs run (a scanner), every process
 of the VM is traced, and at each ``PTRACE_EVENT_EXEC`` (new program loaded, none of it
-run yet) the manager is asked about the very file loaded, opened through
-``/proc/PID/exe``: an ``api.Executed`` request. An Errno answer kills the process
-(SIGKILL: its parent sees 137), before it runs one instruction of the file. That also
-covers what no path names: fexecve and execveat of a memfd or of an O_PATH fd.
+run yet) the manager is asked about the very files loaded, one ``api.Executed`` request
+each: the program, opened through ``/proc/PID/exe``, and its ELF interpreter, which the
+kernel loaded by the path the program names (PT_INTERP, a script's ``#!`` line), shown
+to the manager by no request: found again by its name in ``/proc/PID/maps``, checked by
+inode. An Errno answer kills the process (SIGKILL: its parent sees 137), before it runs
+one instruction of either. That also covers what no path names: fexecve and execveat of
+a memfd or of an O_PATH fd. What cannot be judged for sure (a loaded file renamed or
+deleted meanwhile) is killed too; what the manager may not read at all is let through,
+as the scanner lets through what it cannot read.
 
 Some facts about ptrace, which the code below relies on:
 
@@ -49,7 +54,7 @@ import threading
 from dataclasses import dataclass
 
 from hvfs import api
-from hvfs._sys import tracing
+from hvfs._sys import files, tracing
 from hvfs.api import Transport
 
 log = logging.getLogger("hvfs.driver")
@@ -63,6 +68,9 @@ OPTIONS = (
 )
 _NEW_TRACEE = (tracing.PTRACE_EVENT_FORK, tracing.PTRACE_EVENT_VFORK, tracing.PTRACE_EVENT_CLONE)
 _GROUP_STOPS = (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
+_DELETED = " (deleted)"
+# The kernel's name of a mapped file has no symlinks, and resolves inside the VM's root.
+_BY_ITS_OWN_NAME = files.RESOLVE_IN_ROOT | files.RESOLVE_NO_SYMLINKS
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,17 +144,14 @@ class ExecTracer:
         if not os.WIFSTOPPED(status):
             return
         with self._lock:
-            self._tracees.add(pid)  # a new tracee may report before its parent's event
+            self._tracees.add(pid)  # a new tracee reports its first stop, maybe before its parent's event
             self._counts["stops"] += 1
         signum, event = os.WSTOPSIG(status), tracing.event_of(status)
         try:
             if event == tracing.PTRACE_EVENT_EXEC:
                 self._on_exec(pid)
             elif event in _NEW_TRACEE:
-                child = tracing.event_message(pid)
-                with self._lock:
-                    self._tracees.add(child)
-                tracing.resume(pid)
+                tracing.resume(pid)  # the child counts from its own first stop (maybe done and gone by now)
             elif event == tracing.PTRACE_EVENT_STOP and signum in _GROUP_STOPS:
                 tracing.listen(pid)
             elif event:
@@ -163,33 +168,99 @@ class ExecTracer:
             if former != pid:
                 self._tracees.discard(former)
             self._counts["execs"] += 1
-        if not self._judge(pid):
+        try:
+            allowed = self._judge(pid)
+        except Exception:  # what was not judged does not run
+            log.exception("exec tracer of VM %s: cannot judge the exec of pid %d; killed", self._vm, pid)
+            allowed = False
+        if not allowed:
             os.kill(pid, signal.SIGKILL)
             with self._lock:
                 self._counts["killed"] += 1
         tracing.resume(pid)
 
     def _judge(self, pid: int) -> bool:
-        """Whether the manager lets the file ``pid`` has just loaded run."""
-        exe = f"/proc/{pid}/exe"
+        """Whether the manager lets ``pid`` run what its exec loaded: the program, and the
+        ELF interpreter that the kernel loaded by the path the program names (PT_INTERP),
+        which no request showed the manager either."""
         try:
-            fd = os.open(exe, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-        except OSError as e:
-            if e.errno in (errno.ESRCH, errno.ENOENT):
-                return True  # killed meanwhile
-            # Not readable by the manager either (execute-only, its owner not mapped here):
-            # no service could read it; the scanner lets what it cannot read through.
-            log.warning("exec tracer of VM %s: cannot open the program of pid %d: %s", self._vm, pid, e.strerror)
+            mapped = _mapped_files(pid)
+            program = os.stat(f"/proc/{pid}/exe")
+            path = os.readlink(f"/proc/{pid}/exe")
+            interpreters = [(name, inode) for name, inode in mapped if (name, inode) != (path, program.st_ino)]
+            if not self._ask(pid, self._open_program(pid), path):
+                return False
+            for name, inode in interpreters:
+                if not self._ask(pid, self._open_interpreter(pid, name, inode), name):
+                    return False
+            if _mapped_files(pid) != mapped:
+                raise _Unverifiable("a file it loaded was moved while it was judged")
+        except (ProcessLookupError, FileNotFoundError):
+            return False  # killed meanwhile, or its files are not where its /proc says
+        except _Unverifiable as e:
+            log.warning("exec tracer of VM %s: pid %d killed: %s", self._vm, pid, e)
+            return False
+        return True
+
+    def _open_program(self, pid: int) -> int | None:
+        """The very file ``pid`` executed, opened to be read; None when the manager may not
+        read it (execute-only, its owner not mapped here): no service could judge it, and
+        the scanner lets what it cannot read through (counted as unjudged)."""
+        try:
+            return os.open(f"/proc/{pid}/exe", os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except PermissionError as e:
+            log.warning("exec tracer of VM %s: cannot read the program of pid %d: %s", self._vm, pid, e.strerror)
             with self._lock:
                 self._counts["unjudged"] += 1
+            return None
+
+    def _open_interpreter(self, pid: int, name: str, inode: int) -> int | None:
+        """The interpreter ``pid`` has mapped as ``name``, found by that path in the VM
+        (no symlinks: it is the kernel's own name for the file) and checked by inode."""
+        if name.endswith(_DELETED):
+            raise _Unverifiable(f"{name}: the interpreter it loaded is deleted")
+        root = os.open(f"/proc/{pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = files.openat2(root, name, os.O_RDONLY | os.O_NONBLOCK, 0, _BY_ITS_OWN_NAME)
+        except PermissionError as e:  # as for the program: what nobody may read goes through
+            log.warning("exec tracer of VM %s: cannot read %s, loaded by pid %d: %s", self._vm, name, pid, e.strerror)
+            with self._lock:
+                self._counts["unjudged"] += 1
+            return None
+        except OSError as e:
+            raise _Unverifiable(f"{name}: the interpreter it loaded is not there ({e.strerror})") from None
+        finally:
+            os.close(root)
+        if os.fstat(fd).st_ino != inode:
+            os.close(fd)
+            raise _Unverifiable(f"{name}: another file took the name of the interpreter it loaded")
+        return fd
+
+    def _ask(self, pid: int, fd: int | None, path: str) -> bool:
+        """The manager's answer about one loaded file (``fd``, which this closes)."""
+        if fd is None:
             return True
         try:
-            try:
-                path = os.readlink(exe)
-            except OSError:
-                path = "?"
             request = api.Executed(caller=api.Caller(self._vm, pid), file=api.OpenFile(fd, path))
             response = self._transport.handle_request(request)
         finally:
             os.close(fd)
         return not isinstance(response, api.Errno)
+
+
+class _Unverifiable(Exception):
+    """What an exec loaded cannot be told for sure: a file gone or replaced meanwhile."""
+
+
+def _mapped_files(pid: int) -> set[tuple[str, int]]:
+    """(path, inode) of each file mapped by ``pid``: at the exec stop, the program and its
+    ELF interpreter. The kernel escapes a newline in a name; such a name is not found
+    again, and the exec is refused."""
+    with open(f"/proc/{pid}/maps", "rb") as f:
+        lines = f.read().splitlines()
+    mapped = set()
+    for line in lines:
+        fields = line.split(maxsplit=5)  # address, perms, offset, device, inode, path
+        if len(fields) == 6 and fields[5].startswith(b"/"):
+            mapped.add((os.fsdecode(fields[5]), int(fields[4])))
+    return mapped
