@@ -138,6 +138,7 @@ def test_files_reached_through_another_process_links_are_judged(guarded: Guarded
     out, err = guarded.run(script)
     assert out.split() == ["root=1", "clean", "cwd=1", "clean", "clean", "fd=1"], err
     assert err.count("Permission denied") == 3
+    assert guarded.quarantined() == ["/data/eicar.com"]  # by the path that names it in the VM
     through = re.compile(r"^/proc/\d+/(root|cwd|fd/3)/")
     opened = [e for e in guarded.events("open") if through.match(str(e["paths"][0]))]  # type: ignore[index]
     assert len(opened) == 6 and all(e["result"] != "continued" for e in opened), opened

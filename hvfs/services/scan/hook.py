@@ -51,6 +51,10 @@ class Located:
     dir_fd: int  # its parent directory
     name: str  # its name in that directory (after following symlinks)
 
+    def close(self) -> None:
+        os.close(self.fd)
+        os.close(self.dir_fd)
+
 
 @dataclass(frozen=True, slots=True)
 class Detected:
@@ -91,7 +95,7 @@ class ScanHook:
         located = self._locate(vm, request.path)
         if located is None:
             return None
-        with _closing(located):
+        with contextlib.closing(located):
             return self._judge(vm, str(request.path), located.fd, located)
 
     def after(self, vm: str, request: api.Request, response: api.Response) -> api.Response | None:
@@ -132,7 +136,7 @@ class ScanHook:
             if key in self._quarantined:
                 self._quarantined.move_to_end(key)
                 return api.Errno(errno.EACCES)
-            record = self._quarantine(vm, path, fd, st, verdict, located)
+            path, record = self._quarantine(vm, path, fd, st, verdict, located)
             self._quarantined[key] = record
             if len(self._quarantined) > _REMEMBERED:
                 self._quarantined.popitem(last=False)
@@ -142,32 +146,34 @@ class ScanHook:
 
     def _quarantine(
         self, vm: str, path: str, fd: int, st: os.stat_result, verdict: Verdict, located: Located | None
-    ) -> QuarantineRecord | None:
-        """Copy the judged file in, then take its name away in the VM. A file that no
-        VM path names (a memfd, a deleted file) has nothing to take away: not kept."""
+    ) -> tuple[str, QuarantineRecord | None]:
+        """Copy the judged file in, then take its name away in the VM; the file's VM path
+        and its record. A file that no VM path names (a memfd, a deleted file) has nothing
+        to take away: not kept."""
         if self.quarantine is None or verdict.detection is None:
-            return None
-        where = located if located is not None else self._where(vm, path, fd, st)
-        if where is None:
-            return None
+            return path, None
+        found = (path, located) if located is not None else self._where(vm, path, fd, st)
+        if found is None:
+            return path, None
+        path, where = found
         try:
             record = self.quarantine.add(vm, path, fd, verdict.detection)
             try:
                 self.quarantine.remove(where.dir_fd, where.name, st)
             except OSError as e:
                 log.warning("scan: %s of VM %s stays in place (%s); every use of it is denied", path, vm, e.strerror)
-            return record
+            return path, record
         except (OSError, UnstableContent) as e:  # still denied: an infected file stays unusable
             log.error("scan: cannot quarantine %s of VM %s: %s", path, vm, e)
-            return None
+            return path, None
         finally:
             if where is not located:
-                _closing(where).close()
+                where.close()
 
-    def _where(self, vm: str, path: str, fd: int, st: os.stat_result) -> Located | None:
-        """The file of ``fd`` in the VM's writable view: at ``path``, the VM path asked
-        for, if that still names it; else at the path it reads as (its name may have
-        changed, or be reached through /proc)."""
+    def _where(self, vm: str, path: str, fd: int, st: os.stat_result) -> tuple[str, Located] | None:
+        """The VM path of the file of ``fd``, and the file found there in the VM's writable
+        view: ``path``, the one asked for, if it still names that file; else the path it
+        reads as (it may have been renamed, or reached through /proc)."""
         candidates = [path]
         with contextlib.suppress(OSError):
             candidates.append(os.readlink(f"/proc/self/fd/{fd}"))  # the VM's views read as its own paths
@@ -179,25 +185,6 @@ class ScanHook:
                 continue
             found = os.fstat(located.fd)
             if (found.st_dev, found.st_ino) == (st.st_dev, st.st_ino):
-                return located
-            _closing(located).close()
+                return name, located
+            located.close()
         return None
-
-
-class _closing:
-    """Closes both fds of a Located (a class: ``with`` and a plain close())."""
-
-    __slots__ = ("_located",)
-
-    def __init__(self, located: Located) -> None:
-        self._located = located
-
-    def __enter__(self) -> Located:
-        return self._located
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        os.close(self._located.fd)
-        os.close(self._located.dir_fd)
