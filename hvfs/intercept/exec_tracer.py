@@ -22,6 +22,10 @@ Some facts about ptrace, which the code below relies on:
 * ``waitpid(-1, __WALL | __WNOTHREAD)`` reports every tracee, threads included, and
   nothing else: the manager's real children (launchers, the zygote's) belong to the
   threads that started them and are reaped by them, never here.
+* The reverse holds too: no other thread of the manager may wait for "any child"
+  (``waitpid(-1)``): without ``__WNOTHREAD`` a wait sees the tracees of every thread of
+  the process, and would take their stops and exits from this one. The manager waits
+  for its launchers by pid.
 * Never trace a child of this very process: when the tracer and the real parent are one
   process, the tracer's wait reaps the child for good, and the parent's wait fails. VM
   processes are grandchildren at least (launcher, then pid 1).
