@@ -19,14 +19,12 @@ from typing import TYPE_CHECKING
 
 from hvfs._sys import process
 from hvfs.intercept.arch import Arch, native
-from hvfs.intercept.driver import SeccompDriver
 from hvfs.manager.manager import Manager
 from hvfs.manager.mounts import Mount, system_mounts
 from hvfs.manager.sources.base import Source
 from hvfs.manager.sources.host import HostSource
 from hvfs.manager.sources.memory import MemorySource
-from hvfs.manager.vm import VmContext
-from hvfs.runtime import VmSpec, build, compile_program, image_source, start_vm
+from hvfs.runtime import RunningVm, VmSpec, build, compile_program, image_source, start_vm
 from hvfs.sandbox import launcher, preflight, terminal, userns, users
 from hvfs.sandbox.plan import Program
 from hvfs.sandbox.stdio import Stdio
@@ -131,6 +129,7 @@ def run(spec: RunSpec) -> int:
         strict=spec.strict or bool(spec.services and spec.services.trap_reads),
         persist=spec.persist,
         tty=spec.tty,
+        scanned=bool(spec.services and spec.services.scan),
         start={"memfd_noexec": 2} if spec.services and spec.services.scan else {},
     )
     program = compile_program(vm_spec.strict, arch)
@@ -180,14 +179,17 @@ def _run_locked(
     code = vm.process.wait()
     stdio.finish()
     vm.driver.join(timeout=5)
+    if vm.tracer is not None:
+        vm.tracer.join(timeout=5)
     if services is not None:
         services.close()  # save the last closes and deliver the last events before statistics are read
     if spec.stats:
-        _write_stats(spec.stats, vm.context, vm.driver, services)
+        _write_stats(spec.stats, vm, services)
     return code
 
 
-def _write_stats(path: str, context: VmContext, driver: SeccompDriver, services: Services | None) -> None:
+def _write_stats(path: str, vm: RunningVm, services: Services | None) -> None:
+    context, driver = vm.context, vm.driver
     stats = context.statistics()
     document: dict[str, object] = {
         "vm": context.name,
@@ -199,6 +201,8 @@ def _write_stats(path: str, context: VmContext, driver: SeccompDriver, services:
     }
     if services is not None:
         document["services"] = services.statistics()
+    if vm.tracer is not None:
+        document["exec_tracer"] = dataclasses.asdict(vm.tracer.statistics())
     with open(path, "w") as f:
         json.dump(document, f, indent=2, sort_keys=True)
         f.write("\n")

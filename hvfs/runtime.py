@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hvfs.api import InProcessTransport
 from hvfs.intercept.arch import Arch
@@ -31,6 +31,9 @@ from hvfs.sandbox.userns import IdMap
 from hvfs.spec import UsageError
 from hvfs.state import cache_directory
 
+if TYPE_CHECKING:
+    from hvfs.intercept.exec_tracer import ExecTracer
+
 Starter = Callable[[BootPlan, IdMap], launcher.VmProcess]
 
 
@@ -42,6 +45,9 @@ class VmSpec:
     strict: bool = False
     persist: str | None = None
     tty: bool = False
+    # A scanner judges what this VM reads and runs: no read is left to the kernel, and
+    # every exec is verified after the fact by an exec tracer.
+    scanned: bool = False
     stdio: tuple[int, int, int] = (0, 1, 2)
     start: Mapping[str, Any] = field(default_factory=dict)  # for pid 1: network link, rlimits
 
@@ -53,6 +59,7 @@ class RunningVm:
     context: VmContext
     driver: SeccompDriver
     terminal: int | None  # the pty master, with a terminal
+    tracer: ExecTracer | None = None  # while the VM is scanned
 
     @property
     def name(self) -> str:
@@ -141,12 +148,28 @@ def start_vm(
         strict=spec.strict,
         socket_mounts=views.socket_mounts,
         sockets=manager.sockets,
+        reads_judged=spec.scanned,
     )
     manager.add_vm(context)
     driver = SeccompDriver(booted.listener, spec.name, InProcessTransport(manager.handle_request), arch)
     driver.start()
+    tracer = trace_execs(spec.name, vm.init_pid, manager) if spec.scanned else None
     settings = dict(spec.start)
     if before_start is not None:
         settings.update(before_start(vm))
     vm.go(settings)
-    return RunningVm(spec=spec, process=vm, context=context, driver=driver, terminal=booted.terminal)
+    return RunningVm(spec=spec, process=vm, context=context, driver=driver, terminal=booted.terminal, tracer=tracer)
+
+
+def trace_execs(name: str, init_pid: int, manager: Manager) -> ExecTracer:
+    """Trace the VM whose pid 1 is ``init_pid`` before its command starts, so that every
+    one of its processes is (see hvfs.intercept.exec_tracer)."""
+    from hvfs.intercept.exec_tracer import ExecTracer
+
+    tracer = ExecTracer(init_pid, name, InProcessTransport(manager.handle_request))
+    try:
+        tracer.start()
+    except OSError as e:
+        hint = "scanning needs ptrace of the VM's processes: check /proc/sys/kernel/yama/ptrace_scope (0 to 2 work)"
+        raise SetupError("exec tracer", e.strerror or str(e), hint) from None
+    return tracer

@@ -97,7 +97,7 @@ def _create_user(name: str) -> pwd.struct_passwd:
 
 @pytest.fixture(scope="session")
 def staged() -> Iterator[Path]:
-    """A world-readable copy of hvfs, its pure-Python dependency and the probes, wherever
+    """A world-readable copy of hvfs, its pure-Python dependencies and the probes, wherever
     the repository lives (CI may clone it where other users cannot look)."""
     require(os.geteuid() == 0, "creating unprivileged test users needs root")
     require(os.path.exists(SYSTEM_PYTHON), f"{SYSTEM_PYTHON} is needed to run hvfs as another user")
@@ -106,11 +106,15 @@ def staged() -> Iterator[Path]:
     shutil.copytree(REPO / "hvfs", stage / "hvfs", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "tests" / "probes", stage / "probes")
     shutil.copytree(REPO / "tests" / "conformance", stage / "conformance", ignore=shutil.ignore_patterns("__pycache__"))
+    import ptrace
     import pyroute2
     import pyseccomp
 
     shutil.copy(pyseccomp.__file__, stage / "pyseccomp.py")
-    shutil.copytree(Path(pyroute2.__file__).parent, stage / "pyroute2", ignore=shutil.ignore_patterns("__pycache__"))
+    for package in (pyroute2, ptrace):  # python-ptrace: the exec tracer, while scanning
+        shutil.copytree(
+            Path(package.__file__).parent, stage / package.__name__, ignore=shutil.ignore_patterns("__pycache__")
+        )
     for path in stage.rglob("*"):
         os.chmod(path, 0o755 if path.is_dir() or os.access(path, os.X_OK) else 0o644)  # hvfs-init runs
     yield stage

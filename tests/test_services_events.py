@@ -148,6 +148,69 @@ def test_a_hooks_exception_reaches_the_dispatch() -> None:
         bus.run_hooks("vm1", api.Unlink(caller=CALLER, path=path("/x")))
 
 
+class Replacing(Answering):
+    """A hook that also sees responses, replacing them with ``replacement``."""
+
+    def __init__(self, name: str, replacement: api.Response | None) -> None:
+        super().__init__(name, None)
+        self.replacement = replacement
+        self.responses: list[api.Response] = []
+
+    def after(self, vm: str, request: api.Request, response: api.Response) -> api.Response | None:
+        self.responses.append(response)
+        if isinstance(self.replacement, Exception):
+            raise self.replacement
+        return self.replacement
+
+
+def fd_response() -> api.Fd:
+    read, write = os.pipe()
+    os.close(write)
+    return api.Fd(read, cloexec=True)
+
+
+def is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def test_after_hooks_see_the_response_and_a_replaced_fd_is_closed() -> None:
+    bus = EventBus()
+    before_only, passing, vetoing, late = (
+        Answering("before-only", None),
+        Replacing("pass", None),
+        Replacing("veto", api.Errno(errno.EACCES)),
+        Replacing("late", None),
+    )
+    for hook in (before_only, passing, vetoing, late):
+        bus.add_hook(hook)
+    request = api.Open(caller=CALLER, path=path("/f"), flags=os.O_RDONLY)
+    handed = fd_response()
+    assert bus.run_after_hooks("vm1", request, handed) == HookAnswer(api.Errno(errno.EACCES), "veto")
+    assert not is_open(handed.fd)  # the bus closed it: the VM never gets it
+    assert passing.responses == [handed] and vetoing.responses == [handed]
+    assert late.responses == [api.Errno(errno.EACCES)]  # later hooks see the replacement
+    assert before_only.seen == []  # a hook without ``after`` is not asked
+    bus.remove_hook(vetoing)
+    kept = fd_response()
+    assert bus.run_after_hooks("vm1", request, kept) is None
+    assert is_open(kept.fd)
+    os.close(kept.fd)
+    assert bus.statistics().answered == 1
+
+
+def test_an_after_hooks_exception_reaches_the_dispatch_and_the_fd_is_closed() -> None:
+    bus = EventBus()
+    bus.add_hook(Replacing("failing", OSError(errno.EIO, "broken")))  # type: ignore[arg-type]
+    handed = fd_response()
+    with pytest.raises(OSError, match="broken"):
+        bus.run_after_hooks("vm1", api.Open(caller=CALLER, path=path("/f"), flags=os.O_RDONLY), handed)
+    assert not is_open(handed.fd)
+
+
 def test_a_slow_subscriber_never_blocks_publishing_and_its_drops_are_counted() -> None:
     bus = EventBus()
     gate, entered = threading.Event(), threading.Event()

@@ -18,6 +18,7 @@ import pytest
 
 from hvfs import api
 from hvfs.services.commands import EXIT_HVFS
+from hvfs.services.events import EventBus, HookAnswer
 from hvfs.services.scan import (
     EICAR,
     BuiltinEngine,
@@ -254,28 +255,40 @@ def opening(vm: str, path: str, flags: int = os.O_RDONLY) -> api.Open:
     return api.Open(caller=api.Caller(vm=vm, pid=321), path=api.VmPath(base="/", name=path), flags=flags)
 
 
+def handed_out(host: Path, flags: int = os.O_RDONLY) -> api.Fd:
+    """What the open handler answers: the fd it is about to install in the VM."""
+    return api.Fd(os.open(host, flags | os.O_CLOEXEC), cloexec=True)
+
+
 def test_a_file_infected_in_one_vm_is_denied_and_quarantined_in_another(tmp_path: Path, fds: None) -> None:
     views = Views(tmp_path / "views")
     scanner = Scanner([BuiltinEngine()])
     quarantine = Quarantine(str(tmp_path / "quarantine"))
     detected: list[Detected] = []
-    hook = ScanHook(scanner, quarantine, views.locate, report=detected.append)
+    bus = EventBus()
+    bus.add_hook(ScanHook(scanner, quarantine, views.locate, report=detected.append))
     eicar = written(views.host("vm-a", "/shared/eicar.com"), EICAR)
     fd = os.open(eicar, os.O_RDONLY)  # VM A closed it after writing: the manager scans it
     assert scanner.check("vm-a", "/shared/eicar.com", fd).infected
     os.close(fd)
-    assert hook.before("vm-b", opening("vm-b", "/shared/eicar.com")) == api.Errno(errno.EACCES)
+    request = opening("vm-b", "/shared/eicar.com")
+    assert bus.run_hooks("vm-b", request) is None  # an open is judged on its fd, not its path
+    # The fd the handler opened is replaced, and closed by the bus (the fds fixture checks).
+    answer = bus.run_after_hooks("vm-b", request, handed_out(eicar))
+    assert answer == HookAnswer(api.Errno(errno.EACCES), "scan")
     assert not eicar.exists()
     (found,) = detected
     assert (found.vm, found.path, found.verdict.cached) == ("vm-b", "/shared/eicar.com", True)
     assert found.record is not None and quarantine.records() == [found.record]
-    assert hook.before("vm-b", opening("vm-b", "/shared/eicar.com")) is None  # gone: the open gets ENOENT itself
-    written(views.host("vm-b", "/bin/ok"), b"#!/bin/sh\n")
+    ok = written(views.host("vm-b", "/bin/ok"), b"#!/bin/sh\n")
     run = api.Exec(caller=api.Caller(vm="vm-b", pid=1), path=api.VmPath(base="/", name="/bin/ok"))
-    assert hook.before("vm-b", run) is None
+    assert bus.run_hooks("vm-b", run) is None
+    clean = handed_out(ok)
+    assert bus.run_after_hooks("vm-b", opening("vm-b", "/bin/ok"), clean) is None
+    os.close(clean.fd)  # still the caller's: it was let through
 
 
-def test_the_hook_looks_only_at_opens_that_read_and_at_execs(tmp_path: Path) -> None:
+def test_the_hook_judges_fds_that_read_a_file_and_execs(tmp_path: Path, fds: None) -> None:
     located: list[str] = []
 
     def locate(vm: str, path: api.VmPath) -> Located | None:
@@ -283,14 +296,53 @@ def test_the_hook_looks_only_at_opens_that_read_and_at_execs(tmp_path: Path) -> 
         return None
 
     hook = ScanHook(Scanner([BuiltinEngine()]), None, locate)
-    for flags in (os.O_WRONLY, os.O_RDWR | os.O_TRUNC, os.O_PATH, os.O_WRONLY | os.O_CREAT):
-        assert hook.before("vm1", opening("vm1", "/w", flags)) is None
+    eicar, empty = written(tmp_path / "eicar", EICAR), written(tmp_path / "empty", b"")
+    for flags in (os.O_RDONLY, os.O_WRONLY, os.O_RDWR, os.O_PATH):
+        assert hook.before("vm1", opening("vm1", "/w", flags)) is None  # opens: nothing before
     mkdir = api.Mkdir(caller=api.Caller(vm="vm1", pid=1), path=api.VmPath(base="/", name="/d"), mode=0o755)
     assert hook.before("vm1", mkdir) is None
     assert located == []
-    hook.before("vm1", opening("vm1", "/r", os.O_RDWR))
+    let_through = [
+        (opening("vm1", "/w", os.O_WRONLY), handed_out(eicar, os.O_WRONLY)),  # nothing reaches the VM
+        (opening("vm1", "/d"), handed_out(tmp_path, os.O_DIRECTORY)),
+        (opening("vm1", "/e"), handed_out(empty)),
+        (mkdir, handed_out(eicar)),  # only an open's fd is judged
+    ]
+    for request, response in let_through:
+        assert hook.after("vm1", request, response) is None
+        os.close(response.fd)
+    for response in (api.Continue(), api.Value(3), api.Errno(errno.ENOENT)):
+        assert hook.after("vm1", opening("vm1", "/x"), response) is None
+    for flags in (os.O_RDONLY, os.O_RDWR):
+        infected = handed_out(eicar, flags)
+        assert hook.after("vm1", opening("vm1", "/eicar", flags), infected) == api.Errno(errno.EACCES)
+        os.close(infected.fd)  # the bus closes it; the hook never does
     hook.before("vm1", api.Exec(caller=api.Caller(vm="vm1", pid=1), path=api.VmPath(base="/", name="/x")))
-    assert located == ["/r", "/x"]
+    assert located[-1] == "/x"
+
+
+def test_a_file_that_cannot_be_taken_away_is_quarantined_once_whatever_the_vm_retries(
+    tmp_path: Path, fds: None
+) -> None:
+    class ReadOnly(Quarantine):
+        """A read-only mount: the name cannot be removed."""
+
+        @staticmethod
+        def remove(dir_fd: int, name: str, quarantined: os.stat_result) -> bool:
+            raise OSError(errno.EROFS, "Read-only file system")
+
+    views = Views(tmp_path / "views")
+    quarantine = ReadOnly(str(tmp_path / "quarantine"))
+    detected: list[Detected] = []
+    bus = EventBus()
+    bus.add_hook(ScanHook(Scanner([BuiltinEngine()]), quarantine, views.locate, report=detected.append))
+    eicar = written(views.host("vm1", "/ro/eicar.com"), EICAR)
+    for _ in range(5):
+        answer = bus.run_after_hooks("vm1", opening("vm1", "/ro/eicar.com"), handed_out(eicar))
+        assert answer == HookAnswer(api.Errno(errno.EACCES), "scan")
+    run = api.Exec(caller=api.Caller(vm="vm1", pid=1), path=api.VmPath(base="/", name="/ro/eicar.com"))
+    assert bus.run_hooks("vm1", run) == HookAnswer(api.Errno(errno.EACCES), "scan")
+    assert eicar.exists() and len(quarantine.records()) == 1 and len(detected) == 1
 
 
 class FakeClamd:

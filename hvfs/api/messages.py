@@ -128,6 +128,18 @@ class Exec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Executed:
+    """After the fact: the kernel has loaded ``file`` into the process ``caller.pid``,
+    which is stopped before running any of it (``PTRACE_EVENT_EXEC``). ``file`` is the
+    very executed file (opened through /proc/PID/exe), whatever path the exec named. An
+    Errno answer kills the process; only the exec tracer, which runs while a service
+    must judge what VMs run (a scanner), sends it."""
+
+    caller: Caller
+    file: OpenFile
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Mkdir:
     caller: Caller
     path: VmPath
@@ -255,6 +267,7 @@ Request = (
     | Statfs
     | Chdir
     | Exec
+    | Executed
     | Mkdir
     | Mknod
     | Unlink

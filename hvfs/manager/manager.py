@@ -35,8 +35,9 @@ def _outcome(response: api.Response) -> str:
 
 class Manager:
     """Serves the requests of its VMs. With an event bus, services see every request: its
-    hooks run before the answer (outside the caller's credentials: services act as the
-    manager) and may answer instead; its subscribers get an event after the answer."""
+    hooks run before the handler and may answer instead, or after it and may replace its
+    response (hvfs.services.events states the contract; hooks act as the manager, not
+    with the caller's credentials); its subscribers get an event after the answer."""
 
     def __init__(self, bus: EventBus | None = None) -> None:
         self._vms: dict[str, VmContext] = {}
@@ -77,13 +78,15 @@ class Manager:
             identity = creds.for_access(identity)
         try:
             answer = bus.run_hooks(vm.name, request) if bus is not None else None
-            if answer is not None:
-                response, answered_by = answer.response, answer.hook
-            else:
+            if answer is None:
                 with creds.acting_as(identity):
                     response = HANDLERS[type(request)](vm, request)
-                if self.closes is not None:
-                    self._watch_if_written(vm, request, response)
+                if bus is not None:
+                    answer = bus.run_after_hooks(vm.name, request, response)
+            if answer is not None:
+                response, answered_by = answer.response, answer.hook
+            if self.closes is not None:
+                self._watch_if_written(vm, request, response)
         except OSError as e:
             response = api.Errno(e.errno or errno.EIO)
         except Exception:

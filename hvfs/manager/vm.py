@@ -35,6 +35,9 @@ class VmContext:
     # Unix sockets made by VMs, as (device, inode); shared by every VM of one manager.
     sockets: set[tuple[int, int]] = field(default_factory=set)
     socket_mounts: frozenset[int] = frozenset()  # mount ids of volumes marked "sockets"
+    # A service judges what this VM reads (a scanner): no open that can read content is
+    # left to the kernel, which would read its path again from the VM's memory.
+    reads_judged: bool = False
     _counts: Counter[tuple[str, str]] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

@@ -173,6 +173,7 @@ class Daemon:
             command,
             strict=vm.strict or self.trap_reads,
             stdio=(null, output_write, output_write),
+            scanned=scanning,
             start={"memfd_noexec": 2} if scanning else {},
         )
         os.makedirs(self.state.staging(vm.name), mode=0o700, exist_ok=True)

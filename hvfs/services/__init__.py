@@ -11,7 +11,9 @@
 How the manager uses them, in its one dispatch place::
 
     answer = bus.run_hooks(vm.name, request)       # FaultInjector, ScanHook, …
-    response = answer.response if answer else HANDLERS[type(request)](vm, request)
+    if answer is None:
+        response = HANDLERS[type(request)](vm, request)
+        answer = bus.run_after_hooks(vm.name, request, response)  # ScanHook on an fd
     bus.publish(event_for(...))                    # AuditLog and other subscribers
 
 and the backup service from the handlers of unlink and rename and from its close

@@ -39,6 +39,8 @@ def request_paths(request: api.Request) -> tuple[str, ...]:
             return (str(request.path), request.target)
         case api.Access() | api.Readlink() | api.Statfs() | api.Exec():
             return (target_path(request.path),)
+        case api.Executed():
+            return (request.file.path,)
         case api.Chmod() | api.Chown() | api.Utimens() | api.SetXattr() | api.RemoveXattr():
             return (target_path(request.target),)
         case _:

@@ -1,21 +1,25 @@
-"""The event bus: synchronous hooks before the answer, asynchronous subscribers after it.
+"""The event bus: synchronous hooks before and after the handler, asynchronous subscribers
+after the answer.
 
 Integration (the manager's dispatch, for every request of every VM)::
 
     started, t0 = time.time(), time.monotonic_ns()
     answer = bus.run_hooks(vm.name, request)          # before the handler; may veto
-    response = answer.response if answer else HANDLERS[type(request)](vm, request)
+    if answer is None:
+        response = HANDLERS[type(request)](vm, request)
+        answer = bus.run_after_hooks(vm.name, request, response)  # may replace the response
+    response = answer.response if answer else response
     if bus.has_subscribers:
         bus.publish(event_for(vm.name, request, response, time=started,
                               duration_us=(time.monotonic_ns() - t0) // 1000,
                               comm=comm_of(request.caller.pid),
                               answered_by=answer.hook if answer else None))
 
-- ``run_hooks`` runs in the dispatching thread, on the hot path: hooks are called in the
-  order they were added and the first that answers wins (later hooks do not see the
-  request). A hook's exception propagates, so the dispatch's one try/except turns an
-  OSError into its errno and anything else into EIO, as for handlers. Hooks act as the
-  manager: call run_hooks inside that try but outside ``creds.acting_as``.
+- ``run_hooks`` and ``run_after_hooks`` run in the dispatching thread, on the hot path,
+  and act as the manager: call them inside the dispatch's one try/except but outside
+  ``creds.acting_as``. The contract a hook implements is ``Hook`` and ``ResponseHook``
+  below; a hook's exception propagates, so the dispatch turns an OSError into its errno
+  and anything else into EIO, as for handlers.
 - ``publish`` never blocks and never raises: each subscriber has a bounded queue drained
   by its own thread; when it is full the event is dropped for that subscriber and
   counted (``statistics()``). A slow audit disk never delays a VM.
@@ -28,11 +32,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from hvfs import api
 from hvfs.api.messages import operation
@@ -128,13 +133,32 @@ def comm_of(pid: int) -> str:
 
 
 class Hook(Protocol):
-    """A synchronous service, called before a request is answered."""
+    """A synchronous service, called before a request is answered.
+
+    Hooks are called in the order they were added. ``before`` sees the request before
+    the handler: the first hook that answers wins, and neither the handler nor later
+    hooks see the request (nor does any ``after``). A hook that also implements
+    ``ResponseHook.after`` sees what the handler answered."""
 
     name: str  # names the hook in events (answered_by) and logs
 
     def before(self, vm: str, request: api.Request) -> api.Response | None:
         """None to let the request go on; a response (usually api.Errno) to answer it
         instead of the handler. Runs in the dispatching thread: keep it fast."""
+        ...
+
+
+@runtime_checkable
+class ResponseHook(Hook, Protocol):
+    """A hook that also judges the handler's response before it goes back to the VM:
+    the very file an ``api.Fd`` names, which the VM will get whatever it changes in its
+    memory meanwhile (a scanner judges that, not the path it asked for)."""
+
+    def after(self, vm: str, request: api.Request, response: api.Response) -> api.Response | None:
+        """None to let ``response`` go back; a response (usually api.Errno) to answer
+        instead. Every ResponseHook sees the response its predecessors let through (or
+        the one that replaced it). The hook must not close or keep an ``api.Fd``'s fd:
+        the bus closes the fd of a response that a hook replaced, or whose hook raised."""
         ...
 
 
@@ -156,7 +180,7 @@ class SubscriberStatistics:
 @dataclass(frozen=True, slots=True)
 class BusStatistics:
     published: int
-    answered: int  # requests a hook answered
+    answered: int  # requests a hook answered, before the handler or instead of its response
     subscribers: tuple[SubscriberStatistics, ...]
 
     @property
@@ -165,6 +189,16 @@ class BusStatistics:
 
 
 _STOP = object()
+
+
+def _responding(hooks: tuple[Hook, ...]) -> tuple[ResponseHook, ...]:
+    return tuple(h for h in hooks if isinstance(h, ResponseHook))
+
+
+def _close_fd(response: api.Response) -> None:
+    if isinstance(response, api.Fd):
+        with contextlib.suppress(OSError):
+            os.close(response.fd)
 
 
 class Subscription:
@@ -219,16 +253,19 @@ class EventBus:
         self._lock = threading.Lock()
         # Replaced, never mutated, so the hot path reads them without the lock.
         self._hooks: tuple[Hook, ...] = ()
+        self._after_hooks: tuple[ResponseHook, ...] = ()  # the hooks that have an ``after``
         self._subscriptions: tuple[Subscription, ...] = ()
         self._published = self._answered = 0
 
     def add_hook(self, hook: Hook) -> None:
         with self._lock:
             self._hooks = (*self._hooks, hook)
+            self._after_hooks = _responding(self._hooks)
 
     def remove_hook(self, hook: Hook) -> None:
         with self._lock:
             self._hooks = tuple(h for h in self._hooks if h is not hook)
+            self._after_hooks = _responding(self._hooks)
 
     def run_hooks(self, vm: str, request: api.Request) -> HookAnswer | None:
         """The first hook's answer, or None when every hook lets the request go on."""
@@ -239,6 +276,27 @@ class EventBus:
                     self._answered += 1
                 return HookAnswer(response, hook.name)
         return None
+
+    def run_after_hooks(self, vm: str, request: api.Request, response: api.Response) -> HookAnswer | None:
+        """The last replacement a ResponseHook made of the handler's ``response``, or None
+        when every hook lets it go back. A replaced (or, on an exception, abandoned)
+        ``api.Fd`` is closed here, so that no hook can leak it."""
+        answer = None
+        current = response
+        for hook in self._after_hooks:
+            try:
+                replaced = hook.after(vm, request, current)
+            except BaseException:
+                _close_fd(current)
+                raise
+            if replaced is not None and replaced is not current:
+                _close_fd(current)
+                current = replaced
+                answer = HookAnswer(replaced, hook.name)
+        if answer is not None:
+            with self._lock:
+                self._answered += 1
+        return answer
 
     def subscribe(self, deliver: Callable[[Event], None], *, name: str, queue_size: int = 4096) -> Subscription:
         """Call ``deliver`` with every event published from now on, in order, from a thread

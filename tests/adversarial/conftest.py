@@ -49,13 +49,24 @@ def attack_binaries() -> Iterator[Path]:
     shutil.rmtree(directory, ignore_errors=True)
 
 
-def compile_program(name: str, into: Path) -> Path:
-    """``programs/NAME.c`` as a static binary in ``into`` (built once)."""
-    binary = into / name
+def compile_program(name: str, into: Path, *, variant: str = "", defines: Sequence[str] = ()) -> Path:
+    """``programs/NAME.c`` as a static binary in ``into`` (built once); a ``variant`` is
+    another binary of the same source, built with ``-D`` ``defines`` as NAME-VARIANT."""
+    binary = into / (f"{name}-{variant}" if variant else name)
     if not binary.exists():
         source = PROGRAMS / f"{name}.c"
         result = subprocess.run(
-            ["gcc", "-O2", "-static", "-pthread", "-Wall", "-o", str(binary), str(source)],
+            [
+                "gcc",
+                "-O2",
+                "-static",
+                "-pthread",
+                "-Wall",
+                *(f"-D{d}" for d in defines),
+                "-o",
+                str(binary),
+                str(source),
+            ],
             capture_output=True,
             text=True,
         )
@@ -103,8 +114,9 @@ class Attacker:
             runner = dataclasses.replace(self.runner, command=["env", *assigned, *self.runner.command])
         return dataclasses.replace(self, runner=runner)
 
-    def program(self, name: str) -> Path:
-        return compile_program(name, self.binaries)
+    def program(self, name: str, *, variant: str = "", defines: Sequence[str] = ()) -> Path:
+        """The binary of ``programs/NAME.c`` (or of its variant), as /attacks/NAME[-VARIANT] in the VM."""
+        return compile_program(name, self.binaries, variant=variant, defines=defines)
 
     def give(self, *paths: Path) -> None:
         """Hands ``paths`` to the user hvfs runs as (a rootless VM writes only where it may)."""

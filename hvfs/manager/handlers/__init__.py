@@ -37,6 +37,7 @@ HANDLERS: dict[type, Handler] = {
     api.Readlink: query.handle_readlink,
     api.Chdir: query.handle_chdir,
     api.Exec: query.handle_exec,
+    api.Executed: query.handle_executed,
     api.Lookup: query.handle_lookup,
     api.Bind: sockets.handle_bind,
     api.Connect: sockets.handle_connect,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fcntl
 import os
@@ -9,7 +10,8 @@ import stat
 
 from hvfs import api
 from hvfs._sys.files import O_PATH, RESOLVE_BENEATH, RESOLVE_IN_ROOT, TMPFILE_BIT, openat2
-from hvfs.manager.resolve import base_directory, fd_closing, open_at, proc_path
+from hvfs.manager.procfs import through_proc
+from hvfs.manager.resolve import base_directory, fd_closing, open_at, open_object, proc_path
 from hvfs.manager.vm import VmContext
 
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | TMPFILE_BIT
@@ -73,15 +75,63 @@ def _valid_how(request: api.Open) -> None:
 
 def handle_open(vm: VmContext, request: api.Open) -> api.Response:
     """Errnos: those of openat2(2) in the VM's views — EACCES, EEXIST, EISDIR, ENOENT,
-    ENOTDIR, ELOOP, EROFS, ENOSPC, EDQUOT, ETXTBSY, EINVAL, ENAMETOOLONG, EMFILE, ENFILE."""
+    ENOTDIR, ELOOP, EROFS, ENOSPC, EDQUOT, ETXTBSY, EINVAL, ENAMETOOLONG, EMFILE, ENFILE —
+    and ENOSYS for an openat2 left to the kernel while reads are judged (``_continued``)."""
     if not request.legacy:
         _valid_how(request)
     flags, mode = normalized(request)
-    if flags & O_PATH or vm.is_kernel_path(request.path):
-        return api.Continue()  # ADDFD cannot carry O_PATH files; procfs is the VM's own
+    if flags & O_PATH:
+        return _continued(vm, request, flags)  # ADDFD cannot carry O_PATH files
+    if vm.is_kernel_path(request.path):
+        translated = None if request.resolve else through_proc(vm.vm_root, request.path)
+        if translated is None:
+            return _continued(vm, request, flags)  # procfs and devpts are the VM's own
+        request = dataclasses.replace(request, path=translated)
     if flags & WRITE_FLAGS:
         return _open_writable(vm, request, flags, mode)
     return _open_readable(vm, request, flags)
+
+
+def _continued(vm: VmContext, request: api.Open, flags: int) -> api.Response:
+    """Let the kernel open it on the boot view: it reads the path again from the VM's
+    memory, where another thread may have put another one since the manager looked.
+
+    While a service judges what the VM reads, that must never open content the manager
+    did not hand out. An open(2) or openat(2) carries its flags in a register, which no
+    other thread can change: write-only and O_PATH opens give no content (an O_PATH fd is
+    read only by opening it again, a request the manager sees). What is left are the
+    objects the kernel must open itself (procfs, devpts, devices, FIFOs): README,
+    "Limits". An openat2 carries its flags in memory, where O_PATH may turn into O_RDONLY
+    by the time the kernel reads them: refused with ENOSYS, which makes callers fall back
+    to openat.
+    """
+    if vm.reads_judged and not request.legacy:
+        raise OSError(errno.ENOSYS, "openat2 left to the kernel while reads are judged")
+    return api.Continue()
+
+
+def _retry_in_vm(vm: VmContext, request: api.Open, flags: int, error: OSError) -> api.Response:
+    """A lookup that failed in the manager's view may succeed in the VM's, through its
+    /proc/self (/dev/stdin, /etc/mtab → ../proc/self/mounts), which names the manager
+    here. While reads are judged, a path that cannot be one of those (a torn read of a
+    path another thread is rewriting, say) gets the manager's errno, never the kernel's
+    second reading of the VM's memory."""
+    if vm.reads_judged and flags & os.O_ACCMODE != os.O_WRONLY and not _may_need_the_callers_proc(vm, request):
+        raise error
+    return _continued(vm, request, flags)
+
+
+def _may_need_the_callers_proc(vm: VmContext, request: api.Open) -> bool:
+    """A path under /proc or /dev (their links into /proc/self), or ending in a symlink."""
+    path = str(request.path)
+    if path.startswith(("/proc/", "/dev/")):
+        return True
+    try:
+        last = open_object(vm.vm_root, request.path, follow=False)
+    except OSError:
+        return False
+    with fd_closing(last):
+        return stat.S_ISLNK(os.fstat(last).st_mode)
 
 
 def _open_writable(vm: VmContext, request: api.Open, flags: int, mode: int) -> api.Response:
@@ -91,7 +141,7 @@ def _open_writable(vm: VmContext, request: api.Open, flags: int, mode: int) -> a
         if e.errno == errno.ENOENT and flags & os.O_CREAT:
             return _create(vm, request, flags, mode)
         if e.errno in RETRY_IN_VM:
-            return api.Continue()
+            return _retry_in_vm(vm, request, flags, e)
         raise
     with fd_closing(probe):
         kind = stat.S_IFMT(os.fstat(probe).st_mode)
@@ -103,7 +153,7 @@ def _open_writable(vm: VmContext, request: api.Open, flags: int, mode: int) -> a
         if kind in (stat.S_IFDIR, stat.S_IFLNK):
             # EISDIR or ELOOP from the kernel, or an O_TMPFILE in the directory.
             return _hand_out(vm, request, _open(vm.rw_root, request, flags, mode), flags)
-        return api.Continue()  # devices, FIFOs, sockets: nothing in the tree changes
+        return _continued(vm, request, flags)  # devices, FIFOs, sockets: nothing in the tree changes
 
 
 def _create(vm: VmContext, request: api.Open, flags: int, mode: int) -> api.Response:
@@ -111,7 +161,7 @@ def _create(vm: VmContext, request: api.Open, flags: int, mode: int) -> api.Resp
     fd = _open(vm.rw_root, request, flags | os.O_NONBLOCK, mode)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        return api.Continue()
+        return _continued(vm, request, flags)
     if not flags & os.O_NONBLOCK:
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
     return _hand_out(vm, request, fd, flags)
@@ -138,11 +188,11 @@ def _open_readable(vm: VmContext, request: api.Open, flags: int) -> api.Response
         probe = _open(vm.vm_root, request, O_PATH | (flags & os.O_NOFOLLOW))
     except OSError as e:
         if e.errno in RETRY_IN_VM:
-            return api.Continue()
+            return _retry_in_vm(vm, request, flags, e)
         raise
     with fd_closing(probe):
         kind = stat.S_IFMT(os.fstat(probe).st_mode)
         if kind not in (stat.S_IFREG, stat.S_IFDIR):
-            return api.Continue()
+            return _continued(vm, request, flags)
         fd = os.open(proc_path(probe), flags & ~os.O_NOFOLLOW | os.O_CLOEXEC)
         return api.Fd(fd, bool(flags & os.O_CLOEXEC))

@@ -5,8 +5,9 @@ hook that denies infected files, and the quarantine.
 - ``yara_engine.py``: YaraEngine (yara-python, imported lazily).
 - ``clamd.py``: ClamdEngine (a running clamd, INSTREAM over its unix socket).
 - ``cache.py``: VerdictCache, keyed by (device, inode, size, mtime_ns, ctime_ns).
-- ``scanner.py``: Scanner.check(vm, path, fd) -> Verdict, and needs_check(request).
-- ``hook.py``: ScanHook, for EventBus.add_hook (see its docstring for the integration).
+- ``scanner.py``: Scanner.check(vm, path, fd) -> Verdict.
+- ``hook.py``: ScanHook, for EventBus.add_hook: judges the fd an open hands out, and
+  execs before and after the fact (see its docstring for the integration).
 - ``quarantine.py``: Quarantine (move_in, restore, restore_into).
 - ``cli.py``: ``hvfs quarantine list|restore|delete`` (add_quarantine_command).
 """
@@ -23,7 +24,7 @@ from hvfs.services.scan.engines import (
 )
 from hvfs.services.scan.hook import Detected, Located, ScanHook
 from hvfs.services.scan.quarantine import Quarantine, QuarantineError, QuarantineRecord
-from hvfs.services.scan.scanner import Scanner, ScanStatistics, Verdict, needs_check
+from hvfs.services.scan.scanner import Scanner, ScanStatistics, Verdict
 
 __all__ = [
     "EICAR",
@@ -43,5 +44,4 @@ __all__ = [
     "Verdict",
     "VerdictCache",
     "load_blocklist",
-    "needs_check",
 ]

@@ -18,10 +18,12 @@ their file system under its margin of free space; past one, ``add`` raises space
 (an OSError, ENOSPC) and the file stays where it is, refused all the same. Copies keep
 holes as holes.
 
-Integration: on a detection, the scan hook calls ``move_in(vm, path, dir_fd, name,
-detection)`` with an fd on the file's parent directory in the VM's writable view and the
-last component, acting as the manager itself (not as the caller, who may not be allowed
-to delete the file). To restore into a running VM, ``restore_into(id, dir_fd, name)``.
+Integration: on a detection, the scan hook copies the very file it judged in with
+``add(vm, path, fd, detection)``, then takes it away with ``remove(dir_fd, name, stat)``
+given an fd on the file's parent directory in the VM's writable view and the last
+component, acting as the manager itself (not as the caller, who may not be allowed to
+delete the file); ``move_in`` does both from a name. To restore into a running VM,
+``restore_into(id, dir_fd, name)``.
 """
 
 from __future__ import annotations
@@ -177,11 +179,25 @@ class Quarantine:
             quarantined = os.fstat(fd)
         finally:
             os.close(fd)
-        with contextlib.suppress(FileNotFoundError):
-            now = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-            if (now.st_dev, now.st_ino) == (quarantined.st_dev, quarantined.st_ino):
-                os.unlink(name, dir_fd=dir_fd)  # another file took the name meanwhile: leave that one
+        self.remove(dir_fd, name, quarantined)
         return record
+
+    @staticmethod
+    def remove(dir_fd: int, name: str, quarantined: os.stat_result) -> bool:
+        """Unlink ``name`` in ``dir_fd`` if it names the quarantined file (its device and
+        inode); False when another file took the name meanwhile, or none has it. Raises
+        OSError when it cannot be removed (a read-only mount): the entry stays all the same."""
+        try:
+            now = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        if (now.st_dev, now.st_ino) != (quarantined.st_dev, quarantined.st_ino):
+            return False  # another file took the name meanwhile: leave that one
+        try:
+            os.unlink(name, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return False
+        return True
 
     def records(self) -> list[QuarantineRecord]:
         """Every entry, oldest first."""

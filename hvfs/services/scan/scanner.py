@@ -1,12 +1,11 @@
 """The scanner: one service for every VM, asked about a file before a VM may use it.
 
-Integration: ``ScanHook`` (hook.py) wraps a Scanner and a Quarantine as an EventBus hook
-for the requests ``needs_check`` selects (an Open that can read existing content, an
-Exec): it calls ``check(vm, path, fd)`` and, on a detection, quarantines the file and
-answers EACCES. The manager should also call ``check`` after a file opened for writing
-is closed (fanotify FAN_CLOSE_WRITE on the writable view), off the hot path: that fills
-the cache, and reads are trapped only with --strict. ``fd`` is the manager's own
-read-only fd on the file; the scanner reads it with pread and never closes it.
+Integration: ``ScanHook`` (hook.py) wraps a Scanner and a Quarantine as an EventBus hook:
+it calls ``check(vm, path, fd)`` on the very file a VM is about to get or run and, on a
+detection, quarantines the file and answers EACCES. The manager also calls ``check``
+after a file opened for writing is closed (its close watcher), off the hot path: that
+fills the cache. ``fd`` is the manager's own read-only fd on the file; the scanner reads
+it with pread and never closes it.
 
 On the hot path a cached verdict costs one fstat and a dict lookup; a miss reads the
 whole file (up to ``max_bytes``) and runs every engine in order, the first detection
@@ -25,23 +24,11 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from hvfs import api
 from hvfs.services.scan.cache import VerdictCache
 from hvfs.services.scan.engines import Detection, Engine, ScanError
 from hvfs.services.snapshot import BytesSink, Fingerprint, UnstableContent, read_stable
 
 log = logging.getLogger("hvfs.services")
-
-
-def needs_check(request: api.Request) -> bool:
-    """Whether the file of ``request`` should be judged before the answer: an Exec, or an
-    Open that can read existing content (read access, no O_TRUNC, not O_PATH). A file
-    the open creates is new and empty; it is scanned when it is closed."""
-    if isinstance(request, api.Exec):
-        return True
-    if not isinstance(request, api.Open) or request.flags & (os.O_PATH | os.O_TRUNC):
-        return False
-    return request.flags & os.O_ACCMODE in (os.O_RDONLY, os.O_RDWR)
 
 
 @dataclass(frozen=True, slots=True)

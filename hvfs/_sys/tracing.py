@@ -1,0 +1,89 @@
+"""ptrace(2) for the exec tracer, through python-ptrace, with what it lacks.
+
+python-ptrace's binding issues the calls (``ptrace.binding``: cont, the generic
+``ptrace`` function). It predates PTRACE_SEIZE, PTRACE_LISTEN and PTRACE_O_EXITKILL, and
+its ``ptrace_geteventmsg`` reads the kernel's unsigned long into a C int, so those are
+here. Errors become ``OSError`` with the real errno: ESRCH is normal (a tracee killed or
+gone while the tracer looked at it).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+from ptrace import PtraceError, binding
+from ptrace.binding import func as binding_calls
+
+PTRACE_SEIZE = 0x4206
+PTRACE_INTERRUPT = 0x4207
+PTRACE_LISTEN = 0x4208
+PTRACE_GETEVENTMSG = binding_calls.PTRACE_GETEVENTMSG
+
+PTRACE_O_TRACEFORK = binding_calls.PTRACE_O_TRACEFORK
+PTRACE_O_TRACEVFORK = binding_calls.PTRACE_O_TRACEVFORK
+PTRACE_O_TRACECLONE = binding_calls.PTRACE_O_TRACECLONE
+PTRACE_O_TRACEEXEC = binding_calls.PTRACE_O_TRACEEXEC
+PTRACE_O_EXITKILL = 0x100000
+
+PTRACE_EVENT_FORK = binding_calls.PTRACE_EVENT_FORK
+PTRACE_EVENT_VFORK = binding_calls.PTRACE_EVENT_VFORK
+PTRACE_EVENT_CLONE = binding_calls.PTRACE_EVENT_CLONE
+PTRACE_EVENT_EXEC = binding_calls.PTRACE_EVENT_EXEC
+PTRACE_EVENT_STOP = 128
+
+# wait(2) flags the os module does not name: every kind of child (threads too), and only
+# those of the calling thread (its tracees), never the process's own children.
+WALL = 0x40000000
+WNOTHREAD = 0x20000000
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _errno_flows(call: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(call)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return call(*args, **kwargs)
+        except PtraceError as e:
+            code = e.errno or 0
+            raise OSError(code, f"ptrace {call.__name__}{args}: {os.strerror(code)}") from None
+
+    return wrapper
+
+
+@_errno_flows
+def seize(pid: int, options: int) -> None:
+    """Trace ``pid`` without stopping it, with ``options`` set at once (no window in which
+    a fork or an exec could go unseen)."""
+    binding_calls.ptrace(PTRACE_SEIZE, pid, 0, options)
+
+
+@_errno_flows
+def resume(pid: int, signum: int = 0) -> None:
+    """PTRACE_CONT, delivering ``signum`` (a signal-delivery-stop's signal, or 0)."""
+    binding.ptrace_cont(pid, signum)
+
+
+@_errno_flows
+def listen(pid: int) -> None:
+    """Leave a seized tracee in its group-stop until SIGCONT, still reporting to us."""
+    binding_calls.ptrace(PTRACE_LISTEN, pid, 0, 0)
+
+
+@_errno_flows
+def event_message(pid: int) -> int:
+    """PTRACE_GETEVENTMSG: the new tracee's pid at a fork, the former tid at an exec."""
+    message = ctypes.c_ulong()
+    # Safe because: the kernel writes exactly one unsigned long at the address given.
+    binding_calls.ptrace(PTRACE_GETEVENTMSG, pid, 0, ctypes.addressof(message))
+    return message.value
+
+
+def event_of(status: int) -> int:
+    """The PTRACE_EVENT_* of a stop's wait status (0 for a signal-delivery-stop)."""
+    return status >> 16
