@@ -141,6 +141,7 @@ def start_vm(
         vm_root,
         strict=spec.strict,
         socket_mounts=views.socket_mounts,
+        own_mounts=views.own_mounts,
         sockets=manager.sockets,
     )
     manager.add_vm(context)

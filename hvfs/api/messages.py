@@ -66,6 +66,9 @@ class Open:
     mode: int = 0
     resolve: int = 0
     legacy: bool = True  # open/openat/creat: unknown flags are ignored, as the kernel does
+    # The caller's own open file that ``path`` names through a magic link (/proc/self/fd/N,
+    # /dev/stdout): the call reopens that very file, whatever path it has, if any.
+    via: OpenFile | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -189,7 +192,7 @@ class Chmod:
 class Chown:
     caller: Caller
     target: Target
-    uid: int  # -1: unchanged
+    uid: int  # as uid_t: 0 to 0xFFFFFFFE, or 0xFFFFFFFF for unchanged
     gid: int
     follow: bool = True
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import posixpath
 import threading
@@ -11,9 +12,12 @@ from dataclasses import dataclass, field
 
 from hvfs import api
 
+log = logging.getLogger("hvfs.manager")
+
 # Mount points whose file systems the VM's own kernel instance serves (its procfs and
 # devpts): the writable view has only empty read-only placeholders there.
 KERNEL_MOUNTS = ("/proc", "/dev/pts")
+WARNINGS_KEPT = 256  # distinct warnings per VM; past that, refusals are only counted
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,8 @@ class VmContext:
     # Unix sockets made by VMs, as (device, inode); shared by every VM of one manager.
     sockets: set[tuple[int, int]] = field(default_factory=set)
     socket_mounts: frozenset[int] = frozenset()  # mount ids of volumes marked "sockets"
+    own_mounts: frozenset[int] = frozenset()  # mount ids of the whole writable view
+    _warned: set[str] = field(default_factory=set)
     _counts: Counter[tuple[str, str]] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -45,6 +51,15 @@ class VmContext:
     def count(self, operation: str, outcome: str) -> None:
         with self._lock:
             self._counts[operation, outcome] += 1
+
+    def warn_once(self, message: str) -> None:
+        """Log a warning about what this VM tried, once per distinct message: an attack
+        loop repeats the same refusal thousands of times."""
+        with self._lock:
+            if message in self._warned or len(self._warned) >= WARNINGS_KEPT:
+                return
+            self._warned.add(message)
+        log.warning("VM %s: %s", self.name, message)
 
     def statistics(self) -> VmStatistics:
         with self._lock:

@@ -8,7 +8,17 @@ import os
 import stat
 
 from hvfs import api
-from hvfs._sys.files import O_PATH, RESOLVE_BENEATH, RESOLVE_IN_ROOT, TMPFILE_BIT, openat2
+from hvfs._sys.files import (
+    O_PATH,
+    RESOLVE_BENEATH,
+    RESOLVE_IN_ROOT,
+    RESOLVE_NO_MAGICLINKS,
+    RESOLVE_NO_SYMLINKS,
+    TMPFILE_BIT,
+    openat2,
+)
+from hvfs.manager import kernel_paths
+from hvfs.manager.handlers import reopening
 from hvfs.manager.resolve import base_directory, fd_closing, open_at, proc_path
 from hvfs.manager.vm import VmContext
 
@@ -35,6 +45,8 @@ VALID_OPEN_FLAGS = (
     | O_PATH
     | TMPFILE_BIT
 )
+# openat2 resolutions that never follow a magic link (scoped ones fail with EXDEV on one).
+NO_MAGIC = RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH | RESOLVE_IN_ROOT
 O_PATH_FLAGS = os.O_DIRECTORY | os.O_NOFOLLOW | O_PATH | os.O_CLOEXEC
 # Lookups that fail in the writable view may still succeed in the VM: a path through
 # /proc/self (say /dev/stdout) names the caller there, and the manager here. The kernel
@@ -77,11 +89,30 @@ def handle_open(vm: VmContext, request: api.Open) -> api.Response:
     if not request.legacy:
         _valid_how(request)
     flags, mode = normalized(request)
-    if flags & O_PATH or vm.is_kernel_path(request.path):
-        return api.Continue()  # ADDFD cannot carry O_PATH files; procfs is the VM's own
-    if flags & WRITE_FLAGS:
+    if flags & O_PATH:
+        return api.Continue()  # ADDFD cannot carry O_PATH files, which write nothing
+    writing = bool(flags & WRITE_FLAGS)
+    if request.via is not None:
+        return reopening.reopen_own(vm, request.via, flags, mode, writing)
+    if vm.is_kernel_path(request.path):
+        return _open_kernel_path(vm, request, flags, mode, writing)
+    if writing:
         return _open_writable(vm, request, flags, mode)
     return _open_readable(vm, request, flags)
+
+
+def _open_kernel_path(vm: VmContext, request: api.Open, flags: int, mode: int, writing: bool) -> api.Response:
+    """The VM's procfs and devpts: a magic link to an fd is reopened by the manager; any
+    other path the kernel opens, for writing only if it crosses no magic link."""
+    if not request.resolve & NO_MAGIC:
+        served = reopening.reopen_linked(vm, request.path, flags, mode, writing)
+        if served is not None:
+            return served
+    if writing:
+        kernel_paths.check(
+            vm, request.path, follow=not flags & os.O_NOFOLLOW, code=errno.EACCES, resolve=request.resolve
+        )
+    return api.Continue()
 
 
 def _open_writable(vm: VmContext, request: api.Open, flags: int, mode: int) -> api.Response:
@@ -91,6 +122,10 @@ def _open_writable(vm: VmContext, request: api.Open, flags: int, mode: int) -> a
         if e.errno == errno.ENOENT and flags & os.O_CREAT:
             return _create(vm, request, flags, mode)
         if e.errno in RETRY_IN_VM:
+            # Through a symlink into the VM's procfs or devpts (/dev/ptmx): the kernel's,
+            # if it crosses no magic link to reach it.
+            follow = not flags & os.O_NOFOLLOW
+            kernel_paths.check(vm, request.path, follow=follow, code=errno.EACCES, resolve=request.resolve)
             return api.Continue()
         raise
     with fd_closing(probe):

@@ -52,6 +52,12 @@ class Source(abc.ABC):
         Raises ``SourceError`` for what the user can fix, ``OSError`` otherwise.
         """
 
+    def inner_mounts(self) -> tuple[str, ...]:
+        """Where this source mounts further file systems below its own mount point, as
+        paths relative to it (an image's nested layers). The view records the mount of
+        each as the VM's own: files on them belong to the VM."""
+        return ()
+
     @abc.abstractmethod
     def describe(self) -> str:
         """A short human description, for messages and ``hvfs ps``."""

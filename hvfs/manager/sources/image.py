@@ -85,6 +85,10 @@ class ImageSource(Source):
         finally:
             os.close(root)
 
+    def inner_mounts(self) -> tuple[str, ...]:
+        """Implements Source.inner_mounts: the nested layers."""
+        return tuple(path.lstrip("/") for path, _lower in self.layers[1:])
+
     def describe(self) -> str:
         return self.name
 
