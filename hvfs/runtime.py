@@ -142,6 +142,7 @@ def start_vm(
         strict=spec.strict,
         socket_mounts=views.socket_mounts,
         own_mounts=views.own_mounts,
+        images=views.images,
         sockets=manager.sockets,
     )
     manager.add_vm(context)

@@ -124,6 +124,9 @@ def faccessat(dirfd: int, path: str, mode: int, flags: int) -> None:
 
 
 STATFS_SIZE = 120  # struct statfs on 64-bit Linux: the same on x86_64 and aarch64
+# f_type, f_bsize, f_blocks, f_bfree, f_bavail, f_files, f_ffree, f_fsid, f_namelen,
+# f_frsize, f_flags, f_spare[4]
+STATFS = struct.Struct("<qqQQQQQ8sqqq32s")
 
 
 def fstatfs(fd: int) -> bytes:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hvfs._sys import mount as m
 from hvfs._sys.files import O_PATH, RESOLVE_IN_ROOT, mount_id, openat2
@@ -27,6 +27,8 @@ class Views:
     boot: str  # where the boot view is attached in the manager's namespace, for the VM
     socket_mounts: frozenset[int] = frozenset()  # in the writable view, mounts marked "sockets"
     own_mounts: frozenset[int] = frozenset()  # every mount of the writable view (ids)
+    # Copy-on-write mounts (ids) and an O_PATH fd of a directory on their image's file system.
+    images: dict[int, int] = field(default_factory=dict)
     _released: bool = False
 
     def release_boot(self) -> None:
@@ -140,12 +142,19 @@ def _build_on(table: list[Mount], staging: str, persist: str | None) -> Views:
             socket_mounts.add(identity)
         for inner in mount.source.inner_mounts():
             own_mounts.add(_mount_at(rw_root, os.path.join(mount.target, inner)))
+    images = {}
+    for mount in ordered:
+        for inner, directory in mount.source.capacities():
+            images[_mount_at(rw_root, os.path.join(mount.target, inner))] = os.open(
+                directory, O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+            )
     return Views(
         staging=staging,
         rw_root=rw_root,
         boot=boot,
         socket_mounts=frozenset(socket_mounts),
         own_mounts=frozenset(own_mounts),
+        images=images,
     )
 
 

@@ -40,6 +40,8 @@ class VmContext:
     sockets: set[tuple[int, int]] = field(default_factory=set)
     socket_mounts: frozenset[int] = frozenset()  # mount ids of volumes marked "sockets"
     own_mounts: frozenset[int] = frozenset()  # mount ids of the whole writable view
+    # Copy-on-write mounts (ids) and an O_PATH fd on their image's file system (statfs).
+    images: dict[int, int] = field(default_factory=dict)
     _warned: set[str] = field(default_factory=set)
     _counts: Counter[tuple[str, str]] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -70,6 +72,6 @@ class VmContext:
         return VmStatistics(requests)
 
     def close(self) -> None:
-        for fd in (self.rw_root, self.vm_root):
+        for fd in (self.rw_root, self.vm_root, *self.images.values()):
             with contextlib.suppress(OSError):
                 os.close(fd)
