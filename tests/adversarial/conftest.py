@@ -114,9 +114,7 @@ class Attacker:
         self.program(program)
         args = ["run", *(["--strict"] if self.strict else []), *options, "-v", f"{self.binaries}:/attacks:ro"]
         command = [f"/attacks/{program}", str(TRIES), str(SECONDS), *arguments]
-        result = self.runner.run(
-            *args, "--", *command, timeout=timeout or SECONDS * 4 + 60, input=input, stdin=stdin
-        )
+        result = self.runner.run(*args, "--", *command, timeout=timeout or SECONDS * 4 + 60, input=input, stdin=stdin)
         report: dict[str, object] = {}
         for line in reversed(result.stdout.splitlines()):
             if line.startswith("{"):

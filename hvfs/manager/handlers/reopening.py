@@ -8,10 +8,11 @@ of another process reached through the VM's procfs), with the requested flags an
 caller's credentials, and hands out exactly that file.
 
 For reading, any such file may be reopened: the VM holds it already. For writing (write
-access, O_TRUNC, O_CREAT, O_TMPFILE in a directory), only an object of the VM's world
-(``hvfs.manager.world``); besides, a pipe, socket, FIFO or terminal the caller holds open
-for writing itself (its stdout, say) may be reopened for writing. Anything else: EACCES,
-with a warning in the manager's log.
+access, O_TRUNC, O_CREAT, O_TMPFILE in a directory), an object of the VM's world
+(``hvfs.manager.world``); and, through the caller's own fd, anything that fd already lets
+it write: its stdout redirected to a host file, a terminal, a FIFO. That gives nothing the
+fd does not (it may write, truncate and clear O_APPEND already; reading needs an fd open
+for reading). Anything else: EACCES, with a warning in the manager's log.
 """
 
 from __future__ import annotations
@@ -19,15 +20,13 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import stat
 
 from hvfs import api
+from hvfs._sys.files import O_PATH
 from hvfs.manager import kernel_paths
 from hvfs.manager.resolve import fd_closing, proc_path
 from hvfs.manager.vm import VmContext
 from hvfs.manager.world import find_own
-
-_CHANNELS = (stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR)
 
 
 def reopen_own(vm: VmContext, file: api.OpenFile, flags: int, mode: int, writing: bool) -> api.Response:
@@ -37,10 +36,20 @@ def reopen_own(vm: VmContext, file: api.OpenFile, flags: int, mode: int, writing
     found = find_own(vm, file)
     if found is not None:
         return _reopen_found(file, found, flags, mode)
-    kind = stat.S_IFMT(os.fstat(file.fd).st_mode)
-    if kind in _CHANNELS and fcntl.fcntl(file.fd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_RDONLY:
+    if _covered(fcntl.fcntl(file.fd, fcntl.F_GETFL), flags):
         return _reopen(file.fd, flags, mode)
     return _refuse(vm, file)
+
+
+def _covered(held: int, wanted: int) -> bool:
+    """Whether an fd open with flags ``held`` already gives what a reopen with ``wanted``
+    asks for writing (O_PATH fds give nothing)."""
+    if held & O_PATH:
+        return False
+    held_mode, wanted_mode = held & os.O_ACCMODE, wanted & os.O_ACCMODE
+    if held_mode == os.O_RDONLY:
+        return False
+    return wanted_mode in (held_mode, os.O_RDONLY) if held_mode == os.O_WRONLY else True
 
 
 def reopen_linked(vm: VmContext, path: api.VmPath, flags: int, mode: int, writing: bool) -> api.Response | None:
