@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +37,10 @@ class VmPath:
 
     base: str
     name: str
+    # The (device, inode) of the caller's base directory, for a relative name: a directory
+    # fd from outside the VM (a host directory passed over a socket) has a path string that
+    # may name something else in the VM, and must not be mistaken for it.
+    base_id: tuple[int, int] | None = field(default=None, compare=False)
 
     def __str__(self) -> str:
         if self.name.startswith("/"):

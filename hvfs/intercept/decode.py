@@ -111,7 +111,7 @@ def _openat2(c: Context, a: Args) -> Decoded:
     flags, mode, resolve = struct.unpack("<QQQ", raw[:OPEN_HOW_SIZE])
     given = c.tracee.read_path(path_at)
     if resolve & (RESOLVE_BENEATH | RESOLVE_IN_ROOT):
-        path = api.VmPath(c.tracee.directory(dirfd), given)  # even an absolute path is the dirfd's
+        path = c.tracee.located(dirfd, given)  # even an absolute path is the dirfd's
         via = None
     else:
         magic = not resolve & (RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS)

@@ -126,18 +126,28 @@ class Tracee:
 
     def directory(self, dirfd: int) -> str:
         """The virtual path of the directory ``dirfd`` (or the cwd) of the thread."""
+        return self._directory(dirfd)[0]
+
+    def _directory(self, dirfd: int) -> tuple[str, tuple[int, int]]:
+        """The directory's virtual path, and its (device, inode): which directory it is."""
         link = f"/proc/{self.pid}/cwd" if dirfd == AT_FDCWD else f"/proc/{self.pid}/fd/{dirfd}"
         try:
             target = os.readlink(link)
+            st = os.stat(link)
         except FileNotFoundError:
             raise CallError(errno.EBADF if dirfd != AT_FDCWD else errno.ENOENT) from None
         except PermissionError as e:
             raise TargetGone() from e
         if not target.startswith("/"):
             raise CallError(errno.ENOTDIR)  # pipe:[…], socket:[…], anon_inode:…
-        if target.endswith(_DELETED) and os.stat(link).st_nlink == 0:
+        if target.endswith(_DELETED) and st.st_nlink == 0:
             raise CallError(errno.ENOENT)
-        return target
+        return target, (st.st_dev, st.st_ino)
+
+    def located(self, dirfd: int, name: str) -> VmPath:
+        """A relative ``name`` with the directory it starts from, that directory's path and identity."""
+        base, identity = self._directory(dirfd)
+        return VmPath(base, name, identity)
 
     def vm_path(self, dirfd: int, name: str, *, magic: bool = True) -> VmPath:
         """``name`` as given, with the directory a relative one starts from; the caller's
@@ -147,7 +157,7 @@ class Tracee:
 
     def given_path(self, dirfd: int, name: str) -> VmPath:
         """``name`` with the directory a relative one starts from, nothing translated."""
-        return VmPath("/", name) if name.startswith("/") else VmPath(self.directory(dirfd), name)
+        return VmPath("/", name) if name.startswith("/") else self.located(dirfd, name)
 
     def resolved(self, path: VmPath, *, magic: bool = True) -> VmPath:
         """``path`` with /proc/self/{fd/N,cwd,root} replaced by the VM path they name (when

@@ -46,7 +46,8 @@ def snapshot(path: Path) -> tuple[object, ...]:
 
 @contextmanager
 def fd_server(path: Path, file: Path) -> Iterator[None]:
-    """A host process's socket at ``path`` that gives every client ``file``, read-only."""
+    """A host process's socket at ``path`` that gives every client ``file`` (or directory),
+    open read-only."""
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(str(path))
     os.chmod(path, 0o777)
@@ -60,8 +61,12 @@ def fd_server(path: Path, file: Path) -> Iterator[None]:
                 client, _ = server.accept()
             except TimeoutError:
                 continue
-            with client, open(file, "rb") as given:
-                client.sendmsg([b"x"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [given.fileno()]))])
+            given = os.open(file, os.O_RDONLY | os.O_CLOEXEC)  # a file or a directory
+            try:
+                with client:
+                    client.sendmsg([b"x"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [given]))])
+            finally:
+                os.close(given)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -132,3 +137,29 @@ def test_a_continued_write_open_raced_to_a_magic_link(hvfs: Hvfs, attack_binarie
     print(outcome.report)
     assert outcome.count("continued") > 0 and outcome.count("refused") + outcome.count("escaped") > 0
     assert outcome.count("escaped") == 0, outcome.report
+
+
+def test_a_host_directory_passed_over_a_sockets_mount(attacker: Attacker, shared_tmp: Path) -> None:
+    """A relative path's base is the caller's directory fd: one from the host has a path
+    string that the VM can fill with decoys (a FIFO, a symlink to /dev/null, whose opens
+    the kernel would do on CONTINUE, relative to the real fd). Nothing is done relative to
+    a directory from outside the VM; reading through it still works."""
+    directory = shared_tmp / "hostdir"
+    directory.mkdir()
+    (directory / "F").write_bytes(CONTENT)
+    (directory / "G").write_bytes(CONTENT)
+    attacker.give(directory)
+    sockets = shared_tmp / "sockets"
+    sockets.mkdir()
+    os.chmod(sockets, 0o777)
+    before = {entry.name: snapshot(entry) for entry in directory.iterdir()}
+    with fd_server(sockets / "dirs.sock", directory):
+        outcome = attacker.run(
+            "foreign_directory", "/s/dirs.sock", str(directory), options=["-v", f"{sockets}:/s:sockets"]
+        )
+    print(outcome.report)
+    assert {entry.name: snapshot(entry) for entry in directory.iterdir()} == before, outcome.report
+    assert outcome.code == 0, outcome.stderr
+    assert outcome.count("escaped") == 0, outcome.report
+    assert outcome.count("reads") > 0 and outcome.count("refused") > 100
+    assert outcome.count("own_ok") > 0, outcome.report  # the swapped fd was the VM's own at times

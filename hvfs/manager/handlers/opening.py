@@ -19,7 +19,7 @@ from hvfs._sys.files import (
 )
 from hvfs.manager import kernel_paths
 from hvfs.manager.handlers import reopening
-from hvfs.manager.resolve import base_directory, fd_closing, open_at, proc_path
+from hvfs.manager.resolve import ForeignBase, base_directory, fd_closing, open_at, proc_path
 from hvfs.manager.vm import VmContext
 
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | TMPFILE_BIT
@@ -69,7 +69,7 @@ def _open(root: int, request: api.Open, flags: int, mode: int = 0) -> int:
     """openat2 of the request's path under ``root``: from the dirfd when the caller asked
     for RESOLVE_BENEATH or RESOLVE_IN_ROOT, else resolved as the kernel resolves it."""
     if request.resolve & (RESOLVE_BENEATH | RESOLVE_IN_ROOT):
-        with fd_closing(base_directory(root, request.path.base)) as base:
+        with fd_closing(base_directory(root, request.path.base, request.path.base_id)) as base:
             return openat2(base, request.path.name, flags, mode, request.resolve)
     return open_at(root, request.path, flags, mode, request.resolve)
 
@@ -119,6 +119,9 @@ def _open_writable(vm: VmContext, request: api.Open, flags: int, mode: int) -> a
     try:
         probe = _open(vm.rw_root, request, O_PATH | (flags & os.O_NOFOLLOW))
     except OSError as e:
+        if isinstance(e, ForeignBase):
+            vm.warn_once(f"a write relative to {request.path.base} refused: a directory from outside the VM")
+            raise
         if e.errno == errno.ENOENT and flags & os.O_CREAT:
             return _create(vm, request, flags, mode)
         if e.errno in RETRY_IN_VM:
@@ -172,8 +175,8 @@ def _open_readable(vm: VmContext, request: api.Open, flags: int) -> api.Response
     try:
         probe = _open(vm.vm_root, request, O_PATH | (flags & os.O_NOFOLLOW))
     except OSError as e:
-        if e.errno in RETRY_IN_VM:
-            return api.Continue()
+        if e.errno in RETRY_IN_VM or isinstance(e, ForeignBase):
+            return api.Continue()  # the kernel reads through the caller's own directory fd
         raise
     with fd_closing(probe):
         kind = stat.S_IFMT(os.fstat(probe).st_mode)

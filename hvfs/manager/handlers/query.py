@@ -20,7 +20,7 @@ from typing import TypeVar
 from hvfs import api
 from hvfs._sys.files import AT_EMPTY_PATH, AT_SYMLINK_NOFOLLOW, STATFS, faccessat, fstatfs, mount_id, statx
 from hvfs.manager.handlers.opening import RETRY_IN_VM
-from hvfs.manager.resolve import fd_closing, open_object, writable_twin
+from hvfs.manager.resolve import ForeignBase, fd_closing, open_object, writable_twin
 from hvfs.manager.vm import VmContext
 
 AT_EACCESS = 0x200
@@ -39,7 +39,7 @@ def _object(vm: VmContext, root: int, path: api.Target, follow: bool) -> Abstrac
     try:
         fd = open_object(root, path, follow=follow)
     except OSError as e:
-        if e.errno in RETRY_IN_VM:
+        if e.errno in RETRY_IN_VM or isinstance(e, ForeignBase):
             raise _ContinueInVm() from e
         raise
     return fd_closing(fd)
