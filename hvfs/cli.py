@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import os
 import sys
 from typing import NoReturn, cast
@@ -178,9 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         for add in (add_events_command, add_backup_command, add_quarantine_command):
             add(cast("argparse._SubParsersAction[argparse.ArgumentParser]", subparsers))  # _Parser is one
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        format="hvfs: %(message)s", level=logging.DEBUG if os.environ.get("HVFS_DEBUG") else logging.WARNING
-    )
+    from hvfs import logs
+
+    logs.configure()
     if args.subcommand is None:
         parser.print_help(sys.stderr)
         return EXIT_HVFS

@@ -147,6 +147,8 @@ def start_vm(
         vm_root,
         strict=spec.strict,
         socket_mounts=views.socket_mounts,
+        own_mounts=views.own_mounts,
+        images=views.images,
         sockets=manager.sockets,
         reads_judged=spec.scanned,
     )

@@ -64,11 +64,14 @@ class Hvfs:
         timeout: float = 120,
         cwd: str | None = None,
         env: dict[str, str] | None = None,
+        stdin: int | None = None,
     ) -> subprocess.CompletedProcess[str]:
+        """``stdin``: an fd the command gets as its standard input (instead of ``input``)."""
         text = not isinstance(input, bytes)
         return subprocess.run(
             [*self.command, *args],
             input=input,
+            stdin=stdin,
             capture_output=True,
             text=text,
             timeout=timeout,

@@ -38,11 +38,25 @@ _setfsgid = typed_syscall("setfsgid", ctypes.c_uint)
 _setgroups = typed_syscall("setgroups", ctypes.c_size_t, ctypes.c_void_p)
 
 
+_SCOPED_RETRIES = 16
+
+
 def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = RESOLVE_IN_ROOT) -> int:
-    """openat2(2); O_CLOEXEC is always added, since these fds belong to the manager."""
+    """openat2(2); O_CLOEXEC is always added, since these fds belong to the manager.
+
+    A scoped lookup (RESOLVE_IN_ROOT, RESOLVE_BENEATH) through ".." fails with EAGAIN when
+    any mount or rename anywhere on the machine raced it; openat2(2) says to retry, and a
+    busy machine (VMs starting) makes it common, so it is retried a bounded number of times."""
     # Safe because: the kernel only reads the open_how it is given (copy_struct_from_user),
     # so an immutable bytes object can hold it.
-    return _openat2(dirfd, os.fsencode(path), _OPEN_HOW.pack(flags | os.O_CLOEXEC, mode, resolve), _OPEN_HOW.size)
+    how = _OPEN_HOW.pack(flags | os.O_CLOEXEC, mode, resolve)
+    name = os.fsencode(path)
+    for _ in range(_SCOPED_RETRIES if resolve & (RESOLVE_IN_ROOT | RESOLVE_BENEATH) else 0):
+        try:
+            return _openat2(dirfd, name, how, _OPEN_HOW.size)
+        except BlockingIOError:
+            continue
+    return _openat2(dirfd, name, how, _OPEN_HOW.size)
 
 
 def renameat2(olddirfd: int, old: str, newdirfd: int, new: str, flags: int) -> None:
@@ -124,6 +138,9 @@ def faccessat(dirfd: int, path: str, mode: int, flags: int) -> None:
 
 
 STATFS_SIZE = 120  # struct statfs on 64-bit Linux: the same on x86_64 and aarch64
+# f_type, f_bsize, f_blocks, f_bfree, f_bavail, f_files, f_ffree, f_fsid, f_namelen,
+# f_frsize, f_flags, f_spare[4]
+STATFS = struct.Struct("<qqQQQQQ8sqqq32s")
 
 
 def fstatfs(fd: int) -> bytes:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +37,10 @@ class VmPath:
 
     base: str
     name: str
+    # The (device, inode) of the caller's base directory, for a relative name: a directory
+    # fd from outside the VM (a host directory passed over a socket) has a path string that
+    # may name something else in the VM, and must not be mistaken for it.
+    base_id: tuple[int, int] | None = field(default=None, compare=False)
 
     def __str__(self) -> str:
         if self.name.startswith("/"):
@@ -66,6 +70,9 @@ class Open:
     mode: int = 0
     resolve: int = 0
     legacy: bool = True  # open/openat/creat: unknown flags are ignored, as the kernel does
+    # The caller's own open file that ``path`` names through a magic link (/proc/self/fd/N,
+    # /dev/stdout): the call reopens that very file, whatever path it has, if any.
+    via: OpenFile | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -201,7 +208,7 @@ class Chmod:
 class Chown:
     caller: Caller
     target: Target
-    uid: int  # -1: unchanged
+    uid: int  # as uid_t: 0 to 0xFFFFFFFE, or 0xFFFFFFFF for unchanged
     gid: int
     follow: bool = True
 

@@ -24,6 +24,7 @@ OPEN_HOW_SIZE = 24
 RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, RESOLVE_BENEATH, RESOLVE_IN_ROOT = 0x02, 0x04, 0x08, 0x10
 XATTR_SIZE_MAX = 65536
 XATTR_NAME_MAX = 255
+ID_MASK = 0xFFFFFFFF  # uid_t and gid_t are unsigned 32-bit; the registers hold more
 
 Args = tuple[int, int, int, int, int, int]
 
@@ -58,6 +59,13 @@ class Context:
     def path(self, address: int, dirfd: int = AT_FDCWD) -> api.VmPath:
         return self.tracee.vm_path(signed32(dirfd), self.tracee.read_path(address))
 
+    def opened(self, address: int, dirfd: int = AT_FDCWD) -> tuple[api.VmPath, api.OpenFile | None]:
+        """The path an open names, and the caller's own open file when that path is a
+        magic link to one of its fds (the open then reopens that file)."""
+        given = self.tracee.given_path(signed32(dirfd), self.tracee.read_path(address))
+        own = self.tracee.own_file(given)
+        return (given, own) if own is not None else (self.tracee.resolved(given), None)
+
     def target(self, dirfd: int, address: int, flags: int) -> api.Target:
         """A path, or the fd itself for AT_EMPTY_PATH with an empty path."""
         if flags & AT_EMPTY_PATH:
@@ -87,7 +95,8 @@ def _check_flags(flags: int, allowed: int) -> int:
 
 def _open(c: Context, dirfd: int, path_at: int, flags: int, mode: int) -> Decoded:
     caller = c.caller()
-    return api.Open(caller=caller, path=c.path(path_at, dirfd), flags=flags & 0xFFFFFFFF, mode=mode & 0xFFFFFFFF), None
+    path, via = c.opened(path_at, dirfd)
+    return api.Open(caller=caller, path=path, flags=flags & 0xFFFFFFFF, mode=mode & 0xFFFFFFFF, via=via), None
 
 
 def _openat2(c: Context, a: Args) -> Decoded:
@@ -102,10 +111,15 @@ def _openat2(c: Context, a: Args) -> Decoded:
     flags, mode, resolve = struct.unpack("<QQQ", raw[:OPEN_HOW_SIZE])
     given = c.tracee.read_path(path_at)
     if resolve & (RESOLVE_BENEATH | RESOLVE_IN_ROOT):
-        path = api.VmPath(c.tracee.directory(dirfd), given)  # even an absolute path is the dirfd's
+        path = c.tracee.located(dirfd, given)  # even an absolute path is the dirfd's
+        via = None
     else:
-        path = c.tracee.vm_path(dirfd, given, magic=not resolve & (RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS))
-    return api.Open(caller=c.caller(), path=path, flags=flags, mode=mode, resolve=resolve, legacy=False), None
+        magic = not resolve & (RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS)
+        path = c.tracee.given_path(dirfd, given)
+        via = c.tracee.own_file(path) if magic else None
+        if via is None:
+            path = c.tracee.resolved(path, magic=magic)
+    return api.Open(caller=c.caller(), path=path, flags=flags, mode=mode, resolve=resolve, legacy=False, via=via), None
 
 
 def _unlinkat(c: Context, a: Args) -> Decoded:
@@ -120,9 +134,13 @@ def _unlinkat(c: Context, a: Args) -> Decoded:
 def _linkat(c: Context, a: Args) -> Decoded:
     flags = _check_flags(a[4], AT_SYMLINK_FOLLOW | AT_EMPTY_PATH)
     follow = bool(flags & AT_SYMLINK_FOLLOW)
-    old: api.Target = c.target(a[0], a[1], flags)
-    if isinstance(old, api.VmPath) and follow and (fd := c.tracee.proc_fd(str(old))) is not None:
-        old = c.tracee.take_fd(fd)  # an O_TMPFILE file, or another deleted one, linked in by its fd
+    old: api.Target
+    if follow and not flags & AT_EMPTY_PATH:
+        # An O_TMPFILE file, or another deleted one, is linked in by its fd's magic link.
+        given = c.tracee.given_path(signed32(a[0]), c.tracee.read_path(a[1]))
+        old = c.tracee.own_file(given) or c.tracee.resolved(given)
+    else:
+        old = c.target(a[0], a[1], flags)
     new = c.path(a[3], a[2])
     return api.Link(caller=c.caller(), old=old, new=new, follow=follow), None
 
@@ -167,8 +185,8 @@ def _chown_at(c: Context, dirfd: int, path_at: int, uid: int, gid: int, flags: i
     return api.Chown(
         caller=c.caller(),
         target=target,
-        uid=signed32(uid),
-        gid=signed32(gid),
+        uid=uid & ID_MASK,
+        gid=gid & ID_MASK,
         follow=not flags & AT_SYMLINK_NOFOLLOW,
     ), None
 
@@ -272,19 +290,24 @@ def _execveat(c: Context, a: Args) -> Decoded:
     path = c.tracee.read_path(a[1], empty_ok=bool(flags & AT_EMPTY_PATH))
     if not path:  # fexecve(): a memfd's content, or a file's written since it was opened
         return api.Exec(caller=c.caller(), path=c.tracee.take_fd(signed32(a[0]))), None
-    return api.Exec(caller=c.caller(), path=_program(c, c.tracee.vm_path(signed32(a[0]), path)),
+    return api.Exec(caller=c.caller(), path=_program(c, c.tracee.given_path(signed32(a[0]), path)),
                     follow=not flags & AT_SYMLINK_NOFOLLOW), None  # fmt: skip
 
 
 def _execve(c: Context, a: Args) -> Decoded:
-    return api.Exec(caller=c.caller(), path=_program(c, c.path(a[0]))), None
+    return api.Exec(caller=c.caller(), path=_program(c, c.tracee.given_path(AT_FDCWD, c.tracee.read_path(a[0])))), None
 
 
-def _program(c: Context, path: api.VmPath) -> api.Target:
-    """The file an exec names: a /proc/self/fd/N left as it is (it names no VM path: a
-    memfd, a deleted file) is the open file itself, which services must see too."""
-    fd = c.tracee.proc_fd(str(path)) if path.base == "/" else None
-    return path if fd is None else c.tracee.take_fd(fd)
+def _program(c: Context, given: api.VmPath) -> api.Target:
+    """The file an exec names: a magic link to one of the caller's fds whose file no VM
+    path names (a memfd, a deleted file) is the open file itself, which services must see
+    too; otherwise the path, with the caller's own /proc links replaced by what they name."""
+    path = c.tracee.resolved(given)
+    if str(path).startswith("/proc/"):
+        own = c.tracee.own_file(given)
+        if own is not None:
+            return own
+    return path
 
 
 def _lookup(call: str, *, path_arg: int, dirfd_arg: int | None = None, follow: bool = True) -> Decoder:
@@ -370,7 +393,7 @@ DECODERS: dict[str, Decoder] = {
         None,
     ),
     "fchown": lambda c, a: (
-        api.Chown(caller=c.caller(), target=c.open_file(a[0]), uid=signed32(a[1]), gid=signed32(a[2])),
+        api.Chown(caller=c.caller(), target=c.open_file(a[0]), uid=a[1] & ID_MASK, gid=a[2] & ID_MASK),
         None,
     ),
     "stat": lambda c, a: _stat(c, c.path(a[0]), a[1], follow=True),

@@ -19,7 +19,7 @@ class Handling(enum.Enum):
     OPEN = "trapped when the flags ask to write, create or truncate; otherwise native"
     READ = "native; trapped and served in strict mode"
     STAT_AT = "native with AT_EMPTY_PATH (acts on a held fd); otherwise as READ"
-    FD_META = "always trapped; the manager acts on the caller's fd"
+    FD_META = "always trapped; the manager acts on the caller's fd, if it is the VM's own (else EPERM)"
     ACCESS = "trapped when asking for W_OK (the boot view is read-only); otherwise as READ"
     ALWAYS = "always trapped and served: the read-only boot view would answer it wrongly"
     SOCKADDR = "always trapped (the address is in memory): unix-socket paths are served, other addresses continue"

@@ -14,6 +14,7 @@ import re
 
 from hvfs._sys import notify, process
 from hvfs.api import Credentials, OpenFile, VmPath
+from hvfs.api.magic import OWN_FD_LINK, normal
 from hvfs.intercept.kept import KeptFds
 from hvfs.intercept.procfs import StatusFiles, parse_credentials
 
@@ -25,6 +26,11 @@ _DELETED = " (deleted)"
 # The caller's own magic links: glibc's lchmod and fchmodat(AT_SYMLINK_NOFOLLOW) chmod
 # "/proc/self/fd/N", and O_TMPFILE files are linked in through such paths.
 _PROC_SELF = re.compile(r"^/proc/(?:self|thread-self)/(fd/(\d+)|cwd|root)(/.*)?$")
+_SELF = re.compile(r"^/proc/(self|thread-self)(?=/|$)")
+# The VM's /dev links to the caller's fds (hvfs.manager.sources.devices), recognised as
+# such while they still are those links.
+_DEV_FD = re.compile(r"^/dev/fd/(\d+)$")
+_DEV_STDIO = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
 
 
 class TargetGone(Exception):
@@ -120,46 +126,112 @@ class Tracee:
 
     def directory(self, dirfd: int) -> str:
         """The virtual path of the directory ``dirfd`` (or the cwd) of the thread."""
+        return self._directory(dirfd)[0]
+
+    def _directory(self, dirfd: int) -> tuple[str, tuple[int, int]]:
+        """The directory's virtual path, and its (device, inode): which directory it is."""
         link = f"/proc/{self.pid}/cwd" if dirfd == AT_FDCWD else f"/proc/{self.pid}/fd/{dirfd}"
         try:
             target = os.readlink(link)
+            st = os.stat(link)
         except FileNotFoundError:
             raise CallError(errno.EBADF if dirfd != AT_FDCWD else errno.ENOENT) from None
         except PermissionError as e:
             raise TargetGone() from e
         if not target.startswith("/"):
             raise CallError(errno.ENOTDIR)  # pipe:[…], socket:[…], anon_inode:…
-        if target.endswith(_DELETED) and os.stat(link).st_nlink == 0:
+        if target.endswith(_DELETED) and st.st_nlink == 0:
             raise CallError(errno.ENOENT)
-        return target
+        return target, (st.st_dev, st.st_ino)
+
+    def located(self, dirfd: int, name: str) -> VmPath:
+        """A relative ``name`` with the directory it starts from, that directory's path and identity."""
+        base, identity = self._directory(dirfd)
+        return VmPath(base, name, identity)
 
     def vm_path(self, dirfd: int, name: str, *, magic: bool = True) -> VmPath:
         """``name`` as given, with the directory a relative one starts from; the caller's
         own /proc/self links are replaced by what they name, unless ``magic`` is False
         (the call refuses to follow them)."""
-        if name.startswith("/"):
-            return VmPath("/", self._through_proc(name) if magic and name.startswith("/proc/") else name)
-        base = self.directory(dirfd)
-        if magic and (base == "/proc" or base.startswith("/proc/")):
-            joined = base.rstrip("/") + "/" + name
-            translated = self._through_proc(joined)
-            if translated != joined:
-                return VmPath("/", translated)
-        return VmPath(base, name)
+        return self.resolved(self.given_path(dirfd, name), magic=magic)
 
-    @staticmethod
-    def proc_fd(path: str) -> int | None:
-        """N, when ``path`` is the caller's own ``/proc/self/fd/N``."""
-        match = _PROC_SELF.match(path)
-        if match is None or match.group(2) is None or match.group(3):
+    def given_path(self, dirfd: int, name: str) -> VmPath:
+        """``name`` with the directory a relative one starts from, nothing translated."""
+        return VmPath("/", name) if name.startswith("/") else self.located(dirfd, name)
+
+    def resolved(self, path: VmPath, *, magic: bool = True) -> VmPath:
+        """``path`` with /proc/self/{fd/N,cwd,root} replaced by the VM path they name (when
+        ``magic``), and /proc/self or /proc/thread-self by the caller's own numbers, which
+        name the same in the VM's procfs for the manager too."""
+        full = normal(str(path))
+        if not full.startswith("/proc/"):
+            return path
+        translated = self._through_proc(full) if magic else full
+        if translated.startswith("/proc/"):
+            translated = self._numbered(translated)
+        return path if translated == full else VmPath("/", translated)
+
+    def own_file(self, path: VmPath) -> OpenFile | None:
+        """The caller's open file, when ``path`` spells a magic link to one of its fds:
+        /proc/self/fd/N, /proc/thread-self/fd/N, /dev/fd/N, /dev/stdin|stdout|stderr."""
+        full = normal(str(path))
+        if not full.startswith(("/proc/", "/dev/")):
             return None
-        return int(match.group(2))
+        fd = self.own_fd(full)
+        return None if fd is None else self.take_fd(fd)
+
+    def own_fd(self, path: str) -> int | None:
+        """N, when ``path`` spells a magic link to the caller's own fd N."""
+        match = OWN_FD_LINK.match(path)
+        if match is not None:
+            return int(match.group(1))
+        match = _DEV_FD.match(path)
+        if match is not None:
+            return int(match.group(1)) if self._dev_link("fd") == "/proc/self/fd" else None
+        number = _DEV_STDIO.get(path)
+        if number is not None and self._dev_link(path[5:]) == f"/proc/self/fd/{number}":
+            return number
+        return None
+
+    def _dev_link(self, name: str) -> str | None:
+        """What the VM's /dev/NAME links to now (None: not a symlink, or missing)."""
+        try:
+            return os.readlink(f"/proc/{self.pid}/root/dev/{name}")
+        except OSError:
+            return None
+
+    def _numbered(self, path: str) -> str:
+        """/proc/self... as /proc/TGID..., /proc/thread-self... as /proc/TGID/task/TID...,
+        with the caller's ids in the VM's pid namespace."""
+        match = _SELF.match(path)
+        if match is None:
+            return path
+        tgid, tid = self.vm_ids()
+        head = f"/proc/{tgid}" if match.group(1) == "self" else f"/proc/{tgid}/task/{tid}"
+        return head + path[match.end() :]
+
+    def vm_ids(self) -> tuple[int, int]:
+        """The caller's process and thread ids in the VM's pid namespace (the last of the
+        NStgid and NSpid fields of its status)."""
+        try:
+            text = self._inspector.status.read(self.pid)
+        except (FileNotFoundError, ProcessLookupError) as e:
+            raise TargetGone() from e
+        ids = []
+        for key in (b"\nNStgid:", b"\nNSpid:"):
+            start = text.find(key)
+            if start < 0:
+                raise TargetGone()
+            end = text.find(b"\n", start + 1)
+            ids.append(int(text[start + len(key) : end if end >= 0 else None].split()[-1]))
+        return ids[0], ids[1]
 
     def _through_proc(self, path: str) -> str:
         """``/proc/self/{fd/N,cwd,root}/rest`` as the in-VM path of what it names.
 
         Only when the named file is reachable in the VM: an fd inherited from the host
-        (stdout redirected to a host file) keeps its /proc path, and the kernel serves it.
+        (stdout redirected to a host file) keeps its /proc path, which the manager then
+        resolves in the VM's own procfs (``hvfs.manager.kernel_paths``).
         """
         match = _PROC_SELF.match(path)
         if match is None:

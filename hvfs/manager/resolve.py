@@ -62,17 +62,39 @@ def fd_closing(fd: int) -> Closing[int]:
     return Closing(fd, fd)
 
 
-def base_directory(root: int, base: str) -> int:
-    """The directory a relative path starts from, opened with the manager's rights."""
+class ForeignBase(OSError):
+    """The caller's base directory is not the VM's directory of that path: a directory fd
+    from outside the VM (or one renamed meanwhile). Nothing is done relative to it; a read
+    may be left to the kernel, which has the caller's own fd."""
+
+    def __init__(self, base: str) -> None:
+        super().__init__(errno.EACCES, "a directory from outside the VM", base)
+
+
+def base_directory(root: int, base: str, identity: tuple[int, int] | None = None) -> int:
+    """The directory a relative path starts from, opened with the manager's rights; with
+    ``identity``, it must be that very directory (else ``ForeignBase``)."""
     with manager_rights():
-        return openat2(root, base, O_PATH | os.O_DIRECTORY, 0, RESOLVE_IN_ROOT)
+        fd = openat2(root, base, O_PATH | os.O_DIRECTORY, 0, RESOLVE_IN_ROOT)
+    if identity is not None:
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != identity:
+            os.close(fd)
+            raise ForeignBase(base)
+    return fd
 
 
 def open_at(root: int, path: api.VmPath, flags: int, mode: int = 0, resolve: int = 0) -> int:
     """openat2 of ``path`` under ``root``, resolved as the kernel resolves it for the VM."""
     if path.name.startswith("/"):
         return openat2(root, path.name, flags, mode, RESOLVE_IN_ROOT | resolve)
-    with fd_closing(base_directory(root, path.base)) as base:
+    try:
+        base_fd = base_directory(root, path.base, path.base_id)
+    except FileNotFoundError:
+        if path.base_id is None:
+            raise
+        raise ForeignBase(path.base) from None  # no such directory in the VM at all
+    with fd_closing(base_fd) as base:
         try:
             return openat2(base, path.name, flags, mode, RESOLVE_BENEATH | resolve)
         except OSError as e:
@@ -95,9 +117,9 @@ def parent(root: int, path: api.VmPath) -> Closing[tuple[int, str]]:
     last component, and that component."""
     head, last = split(path.name)
     if head:
-        fd = open_at(root, api.VmPath(path.base, head), O_PATH | os.O_DIRECTORY)
+        fd = open_at(root, api.VmPath(path.base, head, path.base_id), O_PATH | os.O_DIRECTORY)
     else:
-        fd = base_directory(root, path.base)
+        fd = base_directory(root, path.base, path.base_id)
     return Closing(fd, (fd, last))
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hvfs._sys import mount as m
 from hvfs._sys.files import O_PATH, RESOLVE_IN_ROOT, mount_id, openat2
@@ -26,6 +26,9 @@ class Views:
     rw_root: int  # fd of the writable view's root
     boot: str  # where the boot view is attached in the manager's namespace, for the VM
     socket_mounts: frozenset[int] = frozenset()  # in the writable view, mounts marked "sockets"
+    own_mounts: frozenset[int] = frozenset()  # every mount of the writable view (ids)
+    # Copy-on-write mounts (ids) and an O_PATH fd of a directory on their image's file system.
+    images: dict[int, int] = field(default_factory=dict)
     _released: bool = False
 
     def release_boot(self) -> None:
@@ -131,12 +134,34 @@ def _build_on(table: list[Mount], staging: str, persist: str | None) -> Views:
     finally:
         os.close(boot_tree)
     m.umount(tree, m.MNT_DETACH)
-    socket_mounts = set()
+    socket_mounts, own_mounts = set(), set()
     for mount in ordered:
+        identity = _mount_at(rw_root, mount.target)
+        own_mounts.add(identity)
         if mount.sockets:
-            at = openat2(rw_root, mount.target, O_PATH, 0, RESOLVE_IN_ROOT)
-            try:
-                socket_mounts.add(mount_id(at))
-            finally:
-                os.close(at)
-    return Views(staging=staging, rw_root=rw_root, boot=boot, socket_mounts=frozenset(socket_mounts))
+            socket_mounts.add(identity)
+        for inner in mount.source.inner_mounts():
+            own_mounts.add(_mount_at(rw_root, os.path.join(mount.target, inner)))
+    images = {}
+    for mount in ordered:
+        for inner, directory in mount.source.capacities():
+            images[_mount_at(rw_root, os.path.join(mount.target, inner))] = os.open(
+                directory, O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+            )
+    return Views(
+        staging=staging,
+        rw_root=rw_root,
+        boot=boot,
+        socket_mounts=frozenset(socket_mounts),
+        own_mounts=frozenset(own_mounts),
+        images=images,
+    )
+
+
+def _mount_at(root: int, target: str) -> int:
+    """The id of the top mount at ``target`` in the view."""
+    at = openat2(root, target, O_PATH, 0, RESOLVE_IN_ROOT)
+    try:
+        return mount_id(at)
+    finally:
+        os.close(at)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import posixpath
 import threading
@@ -11,9 +12,12 @@ from dataclasses import dataclass, field
 
 from hvfs import api
 
+log = logging.getLogger("hvfs.manager")
+
 # Mount points whose file systems the VM's own kernel instance serves (its procfs and
 # devpts): the writable view has only empty read-only placeholders there.
 KERNEL_MOUNTS = ("/proc", "/dev/pts")
+WARNINGS_KEPT = 256  # distinct warnings per VM; past that, refusals are only counted
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,10 @@ class VmContext:
     # A service judges what this VM reads (a scanner): no open that can read content is
     # left to the kernel, which would read its path again from the VM's memory.
     reads_judged: bool = False
+    own_mounts: frozenset[int] = frozenset()  # mount ids of the whole writable view
+    # Copy-on-write mounts (ids) and an O_PATH fd on their image's file system (statfs).
+    images: dict[int, int] = field(default_factory=dict)
+    _warned: set[str] = field(default_factory=set)
     _counts: Counter[tuple[str, str]] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -49,6 +57,15 @@ class VmContext:
         with self._lock:
             self._counts[operation, outcome] += 1
 
+    def warn_once(self, message: str) -> None:
+        """Log a warning about what this VM tried, once per distinct message: an attack
+        loop repeats the same refusal thousands of times."""
+        with self._lock:
+            if message in self._warned or len(self._warned) >= WARNINGS_KEPT:
+                return
+            self._warned.add(message)
+        log.warning("VM %s: %s", self.name, message)
+
     def statistics(self) -> VmStatistics:
         with self._lock:
             items = list(self._counts.items())
@@ -58,6 +75,6 @@ class VmContext:
         return VmStatistics(requests)
 
     def close(self) -> None:
-        for fd in (self.rw_root, self.vm_root):
+        for fd in (self.rw_root, self.vm_root, *self.images.values()):
             with contextlib.suppress(OSError):
                 os.close(fd)

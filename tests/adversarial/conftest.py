@@ -131,13 +131,14 @@ class Attacker:
         options: Sequence[str] = (),
         timeout: float | None = None,
         input: str | None = None,
+        stdin: int | None = None,
     ) -> Outcome:
         """``hvfs run [--strict] OPTIONS -v BINARIES:/attacks:ro -- /attacks/PROGRAM ARGS``
         with the time and try budget as the first two arguments."""
         self.program(program)
         args = ["run", *(["--strict"] if self.strict else []), *options, "-v", f"{self.binaries}:/attacks:ro"]
         command = [f"/attacks/{program}", str(TRIES), str(SECONDS), *arguments]
-        result = self.runner.run(*args, "--", *command, timeout=timeout or SECONDS * 4 + 60, input=input)
+        result = self.runner.run(*args, "--", *command, timeout=timeout or SECONDS * 4 + 60, input=input, stdin=stdin)
         report: dict[str, object] = {}
         for line in reversed(result.stdout.splitlines()):
             if line.startswith("{"):

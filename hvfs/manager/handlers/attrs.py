@@ -4,10 +4,12 @@ The object is resolved whole, inside the VM's root (following or not, as asked),
 change is made through its fd or its /proc/self/fd path, never through a following
 ``*at`` call on a name.
 
-A request on an open file (fchmod, fchown, futimens, fsetxattr) acts on that file
-directly when it is writable: the manager handed it out for writing, or the VM inherited
-it. A file the VM opened itself sits on its read-only boot view; the request then acts on
-the same inode in the writable view, found by its path and checked by device and inode.
+A request on an open file (fchmod, fchown, futimens, fsetxattr) acts only on an object of
+the VM's own world (``hvfs.manager.world``): a file the VM opened itself on its read-only
+boot view is changed as the same inode in the writable view; a file the manager handed
+out, or an anonymous object (pipe, socket, memfd), directly; anything else, a host file
+the VM inherited or received, is refused with EPERM. Device nodes, host inodes bound into
+the VM's /dev, never take a metadata change, by path or by fd (EPERM).
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from collections.abc import Callable
 
 from hvfs import api
 from hvfs._sys.files import AT_EMPTY_PATH, fchownat, utimensat
-from hvfs.manager.resolve import Closing, open_object, parent, proc_path, writable_twin
+from hvfs.manager import kernel_paths
+from hvfs.manager.resolve import Closing, fd_closing, open_object, parent, proc_path
 from hvfs.manager.vm import VmContext
+from hvfs.manager.world import is_device, own_object, refuse_device
 
 
 def _object(vm: VmContext, path: api.VmPath, follow: bool) -> Closing[tuple[int, os.stat_result]]:
@@ -37,81 +41,108 @@ def _on_target(
     vm: VmContext,
     target: api.Target,
     follow: bool,
-    on_fd: Callable[[int], None],
-    on_path: Callable[[int, os.stat_result], None],
+    operation: str,
+    act: Callable[[int, os.stat_result], None],
 ) -> api.Response:
+    """``act(fd, st)`` on what the target names: an O_PATH fd or an open file, which it
+    must treat alike (through /proc/self/fd/N or AT_EMPTY_PATH)."""
     if isinstance(target, api.OpenFile):
-        with writable_twin(vm.rw_root, target) as twin:
-            if twin is None:
-                on_fd(target.fd)
-            else:
-                on_path(*twin)
+        with own_object(vm, target, operation) as (fd, st):
+            act(fd, st)
         return api.Value(0)
     if vm.is_kernel_path(target):
-        return api.Continue()
+        return _on_kernel_path(vm, target, follow, operation, act)
     with _object(vm, target, follow) as (fd, st):
-        on_path(fd, st)
+        if is_device(st):
+            refuse_device(vm, operation, str(target))
+        act(fd, st)
     return api.Value(0)
+
+
+def _on_kernel_path(
+    vm: VmContext, path: api.VmPath, follow: bool, operation: str, act: Callable[[int, os.stat_result], None]
+) -> api.Response:
+    """The VM's procfs and devpts: through a magic link to an fd, the change acts on that
+    file if it is the VM's own; anything else the kernel does, if no magic link is crossed."""
+    file = kernel_paths.referenced(vm, path) if follow else None
+    if file is None:
+        kernel_paths.check(vm, path, follow=follow, code=errno.EPERM)
+        return api.Continue()
+    with fd_closing(file.fd):
+        return _on_target(vm, file, follow, operation, act)
 
 
 def handle_chmod(vm: VmContext, request: api.Chmod) -> api.Response:
     """Errnos: ENOENT, ENOTDIR, EACCES, EPERM, EROFS, ELOOP, EBADF (O_PATH fd), EOPNOTSUPP
     (a symlink with AT_SYMLINK_NOFOLLOW)."""
 
-    def on_path(fd: int, st: os.stat_result) -> None:
+    def act(fd: int, st: os.stat_result) -> None:
         if stat.S_ISLNK(st.st_mode):
             raise OSError(errno.EOPNOTSUPP, "symlinks have no mode")
         os.chmod(proc_path(fd), request.mode)
 
-    return _on_target(vm, request.target, request.follow, lambda fd: os.fchmod(fd, request.mode), on_path)
+    return _on_target(vm, request.target, request.follow, "chmod", act)
 
 
 def handle_chown(vm: VmContext, request: api.Chown) -> api.Response:
     """Errnos: ENOENT, ENOTDIR, EACCES, EPERM, EROFS, ELOOP, EINVAL (an id the VM cannot map)."""
 
-    def on_fd(fd: int) -> None:
-        os.fchown(fd, request.uid, request.gid)
-
-    def on_path(fd: int, st: os.stat_result) -> None:
+    def act(fd: int, st: os.stat_result) -> None:
         fchownat(fd, "", request.uid, request.gid, AT_EMPTY_PATH)
 
-    return _on_target(vm, request.target, request.follow, on_fd, on_path)
+    return _on_target(vm, request.target, request.follow, "chown", act)
 
 
 def handle_truncate(vm: VmContext, request: api.Truncate) -> api.Response:
     """Errnos: ENOENT, EISDIR, EINVAL (not a regular file, negative length), EACCES, EROFS,
     ETXTBSY, EFBIG."""
-    if vm.is_kernel_path(request.path):
-        return api.Continue()
     if request.length < 0:
         raise OSError(errno.EINVAL, "negative length")
+    if vm.is_kernel_path(request.path):
+        file = kernel_paths.referenced(vm, request.path)
+        if file is None:
+            kernel_paths.check(vm, request.path, follow=True, code=errno.EACCES)
+            return api.Continue()
+        with fd_closing(file.fd), own_object(vm, file, "truncate") as (fd, st):
+            return _truncate(fd, st, request.length)
     with _object(vm, request.path, True) as (fd, st):
-        if stat.S_ISDIR(st.st_mode):
-            raise OSError(errno.EISDIR, "is a directory")
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        # By path, not by opening it: an open for writing would add open and close
-        # events that inotify watchers of a native truncate() never see.
-        os.truncate(proc_path(fd), request.length)
+        return _truncate(fd, st, request.length)
+
+
+def _truncate(fd: int, st: os.stat_result, length: int) -> api.Response:
+    if stat.S_ISDIR(st.st_mode):
+        raise OSError(errno.EISDIR, "is a directory")
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(errno.EINVAL, "not a regular file")
+    # By path, not by opening it: an open for writing would add open and close events
+    # that inotify watchers of a native truncate() never see.
+    os.truncate(proc_path(fd), length)
     return api.Value(0)
 
 
 def handle_utimens(vm: VmContext, request: api.Utimens) -> api.Response:
     """Errnos: ENOENT, ENOTDIR, EACCES, EPERM, EROFS, ELOOP, EINVAL (bad nanoseconds)."""
 
-    def on_fd(fd: int) -> None:
-        utimensat(fd, None, request.times, 0)
-
-    def on_path(fd: int, st: os.stat_result) -> None:
+    def act(fd: int, st: os.stat_result) -> None:
         utimensat(fd, "", request.times, AT_EMPTY_PATH)
 
-    return _on_target(vm, request.target, request.follow, on_fd, on_path)
+    return _on_target(vm, request.target, request.follow, "utimens", act)
 
 
-def _xattr_on_path(vm: VmContext, target: api.VmPath, follow: bool, act: Callable[[str, bool], None]) -> api.Response:
+def _xattr_on_path(
+    vm: VmContext, target: api.VmPath, follow: bool, operation: str, act: Callable[[str, bool], None]
+) -> api.Response:
     if vm.is_kernel_path(target):
-        return api.Continue()
+        file = kernel_paths.referenced(vm, target) if follow else None
+        if file is None:
+            kernel_paths.check(vm, target, follow=follow, code=errno.EPERM)
+            return api.Continue()
+        with fd_closing(file.fd), own_object(vm, file, operation) as (fd, _st):
+            act(proc_path(fd), True)
+        return api.Value(0)
     with _object(vm, target, follow) as (fd, st):
+        if is_device(st):
+            refuse_device(vm, operation, str(target))
         if not stat.S_ISLNK(st.st_mode):
             act(proc_path(fd), True)
             return api.Value(0)
@@ -129,13 +160,14 @@ def handle_setxattr(vm: VmContext, request: api.SetXattr) -> api.Response:
             vm,
             request.target,
             True,
-            lambda fd: os.setxattr(fd, request.name, request.value, request.flags),
+            "setxattr",
             lambda fd, st: os.setxattr(proc_path(fd), request.name, request.value, request.flags),
         )
     return _xattr_on_path(
         vm,
         request.target,
         request.follow,
+        "setxattr",
         lambda path, follow: os.setxattr(path, request.name, request.value, request.flags, follow_symlinks=follow),
     )
 
@@ -147,12 +179,13 @@ def handle_removexattr(vm: VmContext, request: api.RemoveXattr) -> api.Response:
             vm,
             request.target,
             True,
-            lambda fd: os.removexattr(fd, request.name),
+            "removexattr",
             lambda fd, st: os.removexattr(proc_path(fd), request.name),
         )
     return _xattr_on_path(
         vm,
         request.target,
         request.follow,
+        "removexattr",
         lambda path, follow: os.removexattr(path, request.name, follow_symlinks=follow),
     )

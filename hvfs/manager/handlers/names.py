@@ -10,11 +10,24 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from contextlib import nullcontext
 
 from hvfs import api
 from hvfs._sys.files import renameat2
-from hvfs.manager.resolve import fd_closing, open_object, parent, proc_path, writable_twin
+from hvfs.manager import kernel_paths
+from hvfs.manager.resolve import Closing, fd_closing, open_object, parent, proc_path
 from hvfs.manager.vm import VmContext
+from hvfs.manager.world import find_own
+
+
+def _for_kernel(vm: VmContext, *paths: api.VmPath) -> bool:
+    """Whether the kernel is to serve the request: a path into the VM's procfs or devpts,
+    which the manager's view lacks. Then no path of it may cross a magic link (EACCES)."""
+    if not any(vm.is_kernel_path(path) for path in paths):
+        return False
+    for path in paths:
+        kernel_paths.check(vm, path, follow=None, code=errno.EACCES)
+    return True
 
 
 def _refuse_root(last: str, code: int) -> None:
@@ -24,7 +37,7 @@ def _refuse_root(last: str, code: int) -> None:
 
 def handle_mkdir(vm: VmContext, request: api.Mkdir) -> api.Response:
     """Errnos: EEXIST, ENOENT, ENOTDIR, EACCES, EROFS, ENOSPC, EDQUOT, EMLINK, ELOOP, ENAMETOOLONG."""
-    if vm.is_kernel_path(request.path):
+    if _for_kernel(vm, request.path):
         return api.Continue()
     with parent(vm.rw_root, request.path) as (directory, last):
         _refuse_root(last, errno.EEXIST)
@@ -41,7 +54,7 @@ def handle_mknod(vm: VmContext, request: api.Mknod) -> api.Response:
         raise OSError(errno.EPERM, "mknod makes no directories")
     if kind not in (stat.S_IFREG, stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK):
         raise OSError(errno.EINVAL, "bad file type")
-    if vm.is_kernel_path(request.path):
+    if _for_kernel(vm, request.path):
         return api.Continue()
     with parent(vm.rw_root, request.path) as (directory, last):
         _refuse_root(last, errno.EEXIST)
@@ -58,7 +71,7 @@ def handle_mknod(vm: VmContext, request: api.Mknod) -> api.Response:
 
 def handle_unlink(vm: VmContext, request: api.Unlink) -> api.Response:
     """Errnos: ENOENT, EISDIR, ENOTDIR, EACCES, EPERM, EROFS, EBUSY, ELOOP, ENAMETOOLONG."""
-    if vm.is_kernel_path(request.path):
+    if _for_kernel(vm, request.path):
         return api.Continue()
     with parent(vm.rw_root, request.path) as (directory, last):
         _refuse_root(last, errno.EISDIR)
@@ -68,7 +81,7 @@ def handle_unlink(vm: VmContext, request: api.Unlink) -> api.Response:
 
 def handle_rmdir(vm: VmContext, request: api.Rmdir) -> api.Response:
     """Errnos: ENOENT, ENOTDIR, ENOTEMPTY, EINVAL (``.``), EBUSY, EACCES, EPERM, EROFS."""
-    if vm.is_kernel_path(request.path):
+    if _for_kernel(vm, request.path):
         return api.Continue()
     with parent(vm.rw_root, request.path) as (directory, last):
         _refuse_root(last, errno.EBUSY)
@@ -79,7 +92,7 @@ def handle_rmdir(vm: VmContext, request: api.Rmdir) -> api.Response:
 def handle_rename(vm: VmContext, request: api.Rename) -> api.Response:
     """Errnos: ENOENT, EEXIST (NOREPLACE), ENOTEMPTY, EISDIR, ENOTDIR, EXDEV, EINVAL, EBUSY,
     EACCES, EPERM, EROFS, ENOSPC, ELOOP, ENAMETOOLONG."""
-    if vm.is_kernel_path(request.old) or vm.is_kernel_path(request.new):
+    if _for_kernel(vm, request.old, request.new):
         return api.Continue()
     with parent(vm.rw_root, request.old) as (old_dir, old_last), parent(vm.rw_root, request.new) as (new_dir, new_last):
         _refuse_root(old_last, errno.EBUSY)
@@ -90,15 +103,16 @@ def handle_rename(vm: VmContext, request: api.Rename) -> api.Response:
 
 def handle_link(vm: VmContext, request: api.Link) -> api.Response:
     """Errnos: ENOENT, EEXIST, EPERM (directories), EXDEV, EMLINK, EACCES, EROFS, ENOSPC, ELOOP."""
-    old_is_kernel = isinstance(request.old, str) and vm.is_kernel_path(request.old)
-    if old_is_kernel or vm.is_kernel_path(request.new):
+    if _for_kernel(vm, request.new, *([request.old] if isinstance(request.old, api.VmPath) else [])):
         return api.Continue()
     with parent(vm.rw_root, request.new) as (new_dir, new_last):
         _refuse_root(new_last, errno.EEXIST)
         if isinstance(request.old, api.OpenFile):
-            with writable_twin(vm.rw_root, request.old) as twin:
-                source = request.old.fd if twin is None else twin[0]
-                os.link(proc_path(source), new_last, dst_dir_fd=new_dir, follow_symlinks=True)
+            found = find_own(vm, request.old)
+            if found is None:
+                raise OSError(errno.EXDEV, "not a file of this VM")  # on no mount of the VM, as natively
+            with Closing(found[0], None) if found[0] != request.old.fd else nullcontext():
+                os.link(proc_path(found[0]), new_last, dst_dir_fd=new_dir, follow_symlinks=True)
         elif request.follow:
             with fd_closing(open_object(vm.rw_root, request.old, follow=True)) as old:
                 os.link(proc_path(old), new_last, dst_dir_fd=new_dir, follow_symlinks=True)
@@ -111,7 +125,7 @@ def handle_link(vm: VmContext, request: api.Link) -> api.Response:
 
 def handle_symlink(vm: VmContext, request: api.Symlink) -> api.Response:
     """Errnos: EEXIST, ENOENT, ENOTDIR, EACCES, EROFS, ENOSPC, EDQUOT, ELOOP, ENAMETOOLONG."""
-    if vm.is_kernel_path(request.path):
+    if _for_kernel(vm, request.path):
         return api.Continue()
     with parent(vm.rw_root, request.path) as (directory, last):
         _refuse_root(last, errno.EEXIST)

@@ -9,9 +9,19 @@ import os
 import stat
 
 from hvfs import api
-from hvfs._sys.files import O_PATH, RESOLVE_BENEATH, RESOLVE_IN_ROOT, TMPFILE_BIT, openat2
+from hvfs._sys.files import (
+    O_PATH,
+    RESOLVE_BENEATH,
+    RESOLVE_IN_ROOT,
+    RESOLVE_NO_MAGICLINKS,
+    RESOLVE_NO_SYMLINKS,
+    TMPFILE_BIT,
+    openat2,
+)
+from hvfs.manager import kernel_paths
+from hvfs.manager.handlers import reopening
 from hvfs.manager.procfs import through_proc
-from hvfs.manager.resolve import base_directory, fd_closing, open_at, open_object, proc_path
+from hvfs.manager.resolve import ForeignBase, base_directory, fd_closing, open_at, open_object, proc_path
 from hvfs.manager.vm import VmContext
 
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | TMPFILE_BIT
@@ -37,6 +47,8 @@ VALID_OPEN_FLAGS = (
     | O_PATH
     | TMPFILE_BIT
 )
+# openat2 resolutions that never follow a magic link (scoped ones fail with EXDEV on one).
+NO_MAGIC = RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH | RESOLVE_IN_ROOT
 O_PATH_FLAGS = os.O_DIRECTORY | os.O_NOFOLLOW | O_PATH | os.O_CLOEXEC
 # Lookups that fail in the writable view may still succeed in the VM: a path through
 # /proc/self (say /dev/stdout) names the caller there, and the manager here. The kernel
@@ -59,7 +71,7 @@ def _open(root: int, request: api.Open, flags: int, mode: int = 0) -> int:
     """openat2 of the request's path under ``root``: from the dirfd when the caller asked
     for RESOLVE_BENEATH or RESOLVE_IN_ROOT, else resolved as the kernel resolves it."""
     if request.resolve & (RESOLVE_BENEATH | RESOLVE_IN_ROOT):
-        with fd_closing(base_directory(root, request.path.base)) as base:
+        with fd_closing(base_directory(root, request.path.base, request.path.base_id)) as base:
             return openat2(base, request.path.name, flags, mode, request.resolve)
     return open_at(root, request.path, flags, mode, request.resolve)
 
@@ -82,12 +94,12 @@ def handle_open(vm: VmContext, request: api.Open) -> api.Response:
     flags, mode = normalized(request)
     if flags & O_PATH:
         return _continued(vm, request, flags)  # ADDFD cannot carry O_PATH files
+    writing = bool(flags & WRITE_FLAGS)
+    if request.via is not None:
+        return reopening.reopen_own(vm, request.via, flags, mode, writing)
     if vm.is_kernel_path(request.path):
-        translated = None if request.resolve else through_proc(vm.vm_root, request.path)
-        if translated is None:
-            return _continued(vm, request, flags)  # procfs and devpts are the VM's own
-        request = dataclasses.replace(request, path=translated)
-    if flags & WRITE_FLAGS:
+        return _open_kernel_path(vm, request, flags, mode, writing)
+    if writing:
         return _open_writable(vm, request, flags, mode)
     return _open_readable(vm, request, flags)
 
@@ -134,13 +146,37 @@ def _may_need_the_callers_proc(vm: VmContext, request: api.Open) -> bool:
         return stat.S_ISLNK(os.fstat(last).st_mode)
 
 
+def _open_kernel_path(vm: VmContext, request: api.Open, flags: int, mode: int, writing: bool) -> api.Response:
+    """The VM's procfs and devpts: a magic link to an fd is reopened by the manager; any
+    other path the kernel opens, for writing only if it crosses no magic link."""
+    if not request.resolve & NO_MAGIC:
+        served = reopening.reopen_linked(vm, request.path, flags, mode, writing)
+        if served is not None:
+            return served
+    translated = None if request.resolve else through_proc(vm.vm_root, request.path)
+    if translated is not None:  # /proc/PID/{root,cwd}/…: the VM path it names
+        return handle_open(vm, dataclasses.replace(request, path=translated))
+    if writing:
+        kernel_paths.check(
+            vm, request.path, follow=not flags & os.O_NOFOLLOW, code=errno.EACCES, resolve=request.resolve
+        )
+    return _continued(vm, request, flags)
+
+
 def _open_writable(vm: VmContext, request: api.Open, flags: int, mode: int) -> api.Response:
     try:
         probe = _open(vm.rw_root, request, O_PATH | (flags & os.O_NOFOLLOW))
     except OSError as e:
+        if isinstance(e, ForeignBase):
+            vm.warn_once(f"a write relative to {request.path.base} refused: a directory from outside the VM")
+            raise
         if e.errno == errno.ENOENT and flags & os.O_CREAT:
             return _create(vm, request, flags, mode)
         if e.errno in RETRY_IN_VM:
+            # Through a symlink into the VM's procfs or devpts (/dev/ptmx): the kernel's,
+            # if it crosses no magic link to reach it.
+            follow = not flags & os.O_NOFOLLOW
+            kernel_paths.check(vm, request.path, follow=follow, code=errno.EACCES, resolve=request.resolve)
             return _retry_in_vm(vm, request, flags, e)
         raise
     with fd_closing(probe):
@@ -187,6 +223,10 @@ def _open_readable(vm: VmContext, request: api.Open, flags: int) -> api.Response
     try:
         probe = _open(vm.vm_root, request, O_PATH | (flags & os.O_NOFOLLOW))
     except OSError as e:
+        if isinstance(e, ForeignBase):  # the kernel reads through the caller's own directory fd
+            if vm.reads_judged:
+                raise OSError(errno.EACCES, "a directory from outside the VM, while reads are judged") from e
+            return api.Continue()
         if e.errno in RETRY_IN_VM:
             return _retry_in_vm(vm, request, flags, e)
         raise

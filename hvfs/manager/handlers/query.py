@@ -18,9 +18,9 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import TypeVar
 
 from hvfs import api
-from hvfs._sys.files import AT_EMPTY_PATH, AT_SYMLINK_NOFOLLOW, faccessat, fstatfs, statx
+from hvfs._sys.files import AT_EMPTY_PATH, AT_SYMLINK_NOFOLLOW, STATFS, faccessat, fstatfs, mount_id, statx
 from hvfs.manager.handlers.opening import RETRY_IN_VM
-from hvfs.manager.resolve import fd_closing, open_object, writable_twin
+from hvfs.manager.resolve import ForeignBase, fd_closing, open_object, writable_twin
 from hvfs.manager.vm import VmContext
 
 AT_EACCESS = 0x200
@@ -39,7 +39,7 @@ def _object(vm: VmContext, root: int, path: api.Target, follow: bool) -> Abstrac
     try:
         fd = open_object(root, path, follow=follow)
     except OSError as e:
-        if e.errno in RETRY_IN_VM:
+        if e.errno in RETRY_IN_VM or isinstance(e, ForeignBase):
             raise _ContinueInVm() from e
         raise
     return fd_closing(fd)
@@ -82,9 +82,30 @@ def handle_statx(vm: VmContext, request: api.Statx) -> api.Response:
 
 @_continue_if_needed
 def handle_statfs(vm: VmContext, request: api.Statfs) -> api.Response:
-    """Errnos: EACCES. Served from the writable view: ST_RDONLY only where the mount is."""
+    """Errnos: EACCES. Served from the writable view: ST_RDONLY only where the mount is.
+    On a copy-on-write mount (an image), the overlay alone would report its upper layer,
+    often an empty memory file system (``df /`` would show nothing used): see
+    ``_image_statfs``."""
     with _object(vm, vm.rw_root, request.path, True) as fd:
-        return api.StatfsResult(fstatfs(fd))
+        raw = fstatfs(fd)
+        image = vm.images.get(mount_id(fd)) if vm.images else None
+        return api.StatfsResult(raw if image is None else _image_statfs(raw, fstatfs(image)))
+
+
+def _image_statfs(overlay: bytes, image: bytes) -> bytes:
+    """The image's file system as a whole, as a user expects of ``df`` or
+    ``shutil.disk_usage``: used is what the image's file system uses plus what the VM
+    wrote (the overlay reports its upper layer), free is the room left for writes (the
+    upper layer's); the type, id, flags and name length stay the overlay's own."""
+    kind, _bsize, blocks, bfree, bavail, files, ffree, fsid, namelen, frsize, flags, spare = STATFS.unpack(overlay)
+    _, _, i_blocks, i_bfree, _, i_files, i_ffree, _, _, i_frsize, _, _ = STATFS.unpack(image)
+    unit = i_frsize or 1
+    scale = (frsize or 1) / unit  # the upper layer's counts in the image's block size
+    used = i_blocks - i_bfree + int((blocks - bfree) * scale)
+    free, available = int(bfree * scale), int(bavail * scale)
+    files_used = i_files - i_ffree + files - ffree
+    combined = (used + free, free, available, files_used + ffree, ffree)
+    return STATFS.pack(kind, i_frsize, *combined, fsid, namelen, i_frsize, flags, spare)
 
 
 @_continue_if_needed

@@ -16,6 +16,7 @@ import stat
 
 from hvfs import api
 from hvfs._sys.files import mount_id
+from hvfs.manager import kernel_paths
 from hvfs.manager.resolve import fd_closing, open_object, parent, proc_path
 from hvfs.manager.vm import VmContext
 
@@ -31,6 +32,7 @@ def handle_bind(vm: VmContext, request: api.Bind) -> api.Response:
     """Errnos: EADDRINUSE (the name exists), ENOENT, ENOTDIR, EACCES, EROFS, EINVAL (already
     bound), ENOTSOCK, ENAMETOOLONG."""
     if vm.is_kernel_path(request.path):
+        kernel_paths.check(vm, request.path, follow=None, code=errno.EACCES)
         return api.Continue()
     with parent(vm.rw_root, request.path) as (directory, last):
         if not last or last.endswith("/"):
@@ -54,6 +56,7 @@ def handle_connect(vm: VmContext, request: api.Connect) -> api.Response:
     """Errnos: ENOENT, ECONNREFUSED (not a socket, or nobody listening), EACCES (a host
     socket on a mount not marked ``sockets``), EAGAIN, EISCONN, ENOTSOCK."""
     if vm.is_kernel_path(request.path):
+        kernel_paths.check(vm, request.path, follow=True, code=errno.EACCES)
         return api.Continue()
     with fd_closing(open_object(vm.rw_root, request.path, follow=True)) as target:
         st = os.fstat(target)

@@ -52,6 +52,19 @@ class Source(abc.ABC):
         Raises ``SourceError`` for what the user can fix, ``OSError`` otherwise.
         """
 
+    def inner_mounts(self) -> tuple[str, ...]:
+        """Where this source mounts further file systems below its own mount point, as
+        paths relative to it (an image's nested layers). The view records the mount of
+        each as the VM's own: files on them belong to the VM."""
+        return ()
+
+    def capacities(self) -> tuple[tuple[str, str], ...]:
+        """For a copy-on-write source: (mount, directory) pairs, each a mount this source
+        makes (a path relative to its mount point, "" for that point) and a directory of
+        the manager's whose file system holds what that mount shows (its image). statfs
+        there reports that file system's use, not only the copy-on-write layer's."""
+        return ()
+
     @abc.abstractmethod
     def describe(self) -> str:
         """A short human description, for messages and ``hvfs ps``."""

