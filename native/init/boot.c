@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/filter.h>
+#include <linux/landlock.h>
 #include <linux/seccomp.h>
 #include <net/if.h>
 #include <netinet/in.h>
@@ -76,6 +77,37 @@ int open_terminal(int chan, const struct message *plan, int *master, int *slave)
     return 0;
 }
 
+/* Landlock access rights, by the ABI version that brought them (the headers may be older). */
+#define FS_WRITES_V1 ((1ULL << 1) | (0x1FFULL << 4)) /* write_file; remove_dir ... make_sym */
+#define FS_REFER (1ULL << 13)                         /* ABI 2 */
+#define FS_TRUNCATE (1ULL << 14)                      /* ABI 3 */
+
+/* The VM may change files only beneath its own root. Everything there is the manager's
+ * anyway (the boot view is read-only, its writable files are handed out by the manager),
+ * so this forbids nothing a VM may do; what it stops is the kernel acting, on a call the
+ * manager let continue, on a host file a magic link (/proc/self/fd/N of an inherited or
+ * received fd) names after a racing thread rewrote the path: such a file lies beneath no
+ * root of the VM's. A second wall, in the kernel, behind the manager's own checks; absent
+ * on kernels without Landlock (5.13+, and enabled), where the manager's checks stand alone. */
+static int restrict_writes(int chan) {
+    long abi = syscall(SYS_landlock_create_ruleset, NULL, 0, LANDLOCK_CREATE_RULESET_VERSION);
+    if (abi < 1) return 0;
+    uint64_t handled = FS_WRITES_V1 | (abi >= 2 ? FS_REFER : 0) | (abi >= 3 ? FS_TRUNCATE : 0);
+    struct {
+        uint64_t handled_access_fs;
+    } attr = {handled};
+    int ruleset = (int)syscall(SYS_landlock_create_ruleset, &attr, sizeof attr, 0);
+    if (ruleset < 0) return failed(chan, "landlock");
+    int root = open("/", O_PATH | O_CLOEXEC | O_DIRECTORY);
+    struct landlock_path_beneath_attr beneath = {.allowed_access = handled, .parent_fd = root};
+    if (root < 0 || syscall(SYS_landlock_add_rule, ruleset, LANDLOCK_RULE_PATH_BENEATH, &beneath, 0) < 0 ||
+        syscall(SYS_landlock_restrict_self, ruleset, 0) < 0)
+        return failed(chan, "landlock");
+    close(root);
+    close(ruleset);
+    return 0;
+}
+
 /* Loads the VM's filter on this process; returns the listener fd. */
 int install_filter(int chan, const struct message *plan) {
     size_t length;
@@ -85,6 +117,7 @@ int install_filter(int chan, const struct message *plan) {
         return -1;
     }
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) return failed(chan, "no_new_privs");
+    if (restrict_writes(chan) < 0) return -1;
     struct sock_fprog prog = {(unsigned short)(length / sizeof(struct sock_filter)), (struct sock_filter *)program};
     long fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
                       SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, &prog);

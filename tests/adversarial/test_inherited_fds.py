@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 
 from tests.adversarial.conftest import Attacker, Outcome
-from tests.conftest import Hvfs
 
 CONTENT = b"the host's own content\n"
 
@@ -118,25 +117,23 @@ def test_a_host_file_passed_over_a_sockets_mount(attacker: Attacker, shared_tmp:
     check(outcome, before, snapshot(path), regular=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="CONTINUE lets the kernel re-read the path: a write-open of a device or procfs file raced to "
-    "/proc/self/fd/0 opens the host file. Closed by a Landlock domain on the VM (writes only beneath its "
-    "root), which the VM's launcher must set up (measured: 0 of 20,000); a second wall only where a VM "
-    "holds a host file at all (hvfs run hands it pipes)",
-)
-def test_a_continued_write_open_raced_to_a_magic_link(hvfs: Hvfs, attack_binaries: Path, shared_tmp: Path) -> None:
-    """The measured residual of the manager's wall (also through /dev/null, less often):
-    kept as a strict xfail so that the fix shows as a pass."""
-    attacker = Attacker(hvfs, False, attack_binaries, "root")
-    kernel_path = "/proc/self/oom_score_adj"
-    path = shared_tmp / "F"
-    path.write_bytes(CONTENT)
-    with open(path, "rb") as stdin:
-        outcome = attacker.run("continue_race", kernel_path, stdin=stdin.fileno())
-    print(outcome.report)
-    assert outcome.count("continued") > 0 and outcome.count("refused") + outcome.count("escaped") > 0
+@pytest.mark.parametrize("kernel_path", ["/proc/self/oom_score_adj", "/dev/null"])
+def test_a_continued_write_open_raced_to_a_magic_link(attacker: Attacker, shared_tmp: Path, kernel_path: str) -> None:
+    """The residual of the manager's wall: a write-open the manager lets the kernel do (a
+    procfs file, a device), raced to /proc/self/fd/0 of a host file the VM received. The
+    kernel closes it: hvfs-init puts the VM in a Landlock domain where it may change files
+    only beneath its own root."""
+    path = host_file(shared_tmp, attacker)
+    sockets = shared_tmp / "sockets"
+    sockets.mkdir(mode=0o777)
+    os.chmod(sockets, 0o777)
+    before = snapshot(path)
+    with fd_server(sockets / "files.sock", path):
+        outcome = attacker.run("continue_race", kernel_path, "/s/files.sock", options=["-v", f"{sockets}:/s:sockets"])
+    assert outcome.code == 0, outcome.stderr
+    assert outcome.count("continued") > 0 and outcome.count("refused") > 0, outcome.report  # the race ran
     assert outcome.count("escaped") == 0, outcome.report
+    assert snapshot(path) == before
 
 
 def test_a_host_directory_passed_over_a_sockets_mount(attacker: Attacker, shared_tmp: Path) -> None:

