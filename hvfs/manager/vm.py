@@ -18,7 +18,8 @@ KERNEL_MOUNTS = ("/proc", "/dev/pts")
 
 @dataclass(frozen=True)
 class VmStatistics:
-    """Requests per operation and outcome: served, continued, failed (answered an errno)."""
+    """Requests per operation and outcome: served, continued, failed (answered an errno),
+    waiting (a socket call that would have blocked, asked again later)."""
 
     requests: dict[str, dict[str, int]]
 
