@@ -11,6 +11,15 @@ Some facts about seccomp user notification, which the code below relies on:
   was opened dozens of times in 2,000 racing tries). HVFS continues only where the outcome
   cannot matter: every continued call runs against the VM's boot view, which is read-only,
   so a continued write can only touch what a VM may write natively (devices, procfs).
+* The fd table is as much the VM's as its memory: another thread may ``dup2`` another
+  file over an fd number between the manager's ``pidfd_getfd`` and the kernel's own
+  lookup when the call continues (measured: an INET socket checked, a unix socket
+  connected to a host socket). So a decision taken on a duplicated fd is carried out on
+  that duplicate (socket calls are performed by the manager), or continued only where
+  any file the number might name by then gives a harmless outcome.
+* A served call that would block (a send to a full queue, a connect in progress) never
+  blocks a worker in the kernel: the manager answers ``WouldBlock`` and the worker waits
+  on the manager's duplicate, checking ``ID_VALID`` and the thread's pending signals.
 * ``ADDFD`` installs the manager's open file in the target; the VM gets exactly the file
   the manager opened, which no race can change. It cannot carry ``O_PATH`` files. With
   ``SEND`` it also answers, in one step; but then the VM runs on while the manager still
