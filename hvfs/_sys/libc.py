@@ -61,6 +61,7 @@ _SHARED = {
     "fsopen": 430,
     "fsconfig": 431,
     "fsmount": 432,
+    "pidfd_send_signal": 424,
     "pidfd_open": 434,
     "openat2": 437,
     "pidfd_getfd": 438,

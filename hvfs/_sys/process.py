@@ -59,6 +59,11 @@ def pidfd_getfd(pidfd: int, targetfd: int) -> int:
     return syscall("pidfd_getfd", pidfd, targetfd, 0)
 
 
+def pidfd_send_signal(pidfd: int, signal: int) -> None:
+    """To the thread of a PIDFD_THREAD pidfd, else to the process."""
+    syscall("pidfd_send_signal", pidfd, signal, None, 0)
+
+
 # struct iovec is {void *base; size_t len}: two 64-bit words on the 64-bit machines HVFS
 # supports, so arrays of c_size_t hold iovecs and are cheap to fill in.
 _IOVEC_WORDS = 2

@@ -246,22 +246,78 @@ class RemoveXattr:
     follow: bool = True
 
 
+@dataclass(frozen=True, slots=True)
+class SocketAddress:
+    """A socket address as the caller gave it, read once: its exact bytes (a sockaddr of
+    the caller's length), and the path they name when they name a unix-socket path."""
+
+    raw: bytes
+    path: VmPath | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PassedFiles:
+    """SCM_RIGHTS: open files of the caller it passes, duplicated into the manager."""
+
+    files: tuple[OpenFile, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SenderCredentials:
+    """SCM_CREDENTIALS: a process, a user and a group, as the manager's namespaces see
+    them (the kernel shows them to a receiver in its own)."""
+
+    pid: int
+    uid: int
+    gid: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ancillary:
+    """Any other control message, with its data as the caller gave it."""
+
+    level: int
+    kind: int
+    data: bytes
+
+
+Control = PassedFiles | SenderCredentials | Ancillary
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Bind:
-    """bind() of the caller's unix socket to a path: the manager makes the socket file."""
+    """bind() of the caller's socket: the manager makes a unix socket's name itself."""
 
     caller: Caller
     socket: OpenFile
-    path: VmPath
+    address: SocketAddress
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Connect:
-    """connect() of the caller's unix socket to a path."""
+    """connect() of the caller's socket, which the manager performs with the address it
+    checked. ``resumed``: a connect the manager began earlier has become ready."""
 
     caller: Caller
     socket: OpenFile
-    path: VmPath
+    address: SocketAddress
+    resumed: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Send:
+    """sendto(), sendmsg(), or the first message of sendmmsg(): the manager sends a copy
+    of the data, to the destination it checked, on the caller's socket."""
+
+    caller: Caller
+    socket: OpenFile
+    data: bytes  # the caller's bytes, at most a bounded number of them
+    length: int  # how many bytes the caller gave (more than len(data) past the bound)
+    flags: int  # the call's MSG_* flags
+    address: SocketAddress | None  # None: no destination given
+    control: tuple[Control, ...] = ()
+    header_flags: int | None = None  # the msghdr's msg_flags; None for sendto(), which has no msghdr
+    sent: int = 0  # how much of data earlier attempts of this same call have sent
 
 
 Request = (
@@ -290,6 +346,7 @@ Request = (
     | RemoveXattr
     | Bind
     | Connect
+    | Send
 )
 
 
@@ -299,6 +356,7 @@ Request = (
 @dataclass(frozen=True, slots=True)
 class Errno:
     errno: int
+    signal: int = 0  # a signal the caller gets with the error, as SIGPIPE comes with EPIPE
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,7 +399,19 @@ class Data:
     data: bytes
 
 
-Response = Errno | Value | Continue | Fd | StatResult | StatxResult | StatfsResult | Data
+@dataclass(frozen=True, slots=True)
+class WouldBlock:
+    """The call would block. The driver waits until the manager's ``fd`` is ready for
+    ``events`` (poll(2) bits; 0: only time), then asks ``again``; should a signal come for
+    the caller meanwhile, it answers ``interrupted`` instead, as the kernel would."""
+
+    fd: int
+    events: int
+    again: Request
+    interrupted: Errno | Value
+
+
+Response = Errno | Value | Continue | Fd | StatResult | StatxResult | StatfsResult | Data | WouldBlock
 
 
 def operation(request: Request) -> str:

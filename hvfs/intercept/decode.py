@@ -37,7 +37,7 @@ class Passthrough(Exception):
 class Output:
     """Where a result goes in the caller's memory."""
 
-    kind: str  # "stat", "statx" or "buffer"
+    kind: str  # "stat", "statx", "buffer", or "msg_len" (sendmmsg's count of the one message sent)
     address: int
     size: int = 0
 
@@ -143,33 +143,6 @@ def _linkat(c: Context, a: Args) -> Decoded:
         old = c.target(a[0], a[1], flags)
     new = c.path(a[3], a[2])
     return api.Link(caller=c.caller(), old=old, new=new, follow=follow), None
-
-
-AF_UNIX = 1
-SOCKADDR_UN_SIZE = 110
-
-
-def _unix_socket(c: Context, a: Args) -> tuple[api.OpenFile, api.VmPath]:
-    """The socket and path of a bind or connect to a unix-socket path; anything else
-    (another family, an abstract or unnamed address, a bad length) the kernel handles."""
-    fd, address, length = signed32(a[0]), a[1], signed32(a[2])
-    if length <= 2 or length > SOCKADDR_UN_SIZE:
-        raise Passthrough()
-    raw = c.tracee.read(address, length)
-    if int.from_bytes(raw[:2], "little") != AF_UNIX or raw[2] == 0:
-        raise Passthrough()
-    path = c.tracee.vm_path(AT_FDCWD, os.fsdecode(raw[2:].split(b"\0", 1)[0]))
-    return c.tracee.take_fd(fd), path
-
-
-def _bind(c: Context, a: Args) -> Decoded:
-    socket, path = _unix_socket(c, a)
-    return api.Bind(caller=c.caller(), socket=socket, path=path), None
-
-
-def _connect(c: Context, a: Args) -> Decoded:
-    socket, path = _unix_socket(c, a)
-    return api.Connect(caller=c.caller(), socket=socket, path=path), None
 
 
 def _chmod_at(c: Context, dirfd: int, path_at: int, mode: int, flags: int) -> Decoded:
@@ -419,6 +392,4 @@ DECODERS: dict[str, Decoder] = {
     "llistxattr": _lookup("llistxattr", path_arg=0, follow=False),
     "inotify_add_watch": _lookup("inotify_add_watch", path_arg=1),
     "fanotify_mark": _fanotify_mark,
-    "bind": _bind,
-    "connect": _connect,
-}
+}  # and the socket calls: decode_sockets.DECODERS

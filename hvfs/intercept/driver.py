@@ -11,6 +11,15 @@ Some facts about seccomp user notification, which the code below relies on:
   was opened dozens of times in 2,000 racing tries). HVFS continues only where the outcome
   cannot matter: every continued call runs against the VM's boot view, which is read-only,
   so a continued write can only touch what a VM may write natively (devices, procfs).
+* The fd table is as much the VM's as its memory: another thread may ``dup2`` another
+  file over an fd number between the manager's ``pidfd_getfd`` and the kernel's own
+  lookup when the call continues (measured: an INET socket checked, a unix socket
+  connected to a host socket). So a decision taken on a duplicated fd is carried out on
+  that duplicate (socket calls are performed by the manager), or continued only where
+  any file the number might name by then gives a harmless outcome.
+* A served call that would block (a send to a full queue, a connect in progress) never
+  blocks a worker in the kernel: the manager answers ``WouldBlock`` and the worker waits
+  on the manager's duplicate, checking ``ID_VALID`` and the thread's pending signals.
 * ``ADDFD`` installs the manager's open file in the target; the VM gets exactly the file
   the manager opened, which no race can change. It cannot carry ``O_PATH`` files. With
   ``SEND`` it also answers, in one step; but then the VM runs on while the manager still
@@ -52,12 +61,14 @@ import fcntl
 import logging
 import os
 import select
+import struct
 import threading
 import time
 
 from hvfs import api
 from hvfs._sys import notify, process
 from hvfs.api import Transport
+from hvfs.intercept import decode_sockets
 from hvfs.intercept.arch import Arch
 from hvfs.intercept.decode import DECODERS, Context, Decoder, Output, Passthrough
 from hvfs.intercept.filter import syscall_numbers
@@ -66,6 +77,8 @@ from hvfs.intercept.tracee import CallError, Inspector, TargetGone, Tracee
 log = logging.getLogger("hvfs.driver")
 
 TAKEOVER = 0.05  # seconds one request may hold the receiver before another worker takes over
+MAX_WORKERS = 64  # workers a VM may have when requests block (a socket call waiting for its peer)
+WAIT_TICK = 0.05  # seconds between checks of a waiting caller (still there? a signal for it?)
 
 
 class SeccompDriver:
@@ -76,8 +89,9 @@ class SeccompDriver:
         self._vm = vm
         self._transport = transport
         self._arch = arch
+        decoders = {**DECODERS, **decode_sockets.DECODERS}
         self._decoders: dict[int, tuple[str, Decoder]] = {
-            nr: (name, DECODERS[name]) for nr, name in syscall_numbers(arch).items() if name in DECODERS
+            nr: (name, decoders[name]) for nr, name in syscall_numbers(arch).items() if name in decoders
         }
         self._turn = threading.Condition()
         self._receiver: threading.Thread | None = None  # the one thread allowed to poll and receive
@@ -87,6 +101,7 @@ class SeccompDriver:
         self._threads = [
             threading.Thread(target=self._work, name=f"hvfs-{vm}-{i}", daemon=True) for i in range(workers)
         ]
+        self._idle = 0  # workers waiting for their turn to receive
         self._watchdog = threading.Thread(target=self._watch, name=f"hvfs-{vm}-watchdog", daemon=True)
         self.sync_wake_up = False
 
@@ -107,7 +122,7 @@ class SeccompDriver:
         self.join()
 
     def join(self, timeout: float | None = None) -> None:
-        for thread in self._threads:
+        for thread in list(self._threads):  # the watchdog may add some meanwhile; they end with the others
             thread.join(timeout)
 
     def close(self) -> None:
@@ -129,8 +144,10 @@ class SeccompDriver:
         poller.register(self._stop_read, select.POLLIN)
         while True:
             with self._turn:
+                self._idle += 1
                 while self._receiver is not None and not self._done:
                     self._turn.wait()
+                self._idle -= 1
                 if self._done:
                     return
                 self._receiver = me
@@ -157,6 +174,12 @@ class SeccompDriver:
                 if since is not None and time.monotonic() - since > TAKEOVER:
                     self._receiver = None
                     self._serving_since = None
+                    if not self._idle and len(self._threads) < MAX_WORKERS:  # every worker is blocked
+                        thread = threading.Thread(
+                            target=self._work, name=f"hvfs-{self._vm}-{len(self._threads)}", daemon=True
+                        )
+                        self._threads.append(thread)
+                        thread.start()
                     self._turn.notify()
 
     def _receive(self, poller: select.poll) -> notify.Notif | None:
@@ -205,10 +228,16 @@ class SeccompDriver:
     def _apply(self, tracee: Tracee, response: api.Response, output: Output | None) -> None:
         notif_id = tracee.notif_id
         match response:
-            case api.Errno(code):
+            case api.Errno(code, signal):
+                if signal:
+                    tracee.send_signal(signal)
                 self._respond(notif_id, error=code)
+            case api.Value(value) if output is not None and output.kind == "msg_len":
+                self._write_back(tracee, output, struct.pack("<I", value), 1)  # sendmmsg: one message sent
             case api.Value(value):
                 self._respond(notif_id, value=value)
+            case api.WouldBlock():
+                self._wait(tracee, response, output)
             case api.Continue():
                 self._respond(notif_id, flags=notify.SECCOMP_USER_NOTIF_FLAG_CONTINUE)
             case api.Fd(fd, cloexec):
@@ -223,6 +252,35 @@ class SeccompDriver:
                 assert output is not None
                 data = data[: output.size]
                 self._write_back(tracee, output, data, len(data))
+
+    def _wait(self, tracee: Tracee, blocked: api.WouldBlock, output: Output | None) -> None:
+        """Waits as the kernel would have waited in the call: until the manager's socket is
+        ready (then asks again), a signal comes for the caller (then answers as a signal
+        would have ended the call), the caller is gone, or the driver stops. Where the
+        socket's readiness does not tell this call's (a datagram to an address, while the
+        socket itself is writable), it asks again after growing pauses."""
+        pause = 0.001
+        while True:
+            poller = select.poll()
+            poller.register(self._stop_read, select.POLLIN)
+            if blocked.events:
+                poller.register(blocked.fd, blocked.events)
+            ready = [fd for fd, _ in poller.poll(int((WAIT_TICK if blocked.events else pause) * 1000))]
+            if self._stop_read in ready:
+                return
+            tracee.check_valid()
+            if tracee.signal_pending():
+                self._apply(tracee, blocked.interrupted, output)
+                return
+            response = self._transport.handle_request(blocked.again)
+            if not isinstance(response, api.WouldBlock):
+                self._apply(tracee, response, output)
+                return
+            if blocked.fd in ready or not blocked.events:  # no readiness to wait for: back off
+                if blocked.events:
+                    time.sleep(pause)
+                pause = min(pause * 2, WAIT_TICK)
+            blocked = response
 
     def _install(self, notif_id: int, fd: int, newfd_flags: int) -> None:
         writable = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_RDONLY

@@ -107,8 +107,12 @@ def _compile(config: FilterConfig, arch: Arch) -> bytes:
         handling = entry.handling if entry else Handling.ALLOW
         if handling is Handling.ALLOW:
             program.add_rule(allow, nr)
-        elif handling in (Handling.MUTATE, Handling.FD_META, Handling.ALWAYS, Handling.SOCKADDR):
+        elif handling in (Handling.MUTATE, Handling.FD_META, Handling.ALWAYS, Handling.SOCKET, Handling.BIND):
             program.add_rule(notify, nr)
+        elif handling is Handling.SENDTO:
+            assert entry is not None and entry.flags_arg is not None
+            program.add_rule(allow, nr, sc.Arg(entry.flags_arg, sc.EQ, 0))
+            program.add_rule(notify, nr, sc.Arg(entry.flags_arg, sc.NE, 0))
         elif handling is Handling.EPERM:
             program.add_rule(eperm, nr)
         elif handling is Handling.ENOSYS:

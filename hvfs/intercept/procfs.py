@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+from typing import NamedTuple
 
 from hvfs.api import Credentials
 from hvfs.intercept.kept import KeptFds
@@ -100,3 +101,42 @@ def _credentials(fields: tuple[bytes | None, ...]) -> Credentials:
         real_uid=int(uids[0]),
         real_gid=int(gids[0]),
     )
+
+
+def _line(text: bytes, key: bytes) -> bytes:
+    start = text.find(key)
+    if start < 0:
+        raise ValueError(f"/proc/PID/status lacks a {key.strip().decode()} line")
+    start += len(key)
+    end = text.find(b"\n", start)
+    return text[start:end] if end >= 0 else text[start:]
+
+
+class Identity(NamedTuple):
+    tgid: int  # in the manager's pid namespace
+    own_tgid: int  # in the thread's own (innermost) pid namespace
+    uids: tuple[int, int, int]  # real, effective, saved
+    gids: tuple[int, int, int]
+    capabilities: int  # effective
+
+
+def parse_identity(text: bytes) -> Identity:
+    """Who a thread is, from the text of ``/proc/TID/status``: its thread group in the
+    manager's pid namespace and in its own, its real, effective and saved ids as the
+    manager sees them, and its effective capabilities."""
+    uids, gids = _line(text, b"\nUid:").split(), _line(text, b"\nGid:").split()
+    nstgid = _line(text, b"\nNStgid:").split()
+    return Identity(
+        tgid=int(_line(text, b"\nTgid:")),
+        own_tgid=int(nstgid[-1]),
+        uids=(int(uids[0]), int(uids[1]), int(uids[2])),
+        gids=(int(gids[0]), int(gids[1]), int(gids[2])),
+        capabilities=int(_line(text, b"\nCapEff:"), 16),
+    )
+
+
+def signal_pending(text: bytes) -> bool:
+    """Whether the thread has a signal pending that it does not block (one that would end
+    a blocking call: ignored signals are never queued)."""
+    pending = int(_line(text, b"\nSigPnd:"), 16) | int(_line(text, b"\nShdPnd:"), 16)
+    return bool(pending & ~int(_line(text, b"\nSigBlk:"), 16))

@@ -22,7 +22,15 @@ class Handling(enum.Enum):
     FD_META = "always trapped; the manager acts on the caller's fd, if it is the VM's own (else EPERM)"
     ACCESS = "trapped when asking for W_OK (the boot view is read-only); otherwise as READ"
     ALWAYS = "always trapped and served: the read-only boot view would answer it wrongly"
-    SOCKADDR = "always trapped (the address is in memory): unix-socket paths are served, other addresses continue"
+    SOCKET = (
+        "always trapped (the address is in memory, and the fd may be changed): "
+        "the manager performs the call on the socket it checked"
+    )
+    BIND = (
+        "always trapped: the manager binds unix sockets; other families continue, "
+        "as no race can make of them a name outside the VM"
+    )
+    SENDTO = "native without a destination (a NULL address); otherwise as connect"
     CLONE = "native unless a namespace flag is set, then EPERM"
     EPERM = "fails with EPERM"
     ENOSYS = "fails with ENOSYS"
@@ -32,7 +40,7 @@ class Handling(enum.Enum):
 class Syscall:
     name: str
     handling: Handling
-    flags_arg: int | None = None  # which argument the BPF tests (OPEN, STAT_AT, CLONE)
+    flags_arg: int | None = None  # which argument the BPF tests (OPEN, STAT_AT, CLONE, SENDTO)
     number: int | None = None  # for calls newer than libseccomp's table (same on all arches)
     note: str = ""
 
@@ -97,8 +105,11 @@ TABLE: tuple[Syscall, ...] = (
     Syscall("llistxattr", R, note="checked, then continued"),
     Syscall("inotify_add_watch", R, note="checked, then continued"),
     Syscall("fanotify_mark", R, note="checked, then continued"),
-    Syscall("bind", Handling.SOCKADDR, note="the manager makes the socket file, on the VM's own socket"),
-    Syscall("connect", Handling.SOCKADDR, note="only to sockets made in a VM, or on a mount marked 'sockets'"),
+    Syscall("bind", Handling.BIND, note="a continued bind lands on the read-only boot view, or in the VM's network"),
+    Syscall("connect", Handling.SOCKET, note="a unix path: only sockets made in a VM, or on a mount marked 'sockets'"),
+    Syscall("sendto", Handling.SENDTO, flags_arg=4, note="datagrams to a unix path: as connect"),
+    Syscall("sendmsg", Handling.SOCKET, note="the manager sends a copy (at most 1 MiB; a stream returns after it)"),
+    Syscall("sendmmsg", Handling.SOCKET, note="as sendmsg, for the first message only (a partial send; callers retry)"),
     Syscall("clone", Handling.CLONE, flags_arg=0),
     Syscall("unshare", Handling.CLONE, flags_arg=0, note="unsharing files or fs state is allowed"),
     Syscall("clone3", N, note="its flags live in memory; libc falls back to clone"),

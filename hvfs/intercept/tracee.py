@@ -16,7 +16,7 @@ from hvfs._sys import notify, process
 from hvfs.api import Credentials, OpenFile, VmPath
 from hvfs.api.magic import OWN_FD_LINK, normal
 from hvfs.intercept.kept import KeptFds
-from hvfs.intercept.procfs import StatusFiles, parse_credentials
+from hvfs.intercept.procfs import Identity, StatusFiles, parse_credentials, parse_identity, signal_pending
 
 PATH_MAX = 4096
 _SHORT_PATH = 256  # what read_path reads first
@@ -253,12 +253,47 @@ class Tracee:
             return path
         return target.rstrip("/") + rest if rest else target
 
-    def credentials(self) -> Credentials:
+    def status(self) -> bytes:
+        """The text of the thread's ``/proc/TID/status``, as it is now."""
         try:
-            text = self._inspector.status.read(self.pid)
+            return self._inspector.status.read(self.pid)
         except (FileNotFoundError, ProcessLookupError) as e:
             raise TargetGone() from e
-        return parse_credentials(text)
+
+    def credentials(self) -> Credentials:
+        return parse_credentials(self.status())
+
+    def identity(self) -> Identity:
+        return parse_identity(self.status())
+
+    def signal_pending(self) -> bool:
+        return signal_pending(self.status())
+
+    def id_map(self, kind: str) -> list[tuple[int, int, int]]:
+        """The thread's ``uid_map`` or ``gid_map``: (first id inside, first id as the
+        manager sees it, count) ranges."""
+        try:
+            with open(f"/proc/{self.pid}/{kind}_map", "rb") as f:
+                return [(int(a), int(b), int(n)) for a, b, n in (line.split() for line in f)]
+        except (FileNotFoundError, ProcessLookupError) as e:
+            raise TargetGone() from e
+
+    def send_signal(self, number: int) -> None:
+        """Signal the thread, through a pidfd proved to name it (SIGPIPE, as the kernel
+        sends with EPIPE): never by number, which another process may have by now."""
+        try:
+            pidfd = process.pidfd_open(self.pid, process.PIDFD_THREAD)
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise TargetGone() from e
+            pidfd = self._leader_pidfd()  # kernels before 6.9: the signal goes to the process
+        try:
+            self.check_valid()
+            process.pidfd_send_signal(pidfd, number)
+        except ProcessLookupError as e:
+            raise TargetGone() from e
+        finally:
+            os.close(pidfd)
 
     def take_fd(self, fd: int, *, path_ok: bool = True) -> OpenFile:
         """Duplicate the thread's ``fd`` into this process (pidfd_getfd). Calls that act on

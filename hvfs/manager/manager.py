@@ -30,6 +30,8 @@ def _outcome(response: api.Response) -> str:
         return "failed"
     if isinstance(response, api.Continue):
         return "continued"
+    if isinstance(response, api.WouldBlock):
+        return "waiting"
     return "served"
 
 

@@ -22,7 +22,8 @@ WARNINGS_KEPT = 256  # distinct warnings per VM; past that, refusals are only co
 
 @dataclass(frozen=True)
 class VmStatistics:
-    """Requests per operation and outcome: served, continued, failed (answered an errno)."""
+    """Requests per operation and outcome: served, continued, failed (answered an errno),
+    waiting (a socket call that would have blocked, asked again later)."""
 
     requests: dict[str, dict[str, int]]
 

@@ -282,6 +282,11 @@ class Daemon:
                 break
             exec_id = str(message.int(Tag.ID))
             if message.type == Msg.EXEC_STARTED:
+                numbers = message.ints(Tag.FD)  # the pty master of ``hvfs exec -t``
+                with contextlib.suppress(OSError):
+                    fds += process.take(numbers)
+                if numbers:
+                    process.taken(numbers)
                 client = record.execs.get(exec_id)
                 if client is not None:
                     with contextlib.suppress(OSError):

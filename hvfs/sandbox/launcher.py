@@ -22,6 +22,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
+from hvfs._sys import process
 from hvfs.sandbox import protocol
 from hvfs.sandbox.errors import SetupError
 from hvfs.sandbox.plan import BootPlan, Program, exit_code
@@ -65,8 +66,23 @@ class VmProcess:
 
     def wait_booted(self) -> Booted:
         """The VM's listener (and terminal), once pid 1 is in its boot view."""
-        message, fds = self._receive_until(Msg.READY)
+        message, _ = self._receive_until(Msg.READY)
+        fds = self.take(message.ints(Tag.FD))  # pid 1 closes its own when told to start
         return Booted(listener=fds[0], terminal=fds[1] if message.int(Tag.TTY) else None)
+
+    def take(self, numbers: list[int]) -> list[int]:
+        """Duplicate pid 1's fds ``numbers`` into this process. Pid 1 names them rather
+        than passing them: once its filter is in place, each sendmsg it made would be a
+        request to a manager not yet serving it (native/init/init.h)."""
+        pidfd = process.pidfd_open(self.init_pid)
+        try:
+            return [process.pidfd_getfd(pidfd, number) for number in numbers]
+        finally:
+            os.close(pidfd)
+
+    def taken(self, numbers: list[int]) -> None:
+        """Tell pid 1 it may close its fds ``numbers``, now duplicated here."""
+        protocol.send(self.chan, Message(Msg.TAKEN).add_all_ints(Tag.FD, numbers))
 
     def go(self, start: dict[str, Any]) -> None:
         """Tell pid 1 to start the command, with the settings made outside the VM; raises

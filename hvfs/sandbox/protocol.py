@@ -28,6 +28,7 @@ class Msg(enum.IntEnum):
     MAPPED = 2
     START = 3
     EXEC = 4
+    TAKEN = 5
     UNSHARED = 10
     INIT = 11
     READY = 12
@@ -61,6 +62,7 @@ class Tag(enum.IntEnum):
     STEP = 21
     ERRNO = 22
     TEXT = 23
+    FD = 24
 
 
 class ChannelClosed(Exception):
@@ -91,12 +93,20 @@ class Message:
             self.add(tag, value)
         return self
 
+    def add_all_ints(self, tag: Tag, values: Iterable[int]) -> Message:
+        for value in values:
+            self.add(tag, value)
+        return self
+
     def raw(self, tag: Tag) -> bytes | None:
         return next((data for t, data in self.records if t == tag), None)
 
     def string(self, tag: Tag) -> str | None:
         data = self.raw(tag)
         return None if data is None else os.fsdecode(data.rstrip(b"\0"))
+
+    def ints(self, tag: Tag) -> list[int]:
+        return [int(struct.unpack("<q", data)[0]) for t, data in self.records if t == tag and len(data) == 8]
 
     def int(self, tag: Tag, missing: int = 0) -> int:
         data = self.raw(tag)

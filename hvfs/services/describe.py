@@ -29,7 +29,8 @@ def target_path(target: api.Target) -> str:
 
 def request_paths(request: api.Request) -> tuple[str, ...]:
     """The absolute VM paths a request names, the one it acts on first: (old, new) for
-    rename and link, (link, target as stored) for symlink, one path for the others."""
+    rename and link, (link, target as stored) for symlink, the unix-socket path a bind,
+    connect or send names (none for other addresses), one path for the others."""
     match request:
         case api.Rename():
             return (str(request.old), str(request.new))
@@ -43,14 +44,18 @@ def request_paths(request: api.Request) -> tuple[str, ...]:
             return (request.file.path,)
         case api.Chmod() | api.Chown() | api.Utimens() | api.SetXattr() | api.RemoveXattr():
             return (target_path(request.target),)
+        case api.Bind() | api.Connect() | api.Send():
+            address = request.address
+            return (str(address.path),) if address is not None and address.path is not None else ()
         case _:
             return (str(request.path),)
 
 
 def request_flags(request: api.Request) -> int:
     """The request's flags argument: open's O_* flags, statx's and access's AT_* flags,
-    rename's RENAME_* flags, setxattr's XATTR_* flags; 0 for requests without one."""
-    if isinstance(request, api.Open | api.Statx | api.Access | api.Rename | api.SetXattr):
+    rename's RENAME_* flags, setxattr's XATTR_* flags, a send's MSG_* flags; 0 for
+    requests without one."""
+    if isinstance(request, api.Open | api.Statx | api.Access | api.Rename | api.SetXattr | api.Send):
         return request.flags
     return 0
 

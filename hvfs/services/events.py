@@ -49,9 +49,10 @@ log = logging.getLogger("hvfs.services")
 @dataclass(frozen=True, slots=True)
 class Event:
     """One request a VM made, and what it got. ``result`` is "ok", "continued" (the kernel
-    ran the call) or an errno name; ``value`` the returned number when there is one;
-    ``answered_by`` the hook that answered instead of the handler (an injected fault, a
-    scanner's denial), None when the handler did."""
+    ran the call), "waiting" (a socket call that would block; the same request comes
+    again when it may go on) or an errno name; ``value`` the returned number when there is
+    one; ``answered_by`` the hook that answered instead of the handler (an injected fault,
+    a scanner's denial), None when the handler did."""
 
     time: float  # unix time when the request arrived
     vm: str
@@ -91,6 +92,8 @@ def _result(response: api.Response) -> tuple[str, int | None]:
         return "ok", response.value
     if isinstance(response, api.Data):
         return "ok", len(response.data)
+    if isinstance(response, api.WouldBlock):
+        return "waiting", None  # the driver asks again when the socket is ready
     return "ok", None  # an fd (its number in the caller is not known yet) or a stat
 
 

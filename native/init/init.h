@@ -17,6 +17,12 @@
  * Messages (proto.c) are one SOCK_SEQPACKET datagram each: records of
  * [u8 tag][u32 length, little-endian][bytes], the first one the message type; strings
  * end with a NUL inside their record. hvfs/sandbox/protocol.py is the other side.
+ *
+ * Once pid 1 has installed the seccomp filter, it never passes fds with SCM_RIGHTS: every
+ * sendmsg is a request to the manager, which is not serving the VM yet when pid 1 hands
+ * it the listener. Pid 1 names its fds instead (T_FD), sending with send(), which the
+ * filter lets through; the manager takes them with pidfd_getfd and says so (MSG_TAKEN,
+ * or MSG_START for the listener), and only then pid 1 closes them.
  */
 #ifndef HVFS_INIT_H
 #define HVFS_INIT_H
@@ -32,6 +38,7 @@ enum {
     MSG_MAPPED = 2,
     MSG_START = 3,
     MSG_EXEC = 4,
+    MSG_TAKEN = 5,
     MSG_UNSHARED = 10,
     MSG_INIT = 11,
     MSG_READY = 12,
@@ -66,6 +73,7 @@ enum {
     T_STEP = 21,
     T_ERRNO = 22,
     T_TEXT = 23,
+    T_FD = 24,
 };
 
 #define MAX_MESSAGE (1 << 20)

@@ -126,8 +126,8 @@ static void start_exec(struct supervisor *s, struct message *m) {
     build_begin(&b, MSG_EXEC_STARTED);
     build_int(&b, T_ID, id);
     build_int(&b, T_PID, pid);
-    build_send(s->chan, &b, master >= 0 ? &master : NULL, master >= 0 ? 1 : 0);
-    if (master >= 0) close(master);
+    if (master >= 0) build_int(&b, T_FD, master); /* closed when the manager has TAKEN it */
+    build_send(s->chan, &b, NULL, 0);
     if (pid < 0) send_exec_exited(s, id, 126);
 }
 
@@ -142,6 +142,15 @@ static void from_manager(struct supervisor *s) {
         return;
     }
     if (m.type == MSG_EXEC) start_exec(s, &m);
+    if (m.type == MSG_TAKEN) {
+        size_t length;
+        const uint8_t *fd;
+        for (size_t i = 0; (fd = msg_get(&m, T_FD, i, &length)) != NULL; i++) {
+            int64_t number = 0;
+            if (length == 8) memcpy(&number, fd, 8);
+            if (number > CHANNEL_FD && number != s->signals) close((int)number);
+        }
+    }
     for (int i = 0; i < m.nfds; i++) close(m.fds[i]);
     msg_free(&m);
 }
@@ -191,12 +200,13 @@ __attribute__((noreturn)) static void vm_init(int chan, struct message *plan) {
     struct builder b;
     build_begin(&b, MSG_READY);
     build_int(&b, T_TTY, master >= 0);
-    int fds[2] = {listener, master};
-    if (build_send(chan, &b, fds, master >= 0 ? 2 : 1) < 0) _exit(125);
-    close(listener);
-    if (master >= 0) close(master);
+    build_int(&b, T_FD, listener);
+    if (master >= 0) build_int(&b, T_FD, master);
+    if (build_send(chan, &b, NULL, 0) < 0) _exit(125);
     struct message start;
     if (msg_receive(chan, &start) < 0 || start.type != MSG_START) _exit(125);
+    close(listener); /* the manager took them before it sent START */
+    if (master >= 0) close(master);
     if (apply_start(chan, &start) < 0) _exit(125);
     msg_free(&start);
     if (send_simple(chan, MSG_STARTED) < 0) _exit(125);

@@ -176,7 +176,7 @@ int build_send(int chan, struct builder *b, const int *fds, int nfds) {
         memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
     }
     ssize_t sent;
-    do sent = sendmsg(chan, &msg, MSG_NOSIGNAL);
+    do sent = nfds > 0 ? sendmsg(chan, &msg, MSG_NOSIGNAL) : send(chan, b->data, b->size, MSG_NOSIGNAL);
     while (sent < 0 && errno == EINTR);
     free(b->data);
     b->data = NULL;

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hvfs import api
-from hvfs.manager.handlers import attrs, names, opening, query, sockets
+from hvfs.manager.handlers import attrs, names, opening, query, sending, sockets
 from hvfs.manager.vm import VmContext
 
 Handler = Callable[[VmContext, Any], api.Response]
@@ -41,4 +41,5 @@ HANDLERS: dict[type, Handler] = {
     api.Lookup: query.handle_lookup,
     api.Bind: sockets.handle_bind,
     api.Connect: sockets.handle_connect,
+    api.Send: sending.handle_send,
 }
