@@ -30,7 +30,7 @@ from hvfs.sandbox.plan import BootPlan
 from hvfs.sandbox.spawn import Program
 from hvfs.sandbox.userns import IdMap
 from hvfs.spec import UsageError
-from hvfs.state import cache_directory
+from hvfs.state import private_cache_directory
 
 Starter = Callable[[BootPlan, IdMap], launcher.VmProcess]
 
@@ -70,7 +70,7 @@ def image_source(image: str) -> Source:
         return host_image()
     if os.path.isdir(image):
         return directory_image(image)
-    return tarball_image(image, os.path.join(cache_directory(), "images"))
+    return tarball_image(image, os.path.join(private_cache_directory(), "images"))
 
 
 def compile_program(strict: bool, arch: Arch) -> bytes:
