@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import logging
 import os
 import signal
@@ -102,6 +103,11 @@ class Daemon:
             ready(message)
             self._shutdown()
             return 125
+        except Exception as e:  # a bug: still leave nothing behind
+            log.exception("project %s failed to start", self.project.name)
+            ready(f"internal error: {e!r}; run 'hvfs up' (in the foreground) with HVFS_DEBUG=1 for details")
+            self._shutdown()
+            return 125
         ready(None)
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, self._on_signal)
@@ -146,7 +152,7 @@ class Daemon:
                 if record.config.network:
                     record.address = self.bridge.reserve(record.config.name)
             self.hosts = SynthSource(self.bridge.hosts())
-        self.limits = LimitMaker(self.project.name)
+        self.limits = LimitMaker(self.project.name, record=self.state.cgroups)
         self.server = control.ControlServer(self.state.control, self._handle)
         for record in self.vms.values():
             strict = record.config.strict or self.trap_reads
@@ -313,7 +319,8 @@ class Daemon:
                 code = self._stop(record, float(message.get("timeout", STOP_TIMEOUT)))
                 connection.send({"ok": True, "code": code})
             elif op == "down":
-                threading.Thread(target=self._down, args=(connection,), daemon=True).start()
+                timeout = float(message.get("timeout", STOP_TIMEOUT))
+                threading.Thread(target=self._down, args=(connection, timeout), daemon=True).start()
             elif op == "exec":
                 self._exec(self._record(message), message, fds, connection)
             else:
@@ -330,9 +337,9 @@ class Daemon:
             raise LookupError(f"no VM named {name!r} in project {self.project.name}; VMs: {', '.join(self.vms)}")
         return self.vms[str(name)]
 
-    def _down(self, connection: control.Connection) -> None:
+    def _down(self, connection: control.Connection, timeout: float) -> None:
         for record in self.vms.values():
-            self._stop(record, STOP_TIMEOUT)
+            self._stop(record, timeout)
         with contextlib.suppress(OSError):
             connection.send({"ok": True})
         self.done.set()
@@ -341,7 +348,6 @@ class Daemon:
         if record.state != "running" or record.running is None:
             raise LookupError(f"VM {record.config.name} is not running")
         exec_id = str(next(self._ids))
-        record.execs[exec_id] = connection
         vm = record.config
         env = {"PATH": DEFAULT_PATH, "HOSTNAME": vm.name, "HOME": "/root", **vm.environment, **message.get("env", {})}
         request = {
@@ -354,6 +360,16 @@ class Daemon:
             "tty": bool(message.get("tty")),
             "winsize": message.get("winsize"),
         }
+        size = len(json.dumps({"exec": request}).encode())
+        if size > channel.MAX_MESSAGE:  # pid 1 reads one message of at most that
+            raise LookupError(
+                f"the command and its environment take {size} bytes, more than a VM's pid 1 takes in one "
+                f"request ({channel.MAX_MESSAGE}); put long scripts in a file and run that"
+            )
+        if connection.hung_up():  # the client gave up waiting (this manager was stopped, or slow)
+            log.warning("exec in %s not started: its client has gone", vm.name)
+            return
+        record.execs[exec_id] = connection
         channel.send(record.running.process.chan, {"exec": request}, fds or None)  # the caller closes ours
 
     def _manager_info(self) -> dict[str, Any]:
