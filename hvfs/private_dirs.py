@@ -28,6 +28,7 @@ import stat
 from collections import deque
 from typing import NoReturn
 
+from hvfs import machine
 from hvfs.spec import UsageError
 
 MAX_SYMLINKS = 40  # as the kernel's path walk allows
@@ -84,6 +85,12 @@ class _Walk:
             self.fail(
                 f"is writable by others (mode {stat.S_IMODE(st.st_mode):04o}): they may have put files in it", remove
             )
+        if not self.ours:  # a place the user chose must also be one where files can be kept
+            kind = machine.file_system_type(st)
+            if kind in machine.PSEUDO_FILE_SYSTEMS:
+                self.fail(f"is on {kind}, a kernel interface, not a place to keep files", None)
+            if not st.st_mode & stat.S_IWUSR:
+                self.fail(f"is not writable (mode {stat.S_IMODE(st.st_mode):04o})", "chmod u+w it")
 
     def open(self, name: str, dir_fd: int, where: str) -> int:
         try:

@@ -21,6 +21,7 @@ MAX_ARG_STRLEN = 32 * 4096  # the kernel's limit on one argument or environment 
 # A VM's command and environment reach its pid 1 in one message (through the zygote).
 MAX_COMMAND = 128 << 10
 MIN_MEMORY_LIMIT = 6 << 20  # less, and a VM's pid 1 cannot even start (docker's minimum too)
+MIN_PIDS = 2  # the VM's pid 1 and its command
 MIN_CPUS = 0.01  # a CFS quota of 1 ms per 100 ms period, the kernel's smallest
 RESERVED_TARGETS = ("/proc", "/dev")
 NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
@@ -132,8 +133,8 @@ def cpus_problem(cpus: float) -> str | None:
 
 
 def pids_problem(pids: int) -> str | None:
-    if pids < 1:
-        return f"{pids} is not a number of processes; give at least 1"
+    if pids < MIN_PIDS:
+        return f"{pids} is too few processes: a VM needs its pid 1 and the command; give at least {MIN_PIDS}"
     if pids > machine.pid_max():
         return f"{pids} is more than this machine's pid_max; give at most {machine.pid_max()}"
     return None

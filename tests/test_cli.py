@@ -31,6 +31,9 @@ from tests.helpers import PROBES
         (["--image", "/nonexistent-hvfs-image", "--", "true"], "--image"),
         (["--persist", "/etc/hostname", "--", "true"], "not a directory"),
         (["--persist", "/tmp", "--", "true"], "--persist /tmp is writable by others"),
+        (["--persist", "/proc/1", "--", "true"], "--persist /proc/1 is on proc, a kernel interface"),
+        (["--backup", "/x/*", "--backup-store", "/proc/1", "--", "true"], "the backup store /proc/1 is on proc"),
+        (["--scan", "--quarantine", "/etc/passwd", "--", "true"], "the quarantine /etc/passwd is not a directory"),
         ([], "no command"),
         (["--frobnicate", "--", "true"], "unrecognized"),
         # Files hvfs writes a report into: kernel interfaces, directories, nowhere.

@@ -255,7 +255,7 @@ def test_logs_and_foreground_up(hvfs: Hvfs, tmp_path: Path) -> None:
         ('[vms.web]\ncommand = "true"\nlimits = { cpus = nan }\n', "vms.web.limits.cpus: nan is not a number of CPUs"),
         ('[vms.web]\ncommand = "true"\nlimits = { cpus = inf }\n', "vms.web.limits.cpus: inf is not a number"),
         ('[vms.web]\ncommand = "true"\nlimits = { cpus = 0.001 }\n', "give one from 0.01"),
-        ('[vms.web]\ncommand = "true"\nlimits = { pids = 0 }\n', "vms.web.limits.pids: 0 is not a number"),
+        ('[vms.web]\ncommand = "true"\nlimits = { pids = 1 }\n', "vms.web.limits.pids: 1 is too few processes"),
         ('[vms.web]\ncommand = "true"\nlimits = { pids = 99999999999 }\n', "more than this machine's pid_max"),
         ('[vms.web]\ncommand = "true"\nlimits = { memory = "1k" }\n', "limits.memory: size 1k is too small"),
         ('[vms.web]\ncommand = "true"\nlimits = { memory = "1000t" }\n', "more than this machine's memory"),
