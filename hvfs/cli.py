@@ -110,7 +110,7 @@ def _spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         persist=spec.check_persist(args.persist) if args.persist else None,
         tty=args.tty,
         interactive=args.interactive,
-        stats=os.path.abspath(args.stats) if args.stats else None,
+        stats=spec.check_output_file(args.stats, "--stats") if args.stats else None,
         user=spec.check_user(args.user) if args.user else None,
         stop_timeout=spec.check_timeout(args.stop_timeout, "--stop-timeout"),
         services=_services(args),

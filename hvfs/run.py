@@ -24,6 +24,7 @@ from hvfs.manager.mounts import Mount, system_mounts
 from hvfs.manager.sources.base import Source
 from hvfs.manager.sources.host import HostSource
 from hvfs.manager.sources.memory import MemorySource
+from hvfs.private_dirs import private_directory
 from hvfs.runtime import RunningVm, VmSpec, build, compile_program, image_source, start_vm
 from hvfs.sandbox import launcher, preflight, terminal, userns, users
 from hvfs.sandbox.plan import Program
@@ -133,8 +134,8 @@ def run(spec: RunSpec) -> int:
         start={"memfd_noexec": 2} if spec.services and spec.services.scan else {},
     )
     program = compile_program(vm_spec.strict, arch)
-    if spec.persist:
-        os.makedirs(spec.persist, exist_ok=True)
+    if spec.persist:  # the VM's root is built from it: no one else may put files there
+        private_directory(spec.persist, "--persist", "give a directory only you may write in", ours=False)
     lock = NameLock(spec.name)
     try:
         with forwarding_signals(spec.stop_timeout) as forwarder:
@@ -184,7 +185,10 @@ def _run_locked(
     if services is not None:
         services.close()  # save the last closes and deliver the last events before statistics are read
     if spec.stats:
-        _write_stats(spec.stats, vm, services)
+        try:
+            _write_stats(spec.stats, vm, services)
+        except OSError as e:  # checked before the VM started: it changed since
+            raise UsageError(f"--stats {spec.stats}: cannot write: {e.strerror}; give another path") from None
     return code
 
 

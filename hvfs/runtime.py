@@ -29,7 +29,7 @@ from hvfs.sandbox.errors import SetupError
 from hvfs.sandbox.plan import BootPlan, Program
 from hvfs.sandbox.userns import IdMap
 from hvfs.spec import UsageError
-from hvfs.state import cache_directory
+from hvfs.state import private_cache_directory
 
 if TYPE_CHECKING:
     from hvfs.intercept.exec_tracer import ExecTracer
@@ -76,7 +76,7 @@ def image_source(image: str) -> Source:
         return host_image()
     if os.path.isdir(image):
         return directory_image(image)
-    return tarball_image(image, os.path.join(cache_directory(), "images"))
+    return tarball_image(image, os.path.join(private_cache_directory(), "images"))
 
 
 def compile_program(strict: bool, arch: Arch) -> bytes:

@@ -23,6 +23,7 @@ from typing import Any
 
 from hvfs import api
 from hvfs.manager.manager import Manager
+from hvfs.private_dirs import private_directory
 from hvfs.services.audit import AuditLog
 from hvfs.services.backup.service import BackupLimits, BackupRule, BackupService, Skipped
 from hvfs.services.datadir import backup_directory, quarantine_directory
@@ -40,7 +41,7 @@ from hvfs.services.scan.engines import BuiltinEngine, Engine, EngineUnavailable,
 from hvfs.services.scan.hook import Detected, Located, ScanHook
 from hvfs.services.scan.quarantine import Quarantine
 from hvfs.services.scan.scanner import Scanner
-from hvfs.spec import UsageError, parse_size
+from hvfs.spec import UsageError, output_file_problem, parse_size
 
 log = logging.getLogger("hvfs.services")
 # Operations that are reads: a rule on one of them needs reads trapped to see them.
@@ -84,6 +85,9 @@ class ServiceOptions:
             raise UsageError(
                 "backup-max-file and backup-max-store bound a backup: add --backup GLOB (or backup = [...])"
             )
+        problem = output_file_problem(options.audit) if options.audit else None
+        if problem:
+            raise UsageError(f"--audit {options.audit} {problem}")
         return dataclasses.replace(
             options,
             scan=scanning,
@@ -142,6 +146,14 @@ class Services:
         self.scanner: Scanner | None = None
         self.faults: FaultInjector | None = None
         self.manager: Manager | None = None
+        # Made and checked here, as the user, before any namespace: a store someone else
+        # can write in could hand back their files as this user's backups or quarantine.
+        if options.backup_store:
+            ours = options.backup_store == backup_directory()
+            private_directory(options.backup_store, "the backup store", "give another with --backup-store", ours=ours)
+        if options.quarantine:
+            ours = options.quarantine == quarantine_directory()
+            private_directory(options.quarantine, "the quarantine", "give another with --quarantine", ours=ours)
         self._engines = self._scan_engines() if options.scan else []
         self._finished = False
 

@@ -6,26 +6,42 @@ import contextlib
 import fcntl
 import os
 
+from hvfs.private_dirs import private_directory
 from hvfs.spec import UsageError
 
 
 def state_directory() -> str:
+    """/run/hvfs as root; else $XDG_RUNTIME_DIR/hvfs, or /tmp/hvfs-UID where there is no
+    runtime directory. Made (mode 0700) and checked private before anything is kept in
+    it: see hvfs.private_dirs. Raises UnsafeDirectory."""
     if os.geteuid() == 0:
-        return "/run/hvfs"
+        return private_directory("/run/hvfs", "the state directory", "", tighten=True)
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime and os.access(runtime, os.W_OK):
-        return os.path.join(runtime, "hvfs")
-    return f"/tmp/hvfs-{os.geteuid()}"
+        path = os.path.join(runtime, "hvfs")
+        fix = "set XDG_RUNTIME_DIR to a directory of your own"
+    else:
+        path = f"/tmp/hvfs-{os.geteuid()}"
+        fix = "set XDG_RUNTIME_DIR to a directory of your own (hvfs then uses XDG_RUNTIME_DIR/hvfs)"
+    return private_directory(path, "the state directory", fix, tighten=True)
 
 
 def cache_directory() -> str:
-    """$XDG_CACHE_HOME/hvfs when set; else /var/cache/hvfs as root, ~/.cache/hvfs otherwise."""
+    """$XDG_CACHE_HOME/hvfs when set; else /var/cache/hvfs as root, ~/.cache/hvfs otherwise.
+    Not checked: see private_cache_directory."""
     base = os.environ.get("XDG_CACHE_HOME")
     if not base:
         if os.geteuid() == 0:
             return "/var/cache/hvfs"
         base = os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "hvfs")
+
+
+def private_cache_directory() -> str:
+    """The cache directory, made and checked private (an unpacked image planted there by
+    someone else would become a VM's root). Raises UnsafeDirectory."""
+    fix = "set XDG_CACHE_HOME to a directory of your own" if os.geteuid() else ""
+    return private_directory(cache_directory(), "the cache directory", fix)
 
 
 def _try_lock(path: str) -> int | None:
@@ -72,7 +88,6 @@ class NameLock:
 
     def __init__(self, name: str) -> None:
         self.directory = state_directory()
-        os.makedirs(self.directory, mode=0o700, exist_ok=True)
         sweep(self.directory)
         self.path = os.path.join(self.directory, f"{name}.lock")
         self.staging = os.path.join(self.directory, name)

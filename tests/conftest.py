@@ -147,9 +147,10 @@ def rootless(staged: Path) -> Hvfs:
 
 @pytest.fixture
 def shared_tmp(tmp_path: Path) -> Path:
-    """A temporary directory that the unprivileged test user can use too."""
+    """A temporary directory that the unprivileged test user can use too (sticky, as /tmp:
+    hvfs keeps no store in a directory where others may rename what is not theirs)."""
     path = Path(tempfile.mkdtemp(prefix="hvfs-test-"))
-    os.chmod(path, 0o777)
+    os.chmod(path, 0o1777)
     yield path  # type: ignore[misc]
     shutil.rmtree(path, ignore_errors=True)
 

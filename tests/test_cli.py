@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -29,18 +30,46 @@ from tests.helpers import PROBES
         (["--name", "bad name", "--", "true"], "--name"),
         (["--image", "/nonexistent-hvfs-image", "--", "true"], "--image"),
         (["--persist", "/etc/hostname", "--", "true"], "not a directory"),
+        (["--persist", "/tmp", "--", "true"], "--persist /tmp is writable by others"),
+        (["--persist", "/proc/1", "--", "true"], "--persist /proc/1 is on proc, a kernel interface"),
+        (["--backup", "/x/*", "--backup-store", "/proc/1", "--", "true"], "the backup store /proc/1 is on proc"),
+        (["--scan", "--quarantine", "/etc/passwd", "--", "true"], "the quarantine /etc/passwd is not a directory"),
         ([], "no command"),
         (["--frobnicate", "--", "true"], "unrecognized"),
+        # Files hvfs writes a report into: kernel interfaces, directories, nowhere.
+        (["--stats", "/proc/1/mem", "--", "true"], "--stats /proc/1/mem is a kernel interface (proc)"),
+        (["--stats", "/proc/self/mem", "--", "true"], "is a kernel interface (proc)"),
+        (["--stats", "/sys/kernel/mm/transparent_hugepage/enabled", "--", "true"], "kernel interface (sysfs)"),
+        (["--stats", "/etc", "--", "true"], "--stats /etc is a directory"),
+        (["--stats", "/nonexistent-hvfs/stats.json", "--", "true"], "/nonexistent-hvfs is not a directory"),
+        (["--audit", "/proc/1/mem", "--", "true"], "--audit /proc/1/mem is a kernel interface"),
+        # An image must be a directory or a tarball.
+        (["--image", "/etc/passwd", "--", "true"], "--image /etc/passwd is neither a directory nor a tar archive"),
+        (["--image", "/dev/null", "--", "true"], "--image /dev/null is neither a directory nor a file"),
+        # Memory this machine does not have, and sizes or modes that are none.
+        (["--tmpfs", "/x:size=100t", "--", "true"], "is more than this machine's memory and swap"),
+        (["--tmpfs", "/x:size=0", "--", "true"], "size 0 is too small"),
+        (["--tmpfs", "/x:mode=77777", "--", "true"], "not a file mode"),
     ],
 )
 def test_bad_input_gets_one_line_and_125(hvfs: Hvfs, args: list[str], mentions: str) -> None:
-    result = hvfs.run("run", *args)
+    name = f"bad-{os.getpid()}-{time.monotonic_ns()}"
+    result = hvfs.run("run", "--name", name, *args)
     assert result.returncode == 125
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("hvfs: ")
     assert mentions in lines[0]
     assert "Traceback" not in result.stderr
+    assert not list(Path("/run/hvfs").glob(f"{name}*"))  # no lock, no staging directory
+
+
+def test_statistics_are_written_where_asked(hvfs: Hvfs, tmp_path: Path) -> None:
+    stats = tmp_path / "stats.json"
+    hvfs.ok("run", "--stats", str(stats), "--", "true")
+    assert json.loads(stats.read_text())["vm"]
+    out = hvfs.ok("run", "--stats", "/dev/stdout", "--", "true")  # a stream is fine too
+    assert json.loads(out)["vm"]
 
 
 def test_a_bad_second_volume_changes_nothing(hvfs: Hvfs, tmp_path: Path) -> None:

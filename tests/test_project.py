@@ -15,6 +15,7 @@ import pytest
 from tests.conftest import REPO, Hvfs
 
 EXAMPLE = REPO / "examples" / "shared-sqlite"
+LONG = "x" * 20_000
 
 
 class Project:
@@ -249,6 +250,29 @@ def test_logs_and_foreground_up(hvfs: Hvfs, tmp_path: Path) -> None:
         ('[vms.web]\ncommand = "true"\n[vms.web.limits]\npids = true\n', "vms.web.limits.pids: must be int"),
         ("name = \n", "not valid TOML"),
         ("", "no VMs"),
+        # Limits and sizes this machine cannot give, or that are no number at all.
+        ('[vms.web]\ncommand = "true"\nlimits = { cpus = 1e308 }\n', "vms.web.limits.cpus: 1e+308 CPUs is more than"),
+        ('[vms.web]\ncommand = "true"\nlimits = { cpus = nan }\n', "vms.web.limits.cpus: nan is not a number of CPUs"),
+        ('[vms.web]\ncommand = "true"\nlimits = { cpus = inf }\n', "vms.web.limits.cpus: inf is not a number"),
+        ('[vms.web]\ncommand = "true"\nlimits = { cpus = 0.001 }\n', "give one from 0.01"),
+        ('[vms.web]\ncommand = "true"\nlimits = { pids = 1 }\n', "vms.web.limits.pids: 1 is too few processes"),
+        ('[vms.web]\ncommand = "true"\nlimits = { pids = 99999999999 }\n', "more than this machine's pid_max"),
+        ('[vms.web]\ncommand = "true"\nlimits = { memory = "1k" }\n', "limits.memory: size 1k is too small"),
+        ('[vms.web]\ncommand = "true"\nlimits = { memory = "1000t" }\n', "more than this machine's memory"),
+        ('[sources.m]\ntype = "memory"\nsize = "100t"\n[vms.web]\ncommand = "true"\n',
+         "sources.m.size: size 100t is more than this machine's memory"),
+        ('[sources.h]\ntype = "host"\npath = "."\nsize = "1g"\n[vms.web]\ncommand = "true"\n',
+         "sources.h.size: a host source has no size"),
+        ('[vms.web]\ncommand = "true"\nmounts = [{ target = "/t", tmpfs = true, size = "100t" }]\n',
+         "vms.web.mounts[0].size: size 100t is more than"),
+        ('[vms.web]\ncommand = "true"\nimage = "/etc/passwd"\n',
+         "vms.web.image: /etc/passwd is neither a directory nor a tar archive"),
+        # A command no VM can be given.
+        ('[vms.web]\ncommand = "echo ' + "x" * 2_000_000 + '"\n',
+         "vms.web.command: a string of 2000005 bytes is longer than Linux passes to a command"),
+        ('[vms.web]\ncommand = "true"\n[vms.web.environment]\n' + "".join(f'K{i} = "{LONG}"\n' for i in range(8)),
+         "the command and its environment are 160"),
+        ('[vms.web]\ncommand = ["echo", "a\\u0000b"]\n', "contains a NUL byte"),
     ],
 )  # fmt: skip
 def test_config_errors_name_the_key(hvfs: Hvfs, tmp_path: Path, text: str, mentions: str) -> None:
@@ -256,6 +280,26 @@ def test_config_errors_name_the_key(hvfs: Hvfs, tmp_path: Path, text: str, menti
     result = project.run("up", "-d")
     assert result.returncode == 125
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("hvfs: hvfs.toml") and mentions in result.stderr
+    assert not Path("/run/hvfs/projects/bad").exists()  # no state, and so no manager, was left
+
+
+def test_a_manager_that_cannot_start_leaves_nothing(hvfs: Hvfs, tmp_path: Path) -> None:
+    project = _project(
+        hvfs, tmp_path / "unstartable", '[services]\naudit = "/proc/1/mem"\n[vms.web]\ncommand = "sleep 60"\n'
+    )
+    result = project.run("up", "-d")
+    assert result.returncode == 125 and result.stderr.count("\n") == 1, result.stderr
+    assert "--audit /proc/1/mem is a kernel interface" in result.stderr
+    assert not Path("/run/hvfs/projects/unstartable").exists()
+    assert project.run("ps").returncode == 0  # not up, and nothing to clean
+
+
+def test_an_exec_too_long_for_the_vm_is_refused_and_the_vm_lives(example: Project) -> None:
+    long = "x" * 70_000  # more than pid 1 reads in one request, less than the kernel's limit
+    result = example.run("exec", "reader", "--", "echo", long)
+    assert result.returncode == 125 and result.stderr.count("\n") == 1, result.stderr
+    assert "more than a VM's pid 1 takes in one request" in result.stderr
+    assert example.ok("exec", "reader", "--", "echo", "alive").strip() == "alive"
 
 
 def test_exec_with_a_terminal(example: Project) -> None:

@@ -9,10 +9,11 @@ pyseccomp itself loaded), pyseccomp's source,
 the source of the syscall table and of the compiler (``syscalls.py`` and ``filter.py``,
 so that any edit of either makes new keys), this module's format and hvfs's version.
 
-An entry is trusted only if it is a regular file owned by the user running hvfs and
-writable by no one else, names its own key, and its program matches its digest; anything
-else is a miss, and the program is compiled as if there were no cache. Entries are
-written to a temporary name and renamed into place, so readers never see half of one.
+An entry is trusted only if the cache directory is private (hvfs.private_dirs), the
+entry is a regular file owned by the user running hvfs and writable by no one else,
+names its own key, and its program matches its digest; anything else is a miss, and
+the program is compiled as if there were no cache. Entries are written to a temporary
+name and renamed into place, so readers never see half of one.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 from hvfs import __version__
 from hvfs._sys.seccomp import SONAME, libseccomp_version
 from hvfs.intercept.arch import Arch
+from hvfs.private_dirs import UnsafeDirectory, is_private, private_directory
 from hvfs.state import cache_directory
 
 log = logging.getLogger("hvfs.driver")
@@ -52,6 +54,15 @@ class Entry:
 
 def directory() -> str:
     return os.path.join(cache_directory(), "filters")
+
+
+def _trusted() -> bool:
+    """Whether the cache directory is private (hvfs.private_dirs): where others may write,
+    a planted or swapped entry is not to be read, nor ours written."""
+    why_not = is_private(cache_directory())
+    if why_not is not None:
+        log.debug("filter cache: not used: %s", why_not)
+    return why_not is None
 
 
 def key(config: object, arch: Arch) -> str | None:
@@ -79,6 +90,9 @@ def load(entry_key: str) -> Entry | None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
+        return None
+    if not _trusted():
+        os.close(fd)
         return None
     try:
         st = os.fstat(fd)
@@ -121,6 +135,7 @@ def store(entry_key: str, entry: Entry) -> None:
     path = os.path.join(where, f"{entry_key}.json")
     temporary = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
+        private_directory(cache_directory(), "the cache directory", "set XDG_CACHE_HOME to a directory of your own")
         os.makedirs(where, mode=0o700, exist_ok=True)
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
         try:
@@ -130,5 +145,7 @@ def store(entry_key: str, entry: Entry) -> None:
         except BaseException:
             os.unlink(temporary)
             raise
+    except UnsafeDirectory as e:  # as one that cannot be written: no error, only slower starts
+        log.debug("filter cache: not used: %s", e)
     except OSError as e:
         log.debug("filter cache: cannot write %s: %s", path, e)

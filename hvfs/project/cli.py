@@ -12,14 +12,16 @@ import sys
 import time
 from typing import Any
 
+from hvfs import spec
 from hvfs._sys import process
-from hvfs.project import config, control
+from hvfs.project import cleanup, config, control
 from hvfs.project.state import ProjectState
 from hvfs.sandbox import terminal
 from hvfs.sandbox.stdio import Stdio
 from hvfs.spec import UsageError
 
 DEFAULT_FILE = "hvfs.toml"
+_STOP_GRACE = 15.0  # after its timeout, the manager SIGKILLs a VM and waits 10 s more
 
 
 class ProjectError(UsageError):
@@ -64,8 +66,55 @@ def run(args: argparse.Namespace) -> int:
 def _running(project: config.Project, state: ProjectState) -> dict[str, Any]:
     info = state.running()
     if info is None:
+        gone = state.left_behind()
+        if gone is not None:
+            raise _gone(project, gone)
         raise ProjectError(f"project {project.name} is not up; start it with 'hvfs up -d'")
     return info
+
+
+def _gone(project: config.Project, info: dict[str, Any]) -> ProjectError:
+    return ProjectError(
+        f"the manager of project {project.name} (pid {info.get('pid')}) is gone and left its state behind; "
+        "clean up with 'hvfs down'"
+    )
+
+
+def _manager_pid(info: dict[str, Any]) -> int | None:
+    try:
+        return int(str(info.get("pid")))
+    except ValueError:
+        return None
+
+
+def _control_error(project: config.Project, state: ProjectState, info: dict[str, Any], e: Exception) -> ProjectError:
+    """The one line for a control error, with what to do."""
+    pid = info.get("pid")
+    if isinstance(e, control.NoAnswer):
+        return ProjectError(
+            f"the manager of project {project.name} (pid {pid}) does not answer ({e}); if it is stopped, resume it "
+            f"with 'kill -CONT {pid}', or end it with 'kill -KILL {pid}' and clean up with 'hvfs down'"
+        )
+    if isinstance(e, control.Impostor):
+        return ProjectError(
+            f"project {project.name}: {e}: nothing was sent to it; stop what serves it, or remove {state.root} "
+            "(as root) and start the project again"
+        )
+    if isinstance(e, control.NotUp):
+        return ProjectError(f"project {project.name} is not up; start it with 'hvfs up -d'")
+    return ProjectError(str(e))
+
+
+def _call(
+    project: config.Project, state: ProjectState, info: dict[str, Any], op: str, *, wait: float | None = None,
+    **fields: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """One request to the running manager (``info``), answered within ``wait`` seconds
+    (default: control.answer_timeout())."""
+    try:
+        return control.call(state.control, op, manager_pid=_manager_pid(info), wait=wait, **fields)
+    except control.ControlError as e:
+        raise _control_error(project, state, info, e) from None
 
 
 def _up(args: argparse.Namespace, project: config.Project, state: ProjectState) -> int:
@@ -75,6 +124,7 @@ def _up(args: argparse.Namespace, project: config.Project, state: ProjectState) 
     if info is not None:
         print(f"hvfs: project {project.name} is already up (manager pid {info.get('pid')}); see 'hvfs ps'")
         return 0
+    _clean_up_after_dead_manager(project, state)
     if not args.detach:
 
         def report(error: str | None) -> None:
@@ -119,10 +169,19 @@ def _up(args: argparse.Namespace, project: config.Project, state: ProjectState) 
 
 
 def _ps(args: argparse.Namespace, project: config.Project, state: ProjectState) -> int:
-    try:
-        reply = control.call(state.control, "ps")
-    except control.ControlError:
-        reply = {"vms": [], "manager": None}
+    info = state.running()
+    reply: dict[str, Any] = {"vms": [], "manager": None}
+    if info is None:
+        gone = state.left_behind()
+        if gone is not None:
+            raise _gone(project, gone)
+    else:
+        try:
+            reply = control.call(state.control, "ps", manager_pid=_manager_pid(info))
+        except control.NotUp:
+            pass  # starting: its control socket is not there yet
+        except control.ControlError as e:
+            raise _control_error(project, state, info, e) from None
     if args.json:
         print(json.dumps(reply, indent=2, sort_keys=True))
         return 0
@@ -138,7 +197,7 @@ def _ps(args: argparse.Namespace, project: config.Project, state: ProjectState) 
 
 
 def _exec(args: argparse.Namespace, project: config.Project, state: ProjectState) -> int:
-    _running(project, state)
+    info = _running(project, state)
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
@@ -150,7 +209,6 @@ def _exec(args: argparse.Namespace, project: config.Project, state: ProjectState
         if not key or not sep:
             raise ProjectError(f"-e {item!r}: expected KEY=VALUE")
         env[key] = value
-    connection = control.connect(state.control)
     message: dict[str, Any] = {
         "hvfs": control.VERSION,
         "op": "exec",
@@ -165,11 +223,21 @@ def _exec(args: argparse.Namespace, project: config.Project, state: ProjectState
     if args.tty:
         size = terminal.host_winsize()
         message["winsize"] = size.hex() if size else None
-        connection.send(message)
-    else:
-        stdio = Stdio()  # pipes, never the user's files: see hvfs.sandbox.stdio
-        connection.send(message, list(stdio.fds))
-        stdio.handed_over()
+    problem = spec.command_problem(command, env)
+    if problem:
+        raise ProjectError(f"exec {args.vm}: {problem}")
+    wait = control.answer_timeout()
+    try:  # nothing, least of all our stdio, goes to a socket before its server is vouched for
+        connection = control.connect(state.control, manager_pid=_manager_pid(info), timeout=wait)
+        stdio = None if args.tty else Stdio()  # pipes, never the user's files: see hvfs.sandbox.stdio
+        connection.send(message, None if stdio is None else list(stdio.fds))
+        if stdio is not None:
+            stdio.handed_over()
+        connection.wait_answer(wait)  # "started" or an error: the command's own run has no time limit
+    except control.ControlError as e:
+        raise _control_error(project, state, info, e) from None
+    except OSError as e:
+        raise ProjectError(f"the manager of project {project.name} went away: {e.strerror}") from None
     for reply, fds in control.replies(connection):
         if "error" in reply:
             raise ProjectError(str(reply["error"]))
@@ -202,29 +270,42 @@ def _logs(args: argparse.Namespace, project: config.Project, state: ProjectState
 
 
 def _stop(args: argparse.Namespace, project: config.Project, state: ProjectState) -> int:
-    _running(project, state)
-    try:
-        control.call(state.control, "stop", vm=args.vm, timeout=args.timeout)
-    except control.ControlError as e:
-        raise ProjectError(str(e)) from None
+    info = _running(project, state)
+    _call(project, state, info, "ps")  # does it answer at all? stopping may take a while
+    _call(project, state, info, "stop", vm=args.vm, timeout=args.timeout, wait=args.timeout + _STOP_GRACE)
     return 0
 
 
 def _down(args: argparse.Namespace, project: config.Project, state: ProjectState) -> int:
     info = state.running()
     if info is None:
+        _clean_up_after_dead_manager(project, state)
         return 0
     manager = _pidfd(info.get("pid"))
-    with contextlib.suppress(control.ControlError):
-        control.call(state.control, "down", timeout=args.timeout)
-    deadline = time.monotonic() + args.timeout + 30
-    while state.running() is not None or (manager is not None and not _exited(manager)):
-        if time.monotonic() > deadline:
-            raise ProjectError(f"the manager of {project.name} (pid {info.get('pid')}) did not exit")
-        time.sleep(0.05)
-    if manager is not None:
-        os.close(manager)
+    try:
+        _call(project, state, info, "ps")  # does it answer at all? stopping every VM may take a while
+        with contextlib.suppress(ProjectError):  # it may close the connection as it exits
+            _call(
+                project, state, info, "down", timeout=args.timeout, wait=(args.timeout + _STOP_GRACE) * len(project.vms)
+            )
+        deadline = time.monotonic() + args.timeout + 30
+        while state.running() is not None or (manager is not None and not _exited(manager)):
+            if time.monotonic() > deadline:
+                raise ProjectError(f"the manager of {project.name} (pid {info.get('pid')}) did not exit")
+            time.sleep(0.05)
+    finally:
+        if manager is not None:
+            os.close(manager)
     return 0
+
+
+def _clean_up_after_dead_manager(project: config.Project, state: ProjectState) -> None:
+    removed = cleanup.clean_up_after(state)
+    if removed is not None:
+        print(
+            f"hvfs: the manager of project {project.name} (pid {removed.pid}) was gone; "
+            f"removed what it left: {removed.describe(state.root)}"
+        )
 
 
 def _pidfd(pid: object) -> int | None:

@@ -116,15 +116,19 @@ def _kinds(kind: type | tuple[type, ...]) -> tuple[type, ...]:
     return kind if isinstance(kind, tuple) else (kind,)
 
 
-def _size(table: _Table, key: str) -> int | None:
+def _size(table: _Table, key: str, *, minimum: int = 4096) -> int | None:
+    """A size of memory, which this machine must have."""
     value = table.get(key, (str, int))
     if value is None:
         return None
     try:
-        return value if isinstance(value, int) else spec.parse_size(value, key)
+        size = value if isinstance(value, int) else spec.parse_size(value, key)
     except spec.UsageError:
         table.fail(f"{value!r} is not a size; use e.g. 64m or 1g", key)
-    return None
+    problem = spec.size_problem(size, minimum=minimum)
+    if problem:
+        table.fail(problem, key)
+    return size
 
 
 def _source(table: _Table, name: str, directory: str) -> SourceConfig:
@@ -140,6 +144,8 @@ def _source(table: _Table, name: str, directory: str) -> SourceConfig:
             table.fail(f"{path} does not exist; create it or fix the path", "path")
     elif path is not None:
         table.fail("a memory source has no path", "path")
+    if kind == "host" and "size" in table.data:
+        table.fail("a host source has no size (its file system has its own)", "size")
     source = SourceConfig(name, kind, path, _size(table, "size"), bool(table.get("sockets", bool, False)))
     return source
 
@@ -159,6 +165,8 @@ def _mount(table: _Table, sources: Mapping[str, SourceConfig]) -> MountConfig:
     if source is not None and source not in sources:
         known = ", ".join(sources) or "none defined"
         table.fail(f'no source named "{source}"; known: {known}', "source")
+    if source is not None and "size" in table.data:
+        table.fail(f"the size of a mount of a source is the source's: set it in [sources.{source}]", "size")
     mount = MountConfig(target, source, _size(table, "size"), bool(table.get("readonly", bool, False)))
     return mount
 
@@ -173,13 +181,17 @@ def _vm(table: _Table, name: str, sources: Mapping[str, SourceConfig], directory
     image = table.get("image", str, "host")
     if image != "host":
         image = os.path.normpath(os.path.join(directory, image))
-        if not os.path.exists(image):
-            table.fail(f"{image} does not exist; give 'host', a root directory or a tarball", "image")
+        problem = spec.image_problem(image)
+        if problem:
+            table.fail(f"{image} {problem}", "image")
     workdir = table.get("workdir", str, "/")
     if not workdir.startswith("/"):
         table.fail("must be an absolute path", "workdir")
     environment = table.child("environment")
     env = {k: str(environment.get(k, (str, int, float))) for k in environment.data}
+    problem = spec.command_problem(argv, env)
+    if problem:
+        table.fail(problem, "command")
     mounts_data = table.get("mounts", list, [])
     mounts = tuple(
         _mount(_Table(table.file, f"{table.where}.mounts[{i}]", m, MOUNT_KEYS), sources)
@@ -191,10 +203,15 @@ def _vm(table: _Table, name: str, sources: Mapping[str, SourceConfig], directory
         table.fail(f"two mounts at {duplicate}", "mounts")
     limits_table = table.child("limits", ("memory", "pids", "cpus"))
     pids = limits_table.get("pids", int)
+    problem = spec.pids_problem(pids) if pids is not None else None
+    if problem:
+        limits_table.fail(problem, "pids")
     cpus = limits_table.get("cpus", (int, float))
-    if (pids is not None and pids < 1) or (cpus is not None and cpus <= 0):
-        limits_table.fail("limits must be positive")
-    limits = Limits(_size(limits_table, "memory"), pids, float(cpus) if cpus is not None else None)
+    problem = spec.cpus_problem(float(cpus)) if cpus is not None else None
+    if problem:
+        limits_table.fail(problem, "cpus")
+    memory = _size(limits_table, "memory", minimum=spec.MIN_MEMORY_LIMIT)
+    limits = Limits(memory, pids, float(cpus) if cpus is not None else None)
     user = table.get("user", (str, int))
     vm = VmConfig(
         name=name,

@@ -12,15 +12,19 @@ import contextlib
 import json
 import logging
 import os
+import select
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 VERSION = 1
 MAX_MESSAGE = 1 << 20
 MAX_FDS = 3
+ANSWER_TIMEOUT = 10.0  # seconds a client waits for a manager's first answer (HVFS_CONTROL_TIMEOUT)
+_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 log = logging.getLogger("hvfs.control")
 
 
@@ -28,10 +32,49 @@ class ControlError(Exception):
     """The manager refused a request, or is not there."""
 
 
+class NotUp(ControlError):
+    """No manager listens on the socket."""
+
+
+class NoAnswer(ControlError):
+    """The manager took no request, or gave no answer, in time (stopped, or stuck)."""
+
+
+class Impostor(ControlError):
+    """The socket is served by a process that is not this user's manager: nothing was sent."""
+
+
+def answer_timeout() -> float:
+    try:
+        return max(0.1, float(os.environ.get("HVFS_CONTROL_TIMEOUT", ANSWER_TIMEOUT)))
+    except ValueError:
+        return ANSWER_TIMEOUT
+
+
+def peer(sock: socket.socket) -> tuple[int, int]:
+    """(pid, uid) of the process at the other end, as the kernel recorded them."""
+    pid, uid, _gid = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+    return pid, uid
+
+
 class Connection:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self._lock = threading.Lock()
+
+    def hung_up(self) -> bool:
+        """Whether the other end has closed (a client that gave up waiting): what it asked
+        must not be started any more."""
+        # POLLHUP only once both directions are shut (the client closed); a client that
+        # merely shut its writing side (POLLRDHUP) still reads the replies.
+        events = select.poll()
+        events.register(self.sock, select.POLLHUP)
+        return any(mask & (select.POLLHUP | select.POLLERR) for _, mask in events.poll(0))
+
+    def wait_answer(self, timeout: float) -> None:
+        """Return once a message (or the end) can be read; raise NoAnswer after ``timeout``."""
+        if not select.select([self.sock], [], [], timeout)[0]:
+            raise NoAnswer(f"waited {timeout:g}s")
 
     def send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
         data = json.dumps(message).encode()
@@ -45,7 +88,14 @@ class Connection:
         data, fds, _, _ = socket.recv_fds(self.sock, MAX_MESSAGE, MAX_FDS)
         if not data:
             raise EOFError()
-        message: dict[str, Any] = json.loads(data)
+        try:
+            message = json.loads(data)
+            if not isinstance(message, dict):
+                raise ValueError("a message is a JSON object")
+        except ValueError:
+            for fd in fds:
+                os.close(fd)
+            raise
         return message, list(fds)
 
     def close(self) -> None:
@@ -84,16 +134,22 @@ class ControlServer:
 
     def _serve(self, connection: Connection) -> None:
         try:
-            uid = struct.unpack("3i", connection.sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1]
+            _pid, uid = peer(connection.sock)
             if uid != os.geteuid():  # in the manager's user namespace, its owner is root
                 connection.send({"error": "permission denied: this manager belongs to another user"})
                 return
             while True:
                 try:
                     message, fds = connection.receive()
-                except (EOFError, OSError):
+                except (EOFError, OSError, ValueError):
                     return
-                if message.get("hvfs") != VERSION:
+                gone = connection.hung_up()  # it gave up (we were stopped, or slow): do not start it now
+                if gone or message.get("hvfs") != VERSION:
+                    for fd in fds:
+                        os.close(fd)
+                    if gone:
+                        log.warning("control request %s dropped: its client has gone", message.get("op"))
+                        return
                     connection.send(
                         {"error": f"protocol {message.get('hvfs')!r} is not spoken here; this manager speaks {VERSION}"}
                     )
@@ -115,23 +171,48 @@ class ControlServer:
             os.unlink(self.path)
 
 
-def connect(path: str) -> Connection:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+def connect(path: str, *, manager_pid: int | None = None, timeout: float | None = None) -> Connection:
+    """A connection to the manager listening at ``path``, once the kernel has vouched that
+    it is this user's (and, given ``manager_pid``, that very process): nothing is sent
+    before, so a socket someone else planted receives nothing. Raises NotUp, NoAnswer
+    (its backlog stayed full for ``timeout`` seconds) and Impostor."""
+    deadline = time.monotonic() + (answer_timeout() if timeout is None else timeout)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
     try:
-        sock.connect(path)
-    except (FileNotFoundError, ConnectionRefusedError):
+        while True:
+            try:
+                sock.connect(path)
+                break
+            except BlockingIOError:  # a full backlog: the manager accepts no one (stopped?)
+                if time.monotonic() > deadline:
+                    raise NoAnswer("its control socket accepts no connection") from None
+                time.sleep(0.05)
+            except (FileNotFoundError, ConnectionRefusedError):
+                raise NotUp("not up") from None
+        pid, uid = peer(sock)
+        if uid != os.geteuid():
+            raise Impostor(f"{path} is served by a process of uid {uid} (pid {pid}), not by you")
+        if manager_pid is not None and pid not in (manager_pid, 0):  # 0: outside our pid namespace
+            raise Impostor(f"{path} is served by pid {pid}, not by the manager (pid {manager_pid})")
+        sock.setblocking(True)
+    except BaseException:
         sock.close()
-        raise ControlError("not up") from None
+        raise
     return Connection(sock)
 
 
-def call(path: str, op: str, **fields: Any) -> dict[str, Any]:
-    """One request, one reply; raises ControlError for an error reply."""
-    connection = connect(path)
+def call(
+    path: str, op: str, *, manager_pid: int | None = None, wait: float | None = None, **fields: Any
+) -> dict[str, Any]:
+    """One request, one reply within ``wait`` seconds (default: answer_timeout());
+    raises ControlError (NoAnswer, Impostor, NotUp) or, for an error reply, ControlError."""
+    wait = answer_timeout() if wait is None else wait
+    connection = connect(path, manager_pid=manager_pid, timeout=wait)
     try:
         connection.send({"hvfs": VERSION, "op": op, **fields})
+        connection.wait_answer(wait)
         reply, _ = connection.receive()
-    except EOFError:
+    except (EOFError, OSError, ValueError):
         raise ControlError("the manager closed the connection") from None
     finally:
         connection.close()
@@ -144,5 +225,5 @@ def replies(connection: Connection) -> Iterator[tuple[dict[str, Any], list[int]]
     while True:
         try:
             yield connection.receive()
-        except (EOFError, OSError):
+        except (EOFError, OSError, ValueError):
             return

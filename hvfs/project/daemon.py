@@ -35,7 +35,7 @@ from hvfs.sandbox.errors import SetupError
 from hvfs.sandbox.plan import Program
 from hvfs.sandbox.protocol import Msg, Tag
 from hvfs.servicing import ServiceOptions, Services
-from hvfs.spec import DEFAULT_PATH, UsageError
+from hvfs.spec import DEFAULT_PATH, UsageError, command_problem
 
 log = logging.getLogger("hvfs.project")
 STOP_TIMEOUT = 10.0
@@ -101,6 +101,11 @@ class Daemon:
             ready(message)
             self._shutdown()
             return 125
+        except Exception as e:  # a bug: still leave nothing behind
+            log.exception("project %s failed to start", self.project.name)
+            ready(f"internal error: {e!r}; run 'hvfs up' (in the foreground) with HVFS_DEBUG=1 for details")
+            self._shutdown()
+            return 125
         ready(None)
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, self._on_signal)
@@ -144,7 +149,7 @@ class Daemon:
                 if record.config.network:
                     record.address = self.bridge.reserve(record.config.name)
             self.hosts = SynthSource(self.bridge.hosts())
-        self.limits = LimitMaker(self.project.name)
+        self.limits = LimitMaker(self.project.name, record=self.state.cgroups)
         self.server = control.ControlServer(self.state.control, self._handle)
         for record in self.vms.values():
             strict = record.config.strict or self.trap_reads
@@ -315,7 +320,8 @@ class Daemon:
                 code = self._stop(record, float(message.get("timeout", STOP_TIMEOUT)))
                 connection.send({"ok": True, "code": code})
             elif op == "down":
-                threading.Thread(target=self._down, args=(connection,), daemon=True).start()
+                timeout = float(message.get("timeout", STOP_TIMEOUT))
+                threading.Thread(target=self._down, args=(connection, timeout), daemon=True).start()
             elif op == "exec":
                 self._exec(self._record(message), message, fds, connection)
             else:
@@ -332,9 +338,9 @@ class Daemon:
             raise LookupError(f"no VM named {name!r} in project {self.project.name}; VMs: {', '.join(self.vms)}")
         return self.vms[str(name)]
 
-    def _down(self, connection: control.Connection) -> None:
+    def _down(self, connection: control.Connection, timeout: float) -> None:
         for record in self.vms.values():
-            self._stop(record, STOP_TIMEOUT)
+            self._stop(record, timeout)
         with contextlib.suppress(OSError):
             connection.send({"ok": True})
         self.done.set()
@@ -343,7 +349,6 @@ class Daemon:
         if record.state != "running" or record.running is None:
             raise LookupError(f"VM {record.config.name} is not running")
         exec_id = next(self._ids)
-        record.execs[str(exec_id)] = connection
         vm = record.config
         given = {**vm.environment, **message.get("env", {})}
         program = Program(
@@ -353,6 +358,13 @@ class Daemon:
             user=message.get("user") or vm.user,
             home_set="HOME" in given,
         )
+        problem = command_problem(list(program.argv), program.env)
+        if problem:  # pid 1 takes a command of a bounded size in one message
+            raise LookupError(f"exec in {vm.name}: {problem}")
+        if connection.hung_up():  # the client gave up waiting (this manager was stopped, or slow)
+            log.warning("exec in %s not started: its client has gone", vm.name)
+            return
+        record.execs[str(exec_id)] = connection
         winsize = bytes.fromhex(message["winsize"]) if message.get("winsize") else None
         record.running.process.exec(exec_id, program, tty=bool(message.get("tty")), winsize=winsize, stdio=fds)
 

@@ -13,8 +13,11 @@ RLIMIT_AS, per process rather than per VM; CPU is then not limited.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import signal
+import time
 from dataclasses import dataclass, field
 
 from hvfs.project.config import Limits
@@ -78,8 +81,11 @@ class LimitPlan:
 
 
 class LimitMaker:
-    def __init__(self, project: str) -> None:
+    def __init__(self, project: str, record: str | None = None) -> None:
+        """``record``: a file that lists the cgroups made so far, so that what a killed
+        manager made can be removed after it (remove_recorded)."""
         self.project = project
+        self.record = record
         self.v2, why_not_v2 = _v2_base()
         self.v1 = {} if self.v2 else _v1_roots()
         self._made: list[str] = []
@@ -126,6 +132,7 @@ class LimitMaker:
         if not os.path.isdir(project):
             os.mkdir(project)
             self._made.append(project)
+            self._save_record()
             # A cgroup with processes cannot hand controllers down ("no internal processes"):
             # the manager's own cgroup keeps the manager, the project's holds only VMs'.
             for parent in (self.v2, project):
@@ -149,7 +156,15 @@ class LimitMaker:
         with contextlib.suppress(FileExistsError):
             os.mkdir(path)
         self._made.insert(0, path)
+        self._save_record()
         return path
+
+    def _save_record(self) -> None:
+        if self.record is not None:
+            temporary = f"{self.record}.tmp"
+            with open(temporary, "w") as f:
+                json.dump({"project": self.project, "cgroups": self._made}, f)
+            os.replace(temporary, self.record)
 
     @staticmethod
     def _write(path: str, name: str, value: str) -> None:
@@ -169,3 +184,56 @@ class LimitMaker:
                 os.rmdir(path)
             except OSError:
                 log.warning("could not remove the cgroup %s", path)
+
+
+def _is_projects(path: str, project: str) -> bool:
+    """Whether ``path`` is a cgroup this project's manager would make (a record that
+    names anything else is not obeyed: its processes would be killed)."""
+    real = os.path.realpath(path)
+    if not real.startswith(CGROUP_ROOT + "/") or real != os.path.normpath(path):
+        return False
+    name, parent = os.path.basename(real), os.path.basename(os.path.dirname(real))
+    return name == f"hvfs-{project}" or parent == f"hvfs-{project}" or name.startswith(f"hvfs-{project}-")
+
+
+def _empty(path: str, deadline: float) -> None:
+    """Kill what still runs in the cgroup ``path`` (a VM that outlived its manager)."""
+    kill = os.path.join(path, "cgroup.kill")
+    if os.path.exists(kill):
+        with contextlib.suppress(OSError), open(kill, "w") as f:
+            f.write("1")
+    while time.monotonic() < deadline:
+        try:
+            with open(os.path.join(path, "cgroup.procs")) as f:
+                pids = [int(line) for line in f if line.strip()]
+        except OSError:
+            return
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+
+
+def remove_recorded(record: str, project: str, timeout: float = 10.0) -> list[str]:
+    """Remove the cgroups a manager of ``project`` listed in ``record`` (killing what
+    still runs in them); return those removed. A missing record removes nothing."""
+    try:
+        with open(record) as f:
+            document = json.load(f)
+        paths = [str(p) for p in document["cgroups"]] if document.get("project") == project else []
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    removed = []
+    deadline = time.monotonic() + timeout
+    for path in paths:  # the record lists children before their parents
+        if not _is_projects(path, project) or not os.path.isdir(path):
+            continue
+        _empty(path, deadline)
+        try:
+            os.rmdir(path)
+            removed.append(path)
+        except OSError as e:
+            log.warning("could not remove the cgroup %s: %s", path, e.strerror)
+    return removed

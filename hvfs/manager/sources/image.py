@@ -175,8 +175,9 @@ def unpack_tarball(path: str, cache: str) -> str:
             archive.extractall(partial, members=_safe_members(archive, partial), numeric_owner=True, **options)
         os.rename(partial, destination)
     except tarfile.TarError as e:
+        reason = str(e).splitlines()[0].rstrip(":")  # tarfile lists every compression it tried, a line each
         raise SourceError(
-            f"image {path}: not a readable tarball ({e}); give a directory, a tarball or 'host'"
+            f"image {path}: not a readable tarball ({reason}); give a directory, a tarball or 'host'"
         ) from None
     except OSError as e:
         if os.path.isdir(destination):  # another run unpacked it first

@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 
+from hvfs.private_dirs import private_directory
 from hvfs.services.backup.index import BackupIndex
 from hvfs.services.backup.prune import prune
 from hvfs.services.backup.restore import RestoreError, restore_as_tar, restore_into, select
@@ -71,6 +72,8 @@ def _open(args: argparse.Namespace) -> tuple[BlobStore, BackupIndex]:
     directory = args.store or backup_directory()
     if not os.path.exists(os.path.join(directory, "index.sqlite")):
         raise ServiceError(f"no backup store in {directory}; give the one hvfs run used with --store DIR")
+    # What is restored from a store others could write in might be theirs: refuse it.
+    directory = private_directory(directory, "the backup store", "", create=False, ours=not args.store)
     return open_store(directory)
 
 

@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 
+from hvfs.private_dirs import private_directory
 from hvfs.services.commands import ServiceError, Subparsers, guarded
 from hvfs.services.datadir import quarantine_directory
 from hvfs.services.scan.quarantine import Quarantine, QuarantineError
@@ -51,7 +52,8 @@ def _open(args: argparse.Namespace) -> Quarantine:
     directory = args.store or quarantine_directory()
     if not os.path.isdir(directory):
         raise ServiceError(f"no quarantine in {directory}; give the one the scanner used with --store DIR")
-    return Quarantine(directory)
+    # An entry planted by someone else would be restored as this user's file: refuse it.
+    return Quarantine(private_directory(directory, "the quarantine", "", create=False, ours=not args.store))
 
 
 def _list(args: argparse.Namespace) -> int:

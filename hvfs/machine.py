@@ -1,0 +1,62 @@
+"""What this machine has (memory, CPUs, process ids, file systems), for checking what a
+user asks for before anything starts."""
+
+from __future__ import annotations
+
+import os
+
+# File systems whose regular files are kernel interfaces, not files to write a report
+# into (/proc/1/mem, /sys/power/state, cgroup knobs, ...).
+PSEUDO_FILE_SYSTEMS = frozenset(
+    {"proc", "sysfs", "cgroup", "cgroup2", "debugfs", "tracefs", "securityfs", "configfs", "efivarfs", "bpf",
+     "binfmt_misc", "fusectl", "pstore", "hugetlbfs", "mqueue", "devpts"}
+)  # fmt: skip
+
+
+def _meminfo(key: str) -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            name, _, rest = line.partition(":")
+            if name == key:
+                return int(rest.split()[0]) * 1024
+    return 0
+
+
+def memory() -> int:
+    """Bytes of RAM and swap: the most a memory file system or a VM could ever hold."""
+    return _meminfo("MemTotal") + _meminfo("SwapTotal")
+
+
+def cpus() -> int:
+    """CPUs this process may run on."""
+    return len(os.sched_getaffinity(0))
+
+
+def pid_max() -> int:
+    try:
+        with open("/proc/sys/kernel/pid_max") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 1 << 22  # PID_MAX_LIMIT on 64-bit
+
+
+def file_system_type(st: os.stat_result) -> str | None:
+    """The type of the file system holding the file of ``st``, from this process's mounts."""
+    device = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                fields, _, tail = line.partition(" - ")
+                if fields.split()[2] == device:
+                    return tail.split()[0]
+    except OSError:
+        pass
+    return None
+
+
+def format_size(size: int) -> str:
+    """``size`` bytes as hvfs's size options take it, rounded down: 23g, 512m, 4k."""
+    for unit, shift in (("t", 40), ("g", 30), ("m", 20), ("k", 10)):
+        if size >= 1 << shift:
+            return f"{size >> shift}{unit}"
+    return str(size)
