@@ -46,13 +46,13 @@ def statistics(stats: Path) -> dict[str, int]:
 
 @pytest.fixture
 def small_fs() -> Iterator[Callable[[int], Path]]:
-    """Small memory file systems for stores: ``small_fs(MiB)`` mounts one (mode 0777)."""
+    """Small memory file systems for stores: ``small_fs(MiB)`` mounts one (mode 1777: any user may make a store in it, as in /tmp)."""
     require(os.geteuid() == 0, "mounting a small file system for the store needs root")
     mounted: list[Path] = []
 
     def mount(mib: int) -> Path:
         path = Path(tempfile.mkdtemp(prefix="hvfs-store-"))
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={mib}m,mode=0777", "tmpfs", str(path)], check=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={mib}m,mode=1777", "tmpfs", str(path)], check=True)
         mounted.append(path)
         return path
 
