@@ -25,14 +25,30 @@ STDERR_ERRORS = 10  # internal errors told on stderr; the rest only in the log
 _LINE = 160  # characters of a message on stderr
 
 
-def log_path() -> str:
-    return os.path.join(state_directory(), LOG_NAME)
+def log_path() -> str | None:
+    """The manager's log, or None where the state directory is unsafe (that problem is
+    the command's to report, as one line, when it needs the directory)."""
+    try:
+        return os.path.join(state_directory(), LOG_NAME)
+    except Exception:
+        return None
+
+
+class _Path:
+    """The log's path, decided when the command starts: later, in the manager's user
+    namespace, the process looks like root and would pick root's state directory."""
+
+    def __init__(self) -> None:
+        self._path = log_path()
+
+    def get(self) -> str | None:
+        return self._path
 
 
 class _ManagerLog(logging.Handler):
     """Appends to the manager's log, opened on the first record (most runs have none)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: _Path) -> None:
         super().__init__(logging.WARNING)
         self.path = path
         self._fd: int | None = None
@@ -42,9 +58,11 @@ class _ManagerLog(logging.Handler):
         try:
             text = (self.format(record) + "\n").encode(errors="replace")
             if self._fd is None:  # Handler.handle holds the handler's lock around emit
-                os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+                path = self.path.get()
+                if path is None:
+                    return
                 flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-                self._fd = os.open(self.path, flags, 0o600)
+                self._fd = os.open(path, flags, 0o600)
             os.write(self._fd, text)
         except OSError:
             self.handleError(record)
@@ -53,7 +71,7 @@ class _ManagerLog(logging.Handler):
 class _OneLine(logging.Formatter):
     """A record as one line for stderr: no traceback, but where to find it."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: _Path) -> None:
         super().__init__("hvfs: %(message)s")
         self.path = path
         self._errors = 0
@@ -70,8 +88,11 @@ class _OneLine(logging.Formatter):
             return ""
         if len(message) > _LINE:
             message = message[: _LINE - 1] + "…"
+        path = self.path.get()
+        if path is None:
+            return f"hvfs: {message}; run again with HVFS_DEBUG=1 for details"
         more = "; further ones only there" if count == STDERR_ERRORS else ""
-        return f"hvfs: {message}; details in {self.path}{more}"
+        return f"hvfs: {message}; details in {path}{more}"
 
 
 class _Quiet(logging.StreamHandler):  # type: ignore[type-arg]
@@ -96,7 +117,7 @@ def configure() -> None:
     root = logging.getLogger()
     debug = bool(os.environ.get("HVFS_DEBUG"))
     root.setLevel(logging.DEBUG if debug else logging.WARNING)
-    path = log_path()
+    path = _Path()
     console = _Quiet(sys.stderr)
     if debug:
         console.setFormatter(logging.Formatter("hvfs: %(message)s"))
