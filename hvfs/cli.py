@@ -113,6 +113,7 @@ def _spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         stats=spec.check_output_file(args.stats, "--stats") if args.stats else None,
         user=spec.check_user(args.user) if args.user else None,
         stop_timeout=spec.check_timeout(args.stop_timeout, "--stop-timeout"),
+        home_set=any(item.partition("=")[0] == "HOME" for item in args.env),
         services=_services(args),
     )
 
@@ -174,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         from hvfs.services.scan.cli import add_quarantine_command
 
         project_cli.add_commands(subparsers)
-        for add in (add_events_command, add_backup_command, add_quarantine_command):
+        from hvfs.hypervisor.commands import add_manager_command
+
+        for add in (add_events_command, add_backup_command, add_quarantine_command, add_manager_command):
             add(cast("argparse._SubParsersAction[argparse.ArgumentParser]", subparsers))  # _Parser is one
     args = parser.parse_args(argv)
     from hvfs import logs
@@ -183,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.subcommand is None:
         parser.print_help(sys.stderr)
         return EXIT_HVFS
+    from hvfs.hypervisor.control import ControlError
     from hvfs.manager.sources.base import SourceError
     from hvfs.sandbox.errors import SetupError
     from hvfs.spec import UsageError
@@ -198,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         from hvfs.run import run
 
         code = run(spec)
-    except (UsageError, SetupError, SourceError) as e:  # the project's errors are UsageErrors
+    except (UsageError, SetupError, SourceError, ControlError) as e:  # the project's errors are UsageErrors
         sys.stderr.write(f"hvfs: {e}\n")
         return EXIT_HVFS
     except KeyboardInterrupt:

@@ -18,6 +18,7 @@ from hvfs.api import InProcessTransport
 from hvfs.intercept.arch import Arch
 from hvfs.intercept.driver import SeccompDriver
 from hvfs.intercept.filter import FilterConfig, compile_filter
+from hvfs.intercept.inflight import InflightTable
 from hvfs.manager.manager import Manager
 from hvfs.manager.mounts import Mount
 from hvfs.manager.sources.base import Source, SourceError
@@ -50,6 +51,7 @@ class VmSpec:
     scanned: bool = False
     stdio: tuple[int, int, int] = (0, 1, 2)
     start: Mapping[str, Any] = field(default_factory=dict)  # for pid 1: network link, rlimits
+    winsize: bytes | None = None  # of the terminal, with tty (else the size of this process's)
 
 
 @dataclass
@@ -122,6 +124,8 @@ def start_vm(
     program: bytes,
     start: Starter = launcher.start,
     before_start: Callable[[launcher.VmProcess], Mapping[str, Any]] | None = None,
+    shim: str | None = None,
+    inflight: InflightTable | None = None,
 ) -> RunningVm:
     """Boot the VM on ``views``, serve it, and start its command.
 
@@ -134,8 +138,9 @@ def start_vm(
         program=spec.program,
         filter_program=program,
         tty=spec.tty,
-        winsize=terminal.host_winsize() if spec.tty else None,
+        winsize=spec.winsize if spec.winsize is not None else (terminal.host_winsize() if spec.tty else None),
         stdio=spec.stdio,
+        shim=shim,
     )
     vm = start(plan, idmap)
     booted = vm.wait_booted()
@@ -153,7 +158,8 @@ def start_vm(
         reads_judged=spec.scanned,
     )
     manager.add_vm(context)
-    driver = SeccompDriver(booted.listener, spec.name, InProcessTransport(manager.handle_request), arch)
+    transport = InProcessTransport(manager.handle_request)
+    driver = SeccompDriver(booted.listener, spec.name, transport, arch, inflight=inflight)
     driver.start()
     tracer = trace_execs(spec.name, vm.init_pid, manager) if spec.scanned else None
     settings = dict(spec.start)

@@ -105,8 +105,8 @@ class ServiceOptions:
         def path(value: object) -> str | None:
             return os.path.normpath(os.path.join(directory, str(value))) if value else None
 
-        known = {"audit", "audit_reads", "faults", "fault_file", "backup", "backup_store", "backup_max_file",
-                 "backup_max_store", "scan", "blocklist", "yara", "clamd", "quarantine"}  # fmt: skip
+        known = {"audit", "audit_reads", "faults", "fault_file", "fault_seed", "backup", "backup_store",
+                 "backup_max_file", "backup_max_store", "scan", "blocklist", "yara", "clamd", "quarantine"}  # fmt: skip
         unknown = sorted(set(table) - known)
         if unknown:
             raise UsageError(f"services: unknown key {unknown[0]!r}; known: {', '.join(sorted(known))}")
@@ -115,6 +115,7 @@ class ServiceOptions:
             audit_reads=bool(table.get("audit_reads", False)),
             faults=tuple(table.get("faults", ())),
             fault_file=path(table.get("fault_file")),
+            fault_seed=table.get("fault_seed"),
             backup=tuple(table.get("backup", ())),
             backup_store=path(table.get("backup_store")),
             backup_max_file=table.get("backup_max_file"),

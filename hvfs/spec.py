@@ -65,6 +65,7 @@ class RunSpec:
     stats: str | None = None
     user: str | None = None
     stop_timeout: float = 10.0  # seconds between a forwarded SIGTERM and killing the VM
+    home_set: bool = False  # HOME was given (-e HOME=...), so --user does not replace it
     services: Any = None  # hvfs.servicing.ServiceOptions, when any service is asked for
 
 

@@ -79,9 +79,10 @@ def test_a_bad_second_volume_changes_nothing(hvfs: Hvfs, tmp_path: Path) -> None
     assert (tmp_path / "keep").read_text() == "x"
 
 
-def test_user_namespaces_disabled_is_reported(hvfs: Hvfs) -> None:
-    # The limit is per user namespace, so this disables them for hvfs only.
-    command = " ".join([*hvfs.command, "run", "--", "true"])
+def test_user_namespaces_disabled_is_reported(hvfs: Hvfs, tmp_path: Path) -> None:
+    # The limit is per user namespace, so this disables them for hvfs only; a state
+    # directory of its own makes hvfs start a manager there, which must say why it cannot.
+    command = " ".join(["env", f"HVFS_STATE_DIR={tmp_path}/state", *hvfs.command, "run", "--", "true"])
     result = subprocess.run(
         [
             "unshare",
@@ -99,9 +100,13 @@ def test_user_namespaces_disabled_is_reported(hvfs: Hvfs) -> None:
     assert "user.max_user_namespaces" in result.stderr
 
 
-def test_missing_seccomp_user_notification_is_reported(hvfs: Hvfs) -> None:
+def test_missing_seccomp_user_notification_is_reported(hvfs: Hvfs, tmp_path: Path) -> None:
+    # A manager of its own, started where seccomp(2) fails, which must say so.
     result = subprocess.run(
-        [sys.executable, str(PROBES / "without_seccomp.py"), "run", "--", "true"], capture_output=True, text=True
+        [sys.executable, str(PROBES / "without_seccomp.py"), "run", "--", "true"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HVFS_STATE_DIR": str(tmp_path / "state")},
     )
     assert result.returncode == 125
     assert result.stderr.count("\n") == 1

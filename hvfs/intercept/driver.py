@@ -72,6 +72,7 @@ from hvfs.intercept import decode_sockets
 from hvfs.intercept.arch import Arch
 from hvfs.intercept.decode import DECODERS, Context, Decoder, Output, Passthrough
 from hvfs.intercept.filter import syscall_numbers
+from hvfs.intercept.inflight import InflightTable
 from hvfs.intercept.tracee import CallError, Inspector, TargetGone, Tracee
 
 log = logging.getLogger("hvfs.driver")
@@ -84,8 +85,18 @@ WAIT_TICK = 0.05  # seconds between checks of a waiting caller (still there? a s
 class SeccompDriver:
     """Serves one VM's listener with a small pool of worker threads."""
 
-    def __init__(self, listener: int, vm: str, transport: Transport, arch: Arch, *, workers: int = 4) -> None:
+    def __init__(
+        self,
+        listener: int,
+        vm: str,
+        transport: Transport,
+        arch: Arch,
+        *,
+        workers: int = 4,
+        inflight: InflightTable | None = None,
+    ) -> None:
         self._listener = listener
+        self._inflight = inflight  # where each worker notes what it serves, for a manager after this one
         self._vm = vm
         self._transport = transport
         self._arch = arch
@@ -99,11 +110,15 @@ class SeccompDriver:
         self._done = False
         self._stop_read, self._stop_write = os.pipe2(os.O_CLOEXEC)
         self._threads = [
-            threading.Thread(target=self._work, name=f"hvfs-{vm}-{i}", daemon=True) for i in range(workers)
+            threading.Thread(target=self._work, args=(i,), name=f"hvfs-{vm}-{i}", daemon=True) for i in range(workers)
         ]
         self._idle = 0  # workers waiting for their turn to receive
         self._watchdog = threading.Thread(target=self._watch, name=f"hvfs-{vm}-watchdog", daemon=True)
         self.sync_wake_up = False
+
+    @property
+    def listener(self) -> int:
+        return self._listener
 
     def start(self) -> None:
         try:
@@ -130,14 +145,29 @@ class SeccompDriver:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
-    def _work(self) -> None:
+    def serve_pending(self, notifications: list[bytes]) -> None:
+        """Serve, each in a thread of its own, requests that a manager before this one took
+        and never answered (``InflightTable.pending``), if their callers still wait."""
+        for raw in notifications:
+            notif = notify.Notif.from_buffer_copy(raw)
+            if notify.id_valid(self._listener, notif.id):
+                threading.Thread(target=self._serve_alone, args=(notif,), daemon=True).start()
+
+    def _serve_alone(self, notif: notify.Notif) -> None:
         inspector = Inspector()
         try:
-            self._work_with(inspector)
+            self._serve(notif, inspector)
         finally:
             inspector.close()
 
-    def _work_with(self, inspector: Inspector) -> None:
+    def _work(self, slot: int) -> None:
+        inspector = Inspector()
+        try:
+            self._work_with(inspector, slot)
+        finally:
+            inspector.close()
+
+    def _work_with(self, inspector: Inspector, slot: int) -> None:
         me = threading.current_thread()
         poller = select.poll()
         poller.register(self._listener, select.POLLIN)
@@ -160,7 +190,12 @@ class SeccompDriver:
                         self._turn.notify_all()
                     return
                 self._serving_since = time.monotonic()
+                inflight = self._inflight
+                if inflight is not None:
+                    inflight.record(slot, bytes(notif))
                 self._serve(notif, inspector)
+                if inflight is not None:
+                    inflight.clear(slot)
                 with self._turn:
                     self._serving_since = None
                     if self._receiver is not me:
@@ -175,8 +210,9 @@ class SeccompDriver:
                     self._receiver = None
                     self._serving_since = None
                     if not self._idle and len(self._threads) < MAX_WORKERS:  # every worker is blocked
+                        slot = len(self._threads)
                         thread = threading.Thread(
-                            target=self._work, name=f"hvfs-{self._vm}-{len(self._threads)}", daemon=True
+                            target=self._work, args=(slot,), name=f"hvfs-{self._vm}-{slot}", daemon=True
                         )
                         self._threads.append(thread)
                         thread.start()

@@ -34,6 +34,7 @@ class SourceConfig:
     path: str | None = None
     size: int | None = None
     sockets: bool = False
+    mode: int = 0o1777  # of a memory source's root
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class MountConfig:
     source: str | None = None  # a source's name; None for a private tmpfs
     size: int | None = None
     readonly: bool = False
+    mode: int = 0o1777  # of a private tmpfs's root
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,9 @@ class VmConfig:
     network: bool = True
     mounts: tuple[MountConfig, ...] = ()
     limits: Limits = Limits()
+    persist: str | None = None  # keep the root's changes in this directory (hvfs run --persist)
+    tty: bool = False  # a terminal of its own (hvfs run -t)
+    home_set: bool = False  # HOME was given, so --user does not replace it
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,9 @@ class NetworkConfig:
 
 @dataclass(frozen=True)
 class Project:
+    """A group of VMs for the manager to run: a project of hvfs.toml, or (``kind`` "run")
+    the one VM of an ``hvfs run``, described the same way."""
+
     name: str
     file: str
     directory: str
@@ -80,6 +88,7 @@ class Project:
     sources: Mapping[str, SourceConfig]
     vms: Mapping[str, VmConfig]
     services: Mapping[str, Any]
+    kind: str = "project"
 
 
 class _Table:
@@ -224,6 +233,7 @@ def _vm(table: _Table, name: str, sources: Mapping[str, SourceConfig], directory
         network=bool(table.get("network", bool, True)),
         mounts=mounts,
         limits=limits,
+        home_set="HOME" in env,
     )
     return vm
 
