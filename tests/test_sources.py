@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -365,3 +366,28 @@ def _fds_on(pid: object, device: int) -> int:
         except OSError:
             continue
     return count
+
+
+def test_a_vm_that_exits_at_once_leaves_the_shared_source_to_the_others(hvfs: Hvfs, tmp_path: Path) -> None:
+    """The VMs of a project take their sources before the first starts: one that writes
+    and exits at once does not take the memory file system with it."""
+    name = f"early-{uuid.uuid4().hex[:8]}"
+    mounts = '[{ source = "shared", target = "/data" }]'
+    project = _project(
+        hvfs,
+        tmp_path / name,
+        f'name = "{name}"\n[sources.shared]\ntype = "memory"\n'
+        f'[vms.quick]\ncommand = "echo early > /data/f"\nmounts = {mounts}\n'
+        f'[vms.late]\ncommand = "sleep 600"\nmounts = {mounts}\n',
+    )
+    project.ok("up", "-d")
+    try:
+        deadline = time.monotonic() + 20
+        while project.ps()["quick"]["state"] != "exited":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert project.ps()["quick"]["code"] == 0
+        assert _manager(project)["sources"]["named"] == {f"{name}/shared": ["late"]}  # type: ignore[index]
+        assert project.ok("exec", "late", "--", "cat", "/data/f") == "early\n"
+    finally:
+        project.run("down")

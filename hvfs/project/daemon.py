@@ -23,6 +23,7 @@ from hvfs.hypervisor.mounts import MountSpec, mount_table, prepare_mounts
 from hvfs.hypervisor.pool import SourcePool
 from hvfs.intercept.arch import native
 from hvfs.manager.manager import Manager
+from hvfs.manager.mounts import Mount
 from hvfs.manager.sources.base import SourceError
 from hvfs.manager.sources.registry import SourceSpec
 from hvfs.project import control
@@ -150,17 +151,19 @@ class Daemon:
             )
         self.limits = LimitMaker(self.project.name, record=self.state.cgroups)
         self.server = control.ControlServer(self.state.control, self._handle)
+        # Every VM takes its sources before the first starts: one that exits at once must
+        # not release a source that a VM after it mounts.
+        tables = {}
+        for vm in self.project.vms.values():
+            hosts = (MountSpec("/etc/hosts", self.hosts, readonly=True),) if self.hosts and vm.network else ()
+            tables[vm.name] = mount_table(vm.name, (*mounts[vm.name], *hosts), self.sources)
         for record in self.vms.values():
             strict = record.config.strict or self.trap_reads
-            self._start(record, mounts[record.config.name], idmap, arch, programs[strict])
+            self._start(record, tables[record.config.name], idmap, arch, programs[strict])
 
-    def _start(
-        self, record: VmRecord, mounts: tuple[MountSpec, ...], idmap: userns.IdMap, arch: Any, filter_program: bytes
-    ) -> None:
+    def _start(self, record: VmRecord, table: list[Mount], idmap: userns.IdMap, arch: Any, program: bytes) -> None:
         vm = record.config
         began = time.monotonic()
-        if self.hosts is not None and vm.network:
-            mounts = (*mounts, MountSpec("/etc/hosts", self.hosts, readonly=True))
         env = {"PATH": DEFAULT_PATH, "HOSTNAME": vm.name, "HOME": "/root", **vm.environment}
         command = Program(vm.command, env, vm.workdir, vm.user, home_set="HOME" in vm.environment)
         output_read, output_write = os.pipe2(os.O_CLOEXEC)
@@ -168,7 +171,7 @@ class Daemon:
         scanning = self.services is not None and self.services.options.scan
         spec = VmSpec(
             vm.name,
-            tuple(mount_table(vm.name, mounts, self.sources)),
+            tuple(table),
             command,
             strict=vm.strict or self.trap_reads,
             stdio=(null, output_write, output_write),
@@ -196,7 +199,7 @@ class Daemon:
                 manager=self.manager,
                 idmap=idmap,
                 arch=arch,
-                program=filter_program,
+                program=program,
                 before_start=before_start,
             )
         finally:
