@@ -100,6 +100,8 @@ def prepare_mounts(mounts: Iterable[MountSpec], cache: Callable[[], str] | None 
     cache, ``cache``, by default hvfs's private cache directory): as the user, before
     the manager's namespaces are entered. Raises SourceError, or UsageError when the
     cache directory is not safe."""
+    mounts = tuple(mounts)
+    check_mounts(mounts)  # before any work is done for a table that cannot be
     if cache is None:
         from hvfs.state import private_cache_directory
 
