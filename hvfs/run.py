@@ -18,14 +18,12 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from hvfs._sys import process
+from hvfs.hypervisor.mounts import MountSpec, mount_table, prepare_mounts
+from hvfs.hypervisor.pool import SourcePool
 from hvfs.intercept.arch import Arch, native
 from hvfs.manager.manager import Manager
-from hvfs.manager.mounts import Mount, system_mounts
-from hvfs.manager.sources.base import Source
-from hvfs.manager.sources.host import HostSource
-from hvfs.manager.sources.memory import MemorySource
 from hvfs.private_dirs import private_directory
-from hvfs.runtime import RunningVm, VmSpec, build, compile_program, image_source, start_vm
+from hvfs.runtime import RunningVm, VmSpec, build, compile_program, start_vm
 from hvfs.sandbox import launcher, preflight, terminal, userns, users
 from hvfs.sandbox.plan import Program
 from hvfs.sandbox.stdio import Stdio
@@ -36,13 +34,6 @@ if TYPE_CHECKING:
     from hvfs.servicing import Services
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
-
-
-def mount_table(spec: RunSpec, image: Source) -> list[Mount]:
-    table = [Mount("/", image), *system_mounts()]
-    table += [Mount(v.target, HostSource(v.source), v.readonly, v.sockets) for v in spec.volumes]
-    table += [Mount(t.target, MemorySource(t.size, t.mode), t.readonly) for t in spec.tmpfs]
-    return table
 
 
 def check_stdio() -> None:
@@ -113,13 +104,15 @@ def run(spec: RunSpec) -> int:
     check_stdio()
     arch = native()
     services = None
+    sources = SourcePool()
+    mounts = prepare_mounts((MountSpec("/", spec.image), *spec.mounts))  # a tarball unpacks here, as the user
     if spec.services:
         from hvfs.servicing import Services
 
         services = Services(spec.services)
     vm_spec = VmSpec(
         name=spec.name,
-        mounts=tuple(mount_table(spec, image_source(spec.image))),
+        mounts=tuple(mount_table(spec.name, mounts, sources)),
         program=Program(
             argv=spec.argv,
             env=dict(spec.env),
@@ -144,6 +137,7 @@ def run(spec: RunSpec) -> int:
         if services is not None:
             services.close()
         lock.release()
+        sources.close()
 
 
 def _run_locked(

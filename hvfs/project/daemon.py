@@ -8,6 +8,7 @@ VMs are started with posix_spawn, which is safe from a process with threads.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import logging
 import os
@@ -18,18 +19,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from hvfs.hypervisor.mounts import MountSpec, mount_table, prepare_mounts
+from hvfs.hypervisor.pool import SourcePool
 from hvfs.intercept.arch import native
 from hvfs.manager.manager import Manager
-from hvfs.manager.mounts import Mount, system_mounts
-from hvfs.manager.sources.base import Source, SourceError
-from hvfs.manager.sources.host import HostSource
-from hvfs.manager.sources.memory import MemorySource
-from hvfs.manager.sources.synth import SynthSource
+from hvfs.manager.mounts import Mount
+from hvfs.manager.sources.base import SourceError
+from hvfs.manager.sources.registry import SourceSpec
 from hvfs.project import control
 from hvfs.project.config import Project, VmConfig
 from hvfs.project.limits import LimitMaker
 from hvfs.project.state import ProjectState
-from hvfs.runtime import RunningVm, VmSpec, build, compile_program, image_source, start_vm
+from hvfs.runtime import RunningVm, VmSpec, build, compile_program, start_vm
 from hvfs.sandbox import launcher, preflight, protocol, stdio, userns
 from hvfs.sandbox.errors import SetupError
 from hvfs.sandbox.plan import Program
@@ -84,6 +85,7 @@ class Daemon:
         self.limits: LimitMaker | None = None
         self.services: Services | None = None
         self.trap_reads = False
+        self.sources = SourcePool()  # released as the last VM using each is gone
 
     # -- life -----------------------------------------------------------------------
 
@@ -126,18 +128,14 @@ class Daemon:
         self.trap_reads = options.trap_reads
         stricts = {vm.strict or self.trap_reads for vm in self.project.vms.values()}
         programs = {strict: compile_program(strict, arch) for strict in stricts}
-        images = {vm.name: image_source(vm.image) for vm in self.project.vms.values()}  # tarballs unpack here
+        mounts = {vm.name: prepare_mounts((MountSpec("/", vm.root), *vm.mounts)) for vm in self.project.vms.values()}
         bridge_wanted = self.project.network.mode == "bridge"
         idmap = userns.enter_manager_namespaces(network=bridge_wanted)
         self.manager = Manager(bus=self.services.bus if self.services else None)
         if self.services is not None:
             self.services.attach(self.manager)
-        self.sources: dict[str, Source] = {
-            name: HostSource(s.path) if s.kind == "host" and s.path else MemorySource(s.size)
-            for name, s in self.project.sources.items()
-        }
         self.bridge = None
-        self.hosts: SynthSource | None = None
+        self.hosts: SourceSpec | None = None
         if bridge_wanted:
             try:
                 from hvfs.project.network import Bridge
@@ -148,25 +146,24 @@ class Daemon:
             for record in self.vms.values():
                 if record.config.network:
                     record.address = self.bridge.reserve(record.config.name)
-            self.hosts = SynthSource(self.bridge.hosts())
+            self.hosts = SourceSpec(
+                "synth", {"content": self.bridge.hosts().decode()}, name=f"{self.project.name}:hosts"
+            )
         self.limits = LimitMaker(self.project.name, record=self.state.cgroups)
         self.server = control.ControlServer(self.state.control, self._handle)
+        # Every VM takes its sources before the first starts: one that exits at once must
+        # not release a source that a VM after it mounts.
+        tables = {}
+        for vm in self.project.vms.values():
+            hosts = (MountSpec("/etc/hosts", self.hosts, readonly=True),) if self.hosts and vm.network else ()
+            tables[vm.name] = mount_table(vm.name, (*mounts[vm.name], *hosts), self.sources)
         for record in self.vms.values():
             strict = record.config.strict or self.trap_reads
-            self._start(record, images[record.config.name], idmap, arch, programs[strict])
+            self._start(record, tables[record.config.name], idmap, arch, programs[strict])
 
-    def _start(self, record: VmRecord, image: Source, idmap: userns.IdMap, arch: Any, filter_program: bytes) -> None:
+    def _start(self, record: VmRecord, table: list[Mount], idmap: userns.IdMap, arch: Any, program: bytes) -> None:
         vm = record.config
         began = time.monotonic()
-        mounts = [Mount("/", image), *system_mounts()]
-        for m in vm.mounts:
-            if m.source is None:
-                mounts.append(Mount(m.target, MemorySource(m.size), m.readonly))
-            else:
-                sockets = self.project.sources[m.source].sockets
-                mounts.append(Mount(m.target, self.sources[m.source], m.readonly, sockets))
-        if self.hosts is not None and vm.network:
-            mounts.append(Mount("/etc/hosts", self.hosts, readonly=True))
         env = {"PATH": DEFAULT_PATH, "HOSTNAME": vm.name, "HOME": "/root", **vm.environment}
         command = Program(vm.command, env, vm.workdir, vm.user, home_set="HOME" in vm.environment)
         output_read, output_write = os.pipe2(os.O_CLOEXEC)
@@ -174,7 +171,7 @@ class Daemon:
         scanning = self.services is not None and self.services.options.scan
         spec = VmSpec(
             vm.name,
-            tuple(mounts),
+            tuple(table),
             command,
             strict=vm.strict or self.trap_reads,
             stdio=(null, output_write, output_write),
@@ -202,7 +199,7 @@ class Daemon:
                 manager=self.manager,
                 idmap=idmap,
                 arch=arch,
-                program=filter_program,
+                program=program,
                 before_start=before_start,
             )
         finally:
@@ -228,6 +225,7 @@ class Daemon:
             self.limits.cleanup()
         if self.services is not None:
             self.services.close()
+        self.sources.close()
         self.state.remove()
 
     # -- one VM ---------------------------------------------------------------------
@@ -248,6 +246,7 @@ class Daemon:
         with contextlib.suppress(KeyError):
             self.manager.remove_vm(record.config.name)
         record.running.context.close()
+        self.sources.drop(record.config.name)
         record.code, record.state = code, "exited"
         record.exited.set()
         self._say(record.config.name, f"exited with code {code}")
@@ -374,4 +373,5 @@ class Daemon:
             for line in f:
                 if line.startswith("VmRSS:"):
                     rss = int(line.split()[1])
-        return {"pid": os.getpid(), "file": self.project.file, "rss_kb": rss}
+        return {"pid": os.getpid(), "file": self.project.file, "rss_kb": rss,
+                "sources": dataclasses.asdict(self.sources.statistics())}  # fmt: skip
