@@ -34,6 +34,10 @@ def _run_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
     run.add_argument(
         "--tmpfs", action="append", default=[], metavar="DST[:size=64m]", help="mount a memory file system"
     )
+    run.add_argument(
+        "--mount", action="append", default=[], metavar="type=TYPE,target=DST[,ro][,OPTION=VALUE...]",
+        help="mount a source of any type (docs/sources.md)",
+    )  # fmt: skip
     run.add_argument("-w", "--workdir", default="/", help="working directory inside the VM")
     run.add_argument("-u", "--user", help="run the command as USER[:GROUP] (names or ids) of the VM")
     run.add_argument(
@@ -102,8 +106,11 @@ def _spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         argv=tuple(command),
         name=name,
         image=spec.check_image(args.image),
-        volumes=tuple(spec.parse_volume(v) for v in args.volume),
-        tmpfs=tuple(spec.parse_tmpfs(t) for t in args.tmpfs),
+        mounts=(
+            *(spec.parse_volume(v) for v in args.volume),
+            *(spec.parse_tmpfs(t) for t in args.tmpfs),
+            *(spec.parse_mount(m) for m in args.mount),
+        ),
         workdir=spec.check_workdir(args.workdir),
         env=spec.parse_env(args.env, os.environ, name=name, tty=args.tty),
         strict=args.strict,

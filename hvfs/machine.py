@@ -4,6 +4,7 @@ user asks for before anything starts."""
 from __future__ import annotations
 
 import os
+import re
 
 # File systems whose regular files are kernel interfaces, not files to write a report
 # into (/proc/1/mem, /sys/power/state, cgroup knobs, ...).
@@ -51,6 +52,30 @@ def file_system_type(st: os.stat_result) -> str | None:
                     return tail.split()[0]
     except OSError:
         pass
+    return None
+
+
+SIZE = re.compile(r"^(\d+)\s*([kmgt]?)i?b?$", re.IGNORECASE)
+UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str) -> int | None:
+    """Bytes of a size as hvfs's options take it (64m, 1g, 512KiB, 4096), or None."""
+    match = SIZE.match(text.strip())
+    return int(match.group(1)) * UNITS[match.group(2).lower()] if match else None
+
+
+def size_problem(size: int, *, minimum: int = 4096) -> str | None:
+    """What is wrong with ``size`` bytes of memory (a memory file system, a memory
+    limit) on this machine, or None."""
+    if size < minimum:
+        return f"size {format_size(size)} is too small; give at least {format_size(minimum)}"
+    total = memory()
+    if size > total:
+        return (
+            f"size {format_size(size)} is more than this machine's memory and swap "
+            f"({format_size(total)}); give at most {format_size(total)}"
+        )
     return None
 
 

@@ -21,8 +21,7 @@ from hvfs.intercept.filter import FilterConfig, compile_filter
 from hvfs.intercept.inflight import InflightTable
 from hvfs.manager.manager import Manager
 from hvfs.manager.mounts import Mount
-from hvfs.manager.sources.base import Source, SourceError
-from hvfs.manager.sources.image import directory_image, host_image, tarball_image
+from hvfs.manager.sources.base import SourceError
 from hvfs.manager.view import Views, build_views, ensure_path
 from hvfs.manager.vm import VmContext
 from hvfs.sandbox import launcher, terminal
@@ -30,7 +29,6 @@ from hvfs.sandbox.errors import SetupError
 from hvfs.sandbox.plan import BootPlan, Program
 from hvfs.sandbox.userns import IdMap
 from hvfs.spec import UsageError
-from hvfs.state import private_cache_directory
 
 if TYPE_CHECKING:
     from hvfs.intercept.exec_tracer import ExecTracer
@@ -69,16 +67,6 @@ class RunningVm:
 
     def signal(self, signum: int) -> None:
         self.process.signal(signum)
-
-
-def image_source(image: str) -> Source:
-    """'host', a root directory or a rootfs tarball, as an image source (a tarball is
-    unpacked into the cache here, before any namespace is entered)."""
-    if image == "host":
-        return host_image()
-    if os.path.isdir(image):
-        return directory_image(image)
-    return tarball_image(image, os.path.join(private_cache_directory(), "images"))
 
 
 def compile_program(strict: bool, arch: Arch) -> bytes:

@@ -147,6 +147,9 @@ class Services:
         self.scanner: Scanner | None = None
         self.faults: FaultInjector | None = None
         self.manager: Manager | None = None
+        # Engines first: one that cannot be set up (no clamd) is a usage error, and a usage
+        # error leaves no store behind.
+        self._engines = self._scan_engines() if options.scan else []
         # Made and checked here, as the user, before any namespace: a store someone else
         # can write in could hand back their files as this user's backups or quarantine.
         if options.backup_store:
@@ -155,7 +158,6 @@ class Services:
         if options.quarantine:
             ours = options.quarantine == quarantine_directory()
             private_directory(options.quarantine, "the quarantine", "give another with --quarantine", ours=ours)
-        self._engines = self._scan_engines() if options.scan else []
         self._finished = False
 
     def _scan_engines(self) -> list[Engine]:

@@ -15,6 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hvfs import machine
+from hvfs.hypervisor.mounts import MountSpec, target_problem
+from hvfs.manager.sources import registry
+from hvfs.manager.sources.base import OptionError
+from hvfs.manager.sources.registry import SourceSpec
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 MAX_ARG_STRLEN = 32 * 4096  # the kernel's limit on one argument or environment string, its NUL included
@@ -23,39 +27,22 @@ MAX_COMMAND = 128 << 10
 MIN_MEMORY_LIMIT = 6 << 20  # less, and a VM's pid 1 cannot even start (docker's minimum too)
 MIN_PIDS = 2  # the VM's pid 1 and its command
 MIN_CPUS = 0.01  # a CFS quota of 1 ms per 100 ms period, the kernel's smallest
-RESERVED_TARGETS = ("/proc", "/dev")
 NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
-SIZE = re.compile(r"^(\d+)\s*([kmgt]?)i?b?$", re.IGNORECASE)
-UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
 class UsageError(Exception):
     """Bad input from the user: the message names the problem and the fix."""
 
 
-@dataclass(frozen=True)
-class Volume:
-    source: str
-    target: str
-    readonly: bool = False
-    sockets: bool = False  # the VM may connect to host sockets on it
-
-
-@dataclass(frozen=True)
-class Tmpfs:
-    target: str
-    size: int | None = None
-    mode: int = 0o1777
-    readonly: bool = False
+HOST_IMAGE = SourceSpec("image", {"path": "host"})
 
 
 @dataclass(frozen=True)
 class RunSpec:
     argv: tuple[str, ...]
     name: str
-    image: str = "host"
-    volumes: tuple[Volume, ...] = ()
-    tmpfs: tuple[Tmpfs, ...] = ()
+    image: SourceSpec = HOST_IMAGE
+    mounts: tuple[MountSpec, ...] = ()  # -v, --tmpfs, --mount
     workdir: str = "/"
     env: Mapping[str, str] = field(default_factory=dict)
     strict: bool = False
@@ -70,60 +57,88 @@ class RunSpec:
 
 
 def parse_target(target: str, what: str) -> str:
-    if not target.startswith("/"):
-        raise UsageError(f"{what}: target {target!r} is relative; use an absolute path such as /data")
-    if ".." in target.split("/"):
-        raise UsageError(f"{what}: target {target!r} contains '..'; give the plain absolute path")
-    normal = posixpath.normpath(target)
-    if normal == "/":
-        raise UsageError(f"{what}: cannot mount over /; use --image to choose the root")
-    for reserved in RESERVED_TARGETS:
-        if normal == reserved or normal.startswith(reserved + "/"):
-            raise UsageError(f"{what}: {normal} is managed by hvfs; pick another target")
-    return normal
+    problem = target_problem(target)
+    if problem:
+        raise UsageError(f"{what}: {problem}")
+    return posixpath.normpath(target)
 
 
-def parse_volume(text: str, cwd: str | None = None) -> Volume:
-    """``SRC:DST[:OPTIONS]``, as docker's ``-v``; options: ro, rw, sockets."""
+def _source(kind: str | None, options: dict[str, str], what: str, cwd: str | None) -> SourceSpec:
+    try:
+        return registry.parse(kind, options, cwd or os.getcwd())
+    except OptionError as e:
+        raise UsageError(f"{what}: {e.problem}") from None
+
+
+def _mount_flags(words: Sequence[str], what: str) -> tuple[bool, bool]:
+    """``readonly`` and ``sockets`` from the words ro (readonly), rw and sockets."""
+    readonly = sockets = False
+    for word in words:
+        if word in ("ro", "readonly"):
+            readonly = True
+        elif word == "rw":
+            readonly = False
+        elif word == "sockets":
+            sockets = True
+        else:
+            raise UsageError(f"{what}: unknown option {word!r}; use ro, rw or sockets")
+    return readonly, sockets
+
+
+def parse_volume(text: str, cwd: str | None = None) -> MountSpec:
+    """``SRC:DST[:OPTIONS]``, as docker's ``-v``: a host source; options: ro, rw, sockets."""
     what = f"-v {text!r}"
     parts = text.split(":")
     if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
         raise UsageError(f"{what}: expected SRC:DST[:ro|rw], e.g. -v ./data:/data:ro")
-    source, target = parts[0], parts[1]
-    options = parts[2].split(",") if len(parts) == 3 else []
-    readonly = sockets = False
-    for option in options:
-        if option == "ro":
-            readonly = True
-        elif option == "sockets":
-            sockets = True
-        elif option != "rw":
-            raise UsageError(f"{what}: unknown option {option!r}; use ro, rw or sockets")
-    source = os.path.abspath(os.path.join(cwd or os.getcwd(), source))
-    if not os.path.exists(source):
-        raise UsageError(f"{what}: source {source} does not exist; create it or fix the path")
-    return Volume(source=source, target=parse_target(target, what), readonly=readonly, sockets=sockets)
+    readonly, sockets = _mount_flags(parts[2].split(",") if len(parts) == 3 else [], what)
+    source = _source("host", {"path": parts[0]}, what, cwd)
+    return MountSpec(parse_target(parts[1], what), source, readonly, sockets)
+
+
+def parse_tmpfs(text: str) -> MountSpec:
+    """``DST[:size=64m,mode=1777,ro]``, as docker's ``--tmpfs``: a memory source."""
+    what = f"--tmpfs {text!r}"
+    target, _, rest = text.partition(":")
+    options, readonly = {}, False
+    for option in filter(None, rest.split(",")):
+        key, sep, value = option.partition("=")
+        if sep:
+            options[key] = value
+        elif option in ("ro", "rw"):
+            readonly = option == "ro"
+        else:
+            known = "".join(f"{o.name}=, " for o in registry.KINDS["memory"].options)
+            raise UsageError(f"{what}: unknown option {option!r}; use {known}ro or rw")
+    return MountSpec(parse_target(target, what), _source("memory", options, what, None), readonly)
+
+
+def parse_mount(text: str, cwd: str | None = None) -> MountSpec:
+    """``type=TYPE,target=DST[,ro][,sockets][,OPTION=VALUE...]``, as docker's ``--mount``:
+    a source of any type, with the options docs/sources.md lists."""
+    what = f"--mount {text!r}"
+    items = text.split(",")
+    readonly, sockets = _mount_flags([item for item in items if "=" not in item], what)
+    options: dict[str, str] = {}
+    for key, _, value in (item.partition("=") for item in items if "=" in item):
+        if key in options:
+            raise UsageError(f"{what}: {key} is given twice; give it once")
+        options[key] = value
+    kind, target = options.pop("type", None), options.pop("target", None)
+    if target is None:
+        raise UsageError(f"{what}: no target; add target=/PATH, e.g. --mount type=memory,target=/scratch")
+    source = _source(kind, options, what, cwd)
+    return MountSpec(parse_target(target, what), source, readonly, sockets)
 
 
 def parse_size(text: str, what: str) -> int:
-    match = SIZE.match(text.strip())
-    if not match:
+    size = machine.parse_size(text)
+    if size is None:
         raise UsageError(f"{what}: size {text!r} is not a size; use e.g. 64m, 1g or 512k")
-    return int(match.group(1)) * UNITS[match.group(2).lower()]
+    return size
 
 
-def size_problem(size: int, *, minimum: int = 4096) -> str | None:
-    """What is wrong with ``size`` bytes of memory (a memory file system, a memory
-    limit) on this machine, or None."""
-    if size < minimum:
-        return f"size {machine.format_size(size)} is too small; give at least {machine.format_size(minimum)}"
-    total = machine.memory()
-    if size > total:
-        return (
-            f"size {machine.format_size(size)} is more than this machine's memory and swap "
-            f"({machine.format_size(total)}); give at most {machine.format_size(total)}"
-        )
-    return None
+size_problem = machine.size_problem
 
 
 def cpus_problem(cpus: float) -> str | None:
@@ -201,54 +216,6 @@ def check_output_file(path: str, what: str) -> str:
     return path
 
 
-def image_problem(path: str) -> str | None:
-    """What keeps ``path`` from being a VM's root (a directory, or a rootfs tarball), or None."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return "does not exist; give 'host', a root directory or a rootfs tarball"
-    except OSError as e:
-        return f"cannot be read: {e.strerror}; give 'host', a root directory or a rootfs tarball"
-    if stat.S_ISDIR(st.st_mode):
-        return None
-    if not stat.S_ISREG(st.st_mode):
-        return "is neither a directory nor a file; give 'host', a root directory or a rootfs tarball"
-    import tarfile  # only here: `hvfs run` on the host image need not import it
-
-    try:
-        if tarfile.is_tarfile(path):
-            return None
-    except OSError as e:
-        return f"cannot be read: {e.strerror}; give 'host', a root directory or a rootfs tarball"
-    return "is neither a directory nor a tar archive; give 'host', a root directory or a rootfs tarball (.tar, .tar.gz)"
-
-
-def parse_tmpfs(text: str) -> Tmpfs:
-    """``DST[:size=64m,mode=1777,ro]``, as docker's ``--tmpfs``."""
-    what = f"--tmpfs {text!r}"
-    target, _, rest = text.partition(":")
-    size, mode, readonly = None, 0o1777, False
-    for option in filter(None, rest.split(",")):
-        key, _, value = option.partition("=")
-        if key == "size" and value:
-            size = parse_size(value, what)
-            problem = size_problem(size)
-            if problem:
-                raise UsageError(f"{what}: {problem}")
-        elif key == "mode" and value:
-            try:
-                mode = int(value, 8)
-            except ValueError:
-                raise UsageError(f"{what}: mode {value!r} is not octal; use e.g. mode=1777") from None
-            if not 0 <= mode <= 0o7777:
-                raise UsageError(f"{what}: mode {value!r} is not a file mode; use e.g. mode=1777")
-        elif option in ("ro", "rw"):
-            readonly = option == "ro"
-        else:
-            raise UsageError(f"{what}: unknown option {option!r}; use size=, mode=, ro or rw")
-    return Tmpfs(target=parse_target(target, what), size=size, mode=mode, readonly=readonly)
-
-
 def parse_env(items: Sequence[str], host: Mapping[str, str], *, name: str, tty: bool) -> dict[str, str]:
     """A clean environment, as docker gives, plus ``-e K=V`` and ``-e K`` (from the host)."""
     env = {"PATH": DEFAULT_PATH, "HOSTNAME": name, "HOME": "/root"}
@@ -294,14 +261,11 @@ def check_workdir(workdir: str) -> str:
     return posixpath.normpath(workdir)
 
 
-def check_image(image: str) -> str:
-    if image == "host":
-        return image
-    path = os.path.abspath(image)
-    problem = image_problem(path)
-    if problem:
-        raise UsageError(f"--image {image} {problem}")
-    return path
+def check_image(image: str) -> SourceSpec:
+    try:
+        return registry.parse("image", {"path": image}, os.getcwd(), role="root")
+    except OptionError as e:
+        raise UsageError(f"--image {e.problem}") from None
 
 
 def check_persist(path: str) -> str:

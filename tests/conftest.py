@@ -13,10 +13,14 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
+
+from tests.clamd import Clamd, ClamdFailed
 
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI") == "true"
@@ -25,8 +29,12 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 
 
 def require(condition: bool, reason: str) -> None:
-    if condition:
-        return
+    if not condition:
+        unavailable(reason)
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skips the test, or in CI fails it: what it needs is missing (``reason``)."""
     if IN_CI:
         pytest.fail(f"CI must be able to run this: {reason}")
     pytest.skip(reason)
@@ -261,3 +269,29 @@ def data(vm: Vm, shared_tmp: Path) -> Path:
     path.mkdir()
     vm.give(path)
     return path
+
+
+@contextmanager
+def running_clamd(*, stream_max: int | None = None) -> Iterator[Clamd]:
+    """A clamd on the tests' own signature database (tests/clamd.py), stopped at the end."""
+    try:
+        daemon = Clamd(stream_max=stream_max)
+    except ClamdFailed as e:
+        unavailable(str(e))
+    try:
+        daemon.start()
+    except ClamdFailed as e:
+        daemon.close()
+        unavailable(str(e))
+    try:
+        yield daemon
+    finally:
+        daemon.close()
+
+
+@pytest.fixture(scope="session")
+def clamd_socket() -> Iterator[str]:
+    """The socket of a clamd that the tests share (see running_clamd); tests that stop or
+    kill one start their own."""
+    with running_clamd() as daemon:
+        yield daemon.socket

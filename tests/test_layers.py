@@ -36,10 +36,33 @@ def test_the_driver_never_imports_the_manager() -> None:
         assert not bad, (module, bad)
 
 
+# What every source may import: the contract and the schema of options. The registry
+# alone imports every kind; no source imports it.
+SOURCE_CONTRACT = {"hvfs.manager.sources.base", "hvfs.manager.sources.schema"}
+
+
 def test_sources_never_import_each_other() -> None:
-    for module in _modules("manager/sources"):
-        others = {n for n in _imports(module) if n.startswith("hvfs.manager.sources.") and not n.endswith(".base")}
+    registry = PACKAGE / "manager" / "sources" / "registry.py"
+    modules = [m for m in _modules("manager/sources") if m != registry and m.name != "__init__.py"]
+    assert len(modules) >= 7, modules  # the contract, the schema and the kinds: host, memory, overlay, image, ...
+    for module in modules:
+        imported = _imports(module)
+        others = {n for n in imported if n.startswith("hvfs.manager.sources") and n not in SOURCE_CONTRACT}
         assert not others, (module, others)
+
+
+def test_every_source_module_is_a_registered_kind() -> None:
+    """Adding a kind is one module and one line of the registry: a module that is not in
+    the registry is a kind no front end can reach."""
+    from hvfs.manager.sources import registry
+
+    registered = {kind.make.__module__ for kind in registry.KINDS.values()}
+    modules = {
+        f"hvfs.manager.sources.{m.stem}"
+        for m in _modules("manager/sources")
+        if m.stem not in ("__init__", "registry") and f"hvfs.manager.sources.{m.stem}" not in SOURCE_CONTRACT
+    }
+    assert modules == registered
 
 
 def test_only_the_sys_package_uses_ctypes() -> None:

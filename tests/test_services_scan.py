@@ -6,11 +6,8 @@ import argparse
 import errno
 import hashlib
 import os
-import socket
 import stat
-import struct
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,7 +32,6 @@ from hvfs.services.scan import (
     Verdict,
     load_blocklist,
 )
-from hvfs.services.scan.clamd import ClamdEngine
 from hvfs.services.scan.cli import add_quarantine_command
 from hvfs.services.scan.yara_engine import YaraEngine
 
@@ -343,62 +339,6 @@ def test_a_file_that_cannot_be_taken_away_is_quarantined_once_whatever_the_vm_re
     run = api.Exec(caller=api.Caller(vm="vm1", pid=1), path=api.VmPath(base="/", name="/ro/eicar.com"))
     assert bus.run_hooks("vm1", run) == HookAnswer(api.Errno(errno.EACCES), "scan")
     assert eicar.exists() and len(quarantine.records()) == 1 and len(detected) == 1
-
-
-class FakeClamd:
-    """A clamd speaking the INSTREAM protocol on a unix socket, detecting EICAR anywhere."""
-
-    def __init__(self, path: str) -> None:
-        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.server.bind(path)
-        self.server.listen()
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                connection, _ = self.server.accept()
-            except OSError:
-                return
-            with connection, connection.makefile("rb") as stream:
-                command = b""
-                while not command.endswith(b"\0"):
-                    command += stream.read(1)
-                if command == b"zPING\0":
-                    connection.sendall(b"PONG\0")
-                    continue
-                data = b""
-                while length := struct.unpack("!I", stream.read(4))[0]:
-                    data += stream.read(length)
-                found = b"stream: Eicar-Signature FOUND\0" if EICAR in data else b"stream: OK\0"
-                connection.sendall(found if len(data) < 1 << 20 else b"INSTREAM size limit exceeded. ERROR\0")
-
-    def close(self) -> None:
-        self.server.close()
-
-
-def test_clamd_is_asked_over_instream(tmp_path: Path) -> None:
-    clamd = FakeClamd(str(tmp_path / "clamd.ctl"))
-    try:
-        engine = ClamdEngine(str(tmp_path / "clamd.ctl"))
-        assert engine.scan(b"prefix " + EICAR + b" and more than a test file may hold" * 10) == Detection(
-            "clamav", "Eicar-Signature"
-        )
-        assert engine.scan(os.urandom(200_000).replace(b"X5O", b"abc")) is None  # several chunks
-        with pytest.raises(ScanError, match="size limit exceeded"):
-            engine.scan(b"\0" * (1 << 20))
-    finally:
-        clamd.close()
-
-
-def test_a_missing_clamd_is_reported_not_waited_for(tmp_path: Path) -> None:
-    with pytest.raises(EngineUnavailable, match="does not answer"):
-        ClamdEngine(str(tmp_path / "nothing.ctl"))
-    try:
-        engine = ClamdEngine()
-    except EngineUnavailable as e:
-        pytest.skip(f"no clamd on this machine: {e}")
-    assert engine.scan(EICAR) is not None  # a real clamd knows the test file
 
 
 def add(quarantine: Quarantine, vm: str, path: str, host: Path, detection: Detection) -> QuarantineRecord:

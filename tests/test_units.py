@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 
 from hvfs import spec
+from hvfs.hypervisor.mounts import MountSpec
 from hvfs.intercept import syscalls
 from hvfs.intercept.arch import native
 from hvfs.intercept.filter import FilterConfig, compile_filter, known_syscalls
 from hvfs.manager.resolve import split
+from hvfs.manager.sources.registry import SourceSpec
 from tests.conftest import REPO
 
 
@@ -38,8 +40,8 @@ def test_split_keeps_the_last_component_as_the_kernel_sees_it(path: str, expecte
 
 def test_volume_parsing(tmp_path: Path) -> None:
     volume = spec.parse_volume(f"{tmp_path}:/data/x/:ro")
-    assert volume == spec.Volume(str(tmp_path), "/data/x", True)
-    assert spec.parse_volume(".:/w", cwd=str(tmp_path)).source == str(tmp_path)
+    assert volume == MountSpec("/data/x", SourceSpec("host", {"path": str(tmp_path)}), readonly=True)
+    assert spec.parse_volume(".:/w", cwd=str(tmp_path)).source.options["path"] == str(tmp_path)
     for bad in (
         "x",
         f"{tmp_path}:",
@@ -53,7 +55,8 @@ def test_volume_parsing(tmp_path: Path) -> None:
 
 
 def test_tmpfs_and_size_parsing() -> None:
-    assert spec.parse_tmpfs("/t:size=64m,mode=700") == spec.Tmpfs("/t", 64 << 20, 0o700, False)
+    memory = SourceSpec("memory", {"size": 64 << 20, "mode": "700"})
+    assert spec.parse_tmpfs("/t:size=64m,mode=700") == MountSpec("/t", memory)
     assert spec.parse_tmpfs("/t:ro").readonly
     assert spec.parse_size("1g", "x") == 1 << 30
     assert spec.parse_size("512KiB", "x") == 512 << 10

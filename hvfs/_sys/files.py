@@ -5,6 +5,8 @@ from __future__ import annotations
 import ctypes
 import os
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from hvfs._sys.libc import check, function, typed_syscall
 
@@ -39,6 +41,15 @@ _setgroups = typed_syscall("setgroups", ctypes.c_size_t, ctypes.c_void_p)
 
 
 _SCOPED_RETRIES = 16
+
+
+@contextmanager
+def closing(fd: int) -> Iterator[int]:
+    """``with closing(os.open(...)) as fd:`` the fd, closed on leaving the block."""
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = RESOLVE_IN_ROOT) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ctypes
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from hvfs._sys.libc import syscall
 
@@ -57,12 +59,21 @@ def pivot_root(new_root: str, put_old: str) -> None:
     syscall("pivot_root", _bytes(new_root), _bytes(put_old))
 
 
-def clone_tree(path: str | int, *, recursive: bool = True) -> int:
-    """A detached copy of the mount tree at ``path`` (a path, or an fd of its root)."""
+def clone_tree(path: str | int, *, recursive: bool = True, readonly: bool = False) -> int:
+    """A detached copy of the mount tree at ``path`` (a path, or an fd of its root);
+    ``readonly`` makes every mount of the copy read-only before anyone can see it."""
     flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (AT_RECURSIVE if recursive else 0)
     if isinstance(path, int):
-        return syscall("open_tree", path, b"", flags | AT_EMPTY_PATH)
-    return syscall("open_tree", AT_FDCWD, _bytes(path), flags)
+        tree = syscall("open_tree", path, b"", flags | AT_EMPTY_PATH)
+    else:
+        tree = syscall("open_tree", AT_FDCWD, _bytes(path), flags)
+    if readonly:
+        try:
+            set_readonly(tree)
+        except BaseException:
+            os.close(tree)
+            raise
+    return tree
 
 
 def set_readonly(tree_fd: int) -> None:
@@ -71,9 +82,30 @@ def set_readonly(tree_fd: int) -> None:
     syscall("mount_setattr", tree_fd, b"", AT_EMPTY_PATH | AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr))
 
 
-def attach_tree(tree_fd: int, target_fd: int) -> None:
-    """Attach the detached tree ``tree_fd`` on the directory (or file) ``target_fd``."""
+def _attach_tree(tree_fd: int, target_fd: int) -> None:
     syscall("move_mount", tree_fd, b"", target_fd, b"", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)
+
+
+@contextmanager
+def attached(tree_fd: int, target_fd: int) -> Iterator[int]:
+    """``with attached(tree, target) as root:`` attach the detached tree ``tree`` (from
+    ``clone_tree`` or ``new_mount``, which this takes over) on the directory or file
+    ``target`` (an O_PATH fd), and yield it: inside the block the fd names the attached
+    mount's root, so what goes inside it can be made or resolved from it. The fd is
+    closed on leaving, whatever happens; the mount stays where it was attached.
+
+    This is the one way a source or a view puts a file system in place."""
+    try:
+        _attach_tree(tree_fd, target_fd)
+        yield tree_fd
+    finally:
+        os.close(tree_fd)
+
+
+def attach(tree_fd: int, target_fd: int) -> None:
+    """``attached`` for a tree nothing more is done with: attach it, close its fd."""
+    with attached(tree_fd, target_fd):
+        pass
 
 
 FSOPEN_CLOEXEC = 1
@@ -86,8 +118,8 @@ FSCONFIG_CMD_CREATE = 6
 def new_mount(fstype: str, options: dict[str, str | None], attributes: int = 0) -> int:
     """A new, detached mount of ``fstype`` (fsopen/fsconfig/fsmount): the fd of its root.
 
-    An option whose value is None is a flag. Once attached (``attach_tree``), the same
-    fd names the attached mount's root, so what goes inside it can be resolved from it.
+    An option whose value is None is a flag. Put it in place with ``attached`` or
+    ``attach``.
     """
     context = syscall("fsopen", _bytes(fstype), FSOPEN_CLOEXEC)
     try:

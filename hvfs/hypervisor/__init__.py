@@ -2,7 +2,10 @@
 
 A per-user manager process (``daemon``; one per host as root) serves the VMs that
 ``hvfs run``, ``hvfs up`` and the other front ends hand it over its control socket
-(``control``, ``client``). It outlives its clients, and its VMs outlive it: what it holds
-that the kernel cannot give back is left with each VM's shim (native/init/shim.c) and in
-its state directory (``layout``), from which a restarted manager resumes them.
+(``control``, ``client``). Front ends parse what users write into plain descriptions
+(``spec``, ``mounts``); this package turns them into mount tables (``pool``) and running
+VMs (``vmstart``, ``group``), and owns the lives of what they hold. The manager outlives
+its clients, and its VMs outlive it: what it holds that the kernel cannot give back is
+left with each VM's shim (native/init/shim.c) and in its state directory (``layout``),
+from which a restarted manager resumes them.
 """

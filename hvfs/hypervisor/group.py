@@ -23,13 +23,13 @@ from typing import Any
 
 from hvfs.hypervisor import control, vmstart
 from hvfs.hypervisor.layout import Layout, read_json, write_json
+from hvfs.hypervisor.mounts import MountSpec, mount_table
+from hvfs.hypervisor.pool import SourcePool
 from hvfs.hypervisor.spec import to_json
 from hvfs.hypervisor.vmstart import Hypervisor
 from hvfs.manager.manager import Manager
-from hvfs.manager.sources.base import Source
-from hvfs.manager.sources.host import HostSource
-from hvfs.manager.sources.memory import MemorySource
-from hvfs.manager.sources.synth import SynthSource
+from hvfs.manager.mounts import Mount
+from hvfs.manager.sources.registry import SourceSpec
 from hvfs.project.config import Project, VmConfig
 from hvfs.project.limits import LimitMaker, remove_recorded
 from hvfs.runtime import RunningVm
@@ -98,13 +98,10 @@ class Group:
         self.manager = Manager(bus=self.services.bus if self.services else None)
         if self.services is not None:
             self.services.attach(self.manager)
-        self.sources: dict[str, Source] = {
-            name: HostSource(s.path) if s.kind == "host" and s.path else MemorySource(s.size, s.mode)
-            for name, s in project.sources.items()
-        }
+        self.pool = SourcePool()  # each source released as the last VM using it is gone
         self.limits = LimitMaker(gid, record=self.layout.cgroups(gid))
         self.bridge: Any = None
-        self.hosts: SynthSource | None = None
+        self.hosts: SourceSpec | None = None
 
     # -- life -----------------------------------------------------------------------
 
@@ -127,16 +124,26 @@ class Group:
             for record in self.vms.values():
                 if record.config.network:
                     record.address = self.bridge.reserve(record.config.name)
-            self.hosts = SynthSource(self.bridge.hosts())
+            self.hosts = SourceSpec("synth", {"content": self.bridge.hosts().decode()}, name=f"{self.gid}:hosts")
         self.save()
+        # Every VM takes its sources before the first starts: one that exits at once must
+        # not release a source that a VM after it mounts.
+        tables = {}
         try:
+            for vm in self.project.vms.values():
+                hosts = (MountSpec("/etc/hosts", self.hosts, readonly=True),) if self.hosts and vm.network else ()
+                tables[vm.name] = mount_table(vm.name, (MountSpec("/", vm.root), *vm.mounts, *hosts), self.pool)
             for record in self.vms.values():
-                self._start(record, stdio, winsize)
+                self._start(record, tables[record.config.name], stdio, winsize)
         except BaseException:
             self.stop_all(0)
+            for name in self.vms:
+                self.pool.drop(name)
             raise
 
-    def _start(self, record: VmRecord, stdio: tuple[int, int, int] | None, winsize: bytes | None) -> None:
+    def _start(
+        self, record: VmRecord, table: list[Mount], stdio: tuple[int, int, int] | None, winsize: bytes | None
+    ) -> None:
         began = time.monotonic()
         vm = record.config
         scanning = self.services is not None and self.services.options.scan
@@ -151,7 +158,7 @@ class Group:
                 self.hypervisor,
                 vm,
                 vmid=record.vmid,
-                mounts=vmstart.mount_table(vm, self.project, self.sources, self.hosts),
+                mounts=table,
                 program=self.program(vm, vm.command, {}),
                 strict=vm.strict or self.trap_reads,
                 scanned=scanning,
@@ -271,6 +278,7 @@ class Group:
         with contextlib.suppress(KeyError):
             self.manager.remove_vm(record.config.name)
         running.context.close()
+        self.pool.drop(record.config.name)
         for fd in record.kept:
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -405,10 +413,7 @@ class Group:
 
     def remove(self) -> None:
         """Everything the group left: services finished, cgroups, bridge, state."""
-        for source in self.sources.values():
-            release = getattr(source, "release", None)
-            if release is not None:
-                release()
+        self.pool.close()
         if self.services is not None:
             self.services.close()
         self.manager.close()

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from hvfs.project.config import Limits, MountConfig, NetworkConfig, Project, SourceConfig, VmConfig
+from hvfs.hypervisor.mounts import MountSpec, prepare_mounts
+from hvfs.manager.sources.registry import SourceSpec
+from hvfs.project.config import Limits, NetworkConfig, Project, SourceConfig, VmConfig
 from hvfs.spec import RunSpec
 
 if TYPE_CHECKING:
@@ -40,45 +41,32 @@ def services_table(options: ServiceOptions | None) -> dict[str, Any]:
 
 def prepared(project: Project) -> Project:
     """``project`` as the manager takes it: its ``[services]`` checked and resolved, and
-    its tarball images unpacked into the user's cache, here in the client (the user's own
-    process, with the user's own cache)."""
+    its mounts prepared (tarball images unpacked into the user's cache), here in the
+    client: the user's own process, with the user's own cache."""
     if project.services and project.kind == "project":
         from hvfs.servicing import ServiceOptions
 
         options = ServiceOptions.from_table(project.services, project.directory)
         project = dataclasses.replace(project, services=services_table(options))
-    vms = {name: dataclasses.replace(vm, image=_unpacked(vm.image)) for name, vm in project.vms.items()}
+    vms = {}
+    for name, vm in project.vms.items():
+        root, *mounts = prepare_mounts((MountSpec("/", vm.root), *vm.mounts))
+        vms[name] = dataclasses.replace(vm, root=root.source, mounts=tuple(mounts))
     return dataclasses.replace(project, vms=vms)
 
 
-def _unpacked(image: str) -> str:
-    if image == "host" or os.path.isdir(image):
-        return image
-    from hvfs.manager.sources.image import unpack_tarball
-    from hvfs.state import private_cache_directory
-
-    return unpack_tarball(image, os.path.join(private_cache_directory(), "images"))
-
-
 def run_project(spec: RunSpec) -> Project:
-    """The one VM of an ``hvfs run`` as a group: its volumes are host sources, its --tmpfs
-    private memory mounts."""
-    sources = {
-        f"volume{i}": SourceConfig(f"volume{i}", "host", path=v.source, sockets=v.sockets)
-        for i, v in enumerate(spec.volumes)
-    }
-    mounts = [MountConfig(v.target, f"volume{i}", readonly=v.readonly) for i, v in enumerate(spec.volumes)]
-    mounts += [MountConfig(t.target, None, size=t.size, readonly=t.readonly, mode=t.mode) for t in spec.tmpfs]
+    """The one VM of an ``hvfs run`` as a group of its own."""
     vm = VmConfig(
         name=spec.name,
         command=spec.argv,
-        image=spec.image,
+        root=spec.image,
         workdir=spec.workdir,
         user=spec.user,
         environment=dict(spec.env),
         strict=spec.strict,
         network=False,
-        mounts=tuple(mounts),
+        mounts=spec.mounts,
         persist=spec.persist,
         tty=spec.tty,
         home_set=spec.home_set,
@@ -89,7 +77,7 @@ def run_project(spec: RunSpec) -> Project:
             file="",
             directory="/",
             network=NetworkConfig(),
-            sources=sources,
+            sources={},
             vms={spec.name: vm},
             services=services_table(spec.services),
             kind="run",
@@ -107,24 +95,47 @@ def group_id(project: Project) -> str:
 
 
 def to_json(project: Project) -> dict[str, Any]:
-    return dataclasses.asdict(project)
+    vms = {}
+    for name, vm in project.vms.items():
+        document = dataclasses.asdict(vm)
+        document["root"] = vm.root.to_json()
+        document["mounts"] = [m.to_json() for m in vm.mounts]
+        vms[name] = document
+    return {
+        "name": project.name,
+        "file": project.file,
+        "directory": project.directory,
+        "network": dataclasses.asdict(project.network),
+        "sources": {
+            n: {"name": s.name, "spec": s.spec.to_json(), "sockets": s.sockets} for n, s in project.sources.items()
+        },
+        "vms": vms,
+        "services": dict(project.services),
+        "kind": project.kind,
+    }
 
 
 def from_json(document: Mapping[str, Any]) -> Project:
-    """The inverse of ``to_json``; KeyError or TypeError for a document of another shape."""
+    """The inverse of ``to_json``; KeyError, TypeError or SourceError for a document of
+    another shape."""
     vms = {}
     for name, vm in document["vms"].items():
         fields = dict(vm)
         fields["command"] = tuple(fields["command"])
-        fields["mounts"] = tuple(MountConfig(**m) for m in fields["mounts"])
+        fields["root"] = SourceSpec.from_json(fields["root"])
+        fields["mounts"] = tuple(MountSpec.from_json(m) for m in fields["mounts"])
         fields["limits"] = Limits(**fields["limits"])
         vms[name] = VmConfig(**fields)
+    sources = {
+        name: SourceConfig(s["name"], SourceSpec.from_json(s["spec"]), bool(s["sockets"]))
+        for name, s in document["sources"].items()
+    }
     return Project(
         name=document["name"],
         file=document["file"],
         directory=document["directory"],
         network=NetworkConfig(**document["network"]),
-        sources={name: SourceConfig(**s) for name, s in document["sources"].items()},
+        sources=sources,
         vms=vms,
         services=dict(document["services"]),
         kind=document["kind"],

@@ -24,14 +24,11 @@ from hvfs.intercept.arch import Arch
 from hvfs.intercept.driver import MAX_WORKERS, SeccompDriver
 from hvfs.intercept.inflight import InflightTable
 from hvfs.manager.manager import Manager
-from hvfs.manager.mounts import Mount, system_mounts
-from hvfs.manager.sources.base import Source
-from hvfs.manager.sources.memory import MemorySource
-from hvfs.manager.sources.synth import SynthSource
+from hvfs.manager.mounts import Mount
 from hvfs.manager.vm import VmContext
-from hvfs.project.config import Project, VmConfig
+from hvfs.project.config import VmConfig
 from hvfs.project.limits import LimitMaker, LimitPlan
-from hvfs.runtime import RunningVm, VmSpec, build, compile_program, image_source, start_vm, trace_execs
+from hvfs.runtime import RunningVm, VmSpec, build, compile_program, start_vm, trace_execs
 from hvfs.sandbox import launcher, protocol, users
 from hvfs.sandbox.plan import Program
 from hvfs.sandbox.protocol import Message, Msg, Tag
@@ -53,18 +50,6 @@ class Hypervisor:
             if strict not in self._programs:
                 self._programs[strict] = compile_program(strict, self.arch)
             return self._programs[strict]
-
-
-def mount_table(vm: VmConfig, project: Project, sources: dict[str, Source], hosts: SynthSource | None) -> list[Mount]:
-    mounts = [Mount("/", image_source(vm.image)), *system_mounts()]
-    for m in vm.mounts:
-        if m.source is None:
-            mounts.append(Mount(m.target, MemorySource(m.size, m.mode), m.readonly))
-        else:
-            mounts.append(Mount(m.target, sources[m.source], m.readonly, project.sources[m.source].sockets))
-    if hosts is not None and vm.network:
-        mounts.append(Mount("/etc/hosts", hosts, readonly=True))
-    return mounts
 
 
 def start(

@@ -5,10 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hvfs.manager.sources.base import Source
-from hvfs.manager.sources.devices import DevicesSource, PlaceholderSource
-from hvfs.manager.sources.memory import MemorySource
-
-SHM_SIZE = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -21,13 +17,3 @@ class Mount:
     @property
     def depth(self) -> int:
         return len([p for p in self.target.split("/") if p])
-
-
-def system_mounts() -> list[Mount]:
-    """What every VM gets besides its image and the user's mounts."""
-    return [
-        Mount("/dev", DevicesSource()),
-        Mount("/dev/shm", MemorySource(SHM_SIZE)),
-        Mount("/dev/pts", PlaceholderSource()),
-        Mount("/proc", PlaceholderSource()),
-    ]

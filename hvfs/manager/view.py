@@ -15,7 +15,7 @@ import stat
 from dataclasses import dataclass, field
 
 from hvfs._sys import mount as m
-from hvfs._sys.files import O_PATH, RESOLVE_IN_ROOT, mount_id, openat2
+from hvfs._sys.files import O_PATH, RESOLVE_IN_ROOT, closing, mount_id, openat2
 from hvfs.manager.mounts import Mount
 from hvfs.manager.sources.base import Scratch, SourceError
 
@@ -76,11 +76,8 @@ def ensure_path(root: int, path: str, *, directory: bool = True, mode: int = 0o7
 
 
 def _set_readonly(root: int, target: str) -> None:
-    fd = openat2(root, target, O_PATH, 0, RESOLVE_IN_ROOT)
-    try:
+    with closing(openat2(root, target, O_PATH, 0, RESOLVE_IN_ROOT)) as fd:
         m.set_readonly(fd)
-    finally:
-        os.close(fd)
 
 
 def build_views(table: list[Mount], staging: str, persist: str | None) -> Views:
@@ -103,51 +100,38 @@ def _build_on(table: list[Mount], staging: str, persist: str | None) -> Views:
     ordered = sorted(table, key=lambda mount: mount.depth)
     if not ordered or ordered[0].target != "/":
         raise SourceError("a VM needs a root image")
-    at = os.open(tree, O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
+    with closing(os.open(tree, O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)) as at:
         ordered[0].source.mount(at, scratch)
-    finally:
-        os.close(at)
-    root = os.open(tree, O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
+    with closing(os.open(tree, O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)) as root:
         for mount in ordered[1:]:
-            at = ensure_path(root, mount.target, directory=mount.source.is_directory)
-            try:
-                mount.source.mount(at, scratch)
-            finally:
-                os.close(at)
+            with closing(ensure_path(root, mount.target, directory=mount.source.is_directory)) as at:
+                mount.source.mount(at, scratch.below(mount.target))
             if mount.readonly:
                 _set_readonly(root, mount.target)
-    finally:
-        os.close(root)
     rw_root = m.clone_tree(tree)
-    boot_tree = m.clone_tree(tree)
+    images: dict[int, int] = {}
     try:
-        m.set_readonly(boot_tree)
         boot = os.path.join(staging, "boot")
         os.mkdir(boot, 0o755)
-        at = os.open(boot, O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            m.attach_tree(boot_tree, at)
-        finally:
-            os.close(at)
-    finally:
-        os.close(boot_tree)
-    m.umount(tree, m.MNT_DETACH)
-    socket_mounts, own_mounts = set(), set()
-    for mount in ordered:
-        identity = _mount_at(rw_root, mount.target)
-        own_mounts.add(identity)
-        if mount.sockets:
-            socket_mounts.add(identity)
-        for inner in mount.source.inner_mounts():
-            own_mounts.add(_mount_at(rw_root, os.path.join(mount.target, inner)))
-    images = {}
-    for mount in ordered:
-        for inner, directory in mount.source.capacities():
-            images[_mount_at(rw_root, os.path.join(mount.target, inner))] = os.open(
-                directory, O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
-            )
+        with closing(os.open(boot, O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)) as at:
+            m.attach(m.clone_tree(tree, readonly=True), at)
+        m.umount(tree, m.MNT_DETACH)
+        socket_mounts, own_mounts = set(), set()
+        for mount in ordered:
+            identity = _mount_at(rw_root, mount.target)
+            own_mounts.add(identity)
+            if mount.sockets:
+                socket_mounts.add(identity)
+            for inner in mount.source.inner_mounts():
+                own_mounts.add(_mount_at(rw_root, os.path.join(mount.target, inner)))
+        for mount in ordered:
+            for inner, directory in mount.source.capacities():
+                where = _mount_at(rw_root, os.path.join(mount.target, inner))
+                images[where] = os.open(directory, O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except BaseException:
+        for fd in (rw_root, *images.values()):
+            os.close(fd)
+        raise
     return Views(
         staging=staging,
         rw_root=rw_root,
@@ -160,8 +144,5 @@ def _build_on(table: list[Mount], staging: str, persist: str | None) -> Views:
 
 def _mount_at(root: int, target: str) -> int:
     """The id of the top mount at ``target`` in the view."""
-    at = openat2(root, target, O_PATH, 0, RESOLVE_IN_ROOT)
-    try:
+    with closing(openat2(root, target, O_PATH, 0, RESOLVE_IN_ROOT)) as at:
         return mount_id(at)
-    finally:
-        os.close(at)

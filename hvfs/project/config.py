@@ -15,11 +15,16 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from hvfs import spec
+from hvfs.hypervisor.mounts import MountSpec, target_problem
+from hvfs.manager.sources import registry
+from hvfs.manager.sources.base import OptionError
+from hvfs.manager.sources.registry import SourceSpec
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,30}$")
 DEFAULT_SUBNET = "10.89.0.0/24"
-SOURCE_KEYS = ("type", "path", "size", "sockets")
-MOUNT_KEYS = ("target", "source", "tmpfs", "size", "readonly")
+SOURCE_KEYS = ("type", "sockets")  # and the options of the source's type
+MOUNT_KEYS = ("target", "source", "tmpfs", "readonly")  # and, with tmpfs, a memory source's options
+PRIVATE = "memory"  # the type of a mount's own source, tmpfs = true
 VM_KEYS = ("command", "image", "workdir", "user", "environment", "strict", "network", "mounts", "limits")
 
 
@@ -30,20 +35,8 @@ class ConfigError(spec.UsageError):
 @dataclass(frozen=True)
 class SourceConfig:
     name: str
-    kind: str  # "host" or "memory"
-    path: str | None = None
-    size: int | None = None
+    spec: SourceSpec  # named "PROJECT/NAME": one source for every VM that mounts it
     sockets: bool = False
-    mode: int = 0o1777  # of a memory source's root
-
-
-@dataclass(frozen=True)
-class MountConfig:
-    target: str
-    source: str | None = None  # a source's name; None for a private tmpfs
-    size: int | None = None
-    readonly: bool = False
-    mode: int = 0o1777  # of a private tmpfs's root
 
 
 @dataclass(frozen=True)
@@ -57,13 +50,14 @@ class Limits:
 class VmConfig:
     name: str
     command: tuple[str, ...]
-    image: str = "host"
+    image: str = "host"  # as written
+    root: SourceSpec = spec.HOST_IMAGE
     workdir: str = "/"
     user: str | None = None
     environment: Mapping[str, str] = field(default_factory=dict)
     strict: bool = False
     network: bool = True
-    mounts: tuple[MountConfig, ...] = ()
+    mounts: tuple[MountSpec, ...] = ()  # besides the root
     limits: Limits = Limits()
     persist: str | None = None  # keep the root's changes in this directory (hvfs run --persist)
     tty: bool = False  # a terminal of its own (hvfs run -t)
@@ -140,44 +134,47 @@ def _size(table: _Table, key: str, *, minimum: int = 4096) -> int | None:
     return size
 
 
-def _source(table: _Table, name: str, directory: str) -> SourceConfig:
+def _parse_source(
+    table: _Table, kind: str | None, given: dict[str, Any], directory: str, at: str | None = None, **how: Any
+) -> SourceSpec:
+    """What ``registry.parse`` makes of ``given``; an error is put at its option's key
+    of ``table``, or at the key ``at``."""
+    try:
+        return registry.parse(kind, given, directory, **how)
+    except OptionError as e:
+        table.fail(e.problem, at or e.option)
+
+
+def _source(table: _Table, name: str, directory: str, project: str) -> SourceConfig:
     kind = table.get("type", str)
-    if kind not in ("host", "memory"):
-        table.fail(f"must be 'host' or 'memory', not {kind!r}", "type")
-    path = table.get("path", str)
-    if kind == "host":
-        if path is None:
-            table.fail("a host source needs a path", "path")
-        path = os.path.normpath(os.path.join(directory, path))
-        if not os.path.exists(path):
-            table.fail(f"{path} does not exist; create it or fix the path", "path")
-    elif path is not None:
-        table.fail("a memory source has no path", "path")
-    if kind == "host" and "size" in table.data:
-        table.fail("a host source has no size (its file system has its own)", "size")
-    source = SourceConfig(name, kind, path, _size(table, "size"), bool(table.get("sockets", bool, False)))
-    return source
+    given = {k: v for k, v in table.data.items() if k not in SOURCE_KEYS}
+    source = _parse_source(table, kind, given, directory, name=f"{project}/{name}")
+    return SourceConfig(name, source, bool(table.get("sockets", bool, False)))
 
 
-def _mount(table: _Table, sources: Mapping[str, SourceConfig]) -> MountConfig:
+def _mount(table: _Table, sources: Mapping[str, SourceConfig], directory: str) -> MountSpec:
     target = table.get("target", str)
     if target is None:
         table.fail("a mount needs a target", "target")
-    try:
-        target = spec.parse_target(target, "target")
-    except spec.UsageError as e:
-        table.fail(str(e).split(": ", 1)[1], "target")
-    source = table.get("source", str)
+    problem = target_problem(target)
+    if problem:
+        table.fail(problem, "target")
+    name = table.get("source", str)
     private = table.get("tmpfs", bool, False)
-    if source is None and not private:
-        table.fail("give a source, or tmpfs = true for a private memory file system")
-    if source is not None and source not in sources:
+    readonly = bool(table.get("readonly", bool, False))
+    given = {k: v for k, v in table.data.items() if k not in MOUNT_KEYS}
+    if name is None:
+        if not private:
+            table.fail("give a source, or tmpfs = true for a private memory file system")
+        return MountSpec(os.path.normpath(target), _parse_source(table, PRIVATE, given, directory), readonly)
+    if name not in sources:
         known = ", ".join(sources) or "none defined"
-        table.fail(f'no source named "{source}"; known: {known}', "source")
-    if source is not None and "size" in table.data:
-        table.fail(f"the size of a mount of a source is the source's: set it in [sources.{source}]", "size")
-    mount = MountConfig(target, source, _size(table, "size"), bool(table.get("readonly", bool, False)))
-    return mount
+        table.fail(f'no source named "{name}"; known: {known}', "source")
+    if given:
+        key = next(iter(given))
+        table.fail(f"the {key} of a mount of a source is the source's: set it in [sources.{name}]", key)
+    source = sources[name]
+    return MountSpec(os.path.normpath(target), source.spec, readonly, source.sockets)
 
 
 def _vm(table: _Table, name: str, sources: Mapping[str, SourceConfig], directory: str) -> VmConfig:
@@ -188,11 +185,7 @@ def _vm(table: _Table, name: str, sources: Mapping[str, SourceConfig], directory
         table.fail("a VM needs a command (a list, or a string run with sh -c)", "command")
     argv = ("sh", "-c", command) if isinstance(command, str) else tuple(str(a) for a in command)
     image = table.get("image", str, "host")
-    if image != "host":
-        image = os.path.normpath(os.path.join(directory, image))
-        problem = spec.image_problem(image)
-        if problem:
-            table.fail(f"{image} {problem}", "image")
+    root = _parse_source(table, "image", {"path": image}, directory, at="image", role="root")
     workdir = table.get("workdir", str, "/")
     if not workdir.startswith("/"):
         table.fail("must be an absolute path", "workdir")
@@ -202,8 +195,9 @@ def _vm(table: _Table, name: str, sources: Mapping[str, SourceConfig], directory
     if problem:
         table.fail(problem, "command")
     mounts_data = table.get("mounts", list, [])
+    keys = MOUNT_KEYS + tuple(o.name for o in registry.KINDS[PRIVATE].options)
     mounts = tuple(
-        _mount(_Table(table.file, f"{table.where}.mounts[{i}]", m, MOUNT_KEYS), sources)
+        _mount(_Table(table.file, f"{table.where}.mounts[{i}]", m, keys), sources, directory)
         for i, m in enumerate(mounts_data)
     )
     targets = [m.target for m in mounts]
@@ -226,6 +220,7 @@ def _vm(table: _Table, name: str, sources: Mapping[str, SourceConfig], directory
         name=name,
         command=argv,
         image=image,
+        root=root,
         workdir=workdir,
         user=str(user) if user is not None else None,
         environment=env,
@@ -263,7 +258,7 @@ def load(file: str) -> Project:
     except ValueError:
         network_table.fail(f"{subnet!r} is not an IPv4 subnet such as {DEFAULT_SUBNET}", "subnet")
     sources_table = top.child("sources")
-    sources = {n: _source(sources_table.child(n, SOURCE_KEYS), n, directory) for n in list(sources_table.data)}
+    sources = {n: _source(sources_table.child(n), n, directory, name) for n in list(sources_table.data)}
     vms_table = top.child("vms")
     if not vms_table.data:
         top.fail("no VMs: add a [vms.NAME] table with a command", "vms")

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from typing import Any
 
 from hvfs._sys import mount as m
 from hvfs.manager.sources.base import Scratch, Source, SourceError
+from hvfs.manager.sources.schema import PATH, Option, SourceKind
 
 
 class HostSource(Source):
@@ -22,11 +25,23 @@ class HostSource(Source):
         """Implements Source.mount with a recursive bind mount."""
         if not os.path.exists(self.path):
             raise SourceError(f"{self.path}: no such file or directory; create it or fix the path")
-        tree = m.clone_tree(self.path)
-        try:
-            m.attach_tree(tree, target)
-        finally:
-            os.close(tree)
+        m.attach(m.clone_tree(self.path), target)
 
     def describe(self) -> str:
         return self.path
+
+
+def _exists(path: str) -> str | None:
+    return None if os.path.exists(path) else f"{path} does not exist; create it or fix the path"
+
+
+def _make(options: Mapping[str, Any]) -> HostSource:
+    return HostSource(options["path"])
+
+
+KIND = SourceKind(
+    "host",
+    "a host directory or file, bound into the VM: the VM's writes change it",
+    (Option("path", PATH, "the host directory or file to serve", required=True, check=_exists),),
+    _make,
+)

@@ -11,14 +11,16 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from hvfs._sys import mount as m
-from hvfs._sys.files import O_PATH, RESOLVE_IN_ROOT, openat2
+from hvfs._sys.files import O_PATH, RESOLVE_IN_ROOT, closing, openat2
 from hvfs.manager.sources.base import Scratch, Source, SourceError
+from hvfs.manager.sources.schema import PATH, Option, OptionType, SourceKind
 
 # What of the host's root a VM sees with the "host" image.
 HOST_TREES = ("usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
@@ -38,28 +40,6 @@ SKELETON_DIRS = {
 }
 
 
-def _escape(path: str) -> str:
-    return path.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
-
-
-def _mount_overlay(lower: str, target: int, scratch: Scratch, key: str) -> int:
-    """Mount an overlay on ``target``; return the fd of its root."""
-    upper, work = scratch.layer(key)
-    options: dict[str, str | None] = {
-        "lowerdir": _escape(lower),
-        "upperdir": _escape(upper),
-        "workdir": _escape(work),
-        "userxattr": None,  # the manager is in a user namespace: trusted.* xattrs are not ours
-    }
-    tree = m.new_mount("overlay", options)
-    try:
-        m.attach_tree(tree, target)
-    except BaseException:
-        os.close(tree)
-        raise
-    return tree
-
-
 class ImageSource(Source):
     kind = "image"
 
@@ -74,16 +54,10 @@ class ImageSource(Source):
         if self.skeleton:
             root_lower = os.path.join(scratch.directory, "skeleton")
             _make_skeleton(root_lower)
-        root = _mount_overlay(root_lower, target, scratch, "root")
-        try:
+        with m.attached(scratch.overlay(root_lower, "root"), target) as root:
             for path, lower in self.layers[1:]:
-                at = openat2(root, path, O_PATH | os.O_DIRECTORY, 0, RESOLVE_IN_ROOT)
-                try:
-                    os.close(_mount_overlay(lower, at, scratch, path.strip("/").replace("/", "-")))
-                finally:
-                    os.close(at)
-        finally:
-            os.close(root)
+                with closing(openat2(root, path, O_PATH | os.O_DIRECTORY, 0, RESOLVE_IN_ROOT)) as at:
+                    m.attach(scratch.overlay(lower, path.strip("/").replace("/", "-")), at)
 
     def inner_mounts(self) -> tuple[str, ...]:
         """Implements Source.inner_mounts: the nested layers."""
@@ -128,10 +102,6 @@ def directory_image(path: str) -> ImageSource:
     if not os.path.isdir(path):
         raise SourceError(f"image {path}: not a directory; give a root file system directory or tarball")
     return ImageSource(path, (("/", path),), skeleton=False)
-
-
-def tarball_image(path: str, cache: str) -> ImageSource:
-    return ImageSource(path, (("/", unpack_tarball(path, cache)),), skeleton=False)
 
 
 def _safe_members(archive: tarfile.TarFile, destination: str) -> Iterator[tarfile.TarInfo]:
@@ -187,3 +157,70 @@ def unpack_tarball(path: str, cache: str) -> str:
         if os.path.isdir(partial):
             shutil.rmtree(partial, ignore_errors=True)
     return destination
+
+
+def image_problem(path: str) -> str | None:
+    """What keeps ``path`` from being a VM's root (a directory, or a rootfs tarball), or None."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "does not exist; give 'host', a root directory or a rootfs tarball"
+    except OSError as e:
+        return f"cannot be read: {e.strerror}; give 'host', a root directory or a rootfs tarball"
+    if stat.S_ISDIR(st.st_mode):
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return "is neither a directory nor a file; give 'host', a root directory or a rootfs tarball"
+    try:
+        if tarfile.is_tarfile(path):
+            return None
+    except OSError as e:
+        return f"cannot be read: {e.strerror}; give 'host', a root directory or a rootfs tarball"
+    return "is neither a directory nor a tar archive; give 'host', a root directory or a rootfs tarball (.tar, .tar.gz)"
+
+
+def _image(value: str, base: str | None) -> str:
+    return value if value == "host" else PATH.normalize(value, base)
+
+
+def _checked(image: str) -> str | None:
+    problem = None if image == "host" else image_problem(image)
+    return f"{image} {problem}" if problem else None
+
+
+def _prepare(options: Mapping[str, Any], cache: Callable[[], str]) -> Mapping[str, Any]:
+    """A tarball is unpacked into the user's cache (once: see ``unpack_tarball``)."""
+    path = options["path"]
+    if path == "host" or os.path.isdir(path) or "unpacked" in options:
+        return options
+    return {**options, "unpacked": unpack_tarball(path, os.path.join(cache(), "images"))}
+
+
+def _make(options: Mapping[str, Any]) -> ImageSource:
+    path = options["path"]
+    if path == "host":
+        return host_image()
+    if "unpacked" in options:
+        return ImageSource(path, (("/", options["unpacked"]),), skeleton=False)
+    if os.path.isdir(path):
+        return directory_image(path)
+    raise SourceError(f"image {path}: a tarball is unpacked before its VM is made; prepare the source first")
+
+
+KIND = SourceKind(
+    "image",
+    "a VM's root: an image under a copy-on-write layer of the VM's own, discarded at exit unless --persist",
+    (
+        Option(
+            "path",
+            OptionType("image", (str,), _image),
+            "'host' (the host's /usr, /etc, /bin, /lib*), a root file system directory, or a rootfs tarball",
+            required=True,
+            check=_checked,
+        ),
+        Option("unpacked", PATH, "where the tarball was unpacked (in the user's cache)", internal=True),
+    ),
+    _make,
+    role="root",
+    prepare=_prepare,
+)

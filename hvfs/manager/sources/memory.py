@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Mapping
+from typing import Any
 
 from hvfs._sys import mount as m
 from hvfs.manager.sources.base import Scratch, Source
+from hvfs.manager.sources.schema import MODE, SIZE, Option, SourceKind
 
 
 class MemorySource(Source):
@@ -34,11 +37,30 @@ class MemorySource(Source):
 
     def mount(self, target: int, scratch: Scratch) -> None:
         """Implements Source.mount with a copy of this source's one tmpfs."""
-        tree = m.clone_tree(self._file_system())
-        try:
-            m.attach_tree(tree, target)
-        finally:
+        m.attach(m.clone_tree(self._file_system()), target)
+
+    def release(self) -> None:
+        """Implements Source.release: drops the manager's hold on the tmpfs, which the
+        kernel frees with the last view that has a copy of it."""
+        with self._lock:
+            tree, self._tree = self._tree, None
+        if tree is not None:
             os.close(tree)
 
     def describe(self) -> str:
         return f"memory (size={self.size})" if self.size else "memory"
+
+
+def _make(options: Mapping[str, Any]) -> MemorySource:
+    return MemorySource(options.get("size"), int(options["mode"], 8))
+
+
+KIND = SourceKind(
+    "memory",
+    "a memory file system (tmpfs), one for every VM that mounts it, gone when the last one is",
+    (
+        Option("size", SIZE, "the most it may hold (default: half of this machine's memory)"),
+        Option("mode", MODE, "the mode of its root directory, in octal", default="1777"),
+    ),
+    _make,
+)

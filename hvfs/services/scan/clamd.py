@@ -5,7 +5,8 @@ Debian and Fedora put it, or takes one, and raises EngineUnavailable when no cla
 answers there. The protocol (clamd(8)): ``zINSTREAM\\0``, then chunks each preceded by its
 length as 4 big-endian bytes, then a zero length; the reply is ``stream: OK`` or
 ``stream: NAME FOUND``, ending with a NUL. clamd refuses streams over its
-StreamMaxLength (25 MB by default) with an error, which becomes a ScanError.
+StreamMaxLength (ClamAV 1.4's default is 100 MB; Debian's clamd.conf sets 25 MB)
+with an error, which becomes a ScanError.
 """
 
 from __future__ import annotations
@@ -56,15 +57,27 @@ class ClamdEngine:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
             connection.settimeout(self._timeout)
             connection.connect(self.socket_path)
-            for part in message:
-                connection.sendall(part)
-            reply = b""
-            while not reply.endswith(b"\0"):
-                part = connection.recv(4096)
-                if not part:
-                    break
-                reply += part
-        return reply.rstrip(b"\0").decode(errors="replace")
+            try:
+                for part in message:
+                    connection.sendall(part)
+            except (BrokenPipeError, ConnectionResetError):
+                # clamd answers a stream over its StreamMaxLength with an error and closes
+                # while we still send: that answer, already here, says why.
+                reply = _read_reply(connection)
+                if not reply:
+                    raise
+                return reply
+            return _read_reply(connection)
+
+
+def _read_reply(connection: socket.socket) -> str:
+    reply = b""
+    while not reply.endswith(b"\0"):
+        part = connection.recv(4096)
+        if not part:
+            break
+        reply += part
+    return reply.rstrip(b"\0").decode(errors="replace")
 
 
 def parse_reply(reply: str) -> Detection | None:

@@ -1,0 +1,106 @@
+"""The live sources of a manager, and when each is released.
+
+A source is taken by a VM for each mount of its table. A named source (a project's
+``[sources.NAME]``) is made once and shared by every VM that names it; any other source
+is its mount's own. A source is released (``Source.release``) exactly once: when the
+last VM that took it is dropped, that is, gone; a VM that failed to start is dropped
+too. The pool is safe to use from several threads (VMs end on threads of their own).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+
+from hvfs.manager.sources.base import Source, SourceError
+from hvfs.manager.sources.registry import SourceSpec, make
+
+log = logging.getLogger("hvfs.hypervisor")
+
+
+@dataclass(frozen=True)
+class PoolStatistics:
+    """Named sources live and the VMs using each; private sources live; releases so far,
+    by name for named sources (so each can be seen to happen once) and in all."""
+
+    named: dict[str, tuple[str, ...]]
+    private: int
+    released: dict[str, int]
+    released_total: int
+
+
+@dataclass
+class _Shared:
+    spec: SourceSpec
+    source: Source
+    users: set[str] = field(default_factory=set)
+
+
+class SourcePool:
+    def __init__(self) -> None:
+        self._named: dict[str, _Shared] = {}
+        self._private: dict[str, list[Source]] = {}
+        self._released: Counter[str] = Counter()
+        self._released_total = 0
+        self._lock = threading.Lock()
+
+    def take(self, user: str, spec: SourceSpec) -> Source:
+        """The source ``spec`` describes, for the VM ``user`` (any key unique in this
+        pool: a VM's name): the named one if it is live, else a new one. Raises
+        SourceError, also when a live source of that name was described otherwise."""
+        with self._lock:
+            if spec.name is None:
+                source = make(spec)
+                self._private.setdefault(user, []).append(source)
+                return source
+            shared = self._named.get(spec.name)
+            if shared is None:
+                shared = self._named[spec.name] = _Shared(spec, make(spec))
+            elif shared.spec != spec:
+                raise SourceError(f"source {spec.name} is described twice, differently; give each its own name")
+            shared.users.add(user)
+            return shared.source
+
+    def drop(self, user: str) -> None:
+        """The VM ``user`` is gone (its views closed): release what only it used."""
+        with self._lock:
+            done = self._private.pop(user, [])
+            for name, shared in list(self._named.items()):
+                shared.users.discard(user)
+                if not shared.users:
+                    del self._named[name]
+                    self._released[name] += 1
+                    done.append(shared.source)
+            self._released_total += len(done)
+        self._release(done)
+
+    def close(self) -> None:
+        """Release every source still live (the front end is done with every VM)."""
+        with self._lock:
+            done = [s for sources in self._private.values() for s in sources]
+            self._private.clear()
+            for name, shared in self._named.items():
+                self._released[name] += 1
+                done.append(shared.source)
+            self._named.clear()
+            self._released_total += len(done)
+        self._release(done)
+
+    @staticmethod
+    def _release(sources: list[Source]) -> None:
+        for source in sources:
+            try:
+                source.release()
+            except OSError as e:  # teardown goes on: the others still hold resources
+                log.warning("releasing source %s: %s", source.describe(), e.strerror or e)
+
+    def statistics(self) -> PoolStatistics:
+        with self._lock:
+            return PoolStatistics(
+                named={name: tuple(sorted(s.users)) for name, s in self._named.items()},
+                private=sum(len(sources) for sources in self._private.values()),
+                released=dict(self._released),
+                released_total=self._released_total,
+            )
