@@ -114,6 +114,7 @@ def start_vm(
     before_start: Callable[[launcher.VmProcess], Mapping[str, Any]] | None = None,
     shim: str | None = None,
     inflight: InflightTable | None = None,
+    wait: float = 30.0,
 ) -> RunningVm:
     """Boot the VM on ``views``, serve it, and start its command.
 
@@ -129,6 +130,7 @@ def start_vm(
         winsize=spec.winsize if spec.winsize is not None else (terminal.host_winsize() if spec.tty else None),
         stdio=spec.stdio,
         shim=shim,
+        wait=wait,
     )
     vm = start(plan, idmap)
     booted = vm.wait_booted()

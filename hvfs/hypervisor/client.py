@@ -100,7 +100,7 @@ def _start(layout: Layout) -> None:
         try:
             os.posix_spawn(
                 sys.executable,
-                [sys.executable, "-m", "hvfs", "manager", "serve", "--ready-fd", "3"],
+                [sys.executable, "-P", "-m", "hvfs", "manager", "serve", "--ready-fd", "3"],  # -P: not from its cwd
                 env,
                 file_actions=[
                     *((os.POSIX_SPAWN_DUP2, null, target) for target in (0, 1, 2)),

@@ -35,6 +35,15 @@ from hvfs.sandbox.protocol import Message, Msg, Tag
 from hvfs.sandbox.userns import IdMap
 
 
+def vm_wait() -> float:
+    """Seconds a VM's requests wait for a manager that went away before they fail with
+    EIO (ten times that, and its shim ends it): HVFS_VM_WAIT, 30 by default."""
+    try:
+        return max(0.1, float(os.environ.get("HVFS_VM_WAIT", "30")))
+    except ValueError:
+        return 30.0
+
+
 @dataclass
 class Hypervisor:
     """What every group of one manager shares."""
@@ -110,6 +119,7 @@ def start(
             before_start=before_start,
             shim=layout.shim(vmid),
             inflight=inflight,
+            wait=vm_wait(),
         )
     finally:
         views.release_boot()

@@ -56,6 +56,7 @@ Some facts about seccomp user notification, which the code below relies on:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import logging
@@ -68,11 +69,11 @@ import time
 from hvfs import api
 from hvfs._sys import notify, process
 from hvfs.api import Transport
-from hvfs.intercept import decode_sockets
+from hvfs.intercept import decode_sockets, inflight
 from hvfs.intercept.arch import Arch
 from hvfs.intercept.decode import DECODERS, Context, Decoder, Output, Passthrough
 from hvfs.intercept.filter import syscall_numbers
-from hvfs.intercept.inflight import InflightTable
+from hvfs.intercept.inflight import InflightTable, Pending
 from hvfs.intercept.tracee import CallError, Inspector, TargetGone, Tracee
 
 log = logging.getLogger("hvfs.driver")
@@ -145,18 +146,29 @@ class SeccompDriver:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
-    def serve_pending(self, notifications: list[bytes]) -> None:
-        """Serve, each in a thread of its own, requests that a manager before this one took
-        and never answered (``InflightTable.pending``), if their callers still wait."""
-        for raw in notifications:
-            notif = notify.Notif.from_buffer_copy(raw)
-            if notify.id_valid(self._listener, notif.id):
-                threading.Thread(target=self._serve_alone, args=(notif,), daemon=True).start()
+    def serve_pending(self, pending: list[Pending]) -> None:
+        """Answer the requests a manager before this one took and never answered
+        (``InflightTable.pending``), if their callers still wait: with the result it noted,
+        or by serving them again, each in a thread of its own."""
+        for request in pending:
+            notif = notify.Notif.from_buffer_copy(request.notification)
+            if not notify.id_valid(self._listener, notif.id):
+                continue
+            log.warning("VM %s: a request of pid %d taken before a restart (syscall %d) answered again (state %d)",
+                        self._vm, notif.pid, notif.data.nr, request.state)  # fmt: skip
+            if request.state == inflight.ANSWERED:
+                self._respond(notif.id, value=request.value, error=request.errno)
+            elif request.state == inflight.CONTINUED:
+                self._respond(notif.id, flags=notify.SECCOMP_USER_NOTIF_FLAG_CONTINUE)
+            else:
+                created = request.state == inflight.OPENED  # an O_EXCL create made its file already
+                args = (notif, created, request.received_ns)
+                threading.Thread(target=self._serve_alone, args=args, daemon=True).start()
 
-    def _serve_alone(self, notif: notify.Notif) -> None:
+    def _serve_alone(self, notif: notify.Notif, created: bool, received_ns: int) -> None:
         inspector = Inspector()
         try:
-            self._serve(notif, inspector)
+            self._serve(notif, inspector, created=created, replayed_since=received_ns)
         finally:
             inspector.close()
 
@@ -190,12 +202,12 @@ class SeccompDriver:
                         self._turn.notify_all()
                     return
                 self._serving_since = time.monotonic()
-                inflight = self._inflight
-                if inflight is not None:
-                    inflight.record(slot, bytes(notif))
-                self._serve(notif, inspector)
-                if inflight is not None:
-                    inflight.clear(slot)
+                table = self._inflight
+                if table is not None:
+                    table.record(slot, bytes(notif))
+                self._serve(notif, inspector, slot=slot)
+                if table is not None:
+                    table.clear(slot)
                 with self._turn:
                     self._serving_since = None
                     if self._receiver is not me:
@@ -233,7 +245,15 @@ class SeccompDriver:
                 if events & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
                     return None  # every thread of the VM has exited
 
-    def _serve(self, notif: notify.Notif, inspector: Inspector) -> None:
+    def _serve(
+        self,
+        notif: notify.Notif,
+        inspector: Inspector,
+        *,
+        slot: int | None = None,
+        created: bool = False,
+        replayed_since: int = 0,
+    ) -> None:
         tracee = Tracee(self._listener, notif.id, notif.pid, inspector)
         request: api.Request | None = None
         try:
@@ -251,7 +271,14 @@ class SeccompDriver:
             except Passthrough:
                 self._respond(notif.id, flags=notify.SECCOMP_USER_NOTIF_FLAG_CONTINUE)
                 return
+            if created and isinstance(request, api.Open):
+                request = dataclasses.replace(request, flags=request.flags & ~os.O_EXCL)
+            if replayed_since:
+                caller = dataclasses.replace(request.caller, replayed_since=replayed_since)
+                request = dataclasses.replace(request, caller=caller)  # type: ignore[call-arg]
             response = self._transport.handle_request(request)
+            if slot is not None and self._inflight is not None:
+                self._inflight.performed(slot, response)
             self._apply(tracee, response, output)
         except TargetGone:
             pass

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from hvfs import api
 from hvfs.api.messages import operation
-from hvfs.manager import creds
+from hvfs.manager import creds, replay
 from hvfs.manager.closes import CloseWatcher
 from hvfs.manager.handlers import HANDLERS
 from hvfs.manager.resolve import fd_closing, open_object, proc_path
@@ -81,8 +81,11 @@ class Manager:
         try:
             answer = bus.run_hooks(vm.name, request) if bus is not None else None
             if answer is None:
+                done = replay.already_done(vm, request) if request.caller.replayed_since else None
+                if isinstance(request, api.Open) and request.caller.replayed_since:
+                    request = replay.open_again(vm, request)
                 with creds.acting_as(identity):
-                    response = HANDLERS[type(request)](vm, request)
+                    response = done if done is not None else HANDLERS[type(request)](vm, request)
                 if bus is not None:
                     answer = bus.run_after_hooks(vm.name, request, response)
             if answer is not None:

@@ -11,7 +11,8 @@
  *
  * Waiting is bounded: when no manager has come back T_WAIT_MS after the last one left,
  * the shim answers the requests in flight and every new one with EIO, which a program
- * can handle, until a manager comes back. When pid 1 exits, the shim writes its status
+ * can handle, until a manager comes back; when none has come back after ten times that,
+ * it ends the VM, which no one would ever serve again. When pid 1 exits, the shim writes its status
  * to the file "exit" beside its socket, tells the manager (MSG_VM_EXITED), and exits
  * with it once the manager has hung up, or after the same bound when none is there.
  */
@@ -35,7 +36,7 @@
 #include <unistd.h>
 
 #define MAX_DEPOSIT 32
-#define SLOT_SIZE 80 /* struct seccomp_notif: the manager's record of a request in flight */
+#define SLOT_SIZE 104 /* hvfs/intercept/inflight.py: a struct seccomp_notif first */
 
 struct shim {
     int link;   /* the manager's connection, -1 while there is none */
@@ -227,6 +228,7 @@ void shim(int link, const struct message *plan, pid_t pid1) {
         if (s.exited && (s.accept < 0 || (s.link < 0 && alone >= s.wait))) break;
         int answering = s.link < 0 && alone >= s.wait && !s.exited;
         if (answering) answer_alone(&s);
+        if (answering && alone >= 10 * s.wait) kill(s.pid1, SIGKILL); /* orphaned for good */
         struct pollfd fds[4];
         int n = 0;
         fds[n++] = (struct pollfd){s.signals, POLLIN, 0};
@@ -243,6 +245,7 @@ void shim(int link, const struct message *plan, pid_t pid1) {
         }
         int timeout = -1;
         if (s.link < 0 && alone < s.wait) timeout = (int)((s.wait - alone) * 1000) + 1;
+        else if (s.link < 0 && !s.exited && alone < 10 * s.wait) timeout = (int)((10 * s.wait - alone) * 1000) + 1;
         if (poll(fds, (nfds_t)n, timeout) < 0 && errno != EINTR) break;
         if (fds[0].revents) {
             struct signalfd_siginfo info;
