@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from hvfs.hypervisor.services import ServiceOptions, ServiceSet
 from hvfs.intercept.arch import native
 from hvfs.manager.manager import Manager
 from hvfs.manager.mounts import Mount, system_mounts
@@ -34,7 +35,6 @@ from hvfs.sandbox import launcher, preflight, protocol, stdio, userns
 from hvfs.sandbox.errors import SetupError
 from hvfs.sandbox.plan import Program
 from hvfs.sandbox.protocol import Msg, Tag
-from hvfs.servicing import ServiceOptions, Services
 from hvfs.spec import DEFAULT_PATH, UsageError, command_problem
 
 log = logging.getLogger("hvfs.project")
@@ -82,7 +82,7 @@ class Daemon:
         self._print_lock = threading.Lock()
         self.server: control.ControlServer | None = None
         self.limits: LimitMaker | None = None
-        self.services: Services | None = None
+        self.services: ServiceSet | None = None
         self.trap_reads = False
 
     # -- life -----------------------------------------------------------------------
@@ -122,14 +122,14 @@ class Daemon:
         preflight.check_kernel()
         arch = native()
         options = ServiceOptions.from_table(self.project.services, self.project.directory)
-        self.services = Services(options) if options.active else None
-        self.trap_reads = options.trap_reads
+        self.services = ServiceSet(options) if options.active else None
+        self.trap_reads = options.needs.trap_reads
         stricts = {vm.strict or self.trap_reads for vm in self.project.vms.values()}
         programs = {strict: compile_program(strict, arch) for strict in stricts}
         images = {vm.name: image_source(vm.image) for vm in self.project.vms.values()}  # tarballs unpack here
         bridge_wanted = self.project.network.mode == "bridge"
         idmap = userns.enter_manager_namespaces(network=bridge_wanted)
-        self.manager = Manager(bus=self.services.bus if self.services else None)
+        self.manager = Manager()
         if self.services is not None:
             self.services.attach(self.manager)
         self.sources: dict[str, Source] = {
@@ -171,7 +171,7 @@ class Daemon:
         command = Program(vm.command, env, vm.workdir, vm.user, home_set="HOME" in vm.environment)
         output_read, output_write = os.pipe2(os.O_CLOEXEC)
         null = stdio.empty_input()
-        scanning = self.services is not None and self.services.options.scan
+        scanning = self.services is not None and self.services.needs.judged_reads
         spec = VmSpec(
             vm.name,
             tuple(mounts),
@@ -204,6 +204,7 @@ class Daemon:
                 arch=arch,
                 program=filter_program,
                 before_start=before_start,
+                bus=self.services.bus if self.services else None,
             )
         finally:
             views.release_boot()

@@ -46,7 +46,8 @@ def statistics(stats: Path) -> dict[str, int]:
 
 @pytest.fixture
 def small_fs() -> Iterator[Callable[[int], Path]]:
-    """Small memory file systems for stores: ``small_fs(MiB)`` mounts one (mode 1777: any user may make a store in it, as in /tmp)."""
+    """Small memory file systems for stores: ``small_fs(MiB)`` mounts one (mode 1777: any
+    user may make a store in it, as in /tmp)."""
     require(os.geteuid() == 0, "mounting a small file system for the store needs root")
     mounted: list[Path] = []
 
