@@ -93,6 +93,9 @@ def test_no_service_flag_means_no_services(tmp_path: Path, monkeypatch: pytest.M
     # A store alone asks for nothing: there is nothing to keep in it.
     assert ServiceOptions.from_args(run_parser().parse_args(["run", "--quarantine", "q", "--", "true"])) is None
     assert not ServiceOptions.from_table({}, str(tmp_path)).active
+    seeded = ServiceOptions.from_args(run_parser().parse_args(["run", "--fault", "op=open,errno=EIO", "--fault-seed",
+                                                                "0", "--", "true"]))  # fmt: skip
+    assert seeded is not None and seeded.config("faults").seed == 0
 
 
 def test_an_unknown_key_is_one_line_naming_the_known_ones(tmp_path: Path) -> None:

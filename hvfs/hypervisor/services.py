@@ -89,7 +89,7 @@ class ServiceOptions:
         given = {}
         for _, option in registry.options():
             value = getattr(args, registry.dest(option))
-            if value != option.default and value is not None:
+            if value is not None and value is not False and value != []:  # 0 is a value: a seed
                 given[option.key] = value
         if not given:
             return None
