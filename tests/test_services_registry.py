@@ -73,6 +73,9 @@ def test_each_service_reads_the_same_options_from_flags_and_from_a_project(
     assert config is not None and config == from_table.config(kind.name)
     assert from_flags.enabled[0].stores == from_table.enabled[0].stores
     assert from_flags.needs == from_table.needs
+    # What a front end would send to a manager elsewhere parses again to the same services.
+    again = ServiceOptions.parse(from_flags.enabled[0].values, "/")
+    assert again.config(kind.name) == config and again.enabled[0].stores == from_flags.enabled[0].stores
 
 
 def test_relative_paths_are_the_working_directory_s_or_the_project_file_s(

@@ -30,12 +30,15 @@ from hvfs.spec import UsageError, output_file_problem, parse_size
 
 @dataclass(frozen=True)
 class Enabled:
-    """A service asked for, with its config, and the stores it keeps data in: (option,
-    path, whether the user gave it)."""
+    """A service asked for: its config, the stores it keeps data in (option, path,
+    whether it is hvfs's default one), and its options' values as checked (paths absolute; the
+    types of TOML): what a front end can send to a manager in another process, which
+    parses them again (``ServiceOptions.parse(values, "/")``)."""
 
     kind: ServiceKind
     config: Any
     stores: tuple[tuple[Option, str, bool], ...] = ()
+    values: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -72,15 +75,15 @@ class ServiceOptions:
             stores = []
             for option in kind.options:
                 if option.kind is Kind.STORE and option.default_store is not None:
-                    if values[option.key] is None:
-                        values[option.key] = os.path.abspath(option.default_store())
-                    stores.append((option, values[option.key], option.key in given))
+                    default = os.path.abspath(option.default_store())
+                    values[option.key] = values[option.key] or default
+                    stores.append((option, values[option.key], values[option.key] == default))
             try:
                 config = kind.configure(values)
             except OptionError as e:
                 raise UsageError(str(e)) from None
             if config is not None:
-                enabled.append(Enabled(kind, config, tuple(stores)))
+                enabled.append(Enabled(kind, config, tuple(stores), values))
         return cls(tuple(enabled))
 
     @classmethod
@@ -165,9 +168,9 @@ class ServiceSet:
         self._bus_statistics: BusStatistics | None = None
         try:
             for enabled in options.enabled:
-                for option, path, given in enabled.stores:
+                for option, path, ours in enabled.stores:
                     fix = f"give another with {option.spelling}"
-                    private_directory(path, option.noun or option.key, fix, ours=not given)
+                    private_directory(path, option.noun or option.key, fix, ours=ours)
                 self.services.append(enabled.kind.open(enabled.config))
         except OptionError as e:
             self.close()
