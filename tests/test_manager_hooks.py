@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 from hvfs import api
 from hvfs.api.hooks import EventBus
 from hvfs.hypervisor.services import ServiceOptions, ServiceSet
+from hvfs.manager.closes import CloseWatcher
 from hvfs.manager.manager import Manager
 from hvfs.manager.vm import VmContext
 from hvfs.services.backup.index import BackupIndex
@@ -107,3 +109,28 @@ def test_two_groups_of_vms_each_get_their_own_services(manager: Manager, tmp_pat
             index.close()
         assert saved == {(vms[0], "/f")}, saved  # the close of each VM's file, by its group's backup only
         assert groups[group].statistics()["backup"]["saved"] == 1
+
+
+def test_waiting_for_closes_returns_once_those_reported_are_handled(tmp_path: Path) -> None:
+    """A group's services close only after the closes of its VMs' files reached them."""
+    handled: list[tuple[str, str, str]] = []
+
+    def slow(vm: str, path: str, listener: str) -> None:
+        time.sleep(0.3)  # a backup copying the file
+        handled.append((vm, path, listener))
+
+    watcher: CloseWatcher[str] = CloseWatcher(slow)
+    try:
+        for name in ("f", "g"):
+            fd = os.open(tmp_path / name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            watcher.watch("vm1", f"/{name}", fd, "its bus")
+            os.write(fd, b"written")
+            os.close(fd)
+        began = time.monotonic()
+        assert watcher.wait(timeout=10)
+        assert sorted(handled) == [("vm1", "/f", "its bus"), ("vm1", "/g", "its bus")]
+        assert time.monotonic() - began >= 0.3  # it did wait for the slow handler
+        assert watcher.wait(timeout=10)  # nothing more to handle: returns at once
+    finally:
+        watcher.close()
+    assert watcher.wait()  # a stopped watcher handled everything before it stopped
