@@ -31,7 +31,7 @@ from hvfs.spec import RunSpec, UsageError
 from hvfs.state import NameLock
 
 if TYPE_CHECKING:
-    from hvfs.servicing import Services
+    from hvfs.hypervisor.services import ServiceSet
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
@@ -107,9 +107,9 @@ def run(spec: RunSpec) -> int:
     sources = SourcePool()
     mounts = prepare_mounts((MountSpec("/", spec.image), *spec.mounts))  # a tarball unpacks here, as the user
     if spec.services:
-        from hvfs.servicing import Services
+        from hvfs.hypervisor.services import ServiceSet
 
-        services = Services(spec.services)
+        services = ServiceSet(spec.services)
     vm_spec = VmSpec(
         name=spec.name,
         mounts=tuple(mount_table(spec.name, mounts, sources)),
@@ -120,11 +120,11 @@ def run(spec: RunSpec) -> int:
             user=spec.user,
             home_set=any(key == "HOME" for key in spec.env) and spec.env.get("HOME") != "/root",
         ),
-        strict=spec.strict or bool(spec.services and spec.services.trap_reads),
+        strict=spec.strict or bool(spec.services and spec.services.needs.trap_reads),
         persist=spec.persist,
         tty=spec.tty,
-        scanned=bool(spec.services and spec.services.scan),
-        start={"memfd_noexec": 2} if spec.services and spec.services.scan else {},
+        scanned=bool(spec.services and spec.services.needs.judged_reads),
+        start={"memfd_noexec": 2} if spec.services and spec.services.needs.judged_reads else {},
     )
     program = compile_program(vm_spec.strict, arch)
     if spec.persist:  # the VM's root is built from it: no one else may put files there
@@ -147,20 +147,20 @@ def _run_locked(
     arch: Arch,
     lock: NameLock,
     forwarder: SignalForwarder,
-    services: Services | None,
+    services: ServiceSet | None,
 ) -> int:
     idmap = userns.enter_manager_namespaces()
     ids = users.numeric(spec.user) if spec.user else None
     if ids is not None:
         idmap.check(ids[0], ids[0] if ids[1] is None else ids[1])
     views = build(vm_spec, lock.staging)
-    manager = Manager(bus=services.bus if services else None)
+    manager = Manager()
     if services is not None:
         services.attach(manager)
     stdio = Stdio(input=not vm_spec.tty)
     try:
         vm = start_vm(dataclasses.replace(vm_spec, stdio=stdio.fds), views, manager=manager, idmap=idmap,
-                      arch=arch, program=program)  # fmt: skip
+                      arch=arch, program=program, bus=services.bus if services else None)  # fmt: skip
     finally:
         views.release_boot()
         stdio.handed_over()
@@ -186,7 +186,7 @@ def _run_locked(
     return code
 
 
-def _write_stats(path: str, vm: RunningVm, services: Services | None) -> None:
+def _write_stats(path: str, vm: RunningVm, services: ServiceSet | None) -> None:
     context, driver = vm.context, vm.driver
     stats = context.statistics()
     document: dict[str, object] = {

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hvfs.api import InProcessTransport
+from hvfs.api.hooks import EventBus
 from hvfs.intercept.arch import Arch
 from hvfs.intercept.driver import SeccompDriver
 from hvfs.intercept.filter import FilterConfig, compile_filter
@@ -110,8 +111,9 @@ def start_vm(
     program: bytes,
     start: Starter = launcher.start,
     before_start: Callable[[launcher.VmProcess], Mapping[str, Any]] | None = None,
+    bus: EventBus | None = None,
 ) -> RunningVm:
-    """Boot the VM on ``views``, serve it, and start its command.
+    """Boot the VM on ``views``, serve it (with the services on ``bus``), and start its command.
 
     ``before_start`` runs once pid 1 is in its namespaces and before the command starts
     (the network link is made then); what it returns is added to pid 1's start message.
@@ -139,6 +141,7 @@ def start_vm(
         images=views.images,
         sockets=manager.sockets,
         reads_judged=spec.scanned,
+        bus=bus,
     )
     manager.add_vm(context)
     driver = SeccompDriver(booted.listener, spec.name, InProcessTransport(manager.handle_request), arch)

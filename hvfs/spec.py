@@ -52,7 +52,7 @@ class RunSpec:
     stats: str | None = None
     user: str | None = None
     stop_timeout: float = 10.0  # seconds between a forwarded SIGTERM and killing the VM
-    services: Any = None  # hvfs.servicing.ServiceOptions, when any service is asked for
+    services: Any = None  # hvfs.hypervisor.services.ServiceOptions, when any service is asked for
 
 
 def parse_target(target: str, what: str) -> str:

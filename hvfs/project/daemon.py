@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 from hvfs.hypervisor.mounts import MountSpec, mount_table, prepare_mounts
 from hvfs.hypervisor.pool import SourcePool
+from hvfs.hypervisor.services import ServiceOptions, ServiceSet
 from hvfs.intercept.arch import native
 from hvfs.manager.manager import Manager
 from hvfs.manager.mounts import Mount
@@ -35,7 +36,6 @@ from hvfs.sandbox import launcher, preflight, protocol, stdio, userns
 from hvfs.sandbox.errors import SetupError
 from hvfs.sandbox.plan import Program
 from hvfs.sandbox.protocol import Msg, Tag
-from hvfs.servicing import ServiceOptions, Services
 from hvfs.spec import DEFAULT_PATH, UsageError, command_problem
 
 log = logging.getLogger("hvfs.project")
@@ -83,7 +83,7 @@ class Daemon:
         self._print_lock = threading.Lock()
         self.server: control.ControlServer | None = None
         self.limits: LimitMaker | None = None
-        self.services: Services | None = None
+        self.services: ServiceSet | None = None
         self.trap_reads = False
         self.sources = SourcePool()  # released as the last VM using each is gone
 
@@ -124,14 +124,14 @@ class Daemon:
         preflight.check_kernel()
         arch = native()
         options = ServiceOptions.from_table(self.project.services, self.project.directory)
-        self.services = Services(options) if options.active else None
-        self.trap_reads = options.trap_reads
+        self.services = ServiceSet(options) if options.active else None
+        self.trap_reads = options.needs.trap_reads
         stricts = {vm.strict or self.trap_reads for vm in self.project.vms.values()}
         programs = {strict: compile_program(strict, arch) for strict in stricts}
         mounts = {vm.name: prepare_mounts((MountSpec("/", vm.root), *vm.mounts)) for vm in self.project.vms.values()}
         bridge_wanted = self.project.network.mode == "bridge"
         idmap = userns.enter_manager_namespaces(network=bridge_wanted)
-        self.manager = Manager(bus=self.services.bus if self.services else None)
+        self.manager = Manager()
         if self.services is not None:
             self.services.attach(self.manager)
         self.bridge = None
@@ -168,7 +168,7 @@ class Daemon:
         command = Program(vm.command, env, vm.workdir, vm.user, home_set="HOME" in vm.environment)
         output_read, output_write = os.pipe2(os.O_CLOEXEC)
         null = stdio.empty_input()
-        scanning = self.services is not None and self.services.options.scan
+        scanning = self.services is not None and self.services.needs.judged_reads
         spec = VmSpec(
             vm.name,
             tuple(table),
@@ -201,6 +201,7 @@ class Daemon:
                 arch=arch,
                 program=program,
                 before_start=before_start,
+                bus=self.services.bus if self.services else None,
             )
         finally:
             views.release_boot()
