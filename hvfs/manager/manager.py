@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 from hvfs import api
+from hvfs._sys.abi import AT_EACCESS
 from hvfs.api.messages import operation
 from hvfs.manager import creds
 from hvfs.manager.closes import CloseWatcher
@@ -76,7 +77,7 @@ class Manager:
         began = time.monotonic() if bus is not None else 0.0
         answered_by = None
         identity = request.caller.creds
-        if isinstance(request, api.Access) and identity is not None and not request.flags & creds.AT_EACCESS:
+        if isinstance(request, api.Access) and identity is not None and not request.flags & AT_EACCESS:
             identity = creds.for_access(identity)
         try:
             answer = bus.run_hooks(vm.name, request) if bus is not None else None

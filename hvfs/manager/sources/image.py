@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from hvfs._sys import mount as m
-from hvfs._sys.files import O_PATH, RESOLVE_IN_ROOT, openat2
+from hvfs._sys.abi import O_PATH, RESOLVE_IN_ROOT
+from hvfs._sys.files import openat2
 from hvfs.manager.sources.base import Scratch, Source, SourceError
 
 # What of the host's root a VM sees with the "host" image.
