@@ -16,8 +16,9 @@ from hvfs._sys.abi import (
     RESOLVE_IN_ROOT,
     RESOLVE_NO_MAGICLINKS,
     RESOLVE_NO_SYMLINKS,
+    U32_MASK,
 )
-from hvfs.intercept.decoders.context import Args, Context, Decoded, decodes, signed32, unsigned32
+from hvfs.intercept.decoders.context import Args, Context, Decoded, decodes, signed32
 from hvfs.intercept.decoders.tracee import CallError
 
 CREAT_FLAGS = O_CREAT | O_WRONLY | O_TRUNC
@@ -26,7 +27,7 @@ CREAT_FLAGS = O_CREAT | O_WRONLY | O_TRUNC
 def _open(c: Context, dirfd: int, path_at: int, flags: int, mode: int) -> Decoded:
     caller = c.caller()
     path, via = c.opened(path_at, dirfd)
-    return api.Open(caller=caller, path=path, flags=unsigned32(flags), mode=unsigned32(mode), via=via), None
+    return api.Open(caller=caller, path=path, flags=flags & U32_MASK, mode=mode & U32_MASK, via=via), None
 
 
 @decodes(api.Open)
