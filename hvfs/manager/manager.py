@@ -13,6 +13,7 @@ import threading
 import time
 
 from hvfs import api
+from hvfs._sys.abi import AT_EACCESS
 from hvfs.api.events import comm_of, event_for
 from hvfs.api.hooks import EventBus
 from hvfs.api.messages import operation
@@ -73,7 +74,7 @@ class Manager:
         began = time.monotonic() if bus is not None else 0.0
         answered_by = None
         identity = request.caller.creds
-        if isinstance(request, api.Access) and identity is not None and not request.flags & creds.AT_EACCESS:
+        if isinstance(request, api.Access) and identity is not None and not request.flags & AT_EACCESS:
             identity = creds.for_access(identity)
         try:
             answer = bus.run_hooks(vm.name, request) if bus is not None else None

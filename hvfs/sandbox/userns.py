@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from hvfs._sys import mount as m
 from hvfs._sys import process
+from hvfs._sys.abi import CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWUSER
 from hvfs.sandbox import subids
 from hvfs.sandbox.errors import SetupError
 from hvfs.sandbox.preflight import userns_hint
@@ -82,7 +83,7 @@ def enter_manager_namespaces(*, network: bool = False) -> IdMap:
         os.close(ready_read)
         os.close(done_write)
     try:
-        process.unshare(process.CLONE_NEWUSER | process.CLONE_NEWNS | (process.CLONE_NEWNET if network else 0))
+        process.unshare(CLONE_NEWUSER | CLONE_NEWNS | (CLONE_NEWNET if network else 0))
     except OSError as e:
         if helper > 0:
             os.close(ready_write)
