@@ -81,6 +81,12 @@ MAX_WORKERS = 64  # workers a VM may have when requests block (a socket call wai
 WAIT_TICK = 0.05  # seconds between checks of a waiting caller (still there? a signal for it?)
 
 
+def decoders_for(arch: Arch) -> dict[int, tuple[str, Decoder]]:
+    """Each syscall number the driver serves on ``arch``, with its name and decoder."""
+    decoders = {**DECODERS, **decode_sockets.DECODERS}
+    return {nr: (name, decoders[name]) for nr, name in syscall_numbers(arch).items() if name in decoders}
+
+
 class SeccompDriver:
     """Serves one VM's listener with a small pool of worker threads."""
 
@@ -89,10 +95,7 @@ class SeccompDriver:
         self._vm = vm
         self._transport = transport
         self._arch = arch
-        decoders = {**DECODERS, **decode_sockets.DECODERS}
-        self._decoders: dict[int, tuple[str, Decoder]] = {
-            nr: (name, decoders[name]) for nr, name in syscall_numbers(arch).items() if name in decoders
-        }
+        self._decoders = decoders_for(arch)
         self._turn = threading.Condition()
         self._receiver: threading.Thread | None = None  # the one thread allowed to poll and receive
         self._serving_since: float | None = None  # when the receiver began its current request
