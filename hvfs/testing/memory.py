@@ -28,6 +28,10 @@ class FakeMemory:
         self._next = address + (pages + 1) * PAGE
         return address
 
+    def unmapped(self) -> int:
+        """An address no byte of which is mapped."""
+        return self.map(1) + PAGE
+
     def unmap(self, address: int, size: int) -> None:
         """Unmap every page that ``address``..``address + size`` touches."""
         for page in range(address // PAGE, (address + size - 1) // PAGE + 1):

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from hvfs import api
-from hvfs.api import framing, wire
+from hvfs.api import choice, framing, wire
 from hvfs.api.messages import FdRole
 from hvfs.api.server import SocketServer
 from hvfs.api.socket_transport import SocketTransport, loopback
@@ -405,3 +405,18 @@ def test_the_fd_rules_hold_for_both_transports(make: Make, files: Files) -> None
         assert fcntl.fcntl(lent, fcntl.F_GETFD) >= 0  # the lent fd is still open, still the caller's
     finally:
         transport.close()
+
+
+def test_hvfs_transport_chooses_in_one_place() -> None:
+    handler: Callable[[api.Request], api.Response] = lambda request: api.Value(7)  # noqa: E731
+    assert choice.chosen_transport({}) is api.InProcessTransport
+    assert choice.chosen_transport({"HVFS_TRANSPORT": "inprocess"}) is api.InProcessTransport
+    transport = choice.chosen_transport({"HVFS_TRANSPORT": "socket"})(handler)
+    try:
+        assert isinstance(transport, SocketTransport)
+        unlink = api.Unlink(caller=api.Caller("vm", 1), path=api.VmPath("/", "x"))
+        assert transport.handle_request(unlink) == api.Value(7)
+    finally:
+        transport.close()
+    with pytest.raises(ValueError, match="HVFS_TRANSPORT=pigeon: not a transport; use one of inprocess, socket"):
+        choice.chosen_transport({"HVFS_TRANSPORT": "pigeon"})
