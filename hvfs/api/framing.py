@@ -45,7 +45,7 @@ _ANCILLARY = socket.CMSG_SPACE(SCM_MAX_FD * 4)
 MAGIC = b"HVFS-API"
 _HELLO = struct.Struct(f"<{len(MAGIC)}sI16s")
 ACCEPTED, REFUSED = 0, 1
-HANDSHAKE_TIMEOUT = 10.0  # seconds a new client has to introduce itself
+HANDSHAKE_TIMEOUT = 10.0  # seconds each side waits for the other's hello
 
 
 @dataclass
@@ -184,8 +184,14 @@ def client_handshake(sock: socket.socket) -> None:
     refusal = peer_refusal(sock)
     if refusal is not None:
         raise TransportError(f"not an HVFS manager to trust: {refusal}")
-    sock.sendall(hello())
-    answer = sock.recv(4096)
+    sock.settimeout(HANDSHAKE_TIMEOUT)
+    try:
+        sock.sendall(hello())
+        answer = sock.recv(4096)
+    except TimeoutError:
+        raise TransportError(f"the peer gave no HVFS API handshake in {HANDSHAKE_TIMEOUT:.0f} s") from None
+    finally:
+        sock.settimeout(None)
     if not answer:
         raise TransportError("the HVFS manager closed the connection during the handshake")
     theirs = _versions(answer)

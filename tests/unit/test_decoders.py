@@ -333,3 +333,45 @@ def test_claimed_credentials_must_be_the_callers_own(tracee: FakeTracee) -> None
         with pytest.raises(CallError) as raised:
             claim(other_pid, uid, USER.real_gid)
         assert raised.value.errno == errno.EPERM
+
+
+def test_each_family_carries_its_arguments(tracee: FakeTracee, tree: Path) -> None:
+    memory = tracee.memory
+    fd = tracee.open("/d/f", os.O_RDWR)
+    request, _ = _decoded(tracee, "setxattr", memory.path("f"), memory.path("user.k"), memory.put(b"v\0al"), 4, 1)
+    assert isinstance(request, api.SetXattr)
+    assert (request.name, request.value, request.flags, request.follow) == ("user.k", b"v\0al", 1, True)
+    times = memory.pack("<qqqq", 1, 2, 3, (1 << 30) - 2)  # UTIME_OMIT in the second
+    request, _ = _decoded(tracee, "utimensat", AT_FDCWD, memory.path("f"), times, AT_SYMLINK_NOFOLLOW)
+    assert isinstance(request, api.Utimens)
+    assert (request.times, request.follow) == (((1, 2), (3, (1 << 30) - 2)), False)
+    request, _ = _decoded(tracee, "faccessat2", AT_FDCWD, memory.path("f"), os.W_OK, AT_REMOVEDIR)  # AT_EACCESS
+    assert isinstance(request, api.Access) and (request.mode, request.flags) == (os.W_OK, AT_REMOVEDIR)
+    sub = tracee.open("/d/sub", os.O_RDONLY)
+    request, _ = _decoded(tracee, "renameat2", AT_FDCWD, memory.path("a"), sub, memory.path("b"), 1)
+    assert request == api.Rename(
+        caller=request.caller, old=api.VmPath("/d", "a"), new=api.VmPath("/d/sub", "b"), flags=1
+    )
+    request, _ = _decoded(tracee, "symlinkat", memory.path("../any//thing/"), AT_FDCWD, memory.path("s"))
+    assert isinstance(request, api.Symlink) and request.target == "../any//thing/"
+    request, _ = _decoded(tracee, "linkat", fd, memory.path(""), AT_FDCWD, memory.path("l"), AT_EMPTY_PATH)
+    assert isinstance(request, api.Link) and isinstance(request.old, api.OpenFile) and request.old.path == "/d/f"
+    buffer = memory.map(120)
+    request, output = _decoded(tracee, "fstatfs", fd, buffer)
+    assert isinstance(request, api.Statfs) and isinstance(request.path, api.OpenFile)
+    assert output == Output("buffer", buffer, 120)
+    request, _ = _decoded(tracee, "truncate", memory.path("f"), -1)
+    assert isinstance(request, api.Truncate) and request.length == -1
+    request, _ = _decoded(tracee, "mknodat", AT_FDCWD, memory.path("n"), 0o10644, 0x0801)
+    assert isinstance(request, api.Mknod) and (request.mode, request.device) == (0o10644, 0x0801)
+
+
+def test_an_exec_of_a_memfd_names_the_open_file(tracee: FakeTracee) -> None:
+    number = tracee.add_fd(os.memfd_create("program", os.MFD_CLOEXEC), "/memfd:program (deleted)")
+    request, _ = _decoded(tracee, "execveat", number, tracee.memory.path(""), 0, 0, AT_EMPTY_PATH)
+    assert isinstance(request, api.Exec) and isinstance(request.path, api.OpenFile)
+    assert request.path.path == "/memfd:program (deleted)"
+    request, _ = _decoded(tracee, "execve", tracee.memory.path(f"/proc/self/fd/{number}"), 0, 0)
+    assert isinstance(request, api.Exec) and isinstance(request.path, api.OpenFile)
+    request, _ = _decoded(tracee, "execve", tracee.memory.path("/bin/true"), 0, 0)
+    assert request == api.Exec(caller=request.caller, path=api.VmPath("/", "/bin/true"))
