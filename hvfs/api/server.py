@@ -115,8 +115,7 @@ class SocketServer:
                 message = receiver.receive()
                 if message is None:
                     return
-                if not self._answer(connection, message):
-                    return
+                self._answer(connection, message)
         except wire.WireError as e:
             log.warning("HVFS API: dropped a client that broke the protocol: %s", e)
             _fail(connection, str(e))
@@ -131,8 +130,9 @@ class SocketServer:
                 self._threads.discard(threading.current_thread())
             connection.close()
 
-    def _answer(self, connection: socket.socket, message: Message) -> bool:
-        """Serve one request; False when the connection must end."""
+    def _answer(self, connection: socket.socket, message: Message) -> None:
+        """Serve one request, closing every fd that came with it; ``WireError`` for a
+        message that is not one (the connection then ends)."""
         lent = message.fds
         try:
             if message.kind != framing.REQUEST:
@@ -146,16 +146,17 @@ class SocketServer:
                 if isinstance(response, messages.Fd):
                     os.close(response.fd)
                 text, blobs, given = wire.encode(messages.Errno(errno.EIO), lent)
+            release = False
             try:
                 release = any(_writable(fd) for fd in given)
                 framing.send(connection, framing.RESPONSE, text, blobs, given,
                              framing.RELEASE_FOLLOWS if release else 0)  # fmt: skip
             finally:
-                for fd in given:
-                    os.close(fd)
+                for fd in given:  # given away: the client's copy is the one left
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
             if release:
                 framing.send(connection, framing.RELEASE, b"", b"", ())
-            return True
         finally:
             message.close_fds()
 

@@ -7,18 +7,20 @@ order, a nested message as a list of its fields) followed by the raw contents of
 - JSON, because its parser (C code in the standard library) makes only lists, numbers
   and strings: decoding never runs code (pickle would) and a malformed message is an
   error, never a crash (marshal may crash on one). It is also the fastest encoder the
-  standard library has for this shape of data: an ``Open`` request encodes in about 3 µs
-  and decodes in about 6, next to a socket round trip of 30 µs or more on the
-  development machine. Paths keep any byte: ``os.fsdecode`` makes undecodable bytes
-  lone surrogates, which JSON escapes and gives back.
+  standard library has for this shape of data: an ``Open`` request encodes in about
+  3.5 µs and decodes in about 7 (``benchmarks/api_transport.py``), next to a bare socket
+  round trip of about 20 µs between two processes on the development machine. Paths keep
+  any byte: ``os.fsdecode`` makes undecodable bytes lone surrogates, which JSON escapes
+  and gives back.
 - Bytes stay binary, after the JSON: a 1 MiB send is copied, not base64'd.
 - Each field is checked against its declared type as it is decoded, and turned into what
   an in-process call would have carried (tuples, not lists; ints, not floats or bools),
   so handlers see the same values whichever transport brought them.
 
 Every type's codec is derived from its dataclass in ``messages``, so the two cannot
-drift apart. Which types may travel, and under which number, is the explicit table
-``TAGS``: a type missing from it cannot be sent. ``SCHEMA`` digests that table with each
+drift apart (``codecs`` builds them). Which types may travel on their own or in a union,
+and under which number, is the explicit table ``TAGS``: a message type missing from it
+cannot be sent, and tests/unit/test_wire.py fails until it is added. ``SCHEMA`` digests that table with each
 field's name and type; the handshake compares it, so two builds whose messages differ
 refuse each other even at the same ``PROTOCOL``.
 
