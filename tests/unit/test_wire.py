@@ -192,3 +192,15 @@ def test_random_corruption_never_gets_past_the_decoder_as_anything_but_wire_erro
 def test_the_schema_digest_is_part_of_the_protocol() -> None:
     assert len(wire.SCHEMA) == 16 and int(wire.SCHEMA, 16) >= 0
     assert isinstance(wire.PROTOCOL, int)
+
+
+def test_every_fd_field_says_who_owns_it() -> None:
+    """An fd declared as a plain int would travel as a number, meaningless to the peer."""
+    for _, cls in inspect.getmembers(messages, inspect.isclass):
+        if not dataclasses.is_dataclass(cls):
+            continue
+        hints = typing.get_type_hints(cls, include_extras=True)
+        for f in dataclasses.fields(cls):
+            if f.name == "fd" or f.name.endswith("_fd"):
+                roles = typing.get_args(hints[f.name])[1:]
+                assert len(roles) == 1 and isinstance(roles[0], FdRole), f"{cls.__name__}.{f.name}: LentFd or GivenFd"
