@@ -14,7 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hvfs.api import InProcessTransport
+from hvfs.api import Transport
+from hvfs.api.choice import chosen_transport
 from hvfs.api.hooks import EventBus
 from hvfs.intercept.arch import Arch
 from hvfs.intercept.driver import SeccompDriver
@@ -117,7 +118,12 @@ def start_vm(
 
     ``before_start`` runs once pid 1 is in its namespaces and before the command starts
     (the network link is made then); what it returns is added to pid 1's start message.
+    The driver reaches the manager through the transport ``HVFS_TRANSPORT`` names.
     """
+    try:
+        make_transport = chosen_transport()
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     plan = BootPlan(
         name=spec.name,
         boot=views.boot,
@@ -144,9 +150,10 @@ def start_vm(
         bus=bus,
     )
     manager.add_vm(context)
-    driver = SeccompDriver(booted.listener, spec.name, InProcessTransport(manager.handle_request), arch)
+    transport = make_transport(manager.handle_request)
+    driver = SeccompDriver(booted.listener, spec.name, transport, arch)
     driver.start()
-    tracer = trace_execs(spec.name, vm.init_pid, manager) if spec.scanned else None
+    tracer = trace_execs(spec.name, vm.init_pid, transport) if spec.scanned else None
     settings = dict(spec.start)
     if before_start is not None:
         settings.update(before_start(vm))
@@ -154,12 +161,12 @@ def start_vm(
     return RunningVm(spec=spec, process=vm, context=context, driver=driver, terminal=booted.terminal, tracer=tracer)
 
 
-def trace_execs(name: str, init_pid: int, manager: Manager) -> ExecTracer:
+def trace_execs(name: str, init_pid: int, transport: Transport) -> ExecTracer:
     """Trace the VM whose pid 1 is ``init_pid`` before its command starts, so that every
     one of its processes is (see hvfs.intercept.exec_tracer)."""
     from hvfs.intercept.exec_tracer import ExecTracer
 
-    tracer = ExecTracer(init_pid, name, InProcessTransport(manager.handle_request))
+    tracer = ExecTracer(init_pid, name, transport)
     try:
         tracer.start()
     except OSError as e:

@@ -108,3 +108,17 @@ def test_services_never_import_their_callers() -> None:
     for module in services:
         leaks = {n for n in _imports(module) if n.startswith(callers)}
         assert not leaks, (module, leaks)
+
+
+def test_the_api_depends_on_no_other_part() -> None:
+    """Drivers and managers meet in the API: it imports neither, nor sources or services."""
+    for module in _modules("api"):
+        bad = {n for n in _imports(module) if n.startswith("hvfs.") and not n.startswith(("hvfs.api", "hvfs._sys"))}
+        assert not bad, (module, bad)
+
+
+def test_only_tests_use_the_testing_fakes() -> None:
+    for module in PACKAGE.rglob("*.py"):
+        if "testing" in module.relative_to(PACKAGE).parts:
+            continue
+        assert not {n for n in _imports(module) if n.startswith("hvfs.testing")}, module

@@ -82,6 +82,16 @@ MAX_WORKERS = 64  # workers a VM may have when requests block (a socket call wai
 WAIT_TICK = 0.05  # seconds between checks of a waiting caller (still there? a signal for it?)
 
 
+def decoders_for(arch: Arch) -> dict[int, DecodeFunction]:
+    """The decoder of each syscall number the driver serves on ``arch``, from the table."""
+    decoders: dict[int, DecodeFunction] = {}
+    for nr, name in syscall_numbers(arch).items():
+        entry = BY_NAME.get(name)
+        if entry is not None and entry.decoder is not None:
+            decoders[nr] = entry.decoder.decode
+    return decoders
+
+
 class SeccompDriver:
     """Serves one VM's listener with a small pool of worker threads."""
 
@@ -90,11 +100,7 @@ class SeccompDriver:
         self._vm = vm
         self._transport = transport
         self._arch = arch
-        self._decoders: dict[int, DecodeFunction] = {}  # by this arch's numbers, from the table
-        for nr, name in syscall_numbers(arch).items():
-            entry = BY_NAME.get(name)
-            if entry is not None and entry.decoder is not None:
-                self._decoders[nr] = entry.decoder.decode
+        self._decoders = decoders_for(arch)
         self._turn = threading.Condition()
         self._receiver: threading.Thread | None = None  # the one thread allowed to poll and receive
         self._serving_since: float | None = None  # when the receiver began its current request

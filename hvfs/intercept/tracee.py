@@ -42,7 +42,13 @@ class Inspector:
 
 class Tracee:
     """Implements ``hvfs.intercept.decoders.tracee.Tracee`` for one seccomp notification;
-    the driver also signals the thread and checks its notification through it."""
+    the driver also signals the thread and checks its notification through it.
+
+    Every access to the thread itself goes through a few primitives — ``_memory``,
+    ``_readlink`` and ``_stat`` (of its /proc entries), ``_duplicate`` and ``_path_of``
+    (its fds), ``status``, ``id_map``, ``check_valid`` and ``send_signal`` — and
+    everything else is built on them, so that a fake thread (``hvfs.testing.FakeTracee``)
+    replaces only those and runs the rest of this class as it is."""
 
     def __init__(self, listener: int, notif_id: int, pid: int, inspector: Inspector) -> None:
         self.listener = listener
@@ -61,15 +67,32 @@ class Tracee:
         if not notify.id_valid(self.listener, self.notif_id):
             raise TargetGone()
 
+    def _memory(self, address: int, size: int) -> bytes:
+        """Up to ``size`` bytes at ``address`` in the thread's memory: fewer where the range
+        runs into unmapped memory; ``OSError`` EFAULT when not even the first byte can be
+        read, ESRCH when the thread is gone (``process.read_memory``)."""
+        memory = self._inspector.memory
+        if 0 < size <= memory.capacity:
+            return memory.read(self.pid, address, size)
+        return process.read_memory(self.pid, address, size)
+
+    def _readlink(self, name: str) -> str:
+        """readlink of the thread's ``/proc/PID/name`` (cwd, fd/N, root/...)."""
+        return os.readlink(f"/proc/{self.pid}/{name}")
+
+    def _stat(self, name: str, *, follow: bool = True) -> os.stat_result:
+        """stat of the thread's ``/proc/PID/name``: what a magic link names, when followed."""
+        return os.stat(f"/proc/{self.pid}/{name}", follow_symlinks=follow)
+
+    def _path_of(self, local: int) -> str:
+        """The path of ``local``, an fd duplicated from the thread, as its mounts show it."""
+        return os.readlink(f"/proc/self/fd/{local}")
+
     def read(self, address: int, size: int) -> bytes:
         if address == 0:
             raise CallError(errno.EFAULT)
-        memory = self._inspector.memory
         try:
-            if 0 < size <= memory.capacity:
-                data = memory.read(self.pid, address, size)
-            else:
-                data = process.read_memory(self.pid, address, size)
+            data = self._memory(address, size)
         except OSError as e:
             if e.errno == errno.ESRCH:
                 raise TargetGone() from e
@@ -82,14 +105,13 @@ class Tracee:
         """The NUL-terminated path at ``address``: EFAULT, ENAMETOOLONG and ENOENT as the kernel."""
         if address == 0:
             raise CallError(errno.EFAULT)
-        memory = self._inspector.memory
         data = b""
         try:
             # Most paths are short: read a little first, and the rest only if no NUL is
             # in it. Reads stop at the first unreadable page, as one read of it all would.
-            data = memory.read(self.pid, address, _SHORT_PATH)
+            data = self._memory(address, _SHORT_PATH)
             if b"\0" not in data and len(data) == _SHORT_PATH:
-                data += memory.read(self.pid, address + _SHORT_PATH, PATH_MAX - _SHORT_PATH)
+                data += self._memory(address + _SHORT_PATH, PATH_MAX - _SHORT_PATH)
         except OSError as e:
             if e.errno == errno.ESRCH:
                 raise TargetGone() from e
@@ -103,10 +125,10 @@ class Tracee:
         return os.fsdecode(data[:end])
 
     def directory(self, dirfd: int) -> tuple[str, tuple[int, int]]:
-        link = f"/proc/{self.pid}/cwd" if dirfd == AT_FDCWD else f"/proc/{self.pid}/fd/{dirfd}"
+        link = "cwd" if dirfd == AT_FDCWD else f"fd/{dirfd}"
         try:
-            target = os.readlink(link)
-            st = os.stat(link)
+            target = self._readlink(link)
+            st = self._stat(link)
         except FileNotFoundError:
             raise CallError(errno.EBADF if dirfd != AT_FDCWD else errno.ENOENT) from None
         except PermissionError as e:
@@ -118,12 +140,11 @@ class Tracee:
         return target, (st.st_dev, st.st_ino)
 
     def fd_path(self, fd: int) -> str | None:
-        magic = f"/proc/{self.pid}/fd/{fd}"
         try:
-            target = os.readlink(magic)
+            target = self._readlink(f"fd/{fd}")
             if not target.startswith("/") or target.endswith(_DELETED):
                 return None
-            named, reachable = os.stat(magic), os.stat(f"/proc/{self.pid}/root{target}", follow_symlinks=False)
+            named, reachable = self._stat(f"fd/{fd}"), self._stat(f"root{target}", follow=False)
         except OSError:
             return None
         if (named.st_dev, named.st_ino) != (reachable.st_dev, reachable.st_ino):
@@ -132,17 +153,14 @@ class Tracee:
 
     def dev_link(self, name: str) -> str | None:
         try:
-            return os.readlink(f"/proc/{self.pid}/root/dev/{name}")
+            return self._readlink(f"root/dev/{name}")
         except OSError:
             return None
 
     def vm_ids(self) -> tuple[int, int]:
         """The caller's process and thread ids in the VM's pid namespace (the last of the
         NStgid and NSpid fields of its status)."""
-        try:
-            text = self._inspector.status.read(self.pid)
-        except (FileNotFoundError, ProcessLookupError) as e:
-            raise TargetGone() from e
+        text = self.status()
         ids = []
         for key in (b"\nNStgid:", b"\nNSpid:"):
             start = text.find(key)
@@ -204,7 +222,7 @@ class Tracee:
         if not path_ok and fcntl.fcntl(local, fcntl.F_GETFL) & O_PATH:
             raise CallError(errno.EBADF)
         try:
-            path = os.readlink(f"/proc/self/fd/{local}")
+            path = self._path_of(local)
         except OSError:
             path = "?"
         return OpenFile(fd=local, path=path)
