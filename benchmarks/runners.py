@@ -14,6 +14,8 @@ environment, so the others must not inherit more) and WORK writable at its own p
 - hvfs, hvfs --strict: ``hvfs run -v WORK:WORK -w CWD``, with ``--stats`` so that the
   trapped syscalls of every run are counted; hvfs is imported from the session's copy
   (fixtures.snapshot_hvfs), not from the work tree.
+- hvfs-socket, hvfs-strict-socket: the same, with the driver's requests carried by the
+  socket transport to a server in the same process (HVFS_TRANSPORT=socket).
 - floor …: benchmarks/floor/floor.c, a minimal C supervisor, for W8 only.
 """
 
@@ -119,6 +121,11 @@ def _hvfs_env(layout: Layout) -> dict[str, str]:
     return {"PYTHONPATH": str(layout.hvfs_source)}
 
 
+def _hvfs_socket_env(layout: Layout) -> dict[str, str]:
+    # The driver reaches the manager over the socket transport (hvfs.api.choice).
+    return {**_hvfs_env(layout), "HVFS_TRANSPORT": "socket"}
+
+
 def _floor(answer: str, sync: bool, pin: bool) -> Callable[[Context, list[str]], list[str]]:
     def wrap(context: Context, argv: list[str]) -> list[str]:
         floor = str(context.layout.bin / "floor")
@@ -141,6 +148,22 @@ def all_runners(layout: Layout) -> list[Runner]:
         Runner("hvfs", "hvfs", sys.executable, _hvfs(strict=False), counts_traps=True, own_env=_hvfs_env),
         Runner(
             "hvfs-strict", "hvfs --strict", sys.executable, _hvfs(strict=True), counts_traps=True, own_env=_hvfs_env
+        ),
+        Runner(
+            "hvfs-socket",
+            "hvfs, socket transport",
+            sys.executable,
+            _hvfs(strict=False),
+            counts_traps=True,
+            own_env=_hvfs_socket_env,
+        ),
+        Runner(
+            "hvfs-strict-socket",
+            "hvfs --strict, socket transport",
+            sys.executable,
+            _hvfs(strict=True),
+            counts_traps=True,
+            own_env=_hvfs_socket_env,
         ),
     ]
     # The floor answers CONTINUE where HVFS continues (W8c) and ADDFD where it serves (W8).

@@ -57,42 +57,16 @@ def _run_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
         metavar="SECONDS",
         help="after INT, TERM, HUP or QUIT, kill the VM if it still runs this long after (default 10)",
     )
-    services = run.add_argument_group("services")
-    services.add_argument("--audit", metavar="FILE", help="write every request the manager sees as JSON lines to FILE")
-    services.add_argument("--audit-reads", action="store_true", help="trap and audit reads too")
-    services.add_argument(
-        "--fault",
-        action="append",
-        default=[],
-        metavar="RULE",
-        help="inject a fault: op=open,path=/data/*.db,errno=EIO,nth=3",
-    )
-    services.add_argument("--faults", metavar="FILE", help="fault rules from a TOML file")
-    services.add_argument("--fault-seed", type=int, metavar="N", help="seed for fault probabilities")
-    services.add_argument(
-        "--backup", action="append", default=[], metavar="GLOB", help="keep versions of files matching GLOB (a VM path)"
-    )
-    services.add_argument("--backup-store", metavar="DIR", help="where versions are kept")
-    services.add_argument(
-        "--backup-max-file", metavar="SIZE", help="skip versions of files larger than SIZE (default: 1g)"
-    )
-    services.add_argument(
-        "--backup-max-store",
-        metavar="SIZE",
-        help="skip new versions once the store holds SIZE (default: unbounded, but never past a margin "
-        "of free space on its file system: 5%% of it, at most 1g)",
-    )
-    services.add_argument("--scan", action="store_true", help="scan files for malware (EICAR and --blocklist)")
-    services.add_argument("--blocklist", metavar="FILE", help="SHA-256 digests of files to refuse")
-    services.add_argument("--yara", action="append", default=[], metavar="FILE", help="YARA rules to scan with")
-    services.add_argument("--clamd", metavar="SOCKET", help="scan with ClamAV through clamd's socket")
-    services.add_argument("--quarantine", metavar="DIR", help="where infected files go")
+    from hvfs.services.registry import add_run_flags
+
+    add_run_flags(run.add_argument_group("services"))
     run.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return run
 
 
 def _spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from hvfs import spec
+    from hvfs.hypervisor.services import ServiceOptions
 
     command = list(args.command)
     if command and command[0] == "--":
@@ -121,37 +95,8 @@ def _spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         user=spec.check_user(args.user) if args.user else None,
         stop_timeout=spec.check_timeout(args.stop_timeout, "--stop-timeout"),
         home_set=any(item.partition("=")[0] == "HOME" for item in args.env),
-        services=_services(args),
+        services=ServiceOptions.from_args(args),
     )
-
-
-def _services(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    given = (args.audit, args.audit_reads, args.fault, args.faults, args.backup, args.backup_max_file,
-             args.backup_max_store, args.scan, args.blocklist, args.yara, args.clamd)  # fmt: skip
-    if not any(given):
-        return None
-    from hvfs.servicing import ServiceOptions
-
-    def absolute(path: str | None) -> str | None:
-        return os.path.abspath(path) if path else None
-
-    options = ServiceOptions.parse(
-        audit=absolute(args.audit),
-        audit_reads=args.audit_reads,
-        faults=tuple(args.fault),
-        fault_file=absolute(args.faults),
-        fault_seed=args.fault_seed,
-        backup=tuple(args.backup),
-        backup_store=absolute(args.backup_store),
-        backup_max_file=args.backup_max_file,
-        backup_max_store=args.backup_max_store,
-        scan=args.scan,
-        blocklist=absolute(args.blocklist),
-        yara=tuple(os.path.abspath(p) for p in args.yara),
-        clamd=args.clamd,
-        quarantine=absolute(args.quarantine),
-    )
-    return options if options.active else None
 
 
 def _subcommand(argv: list[str]) -> str | None:

@@ -14,7 +14,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hvfs.api import InProcessTransport
+from hvfs.api import Transport
+from hvfs.api.choice import transport_maker
+from hvfs.api.hooks import EventBus
 from hvfs.intercept.arch import Arch
 from hvfs.intercept.driver import SeccompDriver
 from hvfs.intercept.filter import FilterConfig, compile_filter
@@ -115,11 +117,14 @@ def start_vm(
     shim: str | None = None,
     inflight: InflightTable | None = None,
     wait: float = 30.0,
+    bus: EventBus | None = None,
+    transport_kind: str = "inprocess",
 ) -> RunningVm:
-    """Boot the VM on ``views``, serve it, and start its command.
+    """Boot the VM on ``views``, serve it (with the services on ``bus``), and start its command.
 
     ``before_start`` runs once pid 1 is in its namespaces and before the command starts
     (the network link is made then); what it returns is added to pid 1's start message.
+    The driver reaches the manager through the transport ``transport`` (hvfs.api.choice).
     """
     plan = BootPlan(
         name=spec.name,
@@ -146,12 +151,13 @@ def start_vm(
         images=views.images,
         sockets=manager.sockets,
         reads_judged=spec.scanned,
+        bus=bus,
     )
     manager.add_vm(context)
-    transport = InProcessTransport(manager.handle_request)
+    transport = transport_maker(transport_kind)(manager.handle_request)
     driver = SeccompDriver(booted.listener, spec.name, transport, arch, inflight=inflight)
     driver.start()
-    tracer = trace_execs(spec.name, vm.init_pid, manager) if spec.scanned else None
+    tracer = trace_execs(spec.name, vm.init_pid, transport) if spec.scanned else None
     settings = dict(spec.start)
     if before_start is not None:
         settings.update(before_start(vm))
@@ -159,12 +165,12 @@ def start_vm(
     return RunningVm(spec=spec, process=vm, context=context, driver=driver, terminal=booted.terminal, tracer=tracer)
 
 
-def trace_execs(name: str, init_pid: int, manager: Manager) -> ExecTracer:
+def trace_execs(name: str, init_pid: int, transport: Transport) -> ExecTracer:
     """Trace the VM whose pid 1 is ``init_pid`` before its command starts, so that every
     one of its processes is (see hvfs.intercept.exec_tracer)."""
     from hvfs.intercept.exec_tracer import ExecTracer
 
-    tracer = ExecTracer(init_pid, name, InProcessTransport(manager.handle_request))
+    tracer = ExecTracer(init_pid, name, transport)
     try:
         tracer.start()
     except OSError as e:

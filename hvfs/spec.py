@@ -53,7 +53,7 @@ class RunSpec:
     user: str | None = None
     stop_timeout: float = 10.0  # seconds between a forwarded SIGTERM and killing the VM
     home_set: bool = False  # HOME was given (-e HOME=...), so --user does not replace it
-    services: Any = None  # hvfs.servicing.ServiceOptions, when any service is asked for
+    services: Any = None  # hvfs.hypervisor.services.ServiceOptions, when any service is asked for
 
 
 def parse_target(target: str, what: str) -> str:

@@ -6,6 +6,7 @@ A test that needs a kernel feature this machine lacks is skipped with the reason
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pwd
 import shutil
@@ -120,6 +121,16 @@ class Hvfs:
         result = self.run(*args, **kwargs)  # type: ignore[arg-type]
         assert result.returncode == 0, f"hvfs {' '.join(args)} exited {result.returncode}:\n{result.stderr}"
         return result.stdout
+
+    def with_env(self, **variables: str) -> Hvfs:
+        """The same runner, with ``variables`` in hvfs's environment (past ``env -i``)."""
+        at = next(i for i, part in enumerate(self.command) if part in (sys.executable, SYSTEM_PYTHON))
+        assigned = [f"{name}={value}" for name, value in variables.items()]
+        return dataclasses.replace(self, command=[*self.command[:at], "env", *assigned, *self.command[at:]])
+
+    def over(self, transport: str) -> Hvfs:
+        """The same runner, its VMs' requests carried by ``transport`` (HVFS_TRANSPORT)."""
+        return self.with_env(HVFS_TRANSPORT=transport)
 
 
 @pytest.fixture(scope="session")
@@ -252,14 +263,24 @@ VARIANTS = [
     pytest.param(("rootless", False), id="rootless-default", marks=pytest.mark.rootless),
     pytest.param(("rootless", True), id="rootless-strict", marks=pytest.mark.rootless),
 ]
+TRANSPORTS = ("inprocess", "socket")  # what carries a VM's requests to its manager (HVFS_TRANSPORT)
+# The variants again over the socket transport, for tests that take them too:
+# @pytest.mark.parametrize("vm", VARIANTS + SOCKET_VARIANTS, indirect=True).
+SOCKET_VARIANTS = [
+    pytest.param(("hvfs", False, "socket"), id="root-default-socket"),
+    pytest.param(("hvfs", True, "socket"), id="root-strict-socket"),
+    pytest.param(("rootless", False, "socket"), id="rootless-default-socket", marks=pytest.mark.rootless),
+    pytest.param(("rootless", True, "socket"), id="rootless-strict-socket", marks=pytest.mark.rootless),
+]
 
 
 @pytest.fixture(params=VARIANTS)
 def vm(request: pytest.FixtureRequest) -> Vm:
     """The same test as root and rootless, with and without ``--strict``."""
-    runner_fixture, strict = request.param
+    runner_fixture, strict, *transport = request.param
     # looked up lazily so that the root variants run even where the rootless user cannot be made
-    return Vm(request.getfixturevalue(runner_fixture), strict)
+    runner: Hvfs = request.getfixturevalue(runner_fixture)
+    return Vm(runner.over(transport[0] if transport else "inprocess"), strict)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, ROOTLESS_USER, SYSTEM_PYTHON, Hvfs, chown_to, require
+from tests.conftest import REPO, ROOTLESS_USER, SYSTEM_PYTHON, TRANSPORTS, Hvfs, chown_to, require
 
 CONFORMANCE = REPO / "tests" / "conformance"
 PRIVILEGES = ("root", "user", "rootless")
@@ -96,17 +96,16 @@ def _native(place: Path, privilege: str, probes: Path) -> dict[str, Any]:
     return results
 
 
-def _in_vm(place: Path, privilege: str, mode: str, runner: Hvfs) -> dict[str, Any]:
+def _in_vm(place: Path, privilege: str, mode: str, runner: Hvfs, transport: str) -> dict[str, Any]:
     owner = {"root": None, "user": None, "rootless": ROOTLESS_USER}[privilege]
-    work = _workdir(place, f"vm-{privilege}-{mode}", owner)
+    work = _workdir(place, f"vm-{privilege}-{mode}-{transport}", owner)
     if privilege == "user":
         os.chown(work, 1000, 1000)
     args = ["run"] + (["--strict"] if mode == "strict" else []) + (["-u", "1000:1000"] if privilege == "user" else [])
     args += ["-v", f"{work}:/data", "-v", f"{place / 'ro'}:/ro:ro", "--tmpfs", "/other"]
     args += ["-v", f"{runner.probes.parent / 'conformance'}:/probe:ro", "--"]
-    results: dict[str, Any] = json.loads(
-        runner.ok(*args, "python3", "/probe/probe", "/data", "--ro", "/ro", "--other", "/other", timeout=300)
-    )
+    args += ["python3", "/probe/probe", "/data", "--ro", "/ro", "--other", "/other"]
+    results: dict[str, Any] = json.loads(runner.over(transport).ok(*args, timeout=300))
     return results
 
 
@@ -116,16 +115,23 @@ def native_results() -> dict[str, dict[str, Any]]:
     return {}
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("privilege", PRIVILEGES)
 def test_a_vm_answers_as_linux_does(
-    privilege: str, mode: str, place: Path, native_results: dict[str, dict[str, Any]], request: pytest.FixtureRequest
+    privilege: str,
+    mode: str,
+    transport: str,
+    place: Path,
+    native_results: dict[str, dict[str, Any]],
+    request: pytest.FixtureRequest,
 ) -> None:
+    """Over each transport (HVFS_TRANSPORT): the in-process call, and the socket protocol."""
     runner: Hvfs = request.getfixturevalue("rootless" if privilege == "rootless" else "hvfs")
     if privilege not in native_results:
         native_results[privilege] = _native(place, privilege, runner.probes)
     expected = native_results[privilege]
-    got = _in_vm(place, privilege, mode, runner)
+    got = _in_vm(place, privilege, mode, runner, transport)
     configuration = f"{privilege}-{mode}"
     allowed = {e["case"] for e in allow_list() if configuration in e.get("configurations", [configuration])}
     assert len(expected) >= 150

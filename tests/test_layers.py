@@ -17,6 +17,8 @@ def _imports(path: Path) -> set[str]:
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:
             names.add(node.module)
+            if node.module == "hvfs":  # from hvfs import api: the module api
+                names.update(f"hvfs.{alias.name}" for alias in node.names)
     return names
 
 
@@ -27,6 +29,25 @@ def _modules(under: str) -> list[Path]:
 def test_the_manager_never_imports_the_driver_or_the_sandbox() -> None:
     for module in _modules("manager"):
         bad = {n for n in _imports(module) if n.startswith(("hvfs.intercept", "hvfs.sandbox"))}
+        assert not bad, (module, bad)
+
+
+def test_the_manager_never_imports_a_service() -> None:
+    """The manager owns the hook contracts (hvfs.api.hooks); services implement them and
+    are assembled by the front ends (hvfs.hypervisor), never known by the manager."""
+    for module in _modules("manager"):
+        bad = {n for n in _imports(module) if n.startswith(("hvfs.services", "hvfs.hypervisor"))}
+        assert not bad, (module, bad)
+
+
+def test_the_api_imports_nothing_above_it() -> None:
+    """Requests, responses, events and hooks: what the driver, the manager and the
+    services share, so it depends on none of them."""
+    modules = _modules("api")
+    assert modules
+    for module in modules:
+        hvfs = {n for n in _imports(module) if n == "hvfs" or n.startswith("hvfs.")}
+        bad = {n for n in hvfs if n != "hvfs" and not n.startswith("hvfs.api")}
         assert not bad, (module, bad)
 
 
@@ -80,9 +101,24 @@ def test_modules_stay_small() -> None:
 def test_services_never_import_their_callers() -> None:
     """Services see requests, VM names, paths and fds: they never reach into the manager,
     the driver, the sandbox or the command line, which call them."""
-    callers = ("hvfs.manager", "hvfs.intercept", "hvfs.sandbox", "hvfs.cli", "hvfs.run", "hvfs._sys")
+    callers = ("hvfs.manager", "hvfs.intercept", "hvfs.sandbox", "hvfs.cli", "hvfs.run", "hvfs._sys",
+               "hvfs.hypervisor", "hvfs.project", "hvfs.runtime", "hvfs.spec")  # fmt: skip
     services = _modules("services")
     assert services
     for module in services:
         leaks = {n for n in _imports(module) if n.startswith(callers)}
         assert not leaks, (module, leaks)
+
+
+def test_the_api_depends_on_no_other_part() -> None:
+    """Drivers and managers meet in the API: it imports neither, nor sources or services."""
+    for module in _modules("api"):
+        bad = {n for n in _imports(module) if n.startswith("hvfs.") and not n.startswith(("hvfs.api", "hvfs._sys"))}
+        assert not bad, (module, bad)
+
+
+def test_only_tests_use_the_testing_fakes() -> None:
+    for module in PACKAGE.rglob("*.py"):
+        if "testing" in module.relative_to(PACKAGE).parts:
+            continue
+        assert not {n for n in _imports(module) if n.startswith("hvfs.testing")}, module

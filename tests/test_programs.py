@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Vm, require
+from tests.conftest import SOCKET_VARIANTS, VARIANTS, Vm, require
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Reading what a VM printed and left behind
@@ -78,6 +78,7 @@ git -C clone log --format=%s
 """
 
 
+@pytest.mark.parametrize("vm", VARIANTS + SOCKET_VARIANTS, indirect=True)
 def test_git_init_add_commit_gc(vm: Vm, data: Path) -> None:
     """git can create a repository on a served mount, commit twice, repack it, and the host's git finds it valid.
 
@@ -132,6 +133,7 @@ def sqlite_script(journal_mode: str, transactions: int = 3, rows_per_transaction
     return "\n".join(lines) + "\n"
 
 
+@pytest.mark.parametrize("vm", VARIANTS + SOCKET_VARIANTS, indirect=True)
 @pytest.mark.parametrize("journal_mode", ["wal", "delete"])
 def test_sqlite3_cli_writes_a_sound_database(vm: Vm, data: Path, journal_mode: str) -> None:
     """The sqlite3 CLI builds a database with WAL or a rollback journal; the host reads it back intact.

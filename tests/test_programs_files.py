@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Vm, require
+from tests.conftest import SOCKET_VARIANTS, VARIANTS, Vm, require
 
 # ---------------------------------------------------------------------------------------------------------------------
 # tar, cpio and cp -a round trips
@@ -213,6 +213,7 @@ print("client exited", os.waitstatus_to_exitcode(status), flush=True)
 """
 
 
+@pytest.mark.parametrize("vm", VARIANTS + SOCKET_VARIANTS, indirect=True)
 @pytest.mark.parametrize(
     ("workdir", "path"),
     [

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from hvfs.api.events import Event
+from hvfs.api.hooks import EventBus
 from hvfs.services.audit import AuditLog, EventFilter, add_events_command, read_events
 from hvfs.services.commands import EXIT_HVFS
-from hvfs.services.events import Event, EventBus
 
 
 def an_event(n: int, *, vm: str = "vm1", operation: str = "open", paths: tuple[str, ...] = ("/data/a.db",)) -> Event:

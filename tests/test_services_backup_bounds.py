@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from hvfs.hypervisor.services import ServiceOptions
 from hvfs.services.backup import (
     BackupIndex,
     BackupLimits,
@@ -27,7 +28,6 @@ from hvfs.services.backup import (
     prune,
 )
 from hvfs.services.commands import EXIT_HVFS
-from hvfs.servicing import ServiceOptions
 from hvfs.spec import UsageError
 from tests.conftest import Hvfs, require
 from tests.test_services_backup import THREE_CHUNKS, PausingStore, Vms, restore_to
@@ -200,18 +200,22 @@ def test_a_store_made_before_accounting_is_accounted_when_opened(tmp_path: Path)
 
 
 def test_the_bounds_are_options_of_hvfs_run_and_of_a_project(tmp_path: Path) -> None:
-    options = ServiceOptions.parse(backup=("/data/*",), backup_max_file="2g", backup_max_store="512m")
-    assert (options.backup_max_file, options.backup_max_store) == (2 << 30, 512 << 20)
+    def bounds(options: ServiceOptions) -> tuple[int | None, int | None]:
+        config = options.config("backup")
+        return config.max_file, config.max_store
+
+    options = ServiceOptions.parse({"backup": ("/data/*",), "backup_max_file": "2g", "backup_max_store": "512m"}, "/")
+    assert bounds(options) == (2 << 30, 512 << 20)
     table = {"backup": ["/data/*"], "backup_max_file": 1 << 20, "backup_max_store": "10g"}
     options = ServiceOptions.from_table(table, str(tmp_path))
-    assert (options.backup_max_file, options.backup_max_store) == (1 << 20, 10 << 30)
-    assert ServiceOptions.parse(backup=("/data/*",)).backup_max_file is None  # the service's default
+    assert bounds(options) == (1 << 20, 10 << 30)
+    assert bounds(ServiceOptions.parse({"backup": ("/data/*",)}, "/"))[0] is None  # the service's default
     with pytest.raises(UsageError, match="backup-max-file: size '1x' is not a size"):
-        ServiceOptions.parse(backup=("/data/*",), backup_max_file="1x")
+        ServiceOptions.parse({"backup": ("/data/*",), "backup_max_file": "1x"}, "/")
     with pytest.raises(UsageError, match="backup-max-store: True is not a size"):
         ServiceOptions.from_table({"backup": ["/data/*"], "backup_max_store": True}, str(tmp_path))
     with pytest.raises(UsageError, match="add --backup GLOB"):
-        ServiceOptions.parse(backup_max_store="1g")
+        ServiceOptions.parse({"backup_max_store": "1g"}, "/")
 
 
 def test_a_bad_bound_is_one_line_and_exit_125(hvfs: Hvfs) -> None:

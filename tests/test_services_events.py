@@ -10,8 +10,9 @@ import time
 import pytest
 
 from hvfs import api
-from hvfs.services.describe import is_read, operations, parse_errno, request_flags, request_paths
-from hvfs.services.events import Event, EventBus, HookAnswer, comm_of, event_for
+from hvfs.api.events import Event, comm_of, event_for, request_flags, request_paths
+from hvfs.api.hooks import EventBus, HookAnswer
+from hvfs.services.describe import is_read, operations, parse_errno
 
 CALLER = api.Caller(vm="vm1", pid=4242)
 

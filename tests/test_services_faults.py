@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hvfs import api
-from hvfs.services.events import EventBus, HookAnswer
+from hvfs.api.hooks import EventBus, HookAnswer
 from hvfs.services.faults import (
     FaultInjector,
     FaultRule,

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from hvfs import api
+from hvfs.api.hooks import EventBus, HookAnswer
 from hvfs.services.commands import EXIT_HVFS
-from hvfs.services.events import EventBus, HookAnswer
 from hvfs.services.scan import (
     EICAR,
     BuiltinEngine,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Hvfs
+from tests.conftest import TRANSPORTS, Hvfs
 from tests.helpers import PROBES
 
 SERVER = """
@@ -162,9 +162,11 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("runner", ["hvfs", pytest.param("rootless", marks=pytest.mark.rootless)])
-def test_datagrams_abstract_names_and_passed_fds(runner: str, request: pytest.FixtureRequest) -> None:
-    hvfs: Hvfs = request.getfixturevalue(runner)
+def test_datagrams_abstract_names_and_passed_fds(runner: str, transport: str, request: pytest.FixtureRequest) -> None:
+    """Over both transports: passed fds travel as SCM_RIGHTS to the manager over the socket one."""
+    hvfs: Hvfs = request.getfixturevalue(runner).over(transport)
     for mode in ([], ["--strict"]):
         out = json.loads(hvfs.ok("run", *mode, "--", "python3", "-c", DATAGRAMS))
         assert out["abstract"] == ["abstract", b"\0hvfs-dgram\0".hex()]
@@ -306,9 +308,11 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("runner", ["hvfs", pytest.param("rootless", marks=pytest.mark.rootless)])
-def test_blocking_socket_calls(runner: str, request: pytest.FixtureRequest) -> None:
-    hvfs: Hvfs = request.getfixturevalue(runner)
+def test_blocking_socket_calls(runner: str, transport: str, request: pytest.FixtureRequest) -> None:
+    """Over both transports: a WouldBlock lends the caller's own socket back."""
+    hvfs: Hvfs = request.getfixturevalue(runner).over(transport)
     out = json.loads(hvfs.ok("run", "--", "python3", "-c", BLOCKING, timeout=60))
     assert out["served"] == "served" and out["waiting"] == 6 and out["done"]
     assert 0.2 <= out["interrupted"] <= 1.0

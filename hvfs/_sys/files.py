@@ -4,31 +4,21 @@ from __future__ import annotations
 
 import ctypes
 import os
-import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from hvfs._sys.abi import (
+    AT_EMPTY_PATH,
+    OPEN_HOW,
+    RESOLVE_BENEATH,
+    RESOLVE_IN_ROOT,
+    STATFS_SIZE,
+    STATX_MNT_ID,
+    STATX_STRUCT_SIZE,
+    STX_MNT_ID_OFFSET,
+)
 from hvfs._sys.libc import check, function, typed_syscall
 
-RESOLVE_NO_XDEV = 0x01
-RESOLVE_NO_MAGICLINKS = 0x02
-RESOLVE_NO_SYMLINKS = 0x04
-RESOLVE_BENEATH = 0x08
-RESOLVE_IN_ROOT = 0x10
-RESOLVE_CACHED = 0x20
-
-O_PATH = 0o10000000
-O_TMPFILE = 0o20000000 | os.O_DIRECTORY
-TMPFILE_BIT = 0o20000000
-
-AT_FDCWD = -100
-AT_EMPTY_PATH = 0x1000
-AT_SYMLINK_NOFOLLOW = 0x100
-STATX_BASIC_STATS = 0x7FF
-STATX_SIZE = 256
-
-
-_OPEN_HOW = struct.Struct("=QQQ")  # struct open_how: flags, mode, resolve
 _PATH_AT = (ctypes.c_int, ctypes.c_char_p)  # a directory fd and a path
 _openat2 = typed_syscall("openat2", *_PATH_AT, ctypes.c_char_p, ctypes.c_size_t)
 _renameat2 = typed_syscall("renameat2", *_PATH_AT, *_PATH_AT, ctypes.c_uint)
@@ -60,14 +50,14 @@ def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = RES
     busy machine (VMs starting) makes it common, so it is retried a bounded number of times."""
     # Safe because: the kernel only reads the open_how it is given (copy_struct_from_user),
     # so an immutable bytes object can hold it.
-    how = _OPEN_HOW.pack(flags | os.O_CLOEXEC, mode, resolve)
+    how = OPEN_HOW.pack(flags | os.O_CLOEXEC, mode, resolve)
     name = os.fsencode(path)
     for _ in range(_SCOPED_RETRIES if resolve & (RESOLVE_IN_ROOT | RESOLVE_BENEATH) else 0):
         try:
-            return _openat2(dirfd, name, how, _OPEN_HOW.size)
+            return _openat2(dirfd, name, how, OPEN_HOW.size)
         except BlockingIOError:
             continue
-    return _openat2(dirfd, name, how, _OPEN_HOW.size)
+    return _openat2(dirfd, name, how, OPEN_HOW.size)
 
 
 def renameat2(olddirfd: int, old: str, newdirfd: int, new: str, flags: int) -> None:
@@ -76,19 +66,15 @@ def renameat2(olddirfd: int, old: str, newdirfd: int, new: str, flags: int) -> N
 
 def statx(dirfd: int, path: str, flags: int, mask: int) -> bytes:
     """statx(2); returns the kernel's 256-byte ``struct statx`` (the same on every arch)."""
-    buffer = ctypes.create_string_buffer(STATX_SIZE)
+    buffer = ctypes.create_string_buffer(STATX_STRUCT_SIZE)
     _statx(dirfd, os.fsencode(path), flags, mask, buffer)
     return buffer.raw
-
-
-STATX_MNT_ID = 0x1000
-_STX_MNT_ID_OFFSET = 0x90
 
 
 def mount_id(fd: int) -> int:
     """The id of the mount ``fd`` is on (statx STATX_MNT_ID), as /proc/*/mountinfo shows it."""
     raw = statx(fd, "", AT_EMPTY_PATH, STATX_MNT_ID)
-    return int.from_bytes(raw[_STX_MNT_ID_OFFSET : _STX_MNT_ID_OFFSET + 8], "little")
+    return int.from_bytes(raw[STX_MNT_ID_OFFSET : STX_MNT_ID_OFFSET + 8], "little")
 
 
 def fchmodat2(dirfd: int, path: str, mode: int, flags: int) -> None:
@@ -146,12 +132,6 @@ def utimensat(dirfd: int, path: str | None, times: tuple[tuple[int, int], tuple[
 def faccessat(dirfd: int, path: str, mode: int, flags: int) -> None:
     """faccessat(2) through the raw syscall (glibc emulates flags); raises on refusal."""
     _faccessat2(dirfd, os.fsencode(path), mode, flags)
-
-
-STATFS_SIZE = 120  # struct statfs on 64-bit Linux: the same on x86_64 and aarch64
-# f_type, f_bsize, f_blocks, f_bfree, f_bavail, f_files, f_ffree, f_fsid, f_namelen,
-# f_frsize, f_flags, f_spare[4]
-STATFS = struct.Struct("<qqQQQQQ8sqqq32s")
 
 
 def fstatfs(fd: int) -> bytes:

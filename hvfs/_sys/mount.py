@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from hvfs._sys.abi import AT_EMPTY_PATH, AT_FDCWD, AT_RECURSIVE
 from hvfs._sys.libc import syscall
 
 MS_RDONLY = 0x1
@@ -23,9 +24,6 @@ MNT_DETACH = 2
 
 OPEN_TREE_CLONE = 1
 OPEN_TREE_CLOEXEC = 0o2000000
-AT_RECURSIVE = 0x8000
-AT_EMPTY_PATH = 0x1000
-AT_FDCWD = -100
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
 MOVE_MOUNT_T_EMPTY_PATH = 0x40
 MOUNT_ATTR_RDONLY = 0x1

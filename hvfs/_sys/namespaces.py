@@ -7,8 +7,6 @@ import fcntl
 from hvfs._sys.libc import syscall
 
 NS_GET_PARENT = 0xB702  # _IO(0xb7, 0x2): the parent of a user (or pid) namespace
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWNET = 0x40000000
 
 
 def setns(fd: int, nstype: int) -> None:

@@ -9,16 +9,8 @@ import ctypes
 import errno
 import os
 
+from hvfs._sys.abi import SO_DOMAIN, SO_ERROR, SO_TYPE, SOL_SOCKET
 from hvfs._sys.libc import check, function
-
-SOL_SOCKET = 1
-SO_TYPE = 3
-SO_ERROR = 4
-SO_DOMAIN = 39
-SCM_RIGHTS = 1
-SCM_CREDENTIALS = 2
-MSG_DONTWAIT = 0x40
-MSG_NOSIGNAL = 0x4000
 
 _ADDRESS = (ctypes.c_char_p, ctypes.c_uint32)  # a sockaddr and its length
 _bind = function("bind", ctypes.c_int, ctypes.c_int, *_ADDRESS)

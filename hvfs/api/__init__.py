@@ -4,6 +4,10 @@ Requests and responses are frozen dataclasses that know nothing of seccomp: the 
 never sees a notification, and the driver never sees a source. Paths are absolute
 virtual paths (as the VM names them), decoded with ``os.fsdecode`` so that any byte
 string round-trips.
+
+Beside the messages: ``hooks.py``, the contracts by which services take part in requests
+(before and after the handler, events, closes), and ``events.py``, the events the
+manager publishes after each answer.
 """
 
 from hvfs.api.messages import (

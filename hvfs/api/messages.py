@@ -1,9 +1,32 @@
-"""Request and response types of the HVFS API."""
+"""Request and response types of the HVFS API.
+
+Fds in messages have one of two roles, which every transport honours alike (the wire
+format passes them by SCM_RIGHTS and relies on these annotations):
+
+- ``LentFd``: the sender keeps it. A request's open files (``OpenFile.fd``, the control
+  messages' passed files included) stay the driver's: the manager uses them while it
+  handles the request, and neither closes nor keeps them (it duplicates what it must
+  keep). A response may name one of them again (``WouldBlock.fd``, the files of
+  ``WouldBlock.again``), and nothing else: it lends them back, and they stay the driver's.
+- ``GivenFd``: ownership passes to the receiver with the message (``Fd.fd``, an open file
+  for the caller); the driver closes it once installed.
+"""
 
 from __future__ import annotations
 
+import enum
 import os
 from dataclasses import dataclass, field
+from typing import Annotated
+
+
+class FdRole(enum.Enum):
+    LENT = "lent"
+    GIVEN = "given"
+
+
+LentFd = Annotated[int, FdRole.LENT]
+GivenFd = Annotated[int, FdRole.GIVEN]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +76,10 @@ class VmPath:
 
 @dataclass(frozen=True, slots=True)
 class OpenFile:
-    """An open file of the caller, duplicated into the manager; the transport owns the fd."""
+    """An open file of the caller, duplicated into the driver, which lends it to the
+    manager for one request (and the requests of a ``WouldBlock`` that names it)."""
 
-    fd: int
+    fd: LentFd
     path: str  # its virtual path, for events and messages
 
 
@@ -374,9 +398,13 @@ class Continue:
 
 @dataclass(frozen=True, slots=True)
 class Fd:
-    """Install ``fd`` in the caller as the call's result; ownership passes to the driver."""
+    """Install ``fd`` in the caller as the call's result; ownership passes to the driver.
 
-    fd: int
+    For a file open for writing, the manager holds no other reference to it once the
+    response is delivered: the caller's last close is the file's last (inotify's
+    IN_CLOSE_WRITE, ETXTBSY on an exec right after writing)."""
+
+    fd: GivenFd
     cloexec: bool
 
 
@@ -404,11 +432,12 @@ class Data:
 
 @dataclass(frozen=True, slots=True)
 class WouldBlock:
-    """The call would block. The driver waits until the manager's ``fd`` is ready for
-    ``events`` (poll(2) bits; 0: only time), then asks ``again``; should a signal come for
-    the caller meanwhile, it answers ``interrupted`` instead, as the kernel would."""
+    """The call would block. The driver waits until ``fd`` is ready for ``events``
+    (poll(2) bits; 0: only time), then asks ``again``; should a signal come for the
+    caller meanwhile, it answers ``interrupted`` instead, as the kernel would. ``fd`` and
+    the open files of ``again`` are the request's own, lent back (the socket it acts on)."""
 
-    fd: int
+    fd: LentFd
     events: int
     again: Request
     interrupted: Errno | Value

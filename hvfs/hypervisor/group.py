@@ -25,6 +25,7 @@ from hvfs.hypervisor import control, vmstart
 from hvfs.hypervisor.layout import Layout, read_json, write_json
 from hvfs.hypervisor.mounts import MountSpec, mount_table
 from hvfs.hypervisor.pool import SourcePool
+from hvfs.hypervisor.services import ServiceOptions, ServiceSet
 from hvfs.hypervisor.spec import to_json
 from hvfs.hypervisor.vmstart import Hypervisor
 from hvfs.manager.manager import Manager
@@ -38,7 +39,6 @@ from hvfs.sandbox.errors import SetupError
 from hvfs.sandbox.plan import Program
 from hvfs.sandbox.protocol import Msg, Tag
 from hvfs.sandbox.stdio import empty_input
-from hvfs.servicing import ServiceOptions, Services
 from hvfs.spec import DEFAULT_PATH, command_problem
 
 log = logging.getLogger("hvfs.group")
@@ -93,9 +93,9 @@ class Group:
         self._ids = iter(range(1, 1 << 62))
         self._lock = threading.Lock()
         options = ServiceOptions.from_table(project.services, "/") if project.services else None
-        self.services = Services(options) if options is not None and options.active else None
-        self.trap_reads = bool(options and options.trap_reads)
-        self.manager = Manager(bus=self.services.bus if self.services else None)
+        self.services = ServiceSet(options) if options is not None and options.active else None
+        self.trap_reads = bool(options and options.needs.trap_reads)
+        self.manager = Manager()
         if self.services is not None:
             self.services.attach(self.manager)
         self.pool = SourcePool()  # each source released as the last VM using it is gone
@@ -146,7 +146,7 @@ class Group:
     ) -> None:
         began = time.monotonic()
         vm = record.config
-        scanning = self.services is not None and self.services.options.scan
+        scanning = self.services is not None and self.services.needs.judged_reads
         output = None
         if stdio is None:
             output, write_end = os.pipe2(os.O_CLOEXEC)
@@ -168,6 +168,8 @@ class Group:
                 network=(self.bridge, record.address) if self.bridge is not None and vm.network else None,
                 output=output,
                 manager=self.manager,
+                bus=self.services.bus if self.services is not None else None,
+                transport=self.project.transport,
             )
         except BaseException:
             if output is not None:
@@ -205,7 +207,9 @@ class Group:
             record.vmid = vmid
             record.address = document.get("addresses", {}).get(name)
             try:
-                running, output, code = vmstart.resume(self.hypervisor, record.config, vmid, self.manager, self.bridge)
+                running, output, code = vmstart.resume(
+                    self.hypervisor, record.config, vmid, self.manager, self.services
+                )
             except (OSError, SetupError, protocol.ChannelClosed, ValueError) as e:
                 log.warning("VM %s of %s could not be taken back: %s", name, self.gid, e)
                 running, output, code = None, None, 128 + signal.SIGKILL

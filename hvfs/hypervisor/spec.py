@@ -13,38 +13,38 @@ import hashlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from hvfs.api.choice import VARIABLE, chosen_kind
 from hvfs.hypervisor.mounts import MountSpec, prepare_mounts
 from hvfs.manager.sources.registry import SourceSpec
 from hvfs.project.config import Limits, NetworkConfig, Project, SourceConfig, VmConfig
-from hvfs.spec import RunSpec
+from hvfs.spec import RunSpec, UsageError
 
 if TYPE_CHECKING:
-    from hvfs.servicing import ServiceOptions
-
-_RESOLVED_KEYS = (
-    "audit", "audit_reads", "faults", "fault_file", "fault_seed", "backup", "backup_store",
-    "backup_max_file", "backup_max_store", "scan", "blocklist", "yara", "clamd", "quarantine",
-)  # fmt: skip
+    from hvfs.hypervisor.services import ServiceOptions
 
 
 def services_table(options: ServiceOptions | None) -> dict[str, Any]:
-    """Resolved service options as a ``[services]`` table (absolute paths, defaults set)."""
-    if options is None or not options.active:
-        return {}
-    table = {}
-    for key in _RESOLVED_KEYS:
-        value = getattr(options, key)
-        if value not in (None, False, ()):
-            table[key] = list(value) if isinstance(value, tuple) else value
+    """Checked service options as a ``[services]`` table the manager parses again: paths
+    absolute, default stores decided here, as the user."""
+    table: dict[str, Any] = {}
+    for enabled in options.enabled if options is not None else ():
+        for key, value in enabled.values.items():
+            if value is not None and value is not False and value != ():
+                table[key] = list(value) if isinstance(value, tuple) else value
     return table
 
 
 def prepared(project: Project) -> Project:
     """``project`` as the manager takes it: its ``[services]`` checked and resolved, and
     its mounts prepared (tarball images unpacked into the user's cache), here in the
-    client: the user's own process, with the user's own cache."""
+    client: the user's own process, with the user's own cache; with the transport the
+    user's HVFS_TRANSPORT names."""
+    try:
+        project = dataclasses.replace(project, transport=chosen_kind())
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     if project.services and project.kind == "project":
-        from hvfs.servicing import ServiceOptions
+        from hvfs.hypervisor.services import ServiceOptions
 
         options = ServiceOptions.from_table(project.services, project.directory)
         project = dataclasses.replace(project, services=services_table(options))
@@ -112,6 +112,7 @@ def to_json(project: Project) -> dict[str, Any]:
         "vms": vms,
         "services": dict(project.services),
         "kind": project.kind,
+        "transport": project.transport,
     }
 
 
@@ -139,4 +140,5 @@ def from_json(document: Mapping[str, Any]) -> Project:
         vms=vms,
         services=dict(document["services"]),
         kind=document["kind"],
+        transport=chosen_kind({VARIABLE: str(document["transport"])}),
     )

@@ -18,8 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hvfs._sys import process as sysproc
-from hvfs.api import InProcessTransport
+from hvfs._sys.abi import CLONE_NEWNET
+from hvfs.api.choice import transport_maker
+from hvfs.api.hooks import EventBus
 from hvfs.hypervisor.layout import Layout, read_json, write_json
+from hvfs.hypervisor.services import ServiceSet
 from hvfs.intercept.arch import Arch
 from hvfs.intercept.driver import MAX_WORKERS, SeccompDriver
 from hvfs.intercept.inflight import InflightTable
@@ -76,6 +79,8 @@ def start(
     network: tuple[Any, str | None] | None,
     output: int | None,
     manager: Manager | None = None,
+    bus: EventBus | None = None,
+    transport: str = "inprocess",
 ) -> RunningVm:
     """Start ``vm``, leave with its shim what must outlive this manager, and note the rest."""
     layout = hypervisor.layout
@@ -120,6 +125,8 @@ def start(
             shim=layout.shim(vmid),
             inflight=inflight,
             wait=vm_wait(),
+            bus=bus,
+            transport_kind=transport,
         )
     finally:
         views.release_boot()
@@ -144,6 +151,7 @@ def start(
             "init": running.process.init_pid,
             "strict": strict,
             "scanned": scanned,
+            "transport": transport,
             "own_mounts": sorted(running.context.own_mounts),
             "socket_mounts": sorted(running.context.socket_mounts),
         },
@@ -174,7 +182,7 @@ def _withdraw(layout: Layout, vmid: str, launcher_pid: int) -> tuple[socket.sock
 
 
 def resume(
-    hypervisor: Hypervisor, vm: VmConfig, vmid: str, manager: Manager, bridge: Any
+    hypervisor: Hypervisor, vm: VmConfig, vmid: str, manager: Manager, services: ServiceSet | None
 ) -> tuple[RunningVm | None, int | None, int | None]:
     """Take back the VM ``vmid`` from its shim: (the running VM, its output pipe, None),
     or (None, None, its exit status) when it ended meanwhile."""
@@ -208,14 +216,15 @@ def resume(
         images=images,
         sockets=manager.sockets,
         reads_judged=bool(record["scanned"]),
+        bus=services.bus if services is not None else None,
     )
     manager.add_vm(context)
     table = InflightTable(0, fd=fds.pop("inflight"))
-    transport = InProcessTransport(manager.handle_request)
+    transport = transport_maker(str(record.get("transport", "inprocess")))(manager.handle_request)
     driver = SeccompDriver(fds.pop("listener"), vm.name, transport, hypervisor.arch, inflight=table)
     driver.start()
     driver.serve_pending(table.pending())
-    tracer = trace_execs(vm.name, init_pid, manager) if record["scanned"] else None
+    tracer = trace_execs(vm.name, init_pid, transport) if record["scanned"] else None
     fds.pop("netns", None)
     output = fds.pop("output", None)
     for fd in fds.values():
@@ -243,7 +252,7 @@ class _Bridge:
 
     def _serve(self, subnet: str, ready: queue.Queue[tuple[bool, Any]]) -> None:
         try:
-            sysproc.unshare(sysproc.CLONE_NEWNET)
+            sysproc.unshare(CLONE_NEWNET)
             netns = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
             from hvfs.project.network import Bridge
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 _NS = 1_000_000_000
 
@@ -71,8 +71,7 @@ def _pack_stat_generic(st: os.stat_result) -> bytes:
     )
 
 
-@dataclass(frozen=True)
-class Arch:
+class Arch(NamedTuple):  # not a dataclass: hvfs run imports this at every start, and a NamedTuple costs less
     name: str
     audit: int  # AUDIT_ARCH_* as seccomp_data.arch reports it, and as libseccomp names it
     pack_stat: Callable[[os.stat_result], bytes]

@@ -62,25 +62,37 @@ import fcntl
 import logging
 import os
 import select
-import struct
 import threading
 import time
 
 from hvfs import api
 from hvfs._sys import notify, process
+from hvfs._sys.abi import MSG_LEN
 from hvfs.api import Transport
-from hvfs.intercept import decode_sockets, inflight
+from hvfs.intercept import inflight
 from hvfs.intercept.arch import Arch
-from hvfs.intercept.decode import DECODERS, Context, Decoder, Output, Passthrough
+from hvfs.intercept.decoders.context import Context, DecodeFunction, Output, Passthrough
+from hvfs.intercept.decoders.tracee import CallError, TargetGone
 from hvfs.intercept.filter import syscall_numbers
 from hvfs.intercept.inflight import InflightTable, Pending
-from hvfs.intercept.tracee import CallError, Inspector, TargetGone, Tracee
+from hvfs.intercept.syscalls import BY_NAME
+from hvfs.intercept.tracee import Inspector, Tracee
 
 log = logging.getLogger("hvfs.driver")
 
 TAKEOVER = 0.05  # seconds one request may hold the receiver before another worker takes over
 MAX_WORKERS = 64  # workers a VM may have when requests block (a socket call waiting for its peer)
 WAIT_TICK = 0.05  # seconds between checks of a waiting caller (still there? a signal for it?)
+
+
+def decoders_for(arch: Arch) -> dict[int, DecodeFunction]:
+    """The decoder of each syscall number the driver serves on ``arch``, from the table."""
+    decoders: dict[int, DecodeFunction] = {}
+    for nr, name in syscall_numbers(arch).items():
+        entry = BY_NAME.get(name)
+        if entry is not None and entry.decoder is not None:
+            decoders[nr] = entry.decoder.decode
+    return decoders
 
 
 class SeccompDriver:
@@ -101,10 +113,7 @@ class SeccompDriver:
         self._vm = vm
         self._transport = transport
         self._arch = arch
-        decoders = {**DECODERS, **decode_sockets.DECODERS}
-        self._decoders: dict[int, tuple[str, Decoder]] = {
-            nr: (name, decoders[name]) for nr, name in syscall_numbers(arch).items() if name in decoders
-        }
+        self._decoders = decoders_for(arch)
         self._turn = threading.Condition()
         self._receiver: threading.Thread | None = None  # the one thread allowed to poll and receive
         self._serving_since: float | None = None  # when the receiver began its current request
@@ -258,12 +267,12 @@ class SeccompDriver:
         request: api.Request | None = None
         try:
             try:
-                _name, decoder = self._decoders[notif.data.nr]
+                decode = self._decoders[notif.data.nr]
             except KeyError:
                 self._respond(notif.id, error=errno.ENOSYS)
                 return
             try:
-                request, output = decoder(Context(tracee, self._vm), tuple(notif.data.args))  # type: ignore[arg-type]
+                request, output = decode(Context(tracee, self._vm), tuple(notif.data.args))  # type: ignore[arg-type]
                 tracee.check_valid()
             except CallError as e:
                 self._respond(notif.id, error=e.errno)
@@ -296,7 +305,7 @@ class SeccompDriver:
                     tracee.send_signal(signal)
                 self._respond(notif_id, error=code)
             case api.Value(value) if output is not None and output.kind == "msg_len":
-                self._write_back(tracee, output, struct.pack("<I", value), 1)  # sendmmsg: one message sent
+                self._write_back(tracee, output, MSG_LEN.pack(value), 1)  # sendmmsg: one message sent
             case api.Value(value):
                 self._respond(notif_id, value=value)
             case api.WouldBlock():

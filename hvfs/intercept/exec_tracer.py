@@ -59,6 +59,7 @@ from dataclasses import dataclass
 
 from hvfs import api
 from hvfs._sys import files, tracing
+from hvfs._sys.abi import RESOLVE_IN_ROOT, RESOLVE_NO_SYMLINKS
 from hvfs.api import Transport
 
 log = logging.getLogger("hvfs.driver")
@@ -74,7 +75,7 @@ _NEW_TRACEE = (tracing.PTRACE_EVENT_FORK, tracing.PTRACE_EVENT_VFORK, tracing.PT
 _GROUP_STOPS = (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
 _DELETED = " (deleted)"
 # The kernel's name of a mapped file has no symlinks, and resolves inside the VM's root.
-_BY_ITS_OWN_NAME = files.RESOLVE_IN_ROOT | files.RESOLVE_NO_SYMLINKS
+_BY_ITS_OWN_NAME = RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,15 +83,8 @@ def _compiled_with(soname: str) -> bool:
 def _compile(config: FilterConfig, arch: Arch) -> bytes:
     import pyseccomp as sc
 
-    from hvfs.intercept.syscalls import (
-        AT_EMPTY_PATH,
-        BY_NAME,
-        NAMESPACE_FLAGS,
-        OPEN_WRITE_BITS,
-        UNSHARE_ONLY_FLAGS,
-        W_OK,
-        Handling,
-    )
+    from hvfs._sys.abi import AT_EMPTY_PATH, W_OK
+    from hvfs.intercept.syscalls import BY_NAME, NAMESPACE_FLAGS, OPEN_WRITE_BITS, UNSHARE_ONLY_FLAGS, Handling
 
     program = sc.SyscallFilter(sc.ERRNO(errno.ENOSYS))
     program.set_attr(sc.Attr.ACT_BADARCH, sc.ERRNO(errno.EPERM))

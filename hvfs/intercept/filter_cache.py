@@ -6,8 +6,9 @@ names libseccomp gave the numbers, under a key made of everything they depend on
 ``FilterConfig``, the architecture, libseccomp (the version of the library the dynamic
 linker finds as ``libseccomp.so.2``; entries are written only when that is the library
 pyseccomp itself loaded), pyseccomp's source,
-the source of the syscall table and of the compiler (``syscalls.py`` and ``filter.py``,
-so that any edit of either makes new keys), this module's format and hvfs's version.
+the source of the syscall table, of the compiler and of the flags it tests
+(``syscalls.py``, ``filter.py`` and ``hvfs/_sys/abi.py``, so that any edit of one makes
+new keys), this module's format and hvfs's version.
 
 An entry is trusted only if the cache directory is private (hvfs.private_dirs), the
 entry is a regular file owned by the user running hvfs and writable by no one else,
@@ -37,7 +38,7 @@ log = logging.getLogger("hvfs.driver")
 
 FORMAT = 1
 _HERE = Path(__file__).parent
-SOURCES = (_HERE / "filter.py", _HERE / "syscalls.py")  # the compiler and the table
+SOURCES = (_HERE / "filter.py", _HERE / "syscalls.py", _HERE.parent / "_sys" / "abi.py")  # compiler, table, flags
 _MAX_ENTRY = 1 << 20
 
 

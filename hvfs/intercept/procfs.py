@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import NamedTuple
 
 from hvfs.api import Credentials
+from hvfs.intercept.decoders.tracee import Identity
 from hvfs.intercept.kept import KeptFds
 
 _FIRST_READ = 4096  # status is about 1.4 KiB; a long Groups line may need more
@@ -110,14 +110,6 @@ def _line(text: bytes, key: bytes) -> bytes:
     start += len(key)
     end = text.find(b"\n", start)
     return text[start:end] if end >= 0 else text[start:]
-
-
-class Identity(NamedTuple):
-    tgid: int  # in the manager's pid namespace
-    own_tgid: int  # in the thread's own (innermost) pid namespace
-    uids: tuple[int, int, int]  # real, effective, saved
-    gids: tuple[int, int, int]
-    capabilities: int  # effective
 
 
 def parse_identity(text: bytes) -> Identity:

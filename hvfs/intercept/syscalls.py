@@ -1,16 +1,44 @@
-"""How each system call is handled: the one declarative table of the driver.
+"""How each system call is handled: the one table of the driver, each entry with its decoder.
+
+An entry says how the filter treats a syscall (``Handling``: the BPF compiled from this
+table by ``filter.py``) and, for every syscall the filter may send to the driver, which
+decoder turns its arguments into an HVFS API request (``hvfs.intercept.decoders``), as
+gVisor's ``linux64.go`` keeps each syscall's implementation in its table entry. Table and
+decoders know nothing of seccomp: any driver can use them (``decoders/tracee.py``).
 
 A syscall absent from the table is allowed when libseccomp knows it (fd-based I/O and
 everything that names no file), and answered ENOSYS when its number is newer than the
 table libseccomp was built with: libc falls back from ENOSYS, and no new path syscall can
 slip past the manager. ``docs/compatibility.md`` is generated from this table
 (``python -m hvfs.intercept.syscalls``).
+
+To add a syscall: its entry here, its decoder in the family module of
+``hvfs/intercept/decoders/`` that mirrors the handler serving its request, and, for a new
+request type, that type in ``hvfs/api/messages.py`` and its handler in
+``hvfs/manager/handlers/`` (``tests/test_syscall_table.py`` checks that each has the other).
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+
+from hvfs._sys.abi import (
+    CLONE_NEWCGROUP,
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    CLONE_NEWPID,
+    CLONE_NEWTIME,
+    CLONE_NEWUSER,
+    CLONE_NEWUTS,
+    O_CREAT,
+    O_RDWR,
+    O_TRUNC,
+    O_WRONLY,
+    TMPFILE_BIT,
+)
+from hvfs.intercept.decoders import attrs, names, opening, query, sending, sockets
+from hvfs.intercept.decoders.context import Decoder
 
 
 class Handling(enum.Enum):
@@ -35,81 +63,133 @@ class Handling(enum.Enum):
     EPERM = "fails with EPERM"
     ENOSYS = "fails with ENOSYS"
 
+    @property
+    def notifies(self) -> bool:
+        """Whether the filter sends such a call to the driver (in some configuration):
+        then its entry must carry a decoder."""
+        return self not in _NEVER_NOTIFIED
 
-@dataclass(frozen=True)
+
+_NEVER_NOTIFIED = frozenset({Handling.ALLOW, Handling.CLONE, Handling.EPERM, Handling.ENOSYS})
+
+
 class Syscall:
-    name: str
-    handling: Handling
-    flags_arg: int | None = None  # which argument the BPF tests (OPEN, STAT_AT, CLONE, SENDTO)
-    number: int | None = None  # for calls newer than libseccomp's table (same on all arches)
-    note: str = ""
+    """One entry of the table (a plain class: the driver imports the table at every start,
+    and a dataclass costs more to define than the whole table to build)."""
+
+    __slots__ = ("decoder", "flags_arg", "handling", "name", "note", "number")
+
+    def __init__(
+        self,
+        name: str,
+        handling: Handling,
+        decoder: Decoder | None = None,
+        *,
+        flags_arg: int | None = None,
+        number: int | None = None,
+        note: str = "",
+    ) -> None:
+        self.name = name
+        self.handling = handling
+        self.decoder = decoder  # for every call the filter may notify
+        self.flags_arg = flags_arg  # which argument the BPF tests (OPEN, STAT_AT, ACCESS, CLONE, SENDTO)
+        self.number = number  # for calls newer than libseccomp's table (same on all arches)
+        self.note = note
+
+    def __repr__(self) -> str:
+        return f"Syscall({self.name!r}, {self.handling.name})"
 
 
 M, R, E, N = Handling.MUTATE, Handling.READ, Handling.EPERM, Handling.ENOSYS
 
 TABLE: tuple[Syscall, ...] = (
-    Syscall("open", Handling.OPEN, flags_arg=1),
-    Syscall("openat", Handling.OPEN, flags_arg=2),
-    Syscall("creat", M),
-    Syscall("openat2", M, note="flags live in memory, out of the BPF's reach"),
-    Syscall("mkdir", M),
-    Syscall("mkdirat", M),
-    Syscall("mknod", M, note="device nodes: EPERM, as in any user namespace"),
-    Syscall("mknodat", M, note="device nodes: EPERM, as in any user namespace"),
-    Syscall("unlink", M),
-    Syscall("unlinkat", M),
-    Syscall("rmdir", M),
-    Syscall("rename", M),
-    Syscall("renameat", M),
-    Syscall("renameat2", M),
-    Syscall("link", M),
-    Syscall("linkat", M),
-    Syscall("symlink", M),
-    Syscall("symlinkat", M),
-    Syscall("chmod", M),
-    Syscall("fchmodat", M),
-    Syscall("fchmodat2", M, number=452),
-    Syscall("chown", M),
-    Syscall("lchown", M),
-    Syscall("fchownat", M),
-    Syscall("truncate", M),
-    Syscall("utime", M),
-    Syscall("utimes", M),
-    Syscall("futimesat", M),
-    Syscall("utimensat", M, note="a NULL path acts on the fd"),
-    Syscall("setxattr", M),
-    Syscall("lsetxattr", M),
-    Syscall("removexattr", M),
-    Syscall("lremovexattr", M),
-    Syscall("fchmod", Handling.FD_META),
-    Syscall("fchown", Handling.FD_META),
-    Syscall("fsetxattr", Handling.FD_META),
-    Syscall("fremovexattr", Handling.FD_META),
-    Syscall("stat", R),
-    Syscall("lstat", R),
-    Syscall("newfstatat", Handling.STAT_AT, flags_arg=3),
-    Syscall("statx", Handling.STAT_AT, flags_arg=2),
-    Syscall("access", Handling.ACCESS, flags_arg=1),
-    Syscall("faccessat", Handling.ACCESS, flags_arg=2),
-    Syscall("faccessat2", Handling.ACCESS, flags_arg=2),
-    Syscall("readlink", R),
-    Syscall("readlinkat", R),
-    Syscall("chdir", R, note="checked, then continued: the kernel keeps the cwd"),
-    Syscall("execve", R, note="checked, then continued: the kernel loads the binary"),
-    Syscall("execveat", R, note="checked, then continued"),
-    Syscall("statfs", Handling.ALWAYS, note="served from the writable view, so a writable mount is not ST_RDONLY"),
-    Syscall("fstatfs", Handling.ALWAYS, note="as statfs, for the file the fd is open on"),
-    Syscall("getxattr", R, note="checked, then continued"),
-    Syscall("lgetxattr", R, note="checked, then continued"),
-    Syscall("listxattr", R, note="checked, then continued"),
-    Syscall("llistxattr", R, note="checked, then continued"),
-    Syscall("inotify_add_watch", R, note="checked, then continued"),
-    Syscall("fanotify_mark", R, note="checked, then continued"),
-    Syscall("bind", Handling.BIND, note="a continued bind lands on the read-only boot view, or in the VM's network"),
-    Syscall("connect", Handling.SOCKET, note="a unix path: only sockets made in a VM, or on a mount marked 'sockets'"),
-    Syscall("sendto", Handling.SENDTO, flags_arg=4, note="datagrams to a unix path: as connect"),
-    Syscall("sendmsg", Handling.SOCKET, note="the manager sends a copy (at most 1 MiB; a stream returns after it)"),
-    Syscall("sendmmsg", Handling.SOCKET, note="as sendmsg, for the first message only (a partial send; callers retry)"),
+    Syscall("open", Handling.OPEN, opening.open_, flags_arg=1),
+    Syscall("openat", Handling.OPEN, opening.openat, flags_arg=2),
+    Syscall("creat", M, opening.creat),
+    Syscall("openat2", M, opening.openat2, note="flags live in memory, out of the BPF's reach"),
+    Syscall("mkdir", M, names.mkdir),
+    Syscall("mkdirat", M, names.mkdirat),
+    Syscall("mknod", M, names.mknod, note="device nodes: EPERM, as in any user namespace"),
+    Syscall("mknodat", M, names.mknodat, note="device nodes: EPERM, as in any user namespace"),
+    Syscall("unlink", M, names.unlink),
+    Syscall("unlinkat", M, names.unlinkat),
+    Syscall("rmdir", M, names.rmdir),
+    Syscall("rename", M, names.rename),
+    Syscall("renameat", M, names.renameat),
+    Syscall("renameat2", M, names.renameat2),
+    Syscall("link", M, names.link),
+    Syscall("linkat", M, names.linkat),
+    Syscall("symlink", M, names.symlink),
+    Syscall("symlinkat", M, names.symlinkat),
+    Syscall("chmod", M, attrs.chmod),
+    Syscall("fchmodat", M, attrs.fchmodat),
+    Syscall("fchmodat2", M, attrs.fchmodat2, number=452),
+    Syscall("chown", M, attrs.chown),
+    Syscall("lchown", M, attrs.lchown),
+    Syscall("fchownat", M, attrs.fchownat),
+    Syscall("truncate", M, attrs.truncate),
+    Syscall("utime", M, attrs.utime),
+    Syscall("utimes", M, attrs.utimes),
+    Syscall("futimesat", M, attrs.futimesat),
+    Syscall("utimensat", M, attrs.utimensat, note="a NULL path acts on the fd"),
+    Syscall("setxattr", M, attrs.setxattr),
+    Syscall("lsetxattr", M, attrs.lsetxattr),
+    Syscall("removexattr", M, attrs.removexattr),
+    Syscall("lremovexattr", M, attrs.lremovexattr),
+    Syscall("fchmod", Handling.FD_META, attrs.fchmod),
+    Syscall("fchown", Handling.FD_META, attrs.fchown),
+    Syscall("fsetxattr", Handling.FD_META, attrs.fsetxattr),
+    Syscall("fremovexattr", Handling.FD_META, attrs.fremovexattr),
+    Syscall("stat", R, query.stat),
+    Syscall("lstat", R, query.lstat),
+    Syscall("newfstatat", Handling.STAT_AT, query.newfstatat, flags_arg=3),
+    Syscall("statx", Handling.STAT_AT, query.statx, flags_arg=2),
+    Syscall("access", Handling.ACCESS, query.access, flags_arg=1),
+    Syscall("faccessat", Handling.ACCESS, query.faccessat, flags_arg=2),
+    Syscall("faccessat2", Handling.ACCESS, query.faccessat2, flags_arg=2),
+    Syscall("readlink", R, query.readlink),
+    Syscall("readlinkat", R, query.readlinkat),
+    Syscall("chdir", R, query.chdir, note="checked, then continued: the kernel keeps the cwd"),
+    Syscall("execve", R, query.execve, note="checked, then continued: the kernel loads the binary"),
+    Syscall("execveat", R, query.execveat, note="checked, then continued"),
+    Syscall(
+        "statfs",
+        Handling.ALWAYS,
+        query.statfs,
+        note="served from the writable view, so a writable mount is not ST_RDONLY",
+    ),
+    Syscall("fstatfs", Handling.ALWAYS, query.fstatfs, note="as statfs, for the file the fd is open on"),
+    Syscall("getxattr", R, query.getxattr, note="checked, then continued"),
+    Syscall("lgetxattr", R, query.lgetxattr, note="checked, then continued"),
+    Syscall("listxattr", R, query.listxattr, note="checked, then continued"),
+    Syscall("llistxattr", R, query.llistxattr, note="checked, then continued"),
+    Syscall("inotify_add_watch", R, query.inotify_add_watch, note="checked, then continued"),
+    Syscall("fanotify_mark", R, query.fanotify_mark, note="checked, then continued"),
+    Syscall(
+        "bind",
+        Handling.BIND,
+        sockets.bind,
+        note="a continued bind lands on the read-only boot view, or in the VM's network",
+    ),
+    Syscall(
+        "connect",
+        Handling.SOCKET,
+        sockets.connect,
+        note="a unix path: only sockets made in a VM, or on a mount marked 'sockets'",
+    ),
+    Syscall("sendto", Handling.SENDTO, sending.sendto, flags_arg=4, note="datagrams to a unix path: as connect"),
+    Syscall(
+        "sendmsg",
+        Handling.SOCKET,
+        sending.sendmsg,
+        note="the manager sends a copy (at most 1 MiB; a stream returns after it)",
+    ),
+    Syscall(
+        "sendmmsg",
+        Handling.SOCKET,
+        sending.sendmmsg,
+        note="as sendmsg, for the first message only (a partial send; callers retry)",
+    ),
     Syscall("clone", Handling.CLONE, flags_arg=0),
     Syscall("unshare", Handling.CLONE, flags_arg=0, note="unsharing files or fs state is allowed"),
     Syscall("clone3", N, note="its flags live in memory; libc falls back to clone"),
@@ -159,12 +239,9 @@ TABLE: tuple[Syscall, ...] = (
 BY_NAME: dict[str, Syscall] = {s.name: s for s in TABLE}
 
 # Bits that make an open a write: the BPF compares the flags argument against them.
-O_WRONLY, O_RDWR, O_CREAT, O_TRUNC, O_TMPFILE_BIT = 0o1, 0o2, 0o100, 0o1000, 0o20000000
-OPEN_WRITE_BITS = (O_WRONLY, O_RDWR, O_CREAT, O_TRUNC, O_TMPFILE_BIT)
-AT_EMPTY_PATH = 0x1000
-W_OK = 2
-NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000)
-UNSHARE_ONLY_FLAGS = (0x80,)  # CLONE_NEWTIME: in clone() this bit is part of the exit signal
+OPEN_WRITE_BITS = (O_WRONLY, O_RDWR, O_CREAT, O_TRUNC, TMPFILE_BIT)
+NAMESPACE_FLAGS = (CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET)
+UNSHARE_ONLY_FLAGS = (CLONE_NEWTIME,)  # in clone() this bit is part of the exit signal
 
 
 def compatibility_markdown() -> str:
@@ -174,13 +251,15 @@ def compatibility_markdown() -> str:
         "",
         "Generated by `python -m hvfs.intercept.syscalls` from `hvfs/intercept/syscalls.py`.",
         "Every syscall not listed runs natively when libseccomp knows it, and fails with",
-        "ENOSYS when it is newer than libseccomp's table.",
+        "ENOSYS when it is newer than libseccomp's table. *Request* is the HVFS API request",
+        "(`hvfs/api/messages.py`) a trapped call is decoded to.",
         "",
-        "| syscall | handling | note |",
-        "| --- | --- | --- |",
+        "| syscall | handling | request | note |",
+        "| --- | --- | --- | --- |",
     ]
     for s in TABLE:
-        lines.append(f"| `{s.name}` | {s.handling.value} | {s.note} |")
+        requests = ", ".join(f"`{r.__name__}`" for r in s.decoder.requests) if s.decoder else ""
+        lines.append(f"| `{s.name}` | {s.handling.value} | {requests} | {s.note} |")
     return "\n".join(lines) + "\n"
 
 

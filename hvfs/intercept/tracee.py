@@ -1,8 +1,11 @@
-"""Reading the notifying thread: its memory, its cwd and fds, its credentials.
+"""The seccomp tracee: the notifying thread, read as the decoders' protocol asks
+(``hvfs.intercept.decoders.tracee``): its memory, its cwd and fds, its credentials.
 
 Every read names a pid that may have died and been reused since the notification was
 queued; ``check_valid`` (NOTIF_ID_VALID) after the reads proves they came from the
-notifying thread, because an id stays invalid once its thread is gone.
+notifying thread, because an id stays invalid once its thread is gone. That check is
+all that is seccomp's here: the reads themselves (process_vm_readv, /proc/TID, pidfds)
+would serve a ptrace driver as well.
 """
 
 from __future__ import annotations
@@ -10,44 +13,16 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import re
 
 from hvfs._sys import notify, process
-from hvfs.api import Credentials, OpenFile, VmPath
-from hvfs.api.magic import OWN_FD_LINK, normal
+from hvfs._sys.abi import AT_FDCWD, O_PATH, PATH_MAX
+from hvfs.api import Credentials, OpenFile
+from hvfs.intercept.decoders.tracee import CallError, Identity, TargetGone
 from hvfs.intercept.kept import KeptFds
-from hvfs.intercept.procfs import Identity, StatusFiles, parse_credentials, parse_identity, signal_pending
+from hvfs.intercept.procfs import StatusFiles, parse_credentials, parse_identity, signal_pending
 
-PATH_MAX = 4096
 _SHORT_PATH = 256  # what read_path reads first
-O_PATH = 0o10000000
-AT_FDCWD = -100
 _DELETED = " (deleted)"
-# The caller's own magic links: glibc's lchmod and fchmodat(AT_SYMLINK_NOFOLLOW) chmod
-# "/proc/self/fd/N", and O_TMPFILE files are linked in through such paths.
-_PROC_SELF = re.compile(r"^/proc/(?:self|thread-self)/(fd/(\d+)|cwd|root)(/.*)?$")
-_SELF = re.compile(r"^/proc/(self|thread-self)(?=/|$)")
-# The VM's /dev links to the caller's fds (hvfs.manager.sources.devices), recognised as
-# such while they still are those links.
-_DEV_FD = re.compile(r"^/dev/fd/(\d+)$")
-_DEV_STDIO = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
-
-
-class TargetGone(Exception):
-    """The notifying thread died, or its notification was cancelled."""
-
-
-class CallError(Exception):
-    """The call is malformed; answer with ``errno`` as the kernel would, without the manager."""
-
-    def __init__(self, code: int) -> None:
-        super().__init__(os.strerror(code))
-        self.errno = code
-
-
-def signed32(value: int) -> int:
-    value &= 0xFFFFFFFF
-    return value - (1 << 32) if value & 0x80000000 else value
 
 
 class Inspector:
@@ -66,6 +41,15 @@ class Inspector:
 
 
 class Tracee:
+    """Implements ``hvfs.intercept.decoders.tracee.Tracee`` for one seccomp notification;
+    the driver also signals the thread and checks its notification through it.
+
+    Every access to the thread itself goes through a few primitives — ``_memory``,
+    ``_readlink`` and ``_stat`` (of its /proc entries), ``_duplicate`` and ``_path_of``
+    (its fds), ``status``, ``id_map``, ``check_valid`` and ``send_signal`` — and
+    everything else is built on them, so that a fake thread (``hvfs.testing.FakeTracee``)
+    replaces only those and runs the rest of this class as it is."""
+
     def __init__(self, listener: int, notif_id: int, pid: int, inspector: Inspector) -> None:
         self.listener = listener
         self.notif_id = notif_id
@@ -83,15 +67,32 @@ class Tracee:
         if not notify.id_valid(self.listener, self.notif_id):
             raise TargetGone()
 
+    def _memory(self, address: int, size: int) -> bytes:
+        """Up to ``size`` bytes at ``address`` in the thread's memory: fewer where the range
+        runs into unmapped memory; ``OSError`` EFAULT when not even the first byte can be
+        read, ESRCH when the thread is gone (``process.read_memory``)."""
+        memory = self._inspector.memory
+        if 0 < size <= memory.capacity:
+            return memory.read(self.pid, address, size)
+        return process.read_memory(self.pid, address, size)
+
+    def _readlink(self, name: str) -> str:
+        """readlink of the thread's ``/proc/PID/name`` (cwd, fd/N, root/...)."""
+        return os.readlink(f"/proc/{self.pid}/{name}")
+
+    def _stat(self, name: str, *, follow: bool = True) -> os.stat_result:
+        """stat of the thread's ``/proc/PID/name``: what a magic link names, when followed."""
+        return os.stat(f"/proc/{self.pid}/{name}", follow_symlinks=follow)
+
+    def _path_of(self, local: int) -> str:
+        """The path of ``local``, an fd duplicated from the thread, as its mounts show it."""
+        return os.readlink(f"/proc/self/fd/{local}")
+
     def read(self, address: int, size: int) -> bytes:
         if address == 0:
             raise CallError(errno.EFAULT)
-        memory = self._inspector.memory
         try:
-            if 0 < size <= memory.capacity:
-                data = memory.read(self.pid, address, size)
-            else:
-                data = process.read_memory(self.pid, address, size)
+            data = self._memory(address, size)
         except OSError as e:
             if e.errno == errno.ESRCH:
                 raise TargetGone() from e
@@ -104,14 +105,13 @@ class Tracee:
         """The NUL-terminated path at ``address``: EFAULT, ENAMETOOLONG and ENOENT as the kernel."""
         if address == 0:
             raise CallError(errno.EFAULT)
-        memory = self._inspector.memory
         data = b""
         try:
             # Most paths are short: read a little first, and the rest only if no NUL is
             # in it. Reads stop at the first unreadable page, as one read of it all would.
-            data = memory.read(self.pid, address, _SHORT_PATH)
+            data = self._memory(address, _SHORT_PATH)
             if b"\0" not in data and len(data) == _SHORT_PATH:
-                data += memory.read(self.pid, address + _SHORT_PATH, PATH_MAX - _SHORT_PATH)
+                data += self._memory(address + _SHORT_PATH, PATH_MAX - _SHORT_PATH)
         except OSError as e:
             if e.errno == errno.ESRCH:
                 raise TargetGone() from e
@@ -124,16 +124,11 @@ class Tracee:
             raise CallError(errno.ENOENT)
         return os.fsdecode(data[:end])
 
-    def directory(self, dirfd: int) -> str:
-        """The virtual path of the directory ``dirfd`` (or the cwd) of the thread."""
-        return self._directory(dirfd)[0]
-
-    def _directory(self, dirfd: int) -> tuple[str, tuple[int, int]]:
-        """The directory's virtual path, and its (device, inode): which directory it is."""
-        link = f"/proc/{self.pid}/cwd" if dirfd == AT_FDCWD else f"/proc/{self.pid}/fd/{dirfd}"
+    def directory(self, dirfd: int) -> tuple[str, tuple[int, int]]:
+        link = "cwd" if dirfd == AT_FDCWD else f"fd/{dirfd}"
         try:
-            target = os.readlink(link)
-            st = os.stat(link)
+            target = self._readlink(link)
+            st = self._stat(link)
         except FileNotFoundError:
             raise CallError(errno.EBADF if dirfd != AT_FDCWD else errno.ENOENT) from None
         except PermissionError as e:
@@ -144,79 +139,28 @@ class Tracee:
             raise CallError(errno.ENOENT)
         return target, (st.st_dev, st.st_ino)
 
-    def located(self, dirfd: int, name: str) -> VmPath:
-        """A relative ``name`` with the directory it starts from, that directory's path and identity."""
-        base, identity = self._directory(dirfd)
-        return VmPath(base, name, identity)
-
-    def vm_path(self, dirfd: int, name: str, *, magic: bool = True) -> VmPath:
-        """``name`` as given, with the directory a relative one starts from; the caller's
-        own /proc/self links are replaced by what they name, unless ``magic`` is False
-        (the call refuses to follow them)."""
-        return self.resolved(self.given_path(dirfd, name), magic=magic)
-
-    def given_path(self, dirfd: int, name: str) -> VmPath:
-        """``name`` with the directory a relative one starts from, nothing translated."""
-        return VmPath("/", name) if name.startswith("/") else self.located(dirfd, name)
-
-    def resolved(self, path: VmPath, *, magic: bool = True) -> VmPath:
-        """``path`` with /proc/self/{fd/N,cwd,root} replaced by the VM path they name (when
-        ``magic``), and /proc/self or /proc/thread-self by the caller's own numbers, which
-        name the same in the VM's procfs for the manager too."""
-        full = normal(str(path))
-        if not full.startswith("/proc/"):
-            return path
-        translated = self._through_proc(full) if magic else full
-        if translated.startswith("/proc/"):
-            translated = self._numbered(translated)
-        return path if translated == full else VmPath("/", translated)
-
-    def own_file(self, path: VmPath) -> OpenFile | None:
-        """The caller's open file, when ``path`` spells a magic link to one of its fds:
-        /proc/self/fd/N, /proc/thread-self/fd/N, /dev/fd/N, /dev/stdin|stdout|stderr."""
-        full = normal(str(path))
-        if not full.startswith(("/proc/", "/dev/")):
-            return None
-        fd = self.own_fd(full)
-        return None if fd is None else self.take_fd(fd)
-
-    def own_fd(self, path: str) -> int | None:
-        """N, when ``path`` spells a magic link to the caller's own fd N."""
-        match = OWN_FD_LINK.match(path)
-        if match is not None:
-            return int(match.group(1))
-        match = _DEV_FD.match(path)
-        if match is not None:
-            return int(match.group(1)) if self._dev_link("fd") == "/proc/self/fd" else None
-        number = _DEV_STDIO.get(path)
-        if number is not None and self._dev_link(path[5:]) == f"/proc/self/fd/{number}":
-            return number
-        return None
-
-    def _dev_link(self, name: str) -> str | None:
-        """What the VM's /dev/NAME links to now (None: not a symlink, or missing)."""
+    def fd_path(self, fd: int) -> str | None:
         try:
-            return os.readlink(f"/proc/{self.pid}/root/dev/{name}")
+            target = self._readlink(f"fd/{fd}")
+            if not target.startswith("/") or target.endswith(_DELETED):
+                return None
+            named, reachable = self._stat(f"fd/{fd}"), self._stat(f"root{target}", follow=False)
         except OSError:
             return None
+        if (named.st_dev, named.st_ino) != (reachable.st_dev, reachable.st_ino):
+            return None
+        return target
 
-    def _numbered(self, path: str) -> str:
-        """/proc/self... as /proc/TGID..., /proc/thread-self... as /proc/TGID/task/TID...,
-        with the caller's ids in the VM's pid namespace."""
-        match = _SELF.match(path)
-        if match is None:
-            return path
-        tgid, tid = self.vm_ids()
-        head = f"/proc/{tgid}" if match.group(1) == "self" else f"/proc/{tgid}/task/{tid}"
-        return head + path[match.end() :]
+    def dev_link(self, name: str) -> str | None:
+        try:
+            return self._readlink(f"root/dev/{name}")
+        except OSError:
+            return None
 
     def vm_ids(self) -> tuple[int, int]:
         """The caller's process and thread ids in the VM's pid namespace (the last of the
         NStgid and NSpid fields of its status)."""
-        try:
-            text = self._inspector.status.read(self.pid)
-        except (FileNotFoundError, ProcessLookupError) as e:
-            raise TargetGone() from e
+        text = self.status()
         ids = []
         for key in (b"\nNStgid:", b"\nNSpid:"):
             start = text.find(key)
@@ -225,33 +169,6 @@ class Tracee:
             end = text.find(b"\n", start + 1)
             ids.append(int(text[start + len(key) : end if end >= 0 else None].split()[-1]))
         return ids[0], ids[1]
-
-    def _through_proc(self, path: str) -> str:
-        """``/proc/self/{fd/N,cwd,root}/rest`` as the in-VM path of what it names.
-
-        Only when the named file is reachable in the VM: an fd inherited from the host
-        (stdout redirected to a host file) keeps its /proc path, which the manager then
-        resolves in the VM's own procfs (``hvfs.manager.kernel_paths``).
-        """
-        match = _PROC_SELF.match(path)
-        if match is None:
-            return path
-        link, fd, rest = match.group(1), match.group(2), match.group(3) or ""
-        if link == "root":
-            return rest or "/"
-        if link == "cwd":
-            return self.directory(AT_FDCWD).rstrip("/") + rest if rest else self.directory(AT_FDCWD)
-        magic = f"/proc/{self.pid}/fd/{fd}"
-        try:
-            target = os.readlink(magic)
-            if not target.startswith("/") or target.endswith(_DELETED):
-                return path
-            named, reachable = os.stat(magic), os.stat(f"/proc/{self.pid}/root{target}", follow_symlinks=False)
-        except OSError:
-            return path
-        if (named.st_dev, named.st_ino) != (reachable.st_dev, reachable.st_ino):
-            return path
-        return target.rstrip("/") + rest if rest else target
 
     def status(self) -> bytes:
         """The text of the thread's ``/proc/TID/status``, as it is now."""
@@ -305,7 +222,7 @@ class Tracee:
         if not path_ok and fcntl.fcntl(local, fcntl.F_GETFL) & O_PATH:
             raise CallError(errno.EBADF)
         try:
-            path = os.readlink(f"/proc/self/fd/{local}")
+            path = self._path_of(local)
         except OSError:
             path = "?"
         return OpenFile(fd=local, path=path)

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from hvfs._sys import caps, files, process
+from hvfs._sys.abi import CLONE_FS
 from hvfs.api import Credentials
-
-AT_EACCESS = 0x200
 
 
 @dataclass
@@ -35,7 +34,7 @@ _local = threading.local()
 def _identity() -> _ThreadIdentity:
     identity: _ThreadIdentity | None = getattr(_local, "identity", None)
     if identity is None:
-        process.unshare(process.CLONE_FS)  # a umask of this thread's own
+        process.unshare(CLONE_FS)  # a umask of this thread's own
         effective, permitted, inheritable = caps.get_thread_caps()
         umask = os.umask(0o022)  # the only way to read it is to set it
         os.umask(umask)

@@ -26,14 +26,8 @@ import errno
 import os
 
 from hvfs import api
-from hvfs._sys.files import (
-    O_PATH,
-    RESOLVE_BENEATH,
-    RESOLVE_IN_ROOT,
-    RESOLVE_NO_MAGICLINKS,
-    RESOLVE_NO_SYMLINKS,
-    openat2,
-)
+from hvfs._sys.abi import O_PATH, RESOLVE_BENEATH, RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS
+from hvfs._sys.files import openat2
 from hvfs.api.magic import fd_link
 from hvfs.manager.resolve import fd_closing, open_at, split
 from hvfs.manager.vm import VmContext

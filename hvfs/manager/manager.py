@@ -11,16 +11,17 @@ import posixpath
 import stat
 import threading
 import time
-from collections.abc import Callable
 
 from hvfs import api
+from hvfs._sys.abi import AT_EACCESS
+from hvfs.api.events import comm_of, event_for
+from hvfs.api.hooks import EventBus
 from hvfs.api.messages import operation
 from hvfs.manager import creds, replay
 from hvfs.manager.closes import CloseWatcher
 from hvfs.manager.handlers import HANDLERS
 from hvfs.manager.resolve import fd_closing, open_object, proc_path
 from hvfs.manager.vm import VmContext
-from hvfs.services.events import EventBus, comm_of, event_for
 
 log = logging.getLogger("hvfs.manager")
 
@@ -36,22 +37,19 @@ def _outcome(response: api.Response) -> str:
 
 
 class Manager:
-    """Serves the requests of its VMs. With an event bus, services see every request: its
-    hooks run before the handler and may answer instead, or after it and may replace its
-    response (hvfs.services.events states the contract; hooks act as the manager, not
-    with the caller's credentials); its subscribers get an event after the answer."""
+    """Serves the requests of its VMs. A VM with a bus (its VmContext's) has services:
+    their hooks run before the handler and may answer instead, or after it and may
+    replace its response (hvfs.api.hooks states the contracts; hooks act as the manager,
+    not with the caller's credentials); their subscribers get an event after the answer,
+    and their close watchers each close of a file the VM wrote. Implements
+    hvfs.api.hooks.Files for them."""
 
-    def __init__(self, bus: EventBus | None = None) -> None:
+    def __init__(self) -> None:
         self._vms: dict[str, VmContext] = {}
         self._lock = threading.Lock()
         # Unix sockets made by any VM of this manager: VMs may connect to each other's.
         self.sockets: set[tuple[int, int]] = set()
-        self.bus = bus
-        self.closes: CloseWatcher | None = None
-
-    def watch_closes(self, on_close: Callable[[str, str], None]) -> None:
-        """Call ``on_close(vm, path)`` when a VM closes a file it opened for writing."""
-        self.closes = CloseWatcher(on_close)
+        self._closes: CloseWatcher[EventBus] | None = None  # made for the first VM whose services want closes
 
     def add_vm(self, vm: VmContext) -> None:
         with self._lock:
@@ -72,11 +70,11 @@ class Manager:
         vm = self._vms.get(request.caller.vm)
         if vm is None:
             return api.Errno(errno.ENOSYS)
-        bus = self.bus
+        bus = vm.bus
         began = time.monotonic() if bus is not None else 0.0
         answered_by = None
         identity = request.caller.creds
-        if isinstance(request, api.Access) and identity is not None and not request.flags & creds.AT_EACCESS:
+        if isinstance(request, api.Access) and identity is not None and not request.flags & AT_EACCESS:
             identity = creds.for_access(identity)
         try:
             answer = bus.run_hooks(vm.name, request) if bus is not None else None
@@ -90,8 +88,8 @@ class Manager:
                     answer = bus.run_after_hooks(vm.name, request, response)
             if answer is not None:
                 response, answered_by = answer.response, answer.hook
-            if self.closes is not None:
-                self._watch_if_written(vm, request, response)
+            if bus is not None and bus.watches_closes:
+                self._watch_if_written(vm, bus, request, response)
         except OSError as e:
             response = api.Errno(e.errno or errno.EIO)
         except Exception:
@@ -114,16 +112,38 @@ class Manager:
             )
         return response
 
-    def _watch_if_written(self, vm: VmContext, request: api.Request, response: api.Response) -> None:
-        assert self.closes is not None
+    def _watch_if_written(self, vm: VmContext, bus: EventBus, request: api.Request, response: api.Response) -> None:
         if not isinstance(response, api.Fd) or not isinstance(request, api.Open):
             return
         if fcntl.fcntl(response.fd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_RDONLY:
-            self.closes.watch(vm.name, str(request.path), response.fd)
+            self._close_watcher().watch(vm.name, str(request.path), response.fd, bus)
+
+    def _close_watcher(self) -> CloseWatcher[EventBus]:
+        closes = self._closes
+        if closes is None:
+            with self._lock:
+                if self._closes is None:
+                    self._closes = CloseWatcher(self._closed)
+                closes = self._closes
+        return closes
+
+    def _closed(self, vm_name: str, path: str, bus: EventBus) -> None:
+        """A VM closed a file it wrote: its services read it through one fd of ours."""
+        fd = self.open_file(vm_name, path)
+        if fd is None:
+            return
+        try:
+            bus.closed(vm_name, path, fd)
+        finally:
+            os.close(fd)
+
+    def wait_closes(self) -> None:
+        """Implements Files.wait_closes."""
+        if self._closes is not None:
+            self._closes.wait()
 
     def open_file(self, vm_name: str, path: str | api.VmPath) -> int | None:
-        """For services: the regular file ``path`` names in the VM's writable view
-        (symlinks followed), opened read-only, or None. The caller closes it."""
+        """Implements Files.open_file: in the VM's writable view."""
         found = self._regular(vm_name, path)
         if found is None:
             return None
@@ -132,8 +152,7 @@ class Manager:
         return None
 
     def locate_file(self, vm_name: str, path: str | api.VmPath) -> tuple[int, int, str] | None:
-        """As open_file, with the file's parent directory opened and its name there, for
-        a service that may move it away. The caller closes both fds."""
+        """Implements Files.locate_file."""
         found = self._regular(vm_name, path)
         if found is None:
             return None
@@ -168,5 +187,6 @@ class Manager:
         return found, vm
 
     def close(self) -> None:
-        if self.closes is not None:
-            self.closes.close()
+        """Deliver the closes already reported, then stop watching for more."""
+        if self._closes is not None:
+            self._closes.close()

@@ -18,7 +18,8 @@ import os
 import re
 
 from hvfs import api
-from hvfs._sys.files import O_PATH, RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS, openat2
+from hvfs._sys.abi import O_PATH, RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS
+from hvfs._sys.files import openat2
 from hvfs.manager.resolve import fd_closing, open_object
 
 _THROUGH_LINK = re.compile(r"^/proc/(\d+)(/task/\d+)?/(root|cwd|fd/\d+)(/.*)?$")

@@ -20,7 +20,8 @@ from types import TracebackType
 from typing import Generic, TypeVar
 
 from hvfs import api
-from hvfs._sys.files import O_PATH, RESOLVE_BENEATH, RESOLVE_IN_ROOT, openat2
+from hvfs._sys.abi import O_PATH, RESOLVE_BENEATH, RESOLVE_IN_ROOT
+from hvfs._sys.files import openat2
 from hvfs.manager.creds import manager_rights
 
 T = TypeVar("T")

@@ -15,7 +15,8 @@ import stat
 from dataclasses import dataclass, field
 
 from hvfs._sys import mount as m
-from hvfs._sys.files import O_PATH, RESOLVE_IN_ROOT, closing, mount_id, openat2
+from hvfs._sys.abi import O_PATH, RESOLVE_IN_ROOT
+from hvfs._sys.files import closing, mount_id, openat2
 from hvfs.manager.mounts import Mount
 from hvfs.manager.sources.base import Scratch, SourceError
 

@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from hvfs import api
+from hvfs.api.hooks import EventBus
 
 log = logging.getLogger("hvfs.manager")
 
@@ -43,6 +44,9 @@ class VmContext:
     # A service judges what this VM reads (a scanner): no open that can read content is
     # left to the kernel, which would read its path again from the VM's memory.
     reads_judged: bool = False
+    # The services of this VM's group (its ``hvfs run``, its project); None: no services,
+    # and no cost for those of other VMs of the manager.
+    bus: EventBus | None = None
     own_mounts: frozenset[int] = frozenset()  # mount ids of the whole writable view
     # Copy-on-write mounts (ids) and an O_PATH fd on their image's file system (statfs).
     images: dict[int, int] = field(default_factory=dict)

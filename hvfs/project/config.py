@@ -83,6 +83,7 @@ class Project:
     vms: Mapping[str, VmConfig]
     services: Mapping[str, Any]
     kind: str = "project"
+    transport: str = "inprocess"  # what carries its VMs' requests (hvfs.api.choice), as the client chose
 
 
 class _Table:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from hvfs._sys import mount as m
 from hvfs._sys import namespaces, process
+from hvfs._sys.abi import CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWUSER
 from hvfs.sandbox import subids
 from hvfs.sandbox.errors import SetupError
 from hvfs.sandbox.preflight import userns_hint
@@ -82,7 +83,7 @@ def enter_manager_namespaces(*, network: bool = False) -> IdMap:
         os.close(ready_read)
         os.close(done_write)
     try:
-        process.unshare(process.CLONE_NEWUSER | process.CLONE_NEWNS | (process.CLONE_NEWNET if network else 0))
+        process.unshare(CLONE_NEWUSER | CLONE_NEWNS | (CLONE_NEWNET if network else 0))
     except OSError as e:
         if helper > 0:
             os.close(ready_write)
@@ -129,12 +130,12 @@ def join_manager_namespaces(vm_process: int) -> IdMap:
     finally:
         os.close(user)
     try:
-        namespaces.setns(manager, namespaces.CLONE_NEWUSER)
+        namespaces.setns(manager, CLONE_NEWUSER)
     except OSError as e:
         raise SetupError("user namespace", f"cannot join the VMs' manager namespace ({e.strerror})") from None
     finally:
         os.close(manager)
-    process.unshare(process.CLONE_NEWNS)
+    process.unshare(CLONE_NEWNS)
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)
     m.mount(None, "/", None, m.MS_REC | m.MS_SLAVE)

@@ -1,13 +1,13 @@
 """The audit log: every event as one JSON line in a file, and ``hvfs events`` to read it.
 
-Integration: for ``hvfs run --audit FILE``, the manager does, once::
+Integration: for ``hvfs run --audit FILE``, the service (``Audit``) does, once::
 
-    audit = AuditLog(FILE)
+    audit = AuditLog(FILE)       # when it is attached: a VM that never starts leaves no file
     audit.attach(bus)            # a subscriber whose thread is the file's one writer
     ...
     bus.close(); audit.close()   # at exit: drain the queue, then close the file
 
-and registers the reader with ``add_events_command(subparsers)`` in hvfs/cli.py.
+and hvfs/cli.py registers the reader with ``add_events_command(subparsers)``.
 
 Each line is written with one write(2) on an O_APPEND descriptor, so it is in the file
 (the page cache) as soon as it is written, whole, and a reader following the file never
@@ -27,9 +27,10 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from hvfs.api.events import Event
+from hvfs.api.hooks import EventBus, Files, Subscription
 from hvfs.services.commands import Subparsers, guarded
 from hvfs.services.describe import OPERATIONS, READ, SERVICE_EVENTS
-from hvfs.services.events import Event, EventBus, Subscription
 from hvfs.services.units import format_time
 
 log = logging.getLogger("hvfs.services")
@@ -60,6 +61,38 @@ class AuditLog:
 
     def close(self) -> None:
         os.close(self._fd)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditStatistics:
+    written: int  # events in the file
+    dropped: int  # lost: the queue was full (a disk slower than the VMs' requests)
+    failed: int  # not written: the write failed (logged)
+
+
+class Audit:
+    """Implements hvfs.services.base.Service: an AuditLog subscribed to the bus of its VMs."""
+
+    name = "audit"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.log: AuditLog | None = None
+        self._subscription: Subscription | None = None
+
+    def attach(self, bus: EventBus, files: Files) -> None:
+        self.log = AuditLog(self.path)
+        self._subscription = self.log.attach(bus)
+
+    def statistics(self) -> AuditStatistics:
+        if self._subscription is None:
+            return AuditStatistics(0, 0, 0)
+        stats = self._subscription.statistics()
+        return AuditStatistics(stats.delivered, stats.dropped, stats.failed)
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
 
 
 @dataclass(frozen=True, slots=True)

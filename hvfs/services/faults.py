@@ -15,7 +15,8 @@ Syntax, for ``hvfs run --fault``::
 and the same keys in a TOML file (``load_fault_rules``), one ``[[fault]]`` table each
 (the way to write a glob that contains a comma).
 
-Integration: ``bus.add_hook(FaultInjector(rules, seed=…))``. Rules are tried in order;
+Integration: ``bus.add_hook(FaultInjector(rules, seed=…))`` (``Faults``, the service,
+does it for ``--fault``). Rules are tried in order;
 each rule counts every matching call it sees, a firing latency rule sleeps (in the
 dispatching thread: that is the point) and the next rules are tried, and the first
 firing errno rule answers, so later rules do not see that call. Every firing rule is
@@ -36,7 +37,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from hvfs import api
-from hvfs.services.describe import OPERATIONS, errno_name, operations, parse_errno, request_paths
+from hvfs.api.events import errno_name, request_paths
+from hvfs.api.hooks import EventBus, Files
+from hvfs.services.base import service_event
+from hvfs.services.describe import FAULT, OPERATIONS, operations, parse_errno
 from hvfs.services.units import parse_duration
 
 _KEYS = ("op", "path", "vm", "errno", "p", "probability", "nth", "from", "to", "delay")
@@ -202,11 +206,8 @@ class RuleStatistics:
 
 @dataclass(frozen=True, slots=True)
 class FaultStatistics:
+    injected: int  # faults injected, by every rule
     rules: tuple[RuleStatistics, ...]
-
-    @property
-    def injected(self) -> int:
-        return sum(r.injected for r in self.rules)
 
 
 class FaultInjector:
@@ -260,4 +261,30 @@ class FaultInjector:
         with self._lock:
             matched, injected = list(self._matched), list(self._injected)
         rules = zip(self.rules, matched, injected, strict=True)
-        return FaultStatistics(tuple(RuleStatistics(str(rule), m, i) for rule, m, i in rules))
+        return FaultStatistics(sum(injected), tuple(RuleStatistics(str(rule), m, i) for rule, m, i in rules))
+
+
+class Faults:
+    """Implements hvfs.services.base.Service: a FaultInjector on the bus of its VMs, whose
+    latency rules are published as events (an errno rule shows in the request's own)."""
+
+    name = "faults"
+
+    def __init__(self, rules: Sequence[FaultRule], seed: int | None) -> None:
+        self._bus: EventBus | None = None
+        self.injector = FaultInjector(rules, seed=seed, report=self._injected)
+
+    def attach(self, bus: EventBus, files: Files) -> None:
+        self._bus = bus
+        bus.add_hook(self.injector)
+
+    def _injected(self, fault: InjectedFault) -> None:
+        if fault.errno is None and self._bus is not None:
+            result = f"delay {fault.delay * 1000:.0f}ms"
+            self._bus.publish(service_event(fault.vm, fault.pid, FAULT, fault.paths, result))
+
+    def statistics(self) -> FaultStatistics:
+        return self.injector.statistics()
+
+    def close(self) -> None:
+        pass

@@ -20,7 +20,8 @@ import stat
 from collections.abc import Callable
 
 from hvfs import api
-from hvfs._sys.files import AT_EMPTY_PATH, fchownat, utimensat
+from hvfs._sys.abi import AT_EMPTY_PATH
+from hvfs._sys.files import fchownat, utimensat
 from hvfs.manager import kernel_paths
 from hvfs.manager.resolve import Closing, fd_closing, open_object, parent, proc_path
 from hvfs.manager.vm import VmContext

@@ -9,15 +9,15 @@ import os
 import stat
 
 from hvfs import api
-from hvfs._sys.files import (
+from hvfs._sys.abi import (
     O_PATH,
     RESOLVE_BENEATH,
     RESOLVE_IN_ROOT,
     RESOLVE_NO_MAGICLINKS,
     RESOLVE_NO_SYMLINKS,
     TMPFILE_BIT,
-    openat2,
 )
+from hvfs._sys.files import openat2
 from hvfs.manager import kernel_paths
 from hvfs.manager.handlers import reopening
 from hvfs.manager.procfs import through_proc

@@ -18,12 +18,11 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import TypeVar
 
 from hvfs import api
-from hvfs._sys.files import AT_EMPTY_PATH, AT_SYMLINK_NOFOLLOW, STATFS, faccessat, fstatfs, mount_id, statx
+from hvfs._sys.abi import AT_EACCESS, AT_EMPTY_PATH, AT_SYMLINK_NOFOLLOW, STATFS
+from hvfs._sys.files import faccessat, fstatfs, mount_id, statx
 from hvfs.manager.handlers.opening import RETRY_IN_VM
 from hvfs.manager.resolve import ForeignBase, fd_closing, open_object, writable_twin
 from hvfs.manager.vm import VmContext
-
-AT_EACCESS = 0x200
 
 
 class _ContinueInVm(Exception):

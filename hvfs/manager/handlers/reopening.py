@@ -22,7 +22,7 @@ import fcntl
 import os
 
 from hvfs import api
-from hvfs._sys.files import O_PATH
+from hvfs._sys.abi import O_PATH
 from hvfs.manager import kernel_paths
 from hvfs.manager.resolve import fd_closing, proc_path
 from hvfs.manager.vm import VmContext

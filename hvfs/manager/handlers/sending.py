@@ -29,16 +29,22 @@ import struct
 
 from hvfs import api
 from hvfs._sys import sockets
+from hvfs._sys.abi import (
+    AF_UNIX,
+    CMSG_ALIGN,
+    CMSGHDR,
+    MSG_DONTWAIT,
+    MSG_FASTOPEN,
+    MSG_NOSIGNAL,
+    SOCK_DGRAM,
+    SOCK_STREAM,
+    UCRED,
+)
 from hvfs.manager import creds
-from hvfs.manager.handlers.sockets import AF_UNIX, reach
+from hvfs.manager.handlers.sockets import reach
 from hvfs.manager.vm import VmContext
 
 log = logging.getLogger("hvfs.manager")
-
-SOCK_STREAM, SOCK_DGRAM = 1, 2
-MSG_FASTOPEN = 0x20000000
-_CMSGHDR = struct.Struct("<Qii")
-_UCRED = struct.Struct("<iII")
 
 
 def handle_send(vm: VmContext, request: api.Send) -> api.Response:
@@ -50,7 +56,7 @@ def handle_send(vm: VmContext, request: api.Send) -> api.Response:
     domain, kind = sockets.kind(fd)
     if len(request.data) < request.length and kind != SOCK_STREAM:
         raise OSError(errno.EMSGSIZE, "a datagram longer than hvfs copies")
-    blocking = not request.flags & sockets.MSG_DONTWAIT and not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK
+    blocking = not request.flags & MSG_DONTWAIT and not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK
     first = request.sent == 0
     target = -1
     try:
@@ -85,7 +91,7 @@ def _send(request: api.Send, domain: int, name: bytes | None, first: bool) -> in
     """One attempt that never blocks: a blocking caller's wait is the driver's."""
     fd = request.socket.fd
     data = request.data[request.sent :]
-    flags = request.flags | sockets.MSG_DONTWAIT | sockets.MSG_NOSIGNAL
+    flags = request.flags | MSG_DONTWAIT | MSG_NOSIGNAL
     messages, header_flags = request.control, request.header_flags
     if not first:  # the rest of a stream's data, on the connection the first part made
         flags &= ~MSG_FASTOPEN
@@ -136,13 +142,13 @@ def _sender(caller: api.Caller) -> api.SenderCredentials:
 
 
 def _message(level: int, kind: int, data: bytes) -> bytes:
-    length = _CMSGHDR.size + len(data)
-    return _CMSGHDR.pack(length, level, kind) + data + bytes(-length % 8)
+    length = CMSGHDR.size + len(data)
+    return CMSGHDR.pack(length, level, kind) + data + bytes(-length % CMSG_ALIGN)
 
 
 def _ucred(credentials: api.SenderCredentials) -> bytes:
     pid = credentials.pid if may_name_processes() else os.getpid()  # a claimed pid, likewise
-    return _UCRED.pack(pid, credentials.uid, credentials.gid)
+    return UCRED.pack(pid, credentials.uid, credentials.gid)
 
 
 @functools.cache
@@ -154,7 +160,7 @@ def may_name_processes() -> bool:
         a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         with a, b:
             try:
-                claim = _UCRED.pack(1, os.getuid(), os.getgid())
+                claim = UCRED.pack(1, os.getuid(), os.getgid())
                 a.sendmsg([b"?"], [(socket.SOL_SOCKET, socket.SCM_CREDENTIALS, claim)])
             except PermissionError:
                 return False
@@ -172,6 +178,6 @@ def _failed(request: api.Send, error: OSError, blocking: bool) -> api.Response:
         return api.WouldBlock(request.socket.fd, select.POLLOUT, request, interrupted)
     if request.sent:  # what was sent before the error counts; the error comes on the next call
         return api.Value(request.sent)
-    if error.errno == errno.EPIPE and not request.flags & sockets.MSG_NOSIGNAL:
+    if error.errno == errno.EPIPE and not request.flags & MSG_NOSIGNAL:
         return api.Errno(errno.EPIPE, signal.SIGPIPE)
     raise error

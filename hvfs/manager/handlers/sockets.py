@@ -24,21 +24,19 @@ import logging
 import os
 import select
 import stat
-import struct
 from types import TracebackType
 
 from hvfs import api
 from hvfs._sys import sockets
-from hvfs._sys.files import AT_EMPTY_PATH, faccessat, mount_id
+from hvfs._sys.abi import AF_UNIX, AT_EACCESS, AT_EMPTY_PATH, SA_FAMILY
+from hvfs._sys.files import faccessat, mount_id
 from hvfs.manager import kernel_paths
 from hvfs.manager.resolve import fd_closing, open_object, parent, proc_path
 from hvfs.manager.vm import VmContext
 
 log = logging.getLogger("hvfs.manager")
 
-AF_UNIX = 1
-_FAMILY = struct.pack("<H", AF_UNIX)
-_EACCESS = 0x200  # AT_EACCESS: the effective ids, which the worker has switched to the caller's
+_FAMILY = SA_FAMILY.pack(AF_UNIX)
 
 
 def unix_address(name: bytes) -> bytes:
@@ -68,7 +66,7 @@ def reach(vm: VmContext, address: api.SocketAddress) -> tuple[bytes, int]:
         if (st.st_dev, st.st_ino) not in vm.sockets and mount_id(target) not in vm.socket_mounts:
             _warn_once(vm, address.path, "a host socket; mark its volume 'sockets' to allow it")
             raise OSError(errno.EACCES, "a host socket")
-        faccessat(target, "", os.W_OK, AT_EMPTY_PATH | _EACCESS)
+        faccessat(target, "", os.W_OK, AT_EMPTY_PATH | AT_EACCESS)  # the effective ids: the caller's, on this worker
     except BaseException:
         os.close(target)
         raise

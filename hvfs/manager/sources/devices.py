@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from hvfs._sys import mount as m
-from hvfs._sys.files import O_PATH, closing
+from hvfs._sys.abi import O_PATH
+from hvfs._sys.files import closing
 from hvfs.manager.sources.base import Scratch, Source
 from hvfs.manager.sources.schema import SourceKind
 

@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from hvfs._sys import mount as m
-from hvfs._sys.files import O_PATH, RESOLVE_IN_ROOT, closing, openat2
+from hvfs._sys.abi import O_PATH, RESOLVE_IN_ROOT
+from hvfs._sys.files import closing, openat2
 from hvfs.manager.sources.base import Scratch, Source, SourceError
 from hvfs.manager.sources.schema import PATH, Option, OptionType, SourceKind
 

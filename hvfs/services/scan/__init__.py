@@ -7,7 +7,8 @@ hook that denies infected files, and the quarantine.
 - ``cache.py``: VerdictCache, keyed by (device, inode, size, mtime_ns, ctime_ns).
 - ``scanner.py``: Scanner.check(vm, path, fd) -> Verdict.
 - ``hook.py``: ScanHook, for EventBus.add_hook: judges the fd an open hands out, and
-  execs before and after the fact (see its docstring for the integration).
+  execs before and after the fact (see its docstring for the integration); Scan, the
+  service that puts it on the bus of its VMs.
 - ``quarantine.py``: Quarantine (move_in, restore, restore_into).
 - ``cli.py``: ``hvfs quarantine list|restore|delete`` (add_quarantine_command).
 """

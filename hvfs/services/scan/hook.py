@@ -1,4 +1,4 @@
-"""ScanHook: the scanner as an EventBus hook, denying infected files with EACCES.
+"""ScanHook: the scanner as a hook (hvfs.api.hooks), denying infected files with EACCES.
 
 What is judged is always a file the VM can no longer change, never a path it may still
 rewrite in its memory:
@@ -12,10 +12,11 @@ rewrite in its memory:
 - an exec of an open file (fexecve): that open file (an ``O_PATH`` one is reopened to be
   read).
 
-Integration: the manager gives the hook a way to find a file in the VM's writable view,
-``locate(vm, path) -> Located | None``, returning None when there is nothing there (the
-hook owns and closes the two fds of a Located); then ``bus.add_hook(ScanHook(scanner,
-quarantine, locate, report=…))``. ``report`` (for an event or a log) is called in the
+Integration (``Scan``, the service, below): the hook gets a way to find a file in the
+VM's writable view, ``locate(vm, path) -> Located | None`` (from the manager's
+``Files.locate_file``), returning None when there is nothing there (the hook owns and
+closes the two fds of a Located); then ``bus.add_hook(ScanHook(scanner, quarantine,
+locate, report=…))``. ``report`` (for an event or a log) is called in the
 dispatching thread once per quarantined file, with the detection and its record (None
 when the quarantine failed: the call is denied all the same).
 
@@ -33,12 +34,16 @@ import os
 import stat
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from hvfs import api
+from hvfs.api.hooks import EventBus, Files
+from hvfs.services.base import service_event
+from hvfs.services.describe import QUARANTINE
+from hvfs.services.scan.engines import Engine
 from hvfs.services.scan.quarantine import Quarantine, QuarantineRecord
-from hvfs.services.scan.scanner import Scanner, Verdict
+from hvfs.services.scan.scanner import Scanner, ScanStatistics, Verdict
 from hvfs.services.snapshot import UnstableContent
 
 log = logging.getLogger("hvfs.services")
@@ -188,3 +193,37 @@ class ScanHook:
                 return name, located
             located.close()
         return None
+
+
+class Scan:
+    """Implements hvfs.services.base.Service: the scanner and its hook on the bus of its VMs,
+    and a close watcher that scans what VMs wrote."""
+
+    name = "scan"
+
+    def __init__(self, engines: Sequence[Engine], quarantine: str) -> None:
+        self.scanner = Scanner(engines)
+        self.quarantine = quarantine
+        self._bus: EventBus | None = None
+        self._files: Files | None = None
+
+    def attach(self, bus: EventBus, files: Files) -> None:
+        self._bus, self._files = bus, files
+        bus.add_hook(ScanHook(self.scanner, Quarantine(self.quarantine), self._locate, report=self._detected))
+        bus.on_close(self.scanner.check, name="scan")  # fills the verdict cache before anyone opens it
+
+    def _locate(self, vm: str, path: api.VmPath) -> Located | None:
+        assert self._files is not None
+        found = self._files.locate_file(vm, path)
+        return None if found is None else Located(*found)
+
+    def _detected(self, detected: Detected) -> None:
+        if detected.record is not None and self._bus is not None:  # the scanner already said what it found
+            log.warning("%s of VM %s quarantined as %s", detected.path, detected.vm, detected.record.id)
+            self._bus.publish(service_event(detected.vm, 0, QUARANTINE, (detected.path,), "EACCES"))
+
+    def statistics(self) -> ScanStatistics:
+        return self.scanner.statistics()
+
+    def close(self) -> None:
+        pass

@@ -1,138 +1,54 @@
-"""The event bus: synchronous hooks before and after the handler, asynchronous subscribers
-after the answer.
+"""Hooks: how services take part in the requests of the VMs they serve.
 
-Integration (the manager's dispatch, for every request of every VM)::
+The manager owns these contracts and calls them; services implement them and never see
+the manager itself (they get ``Files``, below). An ``EventBus`` holds the services of one
+group of VMs (one ``hvfs run``, one project): one manager may serve VMs of several such
+groups, each VM's VmContext names its bus or none, and a VM without a bus pays nothing
+for the services of others. The manager's one dispatch place does, for every request::
 
-    started, t0 = time.time(), time.monotonic_ns()
-    answer = bus.run_hooks(vm.name, request)          # before the handler; may veto
+    bus = vm.bus                                            # None: straight to the handler
+    answer = bus.run_hooks(vm.name, request)                # before the handler; may answer
     if answer is None:
         response = HANDLERS[type(request)](vm, request)
         answer = bus.run_after_hooks(vm.name, request, response)  # may replace the response
-    response = answer.response if answer else response
+    ...                                                     # the answer goes back
     if bus.has_subscribers:
-        bus.publish(event_for(vm.name, request, response, time=started,
-                              duration_us=(time.monotonic_ns() - t0) // 1000,
-                              comm=comm_of(request.caller.pid),
-                              answered_by=answer.hook if answer else None))
+        bus.publish(event_for(vm.name, request, response, ...))  # never blocks, never raises
 
-- ``run_hooks`` and ``run_after_hooks`` run in the dispatching thread, on the hot path,
-  and act as the manager: call them inside the dispatch's one try/except but outside
-  ``creds.acting_as``. The contract a hook implements is ``Hook`` and ``ResponseHook``
-  below; a hook's exception propagates, so the dispatch turns an OSError into its errno
-  and anything else into EIO, as for handlers.
-- ``publish`` never blocks and never raises: each subscriber has a bounded queue drained
-  by its own thread; when it is full the event is dropped for that subscriber and
-  counted (``statistics()``). A slow audit disk never delays a VM.
-- ``close()`` at manager exit drains every queue (bounded by a timeout) and stops the
-  threads; after it, ``publish`` drops everything.
+A service takes part in four ways:
+
+- ``Hook.before``: synchronous, before the handler, in the dispatching thread; may answer
+  instead of it (an injected fault, a scanner's veto of an exec, a backup's save of what
+  an unlink destroys).
+- ``ResponseHook.after``: synchronous, after the handler; may replace its response (a
+  scanner judging the very fd an open hands out). A replaced fd is closed by the bus.
+- ``subscribe``: every event, after the answer, on a thread of the subscriber's own with
+  a bounded queue (an audit log, a backup's bookkeeping); a slow subscriber loses events,
+  counted, and never delays a VM.
+- ``on_close``: a VM closed a file it had opened for writing (``close`` is not trapped:
+  the manager watches the files it hands out); off the request path.
+
+Hooks run as the manager, outside the caller's credentials, inside the dispatch's one
+try/except: an OSError a hook raises becomes its errno, anything else EIO, as for handlers.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from hvfs import api
-from hvfs.api.messages import operation
-from hvfs.services.describe import errno_name, request_flags, request_paths
+from hvfs.api.events import Event
 
 log = logging.getLogger("hvfs.services")
 
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One request a VM made, and what it got. ``result`` is "ok", "continued" (the kernel
-    ran the call), "waiting" (a socket call that would block; the same request comes
-    again when it may go on) or an errno name; ``value`` the returned number when there is
-    one; ``answered_by`` the hook that answered instead of the handler (an injected fault,
-    a scanner's denial), None when the handler did."""
-
-    time: float  # unix time when the request arrived
-    vm: str
-    pid: int
-    comm: str
-    operation: str
-    paths: tuple[str, ...]
-    flags: int
-    result: str
-    value: int | None
-    duration_us: int
-    answered_by: str | None = None
-
-    def to_json(self) -> str:
-        """One line of JSON, without a newline."""
-        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, line: str | bytes) -> Event:
-        """The event that to_json wrote. Raises ValueError for anything else."""
-        try:
-            fields: dict[str, Any] = json.loads(line)
-            event = cls(**{**fields, "paths": tuple(fields["paths"])})
-        except (TypeError, KeyError, json.JSONDecodeError) as e:
-            raise ValueError(f"not an hvfs event: {e}") from None
-        if not all(isinstance(p, str) for p in event.paths) or not isinstance(event.operation, str):
-            raise ValueError("not an hvfs event: bad field types")
-        return event
-
-
-def _result(response: api.Response) -> tuple[str, int | None]:
-    if isinstance(response, api.Errno):
-        return errno_name(response.errno), None
-    if isinstance(response, api.Continue):
-        return "continued", None
-    if isinstance(response, api.Value):
-        return "ok", response.value
-    if isinstance(response, api.Data):
-        return "ok", len(response.data)
-    if isinstance(response, api.WouldBlock):
-        return "waiting", None  # the driver asks again when the socket is ready
-    return "ok", None  # an fd (its number in the caller is not known yet) or a stat
-
-
-def event_for(
-    vm: str,
-    request: api.Request,
-    response: api.Response,
-    *,
-    time: float,
-    duration_us: int,
-    comm: str = "",
-    answered_by: str | None = None,
-) -> Event:
-    """The event of ``request`` from ``vm`` answered with ``response``; paths and flags as
-    hvfs.services.describe maps each request type."""
-    result, value = _result(response)
-    return Event(
-        time=time,
-        vm=vm,
-        pid=request.caller.pid,
-        comm=comm,
-        operation=operation(request),
-        paths=request_paths(request),
-        flags=request_flags(request),
-        result=result,
-        value=value,
-        duration_us=duration_us,
-        answered_by=answered_by,
-    )
-
-
-def comm_of(pid: int) -> str:
-    """The command name of ``pid`` (in the manager's pid namespace), "" if it is gone.
-    A read of /proc costs some microseconds: call it only when the bus has subscribers."""
-    try:
-        with open(f"/proc/{pid}/comm", "rb") as f:
-            return f.read().rstrip(b"\n").decode(errors="replace")
-    except OSError:
-        return ""
+CloseWatcher = Callable[[str, str, int], object]  # (vm, path, fd), its result unused: see EventBus.on_close
 
 
 class Hook(Protocol):
@@ -162,6 +78,26 @@ class ResponseHook(Hook, Protocol):
         instead. Every ResponseHook sees the response its predecessors let through (or
         the one that replaced it). The hook must not close or keep an ``api.Fd``'s fd:
         the bus closes the fd of a response that a hook replaced, or whose hook raised."""
+        ...
+
+
+class Files(Protocol):
+    """What a service may ask of the manager: files of a VM's writable view, opened by
+    the manager with its own credentials (never the caller's)."""
+
+    def open_file(self, vm: str, path: str | api.VmPath) -> int | None:
+        """The regular file ``path`` names in VM ``vm`` (symlinks followed), opened
+        read-only, or None (no such VM or file, or not a regular file). The caller closes it."""
+        ...
+
+    def locate_file(self, vm: str, path: str | api.VmPath) -> tuple[int, int, str] | None:
+        """As open_file, with the file's parent directory opened and its name there (for
+        a service that may move it away): (fd, directory fd, name). The caller closes both."""
+        ...
+
+    def wait_closes(self) -> None:
+        """Return once the closes the kernel has reported so far are delivered (to
+        ``on_close`` watchers): before services that receive them are closed."""
         ...
 
 
@@ -250,7 +186,7 @@ class Subscription:
 
 
 class EventBus:
-    """Hooks and subscribers shared by every VM of a manager. Thread-safe."""
+    """The hooks, subscribers and close watchers of one group of VMs. Thread-safe."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -258,6 +194,7 @@ class EventBus:
         self._hooks: tuple[Hook, ...] = ()
         self._after_hooks: tuple[ResponseHook, ...] = ()  # the hooks that have an ``after``
         self._subscriptions: tuple[Subscription, ...] = ()
+        self._close_watchers: tuple[tuple[str, CloseWatcher], ...] = ()
         self._published = self._answered = 0
 
     def add_hook(self, hook: Hook) -> None:
@@ -328,13 +265,37 @@ class EventBus:
         for subscription in subscriptions:
             subscription.offer(event)
 
+    def on_close(self, watcher: CloseWatcher, *, name: str) -> None:
+        """Call ``watcher(vm, path, fd)`` when a VM of this bus closes a file it opened for
+        writing (its last close: the content is complete). ``fd`` is the manager's own
+        read-only fd on that file, valid during the call: read it, never close or keep it.
+        Called on the manager's close thread, off the request path, in the order watchers
+        were added; one that raises is logged and the others still run."""
+        with self._lock:
+            self._close_watchers = (*self._close_watchers, (name, watcher))
+
+    @property
+    def watches_closes(self) -> bool:
+        """Whether the manager must watch the files it hands out for writing."""
+        return bool(self._close_watchers)
+
+    def closed(self, vm: str, path: str, fd: int) -> None:
+        """For the manager: deliver a close to every watcher. Never raises."""
+        for name, watcher in self._close_watchers:
+            try:
+                watcher(vm, path, fd)
+            except Exception:
+                log.exception("close watcher %s failed for %s of VM %s", name, path, vm)
+
     def statistics(self) -> BusStatistics:
         with self._lock:
             published, answered, subscriptions = self._published, self._answered, self._subscriptions
         return BusStatistics(published, answered, tuple(s.statistics() for s in subscriptions))
 
     def close(self, *, timeout: float = 5.0) -> bool:
-        """Drain and stop every subscriber; False if one did not finish within ``timeout``."""
+        """Drain and stop every subscriber and forget the close watchers; False if a
+        subscriber did not finish within ``timeout``. Publishing drops everything after."""
         with self._lock:
             subscriptions, self._subscriptions = self._subscriptions, ()
+            self._close_watchers = ()
         return all([s.stop(timeout) for s in subscriptions])

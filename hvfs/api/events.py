@@ -1,0 +1,148 @@
+"""Events: what a VM asked and what it got, as the manager publishes it after the answer.
+
+One event per request the manager is asked about, built in the dispatching thread from
+the request and its response (``event_for``), and handed to the subscribers of the VM's
+bus (hvfs.api.hooks). The paths and flags of a request are read here, once, so that an
+audit line, a fault rule's path glob and a backup's bookkeeping all see the same ones.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from hvfs import api
+from hvfs.api.messages import operation
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One request a VM made, and what it got. ``result`` is "ok", "continued" (the kernel
+    ran the call), "waiting" (a socket call that would block; the same request comes
+    again when it may go on) or an errno name; ``value`` the returned number when there is
+    one; ``answered_by`` the hook that answered instead of the handler (an injected fault,
+    a scanner's denial), None when the handler did."""
+
+    time: float  # unix time when the request arrived
+    vm: str
+    pid: int
+    comm: str
+    operation: str
+    paths: tuple[str, ...]
+    flags: int
+    result: str
+    value: int | None
+    duration_us: int
+    answered_by: str | None = None
+
+    def to_json(self) -> str:
+        """One line of JSON, without a newline."""
+        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, line: str | bytes) -> Event:
+        """The event that to_json wrote. Raises ValueError for anything else."""
+        try:
+            fields: dict[str, Any] = json.loads(line)
+            event = cls(**{**fields, "paths": tuple(fields["paths"])})
+        except (TypeError, KeyError, json.JSONDecodeError) as e:
+            raise ValueError(f"not an hvfs event: {e}") from None
+        if not all(isinstance(p, str) for p in event.paths) or not isinstance(event.operation, str):
+            raise ValueError("not an hvfs event: bad field types")
+        return event
+
+
+def errno_name(code: int) -> str:
+    """``EIO`` for 5; ``E1234`` for a number Python does not name."""
+    return errno.errorcode.get(code, f"E{code}")
+
+
+def target_path(target: api.Target) -> str:
+    """The VM path of a path or of an open file (as the VM named it when it opened it)."""
+    return target.path if isinstance(target, api.OpenFile) else str(target)
+
+
+def request_paths(request: api.Request) -> tuple[str, ...]:
+    """The absolute VM paths a request names, the one it acts on first: (old, new) for
+    rename and link, (link, target as stored) for symlink, the unix-socket path a bind,
+    connect or send names (none for other addresses), one path for the others."""
+    match request:
+        case api.Rename():
+            return (str(request.old), str(request.new))
+        case api.Link():
+            return (target_path(request.old), str(request.new))
+        case api.Symlink():
+            return (str(request.path), request.target)
+        case api.Access() | api.Readlink() | api.Statfs() | api.Exec():
+            return (target_path(request.path),)
+        case api.Executed():
+            return (request.file.path,)
+        case api.Chmod() | api.Chown() | api.Utimens() | api.SetXattr() | api.RemoveXattr():
+            return (target_path(request.target),)
+        case api.Bind() | api.Connect() | api.Send():
+            address = request.address
+            return (str(address.path),) if address is not None and address.path is not None else ()
+        case _:
+            return (str(request.path),)
+
+
+def request_flags(request: api.Request) -> int:
+    """The request's flags argument: open's O_* flags, statx's and access's AT_* flags,
+    rename's RENAME_* flags, setxattr's XATTR_* flags, a send's MSG_* flags; 0 for
+    requests without one."""
+    if isinstance(request, api.Open | api.Statx | api.Access | api.Rename | api.SetXattr | api.Send):
+        return request.flags
+    return 0
+
+
+def _result(response: api.Response) -> tuple[str, int | None]:
+    if isinstance(response, api.Errno):
+        return errno_name(response.errno), None
+    if isinstance(response, api.Continue):
+        return "continued", None
+    if isinstance(response, api.Value):
+        return "ok", response.value
+    if isinstance(response, api.Data):
+        return "ok", len(response.data)
+    if isinstance(response, api.WouldBlock):
+        return "waiting", None  # the driver asks again when the socket is ready
+    return "ok", None  # an fd (its number in the caller is not known yet) or a stat
+
+
+def event_for(
+    vm: str,
+    request: api.Request,
+    response: api.Response,
+    *,
+    time: float,
+    duration_us: int,
+    comm: str = "",
+    answered_by: str | None = None,
+) -> Event:
+    """The event of ``request`` from ``vm`` answered with ``response``."""
+    result, value = _result(response)
+    return Event(
+        time=time,
+        vm=vm,
+        pid=request.caller.pid,
+        comm=comm,
+        operation=operation(request),
+        paths=request_paths(request),
+        flags=request_flags(request),
+        result=result,
+        value=value,
+        duration_us=duration_us,
+        answered_by=answered_by,
+    )
+
+
+def comm_of(pid: int) -> str:
+    """The command name of ``pid`` (in the manager's pid namespace), "" if it is gone.
+    A read of /proc costs some microseconds: call it only when the bus has subscribers."""
+    try:
+        with open(f"/proc/{pid}/comm", "rb") as f:
+            return f.read().rstrip(b"\n").decode(errors="replace")
+    except OSError:
+        return ""

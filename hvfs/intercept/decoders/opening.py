@@ -1,0 +1,70 @@
+"""The open family: open, openat, creat and openat2 (``hvfs.manager.handlers.opening``)."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from hvfs import api
+from hvfs._sys.abi import (
+    AT_FDCWD,
+    O_CREAT,
+    O_TRUNC,
+    O_WRONLY,
+    OPEN_HOW,
+    RESOLVE_BENEATH,
+    RESOLVE_IN_ROOT,
+    RESOLVE_NO_MAGICLINKS,
+    RESOLVE_NO_SYMLINKS,
+    U32_MASK,
+)
+from hvfs.intercept.decoders.context import Args, Context, Decoded, decodes, signed32
+from hvfs.intercept.decoders.tracee import CallError
+
+CREAT_FLAGS = O_CREAT | O_WRONLY | O_TRUNC
+
+
+def _open(c: Context, dirfd: int, path_at: int, flags: int, mode: int) -> Decoded:
+    caller = c.caller()
+    path, via = c.opened(path_at, dirfd)
+    return api.Open(caller=caller, path=path, flags=flags & U32_MASK, mode=mode & U32_MASK, via=via), None
+
+
+@decodes(api.Open)
+def open_(c: Context, a: Args) -> Decoded:
+    return _open(c, AT_FDCWD, a[0], a[1], a[2])
+
+
+@decodes(api.Open)
+def openat(c: Context, a: Args) -> Decoded:
+    return _open(c, a[0], a[1], a[2], a[3])
+
+
+@decodes(api.Open)
+def creat(c: Context, a: Args) -> Decoded:
+    return _open(c, AT_FDCWD, a[0], CREAT_FLAGS, a[1])
+
+
+@decodes(api.Open)
+def openat2(c: Context, a: Args) -> Decoded:
+    dirfd, path_at, how_at, size = signed32(a[0]), a[1], a[2], a[3]
+    if size < OPEN_HOW.size:
+        raise CallError(errno.EINVAL)
+    if size > os.sysconf("SC_PAGE_SIZE"):
+        raise CallError(errno.E2BIG)
+    raw = c.tracee.read(how_at, size)
+    if any(raw[OPEN_HOW.size :]):  # a newer struct open_how, with fields this kernel lacks
+        raise CallError(errno.E2BIG)
+    flags, mode, resolve = OPEN_HOW.unpack_from(raw)
+    given = c.tracee.read_path(path_at)
+    via: api.OpenFile | None
+    if resolve & (RESOLVE_BENEATH | RESOLVE_IN_ROOT):
+        path = c.located(dirfd, given)  # even an absolute path is the dirfd's
+        via = None
+    else:
+        magic_links = not resolve & (RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS)
+        path = c.given_path(dirfd, given)
+        via = c.own_file(path) if magic_links else None
+        if via is None:
+            path = c.resolved(path, magic_links=magic_links)
+    return api.Open(caller=c.caller(), path=path, flags=flags, mode=mode, resolve=resolve, legacy=False, via=via), None
