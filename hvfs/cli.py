@@ -138,10 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.subcommand is None:
         parser.print_help(sys.stderr)
         return EXIT_HVFS
-    from hvfs.hypervisor.control import ControlError
-    from hvfs.manager.sources.base import SourceError
-    from hvfs.sandbox.errors import SetupError
-    from hvfs.spec import UsageError
+    from hvfs.errors import HvfsError
 
     try:
         if hasattr(args, "handler"):  # events, backup, quarantine
@@ -154,9 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         from hvfs.run import run
 
         code = run(spec)
-    except (UsageError, SetupError, SourceError, ControlError) as e:  # the project's errors are UsageErrors
+    except HvfsError as e:
         sys.stderr.write(f"hvfs: {e}\n")
-        return EXIT_HVFS
+        return e.exit_code
     except KeyboardInterrupt:
         return 130
     except Exception as e:

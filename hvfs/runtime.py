@@ -18,9 +18,7 @@ from hvfs.api import Transport
 from hvfs.api.choice import transport_maker
 from hvfs.api.hooks import EventBus
 from hvfs.intercept.arch import Arch
-from hvfs.intercept.driver import SeccompDriver
-from hvfs.intercept.filter import FilterConfig, compile_filter
-from hvfs.intercept.inflight import InflightTable
+from hvfs.intercept.backend import Driver, backend
 from hvfs.manager.manager import Manager
 from hvfs.manager.mounts import Mount
 from hvfs.manager.sources.base import SourceError
@@ -59,7 +57,7 @@ class RunningVm:
     spec: VmSpec
     process: launcher.VmProcess
     context: VmContext
-    driver: SeccompDriver
+    driver: Driver
     terminal: int | None  # the pty master, with a terminal
     tracer: ExecTracer | None = None  # while the VM is scanned
 
@@ -69,24 +67,6 @@ class RunningVm:
 
     def signal(self, signum: int) -> None:
         self.process.signal(signum)
-
-
-def compile_program(strict: bool, arch: Arch) -> bytes:
-    """The VM's seccomp filter, with a clear error when it cannot be built here."""
-    try:
-        return compile_filter(FilterConfig(trap_reads=strict), arch)
-    except ImportError:
-        raise SetupError(
-            "seccomp filter", "the pyseccomp package is missing", "install hvfs with its dependencies: scripts/setup"
-        ) from None
-    except RuntimeError as e:  # pyseccomp cannot find libseccomp
-        raise SetupError("seccomp filter", str(e), "install libseccomp: apt-get install libseccomp2") from None
-    except OSError as e:
-        raise SetupError(
-            "seccomp filter",
-            f"libseccomp cannot build a user-notification filter ({e.strerror})",
-            "seccomp user notification is unavailable here; hvfs needs Linux 5.14+ with CONFIG_SECCOMP_FILTER",
-        ) from None
 
 
 def build(spec: VmSpec, staging: str) -> Views:
@@ -115,10 +95,11 @@ def start_vm(
     start: Starter = launcher.start,
     before_start: Callable[[launcher.VmProcess], Mapping[str, Any]] | None = None,
     shim: str | None = None,
-    inflight: InflightTable | None = None,
+    outlives: bool = False,
     wait: float = 30.0,
     bus: EventBus | None = None,
     transport_kind: str = "inprocess",
+    driver_kind: str = "seccomp",
 ) -> RunningVm:
     """Boot the VM on ``views``, serve it (with the services on ``bus``), and start its command.
 
@@ -155,7 +136,7 @@ def start_vm(
     )
     manager.add_vm(context)
     transport = transport_maker(transport_kind)(manager.handle_request)
-    driver = SeccompDriver(booted.listener, spec.name, transport, arch, inflight=inflight)
+    driver = backend(driver_kind).driver(booted.listener, spec.name, transport, arch, outlives=outlives)
     driver.start()
     tracer = trace_execs(spec.name, vm.init_pid, transport) if spec.scanned else None
     settings = dict(spec.start)

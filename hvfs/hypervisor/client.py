@@ -16,7 +16,7 @@ import sys
 import time
 
 from hvfs.hypervisor import control
-from hvfs.hypervisor.layout import Layout
+from hvfs.hypervisor.layout import Layout, read_json
 from hvfs.hypervisor.version import code_id
 
 START_TIMEOUT = 20.0  # seconds a new manager may take to resume its VMs and listen
@@ -29,20 +29,42 @@ class ManagerError(control.ControlError):
 
 def connect(layout: Layout | None = None, *, start: bool = True) -> control.Connection:
     """A connection to this user's manager, vouched for (peer credentials) and of the
-    same code as this client; one is started if there is none and ``start``."""
+    same code as this client; one is started if there is none and ``start``, or (``start``
+    False) if one before it left VMs to resume."""
     layout = layout or Layout()
     try:
         connection = _hello(layout)
     except control.NotUp:
-        if not start:
+        if not start and not left_vms(layout):
             raise
         _start(layout)
         connection = _wait_up(layout)
     return connection
 
 
+def left_vms(layout: Layout) -> bool:
+    """Whether a manager that is gone left VMs (or their records) for the next one."""
+    try:
+        return bool(os.listdir(layout.groups))
+    except OSError:
+        return False
+
+
+def manager_pid(layout: Layout) -> int | None:
+    """The running manager's pid, as it noted it once it held its lock."""
+    with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+        return int(read_json(layout.info)["pid"])
+    return None
+
+
 def _hello(layout: Layout) -> control.Connection:
-    connection = control.connect(layout.socket)
+    pid = manager_pid(layout)
+    try:
+        connection = control.connect(layout.socket, manager_pid=pid)
+    except control.Impostor:
+        if manager_pid(layout) == pid:
+            raise
+        connection = control.connect(layout.socket, manager_pid=manager_pid(layout))  # a new manager meanwhile
     try:
         connection.send({"hvfs": control.VERSION, "op": "hello"})
         connection.wait_answer(control.answer_timeout())
@@ -64,10 +86,10 @@ def _replace(layout: Layout, connection: control.Connection) -> None:
         connection.receive()
     finally:
         connection.close()
-    _wait_unlocked(layout)
+    wait_unlocked(layout)
 
 
-def _wait_unlocked(layout: Layout) -> None:
+def wait_unlocked(layout: Layout) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     fd = os.open(layout.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:

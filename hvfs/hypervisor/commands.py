@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     client.request(connection, "shutdown", stop=args.action == "stop" and not args.keep)
     connection.receive()
     connection.close()
-    client._wait_unlocked(layout)
+    client.wait_unlocked(layout)
     if args.action == "restart":
         client.connect(layout).close()
         print(f"hvfs: manager {pid} replaced by {read_json(layout.info).get('pid')}")

@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from hvfs.errors import HvfsError
+
 VERSION = 1
 MAX_MESSAGE = 1 << 20
 MAX_FDS = 4
@@ -28,7 +30,7 @@ _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 log = logging.getLogger("hvfs.control")
 
 
-class ControlError(Exception):
+class ControlError(HvfsError):
     """The manager refused a request, or is not there."""
 
 

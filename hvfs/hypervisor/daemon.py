@@ -22,15 +22,14 @@ import threading
 import time
 from typing import Any
 
+from hvfs.errors import HvfsError
 from hvfs.hypervisor import control, vmstart
 from hvfs.hypervisor.group import Group, saved
 from hvfs.hypervisor.layout import Layout, write_json
 from hvfs.hypervisor.spec import from_json, group_id
 from hvfs.hypervisor.version import code_id
 from hvfs.intercept.arch import native
-from hvfs.manager.sources.base import SourceError
 from hvfs.sandbox import preflight, userns
-from hvfs.sandbox.errors import SetupError
 from hvfs.spec import UsageError
 
 log = logging.getLogger("hvfs.daemon")
@@ -40,9 +39,9 @@ RECONNECT = 30.0  # seconds a run's VM waits for its client to come back after a
 def idle_timeout() -> float:
     """Seconds with no group and no client before the manager exits (HVFS_MANAGER_IDLE)."""
     try:
-        return max(0.0, float(os.environ.get("HVFS_MANAGER_IDLE", "30")))
+        return max(0.0, float(os.environ.get("HVFS_MANAGER_IDLE", "300")))
     except ValueError:
-        return 30.0
+        return 300.0
 
 
 class Daemon:
@@ -62,7 +61,7 @@ class Daemon:
     def serve(self) -> int:
         try:
             return self._serve()
-        except (UsageError, SetupError, SourceError, OSError) as e:
+        except (HvfsError, OSError) as e:
             message = f"{e.strerror} ({e.filename})" if isinstance(e, OSError) and e.strerror else str(e)
             self._ready(f"error: {message}")
             log.error("the manager could not start: %s", message)
@@ -197,7 +196,7 @@ class Daemon:
             handler(message, fds, connection)
         except LookupError as e:
             connection.send({"error": str(e.args[0])})
-        except (UsageError, SetupError, SourceError) as e:
+        except HvfsError as e:
             connection.send({"error": str(e), "code": 125})
         finally:
             for fd in fds:
@@ -286,8 +285,7 @@ class Daemon:
         connection.send({"vms": self._group(message).describe(), "manager": info})
 
     def _op_exec(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
-        self._group(message).exec(message, fds, connection)
-        fds.clear()  # given to pid 1; the exec's request closes its own
+        self._group(message).exec(message, fds, connection)  # pid 1 has its copies; handle() closes ours
 
     def _op_stop(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
         group = self._group(message)

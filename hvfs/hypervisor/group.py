@@ -39,6 +39,8 @@ from hvfs.sandbox.errors import SetupError
 from hvfs.sandbox.plan import Program
 from hvfs.sandbox.protocol import Msg, Tag
 from hvfs.sandbox.stdio import empty_input
+from hvfs.services.base import service_event
+from hvfs.services.describe import RESUME
 from hvfs.spec import DEFAULT_PATH, command_problem
 
 log = logging.getLogger("hvfs.group")
@@ -111,6 +113,7 @@ class Group:
             "project": to_json(self.project),
             "vms": {name: r.vmid for name, r in self.vms.items() if r.vmid},
             "addresses": {name: r.address for name, r in self.vms.items() if r.address},
+            "started": {name: r.started for name, r in self.vms.items() if r.vmid and r.started},
             "stop_timeout": self.stop_timeout,
         }
         write_json(self.layout.group_file(self.gid), document)
@@ -219,7 +222,11 @@ class Group:
                 with contextlib.suppress(OSError):
                     shutil.rmtree(self.layout.vm(vmid))
                 continue
-            record.running, record.state, record.started = running, "running", time.time()
+            started = document.get("started", {}).get(name)
+            record.running, record.state = running, "running"
+            record.started = float(started) if isinstance(started, int | float) else time.time()
+            if self.services is not None:  # the audit's mark of the gap
+                self.services.bus.publish(service_event(name, 0, RESUME, (), "ok"))
             self._follow(record, output)
         if self.project.kind == "run" and all(r.state == "exited" for r in self.vms.values()):
             self.on_empty(self)
@@ -407,7 +414,7 @@ class Group:
             "served": stats.total("served"),
             "continued": stats.total("continued"),
             "failed": stats.total("failed"),
-            "sync_wake_up": running.driver.sync_wake_up,
+            **running.driver.statistics(),
         }
         if running.tracer is not None:
             document["exec_tracer"] = dataclasses.asdict(running.tracer.statistics())

@@ -24,14 +24,13 @@ from hvfs.api.hooks import EventBus
 from hvfs.hypervisor.layout import Layout, read_json, write_json
 from hvfs.hypervisor.services import ServiceSet
 from hvfs.intercept.arch import Arch
-from hvfs.intercept.driver import MAX_WORKERS, SeccompDriver
-from hvfs.intercept.inflight import InflightTable
+from hvfs.intercept.backend import backend
 from hvfs.manager.manager import Manager
 from hvfs.manager.mounts import Mount
 from hvfs.manager.vm import VmContext
 from hvfs.project.config import VmConfig
 from hvfs.project.limits import LimitMaker, LimitPlan
-from hvfs.runtime import RunningVm, VmSpec, build, compile_program, start_vm, trace_execs
+from hvfs.runtime import RunningVm, VmSpec, build, start_vm, trace_execs
 from hvfs.sandbox import launcher, protocol, users
 from hvfs.sandbox.plan import Program
 from hvfs.sandbox.protocol import Message, Msg, Tag
@@ -60,7 +59,7 @@ class Hypervisor:
     def filter_program(self, strict: bool) -> bytes:
         with self._lock:
             if strict not in self._programs:
-                self._programs[strict] = compile_program(strict, self.arch)
+                self._programs[strict] = backend().filter_program(strict, self.arch)
             return self._programs[strict]
 
 
@@ -111,7 +110,6 @@ def start(
         return settings
 
     assert manager is not None
-    inflight = InflightTable(MAX_WORKERS)
     views = build(spec, layout.staging(vmid))
     try:
         running = start_vm(
@@ -123,7 +121,7 @@ def start(
             program=hypervisor.filter_program(strict),
             before_start=before_start,
             shim=layout.shim(vmid),
-            inflight=inflight,
+            outlives=True,
             wait=vm_wait(),
             bus=bus,
             transport_kind=transport,
@@ -131,10 +129,9 @@ def start(
     finally:
         views.release_boot()
     deposit = {
-        "listener": running.driver.listener,
         "root": running.context.rw_root,
         "chan": running.process.chan.fileno(),
-        "inflight": inflight.fd,
+        **{f"driver:{role}": fd for role, fd in running.driver.kept().items()},
         **{f"image:{mount}": fd for mount, fd in running.context.images.items()},
     }
     if output is not None:
@@ -219,11 +216,9 @@ def resume(
         bus=services.bus if services is not None else None,
     )
     manager.add_vm(context)
-    table = InflightTable(0, fd=fds.pop("inflight"))
     transport = transport_maker(str(record.get("transport", "inprocess")))(manager.handle_request)
-    driver = SeccompDriver(fds.pop("listener"), vm.name, transport, hypervisor.arch, inflight=table)
-    driver.start()
-    driver.serve_pending(table.pending())
+    kept = {role.removeprefix("driver:"): fds.pop(role) for role in list(fds) if role.startswith("driver:")}
+    driver = backend().resume(kept, vm.name, transport, hypervisor.arch)
     tracer = trace_execs(vm.name, init_pid, transport) if record["scanned"] else None
     fds.pop("netns", None)
     output = fds.pop("output", None)

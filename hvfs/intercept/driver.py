@@ -64,6 +64,7 @@ import os
 import select
 import threading
 import time
+from typing import Any
 
 from hvfs import api
 from hvfs._sys import notify, process
@@ -126,9 +127,17 @@ class SeccompDriver:
         self._watchdog = threading.Thread(target=self._watch, name=f"hvfs-{vm}-watchdog", daemon=True)
         self.sync_wake_up = False
 
-    @property
-    def listener(self) -> int:
-        return self._listener
+    def kept(self) -> dict[str, int]:
+        """The listener (the shim holds a copy, so the VM's calls wait for the next
+        manager) and the table of requests in flight, which a manager after this one
+        needs to serve the VM again."""
+        kept = {"listener": self._listener}
+        if self._inflight is not None:
+            kept["inflight"] = self._inflight.fd
+        return kept
+
+    def statistics(self) -> dict[str, Any]:
+        return {"sync_wake_up": self.sync_wake_up}
 
     def start(self) -> None:
         try:
@@ -154,6 +163,8 @@ class SeccompDriver:
         for fd in (self._listener, self._stop_read, self._stop_write):
             with contextlib.suppress(OSError):
                 os.close(fd)
+        if self._inflight is not None:
+            self._inflight.close()
 
     def serve_pending(self, pending: list[Pending]) -> None:
         """Answer the requests a manager before this one took and never answered

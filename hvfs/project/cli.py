@@ -4,7 +4,6 @@ described in hvfs.toml, as ``docker compose`` runs containers."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -13,7 +12,7 @@ from typing import Any
 
 from hvfs import spec
 from hvfs.hypervisor import client, control
-from hvfs.hypervisor.layout import Layout, read_json
+from hvfs.hypervisor.layout import Layout
 from hvfs.hypervisor.spec import group_id, prepared, to_json
 from hvfs.project import config
 from hvfs.sandbox import terminal
@@ -62,9 +61,10 @@ def run(args: argparse.Namespace) -> int:
     return handler(args, project)
 
 
-def _connect(project: config.Project) -> control.Connection:
+def _connect(project: config.Project, *, start: bool = False) -> control.Connection:
+    """The manager, started for ``up`` (``start``) or when one before it left VMs."""
     try:
-        return client.connect()
+        return client.connect(start=start)
     except control.ControlError as e:
         raise _control_error(project, e) from None
 
@@ -77,15 +77,15 @@ def _control_error(project: config.Project, e: Exception) -> ProjectError:
             f"the manager (pid {pid}) does not answer ({e}); if it is stopped, resume it with 'kill -CONT {pid}', "
             f"or end it with 'kill -KILL {pid}': its VMs wait for the next one, which the next command starts"
         )
+    if isinstance(e, control.NotUp):
+        return ProjectError(f"project {project.name} is not up")
     if isinstance(e, control.Impostor):
         return ProjectError(f"{e}: nothing was sent to it; stop what serves it, or remove {Layout().root} (as root)")
     return ProjectError(str(e))
 
 
 def _manager_pid() -> object:
-    with contextlib.suppress(OSError, ValueError):
-        return read_json(Layout().info).get("pid")
-    return None
+    return client.manager_pid(Layout())
 
 
 def _call(project: config.Project, op: str, *, wait: float | None = None, **fields: Any) -> dict[str, Any]:
@@ -110,7 +110,7 @@ def _call(project: config.Project, op: str, *, wait: float | None = None, **fiel
 
 
 def _up(args: argparse.Namespace, project: config.Project) -> int:
-    connection = _connect(project)
+    connection = _connect(project, start=True)
     client.request(connection, "up", project=to_json(prepared(project)), foreground=not args.detach)
     reply, _ = connection.receive()
     if "error" in reply:

@@ -2,8 +2,9 @@
  *
  * A manager may die or be restarted (an upgrade) while its VMs run on. What a manager
  * holds that the kernel cannot give a new one is deposited here (MSG_DEPOSIT, fds with a
- * role each): the seccomp listener, the VM's writable view, the manager's end of pid 1's
- * channel, the table of requests in flight. While they are here no pending request fails
+ * role each): the seccomp driver's listener and table of requests in flight ("driver:"
+ * roles, hvfs.intercept.backend), the VM's writable view, the manager's end of pid 1's
+ * channel. While they are here no pending request fails
  * (the listener stays open, so the kernel keeps the VM's trapped calls waiting) and pid 1
  * sees no end of its channel. A new manager connects to the shim's socket, proves to be
  * of the same user, and takes them (MSG_WITHDRAW → MSG_DEPOSITED); it then re-serves the
@@ -141,7 +142,7 @@ static void accept_manager(struct shim *s) {
 
 /* Past the bound: the requests the last manager had taken, and every new one, get EIO. */
 static void answer_alone(struct shim *s) {
-    int listener = deposited(s, "listener"), table = deposited(s, "inflight");
+    int listener = deposited(s, "driver:listener"), table = deposited(s, "driver:inflight");
     if (listener < 0) return;
     struct stat st;
     if (table >= 0 && fstat(table, &st) == 0 && st.st_size >= SLOT_SIZE) {
@@ -238,7 +239,7 @@ void shim(int link, const struct message *plan, pid_t pid1) {
             at_link = n;
             fds[n++] = (struct pollfd){s.link, POLLIN, 0};
         }
-        int listener = deposited(&s, "listener");
+        int listener = deposited(&s, "driver:listener");
         if (answering && listener >= 0) {
             at_listener = n;
             fds[n++] = (struct pollfd){listener, POLLIN, 0};
