@@ -42,12 +42,13 @@ def test_the_manager_never_imports_a_service() -> None:
 
 def test_the_api_imports_nothing_above_it() -> None:
     """Requests, responses, events and hooks: what the driver, the manager and the
-    services share, so it depends on none of them."""
+    services share, so it depends on none of them (the kernel's constants aside)."""
     modules = _modules("api")
     assert modules
     for module in modules:
         hvfs = {n for n in _imports(module) if n == "hvfs" or n.startswith("hvfs.")}
-        bad = {n for n in hvfs if n != "hvfs" and not n.startswith("hvfs.api")}
+        # hvfs._sys.abi is the kernel's constants, defined once, and imports nothing.
+        bad = {n for n in hvfs if n not in ("hvfs", "hvfs._sys.abi") and not n.startswith("hvfs.api")}
         assert not bad, (module, bad)
 
 
