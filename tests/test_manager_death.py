@@ -71,9 +71,11 @@ def _wait_gone(marker: str, seconds: float) -> list[int]:
 
 def test_a_request_taken_by_a_dead_manager_is_served_by_the_next(hvfs: Hvfs, tmp_path: Path) -> None:
     """A fault rule holds the open in the manager; the manager is killed while it holds
-    it; hvfs run starts the next manager, which serves the open the VM still waits on."""
+    it; hvfs run starts the next manager, which serves the open the VM still waits on,
+    and the audit log marks where the dead manager's events end."""
+    audit = tmp_path / "audit.jsonl"
     command = [*hvfs.command, "run", "--fault", "op=open,path=/data/blocked,delay=2s", "-v", f"{tmp_path}:/data",
-               "--", "python3", "-c", BLOCKED]  # fmt: skip
+               "--audit", str(audit), "--", "python3", "-c", BLOCKED]  # fmt: skip
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as client:
         assert client.stdout is not None
         assert client.stdout.readline() == "ready\n"
@@ -86,6 +88,11 @@ def test_a_request_taken_by_a_dead_manager_is_served_by_the_next(hvfs: Hvfs, tmp
     assert out.splitlines() == ["opened blocked", "opened after"]
     assert (tmp_path / "blocked").read_text() == "blocked"
     assert _manager_pid() != first
+    events = [json.loads(line) for line in audit.read_text().splitlines()]
+    resumes = [i for i, e in enumerate(events) if e["operation"] == "resume"]
+    assert len(resumes) == 1, events
+    after = [e for e in events[resumes[0] :] if e["operation"] == "open" and e["paths"][0].startswith("/data/")]
+    assert [e["paths"][0] for e in after] == ["/data/blocked", "/data/after"]  # served by the next manager
 
 
 PROJECT = """

@@ -123,7 +123,7 @@ def test_a_killed_manager_is_replaced_and_takes_its_project_back(project: Projec
     assert project.run("stop", "free", "-t", "1").returncode == 0
     assert project.states() == {"limited": "running", "free": "exited"}
     assert project.run("down").returncode == 0
-    assert not project.group.parent.exists() or not list(project.group.parent.iterdir())
+    assert list((project.state / "groups").iterdir()) == []
     assert not [c for c in cgroups if c.exists()]
     assert project.ok("ps", "--json") and json.loads(project.ok("ps", "--json"))["vms"] == []
 
