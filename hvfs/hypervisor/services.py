@@ -153,6 +153,13 @@ def _one(option: Option, raw: object, base: str) -> Any:
     return path
 
 
+def _first_missing(path: str) -> str:
+    """The outermost directory on the way to ``path`` (itself included) that does not exist."""
+    while not os.path.exists(os.path.dirname(path)):
+        path = os.path.dirname(path)
+    return path
+
+
 class ServiceSet:
     """The services of one group of VMs, on one bus: each VM of the group names it (its
     VmContext's ``bus``), so VMs of other groups on the same manager never see them."""
@@ -173,7 +180,7 @@ class ServiceSet:
                 for option, path, ours in enabled.stores:
                     fix = f"give another with {option.spelling}"
                     if not os.path.exists(path):
-                        made.append(path)
+                        made.append(_first_missing(path))  # with the parents made for it
                     private_directory(path, option.noun or option.key, fix, ours=ours)
                 self.services.append(enabled.kind.open(enabled.config))
         except BaseException as e:
