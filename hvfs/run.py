@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from hvfs.hypervisor import client, control
-from hvfs.hypervisor.spec import run_project, to_json
+from hvfs.hypervisor.spec import host_paths, run_project, to_json
 from hvfs.sandbox import terminal
 from hvfs.sandbox.stdio import Stdio
 from hvfs.spec import RunSpec, UsageError
@@ -89,7 +89,7 @@ def run(spec: RunSpec) -> int:
         size = terminal.host_winsize()
         fields["winsize"] = size.hex() if size else None
     with forwarding_signals() as forwarder:
-        connection = client.connect()
+        connection = client.connect(paths=host_paths(project))
         stdio = None if spec.tty else Stdio()
         try:
             client.request(connection, "run", list(stdio.fds) if stdio else None, **fields)

@@ -215,3 +215,31 @@ def test_a_socket_of_this_user_that_is_not_the_manager_gets_nothing(project: Pro
         os.close(lock)
         for name in ("manager.sock", "manager.lock", "manager.json"):
             (project.state / name).unlink()
+
+
+def test_a_file_system_mounted_after_the_manager_started_is_served_and_kept_in(hvfs: Hvfs, tmp_path: Path) -> None:
+    """Without systemd, / is private: mounts made after the manager started do not reach
+    its namespace. It gives way to a manager that sees them, and the VM gets the mounted
+    file system, both to read and to write, never what lies under the mount point."""
+    require(os.geteuid() == 0, "mounting a file system needs root")
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    own = hvfs.with_env(HVFS_STATE_DIR=str(state))
+    point = tmp_path / "point"
+    point.mkdir()
+    (point / "under").write_text("under the mount point\n")
+    try:
+        own.ok("run", "--", "true")
+        first = json.loads((state / "manager.json").read_text())["pid"]
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "hvfs-test", str(point)], check=True)
+        try:
+            (point / "over").write_text("on the mounted file system\n")
+            out = own.ok("run", "-v", f"{point}:/m", "--", "sh", "-c", "cat /m/over; ls /m; echo new > /m/written")
+            assert out.splitlines() == ["on the mounted file system", "over"], out
+            assert (point / "written").read_text() == "new\n"
+            assert json.loads((state / "manager.json").read_text())["pid"] != first
+        finally:
+            subprocess.run(["umount", str(point)], check=True)
+        assert sorted(os.listdir(point)) == ["under"]
+    finally:
+        own.run("manager", "stop", timeout=60)

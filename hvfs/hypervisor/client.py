@@ -14,8 +14,9 @@ import os
 import select
 import sys
 import time
+from collections.abc import Sequence
 
-from hvfs.hypervisor import control
+from hvfs.hypervisor import control, views
 from hvfs.hypervisor.layout import Layout, read_json
 from hvfs.hypervisor.version import code_id
 
@@ -27,18 +28,20 @@ class ManagerError(control.ControlError):
     """No manager could be reached or started."""
 
 
-def connect(layout: Layout | None = None, *, start: bool = True) -> control.Connection:
+def connect(layout: Layout | None = None, *, start: bool = True, paths: Sequence[str] = ()) -> control.Connection:
     """A connection to this user's manager, vouched for (peer credentials) and of the
     same code as this client; one is started if there is none and ``start``, or (``start``
-    False) if one before it left VMs to resume."""
+    False) if one before it left VMs to resume. ``paths``: host paths the requests to
+    come name, which the manager must see as this client does (see views)."""
     layout = layout or Layout()
+    seen = views.seen(paths)
     try:
-        connection = _hello(layout)
+        connection = _hello(layout, seen)
     except control.NotUp:
         if not start and not left_vms(layout):
             raise
         _start(layout)
-        connection = _wait_up(layout)
+        connection = _wait_up(layout, seen)
     return connection
 
 
@@ -57,7 +60,7 @@ def manager_pid(layout: Layout) -> int | None:
     return None
 
 
-def _hello(layout: Layout) -> control.Connection:
+def _hello(layout: Layout, seen: list[list[object]], *, replace_unseen: bool = True) -> control.Connection:
     pid = manager_pid(layout)
     try:
         connection = control.connect(layout.socket, manager_pid=pid)
@@ -66,7 +69,7 @@ def _hello(layout: Layout) -> control.Connection:
             raise
         connection = control.connect(layout.socket, manager_pid=manager_pid(layout))  # a new manager meanwhile
     try:
-        connection.send({"hvfs": control.VERSION, "op": "hello"})
+        connection.send({"hvfs": control.VERSION, "op": "hello", "views": seen})
         connection.wait_answer(control.answer_timeout())
         reply, _ = connection.receive()
     except BaseException:
@@ -75,6 +78,12 @@ def _hello(layout: Layout) -> control.Connection:
     if reply.get("version") != code_id():
         _replace(layout, connection)
         raise control.NotUp("it ran other code, and gave way")
+    if reply.get("unseen"):
+        if not replace_unseen:
+            connection.close()
+            raise ManagerError(f"a new manager sees {reply['unseen'][0]} otherwise than this command does")
+        _replace(layout, connection)
+        raise control.NotUp(f"it saw {reply['unseen'][0]} otherwise (mounted since it started), and gave way")
     return connection
 
 
@@ -112,7 +121,7 @@ def _start(layout: Layout) -> None:
     try:
         fcntl.flock(spawning, fcntl.LOCK_EX)
         with contextlib.suppress(control.NotUp):
-            _hello(layout).close()
+            _hello(layout, []).close()
             return  # another client started one meanwhile
         env = {key: os.environ[key] for key in PASSED if key in os.environ}
         env.update({key: value for key, value in os.environ.items() if key.startswith("HVFS_")})
@@ -151,11 +160,11 @@ def _wait_ready(layout: Layout, ready: int) -> None:
         raise ManagerError(line.removeprefix("error: ") or f"the manager exited at once; see {layout.root}/manager.log")
 
 
-def _wait_up(layout: Layout) -> control.Connection:
+def _wait_up(layout: Layout, seen: list[list[object]]) -> control.Connection:
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         try:
-            return _hello(layout)
+            return _hello(layout, seen, replace_unseen=False)
         except control.NotUp:
             if time.monotonic() > deadline:
                 raise ManagerError(f"the manager did not answer; see {layout.root}/manager.log") from None

@@ -22,8 +22,9 @@ import threading
 import time
 from typing import Any
 
+from hvfs import private_dirs
 from hvfs.errors import HvfsError
-from hvfs.hypervisor import control, vmstart
+from hvfs.hypervisor import control, views, vmstart
 from hvfs.hypervisor.group import Group, saved
 from hvfs.hypervisor.layout import Layout, write_json
 from hvfs.hypervisor.spec import from_json, group_id
@@ -89,7 +90,10 @@ class Daemon:
             return 0
         preflight.check_kernel()
         shim = vmstart.shims_alive(self.layout)
+        rootless = os.geteuid() != 0
         idmap = userns.join_manager_namespaces(shim) if shim else userns.enter_manager_namespaces()
+        if rootless:
+            private_dirs.trust_unmapped_owners()
         self.hypervisor = vmstart.Hypervisor(self.layout, idmap, native())
         write_json(self.layout.info, {"pid": os.getpid(), "version": code_id(), "started": time.time()})
         self._resume()
@@ -214,7 +218,7 @@ class Daemon:
     def _op_hello(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
         with self.lock:
             self.clients += 1
-        connection.send({"version": code_id(), "pid": os.getpid()})
+        connection.send({"version": code_id(), "pid": os.getpid(), "unseen": views.unseen(message.get("views"))})
 
     def _new_group(self, message: dict[str, Any]) -> Group:
         assert self.hypervisor is not None

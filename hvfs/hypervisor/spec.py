@@ -43,16 +43,38 @@ def prepared(project: Project) -> Project:
         project = dataclasses.replace(project, transport=chosen_kind())
     except ValueError as e:
         raise UsageError(str(e)) from None
-    if project.services and project.kind == "project":
-        from hvfs.hypervisor.services import ServiceOptions
+    if project.services:
+        from hvfs.hypervisor.services import ServiceOptions, check_stores
 
         options = ServiceOptions.from_table(project.services, project.directory)
-        project = dataclasses.replace(project, services=services_table(options))
+        if project.kind == "project":
+            project = dataclasses.replace(project, services=services_table(options))
+        check_stores(options)
     vms = {}
     for name, vm in project.vms.items():
         root, *mounts = prepare_mounts((MountSpec("/", vm.root), *vm.mounts))
         vms[name] = dataclasses.replace(vm, root=root.source, mounts=tuple(mounts))
     return dataclasses.replace(project, vms=vms)
+
+
+def host_paths(project: Project) -> list[str]:
+    """Every host path a prepared ``project`` names for the manager to open: its sources'
+    and its services' (stores, audit files), and its directory."""
+    found: list[str] = [project.directory]
+
+    def collect(value: object) -> None:
+        if isinstance(value, str) and value.startswith("/"):
+            found.append(value)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                collect(item)
+
+    for vm in project.vms.values():
+        for source in (vm.root, *(m.source for m in vm.mounts)):
+            collect(list(source.options.values()))
+        collect(vm.persist)
+    collect(list(project.services.values()))
+    return sorted(set(found))
 
 
 def run_project(spec: RunSpec) -> Project:

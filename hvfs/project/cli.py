@@ -8,12 +8,13 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from hvfs import spec
 from hvfs.hypervisor import client, control
 from hvfs.hypervisor.layout import Layout
-from hvfs.hypervisor.spec import group_id, prepared, to_json
+from hvfs.hypervisor.spec import group_id, host_paths, prepared, to_json
 from hvfs.project import config
 from hvfs.sandbox import terminal
 from hvfs.sandbox.stdio import Stdio
@@ -61,10 +62,10 @@ def run(args: argparse.Namespace) -> int:
     return handler(args, project)
 
 
-def _connect(project: config.Project, *, start: bool = False) -> control.Connection:
+def _connect(project: config.Project, *, start: bool = False, paths: Sequence[str] = ()) -> control.Connection:
     """The manager, started for ``up`` (``start``) or when one before it left VMs."""
     try:
-        return client.connect(start=start)
+        return client.connect(start=start, paths=paths)
     except control.ControlError as e:
         raise _control_error(project, e) from None
 
@@ -110,8 +111,9 @@ def _call(project: config.Project, op: str, *, wait: float | None = None, **fiel
 
 
 def _up(args: argparse.Namespace, project: config.Project) -> int:
-    connection = _connect(project, start=True)
-    client.request(connection, "up", project=to_json(prepared(project)), foreground=not args.detach)
+    ready = prepared(project)
+    connection = _connect(project, start=True, paths=host_paths(ready))
+    client.request(connection, "up", project=to_json(ready), foreground=not args.detach)
     reply, _ = connection.receive()
     if "error" in reply:
         connection.close()
