@@ -184,7 +184,9 @@ def as_user(name: str, stage: Path) -> Hvfs:
         "PYTHONDONTWRITEBYTECODE=1",
         f"HVFS_STATE_DIR={state_dir(name)}",
     ]
-    command = ["runuser", "-u", name, "--", *env, SYSTEM_PYTHON, "-m", "hvfs"]
+    # -P: the staged copy, never the hvfs of the working directory (a client of other
+    # code than its manager would replace the manager again and again).
+    command = ["runuser", "-u", name, "--", *env, SYSTEM_PYTHON, "-P", "-m", "hvfs"]
     return Hvfs(command, user=name, probes=stage / "probes")
 
 
