@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import stat
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -84,7 +85,7 @@ def run(spec: RunSpec) -> int:
 
         private_directory(spec.persist, "--persist", "give a directory only you may write in", ours=False)
     project = run_project(spec)
-    fields: dict[str, Any] = {"project": to_json(project), "stop_timeout": spec.stop_timeout}
+    fields: dict[str, Any] = {"project": to_json(project), "stop_timeout": spec.stop_timeout, "debug": _debug()}
     if spec.tty:
         size = terminal.host_winsize()
         fields["winsize"] = size.hex() if size else None
@@ -126,6 +127,8 @@ def _first(connection: control.Connection) -> tuple[dict[str, Any], list[int]]:
     """The manager's answer to the run: the VM started, or one line of why not."""
     try:
         reply, fds = connection.receive()
+        while told(reply):
+            reply, fds = connection.receive()
     except (EOFError, OSError) as e:
         raise UsageError("the manager went away while starting the VM; see its log (hvfs manager status)") from e
     if "error" in reply:
@@ -140,7 +143,20 @@ def _exit_of(connection: control.Connection) -> dict[str, Any] | None:
             os.close(fd)
         if "exited" in reply:
             return reply
+        told(reply)
     return None
+
+
+def _debug() -> bool:
+    return bool(os.environ.get("HVFS_DEBUG"))
+
+
+def told(message: dict[str, Any]) -> bool:
+    """Print what the manager tells this client (hvfs.hypervisor.telling); whether it was that."""
+    if "stderr" not in message:
+        return False
+    print(message["stderr"], file=sys.stderr, flush=True)
+    return True
 
 
 def _reattach(gid: str) -> control.Connection:

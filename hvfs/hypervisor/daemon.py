@@ -14,6 +14,7 @@ user namespace), so it happens first; every thread starts after.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import os
@@ -24,7 +25,7 @@ from typing import Any
 
 from hvfs import private_dirs
 from hvfs.errors import HvfsError
-from hvfs.hypervisor import control, views, vmstart
+from hvfs.hypervisor import control, telling, views, vmstart
 from hvfs.hypervisor.group import Group, saved
 from hvfs.hypervisor.layout import Layout, write_json
 from hvfs.hypervisor.spec import from_json, group_id
@@ -34,6 +35,8 @@ from hvfs.sandbox import preflight, userns
 from hvfs.spec import UsageError
 
 log = logging.getLogger("hvfs.daemon")
+_CHANGING = frozenset({"run", "up", "stop", "down"})  # what a manager giving way lets finish
+CHANGES_GRACE = 30.0  # seconds
 RECONNECT = 30.0  # seconds a run's VM waits for its client to come back after a restart
 
 
@@ -51,6 +54,7 @@ class Daemon:
         self.ready_fd = ready_fd  # the client that started this manager waits for one line there
         self.groups: dict[str, Group] = {}
         self.lock = threading.Lock()
+        self.changing = 0  # operations in progress that start or stop VMs
         self.done = threading.Event()
         self.stop_vms = False
         self.clients = 0
@@ -96,6 +100,7 @@ class Daemon:
             private_dirs.trust_unmapped_owners()
         self.hypervisor = vmstart.Hypervisor(self.layout, idmap, native())
         write_json(self.layout.info, {"pid": os.getpid(), "version": code_id(), "started": time.time()})
+        telling.start(lambda: list(self.groups.values()))
         self._resume()
         server = control.ControlServer(self.layout.socket, self.handle, on_close=self.closed)
         self._ready("ready")
@@ -106,6 +111,7 @@ class Daemon:
                 self._tick()
         finally:
             server.close()
+            self._let_changes_finish()
             if self.stop_vms:
                 for group in list(self.groups.values()):
                     self._remove(group, stop=True)
@@ -113,6 +119,17 @@ class Daemon:
                 os.unlink(self.layout.info)
             os.close(lock)
         return 0
+
+    def _let_changes_finish(self) -> None:
+        """Wait a while for the operations that start or stop VMs to answer: a manager that
+        gives way mid-start would leave a client with neither its VM nor an error."""
+        deadline = time.monotonic() + CHANGES_GRACE
+        while time.monotonic() < deadline:
+            with self.lock:
+                if self.changing == 0:
+                    return
+            time.sleep(0.02)
+        log.warning("exiting with %d operations on VMs unfinished", self.changing)
 
     def _resume(self) -> None:
         assert self.hypervisor is not None
@@ -154,7 +171,8 @@ class Daemon:
                 self._remove(group, stop=True)
 
     def _empty(self, group: Group) -> None:
-        """A run's VM has ended: the group goes once its client heard the exit status."""
+        """A run's VM, or every VM of a foreground up, has ended: the group goes once its
+        client heard the exit status."""
         if group.owner is not None:
             threading.Thread(target=self._remove, args=(group,), daemon=True).start()
 
@@ -193,6 +211,10 @@ class Daemon:
     def handle(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
         op = message.get("op")
         handler = getattr(self, f"_op_{op}", None) if isinstance(op, str) else None
+        changes = op in _CHANGING
+        if changes:
+            with self.lock:
+                self.changing += 1
         try:
             if handler is None:
                 connection.send({"error": f"unknown operation {op!r}"})
@@ -203,6 +225,9 @@ class Daemon:
         except HvfsError as e:
             connection.send({"error": str(e), "code": 125})
         finally:
+            if changes:
+                with self.lock:
+                    self.changing -= 1
             for fd in fds:
                 with contextlib.suppress(OSError):
                     os.close(fd)
@@ -237,6 +262,7 @@ class Daemon:
         group = self._new_group(message)
         group.stop_timeout = float(message.get("stop_timeout", group.stop_timeout))
         group.owner, group.detached = connection, bool(message.get("detach"))
+        group.debug = bool(message.get("debug"))
         group.followers.append(connection)
         winsize = bytes.fromhex(message["winsize"]) if message.get("winsize") else None
         stdio = (fds[0], fds[1], fds[2]) if len(fds) == 3 else None
@@ -270,8 +296,10 @@ class Daemon:
 
     def _op_up(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
         group = self._new_group(message)
+        group.debug = bool(message.get("debug"))
         if message.get("foreground"):
             group.followers.append(connection)
+            group.owner, group.foreground = connection, True
         try:
             group.start()
         except BaseException:
@@ -286,7 +314,9 @@ class Daemon:
                 groups = {gid: g.describe() for gid, g in self.groups.items()}
             connection.send({"groups": groups, "manager": info})
             return
-        connection.send({"vms": self._group(message).describe(), "manager": info})
+        group = self._group(message)
+        info["sources"] = dataclasses.asdict(group.pool.statistics())  # the group's live sources
+        connection.send({"vms": group.describe(), "manager": info})
 
     def _op_exec(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
         self._group(message).exec(message, fds, connection)  # pid 1 has its copies; handle() closes ours

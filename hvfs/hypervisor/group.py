@@ -45,6 +45,7 @@ from hvfs.spec import DEFAULT_PATH, command_problem
 
 log = logging.getLogger("hvfs.group")
 STOP_TIMEOUT = 10.0
+DRAIN_TIMEOUT = 5.0  # seconds a VM's exit waits for its output (a process it left may hold the pipe)
 
 
 @dataclass
@@ -58,6 +59,7 @@ class VmRecord:
     started: float = 0.0
     start_ms: float = 0.0
     exited: threading.Event = field(default_factory=threading.Event)
+    drained: threading.Event = field(default_factory=threading.Event)  # its output all told
     execs: dict[str, control.Connection] = field(default_factory=dict)  # exec id -> the asking client
     kept: list[int] = field(default_factory=list)  # fds this manager keeps for the VM's life
     stop_timer: threading.Timer | None = None
@@ -88,6 +90,8 @@ class Group:
         self.on_empty = on_empty  # a run's VM has ended: the daemon forgets the group
         self.vms = {name: VmRecord(vm) for name, vm in project.vms.items()}
         self.followers: list[control.Connection] = []  # who hears output and exits
+        self.foreground = False  # an up that ends when its VMs have all exited
+        self.debug = False  # its client ran with HVFS_DEBUG: it hears tracebacks (hvfs.hypervisor.telling)
         self.owner: control.Connection | None = None  # a run's client: the VM ends with it
         self.owner_lost_at: float | None = None
         self.detached = project.kind != "run"
@@ -194,7 +198,10 @@ class Group:
             (self._listen, (record,), "channel"),
         ]
         if output is not None:
+            record.drained.clear()
             threads.append((self._pump, (record, output), "log"))
+        else:
+            record.drained.set()
         for target, args, what in threads:
             threading.Thread(target=target, args=args, name=f"hvfs-{name}-{what}", daemon=True).start()
 
@@ -286,6 +293,7 @@ class Group:
             running.tracer.join(timeout=5)
         if record.stop_timer is not None:
             record.stop_timer.cancel()
+        self.manager.deliver_closes()  # the VM's last closes, while its services hear them
         with contextlib.suppress(KeyError):
             self.manager.remove_vm(record.config.name)
         running.context.close()
@@ -299,12 +307,13 @@ class Group:
         record.code, record.state = code, "exited"
         record.exited.set()
         message: dict[str, Any] = {"exited": record.config.name, "code": code}
+        record.drained.wait(DRAIN_TIMEOUT)  # its last lines before its exit, as it wrote them
         if self.project.kind == "run":
             if self.services is not None:
                 self.services.close()  # the last closes saved, the last events out, before the numbers
             message["stats"] = self.statistics(record.config.name, running)
         self.tell(message)
-        if all(r.state == "exited" for r in self.vms.values()) and self.project.kind == "run":
+        if all(r.state == "exited" for r in self.vms.values()) and (self.project.kind == "run" or self.foreground):
             self.on_empty(self)
 
     def _pump(self, record: VmRecord, output: int) -> None:
@@ -328,6 +337,7 @@ class Group:
         os.close(output)
         if pending:
             self.tell({"log": name, "line": pending.decode(errors="replace")})
+        record.drained.set()
 
     def tell(self, message: dict[str, Any]) -> None:
         """Send ``message`` to every client that follows the group; forget those gone."""
@@ -426,6 +436,7 @@ class Group:
         """Everything the group left: services finished, cgroups, bridge, state."""
         self.pool.close()
         if self.services is not None:
+            self.manager.deliver_closes()
             self.services.close()
         self.manager.close()
         self.limits.cleanup()

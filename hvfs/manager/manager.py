@@ -186,6 +186,12 @@ class Manager:
             return None
         return found, vm
 
+    def deliver_closes(self, timeout: float = 30.0) -> None:
+        """Return once the closes the kernel reported so far are delivered (a VM that
+        has exited made its last ones)."""
+        if self._closes is not None:
+            self._closes.wait(timeout)
+
     def close(self) -> None:
         """Deliver the closes already reported, then stop watching for more."""
         if self._closes is not None:

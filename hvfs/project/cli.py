@@ -4,6 +4,7 @@ described in hvfs.toml, as ``docker compose`` runs containers."""
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -113,8 +114,13 @@ def _call(project: config.Project, op: str, *, wait: float | None = None, **fiel
 def _up(args: argparse.Namespace, project: config.Project) -> int:
     ready = prepared(project)
     connection = _connect(project, start=True, paths=host_paths(ready))
-    client.request(connection, "up", project=to_json(ready), foreground=not args.detach)
+    debug = bool(os.environ.get("HVFS_DEBUG"))
+    client.request(connection, "up", project=to_json(ready), foreground=not args.detach, debug=debug)
+    early = []  # what VMs said while the others were starting, before the answer
     reply, _ = connection.receive()
+    while "up" not in reply and "error" not in reply:
+        early.append(reply)
+        reply, _ = connection.receive()
     if "error" in reply:
         connection.close()
         if "is already up" in str(reply["error"]):
@@ -125,20 +131,23 @@ def _up(args: argparse.Namespace, project: config.Project) -> int:
         connection.close()
         print(f"hvfs: project {project.name} is up: {', '.join(project.vms)}")
         return 0
-    return _follow(connection, project)
+    return _follow(connection, project, early)
 
 
-def _follow(connection: control.Connection, project: config.Project) -> int:
+def _follow(connection: control.Connection, project: config.Project, early: list[dict[str, Any]]) -> int:
     """``hvfs up`` in the foreground: every VM's output, prefixed with its name, until they
-    have all exited (or Ctrl-C, which takes the project down)."""
+    have all exited (or Ctrl-C, which takes the project down); ``early``: messages
+    received before the answer to ``up``."""
     width = max(len(name) for name in project.vms)
     running = set(project.vms)
     try:
-        for message, fds in control.replies(connection):
+        for message, fds in itertools.chain(((m, []) for m in early), control.replies(connection)):
             for fd in fds:
                 os.close(fd)
             if "log" in message:
                 print(f"{message['log']:<{width}} | {message['line']}", flush=True)
+            elif "stderr" in message:
+                print(message["stderr"], file=sys.stderr, flush=True)
             elif "exited" in message:
                 print(f"{message['exited']:<{width}} | exited with code {message['code']}", flush=True)
                 running.discard(str(message["exited"]))
