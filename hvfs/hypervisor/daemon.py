@@ -24,7 +24,7 @@ from typing import Any
 
 from hvfs import private_dirs
 from hvfs.errors import HvfsError
-from hvfs.hypervisor import control, views, vmstart
+from hvfs.hypervisor import control, recreate, views, vmstart
 from hvfs.hypervisor.group import Group, saved
 from hvfs.hypervisor.layout import Layout, write_json
 from hvfs.hypervisor.spec import from_json, group_id
@@ -56,6 +56,7 @@ class Daemon:
         self.clients = 0
         self.last_busy = time.monotonic()
         self.hypervisor: vmstart.Hypervisor | None = None
+        self.up_locks: dict[str, threading.Lock] = {}
 
     # -- life -----------------------------------------------------------------------
 
@@ -201,7 +202,7 @@ class Daemon:
         except LookupError as e:
             connection.send({"error": str(e.args[0])})
         except HvfsError as e:
-            connection.send({"error": str(e), "code": 125})
+            connection.send({"error": str(e), "code": e.exit_code})
         finally:
             for fd in fds:
                 with contextlib.suppress(OSError):
@@ -269,15 +270,40 @@ class Daemon:
         self._group(message).signal(str(message["vm"]), int(message["signal"]))
 
     def _op_up(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
-        group = self._new_group(message)
-        if message.get("foreground"):
-            group.followers.append(connection)
-        try:
-            group.start()
-        except BaseException:
-            self._remove(group)
-            raise
-        connection.send({"up": list(group.vms), "gid": group.gid})
+        """Start a project; or, up already, apply its edited hvfs.toml (hvfs.hypervisor.recreate)."""
+        project = from_json(message["project"])
+        gid = group_id(project)
+        with self.lock:
+            serial = self.up_locks.setdefault(gid, threading.Lock())
+        with serial:  # one up of a project at a time
+            with self.lock:
+                group = self.groups.get(gid)
+            if group is not None and project.kind == "project":
+                changes = recreate.plan(group, project)
+                if changes.none:
+                    raise LookupError(f"project {project.name!r} is already up")
+                if changes.whole:
+                    self._remove(group, stop=True)
+                else:
+                    if message.get("foreground"):
+                        group.followers.append(connection)
+                    recreate.apply(group, project, changes)
+                    self._reply_up(group, connection)
+                    return
+            group = self._new_group(message)
+            if message.get("foreground"):
+                group.followers.append(connection)
+            try:
+                group.start()
+            except BaseException:
+                self._remove(group)
+                raise
+            self._reply_up(group, connection)
+
+    @staticmethod
+    def _reply_up(group: Group, connection: control.Connection) -> None:
+        running = [n for n, r in group.vms.items() if r.state in ("running", "restarting")]
+        connection.send({"up": list(group.vms), "gid": group.gid, "running": running})
 
     def _op_ps(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
         info = self._info()
@@ -293,7 +319,12 @@ class Daemon:
 
     def _op_stop(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
         group = self._group(message)
-        code = group.stop(group.record(message.get("vm")), float(message.get("timeout", group.stop_timeout)))
+        timeout = float(message.get("timeout", group.stop_timeout))
+        if message.get("all"):  # up --abort-on-container-exit
+            group.stop_all(timeout)
+            connection.send({"ok": True})
+            return
+        code = group.stop(group.record(message.get("vm")), timeout)
         connection.send({"ok": True, "code": code})
 
     def _op_down(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:

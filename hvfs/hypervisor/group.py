@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import shutil
@@ -21,10 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hvfs.hypervisor import control, vmstart
+from hvfs.hypervisor import control, ordering, restart, vmstart
+from hvfs.hypervisor.health import Health, ProbeWaiter
 from hvfs.hypervisor.layout import Layout, read_json, write_json
 from hvfs.hypervisor.mounts import MountSpec, mount_table
 from hvfs.hypervisor.pool import SourcePool
+from hvfs.hypervisor.restart import Restarts
 from hvfs.hypervisor.services import ServiceOptions, ServiceSet
 from hvfs.hypervisor.spec import to_json
 from hvfs.hypervisor.vmstart import Hypervisor
@@ -58,9 +61,16 @@ class VmRecord:
     started: float = 0.0
     start_ms: float = 0.0
     exited: threading.Event = field(default_factory=threading.Event)
-    execs: dict[str, control.Connection] = field(default_factory=dict)  # exec id -> the asking client
+    execs: dict[str, control.Connection | ProbeWaiter] = field(default_factory=dict)  # exec id -> who asked
     kept: list[int] = field(default_factory=list)  # fds this manager keeps for the VM's life
     stop_timer: threading.Timer | None = None
+    health: Health | None = None  # its healthcheck's monitor, while it runs
+    restarts: Restarts = field(init=False)
+    pool_key: str = ""  # its sources are taken from the pool under this key (new at each restart)
+
+    def __post_init__(self) -> None:
+        self.restarts = Restarts(self.config.restart)
+        self.pool_key = self.pool_key or self.config.name
 
     def describe(self) -> dict[str, Any]:
         stats = self.running.context.statistics() if self.running else None
@@ -74,6 +84,9 @@ class VmRecord:
             "started": self.started,
             "start_ms": round(self.start_ms, 1),
             "requests": {o: stats.total(o) for o in ("served", "continued", "failed")} if stats else None,
+            "health": self.health.describe() if self.health is not None else None,
+            "restart": str(self.config.restart),
+            "restarts": self.restarts.count,
         }
 
 
@@ -115,6 +128,7 @@ class Group:
             "addresses": {name: r.address for name, r in self.vms.items() if r.address},
             "started": {name: r.started for name, r in self.vms.items() if r.vmid and r.started},
             "stop_timeout": self.stop_timeout,
+            "restarts": {n: [r.restarts.count, r.restarts.stopped] for n, r in self.vms.items() if r.restarts.count},
         }
         write_json(self.layout.group_file(self.gid), document)
 
@@ -129,20 +143,38 @@ class Group:
                     record.address = self.bridge.reserve(record.config.name)
             self.hosts = SourceSpec("synth", {"content": self.bridge.hosts().decode()}, name=f"{self.gid}:hosts")
         self.save()
+        self.start_vms(list(self.vms), stdio=stdio, winsize=winsize)
+
+    def start_vms(
+        self, names: list[str], *, stdio: tuple[int, int, int] | None = None, winsize: bytes | None = None
+    ) -> None:
+        """Start the VMs ``names``, each once the VMs it depends on are as it asks
+        (hvfs.hypervisor.ordering); raises as ``start``, after stopping the whole group."""
         # Every VM takes its sources before the first starts: one that exits at once must
         # not release a source that a VM after it mounts.
         tables = {}
+        records = [self.vms[name] for name in names]
         try:
-            for vm in self.project.vms.values():
-                hosts = (MountSpec("/etc/hosts", self.hosts, readonly=True),) if self.hosts and vm.network else ()
-                tables[vm.name] = mount_table(vm.name, (MountSpec("/", vm.root), *vm.mounts, *hosts), self.pool)
-            for record in self.vms.values():
-                self._start(record, tables[record.config.name], stdio, winsize)
+            for record in records:
+                tables[record.config.name] = self.table(record)
+            for name in ordering.start_order(self, names):
+                ordering.wait_dependencies(self, self.vms[name])
+                self._start(self.vms[name], tables.pop(name), stdio, winsize)
         except BaseException:
-            self.stop_all(0)
-            for name in self.vms:
-                self.pool.drop(name)
+            self.stop_all(0, records)
+            for record in records:
+                self.pool.drop(record.pool_key)
             raise
+
+    def table(self, record: VmRecord) -> list[Mount]:
+        """The mount table of ``record``'s VM, its sources taken under its pool key."""
+        vm = record.config
+        hosts = (MountSpec("/etc/hosts", self.hosts, readonly=True),) if self.hosts and vm.network else ()
+        return mount_table(record.pool_key, (MountSpec("/", vm.root), *vm.mounts, *hosts), self.pool)
+
+    def launch(self, record: VmRecord, table: list[Mount]) -> None:
+        """Start ``record``'s VM again (its restart policy), with ``table`` taken for it."""
+        self._start(record, table, None, None)
 
     def _start(
         self, record: VmRecord, table: list[Mount], stdio: tuple[int, int, int] | None, winsize: bytes | None
@@ -183,9 +215,14 @@ class Group:
                 for fd in set(stdio):
                     os.close(fd)
         record.running, record.state, record.started = running, "running", time.time()
+        record.code = None
+        record.exited.clear()
         record.start_ms = (time.monotonic() - began) * 1000
         self.save()
         self._follow(record, output)
+        if vm.healthcheck is not None:
+            record.health = Health(vm.healthcheck, functools.partial(self._probe, record), running.process.init_pid)
+            record.health.start()
 
     def _follow(self, record: VmRecord, output: int | None) -> None:
         name = record.config.name
@@ -209,6 +246,9 @@ class Group:
                 continue
             record.vmid = vmid
             record.address = document.get("addresses", {}).get(name)
+            with contextlib.suppress(TypeError, ValueError):
+                count, stopped = document.get("restarts", {}).get(name, (0, False))
+                record.restarts.count, record.restarts.stopped = int(count), bool(stopped)
             try:
                 running, output, code = vmstart.resume(
                     self.hypervisor, record.config, vmid, self.manager, self.services
@@ -249,7 +289,9 @@ class Group:
         )
 
     def stop(self, record: VmRecord, timeout: float) -> int | None:
-        """SIGTERM to the command, then SIGKILL to the whole VM after ``timeout`` seconds."""
+        """SIGTERM to the command, then SIGKILL to the whole VM after ``timeout`` seconds;
+        no restart policy starts it again."""
+        restart.cancel(self, record)
         if record.running is not None and record.state == "running":
             record.running.signal(signal.SIGTERM)
             if not record.exited.wait(timeout):
@@ -257,8 +299,10 @@ class Group:
                 record.exited.wait(10)
         return record.code
 
-    def stop_all(self, timeout: float) -> None:
-        stoppers = [threading.Thread(target=self.stop, args=(r, timeout)) for r in self.vms.values()]
+    def stop_all(self, timeout: float, records: list[VmRecord] | None = None) -> None:
+        """Stop every VM (of ``records``) at once."""
+        chosen = list(self.vms.values()) if records is None else records
+        stoppers = [threading.Thread(target=self.stop, args=(r, timeout)) for r in chosen]
         for t in stoppers:
             t.start()
         for t in stoppers:
@@ -286,19 +330,27 @@ class Group:
             running.tracer.join(timeout=5)
         if record.stop_timer is not None:
             record.stop_timer.cancel()
+        if record.health is not None:
+            record.health.stop()
         with contextlib.suppress(KeyError):
             self.manager.remove_vm(record.config.name)
         running.context.close()
-        self.pool.drop(record.config.name)
+        used = record.pool_key
+        again = restart.plan(self, record, code)  # takes its sources again before they are released
+        self.pool.drop(used)
         for fd in record.kept:
             with contextlib.suppress(OSError):
                 os.close(fd)
         record.kept.clear()
         with contextlib.suppress(OSError):
             shutil.rmtree(self.layout.vm(record.vmid))
-        record.code, record.state = code, "exited"
+        record.code, record.state = code, "exited" if again is None else "restarting"
         record.exited.set()
         message: dict[str, Any] = {"exited": record.config.name, "code": code}
+        if again is not None:
+            message["restarting"] = True
+            again.start()
+        self.save()
         if self.project.kind == "run":
             if self.services is not None:
                 self.services.close()  # the last closes saved, the last events out, before the numbers
@@ -379,6 +431,15 @@ class Group:
             what = "project " + self.project.name if self.project.kind == "project" else "this group"
             raise LookupError(f"no VM named {name!r} in {what}; VMs: {', '.join(self.vms)}")
         return self.vms[str(name)]
+
+    def _probe(self, record: VmRecord, argv: tuple[str, ...], stdio: list[int], waiter: ProbeWaiter) -> None:
+        """Start a health probe in ``record``'s VM, as an ``hvfs exec`` (health.Launcher)."""
+        running = record.running
+        if running is None or record.state != "running":
+            raise LookupError(f"VM {record.config.name} is not running")
+        exec_id = next(self._ids)
+        record.execs[str(exec_id)] = waiter
+        running.process.exec(exec_id, self.program(record.config, argv, {}), tty=False, winsize=None, stdio=stdio)
 
     def exec(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
         record = self.record(message.get("vm"))

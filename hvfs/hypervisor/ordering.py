@@ -1,0 +1,66 @@
+"""The order a project's VMs start in: each after the VMs it ``depends_on``, once they
+are as its condition asks (compose's): "started" (they were started), "healthy" (their
+healthcheck passed), "completed_successfully" (they exited 0).
+
+A condition that can no longer be met (the VM it waits for exited, or is unhealthy)
+fails the ``hvfs up`` that started the group, as compose's "dependency failed to start".
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from hvfs.errors import HvfsError
+from hvfs.hypervisor.health import HEALTHY, UNHEALTHY
+from hvfs.project.lifecycle import start_order as _order
+
+if TYPE_CHECKING:
+    from hvfs.hypervisor.group import Group, VmRecord
+
+POLL = 0.02  # seconds between looks at the VMs waited for
+
+
+class DependencyFailed(HvfsError):
+    """A VM's dependency will never be as it asks: compose's exit 1."""
+
+    exit_code = 1
+
+
+def start_order(group: Group, names: list[str]) -> list[str]:
+    """``names`` ordered so that each comes after those it depends on."""
+    return _order({n: group.vms[n].config.depends_on for n in names}, names)
+
+
+def wait_dependencies(group: Group, record: VmRecord) -> None:
+    """Return once every VM ``record`` depends on meets its condition; raise
+    DependencyFailed as soon as one cannot."""
+    for name, condition in record.config.depends_on.items():
+        other = group.vms[name]
+        while not _met(record, other, condition):
+            time.sleep(POLL)
+
+
+def _met(record: VmRecord, other: VmRecord, condition: str) -> bool:
+    me, it = record.config.name, other.config.name
+    if condition == "started":
+        if other.state == "created":
+            raise DependencyFailed(f"dependency failed to start: {it} (which {me} depends on) did not start")
+        return True
+    if condition == "completed_successfully":
+        if other.state != "exited":
+            return False
+        if other.code != 0:
+            raise DependencyFailed(
+                f"dependency failed to start: {it} exited with code {other.code}, not 0 ({me} waits for it)"
+            )
+        return True
+    health = other.health
+    if health is not None and health.status == HEALTHY and other.state == "running":
+        return True
+    if other.state == "exited" or (health is not None and health.status == UNHEALTHY):
+        what = "exited" if other.state == "exited" else "is unhealthy"
+        last = health.results[-1].output.strip().splitlines()[-1:] if health is not None and health.results else []
+        detail = f" (last check: {last[0][:200]})" if last else ""
+        raise DependencyFailed(f"dependency failed to start: {it} {what}{detail}; {me} waits for it to be healthy")
+    return False
