@@ -288,7 +288,7 @@ class Daemon:
                     if message.get("foreground"):
                         group.followers.append(connection)
                     recreate.apply(group, project, changes)
-                    self._reply_up(group, connection)
+                    self._reply_up(group, connection, changes.start)
                     return
             group = self._new_group(message)
             if message.get("foreground"):
@@ -298,12 +298,12 @@ class Daemon:
             except BaseException:
                 self._remove(group)
                 raise
-            self._reply_up(group, connection)
+            self._reply_up(group, connection, list(group.vms))
 
     @staticmethod
-    def _reply_up(group: Group, connection: control.Connection) -> None:
+    def _reply_up(group: Group, connection: control.Connection, started: list[str]) -> None:
         running = [n for n, r in group.vms.items() if r.state in ("running", "restarting")]
-        connection.send({"up": list(group.vms), "gid": group.gid, "running": running})
+        connection.send({"up": list(group.vms), "gid": group.gid, "running": running, "started": started})
 
     def _op_ps(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
         info = self._info()
@@ -319,12 +319,7 @@ class Daemon:
 
     def _op_stop(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
         group = self._group(message)
-        timeout = float(message.get("timeout", group.stop_timeout))
-        if message.get("all"):  # up --abort-on-container-exit
-            group.stop_all(timeout)
-            connection.send({"ok": True})
-            return
-        code = group.stop(group.record(message.get("vm")), timeout)
+        code = group.stop(group.record(message.get("vm")), float(message.get("timeout", group.stop_timeout)))
         connection.send({"ok": True, "code": code})
 
     def _op_down(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:

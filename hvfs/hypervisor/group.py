@@ -107,6 +107,8 @@ class Group:
         self.stop_timeout = STOP_TIMEOUT
         self._ids = iter(range(1, 1 << 62))
         self._lock = threading.Lock()
+        self._saving = threading.Lock()
+        self._starting = threading.Lock()  # one VM starts at a time; their dependencies are awaited at once
         options = ServiceOptions.from_table(project.services, "/") if project.services else None
         self.services = ServiceSet(options) if options is not None and options.active else None
         self.trap_reads = bool(options and options.needs.trap_reads)
@@ -121,6 +123,10 @@ class Group:
     # -- life -----------------------------------------------------------------------
 
     def save(self) -> None:
+        with self._saving:  # VMs' watchers, restarts and starts save at once
+            self._save_locked()
+
+    def _save_locked(self) -> None:
         document = {
             "gid": self.gid,
             "project": to_json(self.project),
@@ -154,12 +160,32 @@ class Group:
         # not release a source that a VM after it mounts.
         tables = {}
         records = [self.vms[name] for name in names]
+        failed: list[BaseException] = []
+
+        def start_one(record: VmRecord) -> None:
+            try:
+                ordering.wait_dependencies(self, record, failed)
+                with self._starting:
+                    if not failed:
+                        self._start(record, tables[record.config.name], stdio, winsize)
+            except BaseException as e:
+                failed.append(e)
+
         try:
             for record in records:
                 tables[record.config.name] = self.table(record)
-            for name in ordering.start_order(self, names):
-                ordering.wait_dependencies(self, self.vms[name])
-                self._start(self.vms[name], tables.pop(name), stdio, winsize)
+            if len(records) == 1:
+                start_one(records[0])
+            else:
+                starters = [
+                    threading.Thread(target=start_one, args=(self.vms[n],)) for n in ordering.start_order(self, names)
+                ]
+                for starter in starters:
+                    starter.start()
+                for starter in starters:
+                    starter.join()
+            if failed:
+                raise failed[0]
         except BaseException:
             self.stop_all(0, records)
             for record in records:
@@ -345,12 +371,13 @@ class Group:
         with contextlib.suppress(OSError):
             shutil.rmtree(self.layout.vm(record.vmid))
         record.code, record.state = code, "exited" if again is None else "restarting"
+        with contextlib.suppress(OSError):  # the group is being removed: its state with it
+            self.save()
         record.exited.set()
         message: dict[str, Any] = {"exited": record.config.name, "code": code}
         if again is not None:
             message["restarting"] = True
             again.start()
-        self.save()
         if self.project.kind == "run":
             if self.services is not None:
                 self.services.close()  # the last closes saved, the last events out, before the numbers

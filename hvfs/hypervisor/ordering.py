@@ -32,21 +32,21 @@ def start_order(group: Group, names: list[str]) -> list[str]:
     return _order({n: group.vms[n].config.depends_on for n in names}, names)
 
 
-def wait_dependencies(group: Group, record: VmRecord) -> None:
+def wait_dependencies(group: Group, record: VmRecord, failed: list[BaseException]) -> None:
     """Return once every VM ``record`` depends on meets its condition; raise
-    DependencyFailed as soon as one cannot."""
+    DependencyFailed as soon as one cannot, or another VM of this start ``failed``."""
     for name, condition in record.config.depends_on.items():
         other = group.vms[name]
         while not _met(record, other, condition):
+            if failed:
+                raise DependencyFailed(f"{record.config.name} not started: {failed[0]}")
             time.sleep(POLL)
 
 
 def _met(record: VmRecord, other: VmRecord, condition: str) -> bool:
     me, it = record.config.name, other.config.name
     if condition == "started":
-        if other.state == "created":
-            raise DependencyFailed(f"dependency failed to start: {it} (which {me} depends on) did not start")
-        return True
+        return other.state != "created"
     if condition == "completed_successfully":
         if other.state != "exited":
             return False

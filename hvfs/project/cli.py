@@ -155,7 +155,8 @@ def _up(args: argparse.Namespace, project: config.Project) -> int:
         raise ProjectError(str(reply["error"]))
     if args.detach:
         connection.close()
-        print(f"hvfs: project {project.name} is up: {', '.join(project.vms)}")
+        started = reply.get("started", list(project.vms))
+        print(f"hvfs: project {project.name} is up: {', '.join(project.vms)}; started: {', '.join(started)}")
         return 0
     return _follow(connection, project, reply, early, outcome)
 
@@ -205,15 +206,15 @@ def _follow(
     stopper: threading.Thread | None = None
 
     def messages() -> Iterator[dict[str, Any]]:
-        yield from early
+        yield from early  # before the reply: the VMs it says are running are still to come
+        if not running:
+            return
         for message, fds in control.replies(connection):
             for fd in fds:
                 os.close(fd)
             yield message
 
     try:
-        if not running:
-            return 0
         for message in messages():
             if "log" in message:
                 print(f"{message['log']:<{width}} | {message['line']}", flush=True)
@@ -224,9 +225,9 @@ def _follow(
                 if again:
                     continue
                 running.discard(name)
-                if outcome.exited(name, code) and running:
+                if outcome.exited(name, code) and running and stopper is None:
                     print("Aborting on VM exit...", flush=True)
-                    stopper = threading.Thread(target=_stop_all, args=(project, len(running)), daemon=True)
+                    stopper = threading.Thread(target=_take_down, args=(project,), daemon=True)
                     stopper.start()  # meanwhile this thread reads on: the exits come here
                 if not running:
                     break
@@ -237,12 +238,13 @@ def _follow(
         connection.close()
     if stopper is not None:
         stopper.join()
+    _take_down(project)  # every VM has exited: the project goes, as it came, with this command
     return outcome.result()
 
 
-def _stop_all(project: config.Project, count: int) -> None:
-    with contextlib.suppress(ProjectError):
-        _call(project, "stop", all=True, timeout=10.0, wait=10.0 + _STOP_GRACE * count)
+def _take_down(project: config.Project) -> None:
+    with contextlib.suppress(ProjectError):  # not up any more: another took it down
+        _call(project, "down", timeout=10.0, wait=(10.0 + _STOP_GRACE) * len(project.vms))
 
 
 def _ps(args: argparse.Namespace, project: config.Project) -> int:
