@@ -108,7 +108,7 @@ class Group:
         self._ids = iter(range(1, 1 << 62))
         self._lock = threading.Lock()
         self._saving = threading.Lock()
-        self._starting = threading.Lock()  # one VM starts at a time; their dependencies are awaited at once
+        self.starting = threading.Lock()  # one VM starts at a time; their dependencies are awaited at once
         options = ServiceOptions.from_table(project.services, "/") if project.services else None
         self.services = ServiceSet(options) if options is not None and options.active else None
         self.trap_reads = bool(options and options.needs.trap_reads)
@@ -149,48 +149,7 @@ class Group:
                     record.address = self.bridge.reserve(record.config.name)
             self.hosts = SourceSpec("synth", {"content": self.bridge.hosts().decode()}, name=f"{self.gid}:hosts")
         self.save()
-        self.start_vms(list(self.vms), stdio=stdio, winsize=winsize)
-
-    def start_vms(
-        self, names: list[str], *, stdio: tuple[int, int, int] | None = None, winsize: bytes | None = None
-    ) -> None:
-        """Start the VMs ``names``, each once the VMs it depends on are as it asks
-        (hvfs.hypervisor.ordering); raises as ``start``, after stopping the whole group."""
-        # Every VM takes its sources before the first starts: one that exits at once must
-        # not release a source that a VM after it mounts.
-        tables = {}
-        records = [self.vms[name] for name in names]
-        failed: list[BaseException] = []
-
-        def start_one(record: VmRecord) -> None:
-            try:
-                ordering.wait_dependencies(self, record, failed)
-                with self._starting:
-                    if not failed:
-                        self._start(record, tables[record.config.name], stdio, winsize)
-            except BaseException as e:
-                failed.append(e)
-
-        try:
-            for record in records:
-                tables[record.config.name] = self.table(record)
-            if len(records) == 1:
-                start_one(records[0])
-            else:
-                starters = [
-                    threading.Thread(target=start_one, args=(self.vms[n],)) for n in ordering.start_order(self, names)
-                ]
-                for starter in starters:
-                    starter.start()
-                for starter in starters:
-                    starter.join()
-            if failed:
-                raise failed[0]
-        except BaseException:
-            self.stop_all(0, records)
-            for record in records:
-                self.pool.drop(record.pool_key)
-            raise
+        ordering.start_vms(self, list(self.vms), stdio=stdio, winsize=winsize)
 
     def table(self, record: VmRecord) -> list[Mount]:
         """The mount table of ``record``'s VM, its sources taken under its pool key."""
@@ -198,9 +157,15 @@ class Group:
         hosts = (MountSpec("/etc/hosts", self.hosts, readonly=True),) if self.hosts and vm.network else ()
         return mount_table(record.pool_key, (MountSpec("/", vm.root), *vm.mounts, *hosts), self.pool)
 
-    def launch(self, record: VmRecord, table: list[Mount]) -> None:
-        """Start ``record``'s VM again (its restart policy), with ``table`` taken for it."""
-        self._start(record, table, None, None)
+    def launch(
+        self,
+        record: VmRecord,
+        table: list[Mount],
+        stdio: tuple[int, int, int] | None = None,
+        winsize: bytes | None = None,
+    ) -> None:
+        """Start ``record``'s VM, with ``table`` taken for it (hvfs.hypervisor.ordering, restart)."""
+        self._start(record, table, stdio, winsize)
 
     def _start(
         self, record: VmRecord, table: list[Mount], stdio: tuple[int, int, int] | None, winsize: bytes | None

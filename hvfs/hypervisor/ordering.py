@@ -8,6 +8,7 @@ fails the ``hvfs up`` that started the group, as compose's "dependency failed to
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,7 @@ from hvfs.project.lifecycle import start_order as _order
 
 if TYPE_CHECKING:
     from hvfs.hypervisor.group import Group, VmRecord
+    from hvfs.manager.mounts import Mount
 
 POLL = 0.02  # seconds between looks at the VMs waited for
 
@@ -25,6 +27,47 @@ class DependencyFailed(HvfsError):
     """A VM's dependency will never be as it asks: compose's exit 1."""
 
     exit_code = 1
+
+
+def start_vms(
+    group: Group, names: list[str], *, stdio: tuple[int, int, int] | None = None, winsize: bytes | None = None
+) -> None:
+    """Start the VMs ``names`` of ``group``, each once the VMs it depends on are as it
+    asks: their conditions are awaited at once, the VMs started one at a time. Raises as
+    Group.start (or DependencyFailed), after stopping those VMs."""
+    # Every VM takes its sources before the first starts: one that exits at once must
+    # not release a source that a VM after it mounts.
+    tables: dict[str, list[Mount]] = {}
+    records = [group.vms[name] for name in names]
+    failed: list[BaseException] = []
+
+    def start_one(record: VmRecord) -> None:
+        try:
+            wait_dependencies(group, record, failed)
+            with group.starting:
+                if not failed:
+                    group.launch(record, tables[record.config.name], stdio, winsize)
+        except BaseException as e:
+            failed.append(e)
+
+    try:
+        for record in records:
+            tables[record.config.name] = group.table(record)
+        if len(records) == 1:
+            start_one(records[0])
+        else:
+            starters = [threading.Thread(target=start_one, args=(group.vms[n],)) for n in start_order(group, names)]
+            for starter in starters:
+                starter.start()
+            for starter in starters:
+                starter.join()
+        if failed:
+            raise failed[0]
+    except BaseException:
+        group.stop_all(0, records)
+        for record in records:
+            group.pool.drop(record.pool_key)
+        raise
 
 
 def start_order(group: Group, names: list[str]) -> list[str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from hvfs.hypervisor import ordering
 from hvfs.hypervisor.spec import config_hash
 from hvfs.project.config import Project
 
@@ -65,4 +66,4 @@ def apply(group: Group, project: Project, changes: Changes) -> None:
         records[name] = record
     group.project, group.vms = project, records
     group.save()
-    group.start_vms(changes.start)
+    ordering.start_vms(group, changes.start)
