@@ -1,9 +1,8 @@
 """Whether, and when, a project's VM that ended is started again: its ``restart`` policy
 (hvfs.project.lifecycle.RestartPolicy), as docker's restart manager decides.
 
-- "no": never. "always": whatever its exit code. "unless-stopped": as "always" here; the
-  two differ after a manager restart (a VM stopped by the user stays stopped with
-  "unless-stopped"; with "always" the next manager starts it again, as dockerd does).
+- "no": never. "always": whatever its exit code. "unless-stopped": as "always" (docker's
+  two differ only when dockerd restarts; a new hvfs manager starts no exited VM).
   "on-failure[:N]": when it exited non-zero, at most N times (no limit without N).
 - Never a VM the user stopped (``hvfs stop``, ``down``, the abort of ``up``).
 - A back-off between a VM's end and its new start, as docker's: 100 ms, doubled at each
@@ -61,14 +60,6 @@ class Restarts:
         if policy.name == "on-failure":
             return code != 0 and (policy.max_retries == 0 or self.count < policy.max_retries)
         return True
-
-    def after_manager_restart(self, code: int | None) -> bool:
-        """Whether a new manager starts again a VM it found exited (with ``code``)."""
-        if self.policy.name == "always":
-            return True
-        if self.policy.name == "unless-stopped":
-            return not self.stopped
-        return self.policy.name == "on-failure" and not self.stopped and self.wants(code or 0)
 
 
 def plan(group: Group, record: VmRecord, code: int) -> threading.Timer | None:
