@@ -128,6 +128,9 @@ class Health:
         waiter = ProbeWaiter()
         try:
             self.launch(self.check.argv, [stdin, writing, writing], waiter)
+        except BaseException:
+            os.close(reading)
+            raise
         finally:
             os.close(stdin)
             os.close(writing)
