@@ -230,8 +230,10 @@ def test_logs_and_foreground_up(hvfs: Hvfs, tmp_path: Path) -> None:
     project = _project(
         hvfs, tmp_path / "fg", '[vms.one]\ncommand = "echo hello; exit 3"\n[vms.two]\ncommand = "echo world"\n'
     )
-    out = project.ok("up")  # foreground: prefixed output, returns when every VM has exited
+    result = project.run("up")  # foreground: prefixed output, returns when every VM has exited
+    out = result.stdout
     assert "one | hello" in out and "two | world" in out and "one | exited with code 3" in out
+    assert result.returncode == 3  # the first VM that failed (tests/test_project_ci.py)
     assert project.ok("ps", "--json") and json.loads(project.ok("ps", "--json"))["vms"] == []
 
 

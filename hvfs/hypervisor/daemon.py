@@ -25,7 +25,7 @@ from typing import Any
 
 from hvfs import private_dirs
 from hvfs.errors import HvfsError
-from hvfs.hypervisor import control, telling, views, vmstart
+from hvfs.hypervisor import control, recreate, telling, views, vmstart
 from hvfs.hypervisor.group import Group, saved
 from hvfs.hypervisor.layout import Layout, write_json
 from hvfs.hypervisor.spec import from_json, group_id
@@ -60,6 +60,7 @@ class Daemon:
         self.clients = 0
         self.last_busy = time.monotonic()
         self.hypervisor: vmstart.Hypervisor | None = None
+        self.up_locks: dict[str, threading.Lock] = {}
 
     # -- life -----------------------------------------------------------------------
 
@@ -171,8 +172,7 @@ class Daemon:
                 self._remove(group, stop=True)
 
     def _empty(self, group: Group) -> None:
-        """A run's VM, or every VM of a foreground up, has ended: the group goes once its
-        client heard the exit status."""
+        """A run's VM has ended: the group goes once its client heard the exit status."""
         if group.owner is not None:
             threading.Thread(target=self._remove, args=(group,), daemon=True).start()
 
@@ -223,7 +223,7 @@ class Daemon:
         except LookupError as e:
             connection.send({"error": str(e.args[0])})
         except HvfsError as e:
-            connection.send({"error": str(e), "code": 125})
+            connection.send({"error": str(e), "code": e.exit_code})
         finally:
             if changes:
                 with self.lock:
@@ -295,17 +295,41 @@ class Daemon:
         self._group(message).signal(str(message["vm"]), int(message["signal"]))
 
     def _op_up(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
-        group = self._new_group(message)
-        group.debug = bool(message.get("debug"))
-        if message.get("foreground"):
-            group.followers.append(connection)
-            group.owner, group.foreground = connection, True
-        try:
-            group.start()
-        except BaseException:
-            self._remove(group)
-            raise
-        connection.send({"up": list(group.vms), "gid": group.gid})
+        """Start a project; or, up already, apply its edited hvfs.toml (hvfs.hypervisor.recreate)."""
+        project = from_json(message["project"])
+        gid = group_id(project)
+        with self.lock:
+            serial = self.up_locks.setdefault(gid, threading.Lock())
+        with serial:  # one up of a project at a time
+            with self.lock:
+                group = self.groups.get(gid)
+            if group is not None and project.kind == "project":
+                changes = recreate.plan(group, project)
+                if changes.none:
+                    raise LookupError(f"project {project.name!r} is already up")
+                if changes.whole:
+                    self._remove(group, stop=True)
+                else:
+                    if message.get("foreground"):
+                        group.followers.append(connection)
+                    recreate.apply(group, project, changes)
+                    self._reply_up(group, connection, changes.start)
+                    return
+            group = self._new_group(message)
+            group.debug = bool(message.get("debug"))
+            if message.get("foreground"):
+                group.followers.append(connection)
+            try:
+                group.start()
+            except BaseException:
+                self._remove(group)
+                raise
+            self._reply_up(group, connection, list(group.vms))
+
+    @staticmethod
+    def _reply_up(group: Group, connection: control.Connection, started: list[str]) -> None:
+        running = [n for n, r in group.vms.items() if r.state in ("running", "restarting")]
+        connection.send({"up": list(group.vms), "gid": group.gid, "running": running, "started": started})
 
     def _op_ps(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
         info = self._info()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import shutil
@@ -21,10 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hvfs.hypervisor import control, vmstart
+from hvfs.hypervisor import control, ordering, output_pump, restart, vmstart
+from hvfs.hypervisor.health import Health, ProbeWaiter
 from hvfs.hypervisor.layout import Layout, read_json, write_json
 from hvfs.hypervisor.mounts import MountSpec, mount_table
 from hvfs.hypervisor.pool import SourcePool
+from hvfs.hypervisor.restart import Restarts
 from hvfs.hypervisor.services import ServiceOptions, ServiceSet
 from hvfs.hypervisor.spec import to_json
 from hvfs.hypervisor.vmstart import Hypervisor
@@ -60,9 +63,16 @@ class VmRecord:
     start_ms: float = 0.0
     exited: threading.Event = field(default_factory=threading.Event)
     drained: threading.Event = field(default_factory=threading.Event)  # its output all told
-    execs: dict[str, control.Connection] = field(default_factory=dict)  # exec id -> the asking client
+    execs: dict[str, control.Connection | ProbeWaiter] = field(default_factory=dict)  # exec id -> who asked
     kept: list[int] = field(default_factory=list)  # fds this manager keeps for the VM's life
     stop_timer: threading.Timer | None = None
+    health: Health | None = None  # its healthcheck's monitor, while it runs
+    restarts: Restarts = field(init=False)
+    pool_key: str = ""  # its sources are taken from the pool under this key (new at each restart)
+
+    def __post_init__(self) -> None:
+        self.restarts = Restarts(self.config.restart)
+        self.pool_key = self.pool_key or self.config.name
 
     def describe(self) -> dict[str, Any]:
         stats = self.running.context.statistics() if self.running else None
@@ -76,6 +86,9 @@ class VmRecord:
             "started": self.started,
             "start_ms": round(self.start_ms, 1),
             "requests": {o: stats.total(o) for o in ("served", "continued", "failed")} if stats else None,
+            "health": self.health.describe() if self.health is not None else None,
+            "restart": str(self.config.restart),
+            "restarts": self.restarts.count,
         }
 
 
@@ -90,7 +103,6 @@ class Group:
         self.on_empty = on_empty  # a run's VM has ended: the daemon forgets the group
         self.vms = {name: VmRecord(vm) for name, vm in project.vms.items()}
         self.followers: list[control.Connection] = []  # who hears output and exits
-        self.foreground = False  # an up that ends when its VMs have all exited
         self.debug = False  # its client ran with HVFS_DEBUG: it hears tracebacks (hvfs.hypervisor.telling)
         self.owner: control.Connection | None = None  # a run's client: the VM ends with it
         self.owner_lost_at: float | None = None
@@ -98,6 +110,8 @@ class Group:
         self.stop_timeout = STOP_TIMEOUT
         self._ids = iter(range(1, 1 << 62))
         self._lock = threading.Lock()
+        self._saving = threading.Lock()
+        self.starting = threading.Lock()  # one VM starts at a time; their dependencies are awaited at once
         options = ServiceOptions.from_table(project.services, "/") if project.services else None
         self.services = ServiceSet(options) if options is not None and options.active else None
         self.trap_reads = bool(options and options.needs.trap_reads)
@@ -112,6 +126,10 @@ class Group:
     # -- life -----------------------------------------------------------------------
 
     def save(self) -> None:
+        with self._saving:  # VMs' watchers, restarts and starts save at once
+            self._save_locked()
+
+    def _save_locked(self) -> None:
         document = {
             "gid": self.gid,
             "project": to_json(self.project),
@@ -119,6 +137,7 @@ class Group:
             "addresses": {name: r.address for name, r in self.vms.items() if r.address},
             "started": {name: r.started for name, r in self.vms.items() if r.vmid and r.started},
             "stop_timeout": self.stop_timeout,
+            "restarts": {n: [r.restarts.count, r.restarts.stopped] for n, r in self.vms.items() if r.restarts.count},
         }
         write_json(self.layout.group_file(self.gid), document)
 
@@ -133,20 +152,23 @@ class Group:
                     record.address = self.bridge.reserve(record.config.name)
             self.hosts = SourceSpec("synth", {"content": self.bridge.hosts().decode()}, name=f"{self.gid}:hosts")
         self.save()
-        # Every VM takes its sources before the first starts: one that exits at once must
-        # not release a source that a VM after it mounts.
-        tables = {}
-        try:
-            for vm in self.project.vms.values():
-                hosts = (MountSpec("/etc/hosts", self.hosts, readonly=True),) if self.hosts and vm.network else ()
-                tables[vm.name] = mount_table(vm.name, (MountSpec("/", vm.root), *vm.mounts, *hosts), self.pool)
-            for record in self.vms.values():
-                self._start(record, tables[record.config.name], stdio, winsize)
-        except BaseException:
-            self.stop_all(0)
-            for name in self.vms:
-                self.pool.drop(name)
-            raise
+        ordering.start_vms(self, list(self.vms), stdio=stdio, winsize=winsize)
+
+    def table(self, record: VmRecord) -> list[Mount]:
+        """The mount table of ``record``'s VM, its sources taken under its pool key."""
+        vm = record.config
+        hosts = (MountSpec("/etc/hosts", self.hosts, readonly=True),) if self.hosts and vm.network else ()
+        return mount_table(record.pool_key, (MountSpec("/", vm.root), *vm.mounts, *hosts), self.pool)
+
+    def launch(
+        self,
+        record: VmRecord,
+        table: list[Mount],
+        stdio: tuple[int, int, int] | None = None,
+        winsize: bytes | None = None,
+    ) -> None:
+        """Start ``record``'s VM, with ``table`` taken for it (hvfs.hypervisor.ordering, restart)."""
+        self._start(record, table, stdio, winsize)
 
     def _start(
         self, record: VmRecord, table: list[Mount], stdio: tuple[int, int, int] | None, winsize: bytes | None
@@ -187,9 +209,14 @@ class Group:
                 for fd in set(stdio):
                     os.close(fd)
         record.running, record.state, record.started = running, "running", time.time()
+        record.code = None
+        record.exited.clear()
         record.start_ms = (time.monotonic() - began) * 1000
         self.save()
         self._follow(record, output)
+        if vm.healthcheck is not None:
+            record.health = Health(vm.healthcheck, functools.partial(self._probe, record), running.process.init_pid)
+            record.health.start()
 
     def _follow(self, record: VmRecord, output: int | None) -> None:
         name = record.config.name
@@ -199,7 +226,8 @@ class Group:
         ]
         if output is not None:
             record.drained.clear()
-            threads.append((self._pump, (record, output), "log"))
+            log_file = self.layout.log(self.gid, record.config.name)
+            threads.append((output_pump.pump, (record.config.name, output, log_file, self.tell, record.drained), "log"))
         else:
             record.drained.set()
         for target, args, what in threads:
@@ -216,6 +244,9 @@ class Group:
                 continue
             record.vmid = vmid
             record.address = document.get("addresses", {}).get(name)
+            with contextlib.suppress(TypeError, ValueError):
+                count, stopped = document.get("restarts", {}).get(name, (0, False))
+                record.restarts.count, record.restarts.stopped = int(count), bool(stopped)
             try:
                 running, output, code = vmstart.resume(
                     self.hypervisor, record.config, vmid, self.manager, self.services
@@ -256,7 +287,9 @@ class Group:
         )
 
     def stop(self, record: VmRecord, timeout: float) -> int | None:
-        """SIGTERM to the command, then SIGKILL to the whole VM after ``timeout`` seconds."""
+        """SIGTERM to the command, then SIGKILL to the whole VM after ``timeout`` seconds;
+        no restart policy starts it again."""
+        restart.cancel(self, record)
         if record.running is not None and record.state == "running":
             record.running.signal(signal.SIGTERM)
             if not record.exited.wait(timeout):
@@ -264,8 +297,10 @@ class Group:
                 record.exited.wait(10)
         return record.code
 
-    def stop_all(self, timeout: float) -> None:
-        stoppers = [threading.Thread(target=self.stop, args=(r, timeout)) for r in self.vms.values()]
+    def stop_all(self, timeout: float, records: list[VmRecord] | None = None) -> None:
+        """Stop every VM (of ``records``) at once."""
+        chosen = list(self.vms.values()) if records is None else records
+        stoppers = [threading.Thread(target=self.stop, args=(r, timeout)) for r in chosen]
         for t in stoppers:
             t.start()
         for t in stoppers:
@@ -294,50 +329,36 @@ class Group:
         if record.stop_timer is not None:
             record.stop_timer.cancel()
         self.manager.deliver_closes()  # the VM's last closes, while its services hear them
+        if record.health is not None:
+            record.health.stop()
         with contextlib.suppress(KeyError):
             self.manager.remove_vm(record.config.name)
         running.context.close()
-        self.pool.drop(record.config.name)
+        used = record.pool_key
+        again = restart.plan(self, record, code)  # takes its sources again before they are released
+        self.pool.drop(used)
         for fd in record.kept:
             with contextlib.suppress(OSError):
                 os.close(fd)
         record.kept.clear()
         with contextlib.suppress(OSError):
             shutil.rmtree(self.layout.vm(record.vmid))
-        record.code, record.state = code, "exited"
+        record.code, record.state = code, "exited" if again is None else "restarting"
+        with contextlib.suppress(OSError):  # the group is being removed: its state with it
+            self.save()
         record.exited.set()
         message: dict[str, Any] = {"exited": record.config.name, "code": code}
         record.drained.wait(DRAIN_TIMEOUT)  # its last lines before its exit, as it wrote them
+        if again is not None:
+            message["restarting"] = True
+            again.start()
         if self.project.kind == "run":
             if self.services is not None:
                 self.services.close()  # the last closes saved, the last events out, before the numbers
             message["stats"] = self.statistics(record.config.name, running)
         self.tell(message)
-        if all(r.state == "exited" for r in self.vms.values()) and (self.project.kind == "run" or self.foreground):
+        if all(r.state == "exited" for r in self.vms.values()) and self.project.kind == "run":
             self.on_empty(self)
-
-    def _pump(self, record: VmRecord, output: int) -> None:
-        """A project VM's output into its log file, and to the clients that follow it."""
-        name = record.config.name
-        pending = b""
-        with open(self.layout.log(self.gid, name), "ab") as logfile:
-            while True:
-                try:
-                    chunk = os.read(output, 65536)
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                logfile.write(chunk)
-                logfile.flush()
-                lines = (pending + chunk).split(b"\n")
-                pending = lines.pop()
-                for line in lines:
-                    self.tell({"log": name, "line": line.decode(errors="replace")})
-        os.close(output)
-        if pending:
-            self.tell({"log": name, "line": pending.decode(errors="replace")})
-        record.drained.set()
 
     def tell(self, message: dict[str, Any]) -> None:
         """Send ``message`` to every client that follows the group; forget those gone."""
@@ -389,6 +410,15 @@ class Group:
             what = "project " + self.project.name if self.project.kind == "project" else "this group"
             raise LookupError(f"no VM named {name!r} in {what}; VMs: {', '.join(self.vms)}")
         return self.vms[str(name)]
+
+    def _probe(self, record: VmRecord, argv: tuple[str, ...], stdio: list[int], waiter: ProbeWaiter) -> None:
+        """Start a health probe in ``record``'s VM, as an ``hvfs exec`` (health.Launcher)."""
+        running = record.running
+        if running is None or record.state != "running":
+            raise LookupError(f"VM {record.config.name} is not running")
+        exec_id = next(self._ids)
+        record.execs[str(exec_id)] = waiter
+        running.process.exec(exec_id, self.program(record.config, argv, {}), tty=False, winsize=None, stdio=stdio)
 
     def exec(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
         record = self.record(message.get("vm"))

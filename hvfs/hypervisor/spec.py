@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ from hvfs.api.choice import VARIABLE, chosen_kind
 from hvfs.hypervisor.mounts import MountSpec, prepare_mounts
 from hvfs.manager.sources.registry import SourceSpec
 from hvfs.project.config import Limits, NetworkConfig, Project, SourceConfig, VmConfig
+from hvfs.project.lifecycle import HealthCheck, RestartPolicy
 from hvfs.spec import RunSpec, UsageError
 
 if TYPE_CHECKING:
@@ -116,13 +118,29 @@ def group_id(project: Project) -> str:
     return f"{project.name}-{digest}"
 
 
+def vm_json(vm: VmConfig) -> dict[str, Any]:
+    document = dataclasses.asdict(vm)
+    document["root"] = vm.root.to_json()
+    document["mounts"] = [m.to_json() for m in vm.mounts]
+    document["depends_on"] = dict(vm.depends_on)
+    return document
+
+
+def config_hash(project: Project, name: str) -> str:
+    """What the VM ``name`` of a prepared ``project`` is made of, as a digest: a VM whose
+    digest changed between two ``hvfs up`` is made again. The project's network,
+    services and transport are part of every VM's (the group holds them for all)."""
+    document = {
+        "vm": vm_json(project.vms[name]),
+        "network": dataclasses.asdict(project.network),
+        "services": dict(project.services),
+        "transport": project.transport,
+    }
+    return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def to_json(project: Project) -> dict[str, Any]:
-    vms = {}
-    for name, vm in project.vms.items():
-        document = dataclasses.asdict(vm)
-        document["root"] = vm.root.to_json()
-        document["mounts"] = [m.to_json() for m in vm.mounts]
-        vms[name] = document
+    vms = {name: vm_json(vm) for name, vm in project.vms.items()}
     return {
         "name": project.name,
         "file": project.file,
@@ -148,6 +166,10 @@ def from_json(document: Mapping[str, Any]) -> Project:
         fields["root"] = SourceSpec.from_json(fields["root"])
         fields["mounts"] = tuple(MountSpec.from_json(m) for m in fields["mounts"])
         fields["limits"] = Limits(**fields["limits"])
+        health = fields.get("healthcheck")
+        fields["healthcheck"] = HealthCheck(**{**health, "argv": tuple(health["argv"])}) if health else None
+        fields["restart"] = RestartPolicy(**fields.get("restart", {}))
+        fields["depends_on"] = dict(fields.get("depends_on", {}))
         vms[name] = VmConfig(**fields)
     sources = {
         name: SourceConfig(s["name"], SourceSpec.from_json(s["spec"]), bool(s["sockets"]))

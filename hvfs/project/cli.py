@@ -4,12 +4,13 @@ described in hvfs.toml, as ``docker compose`` runs containers."""
 from __future__ import annotations
 
 import argparse
-import itertools
+import contextlib
 import json
 import os
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from hvfs import spec
@@ -29,9 +30,21 @@ class ProjectError(UsageError):
     """A one-line problem for the user (exit 125)."""
 
 
+class DependencyFailed(ProjectError):
+    """A VM's ``depends_on`` condition cannot be met: compose's exit 1."""
+
+    exit_code = 1
+
+
 def add_commands(subparsers: Any) -> None:
     up = subparsers.add_parser("up", help="start the VMs of a project", description="Start every VM of hvfs.toml.")
     up.add_argument("-d", "--detach", action="store_true", help="run in the background")
+    up.add_argument(
+        "--abort-on-container-exit", action="store_true", help="stop every VM when one exits, and exit with its code"
+    )
+    up.add_argument(
+        "--exit-code-from", metavar="VM", help="exit with this VM's code (implies --abort-on-container-exit)"
+    )
     ps = subparsers.add_parser("ps", help="list a project's VMs")
     ps.add_argument("--json", action="store_true", help="print JSON, for scripts")
     exec_ = subparsers.add_parser(
@@ -112,45 +125,113 @@ def _call(project: config.Project, op: str, *, wait: float | None = None, **fiel
 
 
 def _up(args: argparse.Namespace, project: config.Project) -> int:
+    if args.exit_code_from is not None and args.exit_code_from not in project.vms:
+        known = ", ".join(project.vms)
+        raise ProjectError(
+            f"--exit-code-from {args.exit_code_from}: no such VM in project {project.name}; VMs: {known}"
+        )
+    if args.detach and (args.abort_on_container_exit or args.exit_code_from):
+        flag = "--exit-code-from" if args.exit_code_from else "--abort-on-container-exit"
+        raise ProjectError(f"-d and {flag} cannot be combined: drop -d to follow the VMs")
+    outcome = Outcome(exit_from=args.exit_code_from, abort=args.abort_on_container_exit)
     ready = prepared(project)
     connection = _connect(project, start=True, paths=host_paths(ready))
     debug = bool(os.environ.get("HVFS_DEBUG"))
     client.request(connection, "up", project=to_json(ready), foreground=not args.detach, debug=debug)
-    early = []  # what VMs said while the others were starting, before the answer
-    reply, _ = connection.receive()
-    while "up" not in reply and "error" not in reply:
+    early: list[dict[str, Any]] = []  # what a VM said before the last one started
+    while True:
+        reply, fds = connection.receive()
+        for fd in fds:
+            os.close(fd)
+        if "up" in reply or "error" in reply:
+            break
         early.append(reply)
-        reply, _ = connection.receive()
     if "error" in reply:
         connection.close()
         if "is already up" in str(reply["error"]):
             print(f"hvfs: project {project.name} is already up; see 'hvfs ps'")
             return 0
+        if reply.get("code") == DependencyFailed.exit_code:
+            raise DependencyFailed(str(reply["error"]))
         raise ProjectError(str(reply["error"]))
     if args.detach:
         connection.close()
-        print(f"hvfs: project {project.name} is up: {', '.join(project.vms)}")
+        started = reply.get("started", list(project.vms))
+        print(f"hvfs: project {project.name} is up: {', '.join(project.vms)}; started: {', '.join(started)}")
         return 0
-    return _follow(connection, project, early)
+    return _follow(connection, project, reply, early, outcome)
 
 
-def _follow(connection: control.Connection, project: config.Project, early: list[dict[str, Any]]) -> int:
+class Outcome:
+    """The exit code of ``hvfs up`` in the foreground, from the VMs' exits as they come.
+
+    Compose v2 returns 0 when every container has exited, whatever their codes, unless
+    told otherwise; a CI job needs the failure, so hvfs returns the code of the first VM
+    that exited non-zero (0 if all exited 0). With --abort-on-container-exit, as compose:
+    the first VM to exit stops all the others, and its code is returned; with
+    --exit-code-from VM (which implies it), that VM's code, whenever and however it
+    ended (stopped by the abort: 143 or 137). A VM that its restart policy starts again
+    has not exited yet."""
+
+    def __init__(self, *, exit_from: str | None, abort: bool) -> None:
+        self.exit_from, self.abort = exit_from, abort or exit_from is not None
+        self.code: int | None = None
+        self.aborting = False
+
+    def exited(self, name: str, code: int) -> bool:
+        """Note a VM's final exit; True when this one starts the abort."""
+        if self.exit_from is not None:
+            if name == self.exit_from:
+                self.code = code
+        elif self.abort:
+            if not self.aborting:
+                self.code = code
+        elif self.code is None and code != 0:
+            self.code = code
+        starts = self.abort and not self.aborting
+        self.aborting = self.aborting or starts
+        return starts
+
+    def result(self) -> int:
+        return self.code or 0
+
+
+def _follow(
+    connection: control.Connection, project: config.Project, reply: dict[str, Any], early: list[dict[str, Any]],
+    outcome: Outcome,
+) -> int:  # fmt: skip
     """``hvfs up`` in the foreground: every VM's output, prefixed with its name, until they
-    have all exited (or Ctrl-C, which takes the project down); ``early``: messages
-    received before the answer to ``up``."""
-    width = max(len(name) for name in project.vms)
-    running = set(project.vms)
-    try:
-        for message, fds in itertools.chain(((m, []) for m in early), control.replies(connection)):
+    have all exited (or Ctrl-C, which takes the project down); returns as ``outcome`` says."""
+    width = max(len(name) for name in reply["up"])
+    running = set(reply.get("running", reply["up"]))
+    stopper: threading.Thread | None = None
+
+    def messages() -> Iterator[dict[str, Any]]:
+        yield from early  # before the reply: the VMs it says are running are still to come
+        if not running:
+            return
+        for message, fds in control.replies(connection):
             for fd in fds:
                 os.close(fd)
+            yield message
+
+    try:
+        for message in messages():
             if "log" in message:
                 print(f"{message['log']:<{width}} | {message['line']}", flush=True)
             elif "stderr" in message:
                 print(message["stderr"], file=sys.stderr, flush=True)
             elif "exited" in message:
-                print(f"{message['exited']:<{width}} | exited with code {message['code']}", flush=True)
-                running.discard(str(message["exited"]))
+                name, code = str(message["exited"]), int(message["code"])
+                again = " (restarting)" if message.get("restarting") else ""
+                print(f"{name:<{width}} | exited with code {code}{again}", flush=True)
+                if again:
+                    continue
+                running.discard(name)
+                if outcome.exited(name, code) and running and stopper is None:
+                    print("Aborting on VM exit...", flush=True)
+                    stopper = threading.Thread(target=_take_down, args=(project,), daemon=True)
+                    stopper.start()  # meanwhile this thread reads on: the exits come here
                 if not running:
                     break
     except KeyboardInterrupt:
@@ -158,7 +239,15 @@ def _follow(connection: control.Connection, project: config.Project, early: list
         return 130
     finally:
         connection.close()
-    return 0
+    if stopper is not None:
+        stopper.join()
+    _take_down(project)  # every VM has exited: the project goes, as it came, with this command
+    return outcome.result()
+
+
+def _take_down(project: config.Project) -> None:
+    with contextlib.suppress(ProjectError):  # not up any more: another took it down
+        _call(project, "down", timeout=10.0, wait=(10.0 + _STOP_GRACE) * len(project.vms))
 
 
 def _ps(args: argparse.Namespace, project: config.Project) -> int:
@@ -171,13 +260,18 @@ def _ps(args: argparse.Namespace, project: config.Project) -> int:
     if args.json:
         print(json.dumps(reply, indent=2, sort_keys=True))
         return 0
-    print(f"{'NAME':16} {'STATE':10} {'CODE':5} {'ADDRESS':15} {'UP':>8} {'SERVED':>8} IMAGE")
+    print(
+        f"{'NAME':16} {'STATE':10} {'HEALTH':9} {'CODE':5} {'RESTARTS':>8} {'ADDRESS':15} {'UP':>8} {'SERVED':>8} IMAGE"
+    )
     for vm in reply["vms"]:
         up = f"{time.time() - vm['started']:.0f}s" if vm["state"] == "running" else "-"
         served = vm["requests"]["served"] if vm["requests"] else "-"
         code = "" if vm["code"] is None else vm["code"]
+        health = (vm.get("health") or {}).get("status", "-")
+        restarts = vm.get("restarts", 0)
         print(
-            f"{vm['name']:16} {vm['state']:10} {code!s:5} {vm['address'] or '-':15} {up:>8} {served!s:>8} {vm['image']}"
+            f"{vm['name']:16} {vm['state']:10} {health:9} {code!s:5} {restarts:>8} {vm['address'] or '-':15} {up:>8} "
+            f"{served!s:>8} {vm['image']}"
         )
     return 0
 
