@@ -18,6 +18,7 @@ import dataclasses
 import fcntl
 import logging
 import os
+import shutil
 import signal
 import threading
 import time
@@ -26,7 +27,7 @@ from typing import Any
 from hvfs import private_dirs
 from hvfs.errors import HvfsError
 from hvfs.hypervisor import control, recreate, telling, views, vmstart
-from hvfs.hypervisor.group import Group, saved
+from hvfs.hypervisor.group import Group, remove_tree, saved
 from hvfs.hypervisor.layout import Layout, write_json
 from hvfs.hypervisor.spec import from_json, group_id
 from hvfs.hypervisor.version import code_id
@@ -37,6 +38,7 @@ from hvfs.spec import UsageError
 log = logging.getLogger("hvfs.daemon")
 _CHANGING = frozenset({"run", "up", "stop", "down"})  # what a manager giving way lets finish
 CHANGES_GRACE = 30.0  # seconds
+SWEEP_AGE = 10.0  # seconds
 RECONNECT = 30.0  # seconds a run's VM waits for its client to come back after a restart
 
 
@@ -150,11 +152,23 @@ class Daemon:
             self.groups[gid] = group
             group.owner_lost_at = time.monotonic()  # a run's client must come back
             group.resume(document)
-        for vmid in os.listdir(self.layout.vms):  # VMs no group claims any more
-            if not any(r.vmid == vmid for g in self.groups.values() for r in g.vms.values()):
-                import shutil
+        self._sweep_vms()
 
-                shutil.rmtree(self.layout.vm(vmid), ignore_errors=True)
+    def _sweep_vms(self) -> None:
+        """Remove the state of VMs no group runs any more: one whose removal failed as it
+        exited (its staging still a mount point), or one a manager before left."""
+        with self.lock:
+            claimed = {r.vmid for g in self.groups.values() for r in g.vms.values() if r.state != "exited"}
+        try:
+            vmids = os.listdir(self.layout.vms)
+        except FileNotFoundError:
+            return
+        for vmid in vmids:
+            with contextlib.suppress(OSError):
+                # One made in the last seconds may be a VM being started again (a restart, a
+                # recreated one) whose record still says exited.
+                if vmid not in claimed and time.time() - os.stat(self.layout.vm(vmid)).st_mtime > SWEEP_AGE:
+                    remove_tree(self.layout.vm(vmid))
 
     def _tick(self) -> None:
         now = time.monotonic()
@@ -165,6 +179,7 @@ class Daemon:
             self.last_busy = now
         elif now - self.last_busy > idle_timeout():
             self.done.set()
+        self._sweep_vms()
         for group in groups:
             lost = group.owner_lost_at
             if group.project.kind == "run" and group.owner is None and lost is not None and now - lost > RECONNECT:
@@ -184,9 +199,9 @@ class Daemon:
                 return
             del self.groups[group.gid]
         group.remove()
+        self._sweep_vms()
 
     def _remove_state(self, gid: str) -> None:
-        import shutil
 
         shutil.rmtree(self.layout.group(gid), ignore_errors=True)
 

@@ -258,7 +258,7 @@ class Group:
                 record.state, record.code = "exited", code
                 record.exited.set()
                 with contextlib.suppress(OSError):
-                    shutil.rmtree(self.layout.vm(vmid))
+                    remove_tree(self.layout.vm(vmid))
                 continue
             started = document.get("started", {}).get(name)
             record.running, record.state = running, "running"
@@ -341,8 +341,10 @@ class Group:
             with contextlib.suppress(OSError):
                 os.close(fd)
         record.kept.clear()
-        with contextlib.suppress(OSError):
-            shutil.rmtree(self.layout.vm(record.vmid))
+        try:
+            remove_tree(self.layout.vm(record.vmid))
+        except OSError as e:  # the daemon sweeps it later
+            log.warning("VM %s: its state %s stays for now: %s", record.config.name, e.filename, e.strerror)
         record.code, record.state = code, "exited" if again is None else "restarting"
         with contextlib.suppress(OSError):  # the group is being removed: its state with it
             self.save()
@@ -475,6 +477,17 @@ class Group:
         if self.bridge is not None:
             self.bridge.close()
         shutil.rmtree(self.layout.group(self.gid), ignore_errors=True)
+
+
+def remove_tree(path: str) -> None:
+    """``shutil.rmtree``, where what another process removes meanwhile (a VM's shim its
+    socket, as it exits) is simply gone."""
+
+    def gone(function: object, name: str, error: tuple[type[BaseException], BaseException, object]) -> None:
+        if not isinstance(error[1], FileNotFoundError):
+            raise error[1]
+
+    shutil.rmtree(path, onerror=gone)
 
 
 def saved(layout: Layout, gid: str) -> dict[str, Any]:
