@@ -94,6 +94,7 @@ def _spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         stats=spec.check_output_file(args.stats, "--stats") if args.stats else None,
         user=spec.check_user(args.user) if args.user else None,
         stop_timeout=spec.check_timeout(args.stop_timeout, "--stop-timeout"),
+        home_set=any(item.partition("=")[0] == "HOME" for item in args.env),
         services=ServiceOptions.from_args(args),
     )
 
@@ -126,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         from hvfs.services.scan.cli import add_quarantine_command
 
         project_cli.add_commands(subparsers)
-        for add in (add_events_command, add_backup_command, add_quarantine_command):
+        from hvfs.hypervisor.commands import add_manager_command
+
+        for add in (add_events_command, add_backup_command, add_quarantine_command, add_manager_command):
             add(cast("argparse._SubParsersAction[argparse.ArgumentParser]", subparsers))  # _Parser is one
     args = parser.parse_args(argv)
     from hvfs import logs
@@ -135,9 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.subcommand is None:
         parser.print_help(sys.stderr)
         return EXIT_HVFS
-    from hvfs.manager.sources.base import SourceError
-    from hvfs.sandbox.errors import SetupError
-    from hvfs.spec import UsageError
+    from hvfs.errors import HvfsError
 
     try:
         if hasattr(args, "handler"):  # events, backup, quarantine
@@ -150,9 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         from hvfs.run import run
 
         code = run(spec)
-    except (UsageError, SetupError, SourceError) as e:  # the project's errors are UsageErrors
+    except HvfsError as e:
         sys.stderr.write(f"hvfs: {e}\n")
-        return EXIT_HVFS
+        return e.exit_code
     except KeyboardInterrupt:
         return 130
     except Exception as e:

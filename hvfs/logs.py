@@ -68,11 +68,12 @@ class _ManagerLog(logging.Handler):
             self.handleError(record)
 
 
-class _OneLine(logging.Formatter):
+class OneLine(logging.Formatter):
     """A record as one line for stderr: no traceback, but where to find it."""
 
-    def __init__(self, path: _Path) -> None:
+    def __init__(self, path: _Path | None = None) -> None:
         super().__init__("hvfs: %(message)s")
+        path = path or _configured or _Path()
         self.path = path
         self._errors = 0
         self._lock = threading.Lock()
@@ -112,17 +113,21 @@ class _Quiet(logging.StreamHandler):  # type: ignore[type-arg]
                 self.handleError(record)
 
 
+_configured: _Path | None = None
+
+
 def configure() -> None:
     """Set up hvfs's logging for a command: see the module's docstring."""
+    global _configured
     root = logging.getLogger()
     debug = bool(os.environ.get("HVFS_DEBUG"))
     root.setLevel(logging.DEBUG if debug else logging.WARNING)
-    path = _Path()
+    path = _configured = _Path()
     console = _Quiet(sys.stderr)
     if debug:
         console.setFormatter(logging.Formatter("hvfs: %(message)s"))
     else:
-        console.setFormatter(_OneLine(path))
+        console.setFormatter(OneLine(path))
     root.addHandler(console)
     root.addHandler(_ManagerLog(path))
     logging.raiseExceptions = debug  # a full disk under the log must not print a traceback

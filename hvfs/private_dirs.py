@@ -40,6 +40,21 @@ class UnsafeDirectory(UsageError):
     names it and what to do."""
 
 
+# In a user namespace, every owner outside its map shows as the overflow uid: root and
+# any other user alike. Only the rootless manager, whose client checked the same paths
+# with the host's uids first (check_existing), trusts it on the way to a directory: an
+# owner that passed there cannot have changed since, for only root or the owner chowns.
+_OVERFLOW_UID = 65534
+_unmapped_trusted = False
+
+
+def trust_unmapped_owners() -> None:
+    global _unmapped_trusted, _OVERFLOW_UID
+    with contextlib.suppress(OSError, ValueError), open("/proc/sys/kernel/overflowuid") as f:
+        _OVERFLOW_UID = int(f.read())
+    _unmapped_trusted = True
+
+
 def _who(uid: int) -> str:
     try:
         return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
@@ -64,7 +79,7 @@ class _Walk:
 
     def check_on_the_way(self, st: os.stat_result, where: str) -> None:
         mend = f"make {where} writable only by its owner"
-        if st.st_uid not in (0, self.uid):
+        if st.st_uid not in (0, self.uid) and not (_unmapped_trusted and st.st_uid == _OVERFLOW_UID):
             self.fail(f"is not safe: {where} on the way to it belongs to {_who(st.st_uid)}", "ask root")
         if _writable_by_others(st) and not st.st_mode & stat.S_ISVTX:
             mode = stat.S_IMODE(st.st_mode)
@@ -189,6 +204,13 @@ def private_directory(
     finally:
         os.close(fd)
     return real
+
+
+def check_existing(path: str, what: str, fix: str, *, ours: bool = True) -> None:
+    """The checks of private_directory on what exists of ``path``, creating nothing."""
+    with contextlib.suppress(FileNotFoundError):
+        fd, _, _ = _Walk(path, what, fix, ours).walk(create=False)
+        os.close(fd)
 
 
 def is_private(path: str) -> str | None:

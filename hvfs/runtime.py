@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hvfs.api import Transport
-from hvfs.api.choice import chosen_transport
+from hvfs.api.choice import transport_maker
 from hvfs.api.hooks import EventBus
 from hvfs.intercept.arch import Arch
-from hvfs.intercept.driver import SeccompDriver
-from hvfs.intercept.filter import FilterConfig, compile_filter
+from hvfs.intercept.backend import Driver, backend
 from hvfs.manager.manager import Manager
 from hvfs.manager.mounts import Mount
 from hvfs.manager.sources.base import SourceError
@@ -50,6 +49,7 @@ class VmSpec:
     scanned: bool = False
     stdio: tuple[int, int, int] = (0, 1, 2)
     start: Mapping[str, Any] = field(default_factory=dict)  # for pid 1: network link, rlimits
+    winsize: bytes | None = None  # of the terminal, with tty (else the size of this process's)
 
 
 @dataclass
@@ -57,7 +57,7 @@ class RunningVm:
     spec: VmSpec
     process: launcher.VmProcess
     context: VmContext
-    driver: SeccompDriver
+    driver: Driver
     terminal: int | None  # the pty master, with a terminal
     tracer: ExecTracer | None = None  # while the VM is scanned
 
@@ -67,24 +67,6 @@ class RunningVm:
 
     def signal(self, signum: int) -> None:
         self.process.signal(signum)
-
-
-def compile_program(strict: bool, arch: Arch) -> bytes:
-    """The VM's seccomp filter, with a clear error when it cannot be built here."""
-    try:
-        return compile_filter(FilterConfig(trap_reads=strict), arch)
-    except ImportError:
-        raise SetupError(
-            "seccomp filter", "the pyseccomp package is missing", "install hvfs with its dependencies: scripts/setup"
-        ) from None
-    except RuntimeError as e:  # pyseccomp cannot find libseccomp
-        raise SetupError("seccomp filter", str(e), "install libseccomp: apt-get install libseccomp2") from None
-    except OSError as e:
-        raise SetupError(
-            "seccomp filter",
-            f"libseccomp cannot build a user-notification filter ({e.strerror})",
-            "seccomp user notification is unavailable here; hvfs needs Linux 5.14+ with CONFIG_SECCOMP_FILTER",
-        ) from None
 
 
 def build(spec: VmSpec, staging: str) -> Views:
@@ -112,26 +94,29 @@ def start_vm(
     program: bytes,
     start: Starter = launcher.start,
     before_start: Callable[[launcher.VmProcess], Mapping[str, Any]] | None = None,
+    shim: str | None = None,
+    outlives: bool = False,
+    wait: float = 30.0,
     bus: EventBus | None = None,
+    transport_kind: str = "inprocess",
+    driver_kind: str = "seccomp",
 ) -> RunningVm:
     """Boot the VM on ``views``, serve it (with the services on ``bus``), and start its command.
 
     ``before_start`` runs once pid 1 is in its namespaces and before the command starts
     (the network link is made then); what it returns is added to pid 1's start message.
-    The driver reaches the manager through the transport ``HVFS_TRANSPORT`` names.
+    The driver reaches the manager through the transport ``transport`` (hvfs.api.choice).
     """
-    try:
-        make_transport = chosen_transport()
-    except ValueError as e:
-        raise UsageError(str(e)) from None
     plan = BootPlan(
         name=spec.name,
         boot=views.boot,
         program=spec.program,
         filter_program=program,
         tty=spec.tty,
-        winsize=terminal.host_winsize() if spec.tty else None,
+        winsize=spec.winsize if spec.winsize is not None else (terminal.host_winsize() if spec.tty else None),
         stdio=spec.stdio,
+        shim=shim,
+        wait=wait,
     )
     vm = start(plan, idmap)
     booted = vm.wait_booted()
@@ -150,8 +135,8 @@ def start_vm(
         bus=bus,
     )
     manager.add_vm(context)
-    transport = make_transport(manager.handle_request)
-    driver = SeccompDriver(booted.listener, spec.name, transport, arch)
+    transport = transport_maker(transport_kind)(manager.handle_request)
+    driver = backend(driver_kind).driver(booted.listener, spec.name, transport, arch, outlives=outlives)
     driver.start()
     tracer = trace_execs(spec.name, vm.init_pid, transport) if spec.scanned else None
     settings = dict(spec.start)

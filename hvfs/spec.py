@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hvfs import machine
+from hvfs.errors import HvfsError
 from hvfs.hypervisor.mounts import MountSpec, target_problem
 from hvfs.manager.sources import registry
 from hvfs.manager.sources.base import OptionError
@@ -30,7 +31,7 @@ MIN_CPUS = 0.01  # a CFS quota of 1 ms per 100 ms period, the kernel's smallest
 NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
 
 
-class UsageError(Exception):
+class UsageError(HvfsError):
     """Bad input from the user: the message names the problem and the fix."""
 
 
@@ -52,6 +53,7 @@ class RunSpec:
     stats: str | None = None
     user: str | None = None
     stop_timeout: float = 10.0  # seconds between a forwarded SIGTERM and killing the VM
+    home_set: bool = False  # HOME was given (-e HOME=...), so --user does not replace it
     services: Any = None  # hvfs.hypervisor.services.ServiceOptions, when any service is asked for
 
 

@@ -52,6 +52,35 @@ def _userns_available() -> bool:
     return subprocess.run(["unshare", "--user", "--map-root-user", "true"], capture_output=True).returncode == 0
 
 
+# Each test session has managers of its own (one per user): state directories under /tmp,
+# so that sessions of several checkouts on one machine never share a manager.
+_STATE_DIRS: dict[str, str] = {}
+
+
+def state_dir(user: str | None) -> str:
+    """The state directory of this session's manager for ``user`` (None: root)."""
+    key = user or "root"
+    if key not in _STATE_DIRS:
+        path = tempfile.mkdtemp(prefix=f"hvfs-state-{key}-")
+        if user is not None:
+            account = pwd.getpwnam(user)
+            os.chown(path, account.pw_uid, account.pw_gid)
+        _STATE_DIRS[key] = path
+    return _STATE_DIRS[key]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_managers() -> Iterator[None]:
+    os.environ["HVFS_STATE_DIR"] = state_dir(None)
+    yield
+    for key, path in list(_STATE_DIRS.items()):
+        command = [sys.executable, "-m", "hvfs", "manager", "stop"]
+        if key != "root":
+            command = ["runuser", "-u", key, "--", "env", f"HVFS_STATE_DIR={path}", f"PYTHONPATH={REPO}", *command]
+        subprocess.run(command, env={**os.environ, "HVFS_STATE_DIR": path}, capture_output=True, timeout=60)
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def kernel_features() -> None:
     require(_seccomp_notify_available(), "the kernel has no seccomp user notification")
@@ -153,8 +182,11 @@ def as_user(name: str, stage: Path) -> Hvfs:
         f"HOME={account.pw_dir}",
         f"PYTHONPATH={stage}",
         "PYTHONDONTWRITEBYTECODE=1",
+        f"HVFS_STATE_DIR={state_dir(name)}",
     ]
-    command = ["runuser", "-u", name, "--", *env, SYSTEM_PYTHON, "-m", "hvfs"]
+    # -P: the staged copy, never the hvfs of the working directory (a client of other
+    # code than its manager would replace the manager again and again).
+    command = ["runuser", "-u", name, "--", *env, SYSTEM_PYTHON, "-P", "-m", "hvfs"]
     return Hvfs(command, user=name, probes=stage / "probes")
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Hvfs
+from tests.conftest import Hvfs, state_dir
 from tests.helpers import PROBES
 
 
@@ -79,9 +79,10 @@ def test_a_bad_second_volume_changes_nothing(hvfs: Hvfs, tmp_path: Path) -> None
     assert (tmp_path / "keep").read_text() == "x"
 
 
-def test_user_namespaces_disabled_is_reported(hvfs: Hvfs) -> None:
-    # The limit is per user namespace, so this disables them for hvfs only.
-    command = " ".join([*hvfs.command, "run", "--", "true"])
+def test_user_namespaces_disabled_is_reported(hvfs: Hvfs, tmp_path: Path) -> None:
+    # The limit is per user namespace, so this disables them for hvfs only; a state
+    # directory of its own makes hvfs start a manager there, which must say why it cannot.
+    command = " ".join(["env", f"HVFS_STATE_DIR={tmp_path}/state", *hvfs.command, "run", "--", "true"])
     result = subprocess.run(
         [
             "unshare",
@@ -99,10 +100,18 @@ def test_user_namespaces_disabled_is_reported(hvfs: Hvfs) -> None:
     assert "user.max_user_namespaces" in result.stderr
 
 
-def test_missing_seccomp_user_notification_is_reported(hvfs: Hvfs) -> None:
+def test_missing_seccomp_user_notification_is_reported(hvfs: Hvfs, tmp_path: Path) -> None:
+    # A manager of its own, started where seccomp(2) fails, which must say so.
     result = subprocess.run(
-        [sys.executable, str(PROBES / "without_seccomp.py"), "run", "--", "true"], capture_output=True, text=True
+        [sys.executable, str(PROBES / "without_seccomp.py"), "run", "--", "true"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HVFS_STATE_DIR": str(tmp_path / "state")},
     )
+    subprocess.run(  # a manager that could not run its VM still ran: it is ours to end
+        [*hvfs.command, "manager", "stop"], env={**os.environ, "HVFS_STATE_DIR": str(tmp_path / "state")},
+        capture_output=True, timeout=60,
+    )  # fmt: skip
     assert result.returncode == 125
     assert result.stderr.count("\n") == 1
     assert "seccomp" in result.stderr
@@ -236,13 +245,18 @@ def test_pid_1_reaps_orphans(hvfs: Hvfs) -> None:
 
 
 def test_nothing_is_left_behind_by_failed_or_killed_vms(hvfs: Hvfs) -> None:
-    state = Path("/run/hvfs") if os.geteuid() == 0 else Path(f"/tmp/hvfs-{os.geteuid()}")
+    """A VM that cannot start leaves nothing in its manager's state; one whose client is
+    killed ends with it, and its state goes with it."""
+    groups = Path(state_dir(None)) / "groups"
     assert hvfs.run("run", "--name", "hvfs-fails", "-w", "/etc/passwd", "--", "true").returncode == 125
-    assert not (state / "hvfs-fails").exists() and not (state / "hvfs-fails.lock").exists()
+    assert not (groups / "run-hvfs-fails").exists()
     command = [*hvfs.command, "run", "--name", "hvfs-killed", "--", "sh", "-c", "echo up; sleep 30"]
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as killed:
         assert killed.stdout is not None and killed.stdout.readline() == "up\n"
-        assert (state / "hvfs-killed.lock").exists()
+        assert (groups / "run-hvfs-killed").exists()
         killed.kill()
-    hvfs.ok("run", "--", "true")  # any later run sweeps what a killed one could not remove
-    assert not (state / "hvfs-killed").exists() and not (state / "hvfs-killed.lock").exists()
+    deadline = time.monotonic() + 20
+    while (groups / "run-hvfs-killed").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not (groups / "run-hvfs-killed").exists()
+    assert "hvfs-killed" not in hvfs.ok("manager", "status")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import pwd
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -105,3 +107,28 @@ def test_a_single_id_is_said_clearly(single_id_user: Hvfs) -> None:
     assert result.returncode == 125
     assert "cannot be mapped" in result.stderr and "subordinate ids" in result.stderr
     assert single_id_user.ok("run", "--", "id", "-u").strip() == "0"
+
+
+@pytest.mark.parametrize("given", [None, "/root", "/srv/home"])
+def test_run_and_a_project_give_the_same_home(hvfs: Hvfs, tmp_path: Path, given: str | None) -> None:
+    """``hvfs run -u nobody [-e HOME=…]`` and the same settings in hvfs.toml are one VM
+    description: HOME is the user's home unless it is given, whatever it is given as."""
+    env = ["-e", f"HOME={given}"] if given else []
+    by_run = hvfs.ok("run", "-u", "nobody", *env, "--", "sh", "-c", "echo $HOME").strip()
+    name = f"home-{uuid.uuid4().hex[:8]}"
+    environment = f'\n[vms.one.environment]\nHOME = "{given}"\n' if given else "\n"
+    (tmp_path / "hvfs.toml").write_text(
+        f'name = "{name}"\n[vms.one]\ncommand = "sh -c \'echo $HOME > /tmp/home; exec sleep 60\'"\n'
+        f'user = "nobody"{environment}'
+    )
+    project = ["-f", str(tmp_path / "hvfs.toml")]
+    hvfs.ok(*project, "up", "-d")
+    try:
+        in_exec = hvfs.ok(*project, "exec", "one", "--", "sh", "-c", "echo $HOME").strip()
+        in_command = hvfs.ok(
+            *project, "exec", "one", "--", "sh", "-c", "until [ -s /tmp/home ]; do sleep 0.05; done; cat /tmp/home"
+        ).strip()
+    finally:
+        hvfs.ok(*project, "down", "-t", "1")
+    home = given or pwd.getpwnam("nobody").pw_dir  # the default image is the host's root
+    assert by_run == in_exec == in_command == home

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -39,6 +40,7 @@ def test_a_rootfs_tarball_is_unpacked_once(hvfs: Hvfs, busybox_root: tuple[Path,
     _, tarball = busybox_root
     cache = tmp_path / "cache"
     env = {"PATH": "/usr/bin:/bin", "XDG_CACHE_HOME": str(cache), "HOME": str(tmp_path)}
+    env["HVFS_STATE_DIR"] = os.environ["HVFS_STATE_DIR"]  # this session's manager, never the machine's
     out = hvfs.ok("run", "--image", str(tarball), "--", "sh", "-c", SCRIPT, env=env).splitlines()
     assert out[0] == "written"
     unpacked = list((cache / "hvfs" / "images").iterdir())

@@ -46,11 +46,14 @@ def test_truncated_messages_are_refused() -> None:
 def _run_init(data: bytes) -> int:
     """hvfs-init spawned as the manager spawns it, fed ``data`` as its first message."""
     ours, theirs = protocol.pair()
+    chan, chan_theirs = protocol.pair()
     null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     try:
-        pid = launcher._spawn(theirs, (null, null, null))
+        pid = launcher._spawn(theirs, chan_theirs, (null, null, null))
     finally:
         theirs.close()
+        chan_theirs.close()
+        chan.close()
         os.close(null)
     try:
         ours.send(data)

@@ -123,3 +123,18 @@ def test_only_tests_use_the_testing_fakes() -> None:
         if "testing" in module.relative_to(PACKAGE).parts:
             continue
         assert not {n for n in _imports(module) if n.startswith("hvfs.testing")}, module
+
+
+def test_the_driver_and_the_manager_load_no_front_end() -> None:
+    """What serves requests loads no option parser, no state directory, no CLI: a driver
+    or manager in another process (the Docker runtime's) must not need them."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, hvfs.intercept.driver, hvfs.intercept.backend, hvfs.manager.manager, hvfs.api.socket_transport\n"
+        "print(sorted(m for m in sys.modules if m in ('argparse', 'hvfs.spec', 'hvfs.state', 'hvfs.cli')"
+        " or m.startswith(('hvfs.hypervisor', 'hvfs.project', 'hvfs.services'))))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO)
+    assert loaded.stdout.strip() == "[]", loaded.stdout

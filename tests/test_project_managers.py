@@ -1,5 +1,6 @@
-"""A project's manager killed, or stopped: what ``hvfs down``, ``ps``, ``exec`` and ``stop``
-do about it, and what must not happen (a command run for a client that gave up)."""
+"""The manager that serves a project killed, or stopped: the next command starts another,
+which takes the project's VMs back; a stopped one gets clear errors, and must never run
+a command for a client that gave up; a socket that is not the manager's gets nothing."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -17,12 +19,10 @@ import pytest
 
 from tests.conftest import Hvfs, require
 
-STATE = Path("/run/hvfs/projects")
-
 
 class Project:
-    def __init__(self, hvfs: Hvfs, directory: Path, name: str) -> None:
-        self.hvfs, self.name = hvfs, name
+    def __init__(self, hvfs: Hvfs, directory: Path, name: str, state: Path) -> None:
+        self.hvfs, self.name, self.state = hvfs, name, state
         self.file = str(directory / "hvfs.toml")
 
     def run(self, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -32,12 +32,17 @@ class Project:
         return self.hvfs.ok("-f", self.file, *args, **kwargs)
 
     @property
-    def state(self) -> Path:
-        return STATE / self.name
+    def group(self) -> Path:
+        """The project's directory in the manager's state (its name and a hash of its directory)."""
+        (found,) = (self.state / "groups").glob(f"{self.name}-*")
+        return found
 
     def manager_pid(self) -> int:
         pid: int = json.loads(self.ok("ps", "--json"))["manager"]["pid"]
         return pid
+
+    def states(self) -> dict[str, str]:
+        return {vm["name"]: vm["state"] for vm in json.loads(self.ok("ps", "--json"))["vms"]}
 
 
 def _one_line(result: subprocess.CompletedProcess[str], *mentions: str) -> None:
@@ -48,15 +53,17 @@ def _one_line(result: subprocess.CompletedProcess[str], *mentions: str) -> None:
 
 
 def _to_files(
-    project: Project, args: tuple[str, ...], *, directory: Path, env: dict[str, str] | None = None,
-    wrapper: tuple[str, ...] = (),
+    project: Project, args: tuple[str, ...], *, directory: Path, wrapper: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:  # fmt: skip
     """hvfs with its output in files: ``exec`` hands its stdio to the manager, which holds
     them, unread, for as long as it is stopped (a pipe would not see its end until then)."""
     out, err = directory / "client.out", directory / "client.err"
     with open(out, "w") as stdout, open(err, "w") as stderr:
         command = [*wrapper, *project.hvfs.command, "-f", project.file, *args]
-        code = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, env=env, timeout=60)
+        environment = {**os.environ, "HVFS_STATE_DIR": str(project.state), **(env or {})}
+        code = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, env=environment,
+                              timeout=60)  # fmt: skip
     return subprocess.CompletedProcess(command, code.returncode, out.read_text(), err.read_text())
 
 
@@ -69,6 +76,7 @@ def _wait_gone(pid: int) -> None:
 
 @pytest.fixture
 def project(hvfs: Hvfs, tmp_path: Path) -> Iterator[Project]:
+    """A project with limits, served by a manager of its own (its own state directory)."""
     require(os.geteuid() == 0, "the cgroups of a project's limits (cgroup v1 here) need root")
     name = f"mgr-{uuid.uuid4().hex[:8]}"
     directory = tmp_path / name
@@ -80,49 +88,62 @@ def project(hvfs: Hvfs, tmp_path: Path) -> Iterator[Project]:
         '[vms.limited.limits]\npids = 30\nmemory = "256m"\ncpus = 0.5\n'
         '[vms.free]\ncommand = "sleep 600"\n'
     )
-    yield Project(hvfs, directory, name)
-    subprocess.run([*hvfs.command, "-f", str(directory / "hvfs.toml"), "down", "-t", "1"], capture_output=True)
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    own = hvfs.with_env(HVFS_STATE_DIR=str(state))
+    yield Project(own, directory, name, state)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        for pid in _stopped(state):
+            os.kill(pid, signal.SIGCONT)
+        own.run("-f", str(directory / "hvfs.toml"), "down", "-t", "1", timeout=60)
+        own.run("manager", "stop", timeout=60)
 
 
-def test_down_cleans_up_after_a_killed_manager(project: Project) -> None:
+def _stopped(state: Path) -> list[int]:
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        return [int(json.loads((state / "manager.json").read_text())["pid"])]
+    return []
+
+
+def test_a_killed_manager_is_replaced_and_takes_its_project_back(project: Project) -> None:
     project.ok("up", "-d")
-    record = json.loads((project.state / "cgroups.json").read_text())
+    record = json.loads((project.group / "cgroups.json").read_text())
     cgroups = [Path(p) for p in record["cgroups"]]
     require(bool(cgroups), "no cgroup can be made here: limits fall back to rlimits")
     assert all(c.is_dir() for c in cgroups)
-    assert all(project.name in c.name or project.name in c.parent.name for c in cgroups)
-    manager = project.manager_pid()
-    os.kill(manager, signal.SIGKILL)
-    _wait_gone(manager)
-    assert project.state.is_dir() and all(c.is_dir() for c in cgroups)  # what a SIGKILL leaves behind
+    before = project.manager_pid()
+    os.kill(before, signal.SIGKILL)
+    _wait_gone(before)
+    assert all(c.is_dir() for c in cgroups)  # the VMs still run in them
 
-    for args in (("ps",), ("ps", "--json"), ("exec", "limited", "--", "true"), ("stop", "free")):
-        _one_line(project.run(*args), f"manager of project {project.name} (pid {manager}) is gone", "hvfs down")
-
-    down = project.run("down")
-    assert down.returncode == 0, down.stderr
-    assert down.stdout == (
-        f"hvfs: the manager of project {project.name} (pid {manager}) was gone; removed what it left: "
-        f"{len(cgroups)} cgroups, its state directory {project.state}\n"
-    )
-    assert not project.state.exists()
+    assert project.states() == {"limited": "running", "free": "running"}  # ps started the next manager
+    after = project.manager_pid()
+    assert after != before
+    assert project.ok("exec", "limited", "--", "sh", "-c", "echo back > /data/f; cat /data/f").strip() == "back"
+    assert project.run("stop", "free", "-t", "1").returncode == 0
+    assert project.states() == {"limited": "running", "free": "exited"}
+    assert project.run("down").returncode == 0
+    assert list((project.state / "groups").iterdir()) == []
     assert not [c for c in cgroups if c.exists()]
-    assert project.hvfs.run("run", "--", "true").returncode == 0  # and the host is fine
-    again = project.run("down")
-    assert again.returncode == 0 and again.stdout == ""  # nothing left to say
     assert project.ok("ps", "--json") and json.loads(project.ok("ps", "--json"))["vms"] == []
 
 
-def test_up_after_a_killed_manager_starts_clean(project: Project) -> None:
+def test_up_after_a_killed_manager_finds_the_project_up(project: Project) -> None:
     project.ok("up", "-d")
-    manager = project.manager_pid()
-    os.kill(manager, signal.SIGKILL)
-    _wait_gone(manager)
+    before = project.manager_pid()
+    os.kill(before, signal.SIGKILL)
+    _wait_gone(before)
     up = project.run("up", "-d")
-    assert up.returncode == 0 and f"(pid {manager}) was gone; removed what it left" in up.stdout, up.stderr
+    assert up.returncode == 0 and "is already up" in up.stdout, (up.stdout, up.stderr)
     assert project.ok("exec", "limited", "--", "echo", "back").strip() == "back"
     project.ok("down")
-    assert not project.state.exists()
+
+
+def test_commands_without_a_manager_start_none_when_nothing_is_left(project: Project) -> None:
+    assert project.run("ps").returncode == 0
+    assert project.run("down").returncode == 0
+    assert not (project.state / "manager.json").exists()  # no manager was started for them
+    _one_line(project.run("exec", "free", "--", "true"), f"project {project.name} is not up")
 
 
 def test_a_stopped_manager_gets_a_clear_timeout_and_runs_no_stale_command(project: Project) -> None:
@@ -130,7 +151,7 @@ def test_a_stopped_manager_gets_a_clear_timeout_and_runs_no_stale_command(projec
     manager = project.manager_pid()
     data = Path(project.file).parent / "data"
     os.kill(manager, signal.SIGSTOP)
-    quick = {**os.environ, "HVFS_CONTROL_TIMEOUT": "2"}
+    quick = {"HVFS_CONTROL_TIMEOUT": "2"}
     try:
         for args in (
             ("exec", "limited", "--", "sh", "-c", "echo ran > /data/after-timeout"),
@@ -140,7 +161,7 @@ def test_a_stopped_manager_gets_a_clear_timeout_and_runs_no_stale_command(projec
         ):
             began = time.monotonic()
             result = _to_files(project, args, env=quick, directory=data.parent)
-            _one_line(result, f"the manager of project {project.name} (pid {manager}) does not answer", "kill -CONT")
+            _one_line(result, f"the manager (pid {manager}) does not answer", "kill -CONT")
             assert time.monotonic() - began < 15, args
         # A client that gives up by itself, as a script's own timeout would.
         killed = _to_files(
@@ -155,12 +176,9 @@ def test_a_stopped_manager_gets_a_clear_timeout_and_runs_no_stale_command(projec
     time.sleep(1)
     assert project.ok("exec", "limited", "--", "sh", "-c", "ls /data").split() == []
     assert sorted(p.name for p in data.iterdir()) == []
-    dropped = (project.state / "manager.log").read_text().count("dropped: its client has gone")
-    assert dropped >= 5, (project.state / "manager.log").read_text()  # 2 execs, ps, and the pings of stop and down
-    assert {vm["name"]: vm["state"] for vm in json.loads(project.ok("ps", "--json"))["vms"]} == {
-        "limited": "running",
-        "free": "running",
-    }
+    log = (project.state / "manager.log").read_text()
+    assert log.count("dropped: its client has gone") >= 5, log  # 2 execs, ps, and the pings of stop and down
+    assert project.states() == {"limited": "running", "free": "running"}
     project.ok("down")
 
 
@@ -168,18 +186,17 @@ def test_a_socket_of_this_user_that_is_not_the_manager_gets_nothing(project: Pro
     """manager.json names the manager's pid: a socket served by another process, even of
     the same user, is not the manager's."""
     import fcntl
-    import socket
 
-    project.state.mkdir(parents=True)
     impostor = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    impostor.bind(str(project.state / "control.sock"))
+    impostor.bind(str(project.state / "manager.sock"))
     impostor.listen(8)
     lock = os.open(project.state / "manager.lock", os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(lock, fcntl.LOCK_EX)
-    (project.state / "manager.json").write_text(json.dumps({"pid": 1, "file": project.file, "started": 0}))
+    (project.state / "manager.json").write_text(json.dumps({"pid": 1, "started": 0}))
     try:
-        for args in (("ps",), ("exec", "free", "--", "true")):
+        for args in (("ps",), ("exec", "free", "--", "true"), ("up", "-d")):
             _one_line(project.run(*args), f"served by pid {os.getpid()}, not by the manager (pid 1)")
+        assert project.hvfs.run("run", "--", "true").returncode == 125
         impostor.setblocking(False)
         connections = received = 0
         while True:
@@ -192,10 +209,37 @@ def test_a_socket_of_this_user_that_is_not_the_manager_gets_nothing(project: Pro
             with contextlib.suppress(BlockingIOError):
                 received += len(connection.recv(1 << 16))
             connection.close()
-        assert connections == 2 and received == 0
+        assert connections >= 4 and received == 0
     finally:
         impostor.close()
         os.close(lock)
-        for name in ("control.sock", "manager.lock", "manager.json"):
+        for name in ("manager.sock", "manager.lock", "manager.json"):
             (project.state / name).unlink()
-        project.state.rmdir()
+
+
+def test_a_file_system_mounted_after_the_manager_started_is_served_and_kept_in(hvfs: Hvfs, tmp_path: Path) -> None:
+    """Without systemd, / is private: mounts made after the manager started do not reach
+    its namespace. It gives way to a manager that sees them, and the VM gets the mounted
+    file system, both to read and to write, never what lies under the mount point."""
+    require(os.geteuid() == 0, "mounting a file system needs root")
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    own = hvfs.with_env(HVFS_STATE_DIR=str(state))
+    point = tmp_path / "point"
+    point.mkdir()
+    (point / "under").write_text("under the mount point\n")
+    try:
+        own.ok("run", "--", "true")
+        first = json.loads((state / "manager.json").read_text())["pid"]
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "hvfs-test", str(point)], check=True)
+        try:
+            (point / "over").write_text("on the mounted file system\n")
+            out = own.ok("run", "-v", f"{point}:/m", "--", "sh", "-c", "cat /m/over; ls /m; echo new > /m/written")
+            assert out.splitlines() == ["on the mounted file system", "over"], out
+            assert (point / "written").read_text() == "new\n"
+            assert json.loads((state / "manager.json").read_text())["pid"] != first
+        finally:
+            subprocess.run(["umount", str(point)], check=True)
+        assert sorted(os.listdir(point)) == ["under"]
+    finally:
+        own.run("manager", "stop", timeout=60)

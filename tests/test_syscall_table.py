@@ -30,6 +30,7 @@ from hvfs._sys.abi import (
     SA_FAMILY,
     STATFS_SIZE,
     W_OK,
+    XATTR_ARGS,
 )
 from hvfs.intercept import syscalls
 from hvfs.intercept.decoders.context import Args, Context, Output, Passthrough
@@ -198,6 +199,7 @@ def _args_of_every_decoder(t: FakeTracee) -> dict[str, tuple[int, ...]]:
     """Arguments with which each decoder builds a request (not an error)."""
     p, q, buf, name, value = t.path("f"), t.path("/g"), t.put(bytes(256)), t.path("user.x"), t.put(b"abc")
     how = t.put(OPEN_HOW.pack(os.O_RDONLY, 0, 0))
+    xattr_args = t.put(XATTR_ARGS.pack(value, 3, 0))
     address = t.put(SA_FAMILY.pack(AF_UNIX) + b"/run/s\0")
     data = t.put(b"hello")
     msghdr = t.put(MSGHDR.pack(address, 9, t.put(IOVEC.pack(data, 5)), 1, 0, 0, 0))
@@ -240,6 +242,8 @@ def _args_of_every_decoder(t: FakeTracee) -> dict[str, tuple[int, ...]]:
         "removexattr": (p, name),
         "lremovexattr": (p, name),
         "fremovexattr": (FILE_FD, name),
+        "setxattrat": (DIR_FD, p, 0, name, xattr_args, XATTR_ARGS.size),
+        "removexattrat": (cwd, p, 0, name),
         "stat": (p, buf),
         "lstat": (p, buf),
         "newfstatat": (cwd, p, buf, 0),
@@ -258,6 +262,8 @@ def _args_of_every_decoder(t: FakeTracee) -> dict[str, tuple[int, ...]]:
         "lgetxattr": (p, name, buf, 10),
         "listxattr": (p, buf, 10),
         "llistxattr": (p, buf, 10),
+        "getxattrat": (cwd, p, 0, name, xattr_args, XATTR_ARGS.size),
+        "listxattrat": (DIR_FD, p, 0, buf, 10),
         "inotify_add_watch": (9, p, 2),
         "fanotify_mark": (9, 1, 2, cwd, p),
         "bind": (SOCKET_FD, address, 9),

@@ -59,6 +59,12 @@ STX_MNT_ID_OFFSET = 0x90
 STATFS = struct.Struct("<qqQQQQQ8sqqq32s")
 STATFS_SIZE = STATFS.size  # 120
 
+# Extended attributes (include/uapi/linux/xattr.h): setxattr's flags, and the struct
+# xattr_args of setxattrat and getxattrat (value, size, flags: XATTR_ARGS_SIZE_VER0, 16 bytes).
+XATTR_CREATE = 0x1
+XATTR_REPLACE = 0x2
+XATTR_ARGS = struct.Struct("<QII")
+
 # Times: utimensat's struct timespec[2], utimes' struct timeval[2], utime's struct utimbuf.
 TIMESPEC_PAIR = struct.Struct("<qqqq")
 TIMEVAL_PAIR = struct.Struct("<qqqq")

@@ -20,14 +20,26 @@ KINDS = ("inprocess", "socket")
 Handler = Callable[[Request], Response]
 
 
-def chosen_transport(environ: Mapping[str, str] = os.environ) -> Callable[[Handler], Transport]:
-    """What makes the transport of a VM from its manager's handler, as ``HVFS_TRANSPORT``
-    says; ``ValueError`` (one line naming the fix) for a value that names none."""
+def chosen_kind(environ: Mapping[str, str] = os.environ) -> str:
+    """The transport ``HVFS_TRANSPORT`` names; ``ValueError`` (one line naming the fix) for
+    a value that names none. Read by the front end, in the user's environment: a manager
+    serves VMs of many front ends, each with its own choice."""
     kind = environ.get(VARIABLE) or "inprocess"
-    if kind == "inprocess":
-        return InProcessTransport
+    if kind not in KINDS:
+        raise ValueError(f"{VARIABLE}={kind}: not a transport; use one of {', '.join(KINDS)}, or unset it")
+    return kind
+
+
+def transport_maker(kind: str) -> Callable[[Handler], Transport]:
+    """What makes the transport ``kind`` (one of ``KINDS``) from a manager's handler."""
     if kind == "socket":
         from hvfs.api.socket_transport import loopback
 
         return loopback
-    raise ValueError(f"{VARIABLE}={kind}: not a transport; use one of {', '.join(KINDS)}, or unset it")
+    return InProcessTransport
+
+
+def chosen_transport(environ: Mapping[str, str] = os.environ) -> Callable[[Handler], Transport]:
+    """What makes the transport of a VM from its manager's handler, as ``HVFS_TRANSPORT``
+    says; ``ValueError`` for a value that names none."""
+    return transport_maker(chosen_kind(environ))

@@ -47,6 +47,9 @@ class Caller:
     vm: str
     pid: int  # thread id, in the manager's pid namespace
     creds: Credentials | None = None  # present for requests that change something
+    # Served again after a manager restart: when the dead manager took it (ns since the
+    # epoch), for a change that may have been made already (hvfs.manager.replay).
+    replayed_since: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,12 @@
-"""The hypervisor's assembly, shared by every front end (``hvfs run``, ``hvfs up``, and
-the manager that outlives them): from plain descriptions of what a VM is made of to the
-live objects that serve it. Front ends parse what users write into those descriptions;
-this package turns them into mount tables (``mounts``, ``pool``) and services
-(``services``: the services of a group of VMs, from their options to their end), and owns
-the lives of what they hold."""
+"""The hypervisor: the one place where VMs are assembled and run, shared by every front end.
+
+A per-user manager process (``daemon``; one per host as root) serves the VMs that
+``hvfs run``, ``hvfs up`` and the other front ends hand it over its control socket
+(``control``, ``client``). Front ends parse what users write into plain descriptions
+(``spec``, ``mounts``); this package turns them into mount tables (``pool``), services
+(``services``: the services of a group of VMs, from their options to their end) and
+running VMs (``vmstart``, ``group``), and owns the lives of what they hold. The manager
+outlives its clients, and its VMs outlive it: what it holds that the kernel cannot give
+back is left with each VM's shim (native/init/shim.c) and in its state directory
+(``layout``), from which a restarted manager resumes them.
+"""

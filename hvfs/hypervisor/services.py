@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hvfs.api.hooks import BusStatistics, EventBus, Files
-from hvfs.private_dirs import private_directory
+from hvfs.private_dirs import check_existing, private_directory
 from hvfs.services import registry
 from hvfs.services.base import NO_NEEDS, Kind, Needs, Option, OptionError, Service, ServiceKind
 from hvfs.spec import UsageError, output_file_problem, parse_size
@@ -108,6 +108,15 @@ class ServiceOptions:
         if unknown:
             raise UsageError(f"services: unknown key {unknown[0]!r}; known: {', '.join(sorted(known))}")
         return cls.parse(table, directory)
+
+
+def check_stores(options: ServiceOptions) -> None:
+    """Check, in the client, what already exists of every store's path with the host's
+    own uids: the rootless manager, inside its user namespace, sees root and every other
+    user as the same unmapped owner (hvfs.private_dirs.trust_unmapped_owners)."""
+    for enabled in options.enabled:
+        for option, path, ours in enabled.stores:
+            check_existing(path, option.noun or option.key, f"give another with {option.spelling}", ours=ours)
 
 
 def _value(option: Option, raw: object, base: str) -> Any:

@@ -56,6 +56,7 @@ Some facts about seccomp user notification, which the code below relies on:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import logging
@@ -63,15 +64,18 @@ import os
 import select
 import threading
 import time
+from typing import Any
 
 from hvfs import api
 from hvfs._sys import notify, process
 from hvfs._sys.abi import MSG_LEN
 from hvfs.api import Transport
+from hvfs.intercept import inflight
 from hvfs.intercept.arch import Arch
 from hvfs.intercept.decoders.context import Context, DecodeFunction, Output, Passthrough
 from hvfs.intercept.decoders.tracee import CallError, TargetGone
 from hvfs.intercept.filter import syscall_numbers
+from hvfs.intercept.inflight import InflightTable, Pending
 from hvfs.intercept.syscalls import BY_NAME
 from hvfs.intercept.tracee import Inspector, Tracee
 
@@ -95,8 +99,18 @@ def decoders_for(arch: Arch) -> dict[int, DecodeFunction]:
 class SeccompDriver:
     """Serves one VM's listener with a small pool of worker threads."""
 
-    def __init__(self, listener: int, vm: str, transport: Transport, arch: Arch, *, workers: int = 4) -> None:
+    def __init__(
+        self,
+        listener: int,
+        vm: str,
+        transport: Transport,
+        arch: Arch,
+        *,
+        workers: int = 4,
+        inflight: InflightTable | None = None,
+    ) -> None:
         self._listener = listener
+        self._inflight = inflight  # where each worker notes what it serves, for a manager after this one
         self._vm = vm
         self._transport = transport
         self._arch = arch
@@ -107,11 +121,23 @@ class SeccompDriver:
         self._done = False
         self._stop_read, self._stop_write = os.pipe2(os.O_CLOEXEC)
         self._threads = [
-            threading.Thread(target=self._work, name=f"hvfs-{vm}-{i}", daemon=True) for i in range(workers)
+            threading.Thread(target=self._work, args=(i,), name=f"hvfs-{vm}-{i}", daemon=True) for i in range(workers)
         ]
         self._idle = 0  # workers waiting for their turn to receive
         self._watchdog = threading.Thread(target=self._watch, name=f"hvfs-{vm}-watchdog", daemon=True)
         self.sync_wake_up = False
+
+    def kept(self) -> dict[str, int]:
+        """The listener (the shim holds a copy, so the VM's calls wait for the next
+        manager) and the table of requests in flight, which a manager after this one
+        needs to serve the VM again."""
+        kept = {"listener": self._listener}
+        if self._inflight is not None:
+            kept["inflight"] = self._inflight.fd
+        return kept
+
+    def statistics(self) -> dict[str, Any]:
+        return {"sync_wake_up": self.sync_wake_up}
 
     def start(self) -> None:
         try:
@@ -137,15 +163,43 @@ class SeccompDriver:
         for fd in (self._listener, self._stop_read, self._stop_write):
             with contextlib.suppress(OSError):
                 os.close(fd)
+        if self._inflight is not None:
+            self._inflight.close()
 
-    def _work(self) -> None:
+    def serve_pending(self, pending: list[Pending]) -> None:
+        """Answer the requests a manager before this one took and never answered
+        (``InflightTable.pending``), if their callers still wait: with the result it noted,
+        or by serving them again, each in a thread of its own."""
+        for request in pending:
+            notif = notify.Notif.from_buffer_copy(request.notification)
+            if not notify.id_valid(self._listener, notif.id):
+                continue
+            log.warning("VM %s: a request of pid %d taken before a restart (syscall %d) answered again (state %d)",
+                        self._vm, notif.pid, notif.data.nr, request.state)  # fmt: skip
+            if request.state == inflight.ANSWERED:
+                self._respond(notif.id, value=request.value, error=request.errno)
+            elif request.state == inflight.CONTINUED:
+                self._respond(notif.id, flags=notify.SECCOMP_USER_NOTIF_FLAG_CONTINUE)
+            else:
+                created = request.state == inflight.OPENED  # an O_EXCL create made its file already
+                args = (notif, created, request.received_ns)
+                threading.Thread(target=self._serve_alone, args=args, daemon=True).start()
+
+    def _serve_alone(self, notif: notify.Notif, created: bool, received_ns: int) -> None:
         inspector = Inspector()
         try:
-            self._work_with(inspector)
+            self._serve(notif, inspector, created=created, replayed_since=received_ns)
         finally:
             inspector.close()
 
-    def _work_with(self, inspector: Inspector) -> None:
+    def _work(self, slot: int) -> None:
+        inspector = Inspector()
+        try:
+            self._work_with(inspector, slot)
+        finally:
+            inspector.close()
+
+    def _work_with(self, inspector: Inspector, slot: int) -> None:
         me = threading.current_thread()
         poller = select.poll()
         poller.register(self._listener, select.POLLIN)
@@ -168,7 +222,12 @@ class SeccompDriver:
                         self._turn.notify_all()
                     return
                 self._serving_since = time.monotonic()
-                self._serve(notif, inspector)
+                table = self._inflight
+                if table is not None:
+                    table.record(slot, bytes(notif))
+                self._serve(notif, inspector, slot=slot)
+                if table is not None:
+                    table.clear(slot)
                 with self._turn:
                     self._serving_since = None
                     if self._receiver is not me:
@@ -183,8 +242,9 @@ class SeccompDriver:
                     self._receiver = None
                     self._serving_since = None
                     if not self._idle and len(self._threads) < MAX_WORKERS:  # every worker is blocked
+                        slot = len(self._threads)
                         thread = threading.Thread(
-                            target=self._work, name=f"hvfs-{self._vm}-{len(self._threads)}", daemon=True
+                            target=self._work, args=(slot,), name=f"hvfs-{self._vm}-{slot}", daemon=True
                         )
                         self._threads.append(thread)
                         thread.start()
@@ -205,7 +265,15 @@ class SeccompDriver:
                 if events & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
                     return None  # every thread of the VM has exited
 
-    def _serve(self, notif: notify.Notif, inspector: Inspector) -> None:
+    def _serve(
+        self,
+        notif: notify.Notif,
+        inspector: Inspector,
+        *,
+        slot: int | None = None,
+        created: bool = False,
+        replayed_since: int = 0,
+    ) -> None:
         tracee = Tracee(self._listener, notif.id, notif.pid, inspector)
         request: api.Request | None = None
         try:
@@ -223,7 +291,14 @@ class SeccompDriver:
             except Passthrough:
                 self._respond(notif.id, flags=notify.SECCOMP_USER_NOTIF_FLAG_CONTINUE)
                 return
+            if created and isinstance(request, api.Open):
+                request = dataclasses.replace(request, flags=request.flags & ~os.O_EXCL)
+            if replayed_since:
+                caller = dataclasses.replace(request.caller, replayed_since=replayed_since)
+                request = dataclasses.replace(request, caller=caller)  # type: ignore[call-arg]
             response = self._transport.handle_request(request)
+            if slot is not None and self._inflight is not None:
+                self._inflight.performed(slot, response)
             self._apply(tracee, response, output)
         except TargetGone:
             pass

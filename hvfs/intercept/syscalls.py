@@ -101,6 +101,8 @@ class Syscall:
 
 
 M, R, E, N = Handling.MUTATE, Handling.READ, Handling.EPERM, Handling.ENOSYS
+_CONTINUED = "checked, then continued; with AT_EMPTY_PATH and an empty path, continued unchecked, as %s runs natively"
+_ON_THE_FD = "with AT_EMPTY_PATH and an empty path, as %s: on the caller's fd if it is the VM's own (else EPERM)"
 
 TABLE: tuple[Syscall, ...] = (
     Syscall("open", Handling.OPEN, opening.open_, flags_arg=1),
@@ -136,6 +138,8 @@ TABLE: tuple[Syscall, ...] = (
     Syscall("lsetxattr", M, attrs.lsetxattr),
     Syscall("removexattr", M, attrs.removexattr),
     Syscall("lremovexattr", M, attrs.lremovexattr),
+    Syscall("setxattrat", M, attrs.setxattrat, number=463, note=_ON_THE_FD % "fsetxattr"),
+    Syscall("removexattrat", M, attrs.removexattrat, number=466, note=_ON_THE_FD % "fremovexattr"),
     Syscall("fchmod", Handling.FD_META, attrs.fchmod),
     Syscall("fchown", Handling.FD_META, attrs.fchown),
     Syscall("fsetxattr", Handling.FD_META, attrs.fsetxattr),
@@ -163,6 +167,8 @@ TABLE: tuple[Syscall, ...] = (
     Syscall("lgetxattr", R, query.lgetxattr, note="checked, then continued"),
     Syscall("listxattr", R, query.listxattr, note="checked, then continued"),
     Syscall("llistxattr", R, query.llistxattr, note="checked, then continued"),
+    Syscall("getxattrat", R, query.getxattrat, number=464, note=_CONTINUED % "fgetxattr"),
+    Syscall("listxattrat", R, query.listxattrat, number=465, note=_CONTINUED % "flistxattr"),
     Syscall("inotify_add_watch", R, query.inotify_add_watch, note="checked, then continued"),
     Syscall("fanotify_mark", R, query.fanotify_mark, note="checked, then continued"),
     Syscall(
@@ -228,10 +234,6 @@ TABLE: tuple[Syscall, ...] = (
     Syscall("quotactl", E),
     Syscall("quotactl_fd", E),
     Syscall("uselib", N),
-    Syscall("setxattrat", N, number=463, note="libc falls back to setxattr"),
-    Syscall("getxattrat", N, number=464),
-    Syscall("listxattrat", N, number=465),
-    Syscall("removexattrat", N, number=466),
     Syscall("file_getattr", N, number=468),
     Syscall("file_setattr", N, number=469),
 )

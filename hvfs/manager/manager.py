@@ -17,7 +17,7 @@ from hvfs._sys.abi import AT_EACCESS
 from hvfs.api.events import comm_of, event_for
 from hvfs.api.hooks import EventBus
 from hvfs.api.messages import operation
-from hvfs.manager import creds
+from hvfs.manager import creds, replay
 from hvfs.manager.closes import CloseWatcher
 from hvfs.manager.handlers import HANDLERS
 from hvfs.manager.resolve import fd_closing, open_object, proc_path
@@ -79,8 +79,11 @@ class Manager:
         try:
             answer = bus.run_hooks(vm.name, request) if bus is not None else None
             if answer is None:
+                done = replay.already_done(vm, request) if request.caller.replayed_since else None
+                if isinstance(request, api.Open) and request.caller.replayed_since:
+                    request = replay.open_again(vm, request)
                 with creds.acting_as(identity):
-                    response = HANDLERS[type(request)](vm, request)
+                    response = done if done is not None else HANDLERS[type(request)](vm, request)
                 if bus is not None:
                     answer = bus.run_after_hooks(vm.name, request, response)
             if answer is not None:
@@ -182,6 +185,12 @@ class Manager:
             os.close(found)
             return None
         return found, vm
+
+    def deliver_closes(self, timeout: float = 30.0) -> None:
+        """Return once the closes the kernel reported so far are delivered (a VM that
+        has exited made its last ones)."""
+        if self._closes is not None:
+            self._closes.wait(timeout)
 
     def close(self) -> None:
         """Deliver the closes already reported, then stop watching for more."""

@@ -7,15 +7,17 @@ import argparse
 import contextlib
 import json
 import os
-import select
 import sys
+import threading
 import time
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from hvfs import spec
-from hvfs._sys import process
-from hvfs.project import cleanup, config, control
-from hvfs.project.state import ProjectState
+from hvfs.hypervisor import client, control
+from hvfs.hypervisor.layout import Layout
+from hvfs.hypervisor.spec import group_id, host_paths, prepared, to_json
+from hvfs.project import config
 from hvfs.sandbox import terminal
 from hvfs.sandbox.stdio import Stdio
 from hvfs.spec import UsageError
@@ -28,9 +30,21 @@ class ProjectError(UsageError):
     """A one-line problem for the user (exit 125)."""
 
 
+class DependencyFailed(ProjectError):
+    """A VM's ``depends_on`` condition cannot be met: compose's exit 1."""
+
+    exit_code = 1
+
+
 def add_commands(subparsers: Any) -> None:
     up = subparsers.add_parser("up", help="start the VMs of a project", description="Start every VM of hvfs.toml.")
     up.add_argument("-d", "--detach", action="store_true", help="run in the background")
+    up.add_argument(
+        "--abort-on-container-exit", action="store_true", help="stop every VM when one exits, and exit with its code"
+    )
+    up.add_argument(
+        "--exit-code-from", metavar="VM", help="exit with this VM's code (implies --abort-on-container-exit)"
+    )
     ps = subparsers.add_parser("ps", help="list a project's VMs")
     ps.add_argument("--json", action="store_true", help="print JSON, for scripts")
     exec_ = subparsers.add_parser(
@@ -49,7 +63,7 @@ def add_commands(subparsers: Any) -> None:
     stop = subparsers.add_parser("stop", help="stop one VM")
     stop.add_argument("-t", "--timeout", type=float, default=10.0, help="seconds before SIGKILL (default 10)")
     stop.add_argument("vm")
-    down = subparsers.add_parser("down", help="stop every VM and the manager, and clean up")
+    down = subparsers.add_parser("down", help="stop every VM of the project, and clean up")
     down.add_argument("-t", "--timeout", type=float, default=10.0, help="seconds before SIGKILL (default 10)")
 
 
@@ -58,146 +72,211 @@ COMMANDS = ("up", "ps", "exec", "logs", "stop", "down")
 
 def run(args: argparse.Namespace) -> int:
     project = config.load(args.file or DEFAULT_FILE)
-    state = ProjectState(project.name)
     handler = {"up": _up, "ps": _ps, "exec": _exec, "logs": _logs, "stop": _stop, "down": _down}[args.subcommand]
-    return handler(args, project, state)
+    return handler(args, project)
 
 
-def _running(project: config.Project, state: ProjectState) -> dict[str, Any]:
-    info = state.running()
-    if info is None:
-        gone = state.left_behind()
-        if gone is not None:
-            raise _gone(project, gone)
-        raise ProjectError(f"project {project.name} is not up; start it with 'hvfs up -d'")
-    return info
-
-
-def _gone(project: config.Project, info: dict[str, Any]) -> ProjectError:
-    return ProjectError(
-        f"the manager of project {project.name} (pid {info.get('pid')}) is gone and left its state behind; "
-        "clean up with 'hvfs down'"
-    )
-
-
-def _manager_pid(info: dict[str, Any]) -> int | None:
+def _connect(project: config.Project, *, start: bool = False, paths: Sequence[str] = ()) -> control.Connection:
+    """The manager, started for ``up`` (``start``) or when one before it left VMs."""
     try:
-        return int(str(info.get("pid")))
-    except ValueError:
-        return None
+        return client.connect(start=start, paths=paths)
+    except control.ControlError as e:
+        raise _control_error(project, e) from None
 
 
-def _control_error(project: config.Project, state: ProjectState, info: dict[str, Any], e: Exception) -> ProjectError:
+def _control_error(project: config.Project, e: Exception) -> ProjectError:
     """The one line for a control error, with what to do."""
-    pid = info.get("pid")
     if isinstance(e, control.NoAnswer):
+        pid = _manager_pid()
         return ProjectError(
-            f"the manager of project {project.name} (pid {pid}) does not answer ({e}); if it is stopped, resume it "
-            f"with 'kill -CONT {pid}', or end it with 'kill -KILL {pid}' and clean up with 'hvfs down'"
-        )
-    if isinstance(e, control.Impostor):
-        return ProjectError(
-            f"project {project.name}: {e}: nothing was sent to it; stop what serves it, or remove {state.root} "
-            "(as root) and start the project again"
+            f"the manager (pid {pid}) does not answer ({e}); if it is stopped, resume it with 'kill -CONT {pid}', "
+            f"or end it with 'kill -KILL {pid}': its VMs wait for the next one, which the next command starts"
         )
     if isinstance(e, control.NotUp):
-        return ProjectError(f"project {project.name} is not up; start it with 'hvfs up -d'")
+        return ProjectError(f"project {project.name} is not up")
+    if isinstance(e, control.Impostor):
+        return ProjectError(f"{e}: nothing was sent to it; stop what serves it, or remove {Layout().root} (as root)")
     return ProjectError(str(e))
 
 
-def _call(
-    project: config.Project, state: ProjectState, info: dict[str, Any], op: str, *, wait: float | None = None,
-    **fields: Any,
-) -> dict[str, Any]:  # fmt: skip
-    """One request to the running manager (``info``), answered within ``wait`` seconds
-    (default: control.answer_timeout())."""
+def _manager_pid() -> object:
+    return client.manager_pid(Layout())
+
+
+def _call(project: config.Project, op: str, *, wait: float | None = None, **fields: Any) -> dict[str, Any]:
+    """One request about ``project``, answered within ``wait`` seconds (default:
+    control.answer_timeout())."""
+    connection = _connect(project)
     try:
-        return control.call(state.control, op, manager_pid=_manager_pid(info), wait=wait, **fields)
+        client.request(connection, op, gid=group_id(project), what=f"project {project.name}", **fields)
+        connection.wait_answer(control.answer_timeout() if wait is None else wait)
+        reply, fds = connection.receive()
     except control.ControlError as e:
-        raise _control_error(project, state, info, e) from None
+        raise _control_error(project, e) from None
+    except (EOFError, OSError, ValueError):
+        raise ProjectError("the manager closed the connection; run the command again") from None
+    finally:
+        connection.close()
+    for fd in fds:
+        os.close(fd)
+    if "error" in reply:
+        raise ProjectError(str(reply["error"]))
+    return reply
 
 
-def _up(args: argparse.Namespace, project: config.Project, state: ProjectState) -> int:
-    from hvfs.project.daemon import Daemon
-
-    info = state.running()
-    if info is not None:
-        print(f"hvfs: project {project.name} is already up (manager pid {info.get('pid')}); see 'hvfs ps'")
+def _up(args: argparse.Namespace, project: config.Project) -> int:
+    if args.exit_code_from is not None and args.exit_code_from not in project.vms:
+        known = ", ".join(project.vms)
+        raise ProjectError(
+            f"--exit-code-from {args.exit_code_from}: no such VM in project {project.name}; VMs: {known}"
+        )
+    if args.detach and (args.abort_on_container_exit or args.exit_code_from):
+        flag = "--exit-code-from" if args.exit_code_from else "--abort-on-container-exit"
+        raise ProjectError(f"-d and {flag} cannot be combined: drop -d to follow the VMs")
+    outcome = Outcome(exit_from=args.exit_code_from, abort=args.abort_on_container_exit)
+    ready = prepared(project)
+    connection = _connect(project, start=True, paths=host_paths(ready))
+    debug = bool(os.environ.get("HVFS_DEBUG"))
+    client.request(connection, "up", project=to_json(ready), foreground=not args.detach, debug=debug)
+    early: list[dict[str, Any]] = []  # what a VM said before the last one started
+    while True:
+        reply, fds = connection.receive()
+        for fd in fds:
+            os.close(fd)
+        if "up" in reply or "error" in reply:
+            break
+        early.append(reply)
+    if "error" in reply:
+        connection.close()
+        if "is already up" in str(reply["error"]):
+            print(f"hvfs: project {project.name} is already up; see 'hvfs ps'")
+            return 0
+        if reply.get("code") == DependencyFailed.exit_code:
+            raise DependencyFailed(str(reply["error"]))
+        raise ProjectError(str(reply["error"]))
+    if args.detach:
+        connection.close()
+        started = reply.get("started", list(project.vms))
+        print(f"hvfs: project {project.name} is up: {', '.join(project.vms)}; started: {', '.join(started)}")
         return 0
-    _clean_up_after_dead_manager(project, state)
-    if not args.detach:
-
-        def report(error: str | None) -> None:
-            if error:
-                sys.stderr.write(f"hvfs: {error}\n")
-
-        return Daemon(project, state, foreground=True, out=sys.stdout).run(report)
-    read_end, write_end = os.pipe()
-    pid = os.fork()  # still single-threaded: the daemon may fork its own children
-    if pid == 0:
-        os.close(read_end)
-        os.setsid()
-        os.makedirs(state.root, mode=0o700, exist_ok=True)
-        log = os.open(os.path.join(state.root, "manager.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        null = os.open("/dev/null", os.O_RDONLY)
-        for target, fd in ((0, null), (1, log), (2, log)):
-            os.dup2(fd, target)
-
-        def ready(error: str | None) -> None:
-            os.write(write_end, (error or "").encode() or b"\n")
-            os.close(write_end)
-
-        code = 125
-        try:
-            code = Daemon(project, state, foreground=False, out=sys.stdout).run(ready)
-        except BaseException as e:
-            import traceback
-
-            traceback.print_exc()  # into the manager's log
-            with contextlib.suppress(OSError):
-                ready(f"internal error: {e!r}; see {os.path.join(state.root, 'manager.log')}")
-        finally:
-            sys.stderr.flush()
-            os._exit(code)
-    os.close(write_end)
-    answer = os.read(read_end, 65536).decode()
-    os.close(read_end)
-    if answer.strip() == "" and answer:
-        print(f"hvfs: project {project.name} is up: {', '.join(project.vms)}")
-        return 0
-    raise ProjectError(answer.strip() or "the manager exited while starting; see its log")
+    return _follow(connection, project, reply, early, outcome)
 
 
-def _ps(args: argparse.Namespace, project: config.Project, state: ProjectState) -> int:
-    info = state.running()
-    reply: dict[str, Any] = {"vms": [], "manager": None}
-    if info is None:
-        gone = state.left_behind()
-        if gone is not None:
-            raise _gone(project, gone)
-    else:
-        try:
-            reply = control.call(state.control, "ps", manager_pid=_manager_pid(info))
-        except control.NotUp:
-            pass  # starting: its control socket is not there yet
-        except control.ControlError as e:
-            raise _control_error(project, state, info, e) from None
+class Outcome:
+    """The exit code of ``hvfs up`` in the foreground, from the VMs' exits as they come.
+
+    Compose v2 returns 0 when every container has exited, whatever their codes, unless
+    told otherwise; a CI job needs the failure, so hvfs returns the code of the first VM
+    that exited non-zero (0 if all exited 0). With --abort-on-container-exit, as compose:
+    the first VM to exit stops all the others, and its code is returned; with
+    --exit-code-from VM (which implies it), that VM's code, whenever and however it
+    ended (stopped by the abort: 143 or 137). A VM that its restart policy starts again
+    has not exited yet."""
+
+    def __init__(self, *, exit_from: str | None, abort: bool) -> None:
+        self.exit_from, self.abort = exit_from, abort or exit_from is not None
+        self.code: int | None = None
+        self.aborting = False
+
+    def exited(self, name: str, code: int) -> bool:
+        """Note a VM's final exit; True when this one starts the abort."""
+        if self.exit_from is not None:
+            if name == self.exit_from:
+                self.code = code
+        elif self.abort:
+            if not self.aborting:
+                self.code = code
+        elif self.code is None and code != 0:
+            self.code = code
+        starts = self.abort and not self.aborting
+        self.aborting = self.aborting or starts
+        return starts
+
+    def result(self) -> int:
+        return self.code or 0
+
+
+def _follow(
+    connection: control.Connection, project: config.Project, reply: dict[str, Any], early: list[dict[str, Any]],
+    outcome: Outcome,
+) -> int:  # fmt: skip
+    """``hvfs up`` in the foreground: every VM's output, prefixed with its name, until they
+    have all exited (or Ctrl-C, which takes the project down); returns as ``outcome`` says."""
+    width = max(len(name) for name in reply["up"])
+    running = set(reply.get("running", reply["up"]))
+    stopper: threading.Thread | None = None
+
+    def messages() -> Iterator[dict[str, Any]]:
+        yield from early  # before the reply: the VMs it says are running are still to come
+        if not running:
+            return
+        for message, fds in control.replies(connection):
+            for fd in fds:
+                os.close(fd)
+            yield message
+
+    try:
+        for message in messages():
+            if "log" in message:
+                print(f"{message['log']:<{width}} | {message['line']}", flush=True)
+            elif "stderr" in message:
+                print(message["stderr"], file=sys.stderr, flush=True)
+            elif "exited" in message:
+                name, code = str(message["exited"]), int(message["code"])
+                again = " (restarting)" if message.get("restarting") else ""
+                print(f"{name:<{width}} | exited with code {code}{again}", flush=True)
+                if again:
+                    continue
+                running.discard(name)
+                if outcome.exited(name, code) and running and stopper is None:
+                    print("Aborting on VM exit...", flush=True)
+                    stopper = threading.Thread(target=_take_down, args=(project,), daemon=True)
+                    stopper.start()  # meanwhile this thread reads on: the exits come here
+                if not running:
+                    break
+    except KeyboardInterrupt:
+        _call(project, "down", timeout=10.0, wait=(10.0 + _STOP_GRACE) * len(project.vms))
+        return 130
+    finally:
+        connection.close()
+    if stopper is not None:
+        stopper.join()
+    _take_down(project)  # every VM has exited: the project goes, as it came, with this command
+    return outcome.result()
+
+
+def _take_down(project: config.Project) -> None:
+    with contextlib.suppress(ProjectError):  # not up any more: another took it down
+        _call(project, "down", timeout=10.0, wait=(10.0 + _STOP_GRACE) * len(project.vms))
+
+
+def _ps(args: argparse.Namespace, project: config.Project) -> int:
+    try:
+        reply = _call(project, "ps")
+    except ProjectError as e:
+        if "is not up" not in str(e):
+            raise
+        reply = {"vms": [], "manager": None}
     if args.json:
         print(json.dumps(reply, indent=2, sort_keys=True))
         return 0
-    print(f"{'NAME':16} {'STATE':10} {'CODE':5} {'ADDRESS':15} {'UP':>8} {'SERVED':>8} IMAGE")
+    print(
+        f"{'NAME':16} {'STATE':10} {'HEALTH':9} {'CODE':5} {'RESTARTS':>8} {'ADDRESS':15} {'UP':>8} {'SERVED':>8} IMAGE"
+    )
     for vm in reply["vms"]:
         up = f"{time.time() - vm['started']:.0f}s" if vm["state"] == "running" else "-"
         served = vm["requests"]["served"] if vm["requests"] else "-"
         code = "" if vm["code"] is None else vm["code"]
+        health = (vm.get("health") or {}).get("status", "-")
+        restarts = vm.get("restarts", 0)
         print(
-            f"{vm['name']:16} {vm['state']:10} {code!s:5} {vm['address'] or '-':15} {up:>8} {served!s:>8} {vm['image']}"
+            f"{vm['name']:16} {vm['state']:10} {health:9} {code!s:5} {restarts:>8} {vm['address'] or '-':15} {up:>8} "
+            f"{served!s:>8} {vm['image']}"
         )
     return 0
 
 
-def _exec(args: argparse.Namespace, project: config.Project, state: ProjectState) -> int:
-    info = _running(project, state)
+def _exec(args: argparse.Namespace, project: config.Project) -> int:
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
@@ -209,35 +288,27 @@ def _exec(args: argparse.Namespace, project: config.Project, state: ProjectState
         if not key or not sep:
             raise ProjectError(f"-e {item!r}: expected KEY=VALUE")
         env[key] = value
-    message: dict[str, Any] = {
-        "hvfs": control.VERSION,
-        "op": "exec",
-        "vm": args.vm,
-        "argv": command,
-        "env": env,
-        "workdir": args.workdir,
-        "user": args.user,
-        "tty": args.tty,
-    }
-    stdio = None
+    fields: dict[str, Any] = {"vm": args.vm, "argv": command, "env": env, "workdir": args.workdir,
+                              "user": args.user, "tty": args.tty}  # fmt: skip
     if args.tty:
         size = terminal.host_winsize()
-        message["winsize"] = size.hex() if size else None
+        fields["winsize"] = size.hex() if size else None
     problem = spec.command_problem(command, env)
     if problem:
         raise ProjectError(f"exec {args.vm}: {problem}")
     wait = control.answer_timeout()
-    try:  # nothing, least of all our stdio, goes to a socket before its server is vouched for
-        connection = control.connect(state.control, manager_pid=_manager_pid(info), timeout=wait)
-        stdio = None if args.tty else Stdio()  # pipes, never the user's files: see hvfs.sandbox.stdio
-        connection.send(message, None if stdio is None else list(stdio.fds))
+    connection = _connect(project)  # vouched for: nothing, least of all our stdio, goes to another
+    stdio = None if args.tty else Stdio()  # pipes, never the user's files: see hvfs.sandbox.stdio
+    try:
+        client.request(connection, "exec", None if stdio is None else list(stdio.fds), gid=group_id(project),
+                       what=f"project {project.name}", **fields)  # fmt: skip
         if stdio is not None:
             stdio.handed_over()
         connection.wait_answer(wait)  # "started" or an error: the command's own run has no time limit
     except control.ControlError as e:
-        raise _control_error(project, state, info, e) from None
+        raise _control_error(project, e) from None
     except OSError as e:
-        raise ProjectError(f"the manager of project {project.name} went away: {e.strerror}") from None
+        raise ProjectError(f"the manager went away: {e.strerror}") from None
     for reply, fds in control.replies(connection):
         if "error" in reply:
             raise ProjectError(str(reply["error"]))
@@ -251,10 +322,10 @@ def _exec(args: argparse.Namespace, project: config.Project, state: ProjectState
     raise ProjectError("the manager went away")
 
 
-def _logs(args: argparse.Namespace, project: config.Project, state: ProjectState) -> int:
+def _logs(args: argparse.Namespace, project: config.Project) -> int:
     if args.vm not in project.vms:
         raise ProjectError(f"no VM named {args.vm!r} in project {project.name}; VMs: {', '.join(project.vms)}")
-    path = state.log(args.vm)
+    path = Layout().log(group_id(project), args.vm)
     if not os.path.exists(path):
         raise ProjectError(f"no output of {args.vm}: project {project.name} is not up")
     with open(path, "rb") as f:
@@ -269,53 +340,18 @@ def _logs(args: argparse.Namespace, project: config.Project, state: ProjectState
                 time.sleep(0.2)
 
 
-def _stop(args: argparse.Namespace, project: config.Project, state: ProjectState) -> int:
-    info = _running(project, state)
-    _call(project, state, info, "ps")  # does it answer at all? stopping may take a while
-    _call(project, state, info, "stop", vm=args.vm, timeout=args.timeout, wait=args.timeout + _STOP_GRACE)
+def _stop(args: argparse.Namespace, project: config.Project) -> int:
+    _call(project, "ps")  # does it answer at all? stopping may take a while
+    _call(project, "stop", vm=args.vm, timeout=args.timeout, wait=args.timeout + _STOP_GRACE)
     return 0
 
 
-def _down(args: argparse.Namespace, project: config.Project, state: ProjectState) -> int:
-    info = state.running()
-    if info is None:
-        _clean_up_after_dead_manager(project, state)
-        return 0
-    manager = _pidfd(info.get("pid"))
+def _down(args: argparse.Namespace, project: config.Project) -> int:
     try:
-        _call(project, state, info, "ps")  # does it answer at all? stopping every VM may take a while
-        with contextlib.suppress(ProjectError):  # it may close the connection as it exits
-            _call(
-                project, state, info, "down", timeout=args.timeout, wait=(args.timeout + _STOP_GRACE) * len(project.vms)
-            )
-        deadline = time.monotonic() + args.timeout + 30
-        while state.running() is not None or (manager is not None and not _exited(manager)):
-            if time.monotonic() > deadline:
-                raise ProjectError(f"the manager of {project.name} (pid {info.get('pid')}) did not exit")
-            time.sleep(0.05)
-    finally:
-        if manager is not None:
-            os.close(manager)
+        _call(project, "ps")  # does it answer at all? stopping every VM may take a while
+    except ProjectError as e:
+        if "is not up" in str(e):
+            return 0
+        raise
+    _call(project, "down", timeout=args.timeout, wait=(args.timeout + _STOP_GRACE) * len(project.vms))
     return 0
-
-
-def _clean_up_after_dead_manager(project: config.Project, state: ProjectState) -> None:
-    removed = cleanup.clean_up_after(state)
-    if removed is not None:
-        print(
-            f"hvfs: the manager of project {project.name} (pid {removed.pid}) was gone; "
-            f"removed what it left: {removed.describe(state.root)}"
-        )
-
-
-def _pidfd(pid: object) -> int | None:
-    """A pidfd of the manager, taken before asking it to exit, so that a reused pid
-    cannot fool the wait."""
-    try:
-        return process.pidfd_open(int(str(pid)))
-    except (OSError, ValueError):
-        return None
-
-
-def _exited(pidfd: int) -> bool:
-    return bool(select.select([pidfd], [], [], 0)[0])

@@ -19,13 +19,16 @@ from hvfs.hypervisor.mounts import MountSpec, target_problem
 from hvfs.manager.sources import registry
 from hvfs.manager.sources.base import OptionError
 from hvfs.manager.sources.registry import SourceSpec
+from hvfs.project import lifecycle
+from hvfs.project.lifecycle import HealthCheck, RestartPolicy
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,30}$")
 DEFAULT_SUBNET = "10.89.0.0/24"
 SOURCE_KEYS = ("type", "sockets")  # and the options of the source's type
 MOUNT_KEYS = ("target", "source", "tmpfs", "readonly")  # and, with tmpfs, a memory source's options
 PRIVATE = "memory"  # the type of a mount's own source, tmpfs = true
-VM_KEYS = ("command", "image", "workdir", "user", "environment", "strict", "network", "mounts", "limits")
+VM_KEYS = ("command", "image", "workdir", "user", "environment", "strict", "network", "mounts", "limits",
+           "healthcheck", "depends_on", "restart")  # fmt: skip
 
 
 class ConfigError(spec.UsageError):
@@ -59,6 +62,12 @@ class VmConfig:
     network: bool = True
     mounts: tuple[MountSpec, ...] = ()  # besides the root
     limits: Limits = Limits()
+    persist: str | None = None  # keep the root's changes in this directory (hvfs run --persist)
+    tty: bool = False  # a terminal of its own (hvfs run -t)
+    home_set: bool = False  # HOME was given, so --user does not replace it
+    healthcheck: HealthCheck | None = None
+    depends_on: Mapping[str, str] = field(default_factory=dict)  # VM name -> condition (lifecycle.CONDITIONS)
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,9 @@ class NetworkConfig:
 
 @dataclass(frozen=True)
 class Project:
+    """A group of VMs for the manager to run: a project of hvfs.toml, or (``kind`` "run")
+    the one VM of an ``hvfs run``, described the same way."""
+
     name: str
     file: str
     directory: str
@@ -76,6 +88,8 @@ class Project:
     sources: Mapping[str, SourceConfig]
     vms: Mapping[str, VmConfig]
     services: Mapping[str, Any]
+    kind: str = "project"
+    transport: str = "inprocess"  # what carries its VMs' requests (hvfs.api.choice), as the client chose
 
 
 class _Table:
@@ -170,7 +184,24 @@ def _mount(table: _Table, sources: Mapping[str, SourceConfig], directory: str) -
     return MountSpec(os.path.normpath(target), source.spec, readonly, source.sockets)
 
 
-def _vm(table: _Table, name: str, sources: Mapping[str, SourceConfig], directory: str) -> VmConfig:
+def _lifecycle(table: _Table, names: Mapping[str, object]) -> dict[str, Any]:
+    """The VM's ``healthcheck``, ``depends_on`` and ``restart`` (hvfs.project.lifecycle)."""
+    data = table.data
+    try:
+        health = lifecycle.healthcheck(table.child("healthcheck").data) if "healthcheck" in data else None
+        needs = (
+            lifecycle.depends_on(data["depends_on"], table.where.split(".")[-1], names) if "depends_on" in data else {}
+        )
+        policy = lifecycle.restart(data["restart"]) if "restart" in data else RestartPolicy()
+    except lifecycle.Problem as e:
+        where = e.key if e.key.startswith(("depends_on", "restart")) else f"healthcheck.{e.key}"
+        table.fail(e.text, where)
+    return {"healthcheck": health, "depends_on": needs, "restart": policy}
+
+
+def _vm(
+    table: _Table, name: str, sources: Mapping[str, SourceConfig], directory: str, names: Mapping[str, object]
+) -> VmConfig:
     if not NAME.match(name):
         table.fail("a VM name is 1 to 31 lowercase letters, digits, '-' or '_'")
     command = table.get("command", (list, str))
@@ -221,6 +252,8 @@ def _vm(table: _Table, name: str, sources: Mapping[str, SourceConfig], directory
         network=bool(table.get("network", bool, True)),
         mounts=mounts,
         limits=limits,
+        home_set="HOME" in env,
+        **_lifecycle(table, names),
     )
     return vm
 
@@ -254,7 +287,11 @@ def load(file: str) -> Project:
     vms_table = top.child("vms")
     if not vms_table.data:
         top.fail("no VMs: add a [vms.NAME] table with a command", "vms")
-    vms = {n: _vm(vms_table.child(n, VM_KEYS), n, sources, directory) for n in list(vms_table.data)}
+    vms = {n: _vm(vms_table.child(n, VM_KEYS), n, sources, directory, vms_table.data) for n in list(vms_table.data)}
+    try:
+        lifecycle.check_graph({n: vm.depends_on for n, vm in vms.items()}, {n: vm.healthcheck for n, vm in vms.items()})
+    except lifecycle.Problem as e:
+        vms_table.fail(e.text, e.key)
     if mode == "bridge" and net.num_addresses - 3 < len(vms):
         network_table.fail(f"{subnet} is too small for {len(vms)} VMs", "subnet")
     services = top.get("services", dict, {})

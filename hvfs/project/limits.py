@@ -13,6 +13,7 @@ RLIMIT_AS, per process rather than per VM; CPU is then not limited.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ from hvfs.project.config import Limits
 
 log = logging.getLogger("hvfs.limits")
 CGROUP_ROOT = "/sys/fs/cgroup"
+RMDIR_TIMEOUT = 5.0  # seconds
 CONTROLLERS = ("memory", "pids", "cpu")
 CPU_PERIOD = 100_000
 # What each limit is called in each cgroup version.
@@ -179,11 +181,20 @@ class LimitMaker:
                 f.write(str(pid))
 
     def cleanup(self) -> None:
+        deadline = time.monotonic() + RMDIR_TIMEOUT
         for path in self._made:
-            try:
-                os.rmdir(path)
-            except OSError:
-                log.warning("could not remove the cgroup %s", path)
+            while True:
+                try:
+                    os.rmdir(path)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as e:
+                    # EBUSY while the last processes of a VM that just ended are released
+                    if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                        log.warning("could not remove the cgroup %s: %s", path, e.strerror)
+                        break
+                    time.sleep(0.02)
 
 
 def _is_projects(path: str, project: str) -> bool:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from hvfs.errors import HvfsError
 
-class SetupError(Exception):
+
+class SetupError(HvfsError):
     """A named step of setting up a VM failed; the message says what to do."""
 
     def __init__(self, step: str, message: str, hint: str = "") -> None:

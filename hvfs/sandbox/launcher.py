@@ -14,8 +14,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import logging
 import os
 import resource
+import select
 import signal
 import socket
 import struct
@@ -25,11 +27,12 @@ from typing import Any
 from hvfs._sys import process
 from hvfs.sandbox import protocol
 from hvfs.sandbox.errors import SetupError
-from hvfs.sandbox.plan import BootPlan, Program, exit_code
+from hvfs.sandbox.plan import BootPlan, Program
 from hvfs.sandbox.preflight import userns_hint
 from hvfs.sandbox.protocol import Message, Msg, Tag
 from hvfs.sandbox.userns import IdMap, map_vm
 
+log = logging.getLogger("hvfs.launcher")
 INIT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_bin", "hvfs-init")
 RLIMITS = {"nproc": resource.RLIMIT_NPROC, "as": resource.RLIMIT_AS, "nofile": resource.RLIMIT_NOFILE}
 SEEDED_SIGNALS = frozenset(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
@@ -48,9 +51,15 @@ class Booted:
 
 @dataclass
 class VmProcess:
+    """A VM's two processes outside it, as the manager sees them: the shim (hvfs-init's
+    launcher, which holds what outlives a manager and reports the exit status) over
+    ``shim``, and pid 1 over ``chan``."""
+
     launcher_pid: int
     init_pid: int
+    shim: socket.socket
     chan: socket.socket
+    ours: bool = True  # the launcher is this process's child (not after a manager restart)
     _early: list[tuple[Message, list[int]]] = field(default_factory=list)
 
     def signal(self, signum: int) -> None:
@@ -60,9 +69,8 @@ class VmProcess:
     def kill(self) -> None:
         """End the VM now, whatever its processes do: SIGKILL to pid 1 from outside its
         namespace always lands, and the kernel then kills every other process of it."""
-        for pid in (self.init_pid, self.launcher_pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.init_pid or self.launcher_pid, signal.SIGKILL)
 
     def wait_booted(self) -> Booted:
         """The VM's listener (and terminal), once pid 1 is in its boot view."""
@@ -84,6 +92,12 @@ class VmProcess:
         """Tell pid 1 it may close its fds ``numbers``, now duplicated here."""
         protocol.send(self.chan, Message(Msg.TAKEN).add_all_ints(Tag.FD, numbers))
 
+    def deposit(self, fds: dict[str, int]) -> None:
+        """Leave copies of ``fds`` (by role) with the shim, for a manager that comes after
+        this one (native/init/shim.c). The shim keeps its own copies."""
+        message = Message(Msg.DEPOSIT).add_all(Tag.ROLE, fds)
+        protocol.send(self.shim, message, list(fds.values()))
+
     def go(self, start: dict[str, Any]) -> None:
         """Tell pid 1 to start the command, with the settings made outside the VM; raises
         SetupError when pid 1 cannot apply them."""
@@ -102,7 +116,7 @@ class VmProcess:
 
     def exec(self, exec_id: int, program: Program, *, tty: bool, winsize: bytes | None, stdio: list[int]) -> None:
         """Ask pid 1 to start ``program`` as a process of ``hvfs exec``; the answers come
-        as EXEC_STARTED and EXEC_EXITED messages (``messages``)."""
+        as EXEC_STARTED and EXEC_EXITED messages (``receive``)."""
         message = program_message(Msg.EXEC, program).add(Tag.ID, exec_id).add(Tag.TTY, tty)
         if winsize:
             message.add(Tag.WINSIZE, winsize)
@@ -115,24 +129,45 @@ class VmProcess:
         return protocol.receive(self.chan)
 
     def wait(self) -> int:
-        """Wait for the VM to end; its exit code."""
-        while True:
-            try:
-                _, status = os.waitpid(self.launcher_pid, 0)
-            except InterruptedError:
-                continue
-            return exit_code(status)
+        """Wait for the VM to end; its exit code. The shim reports it, then exits once
+        this side has hung up."""
+        code = 128 + signal.SIGKILL  # the shim itself was killed: so was the VM
+        try:
+            while True:
+                message, fds = protocol.receive(self.shim)
+                for fd in fds:
+                    os.close(fd)
+                if message.type == Msg.VM_EXITED:
+                    code = message.int(Tag.CODE)
+                    break
+                if message.type == Msg.ERROR:
+                    log.warning("the shim of pid %d: %s", self.launcher_pid, _setup_error(message))
+        except (protocol.ChannelClosed, OSError):
+            pass
+        self.shim.close()
+        if self.ours:
+            with contextlib.suppress(ChildProcessError):
+                while True:
+                    try:
+                        os.waitpid(self.launcher_pid, 0)
+                        break
+                    except InterruptedError:
+                        continue
+        return code
 
     def _receive_until(self, kind: Msg) -> tuple[Message, list[int]]:
-        """The next message of ``kind``; launcher and pid 1 share the channel, so their
-        messages may arrive in either order."""
+        """The next message of ``kind``, from pid 1 or the launcher, whichever sends it;
+        an error from either ends the VM."""
         for i, (message, _fds) in enumerate(self._early):
             if message.type == kind:
                 return self._early.pop(i)
         while True:
+            readable, _, _ = select.select([self.chan, self.shim], [], [])
+            source = self.chan if self.chan in readable else self.shim
             try:
-                message, fds = protocol.receive(self.chan)
+                message, fds = protocol.receive(source)
             except (protocol.ChannelClosed, ConnectionResetError):
+                self.kill()
                 code = self.wait()
                 raise SetupError("boot", f"the VM's launcher exited ({code}) before it was ready") from None
             if message.type == Msg.ERROR:
@@ -173,17 +208,20 @@ def plan_message(plan: BootPlan) -> Message:
     message = program_message(Msg.PLAN, plan.program)
     message.add(Tag.HOSTNAME, plan.name).add(Tag.BOOT, plan.boot).add(Tag.TTY, plan.tty)
     message.add(Tag.GRACE_MS, int(plan.grace * 1000)).add(Tag.FILTER, plan.filter_program)
+    message.add(Tag.WAIT_MS, int(plan.wait * 1000))
+    if plan.shim:
+        message.add(Tag.SHIM, plan.shim)
     if plan.winsize:
         message.add(Tag.WINSIZE, plan.winsize)
     return message
 
 
-def _spawn(chan: socket.socket, stdio: tuple[int, int, int]) -> int:
+def _spawn(shim: socket.socket, chan: socket.socket, stdio: tuple[int, int, int]) -> int:
     if not os.access(INIT, os.X_OK):
         raise SetupError("hvfs-init", f"{INIT} is missing", "build it: run scripts/setup (or reinstall hvfs)")
     # Copies above the target numbers, so that no dup2 of the file actions overwrites
     # a source that a later one still needs.
-    sources = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (*stdio, chan.fileno())]
+    sources = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (*stdio, shim.fileno(), chan.fileno())]
     try:
         return os.posix_spawn(
             INIT,
@@ -202,14 +240,16 @@ def _spawn(chan: socket.socket, stdio: tuple[int, int, int]) -> int:
 def start(plan: BootPlan, idmap: IdMap) -> VmProcess:
     """Spawn the VM's launcher and map its user namespace; returns once the VM's pid 1
     exists (not yet booted)."""
-    ours, theirs = protocol.pair()
+    shim, shim_theirs = protocol.pair()
+    chan, chan_theirs = protocol.pair()
     try:
-        pid = _spawn(theirs, plan.stdio)
+        pid = _spawn(shim_theirs, chan_theirs, plan.stdio)
     finally:
-        theirs.close()
-    vm = VmProcess(launcher_pid=pid, init_pid=0, chan=ours)
+        shim_theirs.close()
+        chan_theirs.close()
+    vm = VmProcess(launcher_pid=pid, init_pid=0, shim=shim, chan=chan)
     try:
-        protocol.send(ours, plan_message(plan))
+        protocol.send(shim, plan_message(plan))
     except protocol.MessageTooLarge as e:
         vm.kill()
         vm.wait()
@@ -221,7 +261,7 @@ def start(plan: BootPlan, idmap: IdMap) -> VmProcess:
         vm.kill()
         vm.wait()
         raise SetupError("VM id maps", e.strerror or str(e)) from None
-    protocol.send(ours, Message(Msg.MAPPED))
+    protocol.send(shim, Message(Msg.MAPPED))
     message, _ = vm._receive_until(Msg.INIT)
     vm.init_pid = message.int(Tag.PID)
     return vm

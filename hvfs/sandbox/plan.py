@@ -25,7 +25,9 @@ class BootPlan:
     filter_program: bytes
     tty: bool = False
     winsize: bytes | None = None
-    grace: float = 1.0  # seconds between SIGTERM and SIGKILL when the manager is lost
+    grace: float = 1.0  # seconds between SIGTERM and SIGKILL when the manager and the shim are lost
+    shim: str | None = None  # where the shim listens for a manager that comes after this one
+    wait: float = 30.0  # seconds requests wait for a manager before they fail with EIO
     stdio: tuple[int, int, int] = (0, 1, 2)  # fds of the manager's to give the VM as its stdio
 
 

@@ -18,8 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 MAX_MESSAGE = 1 << 20
-MAX_FDS = 4
-CHANNEL_FD = 3  # where hvfs-init finds its end of the channel
+MAX_FDS = 32
 _HEADER = struct.Struct("<BI")
 
 
@@ -29,6 +28,8 @@ class Msg(enum.IntEnum):
     START = 3
     EXEC = 4
     TAKEN = 5
+    DEPOSIT = 6
+    WITHDRAW = 7
     UNSHARED = 10
     INIT = 11
     READY = 12
@@ -36,6 +37,8 @@ class Msg(enum.IntEnum):
     ERROR = 14
     EXEC_STARTED = 15
     EXEC_EXITED = 16
+    DEPOSITED = 17
+    VM_EXITED = 18
 
 
 class Tag(enum.IntEnum):
@@ -63,6 +66,9 @@ class Tag(enum.IntEnum):
     ERRNO = 22
     TEXT = 23
     FD = 24
+    SHIM = 25
+    WAIT_MS = 26
+    ROLE = 27
 
 
 class ChannelClosed(Exception):

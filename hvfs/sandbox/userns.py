@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 
 from hvfs._sys import mount as m
-from hvfs._sys import process
+from hvfs._sys import namespaces, process
 from hvfs._sys.abi import CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWUSER
 from hvfs.sandbox import subids
 from hvfs.sandbox.errors import SetupError
@@ -113,6 +113,46 @@ def enter_manager_namespaces(*, network: bool = False) -> IdMap:
     # Mounts made here never propagate back to the host; the host's still reach us.
     m.mount(None, "/", None, m.MS_REC | m.MS_SLAVE)
     return idmap
+
+
+def join_manager_namespaces(vm_process: int) -> IdMap:
+    """Move this (single-threaded) process into the user namespace of the manager that
+    started the VM whose launcher is ``vm_process`` (the parent of the VM's own), and into a
+    new mount namespace of its own, as a restarted manager does. Its id maps are the
+    ones that namespace was given; as its creator's user, this process has every
+    capability there."""
+    outside = os.geteuid()
+    user = os.open(f"/proc/{vm_process}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        manager = namespaces.parent(user)
+    except OSError as e:
+        raise SetupError("user namespace", f"cannot reach the VMs' manager namespace ({e.strerror})") from None
+    finally:
+        os.close(user)
+    try:
+        namespaces.setns(manager, CLONE_NEWUSER)
+    except OSError as e:
+        raise SetupError("user namespace", f"cannot join the VMs' manager namespace ({e.strerror})") from None
+    finally:
+        os.close(manager)
+    process.unshare(CLONE_NEWNS)
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+    m.mount(None, "/", None, m.MS_REC | m.MS_SLAVE)
+    return current_idmap(outside)
+
+
+def current_idmap(outside_uid: int) -> IdMap:
+    """The IdMap of the user namespace this process is in, read from its uid map
+    (``outside_uid``: whose namespace it is, for the reason of a single id)."""
+    extents = []
+    with open("/proc/self/uid_map") as f:
+        for line in f:
+            inside, _outside, count = (int(field) for field in line.split())
+            extents.append((inside, count))
+    total = sum(count for _, count in extents)
+    reason = subids.why_single_id(outside_uid) if total == 1 else ""
+    return IdMap(total, reason, tuple(extents) if len(extents) > 1 else ())
 
 
 def map_vm(pid: int, idmap: IdMap) -> None:

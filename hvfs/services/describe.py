@@ -16,9 +16,12 @@ READ = "read"  # not a request type: an Open for reading only (served in --stric
 OPERATIONS = frozenset(t.__name__.lower() for t in typing.get_args(api.Request)) | {READ}
 # Events the services publish themselves, beside the requests' own: a file the scanner
 # quarantined, a latency rule that delayed a request (an errno rule shows in the result),
-# a version the backup skipped (its result says which bound: "skipped: …").
-QUARANTINE, FAULT, BACKUP = "quarantine", "fault", "backup"
-SERVICE_EVENTS = frozenset({QUARANTINE, FAULT, BACKUP})
+# a version the backup skipped (its result says which bound: "skipped: …"), and a VM a new
+# manager took back after the one before died or was replaced: what the VM did between
+# that manager's last event and this one went unaudited, except the requests it had taken
+# and not answered, which the new one serves again.
+QUARANTINE, FAULT, BACKUP, RESUME = "quarantine", "fault", "backup", "resume"
+SERVICE_EVENTS = frozenset({QUARANTINE, FAULT, BACKUP, RESUME})
 
 
 def is_read(request: api.Request) -> bool:

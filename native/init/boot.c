@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <linux/filter.h>
 #include <linux/landlock.h>
@@ -41,6 +42,10 @@ int enter_boot_view(int chan, const struct message *plan) {
         return -1;
     }
     char path[4096];
+    /* A mount namespace of pid 1's own: its pivot_root must not move the launcher's root
+     * too (pivot_root moves every process of the namespace that stood on the old root),
+     * which keeps working in the manager's view of the host after pid 1 is in the VM. */
+    if (unshare(CLONE_NEWNS) < 0) return failed(chan, "private mounts");
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) return failed(chan, "private mounts");
     /* The boot view came from the manager's namespace, so it is locked here; a bind of
      * it onto itself gives pivot_root a mount it may move. */

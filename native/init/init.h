@@ -10,7 +10,10 @@
  * Its memory holds only what it was sent: the VM's own command and settings.
  *
  * As the launcher it unshares the VM's namespaces, lets the manager write the id maps,
- * and forks pid 1; it then waits for pid 1 and exits with its status. Pid 1 enters the
+ * and forks pid 1; then it is the VM's shim (shim.c): it holds what must outlive a
+ * manager (the seccomp listener, the VM's writable view, the manager's end of pid 1's
+ * channel), gives them to the next manager, answers the VM's requests with EIO when no
+ * manager came back in time, and reports pid 1's exit status. Pid 1 enters the
  * boot view, installs the seccomp filter, hands the listener to the manager, starts the
  * command, reaps, forwards signals, and starts the processes of `hvfs exec`.
  *
@@ -39,6 +42,8 @@ enum {
     MSG_START = 3,
     MSG_EXEC = 4,
     MSG_TAKEN = 5,
+    MSG_DEPOSIT = 6,
+    MSG_WITHDRAW = 7,
     MSG_UNSHARED = 10,
     MSG_INIT = 11,
     MSG_READY = 12,
@@ -46,6 +51,8 @@ enum {
     MSG_ERROR = 14,
     MSG_EXEC_STARTED = 15,
     MSG_EXEC_EXITED = 16,
+    MSG_DEPOSITED = 17,
+    MSG_VM_EXITED = 18,
 };
 
 /* Record tags. */
@@ -74,11 +81,15 @@ enum {
     T_ERRNO = 22,
     T_TEXT = 23,
     T_FD = 24,
+    T_SHIM = 25,
+    T_WAIT_MS = 26,
+    T_ROLE = 27,
 };
 
 #define MAX_MESSAGE (1 << 20)
-#define MAX_FDS 4
-#define CHANNEL_FD 3
+#define MAX_FDS 32
+#define SHIM_FD 3 /* the launcher's link to the manager */
+#define VM_FD 4   /* pid 1's channel to the manager */
 
 struct message {
     uint8_t *data;
@@ -129,5 +140,9 @@ void program_free(struct program *p);
 pid_t spawn(const struct program *p, int terminal, const int *stdio);
 
 int exit_code(int status);
+double now(void);
+
+/* shim.c */
+__attribute__((noreturn)) void shim(int link, const struct message *plan, pid_t pid1);
 
 #endif

@@ -27,7 +27,7 @@ int exit_code(int status) {
     return 125;
 }
 
-static double now(void) {
+double now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
@@ -148,7 +148,7 @@ static void from_manager(struct supervisor *s) {
         for (size_t i = 0; (fd = msg_get(&m, T_FD, i, &length)) != NULL; i++) {
             int64_t number = 0;
             if (length == 8) memcpy(&number, fd, 8);
-            if (number > CHANNEL_FD && number != s->signals) close((int)number);
+            if (number > VM_FD && number != s->signals) close((int)number);
         }
     }
     for (int i = 0; i < m.nfds; i++) close(m.fds[i]);
@@ -223,34 +223,31 @@ __attribute__((noreturn)) static void vm_init(int chan, struct message *plan) {
 }
 
 int main(void) {
-    int chan = CHANNEL_FD;
-    syscall(SYS_close_range, CHANNEL_FD + 1, ~0U, 0);
+    syscall(SYS_close_range, VM_FD + 1, ~0U, 0);
     prctl(PR_SET_DUMPABLE, 0); /* before anything of the VM exists; children inherit it */
     struct message plan, mapped;
-    if (msg_receive(chan, &plan) < 0 || plan.type != MSG_PLAN) return 125;
+    if (msg_receive(SHIM_FD, &plan) < 0 || plan.type != MSG_PLAN) return 125;
     if (unshare(NAMESPACES) < 0) {
-        send_error(chan, "VM namespaces", errno, NULL);
+        send_error(SHIM_FD, "VM namespaces", errno, NULL);
         return 125;
     }
-    if (send_simple(chan, MSG_UNSHARED) < 0) return 125;
-    if (msg_receive(chan, &mapped) < 0 || mapped.type != MSG_MAPPED) return 125;
+    if (send_simple(SHIM_FD, MSG_UNSHARED) < 0) return 125;
+    if (msg_receive(SHIM_FD, &mapped) < 0 || mapped.type != MSG_MAPPED) return 125;
     msg_free(&mapped);
     pid_t pid = fork();
     if (pid < 0) {
-        send_error(chan, "fork", errno, NULL);
+        send_error(SHIM_FD, "fork", errno, NULL);
         return 125;
     }
-    if (pid == 0) vm_init(chan, &plan);
+    if (pid == 0) {
+        close(SHIM_FD);
+        vm_init(VM_FD, &plan);
+    }
+    close(VM_FD);
+    for (int fd = 0; fd < 3; fd++) close(fd); /* pid 1 and the command hold the VM's stdio */
     struct builder b;
     build_begin(&b, MSG_INIT);
     build_int(&b, T_PID, pid);
-    build_send(chan, &b, NULL, 0);
-    msg_free(&plan);
-    /* Pid 1 and the command hold the VM's stdio and the channel; the launcher only waits. */
-    close(chan);
-    for (int fd = 0; fd < 3; fd++) close(fd);
-    int status;
-    while (waitpid(pid, &status, 0) < 0)
-        if (errno != EINTR) return 125;
-    return exit_code(status);
+    build_send(SHIM_FD, &b, NULL, 0);
+    shim(SHIM_FD, &plan, pid);
 }

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Hvfs, chown_to, require
+from tests.conftest import SYSTEM_PYTHON, Hvfs, chown_to, require
 
 PROGRAMS = Path(__file__).resolve().parent / "programs"
 # How long one attack may race, and how many tries it makes at most: enough to show a
@@ -108,7 +108,7 @@ class Attacker:
         assigned = [f"{key}={value}" for key, value in env.items()]
         if self.rootless:  # the runner's command is runuser ... env -i VAR=... python -m hvfs
             command = list(self.runner.command)
-            at = command.index("-m") - 1
+            at = command.index(SYSTEM_PYTHON)
             runner = dataclasses.replace(self.runner, command=[*command[:at], *assigned, *command[at:]])
         else:
             runner = dataclasses.replace(self.runner, command=["env", *assigned, *self.runner.command])

@@ -40,7 +40,8 @@ def host_file(directory: Path, attacker: Attacker) -> Path:
 def snapshot(path: Path) -> tuple[object, ...]:
     st = os.stat(path)
     xattrs = {name: os.getxattr(path, name) for name in os.listxattr(path)}
-    return (path.read_bytes(), st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, st.st_ctime_ns, xattrs)
+    content = sorted(os.listdir(path)) if path.is_dir() else path.read_bytes()
+    return (content, st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, st.st_ctime_ns, xattrs)
 
 
 @contextmanager
@@ -149,13 +150,17 @@ def test_a_host_directory_passed_over_a_sockets_mount(attacker: Attacker, shared
     sockets = shared_tmp / "sockets"
     sockets.mkdir()
     os.chmod(sockets, 0o777)
-    before = {entry.name: snapshot(entry) for entry in directory.iterdir()}
+
+    def everything() -> dict[str, tuple[object, ...]]:
+        return {".": snapshot(directory), **{entry.name: snapshot(entry) for entry in directory.iterdir()}}
+
+    before = everything()
     with fd_server(sockets / "dirs.sock", directory):
         outcome = attacker.run(
             "foreign_directory", "/s/dirs.sock", str(directory), options=["-v", f"{sockets}:/s:sockets"]
         )
     print(outcome.report)
-    assert {entry.name: snapshot(entry) for entry in directory.iterdir()} == before, outcome.report
+    assert everything() == before, outcome.report
     assert outcome.code == 0, outcome.stderr
     assert outcome.count("escaped") == 0, outcome.report
     assert outcome.count("reads") > 0 and outcome.count("refused") > 100

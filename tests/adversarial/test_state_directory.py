@@ -1,11 +1,11 @@
 """Another user of the host takes over a victim's state directory.
 
-hvfs keeps its locks, staging directories and a project's control socket in a state
-directory: /run/hvfs as root, else $XDG_RUNTIME_DIR/hvfs, else /tmp/hvfs-UID. In /tmp,
-anyone may make that name first. An attacker who does (a directory of theirs, a symbolic
-link to one, or a directory of the victim's that they may write in) plants a control
-socket there, with a held manager.lock and a manager.json, so that the victim's ``hvfs
-exec`` takes it for the project's manager and sends it the victim's stdio fds.
+hvfs keeps its manager's lock, control socket, VM records and staging directories in a
+state directory: /run/hvfs as root, else $XDG_RUNTIME_DIR/hvfs, else /tmp/hvfs-UID. In
+/tmp, anyone may make that name first. An attacker who does (a directory of theirs, a
+symbolic link to one, or a directory of the victim's that they may write in) plants a
+manager.sock there, with a held manager.lock and a manager.json, so that the victim's
+``hvfs exec`` or ``hvfs run`` takes it for the manager and sends it the victim's stdio fds.
 
 Each test runs the victim's hvfs commands over and over for the attack's time budget,
 and checks on the host side that every one refused with one line naming the directory
@@ -146,10 +146,12 @@ def scene(staged: Path) -> Iterator[Scene]:
     project.mkdir(mode=0o755)
     (project / "hvfs.toml").write_text(f'name = "{PROJECT}"\n[vms.a]\ncommand = "sleep 60"\n')
     os.chmod(project / "hvfs.toml", 0o644)
-    scene = Scene(as_user(VICTIM, staged), victim.pw_uid, attacker.pw_uid, str(project / "hvfs.toml"), work)
+    default_state = as_user(VICTIM, staged).with_env(HVFS_STATE_DIR="")  # the victim's default state directory
+    scene = Scene(default_state, victim.pw_uid, attacker.pw_uid, str(project / "hvfs.toml"), work)
     _remove(scene.state)
     yield scene
     scene.victim.run("-f", scene.project_file, "down")
+    scene.victim.run("manager", "stop")
     _remove(scene.state)
     shutil.rmtree(work, ignore_errors=True)
 
@@ -186,12 +188,10 @@ def _plant(scene: Scene, variant: str) -> Path:
 
 @pytest.mark.parametrize("variant", ["attacker-directory", "symlink", "group-writable"])
 def test_a_planted_state_directory_is_refused_and_its_socket_gets_nothing(scene: Scene, variant: str) -> None:
-    writable = _plant(scene, variant)
-    project = writable / "projects" / PROJECT
-    scene.as_attacker("mkdir", "-p", "-m", "0777", str(project))
-    (project / "manager.json").write_text(json.dumps({"pid": 1, "file": scene.project_file, "started": 0}))
-    os.chown(project / "manager.json", scene.attacker_uid, -1)
-    listener, report = scene.listen(project / "control.sock", project / "manager.lock")
+    planted = _plant(scene, variant)
+    (planted / "manager.json").write_text(json.dumps({"pid": 1, "started": 0}))
+    os.chown(planted / "manager.json", scene.attacker_uid, -1)
+    listener, report = scene.listen(planted / "manager.sock", planted / "manager.lock")
     try:
         tries, refused, seen = 0, 0, set()
         deadline = time.monotonic() + SECONDS
@@ -225,24 +225,22 @@ def test_a_socket_served_by_another_user_gets_nothing(scene: Scene) -> None:
     os.chown(scene.state, scene.victim_uid, -1)
     setup = scene.victim.run("-f", scene.project_file, "ps")
     assert setup.returncode == 0, setup.stderr  # a directory hvfs takes as the victim's own
-    project = scene.state / "projects" / PROJECT
-    project.mkdir(parents=True)
+    assert not (scene.state / "manager.json").exists()  # and no manager was started for a ps
     attacker_dir = scene.work / "attacker"
     attacker_dir.mkdir()
     os.chown(attacker_dir, scene.attacker_uid, -1)
-    listener, report = scene.listen(attacker_dir / "control.sock", None)
+    listener, report = scene.listen(attacker_dir / "manager.sock", None)
     try:
-        os.rename(attacker_dir / "control.sock", project / "control.sock")
-        lock = os.open(project / "manager.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        os.rename(attacker_dir / "manager.sock", scene.state / "manager.sock")
+        lock = os.open(scene.state / "manager.lock", os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(lock, fcntl.LOCK_EX)  # "a manager is up"
-        info = {"pid": _counts(report)["pid"], "file": scene.project_file, "started": 0}
-        (project / "manager.json").write_text(json.dumps(info))
-        for path in (scene.state / "projects", project, project / "manager.lock", project / "manager.json"):
+        info = {"pid": _counts(report)["pid"], "started": 0}
+        (scene.state / "manager.json").write_text(json.dumps(info))
+        for path in (scene.state / "manager.lock", scene.state / "manager.json"):
             os.chown(path, scene.victim_uid, -1)
         tries = 0
         deadline = time.monotonic() + SECONDS
-        commands = (c for c in scene.victim_commands() if c[2] not in ("up",) and c[0] != "run")
-        for command in commands:
+        for command in scene.victim_commands():
             if time.monotonic() > deadline and tries >= 8:
                 break
             try:
@@ -277,11 +275,13 @@ def test_roots_state_directory_is_roots_and_private(hvfs: Hvfs) -> None:
     require(os.geteuid() == 0, "hvfs as root")
     require(shutil.which("unshare") is not None, "unshare (util-linux) is needed")
     attacker = _create_user(ATTACKER)
-    command = " ".join([*hvfs.command, "run", "--", "true"])
-    made = _in_private_run(f"{command}\nstat -c '%u %a' /run/hvfs")
+    default = hvfs.with_env(HVFS_STATE_DIR="")  # root's own state directory, /run/hvfs
+    command = " ".join([*default.command, "run", "--", "true"])
+    stop = " ".join([*default.command, "manager", "stop"])  # the manager started in the private /run
+    made = _in_private_run(f"{command}\nstat -c '%u %a' /run/hvfs\n{stop}")
     assert made.returncode == 0, made.stderr
     assert made.stdout.split() == ["0", "700"]
-    loose = _in_private_run(f"mkdir -m 0755 /run/hvfs\n{command}\nstat -c '%u %a' /run/hvfs")
+    loose = _in_private_run(f"mkdir -m 0755 /run/hvfs\n{command}\nstat -c '%u %a' /run/hvfs\n{stop}")
     assert loose.returncode == 0 and loose.stdout.split() == ["0", "700"], loose.stderr  # tightened
     for plant in (
         f"mkdir -m 0777 /run/hvfs; chown {attacker.pw_uid} /run/hvfs",

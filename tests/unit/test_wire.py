@@ -134,20 +134,20 @@ def _open_request(fd: int) -> api.Open:
         (b"{}", "not one of the types"),
         (b"[999]", "not one of the types"),
         (b"[60,5]", "not one of the types"),  # a response where a request was expected
-        (b'[13,["vm",1,null]]', "fields"),  # Unlink with a missing field
-        (b'[13,["vm",1,null],["/","x",null],5]', "fields"),  # and with one too many
-        (b'[13,["vm","1",null],["/","x",null]]', "Caller.pid"),
-        (b'[13,["vm",true,null],["/","x",null]]', "Caller.pid"),
-        (b'[13,["vm",1.5,null],["/","x",null]]', "Caller.pid"),
-        (b'[13,["vm",1,null],["/","x",[1]]]', "tuple"),
-        (b'[13,["vm",1,null],["/","x",NaN]]', "NaN"),
-        (b'[13,["vm",1,null],["/","x",{"a":1}]]', "tuple"),
+        (b'[13,["vm",1,null,0]]', "fields"),  # Unlink with a missing field
+        (b'[13,["vm",1,null,0],["/","x",null],5]', "fields"),  # and with one too many
+        (b'[13,["vm","1",null,0],["/","x",null]]', "Caller.pid"),
+        (b'[13,["vm",true,null,0],["/","x",null]]', "Caller.pid"),
+        (b'[13,["vm",1.5,null,0],["/","x",null]]', "Caller.pid"),
+        (b'[13,["vm",1,null,0],["/","x",[1]]]', "tuple"),
+        (b'[13,["vm",1,null,0],["/","x",NaN]]', "NaN"),
+        (b'[13,["vm",1,null,0],["/","x",{"a":1}]]', "tuple"),
         (b"[" * 100000, "not a message"),
         (b"[13," + b"9" * 5000 + b"]", "not a message"),
-        (b'[22,["vm",1,null],[40,"/","x",null],"user.a",5,0,true]', "past the message"),
-        (b'[1,["vm",1,null],["/","x",null],0,0,0,true,[0,"/x"]]', "passed fd 0 of 0"),
-        (b'[1,["vm",1,null],["/","x",null],0,0,0,true,[-1,"/x"]]', "request fd"),
-        (b'[1,["vm",1,null],["/","x",null],0,0,0,true,["0","/x"]]', "fd field"),
+        (b'[22,["vm",1,null,0],[40,"/","x",null],"user.a",5,0,true]', "past the message"),
+        (b'[1,["vm",1,null,0],["/","x",null],0,0,0,true,[0,"/x"]]', "passed fd 0 of 0"),
+        (b'[1,["vm",1,null,0],["/","x",null],0,0,0,true,[-1,"/x"]]', "request fd"),
+        (b'[1,["vm",1,null,0],["/","x",null],0,0,0,true,["0","/x"]]', "fd field"),
     ],
 )
 def test_malformed_requests_are_wire_errors(text: bytes, why: str) -> None:

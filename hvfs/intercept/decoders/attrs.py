@@ -16,7 +16,10 @@ from hvfs._sys.abi import (
     TIMEVAL_PAIR,
     USEC_PER_SEC,
     UTIMBUF,
+    XATTR_ARGS,
+    XATTR_CREATE,
     XATTR_NAME_MAX,
+    XATTR_REPLACE,
     XATTR_SIZE_MAX,
 )
 from hvfs.intercept.decoders.context import (
@@ -149,46 +152,92 @@ def utimensat(c: Context, a: Args) -> Decoded:
     return api.Utimens(caller=c.caller(), target=target, times=times, follow=follow), None
 
 
-def _setxattr(c: Context, target: api.Target, a: Args, *, follow: bool) -> Decoded:
-    name = c.string(a[1], XATTR_NAME_MAX)
-    size = a[3]
+def _xattr_to_set(c: Context, name_at: int, value_at: int, size: int, flags: int) -> tuple[str, bytes, int]:
+    """The name, value and flags of an xattr to set, checked and read in the kernel's
+    order (setxattr_copy), before the file is looked up."""
+    if flags & ~(XATTR_CREATE | XATTR_REPLACE):
+        raise CallError(errno.EINVAL)
+    name = c.string(name_at, XATTR_NAME_MAX)
     if size > XATTR_SIZE_MAX:
         raise CallError(errno.E2BIG)
-    value = c.tracee.read(a[2], size) if size else b""
-    flags = signed32(a[4])
+    value = c.tracee.read(value_at, size) if size else b""
+    return name, value, flags
+
+
+def _setxattr(c: Context, target: api.Target, xattr: tuple[str, bytes, int], *, follow: bool) -> Decoded:
+    name, value, flags = xattr
     return api.SetXattr(caller=c.caller(), target=target, name=name, value=value, flags=flags, follow=follow), None
 
 
 @decodes(api.SetXattr)
 def setxattr(c: Context, a: Args) -> Decoded:
-    return _setxattr(c, c.path(a[0]), a, follow=True)
+    xattr = _xattr_to_set(c, a[1], a[2], a[3], signed32(a[4]))
+    return _setxattr(c, c.path(a[0]), xattr, follow=True)
 
 
 @decodes(api.SetXattr)
 def lsetxattr(c: Context, a: Args) -> Decoded:
-    return _setxattr(c, c.path(a[0]), a, follow=False)
+    xattr = _xattr_to_set(c, a[1], a[2], a[3], signed32(a[4]))
+    return _setxattr(c, c.path(a[0]), xattr, follow=False)
 
 
 @decodes(api.SetXattr)
 def fsetxattr(c: Context, a: Args) -> Decoded:
-    return _setxattr(c, c.open_file(a[0]), a, follow=True)
+    xattr = _xattr_to_set(c, a[1], a[2], a[3], signed32(a[4]))
+    return _setxattr(c, c.open_file(a[0]), xattr, follow=True)
 
 
-def _removexattr(c: Context, target: api.Target, a: Args, *, follow: bool) -> Decoded:
-    name = c.string(a[1], XATTR_NAME_MAX)
+def _xattr_at(c: Context, dirfd: int, path_at: int, at_flags: int, *, cwd: bool) -> api.Target:
+    """What an ``*xattrat`` call acts on: the path from ``dirfd``; with AT_EMPTY_PATH and
+    an empty or NULL path, the open file ``dirfd`` (EBADF for an O_PATH one, as the f*
+    calls), or, where ``cwd`` (set and get, not list and remove), the cwd for AT_FDCWD."""
+    dirfd = signed32(dirfd)
+    name = c.at_name(path_at, at_flags)
+    if name:
+        return c.vm_path(dirfd, name)
+    if dirfd >= 0:
+        return c.open_file(dirfd)
+    if cwd and dirfd == AT_FDCWD:
+        return c.vm_path(AT_FDCWD, ".")
+    raise CallError(errno.EBADF)
+
+
+@decodes(api.SetXattr)
+def setxattrat(c: Context, a: Args) -> Decoded:
+    # The struct is read once: a thread of the caller may rewrite it meanwhile, and only
+    # this copy's value, size and flags may be used.
+    value_at, size, flags = c.extensible_struct(a[4], a[5], XATTR_ARGS)
+    at_flags = check_flags(a[2], AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH)
+    xattr = _xattr_to_set(c, a[3], value_at, size, flags)
+    target = _xattr_at(c, a[0], a[1], at_flags, cwd=True)
+    return _setxattr(c, target, xattr, follow=not at_flags & AT_SYMLINK_NOFOLLOW)
+
+
+def _removexattr(c: Context, target: api.Target, name: str, *, follow: bool) -> Decoded:
     return api.RemoveXattr(caller=c.caller(), target=target, name=name, follow=follow), None
 
 
 @decodes(api.RemoveXattr)
 def removexattr(c: Context, a: Args) -> Decoded:
-    return _removexattr(c, c.path(a[0]), a, follow=True)
+    name = c.string(a[1], XATTR_NAME_MAX)
+    return _removexattr(c, c.path(a[0]), name, follow=True)
 
 
 @decodes(api.RemoveXattr)
 def lremovexattr(c: Context, a: Args) -> Decoded:
-    return _removexattr(c, c.path(a[0]), a, follow=False)
+    name = c.string(a[1], XATTR_NAME_MAX)
+    return _removexattr(c, c.path(a[0]), name, follow=False)
 
 
 @decodes(api.RemoveXattr)
 def fremovexattr(c: Context, a: Args) -> Decoded:
-    return _removexattr(c, c.open_file(a[0]), a, follow=True)
+    name = c.string(a[1], XATTR_NAME_MAX)
+    return _removexattr(c, c.open_file(a[0]), name, follow=True)
+
+
+@decodes(api.RemoveXattr)
+def removexattrat(c: Context, a: Args) -> Decoded:
+    at_flags = check_flags(a[2], AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH)
+    name = c.string(a[3], XATTR_NAME_MAX)
+    target = _xattr_at(c, a[0], a[1], at_flags, cwd=False)
+    return _removexattr(c, target, name, follow=not at_flags & AT_SYMLINK_NOFOLLOW)

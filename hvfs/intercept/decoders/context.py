@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import struct
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -118,6 +119,30 @@ class Context:
                 return self.tracee.take_fd(signed32(dirfd))
             return self.vm_path(signed32(dirfd), path)
         return self.path(address, dirfd)
+
+    def at_name(self, address: int, flags: int) -> str:
+        """The path of an ``*at`` call that, with AT_EMPTY_PATH, takes a NULL path as an
+        empty one (the xattr calls, as the kernel's getname_maybe_null): "" then names
+        the dirfd itself."""
+        if flags & AT_EMPTY_PATH:
+            return self.tracee.read_path(address, empty_ok=True) if address else ""
+        return self.tracee.read_path(address)
+
+    def extensible_struct(self, address: int, size: int, layout: struct.Struct) -> tuple[int, ...]:
+        """A struct whose size the caller passes (openat2's open_how, the xattr calls'
+        xattr_args), whose first version is ``layout``: read once, as the kernel's
+        copy_struct_from_user takes it. EINVAL if ``size`` is below that version, E2BIG
+        past a page, or when the bytes past ``layout`` (a newer struct's fields, which
+        this kernel lacks) are not all zero. Decide only on the copy returned: the
+        caller's memory may be rewritten meanwhile by another of its threads."""
+        if size < layout.size:
+            raise CallError(errno.EINVAL)
+        if size > os.sysconf("SC_PAGE_SIZE"):
+            raise CallError(errno.E2BIG)
+        raw = self.tracee.read(address, size)
+        if any(raw[layout.size :]):
+            raise CallError(errno.E2BIG)
+        return layout.unpack_from(raw)
 
     def fd(self, fd: int) -> api.OpenFile:
         """The fd argument of a call that takes any fd, O_PATH ones included."""

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import errno
-import os
-
 from hvfs import api
 from hvfs._sys.abi import (
     AT_FDCWD,
@@ -19,7 +16,6 @@ from hvfs._sys.abi import (
     U32_MASK,
 )
 from hvfs.intercept.decoders.context import Args, Context, Decoded, decodes, signed32
-from hvfs.intercept.decoders.tracee import CallError
 
 CREAT_FLAGS = O_CREAT | O_WRONLY | O_TRUNC
 
@@ -47,15 +43,8 @@ def creat(c: Context, a: Args) -> Decoded:
 
 @decodes(api.Open)
 def openat2(c: Context, a: Args) -> Decoded:
-    dirfd, path_at, how_at, size = signed32(a[0]), a[1], a[2], a[3]
-    if size < OPEN_HOW.size:
-        raise CallError(errno.EINVAL)
-    if size > os.sysconf("SC_PAGE_SIZE"):
-        raise CallError(errno.E2BIG)
-    raw = c.tracee.read(how_at, size)
-    if any(raw[OPEN_HOW.size :]):  # a newer struct open_how, with fields this kernel lacks
-        raise CallError(errno.E2BIG)
-    flags, mode, resolve = OPEN_HOW.unpack_from(raw)
+    dirfd, path_at = signed32(a[0]), a[1]
+    flags, mode, resolve = c.extensible_struct(a[2], a[3], OPEN_HOW)
     given = c.tracee.read_path(path_at)
     via: api.OpenFile | None
     if resolve & (RESOLVE_BENEATH | RESOLVE_IN_ROOT):

@@ -16,6 +16,8 @@ from hvfs._sys.abi import (
     S_IRWXO,
     STATFS_SIZE,
     STATX__RESERVED,
+    XATTR_ARGS,
+    XATTR_NAME_MAX,
 )
 from hvfs.intercept.decoders.context import (
     Args,
@@ -167,6 +169,33 @@ def listxattr(c: Context, a: Args) -> Decoded:
 @decodes(api.Lookup)
 def llistxattr(c: Context, a: Args) -> Decoded:
     return _lookup(c, "llistxattr", a[0], follow=False)
+
+
+def _lookup_at(c: Context, call: str, dirfd: int, path_at: int, at_flags: int) -> Decoded:
+    name = c.at_name(path_at, at_flags)
+    if not name:  # the dirfd itself (or the cwd): a file the caller holds, as fgetxattr's
+        raise Passthrough()
+    path = c.vm_path(signed32(dirfd), name)
+    return api.Lookup(caller=c.caller(), path=path, follow=not at_flags & AT_SYMLINK_NOFOLLOW, call=call), None
+
+
+@decodes(api.Lookup)
+def getxattrat(c: Context, a: Args) -> Decoded:
+    # Checked in the kernel's order, so that a malformed call fails as natively even
+    # where the path is missing; the kernel reads the struct again when it continues,
+    # which decides nothing here.
+    _value_at, _size, flags = c.extensible_struct(a[4], a[5], XATTR_ARGS)
+    if flags:
+        raise CallError(errno.EINVAL)
+    at_flags = check_flags(a[2], AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH)
+    c.string(a[3], XATTR_NAME_MAX)
+    return _lookup_at(c, "getxattrat", a[0], a[1], at_flags)
+
+
+@decodes(api.Lookup)
+def listxattrat(c: Context, a: Args) -> Decoded:
+    at_flags = check_flags(a[2], AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH)
+    return _lookup_at(c, "listxattrat", a[0], a[1], at_flags)
 
 
 @decodes(api.Lookup)

@@ -7,9 +7,10 @@ import os
 from dataclasses import dataclass
 
 from hvfs._sys import mount as m
+from hvfs.errors import HvfsError
 
 
-class SourceError(Exception):
+class SourceError(HvfsError):
     """A problem the user can fix; the message names it and says how."""
 
 

@@ -4,13 +4,14 @@
  *
  * Each try changes the mode, owner, times or xattrs of /dev/null, /dev/full, /dev/zero or
  * /dev/tty: by path, through /proc/self/fd/N, and by fd (fchmod, fchown, futimens,
- * fsetxattr, the AT_EMPTY_PATH forms). A thread meanwhile swaps fd SWAP between /dev/null
+ * fsetxattr, the AT_EMPTY_PATH forms, setxattrat's and removexattrat's among them). A thread meanwhile swaps fd SWAP between /dev/null
  * and a file of the VM's own, under fchmods of that number, so that both outcomes are
  * seen. Counters: "changed" (a call meant for a device returned 0), "refused", "io" (device
  * content I/O that worked: a write to /dev/null, a read of /dev/zero, ENOSPC from /dev/full),
  * "own_ok" and "race_refused" for the race. The host checks the nodes themselves.
  */
 #include "attack.h"
+#include "xattrat.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -46,6 +47,8 @@ static void by_path(const char *path) {
     meta(utimensat(AT_FDCWD, path, old, 0));
     meta(setxattr(path, "user.pwned", "1", 1, 0));
     meta(removexattr(path, "user.pwned"));
+    meta(set_xattr_at(AT_FDCWD, path, 0, "user.pwned", "1"));
+    meta(remove_xattr_at(AT_FDCWD, path, 0, "user.pwned"));
 }
 
 static void by_fd(int fd) {
@@ -60,6 +63,8 @@ static void by_fd(int fd) {
     meta((int)syscall(452 /* fchmodat2 */, fd, "", 0667, AT_EMPTY_PATH));
     meta(fsetxattr(fd, "user.pwned", "1", 1, 0));
     meta(fremovexattr(fd, "user.pwned"));
+    meta(set_xattr_at(fd, "", AT_EMPTY_PATH, "user.pwned", "1"));
+    meta(remove_xattr_at(fd, NULL, AT_EMPTY_PATH, "user.pwned"));
     snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
     by_path(link);
 }

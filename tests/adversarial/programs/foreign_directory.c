@@ -6,13 +6,15 @@
  * sees a relative path's base as a path string (HOST_PATH), so the program first makes
  * decoys at that path in the VM: a FIFO and a symlink to /dev/null named like the host's
  * file F, whose write-opens the kernel would serve. Then it opens F for writing, creates,
- * removes, renames, links and chmods, relative to the directory fd and, after fchdir,
- * to the cwd; a thread meanwhile swaps the directory fd with one of the VM's own. Counters:
+ * removes, renames, links, chmods and sets xattrs (of F, and with setxattrat's AT_EMPTY_PATH
+ * of the directory itself), relative to the directory fd and, after fchdir, to the cwd; a
+ * thread meanwhile swaps the directory fd with one of the VM's own. Counters:
  * "escaped" (a call that could only have acted on the host directory returned success),
  * "refused", "own_ok" (the same call relative to the VM's own directory worked: the race
  * ran) and "reads" (reading the host file through the fd still works).
  */
 #include "attack.h"
+#include "xattrat.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -87,6 +89,9 @@ static void attack(int dirfd) {
     outcome(symlinkat("/etc/passwd", dirfd, "S"), dirfd);
     outcome(renameat(dirfd, "F", dirfd, "R"), dirfd);
     outcome(fchmodat(dirfd, "F", 0777, 0), dirfd);
+    outcome(set_xattr_at(dirfd, "F", 0, "user.pwned", "1"), dirfd);
+    /* The directory itself: the fd, or (AT_FDCWD) the cwd, which set- and getxattrat take. */
+    outcome(set_xattr_at(dirfd, "", AT_EMPTY_PATH, "user.pwned", "1"), dirfd);
     fd = openat(dirfd, "N", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     outcome(fd, dirfd);
     if (fd >= 0) close(fd);

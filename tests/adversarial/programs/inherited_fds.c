@@ -6,7 +6,7 @@
  *   (SCM_RIGHTS), which is then also put at fd 0.
  *
  * Phase 1 reopens the file for writing through every magic-link spelling and changes its
- * metadata by fd and by path; phase 2 races a thread that swaps which file fd SWAP is
+ * metadata by fd and by path (the *xattrat calls' AT_EMPTY_PATH forms among them); phase 2 races a thread that swaps which file fd SWAP is
  * (the host file or one of the VM's own) against reopens and fchmods of fd SWAP.
  * Counters: "escaped" (a write-open of the host file succeeded, or a metadata change of it
  * returned 0), "refused", and for the race "own_ok" (the VM's own file was reopened) and
@@ -14,6 +14,7 @@
  * once hvfs run hands a VM a pipe as stdin, reopening that pipe is no escape.
  */
 #include "attack.h"
+#include "xattrat.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -108,6 +109,9 @@ static void by_fd(int fd) {
     meta(utimensat(fd, "", NULL, AT_EMPTY_PATH));
     meta(fsetxattr(fd, "user.pwned", "1", 1, 0));
     meta(fremovexattr(fd, "user.hvfs"));
+    meta(set_xattr_at(fd, "", AT_EMPTY_PATH, "user.pwned", "1"));
+    meta(set_xattr_at(fd, NULL, AT_EMPTY_PATH, "user.pwned", "1"));
+    meta(remove_xattr_at(fd, "", AT_EMPTY_PATH, "user.hvfs"));
     meta(fchownat(fd, "", geteuid(), getegid(), AT_EMPTY_PATH));
     meta((int)syscall(452 /* fchmodat2 */, fd, "", 0777, AT_EMPTY_PATH));
     meta(ftruncate(fd, 0));
@@ -120,6 +124,8 @@ static void by_path(const char *path) {
     meta(truncate(path, 0));
     meta(setxattr(path, "user.pwned", "1", 1, 0));
     meta(removexattr(path, "user.hvfs"));
+    meta(set_xattr_at(AT_FDCWD, path, 0, "user.pwned", "1"));
+    meta(remove_xattr_at(AT_FDCWD, path, 0, "user.hvfs"));
 }
 
 static void *swapper(void *unused) {

@@ -59,6 +59,7 @@ CASE_MODULES = (
     "cases_modes",
     "cases_times",
     "cases_xattr",
+    "cases_xattrat",
     "cases_stat",
     "cases_inotify",
     "cases_io",

@@ -22,6 +22,9 @@ SYSCALL_NUMBERS = {
     "x86_64": {"execveat": 322, "renameat2": 316, "statx": 332, "openat2": 437, "faccessat2": 439, "fchmodat2": 452},
     "aarch64": {"execveat": 281, "renameat2": 276, "statx": 291, "openat2": 437, "faccessat2": 439, "fchmodat2": 452},
 }
+# Linux 6.13's xattr calls: the same numbers on every architecture.
+for _numbers in SYSCALL_NUMBERS.values():
+    _numbers.update(setxattrat=463, getxattrat=464, listxattrat=465, removexattrat=466)
 
 AT_FDCWD = -100
 AT_SYMLINK_NOFOLLOW = 0x100
@@ -33,6 +36,7 @@ RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT = 1, 2, 4
 RESOLVE_NO_XDEV, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS = 0x01, 0x02, 0x04
 RESOLVE_BENEATH, RESOLVE_IN_ROOT, RESOLVE_CACHED = 0x08, 0x10, 0x20
 OPEN_HOW_SIZE = 24  # struct open_how, version 0: flags, mode, resolve (three u64)
+XATTR_ARGS = "QII"  # struct xattr_args, version 0 (16 bytes): value (a pointer), size, flags
 UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
 FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE = 0x01, 0x02, 0x10
 STATX_BASIC_STATS, STATX_RESERVED = 0x7FF, 0x80000000
@@ -196,3 +200,45 @@ def lock(fd: int, command: int, lock_type: int, pid: int = 0) -> dict[str, Json]
 def access(path: str, mode: int) -> None:
     """access(2) itself: os.access() hides the errno."""
     check(libc.access(b(path), mode))
+
+
+def _path_or_null(path: str | None) -> bytes | None:
+    return None if path is None else b(path)
+
+
+def _xattr_args(value: Any, size: int, flags: int, tail: bytes) -> Any:
+    """A struct xattr_args pointing at ``value`` (a ctypes buffer, or None), followed by
+    ``tail``: the fields of a newer struct, as a program built for a later kernel passes."""
+    address = ctypes.addressof(value) if value is not None else 0
+    return ctypes.create_string_buffer(struct.pack(XATTR_ARGS, address, size, flags) + tail)
+
+
+def setxattrat(path: str | None, name: str, value: bytes, flags: int = 0, at_flags: int = 0, *,
+               dirfd: int = AT_FDCWD, usize: int = 0, tail: bytes = b"", size: int | None = None) -> None:  # fmt: skip
+    """setxattrat(2); ``usize`` 0 passes the struct's own size (with ``tail``)."""
+    data = ctypes.create_string_buffer(value, max(len(value), 1))
+    args = _xattr_args(data, len(value) if size is None else size, flags, tail)
+    usize = usize or struct.calcsize(XATTR_ARGS) + len(tail)
+    syscall("setxattrat", dirfd, _path_or_null(path), at_flags, b(name), args, usize)
+
+
+def getxattrat(path: str | None, name: str, size: int = 256, at_flags: int = 0, *, dirfd: int = AT_FDCWD,
+               usize: int = 0, tail: bytes = b"", flags: int = 0) -> Json:  # fmt: skip
+    """getxattrat(2): the value as text, or its size for a ``size`` of 0."""
+    buffer = ctypes.create_string_buffer(max(size, 1))
+    args = _xattr_args(buffer if size else None, size, flags, tail)
+    usize = usize or struct.calcsize(XATTR_ARGS) + len(tail)
+    got = syscall("getxattrat", dirfd, _path_or_null(path), at_flags, b(name), args, usize)
+    return buffer.raw[:got].decode() if size else got
+
+
+def listxattrat(path: str | None, at_flags: int = 0, *, dirfd: int = AT_FDCWD, size: int = 1024) -> list[str]:
+    """listxattrat(2): the names it lists (user.* and trusted.* only, as user_xattrs)."""
+    buffer = ctypes.create_string_buffer(max(size, 1))
+    got = syscall("listxattrat", dirfd, _path_or_null(path), at_flags, buffer, size)
+    names = [os.fsdecode(n) for n in buffer.raw[:got].split(b"\0") if n]
+    return sorted(n for n in names if n.startswith(("user.", "trusted.")))
+
+
+def removexattrat(path: str | None, name: str, at_flags: int = 0, *, dirfd: int = AT_FDCWD) -> None:
+    syscall("removexattrat", dirfd, _path_or_null(path), at_flags, b(name))

@@ -20,15 +20,17 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from hvfs.errors import HvfsError
+
 VERSION = 1
 MAX_MESSAGE = 1 << 20
-MAX_FDS = 3
+MAX_FDS = 4
 ANSWER_TIMEOUT = 10.0  # seconds a client waits for a manager's first answer (HVFS_CONTROL_TIMEOUT)
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 log = logging.getLogger("hvfs.control")
 
 
-class ControlError(Exception):
+class ControlError(HvfsError):
     """The manager refused a request, or is not there."""
 
 
@@ -108,9 +110,10 @@ Handler = Callable[[dict[str, Any], list[int], Connection], None]
 class ControlServer:
     """Accepts connections and runs ``handler`` for each request, in a thread per connection."""
 
-    def __init__(self, path: str, handler: Handler) -> None:
+    def __init__(self, path: str, handler: Handler, on_close: Callable[[Connection], None] | None = None) -> None:
         self.path = path
         self._handler = handler
+        self._on_close = on_close  # told of every connection that ends
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
@@ -161,6 +164,11 @@ class ControlServer:
                     with contextlib.suppress(OSError):
                         connection.send({"error": f"internal error: {e!r}"})
         finally:
+            if self._on_close is not None:
+                try:
+                    self._on_close(connection)
+                except Exception:
+                    log.exception("closing a control connection failed")
             connection.close()
 
     def close(self) -> None:

@@ -1,0 +1,65 @@
+"""``hvfs manager``: the manager itself (``serve``, as clients start it), and its state."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from hvfs.hypervisor import client, control
+from hvfs.hypervisor.layout import Layout, read_json
+
+
+def add_manager_command(subparsers: Any) -> None:
+    manager = subparsers.add_parser(
+        "manager",
+        help="the manager that serves your VMs (started on demand)",
+        description="The per-user manager that serves every VM of hvfs run and hvfs up.",
+    )
+    actions = manager.add_subparsers(dest="action", metavar="ACTION", required=True)
+    serve = actions.add_parser("serve", help="be the manager (in the foreground; clients start it on demand)")
+    serve.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)  # where to say "ready" or why not
+    status = actions.add_parser("status", help="whether a manager runs, and what it serves")
+    status.add_argument("--json", action="store_true", help="print JSON, for scripts")
+    stop = actions.add_parser("stop", help="stop the manager and every VM it serves")
+    stop.add_argument("--keep", action="store_true", help="leave the VMs running for the next manager")
+    actions.add_parser("restart", help="replace the manager; its VMs carry on")
+    manager.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    layout = Layout()
+    if args.action == "serve":
+        from hvfs.hypervisor.daemon import Daemon
+
+        return Daemon(layout, ready_fd=args.ready_fd).serve()
+    if args.action == "status":
+        try:
+            connection = client.connect(layout, start=False)
+        except control.NotUp:
+            print(json.dumps({"running": False}) if args.json else "hvfs: no manager runs")
+            return 0
+        client.request(connection, "ps")
+        reply, _ = connection.receive()
+        connection.close()
+        if args.json:
+            print(json.dumps({"running": True, **reply}, indent=2, sort_keys=True))
+        else:
+            info = reply["manager"]
+            print(f"manager pid {info['pid']}, {info['rss_kb'] // 1024} MiB, {len(reply['groups'])} groups")
+            for gid, vms in sorted(reply["groups"].items()):
+                print(f"  {gid}: " + ", ".join(f"{vm['name']} ({vm['state']})" for vm in vms))
+        return 0
+    try:
+        connection = client.connect(layout, start=args.action == "restart")
+    except control.NotUp:
+        return 0
+    pid = read_json(layout.info).get("pid")
+    client.request(connection, "shutdown", stop=args.action == "stop" and not args.keep)
+    connection.receive()
+    connection.close()
+    client.wait_unlocked(layout)
+    if args.action == "restart":
+        client.connect(layout).close()
+        print(f"hvfs: manager {pid} replaced by {read_json(layout.info).get('pid')}")
+    return 0

@@ -1,0 +1,386 @@
+"""The manager: one per user (one per host as root), started on demand by the front ends
+(``hvfs.hypervisor.client``), stopped when it has had nothing to do for a while.
+
+It serves every VM of its user: each ``hvfs run`` and each project of ``hvfs up`` is a
+group (``hvfs.hypervisor.group``). It may be killed or restarted (an upgrade) without
+losing a VM: a manager that starts finds the VMs of the one before in its state directory
+and takes them back from their shims (``Group.resume``), joining the user namespace they
+were made in; their pending requests waited meanwhile, for a bounded time.
+
+Entering the namespaces forks (the id-map helper) or needs a single thread (setns of a
+user namespace), so it happens first; every thread starts after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import logging
+import os
+import shutil
+import signal
+import threading
+import time
+from typing import Any
+
+from hvfs import private_dirs
+from hvfs.errors import HvfsError
+from hvfs.hypervisor import control, recreate, telling, views, vmstart
+from hvfs.hypervisor.group import Group, remove_tree, saved
+from hvfs.hypervisor.layout import Layout, write_json
+from hvfs.hypervisor.spec import from_json, group_id
+from hvfs.hypervisor.version import code_id
+from hvfs.intercept.arch import native
+from hvfs.sandbox import preflight, userns
+from hvfs.spec import UsageError
+
+log = logging.getLogger("hvfs.daemon")
+_CHANGING = frozenset({"run", "up", "stop", "down"})  # what a manager giving way lets finish
+CHANGES_GRACE = 30.0  # seconds
+SWEEP_AGE = 10.0  # seconds
+RECONNECT = 30.0  # seconds a run's VM waits for its client to come back after a restart
+
+
+def idle_timeout() -> float:
+    """Seconds with no group and no client before the manager exits (HVFS_MANAGER_IDLE)."""
+    try:
+        return max(0.0, float(os.environ.get("HVFS_MANAGER_IDLE", "300")))
+    except ValueError:
+        return 300.0
+
+
+class Daemon:
+    def __init__(self, layout: Layout, *, ready_fd: int | None = None) -> None:
+        self.layout = layout
+        self.ready_fd = ready_fd  # the client that started this manager waits for one line there
+        self.groups: dict[str, Group] = {}
+        self.lock = threading.Lock()
+        self.changing = 0  # operations in progress that start or stop VMs
+        self.done = threading.Event()
+        self.stop_vms = False
+        self.clients = 0
+        self.last_busy = time.monotonic()
+        self.hypervisor: vmstart.Hypervisor | None = None
+        self.up_locks: dict[str, threading.Lock] = {}
+
+    # -- life -----------------------------------------------------------------------
+
+    def serve(self) -> int:
+        try:
+            return self._serve()
+        except (HvfsError, OSError) as e:
+            message = f"{e.strerror} ({e.filename})" if isinstance(e, OSError) and e.strerror else str(e)
+            self._ready(f"error: {message}")
+            log.error("the manager could not start: %s", message)
+            return 125
+        except BaseException as e:
+            self._ready(f"error: internal error: {e!r}; see {self.layout.root}/manager.log")
+            raise
+
+    def _ready(self, line: str) -> None:
+        if self.ready_fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(self.ready_fd, f"{line}\n".encode())
+                os.close(self.ready_fd)
+            self.ready_fd = None
+
+    def _serve(self) -> int:
+        os.chdir("/")
+        os.makedirs(self.layout.groups, mode=0o700, exist_ok=True)
+        os.makedirs(self.layout.vms, mode=0o700, exist_ok=True)
+        lock = os.open(self.layout.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._ready("ready")  # another manager serves this state directory
+            return 0
+        preflight.check_kernel()
+        shim = vmstart.shims_alive(self.layout)
+        rootless = os.geteuid() != 0
+        idmap = userns.join_manager_namespaces(shim) if shim else userns.enter_manager_namespaces()
+        if rootless:
+            private_dirs.trust_unmapped_owners()
+        self.hypervisor = vmstart.Hypervisor(self.layout, idmap, native())
+        write_json(self.layout.info, {"pid": os.getpid(), "version": code_id(), "started": time.time()})
+        telling.start(lambda: list(self.groups.values()))
+        self._resume()
+        server = control.ControlServer(self.layout.socket, self.handle, on_close=self.closed)
+        self._ready("ready")
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, lambda *_: self.done.set())
+        try:
+            while not self.done.wait(1.0):
+                self._tick()
+        finally:
+            server.close()
+            self._let_changes_finish()
+            if self.stop_vms:
+                for group in list(self.groups.values()):
+                    self._remove(group, stop=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.layout.info)
+            os.close(lock)
+        return 0
+
+    def _let_changes_finish(self) -> None:
+        """Wait a while for the operations that start or stop VMs to answer: a manager that
+        gives way mid-start would leave a client with neither its VM nor an error."""
+        deadline = time.monotonic() + CHANGES_GRACE
+        while time.monotonic() < deadline:
+            with self.lock:
+                if self.changing == 0:
+                    return
+            time.sleep(0.02)
+        log.warning("exiting with %d operations on VMs unfinished", self.changing)
+
+    def _resume(self) -> None:
+        assert self.hypervisor is not None
+        try:
+            gids = os.listdir(self.layout.groups)
+        except FileNotFoundError:
+            return
+        for gid in gids:
+            try:
+                document = saved(self.layout, gid)
+                project = from_json(document["project"])
+                group = Group(gid, project, self.hypervisor, on_empty=self._empty)
+            except Exception:
+                log.exception("the group %s left by a manager before could not be read; removing it", gid)
+                self._remove_state(gid)
+                continue
+            self.groups[gid] = group
+            group.owner_lost_at = time.monotonic()  # a run's client must come back
+            group.resume(document)
+        self._sweep_vms()
+
+    def _sweep_vms(self) -> None:
+        """Remove the state of VMs no group runs any more: one whose removal failed as it
+        exited (its staging still a mount point), or one a manager before left."""
+        with self.lock:
+            claimed = {r.vmid for g in self.groups.values() for r in g.vms.values() if r.state != "exited"}
+        try:
+            vmids = os.listdir(self.layout.vms)
+        except FileNotFoundError:
+            return
+        for vmid in vmids:
+            with contextlib.suppress(OSError):
+                # One made in the last seconds may be a VM being started again (a restart, a
+                # recreated one) whose record still says exited.
+                if vmid not in claimed and time.time() - os.stat(self.layout.vm(vmid)).st_mtime > SWEEP_AGE:
+                    remove_tree(self.layout.vm(vmid))
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        with self.lock:
+            groups = list(self.groups.values())
+            busy = bool(groups) or self.clients > 0
+        if busy:
+            self.last_busy = now
+        elif now - self.last_busy > idle_timeout():
+            self.done.set()
+        self._sweep_vms()
+        for group in groups:
+            lost = group.owner_lost_at
+            if group.project.kind == "run" and group.owner is None and lost is not None and now - lost > RECONNECT:
+                log.warning("the client of %s did not come back: stopping it", group.gid)
+                self._remove(group, stop=True)
+
+    def _empty(self, group: Group) -> None:
+        """A run's VM has ended: the group goes once its client heard the exit status."""
+        if group.owner is not None:
+            threading.Thread(target=self._remove, args=(group,), daemon=True).start()
+
+    def _remove(self, group: Group, *, stop: bool = False) -> None:
+        if stop:
+            group.stop_all(group.stop_timeout)
+        with self.lock:
+            if self.groups.get(group.gid) is not group:
+                return
+            del self.groups[group.gid]
+        group.remove()
+        self._sweep_vms()
+
+    def _remove_state(self, gid: str) -> None:
+
+        shutil.rmtree(self.layout.group(gid), ignore_errors=True)
+
+    # -- clients --------------------------------------------------------------------
+
+    def closed(self, connection: control.Connection) -> None:
+        """A client went away: a run's VM ends with its client, unless it is detached."""
+        with self.lock:
+            self.clients = max(0, self.clients - 1)
+            owned = [g for g in self.groups.values() if g.owner is connection]
+            for group in self.groups.values():
+                with contextlib.suppress(ValueError):
+                    group.followers.remove(connection)
+        for group in owned:
+            group.owner = None
+            if not group.detached:
+                if all(r.state == "exited" for r in group.vms.values()):
+                    self._remove(group)
+                else:
+                    threading.Thread(target=self._remove, args=(group,), kwargs={"stop": True}, daemon=True).start()
+
+    def handle(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
+        op = message.get("op")
+        handler = getattr(self, f"_op_{op}", None) if isinstance(op, str) else None
+        changes = op in _CHANGING
+        if changes:
+            with self.lock:
+                self.changing += 1
+        try:
+            if handler is None:
+                connection.send({"error": f"unknown operation {op!r}"})
+                return
+            handler(message, fds, connection)
+        except LookupError as e:
+            connection.send({"error": str(e.args[0])})
+        except HvfsError as e:
+            connection.send({"error": str(e), "code": e.exit_code})
+        finally:
+            if changes:
+                with self.lock:
+                    self.changing -= 1
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    def _group(self, message: dict[str, Any]) -> Group:
+        gid = message.get("gid")
+        with self.lock:
+            group = self.groups.get(str(gid))
+        if group is None:
+            raise LookupError(f"{message.get('what', 'that group')} is not up")
+        return group
+
+    def _op_hello(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
+        with self.lock:
+            self.clients += 1
+        connection.send({"version": code_id(), "pid": os.getpid(), "unseen": views.unseen(message.get("views"))})
+
+    def _new_group(self, message: dict[str, Any]) -> Group:
+        assert self.hypervisor is not None
+        project = from_json(message["project"])
+        gid = group_id(project)
+        with self.lock:
+            if gid in self.groups:
+                if project.kind == "run":
+                    raise UsageError(f"a VM named {project.name!r} is already running; choose another --name")
+                raise LookupError(f"project {project.name!r} is already up")
+            group = Group(gid, project, self.hypervisor, on_empty=self._empty)
+            self.groups[gid] = group
+        return group
+
+    def _op_run(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
+        group = self._new_group(message)
+        group.stop_timeout = float(message.get("stop_timeout", group.stop_timeout))
+        group.owner, group.detached = connection, bool(message.get("detach"))
+        group.debug = bool(message.get("debug"))
+        group.followers.append(connection)
+        winsize = bytes.fromhex(message["winsize"]) if message.get("winsize") else None
+        stdio = (fds[0], fds[1], fds[2]) if len(fds) == 3 else None
+        try:
+            group.start(stdio=stdio, winsize=winsize)
+        except BaseException:
+            self._remove(group)
+            raise
+        record = next(iter(group.vms.values()))
+        assert record.running is not None
+        terminal = record.running.terminal
+        reply = {"started": record.config.name, "gid": group.gid, "pid": record.running.process.init_pid}
+        connection.send(reply, [terminal] if terminal is not None else None)
+        if terminal is not None:
+            os.close(terminal)
+            record.running.terminal = None
+
+    def _op_attach(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
+        group = self._group(message)
+        group.owner, group.owner_lost_at = connection, None
+        group.followers.append(connection)
+        connection.send({"attached": group.gid})
+        for record in group.vms.values():
+            if record.state == "exited":
+                connection.send({"exited": record.config.name, "code": record.code})
+        if all(r.state == "exited" for r in group.vms.values()):
+            threading.Thread(target=self._remove, args=(group,), daemon=True).start()
+
+    def _op_signal(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
+        self._group(message).signal(str(message["vm"]), int(message["signal"]))
+
+    def _op_up(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
+        """Start a project; or, up already, apply its edited hvfs.toml (hvfs.hypervisor.recreate)."""
+        project = from_json(message["project"])
+        gid = group_id(project)
+        with self.lock:
+            serial = self.up_locks.setdefault(gid, threading.Lock())
+        with serial:  # one up of a project at a time
+            with self.lock:
+                group = self.groups.get(gid)
+            if group is not None and project.kind == "project":
+                changes = recreate.plan(group, project)
+                if changes.none:
+                    raise LookupError(f"project {project.name!r} is already up")
+                if changes.whole:
+                    self._remove(group, stop=True)
+                else:
+                    if message.get("foreground"):
+                        group.followers.append(connection)
+                    recreate.apply(group, project, changes)
+                    self._reply_up(group, connection, changes.start)
+                    return
+            group = self._new_group(message)
+            group.debug = bool(message.get("debug"))
+            if message.get("foreground"):
+                group.followers.append(connection)
+            try:
+                group.start()
+            except BaseException:
+                self._remove(group)
+                raise
+            self._reply_up(group, connection, list(group.vms))
+
+    @staticmethod
+    def _reply_up(group: Group, connection: control.Connection, started: list[str]) -> None:
+        running = [n for n, r in group.vms.items() if r.state in ("running", "restarting")]
+        connection.send({"up": list(group.vms), "gid": group.gid, "running": running, "started": started})
+
+    def _op_ps(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
+        info = self._info()
+        if message.get("gid") is None:
+            with self.lock:
+                groups = {gid: g.describe() for gid, g in self.groups.items()}
+            connection.send({"groups": groups, "manager": info})
+            return
+        group = self._group(message)
+        info["sources"] = dataclasses.asdict(group.pool.statistics())  # the group's live sources
+        connection.send({"vms": group.describe(), "manager": info})
+
+    def _op_exec(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
+        self._group(message).exec(message, fds, connection)  # pid 1 has its copies; handle() closes ours
+
+    def _op_stop(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
+        group = self._group(message)
+        code = group.stop(group.record(message.get("vm")), float(message.get("timeout", group.stop_timeout)))
+        connection.send({"ok": True, "code": code})
+
+    def _op_down(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
+        group = self._group(message)
+        group.stop_timeout = float(message.get("timeout", group.stop_timeout))
+        self._remove(group, stop=True)
+        connection.send({"ok": True})
+
+    def _op_shutdown(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
+        """Exit; with ``stop``, stop every VM first; without, leave them to the next manager."""
+        self.stop_vms = bool(message.get("stop"))
+        connection.send({"ok": True, "pid": os.getpid()})
+        self.done.set()
+
+    def _info(self) -> dict[str, Any]:
+        rss = 0
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1])
+        return {"pid": os.getpid(), "rss_kb": rss, "version": code_id()}

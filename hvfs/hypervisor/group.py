@@ -1,0 +1,495 @@
+"""A group of VMs in the manager: a project of hvfs.toml, or the one VM of an ``hvfs run``.
+
+A group has its own sources (a memory source mounted by two of its VMs is one file
+system), its own services and its own network. Its VMs are started here, watched by a
+thread each, and left, on their shims, to whatever manager comes after this one
+(``resume``). Clients follow a group over their control connections: the owner of a run's
+VM gets its exit status; a foreground ``hvfs up`` gets every line of output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import logging
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hvfs.hypervisor import control, ordering, output_pump, restart, vmstart
+from hvfs.hypervisor.health import Health, ProbeWaiter
+from hvfs.hypervisor.layout import Layout, read_json, write_json
+from hvfs.hypervisor.mounts import MountSpec, mount_table
+from hvfs.hypervisor.pool import SourcePool
+from hvfs.hypervisor.restart import Restarts
+from hvfs.hypervisor.services import ServiceOptions, ServiceSet
+from hvfs.hypervisor.spec import to_json
+from hvfs.hypervisor.vmstart import Hypervisor
+from hvfs.manager.manager import Manager
+from hvfs.manager.mounts import Mount
+from hvfs.manager.sources.registry import SourceSpec
+from hvfs.project.config import Project, VmConfig
+from hvfs.project.limits import LimitMaker, remove_recorded
+from hvfs.runtime import RunningVm
+from hvfs.sandbox import protocol
+from hvfs.sandbox.errors import SetupError
+from hvfs.sandbox.plan import Program
+from hvfs.sandbox.protocol import Msg, Tag
+from hvfs.sandbox.stdio import empty_input
+from hvfs.services.base import service_event
+from hvfs.services.describe import RESUME
+from hvfs.spec import DEFAULT_PATH, command_problem
+
+log = logging.getLogger("hvfs.group")
+STOP_TIMEOUT = 10.0
+DRAIN_TIMEOUT = 5.0  # seconds a VM's exit waits for its output (a process it left may hold the pipe)
+
+
+@dataclass
+class VmRecord:
+    config: VmConfig
+    vmid: str = ""
+    running: RunningVm | None = None
+    state: str = "created"
+    code: int | None = None
+    address: str | None = None
+    started: float = 0.0
+    start_ms: float = 0.0
+    exited: threading.Event = field(default_factory=threading.Event)
+    drained: threading.Event = field(default_factory=threading.Event)  # its output all told
+    execs: dict[str, control.Connection | ProbeWaiter] = field(default_factory=dict)  # exec id -> who asked
+    kept: list[int] = field(default_factory=list)  # fds this manager keeps for the VM's life
+    stop_timer: threading.Timer | None = None
+    health: Health | None = None  # its healthcheck's monitor, while it runs
+    restarts: Restarts = field(init=False)
+    pool_key: str = ""  # its sources are taken from the pool under this key (new at each restart)
+
+    def __post_init__(self) -> None:
+        self.restarts = Restarts(self.config.restart)
+        self.pool_key = self.pool_key or self.config.name
+
+    def describe(self) -> dict[str, Any]:
+        stats = self.running.context.statistics() if self.running else None
+        return {
+            "name": self.config.name,
+            "state": self.state,
+            "code": self.code,
+            "pid": self.running.process.init_pid if self.running else None,
+            "address": self.address,
+            "image": self.config.image,
+            "started": self.started,
+            "start_ms": round(self.start_ms, 1),
+            "requests": {o: stats.total(o) for o in ("served", "continued", "failed")} if stats else None,
+            "health": self.health.describe() if self.health is not None else None,
+            "restart": str(self.config.restart),
+            "restarts": self.restarts.count,
+        }
+
+
+class Group:
+    def __init__(
+        self, gid: str, project: Project, hypervisor: Hypervisor, *, on_empty: Callable[[Group], None]
+    ) -> None:
+        self.gid = gid
+        self.project = project
+        self.hypervisor = hypervisor
+        self.layout: Layout = hypervisor.layout
+        self.on_empty = on_empty  # a run's VM has ended: the daemon forgets the group
+        self.vms = {name: VmRecord(vm) for name, vm in project.vms.items()}
+        self.followers: list[control.Connection] = []  # who hears output and exits
+        self.debug = False  # its client ran with HVFS_DEBUG: it hears tracebacks (hvfs.hypervisor.telling)
+        self.owner: control.Connection | None = None  # a run's client: the VM ends with it
+        self.owner_lost_at: float | None = None
+        self.detached = project.kind != "run"
+        self.stop_timeout = STOP_TIMEOUT
+        self._ids = iter(range(1, 1 << 62))
+        self._lock = threading.Lock()
+        self._saving = threading.Lock()
+        self.starting = threading.Lock()  # one VM starts at a time; their dependencies are awaited at once
+        options = ServiceOptions.from_table(project.services, "/") if project.services else None
+        self.services = ServiceSet(options) if options is not None and options.active else None
+        self.trap_reads = bool(options and options.needs.trap_reads)
+        self.manager = Manager()
+        if self.services is not None:
+            self.services.attach(self.manager)
+        self.pool = SourcePool()  # each source released as the last VM using it is gone
+        self.limits = LimitMaker(gid, record=self.layout.cgroups(gid))
+        self.bridge: Any = None
+        self.hosts: SourceSpec | None = None
+
+    # -- life -----------------------------------------------------------------------
+
+    def save(self) -> None:
+        with self._saving:  # VMs' watchers, restarts and starts save at once
+            self._save_locked()
+
+    def _save_locked(self) -> None:
+        document = {
+            "gid": self.gid,
+            "project": to_json(self.project),
+            "vms": {name: r.vmid for name, r in self.vms.items() if r.vmid},
+            "addresses": {name: r.address for name, r in self.vms.items() if r.address},
+            "started": {name: r.started for name, r in self.vms.items() if r.vmid and r.started},
+            "stop_timeout": self.stop_timeout,
+            "restarts": {n: [r.restarts.count, r.restarts.stopped] for n, r in self.vms.items() if r.restarts.count},
+        }
+        write_json(self.layout.group_file(self.gid), document)
+
+    def start(self, *, stdio: tuple[int, int, int] | None = None, winsize: bytes | None = None) -> None:
+        """Start every VM (a run's with the client's ``stdio``); raises SetupError,
+        UsageError or SourceError for what the user can fix, after stopping what started."""
+        os.makedirs(os.path.dirname(self.layout.log(self.gid, "x")), mode=0o700, exist_ok=True)
+        if self.project.network.mode == "bridge":
+            self.bridge = vmstart.make_bridge(self.project.network.subnet)
+            for record in self.vms.values():
+                if record.config.network:
+                    record.address = self.bridge.reserve(record.config.name)
+            self.hosts = SourceSpec("synth", {"content": self.bridge.hosts().decode()}, name=f"{self.gid}:hosts")
+        self.save()
+        ordering.start_vms(self, list(self.vms), stdio=stdio, winsize=winsize)
+
+    def table(self, record: VmRecord) -> list[Mount]:
+        """The mount table of ``record``'s VM, its sources taken under its pool key."""
+        vm = record.config
+        hosts = (MountSpec("/etc/hosts", self.hosts, readonly=True),) if self.hosts and vm.network else ()
+        return mount_table(record.pool_key, (MountSpec("/", vm.root), *vm.mounts, *hosts), self.pool)
+
+    def launch(
+        self,
+        record: VmRecord,
+        table: list[Mount],
+        stdio: tuple[int, int, int] | None = None,
+        winsize: bytes | None = None,
+    ) -> None:
+        """Start ``record``'s VM, with ``table`` taken for it (hvfs.hypervisor.ordering, restart)."""
+        self._start(record, table, stdio, winsize)
+
+    def _start(
+        self, record: VmRecord, table: list[Mount], stdio: tuple[int, int, int] | None, winsize: bytes | None
+    ) -> None:
+        began = time.monotonic()
+        vm = record.config
+        scanning = self.services is not None and self.services.needs.judged_reads
+        output = None
+        if stdio is None:
+            output, write_end = os.pipe2(os.O_CLOEXEC)
+            stdio = (empty_input(), write_end, write_end)
+        record.vmid = os.urandom(6).hex()
+        plan = self.limits.plan(f"{self.gid}-{vm.name}", vm.limits)
+        try:
+            running = vmstart.start(
+                self.hypervisor,
+                vm,
+                vmid=record.vmid,
+                mounts=table,
+                program=self.program(vm, vm.command, {}),
+                strict=vm.strict or self.trap_reads,
+                scanned=scanning,
+                stdio=stdio,
+                winsize=winsize,
+                limits=plan,
+                network=(self.bridge, record.address) if self.bridge is not None and vm.network else None,
+                output=output,
+                manager=self.manager,
+                bus=self.services.bus if self.services is not None else None,
+                transport=self.project.transport,
+            )
+        except BaseException:
+            if output is not None:
+                os.close(output)
+            raise
+        finally:
+            if output is not None:
+                for fd in set(stdio):
+                    os.close(fd)
+        record.running, record.state, record.started = running, "running", time.time()
+        record.code = None
+        record.exited.clear()
+        record.start_ms = (time.monotonic() - began) * 1000
+        self.save()
+        self._follow(record, output)
+        if vm.healthcheck is not None:
+            record.health = Health(vm.healthcheck, functools.partial(self._probe, record), running.process.init_pid)
+            record.health.start()
+
+    def _follow(self, record: VmRecord, output: int | None) -> None:
+        name = record.config.name
+        threads: list[tuple[Callable[..., None], tuple[Any, ...], str]] = [
+            (self._watch, (record,), "wait"),
+            (self._listen, (record,), "channel"),
+        ]
+        if output is not None:
+            record.drained.clear()
+            log_file = self.layout.log(self.gid, record.config.name)
+            threads.append((output_pump.pump, (record.config.name, output, log_file, self.tell, record.drained), "log"))
+        else:
+            record.drained.set()
+        for target, args, what in threads:
+            threading.Thread(target=target, args=args, name=f"hvfs-{name}-{what}", daemon=True).start()
+
+    def resume(self, document: dict[str, Any]) -> None:
+        """Take back the VMs a manager before this one ran (their shims hold them)."""
+        self.stop_timeout = float(document.get("stop_timeout", STOP_TIMEOUT))
+        # A resumed project's bridge lives on in its namespace, which its VMs' shims hold;
+        # no VM joins it later, so this manager needs no handle on it.
+        for name, vmid in document.get("vms", {}).items():
+            record = self.vms.get(name)
+            if record is None:
+                continue
+            record.vmid = vmid
+            record.address = document.get("addresses", {}).get(name)
+            with contextlib.suppress(TypeError, ValueError):
+                count, stopped = document.get("restarts", {}).get(name, (0, False))
+                record.restarts.count, record.restarts.stopped = int(count), bool(stopped)
+            try:
+                running, output, code = vmstart.resume(
+                    self.hypervisor, record.config, vmid, self.manager, self.services
+                )
+            except (OSError, SetupError, protocol.ChannelClosed, ValueError) as e:
+                log.warning("VM %s of %s could not be taken back: %s", name, self.gid, e)
+                running, output, code = None, None, 128 + signal.SIGKILL
+            if running is None:
+                record.state, record.code = "exited", code
+                record.exited.set()
+                with contextlib.suppress(OSError):
+                    remove_tree(self.layout.vm(vmid))
+                continue
+            started = document.get("started", {}).get(name)
+            record.running, record.state = running, "running"
+            record.started = float(started) if isinstance(started, int | float) else time.time()
+            if self.services is not None:  # the audit's mark of the gap
+                self.services.bus.publish(service_event(name, 0, RESUME, (), "ok"))
+            self._follow(record, output)
+        if self.project.kind == "run" and all(r.state == "exited" for r in self.vms.values()):
+            self.on_empty(self)
+
+    # -- one VM ---------------------------------------------------------------------
+
+    def program(self, vm: VmConfig, argv: tuple[str, ...], more_env: dict[str, str], **given: Any) -> Program:
+        """What a VM runs: its command, or a process of ``hvfs exec`` (``more_env``, and
+        ``workdir``/``user`` overriding the VM's). The environment starts clean, as
+        docker's; HOME is the user's home unless given (by the VM or the exec)."""
+        env = {"PATH": DEFAULT_PATH, "HOSTNAME": vm.name, "HOME": "/root", **vm.environment, **more_env}
+        if vm.tty:
+            env.setdefault("TERM", "xterm")
+        return Program(
+            argv=argv,
+            env=env,
+            workdir=given.get("workdir") or vm.workdir,
+            user=given.get("user") or vm.user,
+            home_set=vm.home_set or "HOME" in more_env,
+        )
+
+    def stop(self, record: VmRecord, timeout: float) -> int | None:
+        """SIGTERM to the command, then SIGKILL to the whole VM after ``timeout`` seconds;
+        no restart policy starts it again."""
+        restart.cancel(self, record)
+        if record.running is not None and record.state == "running":
+            record.running.signal(signal.SIGTERM)
+            if not record.exited.wait(timeout):
+                record.running.process.kill()
+                record.exited.wait(10)
+        return record.code
+
+    def stop_all(self, timeout: float, records: list[VmRecord] | None = None) -> None:
+        """Stop every VM (of ``records``) at once."""
+        chosen = list(self.vms.values()) if records is None else records
+        stoppers = [threading.Thread(target=self.stop, args=(r, timeout)) for r in chosen]
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join()
+
+    def signal(self, name: str, signum: int) -> None:
+        """Pass ``signum`` to a VM's command; a signal that asks it to end starts the stop
+        clock: the VM is killed ``stop_timeout`` seconds later, whatever it does."""
+        record = self.record(name)
+        if record.running is None or record.state != "running":
+            return
+        record.running.signal(signum)
+        if signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT) and record.stop_timer is None:
+            record.stop_timer = threading.Timer(self.stop_timeout, record.running.process.kill)
+            record.stop_timer.daemon = True
+            record.stop_timer.start()
+
+    def _watch(self, record: VmRecord) -> None:
+        assert record.running is not None
+        running = record.running
+        code = running.process.wait()
+        running.driver.join(timeout=5)
+        running.driver.close()
+        if running.tracer is not None:
+            running.tracer.join(timeout=5)
+        if record.stop_timer is not None:
+            record.stop_timer.cancel()
+        self.manager.deliver_closes()  # the VM's last closes, while its services hear them
+        if record.health is not None:
+            record.health.stop()
+        with contextlib.suppress(KeyError):
+            self.manager.remove_vm(record.config.name)
+        running.context.close()
+        used = record.pool_key
+        again = restart.plan(self, record, code)  # takes its sources again before they are released
+        self.pool.drop(used)
+        for fd in record.kept:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        record.kept.clear()
+        try:
+            remove_tree(self.layout.vm(record.vmid))
+        except OSError as e:  # the daemon sweeps it later
+            log.warning("VM %s: its state %s stays for now: %s", record.config.name, e.filename, e.strerror)
+        record.code, record.state = code, "exited" if again is None else "restarting"
+        with contextlib.suppress(OSError):  # the group is being removed: its state with it
+            self.save()
+        record.exited.set()
+        message: dict[str, Any] = {"exited": record.config.name, "code": code}
+        record.drained.wait(DRAIN_TIMEOUT)  # its last lines before its exit, as it wrote them
+        if again is not None:
+            message["restarting"] = True
+            again.start()
+        if self.project.kind == "run":
+            if self.services is not None:
+                self.services.close()  # the last closes saved, the last events out, before the numbers
+            message["stats"] = self.statistics(record.config.name, running)
+        self.tell(message)
+        if all(r.state == "exited" for r in self.vms.values()) and self.project.kind == "run":
+            self.on_empty(self)
+
+    def tell(self, message: dict[str, Any]) -> None:
+        """Send ``message`` to every client that follows the group; forget those gone."""
+        with self._lock:
+            followers = list(self.followers)
+        for connection in followers:
+            try:
+                connection.send(message)
+            except OSError:
+                with self._lock, contextlib.suppress(ValueError):
+                    self.followers.remove(connection)
+
+    def _listen(self, record: VmRecord) -> None:
+        """Pid 1's messages about the processes of ``hvfs exec``."""
+        assert record.running is not None
+        process = record.running.process
+        while True:
+            try:
+                message, fds = process.receive()
+            except (protocol.ChannelClosed, OSError):
+                break
+            exec_id = str(message.int(Tag.ID))
+            if message.type == Msg.EXEC_STARTED:
+                numbers = message.ints(Tag.FD)  # the pty master of ``hvfs exec -t``
+                with contextlib.suppress(OSError):
+                    fds += process.take(numbers)
+                if numbers:
+                    process.taken(numbers)
+                client = record.execs.get(exec_id)
+                if client is not None:
+                    with contextlib.suppress(OSError):
+                        client.send({"started": message.int(Tag.PID)}, fds or None)
+            elif message.type == Msg.EXEC_EXITED:
+                client = record.execs.pop(exec_id, None)
+                if client is not None:
+                    with contextlib.suppress(OSError):
+                        client.send({"exited": message.int(Tag.CODE)})
+            for fd in fds:
+                os.close(fd)
+        for client in record.execs.values():  # the VM ended: so did its exec'd processes
+            with contextlib.suppress(OSError):
+                client.send({"exited": 128 + signal.SIGKILL})
+        record.execs.clear()
+
+    # -- requests -------------------------------------------------------------------
+
+    def record(self, name: object) -> VmRecord:
+        if name not in self.vms:
+            what = "project " + self.project.name if self.project.kind == "project" else "this group"
+            raise LookupError(f"no VM named {name!r} in {what}; VMs: {', '.join(self.vms)}")
+        return self.vms[str(name)]
+
+    def _probe(self, record: VmRecord, argv: tuple[str, ...], stdio: list[int], waiter: ProbeWaiter) -> None:
+        """Start a health probe in ``record``'s VM, as an ``hvfs exec`` (health.Launcher)."""
+        running = record.running
+        if running is None or record.state != "running":
+            raise LookupError(f"VM {record.config.name} is not running")
+        exec_id = next(self._ids)
+        record.execs[str(exec_id)] = waiter
+        running.process.exec(exec_id, self.program(record.config, argv, {}), tty=False, winsize=None, stdio=stdio)
+
+    def exec(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
+        record = self.record(message.get("vm"))
+        if record.state != "running" or record.running is None:
+            raise LookupError(f"VM {record.config.name} is not running")
+        program = self.program(
+            record.config,
+            tuple(message["argv"]),
+            dict(message.get("env", {})),
+            workdir=message.get("workdir"),
+            user=message.get("user"),
+        )
+        problem = command_problem(list(program.argv), program.env)
+        if problem:  # pid 1 takes a command of a bounded size in one message
+            raise LookupError(f"exec in {record.config.name}: {problem}")
+        if connection.hung_up():  # the client gave up waiting (this manager was stopped, or slow)
+            log.warning("exec in %s not started: its client has gone", record.config.name)
+            return
+        exec_id = next(self._ids)
+        record.execs[str(exec_id)] = connection
+        winsize = bytes.fromhex(message["winsize"]) if message.get("winsize") else None
+        record.running.process.exec(exec_id, program, tty=bool(message.get("tty")), winsize=winsize, stdio=fds)
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [r.describe() for r in self.vms.values()]
+
+    def statistics(self, name: str, running: RunningVm) -> dict[str, Any]:
+        """A run's statistics for --stats: requests per operation and outcome, services."""
+        stats = running.context.statistics()
+        document: dict[str, Any] = {
+            "vm": name,
+            "requests": stats.requests,
+            "served": stats.total("served"),
+            "continued": stats.total("continued"),
+            "failed": stats.total("failed"),
+            **running.driver.statistics(),
+        }
+        if running.tracer is not None:
+            document["exec_tracer"] = dataclasses.asdict(running.tracer.statistics())
+        if self.services is not None:
+            document["services"] = self.services.statistics()
+        return document
+
+    def remove(self) -> None:
+        """Everything the group left: services finished, cgroups, bridge, state."""
+        self.pool.close()
+        if self.services is not None:
+            self.manager.deliver_closes()
+            self.services.close()
+        self.manager.close()
+        self.limits.cleanup()
+        with contextlib.suppress(OSError):
+            remove_recorded(self.layout.cgroups(self.gid), self.gid)
+        if self.bridge is not None:
+            self.bridge.close()
+        shutil.rmtree(self.layout.group(self.gid), ignore_errors=True)
+
+
+def remove_tree(path: str) -> None:
+    """``shutil.rmtree``, where what another process removes meanwhile (a VM's shim its
+    socket, as it exits) is simply gone."""
+
+    def gone(function: object, name: str, error: tuple[type[BaseException], BaseException, object]) -> None:
+        if not isinstance(error[1], FileNotFoundError):
+            raise error[1]
+
+    shutil.rmtree(path, onerror=gone)
+
+
+def saved(layout: Layout, gid: str) -> dict[str, Any]:
+    document: dict[str, Any] = read_json(layout.group_file(gid))
+    return document

@@ -1,0 +1,78 @@
+"""Where the manager keeps what it knows, under hvfs's private state directory
+(hvfs.state.state_directory: /run/hvfs as root, $XDG_RUNTIME_DIR/hvfs or /tmp/hvfs-UID
+otherwise, or $HVFS_STATE_DIR).
+
+    manager.lock        held by the running manager for its whole life
+    manager.json        its pid, version, start time
+    manager.sock        its control socket (hvfs.hypervisor.control)
+    manager.log         its log (hvfs.logs)
+    groups/GID/         a project, or the VM of one ``hvfs run``
+        group.json      what it was asked to run (hvfs.hypervisor.spec) and how it stands
+        logs/VM.log     a project VM's output
+        cgroups.json    the cgroups made for its limits
+    vms/ID/             one VM (IDs are short: a unix socket path has at most 107 bytes)
+        vm.json         what only the manager knew of it: pids, mount ids, sockets made
+        shim.sock       its shim, where a manager that comes after this one collects it
+        exit            its exit status, written by the shim when pid 1 exits
+        staging/        where its views are built
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from hvfs.state import state_directory
+
+
+class Layout:
+    def __init__(self, root: str | None = None) -> None:
+        self.root = root or state_directory()
+        self.lock = os.path.join(self.root, "manager.lock")
+        self.info = os.path.join(self.root, "manager.json")
+        self.socket = os.path.join(self.root, "manager.sock")
+        self.spawn_lock = os.path.join(self.root, "spawn.lock")
+        self.groups = os.path.join(self.root, "groups")
+        self.vms = os.path.join(self.root, "vms")
+
+    def group(self, gid: str) -> str:
+        return os.path.join(self.groups, gid)
+
+    def group_file(self, gid: str) -> str:
+        return os.path.join(self.groups, gid, "group.json")
+
+    def log(self, gid: str, vm: str) -> str:
+        return os.path.join(self.groups, gid, "logs", f"{vm}.log")
+
+    def cgroups(self, gid: str) -> str:
+        return os.path.join(self.groups, gid, "cgroups.json")
+
+    def vm(self, vmid: str) -> str:
+        return os.path.join(self.vms, vmid)
+
+    def vm_file(self, vmid: str) -> str:
+        return os.path.join(self.vms, vmid, "vm.json")
+
+    def shim(self, vmid: str) -> str:
+        return os.path.join(self.vms, vmid, "shim.sock")
+
+    def exit_file(self, vmid: str) -> str:
+        return os.path.join(self.vms, vmid, "exit")
+
+    def staging(self, vmid: str) -> str:
+        return os.path.join(self.vms, vmid, "staging")
+
+
+def write_json(path: str, document: Any) -> None:
+    """Replace ``path`` with ``document`` whole (a crash leaves the old one or the new)."""
+    temporary = f"{path}.tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(document, f, sort_keys=True)
+    os.rename(temporary, path)
+
+
+def read_json(path: str) -> Any:
+    with open(path) as f:
+        return json.load(f)

@@ -1,0 +1,311 @@
+"""Starting one VM in the manager, and taking one back from its shim after a restart.
+
+What a VM needs that only this manager holds is deposited with its shim right after it
+starts (native/init/shim.c): the seccomp listener, the writable view, the manager's end
+of pid 1's channel, the table of requests in flight, the VM's output pipe and the fds of
+its image file systems. What the kernel cannot tell a new manager (pids, mount ids) is
+written to vm.json. ``resume`` puts both together again.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hvfs._sys import process as sysproc
+from hvfs._sys.abi import CLONE_NEWNET
+from hvfs.api.choice import transport_maker
+from hvfs.api.hooks import EventBus
+from hvfs.hypervisor.layout import Layout, read_json, write_json
+from hvfs.hypervisor.services import ServiceSet
+from hvfs.intercept.arch import Arch
+from hvfs.intercept.backend import backend
+from hvfs.manager.manager import Manager
+from hvfs.manager.mounts import Mount
+from hvfs.manager.vm import VmContext
+from hvfs.project.config import VmConfig
+from hvfs.project.limits import LimitMaker, LimitPlan
+from hvfs.runtime import RunningVm, VmSpec, build, start_vm, trace_execs
+from hvfs.sandbox import launcher, protocol, users
+from hvfs.sandbox.plan import Program
+from hvfs.sandbox.protocol import Message, Msg, Tag
+from hvfs.sandbox.userns import IdMap
+
+
+def vm_wait() -> float:
+    """Seconds a VM's requests wait for a manager that went away before they fail with
+    EIO (ten times that, and its shim ends it): HVFS_VM_WAIT, 30 by default."""
+    try:
+        return max(0.1, float(os.environ.get("HVFS_VM_WAIT", "30")))
+    except ValueError:
+        return 30.0
+
+
+@dataclass
+class Hypervisor:
+    """What every group of one manager shares."""
+
+    layout: Layout
+    idmap: IdMap
+    arch: Arch
+    _programs: dict[bool, bytes] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def filter_program(self, strict: bool) -> bytes:
+        with self._lock:
+            if strict not in self._programs:
+                self._programs[strict] = backend().filter_program(strict, self.arch)
+            return self._programs[strict]
+
+
+def start(
+    hypervisor: Hypervisor,
+    vm: VmConfig,
+    *,
+    vmid: str,
+    mounts: list[Mount],
+    program: Program,
+    strict: bool,
+    scanned: bool,
+    stdio: tuple[int, int, int],
+    winsize: bytes | None,
+    limits: LimitPlan,
+    network: tuple[Any, str | None] | None,
+    output: int | None,
+    manager: Manager | None = None,
+    bus: EventBus | None = None,
+    transport: str = "inprocess",
+) -> RunningVm:
+    """Start ``vm``, leave with its shim what must outlive this manager, and note the rest."""
+    layout = hypervisor.layout
+    ids = users.numeric(vm.user) if vm.user else None
+    if ids is not None:
+        hypervisor.idmap.check(ids[0], ids[0] if ids[1] is None else ids[1])
+    os.makedirs(layout.staging(vmid), mode=0o700, exist_ok=True)
+    spec = VmSpec(
+        vm.name,
+        tuple(mounts),
+        program,
+        strict=strict,
+        persist=vm.persist,
+        tty=vm.tty,
+        scanned=scanned,
+        stdio=stdio,
+        start={"memfd_noexec": 2} if scanned else {},
+        winsize=winsize,
+    )
+
+    def before_start(process: launcher.VmProcess) -> dict[str, Any]:
+        settings: dict[str, Any] = {}
+        LimitMaker.enter(limits, process.init_pid)
+        if limits.rlimits:
+            settings["rlimits"] = limits.rlimits
+        if network is not None:
+            settings["network"] = network[0].attach(vm.name, process.init_pid)
+        return settings
+
+    assert manager is not None
+    views = build(spec, layout.staging(vmid))
+    try:
+        running = start_vm(
+            spec,
+            views,
+            manager=manager,
+            idmap=hypervisor.idmap,
+            arch=hypervisor.arch,
+            program=hypervisor.filter_program(strict),
+            before_start=before_start,
+            shim=layout.shim(vmid),
+            outlives=True,
+            wait=vm_wait(),
+            bus=bus,
+            transport_kind=transport,
+        )
+    finally:
+        views.release_boot()
+    deposit = {
+        "root": running.context.rw_root,
+        "chan": running.process.chan.fileno(),
+        **{f"driver:{role}": fd for role, fd in running.driver.kept().items()},
+        **{f"image:{mount}": fd for mount, fd in running.context.images.items()},
+    }
+    if output is not None:
+        deposit["output"] = output
+    if network is not None:
+        deposit["netns"] = network[0].netns
+    running.process.deposit(deposit)
+    write_json(
+        layout.vm_file(vmid),
+        {
+            "vmid": vmid,
+            "name": vm.name,
+            "launcher": running.process.launcher_pid,
+            "init": running.process.init_pid,
+            "strict": strict,
+            "scanned": scanned,
+            "transport": transport,
+            "own_mounts": sorted(running.context.own_mounts),
+            "socket_mounts": sorted(running.context.socket_mounts),
+        },
+    )
+    return running
+
+
+def _withdraw(layout: Layout, vmid: str, launcher_pid: int) -> tuple[socket.socket, dict[str, int]]:
+    """Link to the shim of ``vmid`` and take what was deposited there."""
+    link = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    try:
+        link.connect(layout.shim(vmid))
+        pid = int.from_bytes(link.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)[:4], "little")
+        if pid != launcher_pid:
+            raise ValueError(f"the shim of {vmid} is pid {pid}, not {launcher_pid}")
+        protocol.send(link, Message(Msg.WITHDRAW))
+        while True:
+            message, fds = protocol.receive(link)
+            if message.type == Msg.DEPOSITED:
+                break
+            for fd in fds:
+                os.close(fd)
+        roles = [os.fsdecode(data.rstrip(b"\0")) for tag, data in message.records if tag == Tag.ROLE]
+    except BaseException:
+        link.close()
+        raise
+    return link, dict(zip(roles, fds, strict=True))
+
+
+def resume(
+    hypervisor: Hypervisor, vm: VmConfig, vmid: str, manager: Manager, services: ServiceSet | None
+) -> tuple[RunningVm | None, int | None, int | None]:
+    """Take back the VM ``vmid`` from its shim: (the running VM, its output pipe, None),
+    or (None, None, its exit status) when it ended meanwhile."""
+    layout = hypervisor.layout
+    record = read_json(layout.vm_file(vmid))
+    try:
+        link, fds = _withdraw(layout, vmid, int(record["launcher"]))
+    except (FileNotFoundError, ConnectionRefusedError):
+        try:
+            with open(layout.exit_file(vmid)) as f:
+                return None, None, int(f.read().strip())
+        except (OSError, ValueError):
+            return None, None, 137
+    init_pid = int(record["init"])
+    process = launcher.VmProcess(
+        launcher_pid=int(record["launcher"]),
+        init_pid=init_pid,
+        shim=link,
+        chan=socket.socket(fileno=fds.pop("chan")),
+        ours=False,
+    )
+    vm_root = os.open(f"/proc/{init_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    images = {int(role.split(":", 1)[1]): fds.pop(role) for role in list(fds) if role.startswith("image:")}
+    context = VmContext(
+        vm.name,
+        fds.pop("root"),
+        vm_root,
+        strict=bool(record["strict"]),
+        socket_mounts=frozenset(record["socket_mounts"]),
+        own_mounts=frozenset(record["own_mounts"]),
+        images=images,
+        sockets=manager.sockets,
+        reads_judged=bool(record["scanned"]),
+        bus=services.bus if services is not None else None,
+    )
+    manager.add_vm(context)
+    transport = transport_maker(str(record.get("transport", "inprocess")))(manager.handle_request)
+    kept = {role.removeprefix("driver:"): fds.pop(role) for role in list(fds) if role.startswith("driver:")}
+    driver = backend().resume(kept, vm.name, transport, hypervisor.arch)
+    tracer = trace_execs(vm.name, init_pid, transport) if record["scanned"] else None
+    fds.pop("netns", None)
+    output = fds.pop("output", None)
+    for fd in fds.values():
+        os.close(fd)
+    spec = VmSpec(vm.name, (), Program(tuple(vm.command), {}))
+    running = RunningVm(spec=spec, process=process, context=context, driver=driver, terminal=None, tracer=tracer)
+    return running, output, None
+
+
+class _Bridge:
+    """A project's bridge, in a network namespace of its own (see hvfs.project.network).
+
+    Network namespaces are per thread, and pyroute2 opens its netlink sockets in the
+    thread that uses them: so one thread of the manager lives in the bridge's namespace
+    and makes every change to it, as the others ask."""
+
+    def __init__(self, subnet: str) -> None:
+        self._calls: queue.Queue[tuple[Callable[[Any], Any], queue.Queue[tuple[bool, Any]]] | None] = queue.Queue()
+        ready: queue.Queue[tuple[bool, Any]] = queue.Queue()
+        threading.Thread(target=self._serve, args=(subnet, ready), name="hvfs-bridge", daemon=True).start()
+        ok, value = ready.get()
+        if not ok:
+            raise value
+        self.netns: int = value
+
+    def _serve(self, subnet: str, ready: queue.Queue[tuple[bool, Any]]) -> None:
+        try:
+            sysproc.unshare(CLONE_NEWNET)
+            netns = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            from hvfs.project.network import Bridge
+
+            bridge = Bridge(subnet)
+        except BaseException as e:
+            ready.put((False, e))
+            return
+        ready.put((True, netns))
+        while (call := self._calls.get()) is not None:
+            function, answer = call
+            try:
+                answer.put((True, function(bridge)))
+            except BaseException as e:
+                answer.put((False, e))
+        bridge.close()
+
+    def _call(self, function: Callable[[Any], Any]) -> Any:
+        answer: queue.Queue[tuple[bool, Any]] = queue.Queue()
+        self._calls.put((function, answer))
+        ok, value = answer.get()
+        if not ok:
+            raise value
+        return value
+
+    def reserve(self, vm: str) -> str:
+        address: str = self._call(lambda bridge: bridge.reserve(vm))
+        return address
+
+    def attach(self, vm: str, init_pid: int) -> dict[str, Any]:
+        link: dict[str, Any] = self._call(lambda bridge: bridge.attach(vm, init_pid))
+        return link
+
+    def hosts(self) -> bytes:
+        text: bytes = self._call(lambda bridge: bridge.hosts())
+        return text
+
+    def close(self) -> None:
+        self._calls.put(None)
+        os.close(self.netns)
+
+
+def make_bridge(subnet: str) -> _Bridge:
+    return _Bridge(subnet)
+
+
+def shims_alive(layout: Layout) -> int | None:
+    """The pid of a live shim of this manager's VMs, if one is left (its user namespace's
+    parent is the one a restarted manager joins)."""
+    try:
+        names = os.listdir(layout.vms)
+    except FileNotFoundError:
+        return None
+    for vmid in names:
+        try:
+            pid = int(read_json(layout.vm_file(vmid))["launcher"])
+            os.kill(pid, 0)
+        except (OSError, ValueError, KeyError):
+            continue
+        if os.path.exists(layout.shim(vmid)):
+            return pid
+    return None
