@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from hvfs.oci import install
 from tests.conftest import require
 from tests.dockerd import busybox_image, docker_engine  # noqa: F401
 
@@ -66,9 +67,7 @@ class Result:
 
 
 def _hup_dockerd() -> None:
-    from hvfs.oci.install import dockerd_pid
-
-    pid = dockerd_pid()
+    pid = install.dockerd_pid()
     if pid is not None:
         os.kill(pid, signal.SIGHUP)
         time.sleep(0.5)
@@ -83,7 +82,8 @@ def registered(docker_engine: list[str], tmp_path_factory: pytest.TempPathFactor
     """The runtime ``hvfs`` registered by ``hvfs docker install``, serving this session's
     manager, with an audit log for every container; daemon.json is restored after."""
     require(os.geteuid() == 0, "registering a Docker runtime needs root")
-    before = DAEMON_JSON.read_bytes() if DAEMON_JSON.exists() else None
+    existed = DAEMON_JSON.exists()
+    before = install.read_config(str(DAEMON_JSON)).get("runtimes", {}).get(RUNTIME)
     services = tmp_path_factory.mktemp("docker-services")
     audit = services / "audit.jsonl"
     (services / "docker.toml").write_text(f'[services]\naudit = "{audit}"\n')
@@ -99,11 +99,19 @@ def registered(docker_engine: list[str], tmp_path_factory: pytest.TempPathFactor
         time.sleep(0.2)
     try:
         yield audit
-    finally:
+    finally:  # only our entry: others may have registered runtimes meanwhile
+        document = install.read_config(str(DAEMON_JSON))
+        runtimes = document.setdefault("runtimes", {})
         if before is None:
-            DAEMON_JSON.unlink(missing_ok=True)
+            runtimes.pop(RUNTIME, None)
         else:
-            DAEMON_JSON.write_bytes(before)
+            runtimes[RUNTIME] = before
+        if not runtimes:
+            del document["runtimes"]
+        if document or existed:
+            install.write_config(str(DAEMON_JSON), document)
+        else:
+            DAEMON_JSON.unlink(missing_ok=True)
         _hup_dockerd()
 
 

@@ -134,3 +134,17 @@ def test_what_a_vm_cannot_do_is_refused_in_one_line(docker: Docker) -> None:
     result = docker.run("--network", "host", docker.image, "true")
     assert result.code == 125
     assert "the network namespace of another process is not supported by hvfs" in result.err
+
+
+def test_a_container_outlives_a_restart_of_its_manager(docker: Docker) -> None:
+    name = f"hvfs-test-restart-{time.monotonic_ns()}"
+    docker.ok("run", "-d", "--name", name, "--runtime=hvfs", docker.image, "sh", "-c",
+              "while [ ! -e /go ]; do sleep 0.1; done; echo carried on; exit 5")  # fmt: skip
+    try:
+        restart = subprocess.run([sys.executable, "-m", "hvfs", "manager", "restart"], capture_output=True, text=True)
+        assert restart.returncode == 0 and "replaced by" in restart.stdout, restart.stderr
+        docker.ok("exec", name, "touch", "/go")
+        assert docker.ok("wait", name).strip() == "5"
+        assert docker.call("logs", name).out == "carried on\n"
+    finally:
+        docker.call("rm", "-f", name)
