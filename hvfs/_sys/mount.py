@@ -74,9 +74,18 @@ def clone_tree(path: str | int, *, recursive: bool = True, readonly: bool = Fals
     return tree
 
 
-def set_readonly(tree_fd: int) -> None:
-    """Make every mount of the tree ``tree_fd`` read-only."""
+def set_readonly(tree_fd: int, *, recursive: bool = True) -> None:
+    """Make every mount of the tree ``tree_fd`` read-only (only its top one, without ``recursive``)."""
     attr = _MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
+    flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
+    syscall("mount_setattr", tree_fd, b"", flags, ctypes.byref(attr), ctypes.sizeof(attr))
+
+
+def make_private(tree_fd: int) -> None:
+    """Make every mount of the detached tree ``tree_fd`` private: a clone of a shared
+    mount stays in its peer group, so that what is mounted on the clone would appear on
+    the original (and an unmount of the original's children would take the clone's)."""
+    attr = _MountAttr(0, 0, MS_PRIVATE, 0)
     syscall("mount_setattr", tree_fd, b"", AT_EMPTY_PATH | AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr))
 
 

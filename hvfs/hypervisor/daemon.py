@@ -27,8 +27,9 @@ from typing import Any
 from hvfs import private_dirs
 from hvfs.errors import HvfsError
 from hvfs.hypervisor import control, recreate, telling, views, vmstart
-from hvfs.hypervisor.group import Group, remove_tree, saved
-from hvfs.hypervisor.layout import Layout, write_json
+from hvfs.hypervisor.containers import Containers
+from hvfs.hypervisor.group import Group, saved
+from hvfs.hypervisor.layout import Layout, remove_tree, write_json
 from hvfs.hypervisor.spec import from_json, group_id
 from hvfs.hypervisor.version import code_id
 from hvfs.intercept.arch import native
@@ -63,6 +64,7 @@ class Daemon:
         self.last_busy = time.monotonic()
         self.hypervisor: vmstart.Hypervisor | None = None
         self.up_locks: dict[str, threading.Lock] = {}
+        self.containers = Containers(self)
 
     # -- life -----------------------------------------------------------------------
 
@@ -209,6 +211,7 @@ class Daemon:
 
     def closed(self, connection: control.Connection) -> None:
         """A client went away: a run's VM ends with its client, unless it is detached."""
+        self.containers.closed(connection)
         with self.lock:
             self.clients = max(0, self.clients - 1)
             owned = [g for g in self.groups.values() if g.owner is connection]
@@ -308,6 +311,8 @@ class Daemon:
 
     def _op_signal(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
         self._group(message).signal(str(message["vm"]), int(message["signal"]))
+        if message.get("reply"):  # hvfs run's forwarded signals want none
+            connection.send({"ok": True})
 
     def _op_up(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
         """Start a project; or, up already, apply its edited hvfs.toml (hvfs.hypervisor.recreate)."""
@@ -370,6 +375,18 @@ class Daemon:
         group.stop_timeout = float(message.get("timeout", group.stop_timeout))
         self._remove(group, stop=True)
         connection.send({"ok": True})
+
+    def _op_container(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
+        self.containers.create(message, fds, connection)
+
+    def _op_container_start(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
+        self.containers.start(message, connection)
+
+    def _op_container_follow(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
+        self.containers.follow(message, connection)
+
+    def _op_container_remove(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
+        self.containers.remove(message, connection)
 
     def _op_shutdown(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
         """Exit; with ``stop``, stop every VM first; without, leave them to the next manager."""

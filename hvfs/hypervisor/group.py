@@ -22,9 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hvfs.hypervisor import control, ordering, output_pump, restart, vmstart
+from hvfs.hypervisor import control, execs, ordering, output_pump, restart, vmstart
 from hvfs.hypervisor.health import Health, ProbeWaiter
-from hvfs.hypervisor.layout import Layout, read_json, write_json
+from hvfs.hypervisor.layout import Layout, read_json, remove_tree, write_json
 from hvfs.hypervisor.mounts import MountSpec, mount_table
 from hvfs.hypervisor.pool import SourcePool
 from hvfs.hypervisor.restart import Restarts
@@ -40,7 +40,6 @@ from hvfs.runtime import RunningVm
 from hvfs.sandbox import protocol
 from hvfs.sandbox.errors import SetupError
 from hvfs.sandbox.plan import Program
-from hvfs.sandbox.protocol import Msg, Tag
 from hvfs.sandbox.stdio import empty_input
 from hvfs.services.base import service_event
 from hvfs.services.describe import RESUME
@@ -170,8 +169,47 @@ class Group:
         """Start ``record``'s VM, with ``table`` taken for it (hvfs.hypervisor.ordering, restart)."""
         self._start(record, table, stdio, winsize)
 
+    def add(
+        self,
+        vm: VmConfig,
+        *,
+        stdio: tuple[int, int, int],
+        winsize: bytes | None,
+        hold: Callable[[Any], None] | None = None,
+        root_readonly: bool = False,
+    ) -> VmRecord:
+        """Start one more VM in this running group (a container of an OCI runtime's),
+        with ``stdio`` and, with a terminal, ``winsize``; ``hold`` as vmstart.start's."""
+        with self._lock:
+            if vm.name in self.vms:
+                raise LookupError(f"a VM named {vm.name!r} is already in {self.gid}")
+            record = self.vms[vm.name] = VmRecord(vm)
+            self.project = dataclasses.replace(self.project, vms={**self.project.vms, vm.name: vm})
+        try:
+            table = mount_table(vm.name, (MountSpec("/", vm.root, root_readonly), *vm.mounts), self.pool)
+            self._start(record, table, stdio, winsize, hold=hold)
+        except BaseException:
+            self.pool.drop(vm.name)
+            self.discard(vm.name)
+            raise
+        return record
+
+    def discard(self, name: str) -> None:
+        """Forget the VM ``name``, which has exited (or never started)."""
+        with self._lock:
+            self.vms.pop(name, None)
+            self.project = dataclasses.replace(
+                self.project, vms={n: v for n, v in self.project.vms.items() if n != name}
+            )
+        self.save()
+
     def _start(
-        self, record: VmRecord, table: list[Mount], stdio: tuple[int, int, int] | None, winsize: bytes | None
+        self,
+        record: VmRecord,
+        table: list[Mount],
+        stdio: tuple[int, int, int] | None,
+        winsize: bytes | None,
+        hold: Callable[[Any], None] | None = None,
     ) -> None:
         began = time.monotonic()
         vm = record.config
@@ -199,6 +237,7 @@ class Group:
                 manager=self.manager,
                 bus=self.services.bus if self.services is not None else None,
                 transport=self.project.transport,
+                hold=hold,
             )
         except BaseException:
             if output is not None:
@@ -222,7 +261,7 @@ class Group:
         name = record.config.name
         threads: list[tuple[Callable[..., None], tuple[Any, ...], str]] = [
             (self._watch, (record,), "wait"),
-            (self._listen, (record,), "channel"),
+            (execs.listen, (record,), "channel"),
         ]
         if output is not None:
             record.drained.clear()
@@ -373,38 +412,6 @@ class Group:
                 with self._lock, contextlib.suppress(ValueError):
                     self.followers.remove(connection)
 
-    def _listen(self, record: VmRecord) -> None:
-        """Pid 1's messages about the processes of ``hvfs exec``."""
-        assert record.running is not None
-        process = record.running.process
-        while True:
-            try:
-                message, fds = process.receive()
-            except (protocol.ChannelClosed, OSError):
-                break
-            exec_id = str(message.int(Tag.ID))
-            if message.type == Msg.EXEC_STARTED:
-                numbers = message.ints(Tag.FD)  # the pty master of ``hvfs exec -t``
-                with contextlib.suppress(OSError):
-                    fds += process.take(numbers)
-                if numbers:
-                    process.taken(numbers)
-                client = record.execs.get(exec_id)
-                if client is not None:
-                    with contextlib.suppress(OSError):
-                        client.send({"started": message.int(Tag.PID)}, fds or None)
-            elif message.type == Msg.EXEC_EXITED:
-                client = record.execs.pop(exec_id, None)
-                if client is not None:
-                    with contextlib.suppress(OSError):
-                        client.send({"exited": message.int(Tag.CODE)})
-            for fd in fds:
-                os.close(fd)
-        for client in record.execs.values():  # the VM ended: so did its exec'd processes
-            with contextlib.suppress(OSError):
-                client.send({"exited": 128 + signal.SIGKILL})
-        record.execs.clear()
-
     # -- requests -------------------------------------------------------------------
 
     def record(self, name: object) -> VmRecord:
@@ -477,17 +484,6 @@ class Group:
         if self.bridge is not None:
             self.bridge.close()
         shutil.rmtree(self.layout.group(self.gid), ignore_errors=True)
-
-
-def remove_tree(path: str) -> None:
-    """``shutil.rmtree``, where what another process removes meanwhile (a VM's shim its
-    socket, as it exits) is simply gone."""
-
-    def gone(function: object, name: str, error: tuple[type[BaseException], BaseException, object]) -> None:
-        if not isinstance(error[1], FileNotFoundError):
-            raise error[1]
-
-    shutil.rmtree(path, onerror=gone)
 
 
 def saved(layout: Layout, gid: str) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from typing import Any
 
 from hvfs.state import state_directory
@@ -76,3 +77,14 @@ def write_json(path: str, document: Any) -> None:
 def read_json(path: str) -> Any:
     with open(path) as f:
         return json.load(f)
+
+
+def remove_tree(path: str) -> None:
+    """``shutil.rmtree``, where what another process removes meanwhile (a VM's shim its
+    socket, as it exits) is simply gone."""
+
+    def gone(function: object, name: str, error: tuple[type[BaseException], BaseException, object]) -> None:
+        if not isinstance(error[1], FileNotFoundError):
+            raise error[1]
+
+    shutil.rmtree(path, onerror=gone)

@@ -45,3 +45,22 @@ KIND = SourceKind(
     (Option("path", PATH, "the host directory or file to serve", required=True, check=_exists),),
     _make,
 )
+
+
+class RootfsSource(HostSource):
+    """A host root file system directory as a VM's root (an OCI bundle's rootfs)."""
+
+    kind = "rootfs"
+
+
+def _make_rootfs(options: Mapping[str, Any]) -> RootfsSource:
+    return RootfsSource(options["path"])
+
+
+ROOTFS_KIND = SourceKind(
+    "rootfs",
+    "a VM's root: a host root file system directory, written in place (an OCI bundle's rootfs)",
+    (Option("path", PATH, "the host directory to serve as the VM's root", required=True, check=_exists),),
+    _make_rootfs,
+    role="root",
+)
