@@ -97,7 +97,7 @@ def run(spec: RunSpec) -> int:
         finally:
             if stdio is not None:
                 stdio.handed_over()
-        reply, fds = _first(connection)
+        reply, fds, early = _first(connection)
         gid, name = reply["gid"], reply["started"]
         forwarder.attach(_signaller(connection, gid, name))
         if fds:
@@ -106,7 +106,7 @@ def run(spec: RunSpec) -> int:
             finally:
                 os.close(fds[0])
         while True:
-            exited = _exit_of(connection)
+            exited = early or _exit_of(connection)
             if exited is not None:
                 break
             connection = _reattach(gid)
@@ -123,17 +123,23 @@ def _signaller(connection: control.Connection, gid: str, name: str) -> Callable[
     return lambda signum: client.request(connection, "signal", gid=gid, vm=name, signal=signum)
 
 
-def _first(connection: control.Connection) -> tuple[dict[str, Any], list[int]]:
-    """The manager's answer to the run: the VM started, or one line of why not."""
+def _first(connection: control.Connection) -> tuple[dict[str, Any], list[int], dict[str, Any] | None]:
+    """The manager's answer to the run: the VM started, or one line of why not; and its
+    exit, when a VM that ends at once is heard of before the answer."""
+    exited = None
     try:
         reply, fds = connection.receive()
-        while told(reply):
+        while "started" not in reply and "error" not in reply:
+            if "exited" in reply:
+                exited = reply
+            else:
+                told(reply)
             reply, fds = connection.receive()
     except (EOFError, OSError) as e:
         raise UsageError("the manager went away while starting the VM; see its log (hvfs manager status)") from e
     if "error" in reply:
         raise UsageError(str(reply["error"]))
-    return reply, fds
+    return reply, fds, exited
 
 
 def _exit_of(connection: control.Connection) -> dict[str, Any] | None:
