@@ -99,10 +99,19 @@ class Project:
     """The project of ``file`` (an hvfs.toml). ``up()`` starts it (a ``with`` block does,
     and takes it down at its end); ``project["web"]`` is one of its VMs."""
 
-    def __init__(self, file: str | os.PathLike[str] = "hvfs.toml") -> None:
+    def __init__(self, file: str | os.PathLike[str] = "hvfs.toml", *, faults: Sequence[str] = (),
+                 services: Mapping[str, Any] | None = None) -> None:  # fmt: skip
+        """``faults`` (``--fault`` rules) and ``services`` (keys of ``[services]``) are added
+        to the file's own ``[services]``."""
+        import dataclasses
+
         from hvfs.project import config
 
-        self.config = config.load(os.fspath(file))
+        loaded = config.load(os.fspath(file))
+        table = {**loaded.services, **(services or {})}
+        if faults:
+            table["faults"] = [*table.get("faults", ()), *faults]
+        self.config = dataclasses.replace(loaded, services=table)
         self.name = self.config.name
         self.gid = group_id(self.config)
         self.vms = {name: ProjectVM(self, name) for name in self.config.vms}

@@ -306,6 +306,11 @@ class VM:
     # -- audit ----------------------------------------------------------------------
 
     @property
+    def audited(self) -> bool:
+        """Whether the VM was started with its audit on."""
+        return self._audit is not None
+
+    @property
     def audit(self) -> Audit:
         """The VM's audit (hvfs.client.audit.Audit); needs ``audit=True`` (or a path)."""
         if self._audit is None:
