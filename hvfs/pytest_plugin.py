@@ -25,7 +25,7 @@ that does not use them pays nothing for the plugin.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -138,14 +138,16 @@ def hvfs_project(request: pytest.FixtureRequest, hvfs_project_file: str) -> Iter
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    report: pytest.TestReport = yield  # type: ignore[misc]
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
     used = item.stash.get(_USED, [])
     if used and report.failed and report.when in ("setup", "call"):
         tail = int(item.config.getoption("hvfs_audit_tail"))
         for target in used:
             report.sections.extend(_sections(target, tail))
-    return report  # type: ignore[return-value]
+    return report
 
 
 def _sections(target: Any, tail: int) -> list[tuple[str, str]]:
