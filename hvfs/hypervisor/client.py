@@ -126,6 +126,7 @@ def _start(layout: Layout) -> None:
         env = {key: os.environ[key] for key in PASSED if key in os.environ}
         env.update({key: value for key, value in os.environ.items() if key.startswith("HVFS_")})
         env["HVFS_STATE_DIR"] = layout.root  # the one this client uses, whatever the manager's ids look like
+        env.update(_same_code(env.get("PYTHONPATH")))
         null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         ready_read, ready_write = os.pipe2(os.O_CLOEXEC)
         try:
@@ -148,6 +149,19 @@ def _start(layout: Layout) -> None:
             os.close(ready_read)
     finally:
         os.close(spawning)
+
+
+def _same_code(pythonpath: str | None) -> dict[str, str]:
+    """PYTHONPATH for a manager that imports this very hvfs: a client imported from a
+    source tree (``python -m pytest`` in a checkout puts its directory first) would
+    otherwise start the installed one, of other code, and wait for it in vain."""
+    import site
+
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    installed = {*site.getsitepackages(), site.getusersitepackages()}
+    if here in installed or (pythonpath or "").split(os.pathsep)[:1] == [here]:
+        return {}
+    return {"PYTHONPATH": os.pathsep.join(p for p in (here, pythonpath) if p)}
 
 
 def _wait_ready(layout: Layout, ready: int) -> None:
