@@ -167,7 +167,7 @@ def _kill(gid: str, vm: str, pid: int) -> None:
     if pid <= 1:
         return
     with contextlib.suppress(HvfsError):
-        run_in(gid, vm, ["sh", "-c", f"kill -KILL -- -{pid} || kill -KILL {pid}"], timeout=KILL_GRACE)
+        run_in(gid, vm, ["sh", "-c", f"kill -KILL -{pid} || kill -KILL {pid}"], timeout=KILL_GRACE)
 
 
 def read_file(gid: str, vm: str, path: str, *, timeout: float | None = 60.0) -> bytes:

@@ -26,6 +26,7 @@ from hvfs.spec import UsageError
 
 STOP_GRACE = 15.0  # after its timeout, the manager SIGKILLs a VM and waits 10 s more
 LOG_TAIL = 20  # lines of a failed VM's output in the error
+SETTLE = 0.5  # seconds every VM must have been ready before up() returns
 
 
 class ProjectError(UsageError):
@@ -124,9 +125,10 @@ class Project:
     def __repr__(self) -> str:
         return f"<hvfs.Project {self.name} ({self.config.file})>"
 
-    def up(self, *, wait: bool = True, timeout: float = 60.0,
+    def up(self, *, wait: bool = True, timeout: float = 60.0, settle: float = SETTLE,
            ready: Callable[[Mapping[str, Any]], bool] = ready) -> Project:  # fmt: skip
-        """Start every VM (``hvfs up -d``); with ``wait``, return once all are ready."""
+        """Start every VM (``hvfs up -d``); with ``wait``, return once all are ready (see
+        ``wait_ready``)."""
         project = prepared(self.config)
         try:
             connection = client.connect(paths=host_paths(project))
@@ -142,21 +144,27 @@ class Project:
         if "error" in reply:
             raise ProjectError(str(reply["error"]))
         if wait:
-            self.wait_ready(timeout, ready=ready)
+            self.wait_ready(timeout, settle=settle, ready=ready)
         return self
 
-    def wait_ready(self, timeout: float = 60.0, *,
+    def wait_ready(self, timeout: float = 60.0, *, settle: float = SETTLE,
                    ready: Callable[[Mapping[str, Any]], bool] = ready) -> None:  # fmt: skip
-        """Return once ``ready`` holds for every VM; raise ProjectError when one exits
-        with a status other than 0, or after ``timeout`` seconds, naming the VM."""
+        """Return once ``ready`` has held for every VM for ``settle`` seconds (a VM that
+        fails as it starts is seen running for a moment); raise ProjectError when one
+        exits with a status other than 0, or after ``timeout`` seconds, naming the VM."""
         deadline = time.monotonic() + timeout
+        since: float | None = None
         while True:
             described = self.ps()
             for vm in described:
                 if vm.get("state") == "exited" and vm.get("code") != 0:
                     raise ProjectError(f"VM {vm['name']} exited with {vm.get('code')}{self._tail(vm['name'])}")
             if described and all(ready(vm) for vm in described):
-                return
+                since = time.monotonic() if since is None else since
+                if time.monotonic() - since >= settle:
+                    return
+            else:
+                since = None
             if time.monotonic() > deadline:
                 waiting = [str(vm.get("name")) for vm in described if not ready(vm)]
                 raise ProjectError(f"project {self.name}: {', '.join(waiting)} not ready after {timeout:g}s")

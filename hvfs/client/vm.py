@@ -290,6 +290,8 @@ class VM:
     def _transcript(self, argv: Sequence[str], outcome: str, output: bytes) -> None:
         import shlex
 
+        if output and not output.endswith(b"\n"):
+            output += b"\n"
         self._append(f"[hvfs] $ {shlex.join(argv)}  ({outcome})\n".encode() + output)
 
     def read_file(self, path: str) -> bytes:
