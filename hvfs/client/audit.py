@@ -7,8 +7,8 @@ command that has just exited may not be in the file yet. ``sync`` makes it so: i
 the VM make one request the manager always sees (an open with O_CREAT in a directory
 that does not exist: it fails, and changes nothing) and waits for its event; events of
 one group are written in order, so every request before it is in the file then. Those
-sentinel events (and those of the ``sh`` that makes them) are left out of everything
-here.
+sentinel events (and every other of the process that makes them) are left out of
+everything here.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ class Audit:
         """Every event of the VM since the last ``mark()``, in order."""
         self.sync()
         found = [e for e in self._read() if self._source.vm is None or e.vm == self._source.vm]
-        syncing = {(e.vm, e.pid) for e in found if _internal(e)}  # the sh that made a sentinel
+        syncing = {(e.vm, e.pid) for e in found if _internal(e)}  # the process that made a sentinel
         return [e for e in found[self._skip :] if not _internal(e) and not _made_by(e, syncing)]
 
     def __iter__(self) -> Iterator[Event]:
@@ -147,13 +147,17 @@ class Audit:
         """The requests that got an errno (an injected fault among them)."""
         return [e for e in self.events() if e.result not in (*_DONE, "waiting")]
 
+    def faulted(self) -> list[Event]:
+        """The requests a fault rule answered (``hvfs_fault``, ``faults=``)."""
+        return [e for e in self.events() if e.answered_by == "faults"]
+
     def tail(self, count: int = 20) -> list[str]:
         """The last ``count`` events, one line each, as ``hvfs events`` shows them."""
         return [format_event(e) for e in self.events()[-count:]]
 
 
 def _made_by(event: Event, syncing: set[tuple[str, int]]) -> bool:
-    return event.operation == "exec" and (event.vm, event.pid) in syncing
+    return (event.vm, event.pid) in syncing
 
 
 def _internal(event: Event) -> bool:
