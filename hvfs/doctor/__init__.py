@@ -114,7 +114,7 @@ def seccomp_checks() -> list[Check]:
     if result.get("sync_wake_up"):
         checks.append(Check("seccomp sync wake-up", True, "SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP set"))
     else:
-        checks.append(Check("seccomp sync wake-up", False, "not supported: each trapped call costs about 4x more",
+        checks.append(Check("seccomp sync wake-up", False, "not supported: each trapped call costs several times more",
                             "Linux 6.6 or newer", needed=False))  # fmt: skip
     return checks
 
