@@ -25,6 +25,7 @@ from hvfs.project.config import Project
 from hvfs.spec import UsageError
 
 RECONNECT = 20.0  # seconds to find a manager again after the one serving the VM went away
+SEE_LOG = "see its log (hvfs manager status)"
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Launch:
     name: str
     pid: int  # the VM's pid 1 as the host sees it
     fds: list[int] = field(default_factory=list)  # the terminal's master side, with a tty
+    exited: dict[str, Any] | None = None  # its exit, when the manager told it before "started"
 
     def signal(self, signum: int) -> None:
         """Pass ``signum`` to the VM's command (the manager kills a VM that still runs
@@ -53,19 +55,28 @@ def launch(
     if project.vms[project.name].tty:
         fields["winsize"] = winsize.hex() if winsize else None
     connection = client.connect(paths=host_paths(project))
+    exited = None
     try:
         client.request(connection, "run", list(stdio) if stdio is not None else None, **fields)
-        try:
-            reply, fds = connection.receive()
-        except (EOFError, OSError) as e:
-            raise UsageError("the manager went away while starting the VM; see its log (hvfs manager status)") from e
+        while True:
+            try:
+                reply, fds = connection.receive()
+            except (EOFError, OSError) as e:
+                raise UsageError(f"the manager went away while starting the VM; {SEE_LOG}") from e
+            if "exited" not in reply:
+                break
+            exited = reply  # a VM that ended as it started: its exit can come before "started"
+            for fd in fds:
+                os.close(fd)
     except BaseException:
         connection.close()
         raise
     if "error" in reply:
         connection.close()
         raise UsageError(str(reply["error"]))
-    return Launch(connection, str(reply["gid"]), str(reply["started"]), int(reply.get("pid") or 0), fds)
+    started = Launch(connection, str(reply["gid"]), str(reply["started"]), int(reply.get("pid") or 0), fds)
+    started.exited = exited
+    return started
 
 
 def exit_message(connection: control.Connection) -> dict[str, Any] | None:
@@ -83,7 +94,7 @@ def wait_exit(run: Launch, *, on_reattach: Any = None) -> dict[str, Any]:
     ``stats``). A manager that goes away meanwhile is replaced: ``run.connection``
     becomes the new owner (``on_reattach(run)`` is told)."""
     while True:
-        exited = exit_message(run.connection)
+        exited = run.exited or exit_message(run.connection)
         if exited is not None:
             return exited
         run.connection.close()
