@@ -127,10 +127,12 @@ def main(argv: list[str] | None = None) -> int:
         from hvfs.services.scan.cli import add_quarantine_command
 
         project_cli.add_commands(subparsers)
+        from hvfs.doctor import add_doctor_command
         from hvfs.hypervisor.commands import add_manager_command
         from hvfs.oci.install import add_docker_command
 
-        for add in (add_events_command, add_backup_command, add_quarantine_command, add_manager_command):
+        for add in (add_events_command, add_backup_command, add_quarantine_command, add_manager_command,
+                    add_doctor_command):  # fmt: skip
             add(cast("argparse._SubParsersAction[argparse.ArgumentParser]", subparsers))  # _Parser is one
         add_docker_command(subparsers)
     args = parser.parse_args(argv)
@@ -143,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     from hvfs.errors import HvfsError
 
     try:
-        if hasattr(args, "handler"):  # events, backup, quarantine
+        if hasattr(args, "handler"):  # events, backup, quarantine, manager, doctor
             return int(args.handler(args))
         if args.subcommand != "run":
             from hvfs.project import cli as project_cli

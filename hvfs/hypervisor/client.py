@@ -20,7 +20,6 @@ from hvfs.hypervisor import control, views
 from hvfs.hypervisor.layout import Layout, read_json
 from hvfs.hypervisor.version import code_id
 
-_CODE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # holds hvfs/
 START_TIMEOUT = 20.0  # seconds a new manager may take to resume its VMs and listen
 PASSED = ("PATH", "PYTHONPATH", "HOME", "LANG", "LC_ALL", "XDG_RUNTIME_DIR", "XDG_CACHE_HOME", "TMPDIR")
 
@@ -127,9 +126,7 @@ def _start(layout: Layout) -> None:
         env = {key: os.environ[key] for key in PASSED if key in os.environ}
         env.update({key: value for key, value in os.environ.items() if key.startswith("HVFS_")})
         env["HVFS_STATE_DIR"] = layout.root  # the one this client uses, whatever the manager's ids look like
-        # The client's own code, wherever it was imported from: a manager of other code
-        # would be replaced by the next hello, and again.
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, (_CODE, env.get("PYTHONPATH"))))
+        env.update(_same_code(env.get("PYTHONPATH")))
         null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         ready_read, ready_write = os.pipe2(os.O_CLOEXEC)
         try:
@@ -152,6 +149,19 @@ def _start(layout: Layout) -> None:
             os.close(ready_read)
     finally:
         os.close(spawning)
+
+
+def _same_code(pythonpath: str | None) -> dict[str, str]:
+    """PYTHONPATH for a manager that imports this very hvfs: a client imported from a
+    source tree (``python -m pytest`` in a checkout puts its directory first) would
+    otherwise start the installed one, of other code, and wait for it in vain."""
+    import site
+
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    installed = {*site.getsitepackages(), site.getusersitepackages()}
+    if here in installed or (pythonpath or "").split(os.pathsep)[:1] == [here]:
+        return {}
+    return {"PYTHONPATH": os.pathsep.join(p for p in (here, pythonpath) if p)}
 
 
 def _wait_ready(layout: Layout, ready: int) -> None:
