@@ -269,6 +269,12 @@ def _rootfs(path: str, st: os.stat_result) -> Image:
     return Image("rootfs", f"file-{key}", [Layer(lambda: open(path, "rb"), st.st_size)])
 
 
+def without_config(path: str) -> bool:
+    """Whether the image ``path`` has no runtime configuration for sure (the host's, a root
+    directory); an image to unpack may have one."""
+    return path == "host" or (os.path.isdir(path) and not os.path.isfile(os.path.join(path, "oci-layout")))
+
+
 @contextlib.contextmanager
 def opened(path: str) -> Iterator[Image]:
     """The image at ``path`` (kept open while in the block); ImageError if it is none."""
