@@ -146,14 +146,14 @@ class Unpacker:
         target = clean_name(member.linkname, what)
         if not target:
             raise ImageError(f"{what}: hard link {member.name!r} to the image's root; refusing the image")
-        with closing(self._directory(target[:-1], what, member.linkname, create=False)) as source:
-            try:
+        try:
+            with closing(self._directory(target[:-1], what, member.linkname, create=False)) as source:
                 os.link(target[-1], base, src_dir_fd=source, dst_dir_fd=parent, follow_symlinks=False)
-            except (FileNotFoundError, PermissionError) as e:
-                raise ImageError(
-                    f"{what}: hard link {member.name!r} to {member.linkname!r}, which is not a file of the image "
-                    f"({e.strerror}); refusing the image"
-                ) from None
+        except (FileNotFoundError, NotADirectoryError, PermissionError, ImageError):
+            raise ImageError(
+                f"{what}: hard link {member.name!r} to {member.linkname!r}, which is not a file of the image; "
+                "refusing the image"
+            ) from None
 
     def _count(self, member: tarfile.TarInfo, what: str) -> None:
         self.total += member.size
@@ -171,7 +171,7 @@ class Unpacker:
             return openat2(self.root, path, O_PATH | os.O_DIRECTORY, 0, _IN_ROOT)
         except FileNotFoundError:
             if not create:
-                raise ImageError(f"{what}: {name!r} names a directory the image does not have") from None
+                raise
         except NotADirectoryError:
             raise ImageError(f"{what}: {name!r} goes through something that is not a directory") from None
         for i in range(len(parts)):  # made one component at a time, each under the last
