@@ -78,7 +78,7 @@ def read_meta(entry: str) -> dict[str, Any] | None:
 
 
 def _write_meta(entry: str, meta: dict[str, Any]) -> None:
-    temporary = os.path.join(entry, f".{META}.tmp")
+    temporary = os.path.join(entry, f".{META}.{os.getpid()}-{os.urandom(4).hex()}")  # writers may race
     with open(temporary, "w") as f:
         json.dump(meta, f, indent=1, sort_keys=True)
     os.rename(temporary, os.path.join(entry, META))
@@ -119,13 +119,20 @@ def _ensure(images: str, key: str, name: str, make: Callable[[str], dict[str, An
             _write_meta(entry, {**meta, "names": [*meta.get("names", []), name]})
         return os.path.join(entry, ROOTFS)
     while True:
-        fd = lock(images, key, exclusive=True)
+        # Shared first: images in use hold it shared, so only a make or a removal waits.
+        fd = lock(images, key, exclusive=False)
         assert fd is not None
+        meta = read_meta(entry)
+        if meta is None:
+            os.close(fd)
+            if make is None:
+                return None
+            fd = lock(images, key, exclusive=True)
+            assert fd is not None
         try:
             meta = read_meta(entry)
             if meta is None:
-                if make is None:
-                    return None
+                assert make is not None
                 _make(images, key, name, make)
             elif name not in meta.get("names", []):
                 _write_meta(entry, {**meta, "names": [*meta.get("names", []), name]})
