@@ -129,3 +129,26 @@ def test_a_plain_rootfs_tarball_is_one_layer(tmp_path: Path) -> None:
     root = unpacked(tmp_path, image)
     assert (root / "hello").read_text() == "hi\n" and root.parent.name.startswith("file-")
     assert store.image_config(str(root)) == {}
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_progress_is_a_bar_on_a_terminal_and_lines_otherwise(terminal: bool) -> None:
+    from hvfs.images import progress
+
+    stream = _Terminal() if terminal else io.StringIO()
+    bar = progress.Progress("unpacking x", 4_000_000, stream)
+    for _ in range(4):
+        bar.drawn -= progress.REDRAW  # as if time had passed
+        bar(1_000_000)
+    bar.finish(", 2 layers")
+    text = stream.getvalue()
+    if terminal:
+        assert text.count("\r") == 6 and "[###############...............]  50%" in text and text.endswith("\n")
+    else:
+        assert text.splitlines() == ["hvfs: unpacking x (4.0 MB)...", text.splitlines()[1]]
+        assert text.splitlines()[1].startswith("hvfs: unpacking x: 4.0 MB in ") and "\r" not in text
