@@ -29,7 +29,12 @@ def _run_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
         usage="hvfs run [OPTIONS] [--] COMMAND [ARG...]",
     )
     run.add_argument("--name", help="the VM's name and hostname (default: a random one)")
-    run.add_argument("--image", default="host", help="root: 'host' (default), a root directory, or a rootfs tarball")
+    run.add_argument(
+        "--image", default="host",
+        help="root: 'host' (default), docker:NAME[:TAG], a docker save or OCI layout tarball or directory, "
+        "a root directory, or a rootfs tarball",
+    )  # fmt: skip
+    run.add_argument("--entrypoint", help="the program to run, replacing the image's entrypoint ('' for none)")
     run.add_argument("-v", "--volume", action="append", default=[], metavar="SRC:DST[:ro]", help="bind a host path")
     run.add_argument(
         "--tmpfs", action="append", default=[], metavar="DST[:size=64m]", help="mount a memory file system"
@@ -38,7 +43,7 @@ def _run_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
         "--mount", action="append", default=[], metavar="type=TYPE,target=DST[,ro][,OPTION=VALUE...]",
         help="mount a source of any type (docs/sources.md)",
     )  # fmt: skip
-    run.add_argument("-w", "--workdir", default="/", help="working directory inside the VM")
+    run.add_argument("-w", "--workdir", help="working directory inside the VM (default: the image's, or /)")
     run.add_argument("-u", "--user", help="run the command as USER[:GROUP] (names or ids) of the VM")
     run.add_argument(
         "-e", "--env", action="append", default=[], metavar="KEY[=VALUE]", help="set an environment variable"
@@ -71,13 +76,11 @@ def _spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
-    if not command:
-        raise spec.UsageError("no command given; usage: hvfs run [OPTIONS] [--] COMMAND [ARG...]")
     name = spec.check_name(args.name) if args.name else f"hvfs-{os.urandom(4).hex()}"
     if args.tty and args.interactive and not os.isatty(0):
         raise spec.UsageError("the input device is not a TTY; drop -t or run from a terminal")
     return spec.RunSpec(
-        argv=tuple(command),
+        argv=(*spec.check_entrypoint(args.entrypoint), *command) if args.entrypoint is not None else tuple(command),
         name=name,
         image=spec.check_image(args.image),
         mounts=(
@@ -85,7 +88,7 @@ def _spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
             *(spec.parse_tmpfs(t) for t in args.tmpfs),
             *(spec.parse_mount(m) for m in args.mount),
         ),
-        workdir=spec.check_workdir(args.workdir),
+        workdir=spec.check_workdir(args.workdir) if args.workdir else "/",
         env=spec.parse_env(args.env, os.environ, name=name, tty=args.tty),
         strict=args.strict,
         persist=spec.check_persist(args.persist) if args.persist else None,
@@ -96,6 +99,17 @@ def _spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         stop_timeout=spec.check_timeout(args.stop_timeout, "--stop-timeout"),
         home_set=any(item.partition("=")[0] == "HOME" for item in args.env),
         services=ServiceOptions.from_args(args),
+        from_image=tuple(
+            what
+            for what, given in (
+                ("entrypoint", args.entrypoint is not None),
+                ("command", bool(command) or args.entrypoint is not None),
+                ("workdir", bool(args.workdir)),
+                ("user", bool(args.user)),
+                ("environment", False),
+            )
+            if not given
+        ),
     )
 
 
@@ -129,10 +143,11 @@ def main(argv: list[str] | None = None) -> int:
         project_cli.add_commands(subparsers)
         from hvfs.doctor import add_doctor_command
         from hvfs.hypervisor.commands import add_manager_command
+        from hvfs.images.cli import add_images_command
         from hvfs.oci.install import add_docker_command
 
         for add in (add_events_command, add_backup_command, add_quarantine_command, add_manager_command,
-                    add_doctor_command):  # fmt: skip
+                    add_doctor_command, add_images_command):  # fmt: skip
             add(cast("argparse._SubParsersAction[argparse.ArgumentParser]", subparsers))  # _Parser is one
         add_docker_command(subparsers)
     args = parser.parse_args(argv)

@@ -55,6 +55,7 @@ class RunSpec:
     stop_timeout: float = 10.0  # seconds between a forwarded SIGTERM and killing the VM
     home_set: bool = False  # HOME was given (-e HOME=...), so --user does not replace it
     services: Any = None  # hvfs.hypervisor.services.ServiceOptions, when any service is asked for
+    from_image: tuple[str, ...] = ()  # what the image's configuration decides (hvfs.images.defaults)
 
 
 def parse_target(target: str, what: str) -> str:
@@ -218,8 +219,9 @@ def check_output_file(path: str, what: str) -> str:
 
 
 def parse_env(items: Sequence[str], host: Mapping[str, str], *, name: str, tty: bool) -> dict[str, str]:
-    """A clean environment, as docker gives, plus ``-e K=V`` and ``-e K`` (from the host)."""
-    env = {"PATH": DEFAULT_PATH, "HOSTNAME": name, "HOME": "/root"}
+    """``-e K=V`` and ``-e K`` (from the host): what the user gives a clean environment,
+    as docker's (the manager puts PATH, HOSTNAME and HOME under it, and an image's Env)."""
+    env = {}
     if tty:
         env["TERM"] = host.get("TERM", "xterm")
     for item in items:
@@ -260,6 +262,12 @@ def check_workdir(workdir: str) -> str:
     if not workdir.startswith("/"):
         raise UsageError(f"-w {workdir!r}: the working directory must be an absolute path")
     return posixpath.normpath(workdir)
+
+
+def check_entrypoint(entrypoint: str) -> tuple[str, ...]:
+    if "\0" in entrypoint:
+        raise UsageError("--entrypoint: contains a NUL byte; give a program")
+    return (entrypoint,) if entrypoint else ()
 
 
 def check_image(image: str) -> SourceSpec:

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from hvfs.api.choice import VARIABLE, chosen_kind
 from hvfs.hypervisor.mounts import MountSpec, prepare_mounts
+from hvfs.images.defaults import applied
+from hvfs.images.store import image_config
 from hvfs.manager.sources.registry import SourceSpec
 from hvfs.project.config import Limits, NetworkConfig, Project, SourceConfig, VmConfig
 from hvfs.project.lifecycle import HealthCheck, RestartPolicy
@@ -55,7 +57,11 @@ def prepared(project: Project) -> Project:
     vms = {}
     for name, vm in project.vms.items():
         root, *mounts = prepare_mounts((MountSpec("/", vm.root), *vm.mounts))
-        vms[name] = dataclasses.replace(vm, root=root.source, mounts=tuple(mounts))
+        vm = dataclasses.replace(vm, root=root.source, mounts=tuple(mounts))
+        if vm.from_image:  # what the image's configuration decides, now that it is unpacked
+            unpacked = root.source.options.get("unpacked")
+            vm = applied(vm, image_config(unpacked) if isinstance(unpacked, str) else None, project)
+        vms[name] = vm
     return dataclasses.replace(project, vms=vms)
 
 
@@ -94,6 +100,7 @@ def run_project(spec: RunSpec) -> Project:
         persist=spec.persist,
         tty=spec.tty,
         home_set=spec.home_set,
+        from_image=spec.from_image,
     )
     return prepared(
         Project(
@@ -163,6 +170,7 @@ def from_json(document: Mapping[str, Any]) -> Project:
     for name, vm in document["vms"].items():
         fields = dict(vm)
         fields["command"] = tuple(fields["command"])
+        fields["from_image"] = tuple(fields.get("from_image", ()))
         fields["root"] = SourceSpec.from_json(fields["root"])
         fields["mounts"] = tuple(MountSpec.from_json(m) for m in fields["mounts"])
         fields["limits"] = Limits(**fields["limits"])

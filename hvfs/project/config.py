@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import shlex
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any, NoReturn
 
 from hvfs import spec
 from hvfs.hypervisor.mounts import MountSpec, target_problem
+from hvfs.images.formats import without_config
 from hvfs.manager.sources import registry
 from hvfs.manager.sources.base import OptionError
 from hvfs.manager.sources.registry import SourceSpec
@@ -27,8 +29,8 @@ DEFAULT_SUBNET = "10.89.0.0/24"
 SOURCE_KEYS = ("type", "sockets")  # and the options of the source's type
 MOUNT_KEYS = ("target", "source", "tmpfs", "readonly")  # and, with tmpfs, a memory source's options
 PRIVATE = "memory"  # the type of a mount's own source, tmpfs = true
-VM_KEYS = ("command", "image", "workdir", "user", "environment", "strict", "network", "mounts", "limits",
-           "healthcheck", "depends_on", "restart")  # fmt: skip
+VM_KEYS = ("command", "entrypoint", "image", "workdir", "user", "environment", "strict", "network", "mounts",
+           "limits", "healthcheck", "depends_on", "restart")  # fmt: skip
 
 
 class ConfigError(spec.UsageError):
@@ -68,6 +70,9 @@ class VmConfig:
     healthcheck: HealthCheck | None = None
     depends_on: Mapping[str, str] = field(default_factory=dict)  # VM name -> condition (lifecycle.CONDITIONS)
     restart: RestartPolicy = field(default_factory=RestartPolicy)
+    # What the image's configuration decides, not given here (docker run's rules; see
+    # hvfs.images.defaults): any of "entrypoint", "command", "workdir", "user", "environment".
+    from_image: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -205,11 +210,15 @@ def _vm(
     if not NAME.match(name):
         table.fail("a VM name is 1 to 31 lowercase letters, digits, '-' or '_'")
     command = table.get("command", (list, str))
-    if not command:
-        table.fail("a VM needs a command (a list, or a string run with sh -c)", "command")
-    argv = ("sh", "-c", command) if isinstance(command, str) else tuple(str(a) for a in command)
     image = table.get("image", str, "host")
     root = _parse_source(table, "image", {"path": image}, directory, at="image", role="root")
+    configured = not without_config(str(root.options.get("path", "host")))  # an image that may name a command
+    if not command and not configured:
+        table.fail("a VM needs a command (a list, or a string run with sh -c)", "command")
+    argv = ("sh", "-c", command) if isinstance(command, str) else tuple(str(a) for a in command or ())
+    entrypoint = table.get("entrypoint", (list, str))
+    if entrypoint is not None:  # replaces the image's, as docker's --entrypoint; [] or "" clears it
+        argv = (*(shlex.split(entrypoint) if isinstance(entrypoint, str) else map(str, entrypoint)), *argv)
     workdir = table.get("workdir", str, "/")
     if not workdir.startswith("/"):
         table.fail("must be an absolute path", "workdir")
@@ -254,6 +263,17 @@ def _vm(
         limits=limits,
         home_set="HOME" in env,
         **_lifecycle(table, names),
+        from_image=tuple(
+            what
+            for what, given in (
+                ("entrypoint", entrypoint is not None),
+                ("command", bool(command) or entrypoint is not None),
+                ("workdir", "workdir" in table.data),
+                ("user", user is not None),
+                ("environment", False),
+            )
+            if configured and not given
+        ),
     )
     return vm
 

@@ -1,25 +1,26 @@
 """The VM's root: an image under a per-VM copy-on-write layer (overlayfs).
 
 Images: ``host`` (the host's own /usr, /etc and /bin, /lib* read-only, so that host
-programs run), a root file system directory, or a root file system tarball (unpacked
-once into a cache). Writes land in the VM's upper layers, kept in memory and discarded
-at exit, or kept on disk with ``--persist DIR``.
+programs run), a root file system directory, or an image unpacked once into a cache by
+hvfs.images: ``docker:NAME`` of the local Docker engine, a ``docker save`` or OCI layout
+tarball, an OCI layout directory, or a root file system tarball. Writes land in the VM's
+upper layers, kept in memory and discarded at exit, or kept on disk with ``--persist DIR``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import stat
 import tarfile
-import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from hvfs._sys import mount as m
 from hvfs._sys.abi import O_PATH, RESOLVE_IN_ROOT
 from hvfs._sys.files import closing, openat2
+from hvfs.images import store
+from hvfs.images.engine import PREFIX, reference_problem
+from hvfs.images.formats import FIX
 from hvfs.manager.sources.base import Scratch, Source, SourceError
 from hvfs.manager.sources.schema import PATH, Option, OptionType, SourceKind
 
@@ -105,83 +106,30 @@ def directory_image(path: str) -> ImageSource:
     return ImageSource(path, (("/", path),), skeleton=False)
 
 
-def _safe_members(archive: tarfile.TarFile, destination: str) -> Iterator[tarfile.TarInfo]:
-    """Members that stay inside ``destination``, checked lazily as extraction proceeds,
-    so that a symlink unpacked earlier cannot carry a later member out of the tree."""
-    root = os.path.realpath(destination)
-    for member in archive:
-        if member.ischr() or member.isblk():
-            continue  # device nodes cannot be made in a user namespace, nor are they wanted
-        name = member.name.lstrip("/")
-        if not name or ".." in name.split("/"):
-            continue
-        if member.islnk() and (member.linkname.startswith("/") or ".." in member.linkname.split("/")):
-            continue
-        where = os.path.realpath(os.path.join(root, name))
-        if where != root and not where.startswith(root + "/"):
-            continue
-        member.name = name
-        yield member
-
-
-def unpack_tarball(path: str, cache: str) -> str:
-    """Unpack a root file system tarball once; return the cached directory.
-
-    The cache key is the file's identity (path, size, mtime, inode); an unpacked tree is
-    renamed into place only when complete, so a crash never leaves a half-unpacked image.
-    """
-    try:
-        st = os.stat(path)
-    except OSError as e:
-        raise SourceError(f"image {path}: {e.strerror}; give a directory, a tarball or 'host'") from None
-    key = hashlib.sha256(f"{os.path.realpath(path)}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}".encode()).hexdigest()
-    destination = os.path.join(cache, key[:32])
-    if os.path.isdir(destination):
-        return destination
-    os.makedirs(cache, exist_ok=True)
-    partial = tempfile.mkdtemp(prefix=".unpack-", dir=cache)
-    try:
-        with tarfile.open(path) as archive:
-            options: dict[str, Any] = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
-            archive.extractall(partial, members=_safe_members(archive, partial), numeric_owner=True, **options)
-        os.rename(partial, destination)
-    except tarfile.TarError as e:
-        reason = str(e).splitlines()[0].rstrip(":")  # tarfile lists every compression it tried, a line each
-        raise SourceError(
-            f"image {path}: not a readable tarball ({reason}); give a directory, a tarball or 'host'"
-        ) from None
-    except OSError as e:
-        if os.path.isdir(destination):  # another run unpacked it first
-            return destination
-        raise SourceError(f"image {path}: cannot unpack into {cache}: {e.strerror}") from None
-    finally:
-        if os.path.isdir(partial):
-            shutil.rmtree(partial, ignore_errors=True)
-    return destination
-
-
 def image_problem(path: str) -> str | None:
-    """What keeps ``path`` from being a VM's root (a directory, or a rootfs tarball), or None."""
+    """What keeps ``path`` from being a VM's root (docker:NAME, a directory, a tarball), or None."""
+    if path.startswith(PREFIX):
+        return reference_problem(path)
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        return "does not exist; give 'host', a root directory or a rootfs tarball"
+        return f"does not exist; {FIX}"
     except OSError as e:
-        return f"cannot be read: {e.strerror}; give 'host', a root directory or a rootfs tarball"
+        return f"cannot be read: {e.strerror}; {FIX}"
     if stat.S_ISDIR(st.st_mode):
         return None
     if not stat.S_ISREG(st.st_mode):
-        return "is neither a directory nor a file; give 'host', a root directory or a rootfs tarball"
+        return f"is neither a directory nor a file; {FIX}"
     try:
         if tarfile.is_tarfile(path):
             return None
     except OSError as e:
-        return f"cannot be read: {e.strerror}; give 'host', a root directory or a rootfs tarball"
-    return "is neither a directory nor a tar archive; give 'host', a root directory or a rootfs tarball (.tar, .tar.gz)"
+        return f"cannot be read: {e.strerror}; {FIX}"
+    return f"is neither a directory nor a tar archive; {FIX} (.tar, .tar.gz)"
 
 
 def _image(value: str, base: str | None) -> str:
-    return value if value == "host" else PATH.normalize(value, base)
+    return value if value == "host" or value.startswith(PREFIX) else PATH.normalize(value, base)
 
 
 def _checked(image: str) -> str | None:
@@ -190,11 +138,14 @@ def _checked(image: str) -> str | None:
 
 
 def _prepare(options: Mapping[str, Any], cache: Callable[[], str]) -> Mapping[str, Any]:
-    """A tarball is unpacked into the user's cache (once: see ``unpack_tarball``)."""
+    """An image of Docker, an OCI layout or a tarball is unpacked into the user's cache
+    (once: see hvfs.images.store); a root directory is used as it is."""
     path = options["path"]
-    if path == "host" or os.path.isdir(path) or "unpacked" in options:
+    if path == "host" or "unpacked" in options:
         return options
-    return {**options, "unpacked": unpack_tarball(path, os.path.join(cache(), "images"))}
+    if not path.startswith(PREFIX) and os.path.isdir(path) and not os.path.isfile(os.path.join(path, "oci-layout")):
+        return options
+    return {**options, "unpacked": store.prepare(path, cache())}
 
 
 def _make(options: Mapping[str, Any]) -> ImageSource:
@@ -203,7 +154,7 @@ def _make(options: Mapping[str, Any]) -> ImageSource:
         return host_image()
     if "unpacked" in options:
         return ImageSource(path, (("/", options["unpacked"]),), skeleton=False)
-    if os.path.isdir(path):
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "oci-layout")):
         return directory_image(path)
     raise SourceError(f"image {path}: a tarball is unpacked before its VM is made; prepare the source first")
 
@@ -215,7 +166,8 @@ KIND = SourceKind(
         Option(
             "path",
             OptionType("image", (str,), _image),
-            "'host' (the host's /usr, /etc, /bin, /lib*), a root file system directory, or a rootfs tarball",
+            "'host' (the host's /usr, /etc, /bin, /lib*), docker:NAME[:TAG] (an image of the local Docker engine), "
+            "a docker save or OCI layout tarball, an OCI layout directory, a root directory, or a rootfs tarball",
             required=True,
             check=_checked,
         ),
