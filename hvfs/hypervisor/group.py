@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hvfs.hypervisor import control, execs, ordering, output_pump, restart, vmstart
+from hvfs.hypervisor import control, execs, ordering, output_pump, restart, telling, vmstart
 from hvfs.hypervisor.health import Health, ProbeWaiter
 from hvfs.hypervisor.layout import Layout, read_json, remove_tree, write_json
 from hvfs.hypervisor.mounts import MountSpec, mount_table
@@ -397,6 +397,7 @@ class Group:
             if self.services is not None:
                 self.services.close()  # the last closes saved, the last events out, before the numbers
             message["stats"] = self.statistics(record.config.name, running)
+        telling.flush()
         self.tell(message)
         if all(r.state == "exited" for r in self.vms.values()) and self.project.kind == "run":
             self.on_empty(self)

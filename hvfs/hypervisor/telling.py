@@ -13,6 +13,7 @@ import logging
 import logging.handlers
 import queue
 import re
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
@@ -27,13 +28,26 @@ _VM = re.compile(r"VM (\S+?):? ")
 def start(groups: Callable[[], Iterable[Group]]) -> logging.handlers.QueueListener:
     """Tell the manager's records from now on; a thread of its own sends them, so that
     logging never waits on a client, nor on a lock its caller may hold."""
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    global _records
+    records: queue.Queue[logging.LogRecord] = queue.Queue()
+    _records = records
     listener = logging.handlers.QueueListener(records, TellFollowers(groups))
     listener.start()
     handler = logging.handlers.QueueHandler(records)
     handler.setLevel(logging.WARNING)
     logging.getLogger().addHandler(handler)
     return listener
+
+
+_records: queue.Queue[logging.LogRecord] | None = None
+
+
+def flush(timeout: float = 2.0) -> None:
+    """Return once the records logged so far are told (a VM's exit comes after the lines
+    its last moments caused: its client stops reading at the exit)."""
+    deadline = time.monotonic() + timeout
+    while _records is not None and _records.unfinished_tasks and time.monotonic() < deadline:
+        time.sleep(0.005)
 
 
 class TellFollowers(logging.Handler):
