@@ -128,9 +128,11 @@ def main(argv: list[str] | None = None) -> int:
 
         project_cli.add_commands(subparsers)
         from hvfs.hypervisor.commands import add_manager_command
+        from hvfs.oci.install import add_docker_command
 
         for add in (add_events_command, add_backup_command, add_quarantine_command, add_manager_command):
             add(cast("argparse._SubParsersAction[argparse.ArgumentParser]", subparsers))  # _Parser is one
+        add_docker_command(subparsers)
     args = parser.parse_args(argv)
     from hvfs import logs
 

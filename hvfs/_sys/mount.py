@@ -74,10 +74,11 @@ def clone_tree(path: str | int, *, recursive: bool = True, readonly: bool = Fals
     return tree
 
 
-def set_readonly(tree_fd: int) -> None:
-    """Make every mount of the tree ``tree_fd`` read-only."""
+def set_readonly(tree_fd: int, *, recursive: bool = True) -> None:
+    """Make every mount of the tree ``tree_fd`` read-only (only its top one, without ``recursive``)."""
     attr = _MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
-    syscall("mount_setattr", tree_fd, b"", AT_EMPTY_PATH | AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr))
+    flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
+    syscall("mount_setattr", tree_fd, b"", flags, ctypes.byref(attr), ctypes.sizeof(attr))
 
 
 def _attach_tree(tree_fd: int, target_fd: int) -> None:

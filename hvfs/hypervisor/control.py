@@ -24,7 +24,7 @@ from hvfs.errors import HvfsError
 
 VERSION = 1
 MAX_MESSAGE = 1 << 20
-MAX_FDS = 4
+MAX_FDS = 64  # a container: its stdio, its root and its bind mounts
 ANSWER_TIMEOUT = 10.0  # seconds a client waits for a manager's first answer (HVFS_CONTROL_TIMEOUT)
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 log = logging.getLogger("hvfs.control")

@@ -25,6 +25,7 @@ from typing import Any
 from hvfs import private_dirs
 from hvfs.errors import HvfsError
 from hvfs.hypervisor import control, views, vmstart
+from hvfs.hypervisor.containers import Containers
 from hvfs.hypervisor.group import Group, saved
 from hvfs.hypervisor.layout import Layout, write_json
 from hvfs.hypervisor.spec import from_json, group_id
@@ -56,6 +57,7 @@ class Daemon:
         self.clients = 0
         self.last_busy = time.monotonic()
         self.hypervisor: vmstart.Hypervisor | None = None
+        self.containers = Containers(self)
 
     # -- life -----------------------------------------------------------------------
 
@@ -176,6 +178,7 @@ class Daemon:
 
     def closed(self, connection: control.Connection) -> None:
         """A client went away: a run's VM ends with its client, unless it is detached."""
+        self.containers.closed(connection)
         with self.lock:
             self.clients = max(0, self.clients - 1)
             owned = [g for g in self.groups.values() if g.owner is connection]
@@ -301,6 +304,15 @@ class Daemon:
         group.stop_timeout = float(message.get("timeout", group.stop_timeout))
         self._remove(group, stop=True)
         connection.send({"ok": True})
+
+    def _op_container(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
+        self.containers.create(message, fds, connection)
+
+    def _op_container_start(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
+        self.containers.start(message, connection)
+
+    def _op_container_remove(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
+        self.containers.remove(message, connection)
 
     def _op_shutdown(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
         """Exit; with ``stop``, stop every VM first; without, leave them to the next manager."""

@@ -144,8 +144,47 @@ class Group:
                 self.pool.drop(name)
             raise
 
+    def add(
+        self,
+        vm: VmConfig,
+        *,
+        stdio: tuple[int, int, int],
+        winsize: bytes | None,
+        hold: Callable[[Any], None] | None = None,
+        root_readonly: bool = False,
+    ) -> VmRecord:
+        """Start one more VM in this running group (a container of an OCI runtime's),
+        with ``stdio`` and, with a terminal, ``winsize``; ``hold`` as vmstart.start's."""
+        with self._lock:
+            if vm.name in self.vms:
+                raise LookupError(f"a VM named {vm.name!r} is already in {self.gid}")
+            record = self.vms[vm.name] = VmRecord(vm)
+            self.project = dataclasses.replace(self.project, vms={**self.project.vms, vm.name: vm})
+        try:
+            table = mount_table(vm.name, (MountSpec("/", vm.root, root_readonly), *vm.mounts), self.pool)
+            self._start(record, table, stdio, winsize, hold=hold)
+        except BaseException:
+            self.pool.drop(vm.name)
+            self.discard(vm.name)
+            raise
+        return record
+
+    def discard(self, name: str) -> None:
+        """Forget the VM ``name``, which has exited (or never started)."""
+        with self._lock:
+            self.vms.pop(name, None)
+            self.project = dataclasses.replace(
+                self.project, vms={n: v for n, v in self.project.vms.items() if n != name}
+            )
+        self.save()
+
     def _start(
-        self, record: VmRecord, table: list[Mount], stdio: tuple[int, int, int] | None, winsize: bytes | None
+        self,
+        record: VmRecord,
+        table: list[Mount],
+        stdio: tuple[int, int, int] | None,
+        winsize: bytes | None,
+        hold: Callable[[Any], None] | None = None,
     ) -> None:
         began = time.monotonic()
         vm = record.config
@@ -173,6 +212,7 @@ class Group:
                 manager=self.manager,
                 bus=self.services.bus if self.services is not None else None,
                 transport=self.project.transport,
+                hold=hold,
             )
         except BaseException:
             if output is not None:

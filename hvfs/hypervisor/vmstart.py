@@ -80,8 +80,11 @@ def start(
     manager: Manager | None = None,
     bus: EventBus | None = None,
     transport: str = "inprocess",
+    hold: Callable[[launcher.VmProcess], None] | None = None,
 ) -> RunningVm:
-    """Start ``vm``, leave with its shim what must outlive this manager, and note the rest."""
+    """Start ``vm``, leave with its shim what must outlive this manager, and note the rest.
+    ``hold``, if given, runs last before the command starts (an OCI runtime's ``create``
+    returns there, and its ``start`` lets it go on)."""
     layout = hypervisor.layout
     ids = users.numeric(vm.user) if vm.user else None
     if ids is not None:
@@ -107,6 +110,8 @@ def start(
             settings["rlimits"] = limits.rlimits
         if network is not None:
             settings["network"] = network[0].attach(vm.name, process.init_pid)
+        if hold is not None:
+            hold(process)
         return settings
 
     assert manager is not None

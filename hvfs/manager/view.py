@@ -109,6 +109,8 @@ def _build_on(table: list[Mount], staging: str, persist: str | None) -> Views:
                 mount.source.mount(at, scratch.below(mount.target))
             if mount.readonly:
                 _set_readonly(root, mount.target)
+        if ordered[0].readonly:  # last: the mount points of the others are made in it first
+            m.set_readonly(root, recursive=False)
     rw_root = m.clone_tree(tree)
     images: dict[int, int] = {}
     try:

@@ -60,6 +60,7 @@ class VmProcess:
     shim: socket.socket
     chan: socket.socket
     ours: bool = True  # the launcher is this process's child (not after a manager restart)
+    terminal: int | None = None  # the pty master once booted, with a terminal (owned by the caller of start_vm)
     _early: list[tuple[Message, list[int]]] = field(default_factory=list)
 
     def signal(self, signum: int) -> None:
@@ -76,7 +77,8 @@ class VmProcess:
         """The VM's listener (and terminal), once pid 1 is in its boot view."""
         message, _ = self._receive_until(Msg.READY)
         fds = self.take(message.ints(Tag.FD))  # pid 1 closes its own when told to start
-        return Booted(listener=fds[0], terminal=fds[1] if message.int(Tag.TTY) else None)
+        self.terminal = fds[1] if message.int(Tag.TTY) else None
+        return Booted(listener=fds[0], terminal=self.terminal)
 
     def take(self, numbers: list[int]) -> list[int]:
         """Duplicate pid 1's fds ``numbers`` into this process. Pid 1 names them rather

@@ -45,3 +45,12 @@ KIND = SourceKind(
     (Option("path", PATH, "the host directory or file to serve", required=True, check=_exists),),
     _make,
 )
+
+
+ROOTFS_KIND = SourceKind(
+    "rootfs",
+    "a VM's root: a host root file system directory, written in place (an OCI bundle's rootfs)",
+    (Option("path", PATH, "the host directory to serve as the VM's root", required=True, check=_exists),),
+    _make,
+    role="root",
+)

@@ -30,6 +30,7 @@ KINDS: Mapping[str, SourceKind] = {
     kind.name: kind
     for kind in (
         host.KIND,
+        host.ROOTFS_KIND,
         memory.KIND,
         overlay.KIND,
         image.KIND,
