@@ -28,9 +28,8 @@ from hvfs.services.scan import EICAR
 from tests.conftest import REPO, require
 from tests.dockerd import docker_engine  # noqa: F401  (a fixture)
 
-RUNTIME = os.environ.get("HVFS_COMPOSE_RUNTIME", "hvfs")
+RUNTIME = "hvfs-compose-test"  # registered for this module: its services, its manager
 PROJECT = "hvfs-compose-test"
-DOCKER_CONFIG = "/etc/hvfs/docker.toml"  # the [services] the runtime reads (scripts/compose-demo)
 HVFS = str(REPO / ".venv" / "bin" / "hvfs")
 PAGE_SECONDS = 6  # how long Chromium keeps the page's event stream open
 SCREENSHOT_DIR = os.environ.get("HVFS_SCREENSHOT_DIR")  # keep the screenshot there too
@@ -41,6 +40,7 @@ class Demo:
     docker: list[str]
     env: dict[str, str]
     directory: Path  # HVFS_DEMO_DIR: audit log, backup store, quarantine
+    state: Path  # the state directory of the runtime's manager
     port: int
     screenshots: Path
 
@@ -55,18 +55,9 @@ class Demo:
         """``docker-compose exec -T SERVICE sh -c SCRIPT``, as the README has it (without a terminal)."""
         return self.compose("exec", "-T", service, "sh", "-c", script)
 
-    def hvfs(self, *args: str, stdout: int | None = subprocess.PIPE) -> subprocess.CompletedProcess[bytes]:
-        """hvfs as the README has it: the host's manager (the runtime's), not the tests' own."""
-        env = {k: v for k, v in self.env.items() if k != "HVFS_STATE_DIR"}
-        return subprocess.run([HVFS, *args], env=env, stdout=stdout, stderr=subprocess.PIPE, timeout=60)
-
-    def hvfs_state_dir(self) -> str:
-        """The host manager's state directory (as root: /run/hvfs)."""
-        done = subprocess.run(
-            [str(REPO / ".venv" / "bin" / "python"), "-c", "from hvfs.state import state_directory as s; print(s())"],
-            env={k: v for k, v in self.env.items() if k != "HVFS_STATE_DIR"}, capture_output=True, text=True,
-        )  # fmt: skip
-        return done.stdout.strip()
+    def hvfs(self, *args: str) -> subprocess.CompletedProcess[bytes]:
+        """hvfs as the README has it, talking to the runtime's manager."""
+        return hvfs(self.state, *args)
 
     def events(self) -> list[dict[str, object]]:
         path = self.directory / "audit.jsonl"
@@ -98,15 +89,9 @@ def runtimes(docker: list[str]) -> set[str]:
     return set(json.loads(done.stdout or "{}"))
 
 
-def hvfs_containers(docker: list[str]) -> list[str]:
-    """Running containers of the hvfs runtime: the runtime's group is theirs (with its
-    services) until the last one stops, so the demo's services need none to run."""
-    ids = subprocess.run([*docker, "ps", "-q"], capture_output=True, text=True).stdout.split()
-    if not ids:
-        return []
-    inspected = subprocess.run([*docker, "inspect", "--format", "{{.Name}} {{.HostConfig.Runtime}}", *ids],
-                               capture_output=True, text=True).stdout  # fmt: skip
-    return [line.split()[0] for line in inspected.splitlines() if line.endswith(f" {RUNTIME}")]
+def hvfs(state: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    env = {**os.environ, "HVFS_STATE_DIR": str(state)}
+    return subprocess.run([HVFS, *args], env=env, capture_output=True, timeout=60)
 
 
 def run_demo(env: dict[str, str], command: str) -> subprocess.CompletedProcess[str]:
@@ -117,32 +102,36 @@ def run_demo(env: dict[str, str], command: str) -> subprocess.CompletedProcess[s
 
 @pytest.fixture(scope="module")
 def demo(docker_engine: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:  # noqa: F811
+    """The demo as scripts/compose-demo runs it, with a runtime of its own: registered as
+    the README's ``hvfs docker install`` does, with the demo's services and a manager of
+    its own (nothing else of this host's Docker or HVFS is touched)."""
     require(shutil.which("docker-compose") is not None, "docker-compose is not installed (scripts/setup --test)")
-    require(
-        RUNTIME in runtimes(docker_engine), f"dockerd has no runtime {RUNTIME!r} (register it: hvfs docker install)"
-    )
-    foreign = Path(DOCKER_CONFIG).exists() and "hvfs-compose-demo" not in Path(DOCKER_CONFIG).read_text()
-    require(not foreign, f"{DOCKER_CONFIG} is not the demo's: the demo's services cannot be given to the runtime")
-    running = hvfs_containers(docker_engine)
-    require(
-        not running, f"containers of the {RUNTIME} runtime run ({', '.join(running)}): its group has other services"
-    )
-    directory = tmp_path_factory.mktemp("compose-demo") / "data"
+    here = tmp_path_factory.mktemp("compose-demo")
+    directory, state, services = here / "data", here / "state", here / "services.toml"
+    state.mkdir(mode=0o700)
     port = free_port()
     env = {
         **os.environ,
         "HVFS_RUNTIME": RUNTIME,
         "HVFS_DEMO_DIR": str(directory),
         "HVFS_DEMO_PORT": str(port),
+        "HVFS_DOCKER_CONFIG": str(services),  # where the script puts the demo's services
         "COMPOSE_PROJECT_NAME": PROJECT,
         "DOCKER_HOST": docker_engine[docker_engine.index("--host") + 1],
     }
-    started = run_demo(env, "up")
+    install = hvfs(
+        state, "docker", "install", "--name", RUNTIME, "--services", str(services), "--state-dir", str(state)
+    )
+    assert install.returncode == 0, install.stderr
     try:
+        started = run_demo(env, "up")
         assert started.returncode == 0, started.stdout + started.stderr
-        yield Demo(docker_engine, env, directory, port, tmp_path_factory.mktemp("screenshots"))
+        assert RUNTIME in runtimes(docker_engine)
+        yield Demo(docker_engine, env, directory, state, port, tmp_path_factory.mktemp("screenshots"))
     finally:
         run_demo(env, "down")
+        hvfs(state, "manager", "stop")
+        hvfs(state, "docker", "uninstall", "--name", RUNTIME)
 
 
 def test_a_file_written_by_one_container_is_read_by_the_other(demo: Demo) -> None:
@@ -283,7 +272,7 @@ def test_down_leaves_nothing_of_hvfs_behind(demo: Demo) -> None:
     assert len(ours) == 1, before  # both containers are VMs of one group
     manager = before["manager"]["pid"]
     assert volume in mountinfo(manager)  # the volume is a source of the manager's
-    state = Path(demo.hvfs_state_dir())
+    state = demo.state
     assert (state / "groups" / ours[0]).exists()
 
     stopped = run_demo(demo.env, "down")
@@ -300,4 +289,6 @@ def test_down_leaves_nothing_of_hvfs_behind(demo: Demo) -> None:
     assert volume not in mountinfo(manager) and volume not in mountinfo("self")
     assert not (state / "groups" / ours[0]).exists()
     assert not demo.directory.exists()  # audit log, backups and quarantine: the demo's directory
-    assert not Path(DOCKER_CONFIG).exists() or "hvfs-compose-demo" not in Path(DOCKER_CONFIG).read_text()
+    assert not Path(demo.env["HVFS_DOCKER_CONFIG"]).exists()
+    listed = demo.hvfs("docker", "ps", "--json")
+    assert listed.returncode == 0 and json.loads(listed.stdout) == [], listed.stdout
