@@ -132,6 +132,21 @@ def demo(docker_engine: list[str], tmp_path_factory: pytest.TempPathFactory) -> 
         run_demo(env, "down")
         hvfs(state, "manager", "stop")
         hvfs(state, "docker", "uninstall", "--name", RUNTIME)
+        leftovers(docker_engine)
+
+
+def leftovers(docker: list[str]) -> None:
+    """What a failed run left of the demo, removed so that the next starts clean (the test
+    of ``down`` has said what it was)."""
+    label = f"label=com.docker.compose.project={PROJECT}"
+    ids = subprocess.run([*docker, "ps", "-aq", "--filter", label], capture_output=True, text=True).stdout.split()
+    if ids:
+        subprocess.run([*docker, "rm", "-f", *ids], capture_output=True, timeout=120)
+    volume = Path(f"/var/lib/docker/volumes/{PROJECT}_shared/_data")
+    while f" {volume} " in mountinfo("self"):
+        if subprocess.run(["umount", str(volume)], capture_output=True).returncode != 0:
+            break
+    subprocess.run([*docker, "volume", "rm", f"{PROJECT}_shared"], capture_output=True, timeout=60)
 
 
 def test_a_file_written_by_one_container_is_read_by_the_other(demo: Demo) -> None:
