@@ -217,7 +217,7 @@ def test_a_fault_is_injected_into_one_container_only(demo: Demo) -> None:
     assert fine.returncode == 0 and fine.stdout == b"flaky\n", fine.stderr
     failed = demo.sh("reader", "cat /shared/flaky.txt")
     assert failed.returncode != 0
-    assert b"I/O error" in failed.stderr, failed.stderr
+    assert b"Input/output error" in failed.stderr, failed.stderr
     faults = [e for e in demo.events() if e["answered_by"] == "faults"]
     assert faults and {e["vm"] for e in faults} == {demo.vm_of("reader")}, faults
     assert all(e["result"] == "EIO" and e["paths"] == ["/shared/flaky.txt"] for e in faults), faults
