@@ -224,7 +224,8 @@ def test_a_fault_is_injected_into_one_container_only(demo: Demo) -> None:
 
 
 def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    names = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+    found = next((path for path in map(shutil.which, names) if path is not None), None)
     require(found is not None, "chromium is not installed (scripts/setup --test installs it)")
     assert found is not None
     return found
