@@ -31,7 +31,7 @@ from tests.dockerd import docker_engine  # noqa: F401  (a fixture)
 RUNTIME = "hvfs-compose-test"  # registered for this module: its services, its manager
 PROJECT = "hvfs-compose-test"
 HVFS = str(REPO / ".venv" / "bin" / "hvfs")
-PAGE_SECONDS = 6  # how long Chromium keeps the page's event stream open
+PAGE_SECONDS = 8  # how long Chromium keeps the page's event stream open
 SCREENSHOT_DIR = os.environ.get("HVFS_SCREENSHOT_DIR")  # keep the screenshot there too
 
 
@@ -245,7 +245,7 @@ def test_the_page_shows_the_events_of_both_containers_live(demo: Demo) -> None:
     live = f"/shared/live-{uuid.uuid4().hex[:8]}.txt"
 
     def write_while_loading() -> None:  # after the page has read the log's past
-        time.sleep(PAGE_SECONDS / 2)
+        time.sleep(PAGE_SECONDS / 3)
         demo.sh("writer", f"echo live > {live}")
 
     writing = threading.Thread(target=write_while_loading)
