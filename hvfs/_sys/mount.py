@@ -81,6 +81,14 @@ def set_readonly(tree_fd: int, *, recursive: bool = True) -> None:
     syscall("mount_setattr", tree_fd, b"", flags, ctypes.byref(attr), ctypes.sizeof(attr))
 
 
+def make_private(tree_fd: int) -> None:
+    """Make every mount of the detached tree ``tree_fd`` private: a clone of a shared
+    mount stays in its peer group, so that what is mounted on the clone would appear on
+    the original (and an unmount of the original's children would take the clone's)."""
+    attr = _MountAttr(0, 0, MS_PRIVATE, 0)
+    syscall("mount_setattr", tree_fd, b"", AT_EMPTY_PATH | AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr))
+
+
 def _attach_tree(tree_fd: int, target_fd: int) -> None:
     syscall("move_mount", tree_fd, b"", target_fd, b"", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)
 

@@ -270,6 +270,8 @@ class Daemon:
 
     def _op_signal(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
         self._group(message).signal(str(message["vm"]), int(message["signal"]))
+        if message.get("reply"):  # hvfs run's forwarded signals want none
+            connection.send({"ok": True})
 
     def _op_up(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
         group = self._new_group(message)

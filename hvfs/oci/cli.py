@@ -263,7 +263,7 @@ def _kill(args: argparse.Namespace) -> int:
     command = _command_pid(state.init)
     if signum != signal.SIGSTOP and command is not None and not _caught(command, signum):
         return 0
-    _call("signal", gid=state.gid, vm=state.vm, signal=signum)
+    _call("signal", gid=state.gid, vm=state.vm, signal=signum, reply=True)
     return 0
 
 

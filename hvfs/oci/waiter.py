@@ -67,6 +67,16 @@ def close_others(keep: set[int]) -> None:
                 os.close(fd)
 
 
+def detach_stdio() -> None:
+    """With a terminal, the runtime's stdio is the shim's, which waits until every copy of
+    it is closed before it goes on: the waiter keeps none."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    if null > 2:
+        os.close(null)
+
+
 def send_console(path: str, master: int) -> None:
     """The VM's terminal to the console socket, as runc sends it (SCM_RIGHTS, with a name)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
@@ -105,6 +115,7 @@ def _trees(paths: list[str]) -> tuple[list[list[object]], list[int]]:
         for path in paths:
             st = os.stat(path)
             fds.append(m.clone_tree(path))
+            m.make_private(fds[-1])  # docker's mounts are shared: nothing done to the clone may reach them
             keys.append([f"{path}\0{st.st_dev}\0{st.st_ino}", os.path.isdir(path)])
     except BaseException:
         for fd in fds:
@@ -125,6 +136,8 @@ def _wait_exit(connection: control.Connection, name: str) -> int:
 def container(bundle: Bundle, root: str, config: str | None, console: str | None, report: int) -> int:
     """The waiter's life; ``report`` hears "created PID" or "error LINE" once."""
     close_others({0, 1, 2, report})
+    if bundle.process.terminal:
+        detach_stdio()
     try:
         project = group_project(root, config)
         keys, trees = _trees([bundle.root, *bundle.trees])
@@ -171,6 +184,8 @@ def container(bundle: Bundle, root: str, config: str | None, console: str | None
 def execute(gid: str, vm: str, process: Process, console: str | None, report: int) -> int:
     """An exec's waiter: the process of ``docker exec`` as the shim sees it."""
     close_others({0, 1, 2, report})
+    if process.terminal:
+        detach_stdio()
     try:
         connection = client.connect(start=False)
         stdio = None if process.terminal else Stdio()
