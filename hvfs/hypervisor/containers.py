@@ -118,6 +118,21 @@ class Containers:
             raise LookupError(waiting.error)
         connection.send({"ok": True})
 
+    def follow(self, message: dict[str, Any], connection: control.Connection) -> None:
+        """A waiter whose manager went away (a restart) follows its container again:
+        ``following``, then ``exited`` as for ``create``; the VM's exit, if it came meanwhile."""
+        group = self.daemon._group(message)
+        name = str(message.get("vm"))
+        record = group.vms.get(name)
+        if record is None:
+            raise LookupError(f"container {name} is not in {group.gid}")
+        with self.lock:
+            self.waiters[connection] = (group.gid, name)
+        group.followers.append(connection)
+        connection.send({"following": name})
+        if record.state == "exited":
+            connection.send({"exited": name, "code": record.code})
+
     def remove(self, message: dict[str, Any], connection: control.Connection) -> None:
         """Forget a container's VM, killing it first with ``force``; its group goes with
         its last VM."""

@@ -313,6 +313,9 @@ class Daemon:
     def _op_container_start(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
         self.containers.start(message, connection)
 
+    def _op_container_follow(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
+        self.containers.follow(message, connection)
+
     def _op_container_remove(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
         self.containers.remove(message, connection)
 

@@ -53,7 +53,7 @@ def add_docker_command(subparsers: Any) -> None:
     docker.set_defaults(handler=run)
 
 
-def _read(path: str) -> dict[str, Any]:
+def read_config(path: str) -> dict[str, Any]:
     try:
         with open(path) as f:
             text = f.read()
@@ -68,7 +68,7 @@ def _read(path: str) -> dict[str, Any]:
     return document
 
 
-def _write(path: str, document: dict[str, Any]) -> None:
+def write_config(path: str, document: dict[str, Any]) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     temporary = f"{path}.hvfs-tmp"
     mode = os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o644
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         return _ps(args)
     if os.geteuid() != 0:
         raise UsageError(f"hvfs docker {args.action} changes {args.config}: run it as root")
-    document = _read(args.config)
+    document = read_config(args.config)
     runtimes = document.setdefault("runtimes", {})
     if not isinstance(runtimes, dict):
         raise UsageError(f"{args.config}: 'runtimes' is not an object; fix it first")
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         if document.get("default-runtime") == args.name:
             del document["default-runtime"]
         what = f"runtime {args.name} removed from {args.config}"
-    _write(args.config, document)
+    write_config(args.config, document)
     reloaded = "" if args.no_reload else f"; {reload_dockerd()}"
     print(f"hvfs: {what}{reloaded}")
     return 0

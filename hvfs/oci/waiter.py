@@ -16,6 +16,7 @@ import array
 import contextlib
 import os
 import socket
+import time
 import tomllib
 from typing import Any
 
@@ -29,6 +30,7 @@ from hvfs.project.config import NetworkConfig, Project
 from hvfs.sandbox.stdio import Stdio
 from hvfs.spec import NAME
 
+RECONNECT = 30.0  # seconds to find the next manager after the one serving the VM went away
 CONFIG = "/etc/hvfs/docker.toml"  # [services] of the group of every container of one runtime root
 
 
@@ -124,13 +126,30 @@ def _trees(paths: list[str]) -> tuple[list[list[object]], list[int]]:
     return keys, fds
 
 
-def _wait_exit(connection: control.Connection, name: str) -> int:
-    for reply, fds in control.replies(connection):
-        for fd in fds:
-            os.close(fd)
-        if reply.get("exited") == name and "code" in reply:
-            return int(reply["code"])
-    return 137  # the manager went away, and with it the VM's last word
+def _wait_exit(connection: control.Connection, gid: str, name: str) -> int:
+    """The VM's exit code; a manager that goes away (a restart) is followed by the next,
+    which took the VM back from its shim."""
+    while True:
+        for reply, fds in control.replies(connection):
+            for fd in fds:
+                os.close(fd)
+            if reply.get("exited") == name and "code" in reply:
+                return int(reply["code"])
+        connection.close()
+        deadline = time.monotonic() + RECONNECT
+        while True:
+            try:
+                connection = client.connect()
+                client.request(connection, "container_follow", gid=gid, vm=name)
+                reply, _ = connection.receive()
+                if "following" in reply:
+                    break
+                connection.close()
+                return 137  # the VM was lost with its manager
+            except (control.ControlError, EOFError, OSError):
+                if time.monotonic() > deadline:
+                    return 137
+                time.sleep(0.2)
 
 
 def container(bundle: Bundle, root: str, config: str | None, console: str | None, report: int) -> int:
@@ -176,7 +195,7 @@ def container(bundle: Bundle, root: str, config: str | None, console: str | None
         return 1
     finally:
         os.close(report)
-    code = _wait_exit(connection, str(reply["created"]))
+    code = _wait_exit(connection, str(reply["gid"]), str(reply["created"]))
     stdio.finish()
     return code
 
