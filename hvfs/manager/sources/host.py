@@ -47,10 +47,20 @@ KIND = SourceKind(
 )
 
 
+class RootfsSource(HostSource):
+    """A host root file system directory as a VM's root (an OCI bundle's rootfs)."""
+
+    kind = "rootfs"
+
+
+def _make_rootfs(options: Mapping[str, Any]) -> RootfsSource:
+    return RootfsSource(options["path"])
+
+
 ROOTFS_KIND = SourceKind(
     "rootfs",
     "a VM's root: a host root file system directory, written in place (an OCI bundle's rootfs)",
     (Option("path", PATH, "the host directory to serve as the VM's root", required=True, check=_exists),),
-    _make,
+    _make_rootfs,
     role="root",
 )
