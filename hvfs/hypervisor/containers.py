@@ -26,6 +26,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from hvfs._sys import files
 from hvfs._sys import mount as m
 from hvfs.hypervisor import control
 from hvfs.hypervisor.mounts import MountSpec
@@ -184,7 +185,7 @@ class Containers:
         place = os.path.join(self.daemon.layout.root, "trees", name)
         with self.lock:
             users = self.trees.setdefault(place, set())
-            if not users or not os.path.ismount(place):
+            if not users or not _attached(place):
                 os.makedirs(os.path.dirname(place), mode=0o700, exist_ok=True)
                 directory = os.path.isdir(f"/proc/self/fd/{tree}")
                 with contextlib.suppress(FileExistsError):
@@ -239,3 +240,21 @@ def _placed(vm: VmConfig, root: dict[str, Any], mounts: list[dict[str, Any]], pl
 
     specs = tuple(MountSpec(str(d["target"]), source(d, "host"), readonly=bool(d.get("readonly"))) for d in mounts)
     return dataclasses.replace(vm, root=source(root, "rootfs"), mounts=specs)
+
+
+def _attached(place: str) -> bool:
+    """Whether a tree is attached at ``place``: its mount is not its parent's (a bind of a
+    directory of the same file system has the same device, which os.path.ismount takes
+    for no mount at all, and a tree attached again on top would outlive its last user)."""
+    try:
+        here = os.open(place, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        parent = os.open(os.path.dirname(place), os.O_PATH | os.O_CLOEXEC)
+        try:
+            return files.mount_id(here) != files.mount_id(parent)
+        finally:
+            os.close(parent)
+    finally:
+        os.close(here)

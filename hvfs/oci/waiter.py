@@ -28,6 +28,7 @@ from hvfs.hypervisor.spec import host_paths, prepared, to_json
 from hvfs.oci.bundle import Bundle, BundleError, Process
 from hvfs.project.config import NetworkConfig, Project
 from hvfs.sandbox.stdio import Stdio
+from hvfs.spec import NAME
 
 RECONNECT = 30.0  # seconds to find the next manager after the one serving the VM went away
 CONFIG = "/etc/hvfs/docker.toml"  # [services] of the group of every container of one runtime root
@@ -85,10 +86,20 @@ def send_console(path: str, master: int) -> None:
         sock.sendmsg([b"/dev/ptmx"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [master]))])
 
 
+def vm_name(bundle: Bundle) -> str:
+    """The container's VM: its short id, as ``docker ps`` shows it; with a hostname of its
+    own (``--hostname``, compose's ``hostname:``) that hostname and 6 digits of the id, so
+    that events, ``hvfs docker ps`` and the ``vm=`` globs of [services] (a fault for one
+    container) can name it before it exists (``vm=reader-*``)."""
+    short = bundle.id[:12]
+    name = f"{bundle.hostname}-{bundle.id[:6]}"
+    return short if bundle.hostname == short or not NAME.match(name) else name
+
+
 def _vm(bundle: Bundle) -> dict[str, Any]:
     process = bundle.process
     return {
-        "name": bundle.id[:12],
+        "name": vm_name(bundle),
         "command": process.args,
         "image": "docker",
         "workdir": process.cwd,
