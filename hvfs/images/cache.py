@@ -55,17 +55,8 @@ def entries(images: str) -> list[Entry]:
         if meta is not None:
             found.append(Entry(name, path, os.path.join(path, store.ROOTFS), meta))
         elif _LEGACY.match(name):
-            found.append(Entry(name, path, path, {"kind": "rootfs", "names": [], "size": _du(path)}))
+            found.append(Entry(name, path, path, {"kind": "rootfs", "names": [], "size": store.disk_usage(path)}))
     return found
-
-
-def _du(path: str) -> int:
-    total = 0
-    for top, dirs, files in os.walk(path):
-        for name in dirs + files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(top, name)).st_blocks * 512
-    return total
 
 
 def mounted_lowers() -> set[str]:
@@ -145,7 +136,7 @@ def leftovers(images: str) -> int:
             os.close(fd)
         elif not name.startswith(".trash-"):
             continue
-        freed += _du(path)
+        freed += store.disk_usage(path)
         shutil.rmtree(path, ignore_errors=True)
     return freed
 

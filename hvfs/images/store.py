@@ -100,7 +100,8 @@ def _limit(directory: str) -> int:
     return st.f_bavail * st.f_frsize
 
 
-def _size(path: str) -> int:
+def disk_usage(path: str) -> int:
+    """The bytes ``path`` and everything under it take on disk."""
     total = 0
     for top, dirs, files in os.walk(path):
         for name in dirs + files:
@@ -154,7 +155,7 @@ def _make(images: str, key: str, name: str, make: Callable[[str], dict[str, Any]
     try:
         meta = make(partial)
         rootfs = os.path.join(partial, ROOTFS)
-        meta.update(names=[name], unpacked=time.time(), size=_size(rootfs))
+        meta.update(names=[name], unpacked=time.time(), size=disk_usage(rootfs))
         _write_meta(partial, meta)
         if os.path.lexists(entry):  # a damaged entry (no image.json): replaced
             shutil.rmtree(entry, ignore_errors=True)
