@@ -23,8 +23,8 @@ installed), and the time it was received (ns since the epoch, at 96). After the 
 8 bytes: the id of the last notification recorded. A manager killed between its receive
 and its record leaves a notification no slot holds, which the kernel never delivers
 again; notification ids of a listener are consecutive, so the next manager finds it by
-probing the ids around this one (hvfs.intercept.orphans). The shim reads whole slots
-only, so it never sees these 8 bytes.
+probing the ids around this one (hvfs.intercept.orphans), and so does the shim when it
+answers alone (native/init/shim.c ``answer_orphans``; it reads whole slots before them).
 """
 
 from __future__ import annotations
