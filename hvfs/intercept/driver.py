@@ -190,7 +190,11 @@ class SeccompDriver:
         lost = orphans.probe(self._listener, around, set(known)) if around is not None else []
         if lost:
             valid = {pid for notif_id, pid in known.items() if notify.id_valid(self._listener, notif_id)}
-            found = orphans.find(self._listener, lost, valid, orphans.pid_namespace(vm_pid), self._arch.audit)
+            try:
+                namespace: tuple[int, int] | None = orphans.pid_namespace(vm_pid)
+            except OSError:  # pid 1 is gone: the VM is ending, its threads with it
+                namespace = None
+            found = orphans.find(self._listener, lost, valid, namespace, self._arch.audit)
             for notif in found.served:
                 log.warning("VM %s: a request of pid %d received by a manager killed before noting it (syscall %d)"
                             " served again", self._vm, notif.pid, notif.data.nr)  # fmt: skip

@@ -71,9 +71,11 @@ def _call(tid: int) -> tuple[int, ...] | None:
     return (values[0], *values[1:7], values[8])
 
 
-def waiting_threads(namespace: tuple[int, int]) -> dict[int, tuple[int, ...]]:
+def waiting_threads(namespace: tuple[int, int] | None) -> dict[int, tuple[int, ...]]:
     """The threads of the pid namespace ``namespace`` waiting in seccomp, with their call."""
-    found = {}
+    found: dict[int, tuple[int, ...]] = {}
+    if namespace is None:
+        return found
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -103,7 +105,7 @@ def _drain(listener: int) -> list[notify.Notif]:
     return received
 
 
-def find(listener: int, orphans: list[int], known: set[int], namespace: tuple[int, int], audit: int) -> Found:
+def find(listener: int, orphans: list[int], known: set[int], namespace: tuple[int, int] | None, audit: int) -> Found:
     """Pair the ``orphans`` with the threads of ``namespace`` waiting in them; ``known``:
     the pids of the recorded notifications still pending. Call it before any worker
     receives: what it receives is the caller's to serve."""
