@@ -46,6 +46,11 @@ class _AddFd(ctypes.Structure):
     ]
 
 
+def notif(notif_id: int, pid: int, nr: int, arch: int, pc: int, args: tuple[int, ...]) -> Notif:
+    """A notification as NOTIF_RECV would have given it (hvfs.intercept.orphans)."""
+    return Notif(notif_id, pid, 0, SeccompData(nr, arch, pc, (ctypes.c_uint64 * 6)(*args)))
+
+
 _ioctl = libc().ioctl
 # ctypes releases the GIL around foreign calls, so a worker blocked here does not stall
 # the others. The request codes are made into C values once: these calls run per request.

@@ -60,9 +60,10 @@ class Backend(Protocol):
         """The driver of the fd ``trap`` (taken) that pid 1 handed back; ``outlives``: the
         VM is to outlive this manager, so the driver notes what the next one needs."""
 
-    def resume(self, kept: dict[str, int], vm: str, transport: Transport, arch: Arch) -> Driver:
+    def resume(self, kept: dict[str, int], vm: str, transport: Transport, arch: Arch, vm_pid: int) -> Driver:
         """The driver of a VM whose manager is gone, from what its driver ``kept`` (taken);
         it answers what that manager took and left unanswered, then serves as before.
+        ``vm_pid``: a process of the VM (its pid 1), which names its threads.
         KeyError when ``kept`` is not what this backend keeps."""
 
 
@@ -95,13 +96,13 @@ class SeccompBackend:
         inflight = InflightTable(MAX_WORKERS) if outlives else None
         return SeccompDriver(trap, vm, transport, arch, inflight=inflight)
 
-    def resume(self, kept: dict[str, int], vm: str, transport: Transport, arch: Arch) -> Driver:
+    def resume(self, kept: dict[str, int], vm: str, transport: Transport, arch: Arch, vm_pid: int) -> Driver:
         from hvfs.intercept.driver import SeccompDriver
 
         table = InflightTable(0, fd=kept["inflight"])
         driver = SeccompDriver(kept["listener"], vm, transport, arch, inflight=table)
+        driver.take_over(table.pending(), table.last_id(), vm_pid)
         driver.start()
-        driver.serve_pending(table.pending())
         return driver
 
 

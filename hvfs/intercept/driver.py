@@ -70,7 +70,7 @@ from hvfs import api
 from hvfs._sys import notify, process
 from hvfs._sys.abi import MSG_LEN
 from hvfs.api import Transport
-from hvfs.intercept import inflight
+from hvfs.intercept import inflight, orphans
 from hvfs.intercept.arch import Arch
 from hvfs.intercept.decoders.context import Context, DecodeFunction, Output, Passthrough
 from hvfs.intercept.decoders.tracee import CallError, TargetGone
@@ -84,6 +84,7 @@ log = logging.getLogger("hvfs.driver")
 TAKEOVER = 0.05  # seconds one request may hold the receiver before another worker takes over
 MAX_WORKERS = 64  # workers a VM may have when requests block (a socket call waiting for its peer)
 WAIT_TICK = 0.05  # seconds between checks of a waiting caller (still there? a signal for it?)
+DIE_AFTER_RECV = "HVFS_TEST_DIE_AFTER_RECV"  # tests only: a syscall name; see _die_at
 
 
 def decoders_for(arch: Arch) -> dict[int, DecodeFunction]:
@@ -126,6 +127,16 @@ class SeccompDriver:
         self._idle = 0  # workers waiting for their turn to receive
         self._watchdog = threading.Thread(target=self._watch, name=f"hvfs-{vm}-watchdog", daemon=True)
         self.sync_wake_up = False
+        self._die_at = self._test_death(arch) if inflight is not None else None
+
+    @staticmethod
+    def _test_death(arch: Arch) -> int | None:
+        """Tests only: the manager dies right after receiving this syscall, before its
+        record (tests/test_manager_orphans.py)."""
+        name = os.environ.get(DIE_AFTER_RECV)
+        if not name:
+            return None
+        return next((nr for nr, known in syscall_numbers(arch).items() if known == name), None)
 
     def kept(self) -> dict[str, int]:
         """The listener (the shim holds a copy, so the VM's calls wait for the next
@@ -165,6 +176,36 @@ class SeccompDriver:
                 os.close(fd)
         if self._inflight is not None:
             self._inflight.close()
+
+    def take_over(self, pending: list[Pending], last_id: int | None, vm_pid: int) -> None:
+        """Before ``start``: answer what a manager before this one took and left
+        (``serve_pending``), and the requests it received and died before recording
+        (hvfs.intercept.orphans), found near ``last_id`` among the threads of the pid
+        namespace of ``vm_pid``."""
+        known = {}
+        for request in pending:
+            notif = notify.Notif.from_buffer_copy(request.notification)
+            known[notif.id] = notif.pid
+        around = last_id if last_id is not None else max(known, default=None)
+        lost = orphans.probe(self._listener, around, set(known)) if around is not None else []
+        if lost:
+            valid = {pid for notif_id, pid in known.items() if notify.id_valid(self._listener, notif_id)}
+            try:
+                namespace: tuple[int, int] | None = orphans.pid_namespace(vm_pid)
+            except OSError:  # pid 1 is gone: the VM is ending, its threads with it
+                namespace = None
+            found = orphans.find(self._listener, lost, valid, namespace, self._arch.audit)
+            for notif in found.served:
+                log.warning("VM %s: a request of pid %d received by a manager killed before noting it (syscall %d)"
+                            " served again", self._vm, notif.pid, notif.data.nr)  # fmt: skip
+            for notif in [*found.received, *found.served]:
+                threading.Thread(target=self._serve_alone, args=(notif, False, 0), daemon=True).start()
+            if found.unexplained:
+                log.warning("VM %s: %d request(s) received by a manager killed before noting them, not told apart:"
+                            " answered EIO", self._vm, len(found.unexplained))  # fmt: skip
+            for notif_id in found.unexplained:
+                self._respond(notif_id, error=errno.EIO)
+        self.serve_pending(pending)
 
     def serve_pending(self, pending: list[Pending]) -> None:
         """Answer the requests a manager before this one took and never answered
@@ -215,6 +256,8 @@ class SeccompDriver:
                 self._receiver = me
             while True:  # the fast path: receive, serve, receive, with no other thread awake
                 notif = self._receive(poller)
+                if notif is not None and notif.data.nr == self._die_at:
+                    os._exit(9)
                 if notif is None:
                     with self._turn:
                         self._done = True

@@ -19,7 +19,12 @@ since (a name gone, or made after that time) as done (hvfs.manager.replay).
 
 Slot layout: the notification (80 bytes), the state (1 byte: RECEIVED, ANSWERED with the
 errno at 84 and the value at 88, CONTINUED, or OPENED: an fd was made and not
-installed), and the time it was received (ns since the epoch, at 96).
+installed), and the time it was received (ns since the epoch, at 96). After the slots,
+8 bytes: the id of the last notification recorded. A manager killed between its receive
+and its record leaves a notification no slot holds, which the kernel never delivers
+again; notification ids of a listener are consecutive, so the next manager finds it by
+probing the ids around this one (hvfs.intercept.orphans), and so does the shim when it
+answers alone (native/init/shim.c ``answer_orphans``; it reads whole slots before them).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ RECEIVED, ANSWERED, CONTINUED, OPENED = 0, 1, 2, 3
 _RESULT = struct.Struct("<B3xiq")  # state, errno, value: at NOTIF
 _RECEIVED_AT = struct.Struct("<q")  # at NOTIF + _RESULT.size
 _ZERO_ID = bytes(8)
+_LAST_ID = struct.Struct("<Q")  # after the slots
 
 
 @dataclass(frozen=True)
@@ -57,12 +63,18 @@ class InflightTable:
         """A new table of ``slots`` slots, or the one in the memory file ``fd`` (taken)."""
         if fd is None:
             fd = os.memfd_create("hvfs-inflight", os.MFD_CLOEXEC)
-            os.ftruncate(fd, slots * SLOT)
+            os.ftruncate(fd, slots * SLOT + _LAST_ID.size)
         self.fd = fd
-        self.slots = os.fstat(fd).st_size // SLOT
-        self._map = mmap.mmap(fd, self.slots * SLOT)
+        size = os.fstat(fd).st_size
+        self.slots = size // SLOT
+        self._last_at = self.slots * SLOT
+        if size < self._last_at + _LAST_ID.size:  # a table of a manager before the last id was kept
+            os.ftruncate(fd, self._last_at + _LAST_ID.size)
+        self._map = mmap.mmap(fd, self._last_at + _LAST_ID.size)
 
     def record(self, slot: int, notification: bytes) -> None:
+        """Only the receiver records (one thread at a time), right after its receive."""
+        self._map[self._last_at : self._last_at + 8] = notification[:8]
         at = slot * SLOT
         self._map[at + NOTIF : at + SLOT] = bytes(_RESULT.size) + _RECEIVED_AT.pack(time.time_ns())
         self._map[at : at + NOTIF] = notification
@@ -97,6 +109,12 @@ class InflightTable:
                 found.append(Pending(bytes(self._map[at : at + NOTIF]), state, error, value, received))
                 self.clear(slot)
         return found
+
+    def last_id(self) -> int | None:
+        """The id of the last notification recorded, if one was (ids start at random: 0
+        is as good as never)."""
+        (last,) = _LAST_ID.unpack_from(self._map, self._last_at)
+        return last or None
 
     def close(self) -> None:
         self._map.close()

@@ -11,7 +11,8 @@
  * requests in flight whose notifications are still valid.
  *
  * Waiting is bounded: when no manager has come back T_WAIT_MS after the last one left,
- * the shim answers the requests in flight and every new one with EIO, which a program
+ * the shim answers the requests in flight (those noted in the table, and any a manager
+ * received and died before noting) and every new one with EIO, which a program
  * can handle, until a manager comes back; when none has come back after ten times that,
  * it ends the VM, which no one would ever serve again. When pid 1 exits, the shim writes its status
  * to the file "exit" beside its socket, tells the manager (MSG_VM_EXITED), and exits
@@ -38,6 +39,7 @@
 
 #define MAX_DEPOSIT 32
 #define SLOT_SIZE 104 /* hvfs/intercept/inflight.py: a struct seccomp_notif first */
+#define PROBE 256     /* hvfs/intercept/orphans.py: ids asked either side of the last one recorded */
 
 struct shim {
     int link;   /* the manager's connection, -1 while there is none */
@@ -140,6 +142,24 @@ static void accept_manager(struct shim *s) {
     if (fd != s->link) close(fd);
 }
 
+/* After the slots: the id of the last notification recorded. One a manager received and
+ * died before recording lies near it, still pending, and no one can receive it again;
+ * with no manager here and the slots answered, nothing else near it is pending. */
+static void answer_orphans(int listener, uint8_t *table, off_t size) {
+    off_t at = size / SLOT_SIZE * SLOT_SIZE;
+    uint64_t last;
+    if (size - at < (off_t)sizeof last) return;
+    memcpy(&last, table + at, sizeof last);
+    if (last == 0) return;
+    for (int64_t delta = -PROBE; delta <= PROBE; delta++) {
+        uint64_t id = last + (uint64_t)delta;
+        if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) != 0) continue;
+        struct seccomp_notif_resp r = {.id = id, .error = -EIO};
+        ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &r);
+    }
+    memset(table + at, 0, sizeof last); /* answered: no need to ask again at each wake-up */
+}
+
 /* Past the bound: the requests the last manager had taken, and every new one, get EIO. */
 static void answer_alone(struct shim *s) {
     int listener = deposited(s, "driver:listener"), table = deposited(s, "driver:inflight");
@@ -156,6 +176,7 @@ static void answer_alone(struct shim *s) {
                 ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &r);
                 memset(slots + at, 0, SLOT_SIZE);
             }
+            answer_orphans(listener, slots, st.st_size);
             munmap(slots, (size_t)st.st_size);
         }
     }
