@@ -37,14 +37,6 @@ class Check:
         return f"{text}; fix: {self.fix}" if not self.ok and self.fix else text
 
 
-def _read(path: str) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
 def _failure(result: dict[str, Any]) -> str:
     return f"{result.get('step')} failed: {result.get('error')}"
 
@@ -59,17 +51,17 @@ def check_kernel() -> Check:
 
 def check_user_namespaces(rootless: bool) -> Check:
     name = "user namespaces"
-    limit = _read("/proc/sys/user/max_user_namespaces")
+    limit = preflight.read_setting("/proc/sys/user/max_user_namespaces")
     if limit == "0":
         return Check(name, False, "disabled (user.max_user_namespaces = 0)",
                      "sudo sysctl -w user.max_user_namespaces=15000")  # fmt: skip
-    if rootless and _read("/proc/sys/kernel/unprivileged_userns_clone") == "0":
+    if rootless and preflight.read_setting("/proc/sys/kernel/unprivileged_userns_clone") == "0":
         return Check(name, False, "disabled for unprivileged users (kernel.unprivileged_userns_clone = 0)",
                      "sudo sysctl -w kernel.unprivileged_userns_clone=1")  # fmt: skip
     result = probes.in_child(probes.user_namespace)
     if not result["ok"]:
         fix = preflight.userns_hint()
-        if rootless and _read(APPARMOR_SYSCTL) == "1":
+        if rootless and preflight.read_setting(APPARMOR_SYSCTL) == "1":
             fix = "sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0 (see docs/ci.md)"
         return Check(name, False, _failure(result), fix)
     return Check(name, True, f"a user and mount namespace with a mount in it (limit {limit})")
@@ -77,7 +69,7 @@ def check_user_namespaces(rootless: bool) -> Check:
 
 def check_apparmor(rootless: bool) -> Check:
     name = "AppArmor user namespace restriction"
-    value = _read(APPARMOR_SYSCTL)
+    value = preflight.read_setting(APPARMOR_SYSCTL)
     if value is None:
         return Check(name, True, "not on this kernel")
     if value == "0":
@@ -90,7 +82,7 @@ def check_apparmor(rootless: bool) -> Check:
 
 def seccomp_checks() -> list[Check]:
     notif = "seccomp user notification"
-    actions = (_read("/proc/sys/kernel/seccomp/actions_avail") or "").split()
+    actions = (preflight.read_setting("/proc/sys/kernel/seccomp/actions_avail") or "").split()
     if "user_notif" not in actions:
         fix = "use a kernel built with CONFIG_SECCOMP_FILTER, Linux 5.14+"
         return [Check(notif, False, "not in kernel.seccomp.actions_avail", fix),
@@ -146,7 +138,7 @@ def check_cgroups(rootless: bool) -> Check:
     with open("/proc/self/cgroup") as f:
         relative = next((line.split("::", 1)[1].strip() for line in f if line.startswith("0::")), "/")
     base = os.path.join("/sys/fs/cgroup", relative.lstrip("/"))
-    controllers = set((_read(os.path.join(base, "cgroup.controllers")) or "").split())
+    controllers = set((preflight.read_setting(os.path.join(base, "cgroup.controllers")) or "").split())
     missing = [c for c in ("memory", "pids", "cpu") if c not in controllers]
     writable = os.access(base, os.W_OK) and os.access(os.path.join(base, "cgroup.procs"), os.W_OK)
     if missing or not writable:

@@ -9,7 +9,8 @@ from hvfs.sandbox.errors import SetupError
 MIN_KERNEL = (5, 14)  # SECCOMP_ADDFD_FLAG_SEND
 
 
-def _read(path: str) -> str | None:
+def read_setting(path: str) -> str | None:
+    """A /proc or /sys setting, stripped; None when it cannot be read."""
     try:
         with open(path) as f:
             return f.read().strip()
@@ -31,7 +32,7 @@ def check_kernel() -> None:
             f"Linux {version[0]}.{version[1]} is too old",
             "hvfs needs Linux 5.14 or newer for seccomp user notification with ADDFD",
         )
-    actions = _read("/proc/sys/kernel/seccomp/actions_avail")
+    actions = read_setting("/proc/sys/kernel/seccomp/actions_avail")
     if actions is None or "user_notif" not in actions.split():
         raise SetupError(
             "seccomp",
@@ -42,12 +43,12 @@ def check_kernel() -> None:
 
 def userns_hint() -> str:
     """Why creating a user namespace may have failed, and the fix."""
-    if _read("/proc/sys/user/max_user_namespaces") == "0":
+    if read_setting("/proc/sys/user/max_user_namespaces") == "0":
         return "user namespaces are disabled: run 'sysctl -w user.max_user_namespaces=15000'"
     if os.geteuid() != 0:
-        if _read("/proc/sys/kernel/unprivileged_userns_clone") == "0":
+        if read_setting("/proc/sys/kernel/unprivileged_userns_clone") == "0":
             return "unprivileged user namespaces are disabled: run 'sysctl -w kernel.unprivileged_userns_clone=1'"
-        if _read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == "1":
+        if read_setting("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == "1":
             return (
                 "AppArmor restricts unprivileged user namespaces: run "
                 "'sysctl -w kernel.apparmor_restrict_unprivileged_userns=0' or add an AppArmor profile for hvfs"
