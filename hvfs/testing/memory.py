@@ -9,7 +9,42 @@ import struct
 PAGE = 4096
 
 
-class FakeMemory:
+class Placing:
+    """Placing call arguments in an address space that has ``map`` (the address of fresh
+    pages, the page after them unmapped) and ``write``: a fake one, or this process's own
+    (tests/unit/native.py)."""
+
+    def map(self, size: int) -> int:
+        raise NotImplementedError
+
+    def write(self, address: int, data: bytes) -> None:
+        raise NotImplementedError
+
+    def put(self, data: bytes) -> int:
+        """``data`` at a new address (the page after it unmapped); return the address."""
+        address = self.map(len(data))
+        self.write(address, data)
+        return address
+
+    def put_at_end(self, data: bytes) -> int:
+        """``data`` so that it ends exactly where its mapping does: the next byte is on an
+        unmapped page (a string with no NUL before the end of memory)."""
+        start = self.map(len(data))
+        pages = max(1, -(-len(data) // PAGE))
+        address = start + pages * PAGE - len(data)
+        self.write(address, data)
+        return address
+
+    def path(self, path: str | bytes) -> int:
+        """A NUL-terminated path at a new address."""
+        return self.put(os.fsencode(path) + b"\0")
+
+    def pack(self, layout: str, *values: int) -> int:
+        """``struct.pack(layout, *values)`` at a new address: a struct a call points to."""
+        return self.put(struct.pack(layout, *values))
+
+
+class FakeMemory(Placing):
     """Pages mapped by the test, read as ``process_vm_readv`` reads a thread's memory: a
     read stops at the first unmapped page, and fails with EFAULT when even its first byte
     is unmapped. Address 0 (NULL) and the page after every mapping are never mapped."""
@@ -59,26 +94,3 @@ class FakeMemory:
         if size and not data:
             raise OSError(errno.EFAULT, os.strerror(errno.EFAULT), hex(address))
         return bytes(data)
-
-    def put(self, data: bytes) -> int:
-        """``data`` at a new address (the page after it unmapped); return the address."""
-        address = self.map(len(data))
-        self.write(address, data)
-        return address
-
-    def put_at_end(self, data: bytes) -> int:
-        """``data`` so that it ends exactly where its mapping does: the next byte is on an
-        unmapped page (a string with no NUL before the end of memory)."""
-        start = self.map(len(data))
-        pages = max(1, -(-len(data) // PAGE))
-        address = start + pages * PAGE - len(data)
-        self.write(address, data)
-        return address
-
-    def path(self, path: str | bytes) -> int:
-        """A NUL-terminated path at a new address."""
-        return self.put(os.fsencode(path) + b"\0")
-
-    def pack(self, layout: str, *values: int) -> int:
-        """``struct.pack(layout, *values)`` at a new address: a struct a call points to."""
-        return self.put(struct.pack(layout, *values))

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import ctypes
 import mmap
-import os
-import struct
 
 from hvfs.intercept.arch import native
 from hvfs.intercept.filter import syscall_numbers
+from hvfs.testing.memory import Placing
 
 PAGE = mmap.PAGESIZE
 PROT_NONE = 0
@@ -27,7 +26,7 @@ def native_errno(syscall: str, *args: int) -> int:
     return ctypes.get_errno() if result == -1 else 0
 
 
-class NativeMemory:
+class NativeMemory(Placing):
     """FakeMemory's interface on this process's own memory: each mapping is followed by a
     page that cannot be read (PROT_NONE), as unmapped memory for the kernel."""
 
@@ -50,20 +49,3 @@ class NativeMemory:
 
     def write(self, address: int, data: bytes) -> None:
         ctypes.memmove(address, data, len(data))
-
-    def put(self, data: bytes) -> int:
-        address = self.map(len(data))
-        self.write(address, data)
-        return address
-
-    def put_at_end(self, data: bytes) -> int:
-        start = self.map(len(data))
-        address = start + max(1, -(-len(data) // PAGE)) * PAGE - len(data)
-        self.write(address, data)
-        return address
-
-    def path(self, path: str | bytes) -> int:
-        return self.put(os.fsencode(path) + b"\0")
-
-    def pack(self, layout: str, *values: int) -> int:
-        return self.put(struct.pack(layout, *values))
