@@ -78,3 +78,13 @@ def test_every_example_is_run_by_a_test() -> None:
     assert sorted(os.listdir(EXAMPLES)) == sorted(runners)
     for example, module in runners.items():
         assert re.search(rf"examples[\"' /,]+{re.escape(example)}", module.read_text()), (example, module)
+
+
+def test_pytest_in_vms_runs_as_its_readme_says() -> None:
+    """The README's indented command lines, run from the top of this clone."""
+    readme = (EXAMPLES / "pytest-in-vms" / "README.md").read_text()
+    commands = [line.split("  #")[0].strip() for line in readme.splitlines() if line.startswith("    ")]
+    assert commands == [".venv/bin/python -m pytest examples/pytest-in-vms"], commands
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    done = subprocess.run(["bash", "-c", commands[0]], cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0 and re.search(r"\b4 passed\b", done.stdout), done.stdout + done.stderr
