@@ -92,6 +92,7 @@ ELSEWHERE = {
 class Line:
     command: str
     cwd: Path
+    env: dict[str, str]
     stdout: str = ""
     stderr: str = ""
 
@@ -197,7 +198,7 @@ def _in_terminal(command: str, cwd: Path, env: dict[str, str], keys: bytes) -> t
 
 def run_block(block: Block, cwd: Path, env: dict[str, str]) -> None:
     for command in block.commands():
-        line = Line(command, cwd)
+        line = Line(command, cwd, env)
         matching = [function for pattern, function in CHECKS.items() if re.search(pattern, command)]
         before = snapshot(cwd) if any(f is overlay_leaves_the_checkout_clean for f in matching) else None
         run_line(line, env)
@@ -331,10 +332,29 @@ def lists_both_vms(line: Line) -> None:
     assert "web" in line.stdout and "worker" in line.stdout, line.stdout
 
 
+@check(r"^hvfs logs web")
+def shows_the_health_checks_web_answered(line: Line) -> None:
+    assert '"GET / HTTP/1.1" 200' in line.stdout + line.stderr, line.stdout + line.stderr
+
+
+@check(r"^hvfs stop web")
+def web_is_stopped(line: Line) -> None:
+    listed = subprocess.run([BIN / "hvfs", "ps"], cwd=line.cwd, env=line.env, capture_output=True, text=True)
+    web = [row for row in listed.stdout.splitlines() if row.split()[:1] == ["web"]]
+    assert web and "running" not in web[0], listed.stdout
+
+
+@check(r"^hvfs backup prune")
+def prune_says_what_it_forgot(line: Line) -> None:
+    assert line.stdout.startswith("forgot "), line.stdout
+
+
 @check(r"^hvfs down")
 def leaves_nothing_behind(line: Line) -> None:
-    listed = subprocess.run([BIN / "hvfs", "ps"], cwd=line.cwd, capture_output=True, text=True)
-    assert "web" not in listed.stdout
+    listed = subprocess.run([BIN / "hvfs", "ps"], cwd=line.cwd, env=line.env, capture_output=True, text=True)
+    assert listed.returncode == 0 and listed.stdout.splitlines()[1:] == [], listed.stdout + listed.stderr
+    status = subprocess.run([BIN / "hvfs", "manager", "status", "--json"], env=line.env, capture_output=True, text=True)
+    assert "shop" not in status.stdout, status.stdout  # the project's group is gone
 
 
 @check(r"^hvfs events audit\.jsonl --op unlink")
@@ -395,13 +415,15 @@ def dockerd_has_the_runtime(line: Line) -> None:
 
 
 def _runtimes(line: Line) -> str:
-    done = subprocess.run(["docker", "info", "--format", "{{json .Runtimes}}"], capture_output=True, text=True)
+    done = subprocess.run(
+        ["docker", "info", "--format", "{{json .Runtimes}}"], env=line.env, capture_output=True, text=True
+    )
     return done.stdout
 
 
 @check(r"^docker run --rm --runtime=hvfs -v data:/data busybox")
 def wrote_into_the_volume(line: Line) -> None:
-    done = subprocess.run(["docker", "run", "--rm", "-v", "data:/data", "busybox", "cat", "/data/f"],
+    done = subprocess.run(["docker", "run", "--rm", "-v", "data:/data", "busybox", "cat", "/data/f"], env=line.env,
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.stdout == "hi\n", done.stderr
 
