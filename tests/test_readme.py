@@ -152,10 +152,10 @@ def run_line(line: Line, env: dict[str, str]) -> None:
     if line.command.startswith("scripts/test"):
         scripts_test_passes_its_arguments_to_pytest()
         return
-    if re.search(r"\s-it\s", line.command):
-        status, output = _in_terminal(line.command, line.cwd, env, b"echo $((6 * 7)); exit\n")
+    if re.search(r"\s-(it|ti)\s", line.command):
+        status, output = _in_terminal(line.command, line.cwd, env, b"echo $((6 * 7))-done; exit\n")
         line.stdout = output
-        assert status == 0 and "42" in output, f"{line.command!r} in a terminal exited {status}:\n{output}"
+        assert status == 0 and "42-done" in output, f"{line.command!r} in a terminal exited {status}:\n{output}"
         return
     done = subprocess.run(
         ["bash", "-c", line.command], cwd=line.cwd, env=env, capture_output=True, text=True, timeout=180
