@@ -10,7 +10,10 @@ import os
 
 
 def data_directory() -> str:
-    """/var/lib/hvfs as root; else $XDG_DATA_HOME/hvfs, or ~/.local/share/hvfs."""
+    """$HVFS_DATA_DIR if set (a test suite may want its own); else /var/lib/hvfs as root;
+    else $XDG_DATA_HOME/hvfs, or ~/.local/share/hvfs."""
+    if os.environ.get("HVFS_DATA_DIR"):
+        return os.environ["HVFS_DATA_DIR"]
     if os.geteuid() == 0:
         return "/var/lib/hvfs"
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")

@@ -64,7 +64,10 @@ def select(index: BackupIndex, path: str, *, vm: str | None = None, at: float | 
         if not vms:
             raise RestoreError(f"no backup of {path}; 'hvfs backup list' shows what there is")
         if len(vms) > 1:
-            raise RestoreError(f"{path} has versions from several VMs ({', '.join(vms)}): choose one with --vm")
+            raise RestoreError(
+                f"{path} has versions from several VMs ({', '.join(vms)}): choose one with --vm "
+                "(runs of hvfs run given one --name keep one history)"
+            )
         vm = vms[0]
     version = index.content_at(vm, path, at)
     if version is not None:
