@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from hvfs import changes_cli
 from hvfs.client import session
 from hvfs.hypervisor.spec import run_project
 from hvfs.sandbox import terminal
@@ -97,13 +98,29 @@ def run(spec: RunSpec) -> int:
                 terminal.relay(started.fds[0], interactive=spec.interactive, until=started.connection.sock.fileno())
             finally:
                 os.close(started.fds[0])
-        exited = session.wait_exit(started, on_reattach=lambda again: forwarder.attach(again.signal))
+        exited = session.wait_exit(
+            started, on_reattach=lambda again: forwarder.attach(again.signal), on_review=_reviewer(started)
+        )
         started.connection.close()
     if stdio is not None:
         stdio.finish()
+    if spec.changes is not None:
+        changes_cli.report(spec.changes, exited.get("changes"), exited.get("commit"))
     if spec.stats:
         _write_stats(spec.stats, exited.get("stats", {"vm": started.name}))
     return int(exited["code"])
+
+
+def _reviewer(started: session.Launch) -> Callable[[dict[str, Any]], None]:
+    """--review: ask the user on the terminal, and tell the manager."""
+
+    def review(message: dict[str, Any]) -> None:
+        from hvfs.hypervisor import client
+
+        answer = changes_cli.ask(message["review"])
+        client.request(started.connection, "review", gid=started.gid, apply=answer)
+
+    return review
 
 
 def _write_stats(path: str, document: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from hvfs import api
+from hvfs._sys.abi import RENAME_EXCHANGE
 from hvfs.api.events import Event
 from hvfs.api.hooks import EventBus, Files
 from hvfs.services.backup.service import BackupLimits, BackupService, BackupStatistics, Skipped
@@ -22,7 +23,6 @@ from hvfs.services.describe import BACKUP
 if TYPE_CHECKING:
     from hvfs.services.plugins.backup import BackupConfig
 
-RENAME_EXCHANGE = 2  # renameat2's flag (linux/fs.h): both names stay, each replaced by the other
 
 
 class Backup:
