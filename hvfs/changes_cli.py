@@ -98,6 +98,16 @@ def staged_mounts(
     return tuple(result), tuple(staged)
 
 
+def open_export(options: ChangeOptions | None) -> int | None:
+    """The file of ``--export``, opened here (as the user) for the manager to write at exit."""
+    if options is None or options.export is None:
+        return None
+    try:
+        return os.open(options.export, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        raise UsageError(f"--export {options.export}: cannot write: {e.strerror}; give another path") from None
+
+
 def format_changes(document: dict[str, Any]) -> str:
     """docker diff's format: one ``K PATH`` line per change, sorted."""
     lines = [f"{c['kind']} {c['path']}" for c in document.get("changes", [])]

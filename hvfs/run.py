@@ -85,13 +85,16 @@ def run(spec: RunSpec) -> int:
     project = run_project(spec)
     winsize = terminal.host_winsize() if spec.tty else None
     with forwarding_signals() as forwarder:
-        stdio = None if spec.tty else Stdio()
+        stdio, export = None if spec.tty else Stdio(), None
         try:
+            export = changes_cli.open_export(spec.changes)
             started = session.launch(project, stdio.fds if stdio else None, stop_timeout=spec.stop_timeout,
-                                     winsize=winsize)  # fmt: skip
+                                     winsize=winsize, export=export)  # fmt: skip
         finally:
             if stdio is not None:
                 stdio.handed_over()
+            if export is not None:
+                os.close(export)
         forwarder.attach(started.signal)
         if started.fds:
             try:

@@ -47,7 +47,12 @@ class Launch:
 
 
 def launch(
-    project: Project, stdio: Sequence[int] | None, *, stop_timeout: float, winsize: bytes | None = None
+    project: Project,
+    stdio: Sequence[int] | None,
+    *,
+    stop_timeout: float,
+    winsize: bytes | None = None,
+    export: int | None = None,
 ) -> Launch:
     """Start the one VM of ``project`` (a prepared group of kind "run"): ``stdio`` its
     stdin, stdout and stderr (None with a terminal, whose master side comes back in
@@ -59,7 +64,8 @@ def launch(
     connection = client.connect(paths=host_paths(project))
     exited = None
     try:
-        client.request(connection, "run", list(stdio) if stdio is not None else None, **fields)
+        fds = [*(stdio or ()), *([export] if export is not None else [])]  # export: hvfs run --export's file
+        client.request(connection, "run", fds or None, export=export is not None, **fields)
         while True:
             try:
                 reply, fds = connection.receive()

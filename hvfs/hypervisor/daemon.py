@@ -284,6 +284,8 @@ class Daemon:
         group.debug = bool(message.get("debug"))
         group.followers.append(connection)
         winsize = bytes.fromhex(message["winsize"]) if message.get("winsize") else None
+        if message.get("export") and fds:  # hvfs run --export: written at exit, then closed
+            group.export = fds.pop()
         stdio = (fds[0], fds[1], fds[2]) if len(fds) == 3 else None
         try:
             group.start(stdio=stdio, winsize=winsize)

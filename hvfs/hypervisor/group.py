@@ -122,6 +122,7 @@ class Group:
         self.bridge: Any = None
         self.hosts: SourceSpec | None = None
         self.review: staging.Review | None = None  # a --review waiting for its client's answer
+        self.export: int | None = None  # hvfs run --export's file, written at the VM's exit
 
     # -- life -----------------------------------------------------------------------
 
@@ -375,6 +376,7 @@ class Group:
             self.manager.remove_vm(record.config.name)
         self.review = staging.Review(self.owner, self.gid, code)  # before its scratch goes:
         settled = staging.settle(running.context, record.config, code, self.review.ask)
+        staging.export(running.context, self.export)
         running.context.close()
         used = record.pool_key
         again = restart.plan(self, record, code)  # takes its sources again before they are released

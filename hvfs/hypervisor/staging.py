@@ -113,3 +113,16 @@ class Review:
         while self.answer is None and time.monotonic() < deadline and not owner.hung_up():
             time.sleep(0.1)
         return bool(self.answer)
+
+
+def export(context: VmContext, fd: int | None) -> None:
+    """hvfs run --export: the VM's changes as a tarball to ``fd``, which is closed."""
+    if fd is None:
+        return
+    from hvfs.manager.export import write_tarball
+
+    try:
+        with os.fdopen(fd, "wb") as out:
+            write_tarball(context, out)
+    except OSError as e:
+        log.warning("VM %s: --export failed: %s", context.name, e)
