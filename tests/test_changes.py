@@ -1,0 +1,170 @@
+"""What a VM changed (docs/changes.md): ``hvfs run --diff``, ``--commit-on-success``,
+``--export``, ``hvfs diff`` and ``hvfs export``, as root and rootless, strict or not."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import tarfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Vm
+
+ACCEPTANCE = "echo a > /etc/x; rm /etc/hostname; echo b >> /data/f"
+
+
+def _run(
+    vm: Vm, options: Sequence[str], script: str, data: Path, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    args = ["run", *(["--strict"] if vm.strict else []), *options, "-v", f"{data}:/data", "--", "sh", "-c", script]
+    return vm.runner.run(*args, timeout=timeout)
+
+
+def _diff_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line[:2] in ("A ", "C ", "D ")]
+
+
+def _tree(path: Path) -> dict[str, str]:
+    """Every name under ``path`` and what it is (content, symlink text, directory)."""
+    found = {}
+    for p in sorted(path.rglob("*")):
+        rel = str(p.relative_to(path))
+        if p.is_symlink():
+            found[rel] = "-> " + os.readlink(p)
+        elif p.is_dir():
+            found[rel] = "dir"
+        else:
+            found[rel] = p.read_text()
+    return found
+
+
+@pytest.fixture
+def volume(vm: Vm, shared_tmp: Path) -> Path:
+    path = shared_tmp / "data"
+    path.mkdir()
+    (path / "f").write_text("orig\n")
+    (path / "g").write_text("kept\n")
+    vm.give(path)
+    return path
+
+
+def test_run_diff_lists_exactly_the_changes(vm: Vm, volume: Path) -> None:
+    result = _run(vm, ["--diff"], ACCEPTANCE, volume)
+    assert result.returncode == 0, result.stderr
+    # The parent of a name added or removed is shown changed (its entries changed), as docker does.
+    assert _diff_lines(result.stderr) == ["C /data/f", "C /etc", "D /etc/hostname", "A /etc/x"]
+    assert (volume / "f").read_text() == "orig\nb\n"  # not staged: a bind mount is written as it goes
+
+
+def test_run_diff_follows_what_was_served(vm: Vm, volume: Path) -> None:
+    script = (
+        "echo t > /tmp/t; rm /tmp/t; "  # added then removed: nothing
+        "mkdir /data/d; echo x > /data/d/x; mv /data/g /data/d/g; "  # rename: D old, A new
+        "cd /data && ln -s f link && chmod 600 f && truncate -s 2 f"
+    )
+    result = _run(vm, ["--diff"], script, volume)
+    assert result.returncode == 0, result.stderr
+    assert _diff_lines(result.stderr) == [
+        "C /data",
+        "A /data/d",
+        "A /data/d/g",
+        "A /data/d/x",
+        "C /data/f",
+        "D /data/g",
+        "A /data/link",
+    ]
+
+
+def test_commit_on_success_applies_when_the_command_exits_0(vm: Vm, volume: Path) -> None:
+    result = _run(
+        vm, ["--commit-on-success", "--diff"], ACCEPTANCE + "; rm /data/g; mkdir /data/n; ln -s /etc /data/n/l", volume
+    )
+    assert result.returncode == 0, result.stderr
+    assert _tree(volume) == {"f": "orig\nb\n", "n": "dir", "n/l": "-> /etc"}
+    assert "changes to the VM's root dropped" in result.stderr
+    assert not os.path.exists("/etc/x") and os.path.exists("/etc/hostname")  # never the host's root
+
+
+def test_commit_on_success_leaves_the_host_untouched_when_the_command_fails(vm: Vm, volume: Path) -> None:
+    before = _tree(volume)
+    result = _run(vm, ["--commit-on-success"], ACCEPTANCE + "; rm /data/g; mkdir /data/n; exit 1", volume)
+    assert result.returncode == 1, result.stderr
+    assert _tree(volume) == before
+    assert "dropped (the command exited 1); the host is untouched" in result.stderr
+
+
+def test_staged_mount_reads_its_own_writes(vm: Vm, volume: Path) -> None:
+    """Staged or not, the VM sees its changes as it makes them."""
+    result = _run(
+        vm, ["--commit-on-success"], "echo b >> /data/f; cat /data/f; rm /data/g; test ! -e /data/g; exit 3", volume
+    )
+    assert result.returncode == 3, result.stderr
+    assert result.stdout == "orig\nb\n"
+    assert (volume / "f").read_text() == "orig\n" and (volume / "g").exists()
+
+
+def test_run_export_writes_changes_and_whiteouts(vm: Vm, volume: Path, shared_tmp: Path) -> None:
+    out = shared_tmp / "changes.tar"
+    result = _run(vm, ["--export", str(out)], ACCEPTANCE + "; ln -s /etc/passwd /data/l", volume)
+    assert result.returncode == 0, result.stderr
+    with tarfile.open(out) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        assert set(members) == {"data", "data/f", "data/l", "etc", "etc/x", "etc/.wh.hostname"}
+        assert members["data/l"].issym() and members["data/l"].linkname == "/etc/passwd"
+        assert tar.extractfile("data/f").read() == b"orig\nb\n"  # type: ignore[union-attr]
+        assert tar.extractfile("etc/x").read() == b"a\n"  # type: ignore[union-attr]
+
+
+def test_diff_and_export_of_a_running_vm(vm: Vm, volume: Path) -> None:
+    name = f"diff-{os.getpid()}-{int(time.monotonic() * 1000) % 100000}"
+    args = ["run", *(["--strict"] if vm.strict else []), "--name", name, "-v", f"{volume}:/data", "--", "sh", "-c",
+            "rm /data/g; echo y > /etc/y; echo ready; sleep 30"]  # fmt: skip
+    with subprocess.Popen(
+        [*vm.runner.command, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as running:
+        try:
+            assert running.stdout is not None and running.stdout.readline() == "ready\n"
+            listed = vm.runner.run("diff", name)
+            assert listed.returncode == 0, listed.stderr
+            assert listed.stdout.splitlines() == ["C /data", "D /data/g", "C /etc", "A /etc/y"]
+            document = json.loads(vm.runner.ok("diff", "--json", name))
+            assert {"kind": "D", "path": "/data/g"} in document["changes"] and document["truncated"] is False
+            exported = subprocess.run([*vm.runner.command, "export", name], capture_output=True, timeout=60)
+            assert exported.returncode == 0, exported.stderr
+            with tarfile.open(fileobj=io.BytesIO(exported.stdout)) as tar:
+                assert {"data/.wh.g", "etc/y"} <= set(tar.getnames())
+        finally:
+            running.terminate()
+            running.communicate(timeout=30)
+
+
+def test_bad_change_flags_get_one_line(vm: Vm, volume: Path) -> None:
+    review = vm.runner.run("run", "--review", "-v", f"{volume}:/data", "--", "true", stdin=subprocess.DEVNULL)
+    assert review.returncode == 125 and review.stderr.count("\n") == 1
+    assert "--review asks on a terminal" in review.stderr
+    stage = vm.runner.run("run", "--commit-on-success", "--stage", "/nope", "-v", f"{volume}:/data", "--", "true")
+    assert stage.returncode == 125 and "stage one of: /data" in stage.stderr and stage.stderr.count("\n") == 1
+    alone = vm.runner.run("run", "--stage", "/data", "--", "true")
+    assert alone.returncode == 125 and "add one of them" in alone.stderr
+    missing = vm.runner.run("diff", "no-such-vm-here")
+    assert missing.returncode == 125 and "no VM named 'no-such-vm-here'" in missing.stderr
+
+
+def test_stage_chooses_the_mounts(vm: Vm, volume: Path, shared_tmp: Path) -> None:
+    other = shared_tmp / "other"
+    other.mkdir()
+    vm.give(other)
+    script = "echo o > /other/o; echo n > /data/n; exit 1"
+    mounts = ["-v", f"{volume}:/data", "-v", f"{other}:/other"]
+    args = ["run", *(["--strict"] if vm.strict else []), "--commit-on-success", "--stage", "/data", *mounts]
+    args += ["--", "sh", "-c", script]
+    result = vm.runner.run(*args)
+    assert result.returncode == 1, result.stderr
+    assert (other / "o").read_text() == "o\n"  # not staged: written as it went
+    assert not (volume / "n").exists()
