@@ -48,9 +48,6 @@ RESOLVE_BENEATH = 0x08
 RESOLVE_IN_ROOT = 0x10
 RESOLVE_CACHED = 0x20
 
-# renameat2's flags (include/uapi/linux/fs.h).
-RENAME_EXCHANGE = 2  # both names stay, each replaced by the other
-
 # statx (include/uapi/linux/stat.h): its 256-byte struct statx is the same on every arch.
 STATX_MNT_ID = 0x1000
 STATX__RESERVED = 0x80000000

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from hvfs import api
-from hvfs._sys.abi import RENAME_EXCHANGE, TMPFILE_BIT
+from hvfs._sys.abi import TMPFILE_BIT
+from hvfs.api.messages import RENAME_EXCHANGE
 from hvfs.manager.resolve import fd_closing, open_object, parent, proc_path
 
 LIMIT = 100_000  # paths per VM: some 20 MB at worst; a VM making millions of files is truncated

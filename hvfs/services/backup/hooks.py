@@ -13,16 +13,15 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from hvfs import api
-from hvfs._sys.abi import RENAME_EXCHANGE
 from hvfs.api.events import Event
 from hvfs.api.hooks import EventBus, Files
+from hvfs.api.messages import RENAME_EXCHANGE
 from hvfs.services.backup.service import BackupLimits, BackupService, BackupStatistics, Skipped
 from hvfs.services.base import service_event
 from hvfs.services.describe import BACKUP
 
 if TYPE_CHECKING:
     from hvfs.services.plugins.backup import BackupConfig
-
 
 
 class Backup:
