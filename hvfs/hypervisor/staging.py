@@ -79,7 +79,8 @@ def _settle(
                 lines.append(f"{mount.target}: its staged changes were lost; nothing applied")
                 continue
             report = apply_staged(upper, host, mount.target)
-            lines.append(f"{mount.target}: {report.applied} changes applied to {host}")
+            replaced = f" ({report.replaced} names in the way replaced)" if report.replaced else ""
+            lines.append(f"{mount.target}: {report.applied} changes applied to {host}{replaced}")
             for refused in report.refused[:MAX_REPORTED]:
                 lines.append(f"{mount.target}: not applied: {refused}")
             if len(report.refused) > MAX_REPORTED:

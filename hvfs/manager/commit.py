@@ -37,6 +37,7 @@ MAX_REPORTED = 20
 @dataclass
 class CommitReport:
     applied: int = 0
+    replaced: int = 0  # a file or symlink found where the VM made a directory, removed (not followed)
     refused: list[str] = field(default_factory=list)  # "PATH: why"
 
     def refuse(self, path: str, why: str) -> None:
@@ -154,6 +155,7 @@ def _directory(upper: int, host: int, name: str, st: os.stat_result, where: str,
             if e.errno not in (errno.ENOTDIR, errno.ELOOP):
                 raise
             _remove(host, name)  # a file or a symlink where the VM made a directory
+            report.replaced += 1
             os.mkdir(name, 0o700, dir_fd=host)
     target = _open_dir(host, name)
     source = _open_dir(upper, name)
