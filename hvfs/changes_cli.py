@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from dataclasses import dataclass, replace
@@ -98,28 +97,33 @@ def staged_mounts(
     return tuple(result), tuple(staged)
 
 
-def open_export(options: ChangeOptions | None) -> int | None:
-    """The file of ``--export``, opened here (as the user) for the manager to write at exit."""
-    if options is None or options.export is None:
-        return None
-    try:
-        return os.open(options.export, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    except OSError as e:
-        raise UsageError(f"--export {options.export}: cannot write: {e.strerror}; give another path") from None
+def outputs(options: ChangeOptions | None) -> dict[str, int]:
+    """What the manager writes at the VM's exit, by role: ``export`` (the file of
+    --export, opened here as the user) and ``diff`` (this process's stderr, for --diff)."""
+    found: dict[str, int] = {}
+    if options is None:
+        return found
+    if options.diff:
+        found["diff"] = os.dup(2)
+    if options.export is not None:
+        try:
+            found["export"] = os.open(options.export, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            for fd in found.values():
+                os.close(fd)
+            raise UsageError(f"--export {options.export}: cannot write: {e.strerror}; give another path") from None
+    return found
 
 
 def format_changes(document: dict[str, Any]) -> str:
-    """docker diff's format: one ``K PATH`` line per change, sorted."""
-    lines = [f"{c['kind']} {c['path']}" for c in document.get("changes", [])]
-    if document.get("truncated"):
-        lines.append(f"(truncated: {document.get('lost', 0)} more changes not recorded)")
-    return "".join(line + "\n" for line in lines)
+    from hvfs.manager.changes import render
+
+    return render(document)
 
 
-def report(options: ChangeOptions, document: dict[str, Any] | None, commit: dict[str, Any] | None) -> None:
-    """What ``hvfs run`` prints on stderr at the end for these options."""
-    if options.diff and document is not None:
-        sys.stderr.write(format_changes(document))
+def report(commit: dict[str, Any] | None) -> None:
+    """What ``hvfs run`` prints on stderr at the end of a commit (the diff itself the
+    manager wrote there already)."""
     if commit is not None:
         for line in commit.get("lines", []):
             sys.stderr.write(f"hvfs: {line}\n")
@@ -142,7 +146,7 @@ def ask(document: dict[str, Any]) -> bool:
 # -- hvfs diff / hvfs export ---------------------------------------------------------------
 
 
-def _ask_manager(op: str, name: str, fds: list[int] | None = None) -> dict[str, Any]:
+def _ask_manager(op: str, name: str, fds: list[int] | None = None, **fields: object) -> dict[str, Any]:
     from hvfs.hypervisor import client, control
 
     try:
@@ -150,7 +154,7 @@ def _ask_manager(op: str, name: str, fds: list[int] | None = None) -> dict[str, 
     except control.ControlError:
         raise UsageError(f"no VM named {name!r} is running (no manager); see 'hvfs ps'") from None
     try:
-        client.request(connection, op, fds, vm=name)
+        client.request(connection, op, fds, vm=name, **fields)
         reply, got = connection.receive()
     finally:
         connection.close()
@@ -162,8 +166,8 @@ def _ask_manager(op: str, name: str, fds: list[int] | None = None) -> dict[str, 
 
 
 def _diff(args: argparse.Namespace) -> int:
-    document = _ask_manager("changes", args.vm)["changes"]
-    sys.stdout.write(json.dumps(document, indent=2) + "\n" if args.json else format_changes(document))
+    sys.stdout.flush()
+    _ask_manager("changes", args.vm, [1], json=args.json)  # written by the manager: no size limit
     return 0
 
 

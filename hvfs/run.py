@@ -85,16 +85,16 @@ def run(spec: RunSpec) -> int:
     project = run_project(spec)
     winsize = terminal.host_winsize() if spec.tty else None
     with forwarding_signals() as forwarder:
-        stdio, export = None if spec.tty else Stdio(), None
+        stdio, outputs = None if spec.tty else Stdio(), {}
         try:
-            export = changes_cli.open_export(spec.changes)
+            outputs = changes_cli.outputs(spec.changes)
             started = session.launch(project, stdio.fds if stdio else None, stop_timeout=spec.stop_timeout,
-                                     winsize=winsize, export=export)  # fmt: skip
+                                     winsize=winsize, outputs=outputs)  # fmt: skip
         finally:
             if stdio is not None:
                 stdio.handed_over()
-            if export is not None:
-                os.close(export)
+            for fd in outputs.values():
+                os.close(fd)
         forwarder.attach(started.signal)
         if started.fds:
             try:
@@ -107,8 +107,7 @@ def run(spec: RunSpec) -> int:
         started.connection.close()
     if stdio is not None:
         stdio.finish()
-    if spec.changes is not None:
-        changes_cli.report(spec.changes, exited.get("changes"), exited.get("commit"))
+    changes_cli.report(exited.get("commit"))
     if spec.stats:
         _write_stats(spec.stats, exited.get("stats", {"vm": started.name}))
     return int(exited["code"])

@@ -52,7 +52,7 @@ def launch(
     *,
     stop_timeout: float,
     winsize: bytes | None = None,
-    export: int | None = None,
+    outputs: Mapping[str, int] | None = None,
 ) -> Launch:
     """Start the one VM of ``project`` (a prepared group of kind "run"): ``stdio`` its
     stdin, stdout and stderr (None with a terminal, whose master side comes back in
@@ -64,8 +64,10 @@ def launch(
     connection = client.connect(paths=host_paths(project))
     exited = None
     try:
-        fds = [*(stdio or ()), *([export] if export is not None else [])]  # export: hvfs run --export's file
-        client.request(connection, "run", fds or None, export=export is not None, **fields)
+        # outputs: what the manager writes at the VM's exit (hvfs.changes_cli.outputs), after stdio
+        roles = list(outputs or {})
+        fds = [*(stdio or ()), *(outputs or {}).values()]
+        client.request(connection, "run", fds or None, outputs=roles, **fields)
         while True:
             try:
                 reply, fds = connection.receive()

@@ -284,13 +284,16 @@ class Daemon:
         group.debug = bool(message.get("debug"))
         group.followers.append(connection)
         winsize = bytes.fromhex(message["winsize"]) if message.get("winsize") else None
-        if message.get("export") and fds:  # hvfs run --export: written at exit, then closed
-            group.export = fds.pop()
+        roles = [str(r) for r in message.get("outputs", [])][: len(fds)]  # written at the VM's exit
+        group.outputs = dict(zip(roles, fds[len(fds) - len(roles) :], strict=True)) if roles else {}
+        del fds[len(fds) - len(roles) :]
         stdio = (fds[0], fds[1], fds[2]) if len(fds) == 3 else None
         try:
             group.start(stdio=stdio, winsize=winsize)
         except BaseException:
             self._remove(group)
+            for fd in group.outputs.values():
+                os.close(fd)
             raise
         record = next(iter(group.vms.values()))
         assert record.running is not None
@@ -325,9 +328,14 @@ class Daemon:
         group.review.answer = bool(message.get("apply"))
 
     def _op_changes(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
-        """What a running VM changed (hvfs diff), found by its name."""
+        """What a running VM changed (hvfs diff), found by its name, written to the fd sent."""
+        if len(fds) != 1:
+            raise LookupError("changes needs one fd to write the list to")
         context = self._running_vm(message)
-        connection.send({"changes": context.changes.document()})
+        from hvfs.manager.changes import write
+
+        write(context.changes, fds[0], as_json=bool(message.get("json")))
+        connection.send({"ok": True})
 
     def _op_export(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
         """A running VM's changes as a tarball, written to the fd the client sent (hvfs export)."""

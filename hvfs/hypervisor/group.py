@@ -122,7 +122,7 @@ class Group:
         self.bridge: Any = None
         self.hosts: SourceSpec | None = None
         self.review: staging.Review | None = None  # a --review waiting for its client's answer
-        self.export: int | None = None  # hvfs run --export's file, written at the VM's exit
+        self.outputs: dict[str, int] = {}  # hvfs run --diff's stderr, --export's file: written at exit
 
     # -- life -----------------------------------------------------------------------
 
@@ -376,7 +376,7 @@ class Group:
             self.manager.remove_vm(record.config.name)
         self.review = staging.Review(self.owner, self.gid, code)  # before its scratch goes:
         settled = staging.settle(running.context, record.config, code, self.review.ask)
-        staging.export(running.context, self.export)
+        staging.write_outputs(running.context, self.outputs)
         running.context.close()
         used = record.pool_key
         again = restart.plan(self, record, code)  # takes its sources again before they are released
@@ -402,7 +402,7 @@ class Group:
             if self.services is not None:
                 self.services.close()  # the last closes saved, the last events out, before the numbers
             message["stats"] = self.statistics(record.config.name, running)
-            message["changes"], message["commit"] = running.context.changes.document(), settled
+            message["changes"], message["commit"] = running.context.changes.document(staging.SHOWN), settled
         telling.flush()
         self.tell(message)
         if all(r.state == "exited" for r in self.vms.values()) and self.project.kind == "run":

@@ -23,6 +23,7 @@ from hvfs.manager.vm import VmContext
 from hvfs.project.config import VmConfig
 
 log = logging.getLogger("hvfs.hypervisor")
+SHOWN = 96 << 10  # bytes of changes in a control message (exit, --review): its size is bounded
 REVIEW_TIMEOUT = 3600.0  # seconds a --review waits for its answer before dropping
 
 
@@ -48,7 +49,7 @@ def settle(
     if not config.commit:
         return None
     try:
-        return _settle(context.staged, config, code, context.changes.document(), ask)
+        return _settle(context.staged, config, code, context.changes.document(SHOWN), ask)
     except Exception as e:  # a staged tree that cannot even be read: nothing more applied
         log.exception("VM %s: its staged changes could not be applied", config.name)
         return {"lines": [f"staged changes not applied: {e}"], "applied": False}
@@ -107,7 +108,7 @@ class Review:
         if owner is None:
             return False
         try:
-            owner.send({"review": changes, "code": self.code, "gid": self.gid})
+            owner.send({"review": changes, "code": self.code, "gid": self.gid})  # bounded by its caller
         except OSError:
             return False
         deadline = time.monotonic() + REVIEW_TIMEOUT
@@ -116,14 +117,20 @@ class Review:
         return bool(self.answer)
 
 
-def export(context: VmContext, fd: int | None) -> None:
-    """hvfs run --export: the VM's changes as a tarball to ``fd``, which is closed."""
-    if fd is None:
-        return
+def write_outputs(context: VmContext, outputs: dict[str, int]) -> None:
+    """hvfs run --diff and --export: the VM's changes to the fds its client gave (each closed)."""
+    from hvfs.manager.changes import write
     from hvfs.manager.export import write_tarball
 
-    try:
-        with os.fdopen(fd, "wb") as out:
-            write_tarball(context, out)
-    except OSError as e:
-        log.warning("VM %s: --export failed: %s", context.name, e)
+    for role, fd in outputs.items():
+        try:
+            if role == "diff":
+                write(context.changes, fd, as_json=False)
+            elif role == "export":
+                with os.fdopen(os.dup(fd), "wb") as out:
+                    write_tarball(context, out)
+        except OSError as e:
+            log.warning("VM %s: --%s failed: %s", context.name, role, e)
+        finally:
+            os.close(fd)
+    outputs.clear()

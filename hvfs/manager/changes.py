@@ -19,6 +19,7 @@ make the "existed before" of its own path wrong, never name a path outside the V
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 import threading
@@ -96,13 +97,42 @@ class ChangeSet:
                 up = posixpath.dirname(up)
         return [Change(kinds[p], p) for p in sorted(kinds)]
 
-    def document(self) -> dict[str, Any]:
-        """As ``hvfs diff --json`` prints it, and the control protocol carries it."""
+    def document(self, budget: int | None = None) -> dict[str, Any]:
+        """As ``hvfs diff --json`` prints it; with ``budget``, only the first changes whose
+        paths fit in that many bytes, the rest counted in ``omitted`` (a control message
+        has a bounded size)."""
+        changes = self.changes()
+        shown = changes
+        if budget is not None:
+            for n, change in enumerate(changes):
+                budget -= len(change.path) + 32  # its JSON around it
+                if budget < 0:
+                    shown = changes[:n]
+                    break
         return {
-            "changes": [{"kind": c.kind, "path": c.path} for c in self.changes()],
+            "changes": [{"kind": c.kind, "path": c.path} for c in shown],
+            "omitted": len(changes) - len(shown),
             "truncated": self.truncated,
             "lost": self.lost,
         }
+
+
+def render(document: dict[str, Any]) -> str:
+    """docker diff's format: one ``K PATH`` line per change, sorted; then what is missing."""
+    lines = [f"{c['kind']} {c['path']}" for c in document.get("changes", [])]
+    if document.get("omitted"):
+        lines.append(f"({document['omitted']} more changes: see hvfs diff or hvfs export)")
+    if document.get("truncated"):
+        lines.append(f"(truncated: {document.get('lost', 0)} more changes were not recorded, past {LIMIT} paths)")
+    return "".join(line + "\n" for line in lines)
+
+
+def write(changes: ChangeSet, fd: int, *, as_json: bool) -> None:
+    """The whole change set to ``fd`` (the client's stdout or stderr), as text or JSON."""
+    document = changes.document()
+    text = json.dumps(document, indent=2) + "\n" if as_json else render(document)
+    with os.fdopen(os.dup(fd), "w") as out:
+        out.write(text)
 
 
 # -- what the dispatch calls (Manager.handle_request) ------------------------------------
