@@ -55,8 +55,8 @@ def options_from(args: argparse.Namespace) -> ChangeOptions:
     commit = "success" if args.commit_on_success else "review" if args.review else ""
     if args.stage and not commit:
         raise UsageError("--stage chooses what --commit-on-success or --review stage; add one of them")
-    if commit == "review" and not (os.isatty(0) and os.isatty(2)):
-        raise UsageError("--review asks on a terminal and there is none; use --commit-on-success instead")
+    if commit == "review" and not os.isatty(0):
+        raise UsageError("--review asks on the terminal and stdin is none; use --commit-on-success instead")
     if commit and args.persist:
         raise UsageError(
             "--persist keeps root changes as they happen and cannot be staged; drop --persist or the commit flag"
@@ -131,16 +131,21 @@ def report(commit: dict[str, Any] | None) -> None:
 
 
 def ask(document: dict[str, Any]) -> bool:
-    """--review: show the staged changes and ask on the terminal."""
-    sys.stderr.write(format_changes(document))
-    sys.stderr.write("hvfs: apply these changes to the host? [y/N] ")
-    sys.stderr.flush()
+    """--review: show the staged changes on the terminal and ask there."""
     try:
-        with open("/dev/tty") as tty:
-            answer = tty.readline()
+        tty = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError:
         return False
-    return answer.strip().lower() in ("y", "yes")
+    try:
+        os.write(tty, (format_changes(document) + "hvfs: apply these changes to the host? [y/N] ").encode())
+        answer = b""
+        while not answer.endswith(b"\n") and (chunk := os.read(tty, 256)):
+            answer += chunk
+    except OSError:
+        return False
+    finally:
+        os.close(tty)
+    return answer.strip().lower() in (b"y", b"yes")
 
 
 # -- hvfs diff / hvfs export ---------------------------------------------------------------

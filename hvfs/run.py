@@ -85,7 +85,9 @@ def run(spec: RunSpec) -> int:
     project = run_project(spec)
     winsize = terminal.host_winsize() if spec.tty else None
     with forwarding_signals() as forwarder:
-        stdio, outputs = None if spec.tty else Stdio(), {}
+        # --review keeps the terminal for its question: the VM's stdin is empty
+        reviewing = spec.changes is not None and spec.changes.commit == "review"
+        stdio, outputs = None if spec.tty else Stdio(input=not reviewing), {}
         try:
             outputs = changes_cli.outputs(spec.changes)
             started = session.launch(project, stdio.fds if stdio else None, stop_timeout=spec.stop_timeout,

@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import pty
+import select
 import subprocess
 import tarfile
 import time
@@ -147,7 +149,7 @@ def test_diff_and_export_of_a_running_vm(vm: Vm, volume: Path) -> None:
 def test_bad_change_flags_get_one_line(vm: Vm, volume: Path) -> None:
     review = vm.runner.run("run", "--review", "-v", f"{volume}:/data", "--", "true", stdin=subprocess.DEVNULL)
     assert review.returncode == 125 and review.stderr.count("\n") == 1
-    assert "--review asks on a terminal" in review.stderr
+    assert "--review asks on the terminal" in review.stderr
     stage = vm.runner.run("run", "--commit-on-success", "--stage", "/nope", "-v", f"{volume}:/data", "--", "true")
     assert stage.returncode == 125 and "stage one of: /data" in stage.stderr and stage.stderr.count("\n") == 1
     alone = vm.runner.run("run", "--stage", "/data", "--", "true")
@@ -168,3 +170,59 @@ def test_stage_chooses_the_mounts(vm: Vm, volume: Path, shared_tmp: Path) -> Non
     assert result.returncode == 1, result.stderr
     assert (other / "o").read_text() == "o\n"  # not staged: written as it went
     assert not (volume / "n").exists()
+
+
+def test_a_long_change_list_arrives_whole(vm: Vm, volume: Path) -> None:
+    """More changes than a control message holds: --diff still lists every one."""
+    script = "mkdir /tmp/many; i=0; while [ $i -lt 6000 ]; do : > /tmp/many/file-with-a-long-name-$i; i=$((i+1)); done"
+    result = _run(vm, ["--diff"], script, volume, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = _diff_lines(result.stderr)
+    assert len(lines) == 6000 + 2 and lines[:2] == ["C /tmp", "A /tmp/many"]
+    assert "A /tmp/many/file-with-a-long-name-5999" in lines
+
+
+def _review(vm: Vm, volume: Path, answer: bytes) -> tuple[int, str]:
+    """``hvfs run --review`` on a terminal of its own, answering ``answer`` when asked."""
+    args = [*vm.runner.command, "run", *(["--strict"] if vm.strict else []), "--review", "-v", f"{volume}:/data",
+            "--", "sh", "-c", "echo b >> /data/f; rm /data/g; exit 1"]  # fmt: skip
+    pid, master = pty.fork()
+    if pid == 0:
+        os.chdir("/")
+        os.execvp(args[0], args)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 120
+        while b"[y/N]" not in seen and time.monotonic() < deadline:
+            if select.select([master], [], [], 1)[0]:
+                try:
+                    seen += os.read(master, 4096)
+                except OSError:  # EIO: it exited without asking
+                    break
+        assert b"[y/N]" in seen, seen
+        os.write(master, answer)
+        while time.monotonic() < deadline:
+            if not select.select([master], [], [], 1)[0]:
+                continue
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the other side is gone
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(master)
+        _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), seen.decode(errors="replace")
+
+
+def test_review_applies_after_yes_and_drops_after_no(vm: Vm, volume: Path) -> None:
+    code, shown = _review(vm, volume, b"n\n")
+    assert code == 1, shown
+    assert "C /data/f" in shown and "D /data/g" in shown and "not approved" in shown
+    assert (volume / "f").read_text() == "orig\n" and (volume / "g").exists()
+    code, shown = _review(vm, volume, b"y\n")
+    assert code == 1, shown
+    assert "changes applied" in shown, shown
+    assert (volume / "f").read_text() == "orig\nb\n" and not (volume / "g").exists()
