@@ -91,7 +91,10 @@ def staged_mounts(
             result.append(replace(mount, source=SourceSpec("overlay", {"path": path})))
             staged.append(mount.target)
         elif mount.target in chosen:
-            raise UsageError(f"--stage {mount.target}: {path} is a file; only directories can be staged")
+            raise UsageError(
+                f"{path} (at {mount.target}) is a file and only directories can be staged; "
+                "mount its directory, add :ro, or choose the mounts to stage with --stage"
+            )
         else:
             result.append(mount)
     return tuple(result), tuple(staged)

@@ -226,3 +226,10 @@ def test_review_applies_after_yes_and_drops_after_no(vm: Vm, volume: Path) -> No
     assert code == 1, shown
     assert "changes applied" in shown, shown
     assert (volume / "f").read_text() == "orig\nb\n" and not (volume / "g").exists()
+
+
+def test_a_file_bind_is_never_silently_written_by_a_commit(vm: Vm, volume: Path) -> None:
+    result = vm.runner.run("run", "--commit-on-success", "-v", f"{volume / 'f'}:/f", "--", "sh", "-c", "echo x > /f")
+    assert result.returncode == 125 and result.stderr.count("\n") == 1, result.stderr
+    assert "only directories can be staged" in result.stderr
+    assert (volume / "f").read_text() == "orig\n"
