@@ -124,9 +124,18 @@ def format_changes(document: dict[str, Any]) -> str:
     return render(document)
 
 
-def report(commit: dict[str, Any] | None) -> None:
-    """What ``hvfs run`` prints on stderr at the end of a commit (the diff itself the
-    manager wrote there already)."""
+def report(
+    commit: dict[str, Any] | None, options: ChangeOptions | None = None, lost: dict[str, Any] | None = None
+) -> None:
+    """What ``hvfs run`` prints on stderr at the end: a commit's lines (the diff itself the
+    manager wrote there already); after a manager restart, which lost the fds it was to
+    write to, the changes the new manager saw, from its exit message (``lost``)."""
+    if options is not None and lost is not None:
+        if options.diff:
+            sys.stderr.write(format_changes(lost))
+            sys.stderr.write("hvfs: the manager was replaced during the run: changes before that are not listed\n")
+        if options.export:
+            sys.stderr.write(f"hvfs: the manager was replaced during the run: {options.export} was not written\n")
     if commit is not None:
         for line in commit.get("lines", []):
             sys.stderr.write(f"hvfs: {line}\n")

@@ -88,6 +88,7 @@ def run(spec: RunSpec) -> int:
         # --review keeps the terminal for its question: the VM's stdin is empty
         reviewing = spec.changes is not None and spec.changes.commit == "review"
         stdio, outputs = None if spec.tty else Stdio(input=not reviewing), {}
+        replaced: list[bool] = []  # the manager serving the VM was replaced: what it was to write at exit is lost
         try:
             outputs = changes_cli.outputs(spec.changes)
             started = session.launch(project, stdio.fds if stdio else None, stop_timeout=spec.stop_timeout,
@@ -104,15 +105,22 @@ def run(spec: RunSpec) -> int:
             finally:
                 os.close(started.fds[0])
         exited = session.wait_exit(
-            started, on_reattach=lambda again: forwarder.attach(again.signal), on_review=_reviewer(started)
+            started,
+            on_reattach=lambda again: (forwarder.attach(again.signal), replaced.append(True)),
+            on_review=_reviewer(started),
         )
         started.connection.close()
     if stdio is not None:
         stdio.finish()
-    changes_cli.report(exited.get("commit"))
+    changes_cli.report(exited.get("commit"), spec.changes, exited.get("changes") if replaced else None)
     if spec.stats:
         _write_stats(spec.stats, exited.get("stats", {"vm": started.name}))
     return int(exited["code"])
+
+
+def _reattached(again: session.Launch, forwarder: SignalForwarder, replaced: list[bool]) -> None:
+    forwarder.attach(again.signal)
+    replaced.append(True)
 
 
 def _reviewer(started: session.Launch) -> Callable[[dict[str, Any]], None]:
