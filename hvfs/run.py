@@ -106,7 +106,7 @@ def run(spec: RunSpec) -> int:
                 os.close(started.fds[0])
         exited = session.wait_exit(
             started,
-            on_reattach=lambda again: (forwarder.attach(again.signal), replaced.append(True)),
+            on_reattach=lambda again: _reattached(again, forwarder, replaced),
             on_review=_reviewer(started),
         )
         started.connection.close()
