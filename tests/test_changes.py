@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Vm
+from tests.conftest import Hvfs, Vm
 
 ACCEPTANCE = "echo a > /etc/x; rm /etc/hostname; echo b >> /data/f"
 
@@ -233,3 +233,33 @@ def test_a_file_bind_is_never_silently_written_by_a_commit(vm: Vm, volume: Path)
     assert result.returncode == 125 and result.stderr.count("\n") == 1, result.stderr
     assert "only directories can be staged" in result.stderr
     assert (volume / "f").read_text() == "orig\n"
+
+
+def test_diff_of_a_project_vm(hvfs: Hvfs, tmp_path: Path) -> None:
+    """A project's VM, found by its name: what it changed in its root and its volume."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "old").write_text("old\n")
+    name = f"differ{os.getpid()}"
+    (tmp_path / "hvfs.toml").write_text(
+        f"[sources.data]\ntype = \"host\"\npath = \"{data}\"\n\n"
+        f"[vms.{name}]\ncommand = \"rm /data/old; echo n > /data/new; echo r > /etc/r; touch /tmp/ready; sleep 60\"\n"
+        "mounts = [{ source = \"data\", target = \"/data\" }]\n"
+    )  # fmt: skip
+    project = ["-f", str(tmp_path / "hvfs.toml")]
+    hvfs.ok(*project, "up", "-d")
+    try:
+        deadline = time.monotonic() + 30
+        while "A /tmp/ready" not in (listed := hvfs.run("diff", name).stdout) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert listed.splitlines() == [
+            "C /data",
+            "A /data/new",
+            "D /data/old",
+            "C /etc",
+            "A /etc/r",
+            "C /tmp",
+            "A /tmp/ready",
+        ]
+    finally:
+        hvfs.run(*project, "down")
