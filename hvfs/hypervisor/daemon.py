@@ -352,7 +352,12 @@ class Daemon:
         name = str(message.get("vm"))
         with self.lock:
             groups = list(self.groups.values())
-        found = [r.running.context for g in groups for n, r in g.vms.items() if n == name and r.running is not None]
+        found = [
+            r.running.context
+            for g in groups
+            for n, r in g.vms.items()
+            if n == name and r.running is not None and r.state == "running"
+        ]
         if not found:
             raise LookupError(f"no VM named {name!r} is running; see 'hvfs ps'")
         if len(found) > 1:
