@@ -65,6 +65,9 @@ def _run_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
     from hvfs.services.registry import add_run_flags
 
     add_run_flags(run.add_argument_group("services"))
+    from hvfs.changes_cli import add_run_flags as add_change_flags
+
+    add_change_flags(run)
     run.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return run
 
@@ -79,15 +82,24 @@ def _spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     name = spec.check_name(args.name) if args.name else f"hvfs-{os.urandom(4).hex()}"
     if args.tty and args.interactive and not os.isatty(0):
         raise spec.UsageError("the input device is not a TTY; drop -t or run from a terminal")
-    return spec.RunSpec(
-        argv=(*spec.check_entrypoint(args.entrypoint), *command) if args.entrypoint is not None else tuple(command),
-        name=name,
-        image=spec.check_image(args.image),
-        mounts=(
+    from hvfs.changes_cli import options_from, staged_mounts
+
+    changes = options_from(args)
+    mounts, staged = staged_mounts(
+        (
             *(spec.parse_volume(v) for v in args.volume),
             *(spec.parse_tmpfs(t) for t in args.tmpfs),
             *(spec.parse_mount(m) for m in args.mount),
         ),
+        changes,
+    )
+    return spec.RunSpec(
+        argv=(*spec.check_entrypoint(args.entrypoint), *command) if args.entrypoint is not None else tuple(command),
+        name=name,
+        image=spec.check_image(args.image),
+        mounts=mounts,
+        changes=changes,
+        staged=staged,
         workdir=spec.check_workdir(args.workdir) if args.workdir else "/",
         env=spec.parse_env(args.env, os.environ, name=name, tty=args.tty),
         strict=args.strict,
@@ -141,11 +153,13 @@ def main(argv: list[str] | None = None) -> int:
         from hvfs.services.scan.cli import add_quarantine_command
 
         project_cli.add_commands(subparsers)
+        from hvfs.changes_cli import add_commands as add_change_commands
         from hvfs.doctor import add_doctor_command
         from hvfs.hypervisor.commands import add_manager_command
         from hvfs.images.cli import add_images_command
         from hvfs.oci.install import add_docker_command
 
+        add_change_commands(subparsers)
         for add in (add_events_command, add_backup_command, add_quarantine_command, add_manager_command,
                     add_doctor_command, add_images_command):  # fmt: skip
             add(cast("argparse._SubParsersAction[argparse.ArgumentParser]", subparsers))  # _Parser is one

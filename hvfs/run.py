@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from hvfs import changes_cli
 from hvfs.client import session
 from hvfs.hypervisor.spec import run_project
 from hvfs.sandbox import terminal
@@ -84,26 +85,54 @@ def run(spec: RunSpec) -> int:
     project = run_project(spec)
     winsize = terminal.host_winsize() if spec.tty else None
     with forwarding_signals() as forwarder:
-        stdio = None if spec.tty else Stdio()
+        # --review keeps the terminal for its question: the VM's stdin is empty
+        reviewing = spec.changes is not None and spec.changes.commit == "review"
+        stdio, outputs = None if spec.tty else Stdio(input=not reviewing), {}
+        replaced: list[bool] = []  # the manager serving the VM was replaced: what it was to write at exit is lost
         try:
+            outputs = changes_cli.outputs(spec.changes)
             started = session.launch(project, stdio.fds if stdio else None, stop_timeout=spec.stop_timeout,
-                                     winsize=winsize)  # fmt: skip
+                                     winsize=winsize, outputs=outputs)  # fmt: skip
         finally:
             if stdio is not None:
                 stdio.handed_over()
+            for fd in outputs.values():
+                os.close(fd)
         forwarder.attach(started.signal)
         if started.fds:
             try:
                 terminal.relay(started.fds[0], interactive=spec.interactive, until=started.connection.sock.fileno())
             finally:
                 os.close(started.fds[0])
-        exited = session.wait_exit(started, on_reattach=lambda again: forwarder.attach(again.signal))
+        exited = session.wait_exit(
+            started,
+            on_reattach=lambda again: _reattached(again, forwarder, replaced),
+            on_review=_reviewer(started),
+        )
         started.connection.close()
     if stdio is not None:
         stdio.finish()
+    changes_cli.report(exited.get("commit"), spec.changes, exited.get("changes") if replaced else None)
     if spec.stats:
         _write_stats(spec.stats, exited.get("stats", {"vm": started.name}))
     return int(exited["code"])
+
+
+def _reattached(again: session.Launch, forwarder: SignalForwarder, replaced: list[bool]) -> None:
+    forwarder.attach(again.signal)
+    replaced.append(True)
+
+
+def _reviewer(started: session.Launch) -> Callable[[dict[str, Any]], None]:
+    """--review: ask the user on the terminal, and tell the manager."""
+
+    def review(message: dict[str, Any]) -> None:
+        from hvfs.hypervisor import client
+
+        answer = changes_cli.ask(message["review"])
+        client.request(started.connection, "review", gid=started.gid, apply=answer)
+
+    return review
 
 
 def _write_stats(path: str, document: dict[str, Any]) -> None:

@@ -56,6 +56,8 @@ class RunSpec:
     home_set: bool = False  # HOME was given (-e HOME=...), so --user does not replace it
     services: Any = None  # hvfs.hypervisor.services.ServiceOptions, when any service is asked for
     from_image: tuple[str, ...] = ()  # what the image's configuration decides (hvfs.images.defaults)
+    changes: Any = None  # hvfs.changes_cli.ChangeOptions: --diff, --commit-on-success, --review, --export
+    staged: tuple[str, ...] = ()  # the targets of mounts staged for a commit
 
 
 def parse_target(target: str, what: str) -> str:

@@ -200,6 +200,9 @@ class Rmdir:
     path: VmPath
 
 
+RENAME_EXCHANGE = 2  # renameat2's flag (linux/fs.h): both names stay, each replaced by the other
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Rename:
     caller: Caller

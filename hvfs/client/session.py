@@ -47,7 +47,12 @@ class Launch:
 
 
 def launch(
-    project: Project, stdio: Sequence[int] | None, *, stop_timeout: float, winsize: bytes | None = None
+    project: Project,
+    stdio: Sequence[int] | None,
+    *,
+    stop_timeout: float,
+    winsize: bytes | None = None,
+    outputs: Mapping[str, int] | None = None,
 ) -> Launch:
     """Start the one VM of ``project`` (a prepared group of kind "run"): ``stdio`` its
     stdin, stdout and stderr (None with a terminal, whose master side comes back in
@@ -59,7 +64,10 @@ def launch(
     connection = client.connect(paths=host_paths(project))
     exited = None
     try:
-        client.request(connection, "run", list(stdio) if stdio is not None else None, **fields)
+        # outputs: what the manager writes at the VM's exit (hvfs.changes_cli.outputs), after stdio
+        roles = list(outputs or {})
+        fds = [*(stdio or ()), *(outputs or {}).values()]
+        client.request(connection, "run", fds or None, outputs=roles, **fields)
         while True:
             try:
                 reply, fds = connection.receive()
@@ -83,13 +91,17 @@ def launch(
     return started
 
 
-def exit_message(connection: control.Connection) -> dict[str, Any] | None:
-    """The VM's exit message on ``connection``, or None if the manager went away first."""
+def exit_message(connection: control.Connection, on_review: Any = None) -> dict[str, Any] | None:
+    """The VM's exit message on ``connection``, or None if the manager went away first.
+    ``on_review(message)`` answers a --review's question (hvfs.changes_cli)."""
     for reply, fds in control.replies(connection):
         for fd in fds:
             os.close(fd)
         if "exited" in reply:
             return reply
+        if "review" in reply and on_review is not None:
+            on_review(reply)
+            continue
         told(reply)
     return None
 
@@ -103,12 +115,12 @@ def told(message: dict[str, Any]) -> bool:
     return True
 
 
-def wait_exit(run: Launch, *, on_reattach: Any = None) -> dict[str, Any]:
+def wait_exit(run: Launch, *, on_reattach: Any = None, on_review: Any = None) -> dict[str, Any]:
     """Wait for the VM to exit; returns the manager's ``exited`` message (``code``, and
     ``stats``). A manager that goes away meanwhile is replaced: ``run.connection``
     becomes the new owner (``on_reattach(run)`` is told)."""
     while True:
-        exited = run.exited or exit_message(run.connection)
+        exited = run.exited or exit_message(run.connection, on_review)
         if exited is not None:
             return exited
         run.connection.close()

@@ -33,6 +33,7 @@ from hvfs.hypervisor.layout import Layout, remove_tree, write_json
 from hvfs.hypervisor.spec import from_json, group_id
 from hvfs.hypervisor.version import code_id
 from hvfs.intercept.arch import native
+from hvfs.manager.vm import VmContext
 from hvfs.sandbox import preflight, userns
 from hvfs.spec import UsageError
 
@@ -283,11 +284,16 @@ class Daemon:
         group.debug = bool(message.get("debug"))
         group.followers.append(connection)
         winsize = bytes.fromhex(message["winsize"]) if message.get("winsize") else None
+        roles = [str(r) for r in message.get("outputs", [])][: len(fds)]  # written at the VM's exit
+        group.outputs = dict(zip(roles, fds[len(fds) - len(roles) :], strict=True)) if roles else {}
+        del fds[len(fds) - len(roles) :]
         stdio = (fds[0], fds[1], fds[2]) if len(fds) == 3 else None
         try:
             group.start(stdio=stdio, winsize=winsize)
         except BaseException:
             self._remove(group)
+            for fd in group.outputs.values():
+                os.close(fd)
             raise
         record = next(iter(group.vms.values()))
         assert record.running is not None
@@ -313,6 +319,50 @@ class Daemon:
         self._group(message).signal(str(message["vm"]), int(message["signal"]))
         if message.get("reply"):  # hvfs run's forwarded signals want none
             connection.send({"ok": True})
+
+    def _op_review(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
+        """A --review's answer: apply the staged changes or drop them (hvfs.hypervisor.staging)."""
+        group = self._group(message)
+        if group.owner is not connection or group.review is None:
+            raise LookupError("no review is waiting for this client")
+        group.review.answer = bool(message.get("apply"))
+
+    def _op_changes(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
+        """What a running VM changed (hvfs diff), found by its name, written to the fd sent."""
+        if len(fds) != 1:
+            raise LookupError("changes needs one fd to write the list to")
+        context = self._running_vm(message)
+        from hvfs.manager.changes import write
+
+        write(context.changes, fds[0], as_json=bool(message.get("json")))
+        connection.send({"ok": True})
+
+    def _op_export(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
+        """A running VM's changes as a tarball, written to the fd the client sent (hvfs export)."""
+        if len(fds) != 1:
+            raise LookupError("export needs one fd to write the tarball to")
+        context = self._running_vm(message)
+        from hvfs.manager.export import write_tarball
+
+        with os.fdopen(os.dup(fds[0]), "wb") as out:
+            written = write_tarball(context, out)
+        connection.send({"ok": True, "entries": written})
+
+    def _running_vm(self, message: dict[str, Any]) -> VmContext:
+        name = str(message.get("vm"))
+        with self.lock:
+            groups = list(self.groups.values())
+        found = [
+            r.running.context
+            for g in groups
+            for n, r in g.vms.items()
+            if n == name and r.running is not None and r.state == "running"
+        ]
+        if not found:
+            raise LookupError(f"no VM named {name!r} is running; see 'hvfs ps'")
+        if len(found) > 1:
+            raise LookupError(f"{len(found)} running VMs are named {name!r}; stop the others or rename one")
+        return found[0]
 
     def _op_up(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
         """Start a project; or, up already, apply its edited hvfs.toml (hvfs.hypervisor.recreate)."""

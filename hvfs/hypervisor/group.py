@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hvfs.hypervisor import control, execs, ordering, output_pump, restart, telling, vmstart
+from hvfs.hypervisor import control, execs, ordering, output_pump, restart, staging, telling, vmstart
 from hvfs.hypervisor.health import Health, ProbeWaiter
 from hvfs.hypervisor.layout import Layout, read_json, remove_tree, write_json
 from hvfs.hypervisor.mounts import MountSpec, mount_table
@@ -121,6 +121,8 @@ class Group:
         self.limits = LimitMaker(gid, record=self.layout.cgroups(gid))
         self.bridge: Any = None
         self.hosts: SourceSpec | None = None
+        self.review: staging.Review | None = None  # a --review waiting for its client's answer
+        self.outputs: dict[str, int] = {}  # hvfs run --diff's stderr, --export's file: written at exit
 
     # -- life -----------------------------------------------------------------------
 
@@ -372,6 +374,9 @@ class Group:
             record.health.stop()
         with contextlib.suppress(KeyError):
             self.manager.remove_vm(record.config.name)
+        self.review = staging.Review(self.owner, self.gid, code)  # before its scratch goes:
+        settled = staging.settle(running.context, record.config, code, self.review.ask)
+        staging.write_outputs(running.context, self.outputs)
         running.context.close()
         used = record.pool_key
         again = restart.plan(self, record, code)  # takes its sources again before they are released
@@ -397,6 +402,7 @@ class Group:
             if self.services is not None:
                 self.services.close()  # the last closes saved, the last events out, before the numbers
             message["stats"] = self.statistics(record.config.name, running)
+            message["changes"], message["commit"] = running.context.changes.document(staging.SHOWN), settled
         telling.flush()
         self.tell(message)
         if all(r.state == "exited" for r in self.vms.values()) and self.project.kind == "run":

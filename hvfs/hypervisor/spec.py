@@ -101,6 +101,8 @@ def run_project(spec: RunSpec) -> Project:
         tty=spec.tty,
         home_set=spec.home_set,
         from_image=spec.from_image,
+        commit=spec.changes.commit if spec.changes is not None else "",
+        staged=spec.staged,
     )
     return prepared(
         Project(
@@ -171,6 +173,7 @@ def from_json(document: Mapping[str, Any]) -> Project:
         fields = dict(vm)
         fields["command"] = tuple(fields["command"])
         fields["from_image"] = tuple(fields.get("from_image", ()))
+        fields["staged"] = tuple(fields.get("staged", ()))
         fields["root"] = SourceSpec.from_json(fields["root"])
         fields["mounts"] = tuple(MountSpec.from_json(m) for m in fields["mounts"])
         fields["limits"] = Limits(**fields["limits"])

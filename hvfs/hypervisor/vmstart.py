@@ -21,6 +21,7 @@ from hvfs._sys import process as sysproc
 from hvfs._sys.abi import CLONE_NEWNET
 from hvfs.api.choice import transport_maker
 from hvfs.api.hooks import EventBus
+from hvfs.hypervisor import staging
 from hvfs.hypervisor.layout import Layout, read_json, write_json
 from hvfs.hypervisor.services import ServiceSet
 from hvfs.intercept.arch import Arch
@@ -116,7 +117,12 @@ def start(
 
     assert manager is not None
     views = build(spec, layout.staging(vmid))
+    staged = {}
     try:
+        for target in vm.staged:  # reachable only now, before the staging mount is let go
+            staged[target] = os.open(
+                staging.upper_of(layout, vmid, target), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+            )
         running = start_vm(
             spec,
             views,
@@ -131,13 +137,19 @@ def start(
             bus=bus,
             transport_kind=transport,
         )
+    except BaseException:
+        for fd in staged.values():
+            os.close(fd)
+        raise
     finally:
         views.release_boot()
+    running.context.staged = staged
     deposit = {
         "root": running.context.rw_root,
         "chan": running.process.chan.fileno(),
         **{f"driver:{role}": fd for role, fd in running.driver.kept().items()},
         **{f"image:{mount}": fd for mount, fd in running.context.images.items()},
+        **{f"staged:{target}": fd for target, fd in staged.items()},
     }
     if output is not None:
         deposit["output"] = output
@@ -208,6 +220,7 @@ def resume(
     )
     vm_root = os.open(f"/proc/{init_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     images = {int(role.split(":", 1)[1]): fds.pop(role) for role in list(fds) if role.startswith("image:")}
+    staged = {role.split(":", 1)[1]: fds.pop(role) for role in list(fds) if role.startswith("staged:")}
     context = VmContext(
         vm.name,
         fds.pop("root"),
@@ -216,6 +229,7 @@ def resume(
         socket_mounts=frozenset(record["socket_mounts"]),
         own_mounts=frozenset(record["own_mounts"]),
         images=images,
+        staged=staged,
         sockets=manager.sockets,
         reads_judged=bool(record["scanned"]),
         bus=services.bus if services is not None else None,

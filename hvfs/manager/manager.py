@@ -17,7 +17,7 @@ from hvfs._sys.abi import AT_EACCESS
 from hvfs.api.events import comm_of, event_for
 from hvfs.api.hooks import EventBus
 from hvfs.api.messages import operation
-from hvfs.manager import creds, replay
+from hvfs.manager import changes, creds, replay
 from hvfs.manager.closes import CloseWatcher
 from hvfs.manager.handlers import HANDLERS
 from hvfs.manager.resolve import fd_closing, open_object, proc_path
@@ -83,7 +83,10 @@ class Manager:
                 if isinstance(request, api.Open) and request.caller.replayed_since:
                     request = replay.open_again(vm, request)
                 with creds.acting_as(identity):
+                    pending = changes.before(vm.rw_root, request) if type(request) in changes.WATCHED else None
                     response = done if done is not None else HANDLERS[type(request)](vm, request)
+                if pending is not None:
+                    changes.after(vm.changes, pending, request, response)
                 if bus is not None:
                     answer = bus.run_after_hooks(vm.name, request, response)
             if answer is not None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from hvfs import api
 from hvfs.api.hooks import EventBus
+from hvfs.manager.changes import ChangeSet
 
 log = logging.getLogger("hvfs.manager")
 
@@ -50,6 +51,8 @@ class VmContext:
     own_mounts: frozenset[int] = frozenset()  # mount ids of the whole writable view
     # Copy-on-write mounts (ids) and an O_PATH fd on their image's file system (statfs).
     images: dict[int, int] = field(default_factory=dict)
+    changes: ChangeSet = field(default_factory=ChangeSet)  # what it changed (hvfs diff)
+    staged: dict[str, int] = field(default_factory=dict)  # mount target -> fd of its staged upper layer
     _warned: set[str] = field(default_factory=set)
     _counts: Counter[tuple[str, str]] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -80,6 +83,6 @@ class VmContext:
         return VmStatistics(requests)
 
     def close(self) -> None:
-        for fd in (self.rw_root, self.vm_root, *self.images.values()):
+        for fd in (self.rw_root, self.vm_root, *self.images.values(), *self.staged.values()):
             with contextlib.suppress(OSError):
                 os.close(fd)

@@ -73,6 +73,10 @@ class VmConfig:
     # What the image's configuration decides, not given here (docker run's rules; see
     # hvfs.images.defaults): any of "entrypoint", "command", "workdir", "user", "environment".
     from_image: tuple[str, ...] = ()
+    # hvfs run --commit-on-success / --review (hvfs.hypervisor.staging): "success" or
+    # "review", and the targets of the mounts staged (overlays of their host directories).
+    commit: str = ""
+    staged: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -15,14 +15,13 @@ from typing import TYPE_CHECKING
 from hvfs import api
 from hvfs.api.events import Event
 from hvfs.api.hooks import EventBus, Files
+from hvfs.api.messages import RENAME_EXCHANGE
 from hvfs.services.backup.service import BackupLimits, BackupService, BackupStatistics, Skipped
 from hvfs.services.base import service_event
 from hvfs.services.describe import BACKUP
 
 if TYPE_CHECKING:
     from hvfs.services.plugins.backup import BackupConfig
-
-RENAME_EXCHANGE = 2  # renameat2's flag (linux/fs.h): both names stay, each replaced by the other
 
 
 class Backup:
