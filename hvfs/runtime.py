@@ -50,6 +50,7 @@ class VmSpec:
     stdio: tuple[int, int, int] = (0, 1, 2)
     start: Mapping[str, Any] = field(default_factory=dict)  # for pid 1: network link, rlimits
     winsize: bytes | None = None  # of the terminal, with tty (else the size of this process's)
+    hostname: str | None = None  # else the name
 
 
 @dataclass
@@ -108,7 +109,7 @@ def start_vm(
     The driver reaches the manager through the transport ``transport`` (hvfs.api.choice).
     """
     plan = BootPlan(
-        name=spec.name,
+        name=spec.hostname or spec.name,
         boot=views.boot,
         program=spec.program,
         filter_program=program,

@@ -56,6 +56,15 @@ class RunSpec:
     home_set: bool = False  # HOME was given (-e HOME=...), so --user does not replace it
     services: Any = None  # hvfs.hypervisor.services.ServiceOptions, when any service is asked for
     from_image: tuple[str, ...] = ()  # what the image's configuration decides (hvfs.images.defaults)
+    # docker's flags (hvfs.run_flags)
+    read_only: bool = False  # the root is read-only; mounts keep their own mode
+    hostname: str | None = None  # else the name
+    memory: int | None = None
+    cpus: float | None = None
+    pids: int | None = None
+    publish: tuple[tuple[str, int, int], ...] = ()  # (host address, host port, the VM's port)
+    detach: bool = False  # the VM runs on in the manager, kept with its exit code until removed
+    remove: bool = False  # with detach: removed as it exits (--rm)
 
 
 def parse_target(target: str, what: str) -> str:

@@ -157,7 +157,8 @@ class Group:
         """The mount table of ``record``'s VM, its sources taken under its pool key."""
         vm = record.config
         hosts = (MountSpec("/etc/hosts", self.hosts, readonly=True),) if self.hosts and vm.network else ()
-        return mount_table(record.pool_key, (MountSpec("/", vm.root), *vm.mounts, *hosts), self.pool)
+        root = MountSpec("/", vm.root, vm.read_only)
+        return mount_table(record.pool_key, (root, *vm.mounts, *hosts), self.pool)
 
     def launch(
         self,
@@ -314,7 +315,8 @@ class Group:
         """What a VM runs: its command, or a process of ``hvfs exec`` (``more_env``, and
         ``workdir``/``user`` overriding the VM's). The environment starts clean, as
         docker's; HOME is the user's home unless given (by the VM or the exec)."""
-        env = {"PATH": DEFAULT_PATH, "HOSTNAME": vm.name, "HOME": "/root", **vm.environment, **more_env}
+        env = {"PATH": DEFAULT_PATH, "HOSTNAME": vm.hostname or vm.name, "HOME": "/root", **vm.environment,
+               **more_env}  # fmt: skip
         if vm.tty:
             env.setdefault("TERM", "xterm")
         return Program(

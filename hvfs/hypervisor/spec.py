@@ -101,6 +101,10 @@ def run_project(spec: RunSpec) -> Project:
         tty=spec.tty,
         home_set=spec.home_set,
         from_image=spec.from_image,
+        limits=Limits(spec.memory, spec.pids, spec.cpus),
+        hostname=spec.hostname,
+        read_only=spec.read_only,
+        publish=spec.publish,
     )
     return prepared(
         Project(
@@ -171,6 +175,7 @@ def from_json(document: Mapping[str, Any]) -> Project:
         fields = dict(vm)
         fields["command"] = tuple(fields["command"])
         fields["from_image"] = tuple(fields.get("from_image", ()))
+        fields["publish"] = tuple(tuple(p) for p in fields.get("publish", ()))
         fields["root"] = SourceSpec.from_json(fields["root"])
         fields["mounts"] = tuple(MountSpec.from_json(m) for m in fields["mounts"])
         fields["limits"] = Limits(**fields["limits"])

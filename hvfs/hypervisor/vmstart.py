@@ -101,6 +101,7 @@ def start(
         stdio=stdio,
         start={"memfd_noexec": 2} if scanned else {},
         winsize=winsize,
+        hostname=vm.hostname,
     )
 
     def before_start(process: launcher.VmProcess) -> dict[str, Any]:

@@ -73,6 +73,11 @@ class VmConfig:
     # What the image's configuration decides, not given here (docker run's rules; see
     # hvfs.images.defaults): any of "entrypoint", "command", "workdir", "user", "environment".
     from_image: tuple[str, ...] = ()
+    # hvfs run's docker flags (hvfs.run_flags): a hostname other than the name, a
+    # read-only root, and TCP ports published on the host (address, host port, VM port).
+    hostname: str | None = None
+    read_only: bool = False
+    publish: tuple[tuple[str, int, int], ...] = ()
 
 
 @dataclass(frozen=True)
