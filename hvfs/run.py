@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from hvfs import run_flags
 from hvfs.client import session
 from hvfs.hypervisor.spec import run_project
 from hvfs.sandbox import terminal
@@ -82,15 +83,20 @@ def run(spec: RunSpec) -> int:
 
         private_directory(spec.persist, "--persist", "give a directory only you may write in", ours=False)
     project = run_project(spec)
+    if spec.detach:
+        return _detached(spec, project)
+    listeners = run_flags.listeners(spec.publish)
     winsize = terminal.host_winsize() if spec.tty else None
     with forwarding_signals() as forwarder:
         stdio = None if spec.tty else Stdio()
         try:
             started = session.launch(project, stdio.fds if stdio else None, stop_timeout=spec.stop_timeout,
-                                     winsize=winsize)  # fmt: skip
+                                     winsize=winsize, listeners=[s.fileno() for s in listeners])  # fmt: skip
         finally:
             if stdio is not None:
                 stdio.handed_over()
+            for sock in listeners:  # the manager has its copies
+                sock.close()
         forwarder.attach(started.signal)
         if started.fds:
             try:
@@ -104,6 +110,25 @@ def run(spec: RunSpec) -> int:
     if spec.stats:
         _write_stats(spec.stats, exited.get("stats", {"vm": started.name}))
     return int(exited["code"])
+
+
+def _detached(spec: RunSpec, project: Any) -> int:
+    """``hvfs run -d``: the VM starts with no stdio of this process (its output goes to
+    its log, for ``hvfs logs``), its name is printed, and it runs on in the manager."""
+    if spec.tty or spec.interactive:
+        raise UsageError("-d with -i or -t: a detached VM has no terminal here; drop -i/-t, or use hvfs exec -it")
+    if spec.stats:
+        raise UsageError("-d with --stats: a detached VM's statistics are not written; drop --stats")
+    listeners = run_flags.listeners(spec.publish)
+    try:
+        started = session.launch(project, None, stop_timeout=spec.stop_timeout, detach=True, remove=spec.remove,
+                                 listeners=[s.fileno() for s in listeners])  # fmt: skip
+    finally:
+        for sock in listeners:
+            sock.close()
+    started.connection.close()
+    print(started.name, flush=True)
+    return 0
 
 
 def _write_stats(path: str, document: dict[str, Any]) -> None:

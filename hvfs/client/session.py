@@ -47,19 +47,33 @@ class Launch:
 
 
 def launch(
-    project: Project, stdio: Sequence[int] | None, *, stop_timeout: float, winsize: bytes | None = None
+    project: Project,
+    stdio: Sequence[int] | None,
+    *,
+    stop_timeout: float,
+    winsize: bytes | None = None,
+    detach: bool = False,
+    remove: bool = False,
+    listeners: Sequence[int] = (),
 ) -> Launch:
     """Start the one VM of ``project`` (a prepared group of kind "run"): ``stdio`` its
     stdin, stdout and stderr (None with a terminal, whose master side comes back in
-    ``fds``). Raises UsageError with the manager's line when it could not start."""
+    ``fds``). Raises UsageError with the manager's line when it could not start.
+    ``detach``: the VM runs on when this client goes (``remove``: and goes as it exits);
+    ``listeners``: listening sockets for the VM's published ports (VmConfig.publish)."""
     debug = bool(os.environ.get("HVFS_DEBUG"))  # its manager's records come with their tracebacks
     fields: dict[str, Any] = {"project": to_json(project), "stop_timeout": stop_timeout, "debug": debug}
     if project.vms[project.name].tty:
         fields["winsize"] = winsize.hex() if winsize else None
+    if detach:
+        fields.update(detach=True, remove=remove)
+    if listeners:
+        fields["publish"] = [port for _, _, port in project.vms[project.name].publish]
+    fds = [*(stdio or ()), *listeners]
     connection = client.connect(paths=host_paths(project))
     exited = None
     try:
-        client.request(connection, "run", list(stdio) if stdio is not None else None, **fields)
+        client.request(connection, "run", fds or None, **fields)
         while True:
             try:
                 reply, fds = connection.receive()

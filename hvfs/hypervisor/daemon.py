@@ -30,6 +30,7 @@ from hvfs.hypervisor import control, recreate, telling, views, vmstart
 from hvfs.hypervisor.containers import Containers
 from hvfs.hypervisor.group import Group, saved
 from hvfs.hypervisor.layout import Layout, remove_tree, write_json
+from hvfs.hypervisor.publish import Forwarder
 from hvfs.hypervisor.spec import from_json, group_id
 from hvfs.hypervisor.version import code_id
 from hvfs.intercept.arch import native
@@ -65,6 +66,7 @@ class Daemon:
         self.hypervisor: vmstart.Hypervisor | None = None
         self.up_locks: dict[str, threading.Lock] = {}
         self.containers = Containers(self)
+        self.forwarders: dict[str, Forwarder] = {}  # a run's published ports, by group
 
     # -- life -----------------------------------------------------------------------
 
@@ -153,6 +155,8 @@ class Daemon:
                 continue
             self.groups[gid] = group
             group.owner_lost_at = time.monotonic()  # a run's client must come back
+            group.detached = bool(document.get("detached", group.detached))
+            group.autoremove = bool(document.get("autoremove", False))
             group.resume(document)
         self._sweep_vms()
 
@@ -184,18 +188,29 @@ class Daemon:
         self._sweep_vms()
         for group in groups:
             lost = group.owner_lost_at
+            if group.detached:
+                continue
             if group.project.kind == "run" and group.owner is None and lost is not None and now - lost > RECONNECT:
                 log.warning("the client of %s did not come back: stopping it", group.gid)
                 self._remove(group, stop=True)
 
     def _empty(self, group: Group) -> None:
-        """A run's VM has ended: the group goes once its client heard the exit status."""
-        if group.owner is not None:
+        """A run's VM has ended: the group goes once its client heard the exit status; a
+        detached one's stays, with its exit code, until ``hvfs rm`` (unless run with --rm)."""
+        self._unpublish(group)
+        if (group.owner is not None and not group.detached) or group.autoremove:
             threading.Thread(target=self._remove, args=(group,), daemon=True).start()
+
+    def _unpublish(self, group: Group) -> None:
+        with self.lock:
+            forwarder = self.forwarders.pop(group.gid, None)
+        if forwarder is not None:
+            forwarder.close()
 
     def _remove(self, group: Group, *, stop: bool = False) -> None:
         if stop:
             group.stop_all(group.stop_timeout)
+        self._unpublish(group)
         with self.lock:
             if self.groups.get(group.gid) is not group:
                 return
@@ -280,6 +295,11 @@ class Daemon:
         group = self._new_group(message)
         group.stop_timeout = float(message.get("stop_timeout", group.stop_timeout))
         group.owner, group.detached = connection, bool(message.get("detach"))
+        group.autoremove = group.detached and bool(message.get("remove"))
+        published = [int(port) for port in message.get("publish", ())]  # the VM's ports, the listeners last
+        listeners, fds = (
+            (fds[len(fds) - len(published) :], fds[: len(fds) - len(published)]) if published else ([], fds)
+        )
         group.debug = bool(message.get("debug"))
         group.followers.append(connection)
         winsize = bytes.fromhex(message["winsize"]) if message.get("winsize") else None
@@ -291,12 +311,27 @@ class Daemon:
             raise
         record = next(iter(group.vms.values()))
         assert record.running is not None
+        if published:
+            self._publish(group, record.running.process.init_pid, listeners, published)
         terminal = record.running.terminal
         reply = {"started": record.config.name, "gid": group.gid, "pid": record.running.process.init_pid}
         connection.send(reply, [terminal] if terminal is not None else None)
         if terminal is not None:
             os.close(terminal)
             record.running.terminal = None
+
+    def _publish(self, group: Group, init_pid: int, listeners: list[int], ports: list[int]) -> None:
+        """Forward the host's ``listeners`` (bound by the client) to the VM's ``ports``."""
+        if len(listeners) != len(ports):
+            raise LookupError("the published ports came without their listening sockets; run hvfs run again")
+        try:  # handle() closes the fds of the message: the forwarder keeps copies
+            forwarder = Forwarder(group.gid, init_pid, [os.dup(fd) for fd in listeners], ports)
+        except OSError:  # the VM is gone already: nothing to reach
+            return
+        with self.lock:
+            self.forwarders[group.gid] = forwarder
+        if all(r.state == "exited" for r in group.vms.values()):  # it exited meanwhile: _empty has been
+            self._unpublish(group)
 
     def _op_attach(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
         group = self._group(message)
@@ -356,7 +391,8 @@ class Daemon:
         if message.get("gid") is None:
             with self.lock:
                 groups = {gid: g.describe() for gid, g in self.groups.items()}
-            connection.send({"groups": groups, "manager": info})
+                about = {gid: _about(g) for gid, g in self.groups.items()}
+            connection.send({"groups": groups, "about": about, "manager": info})
             return
         group = self._group(message)
         info["sources"] = dataclasses.asdict(group.pool.statistics())  # the group's live sources
@@ -401,3 +437,8 @@ class Daemon:
                 if line.startswith("VmRSS:"):
                     rss = int(line.split()[1])
         return {"pid": os.getpid(), "rss_kb": rss, "version": code_id()}
+
+
+def _about(group: Group) -> dict[str, Any]:
+    """What ``hvfs ps -a`` says of a group besides its VMs: a project's, a run's, a container's."""
+    return {"kind": group.project.kind, "project": group.project.name, "detached": group.detached}

@@ -106,6 +106,7 @@ class Group:
         self.owner: control.Connection | None = None  # a run's client: the VM ends with it
         self.owner_lost_at: float | None = None
         self.detached = project.kind != "run"
+        self.autoremove = False  # a detached run's group goes as its VM exits (hvfs run -d --rm)
         self.stop_timeout = STOP_TIMEOUT
         self._ids = iter(range(1, 1 << 62))
         self._lock = threading.Lock()
@@ -136,6 +137,9 @@ class Group:
             "addresses": {name: r.address for name, r in self.vms.items() if r.address},
             "started": {name: r.started for name, r in self.vms.items() if r.vmid and r.started},
             "stop_timeout": self.stop_timeout,
+            "detached": self.detached,
+            "autoremove": self.autoremove,
+            "codes": {n: r.code for n, r in self.vms.items() if r.state == "exited"},  # kept for ps -a
             "restarts": {n: [r.restarts.count, r.restarts.stopped] for n, r in self.vms.items() if r.restarts.count},
         }
         write_json(self.layout.group_file(self.gid), document)
@@ -282,8 +286,11 @@ class Group:
             record = self.vms.get(name)
             if record is None:
                 continue
-            record.vmid = vmid
-            record.address = document.get("addresses", {}).get(name)
+            record.vmid, record.address = vmid, document.get("addresses", {}).get(name)
+            if document.get("codes", {}).get(name) is not None:  # exited before: kept (hvfs run -d)
+                record.state, record.code = "exited", int(document["codes"][name])
+                record.exited.set()
+                continue
             with contextlib.suppress(TypeError, ValueError):
                 count, stopped = document.get("restarts", {}).get(name, (0, False))
                 record.restarts.count, record.restarts.stopped = int(count), bool(stopped)
@@ -315,8 +322,7 @@ class Group:
         """What a VM runs: its command, or a process of ``hvfs exec`` (``more_env``, and
         ``workdir``/``user`` overriding the VM's). The environment starts clean, as
         docker's; HOME is the user's home unless given (by the VM or the exec)."""
-        env = {"PATH": DEFAULT_PATH, "HOSTNAME": vm.hostname or vm.name, "HOME": "/root", **vm.environment,
-               **more_env}  # fmt: skip
+        env = {"PATH": DEFAULT_PATH, "HOSTNAME": vm.hostname or vm.name, "HOME": "/root", **vm.environment, **more_env}
         if vm.tty:
             env.setdefault("TERM", "xterm")
         return Program(
@@ -436,13 +442,8 @@ class Group:
         record = self.record(message.get("vm"))
         if record.state != "running" or record.running is None:
             raise LookupError(f"VM {record.config.name} is not running")
-        program = self.program(
-            record.config,
-            tuple(message["argv"]),
-            dict(message.get("env", {})),
-            workdir=message.get("workdir"),
-            user=message.get("user"),
-        )
+        argv, env = tuple(message["argv"]), dict(message.get("env", {}))
+        program = self.program(record.config, argv, env, workdir=message.get("workdir"), user=message.get("user"))
         problem = command_problem(list(program.argv), program.env)
         if problem:  # pid 1 takes a command of a bounded size in one message
             raise LookupError(f"exec in {record.config.name}: {problem}")
