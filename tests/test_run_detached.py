@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Hvfs
+from tests.docker_runtime import Docker, docker, registered  # noqa: F401
+from tests.dockerd import busybox_image, docker_engine  # noqa: F401
 
 SERVER = (
     "import socket, sys\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
@@ -220,3 +222,15 @@ def test_publish_to_a_port_nothing_listens_on_closes_the_connection(hvfs: Hvfs) 
 def _host_addresses() -> list[str]:
     out = subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout
     return [a for a in out.split() if ":" not in a]
+
+
+def test_ps_lists_the_docker_containers_of_hvfs_runtime(hvfs: Hvfs, docker: Docker) -> None:  # noqa: F811
+    name = f"hvfs-test-ps-{time.monotonic_ns()}"
+    docker.ok("run", "-d", "--name", name, "--runtime=hvfs", docker.image, "sleep", "60")
+    try:
+        container = docker.ok("inspect", "-f", "{{.Id}}", name).strip()[:12]
+        vm = _ps(hvfs)[container]
+        assert vm["kind"] == "docker" and vm["state"] == "running" and vm["project"] is None
+        assert container in hvfs.ok("ps")
+    finally:
+        docker.call("rm", "-f", name)
