@@ -156,3 +156,22 @@ def test_limits_are_the_vm_cgroups_as_the_host_sees_them(hvfs: Hvfs, detached: s
         assert read("memory", "memory.limit_in_bytes") == str(96 << 20)
         assert read("cpu", "cpu.cfs_quota_us") == "50000" and read("cpu", "cpu.cfs_period_us") == "100000"
         assert read("pids", "pids.max") == "33"
+
+
+def test_docker_mount_types_bind_and_tmpfs(hvfs: Hvfs, tmp_path: Path) -> None:
+    script = (
+        "echo x > /data/f; echo y > /ro/g 2>/dev/null || echo ro; echo z > /ro2/g 2>/dev/null || echo ro2; "
+        "stat -c %a /t; python3 -c \"import os; s = os.statvfs('/t'); print(s.f_blocks * s.f_frsize)\""
+    )
+    out = hvfs.ok(
+        "run",
+        "--mount", f"type=bind,src={tmp_path},dst=/data",
+        "--mount", f"type=bind,source={tmp_path},target=/ro,readonly",
+        "--mount", f"type=bind,source={tmp_path},destination=/ro2,readonly=true",
+        "--mount", "type=tmpfs,dst=/t,tmpfs-size=1048576,tmpfs-mode=700",
+        "--", "sh", "-c", script,
+    )  # fmt: skip
+    assert out.split("\n")[:4] == ["ro", "ro2", "700", str(1 << 20)]
+    assert (tmp_path / "f").read_text() == "x\n" and not (tmp_path / "g").exists()
+    volume = hvfs.run("run", "--mount", "type=volume,source=v,target=/v", "--", "true")
+    assert volume.returncode == 125 and "type=volume: hvfs run has no named volumes yet" in volume.stderr
