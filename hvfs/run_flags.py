@@ -35,7 +35,10 @@ def add_flags(run: argparse.ArgumentParser) -> None:
     group.add_argument("--memory", "-m", metavar="SIZE", help="memory limit, e.g. 512m")
     group.add_argument("--cpus", type=str, metavar="N", help="CPU limit, e.g. 0.5")
     group.add_argument("--pids-limit", type=str, metavar="N", help="at most N processes")
-    group.add_argument("--network", "--net", metavar="none", help="'none' (the default): loopback only")
+    group.add_argument(
+        "--network", "--net", metavar="none|NAME",
+        help="'none' (the default): loopback only; NAME: a network shared with other VMs of that network, by name",
+    )  # fmt: skip
     group.add_argument(
         "-p", "--publish", action="append", default=[], metavar="[HOSTIP:]HOSTPORT:PORT[/tcp]",
         help="publish the VM's TCP PORT on the host (on 127.0.0.1 unless HOSTIP is given)",
@@ -50,8 +53,12 @@ def fields(args: argparse.Namespace, env: dict[str, str], host_env: Mapping[str,
         from_files.update(read_env_file(path, host_env))
     for key, value in from_files.items():
         env.setdefault(key, value)
+    network = None
     if args.network is not None and args.network not in NETWORKS:
-        raise UsageError(network_problem(args.network))
+        problem = network_problem(args.network)
+        if problem:
+            raise UsageError(problem)
+        network = args.network
     return {
         "read_only": args.read_only,
         "hostname": check_hostname(args.hostname) if args.hostname is not None else None,
@@ -61,10 +68,12 @@ def fields(args: argparse.Namespace, env: dict[str, str], host_env: Mapping[str,
         "publish": tuple(parse_publish(p) for p in args.publish),
         "detach": args.detach,
         "remove": args.rm,
+        "network": network,
     }
 
 
-def network_problem(name: str) -> str:
+def network_problem(name: str) -> str | None:
+    """Why ``--network name`` cannot be had, or None for a network of that name."""
     if name == "host":
         return (
             "--network host: a VM always has a network of its own (what reaches the host goes through the "
@@ -72,7 +81,11 @@ def network_problem(name: str) -> str:
         )
     if name in ("bridge", "default"):
         return "--network bridge: not yet for hvfs run; use --network none, or a project (hvfs.toml) with a network"
-    return f"--network {name!r}: not yet: user-defined networks are a project's (hvfs.toml); use --network none"
+    if not spec.NAME.match(name):
+        return (
+            f"--network {name!r}: a network's name is 1 to 63 letters, digits, '_', '.' or '-'; e.g. --network backend"
+        )
+    return None
 
 
 def read_env_file(path: str, host: Mapping[str, str]) -> dict[str, str]:

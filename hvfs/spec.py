@@ -65,6 +65,7 @@ class RunSpec:
     publish: tuple[tuple[str, int, int], ...] = ()  # (host address, host port, the VM's port)
     detach: bool = False  # the VM runs on in the manager, kept with its exit code until removed
     remove: bool = False  # with detach: removed as it exits (--rm)
+    network: str | None = None  # a network shared with other runs' VMs (--network NAME); None: loopback only
 
 
 def parse_target(target: str, what: str) -> str:

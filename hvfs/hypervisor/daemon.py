@@ -30,6 +30,7 @@ from hvfs.hypervisor import control, recreate, telling, views, vmstart
 from hvfs.hypervisor.containers import Containers
 from hvfs.hypervisor.group import Group, saved
 from hvfs.hypervisor.layout import Layout, remove_tree, write_json
+from hvfs.hypervisor.networks import Networks, SharedBridge
 from hvfs.hypervisor.publish import Forwarder
 from hvfs.hypervisor.spec import from_json, group_id
 from hvfs.hypervisor.version import code_id
@@ -67,6 +68,7 @@ class Daemon:
         self.up_locks: dict[str, threading.Lock] = {}
         self.containers = Containers(self)
         self.forwarders: dict[str, Forwarder] = {}  # a run's published ports, by group
+        self.networks = Networks()  # hvfs run --network NAME
 
     # -- life -----------------------------------------------------------------------
 
@@ -198,6 +200,8 @@ class Daemon:
         """A run's VM has ended: the group goes once its client heard the exit status; a
         detached one's stays, with its exit code, until ``hvfs rm`` (unless run with --rm)."""
         self._unpublish(group)
+        if isinstance(group.bridge, SharedBridge):  # out of the others' /etc/hosts
+            group.bridge.close()
         if (group.owner is not None and not group.detached) or group.autoremove:
             threading.Thread(target=self._remove, args=(group,), daemon=True).start()
 
@@ -304,11 +308,16 @@ class Daemon:
         group.followers.append(connection)
         winsize = bytes.fromhex(message["winsize"]) if message.get("winsize") else None
         stdio = (fds[0], fds[1], fds[2]) if len(fds) == 3 else None
+        network = group.project.network
         try:
+            if network.mode == "shared":
+                group.bridge = self.networks.join(network.name, group)
             group.start(stdio=stdio, winsize=winsize)
         except BaseException:
             self._remove(group)
             raise
+        if network.mode == "shared":
+            self.networks.refresh(network.name)
         record = next(iter(group.vms.values()))
         assert record.running is not None
         if published:

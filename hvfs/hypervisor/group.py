@@ -148,8 +148,8 @@ class Group:
         """Start every VM (a run's with the client's ``stdio``); raises SetupError,
         UsageError or SourceError for what the user can fix, after stopping what started."""
         os.makedirs(os.path.dirname(self.layout.log(self.gid, "x")), mode=0o700, exist_ok=True)
-        if self.project.network.mode == "bridge":
-            self.bridge = vmstart.make_bridge(self.project.network.subnet)
+        if self.project.network.mode != "none":  # a project's own, or a shared one (hypervisor.networks)
+            self.bridge = self.bridge or vmstart.make_bridge(self.project.network.subnet)
             for record in self.vms.values():
                 if record.config.network:
                     record.address = self.bridge.reserve(record.config.name)

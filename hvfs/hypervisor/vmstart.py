@@ -290,6 +290,10 @@ class _Bridge:
         text: bytes = self._call(lambda bridge: bridge.hosts())
         return text
 
+    def forget(self, vm: str) -> None:
+        """Take ``vm`` out of the hosts (its address is not given again)."""
+        self._call(lambda bridge: bridge.entries.pop(vm, None))
+
     def close(self) -> None:
         self._calls.put(None)
         os.close(self.netns)

@@ -84,6 +84,7 @@ class VmConfig:
 class NetworkConfig:
     mode: str = "none"  # "none": loopback only; "bridge": a private network between the VMs
     subnet: str = DEFAULT_SUBNET
+    name: str = ""  # mode "shared": hvfs run --network NAME, shared with other runs (hypervisor.networks)
 
 
 @dataclass(frozen=True)
