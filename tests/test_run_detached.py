@@ -234,3 +234,21 @@ def test_ps_lists_the_docker_containers_of_hvfs_runtime(hvfs: Hvfs, docker: Dock
         assert container in hvfs.ok("ps")
     finally:
         docker.call("rm", "-f", name)
+
+
+def test_publish_and_detach_rootless(rootless: Hvfs) -> None:
+    name = f"rootless-pub-{os.getpid()}"
+    port = _free_port()
+    rootless.ok("run", "-d", "--name", name, "-p", f"{port}:8000", "--", "python3", "-c", SERVER, "8000")
+    try:
+        deadline = time.monotonic() + 20
+        while "listening" not in rootless.ok("logs", name):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert _connect(port) == b"echo:hi from 127.0.0.1"
+        assert _listeners(port) == ["0100007F"]
+        low = rootless.run("run", "-p", "80:80", "--", "true")  # not the user's to bind
+        assert low.returncode == 125 and "you may not bind port 80" in low.stderr
+    finally:
+        rootless.run("rm", "-f", name)
+    assert _listeners(port) == []

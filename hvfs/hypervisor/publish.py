@@ -25,7 +25,7 @@ from hvfs._sys.abi import CLONE_NEWNET
 from hvfs._sys.namespaces import setns
 
 log = logging.getLogger("hvfs.publish")
-MAX_CONNECTIONS = 256  # per published port: more wait in the listener's backlog
+MAX_CONNECTIONS = 64  # at once per published port, each with two threads; more wait in the backlog
 CONNECT_TIMEOUT = 5.0  # seconds to reach the VM's port
 CHUNK = 65536
 
@@ -76,15 +76,16 @@ class Forwarder:
 
     def _accept(self, listener: socket.socket, port: int) -> None:
         while not self._closed.is_set():
+            if not self._slots.acquire(timeout=0.5):  # as many at once as that: the others wait in the backlog
+                continue
             try:
                 outside, _ = listener.accept()
             except TimeoutError:
+                self._slots.release()
                 continue
             except OSError:
+                self._slots.release()
                 return  # closed
-            if not self._slots.acquire(blocking=False):
-                outside.close()  # too many at once: refused rather than queued without bound
-                continue
             threading.Thread(target=self._connection, args=(outside, port), daemon=True).start()
 
     def _connection(self, outside: socket.socket, port: int) -> None:
