@@ -16,7 +16,7 @@ from typing import Any
 from hvfs import spec
 from hvfs.spec import UsageError
 
-MAX_PUBLISHED = 32  # listeners travel with the run request, whose fds are bounded (control.MAX_FDS)
+MAX_PUBLISHED = 16  # listeners travel with the run request and are left with the VM's shim, both bounded
 PUBLISH = re.compile(
     r"^(?:(?P<ip>\[[0-9a-fA-F:.]+\]|[0-9.]+):)?(?P<host>\d{1,5}):(?P<port>\d{1,5})(?:/(?P<proto>\w+))?$"
 )

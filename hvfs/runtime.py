@@ -61,6 +61,7 @@ class RunningVm:
     driver: Driver
     terminal: int | None  # the pty master, with a terminal
     tracer: ExecTracer | None = None  # while the VM is scanned
+    published: dict[int, int] = field(default_factory=dict)  # resumed: the VM's port -> the host's listener
 
     @property
     def name(self) -> str:

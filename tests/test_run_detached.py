@@ -252,3 +252,18 @@ def test_publish_and_detach_rootless(rootless: Hvfs) -> None:
     finally:
         rootless.run("rm", "-f", name)
     assert _listeners(port) == []
+
+
+def test_published_ports_are_taken_back_by_the_next_manager(hvfs: Hvfs, names: list[str]) -> None:
+    name = _name(names, "kept")
+    port = _free_port()
+    hvfs.ok("run", "-d", "--name", name, "-p", f"{port}:8000", "--", "python3", "-c", SERVER, "8000")
+    deadline = time.monotonic() + 20
+    while "listening" not in hvfs.ok("logs", name):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert _connect(port) == b"echo:hi from 127.0.0.1"
+    hvfs.ok("manager", "restart")
+    assert _connect(port, b"again") == b"echo:again from 127.0.0.1"  # the shim kept the listener
+    hvfs.ok("rm", "-f", name)
+    assert _listeners(port) == []

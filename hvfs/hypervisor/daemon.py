@@ -35,6 +35,7 @@ from hvfs.hypervisor.publish import Forwarder
 from hvfs.hypervisor.spec import from_json, group_id
 from hvfs.hypervisor.version import code_id
 from hvfs.intercept.arch import native
+from hvfs.runtime import RunningVm
 from hvfs.sandbox import preflight, userns
 from hvfs.spec import UsageError
 
@@ -160,6 +161,12 @@ class Daemon:
             group.detached = bool(document.get("detached", group.detached))
             group.autoremove = bool(document.get("autoremove", False))
             group.resume(document)
+            for record in group.vms.values():  # its published ports, which the shim kept
+                if record.running is not None and record.running.published and record.state == "running":
+                    ports, listeners = zip(*record.running.published.items(), strict=True)
+                    self._publish(group, record.running, list(listeners), list(ports), deposit=False)
+                    for fd in listeners:
+                        os.close(fd)
         self._sweep_vms()
 
     def _sweep_vms(self) -> None:
@@ -321,7 +328,7 @@ class Daemon:
         record = next(iter(group.vms.values()))
         assert record.running is not None
         if published:
-            self._publish(group, record.running.process.init_pid, listeners, published)
+            self._publish(group, record.running, listeners, published)
         terminal = record.running.terminal
         reply = {"started": record.config.name, "gid": group.gid, "pid": record.running.process.init_pid}
         connection.send(reply, [terminal] if terminal is not None else None)
@@ -329,12 +336,18 @@ class Daemon:
             os.close(terminal)
             record.running.terminal = None
 
-    def _publish(self, group: Group, init_pid: int, listeners: list[int], ports: list[int]) -> None:
-        """Forward the host's ``listeners`` (bound by the client) to the VM's ``ports``."""
+    def _publish(
+        self, group: Group, running: RunningVm, listeners: list[int], ports: list[int], *, deposit: bool = True
+    ) -> None:
+        """Forward the host's ``listeners`` (bound by the client) to the VM's ``ports``;
+        their copies are left with the VM's shim (``deposit``), for a manager after this one."""
         if len(listeners) != len(ports):
             raise LookupError("the published ports came without their listening sockets; run hvfs run again")
         try:  # handle() closes the fds of the message: the forwarder keeps copies
-            forwarder = Forwarder(group.gid, init_pid, [os.dup(fd) for fd in listeners], ports)
+            forwarder = Forwarder(group.gid, running.process.init_pid, [os.dup(fd) for fd in listeners], ports)
+            if deposit:
+                roles = {f"publish:{i}:{port}": fd for i, (port, fd) in enumerate(zip(ports, listeners, strict=True))}
+                running.process.deposit(roles)
         except OSError:  # the VM is gone already: nothing to reach
             return
         with self.lock:

@@ -228,10 +228,12 @@ def resume(
     tracer = trace_execs(vm.name, init_pid, transport) if record["scanned"] else None
     fds.pop("netns", None)
     output = fds.pop("output", None)
+    published = {int(role.split(":")[2]): fds.pop(role) for role in list(fds) if role.startswith("publish:")}
     for fd in fds.values():
         os.close(fd)
     spec = VmSpec(vm.name, (), Program(tuple(vm.command), {}))
-    running = RunningVm(spec=spec, process=process, context=context, driver=driver, terminal=None, tracer=tracer)
+    running = RunningVm(spec=spec, process=process, context=context, driver=driver, terminal=None, tracer=tracer,
+                        published=published)  # fmt: skip
     return running, output, None
 
 
