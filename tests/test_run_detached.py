@@ -196,6 +196,12 @@ def test_publish_reaches_the_vm_port_on_the_host_loopback_only(hvfs: Hvfs, names
     answers = [_connect(port, str(i).encode()) for i in range(50)]
     assert answers == [f"echo:{i} from 127.0.0.1".encode() for i in range(50)]
     assert _listeners(port) == ["0100007F"]  # 127.0.0.1, not every address of the host
+    # From inside, the host's listener is out of reach: 127.0.0.1 there is the VM's own.
+    inside = (
+        "import socket, sys\ntry:\n socket.create_connection(('127.0.0.1', int(sys.argv[1])), 3)\n print('reached')\n"
+    )
+    inside += "except OSError as e:\n print(type(e).__name__)"
+    assert hvfs.ok("exec", name, "--", "python3", "-c", inside, str(port)).strip() == "ConnectionRefusedError"
     others = [a for a in _host_addresses() if not a.startswith("127.")]
     for address in others:  # the host's other addresses do not reach in
         with pytest.raises(OSError), socket.create_connection((address, port), timeout=3):

@@ -71,3 +71,17 @@ def test_vms_of_one_network_reach_each_other_by_name_and_no_one_else(hvfs: Hvfs,
     # A VM that leaves goes out of the others' /etc/hosts.
     hvfs.ok("rm", "-f", peer)
     assert set(_hosts(hvfs, server)) == {server}
+
+
+def test_a_network_rootless(rootless: Hvfs) -> None:
+    net, server = f"rl{os.getpid()}", f"rl-srv-{os.getpid()}"
+    rootless.ok("run", "-d", "--name", server, "--network", net, "--", "python3", "-c", SERVER)
+    try:
+        deadline = time.monotonic() + 20
+        while rootless.run("exec", server, "--", "test", "-e", "/tmp/ready").returncode != 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        reply = rootless.ok("run", "--network", net, "--", "python3", "-c", CLIENT, server).strip()
+        assert reply.startswith("hello 10.90.")
+    finally:
+        rootless.run("rm", "-f", server)
