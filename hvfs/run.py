@@ -78,6 +78,8 @@ def forwarding_signals() -> Iterator[SignalForwarder]:
 
 def run(spec: RunSpec) -> int:
     check_stdio()
+    if spec.detach:
+        _check_detached(spec)
     if spec.persist:  # the VM's root is built from it: no one else may put files there
         from hvfs.private_dirs import private_directory
 
@@ -112,13 +114,16 @@ def run(spec: RunSpec) -> int:
     return int(exited["code"])
 
 
-def _detached(spec: RunSpec, project: Any) -> int:
-    """``hvfs run -d``: the VM starts with no stdio of this process (its output goes to
-    its log, for ``hvfs logs``), its name is printed, and it runs on in the manager."""
+def _check_detached(spec: RunSpec) -> None:
     if spec.tty or spec.interactive:
         raise UsageError("-d with -i or -t: a detached VM has no terminal here; drop -i/-t, or use hvfs exec -it")
     if spec.stats:
         raise UsageError("-d with --stats: a detached VM's statistics are not written; drop --stats")
+
+
+def _detached(spec: RunSpec, project: Any) -> int:
+    """``hvfs run -d``: the VM starts with no stdio of this process (its output goes to
+    its log, for ``hvfs logs``), its name is printed, and it runs on in the manager."""
     listeners = run_flags.listeners(spec.publish)
     try:
         started = session.launch(project, None, stop_timeout=spec.stop_timeout, detach=True, remove=spec.remove,

@@ -27,7 +27,9 @@ def add_flags(run: argparse.ArgumentParser) -> None:
     """docker run's flags, in a group of their own."""
     group = run.add_argument_group("docker/podman flags (docs/cli.md)")
     group.add_argument("-d", "--detach", action="store_true", help="run in the background; print the VM's name")
-    group.add_argument("--rm", action="store_true", help="accepted: a VM is removed when it exits (unless -d)")
+    group.add_argument(
+        "--rm", action="store_true", help="accepted: a VM is removed as it exits (with -d: not kept for ps -a)"
+    )
     group.add_argument("--init", action="store_true", help="accepted: pid 1 is always hvfs-init, which reaps")
     group.add_argument("--read-only", action="store_true", help="the root is read-only (mounts keep their mode)")
     group.add_argument("--env-file", action="append", default=[], metavar="FILE", help="read KEY=VALUE lines")
