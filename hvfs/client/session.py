@@ -79,7 +79,7 @@ def launch(
                 reply, fds = connection.receive()
             except (EOFError, OSError) as e:
                 raise UsageError(f"the manager went away while starting the VM; {SEE_LOG}") from e
-            if told(reply):
+            if told(reply) or "log" in reply:  # a detached VM's output, which its log keeps
                 continue
             if "exited" not in reply:
                 break

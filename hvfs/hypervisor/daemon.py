@@ -312,7 +312,8 @@ class Daemon:
             (fds[len(fds) - len(published) :], fds[: len(fds) - len(published)]) if published else ([], fds)
         )
         group.debug = bool(message.get("debug"))
-        group.followers.append(connection)
+        if not group.detached:  # a detached VM's output goes to its log only: its client is leaving
+            group.followers.append(connection)
         winsize = bytes.fromhex(message["winsize"]) if message.get("winsize") else None
         stdio = (fds[0], fds[1], fds[2]) if len(fds) == 3 else None
         network = group.project.network
