@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import ipaddress
 import os
 import re
 import socket
@@ -166,6 +165,8 @@ def parse_publish(text: str) -> tuple[str, int, int]:
         if not 1 <= value <= 65535:
             raise UsageError(f"{what}: {value} is not a port; give one from 1 to 65535")
     address = (match["ip"] or "127.0.0.1").strip("[]")
+    import ipaddress  # 5 ms that an hvfs run without -p does not pay
+
     try:
         ipaddress.ip_address(address)
     except ValueError:
