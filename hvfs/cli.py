@@ -62,8 +62,10 @@ def _run_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
         metavar="SECONDS",
         help="after INT, TERM, HUP or QUIT, kill the VM if it still runs this long after (default 10)",
     )
+    from hvfs import run_flags
     from hvfs.services.registry import add_run_flags
 
+    run_flags.add_flags(run)
     add_run_flags(run.add_argument_group("services"))
     from hvfs.changes_cli import add_run_flags as add_change_flags
 
@@ -73,7 +75,7 @@ def _run_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
 
 
 def _spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from hvfs import spec
+    from hvfs import run_flags, spec
     from hvfs.hypervisor.services import ServiceOptions
 
     command = list(args.command)
@@ -82,6 +84,8 @@ def _spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     name = spec.check_name(args.name) if args.name else f"hvfs-{os.urandom(4).hex()}"
     if args.tty and args.interactive and not os.isatty(0):
         raise spec.UsageError("the input device is not a TTY; drop -t or run from a terminal")
+    env = spec.parse_env(args.env, os.environ, name=name, tty=args.tty)
+    docker = run_flags.fields(args, env, os.environ)
     from hvfs.changes_cli import options_from, staged_mounts
 
     changes = options_from(args)
@@ -101,7 +105,7 @@ def _spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         changes=changes,
         staged=staged,
         workdir=spec.check_workdir(args.workdir) if args.workdir else "/",
-        env=spec.parse_env(args.env, os.environ, name=name, tty=args.tty),
+        env=env,
         strict=args.strict,
         persist=spec.check_persist(args.persist) if args.persist else None,
         tty=args.tty,
@@ -109,7 +113,7 @@ def _spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         stats=spec.check_output_file(args.stats, "--stats") if args.stats else None,
         user=spec.check_user(args.user) if args.user else None,
         stop_timeout=spec.check_timeout(args.stop_timeout, "--stop-timeout"),
-        home_set=any(item.partition("=")[0] == "HOME" for item in args.env),
+        home_set="HOME" in env or any(item.partition("=")[0] == "HOME" for item in args.env),
         services=ServiceOptions.from_args(args),
         from_image=tuple(
             what
@@ -122,6 +126,7 @@ def _spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
             )
             if not given
         ),
+        **docker,
     )
 
 

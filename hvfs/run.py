@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from hvfs import changes_cli
+from hvfs import changes_cli, run_flags
 from hvfs.client import session
 from hvfs.hypervisor.spec import run_project
 from hvfs.sandbox import terminal
@@ -78,11 +78,16 @@ def forwarding_signals() -> Iterator[SignalForwarder]:
 
 def run(spec: RunSpec) -> int:
     check_stdio()
+    if spec.detach:
+        _check_detached(spec)
     if spec.persist:  # the VM's root is built from it: no one else may put files there
         from hvfs.private_dirs import private_directory
 
         private_directory(spec.persist, "--persist", "give a directory only you may write in", ours=False)
     project = run_project(spec)
+    if spec.detach:
+        return _detached(spec, project)
+    listeners = run_flags.listeners(spec.publish)
     winsize = terminal.host_winsize() if spec.tty else None
     with forwarding_signals() as forwarder:
         # --review keeps the terminal for its question: the VM's stdin is empty
@@ -92,12 +97,15 @@ def run(spec: RunSpec) -> int:
         try:
             outputs = changes_cli.outputs(spec.changes)
             started = session.launch(project, stdio.fds if stdio else None, stop_timeout=spec.stop_timeout,
-                                     winsize=winsize, outputs=outputs)  # fmt: skip
+                                     winsize=winsize, outputs=outputs,
+                                     listeners=[s.fileno() for s in listeners])  # fmt: skip
         finally:
             if stdio is not None:
                 stdio.handed_over()
             for fd in outputs.values():
                 os.close(fd)
+            for sock in listeners:  # the manager has its copies
+                sock.close()
         forwarder.attach(started.signal)
         if started.fds:
             try:
@@ -133,6 +141,34 @@ def _reviewer(started: session.Launch) -> Callable[[dict[str, Any]], None]:
         client.request(started.connection, "review", gid=started.gid, apply=answer)
 
     return review
+
+
+def _check_detached(spec: RunSpec) -> None:
+    if spec.tty or spec.interactive:
+        raise UsageError("-d with -i or -t: a detached VM has no terminal here; drop -i/-t, or use hvfs exec -it")
+    if spec.stats:
+        raise UsageError("-d with --stats: a detached VM's statistics are not written; drop --stats")
+    changes = spec.changes
+    if changes is not None and (changes.diff or changes.commit or changes.export):
+        raise UsageError(
+            "-d with --diff, --export, --commit-on-success or --review: they act when the command ends, and a "
+            "detached VM ends with no client; drop -d, or use hvfs diff/export NAME while it runs"
+        )
+
+
+def _detached(spec: RunSpec, project: Any) -> int:
+    """``hvfs run -d``: the VM starts with no stdio of this process (its output goes to
+    its log, for ``hvfs logs``), its name is printed, and it runs on in the manager."""
+    listeners = run_flags.listeners(spec.publish)
+    try:
+        started = session.launch(project, None, stop_timeout=spec.stop_timeout, detach=True, remove=spec.remove,
+                                 listeners=[s.fileno() for s in listeners])  # fmt: skip
+    finally:
+        for sock in listeners:
+            sock.close()
+    started.connection.close()
+    print(started.name, flush=True)
+    return 0
 
 
 def _write_stats(path: str, document: dict[str, Any]) -> None:

@@ -50,6 +50,7 @@ class VmSpec:
     stdio: tuple[int, int, int] = (0, 1, 2)
     start: Mapping[str, Any] = field(default_factory=dict)  # for pid 1: network link, rlimits
     winsize: bytes | None = None  # of the terminal, with tty (else the size of this process's)
+    hostname: str | None = None  # else the name
 
 
 @dataclass
@@ -60,6 +61,7 @@ class RunningVm:
     driver: Driver
     terminal: int | None  # the pty master, with a terminal
     tracer: ExecTracer | None = None  # while the VM is scanned
+    published: dict[int, int] = field(default_factory=dict)  # resumed: the VM's port -> the host's listener
 
     @property
     def name(self) -> str:
@@ -108,7 +110,7 @@ def start_vm(
     The driver reaches the manager through the transport ``transport`` (hvfs.api.choice).
     """
     plan = BootPlan(
-        name=spec.name,
+        name=spec.hostname or spec.name,
         boot=views.boot,
         program=spec.program,
         filter_program=program,

@@ -58,6 +58,16 @@ class RunSpec:
     from_image: tuple[str, ...] = ()  # what the image's configuration decides (hvfs.images.defaults)
     changes: Any = None  # hvfs.changes_cli.ChangeOptions: --diff, --commit-on-success, --review, --export
     staged: tuple[str, ...] = ()  # the targets of mounts staged for a commit
+    # docker's flags (hvfs.run_flags)
+    read_only: bool = False  # the root is read-only; mounts keep their own mode
+    hostname: str | None = None  # else the name
+    memory: int | None = None
+    cpus: float | None = None
+    pids: int | None = None
+    publish: tuple[tuple[str, int, int], ...] = ()  # (host address, host port, the VM's port)
+    detach: bool = False  # the VM runs on in the manager, kept with its exit code until removed
+    remove: bool = False  # with detach: removed as it exits (--rm)
+    network: str | None = None  # a network shared with other runs' VMs (--network NAME); None: loopback only
 
 
 def parse_target(target: str, what: str) -> str:
@@ -117,9 +127,35 @@ def parse_tmpfs(text: str) -> MountSpec:
     return MountSpec(parse_target(target, what), _source("memory", options, what, None), readonly)
 
 
+# docker's --mount keys, as hvfs's source options: type=bind is a host source, tmpfs a memory one.
+DOCKER_KEYS = {"dst": "target", "destination": "target", "src": "source"}
+DOCKER_TYPES = {"bind": ("host", {"source": "path"}), "tmpfs": ("memory", {"tmpfs-size": "size", "tmpfs-mode": "mode"})}
+
+
+def _docker_mount(kind: str | None, options: dict[str, str], what: str) -> tuple[str | None, bool]:
+    """docker's spelling (type=bind|tmpfs, src, dst, readonly=true) as hvfs's, in place;
+    the kind, and whether readonly=true|1 was given."""
+    for key, canonical in DOCKER_KEYS.items():
+        if key in options:
+            options[canonical] = options.pop(key)
+    readonly = options.pop("readonly", options.pop("ro", "false")).lower() in ("true", "1")
+    if kind == "volume":
+        raise UsageError(
+            f"{what}: type=volume: hvfs run has no named volumes yet; use type=bind,source=DIR for a host "
+            "directory, type=tmpfs for a memory one, or a project's [sources] for one VMs share"
+        )
+    if kind in DOCKER_TYPES:
+        kind, names = DOCKER_TYPES[kind]
+        for key, name in names.items():
+            if key in options:
+                options[name] = options.pop(key)
+    return kind, readonly
+
+
 def parse_mount(text: str, cwd: str | None = None) -> MountSpec:
     """``type=TYPE,target=DST[,ro][,sockets][,OPTION=VALUE...]``, as docker's ``--mount``:
-    a source of any type, with the options docs/sources.md lists."""
+    a source of any type, with the options docs/sources.md lists; or docker's own
+    ``type=bind,source=DIR`` and ``type=tmpfs[,tmpfs-size=N]``, with src, dst, readonly=true."""
     what = f"--mount {text!r}"
     items = text.split(",")
     readonly, sockets = _mount_flags([item for item in items if "=" not in item], what)
@@ -128,7 +164,9 @@ def parse_mount(text: str, cwd: str | None = None) -> MountSpec:
         if key in options:
             raise UsageError(f"{what}: {key} is given twice; give it once")
         options[key] = value
-    kind, target = options.pop("type", None), options.pop("target", None)
+    kind, given_readonly = _docker_mount(options.pop("type", None), options, what)
+    readonly = readonly or given_readonly
+    target = options.pop("target", None)
     if target is None:
         raise UsageError(f"{what}: no target; add target=/PATH, e.g. --mount type=memory,target=/scratch")
     source = _source(kind, options, what, cwd)

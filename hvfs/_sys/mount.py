@@ -81,6 +81,12 @@ def set_readonly(tree_fd: int, *, recursive: bool = True) -> None:
     syscall("mount_setattr", tree_fd, b"", flags, ctypes.byref(attr), ctypes.sizeof(attr))
 
 
+def set_writable(tree_fd: int) -> None:
+    """Undo ``set_readonly`` on every mount of the tree ``tree_fd``."""
+    attr = _MountAttr(0, MOUNT_ATTR_RDONLY, 0, 0)
+    syscall("mount_setattr", tree_fd, b"", AT_EMPTY_PATH | AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr))
+
+
 def make_private(tree_fd: int) -> None:
     """Make every mount of the detached tree ``tree_fd`` private: a clone of a shared
     mount stays in its peer group, so that what is mounted on the clone would appear on

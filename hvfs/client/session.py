@@ -53,27 +53,38 @@ def launch(
     stop_timeout: float,
     winsize: bytes | None = None,
     outputs: Mapping[str, int] | None = None,
+    detach: bool = False,
+    remove: bool = False,
+    listeners: Sequence[int] = (),
 ) -> Launch:
     """Start the one VM of ``project`` (a prepared group of kind "run"): ``stdio`` its
     stdin, stdout and stderr (None with a terminal, whose master side comes back in
-    ``fds``). Raises UsageError with the manager's line when it could not start."""
+    ``fds``). Raises UsageError with the manager's line when it could not start.
+    ``detach``: the VM runs on when this client goes (``remove``: and goes as it exits);
+    ``listeners``: listening sockets for the VM's published ports (VmConfig.publish)."""
     debug = bool(os.environ.get("HVFS_DEBUG"))  # its manager's records come with their tracebacks
     fields: dict[str, Any] = {"project": to_json(project), "stop_timeout": stop_timeout, "debug": debug}
     if project.vms[project.name].tty:
         fields["winsize"] = winsize.hex() if winsize else None
+    if detach:
+        fields.update(detach=True, remove=remove)
+    if listeners:
+        fields["publish"] = [port for _, _, port in project.vms[project.name].publish]
+    fds = [*(stdio or ()), *listeners]
     connection = client.connect(paths=host_paths(project))
     exited = None
     try:
-        # outputs: what the manager writes at the VM's exit (hvfs.changes_cli.outputs), after stdio
+        # outputs: what the manager writes at the VM's exit (hvfs.changes_cli.outputs), after stdio;
+        # the listeners of published ports come last
         roles = list(outputs or {})
-        fds = [*(stdio or ()), *(outputs or {}).values()]
+        fds = [*(stdio or ()), *(outputs or {}).values(), *listeners]
         client.request(connection, "run", fds or None, outputs=roles, **fields)
         while True:
             try:
                 reply, fds = connection.receive()
             except (EOFError, OSError) as e:
                 raise UsageError(f"the manager went away while starting the VM; {SEE_LOG}") from e
-            if told(reply):
+            if told(reply) or "log" in reply:  # a detached VM's output, which its log keeps
                 continue
             if "exited" not in reply:
                 break

@@ -30,10 +30,13 @@ from hvfs.hypervisor import control, recreate, telling, views, vmstart
 from hvfs.hypervisor.containers import Containers
 from hvfs.hypervisor.group import Group, saved
 from hvfs.hypervisor.layout import Layout, remove_tree, write_json
+from hvfs.hypervisor.networks import Networks, SharedBridge
+from hvfs.hypervisor.publish import Forwarder
 from hvfs.hypervisor.spec import from_json, group_id
 from hvfs.hypervisor.version import code_id
 from hvfs.intercept.arch import native
 from hvfs.manager.vm import VmContext
+from hvfs.runtime import RunningVm
 from hvfs.sandbox import preflight, userns
 from hvfs.spec import UsageError
 
@@ -66,6 +69,8 @@ class Daemon:
         self.hypervisor: vmstart.Hypervisor | None = None
         self.up_locks: dict[str, threading.Lock] = {}
         self.containers = Containers(self)
+        self.forwarders: dict[str, Forwarder] = {}  # a run's published ports, by group
+        self.networks = Networks()  # hvfs run --network NAME
 
     # -- life -----------------------------------------------------------------------
 
@@ -154,7 +159,15 @@ class Daemon:
                 continue
             self.groups[gid] = group
             group.owner_lost_at = time.monotonic()  # a run's client must come back
+            group.detached = bool(document.get("detached", group.detached))
+            group.autoremove = bool(document.get("autoremove", False))
             group.resume(document)
+            for record in group.vms.values():  # its published ports, which the shim kept
+                if record.running is not None and record.running.published and record.state == "running":
+                    ports, listeners = zip(*record.running.published.items(), strict=True)
+                    self._publish(group, record.running, list(listeners), list(ports), deposit=False)
+                    for fd in listeners:
+                        os.close(fd)
         self._sweep_vms()
 
     def _sweep_vms(self) -> None:
@@ -185,18 +198,31 @@ class Daemon:
         self._sweep_vms()
         for group in groups:
             lost = group.owner_lost_at
+            if group.detached:
+                continue
             if group.project.kind == "run" and group.owner is None and lost is not None and now - lost > RECONNECT:
                 log.warning("the client of %s did not come back: stopping it", group.gid)
                 self._remove(group, stop=True)
 
     def _empty(self, group: Group) -> None:
-        """A run's VM has ended: the group goes once its client heard the exit status."""
-        if group.owner is not None:
+        """A run's VM has ended: the group goes once its client heard the exit status; a
+        detached one's stays, with its exit code, until ``hvfs rm`` (unless run with --rm)."""
+        self._unpublish(group)
+        if isinstance(group.bridge, SharedBridge):  # out of the others' /etc/hosts
+            group.bridge.close()
+        if (group.owner is not None and not group.detached) or group.autoremove:
             threading.Thread(target=self._remove, args=(group,), daemon=True).start()
+
+    def _unpublish(self, group: Group) -> None:
+        with self.lock:
+            forwarder = self.forwarders.pop(group.gid, None)
+        if forwarder is not None:
+            forwarder.close()
 
     def _remove(self, group: Group, *, stop: bool = False) -> None:
         if stop:
             group.stop_all(group.stop_timeout)
+        self._unpublish(group)
         with self.lock:
             if self.groups.get(group.gid) is not group:
                 return
@@ -281,28 +307,60 @@ class Daemon:
         group = self._new_group(message)
         group.stop_timeout = float(message.get("stop_timeout", group.stop_timeout))
         group.owner, group.detached = connection, bool(message.get("detach"))
+        group.autoremove = group.detached and bool(message.get("remove"))
+        published = [int(port) for port in message.get("publish", ())]  # the VM's ports, the listeners last
+        listeners, fds = (
+            (fds[len(fds) - len(published) :], fds[: len(fds) - len(published)]) if published else ([], fds)
+        )
         group.debug = bool(message.get("debug"))
-        group.followers.append(connection)
+        if not group.detached:  # a detached VM's output goes to its log only: its client is leaving
+            group.followers.append(connection)
         winsize = bytes.fromhex(message["winsize"]) if message.get("winsize") else None
         roles = [str(r) for r in message.get("outputs", [])][: len(fds)]  # written at the VM's exit
         group.outputs = dict(zip(roles, fds[len(fds) - len(roles) :], strict=True)) if roles else {}
         del fds[len(fds) - len(roles) :]
         stdio = (fds[0], fds[1], fds[2]) if len(fds) == 3 else None
+        network = group.project.network
         try:
+            if network.mode == "shared":
+                group.bridge = self.networks.join(network.name, group)
             group.start(stdio=stdio, winsize=winsize)
         except BaseException:
             self._remove(group)
             for fd in group.outputs.values():
                 os.close(fd)
             raise
+        if network.mode == "shared":
+            self.networks.refresh(network.name)
         record = next(iter(group.vms.values()))
         assert record.running is not None
+        if published:
+            self._publish(group, record.running, listeners, published)
         terminal = record.running.terminal
         reply = {"started": record.config.name, "gid": group.gid, "pid": record.running.process.init_pid}
         connection.send(reply, [terminal] if terminal is not None else None)
         if terminal is not None:
             os.close(terminal)
             record.running.terminal = None
+
+    def _publish(
+        self, group: Group, running: RunningVm, listeners: list[int], ports: list[int], *, deposit: bool = True
+    ) -> None:
+        """Forward the host's ``listeners`` (bound by the client) to the VM's ``ports``;
+        their copies are left with the VM's shim (``deposit``), for a manager after this one."""
+        if len(listeners) != len(ports):
+            raise LookupError("the published ports came without their listening sockets; run hvfs run again")
+        try:  # handle() closes the fds of the message: the forwarder keeps copies
+            forwarder = Forwarder(group.gid, running.process.init_pid, [os.dup(fd) for fd in listeners], ports)
+            if deposit:
+                roles = {f"publish:{i}:{port}": fd for i, (port, fd) in enumerate(zip(ports, listeners, strict=True))}
+                running.process.deposit(roles)
+        except OSError:  # the VM is gone already: nothing to reach
+            return
+        with self.lock:
+            self.forwarders[group.gid] = forwarder
+        if all(r.state == "exited" for r in group.vms.values()):  # it exited meanwhile: _empty has been
+            self._unpublish(group)
 
     def _op_attach(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
         group = self._group(message)
@@ -406,7 +464,8 @@ class Daemon:
         if message.get("gid") is None:
             with self.lock:
                 groups = {gid: g.describe() for gid, g in self.groups.items()}
-            connection.send({"groups": groups, "manager": info})
+                about = {gid: _about(g) for gid, g in self.groups.items()}
+            connection.send({"groups": groups, "about": about, "manager": info})
             return
         group = self._group(message)
         info["sources"] = dataclasses.asdict(group.pool.statistics())  # the group's live sources
@@ -451,3 +510,8 @@ class Daemon:
                 if line.startswith("VmRSS:"):
                     rss = int(line.split()[1])
         return {"pid": os.getpid(), "rss_kb": rss, "version": code_id()}
+
+
+def _about(group: Group) -> dict[str, Any]:
+    """What ``hvfs ps -a`` says of a group besides its VMs: a project's, a run's, a container's."""
+    return {"kind": group.project.kind, "project": group.project.name, "detached": group.detached}

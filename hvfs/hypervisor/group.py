@@ -106,6 +106,7 @@ class Group:
         self.owner: control.Connection | None = None  # a run's client: the VM ends with it
         self.owner_lost_at: float | None = None
         self.detached = project.kind != "run"
+        self.autoremove = False  # a detached run's group goes as its VM exits (hvfs run -d --rm)
         self.stop_timeout = STOP_TIMEOUT
         self._ids = iter(range(1, 1 << 62))
         self._lock = threading.Lock()
@@ -138,6 +139,9 @@ class Group:
             "addresses": {name: r.address for name, r in self.vms.items() if r.address},
             "started": {name: r.started for name, r in self.vms.items() if r.vmid and r.started},
             "stop_timeout": self.stop_timeout,
+            "detached": self.detached,
+            "autoremove": self.autoremove,
+            "codes": {n: r.code for n, r in self.vms.items() if r.state == "exited"},  # kept for ps -a
             "restarts": {n: [r.restarts.count, r.restarts.stopped] for n, r in self.vms.items() if r.restarts.count},
         }
         write_json(self.layout.group_file(self.gid), document)
@@ -146,8 +150,8 @@ class Group:
         """Start every VM (a run's with the client's ``stdio``); raises SetupError,
         UsageError or SourceError for what the user can fix, after stopping what started."""
         os.makedirs(os.path.dirname(self.layout.log(self.gid, "x")), mode=0o700, exist_ok=True)
-        if self.project.network.mode == "bridge":
-            self.bridge = vmstart.make_bridge(self.project.network.subnet)
+        if self.project.network.mode != "none":  # a project's own, or a shared one (hypervisor.networks)
+            self.bridge = self.bridge or vmstart.make_bridge(self.project.network.subnet)
             for record in self.vms.values():
                 if record.config.network:
                     record.address = self.bridge.reserve(record.config.name)
@@ -159,7 +163,8 @@ class Group:
         """The mount table of ``record``'s VM, its sources taken under its pool key."""
         vm = record.config
         hosts = (MountSpec("/etc/hosts", self.hosts, readonly=True),) if self.hosts and vm.network else ()
-        return mount_table(record.pool_key, (MountSpec("/", vm.root), *vm.mounts, *hosts), self.pool)
+        root = MountSpec("/", vm.root, vm.read_only)
+        return mount_table(record.pool_key, (root, *vm.mounts, *hosts), self.pool)
 
     def launch(
         self,
@@ -283,8 +288,11 @@ class Group:
             record = self.vms.get(name)
             if record is None:
                 continue
-            record.vmid = vmid
-            record.address = document.get("addresses", {}).get(name)
+            record.vmid, record.address = vmid, document.get("addresses", {}).get(name)
+            if document.get("codes", {}).get(name) is not None:  # exited before: kept (hvfs run -d)
+                record.state, record.code = "exited", int(document["codes"][name])
+                record.exited.set()
+                continue
             with contextlib.suppress(TypeError, ValueError):
                 count, stopped = document.get("restarts", {}).get(name, (0, False))
                 record.restarts.count, record.restarts.stopped = int(count), bool(stopped)
@@ -316,7 +324,7 @@ class Group:
         """What a VM runs: its command, or a process of ``hvfs exec`` (``more_env``, and
         ``workdir``/``user`` overriding the VM's). The environment starts clean, as
         docker's; HOME is the user's home unless given (by the VM or the exec)."""
-        env = {"PATH": DEFAULT_PATH, "HOSTNAME": vm.name, "HOME": "/root", **vm.environment, **more_env}
+        env = {"PATH": DEFAULT_PATH, "HOSTNAME": vm.hostname or vm.name, "HOME": "/root", **vm.environment, **more_env}
         if vm.tty:
             env.setdefault("TERM", "xterm")
         return Program(
@@ -440,13 +448,8 @@ class Group:
         record = self.record(message.get("vm"))
         if record.state != "running" or record.running is None:
             raise LookupError(f"VM {record.config.name} is not running")
-        program = self.program(
-            record.config,
-            tuple(message["argv"]),
-            dict(message.get("env", {})),
-            workdir=message.get("workdir"),
-            user=message.get("user"),
-        )
+        argv, env = tuple(message["argv"]), dict(message.get("env", {}))
+        program = self.program(record.config, argv, env, workdir=message.get("workdir"), user=message.get("user"))
         problem = command_problem(list(program.argv), program.env)
         if problem:  # pid 1 takes a command of a bounded size in one message
             raise LookupError(f"exec in {record.config.name}: {problem}")

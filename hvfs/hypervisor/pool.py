@@ -63,6 +63,12 @@ class SourcePool:
             shared.users.add(user)
             return shared.source
 
+    def live(self, name: str) -> Source | None:
+        """The live named source ``name``, if one is."""
+        with self._lock:
+            shared = self._named.get(name)
+            return shared.source if shared is not None else None
+
     def drop(self, user: str) -> None:
         """The VM ``user`` is gone (its views closed): release what only it used."""
         with self._lock:

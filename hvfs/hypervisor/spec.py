@@ -95,7 +95,7 @@ def run_project(spec: RunSpec) -> Project:
         user=spec.user,
         environment=dict(spec.env),
         strict=spec.strict,
-        network=False,
+        network=spec.network is not None,
         mounts=spec.mounts,
         persist=spec.persist,
         tty=spec.tty,
@@ -103,13 +103,17 @@ def run_project(spec: RunSpec) -> Project:
         from_image=spec.from_image,
         commit=spec.changes.commit if spec.changes is not None else "",
         staged=spec.staged,
+        limits=Limits(spec.memory, spec.pids, spec.cpus),
+        hostname=spec.hostname,
+        read_only=spec.read_only,
+        publish=spec.publish,
     )
     return prepared(
         Project(
             name=spec.name,
             file="",
             directory="/",
-            network=NetworkConfig(),
+            network=NetworkConfig("shared", name=spec.network) if spec.network else NetworkConfig(),
             sources={},
             vms={spec.name: vm},
             services=services_table(spec.services),
@@ -174,6 +178,7 @@ def from_json(document: Mapping[str, Any]) -> Project:
         fields["command"] = tuple(fields["command"])
         fields["from_image"] = tuple(fields.get("from_image", ()))
         fields["staged"] = tuple(fields.get("staged", ()))
+        fields["publish"] = tuple(tuple(p) for p in fields.get("publish", ()))
         fields["root"] = SourceSpec.from_json(fields["root"])
         fields["mounts"] = tuple(MountSpec.from_json(m) for m in fields["mounts"])
         fields["limits"] = Limits(**fields["limits"])

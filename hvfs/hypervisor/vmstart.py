@@ -102,6 +102,7 @@ def start(
         stdio=stdio,
         start={"memfd_noexec": 2} if scanned else {},
         winsize=winsize,
+        hostname=vm.hostname,
     )
 
     def before_start(process: launcher.VmProcess) -> dict[str, Any]:
@@ -241,10 +242,12 @@ def resume(
     tracer = trace_execs(vm.name, init_pid, transport) if record["scanned"] else None
     fds.pop("netns", None)
     output = fds.pop("output", None)
+    published = {int(role.split(":")[2]): fds.pop(role) for role in list(fds) if role.startswith("publish:")}
     for fd in fds.values():
         os.close(fd)
     spec = VmSpec(vm.name, (), Program(tuple(vm.command), {}))
-    running = RunningVm(spec=spec, process=process, context=context, driver=driver, terminal=None, tracer=tracer)
+    running = RunningVm(spec=spec, process=process, context=context, driver=driver, terminal=None, tracer=tracer,
+                        published=published)  # fmt: skip
     return running, output, None
 
 
@@ -302,6 +305,10 @@ class _Bridge:
     def hosts(self) -> bytes:
         text: bytes = self._call(lambda bridge: bridge.hosts())
         return text
+
+    def forget(self, vm: str) -> None:
+        """Take ``vm`` out of the hosts (its address is not given again)."""
+        self._call(lambda bridge: bridge.entries.pop(vm, None))
 
     def close(self) -> None:
         self._calls.put(None)

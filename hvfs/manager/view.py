@@ -110,7 +110,12 @@ def _build_on(table: list[Mount], staging: str, persist: str | None) -> Views:
             if mount.readonly:
                 _set_readonly(root, mount.target)
         if ordered[0].readonly:  # last: the mount points of the others are made in it first
-            m.set_readonly(root, recursive=False)
+            # The whole root, with the image's own sub-mounts (the host image's /usr, /etc...);
+            # then each mount of the table gets its own mode back, the deeper ones last.
+            m.set_readonly(root)
+            for mount in ordered[1:]:
+                with closing(openat2(root, mount.target, O_PATH, 0, RESOLVE_IN_ROOT)) as fd:
+                    (m.set_readonly if mount.readonly else m.set_writable)(fd)
     rw_root = m.clone_tree(tree)
     images: dict[int, int] = {}
     try:

@@ -10,7 +10,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from hvfs import spec
@@ -45,8 +45,9 @@ def add_commands(subparsers: Any) -> None:
     up.add_argument(
         "--exit-code-from", metavar="VM", help="exit with this VM's code (implies --abort-on-container-exit)"
     )
-    ps = subparsers.add_parser("ps", help="list a project's VMs")
+    ps = subparsers.add_parser("ps", help="list a project's VMs (every VM without hvfs.toml, or with -a)")
     ps.add_argument("--json", action="store_true", help="print JSON, for scripts")
+    ps.add_argument("-a", "--all", action="store_true", help="every VM the manager runs, and those exited")
     exec_ = subparsers.add_parser(
         "exec", help="run a command in a running VM", usage="hvfs exec [OPTIONS] VM [--] COMMAND..."
     )
@@ -63,15 +64,24 @@ def add_commands(subparsers: Any) -> None:
     stop = subparsers.add_parser("stop", help="stop one VM")
     stop.add_argument("-t", "--timeout", type=float, default=10.0, help="seconds before SIGKILL (default 10)")
     stop.add_argument("vm")
+    rm = subparsers.add_parser("rm", help="remove a VM of hvfs run -d (and its exit code)")
+    rm.add_argument("-f", "--force", action="store_true", help="stop it first if it runs")
+    rm.add_argument("vm", nargs="+")
     down = subparsers.add_parser("down", help="stop every VM of the project, and clean up")
     down.add_argument("-t", "--timeout", type=float, default=10.0, help="seconds before SIGKILL (default 10)")
 
 
-COMMANDS = ("up", "ps", "exec", "logs", "stop", "down")
+COMMANDS = ("up", "ps", "exec", "logs", "stop", "down", "rm")
 
 
 def run(args: argparse.Namespace) -> int:
+    from hvfs import vm_commands
+
+    if vm_commands.by_name(args, args.file or os.path.exists(DEFAULT_FILE)):
+        return vm_commands.run(args)
     project = config.load(args.file or DEFAULT_FILE)
+    if args.subcommand in ("logs", "exec", "stop") and args.vm not in project.vms and vm_commands.exists(args.vm):
+        return vm_commands.run(args)  # a VM of hvfs run -d, named in a project's directory
     handler = {"up": _up, "ps": _ps, "exec": _exec, "logs": _logs, "stop": _stop, "down": _down}[args.subcommand]
     return handler(args, project)
 
@@ -277,6 +287,17 @@ def _ps(args: argparse.Namespace, project: config.Project) -> int:
 
 
 def _exec(args: argparse.Namespace, project: config.Project) -> int:
+    return exec_in(
+        args, group_id(project), f"project {project.name}", lambda: _connect(project),
+        lambda e: _control_error(project, e),
+    )  # fmt: skip
+
+
+def exec_in(
+    args: argparse.Namespace, gid: str, what: str, connect: Callable[[], control.Connection],
+    control_error: Callable[[Exception], ProjectError],
+) -> int:  # fmt: skip
+    """``hvfs exec`` in the VM ``args.vm`` of the group ``gid`` (``what``, for messages)."""
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
@@ -297,16 +318,16 @@ def _exec(args: argparse.Namespace, project: config.Project) -> int:
     if problem:
         raise ProjectError(f"exec {args.vm}: {problem}")
     wait = control.answer_timeout()
-    connection = _connect(project)  # vouched for: nothing, least of all our stdio, goes to another
+    connection = connect()  # vouched for: nothing, least of all our stdio, goes to another
     stdio = None if args.tty else Stdio()  # pipes, never the user's files: see hvfs.sandbox.stdio
     try:
-        client.request(connection, "exec", None if stdio is None else list(stdio.fds), gid=group_id(project),
-                       what=f"project {project.name}", **fields)  # fmt: skip
+        client.request(connection, "exec", None if stdio is None else list(stdio.fds), gid=gid, what=what,
+                       **fields)  # fmt: skip
         if stdio is not None:
             stdio.handed_over()
         connection.wait_answer(wait)  # "started" or an error: the command's own run has no time limit
     except control.ControlError as e:
-        raise _control_error(project, e) from None
+        raise control_error(e) from None
     except OSError as e:
         raise ProjectError(f"the manager went away: {e.strerror}") from None
     for reply, fds in control.replies(connection):

@@ -77,12 +77,18 @@ class VmConfig:
     # "review", and the targets of the mounts staged (overlays of their host directories).
     commit: str = ""
     staged: tuple[str, ...] = ()
+    # hvfs run's docker flags (hvfs.run_flags): a hostname other than the name, a
+    # read-only root, and TCP ports published on the host (address, host port, VM port).
+    hostname: str | None = None
+    read_only: bool = False
+    publish: tuple[tuple[str, int, int], ...] = ()
 
 
 @dataclass(frozen=True)
 class NetworkConfig:
     mode: str = "none"  # "none": loopback only; "bridge": a private network between the VMs
     subnet: str = DEFAULT_SUBNET
+    name: str = ""  # mode "shared": hvfs run --network NAME, shared with other runs (hypervisor.networks)
 
 
 @dataclass(frozen=True)
