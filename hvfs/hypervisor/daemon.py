@@ -27,6 +27,7 @@ from typing import Any
 from hvfs import private_dirs
 from hvfs.errors import HvfsError
 from hvfs.hypervisor import control, recreate, telling, views, vmstart
+from hvfs.hypervisor.change_ops import ChangeOps
 from hvfs.hypervisor.containers import Containers
 from hvfs.hypervisor.group import Group, saved
 from hvfs.hypervisor.layout import Layout, remove_tree, write_json
@@ -35,7 +36,6 @@ from hvfs.hypervisor.publish import Forwarder
 from hvfs.hypervisor.spec import from_json, group_id
 from hvfs.hypervisor.version import code_id
 from hvfs.intercept.arch import native
-from hvfs.manager.vm import VmContext
 from hvfs.runtime import RunningVm
 from hvfs.sandbox import preflight, userns
 from hvfs.spec import UsageError
@@ -55,7 +55,7 @@ def idle_timeout() -> float:
         return 300.0
 
 
-class Daemon:
+class Daemon(ChangeOps):
     def __init__(self, layout: Layout, *, ready_fd: int | None = None) -> None:
         self.layout = layout
         self.ready_fd = ready_fd  # the client that started this manager waits for one line there
@@ -377,50 +377,6 @@ class Daemon:
         self._group(message).signal(str(message["vm"]), int(message["signal"]))
         if message.get("reply"):  # hvfs run's forwarded signals want none
             connection.send({"ok": True})
-
-    def _op_review(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
-        """A --review's answer: apply the staged changes or drop them (hvfs.hypervisor.staging)."""
-        group = self._group(message)
-        if group.owner is not connection or group.review is None:
-            raise LookupError("no review is waiting for this client")
-        group.review.answer = bool(message.get("apply"))
-
-    def _op_changes(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
-        """What a running VM changed (hvfs diff), found by its name, written to the fd sent."""
-        if len(fds) != 1:
-            raise LookupError("changes needs one fd to write the list to")
-        context = self._running_vm(message)
-        from hvfs.manager.changes import write
-
-        write(context.changes, fds[0], as_json=bool(message.get("json")))
-        connection.send({"ok": True})
-
-    def _op_export(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
-        """A running VM's changes as a tarball, written to the fd the client sent (hvfs export)."""
-        if len(fds) != 1:
-            raise LookupError("export needs one fd to write the tarball to")
-        context = self._running_vm(message)
-        from hvfs.manager.export import write_tarball
-
-        with os.fdopen(os.dup(fds[0]), "wb") as out:
-            written = write_tarball(context, out)
-        connection.send({"ok": True, "entries": written})
-
-    def _running_vm(self, message: dict[str, Any]) -> VmContext:
-        name = str(message.get("vm"))
-        with self.lock:
-            groups = list(self.groups.values())
-        found = [
-            r.running.context
-            for g in groups
-            for n, r in g.vms.items()
-            if n == name and r.running is not None and r.state == "running"
-        ]
-        if not found:
-            raise LookupError(f"no VM named {name!r} is running; see 'hvfs ps'")
-        if len(found) > 1:
-            raise LookupError(f"{len(found)} running VMs are named {name!r}; stop the others or rename one")
-        return found[0]
 
     def _op_up(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
         """Start a project; or, up already, apply its edited hvfs.toml (hvfs.hypervisor.recreate)."""

@@ -12,7 +12,7 @@ from hvfs.sandbox import protocol
 from hvfs.sandbox.protocol import Msg, Tag
 
 if TYPE_CHECKING:
-    from hvfs.hypervisor.group import VmRecord
+    from hvfs.hypervisor.records import VmRecord
 
 
 def listen(record: VmRecord) -> None:

@@ -19,7 +19,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from hvfs.hypervisor import control, execs, ordering, output_pump, restart, staging, telling, vmstart
@@ -27,7 +26,7 @@ from hvfs.hypervisor.health import Health, ProbeWaiter
 from hvfs.hypervisor.layout import Layout, read_json, remove_tree, write_json
 from hvfs.hypervisor.mounts import MountSpec, mount_table
 from hvfs.hypervisor.pool import SourcePool
-from hvfs.hypervisor.restart import Restarts
+from hvfs.hypervisor.records import VmRecord
 from hvfs.hypervisor.services import ServiceOptions, ServiceSet
 from hvfs.hypervisor.spec import to_json
 from hvfs.hypervisor.vmstart import Hypervisor
@@ -48,47 +47,6 @@ from hvfs.spec import DEFAULT_PATH, command_problem
 log = logging.getLogger("hvfs.group")
 STOP_TIMEOUT = 10.0
 DRAIN_TIMEOUT = 5.0  # seconds a VM's exit waits for its output (a process it left may hold the pipe)
-
-
-@dataclass
-class VmRecord:
-    config: VmConfig
-    vmid: str = ""
-    running: RunningVm | None = None
-    state: str = "created"
-    code: int | None = None
-    address: str | None = None
-    started: float = 0.0
-    start_ms: float = 0.0
-    exited: threading.Event = field(default_factory=threading.Event)
-    drained: threading.Event = field(default_factory=threading.Event)  # its output all told
-    execs: dict[str, control.Connection | ProbeWaiter] = field(default_factory=dict)  # exec id -> who asked
-    kept: list[int] = field(default_factory=list)  # fds this manager keeps for the VM's life
-    stop_timer: threading.Timer | None = None
-    health: Health | None = None  # its healthcheck's monitor, while it runs
-    restarts: Restarts = field(init=False)
-    pool_key: str = ""  # its sources are taken from the pool under this key (new at each restart)
-
-    def __post_init__(self) -> None:
-        self.restarts = Restarts(self.config.restart)
-        self.pool_key = self.pool_key or self.config.name
-
-    def describe(self) -> dict[str, Any]:
-        stats = self.running.context.statistics() if self.running else None
-        return {
-            "name": self.config.name,
-            "state": self.state,
-            "code": self.code,
-            "pid": self.running.process.init_pid if self.running else None,
-            "address": self.address,
-            "image": self.config.image,
-            "started": self.started,
-            "start_ms": round(self.start_ms, 1),
-            "requests": {o: stats.total(o) for o in ("served", "continued", "failed")} if stats else None,
-            "health": self.health.describe() if self.health is not None else None,
-            "restart": str(self.config.restart),
-            "restarts": self.restarts.count,
-        }
 
 
 class Group:

@@ -17,7 +17,8 @@ from hvfs.hypervisor.health import HEALTHY, UNHEALTHY
 from hvfs.project.lifecycle import start_order as _order
 
 if TYPE_CHECKING:
-    from hvfs.hypervisor.group import Group, VmRecord
+    from hvfs.hypervisor.group import Group
+    from hvfs.hypervisor.records import VmRecord
     from hvfs.manager.mounts import Mount
 
 POLL = 0.02  # seconds between looks at the VMs waited for

@@ -52,7 +52,7 @@ def plan(group: Group, project: Project) -> Changes:
 def apply(group: Group, project: Project, changes: Changes) -> None:
     """Stop what changed or went, then start what changed, came or had exited, in the
     order of their dependencies (raises as Group.start_vms)."""
-    from hvfs.hypervisor.group import VmRecord
+    from hvfs.hypervisor.records import VmRecord
 
     group.stop_all(group.stop_timeout, [group.vms[n] for n in changes.stop])
     for name in changes.stop:

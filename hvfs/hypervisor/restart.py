@@ -24,7 +24,8 @@ from hvfs.project.lifecycle import RestartPolicy
 from hvfs.sandbox.errors import SetupError
 
 if TYPE_CHECKING:
-    from hvfs.hypervisor.group import Group, VmRecord
+    from hvfs.hypervisor.group import Group
+    from hvfs.hypervisor.records import VmRecord
 
 log = logging.getLogger("hvfs.restart")
 
