@@ -225,6 +225,25 @@ def test_publish_to_a_port_nothing_listens_on_closes_the_connection(hvfs: Hvfs) 
     assert _listeners(port) == []
 
 
+def test_a_vm_gone_before_its_port_is_published_leaves_the_port_free(hvfs: Hvfs, tmp_path: Path) -> None:
+    """A VM that exits before the manager forwards its port (``true``) must not leave the
+    host's listener open in the manager; with --diff and --commit-on-success, whose fds
+    travel in the same message, each goes where it belongs."""
+    port = _free_port()
+    (tmp_path / "f").write_text("x\n")
+    for _ in range(8):
+        hvfs.ok("run", "-p", f"{port}:8000", "--", "true")
+        assert _listeners(port) == []
+    result = hvfs.run(
+        "run", "-p", f"{port}:8000", "--diff", "--commit-on-success", "-v", f"{tmp_path}:/data",
+        "--", "sh", "-c", "echo b >> /data/f",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "C /data/f" in result.stderr.splitlines()
+    assert (tmp_path / "f").read_text() == "x\nb\n"
+    assert _listeners(port) == []
+
+
 def _host_addresses() -> list[str]:
     out = subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout
     return [a for a in out.split() if ":" not in a]

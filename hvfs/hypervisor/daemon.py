@@ -308,18 +308,23 @@ class Daemon(ChangeOps):
         group.stop_timeout = float(message.get("stop_timeout", group.stop_timeout))
         group.owner, group.detached = connection, bool(message.get("detach"))
         group.autoremove = group.detached and bool(message.get("remove"))
-        published = [int(port) for port in message.get("publish", ())]  # the VM's ports, the listeners last
-        listeners, fds = (
-            (fds[len(fds) - len(published) :], fds[: len(fds) - len(published)]) if published else ([], fds)
-        )
+        # fds: stdio (3, or none with a terminal), then the outputs written at the VM's exit
+        # (--diff, --export), then the listeners of published ports. handle() closes what is
+        # left in ``fds``: the outputs are taken out of it, kept until the VM's exit.
+        published = [int(port) for port in message.get("publish", ())]
+        listeners = fds[len(fds) - len(published) :] if published else []
+        body = fds[: len(fds) - len(published)]
+        roles = [str(r) for r in message.get("outputs", [])][: len(body)]
+        kept = body[len(body) - len(roles) :] if roles else []
+        group.outputs = dict(zip(roles, kept, strict=True))
+        for fd in kept:
+            fds.remove(fd)
+        body = body[: len(body) - len(kept)]
         group.debug = bool(message.get("debug"))
         if not group.detached:  # a detached VM's output goes to its log only: its client is leaving
             group.followers.append(connection)
         winsize = bytes.fromhex(message["winsize"]) if message.get("winsize") else None
-        roles = [str(r) for r in message.get("outputs", [])][: len(fds)]  # written at the VM's exit
-        group.outputs = dict(zip(roles, fds[len(fds) - len(roles) :], strict=True)) if roles else {}
-        del fds[len(fds) - len(roles) :]
-        stdio = (fds[0], fds[1], fds[2]) if len(fds) == 3 else None
+        stdio = (body[0], body[1], body[2]) if len(body) == 3 else None
         network = group.project.network
         try:
             if network.mode == "shared":
@@ -350,12 +355,19 @@ class Daemon(ChangeOps):
         their copies are left with the VM's shim (``deposit``), for a manager after this one."""
         if len(listeners) != len(ports):
             raise LookupError("the published ports came without their listening sockets; run hvfs run again")
-        try:  # handle() closes the fds of the message: the forwarder keeps copies
-            forwarder = Forwarder(group.gid, running.process.init_pid, [os.dup(fd) for fd in listeners], ports)
+        copies = [os.dup(fd) for fd in listeners]  # handle() closes the fds of the message
+        try:
+            forwarder = Forwarder(group.gid, running.process.init_pid, copies, ports)
+        except OSError:  # the VM is gone already (its netns with it): nothing to reach, nothing kept
+            for fd in copies:
+                os.close(fd)
+            return
+        try:
             if deposit:
                 roles = {f"publish:{i}:{port}": fd for i, (port, fd) in enumerate(zip(ports, listeners, strict=True))}
                 running.process.deposit(roles)
-        except OSError:  # the VM is gone already: nothing to reach
+        except OSError:
+            forwarder.close()
             return
         with self.lock:
             self.forwarders[group.gid] = forwarder

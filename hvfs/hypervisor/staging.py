@@ -81,7 +81,7 @@ def _settle(
                 continue
             report = apply_staged(upper, host, mount.target)
             replaced = f" ({report.replaced} names in the way replaced)" if report.replaced else ""
-            lines.append(f"{mount.target}: {report.applied} changes applied to {host}{replaced}")
+            lines.append(f"{mount.target}: {_count(report.applied)} applied to {host}{replaced}")
             for refused in report.refused[:MAX_REPORTED]:
                 lines.append(f"{mount.target}: not applied: {refused}")
             if len(report.refused) > MAX_REPORTED:
@@ -89,10 +89,14 @@ def _settle(
     dropped = _root_changes(config, changes)
     if dropped:
         lines.append(
-            f"{dropped} changes to the VM's root dropped: hvfs never writes the host's root; "
+            f"{_count(dropped)} to the VM's root dropped: hvfs never writes the host's root; "
             "mount a directory with -v to keep files"
         )
     return {"lines": lines, "applied": bool(apply and staged)}
+
+
+def _count(n: int) -> str:
+    return f"{n} change" if n == 1 else f"{n} changes"
 
 
 class Review:
