@@ -154,7 +154,8 @@ def _subcommand(argv: list[str]) -> str | None:
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; only ``run``'s when ``argv`` names ``run`` (None: all)."""
     parser = _Parser(prog="hvfs", description="HVFS: a hypervisor file system for VMs made of Linux namespaces.")
     parser.add_argument("--version", action="version", version=f"hvfs {__version__}")
     parser.add_argument(
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     subparsers = parser.add_subparsers(dest="subcommand", metavar="COMMAND", parser_class=_Parser)
     _run_parser(subparsers)
-    if _subcommand(sys.argv[1:] if argv is None else argv) != "run":
+    if argv is None or _subcommand(list(argv)) != "run":
         # The other commands' modules cost `hvfs run` a third of its start-up: only when needed.
         from hvfs.project import cli as project_cli
         from hvfs.services.audit import add_events_command
@@ -180,6 +181,11 @@ def main(argv: list[str] | None = None) -> int:
                     add_doctor_command, add_images_command, add_completion_command):  # fmt: skip
             add(cast("argparse._SubParsersAction[argparse.ArgumentParser]", subparsers))  # _Parser is one
         add_docker_command(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser(sys.argv[1:] if argv is None else argv)
     if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions (hvfs/completion.py)
         from hvfs.completion import complete
 
