@@ -184,3 +184,17 @@ def test_events_json_lines_and_images_and_manager_json(hvfs: Hvfs, served: dict[
     status = json.loads(hvfs.ok("manager", "status", "--json"))
     assert isinstance(status, dict)
     assert isinstance(json.loads(hvfs.ok("images", "ls", "--json")), list)
+
+
+def test_hvfs_run_does_not_import_completion(hvfs: Hvfs) -> None:
+    """Completion costs `hvfs run` nothing: argcomplete is imported only while completing."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "hvfs", "run", "--", "true"],
+        capture_output=True, text=True, timeout=120, cwd="/",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    imported = [
+        line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")
+    ]
+    assert "hvfs.cli" in imported  # the measurement saw hvfs's own imports
+    assert not [name for name in imported if name.startswith(("argcomplete", "hvfs.completion", "hvfs.services.audit"))]
