@@ -16,7 +16,7 @@ import os
 import sys
 from typing import Any, NoReturn
 
-from hvfs.services.commands import Subparsers
+from hvfs.services.commands import ServiceError, Subparsers, guarded
 
 COMPLETING = "_ARGCOMPLETE"  # set by the shell script while it asks for completions
 SHELLS = ("bash", "zsh", "fish")
@@ -46,7 +46,10 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 
 def complete(parser: argparse.ArgumentParser) -> NoReturn:
     """Print the completions of the command line the shell gave, and exit."""
-    import argcomplete
+    try:
+        import argcomplete
+    except ImportError:  # an installation older than its pyproject.toml: no completions, no noise
+        sys.exit(0)
 
     commands = _subparsers(parser)
     for name in _TAKES_VM:
@@ -66,12 +69,15 @@ def add_completion_command(subparsers: Subparsers) -> argparse.ArgumentParser:
         "fish: hvfs completion fish > ~/.config/fish/completions/hvfs.fish",
     )
     parser.add_argument("shell", metavar="SHELL", choices=SHELLS, help=" or ".join(SHELLS))
-    parser.set_defaults(handler=_print_script)
+    parser.set_defaults(handler=guarded(_print_script))
     return parser
 
 
 def _print_script(args: argparse.Namespace) -> int:
-    import argcomplete
+    try:
+        import argcomplete
+    except ImportError:
+        raise ServiceError("shell completion needs argcomplete; install it: pip install 'argcomplete>=3.1'") from None
 
     sys.stdout.write(argcomplete.shellcode(["hvfs"], shell=args.shell))  # type: ignore[attr-defined]
     return 0
