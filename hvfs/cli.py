@@ -8,6 +8,7 @@ import argparse
 import contextlib
 import os
 import sys
+from collections.abc import Sequence
 from typing import NoReturn, cast
 
 from hvfs import __version__
@@ -15,9 +16,37 @@ from hvfs import __version__
 EXIT_HVFS = 125
 
 
+_DEEPEST = "_hvfs_prog"  # the namespace attribute naming the innermost (sub)command parsed
+
+
 class _Parser(argparse.ArgumentParser):
+    """Errors as one line naming the help of the (sub)command at fault, exit 125.
+
+    argparse lets a subcommand's parser pass the arguments it does not know up to the top
+    one, which would then blame ``hvfs``: the innermost parser notes its name instead."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if not hasattr(parsed, _DEEPEST):  # an inner parser returns first: it sets it
+            setattr(parsed, _DEEPEST, self.prog)
+        return parsed, extras
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self.fail(getattr(parsed, _DEEPEST, self.prog), f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
     def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"hvfs: {message}; see '{self.prog} --help'\n")
+        self.fail(self.prog, message)
+
+    @staticmethod
+    def fail(prog: str, message: str) -> NoReturn:
+        sys.stderr.write(f"hvfs: {message}; see '{prog} --help'\n")
         sys.exit(EXIT_HVFS)
 
 
@@ -142,7 +171,8 @@ def _subcommand(argv: list[str]) -> str | None:
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; only ``run``'s when ``argv`` names ``run`` (None: all)."""
     parser = _Parser(prog="hvfs", description="HVFS: a hypervisor file system for VMs made of Linux namespaces.")
     parser.add_argument("--version", action="version", version=f"hvfs {__version__}")
     parser.add_argument(
@@ -150,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     subparsers = parser.add_subparsers(dest="subcommand", metavar="COMMAND", parser_class=_Parser)
     _run_parser(subparsers)
-    if _subcommand(sys.argv[1:] if argv is None else argv) != "run":
+    if argv is None or _subcommand(list(argv)) != "run":
         # The other commands' modules cost `hvfs run` a third of its start-up: only when needed.
         from hvfs.project import cli as project_cli
         from hvfs.services.audit import add_events_command
@@ -159,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
 
         project_cli.add_commands(subparsers)
         from hvfs.changes_cli import add_commands as add_change_commands
+        from hvfs.completion import add_completion_command
         from hvfs.doctor import add_doctor_command
         from hvfs.hypervisor.commands import add_manager_command
         from hvfs.images.cli import add_images_command
@@ -166,16 +197,25 @@ def main(argv: list[str] | None = None) -> int:
 
         add_change_commands(subparsers)
         for add in (add_events_command, add_backup_command, add_quarantine_command, add_manager_command,
-                    add_doctor_command, add_images_command):  # fmt: skip
+                    add_doctor_command, add_images_command, add_completion_command):  # fmt: skip
             add(cast("argparse._SubParsersAction[argparse.ArgumentParser]", subparsers))  # _Parser is one
         add_docker_command(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser(sys.argv[1:] if argv is None else argv)
+    if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions (hvfs/completion.py)
+        from hvfs.completion import complete
+
+        complete(parser)
     args = parser.parse_args(argv)
     from hvfs import logs
 
     logs.configure()
-    if args.subcommand is None:
-        parser.print_help(sys.stderr)
-        return EXIT_HVFS
+    if args.subcommand is None:  # as docker: `hvfs` alone asks what there is
+        parser.print_help(sys.stdout)
+        return 0
     from hvfs.errors import HvfsError
 
     try:

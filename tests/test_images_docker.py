@@ -26,7 +26,8 @@ CONFIGURED_IMAGE = "hvfs-test/configured:latest"
 def cache(tmp_path: Path) -> dict[str, str]:
     """The environment of an hvfs with a cache of its own (and the session's manager)."""
     return {"PATH": "/usr/bin:/bin", "XDG_CACHE_HOME": str(tmp_path / "cache"), "HOME": str(tmp_path),
-            "HVFS_STATE_DIR": os.environ["HVFS_STATE_DIR"]}  # fmt: skip
+            "HVFS_STATE_DIR": os.environ["HVFS_STATE_DIR"],
+            "HVFS_PROGRESS_AFTER": "0"}  # progress at once: a small image takes less than its second  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -83,7 +83,7 @@ def test_a_failing_test_shows_the_vm_logs_and_audit_tail(pytester: pytest.Pytest
             "[[]hvfs[]] $ sh -c 'cat /scratch/missing'  (exit 1)",
             "cat: /scratch/missing: No such file or directory",
             "*- hvfs VM hvfs-*: audit, last 20 events -*",
-            "* hvfs-* */sh open /scratch/left-behind flags=0x241 ok *",
+            "* hvfs-* */sh open /scratch/left-behind flags=O_WRONLY|O_CREAT|O_TRUNC ok *",
         ]
     )
 
@@ -112,7 +112,7 @@ def test_a_project_failure_shows_every_vm_and_the_audit(pytester: pytest.Pyteste
             "*- hvfs VM db (project plugin-project): logs -*",
             "db-is-up",
             "*- hvfs project plugin-project: audit, last 5 events -*",
-            "* web */sh open /s/shared-file flags=0x241 ok *",
+            "* web */sh open /s/shared-file flags=O_WRONLY|O_CREAT|O_TRUNC ok *",
         ]
     )
 

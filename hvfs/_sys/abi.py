@@ -39,6 +39,11 @@ AT_EMPTY_PATH = 0x1000
 AT_STATX_SYNC_TYPE = 0x6000
 AT_RECURSIVE = 0x8000
 
+# renameat2's flags (include/uapi/linux/fs.h).
+RENAME_NOREPLACE = 0x1
+RENAME_EXCHANGE = 0x2
+RENAME_WHITEOUT = 0x4
+
 # openat2's struct open_how and its resolve flags (include/uapi/linux/openat2.h).
 OPEN_HOW = struct.Struct("<QQQ")  # flags, mode, resolve: OPEN_HOW_SIZE_VER0, 24 bytes
 RESOLVE_NO_XDEV = 0x01

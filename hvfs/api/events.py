@@ -43,15 +43,20 @@ class Event:
 
     @classmethod
     def from_json(cls, line: str | bytes) -> Event:
-        """The event that to_json wrote. Raises ValueError for anything else."""
+        """The event that to_json wrote. Raises ValueError for anything else. Keys it does
+        not know are ignored: a later hvfs may add some, and this reader must still read it."""
         try:
             fields: dict[str, Any] = json.loads(line)
-            event = cls(**{**fields, "paths": tuple(fields["paths"])})
-        except (TypeError, KeyError, json.JSONDecodeError) as e:
+            known = {key: value for key, value in fields.items() if key in _FIELDS}
+            event = cls(**{**known, "paths": tuple(fields["paths"])})
+        except (TypeError, KeyError, AttributeError, json.JSONDecodeError) as e:
             raise ValueError(f"not an hvfs event: {e}") from None
         if not all(isinstance(p, str) for p in event.paths) or not isinstance(event.operation, str):
             raise ValueError("not an hvfs event: bad field types")
         return event
+
+
+_FIELDS = frozenset(Event.__dataclass_fields__)
 
 
 def errno_name(code: int) -> str:
@@ -120,8 +125,10 @@ def event_for(
     duration_us: int,
     comm: str = "",
     answered_by: str | None = None,
+    paths: tuple[str, ...] | None = None,
 ) -> Event:
-    """The event of ``request`` from ``vm`` answered with ``response``."""
+    """The event of ``request`` from ``vm`` answered with ``response``; ``paths``, when
+    given, are its paths as they were served (default: as the request names them)."""
     result, value = _result(response)
     return Event(
         time=time,
@@ -129,7 +136,7 @@ def event_for(
         pid=request.caller.pid,
         comm=comm,
         operation=operation(request),
-        paths=request_paths(request),
+        paths=request_paths(request) if paths is None else paths,
         flags=request_flags(request),
         result=result,
         value=value,

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from hvfs.images import ImageError
+from hvfs.images.progress import Progress
 
 CONFIG_KEYS = ("Cmd", "Entrypoint", "Env", "WorkingDir", "User")
 MAX_JSON = 4 << 20  # a manifest, index or configuration larger than this is not one
@@ -154,11 +155,26 @@ class _Files:
         self.path = path
         self.tar: tarfile.TarFile | None = None
         self.members: dict[str, tarfile.TarInfo] = {}
+        self.raw: IO[bytes] | None = None
         if not os.path.isdir(path):
-            self.tar = tarfile.open(path)  # noqa: SIM115 (closed by close())
-            for member in self.tar:
-                if member.isreg():
-                    self.members[os.path.normpath(member.name.lstrip("/"))] = member
+            self.raw = open(path, "rb")  # noqa: SIM115 (closed by close())
+            try:
+                self.tar = tarfile.open(fileobj=self.raw)  # noqa: SIM115 (closed by close())
+                self._index(path)
+            except BaseException:
+                self.close()
+                raise
+
+    def _index(self, path: str) -> None:
+        # Listing a compressed tarball's members reads all of it (seconds for a large one):
+        # progress by the bytes of the file read so far.
+        assert self.tar is not None and self.raw is not None
+        progress = Progress(f"reading {path}", os.fstat(self.raw.fileno()).st_size)
+        for member in self.tar:
+            if member.isreg():
+                self.members[os.path.normpath(member.name.lstrip("/"))] = member
+            progress(self.raw.tell() - progress.done)
+        progress.finish()
 
     def has(self, name: str) -> bool:
         if self.tar is None:
@@ -186,6 +202,8 @@ class _Files:
     def close(self) -> None:
         if self.tar is not None:
             self.tar.close()
+        if self.raw is not None:
+            self.raw.close()
 
 
 def _image(files: _Files, config_name: str, layers: Sequence[tuple[str, str | None]], kind: str, what: str) -> Image:

@@ -170,12 +170,17 @@ def _make(images: str, key: str, name: str, make: Callable[[str], dict[str, Any]
 def _unpack(image: formats.Image, partial: str, name: str) -> dict[str, Any]:
     rootfs = os.path.join(partial, ROOTFS)
     os.mkdir(rootfs, 0o700)
-    progress = Progress(f"unpacking {name}", image.size)
+    progress = Progress(f"unpacking {name}", image.size, layers=len(image.layers))
     what = f"image {name}"
-    openers = [
-        (lambda layer=layer, i=i: formats.CheckedLayer(layer, f"{what}: layer {i + 1}", progress))
-        for i, layer in enumerate(image.layers)
-    ]
+
+    def opener(i: int, layer: formats.Layer) -> Callable[[], formats.CheckedLayer]:
+        def open_layer() -> formats.CheckedLayer:
+            progress.layer(i + 1)
+            return formats.CheckedLayer(layer, f"{what}: layer {i + 1}", progress)
+
+        return open_layer
+
+    openers = [opener(i, layer) for i, layer in enumerate(image.layers)]
     skipped = unpack_layers(rootfs, openers, _limit(partial), what)  # type: ignore[arg-type]
     os.chmod(rootfs, 0o755)
     layers = "1 layer" if len(image.layers) == 1 else f"{len(image.layers)} layers"

@@ -21,6 +21,7 @@ from hvfs.manager import changes, creds, replay
 from hvfs.manager.closes import CloseWatcher
 from hvfs.manager.handlers import HANDLERS
 from hvfs.manager.resolve import fd_closing, open_object, proc_path
+from hvfs.manager.served import served_paths
 from hvfs.manager.vm import VmContext
 
 log = logging.getLogger("hvfs.manager")
@@ -111,6 +112,7 @@ class Manager:
                     duration_us=duration,
                     comm=comm,
                     answered_by=answered_by,
+                    paths=served_paths(vm, request, response),
                 )
             )
         return response

@@ -49,7 +49,7 @@ def add_docker_command(subparsers: Any) -> None:
             action.add_argument("--state-dir", help="the manager's state directory (default: root's, /run/hvfs)")
             action.add_argument("--services", metavar="FILE", help="[services] for every container (hvfs.toml syntax)")
     ps = actions.add_parser("ps", help="the VMs of docker's containers")
-    ps.add_argument("--json", action="store_true")
+    ps.add_argument("--json", action="store_true", help="print JSON, for scripts")
     docker.set_defaults(handler=run)
 
 

@@ -28,8 +28,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from hvfs.api.events import Event
+from hvfs.api.flagnames import flag_names
 from hvfs.api.hooks import EventBus, Files, Subscription
-from hvfs.services.commands import Subparsers, guarded
+from hvfs.services.audit_summary import summarize, write_summary
+from hvfs.services.commands import ServiceError, Subparsers, guarded
 from hvfs.services.describe import OPERATIONS, READ, SERVICE_EVENTS
 from hvfs.services.units import format_time
 
@@ -155,16 +157,17 @@ def _parse(line: bytes, path: str, number: int) -> Event | None:
 
 
 def format_event(event: Event) -> str:
-    """One human-readable line: time, VM, pid and command, operation, result, paths, µs."""
+    """One human-readable line: time, VM, pid and command, operation, paths, flags by name
+    (none when there are none), result, µs."""
     outcome = event.result if event.value is None else f"{event.result}={event.value}"
     if event.answered_by:
         outcome += f" (by {event.answered_by})"
     paths = " -> ".join(event.paths)
     where = f"{event.pid}/{event.comm}" if event.comm else str(event.pid)
-    return (
-        f"{format_time(event.time)} {event.vm} {where} {event.operation} {paths} "
-        f"flags={event.flags:#x} {outcome} {event.duration_us}µs"
-    )
+    names = flag_names(event.operation, event.flags)
+    flags = f" flags={names}" if names else ""
+    when = format_time(event.time)
+    return f"{when} {event.vm} {where} {event.operation} {paths}{flags} {outcome} {event.duration_us}µs"
 
 
 def show_events(events: Iterable[Event], selected: EventFilter, *, as_json: bool) -> int:
@@ -185,25 +188,43 @@ def _operation(text: str) -> str:
 
 
 def add_events_command(subparsers: Subparsers) -> argparse.ArgumentParser:
-    """Define ``hvfs events FILE [--follow] [--vm VM] [--op OP] [--path GLOB] [--json]``;
-    ``args.handler(args)`` runs it."""
+    """Define ``hvfs events FILE [--follow] [--vm VM] [--op OP] [--path GLOB] [--summary]
+    [--json]`` (``--audit FILE`` too, as ``hvfs run`` spells it); ``args.handler(args)``
+    runs it."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "events",
         help="show the events of an audit log",
         description="Show the events that hvfs run --audit FILE recorded, optionally filtered; "
         "--follow shows new ones as a running manager writes them.",
     )
-    parser.add_argument("file", metavar="FILE", help="the audit log (JSON lines)")
+    parser.add_argument("file", metavar="FILE", nargs="?", help="the audit log (JSON lines)")
+    parser.add_argument("--audit", metavar="FILE", help="the audit log, as hvfs run --audit names it (or FILE)")
     parser.add_argument("-f", "--follow", action="store_true", help="wait for new events (Ctrl-C to stop)")
     parser.add_argument("--vm", action="append", default=[], help="only this VM's events (repeatable)")
     parser.add_argument("--op", action="append", default=[], type=_operation, help="only this operation (repeatable)")
     parser.add_argument("--path", metavar="GLOB", help="only events with a path matching GLOB (fnmatch: * matches /)")
-    parser.add_argument("--json", action="store_true", help="print events as JSON lines")
+    parser.add_argument(
+        "--summary",
+        action="store_true",
+        help="per VM: files written, read, removed, renamed; requests and errors by operation",
+    )
+    parser.add_argument("--json", action="store_true", help="print events as JSON lines (a summary as JSON)")
     parser.set_defaults(handler=guarded(_events))
     return parser
 
 
 def _events(args: argparse.Namespace) -> int:
+    if args.file and args.audit and args.file != args.audit:
+        raise ServiceError(f"two audit logs given ({args.file} and --audit {args.audit}); give one")
+    path = args.file or args.audit
+    if not path:
+        raise ServiceError("no audit log given; name the file hvfs run --audit wrote: hvfs events FILE")
+    if args.summary and args.follow:
+        raise ServiceError("--summary reads the log to its end; drop --follow")
     selected = EventFilter(frozenset(args.vm), frozenset(args.op), args.path)
-    show_events(read_events(args.file, follow=args.follow), selected, as_json=args.json)
+    events = read_events(path, follow=args.follow)
+    if args.summary:
+        write_summary(summarize(e for e in events if selected.matches(e)), sys.stdout, as_json=args.json)
+        return 0
+    show_events(events, selected, as_json=args.json)
     return 0

@@ -1,19 +1,20 @@
 """``hvfs backup list|restore|prune``: the backup store from the command line.
 
 Register with ``add_backup_command(subparsers)`` in hvfs/cli.py; ``args.handler(args)``
-runs the chosen subcommand. Every subcommand takes ``--store DIR`` (default: the
-``backup`` directory under hvfs's data directory, /var/lib/hvfs as root, else
-~/.local/share/hvfs).
+runs the chosen subcommand. Every subcommand takes ``--backup-store DIR``, as ``hvfs run``
+spells it (``--store``, its first name, is still read; default: the ``backup`` directory
+under hvfs's data directory, /var/lib/hvfs as root, else ~/.local/share/hvfs).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
 from hvfs.private_dirs import private_directory
-from hvfs.services.backup.index import BackupIndex
+from hvfs.services.backup.index import BackupIndex, Version
 from hvfs.services.backup.prune import prune
 from hvfs.services.backup.restore import RestoreError, restore_as_tar, restore_into, select
 from hvfs.services.backup.store import BlobStore, CorruptBlob, open_store
@@ -29,12 +30,16 @@ def add_backup_command(subparsers: Subparsers) -> argparse.ArgumentParser:
         "backup", help="list, restore and prune file versions", description="The versions the backup service saved."
     )
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--store", metavar="DIR", help=f"the backup store (default: {backup_directory()})")
+    common.add_argument(
+        "--backup-store", dest="store", metavar="DIR", help=f"the backup store (default: {backup_directory()})"
+    )
+    common.add_argument("--store", dest="store", help=argparse.SUPPRESS)  # its first name: scripts keep working
     actions = backup.add_subparsers(dest="backup_action", metavar="ACTION", required=True, parser_class=type(backup))
 
     listing = actions.add_parser("list", parents=[common], help="list versions")
     listing.add_argument("--vm", help="only this VM's versions")
     listing.add_argument("glob", nargs="?", metavar="PATH-GLOB", help="only paths matching (fnmatch: * matches /)")
+    listing.add_argument("--json", action="store_true", help="print JSON, for scripts (docs/cli.md: its keys)")
     listing.set_defaults(handler=guarded(_list))
 
     restore = actions.add_parser(
@@ -71,7 +76,7 @@ def add_backup_command(subparsers: Subparsers) -> argparse.ArgumentParser:
 def _open(args: argparse.Namespace) -> tuple[BlobStore, BackupIndex]:
     directory = args.store or backup_directory()
     if not os.path.exists(os.path.join(directory, "index.sqlite")):
-        raise ServiceError(f"no backup store in {directory}; give the one hvfs run used with --store DIR")
+        raise ServiceError(f"no backup store in {directory}; give the one hvfs run used with --backup-store DIR")
     # What is restored from a store others could write in might be theirs: refuse it.
     directory = private_directory(directory, "the backup store", "", create=False, ours=not args.store)
     return open_store(directory)
@@ -80,6 +85,9 @@ def _open(args: argparse.Namespace) -> tuple[BlobStore, BackupIndex]:
 def _list(args: argparse.Namespace) -> int:
     _, index = _open(args)
     try:
+        if args.json:
+            print(json.dumps([version_json(v) for v in index.versions(vm=args.vm, glob=args.glob)], indent=2))
+            return 0
         for v in index.versions(vm=args.vm, glob=args.glob):
             size = "-" if v.removed else str(v.size)
             digest = "-" if v.hash is None else v.hash[:12]
@@ -87,6 +95,20 @@ def _list(args: argparse.Namespace) -> int:
     finally:
         index.close()
     return 0
+
+
+def version_json(v: Version) -> dict[str, object]:
+    """The keys of ``hvfs backup list --json``: the table's columns, unabbreviated."""
+    return {
+        "time": format_time(v.time),
+        "unix_time": v.time,
+        "vm": v.vm,
+        "trigger": v.trigger,
+        "size": None if v.removed else v.size,
+        "sha256": v.hash,
+        "removed": v.removed,
+        "path": v.path,
+    }
 
 
 def _restore(args: argparse.Namespace) -> int:

@@ -1,0 +1,101 @@
+"""The paths a request reached, named as the kernel resolved them: what its event says.
+
+A VM names a path as it likes (``./x``, ``../data//y``, ``link/../etc/passwd``); an audit
+must name what was served, or a VM could hide what it touched behind a symlink and a
+``..``. The kernel knows the answer: an open's path is its fd's own name (readlink of
+/proc/self/fd/N, checked to name that very file in the VM's view); another request's is
+its parent directory's, opened again in the writable view and named the same way, and
+its last component. Where that fails (the parent is
+gone, the request failed before it), the path as the VM named it with only the parts
+that cannot change its meaning removed (``//``, ``/./``): ``..`` stays, as it must.
+
+Only called when the VM's bus has subscribers: it costs two openat2, a readlink and two
+fstat per path.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hvfs import api
+from hvfs.api.events import request_paths
+from hvfs.manager.resolve import absolute, fd_closing, open_object, parent
+from hvfs.manager.vm import VmContext
+
+_DELETED = " (deleted)"  # what readlink adds for a file removed since it was opened
+
+
+def tidy(path: str) -> str:
+    """``path`` without empty and ``.`` components; ``..`` is kept (behind a symlink it does
+    not mean the lexical parent)."""
+    if not path.startswith("/"):
+        return path  # not a VM path: a symlink's target, an abstract socket's name
+    return "/" + "/".join(part for part in path.split("/") if part not in ("", "."))
+
+
+def _vm_name(vm: VmContext, fd: int) -> str | None:
+    """The VM path of the file ``fd`` holds, if the kernel's name for it is one: readlink
+    names it from the root of the mount tree the fd came from, which is the VM's own root
+    for a VM that pivoted into it, but not always (a root the VM only chrooted into is
+    named from the host's). So the name is checked: in the VM's view it must be this file."""
+    try:
+        name = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+    if not name.startswith("/") or name.endswith(_DELETED):
+        return None
+    try:
+        with fd_closing(open_object(vm.rw_root, absolute(name), follow=False)) as found:
+            same = _identity(os.fstat(found)) == _identity(os.fstat(fd))
+    except OSError:
+        return None
+    return name if same else None
+
+
+def _identity(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
+
+
+def _resolved(vm: VmContext, path: api.VmPath) -> str:
+    last = path.name.rstrip("/").rpartition("/")[2]
+    if last in ("", ".", ".."):
+        return tidy(str(path))
+    try:
+        with parent(vm.rw_root, path) as (directory, _):
+            head = _vm_name(vm, directory)
+    except OSError:
+        head = None
+    if head is None:
+        return tidy(str(path))
+    return f"{head.rstrip('/')}/{last}"
+
+
+def _objects(request: api.Request) -> tuple[api.VmPath | None, ...]:
+    """The VmPath behind each of ``request_paths(request)``, None where there is none."""
+    match request:
+        case api.Rename():
+            return (request.old, request.new)
+        case api.Link():
+            return (request.old if isinstance(request.old, api.VmPath) else None, request.new)
+        case api.Symlink():
+            return (request.path, None)  # the target is stored as given, never resolved
+    first = getattr(request, "path", None) or getattr(request, "target", None)
+    return (first if isinstance(first, api.VmPath) else None,)
+
+
+def served_paths(vm: VmContext, request: api.Request, response: api.Response) -> tuple[str, ...]:
+    """``request_paths(request)``, each as the kernel resolved it for the VM (see above)."""
+    named = request_paths(request)
+    if isinstance(request, api.Open) and isinstance(response, api.Fd):
+        own = _vm_name(vm, response.fd)
+        if own is not None:
+            return (own, *named[1:])
+    objects = _objects(request)
+    paths = []
+    for i, path in enumerate(named):
+        known = objects[i] if i < len(objects) else None
+        if known is not None:
+            paths.append(_resolved(vm, known))
+        else:
+            paths.append(path if isinstance(request, api.Symlink) else tidy(path))
+    return tuple(paths)
