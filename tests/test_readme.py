@@ -14,6 +14,7 @@ as a script. Blocks run by other modules (Docker, the compose demo) are named in
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import re
@@ -24,6 +25,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -322,12 +324,46 @@ def the_next_vm_sees_the_persisted_change(line: Line) -> None:
     assert line.stdout == "hello\n" and not Path("/root/note").exists()
 
 
+@check(r"^hvfs exec site")
+def the_detached_vm_answers_on_its_port(line: Line) -> None:
+    assert line.stdout == "200\n", line.stdout
+    with urllib.request.urlopen("http://127.0.0.1:8080", timeout=10) as answer:  # published on the host
+        assert answer.status == 200
+
+
+@check(r"^hvfs ps --json")
+def lists_the_detached_vm(line: Line) -> None:
+    assert any(vm["name"] == "site" and vm["state"] == "running" for vm in json.loads(line.stdout)), line.stdout
+
+
+@check(r"^hvfs rm -f site")
+def the_detached_vm_is_gone_and_its_port_closed(line: Line) -> None:
+    with pytest.raises(OSError), urllib.request.urlopen("http://127.0.0.1:8080", timeout=3):
+        pass
+
+
+@check(r"^hvfs run --diff")
+def lists_exactly_the_three_changes(line: Line) -> None:
+    assert line.stderr.splitlines() == ["C /data/notes.txt", "C /etc", "D /etc/hostname", "A /etc/x"], line.stderr
+    assert (line.cwd / "data" / "notes.txt").read_text().endswith("b\n")  # a served mount, written through
+
+
+@check(r"echo kept > /data/new.txt")
+def applied_when_the_command_succeeded(line: Line) -> None:
+    assert (line.cwd / "data" / "new.txt").read_text() == "kept\n"
+
+
+@check(r"echo lost > /data/lost.txt")
+def dropped_when_the_command_failed(line: Line) -> None:
+    assert line.stdout == "exit 1, data/ untouched\n" and not (line.cwd / "data" / "lost.txt").exists()
+
+
 @check(r"^hvfs up --exit-code-from worker")
 def the_worker_fetched_the_page_as_user_1000(line: Line) -> None:
     assert re.search(r"worker batch 1000 \d+", line.stdout + line.stderr), line.stdout + line.stderr
 
 
-@check(r"^hvfs ps")
+@check(r"^hvfs ps +(#|$)")
 def lists_both_vms(line: Line) -> None:
     assert "web" in line.stdout and "worker" in line.stdout, line.stdout
 
