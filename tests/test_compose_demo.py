@@ -176,7 +176,7 @@ def test_eicar_written_by_one_is_refused_in_the_other_and_quarantined(demo: Demo
     assert EICAR not in refused.stdout
     also = demo.sh("writer", "cat /shared/eicar.com")  # refused to every container
     assert also.returncode != 0 and b"Permission denied" in also.stderr, also.stderr
-    listed = demo.hvfs("quarantine", "list", "--store", str(demo.directory / "quarantine"))
+    listed = demo.hvfs("quarantine", "list", "--quarantine", str(demo.directory / "quarantine"))
     assert listed.returncode == 0, listed.stderr
     entries = [line for line in listed.stdout.decode().splitlines() if "/shared/eicar.com" in line]
     assert len(entries) == 1, listed.stdout  # one verdict, one entry, however often it is refused
@@ -194,7 +194,7 @@ def test_a_changed_file_is_restored_from_backup(demo: Demo) -> None:
     versions: list[str] = []
     deadline = time.monotonic() + 10  # a version is saved after the close, off the VM's path
     while time.monotonic() < deadline:
-        listed = demo.hvfs("backup", "list", "--store", store, "/shared/notes.txt")
+        listed = demo.hvfs("backup", "list", "--backup-store", store, "/shared/notes.txt")
         assert listed.returncode == 0, listed.stderr
         versions = listed.stdout.decode().splitlines()
         if len({line.split()[4] for line in versions}) >= 2:
@@ -203,7 +203,7 @@ def test_a_changed_file_is_restored_from_backup(demo: Demo) -> None:
     sizes = {int(line.split()[3]): line.split()[0] for line in versions}
     assert len(first) + 1 in sizes and len(second) + 1 in sizes, versions
     at = sizes[len(first) + 1]  # the time the first version was saved
-    restore = demo.hvfs("backup", "restore", "/shared/notes.txt", "--store", store, "--at", at, "--to", "-")
+    restore = demo.hvfs("backup", "restore", "/shared/notes.txt", "--backup-store", store, "--at", at, "--to", "-")
     assert restore.returncode == 0, restore.stderr
     put = demo.compose("exec", "-T", "writer", "tar", "-x", "-C", "/shared", stdin=restore.stdout)
     assert put.returncode == 0, put.stderr

@@ -19,6 +19,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Annotated
 
+from hvfs._sys.abi import RENAME_EXCHANGE as RENAME_EXCHANGE  # renameat2's; services take it from here
+
 
 class FdRole(enum.Enum):
     LENT = "lent"
@@ -198,9 +200,6 @@ class Unlink:
 class Rmdir:
     caller: Caller
     path: VmPath
-
-
-RENAME_EXCHANGE = 2  # renameat2's flag (linux/fs.h): both names stay, each replaced by the other
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -140,7 +140,7 @@ def test_a_sparse_file_is_restored_with_its_content_and_holes(attacker: Attacker
     content, blocks = original.read_bytes(), original.stat().st_blocks
     require(blocks * 512 < MIB, f"the file system of {data} keeps no holes")
     attacker.runner.ok("run", *strict, *volumes, *backup, "--", "rm", "/data/disk.img")  # gone from the VM
-    attacker.runner.ok("backup", "restore", "/data/disk.img", "--store", str(store), "--to", str(out))
+    attacker.runner.ok("backup", "restore", "/data/disk.img", "--backup-store", str(store), "--to", str(out))
     restored = out / "disk.img"
     assert restored.read_bytes() == content
     assert restored.stat().st_blocks == blocks, (restored.stat().st_blocks, blocks)
