@@ -20,13 +20,15 @@ import os
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hvfs.api.hooks import BusStatistics, EventBus, Files
 from hvfs.private_dirs import check_existing, private_directory
 from hvfs.services import registry
 from hvfs.services.base import NO_NEEDS, Kind, Needs, Option, OptionError, Service, ServiceKind
 from hvfs.spec import UsageError, output_file_problem, parse_size
+
+if TYPE_CHECKING:  # the bus (and the API's messages) only in the manager, not in `hvfs run`
+    from hvfs.api.hooks import BusStatistics, Files
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,8 @@ class ServiceSet:
         """Open every service asked for, as the user, before any namespace: a store
         someone else can write in could hand back their files as this user's backups or
         quarantine. Raises UsageError (and closes what it opened)."""
+        from hvfs.api.hooks import EventBus
+
         self.options = options
         self.bus = EventBus()
         self.services: list[Service] = []

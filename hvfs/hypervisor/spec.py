@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 from hvfs.api.choice import VARIABLE, chosen_kind
 from hvfs.hypervisor.mounts import MountSpec, prepare_mounts
 from hvfs.images.defaults import applied
-from hvfs.images.store import image_config
 from hvfs.manager.sources.registry import SourceSpec
 from hvfs.project.config import Limits, NetworkConfig, Project, SourceConfig, VmConfig
 from hvfs.project.lifecycle import HealthCheck, RestartPolicy
@@ -60,7 +59,12 @@ def prepared(project: Project) -> Project:
         vm = dataclasses.replace(vm, root=root.source, mounts=tuple(mounts))
         if vm.from_image:  # what the image's configuration decides, now that it is unpacked
             unpacked = root.source.options.get("unpacked")
-            vm = applied(vm, image_config(unpacked) if isinstance(unpacked, str) else None, project)
+            config = None
+            if isinstance(unpacked, str):  # the store (and tarfile) only for an unpacked image, not the host's
+                from hvfs.images.store import image_config
+
+                config = image_config(unpacked)
+            vm = applied(vm, config, project)
         vms[name] = vm
     return dataclasses.replace(project, vms=vms)
 
