@@ -1,9 +1,10 @@
 """`hvfs run -- true` of two installations of hvfs, interleaved: BEFORE as it is, and
-AFTER with its per-user manager running (warm) and started by the run (cold).
+both with their per-user manager running (warm) and started by the run (cold).
 
     python benchmarks/startup_compare.py OLD/.venv/bin/python NEW/.venv/bin/python [ROUNDS]
 
-Each installation gets a private state directory of its own. Medians and ratios to BEFORE.
+Each installation gets a private state directory of its own. Medians, and ratios to
+BEFORE's warm run and to each one's own BEFORE.
 """
 
 from __future__ import annotations
@@ -30,28 +31,39 @@ def main() -> int:
             subprocess.run([*command, *args], env=env, check=True, capture_output=True, cwd="/")
             return time.perf_counter() - began
 
-        def stop() -> None:
-            subprocess.run([*after, "manager", "stop"], env=dict(os.environ, HVFS_STATE_DIR=new_state),
+        def stop(command: list[str], state: str) -> None:
+            subprocess.run([*command, "manager", "stop"], env=dict(os.environ, HVFS_STATE_DIR=state),
                            capture_output=True)  # fmt: skip
 
-        runs: dict[str, list[float]] = {"native true": [], "before": [], "after, warm": [], "after, cold": []}
+        runs: dict[str, list[float]] = {
+            "native true": [], "python -c pass": [], "before, warm": [], "after, warm": [], "before, cold": [],
+            "after, cold": [],
+        }  # fmt: skip
         for _ in range(rounds):
             began = time.perf_counter()
             subprocess.run(["true"])
             runs["native true"].append(time.perf_counter() - began)
-            runs["before"].append(timed(before, old_state, "run", "--", "true"))
+            began = time.perf_counter()
+            subprocess.run([sys.argv[2], "-c", "pass"])
+            runs["python -c pass"].append(time.perf_counter() - began)
+            runs["before, warm"].append(timed(before, old_state, "run", "--", "true"))
             runs["after, warm"].append(timed(after, new_state, "run", "--", "true"))
-            stop()
+            stop(before, old_state)
+            runs["before, cold"].append(timed(before, old_state, "run", "--", "true"))
+            stop(after, new_state)
             runs["after, cold"].append(timed(after, new_state, "run", "--", "true"))
+            runs["before, warm"].append(timed(before, old_state, "run", "--", "true"))
             runs["after, warm"].append(timed(after, new_state, "run", "--", "true"))
-        stop()
-        subprocess.run([*before, "manager", "stop"], env=dict(os.environ, HVFS_STATE_DIR=old_state),
-                       capture_output=True)  # fmt: skip
-    base = statistics.median(runs["before"])
+        stop(after, new_state)
+        stop(before, old_state)
+    base = statistics.median(runs["before, warm"])
     for name, xs in runs.items():
         median = statistics.median(xs)
-        print(f"{name:12} median {median * 1000:7.1f} ms  min {min(xs) * 1000:6.1f}  max {max(xs) * 1000:6.1f}"
-              f"  {median / base:5.2f}× before  (n={len(xs)})")  # fmt: skip
+        own = ""
+        if name.startswith("after"):
+            own = f"  {median / statistics.median(runs[name.replace('after', 'before')]):5.2f}× its before"
+        print(f"{name:14} median {median * 1000:7.1f} ms  min {min(xs) * 1000:6.1f}  max {max(xs) * 1000:6.1f}"
+              f"  {median / base:5.2f}× before, warm{own}  (n={len(xs)})")  # fmt: skip
     return 0
 
 

@@ -172,15 +172,22 @@ def _subcommand(argv: list[str]) -> str | None:
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    """The parser of every command; only ``run``'s when ``argv`` names ``run`` (None: all)."""
+    """The parser of every command; only ``run``'s when ``argv`` names ``run``, only
+    ``manager``'s when it names ``manager`` (None: all)."""
     parser = _Parser(prog="hvfs", description="HVFS: a hypervisor file system for VMs made of Linux namespaces.")
     parser.add_argument("--version", action="version", version=f"hvfs {__version__}")
     parser.add_argument(
         "-f", "--file", help="the project file for up, ps, exec, logs, stop, down (default ./hvfs.toml)"
     )
     subparsers = parser.add_subparsers(dest="subcommand", metavar="COMMAND", parser_class=_Parser)
+    command = None if argv is None else _subcommand(list(argv))
+    if command == "manager":  # `manager serve` is how a client starts the manager: its start-up is every cold run's
+        from hvfs.hypervisor.commands import add_manager_command
+
+        add_manager_command(cast("argparse._SubParsersAction[argparse.ArgumentParser]", subparsers))
+        return parser
     _run_parser(subparsers)
-    if argv is None or _subcommand(list(argv)) != "run":
+    if command != "run":
         # The other commands' modules cost `hvfs run` a third of its start-up: only when needed.
         from hvfs.project import cli as project_cli
         from hvfs.services.audit import add_events_command

@@ -80,3 +80,14 @@ def test_hvfs_runs_from_the_checkout_without_a_finder() -> None:
     checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     assert where == os.path.join(checkout, "hvfs", "__init__.py")
     assert "__editable__" not in modules and "pathlib" not in modules, modules
+
+
+def test_the_manager_command_parses_without_the_other_commands() -> None:
+    """`hvfs manager serve` is how a client starts a manager: every cold run waits for it."""
+    code = "import sys; from hvfs import cli; cli.build_parser(['manager', 'serve']); print(' '.join(sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd="/")
+    assert result.returncode == 0, result.stderr
+    modules = result.stdout.split()
+    assert "hvfs.hypervisor.commands" in modules
+    others = ("hvfs.run_flags", "hvfs.services.registry", "hvfs.project.cli", "hvfs.services.audit", "hvfs.images.cli")
+    assert not [name for name in others if name in modules]
