@@ -85,7 +85,17 @@ if _PATH and "serve" in sys.argv:
     _wrap(limits.LimitMaker, "enter", "limits entered (cgroup)")
     _wrap(manager.Manager, "add_vm", "manager: VM added")
     _wrap(driver.SeccompDriver, "start", "driver threads started")
-    _wrap(daemon.Daemon, "handle", "daemon.handle (op run and its reply)")
+    from hvfs.hypervisor import staging
+    from hvfs.manager import vm
+
+    _wrap(group.Group, "_watch", "exit: all of the watch, from start")
+    _wrap(launcher.VmProcess, "wait", "exit: VM runs until the shim says exited")
+    _wrap(driver.SeccompDriver, "join", "exit: driver joined")
+    _wrap(staging, "settle", "exit: changes settled")
+    _wrap(vm.VmContext, "close", "exit: views closed")
+    _wrap(group, "remove_tree", "exit: VM state removed")
+    _wrap(group.Group, "statistics", "exit: statistics")
+    _wrap(group.Group, "tell", "exit: told the client")
 """
 
 CLIENT = r"""

@@ -9,7 +9,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn, cast
+from typing import Any, NoReturn, cast
 
 from hvfs import __version__
 
@@ -19,11 +19,34 @@ EXIT_HVFS = 125
 _DEEPEST = "_hvfs_prog"  # the namespace attribute naming the innermost (sub)command parsed
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's, with the terminal's width found without shutil: argparse imports it
+    for every argument it adds, and shutil brings bz2, lzma and zlib, 10 % of `hvfs run`'s
+    imports (the same rule as shutil.get_terminal_size: COLUMNS, then the terminal, then 80)."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:  # fmt: skip
+        if width is None:
+            try:
+                columns = int(os.environ["COLUMNS"])
+            except (KeyError, ValueError):
+                try:
+                    columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+                except (AttributeError, ValueError, OSError):
+                    columns = 80
+            width = columns - 2
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
 class _Parser(argparse.ArgumentParser):
     """Errors as one line naming the help of the (sub)command at fault, exit 125.
 
     argparse lets a subcommand's parser pass the arguments it does not know up to the top
     one, which would then blame ``hvfs``: the innermost parser notes its name instead."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
 
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None

@@ -40,6 +40,8 @@ _NOT_IN_RUN = (
     "hvfs.completion",
     "argcomplete",
     "tarfile",
+    "shutil",  # with bz2, lzma and zlib: argparse's formatter imports it, ours does not
+    "hashlib",  # OpenSSL: a run's group id needs no digest
     "tomllib",
     "pathlib",  # setuptools' editable finder imports it before hvfs runs a line
     "importlib.metadata",

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -199,6 +198,8 @@ class ServiceSet:
         except BaseException as e:
             self.close()
             for path in reversed(made):
+                import shutil  # only here: `hvfs run` checks the options, the manager opens the services
+
                 shutil.rmtree(path, ignore_errors=True)
             if isinstance(e, OptionError):
                 raise UsageError(str(e)) from None

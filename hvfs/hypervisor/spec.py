@@ -9,7 +9,6 @@ outside any namespace (the manager, inside its user namespace, looks like root).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -131,6 +130,8 @@ def group_id(project: Project) -> str:
     projects share a name are two projects; a run's VM name."""
     if project.kind == "run":
         return f"run-{project.name}"
+    import hashlib  # not for a run: OpenSSL's loading costs `hvfs run` 2 ms
+
     digest = hashlib.sha256(project.directory.encode()).hexdigest()[:8]
     return f"{project.name}-{digest}"
 
@@ -153,6 +154,8 @@ def config_hash(project: Project, name: str) -> str:
         "services": dict(project.services),
         "transport": project.transport,
     }
+    import hashlib
+
     return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
