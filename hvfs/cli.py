@@ -234,29 +234,6 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    head_start = argv is None and _wants_head_start(sys.argv[1:])
-    if head_start:
-        from hvfs.hypervisor import client
-
-        client.head_start()
-    try:
-        return _main(argv)
-    finally:  # not reached after a run (os._exit), whose connect took the manager
-        if head_start:
-            client.drop_head_start()
-
-
-def _wants_head_start(argv: list[str]) -> bool:
-    """Whether to spawn the manager before parsing, if none runs (hvfs.hypervisor.client's
-    head_start): for a run, not for its help or the shell's completion."""
-    return (
-        _subcommand(argv) == "run"
-        and not {"-h", "--help", "--version"} & set(argv)
-        and "_ARGCOMPLETE" not in os.environ
-    )
-
-
-def _main(argv: list[str] | None) -> int:
     parser = build_parser(sys.argv[1:] if argv is None else argv)
     if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions (hvfs/completion.py)
         from hvfs.completion import complete

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 # The client as the `hvfs` script runs it, reporting sys.modules as it leaves (main()
 # leaves with os._exit, which runs no atexit handler).
@@ -94,42 +93,3 @@ def test_the_manager_command_parses_without_the_other_commands() -> None:
     assert "hvfs.hypervisor.commands" in modules
     others = ("hvfs.run_flags", "hvfs.services.registry", "hvfs.project.cli", "hvfs.services.audit", "hvfs.images.cli")
     assert not [name for name in others if name in modules]
-
-
-def _manager_up(env: dict[str, str]) -> bool:
-    status = subprocess.run(
-        [sys.executable, "-m", "hvfs", "manager", "status"], capture_output=True, text=True, timeout=60, env=env
-    )
-    assert status.returncode == 0, status.stderr
-    return "no manager runs" not in status.stdout
-
-
-def test_a_cold_run_starts_its_manager_early_and_a_failed_one_leaves_none(tmp_path: Path) -> None:
-    """A cold `hvfs run` spawns the manager before it parses (hvfs.hypervisor.client's
-    head_start), so that both start at once; a run that fails before it connects asks
-    that manager to leave, so bad input still leaves nothing behind."""
-    state = tmp_path / "state"
-    state.mkdir(mode=0o700)
-    env = dict(os.environ, HVFS_STATE_DIR=str(state))
-    hvfs = [sys.executable, "-m", "hvfs"]
-    try:
-        bad = subprocess.run([*hvfs, "run", "--no-such-flag", "--", "true"], capture_output=True, text=True,
-                             timeout=120, env=env, cwd="/")  # fmt: skip
-        assert bad.returncode == 125 and bad.stderr.count("\n") == 1, bad.stderr
-        assert "--no-such-flag" in bad.stderr
-        assert (state / "spawn.lock").exists()  # a manager was spawned before the arguments were parsed
-        assert not _manager_up(env)  # and left when they turned out wrong
-        assert not (state / "manager.sock").exists()
-        missing = subprocess.run([*hvfs, "run", "-v", f"{tmp_path}/missing:/x", "--", "true"], capture_output=True,
-                                 text=True, timeout=120, env=env, cwd="/")  # fmt: skip
-        assert missing.returncode == 125 and "does not exist" in missing.stderr, missing.stderr
-        assert not _manager_up(env)
-        cold = subprocess.run([*hvfs, "run", "--", "sh", "-c", "echo cold"], capture_output=True, text=True,
-                              timeout=120, env=env, cwd="/")  # fmt: skip
-        assert (cold.returncode, cold.stdout) == (0, "cold\n"), cold.stderr
-        assert _manager_up(env)  # the run's manager stays, warm for the next
-        warm = subprocess.run([*hvfs, "run", "--", "sh", "-c", "echo warm"], capture_output=True, text=True,
-                              timeout=120, env=env, cwd="/")  # fmt: skip
-        assert (warm.returncode, warm.stdout) == (0, "warm\n"), warm.stderr
-    finally:
-        subprocess.run([*hvfs, "manager", "stop"], capture_output=True, timeout=60, env=env)

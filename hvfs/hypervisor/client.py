@@ -115,18 +115,7 @@ def wait_unlocked(layout: Layout) -> None:
 
 
 def _start(layout: Layout) -> None:
-    """Spawn a manager, unless another client is doing it right now (then wait for that),
-    or this one did already (``head_start``: then wait for it)."""
-    global _early
-    if _early is not None:
-        spawning, ready = _early
-        _early = None
-        try:
-            _wait_ready(layout, ready)
-        finally:
-            os.close(ready)
-            os.close(spawning)
-        return
+    """Spawn a manager, unless another client is doing it right now (then wait for that)."""
     os.makedirs(layout.root, mode=0o700, exist_ok=True)
     spawning = os.open(layout.spawn_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
@@ -134,85 +123,31 @@ def _start(layout: Layout) -> None:
         with contextlib.suppress(control.NotUp):
             _hello(layout, []).close()
             return  # another client started one meanwhile
-        ready_read = _spawn(layout)
+        env = {key: os.environ[key] for key in PASSED if key in os.environ}
+        env.update({key: value for key, value in os.environ.items() if key.startswith("HVFS_")})
+        env["HVFS_STATE_DIR"] = layout.root  # the one this client uses, whatever the manager's ids look like
+        env.update(_same_code(env.get("PYTHONPATH")))
+        null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        ready_read, ready_write = os.pipe2(os.O_CLOEXEC)
+        try:
+            os.posix_spawn(
+                sys.executable,
+                [sys.executable, "-P", "-m", "hvfs", "manager", "serve", "--ready-fd", "3"],  # -P: not from its cwd
+                env,
+                file_actions=[
+                    *((os.POSIX_SPAWN_DUP2, null, target) for target in (0, 1, 2)),
+                    (os.POSIX_SPAWN_DUP2, ready_write, 3),
+                ],
+                setsid=True,
+            )
+        finally:
+            os.close(null)
+            os.close(ready_write)
         try:
             _wait_ready(layout, ready_read)
         finally:
             os.close(ready_read)
     finally:
-        os.close(spawning)
-
-
-def _spawn(layout: Layout) -> int:
-    """Spawn ``python -m hvfs manager serve``, detached; the read end of its readiness pipe."""
-    env = {key: os.environ[key] for key in PASSED if key in os.environ}
-    env.update({key: value for key, value in os.environ.items() if key.startswith("HVFS_")})
-    env["HVFS_STATE_DIR"] = layout.root  # the one this client uses, whatever the manager's ids look like
-    env.update(_same_code(env.get("PYTHONPATH")))
-    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-    ready_read, ready_write = os.pipe2(os.O_CLOEXEC)
-    try:
-        os.posix_spawn(
-            sys.executable,
-            [sys.executable, "-P", "-m", "hvfs", "manager", "serve", "--ready-fd", "3"],  # -P: not from its cwd
-            env,
-            file_actions=[
-                *((os.POSIX_SPAWN_DUP2, null, target) for target in (0, 1, 2)),
-                (os.POSIX_SPAWN_DUP2, ready_write, 3),
-            ],
-            setsid=True,
-        )
-    except BaseException:
-        os.close(ready_read)
-        raise
-    finally:
-        os.close(null)
-        os.close(ready_write)
-    return ready_read
-
-
-_early: tuple[int, int] | None = None  # a head start's spawn lock, held, and readiness pipe
-
-
-def head_start() -> None:
-    """Spawn the manager now if there is plainly none (no control socket), without waiting
-    for it: a cold ``hvfs run`` then imports and parses while the manager starts, on the
-    other CPU. ``connect`` waits for it; ``drop_head_start`` stops one that no command used.
-    Anything unusual (an unsafe state directory, another client spawning) is left to the
-    ordinary path, which reports it."""
-    global _early
-    if _early is not None:
-        return
-    try:
-        layout = Layout()
-        if os.path.lexists(layout.socket):
-            return
-        os.makedirs(layout.root, mode=0o700, exist_ok=True)
-        spawning = os.open(layout.spawn_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except Exception:
-        return
-    try:
-        fcntl.flock(spawning, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        _early = (spawning, _spawn(layout))
-    except Exception:
-        os.close(spawning)
-
-
-def drop_head_start() -> None:
-    """Ask a manager ``head_start`` spawned and no one connected to (the command failed
-    first: bad arguments) to leave, once it is up, so that a failed command leaves none."""
-    global _early
-    if _early is None:
-        return
-    spawning, ready = _early
-    _early = None
-    try:
-        layout = Layout()
-        with contextlib.suppress(control.ControlError, OSError):
-            _wait_ready(layout, ready)
-            _replace(layout, _hello(layout, []))
-    finally:
-        os.close(ready)
         os.close(spawning)
 
 
