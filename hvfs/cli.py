@@ -196,7 +196,7 @@ def _subcommand(argv: list[str]) -> str | None:
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The parser of every command; only ``run``'s when ``argv`` names ``run``, only
-    ``manager``'s when it names ``manager`` (None: all)."""
+    ``manager``'s when it names ``manager``, none for ``--version`` (None: all)."""
     parser = _Parser(prog="hvfs", description="HVFS: a hypervisor file system for VMs made of Linux namespaces.")
     parser.add_argument("--version", action="version", version=f"hvfs {__version__}")
     parser.add_argument(
@@ -204,6 +204,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="subcommand", metavar="COMMAND", parser_class=_Parser)
     command = None if argv is None else _subcommand(list(argv))
+    if command is None and argv is not None and "--version" in argv and not {"-h", "--help"} & set(argv):
+        return parser  # it prints the version and exits while parsing: no command's modules needed
     if command == "manager":  # `manager serve` is how a client starts the manager: its start-up is every cold run's
         from hvfs.hypervisor.commands import add_manager_command
 
