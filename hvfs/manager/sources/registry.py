@@ -174,7 +174,7 @@ def markdown() -> str:
         "",
         "One module in `hvfs/manager/sources/` with a `Source` subclass (the contract, with",
         "its pre- and postconditions and errnos, is in `base.py`) and a `SourceKind` (name,",
-        "options, factory; `schema.py`), one line in `KINDS` in `registry.py`, then this page:",
+        "options, factory; `schema.py`), one line in `_WHERE` in `registry.py`, then this page:",
         "`python -m hvfs.manager.sources.registry > docs/sources.md`. The command line and",
         "hvfs.toml take it from there. Sources never import each other.",
         "",
