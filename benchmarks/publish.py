@@ -142,6 +142,13 @@ def _detail_table(results: Results) -> list[str]:
     return _table(head, rows)
 
 
+def _breakdown() -> list[str]:
+    """The section "Where start-up goes": measured by hand (benchmarks/startup_phases.py and
+    startup_compare.py, which need two installations) and kept in startup_breakdown.md."""
+    source = Path(__file__).with_name("startup_breakdown.md")
+    return [*source.read_text().rstrip("\n").splitlines(), ""] if source.exists() else []
+
+
 def write_markdown(results: Results, path: Path, chart: str) -> None:
     doc = results.document
     settings, machine = doc["settings"], doc["machine"]
@@ -178,6 +185,7 @@ def write_markdown(results: Results, path: Path, chart: str) -> None:
         f"`true` under each runner, {settings['starts']} runs interleaved with the workloads.",
         "",
         *_startup_table(results),
+        *_breakdown(),
         "## Trapped syscalls",
         "",
         "Requests the HVFS manager saw per run (served + continued + failed, from `--stats`).",

@@ -1,14 +1,16 @@
 """`hvfs run -- true` of two installations of hvfs, interleaved: BEFORE as it is, and
-AFTER with its per-user manager running (warm) and started by the run (cold).
+both with their per-user manager running (warm) and started by the run (cold).
 
     python benchmarks/startup_compare.py OLD/.venv/bin/python NEW/.venv/bin/python [ROUNDS]
 
-Each installation gets a private state directory of its own. Medians and ratios to BEFORE.
+Each installation gets a private state directory of its own. Medians, and ratios to
+BEFORE's warm run and to each one's own BEFORE.
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -23,35 +25,57 @@ def main() -> int:
     before, after = [sys.argv[1], "-m", "hvfs"], [sys.argv[2], "-m", "hvfs"]
     rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 20
     with tempfile.TemporaryDirectory() as old_state, tempfile.TemporaryDirectory() as new_state:
+        cpu: dict[str, list[float]] = {}
 
-        def timed(command: list[str], state: str, *args: str) -> float:
+        def timed(command: list[str], state: str, *args: str, label: str = "") -> float:
+            """Wall seconds; the client's own CPU time (user + system, not the manager's,
+            which is no child of it) goes to ``cpu[label]``: less disturbed by a loaded machine."""
             env = dict(os.environ, HVFS_STATE_DIR=state)
+            used = resource.getrusage(resource.RUSAGE_CHILDREN)
             began = time.perf_counter()
             subprocess.run([*command, *args], env=env, check=True, capture_output=True, cwd="/")
-            return time.perf_counter() - began
+            wall = time.perf_counter() - began
+            now = resource.getrusage(resource.RUSAGE_CHILDREN)
+            if label:
+                cpu.setdefault(label, []).append(now.ru_utime + now.ru_stime - used.ru_utime - used.ru_stime)
+            return wall
 
-        def stop() -> None:
-            subprocess.run([*after, "manager", "stop"], env=dict(os.environ, HVFS_STATE_DIR=new_state),
+        def stop(command: list[str], state: str) -> None:
+            subprocess.run([*command, "manager", "stop"], env=dict(os.environ, HVFS_STATE_DIR=state),
                            capture_output=True)  # fmt: skip
 
-        runs: dict[str, list[float]] = {"native true": [], "before": [], "after, warm": [], "after, cold": []}
+        runs: dict[str, list[float]] = {
+            "native true": [], "python -c pass": [], "before, warm": [], "after, warm": [], "before, cold": [],
+            "after, cold": [],
+        }  # fmt: skip
+        timed(before, old_state, "run", "--", "true")  # both managers up before the first warm runs
+        timed(after, new_state, "run", "--", "true")
         for _ in range(rounds):
             began = time.perf_counter()
             subprocess.run(["true"])
             runs["native true"].append(time.perf_counter() - began)
-            runs["before"].append(timed(before, old_state, "run", "--", "true"))
-            runs["after, warm"].append(timed(after, new_state, "run", "--", "true"))
-            stop()
+            runs["before, warm"].append(timed(before, old_state, "run", "--", "true", label="before"))
+            runs["after, warm"].append(timed(after, new_state, "run", "--", "true", label="after"))
+            runs["python -c pass"].append(timed([sys.argv[2], "-c", "pass"], new_state, label="python -c pass"))
+            stop(before, old_state)
+            runs["before, cold"].append(timed(before, old_state, "run", "--", "true"))
+            stop(after, new_state)
             runs["after, cold"].append(timed(after, new_state, "run", "--", "true"))
-            runs["after, warm"].append(timed(after, new_state, "run", "--", "true"))
-        stop()
-        subprocess.run([*before, "manager", "stop"], env=dict(os.environ, HVFS_STATE_DIR=old_state),
-                       capture_output=True)  # fmt: skip
-    base = statistics.median(runs["before"])
+            runs["before, warm"].append(timed(before, old_state, "run", "--", "true", label="before"))
+            runs["after, warm"].append(timed(after, new_state, "run", "--", "true", label="after"))
+        stop(after, new_state)
+        stop(before, old_state)
+    base = statistics.median(runs["before, warm"])
     for name, xs in runs.items():
         median = statistics.median(xs)
-        print(f"{name:12} median {median * 1000:7.1f} ms  min {min(xs) * 1000:6.1f}  max {max(xs) * 1000:6.1f}"
-              f"  {median / base:5.2f}× before  (n={len(xs)})")  # fmt: skip
+        own = ""
+        if name.startswith("after"):
+            own = f"  {median / statistics.median(runs[name.replace('after', 'before')]):5.2f}× its before"
+        print(f"{name:14} median {median * 1000:7.1f} ms  min {min(xs) * 1000:6.1f}  max {max(xs) * 1000:6.1f}"
+              f"  {median / base:5.2f}× before, warm{own}  (n={len(xs)})")  # fmt: skip
+    for name, xs in cpu.items():
+        median, base_cpu = statistics.median(xs), statistics.median(cpu["before"])
+        print(f"client CPU, {name:16} median {median * 1000:6.1f} ms  ({median / base_cpu:4.2f}× before)")
     return 0
 
 

@@ -9,7 +9,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn, cast
+from typing import Any, NoReturn, cast
 
 from hvfs import __version__
 
@@ -19,11 +19,34 @@ EXIT_HVFS = 125
 _DEEPEST = "_hvfs_prog"  # the namespace attribute naming the innermost (sub)command parsed
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's, with the terminal's width found without shutil: argparse imports it
+    for every argument it adds, and shutil brings bz2, lzma and zlib, 10 % of `hvfs run`'s
+    imports (the same rule as shutil.get_terminal_size: COLUMNS, then the terminal, then 80)."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:  # fmt: skip
+        if width is None:
+            try:
+                columns = int(os.environ["COLUMNS"])
+            except (KeyError, ValueError):
+                try:
+                    columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+                except (AttributeError, ValueError, OSError):
+                    columns = 80
+            width = columns - 2
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
 class _Parser(argparse.ArgumentParser):
     """Errors as one line naming the help of the (sub)command at fault, exit 125.
 
     argparse lets a subcommand's parser pass the arguments it does not know up to the top
     one, which would then blame ``hvfs``: the innermost parser notes its name instead."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
 
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
@@ -172,15 +195,24 @@ def _subcommand(argv: list[str]) -> str | None:
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    """The parser of every command; only ``run``'s when ``argv`` names ``run`` (None: all)."""
+    """The parser of every command; only ``run``'s when ``argv`` names ``run``, only
+    ``manager``'s when it names ``manager``, none for ``--version`` (None: all)."""
     parser = _Parser(prog="hvfs", description="HVFS: a hypervisor file system for VMs made of Linux namespaces.")
     parser.add_argument("--version", action="version", version=f"hvfs {__version__}")
     parser.add_argument(
         "-f", "--file", help="the project file for up, ps, exec, logs, stop, down (default ./hvfs.toml)"
     )
     subparsers = parser.add_subparsers(dest="subcommand", metavar="COMMAND", parser_class=_Parser)
+    command = None if argv is None else _subcommand(list(argv))
+    if command is None and argv is not None and "--version" in argv and not {"-h", "--help"} & set(argv):
+        return parser  # it prints the version and exits while parsing: no command's modules needed
+    if command == "manager":  # `manager serve` is how a client starts the manager: its start-up is every cold run's
+        from hvfs.hypervisor.commands import add_manager_command
+
+        add_manager_command(cast("argparse._SubParsersAction[argparse.ArgumentParser]", subparsers))
+        return parser
     _run_parser(subparsers)
-    if argv is None or _subcommand(list(argv)) != "run":
+    if command != "run":
         # The other commands' modules cost `hvfs run` a third of its start-up: only when needed.
         from hvfs.project import cli as project_cli
         from hvfs.services.audit import add_events_command

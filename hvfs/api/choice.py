@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
-from hvfs.api.messages import Request, Response
-from hvfs.api.transport import InProcessTransport, Transport
+if TYPE_CHECKING:  # a front end reads the variable without loading the messages
+    from hvfs.api.messages import Request, Response
+    from hvfs.api.transport import Transport
+
+    Handler = Callable[[Request], Response]
 
 VARIABLE = "HVFS_TRANSPORT"
 KINDS = ("inprocess", "socket")
-
-Handler = Callable[[Request], Response]
 
 
 def chosen_kind(environ: Mapping[str, str] = os.environ) -> str:
@@ -36,6 +38,8 @@ def transport_maker(kind: str) -> Callable[[Handler], Transport]:
         from hvfs.api.socket_transport import loopback
 
         return loopback
+    from hvfs.api.transport import InProcessTransport
+
     return InProcessTransport
 
 

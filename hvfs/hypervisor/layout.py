@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from typing import Any
 
 from hvfs.state import state_directory
@@ -86,5 +85,7 @@ def remove_tree(path: str) -> None:
     def gone(function: object, name: str, error: tuple[type[BaseException], BaseException, object]) -> None:
         if not isinstance(error[1], FileNotFoundError):
             raise error[1]
+
+    import shutil  # with bz2, lzma and zlib: not for a client, which removes nothing
 
     shutil.rmtree(path, onerror=gone)

@@ -11,12 +11,14 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hvfs.hypervisor.pool import SourcePool
-from hvfs.manager.mounts import Mount
 from hvfs.manager.sources.base import SourceError
 from hvfs.manager.sources.registry import KINDS, SourceSpec, prepare
+
+if TYPE_CHECKING:  # the manager's side: a client (`hvfs run`) describes mounts, never takes them
+    from hvfs.hypervisor.pool import SourcePool
+    from hvfs.manager.mounts import Mount
 
 SHM_SIZE = 64 * 1024 * 1024
 RESERVED_TARGETS = ("/proc", "/dev")  # hvfs's own mounts, below
@@ -113,6 +115,8 @@ def mount_table(vm: str, mounts: Sequence[MountSpec], sources: SourcePool) -> li
     """The mount table of the VM ``vm``: ``mounts`` (prepared; one of them the root) and
     hvfs's own, each source taken from ``sources`` for ``vm`` (drop ``vm`` from it when
     the VM is gone). Raises SourceError, and then has taken nothing."""
+    from hvfs.manager.mounts import Mount
+
     check_mounts(mounts)
     try:
         return [Mount(m.target, sources.take(vm, m.source), m.readonly, m.sockets) for m in (*mounts, *SYSTEM_MOUNTS)]

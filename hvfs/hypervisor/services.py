@@ -17,16 +17,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hvfs.api.hooks import BusStatistics, EventBus, Files
 from hvfs.private_dirs import check_existing, private_directory
 from hvfs.services import registry
 from hvfs.services.base import NO_NEEDS, Kind, Needs, Option, OptionError, Service, ServiceKind
 from hvfs.spec import UsageError, output_file_problem, parse_size
+
+if TYPE_CHECKING:  # the bus (and the API's messages) only in the manager, not in `hvfs run`
+    from hvfs.api.hooks import BusStatistics, Files
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,8 @@ class ServiceSet:
         """Open every service asked for, as the user, before any namespace: a store
         someone else can write in could hand back their files as this user's backups or
         quarantine. Raises UsageError (and closes what it opened)."""
+        from hvfs.api.hooks import EventBus
+
         self.options = options
         self.bus = EventBus()
         self.services: list[Service] = []
@@ -195,6 +198,8 @@ class ServiceSet:
         except BaseException as e:
             self.close()
             for path in reversed(made):
+                import shutil  # only here: `hvfs run` checks the options, the manager opens the services
+
                 shutil.rmtree(path, ignore_errors=True)
             if isinstance(e, OptionError):
                 raise UsageError(str(e)) from None

@@ -9,7 +9,6 @@ outside any namespace (the manager, inside its user namespace, looks like root).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -17,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from hvfs.api.choice import VARIABLE, chosen_kind
 from hvfs.hypervisor.mounts import MountSpec, prepare_mounts
 from hvfs.images.defaults import applied
-from hvfs.images.store import image_config
 from hvfs.manager.sources.registry import SourceSpec
 from hvfs.project.config import Limits, NetworkConfig, Project, SourceConfig, VmConfig
 from hvfs.project.lifecycle import HealthCheck, RestartPolicy
@@ -60,7 +58,12 @@ def prepared(project: Project) -> Project:
         vm = dataclasses.replace(vm, root=root.source, mounts=tuple(mounts))
         if vm.from_image:  # what the image's configuration decides, now that it is unpacked
             unpacked = root.source.options.get("unpacked")
-            vm = applied(vm, image_config(unpacked) if isinstance(unpacked, str) else None, project)
+            config = None
+            if isinstance(unpacked, str):  # the store (and tarfile) only for an unpacked image, not the host's
+                from hvfs.images.store import image_config
+
+                config = image_config(unpacked)
+            vm = applied(vm, config, project)
         vms[name] = vm
     return dataclasses.replace(project, vms=vms)
 
@@ -127,6 +130,8 @@ def group_id(project: Project) -> str:
     projects share a name are two projects; a run's VM name."""
     if project.kind == "run":
         return f"run-{project.name}"
+    import hashlib  # not for a run: OpenSSL's loading costs `hvfs run` 2 ms
+
     digest = hashlib.sha256(project.directory.encode()).hexdigest()[:8]
     return f"{project.name}-{digest}"
 
@@ -149,6 +154,8 @@ def config_hash(project: Project, name: str) -> str:
         "services": dict(project.services),
         "transport": project.transport,
     }
+    import hashlib
+
     return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -6,18 +6,15 @@ An error names the file, the key and what is wrong, e.g.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import shlex
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from hvfs import spec
 from hvfs.hypervisor.mounts import MountSpec, target_problem
-from hvfs.images.formats import without_config
 from hvfs.manager.sources import registry
 from hvfs.manager.sources.base import OptionError
 from hvfs.manager.sources.registry import SourceSpec
@@ -222,6 +219,8 @@ def _vm(
     command = table.get("command", (list, str))
     image = table.get("image", str, "host")
     root = _parse_source(table, "image", {"path": image}, directory, at="image", role="root")
+    from hvfs.images.formats import without_config  # the image formats only for a project file
+
     configured = not without_config(str(root.options.get("path", "host")))  # an image that may name a command
     if not command and not configured:
         table.fail("a VM needs a command (a list, or a string run with sh -c)", "command")
@@ -290,6 +289,9 @@ def _vm(
 
 def load(file: str) -> Project:
     """Read and check ``file``; raise ConfigError naming the first mistake."""
+    import ipaddress  # only here: a project file's, not `hvfs run`'s
+    import tomllib
+
     file = os.path.abspath(file)
     try:
         with open(file, "rb") as f:

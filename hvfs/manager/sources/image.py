@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import os
 import stat
-import tarfile
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from hvfs._sys import mount as m
 from hvfs._sys.abi import O_PATH, RESOLVE_IN_ROOT
 from hvfs._sys.files import closing, openat2
-from hvfs.images import store
 from hvfs.images.engine import PREFIX, reference_problem
-from hvfs.images.formats import FIX
 from hvfs.manager.sources.base import Scratch, Source, SourceError
 from hvfs.manager.sources.schema import PATH, Option, OptionType, SourceKind
 
@@ -108,6 +105,10 @@ def directory_image(path: str) -> ImageSource:
 
 def image_problem(path: str) -> str | None:
     """What keeps ``path`` from being a VM's root (docker:NAME, a directory, a tarball), or None."""
+    import tarfile  # the image store, tarfile and formats only for an image other than the host's
+
+    from hvfs.images.formats import FIX
+
     if path.startswith(PREFIX):
         return reference_problem(path)
     try:
@@ -145,6 +146,8 @@ def _prepare(options: Mapping[str, Any], cache: Callable[[], str]) -> Mapping[st
         return options
     if not path.startswith(PREFIX) and os.path.isdir(path) and not os.path.isfile(os.path.join(path, "oci-layout")):
         return options
+    from hvfs.images import store
+
     return {**options, "unpacked": store.prepare(path, cache())}
 
 

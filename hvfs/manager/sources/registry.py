@@ -12,33 +12,58 @@ manager can receive it over a socket and keep it in its state directory. The ste
 - ``make``: a description becomes a ``Source`` (checked again: it may come from afar).
 
 This module is the one place that knows every kind: adding one is a module in this
-package that ends with its ``SourceKind``, and a line in ``KINDS``. Then
+package that ends with its ``SourceKind``, and a line in ``_WHERE``. Then
 ``python -m hvfs.manager.sources.registry > docs/sources.md``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import importlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hvfs.manager.sources import devices, host, image, memory, overlay, synth
 from hvfs.manager.sources.base import OptionError, Source, SourceError
 from hvfs.manager.sources.schema import Role, SourceKind
 
-KINDS: Mapping[str, SourceKind] = {
-    kind.name: kind
-    for kind in (
-        host.KIND,
-        host.ROOTFS_KIND,
-        memory.KIND,
-        overlay.KIND,
-        image.KIND,
-        devices.DEVICES_KIND,
-        devices.PLACEHOLDER_KIND,
-        synth.KIND,
-    )
+# kind name: (module of this package, its SourceKind), in the order the docs list them
+_WHERE: dict[str, tuple[str, str]] = {
+    "host": ("host", "KIND"),
+    "rootfs": ("host", "ROOTFS_KIND"),
+    "memory": ("memory", "KIND"),
+    "overlay": ("overlay", "KIND"),
+    "image": ("image", "KIND"),
+    "devices": ("devices", "DEVICES_KIND"),
+    "placeholder": ("devices", "PLACEHOLDER_KIND"),
+    "synth": ("synth", "KIND"),
 }
+
+
+class _Kinds(Mapping[str, SourceKind]):
+    """Every kind by name, each module imported when its kind is first asked for: a VM of
+    the host image and no mounts (``hvfs run -- true``) does not pay for the image
+    store, tarfile and the other kinds."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[str, SourceKind] = {}
+
+    def __getitem__(self, name: str) -> SourceKind:
+        kind = self._loaded.get(name)
+        if kind is None:
+            module, attribute = _WHERE[name]
+            kind = getattr(importlib.import_module(f"hvfs.manager.sources.{module}"), attribute)
+            assert isinstance(kind, SourceKind) and kind.name == name, (name, kind)
+            self._loaded[name] = kind
+        return kind
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_WHERE)
+
+    def __len__(self) -> int:
+        return len(_WHERE)
+
+
+KINDS: Mapping[str, SourceKind] = _Kinds()
 
 
 @dataclass(frozen=True)
@@ -74,15 +99,17 @@ def kinds(role: Role) -> list[SourceKind]:
 
 
 def _kind(name: str | None, role: Role) -> SourceKind:
-    public = ", ".join(k.name for k in kinds(role))
+    def public() -> str:  # only for a message: it imports every kind
+        return ", ".join(k.name for k in kinds(role))
+
     kind = KINDS.get(name) if name is not None else None
     if kind is None or (kind.role == "system" and role != "system"):
         problem = f"no source type {name!r}" if name is not None else "a source needs a type"
-        raise OptionError("type", f"{problem}; types: {public}")
+        raise OptionError("type", f"{problem}; types: {public()}")
     if kind.role == "root" and role != "root":
         raise OptionError("type", f"{kind.a_source} is a VM's root, not a mount: give it as the VM's image")
     if kind.role != "root" and role == "root":
-        raise OptionError("type", f"{kind.a_source} cannot be a VM's root; give an image: {public}")
+        raise OptionError("type", f"{kind.a_source} cannot be a VM's root; give an image: {public()}")
     return kind
 
 
@@ -147,7 +174,7 @@ def markdown() -> str:
         "",
         "One module in `hvfs/manager/sources/` with a `Source` subclass (the contract, with",
         "its pre- and postconditions and errnos, is in `base.py`) and a `SourceKind` (name,",
-        "options, factory; `schema.py`), one line in `KINDS` in `registry.py`, then this page:",
+        "options, factory; `schema.py`), one line in `_WHERE` in `registry.py`, then this page:",
         "`python -m hvfs.manager.sources.registry > docs/sources.md`. The command line and",
         "hvfs.toml take it from there. Sources never import each other.",
         "",

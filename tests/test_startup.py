@@ -1,0 +1,108 @@
+"""Start-up costs that must not creep back (docs/performance.md, "Where start-up goes"):
+what `hvfs run -- true` imports in the client, and that nothing on the way reads package
+metadata or goes through setuptools' editable finder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import hvfs
+
+# The client as the `hvfs` script runs it, reporting sys.modules as it leaves (main()
+# leaves with os._exit, which runs no atexit handler).
+_CLIENT = """
+import os, sys
+leave = os._exit
+def report(code):
+    sys.stderr.write("MODULES " + " ".join(sorted(sys.modules)) + "\\n")
+    sys.stderr.flush()
+    leave(code)
+os._exit = report
+from hvfs.cli import main
+sys.argv = ["hvfs", "run", "--", "true"]
+sys.exit(main())
+"""
+
+# What only the manager, a project file, an image or another command needs.
+_NOT_IN_RUN = (
+    "hvfs.api.messages",  # forty dataclasses: the manager's
+    "hvfs.api.hooks",
+    "hvfs.hypervisor.pool",
+    "hvfs.hypervisor.daemon",
+    "hvfs.manager.manager",
+    "hvfs.manager.mounts",
+    "hvfs.manager.sources.memory",  # kinds a run does not name
+    "hvfs.manager.sources.overlay",
+    "hvfs.images.store",  # the host image needs no image store
+    "hvfs.images.formats",
+    "hvfs.intercept",
+    "hvfs.sandbox.launcher",
+    "hvfs.completion",
+    "argcomplete",
+    "tarfile",
+    "shutil",  # with bz2, lzma and zlib: argparse's formatter imports it, ours does not
+    "hashlib",  # OpenSSL: a run's group id needs no digest
+    "tomllib",
+    "pathlib",  # setuptools' editable finder imports it before hvfs runs a line
+    "importlib.metadata",
+    "pkg_resources",
+    "pyseccomp",
+    "docker",
+)
+_MOST_HVFS_MODULES = 56  # 53 when this test was written; 68 before (the image store, the API messages...)
+
+
+def _modules_of_run() -> list[str]:
+    result = subprocess.run([sys.executable, "-c", _CLIENT], capture_output=True, text=True, timeout=120, cwd="/")
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("MODULES ")]
+    assert lines, result.stderr
+    return lines[-1].split()[1:]
+
+
+def test_hvfs_run_imports_only_what_run_needs() -> None:
+    modules = _modules_of_run()
+    assert "hvfs.run" in modules and "hvfs.client.session" in modules  # it did run a VM's client
+    loaded = [name for name in _NOT_IN_RUN if name in modules or any(m.startswith(name + ".") for m in modules)]
+    assert not loaded, f"hvfs run -- true imports {loaded}"
+    ours = [m for m in modules if m == "hvfs" or m.startswith("hvfs.")]
+    assert len(ours) <= _MOST_HVFS_MODULES, f"{len(ours)} hvfs modules: {ours}"
+    assert not [m for m in modules if m.startswith("__editable__")], "the install goes through an editable finder"
+
+
+def test_hvfs_runs_from_the_checkout_without_a_finder() -> None:
+    """scripts/setup installs with editable_mode=compat: a path in a .pth file, which
+    still lets the tests (and `hvfs`) import this checkout, new modules included."""
+    result = subprocess.run(
+        [sys.executable, "-c", "import hvfs, sys; print(hvfs.__file__); print(sorted(sys.modules))"],
+        capture_output=True, text=True, timeout=60, cwd="/",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    where, modules = result.stdout.splitlines()
+    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    assert where == os.path.join(checkout, "hvfs", "__init__.py")
+    assert "__editable__" not in modules and "pathlib" not in modules, modules
+
+
+def test_the_manager_command_parses_without_the_other_commands() -> None:
+    """`hvfs manager serve` is how a client starts a manager: every cold run waits for it."""
+    code = "import sys; from hvfs import cli; cli.build_parser(['manager', 'serve']); print(' '.join(sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd="/")
+    assert result.returncode == 0, result.stderr
+    modules = result.stdout.split()
+    assert "hvfs.hypervisor.commands" in modules
+    others = ("hvfs.run_flags", "hvfs.services.registry", "hvfs.project.cli", "hvfs.services.audit", "hvfs.images.cli")
+    assert not [name for name in others if name in modules]
+
+
+def test_version_imports_no_command() -> None:
+    """`hvfs --version` (issue 14 measured it at 105 ms) prints hvfs.__version__ and no more."""
+    code = (
+        "import sys\nfrom hvfs import cli\nsys.argv = ['hvfs', '--version']\ntry:\n    cli.main()\n"
+        "except SystemExit:\n    sys.stderr.write(' '.join(m for m in sys.modules if m.startswith('hvfs')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd="/")
+    assert result.returncode == 0 and result.stdout == f"hvfs {hvfs.__version__}\n", result
+    assert sorted(result.stderr.split()) == ["hvfs", "hvfs.cli"]
