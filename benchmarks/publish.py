@@ -65,7 +65,7 @@ def _summary_table(results: Results) -> list[str]:
 
 
 def _per_op_table(results: Results) -> list[str]:
-    keys = [k for k in ("W8", "W8c") if results.runners_of(k)]
+    keys = [k for k in ("W8", "W8r", "W8c") if results.runners_of(k)]
     runners = []
     for key in keys:
         runners += [r for r in results.runners_of(key) if r not in runners]

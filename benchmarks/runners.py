@@ -213,14 +213,15 @@ def all_runners(layout: Layout) -> list[Runner]:
             own_env=_hvfs_path_env(native=False),
         ),
     ]
-    # The floor answers CONTINUE where HVFS continues (W8c) and ADDFD where it serves (W8).
-    for answer, workload in (("continue", "W8c"), ("addfd", "W8")):
+    # The floor answers CONTINUE where HVFS continues (W8c) and ADDFD where it serves (W8,
+    # and W8r in strict mode).
+    for answer, workloads in (("continue", {"W8c"}), ("addfd", {"W8", "W8r"})):
         for sync in (False, True):
             for pin in (False, True):
                 label = f"floor {answer.upper()}" + (" +sync" if sync else "") + (" +pin" if pin else "")
                 program = str(layout.bin / "floor")
                 wrap = _floor(answer, sync, pin)
-                runners.append(Runner(floor_key(answer, sync, pin), label, program, wrap, frozenset({workload})))
+                runners.append(Runner(floor_key(answer, sync, pin), label, program, wrap, frozenset(workloads)))
     return runners
 
 

@@ -8,6 +8,7 @@
  * reads, the ordering of ADDFD and the answer for writable files) stays in
  * hvfs/intercept/driver.py, which calls these in the same order as the Python ones.
  */
+#define _GNU_SOURCE /* memmem */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
@@ -238,18 +239,94 @@ hp_read_path(PyObject *self, PyObject *args)
     return PyBytes_FromStringAndSize(buffer, end - buffer);
 }
 
+/* The value of the line "\nKEY" of text, up to its newline; NULL if there is none. */
+static const char *
+status_line(const char *text, size_t size, const char *key, size_t *length)
+{
+    size_t key_size = strlen(key);
+    const char *at = text, *end = text + size;
+    if ((at = memmem(at, end - at, key, key_size)) == NULL)
+        return NULL;
+    const char *value = at + key_size;
+    const char *newline = memchr(value, '\n', end - value);
+    *length = (newline ? newline : end) - value;
+    return value;
+}
+
+/* credential_lines(fd) -> (uid, gid, groups, umask, capeff): the raw values of those
+ * lines of /proc/TID/status (fd, kept open by the worker), None for a missing line.
+ * What hvfs/intercept/procfs.py parse_credentials takes, read and cut in one call: the
+ * file is generated afresh by each read at offset 0, so credentials are as they are now.
+ * OSError as pread fails (ESRCH: the thread is gone). Only the Name line holds text a
+ * program chooses, and procfs escapes newlines in it, so "\nKey:" starts a real line. */
+static PyObject *
+hp_credential_lines(PyObject *self, PyObject *args)
+{
+    static const char *keys[] = {"\nUid:", "\nGid:", "\nGroups:", "\nUmask:", "\nCapEff:"};
+    int fd;
+    if (!PyArg_ParseTuple(args, "i", &fd))
+        return NULL;
+    char buffer[16384]; /* status is about 1.5 KiB; the Groups line of 65,536 groups is the exception */
+    char *text = buffer;
+    size_t capacity = sizeof buffer, size = 0;
+    int failed = 0;
+    for (;;) {
+        ssize_t got;
+        Py_BEGIN_ALLOW_THREADS
+        got = pread(fd, text + size, capacity - size, size);
+        Py_END_ALLOW_THREADS
+        if (got < 0) {
+            failed = errno;
+            break;
+        }
+        size += (size_t)got;
+        if (got == 0 || size < capacity)
+            break;
+        /* Reads after the first continue from the text procfs generated for it. */
+        char *larger = PyMem_Malloc(capacity * 2);
+        if (!larger) {
+            failed = ENOMEM;
+            break;
+        }
+        memcpy(larger, text, size);
+        if (text != buffer)
+            PyMem_Free(text);
+        text = larger;
+        capacity *= 2;
+    }
+    PyObject *result = NULL;
+    if (failed)
+        raise_errno(failed, "/proc/TID/status");
+    else if ((result = PyTuple_New(5)) != NULL) {
+        for (int i = 0; i < 5; i++) {
+            size_t length = 0;
+            const char *value = status_line(text, size, keys[i], &length);
+            PyObject *item = value ? PyBytes_FromStringAndSize(value, (Py_ssize_t)length) : Py_NewRef(Py_None);
+            if (!item) {
+                Py_CLEAR(result);
+                break;
+            }
+            PyTuple_SET_ITEM(result, i, item);
+        }
+    }
+    if (text != buffer)
+        PyMem_Free(text);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"receive", hp_receive, METH_VARARGS, "receive(listener, stop_fd) -> (id, pid, nr, args, raw) | None"},
     {"respond", hp_respond, METH_VARARGS, "respond(listener, id, value, error, flags)"},
     {"add_fd", hp_add_fd, METH_VARARGS, "add_fd(listener, id, fd, newfd_flags, send) -> number"},
     {"install", hp_install, METH_VARARGS, "install(listener, id, fd, newfd_flags) -> errno or 0"},
     {"id_valid", hp_id_valid, METH_VARARGS, "id_valid(listener, id) -> bool"},
+    {"credential_lines", hp_credential_lines, METH_VARARGS, "credential_lines(fd) -> (uid, gid, groups, umask, capeff)"},
     {"read_path", hp_read_path, METH_VARARGS, "read_path(pid, address) -> bytes | errno"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_hotpath", "The seccomp driver's hot path (hvfs/_native/hotpath.c).", -1, methods,
+    PyModuleDef_HEAD_INIT, "_hotpath", "The seccomp driver's hot path (hvfs/_native/hotpath.c).", -1, methods, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC

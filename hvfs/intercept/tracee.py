@@ -53,7 +53,7 @@ class Tracee:
 
     # The C hot path reads paths in one call (hvfs/_native/hotpath.c: the same reads as
     # below); a fake thread, whose memory is not a process's, reads through ``_memory``.
-    _native_paths = hotpath is not None
+    _native_reads = hotpath is not None
 
     def __init__(self, listener: int, notif_id: int, pid: int, inspector: Inspector) -> None:
         self.listener = listener
@@ -110,7 +110,7 @@ class Tracee:
         """The NUL-terminated path at ``address``: EFAULT, ENAMETOOLONG and ENOENT as the kernel."""
         if address == 0:
             raise CallError(errno.EFAULT)
-        if self._native_paths:
+        if self._native_reads:
             try:
                 path = hotpath.read_path(self.pid, address)  # bytes, or the errno a malformed path gets
             except ProcessLookupError as e:
@@ -193,7 +193,12 @@ class Tracee:
             raise TargetGone() from e
 
     def credentials(self) -> Credentials:
-        return parse_credentials(self.status())
+        if not self._native_reads:
+            return parse_credentials(self.status())
+        try:
+            return self._inspector.status.credentials(self.pid)
+        except (FileNotFoundError, ProcessLookupError) as e:
+            raise TargetGone() from e
 
     def identity(self) -> Identity:
         return parse_identity(self.status())

@@ -66,7 +66,7 @@ class FakeTracee(Tracee):
     A context manager: leaving it closes every fd it holds.
     """
 
-    _native_paths = False  # its memory is a FakeMemory, read through _memory
+    _native_reads = False  # its memory is a FakeMemory, read through _memory
 
     def __init__(
         self,
