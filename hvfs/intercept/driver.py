@@ -48,6 +48,12 @@ Some facts about seccomp user notification, which the code below relies on:
   the install does not keep the target there; measured, it made W8 slower (102 against
   77 µs for the install), as did pinning it to the other CPU. (A SCHED_IDLE worker would
   keep it, but a thread of the manager's user namespace cannot leave SCHED_IDLE: EPERM.)
+* The kernel calls of a request (receive, the path and credential reads, ID_VALID,
+  ADDFD and the answer) run in C where hvfs/_native is built, each with the GIL released
+  (``hvfs._sys.notify``, ``tracee.py``); the order above is the driver's, whichever
+  implementation runs: every read before the one ID_VALID check that covers them, a
+  writable file installed and released before the answer. ``HVFS_NATIVE=0`` forces
+  the ctypes path. Every decision stays in Python, behind ``Transport``.
 * Each worker keeps, from request to request, fds naming the threads it served (their
   /proc status files and pidfds): they name a thread, never a reused number, and the
   ID_VALID check after all reads covers them as it covers every read (``kept.py``).
