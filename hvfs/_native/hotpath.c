@@ -113,26 +113,6 @@ hp_respond(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* add_fd(listener, id, fd, newfd_flags, send) -> number in the target: NOTIF_ADDFD. */
-static PyObject *
-hp_add_fd(PyObject *self, PyObject *args)
-{
-    int listener, fd, send;
-    unsigned long long id;
-    unsigned int newfd_flags;
-    if (!PyArg_ParseTuple(args, "iKiIp", &listener, &id, &fd, &newfd_flags, &send))
-        return NULL;
-    struct seccomp_notif_addfd add = {
-        .id = id, .flags = send ? SECCOMP_ADDFD_FLAG_SEND : 0, .srcfd = (uint32_t)fd, .newfd = 0, .newfd_flags = newfd_flags};
-    int number;
-    Py_BEGIN_ALLOW_THREADS
-    number = ioctl(listener, SECCOMP_IOCTL_NOTIF_ADDFD, &add);
-    Py_END_ALLOW_THREADS
-    if (number < 0)
-        return raise_errno(errno, "NOTIF_ADDFD");
-    return PyLong_FromLong(number);
-}
-
 /* install(listener, id, fd, newfd_flags) -> error: the driver's _install in one call.
  *
  * A read-only file is installed and answered in one step (ADDFD with SEND). A writable
@@ -317,7 +297,6 @@ hp_credential_lines(PyObject *self, PyObject *args)
 static PyMethodDef methods[] = {
     {"receive", hp_receive, METH_VARARGS, "receive(listener, stop_fd) -> (id, pid, nr, args, raw) | None"},
     {"respond", hp_respond, METH_VARARGS, "respond(listener, id, value, error, flags)"},
-    {"add_fd", hp_add_fd, METH_VARARGS, "add_fd(listener, id, fd, newfd_flags, send) -> number"},
     {"install", hp_install, METH_VARARGS, "install(listener, id, fd, newfd_flags) -> errno or 0"},
     {"id_valid", hp_id_valid, METH_VARARGS, "id_valid(listener, id) -> bool"},
     {"credential_lines", hp_credential_lines, METH_VARARGS, "credential_lines(fd) -> (uid, gid, groups, umask, capeff)"},
