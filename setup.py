@@ -1,4 +1,5 @@
-"""Builds hvfs-init, a VM's launcher and pid 1 (native/init/), with the package.
+"""Builds hvfs-init, a VM's launcher and pid 1 (native/init/), and the driver's hot path
+(hvfs/_native/hotpath.c, the extension hvfs._native._hotpath), with the package.
 
 It is a program, not an extension module: it is exec'd in the manager's user namespace
 before a VM exists (see native/init/init.h). Static when the C library allows it, so
@@ -12,12 +13,18 @@ import os
 import shutil
 import subprocess
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 from setuptools.dist import Distribution
 
 SOURCES = sorted(glob.glob("native/init/*.c"))
 TARGET = os.path.join("hvfs", "_bin", "hvfs-init")
+HOTPATH = Extension(
+    "hvfs._native._hotpath",
+    sources=["hvfs/_native/hotpath.c"],
+    extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fstack-protector-strong"],
+    optional=True,  # without it hvfs serves through the Python path (hvfs/_native/__init__.py)
+)
 FLAGS = ["-O2", "-s", "-Wall", "-Wextra", "-D_FORTIFY_SOURCE=2", "-fstack-protector-strong", "-Wl,-z,now,-z,relro"]
 
 
@@ -46,4 +53,4 @@ class WithProgram(Distribution):
         return True  # a binary inside: a platform wheel, and build_ext always runs
 
 
-setup(cmdclass={"build_ext": BuildInit}, distclass=WithProgram)
+setup(cmdclass={"build_ext": BuildInit}, distclass=WithProgram, ext_modules=[HOTPATH])

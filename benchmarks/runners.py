@@ -16,6 +16,8 @@ environment, so the others must not inherit more) and WORK writable at its own p
   (fixtures.snapshot_hvfs), not from the work tree.
 - hvfs-socket, hvfs-strict-socket: the same, with the driver's requests carried by the
   socket transport to a server in the same process (HVFS_TRANSPORT=socket).
+- hvfs-native, hvfs-python (and --strict): hvfs with a manager of their own, serving
+  through the C hot path (hvfs/_native) or the Python path (HVFS_NATIVE=0).
 - floor …: benchmarks/floor/floor.c, a minimal C supervisor, for W8 only.
 """
 
@@ -126,6 +128,19 @@ def _hvfs_socket_env(layout: Layout) -> dict[str, str]:
     return {**_hvfs_env(layout), "HVFS_TRANSPORT": "socket"}
 
 
+def _hvfs_path_env(native: bool) -> Callable[[Layout], dict[str, str]]:
+    """A manager of its own (a private state directory), serving through the C hot path
+    or, with HVFS_NATIVE=0, the Python one (hvfs/_native): the manager's environment
+    chooses, so the two rows never share one."""
+
+    def env(layout: Layout) -> dict[str, str]:
+        state = layout.root / ("state-native" if native else "state-python")
+        state.mkdir(mode=0o700, exist_ok=True)
+        return {**_hvfs_env(layout), "HVFS_STATE_DIR": str(state), "HVFS_NATIVE": "1" if native else "0"}
+
+    return env
+
+
 def _floor(answer: str, sync: bool, pin: bool) -> Callable[[Context, list[str]], list[str]]:
     def wrap(context: Context, argv: list[str]) -> list[str]:
         floor = str(context.layout.bin / "floor")
@@ -165,15 +180,48 @@ def all_runners(layout: Layout) -> list[Runner]:
             counts_traps=True,
             own_env=_hvfs_socket_env,
         ),
+        Runner(
+            "hvfs-native",
+            "hvfs, native hot path",
+            sys.executable,
+            _hvfs(strict=False),
+            counts_traps=True,
+            own_env=_hvfs_path_env(native=True),
+        ),
+        Runner(
+            "hvfs-python",
+            "hvfs, Python path",
+            sys.executable,
+            _hvfs(strict=False),
+            counts_traps=True,
+            own_env=_hvfs_path_env(native=False),
+        ),
+        Runner(
+            "hvfs-strict-native",
+            "hvfs --strict, native hot path",
+            sys.executable,
+            _hvfs(strict=True),
+            counts_traps=True,
+            own_env=_hvfs_path_env(native=True),
+        ),
+        Runner(
+            "hvfs-strict-python",
+            "hvfs --strict, Python path",
+            sys.executable,
+            _hvfs(strict=True),
+            counts_traps=True,
+            own_env=_hvfs_path_env(native=False),
+        ),
     ]
-    # The floor answers CONTINUE where HVFS continues (W8c) and ADDFD where it serves (W8).
-    for answer, workload in (("continue", "W8c"), ("addfd", "W8")):
+    # The floor answers CONTINUE where HVFS continues (W8c) and ADDFD where it serves (W8,
+    # and W8r in strict mode).
+    for answer, workloads in (("continue", {"W8c"}), ("addfd", {"W8", "W8r"})):
         for sync in (False, True):
             for pin in (False, True):
                 label = f"floor {answer.upper()}" + (" +sync" if sync else "") + (" +pin" if pin else "")
                 program = str(layout.bin / "floor")
                 wrap = _floor(answer, sync, pin)
-                runners.append(Runner(floor_key(answer, sync, pin), label, program, wrap, frozenset({workload})))
+                runners.append(Runner(floor_key(answer, sync, pin), label, program, wrap, frozenset(workloads)))
     return runners
 
 

@@ -136,6 +136,14 @@ def all_workloads(iterations: int, starts_per_round: int) -> list[Workload]:
             per_op="µs per open+close",
         ),
         Workload(
+            "W8r",
+            f"{iterations:,} open(O_RDONLY)+close of a file in WORK (served with ADDFD+SEND by hvfs --strict)",
+            lambda lay: [str(lay.bin / "openbench"), str(lay.work / "file"), "r", str(iterations)],
+            per_op="µs per open+close",
+            # One strict open: only the strict runners serve it (a read runs natively otherwise).
+            skip_runners=frozenset({"proot", "runsc"}),
+        ),
+        Workload(
             "W8c",
             f"{iterations:,} open(O_WRONLY)+close of /dev/null (continued by hvfs)",
             lambda lay: [str(lay.bin / "openbench"), "/dev/null", "w", str(iterations)],

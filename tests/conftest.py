@@ -57,9 +57,10 @@ def _userns_available() -> bool:
 _STATE_DIRS: dict[str, str] = {}
 
 
-def state_dir(user: str | None) -> str:
-    """The state directory of this session's manager for ``user`` (None: root)."""
-    key = user or "root"
+def state_dir(user: str | None, variant: str = "") -> str:
+    """The state directory of this session's manager for ``user`` (None: root); a
+    ``variant`` ("python": the manager serving through the Python path) has its own."""
+    key = (user or "root") + (f"+{variant}" if variant else "")
     if key not in _STATE_DIRS:
         path = tempfile.mkdtemp(prefix=f"hvfs-state-{key}-")
         if user is not None:
@@ -75,8 +76,9 @@ def private_managers() -> Iterator[None]:
     yield
     for key, path in list(_STATE_DIRS.items()):
         command = [sys.executable, "-m", "hvfs", "manager", "stop"]
-        if key != "root":
-            command = ["runuser", "-u", key, "--", "env", f"HVFS_STATE_DIR={path}", f"PYTHONPATH={REPO}", *command]
+        user = key.split("+")[0]
+        if user != "root":
+            command = ["runuser", "-u", user, "--", "env", f"HVFS_STATE_DIR={path}", f"PYTHONPATH={REPO}", *command]
         subprocess.run(command, env={**os.environ, "HVFS_STATE_DIR": path}, capture_output=True, timeout=60)
         shutil.rmtree(path, ignore_errors=True)
 
@@ -136,6 +138,24 @@ class Hvfs:
 @pytest.fixture(scope="session")
 def hvfs() -> Hvfs:
     return Hvfs([sys.executable, "-m", "hvfs"])
+
+
+def python_path(runner: Hvfs) -> Hvfs:
+    """The same runner with a manager of its own that serves through the Python path
+    (HVFS_NATIVE=0, hvfs/_native): the manager's environment chooses the path."""
+    return runner.with_env(HVFS_NATIVE="0", HVFS_STATE_DIR=state_dir(runner.user, "python"))
+
+
+@pytest.fixture(scope="session")
+def hvfs_python(hvfs: Hvfs) -> Hvfs:
+    """hvfs as root, its requests served by the Python path."""
+    return python_path(hvfs)
+
+
+@pytest.fixture(scope="session")
+def rootless_python(rootless: Hvfs) -> Hvfs:
+    """hvfs run by the unprivileged user, its requests served by the Python path."""
+    return python_path(rootless)
 
 
 def _create_user(name: str) -> pwd.struct_passwd:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, ROOTLESS_USER, SYSTEM_PYTHON, TRANSPORTS, Hvfs, chown_to, require
+from tests.conftest import REPO, ROOTLESS_USER, SYSTEM_PYTHON, TRANSPORTS, Hvfs, chown_to, python_path, require
 
 CONFORMANCE = REPO / "tests" / "conformance"
 PRIVILEGES = ("root", "user", "rootless")
@@ -115,19 +115,30 @@ def native_results() -> dict[str, dict[str, Any]]:
     return {}
 
 
-@pytest.mark.parametrize("transport", TRANSPORTS)
+# Each transport on the native hot path (when built), and the in-process one again on the
+# Python path (HVFS_NATIVE=0, a manager of its own): both paths answer as Linux does.
+CARRIERS = [pytest.param((transport, "native"), id=transport) for transport in TRANSPORTS] + [
+    pytest.param(("inprocess", "python"), id="inprocess-python")
+]
+
+
+@pytest.mark.parametrize("carrier", CARRIERS)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("privilege", PRIVILEGES)
 def test_a_vm_answers_as_linux_does(
     privilege: str,
     mode: str,
-    transport: str,
+    carrier: tuple[str, str],
     place: Path,
     native_results: dict[str, dict[str, Any]],
     request: pytest.FixtureRequest,
 ) -> None:
-    """Over each transport (HVFS_TRANSPORT): the in-process call, and the socket protocol."""
+    """Over each transport (HVFS_TRANSPORT): the in-process call, and the socket protocol;
+    and on each path that serves the requests (the native hot path, the Python one)."""
+    transport, path = carrier
     runner: Hvfs = request.getfixturevalue("rootless" if privilege == "rootless" else "hvfs")
+    if path == "python":
+        runner = python_path(runner)
     if privilege not in native_results:
         native_results[privilege] = _native(place, privilege, runner.probes)
     expected = native_results[privilege]

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import Hvfs
 from tests.helpers import PROBES
 
@@ -48,7 +50,15 @@ print("served after", os.path.exists("/data/after"))
 """
 
 
-def test_malformed_paths_get_the_native_errnos(hvfs: Hvfs) -> None:
+@pytest.fixture(params=["hvfs", "hvfs_python"], ids=["native-path", "python-path"])
+def served(request: pytest.FixtureRequest) -> Hvfs:
+    """hvfs on each path that serves requests: the C hot path (where built), and Python."""
+    runner: Hvfs = request.getfixturevalue(request.param)
+    return runner
+
+
+def test_malformed_paths_get_the_native_errnos(served: Hvfs) -> None:
+    hvfs = served
     native = subprocess.run([sys.executable, str(PROBES / "bad_paths.py")], capture_output=True, text=True, check=True)
     in_vm = hvfs.ok("run", "-v", f"{PROBES}:/probes:ro", "--", "python3", "/probes/bad_paths.py")
     assert in_vm == native.stdout
@@ -59,7 +69,8 @@ def test_malformed_paths_get_the_native_errnos(hvfs: Hvfs) -> None:
     assert results["bad dirfd"] == "EBADF"
 
 
-def test_the_loop_survives_a_storm_of_signals(hvfs: Hvfs, tmp_path: Path) -> None:
+def test_the_loop_survives_a_storm_of_signals(served: Hvfs, tmp_path: Path) -> None:
+    hvfs = served
     stats_file = tmp_path / "stats.json"
     data = tmp_path / "data"
     data.mkdir()
@@ -68,7 +79,8 @@ def test_the_loop_survives_a_storm_of_signals(hvfs: Hvfs, tmp_path: Path) -> Non
     assert len(list(data.iterdir())) == 2000
 
 
-def test_targets_dying_mid_call_do_not_disturb_the_manager(hvfs: Hvfs, tmp_path: Path) -> None:
+def test_targets_dying_mid_call_do_not_disturb_the_manager(served: Hvfs, tmp_path: Path) -> None:
+    hvfs = served
     out = hvfs.ok("run", "-v", f"{tmp_path}:/data", "--", "python3", "-c", DYING)
     assert out.strip() == "served after True"
 

@@ -24,6 +24,7 @@ import threading
 import time
 from typing import Any
 
+from hvfs import _native as hot_path
 from hvfs import private_dirs
 from hvfs.errors import HvfsError
 from hvfs.hypervisor import control, recreate, telling, views, vmstart
@@ -104,6 +105,7 @@ class Daemon(ChangeOps):
             self._ready("ready")  # another manager serves this state directory
             return 0
         preflight.check_kernel()
+        hot_path.announce()  # one line when the drivers serve through the Python path unasked
         shim = vmstart.shims_alive(self.layout)
         rootless = os.geteuid() != 0
         idmap = userns.join_manager_namespaces(shim) if shim else userns.enter_manager_namespaces()

@@ -48,6 +48,12 @@ Some facts about seccomp user notification, which the code below relies on:
   the install does not keep the target there; measured, it made W8 slower (102 against
   77 µs for the install), as did pinning it to the other CPU. (A SCHED_IDLE worker would
   keep it, but a thread of the manager's user namespace cannot leave SCHED_IDLE: EPERM.)
+* The kernel calls of a request (receive, the path and credential reads, ID_VALID,
+  ADDFD and the answer) run in C where hvfs/_native is built, each with the GIL released
+  (``hvfs._sys.notify``, ``tracee.py``); the order above is the driver's, whichever
+  implementation runs: every read before the one ID_VALID check that covers them, a
+  writable file installed and released before the answer. ``HVFS_NATIVE=0`` forces
+  the ctypes path. Every decision stays in Python, behind ``Transport``.
 * Each worker keeps, from request to request, fds naming the threads it served (their
   /proc status files and pidfds): they name a thread, never a reused number, and the
   ID_VALID check after all reads covers them as it covers every read (``kept.py``).
@@ -58,7 +64,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import fcntl
 import logging
 import os
 import select
@@ -66,6 +71,7 @@ import threading
 import time
 from typing import Any
 
+from hvfs import _native as native
 from hvfs import api
 from hvfs._sys import notify, process
 from hvfs._sys.abi import MSG_LEN
@@ -148,7 +154,7 @@ class SeccompDriver:
         return kept
 
     def statistics(self) -> dict[str, Any]:
-        return {"sync_wake_up": self.sync_wake_up}
+        return {"sync_wake_up": self.sync_wake_up, "hot_path": native.status()}
 
     def start(self) -> None:
         try:
@@ -184,7 +190,7 @@ class SeccompDriver:
         namespace of ``vm_pid``."""
         known = {}
         for request in pending:
-            notif = notify.Notif.from_buffer_copy(request.notification)
+            notif = notify.Received.from_raw(request.notification)
             known[notif.id] = notif.pid
         around = last_id if last_id is not None else max(known, default=None)
         lost = orphans.probe(self._listener, around, set(known)) if around is not None else []
@@ -195,11 +201,12 @@ class SeccompDriver:
             except OSError:  # pid 1 is gone: the VM is ending, its threads with it
                 namespace = None
             found = orphans.find(self._listener, lost, valid, namespace, self._arch.audit)
-            for notif in found.served:
+            for orphan in found.served:
                 log.warning("VM %s: a request of pid %d received by a manager killed before noting it (syscall %d)"
-                            " served again", self._vm, notif.pid, notif.data.nr)  # fmt: skip
-            for notif in [*found.received, *found.served]:
-                threading.Thread(target=self._serve_alone, args=(notif, False, 0), daemon=True).start()
+                            " served again", self._vm, orphan.pid, orphan.data.nr)  # fmt: skip
+            for orphan in [*found.received, *found.served]:
+                args = (notify.Received.of(orphan), False, 0)
+                threading.Thread(target=self._serve_alone, args=args, daemon=True).start()
             if found.unexplained:
                 log.warning("VM %s: %d request(s) received by a manager killed before noting them, not told apart:"
                             " answered EIO", self._vm, len(found.unexplained))  # fmt: skip
@@ -212,11 +219,11 @@ class SeccompDriver:
         (``InflightTable.pending``), if their callers still wait: with the result it noted,
         or by serving them again, each in a thread of its own."""
         for request in pending:
-            notif = notify.Notif.from_buffer_copy(request.notification)
+            notif = notify.Received.from_raw(request.notification)
             if not notify.id_valid(self._listener, notif.id):
                 continue
             log.warning("VM %s: a request of pid %d taken before a restart (syscall %d) answered again (state %d)",
-                        self._vm, notif.pid, notif.data.nr, request.state)  # fmt: skip
+                        self._vm, notif.pid, notif.nr, request.state)  # fmt: skip
             if request.state == inflight.ANSWERED:
                 self._respond(notif.id, value=request.value, error=request.errno)
             elif request.state == inflight.CONTINUED:
@@ -226,7 +233,7 @@ class SeccompDriver:
                 args = (notif, created, request.received_ns)
                 threading.Thread(target=self._serve_alone, args=args, daemon=True).start()
 
-    def _serve_alone(self, notif: notify.Notif, created: bool, received_ns: int) -> None:
+    def _serve_alone(self, notif: notify.Received, created: bool, received_ns: int) -> None:
         inspector = Inspector()
         try:
             self._serve(notif, inspector, created=created, replayed_since=received_ns)
@@ -242,9 +249,6 @@ class SeccompDriver:
 
     def _work_with(self, inspector: Inspector, slot: int) -> None:
         me = threading.current_thread()
-        poller = select.poll()
-        poller.register(self._listener, select.POLLIN)
-        poller.register(self._stop_read, select.POLLIN)
         while True:
             with self._turn:
                 self._idle += 1
@@ -255,8 +259,8 @@ class SeccompDriver:
                     return
                 self._receiver = me
             while True:  # the fast path: receive, serve, receive, with no other thread awake
-                notif = self._receive(poller)
-                if notif is not None and notif.data.nr == self._die_at:
+                notif = notify.receive_or_stop(self._listener, self._stop_read)
+                if notif is not None and notif.nr == self._die_at:
                     os._exit(9)
                 if notif is None:
                     with self._turn:
@@ -267,7 +271,7 @@ class SeccompDriver:
                 self._serving_since = time.monotonic()
                 table = self._inflight
                 if table is not None:
-                    table.record(slot, bytes(notif))
+                    table.record(slot, notif.raw)
                 self._serve(notif, inspector, slot=slot)
                 if table is not None:
                     table.clear(slot)
@@ -293,24 +297,9 @@ class SeccompDriver:
                         thread.start()
                     self._turn.notify()
 
-    def _receive(self, poller: select.poll) -> notify.Notif | None:
-        while True:
-            for fd, events in poller.poll():
-                if fd == self._stop_read:
-                    return None
-                if events & select.POLLIN:
-                    try:
-                        return notify.receive(self._listener)
-                    except OSError as e:
-                        if e.errno in (errno.ENOENT, errno.EINTR):  # cancelled before we got it
-                            continue
-                        raise
-                if events & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
-                    return None  # every thread of the VM has exited
-
     def _serve(
         self,
-        notif: notify.Notif,
+        notif: notify.Received,
         inspector: Inspector,
         *,
         slot: int | None = None,
@@ -321,12 +310,12 @@ class SeccompDriver:
         request: api.Request | None = None
         try:
             try:
-                decode = self._decoders[notif.data.nr]
+                decode = self._decoders[notif.nr]
             except KeyError:
                 self._respond(notif.id, error=errno.ENOSYS)
                 return
             try:
-                request, output = decode(Context(tracee, self._vm), tuple(notif.data.args))  # type: ignore[arg-type]
+                request, output = decode(Context(tracee, self._vm), notif.args)
                 tracee.check_valid()
             except CallError as e:
                 self._respond(notif.id, error=e.errno)
@@ -346,7 +335,7 @@ class SeccompDriver:
         except TargetGone:
             pass
         except Exception:
-            log.exception("internal error serving syscall %d of pid %d", notif.data.nr, notif.pid)
+            log.exception("internal error serving syscall %d of pid %d", notif.nr, notif.pid)
             self._respond(notif.id, error=errno.EIO)
         finally:
             tracee.close()
@@ -409,19 +398,9 @@ class SeccompDriver:
             blocked = response
 
     def _install(self, notif_id: int, fd: int, newfd_flags: int) -> None:
-        writable = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_RDONLY
-        try:
-            number = notify.add_fd(self._listener, notif_id, fd, newfd_flags, respond=not writable)
-        except OSError as e:
-            os.close(fd)
-            if e.errno == errno.EMFILE:
-                self._respond(notif_id, error=errno.EMFILE)
-            elif e.errno != errno.ENOENT:
-                raise
-            return
-        os.close(fd)
-        if writable:
-            self._respond(notif_id, value=number)
+        failed = notify.install(self._listener, notif_id, fd, newfd_flags)  # takes fd; answers EMFILE itself
+        if failed not in (0, errno.ENOENT, errno.EMFILE):
+            raise OSError(failed, os.strerror(failed), "NOTIF_ADDFD")
 
     def _write_back(self, tracee: Tracee, output: Output, data: bytes, result: int) -> None:
         tracee.check_valid()

@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
+from hvfs._native import hotpath
 from hvfs.api import Credentials
 from hvfs.intercept.decoders.tracee import Identity
 from hvfs.intercept.kept import KeptFds
+
+T = TypeVar("T")
 
 _FIRST_READ = 4096  # status is about 1.4 KiB; a long Groups line may need more
 
@@ -29,20 +34,29 @@ class StatusFiles:
     def read(self, tid: int) -> bytes:
         """The status file of ``tid`` as it is now. ``ProcessLookupError`` or
         ``FileNotFoundError`` when no thread has that number."""
+        return self._through(tid, _read_whole)
+
+    def credentials(self, tid: int) -> Credentials:
+        """The credentials of ``tid`` now (``parse_credentials``), errors as ``read``."""
+        if hotpath is not None:  # the lines read and cut in C, in one call
+            return _credentials(self._through(tid, hotpath.credential_lines))
+        return parse_credentials(self.read(tid))
+
+    def _through(self, tid: int, reader: Callable[[int], T]) -> T:
         fd = self._kept.get(tid)
         if fd is not None:
             try:
-                return _read_whole(fd)
+                return reader(fd)
             except ProcessLookupError:  # that thread is gone; the number may be another's now
                 self._kept.drop(tid)
         fd = os.open(f"/proc/{tid}/status", os.O_RDONLY | os.O_CLOEXEC)
         try:
-            text = _read_whole(fd)
+            got = reader(fd)
         except BaseException:
             os.close(fd)
             raise
         self._kept.keep(tid, fd)
-        return text
+        return got
 
     def close(self) -> None:
         self._kept.close()

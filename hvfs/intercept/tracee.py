@@ -14,6 +14,7 @@ import errno
 import fcntl
 import os
 
+from hvfs._native import hotpath
 from hvfs._sys import notify, process
 from hvfs._sys.abi import AT_FDCWD, O_PATH, PATH_MAX
 from hvfs.api import Credentials, OpenFile
@@ -49,6 +50,10 @@ class Tracee:
     (its fds), ``status``, ``id_map``, ``check_valid`` and ``send_signal`` — and
     everything else is built on them, so that a fake thread (``hvfs.testing.FakeTracee``)
     replaces only those and runs the rest of this class as it is."""
+
+    # The C hot path reads paths in one call (hvfs/_native/hotpath.c: the same reads as
+    # below); a fake thread, whose memory is not a process's, reads through ``_memory``.
+    _native_reads = hotpath is not None
 
     def __init__(self, listener: int, notif_id: int, pid: int, inspector: Inspector) -> None:
         self.listener = listener
@@ -105,6 +110,16 @@ class Tracee:
         """The NUL-terminated path at ``address``: EFAULT, ENAMETOOLONG and ENOENT as the kernel."""
         if address == 0:
             raise CallError(errno.EFAULT)
+        if self._native_reads:
+            try:
+                path = hotpath.read_path(self.pid, address)  # bytes, or the errno a malformed path gets
+            except ProcessLookupError as e:
+                raise TargetGone() from e
+            if isinstance(path, int):
+                raise CallError(path)
+            if not path and not empty_ok:
+                raise CallError(errno.ENOENT)
+            return os.fsdecode(path)
         data = b""
         try:
             # Most paths are short: read a little first, and the rest only if no NUL is
@@ -178,7 +193,12 @@ class Tracee:
             raise TargetGone() from e
 
     def credentials(self) -> Credentials:
-        return parse_credentials(self.status())
+        if not self._native_reads:
+            return parse_credentials(self.status())
+        try:
+            return self._inspector.status.credentials(self.pid)
+        except (FileNotFoundError, ProcessLookupError) as e:
+            raise TargetGone() from e
 
     def identity(self) -> Identity:
         return parse_identity(self.status())

@@ -66,6 +66,8 @@ class FakeTracee(Tracee):
     A context manager: leaving it closes every fd it holds.
     """
 
+    _native_reads = False  # its memory is a FakeMemory, read through _memory
+
     def __init__(
         self,
         root: str | os.PathLike[str],

@@ -36,6 +36,10 @@ ATTACK_VARIANTS = [
     pytest.param(("hvfs", False), id="root"),
     pytest.param(("hvfs", True), id="strict"),
     pytest.param(("rootless", False), id="rootless", marks=pytest.mark.rootless),
+    # The same through the Python path (HVFS_NATIVE=0): both paths must hold.
+    pytest.param(("hvfs_python", False), id="root-python"),
+    pytest.param(("hvfs_python", True), id="strict-python"),
+    pytest.param(("rootless_python", False), id="rootless-python", marks=pytest.mark.rootless),
 ]
 
 

@@ -1,0 +1,43 @@
+"""The seccomp driver's hot path in C (``hotpath.c``, the extension ``_hotpath``), when built.
+
+setup.py compiles it with the package (``pip install -e .`` in scripts/setup; the Python
+headers come from python3-dev). It is optional: where it is missing or does not load,
+hvfs serves through the Python path (ctypes, hvfs/_sys/notify.py) and says so in one
+line of log; ``HVFS_NATIVE=0`` forces that path (to compare, or to rule the C out).
+``status()`` tells which path serves and why (``hvfs manager status``, the tests).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+log = logging.getLogger("hvfs.native")
+
+ENVIRONMENT = "HVFS_NATIVE"
+
+
+def _load() -> tuple[Any, str]:
+    """The extension (typed Any: C, no stubs) or None, and why."""
+    if os.environ.get(ENVIRONMENT, "1") == "0":
+        return None, f"{ENVIRONMENT}=0"
+    try:
+        from hvfs._native import _hotpath  # type: ignore[attr-defined]
+    except ImportError as e:
+        return None, f"not built ({e}); run scripts/setup, which compiles it"
+    return _hotpath, "built"
+
+
+hotpath, reason = _load()
+
+
+def status() -> str:
+    """``native``, or ``python (WHY)``."""
+    return "native" if hotpath is not None else f"python ({reason})"
+
+
+def announce() -> None:
+    """One line of log when the hot path is missing (the manager calls it once)."""
+    if hotpath is None and reason != f"{ENVIRONMENT}=0":
+        log.warning("the native hot path is %s: serving through the Python path", reason)

@@ -1,0 +1,315 @@
+/* The seccomp driver's hot path in C: receive, read the caller's path, check the
+ * notification, answer, each with the GIL released and without ctypes' per-call cost.
+ *
+ * Plain CPython C API, built by setup.py as the extension hvfs._native._hotpath.
+ * hvfs/_native/__init__.py says when it is used (HVFS_NATIVE=0 forces the Python path,
+ * hvfs/_sys/notify.py and process.py). Every function here is a kernel primitive with
+ * the same contract as its Python twin; the security reasoning (ID_VALID after all
+ * reads, the ordering of ADDFD and the answer for writable files) stays in
+ * hvfs/intercept/driver.py, which calls these in the same order as the Python ones.
+ */
+#define _GNU_SOURCE /* memmem */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/seccomp.h>
+#include <poll.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#ifndef SECCOMP_IOCTL_NOTIF_ADDFD
+#error "linux/seccomp.h too old: SECCOMP_IOCTL_NOTIF_ADDFD (5.9) is needed"
+#endif
+#ifndef SECCOMP_ADDFD_FLAG_SEND
+#define SECCOMP_ADDFD_FLAG_SEND (1UL << 1)
+#endif
+
+#define PATH_MAX_BYTES 4096
+#define SHORT_PATH 256 /* read first: most paths are short (hvfs/intercept/tracee.py) */
+
+static PyObject *
+raise_errno(int code, const char *what)
+{
+    errno = code;
+    return PyErr_SetFromErrnoWithFilename(PyExc_OSError, what);
+}
+
+/* receive(listener, stop_fd) -> (id, pid, nr, args, raw) | None
+ *
+ * Polls the listener and stop_fd and receives one notification, all without the GIL.
+ * None when stop_fd is readable or the listener hangs up (every thread of the VM has
+ * exited: NOTIF_RECV would block for ever). A notification cancelled before we got it
+ * (ENOENT) or a signal (EINTR) is not an error: poll again. */
+static PyObject *
+hp_receive(PyObject *self, PyObject *args)
+{
+    int listener, stop_fd;
+    if (!PyArg_ParseTuple(args, "ii", &listener, &stop_fd))
+        return NULL;
+    struct seccomp_notif notif;
+    int failed = 0, stopped = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (;;) {
+        struct pollfd fds[2] = {{.fd = listener, .events = POLLIN}, {.fd = stop_fd, .events = POLLIN}};
+        if (poll(fds, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            failed = errno;
+            break;
+        }
+        if (fds[1].revents) {
+            stopped = 1;
+            break;
+        }
+        if (fds[0].revents & POLLIN) {
+            memset(&notif, 0, sizeof notif); /* the kernel rejects a buffer that is not all zeroes */
+            if (ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, &notif) == 0)
+                break;
+            if (errno == ENOENT || errno == EINTR)
+                continue;
+            failed = errno;
+            break;
+        }
+        if (fds[0].revents & (POLLHUP | POLLERR | POLLNVAL)) {
+            stopped = 1;
+            break;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    if (failed)
+        return raise_errno(failed, "NOTIF_RECV");
+    if (stopped)
+        Py_RETURN_NONE;
+    const struct seccomp_data *d = &notif.data;
+    return Py_BuildValue("(KIi(KKKKKK)y#)", (unsigned long long)notif.id, notif.pid, d->nr,
+                         (unsigned long long)d->args[0], (unsigned long long)d->args[1],
+                         (unsigned long long)d->args[2], (unsigned long long)d->args[3],
+                         (unsigned long long)d->args[4], (unsigned long long)d->args[5], (const char *)&notif,
+                         (Py_ssize_t)sizeof notif);
+}
+
+/* respond(listener, id, value, error, flags): NOTIF_SEND; OSError as the ioctl fails. */
+static PyObject *
+hp_respond(PyObject *self, PyObject *args)
+{
+    int listener, error;
+    unsigned long long id;
+    long long value;
+    unsigned int flags;
+    if (!PyArg_ParseTuple(args, "iKLiI", &listener, &id, &value, &error, &flags))
+        return NULL;
+    struct seccomp_notif_resp resp = {.id = id, .val = value, .error = error ? -error : 0, .flags = flags};
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp);
+    Py_END_ALLOW_THREADS
+    if (rc < 0)
+        return raise_errno(errno, "NOTIF_SEND");
+    Py_RETURN_NONE;
+}
+
+/* install(listener, id, fd, newfd_flags) -> error: the driver's _install in one call.
+ *
+ * A read-only file is installed and answered in one step (ADDFD with SEND). A writable
+ * one is installed, the manager's reference dropped, and only then the call answered:
+ * the VM's close must be the last, or IN_CLOSE_WRITE comes late and an exec right after
+ * writing fails with ETXTBSY (hvfs/intercept/driver.py). fd is closed in every case.
+ * Returns 0, or the errno of a failed ioctl (ENOENT: the caller is gone, nothing to do;
+ * EMFILE: the caller was answered EMFILE here). */
+static PyObject *
+hp_install(PyObject *self, PyObject *args)
+{
+    int listener, fd;
+    unsigned long long id;
+    unsigned int newfd_flags;
+    if (!PyArg_ParseTuple(args, "iKiI", &listener, &id, &fd, &newfd_flags))
+        return NULL;
+    int failed = 0;
+    Py_BEGIN_ALLOW_THREADS
+    int mode = fcntl(fd, F_GETFL);
+    int writable = mode < 0 || (mode & O_ACCMODE) != O_RDONLY;
+    struct seccomp_notif_addfd add = {
+        .id = id, .flags = writable ? 0 : SECCOMP_ADDFD_FLAG_SEND, .srcfd = (uint32_t)fd, .newfd_flags = newfd_flags};
+    int number = ioctl(listener, SECCOMP_IOCTL_NOTIF_ADDFD, &add);
+    if (number < 0)
+        failed = errno;
+    close(fd);
+    struct seccomp_notif_resp resp = {.id = id};
+    if (failed == EMFILE) {
+        resp.error = -EMFILE;
+        if (ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp) < 0 && errno != ENOENT)
+            failed = errno;
+    } else if (!failed && writable) {
+        resp.val = number;
+        if (ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp) < 0)
+            failed = errno;
+    }
+    Py_END_ALLOW_THREADS
+    return PyLong_FromLong(failed);
+}
+
+/* id_valid(listener, id) -> bool: NOTIF_ID_VALID. */
+static PyObject *
+hp_id_valid(PyObject *self, PyObject *args)
+{
+    int listener;
+    unsigned long long id;
+    if (!PyArg_ParseTuple(args, "iK", &listener, &id))
+        return NULL;
+    uint64_t value = id;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &value);
+    Py_END_ALLOW_THREADS
+    return PyBool_FromLong(rc == 0);
+}
+
+/* Up to size bytes at address in pid's memory; stops at the first unreadable page, as
+ * one read of it all would. -1 with errno when not even the first byte can be read. */
+static ssize_t
+read_remote(pid_t pid, uint64_t address, char *buffer, size_t size)
+{
+    struct iovec local = {.iov_base = buffer, .iov_len = size};
+    struct iovec remote = {.iov_base = (void *)(uintptr_t)address, .iov_len = size};
+    return process_vm_readv(pid, &local, 1, &remote, 1, 0);
+}
+
+/* read_path(pid, address) -> bytes | int
+ *
+ * The NUL-terminated path at address in pid's memory, without its NUL: an int errno
+ * where the kernel would fail the call (EFAULT, ENAMETOOLONG; the caller decides on an
+ * empty path), OSError ESRCH when the thread is gone. Safe because the buffer is ours
+ * and process_vm_readv never writes past the iovec we give it; the bytes read are not
+ * trusted until the driver's NOTIF_ID_VALID after all reads. */
+static PyObject *
+hp_read_path(PyObject *self, PyObject *args)
+{
+    int pid;
+    unsigned long long address;
+    if (!PyArg_ParseTuple(args, "iK", &pid, &address))
+        return NULL;
+    if (address == 0)
+        return PyLong_FromLong(EFAULT);
+    char buffer[PATH_MAX_BYTES];
+    ssize_t got, more = 0;
+    int failed = 0;
+    Py_BEGIN_ALLOW_THREADS
+    got = read_remote(pid, address, buffer, SHORT_PATH);
+    if (got < 0)
+        failed = errno;
+    else if (got == SHORT_PATH && !memchr(buffer, 0, SHORT_PATH)) {
+        more = read_remote(pid, address + SHORT_PATH, buffer + SHORT_PATH, PATH_MAX_BYTES - SHORT_PATH);
+        if (more < 0)
+            more = errno == ESRCH ? (failed = ESRCH, 0) : 0;
+    }
+    Py_END_ALLOW_THREADS
+    if (failed == ESRCH)
+        return raise_errno(ESRCH, "process_vm_readv");
+    if (failed)
+        return PyLong_FromLong(EFAULT);
+    size_t total = (size_t)got + (size_t)more;
+    const char *end = memchr(buffer, 0, total);
+    if (!end)
+        return PyLong_FromLong(total == PATH_MAX_BYTES ? ENAMETOOLONG : EFAULT);
+    return PyBytes_FromStringAndSize(buffer, end - buffer);
+}
+
+/* The value of the line "\nKEY" of text, up to its newline; NULL if there is none. */
+static const char *
+status_line(const char *text, size_t size, const char *key, size_t *length)
+{
+    size_t key_size = strlen(key);
+    const char *at = text, *end = text + size;
+    if ((at = memmem(at, end - at, key, key_size)) == NULL)
+        return NULL;
+    const char *value = at + key_size;
+    const char *newline = memchr(value, '\n', end - value);
+    *length = (newline ? newline : end) - value;
+    return value;
+}
+
+/* credential_lines(fd) -> (uid, gid, groups, umask, capeff): the raw values of those
+ * lines of /proc/TID/status (fd, kept open by the worker), None for a missing line.
+ * What hvfs/intercept/procfs.py parse_credentials takes, read and cut in one call: the
+ * file is generated afresh by each read at offset 0, so credentials are as they are now.
+ * OSError as pread fails (ESRCH: the thread is gone). Only the Name line holds text a
+ * program chooses, and procfs escapes newlines in it, so "\nKey:" starts a real line. */
+static PyObject *
+hp_credential_lines(PyObject *self, PyObject *args)
+{
+    static const char *keys[] = {"\nUid:", "\nGid:", "\nGroups:", "\nUmask:", "\nCapEff:"};
+    int fd;
+    if (!PyArg_ParseTuple(args, "i", &fd))
+        return NULL;
+    char buffer[16384]; /* status is about 1.5 KiB; the Groups line of 65,536 groups is the exception */
+    char *text = buffer;
+    size_t capacity = sizeof buffer, size = 0;
+    int failed = 0;
+    for (;;) {
+        ssize_t got;
+        Py_BEGIN_ALLOW_THREADS
+        got = pread(fd, text + size, capacity - size, size);
+        Py_END_ALLOW_THREADS
+        if (got < 0) {
+            failed = errno;
+            break;
+        }
+        size += (size_t)got;
+        if (got == 0 || size < capacity)
+            break;
+        /* Reads after the first continue from the text procfs generated for it. */
+        char *larger = PyMem_Malloc(capacity * 2);
+        if (!larger) {
+            failed = ENOMEM;
+            break;
+        }
+        memcpy(larger, text, size);
+        if (text != buffer)
+            PyMem_Free(text);
+        text = larger;
+        capacity *= 2;
+    }
+    PyObject *result = NULL;
+    if (failed)
+        raise_errno(failed, "/proc/TID/status");
+    else if ((result = PyTuple_New(5)) != NULL) {
+        for (int i = 0; i < 5; i++) {
+            size_t length = 0;
+            const char *value = status_line(text, size, keys[i], &length);
+            PyObject *item = value ? PyBytes_FromStringAndSize(value, (Py_ssize_t)length) : Py_NewRef(Py_None);
+            if (!item) {
+                Py_CLEAR(result);
+                break;
+            }
+            PyTuple_SET_ITEM(result, i, item);
+        }
+    }
+    if (text != buffer)
+        PyMem_Free(text);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"receive", hp_receive, METH_VARARGS, "receive(listener, stop_fd) -> (id, pid, nr, args, raw) | None"},
+    {"respond", hp_respond, METH_VARARGS, "respond(listener, id, value, error, flags)"},
+    {"install", hp_install, METH_VARARGS, "install(listener, id, fd, newfd_flags) -> errno or 0"},
+    {"id_valid", hp_id_valid, METH_VARARGS, "id_valid(listener, id) -> bool"},
+    {"credential_lines", hp_credential_lines, METH_VARARGS, "credential_lines(fd) -> (uid, gid, groups, umask, capeff)"},
+    {"read_path", hp_read_path, METH_VARARGS, "read_path(pid, address) -> bytes | errno"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_hotpath", "The seccomp driver's hot path (hvfs/_native/hotpath.c).", -1, methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__hotpath(void)
+{
+    return PyModule_Create(&module);
+}
