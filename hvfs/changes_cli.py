@@ -163,20 +163,14 @@ def ask(document: dict[str, Any]) -> bool:
 # -- hvfs diff / hvfs export ---------------------------------------------------------------
 
 
-def _ask_manager(op: str, name: str, fds: list[int] | None = None, **fields: object) -> dict[str, Any]:
+def _ask_manager(op: str, name: str, fds: list[int] | None = None, **fields: Any) -> dict[str, Any]:
     from hvfs.hypervisor import client, control
 
     try:
         connection = client.connect(start=False)
     except control.ControlError:
         raise UsageError(f"no VM named {name!r} is running (no manager); see 'hvfs ps'") from None
-    try:
-        client.request(connection, op, fds, vm=name, **fields)
-        reply, got = connection.receive()
-    finally:
-        connection.close()
-    for fd in got:
-        os.close(fd)
+    reply = client.ask(connection, op, fds, vm=name, **fields)  # no bound: the manager writes first
     if "error" in reply:
         raise UsageError(str(reply["error"]))
     return reply

@@ -10,7 +10,7 @@ import os
 import re
 import socket
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from hvfs import spec
 from hvfs.spec import UsageError
@@ -130,10 +130,7 @@ def memory(text: str) -> int:
 
 
 def cpus(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise UsageError(f"--cpus {text!r}: not a number; give e.g. --cpus 0.5") from None
+    value = _number(float, text, "--cpus", "a number", "0.5")
     problem = spec.cpus_problem(value)
     if problem:
         raise UsageError(f"--cpus {problem}")
@@ -141,14 +138,21 @@ def cpus(text: str) -> float:
 
 
 def pids(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise UsageError(f"--pids-limit {text!r}: not a whole number; give e.g. --pids-limit 100") from None
+    value = _number(int, text, "--pids-limit", "a whole number", "100")
     problem = spec.pids_problem(value)
     if problem:
         raise UsageError(f"--pids-limit {problem}")
     return value
+
+
+_N = TypeVar("_N", int, float)
+
+
+def _number(kind: type[_N], text: str, flag: str, what: str, example: str) -> _N:
+    try:
+        return kind(text)
+    except ValueError:
+        raise UsageError(f"{flag} {text!r}: not {what}; give e.g. {flag} {example}") from None
 
 
 def parse_publish(text: str) -> tuple[str, int, int]:

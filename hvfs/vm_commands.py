@@ -60,16 +60,9 @@ def _call(op: str, *, wait: float | None = None, **fields: Any) -> dict[str, Any
     """One request to the manager (none is started for it); NotUp when none runs."""
     connection = client.connect(start=False)
     try:
-        client.request(connection, op, **fields)
-        connection.wait_answer(control.answer_timeout() if wait is None else wait)
-        reply, fds = connection.receive()
+        return client.ask(connection, op, wait=control.answer_timeout() if wait is None else wait, **fields)
     except (EOFError, OSError, ValueError):
         raise ProjectError("the manager closed the connection; run the command again") from None
-    finally:
-        connection.close()
-    for fd in fds:
-        os.close(fd)
-    return reply
 
 
 def _vm(name: str) -> dict[str, Any]:

@@ -9,12 +9,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Hvfs
+from tests.detached import names, new_name  # noqa: F401
 from tests.docker_runtime import Docker, docker, registered  # noqa: F401
 from tests.dockerd import busybox_image, docker_engine  # noqa: F401
 
@@ -23,21 +23,6 @@ SERVER = (
     "s.bind(('127.0.0.1', int(sys.argv[1])))\ns.listen()\nprint('listening', flush=True)\n"
     "while True:\n c, peer = s.accept()\n c.sendall(b'echo:' + c.recv(100) + b' from ' + peer[0].encode())\n c.close()"
 )
-
-
-@pytest.fixture
-def names(hvfs: Hvfs) -> Iterator[list[str]]:
-    """Names for detached VMs, removed (rm -f) after the test whatever happened."""
-    made: list[str] = []
-    yield made
-    if made:
-        hvfs.run("rm", "-f", *made)
-
-
-def _name(names: list[str], what: str) -> str:
-    name = f"{what}-{os.getpid()}-{time.monotonic_ns() % 1000000}"
-    names.append(name)
-    return name
 
 
 def _ps(hvfs: Hvfs, *flags: str) -> dict[str, dict[str, object]]:
@@ -55,7 +40,7 @@ def _wait_state(hvfs: Hvfs, name: str, state: str, timeout: float = 20) -> dict[
 
 
 def test_detached_vm_lives_on_and_is_served_by_name(hvfs: Hvfs, names: list[str]) -> None:
-    name = _name(names, "web")
+    name = new_name(names, "web")
     began = time.monotonic()
     out = hvfs.ok("run", "-d", "--name", name, "--", "sh", "-c", "echo started; while :; do sleep 1; done")
     assert out == f"{name}\n" and time.monotonic() - began < 20  # it returned with the VM still running
@@ -79,7 +64,7 @@ def test_detached_vm_lives_on_and_is_served_by_name(hvfs: Hvfs, names: list[str]
 
 
 def test_a_detached_vm_exit_code_is_kept_until_rm_even_across_a_manager_restart(hvfs: Hvfs, names: list[str]) -> None:
-    name = _name(names, "job")
+    name = new_name(names, "job")
     hvfs.ok("run", "-d", "--name", name, "--", "sh", "-c", "echo out; echo err >&2; exit 3")
     assert _wait_state(hvfs, name, "exited")["code"] == 3
     assert hvfs.ok("logs", name) in ("out\nerr\n", "err\nout\n")
@@ -90,14 +75,14 @@ def test_a_detached_vm_exit_code_is_kept_until_rm_even_across_a_manager_restart(
 
 
 def test_logs_follow_ends_with_the_vm(hvfs: Hvfs, names: list[str]) -> None:
-    name = _name(names, "follow")
+    name = new_name(names, "follow")
     hvfs.ok("run", "-d", "--name", name, "--", "sh", "-c", "for i in 1 2 3; do echo line $i; sleep 0.5; done")
     result = hvfs.run("logs", "-f", name, timeout=30)
     assert result.returncode == 0 and result.stdout == "line 1\nline 2\nline 3\n"
 
 
 def test_detached_with_rm_goes_as_it_exits(hvfs: Hvfs, names: list[str]) -> None:
-    name = _name(names, "gone")
+    name = new_name(names, "gone")
     hvfs.ok("run", "-d", "--rm", "--name", name, "--", "sleep", "0.3")
     deadline = time.monotonic() + 20
     while name in _ps(hvfs, "-a"):
@@ -106,7 +91,7 @@ def test_detached_with_rm_goes_as_it_exits(hvfs: Hvfs, names: list[str]) -> None
 
 
 def test_rm_force_stops_a_running_vm_and_two_of_a_name_are_refused(hvfs: Hvfs, names: list[str]) -> None:
-    name = _name(names, "forced")
+    name = new_name(names, "forced")
     hvfs.ok("run", "-d", "--name", name, "--", "sleep", "600")
     again = hvfs.run("run", "-d", "--name", name, "--", "true")
     assert again.returncode == 125 and "already running" in again.stderr
@@ -136,7 +121,7 @@ def test_ps_all_lists_projects_runs_and_keeps_a_project_ps_in_its_directory(
     project = tmp_path / "proj"
     project.mkdir()
     (project / "hvfs.toml").write_text('name = "psall"\n[vms.app]\ncommand = "sleep 600"\n')
-    name = _name(names, "solo")
+    name = new_name(names, "solo")
     hvfs.ok("run", "-d", "--name", name, "--", "sleep", "600")
     hvfs.ok("up", "-d", cwd=str(project))
     try:
@@ -183,7 +168,7 @@ def _listeners(port: int) -> list[str]:
 
 
 def test_publish_reaches_the_vm_port_on_the_host_loopback_only(hvfs: Hvfs, names: list[str]) -> None:
-    name = _name(names, "pub")
+    name = new_name(names, "pub")
     port = _free_port()
     hvfs.ok("run", "-d", "--name", name, "-p", f"{port}:8000", "--", "python3", "-c", SERVER, "8000")
     deadline = time.monotonic() + 20
@@ -249,7 +234,7 @@ def _host_addresses() -> list[str]:
     return [a for a in out.split() if ":" not in a]
 
 
-def test_ps_lists_the_docker_containers_of_hvfs_runtime(hvfs: Hvfs, docker: Docker) -> None:  # noqa: F811
+def test_ps_lists_the_docker_containers_of_hvfs_runtime(hvfs: Hvfs, docker: Docker) -> None:
     name = f"hvfs-test-ps-{time.monotonic_ns()}"
     docker.ok("run", "-d", "--name", name, "--runtime=hvfs", docker.image, "sleep", "60")
     try:
@@ -280,7 +265,7 @@ def test_publish_and_detach_rootless(rootless: Hvfs) -> None:
 
 
 def test_published_ports_are_taken_back_by_the_next_manager(hvfs: Hvfs, names: list[str]) -> None:
-    name = _name(names, "kept")
+    name = new_name(names, "kept")
     port = _free_port()
     hvfs.ok("run", "-d", "--name", name, "-p", f"{port}:8000", "--", "python3", "-c", SERVER, "8000")
     deadline = time.monotonic() + 20

@@ -6,11 +6,9 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Iterator
-
-import pytest
 
 from tests.conftest import Hvfs
+from tests.detached import names, new_name  # noqa: F401
 
 SERVER = (
     "import socket\ns = socket.socket()\ns.bind(('0.0.0.0', 7000))\ns.listen()\nopen('/tmp/ready', 'w').close()\n"
@@ -22,20 +20,6 @@ CLIENT = (
 )
 
 
-@pytest.fixture
-def names(hvfs: Hvfs) -> Iterator[list[str]]:
-    made: list[str] = []
-    yield made
-    if made:
-        hvfs.run("rm", "-f", *made)
-
-
-def _name(names: list[str], what: str) -> str:
-    name = f"{what}-{os.getpid()}-{time.monotonic_ns() % 1000000}"
-    names.append(name)
-    return name
-
-
 def _hosts(hvfs: Hvfs, vm: str) -> dict[str, str]:
     lines = hvfs.ok("exec", vm, "--", "cat", "/etc/hosts").splitlines()
     return {line.split()[1]: line.split()[0] for line in lines if line.split()[0] not in ("127.0.0.1", "::1")}
@@ -43,7 +27,7 @@ def _hosts(hvfs: Hvfs, vm: str) -> dict[str, str]:
 
 def test_vms_of_one_network_reach_each_other_by_name_and_no_one_else(hvfs: Hvfs, names: list[str]) -> None:
     net, other = f"net{os.getpid()}", f"other{os.getpid()}"
-    server, peer, stranger = _name(names, "srv"), _name(names, "peer"), _name(names, "stranger")
+    server, peer, stranger = new_name(names, "srv"), new_name(names, "peer"), new_name(names, "stranger")
     hvfs.ok("run", "-d", "--name", server, "--network", net, "--", "python3", "-c", SERVER)
     deadline = time.monotonic() + 20
     while hvfs.run("exec", server, "--", "test", "-e", "/tmp/ready").returncode != 0:

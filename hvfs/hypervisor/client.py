@@ -15,6 +15,7 @@ import select
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from hvfs.hypervisor import control, views
 from hvfs.hypervisor.layout import Layout, read_json
@@ -187,3 +188,27 @@ def _wait_up(layout: Layout, seen: list[list[object]]) -> control.Connection:
 
 def request(connection: control.Connection, op: str, fds: list[int] | None = None, **fields: object) -> None:
     connection.send({"hvfs": control.VERSION, "op": op, **fields}, fds)
+
+
+def ask(
+    connection: control.Connection,
+    op: str,
+    fds: list[int] | None = None,
+    *,
+    wait: float | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """One request and its one reply, on a connection used for nothing else: the connection
+    is closed, and any fds that came with the reply, whatever happens. ``wait``: seconds
+    for the answer (None: as long as it takes, for a manager writing a long answer to an
+    fd of ours)."""
+    try:
+        request(connection, op, fds, **fields)
+        if wait is not None:
+            connection.wait_answer(wait)
+        reply, got = connection.receive()
+    finally:
+        connection.close()
+    for fd in got:
+        os.close(fd)
+    return reply

@@ -118,17 +118,14 @@ def _call(project: config.Project, op: str, *, wait: float | None = None, **fiel
     control.answer_timeout())."""
     connection = _connect(project)
     try:
-        client.request(connection, op, gid=group_id(project), what=f"project {project.name}", **fields)
-        connection.wait_answer(control.answer_timeout() if wait is None else wait)
-        reply, fds = connection.receive()
+        reply = client.ask(
+            connection, op, gid=group_id(project), what=f"project {project.name}",
+            wait=control.answer_timeout() if wait is None else wait, **fields,
+        )  # fmt: skip
     except control.ControlError as e:
         raise _control_error(project, e) from None
     except (EOFError, OSError, ValueError):
         raise ProjectError("the manager closed the connection; run the command again") from None
-    finally:
-        connection.close()
-    for fd in fds:
-        os.close(fd)
     if "error" in reply:
         raise ProjectError(str(reply["error"]))
     return reply
