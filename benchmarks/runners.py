@@ -16,11 +16,18 @@ environment, so the others must not inherit more) and WORK writable at its own p
   (fixtures.snapshot_hvfs), not from the work tree.
 - hvfs-socket, hvfs-strict-socket: the same, with the driver's requests carried by the
   socket transport to a server in the same process (HVFS_TRANSPORT=socket).
+- hvfs-strict-audit: ``hvfs --strict --audit FILE``, every request an event in FILE (one
+  per session, appended to: the cost of writing does not depend on the file's size).
+- base-…: with ``run.py --baseline DIR``, the hvfs runners again on the hvfs package of
+  DIR (another commit's), in the same session: before and after, interleaved. Each
+  version then has a manager of its own (its own HVFS_STATE_DIR), or every switch of
+  version would restart the one manager.
 - floor …: benchmarks/floor/floor.c, a minimal C supervisor, for W8 only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -101,9 +108,11 @@ def _runsc(context: Context, argv: list[str]) -> list[str]:
     return ["runsc", "--network=none", "do", "--force-overlay=false", "--cwd", str(context.cwd), *argv]
 
 
-def _hvfs(strict: bool) -> Callable[[Context, list[str]], list[str]]:
+def _hvfs(strict: bool, audit: bool = False) -> Callable[[Context, list[str]], list[str]]:
     def wrap(context: Context, argv: list[str]) -> list[str]:
         options = ["--strict"] if strict else []
+        if audit:
+            options += ["--audit", str(context.layout.scratch / "audit.jsonl")]
         if context.uses_work:
             work = str(context.layout.work)
             options += ["-v", f"{work}:{work}", "-w", str(context.cwd)]
@@ -118,12 +127,32 @@ def _hvfs(strict: bool) -> Callable[[Context, list[str]], list[str]]:
 
 def _hvfs_env(layout: Layout) -> dict[str, str]:
     # Ahead of the editable install on sys.path: the session's copy is what runs.
-    return {"PYTHONPATH": str(layout.hvfs_source)}
+    # A manager of the session's own: not one another user of this machine runs (or would
+    # restart for other code) in the default state directory.
+    return {"PYTHONPATH": str(layout.hvfs_source), "HVFS_STATE_DIR": str(layout.root / "state")}
 
 
 def _hvfs_socket_env(layout: Layout) -> dict[str, str]:
     # The driver reaches the manager over the socket transport (hvfs.api.choice).
     return {**_hvfs_env(layout), "HVFS_TRANSPORT": "socket"}
+
+
+def _hvfs_baseline_env(layout: Layout) -> dict[str, str]:
+    return {"PYTHONPATH": str(layout.baseline_source), "HVFS_STATE_DIR": str(layout.root / "state-base")}
+
+
+STATE_DIRS = ("state", "state-base")  # under the session directory, one per hvfs version
+
+
+def baseline_runners(runners: list[Runner]) -> list[Runner]:
+    """The hvfs runners among ``runners`` again, on the baseline package (``base-KEY``)."""
+    copies = []
+    for runner in runners:
+        if not runner.key.startswith("hvfs") or runner.key.endswith("socket"):
+            continue
+        copies.append(dataclasses.replace(runner, key=f"base-{runner.key}", label=f"{runner.label} (baseline)",
+                                          own_env=_hvfs_baseline_env))  # fmt: skip
+    return copies
 
 
 def _floor(answer: str, sync: bool, pin: bool) -> Callable[[Context, list[str]], list[str]]:
@@ -148,6 +177,14 @@ def all_runners(layout: Layout) -> list[Runner]:
         Runner("hvfs", "hvfs", sys.executable, _hvfs(strict=False), counts_traps=True, own_env=_hvfs_env),
         Runner(
             "hvfs-strict", "hvfs --strict", sys.executable, _hvfs(strict=True), counts_traps=True, own_env=_hvfs_env
+        ),
+        Runner(
+            "hvfs-strict-audit",
+            "hvfs --strict --audit",
+            sys.executable,
+            _hvfs(strict=True, audit=True),
+            counts_traps=True,
+            own_env=_hvfs_env,
         ),
         Runner(
             "hvfs-socket",
