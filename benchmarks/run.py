@@ -76,7 +76,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--baseline",
         type=Path,
         metavar="DIR",
-        help="also run the hvfs runners on the hvfs package in DIR (runners base-hvfs…), interleaved with "
+        help="also run the hvfs runners on the hvfs package DIR (e.g. X/hvfs; runners base-hvfs…), interleaved with "
         "this version's: before and after in one session; never written to the docs",
     )
     return parser.parse_args(argv)

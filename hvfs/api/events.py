@@ -1,16 +1,22 @@
 """Events: what a VM asked and what it got, as the manager publishes it after the answer.
 
-One event per request the manager is asked about, built in the dispatching thread from
-the request and its response (``event_for``), and handed to the subscribers of the VM's
-bus (hvfs.api.hooks). The paths and flags of a request are read here, once, so that an
-audit line, a fault rule's path glob and a backup's bookkeeping all see the same ones.
+One event per request the manager is asked about, made from the request and its response
+(``event_for``) and handed to the subscribers of the VM's bus (hvfs.api.hooks). The
+dispatching thread only records what the event needs (hvfs.api.ring), including what is
+true only then (the paths as served, the command name, ``comm_of``); the event is made
+later, on the ring's thread (``event_from_record``). The paths and flags of a request are
+read here, once, so that an audit line, a fault rule's path glob and a backup's
+bookkeeping all see the same ones.
 """
 
 from __future__ import annotations
 
 import errno
 import json
-from dataclasses import asdict, dataclass
+import os
+import threading
+from dataclasses import dataclass
+from time import time as unix_time
 from typing import Any
 
 from hvfs import api
@@ -38,8 +44,23 @@ class Event:
     answered_by: str | None = None
 
     def to_json(self) -> str:
-        """One line of JSON, without a newline."""
-        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
+        """One line of JSON, without a newline. (A dict made here, not dataclasses.asdict,
+        which copies every field deeply: four times the cost, on every audited request.)"""
+        return _encode(
+            {
+                "time": self.time,
+                "vm": self.vm,
+                "pid": self.pid,
+                "comm": self.comm,
+                "operation": self.operation,
+                "paths": self.paths,
+                "flags": self.flags,
+                "result": self.result,
+                "value": self.value,
+                "duration_us": self.duration_us,
+                "answered_by": self.answered_by,
+            }
+        )
 
     @classmethod
     def from_json(cls, line: str | bytes) -> Event:
@@ -57,6 +78,8 @@ class Event:
 
 
 _FIELDS = frozenset(Event.__dataclass_fields__)
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+LOST = "lost"  # an event of the bus itself: events of this VM that were dropped, ``value`` of them
 
 
 def errno_name(code: int) -> str:
@@ -145,11 +168,84 @@ def event_for(
     )
 
 
+def event_from_record(
+    vm: str,
+    request: api.Request,
+    response: api.Response,
+    time: float,
+    duration_us: int,
+    comm: str,
+    answered_by: str | None,
+    paths: tuple[str, ...],
+) -> Event:
+    """``event_for`` of what hvfs.api.ring records (its ``Record``, in that order)."""
+    result, value = _result(response)
+    return Event(
+        time,
+        vm,
+        request.caller.pid,
+        comm,
+        operation(request),
+        paths,
+        request_flags(request),
+        result,
+        value,
+        duration_us,
+        answered_by,
+    )
+
+
+def lost_event(vm: str, count: int) -> Event:
+    """The event that stands for ``count`` events of ``vm`` that were dropped here."""
+    return Event(unix_time(), vm, 0, "", LOST, (), 0, f"{count} events lost", count, 0, "events")
+
+
+_COMM_KEPT = 8  # threads per serving thread: requests come in runs from a few threads
+
+
+class _CommFiles(threading.local):
+    """``/proc/TID/comm`` of the threads this serving thread saw lately, kept open: an open
+    of /proc costs three times a pread. A kept fd names the thread, not its number: once
+    the thread is gone pread fails (ESRCH) and the number is opened again (see
+    hvfs.intercept.kept). One per thread, so that no thread closes an fd another reads."""
+
+    def __init__(self) -> None:
+        self.fds: dict[int, int] = {}
+
+    def __del__(self) -> None:  # the thread ended
+        for fd in self.fds.values():
+            os.close(fd)
+
+
+_comm_files = _CommFiles()
+
+
 def comm_of(pid: int) -> str:
     """The command name of ``pid`` (in the manager's pid namespace), "" if it is gone.
-    A read of /proc costs some microseconds: call it only when the bus has subscribers."""
+    Taken when the request is served: an exec changes it, and the thread may be gone by
+    the time its event is written."""
+    fds = _comm_files.fds
+    fd = fds.get(pid)
     try:
-        with open(f"/proc/{pid}/comm", "rb") as f:
-            return f.read().rstrip(b"\n").decode(errors="replace")
+        if fd is not None:
+            try:
+                return _comm(os.pread(fd, 64, 0))
+            except OSError:  # that thread is gone; the number may be another's now
+                del fds[pid]
+                os.close(fd)
+        fd = os.open(f"/proc/{pid}/comm", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return ""
+    try:
+        name = _comm(os.pread(fd, 64, 0))
+    except OSError:
+        os.close(fd)
+        return ""
+    if len(fds) >= _COMM_KEPT:
+        os.close(fds.pop(next(iter(fds))))
+    fds[pid] = fd
+    return name
+
+
+def _comm(text: bytes) -> str:
+    return text.rstrip(b"\n").decode(errors="replace")
