@@ -33,7 +33,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from hvfs.api.events import Event
+from hvfs.api.events import LOST, Event
 from hvfs.api.flagnames import flag_names
 from hvfs.api.hooks import EventBus, Files, Subscription
 from hvfs.services.audit_summary import summarize, write_summary
@@ -235,9 +235,28 @@ def _events(args: argparse.Namespace) -> int:
     if args.summary and args.follow:
         raise ServiceError("--summary reads the log to its end; drop --follow")
     selected = EventFilter(frozenset(args.vm), frozenset(args.op), args.path)
-    events = read_events(path, follow=args.follow)
+    lost = LostCount()
+    events = lost.counting(read_events(path, follow=args.follow))
     if args.summary:
         write_summary(summarize(e for e in events if selected.matches(e)), sys.stdout, as_json=args.json)
-        return 0
-    show_events(events, selected, as_json=args.json)
+    else:
+        show_events(events, selected, as_json=args.json)
+    if lost.count:
+        sys.stderr.write(
+            f"hvfs events: {lost.count} events are missing from {path} (the audit could not keep up with the "
+            f'requests; "lost" events say where): write the audit to a faster disk\n'
+        )
     return 0
+
+
+class LostCount:
+    """How many events the log says it lost (its "lost" events), whatever is shown."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def counting(self, events: Iterable[Event]) -> Iterator[Event]:
+        for event in events:
+            if event.operation == LOST:
+                self.count += event.value or 0
+            yield event
