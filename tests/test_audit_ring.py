@@ -4,6 +4,7 @@ order, in the file on flush, never blocking for long on a full ring, and a gap s
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import threading
@@ -125,3 +126,17 @@ def test_comm_is_read_from_the_thread_that_holds_the_number_now() -> None:
         child.kill()
         child.wait()
     assert comm_of(child.pid) == ""  # the kept fd names that thread, gone: never a stale name
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        Event(1714564800.25, "vm1", 7, "tar", "open", ("/a b/é", '/q"\\\x01\n'), 577, "ok", None, 12),
+        Event(1, "v\u2028", 0, "", "rename", (), 0, "EACCES", -3, 0, 'sc"an'),
+        Event(1e-7, "", 2**40, "c\tx", "lost", ("😀",), 2**31, "5 events lost", 5, 2**33, "events"),
+    ],
+)
+def test_a_line_is_what_json_dumps_of_the_fields_makes(event: Event) -> None:
+    fields = {name: getattr(event, name) for name in Event.__dataclass_fields__}
+    assert event.to_json() == json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+    assert Event.from_json(event.to_json()) == event

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import errno
 import json
+import json.encoder
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from time import time as unix_time
 from typing import Any
@@ -44,22 +46,24 @@ class Event:
     answered_by: str | None = None
 
     def to_json(self) -> str:
-        """One line of JSON, without a newline. (A dict made here, not dataclasses.asdict,
-        which copies every field deeply: four times the cost, on every audited request.)"""
-        return _encode(
-            {
-                "time": self.time,
-                "vm": self.vm,
-                "pid": self.pid,
-                "comm": self.comm,
-                "operation": self.operation,
-                "paths": self.paths,
-                "flags": self.flags,
-                "result": self.result,
-                "value": self.value,
-                "duration_us": self.duration_us,
-                "answered_by": self.answered_by,
-            }
+        """One line of JSON, without a newline: what ``json.dumps`` of the fields makes,
+        compact and not ASCII-escaped, in this order. Formatted by hand, string by string
+        with json's own C escaping: a dict and the general encoder (let alone
+        ``dataclasses.asdict``) cost three to ten times as much, on every audited request."""
+        value = "null" if self.value is None else f"{self.value:d}"
+        answered_by = "null" if self.answered_by is None else _string(self.answered_by)
+        return _LINE % (
+            repr(self.time),
+            _string(self.vm),
+            self.pid,
+            _string(self.comm),
+            _string(self.operation),
+            ",".join([_string(path) for path in self.paths]),
+            self.flags,
+            _string(self.result),
+            value,
+            self.duration_us,
+            answered_by,
         )
 
     @classmethod
@@ -78,7 +82,11 @@ class Event:
 
 
 _FIELDS = frozenset(Event.__dataclass_fields__)
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_string: Callable[[str], str] = json.encoder.encode_basestring  # the C one
+_LINE = (
+    '{"time":%s,"vm":%s,"pid":%d,"comm":%s,"operation":%s,"paths":[%s],"flags":%d,"result":%s,'
+    '"value":%s,"duration_us":%d,"answered_by":%s}'
+)
 LOST = "lost"  # an event of the bus itself: events of this VM that were dropped, ``value`` of them
 
 
