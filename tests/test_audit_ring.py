@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from hvfs import api
-from hvfs.api.events import LOST, Event, comm_of, event_for, lost_event
+from hvfs.api.events import COMM_FRESH, LOST, Event, comm_of, event_for, lost_event
 from hvfs.api.hooks import EventBus
 from hvfs.api.ring import FULL_WAIT, EventRing, Item
 from hvfs.services.audit import AuditLog, add_events_command, read_events
@@ -114,6 +114,21 @@ def test_a_lost_gap_is_pointed_out_by_hvfs_events(tmp_path: Path, capsys: pytest
     assert "7 events are missing" in err
 
 
+def test_comm_is_read_again_for_an_exec() -> None:
+    me = threading.get_native_id()
+    mine = Path("/proc/thread-self/comm")
+    before = mine.read_text().strip()
+    assert comm_of(me) == before
+    try:
+        mine.write_text("renamed")  # as prctl(PR_SET_NAME) or an exec would
+        assert comm_of(me, again=True) == "renamed"  # an exec's caller reads it afresh
+        assert comm_of(me) == "renamed"  # and the next request of the new program too
+    finally:
+        mine.write_text(before)
+    time.sleep(COMM_FRESH)
+    assert comm_of(me) == before
+
+
 def test_comm_is_read_from_the_thread_that_holds_the_number_now() -> None:
     assert comm_of(threading.get_native_id()) == Path(f"/proc/{os.getpid()}/comm").read_text().strip()
     child = subprocess.Popen(["sleep", "30"])
@@ -125,6 +140,7 @@ def test_comm_is_read_from_the_thread_that_holds_the_number_now() -> None:
     finally:
         child.kill()
         child.wait()
+    time.sleep(COMM_FRESH)
     assert comm_of(child.pid) == ""  # the kept fd names that thread, gone: never a stale name
 
 

@@ -18,6 +18,7 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from time import monotonic
 from time import time as unix_time
 from typing import Any
 
@@ -209,16 +210,20 @@ def lost_event(vm: str, count: int) -> Event:
 
 
 _COMM_KEPT = 8  # threads per serving thread: requests come in runs from a few threads
+COMM_FRESH = 0.02  # seconds a name read is used again for the same thread (see comm_of)
 
 
 class _CommFiles(threading.local):
-    """``/proc/TID/comm`` of the threads this serving thread saw lately, kept open: an open
-    of /proc costs three times a pread. A kept fd names the thread, not its number: once
-    the thread is gone pread fails (ESRCH) and the number is opened again (see
-    hvfs.intercept.kept). One per thread, so that no thread closes an fd another reads."""
+    """``/proc/TID/comm`` of the threads this serving thread saw lately, kept open, and the
+    name last read with when: an open of /proc costs three times a pread, and a pread
+    still costs more than the rest of an event's recording. A kept fd names the thread,
+    not its number: once the thread is gone pread fails (ESRCH) and the number is opened
+    again (see hvfs.intercept.kept). One per thread, so that no thread closes an fd
+    another reads."""
 
     def __init__(self) -> None:
         self.fds: dict[int, int] = {}
+        self.names: dict[int, tuple[float, str]] = {}
 
     def __del__(self) -> None:  # the thread ended
         for fd in self.fds.values():
@@ -228,11 +233,32 @@ class _CommFiles(threading.local):
 _comm_files = _CommFiles()
 
 
-def comm_of(pid: int) -> str:
+def comm_of(pid: int, *, again: bool = False) -> str:
     """The command name of ``pid`` (in the manager's pid namespace), "" if it is gone.
-    Taken when the request is served: an exec changes it, and the thread may be gone by
-    the time its event is written."""
-    fds = _comm_files.fds
+    Taken when the request is served: the thread may be gone by the time its event is
+    written, or have exec'd. A name read less than COMM_FRESH ago for this thread is used
+    again (a burst of requests reads it once): exec, which changes it, is a request, and
+    its caller passes ``again``, which reads it and forgets it, so the new program's first
+    request reads its own; a thread that renames itself (prctl) may be shown by its old
+    name for COMM_FRESH. (The name is the program's own say, never evidence: any program
+    can set it.) A number reused within COMM_FRESH would need pid_max pids in between."""
+    files = _comm_files
+    now = monotonic()
+    if not again:
+        known = files.names.get(pid)
+        if known is not None and now - known[0] < COMM_FRESH:
+            return known[1]
+    name = _read_comm(files.fds, pid)
+    if again or not name:
+        files.names.pop(pid, None)
+    else:
+        if len(files.names) >= _COMM_KEPT and pid not in files.names:
+            files.names.pop(next(iter(files.names)))
+        files.names[pid] = (now, name)
+    return name
+
+
+def _read_comm(fds: dict[int, int], pid: int) -> str:
     fd = fds.get(pid)
     try:
         if fd is not None:

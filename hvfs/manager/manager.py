@@ -109,7 +109,7 @@ class Manager:
                 response,
                 time=time.time(),
                 duration_us=int((time.monotonic() - began) * 1_000_000),
-                comm=comm_of(request.caller.pid),
+                comm=comm_of(request.caller.pid, again=isinstance(request, api.Exec | api.Executed)),
                 answered_by=answered_by,
                 paths=served_paths(vm, request, response),
             )
