@@ -120,7 +120,7 @@ class SubscriberStatistics:
 
 @dataclass(frozen=True, slots=True)
 class BusStatistics:
-    published: int
+    published: int  # events handed to the subscribers (recorded requests' and published ones)
     answered: int  # requests a hook answered, before the handler or instead of its response
     subscribers: tuple[SubscriberStatistics, ...]
     lost: int = 0  # events the bus dropped before any subscriber saw them (a full ring)
@@ -348,8 +348,6 @@ class EventBus:
     def publish(self, event: Event) -> None:
         """Offer ``event`` to every subscriber, after what was recorded before. Never
         raises; waits only on a full ring."""
-        with self._lock:
-            self._published += 1
         ring = self._ring
         if ring is not None:
             ring.record(event)
@@ -368,9 +366,9 @@ class EventBus:
         """On the ring's thread: a batch to every subscriber, with the count of events the
         ring dropped since the last one (its "lost" events say which VM's)."""
         subscriptions = self._subscriptions
-        if lost:
-            with self._lock:
-                self._lost += lost
+        with self._lock:
+            self._lost += lost
+            self._published += sum(isinstance(item, Event) for item in items)
         for item in items:
             if isinstance(item, Flush):
                 item.expect(len(subscriptions))  # each arrives once it has dealt with what came before
