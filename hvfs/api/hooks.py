@@ -40,13 +40,13 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from hvfs import api
 from hvfs.api.events import Event, lost_event
-from hvfs.api.ring import EventRing, Flush, Item, Record
+from hvfs.api.ring import CHUNK, EventRing, Flush, Item, Record, as_event
 
 log = logging.getLogger("hvfs.services")
 
@@ -167,13 +167,15 @@ class Subscription:
             room = self._size - self._queued
             kept: list[Item] = []
             for item in items:
-                if isinstance(item, Event) and room <= 0:
-                    self._dropped += 1
-                    self._unsaid[item.vm] = self._unsaid.get(item.vm, 0) + 1
-                    continue
-                if isinstance(item, Event):
+                if isinstance(item, Flush):
+                    kept.append(item)
+                elif room > 0:
                     room -= 1
-                kept.append(item)
+                    kept.append(item)
+                else:
+                    self._dropped += 1
+                    vm = item.vm if isinstance(item, Event) else item[0]
+                    self._unsaid[vm] = self._unsaid.get(vm, 0) + 1
             self._queued = self._size - room
         if kept:
             self._queue.put(kept)
@@ -204,19 +206,25 @@ class Subscription:
                 return
             assert isinstance(items, list)
             with self._lock:
-                self._queued -= sum(isinstance(item, Event) for item in items)
+                self._queued -= sum(not isinstance(item, Flush) for item in items)
+            pending: list[Record | Event] = []
             for item in items:
                 if isinstance(item, Flush):
-                    self._deliver_all(events)
-                    events = []
+                    self._deliver_all(events, pending)
+                    events, pending = [], []
                     item.arrive()
                 else:
-                    events.append(item)
-            self._deliver_all(events)
+                    pending.append(item)
+            self._deliver_all(events, pending)
 
-    def _deliver_all(self, events: list[Event]) -> None:
-        if not events:
-            return
+    def _deliver_all(self, events: list[Event], pending: Sequence[Record | Event] = ()) -> None:
+        """Deliver ``events``, then ``pending`` made into events CHUNK at a time."""
+        if events:
+            self._deliver_events(events)
+        for start in range(0, len(pending), CHUNK):
+            self._deliver_events([as_event(item) for item in pending[start : start + CHUNK]])
+
+    def _deliver_events(self, events: list[Event]) -> None:
         if self._batch:
             self._call(events, len(events))
             return
@@ -368,7 +376,7 @@ class EventBus:
         subscriptions = self._subscriptions
         with self._lock:
             self._lost += lost
-            self._published += sum(isinstance(item, Event) for item in items)
+            self._published += sum(not isinstance(item, Flush) for item in items)
         for item in items:
             if isinstance(item, Flush):
                 item.expect(len(subscriptions))  # each arrives once it has dealt with what came before

@@ -6,9 +6,11 @@ Why: an event used to cost its request a /proc read, an openat2, a dict, a JSON 
 a wake-up of the audit's thread, whose JSON work then held the GIL while the next
 request waited for it (measured: ``--strict --audit`` took 1.5 to 3 times ``--strict``).
 Now the serving thread appends one tuple to a deque (one C call, atomic under the GIL,
-no lock, no wake-up) and goes back to the VM; everything that can be done later is done
-by the ring's thread, woken every ``INTERVAL`` or when the ring fills up, in chunks of
-``CHUNK`` so that a request never waits long for the GIL behind it.
+no lock, no wake-up) and goes back to the VM. The ring's thread, woken every
+``INTERVAL`` or when the ring fills up, only moves what is recorded to the subscribers'
+queues, one list for them all; each subscriber's thread makes the events
+(``event_from_record``) and deals with them ``CHUNK`` at a time, so that one thread at
+most does the work behind the requests, and a request never waits long for the GIL.
 
 What must be true when taken is taken by the caller of ``record`` (hvfs.manager: the
 paths as served, read from the very fd or directory the manager acted on, and the
@@ -34,7 +36,8 @@ from hvfs.api.events import Event, event_from_record, lost_event
 RING_CAPACITY = 1 << 14  # records waiting; a batch is INTERVAL of requests, far fewer
 INTERVAL = 0.02  # seconds an event may wait for its batch (hvfs.client's sync polls at 10 ms)
 FULL_WAIT = 0.05  # seconds a request may wait for room in a full ring before its event is lost
-CHUNK = 64  # events made per hand-out: the GIL is free again between chunks
+CHUNK = 32  # events a subscriber makes and deals with at a time: an audit writes them at once
+HAND_OUT = 4096  # records moved per hand-out at most
 
 # (vm, request, response, time, duration_us, comm, answered_by, paths): see Event
 Record = tuple[str, api.Request, api.Response, float, int, str, str | None, tuple[str, ...]]
@@ -62,7 +65,7 @@ class Flush:
                 self.done.set()
 
 
-Item = Event | Flush
+Item = Record | Event | Flush  # a Record becomes an Event in the subscriber's thread
 HandOut = Callable[[list[Item], int], None]  # the items, and how many events were lost since
 
 
@@ -75,7 +78,7 @@ class EventRing:
         self._hand_out = hand_out
         self._capacity = capacity
         self._nudge_at = capacity // 4
-        self._ring: collections.deque[Record | Item] = collections.deque()
+        self._ring: collections.deque[Item] = collections.deque()
         self._wake = threading.Event()
         self._stopping = False
         self.prompt = False  # a subscriber wants each event as soon as it can: wake per record
@@ -85,7 +88,7 @@ class EventRing:
         self._thread = threading.Thread(target=self._run, name="hvfs-events", daemon=True)
         self._thread.start()
 
-    def record(self, record: Record | Item) -> None:
+    def record(self, record: Item) -> None:
         """Queue ``record`` (a request's, a service's Event, a Flush). On a full ring wait a
         little, then drop and count it (a Flush is never dropped)."""
         ring = self._ring
@@ -137,15 +140,19 @@ class EventRing:
     def _drain(self) -> None:
         ring = self._ring
         while True:
-            chunk: list[Item] = []
-            while ring and len(chunk) < CHUNK:
-                item = ring.popleft()
-                chunk.append(item if isinstance(item, Event | Flush) else event_from_record(*item))
+            items: list[Item] = []
+            while ring and len(items) < HAND_OUT:
+                items.append(ring.popleft())
             lost: dict[str, int] = {}
             if self._lost:
                 with self._lock:
                     lost, self._lost = self._lost, {}
-                chunk.extend(lost_event(vm, count) for vm, count in lost.items())
-            if not chunk:
+                items.extend(lost_event(vm, count) for vm, count in lost.items())
+            if not items:
                 return
-            self._hand_out(chunk, sum(lost.values()))
+            self._hand_out(items, sum(lost.values()))
+
+
+def as_event(item: Record | Event) -> Event:
+    """The event of a record, or the event itself."""
+    return item if isinstance(item, Event) else event_from_record(*item)
