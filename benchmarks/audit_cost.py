@@ -129,7 +129,7 @@ def main() -> None:
         ),
         "before, writer: JSON line (dataclasses.asdict + json.dumps)": lambda: per_call(lambda: old_line(event), n),
         "before, writer: one write(2) per event": lambda: per_call(lambda: os.write(log_fd, line), n),
-        "now, serving thread: comm (pread of a kept /proc fd)": lambda: per_call(lambda: comm_of(pid), n),
+        "now, serving thread: comm (read once per burst, by pread)": lambda: per_call(lambda: comm_of(pid), n),
         "now, serving thread: name served (readlink)": lambda: per_call(lambda: os.readlink(f"/proc/self/fd/{fd}"), n),
         "now, serving thread: bus.record (a tuple in the ring)": lambda: per_call(record, n),
         "now, writer: JSON line (Event.to_json)": lambda: per_call(lambda: event.to_json(), n),
