@@ -1,6 +1,6 @@
 """The events of one bus on their way out: recorded on the serving thread for the price
-of a tuple, made into ``Event``s and handed to the subscribers in batches by a thread of
-the ring's own.
+of a tuple, handed to the subscribers in batches by a thread of the ring's own, and made
+into ``Event``s on the subscribers' threads.
 
 Why: an event used to cost its request a /proc read, an openat2, a dict, a JSON line and
 a wake-up of the audit's thread, whose JSON work then held the GIL while the next
