@@ -57,6 +57,10 @@ class Layout:
     def hvfs_source(self) -> Path:
         return self.root / "hvfs-src"
 
+    @property
+    def baseline_source(self) -> Path:
+        return self.root / "hvfs-base"
+
 
 def make_layout() -> Layout:
     """A new session directory. It is on the same disk as /tmp (not a tmpfs here), so
@@ -70,17 +74,18 @@ def make_layout() -> Layout:
     return layout
 
 
-def snapshot_hvfs(layout: Layout, source: Path = REPO / "hvfs") -> str:
+def snapshot_hvfs(layout: Layout, source: Path = REPO / "hvfs", target: Path | None = None) -> str:
     """Copies the hvfs package (the work tree's, or ``source``) for the session and returns
     a digest of its sources.
 
     HVFS is developed while benchmarks run: importing it from the work tree would mix
     versions within one session, or catch a file half-edited. The digest tells two
     sessions' versions apart where the commit does not (uncommitted changes)."""
-    shutil.copytree(source, layout.hvfs_source / "hvfs", ignore=shutil.ignore_patterns("__pycache__"))
+    target = target or layout.hvfs_source
+    shutil.copytree(source, target / "hvfs", ignore=shutil.ignore_patterns("__pycache__"))
     digest = hashlib.sha256()
-    for path in sorted((layout.hvfs_source / "hvfs").rglob("*.py")):
-        digest.update(path.relative_to(layout.hvfs_source).as_posix().encode())
+    for path in sorted((target / "hvfs").rglob("*.py")):
+        digest.update(path.relative_to(target).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
 

@@ -211,7 +211,8 @@ def write_markdown(results: Results, path: Path, chart: str) -> None:
         "`--only W3,W8 --runners native,hvfs --repeat 2` for a quick look (a partial run leaves this",
         "file alone unless `--write-docs`); `--replot benchmarks/results/latest.json` redraws it;",
         "`--hvfs DIR` measures the hvfs package in DIR instead (another commit's, to compare two",
-        "versions one session after the other; such runs never reach this file).",
+        "versions one session after the other; such runs never reach this file); `--baseline DIR`",
+        "runs the hvfs runners on both packages in one session, interleaved (the Audit section).",
         "",
         "- Each run starts with a fresh copy of what the workload changes, then `sync`, both before",
         "  the clock starts; wall time is measured around the whole runner process, start-up",
@@ -235,5 +236,25 @@ def write_markdown(results: Results, path: Path, chart: str) -> None:
         "",
         *[f"- {name}: {value}" for name, value in machine.items()],
         "",
+        *kept_sections(path),
     ]
     path.write_text("\n".join(lines))
+
+
+KEPT = ("Audit",)  # sections written by hand (measured with --baseline), kept when this file is written again
+
+
+def kept_sections(path: Path) -> list[str]:
+    """The lines of the KEPT sections of the file as it is, to write again after the rest."""
+    try:
+        old = path.read_text().splitlines()
+    except OSError:
+        return []
+    kept: list[str] = []
+    keeping = False
+    for line in old:
+        if line.startswith("## "):
+            keeping = line[3:].strip() in KEPT
+        if keeping:
+            kept.append(line)
+    return [*kept, ""] if kept else []

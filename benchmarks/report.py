@@ -168,6 +168,22 @@ def evaluate_targets(results: Results) -> list[Target]:
         goal = f"trapped open on {answer.upper()} within {bound}× of the floor ({key})"
         targets.append(Target(goal, _status([None if ratio is None else ratio <= bound]), detail))
 
+    # Audit for free: --strict --audit within 1.1x of --strict on the served-request workloads
+    # (and, with --baseline, the same ratio for the baseline's package, to compare).
+    for prefix in ("", "base-"):
+        group = [key for key in ("W3", "W8", "W5", "W6") if key in keys]
+        ratios = {
+            key: results.ratio(key, f"{prefix}hvfs-strict-audit", f"{prefix}hvfs-strict", field)
+            for key in group
+            for field in ["per_op_us" if key == "W8" else "wall_s"]  # W8: per open, without start-up
+        }
+        if not group or (prefix and all(r is None for r in ratios.values())):
+            continue
+        bounded = [None if r is None else r <= 1.1 for r in ratios.values()]
+        detail = ", ".join(f"{key} {fmt_ratio(r)}" for key, r in ratios.items())
+        goal = "--strict --audit within 1.1× of --strict" + (" (baseline)" if prefix else "")
+        targets.append(Target(goal, _status(bounded), detail))
+
     mine, theirs = results.median("S", "hvfs"), results.median("S", "runsc")
     check = None if mine is None or theirs is None else mine < theirs
     detail = f"hvfs {fmt(_ms(mine))} ms, runsc {fmt(_ms(theirs))} ms"

@@ -31,6 +31,7 @@ import os
 import random
 import shlex
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -70,6 +71,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="DIR",
         help="run the hvfs package in DIR (e.g. DIR/hvfs of a `git worktree` of another commit) instead of the "
         "work tree's, to compare two versions; never written to the docs",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="DIR",
+        help="also run the hvfs runners on the hvfs package DIR (e.g. X/hvfs; runners base-hvfs…), interleaved with "
+        "this version's: before and after in one session; never written to the docs",
     )
     return parser.parse_args(argv)
 
@@ -188,6 +196,15 @@ class Session:
                 self.memory.setdefault(workload.key, {})[runner.key] = figures
 
 
+def stop_managers(layout: Layout) -> None:
+    """Stop the managers the session's hvfs runs started, each in its state directory."""
+    for name in runners_module.STATE_DIRS:
+        source = layout.baseline_source if name == "state-base" else layout.hvfs_source
+        if (layout.root / name).is_dir() and source.is_dir():
+            env = {**runners_module.BASE_ENV, "PYTHONPATH": str(source), "HVFS_STATE_DIR": str(layout.root / name)}
+            subprocess.run([*runners_module.HVFS, "manager", "stop"], env=env, capture_output=True, timeout=60)
+
+
 def describe_runner(runner: Runner, layout: Layout, reason: str | None) -> dict[str, Any]:
     example = runner.command(Context(layout, layout.work, uses_work=True), ["CMD"]).argv
     text = shlex.join(example).replace(str(layout.work), "WORK").replace(sys.executable, "python")
@@ -241,6 +258,11 @@ def main(argv: list[str]) -> None:
         workloads = select(all_workloads(args.iterations, starts_per_round), args.only, "workload")
         chosen = select(runners_module.all_runners(layout), args.runners, "runner")
         hvfs_digest = fixtures.snapshot_hvfs(layout, *([args.hvfs.resolve()] if args.hvfs else []))
+        for name in runners_module.STATE_DIRS:
+            (layout.root / name).mkdir(mode=0o700)
+        if args.baseline:
+            fixtures.snapshot_hvfs(layout, args.baseline.resolve(), layout.baseline_source)
+            chosen += runners_module.baseline_runners(chosen)
         reasons = prepare(layout, workloads, chosen)
         session = Session(layout, workloads, [r for r in chosen if reasons[r.key] is None])
         print(f"{len(session.cases)} pairs, {args.repeat} rounds, seed {seed}; session directory {layout.root}")
@@ -252,7 +274,8 @@ def main(argv: list[str]) -> None:
             "settings": {"repeat": args.repeat, "iterations": args.iterations, "starts": args.starts, "seed": seed},
             "machine": machine.describe()
             | {"HVFS sources (sha256 of hvfs/*.py)": hvfs_digest}
-            | ({"HVFS package from": str(args.hvfs.resolve())} if args.hvfs else {}),
+            | ({"HVFS package from": str(args.hvfs.resolve())} if args.hvfs else {})
+            | ({"baseline HVFS package from": str(args.baseline.resolve())} if args.baseline else {}),
             "workloads": [
                 {"key": w.key, "title": w.title, "command": w.describe(layout), "per_op": w.per_op} for w in workloads
             ],
@@ -261,10 +284,12 @@ def main(argv: list[str]) -> None:
             "memory": session.memory,
         }
     finally:
+        stop_managers(layout)
         shutil.rmtree(layout.root, ignore_errors=True)
     results = Results(document)
     print_report(results)
-    save(document, full=args.hvfs is None and ((args.only is None and args.runners is None) or args.write_docs))
+    whole = (args.only is None and args.runners is None) or args.write_docs
+    save(document, full=args.hvfs is None and args.baseline is None and whole)
 
 
 if __name__ == "__main__":

@@ -18,11 +18,18 @@ environment, so the others must not inherit more) and WORK writable at its own p
   socket transport to a server in the same process (HVFS_TRANSPORT=socket).
 - hvfs-native, hvfs-python (and --strict): hvfs with a manager of their own, serving
   through the C hot path (hvfs/_native) or the Python path (HVFS_NATIVE=0).
+- hvfs-strict-audit: ``hvfs --strict --audit FILE``, every request an event in FILE (one
+  per session, appended to: the cost of writing does not depend on the file's size).
+- base-…: with ``run.py --baseline DIR``, the hvfs runners again on the hvfs package of
+  DIR (another commit's), in the same session: before and after, interleaved. Each
+  version then has a manager of its own (its own HVFS_STATE_DIR), or every switch of
+  version would restart the one manager.
 - floor …: benchmarks/floor/floor.c, a minimal C supervisor, for W8 only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -103,9 +110,11 @@ def _runsc(context: Context, argv: list[str]) -> list[str]:
     return ["runsc", "--network=none", "do", "--force-overlay=false", "--cwd", str(context.cwd), *argv]
 
 
-def _hvfs(strict: bool) -> Callable[[Context, list[str]], list[str]]:
+def _hvfs(strict: bool, audit: bool = False) -> Callable[[Context, list[str]], list[str]]:
     def wrap(context: Context, argv: list[str]) -> list[str]:
         options = ["--strict"] if strict else []
+        if audit:
+            options += ["--audit", str(context.layout.scratch / "audit.jsonl")]
         if context.uses_work:
             work = str(context.layout.work)
             options += ["-v", f"{work}:{work}", "-w", str(context.cwd)]
@@ -120,7 +129,9 @@ def _hvfs(strict: bool) -> Callable[[Context, list[str]], list[str]]:
 
 def _hvfs_env(layout: Layout) -> dict[str, str]:
     # Ahead of the editable install on sys.path: the session's copy is what runs.
-    return {"PYTHONPATH": str(layout.hvfs_source)}
+    # A manager of the session's own: not one another user of this machine runs (or would
+    # restart for other code) in the default state directory.
+    return {"PYTHONPATH": str(layout.hvfs_source), "HVFS_STATE_DIR": str(layout.root / "state")}
 
 
 def _hvfs_socket_env(layout: Layout) -> dict[str, str]:
@@ -139,6 +150,24 @@ def _hvfs_path_env(native: bool) -> Callable[[Layout], dict[str, str]]:
         return {**_hvfs_env(layout), "HVFS_STATE_DIR": str(state), "HVFS_NATIVE": "1" if native else "0"}
 
     return env
+
+
+def _hvfs_baseline_env(layout: Layout) -> dict[str, str]:
+    return {"PYTHONPATH": str(layout.baseline_source), "HVFS_STATE_DIR": str(layout.root / "state-base")}
+
+
+STATE_DIRS = ("state", "state-base", "state-native", "state-python")  # under the session directory: one per manager
+
+
+def baseline_runners(runners: list[Runner]) -> list[Runner]:
+    """The hvfs runners among ``runners`` again, on the baseline package (``base-KEY``)."""
+    copies = []
+    for runner in runners:
+        if not runner.key.startswith("hvfs") or runner.key.endswith(("socket", "native", "python")):
+            continue
+        copies.append(dataclasses.replace(runner, key=f"base-{runner.key}", label=f"{runner.label} (baseline)",
+                                          own_env=_hvfs_baseline_env))  # fmt: skip
+    return copies
 
 
 def _floor(answer: str, sync: bool, pin: bool) -> Callable[[Context, list[str]], list[str]]:
@@ -163,6 +192,14 @@ def all_runners(layout: Layout) -> list[Runner]:
         Runner("hvfs", "hvfs", sys.executable, _hvfs(strict=False), counts_traps=True, own_env=_hvfs_env),
         Runner(
             "hvfs-strict", "hvfs --strict", sys.executable, _hvfs(strict=True), counts_traps=True, own_env=_hvfs_env
+        ),
+        Runner(
+            "hvfs-strict-audit",
+            "hvfs --strict --audit",
+            sys.executable,
+            _hvfs(strict=True, audit=True),
+            counts_traps=True,
+            own_env=_hvfs_env,
         ),
         Runner(
             "hvfs-socket",

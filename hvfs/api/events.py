@@ -1,16 +1,25 @@
 """Events: what a VM asked and what it got, as the manager publishes it after the answer.
 
-One event per request the manager is asked about, built in the dispatching thread from
-the request and its response (``event_for``), and handed to the subscribers of the VM's
-bus (hvfs.api.hooks). The paths and flags of a request are read here, once, so that an
-audit line, a fault rule's path glob and a backup's bookkeeping all see the same ones.
+One event per request the manager is asked about, made from the request and its response
+(``event_for``) and handed to the subscribers of the VM's bus (hvfs.api.hooks). The
+dispatching thread only records what the event needs (hvfs.api.ring), including what is
+true only then (the paths as served, the command name, ``comm_of``); the event is made
+later, on the ring's thread (``event_from_record``). The paths and flags of a request are
+read here, once, so that an audit line, a fault rule's path glob and a backup's
+bookkeeping all see the same ones.
 """
 
 from __future__ import annotations
 
 import errno
 import json
-from dataclasses import asdict, dataclass
+import json.encoder
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from time import monotonic
+from time import time as unix_time
 from typing import Any
 
 from hvfs import api
@@ -38,8 +47,25 @@ class Event:
     answered_by: str | None = None
 
     def to_json(self) -> str:
-        """One line of JSON, without a newline."""
-        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
+        """One line of JSON, without a newline: what ``json.dumps`` of the fields makes,
+        compact and not ASCII-escaped, in this order. Formatted by hand, string by string
+        with json's own C escaping: a dict and the general encoder (let alone
+        ``dataclasses.asdict``) cost three to ten times as much, on every audited request."""
+        value = "null" if self.value is None else f"{self.value:d}"
+        answered_by = "null" if self.answered_by is None else _string(self.answered_by)
+        return _LINE % (
+            repr(self.time),
+            _string(self.vm),
+            self.pid,
+            _string(self.comm),
+            _string(self.operation),
+            ",".join([_string(path) for path in self.paths]),
+            self.flags,
+            _string(self.result),
+            value,
+            self.duration_us,
+            answered_by,
+        )
 
     @classmethod
     def from_json(cls, line: str | bytes) -> Event:
@@ -57,6 +83,12 @@ class Event:
 
 
 _FIELDS = frozenset(Event.__dataclass_fields__)
+_string: Callable[[str], str] = json.encoder.encode_basestring  # the C one
+_LINE = (
+    '{"time":%s,"vm":%s,"pid":%d,"comm":%s,"operation":%s,"paths":[%s],"flags":%d,"result":%s,'
+    '"value":%s,"duration_us":%d,"answered_by":%s}'
+)
+LOST = "lost"  # an event of the bus itself: events of this VM that were dropped, ``value`` of them
 
 
 def errno_name(code: int) -> str:
@@ -145,11 +177,109 @@ def event_for(
     )
 
 
-def comm_of(pid: int) -> str:
+def event_from_record(
+    vm: str,
+    request: api.Request,
+    response: api.Response,
+    time: float,
+    duration_us: int,
+    comm: str,
+    answered_by: str | None,
+    paths: tuple[str, ...],
+) -> Event:
+    """``event_for`` of what hvfs.api.ring records (its ``Record``, in that order)."""
+    result, value = _result(response)
+    return Event(
+        time,
+        vm,
+        request.caller.pid,
+        comm,
+        operation(request),
+        paths,
+        request_flags(request),
+        result,
+        value,
+        duration_us,
+        answered_by,
+    )
+
+
+def lost_event(vm: str, count: int) -> Event:
+    """The event that stands for ``count`` events of ``vm`` that were dropped here."""
+    return Event(unix_time(), vm, 0, "", LOST, (), 0, f"{count} events lost", count, 0, "events")
+
+
+_COMM_KEPT = 8  # threads per serving thread: requests come in runs from a few threads
+COMM_FRESH = 0.02  # seconds a name read is used again for the same thread (see comm_of)
+
+
+class _CommFiles(threading.local):
+    """``/proc/TID/comm`` of the threads this serving thread saw lately, kept open, and the
+    name last read with when: an open of /proc costs three times a pread, and a pread
+    still costs more than the rest of an event's recording. A kept fd names the thread,
+    not its number: once the thread is gone pread fails (ESRCH) and the number is opened
+    again (see hvfs.intercept.kept). One per thread, so that no thread closes an fd
+    another reads."""
+
+    def __init__(self) -> None:
+        self.fds: dict[int, int] = {}
+        self.names: dict[int, tuple[float, str]] = {}
+
+    def __del__(self) -> None:  # the thread ended
+        for fd in self.fds.values():
+            os.close(fd)
+
+
+_comm_files = _CommFiles()
+
+
+def comm_of(pid: int, *, again: bool = False) -> str:
     """The command name of ``pid`` (in the manager's pid namespace), "" if it is gone.
-    A read of /proc costs some microseconds: call it only when the bus has subscribers."""
+    Taken when the request is served: the thread may be gone by the time its event is
+    written, or have exec'd. A name read less than COMM_FRESH ago for this thread is used
+    again (a burst of requests reads it once): exec, which changes it, is a request, and
+    its caller passes ``again``, which reads it and forgets it, so the new program's first
+    request reads its own; a thread that renames itself (prctl) may be shown by its old
+    name for COMM_FRESH. (The name is the program's own say, never evidence: any program
+    can set it.) A number reused within COMM_FRESH would need pid_max pids in between."""
+    files = _comm_files
+    now = monotonic()
+    if not again:
+        known = files.names.get(pid)
+        if known is not None and now - known[0] < COMM_FRESH:
+            return known[1]
+    name = _read_comm(files.fds, pid)
+    if again or not name:
+        files.names.pop(pid, None)
+    else:
+        if len(files.names) >= _COMM_KEPT and pid not in files.names:
+            files.names.pop(next(iter(files.names)))
+        files.names[pid] = (now, name)
+    return name
+
+
+def _read_comm(fds: dict[int, int], pid: int) -> str:
+    fd = fds.get(pid)
     try:
-        with open(f"/proc/{pid}/comm", "rb") as f:
-            return f.read().rstrip(b"\n").decode(errors="replace")
+        if fd is not None:
+            try:
+                return _comm(os.pread(fd, 64, 0))
+            except OSError:  # that thread is gone; the number may be another's now
+                del fds[pid]
+                os.close(fd)
+        fd = os.open(f"/proc/{pid}/comm", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return ""
+    try:
+        name = _comm(os.pread(fd, 64, 0))
+    except OSError:
+        os.close(fd)
+        return ""
+    if len(fds) >= _COMM_KEPT:
+        os.close(fds.pop(next(iter(fds))))
+    fds[pid] = fd
+    return name
+
+
+def _comm(text: bytes) -> str:
+    return text.rstrip(b"\n").decode(errors="replace")

@@ -12,8 +12,8 @@ for the services of others. The manager's one dispatch place does, for every req
         response = HANDLERS[type(request)](vm, request)
         answer = bus.run_after_hooks(vm.name, request, response)  # may replace the response
     ...                                                     # the answer goes back
-    if bus.has_subscribers:
-        bus.publish(event_for(vm.name, request, response, ...))  # never blocks, never raises
+    if bus.has_subscribers:                                 # the event's makings, a tuple:
+        bus.record(vm.name, request, response, ...)         # never blocks long, never raises
 
 A service takes part in four ways:
 
@@ -23,8 +23,9 @@ A service takes part in four ways:
 - ``ResponseHook.after``: synchronous, after the handler; may replace its response (a
   scanner judging the very fd an open hands out). A replaced fd is closed by the bus.
 - ``subscribe``: every event, after the answer, on a thread of the subscriber's own with
-  a bounded queue (an audit log, a backup's bookkeeping); a slow subscriber loses events,
-  counted, and never delays a VM.
+  a bounded queue (an audit log, a backup's bookkeeping), in batches (hvfs.api.ring makes
+  the events off the request path); a slow subscriber loses events, counted and said in
+  the stream by a "lost" event, and never delays a VM. ``flush`` waits for what is due.
 - ``on_close``: a VM closed a file it had opened for writing (``close`` is not trapped:
   the manager watches the files it hands out); off the request path.
 
@@ -39,12 +40,13 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from hvfs import api
-from hvfs.api.events import Event
+from hvfs.api.events import Event, lost_event
+from hvfs.api.ring import CHUNK, EventRing, Flush, Item, Record, as_event
 
 log = logging.getLogger("hvfs.services")
 
@@ -118,13 +120,15 @@ class SubscriberStatistics:
 
 @dataclass(frozen=True, slots=True)
 class BusStatistics:
-    published: int
+    published: int  # events handed to the subscribers (recorded requests' and published ones)
     answered: int  # requests a hook answered, before the handler or instead of its response
     subscribers: tuple[SubscriberStatistics, ...]
+    lost: int = 0  # events the bus dropped before any subscriber saw them (a full ring)
 
     @property
     def dropped(self) -> int:
-        return sum(s.dropped for s in self.subscribers)
+        """Deliveries missed: by each subscriber, the bus's own losses included."""
+        return sum(s.dropped for s in self.subscribers) if self.subscribers else self.lost
 
 
 _STOP = object()
@@ -141,48 +145,102 @@ def _close_fd(response: api.Response) -> None:
 
 
 class Subscription:
-    """One asynchronous subscriber: a bounded queue and the thread that drains it."""
+    """One asynchronous subscriber: a bounded queue of batches and the thread that drains
+    it. ``deliver`` takes one event, or with ``batch`` a list of them (an audit writes a
+    batch with a few writes)."""
 
-    def __init__(self, name: str, deliver: Callable[[Event], None], queue_size: int) -> None:
+    def __init__(self, name: str, deliver: Callable[[Any], None], queue_size: int, *, batch: bool = False) -> None:
         self.name = name
         self._deliver = deliver
-        self._queue: queue.Queue[object] = queue.Queue(queue_size)
+        self._batch = batch
+        self._size = queue_size  # in events
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._delivered = self._dropped = self._failed = 0
+        self._delivered = self._dropped = self._failed = self._queued = 0
+        self._unsaid: dict[str, int] = {}  # events dropped here, by VM, not yet said in the stream
         self._thread = threading.Thread(target=self._drain, name=f"hvfs-events-{name}", daemon=True)
         self._thread.start()
 
-    def offer(self, event: Event) -> None:
-        """Queue ``event`` without blocking; drop and count it when the queue is full."""
-        try:
-            self._queue.put_nowait(event)
-        except queue.Full:
-            with self._lock:
-                self._dropped += 1
+    def offer(self, items: list[Item]) -> None:
+        """Queue ``items`` without blocking; drop and count the events that do not fit."""
+        with self._lock:
+            room = self._size - self._queued
+            kept: list[Item] = []
+            for item in items:
+                if isinstance(item, Flush):
+                    kept.append(item)
+                elif room > 0:
+                    room -= 1
+                    kept.append(item)
+                else:
+                    self._dropped += 1
+                    vm = item.vm if isinstance(item, Event) else item[0]
+                    self._unsaid[vm] = self._unsaid.get(vm, 0) + 1
+            self._queued = self._size - room
+        if kept:
+            self._queue.put(kept)
+
+    def lost(self, count: int) -> None:
+        """``count`` events never reached this subscriber (the bus dropped them)."""
+        with self._lock:
+            self._dropped += count
 
     def stop(self, timeout: float) -> bool:
         """Deliver what is queued, then end the thread; False if it did not end in time."""
-        with contextlib.suppress(queue.Full):
-            self._queue.put(_STOP, timeout=timeout)
+        self._queue.put(_STOP)
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
     def statistics(self) -> SubscriberStatistics:
         with self._lock:
-            return SubscriberStatistics(self.name, self._delivered, self._dropped, self._failed, self._queue.qsize())
+            return SubscriberStatistics(self.name, self._delivered, self._dropped, self._failed, self._queued)
 
     def _drain(self) -> None:
-        while (event := self._queue.get()) is not _STOP:
-            assert isinstance(event, Event)
-            try:
-                self._deliver(event)
-            except Exception:
-                log.exception("event subscriber %s failed on %s", self.name, event)
-                with self._lock:
-                    self._failed += 1
-                continue
+        while True:
+            items = self._queue.get()
             with self._lock:
-                self._delivered += 1
+                unsaid, self._unsaid = self._unsaid, {}
+            events = [lost_event(vm, count) for vm, count in unsaid.items()]  # after what was kept before them
+            if items is _STOP:
+                self._deliver_all(events)
+                return
+            assert isinstance(items, list)
+            with self._lock:
+                self._queued -= sum(not isinstance(item, Flush) for item in items)
+            pending: list[Record | Event] = []
+            for item in items:
+                if isinstance(item, Flush):
+                    self._deliver_all(events, pending)
+                    events, pending = [], []
+                    item.arrive()
+                else:
+                    pending.append(item)
+            self._deliver_all(events, pending)
+
+    def _deliver_all(self, events: list[Event], pending: Sequence[Record | Event] = ()) -> None:
+        """Deliver ``events``, then ``pending`` made into events CHUNK at a time."""
+        if events:
+            self._deliver_events(events)
+        for start in range(0, len(pending), CHUNK):
+            self._deliver_events([as_event(item) for item in pending[start : start + CHUNK]])
+
+    def _deliver_events(self, events: list[Event]) -> None:
+        if self._batch:
+            self._call(events, len(events))
+            return
+        for event in events:
+            self._call(event, 1)
+
+    def _call(self, what: Event | list[Event], count: int) -> None:
+        try:
+            self._deliver(what)
+        except Exception:
+            log.exception("event subscriber %s failed on %s", self.name, what if count == 1 else f"{count} events")
+            with self._lock:
+                self._failed += count
+            return
+        with self._lock:
+            self._delivered += count
 
 
 class EventBus:
@@ -196,6 +254,8 @@ class EventBus:
         self._subscriptions: tuple[Subscription, ...] = ()
         self._close_watchers: tuple[tuple[str, CloseWatcher], ...] = ()
         self._published = self._answered = 0
+        self._ring: EventRing | None = None  # made with the first subscriber
+        self._lost = 0
 
     def add_hook(self, hook: Hook) -> None:
         with self._lock:
@@ -238,16 +298,32 @@ class EventBus:
                 self._answered += 1
         return answer
 
-    def subscribe(self, deliver: Callable[[Event], None], *, name: str, queue_size: int = 4096) -> Subscription:
+    def subscribe(
+        self,
+        deliver: Callable[[Any], None],
+        *,
+        name: str,
+        queue_size: int = 4096,
+        batch: bool = False,
+        prompt: bool = False,
+    ) -> Subscription:
         """Call ``deliver`` with every event published from now on, in order, from a thread
-        of its own. Events that find its queue full are dropped and counted."""
-        subscription = Subscription(name, deliver, queue_size)
+        of its own (with ``batch``, with lists of events). Events that find its queue full
+        are dropped and counted, and a "lost" event says so in their place. Events come in
+        batches, up to hvfs.api.ring.INTERVAL late; ``prompt`` asks for each as soon as
+        the ring's thread can (a wake-up per request: for a subscriber that reads the VM's
+        files as the event names them, which may be different ones a little later)."""
+        subscription = Subscription(name, deliver, queue_size, batch=batch)
         with self._lock:
             self._subscriptions = (*self._subscriptions, subscription)
+            if self._ring is None:
+                self._ring = EventRing(self._hand_out)
+            self._ring.prompt = self._ring.prompt or prompt
         return subscription
 
     def unsubscribe(self, subscription: Subscription, *, timeout: float = 5.0) -> bool:
         """Stop delivering to ``subscription`` after its queued events; False on timeout."""
+        self.flush(timeout)
         with self._lock:
             self._subscriptions = tuple(s for s in self._subscriptions if s is not subscription)
         return subscription.stop(timeout)
@@ -257,13 +333,57 @@ class EventBus:
         """Whether publishing reaches anyone: the dispatch can skip building events."""
         return bool(self._subscriptions)
 
+    def record(
+        self,
+        vm: str,
+        request: api.Request,
+        response: api.Response,
+        *,
+        time: float,
+        duration_us: int,
+        comm: str,
+        answered_by: str | None,
+        paths: tuple[str, ...],
+    ) -> None:
+        """The event of a request, as ``event_for`` would make it, made later off the
+        request path: what it needs, taken now. Never raises; waits only on a full ring
+        (hvfs.api.ring)."""
+        ring = self._ring
+        if ring is not None:
+            record: Record = (vm, request, response, time, duration_us, comm, answered_by, paths)
+            ring.record(record)
+
     def publish(self, event: Event) -> None:
-        """Offer ``event`` to every subscriber. Never blocks, never raises."""
+        """Offer ``event`` to every subscriber, after what was recorded before. Never
+        raises; waits only on a full ring."""
+        ring = self._ring
+        if ring is not None:
+            ring.record(event)
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Return once every subscriber has dealt with the events recorded or published so
+        far (an audit: they are in its file); False if that took longer than ``timeout``."""
+        ring = self._ring
+        if ring is None:
+            return True
+        mark = Flush()
+        ring.record(mark)
+        return mark.done.wait(timeout)
+
+    def _hand_out(self, items: list[Item], lost: int) -> None:
+        """On the ring's thread: a batch to every subscriber, with the count of events the
+        ring dropped since the last one (its "lost" events say which VM's)."""
         subscriptions = self._subscriptions
         with self._lock:
-            self._published += 1
+            self._lost += lost
+            self._published += sum(not isinstance(item, Flush) for item in items)
+        for item in items:
+            if isinstance(item, Flush):
+                item.expect(len(subscriptions))  # each arrives once it has dealt with what came before
         for subscription in subscriptions:
-            subscription.offer(event)
+            if lost:
+                subscription.lost(lost)
+            subscription.offer(items)
 
     def on_close(self, watcher: CloseWatcher, *, name: str) -> None:
         """Call ``watcher(vm, path, fd)`` when a VM of this bus closes a file it opened for
@@ -289,13 +409,18 @@ class EventBus:
 
     def statistics(self) -> BusStatistics:
         with self._lock:
-            published, answered, subscriptions = self._published, self._answered, self._subscriptions
-        return BusStatistics(published, answered, tuple(s.statistics() for s in subscriptions))
+            published, answered, subscriptions, lost = (
+                self._published, self._answered, self._subscriptions, self._lost
+            )  # fmt: skip
+        return BusStatistics(published, answered, tuple(s.statistics() for s in subscriptions), lost)
 
     def close(self, *, timeout: float = 5.0) -> bool:
         """Drain and stop every subscriber and forget the close watchers; False if a
         subscriber did not finish within ``timeout``. Publishing drops everything after."""
         with self._lock:
+            ring, self._ring = self._ring, None
+        stopped = ring.stop(timeout) if ring is not None else True
+        with self._lock:
             subscriptions, self._subscriptions = self._subscriptions, ()
             self._close_watchers = ()
-        return all([s.stop(timeout) for s in subscriptions])
+        return all([stopped, *[s.stop(timeout) for s in subscriptions]])

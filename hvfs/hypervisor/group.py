@@ -336,6 +336,8 @@ class Group:
         if record.stop_timer is not None:
             record.stop_timer.cancel()
         self.manager.deliver_closes()  # the VM's last closes, while its services hear them
+        if self.services is not None:
+            self.services.bus.flush()  # its events too, while its files can still be read, and by its exit
         if record.health is not None:
             record.health.stop()
         with contextlib.suppress(KeyError):

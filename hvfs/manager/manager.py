@@ -14,7 +14,7 @@ import time
 
 from hvfs import api
 from hvfs._sys.abi import AT_EACCESS
-from hvfs.api.events import comm_of, event_for
+from hvfs.api.events import comm_of
 from hvfs.api.hooks import EventBus
 from hvfs.api.messages import operation
 from hvfs.manager import changes, creds, replay
@@ -101,19 +101,17 @@ class Manager:
             response = api.Errno(errno.EIO)
         vm.count(operation(request), _outcome(response))
         if bus is not None and bus.has_subscribers:
-            duration = int((time.monotonic() - began) * 1_000_000)
-            comm = comm_of(request.caller.pid)
-            bus.publish(
-                event_for(
-                    vm.name,
-                    request,
-                    response,
-                    time=time.time(),
-                    duration_us=duration,
-                    comm=comm,
-                    answered_by=answered_by,
-                    paths=served_paths(vm, request, response),
-                )
+            # Only what is true now is taken here (the names served, the command); the
+            # event is made later, off the request path (hvfs.api.ring).
+            bus.record(
+                vm.name,
+                request,
+                response,
+                time=time.time(),
+                duration_us=int((time.monotonic() - began) * 1_000_000),
+                comm=comm_of(request.caller.pid, again=isinstance(request, api.Exec | api.Executed)),
+                answered_by=answered_by,
+                paths=served_paths(vm, request, response),
             )
         return response
 

@@ -9,8 +9,9 @@ its last component. Where that fails (the parent is
 gone, the request failed before it), the path as the VM named it with only the parts
 that cannot change its meaning removed (``//``, ``/./``): ``..`` stays, as it must.
 
-Only called when the VM's bus has subscribers: it costs two openat2, a readlink and two
-fstat per path.
+Only called when the VM's bus has subscribers: it costs a readlink per open, an openat2
+and a readlink per path of other requests (and an openat2 and two fstat more where the
+VM's roots are not named from themselves).
 """
 
 from __future__ import annotations
@@ -37,19 +38,37 @@ def _vm_name(vm: VmContext, fd: int) -> str | None:
     """The VM path of the file ``fd`` holds, if the kernel's name for it is one: readlink
     names it from the root of the mount tree the fd came from, which is the VM's own root
     for a VM that pivoted into it, but not always (a root the VM only chrooted into is
-    named from the host's). So the name is checked: in the VM's view it must be this file."""
+    named from the host's). So the name is checked: in the VM's view it must be this file;
+    unless the VM's roots themselves read as "/" (``_roots_named_from_themselves``): then
+    every file beneath them is named from them, and the check (an openat2 and two fstat
+    on every audited request) proves nothing more."""
     try:
         name = os.readlink(f"/proc/self/fd/{fd}")
     except OSError:
         return None
     if not name.startswith("/") or name.endswith(_DELETED):
         return None
+    if _roots_named_from_themselves(vm):
+        return name
     try:
         with fd_closing(open_object(vm.rw_root, absolute(name), follow=False)) as found:
             same = _identity(os.fstat(found)) == _identity(os.fstat(fd))
     except OSError:
         return None
     return name if same else None
+
+
+def _roots_named_from_themselves(vm: VmContext) -> bool:
+    """Whether both roots a served fd comes from (the writable view, the VM's own root)
+    read as "/": asked once per VM."""
+    known = vm.roots_named_from_themselves
+    if known is None:
+        try:
+            known = all(os.readlink(f"/proc/self/fd/{root}") == "/" for root in (vm.rw_root, vm.vm_root))
+        except OSError:
+            known = False
+        vm.roots_named_from_themselves = known
+    return known
 
 
 def _identity(st: os.stat_result) -> tuple[int, int]:

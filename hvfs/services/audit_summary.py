@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from hvfs.api.events import Event
+from hvfs.api.events import LOST, Event
 from hvfs.api.flagnames import is_write
 
 _NOT_ERRORS = frozenset({"ok", "continued", "waiting"})
@@ -30,8 +30,12 @@ class VmSummary:
     renamed: set[tuple[str, str]] = field(default_factory=set)
     requests: Counter[str] = field(default_factory=Counter)
     errors: Counter[tuple[str, str]] = field(default_factory=Counter)  # (operation, errno name)
+    lost: int = 0  # events not in the log (the audit could not keep up): the summary is short of them
 
     def add(self, event: Event) -> None:
+        if event.operation == LOST:
+            self.lost += event.value or 0
+            return
         self.requests[event.operation] += 1
         if event.result not in _NOT_ERRORS:
             self.errors[event.operation, event.result] += 1
@@ -65,6 +69,7 @@ class VmSummary:
             "renamed": [{"from": old, "to": new} for old, new in sorted(self.renamed)],
             "requests": dict(sorted(self.requests.items())),
             "errors": errors,
+            "lost": self.lost,
         }
 
 
@@ -92,3 +97,5 @@ def write_summary(summaries: dict[str, VmSummary], out: TextIO, *, as_json: bool
         out.write(f"  errors: {sum(s.errors.values())}")
         shown = ", ".join(f"{op} {name} {n}" for (op, name), n in s.errors.most_common())
         out.write(f" ({shown})\n" if shown else "\n")
+        if s.lost:
+            out.write(f"  lost: {s.lost} events (not in the log: the audit could not keep up)\n")

@@ -10,6 +10,7 @@ import os
 import typing
 
 from hvfs import api
+from hvfs.api.events import LOST
 from hvfs.api.messages import operation
 
 READ = "read"  # not a request type: an Open for reading only (served in --strict mode)
@@ -19,9 +20,10 @@ OPERATIONS = frozenset(t.__name__.lower() for t in typing.get_args(api.Request))
 # a version the backup skipped (its result says which bound: "skipped: …"), and a VM a new
 # manager took back after the one before died or was replaced: what the VM did between
 # that manager's last event and this one went unaudited, except the requests it had taken
-# and not answered, which the new one serves again.
+# and not answered, which the new one serves again. And the bus's own: events of a VM
+# dropped because they could not be recorded in time (``value`` of them; hvfs.api.ring).
 QUARANTINE, FAULT, BACKUP, RESUME = "quarantine", "fault", "backup", "resume"
-SERVICE_EVENTS = frozenset({QUARANTINE, FAULT, BACKUP, RESUME})
+SERVICE_EVENTS = frozenset({QUARANTINE, FAULT, BACKUP, RESUME, LOST})
 
 
 def is_read(request: api.Request) -> bool:

@@ -40,7 +40,7 @@ class Backup:
     def attach(self, bus: EventBus, files: Files) -> None:
         self._bus, self._files = bus, files
         bus.add_hook(_SaveBeforeDestroying(self))
-        bus.subscribe(self._bookkeeping, name="backup")
+        bus.subscribe(self._bookkeeping, name="backup", prompt=True)  # a rename's new name, while it is true
         bus.on_close(self.backup.on_closed_after_write, name="backup")
 
     @contextlib.contextmanager

@@ -1,0 +1,158 @@
+"""Events recorded on the serving thread, made and written in batches (hvfs.api.ring): in
+order, in the file on flush, never blocking for long on a full ring, and a gap said."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from hvfs import api
+from hvfs.api.events import COMM_FRESH, LOST, Event, comm_of, event_for, lost_event
+from hvfs.api.hooks import EventBus
+from hvfs.api.ring import FULL_WAIT, EventRing, Item
+from hvfs.services.audit import AuditLog, add_events_command, read_events
+
+
+def an_open(n: int) -> tuple[api.Open, api.Response]:
+    caller = api.Caller(vm="vm1", pid=1000 + n)
+    request = api.Open(caller=caller, path=api.VmPath("/", f"/data/f{n}"), flags=os.O_WRONLY | os.O_CREAT, mode=0o644)
+    response: api.Response = api.Errno(13) if n % 3 == 0 else api.Fd(50 + n, True)
+    return request, response
+
+
+def an_event(vm: str, n: int) -> Event:
+    return Event(float(n), vm, n, "", "mkdir", (f"/d{n}",), 0, "ok", None, n)
+
+
+def record_opens(bus: EventBus, count: int) -> list[Event]:
+    """Record ``count`` requests on ``bus``; the events event_for makes of them."""
+    expected = []
+    for n in range(count):
+        request, response = an_open(n)
+        served = {"time": 100.0 + n, "duration_us": n, "comm": "tar", "answered_by": None, "paths": (f"/data/f{n}",)}
+        bus.record("vm1", request, response, **served)  # type: ignore[arg-type]
+        expected.append(event_for("vm1", request, response, **served))  # type: ignore[arg-type]
+    return expected
+
+
+def test_recorded_requests_are_in_the_file_on_flush_as_event_for_makes_them(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    audit = AuditLog(str(log))
+    bus = EventBus()
+    audit.attach(bus)
+    expected = record_opens(bus, 1000)
+    bus.publish(lost_event("vm1", 0))  # a published event keeps its place after the recorded ones
+    assert bus.flush(timeout=10)
+    got = list(read_events(str(log)))  # without closing anything: flush is enough
+    assert got[:-1] == expected
+    assert got[-1].operation == LOST
+    lines = log.read_bytes().splitlines()
+    assert lines[0].decode() == expected[0].to_json()  # the format is the JSON line it was
+    assert bus.close(timeout=10)
+    audit.close()
+    assert bus.statistics().dropped == 0
+
+
+def test_a_full_ring_waits_a_little_then_drops_counts_and_says_so() -> None:
+    gate = threading.Event()
+    handed: list[tuple[list[Item], int]] = []
+
+    def hand_out(items: list[Item], lost: int) -> None:
+        gate.wait(10)  # a writer stuck on a slow disk
+        handed.append((items, lost))
+
+    ring = EventRing(hand_out, capacity=8)
+    first = an_event("vm0", 99)
+    ring.record(first)
+    deadline = time.monotonic() + 5
+    while len(ring) and time.monotonic() < deadline:  # the thread took it, and is stuck handing it out
+        time.sleep(0.005)
+    events = [an_event(f"vm{n % 2}", n) for n in range(20)]
+    waited = []
+    for event in events:
+        began = time.monotonic()
+        ring.record(event)
+        waited.append(time.monotonic() - began)
+    assert len(ring) == 8
+    assert ring.lost == 12
+    assert max(waited) < FULL_WAIT + 0.5  # a VM is never held long
+    assert sum(w >= FULL_WAIT for w in waited) == 12  # each dropped one waited for room first
+    gate.set()
+    assert ring.stop(timeout=10)
+    items = [item for batch, _ in handed for item in batch]
+    kept = [item for item in items if isinstance(item, Event) and item.operation != LOST]
+    said = {item.vm: item.value for item in items if isinstance(item, Event) and item.operation == LOST}
+    assert kept == [first, *events[:8]]  # in order, the first ones
+    assert said == {"vm0": 6, "vm1": 6}  # the gap, by VM
+    assert sum(lost for _, lost in handed) == 12
+
+
+def test_a_lost_gap_is_pointed_out_by_hvfs_events(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = tmp_path / "audit.jsonl"
+    audit = AuditLog(str(log))
+    request, response = an_open(1)
+    audit.write_batch([event_for("vm1", request, response, time=1.0, duration_us=3), lost_event("vm1", 7)])
+    audit.close()
+    parser = argparse.ArgumentParser(prog="hvfs")
+    add_events_command(parser.add_subparsers())
+    args = parser.parse_args(["events", str(log)])
+    assert args.handler(args) == 0
+    out, err = capsys.readouterr()
+    assert " lost " in out.splitlines()[1]
+    assert "7 events are missing from" in err
+    args = parser.parse_args(["events", str(log), "--summary"])
+    assert args.handler(args) == 0
+    out, err = capsys.readouterr()
+    assert "lost: 7 events" in out
+    assert "7 events are missing" in err
+
+
+def test_comm_is_read_again_for_an_exec() -> None:
+    me = threading.get_native_id()
+    mine = Path("/proc/thread-self/comm")
+    before = mine.read_text().strip()
+    assert comm_of(me) == before
+    try:
+        mine.write_text("renamed")  # as prctl(PR_SET_NAME) or an exec would
+        assert comm_of(me, again=True) == "renamed"  # an exec's caller reads it afresh
+        assert comm_of(me) == "renamed"  # and the next request of the new program too
+    finally:
+        mine.write_text(before)
+    time.sleep(COMM_FRESH)
+    assert comm_of(me) == before
+
+
+def test_comm_is_read_from_the_thread_that_holds_the_number_now() -> None:
+    assert comm_of(threading.get_native_id()) == Path(f"/proc/{os.getpid()}/comm").read_text().strip()
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        deadline = time.monotonic() + 5
+        while comm_of(child.pid) != "sleep" and time.monotonic() < deadline:  # until it has exec'd
+            time.sleep(0.01)
+        assert comm_of(child.pid) == "sleep"  # its /proc file is kept open now
+    finally:
+        child.kill()
+        child.wait()
+    time.sleep(COMM_FRESH)
+    assert comm_of(child.pid) == ""  # the kept fd names that thread, gone: never a stale name
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        Event(1714564800.25, "vm1", 7, "tar", "open", ("/a b/é", '/q"\\\x01\n'), 577, "ok", None, 12),
+        Event(1, "v\u2028", 0, "", "rename", (), 0, "EACCES", -3, 0, 'sc"an'),
+        Event(1e-7, "", 2**40, "c\tx", "lost", ("😀",), 2**31, "5 events lost", 5, 2**33, "events"),
+    ],
+)
+def test_a_line_is_what_json_dumps_of_the_fields_makes(event: Event) -> None:
+    fields = {name: getattr(event, name) for name in Event.__dataclass_fields__}
+    assert event.to_json() == json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+    assert Event.from_json(event.to_json()) == event
