@@ -191,18 +191,20 @@ def test_down_leaves_nothing_behind(hvfs: Hvfs, tmp_path: Path) -> None:
     project = Project(hvfs, directory)
     project.ok("up", "-d")
     vms = project.ps()
-    assert list(state.glob("shared-sqlite-*")) and len(vms) == 3
+    groups = list(state.glob("shared-sqlite-*"))
+    assert len(groups) == 1 and len(vms) == 3
+    gid = groups[0].name  # this project's: another session's shared-sqlite may run meanwhile
     again = project.run("up", "-d")  # a second up reports the running one
     assert again.returncode == 0 and "already up" in again.stdout
     project.ok("down")  # returns once every VM has exited and its state is removed
-    assert not list(state.glob("shared-sqlite-*"))
+    assert not (state / gid).exists()
     leftover = [p for p in os.listdir("/proc") if p.isdigit() and b"hvfs" in _cmdline(p) and _cwd(p) == str(directory)]
     assert leftover == []
     assert str(directory) not in Path("/proc/self/mountinfo").read_text()
     cgroups = [
         name for root in ("/sys/fs/cgroup/pids", "/sys/fs/cgroup") if os.path.isdir(root) for name in os.listdir(root)
     ]
-    assert not [name for name in cgroups if name.startswith("hvfs-shared-sqlite")]
+    assert not [name for name in cgroups if name.startswith(f"hvfs-{gid}")]
 
 
 def _cmdline(pid: str) -> bytes:
