@@ -102,13 +102,8 @@ def read_env_file(path: str, host: Mapping[str, str]) -> dict[str, str]:
         text = line.lstrip()
         if not text or text.startswith("#"):
             continue
-        key, sep, value = text.partition("=")
-        if not key or "\0" in line or any(c.isspace() for c in key):
+        if any(c.isspace() for c in text.partition("=")[0]) or not spec.set_env_item(env, text, host):
             raise UsageError(f"--env-file {path}:{number}: {line[:40]!r} is not KEY=VALUE or KEY; fix that line")
-        if sep:
-            env[key] = value
-        elif key in host:
-            env[key] = host[key]
     return env
 
 

@@ -265,14 +265,22 @@ def parse_env(items: Sequence[str], host: Mapping[str, str], *, name: str, tty: 
     if tty:
         env["TERM"] = host.get("TERM", "xterm")
     for item in items:
-        key, sep, value = item.partition("=")
-        if not key or "\0" in item:
+        if not set_env_item(env, item, host):
             raise UsageError(f"-e {item!r}: expected KEY=VALUE or KEY")
-        if sep:
-            env[key] = value
-        elif key in host:
-            env[key] = host[key]
     return env
+
+
+def set_env_item(env: dict[str, str], item: str, host: Mapping[str, str]) -> bool:
+    """Docker's ``KEY=VALUE`` (set) or ``KEY`` (the host's value, if it has one) into
+    ``env``; False for an item that is neither."""
+    key, sep, value = item.partition("=")
+    if not key or "\0" in item:
+        return False
+    if sep:
+        env[key] = value
+    elif key in host:
+        env[key] = host[key]
+    return True
 
 
 USER = re.compile(r"^[a-zA-Z0-9_.][a-zA-Z0-9_.-]*(:[a-zA-Z0-9_.][a-zA-Z0-9_.-]*)?$")

@@ -167,14 +167,19 @@ def _listeners(port: int) -> list[str]:
     return found
 
 
-def test_publish_reaches_the_vm_port_on_the_host_loopback_only(hvfs: Hvfs, names: list[str]) -> None:
-    name = new_name(names, "pub")
-    port = _free_port()
+def _serve_detached(hvfs: Hvfs, name: str, port: int) -> None:
+    """A detached VM ``name`` whose echo server listens on its port 8000, published on ``port``."""
     hvfs.ok("run", "-d", "--name", name, "-p", f"{port}:8000", "--", "python3", "-c", SERVER, "8000")
     deadline = time.monotonic() + 20
     while "listening" not in hvfs.ok("logs", name):
         assert time.monotonic() < deadline
         time.sleep(0.1)
+
+
+def test_publish_reaches_the_vm_port_on_the_host_loopback_only(hvfs: Hvfs, names: list[str]) -> None:
+    name = new_name(names, "pub")
+    port = _free_port()
+    _serve_detached(hvfs, name, port)
     # The VM's server saw the connection come from its own loopback: the manager's socket
     # was made inside the VM's network, and nothing else of the host's is there.
     assert _connect(port) == b"echo:hi from 127.0.0.1"
@@ -267,11 +272,7 @@ def test_publish_and_detach_rootless(rootless: Hvfs) -> None:
 def test_published_ports_are_taken_back_by_the_next_manager(hvfs: Hvfs, names: list[str]) -> None:
     name = new_name(names, "kept")
     port = _free_port()
-    hvfs.ok("run", "-d", "--name", name, "-p", f"{port}:8000", "--", "python3", "-c", SERVER, "8000")
-    deadline = time.monotonic() + 20
-    while "listening" not in hvfs.ok("logs", name):
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    _serve_detached(hvfs, name, port)
     assert _connect(port) == b"echo:hi from 127.0.0.1"
     hvfs.ok("manager", "restart")
     assert _connect(port, b"again") == b"echo:again from 127.0.0.1"  # the shim kept the listener
