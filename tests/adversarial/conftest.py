@@ -41,6 +41,12 @@ ATTACK_VARIANTS = [
     pytest.param(("hvfs_python", True), id="strict-python"),
     pytest.param(("rootless_python", False), id="rootless-python", marks=pytest.mark.rootless),
 ]
+# For attacks on what both paths share (the services, pid 1, the state directory, the
+# apply of a staged tree): the native and Python paths differ only in receiving, reading
+# the caller's memory and credentials, ID_VALID and ADDFD, so running these twice would
+# prove nothing more and cost CI minutes.
+NATIVE_PATH = ATTACK_VARIANTS[:3]
+ON_THE_NATIVE_PATH = pytest.mark.parametrize("attacker", NATIVE_PATH, indirect=True)
 
 
 @pytest.fixture(scope="session")

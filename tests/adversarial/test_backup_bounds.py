@@ -21,8 +21,10 @@ from pathlib import Path
 import pytest
 
 from hvfs.services.space import margin_of
-from tests.adversarial.conftest import SECONDS, Attacker
+from tests.adversarial.conftest import ON_THE_NATIVE_PATH, SECONDS, Attacker
 from tests.conftest import require
+
+pytestmark = ON_THE_NATIVE_PATH
 
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 MIB = 1 << 20

@@ -19,8 +19,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.adversarial.conftest import SECONDS, Attacker
+from tests.adversarial.conftest import ON_THE_NATIVE_PATH, SECONDS, Attacker
 from tests.adversarial.decoys import plant, record
+
+pytestmark = ON_THE_NATIVE_PATH
 
 DIRECTORIES = 16
 FILES = 100  # per directory and round: 1,600 staged files a round

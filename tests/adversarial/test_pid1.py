@@ -10,10 +10,11 @@ import time
 import uuid
 from pathlib import Path
 
-from tests.adversarial.conftest import SECONDS, Attacker, compile_program
+from tests.adversarial.conftest import ON_THE_NATIVE_PATH, SECONDS, Attacker, compile_program
 from tests.conftest import Hvfs
 
 
+@ON_THE_NATIVE_PATH
 def test_pid1_and_the_host_environment_are_out_of_reach(attacker: Attacker) -> None:
     secret = f"hvfs-secret-{uuid.uuid4().hex}"
     outcome = attacker.with_host_env({"HVFS_TEST_SECRET": secret}).run("pid1", secret)

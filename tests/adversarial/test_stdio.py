@@ -8,7 +8,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests.adversarial.conftest import SECONDS, TRIES, Attacker, compile_program
+from tests.adversarial.conftest import ON_THE_NATIVE_PATH, SECONDS, TRIES, Attacker, compile_program
 from tests.conftest import Hvfs
 
 CONTENT = b"the host's own file\n" * 100
@@ -19,6 +19,7 @@ def _identity(path: Path) -> tuple[object, ...]:
     return (path.read_bytes(), st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, os.listxattr(path))
 
 
+@ON_THE_NATIVE_PATH
 def test_host_files_given_as_stdio_are_never_changed(attacker: Attacker, shared_tmp: Path) -> None:
     source, sink = shared_tmp / "input", shared_tmp / "output"
     source.write_bytes(CONTENT)
