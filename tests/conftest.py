@@ -180,9 +180,11 @@ def staged() -> Iterator[Path]:
     import ptrace
     import pyroute2
     import pyseccomp
+    import redis
 
     shutil.copy(pyseccomp.__file__, stage / "pyseccomp.py")
-    for package in (pyroute2, ptrace):  # python-ptrace: the exec tracer, while scanning
+    # python-ptrace: the exec tracer, while scanning; redis: a manager in a cluster (hvfs.cluster)
+    for package in (pyroute2, ptrace, redis):
         shutil.copytree(
             Path(package.__file__).parent, stage / package.__name__, ignore=shutil.ignore_patterns("__pycache__")
         )

@@ -72,6 +72,7 @@ class Daemon(ChangeOps):
         self.containers = Containers(self)
         self.forwarders: dict[str, Forwarder] = {}  # a run's published ports, by group
         self.networks = Networks()  # hvfs run --network NAME
+        self.cluster: Any = None  # hvfs.cluster.member.Member, in a cluster
 
     # -- life -----------------------------------------------------------------------
 
@@ -112,6 +113,7 @@ class Daemon(ChangeOps):
         if rootless:
             private_dirs.trust_unmapped_owners()
         self.hypervisor = vmstart.Hypervisor(self.layout, idmap, native())
+        self.cluster = self._join_cluster()  # before the VMs are taken back: they publish and hear
         write_json(self.layout.info, {"pid": os.getpid(), "version": code_id(), "started": time.time()})
         telling.start(lambda: list(self.groups.values()))
         self._resume()
@@ -128,10 +130,23 @@ class Daemon(ChangeOps):
             if self.stop_vms:
                 for group in list(self.groups.values()):
                     self._remove(group, stop=True)
+            if self.cluster is not None:
+                self.cluster.close()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.layout.info)
             os.close(lock)
         return 0
+
+    def _join_cluster(self) -> Any:
+        """The cluster HVFS_CLUSTER names, joined (hvfs.cluster), or None; redis-py is
+        imported only by a manager in a cluster."""
+        from hvfs.cluster.identity import cluster_config
+
+        if cluster_config() is None:
+            return None
+        from hvfs.cluster.member import join_cluster
+
+        return join_cluster(self.layout.cluster)
 
     def _let_changes_finish(self) -> None:
         """Wait a while for the operations that start or stop VMs to answer: a manager that
@@ -479,7 +494,10 @@ class Daemon(ChangeOps):
             for line in f:
                 if line.startswith("VmRSS:"):
                     rss = int(line.split()[1])
-        return {"pid": os.getpid(), "rss_kb": rss, "version": code_id()}
+        info = {"pid": os.getpid(), "rss_kb": rss, "version": code_id()}
+        if self.cluster is not None:
+            info["cluster"] = self.cluster.statistics()
+        return info
 
 
 def _about(group: Group) -> dict[str, Any]:

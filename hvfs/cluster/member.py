@@ -1,0 +1,228 @@
+"""A manager's membership of a cluster: its groups' shared volumes, their events both ways.
+
+Integration (hvfs.hypervisor): the daemon, as it starts, ``join``s when
+``cluster_config()`` names a cluster (an unreachable Redis stops it with one line); a
+group whose VMs mount a source with ``shared = "ID"`` is ``attach``ed with its bus and
+``detach``ed as it goes. Local events on a shared volume go to the volume's stream;
+other hosts' events come back to every attached group that mounts the volume: published
+on its bus as the event of ``VM@HOST`` (its audit writes them; its backup never saves
+them, having no such VM: the writer's manager does), and the written file is opened for
+writing and closed again on the local mount, so that a VM's inotify sees IN_CLOSE_WRITE
+for a change no kernel here made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import stat
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from hvfs.api.events import Event
+from hvfs.api.hooks import EventBus, Subscription
+from hvfs.cluster.identity import CLUSTER_ENV, ClusterConfig, ClusterError
+from hvfs.cluster.stream import Consumer, Publisher
+from hvfs.cluster.verdicts import RedisVerdicts
+
+log = logging.getLogger("hvfs.cluster")
+CONNECT_TIMEOUT = 2.0  # seconds: joining, and every command of the publisher
+REMOTE = "@"  # VM@HOST: another host's VM; never in a local VM's name (hvfs.spec.check_name)
+OFF_VOLUME = "vm:"  # a path of an event that is not on its volume: the writer's VM's, as it was
+_WRITING = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC
+
+
+@dataclass(frozen=True)
+class Share:
+    """A mount of a shared volume in one VM: where the VM sees it, and where this
+    manager can reach its files (None: a source with no host path; no inotify poke)."""
+
+    vm: str
+    target: str
+    volume: str
+    host_path: str | None
+
+
+def _inside(path: str, target: str) -> str | None:
+    """``path`` relative to the mount at ``target`` ("/" for its root), or None."""
+    if path == target:
+        return "/"
+    if path.startswith(target.rstrip("/") + "/"):
+        return path[len(target.rstrip("/")) :]
+    return None
+
+
+def _join(target: str, relative: str) -> str:
+    return target if relative == "/" else target.rstrip("/") + relative
+
+
+@dataclass
+class _Attached:
+    gid: str
+    bus: EventBus
+    shares: tuple[Share, ...]
+    subscription: Subscription | None = None
+
+
+class Member:
+    """This manager in the cluster ``config`` names; its cursors live in ``state_dir``."""
+
+    def __init__(self, config: ClusterConfig, state_dir: str) -> None:
+        self.config = config
+        self.host = config.host
+        self.client = self._connect(config.url, CONNECT_TIMEOUT)
+        os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        self._lock = threading.Lock()
+        self._groups: dict[str, _Attached] = {}
+        self.poked = 0
+        self.publisher = Publisher(self.client, self.host)
+        reader = self._connect(config.url, CONNECT_TIMEOUT + 5)  # its reads block for a while
+        self.consumer = Consumer(reader, self.host, os.path.join(state_dir, "cursors.json"), self.volumes, self._remote)
+        self.verdicts = RedisVerdicts(self._connect(config.url, 0.3), self.host)
+
+    @staticmethod
+    def _connect(url: str, timeout: float) -> redis.Redis:
+        return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=CONNECT_TIMEOUT)
+
+    def join(self) -> None:
+        """Check that Redis answers, then follow the volumes. Raises ClusterError."""
+        try:
+            self.client.ping()
+        except redis.RedisError as e:
+            self.publisher.close(0)
+            raise ClusterError(
+                f"cannot reach the cluster's Redis at {self.config.url} ({e}); start redis-server there, "
+                f"or fix or unset {CLUSTER_ENV}"
+            ) from None
+        self.consumer.start()
+
+    def shares(self, project: Any) -> list[Share]:
+        """The shared volumes the VMs of ``project`` (a hypervisor.spec.Project) mount."""
+        return shares_of([(name, vm.mounts) for name, vm in project.vms.items()])
+
+    def volumes(self) -> set[str]:
+        with self._lock:
+            return {share.volume for group in self._groups.values() for share in group.shares}
+
+    # -- a group's VMs ----------------------------------------------------------------
+
+    def attach(self, gid: str, bus: EventBus, shares: Sequence[Share]) -> None:
+        """Publish the events of ``bus`` on the volumes ``shares`` name, and bring the
+        other hosts' there."""
+        if not shares:
+            return
+        attached = _Attached(gid, bus, tuple(sorted(shares, key=lambda s: -len(s.target))))
+        with self._lock:
+            self._groups[gid] = attached
+        attached.subscription = bus.subscribe(
+            lambda events: self._local(attached, events), name="cluster", queue_size=1 << 16, batch=True
+        )
+
+    def detach(self, gid: str) -> None:
+        with self._lock:
+            attached = self._groups.pop(gid, None)
+        if attached is not None and attached.subscription is not None:
+            attached.bus.unsubscribe(attached.subscription)
+
+    def _local(self, attached: _Attached, events: list[Event]) -> None:
+        for event in events:
+            if REMOTE in event.vm or not event.paths:
+                continue  # another host's, published here: it came from the stream
+            for share in attached.shares:
+                if share.vm != event.vm:
+                    continue
+                relative = _inside(event.paths[0], share.target)
+                if relative is None:
+                    continue
+                # a path off the volume (a symlink's target, as stored) stays the VM's, marked
+                paths = tuple(_inside(p, share.target) or f"{OFF_VOLUME}{p}" for p in event.paths[1:])
+                self.publisher.offer(share.volume, dataclasses.replace(event, paths=(relative, *paths)))
+                break
+
+    def _remote(self, volume: str, host: str, event: Event) -> None:
+        """Another host's ``event`` on ``volume`` (its paths the volume's)."""
+        with self._lock:
+            groups = list(self._groups.values())
+        poked: set[str] = set()
+        for attached in groups:
+            share = next((s for s in attached.shares if s.volume == volume), None)
+            if share is None:
+                continue
+            paths = tuple(_join(share.target, p) if p.startswith("/") else p for p in event.paths)
+            attached.bus.publish(dataclasses.replace(event, vm=f"{event.vm}{REMOTE}{host}", paths=paths))
+            if share.host_path is not None and share.host_path not in poked:
+                poked.add(share.host_path)
+                self._poke(share.host_path, event)
+
+    def _poke(self, root: str, event: Event) -> None:
+        """Open for writing and close the file another host wrote, on this host's mount of
+        the volume: the VMs' inotify watches see IN_OPEN and IN_CLOSE_WRITE, as for a local
+        write. Only a regular file, never following a link, never blocking, nothing written."""
+        if event.result != "ok" or not event.flags & _WRITING or not event.paths[0].startswith("/"):
+            return
+        path = os.path.join(root, event.paths[0].lstrip("/"))
+        try:
+            if not stat.S_ISREG(os.lstat(path).st_mode):
+                return
+            fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        except OSError:
+            return  # gone again, or not ours to open: nothing to tell
+        os.close(fd)
+        self.poked += 1
+
+    # -- the whole --------------------------------------------------------------------
+
+    def statistics(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "redis": self.config.url,
+            "volumes": sorted(self.volumes()),
+            "published": self.publisher.published,
+            "publish_dropped": self.publisher.dropped,
+            "publish_buffered": self.publisher.buffered,
+            "publish_failures": self.publisher.failures,
+            **dataclasses.asdict(self.consumer.statistics()),
+            "inotify_poked": self.poked,
+            **self.verdicts.statistics(),
+        }
+
+    def close(self) -> None:
+        self.consumer.close()
+        self.publisher.close()
+
+
+def shares_of(vms: Sequence[tuple[str, Sequence[Any]]]) -> list[Share]:
+    """The mounts of shared volumes among ``vms`` ((name, its MountSpecs), as a group
+    describes them)."""
+    found = []
+    for name, mounts in vms:
+        for mount in mounts:
+            volume = mount.source.options.get("shared")
+            if not volume:
+                continue
+            path = mount.source.options.get("path")
+            host_path = path if isinstance(path, str) and os.path.isdir(path) else None
+            found.append(Share(name, mount.target, volume, host_path))
+    return found
+
+
+def join_cluster(state_dir: str) -> Member | None:
+    """Join the cluster the environment names (hvfs.cluster.identity), or None when it
+    names none; the member's files go in ``state_dir``. Raises ClusterError."""
+    from hvfs import cluster
+    from hvfs.cluster.identity import cluster_config
+    from hvfs.services.scan.shared import share_verdicts
+
+    config = cluster_config()
+    if config is None:
+        return None
+    member = Member(config, state_dir)
+    member.join()
+    cluster.set_current(member)
+    share_verdicts(member.verdicts)
+    return member
