@@ -31,6 +31,7 @@ from typing import Any
 from pyroute2 import IPRoute, NetNS, netns
 
 REDIS_PORT = 6379
+_SERVERS: dict[int, subprocess.Popen[bytes]] = {}  # this process's redis-servers, by pid: waited for here
 VOLUME = "vol1"
 
 
@@ -97,7 +98,7 @@ class Lab:
                     os.makedirs(where, mode=0o700, exist_ok=True)
             os.makedirs(lab.volume, mode=0o777, exist_ok=True)
             os.makedirs(lab.backups, mode=0o700, exist_ok=True)
-            lab._start_redis()
+            lab.start_redis()
             lab._save()
         except BaseException:
             lab.stop()
@@ -123,7 +124,8 @@ class Lab:
                     ns.link("set", index=index, state="up")
                     ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
 
-    def _start_redis(self) -> None:
+    def start_redis(self) -> None:
+        """Start the Redis server on the bridge (again, after ``stop_redis``: empty)."""
         server = shutil.which("redis-server")
         if server is None:
             raise RuntimeError("redis-server is not installed; install it (apt-get install redis-server)")
@@ -134,6 +136,7 @@ class Lab:
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
         log.close()
+        _SERVERS[process.pid] = process
         self.redis_pid = process.pid
         self._save()
         import redis
@@ -154,8 +157,9 @@ class Lab:
         if self.redis_pid:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.redis_pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(self.redis_pid, 0)
+            process = _SERVERS.pop(self.redis_pid, None)
+            if process is not None:
+                process.wait()
             self.redis_pid = 0
             self._save()
 

@@ -1,14 +1,15 @@
 """A manager's membership of a cluster: its groups' shared volumes, their events both ways.
 
 Integration (hvfs.hypervisor): the daemon, as it starts, ``join``s when
-``cluster_config()`` names a cluster (an unreachable Redis stops it with one line); a
-group whose VMs mount a source with ``shared = "ID"`` is ``attach``ed with its bus and
-``detach``ed as it goes. Local events on a shared volume go to the volume's stream;
-other hosts' events come back to every attached group that mounts the volume: published
-on its bus as the event of ``VM@HOST`` (its audit writes them; its backup never saves
-them, having no such VM: the writer's manager does), and the written file is opened for
-writing and closed again on the local mount, so that a VM's inotify sees IN_CLOSE_WRITE
-for a change no kernel here made.
+``cluster_config()`` names a cluster (an unreachable Redis stops it with one line), and
+``follow``s the streams once it took back its groups; a group whose VMs mount a source
+with ``shared = "ID"`` is ``attach``ed with its bus and ``detach``ed as it goes. Local
+events on a shared volume go to the volume's stream; other hosts' events come back to
+every attached group that mounts the volume: published on its bus as the event of
+``VM@HOST`` (its audit writes them; its backup never saves them, having no such VM: the
+writer's manager does), and the written file is opened for writing and closed again on
+the local mount, so that a VM's inotify sees IN_CLOSE_WRITE for a change no kernel here
+made.
 """
 
 from __future__ import annotations
@@ -76,10 +77,11 @@ class Member:
         self.config = config
         self.host = config.host
         self.client = self._connect(config.url, CONNECT_TIMEOUT)
-        os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        self.state_dir = state_dir
         self._lock = threading.Lock()
         self._groups: dict[str, _Attached] = {}
         self.poked = 0
+        self.poke_failed = ""  # the last file the VMs could not be told of, and why
         self.publisher = Publisher(self.client, self.host)
         reader = self._connect(config.url, CONNECT_TIMEOUT + 5)  # its reads block for a while
         self.consumer = Consumer(reader, self.host, os.path.join(state_dir, "cursors.json"), self.volumes, self._remote)
@@ -90,7 +92,7 @@ class Member:
         return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=CONNECT_TIMEOUT)
 
     def join(self) -> None:
-        """Check that Redis answers, then follow the volumes. Raises ClusterError."""
+        """Check that Redis answers. Raises ClusterError."""
         try:
             self.client.ping()
         except redis.RedisError as e:
@@ -99,6 +101,11 @@ class Member:
                 f"cannot reach the cluster's Redis at {self.config.url} ({e}); start redis-server there, "
                 f"or fix or unset {CLUSTER_ENV}"
             ) from None
+
+    def follow(self) -> None:
+        """Read the volumes' streams from where this manager stopped: once the groups it
+        took back are attached, so that what it missed reaches them."""
+        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
         self.consumer.start()
 
     def shares(self, project: Any) -> list[Share]:
@@ -117,6 +124,8 @@ class Member:
         if not shares:
             return
         attached = _Attached(gid, bus, tuple(sorted(shares, key=lambda s: -len(s.target))))
+        for share in attached.shares:
+            self.consumer.track(share.volume)  # from now on: what a VM here may have seen
         with self._lock:
             self._groups[gid] = attached
         attached.subscription = bus.subscribe(
@@ -170,8 +179,9 @@ class Member:
             if not stat.S_ISREG(os.lstat(path).st_mode):
                 return
             fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-        except OSError:
-            return  # gone again, or not ours to open: nothing to tell
+        except OSError as e:  # gone again, or not ours to open: nothing to tell
+            self.poke_failed = f"{path}: {e}"
+            return
         os.close(fd)
         self.poked += 1
 
@@ -188,6 +198,7 @@ class Member:
             "publish_failures": self.publisher.failures,
             **dataclasses.asdict(self.consumer.statistics()),
             "inotify_poked": self.poked,
+            "inotify_failed": self.poke_failed,
             **self.verdicts.statistics(),
         }
 

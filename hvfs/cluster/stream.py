@@ -138,6 +138,7 @@ class Consumer:
         self.received = self.replayed = self.failures = 0
         self.lag_ms = 0.0
         self._stop = threading.Event()
+        self._lock = threading.Lock()  # the cursors: volumes are tracked from the groups' threads too
         self._thread = threading.Thread(target=self._run, name="hvfs-cluster-consume", daemon=True)
 
     def start(self) -> None:
@@ -155,9 +156,11 @@ class Consumer:
         return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
     def _save(self) -> None:
+        with self._lock:
+            cursors = dict(self.cursors)
         temporary = f"{self.path}.tmp"
         with open(temporary, "w", encoding="utf-8") as f:
-            json.dump(self.cursors, f)
+            json.dump(cursors, f)
         os.replace(temporary, self.path)
 
     def _last_id(self, volume: str) -> str:
@@ -177,24 +180,39 @@ class Consumer:
                 log.exception("cluster: reading the volumes' events failed")
                 self._stop.wait(RETRY)
 
+    def track(self, volume: str) -> None:
+        """Follow ``volume`` from its stream's end now, if it is new here; the entries
+        after it are read even if the reading thread gets to them later. Best effort
+        while Redis is away: the reading thread tries again."""
+        with self._lock:
+            if volume in self.cursors:
+                return
+        try:
+            last = self._last_id(volume)
+        except redis.RedisError:
+            return
+        with self._lock:
+            self.cursors.setdefault(volume, last)
+
     def _read_once(self) -> None:
         for volume in self._volumes() - set(self.cursors):
-            self.cursors[volume] = self._last_id(volume)  # a volume new here: from now on
-            self._save()
+            self.track(volume)
         if not self.cursors:
             self._stop.wait(BLOCK_MS / 1000)
             return
-        streams = {stream_key(v): c for v, c in self.cursors.items()}
+        with self._lock:
+            streams = {stream_key(v): c for v, c in self.cursors.items()}
         answer: Any = self.client.xread(streams, count=BATCH, block=BLOCK_MS)  # type: ignore[arg-type]
         if not answer:
             return
-        by_key = {stream_key(v): v for v in self.cursors}
+        by_key = {key: key.split(":")[2] for key in streams}
         for key, entries in answer:
             volume = by_key[_text(key)]
             horizon = self.horizon.get(volume, (0, 0))
             for entry_id, fields in entries:
                 ident = _text(entry_id)
-                self.cursors[volume] = ident
+                with self._lock:
+                    self.cursors[volume] = ident
                 host = _text(fields.get(b"host", b""))
                 if host == self.host:
                     continue

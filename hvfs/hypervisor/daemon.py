@@ -117,6 +117,8 @@ class Daemon(ChangeOps):
         write_json(self.layout.info, {"pid": os.getpid(), "version": code_id(), "started": time.time()})
         telling.start(lambda: list(self.groups.values()))
         self._resume()
+        if self.cluster is not None:
+            self.cluster.follow()
         server = control.ControlServer(self.layout.socket, self.handle, on_close=self.closed)
         self._ready("ready")
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
