@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from hvfs.cluster.member import Member
 
+__all__ = ["Member", "current", "join"]
+
 _current: Member | None = None
 
 
@@ -26,6 +28,21 @@ def current() -> Member | None:
     return _current
 
 
-def set_current(member: Member | None) -> None:
+def join(state_dir: str) -> Member | None:
+    """Join the cluster ``HVFS_CLUSTER`` names (None when it names none), keeping the
+    member's files in ``state_dir``; redis-py is imported only then. Raises
+    identity.ClusterError (the manager's start fails with its one line)."""
     global _current
+    from hvfs.cluster.identity import cluster_config
+
+    config = cluster_config()
+    if config is None:
+        return None
+    from hvfs.cluster.member import Member
+    from hvfs.services.scan.shared import share_verdicts
+
+    member = Member(config, state_dir)
+    member.join()
     _current = member
+    share_verdicts(member.verdicts)
+    return member

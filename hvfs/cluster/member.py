@@ -35,6 +35,8 @@ log = logging.getLogger("hvfs.cluster")
 CONNECT_TIMEOUT = 2.0  # seconds: joining, and every command of the publisher
 REMOTE = "@"  # VM@HOST: another host's VM; never in a local VM's name (hvfs.spec.check_name)
 OFF_VOLUME = "vm:"  # a path of an event that is not on its volume: the writer's VM's, as it was
+POKE_ATTEMPTS = 20
+POKE_RETRY = 0.1  # seconds
 _WRITING = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC
 
 
@@ -168,7 +170,7 @@ class Member:
                 poked.add(share.host_path)
                 self._poke(share.host_path, event)
 
-    def _poke(self, root: str, event: Event) -> None:
+    def _poke(self, root: str, event: Event, attempt: int = 0) -> None:
         """Open for writing and close the file another host wrote, on this host's mount of
         the volume: the VMs' inotify watches see IN_OPEN and IN_CLOSE_WRITE, as for a local
         write. Only a regular file, never following a link, never blocking, nothing written."""
@@ -179,11 +181,20 @@ class Member:
             if not stat.S_ISREG(os.lstat(path).st_mode):
                 return
             fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        except BlockingIOError as e:
+            # A read lease: a scanner or a backup here reads the file as one version
+            # (hvfs.services.snapshot), for a moment. Again a little later, off this thread.
+            if attempt < POKE_ATTEMPTS:
+                threading.Timer(POKE_RETRY, self._poke, (root, event, attempt + 1)).start()
+            else:
+                self.poke_failed = f"{path}: {e.strerror}"
+            return
         except OSError as e:  # gone again, or not ours to open: nothing to tell
-            self.poke_failed = f"{path}: {e}"
+            self.poke_failed = f"{path}: {e.strerror}"
             return
         os.close(fd)
-        self.poked += 1
+        with self._lock:
+            self.poked += 1
 
     # -- the whole --------------------------------------------------------------------
 
@@ -220,20 +231,3 @@ def shares_of(vms: Sequence[tuple[str, Sequence[Any]]]) -> list[Share]:
             host_path = path if isinstance(path, str) and os.path.isdir(path) else None
             found.append(Share(name, mount.target, volume, host_path))
     return found
-
-
-def join_cluster(state_dir: str) -> Member | None:
-    """Join the cluster the environment names (hvfs.cluster.identity), or None when it
-    names none; the member's files go in ``state_dir``. Raises ClusterError."""
-    from hvfs import cluster
-    from hvfs.cluster.identity import cluster_config
-    from hvfs.services.scan.shared import share_verdicts
-
-    config = cluster_config()
-    if config is None:
-        return None
-    member = Member(config, state_dir)
-    member.join()
-    cluster.set_current(member)
-    share_verdicts(member.verdicts)
-    return member

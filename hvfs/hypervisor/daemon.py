@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 from hvfs import _native as hot_path
-from hvfs import private_dirs
+from hvfs import cluster, private_dirs
 from hvfs.errors import HvfsError
 from hvfs.hypervisor import control, recreate, telling, views, vmstart
 from hvfs.hypervisor.change_ops import ChangeOps
@@ -72,7 +72,7 @@ class Daemon(ChangeOps):
         self.containers = Containers(self)
         self.forwarders: dict[str, Forwarder] = {}  # a run's published ports, by group
         self.networks = Networks()  # hvfs run --network NAME
-        self.cluster: Any = None  # hvfs.cluster.member.Member, in a cluster
+        self.cluster: cluster.Member | None = None  # HVFS_CLUSTER's (hvfs.cluster)
 
     # -- life -----------------------------------------------------------------------
 
@@ -113,7 +113,7 @@ class Daemon(ChangeOps):
         if rootless:
             private_dirs.trust_unmapped_owners()
         self.hypervisor = vmstart.Hypervisor(self.layout, idmap, native())
-        self.cluster = self._join_cluster()  # before the VMs are taken back: they publish and hear
+        self.cluster = cluster.join(self.layout.cluster)  # before the VMs are taken back: they publish and hear
         write_json(self.layout.info, {"pid": os.getpid(), "version": code_id(), "started": time.time()})
         telling.start(lambda: list(self.groups.values()))
         self._resume()
@@ -138,17 +138,6 @@ class Daemon(ChangeOps):
                 os.unlink(self.layout.info)
             os.close(lock)
         return 0
-
-    def _join_cluster(self) -> Any:
-        """The cluster HVFS_CLUSTER names, joined (hvfs.cluster), or None; redis-py is
-        imported only by a manager in a cluster."""
-        from hvfs.cluster.identity import cluster_config
-
-        if cluster_config() is None:
-            return None
-        from hvfs.cluster.member import join_cluster
-
-        return join_cluster(self.layout.cluster)
 
     def _let_changes_finish(self) -> None:
         """Wait a while for the operations that start or stop VMs to answer: a manager that
@@ -496,10 +485,8 @@ class Daemon(ChangeOps):
             for line in f:
                 if line.startswith("VmRSS:"):
                     rss = int(line.split()[1])
-        info = {"pid": os.getpid(), "rss_kb": rss, "version": code_id()}
-        if self.cluster is not None:
-            info["cluster"] = self.cluster.statistics()
-        return info
+        cluster = {"cluster": self.cluster.statistics()} if self.cluster is not None else {}
+        return {"pid": os.getpid(), "rss_kb": rss, "version": code_id(), **cluster}
 
 
 def _about(group: Group) -> dict[str, Any]:
