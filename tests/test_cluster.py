@@ -147,9 +147,13 @@ def test_a_version_saved_on_a_is_restored_on_b_and_saved_once(cluster: Cluster) 
     time.sleep(0.05)
     cluster.write("a", name, "second\n")
 
-    def versions() -> list[dict[str, Any]]:
+    def rows() -> list[dict[str, Any]]:
         out = cluster.hvfs("b", "backup", "list", "--backup-store", cluster.lab.backups, "--json", name).stdout
-        return [v for v in json.loads(out) if not v["removed"]]
+        found: list[dict[str, Any]] = json.loads(out)
+        return found
+
+    def versions() -> list[dict[str, Any]]:
+        return [v for v in rows() if not v["removed"]]
 
     wait_for("two versions", lambda: len(versions()) >= 2)
     time.sleep(1.0)  # b heard of both writes by now: it must not have saved them again
@@ -166,6 +170,10 @@ def test_a_version_saved_on_a_is_restored_on_b_and_saved_once(cluster: Cluster) 
         env=cluster.lab.env("b"), input=tar, capture_output=True, timeout=60, check=True,
     )  # fmt: skip
     assert unpacked.stdout == b"first\n"
+    cluster.hvfs("a", "exec", "wa", "rm", name)  # the removal too is recorded once, by a's manager
+    wait_for("the removal", lambda: any(v["removed"] for v in rows()))
+    time.sleep(1.0)
+    assert {v["vm"] for v in rows()} == {"wa"} and sum(v["removed"] for v in rows()) == 1, rows()
 
 
 def test_a_fault_rule_targets_one_host(cluster: Cluster) -> None:

@@ -19,6 +19,13 @@ from hvfs.errors import HvfsError
 CLUSTER_ENV = "HVFS_CLUSTER"
 HOST_ENV = "HVFS_CLUSTER_HOST"
 _SCHEMES = ("redis", "rediss", "unix")
+REMOTE = "@"  # VM@HOST names another host's VM in this manager's events; never in a VM's own name
+
+
+def is_remote(vm: str) -> bool:
+    """Whether an event's VM is another host's (its event came from the cluster): a
+    service acts on its own VMs' events only, and records the others' at most."""
+    return REMOTE in vm
 
 
 class ClusterError(HvfsError):

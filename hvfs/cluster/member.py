@@ -27,13 +27,12 @@ import redis
 
 from hvfs.api.events import Event
 from hvfs.api.hooks import EventBus, Subscription
-from hvfs.cluster.identity import CLUSTER_ENV, ClusterConfig, ClusterError
+from hvfs.cluster.identity import CLUSTER_ENV, REMOTE, ClusterConfig, ClusterError, is_remote
 from hvfs.cluster.stream import Consumer, Publisher
 from hvfs.cluster.verdicts import RedisVerdicts
 
 log = logging.getLogger("hvfs.cluster")
 CONNECT_TIMEOUT = 2.0  # seconds: joining, and every command of the publisher
-REMOTE = "@"  # VM@HOST: another host's VM; never in a local VM's name (hvfs.spec.check_name)
 OFF_VOLUME = "vm:"  # a path of an event that is not on its volume: the writer's VM's, as it was
 POKE_ATTEMPTS = 20
 POKE_RETRY = 0.1  # seconds
@@ -142,7 +141,7 @@ class Member:
 
     def _local(self, attached: _Attached, events: list[Event]) -> None:
         for event in events:
-            if REMOTE in event.vm or not event.paths:
+            if is_remote(event.vm) or not event.paths:
                 continue  # another host's, published here: it came from the stream
             for share in attached.shares:
                 if share.vm != event.vm:
