@@ -239,3 +239,27 @@ def test_shared_is_an_option_of_every_mount_kind_and_checked() -> None:
     assert spec.options["shared"] == "vol-1"
     with pytest.raises(OptionError, match="not a name"):
         parse("memory", {"shared": "a/b"}, "/")
+
+
+def test_events_trimmed_from_the_stream_before_a_manager_came_back_are_counted_lost(
+    cluster: Cluster, tmp_path: Any
+) -> None:
+    import redis
+
+    from hvfs.cluster.stream import Consumer, stream_key
+
+    client = redis.Redis.from_url(cluster.lab.url)
+    key = stream_key("gapvol")
+    first = client.xadd(key, {"host": "a", "event": "{}"})
+    cursors = tmp_path / "cursors.json"
+    cursors.write_text(json.dumps({"cursors": {"gapvol": first.decode()}, "seen": {"gapvol": 1}}))  # then away
+    for _ in range(5):
+        client.xadd(key, {"host": "a", "event": "{}"}, maxlen=2, approximate=False)
+    consumer = Consumer(client, "c", str(cursors), set, lambda *_: None)
+    consumer.start()
+    consumer.close()
+    assert consumer.statistics().lost == 3  # 2, 3 and 4 of 6; 5 and 6 are kept
+    kept = Consumer(client, "c", str(cursors), set, lambda *_: None)  # its cursor is now the stream's end
+    kept.start()
+    kept.close()
+    assert kept.statistics().lost == 0

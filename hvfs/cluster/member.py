@@ -34,7 +34,7 @@ from hvfs.cluster.verdicts import RedisVerdicts
 log = logging.getLogger("hvfs.cluster")
 CONNECT_TIMEOUT = 2.0  # seconds: joining, and every command of the publisher
 OFF_VOLUME = "vm:"  # a path of an event that is not on its volume: the writer's VM's, as it was
-POKE_ATTEMPTS = 20
+POKE_ATTEMPTS = 50
 POKE_RETRY = 0.1  # seconds
 _WRITING = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC
 
@@ -57,6 +57,17 @@ def _inside(path: str, target: str) -> str | None:
     if path.startswith(target.rstrip("/") + "/"):
         return path[len(target.rstrip("/")) :]
     return None
+
+
+def _leased(st: os.stat_result) -> bool:
+    """Whether a lease is held on the file ``st`` describes (/proc/locks: "LEASE …
+    MAJ:MIN:INODE", the device in hex)."""
+    where = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino} "
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            return any("LEASE" in line and where in line for line in f)
+    except OSError:
+        return False
 
 
 def _join(target: str, relative: str) -> str:
@@ -172,28 +183,35 @@ class Member:
     def _poke(self, root: str, event: Event, attempt: int = 0) -> None:
         """Open for writing and close the file another host wrote, on this host's mount of
         the volume: the VMs' inotify watches see IN_OPEN and IN_CLOSE_WRITE, as for a local
-        write. Only a regular file, never following a link, never blocking, nothing written."""
+        write. Only a regular file, never following a link, never blocking, nothing written.
+
+        Never while a scanner or a backup here holds a read lease on it (they read a
+        file as one version under one, hvfs.services.snapshot): even an open that fails
+        with EWOULDBLOCK breaks the lease, and the reader must then read again; one that
+        came back again and again would leave a content unjudged. So the poke waits,
+        off this thread, for /proc/locks to show no lease on the inode."""
         if event.result != "ok" or not event.flags & _WRITING or not event.paths[0].startswith("/"):
             return
         path = os.path.join(root, event.paths[0].lstrip("/"))
         try:
-            if not stat.S_ISREG(os.lstat(path).st_mode):
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode):
                 return
-            fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-        except BlockingIOError as e:
-            # A read lease: a scanner or a backup here reads the file as one version
-            # (hvfs.services.snapshot), for a moment. Again a little later, off this thread.
-            if attempt < POKE_ATTEMPTS:
-                threading.Timer(POKE_RETRY, self._poke, (root, event, attempt + 1)).start()
-            else:
-                self.poke_failed = f"{path}: {e.strerror}"
-            return
+            if not _leased(st):
+                fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+                os.close(fd)
+                with self._lock:
+                    self.poked += 1
+                return
+        except BlockingIOError:
+            pass  # a lease taken since: it was broken once, the reader reads again
         except OSError as e:  # gone again, or not ours to open: nothing to tell
             self.poke_failed = f"{path}: {e.strerror}"
             return
-        os.close(fd)
-        with self._lock:
-            self.poked += 1
+        if attempt < POKE_ATTEMPTS:
+            threading.Timer(POKE_RETRY, self._poke, (root, event, attempt + 1)).start()
+        else:
+            self.poke_failed = f"{path}: leased for {POKE_ATTEMPTS * POKE_RETRY:g}s"
 
     # -- the whole --------------------------------------------------------------------
 

@@ -122,6 +122,7 @@ class ConsumerStatistics:
     replayed: int  # of them, those already in the stream when this manager joined: missed while away
     lag_ms: float  # between the event's time on its host and its reading here, the last one
     failures: int  # reads that failed (Redis away)
+    lost: int  # events trimmed from the stream (STREAM_MAXLEN) before this manager came back to read them
 
 
 class Consumer:
@@ -133,39 +134,57 @@ class Consumer:
     ) -> None:
         self.client, self.host, self.path = client, host, cursors_path
         self._volumes, self._deliver = volumes, deliver
-        self.cursors: dict[str, str] = self._load()
+        self.cursors: dict[str, str] = {}  # volume: the last id read
+        self.seen: dict[str, int] = {}  # volume: entries of its stream up to the cursor (added before, or read)
+        self._load()
         self.horizon: dict[str, tuple[int, int]] = {}  # the stream's end as this manager joined
         self.received = self.replayed = self.failures = 0
+        self.lost = 0  # entries trimmed from the streams before this manager read them
         self.lag_ms = 0.0
         self._stop = threading.Event()
         self._lock = threading.Lock()  # the cursors: volumes are tracked from the groups' threads too
         self._thread = threading.Thread(target=self._run, name="hvfs-cluster-consume", daemon=True)
 
     def start(self) -> None:
-        """Note where each known stream ends (what is older was missed), then follow them."""
-        for volume in self.cursors:
-            self.horizon[volume] = _id(self._last_id(volume))
+        """Note where each known stream ends (what is older was missed), and what it
+        trimmed unread, then follow them."""
+        for volume in list(self.cursors):
+            added, length, last = self._info(volume)
+            self.horizon[volume] = _id(last)
+            trimmed = added - length  # the oldest entries, gone (STREAM_MAXLEN)
+            seen = self.seen.get(volume)
+            if seen is not None and trimmed > seen:  # some of them after this manager's cursor
+                self.lost += trimmed - seen
+                self.seen[volume] = trimmed  # said once: a later start counts them no more
+                log.warning("cluster: %s: %d events were trimmed from the stream while this manager was "
+                            "away; they cannot be replayed", volume, trimmed - seen)  # fmt: skip
         self._thread.start()
 
-    def _load(self) -> dict[str, str]:
+    def _info(self, volume: str) -> tuple[int, int, str]:
+        """(entries ever added, entries kept, the last id) of ``volume``'s stream; (0, 0,
+        "0-0") when there is none (yet, or Redis came back empty)."""
+        try:
+            info: Any = self.client.xinfo_stream(stream_key(volume))
+        except redis.ResponseError:
+            return 0, 0, "0-0"
+        return int(info.get("entries-added", 0)), int(info["length"]), _text(info["last-generated-id"])
+
+    def _load(self) -> None:
         try:
             with open(self.path, encoding="utf-8") as f:
                 data: Any = json.load(f)
-        except (OSError, ValueError):
-            return {}
-        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+            self.cursors = {str(k): str(v) for k, v in data["cursors"].items()}
+            self.seen = {str(k): int(v) for k, v in data["seen"].items()}
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            self.cursors, self.seen = {}, {}
 
     def _save(self) -> None:
         with self._lock:
-            cursors = dict(self.cursors)
+            data = {"cursors": dict(self.cursors), "seen": dict(self.seen)}
         temporary = f"{self.path}.tmp"
         with open(temporary, "w", encoding="utf-8") as f:
-            json.dump(cursors, f)
+            json.dump(data, f)
         os.replace(temporary, self.path)
-
-    def _last_id(self, volume: str) -> str:
-        last: Any = self.client.xrevrange(stream_key(volume), count=1)
-        return _text(last[0][0]) if last else "0-0"
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -188,11 +207,12 @@ class Consumer:
             if volume in self.cursors:
                 return
         try:
-            last = self._last_id(volume)
+            added, _, last = self._info(volume)
         except redis.RedisError:
             return
         with self._lock:
-            self.cursors.setdefault(volume, last)
+            if volume not in self.cursors:
+                self.cursors[volume], self.seen[volume] = last, added
 
     def _read_once(self) -> None:
         for volume in self._volumes() - set(self.cursors):
@@ -213,6 +233,7 @@ class Consumer:
                 ident = _text(entry_id)
                 with self._lock:
                     self.cursors[volume] = ident
+                    self.seen[volume] = self.seen.get(volume, 0) + 1
                 host = _text(fields.get(b"host", b""))
                 if host == self.host:
                     continue
@@ -228,7 +249,7 @@ class Consumer:
         self._save()
 
     def statistics(self) -> ConsumerStatistics:
-        return ConsumerStatistics(self.received, self.replayed, round(self.lag_ms, 1), self.failures)
+        return ConsumerStatistics(self.received, self.replayed, round(self.lag_ms, 1), self.failures, self.lost)
 
     def close(self, timeout: float = 2.0) -> None:
         self._stop.set()
