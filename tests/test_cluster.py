@@ -156,7 +156,7 @@ def test_a_version_saved_on_a_is_restored_on_b_and_saved_once(cluster: Cluster) 
         return [v for v in rows() if not v["removed"]]
 
     wait_for("two versions", lambda: len(versions()) >= 2)
-    time.sleep(1.0)  # b heard of both writes by now: it must not have saved them again
+    time.sleep(0.5)  # b heard of both writes by now (lag: ~10 ms): it must not have saved them again
     saved = versions()
     assert len(saved) == 2 and {v["vm"] for v in saved} == {"wa"}, saved
     tar = subprocess.run(
@@ -172,7 +172,7 @@ def test_a_version_saved_on_a_is_restored_on_b_and_saved_once(cluster: Cluster) 
     assert unpacked.stdout == b"first\n"
     cluster.hvfs("a", "exec", "wa", "rm", name)  # the removal too is recorded once, by a's manager
     wait_for("the removal", lambda: any(v["removed"] for v in rows()))
-    time.sleep(1.0)
+    time.sleep(0.5)
     assert {v["vm"] for v in rows()} == {"wa"} and sum(v["removed"] for v in rows()) == 1, rows()
 
 
@@ -189,10 +189,10 @@ def test_a_fault_rule_targets_one_host(cluster: Cluster) -> None:
 def test_a_killed_manager_catches_up_on_what_it_missed(cluster: Cluster) -> None:
     before = cluster.status("c")
     os.kill(cluster.manager_pid("c"), signal.SIGKILL)
-    names = [f"/shared/m-{secrets.token_hex(4)}-{i}.txt" for i in range(5)]
+    names = [f"/shared/m-{secrets.token_hex(4)}-{i}.txt" for i in range(3)]
     for name in names:
         cluster.write("a", name, "missed\n")
-    time.sleep(0.5)  # in the stream before b comes back
+    time.sleep(0.5)  # in the stream before c comes back
     assert "wc " in cluster.hvfs("c", "ps").stdout  # a front end starts c's manager again; it takes wc back
     after = wait_for("c replayed", lambda: (s := cluster.status("c"))["replayed"] >= len(names) and s)
     assert after["replayed"] == len(names) and after["received"] >= len(names), (before, after)
@@ -202,7 +202,7 @@ def test_a_killed_manager_catches_up_on_what_it_missed(cluster: Cluster) -> None
 
 def test_redis_dying_never_blocks_serving_and_the_events_follow_later(cluster: Cluster) -> None:
     cluster.lab.stop_redis()
-    names = [f"/shared/d-{secrets.token_hex(4)}-{i}.txt" for i in range(10)]
+    names = [f"/shared/d-{secrets.token_hex(4)}-{i}.txt" for i in range(4)]
     started = time.monotonic()
     for name in names:
         cluster.write("a", name, "while redis is down\n")
@@ -210,7 +210,7 @@ def test_redis_dying_never_blocks_serving_and_the_events_follow_later(cluster: C
     assert cluster.hvfs("b", "exec", "wb", "cat", names[-1]).stdout == "while redis is down\n"
     a = wait_for("a's failures counted", lambda: (s := cluster.status("a"))["publish_failures"] >= 1 and s)
     assert a["publish_buffered"] >= len(names) and a["publish_dropped"] == 0, a
-    assert took < 10 * 3.0, took  # each a whole `hvfs exec`; never the publisher's retries
+    assert took < len(names) * 3.0, took  # each a whole `hvfs exec`; never the publisher's retries
     cluster.lab.start_redis()  # empty: the buffered events go to a new stream, with later ids
     wait_for("a's buffer sent", lambda: cluster.status("a")["publish_buffered"] == 0, timeout=15)
     for name in names:
