@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -120,6 +121,7 @@ def main() -> int:
         print(json.dumps({"served": served_rate(lab, args.files)}, indent=2))
     finally:
         lab.stop()
+        shutil.rmtree(lab.root, ignore_errors=True)
     return 0
 
 
