@@ -180,9 +180,17 @@ def staged() -> Iterator[Path]:
     import ptrace
     import pyroute2
     import pyseccomp
+    import redis
 
     shutil.copy(pyseccomp.__file__, stage / "pyseccomp.py")
-    for package in (pyroute2, ptrace):  # python-ptrace: the exec tracer, while scanning
+    # python-ptrace: the exec tracer, while scanning; redis: a manager in a cluster (hvfs.cluster),
+    # with async_timeout, which it imports on Python before 3.11.3 (Debian 12's 3.11.2)
+    packages = [pyroute2, ptrace, redis]
+    if sys.version_info < (3, 11, 3):
+        import async_timeout
+
+        packages.append(async_timeout)
+    for package in packages:
         shutil.copytree(
             Path(package.__file__).parent, stage / package.__name__, ignore=shutil.ignore_patterns("__pycache__")
         )

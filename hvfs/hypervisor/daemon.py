@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 from hvfs import _native as hot_path
-from hvfs import private_dirs
+from hvfs import cluster, private_dirs
 from hvfs.errors import HvfsError
 from hvfs.hypervisor import control, recreate, telling, views, vmstart
 from hvfs.hypervisor.change_ops import ChangeOps
@@ -72,6 +72,7 @@ class Daemon(ChangeOps):
         self.containers = Containers(self)
         self.forwarders: dict[str, Forwarder] = {}  # a run's published ports, by group
         self.networks = Networks()  # hvfs run --network NAME
+        self.cluster: cluster.Member | None = None  # HVFS_CLUSTER's (hvfs.cluster)
 
     # -- life -----------------------------------------------------------------------
 
@@ -112,9 +113,12 @@ class Daemon(ChangeOps):
         if rootless:
             private_dirs.trust_unmapped_owners()
         self.hypervisor = vmstart.Hypervisor(self.layout, idmap, native())
+        self.cluster = cluster.join(self.layout.cluster)  # before the VMs are taken back: they publish and hear
         write_json(self.layout.info, {"pid": os.getpid(), "version": code_id(), "started": time.time()})
         telling.start(lambda: list(self.groups.values()))
         self._resume()
+        if self.cluster is not None:
+            self.cluster.follow()
         server = control.ControlServer(self.layout.socket, self.handle, on_close=self.closed)
         self._ready("ready")
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -128,6 +132,8 @@ class Daemon(ChangeOps):
             if self.stop_vms:
                 for group in list(self.groups.values()):
                     self._remove(group, stop=True)
+            if self.cluster is not None:
+                self.cluster.close()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.layout.info)
             os.close(lock)
@@ -479,7 +485,8 @@ class Daemon(ChangeOps):
             for line in f:
                 if line.startswith("VmRSS:"):
                     rss = int(line.split()[1])
-        return {"pid": os.getpid(), "rss_kb": rss, "version": code_id()}
+        cluster = {"cluster": self.cluster.statistics()} if self.cluster is not None else {}
+        return {"pid": os.getpid(), "rss_kb": rss, "version": code_id(), **cluster}
 
 
 def _about(group: Group) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from hvfs import cluster
 from hvfs.hypervisor import control, execs, ordering, output_pump, restart, staging, telling, vmstart
 from hvfs.hypervisor.health import Health, ProbeWaiter
 from hvfs.hypervisor.layout import Layout, read_json, remove_tree, write_json
@@ -73,9 +74,15 @@ class Group:
         options = ServiceOptions.from_table(project.services, "/") if project.services else None
         self.services = ServiceSet(options) if options is not None and options.active else None
         self.trap_reads = bool(options and options.needs.trap_reads)
+        member = cluster.current()
+        shares = member.shares(project) if member is not None else []
+        if shares and self.services is None:
+            self.services = ServiceSet(ServiceOptions())  # a bus for the cluster's events alone
         self.manager = Manager()
         if self.services is not None:
             self.services.attach(self.manager)
+        if member is not None and self.services is not None:
+            member.attach(gid, self.services.bus, shares)
         self.pool = SourcePool()  # each source released as the last VM using it is gone
         self.limits = LimitMaker(gid, record=self.layout.cgroups(gid))
         self.bridge: Any = None
@@ -368,6 +375,7 @@ class Group:
             again.start()
         if self.project.kind == "run":
             if self.services is not None:
+                self._leave_cluster()
                 self.services.close()  # the last closes saved, the last events out, before the numbers
             message["stats"] = self.statistics(record.config.name, running)
             message["changes"], message["commit"] = running.context.changes.document(staging.SHOWN), settled
@@ -446,6 +454,7 @@ class Group:
         self.pool.close()
         if self.services is not None:
             self.manager.deliver_closes()
+            self._leave_cluster()
             self.services.close()
         self.manager.close()
         self.limits.cleanup()
@@ -454,6 +463,11 @@ class Group:
         if self.bridge is not None:
             self.bridge.close()
         shutil.rmtree(self.layout.group(self.gid), ignore_errors=True)
+
+    def _leave_cluster(self) -> None:
+        member = cluster.current()
+        if member is not None:
+            member.detach(self.gid)  # its last events out, on its bus's subscription
 
 
 def saved(layout: Layout, gid: str) -> dict[str, Any]:

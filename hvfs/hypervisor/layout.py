@@ -15,6 +15,9 @@ otherwise, or $HVFS_STATE_DIR).
         shim.sock       its shim, where a manager that comes after this one collects it
         exit            its exit status, written by the shim when pid 1 exits
         staging/        where its views are built
+    cluster/            in a cluster (hvfs.cluster)
+        cursors.json    the last event read of each shared volume's stream: a manager
+                        that comes back replays from there
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class Layout:
         self.spawn_lock = os.path.join(self.root, "spawn.lock")
         self.groups = os.path.join(self.root, "groups")
         self.vms = os.path.join(self.root, "vms")
+        self.cluster = os.path.join(self.root, "cluster")
 
     def group(self, gid: str) -> str:
         return os.path.join(self.groups, gid)

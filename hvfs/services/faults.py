@@ -39,11 +39,13 @@ from dataclasses import dataclass
 from hvfs import api
 from hvfs.api.events import errno_name, request_paths
 from hvfs.api.hooks import EventBus, Files
+from hvfs.cluster.identity import host_name
 from hvfs.services.base import service_event
 from hvfs.services.describe import FAULT, OPERATIONS, operations, parse_errno
 from hvfs.services.units import parse_duration
 
-_KEYS = ("op", "path", "vm", "errno", "p", "probability", "nth", "from", "to", "delay")
+_HOST = host_name()  # a rule's host= matches it: one manager, one host, for its life
+_KEYS = ("op", "path", "vm", "host", "errno", "p", "probability", "nth", "from", "to", "delay")
 
 
 class FaultSyntaxError(ValueError):
@@ -55,6 +57,7 @@ class FaultRule:
     op: str = "*"
     path: str = "*"
     vm: str = "*"
+    host: str = "*"  # a glob of the host names the rule holds on (hvfs.cluster.identity.host_name)
     errno: int | None = None  # None: the rule only adds latency
     probability: float = 1.0
     first: int = 1  # the first matching call it fires on, counting from 1
@@ -79,6 +82,8 @@ class FaultRule:
             return False
         if self.vm != "*" and not fnmatch.fnmatchcase(vm, self.vm):
             return False
+        if self.host != "*" and not fnmatch.fnmatchcase(_HOST, self.host):
+            return False
         return self.path == "*" or any(fnmatch.fnmatchcase(p, self.path) for p in request_paths(request))
 
     def in_range(self, call: int) -> bool:
@@ -89,6 +94,8 @@ class FaultRule:
         parts = [f"op={self.op}", f"path={self.path}"]
         if self.vm != "*":
             parts.append(f"vm={self.vm}")
+        if self.host != "*":
+            parts.append(f"host={self.host}")
         if self.errno is not None:
             parts.append(f"errno={errno_name(self.errno)}")
         if self.probability != 1.0:
@@ -143,6 +150,7 @@ def rule_from(fields: Mapping[str, object], *, source: str) -> FaultRule:
             op=_text(fields.get("op", "*"), "op"),
             path=_text(fields.get("path", "*"), "path"),
             vm=_text(fields.get("vm", "*"), "vm"),
+            host=_text(fields.get("host", "*"), "host"),
             errno=None if code is None else code if isinstance(code, int) else parse_errno(_text(code, "errno")),
             probability=_number(fields.get("p", fields.get("probability", 1.0)), "p"),
             first=nth if nth is not None else _integer(fields.get("from", 1), "from"),

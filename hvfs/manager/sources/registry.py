@@ -163,7 +163,7 @@ def markdown() -> str:
         for kind in kinds(role):
             lines += [f"### `{kind.name}`", "", kind.summary[0].upper() + kind.summary[1:] + ".", ""]
             lines += ["| option | type | default | description |", "| --- | --- | --- | --- |"]
-            for option in kind.options:
+            for option in kind.all_options:
                 if option.internal:
                     continue
                 default = "required" if option.required else "" if option.default is None else f"`{option.default}`"

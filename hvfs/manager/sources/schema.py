@@ -93,6 +93,24 @@ class Option:
     internal: bool = False  # set by the kind's ``prepare``, never by a user
 
 
+def _volume(value: str) -> str | None:
+    if not value or len(value) > 64 or not all(c.isalnum() or c in "._-" for c in value):
+        return f"shared volume {value!r} is not a name; use letters, digits, '.', '_' and '-' (64 at most)"
+    return None
+
+
+# Every mount kind has it: the source is one volume that managers on several hosts serve
+# (an NFS or JuiceFS mount, the same directory on one machine), named cluster-wide by
+# ID. A manager in a cluster (hvfs.cluster) publishes the events it serves on it, and
+# hears the other hosts'.
+SHARED = Option(
+    "shared",
+    TEXT,
+    "ID: the volume managers on several hosts serve; in a cluster, their events reach each other (docs/cluster.md)",
+    check=_volume,
+)
+
+
 # (normal options, a private cache directory of the user's, made when first asked) ->
 # the options with what was prepared; runs as the user, before any namespace is entered.
 Prepare = Callable[[Mapping[str, Any], Callable[[], str]], Mapping[str, Any]]
@@ -114,24 +132,29 @@ class SourceKind:
     prepare: Prepare | None = None
 
     @property
+    def all_options(self) -> tuple[Option, ...]:
+        """Its own options, and the options every mount kind has (``shared``)."""
+        return (*self.options, SHARED) if self.role == "mount" else self.options
+
+    @property
     def a_source(self) -> str:
         """How messages name a source of this kind: "a host source", "an image source"."""
         return f"{'an' if self.name[0] in 'aeiou' else 'a'} {self.name} source"
 
     def option_names(self) -> str:
-        return ", ".join(o.name for o in self.options if not o.internal) or "none"
+        return ", ".join(o.name for o in self.all_options if not o.internal) or "none"
 
     def normalize(self, given: Mapping[str, object], base: str | None, *, internal: bool = False) -> dict[str, Any]:
         """The normal form of ``given`` (as written by a user, relative paths from
         ``base``; or a description's, ``base`` None); ``internal`` options are accepted
         only from a description (``internal=True``).
         Raises OptionError naming the first option that is wrong."""
-        known = {o.name: o for o in self.options if internal or not o.internal}
+        known = {o.name: o for o in self.all_options if internal or not o.internal}
         for name in given:
             if name not in known:
                 raise OptionError(name, f"{self.a_source} has no {name}; its options: {self.option_names()}")
         normal: dict[str, Any] = {}
-        for option in self.options:
+        for option in self.all_options:
             value = given.get(option.name)
             if value is None:
                 if option.required:

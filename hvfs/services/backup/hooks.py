@@ -16,6 +16,7 @@ from hvfs import api
 from hvfs.api.events import Event
 from hvfs.api.hooks import EventBus, Files
 from hvfs.api.messages import RENAME_EXCHANGE
+from hvfs.cluster.identity import is_remote
 from hvfs.services.backup.service import BackupLimits, BackupService, BackupStatistics, Skipped
 from hvfs.services.base import service_event
 from hvfs.services.describe import BACKUP
@@ -64,8 +65,9 @@ class Backup:
                 self.backup.before_remove(vm, normal, fd, replaced=replaced, deadline=deadline)
 
     def _bookkeeping(self, event: Event) -> None:
-        """After the answer: removals and renames, as the backup index must know them."""
-        if event.result != "ok":
+        """After the answer: removals and renames, as the backup index must know them;
+        another host's (hvfs.cluster) are its manager's to record, in the shared store."""
+        if event.result != "ok" or is_remote(event.vm):
             return
         if event.operation == "unlink":
             self.backup.after_remove(event.vm, event.paths[0])

@@ -17,6 +17,7 @@ counted in ``statistics()``; such verdicts are not cached.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
 import stat
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 
 from hvfs.services.scan.cache import VerdictCache
 from hvfs.services.scan.engines import Detection, Engine, ScanError
+from hvfs.services.scan.shared import shared_verdicts
 from hvfs.services.snapshot import BytesSink, Fingerprint, UnstableContent, read_stable
 
 log = logging.getLogger("hvfs.services")
@@ -97,6 +99,14 @@ class Scanner:
         return verdict
 
     def _judge(self, vm: str, path: str, data: bytes) -> Verdict:
+        shared = shared_verdicts()  # in a cluster: another host may have found this content
+        digest = hashlib.sha256(data).hexdigest() if shared is not None else ""
+        if shared is not None:
+            detection = shared.get(digest)
+            if detection is not None:
+                log.warning("scan: %s of VM %s: %s found by %s", path, vm, detection.signature, detection.engine)
+                self._count("scanned", infected=True)
+                return Verdict(detection)
         failed = []
         for engine in self.engines:
             try:
@@ -109,6 +119,8 @@ class Scanner:
             if detection is not None:
                 log.warning("scan: %s of VM %s: %s found by %s", path, vm, detection.signature, engine.name)
                 self._count("scanned", infected=True)
+                if shared is not None:
+                    shared.put(digest, detection)
                 return Verdict(detection)
         self._count("scanned")
         if failed:
