@@ -31,7 +31,19 @@ WRITE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
 
 def cycle(vm: str, base: str, name: str) -> list[api.Request]:
     """One round of mutations that leaves the tree as it found it."""
-    caller = api.Caller(vm=vm, pid=os.getpid())
+    # As the VM's root, with the manager's own groups and capabilities: no switch is made.
+    mask = 0o022
+    os.umask(mask)
+    creds = api.Credentials(
+        uid=os.geteuid(),
+        gid=os.getegid(),
+        groups=tuple(os.getgroups()),
+        umask=mask,
+        capabilities=(1 << 41) - 1,
+        real_uid=os.getuid(),
+        real_gid=os.getgid(),
+    )
+    caller = api.Caller(vm=vm, pid=os.getpid(), creds=creds)
 
     def path(p: str) -> api.VmPath:
         return api.VmPath(base, p) if not p.startswith("/") else api.VmPath("/", p)
