@@ -113,7 +113,7 @@ class SeccompDriver:
         transport: Transport,
         arch: Arch,
         *,
-        workers: int = 4,
+        workers: int = 1,  # the watchdog adds one whenever all are blocked (_watch)
         inflight: InflightTable | None = None,
     ) -> None:
         self._listener = listener
