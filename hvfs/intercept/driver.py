@@ -113,7 +113,7 @@ class SeccompDriver:
         transport: Transport,
         arch: Arch,
         *,
-        workers: int = 1,  # the watchdog adds one whenever all are blocked (_watch)
+        workers: int = 4,
         inflight: InflightTable | None = None,
     ) -> None:
         self._listener = listener
