@@ -154,6 +154,9 @@ def _open_kernel_path(vm: VmContext, request: api.Open, flags: int, mode: int, w
     if not request.resolve & NO_MAGIC:
         served = reopening.reopen_linked(vm, request.path, flags, mode, writing)
         if served is not None:
+            if writing and not flags & TMPFILE_BIT:
+                # A file of the VM opened already: it existed unless a change noted it first.
+                trail.served(existed=True)
             return served
     translated = None if request.resolve else through_proc(vm.vm_root, request.path)
     if translated is not None:  # /proc/PID/{root,cwd}/…: the VM path it names
@@ -191,6 +194,8 @@ def _open_writable(vm: VmContext, request: api.Open, flags: int, mode: int) -> a
             return _hand_out(vm, request, fd, flags)
         if kind in (stat.S_IFDIR, stat.S_IFLNK):
             # EISDIR or ELOOP from the kernel, or an O_TMPFILE in the directory.
+            if not flags & TMPFILE_BIT:
+                trail.served(existed=True)
             return _hand_out(vm, request, _open(vm.rw_root, request, flags, mode), flags)
         return _continued(vm, request, flags)  # devices, FIFOs, sockets: nothing in the tree changes
 
