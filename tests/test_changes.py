@@ -263,3 +263,13 @@ def test_diff_of_a_project_vm(hvfs: Hvfs, tmp_path: Path) -> None:
         ]
     finally:
         hvfs.run(*project, "down")
+
+
+def test_a_write_through_another_processs_fd_is_a_change(vm: Vm, volume: Path) -> None:
+    """/proc/PID/fd/N of a file another process of the VM opened for reading: the open
+    that writes through it is served (reopened) and is a change of that file."""
+    script = "sleep 5 < /data/g & p=$!; sleep 0.3; echo y > /proc/$p/fd/0; kill $p"
+    result = _run(vm, ["--diff"], script, volume)
+    assert result.returncode == 0, result.stderr
+    assert (volume / "g").read_text() == "y\n"
+    assert _diff_lines(result.stderr) == ["C /data/g"]

@@ -4,6 +4,7 @@ follow its group."""
 from __future__ import annotations
 
 import os
+import select
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -14,9 +15,13 @@ def pump(
 ) -> None:
     """Read ``output`` to its end (then close it); ``drained`` is set once all is told."""
     pending = b""
+    # Waits with no buffer: a read allocates its whole size while it blocks (per VM).
+    waiting = select.poll()
+    waiting.register(output, select.POLLIN)
     with open(log_file, "ab") as logfile:
         while True:
             try:
+                waiting.poll()
                 chunk = os.read(output, 65536)
             except OSError:
                 break

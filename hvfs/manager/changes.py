@@ -30,6 +30,7 @@ from hvfs import api
 from hvfs._sys.abi import TMPFILE_BIT
 from hvfs.api.messages import RENAME_EXCHANGE
 from hvfs.manager.resolve import fd_closing, open_object, parent, proc_path
+from hvfs.manager.trail import Name
 
 LIMIT = 100_000  # paths per VM: some 20 MB at worst; a VM making millions of files is truncated
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC
@@ -140,9 +141,26 @@ def write(changes: ChangeSet, fd: int, *, as_json: bool) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Pending:
-    """What a mutation's target was before the handler acted: (path, existed, is_dir)."""
+    """What a mutation's targets were before the handler acted: (path, existed, is_dir).
+    ``served``: an open's target is the very file its answer holds, whatever its path."""
 
     targets: tuple[tuple[str, bool, bool], ...]
+    served: bool = False
+
+
+def noted(request: api.Request, names: list[Name]) -> Pending | None:
+    """The targets the handler noted as it resolved them (``hvfs.manager.trail``): what
+    ``before`` finds by resolving them again, which only a replayed request still needs."""
+    if not names:
+        return None
+    first = names[0]
+    if isinstance(request, api.Open):
+        if first.served:
+            return Pending((("", first.existed, False),), served=True)
+        return Pending(((first.path, True, False) if first.path is not None else ("", False, False),))
+    if first.path is None:
+        return None
+    return Pending(tuple((n.path, n.existed, n.is_dir) if n.path is not None else ("", False, False) for n in names))
 
 
 def _vm_path(directory: int, last: str) -> str:
@@ -177,9 +195,9 @@ def _object(root: int, target: api.Target, follow: bool) -> tuple[str, bool, boo
 
 
 def before(root: int, request: api.Request) -> Pending | None:
-    """The targets of a mutation, resolved before the handler acts; None if the request
-    changes nothing or cannot be resolved (the handler then fails the same way).
-    Never raises: it must not change the answer."""
+    """The targets of a mutation, resolved again; None if the request changes nothing or
+    cannot be resolved. For a request a dead manager may have served already (no handler
+    runs, so nothing is noted). Never raises: it must not change the answer."""
     try:
         found: list[tuple[str, bool, bool] | None]
         match request:
@@ -219,7 +237,7 @@ def after(changes: ChangeSet, pending: Pending, request: api.Request, response: 
             except OSError:
                 return
             if where.startswith("/"):
-                changes.note(where, first[1] and first[0] == where, True)
+                changes.note(where, first[1] and (pending.served or first[0] == where), True)
         case api.Unlink() | api.Rmdir():
             changes.note(first[0], first[1], False)
         case api.Rename():

@@ -17,7 +17,7 @@ from hvfs._sys.abi import AT_EACCESS
 from hvfs.api.events import comm_of
 from hvfs.api.hooks import EventBus
 from hvfs.api.messages import operation
-from hvfs.manager import changes, creds, replay
+from hvfs.manager import changes, creds, replay, trail
 from hvfs.manager.closes import CloseWatcher
 from hvfs.manager.handlers import HANDLERS
 from hvfs.manager.resolve import fd_closing, open_object, proc_path
@@ -74,6 +74,7 @@ class Manager:
         bus = vm.bus
         began = time.monotonic() if bus is not None else 0.0
         answered_by = None
+        noted: trail.Trail | None = None
         identity = request.caller.creds
         if isinstance(request, api.Access) and identity is not None and not request.flags & AT_EACCESS:
             identity = creds.for_access(identity)
@@ -83,9 +84,19 @@ class Manager:
                 done = replay.already_done(vm, request) if request.caller.replayed_since else None
                 if isinstance(request, api.Open) and request.caller.replayed_since:
                     request = replay.open_again(vm, request)
+                watched = type(request) in changes.WATCHED
                 with creds.acting_as(identity):
-                    pending = changes.before(vm.rw_root, request) if type(request) in changes.WATCHED else None
-                    response = done if done is not None else HANDLERS[type(request)](vm, request)
+                    if done is None:
+                        # The handler notes what it resolves, for the change set and the event.
+                        noted = trail.begin(watched)
+                        try:
+                            response = HANDLERS[type(request)](vm, request)
+                        finally:
+                            trail.end()
+                        pending = changes.noted(request, noted.names) if noted is not None else None
+                    else:
+                        pending = changes.before(vm.rw_root, request) if watched else None
+                        response = done
                 if pending is not None:
                     changes.after(vm.changes, pending, request, response)
                 if bus is not None:
@@ -111,7 +122,7 @@ class Manager:
                 duration_us=int((time.monotonic() - began) * 1_000_000),
                 comm=comm_of(request.caller.pid, again=isinstance(request, api.Exec | api.Executed)),
                 answered_by=answered_by,
-                paths=served_paths(vm, request, response),
+                paths=served_paths(vm, request, response, noted),
             )
         return response
 

@@ -21,6 +21,7 @@ import os
 from hvfs import api
 from hvfs.api.events import request_paths
 from hvfs.manager.resolve import absolute, fd_closing, open_object, parent
+from hvfs.manager.trail import Trail
 from hvfs.manager.vm import VmContext
 
 _DELETED = " (deleted)"  # what readlink adds for a file removed since it was opened
@@ -75,15 +76,18 @@ def _identity(st: os.stat_result) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def _resolved(vm: VmContext, path: api.VmPath) -> str:
+def _resolved(vm: VmContext, path: api.VmPath, head: str | None = None) -> str:
+    """``head``: the name of the parent directory the handler resolved and acted in, read
+    back when it did (hvfs.manager.trail), if the VM's roots name their files."""
     last = path.name.rstrip("/").rpartition("/")[2]
     if last in ("", ".", ".."):
         return tidy(str(path))
-    try:
-        with parent(vm.rw_root, path) as (directory, _):
-            head = _vm_name(vm, directory)
-    except OSError:
-        head = None
+    if head is None or head.endswith(_DELETED):
+        try:
+            with parent(vm.rw_root, path) as (directory, _):
+                head = _vm_name(vm, directory)
+        except OSError:
+            head = None
     if head is None:
         return tidy(str(path))
     return f"{head.rstrip('/')}/{last}"
@@ -102,8 +106,11 @@ def _objects(request: api.Request) -> tuple[api.VmPath | None, ...]:
     return (first if isinstance(first, api.VmPath) else None,)
 
 
-def served_paths(vm: VmContext, request: api.Request, response: api.Response) -> tuple[str, ...]:
-    """``request_paths(request)``, each as the kernel resolved it for the VM (see above)."""
+def served_paths(
+    vm: VmContext, request: api.Request, response: api.Response, noted: Trail | None = None
+) -> tuple[str, ...]:
+    """``request_paths(request)``, each as the kernel resolved it for the VM (see above);
+    with what the handler ``noted``, the directories it resolved are not resolved again."""
     named = request_paths(request)
     if isinstance(request, api.Open) and isinstance(response, api.Fd):
         own = _vm_name(vm, response.fd)
@@ -114,7 +121,8 @@ def served_paths(vm: VmContext, request: api.Request, response: api.Response) ->
     for i, path in enumerate(named):
         known = objects[i] if i < len(objects) else None
         if known is not None:
-            paths.append(_resolved(vm, known))
+            head = noted.head_of(known) if noted is not None and _roots_named_from_themselves(vm) else None
+            paths.append(_resolved(vm, known, head))
         else:
             paths.append(path if isinstance(request, api.Symlink) else tidy(path))
     return tuple(paths)

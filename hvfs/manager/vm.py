@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import posixpath
+import re
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,6 +20,9 @@ log = logging.getLogger("hvfs.manager")
 # Mount points whose file systems the VM's own kernel instance serves (its procfs and
 # devpts): the writable view has only empty read-only placeholders there.
 KERNEL_MOUNTS = ("/proc", "/dev/pts")
+# normpath only drops components: a path whose text holds none of the mounts' last
+# components cannot normalize into one (asked on every request; normpath is slow).
+_MENTIONS_A_KERNEL_MOUNT = re.compile("|".join(re.escape(m.rpartition("/")[2]) for m in KERNEL_MOUNTS))
 WARNINGS_KEPT = 256  # distinct warnings per VM; past that, refusals are only counted
 
 
@@ -59,7 +63,10 @@ class VmContext:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def is_kernel_path(self, path: api.VmPath | str) -> bool:
-        normal = posixpath.normpath(str(path))
+        text = str(path)
+        if _MENTIONS_A_KERNEL_MOUNT.search(text) is None:
+            return False
+        normal = posixpath.normpath(text)
         return any(normal == m or normal.startswith(m + "/") for m in KERNEL_MOUNTS)
 
     def count(self, operation: str, outcome: str) -> None:

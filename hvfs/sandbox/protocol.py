@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import errno
 import os
+import select
 import socket
 import struct
 from collections.abc import Iterable, Sequence
@@ -163,6 +164,12 @@ def send(sock: socket.socket, message: Message, fds: Sequence[int] = ()) -> None
 
 def receive(sock: socket.socket) -> tuple[Message, list[int]]:
     """The next message and the fds that came with it (the caller owns them)."""
+    if sock.gettimeout() is None:
+        # Waits with no buffer: receiving allocates MAX_MESSAGE for the call, held as long
+        # as it blocks (a reader per VM, for the VM's life).
+        waiting = select.poll()
+        waiting.register(sock, select.POLLIN)
+        waiting.poll()
     data, fds, _flags, _address = socket.recv_fds(sock, MAX_MESSAGE, MAX_FDS, socket.MSG_CMSG_CLOEXEC)
     if not data:
         for fd in fds:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from hvfs import api
 from hvfs._sys.abi import AT_EMPTY_PATH
 from hvfs._sys.files import fchownat, utimensat
-from hvfs.manager import kernel_paths
+from hvfs.manager import kernel_paths, trail
 from hvfs.manager.resolve import Closing, fd_closing, open_object, parent, proc_path
 from hvfs.manager.vm import VmContext
 from hvfs.manager.world import is_device, own_object, refuse_device
@@ -44,10 +44,15 @@ def _on_target(
     follow: bool,
     operation: str,
     act: Callable[[int, os.stat_result], None],
+    *,
+    noted: bool = True,
 ) -> api.Response:
     """``act(fd, st)`` on what the target names: an O_PATH fd or an open file, which it
-    must treat alike (through /proc/self/fd/N or AT_EMPTY_PATH)."""
+    must treat alike (through /proc/self/fd/N or AT_EMPTY_PATH). ``noted``: the target is
+    the request's own (not a file reached through the VM's procfs), for the change set."""
     if isinstance(target, api.OpenFile):
+        if noted:
+            trail.open_file(target)
         with own_object(vm, target, operation) as (fd, st):
             act(fd, st)
         return api.Value(0)
@@ -56,6 +61,7 @@ def _on_target(
     with _object(vm, target, follow) as (fd, st):
         if is_device(st):
             refuse_device(vm, operation, str(target))
+        trail.resolved(target, fd)
         act(fd, st)
     return api.Value(0)
 
@@ -70,7 +76,7 @@ def _on_kernel_path(
         kernel_paths.check(vm, path, follow=follow, code=errno.EPERM)
         return api.Continue()
     with fd_closing(file.fd):
-        return _on_target(vm, file, follow, operation, act)
+        return _on_target(vm, file, follow, operation, act, noted=False)
 
 
 def handle_chmod(vm: VmContext, request: api.Chmod) -> api.Response:
@@ -107,6 +113,7 @@ def handle_truncate(vm: VmContext, request: api.Truncate) -> api.Response:
         with fd_closing(file.fd), own_object(vm, file, "truncate") as (fd, st):
             return _truncate(fd, st, request.length)
     with _object(vm, request.path, True) as (fd, st):
+        trail.resolved(request.path, fd)
         return _truncate(fd, st, request.length)
 
 
@@ -144,6 +151,7 @@ def _xattr_on_path(
     with _object(vm, target, follow) as (fd, st):
         if is_device(st):
             refuse_device(vm, operation, str(target))
+        trail.resolved(target, fd)
         if not stat.S_ISLNK(st.st_mode):
             act(proc_path(fd), True)
             return api.Value(0)

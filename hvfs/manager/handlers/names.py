@@ -14,7 +14,7 @@ from contextlib import nullcontext
 
 from hvfs import api
 from hvfs._sys.files import renameat2
-from hvfs.manager import kernel_paths
+from hvfs.manager import kernel_paths, trail
 from hvfs.manager.resolve import Closing, fd_closing, open_object, parent, proc_path
 from hvfs.manager.vm import VmContext
 from hvfs.manager.world import find_own
@@ -40,6 +40,7 @@ def handle_mkdir(vm: VmContext, request: api.Mkdir) -> api.Response:
     if _for_kernel(vm, request.path):
         return api.Continue()
     with parent(vm.rw_root, request.path) as (directory, last):
+        trail.name(request.path, directory, last)
         _refuse_root(last, errno.EEXIST)
         os.mkdir(last, request.mode, dir_fd=directory)
     return api.Value(0)
@@ -57,6 +58,7 @@ def handle_mknod(vm: VmContext, request: api.Mknod) -> api.Response:
     if _for_kernel(vm, request.path):
         return api.Continue()
     with parent(vm.rw_root, request.path) as (directory, last):
+        trail.name(request.path, directory, last)
         _refuse_root(last, errno.EEXIST)
         whiteout = kind == stat.S_IFCHR and request.device == 0  # overlayfs's; no CAP_MKNOD needed
         if kind in (stat.S_IFCHR, stat.S_IFBLK) and not whiteout:
@@ -74,6 +76,7 @@ def handle_unlink(vm: VmContext, request: api.Unlink) -> api.Response:
     if _for_kernel(vm, request.path):
         return api.Continue()
     with parent(vm.rw_root, request.path) as (directory, last):
+        trail.name(request.path, directory, last)
         _refuse_root(last, errno.EISDIR)
         os.unlink(last, dir_fd=directory)
     return api.Value(0)
@@ -84,6 +87,7 @@ def handle_rmdir(vm: VmContext, request: api.Rmdir) -> api.Response:
     if _for_kernel(vm, request.path):
         return api.Continue()
     with parent(vm.rw_root, request.path) as (directory, last):
+        trail.name(request.path, directory, last)
         _refuse_root(last, errno.EBUSY)
         os.rmdir(last, dir_fd=directory)
     return api.Value(0)
@@ -95,6 +99,8 @@ def handle_rename(vm: VmContext, request: api.Rename) -> api.Response:
     if _for_kernel(vm, request.old, request.new):
         return api.Continue()
     with parent(vm.rw_root, request.old) as (old_dir, old_last), parent(vm.rw_root, request.new) as (new_dir, new_last):
+        trail.name(request.old, old_dir, old_last)
+        trail.name(request.new, new_dir, new_last)
         _refuse_root(old_last, errno.EBUSY)
         _refuse_root(new_last, errno.EBUSY)
         renameat2(old_dir, old_last, new_dir, new_last, request.flags)
@@ -106,6 +112,7 @@ def handle_link(vm: VmContext, request: api.Link) -> api.Response:
     if _for_kernel(vm, request.new, *([request.old] if isinstance(request.old, api.VmPath) else [])):
         return api.Continue()
     with parent(vm.rw_root, request.new) as (new_dir, new_last):
+        trail.name(request.new, new_dir, new_last)
         _refuse_root(new_last, errno.EEXIST)
         if isinstance(request.old, api.OpenFile):
             found = find_own(vm, request.old)
@@ -128,6 +135,7 @@ def handle_symlink(vm: VmContext, request: api.Symlink) -> api.Response:
     if _for_kernel(vm, request.path):
         return api.Continue()
     with parent(vm.rw_root, request.path) as (directory, last):
+        trail.name(request.path, directory, last)
         _refuse_root(last, errno.EEXIST)
         os.symlink(request.target, last, dir_fd=directory)
     return api.Value(0)

@@ -18,7 +18,7 @@ from hvfs._sys.abi import (
     TMPFILE_BIT,
 )
 from hvfs._sys.files import openat2
-from hvfs.manager import kernel_paths
+from hvfs.manager import kernel_paths, trail
 from hvfs.manager.handlers import reopening
 from hvfs.manager.procfs import through_proc
 from hvfs.manager.resolve import ForeignBase, base_directory, fd_closing, open_at, open_object, proc_path
@@ -96,6 +96,8 @@ def handle_open(vm: VmContext, request: api.Open) -> api.Response:
         return _continued(vm, request, flags)  # ADDFD cannot carry O_PATH files
     writing = bool(flags & WRITE_FLAGS)
     if request.via is not None:
+        if writing and not flags & TMPFILE_BIT:
+            trail.open_file(request.via)
         return reopening.reopen_own(vm, request.via, flags, mode, writing)
     if vm.is_kernel_path(request.path):
         return _open_kernel_path(vm, request, flags, mode, writing)
@@ -152,6 +154,9 @@ def _open_kernel_path(vm: VmContext, request: api.Open, flags: int, mode: int, w
     if not request.resolve & NO_MAGIC:
         served = reopening.reopen_linked(vm, request.path, flags, mode, writing)
         if served is not None:
+            if writing and not flags & TMPFILE_BIT:
+                # A file of the VM opened already: it existed unless a change noted it first.
+                trail.served(existed=True)
             return served
     translated = None if request.resolve else through_proc(vm.vm_root, request.path)
     if translated is not None:  # /proc/PID/{root,cwd}/…: the VM path it names
@@ -184,10 +189,13 @@ def _open_writable(vm: VmContext, request: api.Open, flags: int, mode: int) -> a
         if kind == stat.S_IFREG:
             if flags & os.O_CREAT and flags & os.O_EXCL:
                 raise OSError(errno.EEXIST, "exists")
+            trail.served(existed=True)
             fd = os.open(proc_path(probe), flags & ~(os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW) | os.O_CLOEXEC)
             return _hand_out(vm, request, fd, flags)
         if kind in (stat.S_IFDIR, stat.S_IFLNK):
             # EISDIR or ELOOP from the kernel, or an O_TMPFILE in the directory.
+            if not flags & TMPFILE_BIT:
+                trail.served(existed=True)
             return _hand_out(vm, request, _open(vm.rw_root, request, flags, mode), flags)
         return _continued(vm, request, flags)  # devices, FIFOs, sockets: nothing in the tree changes
 
@@ -198,6 +206,7 @@ def _create(vm: VmContext, request: api.Open, flags: int, mode: int) -> api.Resp
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         return _continued(vm, request, flags)
+    trail.served(existed=False)
     if not flags & os.O_NONBLOCK:
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
     return _hand_out(vm, request, fd, flags)

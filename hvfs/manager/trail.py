@@ -1,0 +1,130 @@
+"""What a mutation's handler resolved, kept for what names it afterwards: one resolution
+per mutation.
+
+The change set (``hvfs diff``) must know each target's VM path and whether it existed
+before the handler acted; an audit event names the paths as the kernel resolved them.
+Both are facts of the very resolution the handler makes (the parent directory fd it acts
+in, the object fd it acts on), so the handler notes them there, once, before it acts:
+the directory's name read back through procfs (never the VM's memory again) and a stat
+of the last component. Resolving again for the change set cost a tenth of a served
+mutation (docs/performance.md, "One resolution per mutation"), and could name another
+file than the one acted on where a VM raced its own symlinks.
+
+The trail of the request a thread serves is thread-local: the dispatch
+(``Manager.handle_request``) begins one for each request the change set watches, the
+handlers add to it, the dispatch reads it when the handler returns. A handler called
+outside a trail notes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+
+from hvfs import api
+from hvfs.manager.resolve import proc_path
+
+_here = threading.local()
+
+
+class Name:
+    """One target the handler resolved, for the request's own ``key`` (its VmPath or
+    OpenFile object, compared by identity): the VM path of its directory (``head``; None
+    where procfs gave no VM path), its last component (empty: ``head`` names the object
+    itself), whether it existed before the handler acted and whether it was a directory.
+    ``served``: the target is the very file an open's answer holds, named by the answer."""
+
+    __slots__ = ("existed", "head", "is_dir", "key", "last", "served")
+
+    def __init__(
+        self, key: object, head: str | None, last: str, existed: bool, is_dir: bool = False, served: bool = False
+    ) -> None:
+        self.key = key
+        self.head = head
+        self.last = last
+        self.existed = existed
+        self.is_dir = is_dir
+        self.served = served
+
+    @property
+    def path(self) -> str | None:
+        """Its VM path, as the change set keeps it; None where it has none."""
+        if self.head is None:
+            return None
+        return f"{self.head.rstrip('/')}/{self.last}" if self.last else self.head
+
+
+class Trail:
+    __slots__ = ("names",)
+
+    def __init__(self) -> None:
+        self.names: list[Name] = []
+
+    def head_of(self, key: object) -> str | None:
+        """The resolved directory of the request's ``key`` (that very object), if noted."""
+        for name in self.names:
+            if name.key is key and name.last:
+                return name.head
+        return None
+
+
+def begin(watched: bool) -> Trail | None:
+    """The trail of the request this thread serves now (None: nothing is noted)."""
+    trail = Trail() if watched else None
+    _here.trail = trail
+    return trail
+
+
+def end() -> None:
+    _here.trail = None
+
+
+def _current() -> Trail | None:
+    return getattr(_here, "trail", None)
+
+
+def _vm_path(fd: int) -> str | None:
+    # Safe because: the fd is one the manager resolved in the VM's writable view, a
+    # detached tree whose paths read as the VM's own; the VM's memory is not read again.
+    try:
+        where = os.readlink(proc_path(fd))
+    except OSError:
+        return None
+    return where if where.startswith("/") else None
+
+
+def name(key: api.VmPath, directory: int, last: str) -> None:
+    """The handler acts on the name ``last`` in ``directory``, resolved for ``key``: note
+    its VM path and what is there now. Call before acting."""
+    trail = _current()
+    if trail is None:
+        return
+    last = last.rstrip("/")
+    try:
+        st = os.stat(last or ".", dir_fd=directory, follow_symlinks=False)
+    except OSError:
+        trail.names.append(Name(key, _vm_path(directory), last, False))
+        return
+    trail.names.append(Name(key, _vm_path(directory), last, True, stat.S_ISDIR(st.st_mode)))
+
+
+def resolved(key: api.VmPath, fd: int) -> None:
+    """The handler acts on the object ``fd`` holds, resolved for ``key``: note its VM path."""
+    trail = _current()
+    if trail is not None:
+        trail.names.append(Name(key, _vm_path(fd), "", True))
+
+
+def open_file(file: api.OpenFile) -> None:
+    """The handler acts on the caller's open file, named by the path the driver read."""
+    trail = _current()
+    if trail is not None:
+        trail.names.append(Name(file, file.path if file.path.startswith("/") else None, "", True))
+
+
+def served(existed: bool) -> None:
+    """An open hands out the file it found (``existed``) or the one it created."""
+    trail = _current()
+    if trail is not None:
+        trail.names.append(Name(None, None, "", existed, served=True))
