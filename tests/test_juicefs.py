@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import pytest
 
 from hvfs.manager.sources.base import SourceError
 from hvfs.manager.sources.juicefs import juicefs_binary
-from tests.conftest import Hvfs, require, state_dir
+from tests.conftest import Hvfs, chown_to, require, state_dir
 
 
 def _client() -> str | None:
@@ -114,11 +115,17 @@ def _mount(meta: str, *options: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def volume(redis: Redis, hosts: tuple[Hvfs, Hvfs], tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The --mount of one volume on ``redis``, formatted by hvfs on its first mount."""
-    objects = tmp_path_factory.mktemp("objects")
-    hosts[0].ok("run", "--mount", _mount(redis.url(), "name=shared", "format=true", f"bucket={objects}"), "--", "true")
-    return _mount(redis.url(), "name=shared")
+def volume(redis: Redis, hosts: tuple[Hvfs, Hvfs]) -> Iterator[str]:
+    """The --mount of one volume on ``redis``, formatted by hvfs on its first mount. Its
+    objects are in memory: a line appended and synced is an object, and on disk the
+    2 x 2,000 of them cost seconds of fsync."""
+    objects = tempfile.mkdtemp(prefix="hvfs-juicefs-objects-", dir="/dev/shm")
+    try:
+        mount = _mount(redis.url(), "name=shared", "format=true", f"bucket={objects}")
+        hosts[0].ok("run", "--mount", mount, "--", "true")
+        yield _mount(redis.url(), "name=shared")
+    finally:
+        shutil.rmtree(objects, ignore_errors=True)
 
 
 def _clients(meta: str) -> list[int]:
@@ -358,3 +365,25 @@ def test_redis_dies_while_a_vm_runs(hvfs: Hvfs, tmp_path: Path) -> None:
         again = hvfs.ok("run", "--mount", _mount(meta, "name=dies"), "--", "cat", "/data/before")
         assert again == "written before\n"
         print("with Redis gone:", results)
+
+
+def test_rootless(rootless: Hvfs, shared_tmp: Path) -> None:
+    """An unprivileged user's manager mounts FUSE in its own user namespace when it may
+    open /dev/fuse (Debian's is 0666); where it may not, one line says so."""
+    assert rootless.user is not None
+    home = shared_tmp / "volume"
+    home.mkdir()
+    chown_to(home, rootless.user)  # the user's own volume: metadata and objects
+    client = home / "juicefs"  # the user may not see the repository
+    shutil.copy(juicefs_binary(), client)
+    os.chmod(client, 0o755)
+    runner = rootless.with_env(HVFS_JUICEFS=str(client), HVFS_STATE_DIR=state_dir(rootless.user, "juicefs"))
+    mount = _mount(f"sqlite3://{home}/meta.db", "name=own", "format=true", f"bucket={home}/objects")
+    result = runner.run("run", "--mount", mount, "--", "sh", "-c", "echo rootless > /data/mine; cat /data/mine")
+    if os.stat("/dev/fuse").st_mode & 0o006 == 0o006:
+        assert result.returncode == 0 and result.stdout == "rootless\n", result
+    else:
+        assert result.returncode == 125, result
+        assert result.stderr.strip() == (
+            "hvfs: the manager may not open /dev/fuse; JuiceFS needs FUSE: run as root, or chmod 666 it"
+        )

