@@ -387,3 +387,25 @@ def test_rootless(rootless: Hvfs, shared_tmp: Path) -> None:
         assert result.stderr.strip() == (
             "hvfs: the manager may not open /dev/fuse; JuiceFS needs FUSE: run as root, or chmod 666 it"
         )
+
+
+def test_client_dies_with_its_manager(hvfs: Hvfs, volume: str, redis: Redis) -> None:
+    """A manager killed outright takes its juicefs client with it (its death signal)."""
+    runner = hvfs.with_env(HVFS_STATE_DIR=state_dir(None, "juicefs-killed"))
+    vm = subprocess.Popen(
+        [*runner.command, "run", "--mount", volume, "--", "sleep", "5"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (clients := _clients(redis.url())) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(clients) >= 1, "no juicefs client started"
+        managers = {int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) for pid in clients}
+        manager = next(pid for pid in managers if b"manager" in Path(f"/proc/{pid}/cmdline").read_bytes())
+        os.kill(manager, signal.SIGKILL)
+        assert _gone(redis.url(), 30), _clients(redis.url())
+    finally:
+        vm.kill()
+        vm.wait()
