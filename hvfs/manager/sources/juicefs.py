@@ -351,6 +351,13 @@ def _volume_name(status: str) -> str | None:
 # -- options --
 
 
+def _meta_url(value: str, base: str | None) -> str:
+    problem = _meta(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
 def _meta(value: str) -> str | None:
     parts = urlsplit(value)
     if parts.scheme not in METAS:
@@ -407,6 +414,7 @@ def _subdir(value: str) -> str | None:
     return None if value.startswith("/") and "\0" not in value else f"subdir {value!r}: a path in the volume, from /"
 
 
+META = OptionType("metadata URL", (str,), _meta_url)
 BUCKET = OptionType("directory or URL", (str,), _bucket)
 FLAG = OptionType("boolean", (bool, str), _flag)
 SECONDS = OptionType("seconds", (str, int), _seconds)
@@ -436,7 +444,7 @@ KIND = SourceKind(
     "a JuiceFS volume (metadata in Redis or SQLite, data in an object store), mounted through FUSE by the manager; "
     "managers on several hosts share it (docs/juicefs.md)",
     (
-        Option("meta", TEXT, "metadata URL: redis://HOST:PORT/DB or sqlite3:///PATH.db", required=True, check=_meta),
+        Option("meta", META, "the volume's metadata: redis://HOST:PORT/DB or sqlite3:///PATH.db", required=True),
         Option("storage", TEXT, "object store type, for format: file, s3, minio…", default="file"),
         Option("bucket", BUCKET, "object store for format: a directory (storage=file) or a URL"),
         Option("name", TEXT, "the volume's name (format gives it; mount checks it)", default="hvfs", check=_volume),
