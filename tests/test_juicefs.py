@@ -403,23 +403,40 @@ def test_client_dies_with_its_manager(hvfs: Hvfs, volume: str, redis: Redis) -> 
     vm = subprocess.Popen([*runner.command, "run", "--mount", volume, "--", "sleep", "10"], stderr=subprocess.DEVNULL)
     try:
 
-        def ours() -> list[int]:  # the clients whose parent is this test's manager
-            mine = []
+        def manager_of(pid: int) -> int | None:  # the hvfs manager above ``pid``
+            while pid > 1:
+                pid = _parent(pid)
+                with contextlib.suppress(OSError):
+                    if b"manager\0serve" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                        return pid
+            return None
+
+        def ours() -> dict[int, int]:  # this test's manager's clients, and the manager
+            mine = {}
             for pid in _clients(redis.url()):
                 with contextlib.suppress(OSError):
-                    if f"HVFS_STATE_DIR={state}".encode() in Path(f"/proc/{_parent(pid)}/environ").read_bytes():
-                        mine.append(pid)
+                    manager = manager_of(pid)
+                    if manager and f"HVFS_STATE_DIR={state}".encode() in Path(f"/proc/{manager}/environ").read_bytes():
+                        mine[pid] = manager
             return mine
 
         deadline = time.monotonic() + 30
-        while not (clients := ours()) and vm.poll() is None and time.monotonic() < deadline:
+        while len(clients := ours()) < 2 and vm.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert clients, ("no juicefs client started", vm.poll())
-        os.kill(_parent(clients[0]), signal.SIGKILL)
+        assert len(clients) == 2, ("the client is a supervisor and its server", clients, vm.poll())
+        command = Path(f"/proc/{next(iter(clients))}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        work = Path(command.split(" --cache-dir ", 1)[1].split()[0]).parent
+        os.kill(next(iter(clients.values())), signal.SIGKILL)
         deadline = time.monotonic() + 30
         while any(os.path.exists(f"/proc/{pid}") for pid in clients) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not any(os.path.exists(f"/proc/{pid}") for pid in clients), "the client outlived its manager"
+        # its private directory is left; the next client started removes it once it is
+        # old enough not to be one being made
+        assert (work / "lock").exists()
+        os.utime(work / "lock", (time.time() - 120, time.time() - 120))
+        hvfs.ok("run", "--mount", volume, "--", "true")
+        assert not work.exists()
     finally:
         vm.kill()
         vm.wait()

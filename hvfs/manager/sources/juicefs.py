@@ -15,12 +15,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import queue
 import re
 import shutil
+import signal
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -29,6 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from hvfs._sys import mount as m
+from hvfs.manager import fuseclient
 from hvfs.manager.sources.base import Scratch, Source, SourceError
 from hvfs.manager.sources.schema import TEXT, Option, OptionType, SourceKind
 
@@ -39,6 +39,7 @@ CONNECT_TIMEOUT = 3.0
 COMMAND_TIMEOUT = 30.0
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
+WORK_PREFIX = "hvfs-juicefs-"
 # A VM's request on the volume while its metadata engine is gone fails with EIO after
 # this many tries (go-redis's own retries, and JuiceFS's retries of a transaction), not
 # hang: docs/juicefs.md says how long that takes.
@@ -82,43 +83,6 @@ def _last_error(text: str) -> str:
     return re.sub(r"\s*\[[\w.]+@[\w.]+:\d+\]\s*$", "", line).strip()
 
 
-class _Spawner:
-    """Starts clients from one thread that lives as long as the manager. A client must
-    not outlive a manager killed outright (it would hold the mount, and a session of the
-    volume, for ever): it gets a death signal (``setpriv --pdeathsig``), which the
-    kernel sends when the *thread* that forked it ends, so no short-lived thread may."""
-
-    def __init__(self) -> None:
-        self._requests: queue.Queue[tuple[list[str], int, queue.Queue[object]]] = queue.Queue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def start(self, command: list[str], log: int) -> subprocess.Popen[bytes]:
-        """``command`` started with ``log`` as its output. Raises OSError."""
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._serve, name="juicefs-spawner", daemon=True)
-                self._thread.start()
-        answer: queue.Queue[object] = queue.Queue(maxsize=1)
-        self._requests.put((command, log, answer))
-        started = answer.get()
-        if isinstance(started, OSError):
-            raise started
-        assert isinstance(started, subprocess.Popen)
-        return started
-
-    def _serve(self) -> None:
-        while True:
-            command, log, answer = self._requests.get()
-            try:
-                answer.put(subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log))
-            except OSError as e:
-                answer.put(e)
-
-
-_SPAWNER = _Spawner()
-
-
 class JuiceFSSource(Source):
     kind = "juicefs"
 
@@ -145,6 +109,7 @@ class JuiceFSSource(Source):
         self._lock = threading.Lock()
         self._client: subprocess.Popen[bytes] | None = None
         self._work: str | None = None
+        self._work_lock = -1
         self._mountpoint: str | None = None
 
     # -- the client's lifetime --
@@ -165,14 +130,12 @@ class JuiceFSSource(Source):
         binary = juicefs_binary()
         self._reach()
         self._ensure_formatted(binary)
-        self._work = tempfile.mkdtemp(prefix="hvfs-juicefs-")
+        self._work, self._work_lock = fuseclient.work_directory(WORK_PREFIX)
         try:
             self._mountpoint = os.path.join(self._work, "mnt")
             os.mkdir(self._mountpoint)
-            setpriv = shutil.which("setpriv")
-            command = [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
             with open(os.path.join(self._work, "log"), "wb") as log:
-                self._client = _SPAWNER.start([*command, *self._mount_command(binary)], log.fileno())
+                self._client = fuseclient.start([*fuseclient.leash(), *self._mount_command(binary)], log.fileno())
             self._wait_ready(self._mountpoint)
         except BaseException:
             self._stop()
@@ -243,7 +206,10 @@ class JuiceFSSource(Source):
             with contextlib.suppress(OSError):
                 m.umount(mountpoint)
         if client is not None:
-            client.terminate()
+            # the client itself, below its leash (SIGTERM: it closes its session)
+            for pid in fuseclient.children(client.pid) or [client.pid]:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGTERM)
             try:
                 client.wait(STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
@@ -251,6 +217,9 @@ class JuiceFSSource(Source):
                 client.wait()
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
+        if self._work_lock >= 0:
+            os.close(self._work_lock)
+            self._work_lock = -1
 
     # -- the metadata engine --
 
