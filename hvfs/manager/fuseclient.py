@@ -1,33 +1,20 @@
-"""FUSE servers the manager starts and owns (a JuiceFS client): started so that they
-die with the manager even when it is killed outright, each with a private directory
-that a later manager removes when its owner died without doing so."""
+"""FUSE servers the manager starts and owns (a JuiceFS client), which die with the
+manager even when it is killed outright, each with a private directory that a later
+manager removes when its owner died without doing so."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import queue
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
 import threading
 import time
-
-
-def leash() -> list[str]:
-    """What a client's command runs under so that it does not outlive a manager killed
-    outright (it would hold the mount, and a session of the volume, for ever). The client
-    is two processes (a supervisor and the one serving FUSE), and a SIGTERM'd supervisor
-    whose mount is busy stays: so it runs as the first process of a pid namespace of its
-    own (``unshare --pid``), whose end takes every process in it, under an ``unshare``
-    that SIGKILLs it when that ``unshare`` is killed, which happens when the manager dies
-    (``setpriv --pdeathsig``). Without the two tools the client is not leashed."""
-    setpriv, unshare = shutil.which("setpriv"), shutil.which("unshare")
-    if not (setpriv and unshare):
-        return []
-    return [setpriv, "--pdeathsig", "KILL", "--", unshare, "--pid", "--kill-child=KILL", "--"]
-
 
 STALE_AFTER = 60.0  # seconds: a work directory is made and locked in far less
 
@@ -65,19 +52,10 @@ def _sweep(prefix: str) -> None:
             os.close(lock)
 
 
-def children(pid: int) -> list[int]:
-    """The processes ``pid`` started (none when the kernel does not say)."""
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(child) for child in f.read().split()]
-    except (OSError, ValueError):
-        return []
-
-
 class _Spawner:
     """Starts clients from one thread that lives as long as the manager: the kernel
-    sends a death signal (``leash``) when the *thread* that forked the process ends, so
-    no short-lived thread may start one."""
+    sends a client its death signal (``setpriv --pdeathsig``) when the *thread* that
+    forked it ends, so no short-lived thread may start one."""
 
     def __init__(self) -> None:
         self._requests: queue.Queue[tuple[list[str], int, queue.Queue[object]]] = queue.Queue()
@@ -88,7 +66,7 @@ class _Spawner:
         """``command`` started with ``log`` as its output. Raises OSError."""
         with self._lock:
             if self._thread is None:
-                self._thread = threading.Thread(target=self._serve, name="juicefs-spawner", daemon=True)
+                self._thread = threading.Thread(target=self._serve, name="fuse-client-spawner", daemon=True)
                 self._thread.start()
         answer: queue.Queue[object] = queue.Queue(maxsize=1)
         self._requests.put((command, log, answer))
@@ -102,14 +80,62 @@ class _Spawner:
         while True:
             command, log, answer = self._requests.get()
             try:
-                answer.put(subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log))
+                process = subprocess.Popen(
+                    command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+                )
+                answer.put(process)
             except OSError as e:
                 answer.put(e)
 
 
 _SPAWNER = _Spawner()
 
+# Kills the client's process group when its standard input ends: when the manager, the
+# only holder of the pipe's other end, is gone.
+_WATCH = 'while read -r _; do :; done; kill -KILL -- "-$1"'
 
-def start(command: list[str], log: int) -> subprocess.Popen[bytes]:
-    """``command`` started from the spawner thread, ``log`` its output. Raises OSError."""
-    return _SPAWNER.start(command, log)
+
+class Client:
+    """A FUSE server the manager owns, which must not outlive a manager killed outright
+    (it would hold the mount, and a session of the volume, for ever). A JuiceFS client
+    is two processes, a supervisor and the server it starts, and a supervisor told to
+    stop while its mount is busy stays (measured), so the death signal the supervisor
+    gets (``setpriv --pdeathsig KILL``) is not enough: the client is a process group of
+    its own, and a watcher (``sh``) kills that group when the manager is gone, which it
+    learns from the end of a pipe that only the manager holds. A pid namespace would do
+    it too, but JuiceFS then refuses ``flock`` (EBADF, measured)."""
+
+    def __init__(self, command: list[str], log: int) -> None:
+        """Starts ``command``, ``log`` its output. Raises OSError."""
+        setpriv = shutil.which("setpriv")
+        leash = [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
+        self.process = _SPAWNER.start([*leash, *command], log)
+        read, self._leash = os.pipe()  # not inherited by the children to come (PEP 446)
+        try:
+            self._watcher: subprocess.Popen[bytes] | None = subprocess.Popen(
+                ["sh", "-c", _WATCH, "sh", str(self.process.pid)],
+                stdin=read,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        except OSError:
+            self._watcher = None  # no sh: the supervisor's death signal is all there is
+        finally:
+            os.close(read)
+
+    def stop(self, timeout: float) -> None:
+        """SIGTERM to the client's processes (JuiceFS then closes its session), SIGKILL
+        after ``timeout`` seconds; then the watcher."""
+        group = self.process.pid
+        with contextlib.suppress(OSError):
+            os.killpg(group, signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(OSError):
+                os.killpg(group, signal.SIGKILL)
+            self.process.wait()
+        if self._watcher is not None:
+            self._watcher.kill()
+            self._watcher.wait()
+        os.close(self._leash)

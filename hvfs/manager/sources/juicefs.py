@@ -17,7 +17,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -107,7 +106,7 @@ class JuiceFSSource(Source):
         self.shared = shared or name
         self.cache = cache
         self._lock = threading.Lock()
-        self._client: subprocess.Popen[bytes] | None = None
+        self._client: fuseclient.Client | None = None
         self._work: str | None = None
         self._work_lock = -1
         self._mountpoint: str | None = None
@@ -135,7 +134,7 @@ class JuiceFSSource(Source):
             self._mountpoint = os.path.join(self._work, "mnt")
             os.mkdir(self._mountpoint)
             with open(os.path.join(self._work, "log"), "wb") as log:
-                self._client = fuseclient.start([*fuseclient.leash(), *self._mount_command(binary)], log.fileno())
+                self._client = fuseclient.Client(self._mount_command(binary), log.fileno())
             self._wait_ready(self._mountpoint)
         except BaseException:
             self._stop()
@@ -176,7 +175,7 @@ class JuiceFSSource(Source):
         below = os.stat(self._work).st_dev
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
-            if self._client.poll() is not None:
+            if self._client.process.poll() is not None:
                 raise SourceError(f"juicefs could not mount {self._redacted()}: {self._log_reason()}")
             with contextlib.suppress(OSError):
                 if os.stat(mountpoint).st_dev != below:
@@ -206,15 +205,7 @@ class JuiceFSSource(Source):
             with contextlib.suppress(OSError):
                 m.umount(mountpoint)
         if client is not None:
-            # the client itself, below its leash (SIGTERM: it closes its session)
-            for pid in fuseclient.children(client.pid) or [client.pid]:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGTERM)
-            try:
-                client.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                client.kill()
-                client.wait()
+            client.stop(STOP_TIMEOUT)
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
         if self._work_lock >= 0:
