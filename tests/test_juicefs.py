@@ -165,8 +165,7 @@ for i in range(count):
 
 def test_two_hosts_append_under_flock(hosts: tuple[Hvfs, Hvfs], volume: str) -> None:
     a, b = hosts
-    # made before the writers start: an O_CREAT of one name by two hosts at once once
-    # left one of them a descriptor JuiceFS refused flock on (EBADF)
+    # made before the writers start, so that they only append
     a.ok("run", "--mount", volume, "--", "sh", "-c", "rm -f /data/log && : > /data/log")
     started = time.monotonic()
     writers = [
