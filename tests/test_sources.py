@@ -30,7 +30,7 @@ ROOT = MountSpec("/", spec.HOST_IMAGE)
 
 def _given(kind: SourceKind, where: Path) -> dict[str, str]:
     """Values for the options ``kind`` requires, that exist on this machine."""
-    values = {"path": str(where), "image": "host"}
+    values = {"path": str(where), "image": "host", "metadata URL": f"sqlite3://{where}/meta.db"}
     return {o.name: values[o.type.name] for o in kind.options if o.required}
 
 

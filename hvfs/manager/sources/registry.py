@@ -36,6 +36,7 @@ _WHERE: dict[str, tuple[str, str]] = {
     "devices": ("devices", "DEVICES_KIND"),
     "placeholder": ("devices", "PLACEHOLDER_KIND"),
     "synth": ("synth", "KIND"),
+    "juicefs": ("juicefs", "KIND"),
 }
 
 

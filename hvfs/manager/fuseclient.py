@@ -1,0 +1,141 @@
+"""FUSE servers the manager starts and owns (a JuiceFS client), which die with the
+manager even when it is killed outright, each with a private directory that a later
+manager removes when its owner died without doing so."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import queue
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+import threading
+import time
+
+STALE_AFTER = 60.0  # seconds: a work directory is made and locked in far less
+
+
+def work_directory(prefix: str) -> tuple[str, int]:
+    """A private directory for one client (mount point, cache, log), and the fd of the
+    lock the manager holds on it while the source lives. The directories of managers
+    that died without releasing theirs (killed outright) are removed first."""
+    _sweep(prefix)
+    work = tempfile.mkdtemp(prefix=prefix)
+    lock = os.open(os.path.join(work, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    return work, lock
+
+
+def _sweep(prefix: str) -> None:
+    base = tempfile.gettempdir()
+    for name in os.listdir(base):
+        path = os.path.join(base, name)
+        try:
+            info = os.lstat(path)
+            if not (name.startswith(prefix) and stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid()):
+                continue
+            lock = os.open(os.path.join(path, "lock"), os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            continue  # not ours, or being made
+        try:
+            if time.time() - os.fstat(lock).st_mtime < STALE_AFTER:
+                continue
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free: its manager is gone
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            pass  # its manager holds it
+        finally:
+            os.close(lock)
+
+
+class _Spawner:
+    """Starts clients from one thread that lives as long as the manager: the kernel
+    sends a client its death signal (``setpriv --pdeathsig``) when the *thread* that
+    forked it ends, so no short-lived thread may start one."""
+
+    def __init__(self) -> None:
+        self._requests: queue.Queue[tuple[list[str], int, queue.Queue[object]]] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def start(self, command: list[str], log: int) -> subprocess.Popen[bytes]:
+        """``command`` started with ``log`` as its output. Raises OSError."""
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="fuse-client-spawner", daemon=True)
+                self._thread.start()
+        answer: queue.Queue[object] = queue.Queue(maxsize=1)
+        self._requests.put((command, log, answer))
+        started = answer.get()
+        if isinstance(started, OSError):
+            raise started
+        assert isinstance(started, subprocess.Popen)
+        return started
+
+    def _serve(self) -> None:
+        while True:
+            command, log, answer = self._requests.get()
+            try:
+                process = subprocess.Popen(
+                    command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+                )
+                answer.put(process)
+            except OSError as e:
+                answer.put(e)
+
+
+_SPAWNER = _Spawner()
+
+# Kills the client's process group when its standard input ends: when the manager, the
+# only holder of the pipe's other end, is gone.
+_WATCH = 'while read -r _; do :; done; kill -KILL -- "-$1"'
+
+
+class Client:
+    """A FUSE server the manager owns, which must not outlive a manager killed outright
+    (it would hold the mount, and a session of the volume, for ever). A JuiceFS client
+    is two processes, a supervisor and the server it starts, and a supervisor told to
+    stop while its mount is busy stays (measured), so the death signal the supervisor
+    gets (``setpriv --pdeathsig KILL``) is not enough: the client is a process group of
+    its own, and a watcher (``sh``) kills that group when the manager is gone, which it
+    learns from the end of a pipe that only the manager holds. A pid namespace would do
+    it too, but JuiceFS then refuses ``flock`` (EBADF, measured)."""
+
+    def __init__(self, command: list[str], log: int) -> None:
+        """Starts ``command``, ``log`` its output. Raises OSError."""
+        setpriv = shutil.which("setpriv")
+        leash = [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
+        self.process = _SPAWNER.start([*leash, *command], log)
+        read, self._leash = os.pipe()  # not inherited by the children to come (PEP 446)
+        try:
+            self._watcher: subprocess.Popen[bytes] | None = subprocess.Popen(
+                ["sh", "-c", _WATCH, "sh", str(self.process.pid)],
+                stdin=read,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        except OSError:
+            self._watcher = None  # no sh: the supervisor's death signal is all there is
+        finally:
+            os.close(read)
+
+    def stop(self, timeout: float) -> None:
+        """SIGTERM to the client's processes (JuiceFS then closes its session), SIGKILL
+        after ``timeout`` seconds; then the watcher."""
+        group = self.process.pid
+        with contextlib.suppress(OSError):
+            os.killpg(group, signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(OSError):
+                os.killpg(group, signal.SIGKILL)
+            self.process.wait()
+        if self._watcher is not None:
+            self._watcher.kill()
+            self._watcher.wait()
+        os.close(self._leash)
