@@ -267,6 +267,26 @@ def test_sqlite_metadata_without_a_server(hvfs: Hvfs, tmp_path: Path) -> None:
     assert _gone(meta)
 
 
+def test_the_clients_own_files_are_no_vms_business(hvfs: Hvfs, tmp_path: Path) -> None:
+    """The client's log of every VM's operations, its configuration and its control file
+    are at the volume's root, hidden from listings but open by name: a VM gets empty
+    read-only stand-ins, and the client keeps working."""
+    meta = f"sqlite3://{tmp_path}/meta.db"
+    mount = _mount(meta, "name=covered", "format=true", f"bucket={tmp_path}/objects")
+    script = (
+        "echo hello > /data/f; cat /data/f;"
+        " for n in .accesslog .config .stats; do printf '%s=%s ' $n $(wc -c < /data/$n); done; echo;"
+        " echo x > /data/.control && echo control-written; ls -A /data/.trash | wc -l"
+    )
+    result = hvfs.run("run", "--mount", mount, "--", "sh", "-c", script)
+    lines = result.stdout.split("\n")
+    assert lines[0] == "hello", result
+    assert lines[1].split() == [".accesslog=0", ".config=0", ".stats=0"], result
+    assert "control-written" not in result.stdout and "Read-only file system" in result.stderr, result
+    assert lines[2] == "0", result
+    assert _gone(meta)
+
+
 def _refused(runner: Hvfs, mount: str, meta: str) -> str:
     before = {p for p in os.listdir("/tmp") if p.startswith("hvfs-juicefs-")}
     result = runner.run("run", "--mount", mount, "--", "true", timeout=60)

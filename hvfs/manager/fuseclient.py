@@ -139,3 +139,32 @@ class Client:
             self._watcher.kill()
             self._watcher.wait()
         os.close(self._leash)
+
+
+def cover(mountpoint: str, names: tuple[str, ...], work: str) -> list[str]:
+    """Puts an empty, read-only file (or directory) over each of ``names`` found at the
+    root of ``mountpoint``: a client's own files there (a JuiceFS client's log of every
+    operation of every VM, its configuration, its control file) are no VM's business,
+    and a view's copy of the mount carries the covers with it. Returns what it covered."""
+    from hvfs._sys import mount as m
+
+    covered = []
+    for name in names:
+        path = os.path.join(mountpoint, name)
+        try:
+            is_directory = stat.S_ISDIR(os.lstat(path).st_mode)
+        except FileNotFoundError:
+            continue
+        empty = os.path.join(work, "empty-directory" if is_directory else "empty-file")
+        if not os.path.lexists(empty):
+            if is_directory:
+                os.mkdir(empty, 0o555)
+            else:
+                os.close(os.open(empty, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444))
+        target = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            m.attach(m.clone_tree(empty, recursive=False, readonly=True), target)
+        finally:
+            os.close(target)
+        covered.append(name)
+    return covered

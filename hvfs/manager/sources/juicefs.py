@@ -38,6 +38,8 @@ CONNECT_TIMEOUT = 3.0
 COMMAND_TIMEOUT = 30.0
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
+# the client's own files at the volume's root (JuiceFS 1.x names both spellings)
+INTERNAL = tuple(f"{prefix}{name}" for prefix in (".", ".jfs.") for name in ("control", "stats", "config", "accesslog", "trash"))
 WORK_PREFIX = "hvfs-juicefs-"
 # A VM's request on the volume while its metadata engine is gone fails with EIO after
 # this many tries (go-redis's own retries, and JuiceFS's retries of a transaction), not
@@ -136,6 +138,7 @@ class JuiceFSSource(Source):
             with open(os.path.join(self._work, "log"), "wb") as log:
                 self._client = fuseclient.Client(self._mount_command(binary), log.fileno())
             self._wait_ready(self._mountpoint)
+            fuseclient.cover(self._mountpoint, INTERNAL, self._work)
         except BaseException:
             self._stop()
             raise
@@ -149,8 +152,8 @@ class JuiceFSSource(Source):
             "--no-color",
             "--backup-meta",
             "0",
-            # the client's own files (.config, .stats, .accesslog) out of listings: not the
-            # VMs' business (still open by name: docs/juicefs.md)
+            # the client's own files (.config, .stats, .accesslog) out of listings; they are
+            # covered too, for a VM that opens them by name (fuseclient.cover)
             "--hide-internal",
             # retries of a metadata transaction (and of an object) whose engine is gone: a
             # VM's request fails with EIO in seconds, not after minutes (docs/juicefs.md)
@@ -416,7 +419,6 @@ KIND = SourceKind(
             "how long the kernel trusts metadata; 0: every open sees the other hosts' writes (docs/juicefs.md)",
             default="0",
         ),
-        Option("shared", TEXT, "the volume's ID across hosts (default: its name), for events between managers"),
     ),
     _make,
     prepare=_prepare,
