@@ -39,7 +39,9 @@ COMMAND_TIMEOUT = 30.0
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 # the client's own files at the volume's root (JuiceFS 1.x names both spellings)
-INTERNAL = tuple(f"{prefix}{name}" for prefix in (".", ".jfs.") for name in ("control", "stats", "config", "accesslog", "trash"))
+INTERNAL = tuple(
+    f"{prefix}{name}" for prefix in (".", ".jfs.") for name in ("control", "stats", "config", "accesslog", "trash")
+)
 WORK_PREFIX = "hvfs-juicefs-"
 # A VM's request on the volume while its metadata engine is gone fails with EIO after
 # this many tries (go-redis's own retries, and JuiceFS's retries of a transaction), not
