@@ -12,7 +12,9 @@ which sibling threads (and CLONE_FS children) share. So:
   pidfd names a ``struct pid``, never a number: once its thread has exited, ``poll``
   says so (POLLIN) and the entry is dropped, however the number has been reused. While
   its thread lives, it holds the number, so the thread that notified with that number is
-  that thread (proved, as every read is, by the request's ID_VALID check after its reads).
+  that thread (proved by the request's ID_VALID check after its reads; and, before an
+  entry is kept, by one right after the read: until then the number might be held by
+  another thread, one that may be changing its own credentials).
   Without ``PIDFD_THREAD`` nothing is kept: every request reads /proc, as before.
 * Every trapped call that may change credentials bumps ``CredWatch.generation`` before
   it is let continue; an entry read under an older generation is never used. The change
@@ -174,9 +176,11 @@ class KnownCredentials:
         self._entries: dict[int, tuple[int, int, Credentials]] = {}  # tid: (pidfd, generation, credentials)
         self.threads = True  # whether PIDFD_THREAD works here (6.9+)
 
-    def get(self, tid: int, read: Callable[[], Credentials]) -> Credentials:
-        """The credentials of ``tid``: kept ones if they may still be used, else ``read()``
-        (kept for next time when they may be)."""
+    def get(self, tid: int, read: Callable[[], Credentials], confirm: Callable[[], None]) -> Credentials:
+        """The credentials of ``tid``: kept ones if they may still be used, else ``read()``,
+        kept for next time when they may be and ``confirm()`` (the request's ID_VALID
+        check, which raises if it fails) proves the read was of the notifying thread: a
+        thread that took a dead one's number may be changing its credentials meanwhile."""
         entry = self._entries.get(tid)
         if entry is not None:
             pidfd, generation, credentials = entry
@@ -195,6 +199,11 @@ class KnownCredentials:
             return read()
         try:
             credentials = read()
+        except BaseException:
+            os.close(pidfd)
+            raise
+        try:
+            confirm()
         except BaseException:
             os.close(pidfd)
             raise

@@ -57,6 +57,10 @@ Some facts about seccomp user notification, which the code below relies on:
 * Each worker keeps, from request to request, fds naming the threads it served (their
   /proc status files and pidfds): they name a thread, never a reused number, and the
   ID_VALID check after all reads covers them as it covers every read (``kept.py``).
+* It keeps their credentials too, under a pidfd of the thread, until the thread may have
+  changed them: every call that can (set*id, setgroups, capset, umask, prctl, execve) is
+  trapped, and the driver forgets what it kept before letting it continue
+  (``credcache.py``: umask, shared by threads; an exec that takes over its leader's pid).
 """
 
 from __future__ import annotations

@@ -199,7 +199,7 @@ class Tracee:
 
     def credentials(self) -> Credentials:
         try:
-            return self._inspector.creds.get(self.pid, self._read_credentials)
+            return self._inspector.creds.get(self.pid, self._read_credentials, self.check_valid)
         except (FileNotFoundError, ProcessLookupError) as e:
             raise TargetGone() from e
 

@@ -11,6 +11,7 @@ import pytest
 from hvfs.api import Credentials
 from hvfs.intercept import credcache
 from hvfs.intercept.credcache import CredWatch, KnownCredentials
+from hvfs.intercept.decoders.tracee import TargetGone
 from tests.conftest import require
 
 ROOT = Credentials(uid=0, gid=0, groups=(), umask=0o022, capabilities=-1 & 0x1FFFFFFFFFF, real_uid=0, real_gid=0)
@@ -27,6 +28,10 @@ class Reader:
         return self.answer
 
 
+def valid() -> None:
+    """The request's ID_VALID check, passed (these threads are not trapped)."""
+
+
 @pytest.fixture
 def thread() -> subprocess.Popen[bytes]:
     process = subprocess.Popen(["sleep", "60"])
@@ -38,7 +43,7 @@ def thread() -> subprocess.Popen[bytes]:
 def kept(watch: CredWatch, tid: int) -> KnownCredentials:
     known = KnownCredentials(watch)
     reader = Reader(ROOT)
-    assert known.get(tid, reader) == ROOT and known.get(tid, reader) == ROOT
+    assert known.get(tid, reader, valid) == ROOT and known.get(tid, reader, valid) == ROOT
     require(known.threads, "pidfd_open(PIDFD_THREAD) needs Linux 6.9")
     assert reader.reads == 1 and len(known) == 1
     return known
@@ -47,7 +52,7 @@ def kept(watch: CredWatch, tid: int) -> KnownCredentials:
 def test_kept_while_the_thread_lives_and_nothing_changed(thread: subprocess.Popen[bytes]) -> None:
     known = kept(CredWatch(), thread.pid)
     again = Reader(NOBODY)
-    assert known.get(thread.pid, again) == ROOT and again.reads == 0
+    assert known.get(thread.pid, again, valid) == ROOT and again.reads == 0
     known.close()
 
 
@@ -63,7 +68,7 @@ def test_read_again_once_the_thread_has_exited(
     thread.kill()
     thread.wait()  # reaped: the number is free for another thread
     again = Reader(NOBODY)
-    assert known.get(thread.pid, again) == NOBODY and again.reads == 1
+    assert known.get(thread.pid, again, valid) == NOBODY and again.reads == 1
     known.close()
 
 
@@ -73,8 +78,8 @@ def test_read_again_after_a_change(thread: subprocess.Popen[bytes], change: str)
     known = kept(watch, thread.pid)
     getattr(watch, change)()
     again = Reader(NOBODY)
-    assert known.get(thread.pid, again) == NOBODY and again.reads == 1
-    assert known.get(thread.pid, again) == NOBODY
+    assert known.get(thread.pid, again, valid) == NOBODY and again.reads == 1
+    assert known.get(thread.pid, again, valid) == NOBODY
     # kept again only once nothing is changing and the driver still trusts its filter
     assert again.reads == (1 if change == "changed" else 2)
     known.close()
@@ -88,6 +93,18 @@ def test_a_read_during_a_change_is_not_kept(thread: subprocess.Popen[bytes]) -> 
         watch.changed()  # noted while this read was under way: it may be of before
         return ROOT
 
-    assert known.get(thread.pid, racing) == ROOT
+    assert known.get(thread.pid, racing, valid) == ROOT
+    assert len(known) == 0
+    known.close()
+
+
+def test_a_read_not_confirmed_is_not_kept(thread: subprocess.Popen[bytes]) -> None:
+    known = KnownCredentials(CredWatch())
+
+    def gone() -> None:
+        raise TargetGone()
+
+    with pytest.raises(TargetGone):
+        known.get(thread.pid, Reader(ROOT), gone)
     assert len(known) == 0
     known.close()
