@@ -30,8 +30,8 @@ def test_a_thread_that_drops_its_credentials_never_keeps_root_ones(attacker: Att
     assert target.read_bytes() == b"", outcome.report  # host-side: nothing opened it after a drop
     assert outcome.count("escapes") == 0, outcome.report
     # The race ran: threads opened as root, dropped, and were refused; the siblings kept
-    # being served as root all along (hundreds of drops in 4 s on a loaded 2-CPU machine
-    # in strict mode, thousands otherwise; each a new thread).
+    # being served as root all along (each a new thread: about 500 in the 2 s of the default
+    # budget on this loaded 2-CPU machine).
     assert outcome.count("dropped") > 100 and outcome.count("drop_failed") == 0, outcome.report
     assert outcome.count("root_ok") >= outcome.count("dropped"), outcome.report
     assert outcome.count("refused") == outcome.count("dropped"), outcome.report
