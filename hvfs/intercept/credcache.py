@@ -106,7 +106,7 @@ def before_change(
             text = tracee.status()
             tracee.check_valid()
             leader = _status_value(text, b"\nTgid:") == _status_value(text, b"\nPid:")
-        except (ValueError, IndexError):
+        except (ValueError, OSError):  # unsure: as a thread that is not the leader
             leader = False
         if leader:
             watch.changed()
@@ -135,7 +135,11 @@ def _umask(watch: CredWatch, wanted: int, tracee: Tracee, proceed: Callable[[], 
                 text = tracee.status()
             except TargetGone:
                 return  # gone: its umask changes no more
-            if _status_value(text, b"\nUmask:", 8) == wanted:
+            try:
+                settled = _status_value(text, b"\nUmask:", 8) == wanted
+            except ValueError:  # no Umask line (before 4.7): it cannot be seen
+                settled = False
+            if settled:
                 return
             if time.monotonic() > deadline:  # stopped, or another thread set another umask
                 watch.distrust()

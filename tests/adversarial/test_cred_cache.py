@@ -14,7 +14,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from tests.adversarial.conftest import Attacker
+from tests.conftest import Hvfs
 
 
 def test_a_thread_that_drops_its_credentials_never_keeps_root_ones(attacker: Attacker, shared_tmp: Path) -> None:
@@ -40,3 +43,40 @@ def test_a_thread_that_drops_its_credentials_never_keeps_root_ones(attacker: Att
     # where the driver names threads, so this guards the keying rather than the pidfd
     # check (tests/unit/test_credcache.py shows a dead thread's entry unused).
     assert outcome.count("reuse_refused") == outcome.count("reused"), outcome.report
+
+
+UMASK_PROGRAM = """
+import os, threading
+go, done, started = threading.Event(), threading.Event(), threading.Event()
+def sibling():
+    open("/vol/sibling", "w").close()  # its credentials kept, with umask 022
+    started.set()
+    for k in range(200):
+        go.wait(); go.clear()
+        open(f"/vol/f{k}", "w").close()  # a sibling's create, after the umask call returned
+        done.set()
+t = threading.Thread(target=sibling); t.start()
+open("/vol/before", "w").close()  # kept: this thread's credentials, umask 022
+started.wait()
+for k in range(200):
+    os.umask(0o077 if k % 2 else 0o027)
+    go.set(); done.wait(); done.clear()
+t.join()
+"""
+
+
+@pytest.mark.parametrize("runner", ["hvfs", "hvfs_python"])
+def test_a_umask_changed_by_one_thread_holds_for_its_siblings(
+    request: pytest.FixtureRequest, runner: str, shared_tmp: Path
+) -> None:
+    """The umask is shared by a process's threads: after one thread's umask returns, the
+    files its sibling creates get it, never the one kept with the sibling's credentials."""
+    hvfs: Hvfs = request.getfixturevalue(runner)
+    volume = shared_tmp / "vol"
+    volume.mkdir()
+    result = hvfs.run("run", "-v", f"{volume}:/vol", "--", "python3", "-c", UMASK_PROGRAM, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (volume / "before").stat().st_mode & 0o777 == 0o644
+    assert (volume / "sibling").stat().st_mode & 0o777 == 0o644
+    for k in range(200):
+        assert (volume / f"f{k}").stat().st_mode & 0o777 == (0o600 if k % 2 else 0o640), k
