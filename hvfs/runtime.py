@@ -138,7 +138,9 @@ def start_vm(
     )
     manager.add_vm(context)
     transport = transport_maker(transport_kind)(manager.handle_request)
-    driver = backend(driver_kind).driver(booted.listener, spec.name, transport, arch, outlives=outlives)
+    driver = backend(driver_kind).driver(
+        booted.listener, spec.name, transport, arch, outlives=outlives, strict=spec.strict
+    )
     driver.start()
     tracer = trace_execs(spec.name, vm.init_pid, transport) if spec.scanned else None
     settings = dict(spec.start)

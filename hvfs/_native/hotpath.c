@@ -294,12 +294,27 @@ hp_credential_lines(PyObject *self, PyObject *args)
     return result;
 }
 
+/* thread_alive(pidfd) -> bool: whether the thread of a PIDFD_THREAD pidfd has not exited
+ * (a pidfd turns readable when its thread exits, or once no task has its struct pid).
+ * Needs no permission over the thread; one poll, too short to release the GIL for. */
+static PyObject *
+hp_thread_alive(PyObject *self, PyObject *args)
+{
+    int pidfd;
+    if (!PyArg_ParseTuple(args, "i", &pidfd))
+        return NULL;
+    struct pollfd fds[1] = {{.fd = pidfd, .events = POLLIN}};
+    int rc = poll(fds, 1, 0);
+    return PyBool_FromLong(rc == 0);
+}
+
 static PyMethodDef methods[] = {
     {"receive", hp_receive, METH_VARARGS, "receive(listener, stop_fd) -> (id, pid, nr, args, raw) | None"},
     {"respond", hp_respond, METH_VARARGS, "respond(listener, id, value, error, flags)"},
     {"install", hp_install, METH_VARARGS, "install(listener, id, fd, newfd_flags) -> errno or 0"},
     {"id_valid", hp_id_valid, METH_VARARGS, "id_valid(listener, id) -> bool"},
     {"credential_lines", hp_credential_lines, METH_VARARGS, "credential_lines(fd) -> (uid, gid, groups, umask, capeff)"},
+    {"thread_alive", hp_thread_alive, METH_VARARGS, "thread_alive(pidfd) -> bool"},
     {"read_path", hp_read_path, METH_VARARGS, "read_path(pid, address) -> bytes | errno"},
     {NULL, NULL, 0, NULL},
 };

@@ -21,7 +21,7 @@ from typing import Any
 
 from hvfs._sys import mount as m
 from hvfs._sys import notify, process
-from hvfs._sys.abi import CLONE_NEWNS, CLONE_NEWUSER
+from hvfs._sys.abi import CLONE_NEWNS, CLONE_NEWUSER, PR_SET_NO_NEW_PRIVS
 
 PROBE_TIMEOUT = 10.0
 
@@ -141,7 +141,7 @@ def seccomp_notify() -> dict[str, Any]:
     """A filter with a listener; a child's getppid() trapped, answered with ADDFD+SEND
     (a pipe installed in the child, its number returned); the sync wake-up flag set."""
     bpf = _getppid_filter()
-    _step("prctl(PR_SET_NO_NEW_PRIVS)", lambda: process.prctl(process.PR_SET_NO_NEW_PRIVS, 1))
+    _step("prctl(PR_SET_NO_NEW_PRIVS)", lambda: process.prctl(PR_SET_NO_NEW_PRIVS, 1))
     listener = _step(
         "seccomp(NEW_LISTENER)", lambda: process.load_seccomp_filter(bpf, process.SECCOMP_FILTER_FLAG_NEW_LISTENER)
     )

@@ -238,7 +238,7 @@ def resume(
     manager.add_vm(context)
     transport = transport_maker(str(record.get("transport", "inprocess")))(manager.handle_request)
     kept = {role.removeprefix("driver:"): fds.pop(role) for role in list(fds) if role.startswith("driver:")}
-    driver = backend().resume(kept, vm.name, transport, hypervisor.arch, init_pid)
+    driver = backend().resume(kept, vm.name, transport, hypervisor.arch, init_pid, strict=bool(record["strict"]))
     tracer = trace_execs(vm.name, init_pid, transport) if record["scanned"] else None
     fds.pop("netns", None)
     output = fds.pop("output", None)

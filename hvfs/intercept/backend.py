@@ -56,11 +56,16 @@ class Backend(Protocol):
         """The BPF program pid 1 installs on itself (``strict``: reads are trapped too).
         Raises BackendError when none can be built here."""
 
-    def driver(self, trap: int, vm: str, transport: Transport, arch: Arch, *, outlives: bool = False) -> Driver:
+    def driver(
+        self, trap: int, vm: str, transport: Transport, arch: Arch, *, outlives: bool = False, strict: bool = True
+    ) -> Driver:
         """The driver of the fd ``trap`` (taken) that pid 1 handed back; ``outlives``: the
-        VM is to outlive this manager, so the driver notes what the next one needs."""
+        VM is to outlive this manager, so the driver notes what the next one needs;
+        ``strict``: the VM's filter was compiled for strict mode (the manager checks execs)."""
 
-    def resume(self, kept: dict[str, int], vm: str, transport: Transport, arch: Arch, vm_pid: int) -> Driver:
+    def resume(
+        self, kept: dict[str, int], vm: str, transport: Transport, arch: Arch, vm_pid: int, *, strict: bool = True
+    ) -> Driver:
         """The driver of a VM whose manager is gone, from what its driver ``kept`` (taken);
         it answers what that manager took and left unanswered, then serves as before.
         ``vm_pid``: a process of the VM (its pid 1), which names its threads.
@@ -90,17 +95,21 @@ class SeccompBackend:
                 "seccomp user notification is unavailable here; hvfs needs Linux 5.14+ with CONFIG_SECCOMP_FILTER",
             ) from None
 
-    def driver(self, trap: int, vm: str, transport: Transport, arch: Arch, *, outlives: bool = False) -> Driver:
+    def driver(
+        self, trap: int, vm: str, transport: Transport, arch: Arch, *, outlives: bool = False, strict: bool = True
+    ) -> Driver:
         from hvfs.intercept.driver import MAX_WORKERS, SeccompDriver
 
         inflight = InflightTable(MAX_WORKERS) if outlives else None
-        return SeccompDriver(trap, vm, transport, arch, inflight=inflight)
+        return SeccompDriver(trap, vm, transport, arch, inflight=inflight, strict=strict)
 
-    def resume(self, kept: dict[str, int], vm: str, transport: Transport, arch: Arch, vm_pid: int) -> Driver:
+    def resume(
+        self, kept: dict[str, int], vm: str, transport: Transport, arch: Arch, vm_pid: int, *, strict: bool = True
+    ) -> Driver:
         from hvfs.intercept.driver import SeccompDriver
 
         table = InflightTable(0, fd=kept["inflight"])
-        driver = SeccompDriver(kept["listener"], vm, transport, arch, inflight=table)
+        driver = SeccompDriver(kept["listener"], vm, transport, arch, inflight=table, strict=strict)
         driver.take_over(table.pending(), table.last_id(), vm_pid)
         driver.start()
         return driver

@@ -57,6 +57,10 @@ Some facts about seccomp user notification, which the code below relies on:
 * Each worker keeps, from request to request, fds naming the threads it served (their
   /proc status files and pidfds): they name a thread, never a reused number, and the
   ID_VALID check after all reads covers them as it covers every read (``kept.py``).
+* It keeps their credentials too, under a pidfd of the thread, until the thread may have
+  changed them: every call that can (set*id, setgroups, capset, umask, prctl, execve) is
+  trapped, and the driver forgets what it kept before letting it continue
+  (``credcache.py``: umask, shared by threads; an exec that takes over its leader's pid).
 """
 
 from __future__ import annotations
@@ -78,11 +82,12 @@ from hvfs._sys.abi import MSG_LEN
 from hvfs.api import Transport
 from hvfs.intercept import inflight, orphans
 from hvfs.intercept.arch import Arch
+from hvfs.intercept.credcache import CredWatch, before_change
 from hvfs.intercept.decoders.context import Context, DecodeFunction, Output, Passthrough
 from hvfs.intercept.decoders.tracee import CallError, TargetGone
 from hvfs.intercept.filter import syscall_numbers
 from hvfs.intercept.inflight import InflightTable, Pending
-from hvfs.intercept.syscalls import BY_NAME
+from hvfs.intercept.syscalls import BY_NAME, Handling
 from hvfs.intercept.tracee import Inspector, Tracee
 
 log = logging.getLogger("hvfs.driver")
@@ -91,6 +96,17 @@ TAKEOVER = 0.05  # seconds one request may hold the receiver before another work
 MAX_WORKERS = 64  # workers a VM may have when requests block (a socket call waiting for its peer)
 WAIT_TICK = 0.05  # seconds between checks of a waiting caller (still there? a signal for it?)
 DIE_AFTER_RECV = "HVFS_TEST_DIE_AFTER_RECV"  # tests only: a syscall name; see _die_at
+
+
+def credential_calls(arch: Arch) -> dict[int, str]:
+    """The numbers of the calls that may change their caller's credentials (``Handling.CREDS``
+    and ``EXEC``) on ``arch``, with their names."""
+    changing = (Handling.CREDS, Handling.EXEC)
+    return {
+        nr: name
+        for nr, name in syscall_numbers(arch).items()
+        if (entry := BY_NAME.get(name)) is not None and entry.handling in changing
+    }
 
 
 def decoders_for(arch: Arch) -> dict[int, DecodeFunction]:
@@ -115,6 +131,7 @@ class SeccompDriver:
         *,
         workers: int = 4,
         inflight: InflightTable | None = None,
+        strict: bool = True,
     ) -> None:
         self._listener = listener
         self._inflight = inflight  # where each worker notes what it serves, for a manager after this one
@@ -122,6 +139,9 @@ class SeccompDriver:
         self._transport = transport
         self._arch = arch
         self._decoders = decoders_for(arch)
+        self._credential_calls = credential_calls(arch)
+        self._creds = CredWatch()  # what the workers' Inspectors may keep of their callers' credentials
+        self._checks_exec = strict  # the filter traps execs in every VM; only strict ones ask the manager
         self._turn = threading.Condition()
         self._receiver: threading.Thread | None = None  # the one thread allowed to poll and receive
         self._serving_since: float | None = None  # when the receiver began its current request
@@ -188,6 +208,7 @@ class SeccompDriver:
         (``serve_pending``), and the requests it received and died before recording
         (hvfs.intercept.orphans), found near ``last_id`` among the threads of the pid
         namespace of ``vm_pid``."""
+        self._creds.distrust()  # the filter is another manager's: it may not trap every change of credentials
         known = {}
         for request in pending:
             notif = notify.Received.from_raw(request.notification)
@@ -234,14 +255,14 @@ class SeccompDriver:
                 threading.Thread(target=self._serve_alone, args=args, daemon=True).start()
 
     def _serve_alone(self, notif: notify.Received, created: bool, received_ns: int) -> None:
-        inspector = Inspector()
+        inspector = Inspector(self._creds)
         try:
             self._serve(notif, inspector, created=created, replayed_since=received_ns)
         finally:
             inspector.close()
 
     def _work(self, slot: int) -> None:
-        inspector = Inspector()
+        inspector = Inspector(self._creds)
         try:
             self._work_with(inspector, slot)
         finally:
@@ -309,6 +330,8 @@ class SeccompDriver:
         tracee = Tracee(self._listener, notif.id, notif.pid, inspector)
         request: api.Request | None = None
         try:
+            if notif.nr in self._credential_calls and self._credentials_change(notif, tracee):
+                return
             try:
                 decode = self._decoders[notif.nr]
             except KeyError:
@@ -339,6 +362,16 @@ class SeccompDriver:
             self._respond(notif.id, error=errno.EIO)
         finally:
             tracee.close()
+
+    def _credentials_change(self, notif: notify.Received, tracee: Tracee) -> bool:
+        """A call that may change its caller's credentials: forget what the workers kept of
+        them before it runs; True when answered here (``credcache.before_change``)."""
+
+        def proceed() -> None:
+            self._respond(notif.id, flags=notify.SECCOMP_USER_NOTIF_FLAG_CONTINUE)
+
+        name = self._credential_calls[notif.nr]
+        return before_change(self._creds, name, notif.args, tracee, proceed, checks_exec=self._checks_exec)
 
     def _apply(self, tracee: Tracee, response: api.Response, output: Output | None) -> None:
         notif_id = tracee.notif_id

@@ -100,7 +100,15 @@ def _compile(config: FilterConfig, arch: Arch) -> bytes:
         handling = entry.handling if entry else Handling.ALLOW
         if handling is Handling.ALLOW:
             program.add_rule(allow, nr)
-        elif handling in (Handling.MUTATE, Handling.FD_META, Handling.ALWAYS, Handling.SOCKET, Handling.BIND):
+        elif handling in (
+            Handling.MUTATE,
+            Handling.FD_META,
+            Handling.ALWAYS,
+            Handling.SOCKET,
+            Handling.BIND,
+            Handling.CREDS,
+            Handling.EXEC,
+        ):
             program.add_rule(notify, nr)
         elif handling is Handling.SENDTO:
             assert entry is not None and entry.flags_arg is not None

@@ -59,6 +59,14 @@ class Handling(enum.Enum):
         "as no race can make of them a name outside the VM"
     )
     SENDTO = "native without a destination (a NULL address); otherwise as connect"
+    CREDS = (
+        "always trapped, never decoded: may change the caller's credentials or umask, so the "
+        "driver forgets those it read (hvfs/intercept/credcache.py), then continues"
+    )
+    EXEC = (
+        "always trapped: an exec recomputes capabilities, so the driver forgets the caller's "
+        "credentials; then checked and continued in strict mode, continued unchecked otherwise"
+    )
     CLONE = "native unless a namespace flag is set, then EPERM"
     EPERM = "fails with EPERM"
     ENOSYS = "fails with ENOSYS"
@@ -68,6 +76,12 @@ class Handling(enum.Enum):
         """Whether the filter sends such a call to the driver (in some configuration):
         then its entry must carry a decoder."""
         return self not in _NEVER_NOTIFIED
+
+    @property
+    def decoded(self) -> bool:
+        """Whether such a call, when notified, is decoded into a request for the manager
+        (then its entry must carry a decoder); CREDS calls are the driver's own."""
+        return self.notifies and self is not Handling.CREDS
 
 
 _NEVER_NOTIFIED = frozenset({Handling.ALLOW, Handling.CLONE, Handling.EPERM, Handling.ENOSYS})
@@ -99,6 +113,10 @@ class Syscall:
     def __repr__(self) -> str:
         return f"Syscall({self.name!r}, {self.handling.name})"
 
+
+# The calls by which a thread changes its own ids, groups or capabilities.
+CREDENTIAL_CALLS = ("setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setfsuid", "setfsgid",
+                    "setgroups", "capset")  # fmt: skip
 
 M, R, E, N = Handling.MUTATE, Handling.READ, Handling.EPERM, Handling.ENOSYS
 _CONTINUED = "checked, then continued; with AT_EMPTY_PATH and an empty path, continued unchecked, as %s runs natively"
@@ -154,8 +172,8 @@ TABLE: tuple[Syscall, ...] = (
     Syscall("readlink", R, query.readlink),
     Syscall("readlinkat", R, query.readlinkat),
     Syscall("chdir", R, query.chdir, note="checked, then continued: the kernel keeps the cwd"),
-    Syscall("execve", R, query.execve, note="checked, then continued: the kernel loads the binary"),
-    Syscall("execveat", R, query.execveat, note="checked, then continued"),
+    Syscall("execve", Handling.EXEC, query.execve, note="checked, then continued: the kernel loads the binary"),
+    Syscall("execveat", Handling.EXEC, query.execveat, note="checked, then continued"),
     Syscall(
         "statfs",
         Handling.ALWAYS,
@@ -196,6 +214,9 @@ TABLE: tuple[Syscall, ...] = (
         sending.sendmmsg,
         note="as sendmsg, for the first message only (a partial send; callers retry)",
     ),
+    *(Syscall(name, Handling.CREDS) for name in CREDENTIAL_CALLS),
+    Syscall("umask", Handling.CREDS, note="the umask is shared by threads: kept ones are unused until it is seen"),
+    Syscall("prctl", Handling.CREDS, note="forgotten for the options that touch capabilities or securebits"),
     Syscall("clone", Handling.CLONE, flags_arg=0),
     Syscall("unshare", Handling.CLONE, flags_arg=0, note="unsharing files or fs state is allowed"),
     Syscall("clone3", N, note="its flags live in memory; libc falls back to clone"),

@@ -18,6 +18,7 @@ from hvfs._native import hotpath
 from hvfs._sys import notify, process
 from hvfs._sys.abi import AT_FDCWD, O_PATH, PATH_MAX
 from hvfs.api import Credentials, OpenFile
+from hvfs.intercept.credcache import CredWatch, KnownCredentials
 from hvfs.intercept.decoders.tracee import CallError, Identity, TargetGone
 from hvfs.intercept.kept import KeptFds
 from hvfs.intercept.procfs import StatusFiles, parse_credentials, parse_identity, signal_pending
@@ -28,17 +29,21 @@ _DELETED = " (deleted)"
 
 class Inspector:
     """What one worker thread keeps from request to request to read notifying threads: a
-    buffer for their memory, and their status files and pidfds, open (see ``KeptFds``).
-    Not thread-safe: one per worker."""
+    buffer for their memory, their status files and pidfds, open (see ``KeptFds``), and
+    their credentials while ``watch`` says they cannot have changed (``credcache``;
+    without a watch, credentials are read for every request). Not thread-safe: one per
+    worker."""
 
-    def __init__(self) -> None:
+    def __init__(self, watch: CredWatch | None = None) -> None:
         self.memory = process.MemoryReader(PATH_MAX)
         self.status = StatusFiles()
         self.pidfds = KeptFds()
+        self.creds = KnownCredentials(watch if watch is not None else CredWatch(trusted=False))
 
     def close(self) -> None:
         self.status.close()
         self.pidfds.close()
+        self.creds.close()
 
 
 class Tracee:
@@ -193,12 +198,15 @@ class Tracee:
             raise TargetGone() from e
 
     def credentials(self) -> Credentials:
-        if not self._native_reads:
-            return parse_credentials(self.status())
         try:
-            return self._inspector.status.credentials(self.pid)
+            return self._inspector.creds.get(self.pid, self._read_credentials, self.check_valid)
         except (FileNotFoundError, ProcessLookupError) as e:
             raise TargetGone() from e
+
+    def _read_credentials(self) -> Credentials:
+        if not self._native_reads:
+            return parse_credentials(self.status())
+        return self._inspector.status.credentials(self.pid)
 
     def identity(self) -> Identity:
         return parse_identity(self.status())

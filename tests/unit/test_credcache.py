@@ -1,0 +1,110 @@
+"""What the driver keeps of a thread's credentials (hvfs/intercept/credcache.py), with real
+threads of this host: kept while the thread lives and nothing changed, read again once it
+has exited (its number may be another thread's by then) or a change was noted."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from hvfs.api import Credentials
+from hvfs.intercept import credcache
+from hvfs.intercept.credcache import CredWatch, KnownCredentials
+from hvfs.intercept.decoders.tracee import TargetGone
+from tests.conftest import require
+
+ROOT = Credentials(uid=0, gid=0, groups=(), umask=0o022, capabilities=-1 & 0x1FFFFFFFFFF, real_uid=0, real_gid=0)
+NOBODY = Credentials(uid=65534, gid=65534, groups=(), umask=0o022, capabilities=0, real_uid=65534, real_gid=65534)
+
+
+class Reader:
+    def __init__(self, answer: Credentials) -> None:
+        self.answer = answer
+        self.reads = 0
+
+    def __call__(self) -> Credentials:
+        self.reads += 1
+        return self.answer
+
+
+def valid() -> None:
+    """The request's ID_VALID check, passed (these threads are not trapped)."""
+
+
+@pytest.fixture
+def thread() -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(["sleep", "60"])
+    yield process  # type: ignore[misc]
+    process.kill()
+    process.wait()
+
+
+def kept(watch: CredWatch, tid: int) -> KnownCredentials:
+    known = KnownCredentials(watch)
+    reader = Reader(ROOT)
+    assert known.get(tid, reader, valid) == ROOT and known.get(tid, reader, valid) == ROOT
+    require(known.threads, "pidfd_open(PIDFD_THREAD) needs Linux 6.9")
+    assert reader.reads == 1 and len(known) == 1
+    return known
+
+
+def test_kept_while_the_thread_lives_and_nothing_changed(thread: subprocess.Popen[bytes]) -> None:
+    known = kept(CredWatch(), thread.pid)
+    again = Reader(NOBODY)
+    assert known.get(thread.pid, again, valid) == ROOT and again.reads == 0
+    known.close()
+
+
+@pytest.mark.parametrize("path", ["native", "python"])
+def test_read_again_once_the_thread_has_exited(
+    thread: subprocess.Popen[bytes], path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if path == "python":
+        monkeypatch.setattr(credcache, "hotpath", None)  # the liveness poll through select
+    else:
+        require(credcache.hotpath is not None, "the native hot path is not built (scripts/setup)")
+    known = kept(CredWatch(), thread.pid)
+    thread.kill()
+    thread.wait()  # reaped: the number is free for another thread
+    again = Reader(NOBODY)
+    assert known.get(thread.pid, again, valid) == NOBODY and again.reads == 1
+    known.close()
+
+
+@pytest.mark.parametrize("change", ["changed", "begin", "distrust"])
+def test_read_again_after_a_change(thread: subprocess.Popen[bytes], change: str) -> None:
+    watch = CredWatch()
+    known = kept(watch, thread.pid)
+    getattr(watch, change)()
+    again = Reader(NOBODY)
+    assert known.get(thread.pid, again, valid) == NOBODY and again.reads == 1
+    assert known.get(thread.pid, again, valid) == NOBODY
+    # kept again only once nothing is changing and the driver still trusts its filter
+    assert again.reads == (1 if change == "changed" else 2)
+    known.close()
+
+
+def test_a_read_during_a_change_is_not_kept(thread: subprocess.Popen[bytes]) -> None:
+    watch = CredWatch()
+    known = KnownCredentials(watch)
+
+    def racing() -> Credentials:
+        watch.changed()  # noted while this read was under way: it may be of before
+        return ROOT
+
+    assert known.get(thread.pid, racing, valid) == ROOT
+    assert len(known) == 0
+    known.close()
+
+
+def test_a_read_not_confirmed_is_not_kept(thread: subprocess.Popen[bytes]) -> None:
+    known = KnownCredentials(CredWatch())
+
+    def gone() -> None:
+        raise TargetGone()
+
+    with pytest.raises(TargetGone):
+        known.get(thread.pid, Reader(ROOT), gone)
+    assert len(known) == 0
+    known.close()
