@@ -56,18 +56,19 @@ def syscall_numbers(arch: Arch) -> dict[int, str]:
     return dict(names)
 
 
-def compile_filter(config: FilterConfig, arch: Arch) -> bytes:
+def compile_filter(config: FilterConfig, arch: Arch, *, trace: bool = False) -> bytes:
     """The BPF program for a VM, as ``struct sock_filter`` bytes: from the cache when it
-    holds one for exactly this configuration, architecture and libseccomp."""
+    holds one for exactly this configuration, architecture and libseccomp. ``trace``: see
+    ``compile_trace_filter``."""
     from hvfs._sys.seccomp import SONAME
     from hvfs.intercept import filter_cache
 
-    key = filter_cache.key(config, arch)
+    key = filter_cache.key(("trace", config) if trace else config, arch)
     cached = filter_cache.load(key) if key is not None else None
     if cached is not None:
         _NUMBERS.setdefault(arch.name, cached.names)
         return cached.program
-    program = _compile(config, arch)
+    program = _compile(config, arch, trace)
     if key is not None and _compiled_with(SONAME):
         filter_cache.store(key, filter_cache.Entry(program, syscall_numbers(arch)))
     return program
@@ -80,7 +81,14 @@ def _compiled_with(soname: str) -> bool:
     return getattr(pyseccomp, "_libseccomp_path", None) == soname
 
 
-def _compile(config: FilterConfig, arch: Arch) -> bytes:
+def compile_trace_filter(config: FilterConfig, arch: Arch) -> bytes:
+    """The same filter for the ptrace driver: what it would notify stops the caller for its
+    tracer instead (SECCOMP_RET_TRACE, Linux 3.5+), and fails with ENOSYS while none is
+    attached; everything else as the notifying filter."""
+    return compile_filter(config, arch, trace=True)
+
+
+def _compile(config: FilterConfig, arch: Arch, trace: bool = False) -> bytes:
     import pyseccomp as sc
 
     from hvfs._sys.abi import AT_EMPTY_PATH, W_OK
@@ -90,7 +98,7 @@ def _compile(config: FilterConfig, arch: Arch) -> bytes:
     program.set_attr(sc.Attr.ACT_BADARCH, sc.ERRNO(errno.EPERM))
     program.set_attr(sc.Attr.CTL_NNP, 0)  # the launcher sets NO_NEW_PRIVS itself
     program.set_attr(sc.Attr.CTL_OPTIMIZE, 2)
-    notify, allow, eperm = sc.NOTIFY, sc.ALLOW, sc.ERRNO(errno.EPERM)
+    notify, allow, eperm = sc.TRACE(0) if trace else sc.NOTIFY, sc.ALLOW, sc.ERRNO(errno.EPERM)
 
     def masked(arg: int, mask: int, value: int) -> sc.Arg:
         return sc.Arg(arg, sc.MASKED_EQ, mask, value)
