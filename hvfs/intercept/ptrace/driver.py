@@ -21,6 +21,7 @@ from hvfs.intercept.decoders.context import Context, Output, Passthrough
 from hvfs.intercept.decoders.tracee import CallError, TargetGone
 from hvfs.intercept.driver import decoders_for
 from hvfs.intercept.exec_tracer import OPTIONS, ExecTracer
+from hvfs.intercept.ptrace.execs import ExecChecks
 from hvfs.intercept.ptrace.stopped import Stopped
 from hvfs.intercept.tracee import Inspector, Tracee
 
@@ -54,6 +55,7 @@ class _Tracer(ExecTracer):
         self._decoders = decoders_for(arch)
         self._arch = arch
         self._inspector = Inspector()
+        self._execs = ExecChecks()
         self.served = {"calls": 0, "continued": 0, "answered": 0, "installed": 0}
 
     def _on_status(self, pid: int, status: int) -> None:
@@ -66,13 +68,21 @@ class _Tracer(ExecTracer):
             with contextlib.suppress(ProcessLookupError):
                 tracing.resume(pid)  # left over from an install the thread died in
         else:
+            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                self._execs.forget(pid)
             super()._on_status(pid, status)
 
     def _on_exec(self, pid: int) -> None:
+        former = tracing.event_message(pid)
+        if not self._execs.verified(pid, former):
+            log.warning("ptrace driver of VM %s: pid %d killed: it executed another file than the one checked",
+                        self._vm, pid)  # fmt: skip
+            os.kill(pid, signal.SIGKILL)
+            with self._lock:
+                self._counts["killed"] += 1
         if self.judging:
             super()._on_exec(pid)
             return
-        former = tracing.event_message(pid)
         with self._lock:
             if former != pid:
                 self._tracees.discard(former)
@@ -124,6 +134,8 @@ class _Tracer(ExecTracer):
             self.served["continued"] += 1
             return
         response = self._transport.handle_request(request)
+        if isinstance(request, api.Exec) and isinstance(response, api.Continue):
+            self._execs.note(stopped.pid, request)
         self._apply(stopped, tracee, response, output)
 
     def _apply(self, stopped: Stopped, tracee: StoppedTracee, response: api.Response, output: Output | None) -> None:
