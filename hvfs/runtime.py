@@ -141,13 +141,14 @@ def start_vm(
     transport = transport_maker(transport_kind)(manager.handle_request)
     chosen = backend(driver_kind)
     driver = chosen.driver(booted.listener, spec.name, transport, arch, outlives=outlives)
-    tracer = None
+    tracer: ExecTracer | None = None
     if chosen.traces:
         from hvfs.intercept.ptrace import PtraceDriver
 
         assert isinstance(driver, PtraceDriver)
         if spec.scanned:
             driver.judge_execs()  # the driver traces already: it judges the execs itself
+            tracer = driver.exec_tracer()
         try:
             driver.start()
         except OSError as e:

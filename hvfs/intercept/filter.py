@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from hvfs.intercept.arch import Arch
 
@@ -88,6 +89,19 @@ def compile_trace_filter(config: FilterConfig, arch: Arch) -> bytes:
     return compile_filter(config, arch, trace=True)
 
 
+def _no_listener(program: Any, nr: int) -> None:
+    """Under RET_TRACE, a filter of the VM's own with a listener would win (the kernel
+    prefers USER_NOTIF to TRACE) and answer the VM's calls past the tracer: refused with
+    EBUSY, as the kernel refuses a second listener under the seccomp driver."""
+    import pyseccomp as sc
+
+    from hvfs._sys.process import SECCOMP_FILTER_FLAG_NEW_LISTENER
+
+    flag = sc.Arg(1, sc.MASKED_EQ, SECCOMP_FILTER_FLAG_NEW_LISTENER, SECCOMP_FILTER_FLAG_NEW_LISTENER)
+    program.add_rule(sc.ERRNO(errno.EBUSY), nr, flag)
+    program.add_rule(sc.ALLOW, nr, sc.Arg(1, sc.MASKED_EQ, SECCOMP_FILTER_FLAG_NEW_LISTENER, 0))
+
+
 def _compile(config: FilterConfig, arch: Arch, trace: bool = False) -> bytes:
     import pyseccomp as sc
 
@@ -106,6 +120,9 @@ def _compile(config: FilterConfig, arch: Arch, trace: bool = False) -> bytes:
     for nr, name in syscall_numbers(arch).items():
         entry = BY_NAME.get(name)
         handling = entry.handling if entry else Handling.ALLOW
+        if trace and name == "seccomp":
+            _no_listener(program, nr)
+            continue
         if handling is Handling.ALLOW:
             program.add_rule(allow, nr)
         elif handling in (Handling.MUTATE, Handling.FD_META, Handling.ALWAYS, Handling.SOCKET, Handling.BIND):

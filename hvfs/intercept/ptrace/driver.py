@@ -73,6 +73,13 @@ class _Tracer(ExecTracer):
             super()._on_status(pid, status)
 
     def _on_exec(self, pid: int) -> None:
+        """While a scanner is on, the manager judges the very files loaded (the exec
+        tracer's way, which covers any swap of the path); else what was loaded must be
+        what the manager checked (``execs``)."""
+        if self.judging:
+            self._execs.forget(tracing.event_message(pid))
+            super()._on_exec(pid)
+            return
         former = tracing.event_message(pid)
         if not self._execs.verified(pid, former):
             log.warning("ptrace driver of VM %s: pid %d killed: it executed another file than the one checked",
@@ -80,8 +87,9 @@ class _Tracer(ExecTracer):
             os.kill(pid, signal.SIGKILL)
             with self._lock:
                 self._counts["killed"] += 1
-        if self.judging:
-            super()._on_exec(pid)
+                if former != pid:
+                    self._tracees.discard(former)
+            tracing.resume(pid)
             return
         with self._lock:
             if former != pid:
@@ -240,8 +248,10 @@ class PtraceDriver:
         stats = self._tracer.statistics()
         return {"driver": "ptrace", "stops": stats.stops, "tracees": stats.tracees, **self._tracer.served}
 
-    def exec_statistics(self) -> Any:
-        return self._tracer.statistics()
+    def exec_tracer(self) -> ExecTracer | None:
+        """What judges the VM's execs, when a scanner is on (the tracer itself): for the
+        statistics of its runs."""
+        return self._tracer if self._tracer.judging else None
 
 
 def _pid_of(pidfd: int) -> int:

@@ -64,7 +64,10 @@ class Stopped:
 
     @property
     def nr(self) -> int:
-        return signed(self.regs.orig_rax)
+        """The call's number as the kernel takes it (and the filter saw it): the low 32
+        bits of orig_rax, as a signed int."""
+        low = int(self.regs.orig_rax) & 0xFFFFFFFF
+        return low - (1 << 32) if low & (1 << 31) else low
 
     @property
     def args(self) -> tuple[int, int, int, int, int, int]:
