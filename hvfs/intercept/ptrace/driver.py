@@ -115,7 +115,10 @@ class _Tracer(ExecTracer):
         try:
             self._serve(stopped, tracee)
         except TargetGone:
-            return
+            # Dead (then the resume below fails with ESRCH), or its /proc unreadable for a
+            # moment: never left stopped, never run natively.
+            with contextlib.suppress(OSError):
+                stopped.answer(-errno.EIO)
         except Exception:
             log.exception("ptrace driver of VM %s: internal error serving syscall %d of pid %d", self._vm,
                           stopped.nr, pid)  # fmt: skip
