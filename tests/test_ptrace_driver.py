@@ -194,3 +194,25 @@ def test_the_hvfs_toml_driver_key_is_used_by_up(hvfs: Hvfs, tmp_path: Path) -> N
         assert (tmp_path / "data" / "out").read_text() == "0\n"
     finally:
         hvfs.run("down", cwd=str(tmp_path))
+
+
+@pytest.mark.parametrize("vm", VARIANTS[:1], indirect=True)
+def test_a_listener_of_the_vms_own_is_refused(vm: Vm, data: Path) -> None:
+    """The kernel prefers a filter's USER_NOTIF to hvfs's TRACE: a listener of the VM's own
+    would answer its calls past the tracer. Refused (EBUSY, as under the seccomp driver,
+    where the kernel allows one listener); a filter without one is still allowed."""
+    script = r"""
+import ctypes, errno, struct
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
+allow = struct.pack("<HBBI", 0x06, 0, 0, 0x7FFF0000)  # BPF_RET | BPF_K, SECCOMP_RET_ALLOW
+program = ctypes.create_string_buffer(allow)
+fprog = struct.pack("<HxxxxxxQ", 1, ctypes.addressof(program))
+buffer = ctypes.create_string_buffer(fprog)
+for flags in (8, 0):  # SECCOMP_FILTER_FLAG_NEW_LISTENER, then none
+    result = libc.syscall(317, 1, flags, buffer)  # seccomp(SECCOMP_SET_MODE_FILTER, ...)
+    print(flags, result, errno.errorcode.get(ctypes.get_errno(), 0) if result < 0 else "ok")
+"""
+    (data / "listener.py").write_text(script)
+    out = traced(vm, "python3 /data/listener.py > /data/out; cat /data/out", data)
+    assert out.split("\n")[:2] == ["8 -1 EBUSY", "0 0 ok"]
