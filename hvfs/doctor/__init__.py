@@ -199,6 +199,9 @@ def check_driver(seccomp: list[Check]) -> tuple[Check, list[Check]]:
                                          " so give --driver ptrace")  # fmt: skip
     if chosen.driver == "seccomp":
         return Check("driver", True, f"seccomp: {chosen.why}"), seccomp
+    problem = choice.ptrace_problem()
+    if problem is not None:
+        return Check("driver", False, f"ptrace ({chosen.why}), but {problem}", "a newer kernel"), seccomp
     if (preflight.read_setting("/proc/sys/kernel/yama/ptrace_scope") or "").strip() == "3":
         fix = "set kernel.yama.ptrace_scope to 0, 1 or 2 (3 forbids ptrace until reboot)"
         return Check("driver", False, f"ptrace ({chosen.why}), but ptrace is forbidden", fix), seccomp

@@ -116,10 +116,12 @@ class PtraceBackend:
     traces = True
 
     def filter_program(self, strict: bool, arch: Arch) -> bytes:
+        from hvfs.intercept.choice import ptrace_problem
         from hvfs.intercept.filter import FilterConfig, compile_trace_filter
 
-        if arch.name != "x86_64":
-            raise BackendError("ptrace driver", f"not built for {arch.name}", "use --driver seccomp")
+        problem = ptrace_problem()
+        if problem is not None:
+            raise BackendError("ptrace driver", problem, "use --driver seccomp where the kernel allows it")
         try:
             return compile_trace_filter(FilterConfig(trap_reads=strict), arch)
         except ImportError:

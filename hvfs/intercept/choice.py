@@ -17,6 +17,7 @@ from typing import NamedTuple
 DRIVERS = ("seccomp", "ptrace")
 AS_IF_MISSING = "HVFS_AS_IF_NO_USER_NOTIF"
 ADDFD_KERNEL = (5, 14)
+PTRACE_KERNEL = (5, 6)  # the ptrace driver reads the VM's fds with pidfd_getfd (5.6), as the seccomp one
 _ACTIONS = "/proc/sys/kernel/seccomp/actions_avail"
 _said: set[str] = set()
 
@@ -24,6 +25,16 @@ _said: set[str] = set()
 class Choice(NamedTuple):
     driver: str
     why: str
+
+
+def ptrace_problem() -> str | None:
+    """Why the ptrace driver cannot run here, or None."""
+    release = kernel_release()
+    if release < PTRACE_KERNEL:
+        return f"Linux {release[0]}.{release[1]} lacks pidfd_getfd (5.6+), which the ptrace driver needs"
+    if os.uname().machine != "x86_64":
+        return f"the ptrace driver is built for x86_64, not {os.uname().machine}"
+    return None
 
 
 def check(value: str, where: str) -> str:

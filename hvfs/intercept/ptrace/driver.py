@@ -42,6 +42,10 @@ class StoppedTracee(Tracee):
     def check_valid(self) -> None:
         return None
 
+    def duplicate(self, fd: int) -> int:
+        """The thread's ``fd``, duplicated here (pidfd_getfd), for the caller to close."""
+        return self._duplicate(fd)
+
 
 class _Tracer(ExecTracer):
     """The exec tracer's handling of forks, threads, execs, signals and group-stops, and
@@ -164,7 +168,7 @@ class _Tracer(ExecTracer):
                 stopped.answer(value)
             case api.Fd(fd, cloexec):
                 self.served["installed"] += 1
-                stopped.install(fd, cloexec)
+                stopped.install(fd, cloexec, tracee.duplicate)
                 return
             case api.StatResult(stat):
                 assert output is not None

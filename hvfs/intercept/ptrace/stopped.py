@@ -31,9 +31,10 @@ import os
 import signal
 import socket
 import struct
+from collections.abc import Callable
 
 from hvfs._sys import process, tracing
-from hvfs.intercept.decoders.tracee import TargetGone
+from hvfs.intercept.decoders.tracee import CallError, TargetGone
 
 # x86_64 syscall numbers of the calls the thread is made to run.
 _SOCKET, _RECVMSG, _CLOSE = 41, 47, 3
@@ -81,17 +82,18 @@ class Stopped:
         regs.rax = value & U64
         tracing.set_registers(self.pid, regs)
 
-    def install(self, fd: int, cloexec: bool) -> None:
+    def install(self, fd: int, cloexec: bool, duplicate: Callable[[int], int]) -> None:
         """Install the manager's ``fd`` (taken) in the thread, and answer the call with its
         number there (see the module's docstring); a failure answers as the kernel would
-        (EMFILE…) or EIO. TargetGone when the thread died meanwhile."""
+        (EMFILE…) or EIO. ``duplicate``: a copy of one of the thread's fds here (the
+        tracee's pidfd_getfd). TargetGone when the thread died meanwhile."""
         try:
-            result = self._install(fd, cloexec)
+            result = self._install(fd, cloexec, duplicate)
         finally:
             os.close(fd)
         self._finish(result)
 
-    def _install(self, fd: int, cloexec: bool) -> int:
+    def _install(self, fd: int, cloexec: bool, duplicate: Callable[[int], int]) -> int:
         first = self._copy()
         first.orig_rax = _SOCKET
         first.rdi, first.rsi, first.rdx = socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, 0
@@ -100,8 +102,8 @@ class Stopped:
         if theirs < 0:
             return theirs
         try:
-            self._send(theirs, fd)
-        except OSError:
+            self._send(duplicate(theirs), fd)
+        except (OSError, CallError):
             self._call(_CLOSE, theirs)
             return -errno.EIO
         scratch = (self.regs.rsp - _RED_ZONE - _SCRATCH) & ~0xF
@@ -130,14 +132,9 @@ class Stopped:
         self._call(_CLOSE, theirs)
         return number
 
-    def _send(self, theirs: int, fd: int) -> None:
-        """Send ``fd`` on the thread's socket ``theirs``, connected to itself first so that
-        only it can send to itself."""
-        pidfd = process.pidfd_open(self.pid, process.PIDFD_THREAD)
-        try:
-            local = process.pidfd_getfd(pidfd, theirs)
-        finally:
-            os.close(pidfd)
+    def _send(self, local: int, fd: int) -> None:
+        """Send ``fd`` on ``local``, the thread's new socket duplicated here, connected to
+        itself first so that only it can send to itself."""
         with socket.socket(fileno=local) as sock:
             if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_DGRAM:
                 raise OSError(errno.EBADF, "not the socket the thread made")
