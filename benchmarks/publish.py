@@ -7,8 +7,15 @@ from pathlib import Path
 from report import BWRAP, NATIVE, Results, evaluate_targets, fmt, fmt_count, fmt_ms, fmt_ratio, to_mib
 
 REQUEST_TIME = Path(__file__).parent / "request_time.md"  # "Where a request's time goes"
-SANDBOXES = ["bwrap", "proot", "runsc", "hvfs", "hvfs-strict"]
-COLORS = {"bwrap": "#4c72b0", "proot": "#dd8452", "runsc": "#8172b3", "hvfs": "#55a868", "hvfs-strict": "#c44e52"}
+SANDBOXES = ["bwrap", "proot", "runsc", "hvfs", "hvfs-strict", "hvfs-ptrace"]
+COLORS = {
+    "bwrap": "#4c72b0",
+    "proot": "#dd8452",
+    "runsc": "#8172b3",
+    "hvfs": "#55a868",
+    "hvfs-strict": "#c44e52",
+    "hvfs-ptrace": "#937860",
+}
 
 
 def write_chart(results: Results, path: Path) -> None:

@@ -14,6 +14,8 @@ environment, so the others must not inherit more) and WORK writable at its own p
 - hvfs, hvfs --strict: ``hvfs run -v WORK:WORK -w CWD``, with ``--stats`` so that the
   trapped syscalls of every run are counted; hvfs is imported from the session's copy
   (fixtures.snapshot_hvfs), not from the work tree.
+- hvfs-ptrace, hvfs-strict-ptrace: the same with ``--driver ptrace`` (hvfs.intercept.ptrace:
+  a SECCOMP_RET_TRACE filter and a tracer, for kernels without seccomp user notification).
 - hvfs-socket, hvfs-strict-socket: the same, with the driver's requests carried by the
   socket transport to a server in the same process (HVFS_TRANSPORT=socket).
 - hvfs-native, hvfs-python (and --strict): hvfs with a manager of their own, serving
@@ -110,9 +112,11 @@ def _runsc(context: Context, argv: list[str]) -> list[str]:
     return ["runsc", "--network=none", "do", "--force-overlay=false", "--cwd", str(context.cwd), *argv]
 
 
-def _hvfs(strict: bool, audit: bool = False) -> Callable[[Context, list[str]], list[str]]:
+def _hvfs(strict: bool, audit: bool = False, driver: str = "") -> Callable[[Context, list[str]], list[str]]:
     def wrap(context: Context, argv: list[str]) -> list[str]:
         options = ["--strict"] if strict else []
+        if driver:
+            options += ["--driver", driver]
         if audit:
             options += ["--audit", str(context.layout.scratch / "audit.jsonl")]
         if context.uses_work:
@@ -163,7 +167,7 @@ def baseline_runners(runners: list[Runner]) -> list[Runner]:
     """The hvfs runners among ``runners`` again, on the baseline package (``base-KEY``)."""
     copies = []
     for runner in runners:
-        if not runner.key.startswith("hvfs") or runner.key.endswith(("socket", "native", "python")):
+        if not runner.key.startswith("hvfs") or runner.key.endswith(("socket", "native", "python", "ptrace")):
             continue
         copies.append(dataclasses.replace(runner, key=f"base-{runner.key}", label=f"{runner.label} (baseline)",
                                           own_env=_hvfs_baseline_env))  # fmt: skip
@@ -192,6 +196,22 @@ def all_runners(layout: Layout) -> list[Runner]:
         Runner("hvfs", "hvfs", sys.executable, _hvfs(strict=False), counts_traps=True, own_env=_hvfs_env),
         Runner(
             "hvfs-strict", "hvfs --strict", sys.executable, _hvfs(strict=True), counts_traps=True, own_env=_hvfs_env
+        ),
+        Runner(
+            "hvfs-ptrace",
+            "hvfs, ptrace driver",
+            sys.executable,
+            _hvfs(strict=False, driver="ptrace"),
+            counts_traps=True,
+            own_env=_hvfs_env,
+        ),
+        Runner(
+            "hvfs-strict-ptrace",
+            "hvfs --strict, ptrace driver",
+            sys.executable,
+            _hvfs(strict=True, driver="ptrace"),
+            counts_traps=True,
+            own_env=_hvfs_env,
         ),
         Runner(
             "hvfs-strict-audit",

@@ -101,6 +101,10 @@ def _run_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
         "-e", "--env", action="append", default=[], metavar="KEY[=VALUE]", help="set an environment variable"
     )
     run.add_argument("--strict", action="store_true", help="serve reads too, not only writes")
+    run.add_argument(
+        "--driver", default="", metavar="seccomp|ptrace|auto",
+        help="what traps the VM's calls (default: auto, seccomp where the kernel has user notification)",
+    )  # fmt: skip
     run.add_argument("--persist", metavar="DIR", help="keep the VM's changes to its image in DIR")
     run.add_argument(
         "-i", "--interactive", action="store_true", help="forward input to the terminal (stdin always passes through)"
@@ -159,6 +163,7 @@ def _spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         workdir=spec.check_workdir(args.workdir) if args.workdir else "/",
         env=env,
         strict=args.strict,
+        driver=spec.check_driver(args.driver),
         persist=spec.check_persist(args.persist) if args.persist else None,
         tty=args.tty,
         interactive=args.interactive,

@@ -114,6 +114,7 @@ def start_vm(
         boot=views.boot,
         program=spec.program,
         filter_program=program,
+        traced=backend(driver_kind).traces,
         tty=spec.tty,
         winsize=spec.winsize if spec.winsize is not None else (terminal.host_winsize() if spec.tty else None),
         stdio=spec.stdio,
@@ -138,11 +139,24 @@ def start_vm(
     )
     manager.add_vm(context)
     transport = transport_maker(transport_kind)(manager.handle_request)
-    driver = backend(driver_kind).driver(
-        booted.listener, spec.name, transport, arch, outlives=outlives, strict=spec.strict
-    )
-    driver.start()
-    tracer = trace_execs(spec.name, vm.init_pid, transport) if spec.scanned else None
+    chosen = backend(driver_kind)
+    driver = chosen.driver(booted.listener, spec.name, transport, arch, outlives=outlives, strict=spec.strict)
+    tracer: ExecTracer | None = None
+    if chosen.traces:
+        from hvfs.intercept.ptrace import PtraceDriver
+
+        assert isinstance(driver, PtraceDriver)
+        if spec.scanned:
+            driver.judge_execs()  # the driver traces already: it judges the execs itself
+            tracer = driver.exec_tracer()
+        try:
+            driver.start()
+        except OSError as e:
+            hint = "the ptrace driver needs ptrace of the VM's processes: check /proc/sys/kernel/yama/ptrace_scope"
+            raise SetupError("ptrace driver", e.strerror or str(e), hint) from None
+    else:
+        driver.start()
+        tracer = trace_execs(spec.name, vm.init_pid, transport) if spec.scanned else None
     settings = dict(spec.start)
     if before_start is not None:
         settings.update(before_start(vm))

@@ -68,6 +68,7 @@ class RunSpec:
     detach: bool = False  # the VM runs on in the manager, kept with its exit code until removed
     remove: bool = False  # with detach: removed as it exits (--rm)
     network: str | None = None  # a network shared with other runs' VMs (--network NAME); None: loopback only
+    driver: str = ""  # --driver: seccomp, ptrace, or "" (auto: hvfs.intercept.choice)
 
 
 def parse_target(target: str, what: str) -> str:
@@ -290,6 +291,15 @@ def check_user(user: str) -> str:
     if not USER.match(user):
         raise UsageError(f"--user {user!r}: use USER, UID, USER:GROUP or UID:GID")
     return user
+
+
+def check_driver(driver: str) -> str:
+    from hvfs.intercept import choice
+
+    try:
+        return choice.check(driver, "--driver")
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def check_timeout(seconds: float, what: str) -> float:

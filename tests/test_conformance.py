@@ -116,9 +116,11 @@ def native_results() -> dict[str, dict[str, Any]]:
 
 
 # Each transport on the native hot path (when built), and the in-process one again on the
-# Python path (HVFS_NATIVE=0, a manager of its own): both paths answer as Linux does.
+# Python path (HVFS_NATIVE=0, a manager of its own): both paths answer as Linux does; and
+# the ptrace driver, chosen as where the kernel lacks seccomp user notification.
 CARRIERS = [pytest.param((transport, "native"), id=transport) for transport in TRANSPORTS] + [
-    pytest.param(("inprocess", "python"), id="inprocess-python")
+    pytest.param(("inprocess", "python"), id="inprocess-python"),
+    pytest.param(("inprocess", "ptrace"), id="ptrace"),
 ]
 
 
@@ -134,11 +136,14 @@ def test_a_vm_answers_as_linux_does(
     request: pytest.FixtureRequest,
 ) -> None:
     """Over each transport (HVFS_TRANSPORT): the in-process call, and the socket protocol;
-    and on each path that serves the requests (the native hot path, the Python one)."""
+    on each path that serves the requests (the native hot path, the Python one); and by
+    the ptrace driver."""
     transport, path = carrier
     runner: Hvfs = request.getfixturevalue("rootless" if privilege == "rootless" else "hvfs")
     if path == "python":
         runner = python_path(runner)
+    elif path == "ptrace":
+        runner = runner.with_env(HVFS_AS_IF_NO_USER_NOTIF="1")
     if privilege not in native_results:
         native_results[privilege] = _native(place, privilege, runner.probes)
     expected = native_results[privilege]

@@ -18,6 +18,7 @@ CHECKS = (
     "seccomp user notification",
     "seccomp ADDFD",
     "seccomp sync wake-up",
+    "driver",
     "overlayfs in a user namespace",
     "cgroup v2 delegation",
     "subordinate ids",
@@ -59,6 +60,7 @@ def test_doctor_says_what_it_found_here(who: str, request: pytest.FixtureRequest
         "overlayfs in a user namespace",
     ):
         assert lines[name][0] == "ok", (name, lines[name])
+    assert lines["driver"] == ("ok", "seccomp: seccomp user notification with ADDFD is available")
     if _cgroup_v1():
         state, text = lines["cgroup v2 delegation"]
         assert state == "warn" and text.startswith("cgroup v1 here") and "; fix: " in text

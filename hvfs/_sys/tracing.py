@@ -1,10 +1,12 @@
-"""ptrace(2) for the exec tracer, through python-ptrace, with what it lacks.
+"""ptrace(2) for the exec tracer and the ptrace driver, through python-ptrace, with what
+it lacks.
 
-python-ptrace's binding issues the calls (``ptrace.binding``: cont, the generic
-``ptrace`` function). It predates PTRACE_SEIZE, PTRACE_LISTEN and PTRACE_O_EXITKILL, and
-its ``ptrace_geteventmsg`` reads the kernel's unsigned long into a C int, so those are
-here. Errors become ``OSError`` with the real errno: ESRCH is normal (a tracee killed or
-gone while the tracer looked at it).
+python-ptrace's binding issues the calls (``ptrace.binding``: cont, syscall, getregs,
+setregs, the generic ``ptrace`` function) and defines the registers
+(``ptrace_registers_t``). It predates PTRACE_SEIZE, PTRACE_LISTEN, PTRACE_O_EXITKILL,
+PTRACE_O_TRACESECCOMP and PTRACE_EVENT_SECCOMP, and its ``ptrace_geteventmsg`` reads the
+kernel's unsigned long into a C int, so those are here. Errors become ``OSError`` with
+the real errno: ESRCH is normal (a tracee killed or gone while the tracer looked at it).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import ctypes
 import functools
 import os
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from ptrace import PtraceError, binding
 from ptrace.binding import func as binding_calls
@@ -28,12 +30,18 @@ PTRACE_O_TRACEVFORK = binding_calls.PTRACE_O_TRACEVFORK
 PTRACE_O_TRACECLONE = binding_calls.PTRACE_O_TRACECLONE
 PTRACE_O_TRACEEXEC = binding_calls.PTRACE_O_TRACEEXEC
 PTRACE_O_EXITKILL = 0x100000
+PTRACE_O_TRACESECCOMP = 0x80
+PTRACE_O_TRACESYSGOOD = binding_calls.PTRACE_O_TRACESYSGOOD
 
 PTRACE_EVENT_FORK = binding_calls.PTRACE_EVENT_FORK
 PTRACE_EVENT_VFORK = binding_calls.PTRACE_EVENT_VFORK
 PTRACE_EVENT_CLONE = binding_calls.PTRACE_EVENT_CLONE
 PTRACE_EVENT_EXEC = binding_calls.PTRACE_EVENT_EXEC
+PTRACE_EVENT_SECCOMP = 7
 PTRACE_EVENT_STOP = 128
+SYSCALL_STOP = 0x80 | 5  # WSTOPSIG of a syscall-stop with TRACESYSGOOD: SIGTRAP | 0x80
+
+Registers: Any = binding.ptrace_registers_t
 
 # wait(2) flags the os module does not name: every kind of child (threads too), and only
 # those of the calling thread (its tracees), never the process's own children.
@@ -67,6 +75,23 @@ def seize(pid: int, options: int) -> None:
 def resume(pid: int, signum: int = 0) -> None:
     """PTRACE_CONT, delivering ``signum`` (a signal-delivery-stop's signal, or 0)."""
     binding.ptrace_cont(pid, signum)
+
+
+@_errno_flows
+def resume_to_syscall(pid: int, signum: int = 0) -> None:
+    """PTRACE_SYSCALL: resume until the next syscall-entry or syscall-exit stop."""
+    binding.ptrace_syscall(pid, signum)
+
+
+@_errno_flows
+def registers(pid: int) -> Any:
+    """The stopped tracee's general registers (PTRACE_GETREGS)."""
+    return binding.ptrace_getregs(pid)
+
+
+@_errno_flows
+def set_registers(pid: int, regs: Any) -> None:
+    binding.ptrace_setregs(pid, regs)
 
 
 @_errno_flows

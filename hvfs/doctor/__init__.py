@@ -10,6 +10,7 @@ checks when a manager starts, and what the manager would find out later.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import os
 import sys
@@ -45,7 +46,8 @@ def check_kernel() -> Check:
     version = preflight.kernel_version()
     text = f"Linux {version[0]}.{version[1]}"
     if version < preflight.MIN_KERNEL:
-        return Check("kernel", False, f"{text} is too old", "hvfs needs Linux 5.14 or newer (seccomp ADDFD+SEND)")
+        return Check("kernel", False, f"{text} is too old for the seccomp driver", "the ptrace driver serves (slower);"
+                     " Linux 5.14 or newer has seccomp ADDFD+SEND", needed=False)  # fmt: skip
     return Check("kernel", True, text)
 
 
@@ -185,10 +187,33 @@ def _user_name() -> str:
         return str(os.geteuid())
 
 
+def check_driver(seccomp: list[Check]) -> tuple[Check, list[Check]]:
+    """Which driver ``hvfs run`` gets here, and why (hvfs.intercept.choice); the seccomp
+    checks, which only the seccomp driver needs."""
+    from hvfs.intercept import choice
+
+    chosen = choice.automatic()
+    if chosen.driver == "seccomp" and not all(c.ok for c in seccomp if c.needed):
+        failed = next(c.name for c in seccomp if c.needed and not c.ok)
+        chosen = choice.Choice("ptrace", f"{failed} fails here; hvfs run picks ptrace only when the kernel lacks it,"
+                                         " so give --driver ptrace")  # fmt: skip
+    if chosen.driver == "seccomp":
+        return Check("driver", True, f"seccomp: {chosen.why}"), seccomp
+    problem = choice.ptrace_problem()
+    if problem is not None:
+        return Check("driver", False, f"ptrace ({chosen.why}), but {problem}", "a newer kernel"), seccomp
+    if (preflight.read_setting("/proc/sys/kernel/yama/ptrace_scope") or "").strip() == "3":
+        fix = "set kernel.yama.ptrace_scope to 0, 1 or 2 (3 forbids ptrace until reboot)"
+        return Check("driver", False, f"ptrace ({chosen.why}), but ptrace is forbidden", fix), seccomp
+    relaxed = [dataclasses.replace(c, needed=False) for c in seccomp]
+    return Check("driver", True, f"ptrace: {chosen.why}"), relaxed
+
+
 def checks() -> list[Check]:
     rootless = os.geteuid() != 0
     userns = check_user_namespaces(rootless)
-    found = [check_kernel(), userns, check_apparmor(rootless), *seccomp_checks()]
+    driver, seccomp = check_driver(seccomp_checks())
+    found = [check_kernel(), userns, check_apparmor(rootless), *seccomp, driver]
     found += [check_overlay(userns), check_cgroups(rootless), check_subids(rootless), check_fuse()]
     return found
 

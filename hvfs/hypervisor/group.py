@@ -209,6 +209,7 @@ class Group:
                 manager=self.manager,
                 bus=self.services.bus if self.services is not None else None,
                 transport=self.project.transport,
+                driver=self.project.driver or "seccomp",
                 hold=hold,
             )
         except BaseException:

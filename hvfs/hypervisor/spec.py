@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from hvfs.api.choice import VARIABLE, chosen_kind
 from hvfs.hypervisor.mounts import MountSpec, prepare_mounts
 from hvfs.images.defaults import applied
+from hvfs.intercept import choice
 from hvfs.manager.sources.registry import SourceSpec
 from hvfs.project.config import Limits, NetworkConfig, Project, SourceConfig, VmConfig
 from hvfs.project.lifecycle import HealthCheck, RestartPolicy
@@ -42,7 +43,7 @@ def prepared(project: Project) -> Project:
     client: the user's own process, with the user's own cache; with the transport the
     user's HVFS_TRANSPORT names."""
     try:
-        project = dataclasses.replace(project, transport=chosen_kind())
+        project = dataclasses.replace(project, transport=chosen_kind(), driver=choice.chosen(project.driver))
     except ValueError as e:
         raise UsageError(str(e)) from None
     if project.services:
@@ -121,6 +122,7 @@ def run_project(spec: RunSpec) -> Project:
             vms={spec.name: vm},
             services=services_table(spec.services),
             kind="run",
+            driver=spec.driver,
         )
     )
 
@@ -153,6 +155,7 @@ def config_hash(project: Project, name: str) -> str:
         "network": dataclasses.asdict(project.network),
         "services": dict(project.services),
         "transport": project.transport,
+        "driver": project.driver,
     }
     import hashlib
 
@@ -173,6 +176,7 @@ def to_json(project: Project) -> dict[str, Any]:
         "services": dict(project.services),
         "kind": project.kind,
         "transport": project.transport,
+        "driver": project.driver,
     }
 
 
@@ -208,4 +212,5 @@ def from_json(document: Mapping[str, Any]) -> Project:
         services=dict(document["services"]),
         kind=document["kind"],
         transport=chosen_kind({VARIABLE: str(document["transport"])}),
+        driver=choice.check(str(document.get("driver", "")), "driver"),
     )

@@ -25,7 +25,7 @@ from hvfs.hypervisor import staging
 from hvfs.hypervisor.layout import Layout, read_json, write_json
 from hvfs.hypervisor.services import ServiceSet
 from hvfs.intercept.arch import Arch
-from hvfs.intercept.backend import backend
+from hvfs.intercept.backend import DEFAULT, backend
 from hvfs.manager.manager import Manager
 from hvfs.manager.mounts import Mount
 from hvfs.manager.vm import VmContext
@@ -54,14 +54,14 @@ class Hypervisor:
     layout: Layout
     idmap: IdMap
     arch: Arch
-    _programs: dict[bool, bytes] = field(default_factory=dict)
+    _programs: dict[tuple[str, bool], bytes] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def filter_program(self, strict: bool) -> bytes:
+    def filter_program(self, strict: bool, driver: str = DEFAULT) -> bytes:
         with self._lock:
-            if strict not in self._programs:
-                self._programs[strict] = backend().filter_program(strict, self.arch)
-            return self._programs[strict]
+            if (driver, strict) not in self._programs:
+                self._programs[driver, strict] = backend(driver).filter_program(strict, self.arch)
+            return self._programs[driver, strict]
 
 
 def start(
@@ -81,6 +81,7 @@ def start(
     manager: Manager | None = None,
     bus: EventBus | None = None,
     transport: str = "inprocess",
+    driver: str = DEFAULT,
     hold: Callable[[launcher.VmProcess], None] | None = None,
 ) -> RunningVm:
     """Start ``vm``, leave with its shim what must outlive this manager, and note the rest.
@@ -130,13 +131,14 @@ def start(
             manager=manager,
             idmap=hypervisor.idmap,
             arch=hypervisor.arch,
-            program=hypervisor.filter_program(strict),
+            program=hypervisor.filter_program(strict, driver),
             before_start=before_start,
             shim=layout.shim(vmid),
             outlives=True,
             wait=vm_wait(),
             bus=bus,
             transport_kind=transport,
+            driver_kind=driver,
         )
     except BaseException:
         for fd in staged.values():
@@ -167,6 +169,7 @@ def start(
             "strict": strict,
             "scanned": scanned,
             "transport": transport,
+            "driver": driver,
             "own_mounts": sorted(running.context.own_mounts),
             "socket_mounts": sorted(running.context.socket_mounts),
         },
@@ -238,7 +241,9 @@ def resume(
     manager.add_vm(context)
     transport = transport_maker(str(record.get("transport", "inprocess")))(manager.handle_request)
     kept = {role.removeprefix("driver:"): fds.pop(role) for role in list(fds) if role.startswith("driver:")}
-    driver = backend().resume(kept, vm.name, transport, hypervisor.arch, init_pid, strict=bool(record["strict"]))
+    driver = backend(str(record.get("driver", DEFAULT))).resume(
+        kept, vm.name, transport, hypervisor.arch, init_pid, strict=bool(record["strict"])
+    )
     tracer = trace_execs(vm.name, init_pid, transport) if record["scanned"] else None
     fds.pop("netns", None)
     output = fds.pop("output", None)

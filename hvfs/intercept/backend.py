@@ -51,6 +51,7 @@ class Driver(Protocol):
 
 class Backend(Protocol):
     name: str
+    traces: bool  # pid 1 installs a SECCOMP_RET_TRACE filter and hands back a pidfd of itself
 
     def filter_program(self, strict: bool, arch: Arch) -> bytes:
         """The BPF program pid 1 installs on itself (``strict``: reads are trapped too).
@@ -77,6 +78,7 @@ class SeccompBackend:
     answers it (hvfs.intercept.driver)."""
 
     name = "seccomp"
+    traces = False
 
     def filter_program(self, strict: bool, arch: Arch) -> bytes:
         from hvfs.intercept.filter import FilterConfig, compile_filter
@@ -115,7 +117,42 @@ class SeccompBackend:
         return driver
 
 
-BACKENDS: dict[str, Backend] = {"seccomp": SeccompBackend()}
+class PtraceBackend:
+    """ptrace with a SECCOMP_RET_TRACE filter, for kernels without user notification or
+    ADDFD (hvfs.intercept.ptrace): pid 1 hands back a pidfd of itself, which it seizes."""
+
+    name = "ptrace"
+    traces = True
+
+    def filter_program(self, strict: bool, arch: Arch) -> bytes:
+        from hvfs.intercept.choice import ptrace_problem
+        from hvfs.intercept.filter import FilterConfig, compile_trace_filter
+
+        problem = ptrace_problem()
+        if problem is not None:
+            raise BackendError("ptrace driver", problem, "use --driver seccomp where the kernel allows it")
+        try:
+            return compile_trace_filter(FilterConfig(trap_reads=strict), arch)
+        except ImportError:
+            missing = "the pyseccomp package is missing"
+            raise BackendError("seccomp filter", missing, "install hvfs with its dependencies: scripts/setup") from None
+        except (RuntimeError, OSError) as e:
+            raise BackendError("seccomp filter", str(e), "hvfs needs a kernel with CONFIG_SECCOMP_FILTER") from None
+
+    def driver(
+        self, trap: int, vm: str, transport: Transport, arch: Arch, *, outlives: bool = False, strict: bool = True
+    ) -> Driver:
+        from hvfs.intercept.ptrace import PtraceDriver
+
+        return PtraceDriver(trap, vm, transport, arch)
+
+    def resume(
+        self, kept: dict[str, int], vm: str, transport: Transport, arch: Arch, vm_pid: int, *, strict: bool = True
+    ) -> Driver:
+        raise ValueError("a VM of the ptrace driver ends with its tracer: nothing is left to take back")
+
+
+BACKENDS: dict[str, Backend] = {"seccomp": SeccompBackend(), "ptrace": PtraceBackend()}
 
 
 def backend(name: str = DEFAULT) -> Backend:

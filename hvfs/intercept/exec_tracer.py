@@ -91,6 +91,8 @@ class ExecTracer:
     """Traces the VM whose pid 1 is ``init_pid`` (in the manager's pid namespace), from a
     thread of its own, until every process of the VM has exited."""
 
+    options = OPTIONS  # what PTRACE_SEIZE sets (the ptrace driver adds its seccomp stops)
+
     def __init__(self, init_pid: int, vm: str, transport: Transport) -> None:
         self.init_pid = init_pid
         self._vm = vm
@@ -122,7 +124,7 @@ class ExecTracer:
 
     def _run(self) -> None:
         try:
-            tracing.seize(self.init_pid, OPTIONS)
+            tracing.seize(self.init_pid, self.options)
         except OSError as e:
             self._error = e
             self._seized.set()
@@ -138,8 +140,12 @@ class ExecTracer:
                 self._on_status(pid, status)
             except Exception:  # never let the thread die: its tracees would die with it
                 log.exception("exec tracer of VM %s: cannot handle status %#x of pid %d", self._vm, status, pid)
-                with contextlib.suppress(OSError):
-                    tracing.resume(pid)
+                self._recover(pid)
+
+    def _recover(self, pid: int) -> None:
+        """After a stop that could not be handled: let ``pid`` run on."""
+        with contextlib.suppress(OSError):
+            tracing.resume(pid)
 
     def _on_status(self, pid: int, status: int) -> None:
         if os.WIFEXITED(status) or os.WIFSIGNALED(status):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from hvfs.intercept.arch import Arch
 
@@ -56,18 +57,19 @@ def syscall_numbers(arch: Arch) -> dict[int, str]:
     return dict(names)
 
 
-def compile_filter(config: FilterConfig, arch: Arch) -> bytes:
+def compile_filter(config: FilterConfig, arch: Arch, *, trace: bool = False) -> bytes:
     """The BPF program for a VM, as ``struct sock_filter`` bytes: from the cache when it
-    holds one for exactly this configuration, architecture and libseccomp."""
+    holds one for exactly this configuration, architecture and libseccomp. ``trace``: see
+    ``compile_trace_filter``."""
     from hvfs._sys.seccomp import SONAME
     from hvfs.intercept import filter_cache
 
-    key = filter_cache.key(config, arch)
+    key = filter_cache.key(("trace", config) if trace else config, arch)
     cached = filter_cache.load(key) if key is not None else None
     if cached is not None:
         _NUMBERS.setdefault(arch.name, cached.names)
         return cached.program
-    program = _compile(config, arch)
+    program = _compile(config, arch, trace)
     if key is not None and _compiled_with(SONAME):
         filter_cache.store(key, filter_cache.Entry(program, syscall_numbers(arch)))
     return program
@@ -80,7 +82,27 @@ def _compiled_with(soname: str) -> bool:
     return getattr(pyseccomp, "_libseccomp_path", None) == soname
 
 
-def _compile(config: FilterConfig, arch: Arch) -> bytes:
+def compile_trace_filter(config: FilterConfig, arch: Arch) -> bytes:
+    """The same filter for the ptrace driver: what it would notify stops the caller for its
+    tracer instead (SECCOMP_RET_TRACE, Linux 3.5+), and fails with ENOSYS while none is
+    attached; everything else as the notifying filter."""
+    return compile_filter(config, arch, trace=True)
+
+
+def _no_listener(program: Any, nr: int) -> None:
+    """Under RET_TRACE, a filter of the VM's own with a listener would win (the kernel
+    prefers USER_NOTIF to TRACE) and answer the VM's calls past the tracer: refused with
+    EBUSY, as the kernel refuses a second listener under the seccomp driver."""
+    import pyseccomp as sc
+
+    from hvfs._sys.process import SECCOMP_FILTER_FLAG_NEW_LISTENER
+
+    flag = sc.Arg(1, sc.MASKED_EQ, SECCOMP_FILTER_FLAG_NEW_LISTENER, SECCOMP_FILTER_FLAG_NEW_LISTENER)
+    program.add_rule(sc.ERRNO(errno.EBUSY), nr, flag)
+    program.add_rule(sc.ALLOW, nr, sc.Arg(1, sc.MASKED_EQ, SECCOMP_FILTER_FLAG_NEW_LISTENER, 0))
+
+
+def _compile(config: FilterConfig, arch: Arch, trace: bool = False) -> bytes:
     import pyseccomp as sc
 
     from hvfs._sys.abi import AT_EMPTY_PATH, W_OK
@@ -90,7 +112,7 @@ def _compile(config: FilterConfig, arch: Arch) -> bytes:
     program.set_attr(sc.Attr.ACT_BADARCH, sc.ERRNO(errno.EPERM))
     program.set_attr(sc.Attr.CTL_NNP, 0)  # the launcher sets NO_NEW_PRIVS itself
     program.set_attr(sc.Attr.CTL_OPTIMIZE, 2)
-    notify, allow, eperm = sc.NOTIFY, sc.ALLOW, sc.ERRNO(errno.EPERM)
+    notify, allow, eperm = sc.TRACE(0) if trace else sc.NOTIFY, sc.ALLOW, sc.ERRNO(errno.EPERM)
 
     def masked(arg: int, mask: int, value: int) -> sc.Arg:
         return sc.Arg(arg, sc.MASKED_EQ, mask, value)
@@ -98,6 +120,13 @@ def _compile(config: FilterConfig, arch: Arch) -> bytes:
     for nr, name in syscall_numbers(arch).items():
         entry = BY_NAME.get(name)
         handling = entry.handling if entry else Handling.ALLOW
+        if trace and name == "seccomp":
+            _no_listener(program, nr)
+            continue
+        if trace and handling in (Handling.CREDS, Handling.EXEC):
+            # The ptrace driver keeps no credentials between stops (it reads them at each),
+            # so it need not hear of their changes; an exec stops it only where it is checked.
+            handling = Handling.READ if handling is Handling.EXEC else Handling.ALLOW
         if handling is Handling.ALLOW:
             program.add_rule(allow, nr)
         elif handling in (

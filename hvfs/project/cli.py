@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -17,6 +18,7 @@ from hvfs import spec
 from hvfs.hypervisor import client, control
 from hvfs.hypervisor.layout import Layout
 from hvfs.hypervisor.spec import group_id, host_paths, prepared, to_json
+from hvfs.intercept import choice
 from hvfs.project import config
 from hvfs.sandbox import terminal
 from hvfs.sandbox.stdio import Stdio
@@ -44,6 +46,12 @@ def add_commands(subparsers: Any) -> None:
     )
     up.add_argument(
         "--exit-code-from", metavar="VM", help="exit with this VM's code (implies --abort-on-container-exit)"
+    )
+    up.add_argument(
+        "--driver",
+        default="",
+        metavar="seccomp|ptrace|auto",
+        help="what traps the VMs' calls (else hvfs.toml's)",
     )
     ps = subparsers.add_parser("ps", help="list a project's VMs (every VM without hvfs.toml, or with -a)")
     ps.add_argument("--json", action="store_true", help="print JSON, for scripts")
@@ -141,6 +149,11 @@ def _up(args: argparse.Namespace, project: config.Project) -> int:
         flag = "--exit-code-from" if args.exit_code_from else "--abort-on-container-exit"
         raise ProjectError(f"-d and {flag} cannot be combined: drop -d to follow the VMs")
     outcome = Outcome(exit_from=args.exit_code_from, abort=args.abort_on_container_exit)
+    if args.driver:
+        try:
+            project = dataclasses.replace(project, driver=choice.check(args.driver, "--driver"))
+        except ValueError as e:
+            raise ProjectError(str(e)) from None
     ready = prepared(project)
     connection = _connect(project, start=True, paths=host_paths(ready))
     debug = bool(os.environ.get("HVFS_DEBUG"))

@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 
 from hvfs import spec
 from hvfs.hypervisor.mounts import MountSpec, target_problem
+from hvfs.intercept import choice
 from hvfs.manager.sources import registry
 from hvfs.manager.sources.base import OptionError
 from hvfs.manager.sources.registry import SourceSpec
@@ -102,6 +103,7 @@ class Project:
     services: Mapping[str, Any]
     kind: str = "project"
     transport: str = "inprocess"  # what carries its VMs' requests (hvfs.api.choice), as the client chose
+    driver: str = ""  # what traps its VMs' calls (hvfs.intercept.choice): "" or "auto" until the client chose
 
 
 class _Table:
@@ -301,7 +303,7 @@ def load(file: str) -> Project:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{os.path.basename(file)}: not valid TOML: {e}") from None
     directory = os.path.dirname(file)
-    top = _Table(file, "", data, ("name", "network", "sources", "vms", "services"))
+    top = _Table(file, "", data, ("name", "network", "sources", "vms", "services", "driver"))
     name = top.get("name", str) or os.path.basename(directory).lower()
     if not NAME.match(name):
         top.fail(f"project name {name!r}: use lowercase letters, digits, '-' or '_'", "name")
@@ -327,4 +329,8 @@ def load(file: str) -> Project:
     if mode == "bridge" and net.num_addresses - 3 < len(vms):
         network_table.fail(f"{subnet} is too small for {len(vms)} VMs", "subnet")
     services = top.get("services", dict, {})
-    return Project(name, file, directory, NetworkConfig(mode, subnet), sources, vms, services)
+    try:
+        driver = choice.check(top.get("driver", str, ""), "driver =")
+    except ValueError as e:
+        top.fail(str(e), "driver")
+    return Project(name, file, directory, NetworkConfig(mode, subnet), sources, vms, services, driver=driver)

@@ -211,6 +211,8 @@ def plan_message(plan: BootPlan) -> Message:
     message.add(Tag.HOSTNAME, plan.name).add(Tag.BOOT, plan.boot).add(Tag.TTY, plan.tty)
     message.add(Tag.GRACE_MS, int(plan.grace * 1000)).add(Tag.FILTER, plan.filter_program)
     message.add(Tag.WAIT_MS, int(plan.wait * 1000))
+    if plan.traced:
+        message.add(Tag.TRACED, True)
     if plan.shim:
         message.add(Tag.SHIM, plan.shim)
     if plan.winsize:

@@ -23,6 +23,7 @@ class BootPlan:
     boot: str  # the boot view's path in the manager's mount namespace
     program: Program
     filter_program: bytes
+    traced: bool = False  # the filter stops calls for a tracer (the ptrace driver), not a listener
     tty: bool = False
     winsize: bytes | None = None
     grace: float = 1.0  # seconds between SIGTERM and SIGKILL when the manager and the shim are lost

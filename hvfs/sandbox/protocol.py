@@ -70,6 +70,7 @@ class Tag(enum.IntEnum):
     SHIM = 25
     WAIT_MS = 26
     ROLE = 27
+    TRACED = 28  # the filter is a SECCOMP_RET_TRACE one: pid 1 hands back a pidfd of itself
 
 
 class ChannelClosed(Exception):

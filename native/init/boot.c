@@ -113,7 +113,12 @@ static int restrict_writes(int chan) {
     return 0;
 }
 
-/* Loads the VM's filter on this process; returns the listener fd. */
+/* Loads the VM's filter on this process; returns the listener fd, or with T_TRACED (the
+ * ptrace driver: a SECCOMP_RET_TRACE filter, which has no listener) a pidfd of this
+ * process, by which the manager names the pid 1 it seizes. Until then a trapped call
+ * fails with ENOSYS (RET_TRACE without a tracer), which fails closed; and pid 1 makes
+ * none before the manager's START, which the manager sends only once it traces pid 1:
+ * that is the wait for the tracer. */
 int install_filter(int chan, const struct message *plan) {
     size_t length;
     const uint8_t *program = msg_get(plan, T_FILTER, 0, &length);
@@ -124,6 +129,12 @@ int install_filter(int chan, const struct message *plan) {
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) return failed(chan, "no_new_privs");
     if (restrict_writes(chan) < 0) return -1;
     struct sock_fprog prog = {(unsigned short)(length / sizeof(struct sock_filter)), (struct sock_filter *)program};
+    if (msg_int(plan, T_TRACED, 0)) {
+        long self = syscall(SYS_pidfd_open, getpid(), 0);
+        if (self < 0) return failed(chan, "pidfd_open");
+        if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0) return failed(chan, "seccomp filter");
+        return (int)self;
+    }
     long fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
                       SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, &prog);
     if (fd < 0 && errno == EINVAL) /* before 5.19: served requests are safe to repeat */

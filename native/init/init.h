@@ -84,6 +84,7 @@ enum {
     T_SHIM = 25,
     T_WAIT_MS = 26,
     T_ROLE = 27,
+    T_TRACED = 28,
 };
 
 #define MAX_MESSAGE (1 << 20)

@@ -1,0 +1,272 @@
+"""The ptrace driver's tracer: one thread that traces every process of a VM and serves
+the calls its filter stops (the design: ``hvfs.intercept.ptrace``)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import select
+import signal
+import time
+from typing import Any
+
+from hvfs import api
+from hvfs._sys import process, tracing
+from hvfs._sys.abi import MSG_LEN
+from hvfs.api import Transport
+from hvfs.intercept.arch import Arch
+from hvfs.intercept.decoders.context import Context, Output, Passthrough
+from hvfs.intercept.decoders.tracee import CallError, TargetGone
+from hvfs.intercept.driver import decoders_for
+from hvfs.intercept.exec_tracer import OPTIONS, ExecTracer
+from hvfs.intercept.ptrace.execs import ExecChecks
+from hvfs.intercept.ptrace.stopped import Stopped
+from hvfs.intercept.tracee import Inspector, Tracee
+
+log = logging.getLogger("hvfs.driver")
+
+WAIT_TICK = 0.05  # seconds between checks of a caller whose served call would block
+
+
+class StoppedTracee(Tracee):
+    """The decoders' view of a thread at its seccomp stop: the seccomp tracee's reads, with
+    nothing to prove afterwards. A traced thread that dies stays a zombie until its tracer
+    has waited for it, and only this thread waits: its number cannot be reused while its
+    call is served."""
+
+    def __init__(self, pid: int, inspector: Inspector) -> None:
+        super().__init__(-1, 0, pid, inspector)
+
+    def check_valid(self) -> None:
+        return None
+
+    def duplicate(self, fd: int) -> int:
+        """The thread's ``fd``, duplicated here (pidfd_getfd), for the caller to close."""
+        return self._duplicate(fd)
+
+
+class _Tracer(ExecTracer):
+    """The exec tracer's handling of forks, threads, execs, signals and group-stops, and
+    the seccomp stops served here; execs are judged only while ``judging``."""
+
+    options = OPTIONS | tracing.PTRACE_O_TRACESECCOMP | tracing.PTRACE_O_TRACESYSGOOD
+
+    def __init__(self, init_pid: int, vm: str, transport: Transport, arch: Arch) -> None:
+        super().__init__(init_pid, vm, transport)
+        self.judging = False
+        self._decoders = decoders_for(arch)
+        self._arch = arch
+        self._inspector = Inspector()
+        self._execs = ExecChecks()
+        self.served = {"calls": 0, "continued": 0, "answered": 0, "installed": 0}
+
+    def _on_status(self, pid: int, status: int) -> None:
+        if os.WIFSTOPPED(status) and tracing.event_of(status) == tracing.PTRACE_EVENT_SECCOMP:
+            with self._lock:
+                self._tracees.add(pid)
+                self._counts["stops"] += 1
+            self._on_seccomp(pid)
+        elif os.WIFSTOPPED(status) and os.WSTOPSIG(status) == tracing.SYSCALL_STOP:
+            with contextlib.suppress(ProcessLookupError):
+                tracing.resume(pid)  # left over from an install the thread died in
+        else:
+            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                self._execs.forget(pid)
+            super()._on_status(pid, status)
+
+    def _on_exec(self, pid: int) -> None:
+        """While a scanner is on, the manager judges the very files loaded (the exec
+        tracer's way, which covers any swap of the path); else what was loaded must be
+        what the manager checked (``execs``)."""
+        if self.judging:
+            self._execs.forget(tracing.event_message(pid))
+            super()._on_exec(pid)
+            return
+        former = tracing.event_message(pid)
+        if not self._execs.verified(pid, former):
+            log.warning("ptrace driver of VM %s: pid %d killed: it executed another file than the one checked",
+                        self._vm, pid)  # fmt: skip
+            os.kill(pid, signal.SIGKILL)
+            with self._lock:
+                self._counts["killed"] += 1
+                if former != pid:
+                    self._tracees.discard(former)
+            tracing.resume(pid)
+            return
+        with self._lock:
+            if former != pid:
+                self._tracees.discard(former)
+            self._counts["execs"] += 1
+        tracing.resume(pid)
+
+    def _recover(self, pid: int) -> None:
+        """A stop this could not handle: a seccomp stop must never run natively, so the
+        thread is killed rather than resumed as the exec tracer would."""
+        log.error("ptrace driver of VM %s: pid %d killed after an internal error", self._vm, pid)
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            tracing.resume(pid)
+
+    def _on_seccomp(self, pid: int) -> None:
+        try:
+            stopped = Stopped(pid)
+        except OSError:
+            return  # killed meanwhile: its exit comes next
+        tracee = StoppedTracee(pid, self._inspector)
+        try:
+            self._serve(stopped, tracee)
+        except TargetGone:
+            # Dead (then the resume below fails with ESRCH), or its /proc unreadable for a
+            # moment: never left stopped, never run natively.
+            with contextlib.suppress(OSError):
+                stopped.answer(-errno.EIO)
+        except Exception:
+            log.exception("ptrace driver of VM %s: internal error serving syscall %d of pid %d", self._vm,
+                          stopped.nr, pid)  # fmt: skip
+            with contextlib.suppress(OSError, TargetGone):
+                stopped.answer(-errno.EIO)
+        finally:
+            tracee.close()
+        pending = stopped.signals[0] if stopped.signals else 0
+        with contextlib.suppress(ProcessLookupError):
+            tracing.resume(pid, pending)
+
+    def _serve(self, stopped: Stopped, tracee: StoppedTracee) -> None:
+        self.served["calls"] += 1
+        decode = self._decoders.get(stopped.nr)
+        if decode is None:
+            stopped.answer(-errno.ENOSYS)
+            return
+        try:
+            request, output = decode(Context(tracee, self._vm), stopped.args)
+        except CallError as e:
+            stopped.answer(-e.errno)
+            return
+        except Passthrough:
+            self.served["continued"] += 1
+            return
+        response = self._transport.handle_request(request)
+        if isinstance(request, api.Exec) and isinstance(response, api.Continue):
+            self._execs.note(stopped.pid, request)
+        self._apply(stopped, tracee, response, output)
+
+    def _apply(self, stopped: Stopped, tracee: StoppedTracee, response: api.Response, output: Output | None) -> None:
+        match response:
+            case api.Continue():
+                self.served["continued"] += 1
+                return  # resumed as it is, the call runs
+            case api.Errno(code, signum):
+                if signum:
+                    tracee.send_signal(signum)
+                stopped.answer(-code)
+            case api.Value(value) if output is not None and output.kind == "msg_len":
+                self._write_back(stopped, output, MSG_LEN.pack(value), 1)
+            case api.Value(value):
+                stopped.answer(value)
+            case api.Fd(fd, cloexec):
+                self.served["installed"] += 1
+                stopped.install(fd, cloexec, tracee.duplicate)
+                return
+            case api.StatResult(stat):
+                assert output is not None
+                self._write_back(stopped, output, self._arch.pack_stat(stat), 0)
+            case api.StatxResult(raw) | api.StatfsResult(raw):
+                assert output is not None
+                self._write_back(stopped, output, raw, 0)
+            case api.Data(data):
+                assert output is not None
+                data = data[: output.size]
+                self._write_back(stopped, output, data, len(data))
+            case api.WouldBlock():
+                self._wait(stopped, tracee, response, output)
+                return
+        self.served["answered"] += 1
+
+    def _write_back(self, stopped: Stopped, output: Output, data: bytes, result: int) -> None:
+        try:
+            process.write_memory(stopped.pid, output.address, data)
+        except OSError as e:
+            if e.errno == errno.ESRCH:
+                raise TargetGone() from e
+            stopped.answer(-errno.EFAULT)
+            return
+        stopped.answer(result)
+
+    def _wait(self, stopped: Stopped, tracee: StoppedTracee, blocked: api.WouldBlock, output: Output | None) -> None:
+        """A served call that would block, waited for here as the kernel would (until the
+        manager's socket is ready, or a signal comes for the caller). The tracer waits
+        with it: the VM's other stops wait meanwhile (see the package's docstring)."""
+        pause = 0.001
+        while True:
+            if blocked.events:
+                poller = select.poll()
+                poller.register(blocked.fd, blocked.events)
+                poller.poll(int(WAIT_TICK * 1000))
+            else:
+                time.sleep(pause)
+                pause = min(pause * 2, WAIT_TICK)
+            if tracee.signal_pending():
+                self._apply(stopped, tracee, blocked.interrupted, output)
+                return
+            response = self._transport.handle_request(blocked.again)
+            if not isinstance(response, api.WouldBlock):
+                self._apply(stopped, tracee, response, output)
+                return
+            blocked = response
+
+
+class PtraceDriver:
+    """Serves one VM by tracing it: ``pidfd`` names its pid 1 (what pid 1 handed back)."""
+
+    def __init__(self, pidfd: int, vm: str, transport: Transport, arch: Arch) -> None:
+        self._pidfd = pidfd
+        self._tracer = _Tracer(_pid_of(pidfd), vm, transport, arch)
+
+    def judge_execs(self) -> None:
+        """Before ``start``: have the manager judge every exec at PTRACE_EVENT_EXEC, as the
+        exec tracer does for the seccomp driver (a scanner is on)."""
+        self._tracer.judging = True
+
+    def start(self) -> None:
+        """Seize pid 1 (OSError when ptrace is refused here); pid 1 starts the command only
+        after this, when the manager sends START."""
+        self._tracer.start()
+
+    def stop(self) -> None:
+        """A traced VM cannot outlive its tracer: it ends (SIGKILL to pid 1)."""
+        with contextlib.suppress(OSError):
+            process.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+        self.join()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._tracer.join(timeout)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._pidfd)
+
+    def kept(self) -> dict[str, int]:
+        return {}  # PTRACE_O_EXITKILL: the VM ends with its tracer, nothing is left to resume
+
+    def statistics(self) -> dict[str, Any]:
+        stats = self._tracer.statistics()
+        return {"driver": "ptrace", "stops": stats.stops, "tracees": stats.tracees, **self._tracer.served}
+
+    def exec_tracer(self) -> ExecTracer | None:
+        """What judges the VM's execs, when a scanner is on (the tracer itself): for the
+        statistics of its runs."""
+        return self._tracer if self._tracer.judging else None
+
+
+def _pid_of(pidfd: int) -> int:
+    """The pid (in this pid namespace) of the process ``pidfd`` names, from its fdinfo."""
+    with open(f"/proc/self/fdinfo/{pidfd}", "rb") as f:
+        for line in f:
+            if line.startswith(b"Pid:"):
+                pid = int(line.split()[1])
+                if pid > 0:
+                    return pid
+    raise OSError(errno.ESRCH, "pid 1 of the VM is gone")

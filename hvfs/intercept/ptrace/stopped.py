@@ -1,0 +1,181 @@
+"""A thread stopped at its seccomp stop: its call read from its registers, answered by
+rewriting them, and a manager-opened file installed in it by calls it is made to run.
+
+x86_64 only: the registers are python-ptrace's ``user_regs_struct``; aarch64 would need
+PTRACE_GETREGSET and its own numbers (the backend refuses it).
+
+Answering. At a ``PTRACE_EVENT_SECCOMP`` stop the call has not run. Setting its number to
+-1 skips it, and the kernel returns what ``rax`` then holds; leaving it alone and
+resuming runs it (the kernel checks the filter again, which then lets it through).
+
+Installing a file. ptrace has no ADDFD. The thread is made to run three calls in place of
+its own: ``socket(AF_UNIX, SOCK_DGRAM)``; the driver duplicates that socket
+(pidfd_getfd), binds it to an abstract name and connects it to itself, so that nothing but
+that very socket can send to it, and sends the manager's file on it (SCM_RIGHTS);
+``recvmsg`` on it, into a scratch buffer below the thread's stack (beneath the red zone,
+where nothing of the thread lives); ``close`` of it. The call then returns the received
+fd. The file installed is the one the manager sent, whatever another thread of the VM
+does meanwhile: it may scribble on the scratch buffer (then the number is not found and
+the call fails with EIO, a file left in its own table), close or replace the socket's
+number (the receive fails: EIO), or receive from the socket itself (it gets the file into
+its own fd table, the same one). A fresh socket per file, never one kept: a kept one
+would be inherited by a child that may change its credentials and receive what was meant
+for its parent.
+"""
+
+from __future__ import annotations
+
+import array
+import errno
+import os
+import signal
+import socket
+import struct
+from collections.abc import Callable
+
+from hvfs._sys import process, tracing
+from hvfs.intercept.decoders.tracee import CallError, TargetGone
+
+# x86_64 syscall numbers of the calls the thread is made to run.
+_SOCKET, _RECVMSG, _CLOSE = 41, 47, 3
+_SYSCALL_INSN = 2  # bytes of the `syscall` instruction, which rip points past
+_RED_ZONE = 128
+# The scratch buffer: struct msghdr, struct iovec, one byte, and room for one fd's cmsg.
+_MSGHDR = struct.Struct("<QI4xQQQQi4x")  # name, namelen, iov, iovlen, control, controllen, flags
+_IOVEC = struct.Struct("<QQ")
+_CMSG = struct.Struct("<QiiI4x")  # len, level, type, one fd (CMSG_SPACE(4) = 24)
+_IOV_AT, _BYTE_AT, _CMSG_AT, _SCRATCH = 64, 80, 96, 128
+U64 = (1 << 64) - 1
+
+
+def signed(value: int) -> int:
+    """A register as the signed long the kernel returned."""
+    return value - (1 << 64) if value & (1 << 63) else value
+
+
+class Stopped:
+    """One thread at its seccomp stop (``pid``), and what its call is answered with. Signals
+    that arrive while it runs the calls of an install are kept in ``signals``, for the
+    driver to deliver when it resumes the thread."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.regs = tracing.registers(pid)
+        self.signals: list[int] = []
+
+    @property
+    def nr(self) -> int:
+        """The call's number as the kernel takes it (and the filter saw it): the low 32
+        bits of orig_rax, as a signed int."""
+        low = int(self.regs.orig_rax) & 0xFFFFFFFF
+        return low - (1 << 32) if low & (1 << 31) else low
+
+    @property
+    def args(self) -> tuple[int, int, int, int, int, int]:
+        r = self.regs
+        return (r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9)
+
+    def answer(self, value: int) -> None:
+        """Skip the call; it returns ``value`` (a negative errno for a failure)."""
+        regs = self._copy()
+        regs.orig_rax = U64
+        regs.rax = value & U64
+        tracing.set_registers(self.pid, regs)
+
+    def install(self, fd: int, cloexec: bool, duplicate: Callable[[int], int]) -> None:
+        """Install the manager's ``fd`` (taken) in the thread, and answer the call with its
+        number there (see the module's docstring); a failure answers as the kernel would
+        (EMFILE…) or EIO. ``duplicate``: a copy of one of the thread's fds here (the
+        tracee's pidfd_getfd). TargetGone when the thread died meanwhile."""
+        try:
+            result = self._install(fd, cloexec, duplicate)
+        finally:
+            os.close(fd)
+        self._finish(result)
+
+    def _install(self, fd: int, cloexec: bool, duplicate: Callable[[int], int]) -> int:
+        first = self._copy()
+        first.orig_rax = _SOCKET
+        first.rdi, first.rsi, first.rdx = socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, 0
+        tracing.set_registers(self.pid, first)
+        theirs = self._run_to_exit()
+        if theirs < 0:
+            return theirs
+        try:
+            self._send(duplicate(theirs), fd)
+        except (OSError, CallError):
+            self._call(_CLOSE, theirs)
+            return -errno.EIO
+        scratch = (self.regs.rsp - _RED_ZONE - _SCRATCH) & ~0xF
+        header = _MSGHDR.pack(0, 0, scratch + _IOV_AT, 1, scratch + _CMSG_AT, _CMSG.size, 0)
+        buffer = header.ljust(_IOV_AT, b"\0") + _IOVEC.pack(scratch + _BYTE_AT, 1)
+        buffer = buffer.ljust(_SCRATCH, b"\0")
+        try:
+            process.write_memory(self.pid, scratch, buffer)
+        except OSError:
+            self._call(_CLOSE, theirs)
+            return -errno.EIO
+        flags = socket.MSG_DONTWAIT | (socket.MSG_CMSG_CLOEXEC if cloexec else 0)
+        received = self._call(_RECVMSG, theirs, scratch, flags)
+        number = -errno.EIO
+        if received >= 0:
+            try:
+                length, level, kind, installed = _CMSG.unpack(
+                    process.read_memory(self.pid, scratch + _CMSG_AT, _CMSG.size)
+                )
+            except (OSError, struct.error):
+                length = 0
+            if length >= 20 and (level, kind) == (socket.SOL_SOCKET, socket.SCM_RIGHTS):
+                number = installed
+        elif received == -errno.EMFILE:
+            number = received
+        self._call(_CLOSE, theirs)
+        return number
+
+    def _send(self, local: int, fd: int) -> None:
+        """Send ``fd`` on ``local``, the thread's new socket duplicated here, connected to
+        itself first so that only it can send to itself."""
+        with socket.socket(fileno=local) as sock:
+            if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_DGRAM:
+                raise OSError(errno.EBADF, "not the socket the thread made")
+            sock.bind("")  # an abstract name of the kernel's choice, in the VM's network namespace
+            sock.connect(sock.getsockname())
+            sock.sendmsg([b"f"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
+
+    def _call(self, nr: int, *args: int) -> int:
+        """Make the thread, stopped after a call, run ``nr`` with ``args``, to its exit."""
+        regs = self._copy(tracing.registers(self.pid))
+        regs.rip = self.regs.rip - _SYSCALL_INSN
+        regs.rax = nr
+        for name, value in zip(("rdi", "rsi", "rdx", "r10", "r8", "r9"), args, strict=False):
+            setattr(regs, name, value & U64)
+        tracing.set_registers(self.pid, regs)
+        self._run_to_exit()  # its syscall-entry stop
+        return self._run_to_exit()
+
+    def _run_to_exit(self) -> int:
+        """Resume to the next syscall stop; the call's result there. Signals that stop the
+        thread meanwhile are kept for later; TargetGone if it dies."""
+        tracing.resume_to_syscall(self.pid)
+        while True:
+            try:
+                _, status = os.waitpid(self.pid, tracing.WALL)
+            except ChildProcessError as e:
+                raise TargetGone() from e
+            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                raise TargetGone()
+            if os.WSTOPSIG(status) == tracing.SYSCALL_STOP:
+                return signed(tracing.registers(self.pid).rax)
+            event, signum = tracing.event_of(status), os.WSTOPSIG(status)
+            if not event and signum != signal.SIGTRAP:
+                self.signals.append(signum)  # delivered once the call is answered
+            tracing.resume_to_syscall(self.pid)
+
+    def _finish(self, result: int) -> None:
+        """After an install: the thread's registers as at its stop, its call returning ``result``."""
+        regs = self._copy()
+        regs.rax = result & U64
+        tracing.set_registers(self.pid, regs)
+
+    def _copy(self, regs: tracing.Registers | None = None) -> tracing.Registers:
+        return tracing.Registers.from_buffer_copy(regs if regs is not None else self.regs)

@@ -1,0 +1,218 @@
+"""The ptrace driver (hvfs.intercept.ptrace): real programs in VMs whose file calls stop
+for a tracer instead of a seccomp listener, served by the same manager; and how the driver
+is chosen (--driver, hvfs.toml's driver, automatically, HVFS_AS_IF_NO_USER_NOTIF).
+
+Every VM test runs as root and rootless, default and strict, with ``--driver ptrace``,
+and checks on the host what the programs left, and that the ptrace driver served them
+(its --stats)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import VARIANTS, Hvfs, Vm, require
+
+
+def traced(vm: Vm, script: str, data: Path, *, timeout: float = 120) -> str:
+    """Runs ``sh -euc script`` under the ptrace driver with ``data`` at /data; its output,
+    once the statistics say the ptrace driver served it."""
+    stats = data.parent / f"stats-{data.name}.json"
+    args = ["run", "--driver", "ptrace", "--stats", str(stats), "-v", f"{data}:/data"]
+    args += ["--strict"] if vm.strict else []
+    result = vm.runner.run(*args, "--", "sh", "-euc", script, timeout=timeout)
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    record = json.loads(stats.read_text())
+    assert record["driver"] == "ptrace" and record["calls"] > 0, record
+    return result.stdout
+
+
+@pytest.fixture
+def data(vm: Vm, shared_tmp: Path) -> Path:
+    path = shared_tmp / "data"
+    path.mkdir()
+    vm.give(path, shared_tmp)
+    return path
+
+
+@pytest.mark.parametrize("vm", VARIANTS, indirect=True)
+def test_a_shell_writes_renames_and_removes_through_the_manager(vm: Vm, data: Path) -> None:
+    out = traced(vm, """
+        cd /data
+        echo one > a; echo two >> a; mkdir d; mv a d/b; ln -s d/b link; chmod 600 d/b
+        cat link; ls d; rm link; rmdir d 2>/dev/null || echo 'not empty'
+        """, data)  # fmt: skip
+    assert out.split() == ["one", "two", "b", "not", "empty"]
+    assert (data / "d" / "b").read_text() == "one\ntwo\n"
+    assert (data / "d" / "b").stat().st_mode & 0o777 == 0o600
+    assert not (data / "link").exists() and not (data / "a").exists()
+
+
+@pytest.mark.parametrize("vm", VARIANTS, indirect=True)
+def test_python_threads_forks_and_signals(vm: Vm, data: Path) -> None:
+    """Four threads create and remove files at once, a child made by fork and one by
+    vfork (posix_spawn) write theirs, a signal reaches its handler, and a group-stop
+    (SIGSTOP, then SIGCONT) holds a child without losing it."""
+    script = r"""
+import os, signal, subprocess, threading, time
+def work(i):
+    for j in range(40):
+        with open(f"/data/t{i}-{j}", "w") as f:
+            f.write(str(j))
+        if j % 2:
+            os.unlink(f"/data/t{i}-{j}")
+threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+pid = os.fork()
+if pid == 0:
+    with open("/data/forked", "w") as f:
+        f.write("child")
+    os._exit(7)
+print("fork", os.waitpid(pid, 0)[1] >> 8)
+print("spawn", subprocess.run(["sh", "-c", "echo spawned > /data/spawned"]).returncode)
+got = []
+signal.signal(signal.SIGUSR1, lambda *_: got.append(1))
+os.kill(os.getpid(), signal.SIGUSR1)
+print("signal", len(got))
+sleeper = subprocess.Popen(["sh", "-c", "sleep 0.3; echo woke > /data/woke"])
+os.kill(sleeper.pid, signal.SIGSTOP)
+time.sleep(0.5)
+print("stopped", os.path.exists("/data/woke"))
+os.kill(sleeper.pid, signal.SIGCONT)
+print("after", sleeper.wait())
+"""
+    (data / "script.py").write_text(script)
+    out = traced(vm, "python3 /data/script.py", data)
+    assert out.split("\n")[:5] == ["fork 7", "spawn 0", "signal 1", "stopped False", "after 0"]
+    assert sorted(p.name for p in data.glob("t*")) == sorted(f"t{i}-{j}" for i in range(4) for j in range(0, 40, 2))
+    assert (data / "forked").read_text() == "child"
+    assert (data / "spawned").read_text() == "spawned\n"
+    assert (data / "woke").read_text() == "woke\n"
+
+
+@pytest.mark.parametrize("vm", VARIANTS, indirect=True)
+def test_tar_git_and_sqlite3(vm: Vm, data: Path) -> None:
+    require(shutil.which("git") is not None, "git is needed")
+    require(shutil.which("sqlite3") is not None, "sqlite3 (package sqlite3) is needed")
+    traced(vm, """
+        cd /data
+        mkdir src; echo hello > src/a; echo world > src/b
+        tar -cf x.tar src; mkdir out; tar -xf x.tar -C out
+        git init -q repo; cd repo; echo content > f
+        git -c user.name=t -c user.email=t@t add f; git -c user.name=t -c user.email=t@t commit -qm one
+        cd /data
+        sqlite3 db.sqlite 'create table t(x); insert into t values (1), (2), (3);'
+        """, data)  # fmt: skip
+    assert (data / "out" / "src" / "b").read_text() == "world\n"
+    log = subprocess.run(["git", "-c", "safe.directory=*", "-C", str(data / "repo"), "log", "--format=%s"],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    assert log.stdout == "one\n"
+    fsck = subprocess.run(["git", "-c", "safe.directory=*", "-C", str(data / "repo"), "fsck"], capture_output=True)
+    assert fsck.returncode == 0
+    with sqlite3.connect(data / "db.sqlite") as db:
+        assert db.execute("select sum(x) from t").fetchone() == (6,)
+
+
+@pytest.mark.parametrize("vm", VARIANTS[:1], indirect=True)
+def test_an_open_keeps_its_cloexec_flag_and_a_denied_write_fails(vm: Vm, data: Path, shared_tmp: Path) -> None:
+    """A served open returns an fd with the flags asked (O_CLOEXEC or not); a write to a
+    read-only mount fails with EROFS, answered by skipping the call."""
+    ro = shared_tmp / "ro"
+    ro.mkdir()
+    script = r"""
+import ctypes, fcntl, os
+libc = ctypes.CDLL(None)  # os.open adds O_CLOEXEC to every open
+a = libc.open(b"/data/a", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+b = libc.open(b"/data/b", os.O_WRONLY | os.O_CREAT, 0o644)
+print(bool(fcntl.fcntl(a, fcntl.F_GETFD) & fcntl.FD_CLOEXEC), bool(fcntl.fcntl(b, fcntl.F_GETFD) & fcntl.FD_CLOEXEC))
+os.write(a, b"A"); os.write(b, b"B")
+try:
+    os.open("/ro/c", os.O_WRONLY | os.O_CREAT, 0o644)
+except OSError as e:
+    print(e.errno)
+"""
+    (data / "s.py").write_text(script)
+    stats = shared_tmp / "stats.json"
+    result = vm.runner.run("run", "--driver", "ptrace", "--stats", str(stats), "-v", f"{data}:/data",
+                           "-v", f"{ro}:/ro:ro", "--", "python3", "/data/s.py")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "False", "30"]  # EROFS
+    assert (data / "a").read_text() == "A" and (data / "b").read_text() == "B"
+    assert not (ro / "c").exists()
+
+
+def test_a_bad_driver_is_one_line_and_exit_125(hvfs: Hvfs, tmp_path: Path) -> None:
+    result = hvfs.run("run", "--driver", "kvm", "true")
+    assert result.returncode == 125
+    assert result.stderr.strip().splitlines() == ["hvfs: --driver kvm: not a driver; use seccomp, ptrace or auto"]
+    (tmp_path / "hvfs.toml").write_text('driver = "kvm"\n[vms.a]\ncommand = ["true"]\n')
+    result = hvfs.run("up", cwd=str(tmp_path))
+    assert result.returncode == 125
+    assert len(result.stderr.strip().splitlines()) == 1 and "driver" in result.stderr and "kvm" in result.stderr
+
+
+def test_forcing_as_if_user_notification_were_missing_picks_ptrace_and_says_so_once(hvfs: Hvfs, tmp_path: Path) -> None:
+    stats = tmp_path / "stats.json"
+    result = hvfs.with_env(HVFS_AS_IF_NO_USER_NOTIF="1").run(
+        "run", "--stats", str(stats), "sh", "-c", "echo x > /tmp/y"
+    )
+    assert result.returncode == 0, result.stderr
+    said = [line for line in result.stderr.splitlines() if "ptrace" in line]
+    assert said == ["hvfs: using the ptrace driver: as if seccomp user notification were missing "
+                    "(HVFS_AS_IF_NO_USER_NOTIF=1)"]  # fmt: skip
+    assert json.loads(stats.read_text())["driver"] == "ptrace"
+    doctor = hvfs.with_env(HVFS_AS_IF_NO_USER_NOTIF="1").run("doctor")
+    assert "ok   driver: ptrace: as if seccomp user notification were missing" in doctor.stdout
+    assert "ok   driver: seccomp" in hvfs.run("doctor").stdout
+    explicit = hvfs.with_env(HVFS_AS_IF_NO_USER_NOTIF="1").run("run", "--driver", "seccomp", "--stats", str(stats),
+                                                               "true")  # fmt: skip
+    assert explicit.returncode == 0 and "ptrace" not in explicit.stderr
+    assert "driver" not in json.loads(stats.read_text()) or json.loads(stats.read_text())["driver"] != "ptrace"
+
+
+def test_the_hvfs_toml_driver_key_is_used_by_up(hvfs: Hvfs, tmp_path: Path) -> None:
+    """A traced process cannot ask to be traced again (PTRACE_TRACEME: EPERM): what the VM
+    sees of its driver."""
+    (tmp_path / "data").mkdir()
+    probe = "import ctypes; print(ctypes.CDLL(None).ptrace(0, 0, 0, 0), file=open('/data/out', 'w'))"
+    (tmp_path / "hvfs.toml").write_text(
+        'name = "ptracetoml"\ndriver = "ptrace"\n[sources.data]\ntype = "host"\npath = "data"\n'
+        f'[vms.a]\ncommand = ["python3", "-c", "{probe}"]\nmounts = [{{ source = "data", target = "/data" }}]\n'
+    )
+    try:
+        result = hvfs.run("up", "--abort-on-container-exit", cwd=str(tmp_path), timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert (tmp_path / "data" / "out").read_text() == "-1\n"
+        result = hvfs.run("up", "--abort-on-container-exit", "--driver", "seccomp", cwd=str(tmp_path), timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert (tmp_path / "data" / "out").read_text() == "0\n"
+    finally:
+        hvfs.run("down", cwd=str(tmp_path))
+
+
+@pytest.mark.parametrize("vm", VARIANTS[:1], indirect=True)
+def test_a_listener_of_the_vms_own_is_refused(vm: Vm, data: Path) -> None:
+    """The kernel prefers a filter's USER_NOTIF to hvfs's TRACE: a listener of the VM's own
+    would answer its calls past the tracer. Refused (EBUSY, as under the seccomp driver,
+    where the kernel allows one listener); a filter without one is still allowed."""
+    script = r"""
+import ctypes, errno, struct
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
+allow = struct.pack("<HBBI", 0x06, 0, 0, 0x7FFF0000)  # BPF_RET | BPF_K, SECCOMP_RET_ALLOW
+program = ctypes.create_string_buffer(allow)
+fprog = struct.pack("<HxxxxxxQ", 1, ctypes.addressof(program))
+buffer = ctypes.create_string_buffer(fprog)
+for flags in (8, 0):  # SECCOMP_FILTER_FLAG_NEW_LISTENER, then none
+    result = libc.syscall(317, 1, flags, buffer)  # seccomp(SECCOMP_SET_MODE_FILTER, ...)
+    print(flags, result, errno.errorcode.get(ctypes.get_errno(), 0) if result < 0 else "ok")
+"""
+    (data / "listener.py").write_text(script)
+    out = traced(vm, "python3 /data/listener.py > /data/out; cat /data/out", data)
+    assert out.split("\n")[:2] == ["8 -1 EBUSY", "0 0 ok"]
