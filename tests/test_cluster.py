@@ -131,6 +131,29 @@ def test_a_write_on_a_is_read_on_b_and_shown_by_b_events(cluster: Cluster) -> No
     assert b["received"] >= 1 and b["lag_ms"] < 5000, b
 
 
+def test_inotify_in_a_vm_on_b_sees_a_write_made_on_a(cluster: Cluster) -> None:
+    """No kernel on b sees a's write (each manager has a JuiceFS client, a FUSE
+    superblock, of its own): b's manager opens and closes the file on its own mount of
+    the volume (Source.local_path), which its VM's watch sees."""
+    require(shutil.which("inotifywait") is not None, "inotifywait is not installed (scripts/setup --test)")
+    name = f"i-{secrets.token_hex(4)}.txt"
+    # the VM's watcher ends by itself: at the first event on the file, or in 20 s
+    watch = ["timeout", "20", "inotifywait", "-e", "close_write", "--include", name, "--format", "%e %f", "/shared"]
+    with subprocess.Popen(
+        cluster.lab.command("b", [*HVFS, "exec", "wb", *watch]), env=cluster.lab.env("b"),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    ) as watcher:  # fmt: skip
+        assert watcher.stderr is not None
+        for line in watcher.stderr:
+            if "Watches established" in line:
+                break
+        poked = cluster.status("b")["inotify_poked"]
+        cluster.write("a", f"/shared/{name}", "seen on b\n")
+        out, err = watcher.communicate(timeout=30)
+    assert watcher.returncode == 0 and out == f"CLOSE_WRITE,CLOSE {name}\n", (watcher.returncode, out, err)
+    assert cluster.status("b")["inotify_poked"] > poked
+
+
 def test_eicar_written_on_a_is_refused_on_b_and_verdicts_are_shared(cluster: Cluster) -> None:
     import redis
 
