@@ -1,9 +1,11 @@
 """Managers in a cluster (hvfs.cluster), on one machine: two "hosts", each a network
 namespace with its own manager and state directory, a real redis-server on a private
-bridge between them, one shared volume (hvfs.cluster.lab, as examples/cluster uses it).
-One VM per host, started once for the module; each test writes its own files. Hosts a
-and b scan and back up; c only audits, and its manager is the one killed (a VM that
-is scanned is traced by its manager, and does not outlive it)."""
+bridge between them, one JuiceFS volume on /shared (metadata in that Redis, objects in a
+local directory; every manager mounts it through FUSE) and a host directory shared as a
+volume on /local (hvfs.cluster.lab, as examples/cluster uses it). One VM per host,
+started once for the module; each test writes its own files. Hosts a and b scan and
+back up; c only audits, and its manager is the one killed (a VM that is scanned is
+traced by its manager, and does not outlive it)."""
 
 from __future__ import annotations
 
@@ -27,7 +29,6 @@ from tests.conftest import require
 HVFS = [sys.executable, "-m", "hvfs"]
 EICAR = "X5O!P%@AP[4\\PZX54(P^)7CC)7}$" + "EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 NOT_A_VIRUS = "only host a's blocklist names this content\n"
-VOLUME = "vol1"
 
 
 class Cluster:
@@ -82,7 +83,15 @@ def cluster() -> Iterator[Cluster]:
     require(os.geteuid() == 0, "a cluster of network namespaces needs root")
     require(shutil.which("redis-server") is not None, "redis-server is not installed (scripts/setup --test)")
     require(shutil.which("nsenter") is not None, "nsenter (util-linux) is not installed")
+    require(os.path.exists("/dev/fuse"), "this machine has no /dev/fuse (modprobe fuse)")
     from hvfs.cluster.lab import Lab
+    from hvfs.manager.sources.base import SourceError
+    from hvfs.manager.sources.juicefs import juicefs_binary
+
+    try:
+        juicefs_binary()
+    except SourceError as e:
+        require(False, f"{e}")
 
     root = tempfile.mkdtemp(prefix="hvfs-cluster-")
     lab = Lab.start(root, ("a", "b", "c"))
@@ -92,14 +101,12 @@ def cluster() -> Iterator[Cluster]:
             f.write(hashlib.sha256(NOT_A_VIRUS.encode()).hexdigest() + "  only-a-knows\n")
         cluster = Cluster(lab)
         cluster.hvfs(
-            "c", "run", "-d", "--name", "wc",
-            "--mount", f"type=host,path={lab.volume},target=/shared,shared={VOLUME}",
+            "c", "run", "-d", "--name", "wc", "--mount", lab.mount(), "--mount", lab.host_mount(),
             "--audit", os.path.join(root, "c", "audit.jsonl"), "--", "sleep", "600",
         )  # fmt: skip
         for host in ("a", "b"):
             cluster.hvfs(
-                host, "run", "-d", "--name", f"w{host}",
-                "--mount", f"type=host,path={lab.volume},target=/shared,shared={VOLUME}",
+                host, "run", "-d", "--name", f"w{host}", "--mount", lab.mount(), "--mount", lab.host_mount(),
                 "--audit", os.path.join(root, host, "audit.jsonl"),
                 "--scan", "--quarantine", os.path.join(root, host, "quarantine"),
                 *(["--blocklist", blocklist] if host == "a" else []),
@@ -122,6 +129,29 @@ def test_a_write_on_a_is_read_on_b_and_shown_by_b_events(cluster: Cluster) -> No
     assert cluster.status("a")["published"] >= 1
     b = wait_for("b told its VMs' inotify", lambda: (s := cluster.status("b"))["inotify_poked"] >= 1 and s)
     assert b["received"] >= 1 and b["lag_ms"] < 5000, b
+
+
+def test_inotify_in_a_vm_on_b_sees_a_write_made_on_a(cluster: Cluster) -> None:
+    """No kernel on b sees a's write (each manager has a JuiceFS client, a FUSE
+    superblock, of its own): b's manager opens and closes the file on its own mount of
+    the volume (Source.local_path), which its VM's watch sees."""
+    require(shutil.which("inotifywait") is not None, "inotifywait is not installed (scripts/setup --test)")
+    name = f"i-{secrets.token_hex(4)}.txt"
+    # the VM's watcher ends by itself: at the first event on the file, or in 20 s
+    watch = ["timeout", "20", "inotifywait", "-e", "close_write", "--include", name, "--format", "%e %f", "/shared"]
+    with subprocess.Popen(
+        cluster.lab.command("b", [*HVFS, "exec", "wb", *watch]), env=cluster.lab.env("b"),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    ) as watcher:  # fmt: skip
+        assert watcher.stderr is not None
+        for line in watcher.stderr:
+            if "Watches established" in line:
+                break
+        poked = cluster.status("b")["inotify_poked"]
+        cluster.write("a", f"/shared/{name}", "seen on b\n")
+        out, err = watcher.communicate(timeout=30)
+    assert watcher.returncode == 0 and out == f"CLOSE_WRITE,CLOSE {name}\n", (watcher.returncode, out, err)
+    assert cluster.status("b")["inotify_poked"] > poked
 
 
 def test_eicar_written_on_a_is_refused_on_b_and_verdicts_are_shared(cluster: Cluster) -> None:
@@ -177,11 +207,10 @@ def test_a_version_saved_on_a_is_restored_on_b_and_saved_once(cluster: Cluster) 
 
 
 def test_a_fault_rule_targets_one_host(cluster: Cluster) -> None:
-    rule = "op=open,path=/shared/hf-*,errno=EIO,host=b"
-    mount = f"type=host,path={cluster.lab.volume},target=/shared,shared={VOLUME}"
+    rule = "op=open,path=/local/hf-*,errno=EIO,host=b"
     for host, fails in (("a", False), ("b", True)):
-        done = cluster.hvfs(host, "run", "--fault", rule, "--mount", mount, "--", "sh", "-c",
-                            f"echo x > /shared/hf-{host}", check=False)  # fmt: skip
+        done = cluster.hvfs(host, "run", "--fault", rule, "--mount", cluster.lab.host_mount(), "--", "sh", "-c",
+                            f"echo x > /local/hf-{host}", check=False)  # fmt: skip
         assert (done.returncode != 0) == fails, (host, done)
         assert ("Input/output error" in done.stderr) == fails, (host, done)
 
@@ -201,8 +230,9 @@ def test_a_killed_manager_catches_up_on_what_it_missed(cluster: Cluster) -> None
 
 
 def test_redis_dying_never_blocks_serving_and_the_events_follow_later(cluster: Cluster) -> None:
+    # on the host directory: the JuiceFS volume's own metadata is in that Redis
     cluster.lab.stop_redis()
-    names = [f"/shared/d-{secrets.token_hex(4)}-{i}.txt" for i in range(4)]
+    names = [f"/local/d-{secrets.token_hex(4)}-{i}.txt" for i in range(4)]
     started = time.monotonic()
     for name in names:
         cluster.write("a", name, "while redis is down\n")
@@ -211,7 +241,7 @@ def test_redis_dying_never_blocks_serving_and_the_events_follow_later(cluster: C
     a = wait_for("a's failures counted", lambda: (s := cluster.status("a"))["publish_failures"] >= 1 and s)
     assert a["publish_buffered"] >= len(names) and a["publish_dropped"] == 0, a
     assert took < len(names) * 3.0, took  # each a whole `hvfs exec`; never the publisher's retries
-    cluster.lab.start_redis()  # empty: the buffered events go to a new stream, with later ids
+    cluster.lab.start_redis()  # with its append-only file: the buffered events follow in the stream
     wait_for("a's buffer sent", lambda: cluster.status("a")["publish_buffered"] == 0, timeout=15)
     for name in names:
         wait_for(f"{name} in b's audit", lambda name=name: cluster.events("b", "wa@a", name), timeout=15)  # type: ignore[misc]

@@ -130,14 +130,17 @@ def volume(redis: Redis, hosts: tuple[Hvfs, Hvfs]) -> Iterator[str]:
 
 def _clients(meta: str) -> list[int]:
     """The juicefs processes that serve ``meta`` (juicefs rewrites its own command line into
-    one string, its password masked, so this looks for the URL in the whole of it)."""
+    one string, its password masked, so this looks for the URL in the whole of it; that
+    string is cut at the length of the original arguments, which can fall inside the URL:
+    its server, with its own port, is enough)."""
+    server = meta.rsplit("/", 1)[0] + "/"
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
         except OSError:
             continue
-        if command.split(b" ", 1)[0].endswith(b"juicefs") and b" mount " in command and meta.encode() in command:
+        if command.split(b" ", 1)[0].endswith(b"juicefs") and b" mount " in command and server.encode() in command:
             found.append(int(pid))
     return found
 

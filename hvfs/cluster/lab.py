@@ -1,10 +1,14 @@
 """A cluster on one machine, for the tests and a demo: each "host" a network namespace of
 its own with its own manager and state directory, a Redis server on a private bridge
-between them, one shared volume (a directory every host sees, as an NFS or JuiceFS mount
-looks to a manager). Root only (it makes namespaces and links).
+between them, one JuiceFS volume: its metadata in that Redis (db 1; the event streams
+are in db 0), its objects in a local directory, formatted once by ``start``; every
+host's manager mounts it through FUSE (``lab.mount()``: the ``--mount`` of it). A host
+directory shared as a volume is there too (``lab.host_mount()``), for what a volume
+whose metadata is in the cluster's Redis cannot show (serving while that Redis is
+down). Root only (it makes namespaces and links).
 
-    lab = Lab.start("/tmp/lab", ("a", "b"))   # bridge, veths, namespaces, redis-server
-    subprocess.run(lab.command("a", ["hvfs", "run", ...]), env=lab.env("a"))
+    lab = Lab.start("/tmp/lab", ("a", "b"))   # bridge, veths, namespaces, redis-server, volume
+    subprocess.run(lab.command("a", ["hvfs", "run", "--mount", lab.mount(), ...]), env=lab.env("a"))
     lab.stop()                                # managers, redis-server, links, namespaces
 
 ``python -m hvfs.cluster.lab start|stop|env|ps DIR`` (examples/cluster/cluster) does the
@@ -30,9 +34,13 @@ from typing import Any
 
 from pyroute2 import IPRoute, NetNS, netns
 
+from hvfs.errors import HvfsError
+
 REDIS_PORT = 6379
+META_DB = 1  # the JuiceFS volume's metadata; the event streams and verdicts are in db 0
 _SERVERS: dict[int, subprocess.Popen[bytes]] = {}  # this process's redis-servers, by pid: waited for here
-VOLUME = "vol1"
+VOLUME = "vol1"  # the JuiceFS volume's name, and so its shared id
+HOST_VOLUME = "hostvol"  # the shared host directory's id
 
 
 @dataclass
@@ -57,9 +65,27 @@ class Lab:
         return f"redis://{self.address}:{REDIS_PORT}/0"
 
     @property
+    def meta(self) -> str:
+        """The JuiceFS volume's metadata URL (the lab's Redis, reachable from every host)."""
+        return f"redis://{self.address}:{REDIS_PORT}/{META_DB}"
+
+    @property
+    def objects(self) -> str:
+        """The JuiceFS volume's object store, a local directory (storage=file)."""
+        return os.path.join(self.root, "objects")
+
+    def mount(self, target: str = "/shared") -> str:
+        """The ``--mount`` of the JuiceFS volume on ``target`` (its shared id: VOLUME)."""
+        return f"type=juicefs,meta={self.meta},name={VOLUME},target={target}"
+
+    @property
     def volume(self) -> str:
-        """The shared volume's directory, as every host sees it."""
+        """The shared host directory, as every host sees it."""
         return os.path.join(self.root, "volume")
+
+    def host_mount(self, target: str = "/local") -> str:
+        """The ``--mount`` of the shared host directory on ``target`` (shared id HOST_VOLUME)."""
+        return f"type=host,path={self.volume},target={target},shared={HOST_VOLUME}"
 
     @property
     def backups(self) -> str:
@@ -98,7 +124,9 @@ class Lab:
                     os.makedirs(where, mode=0o700, exist_ok=True)
             os.makedirs(lab.volume, mode=0o777, exist_ok=True)
             os.makedirs(lab.backups, mode=0o700, exist_ok=True)
+            os.makedirs(lab.objects, mode=0o700, exist_ok=True)
             lab.start_redis()
+            lab._format()
             lab._save()
         except BaseException:
             lab.stop()
@@ -124,14 +152,34 @@ class Lab:
                     ns.link("set", index=index, state="up")
                     ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
 
+    def _format(self) -> None:
+        """Format the JuiceFS volume, once, before any host mounts it (managers that
+        format at once on their first mount would race)."""
+        from hvfs.manager.sources.juicefs import juicefs_binary
+
+        try:
+            binary = juicefs_binary()
+        except HvfsError as e:
+            raise RuntimeError(str(e)) from None
+        done = subprocess.run(
+            [binary, "format", "--no-color", "--storage", "file", "--bucket", self.objects + "/",
+             self.meta, VOLUME],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            reason = (done.stderr.strip().splitlines() or ["no reason given"])[-1]
+            raise RuntimeError(f"juicefs could not format the lab's volume at {self.meta}: {reason}")
+
     def start_redis(self) -> None:
-        """Start the Redis server on the bridge (again, after ``stop_redis``: empty)."""
+        """Start the Redis server on the bridge (again, after ``stop_redis``: with what it
+        had, as the volume's metadata must be: every write is in its append-only file)."""
         server = shutil.which("redis-server")
         if server is None:
             raise RuntimeError("redis-server is not installed; install it (apt-get install redis-server)")
         log = open(os.path.join(self.root, "redis.log"), "ab")  # noqa: SIM115 (the server's, for its life)
         process = subprocess.Popen(
-            [server, "--bind", self.address, "--port", str(REDIS_PORT), "--save", "", "--appendonly", "no",
+            [server, "--bind", self.address, "--port", str(REDIS_PORT), "--save", "", "--appendonly", "yes",
+             "--appendfsync", "always",
              "--protected-mode", "no", "--dir", self.root],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
@@ -212,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"hvfs lab: cannot start: {e}", file=sys.stderr)
             return 125
         print(
-            f"redis {lab.url}; volume {lab.volume}; hosts "
+            f"redis {lab.url}; juicefs volume {VOLUME} (meta {lab.meta}); hosts "
             + ", ".join(f"{h.name} {h.address}" for h in lab.hosts.values())
         )
         return 0

@@ -15,12 +15,13 @@ made.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import stat
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -41,13 +42,14 @@ _WRITING = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC
 
 @dataclass(frozen=True)
 class Share:
-    """A mount of a shared volume in one VM: where the VM sees it, and where this
-    manager can reach its files (None: a source with no host path; no inotify poke)."""
+    """A mount of a shared volume in one VM: where the VM sees it, and how this manager
+    finds a directory of its own that shows the volume's files (Source.local_path: a
+    host source's path, a juicefs source's mount once mounted; None: no inotify poke)."""
 
     vm: str
     target: str
     volume: str
-    host_path: str | None
+    locate: Callable[[], str | None] = field(default=lambda: None, compare=False)
 
 
 def _inside(path: str, target: str) -> str | None:
@@ -120,9 +122,11 @@ class Member:
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
         self.consumer.start()
 
-    def shares(self, project: Any) -> list[Share]:
-        """The shared volumes the VMs of ``project`` (a hypervisor.spec.Project) mount."""
-        return shares_of([(name, vm.mounts) for name, vm in project.vms.items()])
+    def shares(self, project: Any, locate: Callable[[str], str | None] | None = None) -> list[Share]:
+        """The shared volumes the VMs of ``project`` (a hypervisor.spec.Project) mount;
+        ``locate(volume)`` is the manager's local path of a volume, when it has one
+        (hvfs.hypervisor.pool.SourcePool.local_path)."""
+        return shares_of([(name, vm.mounts) for name, vm in project.vms.items()], locate)
 
     def volumes(self) -> set[str]:
         with self._lock:
@@ -176,9 +180,10 @@ class Member:
                 continue
             paths = tuple(_join(share.target, p) if p.startswith("/") else p for p in event.paths)
             attached.bus.publish(dataclasses.replace(event, vm=f"{event.vm}{REMOTE}{host}", paths=paths))
-            if share.host_path is not None and share.host_path not in poked:
-                poked.add(share.host_path)
-                self._poke(share.host_path, event)
+            local = share.locate()
+            if local is not None and local not in poked:
+                poked.add(local)
+                self._poke(local, event)
 
     def _poke(self, root: str, event: Event, attempt: int = 0) -> None:
         """Open for writing and close the file another host wrote, on this host's mount of
@@ -235,16 +240,17 @@ class Member:
         self.publisher.close()
 
 
-def shares_of(vms: Sequence[tuple[str, Sequence[Any]]]) -> list[Share]:
+def shares_of(
+    vms: Sequence[tuple[str, Sequence[Any]]], locate: Callable[[str], str | None] | None = None
+) -> list[Share]:
     """The mounts of shared volumes among ``vms`` ((name, its MountSpecs), as a group
-    describes them)."""
+    describes them); ``locate(volume)``: where this manager sees the volume's files."""
     found = []
     for name, mounts in vms:
         for mount in mounts:
             volume = mount.source.options.get("shared")
             if not volume:
                 continue
-            path = mount.source.options.get("path")
-            host_path = path if isinstance(path, str) and os.path.isdir(path) else None
-            found.append(Share(name, mount.target, volume, host_path))
+            where = functools.partial(locate, volume) if locate is not None else lambda: None
+            found.append(Share(name, mount.target, volume, where))
     return found

@@ -74,8 +74,9 @@ class Group:
         options = ServiceOptions.from_table(project.services, "/") if project.services else None
         self.services = ServiceSet(options) if options is not None and options.active else None
         self.trap_reads = bool(options and options.needs.trap_reads)
+        self.pool = SourcePool()  # each source released as the last VM using it is gone
         member = cluster.current()
-        shares = member.shares(project) if member is not None else []
+        shares = member.shares(project, self.pool.local_path) if member is not None else []
         if shares and self.services is None:
             self.services = ServiceSet(ServiceOptions())  # a bus for the cluster's events alone
         self.manager = Manager()
@@ -83,7 +84,6 @@ class Group:
             self.services.attach(self.manager)
         if member is not None and self.services is not None:
             member.attach(gid, self.services.bus, shares)
-        self.pool = SourcePool()  # each source released as the last VM using it is gone
         self.limits = LimitMaker(gid, record=self.layout.cgroups(gid))
         self.bridge: Any = None
         self.hosts: SourceSpec | None = None

@@ -41,7 +41,7 @@ class _Shared:
 class SourcePool:
     def __init__(self) -> None:
         self._named: dict[str, _Shared] = {}
-        self._private: dict[str, list[Source]] = {}
+        self._private: dict[str, list[tuple[SourceSpec, Source]]] = {}
         self._released: Counter[str] = Counter()
         self._released_total = 0
         self._lock = threading.Lock()
@@ -53,7 +53,7 @@ class SourcePool:
         with self._lock:
             if spec.name is None:
                 source = make(spec)
-                self._private.setdefault(user, []).append(source)
+                self._private.setdefault(user, []).append((spec, source))
                 return source
             shared = self._named.get(spec.name)
             if shared is None:
@@ -69,10 +69,24 @@ class SourcePool:
             shared = self._named.get(name)
             return shared.source if shared is not None else None
 
+    def local_path(self, volume: str) -> str | None:
+        """A directory of the manager's where a live source of the shared volume ``volume``
+        shows its files (Source.local_path), if one has: where the cluster pokes a file
+        another host wrote, for the VMs' inotify."""
+        with self._lock:
+            live = [(s.spec, s.source) for s in self._named.values()]
+            live += [pair for pairs in self._private.values() for pair in pairs]
+        for spec, source in live:
+            if spec.options.get("shared") == volume:
+                path = source.local_path()
+                if path is not None:
+                    return path
+        return None
+
     def drop(self, user: str) -> None:
         """The VM ``user`` is gone (its views closed): release what only it used."""
         with self._lock:
-            done = self._private.pop(user, [])
+            done = [source for _, source in self._private.pop(user, [])]
             for name, shared in list(self._named.items()):
                 shared.users.discard(user)
                 if not shared.users:
@@ -85,7 +99,7 @@ class SourcePool:
     def close(self) -> None:
         """Release every source still live (the front end is done with every VM)."""
         with self._lock:
-            done = [s for sources in self._private.values() for s in sources]
+            done = [source for pairs in self._private.values() for _, source in pairs]
             self._private.clear()
             for name, shared in self._named.items():
                 self._released[name] += 1

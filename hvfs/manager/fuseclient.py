@@ -91,8 +91,9 @@ class _Spawner:
 _SPAWNER = _Spawner()
 
 # Kills the client's process group when its standard input ends: when the manager, the
-# only holder of the pipe's other end, is gone.
-_WATCH = 'while read -r _; do :; done; kill -KILL -- "-$1"'
+# only holder of the pipe's other end, is gone. (No "--" before the group: dash's kill,
+# Debian's sh, takes it for a number and kills nothing.)
+_WATCH = 'while read -r _; do :; done; kill -KILL "-$1"'
 
 
 class Client:

@@ -155,6 +155,13 @@ class Source(abc.ABC):
         """
         return ()
 
+    def local_path(self) -> str | None:
+        """A directory of the manager's (in its mount namespace) that shows this source's
+        files as VMs see them, so that the manager can touch a file there for the VMs'
+        inotify (hvfs.cluster pokes what another host wrote); None: there is none, or not
+        yet (a source that mounts on its first ``mount``). Never raises."""
+        return None
+
     @abc.abstractmethod
     def describe(self) -> str:
         """A short human description, for messages and ``hvfs ps``. Never raises."""

@@ -27,6 +27,9 @@ class HostSource(Source):
             raise SourceError(f"{self.path}: no such file or directory; create it or fix the path")
         m.attach(m.clone_tree(self.path), target)
 
+    def local_path(self) -> str | None:
+        return self.path if self.is_directory else None
+
     def describe(self) -> str:
         return self.path
 

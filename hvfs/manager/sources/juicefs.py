@@ -300,6 +300,10 @@ class JuiceFSSource(Source):
         with self._lock:
             self._stop()
 
+    def local_path(self) -> str | None:
+        """Implements Source.local_path: the client's mount, once mounted."""
+        return self._mountpoint
+
     def describe(self) -> str:
         return f"juicefs {self.shared} ({self._redacted()})"
 
