@@ -293,3 +293,46 @@ def test_events_trimmed_from_the_stream_before_a_manager_came_back_are_counted_l
     kept.start()
     kept.close()
     assert kept.statistics().lost == 0
+
+
+def test_examples_cluster_runs_as_its_readme_says(tmp_path: Any) -> None:
+    """examples/cluster/README.md's commands, as written but for sudo (the tests are root)
+    and the lab's directory (HVFS_CLUSTER_DEMO, which the README names): up, demo, a look
+    at b's audit and a's status, down; nothing of the lab is left running."""
+    require(os.geteuid() == 0, "a cluster of network namespaces needs root")
+    require(shutil.which("redis-server") is not None, "redis-server is not installed (scripts/setup --test)")
+    require(os.path.exists("/dev/fuse"), "this machine has no /dev/fuse (modprobe fuse)")
+    from tests.conftest import REPO
+
+    readme = (REPO / "examples" / "cluster" / "README.md").read_text()
+    block = readme.split("```sh\n", 1)[1].split("```", 1)[0]
+    lines = [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+    assert [line.split()[3] for line in lines] == ["up", "demo", "on", "on", "down"], lines
+    demo = str(tmp_path / "demo")
+    env = {**os.environ, "HVFS_CLUSTER_DEMO": demo}
+
+    def lab_namespaces() -> set[str]:
+        names = os.listdir("/run/netns") if os.path.isdir("/run/netns") else []
+        return {name for name in names if name.startswith("hvfs-lab-")}
+
+    before = lab_namespaces()
+    outputs = []
+    try:
+        for line in lines:
+            argv = line.replace("/tmp/hvfs-cluster", demo).split()
+            assert argv[:2] == ["sudo", ".venv/bin/python"], line
+            done = subprocess.run(
+                [sys.executable, *argv[2:]], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+            )
+            assert done.returncode == 0, (line, done.stdout, done.stderr)
+            outputs.append(done.stdout)
+    finally:
+        if len(outputs) < len(lines):
+            subprocess.run([sys.executable, "examples/cluster/cluster", "down"], cwd=REPO, env=env, timeout=120)
+    up, shown, events, status, down = outputs
+    assert "JuiceFS volume vol1" in up, up
+    assert "b reads: " in shown and "b's audit shows a's requests" in shown and "exit 0" not in shown, shown
+    assert "demo-a@a" in events, events
+    assert "cluster" in json.loads(status)["manager"], status
+    assert "cluster down" in down, down
+    assert lab_namespaces() == before, "the lab's network namespaces outlived down"

@@ -74,6 +74,7 @@ def test_every_example_is_run_by_a_test() -> None:
         "shared-sqlite": Path(__file__),
         "pytest-in-vms": REPO / "tests" / "test_pytest_plugin.py",
         "github-workflow.yml": REPO / "tests" / "test_github_workflow.py",
+        "cluster": REPO / "tests" / "test_cluster.py",
     }
     assert sorted(os.listdir(EXAMPLES)) == sorted(runners)
     for example, module in runners.items():
