@@ -68,7 +68,7 @@ class RunSpec:
     detach: bool = False  # the VM runs on in the manager, kept with its exit code until removed
     remove: bool = False  # with detach: removed as it exits (--rm)
     network: str | None = None  # a network shared with other runs' VMs (--network NAME); None: loopback only
-    driver: str = ""  # --driver: seccomp, ptrace, or "" (auto: hvfs.intercept.choice)
+    driver: str = ""  # --driver: seccomp, ptrace, or "" (auto: hvfs.driver_choice)
 
 
 def parse_target(target: str, what: str) -> str:
@@ -294,7 +294,7 @@ def check_user(user: str) -> str:
 
 
 def check_driver(driver: str) -> str:
-    from hvfs.intercept import choice
+    from hvfs import driver_choice as choice
 
     try:
         return choice.check(driver, "--driver")

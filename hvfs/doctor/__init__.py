@@ -188,9 +188,9 @@ def _user_name() -> str:
 
 
 def check_driver(seccomp: list[Check]) -> tuple[Check, list[Check]]:
-    """Which driver ``hvfs run`` gets here, and why (hvfs.intercept.choice); the seccomp
+    """Which driver ``hvfs run`` gets here, and why (hvfs.driver_choice); the seccomp
     checks, which only the seccomp driver needs."""
-    from hvfs.intercept import choice
+    from hvfs import driver_choice as choice
 
     chosen = choice.automatic()
     if chosen.driver == "seccomp" and not all(c.ok for c in seccomp if c.needed):

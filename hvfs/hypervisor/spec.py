@@ -13,10 +13,10 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from hvfs import driver_choice as choice
 from hvfs.api.choice import VARIABLE, chosen_kind
 from hvfs.hypervisor.mounts import MountSpec, prepare_mounts
 from hvfs.images.defaults import applied
-from hvfs.intercept import choice
 from hvfs.manager.sources.registry import SourceSpec
 from hvfs.project.config import Limits, NetworkConfig, Project, SourceConfig, VmConfig
 from hvfs.project.lifecycle import HealthCheck, RestartPolicy

@@ -125,7 +125,7 @@ class PtraceBackend:
     traces = True
 
     def filter_program(self, strict: bool, arch: Arch) -> bytes:
-        from hvfs.intercept.choice import ptrace_problem
+        from hvfs.driver_choice import ptrace_problem
         from hvfs.intercept.filter import FilterConfig, compile_trace_filter
 
         problem = ptrace_problem()

@@ -14,11 +14,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from hvfs import driver_choice as choice
 from hvfs import spec
 from hvfs.hypervisor import client, control
 from hvfs.hypervisor.layout import Layout
 from hvfs.hypervisor.spec import group_id, host_paths, prepared, to_json
-from hvfs.intercept import choice
 from hvfs.project import config
 from hvfs.sandbox import terminal
 from hvfs.sandbox.stdio import Stdio

@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+from hvfs import driver_choice as choice
 from hvfs import spec
 from hvfs.hypervisor.mounts import MountSpec, target_problem
-from hvfs.intercept import choice
 from hvfs.manager.sources import registry
 from hvfs.manager.sources.base import OptionError
 from hvfs.manager.sources.registry import SourceSpec
@@ -103,7 +103,7 @@ class Project:
     services: Mapping[str, Any]
     kind: str = "project"
     transport: str = "inprocess"  # what carries its VMs' requests (hvfs.api.choice), as the client chose
-    driver: str = ""  # what traps its VMs' calls (hvfs.intercept.choice): "" or "auto" until the client chose
+    driver: str = ""  # what traps its VMs' calls (hvfs.driver_choice): "" or "auto" until the client chose
 
 
 class _Table:
