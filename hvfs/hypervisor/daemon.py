@@ -379,6 +379,7 @@ class Daemon(ChangeOps):
             return
         with self.lock:
             self.forwarders[group.gid] = forwarder
+        group.closing.append(forwarder.close)
         if all(r.state == "exited" for r in group.vms.values()):  # it exited meanwhile: _empty has been
             self._unpublish(group)
 

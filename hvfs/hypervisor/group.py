@@ -66,6 +66,8 @@ class Group:
         self.owner_lost_at: float | None = None
         self.detached = project.kind != "run"
         self.autoremove = False  # a detached run's group goes as its VM exits (hvfs run -d --rm)
+        # closed before a run's exit is told: its published ports (the client may run again on them)
+        self.closing: list[Callable[[], None]] = []
         self.stop_timeout = STOP_TIMEOUT
         self._ids = iter(range(1, 1 << 62))
         self._lock = threading.Lock()
@@ -380,9 +382,13 @@ class Group:
                 self.services.close()  # the last closes saved, the last events out, before the numbers
             message["stats"] = self.statistics(record.config.name, running)
             message["changes"], message["commit"] = running.context.changes.document(staging.SHOWN), settled
+        ended = all(r.state == "exited" for r in self.vms.values()) and self.project.kind == "run"
+        if ended:
+            for close in self.closing:
+                close()
         telling.flush()
         self.tell(message)
-        if all(r.state == "exited" for r in self.vms.values()) and self.project.kind == "run":
+        if ended:
             self.on_empty(self)
 
     def tell(self, message: dict[str, Any]) -> None:
