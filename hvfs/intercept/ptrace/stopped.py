@@ -25,8 +25,8 @@ for its parent.
 
 from __future__ import annotations
 
-import array
 import errno
+import fcntl
 import os
 import signal
 import socket
@@ -35,9 +35,10 @@ from collections.abc import Callable
 
 from hvfs._sys import process, tracing
 from hvfs.intercept.decoders.tracee import CallError, TargetGone
+from hvfs.intercept.ptrace.kept import HIGH, Kept, KeptSockets
 
 # x86_64 syscall numbers of the calls the thread is made to run.
-_SOCKET, _RECVMSG, _CLOSE = 41, 47, 3
+_SOCKET, _RECVMSG, _CLOSE, _FCNTL, _DUP3 = 41, 47, 3, 72, 292
 _SYSCALL_INSN = 2  # bytes of the `syscall` instruction, which rip points past
 _RED_ZONE = 128
 # The scratch buffer: struct msghdr, struct iovec, one byte, and room for one fd's cmsg.
@@ -82,29 +83,68 @@ class Stopped:
         regs.rax = value & U64
         tracing.set_registers(self.pid, regs)
 
-    def install(self, fd: int, cloexec: bool, duplicate: Callable[[int], int]) -> None:
+    def install(self, fd: int, cloexec: bool, duplicate: Callable[[int], int], sockets: KeptSockets) -> None:
         """Install the manager's ``fd`` (taken) in the thread, and answer the call with its
         number there (see the module's docstring); a failure answers as the kernel would
         (EMFILE…) or EIO. ``duplicate``: a copy of one of the thread's fds here (the
         tracee's pidfd_getfd). TargetGone when the thread died meanwhile."""
         try:
-            result = self._install(fd, cloexec, duplicate)
+            result = self._install(fd, cloexec, duplicate, sockets)
         finally:
             os.close(fd)
         self._finish(result)
 
-    def _install(self, fd: int, cloexec: bool, duplicate: Callable[[int], int]) -> int:
-        first = self._copy()
-        first.orig_rax = _SOCKET
-        first.rdi, first.rsi, first.rdx = socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, 0
-        tracing.set_registers(self.pid, first)
-        theirs = self._run_to_exit()
+    def _install(self, fd: int, cloexec: bool, duplicate: Callable[[int], int], sockets: KeptSockets) -> int:
+        kept = sockets.usable(self.pid)
+        if kept is not None:  # one recvmsg, in place of the call
+            return self._through_kept(kept, fd, cloexec, sockets, in_place=True)
+        theirs = self._in_place(_SOCKET, socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, 0)
         if theirs < 0:
             return theirs
         try:
-            self._send(duplicate(theirs), fd)
+            kept = _bound(duplicate(theirs), theirs)
         except (OSError, CallError):
             self._call(_CLOSE, theirs)
+            return -errno.EIO
+        if sockets.may_keep(self.pid) and self._move_high(kept, sockets):
+            return self._through_kept(kept, fd, cloexec, sockets, in_place=False)
+        try:  # this one file through a socket of its own, closed after
+            return self._receive(kept, fd, cloexec, in_place=False)
+        finally:
+            self._call(_CLOSE, theirs)
+            kept.close()
+
+    def _through_kept(self, kept: Kept, fd: int, cloexec: bool, sockets: KeptSockets, in_place: bool) -> int:
+        number = self._receive(kept, fd, cloexec, in_place)
+        if number < 0 and number != -errno.EMFILE:
+            sockets.give_up(self.pid)  # any doubt: a new one next time
+        return number
+
+    def _move_high(self, kept: Kept, sockets: KeptSockets) -> bool:
+        """Move the thread's new socket to where kept sockets live (over the process's
+        given-up one, else the first free number from HIGH), and keep it there."""
+        low = kept.number
+        stale = sockets.stale_number(self.pid)
+        if stale is not None:
+            moved = self._call(_DUP3, low, stale, os.O_CLOEXEC)
+        else:
+            moved = self._call(_FCNTL, low, fcntl.F_DUPFD_CLOEXEC, HIGH)
+        if moved < 0 or not tracing.same_file(self.pid, moved, kept.sock.fileno()):
+            if moved == -errno.EINVAL:  # a NOFILE limit at or below HIGH
+                sockets.refuse(self.pid)
+            return False
+        self._call(_CLOSE, low)
+        kept.number = moved
+        sockets.keep(self.pid, kept)
+        return True
+
+    def _receive(self, kept: Kept, fd: int, cloexec: bool, in_place: bool) -> int:
+        """Send ``fd`` on the thread's socket ``kept`` and make the thread receive it (in
+        place of its call, or rewound onto it); the number it got, once ``kcmp`` says it
+        is ``fd`` itself; EIO otherwise, EMFILE as the kernel says it."""
+        try:
+            kept.send(fd)
+        except OSError:
             return -errno.EIO
         scratch = (self.regs.rsp - _RED_ZONE - _SCRATCH) & ~0xF
         header = _MSGHDR.pack(0, 0, scratch + _IOV_AT, 1, scratch + _CMSG_AT, _CMSG.size, 0)
@@ -113,34 +153,29 @@ class Stopped:
         try:
             process.write_memory(self.pid, scratch, buffer)
         except OSError:
-            self._call(_CLOSE, theirs)
             return -errno.EIO
         flags = socket.MSG_DONTWAIT | (socket.MSG_CMSG_CLOEXEC if cloexec else 0)
-        received = self._call(_RECVMSG, theirs, scratch, flags)
-        number = -errno.EIO
-        if received >= 0:
-            try:
-                length, level, kind, installed = _CMSG.unpack(
-                    process.read_memory(self.pid, scratch + _CMSG_AT, _CMSG.size)
-                )
-            except (OSError, struct.error):
-                length = 0
-            if length >= 20 and (level, kind) == (socket.SOL_SOCKET, socket.SCM_RIGHTS):
-                number = installed
-        elif received == -errno.EMFILE:
-            number = received
-        self._call(_CLOSE, theirs)
-        return number
+        run = self._in_place if in_place else self._call
+        received = run(_RECVMSG, kept.number, scratch, flags)
+        if received == -errno.EMFILE:
+            return received
+        if received < 0:
+            return -errno.EIO
+        try:
+            length, level, kind, installed = _CMSG.unpack(process.read_memory(self.pid, scratch + _CMSG_AT, _CMSG.size))
+        except (OSError, struct.error):
+            return -errno.EIO
+        ours = length >= 20 and (level, kind) == (socket.SOL_SOCKET, socket.SCM_RIGHTS)
+        return int(installed) if ours and tracing.same_file(self.pid, installed, fd) else -errno.EIO
 
-    def _send(self, local: int, fd: int) -> None:
-        """Send ``fd`` on ``local``, the thread's new socket duplicated here, connected to
-        itself first so that only it can send to itself."""
-        with socket.socket(fileno=local) as sock:
-            if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_DGRAM:
-                raise OSError(errno.EBADF, "not the socket the thread made")
-            sock.bind("")  # an abstract name of the kernel's choice, in the VM's network namespace
-            sock.connect(sock.getsockname())
-            sock.sendmsg([b"f"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
+    def _in_place(self, nr: int, *args: int) -> int:
+        """Make the thread run ``nr`` with ``args`` in place of its call, to its exit."""
+        regs = self._copy()
+        regs.orig_rax = nr
+        for name, value in zip(("rdi", "rsi", "rdx", "r10", "r8", "r9"), args, strict=False):
+            setattr(regs, name, value & U64)
+        tracing.set_registers(self.pid, regs)
+        return self._run_to_exit()
 
     def _call(self, nr: int, *args: int) -> int:
         """Make the thread, stopped after a call, run ``nr`` with ``args``, to its exit."""
@@ -179,3 +214,18 @@ class Stopped:
 
     def _copy(self, regs: tracing.Registers | None = None) -> tracing.Registers:
         return tracing.Registers.from_buffer_copy(regs if regs is not None else self.regs)
+
+
+def _bound(local: int, theirs: int) -> Kept:
+    """The thread's new socket (``theirs``, duplicated here as ``local``) bound to an
+    abstract name and connected to itself: nothing but itself can send to it."""
+    sock = socket.socket(fileno=local)
+    try:
+        if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_DGRAM:
+            raise OSError(errno.EBADF, "not the socket the thread made")
+        sock.bind("")  # an abstract name of the kernel's choice, in the VM's network namespace
+        sock.connect(sock.getsockname())
+        return Kept(theirs, sock, sock.getsockname())
+    except OSError:
+        sock.close()
+        raise
