@@ -54,8 +54,9 @@ class Kept:
     def send(self, fd: int) -> None:
         self.sock.sendmsg([b"f"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))], 0, self.address)
 
-    def close(self) -> None:
-        """Drained (any file queued in it is closed here), then closed."""
+    def drain(self) -> None:
+        """Any file queued in it closed here: a file sent for a receive that failed is not
+        left for the VM to take later."""
         with contextlib.suppress(OSError):
             while True:
                 _, ancillary, _, _ = self.sock.recvmsg(1, socket.CMSG_SPACE(64 * 4), socket.MSG_DONTWAIT)
@@ -66,6 +67,9 @@ class Kept:
                         for fd in fds:
                             with contextlib.suppress(OSError):
                                 socket.close(fd)
+
+    def close(self) -> None:
+        self.drain()
         self.sock.close()
 
 
@@ -120,6 +124,7 @@ class KeptSockets:
         tgid = self.group(tid)
         kept = self._kept.pop(tgid, None)
         if kept is not None:
+            kept.drain()
             self._drop(self._stale, tgid)
             self._stale[tgid] = kept
 
