@@ -12,6 +12,7 @@ the real errno: ESRCH is normal (a tracee killed or gone while the tracer looked
 from __future__ import annotations
 
 import ctypes
+import errno
 import functools
 import os
 from collections.abc import Callable
@@ -119,6 +120,16 @@ def event_of(status: int) -> int:
 
 
 _kcmp = typed_syscall("kcmp", ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong)
+
+
+@functools.cache
+def kcmp_works() -> bool:
+    """Whether this kernel has kcmp (CONFIG_KCMP, or CHECKPOINT_RESTORE before 5.12)."""
+    try:
+        _kcmp(os.getpid(), os.getpid(), KCMP_FILE, 0, 0)
+    except OSError as e:
+        return e.errno != errno.ENOSYS
+    return True
 
 
 def same_file(pid: int, fd: int, local: int) -> bool:

@@ -101,7 +101,8 @@ class KeptSockets:
         return None
 
     def may_keep(self, tid: int) -> bool:
-        return self.group(tid) not in self._refused
+        """Not without kcmp (nothing could be checked), nor where it was refused."""
+        return tracing.kcmp_works() and self.group(tid) not in self._refused
 
     def stale_number(self, tid: int) -> int | None:
         """The number of a given-up socket of this process that still holds it there: the

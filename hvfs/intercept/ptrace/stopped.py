@@ -8,19 +8,23 @@ Answering. At a ``PTRACE_EVENT_SECCOMP`` stop the call has not run. Setting its 
 -1 skips it, and the kernel returns what ``rax`` then holds; leaving it alone and
 resuming runs it (the kernel checks the filter again, which then lets it through).
 
-Installing a file. ptrace has no ADDFD. The thread is made to run three calls in place of
-its own: ``socket(AF_UNIX, SOCK_DGRAM)``; the driver duplicates that socket
-(pidfd_getfd), binds it to an abstract name and connects it to itself, so that nothing but
-that very socket can send to it, and sends the manager's file on it (SCM_RIGHTS);
-``recvmsg`` on it, into a scratch buffer below the thread's stack (beneath the red zone,
-where nothing of the thread lives); ``close`` of it. The call then returns the received
-fd. The file installed is the one the manager sent, whatever another thread of the VM
-does meanwhile: it may scribble on the scratch buffer (then the number is not found and
-the call fails with EIO, a file left in its own table), close or replace the socket's
-number (the receive fails: EIO), or receive from the socket itself (it gets the file into
-its own fd table, the same one). A fresh socket per file, never one kept: a kept one
-would be inherited by a child that may change its credentials and receive what was meant
-for its parent.
+Installing a file. ptrace has no ADDFD. The manager's file is sent (SCM_RIGHTS) on a
+socket the process holds, and the thread is made to receive it: ``recvmsg`` in place of
+its call, into a scratch buffer below its stack (beneath the red zone, where nothing of
+the thread lives); the call then returns the received fd, once ``kcmp`` says it is the
+manager's very file. The socket is kept in the process between opens (``kept.py``: its
+number checked by kcmp before each use, given up at a fork, an exec and any doubt), so a
+served open costs one injected call. Where there is none yet, the thread first runs
+``socket(AF_UNIX, SOCK_DGRAM)`` in place of its call; the driver duplicates that socket
+(pidfd_getfd), binds it to an abstract name and connects it to itself, so that nothing
+but itself can send to it; the thread moves it to the kept sockets' numbers (``fcntl``
+F_DUPFD_CLOEXEC from HIGH, or ``dup3`` over its given-up one) and closes the first
+number, then receives (rewound onto its ``syscall`` instruction). Where it cannot be
+kept (a NOFILE limit at or below HIGH), the socket serves that one file and is closed,
+as before kept sockets. A racing thread may scribble on the scratch buffer, close or
+replace the socket's number, queue its own file on the socket, or receive the file
+itself: each ends in EIO for the call (the file, if taken, in its own fd table), never in
+another file taken for the manager's.
 """
 
 from __future__ import annotations
@@ -166,7 +170,9 @@ class Stopped:
         except (OSError, struct.error):
             return -errno.EIO
         ours = length >= 20 and (level, kind) == (socket.SOL_SOCKET, socket.SCM_RIGHTS)
-        return int(installed) if ours and tracing.same_file(self.pid, installed, fd) else -errno.EIO
+        # Without kcmp (never kept then), the number read back as before kept sockets.
+        checked = tracing.same_file(self.pid, installed, fd) if tracing.kcmp_works() else True
+        return int(installed) if ours and checked else -errno.EIO
 
     def _in_place(self, nr: int, *args: int) -> int:
         """Make the thread run ``nr`` with ``args`` in place of its call, to its exit."""
