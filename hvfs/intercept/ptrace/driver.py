@@ -65,6 +65,15 @@ class _Tracer(ExecTracer):
         self._sockets = KeptSockets(init_pid)
         self.served = {"calls": 0, "continued": 0, "answered": 0, "installed": 0}
 
+    def _run(self) -> None:
+        try:
+            super()._run()
+        finally:
+            # The driver's duplicates, the status files and pidfds kept: nothing of a VM
+            # left in the manager once it has ended.
+            self._sockets.close()
+            self._inspector.close()
+
     def _on_status(self, pid: int, status: int) -> None:
         if os.WIFSTOPPED(status):
             self._sockets.first_stop(pid)
