@@ -35,6 +35,7 @@ def test_a_vm_gets_nothing_through_the_kept_socket_it_was_not_served(attacker: A
     outcome = attacker.run("kept_socket", options=["--driver", "ptrace", "--stats", str(stats), "-v", f"{data}:/data"])
     assert outcome.code == 0, outcome.stderr
     report = outcome.report
+    print(attacker.variant, report)  # the counts, in the log of a run with -rP
 
     wrong = []
     served = 0
