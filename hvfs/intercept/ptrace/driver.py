@@ -23,7 +23,7 @@ from hvfs.intercept.driver import decoders_for
 from hvfs.intercept.exec_tracer import OPTIONS, ExecTracer
 from hvfs.intercept.ptrace.execs import ExecChecks
 from hvfs.intercept.ptrace.kept import KeptSockets
-from hvfs.intercept.ptrace.stopped import Stopped
+from hvfs.intercept.ptrace.stopped import CLONE, Stopped
 from hvfs.intercept.tracee import Inspector, Tracee
 
 log = logging.getLogger("hvfs.driver")
@@ -96,11 +96,16 @@ class _Tracer(ExecTracer):
     def _on_new_tracee(self, pid: int, event: int) -> None:
         """A fork, vfork or clone by ``pid``: a new process has a copy of its fd table, and
         of its kept socket (``kept``), unless it is a thread or shares the table."""
+        flags = 0
         try:
             child = tracing.event_message(pid)
-            flags = tracing.registers(pid).rdi if event == tracing.PTRACE_EVENT_CLONE else 0
+            if event == tracing.PTRACE_EVENT_CLONE:
+                regs = tracing.registers(pid)
+                # Flags in rdi for clone(2) only; clone3's are in memory the VM can change:
+                # any other call is taken as a fork (given up: the safe side).
+                flags = regs.rdi if int(regs.orig_rax) == CLONE else 0
         except OSError:
-            child, flags = -1, 0
+            child = -1
         shared = bool(flags & (CLONE_THREAD | CLONE_FILES))
         if child > 0:
             self._sockets.forked(pid, child, shared)

@@ -41,8 +41,9 @@ from hvfs._sys import process, tracing
 from hvfs.intercept.decoders.tracee import CallError, TargetGone
 from hvfs.intercept.ptrace.kept import HIGH, Kept, KeptSockets
 
-# x86_64 syscall numbers of the calls the thread is made to run.
+# x86_64 syscall numbers of the calls the thread is made to run, and of clone.
 _SOCKET, _RECVMSG, _CLOSE, _FCNTL, _DUP3 = 41, 47, 3, 72, 292
+CLONE = 56  # clone(2), whose flags the driver reads at a clone event
 _SYSCALL_INSN = 2  # bytes of the `syscall` instruction, which rip points past
 _RED_ZONE = 128
 # The scratch buffer: struct msghdr, struct iovec, one byte, and room for one fd's cmsg.

@@ -86,10 +86,14 @@ static void *tamper(void *unused) {
             if (dup2(decoy_pair[0], fd) == fd)
                 atomic_fetch_add(&replaced, 1);
             break;
-        case 2:
+        case 2: { /* (what went to its own pair's other end is taken back first: room for more) */
+            int back;
+            while ((back = take(decoy_pair[1])) >= 0)
+                close(back);
             if (send_fd(fd, decoy) == 0)
                 atomic_fetch_add(&presends, 1);
             break;
+        }
         default: { /* the same fd table: allowed, only counted */
             int got = take(fd);
             if (got >= 0) {
