@@ -167,7 +167,7 @@ def baseline_runners(runners: list[Runner]) -> list[Runner]:
     """The hvfs runners among ``runners`` again, on the baseline package (``base-KEY``)."""
     copies = []
     for runner in runners:
-        if not runner.key.startswith("hvfs") or runner.key.endswith(("socket", "native", "python", "ptrace")):
+        if not runner.key.startswith("hvfs") or runner.key.endswith(("socket", "native", "python")):
             continue
         copies.append(dataclasses.replace(runner, key=f"base-{runner.key}", label=f"{runner.label} (baseline)",
                                           own_env=_hvfs_baseline_env))  # fmt: skip

@@ -93,6 +93,8 @@ SIGN64 = 1 << 63  # the sign bit of a 64-bit register: a negative loff_t, or a s
 # Namespaces (include/uapi/linux/sched.h).
 CLONE_NEWTIME = 0x00000080  # in clone() this bit is part of the exit signal, in unshare() a flag
 CLONE_FS = 0x00000200
+CLONE_FILES = 0x00000400
+CLONE_THREAD = 0x00010000
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
 CLONE_NEWUTS = 0x04000000

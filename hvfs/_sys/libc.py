@@ -34,6 +34,7 @@ _NUMBERS: dict[str, dict[str, int]] = {
         "statx": 332,
         "prctl": 157,
         "utimensat": 280,
+        "kcmp": 312,
     },
     "aarch64": {
         "unshare": 97,
@@ -53,6 +54,7 @@ _NUMBERS: dict[str, dict[str, int]] = {
         "statx": 291,
         "prctl": 167,
         "utimensat": 88,
+        "kcmp": 272,
     },
 }
 _SHARED = {

@@ -12,6 +12,7 @@ the real errno: ESRCH is normal (a tracee killed or gone while the tracer looked
 from __future__ import annotations
 
 import ctypes
+import errno
 import functools
 import os
 from collections.abc import Callable
@@ -19,6 +20,8 @@ from typing import Any, ParamSpec, TypeVar
 
 from ptrace import PtraceError, binding
 from ptrace.binding import func as binding_calls
+
+from hvfs._sys.libc import typed_syscall
 
 PTRACE_SEIZE = 0x4206
 PTRACE_INTERRUPT = 0x4207
@@ -42,6 +45,8 @@ PTRACE_EVENT_STOP = 128
 SYSCALL_STOP = 0x80 | 5  # WSTOPSIG of a syscall-stop with TRACESYSGOOD: SIGTRAP | 0x80
 
 Registers: Any = binding.ptrace_registers_t
+
+KCMP_FILE = 0
 
 # wait(2) flags the os module does not name: every kind of child (threads too), and only
 # those of the calling thread (its tracees), never the process's own children.
@@ -112,3 +117,27 @@ def event_message(pid: int) -> int:
 def event_of(status: int) -> int:
     """The PTRACE_EVENT_* of a stop's wait status (0 for a signal-delivery-stop)."""
     return status >> 16
+
+
+_kcmp = typed_syscall("kcmp", ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong)
+
+
+@functools.cache
+def kcmp_works() -> bool:
+    """Whether this kernel has kcmp (CONFIG_KCMP, or CHECKPOINT_RESTORE before 5.12)."""
+    try:
+        _kcmp(os.getpid(), os.getpid(), KCMP_FILE, 0, 0)
+    except OSError as e:
+        return e.errno != errno.ENOSYS
+    return True
+
+
+def same_file(pid: int, fd: int, local: int) -> bool:
+    """Whether ``pid``'s ``fd`` is this process's ``local`` (the same open file, by kcmp);
+    False when it is not, or cannot be told (no such fd, ``pid`` gone, no kcmp here)."""
+    if fd < 0:
+        return False
+    try:
+        return _kcmp(pid, os.getpid(), KCMP_FILE, fd, local) == 0
+    except OSError:
+        return False

@@ -27,8 +27,9 @@ Design (docs/ptrace.md says more, with what it costs):
 * **Applying the answer** (``stopped.py``): CONTINUE resumes the call as it is (the kernel
   checks the filter again and lets it through); an errno or a value skips it (number -1)
   and sets its result; bytes are written into the caller's memory first; a served open
-  installs the manager's file by making the thread run socket/recvmsg/close in place of
-  its call (SCM_RIGHTS on a socket only it and the driver hold), then returns the fd.
+  is sent (SCM_RIGHTS) on a socket kept in the caller's process and received by the
+  thread with one ``recvmsg`` run in place of its call (``kept.py``: kcmp-checked before
+  and after, given up at fork, exec and any doubt), then returns the fd.
   Never a rewritten path for the kernel to read again: another thread could change that
   memory between the check and the kernel's read. Decisions rest on what the manager did
   itself (the very file it opened), as under seccomp.

@@ -14,7 +14,7 @@ from typing import Any
 
 from hvfs import api
 from hvfs._sys import process, tracing
-from hvfs._sys.abi import MSG_LEN
+from hvfs._sys.abi import CLONE_FILES, CLONE_THREAD, MSG_LEN
 from hvfs.api import Transport
 from hvfs.intercept.arch import Arch
 from hvfs.intercept.decoders.context import Context, Output, Passthrough
@@ -22,11 +22,13 @@ from hvfs.intercept.decoders.tracee import CallError, TargetGone
 from hvfs.intercept.driver import decoders_for
 from hvfs.intercept.exec_tracer import OPTIONS, ExecTracer
 from hvfs.intercept.ptrace.execs import ExecChecks
-from hvfs.intercept.ptrace.stopped import Stopped
+from hvfs.intercept.ptrace.kept import KeptSockets
+from hvfs.intercept.ptrace.stopped import CLONE, Stopped
 from hvfs.intercept.tracee import Inspector, Tracee
 
 log = logging.getLogger("hvfs.driver")
 
+_NEW_TRACEE = (tracing.PTRACE_EVENT_FORK, tracing.PTRACE_EVENT_VFORK, tracing.PTRACE_EVENT_CLONE)
 WAIT_TICK = 0.05  # seconds between checks of a caller whose served call would block
 
 
@@ -60,9 +62,23 @@ class _Tracer(ExecTracer):
         self._arch = arch
         self._inspector = Inspector()
         self._execs = ExecChecks()
+        self._sockets = KeptSockets(init_pid)
         self.served = {"calls": 0, "continued": 0, "answered": 0, "installed": 0}
 
+    def _run(self) -> None:
+        try:
+            super()._run()
+        finally:
+            # The driver's duplicates, the status files and pidfds kept: nothing of a VM
+            # left in the manager once it has ended.
+            self._sockets.close()
+            self._inspector.close()
+
     def _on_status(self, pid: int, status: int) -> None:
+        if os.WIFSTOPPED(status):
+            self._sockets.first_stop(pid)
+            if tracing.event_of(status) in _NEW_TRACEE:
+                self._on_new_tracee(pid, tracing.event_of(status))
         if os.WIFSTOPPED(status) and tracing.event_of(status) == tracing.PTRACE_EVENT_SECCOMP:
             with self._lock:
                 self._tracees.add(pid)
@@ -74,12 +90,39 @@ class _Tracer(ExecTracer):
         else:
             if os.WIFEXITED(status) or os.WIFSIGNALED(status):
                 self._execs.forget(pid)
+                self._sockets.exited(pid)
             super()._on_status(pid, status)
+
+    def _on_new_tracee(self, pid: int, event: int) -> None:
+        """A fork, vfork or clone by ``pid``: a new process has a copy of its fd table, and
+        of its kept socket (``kept``), unless it is a thread or shares the table."""
+        flags = 0
+        try:
+            child = tracing.event_message(pid)
+            if event == tracing.PTRACE_EVENT_CLONE:
+                regs = tracing.registers(pid)
+                # Flags in rdi for clone(2) only; clone3's are in memory the VM can change:
+                # any other call is taken as a fork (given up: the safe side).
+                flags = regs.rdi if int(regs.orig_rax) == CLONE else 0
+        except OSError:
+            child = -1
+        shared = bool(flags & (CLONE_THREAD | CLONE_FILES))
+        if child > 0:
+            self._sockets.forked(pid, child, shared)
+        elif not shared:
+            self._sockets.give_up(pid)
+
+    @property
+    def planted(self) -> int:
+        """Sockets planted in the VM's processes (one per process and per fork, not per open)."""
+        return self._sockets.planted
 
     def _on_exec(self, pid: int) -> None:
         """While a scanner is on, the manager judges the very files loaded (the exec
         tracer's way, which covers any swap of the path); else what was loaded must be
         what the manager checked (``execs``)."""
+        with contextlib.suppress(OSError):
+            self._sockets.executed(pid, tracing.event_message(pid))
         if self.judging:
             self._execs.forget(tracing.event_message(pid))
             super()._on_exec(pid)
@@ -168,7 +211,7 @@ class _Tracer(ExecTracer):
                 stopped.answer(value)
             case api.Fd(fd, cloexec):
                 self.served["installed"] += 1
-                stopped.install(fd, cloexec, tracee.duplicate)
+                stopped.install(fd, cloexec, tracee.duplicate, self._sockets)
                 return
             case api.StatResult(stat):
                 assert output is not None
@@ -253,7 +296,8 @@ class PtraceDriver:
 
     def statistics(self) -> dict[str, Any]:
         stats = self._tracer.statistics()
-        return {"driver": "ptrace", "stops": stats.stops, "tracees": stats.tracees, **self._tracer.served}
+        served = {**self._tracer.served, "planted": self._tracer.planted}
+        return {"driver": "ptrace", "stops": stats.stops, "tracees": stats.tracees, **served}
 
     def exec_tracer(self) -> ExecTracer | None:
         """What judges the VM's execs, when a scanner is on (the tracer itself): for the

@@ -8,25 +8,29 @@ Answering. At a ``PTRACE_EVENT_SECCOMP`` stop the call has not run. Setting its 
 -1 skips it, and the kernel returns what ``rax`` then holds; leaving it alone and
 resuming runs it (the kernel checks the filter again, which then lets it through).
 
-Installing a file. ptrace has no ADDFD. The thread is made to run three calls in place of
-its own: ``socket(AF_UNIX, SOCK_DGRAM)``; the driver duplicates that socket
-(pidfd_getfd), binds it to an abstract name and connects it to itself, so that nothing but
-that very socket can send to it, and sends the manager's file on it (SCM_RIGHTS);
-``recvmsg`` on it, into a scratch buffer below the thread's stack (beneath the red zone,
-where nothing of the thread lives); ``close`` of it. The call then returns the received
-fd. The file installed is the one the manager sent, whatever another thread of the VM
-does meanwhile: it may scribble on the scratch buffer (then the number is not found and
-the call fails with EIO, a file left in its own table), close or replace the socket's
-number (the receive fails: EIO), or receive from the socket itself (it gets the file into
-its own fd table, the same one). A fresh socket per file, never one kept: a kept one
-would be inherited by a child that may change its credentials and receive what was meant
-for its parent.
+Installing a file. ptrace has no ADDFD. The manager's file is sent (SCM_RIGHTS) on a
+socket the process holds, and the thread is made to receive it: ``recvmsg`` in place of
+its call, into a scratch buffer below its stack (beneath the red zone, where nothing of
+the thread lives); the call then returns the received fd, once ``kcmp`` says it is the
+manager's very file. The socket is kept in the process between opens (``kept.py``: its
+number checked by kcmp before each use, given up at a fork, an exec and any doubt), so a
+served open costs one injected call. Where there is none yet, the thread first runs
+``socket(AF_UNIX, SOCK_DGRAM)`` in place of its call; the driver duplicates that socket
+(pidfd_getfd), binds it to an abstract name and connects it to itself, so that nothing
+but itself can send to it; the thread moves it to the kept sockets' numbers (``fcntl``
+F_DUPFD_CLOEXEC from HIGH, or ``dup3`` over its given-up one) and closes the first
+number, then receives (rewound onto its ``syscall`` instruction). Where it cannot be
+kept (a NOFILE limit at or below HIGH), the socket serves that one file and is closed,
+as before kept sockets. A racing thread may scribble on the scratch buffer, close or
+replace the socket's number, queue its own file on the socket, or receive the file
+itself: each ends in EIO for the call (the file, if taken, in its own fd table), never in
+another file taken for the manager's.
 """
 
 from __future__ import annotations
 
-import array
 import errno
+import fcntl
 import os
 import signal
 import socket
@@ -35,9 +39,11 @@ from collections.abc import Callable
 
 from hvfs._sys import process, tracing
 from hvfs.intercept.decoders.tracee import CallError, TargetGone
+from hvfs.intercept.ptrace.kept import HIGH, Kept, KeptSockets
 
-# x86_64 syscall numbers of the calls the thread is made to run.
-_SOCKET, _RECVMSG, _CLOSE = 41, 47, 3
+# x86_64 syscall numbers of the calls the thread is made to run, and of clone.
+_SOCKET, _RECVMSG, _CLOSE, _FCNTL, _DUP3 = 41, 47, 3, 72, 292
+CLONE = 56  # clone(2), whose flags the driver reads at a clone event
 _SYSCALL_INSN = 2  # bytes of the `syscall` instruction, which rip points past
 _RED_ZONE = 128
 # The scratch buffer: struct msghdr, struct iovec, one byte, and room for one fd's cmsg.
@@ -82,29 +88,68 @@ class Stopped:
         regs.rax = value & U64
         tracing.set_registers(self.pid, regs)
 
-    def install(self, fd: int, cloexec: bool, duplicate: Callable[[int], int]) -> None:
+    def install(self, fd: int, cloexec: bool, duplicate: Callable[[int], int], sockets: KeptSockets) -> None:
         """Install the manager's ``fd`` (taken) in the thread, and answer the call with its
         number there (see the module's docstring); a failure answers as the kernel would
         (EMFILE…) or EIO. ``duplicate``: a copy of one of the thread's fds here (the
         tracee's pidfd_getfd). TargetGone when the thread died meanwhile."""
         try:
-            result = self._install(fd, cloexec, duplicate)
+            result = self._install(fd, cloexec, duplicate, sockets)
         finally:
             os.close(fd)
         self._finish(result)
 
-    def _install(self, fd: int, cloexec: bool, duplicate: Callable[[int], int]) -> int:
-        first = self._copy()
-        first.orig_rax = _SOCKET
-        first.rdi, first.rsi, first.rdx = socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, 0
-        tracing.set_registers(self.pid, first)
-        theirs = self._run_to_exit()
+    def _install(self, fd: int, cloexec: bool, duplicate: Callable[[int], int], sockets: KeptSockets) -> int:
+        kept = sockets.usable(self.pid)
+        if kept is not None:  # one recvmsg, in place of the call
+            return self._through_kept(kept, fd, cloexec, sockets, in_place=True)
+        theirs = self._in_place(_SOCKET, socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, 0)
         if theirs < 0:
             return theirs
         try:
-            self._send(duplicate(theirs), fd)
+            kept = _bound(duplicate(theirs), theirs)
         except (OSError, CallError):
             self._call(_CLOSE, theirs)
+            return -errno.EIO
+        if sockets.may_keep(self.pid) and self._move_high(kept, sockets):
+            return self._through_kept(kept, fd, cloexec, sockets, in_place=False)
+        try:  # this one file through a socket of its own, closed after
+            return self._receive(kept, fd, cloexec, in_place=False)
+        finally:
+            self._call(_CLOSE, theirs)
+            kept.close()
+
+    def _through_kept(self, kept: Kept, fd: int, cloexec: bool, sockets: KeptSockets, in_place: bool) -> int:
+        number = self._receive(kept, fd, cloexec, in_place)
+        if number < 0 and number != -errno.EMFILE:
+            sockets.give_up(self.pid)  # any doubt: a new one next time
+        return number
+
+    def _move_high(self, kept: Kept, sockets: KeptSockets) -> bool:
+        """Move the thread's new socket to where kept sockets live (over the process's
+        given-up one, else the first free number from HIGH), and keep it there."""
+        low = kept.number
+        stale = sockets.stale_number(self.pid)
+        if stale is not None:
+            moved = self._call(_DUP3, low, stale, os.O_CLOEXEC)
+        else:
+            moved = self._call(_FCNTL, low, fcntl.F_DUPFD_CLOEXEC, HIGH)
+        if moved < 0 or not tracing.same_file(self.pid, moved, kept.sock.fileno()):
+            if moved == -errno.EINVAL:  # a NOFILE limit at or below HIGH
+                sockets.refuse(self.pid)
+            return False
+        self._call(_CLOSE, low)
+        kept.number = moved
+        sockets.keep(self.pid, kept)
+        return True
+
+    def _receive(self, kept: Kept, fd: int, cloexec: bool, in_place: bool) -> int:
+        """Send ``fd`` on the thread's socket ``kept`` and make the thread receive it (in
+        place of its call, or rewound onto it); the number it got, once ``kcmp`` says it
+        is ``fd`` itself; EIO otherwise, EMFILE as the kernel says it."""
+        try:
+            kept.send(fd)
+        except OSError:
             return -errno.EIO
         scratch = (self.regs.rsp - _RED_ZONE - _SCRATCH) & ~0xF
         header = _MSGHDR.pack(0, 0, scratch + _IOV_AT, 1, scratch + _CMSG_AT, _CMSG.size, 0)
@@ -113,34 +158,31 @@ class Stopped:
         try:
             process.write_memory(self.pid, scratch, buffer)
         except OSError:
-            self._call(_CLOSE, theirs)
             return -errno.EIO
         flags = socket.MSG_DONTWAIT | (socket.MSG_CMSG_CLOEXEC if cloexec else 0)
-        received = self._call(_RECVMSG, theirs, scratch, flags)
-        number = -errno.EIO
-        if received >= 0:
-            try:
-                length, level, kind, installed = _CMSG.unpack(
-                    process.read_memory(self.pid, scratch + _CMSG_AT, _CMSG.size)
-                )
-            except (OSError, struct.error):
-                length = 0
-            if length >= 20 and (level, kind) == (socket.SOL_SOCKET, socket.SCM_RIGHTS):
-                number = installed
-        elif received == -errno.EMFILE:
-            number = received
-        self._call(_CLOSE, theirs)
-        return number
+        run = self._in_place if in_place else self._call
+        received = run(_RECVMSG, kept.number, scratch, flags)
+        if received == -errno.EMFILE:
+            return received
+        if received < 0:
+            return -errno.EIO
+        try:
+            length, level, kind, installed = _CMSG.unpack(process.read_memory(self.pid, scratch + _CMSG_AT, _CMSG.size))
+        except (OSError, struct.error):
+            return -errno.EIO
+        ours = length >= 20 and (level, kind) == (socket.SOL_SOCKET, socket.SCM_RIGHTS)
+        # Without kcmp (never kept then), the number read back as before kept sockets.
+        checked = tracing.same_file(self.pid, installed, fd) if tracing.kcmp_works() else True
+        return int(installed) if ours and checked else -errno.EIO
 
-    def _send(self, local: int, fd: int) -> None:
-        """Send ``fd`` on ``local``, the thread's new socket duplicated here, connected to
-        itself first so that only it can send to itself."""
-        with socket.socket(fileno=local) as sock:
-            if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_DGRAM:
-                raise OSError(errno.EBADF, "not the socket the thread made")
-            sock.bind("")  # an abstract name of the kernel's choice, in the VM's network namespace
-            sock.connect(sock.getsockname())
-            sock.sendmsg([b"f"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
+    def _in_place(self, nr: int, *args: int) -> int:
+        """Make the thread run ``nr`` with ``args`` in place of its call, to its exit."""
+        regs = self._copy()
+        regs.orig_rax = nr
+        for name, value in zip(("rdi", "rsi", "rdx", "r10", "r8", "r9"), args, strict=False):
+            setattr(regs, name, value & U64)
+        tracing.set_registers(self.pid, regs)
+        return self._run_to_exit()
 
     def _call(self, nr: int, *args: int) -> int:
         """Make the thread, stopped after a call, run ``nr`` with ``args``, to its exit."""
@@ -179,3 +221,18 @@ class Stopped:
 
     def _copy(self, regs: tracing.Registers | None = None) -> tracing.Registers:
         return tracing.Registers.from_buffer_copy(regs if regs is not None else self.regs)
+
+
+def _bound(local: int, theirs: int) -> Kept:
+    """The thread's new socket (``theirs``, duplicated here as ``local``) bound to an
+    abstract name and connected to itself: nothing but itself can send to it."""
+    sock = socket.socket(fileno=local)
+    try:
+        if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_DGRAM:
+            raise OSError(errno.EBADF, "not the socket the thread made")
+        sock.bind("")  # an abstract name of the kernel's choice, in the VM's network namespace
+        sock.connect(sock.getsockname())
+        return Kept(theirs, sock, sock.getsockname())
+    except OSError:
+        sock.close()
+        raise
