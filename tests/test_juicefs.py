@@ -199,7 +199,9 @@ tag, count = sys.argv[1], int(sys.argv[2])
 lock = os.open("/data/db.lock", os.O_RDWR | os.O_CREAT, 0o644)
 for i in range(count):
     # close-to-open: the database is opened after the lock and closed before it is
-    # released, so that no page this host cached before the other's commit is read
+    # released, so that no page this host cached before the other's commit is read;
+    # SQLite's own fcntl locks alone lose rows, whatever the client's options
+    # (docs/juicefs.md, "SQLite with its own locks only")
     fcntl.flock(lock, fcntl.LOCK_EX)
     db = sqlite3.connect("/data/db.sqlite", timeout=60, isolation_level=None)
     db.execute("BEGIN IMMEDIATE")
