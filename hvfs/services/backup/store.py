@@ -8,7 +8,9 @@ Layout under the store's root::
 A blob appears whole or not at all: it is written to tmp/, fsynced, and renamed into
 place, so a crash leaves at most a stray temporary file (removed by collect_garbage).
 Identical contents from any file of any VM share one blob. Writers never lock: two
-writers of the same content rename identical files over each other.
+writers of the same content rename identical files over each other. This holds for
+managers on several hosts sharing the store (on JuiceFS, NFS…) too: the temporary names
+are random, and rename is atomic on those file systems; the index is what they lock.
 
 Blobs keep the holes of the files they copy (see hvfs.services.snapshot), and their names
 hash the content as it reads, holes as zeros: a sparse file and its dense twin are one
@@ -36,6 +38,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from hvfs._sys.abi import SHARED_FS_MAGICS, STATFS
+from hvfs._sys.files import fstatfs
 from hvfs.services.backup.index import BackupIndex
 from hvfs.services.snapshot import FileSink, copy_sparse
 from hvfs.services.space import Space
@@ -198,9 +202,24 @@ def _fsync(path: str, flags: int) -> None:
         os.close(fd)
 
 
-def open_store(directory: str) -> tuple[BlobStore, BackupIndex]:
+def on_shared_filesystem(directory: str) -> bool:
+    """Whether ``directory`` is on a file system that other hosts may mount too (FUSE,
+    NFS, CIFS, Ceph…: abi.SHARED_FS_MAGICS). Raises OSError."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        kind: int = STATFS.unpack(fstatfs(fd))[0]
+    finally:
+        os.close(fd)
+    return kind & 0xFFFFFFFF in SHARED_FS_MAGICS
+
+
+def open_store(directory: str, *, shared: bool = False) -> tuple[BlobStore, BackupIndex]:
     """The blob store and the index (``index.sqlite``) of the backup store in ``directory``,
-    created if new, its blobs accounted (index.py). Raises OSError and sqlite3.Error."""
-    store, index = BlobStore(directory), BackupIndex(os.path.join(directory, "index.sqlite"))
+    created if new, its blobs accounted (index.py). ``shared``: managers on several hosts
+    use it (index.py), as they are assumed to when it is on a network or FUSE file system.
+    Raises OSError and sqlite3.Error."""
+    store = BlobStore(directory)
+    shared = shared or on_shared_filesystem(directory)
+    index = BackupIndex(os.path.join(directory, "index.sqlite"), shared=shared)
     index.account_blobs(store.sizes)
     return store, index
