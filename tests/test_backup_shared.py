@@ -7,10 +7,12 @@ seen through each mount (hvfs.services.backup.index: the shared path)."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -20,7 +22,7 @@ import pytest
 
 from hvfs.services.backup.store import on_shared_filesystem
 from tests.conftest import Hvfs, require, state_dir
-from tests.test_juicefs import _client, running_redis
+from tests.test_juicefs import _client, _clients, _gone, running_redis
 
 VERSIONS = 50  # per host, written at the same time
 
@@ -65,6 +67,11 @@ def mounts(needs: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
                 subprocess.run(
                     [_client() or "juicefs", "umount", "--force", str(view)], capture_output=True, timeout=60
                 )
+            # a client whose umount failed would outlive its Redis, trying to reach it
+            if not _gone(meta, 10):
+                for pid in _clients(meta):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
             shutil.rmtree(objects, ignore_errors=True)
 
 
