@@ -63,13 +63,6 @@ STX_MNT_ID_OFFSET = 0x90
 # f_bfree, f_bavail, f_files, f_ffree, f_fsid, f_namelen, f_frsize, f_flags, f_spare[4].
 STATFS = struct.Struct("<qqQQQQQ8sqqq32s")
 STATFS_SIZE = STATFS.size  # 120
-# f_type of the file systems other hosts may see too (include/uapi/linux/magic.h, and the
-# file systems' own sources): FUSE (JuiceFS, sshfs…), NFS, SMB, CIFS, SMB2, Ceph, 9p,
-# AFS (kAFS and OpenAFS), GFS2, OCFS2, Lustre.
-SHARED_FS_MAGICS = frozenset(
-    {0x65735546, 0x6969, 0x517B, 0xFF534D42, 0xFE534D42, 0x00C36400, 0x01021997}
-    | {0x6B414653, 0x5346414F, 0x01161970, 0x7461636F, 0x0BD00BD0}
-)
 
 # Extended attributes (include/uapi/linux/xattr.h): setxattr's flags, and the struct
 # xattr_args of setxattrat and getxattrat (value, size, flags: XATTR_ARGS_SIZE_VER0, 16 bytes).

@@ -38,8 +38,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from hvfs._sys.abi import SHARED_FS_MAGICS, STATFS
-from hvfs._sys.files import fstatfs
 from hvfs.services.backup.index import BackupIndex
 from hvfs.services.snapshot import FileSink, copy_sparse
 from hvfs.services.space import Space
@@ -202,15 +200,23 @@ def _fsync(path: str, flags: int) -> None:
         os.close(fd)
 
 
-def on_shared_filesystem(directory: str) -> bool:
+# File systems other hosts may mount too, as /proc/self/mountinfo names them ("fuse.*"
+# covers JuiceFS, sshfs, s3fs…).
+_SHARED_TYPES = frozenset({"nfs", "nfs4", "cifs", "smb3", "ceph", "9p", "afs", "gfs2", "ocfs2", "lustre", "glusterfs"})
+
+
+def on_shared_filesystem(directory: str, mountinfo: str = "/proc/self/mountinfo") -> bool:
     """Whether ``directory`` is on a file system that other hosts may mount too (FUSE,
-    NFS, CIFS, Ceph…: abi.SHARED_FS_MAGICS). Raises OSError."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        kind: int = STATFS.unpack(fstatfs(fd))[0]
-    finally:
-        os.close(fd)
-    return kind & 0xFFFFFFFF in SHARED_FS_MAGICS
+    NFS, CIFS, Ceph…): the type of the mount whose device it is on. Raises OSError."""
+    st = os.stat(directory)
+    device = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    with open(mountinfo) as f:
+        for line in f:
+            fields, _, rest = line.partition(" - ")
+            if fields.split()[2] == device:
+                kind = rest.split()[0]
+                return kind == "fuse" or kind.startswith("fuse.") or kind in _SHARED_TYPES
+    return False
 
 
 def open_store(directory: str, *, shared: bool = False) -> tuple[BlobStore, BackupIndex]:
