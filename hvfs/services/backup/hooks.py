@@ -36,7 +36,9 @@ class Backup:
             limits = dataclasses.replace(limits, max_file=config.max_file)
         self._bus: EventBus | None = None
         self._files: Files | None = None
-        self.backup: BackupService = BackupService.open(config.store, config.rules, limits=limits, report=self._skipped)
+        self.backup: BackupService = BackupService.open(
+            config.store, config.rules, limits=limits, report=self._skipped, shared=config.shared
+        )
 
     def attach(self, bus: EventBus, files: Files) -> None:
         self._bus, self._files = bus, files

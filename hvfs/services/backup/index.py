@@ -12,14 +12,24 @@ time and, by a transaction, exactly across processes (see store.py). ``PRAGMA
 user_version`` 1 says the blobs are accounted; a store made before that is accounted
 once, when it is opened (open_store).
 
-The database is in WAL mode with a busy timeout, so a manager recording versions and
-``hvfs backup`` commands in other processes can use it at once. One BackupIndex may be
-shared by threads: a lock serialises its connection.
+A local store's database is in WAL mode with a busy timeout, so a manager recording
+versions and ``hvfs backup`` commands in other processes can use it at once. One
+BackupIndex may be shared by threads: a lock serialises its connection.
+
+A store that managers on several hosts share (``shared``: on JuiceFS, NFS…) cannot use
+WAL, whose readers and writers meet in shared memory, nor SQLite's own fcntl locks alone,
+which lose rows across JuiceFS clients since a client reads pages it cached before
+another's commit (docs/juicefs.md). There the database uses the rollback journal, and
+each use of it runs as: flock(``index.lock``, next to the database) → connect → work →
+close → unlock, so that every connection reads the file as the last writer left it. The
+lock file marks the store shared: once it exists every opener takes the shared path, so a
+command that was not told (``hvfs backup list``) never turns the database back to WAL.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import fnmatch
 import os
 import sqlite3
@@ -49,6 +59,7 @@ CREATE TRIGGER IF NOT EXISTS blob_added AFTER INSERT ON blobs
 CREATE TRIGGER IF NOT EXISTS blob_deleted AFTER DELETE ON blobs
     BEGIN UPDATE usage SET bytes = bytes - old.bytes; END;
 """
+LOCK_NAME = "index.lock"  # next to the database: its presence marks the store shared
 _ACCOUNTED = 1  # PRAGMA user_version once the blobs table covers the store
 _COLUMNS = "id, vm, path, time_us, size, hash, trigger, mode, mtime_ns"
 # The newest row of v's path at or before a time: the path's state then.
@@ -86,32 +97,69 @@ def under(prefix: str) -> str:
     return prefix.rstrip("/") + "/"
 
 
-class BackupIndex:
-    """The index at ``path`` (created with its schema if new). Raises sqlite3.Error."""
+def _connect(path: str) -> sqlite3.Connection:
+    db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    db.create_function("fnmatch", 2, fnmatch.fnmatchcase, deterministic=True)
+    return db
 
-    def __init__(self, path: str) -> None:
+
+class BackupIndex:
+    """The index at ``path`` (created with its schema if new); ``shared``: used by
+    managers on several hosts (see the module's docstring), also when ``index.lock``
+    already marks it so. Raises sqlite3.Error, OSError."""
+
+    def __init__(self, path: str, *, shared: bool = False) -> None:
         self.path = path
+        self.lock_path = os.path.join(os.path.dirname(path), LOCK_NAME)
+        self.shared = shared or os.path.exists(self.lock_path)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-        self._db.create_function("fnmatch", 2, fnmatch.fnmatchcase, deterministic=True)
+        self._db: sqlite3.Connection | None = None
+        if self.shared:
+            os.close(os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            with self._connection(write=True) as db:
+                db.execute("PRAGMA journal_mode = DELETE")  # a local store's WAL, the first time
+                db.executescript(_SCHEMA)
+            return
+        self._db = _connect(path)
         with self._lock:
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            if self._db is not None:
+                self._db.close()
+
+    @contextlib.contextmanager
+    def _connection(self, *, write: bool = False) -> Iterator[sqlite3.Connection]:
+        """The database, to this thread alone; in a shared store, opened for this use under
+        the store's lock (exclusive to ``write``) and closed before it is released."""
+        with self._lock:
+            if self._db is not None:
+                yield self._db
+                return
+            # A descriptor of its own per use: flock excludes this process's other users too.
+            lock = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX if write else fcntl.LOCK_SH)
+                db = _connect(self.path)
+                try:
+                    yield db
+                finally:
+                    db.close()
+            finally:
+                os.close(lock)  # releases the flock, after the close
 
     def _select(self, where: str, parameters: dict[str, object], order: str = "vm, path, time_us, id") -> list[Version]:
-        with self._lock:
-            rows = self._db.execute(f"SELECT {_COLUMNS} FROM versions v WHERE {where} ORDER BY {order}", parameters)
+        with self._connection() as db:
+            rows = db.execute(f"SELECT {_COLUMNS} FROM versions v WHERE {where} ORDER BY {order}", parameters)
             return [_version(row) for row in rows.fetchall()]
 
     def add(
         self, vm: str, path: str, *, time: float, size: int, hash: str | None, trigger: str, mode: int, mtime_ns: int
     ) -> Version:
-        with self._lock:
-            cursor = self._db.execute(
+        with self._connection(write=True) as db:
+            cursor = db.execute(
                 f"INSERT INTO versions ({_COLUMNS.removeprefix('id, ')}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (vm, path, _us(time), size, hash, trigger, mode, mtime_ns),
             )
@@ -156,8 +204,8 @@ class BackupIndex:
 
     def vms_with(self, path: str) -> list[str]:
         """The VMs with rows for ``path`` itself or for paths under it."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._connection() as db:
+            rows = db.execute(
                 "SELECT DISTINCT vm FROM versions WHERE path = ? OR substr(path, 1, length(?)) = ? ORDER BY vm",
                 (path, under(path), under(path)),
             )
@@ -166,26 +214,16 @@ class BackupIndex:
     def delete(self, ids: Iterable[int]) -> int:
         """Delete the rows ``ids`` in one transaction; returns how many there were."""
         chosen = [(i,) for i in ids]
-        with self._lock, self._transaction_locked() as db:
+        with self._connection(write=True) as db, _transaction(db):
             deleted: int = db.executemany("DELETE FROM versions WHERE id = ?", chosen).rowcount
         return deleted
 
-    @contextlib.contextmanager
-    def _transaction_locked(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
-
     def account_blobs(self, sizes: Callable[[], Iterable[tuple[str, int]]]) -> None:
         """Once per store: record the blobs ``sizes()`` lists (digest, bytes on disk)."""
-        with self._lock:
-            if self._db.execute("PRAGMA user_version").fetchone()[0] >= _ACCOUNTED:
+        with self._connection(write=True) as db:
+            if db.execute("PRAGMA user_version").fetchone()[0] >= _ACCOUNTED:
                 return
-            with self._transaction_locked() as db:
+            with _transaction(db):
                 if db.execute("PRAGMA user_version").fetchone()[0] < _ACCOUNTED:
                     db.executemany("INSERT OR IGNORE INTO blobs VALUES (?, ?)", sizes())
                     db.execute(f"PRAGMA user_version = {_ACCOUNTED}")
@@ -195,7 +233,7 @@ class BackupIndex:
         blobs take now)``, which raises to refuse it (nothing is recorded then). In one
         transaction, so that writers in several processes never pass a bound together.
         Returns False when the blob was accounted already."""
-        with self._lock, self._transaction_locked() as db:
+        with self._connection(write=True) as db, _transaction(db):
             if db.execute("SELECT 1 FROM blobs WHERE hash = ?", (digest,)).fetchone():
                 return False
             check(db.execute("SELECT bytes FROM usage").fetchone()[0])
@@ -205,27 +243,39 @@ class BackupIndex:
     def reconcile_blobs(self, present: Mapping[str, int]) -> None:
         """Make the accounting say exactly the blobs ``present`` (digest: bytes): after a
         collection, or a crash between accounting a blob and filing it."""
-        with self._lock, self._transaction_locked() as db:
+        with self._connection(write=True) as db, _transaction(db):
             known = {h for (h,) in db.execute("SELECT hash FROM blobs")}
             db.executemany("DELETE FROM blobs WHERE hash = ?", [(h,) for h in known - present.keys()])
             db.executemany("INSERT INTO blobs VALUES (?, ?)", [(h, present[h]) for h in present.keys() - known])
 
     def blob_bytes(self) -> int:
         """What the accounted blobs take on disk."""
-        with self._lock:
-            total: int = self._db.execute("SELECT bytes FROM usage").fetchone()[0]
+        with self._connection() as db:
+            total: int = db.execute("SELECT bytes FROM usage").fetchone()[0]
             return total
 
     def file_bytes(self) -> int:
-        """What the index itself takes on disk (its database, write-ahead log and shared memory)."""
+        """What the index itself takes on disk (its database, write-ahead log and shared
+        memory, or rollback journal)."""
         total = 0
-        for suffix in ("", "-wal", "-shm"):
+        for suffix in ("", "-wal", "-shm", "-journal"):
             with contextlib.suppress(FileNotFoundError):
                 total += os.stat(self.path + suffix).st_blocks * 512
         return total
 
     def hashes(self) -> set[str]:
         """Every blob some row references: what garbage collection keeps."""
-        with self._lock:
-            rows = self._db.execute("SELECT DISTINCT hash FROM versions WHERE hash IS NOT NULL")
+        with self._connection() as db:
+            rows = db.execute("SELECT DISTINCT hash FROM versions WHERE hash IS NOT NULL")
             return {h for (h,) in rows.fetchall()}
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")

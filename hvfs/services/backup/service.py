@@ -169,9 +169,10 @@ class BackupService:
         *,
         limits: BackupLimits = BackupLimits(),
         report: Callable[[Skipped], None] | None = None,
+        shared: bool = False,
     ) -> BackupService:
         """The service on the store and index in ``directory`` (created; see open_store)."""
-        return cls(*open_store(directory), rules, limits=limits, report=report)
+        return cls(*open_store(directory, shared=shared), rules, limits=limits, report=report)
 
     def _used(self) -> int:
         return self.index.blob_bytes() + self.index.file_bytes()

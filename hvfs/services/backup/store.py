@@ -8,7 +8,9 @@ Layout under the store's root::
 A blob appears whole or not at all: it is written to tmp/, fsynced, and renamed into
 place, so a crash leaves at most a stray temporary file (removed by collect_garbage).
 Identical contents from any file of any VM share one blob. Writers never lock: two
-writers of the same content rename identical files over each other.
+writers of the same content rename identical files over each other. This holds for
+managers on several hosts sharing the store (on JuiceFS, NFS…) too: the temporary names
+are random, and rename is atomic on those file systems; the index is what they lock.
 
 Blobs keep the holes of the files they copy (see hvfs.services.snapshot), and their names
 hash the content as it reads, holes as zeros: a sparse file and its dense twin are one
@@ -198,9 +200,32 @@ def _fsync(path: str, flags: int) -> None:
         os.close(fd)
 
 
-def open_store(directory: str) -> tuple[BlobStore, BackupIndex]:
+# File systems other hosts may mount too, as /proc/self/mountinfo names them ("fuse.*"
+# covers JuiceFS, sshfs, s3fs…).
+_SHARED_TYPES = frozenset({"nfs", "nfs4", "cifs", "smb3", "ceph", "9p", "afs", "gfs2", "ocfs2", "lustre", "glusterfs"})
+
+
+def on_shared_filesystem(directory: str, mountinfo: str = "/proc/self/mountinfo") -> bool:
+    """Whether ``directory`` is on a file system that other hosts may mount too (FUSE,
+    NFS, CIFS, Ceph…): the type of the mount whose device it is on. Raises OSError."""
+    st = os.stat(directory)
+    device = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    with open(mountinfo) as f:
+        for line in f:
+            fields, _, rest = line.partition(" - ")
+            if fields.split()[2] == device:
+                kind = rest.split()[0]
+                return kind == "fuse" or kind.startswith("fuse.") or kind in _SHARED_TYPES
+    return False
+
+
+def open_store(directory: str, *, shared: bool = False) -> tuple[BlobStore, BackupIndex]:
     """The blob store and the index (``index.sqlite``) of the backup store in ``directory``,
-    created if new, its blobs accounted (index.py). Raises OSError and sqlite3.Error."""
-    store, index = BlobStore(directory), BackupIndex(os.path.join(directory, "index.sqlite"))
+    created if new, its blobs accounted (index.py). ``shared``: managers on several hosts
+    use it (index.py), as they are assumed to when it is on a network or FUSE file system.
+    Raises OSError and sqlite3.Error."""
+    store = BlobStore(directory)
+    shared = shared or on_shared_filesystem(directory)
+    index = BackupIndex(os.path.join(directory, "index.sqlite"), shared=shared)
     index.account_blobs(store.sizes)
     return store, index
