@@ -33,7 +33,7 @@ from tests.conftest import SYSTEM_PYTHON, Hvfs, chown_to, require
 PROGRAMS = Path(__file__).resolve().parent / "programs"
 # How long one attack may race, and how many tries it makes at most: enough to show a
 # race measured at 1 in a few hundred, short enough for CI (HVFS_ATTACK_SECONDS to scale).
-SECONDS = float(os.environ.get("HVFS_ATTACK_SECONDS", "8"))
+SECONDS = float(os.environ.get("HVFS_ATTACK_SECONDS", "6"))
 TRIES = int(os.environ.get("HVFS_ATTACK_TRIES", "10000"))
 DRIVER = os.environ.get("HVFS_ATTACK_DRIVER", "")  # "ptrace": every attack under the ptrace driver
 
