@@ -80,7 +80,7 @@ def test_completion_of_commands_subcommands_and_flags() -> None:
     assert _complete("hvfs bac") == ["backup"]
     assert _complete("hvfs backup l") == ["list"]
     assert _complete("hvfs backup list --backup-s") == ["--backup-store"]
-    assert _complete("hvfs run --backup-s") == ["--backup-store"]
+    assert _complete("hvfs run --backup-s") == ["--backup-store", "--backup-store-shared"]
     assert _complete("hvfs events --sum") == ["--summary"]
     assert set(_complete("hvfs completion ")) >= {"bash", "zsh", "fish"}
     assert "--store" not in _complete("hvfs backup list --")  # the old spelling works, but is not offered
