@@ -19,7 +19,9 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from hvfs import api
 from hvfs.hypervisor.services import ServiceOptions, ServiceSet
@@ -43,6 +45,23 @@ def per_request(manager: Manager, vm: str, requests: int) -> float:
     return (time.thread_time() - began) / requests * 1e6
 
 
+def manager_with(
+    setups: Mapping[str, Mapping[str, Any] | None], root: int, directory: str
+) -> tuple[Manager, list[ServiceSet]]:
+    """A Manager with one VM per setup, each rooted at ``root`` (its views are copies of the
+    fd) with the services its table names (files relative to ``directory``); the service
+    sets, for the caller to close."""
+    manager = Manager()
+    sets = []
+    for name, table in setups.items():
+        services = ServiceSet(ServiceOptions.from_table(table, directory)) if table else None
+        if services is not None:
+            services.attach(manager)
+            sets.append(services)
+        manager.add_vm(VmContext(name, os.dup(root), os.dup(root), bus=services.bus if services else None))
+    return manager, sets
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=20000)
@@ -51,14 +70,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as directory:
         (Path(directory) / "file").write_text("content\n")
         root = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        manager = Manager()
-        sets = []
-        for name, table in SETUPS.items():
-            services = ServiceSet(ServiceOptions.from_table(table, directory)) if table else None
-            if services is not None:
-                services.attach(manager)
-                sets.append(services)
-            manager.add_vm(VmContext(name, os.dup(root), os.dup(root), bus=services.bus if services else None))
+        manager, sets = manager_with(SETUPS, root, directory)
         samples: dict[str, list[float]] = {name: [] for name in SETUPS}
         for _ in range(args.rounds):  # interleaved, so that a slow moment of the machine falls on all
             for name in SETUPS:

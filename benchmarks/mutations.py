@@ -23,9 +23,9 @@ from pathlib import Path
 
 from hvfs import api
 from hvfs._sys.mount import clone_tree
-from hvfs.hypervisor.services import ServiceOptions, ServiceSet
 from hvfs.manager.manager import Manager
-from hvfs.manager.vm import VmContext
+
+from dispatch import manager_with
 
 SETUPS = {"no services": None, "an audit log": {"audit": "audit.jsonl"}}
 WRITE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
@@ -82,14 +82,7 @@ def main() -> None:
         # A detached copy of the directory's mount, as a VM's writable view is: its paths
         # read back through procfs as the VM's own (needs CAP_SYS_ADMIN).
         root = clone_tree(directory, recursive=False)
-        manager = Manager()
-        sets = []
-        for name, table in SETUPS.items():
-            services = ServiceSet(ServiceOptions.from_table(table, directory)) if table else None
-            if services is not None:
-                services.attach(manager)
-                sets.append(services)
-            manager.add_vm(VmContext(name, os.dup(root), os.dup(root), bus=services.bus if services else None))
+        manager, sets = manager_with(SETUPS, root, directory)
         kinds = {"absolute": ("/", "/sub/f"), "relative": ("/sub", "f")}
         samples: dict[tuple[str, str], list[float]] = {(s, k): [] for s in SETUPS for k in kinds}
         each = max(1, args.requests // 7)

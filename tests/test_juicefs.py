@@ -166,23 +166,28 @@ for i in range(count):
 """
 
 
+def _on_both(hosts: tuple[Hvfs, Hvfs], volume: str, script: str, count: str) -> None:
+    """``script`` in a VM on each host at once (tagged A and B), both ending well."""
+    writers = [
+        subprocess.Popen(
+            [*host.command, "run", "--mount", volume, "--", "python3", "-c", script, tag, count],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for host, tag in zip(hosts, "AB", strict=True)
+    ]
+    for writer in writers:
+        _, err = writer.communicate(timeout=120)
+        assert writer.returncode == 0, err
+
+
 def test_two_hosts_append_under_flock(hosts: tuple[Hvfs, Hvfs], volume: str) -> None:
     a, b = hosts
     # made before the writers start, so that they only append
     a.ok("run", "--mount", volume, "--", "sh", "-c", "rm -f /data/log && : > /data/log")
     started = time.monotonic()
-    writers = [
-        subprocess.Popen(
-            [*host.command, "run", "--mount", volume, "--", "python3", "-c", APPEND, tag, "2000"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for host, tag in ((a, "A"), (b, "B"))
-    ]
-    for writer in writers:
-        _, err = writer.communicate(timeout=120)
-        assert writer.returncode == 0, err
+    _on_both(hosts, volume, APPEND, "2000")
     elapsed = time.monotonic() - started
     lines = b.ok("run", "--mount", volume, "--", "cat", "/data/log").splitlines()
     expected = {f"{tag} {i}" for tag in "AB" for i in range(2000)}
@@ -235,18 +240,7 @@ def test_two_hosts_sqlite_writers(hosts: tuple[Hvfs, Hvfs], volume: str) -> None
     a, b = hosts
     a.ok("run", "--mount", volume, "--", "sh", "-c", "rm -f /data/db.sqlite* && : > /data/db.lock")
     assert a.ok("run", "--mount", volume, "--", "python3", "-c", CREATE).split() == ["delete"]
-    writers = [
-        subprocess.Popen(
-            [*host.command, "run", "--mount", volume, "--", "python3", "-c", SQLITE, tag, str(ROWS)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for host, tag in ((a, "A"), (b, "B"))
-    ]
-    for writer in writers:
-        _, err = writer.communicate(timeout=120)
-        assert writer.returncode == 0, err
+    _on_both(hosts, volume, SQLITE, str(ROWS))
     integrity, *counts, switches = b.ok("run", "--mount", volume, "--", "python3", "-c", CHECK).splitlines()
     assert integrity == "ok"
     assert counts == [f"A {ROWS} 0 {ROWS - 1}", f"B {ROWS} 0 {ROWS - 1}"]
