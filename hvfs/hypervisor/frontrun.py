@@ -34,7 +34,7 @@ from hvfs.project.config import Project
 from hvfs.spec import UsageError
 
 # Read by the front end only, or passed with each request: they may differ from the manager's
-CLIENT_ONLY = frozenset({"HVFS_STATE_DIR", "HVFS_DEBUG", "HVFS_CONTROL_TIMEOUT"})
+CLIENT_ONLY = frozenset({"HVFS_STATE_DIR", "HVFS_DEBUG", "HVFS_CONTROL_TIMEOUT", "HVFS_FRONT", "HVFS_FRONT_TRACE"})
 RunOp = Callable[[dict[str, Any], list[int], control.Connection], None]
 
 
@@ -112,7 +112,8 @@ def _parse_here(argv: list[str], env: Mapping[str, str]) -> tuple[Project, float
     if args.driver in ("", "auto") and driver_choice.automatic(env).driver != "seccomp":
         raise Fallback("the driver is chosen with a message to the user")
     spec = cli._spec(args, env)
-    if spec.publish or spec.stats or spec.changes is not None or spec.persist:
+    changes = spec.changes
+    if spec.publish or spec.stats or spec.persist or (changes and (changes.diff or changes.commit or changes.export)):
         raise Fallback("the client binds ports or writes files")
     if args.image != "host" or spec.services is not None:
         raise Fallback("an image or services are prepared as the user")
