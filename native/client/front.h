@@ -23,6 +23,7 @@ struct stdio_plan {
 
 /* front.c */
 _Noreturn void python_client(const char *why);
+void trace(const char *what, const char *why);
 long manager_pid(const char *state);
 extern const char *state_dir;
 extern char manager_socket[4200];

@@ -276,6 +276,7 @@ int run(int sock, int argc, char **argv, struct stdio_plan *plan) {
     free(request.data);
     long code = -1;
     started(sock, msg, gid, vm, &code);
+    trace("native: ", gid);
     handed_over(plan);
     int in_sink = plan->relay[0], out[3] = {-1, plan->relay[1], plan->relay[2]};
     size_t pending = 0, offset = 0;
