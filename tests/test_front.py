@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import pwd
 import signal
 import socket
 import subprocess
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FRONT, require
+from tests.conftest import FRONT, REPO, ROOTLESS_USER, SYSTEM_PYTHON, Hvfs, require
 
 PYTHON = [sys.executable, "-m", "hvfs"]
 
@@ -262,3 +263,34 @@ def test_the_front_uses_little_cpu(front: str, trace: Path) -> None:
         spent.append(after.children_user + after.children_system - before.children_user - before.children_system)
     assert said(trace) == ["native"] * 3
     assert min(spent) < 0.005, spent
+
+
+def test_a_rootless_front_parses_as_the_user(rootless: Hvfs, staged: Path, shared_tmp: Path) -> None:
+    """A front of the staged copy, for the unprivileged user: its run is native, and the
+    manager's parse, which gave up its capabilities, reads no more than the user may (the
+    user's own --env-file of mode 0000: the Python client's very line)."""
+    import hvfs
+
+    built = staged / "hvfs-front"
+    if not built.exists():
+        flags = [f'-DHVFS_PYTHON="{SYSTEM_PYTHON}"', f'-DHVFS_PACKAGE="{staged / "hvfs"}"',
+                 f'-DHVFS_VERSION="{hvfs.__version__}"']  # fmt: skip
+        sources = sorted(str(p) for p in (REPO / "native" / "client").glob("*.c"))
+        subprocess.run(["cc", "-O2", *flags, "-o", str(built), *sources], check=True)
+        built.chmod(0o755)
+    trace = shared_tmp / "trace"
+    env_prefix = rootless.command[: rootless.command.index(SYSTEM_PYTHON)]  # runuser … env -i VARS
+    traced = Hvfs([*env_prefix, f"HVFS_FRONT_TRACE={trace}", str(built)], user=rootless.user)
+    assert rootless.run("run", "--", "true").returncode == 0  # its manager, warm
+    secret = shared_tmp / "secret.env"
+    secret.write_text("KEY=value\n")
+    account = pwd.getpwnam(ROOTLESS_USER)
+    os.chown(secret, account.pw_uid, account.pw_gid)  # both mapped: the manager's root could override
+    secret.chmod(0)
+    ok = traced.run("run", "-v", f"{shared_tmp}:/data", "--", "sh", "-c", "id -u; ls /data")
+    assert (ok.returncode, ok.stdout.split()[:1]) == (0, ["0"]), ok.stderr
+    secret_args = ("run", "--env-file", str(secret), "--", "true")
+    native, python = traced.run(*secret_args), rootless.run(*secret_args)
+    assert said(trace) == ["native"]  # the second one: neither the Python client nor a VM
+    assert (native.returncode, native.stderr) == (125, python.stderr)
+    assert "Permission denied" in native.stderr

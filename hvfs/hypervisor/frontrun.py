@@ -10,9 +10,14 @@ Python client: the reply ``{"fallback": WHY}`` makes the front exec it with its 
 unchanged; nothing has been done. That is a terminal (-t), a detached VM, published ports,
 files written at exit (--stats, --diff, --export, --commit-on-success, --review), --persist,
 an image other than the host's (unpacked into the user's cache), services (their stores
-made as the user), a driver chosen otherwise than by seccomp, an environment that would
-decide otherwise than the manager's (HVFS_* variables), and --help or anything argparse
-exits on. A mistake is the Python client's line, with its code (125).
+made as the user), sources other than host directories and memory, a driver chosen
+otherwise than by seccomp, an environment that would decide otherwise than the manager's
+(HVFS_* variables), and --help or anything argparse exits on. A mistake is the Python
+client's line, with its code (125).
+
+The parse runs as the manager, root in its user namespace. For a user who is not root,
+that thread gives up its capabilities first (they are per thread): then, as the user
+outside, it may not read the user's own files of mode 0000 (an --env-file) either.
 
 Before the VM starts, the manager asks the front what it sees at the host paths the run
 names (``{"stat": [PATH, …]}``, answered by ``run_views``): a manager whose mounts differ
@@ -28,6 +33,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from hvfs._sys import caps
 from hvfs._sys.abi import CLONE_FS
 from hvfs._sys.process import unshare
 from hvfs.hypervisor import control, views
@@ -37,6 +43,9 @@ from hvfs.spec import UsageError
 
 # Read by the front end only, or passed with each request: they may differ from the manager's
 CLIENT_ONLY = frozenset({"HVFS_STATE_DIR", "HVFS_DEBUG", "HVFS_CONTROL_TIMEOUT", "HVFS_FRONT", "HVFS_FRONT_TRACE"})
+# Sources whose checks (hvfs.manager.sources) look at nothing but paths; the others (a
+# juicefs client, /dev/fuse, an overlay's image) are checked as the user, by the Python client
+SIMPLE_SOURCES = frozenset({"host", "memory"})
 _parsing = threading.Lock()
 RunOp = Callable[[dict[str, Any], list[int], control.Connection], None]
 
@@ -84,6 +93,9 @@ def parse(argv: list[str], cwd: str, env: Mapping[str, str]) -> tuple[Project, f
     def work() -> None:
         try:
             unshare(CLONE_FS)  # this thread's working directory only
+            if _outside_uid() != 0:
+                _, permitted, inheritable = caps.get_thread_caps()
+                caps.set_thread_caps(0, permitted, inheritable)
             os.chdir(cwd)
             done["result"] = _parse_here(argv, env)
         except BaseException as e:  # carried to the connection's thread, which raises it
@@ -103,6 +115,20 @@ def parse(argv: list[str], cwd: str, env: Mapping[str, str]) -> tuple[Project, f
     return result
 
 
+@functools.cache
+def _outside_uid() -> int:
+    """The uid this manager's root is outside its user namespace: its user."""
+    try:
+        with open("/proc/self/uid_map") as f:
+            for line in f:
+                inside, outside, _count = (int(n) for n in line.split())
+                if inside == 0:
+                    return outside
+    except (OSError, ValueError):
+        pass
+    return -1  # unknown: as a user's
+
+
 def _parse_here(argv: list[str], env: Mapping[str, str]) -> tuple[Project, float]:
     from hvfs import cli, driver_choice
 
@@ -120,6 +146,8 @@ def _parse_here(argv: list[str], env: Mapping[str, str]) -> tuple[Project, float
         raise Fallback("the client binds ports or writes files")
     if args.image != "host" or spec.services is not None:
         raise Fallback("an image or services are prepared as the user")
+    if any(mount.source.kind not in SIMPLE_SOURCES for mount in spec.mounts):
+        raise Fallback("a source checked as the user")
     return run_project(spec), spec.stop_timeout
 
 
