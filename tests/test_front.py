@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -294,3 +295,29 @@ def test_a_rootless_front_parses_as_the_user(rootless: Hvfs, staged: Path, share
     assert said(trace) == ["native"]  # the second one: neither the Python client nor a VM
     assert (native.returncode, native.stderr) == (125, python.stderr)
     assert "Permission denied" in native.stderr
+
+
+def test_the_vm_is_followed_to_the_next_manager(front: str, trace: Path, tmp_path: Path) -> None:
+    """Its manager killed mid-run: the front has the next one started (it takes the VM
+    back from its shim), attaches, and ends with the VM's own output and code."""
+    state = tmp_path / "state"
+    env = traced(trace, HVFS_STATE_DIR=str(state))
+    try:
+        assert run(PYTHON, "run", "--", "true", env=env).returncode == 0  # a manager of this state directory
+        script = "echo ready; sleep 1.5; echo after; exit 4"
+        with subprocess.Popen([front, "run", "--", "sh", "-c", script], stdout=subprocess.PIPE,
+                              stdin=subprocess.DEVNULL, text=True, env=env, cwd="/") as process:  # fmt: skip
+            assert process.stdout is not None
+            assert process.stdout.readline() == "ready\n"
+            deadline = time.monotonic() + 10
+            while said(trace) != ["native"]:  # the front has "started" (the command may run before it is told)
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            killed = json.loads((state / "manager.json").read_text())["pid"]
+            os.kill(killed, signal.SIGKILL)
+            assert process.wait(timeout=30) == 4
+            assert process.stdout.read() == "after\n"
+        assert json.loads((state / "manager.json").read_text())["pid"] != killed
+        assert said(trace) == ["native"]
+    finally:
+        run(PYTHON, "manager", "stop", env=env)
