@@ -2,6 +2,10 @@
 both with their per-user manager running (warm) and started by the run (cold).
 
     python benchmarks/startup_compare.py OLD/.venv/bin/python NEW/.venv/bin/python [ROUNDS]
+    python benchmarks/startup_compare.py .venv/bin/python .venv/bin/hvfs [ROUNDS]
+
+An installation is its Python (run as ``python -m hvfs``) or a program run as it is, as
+the native front (.venv/bin/hvfs, native/client/).
 
 Each installation gets a private state directory of its own. Medians, and ratios to
 BEFORE's warm run and to each one's own BEFORE.
@@ -18,11 +22,16 @@ import tempfile
 import time
 
 
+def command_of(path: str) -> list[str]:
+    return [path, "-m", "hvfs"] if os.path.basename(path).startswith("python") else [path]
+
+
 def main() -> int:
     if len(sys.argv) < 3:
         print(__doc__, file=sys.stderr)
         return 2
-    before, after = [sys.argv[1], "-m", "hvfs"], [sys.argv[2], "-m", "hvfs"]
+    before, after = command_of(sys.argv[1]), command_of(sys.argv[2])
+    python = next((path for path in sys.argv[1:3] if os.path.basename(path).startswith("python")), sys.executable)
     rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 20
     with tempfile.TemporaryDirectory() as old_state, tempfile.TemporaryDirectory() as new_state:
         cpu: dict[str, list[float]] = {}
@@ -56,7 +65,7 @@ def main() -> int:
             runs["native true"].append(time.perf_counter() - began)
             runs["before, warm"].append(timed(before, old_state, "run", "--", "true", label="before"))
             runs["after, warm"].append(timed(after, new_state, "run", "--", "true", label="after"))
-            runs["python -c pass"].append(timed([sys.argv[2], "-c", "pass"], new_state, label="python -c pass"))
+            runs["python -c pass"].append(timed([python, "-c", "pass"], new_state, label="python -c pass"))
             stop(before, old_state)
             runs["before, cold"].append(timed(before, old_state, "run", "--", "true"))
             stop(after, new_state)

@@ -8,7 +8,7 @@ import argparse
 import contextlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn, cast
 
 from hvfs import __version__
@@ -44,6 +44,8 @@ class _Parser(argparse.ArgumentParser):
     argparse lets a subcommand's parser pass the arguments it does not know up to the top
     one, which would then blame ``hvfs``: the innermost parser notes its name instead."""
 
+    raising = False  # the manager parses a native front's argv (hvfs.hypervisor.frontrun): raise, never exit
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", _Formatter)
         super().__init__(*args, **kwargs)
@@ -69,6 +71,10 @@ class _Parser(argparse.ArgumentParser):
 
     @staticmethod
     def fail(prog: str, message: str) -> NoReturn:
+        if _Parser.raising:
+            from hvfs.spec import UsageError
+
+            raise UsageError(f"{message}; see '{prog} --help'")
         sys.stderr.write(f"hvfs: {message}; see '{prog} --help'\n")
         sys.exit(EXIT_HVFS)
 
@@ -130,7 +136,9 @@ def _run_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
     return run
 
 
-def _spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _spec(args: argparse.Namespace, environ: Mapping[str, str] = os.environ):  # type: ignore[no-untyped-def]
+    """The RunSpec of ``hvfs run``'s ``args``; ``environ``: the client's environment (-e KEY
+    and --env-file take values from it), which the manager is given by a native front."""
     from hvfs import run_flags, spec
     from hvfs.hypervisor.services import ServiceOptions
 
@@ -140,8 +148,8 @@ def _spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     name = spec.check_name(args.name) if args.name else f"hvfs-{os.urandom(4).hex()}"
     if args.tty and args.interactive and not os.isatty(0):
         raise spec.UsageError("the input device is not a TTY; drop -t or run from a terminal")
-    env = spec.parse_env(args.env, os.environ, name=name, tty=args.tty)
-    docker = run_flags.fields(args, env, os.environ)
+    env = spec.parse_env(args.env, environ, name=name, tty=args.tty)
+    docker = run_flags.fields(args, env, environ)
     from hvfs.changes_cli import options_from, staged_mounts
 
     changes = options_from(args)

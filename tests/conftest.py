@@ -27,6 +27,10 @@ REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI") == "true"
 ROOTLESS_USER = "hvfs-rootless"
 SYSTEM_PYTHON = "/usr/bin/python3"
+# The native front (native/client/, installed by scripts/setup). HVFS_TEST_FRONT=1 runs the
+# session's `hvfs` through it, so that the tests of the Python client are its spec too.
+FRONT = str(REPO / ".venv" / "bin" / "hvfs")
+THROUGH_FRONT = os.environ.get("HVFS_TEST_FRONT") == "1"
 
 
 def require(condition: bool, reason: str) -> None:
@@ -126,7 +130,7 @@ class Hvfs:
 
     def with_env(self, **variables: str) -> Hvfs:
         """The same runner, with ``variables`` in hvfs's environment (past ``env -i``)."""
-        at = next(i for i, part in enumerate(self.command) if part in (sys.executable, SYSTEM_PYTHON))
+        at = next(i for i, part in enumerate(self.command) if part in (sys.executable, SYSTEM_PYTHON, FRONT))
         assigned = [f"{name}={value}" for name, value in variables.items()]
         return dataclasses.replace(self, command=[*self.command[:at], "env", *assigned, *self.command[at:]])
 
@@ -137,6 +141,9 @@ class Hvfs:
 
 @pytest.fixture(scope="session")
 def hvfs() -> Hvfs:
+    if THROUGH_FRONT:
+        require(os.access(FRONT, os.X_OK), f"no native front at {FRONT}; run scripts/setup")
+        return Hvfs([FRONT])
     return Hvfs([sys.executable, "-m", "hvfs"])
 
 

@@ -27,7 +27,7 @@ from typing import Any
 from hvfs import _native as hot_path
 from hvfs import cluster, private_dirs
 from hvfs.errors import HvfsError
-from hvfs.hypervisor import control, recreate, telling, views, vmstart
+from hvfs.hypervisor import control, frontrun, recreate, telling, views, vmstart
 from hvfs.hypervisor.change_ops import ChangeOps
 from hvfs.hypervisor.containers import Containers
 from hvfs.hypervisor.group import Group, saved
@@ -42,7 +42,7 @@ from hvfs.sandbox import preflight, userns
 from hvfs.spec import UsageError
 
 log = logging.getLogger("hvfs.daemon")
-_CHANGING = frozenset({"run", "up", "stop", "down"})  # what a manager giving way lets finish
+_CHANGING = frozenset({"run", "run_argv", "up", "stop", "down"})  # what a manager giving way lets finish
 CHANGES_GRACE = 30.0  # seconds
 SWEEP_AGE = 10.0  # seconds
 RECONNECT = 30.0  # seconds a run's VM waits for its client to come back after a restart
@@ -355,6 +355,9 @@ class Daemon(ChangeOps):
         if terminal is not None:
             os.close(terminal)
             record.running.terminal = None
+
+    def _op_run_argv(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
+        frontrun.handle(message, fds, connection, self._op_run)
 
     def _publish(
         self, group: Group, running: RunningVm, listeners: list[int], ports: list[int], *, deposit: bool = True

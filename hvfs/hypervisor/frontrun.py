@@ -1,0 +1,178 @@
+"""``run_argv``: ``hvfs run`` as the native front (native/client/) asks it, parsed here by
+the very code of the Python client (hvfs.cli, hvfs.spec, hvfs.run_flags), so that a run is
+described in one place only.
+
+The front sends its arguments, working directory and environment, with its stdio (pipes
+or sockets: it relays anything else, as hvfs.sandbox.stdio does). The parse runs in a
+thread of its own whose working directory is the client's (``unshare(CLONE_FS)``: the
+manager's other threads keep theirs). Whatever needs the user's own process is left to the
+Python client: the reply ``{"fallback": WHY}`` makes the front exec it with its argv
+unchanged; nothing has been done. That is a terminal (-t), a detached VM, published ports,
+files written at exit (--stats, --diff, --export, --commit-on-success, --review), --persist,
+an image other than the host's (unpacked into the user's cache), services (their stores
+made as the user), sources other than host directories and memory, a driver chosen
+otherwise than by seccomp, an environment that would decide otherwise than the manager's
+(HVFS_* variables), and --help or anything argparse exits on. A mistake is the Python
+client's line, with its code (125).
+
+The parse runs as the manager, root in its user namespace. For a user who is not root,
+that thread gives up its capabilities first (they are per thread): then, as the user
+outside, it may not read the user's own files of mode 0000 (an --env-file) either.
+
+Before the VM starts, the manager asks the front what it sees at the host paths the run
+names (``{"stat": [PATH, …]}``, answered by ``run_views``): a manager whose mounts differ
+(hvfs.hypervisor.views) falls back, and the Python client makes it give way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from hvfs._sys import caps
+from hvfs._sys.abi import CLONE_FS
+from hvfs._sys.process import unshare
+from hvfs.hypervisor import control, views
+from hvfs.hypervisor.spec import host_paths, run_project, to_json
+from hvfs.project.config import Project
+from hvfs.spec import UsageError
+
+# Read by the front end only, or passed with each request: they may differ from the manager's
+CLIENT_ONLY = frozenset({"HVFS_STATE_DIR", "HVFS_DEBUG", "HVFS_CONTROL_TIMEOUT", "HVFS_FRONT", "HVFS_FRONT_TRACE"})
+# Sources whose checks (hvfs.manager.sources) look at nothing but paths; the others (a
+# juicefs client, /dev/fuse, an overlay's image) are checked as the user, by the Python client
+SIMPLE_SOURCES = frozenset({"host", "memory"})
+_parsing = threading.Lock()
+RunOp = Callable[[dict[str, Any], list[int], control.Connection], None]
+
+
+class Fallback(Exception):
+    """The Python client must do this run: the reason, for the front's HVFS_DEBUG."""
+
+
+def handle(message: dict[str, Any], fds: list[int], connection: control.Connection, run: RunOp) -> None:
+    """Serve one ``run_argv``; ``run`` is the manager's ``run`` op, given the request the
+    Python client would have sent."""
+    argv, cwd, env = message.get("argv"), message.get("cwd"), message.get("env")
+    if not (isinstance(argv, list) and _strings(argv) and isinstance(cwd, str) and isinstance(env, dict)
+            and _strings([*env, *env.values()])):  # fmt: skip
+        raise UsageError("run_argv: argv (strings), cwd and env (strings) are needed; update your hvfs front")
+    if len(fds) != 3:
+        raise UsageError(f"run_argv: {len(fds)} fds; the front sends its stdin, stdout and stderr")
+    try:
+        project, stop_timeout = parse(argv, cwd, env)
+        _check_views(connection, [cwd, *host_paths(project)])
+    except Fallback as e:
+        connection.send({"fallback": str(e)})
+        return
+    request = {"hvfs": control.VERSION, "op": "run", "project": to_json(project), "stop_timeout": stop_timeout,
+               "debug": bool(env.get("HVFS_DEBUG"))}  # fmt: skip
+    run(request, fds, connection)
+
+
+def _strings(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def parse(argv: list[str], cwd: str, env: Mapping[str, str]) -> tuple[Project, float]:
+    """The prepared group and stop timeout of ``hvfs ARGV`` run in ``cwd`` with ``env``, as
+    the Python client makes them; raises Fallback or UsageError."""
+    differs = sorted(
+        key
+        for key in {*env, *os.environ}
+        if key.startswith("HVFS_") and key not in CLIENT_ONLY and env.get(key) != os.environ.get(key)
+    )
+    if differs:
+        raise Fallback(f"{differs[0]} differs from the manager's")
+    done: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            unshare(CLONE_FS)  # this thread's working directory only
+            if _outside_uid() != 0:
+                _, permitted, inheritable = caps.get_thread_caps()
+                caps.set_thread_caps(0, permitted, inheritable)
+            os.chdir(cwd)
+            done["result"] = _parse_here(argv, env)
+        except BaseException as e:  # carried to the connection's thread, which raises it
+            done["error"] = e
+
+    thread = threading.Thread(target=work, name="hvfs-frontrun", daemon=True)
+    thread.start()
+    thread.join()
+    error = done.get("error")
+    if isinstance(error, OSError):
+        raise Fallback(f"cannot parse here: {error}")
+    if isinstance(error, SystemExit):  # --help, --version: argparse prints and exits
+        raise Fallback("argparse exits")
+    if error is not None:
+        raise error
+    result: tuple[Project, float] = done["result"]
+    return result
+
+
+@functools.cache
+def _outside_uid() -> int:
+    """The uid this manager's root is outside its user namespace: its user."""
+    try:
+        with open("/proc/self/uid_map") as f:
+            for line in f:
+                inside, outside, _count = (int(n) for n in line.split())
+                if inside == 0:
+                    return outside
+    except (OSError, ValueError):
+        pass
+    return -1  # unknown: as a user's
+
+
+def _parse_here(argv: list[str], env: Mapping[str, str]) -> tuple[Project, float]:
+    from hvfs import cli, driver_choice
+
+    if argv[:1] != ["run"]:
+        raise Fallback("not a run")
+    with _parsing:
+        args = _run_parser().parse_args(argv)
+    if args.tty or args.detach:
+        raise Fallback("-t or -d")
+    if args.driver in ("", "auto") and driver_choice.automatic(env).driver != "seccomp":
+        raise Fallback("the driver is chosen with a message to the user")
+    spec = cli._spec(args, env)
+    changes = spec.changes
+    if spec.publish or spec.stats or spec.persist or (changes and (changes.diff or changes.commit or changes.export)):
+        raise Fallback("the client binds ports or writes files")
+    if args.image != "host" or spec.services is not None:
+        raise Fallback("an image or services are prepared as the user")
+    if any(mount.source.kind not in SIMPLE_SOURCES for mount in spec.mounts):
+        raise Fallback("a source checked as the user")
+    return run_project(spec), spec.stop_timeout
+
+
+@functools.cache
+def _run_parser() -> argparse.ArgumentParser:
+    """The parser of ``hvfs run`` (the Python client's, hvfs.cli), built once: two thirds
+    of a parse's time. Used under ``_parsing``: argparse does not promise threads."""
+    from hvfs import cli
+
+    cli._Parser.raising = True  # this process is the manager: a mistake is a reply, not an exit
+    return cli.build_parser(["run"])
+
+
+def _check_views(connection: control.Connection, paths: list[str]) -> None:
+    """Ask the front what it sees at ``paths``; Fallback if this manager sees otherwise."""
+    connection.send({"stat": paths})
+    try:
+        connection.wait_answer(control.answer_timeout())
+        reply, fds = connection.receive()
+    except (EOFError, OSError, ValueError, control.NoAnswer):
+        raise Fallback("the front did not say what it sees") from None
+    for fd in fds:
+        os.close(fd)
+    if reply.get("op") != "run_views":
+        raise Fallback("the front answered otherwise")
+    unseen = views.unseen(reply.get("views"))
+    if unseen:
+        raise Fallback(f"this manager sees {unseen[0]} otherwise")

@@ -1,0 +1,323 @@
+"""The native front (native/client/, .venv/bin/hvfs): a warm `hvfs run` done by it, the
+same outcome as the Python client's (tests/test_cli.py and test_run_flags.py are its
+spec too: HVFS_TEST_FRONT=1 runs them through it), and everything else handed to the
+Python client, having sent nothing to a manager it cannot vouch for."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import pwd
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FRONT, REPO, ROOTLESS_USER, SYSTEM_PYTHON, Hvfs, require
+
+PYTHON = [sys.executable, "-m", "hvfs"]
+
+
+@pytest.fixture(scope="module")
+def front() -> str:
+    require(os.access(FRONT, os.X_OK), f"no native front at {FRONT}; run scripts/setup")
+    warm = subprocess.run([*PYTHON, "run", "--", "true"], capture_output=True, text=True, timeout=120)
+    assert warm.returncode == 0, warm.stderr
+    return FRONT
+
+
+@pytest.fixture
+def trace(tmp_path: Path) -> Path:
+    return tmp_path / "trace"
+
+
+def traced(trace: Path, **extra: str) -> dict[str, str]:
+    return {**os.environ, "HVFS_FRONT_TRACE": str(trace), **extra}
+
+
+def said(trace: Path) -> list[str]:
+    """Which client did each run: "native", or why the Python client did."""
+    lines = trace.read_text().splitlines() if trace.exists() else []
+    return ["native" if line.startswith("native: ") else line.removeprefix("the Python client: ") for line in lines]
+
+
+def run(command: list[str], *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    kwargs.setdefault("input", "")
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=60, cwd="/", **kwargs)  # type: ignore[call-overload, no-any-return]
+
+
+def test_a_warm_run_is_the_fronts_own(front: str, trace: Path) -> None:
+    result = run([front], "run", "--", "sh", "-c", "tr a-z A-Z; echo err >&2; exit 3", input="hello\n",
+                 env=traced(trace))  # fmt: skip
+    assert (result.stdout, result.stderr, result.returncode) == ("HELLO\n", "err\n", 3)
+    assert said(trace) == ["native"]
+    binary = bytes(range(256)) * 256  # 64 KiB each way, through the front's relays
+    out = subprocess.run([front, "run", "--", "cat"], input=binary, capture_output=True, timeout=60,
+                         env=traced(trace))  # fmt: skip
+    assert (out.stdout, out.returncode) == (binary, 0)
+    assert said(trace) == ["native", "native"]
+
+
+@pytest.mark.parametrize(
+    ("command", "code"),
+    [(["sh", "-c", "kill -TERM $$"], 143), (["no-such-command-hvfs"], 127), (["/etc/passwd"], 126), (["true"], 0)],
+)
+def test_exit_codes_as_the_python_client(front: str, trace: Path, command: list[str], code: int) -> None:
+    native, python = run([front], "run", "--", *command, env=traced(trace)), run(PYTHON, "run", "--", *command)
+    assert native.returncode == python.returncode == code
+    assert native.stderr == python.stderr
+    assert said(trace) == ["native"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--frobnicate", "--", "true"],
+        ["-v", "just-one-part", "--", "true"],
+        ["-v", "/nonexistent-hvfs-source:/data", "--", "true"],
+        ["--name", "bad name", "--", "true"],
+        ["-w", "relative", "--", "true"],
+        ["--memory", "lots", "--", "true"],
+        ["--env-file", "/nonexistent-hvfs.env", "--", "true"],
+        [],
+    ],
+)
+def test_mistakes_are_the_python_clients_line(front: str, trace: Path, args: list[str]) -> None:
+    native, python = run([front], "run", *args, env=traced(trace)), run(PYTHON, "run", *args)
+    assert (native.returncode, native.stdout, native.stderr) == (125, python.stdout, python.stderr)
+    assert native.stderr.count("\n") == 1 and native.stderr.startswith("hvfs: ")
+    assert "Traceback" not in native.stderr
+    assert said(trace) == []  # the manager's line: neither a VM started nor the Python client ran
+
+
+def test_relative_paths_and_env_are_the_fronts(front: str, trace: Path, tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "file").write_text("from the front's cwd\n")
+    (tmp_path / "vars.env").write_text("FROM_FILE=file-value\nONLY_HERE\n")
+    env = traced(trace, ONLY_HERE="front-value", FROM_HOST="host-value")
+    result = subprocess.run(
+        [front, "run", "-v", "data:/data:ro", "--env-file", "vars.env", "-e", "FROM_HOST", "--",
+         "sh", "-c", "cat /data/file; echo $FROM_FILE $ONLY_HERE $FROM_HOST"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env, input="",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "from the front's cwd\nfile-value front-value host-value\n"
+    assert said(trace) == ["native"]
+
+
+@pytest.mark.parametrize(
+    ("args", "why"),
+    [
+        (["run", "-t", "--", "true"], "-t or -d"),
+        (["run", "--stats", "/dev/null", "--", "true"], "the client binds ports or writes files"),
+        (["run", "--help"], "argparse exits"),
+        (["--version"], "not hvfs run"),
+        (["manager", "status"], "not hvfs run"),
+    ],
+)
+def test_the_rest_is_the_python_clients(front: str, trace: Path, args: list[str], why: str) -> None:
+    native, python = run([front], *args, env=traced(trace)), run(PYTHON, *args)
+    assert native.returncode == python.returncode == 0, native.stderr
+    if args[0] != "manager":  # its pid and memory change
+        assert native.stdout == python.stdout
+    assert said(trace) == [why]
+
+
+def test_a_terminal_is_the_python_clients(front: str, trace: Path) -> None:
+    controller, terminal = pty.openpty()
+    try:
+        result = subprocess.run([front, "run", "--", "echo", "via-python"], stdin=terminal, capture_output=True,
+                                text=True, timeout=60, env=traced(trace))  # fmt: skip
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert (result.stdout, result.returncode) == ("via-python\n", 0)
+    assert said(trace) == ["a terminal, a directory or a closed fd as stdio"]
+
+
+def test_no_manager_is_the_python_clients(front: str, trace: Path, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    env = traced(trace, HVFS_STATE_DIR=str(state))
+    try:
+        result = run([front], "run", "--", "echo", "started-one", env=env)
+        assert (result.stdout, result.returncode) == ("started-one\n", 0), result.stderr
+        assert said(trace) == ["the state directory is missing or not private"]  # not made yet
+        assert run([front], "run", "--", "true", env=env).returncode == 0
+        assert said(trace)[1:] == ["native"]  # the manager the Python client started
+    finally:
+        run(PYTHON, "manager", "stop", env=env)
+
+
+@pytest.mark.parametrize("owner", ["mode 0755", "another user"])
+def test_a_state_directory_not_private_is_refused(front: str, trace: Path, tmp_path: Path, owner: str) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    if owner == "mode 0755":
+        state.chmod(0o755)
+    else:
+        os.chown(state, 65534, 65534)
+    env = traced(trace, HVFS_STATE_DIR=str(state))
+    try:
+        native, python = run([front], "run", "--", "true", env=env), run(PYTHON, "run", "--", "true", env=env)
+    finally:
+        run(PYTHON, "manager", "stop", env=env)
+    assert said(trace) == ["the state directory is missing or not private"]
+    assert native.returncode == python.returncode
+    if owner == "another user":
+        assert native.returncode == 125 and "belongs to" in native.stderr
+
+
+class FakeManager:
+    """A server at a state directory's manager.sock that records what it is sent, as a
+    manager of other code (``pid`` its own) or a process that is not the manager
+    (manager.json naming another pid)."""
+
+    def __init__(self, state: Path, *, version: str, named_pid: int) -> None:
+        self.received: list[dict[str, object]] = []
+        (state / "manager.json").write_text(json.dumps({"pid": named_pid}))
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.sock.bind(str(state / "manager.sock"))
+        self.sock.listen(4)
+        self.version = version
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.sock.accept()
+            except OSError:
+                return
+            with connection:
+                while data := connection.recv(1 << 20):
+                    message = json.loads(data)
+                    self.received.append(message)
+                    if message.get("op") == "hello":
+                        connection.send(json.dumps({"version": self.version, "pid": os.getpid()}).encode())
+                    elif message.get("op") == "shutdown":  # the Python client asks it to give way
+                        connection.send(json.dumps({"ok": True, "pid": os.getpid()}).encode())
+                        self.sock.close()
+                        return
+
+    def ops(self) -> list[object]:
+        return [message.get("op") for message in self.received]
+
+
+@pytest.fixture
+def fake_state(tmp_path: Path) -> Iterator[Path]:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    yield state
+    run(PYTHON, "manager", "stop", env={**os.environ, "HVFS_STATE_DIR": str(state)})
+
+
+def test_a_manager_of_other_code_is_the_python_clients(front: str, trace: Path, fake_state: Path) -> None:
+    fake = FakeManager(fake_state, version="0.0.1:/elsewhere/hvfs:1", named_pid=os.getpid())
+    result = run([front], "run", "--", "echo", "replaced", env=traced(trace, HVFS_STATE_DIR=str(fake_state)))
+    assert (result.stdout, result.returncode) == ("replaced\n", 0), result.stderr
+    assert said(trace) == ["the manager runs other code"]
+    # The front: its hello only; the Python client: its hello, then it asked it to give way.
+    assert fake.ops() == ["hello", "hello", "shutdown"]
+
+
+def test_nothing_is_sent_to_a_socket_not_the_managers(front: str, trace: Path, fake_state: Path) -> None:
+    impostor = subprocess.Popen(["sleep", "60"])  # the pid manager.json names: not the socket's server
+    try:
+        fake = FakeManager(fake_state, version="", named_pid=impostor.pid)
+        result = run([front], "run", "--", "true", env=traced(trace, HVFS_STATE_DIR=str(fake_state)))
+    finally:
+        impostor.kill()
+        impostor.wait()
+    assert said(trace) == ["no manager of this user at its socket"]
+    assert fake.received == []  # nor did the Python client, which refused it too
+    assert result.returncode == 125 and "not by the manager" in result.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_signals_reach_the_command(front: str, trace: Path, signum: int) -> None:
+    script = f'trap "echo got-{signum}; exit 9" {signum}; echo ready; while :; do sleep 0.05; done'
+    with subprocess.Popen([front, "run", "--", "sh", "-c", script], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                          text=True, env=traced(trace), cwd="/") as process:  # fmt: skip
+        assert process.stdout is not None
+        assert process.stdout.readline() == "ready\n"
+        process.send_signal(signum)
+        assert process.wait(timeout=20) == 9
+        assert process.stdout.read() == f"got-{signum}\n"
+    assert said(trace) == ["native"]
+
+
+def test_the_front_uses_little_cpu(front: str, trace: Path) -> None:
+    """What it is for: a warm run's client costs next to nothing (the Python client's
+    interpreter start alone is ~11 ms of CPU; docs/performance.md)."""
+    spent = []
+    for _ in range(3):
+        before = os.times()
+        assert run([front], "run", "--", "true", env=traced(trace)).returncode == 0
+        after = os.times()
+        spent.append(after.children_user + after.children_system - before.children_user - before.children_system)
+    assert said(trace) == ["native"] * 3
+    assert min(spent) < 0.005, spent
+
+
+def test_a_rootless_front_parses_as_the_user(rootless: Hvfs, staged: Path, shared_tmp: Path) -> None:
+    """A front of the staged copy, for the unprivileged user: its run is native, and the
+    manager's parse, which gave up its capabilities, reads no more than the user may (the
+    user's own --env-file of mode 0000: the Python client's very line)."""
+    import hvfs
+
+    built = staged / "hvfs-front"
+    if not built.exists():
+        flags = [f'-DHVFS_PYTHON="{SYSTEM_PYTHON}"', f'-DHVFS_PACKAGE="{staged / "hvfs"}"',
+                 f'-DHVFS_VERSION="{hvfs.__version__}"']  # fmt: skip
+        sources = sorted(str(p) for p in (REPO / "native" / "client").glob("*.c"))
+        subprocess.run(["cc", "-O2", *flags, "-o", str(built), *sources], check=True)
+        built.chmod(0o755)
+    trace = shared_tmp / "trace"
+    env_prefix = rootless.command[: rootless.command.index(SYSTEM_PYTHON)]  # runuser … env -i VARS
+    traced = Hvfs([*env_prefix, f"HVFS_FRONT_TRACE={trace}", str(built)], user=rootless.user)
+    assert rootless.run("run", "--", "true").returncode == 0  # its manager, warm
+    secret = shared_tmp / "secret.env"
+    secret.write_text("KEY=value\n")
+    account = pwd.getpwnam(ROOTLESS_USER)
+    os.chown(secret, account.pw_uid, account.pw_gid)  # both mapped: the manager's root could override
+    secret.chmod(0)
+    ok = traced.run("run", "-v", f"{shared_tmp}:/data", "--", "sh", "-c", "id -u; ls /data")
+    assert (ok.returncode, ok.stdout.split()[:1]) == (0, ["0"]), ok.stderr
+    secret_args = ("run", "--env-file", str(secret), "--", "true")
+    native, python = traced.run(*secret_args), rootless.run(*secret_args)
+    assert said(trace) == ["native"]  # the second one: neither the Python client nor a VM
+    assert (native.returncode, native.stderr) == (125, python.stderr)
+    assert "Permission denied" in native.stderr
+
+
+def test_the_vm_is_followed_to_the_next_manager(front: str, trace: Path, tmp_path: Path) -> None:
+    """Its manager killed mid-run: the front has the next one started (it takes the VM
+    back from its shim), attaches, and ends with the VM's own output and code."""
+    state = tmp_path / "state"
+    env = traced(trace, HVFS_STATE_DIR=str(state))
+    try:
+        assert run(PYTHON, "run", "--", "true", env=env).returncode == 0  # a manager of this state directory
+        script = "echo ready; sleep 1.5; echo after; exit 4"
+        with subprocess.Popen([front, "run", "--", "sh", "-c", script], stdout=subprocess.PIPE,
+                              stdin=subprocess.DEVNULL, text=True, env=env, cwd="/") as process:  # fmt: skip
+            assert process.stdout is not None
+            assert process.stdout.readline() == "ready\n"
+            deadline = time.monotonic() + 10
+            while said(trace) != ["native"]:  # the front has "started" (the command may run before it is told)
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            killed = json.loads((state / "manager.json").read_text())["pid"]
+            os.kill(killed, signal.SIGKILL)
+            assert process.wait(timeout=30) == 4
+            assert process.stdout.read() == "after\n"
+        assert json.loads((state / "manager.json").read_text())["pid"] != killed
+        assert said(trace) == ["native"]
+    finally:
+        run(PYTHON, "manager", "stop", env=env)
