@@ -145,13 +145,24 @@ class Spares:
         self.made = 0
         self.taken = 0
 
-    def take(self, wanted: Recipe) -> Spare | None:
-        """The spare of ``wanted``'s configuration, now the caller's, if one is ready."""
+    def take(self, wanted: Recipe, vmid: str) -> Spare | None:
+        """The spare of ``wanted``'s configuration, if one is ready: now the VM ``vmid``,
+        its state directory renamed to that VM's."""
         with self._cond:
             spare = self._ready.pop(wanted.key, None)
-        if spare is None:
-            return None
-        if spare.identity != wanted.identity():  # a host directory was replaced since
+            if spare is None:
+                return None
+            # Fresh first, and renamed before the daemon can see it unclaimed: its sweep
+            # spares a directory changed in the last seconds (daemon._sweep_vms).
+            try:
+                os.utime(self.layout.vm(spare.vmid))
+                os.rename(self.layout.vm(spare.vmid), self.layout.vm(vmid))
+                spare.vmid = vmid
+                moved = True
+            except OSError as e:
+                log.warning("a spare VM could not be taken: %s", e)
+                moved = False
+        if not moved or spare.identity != wanted.identity():  # or a host directory was replaced since
             spare.drop(self.layout)
             return None
         self.taken += 1

@@ -133,9 +133,9 @@ def start(
         transport=transport,
         driver=driver,
     )
-    spare = hypervisor.spares.take(warm) if warm is not None else None
+    spare = hypervisor.spares.take(warm, vmid) if warm is not None else None
     if spare is not None:
-        running = _take(hypervisor, spare, spec, vmid, manager, before_start, transport)
+        running = _take(hypervisor, spare, spec, manager, before_start, transport)
         staged: dict[str, int] = {}
     else:
         running, staged = _start_fresh(hypervisor, vm, vmid, spec, manager, before_start, bus, transport, driver)
@@ -176,7 +176,6 @@ def _take(
     hypervisor: Hypervisor,
     spare: spares.Spare,
     spec: VmSpec,
-    vmid: str,
     manager: Manager,
     before_start: Callable[[launcher.VmProcess], dict[str, Any]],
     transport: str,
@@ -185,8 +184,6 @@ def _take(
     directory becomes the run's, its sources are released when it ends."""
     layout = hypervisor.layout
     try:
-        os.rename(layout.vm(spare.vmid), layout.vm(vmid))
-        spare.vmid = vmid
         try:
             os.close(ensure_path(spare.views.rw_root, spec.program.workdir))
         except (SourceError, OSError):
