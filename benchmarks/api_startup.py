@@ -56,6 +56,11 @@ def main() -> int:
     print(f"{'... and its command has exited':50} {statistics.median(ended):7.2f} ms  (n={rounds})")
     for name, xs in stamps.items():
         print(f"  {name:48} {statistics.median(xs):7.2f} ms  (n={len(xs)})")
+    connection = client.connect()
+    client.request(connection, "ps")
+    reply, _ = connection.receive()
+    connection.close()
+    print(f"manager's warm spares (hvfs.hypervisor.spares): {reply['manager'].get('spares')}")
     return 0
 
 
