@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Hvfs
+from tests.conftest import ROOTLESS_USER, Hvfs, chown_to
 
 # Everything of a run a VM can see of itself: stdio, exit code, env, cwd, hostname, ids,
 # its fds, the mounts it was given, and what an earlier run left in its writable view.
@@ -167,3 +167,30 @@ def test_a_vm_that_took_a_spare_survives_a_manager_restart(warm: tuple[Hvfs, str
     assert runner.ok("exec", "spare-taken", "--", "hostname").strip() == "spare-taken"
     for name in ("spare-first", "spare-taken"):
         runner.ok("stop", name)
+
+
+def test_a_rootless_run_takes_a_spare_as_well(rootless: Hvfs) -> None:
+    states = [Path(tempfile.mkdtemp(prefix="hvfs-spares-rootless-")) for _ in range(2)]
+    for state in states:
+        chown_to(state, ROOTLESS_USER)
+    warm = rootless.with_env(HVFS_STATE_DIR=str(states[0]), HVFS_SPARE="1")
+    cold = rootless.with_env(HVFS_STATE_DIR=str(states[1]), HVFS_SPARE="0")
+    try:
+        _probe(warm)
+        assert _ready(warm)["ready"] == 1
+        pids = _spare_pids(str(states[0]))
+        in_spare = _probe(warm)
+        assert _spares(warm)["taken"] == 1
+        assert in_spare == _probe(cold) and in_spare[0] == 7
+        assert _ready(warm)["ready"] == 1  # the next one
+        pids |= _spare_pids(str(states[0]))
+        warm.ok("manager", "stop")
+        deadline = time.monotonic() + 5
+        while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+        assert os.listdir(states[0] / "vms") == []
+    finally:
+        for runner, state in ((warm, states[0]), (cold, states[1])):
+            runner.run("manager", "stop")
+            shutil.rmtree(state, ignore_errors=True)
