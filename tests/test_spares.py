@@ -195,3 +195,22 @@ def test_a_rootless_run_takes_a_spare_as_well(rootless: Hvfs) -> None:
         for runner, state in ((warm, states[0]), (cold, states[1])):
             runner.run("manager", "stop")
             shutil.rmtree(state, ignore_errors=True)
+
+
+def test_an_idle_spare_is_dropped(hvfs: Hvfs) -> None:
+    state = tempfile.mkdtemp(prefix="hvfs-spares-idle-")
+    runner = hvfs.with_env(HVFS_STATE_DIR=state, HVFS_SPARE="1", HVFS_SPARE_IDLE="0.5")
+    try:
+        runner.ok("run", "--", "true")
+        assert _ready(runner)["ready"] == 1
+        pids = _spare_pids(state)
+        assert len(pids) == 2
+        deadline = time.monotonic() + 5
+        while _spares(runner)["ready"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _spares(runner) == {"ready": 0, "made": 1, "taken": 0}
+        assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+        assert os.listdir(Path(state, "vms")) == []
+    finally:
+        runner.run("manager", "stop")
+        shutil.rmtree(state, ignore_errors=True)
