@@ -2,10 +2,10 @@
 until it has started, and until its command (``true``) has exited, with where the time
 goes in this process (stamped around hvfs's own functions).
 
-    python benchmarks/api_startup.py [ROUNDS]
+    python benchmarks/api_startup.py [ROUNDS [GAP_MS]]
 
 Uses the manager of ``HVFS_STATE_DIR`` (started on demand, then warm); medians of ROUNDS
-(default 20) starts.
+(default 20) starts, GAP_MS apart (default 0: back to back).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ def timed(owner: Any, attribute: str, name: str) -> None:
 
 def main() -> int:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 20
+    gap = float(sys.argv[2]) / 1000 if len(sys.argv) > 2 else 0.0  # between rounds, as a caller that does work
     timed(vm.VM, "_describe", "describe: the run's spec")
     timed(vm, "run_project", "its project (mounts prepared)")
     timed(client, "connect", "connect (hello, code check)")
@@ -52,10 +53,16 @@ def main() -> int:
         machine.wait(30)
         ended.append((time.perf_counter_ns() - began) / 1e6)
         machine.stop()
+        time.sleep(gap)
     print(f"{'VM(command=[true]) returns (started)':50} {statistics.median(started):7.2f} ms  (n={rounds})")
     print(f"{'... and its command has exited':50} {statistics.median(ended):7.2f} ms  (n={rounds})")
     for name, xs in stamps.items():
         print(f"  {name:48} {statistics.median(xs):7.2f} ms  (n={len(xs)})")
+    connection = client.connect()
+    client.request(connection, "ps")
+    reply, _ = connection.receive()
+    connection.close()
+    print(f"manager's warm spares (hvfs.hypervisor.spares): {reply['manager'].get('spares')}")
     return 0
 
 

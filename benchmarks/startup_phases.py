@@ -75,6 +75,13 @@ if _PATH and "serve" in sys.argv:
     _wrap(launcher.VmProcess, "wait_booted", "pid 1 boots: filter, listener")
     _wrap(launcher.VmProcess, "go", "go: the command starts")
     _wrap(launcher.VmProcess, "deposit", "deposit with the shim")
+    from hvfs.hypervisor import spares
+
+    _wrap(spares.Spares, "take", "spare: taken (renamed to the run's)")
+    _wrap(vmstart, "_take", "spare: served and started (driver, go)")
+    _wrap(vmstart, "_start_fresh", "fresh: views, boot, served, started")
+    _wrap(vmstart, "serve_vm", "serve_vm: context, driver, go")
+    _wrap(spares.Spares, "_make", "spare made (background, off the run's path)")
     from hvfs.hypervisor import ordering
     from hvfs.intercept import driver
     from hvfs.manager import manager

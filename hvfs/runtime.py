@@ -121,10 +121,53 @@ def start_vm(
         shim=shim,
         wait=wait,
     )
+    vm, booted, vm_root = boot_vm(plan, views, idmap, start)
+    return serve_vm(
+        spec,
+        views,
+        vm,
+        booted,
+        vm_root,
+        manager=manager,
+        arch=arch,
+        before_start=before_start,
+        outlives=outlives,
+        bus=bus,
+        transport_kind=transport_kind,
+        driver_kind=driver_kind,
+    )
+
+
+def boot_vm(
+    plan: BootPlan, views: Views, idmap: IdMap, start: Starter = launcher.start
+) -> tuple[launcher.VmProcess, launcher.Booted, int]:
+    """Spawn the VM of ``plan`` until pid 1 is in its boot view with its filter: the
+    process, its listener (and terminal), and an O_PATH fd of its root."""
     vm = start(plan, idmap)
     booted = vm.wait_booted()
     vm_root = os.open(f"/proc/{vm.init_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     views.release_boot()  # the VM holds its own copy of the boot view now
+    return vm, booted, vm_root
+
+
+def serve_vm(
+    spec: VmSpec,
+    views: Views,
+    vm: launcher.VmProcess,
+    booted: launcher.Booted,
+    vm_root: int,
+    *,
+    manager: Manager,
+    arch: Arch,
+    before_start: Callable[[launcher.VmProcess], Mapping[str, Any]] | None = None,
+    outlives: bool = False,
+    bus: EventBus | None = None,
+    transport_kind: str = "inprocess",
+    driver_kind: str = "seccomp",
+    run: launcher.Run | None = None,
+) -> RunningVm:
+    """Serve a booted VM and start its command (with ``run``, a spare's: see
+    hvfs.hypervisor.spares)."""
     context = VmContext(
         spec.name,
         views.rw_root,
@@ -160,7 +203,7 @@ def start_vm(
     settings = dict(spec.start)
     if before_start is not None:
         settings.update(before_start(vm))
-    vm.go(settings)
+    vm.go(settings, run)
     return RunningVm(spec=spec, process=vm, context=context, driver=driver, terminal=booted.terminal, tracer=tracer)
 
 

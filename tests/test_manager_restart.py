@@ -150,7 +150,7 @@ def test_the_manager_holds_nothing_of_vms_that_are_gone(hvfs: Hvfs, tmp_path: Pa
     """Runs, execs (with their stdio), a project up and down: the manager's fds are what
     they were before."""
     state = os.environ["HVFS_STATE_DIR"]
-    hvfs.ok("manager", "restart")
+    hvfs.with_env(HVFS_SPARE_IDLE="0.5").ok("manager", "restart")  # a spare, kept while its runs come, then dropped
     manager = _manager_pid(state)
     before = _fds(manager)
     for _ in range(5):
@@ -166,4 +166,7 @@ def test_the_manager_holds_nothing_of_vms_that_are_gone(hvfs: Hvfs, tmp_path: Pa
     finally:
         hvfs.ok(*project, "down", "-t", "1")
     assert _manager_pid(state) == manager
+    deadline = time.monotonic() + 5
+    while _fds(manager) != before and time.monotonic() < deadline:  # the spares, idle, go
+        time.sleep(0.1)
     assert _fds(manager) == before

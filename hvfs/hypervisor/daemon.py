@@ -129,6 +129,7 @@ class Daemon(ChangeOps):
         finally:
             server.close()
             self._let_changes_finish()
+            self.hypervisor.spares.close()  # whether or not the VMs stay: no run takes a spare now
             if self.stop_vms:
                 for group in list(self.groups.values()):
                     self._remove(group, stop=True)
@@ -183,14 +184,14 @@ class Daemon(ChangeOps):
         exited (its staging still a mount point), or one a manager before left."""
         with self.lock:
             claimed = {r.vmid for g in self.groups.values() for r in g.vms.values() if r.state != "exited"}
+        claimed |= self.hypervisor.spares.vmids() if self.hypervisor is not None else set()  # waiting spares
         try:
             vmids = os.listdir(self.layout.vms)
         except FileNotFoundError:
             return
         for vmid in vmids:
             with contextlib.suppress(OSError):
-                # One made in the last seconds may be a VM being started again (a restart, a
-                # recreated one) whose record still says exited.
+                # One made in the last seconds may be a VM started again whose record still says exited.
                 if vmid not in claimed and time.time() - os.stat(self.layout.vm(vmid)).st_mtime > SWEEP_AGE:
                     remove_tree(self.layout.vm(vmid))
 
@@ -490,7 +491,8 @@ class Daemon(ChangeOps):
                 if line.startswith("VmRSS:"):
                     rss = int(line.split()[1])
         cluster = {"cluster": self.cluster.statistics()} if self.cluster is not None else {}
-        return {"pid": os.getpid(), "rss_kb": rss, "version": code_id(), **cluster}
+        spares = {"spares": self.hypervisor.spares.statistics()} if self.hypervisor is not None else {}
+        return {"pid": os.getpid(), "rss_kb": rss, "version": code_id(), **cluster, **spares}
 
 
 def _about(group: Group) -> dict[str, Any]:

@@ -9,6 +9,7 @@ written to vm.json. ``resume`` puts both together again.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import socket
@@ -21,21 +22,24 @@ from hvfs._sys import process as sysproc
 from hvfs._sys.abi import CLONE_NEWNET
 from hvfs.api.choice import transport_maker
 from hvfs.api.hooks import EventBus
-from hvfs.hypervisor import staging
+from hvfs.hypervisor import spares, staging
 from hvfs.hypervisor.layout import Layout, read_json, write_json
 from hvfs.hypervisor.services import ServiceSet
 from hvfs.intercept.arch import Arch
 from hvfs.intercept.backend import DEFAULT, backend
 from hvfs.manager.manager import Manager
 from hvfs.manager.mounts import Mount
+from hvfs.manager.sources.base import SourceError
+from hvfs.manager.view import ensure_path
 from hvfs.manager.vm import VmContext
 from hvfs.project.config import VmConfig
 from hvfs.project.limits import LimitMaker, LimitPlan
-from hvfs.runtime import RunningVm, VmSpec, build, start_vm, trace_execs
+from hvfs.runtime import RunningVm, VmSpec, build, serve_vm, start_vm, trace_execs
 from hvfs.sandbox import launcher, protocol, users
 from hvfs.sandbox.plan import Program
 from hvfs.sandbox.protocol import Message, Msg, Tag
 from hvfs.sandbox.userns import IdMap
+from hvfs.spec import UsageError
 
 
 def vm_wait() -> float:
@@ -56,6 +60,11 @@ class Hypervisor:
     arch: Arch
     _programs: dict[tuple[str, bool], bytes] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    spares: spares.Spares = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.spares = spares.Spares(self.layout, self.idmap, lambda strict, driver: self.filter_program(strict, driver))
+        self.spares.wait = vm_wait()
 
     def filter_program(self, strict: bool, driver: str = DEFAULT) -> bytes:
         with self._lock:
@@ -91,7 +100,6 @@ def start(
     ids = users.numeric(vm.user) if vm.user else None
     if ids is not None:
         hypervisor.idmap.check(ids[0], ids[0] if ids[1] is None else ids[1])
-    os.makedirs(layout.staging(vmid), mode=0o700, exist_ok=True)
     spec = VmSpec(
         vm.name,
         tuple(mounts),
@@ -118,34 +126,21 @@ def start(
         return settings
 
     assert manager is not None
-    views = build(spec, layout.staging(vmid))
-    staged = {}
-    try:
-        for target in vm.staged:  # reachable only now, before the staging mount is let go
-            staged[target] = os.open(
-                staging.upper_of(layout, vmid, target), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-            )
-        running = start_vm(
-            spec,
-            views,
-            manager=manager,
-            idmap=hypervisor.idmap,
-            arch=hypervisor.arch,
-            program=hypervisor.filter_program(strict, driver),
-            before_start=before_start,
-            shim=layout.shim(vmid),
-            outlives=True,
-            wait=vm_wait(),
-            bus=bus,
-            transport_kind=transport,
-            driver_kind=driver,
-        )
-    except BaseException:
-        for fd in staged.values():
-            os.close(fd)
-        raise
-    finally:
-        views.release_boot()
+    warm = spares.recipe(
+        vm,
+        strict=strict,
+        warmable=not scanned and network is None and hold is None and bus is None,
+        transport=transport,
+        driver=driver,
+    )
+    spare = hypervisor.spares.take(warm, vmid) if warm is not None else None
+    if spare is not None:
+        running = _take(hypervisor, spare, spec, manager, before_start, transport)
+        staged: dict[str, int] = {}
+    else:
+        running, staged = _start_fresh(hypervisor, vm, vmid, spec, manager, before_start, bus, transport, driver)
+    if warm is not None:
+        hypervisor.spares.want(warm)  # the next run's, made in the background
     running.context.staged = staged
     deposit = {
         "root": running.context.rw_root,
@@ -158,7 +153,7 @@ def start(
         deposit["output"] = output
     if network is not None:
         deposit["netns"] = network[0].netns
-    running.process.deposit(deposit)
+    running.process.deposit(deposit, moved=layout.shim(vmid) if spare is not None else None)
     write_json(
         layout.vm_file(vmid),
         {
@@ -175,6 +170,79 @@ def start(
         },
     )
     return running
+
+
+def _take(
+    hypervisor: Hypervisor,
+    spare: spares.Spare,
+    spec: VmSpec,
+    manager: Manager,
+    before_start: Callable[[launcher.VmProcess], dict[str, Any]],
+    transport: str,
+) -> RunningVm:
+    """Start the run of ``spec`` in ``spare``, which is the run's from now on: its state
+    directory becomes the run's, its sources are released when it ends."""
+    layout = hypervisor.layout
+    try:
+        try:
+            os.close(ensure_path(spare.views.rw_root, spec.program.workdir))
+        except (SourceError, OSError):
+            workdir = spec.program.workdir
+            raise UsageError(f"-w {workdir}: not a directory in the VM; pick another working directory") from None
+        spare.process.finished.append(spare.pool.close)
+        run = launcher.Run(spec.program, spec.hostname or spec.name, spec.stdio)
+        return serve_vm(spec, spare.views, spare.process, spare.booted, spare.vm_root, manager=manager,
+                        arch=hypervisor.arch, before_start=before_start, outlives=True, transport_kind=transport,
+                        run=run)  # fmt: skip
+    except BaseException:
+        with contextlib.suppress(KeyError):
+            manager.remove_vm(spec.name)
+        spare.drop(layout)
+        raise
+
+
+def _start_fresh(
+    hypervisor: Hypervisor,
+    vm: VmConfig,
+    vmid: str,
+    spec: VmSpec,
+    manager: Manager,
+    before_start: Callable[[launcher.VmProcess], dict[str, Any]],
+    bus: EventBus | None,
+    transport: str,
+    driver: str,
+) -> tuple[RunningVm, dict[str, int]]:
+    layout = hypervisor.layout
+    os.makedirs(layout.staging(vmid), mode=0o700, exist_ok=True)
+    views = build(spec, layout.staging(vmid))
+    staged = {}
+    try:
+        for target in vm.staged:  # reachable only now, before the staging mount is let go
+            staged[target] = os.open(
+                staging.upper_of(layout, vmid, target), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+            )
+        running = start_vm(
+            spec,
+            views,
+            manager=manager,
+            idmap=hypervisor.idmap,
+            arch=hypervisor.arch,
+            program=hypervisor.filter_program(spec.strict, driver),
+            before_start=before_start,
+            shim=layout.shim(vmid),
+            outlives=True,
+            wait=vm_wait(),
+            bus=bus,
+            transport_kind=transport,
+            driver_kind=driver,
+        )
+    except BaseException:
+        for fd in staged.values():
+            os.close(fd)
+        raise
+    finally:
+        views.release_boot()
+    return running, staged
 
 
 def _withdraw(layout: Layout, vmid: str, launcher_pid: int) -> tuple[socket.socket, dict[str, int]]:

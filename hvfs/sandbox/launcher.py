@@ -21,6 +21,7 @@ import select
 import signal
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +50,15 @@ class Booted:
     terminal: int | None  # the pty master, with -t
 
 
+@dataclass(frozen=True)
+class Run:
+    """What a spare's START brings: the run's own, which a spare booted without."""
+
+    program: Program
+    hostname: str
+    stdio: tuple[int, int, int]
+
+
 @dataclass
 class VmProcess:
     """A VM's two processes outside it, as the manager sees them: the shim (hvfs-init's
@@ -62,6 +72,7 @@ class VmProcess:
     ours: bool = True  # the launcher is this process's child (not after a manager restart)
     terminal: int | None = None  # the pty master once booted, with a terminal (owned by the caller of start_vm)
     _early: list[tuple[Message, list[int]]] = field(default_factory=list)
+    finished: list[Callable[[], None]] = field(default_factory=list)  # run once the VM has ended (wait)
 
     def signal(self, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -94,16 +105,22 @@ class VmProcess:
         """Tell pid 1 it may close its fds ``numbers``, now duplicated here."""
         protocol.send(self.chan, Message(Msg.TAKEN).add_all_ints(Tag.FD, numbers))
 
-    def deposit(self, fds: dict[str, int]) -> None:
+    def deposit(self, fds: dict[str, int], moved: str | None = None) -> None:
         """Leave copies of ``fds`` (by role) with the shim, for a manager that comes after
-        this one (native/init/shim.c). The shim keeps its own copies."""
+        this one (native/init/shim.c). The shim keeps its own copies. ``moved``: where its
+        socket is now (a spare's state directory, renamed to the run's)."""
         message = Message(Msg.DEPOSIT).add_all(Tag.ROLE, fds)
+        if moved is not None:
+            message.add(Tag.SHIM, moved)
         protocol.send(self.shim, message, list(fds.values()))
 
-    def go(self, start: dict[str, Any]) -> None:
-        """Tell pid 1 to start the command, with the settings made outside the VM; raises
-        SetupError when pid 1 cannot apply them."""
-        message = Message(Msg.START)
+    def go(self, start: dict[str, Any], run: Run | None = None) -> None:
+        """Tell pid 1 to start the command, with the settings made outside the VM (and a
+        spare's ``run``: its program, hostname and stdio); raises SetupError when pid 1
+        cannot apply them."""
+        message = Message(Msg.START) if run is None else program_message(Msg.START, run.program)
+        if run is not None:
+            message.add(Tag.HOSTNAME, run.hostname)
         link = start.get("network")
         if link:
             message.add(Tag.NET_IFACE, link["interface"])
@@ -113,7 +130,12 @@ class VmProcess:
             message.add(Tag.MEMFD_NOEXEC, int(start["memfd_noexec"]))
         for name, value in start.get("rlimits", {}).items():
             message.add(Tag.RLIMIT, struct.pack("<IQ", RLIMITS[name], value))
-        protocol.send(self.chan, message)
+        try:
+            protocol.send(self.chan, message, run.stdio if run is not None else ())
+        except protocol.MessageTooLarge as e:
+            raise SetupError(
+                "command", f"the command and its environment are too large ({e})", "shorten them"
+            ) from None
         self._receive_until(Msg.STARTED)
 
     def exec(self, exec_id: int, program: Program, *, tty: bool, winsize: bytes | None, stdio: list[int]) -> None:
@@ -147,6 +169,12 @@ class VmProcess:
         except (protocol.ChannelClosed, OSError):
             pass
         self.shim.close()
+        for finish in self.finished:
+            try:
+                finish()
+            except OSError as e:
+                log.warning("after the VM of pid %d: %s", self.launcher_pid, e.strerror or e)
+        self.finished.clear()
         if self.ours:
             with contextlib.suppress(ChildProcessError):
                 while True:
@@ -207,8 +235,11 @@ def program_message(kind: Msg, program: Program) -> Message:
 
 
 def plan_message(plan: BootPlan) -> Message:
-    message = program_message(Msg.PLAN, plan.program)
-    message.add(Tag.HOSTNAME, plan.name).add(Tag.BOOT, plan.boot).add(Tag.TTY, plan.tty)
+    if plan.spare:  # nothing of a run before one takes it
+        message = Message(Msg.PLAN).add(Tag.SPARE, True).add(Tag.BOOT, plan.boot).add(Tag.TTY, False)
+    else:
+        message = program_message(Msg.PLAN, plan.program)
+        message.add(Tag.HOSTNAME, plan.name).add(Tag.BOOT, plan.boot).add(Tag.TTY, plan.tty)
     message.add(Tag.GRACE_MS, int(plan.grace * 1000)).add(Tag.FILTER, plan.filter_program)
     message.add(Tag.WAIT_MS, int(plan.wait * 1000))
     if plan.traced:

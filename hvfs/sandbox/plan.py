@@ -30,6 +30,9 @@ class BootPlan:
     shim: str | None = None  # where the shim listens for a manager that comes after this one
     wait: float = 30.0  # seconds requests wait for a manager before they fail with EIO
     stdio: tuple[int, int, int] = (0, 1, 2)  # fds of the manager's to give the VM as its stdio
+    # A warm spare (hvfs.hypervisor.spares): booted before a run chose it, so ``program``,
+    # ``name`` (its hostname) and ``stdio`` are placeholders; the run's come with START.
+    spare: bool = False
 
 
 def exit_code(status: int) -> int:

@@ -71,6 +71,7 @@ class Tag(enum.IntEnum):
     WAIT_MS = 26
     ROLE = 27
     TRACED = 28  # the filter is a SECCOMP_RET_TRACE one: pid 1 hands back a pidfd of itself
+    SPARE = 29  # a warm spare (hvfs.hypervisor.spares): START brings the program, stdio and hostname
 
 
 class ChannelClosed(Exception):

@@ -37,7 +37,8 @@ static int failed(int chan, const char *step) {
 int enter_boot_view(int chan, const struct message *plan) {
     const char *boot = msg_string(plan, T_BOOT, 0);
     const char *hostname = msg_string(plan, T_HOSTNAME, 0);
-    if (boot == NULL || hostname == NULL) {
+    int spare = msg_int(plan, T_SPARE, 0) != 0; /* its hostname comes with START */
+    if (boot == NULL || (hostname == NULL && !spare)) {
         send_error(chan, "plan", EINVAL, "the plan lacks the boot view or the hostname");
         return -1;
     }
@@ -57,7 +58,7 @@ int enter_boot_view(int chan, const struct message *plan) {
         return failed(chan, "mount /dev/pts");
     if (chdir(boot) < 0 || syscall(SYS_pivot_root, ".", ".") < 0 || umount2(".", MNT_DETACH) < 0 || chdir("/") < 0)
         return failed(chan, "pivot_root");
-    if (sethostname(hostname, strlen(hostname)) < 0) return failed(chan, "hostname");
+    if (hostname != NULL && sethostname(hostname, strlen(hostname)) < 0) return failed(chan, "hostname");
     int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     struct ifreq request;
     memset(&request, 0, sizeof request);
@@ -176,6 +177,8 @@ static int configure_interface(const char *name, const uint8_t *address, int pre
 
 /* What the manager set up outside the VM, applied before the command starts. */
 int apply_start(int chan, const struct message *start) {
+    const char *hostname = msg_string(start, T_HOSTNAME, 0); /* a spare's */
+    if (hostname != NULL && sethostname(hostname, strlen(hostname)) < 0) return failed(chan, "hostname");
     const char *interface = msg_string(start, T_NET_IFACE, 0);
     if (interface != NULL) {
         size_t length;

@@ -85,6 +85,7 @@ enum {
     T_WAIT_MS = 26,
     T_ROLE = 27,
     T_TRACED = 28,
+    T_SPARE = 29, /* a warm spare: the run's program, stdio and hostname come with START */
 };
 
 #define MAX_MESSAGE (1 << 20)

@@ -180,10 +180,29 @@ __attribute__((noreturn)) static void supervise(struct supervisor *s) {
     }
 }
 
+/* A spare's stdio, sent with START: it becomes pid 1's own, which the command inherits. */
+static int take_stdio(int chan, struct message *start) {
+    if (start->nfds != 3) {
+        send_error(chan, "stdio", EINVAL, "START brings no stdio");
+        return -1;
+    }
+    for (int i = 0; i < 3; i++)
+        if (dup2(start->fds[i], i) < 0) {
+            send_error(chan, "stdio", errno, NULL);
+            return -1;
+        }
+    for (int i = 0; i < 3; i++) close(start->fds[i]);
+    start->nfds = 0;
+    return 0;
+}
+
 __attribute__((noreturn)) static void vm_init(int chan, struct message *plan) {
     prctl(PR_SET_PDEATHSIG, SIGKILL); /* the launcher is the VM's handle: killing it ends the VM */
+    /* A spare (T_SPARE) boots before any run chose it: what is the run's own (program,
+     * stdio, hostname) comes with START, so nothing of a run is in it before. */
+    int spare = msg_int(plan, T_SPARE, 0) != 0;
     struct program program;
-    if (program_from(plan, &program) < 0) {
+    if (!spare && program_from(plan, &program) < 0) {
         send_error(chan, "plan", EINVAL, "the plan lacks a command");
         _exit(125);
     }
@@ -207,8 +226,12 @@ __attribute__((noreturn)) static void vm_init(int chan, struct message *plan) {
     if (msg_receive(chan, &start) < 0 || start.type != MSG_START) _exit(125);
     close(listener); /* the manager took them before it sent START */
     if (master >= 0) close(master);
+    if (spare && program_from(&start, &program) < 0) {
+        send_error(chan, "start", EINVAL, "START lacks the command");
+        _exit(125);
+    }
+    if (spare && take_stdio(chan, &start) < 0) _exit(125);
     if (apply_start(chan, &start) < 0) _exit(125);
-    msg_free(&start);
     if (send_simple(chan, MSG_STARTED) < 0) _exit(125);
     struct supervisor s;
     memset(&s, 0, sizeof s);
@@ -218,7 +241,8 @@ __attribute__((noreturn)) static void vm_init(int chan, struct message *plan) {
     s.command = spawn(&program, slave, NULL);
     if (s.command < 0) _exit(126);
     if (slave >= 0) close(slave);
-    program_free(&program);
+    program_free(&program); /* a spare's points into START: freed after it */
+    msg_free(&start);
     supervise(&s);
 }
 

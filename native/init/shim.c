@@ -47,6 +47,8 @@ struct shim {
     int signals;
     pid_t pid1;
     char dir[4096];
+    char path[4096]; /* its socket, "" without one */
+    int spare;       /* a warm spare no run has taken yet: it dies with its manager */
     int fds[MAX_DEPOSIT];
     char roles[MAX_DEPOSIT][32];
     int count;
@@ -115,6 +117,16 @@ static void from_manager(struct shim *s, int from) {
         give_back(s, from);
         if (s->exited) send_exited(s);
     } else if (m.type == MSG_DEPOSIT) {
+        /* A spare's state directory is renamed to the run's that takes it: its socket moved
+         * with it, and the exit file goes there. */
+        const char *moved = msg_string(&m, T_SHIM, 0);
+        if (moved != NULL && s->path[0] && strlen(moved) < sizeof s->path) {
+            snprintf(s->path, sizeof s->path, "%s", moved);
+            snprintf(s->dir, sizeof s->dir, "%s", moved);
+            char *slash = strrchr(s->dir, '/');
+            if (slash != NULL) *slash = 0;
+        }
+        s->spare = 0;
         for (int i = 0; i < m.nfds; i++) {
             const char *role = msg_string(&m, T_ROLE, (size_t)i);
             if (role != NULL) deposit(s, role, m.fds[i]);
@@ -225,8 +237,10 @@ void shim(int link, const struct message *plan, pid_t pid1) {
     s.pid1 = pid1;
     s.accept = -1;
     s.wait = (double)msg_int(plan, T_WAIT_MS, 30000) / 1000.0;
+    s.spare = msg_int(plan, T_SPARE, 0) != 0;
     const char *path = msg_string(plan, T_SHIM, 0);
     if (path != NULL) {
+        snprintf(s.path, sizeof s.path, "%s", path);
         snprintf(s.dir, sizeof s.dir, "%s", path);
         char *slash = strrchr(s.dir, '/');
         if (slash != NULL) *slash = 0;
@@ -245,6 +259,12 @@ void shim(int link, const struct message *plan, pid_t pid1) {
             s.code = exit_code(status);
             if (s.dir[0]) write_exit(&s);
             send_exited(&s);
+        }
+        if (s.spare && s.link < 0) { /* its manager is gone before a run took it: nothing to keep */
+            kill(s.pid1, SIGKILL);
+            while (waitpid(s.pid1, &status, 0) < 0 && errno == EINTR) {
+            }
+            break;
         }
         double alone = s.link < 0 ? now() - s.lost_at : 0;
         if (s.exited && (s.accept < 0 || (s.link < 0 && alone >= s.wait))) break;
@@ -281,6 +301,6 @@ void shim(int link, const struct message *plan, pid_t pid1) {
         }
         (void)at_listener;
     }
-    if (s.accept >= 0 && path != NULL) unlink(path);
+    if (s.accept >= 0 && s.path[0]) unlink(s.path);
     _exit(s.exited ? s.code : 125);
 }

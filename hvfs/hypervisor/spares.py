@@ -1,0 +1,286 @@
+"""Warm spares: a VM booted before the run that takes it (issue 14, start-up).
+
+Most of a VM's start is the same from run to run of one configuration: its views (the
+writable view, the boot view), hvfs-init spawned, the namespaces and id maps, pid 1 in its
+boot view with its filter loaded and its listener taken. A spare is all that, done ahead,
+for one configuration (``Recipe.key``: image, mounts, read-only root, limits, strict,
+transport, driver), and used once: a run whose configuration has the same key takes it
+(``vmstart.start``), sends the run's own program, environment, working directory, user,
+hostname and stdio with START (native/init: T_SPARE), and the next spare of that key is
+made on a thread of its own, off the run's path.
+
+What keeps one run from seeing another's: a spare never ran user code, and was made for
+no run (its pid 1 knows nothing of one until START; its stdio until then is /dev/null);
+its views are its own, fresh, never given to any other VM; its state directory is
+renamed to the run's. A spare is dropped when its configuration has not been asked for in
+``idle_seconds()``, when a host directory it binds is no longer the one it bound (replaced
+since), and with its manager: ``close()`` at the manager's exit, and a manager that dies
+takes its spares along (pid 1 ends on its channel's end, the shim with it: shim.c).
+``HVFS_SPARE=0`` makes none.
+
+Not kept warm (each would share or miss something of a run): a terminal (its pty is
+made at boot), a network (the bridge is a group's), services (their hooks are a group's;
+a scanner traces from boot), --persist and staged mounts (a directory of the run's),
+named sources (a group's), the ptrace driver, and source kinds other than ``KINDS``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from hvfs.hypervisor.layout import Layout, remove_tree
+from hvfs.hypervisor.mounts import MountSpec, mount_table
+from hvfs.hypervisor.pool import SourcePool
+from hvfs.manager.view import Views, build_views
+from hvfs.project.config import VmConfig
+from hvfs.runtime import boot_vm
+from hvfs.sandbox import launcher
+from hvfs.sandbox.plan import BootPlan, Program
+from hvfs.sandbox.userns import IdMap
+
+log = logging.getLogger("hvfs.spares")
+KINDS = frozenset({"host", "image", "memory"})  # sources a spare may hold: made and released as the VM's own
+MOST = 4  # configurations kept warm at once; the least recently asked for goes first
+# Seconds a spare's making waits after the last run that asked: that run's start is not
+# over when it asks (the group's state, its threads, the answer to its client), and on two
+# CPUs the making would slow it.
+SETTLE = float(os.environ.get("HVFS_SPARE_SETTLE", "0.01"))
+
+
+def enabled() -> bool:
+    return os.environ.get("HVFS_SPARE", "1") != "0"
+
+
+def idle_seconds() -> float:
+    """How long a configuration nobody runs keeps its spare: HVFS_SPARE_IDLE, 60 by default."""
+    try:
+        return max(0.5, float(os.environ.get("HVFS_SPARE_IDLE", "60")))
+    except ValueError:
+        return 60.0
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A configuration a spare is made for: what its views and pid 1's boot depend on."""
+
+    vm: VmConfig
+    strict: bool
+    transport: str
+    driver: str
+
+    @property
+    def key(self) -> str:
+        vm = self.vm
+        return repr((vm.image, vm.root, vm.read_only, vm.mounts, vm.limits, self.strict, self.transport, self.driver))
+
+    def mounts(self) -> tuple[MountSpec, ...]:
+        return (MountSpec("/", self.vm.root, self.vm.read_only), *self.vm.mounts)
+
+    def identity(self) -> tuple[tuple[int, int] | None, ...]:
+        """Which host files the host mounts name now: a spare whose differ is stale."""
+        found: list[tuple[int, int] | None] = []
+        for mount in self.mounts():
+            if mount.source.kind == "host":
+                try:
+                    st = os.stat(mount.source.options["path"])
+                    found.append((st.st_dev, st.st_ino))
+                except OSError:
+                    found.append(None)
+        return tuple(found)
+
+
+def recipe(vm: VmConfig, *, strict: bool, warmable: bool, transport: str, driver: str) -> Recipe | None:
+    """The recipe of ``vm``'s configuration, or None when no spare may stand in for it
+    (``warmable``: the caller has nothing of its own for the boot: no terminal, network,
+    services or hold)."""
+    if not warmable or not enabled() or vm.tty or vm.persist or vm.staged or vm.commit or driver != "seccomp":
+        return None
+    found = Recipe(vm, strict, transport, driver)
+    if any(m.source.kind not in KINDS or m.source.name is not None for m in found.mounts()):
+        return None
+    return found
+
+
+@dataclass
+class Spare:
+    key: str
+    vmid: str
+    views: Views
+    process: launcher.VmProcess
+    booted: launcher.Booted
+    vm_root: int
+    pool: SourcePool  # its sources, released when the VM that took it has ended
+    identity: tuple[tuple[int, int] | None, ...]
+    made: float = field(default_factory=time.monotonic)
+
+    def drop(self, layout: Layout) -> None:
+        """End it and remove everything of it: processes, fds, sources, state."""
+        self.process.kill()
+        self.process.chan.close()
+        self.process.wait()
+        for fd in (self.booted.listener, self.vm_root, self.views.rw_root, *self.views.images.values()):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.pool.close()
+        with contextlib.suppress(OSError):
+            remove_tree(layout.vm(self.vmid))
+
+
+class Spares:
+    """The spares of one manager, and the thread that makes them."""
+
+    def __init__(self, layout: Layout, idmap: IdMap, filter_program: Callable[[bool, str], bytes]) -> None:
+        self.layout = layout
+        self.idmap = idmap
+        self.filter_program = filter_program
+        self.wait = 30.0  # the shim's bound (vmstart.vm_wait), set by the manager
+        self._ready: dict[str, Spare] = {}
+        self._wanted: dict[str, tuple[Recipe, float]] = {}  # key: recipe, when last asked for
+        self._making: set[str] = set()  # vmids being made
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._asked_at = 0.0
+        self.made = 0
+        self.taken = 0
+
+    def take(self, wanted: Recipe, vmid: str) -> Spare | None:
+        """The spare of ``wanted``'s configuration, if one is ready: now the VM ``vmid``,
+        its state directory renamed to that VM's."""
+        with self._cond:
+            spare = self._ready.pop(wanted.key, None)
+            if spare is None:
+                return None
+            # Fresh first, and renamed before the daemon can see it unclaimed: its sweep
+            # spares a directory changed in the last seconds (daemon._sweep_vms).
+            try:
+                os.utime(self.layout.vm(spare.vmid))
+                os.rename(self.layout.vm(spare.vmid), self.layout.vm(vmid))
+                spare.vmid = vmid
+                moved = True
+            except OSError as e:
+                log.warning("a spare VM could not be taken: %s", e)
+                moved = False
+        if not moved or spare.identity != wanted.identity():  # or a host directory was replaced since
+            spare.drop(self.layout)
+            return None
+        self.taken += 1
+        return spare
+
+    def want(self, wanted: Recipe) -> None:
+        """``wanted``'s configuration was run: keep a spare of it (made in the background)."""
+        with self._cond:
+            if self._closed:
+                return
+            self._wanted.pop(wanted.key, None)
+            self._asked_at = time.monotonic()
+            self._wanted[wanted.key] = (wanted, self._asked_at)
+            while len(self._wanted) > MOST:
+                del self._wanted[next(iter(self._wanted))]
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="hvfs-spares", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def statistics(self) -> dict[str, int]:
+        """Spares ready now, made and taken since the manager started (hvfs manager status)."""
+        with self._cond:
+            return {"ready": len(self._ready), "made": self.made, "taken": self.taken}
+
+    def vmids(self) -> set[str]:
+        """The state directories of the spares, made or being made (not the daemon's to sweep)."""
+        with self._cond:
+            return {s.vmid for s in self._ready.values()} | set(self._making)
+
+    def close(self) -> None:
+        """Drop every spare (the manager exits)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout=30)
+        with self._cond:
+            spares, self._ready = list(self._ready.values()), {}
+        for spare in spares:
+            spare.drop(self.layout)
+
+    def _serve(self) -> None:
+        while True:
+            with self._cond:
+                if self._closed:
+                    return
+                now = time.monotonic()
+                idle = idle_seconds()
+                for key in [k for k, (_, seen) in self._wanted.items() if now - seen > idle]:
+                    del self._wanted[key]
+                stale = [s for k, s in self._ready.items() if k not in self._wanted]
+                for spare in stale:
+                    del self._ready[spare.key]
+                todo = next((r for k, (r, _) in self._wanted.items() if k not in self._ready), None)
+                settle = self._asked_at + SETTLE - now
+                if todo is not None and settle > 0:
+                    self._cond.wait(timeout=settle)
+                    continue
+                vmid = os.urandom(6).hex()
+                if todo is not None:
+                    self._making.add(vmid)
+            for spare in stale:
+                spare.drop(self.layout)
+            if todo is None:
+                with self._cond:
+                    if not self._closed:
+                        self._cond.wait(timeout=min(1.0, idle))
+                continue
+            made = self._make(todo, vmid)
+            with self._cond:
+                self._making.discard(vmid)
+                keep = made is not None and not self._closed and todo.key in self._wanted
+                if keep and made is not None:
+                    self._ready[todo.key] = made
+            if made is not None and not keep:
+                made.drop(self.layout)
+            if made is None:  # it fails as a run of it would: do not try again until one is run
+                with self._cond:
+                    self._wanted.pop(todo.key, None)
+
+    def _make(self, wanted: Recipe, vmid: str) -> Spare | None:
+        staging = self.layout.staging(vmid)
+        pool = SourcePool()
+        views: Views | None = None
+        null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            os.makedirs(staging, mode=0o700)
+            identity = wanted.identity()
+            views = build_views(mount_table(vmid, wanted.mounts(), pool), staging, None)
+            plan = BootPlan(
+                name="",
+                boot=views.boot,
+                program=Program(("",), {}),
+                filter_program=self.filter_program(wanted.strict, wanted.driver),
+                stdio=(null, null, null),
+                shim=self.layout.shim(vmid),
+                wait=self.wait,
+                spare=True,
+            )
+            process, booted, vm_root = boot_vm(plan, views, self.idmap)
+        except Exception as e:
+            log.warning("a spare VM could not be made: %s", e)
+            if views is not None:
+                views.release_boot()
+                for fd in (views.rw_root, *views.images.values()):
+                    os.close(fd)
+            pool.close()
+            with contextlib.suppress(OSError):
+                remove_tree(self.layout.vm(vmid))
+            return None
+        finally:
+            os.close(null)
+        self.made += 1
+        return Spare(wanted.key, vmid, views, process, booted, vm_root, pool, identity)

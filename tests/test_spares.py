@@ -1,0 +1,216 @@
+"""Warm spares (hvfs.hypervisor.spares): a run that takes a spare behaves exactly as one
+started fresh, takes only a spare of its own configuration, sees nothing of another run,
+and the manager's stop leaves nothing of a spare behind. Real VMs, two private managers:
+one with spares, one with HVFS_SPARE=0 (the reference)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOTLESS_USER, Hvfs, chown_to
+
+# Everything of a run a VM can see of itself: stdio, exit code, env, cwd, hostname, ids,
+# its fds, the mounts it was given, and what an earlier run left in its writable view.
+PROBE = (
+    "read line; echo in=$line; echo env=$GREETING; pwd; hostname; id -u; ls /proc/self/fd | wc -l;"
+    " ls /data 2>&1; ls /tmp/left-behind 2>&1; echo x > /tmp/left-behind;"
+    " ls /dev/shm/left-behind 2>&1; echo x > /dev/shm/left-behind; echo err >&2; exit 7"
+)
+
+
+def _manager(hvfs: Hvfs, **env: str) -> Iterator[tuple[Hvfs, str]]:
+    state = tempfile.mkdtemp(prefix="hvfs-spares-")
+    runner = hvfs.with_env(HVFS_STATE_DIR=state, **env)
+    yield runner, state
+    runner.run("manager", "stop")
+    shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def warm(hvfs: Hvfs) -> Iterator[tuple[Hvfs, str]]:
+    yield from _manager(hvfs, HVFS_SPARE="1")
+
+
+@pytest.fixture(scope="module")
+def cold(hvfs: Hvfs) -> Iterator[tuple[Hvfs, str]]:
+    yield from _manager(hvfs, HVFS_SPARE="0")
+
+
+def _spares(runner: Hvfs) -> dict[str, int]:
+    status = json.loads(runner.ok("manager", "status", "--json"))
+    spares: dict[str, int] = status["manager"]["spares"]
+    return spares
+
+
+def _ready(runner: Hvfs, timeout: float = 10.0) -> dict[str, int]:
+    """The manager's spares once one is ready (they are made in the background)."""
+    deadline = time.monotonic() + timeout
+    while (spares := _spares(runner))["ready"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return spares
+
+
+def _probe(runner: Hvfs, *flags: str) -> tuple[int, str, str]:
+    args = ("run", "--hostname", "box", "-e", "GREETING=hello", "-w", "/tmp", *flags, "--", "sh", "-c", PROBE)
+    result = runner.run(*args, input="typed\n")
+    return result.returncode, result.stdout, result.stderr
+
+
+@pytest.mark.parametrize("flags", [(), ("--strict",), ("-v", "DIR:/data:ro")], ids=["default", "strict", "volume"])
+def test_a_run_in_a_spare_behaves_as_a_fresh_one(
+    warm: tuple[Hvfs, str], cold: tuple[Hvfs, str], flags: tuple[str, ...]
+) -> None:
+    directory = tempfile.mkdtemp(prefix="hvfs-spares-data-")
+    Path(directory, "given").write_text("x")
+    flags = tuple(f.replace("DIR", directory) for f in flags)
+    try:
+        runner = warm[0]
+        _probe(runner, *flags)  # this configuration is seen: its spare is made
+        before = _ready(runner)
+        assert before["ready"] >= 1, before
+        in_spare = _probe(runner, *flags)
+        assert _spares(runner)["taken"] == before["taken"] + 1  # it did take the spare
+        fresh = _probe(cold[0], *flags)
+        assert _spares(cold[0]) == {"ready": 0, "made": 0, "taken": 0}  # HVFS_SPARE=0: none
+    finally:
+        shutil.rmtree(directory)
+    assert in_spare == fresh
+    code, out, err = in_spare
+    lines = out.splitlines()
+    assert code == 7 and err.strip() == "err"
+    assert lines[:5] == ["in=typed", "env=hello", "/tmp", "box", "0"]
+    assert lines[5] == "4"  # 0, 1, 2 and ls's own: nothing of pid 1's or the spare's
+    assert (lines[6] == "given") if "-v" in flags else ("No such file" in lines[6])
+    assert "No such file" in lines[7] and "No such file" in lines[8]  # the writes of the run before are not here
+
+
+def test_configurations_never_share_a_spare(warm: tuple[Hvfs, str]) -> None:
+    runner = warm[0]
+    one, two = tempfile.mkdtemp(prefix="hvfs-spares-1-"), tempfile.mkdtemp(prefix="hvfs-spares-2-")
+    Path(one, "one").write_text("1")
+    Path(two, "two").write_text("2")
+    try:
+        seen = []
+        for _ in range(3):  # each configuration has its spare after the first round
+            for directory in (one, two, None):
+                flags = ("-v", f"{directory}:/data") if directory else ()
+                _ready(runner)
+                seen.append(runner.ok("run", *flags, "--", "sh", "-c", "ls /data 2>/dev/null; true").split())
+        assert seen == [["one"], ["two"], []] * 3
+        assert _spares(runner)["taken"] >= 4
+        # A host directory replaced after its spare was made: the run sees the new one.
+        _ready(runner)
+        shutil.rmtree(one)
+        os.mkdir(one)
+        Path(one, "new").write_text("3")
+        assert runner.ok("run", "-v", f"{one}:/data", "--", "ls", "/data").split() == ["new"]
+    finally:
+        shutil.rmtree(one)
+        shutil.rmtree(two)
+
+
+def _spare_pids(state: str) -> set[int]:
+    """The hvfs-init processes the manager of ``state`` spawned (its launchers) and their pid 1s."""
+    manager = int(json.loads(Path(state, "manager.json").read_text())["pid"])
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        name, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+        if name == "hvfs-init" and int(rest[1]) == manager:
+            found.add(int(entry))
+            found |= {int(p) for p in Path(f"/proc/{entry}/task/{entry}/children").read_text().split()}
+    return found
+
+
+def test_stop_leaves_nothing_and_ps_shows_no_spare(hvfs: Hvfs) -> None:
+    state = tempfile.mkdtemp(prefix="hvfs-spares-stop-")
+    runner = hvfs.with_env(HVFS_STATE_DIR=state, HVFS_SPARE="1")
+    try:
+        runner.ok("run", "--", "true")
+        assert _ready(runner)["ready"] == 1
+        pids = _spare_pids(state)
+        assert len(pids) == 2  # the spare's launcher and its pid 1, waiting
+        assert runner.ok("ps", "-a").strip().count("\n") == 0  # its header only: a spare is no VM
+        assert os.listdir(Path(state, "vms"))  # its state, while it waits
+        runner.ok("manager", "stop")
+        deadline = time.monotonic() + 5
+        while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+        assert os.listdir(Path(state, "vms")) == []
+        assert state not in Path("/proc/self/mountinfo").read_text()
+    finally:
+        runner.run("manager", "stop")
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def test_a_vm_that_took_a_spare_survives_a_manager_restart(warm: tuple[Hvfs, str]) -> None:
+    runner = warm[0]
+    runner.ok("run", "-d", "--name", "spare-first", "--", "sleep", "60")
+    _ready(runner)
+    taken = _spares(runner)["taken"]
+    runner.ok("run", "-d", "--name", "spare-taken", "--", "sleep", "60")
+    assert _spares(runner)["taken"] == taken + 1
+    runner.ok("manager", "restart")
+    assert runner.ok("exec", "spare-taken", "--", "hostname").strip() == "spare-taken"
+    for name in ("spare-first", "spare-taken"):
+        runner.ok("stop", name)
+
+
+def test_a_rootless_run_takes_a_spare_as_well(rootless: Hvfs) -> None:
+    states = [Path(tempfile.mkdtemp(prefix="hvfs-spares-rootless-")) for _ in range(2)]
+    for state in states:
+        chown_to(state, ROOTLESS_USER)
+    warm = rootless.with_env(HVFS_STATE_DIR=str(states[0]), HVFS_SPARE="1")
+    cold = rootless.with_env(HVFS_STATE_DIR=str(states[1]), HVFS_SPARE="0")
+    try:
+        _probe(warm)
+        assert _ready(warm)["ready"] == 1
+        pids = _spare_pids(str(states[0]))
+        in_spare = _probe(warm)
+        assert _spares(warm)["taken"] == 1
+        assert in_spare == _probe(cold) and in_spare[0] == 7
+        assert _ready(warm)["ready"] == 1  # the next one
+        pids |= _spare_pids(str(states[0]))
+        warm.ok("manager", "stop")
+        deadline = time.monotonic() + 5
+        while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+        assert os.listdir(states[0] / "vms") == []
+    finally:
+        for runner, state in ((warm, states[0]), (cold, states[1])):
+            runner.run("manager", "stop")
+            shutil.rmtree(state, ignore_errors=True)
+
+
+def test_an_idle_spare_is_dropped(hvfs: Hvfs) -> None:
+    state = tempfile.mkdtemp(prefix="hvfs-spares-idle-")
+    runner = hvfs.with_env(HVFS_STATE_DIR=state, HVFS_SPARE="1", HVFS_SPARE_IDLE="0.5")
+    try:
+        runner.ok("run", "--", "true")
+        assert _ready(runner)["ready"] == 1
+        pids = _spare_pids(state)
+        assert len(pids) == 2
+        deadline = time.monotonic() + 5
+        while _spares(runner)["ready"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _spares(runner) == {"ready": 0, "made": 1, "taken": 0}
+        assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+        assert os.listdir(Path(state, "vms")) == []
+    finally:
+        runner.run("manager", "stop")
+        shutil.rmtree(state, ignore_errors=True)
