@@ -4,7 +4,8 @@ bridge between them, one JuiceFS volume on /shared (metadata in that Redis, obje
 local directory; every manager mounts it through FUSE) and a host directory shared as a
 volume on /local (hvfs.cluster.lab, as examples/cluster uses it). One VM per host,
 started once for the module; each test writes its own files. Hosts a and b scan and
-back up; c only audits, and its manager is the one killed (a VM that is scanned is
+back up, into the store the hosts share on the JuiceFS volume (each host's own mount of
+it, outside its manager: lab.backup_store); c only audits, and its manager is the one killed (a VM that is scanned is
 traced by its manager, and does not outlive it)."""
 
 from __future__ import annotations

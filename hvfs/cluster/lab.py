@@ -337,7 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"hvfs lab: cannot start: {e}", file=sys.stderr)
             return 125
         print(
-            f"redis {lab.url}; juicefs volume {VOLUME} (meta {lab.meta}); hosts "
+            f"redis {lab.url}; juicefs volume {VOLUME} (meta {lab.meta}; VMs mount {DATA}, the backup store is "
+            f"{BACKUPS}: {lab.backup_store('HOST')}); hosts "
             + ", ".join(f"{h.name} {h.address}" for h in lab.hosts.values())
         )
         return 0
