@@ -143,7 +143,8 @@ class Lab:
                 lab._mount_volume(name)
             first = lab.volume_mount(names[0])
             os.chmod(first, 0o755)  # a formatted volume's root is 0777: a backup store refuses that
-            os.mkdir(first + DATA, 0o777)  # the VMs' (any user of theirs may write, as on the root)
+            os.mkdir(first + DATA)
+            os.chmod(first + DATA, 0o777)  # the VMs' (any user of theirs may write, as on the root)
             os.mkdir(first + BACKUPS, 0o700)
             lab._save()
         except BaseException:
