@@ -188,3 +188,36 @@ def test_two_hosts_save_at_once_and_every_version_is_recorded_once(
     switches = sum(1 for x, y in itertools.pairwise(order) if x != y)
     print(f"2 x {VERSIONS} versions from two hosts at once: {switches} switches between them")
     assert switches > 2, "the two hosts did not save at the same time"
+
+
+def test_a_saved_version_is_one_cycle_of_the_shared_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A version (the blob's admission, the path's state, the row) and a removal each
+    take the shared index's lock, open and close it once; the rows are what was saved."""
+    from hvfs.services.backup import index as index_module
+    from hvfs.services.backup.service import BackupRule, BackupService
+
+    opened = []
+    connect = index_module._connect
+    monkeypatch.setattr(index_module, "_connect", lambda path: opened.append(path) or connect(path))
+    service = BackupService.open(str(tmp_path / "store"), [BackupRule("/data/*")], shared=True)
+    try:
+        source = tmp_path / "file"
+        cycles = []
+        for i in range(3):
+            source.write_bytes(f"version {i}\n".encode())
+            fd = os.open(source, os.O_RDONLY)
+            try:
+                before = len(opened)
+                assert service.on_closed_after_write("vm", "/data/f", fd) is not None
+                cycles.append(len(opened) - before)
+            finally:
+                os.close(fd)
+        before = len(opened)
+        assert service.after_remove("vm", "/data/f") is not None
+        cycles.append(len(opened) - before)
+        assert cycles == [1, 1, 1, 1], cycles
+        rows = service.index.versions()
+        assert [v.hash is None for v in rows] == [False, False, False, True]
+        assert len({v.hash for v in rows[:3]}) == 3 and service.index.blob_bytes() > 0
+    finally:
+        service.close()

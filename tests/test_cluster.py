@@ -4,7 +4,8 @@ bridge between them, one JuiceFS volume on /shared (metadata in that Redis, obje
 local directory; every manager mounts it through FUSE) and a host directory shared as a
 volume on /local (hvfs.cluster.lab, as examples/cluster uses it). One VM per host,
 started once for the module; each test writes its own files. Hosts a and b scan and
-back up; c only audits, and its manager is the one killed (a VM that is scanned is
+back up, into the store the hosts share on the JuiceFS volume (each host's own mount of
+it, outside its manager: lab.backup_store); c only audits, and its manager is the one killed (a VM that is scanned is
 traced by its manager, and does not outlive it)."""
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ def cluster() -> Iterator[Cluster]:
                 "--audit", os.path.join(root, host, "audit.jsonl"),
                 "--scan", "--quarantine", os.path.join(root, host, "quarantine"),
                 *(["--blocklist", blocklist] if host == "a" else []),
-                "--backup", "/shared/*.doc", "--backup-store", lab.backups,
+                "--backup", "/shared/*.doc", "--backup-store", lab.backup_store(host),
                 "--", "sleep", "600",
             )  # fmt: skip
         yield cluster
@@ -171,6 +172,12 @@ def test_eicar_written_on_a_is_refused_on_b_and_verdicts_are_shared(cluster: Clu
 
 
 def test_a_version_saved_on_a_is_restored_on_b_and_saved_once(cluster: Cluster) -> None:
+    """Through JuiceFS: the store is on the volume, which a's manager writes through a's
+    mount of it and b reads through b's (two clients: the store's shared path)."""
+    from hvfs.services.backup.store import on_shared_filesystem
+
+    store_b = cluster.lab.backup_store("b")
+    assert store_b != cluster.lab.backup_store("a") and on_shared_filesystem(store_b)
     name = f"/shared/r-{secrets.token_hex(4)}.doc"
     cluster.write("a", name, "first\n")
     first = time.time()
@@ -178,7 +185,7 @@ def test_a_version_saved_on_a_is_restored_on_b_and_saved_once(cluster: Cluster) 
     cluster.write("a", name, "second\n")
 
     def rows() -> list[dict[str, Any]]:
-        out = cluster.hvfs("b", "backup", "list", "--backup-store", cluster.lab.backups, "--json", name).stdout
+        out = cluster.hvfs("b", "backup", "list", "--backup-store", store_b, "--json", name).stdout
         found: list[dict[str, Any]] = json.loads(out)
         return found
 
@@ -189,8 +196,9 @@ def test_a_version_saved_on_a_is_restored_on_b_and_saved_once(cluster: Cluster) 
     time.sleep(0.5)  # b heard of both writes by now (lag: ~10 ms): it must not have saved them again
     saved = versions()
     assert len(saved) == 2 and {v["vm"] for v in saved} == {"wa"}, saved
+    assert os.path.exists(os.path.join(store_b, "index.lock")), "the store on the volume was not used as shared"
     tar = subprocess.run(
-        cluster.lab.command("b", [*HVFS, "backup", "restore", name, "--backup-store", cluster.lab.backups,
+        cluster.lab.command("b", [*HVFS, "backup", "restore", name, "--backup-store", store_b,
                                   "--at", str(first), "--to", "-"]),
         env=cluster.lab.env("b"), capture_output=True, timeout=60, check=True,
     ).stdout  # fmt: skip
@@ -332,6 +340,8 @@ def test_examples_cluster_runs_as_its_readme_says(tmp_path: Any) -> None:
     up, shown, events, status, down = outputs
     assert "JuiceFS volume vol1" in up, up
     assert "b reads: " in shown and "b's audit shows a's requests" in shown and "exit 0" not in shown, shown
+    assert "b lists 2 versions of /shared/notes.doc saved by demo-a" in shown, shown
+    assert "b restores a's first version from the store on the volume" in shown and "'first'" in shown, shown
     assert "demo-a@a" in events, events
     assert "cluster" in json.loads(status)["manager"], status
     assert "cluster down" in down, down

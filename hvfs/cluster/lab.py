@@ -2,7 +2,11 @@
 its own with its own manager and state directory, a Redis server on a private bridge
 between them, one JuiceFS volume: its metadata in that Redis (db 1; the event streams
 are in db 0), its objects in a local directory, formatted once by ``start``; every
-host's manager mounts it through FUSE (``lab.mount()``: the ``--mount`` of it). A host
+host's manager mounts its ``/data`` through FUSE (``lab.mount()``: the ``--mount`` of
+it), and every host mounts the volume's root once more outside its manager, with a
+JuiceFS client of its own run in its network namespace, for the backup store the hosts
+share on the volume (``lab.backup_store(host)``: ``/backups`` of the volume as that host
+sees it; out of the VMs' reach, which see ``/data`` only). A host
 directory shared as a volume is there too (``lab.host_mount()``), for what a volume
 whose metadata is in the cluster's Redis cannot show (serving while that Redis is
 down). Root only (it makes namespaces and links).
@@ -29,7 +33,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pyroute2 import IPRoute, NetNS, netns
@@ -38,9 +42,12 @@ from hvfs.errors import HvfsError
 
 REDIS_PORT = 6379
 META_DB = 1  # the JuiceFS volume's metadata; the event streams and verdicts are in db 0
-_SERVERS: dict[int, subprocess.Popen[bytes]] = {}  # this process's redis-servers, by pid: waited for here
+_SERVERS: dict[int, subprocess.Popen[bytes]] = {}  # this process's servers and clients, by pid: waited for here
 VOLUME = "vol1"  # the JuiceFS volume's name, and so its shared id
+DATA = "/data"  # the directory of the volume the VMs mount
+BACKUPS = "/backups"  # the directory of the volume the backup store is in, out of the VMs' reach
 HOST_VOLUME = "hostvol"  # the shared host directory's id
+MOUNT_TIMEOUT = 30.0
 
 
 @dataclass
@@ -59,6 +66,7 @@ class Lab:
     address: str  # the bridge's, where redis-server listens
     hosts: dict[str, LabHost]
     redis_pid: int = 0
+    clients: dict[str, int] = field(default_factory=dict)  # each host's JuiceFS client of the store's mount
 
     @property
     def url(self) -> str:
@@ -75,8 +83,18 @@ class Lab:
         return os.path.join(self.root, "objects")
 
     def mount(self, target: str = "/shared") -> str:
-        """The ``--mount`` of the JuiceFS volume on ``target`` (its shared id: VOLUME)."""
-        return f"type=juicefs,meta={self.meta},name={VOLUME},target={target}"
+        """The ``--mount`` of the JuiceFS volume's DATA on ``target`` (its shared id: VOLUME)."""
+        return f"type=juicefs,meta={self.meta},name={VOLUME},subdir={DATA},target={target}"
+
+    def volume_mount(self, host: str) -> str:
+        """Where ``host`` mounts the JuiceFS volume's root outside its manager."""
+        return os.path.join(self.root, host, "jfs")
+
+    def backup_store(self, host: str) -> str:
+        """The backup store the hosts share, on the JuiceFS volume, as ``host`` sees it
+        (its ``--backup-store``): versions saved on one host are restored on another
+        through JuiceFS."""
+        return self.volume_mount(host) + BACKUPS
 
     @property
     def volume(self) -> str:
@@ -86,11 +104,6 @@ class Lab:
     def host_mount(self, target: str = "/local") -> str:
         """The ``--mount`` of the shared host directory on ``target`` (shared id HOST_VOLUME)."""
         return f"type=host,path={self.volume},target={target},shared={HOST_VOLUME}"
-
-    @property
-    def backups(self) -> str:
-        """A backup store the hosts share (where versions are saved once, by the writer's manager)."""
-        return os.path.join(self.root, "backups")
 
     def state(self, host: str) -> str:
         return os.path.join(self.root, host, "state")
@@ -123,10 +136,16 @@ class Lab:
                 for where in (lab.state(name), os.path.join(root, name)):
                     os.makedirs(where, mode=0o700, exist_ok=True)
             os.makedirs(lab.volume, mode=0o777, exist_ok=True)
-            os.makedirs(lab.backups, mode=0o700, exist_ok=True)
             os.makedirs(lab.objects, mode=0o700, exist_ok=True)
             lab.start_redis()
             lab._format()
+            for name in names:
+                lab._mount_volume(name)
+            first = lab.volume_mount(names[0])
+            os.chmod(first, 0o755)  # a formatted volume's root is 0777: a backup store refuses that
+            os.mkdir(first + DATA)
+            os.chmod(first + DATA, 0o777)  # the VMs' (any user of theirs may write, as on the root)
+            os.mkdir(first + BACKUPS, 0o700)
             lab._save()
         except BaseException:
             lab.stop()
@@ -169,6 +188,52 @@ class Lab:
         if done.returncode != 0:
             reason = (done.stderr.strip().splitlines() or ["no reason given"])[-1]
             raise RuntimeError(f"juicefs could not format the lab's volume at {self.meta}: {reason}")
+
+    def _mount_volume(self, host: str) -> None:
+        """Mount the volume's root for ``host`` outside its manager, with a client of its
+        own run in the host's network namespace (as on a machine of its own), the flags
+        hvfs's juicefs source gives its clients (caches 0: docs/juicefs.md)."""
+        from hvfs.manager.sources.juicefs import juicefs_binary
+
+        mountpoint = self.volume_mount(host)
+        os.makedirs(mountpoint, mode=0o700, exist_ok=True)
+        below = os.stat(mountpoint).st_dev
+        log = open(os.path.join(self.root, host, "juicefs.log"), "ab")  # noqa: SIM115 (the client's, for its life)
+        process = subprocess.Popen(
+            self.command(host, [juicefs_binary(), "mount", "--no-usage-report", "--no-color", "--backup-meta", "0",
+                                "--cache-dir", os.path.join(self.root, host, "jfs-cache"),
+                                "--attr-cache=0", "--entry-cache=0", "--dir-entry-cache=0",
+                                self.meta, mountpoint]),
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        log.close()
+        _SERVERS[process.pid] = process
+        self.clients[host] = process.pid
+        self._save()
+        deadline = time.monotonic() + MOUNT_TIMEOUT
+        while os.stat(mountpoint).st_dev == below:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"juicefs did not mount the lab's volume for host {host}; see {log.name}")
+            time.sleep(0.05)
+
+    def _unmount_volumes(self) -> None:
+        """Unmount each host's mount of the volume and end its client (its process group:
+        a supervisor and the server); a client still serving a copy of the mount (a
+        manager started meanwhile keeps one) is killed after 10 s."""
+        for host, pid in list(self.clients.items()):
+            subprocess.run(["umount", "-l", self.volume_mount(host)], capture_output=True, timeout=30, check=False)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+            process = _SERVERS.pop(pid, None)
+            deadline = time.monotonic() + 10
+            while _alive(pid, process) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            if process is not None:
+                process.wait()
+            del self.clients[host]
+        self._save()
 
     def start_redis(self) -> None:
         """Start the Redis server on the bridge (again, after ``stop_redis``: with what it
@@ -220,6 +285,7 @@ class Lab:
                     self.command(host.name, [sys.executable, "-m", "hvfs", "manager", "stop"]),
                     env=self.env(host.name), stdin=subprocess.DEVNULL, capture_output=True, timeout=60, check=False,
                 )  # fmt: skip
+        self._unmount_volumes()  # before Redis, which they need to flush and end
         self.stop_redis()
         with IPRoute() as ip:
             for name in (*(h.veth for h in self.hosts.values()), self.bridge):
@@ -242,6 +308,18 @@ class Lab:
         return cls(**data)
 
 
+def _alive(pid: int, process: subprocess.Popen[bytes] | None) -> bool:
+    """Whether ``pid`` still runs (this process's child: reaped here; another's: its
+    parent, or init, reaps it)."""
+    if process is not None:
+        return process.poll() is None
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hvfs.cluster.lab", description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=("start", "stop", "env"))
@@ -260,7 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"hvfs lab: cannot start: {e}", file=sys.stderr)
             return 125
         print(
-            f"redis {lab.url}; juicefs volume {VOLUME} (meta {lab.meta}); hosts "
+            f"redis {lab.url}; juicefs volume {VOLUME} (meta {lab.meta}; VMs mount {DATA}, the backup store is "
+            f"{BACKUPS}: {lab.backup_store('HOST')}); hosts "
             + ", ".join(f"{h.name} {h.address}" for h in lab.hosts.values())
         )
         return 0

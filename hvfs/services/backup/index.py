@@ -24,6 +24,12 @@ each use of it runs as: flock(``index.lock``, next to the database) → connect 
 close → unlock, so that every connection reads the file as the last writer left it. The
 lock file marks the store shared: once it exists every opener takes the shared path, so a
 command that was not told (``hvfs backup list``) never turns the database back to WAL.
+
+``transaction()`` joins several uses into one transaction, and in a shared store into
+one such cycle: the backup service saves a version in one (the blob's admission, the
+check of the path's state, the row), which on JuiceFS halves what a version costs
+(docs/cluster.md, Backup). The lock is then held while the blob is filed (its fsync and
+rename), so that its admission and its row commit together.
 """
 
 from __future__ import annotations
@@ -112,8 +118,9 @@ class BackupIndex:
         self.path = path
         self.lock_path = os.path.join(os.path.dirname(path), LOCK_NAME)
         self.shared = shared or os.path.exists(self.lock_path)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a transaction's uses take it again
         self._db: sqlite3.Connection | None = None
+        self._joined: sqlite3.Connection | None = None  # of transaction(), to its thread (it holds _lock)
         if self.shared:
             os.close(os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
             with self._connection(write=True) as db:
@@ -135,6 +142,9 @@ class BackupIndex:
         """The database, to this thread alone; in a shared store, opened for this use under
         the store's lock (exclusive to ``write``) and closed before it is released."""
         with self._lock:
+            if self._joined is not None:
+                yield self._joined
+                return
             if self._db is not None:
                 yield self._db
                 return
@@ -149,6 +159,28 @@ class BackupIndex:
                     db.close()
             finally:
                 os.close(lock)  # releases the flock, after the close
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Make this thread's uses of the index in the block one transaction (one
+        lock+open+close in a shared store), committed at its end, rolled back if it
+        raises. A transaction within one joins it."""
+        with self._lock:
+            if self._joined is not None:
+                yield
+                return
+            with self._connection(write=True) as db:
+                db.execute("BEGIN IMMEDIATE")
+                self._joined = db
+                try:
+                    yield
+                except BaseException:
+                    if db.in_transaction:  # SQLite may have rolled it back itself (a full disk)
+                        db.execute("ROLLBACK")
+                    raise
+                finally:
+                    self._joined = None
+                db.execute("COMMIT")
 
     def _select(self, where: str, parameters: dict[str, object], order: str = "vm, path, time_us, id") -> list[Version]:
         with self._connection() as db:
@@ -272,6 +304,17 @@ class BackupIndex:
 
 @contextlib.contextmanager
 def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    if db.in_transaction:  # within transaction(): a part of it, undone alone if it raises
+        db.execute("SAVEPOINT part")
+        try:
+            yield
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK TO part")
+                db.execute("RELEASE part")
+            raise
+        db.execute("RELEASE part")
+        return
     db.execute("BEGIN IMMEDIATE")
     try:
         yield

@@ -203,14 +203,21 @@ class BackupService:
         old, new = posixpath.normpath(old), posixpath.normpath(new)
         moved = []
         try:
-            for version in self.index.tree_at(vm, old, self._clock()):
-                self.after_remove(vm, version.path)
-                path = new + version.path[len(old) :]
-                if self.matches(vm, path) and version.hash is not None:
-                    moved.append(self._record(vm, path, version.hash, version.size, version.mode, version.mtime_ns))
+            with self.index.transaction():
+                moved = self._move(vm, old, new)
         except sqlite3.Error:
             log.exception("backup: cannot record the rename of %s to %s in VM %s", old, new, vm)
             self._count("failed")
+            moved = []
+        return moved
+
+    def _move(self, vm: str, old: str, new: str) -> list[Version]:
+        moved = []
+        for version in self.index.tree_at(vm, old, self._clock()):
+            self.after_remove(vm, version.path)
+            path = new + version.path[len(old) :]
+            if self.matches(vm, path) and version.hash is not None:
+                moved.append(self._record(vm, path, version.hash, version.size, version.mode, version.mtime_ns))
         return moved
 
     def after_remove(self, vm: str, path: str) -> Version | None:
@@ -221,12 +228,13 @@ class BackupService:
         with self._lock:
             self._known.pop((vm, path), None)
         try:
-            latest = self.index.latest(vm, path)
-            if latest is None or latest.removed:
-                return None
-            version = self.index.add(
-                vm, path, time=self._clock(), size=0, hash=None, trigger="removed", mode=0, mtime_ns=0
-            )
+            with self.index.transaction():
+                latest = self.index.latest(vm, path)
+                if latest is None or latest.removed:
+                    return None
+                version = self.index.add(
+                    vm, path, time=self._clock(), size=0, hash=None, trigger="removed", mode=0, mtime_ns=0
+                )
         except sqlite3.Error:
             log.exception("backup: cannot record the removal of %s in VM %s", path, vm)
             self._count("failed")
@@ -306,18 +314,21 @@ class BackupService:
     def _copy(self, vm: str, path: str, fd: int, trigger: str, deadline: float, max_size: int) -> Version | None:
         read = read_stable(fd, self.store.writer, attempts=self._attempts, deadline=deadline, max_size=max_size)
         writer, st = read
-        try:
-            blob = writer.commit()
-        except BaseException:
-            writer.discard()
-            raise
-        if blob.new:
-            self._count("new_blobs")  # whether or not this copy is the one recorded
-        self._remember(vm, path, Fingerprint.of(st), saved=True)
-        # The content was there from its last change on: a tree restored as of a time
-        # between that change and this copy must have it.
-        since = min(self._clock(), st.st_ctime_ns / 1e9)
-        with self._recording:  # a close and a truncating open may save the same content at once
+        # One index transaction for the version (index.py): the blob's admission, the
+        # path's state, the row. A close and a truncating open may save the same content
+        # at once: _recording makes them one after the other.
+        with self._recording, self.index.transaction():
+            try:
+                blob = writer.commit()
+            except BaseException:
+                writer.discard()
+                raise
+            if blob.new:
+                self._count("new_blobs")  # whether or not this copy is the one recorded
+            self._remember(vm, path, Fingerprint.of(st), saved=True)
+            # The content was there from its last change on: a tree restored as of a time
+            # between that change and this copy must have it.
+            since = min(self._clock(), st.st_ctime_ns / 1e9)
             then = self.index.state_at(vm, path, since)
             if then is not None and then.hash == blob.digest:
                 self._count("unchanged")  # closed without a change, or saved already
