@@ -1,4 +1,5 @@
-"""The seccomp driver's hot path in C (``hotpath.c``, the extension ``_hotpath``), when built.
+"""The seccomp driver's hot path in C (``hotpath.c``, the extension ``_hotpath``), and the
+ptrace driver's tracer loop (``tracer.c``, the extension ``_tracer``), when built.
 
 setup.py compiles it with the package (``pip install -e .`` in scripts/setup; the Python
 headers come from python3-dev). It is optional: where it is missing or does not load,
@@ -32,9 +33,28 @@ def _load() -> tuple[Any, str]:
 hotpath, reason = _load()
 
 
+def _load_tracer() -> tuple[Any, str]:
+    """The ptrace driver's C loop (Any: C, no stubs) or None, and why."""
+    if os.environ.get(ENVIRONMENT, "1") == "0":
+        return None, f"{ENVIRONMENT}=0"
+    try:
+        from hvfs._native import _tracer  # type: ignore[attr-defined]
+    except ImportError as e:
+        return None, f"not built ({e}); run scripts/setup, which compiles it"
+    return _tracer, "built"
+
+
+tracer, tracer_reason = _load_tracer()
+
+
 def status() -> str:
     """``native``, or ``python (WHY)``."""
     return "native" if hotpath is not None else f"python ({reason})"
+
+
+def tracer_status() -> str:
+    """The ptrace driver's loop: ``native``, or ``python (WHY)``."""
+    return "native" if tracer is not None else f"python ({tracer_reason})"
 
 
 def announce() -> None:
