@@ -140,7 +140,11 @@ class Stopped:
             kept.close()
 
     def _through_kept(self, kept: Kept, fd: int, cloexec: bool, sockets: KeptSockets, in_place: bool) -> int:
-        number = self._receive(kept, fd, cloexec, in_place)
+        try:
+            number = self._receive(kept, fd, cloexec, in_place)
+        except TargetGone:
+            sockets.give_up(self.pid)  # a file sent and never received is not left queued in it
+            raise
         if number < 0 and number != -errno.EMFILE:
             sockets.give_up(self.pid)  # any doubt: a new one next time
         return number
