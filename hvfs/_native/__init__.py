@@ -61,3 +61,5 @@ def announce() -> None:
     """One line of log when the hot path is missing (the manager calls it once)."""
     if hotpath is None and reason != f"{ENVIRONMENT}=0":
         log.warning("the native hot path is %s: serving through the Python path", reason)
+    if tracer is None and tracer_reason != f"{ENVIRONMENT}=0":
+        log.warning("the ptrace driver's C loop is %s: tracing through the Python path", tracer_reason)
