@@ -219,7 +219,7 @@ for flags in (8, 0):  # SECCOMP_FILTER_FLAG_NEW_LISTENER, then none
     assert out.split("\n")[:2] == ["8 -1 EBUSY", "0 0 ok"]
 
 
-@pytest.mark.parametrize("vm", VARIANTS[:1], indirect=True)
+@pytest.mark.parametrize("vm", [VARIANTS[0], VARIANTS[2]], indirect=True)
 def test_the_c_loop_traces_and_hvfs_native_0_the_python_one(vm: Vm, data: Path) -> None:
     """The tracer's loop in C (hvfs/_native/tracer.c) serves where it is built: the stops
     that need no decision (a signal's delivery, a child's SIGCHLD, a group-stop) are passed
