@@ -1,5 +1,5 @@
-"""Builds hvfs-init, a VM's launcher and pid 1 (native/init/), and the driver's hot path
-(hvfs/_native/hotpath.c, the extension hvfs._native._hotpath), with the package.
+"""Builds hvfs-init, a VM's launcher and pid 1 (native/init/), and the drivers' hot paths
+(hvfs/_native/hotpath.c and tracer.c, the extensions hvfs._native._hotpath and _tracer), with the package.
 
 It is a program, not an extension module: it is exec'd in the manager's user namespace
 before a VM exists (see native/init/init.h). Static when the C library allows it, so
@@ -24,6 +24,12 @@ HOTPATH = Extension(
     sources=["hvfs/_native/hotpath.c"],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fstack-protector-strong"],
     optional=True,  # without it hvfs serves through the Python path (hvfs/_native/__init__.py)
+)
+TRACER = Extension(
+    "hvfs._native._tracer",
+    sources=["hvfs/_native/tracer.c"],
+    extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fstack-protector-strong"],
+    optional=True,  # without it the ptrace driver traces through the Python path (hvfs/intercept/ptrace/)
 )
 FLAGS = ["-O2", "-s", "-Wall", "-Wextra", "-D_FORTIFY_SOURCE=2", "-fstack-protector-strong", "-Wl,-z,now,-z,relro"]
 
@@ -53,4 +59,4 @@ class WithProgram(Distribution):
         return True  # a binary inside: a platform wheel, and build_ext always runs
 
 
-setup(cmdclass={"build_ext": BuildInit}, distclass=WithProgram, ext_modules=[HOTPATH])
+setup(cmdclass={"build_ext": BuildInit}, distclass=WithProgram, ext_modules=[HOTPATH, TRACER])

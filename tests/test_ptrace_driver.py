@@ -8,6 +8,7 @@ and checks on the host what the programs left, and that the ptrace driver served
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import sqlite3
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import VARIANTS, Hvfs, Vm, require
+from tests.conftest import VARIANTS, Hvfs, Vm, python_path, require
 
 
 def traced(vm: Vm, script: str, data: Path, *, timeout: float = 120) -> str:
@@ -216,3 +217,40 @@ for flags in (8, 0):  # SECCOMP_FILTER_FLAG_NEW_LISTENER, then none
     (data / "listener.py").write_text(script)
     out = traced(vm, "python3 /data/listener.py > /data/out; cat /data/out", data)
     assert out.split("\n")[:2] == ["8 -1 EBUSY", "0 0 ok"]
+
+
+@pytest.mark.parametrize("vm", [VARIANTS[0], VARIANTS[2]], indirect=True)
+def test_the_c_loop_traces_and_hvfs_native_0_the_python_one(vm: Vm, data: Path) -> None:
+    """The tracer's loop in C (hvfs/_native/tracer.c) serves where it is built: the stops
+    that need no decision (a signal's delivery, a child's SIGCHLD, a group-stop) are passed
+    in C, served opens received through the kept socket in C; under HVFS_NATIVE=0 the
+    Python loop does all of it, with the same outcome on the host."""
+    require(importlib.util.find_spec("hvfs._native._tracer") is not None, "hvfs/_native/tracer.c is not built")
+    script = """
+        cd /data/$0
+        trap 'echo caught > signalled' USR1
+        kill -USR1 $$
+        sh -c 'kill -STOP $$; echo resumed > woke' & child=$!
+        sleep 0.2; kill -CONT $child; wait $child
+        for i in 1 2 3 4 5 6 7 8; do echo $i > f$i; done
+        cat f1 f8
+        """
+    records = {}
+    for loop, runner in (("native", vm.runner), ("python", python_path(vm.runner))):
+        (data / loop).mkdir()
+        vm.give(data / loop)
+        stats = data.parent / f"stats-{loop}.json"
+        args = ["run", "--driver", "ptrace", "--stats", str(stats), "-v", f"{data}:/data"]
+        result = runner.run(*args, "--", "sh", "-euc", script, loop, timeout=120)
+        assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+        assert result.stdout.split() == ["1", "8"]
+        assert (data / loop / "signalled").read_text() == "caught\n"
+        assert (data / loop / "woke").read_text() == "resumed\n"
+        assert [(data / loop / f"f{i}").read_text() for i in range(1, 9)] == [f"{i}\n" for i in range(1, 9)]
+        records[loop] = json.loads(stats.read_text())
+    native, python = records["native"], records["python"]
+    assert native["loop"] == "native" and python["loop"] == "python", records
+    # The signal, SIGCHLD and the group-stop at least, passed by the C loop; none by Python's.
+    assert native["passed"] >= 3 and python["passed"] == 0, records
+    assert native["installed"] >= 8 and python["installed"] >= 8, records
+    assert native["planted"] >= 1 and python["planted"] >= 1, records

@@ -1,4 +1,5 @@
-"""The seccomp driver's hot path in C (``hotpath.c``, the extension ``_hotpath``), when built.
+"""The seccomp driver's hot path in C (``hotpath.c``, the extension ``_hotpath``), and the
+ptrace driver's tracer loop (``tracer.c``, the extension ``_tracer``), when built.
 
 setup.py compiles it with the package (``pip install -e .`` in scripts/setup; the Python
 headers come from python3-dev). It is optional: where it is missing or does not load,
@@ -32,12 +33,33 @@ def _load() -> tuple[Any, str]:
 hotpath, reason = _load()
 
 
+def _load_tracer() -> tuple[Any, str]:
+    """The ptrace driver's C loop (Any: C, no stubs) or None, and why."""
+    if os.environ.get(ENVIRONMENT, "1") == "0":
+        return None, f"{ENVIRONMENT}=0"
+    try:
+        from hvfs._native import _tracer  # type: ignore[attr-defined]
+    except ImportError as e:
+        return None, f"not built ({e}); run scripts/setup, which compiles it"
+    return _tracer, "built"
+
+
+tracer, tracer_reason = _load_tracer()
+
+
 def status() -> str:
     """``native``, or ``python (WHY)``."""
     return "native" if hotpath is not None else f"python ({reason})"
+
+
+def tracer_status() -> str:
+    """The ptrace driver's loop: ``native``, or ``python (WHY)``."""
+    return "native" if tracer is not None else f"python ({tracer_reason})"
 
 
 def announce() -> None:
     """One line of log when the hot path is missing (the manager calls it once)."""
     if hotpath is None and reason != f"{ENVIRONMENT}=0":
         log.warning("the native hot path is %s: serving through the Python path", reason)
+    if tracer is None and tracer_reason != f"{ENVIRONMENT}=0":
+        log.warning("the ptrace driver's C loop is %s: tracing through the Python path", tracer_reason)

@@ -133,7 +133,7 @@ class ExecTracer:
         self._seized.set()
         while True:
             try:
-                pid, status = os.waitpid(-1, tracing.WALL | tracing.WNOTHREAD)
+                pid, status = self._next()
             except ChildProcessError:
                 return  # no tracee left: the VM has ended
             try:
@@ -141,6 +141,10 @@ class ExecTracer:
             except Exception:  # never let the thread die: its tracees would die with it
                 log.exception("exec tracer of VM %s: cannot handle status %#x of pid %d", self._vm, status, pid)
                 self._recover(pid)
+
+    def _next(self) -> tuple[int, int]:
+        """The next status of a tracee (ChildProcessError when none is left)."""
+        return os.waitpid(-1, tracing.WALL | tracing.WNOTHREAD)
 
     def _recover(self, pid: int) -> None:
         """After a stop that could not be handled: let ``pid`` run on."""

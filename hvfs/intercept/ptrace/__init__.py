@@ -36,6 +36,11 @@ Design (docs/ptrace.md says more, with what it costs):
 * **Exec.** While a scanner is on, each exec is judged at PTRACE_EVENT_EXEC against the
   very files loaded (``/proc/PID/exe``, by inode), as the exec tracer does for the seccomp
   driver, by the same code; the separate exec tracer is not started then.
+* **The loop in C** (hvfs/_native/tracer.c, where built; HVFS_NATIVE=0 forces the
+  Python one): it waits, resumes the stops that need no decision (signals, group-stops),
+  reads a seccomp stop's registers, writes an answer back with the resume, and runs a
+  served open's ``recvmsg`` with its checks, each in one call with the GIL released.
+  Decisions stay here.
 * **Cost and limits.** One thread serves the whole VM, one call at a time: a served call
   that would block (a send to a full socket) holds the VM's other stopped calls until it
   completes. x86_64 only (the registers); CONTINUE keeps the race the seccomp driver's

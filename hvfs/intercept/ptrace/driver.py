@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from hvfs import api
+from hvfs._native import tracer as native_tracer
 from hvfs._sys import process, tracing
 from hvfs._sys.abi import CLONE_FILES, CLONE_THREAD, MSG_LEN
 from hvfs.api import Transport
@@ -63,7 +64,21 @@ class _Tracer(ExecTracer):
         self._inspector = Inspector()
         self._execs = ExecChecks()
         self._sockets = KeptSockets(init_pid)
-        self.served = {"calls": 0, "continued": 0, "answered": 0, "installed": 0}
+        self.served = {"calls": 0, "continued": 0, "answered": 0, "installed": 0, "passed": 0}
+        self._raw: bytes | None = None  # the registers the C loop read at the last seccomp stop
+
+    def _next(self) -> tuple[int, int]:
+        """The next status Python must handle. The C loop (hvfs/_native/tracer.c) resumes
+        the stops that need no decision itself (counted as ``passed``) and reads a seccomp
+        stop's registers; without it, every status, as the exec tracer waits."""
+        if native_tracer is None:
+            return super()._next()
+        pid, status, self._raw, passed = native_tracer.wait_stop()
+        if passed:
+            self.served["passed"] += passed
+            with self._lock:
+                self._counts["stops"] += passed
+        return pid, status
 
     def _run(self) -> None:
         try:
@@ -154,8 +169,9 @@ class _Tracer(ExecTracer):
             tracing.resume(pid)
 
     def _on_seccomp(self, pid: int) -> None:
+        raw, self._raw = self._raw, None
         try:
-            stopped = Stopped(pid)
+            stopped = Stopped(pid, raw)
         except OSError:
             return  # killed meanwhile: its exit comes next
         tracee = StoppedTracee(pid, self._inspector)
@@ -173,9 +189,12 @@ class _Tracer(ExecTracer):
                 stopped.answer(-errno.EIO)
         finally:
             tracee.close()
+        if stopped.gone_status is not None:  # its exit, waited for by the install: handled as the loop would
+            self._on_status(pid, stopped.gone_status)
+            return
         pending = stopped.signals[0] if stopped.signals else 0
         with contextlib.suppress(ProcessLookupError):
-            tracing.resume(pid, pending)
+            stopped.release(pending)
 
     def _serve(self, stopped: Stopped, tracee: StoppedTracee) -> None:
         self.served["calls"] += 1
@@ -297,7 +316,8 @@ class PtraceDriver:
     def statistics(self) -> dict[str, Any]:
         stats = self._tracer.statistics()
         served = {**self._tracer.served, "planted": self._tracer.planted}
-        return {"driver": "ptrace", "stops": stats.stops, "tracees": stats.tracees, **served}
+        loop = "native" if native_tracer is not None else "python"
+        return {"driver": "ptrace", "loop": loop, "stops": stats.stops, "tracees": stats.tracees, **served}
 
     def exec_tracer(self) -> ExecTracer | None:
         """What judges the VM's execs, when a scanner is on (the tracer itself): for the

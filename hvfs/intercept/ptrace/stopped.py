@@ -37,6 +37,7 @@ import socket
 import struct
 from collections.abc import Callable
 
+from hvfs._native import tracer as native_tracer
 from hvfs._sys import process, tracing
 from hvfs.intercept.decoders.tracee import CallError, TargetGone
 from hvfs.intercept.ptrace.kept import HIGH, Kept, KeptSockets
@@ -64,10 +65,14 @@ class Stopped:
     that arrive while it runs the calls of an install are kept in ``signals``, for the
     driver to deliver when it resumes the thread."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, raw: bytes | None = None) -> None:
         self.pid = pid
-        self.regs = tracing.registers(pid)
+        # ``raw``: its registers as the C loop read them at the stop (one GETREGS fewer).
+        self.regs = tracing.registers(pid) if raw is None else tracing.Registers.from_buffer_copy(raw)
         self.signals: list[int] = []
+        self.gone_status: int | None = None  # the wait status of its death, when an install saw it
+        # What ``release`` writes back: (skip the call, its result); None resumes it as it is.
+        self._outcome: tuple[bool, int] | None = None
 
     @property
     def nr(self) -> int:
@@ -82,11 +87,26 @@ class Stopped:
         return (r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9)
 
     def answer(self, value: int) -> None:
-        """Skip the call; it returns ``value`` (a negative errno for a failure)."""
-        regs = self._copy()
-        regs.orig_rax = U64
-        regs.rax = value & U64
-        tracing.set_registers(self.pid, regs)
+        """Skip the call; it returns ``value`` (a negative errno for a failure). Written
+        into the thread's registers by ``release``; the last answer given counts."""
+        self._outcome = (True, value)
+
+    def release(self, signum: int = 0) -> None:
+        """Resume the thread, its answer (if any) written back first, delivering ``signum``:
+        one call to the C loop where it is built (HVFS_NATIVE=0: the Python path)."""
+        if native_tracer is not None:
+            skip, result = self._outcome if self._outcome is not None else (False, 0)
+            raw = bytes(self.regs) if self._outcome is not None else None
+            native_tracer.release(self.pid, raw, skip, signed(result & U64), signum)
+            return
+        if self._outcome is not None:
+            skip, result = self._outcome
+            regs = self._copy()
+            if skip:
+                regs.orig_rax = U64
+            regs.rax = result & U64
+            tracing.set_registers(self.pid, regs)
+        tracing.resume(self.pid, signum)
 
     def install(self, fd: int, cloexec: bool, duplicate: Callable[[int], int], sockets: KeptSockets) -> None:
         """Install the manager's ``fd`` (taken) in the thread, and answer the call with its
@@ -120,7 +140,11 @@ class Stopped:
             kept.close()
 
     def _through_kept(self, kept: Kept, fd: int, cloexec: bool, sockets: KeptSockets, in_place: bool) -> int:
-        number = self._receive(kept, fd, cloexec, in_place)
+        try:
+            number = self._receive(kept, fd, cloexec, in_place)
+        except TargetGone:
+            sockets.give_up(self.pid)  # a file sent and never received is not left queued in it
+            raise
         if number < 0 and number != -errno.EMFILE:
             sockets.give_up(self.pid)  # any doubt: a new one next time
         return number
@@ -147,6 +171,9 @@ class Stopped:
         """Send ``fd`` on the thread's socket ``kept`` and make the thread receive it (in
         place of its call, or rewound onto it); the number it got, once ``kcmp`` says it
         is ``fd`` itself; EIO otherwise, EMFILE as the kernel says it."""
+        flags = socket.MSG_DONTWAIT | (socket.MSG_CMSG_CLOEXEC if cloexec else 0)
+        if in_place and native_tracer is not None:  # the same steps and checks, in C, in one call
+            return self._receive_natively(kept, fd, flags)
         try:
             kept.send(fd)
         except OSError:
@@ -159,7 +186,6 @@ class Stopped:
             process.write_memory(self.pid, scratch, buffer)
         except OSError:
             return -errno.EIO
-        flags = socket.MSG_DONTWAIT | (socket.MSG_CMSG_CLOEXEC if cloexec else 0)
         run = self._in_place if in_place else self._call
         received = run(_RECVMSG, kept.number, scratch, flags)
         if received == -errno.EMFILE:
@@ -174,6 +200,18 @@ class Stopped:
         # Without kcmp (never kept then), the number read back as before kept sockets.
         checked = tracing.same_file(self.pid, installed, fd) if tracing.kcmp_works() else True
         return int(installed) if ours and checked else -errno.EIO
+
+    def _receive_natively(self, kept: Kept, fd: int, flags: int) -> int:
+        """``_receive`` in place of the call, by the C loop (hvfs/_native/tracer.c)."""
+        address = kept.address if isinstance(kept.address, bytes) else os.fsencode(kept.address)
+        result, signals, gone = native_tracer.receive(
+            self.pid, bytes(self.regs), kept.sock.fileno(), address, kept.number, fd, flags, tracing.kcmp_works()
+        )
+        self.signals.extend(signals)
+        if gone is not None:
+            self.gone_status = gone if gone >= 0 else None
+            raise TargetGone()
+        return int(result)
 
     def _in_place(self, nr: int, *args: int) -> int:
         """Make the thread run ``nr`` with ``args`` in place of its call, to its exit."""
@@ -205,6 +243,7 @@ class Stopped:
             except ChildProcessError as e:
                 raise TargetGone() from e
             if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                self.gone_status = status  # taken from the main loop's wait: handed back to it
                 raise TargetGone()
             if os.WSTOPSIG(status) == tracing.SYSCALL_STOP:
                 return signed(tracing.registers(self.pid).rax)
@@ -214,10 +253,9 @@ class Stopped:
             tracing.resume_to_syscall(self.pid)
 
     def _finish(self, result: int) -> None:
-        """After an install: the thread's registers as at its stop, its call returning ``result``."""
-        regs = self._copy()
-        regs.rax = result & U64
-        tracing.set_registers(self.pid, regs)
+        """After an install: the thread's registers as at its stop, its call returning
+        ``result`` (written back by ``release``)."""
+        self._outcome = (False, result)
 
     def _copy(self, regs: tracing.Registers | None = None) -> tracing.Registers:
         return tracing.Registers.from_buffer_copy(regs if regs is not None else self.regs)

@@ -1,0 +1,397 @@
+/* The ptrace driver's hot loop in C: wait for the next stop that needs a decision,
+ * passing the others through here, and apply an answer with one call, each with the
+ * GIL released and without python-ptrace's and ctypes' per-call cost.
+ *
+ * Plain CPython C API, built by setup.py as the extension hvfs._native._tracer; used by
+ * hvfs/intercept/ptrace/ (driver.py, stopped.py) where it is built, the Python path
+ * otherwise and under HVFS_NATIVE=0. Every decision stays in Python: this file only
+ * waits, resumes, and runs the served open's recvmsg with the same checks as the
+ * Python path (stopped.py's _receive: the cmsg read back, kcmp of the received number
+ * against the manager's file). It never sees a stop that could start a new program, a
+ * new tracee or a served call: those go back to Python (wait_stop's comment).
+ */
+#define _GNU_SOURCE
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <stddef.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/ptrace.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <sys/user.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef __x86_64__
+#error "the ptrace driver's registers are x86_64's (docs/ptrace.md, Limits)"
+#endif
+
+#ifndef PTRACE_LISTEN
+#define PTRACE_LISTEN 0x4208
+#endif
+#ifndef PTRACE_EVENT_SECCOMP
+#define PTRACE_EVENT_SECCOMP 7
+#endif
+#ifndef PTRACE_EVENT_STOP
+#define PTRACE_EVENT_STOP 128
+#endif
+#define SYSCALL_STOP (SIGTRAP | 0x80) /* with PTRACE_O_TRACESYSGOOD */
+#define KCMP_FILE 0
+#define RED_ZONE 128
+/* The scratch buffer below the red zone, as stopped.py lays it out: struct msghdr,
+ * struct iovec at 64, one byte at 80, the cmsg of one fd at 96, 128 bytes in all. */
+#define IOV_AT 64
+#define BYTE_AT 80
+#define CMSG_AT 96
+#define SCRATCH 128
+
+typedef struct user_regs_struct regs_t;
+
+static PyObject *
+raise_errno(int code, const char *what)
+{
+    errno = code;
+    return PyErr_SetFromErrnoWithFilename(PyExc_OSError, what);
+}
+
+static int
+regs_from(PyObject *raw, regs_t *regs)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(raw, &view, PyBUF_SIMPLE) < 0)
+        return -1;
+    if (view.len != (Py_ssize_t)sizeof *regs) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "registers: not a user_regs_struct");
+        return -1;
+    }
+    memcpy(regs, view.buf, sizeof *regs);
+    PyBuffer_Release(&view);
+    return 0;
+}
+
+/* Resume after a stop that needs no decision; 0, or the errno (ESRCH: killed meanwhile). */
+static int
+pass_through(pid_t pid, int status)
+{
+    int sig = WSTOPSIG(status), event = status >> 16;
+    long done;
+    if (sig == SYSCALL_STOP) /* left over from an install the thread died in */
+        done = ptrace(PTRACE_CONT, pid, 0, 0);
+    else if (event == PTRACE_EVENT_STOP) /* a group-stop: kept until SIGCONT, as job control wants */
+        done = ptrace(PTRACE_LISTEN, pid, 0, 0);
+    else /* a signal-delivery-stop: deliver it */
+        done = ptrace(PTRACE_CONT, pid, 0, (void *)(long)sig);
+    return done < 0 ? errno : 0;
+}
+
+/* Whether a stop needs no decision. Only stops that every thread reaches after its first
+ * stop, which always comes back to Python: with PTRACE_SEIZE a new tracee's first stop is
+ * its PTRACE_EVENT_STOP (the kernel handles that trap before it dequeues any signal), and
+ * one taken here as a group-stop (a thread born during one) stays stopped by LISTEN until
+ * a SIGCONT, whose stop (SIGTRAP) comes back to Python before it runs an instruction. */
+static int
+needs_no_decision(int status)
+{
+    if (!WIFSTOPPED(status))
+        return 0;
+    int sig = WSTOPSIG(status), event = status >> 16;
+    if (sig == SYSCALL_STOP)
+        return 1;
+    if (event == 0)
+        return sig != SIGTRAP; /* a bare SIGTRAP stop is left to Python, as before */
+    if (event == PTRACE_EVENT_STOP)
+        return sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU;
+    return 0;
+}
+
+/* wait_stop() -> (pid, status, regs | None, passed)
+ *
+ * Waits (waitpid(-1, __WALL | __WNOTHREAD), the GIL released) until a stop or an exit
+ * that Python must handle: a seccomp stop (returned with its registers, read here), a
+ * fork, clone, vfork or exec event, a new tracee's first stop, an exit. The stops that
+ * need no decision (needs_no_decision) are resumed here; ``passed`` counts them.
+ * ChildProcessError when no tracee is left. */
+static PyObject *
+tr_wait_stop(PyObject *self, PyObject *unused)
+{
+    pid_t pid = 0;
+    int status = 0, failed = 0, have_regs = 0;
+    long passed = 0;
+    regs_t regs;
+    Py_BEGIN_ALLOW_THREADS
+    for (;;) {
+        pid = waitpid(-1, &status, __WALL | __WNOTHREAD);
+        if (pid < 0) {
+            if (errno == EINTR)
+                continue;
+            failed = errno;
+            break;
+        }
+        if (needs_no_decision(status)) {
+            int code = pass_through(pid, status);
+            if (code == 0 || code == ESRCH) { /* ESRCH: killed meanwhile, its exit comes next */
+                passed++;
+                continue;
+            }
+            break; /* an unexpected failure: Python handles (and logs) this stop */
+        }
+        if (WIFSTOPPED(status) && (status >> 16) == PTRACE_EVENT_SECCOMP)
+            have_regs = ptrace(PTRACE_GETREGS, pid, 0, &regs) == 0;
+        break;
+    }
+    Py_END_ALLOW_THREADS
+    if (failed == ECHILD) {
+        PyErr_SetString(PyExc_ChildProcessError, "no tracee left");
+        return NULL;
+    }
+    if (failed)
+        return raise_errno(failed, "waitpid");
+    if (have_regs)
+        return Py_BuildValue("iiy#l", pid, status, (const char *)&regs, (Py_ssize_t)sizeof regs, passed);
+    return Py_BuildValue("iiOl", pid, status, Py_None, passed);
+}
+
+/* release(pid, regs, skip, result, signum) -> None
+ *
+ * Resume a thread after its call was decided: with ``regs`` (bytes of its registers)
+ * written back first, unless None; its call skipped (number -1) when ``skip``, and
+ * returning ``result`` whenever regs are given. PTRACE_CONT delivers ``signum``.
+ * OSError (ESRCH: killed meanwhile). */
+static PyObject *
+tr_release(PyObject *self, PyObject *args)
+{
+    int pid, skip, signum;
+    long long result;
+    PyObject *raw;
+    if (!PyArg_ParseTuple(args, "iOpLi", &pid, &raw, &skip, &result, &signum))
+        return NULL;
+    regs_t regs;
+    int with_regs = raw != Py_None;
+    if (with_regs) {
+        if (regs_from(raw, &regs) < 0)
+            return NULL;
+        if (skip)
+            regs.orig_rax = (unsigned long long)-1;
+        regs.rax = (unsigned long long)result;
+    }
+    int failed = 0;
+    const char *what = "PTRACE_CONT";
+    Py_BEGIN_ALLOW_THREADS
+    if (with_regs && ptrace(PTRACE_SETREGS, pid, 0, &regs) < 0) {
+        failed = errno;
+        what = "PTRACE_SETREGS";
+    } else if (ptrace(PTRACE_CONT, pid, 0, (void *)(long)signum) < 0)
+        failed = errno;
+    Py_END_ALLOW_THREADS
+    if (failed)
+        return raise_errno(failed, what);
+    Py_RETURN_NONE;
+}
+
+static int
+send_fd(int sock, const struct sockaddr_un *to, socklen_t to_len, int fd)
+{
+    char byte = 'f';
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    memset(&control, 0, sizeof control);
+    struct msghdr msg = {.msg_name = (void *)to,
+                         .msg_namelen = to_len,
+                         .msg_iov = &iov,
+                         .msg_iovlen = 1,
+                         .msg_control = control.buf,
+                         .msg_controllen = sizeof control.buf};
+    struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cmsg), &fd, sizeof fd);
+    return sendmsg(sock, &msg, 0) == 1 ? 0 : -1;
+}
+
+struct outcome {
+    long long result; /* the call's result: the received number, or a negative errno */
+    int gone;         /* the thread died: its exit status is in ``status`` */
+    int status;
+    int signals[8]; /* the first signals that stopped it meanwhile (the driver delivers the first) */
+    int nsignals;
+};
+
+/* Run the prepared ``regs`` (the recvmsg, in place of the call) to their syscall-exit stop,
+ * as stopped.py's _run_to_exit: other stops are resumed, their signals kept. */
+static void
+run_to_exit(pid_t pid, struct outcome *out, regs_t *after)
+{
+    if (ptrace(PTRACE_SYSCALL, pid, 0, 0) < 0) {
+        out->gone = 1;
+        out->status = -1;
+        return;
+    }
+    for (;;) {
+        int status;
+        pid_t got = waitpid(pid, &status, __WALL);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0 || WIFEXITED(status) || WIFSIGNALED(status)) {
+            out->gone = 1;
+            out->status = got < 0 ? -1 : status;
+            return;
+        }
+        int sig = WSTOPSIG(status), event = status >> 16;
+        if (sig == SYSCALL_STOP) {
+            if (ptrace(PTRACE_GETREGS, pid, 0, after) < 0) {
+                out->gone = 1;
+                out->status = -1;
+            }
+            return;
+        }
+        if (!event && sig != SIGTRAP) {
+            if (out->nsignals < 8)
+                out->signals[out->nsignals++] = sig;
+        }
+        if (ptrace(PTRACE_SYSCALL, pid, 0, 0) < 0) {
+            out->gone = 1;
+            out->status = -1;
+            return;
+        }
+    }
+}
+
+static long
+kcmp_file(pid_t pid, int theirs, int ours)
+{
+    return syscall(SYS_kcmp, pid, getpid(), KCMP_FILE, (unsigned long)theirs, (unsigned long)ours);
+}
+
+static void
+receive(pid_t pid, const regs_t *stopped, int sock, const struct sockaddr_un *to, socklen_t to_len, int number,
+        int fd, int flags, int check, struct outcome *out)
+{
+    if (send_fd(sock, to, to_len, fd) < 0) {
+        out->result = -EIO;
+        return;
+    }
+    unsigned long long scratch = (stopped->rsp - RED_ZONE - SCRATCH) & ~0xFULL;
+    unsigned char buffer[SCRATCH];
+    memset(buffer, 0, sizeof buffer);
+    struct msghdr header = {.msg_iov = (struct iovec *)(uintptr_t)(scratch + IOV_AT),
+                            .msg_iovlen = 1,
+                            .msg_control = (void *)(uintptr_t)(scratch + CMSG_AT),
+                            .msg_controllen = CMSG_SPACE(sizeof(int))};
+    struct iovec iov = {.iov_base = (void *)(uintptr_t)(scratch + BYTE_AT), .iov_len = 1};
+    memcpy(buffer, &header, sizeof header);
+    memcpy(buffer + IOV_AT, &iov, sizeof iov);
+    struct iovec local = {.iov_base = buffer, .iov_len = sizeof buffer};
+    struct iovec remote = {.iov_base = (void *)(uintptr_t)scratch, .iov_len = sizeof buffer};
+    if (process_vm_writev(pid, &local, 1, &remote, 1, 0) != (ssize_t)sizeof buffer) {
+        out->result = -EIO;
+        return;
+    }
+    regs_t regs = *stopped, after;
+    regs.orig_rax = SYS_recvmsg;
+    regs.rdi = (unsigned long long)number;
+    regs.rsi = scratch;
+    regs.rdx = (unsigned long long)flags;
+    if (ptrace(PTRACE_SETREGS, pid, 0, &regs) < 0) {
+        out->gone = 1;
+        out->status = -1;
+        return;
+    }
+    run_to_exit(pid, out, &after);
+    if (out->gone)
+        return;
+    long long received = (long long)after.rax;
+    if (received == -EMFILE) {
+        out->result = received;
+        return;
+    }
+    if (received < 0) {
+        out->result = -EIO;
+        return;
+    }
+    struct {
+        uint64_t len;
+        int32_t level, type, fd;
+    } cmsg;
+    local = (struct iovec){.iov_base = &cmsg, .iov_len = 20};
+    remote = (struct iovec){.iov_base = (void *)(uintptr_t)(scratch + CMSG_AT), .iov_len = 20};
+    if (process_vm_readv(pid, &local, 1, &remote, 1, 0) != 20) {
+        out->result = -EIO;
+        return;
+    }
+    int ours = cmsg.len >= 20 && cmsg.level == SOL_SOCKET && cmsg.type == SCM_RIGHTS;
+    /* Without kcmp (``check`` false: never kept then), the number read back as before. */
+    int checked = !check || (cmsg.fd >= 0 && kcmp_file(pid, cmsg.fd, fd) == 0);
+    out->result = ours && checked ? cmsg.fd : -EIO;
+}
+
+/* receive(pid, regs, sock, address, number, fd, flags, check) -> (result, signals, gone_status)
+ *
+ * A served open through the kept socket (stopped.py's _receive, in place of the call):
+ * send ``fd`` on ``sock`` (the driver's duplicate) to ``address``, write the scratch
+ * msghdr below the red zone of the stopped thread (``regs``, bytes), make it run
+ * recvmsg(``number``, scratch, ``flags``) in place of its call, to its exit, and check
+ * what it received (an SCM_RIGHTS cmsg; kcmp against ``fd`` when ``check``). ``result``
+ * is the number received, -EMFILE, or -EIO; ``signals`` those that stopped the thread
+ * meanwhile (a tuple), ``gone_status`` the wait status of a thread that died (-1 when
+ * it was not seen), else None. Does not resume the thread: ``release`` does. */
+static PyObject *
+tr_receive(PyObject *self, PyObject *args)
+{
+    int pid, sock, number, fd, flags, check;
+    PyObject *raw;
+    Py_buffer address;
+    if (!PyArg_ParseTuple(args, "iOiy*iiip", &pid, &raw, &sock, &address, &number, &fd, &flags, &check))
+        return NULL;
+    regs_t stopped;
+    struct sockaddr_un to;
+    memset(&to, 0, sizeof to);
+    to.sun_family = AF_UNIX;
+    if (regs_from(raw, &stopped) < 0 || address.len > (Py_ssize_t)sizeof to.sun_path) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "address: too long for a unix socket");
+        PyBuffer_Release(&address);
+        return NULL;
+    }
+    memcpy(to.sun_path, address.buf, address.len);
+    socklen_t to_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + address.len);
+    PyBuffer_Release(&address);
+    struct outcome out;
+    memset(&out, 0, sizeof out);
+    Py_BEGIN_ALLOW_THREADS
+    receive(pid, &stopped, sock, &to, to_len, number, fd, flags, check, &out);
+    Py_END_ALLOW_THREADS
+    PyObject *signals = PyTuple_New(out.nsignals);
+    if (signals == NULL)
+        return NULL;
+    for (int i = 0; i < out.nsignals; i++)
+        PyTuple_SET_ITEM(signals, i, PyLong_FromLong(out.signals[i]));
+    if (out.gone)
+        return Py_BuildValue("LNi", out.result, signals, out.status);
+    return Py_BuildValue("LNO", out.result, signals, Py_None);
+}
+
+static PyMethodDef methods[] = {
+    {"wait_stop", tr_wait_stop, METH_NOARGS, "The next stop Python must decide: (pid, status, regs, passed)."},
+    {"release", tr_release, METH_VARARGS, "Write a stopped thread's registers back (or not) and resume it."},
+    {"receive", tr_receive, METH_VARARGS, "A served open's recvmsg, run in place of the call, and checked."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_tracer", NULL, -1, methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC
+PyInit__tracer(void)
+{
+    return PyModule_Create(&module);
+}
