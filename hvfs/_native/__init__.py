@@ -10,6 +10,7 @@ line of log; ``HVFS_NATIVE=0`` forces that path (to compare, or to rule the C ou
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from typing import Any
@@ -19,32 +20,18 @@ log = logging.getLogger("hvfs.native")
 ENVIRONMENT = "HVFS_NATIVE"
 
 
-def _load() -> tuple[Any, str]:
-    """The extension (typed Any: C, no stubs) or None, and why."""
+def _load(name: str) -> tuple[Any, str]:
+    """The extension ``name`` (typed Any: C, no stubs) or None, and why."""
     if os.environ.get(ENVIRONMENT, "1") == "0":
         return None, f"{ENVIRONMENT}=0"
     try:
-        from hvfs._native import _hotpath  # type: ignore[attr-defined]
+        return importlib.import_module(f"hvfs._native.{name}"), "built"
     except ImportError as e:
         return None, f"not built ({e}); run scripts/setup, which compiles it"
-    return _hotpath, "built"
 
 
-hotpath, reason = _load()
-
-
-def _load_tracer() -> tuple[Any, str]:
-    """The ptrace driver's C loop (Any: C, no stubs) or None, and why."""
-    if os.environ.get(ENVIRONMENT, "1") == "0":
-        return None, f"{ENVIRONMENT}=0"
-    try:
-        from hvfs._native import _tracer  # type: ignore[attr-defined]
-    except ImportError as e:
-        return None, f"not built ({e}); run scripts/setup, which compiles it"
-    return _tracer, "built"
-
-
-tracer, tracer_reason = _load_tracer()
+hotpath, reason = _load("_hotpath")
+tracer, tracer_reason = _load("_tracer")  # the ptrace driver's loop
 
 
 def status() -> str:
