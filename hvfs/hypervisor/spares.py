@@ -21,7 +21,8 @@ takes its spares along (pid 1 ends on its channel's end, the shim with it: shim.
 Not kept warm (each would share or miss something of a run): a terminal (its pty is
 made at boot), a network (the bridge is a group's), services (their hooks are a group's;
 a scanner traces from boot), --persist and staged mounts (a directory of the run's),
-named sources (a group's), the ptrace driver, and source kinds other than ``KINDS``.
+named sources (a group's), the ptrace driver, an image other than the host's (a spare
+would keep it in use), and source kinds other than ``KINDS``.
 """
 
 from __future__ import annotations
@@ -102,9 +103,15 @@ def recipe(vm: VmConfig, *, strict: bool, warmable: bool, transport: str, driver
     if not warmable or not enabled() or vm.tty or vm.persist or vm.staged or vm.commit or driver != "seccomp":
         return None
     found = Recipe(vm, strict, transport, driver)
-    if any(m.source.kind not in KINDS or m.source.name is not None for m in found.mounts()):
+    if any(m.source.kind not in KINDS or m.source.name is not None or _stored_image(m) for m in found.mounts()):
         return None
     return found
+
+
+def _stored_image(mount: MountSpec) -> bool:
+    """An image of the user's store: a spare would keep it in use (``hvfs image rm``
+    refused, ``hvfs image ls`` saying so) for a run that may never come."""
+    return mount.source.kind == "image" and mount.source.options.get("path") != "host"
 
 
 @dataclass
