@@ -116,6 +116,12 @@ if _PATH and "serve" in sys.argv:
     _wrap(driver.SeccompDriver, "__init__", "serve: driver made")
     _wrap(vmstart, "ensure_path", "spare: working directory made")
     _wrap(runtime, "transport_maker", "serve: transport chosen")
+    _wrap(ordering, "start_vms", "group: its VMs started in order")
+    _wrap(group.Group, "_start", "group: one VM started, noted, followed")
+    _wrap(group.Group, "_follow", "group: its watcher threads started")
+    _wrap(group.Group, "table", "group: the VM's mount table")
+    _wrap(spares, "recipe", "spare: the run's recipe")
+    _wrap(spares.Spares, "want", "spare: the next one asked for")
     _ended = {}
     _waited = launcher.VmProcess.wait
 

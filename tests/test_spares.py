@@ -263,3 +263,33 @@ def test_a_run_is_told_its_exit_and_its_state_goes(hvfs: Hvfs) -> None:
     finally:
         runner.run("manager", "stop")
         shutil.rmtree(state, ignore_errors=True)
+
+
+def _threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def test_a_spares_driver_waits_for_its_run_and_ends_with_it(hvfs: Hvfs) -> None:
+    """A spare's driver threads start with the spare (the run binds them to its VM and its
+    group: SeccompDriver.bind); a spare dropped unbound ends them, as its processes."""
+    state = tempfile.mkdtemp(prefix="hvfs-spares-driver-")
+    runner = hvfs.with_env(HVFS_STATE_DIR=state, HVFS_SPARE="1", HVFS_SPARE_IDLE="0.5")
+    try:
+        runner.ok("run", "--", "true")
+        manager = int(json.loads(Path(state, "manager.json").read_text())["pid"])
+        assert _ready(runner)["ready"] == 1
+        with_spare = _threads(manager)
+        deadline = time.monotonic() + 5
+        while _spares(runner)["ready"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        while _threads(manager) > with_spare - 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _threads(manager) <= with_spare - 5  # its 4 workers and its watchdog
+        # Bound: a run in a spare is served (a file written and read back through the manager).
+        runner.ok("run", "--", "true")
+        taken = _ready(runner)["taken"]
+        out = runner.ok("run", "--", "sh", "-c", "echo served > /tmp/f; cat /tmp/f")
+        assert out.strip() == "served" and _spares(runner)["taken"] == taken + 1
+    finally:
+        runner.run("manager", "stop")
+        shutil.rmtree(state, ignore_errors=True)

@@ -37,6 +37,9 @@ from dataclasses import dataclass, field
 from hvfs.hypervisor.layout import Layout, remove_tree
 from hvfs.hypervisor.mounts import MountSpec, mount_table
 from hvfs.hypervisor.pool import SourcePool
+from hvfs.intercept.arch import Arch
+from hvfs.intercept.driver import MAX_WORKERS, SeccompDriver
+from hvfs.intercept.inflight import InflightTable
 from hvfs.manager.view import Views, build_views
 from hvfs.project.config import VmConfig
 from hvfs.runtime import boot_vm
@@ -120,6 +123,7 @@ class Spare:
     vm_root: int
     pool: SourcePool  # its sources, released when the VM that took it has ended
     identity: tuple[tuple[int, int] | None, ...]
+    driver: SeccompDriver | None = None  # its threads started, waiting for the run (SeccompDriver.bind)
     made: float = field(default_factory=time.monotonic)
 
     def drop(self, layout: Layout) -> None:
@@ -127,7 +131,11 @@ class Spare:
         self.process.kill()
         self.process.chan.close()
         self.process.wait()
-        for fd in (self.booted.listener, self.vm_root, self.views.rw_root, *self.views.images.values()):
+        if self.driver is not None:
+            self.driver.stop()
+            self.driver.close()  # the listener with it
+        listener = (self.booted.listener,) if self.driver is None else ()
+        for fd in (*listener, self.vm_root, self.views.rw_root, *self.views.images.values()):
             with contextlib.suppress(OSError):
                 os.close(fd)
         self.pool.close()
@@ -138,8 +146,9 @@ class Spare:
 class Spares:
     """The spares of one manager, and the thread that makes them."""
 
-    def __init__(self, layout: Layout, idmap: IdMap, filter_program: Callable[[bool, str], bytes]) -> None:
+    def __init__(self, layout: Layout, idmap: IdMap, filter_program: Callable[[bool, str], bytes], arch: Arch) -> None:
         self.layout = layout
+        self.arch = arch
         self.idmap = idmap
         self.filter_program = filter_program
         self.wait = 30.0  # the shim's bound (vmstart.vm_wait), set by the manager
@@ -294,5 +303,14 @@ class Spares:
             return None
         finally:
             os.close(null)
+        spare = Spare(wanted.key, vmid, views, process, booted, vm_root, pool, identity)
+        try:  # the run's driver, its threads started now (seccomp: Recipe's only driver; a spare outlives its manager)
+            spare.driver = SeccompDriver(booted.listener, "spare", None, self.arch,
+                                         inflight=InflightTable(MAX_WORKERS), strict=wanted.strict)  # fmt: skip
+            spare.driver.start()
+        except Exception as e:
+            log.warning("a spare VM's driver could not be started: %s", e)
+            spare.drop(self.layout)
+            return None
         self.made += 1
-        return Spare(wanted.key, vmid, views, process, booted, vm_root, pool, identity)
+        return spare
