@@ -1,6 +1,6 @@
 """Where the milliseconds of `hvfs run -- true` go, client and manager side.
 
-    python benchmarks/startup_phases.py [ROUNDS]
+    python benchmarks/startup_phases.py [--front .venv/bin/hvfs] [ROUNDS]
 
 Runs ``hvfs run -- true`` ROUNDS times (default 20) against a manager of its own (a
 private state directory), warm, and reports the median of each phase:
@@ -16,6 +16,9 @@ private state directory), warm, and reports the median of each phase:
   passed), the deposit with the shim, ``go``: stamped by wrappers a ``sitecustomize``
   of this script's installs in the manager it starts (``HVFS_PHASES`` names the file
   both sides append their records to). Nothing of hvfs is changed to measure it.
+
+With ``--front``, the stamped warm runs are the native front's (native/client/): the
+client's phases are then its wall time alone, and the manager's include ``run_argv``.
 
 A cold start (manager stopped first) is reported too, as one figure per round.
 """
@@ -103,6 +106,41 @@ if _PATH and "serve" in sys.argv:
     _wrap(group, "remove_tree", "exit: VM state removed")
     _wrap(group.Group, "statistics", "exit: statistics")
     _wrap(group.Group, "tell", "exit: told the client")
+    from hvfs.hypervisor import frontrun
+
+    _wrap(daemon.Daemon, "_op_run_argv", "front: op run_argv, all of it")
+    _wrap(frontrun, "parse", "front: argv parsed (thread)")
+    _wrap(frontrun, "_check_views", "front: views asked of the front")
+    _wrap(frontrun, "to_json", "front: project to JSON")
+    _wrap(vm.VmContext, "__init__", "serve: VM context made")
+    _wrap(driver.SeccompDriver, "__init__", "serve: driver made")
+    _wrap(vmstart, "ensure_path", "spare: working directory made")
+    _wrap(runtime, "transport_maker", "serve: transport chosen")
+    _wrap(ordering, "start_vms", "group: its VMs started in order")
+    _wrap(group.Group, "_start", "group: one VM started, noted, followed")
+    _wrap(group.Group, "_follow", "group: its watcher threads started")
+    _wrap(group.Group, "table", "group: the VM's mount table")
+    _wrap(spares, "recipe", "spare: the run's recipe")
+    _wrap(spares.Spares, "want", "spare: the next one asked for")
+    _ended = {}
+    _waited = launcher.VmProcess.wait
+
+    def _wait(self, *args, **kwargs):
+        try:
+            return _waited(self, *args, **kwargs)
+        finally:
+            _ended[threading.get_ident()] = time.perf_counter_ns()
+
+    launcher.VmProcess.wait = _wait
+    _told = group.Group.tell
+
+    def _tell(self, message):
+        ended = _ended.pop(threading.get_ident(), None)
+        if ended is not None and "exited" in message:
+            _record("exit: from the VM's end to `exited` sent", time.perf_counter_ns() - ended)
+        return _told(self, message)
+
+    group.Group.tell = _tell
 """
 
 CLIENT = r"""
@@ -160,7 +198,11 @@ cli.main()
 
 
 def main() -> int:
-    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 20
+    arguments = sys.argv[1:]
+    front = None
+    if arguments[:1] == ["--front"]:  # the warm runs through the native front (native/client/)
+        front, arguments = os.path.abspath(arguments[1]), arguments[2:]
+    rounds = int(arguments[0]) if arguments else 20
     python = sys.executable
     with tempfile.TemporaryDirectory() as state, tempfile.TemporaryDirectory() as hook:
         os.chmod(state, 0o700)
@@ -184,7 +226,12 @@ def main() -> int:
             figures.setdefault("client harness, warm (wall)", []).append(wall([python, "-c", CLIENT]))
         open(phases, "w").close()  # the warm rounds' phases only: the cold ones below are apart
         for _ in range(rounds):
-            figures.setdefault("client harness, warm (wall)", []).append(wall([python, "-c", CLIENT]))
+            if front is not None:
+                figures.setdefault("front: hvfs run -- true, warm (wall)", []).append(
+                    wall([front, "run", "--", "true"])
+                )
+            else:
+                figures.setdefault("client harness, warm (wall)", []).append(wall([python, "-c", CLIENT]))
         with open(phases) as f:
             records = [json.loads(line) for line in f]
         for _ in range(max(3, rounds // 4)):

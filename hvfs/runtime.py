@@ -31,6 +31,7 @@ from hvfs.sandbox.userns import IdMap
 from hvfs.spec import UsageError
 
 if TYPE_CHECKING:
+    from hvfs.intercept.driver import SeccompDriver
     from hvfs.intercept.exec_tracer import ExecTracer
 
 Starter = Callable[[BootPlan, IdMap], launcher.VmProcess]
@@ -165,9 +166,10 @@ def serve_vm(
     transport_kind: str = "inprocess",
     driver_kind: str = "seccomp",
     run: launcher.Run | None = None,
+    ready: SeccompDriver | None = None,
 ) -> RunningVm:
     """Serve a booted VM and start its command (with ``run``, a spare's: see
-    hvfs.hypervisor.spares)."""
+    hvfs.hypervisor.spares; ``ready``, its driver, started with it and bound here)."""
     context = VmContext(
         spec.name,
         views.rw_root,
@@ -183,7 +185,12 @@ def serve_vm(
     manager.add_vm(context)
     transport = transport_maker(transport_kind)(manager.handle_request)
     chosen = backend(driver_kind)
-    driver = chosen.driver(booted.listener, spec.name, transport, arch, outlives=outlives, strict=spec.strict)
+    driver: Driver
+    if ready is not None:
+        ready.bind(spec.name, transport)
+        driver = ready
+    else:
+        driver = chosen.driver(booted.listener, spec.name, transport, arch, outlives=outlives, strict=spec.strict)
     tracer: ExecTracer | None = None
     if chosen.traces:
         from hvfs.intercept.ptrace import PtraceDriver
@@ -198,7 +205,8 @@ def serve_vm(
             hint = "the ptrace driver needs ptrace of the VM's processes: check /proc/sys/kernel/yama/ptrace_scope"
             raise SetupError("ptrace driver", e.strerror or str(e), hint) from None
     else:
-        driver.start()
+        if ready is None:
+            driver.start()
         tracer = trace_execs(spec.name, vm.init_pid, transport) if spec.scanned else None
     settings = dict(spec.start)
     if before_start is not None:

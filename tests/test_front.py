@@ -321,3 +321,45 @@ def test_the_vm_is_followed_to_the_next_manager(front: str, trace: Path, tmp_pat
         assert said(trace) == ["native"]
     finally:
         run(PYTHON, "manager", "stop", env=env)
+
+
+def test_parses_at_once_and_in_turn_each_in_its_own_directory(front: str, trace: Path, tmp_path: Path) -> None:
+    """The manager's parse thread is kept from run to run (and a parse that comes while it
+    is busy gets one of its own): each run's relative paths are its own front's directory,
+    whichever thread parsed it, in turn and eight at once."""
+    places = []
+    for i in range(8):
+        place = tmp_path / f"place{i}"
+        (place / "data").mkdir(parents=True)
+        (place / "data" / "mark").write_text(f"place{i}\n")
+        (place / "vars.env").write_text(f"PLACE=place{i}\n")
+        places.append(place)
+    args = [
+        front,
+        "run",
+        "-v",
+        "data:/data:ro",
+        "--env-file",
+        "vars.env",
+        "--",
+        "sh",
+        "-c",
+        "cat /data/mark; echo $PLACE",
+    ]
+
+    def one(place: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=place, env=traced(trace), input="")
+
+    for place in places[:3]:  # in turn: the kept thread each time
+        result = one(place)
+        assert (result.stdout, result.returncode) == (f"{place.name}\n{place.name}\n", 0), result.stderr
+    results: dict[str, subprocess.CompletedProcess[str]] = {}
+    threads = [threading.Thread(target=lambda p=place: results.__setitem__(p.name, one(p))) for place in places]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert {name: (r.stdout, r.returncode) for name, r in results.items()} == {
+        place.name: (f"{place.name}\n{place.name}\n", 0) for place in places
+    }
+    assert said(trace) == ["native"] * 11

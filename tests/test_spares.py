@@ -214,3 +214,78 @@ def test_an_idle_spare_is_dropped(hvfs: Hvfs) -> None:
     finally:
         runner.run("manager", "stop")
         shutil.rmtree(state, ignore_errors=True)
+
+
+def test_a_configuration_run_before_its_spare_was_ready_keeps_two(hvfs: Hvfs) -> None:
+    """Runs back to back: one that finds its configuration's spare still being made makes
+    the manager keep two of it, each taken once, each a VM of its own."""
+    state = tempfile.mkdtemp(prefix="hvfs-spares-depth-")
+    runner = hvfs.with_env(HVFS_STATE_DIR=state, HVFS_SPARE="1", HVFS_SPARE_SETTLE="1.5")
+    try:
+        runner.ok("run", "--", "true")  # asks for one, made 1.5 s later
+        runner.ok("run", "--", "true")  # too early: a miss
+        assert _spares(runner) == {"ready": 0, "made": 0, "taken": 0}
+        deadline = time.monotonic() + 15
+        while (spares := _spares(runner))["ready"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert spares == {"ready": 2, "made": 2, "taken": 0}
+        pids = _spare_pids(state)
+        assert len(pids) == 4  # two hvfs-init processes each
+        first = runner.ok("run", "--", "sh", "-c", "echo $$ > /tmp/mine; cat /proc/1/stat | cut -d' ' -f1; ls /tmp")
+        second = runner.ok("run", "--", "sh", "-c", "ls /tmp; echo done")
+        assert first.split() == ["1", "mine"] and second.split() == ["done"]  # nothing of the first
+        assert _spares(runner)["taken"] == 2
+    finally:
+        runner.run("manager", "stop")
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def test_a_run_is_told_its_exit_and_its_state_goes(hvfs: Hvfs) -> None:
+    """A run's client hears its exit before the VM's state is removed (the removal is off
+    the exit's path): the code and output are whole, and nothing of the VM or its group
+    is left a moment later; a detached one keeps its code for ps -a."""
+    state = tempfile.mkdtemp(prefix="hvfs-spares-exit-")
+    runner = hvfs.with_env(HVFS_STATE_DIR=state, HVFS_SPARE="0")  # no spare's state in vms/
+    try:
+        for _ in range(3):
+            result = runner.run("run", "--", "sh", "-c", "seq 1 2000; exit 5")
+            assert result.returncode == 5 and result.stdout.split() == [str(n) for n in range(1, 2001)]
+        deadline = time.monotonic() + 5
+        while (os.listdir(Path(state, "vms")) or os.listdir(Path(state, "groups"))) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert os.listdir(Path(state, "groups")) == [] and os.listdir(Path(state, "vms")) == []
+        runner.ok("run", "-d", "--name", "kept", "--", "sh", "-c", "exit 3")
+        deadline = time.monotonic() + 10
+        while "exited" not in (listed := runner.ok("ps", "-a")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert listed.splitlines()[1].split()[:5] == ["kept", "run", "-", "exited", "3"]
+        runner.ok("rm", "kept")
+    finally:
+        runner.run("manager", "stop")
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def _threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def test_a_spares_driver_waits_for_its_run_and_ends_with_it(hvfs: Hvfs) -> None:
+    """A spare's driver threads start with the spare (the run binds them to its VM and its
+    group: SeccompDriver.bind; a run served by them: the tests above); a spare dropped
+    unbound ends them, as its processes."""
+    state = tempfile.mkdtemp(prefix="hvfs-spares-driver-")
+    runner = hvfs.with_env(HVFS_STATE_DIR=state, HVFS_SPARE="1", HVFS_SPARE_IDLE="0.5")
+    try:
+        runner.ok("run", "--", "true")
+        manager = int(json.loads(Path(state, "manager.json").read_text())["pid"])
+        assert _ready(runner)["ready"] == 1
+        with_spare = _threads(manager)
+        deadline = time.monotonic() + 5
+        while _spares(runner)["ready"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        while _threads(manager) > with_spare - 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _threads(manager) <= with_spare - 5  # its 4 workers and its watchdog
+    finally:
+        runner.run("manager", "stop")
+        shutil.rmtree(state, ignore_errors=True)

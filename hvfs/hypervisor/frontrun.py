@@ -17,7 +17,9 @@ client's line, with its code (125).
 
 The parse runs as the manager, root in its user namespace. For a user who is not root,
 that thread gives up its capabilities first (they are per thread): then, as the user
-outside, it may not read the user's own files of mode 0000 (an --env-file) either.
+outside, it may not read the user's own files of mode 0000 (an --env-file) either. The
+thread is kept for the next parses (each goes to the client's working directory first);
+a parse that comes while it is busy gets a thread of its own, set up the same way.
 
 Before the VM starts, the manager asks the front what it sees at the host paths the run
 names (``{"stat": [PATH, …]}``, answered by ``run_views``): a manager whose mounts differ
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import queue
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -90,20 +93,16 @@ def parse(argv: list[str], cwd: str, env: Mapping[str, str]) -> tuple[Project, f
         raise Fallback(f"{differs[0]} differs from the manager's")
     done: dict[str, Any] = {}
 
-    def work() -> None:
+    def work(unfit: OSError | None) -> None:
         try:
-            unshare(CLONE_FS)  # this thread's working directory only
-            if _outside_uid() != 0:
-                _, permitted, inheritable = caps.get_thread_caps()
-                caps.set_thread_caps(0, permitted, inheritable)
+            if unfit is not None:  # the thread could not be set up to parse
+                raise unfit
             os.chdir(cwd)
             done["result"] = _parse_here(argv, env)
         except BaseException as e:  # carried to the connection's thread, which raises it
             done["error"] = e
 
-    thread = threading.Thread(target=work, name="hvfs-frontrun", daemon=True)
-    thread.start()
-    thread.join()
+    _in_parse_thread(work)
     error = done.get("error")
     if isinstance(error, OSError):
         raise Fallback(f"cannot parse here: {error}")
@@ -113,6 +112,65 @@ def parse(argv: list[str], cwd: str, env: Mapping[str, str]) -> tuple[Project, f
         raise error
     result: tuple[Project, float] = done["result"]
     return result
+
+
+def _parse_thread_setup() -> None:
+    """What makes a thread fit to parse in: a working directory of its own, and for a user
+    who is not root, no capabilities (they are per thread): it reads as the user."""
+    unshare(CLONE_FS)
+    if _outside_uid() != 0:
+        _, permitted, inheritable = caps.get_thread_caps()
+        caps.set_thread_caps(0, permitted, inheritable)
+
+
+_jobs: queue.SimpleQueue[tuple[Callable[[OSError | None], None], threading.Event]] = queue.SimpleQueue()
+_kept = threading.Lock()  # held while the kept thread parses: a parse meanwhile gets a thread of its own
+_kept_started = False
+
+
+def _in_parse_thread(work: Callable[[OSError | None], None]) -> None:
+    """Run ``work`` (which catches its errors; given why its thread is unfit, if it is) in
+    a thread set up by _parse_thread_setup: the one kept for the manager's life (a
+    thread's start and unshare cost 0.5-1.5 ms of a run), or, when that one is busy, a
+    thread of its own, as a stuck parse must not hold up the others."""
+    global _kept_started
+    if not _kept.acquire(blocking=False):
+        thread = threading.Thread(target=_once, args=(work,), name="hvfs-frontrun", daemon=True)
+        thread.start()
+        thread.join()
+        return
+    try:
+        if not _kept_started:
+            threading.Thread(target=_serve_parses, name="hvfs-frontrun-kept", daemon=True).start()
+            _kept_started = True
+        finished = threading.Event()
+        _jobs.put((work, finished))
+        finished.wait()
+    finally:
+        _kept.release()
+
+
+def _once(work: Callable[[OSError | None], None]) -> None:
+    try:
+        _parse_thread_setup()
+    except OSError as e:
+        work(e)
+        return
+    work(None)
+
+
+def _serve_parses() -> None:
+    unfit: OSError | None = None
+    try:
+        _parse_thread_setup()
+    except OSError as e:  # never parse here then: each parse falls back
+        unfit = e
+    while True:
+        work, finished = _jobs.get()
+        try:
+            work(None if unfit is None else OSError(unfit.errno, unfit.strerror))
+        finally:
+            finished.set()
 
 
 @functools.cache

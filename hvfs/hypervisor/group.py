@@ -72,6 +72,7 @@ class Group:
         self._ids = iter(range(1, 1 << 62))
         self._lock = threading.Lock()
         self._saving = threading.Lock()
+        self._saved_project: tuple[Project | None, dict[str, Any]] = (None, {})
         self.starting = threading.Lock()  # one VM starts at a time; their dependencies are awaited at once
         options = ServiceOptions.from_table(project.services, "/") if project.services else None
         self.services = ServiceSet(options) if options is not None and options.active else None
@@ -101,7 +102,7 @@ class Group:
     def _save_locked(self) -> None:
         document = {
             "gid": self.gid,
-            "project": to_json(self.project),
+            "project": self._project_json(),
             "vms": {name: r.vmid for name, r in self.vms.items() if r.vmid},
             "addresses": {name: r.address for name, r in self.vms.items() if r.address},
             "started": {name: r.started for name, r in self.vms.items() if r.vmid and r.started},
@@ -112,6 +113,13 @@ class Group:
             "restarts": {n: [r.restarts.count, r.restarts.stopped] for n, r in self.vms.items() if r.restarts.count},
         }
         write_json(self.layout.group_file(self.gid), document)
+
+    def _project_json(self) -> dict[str, Any]:  # made again when it changed (add, discard)
+        project, document = self._saved_project
+        if project is not self.project:
+            document = to_json(self.project)
+            self._saved_project = (self.project, document)
+        return document
 
     def start(self, *, stdio: tuple[int, int, int] | None = None, winsize: bytes | None = None) -> None:
         """Start every VM (a run's with the client's ``stdio``); raises SetupError,
@@ -363,13 +371,12 @@ class Group:
             with contextlib.suppress(OSError):
                 os.close(fd)
         record.kept.clear()
-        try:
-            remove_tree(self.layout.vm(record.vmid))
-        except OSError as e:  # the daemon sweeps it later
-            log.warning("VM %s: its state %s stays for now: %s", record.config.name, e.filename, e.strerror)
         record.code, record.state = code, "exited" if again is None else "restarting"
-        with contextlib.suppress(OSError):  # the group is being removed: its state with it
-            self.save()
+        ended = all(r.state == "exited" for r in self.vms.values()) and self.project.kind == "run"
+        # A group that goes with its VM (daemon._empty): its client hears the exit first
+        going = ended and ((self.owner is not None and not self.detached) or self.autoremove)
+        if not going:
+            self._forget(record)
         record.exited.set()
         message: dict[str, Any] = {"exited": record.config.name, "code": code}
         record.drained.wait(DRAIN_TIMEOUT)  # its last lines before its exit, as it wrote them
@@ -382,14 +389,25 @@ class Group:
                 self.services.close()  # the last closes saved, the last events out, before the numbers
             message["stats"] = self.statistics(record.config.name, running)
             message["changes"], message["commit"] = running.context.changes.document(staging.SHOWN), settled
-        ended = all(r.state == "exited" for r in self.vms.values()) and self.project.kind == "run"
         if ended:
             for close in self.closing:
                 close()
         telling.flush()
         self.tell(message)
+        if going:
+            self._forget(record, save=False)
         if ended:
             self.on_empty(self)
+
+    def _forget(self, record: VmRecord, *, save: bool = True) -> None:
+        """Remove the exited VM's state; save its code (ps -a, the next manager)."""
+        try:
+            remove_tree(self.layout.vm(record.vmid))
+        except OSError as e:  # the daemon sweeps it later
+            log.warning("VM %s: its state %s stays for now: %s", record.config.name, e.filename, e.strerror)
+        if save:
+            with contextlib.suppress(OSError):  # the group is being removed: its state with it
+                self.save()
 
     def tell(self, message: dict[str, Any]) -> None:
         """Send ``message`` to every client that follows the group; forget those gone."""

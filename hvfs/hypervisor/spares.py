@@ -38,6 +38,9 @@ from dataclasses import dataclass, field
 from hvfs.hypervisor.layout import Layout, remove_tree
 from hvfs.hypervisor.mounts import MountSpec, mount_table
 from hvfs.hypervisor.pool import SourcePool
+from hvfs.intercept.arch import Arch
+from hvfs.intercept.driver import MAX_WORKERS, SeccompDriver
+from hvfs.intercept.inflight import InflightTable
 from hvfs.manager.view import Views, build_views
 from hvfs.project.config import VmConfig
 from hvfs.runtime import boot_vm
@@ -52,6 +55,9 @@ MOST = 4  # configurations kept warm at once; the least recently asked for goes 
 # over when it asks (the group's state, its threads, the answer to its client), and on two
 # CPUs the making would slow it.
 SETTLE = float(os.environ.get("HVFS_SPARE_SETTLE", "0.01"))
+# Spares kept of a configuration that a run found none of (runs back to back: the next
+# spare is still being made), against one of any other: the second is made while the first waits.
+DEPTH = 2
 
 
 def enabled() -> bool:
@@ -124,6 +130,7 @@ class Spare:
     vm_root: int
     pool: SourcePool  # its sources, released when the VM that took it has ended
     identity: tuple[tuple[int, int] | None, ...]
+    driver: SeccompDriver | None = None  # its threads started, waiting for the run (SeccompDriver.bind)
     made: float = field(default_factory=time.monotonic)
 
     def drop(self, layout: Layout) -> None:
@@ -131,7 +138,11 @@ class Spare:
         self.process.kill()
         self.process.chan.close()
         self.process.wait()
-        for fd in (self.booted.listener, self.vm_root, self.views.rw_root, *self.views.images.values()):
+        if self.driver is not None:
+            self.driver.stop()
+            self.driver.close()  # the listener with it
+        listener = (self.booted.listener,) if self.driver is None else ()
+        for fd in (*listener, self.vm_root, self.views.rw_root, *self.views.images.values()):
             with contextlib.suppress(OSError):
                 os.close(fd)
         self.pool.close()
@@ -142,12 +153,14 @@ class Spare:
 class Spares:
     """The spares of one manager, and the thread that makes them."""
 
-    def __init__(self, layout: Layout, idmap: IdMap, filter_program: Callable[[bool, str], bytes]) -> None:
+    def __init__(self, layout: Layout, idmap: IdMap, filter_program: Callable[[bool, str], bytes], arch: Arch) -> None:
         self.layout = layout
+        self.arch = arch
         self.idmap = idmap
         self.filter_program = filter_program
         self.wait = 30.0  # the shim's bound (vmstart.vm_wait), set by the manager
-        self._ready: dict[str, Spare] = {}
+        self._ready: dict[str, list[Spare]] = {}
+        self._depth: dict[str, int] = {}  # spares kept of a configuration: 1, or DEPTH once one was missed
         self._wanted: dict[str, tuple[Recipe, float]] = {}  # key: recipe, when last asked for
         self._making: set[str] = set()  # vmids being made
         self._cond = threading.Condition()
@@ -161,8 +174,11 @@ class Spares:
         """The spare of ``wanted``'s configuration, if one is ready: now the VM ``vmid``,
         its state directory renamed to that VM's."""
         with self._cond:
-            spare = self._ready.pop(wanted.key, None)
+            ready = self._ready.get(wanted.key)
+            spare = ready.pop(0) if ready else None
             if spare is None:
+                if wanted.key in self._wanted:  # run again before its spare was ready
+                    self._depth[wanted.key] = DEPTH
                 return None
             # Fresh first, and renamed before the daemon can see it unclaimed: its sweep
             # spares a directory changed in the last seconds (daemon._sweep_vms).
@@ -189,7 +205,8 @@ class Spares:
             self._asked_at = time.monotonic()
             self._wanted[wanted.key] = (wanted, self._asked_at)
             while len(self._wanted) > MOST:
-                del self._wanted[next(iter(self._wanted))]
+                self._depth.pop(oldest := next(iter(self._wanted)), None)
+                del self._wanted[oldest]
             if self._thread is None:
                 self._thread = threading.Thread(target=self._serve, name="hvfs-spares", daemon=True)
                 self._thread.start()
@@ -198,12 +215,12 @@ class Spares:
     def statistics(self) -> dict[str, int]:
         """Spares ready now, made and taken since the manager started (hvfs manager status)."""
         with self._cond:
-            return {"ready": len(self._ready), "made": self.made, "taken": self.taken}
+            return {"ready": sum(map(len, self._ready.values())), "made": self.made, "taken": self.taken}
 
     def vmids(self) -> set[str]:
         """The state directories of the spares, made or being made (not the daemon's to sweep)."""
         with self._cond:
-            return {s.vmid for s in self._ready.values()} | set(self._making)
+            return {s.vmid for ready in self._ready.values() for s in ready} | set(self._making)
 
     def close(self) -> None:
         """Drop every spare (the manager exits)."""
@@ -214,7 +231,7 @@ class Spares:
         if thread is not None:
             thread.join(timeout=30)
         with self._cond:
-            spares, self._ready = list(self._ready.values()), {}
+            spares, self._ready = [s for ready in self._ready.values() for s in ready], {}
         for spare in spares:
             spare.drop(self.layout)
 
@@ -227,10 +244,14 @@ class Spares:
                 idle = idle_seconds()
                 for key in [k for k, (_, seen) in self._wanted.items() if now - seen > idle]:
                     del self._wanted[key]
-                stale = [s for k, s in self._ready.items() if k not in self._wanted]
+                    self._depth.pop(key, None)
+                stale = [s for k, ready in self._ready.items() if k not in self._wanted for s in ready]
                 for spare in stale:
-                    del self._ready[spare.key]
-                todo = next((r for k, (r, _) in self._wanted.items() if k not in self._ready), None)
+                    self._ready.pop(spare.key, None)
+                todo = next(
+                    (r for k, (r, _) in self._wanted.items() if len(self._ready.get(k, ())) < self._depth.get(k, 1)),
+                    None,
+                )
                 settle = self._asked_at + SETTLE - now
                 if todo is not None and settle > 0:
                     self._cond.wait(timeout=settle)
@@ -250,7 +271,7 @@ class Spares:
                 self._making.discard(vmid)
                 keep = made is not None and not self._closed and todo.key in self._wanted
                 if keep and made is not None:
-                    self._ready[todo.key] = made
+                    self._ready.setdefault(todo.key, []).append(made)
             if made is not None and not keep:
                 made.drop(self.layout)
             if made is None:  # it fails as a run of it would: do not try again until one is run
@@ -289,5 +310,14 @@ class Spares:
             return None
         finally:
             os.close(null)
+        spare = Spare(wanted.key, vmid, views, process, booted, vm_root, pool, identity)
+        try:  # the run's driver, its threads started now (seccomp: Recipe's only driver; a spare outlives its manager)
+            spare.driver = SeccompDriver(booted.listener, "spare", None, self.arch,
+                                         inflight=InflightTable(MAX_WORKERS), strict=wanted.strict)  # fmt: skip
+            spare.driver.start()
+        except Exception as e:
+            log.warning("a spare VM's driver could not be started: %s", e)
+            spare.drop(self.layout)
+            return None
         self.made += 1
-        return Spare(wanted.key, vmid, views, process, booted, vm_root, pool, identity)
+        return spare

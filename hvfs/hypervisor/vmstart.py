@@ -63,7 +63,9 @@ class Hypervisor:
     spares: spares.Spares = field(init=False)
 
     def __post_init__(self) -> None:
-        self.spares = spares.Spares(self.layout, self.idmap, lambda strict, driver: self.filter_program(strict, driver))
+        self.spares = spares.Spares(
+            self.layout, self.idmap, lambda strict, driver: self.filter_program(strict, driver), self.arch
+        )
         self.spares.wait = vm_wait()
 
     def filter_program(self, strict: bool, driver: str = DEFAULT) -> bytes:
@@ -193,7 +195,7 @@ def _take(
         run = launcher.Run(spec.program, spec.hostname or spec.name, spec.stdio)
         return serve_vm(spec, spare.views, spare.process, spare.booted, spare.vm_root, manager=manager,
                         arch=hypervisor.arch, before_start=before_start, outlives=True, transport_kind=transport,
-                        run=run)  # fmt: skip
+                        run=run, ready=spare.driver)  # fmt: skip
     except BaseException:
         with contextlib.suppress(KeyError):
             manager.remove_vm(spec.name)

@@ -61,6 +61,11 @@ Some facts about seccomp user notification, which the code below relies on:
   changed them: every call that can (set*id, setgroups, capset, umask, prctl, execve) is
   trapped, and the driver forgets what it kept before letting it continue
   (``credcache.py``: umask, shared by threads; an exec that takes over its leader's pid).
+* A warm spare's driver (hvfs.hypervisor.spares) starts its threads with the spare, before
+  its VM is any run's: made without a transport, its workers wait for ``bind`` (the run's
+  VM name and its group's transport) before they receive anything, so no request is
+  served by, or told to, anyone but the run's manager. Its listener, credentials and table
+  in flight are the spare's own, never another VM's; a spare dropped unbound ends them.
 """
 
 from __future__ import annotations
@@ -80,6 +85,7 @@ from hvfs import api
 from hvfs._sys import notify, process
 from hvfs._sys.abi import MSG_LEN
 from hvfs.api import Transport
+from hvfs.api.transport import TransportError
 from hvfs.intercept import inflight, orphans
 from hvfs.intercept.arch import Arch
 from hvfs.intercept.credcache import CredWatch, before_change
@@ -119,6 +125,17 @@ def decoders_for(arch: Arch) -> dict[int, DecodeFunction]:
     return decoders
 
 
+class _Unbound:
+    """The transport of a spare's driver until ``bind``; no worker receives before, so
+    nothing asks it."""
+
+    def handle_request(self, request: api.Request) -> api.Response:
+        raise TransportError("this driver is not bound to a VM yet")
+
+    def close(self) -> None:
+        pass
+
+
 class SeccompDriver:
     """Serves one VM's listener with a small pool of worker threads."""
 
@@ -126,7 +143,7 @@ class SeccompDriver:
         self,
         listener: int,
         vm: str,
-        transport: Transport,
+        transport: Transport | None,
         arch: Arch,
         *,
         workers: int = 4,
@@ -136,7 +153,10 @@ class SeccompDriver:
         self._listener = listener
         self._inflight = inflight  # where each worker notes what it serves, for a manager after this one
         self._vm = vm
-        self._transport = transport
+        self._transport: Transport = transport if transport is not None else _Unbound()
+        self._bound = threading.Event()  # a spare's (no transport yet): its workers wait for bind
+        if transport is not None:
+            self._bound.set()
         self._arch = arch
         self._decoders = decoders_for(arch)
         self._credential_calls = credential_calls(arch)
@@ -187,8 +207,22 @@ class SeccompDriver:
             thread.start()
         self._watchdog.start()
 
+    def bind(self, vm: str, transport: Transport) -> None:
+        """A spare's driver is now the VM ``vm``'s, served through ``transport``: its
+        workers, started with the spare and waiting, begin to receive."""
+        assert not self._bound.is_set(), "a driver is bound once"
+        self._vm, self._transport = vm, transport
+        for slot, thread in enumerate(self._threads):
+            thread.name = f"hvfs-{vm}-{slot}"
+        self._watchdog.name = f"hvfs-{vm}-watchdog"
+        self._bound.set()
+
     def stop(self) -> None:
         """Stop serving; requests still pending then fail with ENOSYS when the listener closes."""
+        if not self._bound.is_set():  # a spare's, dropped: its workers never received
+            with self._turn:
+                self._done = True
+            self._bound.set()
         os.write(self._stop_write, b"x")
         self.join()
 
@@ -262,6 +296,9 @@ class SeccompDriver:
             inspector.close()
 
     def _work(self, slot: int) -> None:
+        self._bound.wait()
+        if self._done:
+            return
         inspector = Inspector(self._creds)
         try:
             self._work_with(inspector, slot)
@@ -302,6 +339,7 @@ class SeccompDriver:
                         break  # taken over while this request blocked: wait for a turn
 
     def _watch(self) -> None:
+        self._bound.wait()  # a spare's: nothing to watch, and no wake-up, until its run
         while not self._done:
             time.sleep(TAKEOVER)
             with self._turn:
