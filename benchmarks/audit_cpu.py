@@ -5,7 +5,7 @@ against ``--strict``, without a VM or a driver.
 
 A real Manager over a detached copy of a directory's mount (as a writable view is; run as
 root) serves, through ``handle_request``, what the end-to-end workloads make it serve:
-W8's opens of one file (the answer, an fd, closed at once), W3's creates and unlinks (a
+W8's opens of one file for writing (the answer, an fd, closed at once), W3's creates and unlinks (a
 write-open that creates, then the unlink), W5's stats (an lstat, as git status makes,
 and a stat). One VM has no services (``--strict``: the manager serves the same requests
 with or without audit; strict only decides which are trapped); the other has an audit
@@ -22,6 +22,7 @@ Not a test: nothing is asserted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import os
 import pstats
@@ -65,7 +66,7 @@ def workloads(vm: str) -> dict[str, list[api.Request]]:
     who = caller(vm)
     sub = api.VmPath("/", "/sub")
     return {
-        "W8 open": [api.Open(caller=who, path=api.VmPath("/", "/sub/file"), flags=os.O_RDONLY | os.O_CLOEXEC)],
+        "W8 open": [api.Open(caller=who, path=api.VmPath("/", "/sub/file"), flags=os.O_WRONLY | os.O_CLOEXEC)],
         "W3 create+unlink": [
             request
             for i in range(4)
@@ -87,10 +88,8 @@ def thread_cpu(names: tuple[str, ...]) -> float:
     total = 0.0
     for thread in threading.enumerate():
         if thread.name in names and thread.ident is not None:
-            try:
+            with contextlib.suppress(OSError):  # it ended meanwhile
                 total += time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
-            except OSError:  # it ended meanwhile
-                pass
     return total
 
 
@@ -104,7 +103,9 @@ def serve(manager: Manager, requests: list[api.Request], count: int) -> None:
                 raise SystemExit(f"{request} was answered {response}")
 
 
-def measure(manager: Manager, requests: list[api.Request], count: int, flush: Callable[[], object]) -> tuple[float, float]:
+def measure(
+    manager: Manager, requests: list[api.Request], count: int, flush: Callable[[], object]
+) -> tuple[float, float]:
     """µs per request: on the serving thread, on the audit's threads."""
     began, writers = time.thread_time(), thread_cpu(AUDIT_THREADS)
     serve(manager, requests, count)
@@ -128,7 +129,9 @@ def main() -> None:
         manager, sets = manager_with(SETUPS, root, directory)
         bus = next(s.bus for s in sets)
         loads = {setup: workloads(setup) for setup in SETUPS}
-        samples: dict[tuple[str, str], list[tuple[float, float]]] = {(s, w): [] for s in SETUPS for w in loads["--strict"]}
+        samples: dict[tuple[str, str], list[tuple[float, float]]] = {
+            (s, w): [] for s in SETUPS for w in loads["--strict"]
+        }
         for _ in range(args.rounds):  # alternated, so that a slow moment of the machine falls on both
             for work in loads["--strict"]:
                 for setup in SETUPS:
@@ -136,23 +139,24 @@ def main() -> None:
                     samples[setup, work].append(measure(manager, requests, args.requests // len(requests), bus.flush))
         if args.profile:
             profile = cProfile.Profile()
-            for work, requests in loads["--strict --audit"].items():
+            for requests in loads["--strict --audit"].values():
                 profile.runcall(serve, manager, requests, args.requests // len(requests))
             bus.flush()
             pstats.Stats(profile).sort_stats("tottime").print_stats(25)
         for services in sets:
             services.close()
         os.close(root)
-    print(f"manager CPU per served request (µs; serving thread + audit threads), {args.rounds} rounds of ~{args.requests}:")
-    print(f"  {'workload':<18} {'--strict':>9} {'--audit':>9} {'(serve':>8} {'+ write)':>9} {'ratio':>7} {'median ratio':>13}")
+    print(f"manager CPU per served request (µs; serving thread + audit threads), {args.rounds} rounds:")
+    heads = ("--strict", "--audit", "(serve", "+ write)", "ratio", "median ratio")
+    print(f"  {'workload':<18} " + " ".join(f"{head:>9}" for head in heads))
     for work in loads["--strict"]:
         plain = [s + w for s, w in samples["--strict", work]]
         audited = samples["--strict --audit", work]
         best = min(audited, key=lambda sw: sw[0] + sw[1])
         totals = [s + w for s, w in audited]
         print(
-            f"  {work:<18} {min(plain):9.2f} {min(totals):9.2f} {best[0]:8.2f} {best[1]:9.2f} "
-            f"{min(totals) / min(plain):6.2f}x {statistics.median(totals) / statistics.median(plain):12.2f}x"
+            f"  {work:<18} {min(plain):9.2f} {min(totals):9.2f} {best[0]:9.2f} {best[1]:9.2f} "
+            f"{min(totals) / min(plain):8.2f}x {statistics.median(totals) / statistics.median(plain):8.2f}x"
         )
 
 

@@ -147,12 +147,23 @@ def _close_fd(response: api.Response) -> None:
 class Subscription:
     """One asynchronous subscriber: a bounded queue of batches and the thread that drains
     it. ``deliver`` takes one event, or with ``batch`` a list of them (an audit writes a
-    batch with a few writes)."""
+    batch with a few writes), or with ``records`` a list of what was recorded as it was:
+    Events and the ring's Records, which ``hvfs.api.events.record_line`` makes into the
+    event's line without the Event."""
 
-    def __init__(self, name: str, deliver: Callable[[Any], None], queue_size: int, *, batch: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        deliver: Callable[[Any], None],
+        queue_size: int,
+        *,
+        batch: bool = False,
+        records: bool = False,
+    ) -> None:
         self.name = name
         self._deliver = deliver
-        self._batch = batch
+        self._batch = batch or records
+        self._records = records
         self._size = queue_size  # in events
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -222,16 +233,17 @@ class Subscription:
         if events:
             self._deliver_events(events)
         for start in range(0, len(pending), CHUNK):
-            self._deliver_events([as_event(item) for item in pending[start : start + CHUNK]])
+            chunk = pending[start : start + CHUNK]
+            self._deliver_events(list(chunk) if self._records else [as_event(item) for item in chunk])
 
-    def _deliver_events(self, events: list[Event]) -> None:
+    def _deliver_events(self, events: list[Event] | list[Record | Event]) -> None:
         if self._batch:
             self._call(events, len(events))
             return
         for event in events:
             self._call(event, 1)
 
-    def _call(self, what: Event | list[Event], count: int) -> None:
+    def _call(self, what: object, count: int) -> None:
         try:
             self._deliver(what)
         except Exception:
@@ -305,6 +317,7 @@ class EventBus:
         name: str,
         queue_size: int = 4096,
         batch: bool = False,
+        records: bool = False,
         prompt: bool = False,
     ) -> Subscription:
         """Call ``deliver`` with every event published from now on, in order, from a thread
@@ -312,8 +325,10 @@ class EventBus:
         are dropped and counted, and a "lost" event says so in their place. Events come in
         batches, up to hvfs.api.ring.INTERVAL late; ``prompt`` asks for each as soon as
         the ring's thread can (a wake-up per request: for a subscriber that reads the VM's
-        files as the event names them, which may be different ones a little later)."""
-        subscription = Subscription(name, deliver, queue_size, batch=batch)
+        files as the event names them, which may be different ones a little later).
+        ``records``: lists of Events and the ring's Records as they were recorded (see
+        Subscription), for a subscriber that needs only each event's line."""
+        subscription = Subscription(name, deliver, queue_size, batch=batch, records=records)
         with self._lock:
             self._subscriptions = (*self._subscriptions, subscription)
             if self._ring is None:
