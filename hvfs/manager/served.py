@@ -20,7 +20,7 @@ import os
 
 from hvfs import api
 from hvfs.api.events import request_paths
-from hvfs.manager.resolve import absolute, fd_closing, open_object, parent
+from hvfs.manager.resolve import absolute, fd_closing, fd_name, open_object, parent
 from hvfs.manager.trail import Trail
 from hvfs.manager.vm import VmContext
 
@@ -44,7 +44,7 @@ def _vm_name(vm: VmContext, fd: int) -> str | None:
     every file beneath them is named from them, and the check (an openat2 and two fstat
     on every audited request) proves nothing more."""
     try:
-        name = os.readlink(f"/proc/self/fd/{fd}")
+        name = fd_name(fd)
     except OSError:
         return None
     if not name.startswith("/") or name.endswith(_DELETED):
@@ -111,11 +111,11 @@ def served_paths(
 ) -> tuple[str, ...]:
     """``request_paths(request)``, each as the kernel resolved it for the VM (see above);
     with what the handler ``noted``, the directories it resolved are not resolved again."""
-    named = request_paths(request)
-    if isinstance(request, api.Open) and isinstance(response, api.Fd):
+    if type(request) is api.Open and type(response) is api.Fd:  # an open names one path
         own = _vm_name(vm, response.fd)
         if own is not None:
-            return (own, *named[1:])
+            return (own,)
+    named = request_paths(request)
     objects = _objects(request)
     paths = []
     for i, path in enumerate(named):

@@ -20,6 +20,7 @@ from typing import TypeVar
 from hvfs import api
 from hvfs._sys.abi import AT_EACCESS, AT_EMPTY_PATH, AT_SYMLINK_NOFOLLOW, STATFS
 from hvfs._sys.files import faccessat, fstatfs, mount_id, statx
+from hvfs.manager import trail
 from hvfs.manager.handlers.opening import RETRY_IN_VM
 from hvfs.manager.resolve import ForeignBase, fd_closing, open_object, writable_twin
 from hvfs.manager.vm import VmContext
@@ -36,12 +37,24 @@ def _object(vm: VmContext, root: int, path: api.Target, follow: bool) -> Abstrac
     if vm.is_kernel_path(path):
         raise _ContinueInVm()
     try:
-        fd = open_object(root, path, follow=follow)
+        fd = _located(root, path, follow) if trail.noting() else open_object(root, path, follow=follow)
     except OSError as e:
         if e.errno in RETRY_IN_VM or isinstance(e, ForeignBase):
             raise _ContinueInVm() from e
         raise
     return fd_closing(fd)
+
+
+def _located(root: int, path: api.VmPath, follow: bool) -> int:
+    """open_object, with the name of the path's last component itself noted for the
+    request's event (hvfs.manager.trail): that component is found without following it,
+    and followed only if it is a symlink, so that the name read back is its own."""
+    fd = open_object(root, path, follow=False)
+    trail.located(path, fd)
+    if follow and stat.S_ISLNK(os.fstat(fd).st_mode):
+        os.close(fd)
+        fd = open_object(root, path, follow=True)
+    return fd
 
 
 @contextmanager
