@@ -172,10 +172,15 @@ class Subscription:
         self._thread = threading.Thread(target=self._drain, name=f"hvfs-events-{name}", daemon=True)
         self._thread.start()
 
-    def offer(self, items: list[Item]) -> None:
-        """Queue ``items`` without blocking; drop and count the events that do not fit."""
+    def offer(self, items: list[Item], marks: int = 0) -> None:
+        """Queue ``items`` (``marks`` of them Flush marks) without blocking; drop and
+        count the events that do not fit. The subscriber's thread owns the list now."""
         with self._lock:
             room = self._size - self._queued
+            if room >= len(items):  # the usual case: all fit, marks and all (a mark takes no room)
+                self._queued += len(items) - marks
+                self._queue.put(items)
+                return
             kept: list[Item] = []
             for item in items:
                 if isinstance(item, Flush):
@@ -216,17 +221,16 @@ class Subscription:
                 self._deliver_all(events)
                 return
             assert isinstance(items, list)
+            marks = [i for i, item in enumerate(items) if type(item) is Flush]
             with self._lock:
-                self._queued -= sum(not isinstance(item, Flush) for item in items)
-            pending: list[Record | Event] = []
-            for item in items:
-                if isinstance(item, Flush):
-                    self._deliver_all(events, pending)
-                    events, pending = [], []
-                    item.arrive()
-                else:
-                    pending.append(item)
-            self._deliver_all(events, pending)
+                self._queued -= len(items) - len(marks)
+            start = 0
+            for at in marks:  # what came before a mark is dealt with before it arrives
+                self._deliver_all(events, items[start:at])  # type: ignore[arg-type]
+                events = []
+                items[at].arrive()  # type: ignore[union-attr]
+                start = at + 1
+            self._deliver_all(events, items[start:] if start else items)  # type: ignore[arg-type]
 
     def _deliver_all(self, events: list[Event], pending: Sequence[Record | Event] = ()) -> None:
         """Deliver ``events``, then ``pending`` made into events CHUNK at a time."""
@@ -389,16 +393,16 @@ class EventBus:
         """On the ring's thread: a batch to every subscriber, with the count of events the
         ring dropped since the last one (its "lost" events say which VM's)."""
         subscriptions = self._subscriptions
+        marks = [item for item in items if type(item) is Flush]
         with self._lock:
             self._lost += lost
-            self._published += sum(not isinstance(item, Flush) for item in items)
-        for item in items:
-            if isinstance(item, Flush):
-                item.expect(len(subscriptions))  # each arrives once it has dealt with what came before
-        for subscription in subscriptions:
+            self._published += len(items) - len(marks)
+        for mark in marks:
+            mark.expect(len(subscriptions))  # type: ignore[union-attr]  # each arrives once it has dealt with what came before
+        for i, subscription in enumerate(subscriptions):
             if lost:
                 subscription.lost(lost)
-            subscription.offer(items)
+            subscription.offer(items if i == len(subscriptions) - 1 else list(items), len(marks))
 
     def on_close(self, watcher: CloseWatcher, *, name: str) -> None:
         """Call ``watcher(vm, path, fd)`` when a VM of this bus closes a file it opened for

@@ -139,10 +139,9 @@ class EventRing:
 
     def _drain(self) -> None:
         ring = self._ring
+        popleft = ring.popleft
         while True:
-            items: list[Item] = []
-            while ring and len(items) < HAND_OUT:
-                items.append(ring.popleft())
+            items: list[Item] = [popleft() for _ in range(min(len(ring), HAND_OUT))]  # only this thread takes
             lost: dict[str, int] = {}
             if self._lost:
                 with self._lock:
