@@ -137,6 +137,15 @@ def located(key: api.VmPath, fd: int) -> None:
     trail.names.append(Name(key, head or "/", last, True))
 
 
+def named(key: api.VmPath, name: str) -> None:
+    """As ``located``, where the handler found ``key``'s last component by the absolute
+    ``name`` with no symlink, ``.`` or ``..`` on the way: the text is the name."""
+    trail = _current()
+    if trail is not None:
+        head, _, last = name.rstrip("/").rpartition("/")
+        trail.names.append(Name(key, head or "/", last, True))
+
+
 def open_file(file: api.OpenFile) -> None:
     """The handler acts on the caller's open file, named by the path the driver read."""
     trail = _current()
