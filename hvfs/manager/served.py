@@ -106,6 +106,10 @@ def _objects(request: api.Request) -> tuple[api.VmPath | None, ...]:
     return (first if isinstance(first, api.VmPath) else None,)
 
 
+# Requests whose paths are not their ``path`` alone (see request_paths, _objects).
+_SEVERAL = frozenset({api.Rename, api.Link, api.Symlink, api.Executed, api.Bind, api.Connect, api.Send})
+
+
 def served_paths(
     vm: VmContext, request: api.Request, response: api.Response, noted: Trail | None = None
 ) -> tuple[str, ...]:
@@ -115,6 +119,15 @@ def served_paths(
         own = _vm_name(vm, response.fd)
         if own is not None:
             return (own,)
+    if noted is not None and len(noted.names) == 1 and type(request) not in _SEVERAL:
+        # The usual audited request on a name (a stat, an unlink, a mkdir): what the loop
+        # below makes of its one noted name, in a fifth of the time.
+        name = noted.names[0]
+        path = getattr(request, "path", None)
+        if name.key is path and isinstance(path, api.VmPath) and name.last and name.head is not None:
+            last = path.name.rstrip("/").rpartition("/")[2]
+            if last not in ("", ".", "..") and not name.head.endswith(_DELETED) and _roots_named_from_themselves(vm):
+                return (f"{name.head.rstrip('/')}/{last}",)
     named = request_paths(request)
     objects = _objects(request)
     paths = []

@@ -148,3 +148,27 @@ def test_a_stat_that_finds_nothing_names_the_path_as_before(audited: tuple[Manag
     assert [event.paths for event in events] == [
         served_paths(vm, q, r) for q, r in zip(requests, responses, strict=True)
     ]
+
+
+def test_a_mutation_names_its_noted_directory_as_resolving_again_would(
+    audited: tuple[Manager, VmContext, list[Event]],
+) -> None:
+    """The one-name shortcut of served_paths (a noted directory and the request's last
+    component) names what its general loop names by resolving the parent again."""
+    manager, vm, events = audited
+    requests: list[api.Request] = [
+        api.Mkdir(caller=_who(), path=api.VmPath("/", "/dirlink/d"), mode=0o755),
+        api.Mkdir(caller=_who(), path=api.VmPath("/sub", "../dirlink/d/e/"), mode=0o755),
+        api.Rmdir(caller=_who(), path=api.VmPath("/sub/d", "e/.")),  # EINVAL; named as asked, tidied
+        api.Rmdir(caller=_who(), path=api.VmPath("/", "/dirlink/d/e")),
+        api.Unlink(caller=_who(), path=api.VmPath("/sub", "./link")),
+        api.Rmdir(caller=_who(), path=api.VmPath("/", "/sub/d")),
+    ]
+    responses = [manager.handle_request(request) for request in requests]
+    assert [type(r) for r in responses] == [api.Value, api.Value, api.Errno, api.Value, api.Value, api.Value]
+    assert vm.bus is not None and vm.bus.flush(timeout=10)
+    got = [event.paths for event in events]
+    assert got == [("/sub/d",), ("/sub/d/e",), ("/sub/d/e",), ("/sub/d/e",), ("/sub/link",), ("/sub/d",)]
+    manager.handle_request(api.Mkdir(caller=_who(), path=api.VmPath("/", "/sub/d"), mode=0o755))
+    manager.handle_request(api.Mkdir(caller=_who(), path=api.VmPath("/", "/sub/d/e"), mode=0o755))
+    assert got[:4] == [served_paths(vm, q, r) for q, r in zip(requests[:4], responses[:4], strict=True)]
