@@ -54,6 +54,7 @@ def run(env: dict[str, str], work: Path, setup: str, program: str, count: int) -
     subprocess.run(
         [sys.executable, "-m", "hvfs", "run", *options, "-v", f"{work}:{work}", "--", "python3", "-c", code, str(work)],
         env=env,
+        cwd=work,  # not this tree: `python -m` puts the working directory first on sys.path
         check=True,
     )
     return manager_cpu(state) - began
@@ -74,7 +75,7 @@ def main() -> None:
         env = {**os.environ, "HVFS_STATE_DIR": str(state)}
         if args.hvfs is not None:
             env["PYTHONPATH"] = str(args.hvfs.resolve())
-        subprocess.run([sys.executable, "-m", "hvfs", "run", "--", "true"], env=env, check=True)  # a warm manager
+        subprocess.run([sys.executable, "-m", "hvfs", "run", "--", "true"], env=env, cwd=work, check=True)  # warm
         samples: dict[tuple[str, str], list[float]] = {(s, w): [] for s in SETUPS for w in PROGRAMS}
         try:
             for _ in range(args.rounds):
@@ -85,7 +86,7 @@ def main() -> None:
                         lots = run(env, work, setup, program, many)
                         samples[setup, work_name].append((lots - few) / ((many - FEW) * per) * 1e6)
         finally:
-            subprocess.run([sys.executable, "-m", "hvfs", "manager", "stop"], env=env, check=False)
+            subprocess.run([sys.executable, "-m", "hvfs", "manager", "stop"], env=env, cwd=work, check=False)
     print(f"manager CPU per served request, end to end (µs; all its threads), {args.rounds} rounds:")
     print(f"  {'workload':<18} {'--strict':>9} {'--audit':>9} {'ratio':>9} {'median ratio':>13}")
     for work_name in PROGRAMS:
