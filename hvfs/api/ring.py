@@ -9,8 +9,9 @@ Now the serving thread appends one tuple to a deque (one C call, atomic under th
 no lock, no wake-up) and goes back to the VM. The ring's thread, woken every
 ``INTERVAL`` or when the ring fills up, only moves what is recorded to the subscribers'
 queues, one list for them all; each subscriber's thread makes the events
-(``event_from_record``) and deals with them ``CHUNK`` at a time, so that one thread at
-most does the work behind the requests, and a request never waits long for the GIL.
+(``event_from_record``), or an audit's the lines straight from the records
+(``record_line``), and deals with them ``CHUNK`` at a time, so that one thread at most
+does the work behind the requests, and a request never waits long for the GIL.
 
 What must be true when taken is taken by the caller of ``record`` (hvfs.manager: the
 paths as served, read from the very fd or directory the manager acted on, and the

@@ -9,9 +9,11 @@ its last component. Where that fails (the parent is
 gone, the request failed before it), the path as the VM named it with only the parts
 that cannot change its meaning removed (``//``, ``/./``): ``..`` stays, as it must.
 
-Only called when the VM's bus has subscribers: it costs a readlink per open, an openat2
-and a readlink per path of other requests (and an openat2 and two fstat more where the
-VM's roots are not named from themselves).
+Only called when the VM's bus has subscribers: it costs a readlink per open; a path the
+handler resolved is named from its note (hvfs.manager.trail: the readlink was the
+handler's, or none for a stat of a plain absolute path), any other costs an openat2 and a
+readlink (and an openat2 and two fstat more where the VM's roots are not named from
+themselves).
 """
 
 from __future__ import annotations

@@ -18,8 +18,10 @@ recorded in time (the disk slower than the VMs' requests for long) is dropped, c
 (``statistics().dropped``, ``--stats``), and said in the file by a "lost" event, which
 ``hvfs events`` points out.
 
-The format stays JSON lines (``Event.to_json``): what costs is not the format but work
-on the serving thread, and JSON is what jq, a log shipper and every earlier hvfs read.
+The format stays JSON lines (``Event.to_json``; a request's line is made straight from the
+bus's record by ``record_line``, the same characters, without the Event): what costs is
+not the format but work on the serving thread, and JSON is what jq, a log shipper and
+every earlier hvfs read.
 """
 
 from __future__ import annotations
