@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from hvfs import api
-from hvfs.api.events import COMM_FRESH, LOST, Event, comm_of, event_for, lost_event
+from hvfs.api.events import COMM_FRESH, LOST, Event, comm_of, event_for, event_from_record, lost_event, record_line
 from hvfs.api.hooks import EventBus
-from hvfs.api.ring import FULL_WAIT, EventRing, Item
+from hvfs.api.ring import FULL_WAIT, EventRing, Item, Record
 from hvfs.services.audit import AuditLog, add_events_command, read_events
 
 
@@ -156,3 +156,64 @@ def test_a_line_is_what_json_dumps_of_the_fields_makes(event: Event) -> None:
     fields = {name: getattr(event, name) for name in Event.__dataclass_fields__}
     assert event.to_json() == json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
     assert Event.from_json(event.to_json()) == event
+
+
+def _records() -> list[Record]:
+    """A record of every kind of request and response an audit sees, with names JSON must escape."""
+    who = api.Caller(vm="vm1", pid=4242)
+    here = api.VmPath("/", '/a b/é"\\\x01\n')
+    requests: list[api.Request] = [
+        api.Open(caller=who, path=here, flags=os.O_WRONLY | os.O_CREAT, mode=0o644),
+        api.Statx(caller=who, path=here, flags=0x100, mask=0xFFF),
+        api.Stat(caller=who, path=here, follow=False),
+        api.Rename(caller=who, old=here, new=api.VmPath("/", "/b"), flags=1),
+        api.Unlink(caller=who, path=here),
+        api.Mkdir(caller=who, path=here, mode=0o700),
+        api.Access(caller=who, path=here, mode=2, flags=0x200),
+    ]
+    responses: list[api.Response] = [
+        api.Fd(7, True),
+        api.Errno(13),
+        api.Errno(9999),
+        api.Value(0),
+        api.Value(-3),
+        api.Continue(),
+        api.Data(b"abc"),
+        api.WouldBlock(None, 1, api.Unlink(caller=who, path=here), api.Errno(4)),  # type: ignore[arg-type]
+        api.StatResult(os.stat("/")),
+    ]
+    return [
+        (vm, request, response, when, 12, comm, by, paths)
+        for request in requests
+        for response in responses
+        for vm, when, comm, by, paths in (
+            ("vm1", 1714564800.25, "tar", None, ("/x",)),
+            ("v\u2028", 1e-7, "c\tx", 'sc"an', ("😀", "/a b")),
+        )
+    ]
+
+
+def test_a_line_made_from_the_record_is_the_events_line() -> None:
+    """The audit makes its lines from the ring's records (no Event): the same characters."""
+    records = _records()
+    for record in records:
+        assert record_line(record) == event_from_record(*record).to_json(), record
+    assert len(records) == 7 * 9 * 2
+
+
+def test_an_audit_writes_recorded_and_published_events_alike(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    audit = AuditLog(str(log))
+    bus = EventBus()
+    subscription = audit.attach(bus)
+    records = _records()
+    for record in records:
+        vm, request, response, when, took, comm, by, paths = record
+        bus.record(vm, request, response, time=when, duration_us=took, comm=comm, answered_by=by, paths=paths)
+        bus.publish(event_from_record(*record))  # a service's own event, written from the Event
+    assert bus.flush(timeout=10)
+    lines = log.read_text().split("\n")[:-1]  # not splitlines: U+2028 is no line end in JSON lines
+    assert lines == [event_from_record(*r).to_json() for r in records for _ in range(2)]
+    assert bus.close(timeout=10)
+    audit.close()
+    assert subscription.statistics().delivered == 2 * len(records)

@@ -204,6 +204,47 @@ def event_from_record(
     )
 
 
+def record_line(
+    record: tuple[str, api.Request, api.Response, float, int, str, str | None, tuple[str, ...]],
+) -> str:
+    """``event_from_record(*record).to_json()``, the same characters, without the Event: an
+    audit needs only the line, and a frozen dataclass of eleven fields costs more to make
+    than its line (measured: 3.0 µs against 1.2 µs per event, on the audit's thread, under
+    the GIL the requests need). The parts that depend only on the request's or the
+    response's type are looked up by type."""
+    vm, request, response, time, duration_us, comm, answered_by, paths = record
+    kind = type(request)
+    known = _by_request.get(kind)
+    if known is None:
+        known = _by_request[kind] = (_string(operation(request)), kind in _FLAGGED)
+    quoted, flagged = known
+    answer = type(response)
+    if answer is api.Fd or answer is api.StatResult or answer is api.StatxResult:
+        result, value = '"ok"', "null"
+    elif answer is api.Value:
+        result, value = '"ok"', f"{response.value:d}"  # type: ignore[union-attr]
+    else:
+        text, number = _result(response)
+        result, value = _string(text), "null" if number is None else f"{number:d}"
+    return _LINE % (
+        repr(time),
+        _string(vm),
+        request.caller.pid,
+        _string(comm),
+        quoted,
+        ",".join([_string(path) for path in paths]),
+        request.flags if flagged else 0,  # type: ignore[union-attr]
+        result,
+        value,
+        duration_us,
+        "null" if answered_by is None else _string(answered_by),
+    )
+
+
+_FLAGGED = frozenset({api.Open, api.Statx, api.Access, api.Rename, api.SetXattr, api.Send})  # as request_flags
+_by_request: dict[type, tuple[str, bool]] = {}  # a request type's operation as a JSON string, and if it has flags
+
+
 def lost_event(vm: str, count: int) -> Event:
     """The event that stands for ``count`` events of ``vm`` that were dropped here."""
     return Event(unix_time(), vm, 0, "", LOST, (), 0, f"{count} events lost", count, 0, "events")

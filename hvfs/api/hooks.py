@@ -147,12 +147,23 @@ def _close_fd(response: api.Response) -> None:
 class Subscription:
     """One asynchronous subscriber: a bounded queue of batches and the thread that drains
     it. ``deliver`` takes one event, or with ``batch`` a list of them (an audit writes a
-    batch with a few writes)."""
+    batch with a few writes), or with ``records`` a list of what was recorded as it was:
+    Events and the ring's Records, which ``hvfs.api.events.record_line`` makes into the
+    event's line without the Event."""
 
-    def __init__(self, name: str, deliver: Callable[[Any], None], queue_size: int, *, batch: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        deliver: Callable[[Any], None],
+        queue_size: int,
+        *,
+        batch: bool = False,
+        records: bool = False,
+    ) -> None:
         self.name = name
         self._deliver = deliver
-        self._batch = batch
+        self._batch = batch or records
+        self._records = records
         self._size = queue_size  # in events
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -161,10 +172,15 @@ class Subscription:
         self._thread = threading.Thread(target=self._drain, name=f"hvfs-events-{name}", daemon=True)
         self._thread.start()
 
-    def offer(self, items: list[Item]) -> None:
-        """Queue ``items`` without blocking; drop and count the events that do not fit."""
+    def offer(self, items: list[Item], marks: int = 0) -> None:
+        """Queue ``items`` (``marks`` of them Flush marks) without blocking; drop and
+        count the events that do not fit. The subscriber's thread owns the list now."""
         with self._lock:
             room = self._size - self._queued
+            if room >= len(items):  # the usual case: all fit, marks and all (a mark takes no room)
+                self._queued += len(items) - marks
+                self._queue.put(items)
+                return
             kept: list[Item] = []
             for item in items:
                 if isinstance(item, Flush):
@@ -205,33 +221,33 @@ class Subscription:
                 self._deliver_all(events)
                 return
             assert isinstance(items, list)
+            marks = [i for i, item in enumerate(items) if type(item) is Flush]
             with self._lock:
-                self._queued -= sum(not isinstance(item, Flush) for item in items)
-            pending: list[Record | Event] = []
-            for item in items:
-                if isinstance(item, Flush):
-                    self._deliver_all(events, pending)
-                    events, pending = [], []
-                    item.arrive()
-                else:
-                    pending.append(item)
-            self._deliver_all(events, pending)
+                self._queued -= len(items) - len(marks)
+            start = 0
+            for at in marks:  # what came before a mark is dealt with before it arrives
+                self._deliver_all(events, items[start:at])  # type: ignore[arg-type]
+                events = []
+                items[at].arrive()  # type: ignore[union-attr]
+                start = at + 1
+            self._deliver_all(events, items[start:] if start else items)  # type: ignore[arg-type]
 
     def _deliver_all(self, events: list[Event], pending: Sequence[Record | Event] = ()) -> None:
         """Deliver ``events``, then ``pending`` made into events CHUNK at a time."""
         if events:
             self._deliver_events(events)
         for start in range(0, len(pending), CHUNK):
-            self._deliver_events([as_event(item) for item in pending[start : start + CHUNK]])
+            chunk = pending[start : start + CHUNK]
+            self._deliver_events(list(chunk) if self._records else [as_event(item) for item in chunk])
 
-    def _deliver_events(self, events: list[Event]) -> None:
+    def _deliver_events(self, events: list[Event] | list[Record | Event]) -> None:
         if self._batch:
             self._call(events, len(events))
             return
         for event in events:
             self._call(event, 1)
 
-    def _call(self, what: Event | list[Event], count: int) -> None:
+    def _call(self, what: object, count: int) -> None:
         try:
             self._deliver(what)
         except Exception:
@@ -305,6 +321,7 @@ class EventBus:
         name: str,
         queue_size: int = 4096,
         batch: bool = False,
+        records: bool = False,
         prompt: bool = False,
     ) -> Subscription:
         """Call ``deliver`` with every event published from now on, in order, from a thread
@@ -312,8 +329,10 @@ class EventBus:
         are dropped and counted, and a "lost" event says so in their place. Events come in
         batches, up to hvfs.api.ring.INTERVAL late; ``prompt`` asks for each as soon as
         the ring's thread can (a wake-up per request: for a subscriber that reads the VM's
-        files as the event names them, which may be different ones a little later)."""
-        subscription = Subscription(name, deliver, queue_size, batch=batch)
+        files as the event names them, which may be different ones a little later).
+        ``records``: lists of Events and the ring's Records as they were recorded (see
+        Subscription), for a subscriber that needs only each event's line."""
+        subscription = Subscription(name, deliver, queue_size, batch=batch, records=records)
         with self._lock:
             self._subscriptions = (*self._subscriptions, subscription)
             if self._ring is None:
@@ -374,16 +393,16 @@ class EventBus:
         """On the ring's thread: a batch to every subscriber, with the count of events the
         ring dropped since the last one (its "lost" events say which VM's)."""
         subscriptions = self._subscriptions
+        marks = [item for item in items if type(item) is Flush]
         with self._lock:
             self._lost += lost
-            self._published += sum(not isinstance(item, Flush) for item in items)
-        for item in items:
-            if isinstance(item, Flush):
-                item.expect(len(subscriptions))  # each arrives once it has dealt with what came before
-        for subscription in subscriptions:
+            self._published += len(items) - len(marks)
+        for mark in marks:
+            mark.expect(len(subscriptions))  # type: ignore[union-attr]  # each arrives once it has dealt with what came before
+        for i, subscription in enumerate(subscriptions):
             if lost:
                 subscription.lost(lost)
-            subscription.offer(items)
+            subscription.offer(items if i == len(subscriptions) - 1 else list(items), len(marks))
 
     def on_close(self, watcher: CloseWatcher, *, name: str) -> None:
         """Call ``watcher(vm, path, fd)`` when a VM of this bus closes a file it opened for

@@ -9,8 +9,9 @@ Now the serving thread appends one tuple to a deque (one C call, atomic under th
 no lock, no wake-up) and goes back to the VM. The ring's thread, woken every
 ``INTERVAL`` or when the ring fills up, only moves what is recorded to the subscribers'
 queues, one list for them all; each subscriber's thread makes the events
-(``event_from_record``) and deals with them ``CHUNK`` at a time, so that one thread at
-most does the work behind the requests, and a request never waits long for the GIL.
+(``event_from_record``), or an audit's the lines straight from the records
+(``record_line``), and deals with them ``CHUNK`` at a time, so that one thread at most
+does the work behind the requests, and a request never waits long for the GIL.
 
 What must be true when taken is taken by the caller of ``record`` (hvfs.manager: the
 paths as served, read from the very fd or directory the manager acted on, and the
@@ -139,10 +140,9 @@ class EventRing:
 
     def _drain(self) -> None:
         ring = self._ring
+        popleft = ring.popleft
         while True:
-            items: list[Item] = []
-            while ring and len(items) < HAND_OUT:
-                items.append(ring.popleft())
+            items: list[Item] = [popleft() for _ in range(min(len(ring), HAND_OUT))]  # only this thread takes
             lost: dict[str, int] = {}
             if self._lost:
                 with self._lock:

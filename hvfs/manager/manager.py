@@ -85,15 +85,16 @@ class Manager:
                 if isinstance(request, api.Open) and request.caller.replayed_since:
                     request = replay.open_again(vm, request)
                 watched = type(request) in changes.WATCHED
+                audited = bus is not None and bus.has_subscribers  # its event names what the handler resolved
                 with creds.acting_as(identity):
                     if done is None:
                         # The handler notes what it resolves, for the change set and the event.
-                        noted = trail.begin(watched)
+                        noted = trail.begin(watched or audited)
                         try:
                             response = HANDLERS[type(request)](vm, request)
                         finally:
                             trail.end()
-                        pending = changes.noted(request, noted.names) if noted is not None else None
+                        pending = changes.noted(request, noted.names) if noted is not None and watched else None
                     else:
                         pending = changes.before(vm.rw_root, request) if watched else None
                         response = done

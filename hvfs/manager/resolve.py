@@ -129,6 +129,34 @@ def proc_path(fd: int) -> str:
     return f"/proc/self/fd/{fd}"
 
 
+class _FdDirectory:
+    """This process's /proc/self/fd, kept open: a readlink of ``N`` in it costs two
+    thirds of a readlink of /proc/self/fd/N, which walks procfs from its root (measured:
+    2.2 against 3.2 µs), and an audited request reads one or two names. Opened again in
+    a forked child, whose fds it must name, not its parent's."""
+
+    fd = -1
+
+    @classmethod
+    def get(cls) -> int:
+        if cls.fd < 0:
+            cls.fd = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        return cls.fd
+
+    @classmethod
+    def forget(cls) -> None:
+        cls.fd = -1  # the child's copy stays open until it execs (O_CLOEXEC): never read
+
+
+os.register_at_fork(after_in_child=_FdDirectory.forget)
+
+
+def fd_name(fd: int) -> str:
+    """``os.readlink(proc_path(fd))``, cheaper: the kernel's name for the object of
+    ``fd``. Raises OSError as readlink does."""
+    return os.readlink(str(fd), dir_fd=_FdDirectory.get())
+
+
 def writable_twin(rw_root: int, file: api.OpenFile) -> AbstractContextManager[tuple[int, os.stat_result] | None]:
     """``with writable_twin(rw_root, file) as twin``: the open file's inode in the writable
     view (an O_PATH fd and its stat), or None to act on the file itself.

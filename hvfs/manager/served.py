@@ -9,9 +9,11 @@ its last component. Where that fails (the parent is
 gone, the request failed before it), the path as the VM named it with only the parts
 that cannot change its meaning removed (``//``, ``/./``): ``..`` stays, as it must.
 
-Only called when the VM's bus has subscribers: it costs a readlink per open, an openat2
-and a readlink per path of other requests (and an openat2 and two fstat more where the
-VM's roots are not named from themselves).
+Only called when the VM's bus has subscribers: it costs a readlink per open; a path the
+handler resolved is named from its note (hvfs.manager.trail: the readlink was the
+handler's, or none for a stat of a plain absolute path), any other costs an openat2 and a
+readlink (and an openat2 and two fstat more where the VM's roots are not named from
+themselves).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import os
 
 from hvfs import api
 from hvfs.api.events import request_paths
-from hvfs.manager.resolve import absolute, fd_closing, open_object, parent
+from hvfs.manager.resolve import absolute, fd_closing, fd_name, open_object, parent
 from hvfs.manager.trail import Trail
 from hvfs.manager.vm import VmContext
 
@@ -44,7 +46,7 @@ def _vm_name(vm: VmContext, fd: int) -> str | None:
     every file beneath them is named from them, and the check (an openat2 and two fstat
     on every audited request) proves nothing more."""
     try:
-        name = os.readlink(f"/proc/self/fd/{fd}")
+        name = fd_name(fd)
     except OSError:
         return None
     if not name.startswith("/") or name.endswith(_DELETED):
@@ -106,16 +108,29 @@ def _objects(request: api.Request) -> tuple[api.VmPath | None, ...]:
     return (first if isinstance(first, api.VmPath) else None,)
 
 
+# Requests whose paths are not their ``path`` alone (see request_paths, _objects).
+_SEVERAL = frozenset({api.Rename, api.Link, api.Symlink, api.Executed, api.Bind, api.Connect, api.Send})
+
+
 def served_paths(
     vm: VmContext, request: api.Request, response: api.Response, noted: Trail | None = None
 ) -> tuple[str, ...]:
     """``request_paths(request)``, each as the kernel resolved it for the VM (see above);
     with what the handler ``noted``, the directories it resolved are not resolved again."""
-    named = request_paths(request)
-    if isinstance(request, api.Open) and isinstance(response, api.Fd):
+    if type(request) is api.Open and type(response) is api.Fd:  # an open names one path
         own = _vm_name(vm, response.fd)
         if own is not None:
-            return (own, *named[1:])
+            return (own,)
+    if noted is not None and len(noted.names) == 1 and type(request) not in _SEVERAL:
+        # The usual audited request on a name (a stat, an unlink, a mkdir): what the loop
+        # below makes of its one noted name, in a fifth of the time.
+        name = noted.names[0]
+        path = getattr(request, "path", None)
+        if name.key is path and isinstance(path, api.VmPath) and name.last and name.head is not None:
+            last = path.name.rstrip("/").rpartition("/")[2]
+            if last not in ("", ".", "..") and not name.head.endswith(_DELETED) and _roots_named_from_themselves(vm):
+                return (f"{name.head.rstrip('/')}/{last}",)
+    named = request_paths(request)
     objects = _objects(request)
     paths = []
     for i, path in enumerate(named):

@@ -23,9 +23,10 @@ import stat
 import threading
 
 from hvfs import api
-from hvfs.manager.resolve import proc_path
+from hvfs.manager.resolve import fd_name
 
 _here = threading.local()
+_DELETED = " (deleted)"  # what readlink adds for a file removed since it was opened
 
 
 class Name:
@@ -76,6 +77,12 @@ def begin(watched: bool) -> Trail | None:
     return trail
 
 
+def noting() -> bool:
+    """Whether the request this thread serves has a trail: a handler that must resolve
+    differently to note something (a stat: see ``located``) asks first."""
+    return _current() is not None
+
+
 def end() -> None:
     _here.trail = None
 
@@ -88,7 +95,7 @@ def _vm_path(fd: int) -> str | None:
     # Safe because: the fd is one the manager resolved in the VM's writable view, a
     # detached tree whose paths read as the VM's own; the VM's memory is not read again.
     try:
-        where = os.readlink(proc_path(fd))
+        where = fd_name(fd)
     except OSError:
         return None
     return where if where.startswith("/") else None
@@ -114,6 +121,29 @@ def resolved(key: api.VmPath, fd: int) -> None:
     trail = _current()
     if trail is not None:
         trail.names.append(Name(key, _vm_path(fd), "", True))
+
+
+def located(key: api.VmPath, fd: int) -> None:
+    """The handler found what ``key``'s last component is, itself (an O_PATH|O_NOFOLLOW
+    fd, a symlink not followed): note its directory's VM path and its name there, which
+    is what an audit names (a read, whose event must name it, resolves nothing else)."""
+    trail = _current()
+    if trail is None:
+        return
+    where = _vm_path(fd)
+    if where is None or where.endswith(_DELETED):
+        return
+    head, _, last = where.rpartition("/")
+    trail.names.append(Name(key, head or "/", last, True))
+
+
+def named(key: api.VmPath, name: str) -> None:
+    """As ``located``, where the handler found ``key``'s last component by the absolute
+    ``name`` with no symlink, ``.`` or ``..`` on the way: the text is the name."""
+    trail = _current()
+    if trail is not None:
+        head, _, last = name.rstrip("/").rpartition("/")
+        trail.names.append(Name(key, head or "/", last, True))
 
 
 def open_file(file: api.OpenFile) -> None:
