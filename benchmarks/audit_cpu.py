@@ -38,32 +38,16 @@ from hvfs._sys.abi import AT_SYMLINK_NOFOLLOW
 from hvfs._sys.mount import clone_tree
 from hvfs.manager.manager import Manager
 
-from dispatch import manager_with
+from dispatch import manager_with, root_caller
 
 SETUPS = {"--strict": None, "--strict --audit": {"audit": "audit.jsonl"}}
 AUDIT_THREADS = ("hvfs-events", "hvfs-events-audit")  # the ring's mover, the audit's writer
 WRITE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
 
 
-def caller(vm: str) -> api.Caller:
-    # As the VM's root, with the manager's own groups and capabilities: no switch is made.
-    mask = 0o022
-    os.umask(mask)
-    creds = api.Credentials(
-        uid=os.geteuid(),
-        gid=os.getegid(),
-        groups=tuple(os.getgroups()),
-        umask=mask,
-        capabilities=(1 << 41) - 1,
-        real_uid=os.getuid(),
-        real_gid=os.getgid(),
-    )
-    return api.Caller(vm=vm, pid=os.getpid(), creds=creds)
-
-
 def workloads(vm: str) -> dict[str, list[api.Request]]:
     """One cycle of requests per workload, each leaving the tree as it found it."""
-    who = caller(vm)
+    who = root_caller(vm)
     sub = api.VmPath("/", "/sub")
     return {
         "W8 open": [api.Open(caller=who, path=api.VmPath("/", "/sub/file"), flags=os.O_WRONLY | os.O_CLOEXEC)],

@@ -45,6 +45,23 @@ def per_request(manager: Manager, vm: str, requests: int) -> float:
     return (time.thread_time() - began) / requests * 1e6
 
 
+def root_caller(vm: str) -> api.Caller:
+    """A caller of ``vm`` as the VM's root, with the manager's own groups and capabilities:
+    no switch of credentials is made."""
+    mask = 0o022
+    os.umask(mask)
+    creds = api.Credentials(
+        uid=os.geteuid(),
+        gid=os.getegid(),
+        groups=tuple(os.getgroups()),
+        umask=mask,
+        capabilities=(1 << 41) - 1,
+        real_uid=os.getuid(),
+        real_gid=os.getgid(),
+    )
+    return api.Caller(vm=vm, pid=os.getpid(), creds=creds)
+
+
 def manager_with(
     setups: Mapping[str, Mapping[str, Any] | None], root: int, directory: str
 ) -> tuple[Manager, list[ServiceSet]]:

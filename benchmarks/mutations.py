@@ -25,7 +25,7 @@ from hvfs import api
 from hvfs._sys.mount import clone_tree
 from hvfs.manager.manager import Manager
 
-from dispatch import manager_with
+from dispatch import manager_with, root_caller
 
 SETUPS = {"no services": None, "an audit log": {"audit": "audit.jsonl"}}
 WRITE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
@@ -33,19 +33,7 @@ WRITE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
 
 def cycle(vm: str, base: str, name: str) -> list[api.Request]:
     """One round of mutations that leaves the tree as it found it."""
-    # As the VM's root, with the manager's own groups and capabilities: no switch is made.
-    mask = 0o022
-    os.umask(mask)
-    creds = api.Credentials(
-        uid=os.geteuid(),
-        gid=os.getegid(),
-        groups=tuple(os.getgroups()),
-        umask=mask,
-        capabilities=(1 << 41) - 1,
-        real_uid=os.getuid(),
-        real_gid=os.getgid(),
-    )
-    caller = api.Caller(vm=vm, pid=os.getpid(), creds=creds)
+    caller = root_caller(vm)
 
     def path(p: str) -> api.VmPath:
         return api.VmPath(base, p) if not p.startswith("/") else api.VmPath("/", p)

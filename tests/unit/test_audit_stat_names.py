@@ -19,7 +19,7 @@ from hvfs._sys.abi import AT_SYMLINK_NOFOLLOW
 from hvfs._sys.mount import clone_tree
 from hvfs.api.events import Event
 from hvfs.api.hooks import EventBus
-from hvfs.manager import resolve, trail
+from hvfs.manager import trail
 from hvfs.manager.manager import Manager
 from hvfs.manager.served import served_paths
 from hvfs.manager.vm import VmContext
@@ -44,19 +44,6 @@ def audited(tmp_path: Path) -> Iterator[tuple[Manager, VmContext, list[Event]]]:
     yield manager, vm, events
     bus.close()
     vm.close()
-
-
-@pytest.fixture
-def openat2_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    calls: list[str] = []
-    real = resolve.openat2
-
-    def counted(dirfd: int, path: str, *args: Any) -> int:
-        calls.append(path)
-        return real(dirfd, path, *args)
-
-    monkeypatch.setattr(resolve, "openat2", counted)
-    return calls
 
 
 def _who() -> api.Caller:

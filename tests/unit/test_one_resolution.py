@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from hvfs import api
-from hvfs.manager import resolve
 from hvfs.manager.manager import Manager
 from hvfs.manager.vm import VmContext
 
@@ -31,20 +30,6 @@ def served_vm(tmp_path: Path) -> Iterator[tuple[Manager, VmContext, Path]]:
     manager.add_vm(vm)
     yield manager, vm, tmp_path
     vm.close()
-
-
-@pytest.fixture
-def openat2_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The paths the manager resolves with openat2 (every resolution goes through it)."""
-    calls: list[str] = []
-    real = resolve.openat2
-
-    def counted(dirfd: int, path: str, *args: Any) -> int:
-        calls.append(path)
-        return real(dirfd, path, *args)
-
-    monkeypatch.setattr(resolve, "openat2", counted)
-    return calls
 
 
 def _caller() -> api.Caller:
