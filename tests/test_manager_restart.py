@@ -95,6 +95,7 @@ def test_vms_outlive_their_killed_managers(hvfs: Hvfs, tmp_path: Path) -> None:
     (tmp_path / "hvfs.toml").write_text(f'name = "restart"\n[sources.data]\ntype = "host"\npath = "data"\n{vms}')
     project = ["-f", str(tmp_path / "hvfs.toml")]
     state = os.environ["HVFS_STATE_DIR"]
+    hvfs = hvfs.with_env(HVFS_SPARE_IDLE="0.5")  # every manager here: spares kept while runs come, then dropped
     hvfs.ok("manager", "restart")  # a manager of this session's, fresh, before the project
     before = _fds(_manager_pid(state))
     hvfs.ok(*project, "up", "-d")
@@ -141,6 +142,9 @@ def test_vms_outlive_their_killed_managers(hvfs: Hvfs, tmp_path: Path) -> None:
     assert _vm_processes() == []
     assert os.listdir(Path(state, "vms")) == []
     assert os.listdir(Path(state, "groups")) == []
+    deadline = time.monotonic() + 5
+    while _fds(_manager_pid(state)) != before and time.monotonic() < deadline:  # the spares, idle, go
+        time.sleep(0.1)
     assert _fds(_manager_pid(state)) == before  # the last manager holds nothing of them
     cgroups = subprocess.run(["find", "/sys/fs/cgroup", "-name", "restart-*"], capture_output=True, text=True).stdout
     assert cgroups.strip() == ""
