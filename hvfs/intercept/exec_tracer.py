@@ -167,7 +167,10 @@ class ExecTracer:
 
     def _pending_stop(self) -> tuple[int, int, bytes | None] | None:
         """A stop already pending, as a wait status; None when there is none. Never an exit."""
-        info = os.waitid(os.P_ALL, 0, os.WSTOPPED | os.WNOHANG | tracing.WALL | tracing.WNOTHREAD)
+        try:
+            info = os.waitid(os.P_ALL, 0, os.WSTOPPED | os.WNOHANG | tracing.WALL | tracing.WNOTHREAD)
+        except ChildProcessError:  # only zombies are left (a wait without WEXITED skips them)
+            return None
         return None if info is None else (info.si_pid, info.si_status << 8 | 0x7F, None)
 
     def _stands(self, pid: int, status: int) -> bool:
