@@ -111,23 +111,46 @@ needs_no_decision(int status)
     return 0;
 }
 
-/* wait_stop() -> (pid, status, regs | None, passed)
+/* The next status: waited for (exits included), or with ``pending`` a stop already there
+ * (waitid without WEXITED: an exit is never reaped so), 0 when there is none. */
+static pid_t
+next_status(int pending, int *status)
+{
+    if (!pending)
+        return waitpid(-1, status, __WALL | __WNOTHREAD);
+    siginfo_t info;
+    memset(&info, 0, sizeof info);
+    if (waitid(P_ALL, 0, &info, WSTOPPED | WNOHANG | __WALL | __WNOTHREAD) < 0)
+        return errno == ECHILD ? 0 : -1; /* ECHILD: only zombies left, which the next wait reaps */
+    *status = info.si_status << 8 | 0x7f;
+    return info.si_pid;
+}
+
+/* wait_stop(pending) -> (pid, status, regs | None, passed)
  *
  * Waits (waitpid(-1, __WALL | __WNOTHREAD), the GIL released) until a stop or an exit
  * that Python must handle: a seccomp stop (returned with its registers, read here), a
  * fork, clone, vfork or exec event, a new tracee's first stop, an exit. The stops that
  * need no decision (needs_no_decision) are resumed here; ``passed`` counts them.
- * ChildProcessError when no tracee is left. */
+ * With ``pending`` true, only a stop already there, never an exit: pid 0 when there is
+ * none (the driver's rounds, exec_tracer.py's _next). ChildProcessError when no tracee
+ * is left. */
 static PyObject *
-tr_wait_stop(PyObject *self, PyObject *unused)
+tr_wait_stop(PyObject *self, PyObject *args)
 {
     pid_t pid = 0;
-    int status = 0, failed = 0, have_regs = 0;
+    int status = 0, failed = 0, have_regs = 0, pending = 0;
     long passed = 0;
     regs_t regs;
+    if (!PyArg_ParseTuple(args, "p", &pending))
+        return NULL;
     Py_BEGIN_ALLOW_THREADS
     for (;;) {
-        pid = waitpid(-1, &status, __WALL | __WNOTHREAD);
+        pid = next_status(pending, &status);
+        if (pid == 0) {
+            status = 0;
+            break;
+        }
         if (pid < 0) {
             if (errno == EINTR)
                 continue;
@@ -382,7 +405,7 @@ tr_receive(PyObject *self, PyObject *args)
 }
 
 static PyMethodDef methods[] = {
-    {"wait_stop", tr_wait_stop, METH_NOARGS, "The next stop Python must decide: (pid, status, regs, passed)."},
+    {"wait_stop", tr_wait_stop, METH_VARARGS, "The next stop Python must decide: (pid, status, regs, passed)."},
     {"release", tr_release, METH_VARARGS, "Write a stopped thread's registers back (or not) and resume it."},
     {"receive", tr_receive, METH_VARARGS, "A served open's recvmsg, run in place of the call, and checked."},
     {NULL, NULL, 0, NULL},

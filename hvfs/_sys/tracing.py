@@ -114,6 +114,14 @@ def event_message(pid: int) -> int:
     return message.value
 
 
+@_errno_flows
+def stop_signal(pid: int) -> tuple[int, int]:
+    """(si_signo, si_code) of the tracee's ptrace-stop (PTRACE_GETSIGINFO): an event stop's
+    code is SIGTRAP | event << 8. EINVAL at a stop without one (a group-stop)."""
+    info = binding.ptrace_getsiginfo(pid)
+    return int(info.si_signo), int(info.si_code)
+
+
 def event_of(status: int) -> int:
     """The PTRACE_EVENT_* of a stop's wait status (0 for a signal-delivery-stop)."""
     return status >> 16

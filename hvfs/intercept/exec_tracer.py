@@ -55,6 +55,7 @@ import logging
 import os
 import signal
 import threading
+from collections import deque
 from dataclasses import dataclass
 
 from hvfs import api
@@ -102,6 +103,8 @@ class ExecTracer:
         self._error: OSError | None = None
         self._lock = threading.Lock()
         self._counts = {"stops": 0, "execs": 0, "killed": 0, "unjudged": 0}
+        self._round: deque[tuple[int, int, bytes | None]] = deque()  # stops pending (_next)
+        self._raw: bytes | None = None  # the registers read with the last status, if any
         self._thread = threading.Thread(target=self._run, name=f"hvfs-{vm}-tracer", daemon=True)
 
     def start(self) -> None:
@@ -143,8 +146,49 @@ class ExecTracer:
                 self._recover(pid)
 
     def _next(self) -> tuple[int, int]:
-        """The next status of a tracee (ChildProcessError when none is left)."""
-        return os.waitpid(-1, tracing.WALL | tracing.WNOTHREAD)
+        """The next status of a tracee (ChildProcessError when none is left), in rounds:
+        waitpid(-1) reports the first ready tracee in the kernel's list, so a thread that is
+        always ready would win every time; each wait is followed by every stop already
+        pending, served in turn before the next wait (each ready thread once per round).
+        Only stops are collected so: an exit is reaped only by the wait, when no stop is
+        queued, so a queued thread's number cannot be reused meanwhile."""
+        while self._round:
+            pid, status, self._raw = self._round.popleft()
+            if self._stands(pid, status):
+                return pid, status
+        pid, status, self._raw = self._wait_status()
+        while (pending := self._pending_stop()) is not None:
+            self._round.append(pending)
+        return pid, status
+
+    def _wait_status(self) -> tuple[int, int, bytes | None]:
+        """The next status (exits included), waited for."""
+        return (*os.waitpid(-1, tracing.WALL | tracing.WNOTHREAD), None)
+
+    def _pending_stop(self) -> tuple[int, int, bytes | None] | None:
+        """A stop already pending, as a wait status; None when there is none. Never an exit."""
+        try:
+            info = os.waitid(os.P_ALL, 0, os.WSTOPPED | os.WNOHANG | tracing.WALL | tracing.WNOTHREAD)
+        except ChildProcessError:  # only zombies are left (a wait without WEXITED skips them)
+            return None
+        return None if info is None else (info.si_pid, info.si_status << 8 | 0x7F, None)
+
+    def _stands(self, pid: int, status: int) -> bool:
+        """Whether a stop queued in this round still stands. A thread's exec kills its
+        leader, whose number it takes, and stops at its exec event: a stop of the leader
+        queued before that would be applied to the new program. A seccomp stop of a thread
+        killed meanwhile is dropped too (its exit comes next)."""
+        event = tracing.event_of(status)
+        try:
+            signo, code = tracing.stop_signal(pid)
+        except OSError as e:  # EINVAL: a stop without siginfo (a group-stop), kept
+            return not (e.errno == errno.ESRCH and event == tracing.PTRACE_EVENT_SECCOMP)
+        if event:
+            return code > 0 and code >> 8 == event
+        signum = os.WSTOPSIG(status)
+        if signum == tracing.SYSCALL_STOP:
+            return code == signum
+        return signo == signum and not (code > 0 and code >> 8)  # a signal, not an event's trap
 
     def _recover(self, pid: int) -> None:
         """After a stop that could not be handled: let ``pid`` run on."""

@@ -65,20 +65,29 @@ class _Tracer(ExecTracer):
         self._execs = ExecChecks()
         self._sockets = KeptSockets(init_pid)
         self.served = {"calls": 0, "continued": 0, "answered": 0, "installed": 0, "passed": 0}
-        self._raw: bytes | None = None  # the registers the C loop read at the last seccomp stop
 
-    def _next(self) -> tuple[int, int]:
+    def _wait_status(self) -> tuple[int, int, bytes | None]:
         """The next status Python must handle. The C loop (hvfs/_native/tracer.c) resumes
         the stops that need no decision itself (counted as ``passed``) and reads a seccomp
         stop's registers; without it, every status, as the exec tracer waits."""
         if native_tracer is None:
-            return super()._next()
-        pid, status, self._raw, passed = native_tracer.wait_stop()
+            return super()._wait_status()
+        pid, status, raw, passed = native_tracer.wait_stop(False)
+        self._passed(passed)
+        return pid, status, raw
+
+    def _pending_stop(self) -> tuple[int, int, bytes | None] | None:
+        if native_tracer is None:
+            return super()._pending_stop()
+        pid, status, raw, passed = native_tracer.wait_stop(True)
+        self._passed(passed)
+        return (pid, status, raw) if pid else None
+
+    def _passed(self, passed: int) -> None:
         if passed:
             self.served["passed"] += passed
             with self._lock:
                 self._counts["stops"] += passed
-        return pid, status
 
     def _run(self) -> None:
         try:
