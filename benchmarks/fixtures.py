@@ -17,8 +17,10 @@ import hashlib
 import io
 import os
 import random
+import re
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
 from dataclasses import dataclass
@@ -102,6 +104,34 @@ def build_binaries(layout: Layout) -> list[str]:
             failures.append(f"{name}: {compiled.stderr.strip().splitlines()[-1:]}")
     (layout.work / "file").write_text("x\n")
     return failures
+
+
+def build_front(layout: Layout, source: Path, copy: Path, name: str) -> str | None:
+    """Compiles the native front (``native/client/`` beside the package ``source``, as
+    scripts/setup does) into WORK/bin/NAME, for the session's copy of that package at
+    ``copy`` (the ``hvfs`` directory); returns why it could not, in one line.
+
+    The front talks only to a manager of its own code (the package's directory and its
+    hvfs-init's build time: hvfs/hypervisor/version.py), so each copy of the package needs a
+    front built for it; the client it hands over to is this interpreter's ``-m hvfs``, which
+    imports the copy through the runner's PYTHONPATH."""
+    sources = sorted((source.parent / "native" / "client").glob("*.c"))
+    if not sources:
+        return f"no native/client/*.c beside {source}"
+    version = re.search(r'__version__ = "([^"]+)"', (copy / "__init__.py").read_text())
+    defines = [
+        f'-DHVFS_PYTHON="{sys.executable}"',
+        f'-DHVFS_PACKAGE="{copy}"',
+        f'-DHVFS_VERSION="{version.group(1) if version else ""}"',
+    ]
+    compiled = subprocess.run(
+        ["gcc", "-O2", "-Wall", *defines, "-o", str(layout.bin / name), *map(str, sources)],
+        capture_output=True,
+        text=True,
+    )
+    if compiled.returncode != 0:
+        return f"{name}: {compiled.stderr.strip().splitlines()[-1:]}"
+    return None
 
 
 def copy_pylib(layout: Layout) -> None:

@@ -196,6 +196,29 @@ class Session:
                 self.memory.setdefault(workload.key, {})[runner.key] = figures
 
 
+def front_report(layout: Layout) -> dict[str, dict[str, int]]:
+    """How many runs each native front did itself and how many it handed to the Python
+    client, by reason (its HVFS_FRONT_TRACE lines); said, so that a front row that was
+    really the Python client's is seen."""
+    report: dict[str, dict[str, int]] = {}
+    for baseline in (False, True):
+        trace = runners_module.front_trace(layout, baseline)
+        if not trace.exists():
+            continue
+        counts: dict[str, int] = {}
+        for line in trace.read_text().splitlines():
+            key = "itself" if line.startswith("native: ") else line
+            counts[key] = counts.get(key, 0) + 1
+        name = "baseline front" if baseline else "front"
+        report[name] = counts
+        handed = sum(n for key, n in counts.items() if key != "itself")
+        print(f"{name}: {counts.get('itself', 0)} runs done by the front itself, {handed} handed to the Python client")
+        for key, n in counts.items():
+            if key != "itself":
+                print(f"  {n}× {key}")
+    return report
+
+
 def stop_managers(layout: Layout) -> None:
     """Stop the managers the session's hvfs runs started, each in its state directory."""
     for name in runners_module.STATE_DIRS:
@@ -211,11 +234,19 @@ def describe_runner(runner: Runner, layout: Layout, reason: str | None) -> dict[
     return {"key": runner.key, "label": runner.label, "reason": reason, "example": text}
 
 
-def prepare(layout: Layout, workloads: list[Workload], runners: list[Runner]) -> dict[str, str | None]:
-    """Makes the fixtures, binaries and the copy of hvfs; returns, per runner, why it
+def prepare(
+    layout: Layout, workloads: list[Workload], runners: list[Runner], fronts: dict[str, Path]
+) -> dict[str, str | None]:
+    """Makes the fixtures, binaries (a native front for each copy of hvfs in ``fronts``:
+    its WORK/bin name and the package it was copied from); returns, per runner, why it
     cannot be used here (None: it can), having said so."""
     for failure in fixtures.build_binaries(layout):
         print(f"build failed: {failure}")
+    if any(runner.key.endswith("front") for runner in runners):
+        for name, source in fronts.items():
+            copy = (layout.baseline_source if name.endswith("-base") else layout.hvfs_source) / "hvfs"
+            if (failure := fixtures.build_front(layout, source, copy, name)) is not None:
+                print(f"build failed: {failure}")
     for workload in workloads:
         if workload.prepare is not None:
             workload.prepare(layout)
@@ -263,7 +294,10 @@ def main(argv: list[str]) -> None:
         if args.baseline:
             fixtures.snapshot_hvfs(layout, args.baseline.resolve(), layout.baseline_source)
             chosen += runners_module.baseline_runners(chosen)
-        reasons = prepare(layout, workloads, chosen)
+        fronts = {runners_module.FRONT: args.hvfs.resolve() if args.hvfs else fixtures.REPO / "hvfs"}
+        if args.baseline:
+            fronts[runners_module.FRONT + "-base"] = args.baseline.resolve()
+        reasons = prepare(layout, workloads, chosen, fronts)
         session = Session(layout, workloads, [r for r in chosen if reasons[r.key] is None])
         print(f"{len(session.cases)} pairs, {args.repeat} rounds, seed {seed}; session directory {layout.root}")
         session.run_rounds(args.repeat, seed)
@@ -282,6 +316,7 @@ def main(argv: list[str]) -> None:
             "runners": [describe_runner(r, layout, reasons[r.key]) for r in chosen],
             "cases": list(session.cases.values()),
             "memory": session.memory,
+            "front": front_report(layout),
         }
     finally:
         stop_managers(layout)

@@ -14,6 +14,8 @@ environment, so the others must not inherit more) and WORK writable at its own p
 - hvfs, hvfs --strict: ``hvfs run -v WORK:WORK -w CWD``, with ``--stats`` so that the
   trapped syscalls of every run are counted; hvfs is imported from the session's copy
   (fixtures.snapshot_hvfs), not from the work tree.
+- hvfs-front, hvfs-strict-front: the same through the native front (native/client/), as
+  ``hvfs run`` from a shell runs it, built for the session's copy; without ``--stats``.
 - hvfs-ptrace, hvfs-strict-ptrace: the same with ``--driver ptrace`` (hvfs.intercept.ptrace:
   a SECCOMP_RET_TRACE filter and a tracer, for kernels without seccomp user notification).
 - hvfs-socket, hvfs-strict-socket: the same, with the driver's requests carried by the
@@ -43,6 +45,7 @@ from fixtures import Layout
 from measure import Command
 
 HVFS = [sys.executable, "-m", "hvfs"]
+FRONT = "hvfs-front"  # the native front's name in WORK/bin (fixtures.build_front)
 BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 
 
@@ -112,21 +115,38 @@ def _runsc(context: Context, argv: list[str]) -> list[str]:
     return ["runsc", "--network=none", "do", "--force-overlay=false", "--cwd", str(context.cwd), *argv]
 
 
+def _hvfs_options(context: Context, strict: bool, audit: bool = False, driver: str = "") -> list[str]:
+    options = ["--strict"] if strict else []
+    if driver:
+        options += ["--driver", driver]
+    if audit:
+        options += ["--audit", str(context.layout.scratch / "audit.jsonl")]
+    if context.uses_work:
+        work = str(context.layout.work)
+        options += ["-v", f"{work}:{work}", "-w", str(context.cwd)]
+    for key, value in context.env.items():
+        options += ["-e", f"{key}={value}"]
+    return options
+
+
 def _hvfs(strict: bool, audit: bool = False, driver: str = "") -> Callable[[Context, list[str]], list[str]]:
     def wrap(context: Context, argv: list[str]) -> list[str]:
-        options = ["--strict"] if strict else []
-        if driver:
-            options += ["--driver", driver]
-        if audit:
-            options += ["--audit", str(context.layout.scratch / "audit.jsonl")]
-        if context.uses_work:
-            work = str(context.layout.work)
-            options += ["-v", f"{work}:{work}", "-w", str(context.cwd)]
-        for key, value in context.env.items():
-            options += ["-e", f"{key}={value}"]
+        options = _hvfs_options(context, strict, audit, driver)
         if context.stats is not None:
             options += ["--stats", str(context.stats)]
         return [*HVFS, "run", *options, "--", *argv]
+
+    return wrap
+
+
+def _hvfs_front(strict: bool, binary: str = FRONT) -> Callable[[Context, list[str]], list[str]]:
+    """``hvfs run`` as a user's shell runs it: the native front (WORK/bin/BINARY, built for
+    the session's copy of hvfs by fixtures.build_front). No ``--stats``: the front hands a
+    run that asks for them to the Python client, so these runs count no traps (the hvfs
+    runners do, for the same work)."""
+
+    def wrap(context: Context, argv: list[str]) -> list[str]:
+        return [str(context.layout.bin / binary), "run", *_hvfs_options(context, strict), "--", *argv]
 
     return wrap
 
@@ -156,8 +176,23 @@ def _hvfs_path_env(native: bool) -> Callable[[Layout], dict[str, str]]:
     return env
 
 
+def _hvfs_front_env(layout: Layout) -> dict[str, str]:
+    # The front says, in this file, which client did each run (native/client/front.c):
+    # run.py reports how many it did itself, so a row never passes the Python client off
+    # as the front.
+    return {**_hvfs_env(layout), "HVFS_FRONT_TRACE": str(front_trace(layout))}
+
+
+def front_trace(layout: Layout, baseline: bool = False) -> Path:
+    return layout.scratch / ("front-base.trace" if baseline else "front.trace")
+
+
 def _hvfs_baseline_env(layout: Layout) -> dict[str, str]:
     return {"PYTHONPATH": str(layout.baseline_source), "HVFS_STATE_DIR": str(layout.root / "state-base")}
+
+
+def _hvfs_front_baseline_env(layout: Layout) -> dict[str, str]:
+    return {**_hvfs_baseline_env(layout), "HVFS_FRONT_TRACE": str(front_trace(layout, baseline=True))}
 
 
 STATE_DIRS = ("state", "state-base", "state-native", "state-python")  # under the session directory: one per manager
@@ -169,8 +204,12 @@ def baseline_runners(runners: list[Runner]) -> list[Runner]:
     for runner in runners:
         if not runner.key.startswith("hvfs") or runner.key.endswith(("socket", "native", "python")):
             continue
-        copies.append(dataclasses.replace(runner, key=f"base-{runner.key}", label=f"{runner.label} (baseline)",
-                                          own_env=_hvfs_baseline_env))  # fmt: skip
+        copy = dataclasses.replace(runner, key=f"base-{runner.key}", label=f"{runner.label} (baseline)",
+                                   own_env=_hvfs_baseline_env)  # fmt: skip
+        if runner.key.endswith("front"):
+            copy = dataclasses.replace(copy, program=runner.program + "-base", own_env=_hvfs_front_baseline_env,
+                                       wrap=_hvfs_front("strict" in runner.key, FRONT + "-base"))  # fmt: skip
+        copies.append(copy)
     return copies
 
 
@@ -188,6 +227,7 @@ def floor_key(answer: str, sync: bool, pin: bool) -> str:
 
 def all_runners(layout: Layout) -> list[Runner]:
     """Every runner, in report order."""
+    front = str(layout.bin / FRONT)
     runners = [
         Runner("native", "native", "true", _native),
         Runner("bwrap", "bubblewrap", "bwrap", _bwrap),
@@ -196,6 +236,10 @@ def all_runners(layout: Layout) -> list[Runner]:
         Runner("hvfs", "hvfs", sys.executable, _hvfs(strict=False), counts_traps=True, own_env=_hvfs_env),
         Runner(
             "hvfs-strict", "hvfs --strict", sys.executable, _hvfs(strict=True), counts_traps=True, own_env=_hvfs_env
+        ),
+        Runner("hvfs-front", "hvfs, native front", front, _hvfs_front(strict=False), own_env=_hvfs_front_env),
+        Runner(
+            "hvfs-strict-front", "hvfs --strict, native front", front, _hvfs_front(strict=True), own_env=_hvfs_front_env
         ),
         Runner(
             "hvfs-ptrace",
