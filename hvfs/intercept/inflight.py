@@ -79,6 +79,12 @@ class InflightTable:
         self._map[at + NOTIF : at + SLOT] = bytes(_RESULT.size) + _RECEIVED_AT.pack(time.time_ns())
         self._map[at : at + NOTIF] = notification
 
+    def place(self, slot: int) -> tuple[mmap.mmap, int, int]:
+        """Where the C loop (hvfs/_native/hotpath.c ``serve``) records what it answers
+        itself, as ``record`` and ``performed`` would: the table's memory, the slot's
+        offset, the last id's offset."""
+        return self._map, slot * SLOT, self._last_at
+
     def performed(self, slot: int, response: api.Response) -> None:
         """Note what the request did, before it is answered."""
         if isinstance(response, api.Errno) and not response.signal:

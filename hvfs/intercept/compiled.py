@@ -1,0 +1,104 @@
+"""The decisions the seccomp driver's C loop takes without Python (hvfs/_native/hotpath.c
+``serve``): a table handed to it at start, one rule per syscall number.
+
+A rule is the driver's own answer where it answers without asking the manager, so the C
+loop answers exactly what ``SeccompDriver._serve`` would, and no service loses a call it
+sees today (the manager never sees these calls on either path). A rule decides only on
+the syscall number and its registers, which the VM can no longer change once it trapped:
+
+* a number the driver has no decoder for (and that is not a credential call) is answered
+  ENOSYS (``_serve``'s KeyError: a filter of another manager may trap what this one
+  does not serve);
+* a decoder that raises ``Passthrough`` on a plain argument, before it reads anything,
+  is a CONTINUE under that condition (``CONTINUE_IF_ZERO``; tests/test_compiled.py
+  checks each against its decoder).
+
+Everything else goes to Python: credential calls (the cache generation is bumped there
+before they continue: hvfs/intercept/credcache.py), every call the manager decides (its
+hooks, audit and ``hvfs diff`` see it), and numbers the driver is told to keep (a test's
+``HVFS_TEST_DIE_AFTER_RECV``).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import struct
+from collections.abc import Collection
+
+from hvfs import _native as native
+from hvfs._sys import notify
+from hvfs.intercept.arch import Arch
+from hvfs.intercept.filter import syscall_numbers
+from hvfs.intercept.inflight import InflightTable
+from hvfs.intercept.syscalls import BY_NAME
+
+log = logging.getLogger("hvfs.driver")
+
+PYTHON, CONTINUE, ERRNO, CONTINUE_IF_ZERO = range(4)  # hotpath.c's RULE_*
+RULE = struct.Struct("<BBxxi")  # hotpath.c's struct rule: kind, argument, errno
+COUNTS = struct.Struct("<QQQ")  # hotpath.c's counts: continued, answered with an errno, handed to Python
+
+# Decoders that let a call continue on one plain argument being zero, before reading
+# anything (name: argument index).
+CONTINUE_IF_ZERO_ARGS = {
+    "fanotify_mark": 4,  # a NULL pathname marks the dirfd itself (decoders/query.py)
+}
+
+
+def rules(arch: Arch, *, python: Collection[int]) -> dict[int, tuple[int, int, int]]:
+    """Each syscall number of ``arch`` the C loop answers itself: kind, argument, errno.
+    Numbers in ``python`` are always handed to Python."""
+    decided: dict[int, tuple[int, int, int]] = {}
+    for nr, name in syscall_numbers(arch).items():
+        if nr in python:
+            continue
+        entry = BY_NAME.get(name)
+        if entry is None or entry.decoder is None:
+            decided[nr] = (ERRNO, 0, errno.ENOSYS)
+        elif name in CONTINUE_IF_ZERO_ARGS:
+            decided[nr] = (CONTINUE_IF_ZERO, CONTINUE_IF_ZERO_ARGS[name], 0)
+    return decided
+
+
+def table(decided: dict[int, tuple[int, int, int]]) -> bytes:
+    """The rules as hotpath.c reads them: indexed by number, PYTHON where none is given."""
+    size = max(decided, default=-1) + 1
+    packed = bytearray(RULE.size * size)
+    for nr, rule in decided.items():
+        RULE.pack_into(packed, nr * RULE.size, *rule)
+    return bytes(packed)
+
+
+class Loop:
+    """One driver's receive loop: in C where hvfs/_native is built, answering what the
+    rules decide, else the Python receive. One worker at a time receives (the driver's
+    receiver), so the counts need no lock."""
+
+    def __init__(self, vm: str, decided: dict[int, tuple[int, int, int]]) -> None:
+        self.vm = vm  # for the log; a spare's driver is renamed when bound
+        self._rules = table(decided)
+        self._counts = bytearray(COUNTS.size)
+
+    def receive(self, listener: int, stop: int, inflight: InflightTable | None, slot: int) -> notify.Received | None:
+        """The next request that needs Python, or None once ``stop`` is readable or the VM
+        is gone. Each request answered in C meanwhile is recorded in ``slot`` of the
+        in-flight table while it is answered."""
+        hotpath = native.hotpath
+        if hotpath is None:
+            return notify.receive_or_stop(listener, stop)
+        memory, slot_at, last_at = inflight.place(slot) if inflight is not None else (None, 0, 0)
+        while True:
+            try:
+                got = hotpath.serve(listener, stop, self._rules, memory, slot_at, last_at, self._counts)
+            except OSError as e:
+                if e.filename != "NOTIF_SEND":
+                    raise
+                log.error("VM %s: a request answered in C could not be answered: %s", self.vm, e)
+                continue
+            return None if got is None else notify.Received(*got)
+
+    def counted(self) -> dict[str, int]:
+        """The C loop's counts (``--stats``: ``compiled``)."""
+        continued, answered, handed = COUNTS.unpack_from(self._counts)
+        return {"continued": continued, "answered": answered, "handed_to_python": handed}
