@@ -115,7 +115,7 @@ struct rule {
 /* The in-flight table's slot (hvfs/intercept/inflight.py, whose layout this mirrors: the
  * notification, then state, errno and value, then the time received). */
 enum { SLOT_STATE = 80, SLOT_ERRNO = 84, SLOT_VALUE = 88, SLOT_RECEIVED = 96, SLOT_END = 104 };
-enum { STATE_ANSWERED = 1, STATE_CONTINUED = 2 };
+enum { STATE_RECEIVED, STATE_ANSWERED, STATE_CONTINUED };
 enum { COUNT_CONTINUED, COUNT_ANSWERED, COUNT_HANDED, COUNTS };
 
 /* Records a request answered here as the driver's record and performed would: the last id,
@@ -138,13 +138,14 @@ record(char *table, Py_ssize_t slot_at, Py_ssize_t last_at, const struct seccomp
     __atomic_store_n((uint64_t *)slot, notif->id, __ATOMIC_RELEASE);
 }
 
-/* serve(listener, stop_fd, rules, table, slot_at, last_at, counts) -> (id, pid, nr, args, raw) | None
+/* serve(listener, stop_fd, rules, table, slot_at, last_at, counts, record_handed)
+ *   -> (id, pid, nr, args, raw) | None
  *
  * The driver's receive loop: receives, answers in C each request a rule decides
  * (CONTINUE or an errno), recorded in the in-flight table (table: its writable buffer,
  * or None) at slot_at for as long as it is answered, and loops; returns the first
- * request that needs Python, unrecorded (the driver records it, as it does what
- * receive returns), or None when stopped. counts: a writable buffer of three uint64,
+ * request that needs Python, recorded there as received if record_handed (else the
+ * driver records it), or None when stopped. counts: a writable buffer of three uint64,
  * bumped here: continued, answered with an errno, handed to Python. All without the
  * GIL; OSError as a receive or an answer fails (ENOENT on the answer, a caller gone or
  * its call cancelled, is not a failure). */
@@ -155,8 +156,9 @@ hp_serve(PyObject *self, PyObject *args)
     Py_buffer rules, counts, table = {.buf = NULL};
     PyObject *table_object;
     Py_ssize_t slot_at, last_at;
-    if (!PyArg_ParseTuple(args, "iiy*Onnw*", &listener, &stop_fd, &rules, &table_object, &slot_at, &last_at,
-                          &counts))
+    int record_handed;
+    if (!PyArg_ParseTuple(args, "iiy*Onnw*p", &listener, &stop_fd, &rules, &table_object, &slot_at, &last_at,
+                          &counts, &record_handed))
         return NULL;
     PyObject *result = NULL;
     if (counts.len < (Py_ssize_t)(COUNTS * sizeof(uint64_t))) {
@@ -187,6 +189,8 @@ hp_serve(PyObject *self, PyObject *args)
         else if (rule && rule->kind == RULE_ERRNO)
             resp.error = -rule->error;
         else {
+            if (table.buf && record_handed)
+                record(table.buf, slot_at, last_at, &notif, STATE_RECEIVED, 0);
             count[COUNT_HANDED]++;
             break;
         }
@@ -435,7 +439,7 @@ hp_thread_alive(PyObject *self, PyObject *args)
 static PyMethodDef methods[] = {
     {"receive", hp_receive, METH_VARARGS, "receive(listener, stop_fd) -> (id, pid, nr, args, raw) | None"},
     {"serve", hp_serve, METH_VARARGS,
-     "serve(listener, stop_fd, rules, table, slot_at, last_at, counts) -> (id, pid, nr, args, raw) | None"},
+     "serve(listener, stop_fd, rules, table, slot_at, last_at, counts, record_handed) -> (id, pid, nr, args, raw) | None"},
     {"respond", hp_respond, METH_VARARGS, "respond(listener, id, value, error, flags)"},
     {"install", hp_install, METH_VARARGS, "install(listener, id, fd, newfd_flags) -> errno or 0"},
     {"id_valid", hp_id_valid, METH_VARARGS, "id_valid(listener, id) -> bool"},

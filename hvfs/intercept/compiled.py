@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import struct
 from collections.abc import Collection
 
@@ -75,28 +76,39 @@ class Loop:
     rules decide, else the Python receive. One worker at a time receives (the driver's
     receiver), so the counts need no lock."""
 
-    def __init__(self, vm: str, decided: dict[int, tuple[int, int, int]]) -> None:
+    def __init__(self, vm: str, decided: dict[int, tuple[int, int, int]], die_at: int | None = None) -> None:
         self.vm = vm  # for the log; a spare's driver is renamed when bound
+        self._die_at = die_at  # tests only: the manager dies on receiving it, before its record (driver.py)
         self._rules = table(decided)
         self._counts = bytearray(COUNTS.size)
 
     def receive(self, listener: int, stop: int, inflight: InflightTable | None, slot: int) -> notify.Received | None:
-        """The next request that needs Python, or None once ``stop`` is readable or the VM
-        is gone. Each request answered in C meanwhile is recorded in ``slot`` of the
-        in-flight table while it is answered."""
+        """The next request that needs Python, recorded as received in ``slot`` of the
+        in-flight table, or None once ``stop`` is readable or the VM is gone. Each request
+        answered in C meanwhile is recorded in that slot while it is answered."""
         hotpath = native.hotpath
+        recorded = False
         if hotpath is None:
-            return notify.receive_or_stop(listener, stop)
-        memory, slot_at, last_at = inflight.place(slot) if inflight is not None else (None, 0, 0)
-        while True:
-            try:
-                got = hotpath.serve(listener, stop, self._rules, memory, slot_at, last_at, self._counts)
-            except OSError as e:
-                if e.filename != "NOTIF_SEND":
-                    raise
-                log.error("VM %s: a request answered in C could not be answered: %s", self.vm, e)
-                continue
-            return None if got is None else notify.Received(*got)
+            notif = notify.receive_or_stop(listener, stop)
+        else:
+            memory, slot_at, last_at = inflight.place(slot) if inflight is not None else (None, 0, 0)
+            recorded = self._die_at is None
+            while True:
+                try:
+                    got = hotpath.serve(listener, stop, self._rules, memory, slot_at, last_at, self._counts, recorded)
+                except OSError as e:
+                    if e.filename != "NOTIF_SEND":
+                        raise
+                    log.error("VM %s: a request answered in C could not be answered: %s", self.vm, e)
+                    continue
+                notif = None if got is None else notify.Received(*got)
+                break
+        if notif is not None:
+            if notif.nr == self._die_at:
+                os._exit(9)
+            if inflight is not None and not recorded:
+                inflight.record(slot, notif.raw)
+        return notif
 
     def counted(self) -> dict[str, int]:
         """The C loop's counts (``--stats``: ``compiled``)."""

@@ -176,7 +176,7 @@ class SeccompDriver:
         self.sync_wake_up = False
         self._die_at = self._test_death(arch) if inflight is not None else None
         kept = {*self._credential_calls, *([self._die_at] if self._die_at is not None else [])}
-        self._loop = compiled.Loop(vm, compiled.rules(arch, python=kept))  # what C answers without Python
+        self._loop = compiled.Loop(vm, compiled.rules(arch, python=kept), self._die_at)  # what C answers itself
 
     @staticmethod
     def _test_death(arch: Arch) -> int | None:
@@ -324,9 +324,7 @@ class SeccompDriver:
                     return
                 self._receiver = me
             while True:  # the fast path: receive, serve, receive, with no other thread awake
-                notif = self._loop.receive(self._listener, self._stop_read, self._inflight, slot)
-                if notif is not None and notif.nr == self._die_at:
-                    os._exit(9)
+                notif = self._loop.receive(self._listener, self._stop_read, self._inflight, slot)  # and recorded
                 if notif is None:
                     with self._turn:
                         self._done = True
@@ -335,8 +333,6 @@ class SeccompDriver:
                     return
                 self._serving_since = time.monotonic()
                 table = self._inflight
-                if table is not None:
-                    table.record(slot, notif.raw)
                 self._serve(notif, inspector, slot=slot)
                 if table is not None:
                     table.clear(slot)
