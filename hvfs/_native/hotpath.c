@@ -104,13 +104,31 @@ hp_receive(PyObject *self, PyObject *args)
 /* The compiled decisions (hvfs/intercept/compiled.py builds the table, one rule per
  * syscall number; numbers past its end are Python's). A rule decides only on the
  * syscall number and its registers, which the VM can no longer change once it trapped. */
-enum { RULE_PYTHON, RULE_CONTINUE, RULE_ERRNO, RULE_CONTINUE_IF_ZERO };
+enum { RULE_PYTHON, RULE_CONTINUE, RULE_ERRNO, RULE_CONTINUE_IF_IN, RULE_CONTINUE_IF_IN32 };
 struct rule {
     uint8_t kind;
-    uint8_t arg; /* RULE_CONTINUE_IF_ZERO: which argument */
-    uint16_t unused;
-    int32_t error; /* RULE_ERRNO */
+    uint8_t arg;    /* RULE_CONTINUE_IF_IN(32): the argument, continued if among the values */
+    uint16_t count; /* ... values[first], ... values[first + count - 1] (IN32: its low 32 bits, an int) */
+    int32_t value;  /* RULE_ERRNO: the errno; RULE_CONTINUE_IF_IN(32): first */
 };
+
+/* Whether rule lets the call continue on its registers. */
+static int
+continues(const struct rule *rule, const struct seccomp_data *data, const uint64_t *values, size_t known_values)
+{
+    if (rule->kind == RULE_CONTINUE)
+        return 1;
+    if ((rule->kind != RULE_CONTINUE_IF_IN && rule->kind != RULE_CONTINUE_IF_IN32) || rule->arg >= 6 ||
+        rule->value < 0 || (size_t)rule->value + rule->count > known_values)
+        return 0;
+    uint64_t arg = data->args[rule->arg];
+    if (rule->kind == RULE_CONTINUE_IF_IN32)
+        arg &= UINT32_MAX;
+    for (size_t i = 0; i < rule->count; i++)
+        if (values[rule->value + i] == arg)
+            return 1;
+    return 0;
+}
 
 /* The in-flight table's slot (hvfs/intercept/inflight.py, whose layout this mirrors: the
  * notification, then state, errno and value, then the time received). */
@@ -138,7 +156,7 @@ record(char *table, Py_ssize_t slot_at, Py_ssize_t last_at, const struct seccomp
     __atomic_store_n((uint64_t *)slot, notif->id, __ATOMIC_RELEASE);
 }
 
-/* serve(listener, stop_fd, rules, table, slot_at, last_at, counts, record_handed)
+/* serve(listener, stop_fd, rules, values, table, slot_at, last_at, counts, record_handed)
  *   -> (id, pid, nr, args, raw) | None
  *
  * The driver's receive loop: receives, answers in C each request a rule decides
@@ -153,12 +171,12 @@ static PyObject *
 hp_serve(PyObject *self, PyObject *args)
 {
     int listener, stop_fd;
-    Py_buffer rules, counts, table = {.buf = NULL};
+    Py_buffer rules, values, counts, table = {.buf = NULL};
     PyObject *table_object;
     Py_ssize_t slot_at, last_at;
     int record_handed;
-    if (!PyArg_ParseTuple(args, "iiy*Onnw*p", &listener, &stop_fd, &rules, &table_object, &slot_at, &last_at,
-                          &counts, &record_handed))
+    if (!PyArg_ParseTuple(args, "iiy*y*Onnw*p", &listener, &stop_fd, &rules, &values, &table_object, &slot_at,
+                          &last_at, &counts, &record_handed))
         return NULL;
     PyObject *result = NULL;
     if (counts.len < (Py_ssize_t)(COUNTS * sizeof(uint64_t))) {
@@ -174,7 +192,7 @@ hp_serve(PyObject *self, PyObject *args)
         }
     }
     const struct rule *rule_of = rules.buf;
-    size_t known = (size_t)rules.len / sizeof(struct rule);
+    size_t known = (size_t)rules.len / sizeof(struct rule), known_values = (size_t)values.len / sizeof(uint64_t);
     uint64_t *count = counts.buf;
     struct seccomp_notif notif;
     int got, failed = 0;
@@ -183,11 +201,10 @@ hp_serve(PyObject *self, PyObject *args)
         int nr = notif.data.nr;
         const struct rule *rule = nr >= 0 && (size_t)nr < known ? &rule_of[nr] : NULL;
         struct seccomp_notif_resp resp = {.id = notif.id};
-        if (rule && (rule->kind == RULE_CONTINUE || (rule->kind == RULE_CONTINUE_IF_ZERO && rule->arg < 6 &&
-                                                     notif.data.args[rule->arg] == 0)))
+        if (rule && continues(rule, &notif.data, values.buf, known_values))
             resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
         else if (rule && rule->kind == RULE_ERRNO)
-            resp.error = -rule->error;
+            resp.error = -rule->value;
         else {
             if (table.buf && record_handed)
                 record(table.buf, slot_at, last_at, &notif, STATE_RECEIVED, 0);
@@ -195,7 +212,7 @@ hp_serve(PyObject *self, PyObject *args)
             break;
         }
         if (table.buf)
-            record(table.buf, slot_at, last_at, &notif, resp.flags ? STATE_CONTINUED : STATE_ANSWERED, rule->error);
+            record(table.buf, slot_at, last_at, &notif, resp.flags ? STATE_CONTINUED : STATE_ANSWERED, -resp.error);
         if (ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp) < 0 && errno != ENOENT)
             failed = errno;
         if (table.buf)
@@ -217,6 +234,7 @@ done:
     if (table.buf)
         PyBuffer_Release(&table);
     PyBuffer_Release(&rules);
+    PyBuffer_Release(&values);
     PyBuffer_Release(&counts);
     return result;
 }
@@ -439,7 +457,8 @@ hp_thread_alive(PyObject *self, PyObject *args)
 static PyMethodDef methods[] = {
     {"receive", hp_receive, METH_VARARGS, "receive(listener, stop_fd) -> (id, pid, nr, args, raw) | None"},
     {"serve", hp_serve, METH_VARARGS,
-     "serve(listener, stop_fd, rules, table, slot_at, last_at, counts, record_handed) -> (id, pid, nr, args, raw) | None"},
+     "serve(listener, stop_fd, rules, values, table, slot_at, last_at, counts, record_handed) -> (id, pid, nr, args, "
+     "raw) | None"},
     {"respond", hp_respond, METH_VARARGS, "respond(listener, id, value, error, flags)"},
     {"install", hp_install, METH_VARARGS, "install(listener, id, fd, newfd_flags) -> errno or 0"},
     {"id_valid", hp_id_valid, METH_VARARGS, "id_valid(listener, id) -> bool"},

@@ -10,13 +10,15 @@ the syscall number and its registers, which the VM can no longer change once it 
   ENOSYS (``_serve``'s KeyError: a filter of another manager may trap what this one
   does not serve);
 * a decoder that raises ``Passthrough`` on a plain argument, before it reads anything,
-  is a CONTINUE under that condition (``CONTINUE_IF_ZERO``; tests/test_compiled.py
-  checks each against its decoder).
+  is a CONTINUE under that condition (``CONTINUE_IF_ARG``; tests/test_compiled.py checks
+  each against its decoder);
+* a ``prctl`` whose option keeps credentials (``PRCTL_KEEPS_CREDENTIALS``) is continued
+  without a bump of the credential cache, as ``credcache.before_change`` continues it.
 
-Everything else goes to Python: credential calls (the cache generation is bumped there
-before they continue: hvfs/intercept/credcache.py), every call the manager decides (its
-hooks, audit and ``hvfs diff`` see it), and numbers the driver is told to keep (a test's
-``HVFS_TEST_DIE_AFTER_RECV``).
+Everything else goes to Python: the other credential calls (the cache generation is
+bumped there before they continue: hvfs/intercept/credcache.py), every call the manager
+decides (its hooks, audit and ``hvfs diff`` see it), and numbers the driver is told to
+keep (a test's ``HVFS_TEST_DIE_AFTER_RECV``).
 """
 
 from __future__ import annotations
@@ -26,49 +28,67 @@ import logging
 import os
 import struct
 from collections.abc import Collection
+from typing import NamedTuple
 
 from hvfs import _native as native
 from hvfs._sys import notify
+from hvfs._sys.abi import PRCTL_KEEPS_CREDENTIALS
 from hvfs.intercept.arch import Arch
 from hvfs.intercept.filter import syscall_numbers
 from hvfs.intercept.inflight import InflightTable
-from hvfs.intercept.syscalls import BY_NAME
+from hvfs.intercept.syscalls import BY_NAME, Handling
 
 log = logging.getLogger("hvfs.driver")
 
-PYTHON, CONTINUE, ERRNO, CONTINUE_IF_ZERO = range(4)  # hotpath.c's RULE_*
-RULE = struct.Struct("<BBxxi")  # hotpath.c's struct rule: kind, argument, errno
+PYTHON, CONTINUE, ERRNO, CONTINUE_IF_IN, CONTINUE_IF_IN32 = range(5)  # hotpath.c's RULE_*
+RULE = struct.Struct("<BBHi")  # hotpath.c's struct rule: kind, argument, count, errno or first value
+VALUE = struct.Struct("<Q")
 COUNTS = struct.Struct("<QQQ")  # hotpath.c's counts: continued, answered with an errno, handed to Python
 
 # Decoders that let a call continue on one plain argument being zero, before reading
 # anything (name: argument index).
-CONTINUE_IF_ZERO_ARGS = {
+CONTINUE_IF_ARG = {
     "fanotify_mark": 4,  # a NULL pathname marks the dirfd itself (decoders/query.py)
 }
 
 
-def rules(arch: Arch, *, python: Collection[int]) -> dict[int, tuple[int, int, int]]:
-    """Each syscall number of ``arch`` the C loop answers itself: kind, argument, errno.
+class Rule(NamedTuple):
+    kind: int
+    arg: int = 0
+    values: tuple[int, ...] = ()  # CONTINUE_IF_IN(32): continued when the argument is one of them
+    errno: int = 0  # ERRNO
+
+
+def rules(arch: Arch, *, python: Collection[int] = ()) -> dict[int, Rule]:
+    """Each syscall number of ``arch`` the C loop decides itself, at least in part.
     Numbers in ``python`` are always handed to Python."""
-    decided: dict[int, tuple[int, int, int]] = {}
+    decided: dict[int, Rule] = {}
     for nr, name in syscall_numbers(arch).items():
+        entry = BY_NAME.get(name)
         if nr in python:
             continue
-        entry = BY_NAME.get(name)
-        if entry is None or entry.decoder is None:
-            decided[nr] = (ERRNO, 0, errno.ENOSYS)
-        elif name in CONTINUE_IF_ZERO_ARGS:
-            decided[nr] = (CONTINUE_IF_ZERO, CONTINUE_IF_ZERO_ARGS[name], 0)
+        if name == "prctl":
+            decided[nr] = Rule(CONTINUE_IF_IN32, 0, tuple(sorted(PRCTL_KEEPS_CREDENTIALS)))
+        elif entry is not None and entry.handling in (Handling.CREDS, Handling.EXEC):
+            continue  # credcache.before_change, in Python
+        elif entry is None or entry.decoder is None:
+            decided[nr] = Rule(ERRNO, errno=errno.ENOSYS)
+        elif name in CONTINUE_IF_ARG:
+            decided[nr] = Rule(CONTINUE_IF_IN, CONTINUE_IF_ARG[name], (0,))
     return decided
 
 
-def table(decided: dict[int, tuple[int, int, int]]) -> bytes:
-    """The rules as hotpath.c reads them: indexed by number, PYTHON where none is given."""
+def table(decided: dict[int, Rule]) -> tuple[bytes, bytes]:
+    """The rules as hotpath.c reads them, indexed by number (PYTHON where none is given),
+    and the values they test arguments against."""
     size = max(decided, default=-1) + 1
     packed = bytearray(RULE.size * size)
+    values: list[int] = []
     for nr, rule in decided.items():
-        RULE.pack_into(packed, nr * RULE.size, *rule)
-    return bytes(packed)
+        value = rule.errno if rule.kind == ERRNO else len(values)
+        RULE.pack_into(packed, nr * RULE.size, rule.kind, rule.arg, len(rule.values), value)
+        values += rule.values
+    return bytes(packed), b"".join(VALUE.pack(value) for value in values)
 
 
 class Loop:
@@ -76,10 +96,10 @@ class Loop:
     rules decide, else the Python receive. One worker at a time receives (the driver's
     receiver), so the counts need no lock."""
 
-    def __init__(self, vm: str, decided: dict[int, tuple[int, int, int]], die_at: int | None = None) -> None:
+    def __init__(self, vm: str, decided: dict[int, Rule], die_at: int | None = None) -> None:
         self.vm = vm  # for the log; a spare's driver is renamed when bound
         self._die_at = die_at  # tests only: the manager dies on receiving it, before its record (driver.py)
-        self._rules = table(decided)
+        self._rules, self._values = table(decided)
         self._counts = bytearray(COUNTS.size)
 
     def receive(self, listener: int, stop: int, inflight: InflightTable | None, slot: int) -> notify.Received | None:
@@ -95,7 +115,9 @@ class Loop:
             recorded = self._die_at is None
             while True:
                 try:
-                    got = hotpath.serve(listener, stop, self._rules, memory, slot_at, last_at, self._counts, recorded)
+                    got = hotpath.serve(
+                        listener, stop, self._rules, self._values, memory, slot_at, last_at, self._counts, recorded
+                    )
                 except OSError as e:
                     if e.filename != "NOTIF_SEND":
                         raise

@@ -175,7 +175,7 @@ class SeccompDriver:
         self._watchdog = threading.Thread(target=self._watch, name=f"hvfs-{vm}-watchdog", daemon=True)
         self.sync_wake_up = False
         self._die_at = self._test_death(arch) if inflight is not None else None
-        kept = {*self._credential_calls, *([self._die_at] if self._die_at is not None else [])}
+        kept = [self._die_at] if self._die_at is not None else []
         self._loop = compiled.Loop(vm, compiled.rules(arch, python=kept), self._die_at)  # what C answers itself
 
     @staticmethod
