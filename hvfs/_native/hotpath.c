@@ -1,12 +1,15 @@
 /* The seccomp driver's hot path in C: receive, read the caller's path, check the
- * notification, answer, each with the GIL released and without ctypes' per-call cost.
+ * notification, answer, each with the GIL released and without ctypes' per-call cost;
+ * and the receive loop itself (serve), which answers without Python the requests whose
+ * outcome a table fixes on the syscall number and its registers.
  *
  * Plain CPython C API, built by setup.py as the extension hvfs._native._hotpath.
  * hvfs/_native/__init__.py says when it is used (HVFS_NATIVE=0 forces the Python path,
- * hvfs/_sys/notify.py and process.py). Every function here is a kernel primitive with
- * the same contract as its Python twin; the security reasoning (ID_VALID after all
+ * hvfs/_sys/notify.py and process.py). Every other function here is a kernel primitive
+ * with the same contract as its Python twin; the security reasoning (ID_VALID after all
  * reads, the ordering of ADDFD and the answer for writable files) stays in
- * hvfs/intercept/driver.py, which calls these in the same order as the Python ones.
+ * hvfs/intercept/driver.py, which calls these in the same order as the Python ones, and
+ * which rules serve may apply is hvfs/intercept/compiled.py's.
  */
 #define _GNU_SOURCE /* memmem */
 #define PY_SSIZE_T_CLEAN
