@@ -7,13 +7,15 @@ from __future__ import annotations
 import errno
 import functools
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from hvfs import _native
 from hvfs._sys.abi import PR_CAPBSET_DROP, PR_SET_KEEPCAPS, PR_SET_NAME, PR_SET_SECUREBITS
-from hvfs.intercept import compiled
+from hvfs.intercept import compiled, inflight
 from hvfs.intercept.arch import native as native_arch
 from hvfs.intercept.credcache import CredWatch, before_change
 from hvfs.intercept.decoders.context import Passthrough
@@ -124,3 +126,89 @@ def test_both_paths_answer_the_compiled_calls_alike(
     nr = {name: nr for nr, name in syscall_numbers(native_arch()).items()}["fanotify_mark"]
     out = runner.ok("run", "--strict", "--", "python3", "-c", _script(nr, prctl=True))
     assert out == f"[{errno.EBADF}]\n[0] named{(TRIES - 1) % 3}\n"
+
+
+# Run in a process of its own: the filter (getppid trapped, everything else allowed) stays
+# on the thread that loads it, and the children it forks inherit it. A: a child calls
+# getppid TRIES times, each answered in C by an errno rule; a thread stops the loop
+# through the stop pipe once the child has exited. B: with no rule, the child's getppid is
+# handed back, recorded in the in-flight slot as received, then continued.
+_LISTENER_SCRIPT = """
+import ctypes, json, os, sys, threading
+from hvfs import _native
+from hvfs._sys import notify, process
+from hvfs._sys.abi import PR_SET_NO_NEW_PRIVS
+from hvfs.doctor.probes import _getppid_filter
+from hvfs.intercept import compiled, inflight
+from hvfs.intercept.arch import native
+from hvfs.intercept.filter import syscall_numbers
+
+tries, error = int(sys.argv[1]), int(sys.argv[2])
+getppid = {name: nr for nr, name in syscall_numbers(native()).items()}["getppid"]
+me = os.getpid()
+process.prctl(PR_SET_NO_NEW_PRIVS, 1)
+listener = process.load_seccomp_filter(_getppid_filter(), process.SECCOMP_FILTER_FLAG_NEW_LISTENER)
+table = inflight.InflightTable(4)
+memory, slot_at, last_at = table.place(2)
+report = {}
+
+def child(calls, expected):
+    pid = os.fork()
+    if pid == 0:
+        libc = ctypes.CDLL(None, use_errno=True)
+        codes = set()
+        for _ in range(calls):
+            parent = libc.syscall(getppid)
+            codes.add("continued" if parent == me else ctypes.get_errno())
+        os._exit(0 if codes == {expected} else 1)
+    return pid
+
+def stop_after(pid, stop):
+    status = os.waitpid(pid, 0)[1]
+    report.setdefault("children", []).append(os.waitstatus_to_exitcode(status))
+    os.write(stop, b"x")
+
+def serve(rules, pid, record_handed=True):
+    counts = bytearray(compiled.COUNTS.size)
+    stop_read, stop_write = os.pipe()
+    waiter = threading.Thread(target=stop_after, args=(pid, stop_write))
+    waiter.start()
+    got = _native.hotpath.serve(listener, stop_read, *compiled.table(rules), memory, slot_at, last_at, counts,
+                                record_handed)
+    return got, compiled.COUNTS.unpack_from(counts), waiter
+
+pid = child(tries, error)
+got, counts, waiter = serve({getppid: compiled.Rule(compiled.ERRNO, errno=error)}, pid)
+waiter.join()
+report["a"] = {"got": got, "counts": counts, "pending": len(table.pending()), "last_id": table.last_id()}
+
+pid = child(1, "continued")
+got, counts, waiter = serve({}, pid)
+pending = table.pending()
+notify.respond(listener, got[0], flags=notify.SECCOMP_USER_NOTIF_FLAG_CONTINUE)
+waiter.join()
+report["b"] = {"nr": got[2] == getppid, "counts": counts, "last_id": table.last_id() == got[0],
+               "pending": [(p.notification == got[4], p.state, p.received_ns > 0) for p in pending]}
+print(json.dumps(report))
+"""
+
+
+def test_the_c_loop_answers_records_and_hands_back_on_a_listener_of_its_own(tmp_path: Path) -> None:
+    require(_native.hotpath is not None, NATIVE)
+    script = tmp_path / "listener.py"
+    script.write_text(_LISTENER_SCRIPT)
+    done = subprocess.run([sys.executable, str(script), str(TRIES), str(errno.EPERM)],
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["children"] == [0, 0]  # each child saw every call answered as the rule said
+    # A: every call answered in C, each slot cleared after its answer, the last id kept.
+    assert report["a"] == {"got": None, "counts": [0, TRIES, 0], "pending": 0, "last_id": report["a"]["last_id"]}
+    assert report["a"]["last_id"]
+    # B: handed to Python, recorded as InflightTable.record would: the notification, RECEIVED.
+    assert report["b"] == {
+        "nr": True,
+        "counts": [0, 0, 1],
+        "last_id": True,
+        "pending": [[True, inflight.RECEIVED, True]],
+    }

@@ -29,6 +29,7 @@ answers alone (native/init/shim.c ``answer_orphans``; it reads whole slots befor
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import struct
@@ -123,5 +124,6 @@ class InflightTable:
         return last or None
 
     def close(self) -> None:
-        self._map.close()
+        with contextlib.suppress(BufferError):  # a worker's C loop still holds it (place): unmapped once it lets go
+            self._map.close()
         os.close(self.fd)
