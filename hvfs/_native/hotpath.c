@@ -1,12 +1,15 @@
 /* The seccomp driver's hot path in C: receive, read the caller's path, check the
- * notification, answer, each with the GIL released and without ctypes' per-call cost.
+ * notification, answer, each with the GIL released and without ctypes' per-call cost;
+ * and the receive loop itself (serve), which answers without Python the requests whose
+ * outcome a table fixes on the syscall number and its registers.
  *
  * Plain CPython C API, built by setup.py as the extension hvfs._native._hotpath.
  * hvfs/_native/__init__.py says when it is used (HVFS_NATIVE=0 forces the Python path,
- * hvfs/_sys/notify.py and process.py). Every function here is a kernel primitive with
- * the same contract as its Python twin; the security reasoning (ID_VALID after all
+ * hvfs/_sys/notify.py and process.py). Every other function here is a kernel primitive
+ * with the same contract as its Python twin; the security reasoning (ID_VALID after all
  * reads, the ordering of ADDFD and the answer for writable files) stays in
- * hvfs/intercept/driver.py, which calls these in the same order as the Python ones.
+ * hvfs/intercept/driver.py, which calls these in the same order as the Python ones, and
+ * which rules serve may apply is hvfs/intercept/compiled.py's.
  */
 #define _GNU_SOURCE /* memmem */
 #define PY_SSIZE_T_CLEAN
@@ -20,6 +23,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef SECCOMP_IOCTL_NOTIF_ADDFD
@@ -39,12 +43,49 @@ raise_errno(int code, const char *what)
     return PyErr_SetFromErrnoWithFilename(PyExc_OSError, what);
 }
 
-/* receive(listener, stop_fd) -> (id, pid, nr, args, raw) | None
- *
- * Polls the listener and stop_fd and receives one notification, all without the GIL.
- * None when stop_fd is readable or the listener hangs up (every thread of the VM has
- * exited: NOTIF_RECV would block for ever). A notification cancelled before we got it
+/* Polls the listener and stop_fd and receives one notification into notif; call it
+ * without the GIL. 0 with a notification, -1 when stop_fd is readable or the listener
+ * hangs up (every thread of the VM has exited: NOTIF_RECV would block for ever), else
+ * the errno of a failed poll or receive. A notification cancelled before we got it
  * (ENOENT) or a signal (EINTR) is not an error: poll again. */
+static int
+receive_one(int listener, int stop_fd, struct seccomp_notif *notif)
+{
+    for (;;) {
+        struct pollfd fds[2] = {{.fd = listener, .events = POLLIN}, {.fd = stop_fd, .events = POLLIN}};
+        if (poll(fds, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno;
+        }
+        if (fds[1].revents)
+            return -1;
+        if (fds[0].revents & POLLIN) {
+            memset(notif, 0, sizeof *notif); /* the kernel rejects a buffer that is not all zeroes */
+            if (ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, notif) == 0)
+                return 0;
+            if (errno == ENOENT || errno == EINTR)
+                continue;
+            return errno;
+        }
+        if (fds[0].revents & (POLLHUP | POLLERR | POLLNVAL))
+            return -1;
+    }
+}
+
+static PyObject *
+notification(const struct seccomp_notif *notif)
+{
+    const struct seccomp_data *d = &notif->data;
+    return Py_BuildValue("(KIi(KKKKKK)y#)", (unsigned long long)notif->id, notif->pid, d->nr,
+                         (unsigned long long)d->args[0], (unsigned long long)d->args[1],
+                         (unsigned long long)d->args[2], (unsigned long long)d->args[3],
+                         (unsigned long long)d->args[4], (unsigned long long)d->args[5], (const char *)notif,
+                         (Py_ssize_t)sizeof *notif);
+}
+
+/* receive(listener, stop_fd) -> (id, pid, nr, args, raw) | None: one notification, or
+ * None when stopped (receive_one), all without the GIL. */
 static PyObject *
 hp_receive(PyObject *self, PyObject *args)
 {
@@ -52,45 +93,153 @@ hp_receive(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "ii", &listener, &stop_fd))
         return NULL;
     struct seccomp_notif notif;
-    int failed = 0, stopped = 0;
+    int got;
     Py_BEGIN_ALLOW_THREADS
-    for (;;) {
-        struct pollfd fds[2] = {{.fd = listener, .events = POLLIN}, {.fd = stop_fd, .events = POLLIN}};
-        if (poll(fds, 2, -1) < 0) {
-            if (errno == EINTR)
-                continue;
+    got = receive_one(listener, stop_fd, &notif);
+    Py_END_ALLOW_THREADS
+    if (got > 0)
+        return raise_errno(got, "NOTIF_RECV");
+    if (got < 0)
+        Py_RETURN_NONE;
+    return notification(&notif);
+}
+
+/* The compiled decisions (hvfs/intercept/compiled.py builds the table, one rule per
+ * syscall number; numbers past its end are Python's). A rule decides only on the
+ * syscall number and its registers, which the VM can no longer change once it trapped. */
+enum { RULE_PYTHON, RULE_CONTINUE, RULE_ERRNO, RULE_CONTINUE_IF_IN, RULE_CONTINUE_IF_IN32 };
+struct rule {
+    uint8_t kind;
+    uint8_t arg;    /* RULE_CONTINUE_IF_IN(32): the argument, continued if among the values */
+    uint16_t count; /* ... values[first], ... values[first + count - 1] (IN32: its low 32 bits, an int) */
+    int32_t value;  /* RULE_ERRNO: the errno; RULE_CONTINUE_IF_IN(32): first */
+};
+
+/* Whether rule lets the call continue on its registers. */
+static int
+continues(const struct rule *rule, const struct seccomp_data *data, const uint64_t *values, size_t known_values)
+{
+    if (rule->kind == RULE_CONTINUE)
+        return 1;
+    if ((rule->kind != RULE_CONTINUE_IF_IN && rule->kind != RULE_CONTINUE_IF_IN32) || rule->arg >= 6 ||
+        rule->value < 0 || (size_t)rule->value + rule->count > known_values)
+        return 0;
+    uint64_t arg = data->args[rule->arg];
+    if (rule->kind == RULE_CONTINUE_IF_IN32)
+        arg &= UINT32_MAX;
+    for (size_t i = 0; i < rule->count; i++)
+        if (values[rule->value + i] == arg)
+            return 1;
+    return 0;
+}
+
+/* The in-flight table's slot (hvfs/intercept/inflight.py, whose layout this mirrors: the
+ * notification, then state, errno and value, then the time received). */
+enum { SLOT_STATE = 80, SLOT_ERRNO = 84, SLOT_VALUE = 88, SLOT_RECEIVED = 96, SLOT_END = 104 };
+enum { STATE_RECEIVED, STATE_ANSWERED, STATE_CONTINUED };
+enum { COUNT_CONTINUED, COUNT_ANSWERED, COUNT_HANDED, COUNTS };
+
+/* Records a request answered here as the driver's record and performed would: the last id,
+ * then the outcome and the time, then the notification, whose id marks the slot taken. */
+static void
+record(char *table, Py_ssize_t slot_at, Py_ssize_t last_at, const struct seccomp_notif *notif, uint8_t state,
+       int32_t error)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    int64_t received = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec, value = 0;
+    char *slot = table + slot_at;
+    memcpy(table + last_at, &notif->id, sizeof notif->id);
+    memset(slot + SLOT_STATE, 0, SLOT_ERRNO - SLOT_STATE);
+    slot[SLOT_STATE] = (char)state;
+    memcpy(slot + SLOT_ERRNO, &error, sizeof error);
+    memcpy(slot + SLOT_VALUE, &value, sizeof value);
+    memcpy(slot + SLOT_RECEIVED, &received, sizeof received);
+    memcpy(slot + sizeof notif->id, (const char *)notif + sizeof notif->id, sizeof *notif - sizeof notif->id);
+    __atomic_store_n((uint64_t *)slot, notif->id, __ATOMIC_RELEASE);
+}
+
+/* serve(listener, stop_fd, rules, values, table, slot_at, last_at, counts, record_handed)
+ *   -> (id, pid, nr, args, raw) | None
+ *
+ * The driver's receive loop: receives, answers in C each request a rule decides
+ * (CONTINUE or an errno), recorded in the in-flight table (table: its writable buffer,
+ * or None) at slot_at for as long as it is answered, and loops; returns the first
+ * request that needs Python, recorded there as received if record_handed (else the
+ * driver records it), or None when stopped. counts: a writable buffer of three uint64,
+ * bumped here: continued, answered with an errno, handed to Python. All without the
+ * GIL; OSError as a receive or an answer fails (ENOENT on the answer, a caller gone or
+ * its call cancelled, is not a failure). */
+static PyObject *
+hp_serve(PyObject *self, PyObject *args)
+{
+    int listener, stop_fd;
+    Py_buffer rules, values, counts, table = {.buf = NULL};
+    PyObject *table_object;
+    Py_ssize_t slot_at, last_at;
+    int record_handed;
+    if (!PyArg_ParseTuple(args, "iiy*y*Onnw*p", &listener, &stop_fd, &rules, &values, &table_object, &slot_at,
+                          &last_at, &counts, &record_handed))
+        return NULL;
+    PyObject *result = NULL;
+    if (counts.len < (Py_ssize_t)(COUNTS * sizeof(uint64_t))) {
+        PyErr_SetString(PyExc_ValueError, "counts: three uint64 are needed");
+        goto done;
+    }
+    if (table_object != Py_None) {
+        if (PyObject_GetBuffer(table_object, &table, PyBUF_WRITABLE) < 0)
+            goto done;
+        if (slot_at < 0 || last_at < 0 || slot_at + SLOT_END > table.len || last_at + 8 > table.len) {
+            PyErr_SetString(PyExc_ValueError, "the slot or the last id lies outside the in-flight table");
+            goto done;
+        }
+    }
+    const struct rule *rule_of = rules.buf;
+    size_t known = (size_t)rules.len / sizeof(struct rule), known_values = (size_t)values.len / sizeof(uint64_t);
+    uint64_t *count = counts.buf;
+    struct seccomp_notif notif;
+    int got, failed = 0;
+    Py_BEGIN_ALLOW_THREADS
+    while ((got = receive_one(listener, stop_fd, &notif)) == 0) {
+        int nr = notif.data.nr;
+        const struct rule *rule = nr >= 0 && (size_t)nr < known ? &rule_of[nr] : NULL;
+        struct seccomp_notif_resp resp = {.id = notif.id};
+        if (rule && continues(rule, &notif.data, values.buf, known_values))
+            resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+        else if (rule && rule->kind == RULE_ERRNO)
+            resp.error = -rule->value;
+        else {
+            if (table.buf && record_handed)
+                record(table.buf, slot_at, last_at, &notif, STATE_RECEIVED, 0);
+            count[COUNT_HANDED]++;
+            break;
+        }
+        if (table.buf)
+            record(table.buf, slot_at, last_at, &notif, resp.flags ? STATE_CONTINUED : STATE_ANSWERED, -resp.error);
+        if (ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp) < 0 && errno != ENOENT)
             failed = errno;
+        if (table.buf)
+            __atomic_store_n((uint64_t *)((char *)table.buf + slot_at), 0, __ATOMIC_RELEASE);
+        if (failed)
             break;
-        }
-        if (fds[1].revents) {
-            stopped = 1;
-            break;
-        }
-        if (fds[0].revents & POLLIN) {
-            memset(&notif, 0, sizeof notif); /* the kernel rejects a buffer that is not all zeroes */
-            if (ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, &notif) == 0)
-                break;
-            if (errno == ENOENT || errno == EINTR)
-                continue;
-            failed = errno;
-            break;
-        }
-        if (fds[0].revents & (POLLHUP | POLLERR | POLLNVAL)) {
-            stopped = 1;
-            break;
-        }
+        count[resp.flags ? COUNT_CONTINUED : COUNT_ANSWERED]++;
     }
     Py_END_ALLOW_THREADS
     if (failed)
-        return raise_errno(failed, "NOTIF_RECV");
-    if (stopped)
-        Py_RETURN_NONE;
-    const struct seccomp_data *d = &notif.data;
-    return Py_BuildValue("(KIi(KKKKKK)y#)", (unsigned long long)notif.id, notif.pid, d->nr,
-                         (unsigned long long)d->args[0], (unsigned long long)d->args[1],
-                         (unsigned long long)d->args[2], (unsigned long long)d->args[3],
-                         (unsigned long long)d->args[4], (unsigned long long)d->args[5], (const char *)&notif,
-                         (Py_ssize_t)sizeof notif);
+        raise_errno(failed, "NOTIF_SEND");
+    else if (got > 0)
+        raise_errno(got, "NOTIF_RECV");
+    else if (got < 0)
+        result = Py_NewRef(Py_None);
+    else
+        result = notification(&notif);
+done:
+    if (table.buf)
+        PyBuffer_Release(&table);
+    PyBuffer_Release(&rules);
+    PyBuffer_Release(&values);
+    PyBuffer_Release(&counts);
+    return result;
 }
 
 /* respond(listener, id, value, error, flags): NOTIF_SEND; OSError as the ioctl fails. */
@@ -310,6 +459,9 @@ hp_thread_alive(PyObject *self, PyObject *args)
 
 static PyMethodDef methods[] = {
     {"receive", hp_receive, METH_VARARGS, "receive(listener, stop_fd) -> (id, pid, nr, args, raw) | None"},
+    {"serve", hp_serve, METH_VARARGS,
+     "serve(listener, stop_fd, rules, values, table, slot_at, last_at, counts, record_handed) -> (id, pid, nr, args, "
+     "raw) | None"},
     {"respond", hp_respond, METH_VARARGS, "respond(listener, id, value, error, flags)"},
     {"install", hp_install, METH_VARARGS, "install(listener, id, fd, newfd_flags) -> errno or 0"},
     {"id_valid", hp_id_valid, METH_VARARGS, "id_valid(listener, id) -> bool"},

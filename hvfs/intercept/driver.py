@@ -53,7 +53,8 @@ Some facts about seccomp user notification, which the code below relies on:
   (``hvfs._sys.notify``, ``tracee.py``); the order above is the driver's, whichever
   implementation runs: every read before the one ID_VALID check that covers them, a
   writable file installed and released before the answer. ``HVFS_NATIVE=0`` forces
-  the ctypes path. Every decision stays in Python, behind ``Transport``.
+  the ctypes path. The receive loop runs in C too: it answers itself, without Python,
+  what the driver would answer without the manager (``compiled.py``), and returns the rest.
 * Each worker keeps, from request to request, fds naming the threads it served (their
   /proc status files and pidfds): they name a thread, never a reused number, and the
   ID_VALID check after all reads covers them as it covers every read (``kept.py``).
@@ -86,7 +87,7 @@ from hvfs._sys import notify, process
 from hvfs._sys.abi import MSG_LEN
 from hvfs.api import Transport
 from hvfs.api.transport import TransportError
-from hvfs.intercept import inflight, orphans
+from hvfs.intercept import compiled, inflight, orphans
 from hvfs.intercept.arch import Arch
 from hvfs.intercept.credcache import CredWatch, before_change
 from hvfs.intercept.decoders.context import Context, DecodeFunction, Output, Passthrough
@@ -174,6 +175,8 @@ class SeccompDriver:
         self._watchdog = threading.Thread(target=self._watch, name=f"hvfs-{vm}-watchdog", daemon=True)
         self.sync_wake_up = False
         self._die_at = self._test_death(arch) if inflight is not None else None
+        kept = [self._die_at] if self._die_at is not None else []
+        self._loop = compiled.Loop(vm, compiled.rules(arch, python=kept), self._die_at)  # what C answers itself
 
     @staticmethod
     def _test_death(arch: Arch) -> int | None:
@@ -194,7 +197,10 @@ class SeccompDriver:
         return kept
 
     def statistics(self) -> dict[str, Any]:
-        return {"sync_wake_up": self.sync_wake_up, "hot_path": native.status()}
+        document: dict[str, Any] = {"sync_wake_up": self.sync_wake_up, "hot_path": native.status()}
+        if native.hotpath is not None:
+            document["compiled"] = self._loop.counted()
+        return document
 
     def start(self) -> None:
         try:
@@ -212,6 +218,7 @@ class SeccompDriver:
         workers, started with the spare and waiting, begin to receive."""
         assert not self._bound.is_set(), "a driver is bound once"
         self._vm, self._transport = vm, transport
+        self._loop.vm = vm
         for slot, thread in enumerate(self._threads):
             thread.name = f"hvfs-{vm}-{slot}"
         self._watchdog.name = f"hvfs-{vm}-watchdog"
@@ -317,9 +324,7 @@ class SeccompDriver:
                     return
                 self._receiver = me
             while True:  # the fast path: receive, serve, receive, with no other thread awake
-                notif = notify.receive_or_stop(self._listener, self._stop_read)
-                if notif is not None and notif.nr == self._die_at:
-                    os._exit(9)
+                notif = self._loop.receive(self._listener, self._stop_read, self._inflight, slot)  # and recorded
                 if notif is None:
                     with self._turn:
                         self._done = True
@@ -328,8 +333,6 @@ class SeccompDriver:
                     return
                 self._serving_since = time.monotonic()
                 table = self._inflight
-                if table is not None:
-                    table.record(slot, notif.raw)
                 self._serve(notif, inspector, slot=slot)
                 if table is not None:
                     table.clear(slot)

@@ -29,6 +29,7 @@ answers alone (native/init/shim.c ``answer_orphans``; it reads whole slots befor
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import struct
@@ -79,6 +80,12 @@ class InflightTable:
         self._map[at + NOTIF : at + SLOT] = bytes(_RESULT.size) + _RECEIVED_AT.pack(time.time_ns())
         self._map[at : at + NOTIF] = notification
 
+    def place(self, slot: int) -> tuple[mmap.mmap, int, int]:
+        """Where the C loop (hvfs/_native/hotpath.c ``serve``) records what it answers
+        itself, as ``record`` and ``performed`` would: the table's memory, the slot's
+        offset, the last id's offset."""
+        return self._map, slot * SLOT, self._last_at
+
     def performed(self, slot: int, response: api.Response) -> None:
         """Note what the request did, before it is answered."""
         if isinstance(response, api.Errno) and not response.signal:
@@ -117,5 +124,6 @@ class InflightTable:
         return last or None
 
     def close(self) -> None:
-        self._map.close()
+        with contextlib.suppress(BufferError):  # a worker's C loop still holds it (place): unmapped once it lets go
+            self._map.close()
         os.close(self.fd)

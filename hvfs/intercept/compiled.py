@@ -1,0 +1,138 @@
+"""The decisions the seccomp driver's C loop takes without Python (hvfs/_native/hotpath.c
+``serve``): a table handed to it at start, one rule per syscall number.
+
+A rule is the driver's own answer where it answers without asking the manager, so the C
+loop answers exactly what ``SeccompDriver._serve`` would, and no service loses a call it
+sees today (the manager never sees these calls on either path). A rule decides only on
+the syscall number and its registers, which the VM can no longer change once it trapped:
+
+* a number the driver has no decoder for (and that is not a credential call) is answered
+  ENOSYS (``_serve``'s KeyError: a filter of another manager may trap what this one
+  does not serve);
+* a decoder that raises ``Passthrough`` on a plain argument, before it reads anything,
+  is a CONTINUE under that condition (``CONTINUE_IF_ARG``; tests/test_compiled.py checks
+  each against its decoder);
+* a ``prctl`` whose option keeps credentials (``PRCTL_KEEPS_CREDENTIALS``) is continued
+  without a bump of the credential cache, as ``credcache.before_change`` continues it.
+
+Everything else goes to Python: the other credential calls (the cache generation is
+bumped there before they continue: hvfs/intercept/credcache.py), every call the manager
+decides (its hooks, audit and ``hvfs diff`` see it), and numbers the driver is told to
+keep (a test's ``HVFS_TEST_DIE_AFTER_RECV``).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import struct
+from collections.abc import Collection
+from typing import NamedTuple
+
+from hvfs import _native as native
+from hvfs._sys import notify
+from hvfs._sys.abi import PRCTL_KEEPS_CREDENTIALS
+from hvfs.intercept.arch import Arch
+from hvfs.intercept.filter import syscall_numbers
+from hvfs.intercept.inflight import InflightTable
+from hvfs.intercept.syscalls import BY_NAME, Handling
+
+log = logging.getLogger("hvfs.driver")
+
+PYTHON, CONTINUE, ERRNO, CONTINUE_IF_IN, CONTINUE_IF_IN32 = range(5)  # hotpath.c's RULE_*
+RULE = struct.Struct("<BBHi")  # hotpath.c's struct rule: kind, argument, count, errno or first value
+VALUE = struct.Struct("<Q")
+COUNTS = struct.Struct("<QQQ")  # hotpath.c's counts: continued, answered with an errno, handed to Python
+
+# Decoders that let a call continue on one plain argument being zero, before reading
+# anything (name: argument index).
+CONTINUE_IF_ARG = {
+    "fanotify_mark": 4,  # a NULL pathname marks the dirfd itself (decoders/query.py)
+}
+
+
+class Rule(NamedTuple):
+    kind: int
+    arg: int = 0
+    values: tuple[int, ...] = ()  # CONTINUE_IF_IN(32): continued when the argument is one of them
+    errno: int = 0  # ERRNO
+
+
+def rules(arch: Arch, *, python: Collection[int] = ()) -> dict[int, Rule]:
+    """Each syscall number of ``arch`` the C loop decides itself, at least in part.
+    Numbers in ``python`` are always handed to Python."""
+    decided: dict[int, Rule] = {}
+    for nr, name in syscall_numbers(arch).items():
+        entry = BY_NAME.get(name)
+        if nr in python:
+            continue
+        if name == "prctl":
+            decided[nr] = Rule(CONTINUE_IF_IN32, 0, tuple(sorted(PRCTL_KEEPS_CREDENTIALS)))
+        elif entry is not None and entry.handling in (Handling.CREDS, Handling.EXEC):
+            continue  # credcache.before_change, in Python
+        elif entry is None or entry.decoder is None:
+            decided[nr] = Rule(ERRNO, errno=errno.ENOSYS)
+        elif name in CONTINUE_IF_ARG:
+            decided[nr] = Rule(CONTINUE_IF_IN, CONTINUE_IF_ARG[name], (0,))
+    return decided
+
+
+def table(decided: dict[int, Rule]) -> tuple[bytes, bytes]:
+    """The rules as hotpath.c reads them, indexed by number (PYTHON where none is given),
+    and the values they test arguments against."""
+    size = max(decided, default=-1) + 1
+    packed = bytearray(RULE.size * size)
+    values: list[int] = []
+    for nr, rule in decided.items():
+        value = rule.errno if rule.kind == ERRNO else len(values)
+        RULE.pack_into(packed, nr * RULE.size, rule.kind, rule.arg, len(rule.values), value)
+        values += rule.values
+    return bytes(packed), b"".join(VALUE.pack(value) for value in values)
+
+
+class Loop:
+    """One driver's receive loop: in C where hvfs/_native is built, answering what the
+    rules decide, else the Python receive. One worker at a time receives (the driver's
+    receiver), so the counts need no lock."""
+
+    def __init__(self, vm: str, decided: dict[int, Rule], die_at: int | None = None) -> None:
+        self.vm = vm  # for the log; a spare's driver is renamed when bound
+        self._die_at = die_at  # tests only: the manager dies on receiving it, before its record (driver.py)
+        self._rules, self._values = table(decided)
+        self._counts = bytearray(COUNTS.size)
+
+    def receive(self, listener: int, stop: int, inflight: InflightTable | None, slot: int) -> notify.Received | None:
+        """The next request that needs Python, recorded as received in ``slot`` of the
+        in-flight table, or None once ``stop`` is readable or the VM is gone. Each request
+        answered in C meanwhile is recorded in that slot while it is answered."""
+        hotpath = native.hotpath
+        recorded = False
+        if hotpath is None:
+            notif = notify.receive_or_stop(listener, stop)
+        else:
+            memory, slot_at, last_at = inflight.place(slot) if inflight is not None else (None, 0, 0)
+            recorded = self._die_at is None
+            while True:
+                try:
+                    got = hotpath.serve(
+                        listener, stop, self._rules, self._values, memory, slot_at, last_at, self._counts, recorded
+                    )
+                except OSError as e:
+                    if e.filename != "NOTIF_SEND":
+                        raise
+                    log.error("VM %s: a request answered in C could not be answered: %s", self.vm, e)
+                    continue
+                notif = None if got is None else notify.Received(*got)
+                break
+        if notif is not None:
+            if notif.nr == self._die_at:
+                os._exit(9)
+            if inflight is not None and not recorded:
+                inflight.record(slot, notif.raw)
+        return notif
+
+    def counted(self) -> dict[str, int]:
+        """The C loop's counts (``--stats``: ``compiled``)."""
+        continued, answered, handed = COUNTS.unpack_from(self._counts)
+        return {"continued": continued, "answered": answered, "handed_to_python": handed}
