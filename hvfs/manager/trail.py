@@ -57,10 +57,12 @@ class Name:
 
 
 class Trail:
-    __slots__ = ("names",)
+    __slots__ = ("answer", "audited", "names")
 
-    def __init__(self) -> None:
+    def __init__(self, audited: bool = False) -> None:
         self.names: list[Name] = []
+        self.audited = audited  # the request's event names its paths (see ``naming``)
+        self.answer: str | None = None  # an open's: the VM path of the file its answer holds (``answered``)
 
     def head_of(self, key: object) -> str | None:
         """The resolved directory of the request's ``key`` (that very object), if noted."""
@@ -70,9 +72,10 @@ class Trail:
         return None
 
 
-def begin(watched: bool) -> Trail | None:
-    """The trail of the request this thread serves now (None: nothing is noted)."""
-    trail = Trail() if watched else None
+def begin(watched: bool, audited: bool = False) -> Trail | None:
+    """The trail of the request this thread serves now (None: nothing is noted): for the
+    change set (``watched``), for an event (``audited``), or both."""
+    trail = Trail(audited) if watched or audited else None
     _here.trail = trail
     return trail
 
@@ -81,6 +84,14 @@ def noting() -> bool:
     """Whether the request this thread serves has a trail: a handler that must resolve
     differently to note something (a stat: see ``located``) asks first."""
     return _current() is not None
+
+
+def naming() -> bool:
+    """Whether the request this thread serves has an event that names its paths: a handler
+    that may find a name differently for it (an open: ``answered``) asks first, so that a
+    request without one pays nothing for it."""
+    trail = _current()
+    return trail is not None and trail.audited
 
 
 def end() -> None:
@@ -144,6 +155,29 @@ def named(key: api.VmPath, name: str) -> None:
     if trail is not None:
         head, _, last = name.rstrip("/").rpartition("/")
         trail.names.append(Name(key, head or "/", last, True))
+
+
+def plain(path: api.VmPath) -> str | None:
+    """``path``'s text where it is an absolute path without ``.``, ``..`` or empty components
+    on the way (a trailing ``/`` allowed): found with no symlink on the way
+    (RESOLVE_NO_SYMLINKS), it is its own name as the kernel resolved it; None otherwise."""
+    name = path.name
+    if not name.startswith("/") or any(part in _NOT_PLAIN for part in name.split("/")[1:-1]):
+        return None
+    if name.rpartition("/")[2] in _NOT_PLAIN[1:]:
+        return None
+    return name
+
+
+_NOT_PLAIN = ("", ".", "..")  # components a path's text names differently than its resolution
+
+
+def answered(name: str) -> None:
+    """An open's answer holds the file the handler found at ``name`` (a ``plain`` path found
+    with no symlink on the way): its event names it, without a readlink of the answer."""
+    trail = _current()
+    if trail is not None:
+        trail.answer = name
 
 
 def open_file(file: api.OpenFile) -> None:

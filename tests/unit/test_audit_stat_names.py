@@ -19,7 +19,7 @@ from hvfs._sys.abi import AT_SYMLINK_NOFOLLOW
 from hvfs._sys.mount import clone_tree
 from hvfs.api.events import Event
 from hvfs.api.hooks import EventBus
-from hvfs.manager import trail
+from hvfs.manager import served, trail
 from hvfs.manager.manager import Manager
 from hvfs.manager.served import served_paths
 from hvfs.manager.vm import VmContext
@@ -159,3 +159,63 @@ def test_a_mutation_names_its_noted_directory_as_resolving_again_would(
     manager.handle_request(api.Mkdir(caller=_who(), path=api.VmPath("/", "/sub/d"), mode=0o755))
     manager.handle_request(api.Mkdir(caller=_who(), path=api.VmPath("/", "/sub/d/e"), mode=0o755))
     assert got[:4] == [served_paths(vm, q, r) for q, r in zip(requests[:4], responses[:4], strict=True)]
+
+
+@pytest.fixture
+def answers_read(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The fds of answers whose names served_paths reads back through procfs."""
+    calls: list[int] = []
+    real = served.fd_name
+
+    def counted(fd: int) -> str:
+        calls.append(fd)
+        return real(fd)
+
+    monkeypatch.setattr(served, "fd_name", counted)
+    return calls
+
+
+def _open(path: str, flags: int) -> api.Open:
+    return api.Open(caller=_who(), path=api.VmPath("/", path), flags=flags | os.O_CLOEXEC, mode=0o644)
+
+
+WRITE = os.O_WRONLY
+
+
+# An open of a plain absolute path is named by its text (found with no symlink on the
+# way); any other by the readlink of its answer, before the VM has it: the same names.
+@pytest.mark.parametrize(
+    ("path", "flags", "named", "read_back"),
+    [
+        ("/sub/file", WRITE, "/sub/file", 0),
+        ("/sub/file", os.O_RDONLY, "/sub/file", 0),
+        ("/sub", os.O_RDONLY | os.O_DIRECTORY, "/sub", 0),
+        ("/sub/new", WRITE | os.O_CREAT | os.O_EXCL, "/sub/new", 0),
+        ("/sub/link", WRITE, "/sub/file", 1),
+        ("/dirlink/file", os.O_RDONLY, "/sub/file", 1),
+        ("/dirlink/made", WRITE | os.O_CREAT, "/sub/made", 1),
+        ("/sub/dangling", WRITE | os.O_CREAT, "/sub/nowhere", 1),  # created through the symlink
+        ("/sub/../sub/file", WRITE, "/sub/file", 1),
+    ],
+    ids=["write", "read", "directory", "create", "link", "dirlink", "create-dirlink", "create-dangling", "dot-dot"],
+)
+def test_an_open_names_the_file_its_answer_holds(
+    audited: tuple[Manager, VmContext, list[Event]],
+    answers_read: list[int],
+    path: str,
+    flags: int,
+    named: str,
+    read_back: int,
+) -> None:
+    manager, vm, events = audited
+    request = _open(path, flags)
+    response = manager.handle_request(request)
+    assert isinstance(response, api.Fd), response
+    try:
+        assert len(answers_read) == read_back
+        again = served_paths(vm, request, response)  # without the handler's note: the answer's readlink
+    finally:
+        os.close(response.fd)
+    assert vm.bus is not None and vm.bus.flush(timeout=10)
+    assert [event.paths for event in events] == [(named,)]
+    assert again == (named,)

@@ -60,14 +60,12 @@ def _located(root: int, path: api.VmPath, follow: bool) -> int:
 
 
 def _plain(root: int, path: api.VmPath) -> int | None:
-    """An O_PATH fd of the last component of an absolute path without ``.``, ``..`` or
-    empty components, found with no symlink on the way (RESOLVE_NO_SYMLINKS; the last
-    component itself not followed); None where there is one (ELOOP). Such a path is its own name as the kernel
-    resolved it, noted without the readlink that costs an audited stat a fifth of it."""
-    name = path.name
-    if not name.startswith("/") or any(part in _NOT_PLAIN for part in name.split("/")[1:-1]):
-        return None
-    if name.rpartition("/")[2] in _NOT_PLAIN[1:]:
+    """An O_PATH fd of the last component of a ``trail.plain`` path, found with no symlink
+    on the way (RESOLVE_NO_SYMLINKS; the last component itself not followed); None where
+    there is one (ELOOP). Such a path is its own name as the kernel resolved it, noted
+    without the readlink that costs an audited stat a fifth of it."""
+    name = trail.plain(path)
+    if name is None:
         return None
     try:
         fd = open_at(root, path, O_PATH | os.O_NOFOLLOW, 0, RESOLVE_NO_SYMLINKS)
@@ -77,9 +75,6 @@ def _plain(root: int, path: api.VmPath) -> int | None:
         raise  # met before any symlink: the usual resolution meets it there too
     trail.named(path, name)
     return fd
-
-
-_NOT_PLAIN = ("", ".", "..")  # components a path's text names differently than its resolution
 
 
 @contextmanager
