@@ -118,9 +118,9 @@ def served_paths(
 ) -> tuple[str, ...]:
     """``request_paths(request)``, each as the kernel resolved it for the VM (see above);
     with what the handler ``noted``, the directories it resolved are not resolved again."""
+    if noted is not None and noted.answer is not None and type(request) not in _SEVERAL:
+        return (noted.answer,)  # the handler found the request's one path by its text
     if type(request) is api.Open and type(response) is api.Fd:  # an open names one path
-        if noted is not None and noted.answer is not None:  # the handler found it by its text
-            return (noted.answer,)
         own = _vm_name(vm, response.fd)
         if own is not None:
             return (own,)

@@ -62,7 +62,9 @@ class Trail:
     def __init__(self, audited: bool = False) -> None:
         self.names: list[Name] = []
         self.audited = audited  # the request's event names its paths (see ``naming``)
-        self.answer: str | None = None  # an open's: the VM path of the file its answer holds (``answered``)
+        # The request's one path where the handler found it by its text (``named``), or an
+        # open's, the VM path of the file its answer holds (``answered``).
+        self.answer: str | None = None
 
     def head_of(self, key: object) -> str | None:
         """The resolved directory of the request's ``key`` (that very object), if noted."""
@@ -150,11 +152,14 @@ def located(key: api.VmPath, fd: int) -> None:
 
 def named(key: api.VmPath, name: str) -> None:
     """As ``located``, where the handler found ``key``'s last component by the absolute
-    ``name`` with no symlink, ``.`` or ``..`` on the way: the text is the name."""
+    ``name`` with no symlink, ``.`` or ``..`` on the way: the text is the name, and the
+    request's one path (``answer``: a request on one name is named by it at once)."""
     trail = _current()
     if trail is not None:
-        head, _, last = name.rstrip("/").rpartition("/")
+        whole = name.rstrip("/") or "/"
+        head, _, last = whole.rpartition("/")
         trail.names.append(Name(key, head or "/", last, True))
+        trail.answer = whole
 
 
 def plain(path: api.VmPath) -> str | None:
@@ -162,14 +167,12 @@ def plain(path: api.VmPath) -> str | None:
     on the way (a trailing ``/`` allowed): found with no symlink on the way
     (RESOLVE_NO_SYMLINKS), it is its own name as the kernel resolved it; None otherwise."""
     name = path.name
-    if not name.startswith("/") or any(part in _NOT_PLAIN for part in name.split("/")[1:-1]):
-        return None
-    if name.rpartition("/")[2] in _NOT_PLAIN[1:]:
-        return None
+    if not name.startswith("/") or "//" in name or "/./" in name or "/../" in name or name.endswith(_NOT_LAST):
+        return None  # (substring tests: a split and a loop cost an audited stat 0.5 µs)
     return name
 
 
-_NOT_PLAIN = ("", ".", "..")  # components a path's text names differently than its resolution
+_NOT_LAST = ("/.", "/..")  # a last component a path's text names differently than its resolution
 
 
 def answered(name: str) -> None:

@@ -48,8 +48,14 @@ def _object(vm: VmContext, root: int, path: api.Target, follow: bool) -> Abstrac
 def _located(root: int, path: api.VmPath, follow: bool) -> int:
     """open_object, with the name of the path's last component itself noted for the
     request's event (hvfs.manager.trail): that component is found without following it,
-    and followed only if it is a symlink, so that the name read back is its own."""
-    fd = _plain(root, path)
+    and followed only if it is a symlink, so that the name read back is its own. A
+    ``trail.plain`` path to follow is first found following it with no symlink at all on
+    the way: where there is none (the usual stat), no fstat to look for one."""
+    if follow:
+        fd = _plain(root, path, 0)
+        if fd is not None:
+            return fd
+    fd = _plain(root, path, os.O_NOFOLLOW)
     if fd is None:
         fd = open_object(root, path, follow=False)
         trail.located(path, fd)
@@ -59,16 +65,16 @@ def _located(root: int, path: api.VmPath, follow: bool) -> int:
     return fd
 
 
-def _plain(root: int, path: api.VmPath) -> int | None:
-    """An O_PATH fd of the last component of a ``trail.plain`` path, found with no symlink
-    on the way (RESOLVE_NO_SYMLINKS; the last component itself not followed); None where
-    there is one (ELOOP). Such a path is its own name as the kernel resolved it, noted
-    without the readlink that costs an audited stat a fifth of it."""
+def _plain(root: int, path: api.VmPath, nofollow: int) -> int | None:
+    """An O_PATH fd of the last component of a ``trail.plain`` path (followed unless
+    ``nofollow`` is O_NOFOLLOW), found with no symlink on the way (RESOLVE_NO_SYMLINKS);
+    None where there is one (ELOOP). Such a path is its own name as the kernel resolved
+    it, noted without the readlink that costs an audited stat a fifth of it."""
     name = trail.plain(path)
     if name is None:
         return None
     try:
-        fd = open_at(root, path, O_PATH | os.O_NOFOLLOW, 0, RESOLVE_NO_SYMLINKS)
+        fd = open_at(root, path, O_PATH | nofollow, 0, RESOLVE_NO_SYMLINKS)
     except OSError as e:
         if e.errno == errno.ELOOP:
             return None
