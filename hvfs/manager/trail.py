@@ -162,22 +162,10 @@ def named(key: api.VmPath, name: str) -> None:
         trail.answer = whole
 
 
-def plain(path: api.VmPath) -> str | None:
-    """``path``'s text where it is an absolute path without ``.``, ``..`` or empty components
-    on the way (a trailing ``/`` allowed): found with no symlink on the way
-    (RESOLVE_NO_SYMLINKS), it is its own name as the kernel resolved it; None otherwise."""
-    name = path.name
-    if not name.startswith("/") or "//" in name or "/./" in name or "/../" in name or name.endswith(_NOT_LAST):
-        return None  # (substring tests: a split and a loop cost an audited stat 0.5 µs)
-    return name
-
-
-_NOT_LAST = ("/.", "/..")  # a last component a path's text names differently than its resolution
-
-
 def answered(name: str) -> None:
-    """An open's answer holds the file the handler found at ``name`` (a ``plain`` path found
-    with no symlink on the way): its event names it, without a readlink of the answer."""
+    """An open's answer holds the file the handler found at ``name`` (a plain path found with
+    no symlink on the way: hvfs.manager.resolve.open_named): its event names it, without
+    a readlink of the answer."""
     trail = _current()
     if trail is not None:
         trail.answer = name

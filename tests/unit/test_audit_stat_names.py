@@ -6,6 +6,7 @@ views are), the kernel's openat2 counted, not replaced."""
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Iterator
@@ -86,6 +87,8 @@ def _statx(path: str) -> api.Statx:
         (lambda: _stat("/sub/link"), "/sub/link", stat.S_IFREG, 3, 0),  # the link is named, its target stat'ed
         (lambda: _stat("/dirlink/file"), "/sub/file", stat.S_IFREG, 3, 1),  # the directory as the kernel found it
         (lambda: _stat("../sub/./file", base="/sub"), "/sub/file", stat.S_IFREG, 3, 1),  # base, beneath it, in root
+        (lambda: _stat("file", base="/sub"), "/sub/file", stat.S_IFREG, 2, 0),  # plain: the base, the name
+        (lambda: _stat("file", base="/dirlink"), "/sub/file", stat.S_IFREG, 4, 1),  # the base's symlink: as usual
         (lambda: _stat("/dirlink/../sub"), "/sub", stat.S_IFDIR, 1, 1),
         (lambda: _stat("/sub//file"), "/sub/file", stat.S_IFREG, 1, 1),
         (lambda: _statx("/dirlink/link"), "/sub/link", None, 2, 1),
@@ -97,6 +100,8 @@ def _statx(path: str) -> api.Statx:
         "stat-link",
         "through-dirlink",
         "relative",
+        "relative-plain",
+        "relative-base-link",
         "dot-dot-dir",
         "double-slash",
         "statx-nofollow",
@@ -178,7 +183,8 @@ def answers_read(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 def _open(path: str, flags: int) -> api.Open:
-    return api.Open(caller=_who(), path=api.VmPath("/", path), flags=flags | os.O_CLOEXEC, mode=0o644)
+    base = "/" if path.startswith("/") else "/sub"
+    return api.Open(caller=_who(), path=api.VmPath(base, path), flags=flags | os.O_CLOEXEC, mode=0o644)
 
 
 WRITE = os.O_WRONLY
@@ -198,8 +204,22 @@ WRITE = os.O_WRONLY
         ("/dirlink/made", WRITE | os.O_CREAT, "/sub/made", 1),
         ("/sub/dangling", WRITE | os.O_CREAT, "/sub/nowhere", 1),  # created through the symlink
         ("/sub/../sub/file", WRITE, "/sub/file", 1),
+        ("file", WRITE, "/sub/file", 0),  # relative to /sub, below
+        ("made-here", WRITE | os.O_CREAT, "/sub/made-here", 0),
     ],
-    ids=["write", "read", "directory", "create", "link", "dirlink", "create-dirlink", "create-dangling", "dot-dot"],
+    ids=[
+        "write",
+        "read",
+        "directory",
+        "create",
+        "link",
+        "dirlink",
+        "create-dirlink",
+        "create-dangling",
+        "dot-dot",
+        "relative",
+        "relative-create",
+    ],
 )
 def test_an_open_names_the_file_its_answer_holds(
     audited: tuple[Manager, VmContext, list[Event]],
@@ -221,3 +241,20 @@ def test_an_open_names_the_file_its_answer_holds(
     assert vm.bus is not None and vm.bus.flush(timeout=10)
     assert [event.paths for event in events] == [(named,)]
     assert again == (named,)
+
+
+def test_a_relative_path_from_another_directory_than_the_callers_is_refused_as_before(
+    audited: tuple[Manager, VmContext, list[Event]], tmp_path: Path
+) -> None:
+    """A plain relative path whose base is not the caller's very directory (``base_id``):
+    the plain attempt does not name it, the usual resolution refuses it (ForeignBase)."""
+    manager, vm, events = audited
+    elsewhere = os.stat(tmp_path)  # the root, not /sub
+    wrong = api.VmPath("/sub", "file", (elsewhere.st_dev, elsewhere.st_ino))
+    right = api.VmPath("/sub", "file", (os.stat(tmp_path / "sub").st_dev, os.stat(tmp_path / "sub").st_ino))
+    assert type(manager.handle_request(api.Stat(caller=_who(), path=wrong, follow=True))) is api.Continue
+    assert type(manager.handle_request(api.Stat(caller=_who(), path=right, follow=True))) is api.StatResult
+    write = api.Open(caller=_who(), path=wrong, flags=os.O_WRONLY | os.O_CLOEXEC, mode=0)
+    assert manager.handle_request(write) == api.Errno(errno.EACCES)  # not in the VM: no write through it
+    assert vm.bus is not None and vm.bus.flush(timeout=10)
+    assert [event.paths for event in events][1] == ("/sub/file",)

@@ -21,7 +21,15 @@ from hvfs._sys.files import openat2
 from hvfs.manager import kernel_paths, trail
 from hvfs.manager.handlers import reopening
 from hvfs.manager.procfs import through_proc
-from hvfs.manager.resolve import ForeignBase, base_directory, fd_closing, open_at, open_object, proc_path
+from hvfs.manager.resolve import (
+    ForeignBase,
+    base_directory,
+    fd_closing,
+    open_at,
+    open_named,
+    open_object,
+    proc_path,
+)
 from hvfs.manager.vm import VmContext
 
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | TMPFILE_BIT
@@ -78,19 +86,14 @@ def _open(root: int, request: api.Open, flags: int, mode: int = 0) -> int:
 
 def _found(root: int, request: api.Open, flags: int, mode: int = 0) -> tuple[int, str | None]:
     """``_open``, and the VM path of what it opened where the request's text is that path:
-    an audited open (``trail.naming``) of a ``trail.plain`` path without a trailing ``/``
-    is tried first with no symlink on the way (RESOLVE_NO_SYMLINKS), which spares its
-    event the readlink of the answer (2 µs); a symlink on the way costs that attempt
-    (ELOOP), then the usual resolution. Any other error is met before any symlink, where
-    the usual resolution meets it too."""
-    if trail.naming() and not request.resolve & (RESOLVE_BENEATH | RESOLVE_IN_ROOT):
-        name = trail.plain(request.path)
-        if name is not None and not name.endswith("/"):
-            try:
-                return open_at(root, request.path, flags, mode, request.resolve | RESOLVE_NO_SYMLINKS), name
-            except OSError as e:
-                if e.errno != errno.ELOOP:
-                    raise
+    an audited open (``trail.naming``) of a ``resolve.plain_name`` path without a trailing ``/``
+    is tried first with no symlink on the way (``resolve.open_named``), which spares its
+    event the readlink of the answer (2 µs); a symlink on the way costs that attempt, then
+    the usual resolution."""
+    if trail.naming() and not request.resolve & (RESOLVE_BENEATH | RESOLVE_IN_ROOT) and request.path.name[-1:] != "/":
+        found = open_named(root, request.path, flags, mode, request.resolve)
+        if found is not None:
+            return found
     return _open(root, request, flags, mode), None
 
 
