@@ -10,14 +10,29 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from hvfs import api
-from hvfs.api.events import COMM_FRESH, LOST, Event, comm_of, event_for, event_from_record, lost_event, record_line
+from hvfs import _native, api
+from hvfs.api import events as events_module
+from hvfs.api.events import (
+    COMM_FRESH,
+    LOST,
+    Event,
+    Record,
+    comm_of,
+    event_for,
+    event_from_record,
+    lost_event,
+    python_lines,
+    python_write,
+    record_line,
+)
 from hvfs.api.hooks import EventBus
-from hvfs.api.ring import FULL_WAIT, EventRing, Item, Record
+from hvfs.api.ring import FULL_WAIT, EventRing, Item
 from hvfs.services.audit import AuditLog, add_events_command, read_events
+from tests.conftest import require
 
 
 def an_open(n: int) -> tuple[api.Open, api.Response]:
@@ -217,3 +232,76 @@ def test_an_audit_writes_recorded_and_published_events_alike(tmp_path: Path) -> 
     assert bus.close(timeout=10)
     audit.close()
     assert subscription.statistics().delivered == 2 * len(records)
+
+
+def _odd_records() -> list[Record]:
+    """Records whose numbers and times format in ways a C formatter could get wrong."""
+    who = api.Caller(vm="vm1", pid=2**70)  # beyond 64 bits
+    request = api.Open(caller=who, path=api.VmPath("/", "/x"), flags=-1, mode=0)
+    times: list[float] = [1, 1e22, 0.1 + 0.2, -0.0, float("inf"), float("nan"), 1e-300, 123456789.123456]
+    return [
+        ("vm", request, api.Value(-(2**65)), when, 2**64, "\x7f\x1f", "", ("", "\\", "\u00e9\u20ac\U0001f600"))
+        for when in times
+    ]
+
+
+def _mixed() -> list[Record | Event]:
+    """Records and a service's Events, interleaved, as a batch reaches the audit."""
+    items: list[Record | Event] = []
+    for record in [*_records(), *_odd_records()]:
+        items.append(record)
+        if len(items) % 5 == 0:
+            items.append(event_from_record(*record) if record[0] == "vm1" else lost_event("vm2", 3))
+    return items
+
+
+def _native_audit() -> Any:
+    if _native.audit_reason == f"{_native.ENVIRONMENT}=0":
+        pytest.skip("HVFS_NATIVE=0: the Python writer alone")
+    require(_native.audit is not None, f"the audit's C writer is not loaded: {_native.audit_reason}")
+    return _native.audit
+
+
+def test_the_c_writer_writes_the_python_writers_bytes(tmp_path: Path) -> None:
+    """Both writers, the same records and Events, files byte for byte the same, in
+    batches that do and do not divide the items evenly."""
+    audit = _native_audit()
+    items = _mixed()
+    assert audit.lines(items) == python_lines(items)
+    for per_write in (1, 7, 32, len(items) + 1):
+        files = []
+        for write in (audit.write, python_write):
+            path = tmp_path / f"{write.__name__}-{per_write}.jsonl"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                write(fd, items, per_write)
+            finally:
+                os.close(fd)
+            files.append(path.read_bytes())
+        assert files[0] == files[1]
+    lines = files[0].decode().split("\n")[:-1]
+    assert len(lines) == len(items)
+    assert lines[0] == record_line(items[0])  # type: ignore[arg-type]
+
+
+def test_both_writers_refuse_a_name_utf8_cannot_encode_alike(tmp_path: Path) -> None:
+    """A lone surrogate: neither writes the lines of its write, both raise UnicodeError."""
+    audit = _native_audit()
+    good, bad = _records()[0], (*_records()[0][:7], ("/x\udcff",))
+    for write in (audit.write, python_write):
+        path = tmp_path / f"{write.__name__}.jsonl"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            with pytest.raises(UnicodeError):
+                write(fd, [good, good, bad, good], 2)  # the first write goes out, the second not
+        finally:
+            os.close(fd)
+        assert path.read_bytes() == python_lines([good, good])
+
+
+def test_the_audit_writes_through_the_c_writer_where_it_is_built(tmp_path: Path) -> None:
+    """The audit's file, written on the bus's thread by the C writer, reads back as the
+    events it recorded (hvfs events' reader), in order."""
+    _native_audit()
+    assert events_module._native_audit is _native.audit  # the audit really takes the C path
+    test_recorded_requests_are_in_the_file_on_flush_as_event_for_makes_them(tmp_path)

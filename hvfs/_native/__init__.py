@@ -1,5 +1,6 @@
-"""The seccomp driver's hot path in C (``hotpath.c``, the extension ``_hotpath``), and the
-ptrace driver's tracer loop (``tracer.c``, the extension ``_tracer``), when built.
+"""The seccomp driver's hot path in C (``hotpath.c``, the extension ``_hotpath``), the
+ptrace driver's tracer loop (``tracer.c``, the extension ``_tracer``), and the audit's
+writer (``audit.c``, the extension ``_audit``: hvfs.api.events.write_lines), when built.
 
 setup.py compiles it with the package (``pip install -e .`` in scripts/setup; the Python
 headers come from python3-dev). It is optional: where it is missing or does not load,
@@ -32,6 +33,7 @@ def _load(name: str) -> tuple[Any, str]:
 
 hotpath, reason = _load("_hotpath")
 tracer, tracer_reason = _load("_tracer")  # the ptrace driver's loop
+audit, audit_reason = _load("_audit")  # the audit's lines and their writes
 
 
 def status() -> str:
@@ -44,9 +46,16 @@ def tracer_status() -> str:
     return "native" if tracer is not None else f"python ({tracer_reason})"
 
 
+def audit_status() -> str:
+    """The audit's writer: ``native``, or ``python (WHY)``."""
+    return "native" if audit is not None else f"python ({audit_reason})"
+
+
 def announce() -> None:
     """One line of log when the hot path is missing (the manager calls it once)."""
     if hotpath is None and reason != f"{ENVIRONMENT}=0":
         log.warning("the native hot path is %s: serving through the Python path", reason)
     if tracer is None and tracer_reason != f"{ENVIRONMENT}=0":
         log.warning("the ptrace driver's C loop is %s: tracing through the Python path", tracer_reason)
+    if audit is None and audit_reason != f"{ENVIRONMENT}=0":
+        log.warning("the audit's C writer is %s: writing through the Python path", audit_reason)

@@ -16,14 +16,18 @@ import json
 import json.encoder
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from time import monotonic
 from time import time as unix_time
 from typing import Any
 
-from hvfs import api
+from hvfs import _native, api
 from hvfs.api.messages import operation
+
+# What hvfs.api.ring records of a request, for its event:
+# (vm, request, response, time, duration_us, comm, answered_by, paths); see Event.
+Record = tuple[str, api.Request, api.Response, float, int, str, str | None, tuple[str, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,28 +208,24 @@ def event_from_record(
     )
 
 
-def record_line(
-    record: tuple[str, api.Request, api.Response, float, int, str, str | None, tuple[str, ...]],
-) -> str:
+def record_line(record: Record) -> str:
     """``event_from_record(*record).to_json()``, the same characters, without the Event: an
     audit needs only the line, and a frozen dataclass of eleven fields costs more to make
     than its line (measured: 3.0 µs against 1.2 µs per event, on the audit's thread, under
     the GIL the requests need). The parts that depend only on the request's or the
-    response's type are looked up by type."""
+    response's type are looked up by type. The C writer (hvfs/_native/audit.c) makes the
+    same characters from the same lookups (``_kind``, ``_FIXED``, ``_result_text``)."""
     vm, request, response, time, duration_us, comm, answered_by, paths = record
-    kind = type(request)
-    known = _by_request.get(kind)
-    if known is None:
-        known = _by_request[kind] = (_string(operation(request)), kind in _FLAGGED)
-    quoted, flagged = known
+    known = _by_request.get(type(request))
+    quoted, flagged = known if known is not None else _kind(request)
     answer = type(response)
-    if answer is api.Fd or answer is api.StatResult or answer is api.StatxResult:
-        result, value = '"ok"', "null"
+    fixed = _FIXED.get(answer)
+    if fixed is not None:
+        result, value = fixed
     elif answer is api.Value:
         result, value = '"ok"', f"{response.value:d}"  # type: ignore[union-attr]
     else:
-        text, number = _result(response)
-        result, value = _string(text), "null" if number is None else f"{number:d}"
+        result, value = _result_text(response)
     return _LINE % (
         repr(time),
         _string(vm),
@@ -243,6 +243,62 @@ def record_line(
 
 _FLAGGED = frozenset({api.Open, api.Statx, api.Access, api.Rename, api.SetXattr, api.Send})  # as request_flags
 _by_request: dict[type, tuple[str, bool]] = {}  # a request type's operation as a JSON string, and if it has flags
+_OK = ('"ok"', "null")
+# Answers whose result and value are the same whatever they hold, as JSON text (see _result).
+_FIXED: dict[type, tuple[str, str]] = {
+    api.Fd: _OK,
+    api.StatResult: _OK,
+    api.StatxResult: _OK,
+    api.Continue: ('"continued"', "null"),
+}
+
+
+def _kind(request: api.Request) -> tuple[str, bool]:
+    """The operation of ``request``'s type as a JSON string, and whether it has flags."""
+    kind = type(request)
+    known = _by_request[kind] = (_string(operation(request)), kind in _FLAGGED)
+    return known
+
+
+def _result_text(response: api.Response) -> tuple[str, str]:
+    """``_result(response)`` as the JSON text of the line's result and value."""
+    text, number = _result(response)
+    return _string(text), "null" if number is None else f"{number:d}"
+
+
+def python_lines(items: Sequence[Record | Event]) -> bytes:
+    """The audit's lines of ``items`` (the bus's Records and Events), each with its newline."""
+    lines = [
+        item.to_json() if type(item) is Event else record_line(item)  # type: ignore[arg-type,union-attr]
+        for item in items
+    ]
+    lines.append("")
+    return "\n".join(lines).encode()
+
+
+def write_lines(fd: int, items: Sequence[Record | Event], per_write: int) -> None:
+    """Append the lines of ``items`` to ``fd``, ``per_write`` lines per write(2), each
+    write whole: in C (hvfs/_native/audit.c; the write without the GIL) where it is
+    built, else in Python (``python_write``); the same bytes. Raises OSError (the write)
+    or UnicodeError (a name UTF-8 cannot encode: that write's lines are not written), as
+    both paths do."""
+    if _native_audit is not None:
+        _native_audit.write(fd, items, per_write)
+    else:
+        python_write(fd, items, per_write)
+
+
+def python_write(fd: int, items: Sequence[Record | Event], per_write: int) -> None:
+    """``write_lines`` in Python: the fallback (HVFS_NATIVE=0, or audit.c not built)."""
+    for start in range(0, len(items), per_write):
+        view = memoryview(python_lines(items[start : start + per_write]))
+        while view:  # a short write happens only on a full disk or a signal
+            view = view[os.write(fd, view) :]
+
+
+_native_audit = _native.audit
+if _native_audit is not None:
+    _native_audit.configure(_kind, _result_text, _FIXED, api.Value)
 
 
 def lost_event(vm: str, count: int) -> Event:

@@ -45,8 +45,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from hvfs import api
-from hvfs.api.events import Event, lost_event
-from hvfs.api.ring import CHUNK, EventRing, Flush, Item, Record, as_event
+from hvfs.api.events import Event, Record, lost_event
+from hvfs.api.ring import CHUNK, EventRing, Flush, Item, as_event
 
 log = logging.getLogger("hvfs.services")
 

@@ -31,17 +31,13 @@ import threading
 import time
 from collections.abc import Callable
 
-from hvfs import api
-from hvfs.api.events import Event, event_from_record, lost_event
+from hvfs.api.events import Event, Record, event_from_record, lost_event
 
 RING_CAPACITY = 1 << 14  # records waiting; a batch is INTERVAL of requests, far fewer
 INTERVAL = 0.02  # seconds an event may wait for its batch (hvfs.client's sync polls at 10 ms)
 FULL_WAIT = 0.05  # seconds a request may wait for room in a full ring before its event is lost
 CHUNK = 32  # events a subscriber makes and deals with at a time: an audit writes them at once
 HAND_OUT = 4096  # records moved per hand-out at most
-
-# (vm, request, response, time, duration_us, comm, answered_by, paths): see Event
-Record = tuple[str, api.Request, api.Response, float, int, str, str | None, tuple[str, ...]]
 
 
 class Flush:

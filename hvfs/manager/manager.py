@@ -89,7 +89,7 @@ class Manager:
                 with creds.acting_as(identity):
                     if done is None:
                         # The handler notes what it resolves, for the change set and the event.
-                        noted = trail.begin(watched or audited)
+                        noted = trail.begin(watched, audited)
                         try:
                             response = HANDLERS[type(request)](vm, request)
                         finally:

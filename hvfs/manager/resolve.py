@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import Generic, TypeVar
 
 from hvfs import api
-from hvfs._sys.abi import O_PATH, RESOLVE_BENEATH, RESOLVE_IN_ROOT
+from hvfs._sys.abi import O_PATH, RESOLVE_BENEATH, RESOLVE_IN_ROOT, RESOLVE_NO_SYMLINKS
 from hvfs._sys.files import openat2
 from hvfs.manager.creds import manager_rights
 
@@ -102,6 +102,57 @@ def open_at(root: int, path: api.VmPath, flags: int, mode: int = 0, resolve: int
             if e.errno != errno.EXDEV:
                 raise
     return openat2(root, str(path), flags, mode, RESOLVE_IN_ROOT | resolve)
+
+
+def plain_name(path: api.VmPath) -> str | None:
+    """The absolute text ``path`` names, where it has no ``.``, ``..`` or empty components on
+    the way (a trailing ``/`` allowed; a relative name: its base's text and the name): found
+    with no symlink on the way (``open_named``), it is its own name as the kernel resolved
+    it; None otherwise."""
+    name = path.name
+    if not name.startswith("/"):
+        if not name or not path.base.startswith("/"):
+            return None
+        name = f"{path.base.rstrip('/')}/{name}"
+    if "//" in name or "/./" in name or "/../" in name or name.endswith(_NOT_LAST):
+        return None  # (substring tests: a split and a loop cost an audited stat 0.5 µs)
+    return name
+
+
+_NOT_LAST = ("/.", "/..")  # a last component a path's text names differently than its resolution
+
+
+def open_named(root: int, path: api.VmPath, flags: int, mode: int = 0, resolve: int = 0) -> tuple[int, str] | None:
+    """openat2 of a ``plain_name`` path under ``root`` (resolved as ``open_at`` resolves it)
+    with no symlink on the way (RESOLVE_NO_SYMLINKS), and its text, which is then its
+    name as the kernel resolved it: an audit names it without a readlink. None where
+    that does not hold: not plain, a symlink on the way (ELOOP), a relative path's base
+    not found that way or not the caller's very directory (its usual resolution says
+    what is wrong). Any other error is met before any symlink, where the usual
+    resolution meets it too: raised."""
+    name = plain_name(path)
+    if name is None:
+        return None
+    try:
+        if path.name.startswith("/"):
+            return openat2(root, name, flags, mode, RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS | resolve), name
+        try:
+            with manager_rights():  # as base_directory: a lookup the caller has made already
+                scope = RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS
+                base = openat2(root, path.base, O_PATH | os.O_DIRECTORY, 0, scope)
+        except OSError:
+            return None
+        with fd_closing(base):
+            if path.base_id is not None:
+                st = os.fstat(base)
+                if (st.st_dev, st.st_ino) != path.base_id:
+                    return None
+            beneath = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | resolve
+            return openat2(base, path.name, flags, mode, beneath), name
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return None
+        raise
 
 
 def open_object(root: int, path: api.VmPath, *, follow: bool = True) -> int:

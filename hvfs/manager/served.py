@@ -9,7 +9,8 @@ its last component. Where that fails (the parent is
 gone, the request failed before it), the path as the VM named it with only the parts
 that cannot change its meaning removed (``//``, ``/./``): ``..`` stays, as it must.
 
-Only called when the VM's bus has subscribers: it costs a readlink per open; a path the
+Only called when the VM's bus has subscribers: it costs a readlink per open (none for an
+open of a plain absolute path, which the handler found by its text: trail.answered); a path the
 handler resolved is named from its note (hvfs.manager.trail: the readlink was the
 handler's, or none for a stat of a plain absolute path), any other costs an openat2 and a
 readlink (and an openat2 and two fstat more where the VM's roots are not named from
@@ -117,6 +118,8 @@ def served_paths(
 ) -> tuple[str, ...]:
     """``request_paths(request)``, each as the kernel resolved it for the VM (see above);
     with what the handler ``noted``, the directories it resolved are not resolved again."""
+    if noted is not None and noted.answer is not None and type(request) not in _SEVERAL:
+        return (noted.answer,)  # the handler found the request's one path by its text
     if type(request) is api.Open and type(response) is api.Fd:  # an open names one path
         own = _vm_name(vm, response.fd)
         if own is not None:

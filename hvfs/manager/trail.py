@@ -57,10 +57,14 @@ class Name:
 
 
 class Trail:
-    __slots__ = ("names",)
+    __slots__ = ("answer", "audited", "names")
 
-    def __init__(self) -> None:
+    def __init__(self, audited: bool = False) -> None:
         self.names: list[Name] = []
+        self.audited = audited  # the request's event names its paths (see ``naming``)
+        # The request's one path where the handler found it by its text (``named``), or an
+        # open's, the VM path of the file its answer holds (``answered``).
+        self.answer: str | None = None
 
     def head_of(self, key: object) -> str | None:
         """The resolved directory of the request's ``key`` (that very object), if noted."""
@@ -70,9 +74,10 @@ class Trail:
         return None
 
 
-def begin(watched: bool) -> Trail | None:
-    """The trail of the request this thread serves now (None: nothing is noted)."""
-    trail = Trail() if watched else None
+def begin(watched: bool, audited: bool = False) -> Trail | None:
+    """The trail of the request this thread serves now (None: nothing is noted): for the
+    change set (``watched``), for an event (``audited``), or both."""
+    trail = Trail(audited) if watched or audited else None
     _here.trail = trail
     return trail
 
@@ -81,6 +86,14 @@ def noting() -> bool:
     """Whether the request this thread serves has a trail: a handler that must resolve
     differently to note something (a stat: see ``located``) asks first."""
     return _current() is not None
+
+
+def naming() -> bool:
+    """Whether the request this thread serves has an event that names its paths: a handler
+    that may find a name differently for it (an open: ``answered``) asks first, so that a
+    request without one pays nothing for it."""
+    trail = _current()
+    return trail is not None and trail.audited
 
 
 def end() -> None:
@@ -139,11 +152,23 @@ def located(key: api.VmPath, fd: int) -> None:
 
 def named(key: api.VmPath, name: str) -> None:
     """As ``located``, where the handler found ``key``'s last component by the absolute
-    ``name`` with no symlink, ``.`` or ``..`` on the way: the text is the name."""
+    ``name`` with no symlink, ``.`` or ``..`` on the way: the text is the name, and the
+    request's one path (``answer``: a request on one name is named by it at once)."""
     trail = _current()
     if trail is not None:
-        head, _, last = name.rstrip("/").rpartition("/")
+        whole = name.rstrip("/") or "/"
+        head, _, last = whole.rpartition("/")
         trail.names.append(Name(key, head or "/", last, True))
+        trail.answer = whole
+
+
+def answered(name: str) -> None:
+    """An open's answer holds the file the handler found at ``name`` (a plain path found with
+    no symlink on the way: hvfs.manager.resolve.open_named): its event names it, without
+    a readlink of the answer."""
+    trail = _current()
+    if trail is not None:
+        trail.answer = name
 
 
 def open_file(file: api.OpenFile) -> None:

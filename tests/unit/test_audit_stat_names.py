@@ -6,6 +6,7 @@ views are), the kernel's openat2 counted, not replaced."""
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from hvfs._sys.abi import AT_SYMLINK_NOFOLLOW
 from hvfs._sys.mount import clone_tree
 from hvfs.api.events import Event
 from hvfs.api.hooks import EventBus
-from hvfs.manager import trail
+from hvfs.manager import served, trail
 from hvfs.manager.manager import Manager
 from hvfs.manager.served import served_paths
 from hvfs.manager.vm import VmContext
@@ -74,16 +75,20 @@ def _statx(path: str) -> api.Statx:
 
 # A plain absolute path (no symlink, ".", ".." on the way) is its own name: found once with
 # RESOLVE_NO_SYMLINKS, nothing read back. Any other: found as before, its name read back
-# (a symlink on the way: after the plain attempt's ELOOP, one openat2 more).
+# (a symlink on the way: after the plain attempt's ELOOP, one openat2 more; a stat that
+# follows tries first with no symlink at all, the last component included, then without
+# following it: two attempts, where the usual stat has no symlink and needs no fstat).
 @pytest.mark.parametrize(
     ("request_of", "named", "kind", "resolutions", "names_read"),
     [
         (lambda: _stat("/sub/file"), "/sub/file", stat.S_IFREG, 1, 0),
         (lambda: _stat("/sub/file/", follow=False), "/sub/file", None, 2, 0),  # ENOTDIR: the kernel's; named after
         (lambda: _stat("/sub/link", follow=False), "/sub/link", stat.S_IFLNK, 1, 0),
-        (lambda: _stat("/sub/link"), "/sub/link", stat.S_IFREG, 2, 0),  # the link is named, its target stat'ed
-        (lambda: _stat("/dirlink/file"), "/sub/file", stat.S_IFREG, 2, 1),  # the directory as the kernel found it
+        (lambda: _stat("/sub/link"), "/sub/link", stat.S_IFREG, 3, 0),  # the link is named, its target stat'ed
+        (lambda: _stat("/dirlink/file"), "/sub/file", stat.S_IFREG, 3, 1),  # the directory as the kernel found it
         (lambda: _stat("../sub/./file", base="/sub"), "/sub/file", stat.S_IFREG, 3, 1),  # base, beneath it, in root
+        (lambda: _stat("file", base="/sub"), "/sub/file", stat.S_IFREG, 2, 0),  # plain: the base, the name
+        (lambda: _stat("file", base="/dirlink"), "/sub/file", stat.S_IFREG, 4, 1),  # the base's symlink: as usual
         (lambda: _stat("/dirlink/../sub"), "/sub", stat.S_IFDIR, 1, 1),
         (lambda: _stat("/sub//file"), "/sub/file", stat.S_IFREG, 1, 1),
         (lambda: _statx("/dirlink/link"), "/sub/link", None, 2, 1),
@@ -95,6 +100,8 @@ def _statx(path: str) -> api.Statx:
         "stat-link",
         "through-dirlink",
         "relative",
+        "relative-plain",
+        "relative-base-link",
         "dot-dot-dir",
         "double-slash",
         "statx-nofollow",
@@ -159,3 +166,95 @@ def test_a_mutation_names_its_noted_directory_as_resolving_again_would(
     manager.handle_request(api.Mkdir(caller=_who(), path=api.VmPath("/", "/sub/d"), mode=0o755))
     manager.handle_request(api.Mkdir(caller=_who(), path=api.VmPath("/", "/sub/d/e"), mode=0o755))
     assert got[:4] == [served_paths(vm, q, r) for q, r in zip(requests[:4], responses[:4], strict=True)]
+
+
+@pytest.fixture
+def answers_read(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The fds of answers whose names served_paths reads back through procfs."""
+    calls: list[int] = []
+    real = served.fd_name
+
+    def counted(fd: int) -> str:
+        calls.append(fd)
+        return real(fd)
+
+    monkeypatch.setattr(served, "fd_name", counted)
+    return calls
+
+
+def _open(path: str, flags: int) -> api.Open:
+    base = "/" if path.startswith("/") else "/sub"
+    return api.Open(caller=_who(), path=api.VmPath(base, path), flags=flags | os.O_CLOEXEC, mode=0o644)
+
+
+WRITE = os.O_WRONLY
+
+
+# An open of a plain absolute path is named by its text (found with no symlink on the
+# way); any other by the readlink of its answer, before the VM has it: the same names.
+@pytest.mark.parametrize(
+    ("path", "flags", "named", "read_back"),
+    [
+        ("/sub/file", WRITE, "/sub/file", 0),
+        ("/sub/file", os.O_RDONLY, "/sub/file", 0),
+        ("/sub", os.O_RDONLY | os.O_DIRECTORY, "/sub", 0),
+        ("/sub/new", WRITE | os.O_CREAT | os.O_EXCL, "/sub/new", 0),
+        ("/sub/link", WRITE, "/sub/file", 1),
+        ("/dirlink/file", os.O_RDONLY, "/sub/file", 1),
+        ("/dirlink/made", WRITE | os.O_CREAT, "/sub/made", 1),
+        ("/sub/dangling", WRITE | os.O_CREAT, "/sub/nowhere", 1),  # created through the symlink
+        ("/sub/../sub/file", WRITE, "/sub/file", 1),
+        ("file", WRITE, "/sub/file", 0),  # relative to /sub, below
+        ("made-here", WRITE | os.O_CREAT, "/sub/made-here", 0),
+    ],
+    ids=[
+        "write",
+        "read",
+        "directory",
+        "create",
+        "link",
+        "dirlink",
+        "create-dirlink",
+        "create-dangling",
+        "dot-dot",
+        "relative",
+        "relative-create",
+    ],
+)
+def test_an_open_names_the_file_its_answer_holds(
+    audited: tuple[Manager, VmContext, list[Event]],
+    answers_read: list[int],
+    path: str,
+    flags: int,
+    named: str,
+    read_back: int,
+) -> None:
+    manager, vm, events = audited
+    request = _open(path, flags)
+    response = manager.handle_request(request)
+    assert isinstance(response, api.Fd), response
+    try:
+        assert len(answers_read) == read_back
+        again = served_paths(vm, request, response)  # without the handler's note: the answer's readlink
+    finally:
+        os.close(response.fd)
+    assert vm.bus is not None and vm.bus.flush(timeout=10)
+    assert [event.paths for event in events] == [(named,)]
+    assert again == (named,)
+
+
+def test_a_relative_path_from_another_directory_than_the_callers_is_refused_as_before(
+    audited: tuple[Manager, VmContext, list[Event]], tmp_path: Path
+) -> None:
+    """A plain relative path whose base is not the caller's very directory (``base_id``):
+    the plain attempt does not name it, the usual resolution refuses it (ForeignBase)."""
+    manager, vm, events = audited
+    elsewhere = os.stat(tmp_path)  # the root, not /sub
+    wrong = api.VmPath("/sub", "file", (elsewhere.st_dev, elsewhere.st_ino))
+    right = api.VmPath("/sub", "file", (os.stat(tmp_path / "sub").st_dev, os.stat(tmp_path / "sub").st_ino))
+    assert type(manager.handle_request(api.Stat(caller=_who(), path=wrong, follow=True))) is api.Continue
+    assert type(manager.handle_request(api.Stat(caller=_who(), path=right, follow=True))) is api.StatResult
+    write = api.Open(caller=_who(), path=wrong, flags=os.O_WRONLY | os.O_CLOEXEC, mode=0)
+    assert manager.handle_request(write) == api.Errno(errno.EACCES)  # not in the VM: no write through it
+    assert vm.bus is not None and vm.bus.flush(timeout=10)
+    assert [event.paths for event in events][1] == ("/sub/file",)

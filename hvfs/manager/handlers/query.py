@@ -18,11 +18,11 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import TypeVar
 
 from hvfs import api
-from hvfs._sys.abi import AT_EACCESS, AT_EMPTY_PATH, AT_SYMLINK_NOFOLLOW, O_PATH, RESOLVE_NO_SYMLINKS, STATFS
+from hvfs._sys.abi import AT_EACCESS, AT_EMPTY_PATH, AT_SYMLINK_NOFOLLOW, O_PATH, STATFS
 from hvfs._sys.files import faccessat, fstatfs, mount_id, statx
 from hvfs.manager import trail
 from hvfs.manager.handlers.opening import RETRY_IN_VM
-from hvfs.manager.resolve import ForeignBase, fd_closing, open_at, open_object, writable_twin
+from hvfs.manager.resolve import ForeignBase, fd_closing, open_named, open_object, writable_twin
 from hvfs.manager.vm import VmContext
 
 
@@ -48,8 +48,14 @@ def _object(vm: VmContext, root: int, path: api.Target, follow: bool) -> Abstrac
 def _located(root: int, path: api.VmPath, follow: bool) -> int:
     """open_object, with the name of the path's last component itself noted for the
     request's event (hvfs.manager.trail): that component is found without following it,
-    and followed only if it is a symlink, so that the name read back is its own."""
-    fd = _plain(root, path)
+    and followed only if it is a symlink, so that the name read back is its own. A
+    ``resolve.plain_name`` path to follow is first found following it with no symlink at all on
+    the way: where there is none (the usual stat), no fstat to look for one."""
+    if follow:
+        fd = _plain(root, path, 0)
+        if fd is not None:
+            return fd
+    fd = _plain(root, path, os.O_NOFOLLOW)
     if fd is None:
         fd = open_object(root, path, follow=False)
         trail.located(path, fd)
@@ -59,27 +65,16 @@ def _located(root: int, path: api.VmPath, follow: bool) -> int:
     return fd
 
 
-def _plain(root: int, path: api.VmPath) -> int | None:
-    """An O_PATH fd of the last component of an absolute path without ``.``, ``..`` or
-    empty components, found with no symlink on the way (RESOLVE_NO_SYMLINKS; the last
-    component itself not followed); None where there is one (ELOOP). Such a path is its own name as the kernel
-    resolved it, noted without the readlink that costs an audited stat a fifth of it."""
-    name = path.name
-    if not name.startswith("/") or any(part in _NOT_PLAIN for part in name.split("/")[1:-1]):
+def _plain(root: int, path: api.VmPath, nofollow: int) -> int | None:
+    """An O_PATH fd of the last component of a ``resolve.plain_name`` path (followed unless
+    ``nofollow`` is O_NOFOLLOW), found with no symlink on the way (``resolve.open_named``);
+    None where there is one. Such a path is its own name as the kernel resolved it,
+    noted without the readlink that costs an audited stat a fifth of it."""
+    found = open_named(root, path, O_PATH | nofollow)
+    if found is None:
         return None
-    if name.rpartition("/")[2] in _NOT_PLAIN[1:]:
-        return None
-    try:
-        fd = open_at(root, path, O_PATH | os.O_NOFOLLOW, 0, RESOLVE_NO_SYMLINKS)
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            return None
-        raise  # met before any symlink: the usual resolution meets it there too
-    trail.named(path, name)
-    return fd
-
-
-_NOT_PLAIN = ("", ".", "..")  # components a path's text names differently than its resolution
+    trail.named(path, found[1])
+    return found[0]
 
 
 @contextmanager
