@@ -300,6 +300,34 @@ def test_the_audit_has_every_mutation_the_vm_made(hvfs: Hvfs, tmp_path: Path) ->
     assert counted["services"]["events_dropped"] == 0
 
 
+def test_names_that_are_not_utf8_keep_no_call_out_of_the_audit(hvfs: Hvfs, tmp_path: Path) -> None:
+    """A VM that names its files with bytes UTF-8 cannot decode (and renames its threads so)
+    is audited as any other: every call is in the file, each name as its JSON escape, and
+    ``hvfs events`` prints them. Before, each such name cost the audit its whole batch."""
+    (tmp_path / "data").mkdir()
+    program = (
+        "import os, ctypes\n"
+        "ctypes.CDLL(None).prctl(15, b'n\\xffme', 0, 0, 0)\n"  # PR_SET_NAME: a comm that is not UTF-8
+        "for i in range(100):\n"
+        "    open(f'/data/ok{i}', 'w').close()\n"
+        "    open(b'/data/\\xff\\xfe%d' % i, 'w').close()\n"
+    )
+    audit, stats = tmp_path / "audit.jsonl", tmp_path / "stats.json"
+    hvfs.ok("run", "-v", f"{tmp_path / 'data'}:/data", "--audit", str(audit), "--stats", str(stats),
+            "--", "python3", "-c", program)  # fmt: skip
+    assert len(os.listdir(tmp_path / "data")) == 200
+    lines = audit.read_bytes().decode().splitlines()  # UTF-8 throughout
+    events = [json.loads(line) for line in lines]
+    opened = {os.fsencode(e["paths"][0]) for e in events if e["operation"] == "open" and e["result"] == "ok"}
+    assert {b"/data/\xff\xfe%d" % i for i in range(100)} | {b"/data/ok%d" % i for i in range(100)} <= opened
+    assert any(e["comm"] == "n\ufffdme" for e in events)  # a thread's name is read with errors replaced
+    counted = json.loads(stats.read_text())
+    assert len(events) == counted["served"] + counted["continued"] + counted["failed"]
+    assert counted["services"]["events_dropped"] == 0
+    shown = subprocess.run([*hvfs.command, "events", "--op", "open", str(audit)], capture_output=True, check=True)
+    assert b"/data/\xff\xfe99 " in shown.stdout and not shown.stderr
+
+
 def test_events_follow_a_running_vm(hvfs: Hvfs, tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     audit = tmp_path / "audit.jsonl"

@@ -8,7 +8,8 @@
  * The bytes are exactly record_line's (tests/test_audit_ring.py compares the two files):
  *   - a JSON string is json.encoder.encode_basestring's (", \, \b \f \n \r \t escaped,
  *     other characters below 0x20 as \u00xx, everything else as it is) encoded as UTF-8;
- *     a string that UTF-8 cannot encode (a lone surrogate) raises, as str.encode does;
+ *     a lone surrogate (a name that is not UTF-8, decoded with surrogateescape) as its
+ *     \uxxxx escape, as python_lines's error handler writes it;
  *   - the time is repr(float), an int is str(int);
  *   - what depends on a request's or response's type only is asked of Python once per
  *     type (configure's ``kind_of``); an answer other than the fixed ones and Value is
@@ -67,6 +68,66 @@ static int put(Buffer *b, const char *text, size_t length) {
 
 static const char HEX[] = "0123456789abcdef";
 
+/* put_string for a str UTF-8 cannot encode: a name of the VM's that is not UTF-8, which
+ * hvfs decodes with surrogateescape (a byte 0xff is U+DCFF). Each lone surrogate is written
+ * as its JSON escape (\udcff), as events.py's python_lines does: the line stays valid
+ * JSON, json.loads gives back the same str, and os.fsencode of it the VM's very bytes.
+ * Without this the whole batch was refused, and a VM could keep its calls out of the audit. */
+static int put_string_escaping(Buffer *b, PyObject *text) {
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    if (reserve(b, (size_t)n * 6 + 2) < 0) /* the longest: \uxxxx, more than UTF-8's 4 */
+        return -1;
+    char *out = b->data + b->size;
+    *out++ = '"';
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+            *out++ = (char)c;
+        } else if (c < 0x80) {
+            *out++ = '\\';
+            switch (c) {
+            case '"': *out++ = '"'; break;
+            case '\\': *out++ = '\\'; break;
+            case '\b': *out++ = 'b'; break;
+            case '\f': *out++ = 'f'; break;
+            case '\n': *out++ = 'n'; break;
+            case '\r': *out++ = 'r'; break;
+            case '\t': *out++ = 't'; break;
+            default:
+                *out++ = 'u';
+                *out++ = '0';
+                *out++ = '0';
+                *out++ = HEX[c >> 4];
+                *out++ = HEX[c & 0xf];
+            }
+        } else if (c >= 0xd800 && c <= 0xdfff) {
+            *out++ = '\\';
+            *out++ = 'u';
+            *out++ = HEX[(c >> 12) & 0xf];
+            *out++ = HEX[(c >> 8) & 0xf];
+            *out++ = HEX[(c >> 4) & 0xf];
+            *out++ = HEX[c & 0xf];
+        } else if (c < 0x800) {
+            *out++ = (char)(0xc0 | (c >> 6));
+            *out++ = (char)(0x80 | (c & 0x3f));
+        } else if (c < 0x10000) {
+            *out++ = (char)(0xe0 | (c >> 12));
+            *out++ = (char)(0x80 | ((c >> 6) & 0x3f));
+            *out++ = (char)(0x80 | (c & 0x3f));
+        } else {
+            *out++ = (char)(0xf0 | (c >> 18));
+            *out++ = (char)(0x80 | ((c >> 12) & 0x3f));
+            *out++ = (char)(0x80 | ((c >> 6) & 0x3f));
+            *out++ = (char)(0x80 | (c & 0x3f));
+        }
+    }
+    *out++ = '"';
+    b->size = (size_t)(out - b->data);
+    return 0;
+}
+
 static int put_string(Buffer *b, PyObject *text) {
     if (!PyUnicode_Check(text)) {
         PyErr_Format(PyExc_TypeError, "an audit field is %.80s, not str", Py_TYPE(text)->tp_name);
@@ -74,8 +135,12 @@ static int put_string(Buffer *b, PyObject *text) {
     }
     Py_ssize_t length;
     const char *utf8 = PyUnicode_AsUTF8AndSize(text, &length);
-    if (utf8 == NULL)
-        return -1;
+    if (utf8 == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+            return -1;
+        PyErr_Clear();
+        return put_string_escaping(b, text);
+    }
     if (reserve(b, (size_t)length * 6 + 2) < 0) /* the longest escape: \u00xx */
         return -1;
     char *out = b->data + b->size;

@@ -11,6 +11,7 @@ bookkeeping all see the same ones.
 
 from __future__ import annotations
 
+import codecs
 import errno
 import json
 import json.encoder
@@ -57,18 +58,21 @@ class Event:
         ``dataclasses.asdict``) cost three to ten times as much, on every audited request."""
         value = "null" if self.value is None else f"{self.value:d}"
         answered_by = "null" if self.answered_by is None else _string(self.answered_by)
-        return _LINE % (
-            repr(self.time),
-            _string(self.vm),
-            self.pid,
-            _string(self.comm),
-            _string(self.operation),
-            ",".join([_string(path) for path in self.paths]),
-            self.flags,
-            _string(self.result),
-            value,
-            self.duration_us,
-            answered_by,
+        return json_text(
+            _LINE
+            % (
+                repr(self.time),
+                _string(self.vm),
+                self.pid,
+                _string(self.comm),
+                _string(self.operation),
+                ",".join([_string(path) for path in self.paths]),
+                self.flags,
+                _string(self.result),
+                value,
+                self.duration_us,
+                answered_by,
+            )
         )
 
     @classmethod
@@ -266,6 +270,33 @@ def _result_text(response: api.Response) -> tuple[str, str]:
     return _string(text), "null" if number is None else f"{number:d}"
 
 
+def _escape_surrogates(error: UnicodeError) -> tuple[str, int]:
+    """An encode error handler: a lone surrogate as its JSON escape. In a line of JSON a str
+    UTF-8 cannot encode is a name of the VM's that is not UTF-8 (decoded with
+    surrogateescape: the byte 0xff is U+DCFF), always inside a JSON string, where the
+    escape is valid: json.loads gives back the same str, os.fsencode the VM's bytes. A VM
+    must not keep its calls out of the audit by naming a file so."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    return "".join(f"\\u{ord(c):04x}" for c in error.object[error.start : error.end]), error.end
+
+
+JSON_SURROGATES = "hvfs.json-surrogates"
+codecs.register_error(JSON_SURROGATES, _escape_surrogates)
+
+
+def json_text(line: str) -> str:
+    """``line`` (JSON) with any lone surrogate escaped (``_escape_surrogates``): a str that
+    UTF-8, and so a file, a socket or Redis, takes."""
+    if line.isascii():
+        return line
+    try:
+        line.encode()
+    except UnicodeEncodeError:
+        return line.encode("utf-8", JSON_SURROGATES).decode()
+    return line
+
+
 def python_lines(items: Sequence[Record | Event]) -> bytes:
     """The audit's lines of ``items`` (the bus's Records and Events), each with its newline."""
     lines = [
@@ -273,15 +304,14 @@ def python_lines(items: Sequence[Record | Event]) -> bytes:
         for item in items
     ]
     lines.append("")
-    return "\n".join(lines).encode()
+    return "\n".join(lines).encode("utf-8", JSON_SURROGATES)
 
 
 def write_lines(fd: int, items: Sequence[Record | Event], per_write: int) -> None:
     """Append the lines of ``items`` to ``fd``, ``per_write`` lines per write(2), each
     write whole: in C (hvfs/_native/audit.c; the write without the GIL) where it is
-    built, else in Python (``python_write``); the same bytes. Raises OSError (the write)
-    or UnicodeError (a name UTF-8 cannot encode: that write's lines are not written), as
-    both paths do."""
+    built, else in Python (``python_write``); the same bytes, a name that is not UTF-8
+    escaped (``_escape_surrogates``). Raises OSError (the write), as both paths do."""
     if _native_audit is not None:
         _native_audit.write(fd, items, per_write)
     else:

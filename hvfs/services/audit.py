@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import io
 import logging
 import os
 import sys
@@ -184,7 +185,11 @@ def format_event(event: Event) -> str:
 
 
 def show_events(events: Iterable[Event], selected: EventFilter, *, as_json: bool) -> int:
-    """Print the selected events, one per line, flushed as they come; returns how many."""
+    """Print the selected events, one per line, flushed as they come; returns how many. A
+    name that is not UTF-8 is printed as its bytes, as ls and find print it (JSON lines
+    carry its escape instead: ``Event.to_json``)."""
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="surrogateescape")
     shown = 0
     for event in events:
         if selected.matches(event):
