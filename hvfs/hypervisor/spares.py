@@ -331,7 +331,7 @@ class Spares:
                 from hvfs.intercept.ptrace import PtraceDriver
 
                 spare.driver = PtraceDriver(booted.listener, "spare", None, self.arch)
-            else:  # a seccomp spare outlives its manager (its table in flight)
+            else:  # the VM it becomes may outlive its manager: its table in flight
                 spare.driver = SeccompDriver(booted.listener, "spare", None, self.arch,
                                              inflight=InflightTable(MAX_WORKERS), strict=wanted.strict)  # fmt: skip
             spare.driver.start()
