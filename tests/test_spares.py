@@ -170,19 +170,20 @@ def test_a_vm_that_took_a_spare_survives_a_manager_restart(warm: tuple[Hvfs, str
         runner.ok("stop", name)
 
 
-def test_a_rootless_run_takes_a_spare_as_well(rootless: Hvfs) -> None:
+@pytest.mark.parametrize("driver", ["seccomp", "ptrace"])
+def test_a_rootless_run_takes_a_spare_as_well(rootless: Hvfs, driver: str) -> None:
     states = [Path(tempfile.mkdtemp(prefix="hvfs-spares-rootless-")) for _ in range(2)]
     for state in states:
         chown_to(state, ROOTLESS_USER)
     warm = rootless.with_env(HVFS_STATE_DIR=str(states[0]), HVFS_SPARE="1")
     cold = rootless.with_env(HVFS_STATE_DIR=str(states[1]), HVFS_SPARE="0")
     try:
-        _probe(warm)
+        _probe(warm, "--driver", driver)
         assert _ready(warm)["ready"] == 1
         pids = _spare_pids(str(states[0]))
-        in_spare = _probe(warm)
+        in_spare = _probe(warm, "--driver", driver)
         assert _spares(warm)["taken"] == 1
-        assert in_spare == _probe(cold) and in_spare[0] == 7
+        assert in_spare == _probe(cold, "--driver", driver) and in_spare[0] == 7
         assert _ready(warm)["ready"] == 1  # the next one
         pids |= _spare_pids(str(states[0]))
         warm.ok("manager", "stop")
