@@ -33,6 +33,7 @@ from hvfs.spec import UsageError
 if TYPE_CHECKING:
     from hvfs.intercept.driver import SeccompDriver
     from hvfs.intercept.exec_tracer import ExecTracer
+    from hvfs.intercept.ptrace import PtraceDriver
 
 Starter = Callable[[BootPlan, IdMap], launcher.VmProcess]
 
@@ -166,7 +167,7 @@ def serve_vm(
     transport_kind: str = "inprocess",
     driver_kind: str = "seccomp",
     run: launcher.Run | None = None,
-    ready: SeccompDriver | None = None,
+    ready: SeccompDriver | PtraceDriver | None = None,
 ) -> RunningVm:
     """Serve a booted VM and start its command (with ``run``, a spare's: see
     hvfs.hypervisor.spares; ``ready``, its driver, started with it and bound here)."""
@@ -196,11 +197,12 @@ def serve_vm(
         from hvfs.intercept.ptrace import PtraceDriver
 
         assert isinstance(driver, PtraceDriver)
-        if spec.scanned:
+        if spec.scanned:  # before START, so before any exec (a spare's: bound, tracing, no exec yet)
             driver.judge_execs()  # the driver traces already: it judges the execs itself
             tracer = driver.exec_tracer()
         try:
-            driver.start()
+            if ready is None:
+                driver.start()
         except OSError as e:
             hint = "the ptrace driver needs ptrace of the VM's processes: check /proc/sys/kernel/yama/ptrace_scope"
             raise SetupError("ptrace driver", e.strerror or str(e), hint) from None

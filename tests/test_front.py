@@ -155,6 +155,40 @@ def test_no_manager_is_the_python_clients(front: str, trace: Path, tmp_path: Pat
         run(PYTHON, "manager", "stop", env=env)
 
 
+def test_the_ptrace_driver_is_the_fronts(front: str, trace: Path, tmp_path: Path) -> None:
+    """Named (--driver ptrace) or chosen automatically where user notification is missing
+    (as if, here: the manager started with the same environment), the run is the front's,
+    with the Python client's output, choice line and code; a mistake is its line."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    env = {**os.environ, "HVFS_STATE_DIR": str(state), "HVFS_AS_IF_NO_USER_NOTIF": "1"}
+    command = ["--", "sh", "-c", "cat; echo err >&2; exit 5"]
+    runs = [
+        ["--driver", "ptrace", *command],
+        command,
+        ["--driver", "auto", *command],
+        ["--driver", "seccomp", "--", "true"],
+    ]
+    mistakes = [["-w", "relative", *command], ["--driver", "bogus", *command], ["-v", "/nonexistent-hvfs:/d", *command]]
+    try:
+        assert run(PYTHON, "run", "--", "true", env=env).returncode == 0  # its manager, with the variable
+        for args in [*runs, *mistakes]:
+            python = run(PYTHON, "run", *args, env=env, input="in\n")
+            native = run([front], "run", *args, env={**env, "HVFS_FRONT_TRACE": str(trace)}, input="in\n")
+            assert (native.returncode, native.stdout, native.stderr) == (python.returncode, python.stdout,
+                                                                          python.stderr), args  # fmt: skip
+            assert "Traceback" not in native.stderr
+            assert native.returncode == (125 if args in mistakes else 0 if args == runs[3] else 5), native.stderr
+        assert said(trace) == ["native"] * 4  # the mistakes were the manager's lines: no VM, no Python client
+        first = run([front], "run", *command, env=env, input="in\n")
+        chose = (
+            "hvfs: using the ptrace driver: as if seccomp user notification were missing (HVFS_AS_IF_NO_USER_NOTIF=1)\n"
+        )
+        assert (first.stdout, first.stderr, first.returncode) == ("in\n", chose + "err\n", 5)
+    finally:
+        run(PYTHON, "manager", "stop", env=env)
+
+
 @pytest.mark.parametrize("owner", ["mode 0755", "another user"])
 def test_a_state_directory_not_private_is_refused(front: str, trace: Path, tmp_path: Path, owner: str) -> None:
     state = tmp_path / "state"

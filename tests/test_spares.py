@@ -170,19 +170,20 @@ def test_a_vm_that_took_a_spare_survives_a_manager_restart(warm: tuple[Hvfs, str
         runner.ok("stop", name)
 
 
-def test_a_rootless_run_takes_a_spare_as_well(rootless: Hvfs) -> None:
+@pytest.mark.parametrize("driver", ["seccomp", "ptrace"])
+def test_a_rootless_run_takes_a_spare_as_well(rootless: Hvfs, driver: str) -> None:
     states = [Path(tempfile.mkdtemp(prefix="hvfs-spares-rootless-")) for _ in range(2)]
     for state in states:
         chown_to(state, ROOTLESS_USER)
     warm = rootless.with_env(HVFS_STATE_DIR=str(states[0]), HVFS_SPARE="1")
     cold = rootless.with_env(HVFS_STATE_DIR=str(states[1]), HVFS_SPARE="0")
     try:
-        _probe(warm)
+        _probe(warm, "--driver", driver)
         assert _ready(warm)["ready"] == 1
         pids = _spare_pids(str(states[0]))
-        in_spare = _probe(warm)
+        in_spare = _probe(warm, "--driver", driver)
         assert _spares(warm)["taken"] == 1
-        assert in_spare == _probe(cold) and in_spare[0] == 7
+        assert in_spare == _probe(cold, "--driver", driver) and in_spare[0] == 7
         assert _ready(warm)["ready"] == 1  # the next one
         pids |= _spare_pids(str(states[0]))
         warm.ok("manager", "stop")
@@ -286,6 +287,79 @@ def test_a_spares_driver_waits_for_its_run_and_ends_with_it(hvfs: Hvfs) -> None:
         while _threads(manager) > with_spare - 5 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert _threads(manager) <= with_spare - 5  # its 4 workers and its watchdog
+    finally:
+        runner.run("manager", "stop")
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def _tracer_of(pid: int) -> int | None:
+    """The thread tracing ``pid`` (0: none), None once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return None
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("TracerPid:")))
+
+
+@pytest.mark.parametrize("flags", [(), ("--strict",)], ids=["default", "strict"])
+def test_a_ptrace_run_in_a_spare_behaves_as_a_fresh_one(
+    warm: tuple[Hvfs, str], cold: tuple[Hvfs, str], flags: tuple[str, ...]
+) -> None:
+    """Under the ptrace driver too: the spare's pid 1 is traced, while it waits, by a
+    thread of its manager (the one that serves the run: ptrace is per thread), and a run
+    in it is exactly one started fresh (HVFS_SPARE=0)."""
+    runner, state = warm
+    flags = ("--driver", "ptrace", *flags)
+    _probe(runner, *flags)
+    before = _ready(runner)
+    assert before["ready"] >= 1, before
+    manager = int(json.loads(Path(state, "manager.json").read_text())["pid"])
+    init = [pid for pid in _spare_pids(state) if _tracer_of(pid)]  # pid 1 of each ptrace spare (of either test)
+    tracers = {_tracer_of(pid) for pid in init}
+    assert init and tracers <= {int(tid) for tid in os.listdir(f"/proc/{manager}/task")}, tracers  # its threads
+    runner.ok("run", "--", "sh", "-c", "exit 0")  # the seccomp driver's configuration: not this spare
+    assert all(_tracer_of(pid) in tracers for pid in init)  # still waiting, untaken
+    taken = _spares(runner)["taken"]
+    in_spare = _probe(runner, *flags)
+    assert _spares(runner)["taken"] == taken + 1
+    assert len([pid for pid in init if _tracer_of(pid) is None]) == 1  # this run took one: it ran and ended
+    fresh = _probe(cold[0], *flags)
+    assert in_spare == fresh
+    code, out, err = in_spare
+    assert code == 7 and err.strip() == "err"
+    assert out.splitlines()[:5] == ["in=typed", "env=hello", "/tmp", "box", "0"]  # its fds: as fresh (a kept socket)
+
+
+@pytest.mark.parametrize("end", ["idle", "stop"])
+def test_a_ptrace_spare_dropped_unbound_leaves_nothing(hvfs: Hvfs, end: str) -> None:
+    """A ptrace spare no run took, dropped when idle or with its manager: its processes,
+    its tracer thread and its state are gone."""
+    state = tempfile.mkdtemp(prefix="hvfs-spares-ptrace-")
+    runner = hvfs.with_env(HVFS_STATE_DIR=state, HVFS_SPARE="1", HVFS_SPARE_IDLE="0.5" if end == "idle" else "60")
+    try:
+        runner.ok("run", "--driver", "ptrace", "--", "true")
+        manager = int(json.loads(Path(state, "manager.json").read_text())["pid"])
+        assert _ready(runner)["ready"] == 1
+        pids = _spare_pids(state)
+        assert len(pids) == 2
+        tracer = max(_tracer_of(pid) or 0 for pid in pids)
+        assert Path(f"/proc/{manager}/task/{tracer}").exists()  # the spare's tracer thread
+        if end == "idle":
+            deadline = time.monotonic() + 5
+            while _spares(runner)["ready"] and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert _spares(runner) == {"ready": 0, "made": 1, "taken": 0}
+            while Path(f"/proc/{manager}/task/{tracer}").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not Path(f"/proc/{manager}/task/{tracer}").exists()  # the thread ended with it
+        else:
+            runner.ok("manager", "stop")
+        deadline = time.monotonic() + 5
+        while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+        assert os.listdir(Path(state, "vms")) == []
+        assert state not in Path("/proc/self/mountinfo").read_text()
     finally:
         runner.run("manager", "stop")
         shutil.rmtree(state, ignore_errors=True)

@@ -10,10 +10,12 @@ Python client: the reply ``{"fallback": WHY}`` makes the front exec it with its 
 unchanged; nothing has been done. That is a terminal (-t), a detached VM, published ports,
 files written at exit (--stats, --diff, --export, --commit-on-success, --review), --persist,
 an image other than the host's (unpacked into the user's cache), services (their stores
-made as the user), sources other than host directories and memory, a driver chosen
-otherwise than by seccomp, an environment that would decide otherwise than the manager's
-(HVFS_* variables), and --help or anything argparse exits on. A mistake is the Python
-client's line, with its code (125).
+made as the user), sources other than host directories and memory, an environment that
+would decide otherwise than the manager's (HVFS_* variables), and --help or anything
+argparse exits on. A mistake is the Python client's line, with its code (125). Either
+driver is served here: named (``--driver``) or chosen automatically, the choice decided
+with the client's environment and, when it is the ptrace driver, said on the client's
+stderr with the Python client's very line (``{"stderr": LINE}``, before any other).
 
 The parse runs as the manager, root in its user namespace. For a user who is not root,
 that thread gives up its capabilities first (they are per thread): then, as the user
@@ -29,6 +31,7 @@ names (``{"stat": [PATH, …]}``, answered by ``run_views``): a manager whose mo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import os
 import queue
@@ -66,24 +69,36 @@ def handle(message: dict[str, Any], fds: list[int], connection: control.Connecti
         raise UsageError("run_argv: argv (strings), cwd and env (strings) are needed; update your hvfs front")
     if len(fds) != 3:
         raise UsageError(f"run_argv: {len(fds)} fds; the front sends its stdin, stdout and stderr")
+    said: list[str] = []
     try:
-        project, stop_timeout = parse(argv, cwd, env)
+        project, stop_timeout = parse(argv, cwd, env, said)
         _check_views(connection, [cwd, *host_paths(project)])
-    except Fallback as e:
+    except Fallback as e:  # the Python client says it all again
         connection.send({"fallback": str(e)})
         return
+    except BaseException:  # a mistake: the Python client would have said the choice before its line
+        _say(connection, said)
+        raise
+    _say(connection, said)
     request = {"hvfs": control.VERSION, "op": "run", "project": to_json(project), "stop_timeout": stop_timeout,
                "debug": bool(env.get("HVFS_DEBUG"))}  # fmt: skip
     run(request, fds, connection)
+
+
+def _say(connection: control.Connection, lines: list[str]) -> None:
+    for line in lines:
+        connection.send({"stderr": line})
 
 
 def _strings(value: object) -> bool:
     return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
 
-def parse(argv: list[str], cwd: str, env: Mapping[str, str]) -> tuple[Project, float]:
+def parse(argv: list[str], cwd: str, env: Mapping[str, str], said: list[str] | None = None) -> tuple[Project, float]:
     """The prepared group and stop timeout of ``hvfs ARGV`` run in ``cwd`` with ``env``, as
-    the Python client makes them; raises Fallback or UsageError."""
+    the Python client makes them; raises Fallback or UsageError. What the Python client
+    would print on its stderr on the way (the automatic choice of the ptrace driver) is
+    added to ``said``: for the front to print before the outcome, mistakes included."""
     differs = sorted(
         key
         for key in {*env, *os.environ}
@@ -98,10 +113,11 @@ def parse(argv: list[str], cwd: str, env: Mapping[str, str]) -> tuple[Project, f
             if unfit is not None:  # the thread could not be set up to parse
                 raise unfit
             os.chdir(cwd)
-            done["result"] = _parse_here(argv, env)
+            done["result"] = _parse_here(argv, env, lines)
         except BaseException as e:  # carried to the connection's thread, which raises it
             done["error"] = e
 
+    lines: list[str] = said if said is not None else []
     _in_parse_thread(work)
     error = done.get("error")
     if isinstance(error, OSError):
@@ -187,7 +203,7 @@ def _outside_uid() -> int:
     return -1  # unknown: as a user's
 
 
-def _parse_here(argv: list[str], env: Mapping[str, str]) -> tuple[Project, float]:
+def _parse_here(argv: list[str], env: Mapping[str, str], said: list[str]) -> tuple[Project, float]:
     from hvfs import cli, driver_choice
 
     if argv[:1] != ["run"]:
@@ -196,8 +212,6 @@ def _parse_here(argv: list[str], env: Mapping[str, str]) -> tuple[Project, float
         args = _run_parser().parse_args(argv)
     if args.tty or args.detach:
         raise Fallback("-t or -d")
-    if args.driver in ("", "auto") and driver_choice.automatic(env).driver != "seccomp":
-        raise Fallback("the driver is chosen with a message to the user")
     spec = cli._spec(args, env)
     changes = spec.changes
     if spec.publish or spec.stats or spec.persist or (changes and (changes.diff or changes.commit or changes.export)):
@@ -206,6 +220,13 @@ def _parse_here(argv: list[str], env: Mapping[str, str]) -> tuple[Project, float
         raise Fallback("an image or services are prepared as the user")
     if any(mount.source.kind not in SIMPLE_SOURCES for mount in spec.mounts):
         raise Fallback("a source checked as the user")
+    if spec.driver in ("", "auto"):
+        # Chosen here with the client's environment, and named, so that the manager's own
+        # choice (driver_choice.chosen, said once per process on its own stderr) is not made.
+        choice = driver_choice.automatic(env)
+        spec = dataclasses.replace(spec, driver=choice.driver)
+        if choice.driver != "seccomp":
+            said.append(f"hvfs: using the ptrace driver: {choice.why}")
     return run_project(spec), spec.stop_timeout
 
 

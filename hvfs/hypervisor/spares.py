@@ -18,11 +18,18 @@ since), and with its manager: ``close()`` at the manager's exit, and a manager t
 takes its spares along (pid 1 ends on its channel's end, the shim with it: shim.c).
 ``HVFS_SPARE=0`` makes none.
 
+Under the ptrace driver, a spare's tracer thread is started with it and seizes its pid 1
+(ptrace is per tracer thread: the thread that serves the run must be the one that
+seized); it takes no status, so serves and tells nothing, until the run binds it
+(``PtraceDriver.bind``), as the seccomp driver's workers wait. Its pid 1 is traced with
+EXITKILL: it dies with the manager, and a spare dropped unbound is killed and reaped by
+that thread, which then ends.
+
 Not kept warm (each would share or miss something of a run): a terminal (its pty is
 made at boot), a network (the bridge is a group's), services (their hooks are a group's;
 a scanner traces from boot), --persist and staged mounts (a directory of the run's),
-named sources (a group's), the ptrace driver, an image other than the host's (a spare
-would keep it in use), and source kinds other than ``KINDS``.
+named sources (a group's), an image other than the host's (a spare would keep it in
+use), and source kinds other than ``KINDS``.
 """
 
 from __future__ import annotations
@@ -34,11 +41,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from hvfs.hypervisor.layout import Layout, remove_tree
 from hvfs.hypervisor.mounts import MountSpec, mount_table
 from hvfs.hypervisor.pool import SourcePool
 from hvfs.intercept.arch import Arch
+from hvfs.intercept.backend import backend
 from hvfs.intercept.driver import MAX_WORKERS, SeccompDriver
 from hvfs.intercept.inflight import InflightTable
 from hvfs.manager.view import Views, build_views
@@ -48,7 +57,11 @@ from hvfs.sandbox import launcher
 from hvfs.sandbox.plan import BootPlan, Program
 from hvfs.sandbox.userns import IdMap
 
+if TYPE_CHECKING:
+    from hvfs.intercept.ptrace import PtraceDriver
+
 log = logging.getLogger("hvfs.spares")
+DRIVERS = frozenset({"seccomp", "ptrace"})  # both start their threads with the spare, then wait for bind
 KINDS = frozenset({"host", "image", "memory"})  # sources a spare may hold: made and released as the VM's own
 MOST = 4  # configurations kept warm at once; the least recently asked for goes first
 # Seconds a spare's making waits after the last run that asked: that run's start is not
@@ -106,7 +119,7 @@ def recipe(vm: VmConfig, *, strict: bool, warmable: bool, transport: str, driver
     """The recipe of ``vm``'s configuration, or None when no spare may stand in for it
     (``warmable``: the caller has nothing of its own for the boot: no terminal, network,
     services or hold)."""
-    if not warmable or not enabled() or vm.tty or vm.persist or vm.staged or vm.commit or driver != "seccomp":
+    if not warmable or not enabled() or vm.tty or vm.persist or vm.staged or vm.commit or driver not in DRIVERS:
         return None
     found = Recipe(vm, strict, transport, driver)
     if any(m.source.kind not in KINDS or m.source.name is not None or _stored_image(m) for m in found.mounts()):
@@ -130,17 +143,18 @@ class Spare:
     vm_root: int
     pool: SourcePool  # its sources, released when the VM that took it has ended
     identity: tuple[tuple[int, int] | None, ...]
-    driver: SeccompDriver | None = None  # its threads started, waiting for the run (SeccompDriver.bind)
+    driver: SeccompDriver | PtraceDriver | None = None  # its threads started, waiting for the run's bind
     made: float = field(default_factory=time.monotonic)
 
     def drop(self, layout: Layout) -> None:
         """End it and remove everything of it: processes, fds, sources, state."""
         self.process.kill()
         self.process.chan.close()
+        if self.driver is not None:  # first: a traced pid 1's end is its tracer's to reap before its parent hears
+            self.driver.stop()
         self.process.wait()
         if self.driver is not None:
-            self.driver.stop()
-            self.driver.close()  # the listener with it
+            self.driver.close()  # the listener (or pid 1's pidfd) with it
         listener = (self.booted.listener,) if self.driver is None else ()
         for fd in (*listener, self.vm_root, self.views.rw_root, *self.views.images.values()):
             with contextlib.suppress(OSError):
@@ -292,6 +306,7 @@ class Spares:
                 boot=views.boot,
                 program=Program(("",), {}),
                 filter_program=self.filter_program(wanted.strict, wanted.driver),
+                traced=backend(wanted.driver).traces,
                 stdio=(null, null, null),
                 shim=self.layout.shim(vmid),
                 wait=self.wait,
@@ -311,9 +326,14 @@ class Spares:
         finally:
             os.close(null)
         spare = Spare(wanted.key, vmid, views, process, booted, vm_root, pool, identity)
-        try:  # the run's driver, its threads started now (seccomp: Recipe's only driver; a spare outlives its manager)
-            spare.driver = SeccompDriver(booted.listener, "spare", None, self.arch,
-                                         inflight=InflightTable(MAX_WORKERS), strict=wanted.strict)  # fmt: skip
+        try:  # the run's driver, its threads started now
+            if backend(wanted.driver).traces:
+                from hvfs.intercept.ptrace import PtraceDriver
+
+                spare.driver = PtraceDriver(booted.listener, "spare", None, self.arch)
+            else:  # the VM it becomes may outlive its manager: its table in flight
+                spare.driver = SeccompDriver(booted.listener, "spare", None, self.arch,
+                                             inflight=InflightTable(MAX_WORKERS), strict=wanted.strict)  # fmt: skip
             spare.driver.start()
         except Exception as e:
             log.warning("a spare VM's driver could not be started: %s", e)

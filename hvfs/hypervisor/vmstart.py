@@ -137,7 +137,7 @@ def start(
     )
     spare = hypervisor.spares.take(warm, vmid) if warm is not None else None
     if spare is not None:
-        running = _take(hypervisor, spare, spec, manager, before_start, transport)
+        running = _take(hypervisor, spare, spec, manager, before_start, transport, driver)
         staged: dict[str, int] = {}
     else:
         running, staged = _start_fresh(hypervisor, vm, vmid, spec, manager, before_start, bus, transport, driver)
@@ -181,6 +181,7 @@ def _take(
     manager: Manager,
     before_start: Callable[[launcher.VmProcess], dict[str, Any]],
     transport: str,
+    driver: str,
 ) -> RunningVm:
     """Start the run of ``spec`` in ``spare``, which is the run's from now on: its state
     directory becomes the run's, its sources are released when it ends."""
@@ -195,7 +196,7 @@ def _take(
         run = launcher.Run(spec.program, spec.hostname or spec.name, spec.stdio)
         return serve_vm(spec, spare.views, spare.process, spare.booted, spare.vm_root, manager=manager,
                         arch=hypervisor.arch, before_start=before_start, outlives=True, transport_kind=transport,
-                        run=run, ready=spare.driver)  # fmt: skip
+                        driver_kind=driver, run=run, ready=spare.driver)  # fmt: skip
     except BaseException:
         with contextlib.suppress(KeyError):
             manager.remove_vm(spec.name)

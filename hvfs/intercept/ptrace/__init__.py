@@ -18,7 +18,8 @@ Design (docs/ptrace.md says more, with what it costs):
   TRACEEXEC, TRACESYSGOOD and EXITKILL (the VM never runs untraced: it dies with its
   tracer, so it cannot outlive the manager: ``kept`` is empty). Group-stops are kept with
   PTRACE_LISTEN, signals re-injected at their signal-delivery-stop, the exec stop resumed
-  (or judged).
+  (or judged). A warm spare's tracer (hvfs.hypervisor.spares) seizes its pid 1 when the
+  spare is made, and takes no status until the run binds it (``PtraceDriver.bind``).
 * **Serving.** At a ``PTRACE_EVENT_SECCOMP`` stop the call has not run and its thread is
   stopped; the registers give the number and arguments, the decoders of the table build
   the same HVFS API request as under seccomp (``StoppedTracee`` is the seccomp tracee with

@@ -9,6 +9,7 @@ import logging
 import os
 import select
 import signal
+import threading
 import time
 from typing import Any
 
@@ -20,7 +21,7 @@ from hvfs.api import Transport
 from hvfs.intercept.arch import Arch
 from hvfs.intercept.decoders.context import Context, Output, Passthrough
 from hvfs.intercept.decoders.tracee import CallError, TargetGone
-from hvfs.intercept.driver import decoders_for
+from hvfs.intercept.driver import _Unbound, decoders_for
 from hvfs.intercept.exec_tracer import OPTIONS, ExecTracer
 from hvfs.intercept.ptrace.execs import ExecChecks
 from hvfs.intercept.ptrace.kept import KeptSockets
@@ -56,15 +57,29 @@ class _Tracer(ExecTracer):
 
     options = OPTIONS | tracing.PTRACE_O_TRACESECCOMP | tracing.PTRACE_O_TRACESYSGOOD
 
-    def __init__(self, init_pid: int, vm: str, transport: Transport, arch: Arch) -> None:
-        super().__init__(init_pid, vm, transport)
+    def __init__(self, init_pid: int, vm: str, transport: Transport | None, arch: Arch) -> None:
+        super().__init__(init_pid, vm, transport if transport is not None else _Unbound())
         self.judging = False
+        # A spare's (no transport yet): seized, but no status waited for, so nothing
+        # served, until its run binds it (PtraceDriver.bind) or it is dropped.
+        self.bound = threading.Event()
+        if transport is not None:
+            self.bound.set()
         self._decoders = decoders_for(arch)
         self._arch = arch
         self._inspector = Inspector()
         self._execs = ExecChecks()
         self._sockets = KeptSockets(init_pid)
         self.served = {"calls": 0, "continued": 0, "answered": 0, "installed": 0, "passed": 0}
+
+    def bind(self, vm: str, transport: Transport) -> None:
+        self._vm, self._transport = vm, transport
+        self._thread.name = f"hvfs-{vm}-tracer"
+        self.bound.set()
+
+    def _next(self) -> tuple[int, int]:
+        self.bound.wait()  # set at once but for a spare's, until bind or drop
+        return super()._next()
 
     def _wait_status(self) -> tuple[int, int, bytes | None]:
         """The next status Python must handle. The C loop (hvfs/_native/tracer.c) resumes
@@ -290,9 +305,16 @@ class _Tracer(ExecTracer):
 
 
 class PtraceDriver:
-    """Serves one VM by tracing it: ``pidfd`` names its pid 1 (what pid 1 handed back)."""
+    """Serves one VM by tracing it: ``pidfd`` names its pid 1 (what pid 1 handed back).
 
-    def __init__(self, pidfd: int, vm: str, transport: Transport, arch: Arch) -> None:
+    A warm spare's (hvfs.hypervisor.spares) is made without a transport and started with
+    the spare: its tracer thread seizes pid 1 then (ptrace is per tracer thread: the one
+    that serves must be the one that seized), and waits, no status taken, for ``bind``
+    (the run's VM name and transport) before it serves or tells anything; pid 1 makes no
+    call the filter stops until START, which follows the bind. Dropped unbound, pid 1 is
+    killed and the thread only reaps it."""
+
+    def __init__(self, pidfd: int, vm: str, transport: Transport | None, arch: Arch) -> None:
         self._pidfd = pidfd
         self._tracer = _Tracer(_pid_of(pidfd), vm, transport, arch)
 
@@ -306,10 +328,17 @@ class PtraceDriver:
         after this, when the manager sends START."""
         self._tracer.start()
 
+    def bind(self, vm: str, transport: Transport) -> None:
+        """A spare's driver is now the VM ``vm``'s, served through ``transport``."""
+        assert not self._tracer.bound.is_set(), "a driver is bound once"
+        self._tracer.bind(vm, transport)
+
     def stop(self) -> None:
-        """A traced VM cannot outlive its tracer: it ends (SIGKILL to pid 1)."""
+        """A traced VM cannot outlive its tracer: it ends (SIGKILL to pid 1). A spare's,
+        unbound, sees nothing but that end: the thread then reaps it and ends."""
         with contextlib.suppress(OSError):
             process.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+        self._tracer.bound.set()
         self.join()
 
     def join(self, timeout: float | None = None) -> None:
