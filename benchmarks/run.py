@@ -242,7 +242,7 @@ def prepare(
     cannot be used here (None: it can), having said so."""
     for failure in fixtures.build_binaries(layout):
         print(f"build failed: {failure}")
-    if any(runner.key.endswith("front") for runner in runners):
+    if any("front" in runner.key for runner in runners):
         for name, source in fronts.items():
             copy = (layout.baseline_source if name.endswith("-base") else layout.hvfs_source) / "hvfs"
             if (failure := fixtures.build_front(layout, source, copy, name)) is not None:
