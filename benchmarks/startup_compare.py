@@ -3,6 +3,10 @@ both with their per-user manager running (warm) and started by the run (cold).
 
     python benchmarks/startup_compare.py OLD/.venv/bin/python NEW/.venv/bin/python [ROUNDS]
     python benchmarks/startup_compare.py .venv/bin/python .venv/bin/hvfs [ROUNDS]
+    python benchmarks/startup_compare.py --burst N BEFORE AFTER [ROUNDS]
+
+With ``--burst N``, each round also runs N warm runs back to back with each installation
+in turn ("before, burst" and "after, burst"): runs that come sooner than a spare is made.
 
 An installation is its Python (run as ``python -m hvfs``) or a program run as it is, as
 the native front (.venv/bin/hvfs, native/client/).
@@ -27,12 +31,16 @@ def command_of(path: str) -> list[str]:
 
 
 def main() -> int:
-    if len(sys.argv) < 3:
+    arguments = sys.argv[1:]
+    burst = 0
+    if arguments[:1] == ["--burst"] and len(arguments) > 1:
+        burst, arguments = int(arguments[1]), arguments[2:]
+    if len(arguments) < 2:
         print(__doc__, file=sys.stderr)
         return 2
-    before, after = command_of(sys.argv[1]), command_of(sys.argv[2])
-    python = next((path for path in sys.argv[1:3] if os.path.basename(path).startswith("python")), sys.executable)
-    rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 20
+    before, after = command_of(arguments[0]), command_of(arguments[1])
+    python = next((path for path in arguments[:2] if os.path.basename(path).startswith("python")), sys.executable)
+    rounds = int(arguments[2]) if len(arguments) > 2 else 20
     with tempfile.TemporaryDirectory() as old_state, tempfile.TemporaryDirectory() as new_state:
         cpu: dict[str, list[float]] = {}
 
@@ -72,6 +80,9 @@ def main() -> int:
             runs["after, cold"].append(timed(after, new_state, "run", "--", "true"))
             runs["before, warm"].append(timed(before, old_state, "run", "--", "true", label="before"))
             runs["after, warm"].append(timed(after, new_state, "run", "--", "true", label="after"))
+            for name, command, state in (("before", before, old_state), ("after", after, new_state)):
+                for _ in range(burst):
+                    runs.setdefault(f"{name}, burst", []).append(timed(command, state, "run", "--", "true"))
         stop(after, new_state)
         stop(before, old_state)
     base = statistics.median(runs["before, warm"])

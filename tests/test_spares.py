@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -289,3 +290,38 @@ def test_a_spares_driver_waits_for_its_run_and_ends_with_it(hvfs: Hvfs) -> None:
     finally:
         runner.run("manager", "stop")
         shutil.rmtree(state, ignore_errors=True)
+
+
+def test_a_spares_making_waits_while_a_run_starts(tmp_path: Path) -> None:
+    """The making of a spare (a thread of the manager) waits, at each of its steps, while
+    an operation that starts VMs is served (Spares.starting), so that it does not compete
+    with that start for the GIL; other operations hold nothing, and a start that never
+    ends holds a making for YIELD at most."""
+    from hvfs.hypervisor import spares
+    from hvfs.hypervisor.layout import Layout
+    from hvfs.intercept.arch import native
+    from hvfs.sandbox.userns import IdMap
+
+    made = spares.Spares(Layout(str(tmp_path)), IdMap(1), lambda strict, driver: b"", native())
+    passed = threading.Event()
+
+    def step() -> None:
+        made._yield()
+        passed.set()
+
+    with made.starting("run_argv"):
+        with made.starting("ps"):  # no start: it holds nothing
+            pass
+        waiting = threading.Thread(target=step)
+        waiting.start()
+        assert not passed.wait(0.3)  # held while the run starts
+    assert passed.wait(5)  # and let go as it has started
+    waiting.join()
+    with made.starting("up"):
+        began = time.monotonic()
+        made._yield()  # a start that goes on: the making goes on after YIELD
+        assert time.monotonic() - began >= spares.YIELD * 0.9
+    began = time.monotonic()
+    made._yield()  # nothing starting: no wait
+    assert time.monotonic() - began < spares.YIELD
+    made.close()

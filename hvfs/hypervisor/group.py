@@ -30,6 +30,7 @@ from hvfs.hypervisor.pool import SourcePool
 from hvfs.hypervisor.records import VmRecord
 from hvfs.hypervisor.services import ServiceOptions, ServiceSet
 from hvfs.hypervisor.spec import to_json
+from hvfs.hypervisor.threads import spawn
 from hvfs.hypervisor.vmstart import Hypervisor
 from hvfs.manager.manager import Manager
 from hvfs.manager.mounts import Mount
@@ -254,8 +255,8 @@ class Group:
             threads.append((output_pump.pump, (record.config.name, output, log_file, self.tell, record.drained), "log"))
         else:
             record.drained.set()
-        for target, args, what in threads:
-            threading.Thread(target=target, args=args, name=f"hvfs-{name}-{what}", daemon=True).start()
+        for target, args, what in threads:  # kept threads: a thread's start waits for it to run
+            spawn(target, args, f"hvfs-{name}-{what}")
 
     def resume(self, document: dict[str, Any]) -> None:
         """Take back the VMs a manager before this one ran (their shims hold them)."""

@@ -298,8 +298,10 @@ class Spares:
                     if not self._closed:
                         self._cond.wait(timeout=min(1.0, idle))
                 continue
+            with self._cond:  # a second of its configuration (one is ready): it waits at each step
+                polite = bool(self._ready.get(todo.key))
             self._yield()
-            made = self._make(todo, vmid)
+            made = self._make(todo, vmid, polite)
             with self._cond:
                 self._making.discard(vmid)
                 keep = made is not None and not self._closed and todo.key in self._wanted
@@ -311,7 +313,11 @@ class Spares:
                 with self._cond:
                     self._wanted.pop(todo.key, None)
 
-    def _make(self, wanted: Recipe, vmid: str) -> Spare | None:
+    def _make(self, wanted: Recipe, vmid: str, polite: bool) -> Spare | None:
+        """A spare of ``wanted``, as the VM ``vmid``; ``polite``: it waits for the runs
+        starting between its steps, not only before it (a run that came now would take the
+        one ready, while the next making that waited each time would fall behind)."""
+        pause = self._yield if polite else lambda: None
         staging = self.layout.staging(vmid)
         pool = SourcePool()
         views: Views | None = None
@@ -320,6 +326,7 @@ class Spares:
             os.makedirs(staging, mode=0o700)
             identity = wanted.identity()
             views = build_views(mount_table(vmid, wanted.mounts(), pool), staging, None)
+            pause()
             plan = BootPlan(
                 name="",
                 boot=views.boot,
@@ -332,6 +339,7 @@ class Spares:
             )
             process, booted, vm_root = boot_vm(plan, views, self.idmap)
             ready_json(self.layout.vm_file(vmid))  # the run's vm.json (vmstart.start), off its path
+            pause()
         except Exception as e:
             log.warning("a spare VM could not be made: %s", e)
             if views is not None:
