@@ -53,6 +53,7 @@ def _serve(inbox: queue.SimpleQueue[Work]) -> None:
             target(*args)
         except Exception:  # as a thread of its own would: said, and the next work served
             log.exception("%s failed", name)
+        del target, args  # what the work held (a VM's channel, its shim's socket) goes with it
         me.name = NAME
         with _lock:
             if len(_idle) >= KEEP:
