@@ -51,10 +51,12 @@ from hvfs.sandbox.userns import IdMap
 log = logging.getLogger("hvfs.spares")
 KINDS = frozenset({"host", "image", "memory"})  # sources a spare may hold: made and released as the VM's own
 MOST = 4  # configurations kept warm at once; the least recently asked for goes first
-# Seconds a spare's making waits after the last run that asked: that run's start is not
-# over when it asks (the group's state, its threads, the answer to its client), and on two
-# CPUs the making would slow it.
-SETTLE = float(os.environ.get("HVFS_SPARE_SETTLE", "0.01"))
+# Seconds a spare's making waits after the last run that asked, for a configuration run now
+# and then: that run is not over when it asks (its start ends, then its command runs and its
+# exit is told), and on two CPUs the making would slow it. One whose runs come back to back
+# (kept DEPTH deep) waits only for the runs starting (Spares.starting): its next run would
+# otherwise find none ready.
+SETTLE = float(os.environ.get("HVFS_SPARE_SETTLE", "0.02"))
 STARTING = frozenset({"run", "run_argv", "up"})  # control operations that start VMs
 # The longest a spare's making waits, at each of its steps, for the runs starting meanwhile
 # (Spares.starting): runs that never stop coming must not keep every spare from being made.
@@ -284,7 +286,9 @@ class Spares:
                     (r for k, (r, _) in self._wanted.items() if len(self._ready.get(k, ())) < self._depth.get(k, 1)),
                     None,
                 )
-                settle = self._asked_at + SETTLE - now
+                settle = (
+                    self._asked_at + SETTLE - now if todo is not None and self._depth.get(todo.key, 1) < DEPTH else 0
+                )
                 if todo is not None and settle > 0:
                     self._cond.wait(timeout=settle)
                     continue
