@@ -27,7 +27,7 @@ from typing import Any
 from hvfs import _native as hot_path
 from hvfs import cluster, private_dirs
 from hvfs.errors import HvfsError
-from hvfs.hypervisor import control, frontrun, recreate, telling, views, vmstart
+from hvfs.hypervisor import control, frontrun, recreate, telling, threads, views, vmstart
 from hvfs.hypervisor.change_ops import ChangeOps
 from hvfs.hypervisor.containers import Containers
 from hvfs.hypervisor.group import Group
@@ -219,7 +219,7 @@ class Daemon(ChangeOps):
         if isinstance(group.bridge, SharedBridge):  # out of the others' /etc/hosts
             group.bridge.close()
         if (group.owner is not None and not group.detached) or group.autoremove:
-            threading.Thread(target=self._remove, args=(group,), daemon=True).start()
+            threads.spawn(self._remove, (group,), f"hvfs-{group.gid}-remove")  # kept: no start to wait for
 
     def _unpublish(self, group: Group) -> None:
         with self.lock:
