@@ -51,12 +51,12 @@ from hvfs.sandbox.userns import IdMap
 log = logging.getLogger("hvfs.spares")
 KINDS = frozenset({"host", "image", "memory"})  # sources a spare may hold: made and released as the VM's own
 MOST = 4  # configurations kept warm at once; the least recently asked for goes first
-# Seconds a spare's making waits after the last run that asked, for a configuration run now
-# and then: that run is not over when it asks (its start ends, then its command runs and its
-# exit is told), and on two CPUs the making would slow it. One whose runs come back to back
-# (kept DEPTH deep) waits only for the runs starting (Spares.starting): its next run would
-# otherwise find none ready.
-SETTLE = float(os.environ.get("HVFS_SPARE_SETTLE", "0.02"))
+# Seconds a spare's making waits after the last run that asked: that run is not over when
+# it asks (its start ends, then its command runs and its exit is told), and on two CPUs the
+# making would slow it. Unless its configuration's runs come back to back (kept DEPTH deep)
+# and none is ready: then it waits only for the runs starting (Spares.starting), as the
+# next run would otherwise find none.
+SETTLE = float(os.environ.get("HVFS_SPARE_SETTLE", "0.01"))
 STARTING = frozenset({"run", "run_argv", "up"})  # control operations that start VMs
 # The longest a spare's making waits, at each of its steps, for the runs starting meanwhile
 # (Spares.starting): runs that never stop coming must not keep every spare from being made.
@@ -286,9 +286,8 @@ class Spares:
                     (r for k, (r, _) in self._wanted.items() if len(self._ready.get(k, ())) < self._depth.get(k, 1)),
                     None,
                 )
-                settle = (
-                    self._asked_at + SETTLE - now if todo is not None and self._depth.get(todo.key, 1) < DEPTH else 0
-                )
+                urgent = todo is not None and self._depth.get(todo.key, 1) == DEPTH and not self._ready.get(todo.key)
+                settle = 0 if urgent else self._asked_at + SETTLE - now
                 if todo is not None and settle > 0:
                     self._cond.wait(timeout=settle)
                     continue
@@ -302,10 +301,8 @@ class Spares:
                     if not self._closed:
                         self._cond.wait(timeout=min(1.0, idle))
                 continue
-            with self._cond:  # a second of its configuration (one is ready): it waits at each step
-                polite = bool(self._ready.get(todo.key))
             self._yield()
-            made = self._make(todo, vmid, polite)
+            made = self._make(todo, vmid, not urgent)
             with self._cond:
                 self._making.discard(vmid)
                 keep = made is not None and not self._closed and todo.key in self._wanted
@@ -318,9 +315,9 @@ class Spares:
                     self._wanted.pop(todo.key, None)
 
     def _make(self, wanted: Recipe, vmid: str, polite: bool) -> Spare | None:
-        """A spare of ``wanted``, as the VM ``vmid``; ``polite``: it waits for the runs
-        starting between its steps, not only before it (a run that came now would take the
-        one ready, while the next making that waited each time would fall behind)."""
+        """A spare of ``wanted``, as the VM ``vmid``; ``polite`` (unless a run coming now
+        would find none): it waits for the runs starting between its steps too, not only
+        before it (one that waited at each step would fall behind runs back to back)."""
         pause = self._yield if polite else lambda: None
         staging = self.layout.staging(vmid)
         pool = SourcePool()
