@@ -321,6 +321,10 @@ def test_a_spares_making_waits_while_a_run_starts(tmp_path: Path) -> None:
         began = time.monotonic()
         made._yield()  # a start that goes on: the making goes on after YIELD
         assert time.monotonic() - began >= spares.YIELD * 0.9
+        made._depth["back to back"] = spares.DEPTH  # its runs come back to back, none is ready:
+        began = time.monotonic()
+        made._yield("back to back")  # its making goes on between its steps
+        assert time.monotonic() - began < spares.YIELD
     began = time.monotonic()
     made._yield()  # nothing starting: no wait
     assert time.monotonic() - began < spares.YIELD

@@ -183,6 +183,7 @@ class Spares:
         with self._cond:
             ready = self._ready.get(wanted.key)
             spare = ready.pop(0) if ready else None
+            self._cond.notify_all()  # a making waiting between its steps: is one still ready?
             if spare is None:
                 if wanted.key in self._wanted:  # run again before its spare was ready
                     self._depth[wanted.key] = DEPTH
@@ -223,12 +224,19 @@ class Spares:
                 if not self._runs:
                     self._cond.notify_all()
 
-    def _yield(self) -> None:
-        """Wait (at most YIELD) until no run is starting: between the making's steps."""
+    def _yield(self, key: str | None = None) -> None:
+        """Wait (at most YIELD) until no run is starting: before a making and, for ``key``'s,
+        between its steps, unless a run of ``key`` coming now would find no spare ready."""
         deadline = time.monotonic() + YIELD
         with self._cond:
             while self._runs and not self._closed and (left := deadline - time.monotonic()) > 0:
+                if key is not None and self._urgent(key):
+                    return
                 self._cond.wait(timeout=left)
+
+    def _urgent(self, key: str) -> bool:
+        """Whether ``key``'s runs come back to back (kept DEPTH deep) and none is ready."""
+        return self._depth.get(key, 1) == DEPTH and not self._ready.get(key)
 
     def want(self, wanted: Recipe) -> None:
         """``wanted``'s configuration was run: keep a spare of it (made in the background)."""
@@ -286,8 +294,7 @@ class Spares:
                     (r for k, (r, _) in self._wanted.items() if len(self._ready.get(k, ())) < self._depth.get(k, 1)),
                     None,
                 )
-                urgent = todo is not None and self._depth.get(todo.key, 1) == DEPTH and not self._ready.get(todo.key)
-                settle = 0 if urgent else self._asked_at + SETTLE - now
+                settle = 0 if todo is not None and self._urgent(todo.key) else self._asked_at + SETTLE - now
                 if todo is not None and settle > 0:
                     self._cond.wait(timeout=settle)
                     continue
@@ -301,8 +308,8 @@ class Spares:
                     if not self._closed:
                         self._cond.wait(timeout=min(1.0, idle))
                 continue
-            self._yield()
-            made = self._make(todo, vmid, not urgent)
+            self._yield()  # even with none ready: the start that found none goes first
+            made = self._make(todo, vmid)
             with self._cond:
                 self._making.discard(vmid)
                 keep = made is not None and not self._closed and todo.key in self._wanted
@@ -314,11 +321,10 @@ class Spares:
                 with self._cond:
                     self._wanted.pop(todo.key, None)
 
-    def _make(self, wanted: Recipe, vmid: str, polite: bool) -> Spare | None:
-        """A spare of ``wanted``, as the VM ``vmid``; ``polite`` (unless a run coming now
-        would find none): it waits for the runs starting between its steps too, not only
-        before it (one that waited at each step would fall behind runs back to back)."""
-        pause = self._yield if polite else lambda: None
+    def _make(self, wanted: Recipe, vmid: str) -> Spare | None:
+        """A spare of ``wanted``, as the VM ``vmid``; between its steps it waits for the runs
+        starting, unless one coming now would find none ready (then a making that waited at
+        each step would fall behind runs back to back)."""
         staging = self.layout.staging(vmid)
         pool = SourcePool()
         views: Views | None = None
@@ -327,7 +333,7 @@ class Spares:
             os.makedirs(staging, mode=0o700)
             identity = wanted.identity()
             views = build_views(mount_table(vmid, wanted.mounts(), pool), staging, None)
-            pause()
+            self._yield(wanted.key)
             plan = BootPlan(
                 name="",
                 boot=views.boot,
@@ -340,7 +346,7 @@ class Spares:
             )
             process, booted, vm_root = boot_vm(plan, views, self.idmap)
             ready_json(self.layout.vm_file(vmid))  # the run's vm.json (vmstart.start), off its path
-            pause()
+            self._yield(wanted.key)
         except Exception as e:
             log.warning("a spare VM could not be made: %s", e)
             if views is not None:
