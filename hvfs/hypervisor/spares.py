@@ -183,7 +183,6 @@ class Spares:
         with self._cond:
             ready = self._ready.get(wanted.key)
             spare = ready.pop(0) if ready else None
-            self._cond.notify_all()  # a making waiting between its steps: is one still ready?
             if spare is None:
                 if wanted.key in self._wanted:  # run again before its spare was ready
                     self._depth[wanted.key] = DEPTH
