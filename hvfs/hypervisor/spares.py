@@ -7,7 +7,9 @@ for one configuration (``Recipe.key``: image, mounts, read-only root, limits, st
 transport, driver), and used once: a run whose configuration has the same key takes it
 (``vmstart.start``), sends the run's own program, environment, working directory, user,
 hostname and stdio with START (native/init: T_SPARE), and the next spare of that key is
-made on a thread of its own, off the run's path.
+made on a thread of its own, off the run's path: it waits for the starts being served
+(``Spares.starting``) before it begins and, while a spare of its key is still ready,
+between its steps, rather than compete with them for the GIL.
 
 What keeps one run from seeing another's: a spare never ran user code, and was made for
 no run (its pid 1 knows nothing of one until START; its stdio until then is /dev/null);
