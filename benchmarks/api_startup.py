@@ -38,7 +38,6 @@ def timed(owner: Any, attribute: str, name: str) -> None:
 
 def main() -> int:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 20
-    gap = float(sys.argv[2]) / 1000 if len(sys.argv) > 2 else 0.0
     gap = float(sys.argv[2]) / 1000 if len(sys.argv) > 2 else 0.0  # between rounds, as a caller that does work
     timed(vm.VM, "_describe", "describe: the run's spec")
     timed(vm, "run_project", "its project (mounts prepared)")
@@ -54,7 +53,6 @@ def main() -> int:
         machine.wait(30)
         ended.append((time.perf_counter_ns() - began) / 1e6)
         machine.stop()
-        time.sleep(gap)
         time.sleep(gap)
     print(f"{'VM(command=[true]) returns (started)':50} {statistics.median(started):7.2f} ms  (n={rounds})")
     print(f"{'... and its command has exited':50} {statistics.median(ended):7.2f} ms  (n={rounds})")

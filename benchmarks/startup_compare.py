@@ -3,6 +3,15 @@ both with their per-user manager running (warm) and started by the run (cold).
 
     python benchmarks/startup_compare.py OLD/.venv/bin/python NEW/.venv/bin/python [ROUNDS]
     python benchmarks/startup_compare.py .venv/bin/python .venv/bin/hvfs [ROUNDS]
+    python benchmarks/startup_compare.py --burst N BEFORE AFTER [ROUNDS]
+
+With ``--burst N``, each round also runs N warm runs back to back with each installation
+in turn ("before, burst" and "after, burst"): runs that come sooner than a spare is made.
+
+    python benchmarks/startup_compare.py --alternate GAP_MS BEFORE AFTER [ROUNDS]
+
+warm runs only, one of each installation per round (which goes first alternates), GAP_MS
+after each: a manager warm, its spare ready, nothing else of hvfs running.
 
 An installation is its Python (run as ``python -m hvfs``) or a program run as it is, as
 the native front (.venv/bin/hvfs, native/client/).
@@ -20,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 
 def command_of(path: str) -> list[str]:
@@ -27,12 +37,18 @@ def command_of(path: str) -> list[str]:
 
 
 def main() -> int:
-    if len(sys.argv) < 3:
+    arguments = sys.argv[1:]
+    burst, gap = 0, None
+    if arguments[:1] == ["--burst"] and len(arguments) > 1:
+        burst, arguments = int(arguments[1]), arguments[2:]
+    elif arguments[:1] == ["--alternate"] and len(arguments) > 1:
+        gap, arguments = float(arguments[1]) / 1000, arguments[2:]
+    if len(arguments) < 2:
         print(__doc__, file=sys.stderr)
         return 2
-    before, after = command_of(sys.argv[1]), command_of(sys.argv[2])
-    python = next((path for path in sys.argv[1:3] if os.path.basename(path).startswith("python")), sys.executable)
-    rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 20
+    before, after = command_of(arguments[0]), command_of(arguments[1])
+    python = next((path for path in arguments[:2] if os.path.basename(path).startswith("python")), sys.executable)
+    rounds = int(arguments[2]) if len(arguments) > 2 else 20
     with tempfile.TemporaryDirectory() as old_state, tempfile.TemporaryDirectory() as new_state:
         cpu: dict[str, list[float]] = {}
 
@@ -59,6 +75,8 @@ def main() -> int:
         }  # fmt: skip
         timed(before, old_state, "run", "--", "true")  # both managers up before the first warm runs
         timed(after, new_state, "run", "--", "true")
+        if gap is not None:
+            return alternate(timed, [(before, old_state), (after, new_state)], rounds, gap)
         for _ in range(rounds):
             began = time.perf_counter()
             subprocess.run(["true"])
@@ -72,6 +90,9 @@ def main() -> int:
             runs["after, cold"].append(timed(after, new_state, "run", "--", "true"))
             runs["before, warm"].append(timed(before, old_state, "run", "--", "true", label="before"))
             runs["after, warm"].append(timed(after, new_state, "run", "--", "true", label="after"))
+            for name, command, state in (("before", before, old_state), ("after", after, new_state)):
+                for _ in range(burst):
+                    runs.setdefault(f"{name}, burst", []).append(timed(command, state, "run", "--", "true"))
         stop(after, new_state)
         stop(before, old_state)
     base = statistics.median(runs["before, warm"])
@@ -85,6 +106,25 @@ def main() -> int:
     for name, xs in cpu.items():
         median, base_cpu = statistics.median(xs), statistics.median(cpu["before"])
         print(f"client CPU, {name:16} median {median * 1000:6.1f} ms  ({median / base_cpu:4.2f}× before)")
+    return 0
+
+
+def alternate(timed: Callable[..., float], installs: list[tuple[list[str], str]], rounds: int, gap: float) -> int:
+    """Warm runs of each installation in turn, ``gap`` seconds after each."""
+    walls: list[list[float]] = [[], []]
+    time.sleep(0.5)  # the first runs' spares made
+    for round_ in range(rounds):
+        for i in (0, 1) if round_ % 2 == 0 else (1, 0):
+            walls[i].append(timed(installs[i][0], installs[i][1], "run", "--", "true"))
+            time.sleep(gap)
+    for command, state in installs:
+        subprocess.run([*command, "manager", "stop"], env=dict(os.environ, HVFS_STATE_DIR=state), capture_output=True)
+    for name, xs in zip(("before, warm", "after, warm"), walls, strict=True):
+        xs.sort()
+        low, high = xs[len(xs) // 4] * 1000, xs[3 * len(xs) // 4] * 1000
+        print(f"{name:14} median {statistics.median(xs) * 1000:6.1f} ms  min {xs[0] * 1000:5.1f}"
+              f"  quartiles {low:5.1f}-{high:5.1f}  (n={len(xs)})")  # fmt: skip
+    print(f"after ÷ before (medians): {statistics.median(walls[1]) / statistics.median(walls[0]):.2f}")
     return 0
 
 

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -224,8 +225,8 @@ def test_a_configuration_run_before_its_spare_was_ready_keeps_two(hvfs: Hvfs) ->
     runner = hvfs.with_env(HVFS_STATE_DIR=state, HVFS_SPARE="1", HVFS_SPARE_SETTLE="1.5")
     try:
         runner.ok("run", "--", "true")  # asks for one, made 1.5 s later
-        runner.ok("run", "--", "true")  # too early: a miss
-        assert _spares(runner) == {"ready": 0, "made": 0, "taken": 0}
+        runner.ok("run", "--", "true")  # too early: a miss (and runs back to back: made now, not 1.5 s later)
+        assert _spares(runner)["taken"] == 0
         deadline = time.monotonic() + 15
         while (spares := _spares(runner))["ready"] < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -363,3 +364,42 @@ def test_a_ptrace_spare_dropped_unbound_leaves_nothing(hvfs: Hvfs, end: str) -> 
     finally:
         runner.run("manager", "stop")
         shutil.rmtree(state, ignore_errors=True)
+
+
+def test_a_spares_making_waits_while_a_run_starts(tmp_path: Path) -> None:
+    """The making of a spare (a thread of the manager) waits, at each of its steps, while
+    an operation that starts VMs is served (Spares.starting), so that it does not compete
+    with that start for the GIL; other operations hold nothing, and a start that never
+    ends holds a making for YIELD at most."""
+    from hvfs.hypervisor import spares
+    from hvfs.hypervisor.layout import Layout
+    from hvfs.intercept.arch import native
+    from hvfs.sandbox.userns import IdMap
+
+    made = spares.Spares(Layout(str(tmp_path)), IdMap(1), lambda strict, driver: b"", native())
+    passed = threading.Event()
+
+    def step() -> None:
+        made._yield()
+        passed.set()
+
+    with made.starting("run_argv"):
+        with made.starting("ps"):  # no start: it holds nothing
+            pass
+        waiting = threading.Thread(target=step)
+        waiting.start()
+        assert not passed.wait(0.3)  # held while the run starts
+    assert passed.wait(5)  # and let go as it has started
+    waiting.join()
+    with made.starting("up"):
+        began = time.monotonic()
+        made._yield()  # a start that goes on: the making goes on after YIELD
+        assert time.monotonic() - began >= spares.YIELD * 0.9
+        made._depth["back to back"] = spares.DEPTH  # its runs come back to back, none is ready:
+        began = time.monotonic()
+        made._yield("back to back")  # its making goes on between its steps
+        assert time.monotonic() - began < spares.YIELD
+    began = time.monotonic()
+    made._yield()  # nothing starting: no wait
+    assert time.monotonic() - began < spares.YIELD
+    made.close()

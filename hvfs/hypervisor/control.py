@@ -128,12 +128,14 @@ class ControlServer:
         self._thread.start()
 
     def _accept(self) -> None:
+        from hvfs.hypervisor.threads import spawn  # the manager's alone: a client imports this module
+
         while True:
             try:
                 sock, _ = self._sock.accept()
             except OSError:
                 return
-            threading.Thread(target=self._serve, args=(Connection(sock),), daemon=True).start()
+            spawn(self._serve, (Connection(sock),), "hvfs-control-connection")  # a kept thread: no start to wait
 
     def _serve(self, connection: Connection) -> None:
         try:

@@ -27,11 +27,11 @@ from typing import Any
 from hvfs import _native as hot_path
 from hvfs import cluster, private_dirs
 from hvfs.errors import HvfsError
-from hvfs.hypervisor import control, frontrun, recreate, telling, views, vmstart
+from hvfs.hypervisor import control, frontrun, recreate, telling, threads, views, vmstart
 from hvfs.hypervisor.change_ops import ChangeOps
 from hvfs.hypervisor.containers import Containers
-from hvfs.hypervisor.group import Group, saved
-from hvfs.hypervisor.layout import Layout, remove_tree, write_json
+from hvfs.hypervisor.group import Group
+from hvfs.hypervisor.layout import Layout, read_json, remove_tree, write_json
 from hvfs.hypervisor.networks import Networks, SharedBridge
 from hvfs.hypervisor.publish import Forwarder
 from hvfs.hypervisor.spec import from_json, group_id
@@ -141,8 +141,7 @@ class Daemon(ChangeOps):
         return 0
 
     def _let_changes_finish(self) -> None:
-        """Wait a while for the operations that start or stop VMs to answer: a manager that
-        gives way mid-start would leave a client with neither its VM nor an error."""
+        """Wait a while for the operations starting or stopping VMs: a client left mid-start has no VM, no error."""
         deadline = time.monotonic() + CHANGES_GRACE
         while time.monotonic() < deadline:
             with self.lock:
@@ -159,7 +158,7 @@ class Daemon(ChangeOps):
             return
         for gid in gids:
             try:
-                document = saved(self.layout, gid)
+                document: dict[str, Any] = read_json(self.layout.group_file(gid))
                 project = from_json(document["project"])
                 group = Group(gid, project, self.hypervisor, on_empty=self._empty)
             except Exception:
@@ -220,7 +219,7 @@ class Daemon(ChangeOps):
         if isinstance(group.bridge, SharedBridge):  # out of the others' /etc/hosts
             group.bridge.close()
         if (group.owner is not None and not group.detached) or group.autoremove:
-            threading.Thread(target=self._remove, args=(group,), daemon=True).start()
+            threads.spawn(self._remove, (group,), f"hvfs-{group.gid}-remove")  # kept: no start to wait for
 
     def _unpublish(self, group: Group) -> None:
         with self.lock:
@@ -273,7 +272,8 @@ class Daemon(ChangeOps):
             if handler is None:
                 connection.send({"error": f"unknown operation {op!r}"})
                 return
-            handler(message, fds, connection)
+            with self.hypervisor.spares.starting(op) if self.hypervisor is not None else contextlib.nullcontext():
+                handler(message, fds, connection)
         except LookupError as e:
             connection.send({"error": str(e.args[0])})
         except HvfsError as e:

@@ -24,12 +24,13 @@ from typing import Any
 from hvfs import cluster
 from hvfs.hypervisor import control, execs, ordering, output_pump, restart, staging, telling, vmstart
 from hvfs.hypervisor.health import Health, ProbeWaiter
-from hvfs.hypervisor.layout import Layout, read_json, remove_tree, write_json
+from hvfs.hypervisor.layout import Layout, remove_tree, write_json
 from hvfs.hypervisor.mounts import MountSpec, mount_table
 from hvfs.hypervisor.pool import SourcePool
 from hvfs.hypervisor.records import VmRecord
 from hvfs.hypervisor.services import ServiceOptions, ServiceSet
 from hvfs.hypervisor.spec import to_json
+from hvfs.hypervisor.threads import spawn
 from hvfs.hypervisor.vmstart import Hypervisor
 from hvfs.manager.manager import Manager
 from hvfs.manager.mounts import Mount
@@ -124,14 +125,15 @@ class Group:
     def start(self, *, stdio: tuple[int, int, int] | None = None, winsize: bytes | None = None) -> None:
         """Start every VM (a run's with the client's ``stdio``); raises SetupError,
         UsageError or SourceError for what the user can fix, after stopping what started."""
-        os.makedirs(os.path.dirname(self.layout.log(self.gid, "x")), mode=0o700, exist_ok=True)
+        os.makedirs(self.layout.group(self.gid), mode=0o700, exist_ok=True)  # logs/ with a log (_follow)
         if self.project.network.mode != "none":  # a project's own, or a shared one (hypervisor.networks)
             self.bridge = self.bridge or vmstart.make_bridge(self.project.network.subnet)
             for record in self.vms.values():
                 if record.config.network:
                     record.address = self.bridge.reserve(record.config.name)
             self.hosts = SourceSpec("synth", {"content": self.bridge.hosts().decode()}, name=f"{self.gid}:hosts")
-        self.save()
+        if self.project.kind != "run":  # a run's is written once, with its VM (_start): a file made is 0.5 ms on ext4
+            self.save()
         ordering.start_vms(self, list(self.vms), stdio=stdio, winsize=winsize)
 
     def table(self, record: VmRecord) -> list[Mount]:
@@ -249,11 +251,12 @@ class Group:
         if output is not None:
             record.drained.clear()
             log_file = self.layout.log(self.gid, record.config.name)
+            os.makedirs(os.path.dirname(log_file), mode=0o700, exist_ok=True)
             threads.append((output_pump.pump, (record.config.name, output, log_file, self.tell, record.drained), "log"))
         else:
             record.drained.set()
-        for target, args, what in threads:
-            threading.Thread(target=target, args=args, name=f"hvfs-{name}-{what}", daemon=True).start()
+        for target, args, what in threads:  # kept threads: a thread's start waits for it to run
+            spawn(target, args, f"hvfs-{name}-{what}")
 
     def resume(self, document: dict[str, Any]) -> None:
         """Take back the VMs a manager before this one ran (their shims hold them)."""
@@ -493,8 +496,3 @@ class Group:
         member = cluster.current()
         if member is not None:
             member.detach(self.gid)  # its last events out, on its bus's subscription
-
-
-def saved(layout: Layout, gid: str) -> dict[str, Any]:
-    document: dict[str, Any] = read_json(layout.group_file(gid))
-    return document

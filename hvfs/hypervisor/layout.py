@@ -77,6 +77,12 @@ def write_json(path: str, document: Any) -> None:
     os.rename(temporary, path)
 
 
+def ready_json(path: str) -> None:
+    """Make the file write_json(``path``) writes first, ahead of it: a file made costs
+    0.5 ms on this project's ext4 test machine, against 0.02 for one opened again."""
+    os.close(os.open(f"{path}.tmp", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600))
+
+
 def read_json(path: str) -> Any:
     with open(path) as f:
         return json.load(f)

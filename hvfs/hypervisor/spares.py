@@ -7,7 +7,9 @@ for one configuration (``Recipe.key``: image, mounts, read-only root, limits, st
 transport, driver), and used once: a run whose configuration has the same key takes it
 (``vmstart.start``), sends the run's own program, environment, working directory, user,
 hostname and stdio with START (native/init: T_SPARE), and the next spare of that key is
-made on a thread of its own, off the run's path.
+made on a thread of its own, off the run's path: it waits for the starts being served
+(``Spares.starting``) before it begins and, while a spare of its key is still ready,
+between its steps, rather than compete with them for the GIL.
 
 What keeps one run from seeing another's: a spare never ran user code, and was made for
 no run (its pid 1 knows nothing of one until START; its stdio until then is /dev/null);
@@ -39,11 +41,11 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from hvfs.hypervisor.layout import Layout, remove_tree
+from hvfs.hypervisor.layout import Layout, ready_json, remove_tree
 from hvfs.hypervisor.mounts import MountSpec, mount_table
 from hvfs.hypervisor.pool import SourcePool
 from hvfs.intercept.arch import Arch
@@ -64,10 +66,16 @@ log = logging.getLogger("hvfs.spares")
 DRIVERS = frozenset({"seccomp", "ptrace"})  # both start their threads with the spare, then wait for bind
 KINDS = frozenset({"host", "image", "memory"})  # sources a spare may hold: made and released as the VM's own
 MOST = 4  # configurations kept warm at once; the least recently asked for goes first
-# Seconds a spare's making waits after the last run that asked: that run's start is not
-# over when it asks (the group's state, its threads, the answer to its client), and on two
-# CPUs the making would slow it.
+# Seconds a spare's making waits after the last run that asked: that run is not over when
+# it asks (its start ends, then its command runs and its exit is told), and on two CPUs the
+# making would slow it. Unless its configuration's runs come back to back (kept DEPTH deep)
+# and none is ready: then it waits only for the runs starting (Spares.starting), as the
+# next run would otherwise find none.
 SETTLE = float(os.environ.get("HVFS_SPARE_SETTLE", "0.01"))
+STARTING = frozenset({"run", "run_argv", "up"})  # control operations that start VMs
+# The longest a spare's making waits, at each of its steps, for the runs starting meanwhile
+# (Spares.starting): runs that never stop coming must not keep every spare from being made.
+YIELD = 0.5
 # Spares kept of a configuration that a run found none of (runs back to back: the next
 # spare is still being made), against one of any other: the second is made while the first waits.
 DEPTH = 2
@@ -181,6 +189,7 @@ class Spares:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._asked_at = 0.0
+        self._runs = 0  # runs starting now (starting()): the making waits for them
         self.made = 0
         self.taken = 0
 
@@ -209,6 +218,40 @@ class Spares:
             return None
         self.taken += 1
         return spare
+
+    def starting(self, op: object) -> contextlib.AbstractContextManager[None]:
+        """Around the manager's serving of the control operation ``op``: while one that
+        starts VMs (``STARTING``) is served, from its request to its ``started``, the making
+        of a spare, done on a thread of this process, waits at its next step rather than
+        compete for the GIL and the CPUs with it (on two CPUs, a making that ran alongside
+        made a back-to-back run take up to twice as long)."""
+        return self._starting() if op in STARTING else contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def _starting(self) -> Iterator[None]:
+        with self._cond:
+            self._runs += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._runs -= 1
+                if not self._runs:
+                    self._cond.notify_all()
+
+    def _yield(self, key: str | None = None) -> None:
+        """Wait (at most YIELD) until no run is starting: before a making and, for ``key``'s,
+        between its steps, unless a run of ``key`` coming now would find no spare ready."""
+        deadline = time.monotonic() + YIELD
+        with self._cond:
+            while self._runs and not self._closed and (left := deadline - time.monotonic()) > 0:
+                if key is not None and self._urgent(key):
+                    return
+                self._cond.wait(timeout=left)
+
+    def _urgent(self, key: str) -> bool:
+        """Whether ``key``'s runs come back to back (kept DEPTH deep) and none is ready."""
+        return self._depth.get(key, 1) == DEPTH and not self._ready.get(key)
 
     def want(self, wanted: Recipe) -> None:
         """``wanted``'s configuration was run: keep a spare of it (made in the background)."""
@@ -266,7 +309,7 @@ class Spares:
                     (r for k, (r, _) in self._wanted.items() if len(self._ready.get(k, ())) < self._depth.get(k, 1)),
                     None,
                 )
-                settle = self._asked_at + SETTLE - now
+                settle = 0 if todo is not None and self._urgent(todo.key) else self._asked_at + SETTLE - now
                 if todo is not None and settle > 0:
                     self._cond.wait(timeout=settle)
                     continue
@@ -280,6 +323,7 @@ class Spares:
                     if not self._closed:
                         self._cond.wait(timeout=min(1.0, idle))
                 continue
+            self._yield()  # even with none ready: the start that found none goes first
             made = self._make(todo, vmid)
             with self._cond:
                 self._making.discard(vmid)
@@ -293,6 +337,9 @@ class Spares:
                     self._wanted.pop(todo.key, None)
 
     def _make(self, wanted: Recipe, vmid: str) -> Spare | None:
+        """A spare of ``wanted``, as the VM ``vmid``; between its steps it waits for the runs
+        starting, unless one coming now would find none ready (then a making that waited at
+        each step would fall behind runs back to back)."""
         staging = self.layout.staging(vmid)
         pool = SourcePool()
         views: Views | None = None
@@ -301,6 +348,7 @@ class Spares:
             os.makedirs(staging, mode=0o700)
             identity = wanted.identity()
             views = build_views(mount_table(vmid, wanted.mounts(), pool), staging, None)
+            self._yield(wanted.key)
             plan = BootPlan(
                 name="",
                 boot=views.boot,
@@ -313,6 +361,8 @@ class Spares:
                 spare=True,
             )
             process, booted, vm_root = boot_vm(plan, views, self.idmap)
+            ready_json(self.layout.vm_file(vmid))  # the run's vm.json (vmstart.start), off its path
+            self._yield(wanted.key)
         except Exception as e:
             log.warning("a spare VM could not be made: %s", e)
             if views is not None:
