@@ -161,8 +161,10 @@ class Daemon(ChangeOps):
                 document: dict[str, Any] = read_json(self.layout.group_file(gid))
                 project = from_json(document["project"])
                 group = Group(gid, project, self.hypervisor, on_empty=self._empty)
-            except Exception:
-                log.exception("the group %s left by a manager before could not be read; removing it", gid)
+            except Exception as e:  # no group.json: its manager died before its VM started, nothing ran
+                unread = not isinstance(e, FileNotFoundError)
+                log.log(logging.ERROR if unread else logging.INFO, "the group %s left by a manager before could"
+                        " not be read; removing it", gid, exc_info=unread)  # fmt: skip
                 self._remove_state(gid)
                 continue
             self.groups[gid] = group
@@ -179,8 +181,7 @@ class Daemon(ChangeOps):
         self._sweep_vms()
 
     def _sweep_vms(self) -> None:
-        """Remove the state of VMs no group runs any more: one whose removal failed as it
-        exited (its staging still a mount point), or one a manager before left."""
+        """Remove the state of VMs no group runs any more (a removal failed, or left before)."""
         with self.lock:
             claimed = {r.vmid for g in self.groups.values() for r in g.vms.values() if r.state != "exited"}
         claimed |= self.hypervisor.spares.vmids() if self.hypervisor is not None else set()  # waiting spares
@@ -363,8 +364,7 @@ class Daemon(ChangeOps):
     def _publish(
         self, group: Group, running: RunningVm, listeners: list[int], ports: list[int], *, deposit: bool = True
     ) -> None:
-        """Forward the host's ``listeners`` (bound by the client) to the VM's ``ports``;
-        their copies are left with the VM's shim (``deposit``), for a manager after this one."""
+        """Forward the host's ``listeners`` to the VM's ``ports``; copies stay with its shim (``deposit``)."""
         if len(listeners) != len(ports):
             raise LookupError("the published ports came without their listening sockets; run hvfs run again")
         copies = [os.dup(fd) for fd in listeners]  # handle() closes the fds of the message
