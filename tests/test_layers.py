@@ -47,9 +47,18 @@ def test_the_api_imports_nothing_above_it() -> None:
     assert modules
     for module in modules:
         hvfs = {n for n in _imports(module) if n == "hvfs" or n.startswith("hvfs.")}
-        # hvfs._sys.abi is the kernel's constants, defined once, and imports nothing.
-        bad = {n for n in hvfs if n not in ("hvfs", "hvfs._sys.abi") and not n.startswith("hvfs.api")}
+        # hvfs._sys.abi is the kernel's constants, defined once, and imports nothing;
+        # hvfs._native, the compiled counterparts of Python code (the audit's writer), neither.
+        bad = {n for n in hvfs if n not in ("hvfs", "hvfs._sys.abi", "hvfs._native") and not n.startswith("hvfs.api")}
         assert not bad, (module, bad)
+
+
+def test_the_compiled_parts_import_nothing_of_hvfs() -> None:
+    """hvfs._native sits below every layer (the api's audit writer, the driver's hot path):
+    it may import no other part of hvfs."""
+    for module in _modules("_native"):
+        hvfs = {n for n in _imports(module) if n == "hvfs" or n.startswith("hvfs.")}
+        assert not hvfs, (module, hvfs)
 
 
 def test_the_driver_never_imports_the_manager() -> None:
@@ -114,7 +123,8 @@ def test_services_never_import_their_callers() -> None:
 def test_the_api_depends_on_no_other_part() -> None:
     """Drivers and managers meet in the API: it imports neither, nor sources or services."""
     for module in _modules("api"):
-        bad = {n for n in _imports(module) if n.startswith("hvfs.") and not n.startswith(("hvfs.api", "hvfs._sys"))}
+        below = ("hvfs.api", "hvfs._sys", "hvfs._native")
+        bad = {n for n in _imports(module) if n.startswith("hvfs.") and not n.startswith(below)}
         assert not bad, (module, bad)
 
 
