@@ -15,7 +15,9 @@ would decide otherwise than the manager's (HVFS_* variables), and --help or anyt
 argparse exits on. A mistake is the Python client's line, with its code (125). Either
 driver is served here: named (``--driver``) or chosen automatically, the choice decided
 with the client's environment and, when it is the ptrace driver, said on the client's
-stderr with the Python client's very line (``{"stderr": LINE}``, before any other).
+stderr with the Python client's very line: written into the front's stderr before the
+VM starts (a ``{"stderr": LINE}`` message could reach the front after the VM's first
+output), or, before a mistake's line, sent as ``{"stderr": LINE}``.
 
 The parse runs as the manager, root in its user namespace. For a user who is not root,
 that thread gives up its capabilities first (they are per thread): then, as the user
@@ -31,6 +33,7 @@ names (``{"stat": [PATH, …]}``, answered by ``run_views``): a manager whose mo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import os
@@ -79,7 +82,9 @@ def handle(message: dict[str, Any], fds: list[int], connection: control.Connecti
     except BaseException:  # a mistake: the Python client would have said the choice before its line
         _say(connection, said)
         raise
-    _say(connection, said)
+    for line in said:  # into the front's own stderr, before the VM writes there: in the Python client's order
+        with contextlib.suppress(OSError):
+            os.write(fds[2], f"{line}\n".encode())
     request = {"hvfs": control.VERSION, "op": "run", "project": to_json(project), "stop_timeout": stop_timeout,
                "debug": bool(env.get("HVFS_DEBUG"))}  # fmt: skip
     run(request, fds, connection)
