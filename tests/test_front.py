@@ -361,6 +361,11 @@ def test_a_rootless_front_parses_as_the_user(rootless: Hvfs, staged: Path, share
     assert said(trace) == ["native"]  # the second one: neither the Python client nor a VM
     assert (native.returncode, native.stderr) == (125, python.stderr)
     assert "Permission denied" in native.stderr
+    rootless.ok("manager", "stop")  # a cold run: the front starts the user's manager itself
+    cold = traced.run("run", "--", "id", "-u")
+    assert (cold.returncode, cold.stdout) == (0, "0\n"), cold.stderr
+    assert said(trace)[1:] == ["cold, started", "native"]
+    rootless.ok("manager", "stop")  # started with HVFS_FRONT_TRACE: not the next tests' manager
 
 
 def test_the_vm_is_followed_to_the_next_manager(front: str, trace: Path, tmp_path: Path) -> None:
