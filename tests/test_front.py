@@ -11,6 +11,7 @@ import pty
 import pwd
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -43,9 +44,15 @@ def traced(trace: Path, **extra: str) -> dict[str, str]:
 
 
 def said(trace: Path) -> list[str]:
-    """Which client did each run: "native", or why the Python client did."""
+    """Which client did each run: "native", or why the Python client did; "cold, started"
+    when the front started the manager first, "cold, met" when another client did meanwhile."""
     lines = trace.read_text().splitlines() if trace.exists() else []
-    return ["native" if line.startswith("native: ") else line.removeprefix("the Python client: ") for line in lines]
+    cold = {"cold: the front started the manager": "cold, started",
+            "cold: another client started the manager meanwhile": "cold, met"}  # fmt: skip
+    return [
+        "native" if line.startswith("native: ") else cold.get(line, line.removeprefix("the Python client: "))
+        for line in lines
+    ]
 
 
 def run(command: list[str], *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -142,15 +149,40 @@ def test_a_terminal_is_the_python_clients(front: str, trace: Path) -> None:
     assert said(trace) == ["a terminal, a directory or a closed fd as stdio"]
 
 
-def test_no_manager_is_the_python_clients(front: str, trace: Path, tmp_path: Path) -> None:
+def test_a_cold_run_is_the_fronts_as_the_python_clients(front: str, trace: Path, tmp_path: Path) -> None:
+    """No manager (and no state directory yet): the front makes the directory, starts the
+    manager as the Python client would, and does the run; same outcome as a cold run of
+    the Python client."""
+    command = ["run", "--", "sh", "-c", "tr a-z A-Z; echo err >&2; exit 3"]
+    outcomes = []
+    for client, name in (([front], "front"), (PYTHON, "python")):
+        state = tmp_path / name
+        env = traced(trace, HVFS_STATE_DIR=str(state))
+        try:
+            result = run(client, *command, env=env, input="cold\n")
+            outcomes.append((result.stdout, result.stderr, result.returncode))
+            assert stat.S_IMODE(state.stat().st_mode) == 0o700
+            assert json.loads((state / "manager.json").read_text())["pid"] > 0
+        finally:
+            run(PYTHON, "manager", "stop", env=env)
+    assert outcomes[0] == outcomes[1] == ("COLD\n", "err\n", 3)
+    assert said(trace) == ["cold, started", "native"]  # the Python client's own run leaves no trace
+
+
+def test_cold_runs_at_once_start_one_manager(front: str, trace: Path, tmp_path: Path) -> None:
     state = tmp_path / "state"
+    state.mkdir(mode=0o700)
     env = traced(trace, HVFS_STATE_DIR=str(state))
     try:
-        result = run([front], "run", "--", "echo", "started-one", env=env)
-        assert (result.stdout, result.returncode) == ("started-one\n", 0), result.stderr
-        assert said(trace) == ["the state directory is missing or not private"]  # not made yet
+        runs = [subprocess.Popen([front, "run", "--", "echo", str(i)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 text=True, env=env, cwd="/") for i in range(4)]  # fmt: skip
+        outputs = [(p.communicate(timeout=60)[0], p.returncode) for p in runs]
+        assert outputs == [(f"{i}\n", 0) for i in range(4)]
+        lines = said(trace)
+        assert sorted(lines) == sorted(["cold, started"] + ["cold, met"] * 3 + ["native"] * 4), lines
+        pid = json.loads((state / "manager.json").read_text())["pid"]
         assert run([front], "run", "--", "true", env=env).returncode == 0
-        assert said(trace)[1:] == ["native"]  # the manager the Python client started
+        assert json.loads((state / "manager.json").read_text())["pid"] == pid
     finally:
         run(PYTHON, "manager", "stop", env=env)
 
@@ -329,6 +361,11 @@ def test_a_rootless_front_parses_as_the_user(rootless: Hvfs, staged: Path, share
     assert said(trace) == ["native"]  # the second one: neither the Python client nor a VM
     assert (native.returncode, native.stderr) == (125, python.stderr)
     assert "Permission denied" in native.stderr
+    rootless.ok("manager", "stop")  # a cold run: the front starts the user's manager itself
+    cold = traced.run("run", "--", "id", "-u")
+    assert (cold.returncode, cold.stdout) == (0, "0\n"), cold.stderr
+    assert said(trace)[1:] == ["cold, started", "native"]
+    rootless.ok("manager", "stop")  # started with HVFS_FRONT_TRACE: not the next tests' manager
 
 
 def test_the_vm_is_followed_to_the_next_manager(front: str, trace: Path, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 from typing import Any
 
@@ -30,8 +31,13 @@ def add_manager_command(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     layout = Layout()
     if args.action == "serve":
+        # Every cold run waits for these imports; their objects live as long as the
+        # manager, so collections during them find nothing (~10% of the imports' time).
+        gc.disable()
         from hvfs.hypervisor.daemon import Daemon
 
+        gc.freeze()
+        gc.enable()
         return Daemon(layout, ready_fd=args.ready_fd).serve()
     if args.action == "status":
         try:

@@ -27,12 +27,11 @@ from typing import Any
 from hvfs import _native as hot_path
 from hvfs import cluster, private_dirs
 from hvfs.errors import HvfsError
-from hvfs.hypervisor import control, frontrun, recreate, telling, threads, views, vmstart
+from hvfs.hypervisor import control, frontrun, telling, threads, views, vmstart
 from hvfs.hypervisor.change_ops import ChangeOps
-from hvfs.hypervisor.containers import Containers
 from hvfs.hypervisor.group import Group
 from hvfs.hypervisor.layout import Layout, read_json, remove_tree, write_json
-from hvfs.hypervisor.networks import Networks, SharedBridge
+from hvfs.hypervisor.lazy_parts import LazyParts
 from hvfs.hypervisor.publish import Forwarder
 from hvfs.hypervisor.spec import from_json, group_id
 from hvfs.hypervisor.version import code_id
@@ -56,7 +55,7 @@ def idle_timeout() -> float:
         return 300.0
 
 
-class Daemon(ChangeOps):
+class Daemon(ChangeOps, LazyParts):
     def __init__(self, layout: Layout, *, ready_fd: int | None = None) -> None:
         self.layout = layout
         self.ready_fd = ready_fd  # the client that started this manager waits for one line there
@@ -69,9 +68,7 @@ class Daemon(ChangeOps):
         self.last_busy = time.monotonic()
         self.hypervisor: vmstart.Hypervisor | None = None
         self.up_locks: dict[str, threading.Lock] = {}
-        self.containers = Containers(self)
         self.forwarders: dict[str, Forwarder] = {}  # a run's published ports, by group
-        self.networks = Networks()  # hvfs run --network NAME
         self.cluster: cluster.Member | None = None  # HVFS_CLUSTER's (hvfs.cluster)
 
     # -- life -----------------------------------------------------------------------
@@ -217,8 +214,7 @@ class Daemon(ChangeOps):
         """A run's VM has ended: the group goes once its client heard the exit status; a
         detached one's stays, with its exit code, until ``hvfs rm`` (unless run with --rm)."""
         self._unpublish(group)
-        if isinstance(group.bridge, SharedBridge):  # out of the others' /etc/hosts
-            group.bridge.close()
+        self.leave_network(group)
         if (group.owner is not None and not group.detached) or group.autoremove:
             threads.spawn(self._remove, (group,), f"hvfs-{group.gid}-remove")  # kept: no start to wait for
 
@@ -247,7 +243,7 @@ class Daemon(ChangeOps):
 
     def closed(self, connection: control.Connection) -> None:
         """A client went away: a run's VM ends with its client, unless it is detached."""
-        self.containers.closed(connection)
+        self.containers_closed(connection)
         with self.lock:
             self.clients = max(0, self.clients - 1)
             owned = [g for g in self.groups.values() if g.owner is connection]
@@ -405,6 +401,8 @@ class Daemon(ChangeOps):
 
     def _op_up(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
         """Start a project; or, up already, apply its edited hvfs.toml (hvfs.hypervisor.recreate)."""
+        from hvfs.hypervisor import recreate  # not a first run's: lazy_parts
+
         project = from_json(message["project"])
         gid = group_id(project)
         with self.lock:
@@ -465,18 +463,6 @@ class Daemon(ChangeOps):
         group.stop_timeout = float(message.get("timeout", group.stop_timeout))
         self._remove(group, stop=True)
         connection.send({"ok": True})
-
-    def _op_container(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
-        self.containers.create(message, fds, connection)
-
-    def _op_container_start(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
-        self.containers.start(message, connection)
-
-    def _op_container_follow(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
-        self.containers.follow(message, connection)
-
-    def _op_container_remove(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
-        self.containers.remove(message, connection)
 
     def _op_shutdown(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
         """Exit; with ``stop``, stop every VM first; without, leave them to the next manager."""

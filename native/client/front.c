@@ -5,9 +5,10 @@
  * working directory, the environment and the stdio, relays what is no pipe or socket
  * (as hvfs/sandbox/stdio.py), forwards signals and exits with the VM's status.
  *
+ * With no manager running it starts one itself, as the Python client would (start.c).
  * For anything else, or any doubt, it execs the Python client with its argv unchanged
  * (`python -P -m hvfs ARGS`), having sent nothing but a hello, and read no input:
- * another command, no manager, a manager of other code, a state directory or socket
+ * another command, a manager that did not start, a manager of other code, a state directory or socket
  * that is not private, a terminal, or the manager's {"fallback": WHY}.
  *
  * Built by setup.py with HVFS_PYTHON (the interpreter of this install), HVFS_PACKAGE
@@ -65,8 +66,8 @@ _Noreturn void python_client(const char *why) {
     exit(EXIT_HVFS);
 }
 
-/* The state directory hvfs.state.state_directory names, if it and the directories on
- * the way to it are private as hvfs.private_dirs asks; NULL otherwise (the Python
+/* The state directory hvfs.state.state_directory names, made if missing, if it and the
+ * directories on the way to it are private as hvfs.private_dirs asks; NULL otherwise (the Python
  * client then says what is wrong, or mends it). */
 static char *state_directory(void) {
     static char path[4096];
@@ -98,6 +99,10 @@ static char *state_directory(void) {
             continue;
         memcpy(prefix, path, i);
         prefix[i] = 0;
+        /* Missing, beneath directories found safe: made as hvfs.private_dirs makes it (a
+         * cold run in CI finds none); one made meanwhile by anyone is checked as any other. */
+        if (i == len && lstat(prefix, &st) < 0 && errno == ENOENT)
+            (void)mkdir(prefix, 0700);
         if (lstat(prefix, &st) < 0 || !S_ISDIR(st.st_mode)) /* a symbolic link: the Python client checks it */
             return NULL;
         if (i < len) {
@@ -145,10 +150,14 @@ int main(int argc, char **argv) {
     const char *state = state_dir = state_directory();
     if (!state)
         python_client("the state directory is missing or not private");
-    long pid = manager_pid(state);
-    if (pid < 0)
-        python_client("no manager.json (no manager runs)");
     snprintf(manager_socket, sizeof manager_socket, "%s/manager.sock", state);
+    long pid = manager_pid(state);
+    if (pid < 0) {
+        int sock = start_manager(state);
+        if (sock < 0)
+            python_client("no manager runs, and the one started did not answer as ours");
+        return run(sock, argc, argv, &plan);
+    }
     int sock = manager_connect(manager_socket, pid);
     if (sock < 0)
         python_client("no manager of this user at its socket");

@@ -40,6 +40,9 @@ int send_message(int sock, struct buf *b, const int *fds, int nfds);
  * end, -1 on error. Any fds that came with it are closed. */
 ssize_t receive_message(int sock, char *buf);
 
+/* start.c: a connection to the manager it started (or another client did meanwhile), or -1 */
+int start_manager(const char *state);
+
 /* run.c */
 void restore_signals(void);
 int run(int sock, int argc, char **argv, struct stdio_plan *plan);
