@@ -9,6 +9,7 @@ import json
 import os
 import pty
 import pwd
+import select
 import signal
 import socket
 import stat
@@ -434,3 +435,29 @@ def test_parses_at_once_and_in_turn_each_in_its_own_directory(front: str, trace:
         place.name: (f"{place.name}\n{place.name}\n", 0) for place in places
     }
     assert said(trace) == ["native"] * 11
+
+
+@pytest.mark.parametrize("client", ["front", "python"])
+def test_a_manager_started_cold_keeps_no_inherited_fd(front: str, tmp_path: Path, client: str) -> None:
+    """The manager outlives the run that started it: a pipe's end the caller inherited
+    (a CI step's, a make jobserver's) is not kept open by it, so its reader sees the end."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    env = {**os.environ, "HVFS_STATE_DIR": str(state)}
+    command = [front] if client == "front" else PYTHON
+    reader, writer = os.pipe()
+    try:
+        done = subprocess.run([*command, "run", "--", "true"], env=env, pass_fds=(writer,), capture_output=True,
+                              timeout=60)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        manager = int(json.loads((state / "manager.json").read_text())["pid"])
+        assert Path(f"/proc/{manager}").exists()  # still serving
+        os.close(writer)
+        writer = -1
+        ready, _, _ = select.select([reader], [], [], 10)
+        assert ready and os.read(reader, 1) == b""  # the end: nobody holds the pipe's write end
+    finally:
+        for fd in (reader, writer):
+            if fd >= 0:
+                os.close(fd)
+        run(PYTHON, "manager", "stop", env=env)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 from typing import Any
 
 from hvfs.hypervisor import client, control
@@ -28,9 +29,21 @@ def add_manager_command(subparsers: Any) -> None:
     manager.set_defaults(handler=run)
 
 
+def _close_inherited(ready_fd: int | None) -> None:
+    """Close what the manager inherited besides its stdio and ``ready_fd``: it outlives the
+    client that started it, and a pipe's end kept open here (a CI step's, a make
+    jobserver's, any fd a shell passed on) would keep its reader waiting for the end."""
+    first = 3
+    if ready_fd is not None and ready_fd >= first:
+        os.closerange(first, ready_fd)
+        first = ready_fd + 1
+    os.closerange(first, os.sysconf("SC_OPEN_MAX"))
+
+
 def run(args: argparse.Namespace) -> int:
     layout = Layout()
     if args.action == "serve":
+        _close_inherited(args.ready_fd)
         # Every cold run waits for these imports; their objects live as long as the
         # manager, so collections during them find nothing (~10% of the imports' time).
         gc.disable()
