@@ -136,6 +136,16 @@ def _spare_pids(state: str) -> set[int]:
     return found
 
 
+def _assert_all_gone(pids: set[int], state: str) -> None:
+    """The spares' processes (within 5 s), their state and their mounts are gone."""
+    deadline = time.monotonic() + 5
+    while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+    assert os.listdir(Path(state, "vms")) == []
+    assert state not in Path("/proc/self/mountinfo").read_text()
+
+
 def test_stop_leaves_nothing_and_ps_shows_no_spare(hvfs: Hvfs) -> None:
     state = tempfile.mkdtemp(prefix="hvfs-spares-stop-")
     runner = hvfs.with_env(HVFS_STATE_DIR=state, HVFS_SPARE="1")
@@ -147,12 +157,7 @@ def test_stop_leaves_nothing_and_ps_shows_no_spare(hvfs: Hvfs) -> None:
         assert runner.ok("ps", "-a").strip().count("\n") == 0  # its header only: a spare is no VM
         assert os.listdir(Path(state, "vms"))  # its state, while it waits
         runner.ok("manager", "stop")
-        deadline = time.monotonic() + 5
-        while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]
-        assert os.listdir(Path(state, "vms")) == []
-        assert state not in Path("/proc/self/mountinfo").read_text()
+        _assert_all_gone(pids, state)
     finally:
         runner.run("manager", "stop")
         shutil.rmtree(state, ignore_errors=True)
@@ -355,12 +360,7 @@ def test_a_ptrace_spare_dropped_unbound_leaves_nothing(hvfs: Hvfs, end: str) -> 
             assert not Path(f"/proc/{manager}/task/{tracer}").exists()  # the thread ended with it
         else:
             runner.ok("manager", "stop")
-        deadline = time.monotonic() + 5
-        while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]
-        assert os.listdir(Path(state, "vms")) == []
-        assert state not in Path("/proc/self/mountinfo").read_text()
+        _assert_all_gone(pids, state)
     finally:
         runner.run("manager", "stop")
         shutil.rmtree(state, ignore_errors=True)

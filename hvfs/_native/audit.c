@@ -68,6 +68,27 @@ static int put(Buffer *b, const char *text, size_t length) {
 
 static const char HEX[] = "0123456789abcdef";
 
+/* The JSON escape of an ASCII character encode_basestring escapes (quote, backslash, controls). */
+static char *put_escape(char *out, unsigned char c) {
+    *out++ = '\\';
+    switch (c) {
+    case '"': *out++ = '"'; break;
+    case '\\': *out++ = '\\'; break;
+    case '\b': *out++ = 'b'; break;
+    case '\f': *out++ = 'f'; break;
+    case '\n': *out++ = 'n'; break;
+    case '\r': *out++ = 'r'; break;
+    case '\t': *out++ = 't'; break;
+    default:
+        *out++ = 'u';
+        *out++ = '0';
+        *out++ = '0';
+        *out++ = HEX[c >> 4];
+        *out++ = HEX[c & 0xf];
+    }
+    return out;
+}
+
 /* put_string for a str UTF-8 cannot encode: a name of the VM's that is not UTF-8, which
  * hvfs decodes with surrogateescape (a byte 0xff is U+DCFF). Each lone surrogate is written
  * as its JSON escape (\udcff), as events.py's python_lines does: the line stays valid
@@ -86,22 +107,7 @@ static int put_string_escaping(Buffer *b, PyObject *text) {
         if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
             *out++ = (char)c;
         } else if (c < 0x80) {
-            *out++ = '\\';
-            switch (c) {
-            case '"': *out++ = '"'; break;
-            case '\\': *out++ = '\\'; break;
-            case '\b': *out++ = 'b'; break;
-            case '\f': *out++ = 'f'; break;
-            case '\n': *out++ = 'n'; break;
-            case '\r': *out++ = 'r'; break;
-            case '\t': *out++ = 't'; break;
-            default:
-                *out++ = 'u';
-                *out++ = '0';
-                *out++ = '0';
-                *out++ = HEX[c >> 4];
-                *out++ = HEX[c & 0xf];
-            }
+            out = put_escape(out, (unsigned char)c);
         } else if (c >= 0xd800 && c <= 0xdfff) {
             *out++ = '\\';
             *out++ = 'u';
@@ -151,22 +157,7 @@ static int put_string(Buffer *b, PyObject *text) {
             *out++ = (char)c;
             continue;
         }
-        *out++ = '\\';
-        switch (c) {
-        case '"': *out++ = '"'; break;
-        case '\\': *out++ = '\\'; break;
-        case '\b': *out++ = 'b'; break;
-        case '\f': *out++ = 'f'; break;
-        case '\n': *out++ = 'n'; break;
-        case '\r': *out++ = 'r'; break;
-        case '\t': *out++ = 't'; break;
-        default:
-            *out++ = 'u';
-            *out++ = '0';
-            *out++ = '0';
-            *out++ = HEX[c >> 4];
-            *out++ = HEX[c & 0xf];
-        }
+        out = put_escape(out, c);
     }
     *out++ = '"';
     b->size = (size_t)(out - b->data);
