@@ -55,18 +55,23 @@ def _stat(path: str, *, base: str = "/", follow: bool = True) -> api.Stat:
     return api.Stat(caller=_who(), path=api.VmPath(base, path), follow=follow)
 
 
-@pytest.fixture
-def readlinks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The fds whose names the trail reads back through procfs."""
+def _count_fd_names(monkeypatch: pytest.MonkeyPatch, module: Any) -> list[int]:
+    """The fds whose names ``module`` reads back through procfs (its ``fd_name``), from now on."""
     calls: list[int] = []
-    real = trail.fd_name
+    real = module.fd_name
 
     def counted(fd: int) -> str:
         calls.append(fd)
-        return real(fd)
+        return real(fd)  # type: ignore[no-any-return]
 
-    monkeypatch.setattr(trail, "fd_name", counted)
+    monkeypatch.setattr(module, "fd_name", counted)
     return calls
+
+
+@pytest.fixture
+def readlinks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The fds whose names the trail reads back through procfs."""
+    return _count_fd_names(monkeypatch, trail)
 
 
 def _statx(path: str) -> api.Statx:
@@ -171,15 +176,7 @@ def test_a_mutation_names_its_noted_directory_as_resolving_again_would(
 @pytest.fixture
 def answers_read(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The fds of answers whose names served_paths reads back through procfs."""
-    calls: list[int] = []
-    real = served.fd_name
-
-    def counted(fd: int) -> str:
-        calls.append(fd)
-        return real(fd)
-
-    monkeypatch.setattr(served, "fd_name", counted)
-    return calls
+    return _count_fd_names(monkeypatch, served)
 
 
 def _open(path: str, flags: int) -> api.Open:
