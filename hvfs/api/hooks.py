@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from hvfs import api
-from hvfs.api.events import Event, Record, lost_event
+from hvfs.api.events import Event, Record, lost_event, record_request
 from hvfs.api.ring import CHUNK, EventRing, Flush, Item, as_event
 
 log = logging.getLogger("hvfs.services")
@@ -371,6 +371,29 @@ class EventBus:
         if ring is not None:
             record: Record = (vm, request, response, time, duration_us, comm, answered_by, paths)
             ring.record(record)
+
+    def record_served(
+        self,
+        vm: str,
+        request: api.Request,
+        response: api.Response,
+        began: int,
+        answered_by: str | None,
+        paths: tuple[str, ...],
+    ) -> None:
+        """``record`` of a request the dispatch served, ``began`` at time.monotonic_ns():
+        the clocks, the command name, the record and its place in the ring in one C call
+        (hvfs/_native/record.c; hvfs.api.events.record_request, the same in Python where
+        it is not built). Never raises; waits only on a full ring."""
+        ring = self._ring
+        if ring is not None:
+            size = record_request(ring.deque, ring.capacity, vm, request, response, began, answered_by, paths)
+            if size < 0 or size == ring.nudge_at or ring.prompt:
+                ring.recorded(
+                    size,
+                    vm,
+                    lambda: record_request(ring.deque, ring.capacity, vm, request, response, began, answered_by, paths),
+                )
 
     def publish(self, event: Event) -> None:
         """Offer ``event`` to every subscriber, after what was recorded before. Never

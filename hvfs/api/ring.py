@@ -76,6 +76,8 @@ class EventRing:
         self._capacity = capacity
         self._nudge_at = capacity // 4
         self._ring: collections.deque[Item] = collections.deque()
+        # Read by the dispatch's one call that records a served request (EventBus.record_served).
+        self.deque, self.capacity, self.nudge_at = self._ring, capacity, self._nudge_at
         self._wake = threading.Event()
         self._stopping = False
         self.prompt = False  # a subscriber wants each event as soon as it can: wake per record
@@ -98,6 +100,21 @@ class EventRing:
             return
         ring.append(record)
         if self.prompt or size == self._nudge_at or isinstance(record, Flush):
+            self._wake.set()
+
+    def recorded(self, size: int, vm: str, again: Callable[[], int]) -> None:
+        """After a served request's record went in where the ring held ``size`` (wake the
+        thread if that is due), or did not (-1: the ring was full; ``again`` records it
+        again, as hvfs.api.events.record_request): wait a little for room, then drop and
+        count it, as ``record`` does."""
+        if size < 0:
+            size = again() if self._wait_for_room() else -1
+            if size < 0:
+                with self._lock:
+                    self._lost[vm] = self._lost.get(vm, 0) + 1
+                    self._lost_total += 1
+                return
+        if self.prompt or size == self._nudge_at:
             self._wake.set()
 
     @property
