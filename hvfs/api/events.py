@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import codecs
 import collections
+import contextlib
 import errno
 import json
 import json.encoder
@@ -350,12 +351,18 @@ class _CommFiles(threading.local):
     another reads."""
 
     def __init__(self) -> None:
-        self.fds: dict[int, int] = {}
+        self.fds: dict[int, int] = _Fds()
         self.names: dict[int, tuple[float, str]] = {}
 
-    def __del__(self) -> None:  # the thread ended
-        for fd in self.fds.values():
-            os.close(fd)
+
+class _Fds(dict[int, int]):
+    """A thread's kept fds, closed when the thread ends: its local's dict is dropped then,
+    and this with it (a ``__del__`` of the local itself runs only when the local goes)."""
+
+    def __del__(self) -> None:
+        for fd in self.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 _comm_files = _CommFiles()

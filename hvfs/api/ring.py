@@ -73,11 +73,10 @@ class EventRing:
 
     def __init__(self, hand_out: HandOut, *, capacity: int = RING_CAPACITY) -> None:
         self._hand_out = hand_out
-        self._capacity = capacity
-        self._nudge_at = capacity // 4
+        self.capacity = capacity  # read by the dispatch's one call that records a served request
+        self.nudge_at = capacity // 4  # (EventBus.record_served), as by ``record``
         self._ring: collections.deque[Item] = collections.deque()
-        # Read by the dispatch's one call that records a served request (EventBus.record_served).
-        self.deque, self.capacity, self.nudge_at = self._ring, capacity, self._nudge_at
+        self.deque = self._ring  # the same, for EventBus.record_served
         self._wake = threading.Event()
         self._stopping = False
         self.prompt = False  # a subscriber wants each event as soon as it can: wake per record
@@ -92,14 +91,14 @@ class EventRing:
         little, then drop and count it (a Flush is never dropped)."""
         ring = self._ring
         size = len(ring)
-        if size >= self._capacity and not isinstance(record, Flush) and not self._wait_for_room():
+        if size >= self.capacity and not isinstance(record, Flush) and not self._wait_for_room():
             vm = record.vm if isinstance(record, Event) else record[0]
             with self._lock:
                 self._lost[vm] = self._lost.get(vm, 0) + 1
                 self._lost_total += 1
             return
         ring.append(record)
-        if self.prompt or size == self._nudge_at or isinstance(record, Flush):
+        if self.prompt or size == self.nudge_at or isinstance(record, Flush):
             self._wake.set()
 
     def recorded(self, size: int, vm: str, again: Callable[[], int]) -> None:
@@ -114,7 +113,7 @@ class EventRing:
                     self._lost[vm] = self._lost.get(vm, 0) + 1
                     self._lost_total += 1
                 return
-        if self.prompt or size == self._nudge_at:
+        if self.prompt or size == self.nudge_at:
             self._wake.set()
 
     @property
@@ -136,7 +135,7 @@ class EventRing:
     def _wait_for_room(self) -> bool:
         self._wake.set()
         deadline = time.monotonic() + FULL_WAIT
-        while len(self._ring) >= self._capacity:
+        while len(self._ring) >= self.capacity:
             if self._stopping or time.monotonic() > deadline:
                 return False
             time.sleep(0.001)
