@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import os
 import subprocess
 import threading
@@ -46,7 +47,17 @@ def comm(request: pytest.FixtureRequest) -> Callable[..., str]:
 
 
 def test_the_dispatch_records_through_the_c_recorder_where_it_is_built() -> None:
-    assert events_module.record_request is _c_recorder().record
+    recorder = _c_recorder()
+    assert events_module.record_request is recorder.record
+    bus = EventBus()
+    bus.subscribe(lambda items: None, name="audit", records=True)
+    assert isinstance(bus.record_served, functools.partial)
+    assert bus.record_served.func is recorder.record_into  # no Python on the serving thread
+    assert bus.record_served.args == (bus._ring,)
+    assert bus.close(timeout=10)
+    bus.record_served(
+        "vm1", api.Unlink(caller=api.Caller(vm="vm1", pid=1), path=api.VmPath("/", "/x")), api.Value(0), 0, None, ()
+    )
 
 
 def test_both_recorders_make_the_same_record(recorder: Recorder) -> None:

@@ -48,7 +48,7 @@ typedef struct {
 } Comms;
 
 static pthread_key_t comms_key;
-static PyObject *s_caller, *s_pid, *s_append;
+static PyObject *s_caller, *s_pid, *s_append, *s_deque, *s_capacity, *s_nudge_at, *s_prompt, *s_recorded;
 static PyObject *again_types; /* frozenset of the request types whose caller's name is read again (exec) */
 
 static void comms_free(void *data) { /* the serving thread ended: its fds, no Python */
@@ -196,6 +196,49 @@ static PyObject *record(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromSsize_t(size);
 }
 
+/* record_into(ring, vm, request, response, began_ns, answered_by, paths): ``record`` into an
+ * EventRing's deque, bound to the ring (functools.partial) as EventBus.record_served, so that
+ * the dispatch's call runs no Python; where the ring is full, or its thread is to be woken,
+ * ring.recorded(size, vm, request, response, began_ns, answered_by, paths) does the rest. */
+static PyObject *record_into(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "record_into takes 7 arguments");
+        return NULL;
+    }
+    PyObject *ring = args[0], *deque = NULL, *capacity = NULL, *nudge_at = NULL, *prompt = NULL, *size = NULL;
+    PyObject *result = NULL;
+    if ((deque = PyObject_GetAttr(ring, s_deque)) == NULL || (capacity = PyObject_GetAttr(ring, s_capacity)) == NULL)
+        goto done;
+    PyObject *call[8] = {deque, capacity, args[1], args[2], args[3], args[4], args[5], args[6]};
+    if ((size = record(self, call, 8)) == NULL)
+        goto done;
+    if ((nudge_at = PyObject_GetAttr(ring, s_nudge_at)) == NULL || (prompt = PyObject_GetAttr(ring, s_prompt)) == NULL)
+        goto done;
+    int wake = PyObject_IsTrue(prompt);
+    if (wake < 0)
+        goto done;
+    long at = PyLong_AsLong(size);
+    if (wake || at < 0 || at == PyLong_AsLong(nudge_at)) {
+        if (PyErr_Occurred())
+            goto done;
+        PyObject *rest[8] = {ring, size, args[1], args[2], args[3], args[4], args[5], args[6]};
+        result = PyObject_VectorcallMethod(s_recorded, rest, 8 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        if (result == NULL)
+            goto done;
+        Py_DECREF(result);
+    }
+    if (PyErr_Occurred())
+        goto done;
+    result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(deque);
+    Py_XDECREF(capacity);
+    Py_XDECREF(nudge_at);
+    Py_XDECREF(prompt);
+    Py_XDECREF(size);
+    return result;
+}
+
 /* comm(pid, again) -> str: the cache's answer alone (tests/test_audit_ring.py). */
 static PyObject *comm(PyObject *self, PyObject *args) {
     long pid;
@@ -217,6 +260,7 @@ static PyObject *configure(PyObject *self, PyObject *types) {
 
 static PyMethodDef methods[] = {
     {"record", (PyCFunction)(void (*)(void))record, METH_FASTCALL, "Append a served request's Record to the ring."},
+    {"record_into", (PyCFunction)(void (*)(void))record_into, METH_FASTCALL, "record into an EventRing."},
     {"comm", comm, METH_VARARGS, "The command name of a thread, through the per-thread cache."},
     {"configure", configure, METH_O, "The request types that read the caller's name again."},
     {NULL, NULL, 0, NULL},
@@ -233,7 +277,12 @@ PyMODINIT_FUNC PyInit__record(void) {
     s_caller = PyUnicode_InternFromString("caller");
     s_pid = PyUnicode_InternFromString("pid");
     s_append = PyUnicode_InternFromString("append");
-    if (s_caller == NULL || s_pid == NULL || s_append == NULL)
+    s_deque = PyUnicode_InternFromString("deque");
+    s_capacity = PyUnicode_InternFromString("capacity");
+    s_nudge_at = PyUnicode_InternFromString("nudge_at");
+    s_prompt = PyUnicode_InternFromString("prompt");
+    s_recorded = PyUnicode_InternFromString("recorded");
+    if (!s_caller || !s_pid || !s_append || !s_deque || !s_capacity || !s_nudge_at || !s_prompt || !s_recorded)
         return NULL;
     return PyModule_Create(&module);
 }
