@@ -12,8 +12,8 @@ for the services of others. The manager's one dispatch place does, for every req
         response = HANDLERS[type(request)](vm, request)
         answer = bus.run_after_hooks(vm.name, request, response)  # may replace the response
     ...                                                     # the answer goes back
-    if bus.has_subscribers:                                 # the event's makings, a tuple:
-        bus.record(vm.name, request, response, ...)         # never blocks long, never raises
+    if bus.has_subscribers:                                 # the event's makings, a tuple,
+        bus.record_served(vm.name, request, response, ...)  # in one C call; never raises
 
 A service takes part in four ways:
 
