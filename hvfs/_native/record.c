@@ -221,8 +221,9 @@ static PyObject *record_into(PyObject *self, PyObject *const *args, Py_ssize_t n
     if (wake || at < 0 || at == PyLong_AsLong(nudge_at)) {
         if (PyErr_Occurred())
             goto done;
-        PyObject *rest[8] = {ring, size, args[1], args[2], args[3], args[4], args[5], args[6]};
-        result = PyObject_VectorcallMethod(s_recorded, rest, 8 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        /* rest[0] is room the call may borrow (PY_VECTORCALL_ARGUMENTS_OFFSET) */
+        PyObject *rest[9] = {NULL, ring, size, args[1], args[2], args[3], args[4], args[5], args[6]};
+        result = PyObject_VectorcallMethod(s_recorded, rest + 1, 8 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
         if (result == NULL)
             goto done;
         Py_DECREF(result);
