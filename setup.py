@@ -1,6 +1,6 @@
 """Builds hvfs-init, a VM's launcher and pid 1 (native/init/), and the drivers' hot paths
 (hvfs/_native/hotpath.c and tracer.c, the extensions hvfs._native._hotpath and _tracer), and the
-audit's writer (audit.c, _audit), with the package.
+audit's writer (audit.c, _audit) and recorder (record.c, _record), with the package.
 
 It is a program, not an extension module: it is exec'd in the manager's user namespace
 before a VM exists (see native/init/init.h). Static when the C library allows it, so
@@ -38,6 +38,12 @@ AUDIT = Extension(
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fstack-protector-strong"],
     optional=True,  # without it the audit writes its lines through the Python path (hvfs/services/audit.py)
 )
+RECORD = Extension(
+    "hvfs._native._record",
+    sources=["hvfs/_native/record.c"],
+    extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fstack-protector-strong"],
+    optional=True,  # without it the dispatch records in Python (hvfs.api.events.record_request)
+)
 FLAGS = ["-O2", "-s", "-Wall", "-Wextra", "-D_FORTIFY_SOURCE=2", "-fstack-protector-strong", "-Wl,-z,now,-z,relro"]
 
 
@@ -66,4 +72,4 @@ class WithProgram(Distribution):
         return True  # a binary inside: a platform wheel, and build_ext always runs
 
 
-setup(cmdclass={"build_ext": BuildInit}, distclass=WithProgram, ext_modules=[HOTPATH, TRACER, AUDIT])
+setup(cmdclass={"build_ext": BuildInit}, distclass=WithProgram, ext_modules=[HOTPATH, TRACER, AUDIT, RECORD])

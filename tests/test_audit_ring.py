@@ -317,3 +317,16 @@ def test_the_audit_writes_through_the_c_writer_where_it_is_built(tmp_path: Path)
     _native_audit()
     assert events_module._native_audit is _native.audit  # the audit really takes the C path
     test_recorded_requests_are_in_the_file_on_flush_as_event_for_makes_them(tmp_path)
+
+
+def test_both_writers_write_the_integers_at_64_bits_edges_alike() -> None:
+    """The C writer's own digits (no snprintf) for every int of a line: each edge of a long
+    long, and the numbers just past them (Python's str)."""
+    audit = _native_audit()
+    request = api.Open(caller=api.Caller(vm="vm1", pid=2**31 - 1), path=api.VmPath("/", "/x"), flags=0, mode=0)
+    numbers = [0, -1, 1, 9, 10, -10, 2**63 - 1, -(2**63), 2**63, -(2**63) - 1, 10**18, -(10**18)]
+    items: list[Record | Event] = [
+        ("vm", request, api.Value(number), 1.5, abs(number), "c", None, ()) for number in numbers
+    ]
+    assert audit.lines(items) == python_lines(items)
+    assert [Event.from_json(line).value for line in audit.lines(items).decode().splitlines()] == numbers

@@ -1,6 +1,7 @@
 """The seccomp driver's hot path in C (``hotpath.c``, the extension ``_hotpath``), the
 ptrace driver's tracer loop (``tracer.c``, the extension ``_tracer``), and the audit's
-writer (``audit.c``, the extension ``_audit``: hvfs.api.events.write_lines), when built.
+writer (``audit.c``, the extension ``_audit``: hvfs.api.events.write_lines) and recorder
+(``record.c``, ``_record``: hvfs.api.events.record_request), when built.
 
 setup.py compiles it with the package (``pip install -e .`` in scripts/setup; the Python
 headers come from python3-dev). It is optional: where it is missing or does not load,
@@ -34,6 +35,7 @@ def _load(name: str) -> tuple[Any, str]:
 hotpath, reason = _load("_hotpath")
 tracer, tracer_reason = _load("_tracer")  # the ptrace driver's loop
 audit, audit_reason = _load("_audit")  # the audit's lines and their writes
+recorder, recorder_reason = _load("_record")  # a served request's record, on the serving thread
 
 
 def status() -> str:
@@ -59,3 +61,5 @@ def announce() -> None:
         log.warning("the ptrace driver's C loop is %s: tracing through the Python path", tracer_reason)
     if audit is None and audit_reason != f"{ENVIRONMENT}=0":
         log.warning("the audit's C writer is %s: writing through the Python path", audit_reason)
+    if recorder is None and recorder_reason != f"{ENVIRONMENT}=0":
+        log.warning("the audit's C recorder is %s: recording through the Python path", recorder_reason)

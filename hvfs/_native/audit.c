@@ -177,9 +177,14 @@ static int put_int(Buffer *b, PyObject *number) { /* "%d" % number */
         if (!overflow) {
             if (value == -1 && PyErr_Occurred())
                 return -1;
-            char text[24];
-            int length = snprintf(text, sizeof text, "%lld", value);
-            return put(b, text, (size_t)length);
+            char text[24], *end = text + sizeof text, *at = end; /* digits backwards: snprintf costs more */
+            unsigned long long magnitude = value < 0 ? 0ULL - (unsigned long long)value : (unsigned long long)value;
+            do
+                *--at = (char)('0' + magnitude % 10);
+            while ((magnitude /= 10) != 0);
+            if (value < 0)
+                *--at = '-';
+            return put(b, at, (size_t)(end - at));
         }
     }
     PyObject *integer = PyNumber_Long(number);

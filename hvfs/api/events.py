@@ -12,6 +12,8 @@ bookkeeping all see the same ones.
 from __future__ import annotations
 
 import codecs
+import collections
+import contextlib
 import errno
 import json
 import json.encoder
@@ -19,7 +21,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from time import monotonic
+from time import monotonic, monotonic_ns
 from time import time as unix_time
 from typing import Any
 
@@ -349,12 +351,18 @@ class _CommFiles(threading.local):
     another reads."""
 
     def __init__(self) -> None:
-        self.fds: dict[int, int] = {}
+        self.fds: dict[int, int] = _Fds()
         self.names: dict[int, tuple[float, str]] = {}
 
-    def __del__(self) -> None:  # the thread ended
-        for fd in self.fds.values():
-            os.close(fd)
+
+class _Fds(dict[int, int]):
+    """A thread's kept fds, closed when the thread ends: its local's dict is dropped then,
+    and this with it (a ``__del__`` of the local itself runs only when the local goes)."""
+
+    def __del__(self) -> None:
+        for fd in self.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 _comm_files = _CommFiles()
@@ -410,3 +418,38 @@ def _read_comm(fds: dict[int, int], pid: int) -> str:
 
 def _comm(text: bytes) -> str:
     return text.rstrip(b"\n").decode(errors="replace")
+
+
+_AGAIN = frozenset({api.Exec, api.Executed})  # requests whose caller's name is read again (comm_of)
+
+
+def python_record(
+    ring: collections.deque[Any],
+    capacity: int,
+    vm: str,
+    request: api.Request,
+    response: api.Response,
+    began: int,
+    answered_by: str | None,
+    paths: tuple[str, ...],
+) -> int:
+    """Append the Record of a served request (``began``: time.monotonic_ns() when it
+    arrived) to ``ring``; the ring's length before, or -1 when it holds ``capacity`` (then
+    nothing is appended). What hvfs/_native/record.c does in one C call (``record_request``):
+    the same tuple, the same clocks, comm_of's rules."""
+    size = len(ring)
+    if size >= capacity:
+        return -1
+    duration = (monotonic_ns() - began) // 1000
+    comm = comm_of(request.caller.pid, again=type(request) in _AGAIN)
+    ring.append((vm, request, response, unix_time(), max(duration, 0), comm, answered_by, paths))
+    return size
+
+
+RecordRequest = Callable[
+    [collections.deque[Any], int, str, api.Request, api.Response, int, str | None, tuple[str, ...]], int
+]
+record_request: RecordRequest = python_record
+if _native.recorder is not None:
+    _native.recorder.configure(_AGAIN)
+    record_request = _native.recorder.record

@@ -31,7 +31,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from hvfs.api.events import Event, Record, event_from_record, lost_event
+from hvfs import _native, api
+from hvfs.api.events import Event, Record, event_from_record, lost_event, record_request
 
 RING_CAPACITY = 1 << 14  # records waiting; a batch is INTERVAL of requests, far fewer
 INTERVAL = 0.02  # seconds an event may wait for its batch (hvfs.client's sync polls at 10 ms)
@@ -73,9 +74,10 @@ class EventRing:
 
     def __init__(self, hand_out: HandOut, *, capacity: int = RING_CAPACITY) -> None:
         self._hand_out = hand_out
-        self._capacity = capacity
-        self._nudge_at = capacity // 4
+        self.capacity = capacity  # read by the dispatch's one call that records a served request
+        self.nudge_at = capacity // 4  # (EventBus.record_served), as by ``record``
         self._ring: collections.deque[Item] = collections.deque()
+        self.deque = self._ring  # the same, for EventBus.record_served
         self._wake = threading.Event()
         self._stopping = False
         self.prompt = False  # a subscriber wants each event as soon as it can: wake per record
@@ -90,14 +92,38 @@ class EventRing:
         little, then drop and count it (a Flush is never dropped)."""
         ring = self._ring
         size = len(ring)
-        if size >= self._capacity and not isinstance(record, Flush) and not self._wait_for_room():
+        if size >= self.capacity and not isinstance(record, Flush) and not self._wait_for_room():
             vm = record.vm if isinstance(record, Event) else record[0]
             with self._lock:
                 self._lost[vm] = self._lost.get(vm, 0) + 1
                 self._lost_total += 1
             return
         ring.append(record)
-        if self.prompt or size == self._nudge_at or isinstance(record, Flush):
+        if self.prompt or size == self.nudge_at or isinstance(record, Flush):
+            self._wake.set()
+
+    def recorded(
+        self,
+        size: int,
+        vm: str,
+        request: api.Request,
+        response: api.Response,
+        began: int,
+        answered_by: str | None,
+        paths: tuple[str, ...],
+    ) -> None:
+        """After a served request's record went in where the ring held ``size`` (wake the
+        thread if that is due), or did not (-1: the ring was full): wait a little for room
+        and record it again, else drop and count it, as ``record`` does."""
+        if size < 0:
+            if self._wait_for_room():
+                size = record_request(self.deque, self.capacity, vm, request, response, began, answered_by, paths)
+            if size < 0:
+                with self._lock:
+                    self._lost[vm] = self._lost.get(vm, 0) + 1
+                    self._lost_total += 1
+                return
+        if self.prompt or size == self.nudge_at:
             self._wake.set()
 
     @property
@@ -119,7 +145,7 @@ class EventRing:
     def _wait_for_room(self) -> bool:
         self._wake.set()
         deadline = time.monotonic() + FULL_WAIT
-        while len(self._ring) >= self._capacity:
+        while len(self._ring) >= self.capacity:
             if self._stopping or time.monotonic() > deadline:
                 return False
             time.sleep(0.001)
@@ -147,6 +173,27 @@ class EventRing:
             if not items:
                 return
             self._hand_out(items, sum(lost.values()))
+
+
+def python_record_into(
+    ring: EventRing,
+    vm: str,
+    request: api.Request,
+    response: api.Response,
+    began: int,
+    answered_by: str | None,
+    paths: tuple[str, ...],
+) -> None:
+    """A served request's record into ``ring`` (``began``: time.monotonic_ns() when it
+    arrived): hvfs/_native/record.c's ``record_into`` in Python, the fallback."""
+    size = record_request(ring.deque, ring.capacity, vm, request, response, began, answered_by, paths)
+    if size < 0 or size == ring.nudge_at or ring.prompt:
+        ring.recorded(size, vm, request, response, began, answered_by, paths)
+
+
+RecordServed = Callable[[str, api.Request, api.Response, int, str | None, tuple[str, ...]], None]
+# The recorder the bus binds to its ring (EventBus.record_served): one C call where built.
+record_into: Callable[..., None] = python_record_into if _native.recorder is None else _native.recorder.record_into
 
 
 def as_event(item: Record | Event) -> Event:

@@ -14,7 +14,6 @@ import time
 
 from hvfs import api
 from hvfs._sys.abi import AT_EACCESS
-from hvfs.api.events import comm_of
 from hvfs.api.hooks import EventBus
 from hvfs.api.messages import operation
 from hvfs.manager import changes, creds, replay, trail
@@ -72,7 +71,7 @@ class Manager:
         if vm is None:
             return api.Errno(errno.ENOSYS)
         bus = vm.bus
-        began = time.monotonic() if bus is not None else 0.0
+        began = time.monotonic_ns() if bus is not None else 0
         answered_by = None
         noted: trail.Trail | None = None
         identity = request.caller.creds
@@ -115,15 +114,9 @@ class Manager:
         if bus is not None and bus.has_subscribers:
             # Only what is true now is taken here (the names served, the command); the
             # event is made later, off the request path (hvfs.api.ring).
-            bus.record(
-                vm.name,
-                request,
-                response,
-                time=time.time(),
-                duration_us=int((time.monotonic() - began) * 1_000_000),
-                comm=comm_of(request.caller.pid, again=isinstance(request, api.Exec | api.Executed)),
-                answered_by=answered_by,
-                paths=served_paths(vm, request, response, noted),
+            # The clocks and the command name are read in the same C call (record_served).
+            bus.record_served(
+                vm.name, request, response, began, answered_by, served_paths(vm, request, response, noted)
             )
         return response
 

@@ -25,7 +25,12 @@ import threading
 from hvfs import api
 from hvfs.manager.resolve import fd_name
 
-_here = threading.local()
+
+class _Here(threading.local):
+    trail: Trail | None = None  # each thread's own, None until it serves a request
+
+
+_here = _Here()
 _DELETED = " (deleted)"  # what readlink adds for a file removed since it was opened
 
 
@@ -57,11 +62,12 @@ class Name:
 
 
 class Trail:
-    __slots__ = ("answer", "audited", "names")
+    __slots__ = ("answer", "audited", "names", "watched")
 
-    def __init__(self, audited: bool = False) -> None:
+    def __init__(self, audited: bool = False, watched: bool = True) -> None:
         self.names: list[Name] = []
         self.audited = audited  # the request's event names its paths (see ``naming``)
+        self.watched = watched  # the change set reads ``names``
         # The request's one path where the handler found it by its text (``named``), or an
         # open's, the VM path of the file its answer holds (``answered``).
         self.answer: str | None = None
@@ -77,7 +83,7 @@ class Trail:
 def begin(watched: bool, audited: bool = False) -> Trail | None:
     """The trail of the request this thread serves now (None: nothing is noted): for the
     change set (``watched``), for an event (``audited``), or both."""
-    trail = Trail(audited) if watched or audited else None
+    trail = Trail(audited, watched) if watched or audited else None
     _here.trail = trail
     return trail
 
@@ -85,14 +91,14 @@ def begin(watched: bool, audited: bool = False) -> Trail | None:
 def noting() -> bool:
     """Whether the request this thread serves has a trail: a handler that must resolve
     differently to note something (a stat: see ``located``) asks first."""
-    return _current() is not None
+    return _here.trail is not None
 
 
 def naming() -> bool:
     """Whether the request this thread serves has an event that names its paths: a handler
     that may find a name differently for it (an open: ``answered``) asks first, so that a
     request without one pays nothing for it."""
-    trail = _current()
+    trail = _here.trail
     return trail is not None and trail.audited
 
 
@@ -101,7 +107,7 @@ def end() -> None:
 
 
 def _current() -> Trail | None:
-    return getattr(_here, "trail", None)
+    return _here.trail
 
 
 def _vm_path(fd: int) -> str | None:
@@ -154,11 +160,12 @@ def named(key: api.VmPath, name: str) -> None:
     """As ``located``, where the handler found ``key``'s last component by the absolute
     ``name`` with no symlink, ``.`` or ``..`` on the way: the text is the name, and the
     request's one path (``answer``: a request on one name is named by it at once)."""
-    trail = _current()
+    trail = _here.trail
     if trail is not None:
         whole = name.rstrip("/") or "/"
-        head, _, last = whole.rpartition("/")
-        trail.names.append(Name(key, head or "/", last, True))
+        if trail.watched:  # an event alone reads only ``answer`` (hvfs.manager.served)
+            head, _, last = whole.rpartition("/")
+            trail.names.append(Name(key, head or "/", last, True))
         trail.answer = whole
 
 

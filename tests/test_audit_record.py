@@ -1,0 +1,219 @@
+"""A served request's record, taken on the serving thread in one call (hvfs/_native/record.c,
+or hvfs.api.events.python_record where it is not built): the same Record either way, the
+command name by comm_of's rules, and a full ring waited on, then a gap counted and said."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import functools
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hvfs import _native, api
+from hvfs.api import events as events_module
+from hvfs.api.events import COMM_FRESH, LOST, Event, comm_of, python_record, record_line
+from hvfs.api.hooks import EventBus
+from hvfs.api.ring import FULL_WAIT, Item
+from tests.conftest import require
+
+Recorder = Callable[..., int]
+
+
+def _c_recorder() -> Any:
+    if _native.recorder_reason == f"{_native.ENVIRONMENT}=0":
+        pytest.skip("HVFS_NATIVE=0: the Python recorder alone")
+    require(_native.recorder is not None, f"the audit's C recorder is not loaded: {_native.recorder_reason}")
+    return _native.recorder
+
+
+@pytest.fixture(params=["c", "python"])
+def recorder(request: pytest.FixtureRequest) -> Recorder:
+    return _c_recorder().record if request.param == "c" else python_record  # type: ignore[no-any-return]
+
+
+@pytest.fixture(params=["c", "python"])
+def comm(request: pytest.FixtureRequest) -> Callable[..., str]:
+    if request.param == "c":
+        return _c_recorder().comm  # type: ignore[no-any-return]
+    return lambda pid, again=False: comm_of(pid, again=again)
+
+
+def test_the_dispatch_records_through_the_c_recorder_where_it_is_built() -> None:
+    recorder = _c_recorder()
+    assert events_module.record_request is recorder.record
+    bus = EventBus()
+    bus.subscribe(lambda items: None, name="audit", records=True)
+    assert isinstance(bus.record_served, functools.partial)
+    assert bus.record_served.func is recorder.record_into  # no Python on the serving thread
+    assert bus.record_served.args == (bus._ring,)
+    assert bus.close(timeout=10)
+    bus.record_served(
+        "vm1", api.Unlink(caller=api.Caller(vm="vm1", pid=1), path=api.VmPath("/", "/x")), api.Value(0), 0, None, ()
+    )
+
+
+def test_both_recorders_make_the_same_record(recorder: Recorder) -> None:
+    """The tuple the writers read, its clocks the request's (time.time() then, the µs since
+    ``began``), the caller's name its /proc comm; appended where there is room, else -1."""
+    me = threading.get_native_id()
+    who = api.Caller(vm="vm1", pid=me)
+    request = api.Open(caller=who, path=api.VmPath("/", "/d/f"), flags=os.O_RDONLY, mode=0)
+    response = api.Errno(2)
+    ring: collections.deque[Any] = collections.deque()
+    before = time.time()
+    began = time.monotonic_ns() - 5_000_000  # it arrived 5 ms ago
+    assert recorder(ring, 2, "vm1", request, response, began, None, ("/d/f",)) == 0
+    assert recorder(ring, 2, "vm1", request, response, began, "scan", ()) == 1
+    assert recorder(ring, 2, "vm1", request, response, began, None, ()) == -1  # full: not appended
+    after = time.time()
+    assert len(ring) == 2
+    name = Path("/proc/thread-self/comm").read_text().rstrip("\n")
+    for record, by, paths in zip(ring, (None, "scan"), (("/d/f",), ()), strict=True):
+        vm, got_request, got_response, when, took, got_comm, got_by, got_paths = record
+        assert (vm, got_request, got_response, got_comm, got_by, got_paths) == (
+            "vm1", request, response, name, by, paths
+        )  # fmt: skip
+        assert type(when) is float and before <= when <= after
+        assert type(took) is int and 5_000 <= took < 5_000 + (after - before) * 1e6 + 1_000
+        assert record_line(record).startswith(f'{{"time":{when!r},"vm":"vm1","pid":{me},')
+
+
+def test_the_c_recorder_reads_the_name_again_for_an_exec() -> None:
+    """An exec's record reads its caller's name afresh (the new program's), and forgets it."""
+    record = _c_recorder().record
+    me = threading.get_native_id()
+    who = api.Caller(vm="vm1", pid=me)
+    mine = Path("/proc/thread-self/comm")
+    before = mine.read_text().strip()
+    ring: collections.deque[Any] = collections.deque()
+    stat = api.Stat(caller=who, path=api.VmPath("/", "/x"), follow=True)
+    execute = api.Exec(caller=who, path=api.VmPath("/", "/bin/true"))
+    record(ring, 10, "vm1", stat, api.Errno(2), 0, None, ())
+    try:
+        mine.write_text("renamed")  # as an exec does
+        record(ring, 10, "vm1", stat, api.Errno(2), 0, None, ())  # within COMM_FRESH: the name known
+        record(ring, 10, "vm1", execute, api.Continue(), 0, None, ())
+        record(ring, 10, "vm1", stat, api.Errno(2), 0, None, ())
+    finally:
+        mine.write_text(before)
+    assert [r[5] for r in ring] == [before, before, "renamed", "renamed"]
+    time.sleep(COMM_FRESH)  # the name cached is this thread's no more
+
+
+def test_the_name_is_read_again_for_an_exec(comm: Callable[..., str]) -> None:
+    me = threading.get_native_id()
+    mine = Path("/proc/thread-self/comm")
+    before = mine.read_text().strip()
+    assert comm(me) == before
+    try:
+        mine.write_text("renamed")  # as prctl(PR_SET_NAME) or an exec would
+        assert comm(me) == before  # a burst of requests reads it once per COMM_FRESH
+        assert comm(me, True) == "renamed"  # an exec's caller reads it afresh
+        assert comm(me) == "renamed"  # and the next request of the new program too
+    finally:
+        mine.write_text(before)
+    time.sleep(COMM_FRESH)
+    assert comm(me) == before
+
+
+def test_the_name_is_read_from_the_thread_that_holds_the_number_now(comm: Callable[..., str]) -> None:
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        deadline = time.monotonic() + 5
+        while comm(child.pid) != "sleep" and time.monotonic() < deadline:  # until it has exec'd
+            time.sleep(0.01)
+        assert comm(child.pid) == "sleep"  # its /proc file is kept open now
+    finally:
+        child.kill()
+        child.wait()
+    time.sleep(COMM_FRESH)
+    assert comm(child.pid) == ""  # the kept fd names that thread, gone: never a stale name
+
+
+def test_a_serving_thread_keeps_a_few_names_and_closes_their_files_when_it_ends(comm: Callable[..., str]) -> None:
+    """Names of many threads through one serving thread: each right, at most a few files
+    kept open, and none left once that thread ended."""
+    children = [subprocess.Popen(["sleep", "30"]) for _ in range(12)]
+    names: list[str] = []
+    opened: list[int] = []
+
+    def serve() -> None:
+        deadline = time.monotonic() + 5
+        for child in children:
+            while comm(child.pid) != "sleep" and time.monotonic() < deadline:
+                time.sleep(0.01)
+            names.append(comm(child.pid))
+        opened.append(_comm_files())
+
+    before = _comm_files()
+    try:
+        thread = threading.Thread(target=serve)
+        thread.start()
+        thread.join(10)
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
+    assert names == ["sleep"] * len(children)
+    assert 0 < opened[0] - before <= 8
+    assert _comm_files() == before
+
+
+def _comm_files() -> int:
+    """This process's fds open on a /proc/TID/comm."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/self/fd/{fd}").endswith("/comm")
+    return count
+
+
+def test_a_full_ring_holds_a_served_request_a_little_then_drops_counts_and_says_so() -> None:
+    """record_served on a full ring: waits up to FULL_WAIT for room, then the event is lost,
+    counted, and a "lost" event of its VM stands in its place; what was kept is in order."""
+    gate = threading.Event()
+    delivered: list[Item] = []
+
+    bus = EventBus()
+    bus.subscribe(delivered.extend, name="audit", records=True)
+    ring = bus._ring
+    assert ring is not None
+    ring.capacity = 8  # what a full ring is: the dispatch's recorder reads it
+    hand_out = ring._hand_out
+
+    def stuck(items: list[Item], lost: int) -> None:
+        gate.wait(10)  # a subscriber's queue that takes nothing: the ring's thread waits
+        hand_out(items, lost)
+
+    ring._hand_out = stuck
+    who = api.Caller(vm="vm1", pid=threading.get_native_id())
+    bus.record_served("vm1", api.Unlink(caller=who, path=api.VmPath("/", "/first")), api.Value(0), 0, None, ())
+    deadline = time.monotonic() + 5
+    while len(ring) and time.monotonic() < deadline:  # taken, and stuck on its way out
+        time.sleep(0.005)
+    waited = []
+    requests = [api.Unlink(caller=who, path=api.VmPath("/", f"/f{n}")) for n in range(12)]
+    for request in requests:
+        began = time.monotonic()
+        bus.record_served(f"vm{1 + len(waited) % 2}", request, api.Value(0), 0, None, (str(request.path),))
+        waited.append(time.monotonic() - began)
+    assert len(ring) == 8
+    assert ring.lost == 4
+    assert sum(w >= FULL_WAIT for w in waited) == 4  # each lost one waited for room first
+    assert max(waited) < FULL_WAIT + 0.5  # a VM is never held long
+    gate.set()
+    assert bus.flush(timeout=10)
+    kept = [item[1] for item in delivered if not isinstance(item, Event)]
+    said = {item.vm: item.value for item in delivered if isinstance(item, Event) and item.operation == LOST}
+    assert kept[1:] == requests[:8]  # in order, the first ones
+    assert said == {"vm1": 2, "vm2": 2}
+    assert bus.statistics().lost == 4
+    assert bus.close(timeout=10)
