@@ -27,7 +27,7 @@ from typing import Any
 from hvfs import _native as hot_path
 from hvfs import cluster, private_dirs
 from hvfs.errors import HvfsError
-from hvfs.hypervisor import control, frontrun, telling, threads, views, vmstart
+from hvfs.hypervisor import control, frontrun, telling, threads, views, vmdirs, vmstart
 from hvfs.hypervisor.change_ops import ChangeOps
 from hvfs.hypervisor.group import Group
 from hvfs.hypervisor.layout import Layout, read_json, remove_tree, write_json
@@ -182,6 +182,7 @@ class Daemon(ChangeOps, LazyParts):
         with self.lock:
             claimed = {r.vmid for g in self.groups.values() for r in g.vms.values() if r.state != "exited"}
         claimed |= self.hypervisor.spares.vmids() if self.hypervisor is not None else set()  # waiting spares
+        claimed |= vmdirs.kept(self.layout)  # emptied, for the next VMs
         try:
             vmids = os.listdir(self.layout.vms)
         except FileNotFoundError:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hvfs import cluster
-from hvfs.hypervisor import control, execs, ordering, output_pump, restart, staging, telling, vmstart
+from hvfs.hypervisor import control, execs, ordering, output_pump, restart, staging, telling, vmdirs, vmstart
 from hvfs.hypervisor.health import Health, ProbeWaiter
 from hvfs.hypervisor.layout import Layout, remove_tree, write_json
 from hvfs.hypervisor.mounts import MountSpec, mount_table
@@ -405,7 +405,7 @@ class Group:
     def _forget(self, record: VmRecord, *, save: bool = True) -> None:
         """Remove the exited VM's state; save its code (ps -a, the next manager)."""
         try:
-            remove_tree(self.layout.vm(record.vmid))
+            vmdirs.remove(self.layout, record.vmid)
         except OSError as e:  # the daemon sweeps it later
             log.warning("VM %s: its state %s stays for now: %s", record.config.name, e.filename, e.strerror)
         if save:
