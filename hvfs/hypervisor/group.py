@@ -14,7 +14,6 @@ import dataclasses
 import functools
 import logging
 import os
-import shutil
 import signal
 import threading
 import time
@@ -490,6 +489,8 @@ class Group:
             remove_recorded(self.layout.cgroups(self.gid), self.gid)
         if self.bridge is not None:
             self.bridge.close()
+        import shutil  # imported by the first group's removal, after its run: not on a cold start's path
+
         shutil.rmtree(self.layout.group(self.gid), ignore_errors=True)
 
     def _leave_cluster(self) -> None:
