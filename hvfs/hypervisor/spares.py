@@ -37,6 +37,7 @@ use), and source kinds other than ``KINDS``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import threading
@@ -103,7 +104,7 @@ class Recipe:
     transport: str
     driver: str
 
-    @property
+    @functools.cached_property  # asked for several times per run; a repr of the whole configuration
     def key(self) -> str:
         vm = self.vm
         return repr((vm.image, vm.root, vm.read_only, vm.mounts, vm.limits, self.strict, self.transport, self.driver))
