@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from hvfs.hypervisor import vmdirs
-from hvfs.hypervisor.layout import Layout
+from hvfs.hypervisor import client, vmdirs
+from hvfs.hypervisor.layout import Layout, write_json
 from tests.conftest import Hvfs
 
 
@@ -24,6 +24,7 @@ from tests.conftest import Hvfs
 def layout(tmp_path: Path) -> Iterator[Layout]:
     found = Layout(str(tmp_path / "state"))
     os.makedirs(found.vms, mode=0o700)
+    os.makedirs(found.groups, mode=0o700)
     vmdirs.keep(found)
     yield found
     vmdirs.drop(found)
@@ -94,6 +95,24 @@ def test_at_most_kept_are_kept_and_drop_removes_them(layout: Layout) -> None:
     assert os.listdir(layout.vms) == []
 
 
+def test_a_groups_directory_is_kept_with_its_group_json_emptied(layout: Layout) -> None:
+    vmdirs.make_group(layout, "run-1")
+    write_json(layout.group_file("run-1"), {"argv": ["secret"]})
+    vmdirs.remove_group(layout, "run-1")
+    (kept,) = os.listdir(layout.groups)
+    assert kept.startswith(vmdirs.FREE) and os.listdir(Path(layout.groups, kept)) == ["group.json.tmp"]
+    assert Path(layout.groups, kept, "group.json.tmp").read_bytes() == b""  # nothing of run-1
+    assert not client.left_vms(layout)  # a kept one is no group left behind
+    inode = os.stat(Path(layout.groups, kept, "group.json.tmp")).st_ino
+    vmdirs.make_group(layout, "run-2")
+    write_json(layout.group_file("run-2"), {"argv": ["true"]})  # opens the kept file: no new one
+    assert os.stat(layout.group_file("run-2")).st_ino == inode
+    assert os.listdir(layout.group("run-2")) == ["group.json"]
+    os.mkdir(Path(layout.group("run-2"), "logs"))  # a project's: removed, not kept
+    vmdirs.remove_group(layout, "run-2")
+    assert os.listdir(layout.groups) == []
+
+
 def _spares_ready(runner: Hvfs) -> None:
     deadline = time.monotonic() + 10
     while json.loads(runner.ok("manager", "status", "--json"))["manager"]["spares"]["ready"] < 1:
@@ -124,8 +143,11 @@ def test_a_vms_directory_becomes_the_next_spares_and_the_manager_leaves_none(hvf
         (made,) = (n for n in os.listdir(vms) if not n.startswith(".free-"))
         assert made != spare and "user.hvfs-test" in os.listxattr(vms / made), os.listdir(vms)
         assert sorted(os.listdir(vms / made)) == ["shim.sock", "staging", "vm.json.tmp"]  # the spare's own
+        groups = Path(state, "groups")
+        assert [n for n in os.listdir(groups) if not n.startswith(".free-")] == []  # the runs' groups: kept, emptied
+        assert all(os.listdir(groups / n) in ([], ["group.json.tmp"]) for n in os.listdir(groups))
         runner.ok("manager", "stop")
-        assert os.listdir(vms) == []
+        assert os.listdir(vms) == [] and os.listdir(groups) == []
     finally:
         runner.run("manager", "stop")
         shutil.rmtree(state, ignore_errors=True)

@@ -153,6 +153,9 @@ class Daemon(ChangeOps, LazyParts):
         except FileNotFoundError:
             return
         for gid in gids:
+            if gid.startswith(vmdirs.FREE):  # kept empty by a manager before (vmdirs)
+                self._remove_state(gid)
+                continue
             try:
                 document: dict[str, Any] = read_json(self.layout.group_file(gid))
                 project = from_json(document["project"])

@@ -124,7 +124,7 @@ class Group:
     def start(self, *, stdio: tuple[int, int, int] | None = None, winsize: bytes | None = None) -> None:
         """Start every VM (a run's with the client's ``stdio``); raises SetupError,
         UsageError or SourceError for what the user can fix, after stopping what started."""
-        os.makedirs(self.layout.group(self.gid), mode=0o700, exist_ok=True)  # logs/ with a log (_follow)
+        vmdirs.make_group(self.layout, self.gid)  # logs/ with a log (_follow)
         if self.project.network.mode != "none":  # a project's own, or a shared one (hypervisor.networks)
             self.bridge = self.bridge or vmstart.make_bridge(self.project.network.subnet)
             for record in self.vms.values():
@@ -489,9 +489,7 @@ class Group:
             remove_recorded(self.layout.cgroups(self.gid), self.gid)
         if self.bridge is not None:
             self.bridge.close()
-        import shutil  # imported by the first group's removal, after its run: not on a cold start's path
-
-        shutil.rmtree(self.layout.group(self.gid), ignore_errors=True)
+        vmdirs.remove_group(self.layout, self.gid)  # or kept, emptied, for the next group
 
     def _leave_cluster(self) -> None:
         member = cluster.current()
