@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -53,8 +54,9 @@ def session(programs: list[str], runs: int, gap: float, spare: str) -> list[tupl
             for pid, b, w in zip(pids, began, walls, strict=True)
         ]
     finally:
-        for program, env in zip(programs, envs, strict=True):
+        for program, env, state in zip(programs, envs, states, strict=True):
             subprocess.run([program, "manager", "stop"], env=env, capture_output=True)
+            shutil.rmtree(state, ignore_errors=True)
 
 
 def main() -> int:
