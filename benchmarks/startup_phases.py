@@ -103,7 +103,12 @@ if _PATH and "serve" in sys.argv:
     _wrap(driver.SeccompDriver, "join", "exit: driver joined")
     _wrap(staging, "settle", "exit: changes settled")
     _wrap(vm.VmContext, "close", "exit: views closed")
-    _wrap(group, "remove_tree", "exit: VM state removed")
+    try:  # since branch startup4: the VM's directory emptied and kept for the next VM
+        from hvfs.hypervisor import vmdirs
+
+        _wrap(vmdirs, "remove", "exit: VM state removed")
+    except ImportError:
+        _wrap(group, "remove_tree", "exit: VM state removed")
     _wrap(group.Group, "statistics", "exit: statistics")
     _wrap(group.Group, "tell", "exit: told the client")
     from hvfs.hypervisor import frontrun

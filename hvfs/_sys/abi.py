@@ -103,6 +103,15 @@ CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 
+# posix_spawn (glibc's spawn.h): attribute flags, and the sizes of its opaque types on
+# 64-bit glibc (file actions 80 bytes, attributes 336, sigset_t 128), rounded up.
+POSIX_SPAWN_SETSIGDEF = 0x04
+POSIX_SPAWN_SETSIGMASK = 0x08
+POSIX_SPAWN_SETSID = 0x80
+POSIX_SPAWN_ACTIONS_SIZE = 128
+POSIX_SPAWN_ATTR_SIZE = 512
+SIGSET_SIZE = 128
+
 # Capabilities (include/uapi/linux/capability.h).
 CAP_SETGID = 6
 CAP_SETUID = 7

@@ -49,7 +49,7 @@ def connect(layout: Layout | None = None, *, start: bool = True, paths: Sequence
 def left_vms(layout: Layout) -> bool:
     """Whether a manager that is gone left VMs (or their records) for the next one."""
     try:
-        return bool(os.listdir(layout.groups))
+        return any(not name.startswith(".free-") for name in os.listdir(layout.groups))  # vmdirs.FREE: empty
     except OSError:
         return False
 

@@ -18,7 +18,6 @@ import dataclasses
 import fcntl
 import logging
 import os
-import shutil
 import signal
 import threading
 import time
@@ -27,7 +26,7 @@ from typing import Any
 from hvfs import _native as hot_path
 from hvfs import cluster, private_dirs
 from hvfs.errors import HvfsError
-from hvfs.hypervisor import control, frontrun, telling, threads, views, vmstart
+from hvfs.hypervisor import control, frontrun, telling, threads, views, vmdirs, vmstart
 from hvfs.hypervisor.change_ops import ChangeOps
 from hvfs.hypervisor.group import Group
 from hvfs.hypervisor.layout import Layout, read_json, remove_tree, write_json
@@ -154,6 +153,9 @@ class Daemon(ChangeOps, LazyParts):
         except FileNotFoundError:
             return
         for gid in gids:
+            if gid.startswith(vmdirs.FREE):  # kept empty by a manager before (vmdirs)
+                self._remove_state(gid)
+                continue
             try:
                 document: dict[str, Any] = read_json(self.layout.group_file(gid))
                 project = from_json(document["project"])
@@ -182,6 +184,7 @@ class Daemon(ChangeOps, LazyParts):
         with self.lock:
             claimed = {r.vmid for g in self.groups.values() for r in g.vms.values() if r.state != "exited"}
         claimed |= self.hypervisor.spares.vmids() if self.hypervisor is not None else set()  # waiting spares
+        claimed |= vmdirs.kept(self.layout)  # emptied, for the next VMs
         try:
             vmids = os.listdir(self.layout.vms)
         except FileNotFoundError:
@@ -236,6 +239,7 @@ class Daemon(ChangeOps, LazyParts):
         self._sweep_vms()
 
     def _remove_state(self, gid: str) -> None:
+        import shutil  # with bz2 and lzma: 4 ms of a cold start's imports, for a group's removal
 
         shutil.rmtree(self.layout.group(gid), ignore_errors=True)
 

@@ -14,7 +14,6 @@ import dataclasses
 import functools
 import logging
 import os
-import shutil
 import signal
 import threading
 import time
@@ -22,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hvfs import cluster
-from hvfs.hypervisor import control, execs, ordering, output_pump, restart, staging, telling, vmstart
+from hvfs.hypervisor import control, execs, ordering, output_pump, restart, staging, telling, vmdirs, vmstart
 from hvfs.hypervisor.health import Health, ProbeWaiter
 from hvfs.hypervisor.layout import Layout, remove_tree, write_json
 from hvfs.hypervisor.mounts import MountSpec, mount_table
@@ -125,7 +124,7 @@ class Group:
     def start(self, *, stdio: tuple[int, int, int] | None = None, winsize: bytes | None = None) -> None:
         """Start every VM (a run's with the client's ``stdio``); raises SetupError,
         UsageError or SourceError for what the user can fix, after stopping what started."""
-        os.makedirs(self.layout.group(self.gid), mode=0o700, exist_ok=True)  # logs/ with a log (_follow)
+        vmdirs.make_group(self.layout, self.gid)  # logs/ with a log (_follow)
         if self.project.network.mode != "none":  # a project's own, or a shared one (hypervisor.networks)
             self.bridge = self.bridge or vmstart.make_bridge(self.project.network.subnet)
             for record in self.vms.values():
@@ -405,7 +404,7 @@ class Group:
     def _forget(self, record: VmRecord, *, save: bool = True) -> None:
         """Remove the exited VM's state; save its code (ps -a, the next manager)."""
         try:
-            remove_tree(self.layout.vm(record.vmid))
+            vmdirs.remove(self.layout, record.vmid)
         except OSError as e:  # the daemon sweeps it later
             log.warning("VM %s: its state %s stays for now: %s", record.config.name, e.filename, e.strerror)
         if save:
@@ -490,7 +489,7 @@ class Group:
             remove_recorded(self.layout.cgroups(self.gid), self.gid)
         if self.bridge is not None:
             self.bridge.close()
-        shutil.rmtree(self.layout.group(self.gid), ignore_errors=True)
+        vmdirs.remove_group(self.layout, self.gid)  # or kept, emptied, for the next group
 
     def _leave_cluster(self) -> None:
         member = cluster.current()

@@ -15,6 +15,8 @@ otherwise, or $HVFS_STATE_DIR).
         shim.sock       its shim, where a manager that comes after this one collects it
         exit            its exit status, written by the shim when pid 1 exits
         staging/        where its views are built
+    vms/.free-ID/, groups/.free-ID/
+                        emptied directories kept for the next VMs and groups (vmdirs)
     cluster/            in a cluster (hvfs.cluster)
         cursors.json    the last event read of each shared volume's stream: a manager
                         that comes back replays from there

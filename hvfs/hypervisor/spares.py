@@ -37,6 +37,7 @@ use), and source kinds other than ``KINDS``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import threading
@@ -45,6 +46,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from hvfs.hypervisor import vmdirs
 from hvfs.hypervisor.layout import Layout, ready_json, remove_tree
 from hvfs.hypervisor.mounts import MountSpec, mount_table
 from hvfs.hypervisor.pool import SourcePool
@@ -102,7 +104,7 @@ class Recipe:
     transport: str
     driver: str
 
-    @property
+    @functools.cached_property  # asked for several times per run; a repr of the whole configuration
     def key(self) -> str:
         vm = self.vm
         return repr((vm.image, vm.root, vm.read_only, vm.mounts, vm.limits, self.strict, self.transport, self.driver))
@@ -264,6 +266,7 @@ class Spares:
             while len(self._wanted) > MOST:
                 self._depth.pop(oldest := next(iter(self._wanted)), None)
                 del self._wanted[oldest]
+            vmdirs.keep(self.layout)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._serve, name="hvfs-spares", daemon=True)
                 self._thread.start()
@@ -291,6 +294,7 @@ class Spares:
             spares, self._ready = [s for ready in self._ready.values() for s in ready], {}
         for spare in spares:
             spare.drop(self.layout)
+        vmdirs.drop(self.layout)  # the VMs' directories kept for the next spares
 
     def _serve(self) -> None:
         while True:
@@ -302,6 +306,8 @@ class Spares:
                 for key in [k for k, (_, seen) in self._wanted.items() if now - seen > idle]:
                     del self._wanted[key]
                     self._depth.pop(key, None)
+                if not self._wanted:  # no spares, none soon: no VM directories kept for them
+                    vmdirs.drop(self.layout)
                 stale = [s for k, ready in self._ready.items() if k not in self._wanted for s in ready]
                 for spare in stale:
                     self._ready.pop(spare.key, None)
@@ -345,7 +351,7 @@ class Spares:
         views: Views | None = None
         null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         try:
-            os.makedirs(staging, mode=0o700)
+            vmdirs.make(self.layout, vmid)
             identity = wanted.identity()
             views = build_views(mount_table(vmid, wanted.mounts(), pool), staging, None)
             self._yield(wanted.key)

@@ -16,7 +16,6 @@ from typing import Any
 
 from hvfs.hypervisor import control
 from hvfs.hypervisor.layout import Layout
-from hvfs.manager.commit import MAX_REPORTED, apply_staged
 from hvfs.manager.sources.base import Scratch
 from hvfs.manager.sources.overlay import LAYER
 from hvfs.manager.vm import VmContext
@@ -73,6 +72,8 @@ def _settle(
     elif not apply:
         lines.append(f"changes to {', '.join(config.staged)} dropped ({why}); the host is untouched")
     else:
+        from hvfs.manager.commit import MAX_REPORTED, apply_staged  # with shutil: not on a cold start's path
+
         for mount in staged:
             host = str(mount.source.options["path"])
             upper = uppers.get(mount.target)

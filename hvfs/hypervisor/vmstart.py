@@ -22,7 +22,7 @@ from hvfs._sys import process as sysproc
 from hvfs._sys.abi import CLONE_NEWNET
 from hvfs.api.choice import transport_maker
 from hvfs.api.hooks import EventBus
-from hvfs.hypervisor import spares, staging
+from hvfs.hypervisor import spares, staging, vmdirs
 from hvfs.hypervisor.layout import Layout, read_json, write_json
 from hvfs.hypervisor.services import ServiceSet
 from hvfs.intercept.arch import Arch
@@ -216,7 +216,7 @@ def _start_fresh(
     driver: str,
 ) -> tuple[RunningVm, dict[str, int]]:
     layout = hypervisor.layout
-    os.makedirs(layout.staging(vmid), mode=0o700, exist_ok=True)
+    vmdirs.make(layout, vmid)
     views = build(spec, layout.staging(vmid))
     staged = {}
     try:

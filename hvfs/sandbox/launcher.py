@@ -2,11 +2,13 @@
 
 hvfs-init (native/init/, built by the package's setup) is spawned with ``posix_spawn``,
 so no Python code runs between fork and exec, which makes starting a VM safe from a
-manager that has threads. It gets a clean environment, the VM's stdio and its end of the
-channel (fd 3). Because it is exec'd before the VM's user namespace exists, its memory
-belongs to the manager's user namespace, and it makes itself non-dumpable: the VM's
-root can neither trace, read nor take fds from pid 1 (or from its children before they
-exec), while the manager still can. What it does is in native/init/init.h.
+manager that has threads; with the GIL released meanwhile (``hvfs._sys.spawn``), so that
+the manager's other threads (a run's, while a spare is made) go on. It gets a clean
+environment, the VM's stdio and its end of the channel (fd 3). Because it is exec'd
+before the VM's user namespace exists, its memory belongs to the manager's user
+namespace, and it makes itself non-dumpable: the VM's root can neither trace, read nor
+take fds from pid 1 (or from its children before they exec), while the manager still
+can. What it does is in native/init/init.h.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hvfs._sys import process
+from hvfs._sys.spawn import posix_spawn
 from hvfs.sandbox import protocol
 from hvfs.sandbox.errors import SetupError
 from hvfs.sandbox.plan import BootPlan, Program
@@ -258,7 +261,7 @@ def _spawn(shim: socket.socket, chan: socket.socket, stdio: tuple[int, int, int]
     # a source that a later one still needs.
     sources = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (*stdio, shim.fileno(), chan.fileno())]
     try:
-        return os.posix_spawn(
+        return posix_spawn(
             INIT,
             ["hvfs-init"],  # the VM may read its pid 1's command line: no host path in it
             {},
