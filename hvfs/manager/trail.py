@@ -178,8 +178,10 @@ def open_file(file: api.OpenFile) -> None:
         trail.names.append(Name(file, file.path if file.path.startswith("/") else None, "", True))
 
 
-def served(existed: bool) -> None:
-    """An open hands out the file it found (``existed``) or the one it created."""
+def served(existed: bool, path: str | None = None) -> None:
+    """An open hands out the file it found (``existed``) or the one it created; ``path``:
+    its VM path where the handler knows it (found by its text with no symlink on the
+    way), which spares the change set a readlink of the answer."""
     trail = _current()
     if trail is not None:
-        trail.names.append(Name(None, None, "", existed, served=True))
+        trail.names.append(Name(None, path, "", existed, served=True))
