@@ -13,15 +13,16 @@ That is safe because of what such an open can reach:
   closed (closing it could end a waiting reader's stream); without a reader the open
   fails (ENXIO) with no effect, and the general path lets the kernel block the caller;
 * a device node: never opened, since the writable view is mounted ``nodev``
-  (``hvfs.manager.view``): the open fails (EACCES) before any driver sees it, and the
-  general path lets the kernel open it on the boot view, for the caller's own process
-  (/dev/tty names the caller's terminal, not the manager's);
+  (``hvfs.manager.view``; a view that is not takes the general path for every open):
+  the open fails (EACCES) before any driver sees it, and the general path lets the
+  kernel open it on the boot view, for the caller's own process (/dev/tty names the
+  caller's terminal, not the manager's);
 * a socket: ENXIO; a directory: EISDIR.
 
 Only write-opens come here (O_WRONLY or O_RDWR): an O_RDONLY open of a FIFO would not
 block where the caller's would. Any error goes to the general path, which answers it as
 before (a lease held on the file: EWOULDBLOCK here, a blocking open there); errors cost
-one failed open more, successes two calls less.
+one failed open more, successes three calls less (the probe, its close, the reopen).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ _STATUS = os.O_APPEND | os.O_DIRECT | os.O_NOATIME
 
 def open_writable(vm: VmContext, request: api.Open, flags: int, mode: int) -> api.Response | None:
     """The served answer to a write-open, or None: let the general path answer."""
+    if not _nodev(vm):
+        return None
     exclusive = flags & os.O_CREAT and flags & os.O_EXCL
     try:
         if exclusive:
@@ -76,6 +79,16 @@ def open_writable(vm: VmContext, request: api.Open, flags: int, mode: int) -> ap
         if name is not None:
             trail.answered(name)
     return api.Fd(fd, bool(flags & os.O_CLOEXEC))
+
+
+def _nodev(vm: VmContext) -> bool:
+    """Whether the VM's writable view refuses device nodes: every view made by
+    ``hvfs.manager.view`` (nodev on each of its mounts); not a view handed over by a manager
+    from before that (``hvfs manager restart``), nor a plain directory (hvfs.testing)."""
+    nodev = vm.view_nodev
+    if nodev is None:
+        nodev = vm.view_nodev = bool(os.fstatvfs(vm.rw_root).f_flag & os.ST_NODEV)
+    return nodev
 
 
 def _open(root: int, request: api.Open, flags: int, mode: int) -> tuple[int, str | None]:
