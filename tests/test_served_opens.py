@@ -148,3 +148,24 @@ def test_a_device_node_in_a_bound_directory_is_opened_by_the_kernel_alone(vm: Vm
     if vm.runner.user is None:  # rootless, the VM's mounts of host directories refuse devices (EACCES)
         assert out == ("written\n" if native == 0 else "refused\n"), (native, err)
     assert opens == (["open", "close"] if out == "written\n" else []), (opens, out, native)
+
+
+@pytest.mark.parametrize("vm", VARIANTS, indirect=True)
+def test_the_change_set_names_what_was_found_by_its_text_as_the_kernel_does(vm: Vm, data: Path) -> None:
+    """Served mutations found by their text with no symlink on the way name their targets
+    without a readlink (hvfs.manager.trail): relative paths from the cwd, a trailing ``/``,
+    creates with and without O_EXCL; one through a symlinked directory is named where it
+    landed; a file added then removed is no change."""
+    (data / "f").write_text("orig\n")
+    (data / "g").write_text("kept\n")
+    vm.give(data)
+    script = (
+        "mkdir /data/d; cd /data/d; echo x > x; echo y > y; rm y; ln -s d /data/l; echo z > /data/l/z; "
+        "echo more >> /data/f; chmod 700 /data/d/; touch /data/g; set -C; echo w > w2; rm w2"
+    )
+    args = ["run", *(["--strict"] if vm.strict else []), "--diff", "-v", f"{data}:/data", "--", "sh", "-c", script]
+    result = vm.runner.run(*args, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line[:2] in ("A ", "C ", "D ")]
+    assert lines == ["C /data", "A /data/d", "A /data/d/x", "A /data/d/z", "C /data/f", "C /data/g", "A /data/l"]
+    assert (data / "d" / "z").read_text() == "z\n" and (data / "f").read_text() == "orig\nmore\n"

@@ -136,7 +136,8 @@ def resolved(key: api.VmPath, fd: int, path: str | None = None) -> None:
     (``path`` where the handler knows it: ``resolve.open_named``, else read from the fd)."""
     trail = _current()
     if trail is not None:
-        trail.names.append(Name(key, path if path is not None else _vm_path(fd), "", True))
+        where = (path.rstrip("/") or "/") if path is not None else _vm_path(fd)  # "d/" names d
+        trail.names.append(Name(key, where, "", True))
 
 
 def located(key: api.VmPath, fd: int) -> None:
