@@ -87,6 +87,12 @@ def set_writable(tree_fd: int) -> None:
     syscall("mount_setattr", tree_fd, b"", AT_EMPTY_PATH | AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr))
 
 
+def set_nodev(tree_fd: int) -> None:
+    """Make every mount of the tree ``tree_fd`` refuse to open device nodes (MOUNT_ATTR_NODEV)."""
+    attr = _MountAttr(MOUNT_ATTR_NODEV, 0, 0, 0)
+    syscall("mount_setattr", tree_fd, b"", AT_EMPTY_PATH | AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr))
+
+
 def make_private(tree_fd: int) -> None:
     """Make every mount of the detached tree ``tree_fd`` private: a clone of a shared
     mount stays in its peer group, so that what is mounted on the clone would appear on

@@ -156,7 +156,7 @@ def noted(request: api.Request, names: list[Name]) -> Pending | None:
     first = names[0]
     if isinstance(request, api.Open):
         if first.served:
-            return Pending((("", first.existed, False),), served=True)
+            return Pending(((first.path or "", first.existed, False),), served=True)
         return Pending(((first.path, True, False) if first.path is not None else ("", False, False),))
     if first.path is None:
         return None
@@ -232,10 +232,12 @@ def after(changes: ChangeSet, pending: Pending, request: api.Request, response: 
         case api.Open():
             if not isinstance(response, api.Fd):
                 return
-            try:
-                where = os.readlink(proc_path(response.fd))  # the file the VM got, wherever its path led
-            except OSError:
-                return
+            where = first[0] if pending.served else ""  # the served file's name, when the handler knew it
+            if not where:
+                try:
+                    where = os.readlink(proc_path(response.fd))  # the file the VM got, wherever its path led
+                except OSError:
+                    return
             if where.startswith("/"):
                 changes.note(where, first[1] and (pending.served or first[0] == where), True)
         case api.Unlink() | api.Rmdir():

@@ -168,11 +168,48 @@ def parent(root: int, path: api.VmPath) -> Closing[tuple[int, str]]:
     """``with parent(root, path) as (directory, last)``: the directory holding ``path``'s
     last component, and that component."""
     head, last = split(path.name)
-    if head:
-        fd = open_at(root, api.VmPath(path.base, head, path.base_id), O_PATH | os.O_DIRECTORY)
-    else:
-        fd = base_directory(root, path.base, path.base_id)
+    fd = _parent_fd(root, path, head)
     return Closing(fd, (fd, last))
+
+
+def _parent_fd(root: int, path: api.VmPath, head: str) -> int:
+    if head:
+        return open_at(root, api.VmPath(path.base, head, path.base_id), O_PATH | os.O_DIRECTORY)
+    return base_directory(root, path.base, path.base_id)
+
+
+def parent_named(root: int, path: api.VmPath) -> tuple[int, str, str | None]:
+    """``parent``'s directory (an fd the caller closes) and last component, and the
+    directory's VM path where its text is that path: found with no symlink on the way
+    (``open_named``; a relative path's base by its text too, checked to be the caller's
+    very directory), which spares a readlink of the directory for what names it (the
+    change set, an audit). None where that does not hold; then resolved as ``parent``
+    resolves it."""
+    head, last = split(path.name)
+    if head:
+        found = open_named(root, api.VmPath(path.base, head, path.base_id), O_PATH | os.O_DIRECTORY)
+    else:
+        found = _base_named(root, path)
+    fd, name = found if found is not None else (_parent_fd(root, path, head), None)
+    return fd, last, name
+
+
+def _base_named(root: int, path: api.VmPath) -> tuple[int, str] | None:
+    """The base directory of a relative path by its absolute text, with no symlink on the
+    way, checked to be the caller's very directory; None otherwise."""
+    base = path.base
+    if path.base_id is None or plain_name(absolute(base)) is None:
+        return None
+    try:
+        with manager_rights():  # as base_directory: a lookup the caller has made already
+            fd = openat2(root, base, O_PATH | os.O_DIRECTORY, 0, RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS)
+    except OSError:
+        return None
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino) != path.base_id:
+        os.close(fd)
+        return None
+    return fd, base.rstrip("/") or "/"
 
 
 def proc_path(fd: int) -> str:
@@ -206,6 +243,12 @@ def fd_name(fd: int) -> str:
     """``os.readlink(proc_path(fd))``, cheaper: the kernel's name for the object of
     ``fd``. Raises OSError as readlink does."""
     return os.readlink(str(fd), dir_fd=_FdDirectory.get())
+
+
+def chmod_fd(fd: int, mode: int) -> None:
+    """``os.chmod(proc_path(fd), mode)``, cheaper: through this process's /proc/self/fd kept
+    open (``_FdDirectory``), a lookup of one magic link instead of a walk from procfs's root."""
+    os.chmod(str(fd), mode, dir_fd=_FdDirectory.get())
 
 
 def writable_twin(rw_root: int, file: api.OpenFile) -> AbstractContextManager[tuple[int, os.stat_result] | None]:

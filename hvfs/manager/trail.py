@@ -120,26 +120,30 @@ def _vm_path(fd: int) -> str | None:
     return where if where.startswith("/") else None
 
 
-def name(key: api.VmPath, directory: int, last: str) -> None:
+def name(key: api.VmPath, directory: int, last: str, head: str | None = None) -> None:
     """The handler acts on the name ``last`` in ``directory``, resolved for ``key``: note
-    its VM path and what is there now. Call before acting."""
+    its VM path and what is there now. Call before acting. ``head``: the directory's VM
+    path where the handler knows it (``resolve.parent_named``), else read from the fd."""
     trail = _current()
     if trail is None:
         return
     last = last.rstrip("/")
+    where = head if head is not None else _vm_path(directory)
     try:
         st = os.stat(last or ".", dir_fd=directory, follow_symlinks=False)
     except OSError:
-        trail.names.append(Name(key, _vm_path(directory), last, False))
+        trail.names.append(Name(key, where, last, False))
         return
-    trail.names.append(Name(key, _vm_path(directory), last, True, stat.S_ISDIR(st.st_mode)))
+    trail.names.append(Name(key, where, last, True, stat.S_ISDIR(st.st_mode)))
 
 
-def resolved(key: api.VmPath, fd: int) -> None:
-    """The handler acts on the object ``fd`` holds, resolved for ``key``: note its VM path."""
+def resolved(key: api.VmPath, fd: int, path: str | None = None) -> None:
+    """The handler acts on the object ``fd`` holds, resolved for ``key``: note its VM path
+    (``path`` where the handler knows it: ``resolve.open_named``, else read from the fd)."""
     trail = _current()
     if trail is not None:
-        trail.names.append(Name(key, _vm_path(fd), "", True))
+        where = (path.rstrip("/") or "/") if path is not None else _vm_path(fd)  # "d/" names d
+        trail.names.append(Name(key, where, "", True))
 
 
 def located(key: api.VmPath, fd: int) -> None:
@@ -185,8 +189,10 @@ def open_file(file: api.OpenFile) -> None:
         trail.names.append(Name(file, file.path if file.path.startswith("/") else None, "", True))
 
 
-def served(existed: bool) -> None:
-    """An open hands out the file it found (``existed``) or the one it created."""
+def served(existed: bool, path: str | None = None) -> None:
+    """An open hands out the file it found (``existed``) or the one it created; ``path``:
+    its VM path where the handler knows it (found by its text with no symlink on the
+    way), which spares the change set a readlink of the answer."""
     trail = _current()
     if trail is not None:
-        trail.names.append(Name(None, None, "", existed, served=True))
+        trail.names.append(Name(None, path, "", existed, served=True))

@@ -117,6 +117,10 @@ def _build_on(table: list[Mount], staging: str, persist: str | None) -> Views:
                 with closing(openat2(root, mount.target, O_PATH, 0, RESOLVE_IN_ROOT)) as fd:
                     (m.set_readonly if mount.readonly else m.set_writable)(fd)
     rw_root = m.clone_tree(tree)
+    # The manager never opens a device node for a VM (the kernel does, on the boot view,
+    # for the caller's own process): a write-open is made at once, and fails here on one
+    # before any driver sees it (hvfs.manager.handlers.direct).
+    m.set_nodev(rw_root)
     images: dict[int, int] = {}
     try:
         boot = os.path.join(staging, "boot")

@@ -58,6 +58,7 @@ class VmContext:
     changes: ChangeSet = field(default_factory=ChangeSet)  # what it changed (hvfs diff)
     staged: dict[str, int] = field(default_factory=dict)  # mount target -> fd of its staged upper layer
     roots_named_from_themselves: bool | None = None  # readlink of both roots is "/" (hvfs.manager.served)
+    view_nodev: bool | None = None  # the writable view opens no device node (hvfs.manager.handlers.direct)
     _warned: set[str] = field(default_factory=set)
     _counts: Counter[tuple[str, str]] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock)

@@ -20,10 +20,10 @@ import stat
 from collections.abc import Callable
 
 from hvfs import api
-from hvfs._sys.abi import AT_EMPTY_PATH
+from hvfs._sys.abi import AT_EMPTY_PATH, O_PATH
 from hvfs._sys.files import fchownat, utimensat
 from hvfs.manager import kernel_paths, trail
-from hvfs.manager.resolve import Closing, fd_closing, open_object, parent, proc_path
+from hvfs.manager.resolve import Closing, chmod_fd, fd_closing, open_named, open_object, parent, proc_path
 from hvfs.manager.vm import VmContext
 from hvfs.manager.world import is_device, own_object, refuse_device
 
@@ -33,6 +33,19 @@ def _object(vm: VmContext, path: api.VmPath, follow: bool) -> Closing[tuple[int,
     fd = open_object(vm.rw_root, path, follow=follow)
     try:
         return Closing(fd, (fd, os.fstat(fd)))
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _noted_object(vm: VmContext, path: api.VmPath, follow: bool) -> Closing[tuple[int, os.stat_result, str | None]]:
+    """``_object``, and the object's VM path where its text is that path (found with no
+    symlink on the way: ``resolve.open_named``), for the trail; tried where one is kept."""
+    flags = O_PATH | (0 if follow else os.O_NOFOLLOW)
+    found = open_named(vm.rw_root, path, flags) if trail.noting() else None
+    fd, name = found if found is not None else (open_object(vm.rw_root, path, follow=follow), None)
+    try:
+        return Closing(fd, (fd, os.fstat(fd), name))
     except BaseException:
         os.close(fd)
         raise
@@ -58,10 +71,10 @@ def _on_target(
         return api.Value(0)
     if vm.is_kernel_path(target):
         return _on_kernel_path(vm, target, follow, operation, act)
-    with _object(vm, target, follow) as (fd, st):
+    with _noted_object(vm, target, follow) as (fd, st, name):
         if is_device(st):
             refuse_device(vm, operation, str(target))
-        trail.resolved(target, fd)
+        trail.resolved(target, fd, name)
         act(fd, st)
     return api.Value(0)
 
@@ -86,7 +99,7 @@ def handle_chmod(vm: VmContext, request: api.Chmod) -> api.Response:
     def act(fd: int, st: os.stat_result) -> None:
         if stat.S_ISLNK(st.st_mode):
             raise OSError(errno.EOPNOTSUPP, "symlinks have no mode")
-        os.chmod(proc_path(fd), request.mode)
+        chmod_fd(fd, request.mode)
 
     return _on_target(vm, request.target, request.follow, "chmod", act)
 

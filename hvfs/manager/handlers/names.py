@@ -15,7 +15,7 @@ from contextlib import nullcontext
 from hvfs import api
 from hvfs._sys.files import renameat2
 from hvfs.manager import kernel_paths, trail
-from hvfs.manager.resolve import Closing, fd_closing, open_object, parent, proc_path
+from hvfs.manager.resolve import Closing, fd_closing, open_object, parent, parent_named, proc_path
 from hvfs.manager.vm import VmContext
 from hvfs.manager.world import find_own
 
@@ -30,6 +30,21 @@ def _for_kernel(vm: VmContext, *paths: api.VmPath) -> bool:
     return True
 
 
+def _parent(vm: VmContext, path: api.VmPath) -> Closing[tuple[int, str]]:
+    """``with _parent(vm, path) as (directory, last)``: ``resolve.parent`` in the writable
+    view, its target noted (``trail.name``) before the block acts on it; its directory named
+    by its text where that is its name (``resolve.parent_named``), else by a readlink."""
+    if not trail.noting():
+        return parent(vm.rw_root, path)
+    directory, last, head = parent_named(vm.rw_root, path)
+    try:
+        trail.name(path, directory, last, head)
+    except BaseException:
+        os.close(directory)
+        raise
+    return Closing(directory, (directory, last))
+
+
 def _refuse_root(last: str, code: int) -> None:
     if not last:
         raise OSError(code, os.strerror(code))
@@ -39,8 +54,7 @@ def handle_mkdir(vm: VmContext, request: api.Mkdir) -> api.Response:
     """Errnos: EEXIST, ENOENT, ENOTDIR, EACCES, EROFS, ENOSPC, EDQUOT, EMLINK, ELOOP, ENAMETOOLONG."""
     if _for_kernel(vm, request.path):
         return api.Continue()
-    with parent(vm.rw_root, request.path) as (directory, last):
-        trail.name(request.path, directory, last)
+    with _parent(vm, request.path) as (directory, last):
         _refuse_root(last, errno.EEXIST)
         os.mkdir(last, request.mode, dir_fd=directory)
     return api.Value(0)
@@ -57,8 +71,7 @@ def handle_mknod(vm: VmContext, request: api.Mknod) -> api.Response:
         raise OSError(errno.EINVAL, "bad file type")
     if _for_kernel(vm, request.path):
         return api.Continue()
-    with parent(vm.rw_root, request.path) as (directory, last):
-        trail.name(request.path, directory, last)
+    with _parent(vm, request.path) as (directory, last):
         _refuse_root(last, errno.EEXIST)
         whiteout = kind == stat.S_IFCHR and request.device == 0  # overlayfs's; no CAP_MKNOD needed
         if kind in (stat.S_IFCHR, stat.S_IFBLK) and not whiteout:
@@ -75,8 +88,7 @@ def handle_unlink(vm: VmContext, request: api.Unlink) -> api.Response:
     """Errnos: ENOENT, EISDIR, ENOTDIR, EACCES, EPERM, EROFS, EBUSY, ELOOP, ENAMETOOLONG."""
     if _for_kernel(vm, request.path):
         return api.Continue()
-    with parent(vm.rw_root, request.path) as (directory, last):
-        trail.name(request.path, directory, last)
+    with _parent(vm, request.path) as (directory, last):
         _refuse_root(last, errno.EISDIR)
         os.unlink(last, dir_fd=directory)
     return api.Value(0)
@@ -86,8 +98,7 @@ def handle_rmdir(vm: VmContext, request: api.Rmdir) -> api.Response:
     """Errnos: ENOENT, ENOTDIR, ENOTEMPTY, EINVAL (``.``), EBUSY, EACCES, EPERM, EROFS."""
     if _for_kernel(vm, request.path):
         return api.Continue()
-    with parent(vm.rw_root, request.path) as (directory, last):
-        trail.name(request.path, directory, last)
+    with _parent(vm, request.path) as (directory, last):
         _refuse_root(last, errno.EBUSY)
         os.rmdir(last, dir_fd=directory)
     return api.Value(0)
@@ -134,8 +145,7 @@ def handle_symlink(vm: VmContext, request: api.Symlink) -> api.Response:
     """Errnos: EEXIST, ENOENT, ENOTDIR, EACCES, EROFS, ENOSPC, EDQUOT, ELOOP, ENAMETOOLONG."""
     if _for_kernel(vm, request.path):
         return api.Continue()
-    with parent(vm.rw_root, request.path) as (directory, last):
-        trail.name(request.path, directory, last)
+    with _parent(vm, request.path) as (directory, last):
         _refuse_root(last, errno.EEXIST)
         os.symlink(request.target, last, dir_fd=directory)
     return api.Value(0)

@@ -19,7 +19,7 @@ from hvfs._sys.abi import (
 )
 from hvfs._sys.files import openat2
 from hvfs.manager import kernel_paths, trail
-from hvfs.manager.handlers import reopening
+from hvfs.manager.handlers import direct, reopening
 from hvfs.manager.procfs import through_proc
 from hvfs.manager.resolve import (
     ForeignBase,
@@ -190,6 +190,10 @@ def _open_kernel_path(vm: VmContext, request: api.Open, flags: int, mode: int, w
 
 
 def _open_writable(vm: VmContext, request: api.Open, flags: int, mode: int) -> api.Response:
+    if flags & os.O_ACCMODE != os.O_RDONLY and not flags & TMPFILE_BIT:
+        served = direct.open_writable(vm, request, flags, mode)
+        if served is not None:
+            return served
     try:
         probe, name = _found(vm.rw_root, request, O_PATH | (flags & os.O_NOFOLLOW))
     except OSError as e:
