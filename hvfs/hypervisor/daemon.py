@@ -439,7 +439,8 @@ class Daemon(ChangeOps, LazyParts):
 
     @staticmethod
     def _reply_up(group: Group, connection: control.Connection, started: list[str]) -> None:
-        running = [n for n, r in group.vms.items() if r.state in ("running", "restarting")]
+        # A VM whose exit is still to be told counts: its follower reads on until it hears it.
+        running = [n for n, r in group.vms.items() if r.state in ("running", "restarting") or r.telling]
         connection.send({"up": list(group.vms), "gid": group.gid, "running": running, "started": started})
 
     def _op_ps(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:

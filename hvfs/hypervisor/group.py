@@ -373,6 +373,7 @@ class Group:
             with contextlib.suppress(OSError):
                 os.close(fd)
         record.kept.clear()
+        record.telling = True  # still running to an up's reply until its exit is told
         record.code, record.state = code, "exited" if again is None else "restarting"
         ended = all(r.state == "exited" for r in self.vms.values()) and self.project.kind == "run"
         # A group that goes with its VM (daemon._empty): its client hears the exit first
@@ -396,6 +397,7 @@ class Group:
                 close()
         telling.flush()
         self.tell(message)
+        record.telling = False
         if going:
             self._forget(record, save=False)
         if ended:

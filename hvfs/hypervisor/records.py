@@ -26,6 +26,7 @@ class VmRecord:
     start_ms: float = 0.0
     exited: threading.Event = field(default_factory=threading.Event)
     drained: threading.Event = field(default_factory=threading.Event)  # its output all told
+    telling: bool = False  # exited, its exit not yet told to the followers (daemon._reply_up)
     execs: dict[str, control.Connection | ProbeWaiter] = field(default_factory=dict)  # exec id -> who asked
     kept: list[int] = field(default_factory=list)  # fds this manager keeps for the VM's life
     stop_timer: threading.Timer | None = None
