@@ -24,6 +24,7 @@ keep (a test's ``HVFS_TEST_DIE_AFTER_RECV``).
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import struct
@@ -91,15 +92,21 @@ def table(decided: dict[int, Rule]) -> tuple[bytes, bytes]:
     return bytes(packed), b"".join(VALUE.pack(value) for value in values)
 
 
+@functools.cache  # the same for every VM of ``arch``: packed once, shared (bytes)
+def packed(arch: Arch, python: tuple[int, ...] = ()) -> tuple[bytes, bytes]:
+    """``table(rules(arch, python=python))``, once per process."""
+    return table(rules(arch, python=python))
+
+
 class Loop:
     """One driver's receive loop: in C where hvfs/_native is built, answering what the
     rules decide, else the Python receive. One worker at a time receives (the driver's
     receiver), so the counts need no lock."""
 
-    def __init__(self, vm: str, decided: dict[int, Rule], die_at: int | None = None) -> None:
+    def __init__(self, vm: str, tables: tuple[bytes, bytes], die_at: int | None = None) -> None:
         self.vm = vm  # for the log; a spare's driver is renamed when bound
         self._die_at = die_at  # tests only: the manager dies on receiving it, before its record (driver.py)
-        self._rules, self._values = table(decided)
+        self._rules, self._values = tables  # ``packed``'s
         self._counts = bytearray(COUNTS.size)
 
     def receive(self, listener: int, stop: int, inflight: InflightTable | None, slot: int) -> notify.Received | None:

@@ -38,7 +38,11 @@ Some facts about seccomp user notification, which the code below relies on:
   it receives itself and goes back to receiving, and no other thread runs. The other
   workers exist for requests that block (a lookup on a hung network file system): a
   watchdog that sees the receiver stuck in one request for ``TAKEOVER`` seconds hands
-  the receiving to an idle worker, so one blocked request never freezes a VM.
+  the receiving to an idle worker, or starts one if none is idle (up to ``MAX_WORKERS``),
+  so one blocked request never freezes a VM. One worker is started with the driver: the
+  others would only wait, each costing a thread's start and, for a spare, a wake-up at
+  ``bind`` (five threads woke there, holding the GIL in turn on the run's path); a
+  takeover waits ``TAKEOVER`` anyway, against which a thread's start is nothing.
 * ``SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP`` (6.6+) makes the kernel switch straight to the
   waiting supervisor thread on the trapping CPU: a round trip drops from about 54 µs to
   about 11 µs on this machine.
@@ -74,6 +78,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import functools
 import logging
 import os
 import select
@@ -105,9 +110,11 @@ WAIT_TICK = 0.05  # seconds between checks of a waiting caller (still there? a s
 DIE_AFTER_RECV = "HVFS_TEST_DIE_AFTER_RECV"  # tests only: a syscall name; see _die_at
 
 
+@functools.cache  # the same for every VM of ``arch``: made once, shared, never changed
 def credential_calls(arch: Arch) -> dict[int, str]:
     """The numbers of the calls that may change their caller's credentials (``Handling.CREDS``
-    and ``EXEC``) on ``arch``, with their names."""
+    and ``EXEC``) on ``arch``, with their names (one dict per architecture, shared: read it
+    only)."""
     changing = (Handling.CREDS, Handling.EXEC)
     return {
         nr: name
@@ -116,8 +123,10 @@ def credential_calls(arch: Arch) -> dict[int, str]:
     }
 
 
+@functools.cache  # the same for every VM of ``arch``: made once, shared, never changed
 def decoders_for(arch: Arch) -> dict[int, DecodeFunction]:
-    """The decoder of each syscall number the driver serves on ``arch``, from the table."""
+    """The decoder of each syscall number the driver serves on ``arch``, from the table
+    (one dict per architecture, shared: read it only)."""
     decoders: dict[int, DecodeFunction] = {}
     for nr, name in syscall_numbers(arch).items():
         entry = BY_NAME.get(name)
@@ -138,7 +147,8 @@ class _Unbound:
 
 
 class SeccompDriver:
-    """Serves one VM's listener with a small pool of worker threads."""
+    """Serves one VM's listener with a pool of worker threads, ``workers`` at first, more
+    as requests block."""
 
     def __init__(
         self,
@@ -147,7 +157,7 @@ class SeccompDriver:
         transport: Transport | None,
         arch: Arch,
         *,
-        workers: int = 4,
+        workers: int = 1,
         inflight: InflightTable | None = None,
         strict: bool = True,
     ) -> None:
@@ -176,7 +186,7 @@ class SeccompDriver:
         self.sync_wake_up = False
         self._die_at = self._test_death(arch) if inflight is not None else None
         kept = [self._die_at] if self._die_at is not None else []
-        self._loop = compiled.Loop(vm, compiled.rules(arch, python=kept), self._die_at)  # what C answers itself
+        self._loop = compiled.Loop(vm, compiled.packed(arch, tuple(kept)), self._die_at)  # what C answers itself
 
     @staticmethod
     def _test_death(arch: Arch) -> int | None:
