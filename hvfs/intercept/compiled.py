@@ -35,6 +35,7 @@ from hvfs import _native as native
 from hvfs._sys import notify
 from hvfs._sys.abi import PRCTL_KEEPS_CREDENTIALS
 from hvfs.intercept.arch import Arch
+from hvfs.intercept.decoders.context import DecodeFunction
 from hvfs.intercept.filter import syscall_numbers
 from hvfs.intercept.inflight import InflightTable
 from hvfs.intercept.syscalls import BY_NAME, Handling
@@ -51,6 +52,31 @@ COUNTS = struct.Struct("<QQQ")  # hotpath.c's counts: continued, answered with a
 CONTINUE_IF_ARG = {
     "fanotify_mark": 4,  # a NULL pathname marks the dirfd itself (decoders/query.py)
 }
+
+
+@functools.cache  # the same for every VM of ``arch``: made once, shared, never changed
+def credential_calls(arch: Arch) -> dict[int, str]:
+    """The numbers of the calls that may change their caller's credentials (``Handling.CREDS``
+    and ``EXEC``) on ``arch``, with their names (one dict per architecture, shared: read it
+    only)."""
+    changing = (Handling.CREDS, Handling.EXEC)
+    return {
+        nr: name
+        for nr, name in syscall_numbers(arch).items()
+        if (entry := BY_NAME.get(name)) is not None and entry.handling in changing
+    }
+
+
+@functools.cache  # the same for every VM of ``arch``: made once, shared, never changed
+def decoders_for(arch: Arch) -> dict[int, DecodeFunction]:
+    """The decoder of each syscall number the driver serves on ``arch``, from the table
+    (one dict per architecture, shared: read it only)."""
+    decoders: dict[int, DecodeFunction] = {}
+    for nr, name in syscall_numbers(arch).items():
+        entry = BY_NAME.get(name)
+        if entry is not None and entry.decoder is not None:
+            decoders[nr] = entry.decoder.decode
+    return decoders
 
 
 class Rule(NamedTuple):
