@@ -11,6 +11,7 @@ using nothing, while none is.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Protocol
@@ -60,5 +61,10 @@ class Watchdog:
                 if not driver.check():
                     self.forget(driver)
 
+    def _forked(self) -> None:
+        """In a forked child: the thread is the parent's, the drivers too."""
+        self._watched, self._cond, self._thread = set(), threading.Condition(), None
+
 
 WATCHDOG = Watchdog()
+os.register_at_fork(after_in_child=WATCHDOG._forked)
