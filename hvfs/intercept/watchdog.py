@@ -11,10 +11,13 @@ using nothing, while none is.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
 from typing import Protocol
+
+log = logging.getLogger("hvfs.driver")
 
 TAKEOVER = 0.05  # seconds one request may hold the receiver before another worker takes over
 
@@ -45,10 +48,6 @@ class Watchdog:
         with self._cond:
             self._watched.discard(driver)
 
-    def watching(self, driver: Watched) -> bool:
-        with self._cond:
-            return driver in self._watched
-
     def _run(self) -> None:
         while True:
             with self._cond:
@@ -58,7 +57,12 @@ class Watchdog:
             with self._cond:
                 drivers = list(self._watched)
             for driver in drivers:
-                if not driver.check():
+                try:
+                    done = not driver.check()
+                except Exception:  # one driver's (no thread to start for it) stops no other's watch
+                    log.exception("the watchdog's check of a driver failed")
+                    done = False
+                if done:
                     self.forget(driver)
 
     def _forked(self) -> None:
