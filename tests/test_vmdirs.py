@@ -40,13 +40,19 @@ def test_a_forgotten_vms_directory_is_emptied_and_becomes_the_next_vms(layout: L
     vmdirs.make(layout, "first")
     inode = os.stat(layout.vm("first")).st_ino
     _used(layout, "first")
+    files = {name: os.stat(Path(layout.vm("first"), name)).st_ino for name in ("vm.json", "exit")}
     vmdirs.remove(layout, "first")
     assert not os.path.exists(layout.vm("first"))
     (kept,) = vmdirs.kept(layout)
-    assert os.listdir(os.path.join(layout.vms, kept)) == ["staging"]
+    assert sorted(os.listdir(os.path.join(layout.vms, kept))) == [".exit", "staging", "vm.json.tmp"]
     vmdirs.make(layout, "second")
     assert os.stat(layout.vm("second")).st_ino == inode  # renamed, not made
-    assert os.listdir(layout.vm("second")) == ["staging"] and os.listdir(layout.staging("second")) == []
+    assert sorted(os.listdir(layout.vm("second"))) == [".exit", "staging", "vm.json.tmp"]
+    assert os.listdir(layout.staging("second")) == []
+    # vm.json and exit, emptied, are the next VM's files to write: no new inodes on its path
+    for name, reused in (("vm.json", "vm.json.tmp"), ("exit", ".exit")):
+        found = os.stat(Path(layout.vm("second"), reused))
+        assert (found.st_ino, found.st_size) == (files[name], 0)
     assert vmdirs.kept(layout) == set()
     assert time.time() - os.stat(layout.vm("second")).st_mtime < 5  # new to the daemon's sweep
 
@@ -142,7 +148,9 @@ def test_a_vms_directory_becomes_the_next_spares_and_the_manager_leaves_none(hvf
         _spares_ready(runner)  # the next one, in one of the two kept directories
         (made,) = (n for n in os.listdir(vms) if not n.startswith(".free-"))
         assert made != spare and "user.hvfs-test" in os.listxattr(vms / made), os.listdir(vms)
-        assert sorted(os.listdir(vms / made)) == ["shim.sock", "staging", "vm.json.tmp"]  # the spare's own
+        found = sorted(os.listdir(vms / made))  # the spare's own, and held's emptied exit
+        assert found in (["shim.sock", "staging", "vm.json.tmp"], [".exit", "shim.sock", "staging", "vm.json.tmp"])
+        assert all(os.stat(vms / made / name).st_size == 0 for name in (".exit", "vm.json.tmp") if name in found)
         groups = Path(state, "groups")
         assert [n for n in os.listdir(groups) if not n.startswith(".free-")] == []  # the runs' groups: kept, emptied
         assert all(os.listdir(groups / n) in ([], ["group.json.tmp"]) for n in os.listdir(groups))
@@ -151,3 +159,31 @@ def test_a_vms_directory_becomes_the_next_spares_and_the_manager_leaves_none(hvf
     finally:
         runner.run("manager", "stop")
         shutil.rmtree(state, ignore_errors=True)
+
+
+def test_a_vms_files_are_kept_only_as_plain_files_of_its_own(layout: Layout) -> None:
+    """Only a regular file with one link, not writable by others, is kept (emptied); a
+    link, a FIFO, a file linked elsewhere or one others may write is removed, never
+    opened or truncated."""
+    outside = Path(layout.vms).parent / "outside"
+    outside.write_text("keep me")
+    for case in ("symlink", "fifo", "hardlink", "writable"):
+        vmdirs.make(layout, case)
+        vm_json, exit_file = Path(layout.vm(case), "vm.json"), Path(layout.vm(case), "exit")
+        if case == "symlink":
+            vm_json.symlink_to(outside)
+        elif case == "fifo":
+            os.mkfifo(vm_json)
+        elif case == "hardlink":
+            os.link(outside, vm_json)
+        else:
+            vm_json.write_text("x")
+            vm_json.chmod(0o666)
+        exit_file.write_text("0\n")
+        vmdirs.remove(layout, case)
+        (kept,) = vmdirs.kept(layout)
+        assert sorted(os.listdir(Path(layout.vms, kept))) == [".exit", "staging"], case
+        assert Path(layout.vms, kept, ".exit").read_text() == "", case
+        assert outside.read_text() == "keep me", case
+        vmdirs.drop(layout)  # removed; the next case's directory is made afresh
+        vmdirs.keep(layout)

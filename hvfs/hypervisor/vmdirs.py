@@ -9,13 +9,17 @@ recently deleted: the more files come and go, the longer), against 0.014 ms for 
 directory, emptied when the VM is forgotten, is kept under a name of its own
 (``vms/.free-RANDOM``, at most ``KEPT``) and renamed to the next VM's; a group's
 likewise, its ``group.json`` truncated to nothing to be the next group's
-``group.json.tmp`` (whose first write then opens a file that exists). Directories are
+``group.json.tmp`` (whose first write then opens a file that exists). A VM's ``vm.json``
+and ``exit`` become the next VM's ``vm.json.tmp`` and ``.exit`` the same way, emptied
+(the two files its spare's making and its shim's exit would otherwise make: two inodes
+of the three a run made on ext4; the third, the shim's socket, a ``bind`` must make). Directories are
 kept while the manager makes spares (``keep``: a configuration run lately), and removed
 when none is and at the manager's exit (``drop``).
 
 What keeps one VM or run from seeing another's: only an emptied directory is kept (a VM's
-entries removed, its ``staging/`` kept only if empty and no mount point; a group's
-``group.json`` emptied, and a group with anything else removed), owned by the manager's
+entries removed but its ``vm.json`` and ``exit`` emptied and renamed to the names that
+are only ever written, never read, its ``staging/`` kept only if empty and no mount
+point; a group's ``group.json`` emptied, and a group with anything else removed), owned by the manager's
 uid and writable by no other (all of it beneath ``vms/`` and ``groups/``, 0700); and it
 is never given back its old name (names are random), so what refers to the old VM's
 paths (its shim unlinks its socket as it ends) finds nothing. Anything else is removed as
@@ -157,9 +161,15 @@ def _emptied_group(path: str) -> bool:
         return False
 
 
+# A VM's files kept, emptied, under the names that are written before being renamed
+# (write_json's temporary, the shim's .exit in shim.c): a later VM's write opens them.
+REUSED = {"vm.json": "vm.json.tmp", "exit": ".exit"}
+
+
 def _emptied(path: str) -> bool:
     """Whether ``path`` is now an empty VM directory of ours: its entries removed but an
-    empty ``staging/`` on the same file system (no mount point)."""
+    empty ``staging/`` on the same file system (no mount point), and ``REUSED``'s files
+    emptied under their new names."""
     try:
         own = os.lstat(path)
         if not stat.S_ISDIR(own.st_mode) or own.st_uid != os.geteuid() or own.st_mode & WRITABLE:
@@ -174,9 +184,44 @@ def _emptied(path: str) -> bool:
                     staging = True
                 elif entry.is_dir(follow_symlinks=False):
                     return False
-                else:
+                elif entry.name not in REUSED and entry.name not in REUSED.values():  # those below
                     with contextlib.suppress(FileNotFoundError):  # its shim's socket, as the shim ends
                         os.unlink(entry.path)
+        for name, temporary in REUSED.items():
+            here, there = os.path.join(path, name), os.path.join(path, temporary)
+            if _emptied_file(here, own):
+                os.rename(here, there)
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(here)
+            if not _emptied_file(there, own):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(there)
         return staging
     except OSError:
         return False
+
+
+def _emptied_file(path: str, directory: os.stat_result) -> bool:
+    """Whether ``path`` is a file of ours that no other may write, with one link, now
+    emptied; False (and left as it is) if it is anything else or missing."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):  # never opened: a FIFO, a device, a link
+            return False
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        found = os.fstat(fd)
+        if (
+            not stat.S_ISREG(found.st_mode)
+            or found.st_uid != directory.st_uid
+            or found.st_dev != directory.st_dev
+            or found.st_mode & WRITABLE
+            or found.st_nlink != 1
+        ):
+            return False
+        os.ftruncate(fd, 0)  # nothing of the VM's is kept
+        return True
+    finally:
+        os.close(fd)

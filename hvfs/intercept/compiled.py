@@ -24,6 +24,7 @@ keep (a test's ``HVFS_TEST_DIE_AFTER_RECV``).
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import struct
@@ -34,6 +35,7 @@ from hvfs import _native as native
 from hvfs._sys import notify
 from hvfs._sys.abi import PRCTL_KEEPS_CREDENTIALS
 from hvfs.intercept.arch import Arch
+from hvfs.intercept.decoders.context import DecodeFunction
 from hvfs.intercept.filter import syscall_numbers
 from hvfs.intercept.inflight import InflightTable
 from hvfs.intercept.syscalls import BY_NAME, Handling
@@ -50,6 +52,31 @@ COUNTS = struct.Struct("<QQQ")  # hotpath.c's counts: continued, answered with a
 CONTINUE_IF_ARG = {
     "fanotify_mark": 4,  # a NULL pathname marks the dirfd itself (decoders/query.py)
 }
+
+
+@functools.cache  # the same for every VM of ``arch``: made once, shared, never changed
+def credential_calls(arch: Arch) -> dict[int, str]:
+    """The numbers of the calls that may change their caller's credentials (``Handling.CREDS``
+    and ``EXEC``) on ``arch``, with their names (one dict per architecture, shared: read it
+    only)."""
+    changing = (Handling.CREDS, Handling.EXEC)
+    return {
+        nr: name
+        for nr, name in syscall_numbers(arch).items()
+        if (entry := BY_NAME.get(name)) is not None and entry.handling in changing
+    }
+
+
+@functools.cache  # the same for every VM of ``arch``: made once, shared, never changed
+def decoders_for(arch: Arch) -> dict[int, DecodeFunction]:
+    """The decoder of each syscall number the driver serves on ``arch``, from the table
+    (one dict per architecture, shared: read it only)."""
+    decoders: dict[int, DecodeFunction] = {}
+    for nr, name in syscall_numbers(arch).items():
+        entry = BY_NAME.get(name)
+        if entry is not None and entry.decoder is not None:
+            decoders[nr] = entry.decoder.decode
+    return decoders
 
 
 class Rule(NamedTuple):
@@ -91,15 +118,21 @@ def table(decided: dict[int, Rule]) -> tuple[bytes, bytes]:
     return bytes(packed), b"".join(VALUE.pack(value) for value in values)
 
 
+@functools.cache  # the same for every VM of ``arch``: packed once, shared (bytes)
+def packed(arch: Arch, python: tuple[int, ...] = ()) -> tuple[bytes, bytes]:
+    """``table(rules(arch, python=python))``, once per process."""
+    return table(rules(arch, python=python))
+
+
 class Loop:
     """One driver's receive loop: in C where hvfs/_native is built, answering what the
     rules decide, else the Python receive. One worker at a time receives (the driver's
     receiver), so the counts need no lock."""
 
-    def __init__(self, vm: str, decided: dict[int, Rule], die_at: int | None = None) -> None:
+    def __init__(self, vm: str, tables: tuple[bytes, bytes], die_at: int | None = None) -> None:
         self.vm = vm  # for the log; a spare's driver is renamed when bound
         self._die_at = die_at  # tests only: the manager dies on receiving it, before its record (driver.py)
-        self._rules, self._values = table(decided)
+        self._rules, self._values = tables  # ``packed``'s
         self._counts = bytearray(COUNTS.size)
 
     def receive(self, listener: int, stop: int, inflight: InflightTable | None, slot: int) -> notify.Received | None:

@@ -38,7 +38,12 @@ Some facts about seccomp user notification, which the code below relies on:
   it receives itself and goes back to receiving, and no other thread runs. The other
   workers exist for requests that block (a lookup on a hung network file system): a
   watchdog that sees the receiver stuck in one request for ``TAKEOVER`` seconds hands
-  the receiving to an idle worker, so one blocked request never freezes a VM.
+  the receiving to an idle worker, or starts one if none is idle (up to ``MAX_WORKERS``),
+  so one blocked request never freezes a VM. One worker is started with the driver: the
+  others would only wait, each costing a thread's start and, for a spare, a wake-up at
+  ``bind`` (five threads woke there, holding the GIL in turn on the run's path); a
+  takeover waits ``TAKEOVER`` anyway, against which a thread's start is nothing. The
+  watchdog is one thread for every driver of the process (``watchdog.py``).
 * ``SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP`` (6.6+) makes the kernel switch straight to the
   waiting supervisor thread on the trapping CPU: a round trip drops from about 54 µs to
   about 11 µs on this machine.
@@ -89,41 +94,21 @@ from hvfs.api import Transport
 from hvfs.api.transport import TransportError
 from hvfs.intercept import compiled, inflight, orphans
 from hvfs.intercept.arch import Arch
+from hvfs.intercept.compiled import credential_calls
+from hvfs.intercept.compiled import decoders_for as decoders_for  # the ptrace driver's, from here
 from hvfs.intercept.credcache import CredWatch, before_change
-from hvfs.intercept.decoders.context import Context, DecodeFunction, Output, Passthrough
+from hvfs.intercept.decoders.context import Context, Output, Passthrough
 from hvfs.intercept.decoders.tracee import CallError, TargetGone
 from hvfs.intercept.filter import syscall_numbers
 from hvfs.intercept.inflight import InflightTable, Pending
-from hvfs.intercept.syscalls import BY_NAME, Handling
 from hvfs.intercept.tracee import Inspector, Tracee
+from hvfs.intercept.watchdog import TAKEOVER, WATCHDOG
 
 log = logging.getLogger("hvfs.driver")
 
-TAKEOVER = 0.05  # seconds one request may hold the receiver before another worker takes over
 MAX_WORKERS = 64  # workers a VM may have when requests block (a socket call waiting for its peer)
 WAIT_TICK = 0.05  # seconds between checks of a waiting caller (still there? a signal for it?)
 DIE_AFTER_RECV = "HVFS_TEST_DIE_AFTER_RECV"  # tests only: a syscall name; see _die_at
-
-
-def credential_calls(arch: Arch) -> dict[int, str]:
-    """The numbers of the calls that may change their caller's credentials (``Handling.CREDS``
-    and ``EXEC``) on ``arch``, with their names."""
-    changing = (Handling.CREDS, Handling.EXEC)
-    return {
-        nr: name
-        for nr, name in syscall_numbers(arch).items()
-        if (entry := BY_NAME.get(name)) is not None and entry.handling in changing
-    }
-
-
-def decoders_for(arch: Arch) -> dict[int, DecodeFunction]:
-    """The decoder of each syscall number the driver serves on ``arch``, from the table."""
-    decoders: dict[int, DecodeFunction] = {}
-    for nr, name in syscall_numbers(arch).items():
-        entry = BY_NAME.get(name)
-        if entry is not None and entry.decoder is not None:
-            decoders[nr] = entry.decoder.decode
-    return decoders
 
 
 class _Unbound:
@@ -138,7 +123,8 @@ class _Unbound:
 
 
 class SeccompDriver:
-    """Serves one VM's listener with a small pool of worker threads."""
+    """Serves one VM's listener with a pool of worker threads, ``workers`` at first, more
+    as requests block."""
 
     def __init__(
         self,
@@ -147,7 +133,7 @@ class SeccompDriver:
         transport: Transport | None,
         arch: Arch,
         *,
-        workers: int = 4,
+        workers: int = 1,
         inflight: InflightTable | None = None,
         strict: bool = True,
     ) -> None:
@@ -172,11 +158,10 @@ class SeccompDriver:
             threading.Thread(target=self._work, args=(i,), name=f"hvfs-{vm}-{i}", daemon=True) for i in range(workers)
         ]
         self._idle = 0  # workers waiting for their turn to receive
-        self._watchdog = threading.Thread(target=self._watch, name=f"hvfs-{vm}-watchdog", daemon=True)
         self.sync_wake_up = False
         self._die_at = self._test_death(arch) if inflight is not None else None
         kept = [self._die_at] if self._die_at is not None else []
-        self._loop = compiled.Loop(vm, compiled.rules(arch, python=kept), self._die_at)  # what C answers itself
+        self._loop = compiled.Loop(vm, compiled.packed(arch, tuple(kept)), self._die_at)  # what C answers itself
 
     @staticmethod
     def _test_death(arch: Arch) -> int | None:
@@ -211,7 +196,8 @@ class SeccompDriver:
                 raise
         for thread in self._threads:
             thread.start()
-        self._watchdog.start()
+        if self._bound.is_set():  # a spare's is watched from its bind: nothing to watch until then
+            WATCHDOG.watch(self)
 
     def bind(self, vm: str, transport: Transport) -> None:
         """A spare's driver is now the VM ``vm``'s, served through ``transport``: its
@@ -221,7 +207,7 @@ class SeccompDriver:
         self._loop.vm = vm
         for slot, thread in enumerate(self._threads):
             thread.name = f"hvfs-{vm}-{slot}"
-        self._watchdog.name = f"hvfs-{vm}-watchdog"
+        WATCHDOG.watch(self)
         self._bound.set()
 
     def stop(self) -> None:
@@ -232,6 +218,7 @@ class SeccompDriver:
             self._bound.set()
         os.write(self._stop_write, b"x")
         self.join()
+        WATCHDOG.forget(self)
 
     def join(self, timeout: float | None = None) -> None:
         for thread in list(self._threads):  # the watchdog may add some meanwhile; they end with the others
@@ -341,23 +328,25 @@ class SeccompDriver:
                     if self._receiver is not me:
                         break  # taken over while this request blocked: wait for a turn
 
-    def _watch(self) -> None:
-        self._bound.wait()  # a spare's: nothing to watch, and no wake-up, until its run
-        while not self._done:
-            time.sleep(TAKEOVER)
-            with self._turn:
-                since = self._serving_since
-                if since is not None and time.monotonic() - since > TAKEOVER:
-                    self._receiver = None
-                    self._serving_since = None
-                    if not self._idle and len(self._threads) < MAX_WORKERS:  # every worker is blocked
-                        slot = len(self._threads)
-                        thread = threading.Thread(
-                            target=self._work, args=(slot,), name=f"hvfs-{self._vm}-{slot}", daemon=True
-                        )
-                        self._threads.append(thread)
-                        thread.start()
-                    self._turn.notify()
+    def check(self) -> bool:
+        """The watchdog's (``watchdog.WATCHDOG``, every ``TAKEOVER``): a receiver stuck in
+        one request that long hands the receiving on. False once this driver is done."""
+        with self._turn:
+            if self._done:
+                return False
+            since = self._serving_since
+            if since is not None and time.monotonic() - since > TAKEOVER:
+                self._receiver = None
+                self._serving_since = None
+                if not self._idle and len(self._threads) < MAX_WORKERS:  # every worker is blocked
+                    slot = len(self._threads)
+                    thread = threading.Thread(
+                        target=self._work, args=(slot,), name=f"hvfs-{self._vm}-{slot}", daemon=True
+                    )
+                    self._threads.append(thread)
+                    thread.start()
+                self._turn.notify()
+            return True
 
     def _serve(
         self,

@@ -1,10 +1,10 @@
 """Building a VM's two views in the manager's mount namespace.
 
-The mount table is first realised under a private staging tmpfs. Then two copies are
-made of that tree: the **writable view**, a detached mount tree that only the manager
-holds (by fd), where it performs the VM's requests; and the **boot view**, the same
-mounts made read-only recursively, which the VM enters as its root. Both show the same
-inodes. A detached tree has no parent mount, so ``..`` cannot climb out of it, and paths
+The mount table is first realised under a private staging tmpfs. A copy is made of that
+tree: the **writable view**, a detached mount tree that only the manager holds (by fd),
+where it performs the VM's requests, with nodev on every mount; then the tree itself
+becomes the **boot view**, its mounts made read-only recursively, which the VM enters as
+its root. Both show the same inodes. A detached tree has no parent mount, so ``..`` cannot climb out of it, and paths
 of files opened in it read as the VM's own paths (``/data/x``), not the manager's.
 """
 
@@ -123,11 +123,14 @@ def _build_on(table: list[Mount], staging: str, persist: str | None) -> Views:
     m.set_nodev(rw_root)
     images: dict[int, int] = {}
     try:
-        boot = os.path.join(staging, "boot")
-        os.mkdir(boot, 0o755)
-        with closing(os.open(boot, O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)) as at:
-            m.attach(m.clone_tree(tree, readonly=True), at)
-        m.umount(tree, m.MNT_DETACH)
+        # The staged tree itself becomes the boot view, every mount of it read-only: no
+        # second copy to make and no tree to unmount (an unmount waits for an RCU grace
+        # period: most of a view's making). Only the manager sees it before the VM does
+        # (the staging tmpfs is 0700, in the manager's own mount namespace), and the
+        # writable view, cloned above, keeps its own modes.
+        with closing(os.open(tree, O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)) as fd:
+            m.set_readonly(fd)
+        boot = tree
         socket_mounts, own_mounts = set(), set()
         for mount in ordered:
             identity = _mount_at(rw_root, mount.target)
