@@ -284,16 +284,28 @@ class EventBus:
         # python_record_into where it is not built). Never raises; waits only on a full ring.
         self.record_served: RecordServed = _record_nothing
         self._lost = 0
+        # Read by the dispatch once per request, as plain attributes (a property is a Python
+        # frame): whether it must call the hooks and watch closes at all (``hooked``: an
+        # audit alone has neither), and whether a request's event is recorded (``audited``).
+        self.hooked = False
+        self.audited = False
+
+    def _changed(self) -> None:
+        """Under the lock, after the hooks, subscribers or close watchers changed."""
+        self.hooked = bool(self._hooks or self._close_watchers)
+        self.audited = bool(self._subscriptions)
 
     def add_hook(self, hook: Hook) -> None:
         with self._lock:
             self._hooks = (*self._hooks, hook)
             self._after_hooks = _responding(self._hooks)
+            self._changed()
 
     def remove_hook(self, hook: Hook) -> None:
         with self._lock:
             self._hooks = tuple(h for h in self._hooks if h is not hook)
             self._after_hooks = _responding(self._hooks)
+            self._changed()
 
     def run_hooks(self, vm: str, request: api.Request) -> HookAnswer | None:
         """The first hook's answer, or None when every hook lets the request go on."""
@@ -351,6 +363,7 @@ class EventBus:
                 self._ring = EventRing(self._hand_out)
                 self.record_served = functools.partial(record_into, self._ring)
             self._ring.prompt = self._ring.prompt or prompt
+            self._changed()
         return subscription
 
     def unsubscribe(self, subscription: Subscription, *, timeout: float = 5.0) -> bool:
@@ -358,6 +371,7 @@ class EventBus:
         self.flush(timeout)
         with self._lock:
             self._subscriptions = tuple(s for s in self._subscriptions if s is not subscription)
+            self._changed()
         return subscription.stop(timeout)
 
     @property
@@ -425,6 +439,7 @@ class EventBus:
         were added; one that raises is logged and the others still run."""
         with self._lock:
             self._close_watchers = (*self._close_watchers, (name, watcher))
+            self._changed()
 
     @property
     def watches_closes(self) -> bool:
@@ -456,4 +471,5 @@ class EventBus:
         with self._lock:
             subscriptions, self._subscriptions = self._subscriptions, ()
             self._close_watchers = ()
+            self._changed()
         return all([stopped, *[s.stop(timeout) for s in subscriptions]])
