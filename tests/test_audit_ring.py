@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
+import struct
 import subprocess
 import threading
 import time
@@ -330,3 +332,23 @@ def test_both_writers_write_the_integers_at_64_bits_edges_alike() -> None:
     ]
     assert audit.lines(items) == python_lines(items)
     assert [Event.from_json(line).value for line in audit.lines(items).decode().splitlines()] == numbers
+
+
+def test_the_c_writer_writes_every_time_as_repr_does() -> None:
+    """The C writer finds a time's shortest repr with integers, not dtoa (shortest.h):
+    what repr writes for times of now, any double from 1 to 2**53 (bit patterns at
+    random, seeded), decimals of a few digits, and the edges the shortcut leaves to dtoa
+    (powers of two, ties, values outside its range)."""
+    audit = _native_audit()
+    rng = random.Random(14)
+    times = [1.0, 1.5, 2.0**52, 2.0**52 + 1, 2.0**53 - 1, 2.0**53, 2.0**53 + 2, 1.0000000000000002, 1.9999999999999998]
+    times += [0.5, 0.1, 1e-5, 1e16, 1e300, 5e-324, 1.25, 2.5, 0.125 + 1, 1796558690.025159, 1796558690.0]
+    times += [time.time() for _ in range(100)] + [1.7e9 + rng.random() * 3e8 for _ in range(20000)]
+    low, high = struct.unpack("<QQ", struct.pack("<dd", 1.0, 2.0**53))
+    times += [struct.unpack("<d", struct.pack("<Q", rng.randrange(low, high)))[0] for _ in range(20000)]
+    times += [round(1 + rng.random() * 1e6, rng.randrange(10)) for _ in range(5000)]
+    request = api.Open(caller=api.Caller(vm="vm1", pid=1), path=api.VmPath("/", "/x"), flags=0, mode=0)
+    items: list[Record | Event] = [("vm", request, api.Value(0), when, 0, "c", None, ()) for when in times]
+    lines = audit.lines(items).decode().splitlines()
+    assert [line.split(",", 1)[0] for line in lines] == [f'{{"time":{when!r}' for when in times]
+    assert audit.lines(items) == python_lines(items)

@@ -10,7 +10,7 @@
  *     other characters below 0x20 as \u00xx, everything else as it is) encoded as UTF-8;
  *     a lone surrogate (a name that is not UTF-8, decoded with surrogateescape) as its
  *     \uxxxx escape, as python_lines's error handler writes it;
- *   - the time is repr(float), an int is str(int);
+ *   - the time is repr(float) (shortest.h: without dtoa where it can), an int is str(int);
  *   - what depends on a request's or response's type only is asked of Python once per
  *     type (configure's ``kind_of``); an answer other than the fixed ones and Value is
  *     asked of Python (``result_of``), as is the line of anything that is not a record
@@ -25,7 +25,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
-
+#include "shortest.h"
 #define RECORD_FIELDS 8 /* (vm, request, response, time, duration_us, comm, answered_by, paths) */
 
 static PyObject *kinds;     /* type(request) -> (operation as a JSON string, flagged) */
@@ -201,6 +201,10 @@ static int put_int(Buffer *b, PyObject *number) { /* "%d" % number */
 
 static int put_repr(Buffer *b, PyObject *object) { /* repr(object): a float's shortest repr */
     if (PyFloat_CheckExact(object)) {
+        char fast[32];
+        int length = shortest_repr(PyFloat_AS_DOUBLE(object), fast);
+        if (length > 0)
+            return put(b, fast, (size_t)length);
         char *text = PyOS_double_to_string(PyFloat_AS_DOUBLE(object), 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
         if (text == NULL)
             return -1;
