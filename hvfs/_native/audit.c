@@ -25,7 +25,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+#include "buffer.h"
 #include "shortest.h"
+
 #define RECORD_FIELDS 8 /* (vm, request, response, time, duration_us, comm, answered_by, paths) */
 
 static PyObject *kinds;     /* type(request) -> (operation as a JSON string, flagged) */
@@ -34,37 +36,6 @@ static PyObject *kind_of;   /* Python: request -> (str, bool), asked once per ty
 static PyObject *result_of; /* Python: response -> (str, str) */
 static PyObject *value_type;
 static PyObject *s_caller, *s_pid, *s_flags, *s_value, *s_to_json;
-
-typedef struct {
-    char *data;
-    size_t size, capacity;
-} Buffer;
-
-static int reserve(Buffer *b, size_t more) {
-    if (b->size + more <= b->capacity)
-        return 0;
-    size_t capacity = b->capacity ? b->capacity : 4096;
-    while (capacity < b->size + more)
-        capacity *= 2;
-    char *data = PyMem_Realloc(b->data, capacity);
-    if (data == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    b->data = data;
-    b->capacity = capacity;
-    return 0;
-}
-
-static int put(Buffer *b, const char *text, size_t length) {
-    if (reserve(b, length) < 0)
-        return -1;
-    memcpy(b->data + b->size, text, length);
-    b->size += length;
-    return 0;
-}
-
-#define PUT(b, literal) put((b), (literal), sizeof(literal) - 1)
 
 static const char HEX[] = "0123456789abcdef";
 
