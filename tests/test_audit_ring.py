@@ -32,7 +32,7 @@ from hvfs.api.events import (
     record_line,
 )
 from hvfs.api.hooks import EventBus
-from hvfs.api.ring import FULL_WAIT, EventRing, Item
+from hvfs.api.ring import FULL_WAIT, EventRing, Flush, Item
 from hvfs.services.audit import AuditLog, add_events_command, read_events
 from tests.conftest import require
 
@@ -81,7 +81,7 @@ def test_a_full_ring_waits_a_little_then_drops_counts_and_says_so() -> None:
     gate = threading.Event()
     handed: list[tuple[list[Item], int]] = []
 
-    def hand_out(items: list[Item], lost: int) -> None:
+    def hand_out(items: list[Item], lost: int, marks: tuple[Flush, ...]) -> None:
         gate.wait(10)  # a writer stuck on a slow disk
         handed.append((items, lost))
 
@@ -352,3 +352,39 @@ def test_the_c_writer_writes_every_time_as_repr_does() -> None:
     lines = audit.lines(items).decode().splitlines()
     assert [line.split(",", 1)[0] for line in lines] == [f'{{"time":{when!r}' for when in times]
     assert audit.lines(items) == python_lines(items)
+
+
+def test_flushes_from_many_threads_each_return_once_what_came_before_is_delivered() -> None:
+    """The ring counts the Flush marks it takes in, so that a batch without one is handed
+    out without a look at each item: marks recorded from several threads at once, among
+    events, are each found, each returns in time, after its thread's events before it
+    reached both subscribers, and every VM's events arrive once, in order."""
+    bus = EventBus()
+    first: list[Event] = []
+    second: list[Record | Event] = []
+    bus.subscribe(first.extend, name="first", batch=True)
+    bus.subscribe(second.extend, name="second", records=True)
+    late: list[str] = []
+
+    def serve(n: int) -> None:
+        for i in range(300):
+            event = an_event(f"vm{n}", i)
+            bus.publish(event)
+            if i % 15 == 14:
+                if not bus.flush(timeout=10):
+                    late.append(f"vm{n} {i}: the flush timed out")
+                elif not any(e is event for e in first) or not any(e is event for e in second):
+                    late.append(f"vm{n} {i}: flushed before its event was delivered")
+
+    threads = [threading.Thread(target=serve, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert late == []
+    assert bus.flush(timeout=10)
+    for delivered in (first, second):
+        for n in range(6):
+            mine = [e for e in delivered if isinstance(e, Event) and e.vm == f"vm{n}"]
+            assert [e.pid for e in mine] == list(range(300))
+    assert bus.close(timeout=10)

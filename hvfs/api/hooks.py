@@ -132,9 +132,6 @@ class BusStatistics:
         return sum(s.dropped for s in self.subscribers) if self.subscribers else self.lost
 
 
-_STOP = object()
-
-
 def _record_nothing(
     vm: str, request: api.Request, response: api.Response, began: int, answered_by: str | None, paths: tuple[str, ...]
 ) -> None:
@@ -172,7 +169,8 @@ class Subscription:
         self._batch = batch or records
         self._records = records
         self._size = queue_size  # in events
-        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        # Batches, each with the count of Flush marks in it; None: the end.
+        self._queue: queue.SimpleQueue[tuple[list[Item], int] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._delivered = self._dropped = self._failed = self._queued = 0
         self._unsaid: dict[str, int] = {}  # events dropped here, by VM, not yet said in the stream
@@ -186,7 +184,7 @@ class Subscription:
             room = self._size - self._queued
             if room >= len(items):  # the usual case: all fit, marks and all (a mark takes no room)
                 self._queued += len(items) - marks
-                self._queue.put(items)
+                self._queue.put((items, marks))
                 return
             kept: list[Item] = []
             for item in items:
@@ -201,7 +199,7 @@ class Subscription:
                     self._unsaid[vm] = self._unsaid.get(vm, 0) + 1
             self._queued = self._size - room
         if kept:
-            self._queue.put(kept)
+            self._queue.put((kept, marks))
 
     def lost(self, count: int) -> None:
         """``count`` events never reached this subscriber (the bus dropped them)."""
@@ -210,7 +208,7 @@ class Subscription:
 
     def stop(self, timeout: float) -> bool:
         """Deliver what is queued, then end the thread; False if it did not end in time."""
-        self._queue.put(_STOP)
+        self._queue.put(None)  # the end
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
@@ -220,17 +218,20 @@ class Subscription:
 
     def _drain(self) -> None:
         while True:
-            items = self._queue.get()
+            batch = self._queue.get()
             with self._lock:
                 unsaid, self._unsaid = self._unsaid, {}
             events = [lost_event(vm, count) for vm, count in unsaid.items()]  # after what was kept before them
-            if items is _STOP:
+            if batch is None:
                 self._deliver_all(events)
                 return
-            assert isinstance(items, list)
-            marks = [i for i, item in enumerate(items) if type(item) is Flush]
+            items, marked = batch
             with self._lock:
-                self._queued -= len(items) - len(marks)
+                self._queued -= len(items) - marked
+            if not marked:  # the usual batch: no pass over it in Python to look for marks
+                self._deliver_all(events, items)  # type: ignore[arg-type]
+                continue
+            marks = [i for i, item in enumerate(items) if type(item) is Flush]
             start = 0
             for at in marks:  # what came before a mark is dealt with before it arrives
                 self._deliver_all(events, items[start:at])  # type: ignore[arg-type]
@@ -416,16 +417,16 @@ class EventBus:
         ring.record(mark)
         return mark.done.wait(timeout)
 
-    def _hand_out(self, items: list[Item], lost: int) -> None:
+    def _hand_out(self, items: list[Item], lost: int, marks: tuple[Flush, ...]) -> None:
         """On the ring's thread: a batch to every subscriber, with the count of events the
-        ring dropped since the last one (its "lost" events say which VM's)."""
+        ring dropped since the last one (its "lost" events say which VM's), and the
+        Flush marks among the items (the ring found them: no pass over the items here)."""
         subscriptions = self._subscriptions
-        marks = [item for item in items if type(item) is Flush]
         with self._lock:
             self._lost += lost
             self._published += len(items) - len(marks)
         for mark in marks:
-            mark.expect(len(subscriptions))  # type: ignore[union-attr]  # each arrives once it has dealt with what came before
+            mark.expect(len(subscriptions))  # each arrives once it has dealt with what came before
         for i, subscription in enumerate(subscriptions):
             if lost:
                 subscription.lost(lost)
