@@ -4,6 +4,7 @@ order, in the file on flush, never blocking for long on a full ring, and a gap s
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import random
@@ -388,3 +389,18 @@ def test_flushes_from_many_threads_each_return_once_what_came_before_is_delivere
             mine = [e for e in delivered if isinstance(e, Event) and e.vm == f"vm{n}"]
             assert [e.pid for e in mine] == list(range(300))
     assert bus.close(timeout=10)
+
+
+def test_both_writers_write_failed_requests_alike_each_errno_asked_once() -> None:
+    """The C writer asks Python for an Errno's result once per errno and keeps it: every
+    errno there is (and unknown ones, and one with a signal) reads as the Python writer
+    writes it, the first time and again."""
+    audit = _native_audit()
+    request = api.Unlink(caller=api.Caller(vm="vm1", pid=7), path=api.VmPath("/", "/x"))
+    numbers = [*sorted(errno.errorcode), 0, 4095, 2**40]
+    answers = [api.Errno(n) for n in numbers] + [api.Errno(errno.EPIPE, signal=13), api.Errno(errno.ENOENT)]
+    items: list[Record | Event] = [("vm", request, answer, 1.5, 3, "c", None, ("/x",)) for answer in answers]
+    for _ in range(2):
+        assert audit.lines(items) == python_lines(items)
+    results = [Event.from_json(line).result for line in audit.lines(items).decode().splitlines()]
+    assert results[numbers.index(errno.ENOENT)] == results[-1] == "ENOENT"
