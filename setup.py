@@ -35,6 +35,7 @@ TRACER = Extension(
 AUDIT = Extension(
     "hvfs._native._audit",
     sources=["hvfs/_native/audit.c"],
+    depends=["hvfs/_native/buffer.h", "hvfs/_native/shortest.h"],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fstack-protector-strong"],
     optional=True,  # without it the audit writes its lines through the Python path (hvfs/services/audit.py)
 )

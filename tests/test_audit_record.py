@@ -21,7 +21,7 @@ from hvfs import _native, api
 from hvfs.api import events as events_module
 from hvfs.api.events import COMM_FRESH, LOST, Event, comm_of, python_record, record_line
 from hvfs.api.hooks import EventBus
-from hvfs.api.ring import FULL_WAIT, Item
+from hvfs.api.ring import FULL_WAIT, Flush, Item
 from tests.conftest import require
 
 Recorder = Callable[..., int]
@@ -189,9 +189,9 @@ def test_a_full_ring_holds_a_served_request_a_little_then_drops_counts_and_says_
     ring.capacity = 8  # what a full ring is: the dispatch's recorder reads it
     hand_out = ring._hand_out
 
-    def stuck(items: list[Item], lost: int) -> None:
+    def stuck(items: list[Item], lost: int, marks: tuple[Flush, ...]) -> None:
         gate.wait(10)  # a subscriber's queue that takes nothing: the ring's thread waits
-        hand_out(items, lost)
+        hand_out(items, lost, marks)
 
     ring._hand_out = stuck
     who = api.Caller(vm="vm1", pid=threading.get_native_id())

@@ -4,8 +4,11 @@ order, in the file on flush, never blocking for long on a full ring, and a gap s
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
+import random
+import struct
 import subprocess
 import threading
 import time
@@ -30,7 +33,7 @@ from hvfs.api.events import (
     record_line,
 )
 from hvfs.api.hooks import EventBus
-from hvfs.api.ring import FULL_WAIT, EventRing, Item
+from hvfs.api.ring import FULL_WAIT, EventRing, Flush, Item
 from hvfs.services.audit import AuditLog, add_events_command, read_events
 from tests.conftest import require
 
@@ -79,7 +82,7 @@ def test_a_full_ring_waits_a_little_then_drops_counts_and_says_so() -> None:
     gate = threading.Event()
     handed: list[tuple[list[Item], int]] = []
 
-    def hand_out(items: list[Item], lost: int) -> None:
+    def hand_out(items: list[Item], lost: int, marks: tuple[Flush, ...]) -> None:
         gate.wait(10)  # a writer stuck on a slow disk
         handed.append((items, lost))
 
@@ -330,3 +333,74 @@ def test_both_writers_write_the_integers_at_64_bits_edges_alike() -> None:
     ]
     assert audit.lines(items) == python_lines(items)
     assert [Event.from_json(line).value for line in audit.lines(items).decode().splitlines()] == numbers
+
+
+def test_the_c_writer_writes_every_time_as_repr_does() -> None:
+    """The C writer finds a time's shortest repr with integers, not dtoa (shortest.h):
+    what repr writes for times of now, any double from 1 to 2**53 (bit patterns at
+    random, seeded), decimals of a few digits, and the edges the shortcut leaves to dtoa
+    (powers of two, ties, values outside its range)."""
+    audit = _native_audit()
+    rng = random.Random(14)
+    times = [1.0, 1.5, 2.0**52, 2.0**52 + 1, 2.0**53 - 1, 2.0**53, 2.0**53 + 2, 1.0000000000000002, 1.9999999999999998]
+    times += [0.5, 0.1, 1e-5, 1e16, 1e300, 5e-324, 1.25, 2.5, 0.125 + 1, 1796558690.025159, 1796558690.0]
+    times += [time.time() for _ in range(100)] + [1.7e9 + rng.random() * 3e8 for _ in range(20000)]
+    low, high = struct.unpack("<QQ", struct.pack("<dd", 1.0, 2.0**53))
+    times += [struct.unpack("<d", struct.pack("<Q", rng.randrange(low, high)))[0] for _ in range(20000)]
+    times += [round(1 + rng.random() * 1e6, rng.randrange(10)) for _ in range(5000)]
+    request = api.Open(caller=api.Caller(vm="vm1", pid=1), path=api.VmPath("/", "/x"), flags=0, mode=0)
+    items: list[Record | Event] = [("vm", request, api.Value(0), when, 0, "c", None, ()) for when in times]
+    lines = audit.lines(items).decode().splitlines()
+    assert [line.split(",", 1)[0] for line in lines] == [f'{{"time":{when!r}' for when in times]
+    assert audit.lines(items) == python_lines(items)
+
+
+def test_flushes_from_many_threads_each_return_once_what_came_before_is_delivered() -> None:
+    """The ring counts the Flush marks it takes in, so that a batch without one is handed
+    out without a look at each item: marks recorded from several threads at once, among
+    events, are each found, each returns in time, after its thread's events before it
+    reached both subscribers, and every VM's events arrive once, in order."""
+    bus = EventBus()
+    first: list[Event] = []
+    second: list[Record | Event] = []
+    bus.subscribe(first.extend, name="first", batch=True)
+    bus.subscribe(second.extend, name="second", records=True)
+    late: list[str] = []
+
+    def serve(n: int) -> None:
+        for i in range(300):
+            event = an_event(f"vm{n}", i)
+            bus.publish(event)
+            if i % 15 == 14:
+                if not bus.flush(timeout=10):
+                    late.append(f"vm{n} {i}: the flush timed out")
+                elif not any(e is event for e in first) or not any(e is event for e in second):
+                    late.append(f"vm{n} {i}: flushed before its event was delivered")
+
+    threads = [threading.Thread(target=serve, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert late == []
+    assert bus.flush(timeout=10)
+    for delivered in (first, second):
+        for n in range(6):
+            mine = [e for e in delivered if isinstance(e, Event) and e.vm == f"vm{n}"]
+            assert [e.pid for e in mine] == list(range(300))
+    assert bus.close(timeout=10)
+
+
+def test_both_writers_write_failed_requests_alike_each_errno_asked_once() -> None:
+    """The C writer asks Python for an Errno's result once per errno and keeps it: every
+    errno there is (and unknown ones, and one with a signal) reads as the Python writer
+    writes it, the first time and again."""
+    audit = _native_audit()
+    request = api.Unlink(caller=api.Caller(vm="vm1", pid=7), path=api.VmPath("/", "/x"))
+    numbers = [*sorted(errno.errorcode), 0, 4095, 2**40]
+    answers = [api.Errno(n) for n in numbers] + [api.Errno(errno.EPIPE, signal=13), api.Errno(errno.ENOENT)]
+    items: list[Record | Event] = [("vm", request, answer, 1.5, 3, "c", None, ("/x",)) for answer in answers]
+    for _ in range(2):
+        assert audit.lines(items) == python_lines(items)
+    results = [Event.from_json(line).result for line in audit.lines(items).decode().splitlines()]
+    assert results[numbers.index(errno.ENOENT)] == results[-1] == "ENOENT"

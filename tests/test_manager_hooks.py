@@ -134,3 +134,49 @@ def test_waiting_for_closes_returns_once_those_reported_are_handled(tmp_path: Pa
     finally:
         watcher.close()
     assert watcher.wait()  # a stopped watcher handled everything before it stopped
+
+
+class _Veto:
+    """A hook that answers EPERM for mkdir, and its after that answers EIO for an open."""
+
+    name = "veto"
+
+    def before(self, vm: str, request: api.Request) -> api.Response | None:
+        return api.Errno(errno.EPERM) if isinstance(request, api.Mkdir) else None
+
+    def after(self, vm: str, request: api.Request, response: api.Response) -> api.Response | None:
+        return api.Errno(errno.EIO) if isinstance(response, api.Fd) else None
+
+
+def test_hooks_added_to_an_audited_bus_are_called_from_the_next_request_on(manager: Manager, tmp_path: Path) -> None:
+    """The dispatch reads once per request whether the bus has hooks (an audit alone has
+    none, and pays no call for them): a hook added or removed while the VM is served and
+    audited takes effect at once, before and after, and the events say who answered."""
+    bus = EventBus()
+    lines: list[Any] = []
+    bus.subscribe(lines.extend, name="audit", batch=True)
+    add_vm(manager, "vm", tmp_path / "vm", bus)
+    assert (bus.hooked, bus.audited) == (False, True)
+    assert mkdir(manager, "vm", "/a") == api.Value(0)
+    veto = _Veto()
+    bus.add_hook(veto)
+    assert bus.hooked
+    assert mkdir(manager, "vm", "/b") == api.Errno(errno.EPERM)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
+    opened = manager.handle_request(api.Open(caller=caller("vm"), path=api.VmPath("/", "/f"), flags=flags, mode=0o644))
+    assert opened == api.Errno(errno.EIO)  # the after hook replaced the fd (and the bus closed it)
+    bus.remove_hook(veto)
+    assert not bus.hooked
+    assert mkdir(manager, "vm", "/c") == api.Value(0)
+    assert bus.flush(10)
+    assert [(e.operation, e.result, e.answered_by, e.paths) for e in lines] == [
+        ("mkdir", "ok", None, ("/a",)),
+        ("mkdir", "EPERM", "veto", ("/b",)),
+        ("open", "EIO", "veto", ("/f",)),
+        ("mkdir", "ok", None, ("/c",)),
+    ]
+    assert sorted(os.listdir(tmp_path / "vm")) == ["a", "c", "f"]
+    bus.on_close(lambda vm, path, fd: None, name="watch")
+    assert bus.hooked  # a close watcher needs the dispatch's check of each open too
+    assert bus.close(timeout=10)
+    assert (bus.hooked, bus.audited) == (False, False)

@@ -10,7 +10,7 @@
  *     other characters below 0x20 as \u00xx, everything else as it is) encoded as UTF-8;
  *     a lone surrogate (a name that is not UTF-8, decoded with surrogateescape) as its
  *     \uxxxx escape, as python_lines's error handler writes it;
- *   - the time is repr(float), an int is str(int);
+ *   - the time is repr(float) (shortest.h: without dtoa where it can), an int is str(int);
  *   - what depends on a request's or response's type only is asked of Python once per
  *     type (configure's ``kind_of``); an answer other than the fixed ones and Value is
  *     asked of Python (``result_of``), as is the line of anything that is not a record
@@ -25,6 +25,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+#include "buffer.h"
+#include "shortest.h"
 
 #define RECORD_FIELDS 8 /* (vm, request, response, time, duration_us, comm, answered_by, paths) */
 
@@ -33,38 +35,9 @@ static PyObject *fixed;     /* type(response) -> (result, value) as JSON text, f
 static PyObject *kind_of;   /* Python: request -> (str, bool), asked once per type */
 static PyObject *result_of; /* Python: response -> (str, str) */
 static PyObject *value_type;
-static PyObject *s_caller, *s_pid, *s_flags, *s_value, *s_to_json;
-
-typedef struct {
-    char *data;
-    size_t size, capacity;
-} Buffer;
-
-static int reserve(Buffer *b, size_t more) {
-    if (b->size + more <= b->capacity)
-        return 0;
-    size_t capacity = b->capacity ? b->capacity : 4096;
-    while (capacity < b->size + more)
-        capacity *= 2;
-    char *data = PyMem_Realloc(b->data, capacity);
-    if (data == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    b->data = data;
-    b->capacity = capacity;
-    return 0;
-}
-
-static int put(Buffer *b, const char *text, size_t length) {
-    if (reserve(b, length) < 0)
-        return -1;
-    memcpy(b->data + b->size, text, length);
-    b->size += length;
-    return 0;
-}
-
-#define PUT(b, literal) put((b), (literal), sizeof(literal) - 1)
+static PyObject *errno_type; /* its pair depends on .errno alone: asked of result_of once per errno */
+static PyObject *by_errno;   /* errno -> (result, value) as JSON text */
+static PyObject *s_caller, *s_pid, *s_flags, *s_value, *s_to_json, *s_errno;
 
 static const char HEX[] = "0123456789abcdef";
 
@@ -201,6 +174,10 @@ static int put_int(Buffer *b, PyObject *number) { /* "%d" % number */
 
 static int put_repr(Buffer *b, PyObject *object) { /* repr(object): a float's shortest repr */
     if (PyFloat_CheckExact(object)) {
+        char fast[32];
+        int length = shortest_repr(PyFloat_AS_DOUBLE(object), fast);
+        if (length > 0)
+            return put(b, fast, (size_t)length);
         char *text = PyOS_double_to_string(PyFloat_AS_DOUBLE(object), 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
         if (text == NULL)
             return -1;
@@ -267,11 +244,18 @@ static int put_result(Buffer *b, PyObject *response) {
             return -1;
         return put_attribute_int(b, response, s_value);
     }
+    PyObject *number = type == errno_type ? PyObject_GetAttr(response, s_errno) : NULL;
+    pair = number != NULL ? PyDict_GetItemWithError(by_errno, number) : NULL; /* borrowed */
+    if (pair != NULL || PyErr_Occurred()) {
+        Py_XDECREF(number);
+        return pair != NULL ? put_pair(b, pair) : -1;
+    }
     PyObject *made = PyObject_CallOneArg(result_of, response);
-    if (made == NULL)
-        return -1;
-    int done = put_pair(b, made);
-    Py_DECREF(made);
+    int done = made != NULL ? put_pair(b, made) : -1;
+    if (done == 0 && number != NULL) /* a failed request's line: the same for the same errno */
+        done = PyDict_SetItem(by_errno, number, made);
+    Py_XDECREF(made);
+    Py_XDECREF(number);
     return done;
 }
 
@@ -445,14 +429,20 @@ static PyObject *audit_lines(PyObject *self, PyObject *items) {
 }
 
 static PyObject *audit_configure(PyObject *self, PyObject *args) {
-    PyObject *new_kind_of, *new_result_of, *new_fixed, *new_value_type;
-    if (!PyArg_ParseTuple(args, "OOO!O:configure", &new_kind_of, &new_result_of, &PyDict_Type, &new_fixed,
-                          &new_value_type))
+    PyObject *new_kind_of, *new_result_of, *new_fixed, *new_value_type, *new_errno_type = Py_None;
+    if (!PyArg_ParseTuple(args, "OOO!O|O:configure", &new_kind_of, &new_result_of, &PyDict_Type, &new_fixed,
+                          &new_value_type, &new_errno_type))
         return NULL;
-    PyObject *new_kinds = PyDict_New();
-    if (new_kinds == NULL)
+    PyObject *new_kinds = PyDict_New(), *new_by_errno = PyDict_New();
+    if (new_kinds == NULL || new_by_errno == NULL) {
+        Py_XDECREF(new_kinds);
+        Py_XDECREF(new_by_errno);
         return NULL;
+    }
     Py_XSETREF(kinds, new_kinds);
+    Py_XSETREF(by_errno, new_by_errno);
+    Py_INCREF(new_errno_type);
+    Py_XSETREF(errno_type, new_errno_type);
     Py_INCREF(new_kind_of);
     Py_XSETREF(kind_of, new_kind_of);
     Py_INCREF(new_result_of);
@@ -468,7 +458,8 @@ static PyObject *audit_configure(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"configure", audit_configure, METH_VARARGS,
-     "configure(kind_of, result_of, fixed, value_type): how requests and responses read (hvfs.api.events)."},
+     "configure(kind_of, result_of, fixed, value_type, errno_type=None): how requests and responses read "
+     "(hvfs.api.events; errno_type's result_of depends on its .errno alone)."},
     {"write", audit_write, METH_VARARGS,
      "write(fd, items, per_write): the lines of items (records, Events), per_write lines per write(2)."},
     {"lines", audit_lines, METH_O, "lines(items) -> bytes: what write() writes for items."},
@@ -489,7 +480,8 @@ PyMODINIT_FUNC PyInit__audit(void) {
     s_flags = PyUnicode_InternFromString("flags");
     s_value = PyUnicode_InternFromString("value");
     s_to_json = PyUnicode_InternFromString("to_json");
-    if (!s_caller || !s_pid || !s_flags || !s_value || !s_to_json)
+    s_errno = PyUnicode_InternFromString("errno");
+    if (!s_caller || !s_pid || !s_flags || !s_value || !s_to_json || !s_errno)
         return NULL;
     return PyModule_Create(&module);
 }

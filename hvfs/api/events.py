@@ -330,7 +330,7 @@ def python_write(fd: int, items: Sequence[Record | Event], per_write: int) -> No
 
 _native_audit = _native.audit
 if _native_audit is not None:
-    _native_audit.configure(_kind, _result_text, _FIXED, api.Value)
+    _native_audit.configure(_kind, _result_text, _FIXED, api.Value, api.Errno)  # an Errno's text: by its errno
 
 
 def lost_event(vm: str, count: int) -> Event:

@@ -132,9 +132,6 @@ class BusStatistics:
         return sum(s.dropped for s in self.subscribers) if self.subscribers else self.lost
 
 
-_STOP = object()
-
-
 def _record_nothing(
     vm: str, request: api.Request, response: api.Response, began: int, answered_by: str | None, paths: tuple[str, ...]
 ) -> None:
@@ -172,7 +169,8 @@ class Subscription:
         self._batch = batch or records
         self._records = records
         self._size = queue_size  # in events
-        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        # Batches, each with the count of Flush marks in it; None: the end.
+        self._queue: queue.SimpleQueue[tuple[list[Item], int] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._delivered = self._dropped = self._failed = self._queued = 0
         self._unsaid: dict[str, int] = {}  # events dropped here, by VM, not yet said in the stream
@@ -186,7 +184,7 @@ class Subscription:
             room = self._size - self._queued
             if room >= len(items):  # the usual case: all fit, marks and all (a mark takes no room)
                 self._queued += len(items) - marks
-                self._queue.put(items)
+                self._queue.put((items, marks))
                 return
             kept: list[Item] = []
             for item in items:
@@ -201,7 +199,7 @@ class Subscription:
                     self._unsaid[vm] = self._unsaid.get(vm, 0) + 1
             self._queued = self._size - room
         if kept:
-            self._queue.put(kept)
+            self._queue.put((kept, marks))
 
     def lost(self, count: int) -> None:
         """``count`` events never reached this subscriber (the bus dropped them)."""
@@ -210,7 +208,7 @@ class Subscription:
 
     def stop(self, timeout: float) -> bool:
         """Deliver what is queued, then end the thread; False if it did not end in time."""
-        self._queue.put(_STOP)
+        self._queue.put(None)  # the end
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
@@ -220,17 +218,20 @@ class Subscription:
 
     def _drain(self) -> None:
         while True:
-            items = self._queue.get()
+            batch = self._queue.get()
             with self._lock:
                 unsaid, self._unsaid = self._unsaid, {}
             events = [lost_event(vm, count) for vm, count in unsaid.items()]  # after what was kept before them
-            if items is _STOP:
+            if batch is None:
                 self._deliver_all(events)
                 return
-            assert isinstance(items, list)
-            marks = [i for i, item in enumerate(items) if type(item) is Flush]
+            items, marked = batch
             with self._lock:
-                self._queued -= len(items) - len(marks)
+                self._queued -= len(items) - marked
+            if not marked:  # the usual batch: no pass over it in Python to look for marks
+                self._deliver_all(events, items)  # type: ignore[arg-type]
+                continue
+            marks = [i for i, item in enumerate(items) if type(item) is Flush]
             start = 0
             for at in marks:  # what came before a mark is dealt with before it arrives
                 self._deliver_all(events, items[start:at])  # type: ignore[arg-type]
@@ -284,16 +285,28 @@ class EventBus:
         # python_record_into where it is not built). Never raises; waits only on a full ring.
         self.record_served: RecordServed = _record_nothing
         self._lost = 0
+        # Read by the dispatch once per request, as plain attributes (a property is a Python
+        # frame): whether it must call the hooks and watch closes at all (``hooked``: an
+        # audit alone has neither), and whether a request's event is recorded (``audited``).
+        self.hooked = False
+        self.audited = False
+
+    def _changed(self) -> None:
+        """Under the lock, after the hooks, subscribers or close watchers changed."""
+        self.hooked = bool(self._hooks or self._close_watchers)
+        self.audited = bool(self._subscriptions)
 
     def add_hook(self, hook: Hook) -> None:
         with self._lock:
             self._hooks = (*self._hooks, hook)
             self._after_hooks = _responding(self._hooks)
+            self._changed()
 
     def remove_hook(self, hook: Hook) -> None:
         with self._lock:
             self._hooks = tuple(h for h in self._hooks if h is not hook)
             self._after_hooks = _responding(self._hooks)
+            self._changed()
 
     def run_hooks(self, vm: str, request: api.Request) -> HookAnswer | None:
         """The first hook's answer, or None when every hook lets the request go on."""
@@ -351,6 +364,7 @@ class EventBus:
                 self._ring = EventRing(self._hand_out)
                 self.record_served = functools.partial(record_into, self._ring)
             self._ring.prompt = self._ring.prompt or prompt
+            self._changed()
         return subscription
 
     def unsubscribe(self, subscription: Subscription, *, timeout: float = 5.0) -> bool:
@@ -358,6 +372,7 @@ class EventBus:
         self.flush(timeout)
         with self._lock:
             self._subscriptions = tuple(s for s in self._subscriptions if s is not subscription)
+            self._changed()
         return subscription.stop(timeout)
 
     @property
@@ -402,16 +417,16 @@ class EventBus:
         ring.record(mark)
         return mark.done.wait(timeout)
 
-    def _hand_out(self, items: list[Item], lost: int) -> None:
+    def _hand_out(self, items: list[Item], lost: int, marks: tuple[Flush, ...]) -> None:
         """On the ring's thread: a batch to every subscriber, with the count of events the
-        ring dropped since the last one (its "lost" events say which VM's)."""
+        ring dropped since the last one (its "lost" events say which VM's), and the
+        Flush marks among the items (the ring found them: no pass over the items here)."""
         subscriptions = self._subscriptions
-        marks = [item for item in items if type(item) is Flush]
         with self._lock:
             self._lost += lost
             self._published += len(items) - len(marks)
         for mark in marks:
-            mark.expect(len(subscriptions))  # type: ignore[union-attr]  # each arrives once it has dealt with what came before
+            mark.expect(len(subscriptions))  # each arrives once it has dealt with what came before
         for i, subscription in enumerate(subscriptions):
             if lost:
                 subscription.lost(lost)
@@ -425,6 +440,7 @@ class EventBus:
         were added; one that raises is logged and the others still run."""
         with self._lock:
             self._close_watchers = (*self._close_watchers, (name, watcher))
+            self._changed()
 
     @property
     def watches_closes(self) -> bool:
@@ -456,4 +472,5 @@ class EventBus:
         with self._lock:
             subscriptions, self._subscriptions = self._subscriptions, ()
             self._close_watchers = ()
+            self._changed()
         return all([stopped, *[s.stop(timeout) for s in subscriptions]])

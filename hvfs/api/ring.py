@@ -27,6 +27,7 @@ count), so that an audit says where it has a gap.
 from __future__ import annotations
 
 import collections
+import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -64,12 +65,15 @@ class Flush:
 
 
 Item = Record | Event | Flush  # a Record becomes an Event in the subscriber's thread
-HandOut = Callable[[list[Item], int], None]  # the items, and how many events were lost since
+# The items, how many events were lost since, and the Flush marks among the items (none:
+# the receivers need not look for them, a pass over every item in Python).
+HandOut = Callable[[list[Item], int, tuple[Flush, ...]], None]
 
 
 class EventRing:
     """Records to ``hand_out`` (called on the ring's thread with Events and Flush marks, in
-    the order they were recorded, and the count of events dropped since its last call).
+    the order they were recorded, the count of events dropped since its last call, and
+    the marks among them).
     Thread-safe; ``record`` never raises."""
 
     def __init__(self, hand_out: HandOut, *, capacity: int = RING_CAPACITY) -> None:
@@ -84,6 +88,9 @@ class EventRing:
         self._lock = threading.Lock()
         self._lost: dict[str, int] = {}  # by VM, not yet said in the stream
         self._lost_total = 0
+        # Flush marks recorded (under the lock, before the append) and handed out: a batch
+        # holds one only while these differ, so that it is looked for only then.
+        self._marks = self._marks_out = 0
         self._thread = threading.Thread(target=self._run, name="hvfs-events", daemon=True)
         self._thread.start()
 
@@ -91,6 +98,9 @@ class EventRing:
         """Queue ``record`` (a request's, a service's Event, a Flush). On a full ring wait a
         little, then drop and count it (a Flush is never dropped)."""
         ring = self._ring
+        if isinstance(record, Flush):
+            with self._lock:
+                self._marks += 1
         size = len(ring)
         if size >= self.capacity and not isinstance(record, Flush) and not self._wait_for_room():
             vm = record.vm if isinstance(record, Event) else record[0]
@@ -162,9 +172,16 @@ class EventRing:
 
     def _drain(self) -> None:
         ring = self._ring
-        popleft = ring.popleft
         while True:
-            items: list[Item] = [popleft() for _ in range(min(len(ring), HAND_OUT))]  # only this thread takes
+            count = min(len(ring), HAND_OUT)
+            # Read after the count: a mark among the items taken was counted before it went in.
+            marked = self._marks != self._marks_out
+            # Only this thread takes; starmap calls popleft without a Python step per item.
+            items: list[Item] = list(itertools.starmap(ring.popleft, itertools.repeat((), count)))
+            marks: tuple[Flush, ...] = ()
+            if marked:
+                marks = tuple(item for item in items if type(item) is Flush)
+                self._marks_out += len(marks)
             lost: dict[str, int] = {}
             if self._lost:
                 with self._lock:
@@ -172,7 +189,7 @@ class EventRing:
                 items.extend(lost_event(vm, count) for vm, count in lost.items())
             if not items:
                 return
-            self._hand_out(items, sum(lost.values()))
+            self._hand_out(items, sum(lost.values()), marks)
 
 
 def python_record_into(

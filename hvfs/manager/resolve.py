@@ -110,10 +110,11 @@ def plain_name(path: api.VmPath) -> str | None:
     with no symlink on the way (``open_named``), it is its own name as the kernel resolved
     it; None otherwise."""
     name = path.name
-    if not name.startswith("/"):
-        if not name or not path.base.startswith("/"):
+    if name[:1] != "/":
+        base = path.base
+        if not name or base[:1] != "/":
             return None
-        name = f"{path.base.rstrip('/')}/{name}"
+        name = base + name if base[-1] == "/" else f"{base}/{name}"  # a base "/a//" is not plain: below
     if "//" in name or "/./" in name or "/../" in name or name.endswith(_NOT_LAST):
         return None  # (substring tests: a split and a loop cost an audited stat 0.5 µs)
     return name

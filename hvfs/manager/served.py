@@ -110,7 +110,7 @@ def _objects(request: api.Request) -> tuple[api.VmPath | None, ...]:
 
 
 # Requests whose paths are not their ``path`` alone (see request_paths, _objects).
-_SEVERAL = frozenset({api.Rename, api.Link, api.Symlink, api.Executed, api.Bind, api.Connect, api.Send})
+SEVERAL = frozenset({api.Rename, api.Link, api.Symlink, api.Executed, api.Bind, api.Connect, api.Send})
 
 
 def served_paths(
@@ -118,13 +118,13 @@ def served_paths(
 ) -> tuple[str, ...]:
     """``request_paths(request)``, each as the kernel resolved it for the VM (see above);
     with what the handler ``noted``, the directories it resolved are not resolved again."""
-    if noted is not None and noted.answer is not None and type(request) not in _SEVERAL:
+    if noted is not None and noted.answer is not None and type(request) not in SEVERAL:
         return (noted.answer,)  # the handler found the request's one path by its text
     if type(request) is api.Open and type(response) is api.Fd:  # an open names one path
         own = _vm_name(vm, response.fd)
         if own is not None:
             return (own,)
-    if noted is not None and len(noted.names) == 1 and type(request) not in _SEVERAL:
+    if noted is not None and len(noted.names) == 1 and type(request) not in SEVERAL:
         # The usual audited request on a name (a stat, an unlink, a mkdir): what the loop
         # below makes of its one noted name, in a fifth of the time.
         name = noted.names[0]

@@ -47,34 +47,26 @@ def _object(vm: VmContext, root: int, path: api.Target, follow: bool) -> Abstrac
 
 def _located(root: int, path: api.VmPath, follow: bool) -> int:
     """open_object, with the name of the path's last component itself noted for the
-    request's event (hvfs.manager.trail): that component is found without following it,
-    and followed only if it is a symlink, so that the name read back is its own. A
-    ``resolve.plain_name`` path to follow is first found following it with no symlink at all on
-    the way: where there is none (the usual stat), no fstat to look for one."""
-    if follow:
-        fd = _plain(root, path, 0)
-        if fd is not None:
-            return fd
-    fd = _plain(root, path, os.O_NOFOLLOW)
-    if fd is None:
+    request's event (hvfs.manager.trail). A ``resolve.plain_name`` path is first found as
+    asked with no symlink at all on the way (one openat2, as open_object's): where there
+    is none (the usual stat), its text is its name. Else its last component is found
+    without following it, and followed only if it is a symlink, so that the name read
+    back is its own."""
+    found = open_named(root, path, O_PATH if follow else O_PATH | os.O_NOFOLLOW)
+    if found is not None:
+        trail.named(path, found[1])
+        return found[0]
+    found = open_named(root, path, O_PATH | os.O_NOFOLLOW) if follow else None  # the symlink is the last one
+    if found is not None:
+        trail.named(path, found[1])
+        fd = found[0]
+    else:
         fd = open_object(root, path, follow=False)
         trail.located(path, fd)
     if follow and stat.S_ISLNK(os.fstat(fd).st_mode):
         os.close(fd)
         fd = open_object(root, path, follow=True)
     return fd
-
-
-def _plain(root: int, path: api.VmPath, nofollow: int) -> int | None:
-    """An O_PATH fd of the last component of a ``resolve.plain_name`` path (followed unless
-    ``nofollow`` is O_NOFOLLOW), found with no symlink on the way (``resolve.open_named``);
-    None where there is one. Such a path is its own name as the kernel resolved it,
-    noted without the readlink that costs an audited stat a fifth of it."""
-    found = open_named(root, path, O_PATH | nofollow)
-    if found is None:
-        return None
-    trail.named(path, found[1])
-    return found[0]
 
 
 @contextmanager
