@@ -58,6 +58,9 @@ if TYPE_CHECKING:  # tracee.py keeps a KnownCredentials per worker
 
 SEQUENCE_HALF = 1 << 63  # notification ids count up from a random u64 and wrap
 
+# A umask let continue: its notification's sequence, a pidfd of its thread or -1, its number.
+_Pending = tuple[int, int, int]
+
 
 class CredWatch:
     """One per driver (shared by its workers): whether what was read may still be used."""
@@ -66,8 +69,13 @@ class CredWatch:
         self.generation = 0
         self.changing = 0  # umask calls let continue and not yet known to have run
         self.trusted = trusted
-        self.settled_by = {"status": 0, "later call": 0, "gone": 0}  # how umask calls were known to have run
-        self._pending: dict[int, tuple[int, int]] = {}  # tid: (sequence of its umask notification, pidfd or -1)
+        # how umask calls were known to have run
+        self.settled_by = {"status": 0, "unchanged": 0, "later call": 0, "in another call": 0, "gone": 0}
+        self._begins = 0  # umask calls begun, ever
+        self._pending: dict[int, _Pending] = {}  # by tid
+        # Umask calls that set the value already in force, maybe not run yet: harmless while
+        # no other umask begins (it would set what is there); pending again if one does.
+        self._unchanging: dict[int, _Pending] = {}
         self._lock = threading.Lock()  # a bump is a read and a write: two workers may bump at once
         self._known: list[KnownCredentials] = []  # the workers' caches, for their counts
 
@@ -83,33 +91,58 @@ class CredWatch:
         with self._lock:
             self.generation += 1
 
-    def begin(self, tid: int = -1, sequence: int = 0) -> None:
-        """A umask of ``tid`` (notified as ``sequence``) is about to continue: nothing kept
+    def begin(self, tid: int = -1, sequence: int = 0, number: int = -1) -> int:
+        """A umask (call ``number``) of ``tid`` (notified as ``sequence``) is about to continue: nothing kept
         is used until it is ``settle``d. A thread makes one call at a time, so a second
         begin of the same thread is a later umask (an earlier one interrupted and restarted,
-        or already run): it replaces the first."""
+        or already run): it replaces the first. A token for ``alone``."""
         pidfd = -1
+        token = -1
         if tid >= 0:
             try:
                 pidfd = process.pidfd_open(tid, process.PIDFD_THREAD)
             except OSError:  # gone, or no PIDFD_THREAD: settled by a later call or its status
                 pidfd = -1
         with self._lock:
+            for other, entry in self._unchanging.items():  # may run after this one: undo it
+                if other in self._pending:
+                    if entry[1] >= 0:
+                        os.close(entry[1])
+                else:
+                    self._pending[other] = entry
+                    self.changing += 1
+            self._unchanging.clear()
             old = self._pending.pop(tid, None)
             if old is None:
                 self.changing += 1
             elif old[1] >= 0:
                 os.close(old[1])
-            self._pending[tid] = (sequence, pidfd)
+            self._begins += 1
+            if not self._pending:
+                token = self._begins
+            self._pending[tid] = (sequence, pidfd, number)
             self.generation += 1
+        return token
+
+    def alone(self, tid: int, token: int) -> bool:
+        """Whether the umask of ``tid`` begun with ``token`` is the only one let continue
+        since it began, none pending then: a change of the umask seen since can only be its."""
+        with self._lock:
+            return token >= 0 and token == self._begins and len(self._pending) == 1 and tid in self._pending
 
     def settle(self, tid: int = -1, how: str = "status") -> None:
-        """The umask of ``tid`` has run (or never will): kept credentials may be kept again."""
+        """The umask of ``tid`` has run (or never will): kept credentials may be kept again.
+        ``how`` "unchanged": it sets the value in force, run or not (``_unchanging``)."""
         with self._lock:
             entry = self._pending.pop(tid, None)
             if entry is None:
+                entry = self._unchanging.pop(tid, None)
+                if entry is not None and entry[1] >= 0:
+                    os.close(entry[1])
                 return
-            if entry[1] >= 0:
+            if how == "unchanged":
+                self._unchanging[tid] = entry
+            elif entry[1] >= 0:
                 os.close(entry[1])
             self.changing -= 1
             self.generation += 1
@@ -122,20 +155,24 @@ class CredWatch:
     def seen(self, tid: int, sequence: int) -> None:
         """``tid`` notified ``sequence``: if that is after its pending umask's notification,
         the umask returned before it (a thread makes one call at a time)."""
-        if not self._pending:  # the usual case, without a lock
+        if not self._pending and not self._unchanging:  # the usual case, without a lock
             return
-        entry = self._pending.get(tid)
+        entry = self._pending.get(tid) or self._unchanging.get(tid)
         if entry is not None and 0 < (sequence - entry[0]) % (1 << 64) < SEQUENCE_HALF:
             self.settle(tid, "later call")
 
     def reap(self) -> None:
-        """Settle the pending umasks whose threads are gone (their pidfds poll ready): a
-        thread that exits without another trapped call must not keep the cache off."""
-        if not self._pending:
+        """Settle the pending umasks whose threads are gone (their pidfds poll ready) or
+        inside another call: a thread that exits or waits (a shell's wait4 after its
+        ``umask 022``) without another trapped call must not keep the cache off."""
+        if not self._pending and not self._unchanging:
             return
-        for tid, (_, pidfd) in list(self._pending.items()):
-            if pidfd >= 0 and not _alive(pidfd):
-                self.settle(tid, "gone")
+        with self._lock:  # polled under it: another worker's settle closes these pidfds
+            entries = [*self._pending.items(), *self._unchanging.items()]
+            found = [(tid, _done(tid, pidfd, number)) for tid, (_, pidfd, number) in entries if pidfd >= 0]
+        for tid, how in found:
+            if how is not None:
+                self.settle(tid, how)
 
     def distrust(self) -> None:
         """Never keep credentials again in this driver."""
@@ -163,6 +200,7 @@ def before_change(
     *,
     checks_exec: bool,
     sequence: int = 0,
+    number: int = -1,
 ) -> bool:
     """The driver's part in ``name``, a call that may change its caller's credentials
     (``Handling.CREDS`` or ``EXEC``), before it runs: what workers kept is forgotten,
@@ -182,7 +220,7 @@ def before_change(
         if checks_exec:
             return False
     elif name == "umask":
-        _umask(watch, args[0] & 0o777, tracee, proceed, sequence)
+        _umask(watch, args[0] & 0o777, tracee, proceed, sequence, number)
         return True
     elif name != "prctl" or args[0] & U32_MASK not in PRCTL_KEEPS_CREDENTIALS:
         watch.changed()
@@ -190,29 +228,59 @@ def before_change(
     return True
 
 
-def _umask(watch: CredWatch, wanted: int, tracee: Tracee, proceed: Callable[[], None], sequence: int) -> None:
+def _umask(
+    watch: CredWatch, wanted: int, tracee: Tracee, proceed: Callable[[], None], sequence: int, number: int
+) -> None:
     """The umask is shared with sibling threads, whose requests may be read while it
-    changes: none is kept or reused until it is known to have run. One look at the
-    caller's status right after it continues; otherwise its next notification (``seen``)
-    or its exit (``reap``) settles it, and no worker waits."""
+    changes: none is kept or reused until it is known to have run. Its status, read before
+    and right after it continues, proves it ran when the value changed to the one asked and
+    no other umask was let continue meanwhile (``alone``); otherwise its thread's next
+    notification (``seen``) or its exit (``reap``) settles it. No worker waits for it."""
     tid = tracee.pid
-    watch.begin(tid, sequence)
+    token = watch.begin(tid, sequence, number)
     try:
-        proceed()
         try:
-            text = tracee.status()
+            before: int | None = _status_value(tracee.status(), b"\nUmask:", 8)
+        except (TargetGone, ValueError):  # gone (then continued in vain), or no Umask line (before 4.7)
+            before = None
+        proceed()
+        if before == wanted:
+            watch.settle(tid, "unchanged")
+            return
+        if before is None:
+            return  # a status cannot tell this call done: a later call or its exit will
+        try:
+            now = _status_value(tracee.status(), b"\nUmask:", 8)
         except TargetGone:
             watch.settle(tid, "gone")  # gone: its umask changes no more
             return
-        try:
-            if _status_value(text, b"\nUmask:", 8) == wanted:
-                watch.settle(tid, "status")
-        except ValueError:  # no Umask line (before 4.7): a later call or its exit settles it
-            pass
+        if now == wanted and watch.alone(tid, token):
+            watch.settle(tid, "status")
     except BaseException:
         watch.settle(tid, "gone")
         watch.distrust()
         raise
+
+
+def _done(tid: int, pidfd: int, number: int) -> str | None:
+    """How the umask (call ``number``) of the thread of ``pidfd`` is known to have run, or
+    None. Inside another call (``/proc/TID/syscall``: its number, or -1 out of any), it
+    has returned: a thread makes one call at a time. A liveness poll after the read proves
+    it was of that very thread (alive, it holds its number)."""
+    if not _alive(pidfd):
+        return "gone"
+    if number < 0:
+        return None
+    try:
+        fd = os.open(f"/proc/{tid}/syscall", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            text = os.read(fd, 256)
+        finally:
+            os.close(fd)
+        current = int(text.split(maxsplit=1)[0])  # ValueError: "running", it may be in this one
+    except (OSError, ValueError, IndexError):
+        return None
+    return "in another call" if current != number and _alive(pidfd) else None
 
 
 def _status_value(text: bytes, key: bytes, base: int = 10) -> int:
@@ -260,7 +328,7 @@ class KnownCredentials:
             self.drop(tid)
         watch = self._watch
         if watch.changing:
-            watch.reap()
+            watch.reap()  # a pending umask of a thread gone: settled
         generation = watch.generation
         self.reads += 1
         if not (self.threads and watch.usable(generation)):

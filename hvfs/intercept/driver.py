@@ -414,8 +414,9 @@ class SeccompDriver:
             self._respond(notif.id, flags=notify.SECCOMP_USER_NOTIF_FLAG_CONTINUE)
 
         name = self._credential_calls[notif.nr]
+        checks_exec, sequence, number = self._checks_exec, notif.id, notif.nr
         return before_change(
-            self._creds, name, notif.args, tracee, proceed, checks_exec=self._checks_exec, sequence=notif.id
+            self._creds, name, notif.args, tracee, proceed, checks_exec=checks_exec, sequence=sequence, number=number
         )
 
     def _apply(self, tracee: Tracee, response: api.Response, output: Output | None) -> None:

@@ -138,3 +138,19 @@ def test_a_umask_of_a_thread_gone_is_settled(thread: subprocess.Popen[bytes]) ->
     assert watch.changing == 0 and watch.settled_by["gone"] == 1
     assert watch.counts()["reads"] >= 2
     known.close()
+
+
+def test_a_umask_to_the_value_in_force_is_pending_again_once_another_begins(thread: subprocess.Popen[bytes]) -> None:
+    """Set to what is there, it may run late, after another thread's umask: harmless until
+    another begins, then waited for as any other."""
+    watch = CredWatch()
+    token = watch.begin(thread.pid, 10)
+    assert watch.alone(thread.pid, token)
+    watch.settle(thread.pid, "unchanged")
+    assert watch.changing == 0 and watch.usable(watch.generation)
+    other = watch.begin(thread.pid + 1, 11)
+    assert watch.changing == 2 and not watch.alone(thread.pid + 1, other)
+    watch.settle(thread.pid + 1, "status")
+    assert watch.changing == 1  # the first, maybe not run yet
+    watch.seen(thread.pid, 12)
+    assert watch.changing == 0 and watch.usable(watch.generation)
