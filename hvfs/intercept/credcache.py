@@ -35,6 +35,14 @@ which sibling threads (and CLONE_FS children) share. So:
   for that VM for good (``distrust``); so does a driver that resumes a VM another
   manager served, whose filter may not trap what this one relies on.
 
+The ptrace driver keeps credentials too, with the same ``KnownCredentials`` and watch: its
+one tracer thread takes the VM's stops in turn, so a bump at a credential call's stop comes
+before any later stop is read. Its filter stops the ``Handling.CREDS`` calls; a umask is
+run to its exit right there (``Stopped.run_call``) and bumped again, so it is never
+pending; every ``PTRACE_EVENT_EXEC`` (capabilities recomputed; a thread that is not the
+leader taking the leader's pid) bumps before the exec'd thread runs again, so an exec
+distrusts nothing there.
+
 Anything unsure falls back to reading /proc.
 """
 
