@@ -65,7 +65,10 @@ t.join()
 """
 
 
-@pytest.mark.parametrize(("runner", "driver"), [("hvfs", "seccomp"), ("hvfs_python", "seccomp"), ("hvfs", "ptrace")])
+@pytest.mark.parametrize(
+    ("runner", "driver"),
+    [("hvfs", "seccomp"), ("hvfs_python", "seccomp"), ("hvfs", "ptrace"), ("hvfs_python", "ptrace")],
+)
 def test_a_umask_changed_by_one_thread_holds_for_its_siblings(
     request: pytest.FixtureRequest, runner: str, driver: str, shared_tmp: Path
 ) -> None:
