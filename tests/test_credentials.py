@@ -30,9 +30,10 @@ echo "umask: $(as 1000 1000 1000 'umask 077 && mkdir /tmp/u && touch /tmp/u/f &&
 """
 
 
-def test_permission_checks_are_the_callers(hvfs: Hvfs, tmp_path: Path) -> None:
+@pytest.mark.parametrize("driver", ["seccomp", "ptrace"])  # both keep credentials per thread
+def test_permission_checks_are_the_callers(hvfs: Hvfs, tmp_path: Path, driver: str) -> None:
     os.chmod(tmp_path, 0o755)  # pytest makes it 0700, which no other user may search
-    out = hvfs.ok("run", "-v", f"{tmp_path}:/data", "--", "sh", "-c", PERMISSIONS)
+    out = hvfs.ok("run", "--driver", driver, "-v", f"{tmp_path}:/data", "--", "sh", "-c", PERMISSIONS)
     results = dict(line.split(": ", 1) for line in out.splitlines())
     assert results == {
         "write root file": "Permission denied",

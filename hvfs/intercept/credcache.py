@@ -20,13 +20,28 @@ which sibling threads (and CLONE_FS children) share. So:
   it is let continue; an entry read under an older generation is never used. The change
   happens after the bump, but only the calling thread's own entry could be stale, and
   that thread is inside the changing call: none of its requests can be read meanwhile.
-* umask changes what its siblings see: the bump comes before, and, until the new umask is
-  seen in the caller's status (``settled``), nothing is kept or used (``changing``).
+* umask changes what its siblings see: the bump comes before, and, until the call is known
+  to have run, nothing is kept or used (``changing``). It is known to have run when the
+  caller's status shows the new value (one read, right after the call is let continue), or
+  when the same thread notifies again (``seen``: a thread makes one call at a time, and a
+  notification made after the umask's, by its id, comes after that call returned), or when
+  the thread is gone (its pidfd polls ready). No worker waits for it: meanwhile requests
+  read /proc, as without a cache, and a umask slow to show (a loaded machine; or another
+  thread that set another umask at once, as tar's umask(0) then umask(old)) turns nothing
+  off for good.
 * An exec from a thread that is not its process's leader takes over the leader's
   ``struct pid`` (the kernel's de_thread): a pidfd of the leader then names another
   thread, with the credentials of the exec. The driver then stops keeping credentials
   for that VM for good (``distrust``); so does a driver that resumes a VM another
   manager served, whose filter may not trap what this one relies on.
+
+The ptrace driver keeps credentials too, with the same ``KnownCredentials`` and watch: its
+one tracer thread takes the VM's stops in turn, so a bump at a credential call's stop comes
+before any later stop is read. Its filter stops the ``Handling.CREDS`` calls; a umask is
+run to its exit right there (``Stopped.run_call``) and bumped again, so it is never
+pending; every ``PTRACE_EVENT_EXEC`` (capabilities recomputed; a thread that is not the
+leader taking the leader's pid) bumps before the exec'd thread runs again, so an exec
+distrusts nothing there.
 
 Anything unsure falls back to reading /proc.
 """
@@ -37,7 +52,6 @@ import errno
 import os
 import select
 import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -50,7 +64,10 @@ from hvfs.intercept.decoders.tracee import TargetGone
 if TYPE_CHECKING:  # tracee.py keeps a KnownCredentials per worker
     from hvfs.intercept.tracee import Tracee
 
-UMASK_SETTLES = 0.02  # seconds a continued umask may take to show before kept credentials are given up
+SEQUENCE_HALF = 1 << 63  # notification ids count up from a random u64 and wrap
+
+# A umask let continue: its notification's sequence, a pidfd of its thread or -1, its number.
+_Pending = tuple[int, int, int]
 
 
 class CredWatch:
@@ -58,9 +75,21 @@ class CredWatch:
 
     def __init__(self, trusted: bool = True) -> None:
         self.generation = 0
-        self.changing = 0  # umask calls let continue and not yet seen done
+        self.changing = 0  # umask calls let continue and not yet known to have run
         self.trusted = trusted
+        # how umask calls were known to have run
+        self.settled_by = {"status": 0, "unchanged": 0, "later call": 0, "in another call": 0, "gone": 0}
+        self._begins = 0  # umask calls begun, ever
+        self._pending: dict[int, _Pending] = {}  # by tid
+        # Umask calls that set the value already in force, maybe not run yet: harmless while
+        # no other umask begins (it would set what is there); pending again if one does.
+        self._unchanging: dict[int, _Pending] = {}
         self._lock = threading.Lock()  # a bump is a read and a write: two workers may bump at once
+        self._known: list[KnownCredentials] = []  # the workers' caches, for their counts
+
+    def register(self, known: KnownCredentials) -> None:
+        """A worker's cache, counted in ``counts``."""
+        self._known.append(known)
 
     def usable(self, generation: int) -> bool:
         return self.trusted and not self.changing and generation == self.generation
@@ -70,22 +99,104 @@ class CredWatch:
         with self._lock:
             self.generation += 1
 
-    def begin(self) -> None:
-        """A umask is about to continue: nothing kept is used until ``end``."""
+    def begin(self, tid: int = -1, sequence: int = 0, number: int = -1) -> int:
+        """A umask (call ``number``) of ``tid`` (notified as ``sequence``) is about to continue: nothing kept
+        is used until it is ``settle``d. A thread makes one call at a time, so a second
+        begin of the same thread is a later umask (an earlier one interrupted and restarted,
+        or already run): it replaces the first. A token for ``alone``."""
+        pidfd = -1
+        token = -1
+        if tid >= 0:
+            try:
+                pidfd = process.pidfd_open(tid, process.PIDFD_THREAD)
+            except OSError:  # gone, or no PIDFD_THREAD: settled by a later call or its status
+                pidfd = -1
         with self._lock:
-            self.changing += 1
+            for other, entry in self._unchanging.items():  # may run after this one: undo it
+                if other in self._pending:
+                    if entry[1] >= 0:
+                        os.close(entry[1])
+                else:
+                    self._pending[other] = entry
+                    self.changing += 1
+            self._unchanging.clear()
+            old = self._pending.pop(tid, None)
+            if old is None:
+                self.changing += 1
+            elif old[1] >= 0:
+                os.close(old[1])
+            self._begins += 1
+            if not self._pending:
+                token = self._begins
+            self._pending[tid] = (sequence, pidfd, number)
             self.generation += 1
+        return token
 
-    def end(self) -> None:
+    def alone(self, tid: int, token: int) -> bool:
+        """Whether the umask of ``tid`` begun with ``token`` is the only one let continue
+        since it began, none pending then: a change of the umask seen since can only be its."""
         with self._lock:
+            return token >= 0 and token == self._begins and len(self._pending) == 1 and tid in self._pending
+
+    def settle(self, tid: int = -1, how: str = "status") -> None:
+        """The umask of ``tid`` has run (or never will): kept credentials may be kept again.
+        ``how`` "unchanged": it sets the value in force, run or not (``_unchanging``)."""
+        with self._lock:
+            entry = self._pending.pop(tid, None)
+            if entry is None:
+                entry = self._unchanging.pop(tid, None)
+                if entry is not None and entry[1] >= 0:
+                    os.close(entry[1])
+                return
+            if how == "unchanged":
+                self._unchanging[tid] = entry
+            elif entry[1] >= 0:
+                os.close(entry[1])
             self.changing -= 1
             self.generation += 1
+            self.settled_by[how] += 1
+
+    def end(self) -> None:
+        """``settle`` of a umask begun without a thread (tests, callers that wait)."""
+        self.settle()
+
+    def seen(self, tid: int, sequence: int) -> None:
+        """``tid`` notified ``sequence``: if that is after its pending umask's notification,
+        the umask returned before it (a thread makes one call at a time)."""
+        if not self._pending and not self._unchanging:  # the usual case, without a lock
+            return
+        entry = self._pending.get(tid) or self._unchanging.get(tid)
+        if entry is not None and 0 < (sequence - entry[0]) % (1 << 64) < SEQUENCE_HALF:
+            self.settle(tid, "later call")
+
+    def reap(self) -> None:
+        """Settle the pending umasks whose threads are gone (their pidfds poll ready) or
+        inside another call: a thread that exits or waits (a shell's wait4 after its
+        ``umask 022``) without another trapped call must not keep the cache off."""
+        if not self._pending and not self._unchanging:
+            return
+        with self._lock:  # polled under it: another worker's settle closes these pidfds
+            entries = [*self._pending.items(), *self._unchanging.items()]
+            found = [(tid, _done(tid, pidfd, number)) for tid, (_, pidfd, number) in entries if pidfd >= 0]
+        for tid, how in found:
+            if how is not None:
+                self.settle(tid, how)
 
     def distrust(self) -> None:
         """Never keep credentials again in this driver."""
         with self._lock:
             self.trusted = False
             self.generation += 1
+
+    def counts(self) -> dict[str, int]:
+        """For --stats: credential reads (of /proc) and uses of kept ones, by all workers."""
+        return {
+            "reads": sum(k.reads for k in self._known),
+            "kept_used": sum(k.hits for k in self._known),
+            "trusted": int(self.trusted),
+            "umask_pending": self.changing,
+            **{f"umask_settled_by_{how.replace(' ', '_')}": n for how, n in self.settled_by.items()},
+        }
 
 
 def before_change(
@@ -96,6 +207,8 @@ def before_change(
     proceed: Callable[[], None],
     *,
     checks_exec: bool,
+    sequence: int = 0,
+    number: int = -1,
 ) -> bool:
     """The driver's part in ``name``, a call that may change its caller's credentials
     (``Handling.CREDS`` or ``EXEC``), before it runs: what workers kept is forgotten,
@@ -115,7 +228,7 @@ def before_change(
         if checks_exec:
             return False
     elif name == "umask":
-        _umask(watch, args[0] & 0o777, tracee, proceed)
+        _umask(watch, args[0] & 0o777, tracee, proceed, sequence, number)
         return True
     elif name != "prctl" or args[0] & U32_MASK not in PRCTL_KEEPS_CREDENTIALS:
         watch.changed()
@@ -123,33 +236,59 @@ def before_change(
     return True
 
 
-def _umask(watch: CredWatch, wanted: int, tracee: Tracee, proceed: Callable[[], None]) -> None:
+def _umask(
+    watch: CredWatch, wanted: int, tracee: Tracee, proceed: Callable[[], None], sequence: int, number: int
+) -> None:
     """The umask is shared with sibling threads, whose requests may be read while it
-    changes: none is kept or reused until the new umask shows in the caller's status."""
-    watch.begin()
+    changes: none is kept or reused until it is known to have run. Its status, read before
+    and right after it continues, proves it ran when the value changed to the one asked and
+    no other umask was let continue meanwhile (``alone``); otherwise its thread's next
+    notification (``seen``) or its exit (``reap``) settles it. No worker waits for it."""
+    tid = tracee.pid
+    token = watch.begin(tid, sequence, number)
     try:
+        try:
+            before: int | None = _status_value(tracee.status(), b"\nUmask:", 8)
+        except (TargetGone, ValueError):  # gone (then continued in vain), or no Umask line (before 4.7)
+            before = None
         proceed()
-        deadline = time.monotonic() + UMASK_SETTLES
-        while True:
-            try:
-                text = tracee.status()
-            except TargetGone:
-                return  # gone: its umask changes no more
-            try:
-                settled = _status_value(text, b"\nUmask:", 8) == wanted
-            except ValueError:  # no Umask line (before 4.7): it cannot be seen
-                settled = False
-            if settled:
-                return
-            if time.monotonic() > deadline:  # stopped, or another thread set another umask
-                watch.distrust()
-                return
-            time.sleep(0)
+        if before == wanted:
+            watch.settle(tid, "unchanged")
+            return
+        if before is None:
+            return  # a status cannot tell this call done: a later call or its exit will
+        try:
+            now = _status_value(tracee.status(), b"\nUmask:", 8)
+        except TargetGone:
+            watch.settle(tid, "gone")  # gone: its umask changes no more
+            return
+        if now == wanted and watch.alone(tid, token):
+            watch.settle(tid, "status")
     except BaseException:
+        watch.settle(tid, "gone")
         watch.distrust()
         raise
-    finally:
-        watch.end()
+
+
+def _done(tid: int, pidfd: int, number: int) -> str | None:
+    """How the umask (call ``number``) of the thread of ``pidfd`` is known to have run, or
+    None. Inside another call (``/proc/TID/syscall``: its number, or -1 out of any), it
+    has returned: a thread makes one call at a time. A liveness poll after the read proves
+    it was of that very thread (alive, it holds its number)."""
+    if not _alive(pidfd):
+        return "gone"
+    if number < 0:
+        return None
+    try:
+        fd = os.open(f"/proc/{tid}/syscall", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            text = os.read(fd, 256)
+        finally:
+            os.close(fd)
+        current = int(text.split(maxsplit=1)[0])  # ValueError: "running", it may be in this one
+    except (OSError, ValueError, IndexError):
+        return None
+    return "in another call" if current != number and _alive(pidfd) else None
 
 
 def _status_value(text: bytes, key: bytes, base: int = 10) -> int:
@@ -179,6 +318,9 @@ class KnownCredentials:
         self._watch = watch
         self._entries: dict[int, tuple[int, int, Credentials]] = {}  # tid: (pidfd, generation, credentials)
         self.threads = True  # whether PIDFD_THREAD works here (6.9+)
+        self.reads = 0  # credentials read from /proc, for --stats
+        self.hits = 0  # kept credentials used
+        watch.register(self)
 
     def get(self, tid: int, read: Callable[[], Credentials], confirm: Callable[[], None]) -> Credentials:
         """The credentials of ``tid``: kept ones if they may still be used, else ``read()``,
@@ -189,10 +331,14 @@ class KnownCredentials:
         if entry is not None:
             pidfd, generation, credentials = entry
             if self._watch.usable(generation) and _alive(pidfd):
+                self.hits += 1
                 return credentials
             self.drop(tid)
         watch = self._watch
+        if watch.changing:
+            watch.reap()  # a pending umask of a thread gone: settled
         generation = watch.generation
+        self.reads += 1
         if not (self.threads and watch.usable(generation)):
             return read()
         try:  # before the read: the pidfd must name the thread the read is of, or a dead one

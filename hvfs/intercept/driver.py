@@ -183,6 +183,7 @@ class SeccompDriver:
 
     def statistics(self) -> dict[str, Any]:
         document: dict[str, Any] = {"sync_wake_up": self.sync_wake_up, "hot_path": native.status()}
+        document["credentials"] = self._creds.counts()
         if native.hotpath is not None:
             document["compiled"] = self._loop.counted()
         return document
@@ -359,6 +360,7 @@ class SeccompDriver:
     ) -> None:
         tracee = Tracee(self._listener, notif.id, notif.pid, inspector)
         request: api.Request | None = None
+        self._creds.seen(notif.pid, notif.id)  # a umask of this thread's, before, has returned
         try:
             if notif.nr in self._credential_calls and self._credentials_change(notif, tracee):
                 return
@@ -401,7 +403,10 @@ class SeccompDriver:
             self._respond(notif.id, flags=notify.SECCOMP_USER_NOTIF_FLAG_CONTINUE)
 
         name = self._credential_calls[notif.nr]
-        return before_change(self._creds, name, notif.args, tracee, proceed, checks_exec=self._checks_exec)
+        checks_exec, sequence, number = self._checks_exec, notif.id, notif.nr
+        return before_change(
+            self._creds, name, notif.args, tracee, proceed, checks_exec=checks_exec, sequence=sequence, number=number
+        )
 
     def _apply(self, tracee: Tracee, response: api.Response, output: Output | None) -> None:
         notif_id = tracee.notif_id

@@ -123,10 +123,10 @@ def _compile(config: FilterConfig, arch: Arch, trace: bool = False) -> bytes:
         if trace and name == "seccomp":
             _no_listener(program, nr)
             continue
-        if trace and handling in (Handling.CREDS, Handling.EXEC):
-            # The ptrace driver keeps no credentials between stops (it reads them at each),
-            # so it need not hear of their changes; an exec stops it only where it is checked.
-            handling = Handling.READ if handling is Handling.EXEC else Handling.ALLOW
+        if trace and handling is Handling.EXEC:
+            # The ptrace driver hears of every exec at its PTRACE_EVENT_EXEC (where it forgets
+            # the credentials it kept): the call stops it only where it is checked.
+            handling = Handling.READ
         if handling is Handling.ALLOW:
             program.add_rule(allow, nr)
         elif handling in (

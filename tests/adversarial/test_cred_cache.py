@@ -65,16 +65,21 @@ t.join()
 """
 
 
-@pytest.mark.parametrize("runner", ["hvfs", "hvfs_python"])
+@pytest.mark.parametrize(
+    ("runner", "driver"),
+    [("hvfs", "seccomp"), ("hvfs_python", "seccomp"), ("hvfs", "ptrace"), ("hvfs_python", "ptrace")],
+)
 def test_a_umask_changed_by_one_thread_holds_for_its_siblings(
-    request: pytest.FixtureRequest, runner: str, shared_tmp: Path
+    request: pytest.FixtureRequest, runner: str, driver: str, shared_tmp: Path
 ) -> None:
     """The umask is shared by a process's threads: after one thread's umask returns, the
     files its sibling creates get it, never the one kept with the sibling's credentials."""
     hvfs: Hvfs = request.getfixturevalue(runner)
     volume = shared_tmp / "vol"
     volume.mkdir()
-    result = hvfs.run("run", "-v", f"{volume}:/vol", "--", "python3", "-c", UMASK_PROGRAM, timeout=120)
+    result = hvfs.run(
+        "run", "--driver", driver, "-v", f"{volume}:/vol", "--", "python3", "-c", UMASK_PROGRAM, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert (volume / "before").stat().st_mode & 0o777 == 0o644
     assert (volume / "sibling").stat().st_mode & 0o777 == 0o644

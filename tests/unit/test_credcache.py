@@ -108,3 +108,49 @@ def test_a_read_not_confirmed_is_not_kept(thread: subprocess.Popen[bytes]) -> No
         known.get(thread.pid, Reader(ROOT), gone)
     assert len(known) == 0
     known.close()
+
+
+@pytest.mark.parametrize("sequence", [7, (1 << 64) - 1])  # ids count up from a random u64 and wrap
+def test_a_umask_is_settled_by_a_later_call_of_its_thread(thread: subprocess.Popen[bytes], sequence: int) -> None:
+    watch = CredWatch()
+    known = kept(watch, thread.pid)
+    watch.begin(thread.pid, sequence)
+    again = Reader(NOBODY)
+    assert known.get(thread.pid, again, valid) == NOBODY and again.reads == 1  # pending: read, not kept
+    watch.seen(thread.pid, sequence)  # the umask's own notification: not later
+    watch.seen(thread.pid + 1, (sequence + 1) % (1 << 64))  # another thread's
+    assert watch.changing == 1
+    watch.seen(thread.pid, (sequence + 1) % (1 << 64))
+    assert watch.changing == 0 and watch.settled_by["later call"] == 1
+    assert known.get(thread.pid, again, valid) == NOBODY and known.get(thread.pid, again, valid) == NOBODY
+    assert again.reads == 2  # kept again once settled
+    known.close()
+
+
+def test_a_umask_of_a_thread_gone_is_settled(thread: subprocess.Popen[bytes]) -> None:
+    watch = CredWatch()
+    known = kept(watch, thread.pid)
+    watch.begin(thread.pid, 1)
+    thread.kill()
+    thread.wait()
+    again = Reader(NOBODY)
+    known.get(12345678, again, valid)  # any read while pending looks for pending threads gone
+    assert watch.changing == 0 and watch.settled_by["gone"] == 1
+    assert watch.counts()["reads"] >= 2
+    known.close()
+
+
+def test_a_umask_to_the_value_in_force_is_pending_again_once_another_begins(thread: subprocess.Popen[bytes]) -> None:
+    """Set to what is there, it may run late, after another thread's umask: harmless until
+    another begins, then waited for as any other."""
+    watch = CredWatch()
+    token = watch.begin(thread.pid, 10)
+    assert watch.alone(thread.pid, token)
+    watch.settle(thread.pid, "unchanged")
+    assert watch.changing == 0 and watch.usable(watch.generation)
+    other = watch.begin(thread.pid + 1, 11)
+    assert watch.changing == 2 and not watch.alone(thread.pid + 1, other)
+    watch.settle(thread.pid + 1, "status")
+    assert watch.changing == 1  # the first, maybe not run yet
+    watch.seen(thread.pid, 12)
+    assert watch.changing == 0 and watch.usable(watch.generation)

@@ -24,7 +24,10 @@ Design (docs/ptrace.md says more, with what it costs):
   stopped; the registers give the number and arguments, the decoders of the table build
   the same HVFS API request as under seccomp (``StoppedTracee`` is the seccomp tracee with
   nothing to prove afterwards: a traced thread's number cannot be reused before its tracer
-  waited for it), and the same manager answers.
+  waited for it), and the same manager answers. The caller's credentials are kept per
+  thread as under seccomp (``credcache``): the credential calls stop (what was kept is
+  forgotten before they run; a umask is run to its exit at once), and every exec event
+  forgets too.
 * **Applying the answer** (``stopped.py``): CONTINUE resumes the call as it is (the kernel
   checks the filter again and lets it through); an errno or a value skips it (number -1)
   and sets its result; bytes are written into the caller's memory first; a served open

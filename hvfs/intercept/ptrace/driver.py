@@ -16,12 +16,13 @@ from typing import Any
 from hvfs import api
 from hvfs._native import tracer as native_tracer
 from hvfs._sys import process, tracing
-from hvfs._sys.abi import CLONE_FILES, CLONE_THREAD, MSG_LEN
+from hvfs._sys.abi import CLONE_FILES, CLONE_THREAD, MSG_LEN, PRCTL_KEEPS_CREDENTIALS, U32_MASK
 from hvfs.api import Transport
 from hvfs.intercept.arch import Arch
+from hvfs.intercept.credcache import CredWatch
 from hvfs.intercept.decoders.context import Context, Output, Passthrough
 from hvfs.intercept.decoders.tracee import CallError, TargetGone
-from hvfs.intercept.driver import _Unbound, decoders_for
+from hvfs.intercept.driver import _Unbound, credential_calls, decoders_for
 from hvfs.intercept.exec_tracer import OPTIONS, ExecTracer
 from hvfs.intercept.ptrace.execs import ExecChecks
 from hvfs.intercept.ptrace.kept import KeptSockets
@@ -67,7 +68,11 @@ class _Tracer(ExecTracer):
             self.bound.set()
         self._decoders = decoders_for(arch)
         self._arch = arch
-        self._inspector = Inspector()
+        # Credentials kept per thread (credcache.py), forgotten at each call that may change
+        # them (the filter stops those) and at each exec event.
+        self._creds = CredWatch()
+        self._credential_calls = credential_calls(arch)
+        self._inspector = Inspector(self._creds)
         self._execs = ExecChecks()
         self._sockets = KeptSockets(init_pid)
         self.served = {"calls": 0, "continued": 0, "answered": 0, "installed": 0, "passed": 0}
@@ -160,6 +165,8 @@ class _Tracer(ExecTracer):
         """While a scanner is on, the manager judges the very files loaded (the exec
         tracer's way, which covers any swap of the path); else what was loaded must be
         what the manager checked (``execs``)."""
+        self._creds.changed()  # the exec'd thread's credentials are recomputed; and a
+        # thread that is not its leader took the leader's number and pid
         with contextlib.suppress(OSError):
             self._sockets.executed(pid, tracing.event_message(pid))
         if self.judging:
@@ -222,6 +229,11 @@ class _Tracer(ExecTracer):
 
     def _serve(self, stopped: Stopped, tracee: StoppedTracee) -> None:
         self.served["calls"] += 1
+        name = self._credential_calls.get(stopped.nr)
+        if name is not None and name not in ("execve", "execveat"):  # execs: at their event
+            self._credentials_change(stopped, name)
+            self.served["continued"] += 1
+            return
         decode = self._decoders.get(stopped.nr)
         if decode is None:
             stopped.answer(-errno.ENOSYS)
@@ -238,6 +250,24 @@ class _Tracer(ExecTracer):
         if isinstance(request, api.Exec) and isinstance(response, api.Continue):
             self._execs.note(stopped.pid, request)
         self._apply(stopped, tracee, response, output)
+
+    def _credentials_change(self, stopped: Stopped, name: str) -> None:
+        """A call that may change its caller's credentials, let run. This thread serves
+        every stop of the VM in turn, so a bump here comes before any later stop is read.
+        A thread's ids and capabilities are its own: the bump before is enough (it is
+        inside the call meanwhile). The umask is its ``fs_struct``'s, shared with siblings
+        whose stops come meanwhile: the call is run to its exit here, then bumped again,
+        so that no stop is read while it may be changing."""
+        if name == "prctl" and stopped.args[0] & U32_MASK in PRCTL_KEEPS_CREDENTIALS:
+            return
+        self._creds.changed()
+        if name == "umask":
+            stopped.run_call()
+            self._creds.changed()
+
+    def credentials(self) -> dict[str, int]:
+        """For --stats: credential reads and uses of kept ones (``CredWatch.counts``)."""
+        return self._creds.counts()
 
     def _apply(self, stopped: Stopped, tracee: StoppedTracee, response: api.Response, output: Output | None) -> None:
         match response:
@@ -355,7 +385,8 @@ class PtraceDriver:
         stats = self._tracer.statistics()
         served = {**self._tracer.served, "planted": self._tracer.planted}
         loop = "native" if native_tracer is not None else "python"
-        return {"driver": "ptrace", "loop": loop, "stops": stats.stops, "tracees": stats.tracees, **served}
+        document = {"driver": "ptrace", "loop": loop, "stops": stats.stops, "tracees": stats.tracees, **served}
+        return {**document, "credentials": self._tracer.credentials()}
 
     def exec_tracer(self) -> ExecTracer | None:
         """What judges the VM's execs, when a scanner is on (the tracer itself): for the

@@ -108,6 +108,11 @@ class Stopped:
             tracing.set_registers(self.pid, regs)
         tracing.resume(self.pid, signum)
 
+    def run_call(self) -> None:
+        """Let the call run now, to its exit (the thread stays stopped there until
+        ``release``): what it changes is done when this returns. TargetGone if it dies."""
+        self._run_to_exit()
+
     def install(self, fd: int, cloexec: bool, duplicate: Callable[[int], int], sockets: KeptSockets) -> None:
         """Install the manager's ``fd`` (taken) in the thread, and answer the call with its
         number there (see the module's docstring); a failure answers as the kernel would
