@@ -94,8 +94,7 @@ from hvfs.api import Transport
 from hvfs.api.transport import TransportError
 from hvfs.intercept import compiled, inflight, orphans
 from hvfs.intercept.arch import Arch
-from hvfs.intercept.compiled import credential_calls
-from hvfs.intercept.compiled import decoders_for as decoders_for  # the ptrace driver's, from here
+from hvfs.intercept.compiled import credential_calls, decoders_for
 from hvfs.intercept.credcache import CredWatch, before_change
 from hvfs.intercept.decoders.context import Context, Output, Passthrough
 from hvfs.intercept.decoders.tracee import CallError, TargetGone

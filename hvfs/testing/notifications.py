@@ -6,8 +6,8 @@ import functools
 from dataclasses import dataclass
 
 from hvfs.intercept.arch import Arch, native
+from hvfs.intercept.compiled import decoders_for
 from hvfs.intercept.decoders.context import Context, Decoded
-from hvfs.intercept.driver import decoders_for
 from hvfs.intercept.filter import syscall_numbers
 from hvfs.intercept.tracee import Tracee
 

@@ -19,10 +19,11 @@ from hvfs._sys import process, tracing
 from hvfs._sys.abi import CLONE_FILES, CLONE_THREAD, MSG_LEN, PRCTL_KEEPS_CREDENTIALS, U32_MASK
 from hvfs.api import Transport
 from hvfs.intercept.arch import Arch
+from hvfs.intercept.compiled import credential_calls, decoders_for
 from hvfs.intercept.credcache import CredWatch
 from hvfs.intercept.decoders.context import Context, Output, Passthrough
 from hvfs.intercept.decoders.tracee import CallError, TargetGone
-from hvfs.intercept.driver import _Unbound, credential_calls, decoders_for
+from hvfs.intercept.driver import _Unbound
 from hvfs.intercept.exec_tracer import OPTIONS, ExecTracer
 from hvfs.intercept.ptrace.execs import ExecChecks
 from hvfs.intercept.ptrace.kept import KeptSockets
