@@ -190,7 +190,7 @@ def _open_kernel_path(vm: VmContext, request: api.Open, flags: int, mode: int, w
 
 
 def _open_writable(vm: VmContext, request: api.Open, flags: int, mode: int) -> api.Response:
-    if flags & os.O_ACCMODE != os.O_RDONLY and not flags & TMPFILE_BIT:
+    if flags & os.O_ACCMODE != os.O_RDONLY and not flags & TMPFILE_BIT and not _under_dev(request.path):
         served = direct.open_writable(vm, request, flags, mode)
         if served is not None:
             return served
@@ -225,6 +225,14 @@ def _open_writable(vm: VmContext, request: api.Open, flags: int, mode: int) -> a
                 trail.served(existed=True)
             return _hand_out(vm, request, _open(vm.rw_root, request, flags, mode), flags)
         return _continued(vm, request, flags)  # devices, FIFOs, sockets: nothing in the tree changes
+
+
+def _under_dev(path: api.VmPath) -> bool:
+    """A path under /dev names a device node nearly always, which the one-call open only
+    fails to open on the nodev writable view (EACCES) before the general path lets the
+    kernel open it: a write to /dev/null would pay that failed open each time."""
+    name = path.name if path.name.startswith("/") else path.base
+    return name.startswith("/dev/") or name == "/dev"
 
 
 def _create(vm: VmContext, request: api.Open, flags: int, mode: int) -> api.Response:
