@@ -26,14 +26,6 @@ IN_OPEN = 0x20
 DRIVERS = ("seccomp", "ptrace")
 
 
-@pytest.fixture
-def data(vm: Vm, shared_tmp: Path) -> Path:
-    path = shared_tmp / "data"
-    path.mkdir()
-    vm.give(path)
-    return path
-
-
 def run(vm: Vm, driver: str, script: str, data: Path) -> tuple[int, str, str]:
     args = ["run", "--driver", driver, "-v", f"{data}:/data"] + (["--strict"] if vm.strict else [])
     result = vm.runner.run(*args, "--", "sh", "-euc", script, timeout=60)
