@@ -324,8 +324,9 @@ def all_runners(layout: Layout) -> list[Runner]:
         ),
     ]
     # The floor answers CONTINUE where HVFS continues (W8c) and ADDFD where it serves (W8,
-    # and W8r in strict mode).
-    for answer, workloads in (("continue", {"W8c"}), ("addfd", {"W8", "W8r"})):
+    # and W8r in strict mode); ORDERED as HVFS serves a write-open (W8): installed, its own
+    # copy closed, then answered (two wake-ups of the caller, where ADDFD's SEND makes one).
+    for answer, workloads in (("continue", {"W8c"}), ("addfd", {"W8", "W8r"}), ("ordered", {"W8"})):
         for sync in (False, True):
             for pin in (False, True):
                 label = f"floor {answer.upper()}" + (" +sync" if sync else "") + (" +pin" if pin else "")

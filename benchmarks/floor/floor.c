@@ -1,6 +1,6 @@
 /* The floor of a trapped open(): the least a seccomp user-notification supervisor can do.
  *
- * usage: floor continue|addfd sync|nosync pin|nopin PROGRAM [ARG...]
+ * usage: floor continue|addfd|ordered sync|nosync pin|nopin PROGRAM [ARG...]
  *
  * It forks a child that sets NO_NEW_PRIVS, installs a filter sending openat to this
  * process (SECCOMP_RET_USER_NOTIF, arch-checked), hands the listener back over a unix
@@ -10,7 +10,11 @@
  * child's memory, check the notification is still valid (NOTIF_ID_VALID), then either
  *   continue  let the kernel perform the call (SECCOMP_USER_NOTIF_FLAG_CONTINUE), or
  *   addfd     open the file itself and install it in the child with
- *             SECCOMP_IOCTL_NOTIF_ADDFD + SECCOMP_ADDFD_FLAG_SEND (answer in one step).
+ *             SECCOMP_IOCTL_NOTIF_ADDFD + SECCOMP_ADDFD_FLAG_SEND (answer in one step), or
+ *   ordered   as addfd, but install, close our copy, and only then answer (NOTIF_SEND):
+ *             what a supervisor must do with a writable file so that the child's close is
+ *             the file's last (with SEND our copy outlives the child's, and an exec of the
+ *             file right after writing it fails with ETXTBSY). HVFS serves a write-open so.
  * sync sets SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (kernel 6.6+), which lets the woken side
  * run on the waker's CPU; pin puts supervisor and child on the CPU the supervisor started
  * on. What HVFS adds on top of this (decoding in Python, the manager, its threads) is its
@@ -57,7 +61,7 @@
 #error "floor supports x86_64 and aarch64"
 #endif
 
-enum answer { CONTINUE, ADDFD };
+enum answer { CONTINUE, ADDFD, ORDERED };
 
 _Noreturn static void die(const char *what) {
     perror(what);
@@ -191,13 +195,18 @@ static void answer(int listener, const struct seccomp_notif *req, enum answer ho
     }
     struct seccomp_notif_addfd addfd = {
         .id = req->id,
-        .flags = SECCOMP_ADDFD_FLAG_SEND,
+        .flags = how == ADDFD ? SECCOMP_ADDFD_FLAG_SEND : 0,
         .srcfd = (__u32)fd,
         .newfd_flags = (__u32)(flags & O_CLOEXEC),
     };
     /* With SEND the ioctl installs the fd and answers the call with its number at once. */
-    if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ADDFD, &addfd) < 0 && errno != ENOENT) die("NOTIF_ADDFD");
+    int number = ioctl(listener, SECCOMP_IOCTL_NOTIF_ADDFD, &addfd);
+    if (number < 0 && errno != ENOENT) die("NOTIF_ADDFD");
     close(fd);
+    if (how == ORDERED && number >= 0) {
+        resp.val = number;
+        reply(listener, &resp);
+    }
 }
 
 static void serve(int listener, enum answer how) {
@@ -220,7 +229,7 @@ static void serve(int listener, enum answer how) {
 }
 
 _Noreturn static void usage(const char *self) {
-    fprintf(stderr, "usage: %s continue|addfd sync|nosync pin|nopin PROGRAM [ARG...]\n", self);
+    fprintf(stderr, "usage: %s continue|addfd|ordered sync|nosync pin|nopin PROGRAM [ARG...]\n", self);
     exit(2);
 }
 
@@ -231,6 +240,8 @@ int main(int argc, char **argv) {
         how = CONTINUE;
     else if (strcmp(argv[1], "addfd") == 0)
         how = ADDFD;
+    else if (strcmp(argv[1], "ordered") == 0)
+        how = ORDERED;
     else
         usage(argv[0]);
     int sync_wake_up = strcmp(argv[2], "sync") == 0;
