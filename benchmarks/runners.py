@@ -29,7 +29,8 @@ environment, so the others must not inherit more) and WORK writable at its own p
   DIR (another commit's), in the same session: before and after, interleaved. Each
   version then has a manager of its own (its own HVFS_STATE_DIR), or every switch of
   version would restart the one manager.
-- floor …: benchmarks/floor/floor.c, a minimal C supervisor, for W8 only.
+- floor …: benchmarks/floor/floor.c, a minimal C supervisor: W8 and W8c; its ORDERED
+  answer also on the workloads whose opens ``--strict`` serves.
 """
 
 from __future__ import annotations
@@ -324,9 +325,11 @@ def all_runners(layout: Layout) -> list[Runner]:
         ),
     ]
     # The floor answers CONTINUE where HVFS continues (W8c) and ADDFD where it serves (W8,
-    # and W8r in strict mode); ORDERED as HVFS serves a write-open (W8): installed, its own
-    # copy closed, then answered (two wake-ups of the caller, where ADDFD's SEND makes one).
-    for answer, workloads in (("continue", {"W8c"}), ("addfd", {"W8", "W8r"}), ("ordered", {"W8"})):
+    # and W8r in strict mode); ORDERED as HVFS serves an open: a writable file installed,
+    # its own copy closed, then answered (two wake-ups of the caller, where SEND makes one),
+    # also on the workloads whose opens --strict serves (the floor serves opens only).
+    served = {"W8", "W2", "W3", "W5", "W6"}
+    for answer, workloads in (("continue", {"W8c"}), ("addfd", {"W8", "W8r"}), ("ordered", served)):
         for sync in (False, True):
             for pin in (False, True):
                 label = f"floor {answer.upper()}" + (" +sync" if sync else "") + (" +pin" if pin else "")

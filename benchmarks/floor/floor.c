@@ -11,10 +11,11 @@
  *   continue  let the kernel perform the call (SECCOMP_USER_NOTIF_FLAG_CONTINUE), or
  *   addfd     open the file itself and install it in the child with
  *             SECCOMP_IOCTL_NOTIF_ADDFD + SECCOMP_ADDFD_FLAG_SEND (answer in one step), or
- *   ordered   as addfd, but install, close our copy, and only then answer (NOTIF_SEND):
- *             what a supervisor must do with a writable file so that the child's close is
- *             the file's last (with SEND our copy outlives the child's, and an exec of the
- *             file right after writing it fails with ETXTBSY). HVFS serves a write-open so.
+ *   ordered   as addfd for a read-only open; a writable file is installed, our copy
+ *             closed, and only then the call answered (NOTIF_SEND): what a supervisor must
+ *             do so that the child's close is the file's last (with SEND our copy outlives
+ *             the child's, and an exec of the file right after writing it fails with
+ *             ETXTBSY). HVFS serves opens so (hvfs/intercept/driver.py).
  * sync sets SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (kernel 6.6+), which lets the woken side
  * run on the waker's CPU; pin puts supervisor and child on the CPU the supervisor started
  * on. What HVFS adds on top of this (decoding in Python, the manager, its threads) is its
@@ -193,9 +194,10 @@ static void answer(int listener, const struct seccomp_notif *req, enum answer ho
         reply(listener, &resp);
         return;
     }
+    int ordered = how == ORDERED && (flags & O_ACCMODE) != O_RDONLY;
     struct seccomp_notif_addfd addfd = {
         .id = req->id,
-        .flags = how == ADDFD ? SECCOMP_ADDFD_FLAG_SEND : 0,
+        .flags = ordered ? 0 : SECCOMP_ADDFD_FLAG_SEND,
         .srcfd = (__u32)fd,
         .newfd_flags = (__u32)(flags & O_CLOEXEC),
     };
@@ -203,7 +205,7 @@ static void answer(int listener, const struct seccomp_notif *req, enum answer ho
     int number = ioctl(listener, SECCOMP_IOCTL_NOTIF_ADDFD, &addfd);
     if (number < 0 && errno != ENOENT) die("NOTIF_ADDFD");
     close(fd);
-    if (how == ORDERED && number >= 0) {
+    if (ordered && number >= 0) {
         resp.val = number;
         reply(listener, &resp);
     }
