@@ -134,6 +134,7 @@ class Daemon(ChangeOps, LazyParts):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.layout.info)
             os.close(lock)
+            dataclass_cache.save()  # a manager stopped within its first second saves too
         return 0
 
     def _let_changes_finish(self) -> None:
