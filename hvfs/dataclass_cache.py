@@ -185,12 +185,14 @@ def save() -> bool:
             return False
         _missed = 0
         entries = dict(_used)
+    # hvfs.private_dirs, imported by now: it also knows a rootless manager's view from its
+    # user namespace, where root's directories on the way belong to no mapped user.
+    from hvfs.private_dirs import UnsafeDirectory, private_directory
+
     directory = os.path.dirname(_path)
     temporary = f"{_path}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        if not _private(directory):
-            return False
+        private_directory(directory, "the cache directory", "set XDG_CACHE_HOME to a directory of your own")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -199,6 +201,6 @@ def save() -> bool:
         except BaseException:
             os.unlink(temporary)
             raise
-    except OSError:
+    except (OSError, UnsafeDirectory):
         return False
     return True
