@@ -40,7 +40,8 @@ from types import CodeType
 from typing import Any
 
 _FORMAT = b"hvfs-dataclass-cache-1\n"
-_HEADER = _FORMAT + sys.version.encode() + b"\n"  # bytecode and marshal are this interpreter's
+# Bytecode and marshal are this interpreter's, compiled at its -O level.
+_HEADER = _FORMAT + f"{sys.version} -O{sys.flags.optimize}\n".encode()
 _MAX_SIZE = 8 << 20
 
 _lock = threading.Lock()
