@@ -1,10 +1,11 @@
 import gc
 import sys
 
-from hvfs import dataclass_cache
-
 gc.disable()  # the imports' objects live as long as the process: no collection finds them (commands.py)
-dataclass_cache.install()  # before the modules whose dataclasses it keeps compiled (a cold start's imports)
+if sys.argv[1:3] == ["manager", "serve"]:  # every cold run waits for its imports; the manager writes the cache
+    from hvfs import dataclass_cache
+
+    dataclass_cache.install()  # before the modules whose dataclasses it keeps compiled
 from hvfs.cli import main  # noqa: E402
 
 gc.enable()
