@@ -171,6 +171,12 @@ def uninstall() -> None:
     _path = None
 
 
+def kept() -> int:
+    """How many methods' code the cache holds (read, or compiled by this process)."""
+    with _lock:
+        return len(_cached)
+
+
 def statistics() -> tuple[int, int]:
     """(methods whose code was found in the cache, methods compiled and not yet saved)."""
     with _lock:

@@ -8,6 +8,7 @@ import copy
 import dataclasses
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -198,3 +199,38 @@ def test_a_damaged_cache_or_another_pythons_is_a_miss(tmp_path: Path) -> None:
     assert _hits_of(cache) == (0, 6)
     Path(cache).write_bytes(b"")
     assert _hits_of(cache) == (0, 6)
+
+
+def test_a_cold_manager_writes_the_cache_and_the_next_one_compiles_nothing(tmp_path: Path) -> None:
+    """End to end, through ``python -m hvfs manager serve`` as the clients start it: the
+    first manager of an installation compiles and saves (at its exit at the latest), the
+    next one finds every method its start and its VM need, so saves nothing."""
+    from tests.conftest import FRONT, require
+
+    require(os.access(FRONT, os.X_OK), f"no native front at {FRONT}; run scripts/setup")
+    cache_home, state = tmp_path / "cache", tmp_path / "state"
+    cache_home.mkdir(mode=0o700)
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache_home), "HVFS_STATE_DIR": str(state)}
+    env.pop("HVFS_FRONT", None)
+
+    def cold_run() -> None:
+        try:
+            result = subprocess.run(
+                [FRONT, "run", "--", "sh", "-c", "echo kept"], env=env, capture_output=True, text=True, timeout=120
+            )
+            assert (result.returncode, result.stdout) == (0, "kept\n"), result.stderr
+        finally:
+            subprocess.run([FRONT, "manager", "stop"], env=env, capture_output=True, timeout=120)
+
+    cold_run()
+    written = list((cache_home / "hvfs").glob("dataclasses-*.marshal"))
+    assert len(written) == 1, "the first manager saved no cache"
+    first = written[0].stat()
+    assert stat.S_IMODE(first.st_mode) == 0o600 and first.st_size > 100_000
+    try:
+        dataclass_cache.install(str(written[0]))
+        assert dataclass_cache.kept() > 300  # what the manager's start and its VM compiled
+    finally:
+        dataclass_cache.uninstall()
+    cold_run()
+    assert written[0].stat().st_mtime_ns == first.st_mtime_ns, "the second manager compiled again"
