@@ -366,11 +366,11 @@ def test_the_key_covers_the_configuration_and_the_sources(
     keys = {filter_cache.key(FilterConfig(trap_reads=t), arch) for t in (False, True)}
     assert len(keys) == 2 and None not in keys
     copies = []
-    for source in filter_cache.SOURCES:
+    for source in map(Path, filter_cache.SOURCES):
         copy = tmp_path / source.name
         copy.write_bytes(source.read_bytes())
         copies.append(copy)
-    monkeypatch.setattr(filter_cache, "SOURCES", tuple(copies))
+    monkeypatch.setattr(filter_cache, "SOURCES", tuple(map(str, copies)))
     same = filter_cache.key(FilterConfig(), arch)
     assert same in keys
     copies[1].write_bytes(copies[1].read_bytes() + b"\n# an edit of the table\n")

@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 from hvfs import _native as hot_path
-from hvfs import cluster, private_dirs
+from hvfs import cluster, dataclass_cache, private_dirs
 from hvfs.errors import HvfsError
 from hvfs.hypervisor import control, frontrun, telling, threads, views, vmdirs, vmstart
 from hvfs.hypervisor.change_ops import ChangeOps
@@ -134,6 +134,7 @@ class Daemon(ChangeOps, LazyParts):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.layout.info)
             os.close(lock)
+            dataclass_cache.save()  # a manager stopped within its first second saves too
         return 0
 
     def _let_changes_finish(self) -> None:
@@ -196,6 +197,7 @@ class Daemon(ChangeOps, LazyParts):
                     remove_tree(self.layout.vm(vmid))
 
     def _tick(self) -> None:
+        dataclass_cache.save()  # what this start compiled (its first VM's too), for the next cold start
         now = time.monotonic()
         with self.lock:
             groups = list(self.groups.values())

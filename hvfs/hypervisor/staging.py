@@ -124,14 +124,15 @@ class Review:
 
 def write_outputs(context: VmContext, outputs: dict[str, int]) -> None:
     """hvfs run --diff and --export: the VM's changes to the fds its client gave (each closed)."""
-    from hvfs.manager.changes import write
-    from hvfs.manager.export import write_tarball
-
     for role, fd in outputs.items():
         try:
             if role == "diff":
+                from hvfs.manager.changes import write
+
                 write(context.changes, fd, as_json=False)
             elif role == "export":
+                from hvfs.manager.export import write_tarball  # tarfile, shutil, bz2, lzma: not every run's exit
+
                 with os.fdopen(os.dup(fd), "wb") as out:
                     write_tarball(context, out)
         except OSError as e:

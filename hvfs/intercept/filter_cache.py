@@ -19,14 +19,12 @@ name and renamed into place, so readers never see half of one.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import logging
 import os
 import stat
 import threading
-from pathlib import Path
 
 from hvfs import __version__
 from hvfs._sys.seccomp import SONAME, libseccomp_version
@@ -34,11 +32,16 @@ from hvfs.intercept.arch import Arch
 from hvfs.private_dirs import UnsafeDirectory, is_private, private_directory
 from hvfs.state import cache_directory
 
+try:  # hashlib's own BLAKE2 (it takes it from _blake2); importing hashlib loads OpenSSL: 2-7 ms of a cold run
+    from _blake2 import blake2b
+except ImportError:  # a Python built without it
+    from hashlib import blake2b
+
 log = logging.getLogger("hvfs.driver")
 
-FORMAT = 1
-_HERE = Path(__file__).parent
-SOURCES = (_HERE / "filter.py", _HERE / "syscalls.py", _HERE.parent / "_sys" / "abi.py")  # compiler, table, flags
+FORMAT = 2  # 2: BLAKE2b digests (1: SHA-256)
+_HERE = os.path.dirname(__file__)  # os.path, not pathlib: its import was a quarter of a cold start's filter
+SOURCES = (f"{_HERE}/filter.py", f"{_HERE}/syscalls.py", f"{_HERE}/../_sys/abi.py")  # compiler, table, flags
 _MAX_ENTRY = 1 << 20
 
 
@@ -73,13 +76,14 @@ def key(config: object, arch: Arch) -> str | None:
     spec = importlib.util.find_spec("pyseccomp")
     if version is None or spec is None or spec.origin is None:
         return None
-    digest = hashlib.sha256()
+    digest = blake2b(digest_size=32)
     for part in (f"format {FORMAT}", f"hvfs {__version__}", repr(config), f"{arch.name} {arch.audit:#x}"):
         digest.update(part.encode() + b"\0")
     digest.update(f"{SONAME} {version}".encode() + b"\0")
     try:
-        for path in (Path(spec.origin), *SOURCES):
-            digest.update(path.read_bytes() + b"\0")
+        for path in (spec.origin, *SOURCES):
+            with open(path, "rb") as source:
+                digest.update(source.read() + b"\0")
     except OSError:
         return None
     return digest.hexdigest()
@@ -111,7 +115,7 @@ def load(entry_key: str) -> Entry | None:
         if (
             document["format"] != FORMAT
             or document["key"] != entry_key
-            or document["program_sha256"] != hashlib.sha256(program).hexdigest()
+            or document["program_blake2b"] != blake2b(program, digest_size=32).hexdigest()
             or not program
             or len(program) % 8  # struct sock_filter is 8 bytes
         ):
@@ -129,7 +133,7 @@ def store(entry_key: str, entry: Entry) -> None:
         "format": FORMAT,
         "key": entry_key,
         "program": entry.program.hex(),
-        "program_sha256": hashlib.sha256(entry.program).hexdigest(),
+        "program_blake2b": blake2b(entry.program, digest_size=32).hexdigest(),
         "names": {str(nr): name for nr, name in sorted(entry.names.items())},
     }
     where = directory()

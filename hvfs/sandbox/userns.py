@@ -12,6 +12,7 @@ manager from a VM need no translation.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 
 from hvfs._sys import mount as m
@@ -94,8 +95,8 @@ def enter_manager_namespaces(*, network: bool = False) -> IdMap:
         os.close(ready_write)
         mapped = os.read(done_read, 1)
         os.close(done_read)
-        os.waitpid(helper, 0)
         if mapped != b"m":
+            os.waitpid(helper, 0)
             raise SetupError(
                 "user namespace", "could not write the manager's id maps", "check newuidmap and /etc/subuid"
             )
@@ -112,6 +113,8 @@ def enter_manager_namespaces(*, network: bool = False) -> IdMap:
     os.setresuid(0, 0, 0)
     # Mounts made here never propagate back to the host; the host's still reach us.
     m.mount(None, "/", None, m.MS_REC | m.MS_SLAVE)
+    if helper > 0:  # the maps are written: its exit (a copy of this big process torn down) is not waited for
+        threading.Thread(target=os.waitpid, args=(helper, 0), name="hvfs-idmap-reaper", daemon=True).start()
     return idmap
 
 
