@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from hvfs import api
+from hvfs.api.compact import record_vm
 from hvfs.api.events import Event, Record, lost_event
 from hvfs.api.ring import CHUNK, EventRing, Flush, Item, RecordServed, as_event, record_into
 
@@ -152,7 +153,7 @@ class Subscription:
     """One asynchronous subscriber: a bounded queue of batches and the thread that drains
     it. ``deliver`` takes one event, or with ``batch`` a list of them (an audit writes a
     batch with a few writes), or with ``records`` a list of what was recorded as it was:
-    Events and the ring's Records, which ``hvfs.api.events.record_line`` makes into the
+    Events and the ring's Records, which ``hvfs.api.compact.item_line`` makes into the
     event's line without the Event."""
 
     def __init__(
@@ -195,7 +196,7 @@ class Subscription:
                     kept.append(item)
                 else:
                     self._dropped += 1
-                    vm = item.vm if isinstance(item, Event) else item[0]
+                    vm = record_vm(item)
                     self._unsaid[vm] = self._unsaid.get(vm, 0) + 1
             self._queued = self._size - room
         if kept:

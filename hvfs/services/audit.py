@@ -37,7 +37,8 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from hvfs.api.events import LOST, Event, Record, write_lines
+from hvfs.api.compact import write_lines
+from hvfs.api.events import LOST, Event, Record
 from hvfs.api.flagnames import flag_names
 from hvfs.api.hooks import EventBus, Files, Subscription
 from hvfs.services.audit_summary import summarize, write_summary
@@ -68,7 +69,7 @@ class AuditLog:
 
     def write_batch(self, events: Sequence[Record | Event]) -> None:
         """Append ``events`` (Events, or the bus's Records of them: their lines are the
-        same), a few dozen lines per write (hvfs.api.events.write_lines: in C where it is
+        same), a few dozen lines per write (hvfs.api.compact.write_lines: in C where it is
         built): each write lets the GIL go, so that a request never waits behind a long batch."""
         write_lines(self._fd, events, LINES_PER_WRITE)
 
