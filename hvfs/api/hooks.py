@@ -48,7 +48,7 @@ from typing import Any, Protocol, runtime_checkable
 from hvfs import api
 from hvfs.api.compact import record_vm
 from hvfs.api.events import Event, Record, lost_event
-from hvfs.api.ring import CHUNK, EventRing, Flush, Item, RecordServed, as_event, record_into
+from hvfs.api.ring import CHUNK, RECORDS_CHUNK, EventRing, Flush, Item, RecordServed, as_event, record_into
 
 log = logging.getLogger("hvfs.services")
 
@@ -242,11 +242,13 @@ class Subscription:
             self._deliver_all(events, items[start:] if start else items)  # type: ignore[arg-type]
 
     def _deliver_all(self, events: list[Event], pending: Sequence[Record | Event] = ()) -> None:
-        """Deliver ``events``, then ``pending`` made into events CHUNK at a time."""
+        """Deliver ``events``, then ``pending`` made into events CHUNK at a time (as they are,
+        RECORDS_CHUNK at a time)."""
         if events:
             self._deliver_events(events)
-        for start in range(0, len(pending), CHUNK):
-            chunk = pending[start : start + CHUNK]
+        step = RECORDS_CHUNK if self._records else CHUNK
+        for start in range(0, len(pending), step):
+            chunk = pending[start : start + step]
             self._deliver_events(list(chunk) if self._records else [as_event(item) for item in chunk])
 
     def _deliver_events(self, events: list[Event] | list[Record | Event]) -> None:

@@ -41,6 +41,7 @@ from hvfs.api.compact import write_lines
 from hvfs.api.events import LOST, Event, Record
 from hvfs.api.flagnames import flag_names
 from hvfs.api.hooks import EventBus, Files, Subscription
+from hvfs.api.ring import RECORDS_CHUNK
 from hvfs.services.audit_summary import summarize, write_summary
 from hvfs.services.commands import ServiceError, Subparsers, guarded
 from hvfs.services.describe import OPERATIONS, READ, SERVICE_EVENTS
@@ -49,7 +50,7 @@ from hvfs.services.units import format_time
 log = logging.getLogger("hvfs.services")
 
 EVENT_OPERATIONS = (OPERATIONS - {READ}) | SERVICE_EVENTS  # "read" names opens in fault rules; events say "open"
-LINES_PER_WRITE = 32
+LINES_PER_WRITE = RECORDS_CHUNK  # a batch the bus hands over, in one write
 
 
 class AuditLog:
