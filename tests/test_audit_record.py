@@ -1,5 +1,5 @@
 """A served request's record, taken on the serving thread in one call (hvfs/_native/record.c,
-or hvfs.api.events.python_record where it is not built): the same Record either way, the
+or hvfs.api.events.python_record where it is not built): the same event either way, the
 command name by comm_of's rules, and a full ring waited on, then a gap counted and said."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 from hvfs import _native, api
 from hvfs.api import events as events_module
 from hvfs.api.compact import event_from_item, item_line, python_lines
-from hvfs.api.events import COMM_FRESH, LOST, Event, comm_of, python_record
+from hvfs.api.events import COMM_FRESH, LOST, Event, comm_of, event_from_record, python_record
 from hvfs.api.hooks import EventBus
 from hvfs.api.ring import FULL_WAIT, Flush, Item
 from tests.conftest import require
@@ -245,6 +245,7 @@ def test_the_c_recorders_compact_record_reads_as_the_request_and_its_answer() ->
         same = (vm, request, response, event.time, event.duration_us, event.comm, by, paths)
         assert audit.lines([item]) == python_lines([same]) == f"{line}\n".encode()  # the tuple's bytes
         assert line == event.to_json()
+        assert event == event_from_record(*same)  # the Event a subscriber gets, field for field
         assert Event.from_json(line) == event and event.paths == paths
     beyond = api.Open(caller=api.Caller(vm="vm1", pid=1), path=api.VmPath("/", "/x"), flags=2**64, mode=0)
     for request, response in ((beyond, api.Value(0)), (cases[0][1], api.Value(2**63))):
@@ -253,3 +254,39 @@ def test_the_c_recorders_compact_record_reads_as_the_request_and_its_answer() ->
         (kept,) = ring
         assert type(kept) is tuple and kept[1] is request and kept[2] is response
         assert audit.lines([kept]) == python_lines([kept])
+    ring.clear()  # a path that is no str: recorded as it is, never raised on the serving thread
+    record(ring, 2, "vm1", cases[0][1], api.Value(0), time.monotonic_ns(), None, (b"/x",))
+    assert type(ring[0]) is tuple and ring[0][7] == (b"/x",)
+
+
+def test_a_slow_subscriber_drops_served_records_and_says_whose() -> None:
+    """Served requests' records (compact where C records them) that find a subscriber's
+    queue full are dropped and counted by their VM, read from the record, and said in the
+    stream in their place; the Events it gets are the requests', in order."""
+    bus = EventBus()
+    gate, entered = threading.Event(), threading.Event()
+    got: list[Event] = []
+
+    def slow(event: Event) -> None:
+        entered.set()
+        gate.wait(10)
+        got.append(event)
+
+    subscription = bus.subscribe(slow, name="slow", queue_size=4)
+    who = api.Caller(vm="vm1", pid=threading.get_native_id())
+    served = [api.Unlink(caller=who, path=api.VmPath("/", f"/f{n}")) for n in range(11)]
+    bus.record_served("vm1", served[0], api.Value(0), 0, None, (str(served[0].path),))
+    assert entered.wait(5)  # the subscriber holds the first; its queue is empty
+    for n, request in enumerate(served[1:], start=1):
+        bus.record_served(f"vm{1 + n % 2}", request, api.Value(0), 0, None, (str(request.path),))
+    deadline = time.monotonic() + 5  # handed out in a batch, a little later
+    while subscription.statistics().dropped < 6 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert subscription.statistics().dropped == 6
+    gate.set()
+    assert bus.close(timeout=10)
+    kept = [e for e in got if e.operation != LOST]
+    assert [e.paths for e in kept] == [(str(r.path),) for r in served[:5]]  # 4 fit in the queue
+    assert all(e.operation == "unlink" and e.result == "ok" and e.pid == who.pid for e in kept)
+    said = sorted((e.vm, e.value) for e in got if e.operation == LOST)
+    assert said == [("vm1", 3), ("vm2", 3)]

@@ -6,12 +6,17 @@
  * microsecond of the 3 the audit still added to a served request. Here it is one call:
  * one CLOCK_MONOTONIC read (the request's duration), one CLOCK_REALTIME read (its time,
  * as time.time() computes it), the caller's command name from a per-thread cache with
- * comm_of's rules, and the ring's Record tuple appended to its deque under the GIL (the
+ * comm_of's rules, and the record appended to the ring's deque under the GIL (the
  * length check and the append are one step: no other thread runs between them).
  *
- * The tuple is the very Record the Python recorder makes, so the writers (audit.c and
- * hvfs.api.events.python_write) and every other subscriber are unchanged, and the order,
- * the Flush marks, the lost-event accounting stay the ring's (hvfs.api.ring).
+ * The record is compact (compact.h): plain bytes holding what the event says, the
+ * operation, result and value already as their JSON text (asked of Python once per type
+ * or errno), nothing of the request's objects, which are freed on the serving thread as
+ * without an audit instead of thousands of them waiting for the writer. The writers
+ * (audit.c, hvfs.api.compact) give it the Record tuple's very line, the lazy Event its
+ * Event; what it cannot hold (a number beyond 64 bits, more than MOST_PATHS paths) is
+ * recorded as the Record tuple the Python recorder makes. The order, the Flush marks and
+ * the lost-event accounting stay the ring's (hvfs.api.ring).
  *
  * The command name (comm_of's rules): /proc/TID/comm of the caller, kept open per serving
  * thread (KEPT at most, the oldest dropped), read again after COMM_FRESH_NS, at once for
@@ -302,8 +307,11 @@ static PyObject *record(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     long long duration = (now - began) / 1000;
     duration = duration < 0 ? 0 : duration;
     PyObject *made = compact(args, seconds, number, duration, name);
-    if (made == Py_None) {
-        Py_DECREF(made);
+    if (made == NULL || made == Py_None) {
+        /* What the compact form cannot hold, or an odd field (a path that is not a str):
+         * the Record tuple, which the writer reads or reports, as before (never raises here) */
+        PyErr_Clear();
+        Py_XDECREF(made);
         made = record_tuple(args, seconds, duration, name);
     }
     if (made == NULL)

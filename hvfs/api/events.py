@@ -405,7 +405,7 @@ def python_record(
     """Append the Record of a served request (``began``: time.monotonic_ns() when it
     arrived) to ``ring``; the ring's length before, or -1 when it holds ``capacity`` (then
     nothing is appended). What hvfs/_native/record.c does in one C call (``record_request``):
-    the same tuple, the same clocks, comm_of's rules."""
+    the same clocks, comm_of's rules, the same line and Event (its record is compact)."""
     size = len(ring)
     if size >= capacity:
         return -1
