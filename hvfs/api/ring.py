@@ -1,6 +1,6 @@
 """The events of one bus on their way out: recorded on the serving thread for the price
-of a few bytes, handed to the subscribers in batches by a thread of the ring's own, and made
-into ``Event``s on the subscribers' threads.
+of a few bytes, handed to the subscribers in batches by a thread of the ring's own, and
+made into ``Event``s on the subscribers' threads.
 
 Why: an event used to cost its request a /proc read, an openat2, a dict, a JSON line and
 a wake-up of the audit's thread, whose JSON work then held the GIL while the next
@@ -8,10 +8,11 @@ request waited for it (measured: ``--strict --audit`` took 1.5 to 3 times ``--st
 Now the serving thread appends one compact record (plain bytes: hvfs/_native/compact.h)
 to a deque (one C call, atomic under the GIL, no lock, no wake-up) and goes back to the
 VM. The ring's thread, woken every ``INTERVAL`` or when the ring fills up, only moves
-what is recorded to the subscribers' queues, one list for them all; each subscriber's thread makes the events
-(``hvfs.api.compact.event_from_item``), or an audit's the lines straight from the records
-(``hvfs.api.compact``), and deals with them ``CHUNK`` at a time, so that one thread at most
-does the work behind the requests, and a request never waits long for the GIL.
+what is recorded to the subscribers' queues, one list for them all; each subscriber's
+thread makes the events (``hvfs.api.compact.event_from_item``) and deals with them
+``CHUNK`` at a time, or an audit's the lines straight from the records
+(``hvfs.api.compact.write_lines``) ``RECORDS_CHUNK`` at a time, so that one thread at
+most does the work behind the requests, and a request never waits long for the GIL.
 
 What must be true when taken is taken by the caller of ``record`` (hvfs.manager: the
 paths as served, read from the very fd or directory the manager acted on, and the
@@ -43,7 +44,7 @@ FULL_WAIT = 0.05  # seconds a request may wait for room in a full ring before it
 CHUNK = 32  # events a subscriber makes and deals with at a time
 # Records a subscriber that takes them as they are (an audit) deals with at a time: its C
 # writer formats a compact record in a tenth of a µs, and each write lets the GIL go to a
-# request that then waits for it again (measured, audit_cpu.py: 256 took 0.2 to 0.9 µs less
+# request that then waits for it again (measured, audit_cpu.py: 256 took 0.25 to 0.9 µs less
 # of an audited request than 32, the GIL held some 30 µs per batch).
 RECORDS_CHUNK = 256
 HAND_OUT = 4096  # records moved per hand-out at most
