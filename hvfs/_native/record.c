@@ -57,6 +57,7 @@ typedef struct {
     const char *data[COMPACT_PATHS + MOST_PATHS];
     uint32_t length[COMPACT_PATHS + MOST_PATHS];
     PyObject *held[COMPACT_PATHS + MOST_PATHS]; /* what keeps ``data`` alive, released after the copy */
+    PyObject *kind, *answer; /* the same: the operation's (kind_of may change ``kinds``), result_of's pair */
     char digits[24];
 } Fields;
 
@@ -147,7 +148,7 @@ static int put_result(Fields *f, PyObject *response) {
     pair = PyObject_CallOneArg(result_of, response); /* an answer of no known kind (WouldBlock) */
     if (pair == NULL)
         return -1;
-    f->held[COMPACT_VALUE] = pair; /* keeps both texts alive */
+    f->answer = pair; /* keeps both texts alive */
     return put_pair(f, pair);
 }
 
@@ -184,15 +185,16 @@ static PyObject *compact(PyObject *const *args, double seconds, long long pid, l
     }
     Fields f;
     memset(f.held, 0, sizeof f.held);
+    f.kind = f.answer = NULL;
     CompactHead head = {.time = seconds, .pid = pid, .duration_us = duration, .magic = COMPACT_MAGIC};
     head.fields = (uint32_t)(COMPACT_PATHS + count);
     PyObject *known = kind(request);
     if (known == NULL)
         goto out;
+    f.kind = Py_NewRef(known);
     int flagged = PyObject_IsTrue(PyTuple_GET_ITEM(known, 1));
     if (flagged < 0 || put_field(&f, COMPACT_OPERATION, PyTuple_GET_ITEM(known, 0)) < 0)
         goto out;
-    f.held[COMPACT_OPERATION] = Py_NewRef(PyTuple_GET_ITEM(known, 0)); /* kind_of's Python may change ``kinds`` */
     if (flagged) {
         PyObject *flags = PyObject_GetAttr(request, s_flags);
         if (flags == NULL)
@@ -241,6 +243,8 @@ static PyObject *compact(PyObject *const *args, double seconds, long long pid, l
 out:
     for (int i = 0; i < COMPACT_PATHS + MOST_PATHS; i++)
         Py_XDECREF(f.held[i]);
+    Py_XDECREF(f.kind);
+    Py_XDECREF(f.answer);
     Py_DECREF(paths);
     return result;
 }
