@@ -1,5 +1,5 @@
 """A served request's record, taken on the serving thread in one call (hvfs/_native/record.c,
-or hvfs.api.events.python_record where it is not built): the same Record either way, the
+or hvfs.api.events.python_record where it is not built): the same event either way, the
 command name by comm_of's rules, and a full ring waited on, then a gap counted and said."""
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import pytest
 
 from hvfs import _native, api
 from hvfs.api import events as events_module
-from hvfs.api.events import COMM_FRESH, LOST, Event, comm_of, python_record, record_line
+from hvfs.api.compact import event_from_item, item_line, python_lines
+from hvfs.api.events import COMM_FRESH, LOST, Event, comm_of, event_from_record, python_record
 from hvfs.api.hooks import EventBus
 from hvfs.api.ring import FULL_WAIT, Flush, Item
 from tests.conftest import require
@@ -77,13 +78,12 @@ def test_both_recorders_make_the_same_record(recorder: Recorder) -> None:
     assert len(ring) == 2
     name = Path("/proc/thread-self/comm").read_text().rstrip("\n")
     for record, by, paths in zip(ring, (None, "scan"), (("/d/f",), ()), strict=True):
-        vm, got_request, got_response, when, took, got_comm, got_by, got_paths = record
-        assert (vm, got_request, got_response, got_comm, got_by, got_paths) == (
-            "vm1", request, response, name, by, paths
-        )  # fmt: skip
+        event = event_from_item(record)
+        when, took = event.time, event.duration_us
+        assert event == Event(when, "vm1", me, name, "open", paths, os.O_RDONLY, "ENOENT", None, took, by)
         assert type(when) is float and before <= when <= after
         assert type(took) is int and 5_000 <= took < 5_000 + (after - before) * 1e6 + 1_000
-        assert record_line(record).startswith(f'{{"time":{when!r},"vm":"vm1","pid":{me},')
+        assert item_line(record) == event.to_json()
 
 
 def test_the_c_recorder_reads_the_name_again_for_an_exec() -> None:
@@ -104,7 +104,7 @@ def test_the_c_recorder_reads_the_name_again_for_an_exec() -> None:
         record(ring, 10, "vm1", stat, api.Errno(2), 0, None, ())
     finally:
         mine.write_text(before)
-    assert [r[5] for r in ring] == [before, before, "renamed", "renamed"]
+    assert [event_from_item(r).comm for r in ring] == [before, before, "renamed", "renamed"]
     time.sleep(COMM_FRESH)  # the name cached is this thread's no more
 
 
@@ -211,9 +211,82 @@ def test_a_full_ring_holds_a_served_request_a_little_then_drops_counts_and_says_
     assert max(waited) < FULL_WAIT + 0.5  # a VM is never held long
     gate.set()
     assert bus.flush(timeout=10)
-    kept = [item[1] for item in delivered if not isinstance(item, Event)]
+    kept = [event_from_item(item).paths for item in delivered if not isinstance(item, Event)]
     said = {item.vm: item.value for item in delivered if isinstance(item, Event) and item.operation == LOST}
-    assert kept[1:] == requests[:8]  # in order, the first ones
+    assert kept[1:] == [(str(request.path),) for request in requests[:8]]  # in order, the first ones
     assert said == {"vm1": 2, "vm2": 2}
     assert bus.statistics().lost == 4
     assert bus.close(timeout=10)
+
+
+def test_the_c_recorders_compact_record_reads_as_the_request_and_its_answer() -> None:
+    """The C recorder keeps plain bytes, nothing of the request's objects: for every kind of
+    request and answer an audit sees, names JSON must escape and names that are not UTF-8,
+    its line (C writer and Python writer alike) is the line of the Record tuple of the same
+    request, and its lazy Event that line's Event; what the compact form cannot hold (a
+    number beyond 64 bits) is recorded as the tuple."""
+    from tests.test_audit_ring import _records
+
+    record = _c_recorder().record
+    audit = _native.audit
+    require(audit is not None, f"the audit's C writer is not loaded: {_native.audit_reason}")
+    not_utf8 = os.fsdecode(b"/x/\xff\xfe-\xc3\xa9-\x01")
+    cases = [(vm, request, response, by, paths) for vm, request, response, _, _, _, by, paths in _records()]
+    cases.append(("vm1", cases[0][1], api.Value(0), None, (not_utf8, "/y/\udc80", "\ud800")))
+    ring: collections.deque[Any] = collections.deque()
+    for vm, request, response, by, paths in cases:
+        assert record(ring, len(cases) + 1, vm, request, response, time.monotonic_ns(), by, paths) == len(ring) - 1
+    items = list(ring)
+    assert all(type(item) is bytes for item in items)
+    assert audit.lines(items) == python_lines(items)
+    lines = audit.lines(items).decode().split("\n")[:-1]
+    for item, line, (vm, request, response, by, paths) in zip(items, lines, cases, strict=True):
+        event = event_from_item(item)
+        same = (vm, request, response, event.time, event.duration_us, event.comm, by, paths)
+        assert audit.lines([item]) == python_lines([same]) == f"{line}\n".encode()  # the tuple's bytes
+        assert line == event.to_json()
+        assert event == event_from_record(*same)  # the Event a subscriber gets, field for field
+        assert Event.from_json(line) == event and event.paths == paths
+    beyond = api.Open(caller=api.Caller(vm="vm1", pid=1), path=api.VmPath("/", "/x"), flags=2**64, mode=0)
+    for request, response in ((beyond, api.Value(0)), (cases[0][1], api.Value(2**63))):
+        ring.clear()
+        record(ring, 2, "vm1", request, response, time.monotonic_ns(), None, ("/x",))
+        (kept,) = ring
+        assert type(kept) is tuple and kept[1] is request and kept[2] is response
+        assert audit.lines([kept]) == python_lines([kept])
+    ring.clear()  # a path that is no str: recorded as it is, never raised on the serving thread
+    record(ring, 2, "vm1", cases[0][1], api.Value(0), time.monotonic_ns(), None, (b"/x",))
+    assert type(ring[0]) is tuple and ring[0][7] == (b"/x",)
+
+
+def test_a_slow_subscriber_drops_served_records_and_says_whose() -> None:
+    """Served requests' records (compact where C records them) that find a subscriber's
+    queue full are dropped and counted by their VM, read from the record, and said in the
+    stream in their place; the Events it gets are the requests', in order."""
+    bus = EventBus()
+    gate, entered = threading.Event(), threading.Event()
+    got: list[Event] = []
+
+    def slow(event: Event) -> None:
+        entered.set()
+        gate.wait(10)
+        got.append(event)
+
+    subscription = bus.subscribe(slow, name="slow", queue_size=4)
+    who = api.Caller(vm="vm1", pid=threading.get_native_id())
+    served = [api.Unlink(caller=who, path=api.VmPath("/", f"/f{n}")) for n in range(11)]
+    bus.record_served("vm1", served[0], api.Value(0), 0, None, (str(served[0].path),))
+    assert entered.wait(5)  # the subscriber holds the first; its queue is empty
+    for n, request in enumerate(served[1:], start=1):
+        bus.record_served(f"vm{1 + n % 2}", request, api.Value(0), 0, None, (str(request.path),))
+    deadline = time.monotonic() + 5  # handed out in a batch, a little later
+    while subscription.statistics().dropped < 6 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert subscription.statistics().dropped == 6
+    gate.set()
+    assert bus.close(timeout=10)
+    kept = [e for e in got if e.operation != LOST]
+    assert [e.paths for e in kept] == [(str(r.path),) for r in served[:5]]  # 4 fit in the queue
+    assert all(e.operation == "unlink" and e.result == "ok" and e.pid == who.pid for e in kept)
+    said = sorted((e.vm, e.value) for e in got if e.operation == LOST)
+    assert said == [("vm1", 3), ("vm2", 3)]

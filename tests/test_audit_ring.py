@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from hvfs import _native, api
-from hvfs.api import events as events_module
+from hvfs.api import compact as compact_module
+from hvfs.api.compact import python_lines, python_write
 from hvfs.api.events import (
     COMM_FRESH,
     LOST,
@@ -28,8 +29,6 @@ from hvfs.api.events import (
     event_for,
     event_from_record,
     lost_event,
-    python_lines,
-    python_write,
     record_line,
 )
 from hvfs.api.hooks import EventBus
@@ -318,7 +317,7 @@ def test_the_audit_writes_through_the_c_writer_where_it_is_built(tmp_path: Path)
     """The audit's file, written on the bus's thread by the C writer, reads back as the
     events it recorded (hvfs events' reader), in order."""
     _native_audit()
-    assert events_module._native_audit is _native.audit  # the audit really takes the C path
+    assert compact_module._native_audit is _native.audit  # the audit really takes the C path
     test_recorded_requests_are_in_the_file_on_flush_as_event_for_makes_them(tmp_path)
 
 

@@ -1,6 +1,6 @@
 """The seccomp driver's hot path in C (``hotpath.c``, the extension ``_hotpath``), the
 ptrace driver's tracer loop (``tracer.c``, the extension ``_tracer``), and the audit's
-writer (``audit.c``, the extension ``_audit``: hvfs.api.events.write_lines) and recorder
+writer (``audit.c``, the extension ``_audit``: hvfs.api.compact.write_lines) and recorder
 (``record.c``, ``_record``: hvfs.api.events.record_request), when built.
 
 setup.py compiles it with the package (``pip install -e .`` in scripts/setup; the Python

@@ -1,4 +1,5 @@
-/* The audit's writer in C: the bus's records (hvfs.api.ring's Record tuples) and Events
+/* The audit's writer in C: the bus's records (record.c's compact ones, compact_line.h;
+ * hvfs.api.ring's Record tuples, where Python recorded them) and Events
  * made into the audit's JSON lines and written in batches with the GIL released.
  *
  * Why: in Python an event's line (hvfs.api.events.record_line), the join, the encode and
@@ -61,6 +62,8 @@ static char *put_escape(char *out, unsigned char c) {
     }
     return out;
 }
+
+#include "compact_line.h" /* a compact record's line (record.c makes them) */
 
 /* put_string for a str UTF-8 cannot encode: a name of the VM's that is not UTF-8, which
  * hvfs decodes with surrogateescape (a byte 0xff is U+DCFF). Each lone surrogate is written
@@ -320,7 +323,9 @@ out:
 
 static int put_item(Buffer *b, PyObject *item) { /* one line and its newline */
     int done;
-    if (PyTuple_CheckExact(item) && PyTuple_GET_SIZE(item) == RECORD_FIELDS) {
+    if (PyBytes_CheckExact(item)) {
+        done = put_compact(b, item);
+    } else if (PyTuple_CheckExact(item) && PyTuple_GET_SIZE(item) == RECORD_FIELDS) {
         done = put_record(b, item);
     } else {
         PyObject *line = PyObject_CallMethodNoArgs(item, s_to_json);

@@ -6,12 +6,17 @@
  * microsecond of the 3 the audit still added to a served request. Here it is one call:
  * one CLOCK_MONOTONIC read (the request's duration), one CLOCK_REALTIME read (its time,
  * as time.time() computes it), the caller's command name from a per-thread cache with
- * comm_of's rules, and the ring's Record tuple appended to its deque under the GIL (the
+ * comm_of's rules, and the record appended to the ring's deque under the GIL (the
  * length check and the append are one step: no other thread runs between them).
  *
- * The tuple is the very Record the Python recorder makes, so the writers (audit.c and
- * hvfs.api.events.python_write) and every other subscriber are unchanged, and the order,
- * the Flush marks, the lost-event accounting stay the ring's (hvfs.api.ring).
+ * The record is compact (compact.h): plain bytes holding what the event says, the
+ * operation, result and value already as their JSON text (asked of Python once per type
+ * or errno), nothing of the request's objects, which are freed on the serving thread as
+ * without an audit instead of thousands of them waiting for the writer. The writers
+ * (audit.c, hvfs.api.compact) give it the Record tuple's very line, the lazy Event its
+ * Event; what it cannot hold (a number beyond 64 bits, more than MOST_PATHS paths) is
+ * recorded as the Record tuple the Python recorder makes. The order, the Flush marks and
+ * the lost-event accounting stay the ring's (hvfs.api.ring).
  *
  * The command name (comm_of's rules): /proc/TID/comm of the caller, kept open per serving
  * thread (KEPT at most, the oldest dropped), read again after COMM_FRESH_NS, at once for
@@ -28,120 +33,250 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include "compact.h"
 
-#define KEPT 8                    /* threads per serving thread, as hvfs.api.events._COMM_KEPT */
-#define COMM_FRESH_NS 20000000LL /* hvfs.api.events.COMM_FRESH */
-#define COMM_READ 64              /* bytes read of /proc/TID/comm, as comm_of */
+#include "comm.h"
 
-typedef struct {
-    long pid; /* 0: a free slot */
-    int fd;   /* -1: none kept */
-    int named;
-    long long when; /* CLOCK_MONOTONIC ns of the read */
-    Py_ssize_t length;
-    char name[COMM_READ];
-} Comm;
-
-typedef struct {
-    Comm kept[KEPT];
-    unsigned next; /* the slot to reuse when all are taken: the oldest */
-} Comms;
-
-static pthread_key_t comms_key;
 static PyObject *s_caller, *s_pid, *s_append, *s_deque, *s_capacity, *s_nudge_at, *s_prompt, *s_recorded;
 static PyObject *again_types; /* frozenset of the request types whose caller's name is read again (exec) */
 
-static void comms_free(void *data) { /* the serving thread ended: its fds, no Python */
-    Comms *comms = data;
-    for (int i = 0; i < KEPT; i++)
-        if (comms->kept[i].fd >= 0)
-            close(comms->kept[i].fd);
-    free(comms);
-}
+/* How a request and its answer read in an event: configure's tables and callbacks
+ * (hvfs.api.events: _kind, _result_text, _FIXED), each asked of Python once per type,
+ * errno, or (an answer of no known kind) response. */
+static PyObject *kinds;     /* type(request) -> (operation as a JSON string, flagged) */
+static PyObject *kind_of;   /* request -> (str, bool) */
+static PyObject *fixed;     /* type(response) -> (result, value) as JSON text */
+static PyObject *result_of; /* response -> (result, value) as JSON text */
+static PyObject *value_type, *errno_type, *data_type;
+static PyObject *by_errno; /* errno -> (result, value) as JSON text */
+static PyObject *s_flags, *s_value, *s_errno, *s_data;
 
-static Comms *comms_here(void) {
-    Comms *comms = pthread_getspecific(comms_key);
-    if (comms != NULL)
-        return comms;
-    comms = calloc(1, sizeof *comms);
-    if (comms == NULL)
-        return NULL;
-    for (int i = 0; i < KEPT; i++)
-        comms->kept[i].fd = -1;
-    if (pthread_setspecific(comms_key, comms) != 0) {
-        free(comms);
-        return NULL;
-    }
-    return comms;
-}
+#define MOST_PATHS 16 /* paths a compact record holds; more (never seen) make the Record tuple */
 
-static long long clock_ns(clockid_t clock) {
-    struct timespec now;
-    clock_gettime(clock, &now);
-    return (long long)now.tv_sec * 1000000000LL + now.tv_nsec;
-}
+typedef struct {
+    const char *data[COMPACT_PATHS + MOST_PATHS];
+    uint32_t length[COMPACT_PATHS + MOST_PATHS];
+    PyObject *held[COMPACT_PATHS + MOST_PATHS]; /* what keeps ``data`` alive, released after the copy */
+    PyObject *kind, *answer; /* the same: the operation's (kind_of may change ``kinds``), result_of's pair */
+    char digits[24];
+} Fields;
 
-static Py_ssize_t read_name(int fd, char *into) { /* -1: the thread is gone */
-    ssize_t got = pread(fd, into, COMM_READ, 0);
-    if (got < 0)
+/* A field of ``text`` (a str): its UTF-8, where it has a lone surrogate surrogatepass's (compact.h). */
+static int put_field(Fields *f, int at, PyObject *text) {
+    if (!PyUnicode_Check(text)) {
+        PyErr_Format(PyExc_TypeError, "an event field is %.80s, not str", Py_TYPE(text)->tp_name);
         return -1;
-    while (got > 0 && into[got - 1] == '\n') /* bytes.rstrip(b"\n") */
-        got--;
-    return got;
+    }
+    Py_ssize_t length;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(text, &length);
+    if (utf8 == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+            return -1;
+        PyErr_Clear();
+        PyObject *bytes = PyUnicode_AsEncodedString(text, "utf-8", "surrogatepass");
+        if (bytes == NULL)
+            return -1;
+        f->held[at] = bytes;
+        utf8 = PyBytes_AS_STRING(bytes);
+        length = PyBytes_GET_SIZE(bytes);
+    }
+    if (length >= (Py_ssize_t)COMPACT_NONE) {
+        PyErr_SetString(PyExc_OverflowError, "an event field is too long");
+        return -1;
+    }
+    f->data[at] = utf8;
+    f->length[at] = (uint32_t)length;
+    return 0;
 }
 
-/* Fills ``entry`` with pid's name read now (length 0 where it is gone). */
-static void read_comm(Comm *entry, long pid) {
-    if (entry->fd >= 0) {
-        entry->length = read_name(entry->fd, entry->name);
-        if (entry->length >= 0)
-            return;
-        close(entry->fd); /* that thread is gone; the number may be another's now */
-        entry->fd = -1;
+static int put_pair(Fields *f, PyObject *pair) { /* (result, value) as JSON text, borrowed by f */
+    if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2) {
+        PyErr_SetString(PyExc_TypeError, "result_of must return (str, str)");
+        return -1;
     }
-    char path[48];
-    snprintf(path, sizeof path, "/proc/%ld/comm", pid);
-    entry->fd = open(path, O_RDONLY | O_CLOEXEC);
-    entry->length = entry->fd < 0 ? 0 : read_name(entry->fd, entry->name);
-    if (entry->length < 0) {
-        close(entry->fd);
-        entry->fd = -1;
-        entry->length = 0;
-    }
+    if (put_field(f, COMPACT_RESULT, PyTuple_GET_ITEM(pair, 0)) < 0)
+        return -1;
+    return put_field(f, COMPACT_VALUE, PyTuple_GET_ITEM(pair, 1));
 }
 
-static PyObject *comm_of(long pid, int again, long long now) {
-    Comms *comms = comms_here();
-    if (comms == NULL)
-        return PyUnicode_FromStringAndSize("", 0);
-    Comm *entry = NULL;
-    for (int i = 0; i < KEPT; i++)
-        if (comms->kept[i].pid == pid) {
-            entry = &comms->kept[i];
-            break;
+static int put_number(Fields *f, long long number) { /* "ok" and the number */
+    char *end = f->digits + sizeof f->digits, *at = end;
+    unsigned long long magnitude = number < 0 ? 0ULL - (unsigned long long)number : (unsigned long long)number;
+    do
+        *--at = (char)('0' + magnitude % 10);
+    while ((magnitude /= 10) != 0);
+    if (number < 0)
+        *--at = '-';
+    f->data[COMPACT_RESULT] = "\"ok\"";
+    f->length[COMPACT_RESULT] = 4;
+    f->data[COMPACT_VALUE] = at;
+    f->length[COMPACT_VALUE] = (uint32_t)(end - at);
+    return 0;
+}
+
+/* The result and value of ``response``; 1 where they do not fit (a value beyond 64 bits). */
+static int put_result(Fields *f, PyObject *response) {
+    PyObject *type = (PyObject *)Py_TYPE(response);
+    PyObject *pair = PyDict_GetItemWithError(fixed, type);
+    if (pair != NULL || PyErr_Occurred())
+        return pair != NULL ? put_pair(f, pair) : -1;
+    if (type == value_type || type == data_type) {
+        PyObject *value = PyObject_GetAttr(response, type == value_type ? s_value : s_data);
+        if (value == NULL)
+            return -1;
+        int overflow = 0;
+        long long number = type == value_type ? PyLong_AsLongLongAndOverflow(value, &overflow) : PyObject_Size(value);
+        Py_DECREF(value);
+        if (number == -1 && PyErr_Occurred())
+            return -1;
+        return overflow ? 1 : put_number(f, number);
+    }
+    if (type == errno_type) { /* the same pair for the same errno: asked of Python once */
+        PyObject *number = PyObject_GetAttr(response, s_errno);
+        if (number == NULL)
+            return -1;
+        pair = PyDict_GetItemWithError(by_errno, number);
+        if (pair == NULL && !PyErr_Occurred()) {
+            PyObject *made = PyObject_CallOneArg(result_of, response);
+            if (made != NULL && PyDict_SetItem(by_errno, number, made) == 0)
+                pair = PyDict_GetItemWithError(by_errno, number);
+            Py_XDECREF(made);
         }
-    if (entry != NULL && !again && entry->named && now - entry->when < COMM_FRESH_NS)
-        return PyUnicode_DecodeUTF8(entry->name, entry->length, "replace");
-    if (entry == NULL) {
-        entry = &comms->kept[comms->next];
-        comms->next = (comms->next + 1) % KEPT;
-        if (entry->fd >= 0)
-            close(entry->fd);
-        entry->pid = pid;
-        entry->fd = -1;
+        Py_DECREF(number);
+        return pair != NULL ? put_pair(f, pair) : -1;
     }
-    read_comm(entry, pid);
-    entry->named = !again && entry->length > 0;
-    entry->when = now;
-    return PyUnicode_DecodeUTF8(entry->name, entry->length, "replace");
+    pair = PyObject_CallOneArg(result_of, response); /* an answer of no known kind (WouldBlock) */
+    if (pair == NULL)
+        return -1;
+    f->answer = pair; /* keeps both texts alive */
+    return put_pair(f, pair);
+}
+
+/* (operation as JSON, flagged) of a request's type, borrowed from ``kinds``. */
+static PyObject *kind(PyObject *request) {
+    PyObject *type = (PyObject *)Py_TYPE(request);
+    PyObject *known = PyDict_GetItemWithError(kinds, type);
+    if (known != NULL || PyErr_Occurred())
+        return known;
+    PyObject *made = PyObject_CallOneArg(kind_of, request);
+    if (made == NULL)
+        return NULL;
+    if (!PyTuple_CheckExact(made) || PyTuple_GET_SIZE(made) != 2 || !PyUnicode_Check(PyTuple_GET_ITEM(made, 0))) {
+        Py_DECREF(made);
+        PyErr_SetString(PyExc_TypeError, "kind_of must return (str, bool)");
+        return NULL;
+    }
+    int stored = PyDict_SetItem(kinds, type, made);
+    Py_DECREF(made);
+    return stored < 0 ? NULL : PyDict_GetItemWithError(kinds, type);
+}
+
+/* The compact record (compact.h) of a served request; Py_None where it does not fit one
+ * (a number beyond 64 bits, more than MOST_PATHS paths: the caller makes the Record tuple). */
+static PyObject *compact(PyObject *const *args, double seconds, long long pid, long long duration, const Comm *name) {
+    PyObject *vm = args[2], *request = args[3], *response = args[4], *answered_by = args[6];
+    PyObject *result = NULL, *paths = PySequence_Fast(args[7], "paths must be a sequence");
+    if (paths == NULL)
+        return NULL;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(paths);
+    if (count > MOST_PATHS) {
+        Py_DECREF(paths);
+        Py_RETURN_NONE;
+    }
+    Fields f;
+    memset(f.held, 0, sizeof f.held);
+    f.kind = f.answer = NULL;
+    CompactHead head = {.time = seconds, .pid = pid, .duration_us = duration, .magic = COMPACT_MAGIC};
+    head.fields = (uint32_t)(COMPACT_PATHS + count);
+    PyObject *known = kind(request);
+    if (known == NULL)
+        goto out;
+    f.kind = Py_NewRef(known);
+    int flagged = PyObject_IsTrue(PyTuple_GET_ITEM(known, 1));
+    if (flagged < 0 || put_field(&f, COMPACT_OPERATION, PyTuple_GET_ITEM(known, 0)) < 0)
+        goto out;
+    if (flagged) {
+        PyObject *flags = PyObject_GetAttr(request, s_flags);
+        if (flags == NULL)
+            goto out;
+        int overflow;
+        head.flags = PyLong_AsLongLongAndOverflow(flags, &overflow);
+        Py_DECREF(flags);
+        if (PyErr_Occurred())
+            goto out;
+        if (overflow) {
+            result = Py_NewRef(Py_None);
+            goto out;
+        }
+    }
+    int fits = put_result(&f, response);
+    if (fits != 0) {
+        result = fits > 0 ? Py_NewRef(Py_None) : NULL;
+        goto out;
+    }
+    f.data[COMPACT_COMM] = name->text;
+    f.length[COMPACT_COMM] = (uint32_t)name->text_length;
+    if (put_field(&f, COMPACT_VM, vm) < 0)
+        goto out;
+    f.data[COMPACT_BY] = NULL;
+    f.length[COMPACT_BY] = COMPACT_NONE;
+    if (answered_by != Py_None && put_field(&f, COMPACT_BY, answered_by) < 0)
+        goto out;
+    for (Py_ssize_t i = 0; i < count; i++)
+        if (put_field(&f, COMPACT_PATHS + (int)i, PySequence_Fast_GET_ITEM(paths, i)) < 0)
+            goto out;
+    size_t size = sizeof head + head.fields * 4;
+    for (uint32_t i = 0; i < head.fields; i++)
+        size += f.length[i] == COMPACT_NONE ? 0 : f.length[i];
+    result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
+    if (result == NULL)
+        goto out;
+    char *at = PyBytes_AS_STRING(result);
+    memcpy(at, &head, sizeof head);
+    memcpy(at + sizeof head, f.length, head.fields * 4);
+    at += sizeof head + head.fields * 4;
+    for (uint32_t i = 0; i < head.fields; i++)
+        if (f.length[i] != COMPACT_NONE) {
+            memcpy(at, f.data[i], f.length[i]);
+            at += f.length[i];
+        }
+out:
+    for (int i = 0; i < COMPACT_PATHS + MOST_PATHS; i++)
+        Py_XDECREF(f.held[i]);
+    Py_XDECREF(f.kind);
+    Py_XDECREF(f.answer);
+    Py_DECREF(paths);
+    return result;
+}
+
+/* The Record tuple (hvfs.api.events.Record) of what a compact record cannot hold. */
+static PyObject *record_tuple(PyObject *const *args, double seconds, long long duration, const Comm *name) {
+    PyObject *record = PyTuple_New(8);
+    PyObject *when = PyFloat_FromDouble(seconds), *took = PyLong_FromLongLong(duration);
+    PyObject *comm = PyUnicode_DecodeUTF8(name->text, name->text_length, "strict");
+    if (record == NULL || when == NULL || took == NULL || comm == NULL) {
+        Py_XDECREF(record);
+        Py_XDECREF(when);
+        Py_XDECREF(took);
+        Py_XDECREF(comm);
+        return NULL;
+    }
+    PyObject *items[8] = {args[2], args[3], args[4], when, took, comm, args[6], args[7]};
+    for (int i = 0; i < 8; i++)
+        PyTuple_SET_ITEM(record, i, i == 3 || i == 4 || i == 5 ? items[i] : Py_NewRef(items[i]));
+    return record;
 }
 
 /* record(ring, capacity, vm, request, response, began_ns, answered_by, paths) -> int:
- * the ring's length before the Record was appended, or -1 when it was full (nothing
- * appended; the caller waits for room, hvfs.api.ring). */
+ * the ring's length before the record was appended (compact, else the Record tuple), or
+ * -1 when it was full (nothing appended; the caller waits for room, hvfs.api.ring). */
 static PyObject *record(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 8) {
         PyErr_SetString(PyExc_TypeError, "record takes 8 arguments");
+        return NULL;
+    }
+    if (kinds == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "hvfs._native._record: configure() was not called");
         return NULL;
     }
     PyObject *ring = args[0], *request = args[3];
@@ -170,26 +305,23 @@ static PyObject *record(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     int again = again_types != NULL ? PySet_Contains(again_types, (PyObject *)Py_TYPE(request)) : 0;
     if (again < 0)
         return NULL;
-    PyObject *comm = comm_of(number, again, now);
-    if (comm == NULL)
-        return NULL;
+    const Comm *name = comm_entry(number, again, now);
     /* time.time()'s own arithmetic (_PyTime_AsSecondsDouble), so that the two recorders agree */
     double seconds = wall % 1000000000LL == 0 ? (double)(wall / 1000000000LL) : (double)wall / 1e9;
     long long duration = (now - began) / 1000;
-    PyObject *record = PyTuple_New(8); /* the Record, in its order (hvfs.api.events.Record) */
-    PyObject *when = PyFloat_FromDouble(seconds), *took = PyLong_FromLongLong(duration < 0 ? 0 : duration);
-    if (record == NULL || when == NULL || took == NULL) {
-        Py_XDECREF(record);
-        Py_XDECREF(when);
-        Py_XDECREF(took);
-        Py_DECREF(comm);
-        return NULL;
+    duration = duration < 0 ? 0 : duration;
+    PyObject *made = compact(args, seconds, number, duration, name);
+    if (made == NULL || made == Py_None) {
+        /* What the compact form cannot hold, or an odd field (a path that is not a str):
+         * the Record tuple, which the writer reads or reports, as before (never raises here) */
+        PyErr_Clear();
+        Py_XDECREF(made);
+        made = record_tuple(args, seconds, duration, name);
     }
-    PyObject *items[8] = {args[2], request, args[4], when, took, comm, args[6], args[7]};
-    for (int i = 0; i < 8; i++)
-        PyTuple_SET_ITEM(record, i, i == 3 || i == 4 || i == 5 ? items[i] : Py_NewRef(items[i]));
-    PyObject *done = PyObject_CallMethodOneArg(ring, s_append, record);
-    Py_DECREF(record);
+    if (made == NULL)
+        return NULL;
+    PyObject *done = PyObject_CallMethodOneArg(ring, s_append, made);
+    Py_DECREF(made);
     if (done == NULL)
         return NULL;
     Py_DECREF(done);
@@ -249,13 +381,30 @@ static PyObject *comm(PyObject *self, PyObject *args) {
     return comm_of(pid, again, clock_ns(CLOCK_MONOTONIC));
 }
 
-/* configure(again_types): the request types (a frozenset) whose caller exec's. */
-static PyObject *configure(PyObject *self, PyObject *types) {
-    if (!PyFrozenSet_Check(types)) {
-        PyErr_SetString(PyExc_TypeError, "configure takes a frozenset of types");
+/* configure(again_types, kind_of, result_of, fixed, value_type, errno_type, data_type): the
+ * request types whose caller exec's (a frozenset), and how requests and answers read
+ * (hvfs.api.events: _kind, _result_text, _FIXED; api.Value, api.Errno, api.Data). */
+static PyObject *configure(PyObject *self, PyObject *args) {
+    PyObject *types, *new_kind_of, *new_result_of, *new_fixed, *new_value, *new_errno, *new_data;
+    if (!PyArg_ParseTuple(args, "O!OOO!OOO:configure", &PyFrozenSet_Type, &types, &new_kind_of, &new_result_of,
+                          &PyDict_Type, &new_fixed, &new_value, &new_errno, &new_data))
+        return NULL;
+    PyObject *new_kinds = PyDict_New(), *new_by_errno = PyDict_New(), *copy = PyDict_Copy(new_fixed);
+    if (new_kinds == NULL || new_by_errno == NULL || copy == NULL) {
+        Py_XDECREF(new_kinds);
+        Py_XDECREF(new_by_errno);
+        Py_XDECREF(copy);
         return NULL;
     }
     Py_XSETREF(again_types, Py_NewRef(types));
+    Py_XSETREF(kinds, new_kinds);
+    Py_XSETREF(by_errno, new_by_errno);
+    Py_XSETREF(fixed, copy);
+    Py_XSETREF(kind_of, Py_NewRef(new_kind_of));
+    Py_XSETREF(result_of, Py_NewRef(new_result_of));
+    Py_XSETREF(value_type, Py_NewRef(new_value));
+    Py_XSETREF(errno_type, Py_NewRef(new_errno));
+    Py_XSETREF(data_type, Py_NewRef(new_data));
     Py_RETURN_NONE;
 }
 
@@ -263,7 +412,7 @@ static PyMethodDef methods[] = {
     {"record", (PyCFunction)(void (*)(void))record, METH_FASTCALL, "Append a served request's Record to the ring."},
     {"record_into", (PyCFunction)(void (*)(void))record_into, METH_FASTCALL, "record into an EventRing."},
     {"comm", comm, METH_VARARGS, "The command name of a thread, through the per-thread cache."},
-    {"configure", configure, METH_O, "The request types that read the caller's name again."},
+    {"configure", configure, METH_VARARGS, "The request types that read the caller's name again; how events read."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -283,7 +432,12 @@ PyMODINIT_FUNC PyInit__record(void) {
     s_nudge_at = PyUnicode_InternFromString("nudge_at");
     s_prompt = PyUnicode_InternFromString("prompt");
     s_recorded = PyUnicode_InternFromString("recorded");
-    if (!s_caller || !s_pid || !s_append || !s_deque || !s_capacity || !s_nudge_at || !s_prompt || !s_recorded)
+    s_flags = PyUnicode_InternFromString("flags");
+    s_value = PyUnicode_InternFromString("value");
+    s_errno = PyUnicode_InternFromString("errno");
+    s_data = PyUnicode_InternFromString("data");
+    if (!s_caller || !s_pid || !s_append || !s_deque || !s_capacity || !s_nudge_at || !s_prompt || !s_recorded
+        || !s_flags || !s_value || !s_errno || !s_data)
         return NULL;
     return PyModule_Create(&module);
 }

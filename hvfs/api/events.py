@@ -19,7 +19,7 @@ import json
 import json.encoder
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from time import monotonic, monotonic_ns
 from time import time as unix_time
@@ -28,9 +28,12 @@ from typing import Any
 from hvfs import _native, api
 from hvfs.api.messages import operation
 
-# What hvfs.api.ring records of a request, for its event:
+# What hvfs.api.ring records of a request, for its event: a compact record (bytes, made
+# by hvfs/_native/record.c, read by hvfs.api.compact), or in Python (HVFS_NATIVE=0, and
+# what the compact form cannot hold) the tuple
 # (vm, request, response, time, duration_us, comm, answered_by, paths); see Event.
-Record = tuple[str, api.Request, api.Response, float, int, str, str | None, tuple[str, ...]]
+Recorded = tuple[str, api.Request, api.Response, float, int, str, str | None, tuple[str, ...]]
+Record = Recorded | bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +217,7 @@ def event_from_record(
     )
 
 
-def record_line(record: Record) -> str:
+def record_line(record: Recorded) -> str:
     """``event_from_record(*record).to_json()``, the same characters, without the Event: an
     audit needs only the line, and a frozen dataclass of eleven fields costs more to make
     than its line (measured: 3.0 µs against 1.2 µs per event, on the audit's thread, under
@@ -297,40 +300,6 @@ def json_text(line: str) -> str:
     except UnicodeEncodeError:
         return line.encode("utf-8", JSON_SURROGATES).decode()
     return line
-
-
-def python_lines(items: Sequence[Record | Event]) -> bytes:
-    """The audit's lines of ``items`` (the bus's Records and Events), each with its newline."""
-    lines = [
-        item.to_json() if type(item) is Event else record_line(item)  # type: ignore[arg-type,union-attr]
-        for item in items
-    ]
-    lines.append("")
-    return "\n".join(lines).encode("utf-8", JSON_SURROGATES)
-
-
-def write_lines(fd: int, items: Sequence[Record | Event], per_write: int) -> None:
-    """Append the lines of ``items`` to ``fd``, ``per_write`` lines per write(2), each
-    write whole: in C (hvfs/_native/audit.c; the write without the GIL) where it is
-    built, else in Python (``python_write``); the same bytes, a name that is not UTF-8
-    escaped (``_escape_surrogates``). Raises OSError (the write), as both paths do."""
-    if _native_audit is not None:
-        _native_audit.write(fd, items, per_write)
-    else:
-        python_write(fd, items, per_write)
-
-
-def python_write(fd: int, items: Sequence[Record | Event], per_write: int) -> None:
-    """``write_lines`` in Python: the fallback (HVFS_NATIVE=0, or audit.c not built)."""
-    for start in range(0, len(items), per_write):
-        view = memoryview(python_lines(items[start : start + per_write]))
-        while view:  # a short write happens only on a full disk or a signal
-            view = view[os.write(fd, view) :]
-
-
-_native_audit = _native.audit
-if _native_audit is not None:
-    _native_audit.configure(_kind, _result_text, _FIXED, api.Value, api.Errno)  # an Errno's text: by its errno
 
 
 def lost_event(vm: str, count: int) -> Event:
@@ -436,7 +405,7 @@ def python_record(
     """Append the Record of a served request (``began``: time.monotonic_ns() when it
     arrived) to ``ring``; the ring's length before, or -1 when it holds ``capacity`` (then
     nothing is appended). What hvfs/_native/record.c does in one C call (``record_request``):
-    the same tuple, the same clocks, comm_of's rules."""
+    the same clocks, comm_of's rules, the same line and Event (its record is compact)."""
     size = len(ring)
     if size >= capacity:
         return -1
@@ -451,5 +420,5 @@ RecordRequest = Callable[
 ]
 record_request: RecordRequest = python_record
 if _native.recorder is not None:
-    _native.recorder.configure(_AGAIN)
+    _native.recorder.configure(_AGAIN, _kind, _result_text, _FIXED, api.Value, api.Errno, api.Data)
     record_request = _native.recorder.record

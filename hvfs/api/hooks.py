@@ -46,8 +46,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from hvfs import api
+from hvfs.api.compact import record_vm
 from hvfs.api.events import Event, Record, lost_event
-from hvfs.api.ring import CHUNK, EventRing, Flush, Item, RecordServed, as_event, record_into
+from hvfs.api.ring import CHUNK, RECORDS_CHUNK, EventRing, Flush, Item, RecordServed, as_event, record_into
 
 log = logging.getLogger("hvfs.services")
 
@@ -152,7 +153,7 @@ class Subscription:
     """One asynchronous subscriber: a bounded queue of batches and the thread that drains
     it. ``deliver`` takes one event, or with ``batch`` a list of them (an audit writes a
     batch with a few writes), or with ``records`` a list of what was recorded as it was:
-    Events and the ring's Records, which ``hvfs.api.events.record_line`` makes into the
+    Events and the ring's Records, which ``hvfs.api.compact.item_line`` makes into the
     event's line without the Event."""
 
     def __init__(
@@ -195,7 +196,7 @@ class Subscription:
                     kept.append(item)
                 else:
                     self._dropped += 1
-                    vm = item.vm if isinstance(item, Event) else item[0]
+                    vm = record_vm(item)
                     self._unsaid[vm] = self._unsaid.get(vm, 0) + 1
             self._queued = self._size - room
         if kept:
@@ -241,11 +242,13 @@ class Subscription:
             self._deliver_all(events, items[start:] if start else items)  # type: ignore[arg-type]
 
     def _deliver_all(self, events: list[Event], pending: Sequence[Record | Event] = ()) -> None:
-        """Deliver ``events``, then ``pending`` made into events CHUNK at a time."""
+        """Deliver ``events``, then ``pending`` made into events CHUNK at a time (as they are,
+        RECORDS_CHUNK at a time)."""
         if events:
             self._deliver_events(events)
-        for start in range(0, len(pending), CHUNK):
-            chunk = pending[start : start + CHUNK]
+        step = RECORDS_CHUNK if self._records else CHUNK
+        for start in range(0, len(pending), step):
+            chunk = pending[start : start + step]
             self._deliver_events(list(chunk) if self._records else [as_event(item) for item in chunk])
 
     def _deliver_events(self, events: list[Event] | list[Record | Event]) -> None:

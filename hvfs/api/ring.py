@@ -1,22 +1,24 @@
 """The events of one bus on their way out: recorded on the serving thread for the price
-of a tuple, handed to the subscribers in batches by a thread of the ring's own, and made
-into ``Event``s on the subscribers' threads.
+of a few bytes, handed to the subscribers in batches by a thread of the ring's own, and
+made into ``Event``s on the subscribers' threads.
 
 Why: an event used to cost its request a /proc read, an openat2, a dict, a JSON line and
 a wake-up of the audit's thread, whose JSON work then held the GIL while the next
 request waited for it (measured: ``--strict --audit`` took 1.5 to 3 times ``--strict``).
-Now the serving thread appends one tuple to a deque (one C call, atomic under the GIL,
-no lock, no wake-up) and goes back to the VM. The ring's thread, woken every
-``INTERVAL`` or when the ring fills up, only moves what is recorded to the subscribers'
-queues, one list for them all; each subscriber's thread makes the events
-(``event_from_record``), or an audit's the lines straight from the records
-(``record_line``), and deals with them ``CHUNK`` at a time, so that one thread at most
-does the work behind the requests, and a request never waits long for the GIL.
+Now the serving thread appends one compact record (plain bytes: hvfs/_native/compact.h)
+to a deque (one C call, atomic under the GIL, no lock, no wake-up) and goes back to the
+VM. The ring's thread, woken every ``INTERVAL`` or when the ring fills up, only moves
+what is recorded to the subscribers' queues, one list for them all; each subscriber's
+thread makes the events (``hvfs.api.compact.event_from_item``) and deals with them
+``CHUNK`` at a time, or an audit's the lines straight from the records
+(``hvfs.api.compact.write_lines``) ``RECORDS_CHUNK`` at a time, so that one thread at
+most does the work behind the requests, and a request never waits long for the GIL.
 
 What must be true when taken is taken by the caller of ``record`` (hvfs.manager: the
 paths as served, read from the very fd or directory the manager acted on, and the
-command name): a name taken later could be another file's. The request and response
-objects are kept as they are: they are frozen, and their fields are what the event says.
+command name): a name taken later could be another file's. The compact record keeps
+nothing of the request's objects: kept alive until written, they cost each request fresh
+memory (compact.h). The Python recorder (HVFS_NATIVE=0) keeps them in a Record tuple.
 
 Bounded: at most ``capacity`` records wait. A request that finds the ring full wakes
 the thread and waits up to ``FULL_WAIT`` for room; then its event is dropped, counted
@@ -33,12 +35,18 @@ import time
 from collections.abc import Callable
 
 from hvfs import _native, api
-from hvfs.api.events import Event, Record, event_from_record, lost_event, record_request
+from hvfs.api.compact import event_from_item, record_vm
+from hvfs.api.events import Event, Record, lost_event, record_request
 
 RING_CAPACITY = 1 << 14  # records waiting; a batch is INTERVAL of requests, far fewer
 INTERVAL = 0.02  # seconds an event may wait for its batch (hvfs.client's sync polls at 10 ms)
 FULL_WAIT = 0.05  # seconds a request may wait for room in a full ring before its event is lost
-CHUNK = 32  # events a subscriber makes and deals with at a time: an audit writes them at once
+CHUNK = 32  # events a subscriber makes and deals with at a time
+# Records a subscriber that takes them as they are (an audit) deals with at a time: its C
+# writer formats a compact record in a tenth of a µs, and each write lets the GIL go to a
+# request that then waits for it again (measured, audit_cpu.py: 256 took 0.25 to 0.9 µs less
+# of an audited request than 32, the GIL held some 30 µs per batch).
+RECORDS_CHUNK = 256
 HAND_OUT = 4096  # records moved per hand-out at most
 
 
@@ -103,7 +111,7 @@ class EventRing:
                 self._marks += 1
         size = len(ring)
         if size >= self.capacity and not isinstance(record, Flush) and not self._wait_for_room():
-            vm = record.vm if isinstance(record, Event) else record[0]
+            vm = record_vm(record)
             with self._lock:
                 self._lost[vm] = self._lost.get(vm, 0) + 1
                 self._lost_total += 1
@@ -214,5 +222,5 @@ record_into: Callable[..., None] = python_record_into if _native.recorder is Non
 
 
 def as_event(item: Record | Event) -> Event:
-    """The event of a record, or the event itself."""
-    return item if isinstance(item, Event) else event_from_record(*item)
+    """The event of a record (made here, on the subscriber's thread), or the event itself."""
+    return item if isinstance(item, Event) else event_from_item(item)

@@ -37,9 +37,11 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from hvfs.api.events import LOST, Event, Record, write_lines
+from hvfs.api.compact import write_lines
+from hvfs.api.events import LOST, Event, Record
 from hvfs.api.flagnames import flag_names
 from hvfs.api.hooks import EventBus, Files, Subscription
+from hvfs.api.ring import RECORDS_CHUNK
 from hvfs.services.audit_summary import summarize, write_summary
 from hvfs.services.commands import ServiceError, Subparsers, guarded
 from hvfs.services.describe import OPERATIONS, READ, SERVICE_EVENTS
@@ -48,7 +50,7 @@ from hvfs.services.units import format_time
 log = logging.getLogger("hvfs.services")
 
 EVENT_OPERATIONS = (OPERATIONS - {READ}) | SERVICE_EVENTS  # "read" names opens in fault rules; events say "open"
-LINES_PER_WRITE = 32
+LINES_PER_WRITE = RECORDS_CHUNK  # a batch the bus hands over, in one write
 
 
 class AuditLog:
@@ -68,7 +70,7 @@ class AuditLog:
 
     def write_batch(self, events: Sequence[Record | Event]) -> None:
         """Append ``events`` (Events, or the bus's Records of them: their lines are the
-        same), a few dozen lines per write (hvfs.api.events.write_lines: in C where it is
+        same), a few dozen lines per write (hvfs.api.compact.write_lines: in C where it is
         built): each write lets the GIL go, so that a request never waits behind a long batch."""
         write_lines(self._fd, events, LINES_PER_WRITE)
 
