@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from hvfs._sys import mount as m
 from hvfs._sys.abi import O_PATH, RESOLVE_IN_ROOT
-from hvfs._sys.files import closing, mount_id, openat2
+from hvfs._sys.files import closing, make_file, mount_id, openat2
 from hvfs.manager.mounts import Mount
 from hvfs.manager.sources.base import Scratch, SourceError
 
@@ -53,7 +53,7 @@ def ensure_path(root: int, path: str, *, directory: bool = True, mode: int = 0o7
             parent = openat2(root, "/" + "/".join(parts[: i - 1]), O_PATH | os.O_DIRECTORY, 0, RESOLVE_IN_ROOT)
             try:
                 if last and not directory:
-                    os.close(os.open(parts[i - 1], os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644, dir_fd=parent))
+                    make_file(parts[i - 1], 0o644, parent)
                 else:
                     os.mkdir(parts[i - 1], mode, dir_fd=parent)
             except FileExistsError:

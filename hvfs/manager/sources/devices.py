@@ -9,7 +9,7 @@ from typing import Any
 
 from hvfs._sys import mount as m
 from hvfs._sys.abi import O_PATH
-from hvfs._sys.files import closing
+from hvfs._sys.files import closing, make_file
 from hvfs.manager.sources.base import Scratch, Source
 from hvfs.manager.sources.schema import SourceKind
 
@@ -31,7 +31,7 @@ class DevicesSource(Source):
         tmpfs = m.new_mount("tmpfs", {"mode": "0755", "size": "1m"}, m.MOUNT_ATTR_NOSUID)
         with m.attached(tmpfs, target) as root:
             for name in DEVICES:
-                os.close(os.open(name, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o666, dir_fd=root))
+                make_file(name, 0o666, root)  # not opened: see make_file
                 with closing(os.open(name, O_PATH | os.O_CLOEXEC, dir_fd=root)) as at:
                     m.attach(m.clone_tree(f"/dev/{name}", recursive=False), at)
             for name, link in LINKS.items():
