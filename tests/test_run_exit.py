@@ -1,7 +1,7 @@
 """What is true when `hvfs run` returns (the manager told it the VM exited): every process
-of the VM is gone, background ones included, whichever driver; the VM's views are
-closed and its state removed just after the exit is told (hvfs.hypervisor.group._watch),
-so both are gone soon after, never left behind. Real VMs, a private manager."""
+of the VM is gone, background ones included, whichever driver; its state is removed
+just after the exit is told (hvfs.hypervisor.group._watch): gone soon after, never left
+behind. Real VMs, a private manager."""
 
 from __future__ import annotations
 
@@ -56,6 +56,6 @@ def test_told_exited_means_gone(runner: tuple[Hvfs, str], driver: str) -> None:
         result = hvfs.run("run", "--driver", driver, "--", "sh", "-c", script)
         assert result.returncode == 5, result.stderr  # once the second sleep ran
         assert _host_pids_running(marker) == [], "a process of the VM outlived its told exit"
-    # Views closed and state removed after the exit was told: gone soon, never left behind.
+    # State removed after the exit was told: gone soon, never left behind.
     assert _eventually(lambda: not [d for d in os.listdir(f"{state}/groups") if not d.startswith(".")])
     assert _eventually(lambda: hvfs.ok("ps", "-a").strip().count("\n") == 0), hvfs.ok("ps", "-a")
