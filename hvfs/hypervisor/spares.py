@@ -8,8 +8,8 @@ transport, driver), and used once: a run whose configuration has the same key ta
 (``vmstart.start``), sends the run's own program, environment, working directory, user,
 hostname and stdio with START (native/init: T_SPARE), and the next spare of that key is
 made on a thread of its own, off the run's path: it waits for the starts being served
-(``Spares.starting``) before it begins and, unless that key's runs come back to back
-with fewer than DEPTH ready, between its steps, rather than compete with them for the GIL.
+(``Spares.starting``) before it begins and, while a spare of its key is still ready,
+between its steps, rather than compete with them for the GIL.
 
 What keeps one run from seeing another's: a spare never ran user code, and was made for
 no run (its pid 1 knows nothing of one until START; its stdio until then is /dev/null);
@@ -71,8 +71,8 @@ MOST = 4  # configurations kept warm at once; the least recently asked for goes 
 # Seconds a spare's making waits after the last run that asked: that run is not over when
 # it asks (its start ends, then its command runs and its exit is told), and on two CPUs the
 # making would slow it. Unless its configuration's runs come back to back (kept DEPTH deep)
-# and fewer than DEPTH are ready: then it waits only for the runs starting before it begins
-# (Spares.starting), as the runs would otherwise outpace it and find none.
+# and none is ready: then it waits only for the runs starting (Spares.starting), as the
+# next run would otherwise find none.
 SETTLE = float(os.environ.get("HVFS_SPARE_SETTLE", "0.01"))
 STARTING = frozenset({"run", "run_argv", "up"})  # control operations that start VMs
 # The longest a spare's making waits, at each of its steps, for the runs starting meanwhile
@@ -243,7 +243,7 @@ class Spares:
 
     def _yield(self, key: str | None = None) -> None:
         """Wait (at most YIELD) until no run is starting: before a making and, for ``key``'s,
-        between its steps, unless ``key``'s runs would outpace its making (``_urgent``)."""
+        between its steps, unless a run of ``key`` coming now would find no spare ready."""
         deadline = time.monotonic() + YIELD
         with self._cond:
             while self._runs and not self._closed and (left := deadline - time.monotonic()) > 0:
@@ -252,10 +252,8 @@ class Spares:
                 self._cond.wait(timeout=left)
 
     def _urgent(self, key: str) -> bool:
-        """Whether ``key``'s runs come back to back (kept DEPTH deep) and fewer than DEPTH
-        are ready. Not only none: a making that waited at each step while one was left fell
-        behind runs back to back (hyperfine -N: 54 of 316 runs found none, against 15)."""
-        return self._depth.get(key, 1) == DEPTH and len(self._ready.get(key, ())) < DEPTH
+        """Whether ``key``'s runs come back to back (kept DEPTH deep) and none is ready."""
+        return self._depth.get(key, 1) == DEPTH and not self._ready.get(key)
 
     def want(self, wanted: Recipe) -> None:
         """``wanted``'s configuration was run: keep a spare of it (made in the background)."""
@@ -346,8 +344,8 @@ class Spares:
 
     def _make(self, wanted: Recipe, vmid: str) -> Spare | None:
         """A spare of ``wanted``, as the VM ``vmid``; between its steps it waits for the runs
-        starting, unless its key's runs would outpace it (``_urgent``: a making that waited
-        at each step would fall behind runs back to back)."""
+        starting, unless one coming now would find none ready (then a making that waited at
+        each step would fall behind runs back to back)."""
         staging = self.layout.staging(vmid)
         pool = SourcePool()
         views: Views | None = None
