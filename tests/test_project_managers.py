@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Hvfs, require
+from tests.conftest import FRONT, Hvfs, require
 
 
 class Project:
@@ -241,5 +241,30 @@ def test_a_file_system_mounted_after_the_manager_started_is_served_and_kept_in(h
         finally:
             subprocess.run(["umount", str(point)], check=True)
         assert sorted(os.listdir(point)) == ["under"]
+    finally:
+        own.run("manager", "stop", timeout=60)
+
+
+def test_a_file_system_mounted_over_the_fronts_working_directory_is_seen(tmp_path: Path) -> None:
+    """The native front sends what it sees at its working directory with its request (no
+    ``stat`` round trip for a plain run): mounted there after the manager started, it is
+    seen otherwise, and the run is the Python client's, as for a path the run names."""
+    require(os.geteuid() == 0, "mounting a file system needs root")
+    require(os.access(FRONT, os.X_OK), f"no native front at {FRONT}; run scripts/setup")
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    trace = tmp_path / "trace"
+    own = Hvfs([FRONT]).with_env(HVFS_STATE_DIR=str(state), HVFS_FRONT_TRACE=str(trace))
+    point = tmp_path / "point"
+    point.mkdir()
+    try:
+        assert own.ok("run", "--", "echo", "ran", cwd=str(point)) == "ran\n"
+        assert trace.read_text().splitlines()[-1].startswith("native: ")
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "hvfs-test", str(point)], check=True)
+        try:
+            assert own.ok("run", "--", "echo", "ran", cwd=str(point)) == "ran\n"
+            assert trace.read_text().splitlines()[-1] == f"the Python client: this manager sees {point} otherwise"
+        finally:
+            subprocess.run(["umount", str(point)], check=True)
     finally:
         own.run("manager", "stop", timeout=60)

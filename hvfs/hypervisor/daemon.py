@@ -160,7 +160,7 @@ class Daemon(ChangeOps, LazyParts):
             try:
                 document: dict[str, Any] = read_json(self.layout.group_file(gid))
                 project = from_json(document["project"])
-                group = Group(gid, project, self.hypervisor, on_empty=self._empty)
+                group = Group(gid, project, self.hypervisor, on_empty=self._empty, document=document["project"])
             except Exception as e:  # no group.json: its manager died before its VM started, nothing ran
                 unread = not isinstance(e, FileNotFoundError)
                 log.log(logging.ERROR if unread else logging.INFO, "the group %s left by a manager before could"
@@ -311,7 +311,7 @@ class Daemon(ChangeOps, LazyParts):
                 if project.kind == "run":
                     raise UsageError(f"a VM named {project.name!r} is already running; choose another --name")
                 raise LookupError(f"project {project.name!r} is already up")
-            group = Group(gid, project, self.hypervisor, on_empty=self._empty)
+            group = Group(gid, project, self.hypervisor, on_empty=self._empty, document=message["project"])
             self.groups[gid] = group
         return group
 

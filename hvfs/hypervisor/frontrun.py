@@ -25,9 +25,11 @@ outside, it may not read the user's own files of mode 0000 (an --env-file) eithe
 thread is kept for the next parses (each goes to the client's working directory first);
 a parse that comes while it is busy gets a thread of its own, set up the same way.
 
-Before the VM starts, the manager asks the front what it sees at the host paths the run
-names (``{"stat": [PATH, …]}``, answered by ``run_views``): a manager whose mounts differ
-(hvfs.hypervisor.views) falls back, and the Python client makes it give way.
+Before the VM starts, the manager compares what the front sees at the host paths the run
+names with what it sees there: a manager whose mounts differ (hvfs.hypervisor.views)
+falls back, and the Python client makes it give way. The front sends what it sees at its
+working directory and ``/`` with its request (``views``); for any other path the manager
+asks (``{"stat": [PATH, …]}``, answered by ``run_views``).
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ def handle(message: dict[str, Any], fds: list[int], connection: control.Connecti
     said: list[str] = []
     try:
         project, stop_timeout = parse(argv, cwd, env, said)
-        _check_views(connection, [cwd, *host_paths(project)])
+        _check_views(connection, [cwd, *host_paths(project)], message.get("views"))
     except Fallback as e:  # the Python client says it all again
         connection.send({"fallback": str(e)})
         return
@@ -245,18 +247,25 @@ def _run_parser() -> argparse.ArgumentParser:
     return cli.build_parser(["run"])
 
 
-def _check_views(connection: control.Connection, paths: list[str]) -> None:
-    """Ask the front what it sees at ``paths``; Fallback if this manager sees otherwise."""
-    connection.send({"stat": paths})
-    try:
-        connection.wait_answer(control.answer_timeout())
-        reply, fds = connection.receive()
-    except (EOFError, OSError, ValueError, control.NoAnswer):
-        raise Fallback("the front did not say what it sees") from None
-    for fd in fds:
-        os.close(fd)
-    if reply.get("op") != "run_views":
-        raise Fallback("the front answered otherwise")
-    unseen = views.unseen(reply.get("views"))
+def _check_views(connection: control.Connection, paths: list[str], ahead: object = None) -> None:
+    """Fallback if this manager sees otherwise than the front at ``paths``: from what the
+    front sent ``ahead`` with its request (its working directory and ``/``, which a plain
+    run names: no round trip), or else asked of it."""
+    given = {str(v[0]): v for v in ahead if isinstance(v, list) and len(v) == 3} if isinstance(ahead, list) else {}
+    if all(path in given for path in paths):
+        seen: object = [given[path] for path in dict.fromkeys(paths)]
+    else:
+        connection.send({"stat": paths})
+        try:
+            connection.wait_answer(control.answer_timeout())
+            reply, fds = connection.receive()
+        except (EOFError, OSError, ValueError, control.NoAnswer):
+            raise Fallback("the front did not say what it sees") from None
+        for fd in fds:
+            os.close(fd)
+        if reply.get("op") != "run_views":
+            raise Fallback("the front answered otherwise")
+        seen = reply.get("views")
+    unseen = views.unseen(seen)
     if unseen:
         raise Fallback(f"this manager sees {unseen[0]} otherwise")

@@ -3,15 +3,19 @@ its state and exit code, its health and restarts (``hvfs ps`` shows them)."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hvfs.hypervisor import control
 from hvfs.hypervisor.health import Health, ProbeWaiter
 from hvfs.hypervisor.restart import Restarts
 from hvfs.project.config import VmConfig
 from hvfs.runtime import RunningVm
+
+if TYPE_CHECKING:
+    from hvfs.hypervisor.services import ServiceSet
 
 
 @dataclass
@@ -54,3 +58,21 @@ class VmRecord:
             "restart": str(self.config.restart),
             "restarts": self.restarts.count,
         }
+
+
+def run_statistics(name: str, running: RunningVm, services: ServiceSet | None) -> dict[str, Any]:
+    """A run's statistics for --stats: requests per operation and outcome, services."""
+    stats = running.context.statistics()
+    document: dict[str, Any] = {
+        "vm": name,
+        "requests": stats.requests,
+        "served": stats.total("served"),
+        "continued": stats.total("continued"),
+        "failed": stats.total("failed"),
+        **running.driver.statistics(),
+    }
+    if running.tracer is not None:
+        document["exec_tracer"] = dataclasses.asdict(running.tracer.statistics())
+    if services is not None:
+        document["services"] = services.statistics()
+    return document

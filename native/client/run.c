@@ -67,6 +67,8 @@ static double now(void) {
     return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
+static void add_view(struct buf *b, char *path, int *first);
+
 static void build_request(struct buf *b, int argc, char **argv) {
     char cwd[4096];
     if (!getcwd(cwd, sizeof cwd))
@@ -79,7 +81,14 @@ static void build_request(struct buf *b, int argc, char **argv) {
     }
     buf_raw(b, "], \"cwd\": ");
     buf_str(b, cwd);
-    buf_raw(b, ", \"env\": {");
+    /* What it sees at the paths every run names, ahead: the manager then asks for no
+     * others' (``stat``) unless the run names more. */
+    buf_raw(b, ", \"views\": [");
+    int first_view = 1;
+    char root[] = "/";
+    add_view(b, cwd, &first_view);
+    add_view(b, root, &first_view);
+    buf_raw(b, "], \"env\": {");
     int first = 1;
     for (char **entry = environ; *entry; entry++) {
         const char *equals = strchr(*entry, '=');
@@ -102,7 +111,29 @@ static void build_request(struct buf *b, int argc, char **argv) {
     buf_raw(b, "}}");
 }
 
-/* What this process sees at each path the manager names (hvfs.hypervisor.views.seen). */
+/* [PATH, DEV, INO] of what this process sees at ``path`` (cut to its nearest existing
+ * parent), as hvfs.hypervisor.views.seen; nothing when even "/" cannot be seen. */
+static void add_view(struct buf *b, char *path, int *first) {
+    struct stat st;
+    while (stat(path, &st) < 0) {
+        char *slash = strrchr(path, '/');
+        if (!slash || (slash == path && path[1] == 0))
+            break;
+        slash == path ? (void)(path[1] = 0) : (void)(*slash = 0);
+    }
+    if (stat(path, &st) < 0)
+        return;
+    buf_raw(b, *first ? "[" : ", [");
+    *first = 0;
+    buf_str(b, path);
+    buf_raw(b, ", ");
+    buf_long(b, (long long)st.st_dev);
+    buf_raw(b, ", ");
+    buf_long(b, (long long)st.st_ino);
+    buf_raw(b, "]");
+}
+
+/* What this process sees at each path the manager names. */
 static int answer_views(int sock, const char *paths) {
     struct buf b = {0};
     buf_raw(&b, "{\"hvfs\": 1, \"op\": \"run_views\", \"views\": [");
@@ -111,23 +142,7 @@ static int answer_views(int sock, const char *paths) {
     for (const char *p = json_first(paths); p; p = json_next(p)) {
         if (json_string(p, path, sizeof path) < 0)
             return -1;
-        struct stat st;
-        while (stat(path, &st) < 0) {
-            char *slash = strrchr(path, '/');
-            if (!slash || (slash == path && path[1] == 0))
-                break;
-            slash == path ? (void)(path[1] = 0) : (void)(*slash = 0);
-        }
-        if (stat(path, &st) < 0)
-            continue;
-        buf_raw(&b, first ? "[" : ", [");
-        first = 0;
-        buf_str(&b, path);
-        buf_raw(&b, ", ");
-        buf_long(&b, (long long)st.st_dev);
-        buf_raw(&b, ", ");
-        buf_long(&b, (long long)st.st_ino);
-        buf_raw(&b, "]");
+        add_view(&b, path, &first);
     }
     buf_raw(&b, "]}");
     int sent = send_message(sock, &b, NULL, 0);

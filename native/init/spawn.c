@@ -197,8 +197,15 @@ __attribute__((noreturn)) static void exec_program(char **argv, char **env) {
             const char *colon = strchr(at, ':');
             size_t length = colon ? (size_t)(colon - at) : strlen(at);
             snprintf(candidate, sizeof candidate, "%.*s%s%s", (int)length, at, length ? "/" : "", file);
-            execve(candidate, argv, env);
-            last = errno;
+            /* A name that is not there costs no execve: an execve is trapped (a round trip
+             * to the manager, or a ptrace stop), a faccessat is not unless reads are, and
+             * it fails as that execve would. What is there is left to execve to judge. */
+            if (faccessat(AT_FDCWD, candidate, F_OK, 0) < 0 && (errno == ENOENT || errno == ENOTDIR))
+                last = errno;
+            else {
+                execve(candidate, argv, env);
+                last = errno;
+            }
             if (last != ENOENT && last != ENOTDIR && saved == 0) saved = last;
             if (colon == NULL) break;
             at = colon + 1;

@@ -1,0 +1,56 @@
+"""Warm start-up of several commands, interleaved round by round: each round runs every
+command once, in a shuffled order, so that the load of a shared machine falls on all of
+them alike.
+
+    python benchmarks/warm_compare.py [--rounds N] [--warmup N] NAME=COMMAND ...
+
+Each COMMAND is split on spaces and run with stdin, stdout and stderr on /dev/null, as
+hyperfine -N runs it; give each hvfs build its own HVFS_STATE_DIR through ``env``
+(``before=env HVFS_STATE_DIR=/tmp/b /tmp/before/.venv/bin/hvfs run -- true``), so that
+each has a manager of its own. Prints, per command, the median wall time, the 10th and
+90th percentiles, their spread, and the median's ratio to the first command's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import subprocess
+import time
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("commands", nargs="+", metavar="NAME=COMMAND")
+    args = parser.parse_args()
+    named = [tuple(c.split("=", 1)) for c in args.commands]
+    times: dict[str, list[float]] = {name: [] for name, _ in named}
+    failed: dict[str, int] = {name: 0 for name, _ in named}
+    order = list(named)
+    for round_ in range(args.warmup + args.rounds):
+        random.shuffle(order)
+        for name, command in order:
+            began = time.perf_counter()
+            code = subprocess.call(command.split(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)  # fmt: skip
+            took = (time.perf_counter() - began) * 1000
+            if round_ >= args.warmup:
+                times[name].append(took)
+                failed[name] += code != 0
+    base = statistics.median(times[named[0][0]])
+    print(f"{args.rounds} rounds, interleaved, shuffled; ms of wall time")
+    print(f"{'command':<24} {'median':>7} {'p10':>7} {'p90':>7} {'p90-p10':>8} {'ratio':>6}  failed")
+    for name, _ in named:
+        t = times[name]
+        deciles = statistics.quantiles(t, n=10)
+        median = statistics.median(t)
+        print(f"{name:<24} {median:7.2f} {deciles[0]:7.2f} {deciles[-1]:7.2f} {deciles[-1] - deciles[0]:8.2f}"
+              f" {median / base:6.2f}  {failed[name]}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
