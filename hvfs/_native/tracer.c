@@ -293,13 +293,21 @@ run_to_exit(pid_t pid, struct outcome *out, regs_t *after)
 static long
 kcmp_file(pid_t pid, int theirs, int ours)
 {
-    return syscall(SYS_kcmp, pid, getpid(), KCMP_FILE, (unsigned long)theirs, (unsigned long)ours);
+    static pid_t self;
+    if (self == 0)
+        self = getpid(); /* this manager's; a fork of it never runs a tracer loop */
+    return syscall(SYS_kcmp, pid, self, KCMP_FILE, (unsigned long)theirs, (unsigned long)ours);
 }
 
 static void
 receive(pid_t pid, const regs_t *stopped, int sock, const struct sockaddr_un *to, socklen_t to_len, int number,
         int fd, int flags, int check, struct outcome *out)
 {
+    /* Its number must still name the kept socket (kept.py's Kept.holds), or nothing is sent. */
+    if (check && kcmp_file(pid, number, sock) != 0) {
+        out->result = -ESTALE;
+        return;
+    }
     if (send_fd(sock, to, to_len, fd) < 0) {
         out->result = -EIO;
         return;
@@ -361,13 +369,17 @@ receive(pid_t pid, const regs_t *stopped, int sock, const struct sockaddr_un *to
 /* receive(pid, regs, sock, address, number, fd, flags, check) -> (result, signals, gone_status)
  *
  * A served open through the kept socket (stopped.py's _receive, in place of the call):
- * send ``fd`` on ``sock`` (the driver's duplicate) to ``address``, write the scratch
- * msghdr below the red zone of the stopped thread (``regs``, bytes), make it run
- * recvmsg(``number``, scratch, ``flags``) in place of its call, to its exit, and check
- * what it received (an SCM_RIGHTS cmsg; kcmp against ``fd`` when ``check``). ``result``
- * is the number received, -EMFILE, or -EIO; ``signals`` those that stopped the thread
+ * with ``check``, kcmp of the thread's ``number`` against ``sock`` (the driver's
+ * duplicate: kept.py's Kept.holds, here, with no return to Python), else nothing is sent
+ * (-ESTALE); send ``fd`` on ``sock`` to ``address``, write the scratch msghdr below the
+ * red zone of the stopped thread (``regs``, bytes), make it run recvmsg(``number``,
+ * scratch, ``flags``) in place of its call, to its exit, and check what it received (an
+ * SCM_RIGHTS cmsg; kcmp against ``fd`` when ``check``). ``result`` is the number
+ * received, -ESTALE, -EMFILE, or -EIO; ``signals`` those that stopped the thread
  * meanwhile (a tuple), ``gone_status`` the wait status of a thread that died (-1 when
- * it was not seen), else None. Does not resume the thread: ``release`` does. */
+ * it was not seen), else None. Does not resume the thread: ``release`` does, after the
+ * driver has closed its copy of ``fd`` and is done with the stop (see
+ * tests/test_ptrace_driver.py's test of ETXTBSY: a resume from here met it). */
 static PyObject *
 tr_receive(PyObject *self, PyObject *args)
 {

@@ -125,9 +125,16 @@ class Stopped:
         self._finish(result)
 
     def _install(self, fd: int, cloexec: bool, duplicate: Callable[[int], int], sockets: KeptSockets) -> int:
-        kept = sockets.usable(self.pid)
-        if kept is not None:  # one recvmsg, in place of the call
-            return self._through_kept(kept, fd, cloexec, sockets, in_place=True)
+        if native_tracer is not None:  # its number checked by the C loop, before it sends
+            kept = sockets.unchecked(self.pid)
+            if kept is not None:
+                number = self._through_kept(kept, fd, cloexec, sockets, in_place=True)
+                if number != -errno.ESTALE:
+                    return number
+        else:
+            kept = sockets.usable(self.pid)
+            if kept is not None:  # one recvmsg, in place of the call
+                return self._through_kept(kept, fd, cloexec, sockets, in_place=True)
         theirs = self._in_place(_SOCKET, socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, 0)
         if theirs < 0:
             return theirs
@@ -151,7 +158,7 @@ class Stopped:
             sockets.give_up(self.pid)  # a file sent and never received is not left queued in it
             raise
         if number < 0 and number != -errno.EMFILE:
-            sockets.give_up(self.pid)  # any doubt: a new one next time
+            sockets.give_up(self.pid)  # any doubt (ESTALE: its number names another file): a new one
         return number
 
     def _move_high(self, kept: Kept, sockets: KeptSockets) -> bool:
@@ -207,7 +214,8 @@ class Stopped:
         return int(installed) if ours and checked else -errno.EIO
 
     def _receive_natively(self, kept: Kept, fd: int, flags: int) -> int:
-        """``_receive`` in place of the call, by the C loop (hvfs/_native/tracer.c)."""
+        """``_receive`` in place of the call, by the C loop (hvfs/_native/tracer.c), which
+        first checks that the number still names the socket (ESTALE: nothing sent)."""
         address = kept.address if isinstance(kept.address, bytes) else os.fsencode(kept.address)
         result, signals, gone = native_tracer.receive(
             self.pid, bytes(self.regs), kept.sock.fileno(), address, kept.number, fd, flags, tracing.kcmp_works()
