@@ -285,8 +285,10 @@ def test_a_served_file_is_closed_by_the_manager_before_its_opener_runs_on(vm: Vm
     a writer it does not have: a script written and executed at once (no trapped call
     between the open and the exec, nor a fork; the process's second served open, through
     its kept socket) fails with ETXTBSY. A resume from C right after the recvmsg (tried on
-    branch ptopen, not kept) failed here every time with the close after it, and 1 run in
-    ~12 with the close before it (rootless)."""
+    branch ptopen) failed here every time with the close after it, and 1 run in ~12 with
+    the close before it (rootless); the C loop now resumes with the close before it and
+    the thread's duplicates closed before the install, and main itself failed here 2 runs
+    in 20 under load (root and rootless, on s1-s3: docs/ptrace.md, branch ptw8)."""
     script = """
         cd /data
         i=0

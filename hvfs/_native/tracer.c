@@ -248,6 +248,7 @@ struct outcome {
     int status;
     int signals[8]; /* the first signals that stopped it meanwhile (the driver delivers the first) */
     int nsignals;
+    int resumed; /* answered and resumed here, the manager's file closed (resume_installed) */
 };
 
 /* Run the prepared ``regs`` (the recvmsg, in place of the call) to their syscall-exit stop,
@@ -293,13 +294,42 @@ run_to_exit(pid_t pid, struct outcome *out, regs_t *after)
 static long
 kcmp_file(pid_t pid, int theirs, int ours)
 {
-    return syscall(SYS_kcmp, pid, getpid(), KCMP_FILE, (unsigned long)theirs, (unsigned long)ours);
+    static pid_t self;
+    if (self == 0)
+        self = getpid(); /* this manager's; a fork of it never runs a tracer loop */
+    return syscall(SYS_kcmp, pid, self, KCMP_FILE, (unsigned long)theirs, (unsigned long)ours);
+}
+
+/* After a checked install: the manager's file closed here first (the thread's copy is then
+ * the only one: a script it wrote and runs at once must not meet ETXTBSY because of the
+ * manager), the registers as at the stop with the call returning the number, and the
+ * thread resumed with the first signal that stopped it meanwhile. A failure other than
+ * ESRCH (killed meanwhile: its exit comes next) never leaves it stopped with its call
+ * half answered: it is killed, as the driver's _recover does. */
+static void
+resume_installed(pid_t pid, const regs_t *stopped, int fd, struct outcome *out)
+{
+    close(fd);
+    regs_t back = *stopped;
+    back.rax = (unsigned long long)out->result;
+    long signum = out->nsignals ? out->signals[0] : 0;
+    if ((ptrace(PTRACE_SETREGS, pid, 0, &back) < 0 || ptrace(PTRACE_CONT, pid, 0, (void *)signum) < 0) &&
+        errno != ESRCH) {
+        kill(pid, SIGKILL);
+        ptrace(PTRACE_CONT, pid, 0, 0);
+    }
+    out->resumed = 1;
 }
 
 static void
 receive(pid_t pid, const regs_t *stopped, int sock, const struct sockaddr_un *to, socklen_t to_len, int number,
         int fd, int flags, int check, struct outcome *out)
 {
+    /* Its number must still name the kept socket (kept.py's Kept.holds), or nothing is sent. */
+    if (check && kcmp_file(pid, number, sock) != 0) {
+        out->result = -ESTALE;
+        return;
+    }
     if (send_fd(sock, to, to_len, fd) < 0) {
         out->result = -EIO;
         return;
@@ -356,18 +386,26 @@ receive(pid_t pid, const regs_t *stopped, int sock, const struct sockaddr_un *to
     /* Without kcmp (``check`` false: never kept then), the number read back as before. */
     int checked = !check || (cmsg.fd >= 0 && kcmp_file(pid, cmsg.fd, fd) == 0);
     out->result = ours && checked ? cmsg.fd : -EIO;
+    if (out->result >= 0)
+        resume_installed(pid, stopped, fd, out);
 }
 
-/* receive(pid, regs, sock, address, number, fd, flags, check) -> (result, signals, gone_status)
+/* receive(pid, regs, sock, address, number, fd, flags, check) -> (result, signals, gone_status, resumed)
  *
- * A served open through the kept socket (stopped.py's _receive, in place of the call):
- * send ``fd`` on ``sock`` (the driver's duplicate) to ``address``, write the scratch
- * msghdr below the red zone of the stopped thread (``regs``, bytes), make it run
- * recvmsg(``number``, scratch, ``flags``) in place of its call, to its exit, and check
- * what it received (an SCM_RIGHTS cmsg; kcmp against ``fd`` when ``check``). ``result``
- * is the number received, -EMFILE, or -EIO; ``signals`` those that stopped the thread
- * meanwhile (a tuple), ``gone_status`` the wait status of a thread that died (-1 when
- * it was not seen), else None. Does not resume the thread: ``release`` does. */
+ * A served open through the kept socket (stopped.py's _receive, in place of the call),
+ * from its seccomp stop to its resume with no return to Python between: with ``check``,
+ * kcmp of the thread's ``number`` against ``sock`` (the driver's duplicate: kept.py's
+ * Kept.holds), else nothing is sent (-ESTALE); send ``fd`` on ``sock`` to ``address``,
+ * write the scratch msghdr below the red zone of the stopped thread (``regs``, bytes),
+ * make it run recvmsg(``number``, scratch, ``flags``) in place of its call, to its exit,
+ * and check what it received (an SCM_RIGHTS cmsg; kcmp against ``fd`` when ``check``).
+ * ``result`` is the number received, -ESTALE, -EMFILE, or -EIO; ``signals`` those that
+ * stopped the thread meanwhile (a tuple), ``gone_status`` the wait status of a thread
+ * that died (-1 when it was not seen), else None. A number received and checked is
+ * answered here (resume_installed): ``fd`` closed, the thread resumed, ``resumed``
+ * True; the caller must hold no other reference to a file of the VM by then (stopped.py:
+ * the tracee's duplicates are closed before). Otherwise the thread stays stopped and
+ * ``fd`` open, for the caller (``release``). */
 static PyObject *
 tr_receive(PyObject *self, PyObject *args)
 {
@@ -399,9 +437,10 @@ tr_receive(PyObject *self, PyObject *args)
         return NULL;
     for (int i = 0; i < out.nsignals; i++)
         PyTuple_SET_ITEM(signals, i, PyLong_FromLong(out.signals[i]));
+    PyObject *resumed = PyBool_FromLong(out.resumed);
     if (out.gone)
-        return Py_BuildValue("LNi", out.result, signals, out.status);
-    return Py_BuildValue("LNO", out.result, signals, Py_None);
+        return Py_BuildValue("LNiN", out.result, signals, out.status, resumed);
+    return Py_BuildValue("LNON", out.result, signals, Py_None, resumed);
 }
 
 static PyMethodDef methods[] = {

@@ -285,6 +285,9 @@ class _Tracer(ExecTracer):
                 stopped.answer(value)
             case api.Fd(fd, cloexec):
                 self.served["installed"] += 1
+                # The files taken from the thread to decode its call (a dirfd, the file of a
+                # /proc/self/fd/N reopened) closed first: the install may resume it.
+                tracee.close()
                 stopped.install(fd, cloexec, tracee.duplicate, self._sockets)
                 return
             case api.StatResult(stat):

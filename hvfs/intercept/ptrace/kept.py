@@ -100,6 +100,11 @@ class KeptSockets:
         self.give_up(tid)
         return None
 
+    def unchecked(self, tid: int) -> Kept | None:
+        """The process's kept socket, its number not checked here: for a caller that checks
+        it before it sends (the C loop's ``receive``), and gives it up when it fails."""
+        return self._kept.get(self.group(tid))
+
     def may_keep(self, tid: int) -> bool:
         """Not without kcmp (nothing could be checked), nor where it was refused."""
         return tracing.kcmp_works() and self.group(tid) not in self._refused

@@ -71,6 +71,8 @@ class Stopped:
         self.regs = tracing.registers(pid) if raw is None else tracing.Registers.from_buffer_copy(raw)
         self.signals: list[int] = []
         self.gone_status: int | None = None  # the wait status of its death, when an install saw it
+        # Answered and resumed by the C loop once its file was installed and checked.
+        self.resumed = False
         # What ``release`` writes back: (skip the call, its result); None resumes it as it is.
         self._outcome: tuple[bool, int] | None = None
 
@@ -93,7 +95,10 @@ class Stopped:
 
     def release(self, signum: int = 0) -> None:
         """Resume the thread, its answer (if any) written back first, delivering ``signum``:
-        one call to the C loop where it is built (HVFS_NATIVE=0: the Python path)."""
+        one call to the C loop where it is built (HVFS_NATIVE=0: the Python path). Nothing
+        where the C loop resumed it already (``resumed``)."""
+        if self.resumed:
+            return
         if native_tracer is not None:
             skip, result = self._outcome if self._outcome is not None else (False, 0)
             raw = bytes(self.regs) if self._outcome is not None else None
@@ -117,17 +122,27 @@ class Stopped:
         """Install the manager's ``fd`` (taken) in the thread, and answer the call with its
         number there (see the module's docstring); a failure answers as the kernel would
         (EMFILE…) or EIO. ``duplicate``: a copy of one of the thread's fds here (the
-        tracee's pidfd_getfd). TargetGone when the thread died meanwhile."""
+        tracee's pidfd_getfd). TargetGone when the thread died meanwhile. Through a kept
+        socket the C loop answers and resumes the thread (``resumed``): the caller must
+        hold no other file of the VM's by then (the driver closes the tracee's first)."""
         try:
             result = self._install(fd, cloexec, duplicate, sockets)
         finally:
-            os.close(fd)
+            if not self.resumed:  # else closed by the C loop, before it resumed the thread
+                os.close(fd)
         self._finish(result)
 
     def _install(self, fd: int, cloexec: bool, duplicate: Callable[[int], int], sockets: KeptSockets) -> int:
-        kept = sockets.usable(self.pid)
-        if kept is not None:  # one recvmsg, in place of the call
-            return self._through_kept(kept, fd, cloexec, sockets, in_place=True)
+        if native_tracer is not None:  # its number checked by the C loop, before it sends
+            kept = sockets.unchecked(self.pid)
+            if kept is not None:
+                number = self._through_kept(kept, fd, cloexec, sockets, in_place=True)
+                if number != -errno.ESTALE:
+                    return number
+        else:
+            kept = sockets.usable(self.pid)
+            if kept is not None:  # one recvmsg, in place of the call
+                return self._through_kept(kept, fd, cloexec, sockets, in_place=True)
         theirs = self._in_place(_SOCKET, socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, 0)
         if theirs < 0:
             return theirs
@@ -151,7 +166,7 @@ class Stopped:
             sockets.give_up(self.pid)  # a file sent and never received is not left queued in it
             raise
         if number < 0 and number != -errno.EMFILE:
-            sockets.give_up(self.pid)  # any doubt: a new one next time
+            sockets.give_up(self.pid)  # any doubt (ESTALE: its number names another file): a new one
         return number
 
     def _move_high(self, kept: Kept, sockets: KeptSockets) -> bool:
@@ -207,9 +222,11 @@ class Stopped:
         return int(installed) if ours and checked else -errno.EIO
 
     def _receive_natively(self, kept: Kept, fd: int, flags: int) -> int:
-        """``_receive`` in place of the call, by the C loop (hvfs/_native/tracer.c)."""
+        """``_receive`` in place of the call, by the C loop (hvfs/_native/tracer.c), which
+        first checks that the number still names the socket (ESTALE: nothing sent) and
+        answers and resumes the thread once what it received is checked (``resumed``)."""
         address = kept.address if isinstance(kept.address, bytes) else os.fsencode(kept.address)
-        result, signals, gone = native_tracer.receive(
+        result, signals, gone, self.resumed = native_tracer.receive(
             self.pid, bytes(self.regs), kept.sock.fileno(), address, kept.number, fd, flags, tracing.kcmp_works()
         )
         self.signals.extend(signals)
