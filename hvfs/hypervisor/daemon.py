@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 from hvfs import _native as hot_path
-from hvfs import cluster, dataclass_cache, private_dirs
+from hvfs import cluster, dataclass_cache, private_dirs, state
 from hvfs.errors import HvfsError
 from hvfs.hypervisor import control, frontrun, telling, threads, views, vmdirs, vmstart
 from hvfs.hypervisor.change_ops import ChangeOps
@@ -105,6 +105,7 @@ class Daemon(ChangeOps, LazyParts):
         hot_path.announce()  # one line when the drivers serve through the Python path unasked
         shim = vmstart.shims_alive(self.layout)
         rootless = os.geteuid() != 0
+        state.decide_user()  # the user's own cache and data directories, named before root's uid inside
         idmap = userns.join_manager_namespaces(shim) if shim else userns.enter_manager_namespaces()
         if rootless:
             private_dirs.trust_unmapped_owners()
@@ -485,7 +486,10 @@ class Daemon(ChangeOps, LazyParts):
                     rss = int(line.split()[1])
         cluster = {"cluster": self.cluster.statistics()} if self.cluster is not None else {}
         spares = {"spares": self.hypervisor.spares.statistics()} if self.hypervisor is not None else {}
-        return {"pid": os.getpid(), "rss_kb": rss, "version": code_id(), **cluster, **spares}
+        from hvfs.intercept import filter_cache  # the first VM's to import, not the manager's start
+
+        filters = {"filter_cache": filter_cache.statistics()}
+        return {"pid": os.getpid(), "rss_kb": rss, "version": code_id(), **cluster, **spares, **filters}
 
 
 def _about(group: Group) -> dict[str, Any]:
