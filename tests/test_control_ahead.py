@@ -73,7 +73,7 @@ def test_a_run_behind_a_failed_hello_is_refused(tmp_path: Path, stdio: list[int]
     assert greeting["version"] == code_id()
     assert bool(greeting["unseen"]) == (failing != "other code"), greeting
     assert answer.get("refused") is True and "hello failed" in answer["error"], answer
-    assert set(_groups()) == before  # no group was made for it
+    assert set(_groups()) <= before  # no group was made for it (one of a VM before may have gone)
     assert not marker.exists()
 
 
