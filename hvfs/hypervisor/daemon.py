@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 from hvfs import _native as hot_path
-from hvfs import cluster, dataclass_cache, private_dirs
+from hvfs import cluster, dataclass_cache, private_dirs, state
 from hvfs.errors import HvfsError
 from hvfs.hypervisor import control, frontrun, telling, threads, views, vmdirs, vmstart
 from hvfs.hypervisor.change_ops import ChangeOps
@@ -105,12 +105,14 @@ class Daemon(ChangeOps, LazyParts):
         hot_path.announce()  # one line when the drivers serve through the Python path unasked
         shim = vmstart.shims_alive(self.layout)
         rootless = os.geteuid() != 0
+        state.decide_user()  # the user's own cache and data directories, named before root's uid inside
         idmap = userns.join_manager_namespaces(shim) if shim else userns.enter_manager_namespaces()
         if rootless:
             private_dirs.trust_unmapped_owners()
         self.hypervisor = vmstart.Hypervisor(self.layout, idmap, native())
         self.cluster = cluster.join(self.layout.cluster)  # before the VMs are taken back: they publish and hear
-        write_json(self.layout.info, {"pid": os.getpid(), "version": code_id(), "started": time.time()})
+        ahead = 1  # it refuses what follows a failed hello (_op_hello): clients need not wait for its answer
+        write_json(self.layout.info, {"pid": os.getpid(), "version": code_id(), "started": time.time(), "ahead": ahead})
         telling.start(lambda: list(self.groups.values()))
         self._resume()
         if self.cluster is not None:
@@ -300,7 +302,10 @@ class Daemon(ChangeOps, LazyParts):
     def _op_hello(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
         with self.lock:
             self.clients += 1
-        connection.send({"version": code_id(), "pid": os.getpid(), "unseen": views.unseen(message.get("views"))})
+        unseen = views.unseen(message.get("views"))
+        if "code" in message and (message["code"] != code_id() or unseen):  # its client sent on without waiting
+            connection.refused = "the hello failed: ask this manager to give way, then connect again"
+        connection.send({"version": code_id(), "pid": os.getpid(), "unseen": unseen})
 
     def _new_group(self, message: dict[str, Any]) -> Group:
         assert self.hypervisor is not None
@@ -478,14 +483,16 @@ class Daemon(ChangeOps, LazyParts):
         self.done.set()
 
     def _info(self) -> dict[str, Any]:
-        rss = 0
+        from hvfs.intercept import filter_cache  # the first VM's to import, not the manager's start
+
         with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    rss = int(line.split()[1])
-        cluster = {"cluster": self.cluster.statistics()} if self.cluster is not None else {}
-        spares = {"spares": self.hypervisor.spares.statistics()} if self.hypervisor is not None else {}
-        return {"pid": os.getpid(), "rss_kb": rss, "version": code_id(), **cluster, **spares}
+            rss = next((int(line.split()[1]) for line in f if line.startswith("VmRSS:")), 0)
+        info: dict[str, Any] = {"pid": os.getpid(), "rss_kb": rss, "version": code_id()}
+        if self.cluster is not None:
+            info["cluster"] = self.cluster.statistics()
+        if self.hypervisor is not None:
+            info["spares"] = self.hypervisor.spares.statistics()
+        return {**info, "filter_cache": filter_cache.statistics()}
 
 
 def _about(group: Group) -> dict[str, Any]:

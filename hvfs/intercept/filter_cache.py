@@ -29,8 +29,8 @@ import threading
 from hvfs import __version__
 from hvfs._sys.seccomp import SONAME, libseccomp_version
 from hvfs.intercept.arch import Arch
-from hvfs.private_dirs import UnsafeDirectory, is_private, private_directory
-from hvfs.state import cache_directory
+from hvfs.private_dirs import UnsafeDirectory
+from hvfs.state import cache_directory, cache_problem, private_cache_directory
 
 try:  # hashlib's own BLAKE2 (it takes it from _blake2); importing hashlib loads OpenSSL: 2-7 ms of a cold run
     from _blake2 import blake2b
@@ -43,6 +43,7 @@ FORMAT = 2  # 2: BLAKE2b digests (1: SHA-256)
 _HERE = os.path.dirname(__file__)  # os.path, not pathlib: its import was a quarter of a cold start's filter
 SOURCES = (f"{_HERE}/filter.py", f"{_HERE}/syscalls.py", f"{_HERE}/../_sys/abi.py")  # compiler, table, flags
 _MAX_ENTRY = 1 << 20
+_counts = {"hits": 0, "misses": 0, "stored": 0}  # since the process started (hvfs manager status)
 
 
 class Entry:
@@ -60,10 +61,20 @@ def directory() -> str:
     return os.path.join(cache_directory(), "filters")
 
 
+def statistics() -> dict[str, object]:
+    """Entries found (hits), looked for in vain (misses) and written by this process, and
+    where (hvfs manager status)."""
+    return {"directory": directory(), **_counts}
+
+
+def _count(what: str) -> None:
+    _counts[what] += 1  # under the GIL; a count lost to a race would only make a figure low
+
+
 def _trusted() -> bool:
     """Whether the cache directory is private (hvfs.private_dirs): where others may write,
     a planted or swapped entry is not to be read, nor ours written."""
-    why_not = is_private(cache_directory())
+    why_not = cache_problem()
     if why_not is not None:
         log.debug("filter cache: not used: %s", why_not)
     return why_not is None
@@ -91,6 +102,12 @@ def key(config: object, arch: Arch) -> str | None:
 
 def load(entry_key: str) -> Entry | None:
     """The entry stored under ``entry_key``, if there is a trustworthy one."""
+    entry = _load(entry_key)
+    _count("misses" if entry is None else "hits")
+    return entry
+
+
+def _load(entry_key: str) -> Entry | None:
     path = os.path.join(directory(), f"{entry_key}.json")
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
@@ -140,13 +157,14 @@ def store(entry_key: str, entry: Entry) -> None:
     path = os.path.join(where, f"{entry_key}.json")
     temporary = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
-        private_directory(cache_directory(), "the cache directory", "set XDG_CACHE_HOME to a directory of your own")
+        private_cache_directory()
         os.makedirs(where, mode=0o700, exist_ok=True)
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
         try:
             with os.fdopen(fd, "w") as f:
                 json.dump(document, f)
             os.replace(temporary, path)
+            _count("stored")
         except BaseException:
             os.unlink(temporary)
             raise
