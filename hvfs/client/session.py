@@ -70,13 +70,15 @@ def launch(
         fields.update(detach=True, remove=remove)
     if listeners:
         fields["publish"] = [port for _, _, port in project.vms[project.name].publish]
-    # outputs: what the manager writes at the VM's exit (hvfs.changes_cli.outputs), after stdio;
-    # the listeners of published ports come last
-    fds = [*(stdio or ()), *(outputs or {}).values(), *listeners]
-    run = {"op": "run", "outputs": list(outputs or {}), **fields}
-    connection = client.connect(paths=host_paths(project), first=(run, fds))  # sent behind the hello
+    fds = [*(stdio or ()), *listeners]
+    connection = client.connect(paths=host_paths(project))
     exited = None
     try:
+        # outputs: what the manager writes at the VM's exit (hvfs.changes_cli.outputs), after stdio;
+        # the listeners of published ports come last
+        roles = list(outputs or {})
+        fds = [*(stdio or ()), *(outputs or {}).values(), *listeners]
+        client.request(connection, "run", fds or None, outputs=roles, **fields)
         while True:
             try:
                 reply, fds = connection.receive()

@@ -29,32 +29,20 @@ class ManagerError(control.ControlError):
     """No manager could be reached or started."""
 
 
-Request = tuple[dict[str, Any], list[int]]  # a control message (op and fields) and its fds
-
-
-def connect(
-    layout: Layout | None = None, *, start: bool = True, paths: Sequence[str] = (), first: Request | None = None
-) -> control.Connection:
+def connect(layout: Layout | None = None, *, start: bool = True, paths: Sequence[str] = ()) -> control.Connection:
     """A connection to this user's manager, vouched for (peer credentials) and of the
     same code as this client; one is started if there is none and ``start``, or (``start``
     False) if one before it left VMs to resume. ``paths``: host paths the requests to
-    come name, which the manager must see as this client does (see views). ``first``: a
-    request sent on the connection returned (its answer is the caller's to read): right
-    behind the hello, without waiting for its answer, when the manager's record says it
-    runs this client's code (then the manager itself refuses the request should the
-    hello fail, and it is sent again to the manager found or started next); else once
-    the hello has been answered."""
+    come name, which the manager must see as this client does (see views)."""
     layout = layout or Layout()
     seen = views.seen(paths)
     try:
-        connection = _hello(layout, seen, first=first)
+        connection = _hello(layout, seen)
     except control.NotUp:
         if not start and not left_vms(layout):
             raise
         _start(layout)
         connection = _wait_up(layout, seen)
-        if first is not None:
-            _send(connection, first)
     return connection
 
 
@@ -68,55 +56,23 @@ def left_vms(layout: Layout) -> bool:
 
 def manager_pid(layout: Layout) -> int | None:
     """The running manager's pid, as it noted it once it held its lock."""
-    with contextlib.suppress(TypeError, ValueError):
-        return int(_manager_info(layout)["pid"])
+    with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+        return int(read_json(layout.info)["pid"])
     return None
 
 
-def _manager_info(layout: Layout) -> dict[str, Any]:
-    """What the running manager noted once it held its lock (pid, code), or nothing."""
-    with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
-        info = read_json(layout.info)
-        if isinstance(info, dict):
-            return info
-    return {}
-
-
-def _send(connection: control.Connection, first: Request) -> None:
-    message, fds = first
-    connection.send({"hvfs": control.VERSION, **message}, fds or None)
-
-
-def _hello(
-    layout: Layout, seen: list[list[object]], *, replace_unseen: bool = True, first: Request | None = None
-) -> control.Connection:
-    """A connection whose hello the manager answered well; ``first`` sent on it (see connect)."""
-    info = _manager_info(layout)
-    pid = info.get("pid")
+def _hello(layout: Layout, seen: list[list[object]], *, replace_unseen: bool = True) -> control.Connection:
+    pid = manager_pid(layout)
     try:
-        connection = control.connect(layout.socket, manager_pid=pid if isinstance(pid, int) else None)
+        connection = control.connect(layout.socket, manager_pid=pid)
     except control.Impostor:
-        if _manager_info(layout).get("pid") == pid:
+        if manager_pid(layout) == pid:
             raise
-        info = _manager_info(layout)  # a new manager meanwhile
-        connection = control.connect(layout.socket, manager_pid=manager_pid(layout))
-    # Only a manager whose record says it refuses what follows a failed hello ("ahead":
-    # hvfs.hypervisor.daemon) is sent a request before the hello's answer; and only one
-    # of this client's code, which the hello would not make give way.
-    ahead = first is not None and info.get("ahead") == 1 and info.get("version") == code_id()
+        connection = control.connect(layout.socket, manager_pid=manager_pid(layout))  # a new manager meanwhile
     try:
-        hello = {"hvfs": control.VERSION, "op": "hello", "views": seen}
-        connection.send({**hello, "code": code_id()} if ahead else hello)
-        if ahead:
-            assert first is not None
-            _send(connection, first)
+        connection.send({"hvfs": control.VERSION, "op": "hello", "views": seen})
         connection.wait_answer(control.answer_timeout())
         reply, _ = connection.receive()
-        failed = reply.get("version") != code_id() or bool(reply.get("unseen"))
-        if failed and ahead:  # the manager's refusal of ``first``, before anything else is asked
-            connection.wait_answer(control.answer_timeout())
-            for fd in connection.receive()[1]:
-                os.close(fd)
     except BaseException:
         connection.close()
         raise
@@ -129,12 +85,6 @@ def _hello(
             raise ManagerError(f"a new manager sees {reply['unseen'][0]} otherwise than this command does")
         _replace(layout, connection)
         raise control.NotUp(f"it saw {reply['unseen'][0]} otherwise (mounted since it started), and gave way")
-    if first is not None and not ahead:
-        try:
-            _send(connection, first)
-        except BaseException:
-            connection.close()
-            raise
     return connection
 
 

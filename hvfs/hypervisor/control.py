@@ -63,10 +63,6 @@ class Connection:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self._lock = threading.Lock()
-        # The manager's: why this connection's hello failed, when its client sent requests
-        # behind the hello without waiting for its answer (hvfs.hypervisor.client.connect):
-        # they are refused, not served.
-        self.refused: str | None = None
 
     def hung_up(self) -> bool:
         """Whether the other end has closed (a client that gave up waiting): what it asked
@@ -153,11 +149,6 @@ class ControlServer:
                 except (EOFError, OSError, ValueError):
                     return
                 gone = connection.hung_up()  # it gave up (we were stopped, or slow): do not start it now
-                if connection.refused is not None and message.get("op") != "shutdown" and not gone:
-                    for fd in fds:
-                        os.close(fd)
-                    connection.send({"error": connection.refused, "refused": True})
-                    continue
                 if gone or message.get("hvfs") != VERSION:
                     for fd in fds:
                         os.close(fd)

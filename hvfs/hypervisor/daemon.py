@@ -111,8 +111,7 @@ class Daemon(ChangeOps, LazyParts):
             private_dirs.trust_unmapped_owners()
         self.hypervisor = vmstart.Hypervisor(self.layout, idmap, native())
         self.cluster = cluster.join(self.layout.cluster)  # before the VMs are taken back: they publish and hear
-        ahead = 1  # it refuses what follows a failed hello (_op_hello): clients need not wait for its answer
-        write_json(self.layout.info, {"pid": os.getpid(), "version": code_id(), "started": time.time(), "ahead": ahead})
+        write_json(self.layout.info, {"pid": os.getpid(), "version": code_id(), "started": time.time()})
         telling.start(lambda: list(self.groups.values()))
         self._resume()
         if self.cluster is not None:
@@ -302,10 +301,7 @@ class Daemon(ChangeOps, LazyParts):
     def _op_hello(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
         with self.lock:
             self.clients += 1
-        unseen = views.unseen(message.get("views"))
-        if "code" in message and (message["code"] != code_id() or unseen):  # its client sent on without waiting
-            connection.refused = "the hello failed: ask this manager to give way, then connect again"
-        connection.send({"version": code_id(), "pid": os.getpid(), "unseen": unseen})
+        connection.send({"version": code_id(), "pid": os.getpid(), "unseen": views.unseen(message.get("views"))})
 
     def _new_group(self, message: dict[str, Any]) -> Group:
         assert self.hypervisor is not None
@@ -483,16 +479,17 @@ class Daemon(ChangeOps, LazyParts):
         self.done.set()
 
     def _info(self) -> dict[str, Any]:
+        rss = 0
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1])
+        cluster = {"cluster": self.cluster.statistics()} if self.cluster is not None else {}
+        spares = {"spares": self.hypervisor.spares.statistics()} if self.hypervisor is not None else {}
         from hvfs.intercept import filter_cache  # the first VM's to import, not the manager's start
 
-        with open("/proc/self/status") as f:
-            rss = next((int(line.split()[1]) for line in f if line.startswith("VmRSS:")), 0)
-        info: dict[str, Any] = {"pid": os.getpid(), "rss_kb": rss, "version": code_id()}
-        if self.cluster is not None:
-            info["cluster"] = self.cluster.statistics()
-        if self.hypervisor is not None:
-            info["spares"] = self.hypervisor.spares.statistics()
-        return {**info, "filter_cache": filter_cache.statistics()}
+        filters = {"filter_cache": filter_cache.statistics()}
+        return {"pid": os.getpid(), "rss_kb": rss, "version": code_id(), **cluster, **spares, **filters}
 
 
 def _about(group: Group) -> dict[str, Any]:
