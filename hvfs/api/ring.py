@@ -244,8 +244,9 @@ def python_record_into(
 ) -> None:
     """A served request's record into ``ring`` (``began``: time.monotonic_ns() when it
     arrived): hvfs/_native/recorder.h's ``Recorder`` in Python, the fallback."""
-    size = record_request(ring.deque, ring.capacity, vm, request, response, began, answered_by, paths)
-    if size < 0 or size == ring.nudge_at or ring.prompt:
+    # The ring's own fields, not its properties: the fallback's every request reads them.
+    size = record_request(ring.deque, ring._capacity, vm, request, response, began, answered_by, paths)
+    if size < 0 or size == ring.nudge_at or ring._prompt:
         ring.recorded(size, vm, request, response, began, answered_by, paths)
 
 
