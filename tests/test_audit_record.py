@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import functools
 import os
 import subprocess
 import threading
@@ -52,9 +51,10 @@ def test_the_dispatch_records_through_the_c_recorder_where_it_is_built() -> None
     assert events_module.record_request is recorder.record
     bus = EventBus()
     bus.subscribe(lambda items: None, name="audit", records=True)
-    assert isinstance(bus.record_served, functools.partial)
-    assert bus.record_served.func is recorder.record_into  # no Python on the serving thread
-    assert bus.record_served.args == (bus._ring,)
+    assert type(bus.record_served) is recorder.Recorder  # no Python on the serving thread
+    assert bus.record_served is bus._ring.record_served
+    bus.subscribe(lambda items: None, name="watcher", prompt=True)
+    assert bus.record_served.prompt  # the ring's prompt, held in C too
     assert bus.close(timeout=10)
     bus.record_served(
         "vm1", api.Unlink(caller=api.Caller(vm="vm1", pid=1), path=api.VmPath("/", "/x")), api.Value(0), 0, None, ()

@@ -37,7 +37,8 @@
 
 #include "comm.h"
 
-static PyObject *s_caller, *s_pid, *s_append, *s_deque, *s_capacity, *s_nudge_at, *s_prompt, *s_recorded;
+static PyObject *s_caller, *s_pid, *s_append, *s_recorded;
+static PyObject *slash, *double_slash, *slash_dot_slash, *slash_dots_slash, *slash_dot, *slash_dots; /* plain_name's */
 static PyObject *again_types; /* frozenset of the request types whose caller's name is read again (exec) */
 
 /* How a request and its answer read in an event: configure's tables and callbacks
@@ -173,9 +174,9 @@ static PyObject *kind(PyObject *request) {
 
 /* The compact record (compact.h) of a served request; Py_None where it does not fit one
  * (a number beyond 64 bits, more than MOST_PATHS paths: the caller makes the Record tuple). */
-static PyObject *compact(PyObject *const *args, double seconds, long long pid, long long duration, const Comm *name) {
-    PyObject *vm = args[2], *request = args[3], *response = args[4], *answered_by = args[6];
-    PyObject *result = NULL, *paths = PySequence_Fast(args[7], "paths must be a sequence");
+static PyObject *compact(PyObject *const *fields, double seconds, long long pid, long long duration, const Comm *name) {
+    PyObject *vm = fields[0], *request = fields[1], *response = fields[2], *answered_by = fields[4];
+    PyObject *result = NULL, *paths = PySequence_Fast(fields[5], "paths must be a sequence");
     if (paths == NULL)
         return NULL;
     Py_ssize_t count = PySequence_Fast_GET_SIZE(paths);
@@ -250,7 +251,7 @@ out:
 }
 
 /* The Record tuple (hvfs.api.events.Record) of what a compact record cannot hold. */
-static PyObject *record_tuple(PyObject *const *args, double seconds, long long duration, const Comm *name) {
+static PyObject *record_tuple(PyObject *const *fields, double seconds, long long duration, const Comm *name) {
     PyObject *record = PyTuple_New(8);
     PyObject *when = PyFloat_FromDouble(seconds), *took = PyLong_FromLongLong(duration);
     PyObject *comm = PyUnicode_DecodeUTF8(name->text, name->text_length, "strict");
@@ -261,34 +262,19 @@ static PyObject *record_tuple(PyObject *const *args, double seconds, long long d
         Py_XDECREF(comm);
         return NULL;
     }
-    PyObject *items[8] = {args[2], args[3], args[4], when, took, comm, args[6], args[7]};
+    PyObject *items[8] = {fields[0], fields[1], fields[2], when, took, comm, fields[4], fields[5]};
     for (int i = 0; i < 8; i++)
         PyTuple_SET_ITEM(record, i, i == 3 || i == 4 || i == 5 ? items[i] : Py_NewRef(items[i]));
     return record;
 }
 
-/* record(ring, capacity, vm, request, response, began_ns, answered_by, paths) -> int:
- * the ring's length before the record was appended (compact, else the Record tuple), or
- * -1 when it was full (nothing appended; the caller waits for room, hvfs.api.ring). */
-static PyObject *record(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 8) {
-        PyErr_SetString(PyExc_TypeError, "record takes 8 arguments");
+/* The record of a served request's ``fields`` (vm, request, response, began_ns, answered_by,
+ * paths): compact, else the Record tuple; NULL with an error set. */
+static PyObject *record_of(PyObject *const *fields) {
+    long long began = PyLong_AsLongLong(fields[3]);
+    if (began == -1 && PyErr_Occurred())
         return NULL;
-    }
-    if (kinds == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "hvfs._native._record: configure() was not called");
-        return NULL;
-    }
-    PyObject *ring = args[0], *request = args[3];
-    Py_ssize_t capacity = PyLong_AsSsize_t(args[1]);
-    long long began = PyLong_AsLongLong(args[5]);
-    if (PyErr_Occurred())
-        return NULL;
-    Py_ssize_t size = PyObject_Size(ring);
-    if (size < 0)
-        return NULL;
-    if (size >= capacity)
-        return PyLong_FromLong(-1);
+    PyObject *request = fields[1];
     long long now = clock_ns(CLOCK_MONOTONIC);
     long long wall = clock_ns(CLOCK_REALTIME);
     PyObject *caller = PyObject_GetAttr(request, s_caller);
@@ -310,14 +296,39 @@ static PyObject *record(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     double seconds = wall % 1000000000LL == 0 ? (double)(wall / 1000000000LL) : (double)wall / 1e9;
     long long duration = (now - began) / 1000;
     duration = duration < 0 ? 0 : duration;
-    PyObject *made = compact(args, seconds, number, duration, name);
+    PyObject *made = compact(fields, seconds, number, duration, name);
     if (made == NULL || made == Py_None) {
         /* What the compact form cannot hold, or an odd field (a path that is not a str):
          * the Record tuple, which the writer reads or reports, as before (never raises here) */
         PyErr_Clear();
         Py_XDECREF(made);
-        made = record_tuple(args, seconds, duration, name);
+        made = record_tuple(fields, seconds, duration, name);
     }
+    return made;
+}
+
+/* record(ring, capacity, vm, request, response, began_ns, answered_by, paths) -> int:
+ * the ring's length before the record was appended (compact, else the Record tuple), or
+ * -1 when it was full (nothing appended; the caller waits for room, hvfs.api.ring). */
+static PyObject *record(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "record takes 8 arguments");
+        return NULL;
+    }
+    if (kinds == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "hvfs._native._record: configure() was not called");
+        return NULL;
+    }
+    PyObject *ring = args[0];
+    Py_ssize_t capacity = PyLong_AsSsize_t(args[1]);
+    if (capacity == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t size = PyObject_Size(ring);
+    if (size < 0)
+        return NULL;
+    if (size >= capacity)
+        return PyLong_FromLong(-1);
+    PyObject *made = record_of(args + 2);
     if (made == NULL)
         return NULL;
     PyObject *done = PyObject_CallMethodOneArg(ring, s_append, made);
@@ -328,48 +339,50 @@ static PyObject *record(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromSsize_t(size);
 }
 
-/* record_into(ring, vm, request, response, began_ns, answered_by, paths): ``record`` into an
- * EventRing's deque, bound to the ring (functools.partial) as EventBus.record_served, so that
- * the dispatch's call runs no Python; where the ring is full, or its thread is to be woken,
- * ring.recorded(size, vm, request, response, began_ns, answered_by, paths) does the rest. */
-static PyObject *record_into(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 7) {
-        PyErr_SetString(PyExc_TypeError, "record_into takes 7 arguments");
+#include "recorder.h"
+
+/* plain_name(base, name) -> str | None: hvfs.manager.resolve.plain_name of a VmPath's base
+ * and name, in C: the audited stat's naming, which in Python was a tenth of what the
+ * audit added to it (substring tests, a concatenation, three frames). */
+static PyObject *plain_name(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyUnicode_Check(args[0]) || !PyUnicode_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "plain_name takes a base and a name (str)");
         return NULL;
     }
-    PyObject *ring = args[0], *deque = NULL, *capacity = NULL, *nudge_at = NULL, *prompt = NULL, *size = NULL;
-    PyObject *result = NULL;
-    if ((deque = PyObject_GetAttr(ring, s_deque)) == NULL || (capacity = PyObject_GetAttr(ring, s_capacity)) == NULL)
-        goto done;
-    PyObject *call[8] = {deque, capacity, args[1], args[2], args[3], args[4], args[5], args[6]};
-    if ((size = record(self, call, 8)) == NULL)
-        goto done;
-    if ((nudge_at = PyObject_GetAttr(ring, s_nudge_at)) == NULL || (prompt = PyObject_GetAttr(ring, s_prompt)) == NULL)
-        goto done;
-    int wake = PyObject_IsTrue(prompt);
-    if (wake < 0)
-        goto done;
-    long at = PyLong_AsLong(size);
-    if (wake || at < 0 || at == PyLong_AsLong(nudge_at)) {
-        if (PyErr_Occurred())
-            goto done;
-        /* rest[0] is room the call may borrow (PY_VECTORCALL_ARGUMENTS_OFFSET) */
-        PyObject *rest[9] = {NULL, ring, size, args[1], args[2], args[3], args[4], args[5], args[6]};
-        result = PyObject_VectorcallMethod(s_recorded, rest + 1, 8 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-        if (result == NULL)
-            goto done;
-        Py_DECREF(result);
+    PyObject *base = args[0], *name = args[1], *whole;
+    Py_ssize_t length = PyUnicode_GET_LENGTH(name);
+    if (length > 0 && PyUnicode_READ_CHAR(name, 0) == '/')
+        whole = Py_NewRef(name);
+    else {
+        Py_ssize_t based = PyUnicode_GET_LENGTH(base);
+        if (length == 0 || based == 0 || PyUnicode_READ_CHAR(base, 0) != '/')
+            Py_RETURN_NONE;
+        if (PyUnicode_READ_CHAR(base, based - 1) == '/') /* a base "/a//" is not plain: below */
+            whole = PyUnicode_Concat(base, name);
+        else {
+            PyObject *head = PyUnicode_Concat(base, slash);
+            whole = head != NULL ? PyUnicode_Concat(head, name) : NULL;
+            Py_XDECREF(head);
+        }
+        if (whole == NULL)
+            return NULL;
     }
-    if (PyErr_Occurred())
-        goto done;
-    result = Py_NewRef(Py_None);
-done:
-    Py_XDECREF(deque);
-    Py_XDECREF(capacity);
-    Py_XDECREF(nudge_at);
-    Py_XDECREF(prompt);
-    Py_XDECREF(size);
-    return result;
+    static PyObject **const inner[] = {&double_slash, &slash_dot_slash, &slash_dots_slash};
+    for (size_t i = 0; i < sizeof inner / sizeof *inner; i++) {
+        int found = PyUnicode_Contains(whole, *inner[i]);
+        if (found != 0) {
+            Py_DECREF(whole);
+            if (found < 0)
+                return NULL;
+            Py_RETURN_NONE;
+        }
+    }
+    Py_ssize_t end = PyUnicode_GET_LENGTH(whole);
+    if (PyUnicode_Tailmatch(whole, slash_dot, 0, end, 1) || PyUnicode_Tailmatch(whole, slash_dots, 0, end, 1)) {
+        Py_DECREF(whole);
+        Py_RETURN_NONE; /* a last component a path's text names differently than its resolution */
+    }
+    return whole;
 }
 
 /* comm(pid, again) -> str: the cache's answer alone (tests/test_audit_ring.py). */
@@ -410,8 +423,8 @@ static PyObject *configure(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"record", (PyCFunction)(void (*)(void))record, METH_FASTCALL, "Append a served request's Record to the ring."},
-    {"record_into", (PyCFunction)(void (*)(void))record_into, METH_FASTCALL, "record into an EventRing."},
     {"comm", comm, METH_VARARGS, "The command name of a thread, through the per-thread cache."},
+    {"plain_name", (PyCFunction)(void (*)(void))plain_name, METH_FASTCALL, "A VmPath's plain absolute text, or None."},
     {"configure", configure, METH_VARARGS, "The request types that read the caller's name again; how events read."},
     {NULL, NULL, 0, NULL},
 };
@@ -427,17 +440,26 @@ PyMODINIT_FUNC PyInit__record(void) {
     s_caller = PyUnicode_InternFromString("caller");
     s_pid = PyUnicode_InternFromString("pid");
     s_append = PyUnicode_InternFromString("append");
-    s_deque = PyUnicode_InternFromString("deque");
-    s_capacity = PyUnicode_InternFromString("capacity");
-    s_nudge_at = PyUnicode_InternFromString("nudge_at");
-    s_prompt = PyUnicode_InternFromString("prompt");
     s_recorded = PyUnicode_InternFromString("recorded");
     s_flags = PyUnicode_InternFromString("flags");
     s_value = PyUnicode_InternFromString("value");
     s_errno = PyUnicode_InternFromString("errno");
     s_data = PyUnicode_InternFromString("data");
-    if (!s_caller || !s_pid || !s_append || !s_deque || !s_capacity || !s_nudge_at || !s_prompt || !s_recorded
+    slash = PyUnicode_InternFromString("/");
+    double_slash = PyUnicode_InternFromString("//");
+    slash_dot_slash = PyUnicode_InternFromString("/./");
+    slash_dots_slash = PyUnicode_InternFromString("/../");
+    slash_dot = PyUnicode_InternFromString("/.");
+    slash_dots = PyUnicode_InternFromString("/..");
+    if (!slash || !double_slash || !slash_dot_slash || !slash_dots_slash || !slash_dot || !slash_dots)
+        return NULL;
+    if (!s_caller || !s_pid || !s_append || !s_recorded
         || !s_flags || !s_value || !s_errno || !s_data)
         return NULL;
-    return PyModule_Create(&module);
+    if (PyType_Ready(&RecorderType) < 0)
+        return NULL;
+    PyObject *made = PyModule_Create(&module);
+    if (made != NULL && PyModule_AddObjectRef(made, "Recorder", (PyObject *)&RecorderType) < 0)
+        Py_CLEAR(made);
+    return made;
 }

@@ -36,7 +36,7 @@ static int shortest_repr(double x, char *out) {
         whole = mantissa, digits = 0;
     } else {
         const hvfs_u128 one = (hvfs_u128)1 << shift, half = one >> 1;
-        hvfs_u128 power = 1;
+        uint64_t power = 1; /* 10**k, at most 10**18: 64 bits, so that each product is one multiply */
         for (int k = 0; k <= 17; k++, power *= 10) {
             hvfs_u128 scaled = (hvfs_u128)mantissa * power; /* x * 10**k * 2**shift */
             hvfs_u128 rest = scaled & (one - 1);
@@ -47,7 +47,13 @@ static int shortest_repr(double x, char *out) {
             if (2 * off == power)
                 return -1;
             if (2 * off < power) {
-                whole = (uint64_t)(nearest / power), fraction = (uint64_t)(nearest % power), digits = k;
+                /* a time's nearest (some 10**16) fits 64 bits: no 128-bit division, which
+                 * was 2.5 % of the audit writer's samples in perf */
+                if (nearest >> 64 == 0)
+                    whole = (uint64_t)nearest / power, fraction = (uint64_t)nearest % power;
+                else
+                    whole = (uint64_t)(nearest / power), fraction = (uint64_t)(nearest % power);
+                digits = k;
                 break;
             }
         }

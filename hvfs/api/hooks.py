@@ -36,7 +36,6 @@ try/except: an OSError a hook raises becomes its errno, anything else EIO, as fo
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import queue
@@ -48,7 +47,7 @@ from typing import Any, Protocol, runtime_checkable
 from hvfs import api
 from hvfs.api.compact import record_vm
 from hvfs.api.events import Event, Record, lost_event
-from hvfs.api.ring import CHUNK, RECORDS_CHUNK, EventRing, Flush, Item, RecordServed, as_event, record_into
+from hvfs.api.ring import CHUNK, RECORDS_CHUNK, EventRing, Flush, Item, RecordServed, as_event
 
 log = logging.getLogger("hvfs.services")
 
@@ -365,7 +364,7 @@ class EventBus:
             self._subscriptions = (*self._subscriptions, subscription)
             if self._ring is None:
                 self._ring = EventRing(self._hand_out)
-                self.record_served = functools.partial(record_into, self._ring)
+                self.record_served = self._ring.record_served
             self._ring.prompt = self._ring.prompt or prompt
             self._changed()
         return subscription

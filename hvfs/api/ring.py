@@ -29,10 +29,12 @@ count), so that an audit says where it has a gap.
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from hvfs import _native, api
 from hvfs.api.compact import event_from_item, record_vm
@@ -76,6 +78,7 @@ Item = Record | Event | Flush  # a Record becomes an Event in the subscriber's t
 # The items, how many events were lost since, and the Flush marks among the items (none:
 # the receivers need not look for them, a pass over every item in Python).
 HandOut = Callable[[list[Item], int, tuple[Flush, ...]], None]
+RecordServed = Callable[[str, api.Request, api.Response, int, str | None, tuple[str, ...]], None]
 
 
 class EventRing:
@@ -86,13 +89,21 @@ class EventRing:
 
     def __init__(self, hand_out: HandOut, *, capacity: int = RING_CAPACITY) -> None:
         self._hand_out = hand_out
-        self.capacity = capacity  # read by the dispatch's one call that records a served request
-        self.nudge_at = capacity // 4  # (EventBus.record_served), as by ``record``
+        self._capacity = capacity
+        self.nudge_at = capacity // 4  # the length at which a record wakes the thread
         self._ring: collections.deque[Item] = collections.deque()
-        self.deque = self._ring  # the same, for EventBus.record_served
+        self.deque = self._ring  # the same, for python_record_into
         self._wake = threading.Event()
         self._stopping = False
-        self.prompt = False  # a subscriber wants each event as soon as it can: wake per record
+        self._prompt = False
+        # EventBus.record_served: one C call bound to this ring where built (its deque, its
+        # bounds and ``prompt`` held in C), else python_record_into.
+        self._recorder: Any = (  # typed Any: C, no stubs
+            None if _native.recorder is None else _native.recorder.Recorder(self, self._ring, capacity, self.nudge_at)
+        )
+        self.record_served: RecordServed = (
+            functools.partial(python_record_into, self) if self._recorder is None else self._recorder
+        )
         self._lock = threading.Lock()
         self._lost: dict[str, int] = {}  # by VM, not yet said in the stream
         self._lost_total = 0
@@ -102,6 +113,28 @@ class EventRing:
         self._thread = threading.Thread(target=self._run, name="hvfs-events", daemon=True)
         self._thread.start()
 
+    @property
+    def capacity(self) -> int:
+        """Records the ring holds at most."""
+        return self._capacity
+
+    @capacity.setter
+    def capacity(self, capacity: int) -> None:
+        self._capacity = capacity
+        if self._recorder is not None:
+            self._recorder.capacity = capacity  # the C recorder's own copy
+
+    @property
+    def prompt(self) -> bool:
+        """Whether a subscriber wants each event as soon as it can: wake per record."""
+        return self._prompt
+
+    @prompt.setter
+    def prompt(self, prompt: bool) -> None:
+        self._prompt = prompt
+        if self._recorder is not None:
+            self._recorder.prompt = prompt  # the C recorder's own copy
+
     def record(self, record: Item) -> None:
         """Queue ``record`` (a request's, a service's Event, a Flush). On a full ring wait a
         little, then drop and count it (a Flush is never dropped)."""
@@ -110,14 +143,14 @@ class EventRing:
             with self._lock:
                 self._marks += 1
         size = len(ring)
-        if size >= self.capacity and not isinstance(record, Flush) and not self._wait_for_room():
+        if size >= self._capacity and not isinstance(record, Flush) and not self._wait_for_room():
             vm = record_vm(record)
             with self._lock:
                 self._lost[vm] = self._lost.get(vm, 0) + 1
                 self._lost_total += 1
             return
         ring.append(record)
-        if self.prompt or size == self.nudge_at or isinstance(record, Flush):
+        if self._prompt or size == self.nudge_at or isinstance(record, Flush):
             self._wake.set()
 
     def recorded(
@@ -135,13 +168,13 @@ class EventRing:
         and record it again, else drop and count it, as ``record`` does."""
         if size < 0:
             if self._wait_for_room():
-                size = record_request(self.deque, self.capacity, vm, request, response, began, answered_by, paths)
+                size = record_request(self.deque, self._capacity, vm, request, response, began, answered_by, paths)
             if size < 0:
                 with self._lock:
                     self._lost[vm] = self._lost.get(vm, 0) + 1
                     self._lost_total += 1
                 return
-        if self.prompt or size == self.nudge_at:
+        if self._prompt or size == self.nudge_at:
             self._wake.set()
 
     @property
@@ -163,7 +196,7 @@ class EventRing:
     def _wait_for_room(self) -> bool:
         self._wake.set()
         deadline = time.monotonic() + FULL_WAIT
-        while len(self._ring) >= self.capacity:
+        while len(self._ring) >= self._capacity:
             if self._stopping or time.monotonic() > deadline:
                 return False
             time.sleep(0.001)
@@ -210,15 +243,11 @@ def python_record_into(
     paths: tuple[str, ...],
 ) -> None:
     """A served request's record into ``ring`` (``began``: time.monotonic_ns() when it
-    arrived): hvfs/_native/record.c's ``record_into`` in Python, the fallback."""
-    size = record_request(ring.deque, ring.capacity, vm, request, response, began, answered_by, paths)
-    if size < 0 or size == ring.nudge_at or ring.prompt:
+    arrived): hvfs/_native/recorder.h's ``Recorder`` in Python, the fallback."""
+    # The ring's own fields, not its properties: the fallback's every request reads them.
+    size = record_request(ring.deque, ring._capacity, vm, request, response, began, answered_by, paths)
+    if size < 0 or size == ring.nudge_at or ring._prompt:
         ring.recorded(size, vm, request, response, began, answered_by, paths)
-
-
-RecordServed = Callable[[str, api.Request, api.Response, int, str | None, tuple[str, ...]], None]
-# The recorder the bus binds to its ring (EventBus.record_served): one C call where built.
-record_into: Callable[..., None] = python_record_into if _native.recorder is None else _native.recorder.record_into
 
 
 def as_event(item: Record | Event) -> Event:

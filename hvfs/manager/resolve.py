@@ -19,7 +19,7 @@ from contextlib import AbstractContextManager, nullcontext
 from types import TracebackType
 from typing import Generic, TypeVar
 
-from hvfs import api
+from hvfs import _native, api
 from hvfs._sys.abi import O_PATH, RESOLVE_BENEATH, RESOLVE_IN_ROOT, RESOLVE_NO_SYMLINKS
 from hvfs._sys.files import openat2
 from hvfs.manager.creds import manager_rights
@@ -104,11 +104,11 @@ def open_at(root: int, path: api.VmPath, flags: int, mode: int = 0, resolve: int
     return openat2(root, str(path), flags, mode, RESOLVE_IN_ROOT | resolve)
 
 
-def plain_name(path: api.VmPath) -> str | None:
+def python_plain_name(path: api.VmPath) -> str | None:
     """The absolute text ``path`` names, where it has no ``.``, ``..`` or empty components on
     the way (a trailing ``/`` allowed; a relative name: its base's text and the name): found
     with no symlink on the way (``open_named``), it is its own name as the kernel resolved
-    it; None otherwise."""
+    it; None otherwise. In C where built (``plain_name``: hvfs/_native/record.c)."""
     name = path.name
     if name[:1] != "/":
         base = path.base
@@ -123,6 +123,14 @@ def plain_name(path: api.VmPath) -> str | None:
 _NOT_LAST = ("/.", "/..")  # a last component a path's text names differently than its resolution
 
 
+_plain_name = None if _native.recorder is None else _native.recorder.plain_name
+
+
+def plain_name(path: api.VmPath) -> str | None:
+    """``python_plain_name``, in C where built."""
+    return python_plain_name(path) if _plain_name is None else _plain_name(path.base, path.name)  # type: ignore[no-any-return]
+
+
 def open_named(root: int, path: api.VmPath, flags: int, mode: int = 0, resolve: int = 0) -> tuple[int, str] | None:
     """openat2 of a ``plain_name`` path under ``root`` (resolved as ``open_at`` resolves it)
     with no symlink on the way (RESOLVE_NO_SYMLINKS), and its text, which is then its
@@ -131,7 +139,8 @@ def open_named(root: int, path: api.VmPath, flags: int, mode: int = 0, resolve: 
     not found that way or not the caller's very directory (its usual resolution says
     what is wrong). Any other error is met before any symlink, where the usual
     resolution meets it too: raised."""
-    name = plain_name(path)
+    # plain_name's call inlined: a frame is a tenth of a µs of an audited stat
+    name = python_plain_name(path) if _plain_name is None else _plain_name(path.base, path.name)
     if name is None:
         return None
     try:

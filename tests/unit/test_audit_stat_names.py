@@ -7,6 +7,7 @@ views are), the kernel's openat2 counted, not replaced."""
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import stat
 from collections.abc import Iterator
@@ -255,3 +256,24 @@ def test_a_relative_path_from_another_directory_than_the_callers_is_refused_as_b
     assert manager.handle_request(write) == api.Errno(errno.EACCES)  # not in the VM: no write through it
     assert vm.bus is not None and vm.bus.flush(timeout=10)
     assert [event.paths for event in events][1] == ("/sub/file",)
+
+
+def test_the_c_plain_name_is_the_python_one() -> None:
+    """hvfs/_native/record.c's plain_name, which names an audited stat, says what
+    resolve.python_plain_name says of every base and name made of the components that
+    matter (``.``, ``..``, empty ones, slashes at either end, a name not UTF-8)."""
+    from hvfs import _native
+    from hvfs.manager import resolve
+
+    require(_native.recorder is not None, "the C recorder is not built (HVFS_NATIVE=0, or no compiler)")
+    parts = ["", "/", "a", ".", "..", "//", "a/", "/a", "b/.", "./c", "é", "\udcff", "x/../y", "/..", "a//b", "a/./b"]
+    compared = 0
+    for first, second in itertools.product(parts, repeat=2):
+        for base, name in ((first, second), ("/" + first, second), ("/" + first, "/" + second), (first, "/" + second)):
+            path = api.VmPath(base, name)
+            assert resolve.plain_name(path) == resolve.python_plain_name(path), (base, name)
+            compared += 1
+    assert compared == 4 * len(parts) ** 2
+    assert resolve.plain_name(api.VmPath("/sub", "file")) == "/sub/file"
+    assert resolve.plain_name(api.VmPath("/sub/", "file")) == "/sub/file"
+    assert resolve.plain_name(api.VmPath("/", "/sub/../file")) is None
