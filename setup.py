@@ -35,14 +35,14 @@ TRACER = Extension(
 AUDIT = Extension(
     "hvfs._native._audit",
     sources=["hvfs/_native/audit.c"],
-    depends=["hvfs/_native/buffer.h", "hvfs/_native/shortest.h", "hvfs/_native/compact.h", "hvfs/_native/compact_line.h"],
+    depends=[f"hvfs/_native/{name}.h" for name in ("buffer", "shortest", "compact", "compact_line", "kinds")],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fstack-protector-strong"],
     optional=True,  # without it the audit writes its lines through the Python path (hvfs/services/audit.py)
 )
 RECORD = Extension(
     "hvfs._native._record",
     sources=["hvfs/_native/record.c"],
-    depends=["hvfs/_native/compact.h", "hvfs/_native/comm.h", "hvfs/_native/recorder.h"],
+    depends=["hvfs/_native/compact.h", "hvfs/_native/comm.h", "hvfs/_native/recorder.h", "hvfs/_native/kinds.h"],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fstack-protector-strong"],
     optional=True,  # without it the dispatch records in Python (hvfs.api.events.record_request)
 )

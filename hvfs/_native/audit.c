@@ -28,6 +28,7 @@
 #include <unistd.h>
 #include "buffer.h"
 #include "shortest.h"
+#include "kinds.h"
 
 #define RECORD_FIELDS 8 /* (vm, request, response, time, duration_us, comm, answered_by, paths) */
 
@@ -205,24 +206,7 @@ static int put_attribute_int(Buffer *b, PyObject *object, PyObject *name) {
     return done;
 }
 
-/* (operation as JSON, flagged) of a request's type: borrowed from ``kinds``. */
-static PyObject *kind(PyObject *request) {
-    PyObject *type = (PyObject *)Py_TYPE(request);
-    PyObject *known = PyDict_GetItemWithError(kinds, type);
-    if (known != NULL || PyErr_Occurred())
-        return known;
-    PyObject *made = PyObject_CallOneArg(kind_of, request);
-    if (made == NULL)
-        return NULL;
-    if (!PyTuple_CheckExact(made) || PyTuple_GET_SIZE(made) != 2 || !PyUnicode_Check(PyTuple_GET_ITEM(made, 0))) {
-        Py_DECREF(made);
-        PyErr_SetString(PyExc_TypeError, "kind_of must return (str, bool)");
-        return NULL;
-    }
-    int stored = PyDict_SetItem(kinds, type, made);
-    Py_DECREF(made);
-    return stored < 0 ? NULL : PyDict_GetItemWithError(kinds, type);
-}
+static PyObject *kind(PyObject *request) { return kind_in(kinds, kind_of, request); }
 
 static int put_pair(Buffer *b, PyObject *pair) { /* (result, value) as JSON text */
     if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2 || !PyUnicode_Check(PyTuple_GET_ITEM(pair, 0))

@@ -36,6 +36,7 @@
 #include "compact.h"
 
 #include "comm.h"
+#include "kinds.h"
 
 static PyObject *s_caller, *s_pid, *s_append, *s_recorded;
 static PyObject *slash, *double_slash, *slash_dot_slash, *slash_dots_slash, *slash_dot, *slash_dots; /* plain_name's */
@@ -153,24 +154,7 @@ static int put_result(Fields *f, PyObject *response) {
     return put_pair(f, pair);
 }
 
-/* (operation as JSON, flagged) of a request's type, borrowed from ``kinds``. */
-static PyObject *kind(PyObject *request) {
-    PyObject *type = (PyObject *)Py_TYPE(request);
-    PyObject *known = PyDict_GetItemWithError(kinds, type);
-    if (known != NULL || PyErr_Occurred())
-        return known;
-    PyObject *made = PyObject_CallOneArg(kind_of, request);
-    if (made == NULL)
-        return NULL;
-    if (!PyTuple_CheckExact(made) || PyTuple_GET_SIZE(made) != 2 || !PyUnicode_Check(PyTuple_GET_ITEM(made, 0))) {
-        Py_DECREF(made);
-        PyErr_SetString(PyExc_TypeError, "kind_of must return (str, bool)");
-        return NULL;
-    }
-    int stored = PyDict_SetItem(kinds, type, made);
-    Py_DECREF(made);
-    return stored < 0 ? NULL : PyDict_GetItemWithError(kinds, type);
-}
+static PyObject *kind(PyObject *request) { return kind_in(kinds, kind_of, request); }
 
 /* The compact record (compact.h) of a served request; Py_None where it does not fit one
  * (a number beyond 64 bits, more than MOST_PATHS paths: the caller makes the Record tuple). */
