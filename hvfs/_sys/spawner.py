@@ -20,6 +20,8 @@ file than in the rest of the manager."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import queue
 import threading
@@ -74,7 +76,7 @@ class _Spawner:
             process.unshare(CLONE_FILES)
             # The copy of the manager's table may hold a VM's files already: the standard
             # fds are all this thread keeps of it (a traceback printed here reaches stderr).
-            syscall("close_range", 3, _ALL, 0)
+            _close_from_3()
             pidfd = process.pidfd_open(os.getpid())
         except OSError as e:
             ready.set_exception(e)
@@ -86,6 +88,18 @@ class _Spawner:
                 request.answer.set_result(_spawn(pidfd, request))
             except BaseException as e:  # the caller's to raise
                 request.answer.set_exception(e)
+
+
+def _close_from_3() -> None:
+    try:
+        syscall("close_range", 3, _ALL, 0)
+    except OSError as e:
+        if e.errno != errno.ENOSYS:  # before Linux 5.9 (the ptrace driver runs from 5.6)
+            raise
+        for name in os.listdir("/proc/thread-self/fd"):  # this thread's table, not the process's
+            if int(name) >= 3:
+                with contextlib.suppress(OSError):  # the listing's own fd, closed already
+                    os.close(int(name))
 
 
 def _spawn(pidfd: int, request: _Request) -> int:
