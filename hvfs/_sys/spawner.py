@@ -8,8 +8,8 @@ that writes that file, closes it and executes it at once then fails with ETXTBSY
 (bpftrace, ``sched_process_fork``/``exec`` and the manager's ``openat2``/``close``): the
 spare's clone, 0.25 ms later the manager's close of ``s2``, the VM's exec refused 0.1 ms
 after that, and only 0.4 ms later the child's own exec. Nothing the VM does can wait for
-that child (an exec does not stop under the ptrace driver), and nothing the manager waits
-for (the spawn's return) comes after the child's copies are gone.
+that child (under the ptrace driver an exec stops only where it is checked), and nothing
+the manager waits for (the spawn's return) comes after the child's copies are gone.
 
 So every spawn runs on one thread that left the manager's table at its start
 (``unshare(CLONE_FILES)``) and closed its copy of it: its table holds the standard fds,
