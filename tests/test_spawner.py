@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -99,3 +101,31 @@ def test_a_script_written_while_children_are_spawned_runs_at_once(tmp_path: Path
 
 def test_the_launcher_spawns_through_it() -> None:
     assert launcher.spawner is spawner
+
+
+def test_a_manager_without_standard_fds_gives_a_child_the_right_ones(tmp_path: Path) -> None:
+    """With 0-2 closed, the spawner's copies take the low numbers the child's fds go to
+    (its pidfd 0, then 1, 2, 3): each dup2 still finds its source."""
+    out = tmp_path / "out"
+    program = f"""
+import os
+from hvfs._sys import spawner
+for fd in (0, 1, 2):
+    os.close(fd)
+spawner.start()
+read, write = os.pipe()  # 0 and 1 here, and low in the spawner's table too
+null = os.open("/dev/null", os.O_RDONLY)
+pid = spawner.spawn("/bin/sh", ["sh", "-c", "echo out; ls -l /proc/self/fd/0 | grep -o null; ls /proc/self/fd"],
+                    {{}}, [null, write, write])
+os.close(write)
+found = b""
+while chunk := os.read(read, 4096):
+    found += chunk
+os.waitpid(pid, 0)
+with open({str(out)!r}, "wb") as f:
+    f.write(found)
+"""
+    done = subprocess.run([sys.executable, "-c", program], check=False, timeout=60)
+    assert done.returncode == 0
+    lines = out.read_text().split()
+    assert lines[:2] == ["out", "null"] and sorted(int(n) for n in lines[2:]) == [0, 1, 2, 3], lines

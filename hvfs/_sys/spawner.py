@@ -106,8 +106,9 @@ def _spawn(pidfd: int, request: _Request) -> int:
     copies: list[int] = []
     try:
         for fd in request.fds:
-            # CLOEXEC, numbered in this thread's table above the pidfd, so copies[i] > i: no
-            # dup2 of the file actions overwrites a copy that a later one still needs.
+            # CLOEXEC, each the lowest number free in this thread's table, so copies[i] >= i:
+            # no dup2 of the file actions overwrites a copy that a later one still needs (one
+            # onto itself clears its CLOEXEC, as POSIX 2017 says and glibc does)
             copies.append(process.pidfd_getfd(pidfd, fd))
         return posix_spawn(
             request.path,
