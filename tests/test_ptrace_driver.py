@@ -288,7 +288,9 @@ def test_a_served_file_is_closed_by_the_manager_before_its_opener_runs_on(vm: Vm
     branch ptopen) failed here every time with the close after it, and 1 run in ~12 with
     the close before it (rootless); the C loop now resumes with the close before it and
     the thread's duplicates closed before the install, and main itself failed here 2 runs
-    in 20 under load (root and rootless, on s1-s3: docs/ptrace.md, branch ptw8)."""
+    in 20 under load (root and rootless, on s1-s3: docs/ptrace.md, branch ptw8): the next
+    spare's hvfs-init, cloned while the manager held the file, had a copy until its exec
+    (now spawned from a thread with an fd table of its own: hvfs._sys.spawner)."""
     script = """
         cd /data
         i=0

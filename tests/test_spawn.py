@@ -11,7 +11,6 @@ import threading
 from pathlib import Path
 
 from hvfs._sys.spawn import posix_spawn
-from hvfs.sandbox import launcher
 
 
 def test_other_threads_run_while_the_child_starts(tmp_path: Path) -> None:
@@ -80,7 +79,3 @@ def test_a_missing_program_is_an_oserror() -> None:
         assert e.errno == 2 and e.filename == "/nonexistent/hvfs-init"
     else:
         raise AssertionError("spawned a program that does not exist")
-
-
-def test_the_launcher_spawns_with_it() -> None:
-    assert launcher.posix_spawn is posix_spawn

@@ -67,6 +67,7 @@ _SHARED = {
     "pidfd_open": 434,
     "openat2": 437,
     "pidfd_getfd": 438,
+    "close_range": 436,
     "mount_setattr": 442,
     "fchmodat2": 452,
     "faccessat2": 439,

@@ -2,7 +2,12 @@
 exec'd (glibc's spawn is a vfork: the parent waits for the child's exec), so every other
 thread of the manager, a run's among them, stood still while a VM's hvfs-init was spawned
 (the largest share of the GIL's time in a warm run's profile). A ctypes call releases it;
-the child runs no Python either way (file actions and exec, in glibc)."""
+the child runs no Python either way (file actions and exec, in glibc).
+
+``close_from`` has the child close every fd above the ones it is given before its exec
+(``posix_spawn_file_actions_addclosefrom_np``, glibc 2.34): O_CLOEXEC closes them only
+inside the exec, after the vfork parent has woken (``exec_mmap``), and their last release
+waits for the child's return to user space. ``hvfs._sys.spawner`` says why that matters."""
 
 from __future__ import annotations
 
@@ -21,6 +26,10 @@ _add_dup2 = function("posix_spawn_file_actions_adddup2", ctypes.c_int, _p, ctype
 _add_open = function("posix_spawn_file_actions_addopen", ctypes.c_int, _p, ctypes.c_int, ctypes.c_char_p,
                      ctypes.c_int, ctypes.c_uint)  # fmt: skip
 _add_close = function("posix_spawn_file_actions_addclose", ctypes.c_int, _p, ctypes.c_int)
+try:
+    _add_close_from: Any = function("posix_spawn_file_actions_addclosefrom_np", ctypes.c_int, _p, ctypes.c_int)
+except AttributeError:  # glibc before 2.34: the child's copies go at its exec (see the docstring)
+    _add_close_from = None
 _init_attr = function("posix_spawnattr_init", ctypes.c_int, _p)
 _destroy_attr = function("posix_spawnattr_destroy", ctypes.c_int, _p)
 _set_flags = function("posix_spawnattr_setflags", ctypes.c_int, _p, ctypes.c_short)
@@ -58,9 +67,12 @@ def posix_spawn(
     setsid: bool = False,
     setsigmask: Iterable[int] | None = None,
     setsigdef: Iterable[int] | None = None,
+    close_from: int | None = None,
 ) -> int:
     """``os.posix_spawn``'s call (its file actions: ``os.POSIX_SPAWN_DUP2``, ``_OPEN``,
-    ``_CLOSE``), without the GIL while the child starts; the child's pid."""
+    ``_CLOSE``), without the GIL while the child starts; the child's pid. With
+    ``close_from``, the child closes every fd from that number up after the file actions,
+    before its exec."""
     actions = ctypes.create_string_buffer(abi.POSIX_SPAWN_ACTIONS_SIZE)
     attr = ctypes.create_string_buffer(abi.POSIX_SPAWN_ATTR_SIZE)
     _check(_init_actions(actions), "posix_spawn_file_actions_init")
@@ -77,6 +89,8 @@ def posix_spawn(
                     _check(_add_close(actions, action[1]), "posix_spawn_file_actions_addclose")
                 else:
                     raise ValueError(f"unknown file action {action[0]!r}")
+            if close_from is not None and _add_close_from is not None:
+                _check(_add_close_from(actions, close_from), "posix_spawn_file_actions_addclosefrom_np")
             flags = 0
             kept = []  # the sigsets live until the call: attr points at copies, but say so
             if setsid:

@@ -25,6 +25,7 @@ from typing import Any
 
 from hvfs import _native as hot_path
 from hvfs import cluster, dataclass_cache, private_dirs, state
+from hvfs._sys import spawner
 from hvfs.errors import HvfsError
 from hvfs.hypervisor import control, frontrun, telling, threads, views, vmdirs, vmstart
 from hvfs.hypervisor.change_ops import ChangeOps
@@ -107,6 +108,7 @@ class Daemon(ChangeOps, LazyParts):
         rootless = os.geteuid() != 0
         state.decide_user()  # the user's own cache and data directories, named before root's uid inside
         idmap = userns.join_manager_namespaces(shim) if shim else userns.enter_manager_namespaces()
+        spawner.start()  # a thread (so after the unshare), whose fd table is copied before any VM file is open
         if rootless:
             private_dirs.trust_unmapped_owners()
         self.hypervisor = vmstart.Hypervisor(self.layout, idmap, native())

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import logging
 import os
 import resource
@@ -27,8 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hvfs._sys import process
-from hvfs._sys.spawn import posix_spawn
+from hvfs._sys import process, spawner
 from hvfs.sandbox import protocol
 from hvfs.sandbox.errors import SetupError
 from hvfs.sandbox.plan import BootPlan, Program
@@ -257,22 +255,15 @@ def plan_message(plan: BootPlan) -> Message:
 def _spawn(shim: socket.socket, chan: socket.socket, stdio: tuple[int, int, int]) -> int:
     if not os.access(INIT, os.X_OK):
         raise SetupError("hvfs-init", f"{INIT} is missing", "build it: run scripts/setup (or reinstall hvfs)")
-    # Copies above the target numbers, so that no dup2 of the file actions overwrites
-    # a source that a later one still needs.
-    sources = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (*stdio, shim.fileno(), chan.fileno())]
-    try:
-        return posix_spawn(
-            INIT,
-            ["hvfs-init"],  # the VM may read its pid 1's command line: no host path in it
-            {},
-            file_actions=[(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(sources)],
-            setsid=True,
-            setsigmask=(),
-            setsigdef=SEEDED_SIGNALS,
-        )
-    finally:
-        for fd in sources:
-            os.close(fd)
+    return spawner.spawn(
+        INIT,
+        ["hvfs-init"],  # the VM may read its pid 1's command line: no host path in it
+        {},
+        [*stdio, shim.fileno(), chan.fileno()],
+        setsid=True,
+        setsigmask=(),
+        setsigdef=SEEDED_SIGNALS,
+    )
 
 
 def start(plan: BootPlan, idmap: IdMap) -> VmProcess:
