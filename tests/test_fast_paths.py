@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -427,6 +428,28 @@ def test_acting_as_sets_the_umask_only_for_the_request() -> None:
 
     manager, inside, after, same = _in_a_thread(body)
     assert (inside, after, same) == (0o077, manager, manager)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching fsuid to another user needs root")
+def test_credentials_kept_as_needing_no_switch_never_stand_for_others() -> None:
+    """The caller that needed no switch is taken again without one; any other caller,
+    before or after it, is still switched to and back."""
+    with tempfile.TemporaryDirectory(dir="/tmp") as directory:  # /tmp: searchable by uid 1234
+        where = Path(directory)
+        where.chmod(0o777)
+
+        def made_as(caller: Credentials, name: str) -> int:
+            with creds.acting_as(caller):
+                (where / name).touch()
+            return (where / name).stat().st_uid
+
+        def body() -> list[int]:
+            own, other = _own(_umask()), _own(_umask(), uid=1234, gid=1234, groups=(1234,))
+            return [made_as(caller, f"f{n}") for n, caller in enumerate([own, own, other, own, other])]
+
+        owners = _in_a_thread(body)
+    me = os.geteuid()
+    assert owners == [me, me, 1234, me, 1234]
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching fsuid to another user needs root")

@@ -457,6 +457,8 @@ hp_thread_alive(PyObject *self, PyObject *args)
     return PyBool_FromLong(rc == 0);
 }
 
+#include "open_stat.h" /* hp_open_stat, the manager's served write-open */
+
 static PyMethodDef methods[] = {
     {"receive", hp_receive, METH_VARARGS, "receive(listener, stop_fd) -> (id, pid, nr, args, raw) | None"},
     {"serve", hp_serve, METH_VARARGS,
@@ -468,6 +470,7 @@ static PyMethodDef methods[] = {
     {"credential_lines", hp_credential_lines, METH_VARARGS, "credential_lines(fd) -> (uid, gid, groups, umask, capeff)"},
     {"thread_alive", hp_thread_alive, METH_VARARGS, "thread_alive(pidfd) -> bool"},
     {"read_path", hp_read_path, METH_VARARGS, "read_path(pid, address) -> bytes | errno"},
+    {"open_stat", hp_open_stat, METH_VARARGS, "open_stat(dirfd, path, flags, mode, resolve, status) -> (fd, st_mode)"},
     {NULL, NULL, 0, NULL},
 };
 

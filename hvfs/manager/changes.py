@@ -148,6 +148,22 @@ class Pending:
     served: bool = False
 
 
+def record(changes: ChangeSet, request: api.Request, names: list[Name], response: api.Response) -> None:
+    """Note what a served mutation changed, from the targets its handler noted: ``noted``
+    then ``after``, with the usual case, an open that found or made the file its answer
+    holds, by its known name (``Name.served``), noted at once: the same entry, without the
+    ``Pending`` in between (a tenth of the dispatch's own time per served open)."""
+    if not names:
+        return
+    first, head = names[0], names[0].head
+    if first.served and head and head[0] == "/" and type(response) is api.Fd and type(request) is api.Open:
+        changes.note(head, first.existed, True)  # a served Name's head is its whole path (trail.served)
+        return
+    pending = noted(request, names)
+    if pending is not None:
+        after(changes, pending, request, response)
+
+
 def noted(request: api.Request, names: list[Name]) -> Pending | None:
     """The targets the handler noted as it resolved them (``hvfs.manager.trail``): what
     ``before`` finds by resolving them again, which only a replayed request still needs."""

@@ -26,6 +26,10 @@ class _ThreadIdentity:
     permitted: int
     inheritable: int
     umask: int
+    # The last credentials this thread acted as that needed no switch at all (the caller is
+    # the manager's own user, as a rootless VM's root is): the same object next time (the
+    # drivers keep a thread's credentials, frozen) is known to need none, with no compare.
+    unswitched: Credentials | None = None
 
 
 _local = threading.local()
@@ -125,6 +129,9 @@ class _ActingAs:
         creds = self._creds
         if creds is None:
             return
+        if creds is me.unswitched:  # nothing to switch, nor to put back (``manager_rights`` neither)
+            self._creds = None
+            return
         self._umask = creds.umask != me.umask
         if self._umask:
             os.umask(creds.umask)
@@ -134,6 +141,8 @@ class _ActingAs:
             if self._umask:
                 os.umask(me.umask)
             raise
+        if not self._umask and self._switched == _NOTHING_SWITCHED:
+            me.unswitched = creds
         _local.acting = (creds, self._switched)
 
     def __exit__(

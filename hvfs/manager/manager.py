@@ -15,7 +15,6 @@ import time
 from hvfs import api
 from hvfs._sys.abi import AT_EACCESS
 from hvfs.api.hooks import EventBus
-from hvfs.api.messages import operation
 from hvfs.manager import changes, creds, replay, trail
 from hvfs.manager.closes import CloseWatcher
 from hvfs.manager.handlers import HANDLERS
@@ -26,14 +25,8 @@ from hvfs.manager.vm import VmContext
 log = logging.getLogger("hvfs.manager")
 
 
-def _outcome(response: api.Response) -> str:
-    if isinstance(response, api.Errno):
-        return "failed"
-    if isinstance(response, api.Continue):
-        return "continued"
-    if isinstance(response, api.WouldBlock):
-        return "waiting"
-    return "served"
+# What each kind of answer counts as in a VM's statistics; any other answer is "served".
+_OUTCOMES: dict[type, str] = {api.Errno: "failed", api.Continue: "continued", api.WouldBlock: "waiting"}
 
 
 class Manager:
@@ -97,11 +90,13 @@ class Manager:
                             response = HANDLERS[type(request)](vm, request)
                         finally:
                             trail.end()
-                        pending = changes.noted(request, noted.names) if noted is not None and watched else None
                     else:
                         pending = changes.before(vm.rw_root, request) if watched else None
                         response = done
-                if pending is not None:
+                if done is None:
+                    if noted is not None and watched:
+                        changes.record(vm.changes, request, noted.names, response)
+                elif pending is not None:
                     changes.after(vm.changes, pending, request, response)
                 if hooked is not None:
                     answer = hooked.run_after_hooks(vm.name, request, response)
@@ -114,7 +109,7 @@ class Manager:
         except Exception:
             log.exception("internal error in %s for VM %s (pid %d)", request, vm.name, request.caller.pid)
             response = api.Errno(errno.EIO)
-        vm.count(operation(request), _outcome(response))
+        vm.count(type(request), _OUTCOMES.get(type(response), "served"))
         if audited is not None:
             # Only what is true now is taken here (the names served, the command); the
             # event is made later, off the request path (hvfs.api.ring). The clocks and

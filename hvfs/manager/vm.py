@@ -60,7 +60,7 @@ class VmContext:
     roots_named_from_themselves: bool | None = None  # readlink of both roots is "/" (hvfs.manager.served)
     view_nodev: bool | None = None  # the writable view opens no device node (hvfs.manager.handlers.direct)
     _warned: set[str] = field(default_factory=set)
-    _counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    _counts: Counter[tuple[type, str]] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def is_kernel_path(self, path: api.VmPath | str) -> bool:
@@ -70,9 +70,11 @@ class VmContext:
         normal = posixpath.normpath(text)
         return any(normal == m or normal.startswith(m + "/") for m in KERNEL_MOUNTS)
 
-    def count(self, operation: str, outcome: str) -> None:
+    def count(self, kind: type, outcome: str) -> None:
+        """One more request of type ``kind`` (named as ``api.messages.operation`` names it
+        only when ``statistics`` is asked: a string made per request cost the dispatch)."""
         with self._lock:
-            self._counts[operation, outcome] += 1
+            self._counts[kind, outcome] += 1
 
     def warn_once(self, message: str) -> None:
         """Log a warning about what this VM tried, once per distinct message: an attack
@@ -87,7 +89,8 @@ class VmContext:
         with self._lock:
             items = list(self._counts.items())
         requests: dict[str, dict[str, int]] = {}
-        for (operation, outcome), n in sorted(items):
+        named = (((kind.__name__.lower(), outcome), n) for (kind, outcome), n in items)  # as operation() names it
+        for (operation, outcome), n in sorted(named):
             requests.setdefault(operation, {})[outcome] = n
         return VmStatistics(requests)
 

@@ -27,15 +27,16 @@ one failed open more, successes three calls less (the probe, its close, the reop
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import stat
 
 from hvfs import api
-from hvfs._sys.abi import RESOLVE_BENEATH, RESOLVE_IN_ROOT
-from hvfs._sys.files import openat2
+from hvfs._sys.abi import RESOLVE_BENEATH, RESOLVE_IN_ROOT, RESOLVE_NO_SYMLINKS
+from hvfs._sys.files import open_stat
 from hvfs.manager import trail
-from hvfs.manager.resolve import base_directory, fd_closing, open_at, open_named
+from hvfs.manager.resolve import base_directory, fd_closing, open_at, open_named, plain_name
 from hvfs.manager.vm import VmContext
 
 # The status flags F_SETFL sets; FASYNC is left out as open(2) leaves it (it is ignored there).
@@ -47,33 +48,28 @@ def open_writable(vm: VmContext, request: api.Open, flags: int, mode: int) -> ap
     if not _nodev(vm):
         return None
     exclusive = flags & os.O_CREAT and flags & os.O_EXCL
+    status = -1 if flags & os.O_NONBLOCK else flags & _STATUS  # the caller's, once the file is open
     try:
         if exclusive:
-            fd, name = _open(vm.rw_root, request, flags, mode)
+            fd, name, kind = _open(vm.rw_root, request, flags, mode, status)
             existed = False
         else:
             try:
-                fd, name = _open(vm.rw_root, request, flags & ~os.O_CREAT, 0)  # openat2: no mode without O_CREAT
+                fd, name, kind = _open(vm.rw_root, request, flags & ~os.O_CREAT, 0, status)  # no mode without O_CREAT
                 existed = True
             except FileNotFoundError:
                 if not flags & os.O_CREAT:
                     return None
-                fd, name = _open(vm.rw_root, request, flags | os.O_EXCL, mode)
+                fd, name, kind = _open(vm.rw_root, request, flags | os.O_EXCL, mode, status)
                 existed = False
     except OSError:
         return None
-    kind = stat.S_IFMT(os.fstat(fd).st_mode)
+    kind = stat.S_IFMT(kind)
     if kind not in (stat.S_IFREG, stat.S_IFIFO):
         # Unreachable where the view is nodev (a device node fails to open): still never
         # handed out, so that only the kernel opens a device for the VM.
         os.close(fd)
         return None
-    if not flags & os.O_NONBLOCK:
-        try:
-            fcntl.fcntl(fd, fcntl.F_SETFL, flags & _STATUS)
-        except BaseException:
-            os.close(fd)
-            raise
     if kind == stat.S_IFREG:  # a FIFO changes nothing in the tree
         trail.served(existed=existed, path=name)
         if name is not None:
@@ -91,16 +87,37 @@ def _nodev(vm: VmContext) -> bool:
     return nodev
 
 
-def _open(root: int, request: api.Open, flags: int, mode: int) -> tuple[int, str | None]:
-    """The open, as ``opening._open`` makes it, and the file's VM path where its text is
-    that path (``resolve.open_named``: found with no symlink on the way), for the change
-    set and the audit, which then need no readlink of the answer."""
+def _open(root: int, request: api.Open, flags: int, mode: int, status: int) -> tuple[int, str | None, int]:
+    """The open, as ``opening._open`` makes it, what it opened (``st_mode``), with the
+    caller's status flags set again unless ``status`` is -1 (``files.open_stat``); and the
+    file's VM path where its text is that path (as ``resolve.open_named``: found with no
+    symlink on the way), for the change set and the audit, which then need no readlink of
+    the answer. An absolute path (the usual one) takes one C call for all of it."""
     flags |= os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
-    if request.resolve & (RESOLVE_BENEATH | RESOLVE_IN_ROOT):
-        with fd_closing(base_directory(root, request.path.base, request.path.base_id)) as base:
-            return openat2(base, request.path.name, flags, mode, request.resolve), None
-    if trail.noting() and request.path.name[-1:] != "/":
-        found = open_named(root, request.path, flags, mode, request.resolve)
-        if found is not None:
-            return found
-    return open_at(root, request.path, flags, mode, request.resolve), None
+    path, resolve = request.path, request.resolve
+    if resolve & (RESOLVE_BENEATH | RESOLVE_IN_ROOT):
+        with fd_closing(base_directory(root, path.base, path.base_id)) as base:
+            fd, kind = open_stat(base, path.name, flags, mode, resolve, status)
+            return fd, None, kind
+    named = trail.noting() and path.name[-1:] != "/"
+    if path.name.startswith("/"):
+        name = plain_name(path) if named else None
+        if name is not None:
+            try:
+                fd, kind = open_stat(root, name, flags, mode, RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS | resolve, status)
+                return fd, name, kind
+            except OSError as e:
+                if e.errno != errno.ELOOP:  # a symlink on the way: resolved as usual below
+                    raise
+        fd, kind = open_stat(root, path.name, flags, mode, RESOLVE_IN_ROOT | resolve, status)
+        return fd, None, kind
+    found = open_named(root, path, flags, mode, resolve) if named else None
+    fd, name = found if found is not None else (open_at(root, path, flags, mode, resolve), None)
+    try:
+        kind = os.fstat(fd).st_mode
+        if status != -1 and (stat.S_ISREG(kind) or stat.S_ISFIFO(kind)):
+            fcntl.fcntl(fd, fcntl.F_SETFL, status)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, name, kind
