@@ -73,6 +73,13 @@ def open_stat(dirfd: int, path: str, flags: int, mode: int, resolve: int, status
         result: tuple[int, int] = _native.open_stat(dirfd, os.fsencode(path), flags, mode, resolve, status)
         return result
     fd = openat2(dirfd, path, flags, mode, resolve)
+    return fd, kind_and_status(fd, status)
+
+
+def kind_and_status(fd: int, status: int) -> int:
+    """``open_stat``'s steps after the open, for an fd opened otherwise: the file's
+    ``st_mode``, and ``F_SETFL`` ``status`` (unless -1) on a regular file or a FIFO. The fd
+    is closed if a step fails."""
     try:
         kind = os.fstat(fd).st_mode
         if status != -1 and (stat.S_ISREG(kind) or stat.S_ISFIFO(kind)):
@@ -80,7 +87,7 @@ def open_stat(dirfd: int, path: str, flags: int, mode: int, resolve: int, status
     except BaseException:
         os.close(fd)
         raise
-    return fd, kind
+    return kind
 
 
 def renameat2(olddirfd: int, old: str, newdirfd: int, new: str, flags: int) -> None:

@@ -28,13 +28,12 @@ one failed open more, successes three calls less (the probe, its close, the reop
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import stat
 
 from hvfs import api
 from hvfs._sys.abi import RESOLVE_BENEATH, RESOLVE_IN_ROOT, RESOLVE_NO_SYMLINKS
-from hvfs._sys.files import open_stat
+from hvfs._sys.files import kind_and_status, open_stat
 from hvfs.manager import trail
 from hvfs.manager.resolve import base_directory, fd_closing, open_at, open_named, plain_name
 from hvfs.manager.vm import VmContext
@@ -113,11 +112,4 @@ def _open(root: int, request: api.Open, flags: int, mode: int, status: int) -> t
         return fd, None, kind
     found = open_named(root, path, flags, mode, resolve) if named else None
     fd, name = found if found is not None else (open_at(root, path, flags, mode, resolve), None)
-    try:
-        kind = os.fstat(fd).st_mode
-        if status != -1 and (stat.S_ISREG(kind) or stat.S_ISFIFO(kind)):
-            fcntl.fcntl(fd, fcntl.F_SETFL, status)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd, name, kind
+    return fd, name, kind_and_status(fd, status)
