@@ -8,8 +8,8 @@ import os
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
-from hvfs._native import hotpath as _native
 from hvfs._sys.abi import (
     AT_EMPTY_PATH,
     OPEN_HOW,
@@ -63,14 +63,29 @@ def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = RES
     return _openat2(dirfd, name, how, OPEN_HOW.size)
 
 
+_UNKNOWN: Any = object()
+_native: Any = _UNKNOWN  # hvfs._native.hotpath (None: not built), looked up at the first open_stat
+
+
+def _hot_path() -> Any:
+    """Imported at the first served open, not with this module: a client (``hvfs run``)
+    imports this module and serves nothing, and hvfs._native loads every extension."""
+    global _native
+    from hvfs._native import hotpath
+
+    _native = hotpath
+    return hotpath
+
+
 def open_stat(dirfd: int, path: str, flags: int, mode: int, resolve: int, status: int = -1) -> tuple[int, int]:
     """``openat2`` (O_CLOEXEC added, EAGAIN retried alike), then the opened file's
     ``st_mode``, then, where ``status`` is not -1 and the file is a regular file or a FIFO,
     ``F_SETFL`` ``status``: a served write-open's calls, in one C call where the hot path is
     built (hvfs/_native/open_stat.h). The fd is closed if a step after the open fails; the
     OSError carries that step's errno."""
-    if _native is not None:
-        result: tuple[int, int] = _native.open_stat(dirfd, os.fsencode(path), flags, mode, resolve, status)
+    native = _native if _native is not _UNKNOWN else _hot_path()
+    if native is not None:
+        result: tuple[int, int] = native.open_stat(dirfd, os.fsencode(path), flags, mode, resolve, status)
         return result
     fd = openat2(dirfd, path, flags, mode, resolve)
     return fd, kind_and_status(fd, status)
