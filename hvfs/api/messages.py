@@ -450,4 +450,9 @@ Response = Errno | Value | Continue | Fd | StatResult | StatxResult | StatfsResu
 
 def operation(request: Request) -> str:
     """The operation's name, as events and statistics show it."""
-    return type(request).__name__.lower()
+    return operation_of(type(request))
+
+
+def operation_of(kind: type) -> str:
+    """``operation``'s name for a request of type ``kind``."""
+    return kind.__name__.lower()

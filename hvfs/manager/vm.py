@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from hvfs import api
 from hvfs.api.hooks import EventBus
+from hvfs.api.messages import operation_of
 from hvfs.manager.changes import ChangeSet
 
 log = logging.getLogger("hvfs.manager")
@@ -89,7 +90,7 @@ class VmContext:
         with self._lock:
             items = list(self._counts.items())
         requests: dict[str, dict[str, int]] = {}
-        named = (((kind.__name__.lower(), outcome), n) for (kind, outcome), n in items)  # as operation() names it
+        named = (((operation_of(kind), outcome), n) for (kind, outcome), n in items)
         for (operation, outcome), n in sorted(named):
             requests.setdefault(operation, {})[outcome] = n
         return VmStatistics(requests)
