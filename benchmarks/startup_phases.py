@@ -118,7 +118,7 @@ if _PATH and "serve" in sys.argv:
     _wrap(group.Group, "tell", "exit: told the client")
     from hvfs.hypervisor import frontrun
 
-    _wrap(daemon.Daemon, "_op_run_argv", "front: op run_argv, all of it")
+    _wrap(frontrun, "handle", "front: op run_argv, all of it")  # run_argv and run_argv_checked alike
     _wrap(frontrun, "parse", "front: argv parsed (thread)")
     _wrap(frontrun, "_check_views", "front: views asked of the front")
     _wrap(frontrun, "to_json", "front: project to JSON")

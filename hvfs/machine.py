@@ -14,18 +14,20 @@ PSEUDO_FILE_SYSTEMS = frozenset(
 )  # fmt: skip
 
 
-def _meminfo(key: str) -> int:
+def _meminfo(*keys: str) -> int:
+    """The sum of ``keys``' values in /proc/meminfo, in bytes (one read: it is on every run's path)."""
+    total = 0
     with open("/proc/meminfo") as f:
         for line in f:
             name, _, rest = line.partition(":")
-            if name == key:
-                return int(rest.split()[0]) * 1024
-    return 0
+            if name in keys:
+                total += int(rest.split()[0]) * 1024
+    return total
 
 
 def memory() -> int:
     """Bytes of RAM and swap: the most a memory file system or a VM could ever hold."""
-    return _meminfo("MemTotal") + _meminfo("SwapTotal")
+    return _meminfo("MemTotal", "SwapTotal")
 
 
 def cpus() -> int:

@@ -246,8 +246,9 @@ class FakeManager:
     manager of other code (``pid`` its own) or a process that is not the manager
     (manager.json naming another pid)."""
 
-    def __init__(self, state: Path, *, version: str, named_pid: int) -> None:
+    def __init__(self, state: Path, *, version: str, named_pid: int, checks: bool = False) -> None:
         self.received: list[dict[str, object]] = []
+        self.checks = checks  # knows run_argv_checked (a manager of newer code), or not (older)
         (state / "manager.json").write_text(json.dumps({"pid": named_pid}))
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.sock.bind(str(state / "manager.sock"))
@@ -272,6 +273,11 @@ class FakeManager:
                         connection.send(json.dumps({"ok": True, "pid": os.getpid()}).encode())
                         self.sock.close()
                         return
+                    elif message.get("op") == "run_argv_checked" and self.checks:
+                        assert message.get("code") != self.version
+                        connection.send(json.dumps({"fallback": "the manager runs other code"}).encode())
+                    else:  # as daemon.handle answers what it does not know
+                        connection.send(json.dumps({"error": f"unknown operation {message.get('op')!r}"}).encode())
 
     def ops(self) -> list[object]:
         return [message.get("op") for message in self.received]
@@ -285,13 +291,18 @@ def fake_state(tmp_path: Path) -> Iterator[Path]:
     run(PYTHON, "manager", "stop", env={**os.environ, "HVFS_STATE_DIR": str(state)})
 
 
-def test_a_manager_of_other_code_is_the_python_clients(front: str, trace: Path, fake_state: Path) -> None:
-    fake = FakeManager(fake_state, version="0.0.1:/elsewhere/hvfs:1", named_pid=os.getpid())
+@pytest.mark.parametrize("checks", [False, True], ids=["older", "newer"])
+def test_a_manager_of_other_code_is_the_python_clients(front: str, trace: Path, fake_state: Path, checks: bool) -> None:
+    """Older: it does not know run_argv_checked (an error, nothing done); newer: it knows
+    it, and its code differs (a fallback, nothing done). Either way the run is done once,
+    by the Python client, which makes the manager give way."""
+    fake = FakeManager(fake_state, version="0.0.1:/elsewhere/hvfs:1", named_pid=os.getpid(), checks=checks)
     result = run([front], "run", "--", "echo", "replaced", env=traced(trace, HVFS_STATE_DIR=str(fake_state)))
     assert (result.stdout, result.returncode) == ("replaced\n", 0), result.stderr
     assert said(trace) == ["the manager runs other code"]
-    # The front: its hello only; the Python client: its hello, then it asked it to give way.
-    assert fake.ops() == ["hello", "hello", "shutdown"]
+    # The front: its run with its code id; the Python client: its hello, then it asked it to give way.
+    assert fake.ops() == ["run_argv_checked", "hello", "shutdown"]
+    assert isinstance(fake.received[0]["code"], str) and fake.received[0]["argv"] == ["run", "--", "echo", "replaced"]
 
 
 def test_nothing_is_sent_to_a_socket_not_the_managers(front: str, trace: Path, fake_state: Path) -> None:

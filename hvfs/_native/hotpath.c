@@ -107,7 +107,7 @@ hp_receive(PyObject *self, PyObject *args)
 /* The compiled decisions (hvfs/intercept/compiled.py builds the table, one rule per
  * syscall number; numbers past its end are Python's). A rule decides only on the
  * syscall number and its registers, which the VM can no longer change once it trapped. */
-enum { RULE_PYTHON, RULE_CONTINUE, RULE_ERRNO, RULE_CONTINUE_IF_IN, RULE_CONTINUE_IF_IN32 };
+enum { RULE_PYTHON, RULE_CONTINUE, RULE_ERRNO, RULE_CONTINUE_IF_IN, RULE_CONTINUE_IF_IN32, RULE_EXEC_IF_LEADER };
 struct rule {
     uint8_t kind;
     uint8_t arg;    /* RULE_CONTINUE_IF_IN(32): the argument, continued if among the values */
@@ -132,6 +132,8 @@ continues(const struct rule *rule, const struct seccomp_data *data, const uint64
             return 1;
     return 0;
 }
+
+#include "exec_leader.h" /* exec_of_leader, RULE_EXEC_IF_LEADER's proof */
 
 /* The in-flight table's slot (hvfs/intercept/inflight.py, whose layout this mirrors: the
  * notification, then state, errno and value, then the time received). */
@@ -159,7 +161,7 @@ record(char *table, Py_ssize_t slot_at, Py_ssize_t last_at, const struct seccomp
     __atomic_store_n((uint64_t *)slot, notif->id, __ATOMIC_RELEASE);
 }
 
-/* serve(listener, stop_fd, rules, values, table, slot_at, last_at, counts, record_handed)
+/* serve(listener, stop_fd, rules, values, table, slot_at, last_at, counts, record_handed[, bumps])
  *   -> (id, pid, nr, args, raw) | None
  *
  * The driver's receive loop: receives, answers in C each request a rule decides
@@ -167,24 +169,33 @@ record(char *table, Py_ssize_t slot_at, Py_ssize_t last_at, const struct seccomp
  * or None) at slot_at for as long as it is answered, and loops; returns the first
  * request that needs Python, recorded there as received if record_handed (else the
  * driver records it), or None when stopped. counts: a writable buffer of three uint64,
- * bumped here: continued, answered with an errno, handed to Python. All without the
+ * bumped here: continued, answered with an errno, handed to Python; bumps: a writable
+ * uint64, the credential generation RULE_EXEC_IF_LEADER bumps (None: those are Python's). All without the
  * GIL; OSError as a receive or an answer fails (ENOENT on the answer, a caller gone or
  * its call cancelled, is not a failure). */
 static PyObject *
 hp_serve(PyObject *self, PyObject *args)
 {
     int listener, stop_fd;
-    Py_buffer rules, values, counts, table = {.buf = NULL};
-    PyObject *table_object;
+    Py_buffer rules, values, counts, table = {.buf = NULL}, bumps = {.buf = NULL};
+    PyObject *table_object, *bumps_object = Py_None;
     Py_ssize_t slot_at, last_at;
     int record_handed;
-    if (!PyArg_ParseTuple(args, "iiy*y*Onnw*p", &listener, &stop_fd, &rules, &values, &table_object, &slot_at,
-                          &last_at, &counts, &record_handed))
+    if (!PyArg_ParseTuple(args, "iiy*y*Onnw*p|O", &listener, &stop_fd, &rules, &values, &table_object, &slot_at,
+                          &last_at, &counts, &record_handed, &bumps_object))
         return NULL;
     PyObject *result = NULL;
     if (counts.len < (Py_ssize_t)(COUNTS * sizeof(uint64_t))) {
         PyErr_SetString(PyExc_ValueError, "counts: three uint64 are needed");
         goto done;
+    }
+    if (bumps_object != Py_None) {
+        if (PyObject_GetBuffer(bumps_object, &bumps, PyBUF_WRITABLE) < 0)
+            goto done;
+        if (bumps.len < (Py_ssize_t)sizeof(uint64_t) || (uintptr_t)bumps.buf % sizeof(uint64_t)) {
+            PyErr_SetString(PyExc_ValueError, "bumps: one aligned uint64 is needed");
+            goto done;
+        }
     }
     if (table_object != Py_None) {
         if (PyObject_GetBuffer(table_object, &table, PyBUF_WRITABLE) < 0)
@@ -205,6 +216,8 @@ hp_serve(PyObject *self, PyObject *args)
         const struct rule *rule = nr >= 0 && (size_t)nr < known ? &rule_of[nr] : NULL;
         struct seccomp_notif_resp resp = {.id = notif.id};
         if (rule && continues(rule, &notif.data, values.buf, known_values))
+            resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+        else if (rule && rule->kind == RULE_EXEC_IF_LEADER && exec_of_leader(listener, &notif, bumps.buf))
             resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
         else if (rule && rule->kind == RULE_ERRNO)
             resp.error = -rule->value;
@@ -236,6 +249,8 @@ hp_serve(PyObject *self, PyObject *args)
 done:
     if (table.buf)
         PyBuffer_Release(&table);
+    if (bumps.buf)
+        PyBuffer_Release(&bumps);
     PyBuffer_Release(&rules);
     PyBuffer_Release(&values);
     PyBuffer_Release(&counts);
@@ -462,8 +477,8 @@ hp_thread_alive(PyObject *self, PyObject *args)
 static PyMethodDef methods[] = {
     {"receive", hp_receive, METH_VARARGS, "receive(listener, stop_fd) -> (id, pid, nr, args, raw) | None"},
     {"serve", hp_serve, METH_VARARGS,
-     "serve(listener, stop_fd, rules, values, table, slot_at, last_at, counts, record_handed) -> (id, pid, nr, args, "
-     "raw) | None"},
+     "serve(listener, stop_fd, rules, values, table, slot_at, last_at, counts, record_handed[, bumps]) -> (id, pid, nr, "
+     "args, raw) | None"},
     {"respond", hp_respond, METH_VARARGS, "respond(listener, id, value, error, flags)"},
     {"install", hp_install, METH_VARARGS, "install(listener, id, fd, newfd_flags) -> errno or 0"},
     {"id_valid", hp_id_valid, METH_VARARGS, "id_valid(listener, id) -> bool"},

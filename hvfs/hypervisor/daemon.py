@@ -27,8 +27,9 @@ from hvfs import _native as hot_path
 from hvfs import cluster, dataclass_cache, private_dirs, state
 from hvfs._sys import spawner
 from hvfs.errors import HvfsError
-from hvfs.hypervisor import control, frontrun, telling, threads, views, vmdirs, vmstart
+from hvfs.hypervisor import control, telling, threads, vmdirs, vmstart
 from hvfs.hypervisor.change_ops import ChangeOps
+from hvfs.hypervisor.frontrun import FrontOps
 from hvfs.hypervisor.group import Group
 from hvfs.hypervisor.layout import Layout, read_json, remove_tree, write_json
 from hvfs.hypervisor.lazy_parts import LazyParts
@@ -41,7 +42,8 @@ from hvfs.sandbox import preflight, userns
 from hvfs.spec import UsageError
 
 log = logging.getLogger("hvfs.daemon")
-_CHANGING = frozenset({"run", "run_argv", "up", "stop", "down"})  # what a manager giving way lets finish
+# What a manager giving way lets finish
+_CHANGING = frozenset({"run", "run_argv", "run_argv_checked", "up", "stop", "down"})
 CHANGES_GRACE = 30.0  # seconds
 SWEEP_AGE = 10.0  # seconds
 RECONNECT = 30.0  # seconds a run's VM waits for its client to come back after a restart
@@ -55,7 +57,7 @@ def idle_timeout() -> float:
         return 300.0
 
 
-class Daemon(ChangeOps, LazyParts):
+class Daemon(ChangeOps, FrontOps, LazyParts):
     def __init__(self, layout: Layout, *, ready_fd: int | None = None) -> None:
         self.layout = layout
         self.ready_fd = ready_fd  # the client that started this manager waits for one line there
@@ -300,11 +302,6 @@ class Daemon(ChangeOps, LazyParts):
             raise LookupError(f"{message.get('what', 'that group')} is not up")
         return group
 
-    def _op_hello(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
-        with self.lock:
-            self.clients += 1
-        connection.send({"version": code_id(), "pid": os.getpid(), "unseen": views.unseen(message.get("views"))})
-
     def _new_group(self, message: dict[str, Any]) -> Group:
         assert self.hypervisor is not None
         project = from_json(message["project"])
@@ -362,9 +359,6 @@ class Daemon(ChangeOps, LazyParts):
         if terminal is not None:
             os.close(terminal)
             record.running.terminal = None
-
-    def _op_run_argv(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
-        frontrun.handle(message, fds, connection, self._op_run)
 
     def _publish(
         self, group: Group, running: RunningVm, listeners: list[int], ports: list[int], *, deposit: bool = True

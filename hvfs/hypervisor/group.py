@@ -357,7 +357,7 @@ class Group:
     def _watch(self, record: VmRecord) -> None:
         assert record.running is not None
         running = record.running
-        code = running.process.wait()
+        code = running.process.wait(reap=False)  # the shim reaped once the exit is told
         running.driver.join(timeout=5)
         running.driver.close()
         if running.tracer is not None:
@@ -404,6 +404,7 @@ class Group:
         telling.flush()
         self.tell(message)
         record.telling = False
+        running.process.reap()
         if going:
             self._forget(record, save=False)
         if ended:

@@ -74,7 +74,7 @@ MOST = 4  # configurations kept warm at once; the least recently asked for goes 
 # and none is ready: then it waits only for the runs starting (Spares.starting), as the
 # next run would otherwise find none.
 SETTLE = float(os.environ.get("HVFS_SPARE_SETTLE", "0.01"))
-STARTING = frozenset({"run", "run_argv", "up"})  # control operations that start VMs
+STARTING = frozenset({"run", "run_argv", "run_argv_checked", "up"})  # control operations that start VMs
 # The longest a spare's making waits, at each of its steps, for the runs starting meanwhile
 # (Spares.starting): runs that never stop coming must not keep every spare from being made.
 YIELD = 0.5

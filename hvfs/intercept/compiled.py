@@ -13,10 +13,18 @@ the syscall number and its registers, which the VM can no longer change once it 
   is a CONTINUE under that condition (``CONTINUE_IF_ARG``; tests/test_compiled.py checks
   each against its decoder);
 * a ``prctl`` whose option keeps credentials (``PRCTL_KEEPS_CREDENTIALS``) is continued
-  without a bump of the credential cache, as ``credcache.before_change`` continues it.
+  without a bump of the credential cache, as ``credcache.before_change`` continues it;
+* an exec, in a VM whose manager checks none (not strict), is continued when its caller
+  is its process's leader (``EXEC_IF_LEADER``), proved by the C loop as
+  ``credcache.before_change`` proves it, after a bump of the credential generation
+  (``CredWatch.bumps``) as that function bumps it. The exec of another thread, which takes
+  over its leader's pid and must distrust the kept credentials, is Python's. Issue 14: a
+  run's command is an exec, and handing it to Python made it wait for the GIL while the
+  manager was still answering the run's start.
 
 Everything else goes to Python: the other credential calls (the cache generation is
-bumped there before they continue: hvfs/intercept/credcache.py), every call the manager
+bumped there before they continue: hvfs/intercept/credcache.py), an exec the manager
+checks (strict) or the C loop cannot prove its caller's leader, every call the manager
 decides (its hooks, audit and ``hvfs diff`` see it), and numbers the driver is told to
 keep (a test's ``HVFS_TEST_DIE_AFTER_RECV``).
 """
@@ -42,7 +50,7 @@ from hvfs.intercept.syscalls import BY_NAME, Handling
 
 log = logging.getLogger("hvfs.driver")
 
-PYTHON, CONTINUE, ERRNO, CONTINUE_IF_IN, CONTINUE_IF_IN32 = range(5)  # hotpath.c's RULE_*
+PYTHON, CONTINUE, ERRNO, CONTINUE_IF_IN, CONTINUE_IF_IN32, EXEC_IF_LEADER = range(6)  # hotpath.c's RULE_*
 RULE = struct.Struct("<BBHi")  # hotpath.c's struct rule: kind, argument, count, errno or first value
 VALUE = struct.Struct("<Q")
 COUNTS = struct.Struct("<QQQ")  # hotpath.c's counts: continued, answered with an errno, handed to Python
@@ -86,9 +94,10 @@ class Rule(NamedTuple):
     errno: int = 0  # ERRNO
 
 
-def rules(arch: Arch, *, python: Collection[int] = ()) -> dict[int, Rule]:
+def rules(arch: Arch, *, python: Collection[int] = (), checks_exec: bool = True) -> dict[int, Rule]:
     """Each syscall number of ``arch`` the C loop decides itself, at least in part.
-    Numbers in ``python`` are always handed to Python."""
+    Numbers in ``python`` are always handed to Python, and execs too where the manager
+    ``checks_exec`` (``credcache.before_change``'s: strict VMs)."""
     decided: dict[int, Rule] = {}
     for nr, name in syscall_numbers(arch).items():
         entry = BY_NAME.get(name)
@@ -96,6 +105,8 @@ def rules(arch: Arch, *, python: Collection[int] = ()) -> dict[int, Rule]:
             continue
         if name == "prctl":
             decided[nr] = Rule(CONTINUE_IF_IN32, 0, tuple(sorted(PRCTL_KEEPS_CREDENTIALS)))
+        elif entry is not None and entry.handling is Handling.EXEC and not checks_exec:
+            decided[nr] = Rule(EXEC_IF_LEADER)
         elif entry is not None and entry.handling in (Handling.CREDS, Handling.EXEC):
             continue  # credcache.before_change, in Python
         elif entry is None or entry.decoder is None:
@@ -119,9 +130,9 @@ def table(decided: dict[int, Rule]) -> tuple[bytes, bytes]:
 
 
 @functools.cache  # the same for every VM of ``arch``: packed once, shared (bytes)
-def packed(arch: Arch, python: tuple[int, ...] = ()) -> tuple[bytes, bytes]:
-    """``table(rules(arch, python=python))``, once per process."""
-    return table(rules(arch, python=python))
+def packed(arch: Arch, python: tuple[int, ...] = (), checks_exec: bool = True) -> tuple[bytes, bytes]:
+    """``table(rules(arch, python=python, checks_exec=checks_exec))``, once per process."""
+    return table(rules(arch, python=python, checks_exec=checks_exec))
 
 
 class Loop:
@@ -129,11 +140,14 @@ class Loop:
     rules decide, else the Python receive. One worker at a time receives (the driver's
     receiver), so the counts need no lock."""
 
-    def __init__(self, vm: str, tables: tuple[bytes, bytes], die_at: int | None = None) -> None:
+    def __init__(
+        self, vm: str, tables: tuple[bytes, bytes], die_at: int | None = None, bumps: bytearray | None = None
+    ) -> None:
         self.vm = vm  # for the log; a spare's driver is renamed when bound
         self._die_at = die_at  # tests only: the manager dies on receiving it, before its record (driver.py)
         self._rules, self._values = tables  # ``packed``'s
         self._counts = bytearray(COUNTS.size)
+        self._bumps = bumps  # the credential generation EXEC_IF_LEADER bumps (``CredWatch.bumps``)
 
     def receive(self, listener: int, stop: int, inflight: InflightTable | None, slot: int) -> notify.Received | None:
         """The next request that needs Python, recorded as received in ``slot`` of the
@@ -149,8 +163,9 @@ class Loop:
             while True:
                 try:
                     got = hotpath.serve(
-                        listener, stop, self._rules, self._values, memory, slot_at, last_at, self._counts, recorded
-                    )
+                        listener, stop, self._rules, self._values, memory, slot_at, last_at, self._counts, recorded,
+                        self._bumps,
+                    )  # fmt: skip
                 except OSError as e:
                     if e.filename != "NOTIF_SEND":
                         raise

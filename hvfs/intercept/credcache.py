@@ -17,7 +17,9 @@ which sibling threads (and CLONE_FS children) share. So:
   another thread, one that may be changing its own credentials).
   Without ``PIDFD_THREAD`` nothing is kept: every request reads /proc, as before.
 * Every trapped call that may change credentials bumps ``CredWatch.generation`` before
-  it is let continue; an entry read under an older generation is never used. The change
+  it is let continue (an exec of a leader that the seccomp driver's C loop continues is
+  bumped there, in ``CredWatch.bumps``); an entry read under an older generation is never
+  used. The change
   happens after the bump, but only the calling thread's own entry could be stale, and
   that thread is inside the changing call: none of its requests can be read meanwhile.
 * umask changes what its siblings see: the bump comes before, and, until the call is known
@@ -74,7 +76,11 @@ class CredWatch:
     """One per driver (shared by its workers): whether what was read may still be used."""
 
     def __init__(self, trusted: bool = True) -> None:
-        self.generation = 0
+        self._generation = 0
+        # Bumps made by the seccomp driver's C loop (compiled.EXEC_IF_LEADER: an exec of a
+        # leader continued there), a uint64 it adds to atomically; part of ``generation``.
+        self.bumps = bytearray(8)
+        self._bumped = memoryview(self.bumps).cast("Q")
         self.changing = 0  # umask calls let continue and not yet known to have run
         self.trusted = trusted
         # how umask calls were known to have run
@@ -91,13 +97,18 @@ class CredWatch:
         """A worker's cache, counted in ``counts``."""
         self._known.append(known)
 
+    @property
+    def generation(self) -> int:
+        """Changes of credentials begun so far: an entry read under another is not used."""
+        return self._generation + self._bumped[0]
+
     def usable(self, generation: int) -> bool:
         return self.trusted and not self.changing and generation == self.generation
 
     def changed(self) -> None:
         """A call that may change its caller's own credentials is about to continue."""
         with self._lock:
-            self.generation += 1
+            self._generation += 1
 
     def begin(self, tid: int = -1, sequence: int = 0, number: int = -1) -> int:
         """A umask (call ``number``) of ``tid`` (notified as ``sequence``) is about to continue: nothing kept
@@ -129,7 +140,7 @@ class CredWatch:
             if not self._pending:
                 token = self._begins
             self._pending[tid] = (sequence, pidfd, number)
-            self.generation += 1
+            self._generation += 1
         return token
 
     def alone(self, tid: int, token: int) -> bool:
@@ -153,7 +164,7 @@ class CredWatch:
             elif entry[1] >= 0:
                 os.close(entry[1])
             self.changing -= 1
-            self.generation += 1
+            self._generation += 1
             self.settled_by[how] += 1
 
     def end(self) -> None:
@@ -186,7 +197,7 @@ class CredWatch:
         """Never keep credentials again in this driver."""
         with self._lock:
             self.trusted = False
-            self.generation += 1
+            self._generation += 1
 
     def counts(self) -> dict[str, int]:
         """For --stats: credential reads (of /proc) and uses of kept ones, by all workers."""

@@ -160,7 +160,8 @@ class SeccompDriver:
         self.sync_wake_up = False
         self._die_at = self._test_death(arch) if inflight is not None else None
         kept = [self._die_at] if self._die_at is not None else []
-        self._loop = compiled.Loop(vm, compiled.packed(arch, tuple(kept)), self._die_at)  # what C answers itself
+        tables = compiled.packed(arch, tuple(kept), strict)
+        self._loop = compiled.Loop(vm, tables, self._die_at, self._creds.bumps)  # what C answers itself
 
     @staticmethod
     def _test_death(arch: Arch) -> int | None:

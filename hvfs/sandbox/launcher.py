@@ -153,9 +153,11 @@ class VmProcess:
             return self._early.pop(0)
         return protocol.receive(self.chan)
 
-    def wait(self) -> int:
+    def wait(self, *, reap: bool = True) -> int:
         """Wait for the VM to end; its exit code. The shim reports it, then exits once
-        this side has hung up."""
+        this side has hung up; without ``reap``, its end is the caller's to ``reap`` (a
+        caller that tells the exit first: two wake-ups, the shim's and this thread's, and
+        a loaded machine's wait for a CPU for each, are then off the exit's way)."""
         code = 128 + signal.SIGKILL  # the shim itself was killed: so was the VM
         try:
             while True:
@@ -176,6 +178,12 @@ class VmProcess:
             except OSError as e:
                 log.warning("after the VM of pid %d: %s", self.launcher_pid, e.strerror or e)
         self.finished.clear()
+        if reap:
+            self.reap()
+        return code
+
+    def reap(self) -> None:
+        """Wait for the shim's own end, once ``wait`` has hung up (only a child of ours)."""
         if self.ours:
             with contextlib.suppress(ChildProcessError):
                 while True:
@@ -184,7 +192,6 @@ class VmProcess:
                         break
                     except InterruptedError:
                         continue
-        return code
 
     def _receive_until(self, kind: Msg) -> tuple[Message, list[int]]:
         """The next message of ``kind``, from pid 1 or the launcher, whichever sends it;

@@ -82,15 +82,20 @@ ssize_t receive_message(int sock, char *buf) {
     return got;
 }
 
-/* 0 if the manager answers hello as one of this very hvfs (the code id of
- * hvfs/hypervisor/version.py: version, package directory, hvfs-init's build time). */
-int hello(int sock) {
-    char expected[4400], version[4400];
+/* This hvfs's code id, as hvfs/hypervisor/version.py makes it: version, package
+ * directory, hvfs-init's build time. */
+void code_id(char *out, size_t size) {
     struct stat st;
     char init[4200];
     snprintf(init, sizeof init, "%s/_bin/hvfs-init", HVFS_PACKAGE);
     long long built = stat(init, &st) == 0 ? (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec : 0;
-    snprintf(expected, sizeof expected, "%s:%s:%lld", HVFS_VERSION, HVFS_PACKAGE, built);
+    snprintf(out, size, "%s:%s:%lld", HVFS_VERSION, HVFS_PACKAGE, built);
+}
+
+/* 0 if the manager answers hello as one of this very hvfs (code_id). */
+int hello(int sock) {
+    char expected[CODE_ID], version[CODE_ID];
+    code_id(expected, sizeof expected);
     struct buf b = {0};
     buf_raw(&b, "{\"hvfs\": 1, \"op\": \"hello\"}");
     int ok = send_message(sock, &b, NULL, 0);

@@ -156,12 +156,10 @@ int main(int argc, char **argv) {
         int sock = start_manager(state);
         if (sock < 0)
             python_client("no manager runs, and the one started did not answer as ours");
-        return run(sock, argc, argv, &plan);
+        return run(sock, argc, argv, &plan, 0);
     }
     int sock = manager_connect(manager_socket, pid);
     if (sock < 0)
         python_client("no manager of this user at its socket");
-    if (hello(sock) < 0)
-        python_client("the manager runs other code");
-    return run(sock, argc, argv, &plan);
+    return run(sock, argc, argv, &plan, 1); /* hello's check made with the request: one round trip */
 }

@@ -34,6 +34,8 @@ void handed_over(struct stdio_plan *plan);
 
 /* connect.c */
 int manager_connect(const char *path, long pid);
+#define CODE_ID 4400 /* bytes that hold a code id */
+void code_id(char *out, size_t size);
 int hello(int sock);
 int send_message(int sock, struct buf *b, const int *fds, int nfds);
 /* One message into ``buf`` (MAX_MESSAGE + 1 bytes), NUL-terminated; its length, 0 at the
@@ -45,6 +47,8 @@ int start_manager(const char *state);
 
 /* run.c */
 void restore_signals(void);
-int run(int sock, int argc, char **argv, struct stdio_plan *plan);
+/* checked: no hello was said on sock; the request carries this hvfs's code id instead
+ * (run_argv_checked), and a manager of other code makes it the Python client's. */
+int run(int sock, int argc, char **argv, struct stdio_plan *plan, int checked);
 
 #endif

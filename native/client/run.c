@@ -69,11 +69,18 @@ static double now(void) {
 
 static void add_view(struct buf *b, char *path, int *first);
 
-static void build_request(struct buf *b, int argc, char **argv) {
+static void build_request(struct buf *b, int argc, char **argv, int checked) {
     char cwd[4096];
     if (!getcwd(cwd, sizeof cwd))
         python_client("no working directory");
-    buf_raw(b, "{\"hvfs\": 1, \"op\": \"run_argv\", \"argv\": [");
+    if (checked) {
+        char code[CODE_ID];
+        code_id(code, sizeof code);
+        buf_raw(b, "{\"hvfs\": 1, \"op\": \"run_argv_checked\", \"code\": ");
+        buf_str(b, code);
+        buf_raw(b, ", \"argv\": [");
+    } else
+        buf_raw(b, "{\"hvfs\": 1, \"op\": \"run_argv\", \"argv\": [");
     for (int i = 1; i < argc; i++) {
         if (i > 1)
             buf_raw(b, ", ");
@@ -232,8 +239,9 @@ static int pass_output(int source, int target, char *chunk) {
     return source;
 }
 
-/* Whatever the manager tells before the VM started; the reply that ends the wait. */
-static void started(int sock, char *msg, char *gid, char *vm, long *code) {
+/* Whatever the manager tells before the VM started; the reply that ends the wait.
+ * checked: the request was run_argv_checked, which a manager older than it does not know. */
+static void started(int sock, char *msg, char *gid, char *vm, long *code, int checked) {
     char text[8192];
     for (;;) {
         if (receive_message(sock, msg) <= 0) {
@@ -254,6 +262,10 @@ static void started(int sock, char *msg, char *gid, char *vm, long *code) {
             continue;
         }
         if (json_string(json_get(msg, "error"), text, sizeof text) == 0) {
+            if (checked && strncmp(text, "unknown operation", 17) == 0) {
+                restore_signals(); /* a manager of older code: it did nothing */
+                python_client("the manager runs other code");
+            }
             say("hvfs: ", text);
             exit(EXIT_HVFS);
         }
@@ -274,13 +286,13 @@ static void started(int sock, char *msg, char *gid, char *vm, long *code) {
     }
 }
 
-int run(int sock, int argc, char **argv, struct stdio_plan *plan) {
+int run(int sock, int argc, char **argv, struct stdio_plan *plan, int checked) {
     char *msg = malloc(MAX_MESSAGE + 1), *chunk = malloc(CHUNK), *input = malloc(CHUNK);
     static char gid[4096], vm[4096];
     struct buf request = {0};
     if (!msg || !chunk || !input)
         python_client("no memory");
-    build_request(&request, argc, argv);
+    build_request(&request, argc, argv, checked);
     if (request.failed)
         python_client("arguments or environment too long, or not UTF-8");
     install_signals();
@@ -290,7 +302,7 @@ int run(int sock, int argc, char **argv, struct stdio_plan *plan) {
     }
     free(request.data);
     long code = -1;
-    started(sock, msg, gid, vm, &code);
+    started(sock, msg, gid, vm, &code, checked);
     trace("native: ", gid);
     handed_over(plan);
     int in_sink = plan->relay[0], out[3] = {-1, plan->relay[1], plan->relay[2]};

@@ -1,0 +1,16 @@
+"""What hvfs.machine reads of this machine, against the kernel's own files."""
+
+from __future__ import annotations
+
+from hvfs import machine
+
+
+def test_memory_is_ram_and_swap_as_meminfo_says() -> None:
+    found: dict[str, int] = {}
+    with open("/proc/meminfo") as f:
+        for line in f:
+            name, _, rest = line.partition(":")
+            found[name] = int(rest.split()[0]) * 1024
+    assert found["MemTotal"] > 0
+    # Nothing else in the sum (MemFree, SwapFree and the rest change from read to read).
+    assert machine.memory() == found["MemTotal"] + found.get("SwapTotal", 0)
