@@ -40,6 +40,8 @@ Starter = Callable[[BootPlan, IdMap], launcher.VmProcess]
 
 @dataclass(frozen=True)
 class VmSpec:
+    """What a VM is made from: its mounts, its program and how it runs."""
+
     name: str
     mounts: tuple[Mount, ...]  # "/" among them
     program: Program
@@ -57,6 +59,8 @@ class VmSpec:
 
 @dataclass
 class RunningVm:
+    """A VM that runs: its spec, its pid 1, its context in the manager and its driver."""
+
     spec: VmSpec
     process: launcher.VmProcess
     context: VmContext

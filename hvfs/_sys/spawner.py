@@ -39,6 +39,8 @@ _ALL = 0xFFFFFFFF  # close_range's last fd: every one
 
 @dataclass(frozen=True)
 class _Request:
+    """One spawn asked of the spawner's thread, and where its answer goes."""
+
     path: str
     argv: Sequence[str]
     env: Mapping[str, str]

@@ -40,6 +40,8 @@ class VmStatistics:
 
 @dataclass
 class VmContext:
+    """One VM as the manager serves it: its views, its mode and its counts."""
+
     name: str
     rw_root: int  # root of the VM's writable view: a detached mount tree held by this fd
     vm_root: int  # the VM's own root, in its mount namespace: read-only fds come from here

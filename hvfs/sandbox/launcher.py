@@ -47,6 +47,8 @@ SECCOMP_HINT = "seccomp user notification is unavailable; hvfs needs Linux 5.14+
 
 @dataclass
 class Booted:
+    """A booted VM's listener, and its terminal when it has one."""
+
     listener: int
     terminal: int | None  # the pty master, with -t
 
