@@ -24,7 +24,7 @@ from hvfs.manager.mounts import Mount
 from hvfs.manager.sources.base import SourceError
 from hvfs.manager.view import Views, build_views, ensure_path
 from hvfs.manager.vm import VmContext
-from hvfs.sandbox import launcher, terminal
+from hvfs.sandbox import launcher
 from hvfs.sandbox.errors import SetupError
 from hvfs.sandbox.plan import BootPlan, Program
 from hvfs.sandbox.userns import IdMap
@@ -122,7 +122,7 @@ def start_vm(
         filter_program=program,
         traced=backend(driver_kind).traces,
         tty=spec.tty,
-        winsize=spec.winsize if spec.winsize is not None else (terminal.host_winsize() if spec.tty else None),
+        winsize=spec.winsize if spec.winsize is not None else (_host_winsize() if spec.tty else None),
         stdio=spec.stdio,
         shim=shim,
         wait=wait,
@@ -219,6 +219,13 @@ def serve_vm(
         settings.update(before_start(vm))
     vm.go(settings, run)
     return RunningVm(spec=spec, process=vm, context=context, driver=driver, terminal=booted.terminal, tracer=tracer)
+
+
+def _host_winsize() -> bytes | None:
+    # termios and tty, for the few runs with a terminal, not at every manager's start
+    from hvfs.sandbox import terminal
+
+    return terminal.host_winsize()
 
 
 def trace_execs(name: str, init_pid: int, transport: Transport) -> ExecTracer:
