@@ -135,3 +135,21 @@ def test_the_managers_dataclasses_have_docstrings() -> None:
     modules, undocumented = _manager_imports()
     assert "hvfs.api.messages" in modules and "hvfs.manager.manager" in modules
     assert undocumented == []
+
+
+# What only later features use: a manager's first VM needs none of them.
+_NOT_IN_SERVE = (
+    "hvfs.hypervisor.client",  # status, stop and restart's
+    "hvfs.sandbox.terminal",  # a run with a terminal's
+    "termios",
+    "hvfs.hypervisor.publish",  # a run that publishes ports
+    "hvfs.manager.fuseclient",  # the juicefs source's
+    "subprocess",  # the manager spawns through hvfs._sys.spawner
+    "concurrent.futures",  # the spawner answers with an Event
+)
+
+
+def test_manager_serve_imports_no_later_feature() -> None:
+    modules, _ = _manager_imports()
+    assert "hvfs.hypervisor.daemon" in modules
+    assert [name for name in _NOT_IN_SERVE if name in modules] == []
