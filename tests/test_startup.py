@@ -146,6 +146,7 @@ _NOT_IN_SERVE = (
     "hvfs.manager.fuseclient",  # the juicefs source's
     "subprocess",  # the manager spawns through hvfs._sys.spawner
     "concurrent.futures",  # the spawner answers with an Event
+    "resource",  # a shared library, for the few VMs with rlimits
 )
 
 
