@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from hvfs.api import Transport
 from hvfs.api.choice import transport_maker
-from hvfs.api.hooks import EventBus
 from hvfs.intercept.arch import Arch
 from hvfs.intercept.backend import Driver, backend
 from hvfs.manager.manager import Manager
@@ -31,6 +30,7 @@ from hvfs.sandbox.userns import IdMap
 from hvfs.spec import UsageError
 
 if TYPE_CHECKING:
+    from hvfs.api.hooks import EventBus
     from hvfs.intercept.driver import SeccompDriver
     from hvfs.intercept.exec_tracer import ExecTracer
     from hvfs.intercept.ptrace import PtraceDriver

@@ -147,6 +147,7 @@ _NOT_IN_SERVE = (
     "subprocess",  # the manager spawns through hvfs._sys.spawner
     "concurrent.futures",  # the spawner answers with an Event
     "resource",  # a shared library, for the few VMs with rlimits
+    "hvfs.api.hooks",  # the event bus, made for the VMs whose services want one
 )
 
 

@@ -10,11 +10,14 @@ import re
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from hvfs import api
-from hvfs.api.hooks import EventBus
 from hvfs.api.messages import operation_of
 from hvfs.manager.changes import ChangeSet
+
+if TYPE_CHECKING:  # the bus is made for the VMs whose services want one
+    from hvfs.api.hooks import EventBus
 
 log = logging.getLogger("hvfs.manager")
 
