@@ -41,6 +41,7 @@ SETTLE = 0.5  # seconds: a manager's spare VM is made well within it after a run
 
 
 def command_of(path: str) -> list[str]:
+    path = os.path.abspath(path) if os.sep in path else path  # the runs' cwd is /
     return [path, "-m", "hvfs"] if os.path.basename(path).startswith("python") else [path]
 
 
