@@ -142,7 +142,6 @@ _NOT_IN_SERVE = (
     "hvfs.hypervisor.client",  # status, stop and restart's
     "hvfs.sandbox.terminal",  # a run with a terminal's
     "termios",
-    "hvfs.hypervisor.publish",  # a run that publishes ports
     "hvfs.manager.fuseclient",  # the juicefs source's
     "subprocess",  # the manager spawns through hvfs._sys.spawner
     "concurrent.futures",  # the spawner answers with an Event

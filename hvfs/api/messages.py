@@ -1,34 +1,13 @@
-"""Request and response types of the HVFS API.
-
-Fds in messages have one of two roles, which every transport honours alike (the wire
-format passes them by SCM_RIGHTS and relies on these annotations):
-
-- ``LentFd``: the sender keeps it. A request's open files (``OpenFile.fd``, the control
-  messages' passed files included) stay the driver's: the manager uses them while it
-  handles the request, and neither closes nor keeps them (it duplicates what it must
-  keep). A response may name one of them again (``WouldBlock.fd``, the files of
-  ``WouldBlock.again``), and nothing else: it lends them back, and they stay the driver's.
-- ``GivenFd``: ownership passes to the receiver with the message (``Fd.fd``, an open file
-  for the caller); the driver closes it once installed.
-"""
+"""Request and response types of the HVFS API. An fd in a message is lent or given
+(hvfs.api.fds says what each means)."""
 
 from __future__ import annotations
 
-import enum
 import os
 from dataclasses import dataclass, field
-from typing import Annotated
 
 from hvfs._sys.abi import RENAME_EXCHANGE as RENAME_EXCHANGE  # renameat2's; services take it from here
-
-
-class FdRole(enum.Enum):
-    LENT = "lent"
-    GIVEN = "given"
-
-
-LentFd = Annotated[int, FdRole.LENT]
-GivenFd = Annotated[int, FdRole.GIVEN]
+from hvfs.api.fds import GivenFd, LentFd  # in this module's globals: the wire resolves the hints here
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ import os
 import signal
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hvfs import _native as hot_path
 from hvfs import cluster, dataclass_cache, private_dirs, state
@@ -32,15 +32,13 @@ from hvfs.hypervisor.change_ops import ChangeOps
 from hvfs.hypervisor.group import Group
 from hvfs.hypervisor.layout import Layout, read_json, remove_tree, write_json
 from hvfs.hypervisor.lazy_parts import LazyParts
+from hvfs.hypervisor.publish import Forwarder
 from hvfs.hypervisor.spec import from_json, group_id
 from hvfs.hypervisor.version import code_id
 from hvfs.intercept.arch import native
 from hvfs.runtime import RunningVm
 from hvfs.sandbox import preflight, userns
 from hvfs.spec import UsageError
-
-if TYPE_CHECKING:
-    from hvfs.hypervisor.publish import Forwarder
 
 log = logging.getLogger("hvfs.daemon")
 _CHANGING = frozenset({"run", "run_argv", "up", "stop", "down"})  # what a manager giving way lets finish
@@ -376,8 +374,6 @@ class Daemon(ChangeOps, LazyParts):
             raise LookupError("the published ports came without their listening sockets; run hvfs run again")
         copies = [os.dup(fd) for fd in listeners]  # handle() closes the fds of the message
         try:
-            from hvfs.hypervisor.publish import Forwarder  # only a run that publishes ports needs it
-
             forwarder = Forwarder(group.gid, running.process.init_pid, copies, ports)
         except OSError:  # the VM is gone already (its netns with it): nothing to reach, nothing kept
             for fd in copies:
