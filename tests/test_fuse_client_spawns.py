@@ -42,8 +42,10 @@ def _forks(path: Path) -> list[str]:
 
 
 def test_no_manager_module_forks_the_manager() -> None:
-    """Every child of the manager's comes from the spawner's thread (hvfs.manager.children)."""
-    forking = {str(path.relative_to(REPO)): _forks(path) for path in (REPO / "hvfs" / "manager").rglob("*.py")}
+    """Every child of the manager's comes from the spawner's thread (hvfs.manager.children);
+    its services' modules run in it too."""
+    paths = [*(REPO / "hvfs" / "manager").rglob("*.py"), *(REPO / "hvfs" / "services").rglob("*.py")]
+    forking = {str(path.relative_to(REPO)): _forks(path) for path in paths}
     assert {path: found for path, found in forking.items() if found} == {}
     assert children.spawner is spawner
 
