@@ -18,6 +18,12 @@ the native front (.venv/bin/hvfs, native/client/).
 
 Each installation gets a private state directory of its own. Medians, and ratios to
 BEFORE's warm run and to each one's own BEFORE.
+
+The default mode is fair to both: in each round, which installation runs first
+alternates, and the warm runs after the cold starts come SETTLE seconds after both, so
+that each finds the spare its manager makes after a run (until 2026-12-06 the second
+one's warm run came straight after its own cold start, without a spare, and the first
+listed was favoured).
 """
 
 from __future__ import annotations
@@ -31,8 +37,11 @@ import tempfile
 import time
 from collections.abc import Callable
 
+SETTLE = 0.5  # seconds: a manager's spare VM is made well within it after a run
+
 
 def command_of(path: str) -> list[str]:
+    path = os.path.abspath(path) if os.sep in path else path  # the runs' cwd is /
     return [path, "-m", "hvfs"] if os.path.basename(path).startswith("python") else [path]
 
 
@@ -77,20 +86,26 @@ def main() -> int:
         timed(after, new_state, "run", "--", "true")
         if gap is not None:
             return alternate(timed, [(before, old_state), (after, new_state)], rounds, gap)
-        for _ in range(rounds):
+        installs = (("before", before, old_state), ("after", after, new_state))
+        for round_ in range(rounds):
+            # which installation goes first alternates, so that neither is always the one
+            # that runs while the other's manager is still busy after its own run
+            order = installs if round_ % 2 == 0 else installs[::-1]
             began = time.perf_counter()
             subprocess.run(["true"])
             runs["native true"].append(time.perf_counter() - began)
-            runs["before, warm"].append(timed(before, old_state, "run", "--", "true", label="before"))
-            runs["after, warm"].append(timed(after, new_state, "run", "--", "true", label="after"))
+            for name, command, state in order:
+                runs[f"{name}, warm"].append(timed(command, state, "run", "--", "true", label=name))
             runs["python -c pass"].append(timed([python, "-c", "pass"], new_state, label="python -c pass"))
-            stop(before, old_state)
-            runs["before, cold"].append(timed(before, old_state, "run", "--", "true"))
-            stop(after, new_state)
-            runs["after, cold"].append(timed(after, new_state, "run", "--", "true"))
-            runs["before, warm"].append(timed(before, old_state, "run", "--", "true", label="before"))
-            runs["after, warm"].append(timed(after, new_state, "run", "--", "true", label="after"))
-            for name, command, state in (("before", before, old_state), ("after", after, new_state)):
+            for name, command, state in order:
+                stop(command, state)
+                runs[f"{name}, cold"].append(timed(command, state, "run", "--", "true"))
+            # a warm run straight after its own manager's cold start would find no spare
+            # yet (the second installation's did, in the order this replaced): both wait
+            time.sleep(SETTLE)
+            for name, command, state in order:
+                runs[f"{name}, warm"].append(timed(command, state, "run", "--", "true", label=name))
+            for name, command, state in order:
                 for _ in range(burst):
                     runs.setdefault(f"{name}, burst", []).append(timed(command, state, "run", "--", "true"))
         stop(after, new_state)
@@ -112,7 +127,7 @@ def main() -> int:
 def alternate(timed: Callable[..., float], installs: list[tuple[list[str], str]], rounds: int, gap: float) -> int:
     """Warm runs of each installation in turn, ``gap`` seconds after each."""
     walls: list[list[float]] = [[], []]
-    time.sleep(0.5)  # the first runs' spares made
+    time.sleep(SETTLE)  # the first runs' spares made
     for round_ in range(rounds):
         for i in (0, 1) if round_ % 2 == 0 else (1, 0):
             walls[i].append(timed(installs[i][0], installs[i][1], "run", "--", "true"))

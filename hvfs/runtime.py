@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from hvfs.api import Transport
 from hvfs.api.choice import transport_maker
-from hvfs.api.hooks import EventBus
 from hvfs.intercept.arch import Arch
 from hvfs.intercept.backend import Driver, backend
 from hvfs.manager.manager import Manager
@@ -24,13 +23,14 @@ from hvfs.manager.mounts import Mount
 from hvfs.manager.sources.base import SourceError
 from hvfs.manager.view import Views, build_views, ensure_path
 from hvfs.manager.vm import VmContext
-from hvfs.sandbox import launcher, terminal
+from hvfs.sandbox import launcher
 from hvfs.sandbox.errors import SetupError
 from hvfs.sandbox.plan import BootPlan, Program
 from hvfs.sandbox.userns import IdMap
 from hvfs.spec import UsageError
 
 if TYPE_CHECKING:
+    from hvfs.api.hooks import EventBus
     from hvfs.intercept.driver import SeccompDriver
     from hvfs.intercept.exec_tracer import ExecTracer
     from hvfs.intercept.ptrace import PtraceDriver
@@ -40,6 +40,8 @@ Starter = Callable[[BootPlan, IdMap], launcher.VmProcess]
 
 @dataclass(frozen=True)
 class VmSpec:
+    """What a VM is made from: its mounts, its program and how it runs."""
+
     name: str
     mounts: tuple[Mount, ...]  # "/" among them
     program: Program
@@ -57,6 +59,8 @@ class VmSpec:
 
 @dataclass
 class RunningVm:
+    """A VM that runs: its spec, its pid 1, its context in the manager and its driver."""
+
     spec: VmSpec
     process: launcher.VmProcess
     context: VmContext
@@ -118,7 +122,7 @@ def start_vm(
         filter_program=program,
         traced=backend(driver_kind).traces,
         tty=spec.tty,
-        winsize=spec.winsize if spec.winsize is not None else (terminal.host_winsize() if spec.tty else None),
+        winsize=spec.winsize if spec.winsize is not None else (_host_winsize() if spec.tty else None),
         stdio=spec.stdio,
         shim=shim,
         wait=wait,
@@ -215,6 +219,13 @@ def serve_vm(
         settings.update(before_start(vm))
     vm.go(settings, run)
     return RunningVm(spec=spec, process=vm, context=context, driver=driver, terminal=booted.terminal, tracer=tracer)
+
+
+def _host_winsize() -> bytes | None:
+    # termios and tty, for the few runs with a terminal, not at every manager's start
+    from hvfs.sandbox import terminal
+
+    return terminal.host_winsize()
 
 
 def trace_execs(name: str, init_pid: int, transport: Transport) -> ExecTracer:

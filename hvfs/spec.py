@@ -40,6 +40,8 @@ HOST_IMAGE = SourceSpec("image", {"path": "host"})
 
 @dataclass(frozen=True)
 class RunSpec:
+    """One ``hvfs run``, as its command line asks for it."""
+
     argv: tuple[str, ...]
     name: str
     image: SourceSpec = HOST_IMAGE

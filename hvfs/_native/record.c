@@ -43,7 +43,7 @@ static PyObject *slash, *double_slash, *slash_dot_slash, *slash_dots_slash, *sla
 static PyObject *again_types; /* frozenset of the request types whose caller's name is read again (exec) */
 
 /* How a request and its answer read in an event: configure's tables and callbacks
- * (hvfs.api.events: _kind, _result_text, _FIXED), each asked of Python once per type,
+ * (hvfs.api.events: request_kind, result_text, FIXED_RESULTS), each asked of Python once per type,
  * errno, or (an answer of no known kind) response. */
 static PyObject *kinds;     /* type(request) -> (operation as a JSON string, flagged) */
 static PyObject *kind_of;   /* request -> (str, bool) */
@@ -380,7 +380,7 @@ static PyObject *comm(PyObject *self, PyObject *args) {
 
 /* configure(again_types, kind_of, result_of, fixed, value_type, errno_type, data_type): the
  * request types whose caller exec's (a frozenset), and how requests and answers read
- * (hvfs.api.events: _kind, _result_text, _FIXED; api.Value, api.Errno, api.Data). */
+ * (hvfs.api.events: request_kind, result_text, FIXED_RESULTS; api.Value, api.Errno, api.Data). */
 static PyObject *configure(PyObject *self, PyObject *args) {
     PyObject *types, *new_kind_of, *new_result_of, *new_fixed, *new_value, *new_errno, *new_data;
     if (!PyArg_ParseTuple(args, "O!OOO!OOO:configure", &PyFrozenSet_Type, &types, &new_kind_of, &new_result_of,

@@ -11,7 +11,7 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Union
 
-from hvfs.api.messages import FdRole
+from hvfs.api.fds import FdRole
 from hvfs.api.transport import TransportError
 
 # os.stat_result beyond its ten sequence fields, as Linux fills them.

@@ -20,16 +20,16 @@ from collections.abc import Sequence
 
 from hvfs import _native, api
 from hvfs.api.events import (
-    _FIXED,
-    _LINE,
+    FIXED_RESULTS,
     JSON_SURROGATES,
+    LINE_FORMAT,
     Event,
     Record,
-    _kind,
-    _result_text,
-    _string,
     event_from_record,
+    json_string,
     record_line,
+    request_kind,
+    result_text,
 )
 
 # CompactHead: time, pid, flags, duration_us, the number of fields, the magic.
@@ -111,18 +111,18 @@ def compact_line(record: bytes) -> str:
     """The line of a compact record: what hvfs/_native/compact_line.h writes."""
     time, pid, flags, duration_us, fields = unpack(record)
     by = fields[BY]
-    return _LINE % (
+    return LINE_FORMAT % (
         repr(time),
-        _string(fields[VM] or ""),
+        json_string(fields[VM] or ""),
         pid,
-        _string(fields[COMM] or ""),
+        json_string(fields[COMM] or ""),
         fields[OPERATION],
-        ",".join([_string(path or "") for path in fields[PATHS:]]),
+        ",".join([json_string(path or "") for path in fields[PATHS:]]),
         flags,
         fields[RESULT],
         fields[VALUE],
         duration_us,
-        "null" if by is None else _string(by),
+        "null" if by is None else json_string(by),
     )
 
 
@@ -162,4 +162,6 @@ def python_write(fd: int, items: Sequence[Record | Event], per_write: int) -> No
 
 _native_audit = _native.audit
 if _native_audit is not None:
-    _native_audit.configure(_kind, _result_text, _FIXED, api.Value, api.Errno)  # an Errno's text: by its errno
+    _native_audit.configure(
+        request_kind, result_text, FIXED_RESULTS, api.Value, api.Errno
+    )  # an Errno's text: by its errno

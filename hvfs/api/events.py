@@ -62,18 +62,18 @@ class Event:
         with json's own C escaping: a dict and the general encoder (let alone
         ``dataclasses.asdict``) cost three to ten times as much, on every audited request."""
         value = "null" if self.value is None else f"{self.value:d}"
-        answered_by = "null" if self.answered_by is None else _string(self.answered_by)
+        answered_by = "null" if self.answered_by is None else json_string(self.answered_by)
         return json_text(
-            _LINE
+            LINE_FORMAT
             % (
                 repr(self.time),
-                _string(self.vm),
+                json_string(self.vm),
                 self.pid,
-                _string(self.comm),
-                _string(self.operation),
-                ",".join([_string(path) for path in self.paths]),
+                json_string(self.comm),
+                json_string(self.operation),
+                ",".join([json_string(path) for path in self.paths]),
                 self.flags,
-                _string(self.result),
+                json_string(self.result),
                 value,
                 self.duration_us,
                 answered_by,
@@ -96,8 +96,8 @@ class Event:
 
 
 _FIELDS = frozenset(Event.__dataclass_fields__)
-_string: Callable[[str], str] = json.encoder.encode_basestring  # the C one
-_LINE = (
+json_string: Callable[[str], str] = json.encoder.encode_basestring  # the C one
+LINE_FORMAT = (  # an audit line, as Event.to_json, record_line and compact.compact_line write it
     '{"time":%s,"vm":%s,"pid":%d,"comm":%s,"operation":%s,"paths":[%s],"flags":%d,"result":%s,'
     '"value":%s,"duration_us":%d,"answered_by":%s}'
 )
@@ -223,30 +223,30 @@ def record_line(record: Recorded) -> str:
     than its line (measured: 3.0 µs against 1.2 µs per event, on the audit's thread, under
     the GIL the requests need). The parts that depend only on the request's or the
     response's type are looked up by type. The C writer (hvfs/_native/audit.c) makes the
-    same characters from the same lookups (``_kind``, ``_FIXED``, ``_result_text``)."""
+    same characters from the same lookups (``request_kind``, ``FIXED_RESULTS``, ``result_text``)."""
     vm, request, response, time, duration_us, comm, answered_by, paths = record
     known = _by_request.get(type(request))
-    quoted, flagged = known if known is not None else _kind(request)
+    quoted, flagged = known if known is not None else request_kind(request)
     answer = type(response)
-    fixed = _FIXED.get(answer)
+    fixed = FIXED_RESULTS.get(answer)
     if fixed is not None:
         result, value = fixed
     elif answer is api.Value:
         result, value = '"ok"', f"{response.value:d}"  # type: ignore[union-attr]
     else:
-        result, value = _result_text(response)
-    return _LINE % (
+        result, value = result_text(response)
+    return LINE_FORMAT % (
         repr(time),
-        _string(vm),
+        json_string(vm),
         request.caller.pid,
-        _string(comm),
+        json_string(comm),
         quoted,
-        ",".join([_string(path) for path in paths]),
+        ",".join([json_string(path) for path in paths]),
         request.flags if flagged else 0,  # type: ignore[union-attr]
         result,
         value,
         duration_us,
-        "null" if answered_by is None else _string(answered_by),
+        "null" if answered_by is None else json_string(answered_by),
     )
 
 
@@ -254,7 +254,7 @@ _FLAGGED = frozenset({api.Open, api.Statx, api.Access, api.Rename, api.SetXattr,
 _by_request: dict[type, tuple[str, bool]] = {}  # a request type's operation as a JSON string, and if it has flags
 _OK = ('"ok"', "null")
 # Answers whose result and value are the same whatever they hold, as JSON text (see _result).
-_FIXED: dict[type, tuple[str, str]] = {
+FIXED_RESULTS: dict[type, tuple[str, str]] = {
     api.Fd: _OK,
     api.StatResult: _OK,
     api.StatxResult: _OK,
@@ -262,17 +262,17 @@ _FIXED: dict[type, tuple[str, str]] = {
 }
 
 
-def _kind(request: api.Request) -> tuple[str, bool]:
+def request_kind(request: api.Request) -> tuple[str, bool]:
     """The operation of ``request``'s type as a JSON string, and whether it has flags."""
     kind = type(request)
-    known = _by_request[kind] = (_string(operation(request)), kind in _FLAGGED)
+    known = _by_request[kind] = (json_string(operation(request)), kind in _FLAGGED)
     return known
 
 
-def _result_text(response: api.Response) -> tuple[str, str]:
+def result_text(response: api.Response) -> tuple[str, str]:
     """``_result(response)`` as the JSON text of the line's result and value."""
     text, number = _result(response)
-    return _string(text), "null" if number is None else f"{number:d}"
+    return json_string(text), "null" if number is None else f"{number:d}"
 
 
 def _escape_surrogates(error: UnicodeError) -> tuple[str, int]:
@@ -420,5 +420,5 @@ RecordRequest = Callable[
 ]
 record_request: RecordRequest = python_record
 if _native.recorder is not None:
-    _native.recorder.configure(_AGAIN, _kind, _result_text, _FIXED, api.Value, api.Errno, api.Data)
+    _native.recorder.configure(_AGAIN, request_kind, result_text, FIXED_RESULTS, api.Value, api.Errno, api.Data)
     record_request = _native.recorder.record

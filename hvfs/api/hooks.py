@@ -106,12 +106,16 @@ class Files(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class HookAnswer:
+    """A hook's answer to a request, and the hook that gave it."""
+
     response: api.Response
     hook: str
 
 
 @dataclass(frozen=True, slots=True)
 class SubscriberStatistics:
+    """One subscriber's events: delivered, dropped (its queue full), failed, and queued now."""
+
     name: str
     delivered: int
     dropped: int  # the queue was full when the event was published
@@ -121,6 +125,8 @@ class SubscriberStatistics:
 
 @dataclass(frozen=True, slots=True)
 class BusStatistics:
+    """The bus's counts since the manager started, and each subscriber's (``hvfs stat``)."""
+
     published: int  # events handed to the subscribers (recorded requests' and published ones)
     answered: int  # requests a hook answered, before the handler or instead of its response
     subscribers: tuple[SubscriberStatistics, ...]

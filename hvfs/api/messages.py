@@ -1,34 +1,13 @@
-"""Request and response types of the HVFS API.
-
-Fds in messages have one of two roles, which every transport honours alike (the wire
-format passes them by SCM_RIGHTS and relies on these annotations):
-
-- ``LentFd``: the sender keeps it. A request's open files (``OpenFile.fd``, the control
-  messages' passed files included) stay the driver's: the manager uses them while it
-  handles the request, and neither closes nor keeps them (it duplicates what it must
-  keep). A response may name one of them again (``WouldBlock.fd``, the files of
-  ``WouldBlock.again``), and nothing else: it lends them back, and they stay the driver's.
-- ``GivenFd``: ownership passes to the receiver with the message (``Fd.fd``, an open file
-  for the caller); the driver closes it once installed.
-"""
+"""Request and response types of the HVFS API. An fd in a message is lent or given
+(hvfs.api.fds says what each means)."""
 
 from __future__ import annotations
 
-import enum
 import os
 from dataclasses import dataclass, field
-from typing import Annotated
 
 from hvfs._sys.abi import RENAME_EXCHANGE as RENAME_EXCHANGE  # renameat2's; services take it from here
-
-
-class FdRole(enum.Enum):
-    LENT = "lent"
-    GIVEN = "given"
-
-
-LentFd = Annotated[int, FdRole.LENT]
-GivenFd = Annotated[int, FdRole.GIVEN]
+from hvfs.api.fds import GivenFd, LentFd  # in this module's globals: the wire resolves the hints here
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +25,8 @@ class Credentials:
 
 @dataclass(frozen=True, slots=True)
 class Caller:
+    """The VM and thread a request comes from, with its credentials where the request needs them."""
+
     vm: str
     pid: int  # thread id, in the manager's pid namespace
     creds: Credentials | None = None  # present for requests that change something
@@ -93,6 +74,8 @@ Target = VmPath | OpenFile
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Open:
+    """open(2), openat(2), openat2(2), creat(2)."""
+
     caller: Caller
     path: VmPath
     flags: int
@@ -106,6 +89,8 @@ class Open:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Stat:
+    """stat(2), lstat(2), newfstatat(2) of a path."""
+
     caller: Caller
     path: VmPath
     follow: bool
@@ -113,6 +98,8 @@ class Stat:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Statx:
+    """statx(2) of a path."""
+
     caller: Caller
     path: VmPath
     flags: int  # AT_* flags other than AT_EMPTY_PATH
@@ -121,6 +108,8 @@ class Statx:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Access:
+    """access(2), faccessat(2), faccessat2(2)."""
+
     caller: Caller
     path: Target
     mode: int
@@ -129,12 +118,16 @@ class Access:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Readlink:
+    """readlink(2), readlinkat(2)."""
+
     caller: Caller
     path: Target
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Statfs:
+    """statfs(2) of a path, fstatfs(2) of an open file."""
+
     caller: Caller
     path: Target
 
@@ -152,12 +145,16 @@ class Lookup:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Chdir:
+    """chdir(2)."""
+
     caller: Caller
     path: VmPath
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Exec:
+    """execve(2), execveat(2), fexecve(3): asked before the kernel runs it."""
+
     caller: Caller
     path: Target  # an OpenFile for fexecve, or for a /proc/self/fd/N that names no VM path (a memfd)
     follow: bool = True
@@ -177,6 +174,8 @@ class Executed:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Mkdir:
+    """mkdir(2), mkdirat(2)."""
+
     caller: Caller
     path: VmPath
     mode: int
@@ -184,6 +183,8 @@ class Mkdir:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Mknod:
+    """mknod(2), mknodat(2)."""
+
     caller: Caller
     path: VmPath
     mode: int
@@ -192,18 +193,24 @@ class Mknod:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Unlink:
+    """unlink(2), unlinkat(2) without AT_REMOVEDIR."""
+
     caller: Caller
     path: VmPath
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Rmdir:
+    """rmdir(2), unlinkat(2) with AT_REMOVEDIR."""
+
     caller: Caller
     path: VmPath
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Rename:
+    """rename(2), renameat(2), renameat2(2) and its RENAME_* flags."""
+
     caller: Caller
     old: VmPath
     new: VmPath
@@ -212,6 +219,8 @@ class Rename:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Link:
+    """link(2), linkat(2)."""
+
     caller: Caller
     old: Target  # an open file for flink: linkat(fd, "", AT_EMPTY_PATH) or /proc/self/fd/N
     new: VmPath
@@ -220,6 +229,8 @@ class Link:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Symlink:
+    """symlink(2), symlinkat(2)."""
+
     caller: Caller
     target: str  # stored verbatim
     path: VmPath
@@ -227,6 +238,8 @@ class Symlink:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Chmod:
+    """chmod(2), fchmod(2), fchmodat(2), fchmodat2(2)."""
+
     caller: Caller
     target: Target
     mode: int
@@ -235,6 +248,8 @@ class Chmod:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Chown:
+    """chown(2), lchown(2), fchown(2), fchownat(2)."""
+
     caller: Caller
     target: Target
     uid: int  # as uid_t: 0 to 0xFFFFFFFE, or 0xFFFFFFFF for unchanged
@@ -244,6 +259,8 @@ class Chown:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Truncate:
+    """truncate(2) of a path."""
+
     caller: Caller
     path: VmPath
     length: int
@@ -251,6 +268,8 @@ class Truncate:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Utimens:
+    """utimensat(2), utimes(2), utime(2), futimesat(2)."""
+
     caller: Caller
     target: Target
     times: tuple[tuple[int, int], tuple[int, int]] | None  # (sec, nsec) pairs; nsec may be UTIME_NOW/OMIT
@@ -259,6 +278,8 @@ class Utimens:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SetXattr:
+    """setxattr(2) and its l-, f- and -at forms."""
+
     caller: Caller
     target: Target
     name: str
@@ -269,6 +290,8 @@ class SetXattr:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RemoveXattr:
+    """removexattr(2) and its l-, f- and -at forms."""
+
     caller: Caller
     target: Target
     name: str
@@ -384,12 +407,16 @@ Request = (
 
 @dataclass(frozen=True, slots=True)
 class Errno:
+    """Fail the call with ``errno`` (and send the caller ``signal``, when set)."""
+
     errno: int
     signal: int = 0  # a signal the caller gets with the error, as SIGPIPE comes with EPIPE
 
 
 @dataclass(frozen=True, slots=True)
 class Value:
+    """Return ``value`` from the call."""
+
     value: int
 
 
@@ -412,16 +439,22 @@ class Fd:
 
 @dataclass(frozen=True, slots=True)
 class StatResult:
+    """A stat(2) family call's result, written into the caller's buffer."""
+
     stat: os.stat_result
 
 
 @dataclass(frozen=True, slots=True)
 class StatxResult:
+    """A statx(2) call's result, written into the caller's buffer as it is."""
+
     raw: bytes  # the kernel's struct statx, identical on every architecture
 
 
 @dataclass(frozen=True, slots=True)
 class StatfsResult:
+    """A statfs(2) call's result, written into the caller's buffer as it is."""
+
     raw: bytes  # the kernel's struct statfs; 64-bit Linux has one layout for it
 
 

@@ -8,7 +8,7 @@ import json
 import os
 from typing import Any
 
-from hvfs.hypervisor import client, control
+from hvfs.hypervisor import control
 from hvfs.hypervisor.layout import Layout, read_json
 
 
@@ -52,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
         gc.freeze()
         gc.enable()
         return Daemon(layout, ready_fd=args.ready_fd).serve()
+    from hvfs.hypervisor import client  # a client's, not the manager's: a cold start waits for serve's imports
+
     if args.action == "status":
         try:
             connection = client.connect(layout, start=False)

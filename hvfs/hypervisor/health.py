@@ -37,6 +37,8 @@ STARTING, HEALTHY, UNHEALTHY = "starting", "healthy", "unhealthy"
 
 @dataclass(frozen=True)
 class ProbeResult:
+    """One health probe's run: when it started and ended, its exit code and output."""
+
     start: float
     end: float
     code: int  # -1: timed out

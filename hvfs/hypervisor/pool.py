@@ -33,6 +33,8 @@ class PoolStatistics:
 
 @dataclass
 class _Shared:
+    """A source shared by VMs, and the VMs that use it."""
+
     spec: SourceSpec
     source: Source
     users: set[str] = field(default_factory=set)

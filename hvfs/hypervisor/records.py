@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class VmRecord:
+    """What the manager knows of one VM of a group, from its start to its removal."""
+
     config: VmConfig
     vmid: str = ""
     running: RunningVm | None = None

@@ -145,6 +145,8 @@ def _stored_image(mount: MountSpec) -> bool:
 
 @dataclass
 class Spare:
+    """A VM made ahead of the run that will take it: its views, its pid 1 and its driver."""
+
     key: str
     vmid: str
     views: Views

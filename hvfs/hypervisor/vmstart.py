@@ -16,12 +16,11 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hvfs._sys import process as sysproc
 from hvfs._sys.abi import CLONE_NEWNET
 from hvfs.api.choice import transport_maker
-from hvfs.api.hooks import EventBus
 from hvfs.hypervisor import spares, staging, vmdirs
 from hvfs.hypervisor.layout import Layout, read_json, write_json
 from hvfs.hypervisor.services import ServiceSet
@@ -40,6 +39,9 @@ from hvfs.sandbox.plan import Program
 from hvfs.sandbox.protocol import Message, Msg, Tag
 from hvfs.sandbox.userns import IdMap
 from hvfs.spec import UsageError
+
+if TYPE_CHECKING:  # the bus is made for the VMs whose services want one
+    from hvfs.api.hooks import EventBus
 
 
 def vm_wait() -> float:

@@ -22,6 +22,8 @@ _HIGHEST_NUMBER = 1024
 
 @dataclass(frozen=True)
 class FilterConfig:
+    """What a VM's seccomp filter traps, beyond what every filter traps."""
+
     trap_reads: bool = False
 
 

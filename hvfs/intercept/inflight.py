@@ -49,6 +49,8 @@ _LAST_ID = struct.Struct("<Q")  # after the slots
 
 @dataclass(frozen=True)
 class Pending:
+    """A notification received and not answered yet, and what is known of its answer."""
+
     notification: bytes
     state: int
     errno: int

@@ -38,6 +38,8 @@ _ID_MASK = (1 << 64) - 1
 
 @dataclass(frozen=True)
 class Found:
+    """What a check of a VM's notifications found: served, received, and unexplained."""
+
     served: list[notify.Notif]  # orphans, rebuilt from their threads
     received: list[notify.Notif]  # notifications queued meanwhile, taken to tell the threads apart
     unexplained: list[int]  # orphan ids no thread could be paired with

@@ -41,6 +41,8 @@ WATCHED = frozenset({api.Open, api.Rename, api.Link, api.Truncate, *_NAME_CHANGE
 
 @dataclass(frozen=True, slots=True)
 class Change:
+    """One change a VM made: its kind and its VM path."""
+
     kind: str  # "A", "C" or "D"
     path: str
 

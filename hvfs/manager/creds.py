@@ -19,6 +19,8 @@ from hvfs.api import Credentials
 
 @dataclass
 class _ThreadIdentity:
+    """A thread's ids, capabilities and umask, as it acts for a caller."""
+
     uid: int
     gid: int
     groups: tuple[int, ...]

@@ -7,14 +7,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import queue
 import shutil
 import signal
 import stat
-import subprocess
 import tempfile
-import threading
 import time
+
+from hvfs.manager import children
 
 STALE_AFTER = 60.0  # seconds: a work directory is made and locked in far less
 
@@ -52,44 +51,6 @@ def _sweep(prefix: str) -> None:
             os.close(lock)
 
 
-class _Spawner:
-    """Starts clients from one thread that lives as long as the manager: the kernel
-    sends a client its death signal (``setpriv --pdeathsig``) when the *thread* that
-    forked it ends, so no short-lived thread may start one."""
-
-    def __init__(self) -> None:
-        self._requests: queue.Queue[tuple[list[str], int, queue.Queue[object]]] = queue.Queue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def start(self, command: list[str], log: int) -> subprocess.Popen[bytes]:
-        """``command`` started with ``log`` as its output. Raises OSError."""
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._serve, name="fuse-client-spawner", daemon=True)
-                self._thread.start()
-        answer: queue.Queue[object] = queue.Queue(maxsize=1)
-        self._requests.put((command, log, answer))
-        started = answer.get()
-        if isinstance(started, OSError):
-            raise started
-        assert isinstance(started, subprocess.Popen)
-        return started
-
-    def _serve(self) -> None:
-        while True:
-            command, log, answer = self._requests.get()
-            try:
-                process = subprocess.Popen(
-                    command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
-                )
-                answer.put(process)
-            except OSError as e:
-                answer.put(e)
-
-
-_SPAWNER = _Spawner()
-
 # Kills the client's process group when its standard input ends: when the manager, the
 # only holder of the pipe's other end, is gone. (No "--" before the group: dash's kill,
 # Debian's sh, takes it for a number and kills nothing.)
@@ -110,19 +71,20 @@ class Client:
         """Starts ``command``, ``log`` its output. Raises OSError."""
         setpriv = shutil.which("setpriv")
         leash = [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
-        self.process = _SPAWNER.start([*leash, *command], log)
-        read, self._leash = os.pipe()  # not inherited by the children to come (PEP 446)
+        null = children.null()
         try:
-            self._watcher: subprocess.Popen[bytes] | None = subprocess.Popen(
-                ["sh", "-c", _WATCH, "sh", str(self.process.pid)],
-                stdin=read,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        except OSError:
-            self._watcher = None  # no sh: the supervisor's death signal is all there is
+            self.process = children.start([*leash, *command], [null, log, log], setsid=True)
+            read, self._leash = os.pipe()
+            try:
+                self._watcher: children.Child | None = children.start(
+                    ["sh", "-c", _WATCH, "sh", str(self.process.pid)], [read, null, null]
+                )
+            except OSError:
+                self._watcher = None  # no sh: the supervisor's death signal is all there is
+            finally:
+                os.close(read)
         finally:
-            os.close(read)
+            os.close(null)
 
     def stop(self, timeout: float) -> None:
         """SIGTERM to the client's processes (JuiceFS then closes its session), SIGKILL
@@ -132,7 +94,7 @@ class Client:
             os.killpg(group, signal.SIGTERM)
         try:
             self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
+        except TimeoutError:
             with contextlib.suppress(OSError):
                 os.killpg(group, signal.SIGKILL)
             self.process.wait()

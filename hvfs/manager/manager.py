@@ -11,16 +11,19 @@ import posixpath
 import stat
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from hvfs import api
 from hvfs._sys.abi import AT_EACCESS
-from hvfs.api.hooks import EventBus
 from hvfs.manager import changes, creds, replay, trail
 from hvfs.manager.closes import CloseWatcher
 from hvfs.manager.handlers import HANDLERS
 from hvfs.manager.resolve import fd_closing, open_object, proc_path
 from hvfs.manager.served import SEVERAL, served_paths
 from hvfs.manager.vm import VmContext
+
+if TYPE_CHECKING:  # the bus is made for the VMs whose services want one
+    from hvfs.api.hooks import EventBus
 
 log = logging.getLogger("hvfs.manager")
 

@@ -9,6 +9,8 @@ from hvfs.manager.sources.base import Source
 
 @dataclass(frozen=True)
 class Mount:
+    """A source mounted at ``target`` in a VM's view."""
+
     target: str  # absolute path in the VM
     source: Source
     readonly: bool = False

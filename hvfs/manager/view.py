@@ -23,6 +23,8 @@ from hvfs.manager.sources.base import Scratch, SourceError
 
 @dataclass
 class Views:
+    """The mount trees a VM is given (boot and read-write views) and what they hold."""
+
     staging: str
     rw_root: int  # fd of the writable view's root
     boot: str  # where the boot view is attached in the manager's namespace, for the VM

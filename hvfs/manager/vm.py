@@ -10,11 +10,14 @@ import re
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from hvfs import api
-from hvfs.api.hooks import EventBus
 from hvfs.api.messages import operation_of
 from hvfs.manager.changes import ChangeSet
+
+if TYPE_CHECKING:  # the bus is made for the VMs whose services want one
+    from hvfs.api.hooks import EventBus
 
 log = logging.getLogger("hvfs.manager")
 
@@ -40,6 +43,8 @@ class VmStatistics:
 
 @dataclass
 class VmContext:
+    """One VM as the manager serves it: its views, its mode and its counts."""
+
     name: str
     rw_root: int  # root of the VM's writable view: a detached mount tree held by this fd
     vm_root: int  # the VM's own root, in its mount namespace: read-only fds come from here

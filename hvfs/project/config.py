@@ -37,6 +37,8 @@ class ConfigError(spec.UsageError):
 
 @dataclass(frozen=True)
 class SourceConfig:
+    """A named source of a project, shared by the VMs that mount it."""
+
     name: str
     spec: SourceSpec  # named "PROJECT/NAME": one source for every VM that mounts it
     sockets: bool = False
@@ -44,6 +46,8 @@ class SourceConfig:
 
 @dataclass(frozen=True)
 class Limits:
+    """A VM's resource limits: memory, pids and CPUs."""
+
     memory: int | None = None
     pids: int | None = None
     cpus: float | None = None
@@ -51,6 +55,8 @@ class Limits:
 
 @dataclass(frozen=True)
 class VmConfig:
+    """One VM of a project, as its configuration describes it."""
+
     name: str
     command: tuple[str, ...]
     image: str = "host"  # as written
@@ -84,6 +90,8 @@ class VmConfig:
 
 @dataclass(frozen=True)
 class NetworkConfig:
+    """A project's network: its mode, subnet and name."""
+
     mode: str = "none"  # "none": loopback only; "bridge": a private network between the VMs
     subnet: str = DEFAULT_SUBNET
     name: str = ""  # mode "shared": hvfs run --network NAME, shared with other runs (hypervisor.networks)

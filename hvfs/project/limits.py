@@ -78,6 +78,8 @@ def _v1_roots() -> dict[str, str]:
 
 @dataclass
 class LimitPlan:
+    """How a VM's limits are enforced: the rlimits it starts with and its cgroup's settings."""
+
     rlimits: dict[str, int] = field(default_factory=dict)  # for pid 1 to set
     cgroups: list[str] = field(default_factory=list)  # cgroup directories pid 1 joins
 

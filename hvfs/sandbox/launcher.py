@@ -17,7 +17,6 @@ import contextlib
 import errno
 import logging
 import os
-import resource
 import select
 import signal
 import socket
@@ -36,7 +35,17 @@ from hvfs.sandbox.userns import IdMap, map_vm
 
 log = logging.getLogger("hvfs.launcher")
 INIT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_bin", "hvfs-init")
-RLIMITS = {"nproc": resource.RLIMIT_NPROC, "as": resource.RLIMIT_AS, "nofile": resource.RLIMIT_NOFILE}
+RLIMIT_NAMES = ("nproc", "as", "nofile")  # the limits a VM's start may set
+
+
+def rlimits() -> dict[str, int]:
+    """The numbers of RLIMIT_NAMES, from ``resource`` (a shared library: imported by the
+    few VMs with limits, not by every manager's start)."""
+    import resource
+
+    return {name: getattr(resource, f"RLIMIT_{name.upper()}") for name in RLIMIT_NAMES}
+
+
 SEEDED_SIGNALS = frozenset(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
 HINTS = {
     errno.EPERM: "the kernel refused it inside the VM's user namespace",
@@ -47,6 +56,8 @@ SECCOMP_HINT = "seccomp user notification is unavailable; hvfs needs Linux 5.14+
 
 @dataclass
 class Booted:
+    """A booted VM's listener, and its terminal when it has one."""
+
     listener: int
     terminal: int | None  # the pty master, with -t
 
@@ -130,7 +141,7 @@ class VmProcess:
         if "memfd_noexec" in start:
             message.add(Tag.MEMFD_NOEXEC, int(start["memfd_noexec"]))
         for name, value in start.get("rlimits", {}).items():
-            message.add(Tag.RLIMIT, struct.pack("<IQ", RLIMITS[name], value))
+            message.add(Tag.RLIMIT, struct.pack("<IQ", rlimits()[name], value))
         try:
             protocol.send(self.chan, message, run.stdio if run is not None else ())
         except protocol.MessageTooLarge as e:
@@ -223,7 +234,7 @@ def _setup_error(message: Message) -> SetupError:
     text = message.string(Tag.TEXT) or (os.strerror(code) if code else "failed")
     if step.startswith("limit "):
         number = int(step.split()[1])
-        step = "limit " + next((name for name, n in RLIMITS.items() if n == number), str(number))
+        step = "limit " + next((name for name, n in rlimits().items() if n == number), str(number))
     if step == "VM namespaces":
         hint = userns_hint()
     elif step in ("seccomp filter", "no_new_privs"):

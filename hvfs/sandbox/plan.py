@@ -19,6 +19,8 @@ class Program:
 
 @dataclass(frozen=True)
 class BootPlan:
+    """What hvfs-init is told to do to boot a VM."""
+
     name: str
     boot: str  # the boot view's path in the manager's mount namespace
     program: Program

@@ -84,6 +84,8 @@ class MessageTooLarge(ValueError):
 
 @dataclass
 class Message:
+    """One message of the launcher protocol: its type and its tagged records."""
+
     type: Msg
     records: list[tuple[int, bytes]] = field(default_factory=list)
 

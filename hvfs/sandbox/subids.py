@@ -15,6 +15,8 @@ def _which(program: str) -> str | None:
 
 @dataclass(frozen=True)
 class SubordinateIds:
+    """A user's subordinate uids and gids (/etc/subuid, /etc/subgid)."""
+
     uid_start: int
     uid_count: int
     gid_start: int

@@ -10,7 +10,7 @@ import typing
 from collections.abc import Callable, Iterator
 from typing import Any, Union
 
-from hvfs.api.messages import FdRole
+from hvfs.api.fds import FdRole
 
 Fds = Callable[[FdRole], int]  # an open fd for a field of this role
 

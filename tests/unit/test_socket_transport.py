@@ -22,7 +22,7 @@ import pytest
 
 from hvfs import api
 from hvfs.api import choice, framing, wire
-from hvfs.api.messages import FdRole
+from hvfs.api.fds import FdRole
 from hvfs.api.server import SocketServer
 from hvfs.api.socket_transport import SocketTransport, loopback
 from hvfs.api.transport import ProtocolMismatch, TransportError

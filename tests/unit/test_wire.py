@@ -16,7 +16,7 @@ import pytest
 
 from hvfs import api
 from hvfs.api import messages, wire
-from hvfs.api.messages import FdRole
+from hvfs.api.fds import FdRole
 from tests.unit.examples import instances
 
 MESSAGE_TYPES = [*typing.get_args(api.Request), *typing.get_args(api.Response)]

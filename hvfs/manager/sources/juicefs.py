@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -27,7 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from hvfs._sys import mount as m
-from hvfs.manager import fuseclient
+from hvfs.manager import children, fuseclient
 from hvfs.manager.sources.base import Scratch, Source, SourceError
 from hvfs.manager.sources.schema import TEXT, Option, OptionType, SourceKind
 
@@ -252,17 +251,10 @@ class JuiceFSSource(Source):
                 "start Redis there or fix the meta URL"
             ) from None
 
-    def _run(self, binary: str, *arguments: str) -> subprocess.CompletedProcess[str]:
+    def _run(self, binary: str, *arguments: str) -> children.Finished:
         try:
-            return subprocess.run(
-                [binary, *arguments],
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                errors="replace",
-                timeout=COMMAND_TIMEOUT,
-            )
-        except subprocess.TimeoutExpired:
+            return children.run([binary, *arguments], COMMAND_TIMEOUT)
+        except TimeoutError:
             raise SourceError(
                 f"juicefs {arguments[0]} on {self._redacted()} did not finish in {COMMAND_TIMEOUT:.0f} s; "
                 "check the metadata engine"

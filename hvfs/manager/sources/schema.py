@@ -84,6 +84,8 @@ TEXT = OptionType("text", (str,), _text)
 
 @dataclass(frozen=True)
 class Option:
+    """One option of a source kind: its name, type, help and default."""
+
     name: str
     type: OptionType
     description: str  # one line, for errors and docs/sources.md

@@ -11,6 +11,8 @@ from hvfs.services.base import Kind, Needs, Option, Service, ServiceKind
 
 @dataclass(frozen=True)
 class AuditConfig:
+    """The audit service's options."""
+
     path: str
     reads: bool
 

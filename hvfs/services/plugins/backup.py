@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class BackupConfig:
+    """The backup service's options."""
+
     rules: tuple[BackupRule, ...]
     store: str
     max_file: int | None  # None: the service's default

@@ -17,6 +17,8 @@ READ_OPERATIONS = frozenset({"open", "read", "stat", "statx", "access", "readlin
 
 @dataclass(frozen=True)
 class FaultConfig:
+    """The fault injection service's options."""
+
     rules: tuple[FaultRule, ...]
     seed: int | None
 

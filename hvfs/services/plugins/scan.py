@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ScanConfig:
+    """The scan service's options."""
+
     blocklist: str | None
     yara: tuple[str, ...]
     clamd: str | None
