@@ -14,7 +14,9 @@ from hvfs.intercept.decoders import magic
 from hvfs.testing import USER, FakeTracee
 
 # Spellings around the magic ones: only the first group may skip the magic module.
-PLAIN = ["/d/f", "/d", "/", "/procfile", "/devices/x", "/proc", "/dev", "/d/sub/"]
+PLAIN = ["/d/f", "/d", "/", "/procfile", "/devices/x", "/proc", "/dev", "/d/sub/", "/d/.hidden", "/d/..", "/.x/f"]
+# ".." is the kernel's to resolve, in the decoder as in the magic module: left as it is.
+PLAIN += ["/d/../proc/self/root", "/d/../dev/stdout"]
 NOT_PLAIN = [
     "d/f",
     "/proc/self/fd/3",
@@ -24,8 +26,10 @@ NOT_PLAIN = [
     "/dev/stdout",
     "/dev//fd/3",
     "/d/./f",
-    "/d/../proc/self/root",
-    "/d/.hidden",
+    "/d/.",
+    "/.",
+    "/./proc",
+    "/d/./",
     "",
 ]
 

@@ -30,9 +30,12 @@ _DEV_STDIO = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
 
 def untranslated(name: str) -> bool:
     """Whether ``name`` is an absolute path that ``own_file`` and ``resolved`` leave as it is,
-    seen from its text alone: outside /proc and /dev, and already ``normal`` (no ``//`` or
-    ``/.``, which could hide a /proc/ or /dev/ prefix)."""
-    return name[:1] == "/" and not name.startswith(("/proc/", "/dev/")) and "//" not in name and "/." not in name
+    seen from its text alone: outside /proc and /dev, and already ``normal`` (no empty or
+    ``.`` component, which could hide a /proc/ or /dev/ prefix; a dotfile's ``/.x`` is
+    neither)."""
+    if name[:1] != "/" or name.startswith(("/proc/", "/dev/")):
+        return False
+    return "//" not in name and "/./" not in name and not name.endswith("/.")
 
 
 def located(tracee: Tracee, dirfd: int, name: str) -> VmPath:
