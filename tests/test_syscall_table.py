@@ -160,6 +160,9 @@ class FakeTracee:
     def credentials(self) -> api.Credentials:
         return api.Credentials(uid=1000, gid=1000, groups=(), umask=0o022, capabilities=0, real_uid=1000, real_gid=1000)
 
+    def caller(self, vm: str) -> api.Caller:
+        return api.Caller(vm, self.pid, self.credentials())
+
     def identity(self) -> Identity:
         return Identity(tgid=self.pid, own_tgid=7, uids=(1000, 1000, 1000), gids=(1000, 1000, 1000), capabilities=0)
 

@@ -1,4 +1,5 @@
-/* open_stat: a served write-open's kernel calls in one C call (hvfs._sys.files.open_stat).
+/* open_stat: a served write-open's kernel calls in one C call (hvfs._sys.files.open_stat),
+ * and openat2 alone (hvfs._sys.files.openat2: every other lookup of the manager's).
  *
  * The manager's one-call write-open (hvfs/manager/handlers/direct.py) makes an openat2 in
  * the VM's writable view, an fstat of what it opened, and, for a regular file or a FIFO,
@@ -16,19 +17,27 @@
 
 #define SCOPED_RETRIES 16 /* hvfs/_sys/files.py: EAGAIN from a scoped lookup a rename raced */
 
-/* openat2 (O_CLOEXEC added), fstat, then F_SETFL status (where status >= 0 and the file is
- * a regular file or a FIFO, the kinds a served write-open hands out); 0, or the errno of
- * the failed step, with the fd closed when a step after the open failed. Without the GIL. */
-static int
-open_stat_calls(int dirfd, const char *path, struct open_how *how, int status, int *fd, unsigned int *mode)
+/* openat2, a scoped lookup's EAGAIN (a rename or mount raced it) retried; the fd, or -1
+ * with errno. Without the GIL. */
+static long
+openat2_retried(int dirfd, const char *path, struct open_how *how)
 {
     int tries = how->resolve & (RESOLVE_IN_ROOT | RESOLVE_BENEATH) ? SCOPED_RETRIES : 0;
     long opened;
     for (;;) {
         opened = syscall(SYS_openat2, dirfd, path, how, sizeof(*how));
         if (opened >= 0 || errno != EAGAIN || tries-- <= 0)
-            break;
+            return opened;
     }
+}
+
+/* openat2 (O_CLOEXEC added), fstat, then F_SETFL status (where status >= 0 and the file is
+ * a regular file or a FIFO, the kinds a served write-open hands out); 0, or the errno of
+ * the failed step, with the fd closed when a step after the open failed. Without the GIL. */
+static int
+open_stat_calls(int dirfd, const char *path, struct open_how *how, int status, int *fd, unsigned int *mode)
+{
+    long opened = openat2_retried(dirfd, path, how);
     if (opened < 0)
         return errno;
     struct stat st;
@@ -62,6 +71,44 @@ hp_open_stat(PyObject *self, PyObject *args)
     if (failed)
         return raise_errno(failed, path);
     return Py_BuildValue("iI", fd, st_mode);
+}
+
+/* openat2(dirfd, path, flags, mode, resolve) -> fd: O_CLOEXEC added, EAGAIN retried as
+ * open_stat; OSError with the errno. One C call where ctypes took four conversions and a
+ * Python wrapper (5.6 µs with its close, against 3.1 for os.open). */
+static PyObject *
+hp_openat2(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5 || !PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "openat2(dirfd: int, path: bytes, flags: int, mode: int, resolve: int)");
+        return NULL;
+    }
+    long dirfd = PyLong_AsLong(args[0]);
+    unsigned long long flags = PyLong_AsUnsignedLongLongMask(args[2]);
+    unsigned long long mode = PyLong_AsUnsignedLongLongMask(args[3]);
+    unsigned long long resolve = PyLong_AsUnsignedLongLongMask(args[4]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (dirfd < INT_MIN || dirfd > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "openat2: dirfd out of range");
+        return NULL;
+    }
+    const char *path = PyBytes_AS_STRING(args[1]);
+    if (strlen(path) != (size_t)PyBytes_GET_SIZE(args[1])) {
+        PyErr_SetString(PyExc_ValueError, "openat2: embedded null byte");
+        return NULL;
+    }
+    struct open_how how = {.flags = flags | O_CLOEXEC, .mode = mode, .resolve = resolve};
+    long fd;
+    int failed = 0;
+    Py_BEGIN_ALLOW_THREADS
+    fd = openat2_retried((int)dirfd, path, &how);
+    if (fd < 0)
+        failed = errno;
+    Py_END_ALLOW_THREADS
+    if (fd < 0)
+        return raise_errno(failed, path);
+    return PyLong_FromLong(fd);
 }
 
 #endif

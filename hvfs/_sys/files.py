@@ -45,12 +45,36 @@ def closing(fd: int) -> Iterator[int]:
         os.close(fd)
 
 
+_UNKNOWN: Any = object()
+_native: Any = _UNKNOWN  # hvfs._native.hotpath (None: not built), looked up at the first openat2 or open_stat
+
+
+def _hot_path() -> Any:
+    """Imported at the manager's first lookup, not with this module: a client (``hvfs run``)
+    imports this module and serves nothing, and hvfs._native loads every extension."""
+    global _native
+    from hvfs._native import hotpath
+
+    _native = hotpath
+    return hotpath
+
+
 def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = RESOLVE_IN_ROOT) -> int:
     """openat2(2); O_CLOEXEC is always added, since these fds belong to the manager.
 
     A scoped lookup (RESOLVE_IN_ROOT, RESOLVE_BENEATH) through ".." fails with EAGAIN when
     any mount or rename anywhere on the machine raced it; openat2(2) says to retry, and a
-    busy machine (VMs starting) makes it common, so it is retried a bounded number of times."""
+    busy machine (VMs starting) makes it common, so it is retried a bounded number of times.
+    One C call where the hot path is built (hvfs/_native/open_stat.h), looked up at the
+    first call as ``open_stat``; else through ctypes (``_openat2_ctypes``)."""
+    native = _native if _native is not _UNKNOWN else _hot_path()
+    if native is not None:
+        fd: int = native.openat2(dirfd, os.fsencode(path), flags, mode, resolve)
+        return fd
+    return _openat2_ctypes(dirfd, path, flags, mode, resolve)
+
+
+def _openat2_ctypes(dirfd: int, path: str, flags: int, mode: int, resolve: int) -> int:
     # Safe because: the kernel only reads the open_how it is given (copy_struct_from_user),
     # so an immutable bytes object can hold it.
     how = OPEN_HOW.pack(flags | os.O_CLOEXEC, mode, resolve)
@@ -61,20 +85,6 @@ def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = RES
         except BlockingIOError:
             continue
     return _openat2(dirfd, name, how, OPEN_HOW.size)
-
-
-_UNKNOWN: Any = object()
-_native: Any = _UNKNOWN  # hvfs._native.hotpath (None: not built), looked up at the first open_stat
-
-
-def _hot_path() -> Any:
-    """Imported at the first served open, not with this module: a client (``hvfs run``)
-    imports this module and serves nothing, and hvfs._native loads every extension."""
-    global _native
-    from hvfs._native import hotpath
-
-    _native = hotpath
-    return hotpath
 
 
 def open_stat(dirfd: int, path: str, flags: int, mode: int, resolve: int, status: int = -1) -> tuple[int, int]:

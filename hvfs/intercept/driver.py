@@ -148,7 +148,10 @@ class SeccompDriver:
         self._credential_calls = credential_calls(arch)
         self._creds = CredWatch()  # what the workers' Inspectors may keep of their callers' credentials
         self._checks_exec = strict  # the filter traps execs in every VM; only strict ones ask the manager
-        self._turn = threading.Condition()
+        # The turn's lock, taken bare once per request (a Condition's own ``with`` is two
+        # Python calls more).
+        self._turn_lock = threading.Lock()
+        self._turn = threading.Condition(self._turn_lock)
         self._receiver: threading.Thread | None = None  # the one thread allowed to poll and receive
         self._serving_since: float | None = None  # when the receiver began its current request
         self._done = False
@@ -324,7 +327,7 @@ class SeccompDriver:
                 self._serve(notif, inspector, slot=slot)
                 if table is not None:
                     table.clear(slot)
-                with self._turn:
+                with self._turn_lock:
                     self._serving_since = None
                     if self._receiver is not me:
                         break  # taken over while this request blocked: wait for a turn
@@ -410,7 +413,9 @@ class SeccompDriver:
 
     def _apply(self, tracee: Tracee, response: api.Response, output: Output | None) -> None:
         notif_id = tracee.notif_id
-        match response:
+        match response:  # the usual answer (an open's) first: each case is an isinstance
+            case api.Fd(fd, cloexec):
+                self._install(notif_id, fd, os.O_CLOEXEC if cloexec else 0)
             case api.Errno(code, signal):
                 if signal:
                     tracee.send_signal(signal)
@@ -423,8 +428,6 @@ class SeccompDriver:
                 self._wait(tracee, response, output)
             case api.Continue():
                 self._respond(notif_id, flags=notify.SECCOMP_USER_NOTIF_FLAG_CONTINUE)
-            case api.Fd(fd, cloexec):
-                self._install(notif_id, fd, os.O_CLOEXEC if cloexec else 0)
             case api.StatResult(stat):
                 assert output is not None
                 self._write_back(tracee, output, self._arch.pack_stat(stat), 0)

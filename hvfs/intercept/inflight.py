@@ -90,14 +90,14 @@ class InflightTable:
 
     def performed(self, slot: int, response: api.Response) -> None:
         """Note what the request did, before it is answered."""
-        if isinstance(response, api.Errno) and not response.signal:
+        if isinstance(response, api.Fd):  # the usual one first
+            result = (OPENED, 0, 0)
+        elif isinstance(response, api.Errno) and not response.signal:
             result = (ANSWERED, response.errno, 0)
         elif isinstance(response, api.Value):
             result = (ANSWERED, 0, response.value)
         elif isinstance(response, api.Continue):
             result = (CONTINUED, 0, 0)
-        elif isinstance(response, api.Fd):
-            result = (OPENED, 0, 0)
         else:
             return  # reads that write back to memory: serving them again is the same
         at = slot * SLOT + NOTIF

@@ -76,7 +76,7 @@ class Context:
 
     def caller(self) -> api.Caller:
         # Every served request resolves paths, and search permission depends on who asks.
-        return api.Caller(self.vm, self.tracee.pid, self.tracee.credentials())
+        return self.tracee.caller(self.vm)
 
     def path(self, address: int, dirfd: int = AT_FDCWD) -> api.VmPath:
         """The path at ``address``, from ``dirfd``, with the caller's own /proc links
@@ -107,7 +107,10 @@ class Context:
         """The path an open names, and the caller's own open file when that path is a
         magic link to one of its fds (the open then reopens that file)."""
         tracee = self.tracee
-        given = magic.given_path(tracee, signed32(dirfd), tracee.read_path(address))
+        name = tracee.read_path(address)
+        if magic.untranslated(name):  # the usual open: an absolute path outside /proc and /dev
+            return api.VmPath("/", name), None
+        given = magic.given_path(tracee, signed32(dirfd), name)
         own = magic.own_file(tracee, given)
         return (given, own) if own is not None else (magic.resolved(tracee, given), None)
 

@@ -28,6 +28,16 @@ _DEV_FD = re.compile(r"^/dev/fd/(\d+)$")
 _DEV_STDIO = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
 
 
+def untranslated(name: str) -> bool:
+    """Whether ``name`` is an absolute path that ``own_file`` and ``resolved`` leave as it is,
+    seen from its text alone: outside /proc and /dev, and already ``normal`` (no empty or
+    ``.`` component, which could hide a /proc/ or /dev/ prefix; a dotfile's ``/.x`` is
+    neither)."""
+    if name[:1] != "/" or name.startswith(("/proc/", "/dev/")):
+        return False
+    return "//" not in name and "/./" not in name and not name.endswith("/.")
+
+
 def located(tracee: Tracee, dirfd: int, name: str) -> VmPath:
     """A relative ``name`` with the directory it starts from, that directory's path and identity."""
     base, identity = tracee.directory(dirfd)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 from typing import NamedTuple, Protocol
 
-from hvfs.api import Credentials, OpenFile
+from hvfs.api import Caller, Credentials, OpenFile
 
 
 class TargetGone(Exception):
@@ -102,6 +102,10 @@ class Tracee(Protocol):
     def credentials(self) -> Credentials:
         """Its credentials now (fsuid, fsgid, groups, umask, capabilities), as the manager's
         user namespace numbers the ids."""
+        ...
+
+    def caller(self, vm: str) -> Caller:
+        """Who asks, for a request of the VM ``vm``: this thread and its ``credentials``."""
         ...
 
     def identity(self) -> Identity:
