@@ -107,7 +107,7 @@ hp_receive(PyObject *self, PyObject *args)
 /* The compiled decisions (hvfs/intercept/compiled.py builds the table, one rule per
  * syscall number; numbers past its end are Python's). A rule decides only on the
  * syscall number and its registers, which the VM can no longer change once it trapped. */
-enum { RULE_PYTHON, RULE_CONTINUE, RULE_ERRNO, RULE_CONTINUE_IF_IN, RULE_CONTINUE_IF_IN32 };
+enum { RULE_PYTHON, RULE_CONTINUE, RULE_ERRNO, RULE_CONTINUE_IF_IN, RULE_CONTINUE_IF_IN32, RULE_STAT };
 struct rule {
     uint8_t kind;
     uint8_t arg;    /* RULE_CONTINUE_IF_IN(32): the argument, continued if among the values */
@@ -159,7 +159,19 @@ record(char *table, Py_ssize_t slot_at, Py_ssize_t last_at, const struct seccomp
     __atomic_store_n((uint64_t *)slot, notif->id, __ATOMIC_RELEASE);
 }
 
-/* serve(listener, stop_fd, rules, values, table, slot_at, last_at, counts, record_handed)
+/* Up to size bytes at address in pid's memory; stops at the first unreadable page, as
+ * one read of it all would. -1 with errno when not even the first byte can be read. */
+static ssize_t
+read_remote(pid_t pid, uint64_t address, char *buffer, size_t size)
+{
+    struct iovec local = {.iov_base = buffer, .iov_len = size};
+    struct iovec remote = {.iov_base = (void *)(uintptr_t)address, .iov_len = size};
+    return process_vm_readv(pid, &local, 1, &remote, 1, 0);
+}
+
+#include "served_stat.h" /* serve_stat: RULE_STAT's stat of a path, served here */
+
+/* serve(listener, stop_fd, rules, values, table, slot_at, last_at, counts, record_handed, stat)
  *   -> (id, pid, nr, args, raw) | None
  *
  * The driver's receive loop: receives, answers in C each request a rule decides
@@ -167,21 +179,25 @@ record(char *table, Py_ssize_t slot_at, Py_ssize_t last_at, const struct seccomp
  * or None) at slot_at for as long as it is answered, and loops; returns the first
  * request that needs Python, recorded there as received if record_handed (else the
  * driver records it), or None when stopped. counts: a writable buffer of three uint64,
- * bumped here: continued, answered with an errno, handed to Python. All without the
+ * bumped here: continued, answered (an errno, or a stat), handed to Python. stat: None, or
+ * what serve_stat needs (stat_context_of), recorded as received while answered. All without the
  * GIL; OSError as a receive or an answer fails (ENOENT on the answer, a caller gone or
  * its call cancelled, is not a failure). */
 static PyObject *
 hp_serve(PyObject *self, PyObject *args)
 {
     int listener, stop_fd;
-    Py_buffer rules, values, counts, table = {.buf = NULL};
-    PyObject *table_object;
+    Py_buffer rules, values, counts, table = {.buf = NULL}, stat_views[4] = {{.obj = NULL}};
+    PyObject *table_object, *stat_object;
     Py_ssize_t slot_at, last_at;
-    int record_handed;
-    if (!PyArg_ParseTuple(args, "iiy*y*Onnw*p", &listener, &stop_fd, &rules, &values, &table_object, &slot_at,
-                          &last_at, &counts, &record_handed))
+    int record_handed, stat_on;
+    struct stat_context stat = {.vm_root = -1};
+    if (!PyArg_ParseTuple(args, "iiy*y*Onnw*pO", &listener, &stop_fd, &rules, &values, &table_object, &slot_at,
+                          &last_at, &counts, &record_handed, &stat_object))
         return NULL;
     PyObject *result = NULL;
+    if ((stat_on = stat_context_of(stat_object, &stat, stat_views)) < 0)
+        goto done;
     if (counts.len < (Py_ssize_t)(COUNTS * sizeof(uint64_t))) {
         PyErr_SetString(PyExc_ValueError, "counts: three uint64 are needed");
         goto done;
@@ -198,24 +214,30 @@ hp_serve(PyObject *self, PyObject *args)
     size_t known = (size_t)rules.len / sizeof(struct rule), known_values = (size_t)values.len / sizeof(uint64_t);
     uint64_t *count = counts.buf;
     struct seccomp_notif notif;
-    int got, failed = 0;
+    int got, failed = 0, served = DECLINED, written = 0;
     Py_BEGIN_ALLOW_THREADS
     while ((got = receive_one(listener, stop_fd, &notif)) == 0) {
         int nr = notif.data.nr;
         const struct rule *rule = nr >= 0 && (size_t)nr < known ? &rule_of[nr] : NULL;
         struct seccomp_notif_resp resp = {.id = notif.id};
+        written = 0;
         if (rule && continues(rule, &notif.data, values.buf, known_values))
             resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
         else if (rule && rule->kind == RULE_ERRNO)
             resp.error = -rule->value;
-        else {
+        else if (rule && rule->kind == RULE_STAT && stat_on &&
+                 (served = serve_stat(&stat, listener, &notif, rule->arg, &resp, &written)) != DECLINED) {
+            if (served == GONE)
+                continue;
+        } else {
             if (table.buf && record_handed)
                 record(table.buf, slot_at, last_at, &notif, STATE_RECEIVED, 0);
             count[COUNT_HANDED]++;
             break;
         }
         if (table.buf)
-            record(table.buf, slot_at, last_at, &notif, resp.flags ? STATE_CONTINUED : STATE_ANSWERED, -resp.error);
+            record(table.buf, slot_at, last_at, &notif,
+                   resp.flags ? STATE_CONTINUED : written ? STATE_RECEIVED : STATE_ANSWERED, -resp.error);
         if (ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp) < 0 && errno != ENOENT)
             failed = errno;
         if (table.buf)
@@ -234,6 +256,7 @@ hp_serve(PyObject *self, PyObject *args)
     else
         result = notification(&notif);
 done:
+    release_stat(stat_views);
     if (table.buf)
         PyBuffer_Release(&table);
     PyBuffer_Release(&rules);
@@ -316,16 +339,6 @@ hp_id_valid(PyObject *self, PyObject *args)
     rc = ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &value);
     Py_END_ALLOW_THREADS
     return PyBool_FromLong(rc == 0);
-}
-
-/* Up to size bytes at address in pid's memory; stops at the first unreadable page, as
- * one read of it all would. -1 with errno when not even the first byte can be read. */
-static ssize_t
-read_remote(pid_t pid, uint64_t address, char *buffer, size_t size)
-{
-    struct iovec local = {.iov_base = buffer, .iov_len = size};
-    struct iovec remote = {.iov_base = (void *)(uintptr_t)address, .iov_len = size};
-    return process_vm_readv(pid, &local, 1, &remote, 1, 0);
 }
 
 /* read_path(pid, address) -> bytes | int
@@ -462,8 +475,8 @@ hp_thread_alive(PyObject *self, PyObject *args)
 static PyMethodDef methods[] = {
     {"receive", hp_receive, METH_VARARGS, "receive(listener, stop_fd) -> (id, pid, nr, args, raw) | None"},
     {"serve", hp_serve, METH_VARARGS,
-     "serve(listener, stop_fd, rules, values, table, slot_at, last_at, counts, record_handed) -> (id, pid, nr, args, "
-     "raw) | None"},
+     "serve(listener, stop_fd, rules, values, table, slot_at, last_at, counts, record_handed, stat) -> (id, pid, nr, "
+     "args, raw) | None"},
     {"respond", hp_respond, METH_VARARGS, "respond(listener, id, value, error, flags)"},
     {"install", hp_install, METH_VARARGS, "install(listener, id, fd, newfd_flags) -> errno or 0"},
     {"id_valid", hp_id_valid, METH_VARARGS, "id_valid(listener, id) -> bool"},

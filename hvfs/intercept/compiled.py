@@ -13,7 +13,10 @@ the syscall number and its registers, which the VM can no longer change once it 
   is a CONTINUE under that condition (``CONTINUE_IF_ARG``; tests/test_compiled.py checks
   each against its decoder);
 * a ``prctl`` whose option keeps credentials (``PRCTL_KEEPS_CREDENTIALS``) is continued
-  without a bump of the credential cache, as ``credcache.before_change`` continues it.
+  without a bump of the credential cache, as ``credcache.before_change`` continues it;
+* with ``served_stat``, the stat family of a path (``STAT``, the call's index in
+  ``served_stat.CALLS``) is served in C where it can be (hvfs/intercept/served_stat.py)
+  and handed to Python otherwise.
 
 Everything else goes to Python: the other credential calls (the cache generation is
 bumped there before they continue: hvfs/intercept/credcache.py), every call the manager
@@ -38,11 +41,12 @@ from hvfs.intercept.arch import Arch
 from hvfs.intercept.decoders.context import DecodeFunction
 from hvfs.intercept.filter import syscall_numbers
 from hvfs.intercept.inflight import InflightTable
+from hvfs.intercept.served_stat import CALLS, ServedStat
 from hvfs.intercept.syscalls import BY_NAME, Handling
 
 log = logging.getLogger("hvfs.driver")
 
-PYTHON, CONTINUE, ERRNO, CONTINUE_IF_IN, CONTINUE_IF_IN32 = range(5)  # hotpath.c's RULE_*
+PYTHON, CONTINUE, ERRNO, CONTINUE_IF_IN, CONTINUE_IF_IN32, STAT = range(6)  # hotpath.c's RULE_*
 RULE = struct.Struct("<BBHi")  # hotpath.c's struct rule: kind, argument, count, errno or first value
 VALUE = struct.Struct("<Q")
 COUNTS = struct.Struct("<QQQ")  # hotpath.c's counts: continued, answered with an errno, handed to Python
@@ -86,7 +90,7 @@ class Rule(NamedTuple):
     errno: int = 0  # ERRNO
 
 
-def rules(arch: Arch, *, python: Collection[int] = ()) -> dict[int, Rule]:
+def rules(arch: Arch, *, python: Collection[int] = (), served_stat: bool = False) -> dict[int, Rule]:
     """Each syscall number of ``arch`` the C loop decides itself, at least in part.
     Numbers in ``python`` are always handed to Python."""
     decided: dict[int, Rule] = {}
@@ -94,7 +98,9 @@ def rules(arch: Arch, *, python: Collection[int] = ()) -> dict[int, Rule]:
         entry = BY_NAME.get(name)
         if nr in python:
             continue
-        if name == "prctl":
+        if served_stat and name in CALLS:
+            decided[nr] = Rule(STAT, CALLS[name])
+        elif name == "prctl":
             decided[nr] = Rule(CONTINUE_IF_IN32, 0, tuple(sorted(PRCTL_KEEPS_CREDENTIALS)))
         elif entry is not None and entry.handling in (Handling.CREDS, Handling.EXEC):
             continue  # credcache.before_change, in Python
@@ -119,9 +125,9 @@ def table(decided: dict[int, Rule]) -> tuple[bytes, bytes]:
 
 
 @functools.cache  # the same for every VM of ``arch``: packed once, shared (bytes)
-def packed(arch: Arch, python: tuple[int, ...] = ()) -> tuple[bytes, bytes]:
-    """``table(rules(arch, python=python))``, once per process."""
-    return table(rules(arch, python=python))
+def packed(arch: Arch, python: tuple[int, ...] = (), served_stat: bool = False) -> tuple[bytes, bytes]:
+    """``table(rules(arch, python=python, served_stat=served_stat))``, once per process."""
+    return table(rules(arch, python=python, served_stat=served_stat))
 
 
 class Loop:
@@ -132,13 +138,25 @@ class Loop:
     def __init__(self, vm: str, tables: tuple[bytes, bytes], die_at: int | None = None) -> None:
         self.vm = vm  # for the log; a spare's driver is renamed when bound
         self._die_at = die_at  # tests only: the manager dies on receiving it, before its record (driver.py)
-        self._rules, self._values = tables  # ``packed``'s
+        self.tables = tables  # ``packed``'s; replaced when stats are served in C (read at each receive)
         self._counts = bytearray(COUNTS.size)
+        self.served: ServedStat | None = None
+        self._watch = bytearray()
 
-    def receive(self, listener: int, stop: int, inflight: InflightTable | None, slot: int) -> notify.Received | None:
+    def serve_stats(self, tables: tuple[bytes, bytes], served: ServedStat, watch: bytearray) -> None:
+        """From the next receive on, serve stats in C (``served_stat``): ``tables`` with the
+        STAT rules, the VM's ``served``, and the driver's ``CredWatch.shared``."""
+        self.served, self._watch = served, watch
+        self.tables = tables
+
+    def receive(
+        self, listener: int, stop: int, inflight: InflightTable | None, slot: int, published: bytearray | None = None
+    ) -> notify.Received | None:
         """The next request that needs Python, recorded as received in ``slot`` of the
         in-flight table, or None once ``stop`` is readable or the VM is gone. Each request
-        answered in C meanwhile is recorded in that slot while it is answered."""
+        answered in C meanwhile is recorded in that slot while it is answered.
+        ``published``: the receiving worker's ``KnownCredentials.published``, whose
+        threads C may serve stats for (``serve_stats``)."""
         hotpath = native.hotpath
         recorded = False
         if hotpath is None:
@@ -148,8 +166,11 @@ class Loop:
             recorded = self._die_at is None
             while True:
                 try:
+                    rules, values = self.tables
+                    served = self.served
+                    stat = None if served is None or published is None else served.argument(self._watch, published)
                     got = hotpath.serve(
-                        listener, stop, self._rules, self._values, memory, slot_at, last_at, self._counts, recorded
+                        listener, stop, rules, values, memory, slot_at, last_at, self._counts, recorded, stat
                     )
                 except OSError as e:
                     if e.filename != "NOTIF_SEND":
@@ -168,4 +189,7 @@ class Loop:
     def counted(self) -> dict[str, int]:
         """The C loop's counts (``--stats``: ``compiled``)."""
         continued, answered, handed = COUNTS.unpack_from(self._counts)
-        return {"continued": continued, "answered": answered, "handed_to_python": handed}
+        counted = {"continued": continued, "answered": answered, "handed_to_python": handed}
+        if self.served is not None:  # of which stats served (answered or continued)
+            counted |= {f"{kind.__name__.lower()}_{how}": n for (kind, how), n in self.served.counted().items()}
+        return counted

@@ -92,7 +92,7 @@ from hvfs._sys import notify, process
 from hvfs._sys.abi import MSG_LEN
 from hvfs.api import Transport
 from hvfs.api.transport import TransportError
-from hvfs.intercept import compiled, inflight, orphans
+from hvfs.intercept import compiled, inflight, orphans, served_stat
 from hvfs.intercept.arch import Arch
 from hvfs.intercept.compiled import credential_calls, decoders_for
 from hvfs.intercept.credcache import CredWatch, before_change
@@ -147,6 +147,7 @@ class SeccompDriver:
         self._decoders = decoders_for(arch)
         self._credential_calls = credential_calls(arch)
         self._creds = CredWatch()  # what the workers' Inspectors may keep of their callers' credentials
+        self._publish = served_stat.needs_no_switch if served_stat.wanted() else None  # whom C may act as
         self._checks_exec = strict  # the filter traps execs in every VM; only strict ones ask the manager
         self._turn = threading.Condition()
         self._receiver: threading.Thread | None = None  # the one thread allowed to poll and receive
@@ -186,6 +187,16 @@ class SeccompDriver:
         if native.hotpath is not None:
             document["compiled"] = self._loop.counted()
         return document
+
+    def serve_stats(self, vm_root: int, quiet: bytearray) -> served_stat.ServedStat | None:
+        """Serve a strict VM's plain stats in C from the next receive on, in its root ``vm_root``
+        while its bus is ``quiet`` (hvfs.intercept.served_stat); None where they are not."""
+        if self._publish is None:
+            return None
+        kept = (self._die_at,) if self._die_at is not None else ()
+        served = served_stat.ServedStat(vm_root, quiet)
+        self._loop.serve_stats(compiled.packed(self._arch, kept, served_stat=True), served, self._creds.shared)
+        return served
 
     def start(self) -> None:
         try:
@@ -283,7 +294,7 @@ class SeccompDriver:
                 threading.Thread(target=self._serve_alone, args=args, daemon=True).start()
 
     def _serve_alone(self, notif: notify.Received, created: bool, received_ns: int) -> None:
-        inspector = Inspector(self._creds)
+        inspector = Inspector(self._creds, self._publish)
         try:
             self._serve(notif, inspector, created=created, replayed_since=received_ns)
         finally:
@@ -293,7 +304,7 @@ class SeccompDriver:
         self._bound.wait()
         if self._done:
             return
-        inspector = Inspector(self._creds)
+        inspector = Inspector(self._creds, self._publish)
         try:
             self._work_with(inspector, slot)
         finally:
@@ -311,7 +322,8 @@ class SeccompDriver:
                     return
                 self._receiver = me
             while True:  # the fast path: receive, serve, receive, with no other thread awake
-                notif = self._loop.receive(self._listener, self._stop_read, self._inflight, slot)  # and recorded
+                published = inspector.creds.published
+                notif = self._loop.receive(self._listener, self._stop_read, self._inflight, slot, published)  # recorded
                 if notif is None:
                     with self._turn:
                         self._done = True
