@@ -188,11 +188,11 @@ hp_serve(PyObject *self, PyObject *args)
 {
     int listener, stop_fd;
     Py_buffer rules, values, counts, table = {.buf = NULL}, stat_views[4] = {{.obj = NULL}};
-    PyObject *table_object, *stat_object;
+    PyObject *table_object, *stat_object = Py_None;
     Py_ssize_t slot_at, last_at;
     int record_handed, stat_on;
     struct stat_context stat = {.vm_root = -1};
-    if (!PyArg_ParseTuple(args, "iiy*y*Onnw*pO", &listener, &stop_fd, &rules, &values, &table_object, &slot_at,
+    if (!PyArg_ParseTuple(args, "iiy*y*Onnw*p|O", &listener, &stop_fd, &rules, &values, &table_object, &slot_at,
                           &last_at, &counts, &record_handed, &stat_object))
         return NULL;
     PyObject *result = NULL;
