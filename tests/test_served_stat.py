@@ -55,6 +55,10 @@ def attempt(function):
 
 os.chdir("/data/dir")
 data = os.open("/data", os.O_RDONLY | os.O_DIRECTORY)
+here = os.open(".", os.O_PATH | os.O_DIRECTORY)
+a_file = os.open("/data/file", os.O_RDONLY)
+pipe_end = os.pipe()[0]
+proc = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
 cases = {
     "stat": lambda: fields(os.stat("/data/file")),
     "stat_dir": lambda: fields(os.stat("/data/dir")),
@@ -68,6 +72,15 @@ cases = {
     "lstat_relative": lambda: fields(os.lstat("../link")),
     "dirfd": lambda: fields(os.stat("file", dir_fd=data)),
     "dirfd_lstat": lambda: fields(os.lstat("link", dir_fd=data)),
+    "dirfd_o_path_up": lambda: fields(os.stat("../file", dir_fd=here)),
+    "dirfd_absolute_path": lambda: fields(os.stat("/data/dir/inner", dir_fd=data)),
+    "dirfd_absolute_link": lambda: fields(os.stat("abslink", dir_fd=data)),
+    "dirfd_a_file": lambda: fields(os.stat("x", dir_fd=a_file)),
+    "dirfd_a_pipe": lambda: fields(os.stat("x", dir_fd=pipe_end)),
+    "dirfd_none": lambda: newfstatat(b"file", dirfd=9999),
+    "dirfd_negative": lambda: newfstatat(b"file", dirfd=-5),
+    "dirfd_proc": lambda: kind("self", dir_fd=proc),
+    "dirfd_missing": lambda: fields(os.stat("missing", dir_fd=data)),
     "proc": lambda: kind("/proc/self/status"),
     "proc_dotdot": lambda: kind("/data/../proc/self"),
     "dev_pts": lambda: kind("/dev/pts"),
@@ -192,9 +205,9 @@ os.chdir("/data/dir")
 data = os.open("/data", os.O_RDONLY | os.O_DIRECTORY)
 for _ in range(count):
     if kind == "served":
-        os.stat("/data/file"); os.lstat("inner"); os.stat("../link")
+        os.stat("/data/file"); os.lstat("inner"); os.stat("link", dir_fd=data)
     else:
-        os.stat("file", dir_fd=data)
+        os.stat("/dev/pts")
         os.stat("/proc/self/status")
         for path in ("/data/" + "a/" * 2100, ""):
             try:

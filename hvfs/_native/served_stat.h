@@ -2,13 +2,13 @@
  * says when, and tests/test_served_stat.py holds it to the Python path).
  *
  * stat, lstat, newfstatat and statx of an absolute path, or of a path relative to the cwd
- * (AT_FDCWD), are answered here exactly as the Python path answers them (decoders/query.py,
+ * or a dirfd, are answered here exactly as the Python path answers them (decoders/query.py,
  * then hvfs/manager/handlers/query.py handle_stat and handle_statx): the object opened
- * O_PATH in the VM's root (resolve.open_at: RESOLVE_IN_ROOT, or the cwd's directory by its
+ * O_PATH in the VM's root (resolve.open_at: RESOLVE_IN_ROOT, or the base directory by its
  * text, checked to be the caller's very directory, then RESOLVE_BENEATH, and on EXDEV the
  * whole path in the root), ENOENT, ENOTDIR and ELOOP continued in the VM, another errno
  * answered, the stat written to the caller. Anything else is declined (returns DECLINED
- * before any answer, and Python serves the request from its start): another dirfd, flags
+ * before any answer, and Python serves the request from its start): flags
  * Python checks, a path that may name the VM's procfs or devpts (its text holds "proc" or
  * "pts", which a kernel path's must, since normalizing only drops components), a malformed
  * or empty path, a caller whose credentials Python has not published as needing no switch.
@@ -21,7 +21,7 @@
  * stat cannot change its own credentials meanwhile: it is in this call.
  *
  * Security: the path is read once, into our buffer, and only those bytes are resolved;
- * ID_VALID comes after every read of the caller (its path, its cwd) and again before the
+ * ID_VALID comes after every read of the caller (its path, its cwd or dirfd) and again before the
  * result is written and the call answered (driver.py's order).
  */
 #ifndef HVFS_SERVED_STAT_H
@@ -94,13 +94,17 @@ scoped_openat2(int dirfd, const char *path, uint64_t flags, uint64_t resolve)
     return fd;
 }
 
-/* The caller's cwd as resolve.base_directory checks it: its text (tracee.directory) into
- * base, and its (device, inode); 0, or -1 for anything Python must look at. */
+/* The directory a relative path starts from (the cwd for AT_FDCWD, else dirfd's), as
+ * tracee.directory reads it for resolve.base_directory: its text into base, and its
+ * (device, inode); 0, or -1 for anything Python must look at (no such fd: EBADF there). */
 static int
-read_cwd(pid_t tid, char *base, size_t size, struct stat *identity)
+read_base(pid_t tid, int dirfd, char *base, size_t size, struct stat *identity)
 {
     char link[64];
-    snprintf(link, sizeof link, "/proc/%d/cwd", (int)tid);
+    if (dirfd == AT_FDCWD)
+        snprintf(link, sizeof link, "/proc/%d/cwd", (int)tid);
+    else
+        snprintf(link, sizeof link, "/proc/%d/fd/%d", (int)tid, dirfd);
     ssize_t got = readlink(link, base, size - 1);
     if (got <= 0 || (size_t)got >= size - 1 || base[0] != '/' || stat(link, identity) < 0)
         return -1;
@@ -200,7 +204,7 @@ serve_stat(const struct stat_context *c, int listener, const struct seccomp_noti
             (flags & STAT_STATX_SYNC_TYPE) == STAT_STATX_SYNC_TYPE || mask & STAT_STATX_RESERVED)
             return DECLINED;
     }
-    if (path_at == 0 || notif->pid <= 0 || !acts_as_manager(c, notif->pid))
+    if ((dirfd < 0 && dirfd != AT_FDCWD) || path_at == 0 || notif->pid <= 0 || !acts_as_manager(c, notif->pid))
         return DECLINED;
     /* Safe because: process_vm_readv writes only within our buffer; the bytes are resolved
      * as read, whatever the caller's memory holds by then. */
@@ -217,7 +221,7 @@ serve_stat(const struct stat_context *c, int listener, const struct seccomp_noti
     char base[PATH_MAX_BYTES + 1] = "/";
     struct stat identity = {0};
     if (path[0] != '/') {
-        if (dirfd != AT_FDCWD || read_cwd(notif->pid, base, sizeof base, &identity) < 0 || strstr(base, "proc") ||
+        if (read_base(notif->pid, dirfd, base, sizeof base, &identity) < 0 || strstr(base, "proc") ||
             strstr(base, "pts"))
             return DECLINED;
     }

@@ -13,9 +13,10 @@ where nothing in Python must see the request:
   which every call that may change credentials bumps before it continues, so C never
   acts on credentials a thread may have changed. A caller that needs a switch is
   Python's: acting as another user in C would be a second ``acting_as`` to keep in step;
-* a path that is absolute or relative to the cwd, not naming procfs or devpts; the rest
-  (a dirfd, AT_EMPTY_PATH, flags and masks Python checks, malformed paths) is declined
-  before anything is answered, and Python serves it from the start.
+* a path that is absolute or relative to the cwd or a dirfd, not naming procfs or devpts;
+  the rest (AT_EMPTY_PATH, flags and masks Python checks, malformed paths, a dirfd that
+  names no directory of the VM) is declined before anything is answered, and Python
+  serves it from the start.
 
 ``HVFS_SERVED_STAT=0``, read when a driver is made, turns it off (the conformance tests run
 both ways). An audited VM stays on Python, whose record of each request is its event.
