@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import Hvfs, chown_to, state_dir
 
 PROBE = r"""
-import ctypes, json, os, stat, sys
+import ctypes, fcntl, json, os, stat, sys
 libc = ctypes.CDLL(None, use_errno=True)
 SYS_NEWFSTATAT, SYS_STATX, AT_FDCWD = 262, 332, -100
 NOFOLLOW, EMPTY, NO_AUTOMOUNT, FORCE_SYNC, DONT_SYNC = 0x100, 0x1000, 0x800, 0x2000, 0x4000
@@ -46,6 +46,20 @@ def statx(path, flags=0, mask=0x7FF, dirfd=AT_FDCWD):
 
 def kind(path, **kw):
     return stat.S_IFMT(os.stat(path, **kw).st_mode)
+
+def opened(path, flags=os.O_RDONLY, dir_fd=AT_FDCWD):
+    fd = libc.openat(dir_fd, path.encode(), flags)  # os.open would add O_CLOEXEC
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "openat")
+    try:
+        st = os.fstat(fd)
+        kind = stat.S_IFMT(st.st_mode)
+        content = os.read(fd, 64).decode() if kind == stat.S_IFREG else None
+        listed = sorted(os.listdir(fd)) if kind == stat.S_IFDIR else None
+        same = fields(st) if kind in (stat.S_IFREG, stat.S_IFDIR) else kind
+        return [same, content, listed, fcntl.fcntl(fd, fcntl.F_GETFD), fcntl.fcntl(fd, fcntl.F_GETFL)]
+    finally:
+        os.close(fd)
 
 def attempt(function):
     try:
@@ -117,6 +131,24 @@ cases = {
     "statx_relative": lambda: statx(b"inner"),
     "statx_dirfd": lambda: statx(b"file", dirfd=data),
     "statx_missing": lambda: statx(b"/data/missing"),
+    "open": lambda: opened("/data/file"),
+    "open_cloexec": lambda: opened("/data/file", os.O_RDONLY | os.O_CLOEXEC),
+    "open_flags_kept": lambda: opened("/data/file", os.O_RDONLY | os.O_NONBLOCK | os.O_NOATIME | os.O_APPEND),
+    "open_unknown_flag_bits": lambda: opened("/data/file", os.O_RDONLY | 0x40000000),
+    "open_directory": lambda: opened("/data/dir", os.O_RDONLY | os.O_DIRECTORY),
+    "open_directory_of_a_file": lambda: opened("/data/file", os.O_RDONLY | os.O_DIRECTORY),
+    "open_relative": lambda: opened("inner"),
+    "open_relative_up": lambda: opened("../link"),
+    "open_dirfd": lambda: opened("abslink", dir_fd=data),
+    "open_nofollow_link": lambda: opened("/data/link", os.O_RDONLY | os.O_NOFOLLOW),
+    "open_missing": lambda: opened("/data/missing"),
+    "open_loop": lambda: opened("/data/loop1"),
+    "open_fifo_nonblocking": lambda: opened("/data/fifo", os.O_RDONLY | os.O_NONBLOCK),
+    "open_private": lambda: opened("/data/private/secret"),
+    "open_dev_null": lambda: opened("/dev/null"),
+    "open_proc": lambda: opened("/proc/self/status")[1][:5],
+    "open_path": lambda: opened("/data/file", os.O_PATH)[4],
+    "open_name_too_long": lambda: opened("/data/" + "x" * 300),
 }
 print(json.dumps({name: attempt(case) for name, case in cases.items()}))
 """
@@ -134,6 +166,7 @@ def _volume(root: Path, owner: str | None) -> Path:
     (data / "loop2").symlink_to("loop1")
     (data / "private").mkdir(mode=0o700)
     (data / "private" / "secret").write_text("secret\n")
+    os.mkfifo(data / "fifo")
     (root / "probe.py").write_text(PROBE)
     os.chmod(root, 0o755)
     if owner is not None:
@@ -176,12 +209,16 @@ def test_each_case_answers_as_the_python_path(hvfs: Hvfs, tmp_path: Path, as_use
     assert in_c["statx_reserved"] == ["error", 22] and in_c["bad_result_pointer"] == ["error", 14]
     assert in_c["relative_up"] == in_c["stat"] == in_c["relative_through_absolute_link"]
     assert in_c["private"] == (["error", 13] if as_user else in_c["private"])
+    assert in_c["open_private"] == (["error", 13] if as_user else in_c["open_private"])
+    assert in_c["open"][1][1] == "content\n" and in_c["open_cloexec"][1][3] == 1 and in_c["open"][1][3] == 0
+    assert in_c["open_directory_of_a_file"] == ["error", 20] and in_c["open_loop"] == ["error", 40]
     assert "served_stat" not in str(python_stats) and "stat_served" not in _compiled(python_stats)
     served = _compiled(in_c_stats).get("stat_served", 0) + _compiled(in_c_stats).get("statx_served", 0)
+    opens = _compiled(in_c_stats).get("open_served", 0)
     if as_user:  # a caller acting as another user needs a switch: every stat is Python's
-        assert served == 0, _compiled(in_c_stats)
+        assert served == 0 and opens < 5, _compiled(in_c_stats)  # opens: the VM's own before it drops root
     else:
-        assert served >= 30, _compiled(in_c_stats)
+        assert served >= 30 and opens >= 10, _compiled(in_c_stats)
     # The VM's statistics count them as the manager's own
     requests = in_c_stats["requests"]
     assert requests["stat"]["served"] + requests["statx"]["served"] >= served

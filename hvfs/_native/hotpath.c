@@ -107,7 +107,7 @@ hp_receive(PyObject *self, PyObject *args)
 /* The compiled decisions (hvfs/intercept/compiled.py builds the table, one rule per
  * syscall number; numbers past its end are Python's). A rule decides only on the
  * syscall number and its registers, which the VM can no longer change once it trapped. */
-enum { RULE_PYTHON, RULE_CONTINUE, RULE_ERRNO, RULE_CONTINUE_IF_IN, RULE_CONTINUE_IF_IN32, RULE_STAT };
+enum { RULE_PYTHON, RULE_CONTINUE, RULE_ERRNO, RULE_CONTINUE_IF_IN, RULE_CONTINUE_IF_IN32, RULE_SERVED };
 struct rule {
     uint8_t kind;
     uint8_t arg;    /* RULE_CONTINUE_IF_IN(32): the argument, continued if among the values */
@@ -169,7 +169,7 @@ read_remote(pid_t pid, uint64_t address, char *buffer, size_t size)
     return process_vm_readv(pid, &local, 1, &remote, 1, 0);
 }
 
-#include "served_stat.h" /* serve_stat: RULE_STAT's stat of a path, served here */
+#include "served_stat.h" /* serve_stat, serve_open: RULE_SERVED's calls, served here */
 
 /* serve(listener, stop_fd, rules, values, table, slot_at, last_at, counts, record_handed, stat)
  *   -> (id, pid, nr, args, raw) | None
@@ -214,19 +214,22 @@ hp_serve(PyObject *self, PyObject *args)
     size_t known = (size_t)rules.len / sizeof(struct rule), known_values = (size_t)values.len / sizeof(uint64_t);
     uint64_t *count = counts.buf;
     struct seccomp_notif notif;
-    int got, failed = 0, served = DECLINED, written = 0;
+    int got, failed = 0, served = DECLINED, written = 0, install = -1;
+    unsigned int newfd_flags = 0;
     Py_BEGIN_ALLOW_THREADS
     while ((got = receive_one(listener, stop_fd, &notif)) == 0) {
         int nr = notif.data.nr;
         const struct rule *rule = nr >= 0 && (size_t)nr < known ? &rule_of[nr] : NULL;
         struct seccomp_notif_resp resp = {.id = notif.id};
-        written = 0;
+        written = 0, install = -1;
         if (rule && continues(rule, &notif.data, values.buf, known_values))
             resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
         else if (rule && rule->kind == RULE_ERRNO)
             resp.error = -rule->value;
-        else if (rule && rule->kind == RULE_STAT && stat_on &&
-                 (served = serve_stat(&stat, listener, &notif, rule->arg, &resp, &written)) != DECLINED) {
+        else if (rule && rule->kind == RULE_SERVED && stat_on &&
+                 (served = rule->arg >= CALL_OPEN
+                               ? serve_open(&stat, listener, &notif, rule->arg, &resp, &install, &newfd_flags)
+                               : serve_stat(&stat, listener, &notif, rule->arg, &resp, &written)) != DECLINED) {
             if (served == GONE)
                 continue;
         } else {
@@ -237,8 +240,10 @@ hp_serve(PyObject *self, PyObject *args)
         }
         if (table.buf)
             record(table.buf, slot_at, last_at, &notif,
-                   resp.flags ? STATE_CONTINUED : written ? STATE_RECEIVED : STATE_ANSWERED, -resp.error);
-        if (ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp) < 0 && errno != ENOENT)
+                   resp.flags ? STATE_CONTINUED : written || install >= 0 ? STATE_RECEIVED : STATE_ANSWERED, -resp.error);
+        if (install >= 0)
+            failed = install_read_only(listener, notif.id, install, newfd_flags);
+        else if (ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp) < 0 && errno != ENOENT)
             failed = errno;
         if (table.buf)
             __atomic_store_n((uint64_t *)((char *)table.buf + slot_at), 0, __ATOMIC_RELEASE);
@@ -381,80 +386,7 @@ hp_read_path(PyObject *self, PyObject *args)
     return PyBytes_FromStringAndSize(buffer, end - buffer);
 }
 
-/* The value of the line "\nKEY" of text, up to its newline; NULL if there is none. */
-static const char *
-status_line(const char *text, size_t size, const char *key, size_t *length)
-{
-    size_t key_size = strlen(key);
-    const char *at = text, *end = text + size;
-    if ((at = memmem(at, end - at, key, key_size)) == NULL)
-        return NULL;
-    const char *value = at + key_size;
-    const char *newline = memchr(value, '\n', end - value);
-    *length = (newline ? newline : end) - value;
-    return value;
-}
-
-/* credential_lines(fd) -> (uid, gid, groups, umask, capeff): the raw values of those
- * lines of /proc/TID/status (fd, kept open by the worker), None for a missing line.
- * What hvfs/intercept/procfs.py parse_credentials takes, read and cut in one call: the
- * file is generated afresh by each read at offset 0, so credentials are as they are now.
- * OSError as pread fails (ESRCH: the thread is gone). Only the Name line holds text a
- * program chooses, and procfs escapes newlines in it, so "\nKey:" starts a real line. */
-static PyObject *
-hp_credential_lines(PyObject *self, PyObject *args)
-{
-    static const char *keys[] = {"\nUid:", "\nGid:", "\nGroups:", "\nUmask:", "\nCapEff:"};
-    int fd;
-    if (!PyArg_ParseTuple(args, "i", &fd))
-        return NULL;
-    char buffer[16384]; /* status is about 1.5 KiB; the Groups line of 65,536 groups is the exception */
-    char *text = buffer;
-    size_t capacity = sizeof buffer, size = 0;
-    int failed = 0;
-    for (;;) {
-        ssize_t got;
-        Py_BEGIN_ALLOW_THREADS
-        got = pread(fd, text + size, capacity - size, size);
-        Py_END_ALLOW_THREADS
-        if (got < 0) {
-            failed = errno;
-            break;
-        }
-        size += (size_t)got;
-        if (got == 0 || size < capacity)
-            break;
-        /* Reads after the first continue from the text procfs generated for it. */
-        char *larger = PyMem_Malloc(capacity * 2);
-        if (!larger) {
-            failed = ENOMEM;
-            break;
-        }
-        memcpy(larger, text, size);
-        if (text != buffer)
-            PyMem_Free(text);
-        text = larger;
-        capacity *= 2;
-    }
-    PyObject *result = NULL;
-    if (failed)
-        raise_errno(failed, "/proc/TID/status");
-    else if ((result = PyTuple_New(5)) != NULL) {
-        for (int i = 0; i < 5; i++) {
-            size_t length = 0;
-            const char *value = status_line(text, size, keys[i], &length);
-            PyObject *item = value ? PyBytes_FromStringAndSize(value, (Py_ssize_t)length) : Py_NewRef(Py_None);
-            if (!item) {
-                Py_CLEAR(result);
-                break;
-            }
-            PyTuple_SET_ITEM(result, i, item);
-        }
-    }
-    if (text != buffer)
-        PyMem_Free(text);
-    return result;
-}
+#include "credential_lines.h" /* hp_credential_lines */
 
 /* thread_alive(pidfd) -> bool: whether the thread of a PIDFD_THREAD pidfd has not exited
  * (a pidfd turns readable when its thread exits, or once no task has its struct pid).

@@ -1,5 +1,6 @@
-/* A strict VM's stat of a path, served in the C receive loop (hvfs/intercept/served_stat.py
- * says when, and tests/test_served_stat.py holds it to the Python path).
+/* A strict VM's stat of a path, and its read-only open (serve_open, below), served in the C
+ * receive loop (hvfs/intercept/served_stat.py says when, and tests/test_served_stat.py holds
+ * it to the Python path).
  *
  * stat, lstat, newfstatat and statx of an absolute path, or of a path relative to the cwd
  * or a dirfd, are answered here exactly as the Python path answers them (decoders/query.py,
@@ -39,8 +40,9 @@
 #define STAT_STATX_RESERVED 0x80000000u
 #define STAT_SCOPED_RETRIES 16 /* hvfs/_sys/files.py _SCOPED_RETRIES */
 
-enum { CALL_STAT, CALL_LSTAT, CALL_NEWFSTATAT, CALL_STATX }; /* struct rule's arg for RULE_STAT */
-enum { SERVED_DONE, SERVED_CONTINUED, SERVED_FAILED };
+enum { CALL_STAT, CALL_LSTAT, CALL_NEWFSTATAT, CALL_STATX, CALL_OPEN, CALL_OPENAT }; /* RULE_SERVED's arg */
+enum { SERVED_DONE, SERVED_CONTINUED, SERVED_FAILED, SERVED_OUTCOMES };
+enum { COUNTS_STAT, COUNTS_STATX, COUNTS_OPEN, COUNTED_KINDS }; /* counts: [COUNTS_*][SERVED_*] */
 enum { DECLINED = 0, ANSWER = 1, GONE = 2 };
 
 /* hvfs/intercept/credcache.py WATCH and PUBLISHED */
@@ -61,7 +63,8 @@ struct stat_context {
     const struct watch_state *watch;
     const struct published *known;
     size_t known_count;
-    uint64_t *counts; /* [call is statx][SERVED_*] */
+    uint64_t *counts; /* [COUNTS_*][SERVED_*] */
+    int opens;        /* read-only opens too: no service judges what the VM reads */
 };
 
 /* Whether the credentials of tid are published as needing no switch, and still hold. */
@@ -176,6 +179,58 @@ pack_stat(const struct stat *st, char *out)
 }
 #endif
 
+/* The path at path_at, read once, from dirfd (AT_FDCWD or an fd), resolved in the VM's root
+ * as resolve.open_at resolves it, with open_flags (O_PATH, O_NOFOLLOW): ANSWER with *fd an
+ * fd or -errno (*foreign: a base directory that is not the caller's, ForeignBase), or GONE,
+ * or DECLINED (nothing answered) for what Python must look at: a path whose text holds one
+ * of the words in declined (or "proc", "pts"), malformed, empty; a caller not published. */
+static int
+resolve_caller_path(const struct stat_context *c, int listener, const struct seccomp_notif *notif, int32_t dirfd,
+                    uint64_t path_at, uint64_t open_flags, const char *declined, long *fd, int *foreign)
+{
+    if (c->vm_root < 0 || !__atomic_load_n(c->quiet, __ATOMIC_ACQUIRE) || (dirfd < 0 && dirfd != AT_FDCWD) ||
+        path_at == 0 || notif->pid <= 0 || !acts_as_manager(c, notif->pid))
+        return DECLINED;
+    /* Safe because: process_vm_readv writes only within our buffer; the bytes are resolved
+     * as read, whatever the caller's memory holds by then. */
+    char path[PATH_MAX_BYTES + 1];
+    ssize_t got = read_remote(notif->pid, path_at, path, SHORT_PATH);
+    if (got > 0 && got == SHORT_PATH && !memchr(path, 0, SHORT_PATH)) {
+        ssize_t more = read_remote(notif->pid, path_at + SHORT_PATH, path + SHORT_PATH, PATH_MAX_BYTES - SHORT_PATH);
+        got = more < 0 ? got : got + more;
+    }
+    if (got <= 0 || !memchr(path, 0, (size_t)got) || path[0] == 0)
+        return DECLINED; /* EFAULT, ENAMETOOLONG, ENOENT: the decoder's answers */
+    if (strstr(path, "proc") || strstr(path, "pts") || (declined[0] && strstr(path, declined)))
+        return DECLINED;
+    char base[PATH_MAX_BYTES + 1] = "/";
+    struct stat identity = {0};
+    if (path[0] != '/') {
+        if (read_base(notif->pid, dirfd, base, sizeof base, &identity) < 0 || strstr(base, "proc") ||
+            strstr(base, "pts") || (declined[0] && strstr(base, declined)))
+            return DECLINED;
+    }
+    uint64_t id = notif->id;
+    if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) < 0)
+        return GONE;
+    *fd = open_object_at(c->vm_root, base, &identity, path, open_flags, foreign);
+    return ANSWER;
+}
+
+/* Whether a failed lookup is left to the kernel on the boot view (handlers/query.py and
+ * opening.py: RETRY_IN_VM, and a foreign base), counted; else resp answers its errno. */
+static void
+answer_failed_lookup(long failed, int foreign, uint64_t *count, struct seccomp_notif_resp *resp)
+{
+    if (foreign || failed == -ENOENT || failed == -ENOTDIR || failed == -ELOOP) {
+        resp->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+        count[SERVED_CONTINUED]++;
+    } else {
+        resp->error = (int32_t)failed;
+        count[SERVED_FAILED]++;
+    }
+}
+
 /* Serves one notification of a stat-family call (call: CALL_*): ANSWER with resp filled
  * (and *written set where the result was written to the caller), GONE when the caller is
  * gone (nothing to answer), DECLINED when Python must serve it. Without the GIL. */
@@ -187,8 +242,6 @@ serve_stat(const struct stat_context *c, int listener, const struct seccomp_noti
     return DECLINED; /* the struct stat layout is packed in C for x86_64 only */
 #else
     const __u64 *a = notif->data.args;
-    if (c->vm_root < 0 || !__atomic_load_n(c->quiet, __ATOMIC_ACQUIRE))
-        return DECLINED;
     uint64_t path_at, out_at, flags = 0, mask = 0;
     int32_t dirfd = AT_FDCWD;
     if (call == CALL_STAT || call == CALL_LSTAT) {
@@ -204,43 +257,15 @@ serve_stat(const struct stat_context *c, int listener, const struct seccomp_noti
             (flags & STAT_STATX_SYNC_TYPE) == STAT_STATX_SYNC_TYPE || mask & STAT_STATX_RESERVED)
             return DECLINED;
     }
-    if ((dirfd < 0 && dirfd != AT_FDCWD) || path_at == 0 || notif->pid <= 0 || !acts_as_manager(c, notif->pid))
-        return DECLINED;
-    /* Safe because: process_vm_readv writes only within our buffer; the bytes are resolved
-     * as read, whatever the caller's memory holds by then. */
-    char path[PATH_MAX_BYTES + 1];
-    ssize_t got = read_remote(notif->pid, path_at, path, SHORT_PATH);
-    if (got > 0 && got == SHORT_PATH && !memchr(path, 0, SHORT_PATH)) {
-        ssize_t more = read_remote(notif->pid, path_at + SHORT_PATH, path + SHORT_PATH, PATH_MAX_BYTES - SHORT_PATH);
-        got = more < 0 ? got : got + more;
-    }
-    if (got <= 0 || !memchr(path, 0, (size_t)got) || path[0] == 0)
-        return DECLINED; /* EFAULT, ENAMETOOLONG, ENOENT: the decoder's answers */
-    if (strstr(path, "proc") || strstr(path, "pts"))
-        return DECLINED;
-    char base[PATH_MAX_BYTES + 1] = "/";
-    struct stat identity = {0};
-    if (path[0] != '/') {
-        if (read_base(notif->pid, dirfd, base, sizeof base, &identity) < 0 || strstr(base, "proc") ||
-            strstr(base, "pts"))
-            return DECLINED;
-    }
-    uint64_t id = notif->id;
-    if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) < 0)
-        return GONE;
     int foreign = 0, statx_call = call == CALL_STATX;
+    long fd = -EBADF;
     uint64_t open_flags = O_PATH | (flags & AT_SYMLINK_NOFOLLOW ? O_NOFOLLOW : 0);
-    long fd = open_object_at(c->vm_root, base, &identity, path, open_flags, &foreign);
-    uint64_t *count = c->counts + 3 * statx_call;
+    int got = resolve_caller_path(c, listener, notif, dirfd, path_at, open_flags, "", &fd, &foreign);
+    if (got != ANSWER)
+        return got;
+    uint64_t *count = c->counts + SERVED_OUTCOMES * (statx_call ? COUNTS_STATX : COUNTS_STAT);
     if (fd < 0) {
-        int failed = (int)-fd;
-        if (foreign || failed == ENOENT || failed == ENOTDIR || failed == ELOOP) {
-            resp->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
-            count[SERVED_CONTINUED]++;
-        } else {
-            resp->error = -failed;
-            count[SERVED_FAILED]++;
-        }
+        answer_failed_lookup(fd, foreign, count, resp);
         return ANSWER;
     }
     char out[256];
@@ -262,7 +287,7 @@ serve_stat(const struct stat_context *c, int listener, const struct seccomp_noti
         count[SERVED_FAILED]++;
         return ANSWER;
     }
-    id = notif->id;
+    uint64_t id = notif->id;
     if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) < 0)
         return GONE;
     /* Safe because: the kernel writes only within the caller's writable mappings and
@@ -281,18 +306,92 @@ serve_stat(const struct stat_context *c, int listener, const struct seccomp_noti
 #endif
 }
 
+/* open(2)'s flags as the kernel keeps them (opening.py VALID_OPEN_FLAGS), and those that
+ * make an open a write (WRITE_FLAGS: served by Python, with the VM's change set). */
+#define SERVED_TMPFILE 020000000 /* __O_TMPFILE without O_DIRECTORY: opening.py TMPFILE_BIT */
+#define SERVED_VALID_OPEN                                                                                      \
+    (O_ACCMODE | O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_APPEND | O_NONBLOCK | O_SYNC | O_DSYNC | FASYNC |     \
+     O_DIRECT | O_LARGEFILE | O_DIRECTORY | O_NOFOLLOW | O_NOATIME | O_CLOEXEC | O_PATH | SERVED_TMPFILE)
+#define SERVED_WRITE (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | SERVED_TMPFILE)
+
+/* Serves a read-only open or openat (call: CALL_OPEN, CALL_OPENAT) as opening.py's
+ * _open_readable does: the object found O_PATH in the VM's root, a regular file or a
+ * directory opened again through /proc/self/fd with the caller's flags, to be installed
+ * in the caller with ADDFD and SEND (*install: the fd, *newfd_flags); anything else is
+ * continued on the boot view, a failed lookup as answer_failed_lookup says. O_PATH opens,
+ * writes, paths that may name the caller's own files (/proc, /dev) are declined. */
+static int
+serve_open(const struct stat_context *c, int listener, const struct seccomp_notif *notif, int call,
+           struct seccomp_notif_resp *resp, int *install, unsigned int *newfd_flags)
+{
+    const __u64 *a = notif->data.args;
+    int32_t dirfd = call == CALL_OPEN ? AT_FDCWD : (int32_t)a[0];
+    uint64_t path_at = call == CALL_OPEN ? a[0] : a[1];
+    uint64_t flags = (call == CALL_OPEN ? a[1] : a[2]) & UINT32_MAX & SERVED_VALID_OPEN;
+    if (!c->opens || flags & (O_PATH | SERVED_WRITE))
+        return DECLINED;
+    int foreign = 0;
+    long probe = -EBADF;
+    int got = resolve_caller_path(c, listener, notif, dirfd, path_at, O_PATH | (flags & O_NOFOLLOW), "dev", &probe,
+                                  &foreign);
+    if (got != ANSWER)
+        return got;
+    uint64_t *count = c->counts + SERVED_OUTCOMES * COUNTS_OPEN;
+    if (probe < 0) {
+        answer_failed_lookup(probe, foreign, count, resp);
+        return ANSWER;
+    }
+    struct stat st;
+    if (fstat((int)probe, &st) < 0 || !(S_ISREG(st.st_mode) || S_ISDIR(st.st_mode))) {
+        close((int)probe); /* a FIFO, a socket, a device: the kernel opens it (an fstat failure: EIO there) */
+        resp->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+        count[SERVED_CONTINUED]++;
+        return ANSWER;
+    }
+    char again[64];
+    snprintf(again, sizeof again, "/proc/self/fd/%d", (int)probe);
+    int opened = open(again, (int)((flags & ~(uint64_t)O_NOFOLLOW) | O_CLOEXEC));
+    int failed = opened < 0 ? errno : 0;
+    close((int)probe);
+    if (failed) {
+        resp->error = -failed;
+        count[SERVED_FAILED]++;
+        return ANSWER;
+    }
+    *install = opened;
+    *newfd_flags = flags & O_CLOEXEC ? O_CLOEXEC : 0;
+    count[SERVED_DONE]++;
+    return ANSWER;
+}
+
+/* ADDFD with SEND of a read-only fd (taken, closed here), as hp_install: EMFILE answered
+ * EMFILE, ENOENT (the caller gone) nothing; any other failure answered EIO, as the driver
+ * answers an internal error. 0, or the errno of a failed answer. */
+static int
+install_read_only(int listener, uint64_t id, int fd, unsigned int newfd_flags)
+{
+    struct seccomp_notif_addfd add = {
+        .id = id, .flags = SECCOMP_ADDFD_FLAG_SEND, .srcfd = (uint32_t)fd, .newfd_flags = newfd_flags};
+    int failed = ioctl(listener, SECCOMP_IOCTL_NOTIF_ADDFD, &add) < 0 ? errno : 0;
+    close(fd);
+    if (!failed || failed == ENOENT)
+        return 0;
+    struct seccomp_notif_resp resp = {.id = id, .error = failed == EMFILE ? -EMFILE : -EIO};
+    return ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp) < 0 && errno != ENOENT ? errno : 0;
+}
+
 /* The stat context from serve's stat argument: None (nothing served here), or (vm_root,
- * quiet, watch, known, counts): hvfs/intercept/served_stat.py ServedStat.argument. 1 when
+ * quiet, watch, known, counts, opens): hvfs/intercept/served_stat.py ServedStat.argument. 1 when
  * served, 0 when not, -1 with an exception. Views (4) are released by release_stat. */
 static int
 stat_context_of(PyObject *argument, struct stat_context *c, Py_buffer views[4])
 {
     if (argument == Py_None)
         return 0;
-    if (!PyArg_ParseTuple(argument, "iy*y*y*w*", &c->vm_root, &views[0], &views[1], &views[2], &views[3]))
+    if (!PyArg_ParseTuple(argument, "iy*y*y*w*p", &c->vm_root, &views[0], &views[1], &views[2], &views[3], &c->opens))
         return -1;
     if (views[0].len < 1 || views[1].len < (Py_ssize_t)sizeof(struct watch_state) ||
-        views[3].len < (Py_ssize_t)(6 * sizeof(uint64_t))) {
+        views[3].len < (Py_ssize_t)(COUNTED_KINDS * SERVED_OUTCOMES * sizeof(uint64_t))) {
         PyErr_SetString(PyExc_ValueError, "stat: a buffer is too small");
         return -1;
     }

@@ -14,9 +14,9 @@ the syscall number and its registers, which the VM can no longer change once it 
   each against its decoder);
 * a ``prctl`` whose option keeps credentials (``PRCTL_KEEPS_CREDENTIALS``) is continued
   without a bump of the credential cache, as ``credcache.before_change`` continues it;
-* with ``served_stat``, the stat family of a path (``STAT``, the call's index in
-  ``served_stat.CALLS``) is served in C where it can be (hvfs/intercept/served_stat.py)
-  and handed to Python otherwise.
+* with ``served_stat``, the stat family of a path and read-only opens (``SERVED``, the
+  call's index in ``served_stat.CALLS``) are served in C where they can be
+  (hvfs/intercept/served_stat.py) and handed to Python otherwise.
 
 Everything else goes to Python: the other credential calls (the cache generation is
 bumped there before they continue: hvfs/intercept/credcache.py), every call the manager
@@ -46,7 +46,7 @@ from hvfs.intercept.syscalls import BY_NAME, Handling
 
 log = logging.getLogger("hvfs.driver")
 
-PYTHON, CONTINUE, ERRNO, CONTINUE_IF_IN, CONTINUE_IF_IN32, STAT = range(6)  # hotpath.c's RULE_*
+PYTHON, CONTINUE, ERRNO, CONTINUE_IF_IN, CONTINUE_IF_IN32, SERVED = range(6)  # hotpath.c's RULE_*
 RULE = struct.Struct("<BBHi")  # hotpath.c's struct rule: kind, argument, count, errno or first value
 VALUE = struct.Struct("<Q")
 COUNTS = struct.Struct("<QQQ")  # hotpath.c's counts: continued, answered with an errno, handed to Python
@@ -99,7 +99,7 @@ def rules(arch: Arch, *, python: Collection[int] = (), served_stat: bool = False
         if nr in python:
             continue
         if served_stat and name in CALLS:
-            decided[nr] = Rule(STAT, CALLS[name])
+            decided[nr] = Rule(SERVED, CALLS[name])
         elif name == "prctl":
             decided[nr] = Rule(CONTINUE_IF_IN32, 0, tuple(sorted(PRCTL_KEEPS_CREDENTIALS)))
         elif entry is not None and entry.handling in (Handling.CREDS, Handling.EXEC):
@@ -145,7 +145,7 @@ class Loop:
 
     def serve_stats(self, tables: tuple[bytes, bytes], served: ServedStat, watch: bytearray) -> None:
         """From the next receive on, serve stats in C (``served_stat``): ``tables`` with the
-        STAT rules, the VM's ``served``, and the driver's ``CredWatch.shared``."""
+        SERVED rules, the VM's ``served``, and the driver's ``CredWatch.shared``."""
         self.served, self._watch = served, watch
         self.tables = tables
 

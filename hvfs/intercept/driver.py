@@ -188,13 +188,13 @@ class SeccompDriver:
             document["compiled"] = self._loop.counted()
         return document
 
-    def serve_stats(self, vm_root: int, quiet: bytearray) -> served_stat.ServedStat | None:
-        """Serve a strict VM's plain stats in C from the next receive on, in its root ``vm_root``
-        while its bus is ``quiet`` (hvfs.intercept.served_stat); None where they are not."""
+    def serve_stats(self, vm_root: int, quiet: bytearray, opens: bool) -> served_stat.ServedStat | None:
+        """Serve a strict VM's plain stats (and ``opens``) in C from the next receive on, in its
+        root ``vm_root`` while its bus is ``quiet`` (hvfs.intercept.served_stat); else None."""
         if self._publish is None:
             return None
         kept = (self._die_at,) if self._die_at is not None else ()
-        served = served_stat.ServedStat(vm_root, quiet)
+        served = served_stat.ServedStat(vm_root, quiet, opens)
         self._loop.serve_stats(compiled.packed(self._arch, kept, served_stat=True), served, self._creds.shared)
         return served
 

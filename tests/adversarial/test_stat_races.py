@@ -1,15 +1,17 @@
-"""A served stat's path rewritten by a second thread while the manager serves it (issue 14:
-strict stats answered in the driver's C loop, hvfs/_native/served_stat.h).
+"""A served stat's (and read-only open's) path rewritten by a second thread while the manager
+serves it (issue 14: strict stats and read-only opens answered in the driver's C loop,
+hvfs/_native/served_stat.h).
 
 The C loop reads the path once and resolves those bytes in the VM's root; whatever the
 buffer holds by then changes nothing. The VM's volume holds ``inside``; next to the volume
 on the host, outside every mount, is ``secret``, and the volume holds a symlink to its host
 path. Thousands of times, a thread flips the path between ``inside`` and a spelling of the
 secret (its host path, ``../`` up and out of the volume, the symlink), while the main
-thread stats it (stat, lstat, statx). A stat may find ``inside`` or nothing (the secret is
-in no view of the VM), never the secret's inode. Each variant runs ``--strict`` (the served
-stats are strict's), and ``--stats`` shows the C loop served stats meanwhile, so that a
-race run only on the Python path fails instead of passing vacuously.
+thread stats it (stat, lstat, statx) or opens it read-only. A stat or an open may find
+``inside`` or nothing (the secret is in no view of the VM), never the secret's inode. Each
+variant runs ``--strict`` (the served calls are strict's), and ``--stats`` shows the C loop
+served stats and opens meanwhile, so that a race run only on the Python path fails
+instead of passing vacuously.
 """
 
 from __future__ import annotations
@@ -46,4 +48,5 @@ def test_a_stat_path_flipped_to_a_host_file_never_reaches_it(attacker: Attacker,
     assert outcome.count("tries") >= 1000 and outcome.count("odd") > 0, outcome.report  # odd: lstat of link-out
     compiled = json.loads(stats.read_text())["compiled"]
     assert compiled.get("stat_served", 0) + compiled.get("statx_served", 0) > 0, compiled
+    assert compiled.get("open_served", 0) > 0, compiled
     assert secret.read_bytes() == b"s" * SECRET_SIZE

@@ -1,5 +1,6 @@
-/* A stat's path flipped, while the manager serves it, between a file in the VM and a host
- * file outside the VM's view (strict: every stat is served; the C loop serves these).
+/* A stat's (or a read-only open's) path flipped, while the manager serves it, between a
+ * file in the VM and a host file outside the VM's view (strict: every stat and open is
+ * served; the C loop serves these).
  *
  * stat_flip TRIES SECONDS VOLUME INODE SIZE FORBIDDEN [FORBIDDEN...]
  *
@@ -8,8 +9,9 @@
  * the secret (its host path, "../" ones up and out of the volume, a symlink on the volume
  * to it); for its share of the time, a thread flips a buffer between the allowed name
  * ("inside", spelt absolute or relative as FORBIDDEN is) and FORBIDDEN, while the main
- * thread calls stat, lstat and statx on it. The manager reads the path once, resolves the
- * bytes it read in the VM's root, and writes back what it found there.
+ * thread calls stat, lstat and statx on it, and opens it O_RDONLY (then fstat of the fd it
+ * got). The manager reads the path once, resolves the bytes it read in the VM's root, and
+ * writes back what it found there, or installs what it opened there.
  *
  * Counters: "inside" (the stat of inside), "refused" (an error: no such file in the VM),
  * "escapes" (the secret's identity), "odd" (anything else), per call "CALL_tries".
@@ -31,7 +33,7 @@
 
 static char buffer[4096], allowed[4096], forbidden[4096];
 static atomic_int stop;
-static long inside, refused, escapes, odd, tries[3];
+static long inside, refused, escapes, odd, tries[4];
 
 static void dwell(void) {
     for (volatile int i = 0; i < 64; i++) {
@@ -49,8 +51,19 @@ static void *flip(void *unused) {
     return NULL;
 }
 
-/* The inode and size of the path as call (0 stat, 1 lstat, 2 statx) found it; -errno. */
+/* The inode and size of the path as call (0 stat, 1 lstat, 2 statx, 3 open) found it; -errno. */
 static int look(int call, unsigned long long *inode, long long *size) {
+    if (call == 3) {
+        struct stat st;
+        int fd = open(buffer, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return -errno;
+        int got = fstat(fd, &st);
+        close(fd);
+        if (got < 0) return -EIO;
+        *inode = st.st_ino;
+        *size = st.st_size;
+        return 0;
+    }
     if (call == 2) {
         char raw[256];
         if (syscall(SYS_statx, AT_FDCWD, buffer, 0, STATX_BASIC_STATS, raw) < 0) return -errno;
@@ -94,7 +107,7 @@ int main(int argc, char **argv) {
         double until = start + share * (k + 1);
         long last = attack_tries / targets * (k + 1); /* each target its share of the tries too */
         for (; attack_more(i) && i < last && attack_now() < until; i++) {
-            int call = (int)(i % 3);
+            int call = (int)(i % 4);
             unsigned long long inode = 0;
             long long size = -1;
             int got = look(call, &inode, &size);
@@ -112,7 +125,7 @@ int main(int argc, char **argv) {
         pthread_join(flipper, NULL);
     }
     printf("{\"tries\": %ld, \"inside\": %ld, \"refused\": %ld, \"escapes\": %ld, \"odd\": %ld, \"stat_tries\": %ld,"
-           " \"lstat_tries\": %ld, \"statx_tries\": %ld}\n",
-           i, inside, refused, escapes, odd, tries[0], tries[1], tries[2]);
+           " \"lstat_tries\": %ld, \"statx_tries\": %ld, \"open_tries\": %ld}\n",
+           i, inside, refused, escapes, odd, tries[0], tries[1], tries[2], tries[3]);
     return 0;
 }
