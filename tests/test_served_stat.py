@@ -1,8 +1,8 @@
-"""A strict VM's stats served in the driver's C loop (hvfs/_native/served_stat.h) answer
-exactly as the Python path does, which serves them with ``HVFS_SERVED_STAT=0`` (a manager
-of its own): every case below, served in C or declined to Python, gives the same result
-both ways, as root, as a VM user, and rootless; and the C loop serves what it should and
-declines the rest (counted in ``--stats``)."""
+"""A strict VM's stats and read-only opens served in the driver's C loop
+(hvfs/_native/served_stat.h) answer exactly as the Python path does, which serves them with
+``HVFS_SERVED_STAT=0`` (a manager of its own): every case below, served in C or declined to
+Python, gives the same result both ways, as root, as a VM user, and rootless; and the C
+loop serves what it should and declines the rest (counted in ``--stats``)."""
 
 from __future__ import annotations
 
