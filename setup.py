@@ -23,7 +23,7 @@ TARGET = os.path.join("hvfs", "_bin", "hvfs-init")
 HOTPATH = Extension(
     "hvfs._native._hotpath",
     sources=["hvfs/_native/hotpath.c"],
-    depends=["hvfs/_native/open_stat.h", "hvfs/_native/exec_leader.h"],
+    depends=[f"hvfs/_native/{name}.h" for name in ("open_stat", "exec_leader", "served_stat", "credential_lines")],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fstack-protector-strong"],
     optional=True,  # without it hvfs serves through the Python path (hvfs/_native/__init__.py)
 )

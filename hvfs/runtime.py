@@ -211,6 +211,10 @@ def serve_vm(
             hint = "the ptrace driver needs ptrace of the VM's processes: check /proc/sys/kernel/yama/ptrace_scope"
             raise SetupError("ptrace driver", e.strerror or str(e), hint) from None
     else:
+        if spec.strict and hasattr(driver, "serve_stats"):  # plain stats served in the driver's C loop
+            quiet = bus.quiet if bus is not None else bytearray(b"\x01")
+            served = driver.serve_stats(vm_root, quiet, opens=not context.reads_judged)
+            context.served_by_driver = served.counted if served is not None else None
         if ready is None:
             driver.start()
         tracer = trace_execs(spec.name, vm.init_pid, transport) if spec.scanned else None

@@ -22,7 +22,17 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, ROOTLESS_USER, SYSTEM_PYTHON, TRANSPORTS, Hvfs, chown_to, python_path, require
+from tests.conftest import (
+    REPO,
+    ROOTLESS_USER,
+    SYSTEM_PYTHON,
+    TRANSPORTS,
+    Hvfs,
+    chown_to,
+    python_path,
+    require,
+    state_dir,
+)
 
 CONFORMANCE = REPO / "tests" / "conformance"
 PRIVILEGES = ("root", "user", "rootless")
@@ -144,6 +154,28 @@ def test_a_vm_answers_as_linux_does(
         runner = python_path(runner)
     elif path == "ptrace":
         runner = runner.with_env(HVFS_AS_IF_NO_USER_NOTIF="1")
+    _compare(privilege, mode, runner, transport, place, native_results)
+
+
+@pytest.mark.parametrize("privilege", PRIVILEGES)
+def test_a_strict_vm_answers_as_linux_does_with_every_stat_served_in_python(
+    privilege: str, place: Path, native_results: dict[str, dict[str, Any]], request: pytest.FixtureRequest
+) -> None:
+    """With the C loop's served stats off (HVFS_SERVED_STAT=0, a manager of its own), the
+    Python path they fall back to answers as Linux does too (the other tests run them in C)."""
+    runner: Hvfs = request.getfixturevalue("rootless" if privilege == "rootless" else "hvfs")
+    runner = runner.with_env(HVFS_SERVED_STAT="0", HVFS_STATE_DIR=state_dir(runner.user, "no-served-stat"))
+    _compare(privilege, "strict", runner, "inprocess", place, native_results)
+
+
+def _compare(
+    privilege: str,
+    mode: str,
+    runner: Hvfs,
+    transport: str,
+    place: Path,
+    native_results: dict[str, dict[str, Any]],
+) -> None:
     if privilege not in native_results:
         native_results[privilege] = _native(place, privilege, runner.probes)
     expected = native_results[privilege]

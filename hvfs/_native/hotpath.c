@@ -107,7 +107,15 @@ hp_receive(PyObject *self, PyObject *args)
 /* The compiled decisions (hvfs/intercept/compiled.py builds the table, one rule per
  * syscall number; numbers past its end are Python's). A rule decides only on the
  * syscall number and its registers, which the VM can no longer change once it trapped. */
-enum { RULE_PYTHON, RULE_CONTINUE, RULE_ERRNO, RULE_CONTINUE_IF_IN, RULE_CONTINUE_IF_IN32, RULE_EXEC_IF_LEADER };
+enum {
+    RULE_PYTHON,
+    RULE_CONTINUE,
+    RULE_ERRNO,
+    RULE_CONTINUE_IF_IN,
+    RULE_CONTINUE_IF_IN32,
+    RULE_EXEC_IF_LEADER,
+    RULE_SERVED
+};
 struct rule {
     uint8_t kind;
     uint8_t arg;    /* RULE_CONTINUE_IF_IN(32): the argument, continued if among the values */
@@ -161,7 +169,19 @@ record(char *table, Py_ssize_t slot_at, Py_ssize_t last_at, const struct seccomp
     __atomic_store_n((uint64_t *)slot, notif->id, __ATOMIC_RELEASE);
 }
 
-/* serve(listener, stop_fd, rules, values, table, slot_at, last_at, counts, record_handed[, bumps])
+/* Up to size bytes at address in pid's memory; stops at the first unreadable page, as
+ * one read of it all would. -1 with errno when not even the first byte can be read. */
+static ssize_t
+read_remote(pid_t pid, uint64_t address, char *buffer, size_t size)
+{
+    struct iovec local = {.iov_base = buffer, .iov_len = size};
+    struct iovec remote = {.iov_base = (void *)(uintptr_t)address, .iov_len = size};
+    return process_vm_readv(pid, &local, 1, &remote, 1, 0);
+}
+
+#include "served_stat.h" /* serve_stat, serve_open: RULE_SERVED's calls, served here */
+
+/* serve(listener, stop_fd, rules, values, table, slot_at, last_at, counts, record_handed[, bumps, stat])
  *   -> (id, pid, nr, args, raw) | None
  *
  * The driver's receive loop: receives, answers in C each request a rule decides
@@ -169,22 +189,26 @@ record(char *table, Py_ssize_t slot_at, Py_ssize_t last_at, const struct seccomp
  * or None) at slot_at for as long as it is answered, and loops; returns the first
  * request that needs Python, recorded there as received if record_handed (else the
  * driver records it), or None when stopped. counts: a writable buffer of three uint64,
- * bumped here: continued, answered with an errno, handed to Python; bumps: a writable
- * uint64, the credential generation RULE_EXEC_IF_LEADER bumps (None: those are Python's). All without the
+ * bumped here: continued, answered (an errno, or a stat), handed to Python; bumps: None, or a
+ * writable uint64, the credential generation RULE_EXEC_IF_LEADER bumps; stat: None, or what
+ * serve_stat needs (stat_context_of), recorded as received while answered. All without the
  * GIL; OSError as a receive or an answer fails (ENOENT on the answer, a caller gone or
  * its call cancelled, is not a failure). */
 static PyObject *
 hp_serve(PyObject *self, PyObject *args)
 {
     int listener, stop_fd;
-    Py_buffer rules, values, counts, table = {.buf = NULL}, bumps = {.buf = NULL};
-    PyObject *table_object, *bumps_object = Py_None;
+    Py_buffer rules, values, counts, table = {.buf = NULL}, bumps = {.buf = NULL}, stat_views[4] = {{.obj = NULL}};
+    PyObject *table_object, *bumps_object = Py_None, *stat_object = Py_None;
     Py_ssize_t slot_at, last_at;
-    int record_handed;
-    if (!PyArg_ParseTuple(args, "iiy*y*Onnw*p|O", &listener, &stop_fd, &rules, &values, &table_object, &slot_at,
-                          &last_at, &counts, &record_handed, &bumps_object))
+    int record_handed, stat_on;
+    struct stat_context stat = {.vm_root = -1};
+    if (!PyArg_ParseTuple(args, "iiy*y*Onnw*p|OO", &listener, &stop_fd, &rules, &values, &table_object, &slot_at,
+                          &last_at, &counts, &record_handed, &bumps_object, &stat_object))
         return NULL;
     PyObject *result = NULL;
+    if ((stat_on = stat_context_of(stat_object, &stat, stat_views)) < 0)
+        goto done;
     if (counts.len < (Py_ssize_t)(COUNTS * sizeof(uint64_t))) {
         PyErr_SetString(PyExc_ValueError, "counts: three uint64 are needed");
         goto done;
@@ -209,27 +233,38 @@ hp_serve(PyObject *self, PyObject *args)
     size_t known = (size_t)rules.len / sizeof(struct rule), known_values = (size_t)values.len / sizeof(uint64_t);
     uint64_t *count = counts.buf;
     struct seccomp_notif notif;
-    int got, failed = 0;
+    int got, failed = 0, served = DECLINED, written = 0, install = -1;
+    unsigned int newfd_flags = 0;
     Py_BEGIN_ALLOW_THREADS
     while ((got = receive_one(listener, stop_fd, &notif)) == 0) {
         int nr = notif.data.nr;
         const struct rule *rule = nr >= 0 && (size_t)nr < known ? &rule_of[nr] : NULL;
         struct seccomp_notif_resp resp = {.id = notif.id};
+        written = 0, install = -1;
         if (rule && continues(rule, &notif.data, values.buf, known_values))
             resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
         else if (rule && rule->kind == RULE_EXEC_IF_LEADER && exec_of_leader(listener, &notif, bumps.buf))
             resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
         else if (rule && rule->kind == RULE_ERRNO)
             resp.error = -rule->value;
-        else {
+        else if (rule && rule->kind == RULE_SERVED && stat_on &&
+                 (served = rule->arg >= CALL_OPEN
+                               ? serve_open(&stat, listener, &notif, rule->arg, &resp, &install, &newfd_flags)
+                               : serve_stat(&stat, listener, &notif, rule->arg, &resp, &written)) != DECLINED) {
+            if (served == GONE)
+                continue;
+        } else {
             if (table.buf && record_handed)
                 record(table.buf, slot_at, last_at, &notif, STATE_RECEIVED, 0);
             count[COUNT_HANDED]++;
             break;
         }
         if (table.buf)
-            record(table.buf, slot_at, last_at, &notif, resp.flags ? STATE_CONTINUED : STATE_ANSWERED, -resp.error);
-        if (ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp) < 0 && errno != ENOENT)
+            record(table.buf, slot_at, last_at, &notif,
+                   resp.flags ? STATE_CONTINUED : written || install >= 0 ? STATE_RECEIVED : STATE_ANSWERED, -resp.error);
+        if (install >= 0)
+            failed = install_read_only(listener, notif.id, install, newfd_flags);
+        else if (ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp) < 0 && errno != ENOENT)
             failed = errno;
         if (table.buf)
             __atomic_store_n((uint64_t *)((char *)table.buf + slot_at), 0, __ATOMIC_RELEASE);
@@ -247,6 +282,7 @@ hp_serve(PyObject *self, PyObject *args)
     else
         result = notification(&notif);
 done:
+    release_stat(stat_views);
     if (table.buf)
         PyBuffer_Release(&table);
     if (bumps.buf)
@@ -333,16 +369,6 @@ hp_id_valid(PyObject *self, PyObject *args)
     return PyBool_FromLong(rc == 0);
 }
 
-/* Up to size bytes at address in pid's memory; stops at the first unreadable page, as
- * one read of it all would. -1 with errno when not even the first byte can be read. */
-static ssize_t
-read_remote(pid_t pid, uint64_t address, char *buffer, size_t size)
-{
-    struct iovec local = {.iov_base = buffer, .iov_len = size};
-    struct iovec remote = {.iov_base = (void *)(uintptr_t)address, .iov_len = size};
-    return process_vm_readv(pid, &local, 1, &remote, 1, 0);
-}
-
 /* read_path(pid, address) -> bytes | int
  *
  * The NUL-terminated path at address in pid's memory, without its NUL: an int errno
@@ -383,80 +409,7 @@ hp_read_path(PyObject *self, PyObject *args)
     return PyBytes_FromStringAndSize(buffer, end - buffer);
 }
 
-/* The value of the line "\nKEY" of text, up to its newline; NULL if there is none. */
-static const char *
-status_line(const char *text, size_t size, const char *key, size_t *length)
-{
-    size_t key_size = strlen(key);
-    const char *at = text, *end = text + size;
-    if ((at = memmem(at, end - at, key, key_size)) == NULL)
-        return NULL;
-    const char *value = at + key_size;
-    const char *newline = memchr(value, '\n', end - value);
-    *length = (newline ? newline : end) - value;
-    return value;
-}
-
-/* credential_lines(fd) -> (uid, gid, groups, umask, capeff): the raw values of those
- * lines of /proc/TID/status (fd, kept open by the worker), None for a missing line.
- * What hvfs/intercept/procfs.py parse_credentials takes, read and cut in one call: the
- * file is generated afresh by each read at offset 0, so credentials are as they are now.
- * OSError as pread fails (ESRCH: the thread is gone). Only the Name line holds text a
- * program chooses, and procfs escapes newlines in it, so "\nKey:" starts a real line. */
-static PyObject *
-hp_credential_lines(PyObject *self, PyObject *args)
-{
-    static const char *keys[] = {"\nUid:", "\nGid:", "\nGroups:", "\nUmask:", "\nCapEff:"};
-    int fd;
-    if (!PyArg_ParseTuple(args, "i", &fd))
-        return NULL;
-    char buffer[16384]; /* status is about 1.5 KiB; the Groups line of 65,536 groups is the exception */
-    char *text = buffer;
-    size_t capacity = sizeof buffer, size = 0;
-    int failed = 0;
-    for (;;) {
-        ssize_t got;
-        Py_BEGIN_ALLOW_THREADS
-        got = pread(fd, text + size, capacity - size, size);
-        Py_END_ALLOW_THREADS
-        if (got < 0) {
-            failed = errno;
-            break;
-        }
-        size += (size_t)got;
-        if (got == 0 || size < capacity)
-            break;
-        /* Reads after the first continue from the text procfs generated for it. */
-        char *larger = PyMem_Malloc(capacity * 2);
-        if (!larger) {
-            failed = ENOMEM;
-            break;
-        }
-        memcpy(larger, text, size);
-        if (text != buffer)
-            PyMem_Free(text);
-        text = larger;
-        capacity *= 2;
-    }
-    PyObject *result = NULL;
-    if (failed)
-        raise_errno(failed, "/proc/TID/status");
-    else if ((result = PyTuple_New(5)) != NULL) {
-        for (int i = 0; i < 5; i++) {
-            size_t length = 0;
-            const char *value = status_line(text, size, keys[i], &length);
-            PyObject *item = value ? PyBytes_FromStringAndSize(value, (Py_ssize_t)length) : Py_NewRef(Py_None);
-            if (!item) {
-                Py_CLEAR(result);
-                break;
-            }
-            PyTuple_SET_ITEM(result, i, item);
-        }
-    }
-    if (text != buffer)
-        PyMem_Free(text);
-    return result;
-}
+#include "credential_lines.h" /* hp_credential_lines */
 
 /* thread_alive(pidfd) -> bool: whether the thread of a PIDFD_THREAD pidfd has not exited
  * (a pidfd turns readable when its thread exits, or once no task has its struct pid).
@@ -477,7 +430,7 @@ hp_thread_alive(PyObject *self, PyObject *args)
 static PyMethodDef methods[] = {
     {"receive", hp_receive, METH_VARARGS, "receive(listener, stop_fd) -> (id, pid, nr, args, raw) | None"},
     {"serve", hp_serve, METH_VARARGS,
-     "serve(listener, stop_fd, rules, values, table, slot_at, last_at, counts, record_handed[, bumps]) -> (id, pid, nr, "
+     "serve(listener, stop_fd, rules, values, table, slot_at, last_at, counts, record_handed[, bumps, stat]) -> (id, pid, nr, "
      "args, raw) | None"},
     {"respond", hp_respond, METH_VARARGS, "respond(listener, id, value, error, flags)"},
     {"install", hp_install, METH_VARARGS, "install(listener, id, fd, newfd_flags) -> errno or 0"},

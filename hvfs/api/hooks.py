@@ -298,11 +298,15 @@ class EventBus:
         # audit alone has neither), and whether a request's event is recorded (``audited``).
         self.hooked = False
         self.audited = False
+        # 1 while neither holds, read by the driver's C loop, which serves a strict VM's stats
+        # itself only then (hvfs.intercept.served_stat): a hook or an audit sees every request.
+        self.quiet = bytearray(b"\x01")
 
     def _changed(self) -> None:
         """Under the lock, after the hooks, subscribers or close watchers changed."""
         self.hooked = bool(self._hooks or self._close_watchers)
         self.audited = bool(self._subscriptions)
+        self.quiet[0] = not (self.hooked or self.audited)
 
     def add_hook(self, hook: Hook) -> None:
         with self._lock:

@@ -20,7 +20,10 @@ the syscall number and its registers, which the VM can no longer change once it 
   (``CredWatch.bumps``) as that function bumps it. The exec of another thread, which takes
   over its leader's pid and must distrust the kept credentials, is Python's. Issue 14: a
   run's command is an exec, and handing it to Python made it wait for the GIL while the
-  manager was still answering the run's start.
+  manager was still answering the run's start;
+* with ``served_stat``, the stat family of a path and read-only opens (``SERVED``, the
+  call's index in ``served_stat.CALLS``) are served in C where they can be
+  (hvfs/intercept/served_stat.py) and handed to Python otherwise.
 
 Everything else goes to Python: the other credential calls (the cache generation is
 bumped there before they continue: hvfs/intercept/credcache.py), an exec the manager
@@ -46,11 +49,12 @@ from hvfs.intercept.arch import Arch
 from hvfs.intercept.decoders.context import DecodeFunction
 from hvfs.intercept.filter import syscall_numbers
 from hvfs.intercept.inflight import InflightTable
+from hvfs.intercept.served_stat import CALLS, ServedStat
 from hvfs.intercept.syscalls import BY_NAME, Handling
 
 log = logging.getLogger("hvfs.driver")
 
-PYTHON, CONTINUE, ERRNO, CONTINUE_IF_IN, CONTINUE_IF_IN32, EXEC_IF_LEADER = range(6)  # hotpath.c's RULE_*
+PYTHON, CONTINUE, ERRNO, CONTINUE_IF_IN, CONTINUE_IF_IN32, EXEC_IF_LEADER, SERVED = range(7)  # hotpath.c's RULE_*
 RULE = struct.Struct("<BBHi")  # hotpath.c's struct rule: kind, argument, count, errno or first value
 VALUE = struct.Struct("<Q")
 COUNTS = struct.Struct("<QQQ")  # hotpath.c's counts: continued, answered with an errno, handed to Python
@@ -94,16 +98,25 @@ class Rule(NamedTuple):
     errno: int = 0  # ERRNO
 
 
-def rules(arch: Arch, *, python: Collection[int] = (), checks_exec: bool = True) -> dict[int, Rule]:
+def rules(
+    arch: Arch, *, python: Collection[int] = (), checks_exec: bool = True, served_stat: bool = False
+) -> dict[int, Rule]:
     """Each syscall number of ``arch`` the C loop decides itself, at least in part.
     Numbers in ``python`` are always handed to Python, and execs too where the manager
     ``checks_exec`` (``credcache.before_change``'s: strict VMs)."""
+    if served_stat and not checks_exec:
+        # served_stat.h checks kept credentials against CredWatch.shared, written by Python,
+        # which an EXEC_IF_LEADER bump made in C meanwhile would not reach: stats are served
+        # in C only for strict VMs, whose execs are Python's.
+        raise ValueError("stats are served in C only where execs are checked")
     decided: dict[int, Rule] = {}
     for nr, name in syscall_numbers(arch).items():
         entry = BY_NAME.get(name)
         if nr in python:
             continue
-        if name == "prctl":
+        if served_stat and name in CALLS:
+            decided[nr] = Rule(SERVED, CALLS[name])
+        elif name == "prctl":
             decided[nr] = Rule(CONTINUE_IF_IN32, 0, tuple(sorted(PRCTL_KEEPS_CREDENTIALS)))
         elif entry is not None and entry.handling is Handling.EXEC and not checks_exec:
             decided[nr] = Rule(EXEC_IF_LEADER)
@@ -130,9 +143,11 @@ def table(decided: dict[int, Rule]) -> tuple[bytes, bytes]:
 
 
 @functools.cache  # the same for every VM of ``arch``: packed once, shared (bytes)
-def packed(arch: Arch, python: tuple[int, ...] = (), checks_exec: bool = True) -> tuple[bytes, bytes]:
-    """``table(rules(arch, python=python, checks_exec=checks_exec))``, once per process."""
-    return table(rules(arch, python=python, checks_exec=checks_exec))
+def packed(
+    arch: Arch, python: tuple[int, ...] = (), checks_exec: bool = True, served_stat: bool = False
+) -> tuple[bytes, bytes]:
+    """``table(rules(arch, python=python, checks_exec=checks_exec, served_stat=served_stat))``, once per process."""
+    return table(rules(arch, python=python, checks_exec=checks_exec, served_stat=served_stat))
 
 
 class Loop:
@@ -145,14 +160,26 @@ class Loop:
     ) -> None:
         self.vm = vm  # for the log; a spare's driver is renamed when bound
         self._die_at = die_at  # tests only: the manager dies on receiving it, before its record (driver.py)
-        self._rules, self._values = tables  # ``packed``'s
+        self.tables = tables  # ``packed``'s; replaced when stats are served in C (read at each receive)
         self._counts = bytearray(COUNTS.size)
         self._bumps = bumps  # the credential generation EXEC_IF_LEADER bumps (``CredWatch.bumps``)
+        self.served: ServedStat | None = None
+        self._watch = bytearray()
 
-    def receive(self, listener: int, stop: int, inflight: InflightTable | None, slot: int) -> notify.Received | None:
+    def serve_stats(self, tables: tuple[bytes, bytes], served: ServedStat, watch: bytearray) -> None:
+        """From the next receive on, serve stats in C (``served_stat``): ``tables`` with the
+        SERVED rules, the VM's ``served``, and the driver's ``CredWatch.shared``."""
+        self.served, self._watch = served, watch
+        self.tables = tables
+
+    def receive(
+        self, listener: int, stop: int, inflight: InflightTable | None, slot: int, published: bytearray | None = None
+    ) -> notify.Received | None:
         """The next request that needs Python, recorded as received in ``slot`` of the
         in-flight table, or None once ``stop`` is readable or the VM is gone. Each request
-        answered in C meanwhile is recorded in that slot while it is answered."""
+        answered in C meanwhile is recorded in that slot while it is answered.
+        ``published``: the receiving worker's ``KnownCredentials.published``, whose
+        threads C may serve stats for (``serve_stats``)."""
         hotpath = native.hotpath
         recorded = False
         if hotpath is None:
@@ -162,9 +189,12 @@ class Loop:
             recorded = self._die_at is None
             while True:
                 try:
+                    rules, values = self.tables
+                    served = self.served
+                    stat = None if served is None or published is None else served.argument(self._watch, published)
                     got = hotpath.serve(
-                        listener, stop, self._rules, self._values, memory, slot_at, last_at, self._counts, recorded,
-                        self._bumps,
+                        listener, stop, rules, values, memory, slot_at, last_at, self._counts, recorded,
+                        self._bumps, stat,
                     )  # fmt: skip
                 except OSError as e:
                     if e.filename != "NOTIF_SEND":
@@ -183,4 +213,7 @@ class Loop:
     def counted(self) -> dict[str, int]:
         """The C loop's counts (``--stats``: ``compiled``)."""
         continued, answered, handed = COUNTS.unpack_from(self._counts)
-        return {"continued": continued, "answered": answered, "handed_to_python": handed}
+        counted = {"continued": continued, "answered": answered, "handed_to_python": handed}
+        if self.served is not None:  # of which stats served (answered or continued)
+            counted |= {f"{kind.__name__.lower()}_{how}": n for (kind, how), n in self.served.counted().items()}
+        return counted

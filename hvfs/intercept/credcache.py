@@ -53,6 +53,7 @@ from __future__ import annotations
 import errno
 import os
 import select
+import struct
 import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -70,6 +71,11 @@ SEQUENCE_HALF = 1 << 63  # notification ids count up from a random u64 and wrap
 
 # A umask let continue: its notification's sequence, a pidfd of its thread or -1, its number.
 _Pending = tuple[int, int, int]
+
+# What the C loop reads to serve a stat without Python (hvfs/_native/served_stat.h): the
+# watch's state, and each worker's published threads (tid, pidfd, generation; tid 0: free).
+WATCH = struct.Struct("<QII")  # generation, changing, trusted
+PUBLISHED = struct.Struct("<iiQ")
 
 
 class CredWatch:
@@ -92,6 +98,14 @@ class CredWatch:
         self._unchanging: dict[int, _Pending] = {}
         self._lock = threading.Lock()  # a bump is a read and a write: two workers may bump at once
         self._known: list[KnownCredentials] = []  # the workers' caches, for their counts
+        self.shared = bytearray(WATCH.size)  # generation, changing, trusted, for C (``_share_locked``)
+        self._share_locked()
+
+    def _share_locked(self) -> None:
+        """After any change of the generation, ``changing`` or ``trusted`` (under the lock,
+        or in __init__): the state the C loop checks published credentials against, written
+        before the call that may change credentials continues."""
+        WATCH.pack_into(self.shared, 0, self.generation, self.changing, int(self.trusted))
 
     def register(self, known: KnownCredentials) -> None:
         """A worker's cache, counted in ``counts``."""
@@ -109,6 +123,7 @@ class CredWatch:
         """A call that may change its caller's own credentials is about to continue."""
         with self._lock:
             self._generation += 1
+            self._share_locked()
 
     def begin(self, tid: int = -1, sequence: int = 0, number: int = -1) -> int:
         """A umask (call ``number``) of ``tid`` (notified as ``sequence``) is about to continue: nothing kept
@@ -141,6 +156,7 @@ class CredWatch:
                 token = self._begins
             self._pending[tid] = (sequence, pidfd, number)
             self._generation += 1
+            self._share_locked()
         return token
 
     def alone(self, tid: int, token: int) -> bool:
@@ -165,6 +181,7 @@ class CredWatch:
                 os.close(entry[1])
             self.changing -= 1
             self._generation += 1
+            self._share_locked()
             self.settled_by[how] += 1
 
     def end(self) -> None:
@@ -198,6 +215,7 @@ class CredWatch:
         with self._lock:
             self.trusted = False
             self._generation += 1
+            self._share_locked()
 
     def counts(self) -> dict[str, int]:
         """For --stats: credential reads (of /proc) and uses of kept ones, by all workers."""
@@ -325,8 +343,13 @@ class KnownCredentials:
 
     LIMIT = 8
 
-    def __init__(self, watch: CredWatch) -> None:
+    def __init__(self, watch: CredWatch, publish: Callable[[Credentials], bool] | None = None) -> None:
         self._watch = watch
+        # Threads whose kept credentials ``publish`` accepts (those that need no switch:
+        # hvfs.intercept.served_stat), for the C loop, at the slot of their entry.
+        self._publish = publish
+        self.published = bytearray(PUBLISHED.pack(0, -1, 0) * self.LIMIT)
+        self._slots: dict[int, int] = {}  # tid: its slot in ``published``
         self._entries: dict[int, tuple[int, int, Credentials]] = {}  # tid: (pidfd, generation, credentials)
         self.threads = True  # whether PIDFD_THREAD works here (6.9+)
         self.reads = 0  # credentials read from /proc, for --stats
@@ -374,17 +397,23 @@ class KnownCredentials:
         if len(self._entries) >= self.LIMIT:
             self.drop(next(iter(self._entries)))
         self._entries[tid] = (pidfd, generation, credentials)
+        if self._publish is not None and self._publish(credentials):
+            slot = next(i for i in range(self.LIMIT) if i not in self._slots.values())  # LIMIT entries at most
+            self._slots[tid] = slot
+            PUBLISHED.pack_into(self.published, slot * PUBLISHED.size, tid, pidfd, generation)
         return credentials
 
     def drop(self, tid: int) -> None:
         entry = self._entries.pop(tid, None)
         if entry is not None:
+            slot = self._slots.pop(tid, None)
+            if slot is not None:  # unpublished before its pidfd is closed
+                PUBLISHED.pack_into(self.published, slot * PUBLISHED.size, 0, -1, 0)
             os.close(entry[0])
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def close(self) -> None:
-        for pidfd, _, _ in self._entries.values():
-            os.close(pidfd)
-        self._entries.clear()
+        for tid in list(self._entries):
+            self.drop(tid)

@@ -41,8 +41,7 @@ Some facts about seccomp user notification, which the code below relies on:
   the receiving to an idle worker, or starts one if none is idle (up to ``MAX_WORKERS``),
   so one blocked request never freezes a VM. One worker is started with the driver: the
   others would only wait, each costing a thread's start and, for a spare, a wake-up at
-  ``bind`` (five threads woke there, holding the GIL in turn on the run's path); a
-  takeover waits ``TAKEOVER`` anyway, against which a thread's start is nothing. The
+  ``bind``; a takeover waits ``TAKEOVER`` anyway, against which a thread's start is nothing. The
   watchdog is one thread for every driver of the process (``watchdog.py``).
 * ``SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP`` (6.6+) makes the kernel switch straight to the
   waiting supervisor thread on the trapping CPU: a round trip drops from about 54 µs to
@@ -51,8 +50,7 @@ Some facts about seccomp user notification, which the code below relies on:
   scheduler moves to an idle CPU if there is one, and a writable file then costs two
   cross-CPU wake-ups (install, then answer). Pinning the worker to the notifying CPU for
   the install does not keep the target there; measured, it made W8 slower (102 against
-  77 µs for the install), as did pinning it to the other CPU. (A SCHED_IDLE worker would
-  keep it, but a thread of the manager's user namespace cannot leave SCHED_IDLE: EPERM.)
+  77 µs for the install), as did pinning it to the other CPU (docs/fast-paths.md).
 * The kernel calls of a request (receive, the path and credential reads, ID_VALID,
   ADDFD and the answer) run in C where hvfs/_native is built, each with the GIL released
   (``hvfs._sys.notify``, ``tracee.py``); the order above is the driver's, whichever
@@ -92,7 +90,7 @@ from hvfs._sys import notify, process
 from hvfs._sys.abi import MSG_LEN
 from hvfs.api import Transport
 from hvfs.api.transport import TransportError
-from hvfs.intercept import compiled, inflight, orphans
+from hvfs.intercept import compiled, inflight, orphans, served_stat
 from hvfs.intercept.arch import Arch
 from hvfs.intercept.compiled import credential_calls, decoders_for
 from hvfs.intercept.credcache import CredWatch, before_change
@@ -147,10 +145,9 @@ class SeccompDriver:
         self._decoders = decoders_for(arch)
         self._credential_calls = credential_calls(arch)
         self._creds = CredWatch()  # what the workers' Inspectors may keep of their callers' credentials
+        self._publish = served_stat.needs_no_switch if served_stat.wanted() else None  # whom C may act as
         self._checks_exec = strict  # the filter traps execs in every VM; only strict ones ask the manager
-        # The turn's lock, taken bare once per request (a Condition's own ``with`` is two
-        # Python calls more).
-        self._turn_lock = threading.Lock()
+        self._turn_lock = threading.Lock()  # taken bare once per request: a Condition's ``with`` costs more
         self._turn = threading.Condition(self._turn_lock)
         self._receiver: threading.Thread | None = None  # the one thread allowed to poll and receive
         self._serving_since: float | None = None  # when the receiver began its current request
@@ -162,8 +159,8 @@ class SeccompDriver:
         self._idle = 0  # workers waiting for their turn to receive
         self.sync_wake_up = False
         self._die_at = self._test_death(arch) if inflight is not None else None
-        kept = [self._die_at] if self._die_at is not None else []
-        tables = compiled.packed(arch, tuple(kept), strict)
+        self._kept = (self._die_at,) if self._die_at is not None else ()
+        tables = compiled.packed(arch, self._kept, strict)
         self._loop = compiled.Loop(vm, tables, self._die_at, self._creds.bumps)  # what C answers itself
 
     @staticmethod
@@ -190,6 +187,16 @@ class SeccompDriver:
         if native.hotpath is not None:
             document["compiled"] = self._loop.counted()
         return document
+
+    def serve_stats(self, vm_root: int, quiet: bytearray, opens: bool) -> served_stat.ServedStat | None:
+        """Serve a strict VM's plain stats (and ``opens``) in C from the next receive on, in its
+        root ``vm_root`` while its bus is ``quiet`` (hvfs.intercept.served_stat); else None."""
+        if self._publish is None:
+            return None
+        served = served_stat.ServedStat(vm_root, quiet, opens)
+        tables = compiled.packed(self._arch, self._kept, self._checks_exec, served_stat=True)
+        self._loop.serve_stats(tables, served, self._creds.shared)
+        return served
 
     def start(self) -> None:
         try:
@@ -287,7 +294,7 @@ class SeccompDriver:
                 threading.Thread(target=self._serve_alone, args=args, daemon=True).start()
 
     def _serve_alone(self, notif: notify.Received, created: bool, received_ns: int) -> None:
-        inspector = Inspector(self._creds)
+        inspector = Inspector(self._creds, self._publish)
         try:
             self._serve(notif, inspector, created=created, replayed_since=received_ns)
         finally:
@@ -297,7 +304,7 @@ class SeccompDriver:
         self._bound.wait()
         if self._done:
             return
-        inspector = Inspector(self._creds)
+        inspector = Inspector(self._creds, self._publish)
         try:
             self._work_with(inspector, slot)
         finally:
@@ -315,7 +322,8 @@ class SeccompDriver:
                     return
                 self._receiver = me
             while True:  # the fast path: receive, serve, receive, with no other thread awake
-                notif = self._loop.receive(self._listener, self._stop_read, self._inflight, slot)  # and recorded
+                published = inspector.creds.published
+                notif = self._loop.receive(self._listener, self._stop_read, self._inflight, slot, published)  # recorded
                 if notif is None:
                     with self._turn:
                         self._done = True

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+from collections.abc import Callable
 
 from hvfs._native import hotpath
 from hvfs._sys import notify, process
@@ -34,11 +35,11 @@ class Inspector:
     without a watch, credentials are read for every request). Not thread-safe: one per
     worker."""
 
-    def __init__(self, watch: CredWatch | None = None) -> None:
+    def __init__(self, watch: CredWatch | None = None, publish: Callable[[Credentials], bool] | None = None) -> None:
         self.memory = process.MemoryReader(PATH_MAX)
         self.status = StatusFiles()
         self.pidfds = KeptFds()
-        self.creds = KnownCredentials(watch if watch is not None else CredWatch(trusted=False))
+        self.creds = KnownCredentials(watch if watch is not None else CredWatch(trusted=False), publish)
         # The Caller of this worker's last request, made again only when its thread or its
         # credentials object (the one ``creds`` keeps) changes: a Caller per request cost
         # an open's decode a tenth of its time.

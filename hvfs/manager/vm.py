@@ -9,6 +9,7 @@ import posixpath
 import re
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -65,6 +66,9 @@ class VmContext:
     staged: dict[str, int] = field(default_factory=dict)  # mount target -> fd of its staged upper layer
     roots_named_from_themselves: bool | None = None  # readlink of both roots is "/" (hvfs.manager.served)
     view_nodev: bool | None = None  # the writable view opens no device node (hvfs.manager.handlers.direct)
+    # Requests its driver served without the manager (stats in C: hvfs.intercept.served_stat),
+    # counted as ``count`` counts them.
+    served_by_driver: Callable[[], dict[tuple[type, str], int]] | None = None
     _warned: set[str] = field(default_factory=set)
     _counts: Counter[tuple[type, str]] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -93,7 +97,10 @@ class VmContext:
 
     def statistics(self) -> VmStatistics:
         with self._lock:
-            items = list(self._counts.items())
+            counts = self._counts.copy()
+        if self.served_by_driver is not None:
+            counts.update(self.served_by_driver())
+        items = list(counts.items())
         requests: dict[str, dict[str, int]] = {}
         named = (((operation_of(kind), outcome), n) for (kind, outcome), n in items)
         for (operation, outcome), n in sorted(named):

@@ -154,3 +154,37 @@ def test_a_umask_to_the_value_in_force_is_pending_again_once_another_begins(thre
     assert watch.changing == 1  # the first, maybe not run yet
     watch.seen(thread.pid, 12)
     assert watch.changing == 0 and watch.usable(watch.generation)
+
+
+def published(known: KnownCredentials) -> list[tuple[int, int, int]]:
+    """The entries the C loop reads (tid, pidfd, generation), the free ones left out."""
+    entries = [credcache.PUBLISHED.unpack_from(known.published, at) for at in range(0, len(known.published), 16)]
+    return [entry for entry in entries if entry[1] >= 0]
+
+
+def test_kept_credentials_that_need_no_switch_are_published_for_the_c_loop(thread: subprocess.Popen[bytes]) -> None:
+    watch = CredWatch()
+    known = KnownCredentials(watch, publish=lambda creds: creds.uid == 0)
+    assert known.get(thread.pid, Reader(ROOT), valid) == ROOT
+    require(known.threads, "pidfd_open(PIDFD_THREAD) needs Linux 6.9")
+    [(tid, pidfd, generation)] = published(known)
+    assert tid == thread.pid and pidfd >= 0 and generation == watch.generation
+    known.drop(thread.pid)  # unpublished before its pidfd is closed
+    assert published(known) == []
+    other = KnownCredentials(watch, publish=lambda creds: creds.uid == 0)
+    assert other.get(thread.pid, Reader(NOBODY), valid) == NOBODY and len(other) == 1
+    assert published(other) == []  # kept, but needs a switch: Python's
+    other.close()
+
+
+@pytest.mark.parametrize("change", ["changed", "begin", "distrust"])
+def test_the_shared_watch_changes_before_the_call_continues(change: str) -> None:
+    watch = CredWatch()
+    assert credcache.WATCH.unpack_from(watch.shared) == (0, 0, 1)
+    getattr(watch, change)()
+    generation, changing, trusted = credcache.WATCH.unpack_from(watch.shared)
+    assert generation == watch.generation == 1
+    assert (changing, trusted) == {"changed": (0, 1), "begin": (1, 1), "distrust": (0, 0)}[change]
+    if change == "begin":
+        watch.end()
+        assert credcache.WATCH.unpack_from(watch.shared) == (2, 0, 1)

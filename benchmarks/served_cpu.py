@@ -1,0 +1,69 @@
+"""The manager's CPU per served read-only open and per served stat, with the C loop serving
+them and with ``HVFS_SERVED_STAT=0`` (the Python path), round by round, each its own manager
+in a private state directory (as benchmarks/audit_cpu_vm.py measures: a run of 200 calls and
+one of 20,200, the difference over 20,000). Not a test: nothing is asserted.
+
+    python benchmarks/served_cpu.py [ROUNDS]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent.parent
+HVFS = sys.executable
+PROGRAMS = {"open r/o": "fd = os.open(p, os.O_RDONLY); os.close(fd)", "stat": "os.stat(p)"}
+
+
+def cpu(state: Path) -> float:
+    """The CPU seconds the state directory's manager has used (all its threads)."""
+    pid = json.loads((state / "manager.json").read_text())["pid"]
+    f = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run(env: dict[str, str], work: Path, program: str, count: int) -> float:
+    """The manager's CPU seconds for one VM running ``program`` ``count`` times."""
+    code = f"import os, sys\np = sys.argv[1] + '/f'\nfor _ in range({count}):\n    {program}\n"
+    state = Path(env["HVFS_STATE_DIR"])
+    began = cpu(state)
+    subprocess.run(
+        [HVFS, "-m", "hvfs", "run", "--strict", "-v", f"{work}:{work}", "--", "python3", "-c", code, str(work)],
+        env=env,
+        cwd=work,
+        check=True,
+    )
+    return cpu(state) - began
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as d:
+        work = Path(d) / "work"
+        work.mkdir()
+        (work / "f").write_text("x\n")
+        envs: dict[str, dict[str, str]] = {}
+        for v in ("1", "0"):
+            st = Path(d) / f"state{v}"
+            st.mkdir(mode=0o700)
+            envs[v] = {**os.environ, "HVFS_STATE_DIR": str(st), "HVFS_SERVED_STAT": v, "PYTHONPATH": str(HERE)}
+            subprocess.run([HVFS, "-m", "hvfs", "run", "--", "true"], env=envs[v], cwd=work, check=True)
+        res: dict[tuple[str, str], list[float]] = {}
+        for _ in range(int(sys.argv[1]) if len(sys.argv) > 1 else 2):
+            for name, prog in PROGRAMS.items():
+                for v in ("1", "0"):
+                    few = run(envs[v], work, prog, 200)
+                    many = run(envs[v], work, prog, 20200)
+                    res.setdefault((name, v), []).append((many - few) / 20000 * 1e6)
+        for v in ("1", "0"):
+            subprocess.run([HVFS, "-m", "hvfs", "manager", "stop"], env=envs[v], cwd=work)
+        for (name, v), xs in sorted(res.items()):
+            print(f"{name:10} HVFS_SERVED_STAT={v}: " + ", ".join(f"{x:.1f}" for x in xs) + " µs manager CPU per call")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,411 @@
+/* A strict VM's stat of a path, and its read-only open (serve_open, below), served in the C
+ * receive loop (hvfs/intercept/served_stat.py says when, and tests/test_served_stat.py holds
+ * it to the Python path).
+ *
+ * stat, lstat, newfstatat and statx of an absolute path, or of a path relative to the cwd
+ * or a dirfd, are answered here exactly as the Python path answers them (decoders/query.py,
+ * then hvfs/manager/handlers/query.py handle_stat and handle_statx): the object opened
+ * O_PATH in the VM's root (resolve.open_at: RESOLVE_IN_ROOT, or the base directory by its
+ * text, checked to be the caller's very directory, then RESOLVE_BENEATH, and on EXDEV the
+ * whole path in the root), ENOENT, ENOTDIR and ELOOP continued in the VM, another errno
+ * answered, the stat written to the caller. Anything else is declined (returns DECLINED
+ * before any answer, and Python serves the request from its start): flags
+ * Python checks, a path that may name the VM's procfs or devpts (its text holds "proc" or
+ * "pts", which a kernel path's must, since normalizing only drops components), a malformed
+ * or empty path, a caller whose credentials Python has not published as needing no switch.
+ *
+ * Credentials: the worker's Python publishes (KnownCredentials, hvfs/intercept/credcache.py)
+ * the threads whose credentials it read and found to be the manager's own (no switch at
+ * all: the serving thread, outside acting_as, acts as them), each under a pidfd of the
+ * thread and the watch's generation; the watch bumps its generation, before it lets any
+ * call that may change credentials continue, in the shared state read here. A thread in a
+ * stat cannot change its own credentials meanwhile: it is in this call.
+ *
+ * Security: the path is read once, into our buffer, and only those bytes are resolved;
+ * ID_VALID comes after every read of the caller (its path, its cwd or dirfd) and again before the
+ * result is written and the call answered (driver.py's order).
+ */
+#ifndef HVFS_SERVED_STAT_H
+#define HVFS_SERVED_STAT_H
+
+#include <linux/openat2.h>
+#include <linux/stat.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+
+#ifndef AT_FDCWD
+#define AT_FDCWD -100
+#endif
+#define STAT_STATX_SYNC_TYPE 0x6000
+#define STAT_STATX_RESERVED 0x80000000u
+#define STAT_SCOPED_RETRIES 16 /* hvfs/_sys/files.py _SCOPED_RETRIES */
+
+enum { CALL_STAT, CALL_LSTAT, CALL_NEWFSTATAT, CALL_STATX, CALL_OPEN, CALL_OPENAT }; /* RULE_SERVED's arg */
+enum { SERVED_DONE, SERVED_CONTINUED, SERVED_FAILED, SERVED_OUTCOMES };
+enum { COUNTS_STAT, COUNTS_STATX, COUNTS_OPEN, COUNTED_KINDS }; /* counts: [COUNTS_*][SERVED_*] */
+enum { DECLINED = 0, ANSWER = 1, GONE = 2 };
+
+/* hvfs/intercept/credcache.py WATCH and PUBLISHED */
+struct watch_state {
+    uint64_t generation;
+    uint32_t changing;
+    uint32_t trusted;
+};
+struct published {
+    int32_t tid;
+    int32_t pidfd;
+    uint64_t generation;
+};
+
+struct stat_context {
+    int vm_root;
+    const volatile uint8_t *quiet; /* 1 while no hook, audit or fault rule must see a stat */
+    const struct watch_state *watch;
+    const struct published *known;
+    size_t known_count;
+    uint64_t *counts; /* [COUNTS_*][SERVED_*] */
+    int opens;        /* read-only opens too: no service judges what the VM reads */
+};
+
+/* Whether the credentials of tid are published as needing no switch, and still hold. */
+static int
+acts_as_manager(const struct stat_context *c, pid_t tid)
+{
+    uint64_t generation = __atomic_load_n(&c->watch->generation, __ATOMIC_ACQUIRE);
+    if (!__atomic_load_n(&c->watch->trusted, __ATOMIC_ACQUIRE) || __atomic_load_n(&c->watch->changing, __ATOMIC_ACQUIRE))
+        return 0;
+    for (size_t i = 0; i < c->known_count; i++) {
+        if (c->known[i].tid != tid || c->known[i].pidfd < 0)
+            continue;
+        if (c->known[i].generation != generation)
+            return 0;
+        struct pollfd alive = {.fd = c->known[i].pidfd, .events = POLLIN};
+        return poll(&alive, 1, 0) == 0; /* alive, it holds its number: the notifier is that thread */
+    }
+    return 0;
+}
+
+static long
+scoped_openat2(int dirfd, const char *path, uint64_t flags, uint64_t resolve)
+{
+    struct open_how how = {.flags = flags | O_CLOEXEC, .resolve = resolve};
+    long fd;
+    int tries = STAT_SCOPED_RETRIES;
+    do
+        fd = syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+    while (fd < 0 && errno == EAGAIN && tries-- > 0);
+    return fd;
+}
+
+/* The directory a relative path starts from (the cwd for AT_FDCWD, else dirfd's), as
+ * tracee.directory reads it for resolve.base_directory: its text into base, and its
+ * (device, inode); 0, or -1 for anything Python must look at (no such fd: EBADF there). */
+static int
+read_base(pid_t tid, int dirfd, char *base, size_t size, struct stat *identity)
+{
+    char link[64];
+    if (dirfd == AT_FDCWD)
+        snprintf(link, sizeof link, "/proc/%d/cwd", (int)tid);
+    else
+        snprintf(link, sizeof link, "/proc/%d/fd/%d", (int)tid, dirfd);
+    ssize_t got = readlink(link, base, size - 1);
+    if (got <= 0 || (size_t)got >= size - 1 || base[0] != '/' || stat(link, identity) < 0)
+        return -1;
+    base[got] = 0;
+    static const char deleted[] = " (deleted)";
+    size_t tail = sizeof deleted - 1;
+    if ((size_t)got >= tail && memcmp(base + got - tail, deleted, tail) == 0)
+        return -1;
+    return 0;
+}
+
+/* resolve.open_at for an O_PATH open of the object: an fd, or -errno; -EACCES marked
+ * foreign (ForeignBase, continued by the handler) through *foreign. */
+static long
+open_object_at(int root, const char *base, const struct stat *identity, const char *name, uint64_t flags,
+               int *foreign)
+{
+    if (name[0] == '/') {
+        long fd = scoped_openat2(root, name, flags, RESOLVE_IN_ROOT);
+        return fd >= 0 ? fd : -errno;
+    }
+    long dir = scoped_openat2(root, base, O_PATH | O_DIRECTORY, RESOLVE_IN_ROOT);
+    if (dir < 0) {
+        *foreign = errno == ENOENT;
+        return -errno;
+    }
+    struct stat st;
+    if (fstat((int)dir, &st) < 0 || st.st_dev != identity->st_dev || st.st_ino != identity->st_ino) {
+        close((int)dir);
+        *foreign = 1;
+        return -EACCES;
+    }
+    long fd = scoped_openat2((int)dir, name, flags, RESOLVE_BENEATH);
+    int failed = fd < 0 ? errno : 0;
+    close((int)dir);
+    if (fd >= 0 || failed != EXDEV)
+        return fd >= 0 ? fd : -failed;
+    char whole[2 * PATH_MAX_BYTES + 2]; /* VmPath.__str__ */
+    size_t length = strlen(base);
+    while (length > 0 && base[length - 1] == '/')
+        length--;
+    snprintf(whole, sizeof whole, "%.*s/%s", (int)length, base, name);
+    fd = scoped_openat2(root, whole, flags, RESOLVE_IN_ROOT);
+    return fd >= 0 ? fd : -errno;
+}
+
+#ifdef __x86_64__
+/* arch.py _pack_stat_x86_64: the kernel's struct stat, built field by field, padding zero. */
+static size_t
+pack_stat(const struct stat *st, char *out)
+{
+    struct stat packed;
+    memset(&packed, 0, sizeof packed);
+    packed.st_dev = st->st_dev;
+    packed.st_ino = st->st_ino;
+    packed.st_nlink = st->st_nlink;
+    packed.st_mode = st->st_mode;
+    packed.st_uid = st->st_uid;
+    packed.st_gid = st->st_gid;
+    packed.st_rdev = st->st_rdev;
+    packed.st_size = st->st_size;
+    packed.st_blksize = st->st_blksize;
+    packed.st_blocks = st->st_blocks;
+    packed.st_atim = st->st_atim;
+    packed.st_mtim = st->st_mtim;
+    packed.st_ctim = st->st_ctim;
+    memcpy(out, &packed, sizeof packed);
+    return sizeof packed;
+}
+#endif
+
+/* The path at path_at, read once, from dirfd (AT_FDCWD or an fd), resolved in the VM's root
+ * as resolve.open_at resolves it, with open_flags (O_PATH, O_NOFOLLOW): ANSWER with *fd an
+ * fd or -errno (*foreign: a base directory that is not the caller's, ForeignBase), or GONE,
+ * or DECLINED (nothing answered) for what Python must look at: a path whose text holds one
+ * of the words in declined (or "proc", "pts"), malformed, empty; a caller not published. */
+static int
+resolve_caller_path(const struct stat_context *c, int listener, const struct seccomp_notif *notif, int32_t dirfd,
+                    uint64_t path_at, uint64_t open_flags, const char *declined, long *fd, int *foreign)
+{
+    if (c->vm_root < 0 || !__atomic_load_n(c->quiet, __ATOMIC_ACQUIRE) || (dirfd < 0 && dirfd != AT_FDCWD) ||
+        path_at == 0 || notif->pid <= 0 || !acts_as_manager(c, notif->pid))
+        return DECLINED;
+    /* Safe because: process_vm_readv writes only within our buffer; the bytes are resolved
+     * as read, whatever the caller's memory holds by then. */
+    char path[PATH_MAX_BYTES + 1];
+    ssize_t got = read_remote(notif->pid, path_at, path, SHORT_PATH);
+    if (got > 0 && got == SHORT_PATH && !memchr(path, 0, SHORT_PATH)) {
+        ssize_t more = read_remote(notif->pid, path_at + SHORT_PATH, path + SHORT_PATH, PATH_MAX_BYTES - SHORT_PATH);
+        got = more < 0 ? got : got + more;
+    }
+    if (got <= 0 || !memchr(path, 0, (size_t)got) || path[0] == 0)
+        return DECLINED; /* EFAULT, ENAMETOOLONG, ENOENT: the decoder's answers */
+    if (strstr(path, "proc") || strstr(path, "pts") || (declined[0] && strstr(path, declined)))
+        return DECLINED;
+    char base[PATH_MAX_BYTES + 1] = "/";
+    struct stat identity = {0};
+    if (path[0] != '/') {
+        if (read_base(notif->pid, dirfd, base, sizeof base, &identity) < 0 || strstr(base, "proc") ||
+            strstr(base, "pts") || (declined[0] && strstr(base, declined)))
+            return DECLINED;
+    }
+    uint64_t id = notif->id;
+    if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) < 0)
+        return GONE;
+    *fd = open_object_at(c->vm_root, base, &identity, path, open_flags, foreign);
+    return ANSWER;
+}
+
+/* Whether a failed lookup is left to the kernel on the boot view (handlers/query.py and
+ * opening.py: RETRY_IN_VM, and a foreign base), counted; else resp answers its errno. */
+static void
+answer_failed_lookup(long failed, int foreign, uint64_t *count, struct seccomp_notif_resp *resp)
+{
+    if (foreign || failed == -ENOENT || failed == -ENOTDIR || failed == -ELOOP) {
+        resp->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+        count[SERVED_CONTINUED]++;
+    } else {
+        resp->error = (int32_t)failed;
+        count[SERVED_FAILED]++;
+    }
+}
+
+/* Serves one notification of a stat-family call (call: CALL_*): ANSWER with resp filled
+ * (and *written set where the result was written to the caller), GONE when the caller is
+ * gone (nothing to answer), DECLINED when Python must serve it. Without the GIL. */
+static int
+serve_stat(const struct stat_context *c, int listener, const struct seccomp_notif *notif, int call,
+           struct seccomp_notif_resp *resp, int *written)
+{
+#ifndef __x86_64__
+    return DECLINED; /* the struct stat layout is packed in C for x86_64 only */
+#else
+    const __u64 *a = notif->data.args;
+    uint64_t path_at, out_at, flags = 0, mask = 0;
+    int32_t dirfd = AT_FDCWD;
+    if (call == CALL_STAT || call == CALL_LSTAT) {
+        path_at = a[0], out_at = a[1];
+        flags = call == CALL_LSTAT ? AT_SYMLINK_NOFOLLOW : 0;
+    } else if (call == CALL_NEWFSTATAT) {
+        dirfd = (int32_t)a[0], path_at = a[1], out_at = a[2], flags = a[3] & UINT32_MAX;
+        if (flags & ~(uint64_t)(AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT))
+            return DECLINED;
+    } else {
+        dirfd = (int32_t)a[0], path_at = a[1], flags = a[2] & UINT32_MAX, mask = a[3] & UINT32_MAX, out_at = a[4];
+        if (flags & ~(uint64_t)(AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT | STAT_STATX_SYNC_TYPE) ||
+            (flags & STAT_STATX_SYNC_TYPE) == STAT_STATX_SYNC_TYPE || mask & STAT_STATX_RESERVED)
+            return DECLINED;
+    }
+    int foreign = 0, statx_call = call == CALL_STATX;
+    long fd = -EBADF;
+    uint64_t open_flags = O_PATH | (flags & AT_SYMLINK_NOFOLLOW ? O_NOFOLLOW : 0);
+    int got = resolve_caller_path(c, listener, notif, dirfd, path_at, open_flags, "", &fd, &foreign);
+    if (got != ANSWER)
+        return got;
+    uint64_t *count = c->counts + SERVED_OUTCOMES * (statx_call ? COUNTS_STATX : COUNTS_STAT);
+    if (fd < 0) {
+        answer_failed_lookup(fd, foreign, count, resp);
+        return ANSWER;
+    }
+    char out[256];
+    size_t size;
+    int failed = 0;
+    if (statx_call) {
+        memset(out, 0, sizeof out);
+        unsigned int at = AT_EMPTY_PATH | (unsigned int)(flags & ~(uint64_t)AT_SYMLINK_NOFOLLOW);
+        failed = syscall(SYS_statx, (int)fd, "", at, (unsigned int)mask, (struct statx *)out) < 0 ? errno : 0;
+        size = sizeof out;
+    } else {
+        struct stat st;
+        failed = fstat((int)fd, &st) < 0 ? errno : 0;
+        size = failed ? 0 : pack_stat(&st, out);
+    }
+    close((int)fd);
+    if (failed) {
+        resp->error = -failed;
+        count[SERVED_FAILED]++;
+        return ANSWER;
+    }
+    uint64_t id = notif->id;
+    if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) < 0)
+        return GONE;
+    /* Safe because: the kernel writes only within the caller's writable mappings and
+     * reads only size bytes of our buffer. */
+    struct iovec local = {.iov_base = out, .iov_len = size};
+    struct iovec remote = {.iov_base = (void *)(uintptr_t)out_at, .iov_len = size};
+    ssize_t put = process_vm_writev(notif->pid, &local, 1, &remote, 1, 0);
+    if (put < 0 && errno == ESRCH)
+        return GONE;
+    count[SERVED_DONE]++; /* the manager's count: the driver's EFAULT below comes after it */
+    if (put != (ssize_t)size)
+        resp->error = -EFAULT;
+    else
+        *written = 1;
+    return ANSWER;
+#endif
+}
+
+/* open(2)'s flags as the kernel keeps them (opening.py VALID_OPEN_FLAGS), and those that
+ * make an open a write (WRITE_FLAGS: served by Python, with the VM's change set). */
+#define SERVED_TMPFILE 020000000 /* __O_TMPFILE without O_DIRECTORY: opening.py TMPFILE_BIT */
+#define SERVED_VALID_OPEN                                                                                      \
+    (O_ACCMODE | O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_APPEND | O_NONBLOCK | O_SYNC | O_DSYNC | FASYNC |     \
+     O_DIRECT | O_LARGEFILE | O_DIRECTORY | O_NOFOLLOW | O_NOATIME | O_CLOEXEC | O_PATH | SERVED_TMPFILE)
+#define SERVED_WRITE (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | SERVED_TMPFILE)
+
+/* Serves a read-only open or openat (call: CALL_OPEN, CALL_OPENAT) as opening.py's
+ * _open_readable does: the object found O_PATH in the VM's root, a regular file or a
+ * directory opened again through /proc/self/fd with the caller's flags, to be installed
+ * in the caller with ADDFD and SEND (*install: the fd, *newfd_flags); anything else is
+ * continued on the boot view, a failed lookup as answer_failed_lookup says. O_PATH opens,
+ * writes, paths that may name the caller's own files (/proc, /dev) are declined. */
+static int
+serve_open(const struct stat_context *c, int listener, const struct seccomp_notif *notif, int call,
+           struct seccomp_notif_resp *resp, int *install, unsigned int *newfd_flags)
+{
+    const __u64 *a = notif->data.args;
+    int32_t dirfd = call == CALL_OPEN ? AT_FDCWD : (int32_t)a[0];
+    uint64_t path_at = call == CALL_OPEN ? a[0] : a[1];
+    uint64_t flags = (call == CALL_OPEN ? a[1] : a[2]) & UINT32_MAX & SERVED_VALID_OPEN;
+    if (!c->opens || flags & (O_PATH | SERVED_WRITE))
+        return DECLINED;
+    int foreign = 0;
+    long probe = -EBADF;
+    int got = resolve_caller_path(c, listener, notif, dirfd, path_at, O_PATH | (flags & O_NOFOLLOW), "dev", &probe,
+                                  &foreign);
+    if (got != ANSWER)
+        return got;
+    uint64_t *count = c->counts + SERVED_OUTCOMES * COUNTS_OPEN;
+    if (probe < 0) {
+        answer_failed_lookup(probe, foreign, count, resp);
+        return ANSWER;
+    }
+    struct stat st;
+    if (fstat((int)probe, &st) < 0 || !(S_ISREG(st.st_mode) || S_ISDIR(st.st_mode))) {
+        close((int)probe); /* a FIFO, a socket, a device: the kernel opens it (an fstat failure: EIO there) */
+        resp->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+        count[SERVED_CONTINUED]++;
+        return ANSWER;
+    }
+    char again[64];
+    snprintf(again, sizeof again, "/proc/self/fd/%d", (int)probe);
+    int opened = open(again, (int)((flags & ~(uint64_t)O_NOFOLLOW) | O_CLOEXEC));
+    int failed = opened < 0 ? errno : 0;
+    close((int)probe);
+    if (failed) {
+        resp->error = -failed;
+        count[SERVED_FAILED]++;
+        return ANSWER;
+    }
+    *install = opened;
+    *newfd_flags = flags & O_CLOEXEC ? O_CLOEXEC : 0;
+    count[SERVED_DONE]++;
+    return ANSWER;
+}
+
+/* ADDFD with SEND of a read-only fd (taken, closed here), as hp_install: EMFILE answered
+ * EMFILE, ENOENT (the caller gone) nothing; any other failure answered EIO, as the driver
+ * answers an internal error. 0, or the errno of a failed answer. */
+static int
+install_read_only(int listener, uint64_t id, int fd, unsigned int newfd_flags)
+{
+    struct seccomp_notif_addfd add = {
+        .id = id, .flags = SECCOMP_ADDFD_FLAG_SEND, .srcfd = (uint32_t)fd, .newfd_flags = newfd_flags};
+    int failed = ioctl(listener, SECCOMP_IOCTL_NOTIF_ADDFD, &add) < 0 ? errno : 0;
+    close(fd);
+    if (!failed || failed == ENOENT)
+        return 0;
+    struct seccomp_notif_resp resp = {.id = id, .error = failed == EMFILE ? -EMFILE : -EIO};
+    return ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp) < 0 && errno != ENOENT ? errno : 0;
+}
+
+/* The stat context from serve's stat argument: None (nothing served here), or (vm_root,
+ * quiet, watch, known, counts, opens): hvfs/intercept/served_stat.py ServedStat.argument. 1 when
+ * served, 0 when not, -1 with an exception. Views (4) are released by release_stat. */
+static int
+stat_context_of(PyObject *argument, struct stat_context *c, Py_buffer views[4])
+{
+    if (argument == Py_None)
+        return 0;
+    if (!PyArg_ParseTuple(argument, "iy*y*y*w*p", &c->vm_root, &views[0], &views[1], &views[2], &views[3], &c->opens))
+        return -1;
+    if (views[0].len < 1 || views[1].len < (Py_ssize_t)sizeof(struct watch_state) ||
+        views[3].len < (Py_ssize_t)(COUNTED_KINDS * SERVED_OUTCOMES * sizeof(uint64_t))) {
+        PyErr_SetString(PyExc_ValueError, "stat: a buffer is too small");
+        return -1;
+    }
+    c->quiet = views[0].buf, c->watch = views[1].buf, c->known = views[2].buf, c->counts = views[3].buf;
+    c->known_count = (size_t)views[2].len / sizeof(struct published);
+    return 1;
+}
+
+static void
+release_stat(Py_buffer views[4])
+{
+    for (int i = 0; i < 4; i++)
+        if (views[i].obj)
+            PyBuffer_Release(&views[i]);
+}
+
+#endif

@@ -1,0 +1,93 @@
+"""A strict VM's stat of a path and read-only open, served in the C receive loop
+(hvfs/_native/served_stat.h).
+
+Under ``--strict`` every stat and open is served, and most are plain: a path resolved in
+the VM's root, as the caller, and the result written back (a stat) or the file opened
+there installed (a read-only open of a regular file or a directory). The C loop serves
+those itself, with the Python path's answer (decoders/query.py and opening.py, then
+manager/handlers/query.py ``handle_stat``/``handle_statx`` and opening.py
+``_open_readable``), for VMs where nothing in Python must see the request:
+
+* no hook and no audit subscriber on the VM's bus (``EventBus.quiet``, kept by the bus as
+  they come and go: a scanner, a fault rule, an audit, a backup all turn it off);
+* a caller whose credentials need no switch (the manager's own fsuid, fsgid, groups and
+  capabilities, as a rootless VM's root has): published by the worker's credential cache
+  (``credcache.KnownCredentials``) under a pidfd of the thread and the watch's generation,
+  which every call that may change credentials bumps before it continues, so C never
+  acts on credentials a thread may have changed. A caller that needs a switch is
+  Python's: acting as another user in C would be a second ``acting_as`` to keep in step;
+* a path that is absolute or relative to the cwd or a dirfd, not naming procfs or devpts
+  (nor, for an open, anything under /dev: the caller's own /dev/stdin and /dev/fd/N); the
+  rest (AT_EMPTY_PATH, flags and masks Python checks, malformed paths, a dirfd that names
+  no directory of the VM, O_PATH and writing opens, openat2) is declined before anything
+  is answered, and Python serves it from the start;
+* opens only where no service judges what the VM reads (``VmContext.reads_judged``).
+
+``HVFS_SERVED_STAT=0``, read when a driver is made, turns it off (the conformance tests run
+both ways). An audited VM stays on Python, whose record of each request is its event.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import struct
+
+from hvfs import _native as native
+from hvfs import api
+from hvfs._sys import caps
+
+ENVIRONMENT = "HVFS_SERVED_STAT"
+CALLS = {"stat": 0, "lstat": 1, "newfstatat": 2, "statx": 3, "open": 4, "openat": 5}  # served_stat.h CALL_*
+OUTCOMES = ("served", "continued", "failed")  # served_stat.h SERVED_*, as the manager names them
+KINDS = (api.Stat, api.Statx, api.Open)  # served_stat.h COUNTS_*
+COUNTS = struct.Struct(f"<{len(KINDS) * len(OUTCOMES)}Q")  # KINDS x OUTCOMES
+StatArgument = tuple[int, bytearray, bytearray, bytearray, bytearray, bool]  # hotpath.c serve's stat
+
+
+def wanted() -> bool:
+    """Whether drivers made now serve stats in C: the hot path is built, on x86_64 (the
+    struct stat C packs), and ``HVFS_SERVED_STAT`` is not 0."""
+    return native.hotpath is not None and os.uname().machine == "x86_64" and os.environ.get(ENVIRONMENT, "1") != "0"
+
+
+@functools.cache
+def _manager_identity() -> tuple[int, int, tuple[int, ...], int, int]:
+    """The identity every worker has outside ``acting_as``: the process's, which no worker
+    changes for good (hvfs.manager.creds)."""
+    effective, permitted, _ = caps.get_thread_caps()
+    return os.geteuid(), os.getegid(), tuple(os.getgroups()), effective, permitted
+
+
+def needs_no_switch(creds: api.Credentials) -> bool:
+    """Whether ``acting_as(creds)`` switches nothing a lookup depends on (the umask aside,
+    which no stat uses): hvfs.manager.creds ``_switch``'s test, against the manager's identity."""
+    uid, gid, groups, effective, permitted = _manager_identity()
+    same_ids = creds.uid == uid and creds.gid == gid and creds.groups == groups
+    return same_ids and creds.capabilities & permitted == effective
+
+
+class ServedStat:
+    """One driver's served stats: the VM's root, its bus's quiet flag, and the counts by
+    request type and outcome, which the VM's statistics add to the manager's own."""
+
+    def __init__(self, vm_root: int, quiet: bytearray, opens: bool) -> None:
+        self.vm_root = vm_root
+        self.quiet = quiet
+        self.opens = opens  # read-only opens too (``opens``)
+        self.counts = bytearray(COUNTS.size)
+
+    def argument(self, watch: bytearray, known: bytearray) -> StatArgument:
+        """What hotpath.c serve takes as its ``stat``, for a worker whose published
+        credentials are ``known`` (``KnownCredentials.published``)."""
+        return (self.vm_root, self.quiet, watch, known, self.counts, self.opens)
+
+    def counted(self) -> dict[tuple[type, str], int]:
+        """Requests served here, as ``VmContext.count`` keys them."""
+        values = COUNTS.unpack_from(self.counts)
+        found: dict[tuple[type, str], int] = {}
+        for index, kind in enumerate(KINDS):
+            for offset, outcome in enumerate(OUTCOMES):
+                if values[3 * index + offset]:
+                    found[kind, outcome] = values[3 * index + offset]
+        return found

@@ -1,0 +1,52 @@
+"""A served stat's (and read-only open's) path rewritten by a second thread while the manager
+serves it (issue 14: strict stats and read-only opens answered in the driver's C loop,
+hvfs/_native/served_stat.h).
+
+The C loop reads the path once and resolves those bytes in the VM's root; whatever the
+buffer holds by then changes nothing. The VM's volume holds ``inside``; next to the volume
+on the host, outside every mount, is ``secret``, and the volume holds a symlink to its host
+path. Thousands of times, a thread flips the path between ``inside`` and a spelling of the
+secret (its host path, ``../`` up and out of the volume, the symlink), while the main
+thread stats it (stat, lstat, statx) or opens it read-only. A stat or an open may find
+``inside`` or nothing (the secret is in no view of the VM), never the secret's inode. Each
+variant runs ``--strict`` (the served calls are strict's), and ``--stats`` shows the C loop
+served stats and opens meanwhile, so that a race run only on the Python path fails
+instead of passing vacuously.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from tests.adversarial.conftest import ON_THE_NATIVE_PATH, Attacker
+
+pytestmark = ON_THE_NATIVE_PATH
+
+SECRET_SIZE = 7777  # the secret's size, which no other file here has
+
+
+def test_a_stat_path_flipped_to_a_host_file_never_reaches_it(attacker: Attacker, shared_tmp: Path) -> None:
+    attacker = dataclasses.replace(attacker, strict=True)
+    volume, outside = shared_tmp / "vol", shared_tmp / "outside"
+    volume.mkdir()
+    outside.mkdir()
+    secret = outside / "secret"
+    secret.write_bytes(b"s" * SECRET_SIZE)
+    (volume / "inside").write_text("inside\n")
+    (volume / "link-out").symlink_to(secret)
+    stats = shared_tmp / "stats.json"
+    attacker.give(volume, outside, secret, volume / "inside", shared_tmp)
+    inode = secret.stat().st_ino
+    targets = [str(secret), "../outside/secret", "../../../../../.." + str(secret), "link-out", "/vol/link-out"]
+    options = ("--stats", str(stats), "-v", f"{volume}:/vol")
+    outcome = attacker.run("stat_flip", "/vol", str(inode), str(SECRET_SIZE), *targets, options=options)
+    assert outcome.code == 0, outcome.stderr
+    assert outcome.count("escapes") == 0, outcome.report
+    assert outcome.count("inside") > 0 and outcome.count("refused") > 0, outcome.report  # the race ran
+    assert outcome.count("tries") >= 1000 and outcome.count("odd") > 0, outcome.report  # odd: lstat of link-out
+    compiled = json.loads(stats.read_text())["compiled"]
+    assert compiled.get("stat_served", 0) + compiled.get("statx_served", 0) > 0, compiled
+    assert compiled.get("open_served", 0) > 0, compiled
+    assert secret.read_bytes() == b"s" * SECRET_SIZE
