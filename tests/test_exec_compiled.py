@@ -159,4 +159,8 @@ def test_a_strict_vm_hands_every_exec_to_python(hvfs: Hvfs, tmp_path: Path) -> N
     assert out == "executed x\n"
     compiled_counts = strict["compiled"]
     assert isinstance(compiled_counts, dict)
-    assert compiled_counts["continued"] == 0 and compiled_counts["handed_to_python"] >= 2, compiled_counts
+    # What C continues in a strict VM is only its served stats and opens declined to the VM
+    # (a missing file, a FIFO): no exec among them.
+    served_continued = sum(n for key, n in compiled_counts.items() if key.endswith("_continued"))
+    assert compiled_counts["continued"] == served_continued, compiled_counts
+    assert compiled_counts["handed_to_python"] >= 2, compiled_counts
