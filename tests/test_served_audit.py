@@ -22,8 +22,10 @@ IDS = ("time", "vm", "pid", "duration_us")  # what differs from run to run
 
 
 def _records(log: Path) -> list[dict[str, Any]]:
-    """The audit's records without their time, duration and ids, in the file's order."""
+    """The audit's records without their time, duration and ids, in the file's order (all
+    of one VM, named alike by C and Python)."""
     records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len({record["vm"] for record in records}) == 1
     return [{key: value for key, value in record.items() if key not in IDS} for record in records]
 
 
