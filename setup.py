@@ -43,7 +43,7 @@ AUDIT = Extension(
 RECORD = Extension(
     "hvfs._native._record",
     sources=["hvfs/_native/record.c"],
-    depends=["hvfs/_native/compact.h", "hvfs/_native/comm.h", "hvfs/_native/recorder.h", "hvfs/_native/kinds.h"],
+    depends=["hvfs/_native/compact.h", "hvfs/_native/comm.h", "hvfs/_native/recorder.h", "hvfs/_native/kinds.h", "hvfs/_native/record_raw.h"],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fstack-protector-strong"],
     optional=True,  # without it the dispatch records in Python (hvfs.api.events.record_request)
 )

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from hvfs.api import Transport
 from hvfs.api.choice import transport_maker
+from hvfs.intercept import served_stat
 from hvfs.intercept.arch import Arch
 from hvfs.intercept.backend import Driver, backend
 from hvfs.manager.manager import Manager
@@ -212,8 +213,9 @@ def serve_vm(
             raise SetupError("ptrace driver", e.strerror or str(e), hint) from None
     else:
         if spec.strict and hasattr(driver, "serve_stats"):  # plain stats served in the driver's C loop
-            quiet = bus.quiet if bus is not None else bytearray(b"\x01")
-            served = driver.serve_stats(vm_root, quiet, opens=not context.reads_judged)
+            quiet = bus.quiet if bus is not None else bytearray(b"\x01\x00")
+            audit = served_stat.audit_of(bus, spec.name) if bus is not None else None
+            served = driver.serve_stats(vm_root, quiet, opens=not context.reads_judged, audit=audit)
             context.served_by_driver = served.counted if served is not None else None
         if ready is None:
             driver.start()

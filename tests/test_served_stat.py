@@ -2,7 +2,8 @@
 (hvfs/_native/served_stat.h) answer exactly as the Python path does, which serves them with
 ``HVFS_SERVED_STAT=0`` (a manager of its own): every case below, served in C or declined to
 Python, gives the same result both ways, as root, as a VM user, and rootless; and the C
-loop serves what it should and declines the rest (counted in ``--stats``)."""
+loop serves what it should and declines the rest (counted in ``--stats``). An audited VM's:
+tests/test_served_audit.py."""
 
 from __future__ import annotations
 
@@ -268,12 +269,3 @@ def test_the_c_loop_serves_plain_stats_and_declines_the_rest(hvfs: Hvfs, tmp_pat
     assert served.get("stat_served", 0) - base.get("stat_served", 0) >= 600, (base, served)
     assert declined.get("stat_served", 0) - base.get("stat_served", 0) < 20, (base, declined)
     assert declined["handed_to_python"] - base["handed_to_python"] >= 600, (base, declined)
-
-
-def test_an_audited_vm_stays_on_the_python_path(hvfs: Hvfs, tmp_path: Path) -> None:
-    data = _volume(tmp_path, None)
-    log = tmp_path / "audit.log"
-    in_c, stats = _probe(hvfs, tmp_path, data, "--audit", str(log))
-    assert in_c["stat"][0] == "ok"
-    assert "stat_served" not in _compiled(stats), _compiled(stats)
-    assert "/data/file" in log.read_text()

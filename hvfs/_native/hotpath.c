@@ -181,6 +181,19 @@ read_remote(pid_t pid, uint64_t address, char *buffer, size_t size)
 
 #include "served_stat.h" /* serve_stat, serve_open: RULE_SERVED's calls, served here */
 
+/* A served call's note made blank, its arrival timed (an event's duration); always 1. */
+static int
+served_anew(const struct stat_context *c)
+{
+    if (c->note) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        c->note->audited = c->note->recordable = 0;
+        c->note->began = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+    }
+    return 1;
+}
+
 /* serve(listener, stop_fd, rules, values, table, slot_at, last_at, counts, record_handed[, bumps, stat])
  *   -> (id, pid, nr, args, raw) | None
  *
@@ -192,8 +205,9 @@ read_remote(pid_t pid, uint64_t address, char *buffer, size_t size)
  * bumped here: continued, answered (an errno, or a stat), handed to Python; bumps: None, or a
  * writable uint64, the credential generation RULE_EXEC_IF_LEADER bumps; stat: None, or what
  * serve_stat needs (stat_context_of), recorded as received while answered. All without the
- * GIL; OSError as a receive or an answer fails (ENOENT on the answer, a caller gone or
- * its call cancelled, is not a failure). */
+ * GIL, but for an audited VM's served call, whose event is recorded with it (served_audit.h);
+ * OSError as a receive or an answer fails (ENOENT on the answer, a caller gone or its call
+ * cancelled, is not a failure). */
 static PyObject *
 hp_serve(PyObject *self, PyObject *args)
 {
@@ -203,11 +217,12 @@ hp_serve(PyObject *self, PyObject *args)
     Py_ssize_t slot_at, last_at;
     int record_handed, stat_on;
     struct stat_context stat = {.vm_root = -1};
+    struct served_note note; /* stat.note, where an audited VM's are served too */
     if (!PyArg_ParseTuple(args, "iiy*y*Onnw*p|OO", &listener, &stop_fd, &rules, &values, &table_object, &slot_at,
                           &last_at, &counts, &record_handed, &bumps_object, &stat_object))
         return NULL;
     PyObject *result = NULL;
-    if ((stat_on = stat_context_of(stat_object, &stat, stat_views)) < 0)
+    if ((stat_on = stat_context_of(stat_object, &stat, stat_views, &note)) < 0)
         goto done;
     if (counts.len < (Py_ssize_t)(COUNTS * sizeof(uint64_t))) {
         PyErr_SetString(PyExc_ValueError, "counts: three uint64 are needed");
@@ -247,10 +262,15 @@ hp_serve(PyObject *self, PyObject *args)
             resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
         else if (rule && rule->kind == RULE_ERRNO)
             resp.error = -rule->value;
-        else if (rule && rule->kind == RULE_SERVED && stat_on &&
+        else if (rule && rule->kind == RULE_SERVED && stat_on && served_anew(&stat) &&
                  (served = rule->arg >= CALL_OPEN
                                ? serve_open(&stat, listener, &notif, rule->arg, &resp, &install, &newfd_flags)
                                : serve_stat(&stat, listener, &notif, rule->arg, &resp, &written)) != DECLINED) {
+            if (stat.note && stat.note->recordable) { /* the dispatch records before the driver answers */
+                Py_BLOCK_THREADS
+                record_served_event(stat.note);
+                Py_UNBLOCK_THREADS
+            }
             if (served == GONE)
                 continue;
         } else {

@@ -158,7 +158,8 @@ static PyObject *kind(PyObject *request) { return kind_in(kinds, kind_of, reques
 
 /* The compact record (compact.h) of a served request; Py_None where it does not fit one
  * (a number beyond 64 bits, more than MOST_PATHS paths: the caller makes the Record tuple). */
-static PyObject *compact(PyObject *const *fields, double seconds, long long pid, long long duration, const Comm *name) {
+static PyObject *compact(PyObject *const *fields, double seconds, long long pid, long long duration, const Comm *name,
+                         const long long *given_flags) { /* given_flags: NULL, read from the request */
     PyObject *vm = fields[0], *request = fields[1], *response = fields[2], *answered_by = fields[4];
     PyObject *result = NULL, *paths = PySequence_Fast(fields[5], "paths must be a sequence");
     if (paths == NULL)
@@ -180,7 +181,9 @@ static PyObject *compact(PyObject *const *fields, double seconds, long long pid,
     int flagged = PyObject_IsTrue(PyTuple_GET_ITEM(known, 1));
     if (flagged < 0 || put_field(&f, COMPACT_OPERATION, PyTuple_GET_ITEM(known, 0)) < 0)
         goto out;
-    if (flagged) {
+    if (flagged && given_flags != NULL)
+        head.flags = *given_flags;
+    else if (flagged) {
         PyObject *flags = PyObject_GetAttr(request, s_flags);
         if (flags == NULL)
             goto out;
@@ -280,7 +283,7 @@ static PyObject *record_of(PyObject *const *fields) {
     double seconds = wall % 1000000000LL == 0 ? (double)(wall / 1000000000LL) : (double)wall / 1e9;
     long long duration = (now - began) / 1000;
     duration = duration < 0 ? 0 : duration;
-    PyObject *made = compact(fields, seconds, number, duration, name);
+    PyObject *made = compact(fields, seconds, number, duration, name, NULL);
     if (made == NULL || made == Py_None) {
         /* What the compact form cannot hold, or an odd field (a path that is not a str):
          * the Record tuple, which the writer reads or reports, as before (never raises here) */
@@ -324,6 +327,8 @@ static PyObject *record(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 }
 
 #include "recorder.h"
+
+#include "record_raw.h" /* record_raw: the event of a request the C loop served */
 
 /* plain_name(base, name) -> str | None: hvfs.manager.resolve.plain_name of a VmPath's base
  * and name, in C: the audited stat's naming, which in Python was a tenth of what the
@@ -408,6 +413,7 @@ static PyObject *configure(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     {"record", (PyCFunction)(void (*)(void))record, METH_FASTCALL, "Append a served request's Record to the ring."},
     {"comm", comm, METH_VARARGS, "The command name of a thread, through the per-thread cache."},
+    {"record_raw", (PyCFunction)(void (*)(void))record_raw, METH_FASTCALL, "The event of a request the C loop served."},
     {"plain_name", (PyCFunction)(void (*)(void))plain_name, METH_FASTCALL, "A VmPath's plain absolute text, or None."},
     {"configure", configure, METH_VARARGS, "The request types that read the caller's name again; how events read."},
     {NULL, NULL, 0, NULL},

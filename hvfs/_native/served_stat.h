@@ -65,6 +65,8 @@ struct stat_context {
     size_t known_count;
     uint64_t *counts; /* [COUNTS_*][SERVED_*] */
     int opens;        /* read-only opens too: no service judges what the VM reads */
+    size_t quiet_length;
+    struct served_note *note; /* served_audit.h: NULL where no audit may be served here */
 };
 
 /* Whether the credentials of tid are published as needing no switch, and still hold. */
@@ -96,6 +98,8 @@ scoped_openat2(int dirfd, const char *path, uint64_t flags, uint64_t resolve)
     while (fd < 0 && errno == EAGAIN && tries-- > 0);
     return fd;
 }
+
+#include "served_audit.h" /* an audited VM's: what is served, and its event */
 
 /* The directory a relative path starts from (the cwd for AT_FDCWD, else dirfd's), as
  * tracee.directory reads it for resolve.base_directory: its text into base, and its
@@ -188,8 +192,14 @@ static int
 resolve_caller_path(const struct stat_context *c, int listener, const struct seccomp_notif *notif, int32_t dirfd,
                     uint64_t path_at, uint64_t open_flags, const char *declined, long *fd, int *foreign)
 {
-    if (c->vm_root < 0 || !__atomic_load_n(c->quiet, __ATOMIC_ACQUIRE) || (dirfd < 0 && dirfd != AT_FDCWD) ||
-        path_at == 0 || notif->pid <= 0 || !acts_as_manager(c, notif->pid))
+    int audited = 0;
+    if (!__atomic_load_n(c->quiet, __ATOMIC_ACQUIRE)) { /* quiet[1]: audited, no hook (EventBus.quiet) */
+        audited = c->note != NULL && c->quiet_length > 1 && __atomic_load_n(c->quiet + 1, __ATOMIC_ACQUIRE);
+        if (!audited)
+            return DECLINED;
+    }
+    if (c->vm_root < 0 || (dirfd < 0 && dirfd != AT_FDCWD) || path_at == 0 || notif->pid <= 0 ||
+        !acts_as_manager(c, notif->pid))
         return DECLINED;
     /* Safe because: process_vm_readv writes only within our buffer; the bytes are resolved
      * as read, whatever the caller's memory holds by then. */
@@ -210,9 +220,16 @@ resolve_caller_path(const struct stat_context *c, int listener, const struct sec
             strstr(base, "pts") || (declined[0] && strstr(base, declined)))
             return DECLINED;
     }
+    if (audited && plain_text(c->note, path, base, declined[0] != 0) < 0)
+        return DECLINED;
     uint64_t id = notif->id;
     if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) < 0)
         return GONE;
+    if (audited) { /* found as the audited Python path finds it, or Python's (it names the rest otherwise) */
+        c->note->audited = 1, c->note->pid = notif->pid;
+        *fd = open_plain_at(c->vm_root, base, &identity, path, open_flags);
+        return *fd >= 0 ? ANSWER : DECLINED;
+    }
     *fd = open_object_at(c->vm_root, base, &identity, path, open_flags, foreign);
     return ANSWER;
 }
@@ -282,11 +299,15 @@ serve_stat(const struct stat_context *c, int listener, const struct seccomp_noti
         size = failed ? 0 : pack_stat(&st, out);
     }
     close((int)fd);
+    if (failed && c->note && c->note->audited)
+        return DECLINED; /* an errno: its event is Python's */
     if (failed) {
         resp->error = -failed;
         count[SERVED_FAILED]++;
         return ANSWER;
     }
+    if (c->note && c->note->audited) /* the handler's answer: recorded even if the caller is gone now */
+        c->note->recordable = 1, c->note->kind = statx_call ? AUDIT_STATX : AUDIT_STAT, c->note->flags = flags;
     uint64_t id = notif->id;
     if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) < 0)
         return GONE;
@@ -342,8 +363,11 @@ serve_open(const struct stat_context *c, int listener, const struct seccomp_noti
         return ANSWER;
     }
     struct stat st;
+    int audited = c->note && c->note->audited;
     if (fstat((int)probe, &st) < 0 || !(S_ISREG(st.st_mode) || S_ISDIR(st.st_mode))) {
-        close((int)probe); /* a FIFO, a socket, a device: the kernel opens it (an fstat failure: EIO there) */
+        close((int)probe);
+        if (audited)
+            return DECLINED; /* continued: its event is Python's */ /* a FIFO, a socket, a device: the kernel opens it (an fstat failure: EIO there) */
         resp->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
         count[SERVED_CONTINUED]++;
         return ANSWER;
@@ -353,6 +377,8 @@ serve_open(const struct stat_context *c, int listener, const struct seccomp_noti
     int opened = open(again, (int)((flags & ~(uint64_t)O_NOFOLLOW) | O_CLOEXEC));
     int failed = opened < 0 ? errno : 0;
     close((int)probe);
+    if (failed && audited)
+        return DECLINED;
     if (failed) {
         resp->error = -failed;
         count[SERVED_FAILED]++;
@@ -360,6 +386,8 @@ serve_open(const struct stat_context *c, int listener, const struct seccomp_noti
     }
     *install = opened;
     *newfd_flags = flags & O_CLOEXEC ? O_CLOEXEC : 0;
+    if (audited) /* the decoder's flags: the register's low 32 bits, as they are */
+        c->note->recordable = 1, c->note->kind = AUDIT_OPEN, c->note->flags = (call == CALL_OPEN ? a[1] : a[2]) & UINT32_MAX;
     count[SERVED_DONE]++;
     return ANSWER;
 }
@@ -381,15 +409,24 @@ install_read_only(int listener, uint64_t id, int fd, unsigned int newfd_flags)
 }
 
 /* The stat context from serve's stat argument: None (nothing served here), or (vm_root,
- * quiet, watch, known, counts, opens): hvfs/intercept/served_stat.py ServedStat.argument. 1 when
- * served, 0 when not, -1 with an exception. Views (4) are released by release_stat. */
+ * quiet, watch, known, counts, opens[, audit]): hvfs/intercept/served_stat.py ServedStat.argument;
+ * audit (served_note_of) into note. 1 when served, 0 when not, -1 with an exception. Views (4)
+ * are released by release_stat. */
 static int
-stat_context_of(PyObject *argument, struct stat_context *c, Py_buffer views[4])
+stat_context_of(PyObject *argument, struct stat_context *c, Py_buffer views[4], struct served_note *note)
 {
     if (argument == Py_None)
         return 0;
-    if (!PyArg_ParseTuple(argument, "iy*y*y*w*p", &c->vm_root, &views[0], &views[1], &views[2], &views[3], &c->opens))
+    PyObject *audit = Py_None;
+    if (!PyArg_ParseTuple(argument, "iy*y*y*w*p|O", &c->vm_root, &views[0], &views[1], &views[2], &views[3], &c->opens,
+                          &audit))
         return -1;
+    if (audit != Py_None) {
+        if (served_note_of(audit, note) < 0)
+            return -1;
+        c->note = note;
+    }
+    c->quiet_length = (size_t)views[0].len;
     if (views[0].len < 1 || views[1].len < (Py_ssize_t)sizeof(struct watch_state) ||
         views[3].len < (Py_ssize_t)(COUNTED_KINDS * SERVED_OUTCOMES * sizeof(uint64_t))) {
         PyErr_SetString(PyExc_ValueError, "stat: a buffer is too small");

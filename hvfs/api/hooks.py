@@ -298,15 +298,18 @@ class EventBus:
         # audit alone has neither), and whether a request's event is recorded (``audited``).
         self.hooked = False
         self.audited = False
-        # 1 while neither holds, read by the driver's C loop, which serves a strict VM's stats
-        # itself only then (hvfs.intercept.served_stat): a hook or an audit sees every request.
-        self.quiet = bytearray(b"\x01")
+        # Read by the driver's C loop (hvfs.intercept.served_stat): [0] 1 while neither holds,
+        # when it serves a strict VM's plain stats and opens itself; [1] 1 while the bus is
+        # audited and not hooked, when it serves those Python names by their text and records
+        # their events itself (hvfs/_native/served_audit.h): a hook sees every request.
+        self.quiet = bytearray(b"\x01\x00")
 
     def _changed(self) -> None:
         """Under the lock, after the hooks, subscribers or close watchers changed."""
         self.hooked = bool(self._hooks or self._close_watchers)
         self.audited = bool(self._subscriptions)
         self.quiet[0] = not (self.hooked or self.audited)
+        self.quiet[1] = self.audited and not self.hooked
 
     def add_hook(self, hook: Hook) -> None:
         with self._lock:

@@ -177,6 +177,21 @@ class EventRing:
         if self._prompt or size == self.nudge_at:
             self._wake.set()
 
+    def recorded_record(self, size: int, vm: str, record: bytes) -> None:
+        """``recorded`` of a record the driver's C loop made (hvfs/_native/record_raw.h): wake
+        the thread if due, or (-1: the ring was full) wait a little for room and append it,
+        else drop and count it."""
+        if size < 0:
+            if not self._wait_for_room():
+                with self._lock:
+                    self._lost[vm] = self._lost.get(vm, 0) + 1
+                    self._lost_total += 1
+                return
+            size = len(self._ring)
+            self._ring.append(record)
+        if self._prompt or size == self.nudge_at:
+            self._wake.set()
+
     @property
     def lost(self) -> int:
         """Events dropped because the ring was full."""

@@ -43,9 +43,8 @@ Some facts about seccomp user notification, which the code below relies on:
   others would only wait, each costing a thread's start and, for a spare, a wake-up at
   ``bind``; a takeover waits ``TAKEOVER`` anyway, against which a thread's start is nothing. The
   watchdog is one thread for every driver of the process (``watchdog.py``).
-* ``SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP`` (6.6+) makes the kernel switch straight to the
-  waiting supervisor thread on the trapping CPU: a round trip drops from about 54 µs to
-  about 11 µs on this machine.
+* ``SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP`` (6.6+) makes the kernel switch straight to the waiting
+  supervisor thread on the trapping CPU: a round trip drops from about 54 to 11 µs here.
 * The ADDFD round trip gets no such flag: the kernel wakes the target as usual, which the
   scheduler moves to an idle CPU if there is one, and a writable file then costs two
   cross-CPU wake-ups (install, then answer). Pinning the worker to the notifying CPU for
@@ -58,13 +57,13 @@ Some facts about seccomp user notification, which the code below relies on:
   writable file installed and released before the answer. ``HVFS_NATIVE=0`` forces
   the ctypes path. The receive loop runs in C too: it answers itself, without Python,
   what the driver would answer without the manager (``compiled.py``), and returns the rest.
-* Each worker keeps, from request to request, fds naming the threads it served (their
-  /proc status files and pidfds): they name a thread, never a reused number, and the
-  ID_VALID check after all reads covers them as it covers every read (``kept.py``).
-* It keeps their credentials too, under a pidfd of the thread, until the thread may have
-  changed them: every call that can (set*id, setgroups, capset, umask, prctl, execve) is
-  trapped, and the driver forgets what it kept before letting it continue
-  (``credcache.py``: umask, shared by threads; an exec that takes over its leader's pid).
+* Each worker keeps, from request to request, fds naming the threads it served (their /proc
+  status files and pidfds): they name a thread, never a reused number, and the ID_VALID
+  check after all reads covers them as it covers every read (``kept.py``).
+* It keeps their credentials too, under a pidfd of the thread, until the thread may have changed
+  them: every call that can (set*id, setgroups, capset, umask, prctl, execve) is trapped, and the
+  driver forgets what it kept before letting it continue (``credcache.py``: umask, shared by
+  threads; an exec that takes over its leader's pid).
 * A warm spare's driver (hvfs.hypervisor.spares) starts its threads with the spare, before
   its VM is any run's: made without a transport, its workers wait for ``bind`` (the run's
   VM name and its group's transport) before they receive anything, so no request is
@@ -98,6 +97,7 @@ from hvfs.intercept.decoders.context import Context, Output, Passthrough
 from hvfs.intercept.decoders.tracee import CallError, TargetGone
 from hvfs.intercept.filter import syscall_numbers
 from hvfs.intercept.inflight import InflightTable, Pending
+from hvfs.intercept.served_stat import Audit, ServedStat
 from hvfs.intercept.tracee import Inspector, Tracee
 from hvfs.intercept.watchdog import TAKEOVER, WATCHDOG
 
@@ -188,12 +188,12 @@ class SeccompDriver:
             document["compiled"] = self._loop.counted()
         return document
 
-    def serve_stats(self, vm_root: int, quiet: bytearray, opens: bool) -> served_stat.ServedStat | None:
-        """Serve a strict VM's plain stats (and ``opens``) in C from the next receive on, in its
-        root ``vm_root`` while its bus is ``quiet`` (hvfs.intercept.served_stat); else None."""
+    def serve_stats(self, vm_root: int, quiet: bytearray, opens: bool, audit: Audit | None = None) -> ServedStat | None:
+        """Serve a strict VM's plain stats (and ``opens``) in C from the next receive on, in its root
+        ``vm_root`` while its bus is ``quiet`` (or audited alone: ``audit``; served_stat); else None."""
         if self._publish is None:
             return None
-        served = served_stat.ServedStat(vm_root, quiet, opens)
+        served = ServedStat(vm_root, quiet, opens, audit)
         tables = compiled.packed(self._arch, self._kept, self._checks_exec, served_stat=True)
         self._loop.serve_stats(tables, served, self._creds.shared)
         return served

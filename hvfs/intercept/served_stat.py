@@ -24,7 +24,13 @@ manager/handlers/query.py ``handle_stat``/``handle_statx`` and opening.py
 * opens only where no service judges what the VM reads (``VmContext.reads_judged``).
 
 ``HVFS_SERVED_STAT=0``, read when a driver is made, turns it off (the conformance tests run
-both ways). An audited VM stays on Python, whose record of each request is its event.
+both ways).
+
+An audited VM (an audit or another subscriber on its bus, and no hook) has those served
+in C too that the Python path names by their text (``resolve.open_named``: a plain path
+found with no symlink on the way) and answers "ok"; C records each one's event into the
+bus's ring with the GIL taken for it, the record the dispatch makes for the same request
+(hvfs/_native/served_audit.h, ``Audit``). The rest is Python's, which records it.
 """
 
 from __future__ import annotations
@@ -42,7 +48,11 @@ CALLS = {"stat": 0, "lstat": 1, "newfstatat": 2, "statx": 3, "open": 4, "openat"
 OUTCOMES = ("served", "continued", "failed")  # served_stat.h SERVED_*, as the manager names them
 KINDS = (api.Stat, api.Statx, api.Open)  # served_stat.h COUNTS_*
 COUNTS = struct.Struct(f"<{len(KINDS) * len(OUTCOMES)}Q")  # KINDS x OUTCOMES
-StatArgument = tuple[int, bytearray, bytearray, bytearray, bytearray, bool]  # hotpath.c serve's stat
+# What C records an audited VM's served calls with (served_audit.h): the bus, the VM's name,
+# record.c's record_raw, and a (request, response) of each kind served (AUDIT_*: stat, statx,
+# open), whose types say how the event reads.
+Audit = tuple[object, str, object, tuple[tuple[object, object], ...]]
+StatArgument = tuple[int, bytearray, bytearray, bytearray, bytearray, bool, Audit | None]  # hotpath.c serve's stat
 
 
 def wanted() -> bool:
@@ -71,16 +81,17 @@ class ServedStat:
     """One driver's served stats: the VM's root, its bus's quiet flag, and the counts by
     request type and outcome, which the VM's statistics add to the manager's own."""
 
-    def __init__(self, vm_root: int, quiet: bytearray, opens: bool) -> None:
+    def __init__(self, vm_root: int, quiet: bytearray, opens: bool, audit: Audit | None = None) -> None:
         self.vm_root = vm_root
         self.quiet = quiet
         self.opens = opens  # read-only opens too (``opens``)
+        self.audit = audit  # an audited VM's served in C too (``audit_of``), else None
         self.counts = bytearray(COUNTS.size)
 
     def argument(self, watch: bytearray, known: bytearray) -> StatArgument:
         """What hotpath.c serve takes as its ``stat``, for a worker whose published
         credentials are ``known`` (``KnownCredentials.published``)."""
-        return (self.vm_root, self.quiet, watch, known, self.counts, self.opens)
+        return (self.vm_root, self.quiet, watch, known, self.counts, self.opens, self.audit)
 
     def counted(self) -> dict[tuple[type, str], int]:
         """Requests served here, as ``VmContext.count`` keys them."""
@@ -91,3 +102,20 @@ class ServedStat:
                 if values[3 * index + offset]:
                     found[kind, outcome] = values[3 * index + offset]
         return found
+
+
+def audit_of(bus: object, vm: str) -> Audit | None:
+    """What C records the VM ``vm``'s served calls with while ``bus`` is audited and not
+    hooked (its ``quiet[1]``); None where record.c is not built (the Python recorder's
+    records are Python's to make: the VM's calls go to Python while it is audited)."""
+    recorder = native.recorder
+    if recorder is None:
+        return None
+    caller = api.Caller(vm=vm, pid=0)
+    root = api.VmPath("/", "/")
+    prototypes = (
+        (api.Stat(caller=caller, path=root, follow=True), api.StatResult(os.stat_result((0,) * 10))),
+        (api.Statx(caller=caller, path=root, flags=0, mask=0), api.StatxResult(b"")),
+        (api.Open(caller=caller, path=root, flags=0), api.Fd(-1, False)),
+    )
+    return (bus, vm, recorder.record_raw, prototypes)

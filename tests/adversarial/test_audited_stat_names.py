@@ -1,0 +1,73 @@
+"""An audited strict VM's stat, served in the driver's C loop and recorded there
+(hvfs/_native/served_audit.h), names what it served: the path's text is recorded only for
+a stat the C loop found with no symlink on the way, as the Python path names it.
+
+The volume holds a directory ``d`` (its ``f`` one inode) and a symlink ``s`` to ``other``
+(whose ``f`` is another). A second thread swaps ``d`` and ``s`` (renameat2 RENAME_EXCHANGE)
+without pause while the main thread stats ``/data/d/f`` thousands of times. Each stat's
+event, in order, must name the file the stat returned: ``/data/d/f`` or ``/data/s/f`` (the
+directory, by its text or read back) for the directory's file, ``/data/other/f`` (through the
+symlink, read back) for the other; one event per stat, none lost, none twice. ``--stats``
+shows the C loop served stats meanwhile, so that a race run only on Python fails.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import Hvfs
+
+TRIES = 3000
+RACE = r"""
+import ctypes, json, os, sys, threading
+libc = ctypes.CDLL(None, use_errno=True)
+RENAME_EXCHANGE = 2
+done, flips = False, 0
+
+def flip():
+    global flips
+    while not done:
+        if libc.renameat2(-100, b"/data/d", -100, b"/data/s", RENAME_EXCHANGE) != 0:
+            raise OSError(ctypes.get_errno(), "renameat2")
+        flips += 1
+
+thread = threading.Thread(target=flip)
+thread.start()
+seen = []
+for _ in range(int(sys.argv[1])):
+    try:
+        seen.append(os.stat("/data/d/f").st_ino)
+    except OSError as e:
+        seen.append(-e.errno)
+done = True
+thread.join()
+print(json.dumps({"seen": seen, "flips": flips}))
+"""
+
+
+def test_an_audited_stat_names_the_file_it_served(hvfs: Hvfs, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "d").mkdir(parents=True)
+    (data / "other").mkdir()
+    (data / "d" / "f").write_text("directory's\n")
+    (data / "other" / "f").write_text("other's\n")
+    (data / "s").symlink_to("other")
+    (tmp_path / "race.py").write_text(RACE)
+    inside, other = (data / "d" / "f").stat().st_ino, (data / "other" / "f").stat().st_ino
+    stats, log = tmp_path / "stats.json", tmp_path / "audit.jsonl"
+    args = ["run", "--strict", "--stats", str(stats), "--audit", str(log), "-v", f"{data}:/data"]
+    out = hvfs.ok(*args, "-v", f"{tmp_path}:/probe:ro", "--", "python3", "/probe/race.py", str(TRIES))
+    result = json.loads(out)
+    names = {"/data/d/f": inside, "/data/s/f": inside, "/data/other/f": other}
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    served = [event for event in events if event["operation"] == "stat" and event["paths"][0] in names]
+    assert len(served) == TRIES  # one event per stat: none lost, none twice
+    escapes = [
+        (event["paths"][0], seen)
+        for event, seen in zip(served, result["seen"], strict=True)
+        if event["result"] != "ok" or names[event["paths"][0]] != seen
+    ]
+    assert escapes == [], escapes[:10]
+    assert inside in result["seen"] and other in result["seen"] and result["flips"] > 100, result["flips"]  # it raced
+    assert json.loads(stats.read_text())["compiled"].get("stat_served", 0) > TRIES // 10
