@@ -7,8 +7,9 @@
  * otherwise and under HVFS_NATIVE=0. Every decision stays in Python: this file only
  * waits, resumes, and runs the served open's recvmsg with the same checks as the
  * Python path (stopped.py's _receive: the cmsg read back, kcmp of the received number
- * against the manager's file). It never sees a stop that could start a new program, a
- * new tracee or a served call: those go back to Python (wait_stop's comment).
+ * against the manager's file). A served call always goes back to Python; a new tracee's
+ * stops and a leader's exec event are answered here only while Python says it has
+ * nothing to do at them (wait_stop's ``here``: no kept socket, no exec to verify).
  */
 #define _GNU_SOURCE
 #define PY_SSIZE_T_CLEAN
@@ -41,6 +42,9 @@
 #ifndef PTRACE_EVENT_STOP
 #define PTRACE_EVENT_STOP 128
 #endif
+/* wait_stop's ``here``: what Python has nothing to do at, for now (driver.py's _here). */
+#define HERE_BIRTHS 1 /* fork, vfork and clone events, and a new tracee's first stop */
+#define HERE_EXECS 2  /* the exec event of a thread group's leader */
 #define SYSCALL_STOP (SIGTRAP | 0x80) /* with PTRACE_O_TRACESYSGOOD */
 #define KCMP_FILE 0
 #define RED_ZONE 128
@@ -111,6 +115,40 @@ needs_no_decision(int status)
     return 0;
 }
 
+/* Whether a stop is answered here because Python, by ``here``, has nothing to do at it:
+ * resumed as the Python path would (exec_tracer.py's _on_status), ``execs`` counting the
+ * exec events. A fork's child needs no word to Python: its group is read from /proc
+ * when it is first needed (kept.py's KeptSockets.group), and with no kept socket in the
+ * VM it holds no copy of one. An exec whose caller is not its leader takes over the
+ * leader's pid (Python's tables must follow): never here. */
+static int
+answered_here(pid_t pid, int status, int here, long *execs)
+{
+    if (!WIFSTOPPED(status))
+        return 0;
+    int sig = WSTOPSIG(status), event = status >> 16;
+    long done;
+    if (here & HERE_BIRTHS) {
+        int birth = event == PTRACE_EVENT_FORK || event == PTRACE_EVENT_VFORK || event == PTRACE_EVENT_CLONE;
+        /* a new tracee's first stop (SEIZE), or a listen woken by SIGCONT: both resumed */
+        if (birth || (event == PTRACE_EVENT_STOP && sig == SIGTRAP)) {
+            done = ptrace(PTRACE_CONT, pid, 0, 0);
+            return done == 0 || errno == ESRCH;
+        }
+    }
+    if ((here & HERE_EXECS) && event == PTRACE_EVENT_EXEC) {
+        unsigned long former = 0;
+        if (ptrace(PTRACE_GETEVENTMSG, pid, 0, &former) < 0 || former != (unsigned long)pid)
+            return 0;
+        done = ptrace(PTRACE_CONT, pid, 0, 0);
+        if (done == 0 || errno == ESRCH) {
+            (*execs)++;
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* The next status: waited for (exits included), or with ``pending`` a stop already there
  * (waitid without WEXITED: an exit is never reaped so), 0 when there is none. */
 static pid_t
@@ -126,12 +164,14 @@ next_status(int pending, int *status)
     return info.si_pid;
 }
 
-/* wait_stop(pending) -> (pid, status, regs | None, passed)
+/* wait_stop(pending, here) -> (pid, status, regs | None, passed, execs)
  *
  * Waits (waitpid(-1, __WALL | __WNOTHREAD), the GIL released) until a stop or an exit
  * that Python must handle: a seccomp stop (returned with its registers, read here), a
  * fork, clone, vfork or exec event, a new tracee's first stop, an exit. The stops that
- * need no decision (needs_no_decision) are resumed here; ``passed`` counts them.
+ * need no decision (needs_no_decision), and those ``here`` (HERE_BIRTHS, HERE_EXECS)
+ * leaves to this loop (answered_here), are resumed here; ``passed`` counts them,
+ * ``execs`` the exec events among them.
  * With ``pending`` true, only a stop already there, never an exit: pid 0 when there is
  * none (the driver's rounds, exec_tracer.py's _next). ChildProcessError when no tracee
  * is left. */
@@ -139,10 +179,10 @@ static PyObject *
 tr_wait_stop(PyObject *self, PyObject *args)
 {
     pid_t pid = 0;
-    int status = 0, failed = 0, have_regs = 0, pending = 0;
-    long passed = 0;
+    int status = 0, failed = 0, have_regs = 0, pending = 0, here = 0;
+    long passed = 0, execs = 0;
     regs_t regs;
-    if (!PyArg_ParseTuple(args, "p", &pending))
+    if (!PyArg_ParseTuple(args, "pi", &pending, &here))
         return NULL;
     Py_BEGIN_ALLOW_THREADS
     for (;;) {
@@ -165,6 +205,10 @@ tr_wait_stop(PyObject *self, PyObject *args)
             }
             break; /* an unexpected failure: Python handles (and logs) this stop */
         }
+        if (here && answered_here(pid, status, here, &execs)) {
+            passed++;
+            continue;
+        }
         if (WIFSTOPPED(status) && (status >> 16) == PTRACE_EVENT_SECCOMP)
             have_regs = ptrace(PTRACE_GETREGS, pid, 0, &regs) == 0;
         break;
@@ -177,8 +221,8 @@ tr_wait_stop(PyObject *self, PyObject *args)
     if (failed)
         return raise_errno(failed, "waitpid");
     if (have_regs)
-        return Py_BuildValue("iiy#l", pid, status, (const char *)&regs, (Py_ssize_t)sizeof regs, passed);
-    return Py_BuildValue("iiOl", pid, status, Py_None, passed);
+        return Py_BuildValue("iiy#ll", pid, status, (const char *)&regs, (Py_ssize_t)sizeof regs, passed, execs);
+    return Py_BuildValue("iiOll", pid, status, Py_None, passed, execs);
 }
 
 /* release(pid, regs, skip, result, signum) -> None
@@ -444,7 +488,7 @@ tr_receive(PyObject *self, PyObject *args)
 }
 
 static PyMethodDef methods[] = {
-    {"wait_stop", tr_wait_stop, METH_VARARGS, "The next stop Python must decide: (pid, status, regs, passed)."},
+    {"wait_stop", tr_wait_stop, METH_VARARGS, "The next stop Python must decide: (pid, status, regs, passed, execs)."},
     {"release", tr_release, METH_VARARGS, "Write a stopped thread's registers back (or not) and resume it."},
     {"receive", tr_receive, METH_VARARGS, "A served open's recvmsg, run in place of the call, and checked."},
     {NULL, NULL, 0, NULL},

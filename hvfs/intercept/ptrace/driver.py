@@ -34,6 +34,7 @@ log = logging.getLogger("hvfs.driver")
 
 _NEW_TRACEE = (tracing.PTRACE_EVENT_FORK, tracing.PTRACE_EVENT_VFORK, tracing.PTRACE_EVENT_CLONE)
 WAIT_TICK = 0.05  # seconds between checks of a caller whose served call would block
+HERE_BIRTHS, HERE_EXECS = 1, 2  # tracer.c's: what its wait_stop may answer itself
 
 
 class StoppedTracee(Tracee):
@@ -76,7 +77,7 @@ class _Tracer(ExecTracer):
         self._inspector = Inspector(self._creds)
         self._execs = ExecChecks()
         self._sockets = KeptSockets(init_pid)
-        self.served = {"calls": 0, "continued": 0, "answered": 0, "installed": 0, "passed": 0}
+        self.served = {"calls": 0, "continued": 0, "answered": 0, "installed": 0, "passed": 0, "execs_passed": 0}
 
     def bind(self, vm: str, transport: Transport) -> None:
         self._vm, self._transport = vm, transport
@@ -93,22 +94,39 @@ class _Tracer(ExecTracer):
         stop's registers; without it, every status, as the exec tracer waits."""
         if native_tracer is None:
             return super()._wait_status()
-        pid, status, raw, passed = native_tracer.wait_stop(False)
-        self._passed(passed)
+        pid, status, raw, passed, execs = native_tracer.wait_stop(False, self._here())
+        self._passed(passed, execs)
         return pid, status, raw
 
     def _pending_stop(self) -> tuple[int, int, bytes | None] | None:
         if native_tracer is None:
             return super()._pending_stop()
-        pid, status, raw, passed = native_tracer.wait_stop(True)
-        self._passed(passed)
+        pid, status, raw, passed, execs = native_tracer.wait_stop(True, self._here())
+        self._passed(passed, execs)
         return (pid, status, raw) if pid else None
 
-    def _passed(self, passed: int) -> None:
+    def _here(self) -> int:
+        """The events the C loop may answer itself until it returns, because this would do
+        nothing at them but resume: births while no process of the VM holds a kept socket
+        (none to give up, none copied), and a leader's exec while, besides, no exec waits
+        to be verified (``execs``) and none is judged. Read before each wait: only this
+        thread plants a socket or notes an exec, between two waits."""
+        if not self._sockets.empty():
+            return 0
+        if self.judging or not self._execs.empty():
+            return HERE_BIRTHS
+        return HERE_BIRTHS | HERE_EXECS
+
+    def _passed(self, passed: int, execs: int) -> None:
+        if execs:
+            # As at an exec event handled here (``_on_exec``), before any later stop is read.
+            self._creds.changed()
+            self.served["execs_passed"] += execs
         if passed:
             self.served["passed"] += passed
             with self._lock:
                 self._counts["stops"] += passed
+                self._counts["execs"] += execs
 
     def _run(self) -> None:
         try:
