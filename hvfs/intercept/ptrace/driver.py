@@ -94,16 +94,29 @@ class _Tracer(ExecTracer):
         stop's registers; without it, every status, as the exec tracer waits."""
         if native_tracer is None:
             return super()._wait_status()
-        pid, status, raw, passed, execs = native_tracer.wait_stop(False, self._here())
-        self._passed(passed, execs)
-        return pid, status, raw
+        while True:
+            pid, status, raw, passed, execs, exits = native_tracer.wait_stop(False, self._here())
+            self._passed(passed, execs)
+            self._exited(exits)
+            if pid:  # else only exits, the last ones: the next wait finds no tracee left
+                return pid, status, raw
 
     def _pending_stop(self) -> tuple[int, int, bytes | None] | None:
         if native_tracer is None:
             return super()._pending_stop()
-        pid, status, raw, passed, execs = native_tracer.wait_stop(True, self._here())
+        pid, status, raw, passed, execs, exits = native_tracer.wait_stop(True, self._here())
         self._passed(passed, execs)
+        self._exited(exits)  # none: a pending stop is never an exit
         return (pid, status, raw) if pid else None
+
+    def _exited(self, exits: tuple[tuple[int, int], ...]) -> None:
+        """Exits the C loop reaped and waited past, handled in their order, before the
+        status it returned (a pid among them may be a new tracee's by then)."""
+        for pid, status in exits:
+            try:
+                self._on_status(pid, status)
+            except Exception:  # as the loop's: never let the thread die
+                log.exception("ptrace driver of VM %s: cannot handle the exit %#x of pid %d", self._vm, status, pid)
 
     def _here(self) -> int:
         """The events the C loop may answer itself until it returns, because this would do
