@@ -85,8 +85,18 @@ class _Tracer(ExecTracer):
         self.bound.set()
 
     def _next(self) -> tuple[int, int]:
-        self.bound.wait()  # set at once but for a spare's, until bind or drop
-        return super()._next()
+        """A spare's tracer waits at once, in the C loop where it is built, so that pid 1's
+        first events after START (its fork, the command's exec) are answered there without
+        waiting for this thread to wake in Python; but nothing is handled before its run
+        binds it (``bound``, set at once but for a spare's): pid 1 makes no call the filter
+        stops before START, which follows the bind. A spare dropped unbound is only reaped
+        (its exits are bookkeeping, no transport) until no tracee is left."""
+        if native_tracer is None:
+            self.bound.wait()
+            return super()._next()
+        pid, status = super()._next()
+        self.bound.wait()
+        return pid, status
 
     def _wait_status(self) -> tuple[int, int, bytes | None]:
         """The next status Python must handle. The C loop (hvfs/_native/tracer.c) resumes
@@ -374,10 +384,10 @@ class PtraceDriver:
 
     A warm spare's (hvfs.hypervisor.spares) is made without a transport and started with
     the spare: its tracer thread seizes pid 1 then (ptrace is per tracer thread: the one
-    that serves must be the one that seized), and waits, no status taken, for ``bind``
-    (the run's VM name and transport) before it serves or tells anything; pid 1 makes no
-    call the filter stops until START, which follows the bind. Dropped unbound, pid 1 is
-    killed and the thread only reaps it."""
+    that serves must be the one that seized), and waits for ``bind`` (the run's VM name
+    and transport) before it serves or tells anything (the C loop already waiting: see
+    ``_Tracer._next``); pid 1 makes no call the filter stops until START, which follows
+    the bind. Dropped unbound, pid 1 is killed and the thread only reaps it."""
 
     def __init__(self, pidfd: int, vm: str, transport: Transport | None, arch: Arch) -> None:
         self._pidfd = pidfd
