@@ -30,6 +30,7 @@ HOTPATH = Extension(
 TRACER = Extension(
     "hvfs._native._tracer",
     sources=["hvfs/_native/tracer.c"],
+    depends=["hvfs/_native/tracer_receive.h"],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fstack-protector-strong"],
     optional=True,  # without it the ptrace driver traces through the Python path (hvfs/intercept/ptrace/)
 )

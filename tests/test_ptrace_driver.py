@@ -304,3 +304,34 @@ def test_a_served_file_is_closed_by_the_manager_before_its_opener_runs_on(vm: Vm
     out = traced(vm, script, data)
     assert out.split() == ["ran"] * 40, out
     assert (data / "s40").read_text() == "#!/bin/sh\necho ran\n"
+
+
+@pytest.mark.parametrize("vm", VARIANTS, indirect=True)
+def test_births_and_unchecked_execs_are_answered_in_c_until_a_socket_is_kept(vm: Vm, data: Path) -> None:
+    """Where it is built, the C loop answers fork, clone and vfork events, a new tracee's
+    first stop and a leader's exec event itself while the driver has nothing to do at
+    them (hvfs/_native/tracer.c's answered_here): no kept socket in the VM, and for an
+    exec, none checked and waiting to be verified (a strict VM checks every exec: all go
+    to Python there). A thread's exec (it takes over its leader's pid) always goes to
+    Python; once the shell keeps a socket (its served write), its forks go to Python
+    again, and the files its children write still reach the host."""
+    require(importlib.util.find_spec("hvfs._native._tracer") is not None, "hvfs/_native/tracer.c is not built")
+    exec_in_a_thread = 'import os, threading\nargs = ("/bin/sh", ["sh", "-c", "echo thread-exec"])\n'
+    (data / "thread_exec.py").write_text(exec_in_a_thread + "threading.Thread(target=os.execv, args=args).start()\n")
+    out = traced(vm, """
+        for i in 1 2 3; do /bin/true; done
+        python3 -c "$(cat /data/thread_exec.py)"
+        echo one > /data/one
+        ( echo two > /data/two )
+        sh -c 'echo three > /data/three; /bin/true'
+        cat /data/one /data/two /data/three
+        """, data)  # fmt: skip
+    assert out.split() == ["thread-exec", "one", "two", "three"]
+    assert [(data / name).read_text() for name in ("one", "two", "three")] == ["one\n", "two\n", "three\n"]
+    record = json.loads((data.parent / f"stats-{data.name}.json").read_text())
+    assert record["loop"] == "native" and record["tracees"] == 0, record
+    if vm.strict:
+        assert record["execs_passed"] == 0 and record["requests"]["exec"]["continued"] >= 6, record
+    else:
+        # sh, the three /bin/true, cat and python3, before the shell's first served write.
+        assert record["execs_passed"] >= 5 and record["planted"] >= 1, record

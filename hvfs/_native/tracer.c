@@ -7,8 +7,9 @@
  * otherwise and under HVFS_NATIVE=0. Every decision stays in Python: this file only
  * waits, resumes, and runs the served open's recvmsg with the same checks as the
  * Python path (stopped.py's _receive: the cmsg read back, kcmp of the received number
- * against the manager's file). It never sees a stop that could start a new program, a
- * new tracee or a served call: those go back to Python (wait_stop's comment).
+ * against the manager's file). A served call always goes back to Python; a new tracee's
+ * stops and a leader's exec event are answered here only while Python says it has
+ * nothing to do at them (wait_stop's ``here``: no kept socket, no exec to verify).
  */
 #define _GNU_SOURCE
 #define PY_SSIZE_T_CLEAN
@@ -41,6 +42,9 @@
 #ifndef PTRACE_EVENT_STOP
 #define PTRACE_EVENT_STOP 128
 #endif
+/* wait_stop's ``here``: what Python has nothing to do at, for now (driver.py's _here). */
+#define HERE_BIRTHS 1 /* fork, vfork and clone events, and a new tracee's first stop */
+#define HERE_EXECS 2  /* the exec event of a thread group's leader */
 #define SYSCALL_STOP (SIGTRAP | 0x80) /* with PTRACE_O_TRACESYSGOOD */
 #define KCMP_FILE 0
 #define RED_ZONE 128
@@ -111,6 +115,40 @@ needs_no_decision(int status)
     return 0;
 }
 
+/* Whether a stop is answered here because Python, by ``here``, has nothing to do at it:
+ * resumed as the Python path would (exec_tracer.py's _on_status), ``execs`` counting the
+ * exec events. A fork's child needs no word to Python: its group is read from /proc
+ * when it is first needed (kept.py's KeptSockets.group), and with no kept socket in the
+ * VM it holds no copy of one. An exec whose caller is not its leader takes over the
+ * leader's pid (Python's tables must follow): never here. */
+static int
+answered_here(pid_t pid, int status, int here, long *execs)
+{
+    if (!WIFSTOPPED(status))
+        return 0;
+    int sig = WSTOPSIG(status), event = status >> 16;
+    long done;
+    if (here & HERE_BIRTHS) {
+        int birth = event == PTRACE_EVENT_FORK || event == PTRACE_EVENT_VFORK || event == PTRACE_EVENT_CLONE;
+        /* a new tracee's first stop (SEIZE), or a listen woken by SIGCONT: both resumed */
+        if (birth || (event == PTRACE_EVENT_STOP && sig == SIGTRAP)) {
+            done = ptrace(PTRACE_CONT, pid, 0, 0);
+            return done == 0 || errno == ESRCH;
+        }
+    }
+    if ((here & HERE_EXECS) && event == PTRACE_EVENT_EXEC) {
+        unsigned long former = 0;
+        if (ptrace(PTRACE_GETEVENTMSG, pid, 0, &former) < 0 || former != (unsigned long)pid)
+            return 0;
+        done = ptrace(PTRACE_CONT, pid, 0, 0);
+        if (done == 0 || errno == ESRCH) {
+            (*execs)++;
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* The next status: waited for (exits included), or with ``pending`` a stop already there
  * (waitid without WEXITED: an exit is never reaped so), 0 when there is none. */
 static pid_t
@@ -126,23 +164,31 @@ next_status(int pending, int *status)
     return info.si_pid;
 }
 
-/* wait_stop(pending) -> (pid, status, regs | None, passed)
+#define EXITS_KEPT 64 /* exits reaped in one wait_stop before it returns anyway */
+
+/* wait_stop(pending, here) -> (pid, status, regs | None, passed, execs, exits)
  *
  * Waits (waitpid(-1, __WALL | __WNOTHREAD), the GIL released) until a stop or an exit
  * that Python must handle: a seccomp stop (returned with its registers, read here), a
  * fork, clone, vfork or exec event, a new tracee's first stop, an exit. The stops that
- * need no decision (needs_no_decision) are resumed here; ``passed`` counts them.
+ * need no decision (needs_no_decision), and those ``here`` (HERE_BIRTHS, HERE_EXECS)
+ * leaves to this loop (answered_here), are resumed here; ``passed`` counts them,
+ * ``execs`` the exec events among them. An exit is reaped and waited past too (its real
+ * parent, pid 1 say, learns of it only once the tracer has reaped it: no wait for Python
+ * there), and handed back in ``exits``, ((pid, status), ...) in their order, which the
+ * caller must handle before the status returned (their pids may be reused by then).
  * With ``pending`` true, only a stop already there, never an exit: pid 0 when there is
  * none (the driver's rounds, exec_tracer.py's _next). ChildProcessError when no tracee
- * is left. */
+ * is left and no exit is to be handed back (then pid 0: the next call raises it). */
 static PyObject *
 tr_wait_stop(PyObject *self, PyObject *args)
 {
     pid_t pid = 0;
-    int status = 0, failed = 0, have_regs = 0, pending = 0;
-    long passed = 0;
+    int status = 0, failed = 0, have_regs = 0, pending = 0, here = 0;
+    long passed = 0, execs = 0;
+    int exits[EXITS_KEPT][2], nexits = 0;
     regs_t regs;
-    if (!PyArg_ParseTuple(args, "p", &pending))
+    if (!PyArg_ParseTuple(args, "pi", &pending, &here))
         return NULL;
     Py_BEGIN_ALLOW_THREADS
     for (;;) {
@@ -165,11 +211,36 @@ tr_wait_stop(PyObject *self, PyObject *args)
             }
             break; /* an unexpected failure: Python handles (and logs) this stop */
         }
+        if (here && answered_here(pid, status, here, &execs)) {
+            passed++;
+            continue;
+        }
+        if ((WIFEXITED(status) || WIFSIGNALED(status)) && nexits < EXITS_KEPT) {
+            exits[nexits][0] = pid;
+            exits[nexits][1] = status;
+            nexits++;
+            continue;
+        }
         if (WIFSTOPPED(status) && (status >> 16) == PTRACE_EVENT_SECCOMP)
             have_regs = ptrace(PTRACE_GETREGS, pid, 0, &regs) == 0;
         break;
     }
     Py_END_ALLOW_THREADS
+    PyObject *exited = PyTuple_New(nexits);
+    if (exited == NULL)
+        return NULL;
+    for (int i = 0; i < nexits; i++) {
+        PyObject *pair = Py_BuildValue("ii", exits[i][0], exits[i][1]);
+        if (pair == NULL) {
+            Py_DECREF(exited);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(exited, i, pair);
+    }
+    if (failed && nexits)
+        return Py_BuildValue("iiOllN", 0, 0, Py_None, passed, execs, exited);
+    if (failed)
+        Py_DECREF(exited);
     if (failed == ECHILD) {
         PyErr_SetString(PyExc_ChildProcessError, "no tracee left");
         return NULL;
@@ -177,8 +248,9 @@ tr_wait_stop(PyObject *self, PyObject *args)
     if (failed)
         return raise_errno(failed, "waitpid");
     if (have_regs)
-        return Py_BuildValue("iiy#l", pid, status, (const char *)&regs, (Py_ssize_t)sizeof regs, passed);
-    return Py_BuildValue("iiOl", pid, status, Py_None, passed);
+        return Py_BuildValue("iiy#llN", pid, status, (const char *)&regs, (Py_ssize_t)sizeof regs, passed, execs,
+                             exited);
+    return Py_BuildValue("iiOllN", pid, status, Py_None, passed, execs, exited);
 }
 
 /* release(pid, regs, skip, result, signum) -> None
@@ -218,177 +290,7 @@ tr_release(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-static int
-send_fd(int sock, const struct sockaddr_un *to, socklen_t to_len, int fd)
-{
-    char byte = 'f';
-    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
-    union {
-        char buf[CMSG_SPACE(sizeof(int))];
-        struct cmsghdr align;
-    } control;
-    memset(&control, 0, sizeof control);
-    struct msghdr msg = {.msg_name = (void *)to,
-                         .msg_namelen = to_len,
-                         .msg_iov = &iov,
-                         .msg_iovlen = 1,
-                         .msg_control = control.buf,
-                         .msg_controllen = sizeof control.buf};
-    struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
-    cmsg->cmsg_level = SOL_SOCKET;
-    cmsg->cmsg_type = SCM_RIGHTS;
-    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(cmsg), &fd, sizeof fd);
-    return sendmsg(sock, &msg, 0) == 1 ? 0 : -1;
-}
-
-struct outcome {
-    long long result; /* the call's result: the received number, or a negative errno */
-    int gone;         /* the thread died: its exit status is in ``status`` */
-    int status;
-    int signals[8]; /* the first signals that stopped it meanwhile (the driver delivers the first) */
-    int nsignals;
-    int resumed; /* answered and resumed here, the manager's file closed (resume_installed) */
-};
-
-/* Run the prepared ``regs`` (the recvmsg, in place of the call) to their syscall-exit stop,
- * as stopped.py's _run_to_exit: other stops are resumed, their signals kept. */
-static void
-run_to_exit(pid_t pid, struct outcome *out, regs_t *after)
-{
-    if (ptrace(PTRACE_SYSCALL, pid, 0, 0) < 0) {
-        out->gone = 1;
-        out->status = -1;
-        return;
-    }
-    for (;;) {
-        int status;
-        pid_t got = waitpid(pid, &status, __WALL);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0 || WIFEXITED(status) || WIFSIGNALED(status)) {
-            out->gone = 1;
-            out->status = got < 0 ? -1 : status;
-            return;
-        }
-        int sig = WSTOPSIG(status), event = status >> 16;
-        if (sig == SYSCALL_STOP) {
-            if (ptrace(PTRACE_GETREGS, pid, 0, after) < 0) {
-                out->gone = 1;
-                out->status = -1;
-            }
-            return;
-        }
-        if (!event && sig != SIGTRAP) {
-            if (out->nsignals < 8)
-                out->signals[out->nsignals++] = sig;
-        }
-        if (ptrace(PTRACE_SYSCALL, pid, 0, 0) < 0) {
-            out->gone = 1;
-            out->status = -1;
-            return;
-        }
-    }
-}
-
-static long
-kcmp_file(pid_t pid, int theirs, int ours)
-{
-    static pid_t self;
-    if (self == 0)
-        self = getpid(); /* this manager's; a fork of it never runs a tracer loop */
-    return syscall(SYS_kcmp, pid, self, KCMP_FILE, (unsigned long)theirs, (unsigned long)ours);
-}
-
-/* After a checked install: the manager's file closed here first (the thread's copy is then
- * the only one: a script it wrote and runs at once must not meet ETXTBSY because of the
- * manager), the registers as at the stop with the call returning the number, and the
- * thread resumed with the first signal that stopped it meanwhile. A failure other than
- * ESRCH (killed meanwhile: its exit comes next) never leaves it stopped with its call
- * half answered: it is killed, as the driver's _recover does. */
-static void
-resume_installed(pid_t pid, const regs_t *stopped, int fd, struct outcome *out)
-{
-    close(fd);
-    regs_t back = *stopped;
-    back.rax = (unsigned long long)out->result;
-    long signum = out->nsignals ? out->signals[0] : 0;
-    if ((ptrace(PTRACE_SETREGS, pid, 0, &back) < 0 || ptrace(PTRACE_CONT, pid, 0, (void *)signum) < 0) &&
-        errno != ESRCH) {
-        kill(pid, SIGKILL);
-        ptrace(PTRACE_CONT, pid, 0, 0);
-    }
-    out->resumed = 1;
-}
-
-static void
-receive(pid_t pid, const regs_t *stopped, int sock, const struct sockaddr_un *to, socklen_t to_len, int number,
-        int fd, int flags, int check, struct outcome *out)
-{
-    /* Its number must still name the kept socket (kept.py's Kept.holds), or nothing is sent. */
-    if (check && kcmp_file(pid, number, sock) != 0) {
-        out->result = -ESTALE;
-        return;
-    }
-    if (send_fd(sock, to, to_len, fd) < 0) {
-        out->result = -EIO;
-        return;
-    }
-    unsigned long long scratch = (stopped->rsp - RED_ZONE - SCRATCH) & ~0xFULL;
-    unsigned char buffer[SCRATCH];
-    memset(buffer, 0, sizeof buffer);
-    struct msghdr header = {.msg_iov = (struct iovec *)(uintptr_t)(scratch + IOV_AT),
-                            .msg_iovlen = 1,
-                            .msg_control = (void *)(uintptr_t)(scratch + CMSG_AT),
-                            .msg_controllen = CMSG_SPACE(sizeof(int))};
-    struct iovec iov = {.iov_base = (void *)(uintptr_t)(scratch + BYTE_AT), .iov_len = 1};
-    memcpy(buffer, &header, sizeof header);
-    memcpy(buffer + IOV_AT, &iov, sizeof iov);
-    struct iovec local = {.iov_base = buffer, .iov_len = sizeof buffer};
-    struct iovec remote = {.iov_base = (void *)(uintptr_t)scratch, .iov_len = sizeof buffer};
-    if (process_vm_writev(pid, &local, 1, &remote, 1, 0) != (ssize_t)sizeof buffer) {
-        out->result = -EIO;
-        return;
-    }
-    regs_t regs = *stopped, after;
-    regs.orig_rax = SYS_recvmsg;
-    regs.rdi = (unsigned long long)number;
-    regs.rsi = scratch;
-    regs.rdx = (unsigned long long)flags;
-    if (ptrace(PTRACE_SETREGS, pid, 0, &regs) < 0) {
-        out->gone = 1;
-        out->status = -1;
-        return;
-    }
-    run_to_exit(pid, out, &after);
-    if (out->gone)
-        return;
-    long long received = (long long)after.rax;
-    if (received == -EMFILE) {
-        out->result = received;
-        return;
-    }
-    if (received < 0) {
-        out->result = -EIO;
-        return;
-    }
-    struct {
-        uint64_t len;
-        int32_t level, type, fd;
-    } cmsg;
-    local = (struct iovec){.iov_base = &cmsg, .iov_len = 20};
-    remote = (struct iovec){.iov_base = (void *)(uintptr_t)(scratch + CMSG_AT), .iov_len = 20};
-    if (process_vm_readv(pid, &local, 1, &remote, 1, 0) != 20) {
-        out->result = -EIO;
-        return;
-    }
-    int ours = cmsg.len >= 20 && cmsg.level == SOL_SOCKET && cmsg.type == SCM_RIGHTS;
-    /* Without kcmp (``check`` false: never kept then), the number read back as before. */
-    int checked = !check || (cmsg.fd >= 0 && kcmp_file(pid, cmsg.fd, fd) == 0);
-    out->result = ours && checked ? cmsg.fd : -EIO;
-    if (out->result >= 0)
-        resume_installed(pid, stopped, fd, out);
-}
+#include "tracer_receive.h" /* send_fd, run_to_exit, receive: a served open's install */
 
 /* receive(pid, regs, sock, address, number, fd, flags, check) -> (result, signals, gone_status, resumed)
  *
@@ -444,7 +346,7 @@ tr_receive(PyObject *self, PyObject *args)
 }
 
 static PyMethodDef methods[] = {
-    {"wait_stop", tr_wait_stop, METH_VARARGS, "The next stop Python must decide: (pid, status, regs, passed)."},
+    {"wait_stop", tr_wait_stop, METH_VARARGS, "The next stop Python must decide: (pid, status, regs, passed, execs, exits)."},
     {"release", tr_release, METH_VARARGS, "Write a stopped thread's registers back (or not) and resume it."},
     {"receive", tr_receive, METH_VARARGS, "A served open's recvmsg, run in place of the call, and checked."},
     {NULL, NULL, 0, NULL},

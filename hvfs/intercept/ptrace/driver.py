@@ -34,6 +34,7 @@ log = logging.getLogger("hvfs.driver")
 
 _NEW_TRACEE = (tracing.PTRACE_EVENT_FORK, tracing.PTRACE_EVENT_VFORK, tracing.PTRACE_EVENT_CLONE)
 WAIT_TICK = 0.05  # seconds between checks of a caller whose served call would block
+HERE_BIRTHS, HERE_EXECS = 1, 2  # tracer.c's: what its wait_stop may answer itself
 
 
 class StoppedTracee(Tracee):
@@ -76,7 +77,7 @@ class _Tracer(ExecTracer):
         self._inspector = Inspector(self._creds)
         self._execs = ExecChecks()
         self._sockets = KeptSockets(init_pid)
-        self.served = {"calls": 0, "continued": 0, "answered": 0, "installed": 0, "passed": 0}
+        self.served = {"calls": 0, "continued": 0, "answered": 0, "installed": 0, "passed": 0, "execs_passed": 0}
 
     def bind(self, vm: str, transport: Transport) -> None:
         self._vm, self._transport = vm, transport
@@ -84,8 +85,18 @@ class _Tracer(ExecTracer):
         self.bound.set()
 
     def _next(self) -> tuple[int, int]:
-        self.bound.wait()  # set at once but for a spare's, until bind or drop
-        return super()._next()
+        """A spare's tracer waits at once, in the C loop where it is built, so that pid 1's
+        first events after START (its fork, the command's exec) are answered there without
+        waiting for this thread to wake in Python; but nothing is handled before its run
+        binds it (``bound``, set at once but for a spare's): pid 1 makes no call the filter
+        stops before START, which follows the bind. A spare dropped unbound is only reaped
+        (its exits are bookkeeping, no transport) until no tracee is left."""
+        if native_tracer is None:
+            self.bound.wait()
+            return super()._next()
+        pid, status = super()._next()
+        self.bound.wait()
+        return pid, status
 
     def _wait_status(self) -> tuple[int, int, bytes | None]:
         """The next status Python must handle. The C loop (hvfs/_native/tracer.c) resumes
@@ -93,22 +104,52 @@ class _Tracer(ExecTracer):
         stop's registers; without it, every status, as the exec tracer waits."""
         if native_tracer is None:
             return super()._wait_status()
-        pid, status, raw, passed = native_tracer.wait_stop(False)
-        self._passed(passed)
-        return pid, status, raw
+        while True:
+            pid, status, raw, passed, execs, exits = native_tracer.wait_stop(False, self._here())
+            self._passed(passed, execs)
+            self._exited(exits)
+            if pid:  # else only exits, the last ones: the next wait finds no tracee left
+                return pid, status, raw
 
     def _pending_stop(self) -> tuple[int, int, bytes | None] | None:
         if native_tracer is None:
             return super()._pending_stop()
-        pid, status, raw, passed = native_tracer.wait_stop(True)
-        self._passed(passed)
+        pid, status, raw, passed, execs, exits = native_tracer.wait_stop(True, self._here())
+        self._passed(passed, execs)
+        self._exited(exits)  # none: a pending stop is never an exit
         return (pid, status, raw) if pid else None
 
-    def _passed(self, passed: int) -> None:
+    def _exited(self, exits: tuple[tuple[int, int], ...]) -> None:
+        """Exits the C loop reaped and waited past, handled in their order, before the
+        status it returned (a pid among them may be a new tracee's by then)."""
+        for pid, status in exits:
+            try:
+                self._on_status(pid, status)
+            except Exception:  # as the loop's: never let the thread die
+                log.exception("ptrace driver of VM %s: cannot handle the exit %#x of pid %d", self._vm, status, pid)
+
+    def _here(self) -> int:
+        """The events the C loop may answer itself until it returns, because this would do
+        nothing at them but resume: births while no process of the VM holds a kept socket
+        (none to give up, none copied), and a leader's exec while, besides, no exec waits
+        to be verified (``execs``) and none is judged. Read before each wait: only this
+        thread plants a socket or notes an exec, between two waits."""
+        if not self._sockets.empty():
+            return 0
+        if self.judging or not self._execs.empty():
+            return HERE_BIRTHS
+        return HERE_BIRTHS | HERE_EXECS
+
+    def _passed(self, passed: int, execs: int) -> None:
+        if execs:
+            # As at an exec event handled here (``_on_exec``), before any later stop is read.
+            self._creds.changed()
+            self.served["execs_passed"] += execs
         if passed:
             self.served["passed"] += passed
             with self._lock:
                 self._counts["stops"] += passed
+                self._counts["execs"] += execs
 
     def _run(self) -> None:
         try:
@@ -343,10 +384,10 @@ class PtraceDriver:
 
     A warm spare's (hvfs.hypervisor.spares) is made without a transport and started with
     the spare: its tracer thread seizes pid 1 then (ptrace is per tracer thread: the one
-    that serves must be the one that seized), and waits, no status taken, for ``bind``
-    (the run's VM name and transport) before it serves or tells anything; pid 1 makes no
-    call the filter stops until START, which follows the bind. Dropped unbound, pid 1 is
-    killed and the thread only reaps it."""
+    that serves must be the one that seized), and waits for ``bind`` (the run's VM name
+    and transport) before it serves or tells anything (the C loop already waiting: see
+    ``_Tracer._next``); pid 1 makes no call the filter stops until START, which follows
+    the bind. Dropped unbound, pid 1 is killed and the thread only reaps it."""
 
     def __init__(self, pidfd: int, vm: str, transport: Transport | None, arch: Arch) -> None:
         self._pidfd = pidfd

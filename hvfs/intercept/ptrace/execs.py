@@ -46,6 +46,10 @@ class ExecChecks:
         finally:
             os.close(fd)
 
+    def empty(self) -> bool:
+        """No exec checked and waiting for its exec stop."""
+        return not self._checked
+
     def forget(self, tid: int) -> None:
         self._checked.pop(tid, None)
 

@@ -105,6 +105,11 @@ class KeptSockets:
         it before it sends (the C loop's ``receive``), and gives it up when it fails."""
         return self._kept.get(self.group(tid))
 
+    def empty(self) -> bool:
+        """No socket kept or given up in any process, none refused: a birth or an exec
+        changes nothing here (bar ``_groups``, which ``group`` reads again from /proc)."""
+        return not (self._kept or self._stale or self._refused)
+
     def may_keep(self, tid: int) -> bool:
         """Not without kcmp (nothing could be checked), nor where it was refused."""
         return tracing.kcmp_works() and self.group(tid) not in self._refused

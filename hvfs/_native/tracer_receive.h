@@ -1,0 +1,181 @@
+/* The served open's receive in the tracee (tracer.c's receive(), the C half of stopped.py's
+ * _receive): send the manager's file on the kept socket, make the stopped thread run a
+ * recvmsg in place of its call, and check what it got. Included by tracer.c (after its
+ * regs_t and scratch layout), which it would push past 500 lines.
+ */
+#ifndef HVFS_TRACER_RECEIVE_H
+#define HVFS_TRACER_RECEIVE_H
+
+static int
+send_fd(int sock, const struct sockaddr_un *to, socklen_t to_len, int fd)
+{
+    char byte = 'f';
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    memset(&control, 0, sizeof control);
+    struct msghdr msg = {.msg_name = (void *)to,
+                         .msg_namelen = to_len,
+                         .msg_iov = &iov,
+                         .msg_iovlen = 1,
+                         .msg_control = control.buf,
+                         .msg_controllen = sizeof control.buf};
+    struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cmsg), &fd, sizeof fd);
+    return sendmsg(sock, &msg, 0) == 1 ? 0 : -1;
+}
+
+struct outcome {
+    long long result; /* the call's result: the received number, or a negative errno */
+    int gone;         /* the thread died: its exit status is in ``status`` */
+    int status;
+    int signals[8]; /* the first signals that stopped it meanwhile (the driver delivers the first) */
+    int nsignals;
+    int resumed; /* answered and resumed here, the manager's file closed (resume_installed) */
+};
+
+/* Run the prepared ``regs`` (the recvmsg, in place of the call) to their syscall-exit stop,
+ * as stopped.py's _run_to_exit: other stops are resumed, their signals kept. */
+static void
+run_to_exit(pid_t pid, struct outcome *out, regs_t *after)
+{
+    if (ptrace(PTRACE_SYSCALL, pid, 0, 0) < 0) {
+        out->gone = 1;
+        out->status = -1;
+        return;
+    }
+    for (;;) {
+        int status;
+        pid_t got = waitpid(pid, &status, __WALL);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0 || WIFEXITED(status) || WIFSIGNALED(status)) {
+            out->gone = 1;
+            out->status = got < 0 ? -1 : status;
+            return;
+        }
+        int sig = WSTOPSIG(status), event = status >> 16;
+        if (sig == SYSCALL_STOP) {
+            if (ptrace(PTRACE_GETREGS, pid, 0, after) < 0) {
+                out->gone = 1;
+                out->status = -1;
+            }
+            return;
+        }
+        if (!event && sig != SIGTRAP) {
+            if (out->nsignals < 8)
+                out->signals[out->nsignals++] = sig;
+        }
+        if (ptrace(PTRACE_SYSCALL, pid, 0, 0) < 0) {
+            out->gone = 1;
+            out->status = -1;
+            return;
+        }
+    }
+}
+
+static long
+kcmp_file(pid_t pid, int theirs, int ours)
+{
+    static pid_t self;
+    if (self == 0)
+        self = getpid(); /* this manager's; a fork of it never runs a tracer loop */
+    return syscall(SYS_kcmp, pid, self, KCMP_FILE, (unsigned long)theirs, (unsigned long)ours);
+}
+
+/* After a checked install: the manager's file closed here first (the thread's copy is then
+ * the only one: a script it wrote and runs at once must not meet ETXTBSY because of the
+ * manager), the registers as at the stop with the call returning the number, and the
+ * thread resumed with the first signal that stopped it meanwhile. A failure other than
+ * ESRCH (killed meanwhile: its exit comes next) never leaves it stopped with its call
+ * half answered: it is killed, as the driver's _recover does. */
+static void
+resume_installed(pid_t pid, const regs_t *stopped, int fd, struct outcome *out)
+{
+    close(fd);
+    regs_t back = *stopped;
+    back.rax = (unsigned long long)out->result;
+    long signum = out->nsignals ? out->signals[0] : 0;
+    if ((ptrace(PTRACE_SETREGS, pid, 0, &back) < 0 || ptrace(PTRACE_CONT, pid, 0, (void *)signum) < 0) &&
+        errno != ESRCH) {
+        kill(pid, SIGKILL);
+        ptrace(PTRACE_CONT, pid, 0, 0);
+    }
+    out->resumed = 1;
+}
+
+static void
+receive(pid_t pid, const regs_t *stopped, int sock, const struct sockaddr_un *to, socklen_t to_len, int number,
+        int fd, int flags, int check, struct outcome *out)
+{
+    /* Its number must still name the kept socket (kept.py's Kept.holds), or nothing is sent. */
+    if (check && kcmp_file(pid, number, sock) != 0) {
+        out->result = -ESTALE;
+        return;
+    }
+    if (send_fd(sock, to, to_len, fd) < 0) {
+        out->result = -EIO;
+        return;
+    }
+    unsigned long long scratch = (stopped->rsp - RED_ZONE - SCRATCH) & ~0xFULL;
+    unsigned char buffer[SCRATCH];
+    memset(buffer, 0, sizeof buffer);
+    struct msghdr header = {.msg_iov = (struct iovec *)(uintptr_t)(scratch + IOV_AT),
+                            .msg_iovlen = 1,
+                            .msg_control = (void *)(uintptr_t)(scratch + CMSG_AT),
+                            .msg_controllen = CMSG_SPACE(sizeof(int))};
+    struct iovec iov = {.iov_base = (void *)(uintptr_t)(scratch + BYTE_AT), .iov_len = 1};
+    memcpy(buffer, &header, sizeof header);
+    memcpy(buffer + IOV_AT, &iov, sizeof iov);
+    struct iovec local = {.iov_base = buffer, .iov_len = sizeof buffer};
+    struct iovec remote = {.iov_base = (void *)(uintptr_t)scratch, .iov_len = sizeof buffer};
+    if (process_vm_writev(pid, &local, 1, &remote, 1, 0) != (ssize_t)sizeof buffer) {
+        out->result = -EIO;
+        return;
+    }
+    regs_t regs = *stopped, after;
+    regs.orig_rax = SYS_recvmsg;
+    regs.rdi = (unsigned long long)number;
+    regs.rsi = scratch;
+    regs.rdx = (unsigned long long)flags;
+    if (ptrace(PTRACE_SETREGS, pid, 0, &regs) < 0) {
+        out->gone = 1;
+        out->status = -1;
+        return;
+    }
+    run_to_exit(pid, out, &after);
+    if (out->gone)
+        return;
+    long long received = (long long)after.rax;
+    if (received == -EMFILE) {
+        out->result = received;
+        return;
+    }
+    if (received < 0) {
+        out->result = -EIO;
+        return;
+    }
+    struct {
+        uint64_t len;
+        int32_t level, type, fd;
+    } cmsg;
+    local = (struct iovec){.iov_base = &cmsg, .iov_len = 20};
+    remote = (struct iovec){.iov_base = (void *)(uintptr_t)(scratch + CMSG_AT), .iov_len = 20};
+    if (process_vm_readv(pid, &local, 1, &remote, 1, 0) != 20) {
+        out->result = -EIO;
+        return;
+    }
+    int ours = cmsg.len >= 20 && cmsg.level == SOL_SOCKET && cmsg.type == SCM_RIGHTS;
+    /* Without kcmp (``check`` false: never kept then), the number read back as before. */
+    int checked = !check || (cmsg.fd >= 0 && kcmp_file(pid, cmsg.fd, fd) == 0);
+    out->result = ours && checked ? cmsg.fd : -EIO;
+    if (out->result >= 0)
+        resume_installed(pid, stopped, fd, out);
+}
+
+#endif /* HVFS_TRACER_RECEIVE_H */
