@@ -23,7 +23,10 @@ TARGET = os.path.join("hvfs", "_bin", "hvfs-init")
 HOTPATH = Extension(
     "hvfs._native._hotpath",
     sources=["hvfs/_native/hotpath.c"],
-    depends=[f"hvfs/_native/{name}.h" for name in ("open_stat", "exec_leader", "served_stat", "credential_lines")],
+    depends=[
+        f"hvfs/_native/{name}.h"
+        for name in ("open_stat", "exec_leader", "served_stat", "served_audit", "credential_lines")
+    ],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fstack-protector-strong"],
     optional=True,  # without it hvfs serves through the Python path (hvfs/_native/__init__.py)
 )
@@ -44,7 +47,13 @@ AUDIT = Extension(
 RECORD = Extension(
     "hvfs._native._record",
     sources=["hvfs/_native/record.c"],
-    depends=["hvfs/_native/compact.h", "hvfs/_native/comm.h", "hvfs/_native/recorder.h", "hvfs/_native/kinds.h", "hvfs/_native/record_raw.h"],
+    depends=[
+        "hvfs/_native/compact.h",
+        "hvfs/_native/comm.h",
+        "hvfs/_native/recorder.h",
+        "hvfs/_native/kinds.h",
+        "hvfs/_native/record_raw.h",
+    ],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fstack-protector-strong"],
     optional=True,  # without it the dispatch records in Python (hvfs.api.events.record_request)
 )
