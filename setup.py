@@ -25,7 +25,7 @@ HOTPATH = Extension(
     sources=["hvfs/_native/hotpath.c"],
     depends=[
         f"hvfs/_native/{name}.h"
-        for name in ("open_stat", "exec_leader", "served_stat", "served_audit", "credential_lines")
+        for name in ("open_stat", "exec_leader", "served_stat", "served_audit", "served_switch", "credential_lines")
     ],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fstack-protector-strong"],
     optional=True,  # without it hvfs serves through the Python path (hvfs/_native/__init__.py)

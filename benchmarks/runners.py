@@ -23,6 +23,8 @@ environment, so the others must not inherit more) and WORK writable at its own p
   socket transport to a server in the same process (HVFS_TRANSPORT=socket).
 - hvfs-native, hvfs-python (and --strict): hvfs with a manager of their own, serving
   through the C hot path (hvfs/_native) or the Python path (HVFS_NATIVE=0).
+- hvfs-strict-user: ``hvfs --strict -u 1000:1000``, the VM's programs run as a non-root user
+  (CI's and docker-compose's usual case): the manager acts as that user for each call.
 - hvfs-strict-audit: ``hvfs --strict --audit FILE``, every request an event in FILE (one
   per session, appended to: the cost of writing does not depend on the file's size).
 - base-…: with ``run.py --baseline DIR``, the hvfs runners again on the hvfs package of
@@ -117,8 +119,10 @@ def _runsc(context: Context, argv: list[str]) -> list[str]:
     return ["runsc", "--network=none", "do", "--force-overlay=false", "--cwd", str(context.cwd), *argv]
 
 
-def _hvfs_options(context: Context, strict: bool, audit: bool = False, driver: str = "") -> list[str]:
+def _hvfs_options(context: Context, strict: bool, audit: bool = False, driver: str = "", user: str = "") -> list[str]:
     options = ["--strict"] if strict else []
+    if user:
+        options += ["-u", user]
     if driver:
         options += ["--driver", driver]
     if audit:
@@ -131,9 +135,11 @@ def _hvfs_options(context: Context, strict: bool, audit: bool = False, driver: s
     return options
 
 
-def _hvfs(strict: bool, audit: bool = False, driver: str = "") -> Callable[[Context, list[str]], list[str]]:
+def _hvfs(
+    strict: bool, audit: bool = False, driver: str = "", user: str = ""
+) -> Callable[[Context, list[str]], list[str]]:
     def wrap(context: Context, argv: list[str]) -> list[str]:
-        options = _hvfs_options(context, strict, audit, driver)
+        options = _hvfs_options(context, strict, audit, driver, user)
         if context.stats is not None:
             options += ["--stats", str(context.stats)]
         return [*HVFS, "run", *options, "--", *argv]
@@ -264,6 +270,14 @@ def all_runners(layout: Layout) -> list[Runner]:
             "hvfs --strict, ptrace driver",
             sys.executable,
             _hvfs(strict=True, driver="ptrace"),
+            counts_traps=True,
+            own_env=_hvfs_env,
+        ),
+        Runner(
+            "hvfs-strict-user",
+            "hvfs --strict -u 1000:1000",
+            sys.executable,
+            _hvfs(strict=True, user="1000:1000"),
             counts_traps=True,
             own_env=_hvfs_env,
         ),

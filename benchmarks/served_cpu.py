@@ -3,7 +3,10 @@ them and with ``HVFS_SERVED_STAT=0`` (the Python path), round by round, each its
 in a private state directory (as benchmarks/audit_cpu_vm.py measures: a run of 200 calls and
 one of 20,200, the difference over 20,000). Not a test: nothing is asserted.
 
-    python benchmarks/served_cpu.py [ROUNDS]
+    python benchmarks/served_cpu.py [ROUNDS] [-u UID:GID]
+
+``-u``: the VM's programs run as that user (``hvfs run -u``), whom the manager acts as for
+each call (hvfs/manager/creds.py acting_as; in C, hvfs/_native/served_switch.h).
 """
 
 from __future__ import annotations
@@ -27,13 +30,13 @@ def cpu(state: Path) -> float:
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run(env: dict[str, str], work: Path, program: str, count: int) -> float:
+def run(env: dict[str, str], work: Path, program: str, count: int, user: list[str]) -> float:
     """The manager's CPU seconds for one VM running ``program`` ``count`` times."""
     code = f"import os, sys\np = sys.argv[1] + '/f'\nfor _ in range({count}):\n    {program}\n"
     state = Path(env["HVFS_STATE_DIR"])
     began = cpu(state)
     subprocess.run(
-        [HVFS, "-m", "hvfs", "run", "--strict", "-v", f"{work}:{work}", "--", "python3", "-c", code, str(work)],
+        [HVFS, "-m", "hvfs", "run", "--strict", *user, "-v", f"{work}:{work}", "--", "python3", "-c", code, str(work)],
         env=env,
         cwd=work,
         check=True,
@@ -42,7 +45,11 @@ def run(env: dict[str, str], work: Path, program: str, count: int) -> float:
 
 
 def main() -> None:
+    args = sys.argv[1:]
+    user = args[args.index("-u") : args.index("-u") + 2] if "-u" in args else []
+    rounds = [a for a in args if a not in user]
     with tempfile.TemporaryDirectory() as d:
+        os.chmod(d, 0o755)  # a VM user's to reach too
         work = Path(d) / "work"
         work.mkdir()
         (work / "f").write_text("x\n")
@@ -53,11 +60,11 @@ def main() -> None:
             envs[v] = {**os.environ, "HVFS_STATE_DIR": str(st), "HVFS_SERVED_STAT": v, "PYTHONPATH": str(HERE)}
             subprocess.run([HVFS, "-m", "hvfs", "run", "--", "true"], env=envs[v], cwd=work, check=True)
         res: dict[tuple[str, str], list[float]] = {}
-        for _ in range(int(sys.argv[1]) if len(sys.argv) > 1 else 2):
+        for _ in range(int(rounds[0]) if rounds else 2):
             for name, prog in PROGRAMS.items():
                 for v in ("1", "0"):
-                    few = run(envs[v], work, prog, 200)
-                    many = run(envs[v], work, prog, 20200)
+                    few = run(envs[v], work, prog, 200, user)
+                    many = run(envs[v], work, prog, 20200, user)
                     res.setdefault((name, v), []).append((many - few) / 20000 * 1e6)
         for v in ("1", "0"):
             subprocess.run([HVFS, "-m", "hvfs", "manager", "stop"], env=envs[v], cwd=work)

@@ -76,16 +76,18 @@ plain_text(struct served_note *n, const char *path, const char *base, int openin
 /* resolve.open_named: the plain path found with no symlink on the way (a relative one beneath
  * its base, found so too and checked to be the caller's very directory); an fd, or -1. */
 static long
-open_plain_at(int root, const char *base, const struct stat *identity, const char *path, uint64_t flags)
+open_plain_at(int root, const char *base, const struct stat *identity, const char *path, uint64_t flags,
+              struct acting *a)
 {
     if (path[0] == '/')
-        return scoped_openat2(root, path, flags, RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS);
+        return act_switch(a) < 0 ? -1 : scoped_openat2(root, path, flags, RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS);
     long dir = scoped_openat2(root, base, O_PATH | O_DIRECTORY, RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS);
     if (dir < 0)
         return -1;
     struct stat st;
     long fd = -1;
-    if (fstat((int)dir, &st) == 0 && st.st_dev == identity->st_dev && st.st_ino == identity->st_ino)
+    if (fstat((int)dir, &st) == 0 && st.st_dev == identity->st_dev && st.st_ino == identity->st_ino &&
+        act_switch(a) == 0)
         fd = scoped_openat2((int)dir, path, flags, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS);
     close((int)dir);
     return fd;

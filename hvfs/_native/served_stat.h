@@ -12,14 +12,14 @@
  * before any answer, and Python serves the request from its start): flags
  * Python checks, a path that may name the VM's procfs or devpts (its text holds "proc" or
  * "pts", which a kernel path's must, since normalizing only drops components), a malformed
- * or empty path, a caller whose credentials Python has not published as needing no switch.
+ * or empty path, a caller whose credentials Python has not published.
  *
  * Credentials: the worker's Python publishes (KnownCredentials, hvfs/intercept/credcache.py)
- * the threads whose credentials it read and found to be the manager's own (no switch at
- * all: the serving thread, outside acting_as, acts as them), each under a pidfd of the
- * thread and the watch's generation; the watch bumps its generation, before it lets any
- * call that may change credentials continue, in the shared state read here. A thread in a
- * stat cannot change its own credentials meanwhile: it is in this call.
+ * the threads whose credentials it read, each under a pidfd of the thread and the watch's
+ * generation, with what acting_as switches for them (none for the manager's own), which
+ * served_switch.h switches around the caller's lookups; the watch bumps its generation,
+ * before it lets any call that may change credentials continue, in the shared state read
+ * here. A thread in a stat cannot change its own credentials meanwhile: it is in this call.
  *
  * Security: the path is read once, into our buffer, and only those bytes are resolved;
  * ID_VALID comes after every read of the caller (its path, its cwd or dirfd) and again before the
@@ -32,6 +32,8 @@
 #include <linux/stat.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+
+#include "served_switch.h" /* acting as the caller */
 
 #ifndef AT_FDCWD
 #define AT_FDCWD -100
@@ -55,6 +57,9 @@ struct published {
     int32_t tid;
     int32_t pidfd;
     uint64_t generation;
+    uint32_t what, uid, gid, ngroups; /* served_switch.h struct acting's */
+    uint64_t effective;
+    uint32_t groups[PUBLISHED_GROUPS];
 };
 
 struct stat_context {
@@ -69,9 +74,10 @@ struct stat_context {
     struct served_note *note; /* served_audit.h: NULL where no audit may be served here */
 };
 
-/* Whether the credentials of tid are published as needing no switch, and still hold. */
+/* Whether the credentials of tid are published, and still hold: then *a is what acting as
+ * them switches. */
 static int
-acts_as_manager(const struct stat_context *c, pid_t tid)
+published_caller(const struct stat_context *c, pid_t tid, struct acting *a)
 {
     uint64_t generation = __atomic_load_n(&c->watch->generation, __ATOMIC_ACQUIRE);
     if (!__atomic_load_n(&c->watch->trusted, __ATOMIC_ACQUIRE) || __atomic_load_n(&c->watch->changing, __ATOMIC_ACQUIRE))
@@ -81,6 +87,11 @@ acts_as_manager(const struct stat_context *c, pid_t tid)
             continue;
         if (c->known[i].generation != generation)
             return 0;
+        const struct published *p = &c->known[i];
+        if (p->ngroups > PUBLISHED_GROUPS)
+            return 0;
+        *a = (struct acting){.what = p->what, .uid = p->uid, .gid = p->gid, .ngroups = p->ngroups,
+                             .effective = p->effective, .groups = p->groups};
         struct pollfd alive = {.fd = c->known[i].pidfd, .events = POLLIN};
         return poll(&alive, 1, 0) == 0; /* alive, it holds its number: the notifier is that thread */
     }
@@ -124,12 +135,15 @@ read_base(pid_t tid, int dirfd, char *base, size_t size, struct stat *identity)
 }
 
 /* resolve.open_at for an O_PATH open of the object: an fd, or -errno; -EACCES marked
- * foreign (ForeignBase, continued by the handler) through *foreign. */
+ * foreign (ForeignBase, continued by the handler) through *foreign. Acting as the caller
+ * (a) but for the base directory; -ECANCELED where the switch failed (a->failed). */
 static long
 open_object_at(int root, const char *base, const struct stat *identity, const char *name, uint64_t flags,
-               int *foreign)
+               int *foreign, struct acting *a)
 {
     if (name[0] == '/') {
+        if (act_switch(a) < 0)
+            return -ECANCELED;
         long fd = scoped_openat2(root, name, flags, RESOLVE_IN_ROOT);
         return fd >= 0 ? fd : -errno;
     }
@@ -143,6 +157,10 @@ open_object_at(int root, const char *base, const struct stat *identity, const ch
         close((int)dir);
         *foreign = 1;
         return -EACCES;
+    }
+    if (act_switch(a) < 0) {
+        close((int)dir);
+        return -ECANCELED;
     }
     long fd = scoped_openat2((int)dir, name, flags, RESOLVE_BENEATH);
     int failed = fd < 0 ? errno : 0;
@@ -190,7 +208,8 @@ pack_stat(const struct stat *st, char *out)
  * of the words in declined (or "proc", "pts"), malformed, empty; a caller not published. */
 static int
 resolve_caller_path(const struct stat_context *c, int listener, const struct seccomp_notif *notif, int32_t dirfd,
-                    uint64_t path_at, uint64_t open_flags, const char *declined, long *fd, int *foreign)
+                    uint64_t path_at, uint64_t open_flags, const char *declined, long *fd, int *foreign,
+                    struct acting *a)
 {
     int audited = 0;
     if (!__atomic_load_n(c->quiet, __ATOMIC_ACQUIRE)) { /* quiet[1]: audited, no hook (EventBus.quiet) */
@@ -199,7 +218,7 @@ resolve_caller_path(const struct stat_context *c, int listener, const struct sec
             return DECLINED;
     }
     if (c->vm_root < 0 || (dirfd < 0 && dirfd != AT_FDCWD) || path_at == 0 || notif->pid <= 0 ||
-        !acts_as_manager(c, notif->pid))
+        !published_caller(c, notif->pid, a))
         return DECLINED;
     /* Safe because: process_vm_readv writes only within our buffer; the bytes are resolved
      * as read, whatever the caller's memory holds by then. */
@@ -227,11 +246,13 @@ resolve_caller_path(const struct stat_context *c, int listener, const struct sec
         return GONE;
     if (audited) { /* found as the audited Python path finds it, or Python's (it names the rest otherwise) */
         c->note->audited = 1, c->note->pid = notif->pid;
-        *fd = open_plain_at(c->vm_root, base, &identity, path, open_flags);
+        *fd = open_plain_at(c->vm_root, base, &identity, path, open_flags, a);
+        if (*fd < 0)
+            act_restore(a);
         return *fd >= 0 ? ANSWER : DECLINED;
     }
-    *fd = open_object_at(c->vm_root, base, &identity, path, open_flags, foreign);
-    return ANSWER;
+    *fd = open_object_at(c->vm_root, base, &identity, path, open_flags, foreign, a);
+    return a->failed ? DECLINED : ANSWER;
 }
 
 /* Whether a failed lookup is left to the kernel on the boot view (handlers/query.py and
@@ -277,7 +298,9 @@ serve_stat(const struct stat_context *c, int listener, const struct seccomp_noti
     int foreign = 0, statx_call = call == CALL_STATX;
     long fd = -EBADF;
     uint64_t open_flags = O_PATH | (flags & AT_SYMLINK_NOFOLLOW ? O_NOFOLLOW : 0);
-    int got = resolve_caller_path(c, listener, notif, dirfd, path_at, open_flags, "", &fd, &foreign);
+    struct acting as_caller = {0};
+    int got = resolve_caller_path(c, listener, notif, dirfd, path_at, open_flags, "", &fd, &foreign, &as_caller);
+    act_restore(&as_caller); /* the stat of an fd checks nothing of its caller */
     if (got != ANSWER)
         return got;
     uint64_t *count = c->counts + SERVED_OUTCOMES * (statx_call ? COUNTS_STATX : COUNTS_STAT);
@@ -353,8 +376,11 @@ serve_open(const struct stat_context *c, int listener, const struct seccomp_noti
         return DECLINED;
     int foreign = 0;
     long probe = -EBADF;
+    struct acting as_caller = {0}; /* kept for the open again: it checks the caller's access */
     int got = resolve_caller_path(c, listener, notif, dirfd, path_at, O_PATH | (flags & O_NOFOLLOW), "dev", &probe,
-                                  &foreign);
+                                  &foreign, &as_caller);
+    if (got != ANSWER || probe < 0)
+        act_restore(&as_caller);
     if (got != ANSWER)
         return got;
     uint64_t *count = c->counts + SERVED_OUTCOMES * COUNTS_OPEN;
@@ -365,6 +391,7 @@ serve_open(const struct stat_context *c, int listener, const struct seccomp_noti
     struct stat st;
     int audited = c->note && c->note->audited;
     if (fstat((int)probe, &st) < 0 || !(S_ISREG(st.st_mode) || S_ISDIR(st.st_mode))) {
+        act_restore(&as_caller);
         close((int)probe);
         if (audited)
             return DECLINED; /* continued: its event is Python's */ /* a FIFO, a socket, a device: the kernel opens it (an fstat failure: EIO there) */
@@ -376,6 +403,7 @@ serve_open(const struct stat_context *c, int listener, const struct seccomp_noti
     snprintf(again, sizeof again, "/proc/self/fd/%d", (int)probe);
     int opened = open(again, (int)((flags & ~(uint64_t)O_NOFOLLOW) | O_CLOEXEC));
     int failed = opened < 0 ? errno : 0;
+    act_restore(&as_caller);
     close((int)probe);
     if (failed && audited)
         return DECLINED;

@@ -73,9 +73,16 @@ SEQUENCE_HALF = 1 << 63  # notification ids count up from a random u64 and wrap
 _Pending = tuple[int, int, int]
 
 # What the C loop reads to serve a stat without Python (hvfs/_native/served_stat.h): the
-# watch's state, and each worker's published threads (tid, pidfd, generation; tid 0: free).
+# watch's state, and each worker's published threads (tid, pidfd, generation; tid 0: free),
+# each with what serving it switches (``Switch``; hvfs/_native/served_switch.h).
 WATCH = struct.Struct("<QII")  # generation, changing, trusted
-PUBLISHED = struct.Struct("<iiQ")
+PUBLISHED_GROUPS = 32  # a caller with more supplementary groups is Python's
+PUBLISHED = struct.Struct(f"<iiQIIIIQ{PUBLISHED_GROUPS}I")  # tid, pidfd, generation, *Switch (groups padded)
+# What acting_as switches for a caller (hvfs.manager.creds ``_switch``): which of SWITCH_*,
+# fsuid, fsgid, the supplementary groups and the effective capabilities it takes.
+Switch = tuple[int, int, int, tuple[int, ...], int]
+SWITCH_GROUPS, SWITCH_IDS, SWITCH_CAPS = 1, 2, 4
+_FREE = PUBLISHED.pack(0, -1, 0, 0, 0, 0, 0, 0, *(0,) * PUBLISHED_GROUPS)
 
 
 class CredWatch:
@@ -343,12 +350,12 @@ class KnownCredentials:
 
     LIMIT = 8
 
-    def __init__(self, watch: CredWatch, publish: Callable[[Credentials], bool] | None = None) -> None:
+    def __init__(self, watch: CredWatch, publish: Callable[[Credentials], Switch | None] | None = None) -> None:
         self._watch = watch
-        # Threads whose kept credentials ``publish`` accepts (those that need no switch:
-        # hvfs.intercept.served_stat), for the C loop, at the slot of their entry.
+        # Threads whose kept credentials ``publish`` gives a ``Switch`` for (hvfs.intercept.
+        # served_stat ``switch_of``), for the C loop, at the slot of their entry.
         self._publish = publish
-        self.published = bytearray(PUBLISHED.pack(0, -1, 0) * self.LIMIT)
+        self.published = bytearray(_FREE * self.LIMIT)
         self._slots: dict[int, int] = {}  # tid: its slot in ``published``
         self._entries: dict[int, tuple[int, int, Credentials]] = {}  # tid: (pidfd, generation, credentials)
         self.threads = True  # whether PIDFD_THREAD works here (6.9+)
@@ -397,10 +404,14 @@ class KnownCredentials:
         if len(self._entries) >= self.LIMIT:
             self.drop(next(iter(self._entries)))
         self._entries[tid] = (pidfd, generation, credentials)
-        if self._publish is not None and self._publish(credentials):
+        switch = None if self._publish is None else self._publish(credentials)
+        if switch is not None:
             slot = next(i for i in range(self.LIMIT) if i not in self._slots.values())  # LIMIT entries at most
             self._slots[tid] = slot
-            PUBLISHED.pack_into(self.published, slot * PUBLISHED.size, tid, pidfd, generation)
+            what, uid, gid, groups, effective = switch
+            padded = (*groups, *(0,) * (PUBLISHED_GROUPS - len(groups)))
+            record = (tid, pidfd, generation, what, uid, gid, len(groups), effective, *padded)
+            PUBLISHED.pack_into(self.published, slot * PUBLISHED.size, *record)
         return credentials
 
     def drop(self, tid: int) -> None:
@@ -408,7 +419,7 @@ class KnownCredentials:
         if entry is not None:
             slot = self._slots.pop(tid, None)
             if slot is not None:  # unpublished before its pidfd is closed
-                PUBLISHED.pack_into(self.published, slot * PUBLISHED.size, 0, -1, 0)
+                self.published[slot * PUBLISHED.size : (slot + 1) * PUBLISHED.size] = _FREE
             os.close(entry[0])
 
     def __len__(self) -> int:

@@ -145,7 +145,7 @@ class SeccompDriver:
         self._decoders = decoders_for(arch)
         self._credential_calls = credential_calls(arch)
         self._creds = CredWatch()  # what the workers' Inspectors may keep of their callers' credentials
-        self._publish = served_stat.needs_no_switch if served_stat.wanted() else None  # whom C may act as
+        self._publish = served_stat.switch_of if served_stat.wanted() else None  # whom C may act as
         self._checks_exec = strict  # the filter traps execs in every VM; only strict ones ask the manager
         self._turn_lock = threading.Lock()  # taken bare once per request: a Condition's ``with`` costs more
         self._turn = threading.Condition(self._turn_lock)

@@ -10,12 +10,14 @@ manager/handlers/query.py ``handle_stat``/``handle_statx`` and opening.py
 
 * no hook and no audit subscriber on the VM's bus (``EventBus.quiet``, kept by the bus as
   they come and go: a scanner, a fault rule, an audit, a backup all turn it off);
-* a caller whose credentials need no switch (the manager's own fsuid, fsgid, groups and
-  capabilities, as a rootless VM's root has): published by the worker's credential cache
-  (``credcache.KnownCredentials``) under a pidfd of the thread and the watch's generation,
-  which every call that may change credentials bumps before it continues, so C never
-  acts on credentials a thread may have changed. A caller that needs a switch is
-  Python's: acting as another user in C would be a second ``acting_as`` to keep in step;
+* a caller whose credentials the worker's credential cache (``credcache.KnownCredentials``)
+  published, under a pidfd of the thread and the watch's generation, which every call
+  that may change credentials bumps before it continues, so C never acts on credentials
+  a thread may have changed. Each is published with what ``acting_as`` switches for it
+  (``switch_of``: ``_switch``'s very test, against the manager's identity), which C
+  switches the same way on its own thread around the caller's lookup
+  (hvfs/_native/served_switch.h); a caller with more than ``PUBLISHED_GROUPS`` groups
+  is Python's;
 * a path that is absolute or relative to the cwd or a dirfd, not naming procfs or devpts
   (nor, for an open, anything under /dev: the caller's own /dev/stdin and /dev/fd/N); the
   rest (AT_EMPTY_PATH, flags and masks Python checks, malformed paths, a dirfd that names
@@ -42,6 +44,7 @@ import struct
 from hvfs import _native as native
 from hvfs import api
 from hvfs._sys import caps
+from hvfs.intercept.credcache import PUBLISHED_GROUPS, SWITCH_CAPS, SWITCH_GROUPS, SWITCH_IDS, Switch
 
 ENVIRONMENT = "HVFS_SERVED_STAT"
 CALLS = {"stat": 0, "lstat": 1, "newfstatat": 2, "statx": 3, "open": 4, "openat": 5}  # served_stat.h CALL_*
@@ -72,9 +75,23 @@ def _manager_identity() -> tuple[int, int, tuple[int, ...], int, int]:
 def needs_no_switch(creds: api.Credentials) -> bool:
     """Whether ``acting_as(creds)`` switches nothing a lookup depends on (the umask aside,
     which no stat uses): hvfs.manager.creds ``_switch``'s test, against the manager's identity."""
+    switch = switch_of(creds)
+    return switch is not None and switch[0] == 0
+
+
+def switch_of(creds: api.Credentials) -> Switch | None:
+    """What ``acting_as(creds)`` switches for a lookup (hvfs.manager.creds ``_switch``,
+    against the manager's identity): SWITCH_* and the caller's fsuid, fsgid, groups and
+    effective capabilities (those it asks that the manager holds); None where C cannot
+    switch them (more groups than a published record holds)."""
     uid, gid, groups, effective, permitted = _manager_identity()
-    same_ids = creds.uid == uid and creds.gid == gid and creds.groups == groups
-    return same_ids and creds.capabilities & permitted == effective
+    wanted = creds.capabilities & permitted
+    what = SWITCH_GROUPS if creds.groups != groups else 0
+    what |= SWITCH_IDS if creds.uid != uid or creds.gid != gid else 0
+    what |= SWITCH_CAPS if wanted != effective else 0
+    if what & SWITCH_GROUPS and len(creds.groups) > PUBLISHED_GROUPS:
+        return None
+    return what, creds.uid, creds.gid, creds.groups, wanted
 
 
 class ServedStat:

@@ -19,7 +19,7 @@ from hvfs._native import hotpath
 from hvfs._sys import notify, process
 from hvfs._sys.abi import AT_FDCWD, O_PATH, PATH_MAX
 from hvfs.api import Caller, Credentials, OpenFile
-from hvfs.intercept.credcache import CredWatch, KnownCredentials
+from hvfs.intercept.credcache import CredWatch, KnownCredentials, Switch
 from hvfs.intercept.decoders.tracee import CallError, Identity, TargetGone
 from hvfs.intercept.kept import KeptFds
 from hvfs.intercept.procfs import StatusFiles, parse_credentials, parse_identity, signal_pending
@@ -35,7 +35,9 @@ class Inspector:
     without a watch, credentials are read for every request). Not thread-safe: one per
     worker."""
 
-    def __init__(self, watch: CredWatch | None = None, publish: Callable[[Credentials], bool] | None = None) -> None:
+    def __init__(
+        self, watch: CredWatch | None = None, publish: Callable[[Credentials], Switch | None] | None = None
+    ) -> None:
         self.memory = process.MemoryReader(PATH_MAX)
         self.status = StatusFiles()
         self.pidfds = KeptFds()

@@ -156,24 +156,34 @@ def test_a_umask_to_the_value_in_force_is_pending_again_once_another_begins(thre
     assert watch.changing == 0 and watch.usable(watch.generation)
 
 
-def published(known: KnownCredentials) -> list[tuple[int, int, int]]:
-    """The entries the C loop reads (tid, pidfd, generation), the free ones left out."""
-    entries = [credcache.PUBLISHED.unpack_from(known.published, at) for at in range(0, len(known.published), 16)]
+def published(known: KnownCredentials) -> list[tuple[int, ...]]:
+    """The entries the C loop reads (tid, pidfd, generation, then the Switch: what, uid,
+    gid, the number of groups, the capabilities, the groups), the free ones left out."""
+    size = credcache.PUBLISHED.size
+    entries = [credcache.PUBLISHED.unpack_from(known.published, at) for at in range(0, len(known.published), size)]
     return [entry for entry in entries if entry[1] >= 0]
 
 
-def test_kept_credentials_that_need_no_switch_are_published_for_the_c_loop(thread: subprocess.Popen[bytes]) -> None:
+def switch_if_root(creds: Credentials) -> credcache.Switch | None:
+    """A Switch for root callers alone, that says which they are: switching all but the groups."""
+    return (credcache.SWITCH_IDS | credcache.SWITCH_CAPS, creds.uid, creds.gid, (7, 8), 5) if creds.uid == 0 else None
+
+
+def test_kept_credentials_are_published_for_the_c_loop_with_their_switch(thread: subprocess.Popen[bytes]) -> None:
     watch = CredWatch()
-    known = KnownCredentials(watch, publish=lambda creds: creds.uid == 0)
+    known = KnownCredentials(watch, publish=switch_if_root)
     assert known.get(thread.pid, Reader(ROOT), valid) == ROOT
     require(known.threads, "pidfd_open(PIDFD_THREAD) needs Linux 6.9")
-    [(tid, pidfd, generation)] = published(known)
+    [(tid, pidfd, generation, what, uid, gid, count, effective, *groups)] = published(known)
     assert tid == thread.pid and pidfd >= 0 and generation == watch.generation
+    assert (what, uid, gid, count, effective) == (credcache.SWITCH_IDS | credcache.SWITCH_CAPS, 0, 0, 2, 5)
+    assert groups == [7, 8] + [0] * (credcache.PUBLISHED_GROUPS - 2)
     known.drop(thread.pid)  # unpublished before its pidfd is closed
     assert published(known) == []
-    other = KnownCredentials(watch, publish=lambda creds: creds.uid == 0)
+    assert bytes(known.published) == bytes(KnownCredentials(watch).published)  # all free, as made
+    other = KnownCredentials(watch, publish=switch_if_root)
     assert other.get(thread.pid, Reader(NOBODY), valid) == NOBODY and len(other) == 1
-    assert published(other) == []  # kept, but needs a switch: Python's
+    assert published(other) == []  # kept, but no Switch for it: Python's
     other.close()
 
 

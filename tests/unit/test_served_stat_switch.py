@@ -1,5 +1,6 @@
-"""Which callers the C loop may serve stats for (hvfs/intercept/served_stat.py): those whose
-credentials ``acting_as`` would not switch at all (hvfs/manager/creds.py ``_switch``)."""
+"""What the C loop switches to serve a caller's stats (hvfs/intercept/served_stat.py
+``switch_of``): what ``acting_as`` would switch (hvfs/manager/creds.py ``_switch``), nothing
+for the manager's own credentials."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import os
 
 from hvfs._sys import caps
 from hvfs.api import Credentials
-from hvfs.intercept.served_stat import needs_no_switch
+from hvfs.intercept.credcache import PUBLISHED_GROUPS, SWITCH_CAPS, SWITCH_GROUPS, SWITCH_IDS
+from hvfs.intercept.served_stat import needs_no_switch, switch_of
 
 
 def own() -> Credentials:
@@ -33,3 +35,26 @@ def test_another_user_group_or_capability_set_needs_one() -> None:
     assert not needs_no_switch(dataclasses.replace(mine, groups=(*mine.groups, 4242)))
     if mine.capabilities:
         assert not needs_no_switch(dataclasses.replace(mine, capabilities=0))
+
+
+def test_a_switch_names_what_acting_as_switches_and_the_callers_values() -> None:
+    mine = own()
+    _, permitted, _ = caps.get_thread_caps()
+    assert switch_of(mine) == (0, mine.uid, mine.gid, mine.groups, mine.capabilities)
+    user = dataclasses.replace(mine, uid=mine.uid + 1000, capabilities=0)
+    what = SWITCH_IDS | (SWITCH_CAPS if mine.capabilities else 0)
+    assert switch_of(user) == (what, mine.uid + 1000, mine.gid, mine.groups, 0)
+    group = dataclasses.replace(mine, gid=mine.gid + 1000)
+    assert switch_of(group) == (SWITCH_IDS, mine.uid, mine.gid + 1000, mine.groups, mine.capabilities)
+    groups = dataclasses.replace(mine, groups=(4242, 4343))
+    assert switch_of(groups) == (SWITCH_GROUPS, mine.uid, mine.gid, (4242, 4343), mine.capabilities)
+    asked = dataclasses.replace(mine, capabilities=(1 << 64) - 1)  # only what the manager holds is taken
+    what = 0 if permitted == mine.capabilities else SWITCH_CAPS
+    assert switch_of(asked) == (what, mine.uid, mine.gid, mine.groups, permitted)
+
+
+def test_more_groups_than_a_record_holds_are_pythons() -> None:
+    mine = own()
+    many = tuple(range(5000, 5000 + PUBLISHED_GROUPS + 1))
+    assert switch_of(dataclasses.replace(mine, groups=many)) is None
+    assert switch_of(dataclasses.replace(mine, groups=many[:PUBLISHED_GROUPS])) is not None
