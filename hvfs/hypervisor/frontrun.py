@@ -121,15 +121,15 @@ def handle(message: dict[str, Any], fds: list[int], connection: control.Connecti
     said: list[str] = []
     try:
         project, stop_timeout = parse(argv, cwd, env, said)
-        _check_views(connection, [cwd, *host_paths(project)], message.get("views"))
+        audit = project.services.get("audit")  # seen by the front alone: it opens it (_opened_by_front)
+        _check_views(connection, [cwd, *(p for p in host_paths(project) if p != audit)], message.get("views"))
+        given = [_opened_by_front(connection, audit)] if isinstance(audit, str) else []
     except Fallback as e:  # the Python client says it all again
         connection.send({"fallback": str(e)})
         return
     except BaseException:  # a mistake: the Python client would have said the choice before its line
         _say(connection, said)
         raise
-    audit = project.services.get("audit")
-    given = [_opened_by_front(connection, audit)] if isinstance(audit, str) else []
     fds.extend(given)  # after stdio, as the run op takes them (``given``): closed with the others
     for line in said:  # into the front's own stderr, before the VM writes there: in the Python client's order
         with contextlib.suppress(OSError):
@@ -155,6 +155,14 @@ def _opened_by_front(connection: control.Connection, path: str) -> int:
         raise Fallback("the front answered otherwise")
     if isinstance(error, int):
         raise UsageError(f"--audit {path} cannot be written: {os.strerror(error)}; give another path")
+    try:  # what the parse checked at path, in this manager's view: the file the front opened
+        seen = os.stat(path)
+    except OSError:
+        seen = None
+    opened = os.fstat(fds[0])
+    if seen is None or (seen.st_dev, seen.st_ino) != (opened.st_dev, opened.st_ino):
+        os.close(fds[0])
+        raise Fallback(f"this manager sees {path} otherwise")
     return fds[0]
 
 
