@@ -317,7 +317,8 @@ class Daemon(ChangeOps, FrontOps, LazyParts):
         return group
 
     def _op_run(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
-        given = [str(path) for path in message.get("given", ())][: len(fds)]  # outputs the client opened: last
+        named = message.get("given")  # outputs the client opened as the user (--audit): the last fds
+        given = [str(path) for path in named][: len(fds)] if isinstance(named, list) else []
         group = self._new_group(message, dict(zip(given, fds[len(fds) - len(given) :], strict=True)))
         group.stop_timeout = float(message.get("stop_timeout", group.stop_timeout))
         group.owner, group.detached = connection, bool(message.get("detach"))

@@ -9,10 +9,10 @@ manager's other threads keep theirs). Whatever needs the user's own process is l
 Python client: the reply ``{"fallback": WHY}`` makes the front exec it with its argv
 unchanged; nothing has been done. That is a terminal (-t), a detached VM, published ports,
 files written at exit (--stats, --diff, --export, --commit-on-success, --review), --persist,
-an image other than the host's (unpacked into the user's cache), services other than the
-audit (their stores made as the user), sources other than host directories and memory, an environment that
-would decide otherwise than the manager's (HVFS_* variables), and --help or anything
-argparse exits on. A mistake is the Python client's line, with its code (125). Either
+an image other than the host's (unpacked into the user's cache), services but the audit
+(their stores made as the user), sources other than host directories and memory, an
+environment that would decide otherwise than the manager's (HVFS_* variables), and --help
+or anything argparse exits on. A mistake is the Python client's line, with its code (125). Either
 driver is served here: named (``--driver``) or chosen automatically, the choice decided
 with the client's environment and, when it is the ptrace driver, said on the client's
 stderr with the Python client's very line: written into the front's stderr before the
