@@ -213,7 +213,8 @@ def baseline_runners(runners: list[Runner]) -> list[Runner]:
         copy = dataclasses.replace(runner, key=f"base-{runner.key}", label=f"{runner.label} (baseline)",
                                    own_env=_hvfs_baseline_env)  # fmt: skip
         if "front" in runner.key:
-            wrap = _hvfs_front("strict" in runner.key, FRONT + "-base", "ptrace" if "ptrace" in runner.key else "")
+            driver = "ptrace" if "ptrace" in runner.key else ""
+            wrap = _hvfs_front("strict" in runner.key, FRONT + "-base", driver, audit="audit" in runner.key)
             copy = dataclasses.replace(copy, program=runner.program + "-base", own_env=_hvfs_front_baseline_env,
                                        wrap=wrap)  # fmt: skip
         copies.append(copy)
