@@ -14,7 +14,8 @@ environment, so the others must not inherit more) and WORK writable at its own p
 - hvfs, hvfs --strict: ``hvfs run -v WORK:WORK -w CWD``, with ``--stats`` so that the
   trapped syscalls of every run are counted; hvfs is imported from the session's copy
   (fixtures.snapshot_hvfs), not from the work tree.
-- hvfs-front, hvfs-strict-front, hvfs-front-ptrace: the same through the native front
+- hvfs-front, hvfs-strict-front, hvfs-strict-audit-front, hvfs-front-ptrace: the same
+  (hvfs-strict-audit-front: as hvfs-strict-audit) through the native front
   (native/client/), as ``hvfs run`` from a shell runs it, built for the session's copy;
   without ``--stats``.
 - hvfs-ptrace, hvfs-strict-ptrace: the same with ``--driver ptrace`` (hvfs.intercept.ptrace:
@@ -147,14 +148,17 @@ def _hvfs(
     return wrap
 
 
-def _hvfs_front(strict: bool, binary: str = FRONT, driver: str = "") -> Callable[[Context, list[str]], list[str]]:
+def _hvfs_front(
+    strict: bool, binary: str = FRONT, driver: str = "", audit: bool = False
+) -> Callable[[Context, list[str]], list[str]]:
     """``hvfs run`` as a user's shell runs it: the native front (WORK/bin/BINARY, built for
     the session's copy of hvfs by fixtures.build_front). No ``--stats``: the front hands a
     run that asks for them to the Python client, so these runs count no traps (the hvfs
     runners do, for the same work)."""
 
     def wrap(context: Context, argv: list[str]) -> list[str]:
-        return [str(context.layout.bin / binary), "run", *_hvfs_options(context, strict, driver=driver), "--", *argv]
+        options = _hvfs_options(context, strict, audit, driver)
+        return [str(context.layout.bin / binary), "run", *options, "--", *argv]
 
     return wrap
 
@@ -215,7 +219,8 @@ def baseline_runners(runners: list[Runner]) -> list[Runner]:
         copy = dataclasses.replace(runner, key=f"base-{runner.key}", label=f"{runner.label} (baseline)",
                                    own_env=_hvfs_baseline_env)  # fmt: skip
         if "front" in runner.key:
-            wrap = _hvfs_front("strict" in runner.key, FRONT + "-base", "ptrace" if "ptrace" in runner.key else "")
+            driver = "ptrace" if "ptrace" in runner.key else ""
+            wrap = _hvfs_front("strict" in runner.key, FRONT + "-base", driver, audit="audit" in runner.key)
             copy = dataclasses.replace(copy, program=runner.program + "-base", own_env=_hvfs_front_baseline_env,
                                        wrap=wrap)  # fmt: skip
         copies.append(copy)
@@ -249,6 +254,13 @@ def all_runners(layout: Layout) -> list[Runner]:
         Runner("hvfs-front", "hvfs, native front", front, _hvfs_front(strict=False), own_env=_hvfs_front_env),
         Runner(
             "hvfs-strict-front", "hvfs --strict, native front", front, _hvfs_front(strict=True), own_env=_hvfs_front_env
+        ),
+        Runner(
+            "hvfs-strict-audit-front",
+            "hvfs --strict --audit, native front",
+            front,
+            _hvfs_front(strict=True, audit=True),
+            own_env=_hvfs_front_env,
         ),
         Runner(
             "hvfs-front-ptrace",

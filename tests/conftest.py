@@ -225,6 +225,22 @@ def as_user(name: str, stage: Path) -> Hvfs:
     return Hvfs(command, user=name, probes=stage / "probes")
 
 
+def staged_front(rootless: Hvfs, staged: Path, trace: Path) -> Hvfs:
+    """The native front built for the ``staged`` copy, run as ``rootless``'s user, each
+    run traced into ``trace`` (HVFS_FRONT_TRACE)."""
+    import hvfs
+
+    built = staged / "hvfs-front"
+    if not built.exists():
+        flags = [f'-DHVFS_PYTHON="{SYSTEM_PYTHON}"', f'-DHVFS_PACKAGE="{staged / "hvfs"}"',
+                 f'-DHVFS_VERSION="{hvfs.__version__}"']  # fmt: skip
+        sources = sorted(str(p) for p in (REPO / "native" / "client").glob("*.c"))
+        subprocess.run(["cc", "-O2", *flags, "-o", str(built), *sources], check=True)
+        built.chmod(0o755)
+    env_prefix = rootless.command[: rootless.command.index(SYSTEM_PYTHON)]  # runuser … env -i VARS
+    return Hvfs([*env_prefix, f"HVFS_FRONT_TRACE={trace}", str(built)], user=rootless.user)
+
+
 @pytest.fixture(scope="session")
 def rootless(staged: Path) -> Hvfs:
     """hvfs run by an unprivileged user the tests create."""

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FRONT, REPO, ROOTLESS_USER, SYSTEM_PYTHON, Hvfs, require
+from tests.conftest import FRONT, ROOTLESS_USER, Hvfs, require, staged_front
 
 PYTHON = [sys.executable, "-m", "hvfs"]
 
@@ -348,18 +348,8 @@ def test_a_rootless_front_parses_as_the_user(rootless: Hvfs, staged: Path, share
     """A front of the staged copy, for the unprivileged user: its run is native, and the
     manager's parse, which gave up its capabilities, reads no more than the user may (the
     user's own --env-file of mode 0000: the Python client's very line)."""
-    import hvfs
-
-    built = staged / "hvfs-front"
-    if not built.exists():
-        flags = [f'-DHVFS_PYTHON="{SYSTEM_PYTHON}"', f'-DHVFS_PACKAGE="{staged / "hvfs"}"',
-                 f'-DHVFS_VERSION="{hvfs.__version__}"']  # fmt: skip
-        sources = sorted(str(p) for p in (REPO / "native" / "client").glob("*.c"))
-        subprocess.run(["cc", "-O2", *flags, "-o", str(built), *sources], check=True)
-        built.chmod(0o755)
     trace = shared_tmp / "trace"
-    env_prefix = rootless.command[: rootless.command.index(SYSTEM_PYTHON)]  # runuser … env -i VARS
-    traced = Hvfs([*env_prefix, f"HVFS_FRONT_TRACE={trace}", str(built)], user=rootless.user)
+    traced = staged_front(rootless, staged, trace)
     assert rootless.run("run", "--", "true").returncode == 0  # its manager, warm
     secret = shared_tmp / "secret.env"
     secret.write_text("KEY=value\n")

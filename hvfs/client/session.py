@@ -70,14 +70,18 @@ def launch(
         fields.update(detach=True, remove=remove)
     if listeners:
         fields["publish"] = [port for _, _, port in project.vms[project.name].publish]
-    fds = [*(stdio or ()), *listeners]
     connection = client.connect(paths=host_paths(project))
-    exited = None
+    audit = project.services.get("audit")
+    exited, given = None, []
     try:
+        if isinstance(audit, str):
+            given.append(open_audit(audit))
         # outputs: what the manager writes at the VM's exit (hvfs.changes_cli.outputs), after stdio;
-        # the listeners of published ports come last
+        # then the listeners of published ports; the audit file opened here, as the user, last
         roles = list(outputs or {})
-        fds = [*(stdio or ()), *(outputs or {}).values(), *listeners]
+        fds = [*(stdio or ()), *(outputs or {}).values(), *listeners, *given]
+        if given:
+            fields["given"] = [audit]
         client.request(connection, "run", fds or None, outputs=roles, **fields)
         while True:
             try:
@@ -94,12 +98,25 @@ def launch(
     except BaseException:
         connection.close()
         raise
+    finally:
+        for fd in given:  # the manager has its copy
+            os.close(fd)
     if "error" in reply:
         connection.close()
         raise UsageError(str(reply["error"]))
     started = Launch(connection, str(reply["gid"]), str(reply["started"]), int(reply.get("pid") or 0), fds)
     started.exited = exited
     return started
+
+
+def open_audit(path: str) -> int:
+    """The audit file ``path``, opened (made, mode 0600) by this process, the user's: the
+    manager, root in its user namespace, could open what the user may not, and a path
+    checked before may be another by the time it opens it. Raises UsageError."""
+    try:
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOCTTY, 0o600)
+    except OSError as e:
+        raise UsageError(f"--audit {path} cannot be written: {e.strerror}; give another path") from None
 
 
 def exit_message(connection: control.Connection, on_review: Any = None) -> dict[str, Any] | None:

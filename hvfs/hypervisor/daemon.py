@@ -21,6 +21,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from hvfs import _native as hot_path
@@ -302,7 +303,7 @@ class Daemon(ChangeOps, FrontOps, LazyParts):
             raise LookupError(f"{message.get('what', 'that group')} is not up")
         return group
 
-    def _new_group(self, message: dict[str, Any]) -> Group:
+    def _new_group(self, message: dict[str, Any], given: Mapping[str, int] | None = None) -> Group:
         assert self.hypervisor is not None
         project = from_json(message["project"])
         gid = group_id(project)
@@ -311,21 +312,23 @@ class Daemon(ChangeOps, FrontOps, LazyParts):
                 if project.kind == "run":
                     raise UsageError(f"a VM named {project.name!r} is already running; choose another --name")
                 raise LookupError(f"project {project.name!r} is already up")
-            group = Group(gid, project, self.hypervisor, on_empty=self._empty, document=message["project"])
+            group = Group(gid, project, self.hypervisor, on_empty=self._empty, document=message["project"], given=given)
             self.groups[gid] = group
         return group
 
     def _op_run(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
-        group = self._new_group(message)
+        named = message.get("given")  # outputs the client opened as the user (--audit): the last fds
+        given = [str(path) for path in named][: len(fds)] if isinstance(named, list) else []
+        group = self._new_group(message, dict(zip(given, fds[len(fds) - len(given) :], strict=True)))
         group.stop_timeout = float(message.get("stop_timeout", group.stop_timeout))
         group.owner, group.detached = connection, bool(message.get("detach"))
         group.autoremove = group.detached and bool(message.get("remove"))
         # fds: stdio (3, or none with a terminal), then the outputs written at the VM's exit
         # (--diff, --export), then the listeners of published ports. handle() closes what is
         # left in ``fds``: the outputs are taken out of it, kept until the VM's exit.
-        published = [int(port) for port in message.get("publish", ())]
-        listeners = fds[len(fds) - len(published) :] if published else []
-        body = fds[: len(fds) - len(published)]
+        published, own = [int(port) for port in message.get("publish", ())], fds[: len(fds) - len(given)]
+        listeners = own[len(own) - len(published) :] if published else []
+        body = own[: len(own) - len(published)]
         roles = [str(r) for r in message.get("outputs", [])][: len(body)]
         kept = body[len(body) - len(roles) :] if roles else []
         group.outputs = dict(zip(roles, kept, strict=True))

@@ -9,10 +9,10 @@ manager's other threads keep theirs). Whatever needs the user's own process is l
 Python client: the reply ``{"fallback": WHY}`` makes the front exec it with its argv
 unchanged; nothing has been done. That is a terminal (-t), a detached VM, published ports,
 files written at exit (--stats, --diff, --export, --commit-on-success, --review), --persist,
-an image other than the host's (unpacked into the user's cache), services (their stores
-made as the user), sources other than host directories and memory, an environment that
-would decide otherwise than the manager's (HVFS_* variables), and --help or anything
-argparse exits on. A mistake is the Python client's line, with its code (125). Either
+an image other than the host's (unpacked into the user's cache), services but the audit
+(their stores made as the user), sources other than host directories and memory, an
+environment that would decide otherwise than the manager's (HVFS_* variables), and --help
+or anything argparse exits on. A mistake is the Python client's line, with its code (125). Either
 driver is served here: named (``--driver``) or chosen automatically, the choice decided
 with the client's environment and, when it is the ptrace driver, said on the client's
 stderr with the Python client's very line: written into the front's stderr before the
@@ -32,6 +32,14 @@ names with what it sees there: a manager whose mounts differ (hvfs.hypervisor.vi
 falls back, and the Python client makes it give way. The front sends what it sees at its
 working directory and ``/`` with its request (``views``); for any other path the manager
 asks (``{"stat": [PATH, …]}``, answered by ``run_views``).
+
+An audit file (``--audit FILE``) is opened by the front, as the user who ran it, not by
+the manager: asked ``{"open": PATH}`` once the run is parsed and its views agree, it
+answers ``run_opened`` with the fd (or the errno), which the run's group writes to
+(``given``). The manager, root in its user namespace, could open what the user may not
+(their own file of mode 0400, or anything, for a manager of root), and between a check
+and its own open a path can be swapped: the front's open is the only one, with the
+kernel's checks of the user's own credentials.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import fcntl
 import functools
 import os
 import queue
@@ -61,6 +70,7 @@ CLIENT_ONLY = frozenset({"HVFS_STATE_DIR", "HVFS_DEBUG", "HVFS_CONTROL_TIMEOUT",
 # juicefs client, /dev/fuse, an overlay's image) are checked as the user, by the Python client
 SIMPLE_SOURCES = frozenset({"host", "memory"})
 _parsing = threading.Lock()
+_ACCMODE = 3  # O_ACCMODE, which the os module does not name
 RunOp = Callable[[dict[str, Any], list[int], control.Connection], None]
 
 
@@ -111,19 +121,54 @@ def handle(message: dict[str, Any], fds: list[int], connection: control.Connecti
     said: list[str] = []
     try:
         project, stop_timeout = parse(argv, cwd, env, said)
-        _check_views(connection, [cwd, *host_paths(project)], message.get("views"))
+        audit = project.services.get("audit")  # seen by the front alone: it opens it (_opened_by_front)
+        _check_views(connection, [cwd, *(p for p in host_paths(project) if p != audit)], message.get("views"))
+        given = [_opened_by_front(connection, audit)] if isinstance(audit, str) else []
     except Fallback as e:  # the Python client says it all again
         connection.send({"fallback": str(e)})
         return
     except BaseException:  # a mistake: the Python client would have said the choice before its line
         _say(connection, said)
         raise
+    fds.extend(given)  # after stdio, as the run op takes them (``given``): closed with the others
     for line in said:  # into the front's own stderr, before the VM writes there: in the Python client's order
         with contextlib.suppress(OSError):
             os.write(fds[2], f"{line}\n".encode())
     request = {"hvfs": control.VERSION, "op": "run", "project": to_json(project), "stop_timeout": stop_timeout,
-               "debug": bool(env.get("HVFS_DEBUG"))}  # fmt: skip
+               "debug": bool(env.get("HVFS_DEBUG")), **({"given": [audit]} if given else {})}  # fmt: skip
     run(request, fds, connection)
+
+
+def _opened_by_front(connection: control.Connection, path: str) -> int:
+    """The audit file ``path`` as the front opened it, as the user (the module's doc); raises
+    UsageError with the Python client's line when the user may not write it, or Fallback."""
+    connection.send({"open": path})
+    try:
+        connection.wait_answer(control.answer_timeout())
+        reply, fds = connection.receive()
+    except (EOFError, OSError, ValueError, control.NoAnswer):
+        raise Fallback("the front did not open the audit file") from None
+    error = reply.get("errno")
+    if reply.get("op") != "run_opened" or len(fds) != (0 if isinstance(error, int) else 1) or not _writable(fds):
+        for fd in fds:
+            os.close(fd)
+        raise Fallback("the front answered otherwise")
+    if isinstance(error, int):
+        raise UsageError(f"--audit {path} cannot be written: {os.strerror(error)}; give another path")
+    try:  # what the parse checked at path, in this manager's view: the file the front opened
+        seen = os.stat(path)
+    except OSError:
+        seen = None
+    opened = os.fstat(fds[0])
+    if seen is None or (seen.st_dev, seen.st_ino) != (opened.st_dev, opened.st_ino):
+        os.close(fds[0])
+        raise Fallback(f"this manager sees {path} otherwise")
+    return fds[0]
+
+
+def _writable(fds: list[int]) -> bool:
+    """Whether ``fds`` (none, or the one the front opened) can be appended to."""
+    return all((fcntl.fcntl(fd, fcntl.F_GETFL) & _ACCMODE) in (os.O_WRONLY, os.O_RDWR) for fd in fds)
 
 
 def _say(connection: control.Connection, lines: list[str]) -> None:
@@ -282,7 +327,8 @@ def _parse_here(argv: list[str], env: Mapping[str, str], said: list[str]) -> tup
     changes = spec.changes
     if spec.publish or spec.stats or spec.persist or (changes and (changes.diff or changes.commit or changes.export)):
         raise Fallback("the client binds ports or writes files")
-    if args.image != "host" or spec.services is not None:
+    services = {enabled.kind.name for enabled in spec.services.enabled} if spec.services is not None else set()
+    if args.image != "host" or services - {"audit"}:  # the audit's file is opened by the front (_opened_by_front)
         raise Fallback("an image or services are prepared as the user")
     if any(mount.source.kind not in SIMPLE_SOURCES for mount in spec.mounts):
         raise Fallback("a source checked as the user")

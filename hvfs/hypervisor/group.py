@@ -17,7 +17,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from hvfs import cluster
@@ -59,6 +59,7 @@ class Group:
         *,
         on_empty: Callable[[Group], None],
         document: dict[str, Any] | None = None,
+        given: Mapping[str, int] | None = None,
     ) -> None:
         """``document``: the JSON that ``project`` was read from (spec.from_json), if any,
         saved as it is in group.json (a manager that takes the group back reads it the same
@@ -84,7 +85,7 @@ class Group:
         self._saved_project: tuple[Project | None, dict[str, Any]] = (project, document) if document else (None, {})
         self.starting = threading.Lock()  # one VM starts at a time; their dependencies are awaited at once
         options = ServiceOptions.from_table(project.services, "/") if project.services else None
-        self.services = ServiceSet(options) if options is not None and options.active else None
+        self.services = ServiceSet(options, given) if options is not None and options.active else None
         self.trap_reads = bool(options and options.needs.trap_reads)
         self.pool = SourcePool()  # each source released as the last VM using it is gone
         member = cluster.current()

@@ -174,10 +174,12 @@ class ServiceSet:
     """The services of one group of VMs, on one bus: each VM of the group names it (its
     VmContext's ``bus``), so VMs of other groups on the same manager never see them."""
 
-    def __init__(self, options: ServiceOptions) -> None:
+    def __init__(self, options: ServiceOptions, given: Mapping[str, int] | None = None) -> None:
         """Open every service asked for, as the user, before any namespace: a store
         someone else can write in could hand back their files as this user's backups or
-        quarantine. Raises UsageError (and closes what it opened)."""
+        quarantine. ``given``: outputs the client opened as the user, by path (the
+        caller's fds: a service that takes one keeps a copy). Raises UsageError (and
+        closes what it opened)."""
         from hvfs.api.hooks import EventBus
 
         self.options = options
@@ -194,7 +196,8 @@ class ServiceSet:
                     if not os.path.exists(path):
                         made.append(_first_missing(path))  # with the parents made for it
                     private_directory(path, option.noun or option.key, fix, ours=ours)
-                self.services.append(enabled.kind.open(enabled.config))
+                kind, config = enabled.kind, enabled.config
+                self.services.append(kind.adopt(config, given) if kind.adopt and given else kind.open(config))
         except BaseException as e:
             self.close()
             for path in reversed(made):

@@ -57,13 +57,18 @@ class AuditLog:
     """Implements an event subscriber that appends each event to ``path`` as a JSON line.
 
     The file is created with mode 0600 (it names every path the VMs touch) or appended
-    to. Raises OSError when it cannot be opened; write() raises OSError too, which the
-    bus logs and counts as a failed delivery.
+    to; or, ``given``, it is that fd (a copy of it: the caller keeps its own), which
+    the user's front opened so (hvfs.hypervisor.frontrun). Raises OSError when it
+    cannot be opened; write() raises OSError too, which the bus logs and counts as a
+    failed delivery.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, given: int | None = None) -> None:
         self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        if given is not None:
+            self._fd = os.dup(given)  # close-on-exec, as os.dup makes it
+        else:
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
     def write(self, event: Event) -> None:
         self.write_batch([event])
@@ -93,13 +98,14 @@ class Audit:
 
     name = "audit"
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, given: int | None = None) -> None:
         self.path = path
+        self.given = given  # the fd the user's front opened at path (the caller's, copied at attach)
         self.log: AuditLog | None = None
         self._subscription: Subscription | None = None
 
     def attach(self, bus: EventBus, files: Files) -> None:
-        self.log = AuditLog(self.path)
+        self.log = AuditLog(self.path, self.given)
         self._subscription = self.log.attach(bus)
 
     def statistics(self) -> AuditStatistics:

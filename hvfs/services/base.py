@@ -132,6 +132,9 @@ class ServiceKind:
     configure: Callable[[Mapping[str, Any]], Any]  # values by key -> a frozen config, or None: not asked for
     open: Callable[[Any], Service]  # config -> the service, as the user, before any namespace
     needs: Callable[[Any], Needs] = lambda config: NO_NEEDS
+    # config, and outputs a client opened as the user (path -> fd, the caller's) -> the
+    # service, writing to them rather than opening its paths; None: it opens its own
+    adopt: Callable[[Any, Mapping[str, int]], Service] | None = None
 
 
 def service_event(vm: str, pid: int, operation: str, paths: Sequence[str], result: str) -> Event:

@@ -157,6 +157,28 @@ static int answer_views(int sock, const char *paths) {
     return sent;
 }
 
+/* The audit file the manager names, opened here as the user who ran hvfs (the manager,
+ * root in its user namespace, could open what the user may not), as the Python client's
+ * manager opens it (hvfs.services.audit.AuditLog): its fd, or the errno, to the manager. */
+static int answer_open(int sock, const char *value) {
+    static char path[4096];
+    if (json_string(value, path, sizeof path) < 0)
+        return -1;
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
+    struct buf b = {0};
+    buf_raw(&b, "{\"hvfs\": 1, \"op\": \"run_opened\"");
+    if (fd < 0) {
+        buf_raw(&b, ", \"errno\": ");
+        buf_long(&b, errno);
+    }
+    buf_raw(&b, "}");
+    int sent = send_message(sock, &b, fd < 0 ? NULL : &fd, fd < 0 ? 0 : 1);
+    if (fd >= 0)
+        close(fd);
+    free(b.data);
+    return sent;
+}
+
 /* The manager serving the VM went away (killed, or replaced): `hvfs manager status`
  * starts the next one when VMs were left (docs/control.md); follow the VM there. */
 static int reattach(const char *gid, char *msg) {
@@ -258,6 +280,13 @@ static void started(int sock, char *msg, char *gid, char *vm, long *code, int ch
             if (answer_views(sock, value) < 0) {
                 restore_signals();
                 python_client("cannot say what it sees");
+            }
+            continue;
+        }
+        if ((value = json_get(msg, "open"))) {
+            if (answer_open(sock, value) < 0) {
+                restore_signals();
+                python_client("cannot answer the manager");
             }
             continue;
         }

@@ -27,6 +27,12 @@ def _open(config: AuditConfig) -> Service:
     return Audit(config.path)
 
 
+def _adopt(config: AuditConfig, given: Mapping[str, int]) -> Service:
+    from hvfs.services.audit import Audit
+
+    return Audit(config.path, given.get(config.path))
+
+
 SERVICE = ServiceKind(
     name="audit",
     summary="every request the manager sees, as JSON lines (hvfs events reads them)",
@@ -37,4 +43,5 @@ SERVICE = ServiceKind(
     configure=_configure,
     open=_open,
     needs=lambda config: Needs(trap_reads=config.reads),
+    adopt=_adopt,
 )
