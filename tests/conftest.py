@@ -241,6 +241,16 @@ def staged_front(rootless: Hvfs, staged: Path, trace: Path) -> Hvfs:
     return Hvfs([*env_prefix, f"HVFS_FRONT_TRACE={trace}", str(built)], user=rootless.user)
 
 
+@pytest.fixture
+def fake_state(tmp_path: Path) -> Iterator[Path]:
+    """A private state directory for a fake or a real manager, stopped after the test."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    yield state
+    subprocess.run([sys.executable, "-m", "hvfs", "manager", "stop"], capture_output=True, timeout=60, cwd="/",
+                   env={**os.environ, "HVFS_STATE_DIR": str(state)}, check=False)  # fmt: skip
+
+
 @pytest.fixture(scope="session")
 def rootless(staged: Path) -> Hvfs:
     """hvfs run by an unprivileged user the tests create."""

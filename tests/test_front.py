@@ -17,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -281,14 +280,6 @@ class FakeManager:
 
     def ops(self) -> list[object]:
         return [message.get("op") for message in self.received]
-
-
-@pytest.fixture
-def fake_state(tmp_path: Path) -> Iterator[Path]:
-    state = tmp_path / "state"
-    state.mkdir(mode=0o700)
-    yield state
-    run(PYTHON, "manager", "stop", env={**os.environ, "HVFS_STATE_DIR": str(state)})
 
 
 @pytest.mark.parametrize("checks", [False, True], ids=["older", "newer"])

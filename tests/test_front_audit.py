@@ -12,7 +12,6 @@ import os
 import pwd
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -97,14 +96,6 @@ def test_a_bad_audit_path_is_the_python_clients_line(front: str, tmp_path: Path,
     assert python.stderr.count("\n") == 1 and path in python.stderr
     assert said(trace) == []  # the front's own line: no Python client
     assert not (tmp_path / "none").exists()
-
-
-@pytest.fixture
-def fake_state(tmp_path: Path) -> Iterator[Path]:
-    state = tmp_path / "state"
-    state.mkdir(mode=0o700)
-    yield state
-    run(PYTHON, "manager", "stop", env={**os.environ, "HVFS_STATE_DIR": str(state)})
 
 
 @pytest.mark.parametrize("checks", [False, True], ids=["older", "newer"])

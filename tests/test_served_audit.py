@@ -10,14 +10,13 @@ the C loop serves them (counted in
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import Hvfs
-from tests.test_served_stat import _compiled, _in_python, _probe, _volume
+from tests.test_served_stat import _compiled, _in_python, _probe, _volume, _volume_for
 
 IDS = ("time", "vm", "pid", "duration_us")  # what differs from run to run
 
@@ -43,12 +42,7 @@ def _served(stats: dict[str, Any]) -> int:
 
 @pytest.mark.parametrize("as_user", [False, True], ids=["root", "vm-user"])
 def test_each_case_is_recorded_as_the_python_path_records_it(hvfs: Hvfs, tmp_path: Path, as_user: bool) -> None:
-    data = _volume(tmp_path, None)
-    options = ("-u", "1000:1000") if as_user else ()
-    if as_user:
-        for path in [data, *data.rglob("*")]:
-            if not path.is_symlink() and path.name not in ("private", "secret"):
-                os.chown(path, 1000, 1000)
+    data, options = _volume_for(tmp_path, as_user)
     in_c, in_c_stats, c_records = _audited(hvfs, tmp_path, data, "c", *options)
     in_python, python_stats, python_records = _audited(_in_python(hvfs), tmp_path, data, "python", *options)
     assert in_c == in_python

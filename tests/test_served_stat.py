@@ -195,14 +195,21 @@ def _compiled(document: dict[str, Any]) -> dict[str, int]:
     return compiled
 
 
+def _volume_for(tmp_path: Path, as_user: bool) -> tuple[Path, tuple[str, ...]]:
+    """The cases' volume and the run's options: as a VM user (uid 1000), its files are
+    that user's but for the two that must stay out of its reach."""
+    data = _volume(tmp_path, None)
+    if not as_user:
+        return data, ()
+    for path in [data, *data.rglob("*")]:
+        if not path.is_symlink() and path.name not in ("private", "secret"):
+            os.chown(path, 1000, 1000)
+    return data, ("-u", "1000:1000")
+
+
 @pytest.mark.parametrize("as_user", [False, True], ids=["root", "vm-user"])
 def test_each_case_answers_as_the_python_path(hvfs: Hvfs, tmp_path: Path, as_user: bool) -> None:
-    data = _volume(tmp_path, None)
-    options = ("-u", "1000:1000") if as_user else ()
-    if as_user:
-        for path in [data, *data.rglob("*")]:
-            if not path.is_symlink() and path.name not in ("private", "secret"):
-                os.chown(path, 1000, 1000)
+    data, options = _volume_for(tmp_path, as_user)
     in_c, in_c_stats = _probe(hvfs, tmp_path, data, *options)
     in_python, python_stats = _probe(_in_python(hvfs), tmp_path, data, *options)
     assert in_c == in_python
