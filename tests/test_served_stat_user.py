@@ -3,8 +3,9 @@ that user (hvfs/_native/served_switch.h), are refused and allowed exactly as the
 path (hvfs/manager/creds.py ``acting_as``, ``HVFS_SERVED_STAT=0``) refuses and allows them:
 a directory without search permission, another user's 0700 home, a file the user may not
 read, a directory only a supplementary group may enter, and what a process may see before
-and after it drops root itself. Each case is asked many times, and ``--stats`` shows the C
-loop answered them (served and failed), so that a run only on Python fails."""
+and after it drops root itself, or becomes uid 1000 keeping root's capabilities. Each
+case is asked many times, and ``--stats`` shows the C loop answered them (served and
+failed), so that a run only on Python fails."""
 
 from __future__ import annotations
 
@@ -38,12 +39,26 @@ PATHS = ["nosearch/f", "home/f", "own/f", "own/unreadable", "group/f", "othergro
 def cases(prefix):
     return {f"{prefix}{call} {path}": seen(call, "/data/" + path) for path in PATHS for call in ("stat", "open")}
 
+def keep_capabilities():  # what setuid cleared, raised again from the permitted set it kept
+    import ctypes, struct
+    libc = ctypes.CDLL(None, use_errno=True)
+    header, data = struct.pack("Ii", 0x20080522, 0), ctypes.create_string_buffer(24)
+    assert libc.capget(header, data) == 0
+    _, permitted_low, inheritable_low, _, permitted_high, inheritable_high = struct.unpack("6I", data.raw)
+    kept = (permitted_low, permitted_low, inheritable_low, permitted_high, permitted_high, inheritable_high)
+    assert libc.capset(header, struct.pack("6I", *kept)) == 0
+
 found = {}
-if sys.argv[1] == "drops":  # root, then the user with a supplementary group, by its own calls
+if sys.argv[1] in ("drops", "keeps"):  # root, then the user with a supplementary group, by its own calls
     found.update(cases("root: "))
+    if sys.argv[1] == "keeps":
+        import ctypes
+        assert ctypes.CDLL(None).prctl(8, 1, 0, 0, 0) == 0  # PR_SET_KEEPCAPS
     os.setgroups([4242])
     os.setgid(1000)
     os.setuid(1000)
+    if sys.argv[1] == "keeps":
+        keep_capabilities()
 found.update(cases("user: "))
 print(json.dumps(found))
 """
@@ -100,3 +115,15 @@ def test_a_process_that_drops_root_itself_is_served_as_it_is_now(hvfs: Hvfs, tmp
     assert in_c["user: stat group/f"] == ["ok"] and in_c["user: open group/f"] == ["ok"]  # its group's
     assert in_c["user: stat othergroup/f"] == ["EACCES"]
     assert counts.get("stat_failed", 0) >= 2 * REPEATS and counts.get("stat_served", 0) >= 6 * REPEATS, counts
+
+
+def test_a_process_that_keeps_roots_capabilities_as_a_user_has_them(hvfs: Hvfs, tmp_path: Path) -> None:
+    """Its fsuid leaving 0 drops the fs capabilities from the effective set of the thread
+    that acts as it, which must set them again (served_switch.h, creds.py ``_switch``):
+    CAP_DAC_READ_SEARCH and CAP_DAC_OVERRIDE reach everything, as natively."""
+    data = _volume(tmp_path)
+    in_c, counts = _run(hvfs, tmp_path, data, "keeps")
+    in_python, _ = _run(_in_python(hvfs), tmp_path, data, "keeps")
+    assert in_c == in_python
+    assert {result for case, results in in_c.items() for result in results if case.startswith("user: ")} == {"ok"}
+    assert counts.get("stat_served", 0) >= 10 * REPEATS and counts.get("open_served", 0) >= 10 * REPEATS, counts

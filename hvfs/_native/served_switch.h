@@ -4,7 +4,9 @@
  * Python publishes, with each thread, what acting_as switches for it (served_stat.py
  * switch_of: _switch's test against the manager's identity): the supplementary groups, the
  * fsuid and fsgid, the effective capabilities. Here they are switched in _switch's order
- * (groups; fsgid, then fsuid; capabilities) and put back in _restore's (fsuid, fsgid;
+ * (groups; fsgid, then fsuid; capabilities, whenever the ids are switched too, even to the
+ * manager's own set: a fsuid leaving 0 has dropped the fs ones, which a caller that kept
+ * its capabilities as a non-zero uid holds) and put back in _restore's (fsuid, fsgid;
  * capabilities, whenever the ids or the capabilities were switched, since a fsuid leaving 0
  * drops the fs capabilities from the effective set; groups last, once CAP_SETGID is back).
  * Every call is the raw syscall, which changes this thread only: glibc's setgroups (and
@@ -120,7 +122,7 @@ act_switch(struct acting *a)
         if ((uint32_t)syscall(SYS_setfsgid, (gid_t)-1) != a->gid || (uint32_t)syscall(SYS_setfsuid, (uid_t)-1) != a->uid)
             goto failed;
     }
-    if (a->what & SWITCH_CAPS) {
+    if (a->what & (SWITCH_IDS | SWITCH_CAPS)) { /* after the ids even if unchanged: a fsuid off 0 drops the fs ones */
         a->switched |= SWITCH_CAPS;
         struct __user_cap_data_struct caps[2];
         memcpy(caps, me->caps, sizeof caps); /* permitted and inheritable kept */

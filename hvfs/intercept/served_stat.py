@@ -88,7 +88,7 @@ def switch_of(creds: api.Credentials) -> Switch | None:
     wanted = creds.capabilities & permitted
     what = SWITCH_GROUPS if creds.groups != groups else 0
     what |= SWITCH_IDS if creds.uid != uid or creds.gid != gid else 0
-    what |= SWITCH_CAPS if wanted != effective else 0
+    what |= SWITCH_CAPS if what & SWITCH_IDS or wanted != effective else 0  # _switch's: ids change the set
     if what & SWITCH_GROUPS and len(creds.groups) > PUBLISHED_GROUPS:
         return None
     return what, creds.uid, creds.gid, creds.groups, wanted

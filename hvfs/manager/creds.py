@@ -73,7 +73,11 @@ def for_access(creds: Credentials) -> Credentials:
 
 def _switch(creds: Credentials, me: _ThreadIdentity) -> tuple[bool, bool, bool]:
     wanted_caps = creds.capabilities & me.permitted
-    switched = (creds.groups != me.groups, creds.uid != me.uid or creds.gid != me.gid, wanted_caps != me.effective)
+    ids = creds.uid != me.uid or creds.gid != me.gid
+    # A fsuid moved off or onto 0 drops or raises the fs capabilities in the effective set
+    # (unless SECBIT_NO_SETUID_FIXUP): after the ids, the set is made the caller's even
+    # where it equals the manager's, as for a caller that kept its capabilities as uid 1000.
+    switched = (creds.groups != me.groups, ids, ids or wanted_caps != me.effective)
     groups, ids, capabilities = switched
     try:
         if groups:

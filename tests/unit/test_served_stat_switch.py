@@ -45,7 +45,7 @@ def test_a_switch_names_what_acting_as_switches_and_the_callers_values() -> None
     what = SWITCH_IDS | (SWITCH_CAPS if mine.capabilities else 0)
     assert switch_of(user) == (what, mine.uid + 1000, mine.gid, mine.groups, 0)
     group = dataclasses.replace(mine, gid=mine.gid + 1000)
-    assert switch_of(group) == (SWITCH_IDS, mine.uid, mine.gid + 1000, mine.groups, mine.capabilities)
+    assert switch_of(group) == (SWITCH_IDS | SWITCH_CAPS, mine.uid, mine.gid + 1000, mine.groups, mine.capabilities)
     groups = dataclasses.replace(mine, groups=(4242, 4343))
     assert switch_of(groups) == (SWITCH_GROUPS, mine.uid, mine.gid, (4242, 4343), mine.capabilities)
     asked = dataclasses.replace(mine, capabilities=(1 << 64) - 1)  # only what the manager holds is taken
@@ -58,3 +58,11 @@ def test_more_groups_than_a_record_holds_are_pythons() -> None:
     many = tuple(range(5000, 5000 + PUBLISHED_GROUPS + 1))
     assert switch_of(dataclasses.replace(mine, groups=many)) is None
     assert switch_of(dataclasses.replace(mine, groups=many[:PUBLISHED_GROUPS])) is not None
+
+
+def test_switched_ids_switch_the_capabilities_even_to_the_managers_own() -> None:
+    """A caller that kept the manager's capabilities as another uid: a fsuid leaving 0 drops
+    the fs capabilities from the effective set, so the set is made the caller's again."""
+    mine = own()
+    kept = dataclasses.replace(mine, uid=mine.uid + 1000)
+    assert switch_of(kept) == (SWITCH_IDS | SWITCH_CAPS, mine.uid + 1000, mine.gid, mine.groups, mine.capabilities)

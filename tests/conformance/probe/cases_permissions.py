@@ -7,7 +7,17 @@ from cases_times import A_NS, M_NS
 from observe import Json, describe, listing, read, times, write
 from processes import in_child
 from runner import Case, Skipped, case
-from system import CREAT, OTHER_GID, OTHER_UID, SUPPLEMENTARY_GID, WRONLY, access
+from system import (
+    CAP_DAC_OVERRIDE,
+    CAP_DAC_READ_SEARCH,
+    CREAT,
+    OTHER_GID,
+    OTHER_UID,
+    SUPPLEMENTARY_GID,
+    WRONLY,
+    access,
+    become_keeping_capabilities,
+)
 
 # -- permissions: umask, setgid directories, and a second user (root runs only) -------------------
 
@@ -69,6 +79,22 @@ def as_other_user(c: Case, action: Callable[[], Json], groups: tuple[int, ...] =
             os.setgroups(list(groups))
             os.setresgid(OTHER_GID, OTHER_GID, OTHER_GID)
             os.setresuid(OTHER_UID, OTHER_UID, OTHER_UID)
+        except OSError as error:
+            raise Skipped from error
+        return action()
+
+    return in_child(switch_then_act)
+
+
+def as_other_user_keeping(c: Case, action: Callable[[], Json], capabilities: int) -> Json:
+    """Run action as uid and gid 1000 that kept some of root's capabilities (PR_SET_KEEPCAPS,
+    then capset): a non-zero fsuid whose effective set still has fs capabilities, which
+    Linux honours (the fsuid's change drops them, the capset after it raises them again)."""
+    c.need_root()
+
+    def switch_then_act() -> Json:
+        try:
+            become_keeping_capabilities(OTHER_UID, OTHER_GID, capabilities)
         except OSError as error:
             raise Skipped from error
         return action()
@@ -288,3 +314,80 @@ def perm_other_cannot_unlink_in_root_dir(c: Case) -> Json:
     write("d/f", mode=0o666)
     c.after(lambda: listing("d"))
     as_other_user(c, lambda: os.unlink("d/f"))
+
+
+# -- a second user that kept capabilities: CAP_DAC_READ_SEARCH and CAP_DAC_OVERRIDE with fsuid 1000
+
+
+def root_only_dir(c: Case) -> None:
+    """d (root's, 0700) with d/f (root's, 0600): nothing uid 1000 may reach without capabilities."""
+    c.need_root()
+    os.mkdir("d", 0o700)
+    os.chmod("d", 0o700)
+    owned_by_root(c, "d/f", 0o600)
+
+
+@case
+def perm_kept_read_search_stats_in_root_dir(c: Case) -> Json:
+    root_only_dir(c)
+    return as_other_user_keeping(c, lambda: describe("d/f"), 1 << CAP_DAC_READ_SEARCH)
+
+
+@case
+def perm_kept_read_search_reads_in_root_dir(c: Case) -> Json:
+    root_only_dir(c)
+    return as_other_user_keeping(c, lambda: read("d/f"), 1 << CAP_DAC_READ_SEARCH)
+
+
+@case
+def perm_kept_read_search_lists_root_dir(c: Case) -> Json:
+    root_only_dir(c)
+    return as_other_user_keeping(c, lambda: listing("d"), 1 << CAP_DAC_READ_SEARCH)
+
+
+@case
+def perm_kept_read_search_cannot_write(c: Case) -> Json:
+    root_only_dir(c)
+    as_other_user_keeping(c, lambda: write("d/f", "changed"), 1 << CAP_DAC_READ_SEARCH)
+
+
+@case
+def perm_kept_dac_override_writes_in_root_dir(c: Case) -> Json:
+    root_only_dir(c)
+    c.after(lambda: read("d/f"))
+    as_other_user_keeping(c, lambda: write("d/f", "changed"), 1 << CAP_DAC_OVERRIDE)
+
+
+ALL_HELD = (1 << 64) - 1  # every capability the process holds: its effective set as root's was
+
+
+@case
+def perm_kept_all_stats_in_root_dir(c: Case) -> Json:
+    root_only_dir(c)
+    return as_other_user_keeping(c, lambda: describe("d/f"), ALL_HELD)
+
+
+@case
+def perm_kept_all_reads_in_root_dir(c: Case) -> Json:
+    root_only_dir(c)
+    return as_other_user_keeping(c, lambda: read("d/f"), ALL_HELD)
+
+
+@case
+def perm_kept_all_lists_root_dir(c: Case) -> Json:
+    root_only_dir(c)
+    return as_other_user_keeping(c, lambda: listing("d"), ALL_HELD)
+
+
+@case
+def perm_kept_all_writes_in_root_dir(c: Case) -> Json:
+    root_only_dir(c)
+    c.after(lambda: read("d/f"))
+    as_other_user_keeping(c, lambda: write("d/f", "changed"), ALL_HELD)
+
+
+@case
+def perm_kept_all_chowns_root_file(c: Case) -> Json:
+    root_only_dir(c)
+    c.stat_after("d/f")
+    as_other_user_keeping(c, lambda: os.chown("d/f", 2000, 2000), ALL_HELD)

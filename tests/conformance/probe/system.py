@@ -242,3 +242,26 @@ def listxattrat(path: str | None, at_flags: int = 0, *, dirfd: int = AT_FDCWD, s
 
 def removexattrat(path: str | None, name: str, at_flags: int = 0, *, dirfd: int = AT_FDCWD) -> None:
     syscall("removexattrat", dirfd, _path_or_null(path), at_flags, b(name))
+
+
+PR_SET_KEEPCAPS = 8
+CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 1, 2
+_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def become_keeping_capabilities(uid: int, gid: int, capabilities: int) -> None:
+    """Become uid and gid with the effective capabilities given (from those held): the
+    kernel clears the effective set at a setuid away from 0, and keeps the permitted one
+    only with PR_SET_KEEPCAPS; capset raises them again afterwards."""
+    check(libc.prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0))
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    header = struct.pack("Ii", _CAPABILITY_VERSION_3, 0)
+    data = ctypes.create_string_buffer(24)  # two struct __user_cap_data_struct
+    check(libc.capget(header, data))
+    # each half: effective, permitted, inheritable
+    low, high = struct.unpack("3I", data.raw[:12]), struct.unpack("3I", data.raw[12:])
+    wanted = capabilities & (low[1] | high[1] << 32)
+    raised = struct.pack("6I", wanted & 0xFFFFFFFF, low[1], low[2], wanted >> 32, high[1], high[2])
+    check(libc.capset(header, raised))
