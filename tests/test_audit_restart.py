@@ -13,7 +13,9 @@ import os
 import pwd
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,17 +25,18 @@ TICKING = ["--", "sh", "-c", "while :; do echo x > /tmp/tick; sleep 0.1; done"]
 REPLACED = "is no longer the file its user opened"
 
 
-def _events(audit: Path) -> list[dict[str, object]]:
+def _events(audit: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in audit.read_text().splitlines() if line.endswith("}")]
 
 
-def _ticks(audit: Path) -> int:
-    return sum(1 for e in _events(audit) if "/tmp/tick" in e.get("paths", ()))  # type: ignore[operator]
+def _ticks(audit: Path, since: int = 0) -> int:
+    """The VM's writes of /tmp/tick that the audit recorded, from its event ``since`` on."""
+    return sum(1 for e in _events(audit)[since:] if "/tmp/tick" in e["paths"])
 
 
-def _wait(what: str, condition: object, seconds: float = 30.0) -> None:
+def _wait(what: str, condition: Callable[[], bool], seconds: float = 30.0) -> None:
     deadline = time.monotonic() + seconds
-    while not condition():  # type: ignore[operator]
+    while not condition():
         assert time.monotonic() < deadline, f"waited {seconds:g}s for {what}"
         time.sleep(0.1)
 
@@ -58,9 +61,7 @@ def _restart_audited(hvfs: Hvfs, state: str, audit: Path, name: str, swap: Path 
         assert name in listing, listing
         _wait("a resume", lambda: any(e["operation"] == "resume" for e in _events(original)))
         resumed = next(i for i, e in enumerate(_events(original)) if e["operation"] == "resume")
-        _wait("ticks after the takeover", lambda: sum(
-            1 for e in _events(original)[resumed:] if "/tmp/tick" in e.get("paths", ())  # type: ignore[operator]
-        ) >= 3)  # fmt: skip
+        _wait("ticks after the takeover", lambda: _ticks(original, resumed) >= 3)
     finally:
         hvfs.run("stop", "-t", "1", name)
         hvfs.run("rm", name)
