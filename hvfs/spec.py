@@ -5,6 +5,7 @@ Every mistake becomes one ``UsageError`` line that names the problem and the fix
 
 from __future__ import annotations
 
+import fcntl
 import math
 import os
 import posixpath
@@ -250,6 +251,29 @@ def output_file_problem(path: str) -> str | None:
         os.close(os.open(path, os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC))
     except OSError as e:
         return f"cannot be written: {e.strerror}; give another path"
+    return None
+
+
+def output_fd_problem(fd: int) -> str | None:
+    """What keeps hvfs from writing a report to ``fd``, which a client opened as the user
+    (output_file_problem's checks, made on the file itself: its path may have changed
+    since, and the manager may not open what the user named), or None."""
+    try:
+        st = os.fstat(fd)
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    except OSError as e:
+        return f"cannot be checked: {e.strerror}; give another path"
+    if flags & os.O_ACCMODE == os.O_RDONLY or flags & os.O_PATH:
+        return "was not opened for writing; give another path"
+    if stat.S_ISDIR(st.st_mode):
+        return "is a directory; give the path of a file in it"
+    if stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode):
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file; give another path"
+    kind = machine.file_system_type(st)
+    if kind in machine.PSEUDO_FILE_SYSTEMS:
+        return f"is a kernel interface ({kind}), not a file to write a report into; give another path"
     return None
 
 

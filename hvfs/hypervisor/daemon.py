@@ -28,7 +28,7 @@ from hvfs import _native as hot_path
 from hvfs import cluster, dataclass_cache, private_dirs, state
 from hvfs._sys import spawner
 from hvfs.errors import HvfsError
-from hvfs.hypervisor import control, telling, threads, vmdirs, vmstart
+from hvfs.hypervisor import control, kept_outputs, telling, threads, vmdirs, vmstart
 from hvfs.hypervisor.change_ops import ChangeOps
 from hvfs.hypervisor.frontrun import FrontOps
 from hvfs.hypervisor.group import Group
@@ -166,7 +166,10 @@ class Daemon(ChangeOps, FrontOps, LazyParts):
             try:
                 document: dict[str, Any] = read_json(self.layout.group_file(gid))
                 project = from_json(document["project"])
-                group = Group(gid, project, self.hypervisor, on_empty=self._empty, document=document["project"])
+                with kept_outputs.taken_back(self.layout, gid, document, project) as given:
+                    group = Group(
+                        gid, project, self.hypervisor, on_empty=self._empty, document=document["project"], given=given
+                    )
             except Exception as e:  # no group.json: its manager died before its VM started, nothing ran
                 unread = not isinstance(e, FileNotFoundError)
                 log.log(logging.ERROR if unread else logging.INFO, "the group %s left by a manager before could"

@@ -84,7 +84,7 @@ class Group:
         self._saving = threading.Lock()
         self._saved_project: tuple[Project | None, dict[str, Any]] = (project, document) if document else (None, {})
         self.starting = threading.Lock()  # one VM starts at a time; their dependencies are awaited at once
-        options = ServiceOptions.from_table(project.services, "/") if project.services else None
+        options = ServiceOptions.from_table(project.services, "/", given) if project.services else None
         self.services = ServiceSet(options, given) if options is not None and options.active else None
         self.trap_reads = bool(options and options.needs.trap_reads)
         self.pool = SourcePool()  # each source released as the last VM using it is gone
@@ -228,7 +228,7 @@ class Group:
                 network=(self.bridge, record.address) if self.bridge is not None and vm.network else None,
                 output=output,
                 manager=self.manager,
-                bus=self.services.bus if self.services is not None else None,
+                services=self.services,
                 transport=self.project.transport,
                 driver=self.project.driver or "seccomp",
                 hold=hold,

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from hvfs.private_dirs import check_existing, private_directory
 from hvfs.services import registry
 from hvfs.services.base import NO_NEEDS, Kind, Needs, Option, OptionError, Service, ServiceKind
-from hvfs.spec import UsageError, output_file_problem, parse_size
+from hvfs.spec import UsageError, output_fd_problem, output_file_problem, parse_size
 
 if TYPE_CHECKING:  # the bus (and the API's messages) only in the manager, not in `hvfs run`
     from hvfs.api.hooks import BusStatistics, Files
@@ -66,14 +66,18 @@ class ServiceOptions:
         return next((e.config for e in self.enabled if e.kind.name == name), None)
 
     @classmethod
-    def parse(cls, given: Mapping[str, object], base: str) -> ServiceOptions:
+    def parse(cls, given: Mapping[str, object], base: str, outputs: Mapping[str, int] | None = None) -> ServiceOptions:
         """The services that the options ``given`` (by key: text, numbers, booleans and
         lists, from flags or TOML) ask for; relative paths are ``base``'s. Checks
         everything now, before any VM starts, and decides default directories while
-        this is still the user's own process. Raises UsageError naming what is wrong."""
+        this is still the user's own process. ``outputs``: the files a client opened as
+        the user (path -> fd), checked by their fd; a path they lack is not opened here
+        (the manager may not open what the user named with rights the user lacks): the
+        service that writes it adopts the fd or writes nothing. Raises UsageError naming
+        what is wrong."""
         enabled = []
         for kind in registry.SERVICES:
-            values = {option.key: _value(option, given.get(option.key), base) for option in kind.options}
+            values = {option.key: _value(option, given.get(option.key), base, outputs) for option in kind.options}
             stores = []
             for option in kind.options:
                 if option.kind is Kind.STORE and option.default_store is not None:
@@ -102,13 +106,16 @@ class ServiceOptions:
         return options if options.active else None
 
     @classmethod
-    def from_table(cls, table: Mapping[str, Any], directory: str) -> ServiceOptions:
-        """A project's ``[services]`` table; relative paths are the project file's."""
+    def from_table(
+        cls, table: Mapping[str, Any], directory: str, outputs: Mapping[str, int] | None = None
+    ) -> ServiceOptions:
+        """A project's ``[services]`` table; relative paths are the project file's
+        (``outputs`` as parse's)."""
         known = registry.keys()
         unknown = sorted(set(table) - set(known))
         if unknown:
             raise UsageError(f"services: unknown key {unknown[0]!r}; known: {', '.join(sorted(known))}")
-        return cls.parse(table, directory)
+        return cls.parse(table, directory, outputs)
 
 
 def check_stores(options: ServiceOptions) -> None:
@@ -120,22 +127,22 @@ def check_stores(options: ServiceOptions) -> None:
             check_existing(path, option.noun or option.key, f"give another with {option.spelling}", ours=ours)
 
 
-def _value(option: Option, raw: object, base: str) -> Any:
+def _value(option: Option, raw: object, base: str, outputs: Mapping[str, int] | None) -> Any:
     """The value of ``option`` as given (None: not given), typed as its kind says."""
     if raw is None or raw == "":
         return option.default
     if not option.many:
-        return _one(option, raw, base)
+        return _one(option, raw, base, outputs)
     if not isinstance(raw, list | tuple):
         raise UsageError(f'{_name(option)}: {raw!r} is not a list; give an array, as ["…"], or repeat the flag')
-    return tuple(_one(option, item, base) for item in raw)
+    return tuple(_one(option, item, base, outputs) for item in raw)
 
 
 def _name(option: Option) -> str:
     return option.key.replace("_", "-")
 
 
-def _one(option: Option, raw: object, base: str) -> Any:
+def _one(option: Option, raw: object, base: str, outputs: Mapping[str, int] | None) -> Any:
     kind = option.kind
     if kind is Kind.FLAG:
         if not isinstance(raw, bool):
@@ -157,7 +164,10 @@ def _one(option: Option, raw: object, base: str) -> Any:
         return raw
     path = os.path.normpath(os.path.join(base, raw))
     if kind is Kind.OUTPUT:
-        problem = output_file_problem(path)
+        if outputs is None:
+            problem = output_file_problem(path)
+        else:
+            problem = output_fd_problem(outputs[path]) if path in outputs else None
         if problem:
             raise UsageError(f"{option.spelling} {path} {problem}")
     return path
@@ -178,8 +188,10 @@ class ServiceSet:
         """Open every service asked for, as the user, before any namespace: a store
         someone else can write in could hand back their files as this user's backups or
         quarantine. ``given``: outputs the client opened as the user, by path (the
-        caller's fds: a service that takes one keeps a copy). Raises UsageError (and
-        closes what it opened)."""
+        caller's fds: a service that takes one keeps a copy, and so does ``kept``, for
+        the VMs' shims to hand to a manager that takes the group back); with it, a
+        service never opens its output path itself. Raises UsageError (and closes what
+        it opened)."""
         from hvfs.api.hooks import EventBus
 
         self.options = options
@@ -188,6 +200,7 @@ class ServiceSet:
         self._files: Files | None = None
         self._closed = False
         self._bus_statistics: BusStatistics | None = None
+        self.kept = {path: os.dup(fd) for path, fd in (given or {}).items()}
         made: list[str] = []  # stores made here: a service that cannot start leaves none behind
         try:
             for enabled in options.enabled:
@@ -197,7 +210,8 @@ class ServiceSet:
                         made.append(_first_missing(path))  # with the parents made for it
                     private_directory(path, option.noun or option.key, fix, ours=ours)
                 kind, config = enabled.kind, enabled.config
-                self.services.append(kind.adopt(config, given) if kind.adopt and given else kind.open(config))
+                adopted = kind.adopt(config, given) if kind.adopt is not None and given is not None else None
+                self.services.append(adopted or kind.open(config))
         except BaseException as e:
             self.close()
             for path in reversed(made):
@@ -241,3 +255,6 @@ class ServiceSet:
         self.bus.close()
         for service in reversed(self.services):
             service.close()
+        for fd in self.kept.values():
+            os.close(fd)
+        self.kept = {}

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from hvfs._sys import process as sysproc
 from hvfs._sys.abi import CLONE_NEWNET
 from hvfs.api.choice import transport_maker
-from hvfs.hypervisor import spares, staging, vmdirs
+from hvfs.hypervisor import kept_outputs, spares, staging, vmdirs
 from hvfs.hypervisor.layout import Layout, read_json, write_json
 from hvfs.hypervisor.services import ServiceSet
 from hvfs.intercept.arch import Arch
@@ -92,7 +92,7 @@ def start(
     network: tuple[Any, str | None] | None,
     output: int | None,
     manager: Manager | None = None,
-    bus: EventBus | None = None,
+    services: ServiceSet | None = None,
     transport: str = "inprocess",
     driver: str = DEFAULT,
     hold: Callable[[launcher.VmProcess], None] | None = None,
@@ -100,6 +100,7 @@ def start(
     """Start ``vm``, leave with its shim what must outlive this manager, and note the rest.
     ``hold``, if given, runs last before the command starts (an OCI runtime's ``create``
     returns there, and its ``start`` lets it go on)."""
+    bus = services.bus if services is not None else None
     layout = hypervisor.layout
     ids = users.numeric(vm.user) if vm.user else None
     if ids is not None:
@@ -152,6 +153,7 @@ def start(
         **{f"driver:{role}": fd for role, fd in running.driver.kept().items()},
         **{f"image:{mount}": fd for mount, fd in running.context.images.items()},
         **{f"staged:{target}": fd for target, fd in staged.items()},
+        **(kept_outputs.roles(services.kept) if services is not None else {}),
     }
     if output is not None:
         deposit["output"] = output
@@ -250,7 +252,7 @@ def _start_fresh(
     return running, staged
 
 
-def _withdraw(layout: Layout, vmid: str, launcher_pid: int) -> tuple[socket.socket, dict[str, int]]:
+def withdraw(layout: Layout, vmid: str, launcher_pid: int) -> tuple[socket.socket, dict[str, int]]:
     """Link to the shim of ``vmid`` and take what was deposited there."""
     link = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     try:
@@ -280,7 +282,7 @@ def resume(
     layout = hypervisor.layout
     record = read_json(layout.vm_file(vmid))
     try:
-        link, fds = _withdraw(layout, vmid, int(record["launcher"]))
+        link, fds = withdraw(layout, vmid, int(record["launcher"]))
     except (FileNotFoundError, ConnectionRefusedError):
         try:
             with open(layout.exit_file(vmid)) as f:

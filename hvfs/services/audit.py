@@ -98,13 +98,20 @@ class Audit:
 
     name = "audit"
 
-    def __init__(self, path: str, given: int | None = None) -> None:
+    def __init__(self, path: str, given: int | None = None, *, opens: bool = True) -> None:
+        """``opens``: without ``given``, open ``path`` (False: a client was to open it as
+        the user, and did not, or a manager took the group back without its fd: nothing
+        is recorded, as the manager may not open it with its own rights)."""
         self.path = path
         self.given = given  # the fd the user's front opened at path (the caller's, copied at attach)
+        self.opens = opens
         self.log: AuditLog | None = None
         self._subscription: Subscription | None = None
 
     def attach(self, bus: EventBus, files: Files) -> None:
+        if self.given is None and not self.opens:
+            log.warning("audit: %s was not opened by the user for these VMs; their events are not recorded", self.path)
+            return
         self.log = AuditLog(self.path, self.given)
         self._subscription = self.log.attach(bus)
 

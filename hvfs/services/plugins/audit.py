@@ -30,7 +30,7 @@ def _open(config: AuditConfig) -> Service:
 def _adopt(config: AuditConfig, given: Mapping[str, int]) -> Service:
     from hvfs.services.audit import Audit
 
-    return Audit(config.path, given.get(config.path))
+    return Audit(config.path, given.get(config.path), opens=False)
 
 
 SERVICE = ServiceKind(
