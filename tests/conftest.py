@@ -13,15 +13,18 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import pytest
 
 from tests.clamd import Clamd, ClamdFailed
+
+T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI") == "true"
@@ -239,6 +242,26 @@ def staged_front(rootless: Hvfs, staged: Path, trace: Path) -> Hvfs:
         built.chmod(0o755)
     env_prefix = rootless.command[: rootless.command.index(SYSTEM_PYTHON)]  # runuser … env -i VARS
     return Hvfs([*env_prefix, f"HVFS_FRONT_TRACE={trace}", str(built)], user=rootless.user)
+
+
+def in_a_thread(body: Callable[[], T]) -> T:
+    """``body()`` run in a new thread, its exception raised here: acting_as gives its thread
+    an fs context of its own, which the test's thread must not keep."""
+    result: list[T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(body())
+        except BaseException as e:
+            failure.append(e)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return result[0]
 
 
 @pytest.fixture

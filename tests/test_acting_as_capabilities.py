@@ -9,10 +9,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
-import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
@@ -20,28 +18,9 @@ from hvfs._sys import caps, files
 from hvfs.api import Credentials
 from hvfs.intercept.procfs import parse_credentials
 from hvfs.manager import creds
+from tests.conftest import in_a_thread
 
-T = TypeVar("T")
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching fsuid to another user needs root")
-
-
-def _in_a_thread(body: Callable[[], T]) -> T:
-    """Run ``body`` in a new thread: acting_as gives its thread an fs context of its own."""
-    result: list[T] = []
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            result.append(body())
-        except BaseException as e:
-            failure.append(e)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
-    if failure:
-        raise failure[0]
-    return result[0]
 
 
 def _other_user(capabilities: int) -> Credentials:
@@ -77,7 +56,7 @@ def test_a_caller_keeping_the_managers_capabilities_as_another_uid_has_them() ->
             seen["effective"] = effective
             return seen
 
-        seen = _in_a_thread(body)
+        seen = in_a_thread(body)
     effective = seen.pop("effective")
     assert seen == {
         "kept stat": 7,

@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
@@ -32,10 +31,9 @@ from hvfs.intercept.procfs import StatusFiles, parse_credentials
 from hvfs.intercept.tracee import PATH_MAX, CallError, Inspector, TargetGone, Tracee
 from hvfs.manager import creds
 from hvfs.manager.resolve import fd_closing, parent
-from tests.conftest import REPO
+from tests.conftest import REPO, in_a_thread
 
 PAGE = mmap.PAGESIZE
-T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -385,25 +383,6 @@ def test_an_unwritable_cache_is_no_error(tmp_path: Path, monkeypatch: pytest.Mon
     assert compile_filter(FilterConfig(), native()) == _compile(FilterConfig(), native())
 
 
-def _in_a_thread(body: Callable[[], T]) -> T:
-    """Run ``body`` in a new thread (acting_as gives its thread an fs context of its own)."""
-    result: list[T] = []
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            result.append(body())
-        except BaseException as e:
-            failure.append(e)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
-    if failure:
-        raise failure[0]
-    return result[0]
-
-
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -426,7 +405,7 @@ def test_acting_as_sets_the_umask_only_for_the_request() -> None:
             same = _umask()
         return manager, inside, after, same
 
-    manager, inside, after, same = _in_a_thread(body)
+    manager, inside, after, same = in_a_thread(body)
     assert (inside, after, same) == (0o077, manager, manager)
 
 
@@ -447,7 +426,7 @@ def test_credentials_kept_as_needing_no_switch_never_stand_for_others() -> None:
             own, other = _own(_umask()), _own(_umask(), uid=1234, gid=1234, groups=(1234,))
             return [made_as(caller, f"f{n}") for n, caller in enumerate([own, own, other, own, other])]
 
-        owners = _in_a_thread(body)
+        owners = in_a_thread(body)
     me = os.geteuid()
     assert owners == [me, me, 1234, me, 1234]
 
@@ -470,7 +449,7 @@ def test_a_failed_switch_leaves_the_worker_as_it_was(monkeypatch: pytest.MonkeyP
             pass
         return groups, manager_umask, tuple(os.getgroups()), _umask()
 
-    groups, umask, groups_after, umask_after = _in_a_thread(body)
+    groups, umask, groups_after, umask_after = in_a_thread(body)
     assert (groups_after, umask_after) == (groups, umask)
 
 
