@@ -264,6 +264,16 @@ def in_a_thread(body: Callable[[], T]) -> T:
     return result[0]
 
 
+@pytest.fixture(scope="module")
+def front() -> str:
+    """The native front, with this user's manager warm."""
+    require(os.access(FRONT, os.X_OK), f"no native front at {FRONT}; run scripts/setup")
+    warm = subprocess.run([sys.executable, "-m", "hvfs", "run", "--", "true"], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert warm.returncode == 0, warm.stderr
+    return FRONT
+
+
 @pytest.fixture
 def fake_state(tmp_path: Path) -> Iterator[Path]:
     """A private state directory for a fake or a real manager, stopped after the test."""

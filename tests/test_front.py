@@ -21,17 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FRONT, ROOTLESS_USER, Hvfs, require, staged_front
+from tests.conftest import ROOTLESS_USER, Hvfs, staged_front
 
 PYTHON = [sys.executable, "-m", "hvfs"]
-
-
-@pytest.fixture(scope="module")
-def front() -> str:
-    require(os.access(FRONT, os.X_OK), f"no native front at {FRONT}; run scripts/setup")
-    warm = subprocess.run([*PYTHON, "run", "--", "true"], capture_output=True, text=True, timeout=120)
-    assert warm.returncode == 0, warm.stderr
-    return FRONT
 
 
 @pytest.fixture

@@ -16,20 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FRONT, ROOTLESS_USER, Hvfs, require, staged_front
+from tests.conftest import ROOTLESS_USER, Hvfs, staged_front
 from tests.test_front import FakeManager, said, traced
 
 PYTHON = [sys.executable, "-m", "hvfs"]
 COMMAND = ["--", "sh", "-c", "cat /etc/hostname; echo hi > /tmp/x; ls /tmp >/dev/null"]
 VARYING = ("time", "vm", "pid", "duration_us")  # a run's own: its VM's name, pids, times
-
-
-@pytest.fixture(scope="module")
-def front() -> str:
-    require(os.access(FRONT, os.X_OK), f"no native front at {FRONT}; run scripts/setup")
-    warm = subprocess.run([*PYTHON, "run", "--", "true"], capture_output=True, text=True, timeout=120)
-    assert warm.returncode == 0, warm.stderr
-    return FRONT
 
 
 def run(command: list[str], *args: str, cwd: str = "/", **kwargs: object) -> subprocess.CompletedProcess[str]:
