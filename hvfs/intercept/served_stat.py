@@ -72,13 +72,6 @@ def _manager_identity() -> tuple[int, int, tuple[int, ...], int, int]:
     return os.geteuid(), os.getegid(), tuple(os.getgroups()), effective, permitted
 
 
-def needs_no_switch(creds: api.Credentials) -> bool:
-    """Whether ``acting_as(creds)`` switches nothing a lookup depends on (the umask aside,
-    which no stat uses): hvfs.manager.creds ``_switch``'s test, against the manager's identity."""
-    switch = switch_of(creds)
-    return switch is not None and switch[0] == 0
-
-
 def switch_of(creds: api.Credentials) -> Switch | None:
     """What ``acting_as(creds)`` switches for a lookup (hvfs.manager.creds ``_switch``,
     against the manager's identity): SWITCH_* and the caller's fsuid, fsgid, groups and

@@ -10,13 +10,19 @@ import os
 from hvfs._sys import caps
 from hvfs.api import Credentials
 from hvfs.intercept.credcache import PUBLISHED_GROUPS, SWITCH_CAPS, SWITCH_GROUPS, SWITCH_IDS
-from hvfs.intercept.served_stat import needs_no_switch, switch_of
+from hvfs.intercept.served_stat import switch_of
 
 
 def own() -> Credentials:
     effective, _, _ = caps.get_thread_caps()
     uid, gid = os.geteuid(), os.getegid()
     return Credentials(uid, gid, tuple(os.getgroups()), 0o022, effective, uid, gid)
+
+
+def needs_no_switch(creds: Credentials) -> bool:
+    """Whether ``acting_as(creds)`` switches nothing a lookup depends on (the umask aside)."""
+    switch = switch_of(creds)
+    return switch is not None and switch[0] == 0
 
 
 def test_the_managers_own_credentials_need_no_switch() -> None:
