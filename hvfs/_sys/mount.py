@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 from hvfs._sys.abi import AT_EMPTY_PATH, AT_FDCWD, AT_RECURSIVE
@@ -131,20 +131,24 @@ FSOPEN_CLOEXEC = 1
 FSMOUNT_CLOEXEC = 1
 FSCONFIG_SET_FLAG = 0
 FSCONFIG_SET_STRING = 1
+FSCONFIG_SET_FD = 5
 FSCONFIG_CMD_CREATE = 6
 
 
-def new_mount(fstype: str, options: dict[str, str | None], attributes: int = 0) -> int:
+def new_mount(fstype: str, options: Mapping[str, str | int | None], attributes: int = 0) -> int:
     """A new, detached mount of ``fstype`` (fsopen/fsconfig/fsmount): the fd of its root.
 
-    An option whose value is None is a flag. Put it in place with ``attached`` or
-    ``attach``.
+    An option whose value is None is a flag, an int an fd (``FSCONFIG_SET_FD``: overlayfs's
+    ``lowerdir+`` on recent kernels; older ones answer EINVAL). Put it in place with
+    ``attached`` or ``attach``.
     """
     context = syscall("fsopen", _bytes(fstype), FSOPEN_CLOEXEC)
     try:
         for key, value in options.items():
             if value is None:
                 syscall("fsconfig", context, FSCONFIG_SET_FLAG, _bytes(key), None, 0)
+            elif isinstance(value, int):
+                syscall("fsconfig", context, FSCONFIG_SET_FD, _bytes(key), None, value)
             else:
                 syscall("fsconfig", context, FSCONFIG_SET_STRING, _bytes(key), _bytes(value), 0)
         syscall("fsconfig", context, FSCONFIG_CMD_CREATE, None, None, 0)
