@@ -276,6 +276,7 @@ def test_a_configuration_run_before_its_spare_was_ready_keeps_two(hvfs: Hvfs) ->
         while (spares := _spares(runner))["ready"] < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert spares == {"ready": 2, "made": 2, "taken": 0, "missed": 2}
+        assert "spares: 2 ready; 0 taken, 2 missed, 2 made" in runner.ok("manager", "status")
         pids = _spare_pids(state)
         assert len(pids) == 4  # two hvfs-init processes each
         first = runner.ok("run", "--", "sh", "-c", "echo $$ > /tmp/mine; cat /proc/1/stat | cut -d' ' -f1; ls /tmp")
