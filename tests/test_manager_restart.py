@@ -19,6 +19,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from hvfs.manager.sources.image import HOST_TREES, SKELETON_DIRS
 from tests.conftest import Hvfs
 
 VMS = int(os.environ.get("HVFS_RESTART_VMS", "4"))
@@ -76,11 +77,24 @@ def _fds(pid: int) -> list[str]:
     for fd in os.listdir(f"/proc/{pid}/fd"):
         with contextlib.suppress(FileNotFoundError):
             target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            # The log (opened at its first line) and the manager's own /proc/self/fd (kept
-            # from its first served name on: hvfs.manager.resolve.fd_name) aside.
-            if not target.endswith("manager.log") and target != f"/proc/{pid}/fd":
+            # The log (opened at its first line), the manager's own /proc/self/fd (kept
+            # from its first served name on: hvfs.manager.resolve.fd_name) and the host
+            # image's root skeleton (made at the first VM, the lower of every VM's root,
+            # of none in particular: image.shared_skeleton) aside.
+            if not target.endswith("manager.log") and target != f"/proc/{pid}/fd" and not _skeleton(pid, fd, target):
                 held.append(target.split(":[")[0])
     return sorted(held)
+
+
+def _skeleton(pid: int, fd: str, target: str) -> bool:
+    """Whether fd ``fd`` of ``pid`` is the shared root skeleton: the root of a mount of its own
+    (seen as "/") holding the skeleton's directories and nothing of any VM."""
+    if target != "/":
+        return False
+    with contextlib.suppress(OSError):
+        trees = {name for name in HOST_TREES if os.path.lexists(f"/{name}")}
+        return set(os.listdir(f"/proc/{pid}/fd/{fd}")) == {*trees, *SKELETON_DIRS} - {"var/tmp"}
+    return False
 
 
 def test_vms_outlive_their_killed_managers(hvfs: Hvfs, tmp_path: Path) -> None:

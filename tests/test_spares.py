@@ -80,7 +80,7 @@ def test_a_run_in_a_spare_behaves_as_a_fresh_one(
         in_spare = _probe(runner, *flags)
         assert _spares(runner)["taken"] == before["taken"] + 1  # it did take the spare
         fresh = _probe(cold[0], *flags)
-        assert _spares(cold[0]) == {"ready": 0, "made": 0, "taken": 0}  # HVFS_SPARE=0: none
+        assert _spares(cold[0]) == {"ready": 0, "made": 0, "taken": 0, "missed": 0}  # HVFS_SPARE=0: none
     finally:
         shutil.rmtree(directory)
     assert in_spare == fresh
@@ -91,6 +91,46 @@ def test_a_run_in_a_spare_behaves_as_a_fresh_one(
     assert lines[5] == "4"  # 0, 1, 2 and ls's own: nothing of pid 1's or the spare's
     assert (lines[6] == "given") if "-v" in flags else ("No such file" in lines[6])
     assert "No such file" in lines[7] and "No such file" in lines[8]  # the writes of the run before are not here
+
+
+# Changes to every kind of entry of the host image's root skeleton (one tree of the
+# manager's, the lower layer of every VM's root: image.shared_skeleton), then a look at them.
+CHANGE_SKELETON = (
+    "touch /srv/left /var/tmp/left && chmod 700 /opt && rmdir /home && mkdir /made && rm /bin"
+    " && ln -s /nowhere /bin && echo x > /mnt/left"
+)
+LOOK_AT_SKELETON = "ls -A /srv /var/tmp /mnt; stat -c '%n %a %F' /opt /home /bin /tmp /root; ls -d /made 2>&1; true"
+
+
+def test_no_vm_sees_anothers_changes_to_the_shared_root_skeleton(
+    warm: tuple[Hvfs, str], cold: tuple[Hvfs, str]
+) -> None:
+    """What one VM changes of its root's skeleton, no other sees: not the next run, taking
+    a spare made before or after the change, nor a VM running meanwhile, nor one started
+    fresh; they all see what a VM of a manager without spares sees."""
+    runner = warm[0]
+    reference = cold[0].ok("run", "--", "sh", "-c", LOOK_AT_SKELETON)
+    assert "left" not in reference and "No such file" in reference  # /made
+    runner.ok("run", "--", "true")
+    _ready(runner)
+    taken = _spares(runner)["taken"]
+    runner.ok("run", "--", "sh", "-c", CHANGE_SKELETON)  # in a spare made before it
+    assert runner.ok("run", "--", "sh", "-c", LOOK_AT_SKELETON) == reference
+    runner.ok("run", "-d", "--name", "skeleton-changer", "--", "sh", "-c", f"{CHANGE_SKELETON}; sleep 60")
+    try:
+        deadline = time.monotonic() + 10
+        while (
+            runner.run("exec", "skeleton-changer", "--", "test", "-d", "/made").returncode
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+        assert runner.ok("exec", "skeleton-changer", "--", "ls", "-d", "/made").strip() == "/made"
+        _ready(runner)
+        assert runner.ok("run", "--", "sh", "-c", LOOK_AT_SKELETON) == reference  # while the changer runs
+        assert runner.ok("run", "--strict", "--", "sh", "-c", LOOK_AT_SKELETON) == reference  # another configuration
+    finally:
+        runner.ok("stop", "skeleton-changer")
+    assert _spares(runner)["taken"] >= taken + 3
 
 
 def test_configurations_never_share_a_spare(warm: tuple[Hvfs, str]) -> None:
@@ -215,7 +255,7 @@ def test_an_idle_spare_is_dropped(hvfs: Hvfs) -> None:
         deadline = time.monotonic() + 5
         while _spares(runner)["ready"] and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert _spares(runner) == {"ready": 0, "made": 1, "taken": 0}
+        assert _spares(runner) == {"ready": 0, "made": 1, "taken": 0, "missed": 1}  # the first run found none
         assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]
         assert _vms(state) == []  # the run's directory may be kept, empty, for the next VM
     finally:
@@ -231,17 +271,18 @@ def test_a_configuration_run_before_its_spare_was_ready_keeps_two(hvfs: Hvfs) ->
     try:
         runner.ok("run", "--", "true")  # asks for one, made 1.5 s later
         runner.ok("run", "--", "true")  # too early: a miss (and runs back to back: made now, not 1.5 s later)
-        assert _spares(runner)["taken"] == 0
+        assert _spares(runner)["taken"] == 0 and _spares(runner)["missed"] == 2  # both started fresh
         deadline = time.monotonic() + 15
         while (spares := _spares(runner))["ready"] < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert spares == {"ready": 2, "made": 2, "taken": 0}
+        assert spares == {"ready": 2, "made": 2, "taken": 0, "missed": 2}
+        assert "spares: 2 ready; 0 taken, 2 missed, 2 made" in runner.ok("manager", "status")
         pids = _spare_pids(state)
         assert len(pids) == 4  # two hvfs-init processes each
         first = runner.ok("run", "--", "sh", "-c", "echo $$ > /tmp/mine; cat /proc/1/stat | cut -d' ' -f1; ls /tmp")
         second = runner.ok("run", "--", "sh", "-c", "ls /tmp; echo done")
         assert first.split() == ["1", "mine"] and second.split() == ["done"]  # nothing of the first
-        assert _spares(runner)["taken"] == 2
+        assert _spares(runner)["taken"] == 2 and _spares(runner)["missed"] == 2
     finally:
         runner.run("manager", "stop")
         shutil.rmtree(state, ignore_errors=True)
@@ -365,7 +406,7 @@ def test_a_ptrace_spare_dropped_unbound_leaves_nothing(hvfs: Hvfs, end: str) -> 
             deadline = time.monotonic() + 5
             while _spares(runner)["ready"] and time.monotonic() < deadline:
                 time.sleep(0.1)
-            assert _spares(runner) == {"ready": 0, "made": 1, "taken": 0}
+            assert _spares(runner) == {"ready": 0, "made": 1, "taken": 0, "missed": 1}  # the first run found none
             while Path(f"/proc/{manager}/task/{tracer}").exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert not Path(f"/proc/{manager}/task/{tracer}").exists()  # the thread ended with it

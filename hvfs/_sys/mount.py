@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import ctypes
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 from hvfs._sys.abi import AT_EMPTY_PATH, AT_FDCWD, AT_RECURSIVE
-from hvfs._sys.libc import syscall
+from hvfs._sys.libc import syscall, typed_syscall
 
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -41,6 +41,18 @@ class _MountAttr(ctypes.Structure):
     ]
 
 
+# The new mount API, typed (a view's making issues some sixty of these: ctypes converts
+# the arguments in C rather than each in Python, as ``syscall`` does).
+_open_tree = typed_syscall("open_tree", ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+_mount_setattr = typed_syscall(
+    "mount_setattr", ctypes.c_int, ctypes.c_char_p, ctypes.c_uint, ctypes.c_void_p, ctypes.c_size_t
+)
+_move_mount = typed_syscall("move_mount", ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+_fsopen = typed_syscall("fsopen", ctypes.c_char_p, ctypes.c_uint)
+_fsconfig = typed_syscall("fsconfig", ctypes.c_int, ctypes.c_uint, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int)
+_fsmount = typed_syscall("fsmount", ctypes.c_int, ctypes.c_uint, ctypes.c_uint)
+
+
 def _bytes(value: str | bytes | None) -> bytes | None:
     return None if value is None else os.fsencode(value)
 
@@ -62,9 +74,9 @@ def clone_tree(path: str | int, *, recursive: bool = True, readonly: bool = Fals
     ``readonly`` makes every mount of the copy read-only before anyone can see it."""
     flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (AT_RECURSIVE if recursive else 0)
     if isinstance(path, int):
-        tree = syscall("open_tree", path, b"", flags | AT_EMPTY_PATH)
+        tree = _open_tree(path, b"", flags | AT_EMPTY_PATH)
     else:
-        tree = syscall("open_tree", AT_FDCWD, _bytes(path), flags)
+        tree = _open_tree(AT_FDCWD, _bytes(path), flags)
     if readonly:
         try:
             set_readonly(tree)
@@ -78,19 +90,19 @@ def set_readonly(tree_fd: int, *, recursive: bool = True) -> None:
     """Make every mount of the tree ``tree_fd`` read-only (only its top one, without ``recursive``)."""
     attr = _MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
     flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
-    syscall("mount_setattr", tree_fd, b"", flags, ctypes.byref(attr), ctypes.sizeof(attr))
+    _mount_setattr(tree_fd, b"", flags, ctypes.byref(attr), ctypes.sizeof(attr))
 
 
 def set_writable(tree_fd: int) -> None:
     """Undo ``set_readonly`` on every mount of the tree ``tree_fd``."""
     attr = _MountAttr(0, MOUNT_ATTR_RDONLY, 0, 0)
-    syscall("mount_setattr", tree_fd, b"", AT_EMPTY_PATH | AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr))
+    _mount_setattr(tree_fd, b"", AT_EMPTY_PATH | AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr))
 
 
 def set_nodev(tree_fd: int) -> None:
     """Make every mount of the tree ``tree_fd`` refuse to open device nodes (MOUNT_ATTR_NODEV)."""
     attr = _MountAttr(MOUNT_ATTR_NODEV, 0, 0, 0)
-    syscall("mount_setattr", tree_fd, b"", AT_EMPTY_PATH | AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr))
+    _mount_setattr(tree_fd, b"", AT_EMPTY_PATH | AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr))
 
 
 def make_private(tree_fd: int) -> None:
@@ -98,11 +110,11 @@ def make_private(tree_fd: int) -> None:
     mount stays in its peer group, so that what is mounted on the clone would appear on
     the original (and an unmount of the original's children would take the clone's)."""
     attr = _MountAttr(0, 0, MS_PRIVATE, 0)
-    syscall("mount_setattr", tree_fd, b"", AT_EMPTY_PATH | AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr))
+    _mount_setattr(tree_fd, b"", AT_EMPTY_PATH | AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr))
 
 
 def _attach_tree(tree_fd: int, target_fd: int) -> None:
-    syscall("move_mount", tree_fd, b"", target_fd, b"", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)
+    _move_mount(tree_fd, b"", target_fd, b"", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)
 
 
 @contextmanager
@@ -131,23 +143,27 @@ FSOPEN_CLOEXEC = 1
 FSMOUNT_CLOEXEC = 1
 FSCONFIG_SET_FLAG = 0
 FSCONFIG_SET_STRING = 1
+FSCONFIG_SET_FD = 5
 FSCONFIG_CMD_CREATE = 6
 
 
-def new_mount(fstype: str, options: dict[str, str | None], attributes: int = 0) -> int:
+def new_mount(fstype: str, options: Mapping[str, str | int | None], attributes: int = 0) -> int:
     """A new, detached mount of ``fstype`` (fsopen/fsconfig/fsmount): the fd of its root.
 
-    An option whose value is None is a flag. Put it in place with ``attached`` or
-    ``attach``.
+    An option whose value is None is a flag, an int an fd (``FSCONFIG_SET_FD``: overlayfs's
+    ``lowerdir+`` on recent kernels; older ones answer EINVAL). Put it in place with
+    ``attached`` or ``attach``.
     """
-    context = syscall("fsopen", _bytes(fstype), FSOPEN_CLOEXEC)
+    context = _fsopen(_bytes(fstype), FSOPEN_CLOEXEC)
     try:
         for key, value in options.items():
             if value is None:
-                syscall("fsconfig", context, FSCONFIG_SET_FLAG, _bytes(key), None, 0)
+                _fsconfig(context, FSCONFIG_SET_FLAG, _bytes(key), None, 0)
+            elif isinstance(value, int):
+                _fsconfig(context, FSCONFIG_SET_FD, _bytes(key), None, value)
             else:
-                syscall("fsconfig", context, FSCONFIG_SET_STRING, _bytes(key), _bytes(value), 0)
-        syscall("fsconfig", context, FSCONFIG_CMD_CREATE, None, None, 0)
-        return syscall("fsmount", context, FSMOUNT_CLOEXEC, attributes)
+                _fsconfig(context, FSCONFIG_SET_STRING, _bytes(key), _bytes(value), 0)
+        _fsconfig(context, FSCONFIG_CMD_CREATE, None, None, 0)
+        return _fsmount(context, FSMOUNT_CLOEXEC, attributes)
     finally:
         os.close(context)

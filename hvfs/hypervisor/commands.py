@@ -68,6 +68,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             info = reply["manager"]
             print(f"manager pid {info['pid']}, {info['rss_kb'] // 1024} MiB, {len(reply['groups'])} groups")
+            if spares := info.get("spares"):  # runs that took a VM made ahead, and those that found none
+                print(f"  spares: {spares['ready']} ready; {spares['taken']} taken, {spares.get('missed', 0)} missed,"
+                      f" {spares['made']} made since the manager started")  # fmt: skip
             for gid, vms in sorted(reply["groups"].items()):
                 print(f"  {gid}: " + ", ".join(f"{vm['name']} ({vm['state']})" for vm in vms))
         return 0

@@ -196,6 +196,7 @@ class Spares:
         self._runs = 0  # runs starting now (starting()): the making waits for them
         self.made = 0
         self.taken = 0
+        self.missed = 0  # runs that could have taken a spare and found none ready (started fresh)
 
     def take(self, wanted: Recipe, vmid: str) -> Spare | None:
         """The spare of ``wanted``'s configuration, if one is ready: now the VM ``vmid``,
@@ -204,6 +205,7 @@ class Spares:
             ready = self._ready.get(wanted.key)
             spare = ready.pop(0) if ready else None
             if spare is None:
+                self.missed += 1
                 if wanted.key in self._wanted:  # run again before its spare was ready
                     self._depth[wanted.key] = DEPTH
                 return None
@@ -219,6 +221,8 @@ class Spares:
                 moved = False
         if not moved or spare.identity != wanted.identity():  # or a host directory was replaced since
             spare.drop(self.layout)
+            with self._cond:
+                self.missed += 1
             return None
         self.taken += 1
         return spare
@@ -275,9 +279,11 @@ class Spares:
             self._cond.notify()
 
     def statistics(self) -> dict[str, int]:
-        """Spares ready now, made and taken since the manager started (hvfs manager status)."""
+        """Spares ready now, made and taken since the manager started, and the runs that
+        could have taken one and found none ready (hvfs manager status)."""
         with self._cond:
-            return {"ready": sum(map(len, self._ready.values())), "made": self.made, "taken": self.taken}
+            ready = sum(map(len, self._ready.values()))
+            return {"ready": ready, "made": self.made, "taken": self.taken, "missed": self.missed}
 
     def vmids(self) -> set[str]:
         """The state directories of the spares, made or being made (not the daemon's to sweep)."""

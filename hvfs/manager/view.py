@@ -97,7 +97,7 @@ def build_views(table: list[Mount], staging: str, persist: str | None) -> Views:
 
 
 def _build_on(table: list[Mount], staging: str, persist: str | None) -> Views:
-    scratch = Scratch(persist or os.path.join(staging, "scratch"))
+    scratch = Scratch(persist, persisted=True) if persist else Scratch(os.path.join(staging, "scratch"))
     tree = os.path.join(staging, "tree")
     os.mkdir(tree, 0o755)
     ordered = sorted(table, key=lambda mount: mount.depth)

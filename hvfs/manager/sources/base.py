@@ -36,6 +36,7 @@ class Scratch:
     when the VM is, or on disk with ``--persist DIR``. Each mount of a VM has its own."""
 
     directory: str
+    persisted: bool = False  # on disk with --persist: its layers name only lowers of their own
 
     def below(self, target: str) -> Scratch:
         """The scratch of the mount at ``target``: the root's is this one (so a persisted
@@ -43,7 +44,7 @@ class Scratch:
         if target.strip("/") == "":
             return self
         name = target.strip("/").replace("%", "%25").replace("/", "%2F")  # one name per target
-        return Scratch(os.path.join(self.directory, "mounts", name))
+        return Scratch(os.path.join(self.directory, "mounts", name), self.persisted)
 
     def layer(self, key: str) -> tuple[str, str]:
         """An (upper, work) pair of directories for one overlay, created if missing."""
@@ -53,13 +54,16 @@ class Scratch:
         os.makedirs(work, exist_ok=True)
         return upper, work
 
-    def overlay(self, lower: str, key: str) -> int:
-        """A new, detached copy-on-write mount of the directory ``lower`` (which it never
-        changes) whose writes land in this scratch's layer ``key``: its fd, for
-        ``hvfs._sys.mount.attached``."""
+    def overlay(self, lower: str | int, key: str) -> int:
+        """A new, detached copy-on-write mount of the directory ``lower`` (a path, or an fd
+        of it: overlayfs's ``lowerdir+``), which it never changes, whose writes land in
+        this scratch's layer ``key``: its fd, for ``hvfs._sys.mount.attached``."""
         upper, work = self.layer(key)
-        options: dict[str, str | None] = {
-            "lowerdir": _escape(lower),
+        lowers: dict[str, str | int | None] = (
+            {"lowerdir+": lower} if isinstance(lower, int) else {"lowerdir": _escape(lower)}
+        )
+        options: dict[str, str | int | None] = {
+            **lowers,
             "upperdir": _escape(upper),
             "workdir": _escape(work),
             "userxattr": None,  # the manager is in a user namespace: trusted.* xattrs are not ours

@@ -9,8 +9,10 @@ upper layers, kept in memory and discarded at exit, or kept on disk with ``--per
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -49,14 +51,27 @@ class ImageSource(Source):
 
     def mount(self, target: int, scratch: Scratch) -> None:
         """Implements Source.mount: one overlay per layer, nested under the root's."""
-        root_lower = self.layers[0][1]
-        if self.skeleton:
-            root_lower = os.path.join(scratch.directory, "skeleton")
-            _make_skeleton(root_lower)
-        with m.attached(scratch.overlay(root_lower, "root"), target) as root:
+        with m.attached(self._root_overlay(scratch), target) as root:
             for path, lower in self.layers[1:]:
                 with closing(openat2(root, path, O_PATH | os.O_DIRECTORY, 0, RESOLVE_IN_ROOT)) as at:
                     m.attach(scratch.overlay(lower, path.strip("/").replace("/", "-")), at)
+
+    def _root_overlay(self, scratch: Scratch) -> int:
+        """The root's overlay: of the shared skeleton (``shared_skeleton``) where it can be,
+        else of a skeleton of this VM's own (or of the image's root directory)."""
+        if not self.skeleton:
+            return scratch.overlay(self.layers[0][1], "root")
+        shared = None if scratch.persisted else shared_skeleton()
+        if shared is not None:
+            try:
+                return scratch.overlay(shared, "root")
+            except OSError as e:
+                if e.errno != errno.EINVAL:
+                    raise
+                refuse_shared_skeleton()  # an overlayfs that takes no lower by fd
+        lower = os.path.join(scratch.directory, "skeleton")
+        _make_skeleton(lower)
+        return scratch.overlay(lower, "root")
 
     def inner_mounts(self) -> tuple[str, ...]:
         """Implements Source.inner_mounts: the nested layers."""
@@ -70,6 +85,63 @@ class ImageSource(Source):
 
     def describe(self) -> str:
         return self.name
+
+
+def shared_skeleton() -> int | None:
+    """The host image's root lower for every VM of this process (an fd of it), or None
+    where it cannot be made or used (then each VM makes its own, as a persisted root does:
+    a root kept on disk names a lower that outlives this process).
+
+    Made once, on a tmpfs of its own that is mounted nowhere (``new_mount``: only this
+    process holds it, by a close-on-exec fd, and it goes with the process and the last
+    overlay of it) and read-only once made; handed to overlayfs by fd (``lowerdir+``), so
+    no path can be swapped under it. Shared safely because overlayfs never writes a lower
+    layer: a VM's change to its root (a file in /srv, a chmod of /tmp) is copied up into
+    that VM's own upper layer, so no VM sees another's. It saves each VM's view some
+    thirty file system calls (mkdir, chmod, symlink, stat), on the making of every spare
+    and every fresh start."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            try:
+                fd = m.new_mount("tmpfs", {"mode": "0755", "size": "64k"}, m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV)
+            except OSError:
+                _shared = -1
+                return None
+            try:
+                _fill_skeleton(fd)
+                m.set_readonly(fd)
+            except OSError:
+                os.close(fd)
+                fd = -1
+            _shared = fd
+        return _shared if _shared >= 0 else None
+
+
+def refuse_shared_skeleton() -> None:
+    """Make no more VMs of the shared skeleton (the kernel refused it). Its fd stays open:
+    another thread may be passing it to the kernel now, and a number closed under it could
+    name some other file by then."""
+    global _shared
+    with _shared_lock:
+        _shared = -1
+
+
+_shared: int | None = None  # the shared skeleton's fd; -1: none can be
+_shared_lock = threading.Lock()
+
+
+def _fill_skeleton(at: int) -> None:
+    """``_make_skeleton``'s tree, in the directory ``at``."""
+    for name in HOST_TREES:
+        host = os.path.join("/", name)
+        if os.path.islink(host):
+            os.symlink(os.readlink(host), name, dir_fd=at)
+        elif os.path.isdir(host):
+            os.mkdir(name, dir_fd=at)
+    for name, mode in SKELETON_DIRS.items():
+        os.mkdir(name, dir_fd=at)
+        os.chmod(name, mode, dir_fd=at)
 
 
 def _make_skeleton(directory: str) -> None:
