@@ -165,8 +165,71 @@ next_status(int pending, int *status)
 }
 
 #define EXITS_KEPT 64 /* exits reaped in one wait_stop before it returns anyway */
+#define QUEUED_KEPT 32 /* stops already pending collected by one blocking wait_stop */
 
-/* wait_stop(pending, here) -> (pid, status, regs | None, passed, execs, exits)
+/* What one wait hands to Python besides its status: the stops passed and the exits reaped. */
+struct passing {
+    long passed, execs;
+    int exits[EXITS_KEPT][2], nexits;
+};
+
+/* One status Python must handle (next_status, the stops needing no decision and those
+ * ``here`` leaves to C passed, exits kept in ``seen``): its pid, 0 when none (``pending``),
+ * -1 with errno. ``have_regs``: a seccomp stop's registers read into ``regs``. */
+static pid_t
+for_python(int pending, int here, int *status, regs_t *regs, int *have_regs, struct passing *seen)
+{
+    *have_regs = 0;
+    for (;;) {
+        pid_t pid = next_status(pending, status);
+        if (pid == 0) {
+            *status = 0;
+            return 0;
+        }
+        if (pid < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (needs_no_decision(*status)) {
+            int code = pass_through(pid, *status);
+            if (code == 0 || code == ESRCH) { /* ESRCH: killed meanwhile, its exit comes next */
+                seen->passed++;
+                continue;
+            }
+            return pid; /* an unexpected failure: Python handles (and logs) this stop */
+        }
+        if (here && answered_here(pid, *status, here, &seen->execs)) {
+            seen->passed++;
+            continue;
+        }
+        if ((WIFEXITED(*status) || WIFSIGNALED(*status)) && seen->nexits < EXITS_KEPT) {
+            seen->exits[seen->nexits][0] = pid;
+            seen->exits[seen->nexits][1] = *status;
+            seen->nexits++;
+            continue;
+        }
+        if (WIFSTOPPED(*status) && (*status >> 16) == PTRACE_EVENT_SECCOMP)
+            *have_regs = ptrace(PTRACE_GETREGS, pid, 0, regs) == 0;
+        return pid;
+    }
+}
+
+struct queued {
+    pid_t pid;
+    int status, have_regs;
+    regs_t regs;
+};
+
+static PyObject *
+stop_tuple(pid_t pid, int status, const regs_t *regs, int have_regs)
+{
+    if (have_regs)
+        return Py_BuildValue("iiy#", pid, status, (const char *)regs, (Py_ssize_t)sizeof *regs);
+    return Py_BuildValue("iiO", pid, status, Py_None);
+}
+
+/* wait_stop(pending, here) -> (pid, status, regs | None, passed, execs, exits, queued, more)
  *
  * Waits (waitpid(-1, __WALL | __WNOTHREAD), the GIL released) until a stop or an exit
  * that Python must handle: a seccomp stop (returned with its registers, read here), a
@@ -177,80 +240,83 @@ next_status(int pending, int *status)
  * parent, pid 1 say, learns of it only once the tracer has reaped it: no wait for Python
  * there), and handed back in ``exits``, ((pid, status), ...) in their order, which the
  * caller must handle before the status returned (their pids may be reused by then).
- * With ``pending`` true, only a stop already there, never an exit: pid 0 when there is
- * none (the driver's rounds, exec_tracer.py's _next). ChildProcessError when no tracee
- * is left and no exit is to be handed back (then pid 0: the next call raises it). */
+ * Once a status is found, the stops already pending are collected in the same call, as
+ * ``pending`` calls would (never an exit; ``here`` as given: Python's exits can only
+ * widen it): ``queued``, ((pid, status, regs | None), ...) in arrival order, for the
+ * driver's round after the status; ``more`` when QUEUED_KEPT were taken and others may
+ * wait (then ``pending`` calls). With ``pending`` true, only a stop already there, never
+ * an exit: pid 0 when there is none (the driver's rounds, exec_tracer.py's _next), and
+ * nothing queued. ChildProcessError when no tracee is left and no exit is to be handed
+ * back (then pid 0: the next call raises it). */
 static PyObject *
 tr_wait_stop(PyObject *self, PyObject *args)
 {
     pid_t pid = 0;
-    int status = 0, failed = 0, have_regs = 0, pending = 0, here = 0;
-    long passed = 0, execs = 0;
-    int exits[EXITS_KEPT][2], nexits = 0;
+    int status = 0, failed = 0, have_regs = 0, pending = 0, here = 0, nqueued = 0, more = 0;
+    struct passing seen;
+    memset(&seen, 0, sizeof seen);
+    struct queued *round = NULL; /* on the heap: QUEUED_KEPT registers are 7 KiB */
     regs_t regs;
     if (!PyArg_ParseTuple(args, "pi", &pending, &here))
         return NULL;
+    round = PyMem_Malloc(sizeof *round * QUEUED_KEPT);
+    if (round == NULL)
+        return PyErr_NoMemory();
     Py_BEGIN_ALLOW_THREADS
-    for (;;) {
-        pid = next_status(pending, &status);
-        if (pid == 0) {
-            status = 0;
-            break;
-        }
-        if (pid < 0) {
-            if (errno == EINTR)
-                continue;
-            failed = errno;
-            break;
-        }
-        if (needs_no_decision(status)) {
-            int code = pass_through(pid, status);
-            if (code == 0 || code == ESRCH) { /* ESRCH: killed meanwhile, its exit comes next */
-                passed++;
-                continue;
-            }
-            break; /* an unexpected failure: Python handles (and logs) this stop */
-        }
-        if (here && answered_here(pid, status, here, &execs)) {
-            passed++;
-            continue;
-        }
-        if ((WIFEXITED(status) || WIFSIGNALED(status)) && nexits < EXITS_KEPT) {
-            exits[nexits][0] = pid;
-            exits[nexits][1] = status;
-            nexits++;
-            continue;
-        }
-        if (WIFSTOPPED(status) && (status >> 16) == PTRACE_EVENT_SECCOMP)
-            have_regs = ptrace(PTRACE_GETREGS, pid, 0, &regs) == 0;
-        break;
+    pid = for_python(pending, here, &status, &regs, &have_regs, &seen);
+    if (pid < 0)
+        failed = errno;
+    while (pid > 0 && !pending && nqueued < QUEUED_KEPT) {
+        struct queued *next = &round[nqueued];
+        next->pid = for_python(1, here, &next->status, &next->regs, &next->have_regs, &seen);
+        if (next->pid <= 0)
+            break; /* none left (a failure of this waitid: the next wait meets it) */
+        nqueued++;
     }
+    more = nqueued == QUEUED_KEPT;
     Py_END_ALLOW_THREADS
-    PyObject *exited = PyTuple_New(nexits);
-    if (exited == NULL)
-        return NULL;
-    for (int i = 0; i < nexits; i++) {
-        PyObject *pair = Py_BuildValue("ii", exits[i][0], exits[i][1]);
-        if (pair == NULL) {
-            Py_DECREF(exited);
-            return NULL;
-        }
+    PyObject *exited = PyTuple_New(seen.nexits), *collected = PyTuple_New(nqueued);
+    int i;
+    for (i = 0; exited && collected && i < seen.nexits; i++) {
+        PyObject *pair = Py_BuildValue("ii", seen.exits[i][0], seen.exits[i][1]);
+        if (pair == NULL)
+            break;
         PyTuple_SET_ITEM(exited, i, pair);
     }
-    if (failed && nexits)
-        return Py_BuildValue("iiOllN", 0, 0, Py_None, passed, execs, exited);
-    if (failed)
-        Py_DECREF(exited);
-    if (failed == ECHILD) {
-        PyErr_SetString(PyExc_ChildProcessError, "no tracee left");
+    int j;
+    for (j = 0; exited && collected && i == seen.nexits && j < nqueued; j++) {
+        PyObject *stop = stop_tuple(round[j].pid, round[j].status, &round[j].regs, round[j].have_regs);
+        if (stop == NULL)
+            break;
+        PyTuple_SET_ITEM(collected, j, stop);
+    }
+    PyMem_Free(round);
+    if (exited == NULL || collected == NULL || i < seen.nexits || j < nqueued) {
+        Py_XDECREF(exited);
+        Py_XDECREF(collected);
         return NULL;
     }
-    if (failed)
+    if (failed && seen.nexits)
+        return Py_BuildValue("iiOllNNi", 0, 0, Py_None, seen.passed, seen.execs, exited, collected, 0);
+    if (failed) {
+        Py_DECREF(exited);
+        Py_DECREF(collected);
+        if (failed == ECHILD) {
+            PyErr_SetString(PyExc_ChildProcessError, "no tracee left");
+            return NULL;
+        }
         return raise_errno(failed, "waitpid");
-    if (have_regs)
-        return Py_BuildValue("iiy#llN", pid, status, (const char *)&regs, (Py_ssize_t)sizeof regs, passed, execs,
-                             exited);
-    return Py_BuildValue("iiOllN", pid, status, Py_None, passed, execs, exited);
+    }
+    PyObject *first = stop_tuple(pid, status, &regs, have_regs);
+    if (first == NULL) {
+        Py_DECREF(exited);
+        Py_DECREF(collected);
+        return NULL;
+    }
+    PyObject *result = Py_BuildValue("OOOllNNi", PyTuple_GET_ITEM(first, 0), PyTuple_GET_ITEM(first, 1),
+                                     PyTuple_GET_ITEM(first, 2), seen.passed, seen.execs, exited, collected, more);
+    Py_DECREF(first);
+    return result;
 }
 
 /* release(pid, regs, skip, result, signum) -> None

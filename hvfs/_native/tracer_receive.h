@@ -40,9 +40,10 @@ struct outcome {
 };
 
 /* Run the prepared ``regs`` (the recvmsg, in place of the call) to their syscall-exit stop,
- * as stopped.py's _run_to_exit: other stops are resumed, their signals kept. */
+ * as stopped.py's _run_to_exit: other stops are resumed, their signals kept. The registers
+ * there are not read: receive reads them only where the cmsg does not check. */
 static void
-run_to_exit(pid_t pid, struct outcome *out, regs_t *after)
+run_to_exit(pid_t pid, struct outcome *out)
 {
     if (ptrace(PTRACE_SYSCALL, pid, 0, 0) < 0) {
         out->gone = 1;
@@ -60,13 +61,8 @@ run_to_exit(pid_t pid, struct outcome *out, regs_t *after)
             return;
         }
         int sig = WSTOPSIG(status), event = status >> 16;
-        if (sig == SYSCALL_STOP) {
-            if (ptrace(PTRACE_GETREGS, pid, 0, after) < 0) {
-                out->gone = 1;
-                out->status = -1;
-            }
+        if (sig == SYSCALL_STOP)
             return;
-        }
         if (!event && sig != SIGTRAP) {
             if (out->nsignals < 8)
                 out->signals[out->nsignals++] = sig;
@@ -148,34 +144,41 @@ receive(pid_t pid, const regs_t *stopped, int sock, const struct sockaddr_un *to
         out->status = -1;
         return;
     }
-    run_to_exit(pid, out, &after);
+    run_to_exit(pid, out);
     if (out->gone)
         return;
-    long long received = (long long)after.rax;
-    if (received == -EMFILE) {
-        out->result = received;
-        return;
-    }
-    if (received < 0) {
-        out->result = -EIO;
-        return;
-    }
+    /* The cmsg first: a number there that kcmp finds to be the manager's very file is where
+     * the file was installed, in this thread's table, whatever the call returned; only
+     * otherwise is its result read, to say why (EMFILE as the kernel said it, else EIO). */
     struct {
         uint64_t len;
         int32_t level, type, fd;
     } cmsg;
     local = (struct iovec){.iov_base = &cmsg, .iov_len = 20};
     remote = (struct iovec){.iov_base = (void *)(uintptr_t)(scratch + CMSG_AT), .iov_len = 20};
-    if (process_vm_readv(pid, &local, 1, &remote, 1, 0) != 20) {
-        out->result = -EIO;
+    int read_back = process_vm_readv(pid, &local, 1, &remote, 1, 0) == 20;
+    int ours = read_back && cmsg.len >= 20 && cmsg.level == SOL_SOCKET && cmsg.type == SCM_RIGHTS;
+    /* Without kcmp (``check`` false: never kept then), the number read back as before. */
+    int checked = ours && (check ? cmsg.fd >= 0 && kcmp_file(pid, cmsg.fd, fd) == 0 : 1);
+    if (checked && check) {
+        out->result = cmsg.fd;
+        resume_installed(pid, stopped, fd, out);
         return;
     }
-    int ours = cmsg.len >= 20 && cmsg.level == SOL_SOCKET && cmsg.type == SCM_RIGHTS;
-    /* Without kcmp (``check`` false: never kept then), the number read back as before. */
-    int checked = !check || (cmsg.fd >= 0 && kcmp_file(pid, cmsg.fd, fd) == 0);
-    out->result = ours && checked ? cmsg.fd : -EIO;
-    if (out->result >= 0)
+    if (ptrace(PTRACE_GETREGS, pid, 0, &after) < 0) {
+        out->gone = 1;
+        out->status = -1;
+        return;
+    }
+    long long received = (long long)after.rax;
+    if (received == -EMFILE)
+        out->result = received;
+    else if (received < 0 || !checked)
+        out->result = -EIO;
+    else {
+        out->result = cmsg.fd;
         resume_installed(pid, stopped, fd, out);
+    }
 }
 
 #endif /* HVFS_TRACER_RECEIVE_H */

@@ -11,6 +11,7 @@ import select
 import signal
 import threading
 import time
+from collections import deque
 from typing import Any
 
 from hvfs import api
@@ -77,6 +78,10 @@ class _Tracer(ExecTracer):
         self._inspector = Inspector(self._creds)
         self._execs = ExecChecks()
         self._sockets = KeptSockets(init_pid)
+        # Stops the last wait collected after its status (tracer.c's ``queued``), and
+        # whether more may be pending than it took.
+        self._queued: deque[tuple[int, int, bytes | None]] = deque()
+        self._more = False
         self.served = {"calls": 0, "continued": 0, "answered": 0, "installed": 0, "passed": 0, "execs_passed": 0}
 
     def bind(self, vm: str, transport: Transport) -> None:
@@ -100,23 +105,33 @@ class _Tracer(ExecTracer):
 
     def _wait_status(self) -> tuple[int, int, bytes | None]:
         """The next status Python must handle. The C loop (hvfs/_native/tracer.c) resumes
-        the stops that need no decision itself (counted as ``passed``) and reads a seccomp
-        stop's registers; without it, every status, as the exec tracer waits."""
+        the stops that need no decision itself (counted as ``passed``), reads a seccomp
+        stop's registers and, in the same call, collects the stops already pending after
+        it (``_queued``, for ``_pending_stop``); without it, every status, as the exec
+        tracer waits."""
         if native_tracer is None:
             return super()._wait_status()
         while True:
-            pid, status, raw, passed, execs, exits = native_tracer.wait_stop(False, self._here())
+            pid, status, raw, passed, execs, exits, queued, more = native_tracer.wait_stop(False, self._here())
             self._passed(passed, execs)
             self._exited(exits)
             if pid:  # else only exits, the last ones: the next wait finds no tracee left
+                self._queued.extend(queued)
+                self._more = more
                 return pid, status, raw
 
     def _pending_stop(self) -> tuple[int, int, bytes | None] | None:
         if native_tracer is None:
             return super()._pending_stop()
-        pid, status, raw, passed, execs, exits = native_tracer.wait_stop(True, self._here())
+        if self._queued:
+            return self._queued.popleft()
+        if not self._more:  # the last wait took every stop pending then
+            return None
+        pid, status, raw, passed, execs, exits, _, _ = native_tracer.wait_stop(True, self._here())
         self._passed(passed, execs)
         self._exited(exits)  # none: a pending stop is never an exit
+        if not pid:
+            self._more = False
         return (pid, status, raw) if pid else None
 
     def _exited(self, exits: tuple[tuple[int, int], ...]) -> None:

@@ -53,6 +53,8 @@ _IOVEC = struct.Struct("<QQ")
 _CMSG = struct.Struct("<QiiI4x")  # len, level, type, one fd (CMSG_SPACE(4) = 24)
 _IOV_AT, _BYTE_AT, _CMSG_AT, _SCRATCH = 64, 80, 96, 128
 U64 = (1 << 64) - 1
+# The recvmsg's flags as plain ints: or-ing socket's MsgFlag members costs ~0.5 µs a served open.
+_DONTWAIT, _CMSG_CLOEXEC = int(socket.MSG_DONTWAIT), int(socket.MSG_CMSG_CLOEXEC)
 
 
 def signed(value: int) -> int:
@@ -67,21 +69,20 @@ class Stopped:
 
     def __init__(self, pid: int, raw: bytes | None = None) -> None:
         self.pid = pid
-        # ``raw``: its registers as the C loop read them at the stop (one GETREGS fewer).
+        # ``raw``: its registers as the C loop read them at the stop (one GETREGS fewer),
+        # handed back to it as they are by a served open's install.
         self.regs = tracing.registers(pid) if raw is None else tracing.Registers.from_buffer_copy(raw)
+        self._raw = raw
+        low = int(self.regs.orig_rax) & 0xFFFFFFFF
+        # The call's number as the kernel takes it (and the filter saw it): the low 32 bits
+        # of orig_rax, as a signed int.
+        self.nr = low - (1 << 32) if low & (1 << 31) else low
         self.signals: list[int] = []
         self.gone_status: int | None = None  # the wait status of its death, when an install saw it
         # Answered and resumed by the C loop once its file was installed and checked.
         self.resumed = False
         # What ``release`` writes back: (skip the call, its result); None resumes it as it is.
         self._outcome: tuple[bool, int] | None = None
-
-    @property
-    def nr(self) -> int:
-        """The call's number as the kernel takes it (and the filter saw it): the low 32
-        bits of orig_rax, as a signed int."""
-        low = int(self.regs.orig_rax) & 0xFFFFFFFF
-        return low - (1 << 32) if low & (1 << 31) else low
 
     @property
     def args(self) -> tuple[int, int, int, int, int, int]:
@@ -191,7 +192,7 @@ class Stopped:
         """Send ``fd`` on the thread's socket ``kept`` and make the thread receive it (in
         place of its call, or rewound onto it); the number it got, once ``kcmp`` says it
         is ``fd`` itself; EIO otherwise, EMFILE as the kernel says it."""
-        flags = socket.MSG_DONTWAIT | (socket.MSG_CMSG_CLOEXEC if cloexec else 0)
+        flags = _DONTWAIT | (_CMSG_CLOEXEC if cloexec else 0)
         if in_place and native_tracer is not None:  # the same steps and checks, in C, in one call
             return self._receive_natively(kept, fd, flags)
         try:
@@ -227,7 +228,14 @@ class Stopped:
         answers and resumes the thread once what it received is checked (``resumed``)."""
         address = kept.address if isinstance(kept.address, bytes) else os.fsencode(kept.address)
         result, signals, gone, self.resumed = native_tracer.receive(
-            self.pid, bytes(self.regs), kept.sock.fileno(), address, kept.number, fd, flags, tracing.kcmp_works()
+            self.pid,
+            self._raw if self._raw is not None else bytes(self.regs),
+            kept.sock.fileno(),
+            address,
+            kept.number,
+            fd,
+            flags,
+            tracing.kcmp_works(),
         )
         self.signals.extend(signals)
         if gone is not None:
