@@ -1,0 +1,150 @@
+/* A strict VM's write-open of a file that exists, served in the C receive loop (served_stat.h's
+ * serve_open hands its writes here; hvfs/intercept/served_stat.py says when, and
+ * tests/test_served_write.py holds it to the Python path).
+ *
+ * What is served is what the Python path serves in one call (hvfs/manager/handlers/direct.py
+ * open_writable, reached from opening.py handle_open for a legacy open, openat or creat): an
+ * absolute path that decoders/magic.py ``untranslated`` leaves as it is and resolve.py
+ * ``plain_name`` names (no "//", "/./", "/../", no last "/." or "/.." nor "/"), opened O_WRONLY or
+ * O_RDWR in the VM's writable view, a nodev one, with the caller's flags less O_CREAT (the file
+ * exists: no mode, no umask), O_NONBLOCK, O_NOCTTY and O_CLOEXEC added, RESOLVE_IN_ROOT and
+ * RESOLVE_NO_SYMLINKS, acting as the caller; then fstat and F_SETFL of the caller's status flags
+ * (files.open_stat). A regular file is noted in the change set as direct.py notes it (its text,
+ * existed, exists), a FIFO is not (it changes nothing in the tree); both are handed out.
+ *
+ * Declined before any answer, so that Python serves the request from its start: a VM with a
+ * hook or an audit (quiet[0] off), or whose reads a service judges; O_PATH, O_TMPFILE, a
+ * read-only access mode (O_CREAT or O_TRUNC alone: opening.py's probe), O_CREAT with O_EXCL;
+ * a relative path, one naming "proc", "pts" or "dev" (kernel_paths, /dev's devices, magic
+ * links to the caller's own files), a path that is not plain; a caller whose credentials
+ * are not published; and every failed open: ENOENT (a file to create: the caller's umask,
+ * which is not published, and the mode; the Python path creates it), ELOOP (a symlink on
+ * the way: named by a readlink there), any errno (Python's general path answers it). A
+ * failed openat2 changes nothing, bar an O_TRUNC open failing after its truncation, which
+ * Python's own direct path hands to its general path alike.
+ *
+ * The change set: noted with the GIL taken here (PyGILState_Ensure), by the VM's
+ * ChangeSet.note, before the file is installed and the call answered, so no reader of the
+ * change set (hvfs diff, a snapshot, the manager's stop) can look in between: the order the
+ * dispatch keeps (changes.record, then the driver's answer).
+ *
+ * The answer: ADDFD without SEND, C's copy closed, then the answer (hp_install's order for a
+ * writable file: the VM's close must be the last, or an exec right after writing fails with
+ * ETXTBSY).
+ */
+#ifndef HVFS_SERVED_WRITE_H
+#define HVFS_SERVED_WRITE_H
+
+#define SERVED_STATUS (O_APPEND | O_DIRECT | O_NOATIME) /* direct.py _STATUS */
+#define SERVED_WRITABLE (1u << 31) /* in *newfd_flags, never the kernel's: install_served's order */
+
+/* Whether path is one the Python path opens by its text in one call: absolute, plain, and
+ * naming no kernel path nor anything under /dev. */
+static int
+plain_write_path(const char *path, size_t length)
+{
+    if (path[0] != '/' || path[length - 1] == '/' || strstr(path, "proc") || strstr(path, "pts") ||
+        strstr(path, "dev"))
+        return 0;
+    return !strstr(path, "//") && !strstr(path, "/./") && !strstr(path, "/../") && !ends_with(path, length, "/.") &&
+           !ends_with(path, length, "/..");
+}
+
+/* changes.note(path, True, True) with the GIL: 0, or -1 where it raised (reported as
+ * unraisable; the request is then answered EIO, as the dispatch answers a failed record). */
+static int
+note_change(PyObject *note, const char *path, size_t length)
+{
+    PyGILState_STATE gil = PyGILState_Ensure();
+    PyObject *name = PyUnicode_DecodeFSDefaultAndSize(path, (Py_ssize_t)length);
+    PyObject *done = name ? PyObject_CallFunctionObjArgs(note, name, Py_True, Py_True, NULL) : NULL;
+    int failed = done == NULL;
+    if (failed)
+        PyErr_WriteUnraisable(note);
+    Py_XDECREF(done);
+    Py_XDECREF(name);
+    PyGILState_Release(gil);
+    return failed ? -1 : 0;
+}
+
+/* Serves a write-open (flags: the register's, masked to what open(2) keeps) of path_at, as the
+ * header says: ANSWER with *install the fd to install writable (or resp an errno), GONE, or
+ * DECLINED. Without the GIL but for the change set's note. */
+static int
+serve_write(const struct stat_context *c, int listener, const struct seccomp_notif *notif, uint64_t path_at,
+            uint64_t flags, struct seccomp_notif_resp *resp, int *install, unsigned int *newfd_flags)
+{
+    uint64_t access = flags & O_ACCMODE;
+    if (c->rw_root < 0 || !c->change_note || !c->opens || !__atomic_load_n(c->quiet, __ATOMIC_ACQUIRE))
+        return DECLINED;
+    if (flags & (O_PATH | SERVED_TMPFILE) || (access != O_WRONLY && access != O_RDWR) ||
+        (flags & O_CREAT && flags & O_EXCL))
+        return DECLINED;
+    struct acting a = {0};
+    if (path_at == 0 || notif->pid <= 0 || !published_caller(c, notif->pid, &a))
+        return DECLINED;
+    /* Safe because: process_vm_readv writes only within our buffer; the bytes are opened as
+     * read, whatever the caller's memory holds by then. */
+    char path[PATH_MAX_BYTES + 1];
+    ssize_t got = read_remote(notif->pid, path_at, path, SHORT_PATH);
+    if (got == SHORT_PATH && !memchr(path, 0, SHORT_PATH)) {
+        ssize_t more = read_remote(notif->pid, path_at + SHORT_PATH, path + SHORT_PATH, PATH_MAX_BYTES - SHORT_PATH);
+        got = more < 0 ? got : got + more;
+    }
+    const char *end = got > 0 ? memchr(path, 0, (size_t)got) : NULL;
+    if (end == NULL || end == path || !plain_write_path(path, (size_t)(end - path)))
+        return DECLINED;
+    uint64_t id = notif->id;
+    if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) < 0)
+        return GONE;
+    struct open_how how = {.flags = (flags & ~(uint64_t)O_CREAT) | O_NONBLOCK | O_NOCTTY | O_CLOEXEC,
+                           .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS};
+    int status = flags & O_NONBLOCK ? -1 : (int)(flags & SERVED_STATUS), fd = -1, failed = ECANCELED;
+    unsigned int mode = 0;
+    if (act_switch(&a) == 0)
+        failed = open_stat_calls(c->rw_root, path, &how, status, &fd, &mode);
+    act_restore(&a);
+    if (failed)
+        return DECLINED;
+    if (!S_ISREG(mode) && !S_ISFIFO(mode)) { /* unreachable in a nodev view: direct.py's general path */
+        close(fd);
+        return DECLINED;
+    }
+    uint64_t *count = c->counts + SERVED_OUTCOMES * COUNTS_OPEN;
+    if (S_ISREG(mode) && note_change(c->change_note, path, (size_t)(end - path)) < 0) {
+        close(fd);
+        resp->error = -EIO;
+        count[SERVED_FAILED]++;
+        return ANSWER;
+    }
+    *install = fd;
+    *newfd_flags = (flags & O_CLOEXEC ? O_CLOEXEC : 0) | SERVED_WRITABLE;
+    count[SERVED_DONE]++;
+    return ANSWER;
+}
+
+/* Installs fd (taken, closed here) in the caller: read-only with ADDFD and SEND; writable
+ * (SERVED_WRITABLE in newfd_flags) with ADDFD, our copy closed, then the answer (hp_install's
+ * order). EMFILE answered EMFILE, ENOENT
+ * (the caller gone) nothing, any other failure EIO, as the driver answers an internal error. 0,
+ * or the errno of a failed answer. */
+static int
+install_served(int listener, uint64_t id, int fd, unsigned int newfd_flags)
+{
+    int writable = (newfd_flags & SERVED_WRITABLE) != 0;
+    struct seccomp_notif_addfd add = {.id = id,
+                                      .flags = writable ? 0 : SECCOMP_ADDFD_FLAG_SEND,
+                                      .srcfd = (uint32_t)fd,
+                                      .newfd_flags = newfd_flags & ~SERVED_WRITABLE};
+    int number = ioctl(listener, SECCOMP_IOCTL_NOTIF_ADDFD, &add);
+    int failed = number < 0 ? errno : 0;
+    close(fd);
+    if (failed == ENOENT || (!failed && !writable))
+        return 0;
+    struct seccomp_notif_resp resp = {.id = id, .val = failed ? 0 : number};
+    if (failed)
+        resp.error = failed == EMFILE ? -EMFILE : -EIO;
+    return ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp) < 0 && errno != ENOENT ? errno : 0;
+}
+
+#endif
