@@ -378,7 +378,7 @@ serve_open(const struct stat_context *c, int listener, const struct seccomp_noti
     uint64_t flags = call == CALL_CREAT ? O_CREAT | O_WRONLY | O_TRUNC /* decoders/opening.py CREAT_FLAGS */
                                         : (call == CALL_OPEN ? a[1] : a[2]) & UINT32_MAX & SERVED_VALID_OPEN;
     if (flags & SERVED_WRITE)
-        return serve_write(c, listener, notif, path_at, flags, resp, install, newfd_flags);
+        return serve_write(c, listener, notif, dirfd, path_at, flags, resp, install, newfd_flags);
     if (!c->opens || flags & O_PATH)
         return DECLINED;
     int foreign = 0;

@@ -3,21 +3,24 @@
  * tests/test_served_write.py holds it to the Python path).
  *
  * What is served is what the Python path serves in one call (hvfs/manager/handlers/direct.py
- * open_writable, reached from opening.py handle_open for a legacy open, openat or creat): an
- * absolute path that decoders/magic.py ``untranslated`` leaves as it is and resolve.py
- * ``plain_name`` names (no "//", "/./", "/../", no last "/." or "/.." nor "/"), opened O_WRONLY or
- * O_RDWR in the VM's writable view, a nodev one, with the caller's flags less O_CREAT (the file
- * exists: no mode, no umask), O_NONBLOCK, O_NOCTTY and O_CLOEXEC added, RESOLVE_IN_ROOT and
- * RESOLVE_NO_SYMLINKS, acting as the caller; then fstat and F_SETFL of the caller's status flags
- * (files.open_stat). A regular file is noted in the change set as direct.py notes it (its text,
+ * open_writable, reached from opening.py handle_open for a legacy open, openat or creat): a
+ * path whose text (a relative one's after its base's, the cwd or the dirfd as read_base reads
+ * it) resolve.py ``plain_name`` names (no "//", "/./", "/../", no last "/." or "/.." nor "/"),
+ * opened O_WRONLY or O_RDWR in the VM's writable view, a nodev one, with the caller's flags less
+ * O_CREAT (the file exists: no mode, no umask), O_NONBLOCK, O_NOCTTY and O_CLOEXEC added, no
+ * symlink on the way (resolve.open_named: an absolute path RESOLVE_IN_ROOT; a relative one
+ * RESOLVE_BENEATH its base, found in the view with the manager's rights and checked to be the
+ * caller's very directory), acting as the caller; then fstat and F_SETFL of the caller's
+ * status flags (files.open_stat). A regular file is noted in the change set as direct.py notes it (its text,
  * existed, exists), a FIFO is not (it changes nothing in the tree); both are handed out.
  *
  * Declined before any answer, so that Python serves the request from its start: a VM with a
  * hook or an audit (quiet[0] off), or whose reads a service judges; O_PATH, O_TMPFILE, a
  * read-only access mode (O_CREAT or O_TRUNC alone: opening.py's probe), O_CREAT with O_EXCL;
- * a relative path, one naming "proc", "pts" or "dev" (kernel_paths, /dev's devices, magic
- * links to the caller's own files), a path that is not plain; a caller whose credentials
- * are not published; and every failed open: ENOENT (a file to create: the caller's umask,
+ * a path (with its base) naming "proc", "pts" or "dev" (kernel_paths, /dev's devices, magic
+ * links to the caller's own files), a path that is not plain, a base Python would find
+ * otherwise (ForeignBase, a deleted or foreign directory); a caller whose credentials are not
+ * published; and every failed open: ENOENT (a file to create: the caller's umask,
  * which is not published, and the mode; the Python path creates it), ELOOP (a symlink on
  * the way: named by a readlink there), any errno (Python's general path answers it). A
  * failed openat2 changes nothing, bar an O_TRUNC open failing after its truncation, which
@@ -67,18 +70,33 @@ note_change(PyObject *note, const char *path, size_t length)
     return failed ? -1 : 0;
 }
 
-/* Serves a write-open (flags: the register's, masked to what open(2) keeps) of path_at, as the
- * header says: ANSWER with *install the fd to install writable (or resp an errno), GONE, or
- * DECLINED. Without the GIL but for the change set's note. */
+/* The directory a relative path starts from, found in the writable view as resolve.open_named
+ * finds it (with the manager's rights: a lookup the caller made already; no symlink on the
+ * way) and checked to be the caller's very directory (identity, read_base's): an fd, or -1. */
+static long
+write_base(int rw_root, const char *base, const struct stat *identity)
+{
+    long dir = scoped_openat2(rw_root, base, O_PATH | O_DIRECTORY, RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS);
+    struct stat st;
+    if (dir >= 0 && (fstat((int)dir, &st) < 0 || st.st_dev != identity->st_dev || st.st_ino != identity->st_ino)) {
+        close((int)dir);
+        return -1;
+    }
+    return dir;
+}
+
+/* Serves a write-open (flags: the register's, masked to what open(2) keeps) of path_at from
+ * dirfd, as the header says: ANSWER with *install the fd to install writable (or resp an
+ * errno), GONE, or DECLINED. Without the GIL but for the change set's note. */
 static int
-serve_write(const struct stat_context *c, int listener, const struct seccomp_notif *notif, uint64_t path_at,
-            uint64_t flags, struct seccomp_notif_resp *resp, int *install, unsigned int *newfd_flags)
+serve_write(const struct stat_context *c, int listener, const struct seccomp_notif *notif, int32_t dirfd,
+            uint64_t path_at, uint64_t flags, struct seccomp_notif_resp *resp, int *install, unsigned int *newfd_flags)
 {
     uint64_t access = flags & O_ACCMODE;
     if (c->rw_root < 0 || !c->change_note || !c->opens || !__atomic_load_n(c->quiet, __ATOMIC_ACQUIRE))
         return DECLINED;
     if (flags & (O_PATH | SERVED_TMPFILE) || (access != O_WRONLY && access != O_RDWR) ||
-        (flags & O_CREAT && flags & O_EXCL))
+        (flags & O_CREAT && flags & O_EXCL) || (dirfd < 0 && dirfd != AT_FDCWD))
         return DECLINED;
     struct acting a = {0};
     if (path_at == 0 || notif->pid <= 0 || !published_caller(c, notif->pid, &a))
@@ -91,19 +109,33 @@ serve_write(const struct stat_context *c, int listener, const struct seccomp_not
         ssize_t more = read_remote(notif->pid, path_at + SHORT_PATH, path + SHORT_PATH, PATH_MAX_BYTES - SHORT_PATH);
         got = more < 0 ? got : got + more;
     }
-    const char *end = got > 0 ? memchr(path, 0, (size_t)got) : NULL;
-    if (end == NULL || end == path || !plain_write_path(path, (size_t)(end - path)))
+    if (got <= 0 || !memchr(path, 0, (size_t)got) || path[0] == 0)
+        return DECLINED;
+    char base[PATH_MAX_BYTES + 1], whole[2 * PATH_MAX_BYTES + 2]; /* resolve.plain_name's text */
+    struct stat identity = {0};
+    int made = path[0] == '/' ? snprintf(whole, sizeof whole, "%s", path) : 0;
+    if (path[0] != '/') {
+        if (read_base(notif->pid, dirfd, base, sizeof base, &identity) < 0)
+            return DECLINED;
+        made = snprintf(whole, sizeof whole, base[strlen(base) - 1] == '/' ? "%s%s" : "%s/%s", base, path);
+    }
+    if (made <= 0 || (size_t)made >= sizeof whole || !plain_write_path(whole, (size_t)made))
         return DECLINED;
     uint64_t id = notif->id;
     if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) < 0)
         return GONE;
+    long dir = path[0] == '/' ? c->rw_root : write_base(c->rw_root, base, &identity);
+    if (dir < 0)
+        return DECLINED;
     struct open_how how = {.flags = (flags & ~(uint64_t)O_CREAT) | O_NONBLOCK | O_NOCTTY | O_CLOEXEC,
-                           .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS};
+                           .resolve = RESOLVE_NO_SYMLINKS | (path[0] == '/' ? RESOLVE_IN_ROOT : RESOLVE_BENEATH)};
     int status = flags & O_NONBLOCK ? -1 : (int)(flags & SERVED_STATUS), fd = -1, failed = ECANCELED;
     unsigned int mode = 0;
     if (act_switch(&a) == 0)
-        failed = open_stat_calls(c->rw_root, path, &how, status, &fd, &mode);
+        failed = open_stat_calls((int)dir, path, &how, status, &fd, &mode);
     act_restore(&a);
+    if (dir != c->rw_root)
+        close((int)dir);
     if (failed)
         return DECLINED;
     if (!S_ISREG(mode) && !S_ISFIFO(mode)) { /* unreachable in a nodev view: direct.py's general path */
@@ -111,7 +143,7 @@ serve_write(const struct stat_context *c, int listener, const struct seccomp_not
         return DECLINED;
     }
     uint64_t *count = c->counts + SERVED_OUTCOMES * COUNTS_OPEN;
-    if (S_ISREG(mode) && note_change(c->change_note, path, (size_t)(end - path)) < 0) {
+    if (S_ISREG(mode) && note_change(c->change_note, whole, (size_t)made) < 0) {
         close(fd);
         resp->error = -EIO;
         count[SERVED_FAILED]++;
