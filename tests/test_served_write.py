@@ -240,12 +240,12 @@ def test_an_audited_vms_write_opens_stay_on_python_and_are_recorded_alike(hvfs: 
     assert _open_served(c_stats) == _open_served(python_stats), (c_stats, python_stats)
 
 
-def test_a_script_written_through_a_served_open_runs_at_once(hvfs: Hvfs, tmp_path: Path) -> None:
-    """The C loop closes its copy of a writable file before it answers: a script written (its
-    open served in C: the file exists) and run at once never fails with ETXTBSY."""
-    data = tmp_path / "data"
+def _written_and_run(runner: Hvfs, root: Path) -> None:
+    data = root / "data"
     data.mkdir()
-    stats = tmp_path / "stats.json"
+    if runner.user is not None:
+        chown_to(data, runner.user)
+    stats = root / "stats.json"
     script = """
         cd /data
         i=0
@@ -256,7 +256,18 @@ def test_a_script_written_through_a_served_open_runs_at_once(hvfs: Hvfs, tmp_pat
             sh -c 'printf "#!/bin/sh\\necho ran\\n" > "$0" && exec "./$0"' s$i
         done
         """
-    out = hvfs.ok("run", "--strict", "--stats", str(stats), "-v", f"{data}:/data", "--", "sh", "-euc", script)
+    out = runner.ok("run", "--strict", "--stats", str(stats), "-v", f"{data}:/data", "--", "sh", "-euc", script)
     assert out.split() == ["ran"] * 60, out
     assert (data / "s60").read_text() == "#!/bin/sh\necho ran\n"
     assert _open_served(json.loads(stats.read_text())) >= 60
+
+
+def test_a_script_written_through_a_served_open_runs_at_once(hvfs: Hvfs, tmp_path: Path) -> None:
+    """The C loop closes its copy of a writable file before it answers: a script written (its
+    open served in C: the file exists) and run at once never fails with ETXTBSY."""
+    _written_and_run(hvfs, tmp_path)
+
+
+@pytest.mark.rootless
+def test_a_rootless_vms_script_written_through_a_served_open_runs_at_once(rootless: Hvfs, shared_tmp: Path) -> None:
+    _written_and_run(rootless, shared_tmp)
