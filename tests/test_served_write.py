@@ -66,6 +66,12 @@ cases = {
     "creat_call_existing": lambda: opened("/data/file6", 0, 0o600, creat=True),
     "creat_call_new": lambda: opened("/data/new3", 0, 0o755, creat=True),
     "missing": lambda: opened("/data/missing", W),
+    "create_relative": lambda: opened("dir/new5", W | C | T, 0o666),
+    "create_dirfd": lambda: opened("new6", os.O_RDWR | C, 0o604, dirfd=data),
+    "create_setuid_mode": lambda: opened("/data/new7", W | C, 0o6775),
+    "create_in_setgid_dir": lambda: opened("/data/sgid/new8", W | C, 0o2775),
+    "create_unwritable_dir": lambda: opened("/data/private/new9", W | C, 0o600),
+    "create_missing_dir": lambda: opened("/data/nodir/new10", W | C, 0o600),
     "nonblock": lambda: opened("/data/file", W | os.O_NONBLOCK),
     "cloexec": lambda: opened("/data/file", W | os.O_CLOEXEC),
     "sync": lambda: opened("/data/file", W | os.O_SYNC),
@@ -109,7 +115,7 @@ print(json.dumps({name: attempt(case) for name, case in cases.items()}))
 """
 
 FILES = ("file", "file2", "file3", "file4", "file5", "file6", "file7", "file8", "file9", "file10", "devfile", "ro_file")
-C_SERVED_AT_LEAST = 16  # the plain cases: wronly ... noatime, unknown_bits, creat_call_existing, relative, dirfd ...
+C_SERVED_AT_LEAST = 20  # the plain cases: wronly ... noatime, relative, dirfd, the creations but for O_EXCL ...
 
 
 def _volume(root: Path, owner: int | str | None) -> Path:
@@ -139,6 +145,10 @@ def _volume(root: Path, owner: int | str | None) -> Path:
                     os.chown(path, owner, owner)
                 else:
                     chown_to(path, owner)
+    sgid = data / "sgid"  # a setgid directory of another group: what is made in it takes that group
+    sgid.mkdir()
+    os.chown(sgid, -1, 4242)
+    os.chmod(sgid, 0o2777)
     return data
 
 
@@ -207,6 +217,8 @@ def test_each_write_open_answers_as_the_python_path(hvfs: Hvfs, tmp_path: Path, 
     in_c = _both_ways(hvfs, tmp_path, 1000 if as_user else None, *(("-u", "1000:1000") if as_user else ()))
     assert in_c["wronly"][0] == "ok" and in_c["excl_existing"] == ["error", 17] and in_c["missing"] == ["error", 2]
     assert in_c["create_new"][1][2] & 0o7777 == 0o740  # the caller's umask (027)
+    assert in_c["create_in_setgid_dir"][1][4] == 4242 and in_c["create_missing_dir"] == ["error", 2]
+    assert in_c["create_unwritable_dir"] == (["error", 13] if as_user else in_c["create_unwritable_dir"])
     assert in_c["cloexec"][1][1] == 1 and in_c["wronly"][1][1] == 0
     assert in_c["append"][1][0] & os.O_APPEND and in_c["trunc"][1][6] == 2
     assert in_c["private"] == (["error", 13] if as_user else in_c["private"])

@@ -60,6 +60,7 @@ struct published {
     uint32_t what, uid, gid, ngroups; /* served_switch.h struct acting's */
     uint64_t effective;
     uint32_t groups[PUBLISHED_GROUPS];
+    uint32_t umask, padding; /* the caller's umask: served_write.h's creation */
 };
 
 struct stat_context {
@@ -93,7 +94,7 @@ published_caller(const struct stat_context *c, pid_t tid, struct acting *a)
         if (p->ngroups > PUBLISHED_GROUPS)
             return 0;
         *a = (struct acting){.what = p->what, .uid = p->uid, .gid = p->gid, .ngroups = p->ngroups,
-                             .effective = p->effective, .groups = p->groups};
+                             .effective = p->effective, .groups = p->groups, .umask = p->umask};
         struct pollfd alive = {.fd = c->known[i].pidfd, .events = POLLIN};
         return poll(&alive, 1, 0) == 0; /* alive, it holds its number: the notifier is that thread */
     }
@@ -378,7 +379,8 @@ serve_open(const struct stat_context *c, int listener, const struct seccomp_noti
     uint64_t flags = call == CALL_CREAT ? O_CREAT | O_WRONLY | O_TRUNC /* decoders/opening.py CREAT_FLAGS */
                                         : (call == CALL_OPEN ? a[1] : a[2]) & UINT32_MAX & SERVED_VALID_OPEN;
     if (flags & SERVED_WRITE)
-        return serve_write(c, listener, notif, dirfd, path_at, flags, resp, install, newfd_flags);
+        return serve_write(c, listener, notif, dirfd, path_at, flags, a[call == CALL_CREAT ? 1 : call == CALL_OPEN ? 2 : 3],
+                           resp, install, newfd_flags);
     if (!c->opens || flags & O_PATH)
         return DECLINED;
     int foreign = 0;

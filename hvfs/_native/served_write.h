@@ -7,12 +7,15 @@
  * path whose text (a relative one's after its base's, the cwd or the dirfd as read_base reads
  * it) resolve.py ``plain_name`` names (no "//", "/./", "/../", no last "/." or "/.." nor "/"),
  * opened O_WRONLY or O_RDWR in the VM's writable view, a nodev one, with the caller's flags less
- * O_CREAT (the file exists: no mode, no umask), O_NONBLOCK, O_NOCTTY and O_CLOEXEC added, no
+ * O_CREAT (no mode), O_NONBLOCK, O_NOCTTY and O_CLOEXEC added, no
  * symlink on the way (resolve.open_named: an absolute path RESOLVE_IN_ROOT; a relative one
  * RESOLVE_BENEATH its base, found in the view with the manager's rights and checked to be the
  * caller's very directory), acting as the caller; then fstat and F_SETFL of the caller's
- * status flags (files.open_stat). A regular file is noted in the change set as direct.py notes it (its text,
- * existed, exists), a FIFO is not (it changes nothing in the tree); both are handed out.
+ * status flags (files.open_stat); where that finds nothing (ENOENT) and O_CREAT asks, the open
+ * again with O_CREAT and O_EXCL, the caller's mode (& 07777) and umask (published with its
+ * credentials, under the same watch). A regular file is noted in the change set as direct.py
+ * notes it (its text, whether it existed, exists), a FIFO is not (it changes nothing in the
+ * tree); both are handed out.
  *
  * Declined before any answer, so that Python serves the request from its start: a VM with a
  * hook or an audit (quiet[0] off), or whose reads a service judges; O_PATH, O_TMPFILE, a
@@ -20,11 +23,11 @@
  * a path (with its base) naming "proc", "pts" or "dev" (kernel_paths, /dev's devices, magic
  * links to the caller's own files), a path that is not plain, a base Python would find
  * otherwise (ForeignBase, a deleted or foreign directory); a caller whose credentials are not
- * published; and every failed open: ENOENT (a file to create: the caller's umask,
- * which is not published, and the mode; the Python path creates it), ELOOP (a symlink on
- * the way: named by a readlink there), any errno (Python's general path answers it). A
- * failed openat2 changes nothing, bar an O_TRUNC open failing after its truncation, which
- * Python's own direct path hands to its general path alike.
+ * published; and every failed open: ENOENT (without O_CREAT, or a missing directory), EEXIST
+ * (a file made meanwhile), ELOOP (a symlink on the way: named by a readlink there), any errno
+ * (Python's general path answers it). A failed openat2 changes nothing, bar an O_TRUNC open
+ * failing after its truncation, or a creation whose fstat or F_SETFL fails, which Python's
+ * own direct path hands to its general path alike.
  *
  * The change set: noted with the GIL taken here (PyGILState_Ensure), by the VM's
  * ChangeSet.note, before the file is installed and the call answered, so no reader of the
@@ -37,6 +40,8 @@
  */
 #ifndef HVFS_SERVED_WRITE_H
 #define HVFS_SERVED_WRITE_H
+
+#include <sched.h> /* unshare, CLONE_FS */
 
 #define SERVED_STATUS (O_APPEND | O_DIRECT | O_NOATIME) /* direct.py _STATUS */
 #define SERVED_WRITABLE (1u << 31) /* in *newfd_flags, never the kernel's: install_served's order */
@@ -53,14 +58,14 @@ plain_write_path(const char *path, size_t length)
            !ends_with(path, length, "/..");
 }
 
-/* changes.note(path, True, True) with the GIL: 0, or -1 where it raised (reported as
+/* changes.note(path, existed, True) with the GIL: 0, or -1 where it raised (reported as
  * unraisable; the request is then answered EIO, as the dispatch answers a failed record). */
 static int
-note_change(PyObject *note, const char *path, size_t length)
+note_change(PyObject *note, const char *path, size_t length, int existed)
 {
     PyGILState_STATE gil = PyGILState_Ensure();
     PyObject *name = PyUnicode_DecodeFSDefaultAndSize(path, (Py_ssize_t)length);
-    PyObject *done = name ? PyObject_CallFunctionObjArgs(note, name, Py_True, Py_True, NULL) : NULL;
+    PyObject *done = name ? PyObject_CallFunctionObjArgs(note, name, existed ? Py_True : Py_False, Py_True, NULL) : NULL;
     int failed = done == NULL;
     if (failed)
         PyErr_WriteUnraisable(note);
@@ -68,6 +73,29 @@ note_change(PyObject *note, const char *path, size_t length)
     Py_XDECREF(name);
     PyGILState_Release(gil);
     return failed ? -1 : 0;
+}
+
+/* The file created as direct.py creates it (the open again with O_EXCL, the caller's mode
+ * and umask, acting as the caller: a->switched) once the first open found nothing: 0, or the
+ * errno (DECLINED then; EEXIST: another thread made it meanwhile, Python's general path).
+ * The umask is set on this thread alone, as acting_as sets it: the thread's fs_struct made
+ * its own first (unshare(CLONE_FS), as creds.py _identity does for every worker), put back
+ * after. */
+static int
+create_as_caller(int dir, const char *path, struct open_how *how, uint64_t mode, int status, int *fd,
+                 unsigned int *kind, const struct acting *a)
+{
+    static __thread int own_fs; /* 1: this thread's umask is its own; -1: unshare failed */
+    if (!own_fs)
+        own_fs = unshare(CLONE_FS) == 0 ? 1 : -1;
+    if (own_fs < 0)
+        return ECANCELED;
+    how->flags |= O_CREAT | O_EXCL;
+    how->mode = mode & 07777; /* opening.py normalized */
+    mode_t before = umask((mode_t)(a->umask & 0777));
+    int failed = open_stat_calls(dir, path, how, status, fd, kind);
+    umask(before);
+    return failed;
 }
 
 /* The directory a relative path starts from, found in the writable view as resolve.open_named
@@ -90,7 +118,8 @@ write_base(int rw_root, const char *base, const struct stat *identity)
  * errno), GONE, or DECLINED. Without the GIL but for the change set's note. */
 static int
 serve_write(const struct stat_context *c, int listener, const struct seccomp_notif *notif, int32_t dirfd,
-            uint64_t path_at, uint64_t flags, struct seccomp_notif_resp *resp, int *install, unsigned int *newfd_flags)
+            uint64_t path_at, uint64_t flags, uint64_t creation_mode, struct seccomp_notif_resp *resp, int *install,
+            unsigned int *newfd_flags)
 {
     uint64_t access = flags & O_ACCMODE;
     if (c->rw_root < 0 || !c->change_note || !c->opens || !__atomic_load_n(c->quiet, __ATOMIC_ACQUIRE))
@@ -129,10 +158,14 @@ serve_write(const struct stat_context *c, int listener, const struct seccomp_not
         return DECLINED;
     struct open_how how = {.flags = (flags & ~(uint64_t)O_CREAT) | O_NONBLOCK | O_NOCTTY | O_CLOEXEC,
                            .resolve = RESOLVE_NO_SYMLINKS | (path[0] == '/' ? RESOLVE_IN_ROOT : RESOLVE_BENEATH)};
-    int status = flags & O_NONBLOCK ? -1 : (int)(flags & SERVED_STATUS), fd = -1, failed = ECANCELED;
+    int status = flags & O_NONBLOCK ? -1 : (int)(flags & SERVED_STATUS), fd = -1, failed = ECANCELED, existed = 1;
     unsigned int mode = 0;
     if (act_switch(&a) == 0)
         failed = open_stat_calls((int)dir, path, &how, status, &fd, &mode);
+    if (failed == ENOENT && flags & O_CREAT && !a.failed) {
+        existed = 0;
+        failed = create_as_caller((int)dir, path, &how, creation_mode, status, &fd, &mode, &a);
+    }
     act_restore(&a);
     if (dir != c->rw_root)
         close((int)dir);
@@ -143,7 +176,7 @@ serve_write(const struct stat_context *c, int listener, const struct seccomp_not
         return DECLINED;
     }
     uint64_t *count = c->counts + SERVED_OUTCOMES * COUNTS_OPEN;
-    if (S_ISREG(mode) && note_change(c->change_note, whole, (size_t)made) < 0) {
+    if (S_ISREG(mode) && note_change(c->change_note, whole, (size_t)made, existed) < 0) {
         close(fd);
         resp->error = -EIO;
         count[SERVED_FAILED]++;

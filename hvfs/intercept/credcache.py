@@ -77,12 +77,13 @@ _Pending = tuple[int, int, int]
 # each with what serving it switches (``Switch``; hvfs/_native/served_switch.h).
 WATCH = struct.Struct("<QII")  # generation, changing, trusted
 PUBLISHED_GROUPS = 32  # a caller with more supplementary groups is Python's
-PUBLISHED = struct.Struct(f"<iiQIIIIQ{PUBLISHED_GROUPS}I")  # tid, pidfd, generation, *Switch (groups padded)
+# tid, pidfd, generation, *Switch (groups padded), the umask (and the C struct's padding)
+PUBLISHED = struct.Struct(f"<iiQIIIIQ{PUBLISHED_GROUPS}IIxxxx")
 # What acting_as switches for a caller (hvfs.manager.creds ``_switch``): which of SWITCH_*,
 # fsuid, fsgid, the supplementary groups and the effective capabilities it takes.
 Switch = tuple[int, int, int, tuple[int, ...], int]
 SWITCH_GROUPS, SWITCH_IDS, SWITCH_CAPS = 1, 2, 4
-_FREE = PUBLISHED.pack(0, -1, 0, 0, 0, 0, 0, 0, *(0,) * PUBLISHED_GROUPS)
+_FREE = PUBLISHED.pack(0, -1, 0, 0, 0, 0, 0, 0, *(0,) * PUBLISHED_GROUPS, 0)
 
 
 class CredWatch:
@@ -410,7 +411,7 @@ class KnownCredentials:
             self._slots[tid] = slot
             what, uid, gid, groups, effective = switch
             padded = (*groups, *(0,) * (PUBLISHED_GROUPS - len(groups)))
-            record = (tid, pidfd, generation, what, uid, gid, len(groups), effective, *padded)
+            record = (tid, pidfd, generation, what, uid, gid, len(groups), effective, *padded, credentials.umask)
             PUBLISHED.pack_into(self.published, slot * PUBLISHED.size, *record)
         return credentials
 
