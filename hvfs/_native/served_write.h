@@ -1,4 +1,4 @@
-/* A strict VM's write-open of a file that exists, served in the C receive loop (served_stat.h's
+/* A strict VM's write-open (a file created too), served in the C receive loop (served_stat.h's
  * serve_open hands its writes here; hvfs/intercept/served_stat.py says when, and
  * tests/test_served_write.py holds it to the Python path).
  *

@@ -28,11 +28,11 @@ manager/handlers/query.py ``handle_stat``/``handle_statx`` and opening.py
 ``HVFS_SERVED_STAT=0``, read when a driver is made, turns it off (the conformance tests run
 both ways).
 
-A quiet VM's write-open (open, openat, creat) of a file that exists, by a plain path
+A quiet VM's write-open (open, openat, creat; a file created too), by a plain path
 (absolute, or relative to the cwd or a dirfd) in a nodev writable view, is served in C too,
 as ``direct.open_writable`` serves it, its change-set note made by C with the GIL
-(hvfs/_native/served_write.h says what is declined: creating a file, an audited VM's, a
-symlink on the way among others). ``HVFS_SERVED_WRITE=0`` turns that part off alone.
+(hvfs/_native/served_write.h says what is declined: O_EXCL, an audited VM's, a symlink on
+the way among others). ``HVFS_SERVED_WRITE=0`` turns that part off alone.
 
 An audited VM (an audit or another subscriber on its bus, and no hook) has those served
 in C too that the Python path names by their text (``resolve.open_named``: a plain path
