@@ -168,10 +168,13 @@ def _snapshot(data: Path) -> dict[str, Any]:
 
 
 def _run(runner: Hvfs, root: Path, *options: str) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
-    """The probe's answers, the run's statistics, and its ``--diff`` lines."""
+    """The probe's answers, the run's statistics, and its ``--diff`` lines (``--strict`` unless
+    ``options`` hold ``--default``: the default profile)."""
+    strict = "--default" not in options
+    options = tuple(option for option in options if option != "--default")
     stats = root / "stats.json"
     volumes = ["-v", f"{root / 'data'}:/data", "-v", f"{root / 'ro'}:/ro:ro", "-v", f"{root / 'probe'}:/probe:ro"]
-    args = ["run", "--strict", "--diff", "--stats", str(stats), *options, *volumes]
+    args = ["run", *(["--strict"] if strict else []), "--diff", "--stats", str(stats), *options, *volumes]
     result = runner.run(*args, "--", "python3", "/probe/probe.py")
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
     lines = result.stdout.splitlines()
@@ -211,10 +214,12 @@ def _both_ways(runner: Hvfs, root: Path, owner: int | str | None, *options: str)
     return in_c
 
 
+@pytest.mark.parametrize("profile", ["strict", "default"])
 @pytest.mark.parametrize("as_user", [False, True], ids=["root", "vm-user"])
-def test_each_write_open_answers_as_the_python_path(hvfs: Hvfs, tmp_path: Path, as_user: bool) -> None:
+def test_each_write_open_answers_as_the_python_path(hvfs: Hvfs, tmp_path: Path, as_user: bool, profile: str) -> None:
     os.chmod(tmp_path, 0o755)
-    in_c = _both_ways(hvfs, tmp_path, 1000 if as_user else None, *(("-u", "1000:1000") if as_user else ()))
+    options = (*(("-u", "1000:1000") if as_user else ()), *(("--default",) if profile == "default" else ()))
+    in_c = _both_ways(hvfs, tmp_path, 1000 if as_user else None, *options)
     assert in_c["wronly"][0] == "ok" and in_c["excl_existing"] == ["error", 17] and in_c["missing"] == ["error", 2]
     assert in_c["create_new"][1][2] & 0o7777 == 0o740  # the caller's umask (027)
     assert in_c["create_in_setgid_dir"][1][4] == 4242 and in_c["create_missing_dir"] == ["error", 2]
@@ -228,9 +233,10 @@ def test_each_write_open_answers_as_the_python_path(hvfs: Hvfs, tmp_path: Path, 
 
 
 @pytest.mark.rootless
-def test_a_rootless_vm_answers_as_the_python_path(rootless: Hvfs, shared_tmp: Path) -> None:
+@pytest.mark.parametrize("profile", ["strict", "default"])
+def test_a_rootless_vm_answers_as_the_python_path(rootless: Hvfs, shared_tmp: Path, profile: str) -> None:
     assert rootless.user is not None
-    in_c = _both_ways(rootless, shared_tmp, rootless.user)
+    in_c = _both_ways(rootless, shared_tmp, rootless.user, *(("--default",) if profile == "default" else ()))
     assert in_c["wronly"][0] == "ok" and in_c["private"][0] == "ok"
 
 
@@ -252,7 +258,7 @@ def test_an_audited_vms_write_opens_stay_on_python_and_are_recorded_alike(hvfs: 
     assert _open_served(c_stats) == _open_served(python_stats), (c_stats, python_stats)
 
 
-def _written_and_run(runner: Hvfs, root: Path) -> None:
+def _written_and_run(runner: Hvfs, root: Path, *profile: str) -> None:
     data = root / "data"
     data.mkdir()
     if runner.user is not None:
@@ -265,21 +271,23 @@ def _written_and_run(runner: Hvfs, root: Path) -> None:
             i=$((i + 1))
             : > s$i
             chmod +x s$i
-            sh -c 'printf "#!/bin/sh\\necho ran\\n" > "$0" && exec "./$0"' s$i
+            sh -c ': > "$0" && printf "#!/bin/sh\\necho ran\\n" > "$0" && exec "./$0"' s$i
         done
         """
-    out = runner.ok("run", "--strict", "--stats", str(stats), "-v", f"{data}:/data", "--", "sh", "-euc", script)
+    out = runner.ok("run", *profile, "--stats", str(stats), "-v", f"{data}:/data", "--", "sh", "-euc", script)
     assert out.split() == ["ran"] * 60, out
     assert (data / "s60").read_text() == "#!/bin/sh\necho ran\n"
     assert _open_served(json.loads(stats.read_text())) >= 60
 
 
-def test_a_script_written_through_a_served_open_runs_at_once(hvfs: Hvfs, tmp_path: Path) -> None:
+@pytest.mark.parametrize("profile", ["strict", "default"])
+def test_a_script_written_through_a_served_open_runs_at_once(hvfs: Hvfs, tmp_path: Path, profile: str) -> None:
     """The C loop closes its copy of a writable file before it answers: a script written (its
-    open served in C: the file exists) and run at once never fails with ETXTBSY."""
-    _written_and_run(hvfs, tmp_path)
+    open served in C: the process's second, once its credentials are known) and run at once
+    never fails with ETXTBSY."""
+    _written_and_run(hvfs, tmp_path, *(["--strict"] if profile == "strict" else []))
 
 
 @pytest.mark.rootless
 def test_a_rootless_vms_script_written_through_a_served_open_runs_at_once(rootless: Hvfs, shared_tmp: Path) -> None:
-    _written_and_run(rootless, shared_tmp)
+    _written_and_run(rootless, shared_tmp, "--strict")

@@ -245,6 +245,7 @@ hp_serve(PyObject *self, PyObject *args)
             goto done;
         }
     }
+    stat.bumps = bumps.buf;
     const struct rule *rule_of = rules.buf;
     size_t known = (size_t)rules.len / sizeof(struct rule), known_values = (size_t)values.len / sizeof(uint64_t);
     uint64_t *count = counts.buf;

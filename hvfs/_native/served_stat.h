@@ -67,6 +67,7 @@ struct stat_context {
     int vm_root;
     const volatile uint8_t *quiet; /* 1 while no hook, audit or fault rule must see a stat */
     const struct watch_state *watch;
+    const uint64_t *bumps; /* hotpath.c serve's: the generation's part C bumps (EXEC_IF_LEADER), or NULL */
     const struct published *known;
     size_t known_count;
     uint64_t *counts; /* [COUNTS_*][SERVED_*] */
@@ -82,7 +83,8 @@ struct stat_context {
 static int
 published_caller(const struct stat_context *c, pid_t tid, struct acting *a)
 {
-    uint64_t generation = __atomic_load_n(&c->watch->generation, __ATOMIC_ACQUIRE);
+    uint64_t generation = __atomic_load_n(&c->watch->generation, __ATOMIC_ACQUIRE) +
+                          (c->bumps ? __atomic_load_n(c->bumps, __ATOMIC_ACQUIRE) : 0); /* CredWatch.generation */
     if (!__atomic_load_n(&c->watch->trusted, __ATOMIC_ACQUIRE) || __atomic_load_n(&c->watch->changing, __ATOMIC_ACQUIRE))
         return 0;
     for (size_t i = 0; i < c->known_count; i++) {

@@ -17,8 +17,11 @@
  * notes it (its text, whether it existed, exists), a FIFO is not (it changes nothing in the
  * tree); both are handed out.
  *
+ * Served in every profile (the default one has its opens alone served here: compiled.py);
+ * none where a service judges the VM's reads (no rw_root then: runtime.py).
+ *
  * Declined before any answer, so that Python serves the request from its start: a VM with a
- * hook or an audit (quiet[0] off), or whose reads a service judges; O_PATH, O_TMPFILE, a
+ * hook or an audit (quiet[0] off); O_PATH, O_TMPFILE, a
  * read-only access mode (O_CREAT or O_TRUNC alone: opening.py's probe), O_CREAT with O_EXCL;
  * a path (with its base) naming "proc", "pts" or "dev" (kernel_paths, /dev's devices, magic
  * links to the caller's own files), a path that is not plain, a base Python would find
@@ -122,7 +125,7 @@ serve_write(const struct stat_context *c, int listener, const struct seccomp_not
             unsigned int *newfd_flags)
 {
     uint64_t access = flags & O_ACCMODE;
-    if (c->rw_root < 0 || !c->change_note || !c->opens || !__atomic_load_n(c->quiet, __ATOMIC_ACQUIRE))
+    if (c->rw_root < 0 || !c->change_note || !__atomic_load_n(c->quiet, __ATOMIC_ACQUIRE))
         return DECLINED;
     if (flags & (O_PATH | SERVED_TMPFILE) || (access != O_WRONLY && access != O_RDWR) ||
         (flags & O_CREAT && flags & O_EXCL) || (dirfd < 0 && dirfd != AT_FDCWD))

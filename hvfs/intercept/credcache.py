@@ -112,8 +112,10 @@ class CredWatch:
     def _share_locked(self) -> None:
         """After any change of the generation, ``changing`` or ``trusted`` (under the lock,
         or in __init__): the state the C loop checks published credentials against, written
-        before the call that may change credentials continues."""
-        WATCH.pack_into(self.shared, 0, self.generation, self.changing, int(self.trusted))
+        before the call that may change credentials continues. The generation shared is
+        Python's own: C adds the bumps it makes itself (``bumps``) as it reads them, so an
+        EXEC_IF_LEADER bump reaches it at once."""
+        WATCH.pack_into(self.shared, 0, self._generation, self.changing, int(self.trusted))
 
     def register(self, known: KnownCredentials) -> None:
         """A worker's cache, counted in ``counts``."""

@@ -55,6 +55,7 @@ from hvfs.intercept.credcache import PUBLISHED_GROUPS, SWITCH_CAPS, SWITCH_GROUP
 
 ENVIRONMENT = "HVFS_SERVED_STAT"
 CALLS = {"stat": 0, "lstat": 1, "newfstatat": 2, "statx": 3, "open": 4, "openat": 5, "creat": 6}  # served_stat.h CALL_*
+WRITE_CALLS = ("open", "openat", "creat")  # what a default-profile VM has served in C: its write-opens
 WRITES_ENVIRONMENT = "HVFS_SERVED_WRITE"
 OUTCOMES = ("served", "continued", "failed")  # served_stat.h SERVED_*, as the manager names them
 KINDS = (api.Stat, api.Statx, api.Open)  # served_stat.h COUNTS_*

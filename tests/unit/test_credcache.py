@@ -194,7 +194,7 @@ def test_the_shared_watch_changes_before_the_call_continues(change: str) -> None
     assert credcache.WATCH.unpack_from(watch.shared) == (0, 0, 1)
     getattr(watch, change)()
     generation, changing, trusted = credcache.WATCH.unpack_from(watch.shared)
-    assert generation == watch.generation == 1
+    assert generation == watch.generation == 1  # Python's own: no bumps of C's here
     assert (changing, trusted) == {"changed": (0, 1), "begin": (1, 1), "distrust": (0, 0)}[change]
     if change == "begin":
         watch.end()
