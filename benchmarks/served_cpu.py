@@ -1,5 +1,6 @@
-"""The manager's CPU per served read-only open and per served stat, with the C loop serving
-them and with ``HVFS_SERVED_STAT=0`` (the Python path), round by round, each its own manager
+"""The manager's CPU per served read-only open, per served stat and per write-open of a file
+that exists, with the C loop serving them and with ``HVFS_SERVED_STAT=0`` (the Python path,
+which also turns served writes off), round by round, each its own manager
 in a private state directory (as benchmarks/audit_cpu_vm.py measures: a run of 200 calls and
 one of 20,200, the difference over 20,000). Not a test: nothing is asserted.
 
@@ -20,7 +21,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent.parent
 HVFS = sys.executable
-PROGRAMS = {"open r/o": "fd = os.open(p, os.O_RDONLY); os.close(fd)", "stat": "os.stat(p)"}
+PROGRAMS = {
+    "open r/o": "fd = os.open(p, os.O_RDONLY); os.close(fd)",
+    "stat": "os.stat(p)",
+    "open w": "fd = os.open(p, os.O_WRONLY); os.close(fd)",  # a write-open of a file that exists (served_write.h)
+}
 
 
 def cpu(state: Path) -> float:

@@ -7,6 +7,7 @@
 #   benchmarks/w8_ab.sh BEFORE_CHECKOUT AFTER_CHECKOUT ROUNDS DRIVER... > out.txt
 #
 # Each checkout needs its .venv (scripts/setup). Prints "round driver before|after µs cpu_ns".
+# W8_OPTIONS: more options of hvfs run for both (W8_OPTIONS=--strict: a strict VM's W8).
 # Not a test: nothing is asserted.
 set -eu
 before=$1 after=$2 rounds=$3; shift 3
@@ -24,7 +25,7 @@ for r in $(seq "$rounds"); do
       "$tree/.venv/bin/hvfs" run -- true  # the manager is up before it is measured
       pid=$("$tree/.venv/bin/hvfs" manager status | head -1 | awk '{print $3}' | tr -d ,)
       c0=$(cpu "$pid")
-      v=$("$tree/.venv/bin/hvfs" run --driver "$d" -v "$work:$work" -- "$work/openbench" "$work/file" w 20000)
+      v=$("$tree/.venv/bin/hvfs" run --driver "$d" ${W8_OPTIONS:-} -v "$work:$work" -- "$work/openbench" "$work/file" w 20000)
       c1=$(cpu "$pid")
       echo "$r $d $b $v $(( (c1 - c0) / 20400 ))"  # 20,000 opens and 400 of warm-up
     done

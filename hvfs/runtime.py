@@ -19,6 +19,7 @@ from hvfs.api.choice import transport_maker
 from hvfs.intercept import served_stat
 from hvfs.intercept.arch import Arch
 from hvfs.intercept.backend import Driver, backend
+from hvfs.manager.handlers.direct import nodev
 from hvfs.manager.manager import Manager
 from hvfs.manager.mounts import Mount
 from hvfs.manager.sources.base import SourceError
@@ -212,10 +213,14 @@ def serve_vm(
             hint = "the ptrace driver needs ptrace of the VM's processes: check /proc/sys/kernel/yama/ptrace_scope"
             raise SetupError("ptrace driver", e.strerror or str(e), hint) from None
     else:
-        if spec.strict and hasattr(driver, "serve_stats"):  # plain stats served in the driver's C loop
+        # Plain stats and opens served in the driver's C loop (strict), write-opens (every profile).
+        writing = served_stat.writes_wanted() and nodev(context) and not context.reads_judged
+        if (spec.strict or writing) and hasattr(driver, "serve_stats"):
             quiet = bus.quiet if bus is not None else bytearray(b"\x01\x00")
-            audit = served_stat.audit_of(bus, spec.name) if bus is not None else None
-            served = driver.serve_stats(vm_root, quiet, opens=not context.reads_judged, audit=audit)
+            audit = served_stat.audit_of(bus, spec.name) if bus is not None and spec.strict else None
+            writes = (views.rw_root, context.changes.note) if writing else None
+            opens = spec.strict and not context.reads_judged
+            served = driver.serve_stats(served_stat.ServedStat(vm_root, quiet, opens, audit, writes))
             context.served_by_driver = served.counted if served is not None else None
         if ready is None:
             driver.start()

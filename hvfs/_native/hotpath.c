@@ -179,6 +179,7 @@ read_remote(pid_t pid, uint64_t address, char *buffer, size_t size)
     return process_vm_readv(pid, &local, 1, &remote, 1, 0);
 }
 
+#include "open_stat.h"   /* hp_open_stat, the manager's served write-open; open_stat_calls */
 #include "served_stat.h" /* serve_stat, serve_open: RULE_SERVED's calls, served here */
 
 /* A served call's note made blank, its arrival timed (an event's duration); always 1. */
@@ -244,6 +245,7 @@ hp_serve(PyObject *self, PyObject *args)
             goto done;
         }
     }
+    stat.bumps = bumps.buf;
     const struct rule *rule_of = rules.buf;
     size_t known = (size_t)rules.len / sizeof(struct rule), known_values = (size_t)values.len / sizeof(uint64_t);
     uint64_t *count = counts.buf;
@@ -283,7 +285,7 @@ hp_serve(PyObject *self, PyObject *args)
             record(table.buf, slot_at, last_at, &notif,
                    resp.flags ? STATE_CONTINUED : written || install >= 0 ? STATE_RECEIVED : STATE_ANSWERED, -resp.error);
         if (install >= 0)
-            failed = install_read_only(listener, notif.id, install, newfd_flags);
+            failed = install_served(listener, notif.id, install, newfd_flags);
         else if (ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp) < 0 && errno != ENOENT)
             failed = errno;
         if (table.buf)
@@ -445,7 +447,6 @@ hp_thread_alive(PyObject *self, PyObject *args)
     return PyBool_FromLong(rc == 0);
 }
 
-#include "open_stat.h" /* hp_open_stat, the manager's served write-open */
 
 static PyMethodDef methods[] = {
     {"receive", hp_receive, METH_VARARGS, "receive(listener, stop_fd) -> (id, pid, nr, args, raw) | None"},

@@ -42,7 +42,7 @@
 #define STAT_STATX_RESERVED 0x80000000u
 #define STAT_SCOPED_RETRIES 16 /* hvfs/_sys/files.py _SCOPED_RETRIES */
 
-enum { CALL_STAT, CALL_LSTAT, CALL_NEWFSTATAT, CALL_STATX, CALL_OPEN, CALL_OPENAT }; /* RULE_SERVED's arg */
+enum { CALL_STAT, CALL_LSTAT, CALL_NEWFSTATAT, CALL_STATX, CALL_OPEN, CALL_OPENAT, CALL_CREAT }; /* RULE_SERVED's arg */
 enum { SERVED_DONE, SERVED_CONTINUED, SERVED_FAILED, SERVED_OUTCOMES };
 enum { COUNTS_STAT, COUNTS_STATX, COUNTS_OPEN, COUNTED_KINDS }; /* counts: [COUNTS_*][SERVED_*] */
 enum { DECLINED = 0, ANSWER = 1, GONE = 2 };
@@ -60,18 +60,22 @@ struct published {
     uint32_t what, uid, gid, ngroups; /* served_switch.h struct acting's */
     uint64_t effective;
     uint32_t groups[PUBLISHED_GROUPS];
+    uint32_t umask, padding; /* the caller's umask: served_write.h's creation */
 };
 
 struct stat_context {
     int vm_root;
     const volatile uint8_t *quiet; /* 1 while no hook, audit or fault rule must see a stat */
     const struct watch_state *watch;
+    const uint64_t *bumps; /* hotpath.c serve's: the generation's part C bumps (EXEC_IF_LEADER), or NULL */
     const struct published *known;
     size_t known_count;
     uint64_t *counts; /* [COUNTS_*][SERVED_*] */
     int opens;        /* read-only opens too: no service judges what the VM reads */
     size_t quiet_length;
     struct served_note *note; /* served_audit.h: NULL where no audit may be served here */
+    int rw_root;              /* served_write.h: the writable view, a nodev one; -1: no write served */
+    PyObject *change_note;    /* the VM's ChangeSet.note, borrowed from serve's argument */
 };
 
 /* Whether the credentials of tid are published, and still hold: then *a is what acting as
@@ -79,7 +83,8 @@ struct stat_context {
 static int
 published_caller(const struct stat_context *c, pid_t tid, struct acting *a)
 {
-    uint64_t generation = __atomic_load_n(&c->watch->generation, __ATOMIC_ACQUIRE);
+    uint64_t generation = __atomic_load_n(&c->watch->generation, __ATOMIC_ACQUIRE) +
+                          (c->bumps ? __atomic_load_n(c->bumps, __ATOMIC_ACQUIRE) : 0); /* CredWatch.generation */
     if (!__atomic_load_n(&c->watch->trusted, __ATOMIC_ACQUIRE) || __atomic_load_n(&c->watch->changing, __ATOMIC_ACQUIRE))
         return 0;
     for (size_t i = 0; i < c->known_count; i++) {
@@ -91,7 +96,7 @@ published_caller(const struct stat_context *c, pid_t tid, struct acting *a)
         if (p->ngroups > PUBLISHED_GROUPS)
             return 0;
         *a = (struct acting){.what = p->what, .uid = p->uid, .gid = p->gid, .ngroups = p->ngroups,
-                             .effective = p->effective, .groups = p->groups};
+                             .effective = p->effective, .groups = p->groups, .umask = p->umask};
         struct pollfd alive = {.fd = c->known[i].pidfd, .events = POLLIN};
         return poll(&alive, 1, 0) == 0; /* alive, it holds its number: the notifier is that thread */
     }
@@ -358,6 +363,8 @@ serve_stat(const struct stat_context *c, int listener, const struct seccomp_noti
      O_DIRECT | O_LARGEFILE | O_DIRECTORY | O_NOFOLLOW | O_NOATIME | O_CLOEXEC | O_PATH | SERVED_TMPFILE)
 #define SERVED_WRITE (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | SERVED_TMPFILE)
 
+#include "served_write.h" /* serve_write: a write-open, and install_served */
+
 /* Serves a read-only open or openat (call: CALL_OPEN, CALL_OPENAT) as opening.py's
  * _open_readable does: the object found O_PATH in the VM's root, a regular file or a
  * directory opened again through /proc/self/fd with the caller's flags, to be installed
@@ -369,10 +376,14 @@ serve_open(const struct stat_context *c, int listener, const struct seccomp_noti
            struct seccomp_notif_resp *resp, int *install, unsigned int *newfd_flags)
 {
     const __u64 *a = notif->data.args;
-    int32_t dirfd = call == CALL_OPEN ? AT_FDCWD : (int32_t)a[0];
-    uint64_t path_at = call == CALL_OPEN ? a[0] : a[1];
-    uint64_t flags = (call == CALL_OPEN ? a[1] : a[2]) & UINT32_MAX & SERVED_VALID_OPEN;
-    if (!c->opens || flags & (O_PATH | SERVED_WRITE))
+    int32_t dirfd = call != CALL_OPENAT ? AT_FDCWD : (int32_t)a[0];
+    uint64_t path_at = call != CALL_OPENAT ? a[0] : a[1];
+    uint64_t flags = call == CALL_CREAT ? O_CREAT | O_WRONLY | O_TRUNC /* decoders/opening.py CREAT_FLAGS */
+                                        : (call == CALL_OPEN ? a[1] : a[2]) & UINT32_MAX & SERVED_VALID_OPEN;
+    if (flags & SERVED_WRITE)
+        return serve_write(c, listener, notif, dirfd, path_at, flags, a[call == CALL_CREAT ? 1 : call == CALL_OPEN ? 2 : 3],
+                           resp, install, newfd_flags);
+    if (!c->opens || flags & O_PATH)
         return DECLINED;
     int foreign = 0;
     long probe = -EBADF;
@@ -420,34 +431,22 @@ serve_open(const struct stat_context *c, int listener, const struct seccomp_noti
     return ANSWER;
 }
 
-/* ADDFD with SEND of a read-only fd (taken, closed here), as hp_install: EMFILE answered
- * EMFILE, ENOENT (the caller gone) nothing; any other failure answered EIO, as the driver
- * answers an internal error. 0, or the errno of a failed answer. */
-static int
-install_read_only(int listener, uint64_t id, int fd, unsigned int newfd_flags)
-{
-    struct seccomp_notif_addfd add = {
-        .id = id, .flags = SECCOMP_ADDFD_FLAG_SEND, .srcfd = (uint32_t)fd, .newfd_flags = newfd_flags};
-    int failed = ioctl(listener, SECCOMP_IOCTL_NOTIF_ADDFD, &add) < 0 ? errno : 0;
-    close(fd);
-    if (!failed || failed == ENOENT)
-        return 0;
-    struct seccomp_notif_resp resp = {.id = id, .error = failed == EMFILE ? -EMFILE : -EIO};
-    return ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp) < 0 && errno != ENOENT ? errno : 0;
-}
-
 /* The stat context from serve's stat argument: None (nothing served here), or (vm_root,
- * quiet, watch, known, counts, opens[, audit]): hvfs/intercept/served_stat.py ServedStat.argument;
- * audit (served_note_of) into note. 1 when served, 0 when not, -1 with an exception. Views (4)
+ * quiet, watch, known, counts, opens[, audit[, writes]]): hvfs/intercept/served_stat.py
+ * ServedStat.argument; audit (served_note_of) into note; writes None or (rw_root, note):
+ * served_write.h's. 1 when served, 0 when not, -1 with an exception. Views (4)
  * are released by release_stat. */
 static int
 stat_context_of(PyObject *argument, struct stat_context *c, Py_buffer views[4], struct served_note *note)
 {
     if (argument == Py_None)
         return 0;
-    PyObject *audit = Py_None;
-    if (!PyArg_ParseTuple(argument, "iy*y*y*w*p|O", &c->vm_root, &views[0], &views[1], &views[2], &views[3], &c->opens,
-                          &audit))
+    PyObject *audit = Py_None, *writes = Py_None;
+    if (!PyArg_ParseTuple(argument, "iy*y*y*w*p|OO", &c->vm_root, &views[0], &views[1], &views[2], &views[3], &c->opens,
+                          &audit, &writes))
+        return -1;
+    c->rw_root = -1;
+    if (writes != Py_None && !PyArg_ParseTuple(writes, "iO", &c->rw_root, &c->change_note))
         return -1;
     if (audit != Py_None) {
         if (served_note_of(audit, note) < 0)

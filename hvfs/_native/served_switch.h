@@ -48,6 +48,7 @@ struct acting {
     uint32_t what, uid, gid, ngroups;
     uint64_t effective;
     const uint32_t *groups;
+    uint32_t umask;    /* the caller's, set by served_write.h alone, around a creation */
     uint32_t switched; /* SWITCH_* done, to be put back */
     int failed;        /* a switch failed: put back, the request declined */
 };

@@ -49,7 +49,7 @@ from hvfs.intercept.arch import Arch
 from hvfs.intercept.decoders.context import DecodeFunction
 from hvfs.intercept.filter import syscall_numbers
 from hvfs.intercept.inflight import InflightTable
-from hvfs.intercept.served_stat import CALLS, ServedStat
+from hvfs.intercept.served_stat import CALLS, WRITE_CALLS, ServedStat
 from hvfs.intercept.syscalls import BY_NAME, Handling
 
 log = logging.getLogger("hvfs.driver")
@@ -103,19 +103,17 @@ def rules(
 ) -> dict[int, Rule]:
     """Each syscall number of ``arch`` the C loop decides itself, at least in part.
     Numbers in ``python`` are always handed to Python, and execs too where the manager
-    ``checks_exec`` (``credcache.before_change``'s: strict VMs)."""
-    if served_stat and not checks_exec:
-        # served_stat.h checks kept credentials against CredWatch.shared, written by Python,
-        # which an EXEC_IF_LEADER bump made in C meanwhile would not reach: stats are served
-        # in C only for strict VMs, whose execs are Python's.
-        raise ValueError("stats are served in C only where execs are checked")
+    ``checks_exec`` (``credcache.before_change``'s: strict VMs). ``served_stat`` where the
+    manager does not check execs (the default profile): the opens alone (its write-opens,
+    served_write.h; C adds EXEC_IF_LEADER's bumps to the generation it checks)."""
+    served = CALLS if checks_exec else {name: CALLS[name] for name in WRITE_CALLS}
     decided: dict[int, Rule] = {}
     for nr, name in syscall_numbers(arch).items():
         entry = BY_NAME.get(name)
         if nr in python:
             continue
-        if served_stat and name in CALLS:
-            decided[nr] = Rule(SERVED, CALLS[name])
+        if served_stat and name in served:
+            decided[nr] = Rule(SERVED, served[name])
         elif name == "prctl":
             decided[nr] = Rule(CONTINUE_IF_IN32, 0, tuple(sorted(PRCTL_KEEPS_CREDENTIALS)))
         elif entry is not None and entry.handling is Handling.EXEC and not checks_exec:

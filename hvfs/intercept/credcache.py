@@ -77,12 +77,13 @@ _Pending = tuple[int, int, int]
 # each with what serving it switches (``Switch``; hvfs/_native/served_switch.h).
 WATCH = struct.Struct("<QII")  # generation, changing, trusted
 PUBLISHED_GROUPS = 32  # a caller with more supplementary groups is Python's
-PUBLISHED = struct.Struct(f"<iiQIIIIQ{PUBLISHED_GROUPS}I")  # tid, pidfd, generation, *Switch (groups padded)
+# tid, pidfd, generation, *Switch (groups padded), the umask (and the C struct's padding)
+PUBLISHED = struct.Struct(f"<iiQIIIIQ{PUBLISHED_GROUPS}IIxxxx")
 # What acting_as switches for a caller (hvfs.manager.creds ``_switch``): which of SWITCH_*,
 # fsuid, fsgid, the supplementary groups and the effective capabilities it takes.
 Switch = tuple[int, int, int, tuple[int, ...], int]
 SWITCH_GROUPS, SWITCH_IDS, SWITCH_CAPS = 1, 2, 4
-_FREE = PUBLISHED.pack(0, -1, 0, 0, 0, 0, 0, 0, *(0,) * PUBLISHED_GROUPS)
+_FREE = PUBLISHED.pack(0, -1, 0, 0, 0, 0, 0, 0, *(0,) * PUBLISHED_GROUPS, 0)
 
 
 class CredWatch:
@@ -111,8 +112,10 @@ class CredWatch:
     def _share_locked(self) -> None:
         """After any change of the generation, ``changing`` or ``trusted`` (under the lock,
         or in __init__): the state the C loop checks published credentials against, written
-        before the call that may change credentials continues."""
-        WATCH.pack_into(self.shared, 0, self.generation, self.changing, int(self.trusted))
+        before the call that may change credentials continues. The generation shared is
+        Python's own: C adds the bumps it makes itself (``bumps``) as it reads them, so an
+        EXEC_IF_LEADER bump reaches it at once."""
+        WATCH.pack_into(self.shared, 0, self._generation, self.changing, int(self.trusted))
 
     def register(self, known: KnownCredentials) -> None:
         """A worker's cache, counted in ``counts``."""
@@ -410,7 +413,7 @@ class KnownCredentials:
             self._slots[tid] = slot
             what, uid, gid, groups, effective = switch
             padded = (*groups, *(0,) * (PUBLISHED_GROUPS - len(groups)))
-            record = (tid, pidfd, generation, what, uid, gid, len(groups), effective, *padded)
+            record = (tid, pidfd, generation, what, uid, gid, len(groups), effective, *padded, credentials.umask)
             PUBLISHED.pack_into(self.published, slot * PUBLISHED.size, *record)
         return credentials
 

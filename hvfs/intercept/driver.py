@@ -97,7 +97,7 @@ from hvfs.intercept.decoders.context import Context, Output, Passthrough
 from hvfs.intercept.decoders.tracee import CallError, TargetGone
 from hvfs.intercept.filter import syscall_numbers
 from hvfs.intercept.inflight import InflightTable, Pending
-from hvfs.intercept.served_stat import Audit, ServedStat
+from hvfs.intercept.served_stat import ServedStat
 from hvfs.intercept.tracee import Inspector, Tracee
 from hvfs.intercept.watchdog import TAKEOVER, WATCHDOG
 
@@ -188,12 +188,11 @@ class SeccompDriver:
             document["compiled"] = self._loop.counted()
         return document
 
-    def serve_stats(self, vm_root: int, quiet: bytearray, opens: bool, audit: Audit | None = None) -> ServedStat | None:
-        """Serve a strict VM's plain stats (and ``opens``) in C from the next receive on, in its root
-        ``vm_root`` while its bus is ``quiet`` (or audited alone: ``audit``; served_stat); else None."""
+    def serve_stats(self, served: ServedStat) -> ServedStat | None:
+        """Serve a strict VM's plain stats (and what ``served`` says: opens, writes, an audit) in C
+        from the next receive on; None where C cannot (``served_stat.wanted``)."""
         if self._publish is None:
             return None
-        served = ServedStat(vm_root, quiet, opens, audit)
         tables = compiled.packed(self._arch, self._kept, self._checks_exec, served_stat=True)
         self._loop.serve_stats(tables, served, self._creds.shared)
         return served

@@ -28,6 +28,14 @@ manager/handlers/query.py ``handle_stat``/``handle_statx`` and opening.py
 ``HVFS_SERVED_STAT=0``, read when a driver is made, turns it off (the conformance tests run
 both ways).
 
+A quiet VM's write-open (open, openat, creat; a file created too), by a plain path
+(absolute, or relative to the cwd or a dirfd) in a nodev writable view, is served in C too,
+as ``direct.open_writable`` serves it, its change-set note made by C with the GIL
+(hvfs/_native/served_write.h says what is declined: O_EXCL, an audited VM's, a symlink on
+the way among others), in the default profile too, where nothing else is served in C
+(compiled.py gives it SERVED rules for the opens alone). ``HVFS_SERVED_WRITE=0`` turns that
+part off alone.
+
 An audited VM (an audit or another subscriber on its bus, and no hook) has those served
 in C too that the Python path names by their text (``resolve.open_named``: a plain path
 found with no symlink on the way) and answers "ok"; C records each one's event into the
@@ -40,6 +48,7 @@ from __future__ import annotations
 import functools
 import os
 import struct
+from collections.abc import Callable
 
 from hvfs import _native as native
 from hvfs import api
@@ -47,7 +56,9 @@ from hvfs._sys import caps
 from hvfs.intercept.credcache import PUBLISHED_GROUPS, SWITCH_CAPS, SWITCH_GROUPS, SWITCH_IDS, Switch
 
 ENVIRONMENT = "HVFS_SERVED_STAT"
-CALLS = {"stat": 0, "lstat": 1, "newfstatat": 2, "statx": 3, "open": 4, "openat": 5}  # served_stat.h CALL_*
+CALLS = {"stat": 0, "lstat": 1, "newfstatat": 2, "statx": 3, "open": 4, "openat": 5, "creat": 6}  # served_stat.h CALL_*
+WRITE_CALLS = ("open", "openat", "creat")  # what a default-profile VM has served in C: its write-opens
+WRITES_ENVIRONMENT = "HVFS_SERVED_WRITE"
 OUTCOMES = ("served", "continued", "failed")  # served_stat.h SERVED_*, as the manager names them
 KINDS = (api.Stat, api.Statx, api.Open)  # served_stat.h COUNTS_*
 COUNTS = struct.Struct(f"<{len(KINDS) * len(OUTCOMES)}Q")  # KINDS x OUTCOMES
@@ -55,13 +66,22 @@ COUNTS = struct.Struct(f"<{len(KINDS) * len(OUTCOMES)}Q")  # KINDS x OUTCOMES
 # record.c's record_raw, and a (request, response) of each kind served (AUDIT_*: stat, statx,
 # open), whose types say how the event reads.
 Audit = tuple[object, str, object, tuple[tuple[object, object], ...]]
-StatArgument = tuple[int, bytearray, bytearray, bytearray, bytearray, bool, Audit | None]  # hotpath.c serve's stat
+# What C serves a VM's write-opens with (served_write.h): its writable view, a nodev one, and
+# its change set's ``note``, which C calls for each regular file it hands out.
+Writes = tuple[int, Callable[[str, bool, bool], None]]
+StatArgument = tuple[int, bytearray, bytearray, bytearray, bytearray, bool, Audit | None, Writes | None]
 
 
 def wanted() -> bool:
     """Whether drivers made now serve stats in C: the hot path is built, on x86_64 (the
     struct stat C packs), and ``HVFS_SERVED_STAT`` is not 0."""
     return native.hotpath is not None and os.uname().machine == "x86_64" and os.environ.get(ENVIRONMENT, "1") != "0"
+
+
+def writes_wanted() -> bool:
+    """Whether drivers that serve stats in C serve write-opens there too (``wanted``, and
+    ``HVFS_SERVED_WRITE`` is not 0)."""
+    return wanted() and os.environ.get(WRITES_ENVIRONMENT, "1") != "0"
 
 
 @functools.cache
@@ -91,17 +111,20 @@ class ServedStat:
     """One driver's served stats: the VM's root, its bus's quiet flag, and the counts by
     request type and outcome, which the VM's statistics add to the manager's own."""
 
-    def __init__(self, vm_root: int, quiet: bytearray, opens: bool, audit: Audit | None = None) -> None:
+    def __init__(
+        self, vm_root: int, quiet: bytearray, opens: bool, audit: Audit | None = None, writes: Writes | None = None
+    ) -> None:
         self.vm_root = vm_root
         self.quiet = quiet
         self.opens = opens  # read-only opens too (``opens``)
         self.audit = audit  # an audited VM's served in C too (``audit_of``), else None
+        self.writes = writes  # write-opens of existing files too (served_write.h), else None
         self.counts = bytearray(COUNTS.size)
 
     def argument(self, watch: bytearray, known: bytearray) -> StatArgument:
         """What hotpath.c serve takes as its ``stat``, for a worker whose published
         credentials are ``known`` (``KnownCredentials.published``)."""
-        return (self.vm_root, self.quiet, watch, known, self.counts, self.opens, self.audit)
+        return (self.vm_root, self.quiet, watch, known, self.counts, self.opens, self.audit, self.writes)
 
     def counted(self) -> dict[tuple[type, str], int]:
         """Requests served here, as ``VmContext.count`` keys them."""

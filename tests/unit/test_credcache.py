@@ -158,7 +158,8 @@ def test_a_umask_to_the_value_in_force_is_pending_again_once_another_begins(thre
 
 def published(known: KnownCredentials) -> list[tuple[int, ...]]:
     """The entries the C loop reads (tid, pidfd, generation, then the Switch: what, uid,
-    gid, the number of groups, the capabilities, the groups), the free ones left out."""
+    gid, the number of groups, the capabilities, the groups; then the umask), the free ones
+    left out."""
     size = credcache.PUBLISHED.size
     entries = [credcache.PUBLISHED.unpack_from(known.published, at) for at in range(0, len(known.published), size)]
     return [entry for entry in entries if entry[1] >= 0]
@@ -174,10 +175,10 @@ def test_kept_credentials_are_published_for_the_c_loop_with_their_switch(thread:
     known = KnownCredentials(watch, publish=switch_if_root)
     assert known.get(thread.pid, Reader(ROOT), valid) == ROOT
     require(known.threads, "pidfd_open(PIDFD_THREAD) needs Linux 6.9")
-    [(tid, pidfd, generation, what, uid, gid, count, effective, *groups)] = published(known)
+    [(tid, pidfd, generation, what, uid, gid, count, effective, *groups, umask)] = published(known)
     assert tid == thread.pid and pidfd >= 0 and generation == watch.generation
     assert (what, uid, gid, count, effective) == (credcache.SWITCH_IDS | credcache.SWITCH_CAPS, 0, 0, 2, 5)
-    assert groups == [7, 8] + [0] * (credcache.PUBLISHED_GROUPS - 2)
+    assert groups == [7, 8] + [0] * (credcache.PUBLISHED_GROUPS - 2) and umask == ROOT.umask
     known.drop(thread.pid)  # unpublished before its pidfd is closed
     assert published(known) == []
     assert bytes(known.published) == bytes(KnownCredentials(watch).published)  # all free, as made
@@ -193,7 +194,7 @@ def test_the_shared_watch_changes_before_the_call_continues(change: str) -> None
     assert credcache.WATCH.unpack_from(watch.shared) == (0, 0, 1)
     getattr(watch, change)()
     generation, changing, trusted = credcache.WATCH.unpack_from(watch.shared)
-    assert generation == watch.generation == 1
+    assert generation == watch.generation == 1  # Python's own: no bumps of C's here
     assert (changing, trusted) == {"changed": (0, 1), "begin": (1, 1), "distrust": (0, 0)}[change]
     if change == "begin":
         watch.end()

@@ -44,7 +44,7 @@ _STATUS = os.O_APPEND | os.O_DIRECT | os.O_NOATIME
 
 def open_writable(vm: VmContext, request: api.Open, flags: int, mode: int) -> api.Response | None:
     """The served answer to a write-open, or None: let the general path answer."""
-    if not _nodev(vm):
+    if not nodev(vm):
         return None
     exclusive = flags & os.O_CREAT and flags & os.O_EXCL
     status = -1 if flags & os.O_NONBLOCK else flags & _STATUS  # the caller's, once the file is open
@@ -76,7 +76,7 @@ def open_writable(vm: VmContext, request: api.Open, flags: int, mode: int) -> ap
     return api.Fd(fd, bool(flags & os.O_CLOEXEC))
 
 
-def _nodev(vm: VmContext) -> bool:
+def nodev(vm: VmContext) -> bool:
     """Whether the VM's writable view refuses device nodes: every view made by
     ``hvfs.manager.view`` (nodev on each of its mounts); not a view handed over by a manager
     from before that (``hvfs manager restart``), nor a plain directory (hvfs.testing)."""
