@@ -31,7 +31,7 @@ both ways).
 A quiet VM's write-open (open, openat, creat; a file created too), by a plain path
 (absolute, or relative to the cwd or a dirfd) in a nodev writable view, is served in C too,
 as ``direct.open_writable`` serves it, its change-set note made by C with the GIL
-(hvfs/_native/served_write.h says what is declined: O_EXCL, an audited VM's, a symlink on
+(hvfs/_native/served_write.h says what is declined: an audited VM's, a symlink on
 the way among others), in the default profile too, where nothing else is served in C
 (compiled.py gives it SERVED rules for the opens alone). ``HVFS_SERVED_WRITE=0`` turns that
 part off alone.

@@ -1,0 +1,198 @@
+"""The mutations an untar makes, served in the driver's C loop (hvfs/_native/served_write.h's
+O_CREAT|O_EXCL creation), answer and change exactly what the Python path does, which serves
+them with ``HVFS_SERVED_WRITE=0`` (a manager of its own): every case below, served in C or
+declined to Python, gives the same answer, the same files afterwards (content, mode, owner,
+times) and the same ``hvfs diff``, as root, as a VM user (C acting as that user) and
+rootless; and a tarball extracted, then removed, in a VM leaves the same tree behind."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Hvfs, chown_to
+from tests.test_served_write import _in_python, _open_served, _run, _snapshot, _volume
+
+PROBE = r"""
+import ctypes, fcntl, json, os, stat
+libc = ctypes.CDLL(None, use_errno=True)
+AT_FDCWD = -100
+W, C, T, X = os.O_WRONLY, os.O_CREAT, os.O_TRUNC, os.O_EXCL
+os.umask(0o022)
+os.chdir("/data")
+data = os.open("/data", os.O_RDONLY | os.O_DIRECTORY)
+
+def created(path, flags, mode=0o600, dirfd=AT_FDCWD):
+    fd = libc.openat(dirfd, path.encode(), flags | C | X, mode)
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "open")
+    try:
+        st = os.fstat(fd)
+        status, fd_flags = fcntl.fcntl(fd, fcntl.F_GETFL), fcntl.fcntl(fd, fcntl.F_GETFD)
+        wrote = os.write(fd, b"made\n") if status & os.O_ACCMODE != os.O_RDONLY else None
+        return [status, fd_flags, st.st_mode, st.st_uid, st.st_gid, wrote]
+    finally:
+        os.close(fd)
+
+def attempt(function):
+    try:
+        return ["ok", function()]
+    except OSError as e:
+        return ["error", e.errno]
+
+cases = {
+    "new": lambda: created("/data/x1", W),
+    "new_rdwr": lambda: created("/data/x2", os.O_RDWR, 0o640),
+    "new_as_tar": lambda: created("/data/x3", W | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC),
+    "new_trunc": lambda: created("/data/x4", W | T, 0o666),
+    "new_relative": lambda: created("dir/x5", W, 0o604),
+    "new_dirfd": lambda: created("x6", W, 0o644, dirfd=data),
+    "new_setuid_mode": lambda: created("/data/x7", W, 0o6775),
+    "new_in_setgid_dir": lambda: created("/data/sgid/x8", W, 0o2775),
+    "new_unwritable_dir": lambda: created("/data/private/x9", W),
+    "new_missing_dir": lambda: created("/data/nodir/x10", W),
+    "new_readonly_mode": lambda: created("/data/x11", os.O_RDWR, 0o400),
+    "again": lambda: created("/data/x1", W),
+    "existing": lambda: created("/data/file", W),
+    "existing_relative": lambda: created("file2", W),
+    "existing_dirfd": lambda: created("file3", W, dirfd=data),
+    "existing_readonly": lambda: created("/data/ro_file", W),
+    "existing_private": lambda: created("/data/private/secret", W),
+    "a_directory": lambda: created("/data/dir", W),
+    "a_symlink": lambda: created("/data/link", W),
+    "a_dangling_symlink": lambda: created("/data/dangling", W),
+    "a_nofollow_symlink": lambda: created("/data/link", W | os.O_NOFOLLOW),
+    "a_fifo": lambda: created("/data/fifo", W | os.O_NONBLOCK),
+    "through_symlink": lambda: created("/data/dirlink/x12", W),
+    "ro_volume": lambda: created("/ro/x13", W),
+    "ro_volume_existing": lambda: created("/ro/file", W),
+    "rdonly": lambda: created("/data/x14", os.O_RDONLY),
+    "dotdot": lambda: created("/data/dir/../x15", W),
+    "name_too_long": lambda: created("/data/" + "x" * 300, W),
+}
+print(json.dumps({name: attempt(case) for name, case in cases.items()}))
+"""
+
+C_SERVED_AT_LEAST = 14  # the creations of a new name by a plain path (9), the EEXISTs of a regular file (6)
+
+
+def _handed(stats: dict[str, Any]) -> int:
+    """Requests the C loop handed to Python: fewer by those it served (an answer EEXIST too)."""
+    handed: int = stats["compiled"]["handed_to_python"]
+    return handed
+
+
+def _times(data: Path) -> dict[str, Any]:
+    """Every file's modification time (ns) but for those the probe made (made now, either way)
+    and directories (a creation in them changes theirs)."""
+    found = sorted(p for p in data.rglob("*") if p.name[:1] != "x" and (p.is_symlink() or not p.is_dir()))
+    return {str(p.relative_to(data)): p.lstat().st_mtime_ns for p in found}
+
+
+def _both_ways(runner: Hvfs, root: Path, owner: int | str | None, *options: str) -> dict[str, Any]:
+    results = []
+    for name, way in (("c", runner), ("python", _in_python(runner))):
+        place = root / name
+        place.mkdir()
+        if isinstance(owner, str):
+            chown_to(place, owner)
+        data = _volume(place, owner)
+        (data / "dirlink").symlink_to("dir")
+        (place / "probe" / "probe.py").write_text(PROBE)
+        before = _times(data)
+        answers, stats, diff = _run(way, place, *options)
+        results.append((answers, stats, diff, _snapshot(data), before == _times(data)))
+    (in_c, c_stats, c_diff, c_files, c_kept), (in_python, python_stats, python_diff, python_files, python_kept) = (
+        results
+    )
+    assert in_c == in_python
+    assert c_files == python_files
+    assert c_kept and python_kept  # an EEXIST touched nothing
+    assert c_diff == python_diff and "A /data/x1" in c_diff, c_diff
+    assert _handed(python_stats) - _handed(c_stats) >= C_SERVED_AT_LEAST, (c_stats, python_stats)
+    return in_c
+
+
+@pytest.mark.parametrize("profile", ["strict", "default"])
+@pytest.mark.parametrize("as_user", [False, True], ids=["root", "vm-user"])
+def test_each_exclusive_creation_answers_as_the_python_path(
+    hvfs: Hvfs, tmp_path: Path, as_user: bool, profile: str
+) -> None:
+    os.chmod(tmp_path, 0o755)
+    options = (*(("-u", "1000:1000") if as_user else ()), *(("--default",) if profile == "default" else ()))
+    in_c = _both_ways(hvfs, tmp_path, 1000 if as_user else None, *options)
+    assert in_c["new"][0] == "ok" and in_c["new"][1][2] & 0o7777 == 0o600
+    assert in_c["again"] == ["error", 17] and in_c["existing"] == ["error", 17]
+    assert in_c["a_directory"] == ["error", 17] and in_c["a_dangling_symlink"] == ["error", 17]
+    assert in_c["new_in_setgid_dir"][1][4] == 4242 and in_c["new_missing_dir"] == ["error", 2]
+    assert in_c["new_unwritable_dir"] == (["error", 13] if as_user else in_c["new_unwritable_dir"])
+    assert in_c["new_as_tar"][1][1] == 1 and in_c["new"][1][3] == (1000 if as_user else 0)
+
+
+@pytest.mark.rootless
+def test_a_rootless_vms_exclusive_creations_answer_as_the_python_path(rootless: Hvfs, shared_tmp: Path) -> None:
+    assert rootless.user is not None
+    in_c = _both_ways(rootless, shared_tmp, rootless.user)
+    assert in_c["new"][0] == "ok" and in_c["existing"] == ["error", 17]
+
+
+def _tarball(path: Path, files: int) -> None:
+    """A tree of ``files`` small files in ten directories, with modes, owners and times of
+    their own, as W3's tarball (benchmarks/fixtures.py)."""
+    with tarfile.open(path, "w") as tar:
+        for d in range(10):
+            info = tarfile.TarInfo(f"tree/d{d}")
+            info.type, info.mode, info.mtime, info.uid, info.gid = tarfile.DIRTYPE, 0o750, 1_600_000_000 + d, 1000, 1000
+            tar.addfile(info)
+        for i in range(files):
+            body = f"file {i}\n".encode() * (i % 7 + 1)
+            info = tarfile.TarInfo(f"tree/d{i % 10}/f{i}")
+            info.size, info.mode, info.mtime = len(body), 0o644 if i % 3 else 0o755, 1_500_000_000 + i
+            info.uid = info.gid = 1000 if i % 2 else 0
+            tar.addfile(info, io.BytesIO(body))
+
+
+def _extracted(runner: Hvfs, root: Path, *options: str) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """The tree a VM's tar extracts (names, modes, owners, content, times), its statistics
+    and its diff; then the VM removes it again (rm -rf), which must leave nothing."""
+    data = root / "data"
+    data.mkdir()
+    os.chmod(root, 0o755)
+    _tarball(root / "w3.tar", 300)
+    stats = root / "stats.json"
+    volumes = ["-v", f"{data}:/data", "-v", f"{root / 'w3.tar'}:/w3.tar:ro"]
+    result = runner.run(
+        "run", *options, "--diff", "--stats", str(stats), *volumes, "--", "sh", "-c", "cd /data && tar -xf /w3.tar"
+    )
+    assert result.returncode == 0, result.stderr
+    tree = {}  # a directory's time is the time of its last entry's creation
+    for p in sorted(data.rglob("*")):
+        st = p.lstat()
+        tree[str(p.relative_to(data))] = [
+            st.st_mode,
+            st.st_uid,
+            None if p.is_dir() else st.st_mtime_ns,
+            p.is_file() and p.read_text(),
+        ]
+    diff = sorted(line for line in result.stdout.splitlines() if line[:2] in ("A ", "C ", "D "))
+    runner.ok("run", *options, "-v", f"{data}:/data", "--", "rm", "-rf", "/data/tree")
+    assert list(data.iterdir()) == []
+    return tree, json.loads(stats.read_text()), diff
+
+
+@pytest.mark.parametrize("profile", ["--strict", "--diff"], ids=["strict", "default"])
+def test_a_tarball_extracted_in_a_vm_leaves_the_python_paths_tree(hvfs: Hvfs, tmp_path: Path, profile: str) -> None:
+    (tmp_path / "c").mkdir()
+    (tmp_path / "python").mkdir()
+    in_c, c_stats, c_diff = _extracted(hvfs, tmp_path / "c", profile)
+    in_python, python_stats, python_diff = _extracted(_in_python(hvfs), tmp_path / "python", profile)
+    assert in_c == in_python and len(in_c) == 311
+    assert in_c["tree/d3/f13"][1:] == [1000, 1_500_000_013 * 10**9, "file 13\n" * 7]
+    assert c_diff == python_diff
+    assert _open_served(c_stats) - _open_served(python_stats) >= 300, (c_stats, python_stats)
