@@ -305,3 +305,42 @@ def test_a_tarball_extracted_in_a_vm_leaves_the_python_paths_tree(hvfs: Hvfs, tm
     assert c_diff == python_diff
     assert _open_served(c_stats) - _open_served(python_stats) >= 300, (c_stats, python_stats)
     assert c_stats["compiled"]["unlink_served"] >= 299 and python_stats["compiled"]["unlink_served"] == 0
+
+
+def test_an_audited_vms_creations_and_unlinks_stay_on_python_and_are_recorded_alike(hvfs: Hvfs, tmp_path: Path) -> None:
+    records = []
+    for name, way in (("c", hvfs), ("python", _in_python(hvfs))):
+        place = tmp_path / name
+        place.mkdir()
+        data = place / "data"
+        data.mkdir()
+        log = place / "audit.jsonl"
+        script = (
+            "cd /data && for i in 1 2 3 4 5; do set -C; : > f$i; set +C; done; rm f1 /data/f2 && rm -rf f3 /data/f4 f5"
+        )
+        result = way.run(
+            "run",
+            "--audit",
+            str(log),
+            "--stats",
+            str(place / "stats.json"),
+            "-v",
+            f"{data}:/data",
+            "--",
+            "sh",
+            "-c",
+            script,
+        )
+        kept = [json.loads(line) for line in log.read_text().splitlines()]
+        changes = [
+            {k: v for k, v in r.items() if k not in ("time", "vm", "pid", "duration_us")}
+            for r in kept
+            if r.get("operation") in ("open", "unlink")
+        ]
+        stats = json.loads((place / "stats.json").read_text())["compiled"]
+        records.append((result.returncode, changes, sorted(p.name for p in data.iterdir()), stats))
+    (c_code, c_changes, c_left, c_stats), (python_code, python_changes, python_left, python_stats) = records
+    assert (c_code, c_changes, c_left) == (python_code, python_changes, python_left) == (0, c_changes, [])
+    assert any(r.get("operation") == "unlink" and r.get("paths") == ["/data/f1"] for r in c_changes), c_changes
+    # the audited VM's creations and unlinks are Python's: C serves none of them
+    assert c_stats.get("unlink_served", 0) == 0 and c_stats.get("open_served", 0) == python_stats.get("open_served", 0)
