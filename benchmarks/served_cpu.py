@@ -1,6 +1,7 @@
-"""The manager's CPU per served read-only open, per served stat and per write-open of a file
-that exists, with the C loop serving them and with ``HVFS_SERVED_STAT=0`` (the Python path,
-which also turns served writes off), round by round, each its own manager
+"""The manager's CPU per served read-only open, per served stat, per write-open of a file
+that exists and per O_CREAT|O_EXCL creation with its unlink (one pair), with the C loop
+serving them and with ``HVFS_SERVED_STAT=0`` (the Python path, which also turns served
+writes off), round by round, each its own manager
 in a private state directory (as benchmarks/audit_cpu_vm.py measures: a run of 200 calls and
 one of 20,200, the difference over 20,000). Not a test: nothing is asserted.
 
@@ -25,6 +26,8 @@ PROGRAMS = {
     "open r/o": "fd = os.open(p, os.O_RDONLY); os.close(fd)",
     "stat": "os.stat(p)",
     "open w": "fd = os.open(p, os.O_WRONLY); os.close(fd)",  # a write-open of a file that exists (served_write.h)
+    # W3's pair (tar's creation, rm's unlink: served_write.h, served_mutate.h): the figure is per pair
+    "excl+unlink": "fd = os.open(p + 'x', os.O_WRONLY | os.O_CREAT | os.O_EXCL); os.close(fd); os.unlink(p + 'x')",
 }
 
 

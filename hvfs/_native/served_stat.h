@@ -42,9 +42,10 @@
 #define STAT_STATX_RESERVED 0x80000000u
 #define STAT_SCOPED_RETRIES 16 /* hvfs/_sys/files.py _SCOPED_RETRIES */
 
-enum { CALL_STAT, CALL_LSTAT, CALL_NEWFSTATAT, CALL_STATX, CALL_OPEN, CALL_OPENAT, CALL_CREAT }; /* RULE_SERVED's arg */
+/* RULE_SERVED's arg: from CALL_OPEN on serve_open's (an unlink, served_mutate.h's) */
+enum { CALL_STAT, CALL_LSTAT, CALL_NEWFSTATAT, CALL_STATX, CALL_OPEN, CALL_OPENAT, CALL_CREAT, CALL_UNLINK, CALL_UNLINKAT };
 enum { SERVED_DONE, SERVED_CONTINUED, SERVED_FAILED, SERVED_OUTCOMES };
-enum { COUNTS_STAT, COUNTS_STATX, COUNTS_OPEN, COUNTED_KINDS }; /* counts: [COUNTS_*][SERVED_*] */
+enum { COUNTS_STAT, COUNTS_STATX, COUNTS_OPEN, COUNTS_UNLINK, COUNTED_KINDS }; /* counts: [COUNTS_*][SERVED_*] */
 enum { DECLINED = 0, ANSWER = 1, GONE = 2 };
 
 /* hvfs/intercept/credcache.py WATCH and PUBLISHED */
@@ -363,7 +364,8 @@ serve_stat(const struct stat_context *c, int listener, const struct seccomp_noti
      O_DIRECT | O_LARGEFILE | O_DIRECTORY | O_NOFOLLOW | O_NOATIME | O_CLOEXEC | O_PATH | SERVED_TMPFILE)
 #define SERVED_WRITE (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | SERVED_TMPFILE)
 
-#include "served_write.h" /* serve_write: a write-open, and install_served */
+#include "served_write.h"  /* serve_write: a write-open, and install_served */
+#include "served_mutate.h" /* serve_unlink */
 
 /* Serves a read-only open or openat (call: CALL_OPEN, CALL_OPENAT) as opening.py's
  * _open_readable does: the object found O_PATH in the VM's root, a regular file or a
@@ -375,6 +377,8 @@ static int
 serve_open(const struct stat_context *c, int listener, const struct seccomp_notif *notif, int call,
            struct seccomp_notif_resp *resp, int *install, unsigned int *newfd_flags)
 {
+    if (call >= CALL_UNLINK)
+        return serve_unlink(c, listener, notif, call, resp);
     const __u64 *a = notif->data.args;
     int32_t dirfd = call != CALL_OPENAT ? AT_FDCWD : (int32_t)a[0];
     uint64_t path_at = call != CALL_OPENAT ? a[0] : a[1];

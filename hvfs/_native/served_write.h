@@ -13,7 +13,9 @@
  * caller's very directory), acting as the caller; then fstat and F_SETFL of the caller's
  * status flags (files.open_stat); where that finds nothing (ENOENT) and O_CREAT asks, the open
  * again with O_CREAT and O_EXCL, the caller's mode (& 07777) and umask (published with its
- * credentials, under the same watch). A regular file is noted in the change set as direct.py
+ * credentials, under the same watch); an O_CREAT|O_EXCL open is that creation at once, and
+ * where it finds a regular file (no symlink on the way) answered EEXIST, as opening.py's
+ * probe answers it. A regular file is noted in the change set as direct.py
  * notes it (its text, whether it existed, exists), a FIFO is not (it changes nothing in the
  * tree); both are handed out.
  *
@@ -22,13 +24,14 @@
  *
  * Declined before any answer, so that Python serves the request from its start: a VM with a
  * hook or an audit (quiet[0] off); O_PATH, O_TMPFILE, a
- * read-only access mode (O_CREAT or O_TRUNC alone: opening.py's probe), O_CREAT with O_EXCL;
+ * read-only access mode (O_CREAT or O_TRUNC alone: opening.py's probe);
  * a path (with its base) naming "proc", "pts" or "dev" (kernel_paths, /dev's devices, magic
  * links to the caller's own files), a path that is not plain, a base Python would find
  * otherwise (ForeignBase, a deleted or foreign directory); a caller whose credentials are not
  * published; and every failed open: ENOENT (without O_CREAT, or a missing directory), EEXIST
- * (a file made meanwhile), ELOOP (a symlink on the way: named by a readlink there), any errno
- * (Python's general path answers it). A failed openat2 changes nothing, bar an O_TRUNC open
+ * (a file made meanwhile; for O_EXCL, anything but a regular file there: a symlink, a
+ * directory), ELOOP (a symlink on the way: named by a readlink there), any errno (Python's
+ * general path answers it). A failed openat2 changes nothing, bar an O_TRUNC open
  * failing after its truncation, or a creation whose fstat or F_SETFL fails, which Python's
  * own direct path hands to its general path alike.
  *
@@ -116,6 +119,21 @@ write_base(int rw_root, const char *base, const struct stat *identity)
     return dir;
 }
 
+/* Whether path (from dir, resolved as the open was, no symlink on the way) names a regular
+ * file, looked at as the caller (still switched): where an O_CREAT|O_EXCL open found one,
+ * opening.py's general path probes it (O_PATH) and answers EEXIST with no side effect; any
+ * other object (a directory, a symlink, a FIFO) is left to it. */
+static int
+found_regular(int dir, const char *path, uint64_t resolve)
+{
+    long probe = scoped_openat2(dir, path, O_PATH | O_NOFOLLOW | O_CLOEXEC, resolve);
+    struct stat st;
+    int regular = probe >= 0 && fstat((int)probe, &st) == 0 && S_ISREG(st.st_mode);
+    if (probe >= 0)
+        close((int)probe);
+    return regular;
+}
+
 /* Serves a write-open (flags: the register's, masked to what open(2) keeps) of path_at from
  * dirfd, as the header says: ANSWER with *install the fd to install writable (or resp an
  * errno), GONE, or DECLINED. Without the GIL but for the change set's note. */
@@ -127,9 +145,9 @@ serve_write(const struct stat_context *c, int listener, const struct seccomp_not
     uint64_t access = flags & O_ACCMODE;
     if (c->rw_root < 0 || !c->change_note || !__atomic_load_n(c->quiet, __ATOMIC_ACQUIRE))
         return DECLINED;
-    if (flags & (O_PATH | SERVED_TMPFILE) || (access != O_WRONLY && access != O_RDWR) ||
-        (flags & O_CREAT && flags & O_EXCL) || (dirfd < 0 && dirfd != AT_FDCWD))
+    if (flags & (O_PATH | SERVED_TMPFILE) || (access != O_WRONLY && access != O_RDWR) || (dirfd < 0 && dirfd != AT_FDCWD))
         return DECLINED;
+    int exclusive = flags & O_CREAT && flags & O_EXCL; /* direct.py: created at once, no open first */
     struct acting a = {0};
     if (path_at == 0 || notif->pid <= 0 || !published_caller(c, notif->pid, &a))
         return DECLINED;
@@ -164,21 +182,28 @@ serve_write(const struct stat_context *c, int listener, const struct seccomp_not
     int status = flags & O_NONBLOCK ? -1 : (int)(flags & SERVED_STATUS), fd = -1, failed = ECANCELED, existed = 1;
     unsigned int mode = 0;
     if (act_switch(&a) == 0)
-        failed = open_stat_calls((int)dir, path, &how, status, &fd, &mode);
+        failed = exclusive ? ENOENT : open_stat_calls((int)dir, path, &how, status, &fd, &mode);
     if (failed == ENOENT && flags & O_CREAT && !a.failed) {
         existed = 0;
         failed = create_as_caller((int)dir, path, &how, creation_mode, status, &fd, &mode, &a);
+        if (failed == EEXIST && exclusive && found_regular((int)dir, path, how.resolve))
+            failed = -EEXIST; /* answered: opening.py's probe finds that file and raises EEXIST */
     }
     act_restore(&a);
     if (dir != c->rw_root)
         close((int)dir);
+    uint64_t *count = c->counts + SERVED_OUTCOMES * COUNTS_OPEN;
+    if (failed == -EEXIST) {
+        resp->error = -EEXIST;
+        count[SERVED_FAILED]++;
+        return ANSWER;
+    }
     if (failed)
         return DECLINED;
     if (!S_ISREG(mode) && !S_ISFIFO(mode)) { /* unreachable in a nodev view: direct.py's general path */
         close(fd);
         return DECLINED;
     }
-    uint64_t *count = c->counts + SERVED_OUTCOMES * COUNTS_OPEN;
     if (S_ISREG(mode) && note_change(c->change_note, whole, (size_t)made, existed) < 0) {
         close(fd);
         resp->error = -EIO;

@@ -31,10 +31,11 @@ both ways).
 A quiet VM's write-open (open, openat, creat; a file created too), by a plain path
 (absolute, or relative to the cwd or a dirfd) in a nodev writable view, is served in C too,
 as ``direct.open_writable`` serves it, its change-set note made by C with the GIL
-(hvfs/_native/served_write.h says what is declined: O_EXCL, an audited VM's, a symlink on
+(hvfs/_native/served_write.h says what is declined: an audited VM's, a symlink on
 the way among others), in the default profile too, where nothing else is served in C
-(compiled.py gives it SERVED rules for the opens alone). ``HVFS_SERVED_WRITE=0`` turns that
-part off alone.
+(compiled.py gives it SERVED rules for the opens and unlinks alone). So is its unlink of a
+plain path (unlink, unlinkat without AT_REMOVEDIR), as ``names.handle_unlink`` serves it
+(hvfs/_native/served_mutate.h). ``HVFS_SERVED_WRITE=0`` turns those off alone.
 
 An audited VM (an audit or another subscriber on its bus, and no hook) has those served
 in C too that the Python path names by their text (``resolve.open_named``: a plain path
@@ -56,11 +57,23 @@ from hvfs._sys import caps
 from hvfs.intercept.credcache import PUBLISHED_GROUPS, SWITCH_CAPS, SWITCH_GROUPS, SWITCH_IDS, Switch
 
 ENVIRONMENT = "HVFS_SERVED_STAT"
-CALLS = {"stat": 0, "lstat": 1, "newfstatat": 2, "statx": 3, "open": 4, "openat": 5, "creat": 6}  # served_stat.h CALL_*
-WRITE_CALLS = ("open", "openat", "creat")  # what a default-profile VM has served in C: its write-opens
+# served_stat.h CALL_*
+CALLS = {
+    "stat": 0,
+    "lstat": 1,
+    "newfstatat": 2,
+    "statx": 3,
+    "open": 4,
+    "openat": 5,
+    "creat": 6,
+    "unlink": 7,
+    "unlinkat": 8,
+}
+# What a default-profile VM has served in C: its write-opens and unlinks.
+WRITE_CALLS = ("open", "openat", "creat", "unlink", "unlinkat")
 WRITES_ENVIRONMENT = "HVFS_SERVED_WRITE"
 OUTCOMES = ("served", "continued", "failed")  # served_stat.h SERVED_*, as the manager names them
-KINDS = (api.Stat, api.Statx, api.Open)  # served_stat.h COUNTS_*
+KINDS = (api.Stat, api.Statx, api.Open, api.Unlink)  # served_stat.h COUNTS_*
 COUNTS = struct.Struct(f"<{len(KINDS) * len(OUTCOMES)}Q")  # KINDS x OUTCOMES
 # What C records an audited VM's served calls with (served_audit.h): the bus, the VM's name,
 # record.c's record_raw, and a (request, response) of each kind served (AUDIT_*: stat, statx,

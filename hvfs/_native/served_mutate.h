@@ -1,0 +1,140 @@
+/* A VM's unlink of a plain path, served in the C receive loop (served_stat.h's serve_open
+ * hands CALL_UNLINK and CALL_UNLINKAT here; hvfs/intercept/served_stat.py says when, and
+ * tests/test_served_mutate.py holds it to the Python path).
+ *
+ * What is served is what hvfs/manager/handlers/names.py handle_unlink serves: the name's
+ * parent found in the VM's writable view (resolve.parent_named), the last component unlinked
+ * there (unlinkat, no AT_REMOVEDIR), acting as the caller, so that the kernel makes every
+ * check the caller's own unlink would (search and write on the directory, the sticky bit,
+ * CAP_FOWNER, a read-only volume). Only a path served_write.h's plain_write_path takes (a
+ * relative one's after its base's, read as read_base reads it): absolute, plain, no kernel
+ * path, no last "/", so that its text is its VM path and its last component a name; its
+ * parent opened with no symlink on the way (an absolute path RESOLVE_IN_ROOT from the writable
+ * view's root; a relative one RESOLVE_BENEATH its base, found with the manager's rights and
+ * checked to be the caller's very directory, as write_base finds it).
+ *
+ * The change set: a removed name noted (its text, it existed, it exists no more) as
+ * changes.after notes an Unlink, with the GIL, before the answer.
+ *
+ * Declined before any answer, so that Python serves the request from its start: a VM with a
+ * hook or an audit (quiet[0] off), no writable view, unlinkat with any flag (AT_REMOVEDIR: an
+ * Rmdir), a path that is not plain, a base Python would find otherwise, a caller whose
+ * credentials are not published, and every failure (a symlink on the way: ELOOP; ENOENT,
+ * EACCES, EISDIR, EROFS ...): a failed unlinkat changes nothing, and Python answers it.
+ */
+#ifndef HVFS_SERVED_MUTATE_H
+#define HVFS_SERVED_MUTATE_H
+
+/* changes.note(path, True, False) with the GIL: 0, or -1 where it raised (reported as
+ * unraisable; the request is then answered EIO, as the dispatch answers a failed record). */
+static int
+note_removed(PyObject *note, const char *path, size_t length)
+{
+    PyGILState_STATE gil = PyGILState_Ensure();
+    PyObject *name = PyUnicode_DecodeFSDefaultAndSize(path, (Py_ssize_t)length);
+    PyObject *done = name ? PyObject_CallFunctionObjArgs(note, name, Py_True, Py_False, NULL) : NULL;
+    int failed = done == NULL;
+    if (failed)
+        PyErr_WriteUnraisable(note);
+    Py_XDECREF(done);
+    Py_XDECREF(name);
+    PyGILState_Release(gil);
+    return failed ? -1 : 0;
+}
+
+/* The caller's path at path_at into path (PATH_MAX_BYTES + 1), read once: its length, or -1. */
+static ssize_t
+read_mutated_path(pid_t pid, uint64_t path_at, char *path)
+{
+    /* Safe because: process_vm_readv writes only within our buffer; the bytes are acted on
+     * as read, whatever the caller's memory holds by then. */
+    ssize_t got = read_remote(pid, path_at, path, SHORT_PATH);
+    if (got == SHORT_PATH && !memchr(path, 0, SHORT_PATH)) {
+        ssize_t more = read_remote(pid, path_at + SHORT_PATH, path + SHORT_PATH, PATH_MAX_BYTES - SHORT_PATH);
+        got = more < 0 ? got : got + more;
+    }
+    if (got <= 0 || !memchr(path, 0, (size_t)got) || path[0] == 0)
+        return -1;
+    return (ssize_t)strlen(path);
+}
+
+/* The directory holding path's last component (*last: where that starts in path), opened
+ * O_PATH from dir with no symlink on the way (resolve: RESOLVE_IN_ROOT or RESOLVE_BENEATH),
+ * acting as the caller: an fd, or -1 with errno. A name with no "/" is in dir itself: dup. */
+static long
+mutated_parent(int dir, char *path, uint64_t resolve, const char **last)
+{
+    char *slash = strrchr(path, '/');
+    if (!slash) {
+        *last = path;
+        return fcntl(dir, F_DUPFD_CLOEXEC, 0);
+    }
+    *last = slash + 1;
+    char held = slash[1];
+    slash[1] = 0; /* the head with its "/": "/" itself for a name at the root */
+    long parent = scoped_openat2(dir, path, O_PATH | O_DIRECTORY, resolve | RESOLVE_NO_SYMLINKS);
+    slash[1] = held;
+    return parent;
+}
+
+/* Serves an unlink or unlinkat (call: CALL_UNLINK, CALL_UNLINKAT) as the header says:
+ * ANSWER (resp: 0, or EIO where the change set's note raised), GONE, or DECLINED. Without
+ * the GIL but for the change set's note. */
+static int
+serve_unlink(const struct stat_context *c, int listener, const struct seccomp_notif *notif, int call,
+             struct seccomp_notif_resp *resp)
+{
+    const __u64 *args = notif->data.args;
+    int32_t dirfd = call == CALL_UNLINKAT ? (int32_t)args[0] : AT_FDCWD;
+    uint64_t path_at = call == CALL_UNLINKAT ? args[1] : args[0];
+    if (c->rw_root < 0 || !c->change_note || !__atomic_load_n(c->quiet, __ATOMIC_ACQUIRE))
+        return DECLINED;
+    if ((call == CALL_UNLINKAT && (args[2] & UINT32_MAX) != 0) || (dirfd < 0 && dirfd != AT_FDCWD))
+        return DECLINED;
+    struct acting a = {0};
+    if (path_at == 0 || notif->pid <= 0 || !published_caller(c, notif->pid, &a))
+        return DECLINED;
+    char path[PATH_MAX_BYTES + 1];
+    if (read_mutated_path(notif->pid, path_at, path) < 0)
+        return DECLINED;
+    char base[PATH_MAX_BYTES + 1], whole[2 * PATH_MAX_BYTES + 2]; /* resolve.plain_name's text */
+    struct stat identity = {0};
+    int made = path[0] == '/' ? snprintf(whole, sizeof whole, "%s", path) : 0;
+    if (path[0] != '/') {
+        if (read_base(notif->pid, dirfd, base, sizeof base, &identity) < 0)
+            return DECLINED;
+        made = snprintf(whole, sizeof whole, base[strlen(base) - 1] == '/' ? "%s%s" : "%s/%s", base, path);
+    }
+    if (made <= 0 || (size_t)made >= sizeof whole || !plain_write_path(whole, (size_t)made))
+        return DECLINED;
+    uint64_t id = notif->id;
+    if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) < 0)
+        return GONE;
+    long dir = path[0] == '/' ? c->rw_root : write_base(c->rw_root, base, &identity);
+    if (dir < 0)
+        return DECLINED;
+    int failed = ECANCELED;
+    if (act_switch(&a) == 0) {
+        const char *last = NULL;
+        long parent = mutated_parent((int)dir, path, path[0] == '/' ? RESOLVE_IN_ROOT : RESOLVE_BENEATH, &last);
+        failed = parent < 0 ? errno : unlinkat((int)parent, last, 0) < 0 ? errno : 0;
+        if (parent >= 0)
+            close((int)parent);
+    }
+    act_restore(&a);
+    if (dir != c->rw_root)
+        close((int)dir);
+    if (failed)
+        return DECLINED;
+    uint64_t *count = c->counts + SERVED_OUTCOMES * COUNTS_UNLINK;
+    if (note_removed(c->change_note, whole, (size_t)made) < 0) {
+        resp->error = -EIO;
+        count[SERVED_FAILED]++;
+        return ANSWER;
+    }
+    resp->val = 0;
+    count[SERVED_DONE]++;
+    return ANSWER;
+}
+
+#endif
