@@ -12,7 +12,7 @@
  * stop is not yet handled by Python, since with a kept socket those all come back to
  * Python), a number the kcmp before the open finds holding anything else, and any stop
  * once this wait has reaped an exit or found a status for Python (its queued stops: Python
- * has not yet seen what comes before them).
+ * has not yet seen what comes before them), and past SERVED_PER_WAIT served in one wait.
  *
  * Credentials: the ptrace driver's one KnownCredentials (its Inspector's) publishes, as a
  * seccomp worker's does, each thread it read under a PIDFD_THREAD pidfd and the watch's
@@ -38,6 +38,10 @@
 #define NR_CREAT 85
 #define COUNTED_OPEN 6 /* served_stat.h's counts: COUNTS_OPEN * SERVED_OUTCOMES */
 #define DOUBTED_KEPT 8
+/* Served in one wait before the next write-open goes back to Python: its round then collects
+ * the stops pending meanwhile (fair to every thread: a thread always ready again by the
+ * next waitpid could otherwise be reported first, open after open). */
+#define SERVED_PER_WAIT 16
 
 /* One thread's kept socket (hvfs/intercept/ptrace/kept.py KeptSockets.table, KEPT_ENTRY). */
 struct kept_entry {
@@ -165,7 +169,7 @@ served_write_here(const struct write_context *w, pid_t pid, const regs_t *regs, 
     flags &= UINT32_MAX & SERVED_VALID_OPEN;
     uint64_t access = flags & O_ACCMODE;
     if (!(flags & SERVED_WRITE) || !__atomic_load_n(w->quiet, __ATOMIC_ACQUIRE) || seen->nexits ||
-        done->ndoubted == DOUBTED_KEPT)
+        done->ndoubted == DOUBTED_KEPT || done->served >= SERVED_PER_WAIT)
         return 0;
     if (flags & (O_PATH | SERVED_TMPFILE) || (access != O_WRONLY && access != O_RDWR) ||
         (flags & O_CREAT && flags & O_EXCL) || (dirfd < 0 && dirfd != AT_FDCWD) || path_at == 0)
