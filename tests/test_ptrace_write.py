@@ -177,3 +177,48 @@ def test_threads_and_forks_keep_their_files(hvfs: Hvfs, tmp_path: Path) -> None:
     for n in range(3):
         assert (data / f"c{n}").read_text() == "".join(f"{i}\n" for i in range(100))
     assert _written_here(json.loads(stats.read_text())) >= 500
+
+
+BUSY = r"""
+import os, threading, time
+os.chdir("/data")
+stop = threading.Event()
+def busy(name):
+    while not stop.is_set():
+        os.close(os.open(name, os.O_WRONLY | os.O_CREAT, 0o644))
+def short(n):
+    fd = os.open(f"short{n}", os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, b"x")
+    os.close(fd)
+os.close(os.open("first", os.O_WRONLY | os.O_CREAT, 0o644))  # plants the socket: the rest may be C's
+workers = [threading.Thread(target=busy, args=(f"busy{n}",)) for n in range(2)]
+for t in workers:
+    t.start()
+made, end = 0, time.monotonic() + 1.0
+while time.monotonic() < end:
+    t = threading.Thread(target=short, args=(made,))
+    t.start()
+    t.join()
+    made += 1
+stop.set()
+for t in workers:
+    t.join()
+print(made)
+"""
+
+
+def test_busy_write_opens_served_in_c_do_not_starve_a_new_thread(hvfs: Hvfs, tmp_path: Path) -> None:
+    """Two threads write-open in a tight loop (served in C, each always ready again) while
+    the main thread makes short threads that each write-open a file of their own: the C
+    loop hands back to Python's round after SERVED_PER_WAIT, so the short threads progress."""
+    data = tmp_path / "data"
+    data.mkdir()
+    os.chmod(tmp_path, 0o755)
+    (tmp_path / "probe.py").write_text(BUSY)
+    stats = tmp_path / "stats.json"
+    out = hvfs.ok("run", "--driver", "ptrace", "--stats", str(stats), "-v", f"{data}:/data",
+                  "-v", f"{tmp_path / 'probe.py'}:/probe.py:ro", "--", "python3", "/probe.py")  # fmt: skip
+    made = int(out.split()[-1])
+    assert made >= 20, made
+    assert all((data / f"short{n}").read_bytes() == b"x" for n in range(made))
+    assert _written_here(json.loads(stats.read_text())) > 100
