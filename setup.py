@@ -25,7 +25,16 @@ HOTPATH = Extension(
     sources=["hvfs/_native/hotpath.c"],
     depends=[
         f"hvfs/_native/{name}.h"
-        for name in ("open_stat", "exec_leader", "served_stat", "served_audit", "served_switch", "credential_lines")
+        for name in (
+            "open_stat",
+            "exec_leader",
+            "served_stat",
+            "served_audit",
+            "served_switch",
+            "served_write",
+            "write_open",
+            "credential_lines",
+        )
     ],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fstack-protector-strong"],
     optional=True,  # without it hvfs serves through the Python path (hvfs/_native/__init__.py)
@@ -33,7 +42,9 @@ HOTPATH = Extension(
 TRACER = Extension(
     "hvfs._native._tracer",
     sources=["hvfs/_native/tracer.c"],
-    depends=["hvfs/_native/tracer_receive.h"],
+    depends=[
+        f"hvfs/_native/{name}.h" for name in ("tracer_receive", "tracer_write", "write_open", "served_switch")
+    ],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fstack-protector-strong"],
     optional=True,  # without it the ptrace driver traces through the Python path (hvfs/intercept/ptrace/)
 )

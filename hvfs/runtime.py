@@ -203,6 +203,11 @@ def serve_vm(
         from hvfs.intercept.ptrace import PtraceDriver
 
         assert isinstance(driver, PtraceDriver)
+        if served_stat.writes_wanted() and nodev(context) and not context.reads_judged:
+            quiet = bus.quiet if bus is not None else bytearray(b"\x01\x00")
+            written = (views.rw_root, context.changes.note)
+            served = driver.serve_stats(served_stat.ServedStat(vm_root, quiet, False, None, written))
+            context.served_by_driver = served.counted if served is not None else None
         if spec.scanned:  # before START, so before any exec (a spare's: bound, tracing, no exec yet)
             driver.judge_execs()  # the driver traces already: it judges the execs itself
             tracer = driver.exec_tracer()

@@ -33,13 +33,13 @@ os.close(os.open("/vol/after", os.O_WRONLY | os.O_CREAT, 0o666))
 
 def counts(stats: Path) -> dict[str, Any]:
     """The driver's credential counts, with ``kept_used`` counting as well the opens the C loop
-    served (hvfs/_native/served_write.h), each for a caller whose kept credentials Python
-    published: C serves no other."""
+    served (hvfs/_native/served_write.h; the ptrace driver's tracer_write.h: ``written_here``),
+    each for a caller whose kept credentials Python published: C serves no other."""
     document = json.loads(stats.read_text())
     credentials = document.get("credentials")
     assert credentials is not None, f"the driver counts no credential reads: {sorted(document)}"
     found = dict(credentials)
-    found["kept_used"] += document.get("compiled", {}).get("open_served", 0)
+    found["kept_used"] += document.get("compiled", {}).get("open_served", 0) + document.get("written_here", 0)
     return found
 
 

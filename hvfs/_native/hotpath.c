@@ -169,15 +169,7 @@ record(char *table, Py_ssize_t slot_at, Py_ssize_t last_at, const struct seccomp
     __atomic_store_n((uint64_t *)slot, notif->id, __ATOMIC_RELEASE);
 }
 
-/* Up to size bytes at address in pid's memory; stops at the first unreadable page, as
- * one read of it all would. -1 with errno when not even the first byte can be read. */
-static ssize_t
-read_remote(pid_t pid, uint64_t address, char *buffer, size_t size)
-{
-    struct iovec local = {.iov_base = buffer, .iov_len = size};
-    struct iovec remote = {.iov_base = (void *)(uintptr_t)address, .iov_len = size};
-    return process_vm_readv(pid, &local, 1, &remote, 1, 0);
-}
+#include "write_open.h" /* read_remote, and what a write-open served in C needs (tracer.c too) */
 
 #include "open_stat.h"   /* hp_open_stat, the manager's served write-open; open_stat_calls */
 #include "served_stat.h" /* serve_stat, serve_open: RULE_SERVED's calls, served here */

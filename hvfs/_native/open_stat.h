@@ -15,42 +15,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 
-#define SCOPED_RETRIES 16 /* hvfs/_sys/files.py: EAGAIN from a scoped lookup a rename raced */
-
-/* openat2, a scoped lookup's EAGAIN (a rename or mount raced it) retried; the fd, or -1
- * with errno. Without the GIL. */
-static long
-openat2_retried(int dirfd, const char *path, struct open_how *how)
-{
-    int tries = how->resolve & (RESOLVE_IN_ROOT | RESOLVE_BENEATH) ? SCOPED_RETRIES : 0;
-    long opened;
-    for (;;) {
-        opened = syscall(SYS_openat2, dirfd, path, how, sizeof(*how));
-        if (opened >= 0 || errno != EAGAIN || tries-- <= 0)
-            return opened;
-    }
-}
-
-/* openat2 (O_CLOEXEC added), fstat, then F_SETFL status (where status >= 0 and the file is
- * a regular file or a FIFO, the kinds a served write-open hands out); 0, or the errno of
- * the failed step, with the fd closed when a step after the open failed. Without the GIL. */
-static int
-open_stat_calls(int dirfd, const char *path, struct open_how *how, int status, int *fd, unsigned int *mode)
-{
-    long opened = openat2_retried(dirfd, path, how);
-    if (opened < 0)
-        return errno;
-    struct stat st;
-    if (fstat((int)opened, &st) < 0 ||
-        (status >= 0 && (S_ISREG(st.st_mode) || S_ISFIFO(st.st_mode)) && fcntl((int)opened, F_SETFL, status) < 0)) {
-        int failed = errno;
-        close((int)opened);
-        return failed;
-    }
-    *fd = (int)opened;
-    *mode = st.st_mode;
-    return 0;
-}
+#include "write_open.h" /* openat2_retried, open_stat_calls */
 
 /* open_stat(dirfd, path, flags, mode, resolve, status) -> (fd, st_mode); OSError with the
  * errno of the step that failed (hvfs/_sys/files.py's contract). */

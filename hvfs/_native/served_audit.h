@@ -36,13 +36,6 @@ struct served_note {
     char name[2 * PATH_MAX_BYTES + 2];
 };
 
-static int
-ends_with(const char *text, size_t length, const char *tail)
-{
-    size_t size = strlen(tail);
-    return length >= size && memcmp(text + length - size, tail, size) == 0;
-}
-
 /* resolve.plain_name of the path (its base's text first where relative) into note->name,
  * as the Python handler notes it (a stat: without its trailing "/"; an open with one is
  * named by a readlink there: -1). -1 where it is not plain. */

@@ -25,39 +25,6 @@
 #ifndef HVFS_SERVED_MUTATE_H
 #define HVFS_SERVED_MUTATE_H
 
-/* changes.note(path, True, False) with the GIL: 0, or -1 where it raised (reported as
- * unraisable; the request is then answered EIO, as the dispatch answers a failed record). */
-static int
-note_removed(PyObject *note, const char *path, size_t length)
-{
-    PyGILState_STATE gil = PyGILState_Ensure();
-    PyObject *name = PyUnicode_DecodeFSDefaultAndSize(path, (Py_ssize_t)length);
-    PyObject *done = name ? PyObject_CallFunctionObjArgs(note, name, Py_True, Py_False, NULL) : NULL;
-    int failed = done == NULL;
-    if (failed)
-        PyErr_WriteUnraisable(note);
-    Py_XDECREF(done);
-    Py_XDECREF(name);
-    PyGILState_Release(gil);
-    return failed ? -1 : 0;
-}
-
-/* The caller's path at path_at into path (PATH_MAX_BYTES + 1), read once: its length, or -1. */
-static ssize_t
-read_mutated_path(pid_t pid, uint64_t path_at, char *path)
-{
-    /* Safe because: process_vm_readv writes only within our buffer; the bytes are acted on
-     * as read, whatever the caller's memory holds by then. */
-    ssize_t got = read_remote(pid, path_at, path, SHORT_PATH);
-    if (got == SHORT_PATH && !memchr(path, 0, SHORT_PATH)) {
-        ssize_t more = read_remote(pid, path_at + SHORT_PATH, path + SHORT_PATH, PATH_MAX_BYTES - SHORT_PATH);
-        got = more < 0 ? got : got + more;
-    }
-    if (got <= 0 || !memchr(path, 0, (size_t)got) || path[0] == 0)
-        return -1;
-    return (ssize_t)strlen(path);
-}
-
 /* The directory holding path's last component (*last: where that starts in path), opened
  * O_PATH from dir with no symlink on the way (resolve: RESOLVE_IN_ROOT or RESOLVE_BENEATH),
  * acting as the caller: an fd, or -1 with errno. A name with no "/" is in dir itself: dup. */
@@ -94,18 +61,10 @@ serve_unlink(const struct stat_context *c, int listener, const struct seccomp_no
     struct acting a = {0};
     if (path_at == 0 || notif->pid <= 0 || !published_caller(c, notif->pid, &a))
         return DECLINED;
-    char path[PATH_MAX_BYTES + 1];
-    if (read_mutated_path(notif->pid, path_at, path) < 0)
-        return DECLINED;
-    char base[PATH_MAX_BYTES + 1], whole[2 * PATH_MAX_BYTES + 2]; /* resolve.plain_name's text */
+    char path[PATH_MAX_BYTES + 1], base[PATH_MAX_BYTES + 1], whole[2 * PATH_MAX_BYTES + 2];
     struct stat identity = {0};
-    int made = path[0] == '/' ? snprintf(whole, sizeof whole, "%s", path) : 0;
-    if (path[0] != '/') {
-        if (read_base(notif->pid, dirfd, base, sizeof base, &identity) < 0)
-            return DECLINED;
-        made = snprintf(whole, sizeof whole, base[strlen(base) - 1] == '/' ? "%s%s" : "%s/%s", base, path);
-    }
-    if (made <= 0 || (size_t)made >= sizeof whole || !plain_write_path(whole, (size_t)made))
+    int made = read_write_path(notif->pid, dirfd, path_at, path, base, whole, &identity);
+    if (made < 0)
         return DECLINED;
     uint64_t id = notif->id;
     if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) < 0)
@@ -127,7 +86,7 @@ serve_unlink(const struct stat_context *c, int listener, const struct seccomp_no
     if (failed)
         return DECLINED;
     uint64_t *count = c->counts + SERVED_OUTCOMES * COUNTS_UNLINK;
-    if (note_removed(c->change_note, whole, (size_t)made) < 0) {
+    if (note_change(c->change_note, whole, (size_t)made, 1, 0) < 0) {
         resp->error = -EIO;
         count[SERVED_FAILED]++;
         return ANSWER;

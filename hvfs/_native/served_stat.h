@@ -33,36 +33,19 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 
-#include "served_switch.h" /* acting as the caller */
+#include "write_open.h" /* published_in, scoped_openat2, read_base; acting as the caller */
 
 #ifndef AT_FDCWD
 #define AT_FDCWD -100
 #endif
 #define STAT_STATX_SYNC_TYPE 0x6000
 #define STAT_STATX_RESERVED 0x80000000u
-#define STAT_SCOPED_RETRIES 16 /* hvfs/_sys/files.py _SCOPED_RETRIES */
 
 /* RULE_SERVED's arg: from CALL_OPEN on serve_open's (an unlink, served_mutate.h's) */
 enum { CALL_STAT, CALL_LSTAT, CALL_NEWFSTATAT, CALL_STATX, CALL_OPEN, CALL_OPENAT, CALL_CREAT, CALL_UNLINK, CALL_UNLINKAT };
 enum { SERVED_DONE, SERVED_CONTINUED, SERVED_FAILED, SERVED_OUTCOMES };
 enum { COUNTS_STAT, COUNTS_STATX, COUNTS_OPEN, COUNTS_UNLINK, COUNTED_KINDS }; /* counts: [COUNTS_*][SERVED_*] */
 enum { DECLINED = 0, ANSWER = 1, GONE = 2 };
-
-/* hvfs/intercept/credcache.py WATCH and PUBLISHED */
-struct watch_state {
-    uint64_t generation;
-    uint32_t changing;
-    uint32_t trusted;
-};
-struct published {
-    int32_t tid;
-    int32_t pidfd;
-    uint64_t generation;
-    uint32_t what, uid, gid, ngroups; /* served_switch.h struct acting's */
-    uint64_t effective;
-    uint32_t groups[PUBLISHED_GROUPS];
-    uint32_t umask, padding; /* the caller's umask: served_write.h's creation */
-};
 
 struct stat_context {
     int vm_root;
@@ -79,66 +62,14 @@ struct stat_context {
     PyObject *change_note;    /* the VM's ChangeSet.note, borrowed from serve's argument */
 };
 
-/* Whether the credentials of tid are published, and still hold: then *a is what acting as
- * them switches. */
+/* Whether the credentials of tid are published in this worker's records, and still hold. */
 static int
 published_caller(const struct stat_context *c, pid_t tid, struct acting *a)
 {
-    uint64_t generation = __atomic_load_n(&c->watch->generation, __ATOMIC_ACQUIRE) +
-                          (c->bumps ? __atomic_load_n(c->bumps, __ATOMIC_ACQUIRE) : 0); /* CredWatch.generation */
-    if (!__atomic_load_n(&c->watch->trusted, __ATOMIC_ACQUIRE) || __atomic_load_n(&c->watch->changing, __ATOMIC_ACQUIRE))
-        return 0;
-    for (size_t i = 0; i < c->known_count; i++) {
-        if (c->known[i].tid != tid || c->known[i].pidfd < 0)
-            continue;
-        if (c->known[i].generation != generation)
-            return 0;
-        const struct published *p = &c->known[i];
-        if (p->ngroups > PUBLISHED_GROUPS)
-            return 0;
-        *a = (struct acting){.what = p->what, .uid = p->uid, .gid = p->gid, .ngroups = p->ngroups,
-                             .effective = p->effective, .groups = p->groups, .umask = p->umask};
-        struct pollfd alive = {.fd = c->known[i].pidfd, .events = POLLIN};
-        return poll(&alive, 1, 0) == 0; /* alive, it holds its number: the notifier is that thread */
-    }
-    return 0;
-}
-
-static long
-scoped_openat2(int dirfd, const char *path, uint64_t flags, uint64_t resolve)
-{
-    struct open_how how = {.flags = flags | O_CLOEXEC, .resolve = resolve};
-    long fd;
-    int tries = STAT_SCOPED_RETRIES;
-    do
-        fd = syscall(SYS_openat2, dirfd, path, &how, sizeof how);
-    while (fd < 0 && errno == EAGAIN && tries-- > 0);
-    return fd;
+    return published_in(c->watch, c->bumps, c->known, c->known_count, tid, a);
 }
 
 #include "served_audit.h" /* an audited VM's: what is served, and its event */
-
-/* The directory a relative path starts from (the cwd for AT_FDCWD, else dirfd's), as
- * tracee.directory reads it for resolve.base_directory: its text into base, and its
- * (device, inode); 0, or -1 for anything Python must look at (no such fd: EBADF there). */
-static int
-read_base(pid_t tid, int dirfd, char *base, size_t size, struct stat *identity)
-{
-    char link[64];
-    if (dirfd == AT_FDCWD)
-        snprintf(link, sizeof link, "/proc/%d/cwd", (int)tid);
-    else
-        snprintf(link, sizeof link, "/proc/%d/fd/%d", (int)tid, dirfd);
-    ssize_t got = readlink(link, base, size - 1);
-    if (got <= 0 || (size_t)got >= size - 1 || base[0] != '/' || stat(link, identity) < 0)
-        return -1;
-    base[got] = 0;
-    static const char deleted[] = " (deleted)";
-    size_t tail = sizeof deleted - 1;
-    if ((size_t)got >= tail && memcmp(base + got - tail, deleted, tail) == 0)
-        return -1;
-    return 0;
-}
 
 /* resolve.open_at for an O_PATH open of the object: an fd, or -errno; -EACCES marked
  * foreign (ForeignBase, continued by the handler) through *foreign. Acting as the caller
@@ -355,14 +286,6 @@ serve_stat(const struct stat_context *c, int listener, const struct seccomp_noti
     return ANSWER;
 #endif
 }
-
-/* open(2)'s flags as the kernel keeps them (opening.py VALID_OPEN_FLAGS), and those that
- * make an open a write (WRITE_FLAGS: served by Python, with the VM's change set). */
-#define SERVED_TMPFILE 020000000 /* __O_TMPFILE without O_DIRECTORY: opening.py TMPFILE_BIT */
-#define SERVED_VALID_OPEN                                                                                      \
-    (O_ACCMODE | O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_APPEND | O_NONBLOCK | O_SYNC | O_DSYNC | FASYNC |     \
-     O_DIRECT | O_LARGEFILE | O_DIRECTORY | O_NOFOLLOW | O_NOATIME | O_CLOEXEC | O_PATH | SERVED_TMPFILE)
-#define SERVED_WRITE (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | SERVED_TMPFILE)
 
 #include "served_write.h"  /* serve_write: a write-open, and install_served */
 #include "served_mutate.h" /* serve_unlink */

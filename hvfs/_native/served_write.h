@@ -44,95 +44,12 @@
  * writable file: the VM's close must be the last, or an exec right after writing fails with
  * ETXTBSY).
  */
+/* The path read, the open itself and the note: write_open.h, shared with the ptrace driver's
+ * tracer loop (tracer_write.h). */
 #ifndef HVFS_SERVED_WRITE_H
 #define HVFS_SERVED_WRITE_H
 
-#include <sched.h> /* unshare, CLONE_FS */
-
-#define SERVED_STATUS (O_APPEND | O_DIRECT | O_NOATIME) /* direct.py _STATUS */
 #define SERVED_WRITABLE (1u << 31) /* in *newfd_flags, never the kernel's: install_served's order */
-
-/* Whether path is one the Python path opens by its text in one call: absolute, plain, and
- * naming no kernel path nor anything under /dev. */
-static int
-plain_write_path(const char *path, size_t length)
-{
-    if (path[0] != '/' || path[length - 1] == '/' || strstr(path, "proc") || strstr(path, "pts") ||
-        strstr(path, "dev"))
-        return 0;
-    return !strstr(path, "//") && !strstr(path, "/./") && !strstr(path, "/../") && !ends_with(path, length, "/.") &&
-           !ends_with(path, length, "/..");
-}
-
-/* changes.note(path, existed, True) with the GIL: 0, or -1 where it raised (reported as
- * unraisable; the request is then answered EIO, as the dispatch answers a failed record). */
-static int
-note_change(PyObject *note, const char *path, size_t length, int existed)
-{
-    PyGILState_STATE gil = PyGILState_Ensure();
-    PyObject *name = PyUnicode_DecodeFSDefaultAndSize(path, (Py_ssize_t)length);
-    PyObject *done = name ? PyObject_CallFunctionObjArgs(note, name, existed ? Py_True : Py_False, Py_True, NULL) : NULL;
-    int failed = done == NULL;
-    if (failed)
-        PyErr_WriteUnraisable(note);
-    Py_XDECREF(done);
-    Py_XDECREF(name);
-    PyGILState_Release(gil);
-    return failed ? -1 : 0;
-}
-
-/* The file created as direct.py creates it (the open again with O_EXCL, the caller's mode
- * and umask, acting as the caller: a->switched) once the first open found nothing: 0, or the
- * errno (DECLINED then; EEXIST: another thread made it meanwhile, Python's general path).
- * The umask is set on this thread alone, as acting_as sets it: the thread's fs_struct made
- * its own first (unshare(CLONE_FS), as creds.py _identity does for every worker), put back
- * after. */
-static int
-create_as_caller(int dir, const char *path, struct open_how *how, uint64_t mode, int status, int *fd,
-                 unsigned int *kind, const struct acting *a)
-{
-    static __thread int own_fs; /* 1: this thread's umask is its own; -1: unshare failed */
-    if (!own_fs)
-        own_fs = unshare(CLONE_FS) == 0 ? 1 : -1;
-    if (own_fs < 0)
-        return ECANCELED;
-    how->flags |= O_CREAT | O_EXCL;
-    how->mode = mode & 07777; /* opening.py normalized */
-    mode_t before = umask((mode_t)(a->umask & 0777));
-    int failed = open_stat_calls(dir, path, how, status, fd, kind);
-    umask(before);
-    return failed;
-}
-
-/* The directory a relative path starts from, found in the writable view as resolve.open_named
- * finds it (with the manager's rights: a lookup the caller made already; no symlink on the
- * way) and checked to be the caller's very directory (identity, read_base's): an fd, or -1. */
-static long
-write_base(int rw_root, const char *base, const struct stat *identity)
-{
-    long dir = scoped_openat2(rw_root, base, O_PATH | O_DIRECTORY, RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS);
-    struct stat st;
-    if (dir >= 0 && (fstat((int)dir, &st) < 0 || st.st_dev != identity->st_dev || st.st_ino != identity->st_ino)) {
-        close((int)dir);
-        return -1;
-    }
-    return dir;
-}
-
-/* Whether path (from dir, resolved as the open was, no symlink on the way) names a regular
- * file, looked at as the caller (still switched): where an O_CREAT|O_EXCL open found one,
- * opening.py's general path probes it (O_PATH) and answers EEXIST with no side effect; any
- * other object (a directory, a symlink, a FIFO) is left to it. */
-static int
-found_regular(int dir, const char *path, uint64_t resolve)
-{
-    long probe = scoped_openat2(dir, path, O_PATH | O_NOFOLLOW | O_CLOEXEC, resolve);
-    struct stat st;
-    int regular = probe >= 0 && fstat((int)probe, &st) == 0 && S_ISREG(st.st_mode);
-    if (probe >= 0)
-        close((int)probe);
-    return regular;
-}
 
 /* Serves a write-open (flags: the register's, masked to what open(2) keeps) of path_at from
  * dirfd, as the header says: ANSWER with *install the fd to install writable (or resp an
@@ -147,64 +64,27 @@ serve_write(const struct stat_context *c, int listener, const struct seccomp_not
         return DECLINED;
     if (flags & (O_PATH | SERVED_TMPFILE) || (access != O_WRONLY && access != O_RDWR) || (dirfd < 0 && dirfd != AT_FDCWD))
         return DECLINED;
-    int exclusive = flags & O_CREAT && flags & O_EXCL; /* direct.py: created at once, no open first */
     struct acting a = {0};
     if (path_at == 0 || notif->pid <= 0 || !published_caller(c, notif->pid, &a))
         return DECLINED;
-    /* Safe because: process_vm_readv writes only within our buffer; the bytes are opened as
-     * read, whatever the caller's memory holds by then. */
-    char path[PATH_MAX_BYTES + 1];
-    ssize_t got = read_remote(notif->pid, path_at, path, SHORT_PATH);
-    if (got == SHORT_PATH && !memchr(path, 0, SHORT_PATH)) {
-        ssize_t more = read_remote(notif->pid, path_at + SHORT_PATH, path + SHORT_PATH, PATH_MAX_BYTES - SHORT_PATH);
-        got = more < 0 ? got : got + more;
-    }
-    if (got <= 0 || !memchr(path, 0, (size_t)got) || path[0] == 0)
-        return DECLINED;
-    char base[PATH_MAX_BYTES + 1], whole[2 * PATH_MAX_BYTES + 2]; /* resolve.plain_name's text */
+    char path[PATH_MAX_BYTES + 1], base[PATH_MAX_BYTES + 1], whole[2 * PATH_MAX_BYTES + 2];
     struct stat identity = {0};
-    int made = path[0] == '/' ? snprintf(whole, sizeof whole, "%s", path) : 0;
-    if (path[0] != '/') {
-        if (read_base(notif->pid, dirfd, base, sizeof base, &identity) < 0)
-            return DECLINED;
-        made = snprintf(whole, sizeof whole, base[strlen(base) - 1] == '/' ? "%s%s" : "%s/%s", base, path);
-    }
-    if (made <= 0 || (size_t)made >= sizeof whole || !plain_write_path(whole, (size_t)made))
+    int made = read_write_path(notif->pid, dirfd, path_at, path, base, whole, &identity), fd = -1, existed;
+    if (made < 0)
         return DECLINED;
     uint64_t id = notif->id;
     if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) < 0)
         return GONE;
-    long dir = path[0] == '/' ? c->rw_root : write_base(c->rw_root, base, &identity);
-    if (dir < 0)
-        return DECLINED;
-    struct open_how how = {.flags = (flags & ~(uint64_t)O_CREAT) | O_NONBLOCK | O_NOCTTY | O_CLOEXEC,
-                           .resolve = RESOLVE_NO_SYMLINKS | (path[0] == '/' ? RESOLVE_IN_ROOT : RESOLVE_BENEATH)};
-    int status = flags & O_NONBLOCK ? -1 : (int)(flags & SERVED_STATUS), fd = -1, failed = ECANCELED, existed = 1;
-    unsigned int mode = 0;
-    if (act_switch(&a) == 0)
-        failed = exclusive ? ENOENT : open_stat_calls((int)dir, path, &how, status, &fd, &mode);
-    if (failed == ENOENT && flags & O_CREAT && !a.failed) {
-        existed = 0;
-        failed = create_as_caller((int)dir, path, &how, creation_mode, status, &fd, &mode, &a);
-        if (failed == EEXIST && exclusive && found_regular((int)dir, path, how.resolve))
-            failed = -EEXIST; /* answered: opening.py's probe finds that file and raises EEXIST */
-    }
-    act_restore(&a);
-    if (dir != c->rw_root)
-        close((int)dir);
+    int opened = open_writable(c->rw_root, path, base, &identity, flags, creation_mode, &a, &fd, &existed);
     uint64_t *count = c->counts + SERVED_OUTCOMES * COUNTS_OPEN;
-    if (failed == -EEXIST) {
+    if (opened == -EEXIST) {
         resp->error = -EEXIST;
         count[SERVED_FAILED]++;
         return ANSWER;
     }
-    if (failed)
+    if (opened < 0)
         return DECLINED;
-    if (!S_ISREG(mode) && !S_ISFIFO(mode)) { /* unreachable in a nodev view: direct.py's general path */
-        close(fd);
-        return DECLINED;
-    }
-    if (S_ISREG(mode) && note_change(c->change_note, whole, (size_t)made, existed) < 0) {
+    if (existed >= 0 && note_change(c->change_note, whole, (size_t)made, existed, 1) < 0) {
         close(fd);
         resp->error = -EIO;
         count[SERVED_FAILED]++;

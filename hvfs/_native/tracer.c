@@ -173,11 +173,16 @@ struct passing {
     int exits[EXITS_KEPT][2], nexits;
 };
 
+#include "tracer_receive.h" /* send_fd, run_to_exit, receive: a served open's install */
+#include "tracer_write.h"   /* served_write_here: a write-open served in this loop */
+
 /* One status Python must handle (next_status, the stops needing no decision and those
- * ``here`` leaves to C passed, exits kept in ``seen``): its pid, 0 when none (``pending``),
- * -1 with errno. ``have_regs``: a seccomp stop's registers read into ``regs``. */
+ * ``here`` leaves to C passed, exits kept in ``seen``, the write-opens ``w`` serves
+ * here counted in ``done``): its pid, 0 when none (``pending``), -1 with errno.
+ * ``have_regs``: a seccomp stop's registers read into ``regs``. */
 static pid_t
-for_python(int pending, int here, int *status, regs_t *regs, int *have_regs, struct passing *seen)
+for_python(int pending, int here, int *status, regs_t *regs, int *have_regs, struct passing *seen,
+           const struct write_context *w, struct served_writes *done)
 {
     *have_regs = 0;
     for (;;) {
@@ -209,8 +214,11 @@ for_python(int pending, int here, int *status, regs_t *regs, int *have_regs, str
             seen->nexits++;
             continue;
         }
-        if (WIFSTOPPED(*status) && (*status >> 16) == PTRACE_EVENT_SECCOMP)
+        if (WIFSTOPPED(*status) && (*status >> 16) == PTRACE_EVENT_SECCOMP) {
             *have_regs = ptrace(PTRACE_GETREGS, pid, 0, regs) == 0;
+            if (*have_regs && w != NULL && served_write_here(w, pid, regs, done, seen))
+                continue;
+        }
         return pid;
     }
 }
@@ -229,7 +237,8 @@ stop_tuple(pid_t pid, int status, const regs_t *regs, int have_regs)
     return Py_BuildValue("iiO", pid, status, Py_None);
 }
 
-/* wait_stop(pending, here) -> (pid, status, regs | None, passed, execs, exits, queued, more)
+/* wait_stop(pending, here, writes) -> (pid, status, regs | None, passed, execs, exits, queued, more,
+ *                                    served, doubted)
  *
  * Waits (waitpid(-1, __WALL | __WNOTHREAD), the GIL released) until a stop or an exit
  * that Python must handle: a seccomp stop (returned with its registers, read here), a
@@ -247,35 +256,47 @@ stop_tuple(pid_t pid, int status, const regs_t *regs, int have_regs)
  * wait (then ``pending`` calls). With ``pending`` true, only a stop already there, never
  * an exit: pid 0 when there is none (the driver's rounds, exec_tracer.py's _next), and
  * nothing queued. ChildProcessError when no tracee is left and no exit is to be handed
- * back (then pid 0: the next call raises it). */
+ * back (then pid 0: the next call raises it). ``writes``: None, or what tracer_write.h
+ * serves the VM's write-opens with (write_context_of); ``served`` counts those served
+ * here (before the status, never among the queued stops), ``doubted`` the threads whose
+ * kept socket Python must give up, before it handles the exits. */
 static PyObject *
 tr_wait_stop(PyObject *self, PyObject *args)
 {
     pid_t pid = 0;
-    int status = 0, failed = 0, have_regs = 0, pending = 0, here = 0, nqueued = 0, more = 0;
+    int status = 0, failed = 0, have_regs = 0, pending = 0, here = 0, nqueued = 0, more = 0, serving;
     struct passing seen;
     memset(&seen, 0, sizeof seen);
     struct queued *round = NULL; /* on the heap: QUEUED_KEPT registers are 7 KiB */
     regs_t regs;
-    if (!PyArg_ParseTuple(args, "pi", &pending, &here))
+    PyObject *writes = Py_None;
+    struct write_context w;
+    memset(&w, 0, sizeof w);
+    struct served_writes done = {0};
+    if (!PyArg_ParseTuple(args, "pi|O", &pending, &here, &writes) || (serving = write_context_of(writes, &w)) < 0) {
+        release_writes(&w);
         return NULL;
+    }
     round = PyMem_Malloc(sizeof *round * QUEUED_KEPT);
-    if (round == NULL)
+    if (round == NULL) {
+        release_writes(&w);
         return PyErr_NoMemory();
+    }
     Py_BEGIN_ALLOW_THREADS
-    pid = for_python(pending, here, &status, &regs, &have_regs, &seen);
+    pid = for_python(pending, here, &status, &regs, &have_regs, &seen, serving ? &w : NULL, &done);
     if (pid < 0)
         failed = errno;
     while (pid > 0 && !pending && nqueued < QUEUED_KEPT) {
         struct queued *next = &round[nqueued];
-        next->pid = for_python(1, here, &next->status, &next->regs, &next->have_regs, &seen);
+        next->pid = for_python(1, here, &next->status, &next->regs, &next->have_regs, &seen, NULL, &done);
         if (next->pid <= 0)
             break; /* none left (a failure of this waitid: the next wait meets it) */
         nqueued++;
     }
     more = nqueued == QUEUED_KEPT;
     Py_END_ALLOW_THREADS
-    PyObject *exited = PyTuple_New(seen.nexits), *collected = PyTuple_New(nqueued);
+    release_writes(&w);
+    PyObject *exited = PyTuple_New(seen.nexits), *collected = PyTuple_New(nqueued), *doubted = doubted_of(&done);
     int i;
     for (i = 0; exited && collected && i < seen.nexits; i++) {
         PyObject *pair = Py_BuildValue("ii", seen.exits[i][0], seen.exits[i][1]);
@@ -291,30 +312,31 @@ tr_wait_stop(PyObject *self, PyObject *args)
         PyTuple_SET_ITEM(collected, j, stop);
     }
     PyMem_Free(round);
-    if (exited == NULL || collected == NULL || i < seen.nexits || j < nqueued) {
+    if (exited == NULL || collected == NULL || doubted == NULL || i < seen.nexits || j < nqueued) {
         Py_XDECREF(exited);
         Py_XDECREF(collected);
+        Py_XDECREF(doubted);
         return NULL;
     }
-    if (failed && seen.nexits)
-        return Py_BuildValue("iiOllNNi", 0, 0, Py_None, seen.passed, seen.execs, exited, collected, 0);
-    if (failed) {
+    if (failed && (seen.nexits || done.served)) /* what was done here is Python's first */
+        return Py_BuildValue("iiOllNNilN", 0, 0, Py_None, seen.passed, seen.execs, exited, collected, 0, done.served,
+                             doubted);
+    PyObject *first = failed ? NULL : stop_tuple(pid, status, &regs, have_regs);
+    if (first == NULL) {
         Py_DECREF(exited);
         Py_DECREF(collected);
+        Py_DECREF(doubted);
+        if (!failed)
+            return NULL;
         if (failed == ECHILD) {
             PyErr_SetString(PyExc_ChildProcessError, "no tracee left");
             return NULL;
         }
         return raise_errno(failed, "waitpid");
     }
-    PyObject *first = stop_tuple(pid, status, &regs, have_regs);
-    if (first == NULL) {
-        Py_DECREF(exited);
-        Py_DECREF(collected);
-        return NULL;
-    }
-    PyObject *result = Py_BuildValue("OOOllNNi", PyTuple_GET_ITEM(first, 0), PyTuple_GET_ITEM(first, 1),
-                                     PyTuple_GET_ITEM(first, 2), seen.passed, seen.execs, exited, collected, more);
+    PyObject *result = Py_BuildValue("OOOllNNilN", PyTuple_GET_ITEM(first, 0), PyTuple_GET_ITEM(first, 1),
+                                     PyTuple_GET_ITEM(first, 2), seen.passed, seen.execs, exited, collected, more,
+                                     done.served, doubted);
     Py_DECREF(first);
     return result;
 }
@@ -355,8 +377,6 @@ tr_release(PyObject *self, PyObject *args)
         return raise_errno(failed, what);
     Py_RETURN_NONE;
 }
-
-#include "tracer_receive.h" /* send_fd, run_to_exit, receive: a served open's install */
 
 /* receive(pid, regs, sock, address, number, fd, flags, check) -> (result, signals, gone_status, resumed)
  *
@@ -412,7 +432,7 @@ tr_receive(PyObject *self, PyObject *args)
 }
 
 static PyMethodDef methods[] = {
-    {"wait_stop", tr_wait_stop, METH_VARARGS, "The next stop Python must decide: (pid, status, regs, passed, execs, exits)."},
+    {"wait_stop", tr_wait_stop, METH_VARARGS, "The next stop Python must decide, and what was done meanwhile."},
     {"release", tr_release, METH_VARARGS, "Write a stopped thread's registers back (or not) and resume it."},
     {"receive", tr_receive, METH_VARARGS, "A served open's recvmsg, run in place of the call, and checked."},
     {NULL, NULL, 0, NULL},

@@ -48,8 +48,11 @@ def test_a_write_open_flipped_to_a_host_file_never_reaches_it(attacker: Attacker
     assert outcome.count("escapes") == 0, outcome.report
     assert outcome.count("inside") > 0 and outcome.count("refused") > 0, outcome.report  # the race ran
     assert outcome.count("tries") >= 1000 and outcome.count("creat_tries") > 0, outcome.report
-    compiled = json.loads(stats.read_text())["compiled"]
-    assert compiled.get("open_served", 0) > 0, compiled  # C served write-opens during it
+    record = json.loads(stats.read_text())
+    if record.get("driver") == "ptrace":  # HVFS_ATTACK_DRIVER=ptrace: its tracer's C loop (tracer_write.h)
+        assert record["written_here"] > 0, record
+    else:
+        assert record["compiled"].get("open_served", 0) > 0, record["compiled"]  # C served write-opens during it
     after = secret.stat()
     assert secret.read_bytes() == b"s" * SECRET_SIZE
     assert (after.st_ino, after.st_mtime_ns, after.st_size) == (before.st_ino, before.st_mtime_ns, before.st_size)

@@ -19,6 +19,7 @@ from hvfs._native import tracer as native_tracer
 from hvfs._sys import process, tracing
 from hvfs._sys.abi import CLONE_FILES, CLONE_THREAD, MSG_LEN, PRCTL_KEEPS_CREDENTIALS, U32_MASK
 from hvfs.api import Transport
+from hvfs.intercept import served_stat
 from hvfs.intercept.arch import Arch
 from hvfs.intercept.compiled import credential_calls, decoders_for
 from hvfs.intercept.credcache import CredWatch
@@ -29,6 +30,7 @@ from hvfs.intercept.exec_tracer import OPTIONS, ExecTracer
 from hvfs.intercept.ptrace.execs import ExecChecks
 from hvfs.intercept.ptrace.kept import KeptSockets
 from hvfs.intercept.ptrace.stopped import CLONE, Stopped
+from hvfs.intercept.ptrace.writes import WritesHere
 from hvfs.intercept.tracee import Inspector, Tracee
 
 log = logging.getLogger("hvfs.driver")
@@ -75,19 +77,25 @@ class _Tracer(ExecTracer):
         # them (the filter stops those) and at each exec event.
         self._creds = CredWatch()
         self._credential_calls = credential_calls(arch)
-        self._inspector = Inspector(self._creds)
+        self._writes = WritesHere(self._creds)  # the write-opens the C loop serves (writes.py)
+        self._inspector = Inspector(self._creds, self._writes.publish)
         self._execs = ExecChecks()
         self._sockets = KeptSockets(init_pid)
+        self._writes.bind(self._inspector.creds, self._sockets)
         # Stops the last wait collected after its status (tracer.c's ``queued``), and
         # whether more may be pending than it took.
         self._queued: deque[tuple[int, int, bytes | None]] = deque()
         self._more = False
         self.served = {"calls": 0, "continued": 0, "answered": 0, "installed": 0, "passed": 0, "execs_passed": 0}
+        self.served["written_here"] = 0  # write-opens served in the C loop (tracer_write.h)
 
     def bind(self, vm: str, transport: Transport) -> None:
         self._vm, self._transport = vm, transport
         self._thread.name = f"hvfs-{vm}-tracer"
         self.bound.set()
+
+    def serve_writes(self, served: served_stat.ServedStat) -> bool:
+        return self._writes.serve(served)
 
     def _next(self) -> tuple[int, int]:
         """A spare's tracer waits at once, in the C loop where it is built, so that pid 1's
@@ -112,8 +120,12 @@ class _Tracer(ExecTracer):
         if native_tracer is None:
             return super()._wait_status()
         while True:
-            pid, status, raw, passed, execs, exits, queued, more = native_tracer.wait_stop(False, self._here())
+            writes = self._writes.argument()
+            pid, status, raw, passed, execs, exits, queued, more, served, doubted = native_tracer.wait_stop(
+                False, self._here(), writes
+            )
             self._passed(passed, execs)
+            self._served_here(served, doubted)
             self._exited(exits)
             if pid:  # else only exits, the last ones: the next wait finds no tracee left
                 self._queued.extend(queued)
@@ -127,9 +139,13 @@ class _Tracer(ExecTracer):
             return self._queued.popleft()
         if not self._more:  # the last wait took every stop pending then
             return None
-        pid, status, raw, passed, execs, exits, _, _ = native_tracer.wait_stop(True, self._here())
+        writes = self._writes.argument()
+        pid, status, raw, passed, execs, exits, _, _, served, doubted = native_tracer.wait_stop(
+            True, self._here(), writes
+        )
         self._passed(passed, execs)
-        self._exited(exits)  # none: a pending stop is never an exit
+        self._served_here(served, doubted)
+        self._exited(exits)  # a pending stop is never an exit; a write-open's thread that died is
         if not pid:
             self._more = False
         return (pid, status, raw) if pid else None
@@ -154,6 +170,17 @@ class _Tracer(ExecTracer):
         if self.judging or not self._execs.empty():
             return HERE_BIRTHS
         return HERE_BIRTHS | HERE_EXECS
+
+    def _served_here(self, served: int, doubted: tuple[int, ...]) -> None:
+        """Write-opens the C loop served meanwhile; the threads whose socket it doubts (a
+        receive that failed) given up, before the exits of the same wait."""
+        self._writes.done(doubted)
+        if served:
+            self.served["calls"] += served
+            self.served["installed"] += served
+            self.served["written_here"] += served
+            with self._lock:
+                self._counts["stops"] += served
 
     def _passed(self, passed: int, execs: int) -> None:
         if execs:
@@ -407,6 +434,11 @@ class PtraceDriver:
     def __init__(self, pidfd: int, vm: str, transport: Transport | None, arch: Arch) -> None:
         self._pidfd = pidfd
         self._tracer = _Tracer(_pid_of(pidfd), vm, transport, arch)
+
+    def serve_stats(self, served: served_stat.ServedStat) -> served_stat.ServedStat | None:
+        """Serve the VM's plain write-opens in the tracer's C loop (what ``served.writes``
+        says; stats and read-only opens stay Python's here); None where it cannot."""
+        return served if self._tracer.serve_writes(served) else None
 
     def judge_execs(self) -> None:
         """Before ``start``: have the manager judge every exec at PTRACE_EVENT_EXEC, as the

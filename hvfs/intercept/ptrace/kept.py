@@ -31,11 +31,15 @@ from __future__ import annotations
 import array
 import contextlib
 import socket
+import struct
 from dataclasses import dataclass
 
 from hvfs._sys import tracing
 
 HIGH = 1000  # the lowest number a kept socket takes: out of the way of a program's own numbers
+# One thread's kept socket for the C loop (tracer_write.h struct kept_entry): tid, number, the
+# driver's duplicate, the address's length and the address.
+KEPT_ENTRY = struct.Struct("<iiiI108s")
 
 
 @dataclass
@@ -83,12 +87,29 @@ class KeptSockets:
         self._refused: set[int] = set()  # processes where a socket cannot be moved high (NOFILE)
         self._groups: dict[int, int] = {init_pid: init_pid}  # tid -> tgid, of the threads seen
         self.planted = 0
+        self._table: bytes | None = b""  # ``table``'s, None once anything above changed
+
+    def table(self) -> bytes:
+        """Every thread seen whose process keeps a socket, as KEPT_ENTRY records: what the C
+        loop serves write-opens through (tracer_write.h), checked there by kcmp before use.
+        A thread not in it is Python's. Made again only after a change."""
+        if self._table is None:
+            records = []
+            for tid, tgid in self._groups.items():
+                kept = self._kept.get(tgid)
+                if kept is not None and len(kept.address) <= 108:
+                    records.append(
+                        KEPT_ENTRY.pack(tid, kept.number, kept.sock.fileno(), len(kept.address), kept.address)
+                    )
+            self._table = b"".join(records)
+        return self._table
 
     def group(self, tid: int) -> int:
         tgid = self._groups.get(tid)
         if tgid is None:
             tgid = _tgid_of(tid)
             self._groups[tid] = tgid
+            self._table = None
         return tgid
 
     def usable(self, tid: int) -> Kept | None:
@@ -121,6 +142,7 @@ class KeptSockets:
         return stale.number if stale is not None and stale.holds(tid) else None
 
     def keep(self, tid: int, kept: Kept) -> None:
+        self._table = None
         tgid = self.group(tid)
         self._drop(self._stale, tgid)
         self._drop(self._kept, tgid)
@@ -132,6 +154,7 @@ class KeptSockets:
 
     def give_up(self, tid: int) -> None:
         """Never sent on again; kept as stale, for its number."""
+        self._table = None
         tgid = self.group(tid)
         kept = self._kept.pop(tgid, None)
         if kept is not None:
@@ -142,6 +165,7 @@ class KeptSockets:
     def forked(self, parent: int, child: int, thread: bool) -> None:
         """At the parent's fork/vfork/clone event: a child process has a copy of its
         parent's socket, so the parent's is given up (both replace it in place later)."""
+        self._table = None
         if thread:
             self._groups[child] = self.group(parent)
             return
@@ -156,12 +180,14 @@ class KeptSockets:
     def first_stop(self, tid: int) -> None:
         """A thread's first stop. A new process whose parent's event was not seen yet may hold
         a copy of any socket of the VM: every one is given up."""
+        self._table = None
         if tid not in self._groups and self.group(tid) == tid:
             for tgid in list(self._kept):
                 self.give_up(tgid)
 
     def executed(self, pid: int, former: int) -> None:
         """An exec closed the process's socket (CLOEXEC), given up or not."""
+        self._table = None
         self._groups.pop(former, None)
         self._groups[pid] = pid
         self._drop(self._kept, pid)
@@ -169,6 +195,7 @@ class KeptSockets:
         self._refused.discard(pid)
 
     def exited(self, tid: int) -> None:
+        self._table = None
         tgid = self._groups.pop(tid, None)
         if tgid == tid:
             self._drop(self._kept, tid)
@@ -176,6 +203,7 @@ class KeptSockets:
             self._refused.discard(tid)
 
     def close(self) -> None:
+        self._table = None
         for table in (self._kept, self._stale):
             for tgid in list(table):
                 self._drop(table, tgid)

@@ -1,0 +1,322 @@
+/* What a write-open served in C needs, whichever loop serves it: hotpath.c's seccomp receive
+ * loop (served_write.h's serve_write) and the ptrace driver's tracer loop (tracer.c's
+ * tracer_write.h). The path read once into our buffer, the caller's base directory, the
+ * published credentials it is served under, the open itself as the caller (a creation
+ * too), and the change set's note with the GIL. Nothing here answers a caller: each loop
+ * installs the file its own way.
+ */
+#ifndef HVFS_WRITE_OPEN_H
+#define HVFS_WRITE_OPEN_H
+
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <poll.h>
+#include <sched.h> /* unshare, CLONE_FS */
+#include <stdio.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+
+#include "served_switch.h" /* acting as the caller */
+
+#ifndef AT_FDCWD
+#define AT_FDCWD -100
+#endif
+#ifndef PATH_MAX_BYTES
+#define PATH_MAX_BYTES 4096
+#define SHORT_PATH 256 /* read first: most paths are short (hvfs/intercept/tracee.py) */
+#endif
+#define SERVED_STATUS (O_APPEND | O_DIRECT | O_NOATIME) /* direct.py _STATUS */
+/* open(2)'s flags as the kernel keeps them (opening.py VALID_OPEN_FLAGS), and those that
+ * make an open a write (WRITE_FLAGS: served by Python, with the VM's change set). */
+#define SERVED_TMPFILE 020000000 /* __O_TMPFILE without O_DIRECTORY: opening.py TMPFILE_BIT */
+#define SERVED_VALID_OPEN                                                                                      \
+    (O_ACCMODE | O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_APPEND | O_NONBLOCK | O_SYNC | O_DSYNC | FASYNC |     \
+     O_DIRECT | O_LARGEFILE | O_DIRECTORY | O_NOFOLLOW | O_NOATIME | O_CLOEXEC | O_PATH | SERVED_TMPFILE)
+#define SERVED_WRITE (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | SERVED_TMPFILE)
+
+/* Up to size bytes at address in pid's memory; stops at the first unreadable page, as
+ * one read of it all would. -1 with errno when not even the first byte can be read. */
+static ssize_t
+read_remote(pid_t pid, uint64_t address, char *buffer, size_t size)
+{
+    struct iovec local = {.iov_base = buffer, .iov_len = size};
+    struct iovec remote = {.iov_base = (void *)(uintptr_t)address, .iov_len = size};
+    return process_vm_readv(pid, &local, 1, &remote, 1, 0);
+}
+
+static int
+ends_with(const char *text, size_t length, const char *tail)
+{
+    size_t size = strlen(tail);
+    return length >= size && memcmp(text + length - size, tail, size) == 0;
+}
+
+#define SCOPED_RETRIES 16 /* hvfs/_sys/files.py: EAGAIN from a scoped lookup a rename raced */
+
+/* openat2, a scoped lookup's EAGAIN (a rename or mount raced it) retried; the fd, or -1
+ * with errno. Without the GIL. */
+static long
+openat2_retried(int dirfd, const char *path, struct open_how *how)
+{
+    int tries = how->resolve & (RESOLVE_IN_ROOT | RESOLVE_BENEATH) ? SCOPED_RETRIES : 0;
+    long opened;
+    for (;;) {
+        opened = syscall(SYS_openat2, dirfd, path, how, sizeof(*how));
+        if (opened >= 0 || errno != EAGAIN || tries-- <= 0)
+            return opened;
+    }
+}
+
+/* openat2 (O_CLOEXEC added), fstat, then F_SETFL status (where status >= 0 and the file is
+ * a regular file or a FIFO, the kinds a served write-open hands out); 0, or the errno of
+ * the failed step, with the fd closed when a step after the open failed. Without the GIL. */
+static int
+open_stat_calls(int dirfd, const char *path, struct open_how *how, int status, int *fd, unsigned int *mode)
+{
+    long opened = openat2_retried(dirfd, path, how);
+    if (opened < 0)
+        return errno;
+    struct stat st;
+    if (fstat((int)opened, &st) < 0 ||
+        (status >= 0 && (S_ISREG(st.st_mode) || S_ISFIFO(st.st_mode)) && fcntl((int)opened, F_SETFL, status) < 0)) {
+        int failed = errno;
+        close((int)opened);
+        return failed;
+    }
+    *fd = (int)opened;
+    *mode = st.st_mode;
+    return 0;
+}
+
+static long
+scoped_openat2(int dirfd, const char *path, uint64_t flags, uint64_t resolve)
+{
+    struct open_how how = {.flags = flags | O_CLOEXEC, .resolve = resolve};
+    long fd;
+    int tries = SCOPED_RETRIES;
+    do
+        fd = syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+    while (fd < 0 && errno == EAGAIN && tries-- > 0);
+    return fd;
+}
+
+/* The directory a relative path starts from (the cwd for AT_FDCWD, else dirfd's), as
+ * tracee.directory reads it for resolve.base_directory: its text into base, and its
+ * (device, inode); 0, or -1 for anything Python must look at (no such fd: EBADF there). */
+static int
+read_base(pid_t tid, int dirfd, char *base, size_t size, struct stat *identity)
+{
+    char link[64];
+    if (dirfd == AT_FDCWD)
+        snprintf(link, sizeof link, "/proc/%d/cwd", (int)tid);
+    else
+        snprintf(link, sizeof link, "/proc/%d/fd/%d", (int)tid, dirfd);
+    ssize_t got = readlink(link, base, size - 1);
+    if (got <= 0 || (size_t)got >= size - 1 || base[0] != '/' || stat(link, identity) < 0)
+        return -1;
+    base[got] = 0;
+    static const char deleted[] = " (deleted)";
+    size_t tail = sizeof deleted - 1;
+    if ((size_t)got >= tail && memcmp(base + got - tail, deleted, tail) == 0)
+        return -1;
+    return 0;
+}
+
+/* hvfs/intercept/credcache.py WATCH and PUBLISHED */
+struct watch_state {
+    uint64_t generation;
+    uint32_t changing;
+    uint32_t trusted;
+};
+struct published {
+    int32_t tid;
+    int32_t pidfd;
+    uint64_t generation;
+    uint32_t what, uid, gid, ngroups; /* served_switch.h struct acting's */
+    uint64_t effective;
+    uint32_t groups[PUBLISHED_GROUPS];
+    uint32_t umask, padding; /* the caller's umask: served_write.h's creation */
+};
+
+/* Whether the credentials of tid are published (known, count: one worker's records), under
+ * the watch's generation (with the bumps C made, or NULL), and still hold: then *a is what
+ * acting as them switches. */
+static int
+published_in(const struct watch_state *watch, const uint64_t *bumps, const struct published *known,
+             size_t count, pid_t tid, struct acting *a)
+{
+    uint64_t generation = __atomic_load_n(&watch->generation, __ATOMIC_ACQUIRE) +
+                          (bumps ? __atomic_load_n(bumps, __ATOMIC_ACQUIRE) : 0); /* CredWatch.generation */
+    if (!__atomic_load_n(&watch->trusted, __ATOMIC_ACQUIRE) || __atomic_load_n(&watch->changing, __ATOMIC_ACQUIRE))
+        return 0;
+    for (size_t i = 0; i < count; i++) {
+        if (known[i].tid != tid || known[i].pidfd < 0)
+            continue;
+        if (known[i].generation != generation)
+            return 0;
+        const struct published *p = &known[i];
+        if (p->ngroups > PUBLISHED_GROUPS)
+            return 0;
+        *a = (struct acting){.what = p->what, .uid = p->uid, .gid = p->gid, .ngroups = p->ngroups,
+                             .effective = p->effective, .groups = p->groups, .umask = p->umask};
+        struct pollfd alive = {.fd = known[i].pidfd, .events = POLLIN};
+        return poll(&alive, 1, 0) == 0; /* alive, it holds its number: the notifier is that thread */
+    }
+    return 0;
+}
+
+
+/* Whether path is one the Python path opens by its text in one call: absolute, plain, and
+ * naming no kernel path nor anything under /dev. */
+static int
+plain_write_path(const char *path, size_t length)
+{
+    if (path[0] != '/' || path[length - 1] == '/' || strstr(path, "proc") || strstr(path, "pts") ||
+        strstr(path, "dev"))
+        return 0;
+    return !strstr(path, "//") && !strstr(path, "/./") && !strstr(path, "/../") && !ends_with(path, length, "/.") &&
+           !ends_with(path, length, "/..");
+}
+
+/* changes.note(path, existed, exists) with the GIL: 0, or -1 where it raised (reported as
+ * unraisable; the request is then answered EIO, as the dispatch answers a failed record). */
+static int
+note_change(PyObject *note, const char *path, size_t length, int existed, int exists)
+{
+    PyGILState_STATE gil = PyGILState_Ensure();
+    PyObject *name = PyUnicode_DecodeFSDefaultAndSize(path, (Py_ssize_t)length);
+    PyObject *done = name ? PyObject_CallFunctionObjArgs(note, name, existed ? Py_True : Py_False, exists ? Py_True : Py_False, NULL) : NULL;
+    int failed = done == NULL;
+    if (failed)
+        PyErr_WriteUnraisable(note);
+    Py_XDECREF(done);
+    Py_XDECREF(name);
+    PyGILState_Release(gil);
+    return failed ? -1 : 0;
+}
+
+/* The file created as direct.py creates it (the open again with O_EXCL, the caller's mode
+ * and umask, acting as the caller: a->switched) once the first open found nothing: 0, or the
+ * errno (DECLINED then; EEXIST: another thread made it meanwhile, Python's general path).
+ * The umask is set on this thread alone, as acting_as sets it: the thread's fs_struct made
+ * its own first (unshare(CLONE_FS), as creds.py _identity does for every worker), put back
+ * after. */
+static int
+create_as_caller(int dir, const char *path, struct open_how *how, uint64_t mode, int status, int *fd,
+                 unsigned int *kind, const struct acting *a)
+{
+    static __thread int own_fs; /* 1: this thread's umask is its own; -1: unshare failed */
+    if (!own_fs)
+        own_fs = unshare(CLONE_FS) == 0 ? 1 : -1;
+    if (own_fs < 0)
+        return ECANCELED;
+    how->flags |= O_CREAT | O_EXCL;
+    how->mode = mode & 07777; /* opening.py normalized */
+    mode_t before = umask((mode_t)(a->umask & 0777));
+    int failed = open_stat_calls(dir, path, how, status, fd, kind);
+    umask(before);
+    return failed;
+}
+
+/* The directory a relative path starts from, found in the writable view as resolve.open_named
+ * finds it (with the manager's rights: a lookup the caller made already; no symlink on the
+ * way) and checked to be the caller's very directory (identity, read_base's): an fd, or -1. */
+static long
+write_base(int rw_root, const char *base, const struct stat *identity)
+{
+    long dir = scoped_openat2(rw_root, base, O_PATH | O_DIRECTORY, RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS);
+    struct stat st;
+    if (dir >= 0 && (fstat((int)dir, &st) < 0 || st.st_dev != identity->st_dev || st.st_ino != identity->st_ino)) {
+        close((int)dir);
+        return -1;
+    }
+    return dir;
+}
+
+/* The path of a write-open (path_at from dirfd), read once from tid's memory into path, and,
+ * for a relative one, its base's text (base) and identity: resolve.plain_name's whole text
+ * into whole, its length; -1 for anything Python must look at (a path that is not plain,
+ * names "proc", "pts" or "dev", is malformed or empty, a base read_base refuses). Safe
+ * because: process_vm_readv writes only within our buffer; the bytes are opened as read,
+ * whatever the caller's memory holds by then. */
+static int
+read_write_path(pid_t tid, int32_t dirfd, uint64_t path_at, char path[PATH_MAX_BYTES + 1],
+                char base[PATH_MAX_BYTES + 1], char whole[2 * PATH_MAX_BYTES + 2], struct stat *identity)
+{
+    ssize_t got = read_remote(tid, path_at, path, SHORT_PATH);
+    if (got == SHORT_PATH && !memchr(path, 0, SHORT_PATH)) {
+        ssize_t more = read_remote(tid, path_at + SHORT_PATH, path + SHORT_PATH, PATH_MAX_BYTES - SHORT_PATH);
+        got = more < 0 ? got : got + more;
+    }
+    if (got <= 0 || !memchr(path, 0, (size_t)got) || path[0] == 0)
+        return -1;
+    size_t size = 2 * PATH_MAX_BYTES + 2;
+    int made = path[0] == '/' ? snprintf(whole, size, "%s", path) : 0;
+    if (path[0] != '/') {
+        if (read_base(tid, dirfd, base, PATH_MAX_BYTES + 1, identity) < 0)
+            return -1;
+        made = snprintf(whole, size, base[strlen(base) - 1] == '/' ? "%s%s" : "%s/%s", base, path);
+    }
+    if (made <= 0 || (size_t)made >= size || !plain_write_path(whole, (size_t)made))
+        return -1;
+    return made;
+}
+
+/* Whether path (from dir, resolved as the open was, no symlink on the way) names a regular
+ * file, looked at as the caller (still switched): where an O_CREAT|O_EXCL open found one,
+ * opening.py's general path probes it (O_PATH) and answers EEXIST with no side effect; any
+ * other object (a directory, a symlink, a FIFO) is left to it. */
+static int
+found_regular(int dir, const char *path, uint64_t resolve)
+{
+    long probe = scoped_openat2(dir, path, O_PATH | O_NOFOLLOW | O_CLOEXEC, resolve);
+    struct stat st;
+    int regular = probe >= 0 && fstat((int)probe, &st) == 0 && S_ISREG(st.st_mode);
+    if (probe >= 0)
+        close((int)probe);
+    return regular;
+}
+
+/* The open itself, as direct.py open_writable makes it, acting as the caller (a): path in
+ * the writable view (rw_root; a relative one beneath its base, write_base's), the caller's
+ * flags less O_CREAT, then, where that found nothing and O_CREAT asks, the creation (at once
+ * for O_CREAT|O_EXCL, as direct.py's exclusive case). 0 with *fd a regular file or a FIFO and
+ * *existed; -EEXIST where an exclusive creation met a regular file (answered so, nothing
+ * done); or -1 (declined: nothing done but an O_TRUNC open's truncation or a creation whose
+ * fstat or F_SETFL failed, as Python's direct path). */
+static int
+open_writable(int rw_root, const char *path, const char *base, const struct stat *identity, uint64_t flags,
+              uint64_t creation_mode, struct acting *a, int *fd, int *existed)
+{
+    long dir = path[0] == '/' ? rw_root : write_base(rw_root, base, identity);
+    if (dir < 0)
+        return -1;
+    struct open_how how = {.flags = (flags & ~(uint64_t)O_CREAT) | O_NONBLOCK | O_NOCTTY | O_CLOEXEC,
+                           .resolve = RESOLVE_NO_SYMLINKS | (path[0] == '/' ? RESOLVE_IN_ROOT : RESOLVE_BENEATH)};
+    int status = flags & O_NONBLOCK ? -1 : (int)(flags & SERVED_STATUS), failed = ECANCELED;
+    int exclusive = flags & O_CREAT && flags & O_EXCL; /* direct.py: created at once, no open first */
+    unsigned int mode = 0;
+    *existed = 1;
+    if (act_switch(a) == 0)
+        failed = exclusive ? ENOENT : open_stat_calls((int)dir, path, &how, status, fd, &mode);
+    if (failed == ENOENT && flags & O_CREAT && !a->failed) {
+        *existed = 0;
+        failed = create_as_caller((int)dir, path, &how, creation_mode, status, fd, &mode, a);
+        if (failed == EEXIST && exclusive && found_regular((int)dir, path, how.resolve))
+            failed = -EEXIST; /* answered: opening.py's probe finds that file and raises EEXIST */
+    }
+    act_restore(a);
+    if (dir != rw_root)
+        close((int)dir);
+    if (failed)
+        return failed == -EEXIST ? -EEXIST : -1;
+    if (!S_ISREG(mode) && !S_ISFIFO(mode)) { /* unreachable in a nodev view: direct.py's general path */
+        close(*fd);
+        return -1;
+    }
+    *existed = S_ISREG(mode) ? *existed : -1; /* -1: a FIFO, not noted (it changes nothing in the tree) */
+    return 0;
+}
+
+#endif /* HVFS_WRITE_OPEN_H */
