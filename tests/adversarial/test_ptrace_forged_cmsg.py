@@ -46,6 +46,6 @@ def test_a_forged_cmsg_gets_a_vm_nothing_it_was_not_served(attacker: Attacker, s
             wrong.append((path.name, content))
     assert wrong == [], f"files that got what was not theirs: {wrong[:10]}"
     assert (data / "decoy").read_text() == DECOY
-    assert served == report["opened"] and served > 100, (served, report)
+    assert served == report["opened"] and served > 20, (served, report)
     assert outcome.count("forged") > 10_000 and outcome.count("taken") > 10, report
     assert outcome.count("failed") == outcome.count("eio"), report  # a refused open is EIO, nothing else

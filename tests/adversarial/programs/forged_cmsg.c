@@ -87,6 +87,8 @@ static void *tamper(void *unused) {
     for (int i = 0; i < RING; i++)
         ring[i] = -1;
     for (long i = 0; !atomic_load(&stop); i++) {
+        if ((i & 0xffff) == 0xffff)
+            usleep(300); /* a quiet moment now and then: opens served whole, not only refused */
         switch (i % 4) {
         case 0:
             forge(decoy);
