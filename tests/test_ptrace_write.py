@@ -221,4 +221,5 @@ def test_busy_write_opens_served_in_c_do_not_starve_a_new_thread(hvfs: Hvfs, tmp
     made = int(out.split()[-1])
     assert made >= 20, made
     assert all((data / f"short{n}").read_bytes() == b"x" for n in range(made))
-    assert _written_here(json.loads(stats.read_text())) > 0  # how many depends on the load: Python takes every wait with a birth or an exit
+    # How many is the load's: Python takes every wait with a birth or an exit in it.
+    assert _written_here(json.loads(stats.read_text())) > 0
