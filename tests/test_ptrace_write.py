@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Hvfs, chown_to
-from tests.test_served_write import _in_python, _run, _snapshot, _volume
+from tests.conftest import Hvfs
+from tests.served_probe import both_ways, run_probe, snapshot
+from tests.test_served_write import _in_python, _volume
 
 C_SERVED_AT_LEAST = 20  # the plain cases, past the probe's first write-open (which plants its socket)
 
@@ -30,15 +31,11 @@ def _both_ways(runner: Hvfs, root: Path, owner: int | str | None, *options: str)
     """The probe under the ptrace driver, served in C and on the Python path, each on a
     fresh volume: everything compared; the C run's answers."""
     results = []
-    for name, way in (("c", runner), ("python", _in_python(runner))):
-        place = root / name
-        place.mkdir()
-        if isinstance(owner, str):
-            chown_to(place, owner)
+    for way, place in both_ways(runner, _in_python(runner), root, owner):
         data = _volume(place, owner)
-        answers, stats, diff = _run(way, place, "--driver", "ptrace", *options)
+        answers, stats, diff = run_probe(way, place, "--driver", "ptrace", *options)
         assert stats["driver"] == "ptrace" and stats["loop"] == "native", stats
-        results.append((answers, stats, diff, _snapshot(data)))
+        results.append((answers, stats, diff, snapshot(data)))
     (in_c, c_stats, c_diff, c_files), (in_python, python_stats, python_diff, python_files) = results
     assert in_c == in_python
     assert c_files == python_files
@@ -126,7 +123,7 @@ def test_credentials_changed_between_opens_are_the_callers(hvfs: Hvfs, tmp_path:
         out = way.ok("run", "--driver", "ptrace", "--stats", str(stats), "-v", f"{data}:/data",
                      "-v", f"{tmp_path / name / 'probe.py'}:/probe.py:ro", "--", "python3", "/probe.py")  # fmt: skip
         seen = json.loads(next(line for line in out.splitlines() if line.startswith("{")))
-        answers.append((seen, _snapshot(data), json.loads(stats.read_text())))
+        answers.append((seen, snapshot(data), json.loads(stats.read_text())))
     (in_c, c_files, c_stats), (in_python, python_files, _) = answers
     assert in_c == in_python and c_files == python_files
     assert in_c["root4"] == [0, 0, 0o644] and in_c["umask4"] == [0, 0, 0o600]
@@ -221,4 +218,5 @@ def test_busy_write_opens_served_in_c_do_not_starve_a_new_thread(hvfs: Hvfs, tmp
     made = int(out.split()[-1])
     assert made >= 20, made
     assert all((data / f"short{n}").read_bytes() == b"x" for n in range(made))
-    assert _written_here(json.loads(stats.read_text())) > 0  # how many depends on the load: Python takes every wait with a birth or an exit
+    # how many depends on the load: Python takes every wait with a birth or an exit
+    assert _written_here(json.loads(stats.read_text())) > 0
