@@ -22,15 +22,13 @@
 
 static const char *volume;
 static long exists;
-static int home = AT_FDCWD; /* the directory of the volume a creation makes "made" in */
 
 static flip_racer aim(const char *target) {
     if (strncmp(target, "swap:", 5) != 0) {
         flip_aim(volume, target, "made");
         return flip;
     }
-    home = flip_aim_swapdir(volume, target, "made");
-    return home < 0 ? NULL : flip_swapdir;
+    return flip_aim_swapdir(volume, target, "made");
 }
 
 static void attempt(long i) {
@@ -45,23 +43,17 @@ static void attempt(long i) {
     if (fstat(fd, &got) < 0 || write(fd, "w", 1) != 1)
         got.st_ino = 0;
     close(fd);
-    if (fstatat(home, "made", &there, AT_SYMLINK_NOFOLLOW) == 0 && there.st_ino == got.st_ino) {
+    if (fstatat(flip_home, "made", &there, AT_SYMLINK_NOFOLLOW) == 0 && there.st_ino == got.st_ino) {
         inside++;
-        unlinkat(home, "made", 0);
+        unlinkat(flip_home, "made", 0);
     } else {
         escapes++;
     }
 }
 
-static void done(void) {
-    if (home >= 0 && home != AT_FDCWD)
-        close(home);
-    home = AT_FDCWD;
-}
-
 int main(int argc, char **argv) {
     volume = flip_begin(argc, argv, 5, "excl_flip TRIES SECONDS VOLUME FORBIDDEN...");
-    long tries = flip_run(argc, argv, 4, aim, attempt, done);
+    long tries = flip_run(argc, argv, 4, aim, attempt);
     flip_report(tries, ", \"exists\": %ld", exists);
     return 0;
 }

@@ -24,6 +24,8 @@
 static char buffer[4096], allowed[4096], forbidden[4096], host[4096];
 static atomic_int stop;
 static long inside, refused, escapes;
+/* A "swap:" target's directory of the volume, held open (flip_aim_swapdir); flip_run closes it. */
+static int flip_home = AT_FDCWD;
 
 /* The thread that races a try: flip, or a program's own. */
 typedef void *(*flip_racer)(void *);
@@ -66,15 +68,16 @@ static inline void *flip_swapdir(void *unused) {
     return NULL;
 }
 
-/* The buffers for a "swap:HOSTDIR" target of flip_swapdir, the path VOLUME/swapdir/NAME: an
- * O_PATH fd of swapdir (the volume's directory, whatever the thread does later), -1 if not. */
-static inline int flip_aim_swapdir(const char *volume, const char *target, const char *name) {
+/* The buffers for a "swap:HOSTDIR" target of flip_swapdir, the path VOLUME/swapdir/NAME, and
+ * flip_home an O_PATH fd of swapdir (the volume's directory, whatever the thread does later):
+ * flip_swapdir, or NULL if not. */
+static inline flip_racer flip_aim_swapdir(const char *volume, const char *target, const char *name) {
     snprintf(host, sizeof host, "%s", target + 5);
     snprintf(buffer, sizeof buffer, "%s/swapdir/%s", volume, name);
     mkdir("swapdir", 0755);
-    if (symlink(host, "swap.link") < 0)
-        return -1;
-    return open("swapdir", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (symlink(host, "swap.link") < 0 || (flip_home = open("swapdir", O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
+        return NULL;
+    return flip_swapdir;
 }
 
 /* The VOLUME argument, now the cwd; exits 2 with USAGE when fewer than NEEDED arguments. */
@@ -90,9 +93,9 @@ static const char *flip_begin(int argc, char **argv, int needed, const char *usa
 }
 
 /* For each target argv[first..argc): aim readies it and names the racing thread (NULL: exit 5),
- * attempt(i) is one try, done (if any) undoes aim. The number of tries made. */
+ * attempt(i) is one try. The number of tries made. */
 static long flip_run(int argc, char **argv, int first, flip_racer (*aim)(const char *target),
-                     void (*attempt)(long i), void (*done)(void)) {
+                     void (*attempt)(long i)) {
     int targets = argc - first;
     double start = attack_now(), share = (attack_deadline - start) / targets;
     long i = 0;
@@ -109,8 +112,9 @@ static long flip_run(int argc, char **argv, int first, flip_racer (*aim)(const c
             attempt(i);
         atomic_store(&stop, 1);
         pthread_join(flipper, NULL);
-        if (done != NULL)
-            done();
+        if (flip_home != AT_FDCWD)
+            close(flip_home);
+        flip_home = AT_FDCWD;
     }
     return i;
 }

@@ -87,7 +87,7 @@ int main(int argc, char **argv) {
     secret_size = atoll(argv[5]);
     if (stat("inside", &mine) < 0)
         return 4;
-    long count = flip_run(argc, argv, 6, aim, attempt, NULL);
+    long count = flip_run(argc, argv, 6, aim, attempt);
     flip_report(count,
                 ", \"odd\": %ld"
                 ", \"stat_tries\": %ld, \"lstat_tries\": %ld, \"statx_tries\": %ld, \"open_tries\": %ld",

@@ -20,7 +20,6 @@
 
 static const char *volume;
 static long at_tries;
-static int home = AT_FDCWD; /* the directory of the volume the victim is made in */
 static const char *victim = "victim";
 
 static flip_racer aim(const char *target) {
@@ -30,12 +29,11 @@ static flip_racer aim(const char *target) {
         return flip;
     }
     victim = "secret";
-    home = flip_aim_swapdir(volume, target, "secret");
-    return home < 0 ? NULL : flip_swapdir;
+    return flip_aim_swapdir(volume, target, "secret");
 }
 
 static void attempt(long i) {
-    int fd = openat(home, victim, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    int fd = openat(flip_home, victim, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
     if (fd >= 0)
         close(fd);
     int got = i % 2 ? unlinkat(AT_FDCWD, buffer, 0) : unlink(buffer);
@@ -43,21 +41,15 @@ static void attempt(long i) {
     struct stat there;
     if (got < 0)
         refused++;
-    else if (fstatat(home, victim, &there, AT_SYMLINK_NOFOLLOW) < 0)
+    else if (fstatat(flip_home, victim, &there, AT_SYMLINK_NOFOLLOW) < 0)
         inside++;
     else
         escapes++;
 }
 
-static void done(void) {
-    if (home >= 0 && home != AT_FDCWD)
-        close(home);
-    home = AT_FDCWD;
-}
-
 int main(int argc, char **argv) {
     volume = flip_begin(argc, argv, 5, "unlink_flip TRIES SECONDS VOLUME FORBIDDEN...");
-    long tries = flip_run(argc, argv, 4, aim, attempt, done);
+    long tries = flip_run(argc, argv, 4, aim, attempt);
     flip_report(tries, ", \"unlinkat_tries\": %ld", at_tries);
     return 0;
 }
