@@ -159,9 +159,11 @@ def _open_served(stats: dict[str, Any]) -> int:
     return served
 
 
-def _both_ways(runner: Hvfs, root: Path, owner: int | str | None, *options: str) -> dict[str, Any]:
-    """The probe run served in C and on the Python path, each on a fresh volume: everything
-    compared; the C run's answers."""
+def _compared(
+    runner: Hvfs, root: Path, owner: int | str | None, *options: str
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The probe run served in C and on the Python path, each on a fresh volume: answers, files
+    and diffs compared; the C run's answers, and each run's statistics."""
     results = []
     for way, place in both_ways(runner, _in_python(runner), root, owner):
         data = _volume(place, owner)
@@ -171,6 +173,12 @@ def _both_ways(runner: Hvfs, root: Path, owner: int | str | None, *options: str)
     assert in_c == in_python
     assert c_files == python_files
     assert c_diff == python_diff and "C /data/file" in c_diff and "A /data/new1" in c_diff, c_diff
+    return in_c, c_stats, python_stats
+
+
+def _both_ways(runner: Hvfs, root: Path, owner: int | str | None, *options: str) -> dict[str, Any]:
+    """The probe compared in C and on the Python path, and C's share counted; the C run's answers."""
+    in_c, c_stats, python_stats = _compared(runner, root, owner, *options)
     # C served the plain ones: counted as the manager's own opens, none of them on Python's run
     assert _open_served(c_stats) - _open_served(python_stats) >= C_SERVED_AT_LEAST, (c_stats, python_stats)
     assert c_stats["requests"]["open"] == python_stats["requests"]["open"]
