@@ -17,10 +17,12 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Hvfs, chown_to
-from tests.test_served_write import _in_python, _open_served, _run, _snapshot, _volume
+from tests.conftest import Hvfs
+from tests.served_probe import ATTEMPT, both_ways, run_probe, snapshot
+from tests.test_served_write import _in_python, _open_served, _volume
 
-PROBE = r"""
+PROBE = (
+    r"""
 import ctypes, fcntl, json, os, stat
 libc = ctypes.CDLL(None, use_errno=True)
 AT_FDCWD = -100
@@ -40,13 +42,9 @@ def created(path, flags, mode=0o600, dirfd=AT_FDCWD):
         return [status, fd_flags, st.st_mode, st.st_uid, st.st_gid, wrote]
     finally:
         os.close(fd)
-
-def attempt(function):
-    try:
-        return ["ok", function()]
-    except OSError as e:
-        return ["error", e.errno]
-
+"""
+    + ATTEMPT
+    + r"""
 cases = {
     "new": lambda: created("/data/x1", W),
     "new_rdwr": lambda: created("/data/x2", os.O_RDWR, 0o640),
@@ -79,8 +77,10 @@ cases = {
 }
 print(json.dumps({name: attempt(case) for name, case in cases.items()}))
 """
+)
 
-UNLINK_PROBE = r"""
+UNLINK_PROBE = (
+    r"""
 import ctypes, json, os
 libc = ctypes.CDLL(None, use_errno=True)
 AT_FDCWD, AT_REMOVEDIR = -100, 0x200
@@ -93,13 +93,9 @@ def unlinked(path, dirfd=None, flags=0):
     if got < 0:
         raise OSError(ctypes.get_errno(), "unlink")
     return got
-
-def attempt(function):
-    try:
-        return ["ok", function()]
-    except OSError as e:
-        return ["error", e.errno]
-
+"""
+    + ATTEMPT
+    + r"""
 cases = {
     "absolute": lambda: unlinked("/data/file"),
     "relative": lambda: unlinked("file2"),
@@ -132,6 +128,7 @@ cases = {
 }
 print(json.dumps({name: attempt(case) for name, case in cases.items()}))
 """
+)
 UNLINKED_AT_LEAST = 8  # absolute ... readonly_mode, a_symlink, a_dangling_symlink, a_fifo: removed by C
 
 C_SERVED_AT_LEAST = 14  # the creations of a new name by a plain path (9), the EEXISTs of a regular file (6)
@@ -161,11 +158,7 @@ def _both_ways(
     """The probe run served in C and on the Python path, each on a fresh volume: answers,
     files, times and diffs compared, and C's share counted; the C run's answers."""
     results = []
-    for name, way in (("c", runner), ("python", _in_python(runner))):
-        place = root / name
-        place.mkdir()
-        if isinstance(owner, str):
-            chown_to(place, owner)
+    for way, place in both_ways(runner, _in_python(runner), root, owner):
         data = _volume(place, owner)
         (data / "dirlink").symlink_to("dir")
         (data / "dir" / "inner2").write_text("inner2\n")
@@ -176,9 +169,9 @@ def _both_ways(
         os.chown(data / "sticky" / "others", 4243, 4243)
         (place / "probe" / "probe.py").write_text(probe)
         before = _times(data)
-        answers, stats, diff = _run(way, place, *options)
+        answers, stats, diff = run_probe(way, place, *options)
         after = _times(data)  # what is left untouched: a failed call touched nothing
-        results.append((answers, stats, diff, _snapshot(data), all(before[name] == t for name, t in after.items())))
+        results.append((answers, stats, diff, snapshot(data), all(before[name] == t for name, t in after.items())))
     (in_c, c_stats, c_diff, c_files, c_kept), (in_python, python_stats, python_diff, python_files, python_kept) = (
         results
     )

@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 
 from tests.conftest import Hvfs, chown_to, state_dir
+from tests.served_probe import ATTEMPT
 
-PROBE = r"""
+PROBE = (
+    r"""
 import ctypes, fcntl, json, os, stat, sys
 libc = ctypes.CDLL(None, use_errno=True)
 SYS_NEWFSTATAT, SYS_STATX, AT_FDCWD = 262, 332, -100
@@ -62,13 +64,9 @@ def opened(path, flags=os.O_RDONLY, dir_fd=AT_FDCWD):
         return [same, content, listed, fcntl.fcntl(fd, fcntl.F_GETFD), fcntl.fcntl(fd, fcntl.F_GETFL)]
     finally:
         os.close(fd)
-
-def attempt(function):
-    try:
-        return ["ok", function()]
-    except OSError as e:
-        return ["error", e.errno]
-
+"""
+    + ATTEMPT
+    + r"""
 os.chdir("/data/dir")
 data = os.open("/data", os.O_RDONLY | os.O_DIRECTORY)
 here = os.open(".", os.O_PATH | os.O_DIRECTORY)
@@ -154,6 +152,7 @@ cases = {
 }
 print(json.dumps({name: attempt(case) for name, case in cases.items()}))
 """
+)
 
 
 def _volume(root: Path, owner: str | None) -> Path:

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import Hvfs, chown_to, state_dir
+from tests.served_probe import ATTEMPT, both_ways, run_probe, snapshot
 
-PROBE = r"""
+PROBE = (
+    r"""
 import ctypes, fcntl, json, os, stat, sys
 libc = ctypes.CDLL(None, use_errno=True)
 AT_FDCWD, O_TMPFILE, O_PATH = -100, 0o20200000, 0o10000000
@@ -47,13 +48,9 @@ def opened(path, flags, mode=0o666, dirfd=AT_FDCWD, creat=False):
         return [status, fd_flags, st.st_mode, st.st_uid, st.st_gid, wrote, size]
     finally:
         os.close(fd)
-
-def attempt(function):
-    try:
-        return ["ok", function()]
-    except OSError as e:
-        return ["error", e.errno]
-
+"""
+    + ATTEMPT
+    + r"""
 cases = {
     "wronly": lambda: opened("/data/file", W),
     "rdwr": lambda: opened("/data/file2", os.O_RDWR),
@@ -113,6 +110,7 @@ cases = {
 }
 print(json.dumps({name: attempt(case) for name, case in cases.items()}))
 """
+)
 
 FILES = ("file", "file2", "file3", "file4", "file5", "file6", "file7", "file8", "file9", "file10", "devfile", "ro_file")
 C_SERVED_AT_LEAST = 20  # the plain cases: wronly ... noatime, relative, dirfd, the creations but for O_EXCL ...
@@ -152,37 +150,6 @@ def _volume(root: Path, owner: int | str | None) -> Path:
     return data
 
 
-def _snapshot(data: Path) -> dict[str, Any]:
-    """Every file of the volume as the host sees it: kind and mode, owner, content or target."""
-    found: dict[str, Any] = {}
-    for path in sorted(data.rglob("*")):
-        st = path.lstat()
-        if path.is_symlink():
-            body: str | None = os.readlink(path)
-        elif path.is_file():
-            body = path.read_text()
-        else:
-            body = None
-        found[str(path.relative_to(data))] = [st.st_mode, st.st_uid, st.st_gid, body]
-    return found
-
-
-def _run(runner: Hvfs, root: Path, *options: str) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
-    """The probe's answers, the run's statistics, and its ``--diff`` lines (``--strict`` unless
-    ``options`` hold ``--default``: the default profile)."""
-    strict = "--default" not in options
-    options = tuple(option for option in options if option != "--default")
-    stats = root / "stats.json"
-    volumes = ["-v", f"{root / 'data'}:/data", "-v", f"{root / 'ro'}:/ro:ro", "-v", f"{root / 'probe'}:/probe:ro"]
-    args = ["run", *(["--strict"] if strict else []), "--diff", "--stats", str(stats), *options, *volumes]
-    result = runner.run(*args, "--", "python3", "/probe/probe.py")
-    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
-    lines = result.stdout.splitlines()
-    answers = json.loads(next(line for line in lines if line.startswith("{")))
-    diff = [line for line in (result.stdout + result.stderr).splitlines() if re.match(r"^[ACD] /", line)]
-    return answers, json.loads(stats.read_text()), diff
-
-
 def _in_python(runner: Hvfs) -> Hvfs:
     return runner.with_env(HVFS_SERVED_WRITE="0", HVFS_STATE_DIR=state_dir(runner.user, "no-served-write"))
 
@@ -192,22 +159,26 @@ def _open_served(stats: dict[str, Any]) -> int:
     return served
 
 
-def _both_ways(runner: Hvfs, root: Path, owner: int | str | None, *options: str) -> dict[str, Any]:
-    """The probe run served in C and on the Python path, each on a fresh volume: everything
-    compared; the C run's answers."""
+def _compared(
+    runner: Hvfs, root: Path, owner: int | str | None, *options: str
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The probe run served in C and on the Python path, each on a fresh volume: answers, files
+    and diffs compared; the C run's answers, and each run's statistics."""
     results = []
-    for name, way in (("c", runner), ("python", _in_python(runner))):
-        place = root / name
-        place.mkdir()
-        if isinstance(owner, str):
-            chown_to(place, owner)
+    for way, place in both_ways(runner, _in_python(runner), root, owner):
         data = _volume(place, owner)
-        answers, stats, diff = _run(way, place, *options)
-        results.append((answers, stats, diff, _snapshot(data)))
+        answers, stats, diff = run_probe(way, place, *options)
+        results.append((answers, stats, diff, snapshot(data)))
     (in_c, c_stats, c_diff, c_files), (in_python, python_stats, python_diff, python_files) = results
     assert in_c == in_python
     assert c_files == python_files
     assert c_diff == python_diff and "C /data/file" in c_diff and "A /data/new1" in c_diff, c_diff
+    return in_c, c_stats, python_stats
+
+
+def _both_ways(runner: Hvfs, root: Path, owner: int | str | None, *options: str) -> dict[str, Any]:
+    """The probe compared in C and on the Python path, and C's share counted; the C run's answers."""
+    in_c, c_stats, python_stats = _compared(runner, root, owner, *options)
     # C served the plain ones: counted as the manager's own opens, none of them on Python's run
     assert _open_served(c_stats) - _open_served(python_stats) >= C_SERVED_AT_LEAST, (c_stats, python_stats)
     assert c_stats["requests"]["open"] == python_stats["requests"]["open"]
@@ -247,7 +218,7 @@ def test_an_audited_vms_write_opens_stay_on_python_and_are_recorded_alike(hvfs: 
         place.mkdir()
         _volume(place, None)
         log = place / "audit.jsonl"
-        answers, stats, _ = _run(way, place, "--audit", str(log))
+        answers, stats, _ = run_probe(way, place, "--audit", str(log))
         kept = [json.loads(line) for line in log.read_text().splitlines()]
         opens = [{k: v for k, v in r.items() if k not in ("time", "vm", "pid", "duration_us")} for r in kept]
         records.append((answers, [r for r in opens if r.get("operation") == "open"], stats))
@@ -258,7 +229,7 @@ def test_an_audited_vms_write_opens_stay_on_python_and_are_recorded_alike(hvfs: 
     assert _open_served(c_stats) == _open_served(python_stats), (c_stats, python_stats)
 
 
-def _written_and_run(runner: Hvfs, root: Path, *profile: str) -> None:
+def _written_andrun_probe(runner: Hvfs, root: Path, *profile: str) -> None:
     data = root / "data"
     data.mkdir()
     if runner.user is not None:
@@ -285,9 +256,9 @@ def test_a_script_written_through_a_served_open_runs_at_once(hvfs: Hvfs, tmp_pat
     """The C loop closes its copy of a writable file before it answers: a script written (its
     open served in C: the process's second, once its credentials are known) and run at once
     never fails with ETXTBSY."""
-    _written_and_run(hvfs, tmp_path, *(["--strict"] if profile == "strict" else []))
+    _written_andrun_probe(hvfs, tmp_path, *(["--strict"] if profile == "strict" else []))
 
 
 @pytest.mark.rootless
 def test_a_rootless_vms_script_written_through_a_served_open_runs_at_once(rootless: Hvfs, shared_tmp: Path) -> None:
-    _written_and_run(rootless, shared_tmp, "--strict")
+    _written_andrun_probe(rootless, shared_tmp, "--strict")

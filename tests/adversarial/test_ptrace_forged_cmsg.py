@@ -21,31 +21,18 @@ from pathlib import Path
 import pytest
 
 from tests.adversarial.conftest import ATTACK_VARIANTS, Attacker
-
-DECOY = "decoy, the VM's own file\n"
+from tests.adversarial.served_files import decoy_volume, served_files
 
 
 @pytest.mark.parametrize("attacker", ATTACK_VARIANTS[:3], indirect=True)
 def test_a_forged_cmsg_gets_a_vm_nothing_it_was_not_served(attacker: Attacker, shared_tmp: Path) -> None:
-    data = shared_tmp / "data"
-    data.mkdir()
-    (data / "decoy").write_text(DECOY)
-    attacker.give(data, data / "decoy")
+    data = decoy_volume(attacker, shared_tmp)
     outcome = attacker.run("forged_cmsg", options=["--driver", "ptrace", "-v", f"{data}:/data"])
     assert outcome.code == 0, outcome.stderr
     report = outcome.report
     print(attacker.variant, report)  # the counts, in the log of a run with -rP
 
-    wrong = []
-    served = 0
-    for path in data.glob("f-*"):
-        content = path.read_text()
-        if content == path.name:
-            served += 1
-        elif content != "":
-            wrong.append((path.name, content))
-    assert wrong == [], f"files that got what was not theirs: {wrong[:10]}"
-    assert (data / "decoy").read_text() == DECOY
+    served = served_files(data)
     assert served == report["opened"] and served > 20, (served, report)
     assert outcome.count("forged") > 10_000 and outcome.count("taken") > 10, report
     assert outcome.count("failed") == outcome.count("eio"), report  # a refused open is EIO, nothing else

@@ -17,35 +17,18 @@
  * Counters: "inside" (the write-open got a file of the VM), "refused" (an error), "escapes"
  * (the secret's identity), "odd" (anything else), per flag set "FLAGS_tries".
  */
-#include "attack.h"
+#include "flip.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
-#include <stdatomic.h>
-#include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
-static char buffer[4096], allowed[4096], forbidden[4096], host[4096];
-static atomic_int stop;
-static long inside, refused, escapes, odd, tries[4];
-
-static void dwell(void) {
-    for (volatile int i = 0; i < 64; i++) {
-    }
-}
-
-static void *flip(void *unused) {
-    (void)unused;
-    while (!atomic_load(&stop)) {
-        memcpy(buffer, allowed, strlen(allowed) + 1);
-        dwell();
-        memcpy(buffer, forbidden, strlen(forbidden) + 1);
-        dwell();
-    }
-    return NULL;
-}
+static const char *volume;
+static unsigned long long secret;
+static long long secret_size;
+static struct stat mine;
+static int swapping;
+static long odd, tries[4];
 
 /* The volume's "swapped" is a regular file, then a symlink to the host secret, in turn. */
 static void *swap(void *unused) {
@@ -78,61 +61,42 @@ static int write_open(int kind, struct stat *st) {
     return got < 0 ? -EIO : 0;
 }
 
-int main(int argc, char **argv) {
-    attack_begin(argc, argv);
-    if (argc < 7) {
-        fprintf(stderr, "usage: write_flip TRIES SECONDS VOLUME INODE SIZE FORBIDDEN...\n");
-        return 2;
+static flip_racer aim(const char *target) {
+    swapping = strncmp(target, "swap:", 5) == 0;
+    if (!swapping) {
+        flip_aim(volume, target, "inside");
+        return flip;
     }
-    const char *volume = argv[3];
-    unsigned long long secret = strtoull(argv[4], NULL, 10);
-    long long secret_size = atoll(argv[5]);
-    if (chdir(volume) < 0)
-        return 3;
-    struct stat mine;
+    snprintf(host, sizeof host, "%s", target + 5);
+    snprintf(buffer, sizeof buffer, "%s/swapped", volume);
+    return swap;
+}
+
+static void attempt(long i) {
+    int kind = (int)(i % 4);
+    struct stat st;
+    int got = write_open(kind, &st);
+    tries[kind]++;
+    if (got < 0)
+        refused++;
+    else if (st.st_ino == secret || st.st_size == secret_size)
+        escapes++;
+    else if (st.st_ino == mine.st_ino || swapping)
+        inside++; /* swapping: the volume's own file, made by the other thread */
+    else
+        odd++;
+}
+
+int main(int argc, char **argv) {
+    volume = flip_begin(argc, argv, 7, "write_flip TRIES SECONDS VOLUME INODE SIZE FORBIDDEN...");
+    secret = strtoull(argv[4], NULL, 10);
+    secret_size = atoll(argv[5]);
     if (stat("inside", &mine) < 0)
         return 4;
-    int targets = argc - 6;
-    double start = attack_now(), share = (attack_deadline - start) / targets;
-    long i = 0;
-    for (int k = 0; k < targets; k++) {
-        const char *target = argv[6 + k];
-        int swapping = strncmp(target, "swap:", 5) == 0;
-        if (swapping) {
-            snprintf(host, sizeof host, "%s", target + 5);
-            snprintf(buffer, sizeof buffer, "%s/swapped", volume);
-        } else {
-            snprintf(forbidden, sizeof forbidden, "%s", target);
-            if (target[0] == '/')
-                snprintf(allowed, sizeof allowed, "%s/inside", volume);
-            else
-                snprintf(allowed, sizeof allowed, "inside");
-            memcpy(buffer, allowed, strlen(allowed) + 1);
-        }
-        atomic_store(&stop, 0);
-        pthread_t flipper;
-        pthread_create(&flipper, NULL, swapping ? swap : flip, NULL);
-        double until = start + share * (k + 1);
-        long last = attack_tries / targets * (k + 1);
-        for (; attack_more(i) && i < last && attack_now() < until; i++) {
-            int kind = (int)(i % 4);
-            struct stat st;
-            int got = write_open(kind, &st);
-            tries[kind]++;
-            if (got < 0)
-                refused++;
-            else if (st.st_ino == secret || st.st_size == secret_size)
-                escapes++;
-            else if (st.st_ino == mine.st_ino || swapping)
-                inside++; /* swapping: the volume's own file, made by the other thread */
-            else
-                odd++;
-        }
-        atomic_store(&stop, 1);
-        pthread_join(flipper, NULL);
-    }
-    printf("{\"tries\": %ld, \"inside\": %ld, \"refused\": %ld, \"escapes\": %ld, \"odd\": %ld, \"wronly_tries\": %ld,"
-           " \"rdwr_tries\": %ld, \"append_tries\": %ld, \"creat_tries\": %ld}\n",
-           i, inside, refused, escapes, odd, tries[0], tries[1], tries[2], tries[3]);
+    long count = flip_run(argc, argv, 6, aim, attempt);
+    flip_report(count,
+                ", \"odd\": %ld"
+                ", \"wronly_tries\": %ld, \"rdwr_tries\": %ld, \"append_tries\": %ld, \"creat_tries\": %ld",
+                odd, tries[0], tries[1], tries[2], tries[3]);
     return 0;
 }

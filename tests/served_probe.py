@@ -1,0 +1,67 @@
+"""What the served-call tests (test_served_write, test_served_mutate, test_ptrace_write,
+test_served_stat) share: the probe's way of answering a case, running a probe in a VM with
+``--diff`` and ``--stats``, the volume's files as the host sees them, and the two fresh
+places, one for the C run and one for the Python path's, that a comparison runs in."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import Hvfs, chown_to
+
+# A probe's answer to one case: ["ok", what it got] or ["error", errno], compared as JSON.
+ATTEMPT = r"""
+def attempt(function):
+    try:
+        return ["ok", function()]
+    except OSError as e:
+        return ["error", e.errno]
+"""
+
+
+def snapshot(data: Path) -> dict[str, Any]:
+    """Every file of the volume as the host sees it: kind and mode, owner, content or target."""
+    found: dict[str, Any] = {}
+    for path in sorted(data.rglob("*")):
+        st = path.lstat()
+        if path.is_symlink():
+            body: str | None = os.readlink(path)
+        elif path.is_file():
+            body = path.read_text()
+        else:
+            body = None
+        found[str(path.relative_to(data))] = [st.st_mode, st.st_uid, st.st_gid, body]
+    return found
+
+
+def run_probe(runner: Hvfs, root: Path, *options: str) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """``root``/probe/probe.py's answers, the run's statistics, and its ``--diff`` lines
+    (``--strict`` unless ``options`` hold ``--default``: the default profile), with ``root``'s
+    data, ro (read-only) and probe directories as /data, /ro and /probe."""
+    strict = "--default" not in options
+    options = tuple(option for option in options if option != "--default")
+    stats = root / "stats.json"
+    volumes = ["-v", f"{root / 'data'}:/data", "-v", f"{root / 'ro'}:/ro:ro", "-v", f"{root / 'probe'}:/probe:ro"]
+    args = ["run", *(["--strict"] if strict else []), "--diff", "--stats", str(stats), *options, *volumes]
+    result = runner.run(*args, "--", "python3", "/probe/probe.py")
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    lines = result.stdout.splitlines()
+    answers = json.loads(next(line for line in lines if line.startswith("{")))
+    diff = [line for line in (result.stdout + result.stderr).splitlines() if re.match(r"^[ACD] /", line)]
+    return answers, json.loads(stats.read_text()), diff
+
+
+def both_ways(runner: Hvfs, in_python: Hvfs, root: Path, owner: int | str | None) -> Iterator[tuple[Hvfs, Path]]:
+    """The C run's runner and place (``root``/c), then the Python path's (``root``/python):
+    fresh directories, a rootless runner's user's when ``owner`` names one."""
+    for name, way in (("c", runner), ("python", in_python)):
+        place = root / name
+        place.mkdir()
+        if isinstance(owner, str):
+            chown_to(place, owner)
+        yield way, place
