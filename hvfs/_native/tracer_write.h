@@ -64,9 +64,10 @@ struct write_context {
     Py_buffer views[6];
 };
 
-/* What one wait served here, for Python: served opens, and threads whose socket to give up. */
+/* What one wait served here, for Python: served opens, and threads whose socket to give up;
+ * and, for SERVED_PER_WAIT alone, the opens answered with an errno (counted in counts). */
 struct served_writes {
-    long served;
+    long served, refused;
     int doubted[DOUBTED_KEPT], ndoubted;
 };
 
@@ -169,10 +170,10 @@ served_write_here(const struct write_context *w, pid_t pid, const regs_t *regs, 
     flags &= UINT32_MAX & SERVED_VALID_OPEN;
     uint64_t access = flags & O_ACCMODE;
     if (!(flags & SERVED_WRITE) || !__atomic_load_n(w->quiet, __ATOMIC_ACQUIRE) || seen->nexits ||
-        done->ndoubted == DOUBTED_KEPT || done->served >= SERVED_PER_WAIT)
+        done->ndoubted == DOUBTED_KEPT || done->served + done->refused >= SERVED_PER_WAIT)
         return 0;
-    if (flags & (O_PATH | SERVED_TMPFILE) || (access != O_WRONLY && access != O_RDWR) ||
-        (flags & O_CREAT && flags & O_EXCL) || (dirfd < 0 && dirfd != AT_FDCWD) || path_at == 0)
+    if (flags & (O_PATH | SERVED_TMPFILE) || (access != O_WRONLY && access != O_RDWR) || (dirfd < 0 && dirfd != AT_FDCWD) ||
+        path_at == 0)
         return 0; /* serve_write's declines */
     const struct kept_entry *kept = NULL;
     for (size_t i = 0; i < w->kept_count && kept == NULL; i++)
@@ -184,9 +185,16 @@ served_write_here(const struct write_context *w, pid_t pid, const regs_t *regs, 
     char path[PATH_MAX_BYTES + 1], base[PATH_MAX_BYTES + 1], whole[2 * PATH_MAX_BYTES + 2];
     struct stat identity = {0};
     int made = read_write_path(pid, dirfd, path_at, path, base, whole, &identity), fd = -1, existed;
-    if (made < 0 || open_writable(w->rw_root, path, base, &identity, flags, creation_mode, &a, &fd, &existed) < 0)
-        return 0;
+    int opened = made < 0 ? -1 : open_writable(w->rw_root, path, base, &identity, flags, creation_mode, &a, &fd, &existed);
     uint64_t *count = w->counts + COUNTED_OPEN;
+    if (opened == -EEXIST) { /* an exclusive creation that met a regular file: nothing done */
+        count[2]++;          /* SERVED_FAILED, as serve_write counts it */
+        done->refused++;
+        answer_skipped(pid, regs, -EEXIST, 0);
+        return 1;
+    }
+    if (opened < 0)
+        return 0;
     if (existed >= 0 && note_change(w->note, whole, (size_t)made, existed, 1) < 0) {
         close(fd);
         count[2]++; /* SERVED_FAILED */
