@@ -54,22 +54,16 @@ serve_unlink(const struct stat_context *c, int listener, const struct seccomp_no
     const __u64 *args = notif->data.args;
     int32_t dirfd = call == CALL_UNLINKAT ? (int32_t)args[0] : AT_FDCWD;
     uint64_t path_at = call == CALL_UNLINKAT ? args[1] : args[0];
-    if (c->rw_root < 0 || !c->change_note || !__atomic_load_n(c->quiet, __ATOMIC_ACQUIRE))
-        return DECLINED;
     if ((call == CALL_UNLINKAT && (args[2] & UINT32_MAX) != 0) || (dirfd < 0 && dirfd != AT_FDCWD))
         return DECLINED;
     struct acting a = {0};
-    if (path_at == 0 || notif->pid <= 0 || !published_caller(c, notif->pid, &a))
-        return DECLINED;
-    char path[PATH_MAX_BYTES + 1], base[PATH_MAX_BYTES + 1], whole[2 * PATH_MAX_BYTES + 2];
-    struct stat identity = {0};
-    int made = read_write_path(notif->pid, dirfd, path_at, path, base, whole, &identity);
-    if (made < 0)
-        return DECLINED;
-    uint64_t id = notif->id;
-    if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) < 0)
-        return GONE;
-    long dir = path[0] == '/' ? c->rw_root : write_base(c->rw_root, base, &identity);
+    struct write_path p; /* its buffers filled by the read; identity only for a relative path */
+    p.identity = (struct stat){0};
+    int made = write_request(c, listener, notif, dirfd, path_at, &a, &p);
+    if (made <= 0)
+        return made < 0 ? GONE : DECLINED;
+    char *path = p.path;
+    long dir = path[0] == '/' ? c->rw_root : write_base(c->rw_root, p.base, &p.identity);
     if (dir < 0)
         return DECLINED;
     int failed = ECANCELED;
@@ -86,7 +80,7 @@ serve_unlink(const struct stat_context *c, int listener, const struct seccomp_no
     if (failed)
         return DECLINED;
     uint64_t *count = c->counts + SERVED_OUTCOMES * COUNTS_UNLINK;
-    if (note_change(c->change_note, whole, (size_t)made, 1, 0) < 0) {
+    if (note_change(c->change_note, p.whole, (size_t)made, 1, 0) < 0) {
         resp->error = -EIO;
         count[SERVED_FAILED]++;
         return ANSWER;

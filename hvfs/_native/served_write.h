@@ -51,6 +51,31 @@
 
 #define SERVED_WRITABLE (1u << 31) /* in *newfd_flags, never the kernel's: install_served's order */
 
+/* A mutation's path as read once from the caller (write_open.h read_write_path's buffers). */
+struct write_path {
+    char path[PATH_MAX_BYTES + 1], base[PATH_MAX_BYTES + 1], whole[2 * PATH_MAX_BYTES + 2];
+    struct stat identity;
+};
+
+/* What a mutation served here (serve_write, served_mutate.h's serve_unlink) needs before it
+ * acts: a quiet VM with a writable view, the caller's published credentials (*a), its path
+ * read once (*p), ID_VALID after. The whole text's length (> 0) to go on; 0 (DECLINED) or
+ * -GONE otherwise. */
+static int
+write_request(const struct stat_context *c, int listener, const struct seccomp_notif *notif, int32_t dirfd,
+              uint64_t path_at, struct acting *a, struct write_path *p)
+{
+    if (c->rw_root < 0 || !c->change_note || !__atomic_load_n(c->quiet, __ATOMIC_ACQUIRE))
+        return DECLINED;
+    if (path_at == 0 || notif->pid <= 0 || !published_caller(c, notif->pid, a))
+        return DECLINED;
+    int made = read_write_path(notif->pid, dirfd, path_at, p->path, p->base, p->whole, &p->identity);
+    if (made <= 0)
+        return DECLINED;
+    uint64_t id = notif->id;
+    return ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) < 0 ? -GONE : made;
+}
+
 /* Serves a write-open (flags: the register's, masked to what open(2) keeps) of path_at from
  * dirfd, as the header says: ANSWER with *install the fd to install writable (or resp an
  * errno), GONE, or DECLINED. Without the GIL but for the change set's note. */
@@ -60,22 +85,15 @@ serve_write(const struct stat_context *c, int listener, const struct seccomp_not
             unsigned int *newfd_flags)
 {
     uint64_t access = flags & O_ACCMODE;
-    if (c->rw_root < 0 || !c->change_note || !__atomic_load_n(c->quiet, __ATOMIC_ACQUIRE))
-        return DECLINED;
     if (flags & (O_PATH | SERVED_TMPFILE) || (access != O_WRONLY && access != O_RDWR) || (dirfd < 0 && dirfd != AT_FDCWD))
         return DECLINED;
     struct acting a = {0};
-    if (path_at == 0 || notif->pid <= 0 || !published_caller(c, notif->pid, &a))
-        return DECLINED;
-    char path[PATH_MAX_BYTES + 1], base[PATH_MAX_BYTES + 1], whole[2 * PATH_MAX_BYTES + 2];
-    struct stat identity = {0};
-    int made = read_write_path(notif->pid, dirfd, path_at, path, base, whole, &identity), fd = -1, existed;
-    if (made < 0)
-        return DECLINED;
-    uint64_t id = notif->id;
-    if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) < 0)
-        return GONE;
-    int opened = open_writable(c->rw_root, path, base, &identity, flags, creation_mode, &a, &fd, &existed);
+    struct write_path p; /* its buffers filled by the read; identity only for a relative path */
+    p.identity = (struct stat){0};
+    int made = write_request(c, listener, notif, dirfd, path_at, &a, &p), fd = -1, existed;
+    if (made <= 0)
+        return made < 0 ? GONE : DECLINED;
+    int opened = open_writable(c->rw_root, p.path, p.base, &p.identity, flags, creation_mode, &a, &fd, &existed);
     uint64_t *count = c->counts + SERVED_OUTCOMES * COUNTS_OPEN;
     if (opened == -EEXIST) {
         resp->error = -EEXIST;
@@ -84,7 +102,7 @@ serve_write(const struct stat_context *c, int listener, const struct seccomp_not
     }
     if (opened < 0)
         return DECLINED;
-    if (existed >= 0 && note_change(c->change_note, whole, (size_t)made, existed, 1) < 0) {
+    if (existed >= 0 && note_change(c->change_note, p.whole, (size_t)made, existed, 1) < 0) {
         close(fd);
         resp->error = -EIO;
         count[SERVED_FAILED]++;
