@@ -1,4 +1,4 @@
-"""A VM's metadata changes through an fd (fchmod) served in the driver's C loop
+"""A VM's metadata changes through an fd (fchmod, fchown) served in the driver's C loop
 (hvfs/_native/served_fdmeta.h) answer and change exactly what the Python path does, which
 serves them with ``HVFS_SERVED_WRITE=0`` (a manager of its own): every case below, served in C
 or declined to Python (an fd from the boot view, a device, a pipe, an O_PATH or a bad fd),
@@ -38,6 +38,9 @@ def after(fd, change):
 def chmodded(fd, mode):
     return after(fd, lambda fd: os.fchmod(fd, mode))
 
+def chowned(fd, uid, gid):
+    return after(fd, lambda fd: os.fchown(fd, uid, gid))
+
 def deleted(name):
     fd = made(name)
     os.unlink("/data/" + name)
@@ -60,12 +63,22 @@ cases = {
     "dev_null": lambda: chmodded(os.open("/dev/null", os.O_WRONLY), 0o666),
     "ro_volume": lambda: chmodded(os.open("/ro/file", os.O_RDONLY), 0o600),
     "deleted": lambda: chmodded(deleted("m5"), 0o600),
+    "chown_made": lambda: chowned(made("o1"), 1000, 1000),
+    "chown_to_root": lambda: chowned(made("o2"), 0, 0),
+    "chown_neither": lambda: chowned(made("o3"), -1, -1),
+    "chown_group_alone": lambda: chowned(made("o4"), -1, 4242),
+    "chown_setuid_file": lambda: chowned(made("o5", 0o6755), 1000, 1000),
+    "chown_others": lambda: chowned(os.open("/data/others", os.O_WRONLY), 1000, 1000),
+    "chown_readonly_fd": lambda: chowned(os.open("/data/file4", os.O_RDONLY), 4242, 4242),
+    "chown_unmapped": lambda: chowned(made("o6"), 3_000_000_000, -1),
+    "chown_dev_null": lambda: chowned(os.open("/dev/null", os.O_WRONLY), 0, 0),
 }
 print(json.dumps({name: attempt(case) for name, case in cases.items()}))
 """
 )
-# made ... made_high_bits, existing_rdwr, others_file: C's, served or answered EPERM
-C_SERVED_AT_LEAST = {"chmod": 6}
+# made ... made_high_bits, existing_rdwr, others_file; chown_made ... chown_others,
+# chown_unmapped: C's, served or answered EPERM (EINVAL)
+C_SERVED_AT_LEAST = {"chmod": 6, "chown": 7}
 
 
 def _served_here(stats: dict[str, Any], kind: str) -> int:
@@ -109,6 +122,9 @@ def test_each_fd_metadata_change_answers_as_the_python_path(
     assert in_c["others_file"] == (["error", 1] if as_user else ["ok", [0o100600, 4243, 4243]])
     assert in_c["o_path"] == ["error", 9] and in_c["bad_fd"] == ["error", 9] and in_c["dev_null"] == ["error", 1]
     assert in_c["ro_volume"] == ["error", 30]
+    assert in_c["chown_to_root"] == (["error", 1] if as_user else ["ok", [0o100600, 0, 0]])
+    assert in_c["chown_group_alone"] == (["error", 1] if as_user else ["ok", [0o100600, 0, 4242]])
+    assert in_c["chown_neither"][0] == "ok" and in_c["chown_dev_null"] == ["error", 1]
 
 
 @pytest.mark.rootless

@@ -36,8 +36,8 @@ the way among others), in the default profile too, where nothing else is served 
 (compiled.py gives it SERVED rules for the opens and unlinks alone). So is its unlink of a
 plain path (unlink, unlinkat without AT_REMOVEDIR), as ``names.handle_unlink`` serves it
 (hvfs/_native/served_mutate.h), and its metadata changes through an fd of a file on its
-writable view's own mounts (fchmod, as ``attrs.handle_chmod`` through ``world.own_object``
-serves it: hvfs/_native/served_fdmeta.h). ``HVFS_SERVED_WRITE=0`` turns those off alone.
+writable view's own mounts (fchmod and fchown, as ``attrs.handle_chmod`` and ``handle_chown``
+through ``world.own_object`` serve them: hvfs/_native/served_fdmeta.h). ``HVFS_SERVED_WRITE=0`` turns those off alone.
 
 An audited VM (an audit or another subscriber on its bus, and no hook) has those served
 in C too that the Python path names by their text (``resolve.open_named``: a plain path
@@ -71,9 +71,10 @@ CALLS = {
     "unlink": 7,
     "unlinkat": 8,
     "fchmod": 9,
+    "fchown": 10,
 }
 # What a default-profile VM has served in C: its write-opens, unlinks and fd metadata changes.
-WRITE_CALLS = ("open", "openat", "creat", "unlink", "unlinkat", "fchmod")
+WRITE_CALLS = ("open", "openat", "creat", "unlink", "unlinkat", "fchmod", "fchown")
 WRITES_ENVIRONMENT = "HVFS_SERVED_WRITE"
 OUTCOMES = ("served", "continued", "failed")  # served_stat.h SERVED_*, as the manager names them
 KINDS = (api.Stat, api.Statx, api.Open, api.Unlink, api.Chmod, api.Chown, api.Utimens)  # served_stat.h COUNTS_*
