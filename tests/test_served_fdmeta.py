@@ -1,4 +1,4 @@
-"""A VM's metadata changes through an fd (fchmod, fchown) served in the driver's C loop
+"""A VM's metadata changes through an fd (fchmod, fchown, futimens) served in the driver's C loop
 (hvfs/_native/served_fdmeta.h) answer and change exactly what the Python path does, which
 serves them with ``HVFS_SERVED_WRITE=0`` (a manager of its own): every case below, served in C
 or declined to Python (an fd from the boot view, a device, a pipe, an O_PATH or a bad fd),
@@ -21,8 +21,12 @@ from tests.test_served_write import _in_python, _volume
 
 PROBE = (
     r"""
-import json, os
+import ctypes, json, os, struct
 os.umask(0o022)
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long]
+SYS_UTIMENSAT, AT_FDCWD, AT_SYMLINK_NOFOLLOW = 280, -100, 0x100
+UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
 
 def made(name, mode=0o600):
     return os.open("/data/" + name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
@@ -40,6 +44,23 @@ def chmodded(fd, mode):
 
 def chowned(fd, uid, gid):
     return after(fd, lambda fd: os.fchown(fd, uid, gid))
+
+def utimensat(fd, times, path=None, flags=0, address=None):
+    pair = ctypes.create_string_buffer(struct.pack("<qqqq", *times)) if times else None
+    at = address if address is not None else (ctypes.addressof(pair) if pair else None)
+    if libc.syscall(SYS_UTIMENSAT, fd, path, at, flags) < 0:
+        raise OSError(ctypes.get_errno(), "utimensat")
+
+def timed(fd, times, **how):
+    # the times after the change: those the probe set, "now" or "kept" as it asked
+    try:
+        utimensat(fd, times, **how)
+        st = os.stat(how["path"]) if "path" in how else os.fstat(fd)
+        got = [st.st_atime_ns, st.st_mtime_ns]
+        asked = [times[1], times[3]] if times else [UTIME_NOW, UTIME_NOW]
+        return [{UTIME_NOW: "now", UTIME_OMIT: "kept"}.get(nsec, value) for nsec, value in zip(asked, got)]
+    finally:
+        os.close(fd)
 
 def deleted(name):
     fd = made(name)
@@ -72,13 +93,29 @@ cases = {
     "chown_readonly_fd": lambda: chowned(os.open("/data/file4", os.O_RDONLY), 4242, 4242),
     "chown_unmapped": lambda: chowned(made("o6"), 3_000_000_000, -1),
     "chown_dev_null": lambda: chowned(os.open("/dev/null", os.O_WRONLY), 0, 0),
+    "times_made": lambda: timed(made("t1"), (1_500_000_000, 123, 1_600_000_000, 456)),
+    "times_now": lambda: timed(made("t2"), None),
+    "times_omit": lambda: timed(made("t3"), (1_400_000_000, UTIME_NOW, 1_300_000_000, UTIME_OMIT)),
+    "times_bad_nsec": lambda: timed(made("t4"), (1, 1_000_000_000, 2, 0)),
+    "times_existing": lambda: timed(os.open("/data/file6", os.O_WRONLY), (1_200_000_000, 0, 1_200_000_000, 7)),
+    "times_others": lambda: timed(os.open("/data/others", os.O_WRONLY), (1, 0, 2, 0)),
+    "times_others_now": lambda: timed(os.open("/data/others", os.O_WRONLY), None),
+    "times_readonly_fd": lambda: timed(os.open("/data/file5", os.O_RDONLY), (3, 0, 4, 0)),
+    "times_ro_volume": lambda: timed(os.open("/ro/file", os.O_RDONLY), (3, 0, 4, 0)),
+    "times_dev_null": lambda: timed(os.open("/dev/null", os.O_WRONLY), (3, 0, 4, 0)),
+    "times_bad_fd": lambda: utimensat(999, (3, 0, 4, 0)),
+    "times_at_fdcwd": lambda: utimensat(AT_FDCWD, (3, 0, 4, 0)),
+    "times_o_path": lambda: timed(os.open("/data/file7", os.O_PATH), (3, 0, 4, 0)),
+    "times_nofollow": lambda: timed(made("t5"), (5, 0, 6, 0), flags=AT_SYMLINK_NOFOLLOW),
+    "times_bad_address": lambda: timed(made("t6"), (5, 0, 6, 0), address=8),
+    "times_by_path": lambda: timed(made("t7"), (5, 0, 6, 0), path=b"/data/file8"),
 }
 print(json.dumps({name: attempt(case) for name, case in cases.items()}))
 """
 )
 # made ... made_high_bits, existing_rdwr, others_file; chown_made ... chown_others,
-# chown_unmapped: C's, served or answered EPERM (EINVAL)
-C_SERVED_AT_LEAST = {"chmod": 6, "chown": 7}
+# chown_unmapped; times_made ... times_others_now: C's, served or answered EPERM (EINVAL)
+C_SERVED_AT_LEAST = {"chmod": 6, "chown": 7, "utimens": 7}
 
 
 def _served_here(stats: dict[str, Any], kind: str) -> int:
@@ -125,6 +162,10 @@ def test_each_fd_metadata_change_answers_as_the_python_path(
     assert in_c["chown_to_root"] == (["error", 1] if as_user else ["ok", [0o100600, 0, 0]])
     assert in_c["chown_group_alone"] == (["error", 1] if as_user else ["ok", [0o100600, 0, 4242]])
     assert in_c["chown_neither"][0] == "ok" and in_c["chown_dev_null"] == ["error", 1]
+    assert in_c["times_made"] == ["ok", [1_500_000_000 * 10**9 + 123, 1_600_000_000 * 10**9 + 456]]
+    assert in_c["times_omit"] == ["ok", ["now", "kept"]] and in_c["times_bad_nsec"] == ["error", 22]
+    assert in_c["times_others"] == (["error", 1] if as_user else ["ok", [10**9, 2 * 10**9]])
+    assert in_c["times_others_now"] == ["ok", ["now", "now"]] and in_c["times_bad_address"] == ["error", 14]
 
 
 @pytest.mark.rootless

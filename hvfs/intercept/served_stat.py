@@ -36,8 +36,10 @@ the way among others), in the default profile too, where nothing else is served 
 (compiled.py gives it SERVED rules for the opens and unlinks alone). So is its unlink of a
 plain path (unlink, unlinkat without AT_REMOVEDIR), as ``names.handle_unlink`` serves it
 (hvfs/_native/served_mutate.h), and its metadata changes through an fd of a file on its
-writable view's own mounts (fchmod and fchown, as ``attrs.handle_chmod`` and ``handle_chown``
-through ``world.own_object`` serve them: hvfs/_native/served_fdmeta.h). ``HVFS_SERVED_WRITE=0`` turns those off alone.
+writable view's own mounts (fchmod, fchown and futimens, utimensat of an fd with no path, as
+``attrs.handle_chmod``, ``handle_chown`` and ``handle_utimens`` through ``world.own_object``
+serve them: hvfs/_native/served_fdmeta.h; a utimensat of a path is Python's).
+``HVFS_SERVED_WRITE=0`` turns those off alone.
 
 An audited VM (an audit or another subscriber on its bus, and no hook) has those served
 in C too that the Python path names by their text (``resolve.open_named``: a plain path
@@ -72,9 +74,10 @@ CALLS = {
     "unlinkat": 8,
     "fchmod": 9,
     "fchown": 10,
+    "utimensat": 11,
 }
 # What a default-profile VM has served in C: its write-opens, unlinks and fd metadata changes.
-WRITE_CALLS = ("open", "openat", "creat", "unlink", "unlinkat", "fchmod", "fchown")
+WRITE_CALLS = ("open", "openat", "creat", "unlink", "unlinkat", "fchmod", "fchown", "utimensat")
 WRITES_ENVIRONMENT = "HVFS_SERVED_WRITE"
 OUTCOMES = ("served", "continued", "failed")  # served_stat.h SERVED_*, as the manager names them
 KINDS = (api.Stat, api.Statx, api.Open, api.Unlink, api.Chmod, api.Chown, api.Utimens)  # served_stat.h COUNTS_*
