@@ -4,10 +4,12 @@ serves them with ``HVFS_SERVED_WRITE=0`` (a manager of its own): every case belo
 or declined to Python (an fd from the boot view, a device, a pipe, an O_PATH or a bad fd),
 gives the same answer, the same files afterwards (mode, owner, content) and the same
 ``hvfs diff``, as root, as a VM user (C acting as that user) and rootless, in both profiles;
-and a tarball GNU tar extracts in a VM leaves the Python path's tree, owners, modes and times."""
+a tarball GNU tar extracts in a VM leaves the Python path's tree, owners, modes and times; and
+an audited VM's changes stay on Python and are recorded alike."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -187,3 +189,31 @@ def test_tar_in_a_vm_leaves_the_python_paths_owners_modes_and_times(hvfs: Hvfs, 
     for kind, least in C_SERVED_AT_LEAST.items():
         assert _served_here(c_stats, kind) >= least, (kind, c_stats)
         assert _served_here(python_stats, kind) == 0, (kind, python_stats)
+
+
+def test_an_audited_vms_fd_metadata_changes_stay_on_python_and_are_recorded_alike(hvfs: Hvfs, tmp_path: Path) -> None:
+    script = (
+        "import os\n"
+        "fd = os.open('/data/f', os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)\n"
+        "os.fchmod(fd, 0o640); os.fchown(fd, 0, 0); os.utime(fd, ns=(1, 2)); os.close(fd)\n"
+    )
+    records = []
+    for name, way in (("c", hvfs), ("python", _in_python(hvfs))):
+        place = tmp_path / name
+        (place / "data").mkdir(parents=True)
+        log, stats = place / "audit.jsonl", place / "stats.json"
+        options = ["--audit", str(log), "--stats", str(stats), "-v", f"{place / 'data'}:/data"]
+        result = way.run("run", *options, "--", "python3", "-c", script)
+        kept = [json.loads(line) for line in log.read_text().splitlines()]
+        changes = [
+            {k: v for k, v in r.items() if k not in ("time", "vm", "pid", "duration_us")}
+            for r in kept
+            if r.get("operation") in ("chmod", "chown", "utimens")
+        ]
+        st = (place / "data" / "f").stat()
+        compiled = json.loads(stats.read_text())["compiled"]
+        records.append((result.returncode, changes, [st.st_mode, st.st_uid, st.st_mtime_ns], compiled))
+    (c_code, c_changes, c_file, c_stats), (python_code, python_changes, python_file, _) = records
+    assert (c_code, c_changes, c_file) == (python_code, python_changes, python_file) == (0, c_changes, c_file)
+    assert len(c_changes) == 3 and c_file == [0o100640, 0, 2], c_changes
+    assert all(_served_here({"compiled": c_stats}, kind) == 0 for kind in ("chmod", "chown", "utimens")), c_stats
