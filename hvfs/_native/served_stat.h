@@ -41,7 +41,8 @@
 #define STAT_STATX_SYNC_TYPE 0x6000
 #define STAT_STATX_RESERVED 0x80000000u
 
-/* RULE_SERVED's arg: from CALL_OPEN on serve_open's (an unlink, served_mutate.h's) */
+/* RULE_SERVED's arg: from CALL_OPEN on serve_open's (an unlink, served_mutate.h's; a fd metadata change,
+ * served_fdmeta.h's) */
 enum { CALL_STAT, CALL_LSTAT, CALL_NEWFSTATAT, CALL_STATX, CALL_OPEN, CALL_OPENAT, CALL_CREAT, CALL_UNLINK, CALL_UNLINKAT,
        CALL_FCHMOD, CALL_FCHOWN, CALL_UTIMENSAT };
 enum { SERVED_DONE, SERVED_CONTINUED, SERVED_FAILED, SERVED_OUTCOMES };
