@@ -1,11 +1,12 @@
 """The manager's CPU per served read-only open, per served stat, per write-open of a file
-that exists and per O_CREAT|O_EXCL creation with its unlink (one pair), with the C loop
+that exists, per O_CREAT|O_EXCL creation with its unlink (one pair) and per fchmod, fchown
+and futimens of a file the VM opened for writing (tar's calls), with the C loop
 serving them and with ``HVFS_SERVED_STAT=0`` (the Python path, which also turns served
 writes off), round by round, each its own manager
 in a private state directory (as benchmarks/audit_cpu_vm.py measures: a run of 200 calls and
 one of 20,200, the difference over 20,000). Not a test: nothing is asserted.
 
-    python benchmarks/served_cpu.py [ROUNDS] [-u UID:GID]
+    python benchmarks/served_cpu.py [ROUNDS] [-u UID:GID] [--only NAME,NAME]
 
 ``-u``: the VM's programs run as that user (``hvfs run -u``), whom the manager acts as for
 each call (hvfs/manager/creds.py acting_as; in C, hvfs/_native/served_switch.h).
@@ -28,6 +29,10 @@ PROGRAMS = {
     "open w": "fd = os.open(p, os.O_WRONLY); os.close(fd)",  # a write-open of a file that exists (served_write.h)
     # W3's pair (tar's creation, rm's unlink: served_write.h, served_mutate.h): the figure is per pair
     "excl+unlink": "fd = os.open(p + 'x', os.O_WRONLY | os.O_CREAT | os.O_EXCL); os.close(fd); os.unlink(p + 'x')",
+    # W3's metadata calls on the file tar made (served_fdmeta.h), on ``w``, opened for writing once
+    "fchmod": "os.fchmod(w, 0o644)",
+    "fchown": "os.fchown(w, -1, -1)",
+    "futimens": "os.utime(w, ns=(1, 2))",
 }
 
 
@@ -40,7 +45,8 @@ def cpu(state: Path) -> float:
 
 def run(env: dict[str, str], work: Path, program: str, count: int, user: list[str]) -> float:
     """The manager's CPU seconds for one VM running ``program`` ``count`` times."""
-    code = f"import os, sys\np = sys.argv[1] + '/f'\nfor _ in range({count}):\n    {program}\n"
+    setup = "import os, sys\np = sys.argv[1] + '/f'\nw = os.open(p, os.O_WRONLY)\n"
+    code = f"{setup}for _ in range({count}):\n    {program}\n"
     state = Path(env["HVFS_STATE_DIR"])
     began = cpu(state)
     subprocess.run(
@@ -55,7 +61,9 @@ def run(env: dict[str, str], work: Path, program: str, count: int, user: list[st
 def main() -> None:
     args = sys.argv[1:]
     user = args[args.index("-u") : args.index("-u") + 2] if "-u" in args else []
-    rounds = [a for a in args if a not in user]
+    only = args[args.index("--only") : args.index("--only") + 2] if "--only" in args else []
+    programs = {name: PROGRAMS[name] for name in only[1].split(",")} if only else PROGRAMS
+    rounds = [a for a in args if a not in user and a not in only]
     with tempfile.TemporaryDirectory() as d:
         os.chmod(d, 0o755)  # a VM user's to reach too
         work = Path(d) / "work"
@@ -69,7 +77,7 @@ def main() -> None:
             subprocess.run([HVFS, "-m", "hvfs", "run", "--", "true"], env=envs[v], cwd=work, check=True)
         res: dict[tuple[str, str], list[float]] = {}
         for _ in range(int(rounds[0]) if rounds else 2):
-            for name, prog in PROGRAMS.items():
+            for name, prog in programs.items():
                 for v in ("1", "0"):
                     few = run(envs[v], work, prog, 200, user)
                     many = run(envs[v], work, prog, 20200, user)

@@ -225,7 +225,8 @@ def serve_vm(
             audit = served_stat.audit_of(bus, spec.name) if bus is not None and spec.strict else None
             writes = (views.rw_root, context.changes.note) if writing else None
             opens = spec.strict and not context.reads_judged
-            served = driver.serve_stats(served_stat.ServedStat(vm_root, quiet, opens, audit, writes))
+            served_here = served_stat.ServedStat(vm_root, quiet, opens, audit, writes, context.own_mounts)
+            served = driver.serve_stats(served_here)
             context.served_by_driver = served.counted if served is not None else None
         if ready is None:
             driver.start()

@@ -173,8 +173,9 @@ def test_a_strict_vm_answers_as_linux_does_with_every_stat_served_in_python(
 def test_a_vm_answers_as_linux_does_with_every_write_open_served_in_python(
     privilege: str, mode: str, place: Path, native_results: dict[str, dict[str, Any]], request: pytest.FixtureRequest
 ) -> None:
-    """With the C loop's write-opens and creations off (HVFS_SERVED_WRITE=0, a manager of its
-    own), the Python path answers as Linux does too (the other tests run them in C)."""
+    """With the C loop's write-opens, creations, unlinks and fd metadata changes off
+    (HVFS_SERVED_WRITE=0, a manager of its own), the Python path answers as Linux does too
+    (the other tests run them in C)."""
     runner: Hvfs = request.getfixturevalue("rootless" if privilege == "rootless" else "hvfs")
     runner = runner.with_env(HVFS_SERVED_WRITE="0", HVFS_STATE_DIR=state_dir(runner.user, "no-served-write"))
     _compare(privilege, mode, runner, "inprocess", place, native_results)

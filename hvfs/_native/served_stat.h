@@ -41,10 +41,12 @@
 #define STAT_STATX_SYNC_TYPE 0x6000
 #define STAT_STATX_RESERVED 0x80000000u
 
-/* RULE_SERVED's arg: from CALL_OPEN on serve_open's (an unlink, served_mutate.h's) */
-enum { CALL_STAT, CALL_LSTAT, CALL_NEWFSTATAT, CALL_STATX, CALL_OPEN, CALL_OPENAT, CALL_CREAT, CALL_UNLINK, CALL_UNLINKAT };
+/* RULE_SERVED's arg: from CALL_OPEN on serve_open's (an unlink, served_mutate.h's; a fd metadata change,
+ * served_fdmeta.h's) */
+enum { CALL_STAT, CALL_LSTAT, CALL_NEWFSTATAT, CALL_STATX, CALL_OPEN, CALL_OPENAT, CALL_CREAT, CALL_UNLINK, CALL_UNLINKAT,
+       CALL_FCHMOD, CALL_FCHOWN, CALL_UTIMENSAT };
 enum { SERVED_DONE, SERVED_CONTINUED, SERVED_FAILED, SERVED_OUTCOMES };
-enum { COUNTS_STAT, COUNTS_STATX, COUNTS_OPEN, COUNTS_UNLINK, COUNTED_KINDS }; /* counts: [COUNTS_*][SERVED_*] */
+enum { COUNTS_STAT, COUNTS_STATX, COUNTS_OPEN, COUNTS_UNLINK, COUNTS_CHMOD, COUNTS_CHOWN, COUNTS_UTIMENS, COUNTED_KINDS }; /* counts: [COUNTS_*][SERVED_*] */
 enum { DECLINED = 0, ANSWER = 1, GONE = 2 };
 
 struct stat_context {
@@ -60,6 +62,8 @@ struct stat_context {
     struct served_note *note; /* served_audit.h: NULL where no audit may be served here */
     int rw_root;              /* served_write.h: the writable view, a nodev one; -1: no write served */
     PyObject *change_note;    /* the VM's ChangeSet.note, borrowed from serve's argument */
+    const char *own_mounts; /* served_fdmeta.h: the writable view's mount ids, own_count uint64 */
+    size_t own_count;
 };
 
 /* Whether the credentials of tid are published in this worker's records, and still hold. */
@@ -289,6 +293,7 @@ serve_stat(const struct stat_context *c, int listener, const struct seccomp_noti
 
 #include "served_write.h"  /* serve_write: a write-open, and install_served */
 #include "served_mutate.h" /* serve_unlink */
+#include "served_fdmeta.h" /* serve_fdmeta */
 
 /* Serves a read-only open or openat (call: CALL_OPEN, CALL_OPENAT) as opening.py's
  * _open_readable does: the object found O_PATH in the VM's root, a regular file or a
@@ -300,6 +305,8 @@ static int
 serve_open(const struct stat_context *c, int listener, const struct seccomp_notif *notif, int call,
            struct seccomp_notif_resp *resp, int *install, unsigned int *newfd_flags)
 {
+    if (call >= CALL_FCHMOD)
+        return serve_fdmeta(c, listener, notif, call, resp);
     if (call >= CALL_UNLINK)
         return serve_unlink(c, listener, notif, call, resp);
     const __u64 *a = notif->data.args;
@@ -360,7 +367,8 @@ serve_open(const struct stat_context *c, int listener, const struct seccomp_noti
 
 /* The stat context from serve's stat argument: None (nothing served here), or (vm_root,
  * quiet, watch, known, counts, opens[, audit[, writes]]): hvfs/intercept/served_stat.py
- * ServedStat.argument; audit (served_note_of) into note; writes None or (rw_root, note):
+ * ServedStat.argument; audit (served_note_of) into note; writes None or (rw_root, note[, own
+ * mounts: packed uint64, served_fdmeta.h's]):
  * served_write.h's. 1 when served, 0 when not, -1 with an exception. Views (4)
  * are released by release_stat. */
 static int
@@ -373,8 +381,11 @@ stat_context_of(PyObject *argument, struct stat_context *c, Py_buffer views[4], 
                           &audit, &writes))
         return -1;
     c->rw_root = -1;
-    if (writes != Py_None && !PyArg_ParseTuple(writes, "iO", &c->rw_root, &c->change_note))
+    const char *own = NULL;
+    Py_ssize_t own_size = 0;
+    if (writes != Py_None && !PyArg_ParseTuple(writes, "iO|y#", &c->rw_root, &c->change_note, &own, &own_size))
         return -1;
+    c->own_mounts = own, c->own_count = (size_t)own_size / sizeof(uint64_t);
     if (audit != Py_None) {
         if (served_note_of(audit, note) < 0)
             return -1;

@@ -35,7 +35,11 @@ as ``direct.open_writable`` serves it, its change-set note made by C with the GI
 the way among others), in the default profile too, where nothing else is served in C
 (compiled.py gives it SERVED rules for the opens and unlinks alone). So is its unlink of a
 plain path (unlink, unlinkat without AT_REMOVEDIR), as ``names.handle_unlink`` serves it
-(hvfs/_native/served_mutate.h). ``HVFS_SERVED_WRITE=0`` turns those off alone.
+(hvfs/_native/served_mutate.h), and its metadata changes through an fd of a file on its
+writable view's own mounts (fchmod, fchown and futimens, utimensat of an fd with no path, as
+``attrs.handle_chmod``, ``handle_chown`` and ``handle_utimens`` through ``world.own_object``
+serve them: hvfs/_native/served_fdmeta.h; a utimensat of a path is Python's).
+``HVFS_SERVED_WRITE=0`` turns those off alone.
 
 An audited VM (an audit or another subscriber on its bus, and no hook) has those served
 in C too that the Python path names by their text (``resolve.open_named``: a plain path
@@ -68,12 +72,15 @@ CALLS = {
     "creat": 6,
     "unlink": 7,
     "unlinkat": 8,
+    "fchmod": 9,
+    "fchown": 10,
+    "utimensat": 11,
 }
-# What a default-profile VM has served in C: its write-opens and unlinks.
-WRITE_CALLS = ("open", "openat", "creat", "unlink", "unlinkat")
+# What a default-profile VM has served in C: its write-opens, unlinks and fd metadata changes.
+WRITE_CALLS = ("open", "openat", "creat", "unlink", "unlinkat", "fchmod", "fchown", "utimensat")
 WRITES_ENVIRONMENT = "HVFS_SERVED_WRITE"
 OUTCOMES = ("served", "continued", "failed")  # served_stat.h SERVED_*, as the manager names them
-KINDS = (api.Stat, api.Statx, api.Open, api.Unlink)  # served_stat.h COUNTS_*
+KINDS = (api.Stat, api.Statx, api.Open, api.Unlink, api.Chmod, api.Chown, api.Utimens)  # served_stat.h COUNTS_*
 COUNTS = struct.Struct(f"<{len(KINDS) * len(OUTCOMES)}Q")  # KINDS x OUTCOMES
 # What C records an audited VM's served calls with (served_audit.h): the bus, the VM's name,
 # record.c's record_raw, and a (request, response) of each kind served (AUDIT_*: stat, statx,
@@ -82,7 +89,10 @@ Audit = tuple[object, str, object, tuple[tuple[object, object], ...]]
 # What C serves a VM's write-opens with (served_write.h): its writable view, a nodev one, and
 # its change set's ``note``, which C calls for each regular file it hands out.
 Writes = tuple[int, Callable[[str, bool, bool], None]]
-StatArgument = tuple[int, bytearray, bytearray, bytearray, bytearray, bool, Audit | None, Writes | None]
+# What C takes of them (hotpath.c's stat_context_of): the view, the note, and the view's own
+# mount ids, packed (served_fdmeta.h: the only mounts whose files it changes through an fd).
+WritesArgument = tuple[int, Callable[[str, bool, bool], None], bytes]
+StatArgument = tuple[int, bytearray, bytearray, bytearray, bytearray, bool, Audit | None, WritesArgument | None]
 
 
 def wanted() -> bool:
@@ -125,7 +135,13 @@ class ServedStat:
     request type and outcome, which the VM's statistics add to the manager's own."""
 
     def __init__(
-        self, vm_root: int, quiet: bytearray, opens: bool, audit: Audit | None = None, writes: Writes | None = None
+        self,
+        vm_root: int,
+        quiet: bytearray,
+        opens: bool,
+        audit: Audit | None = None,
+        writes: Writes | None = None,
+        own_mounts: frozenset[int] = frozenset(),
     ) -> None:
         self.vm_root = vm_root
         self.quiet = quiet
@@ -133,11 +149,15 @@ class ServedStat:
         self.audit = audit  # an audited VM's served in C too (``audit_of``), else None
         self.writes = writes  # write-opens of existing files too (served_write.h), else None
         self.counts = bytearray(COUNTS.size)
+        # The writable view's mounts (``VmContext.own_mounts``), whose files alone C changes
+        # through a caller's fd (fchmod ...): none, and those are Python's.
+        self._own = struct.pack(f"<{len(own_mounts)}Q", *sorted(own_mounts))
 
     def argument(self, watch: bytearray, known: bytearray) -> StatArgument:
         """What hotpath.c serve takes as its ``stat``, for a worker whose published
         credentials are ``known`` (``KnownCredentials.published``)."""
-        return (self.vm_root, self.quiet, watch, known, self.counts, self.opens, self.audit, self.writes)
+        writes = None if self.writes is None else (*self.writes, self._own)
+        return (self.vm_root, self.quiet, watch, known, self.counts, self.opens, self.audit, writes)
 
     def counted(self) -> dict[tuple[type, str], int]:
         """Requests served here, as ``VmContext.count`` keys them."""

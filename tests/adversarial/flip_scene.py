@@ -47,11 +47,13 @@ def flip_scene(attacker: Attacker, root: Path, content: bytes, *, link_to_secret
     return FlipScene(root, volume, outside, secret, content, root / "stats.json", secret.stat(), around)
 
 
-def run_flip(attacker: Attacker, scene: FlipScene, program: str, *arguments: str) -> tuple[Outcome, dict[str, object]]:
-    """``program`` run on the scene's volume (as /vol, with ``--stats``), checked to have raced
-    (a thousand tries or more, some inside, some refused) with no escape; its report and the
-    manager's statistics."""
-    options = ("--stats", str(scene.stats), "-v", f"{scene.volume}:/vol")
+def run_flip(
+    attacker: Attacker, scene: FlipScene, program: str, *arguments: str, options: tuple[str, ...] = ()
+) -> tuple[Outcome, dict[str, object]]:
+    """``program`` run on the scene's volume (as /vol, with ``--stats``, and ``options``: more
+    volumes), checked to have raced (a thousand tries or more, some inside, some refused) with
+    no escape; its report and the manager's statistics."""
+    options = ("--stats", str(scene.stats), "-v", f"{scene.volume}:/vol", *options)
     outcome = attacker.run(program, "/vol", *arguments, options=options)
     assert outcome.code == 0, outcome.stderr
     assert outcome.count("escapes") == 0, outcome.report
