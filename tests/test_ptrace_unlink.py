@@ -181,3 +181,21 @@ def test_credentials_changed_between_unlinks_are_the_callers(hvfs: Hvfs, tmp_pat
     assert in_c == in_python and c_files == python_files
     assert in_c["root4"] == "ok" and in_c["user0"] == 13 and in_c["user_own"] == "ok" and in_c["thread_root"] == "ok"
     assert _unlinked_here(c_stats) >= 5 and _unlinked_here(python_stats) == 0, c_stats
+
+
+def test_an_audited_vms_unlinks_stay_on_python_and_are_recorded(hvfs: Hvfs, tmp_path: Path) -> None:
+    """An audit subscriber turns the bus's quiet flag off: every unlink is Python's, and each
+    is in the audit log, by its absolute path whichever way it was named."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(5):
+        (data / f"f{i}").write_text("x")
+    log, stats = tmp_path / "audit.jsonl", tmp_path / "stats.json"
+    script = "rm /data/f0 /data/f1 && cd /data && rm -rf f2 f3 f4"
+    hvfs.ok("run", "--driver", "ptrace", "--audit", str(log), "--stats", str(stats), "-v", f"{data}:/data",
+            "--", "sh", "-c", script)  # fmt: skip
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    unlinked = sorted(path for r in records if r.get("operation") == "unlink" for path in r["paths"])
+    assert unlinked == [f"/data/f{i}" for i in range(5)], records
+    assert list(data.iterdir()) == []
+    assert _unlinked_here(json.loads(stats.read_text())) == 0
