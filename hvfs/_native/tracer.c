@@ -4,12 +4,13 @@
  *
  * Plain CPython C API, built by setup.py as the extension hvfs._native._tracer; used by
  * hvfs/intercept/ptrace/ (driver.py, stopped.py) where it is built, the Python path
- * otherwise and under HVFS_NATIVE=0. Every decision stays in Python: this file only
- * waits, resumes, and runs the served open's recvmsg with the same checks as the
- * Python path (stopped.py's _receive: the cmsg read back, kcmp of the received number
- * against the manager's file). A served call always goes back to Python; a new tracee's
- * stops and a leader's exec event are answered here only while Python says it has
- * nothing to do at them (wait_stop's ``here``: no kept socket, no exec to verify).
+ * otherwise and under HVFS_NATIVE=0. Every decision stays in Python but for a quiet VM's
+ * plain write-opens and unlinks (tracer_write.h, tracer_unlink.h: what the seccomp loop
+ * serves in C, by the same code): this file waits, resumes, and runs the served open's
+ * recvmsg with the same checks as the Python path (stopped.py's _receive: the cmsg read
+ * back, kcmp of the received number against the manager's file). A new tracee's stops and
+ * a leader's exec event are answered here only while Python says it has nothing to do at
+ * them (wait_stop's ``here``: no kept socket, no exec to verify).
  */
 #define _GNU_SOURCE
 #define PY_SSIZE_T_CLEAN
