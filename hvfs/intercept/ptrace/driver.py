@@ -134,7 +134,7 @@ class _Tracer(ExecTracer):
             return self._queued.popleft()
         if not self._more:  # the last wait took every stop pending then
             return None
-        pid, status, raw, _, _ = self._waited(True)  # never an exit; a write-open's thread that died is
+        pid, status, raw, _, _ = self._waited(True)  # never an exit (a served call's thread that died: in exits)
         if not pid:
             self._more = False
         return (pid, status, raw) if pid else None
