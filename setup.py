@@ -32,6 +32,8 @@ HOTPATH = Extension(
             "served_audit",
             "served_switch",
             "served_write",
+            "served_mutate",
+            "unlink_named",
             "write_open",
             "credential_lines",
         )
@@ -43,7 +45,8 @@ TRACER = Extension(
     "hvfs._native._tracer",
     sources=["hvfs/_native/tracer.c"],
     depends=[
-        f"hvfs/_native/{name}.h" for name in ("tracer_receive", "tracer_write", "write_open", "served_switch")
+        f"hvfs/_native/{name}.h"
+        for name in ("tracer_receive", "tracer_write", "tracer_unlink", "unlink_named", "write_open", "served_switch")
     ],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fstack-protector-strong"],
     optional=True,  # without it the ptrace driver traces through the Python path (hvfs/intercept/ptrace/)

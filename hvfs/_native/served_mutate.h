@@ -25,24 +25,7 @@
 #ifndef HVFS_SERVED_MUTATE_H
 #define HVFS_SERVED_MUTATE_H
 
-/* The directory holding path's last component (*last: where that starts in path), opened
- * O_PATH from dir with no symlink on the way (resolve: RESOLVE_IN_ROOT or RESOLVE_BENEATH),
- * acting as the caller: an fd, or -1 with errno. A name with no "/" is in dir itself: dup. */
-static long
-mutated_parent(int dir, char *path, uint64_t resolve, const char **last)
-{
-    char *slash = strrchr(path, '/');
-    if (!slash) {
-        *last = path;
-        return fcntl(dir, F_DUPFD_CLOEXEC, 0);
-    }
-    *last = slash + 1;
-    char held = slash[1];
-    slash[1] = 0; /* the head with its "/": "/" itself for a name at the root */
-    long parent = scoped_openat2(dir, path, O_PATH | O_DIRECTORY, resolve | RESOLVE_NO_SYMLINKS);
-    slash[1] = held;
-    return parent;
-}
+#include "unlink_named.h" /* unlink_named: the unlink itself, shared with the ptrace tracer loop */
 
 /* Serves an unlink or unlinkat (call: CALL_UNLINK, CALL_UNLINKAT) as the header says:
  * ANSWER (resp: 0, or EIO where the change set's note raised), GONE, or DECLINED. Without
@@ -62,22 +45,7 @@ serve_unlink(const struct stat_context *c, int listener, const struct seccomp_no
     int made = write_request(c, listener, notif, dirfd, path_at, &a, &p);
     if (made <= 0)
         return made < 0 ? GONE : DECLINED;
-    char *path = p.path;
-    long dir = path[0] == '/' ? c->rw_root : write_base(c->rw_root, p.base, &p.identity);
-    if (dir < 0)
-        return DECLINED;
-    int failed = ECANCELED;
-    if (act_switch(&a) == 0) {
-        const char *last = NULL;
-        long parent = mutated_parent((int)dir, path, path[0] == '/' ? RESOLVE_IN_ROOT : RESOLVE_BENEATH, &last);
-        failed = parent < 0 ? errno : unlinkat((int)parent, last, 0) < 0 ? errno : 0;
-        if (parent >= 0)
-            close((int)parent);
-    }
-    act_restore(&a);
-    if (dir != c->rw_root)
-        close((int)dir);
-    if (failed)
+    if (unlink_named(c->rw_root, p.path, p.base, &p.identity, &a) != 0)
         return DECLINED;
     uint64_t *count = c->counts + SERVED_OUTCOMES * COUNTS_UNLINK;
     if (note_change(c->change_note, p.whole, (size_t)made, 1, 0) < 0) {

@@ -37,6 +37,7 @@
 #define NR_OPENAT 257
 #define NR_CREAT 85
 #define COUNTED_OPEN 6 /* served_stat.h's counts: COUNTS_OPEN * SERVED_OUTCOMES */
+#define COUNTED_ALL 12 /* and all of them: COUNTED_KINDS * SERVED_OUTCOMES */
 #define DOUBTED_KEPT 8
 /* Served in one wait before the next write-open goes back to Python: its round then collects
  * the stops pending meanwhile (fair to every thread: a thread always ready again by the
@@ -64,10 +65,11 @@ struct write_context {
     Py_buffer views[6];
 };
 
-/* What one wait served here, for Python: served opens, and threads whose socket to give up;
- * and, for SERVED_PER_WAIT alone, the opens answered with an errno (counted in counts). */
+/* What one wait served here, for Python: served opens, unlinks (tracer_unlink.h), and threads
+ * whose socket to give up; and, for SERVED_PER_WAIT alone, the opens answered with an errno
+ * (counted in counts). */
 struct served_writes {
-    long served, refused;
+    long served, refused, unlinked;
     int doubted[DOUBTED_KEPT], ndoubted;
 };
 
@@ -83,7 +85,7 @@ write_context_of(PyObject *argument, struct write_context *w)
     if (!PyArg_ParseTuple(argument, "iOy*y*y*y*w*y*", &w->rw_root, &w->note, &v[0], &v[1], &v[2], &v[3], &v[4], &v[5]))
         return -1;
     if (v[0].len < 1 || v[1].len < (Py_ssize_t)sizeof(struct watch_state) || v[2].len < 8 ||
-        v[4].len < (Py_ssize_t)((COUNTED_OPEN + 3) * sizeof(uint64_t))) {
+        v[4].len < (Py_ssize_t)(COUNTED_ALL * sizeof(uint64_t))) {
         PyErr_SetString(PyExc_ValueError, "writes: a buffer is too small");
         return -1;
     }
@@ -170,7 +172,8 @@ served_write_here(const struct write_context *w, pid_t pid, const regs_t *regs, 
     flags &= UINT32_MAX & SERVED_VALID_OPEN;
     uint64_t access = flags & O_ACCMODE;
     if (!(flags & SERVED_WRITE) || !__atomic_load_n(w->quiet, __ATOMIC_ACQUIRE) || seen->nexits ||
-        done->ndoubted == DOUBTED_KEPT || done->served + done->refused >= SERVED_PER_WAIT)
+        done->ndoubted == DOUBTED_KEPT ||
+        done->served + done->refused + done->unlinked >= SERVED_PER_WAIT)
         return 0;
     if (flags & (O_PATH | SERVED_TMPFILE) || (access != O_WRONLY && access != O_RDWR) || (dirfd < 0 && dirfd != AT_FDCWD) ||
         path_at == 0)

@@ -87,7 +87,8 @@ class _Tracer(ExecTracer):
         self._queued: deque[tuple[int, int, bytes | None]] = deque()
         self._more = False
         self.served = {"calls": 0, "continued": 0, "answered": 0, "installed": 0, "passed": 0, "execs_passed": 0}
-        self.served["written_here"] = 0  # write-opens served in the C loop (tracer_write.h)
+        # write-opens and unlinks served in the C loop (tracer_write.h, tracer_unlink.h)
+        self.served["written_here"] = self.served["unlinked_here"] = 0
 
     def bind(self, vm: str, transport: Transport) -> None:
         self._vm, self._transport = vm, transport
@@ -120,13 +121,7 @@ class _Tracer(ExecTracer):
         if native_tracer is None:
             return super()._wait_status()
         while True:
-            writes = self._writes.argument()
-            pid, status, raw, passed, execs, exits, queued, more, served, doubted = native_tracer.wait_stop(
-                False, self._here(), writes
-            )
-            self._passed(passed, execs)
-            self._served_here(served, doubted)
-            self._exited(exits)
+            pid, status, raw, queued, more = self._waited(False)
             if pid:  # else only exits, the last ones: the next wait finds no tracee left
                 self._queued.extend(queued)
                 self._more = more
@@ -139,16 +134,20 @@ class _Tracer(ExecTracer):
             return self._queued.popleft()
         if not self._more:  # the last wait took every stop pending then
             return None
-        writes = self._writes.argument()
-        pid, status, raw, passed, execs, exits, _, _, served, doubted = native_tracer.wait_stop(
-            True, self._here(), writes
-        )
-        self._passed(passed, execs)
-        self._served_here(served, doubted)
-        self._exited(exits)  # a pending stop is never an exit; a write-open's thread that died is
+        pid, status, raw, _, _ = self._waited(True)  # never an exit (a served call's thread that died: in exits)
         if not pid:
             self._more = False
         return (pid, status, raw) if pid else None
+
+    def _waited(self, pending: bool) -> tuple[int, int, bytes | None, tuple[tuple[int, int, bytes | None], ...], bool]:
+        """One wait of the C loop (tracer.c's wait_stop), what it did meanwhile taken into
+        account first: stops passed, calls served there, exits reaped."""
+        found = native_tracer.wait_stop(pending, self._here(), self._writes.argument())
+        pid, status, raw, passed, execs, exits, queued, more, served, doubted, unlinked = found
+        self._passed(passed, execs)
+        self._served_here(served, unlinked, doubted)
+        self._exited(exits)
+        return pid, status, raw, queued, more
 
     def _exited(self, exits: tuple[tuple[int, int], ...]) -> None:
         """Exits the C loop reaped and waited past, handled in their order, before the
@@ -171,16 +170,18 @@ class _Tracer(ExecTracer):
             return HERE_BIRTHS
         return HERE_BIRTHS | HERE_EXECS
 
-    def _served_here(self, served: int, doubted: tuple[int, ...]) -> None:
-        """Write-opens the C loop served meanwhile; the threads whose socket it doubts (a
-        receive that failed) given up, before the exits of the same wait."""
+    def _served_here(self, served: int, unlinked: int, doubted: tuple[int, ...]) -> None:
+        """Write-opens and unlinks the C loop served meanwhile; the threads whose socket it
+        doubts (a receive that failed) given up, before the exits of the same wait."""
         self._writes.done(doubted)
-        if served:
-            self.served["calls"] += served
+        if served or unlinked:
+            self.served["calls"] += served + unlinked
             self.served["installed"] += served
+            self.served["answered"] += unlinked
             self.served["written_here"] += served
+            self.served["unlinked_here"] += unlinked
             with self._lock:
-                self._counts["stops"] += served
+                self._counts["stops"] += served + unlinked
 
     def _passed(self, passed: int, execs: int) -> None:
         if execs:

@@ -1,12 +1,14 @@
-"""A quiet VM's plain write-opens served in the ptrace driver's C loop (hvfs/_native/
-tracer_write.h): what that loop is handed at each wait, and what it hands back.
+"""A quiet VM's plain write-opens and unlinks served in the ptrace driver's C loop
+(hvfs/_native/tracer_write.h, tracer_unlink.h): what that loop is handed at each wait, and
+what it hands back.
 
 The C loop serves what the seccomp driver's serves (served_write.h, through the same
 write_open.h), as the caller, under the credentials this driver's ``KnownCredentials``
 published for the thread (``served_stat.switch_of``), then installs the file through the
 process's kept socket (``kept.py``: only a socket still its process's own, kcmp-checked
-before the open and after the receive). ``HVFS_SERVED_WRITE=0`` turns it off, as for the
-seccomp driver.
+before the open and after the receive); an unlink as served_mutate.h's serve_unlink removes
+it, answered at its stop (nothing installed, no socket needed). ``HVFS_SERVED_WRITE=0`` turns
+both off, as for the seccomp driver.
 
 Why a thread's published credentials are its own at its open: the tracer thread takes the
 VM's stops one at a time, and every call that may change credentials (the filter stops
