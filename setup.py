@@ -29,9 +29,11 @@ HOTPATH = Extension(
             "open_stat",
             "exec_leader",
             "served_stat",
+            "served_names",
             "served_audit",
             "served_switch",
             "served_write",
+            "served_mutate",
             "write_open",
             "credential_lines",
         )

@@ -10,8 +10,8 @@
  * whole path in the root), ENOENT, ENOTDIR and ELOOP continued in the VM, another errno
  * answered, the stat written to the caller. Anything else is declined (returns DECLINED
  * before any answer, and Python serves the request from its start): flags
- * Python checks, a path that may name the VM's procfs or devpts (its text holds "proc" or
- * "pts", which a kernel path's must, since normalizing only drops components), a malformed
+ * Python checks, a path that may name the VM's procfs or devpts (its text, or its base's,
+ * has a component "proc" or "pts", which a kernel path's must: served_names.h), a malformed
  * or empty path, a caller whose credentials Python has not published.
  *
  * Credentials: the worker's Python publishes (KnownCredentials, hvfs/intercept/credcache.py)
@@ -34,6 +34,7 @@
 #include <sys/syscall.h>
 
 #include "write_open.h" /* published_in, scoped_openat2, read_base; acting as the caller */
+#include "served_names.h" /* names_kernel_mount: the paths Python treats by name */
 
 #ifndef AT_FDCWD
 #define AT_FDCWD -100
@@ -141,8 +142,9 @@ pack_stat(const struct stat *st, char *out)
 /* The path at path_at, read once, from dirfd (AT_FDCWD or an fd), resolved in the VM's root
  * as resolve.open_at resolves it, with open_flags (O_PATH, O_NOFOLLOW): ANSWER with *fd an
  * fd or -errno (*foreign: a base directory that is not the caller's, ForeignBase), or GONE,
- * or DECLINED (nothing answered) for what Python must look at: a path whose text holds one
- * of the words in declined (or "proc", "pts"), malformed, empty; a caller not published. */
+ * or DECLINED (nothing answered) for what Python must look at: a path whose text (or its
+ * base's) has a component declined, "proc" or "pts" (names_kernel_mount), malformed, empty;
+ * a caller not published. */
 static int
 resolve_caller_path(const struct stat_context *c, int listener, const struct seccomp_notif *notif, int32_t dirfd,
                     uint64_t path_at, uint64_t open_flags, const char *declined, long *fd, int *foreign,
@@ -167,13 +169,12 @@ resolve_caller_path(const struct stat_context *c, int listener, const struct sec
     }
     if (got <= 0 || !memchr(path, 0, (size_t)got) || path[0] == 0)
         return DECLINED; /* EFAULT, ENAMETOOLONG, ENOENT: the decoder's answers */
-    if (strstr(path, "proc") || strstr(path, "pts") || (declined[0] && strstr(path, declined)))
+    if (names_kernel_mount(path, declined))
         return DECLINED;
     char base[PATH_MAX_BYTES + 1] = "/";
     struct stat identity = {0};
     if (path[0] != '/') {
-        if (read_base(notif->pid, dirfd, base, sizeof base, &identity) < 0 || strstr(base, "proc") ||
-            strstr(base, "pts") || (declined[0] && strstr(base, declined)))
+        if (read_base(notif->pid, dirfd, base, sizeof base, &identity) < 0 || names_kernel_mount(base, declined))
             return DECLINED;
     }
     if (audited && plain_text(c->note, path, base, declined[0] != 0) < 0)
