@@ -30,6 +30,7 @@ HOTPATH = Extension(
             "exec_leader",
             "served_stat",
             "served_names",
+            "served_base",
             "served_audit",
             "served_switch",
             "served_write",

@@ -35,6 +35,7 @@
 
 #include "write_open.h" /* published_in, scoped_openat2, read_base; acting as the caller */
 #include "served_names.h" /* names_kernel_mount: the paths Python treats by name */
+#include "served_base.h"  /* base_directory: a relative path's base, kept for the serve call */
 
 #ifndef AT_FDCWD
 #define AT_FDCWD -100
@@ -61,6 +62,7 @@ struct stat_context {
     struct served_note *note; /* served_audit.h: NULL where no audit may be served here */
     int rw_root;              /* served_write.h: the writable view, a nodev one; -1: no write served */
     PyObject *change_note;    /* the VM's ChangeSet.note, borrowed from serve's argument */
+    struct kept_base *kept;   /* served_base.h: a relative path's base kept open, or NULL */
 };
 
 /* Whether the credentials of tid are published in this worker's records, and still hold. */
@@ -76,8 +78,8 @@ published_caller(const struct stat_context *c, pid_t tid, struct acting *a)
  * foreign (ForeignBase, continued by the handler) through *foreign. Acting as the caller
  * (a) but for the base directory; -ECANCELED where the switch failed (a->failed). */
 static long
-open_object_at(int root, const char *base, const struct stat *identity, const char *name, uint64_t flags,
-               int *foreign, struct acting *a)
+open_object_at(struct kept_base *kept, int root, const char *base, const struct stat *identity, const char *name,
+               uint64_t flags, int *foreign, struct acting *a)
 {
     if (name[0] == '/') {
         if (act_switch(a) < 0)
@@ -85,24 +87,19 @@ open_object_at(int root, const char *base, const struct stat *identity, const ch
         long fd = scoped_openat2(root, name, flags, RESOLVE_IN_ROOT);
         return fd >= 0 ? fd : -errno;
     }
-    long dir = scoped_openat2(root, base, O_PATH | O_DIRECTORY, RESOLVE_IN_ROOT);
-    if (dir < 0) {
-        *foreign = errno == ENOENT;
-        return -errno;
-    }
-    struct stat st;
-    if (fstat((int)dir, &st) < 0 || st.st_dev != identity->st_dev || st.st_ino != identity->st_ino) {
-        close((int)dir);
-        *foreign = 1;
-        return -EACCES;
-    }
+    long dir = base_directory(kept, root, base, identity, foreign); /* kept: served_base.h */
+    if (dir < 0)
+        return dir;
+    int owned = !base_borrowed(kept, dir);
     if (act_switch(a) < 0) {
-        close((int)dir);
+        if (owned)
+            close((int)dir);
         return -ECANCELED;
     }
     long fd = scoped_openat2((int)dir, name, flags, RESOLVE_BENEATH);
     int failed = fd < 0 ? errno : 0;
-    close((int)dir);
+    if (owned)
+        close((int)dir);
     if (fd >= 0 || failed != EXDEV)
         return fd >= 0 ? fd : -failed;
     char whole[2 * PATH_MAX_BYTES + 2]; /* VmPath.__str__ */
@@ -189,7 +186,7 @@ resolve_caller_path(const struct stat_context *c, int listener, const struct sec
             act_restore(a);
         return *fd >= 0 ? ANSWER : DECLINED;
     }
-    *fd = open_object_at(c->vm_root, base, &identity, path, open_flags, foreign, a);
+    *fd = open_object_at(c->kept, c->vm_root, base, &identity, path, open_flags, foreign, a);
     return a->failed ? DECLINED : ANSWER;
 }
 
@@ -360,18 +357,20 @@ serve_open(const struct stat_context *c, int listener, const struct seccomp_noti
 }
 
 /* The stat context from serve's stat argument: None (nothing served here), or (vm_root,
- * quiet, watch, known, counts, opens[, audit[, writes]]): hvfs/intercept/served_stat.py
- * ServedStat.argument; audit (served_note_of) into note; writes None or (rw_root, note):
- * served_write.h's. 1 when served, 0 when not, -1 with an exception. Views (4)
- * are released by release_stat. */
+ * quiet, watch, known, counts, opens[, audit[, writes[, keep_bases]]]):
+ * hvfs/intercept/served_stat.py ServedStat.argument; audit (served_note_of) into note; writes
+ * None or (rw_root, note): served_write.h's; keep_bases: served_base.h's keeper wanted. 1 when
+ * served, 0 when not, -1 with an exception. Views (4) and the keeper are released by
+ * release_stat. */
 static int
 stat_context_of(PyObject *argument, struct stat_context *c, Py_buffer views[4], struct served_note *note)
 {
     if (argument == Py_None)
         return 0;
     PyObject *audit = Py_None, *writes = Py_None;
-    if (!PyArg_ParseTuple(argument, "iy*y*y*w*p|OO", &c->vm_root, &views[0], &views[1], &views[2], &views[3], &c->opens,
-                          &audit, &writes))
+    int keep_bases = 0;
+    if (!PyArg_ParseTuple(argument, "iy*y*y*w*p|OOp", &c->vm_root, &views[0], &views[1], &views[2], &views[3], &c->opens,
+                          &audit, &writes, &keep_bases))
         return -1;
     c->rw_root = -1;
     if (writes != Py_None && !PyArg_ParseTuple(writes, "iO", &c->rw_root, &c->change_note))
@@ -389,12 +388,15 @@ stat_context_of(PyObject *argument, struct stat_context *c, Py_buffer views[4], 
     }
     c->quiet = views[0].buf, c->watch = views[1].buf, c->known = views[2].buf, c->counts = views[3].buf;
     c->known_count = (size_t)views[2].len / sizeof(struct published);
+    c->kept = base_keeper(keep_bases); /* none without memory: every base opened anew */
     return 1;
 }
 
 static void
-release_stat(Py_buffer views[4])
+release_stat(struct stat_context *c, Py_buffer views[4])
 {
+    base_keeper_release(c->kept);
+    c->kept = NULL;
     for (int i = 0; i < 4; i++)
         if (views[i].obj)
             PyBuffer_Release(&views[i]);

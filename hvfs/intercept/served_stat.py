@@ -37,6 +37,11 @@ the way among others), in the default profile too, where nothing else is served 
 plain path (unlink, unlinkat without AT_REMOVEDIR), as ``names.handle_unlink`` serves it
 (hvfs/_native/served_mutate.h). ``HVFS_SERVED_WRITE=0`` turns those off alone.
 
+A relative path's base directory, found by its text and checked to be the caller's, is kept
+open from one stat or read-only open to the next while the C loop answers, and used again
+where the caller's directory has the same text and identity (hvfs/_native/served_base.h);
+``HVFS_SERVED_BASE=0`` opens each anew.
+
 An audited VM (an audit or another subscriber on its bus, and no hook) has those served
 in C too that the Python path names by their text (``resolve.open_named``: a plain path
 found with no symlink on the way) and answers "ok"; C records each one's event into the
@@ -72,6 +77,7 @@ CALLS = {
 # What a default-profile VM has served in C: its write-opens and unlinks.
 WRITE_CALLS = ("open", "openat", "creat", "unlink", "unlinkat")
 WRITES_ENVIRONMENT = "HVFS_SERVED_WRITE"
+BASES_ENVIRONMENT = "HVFS_SERVED_BASE"  # 0: every relative path's base opened anew (served_base.h)
 OUTCOMES = ("served", "continued", "failed")  # served_stat.h SERVED_*, as the manager names them
 KINDS = (api.Stat, api.Statx, api.Open, api.Unlink)  # served_stat.h COUNTS_*
 COUNTS = struct.Struct(f"<{len(KINDS) * len(OUTCOMES)}Q")  # KINDS x OUTCOMES
@@ -82,7 +88,7 @@ Audit = tuple[object, str, object, tuple[tuple[object, object], ...]]
 # What C serves a VM's write-opens with (served_write.h): its writable view, a nodev one, and
 # its change set's ``note``, which C calls for each regular file it hands out.
 Writes = tuple[int, Callable[[str, bool, bool], None]]
-StatArgument = tuple[int, bytearray, bytearray, bytearray, bytearray, bool, Audit | None, Writes | None]
+StatArgument = tuple[int, bytearray, bytearray, bytearray, bytearray, bool, Audit | None, Writes | None, bool]
 
 
 def wanted() -> bool:
@@ -95,6 +101,12 @@ def writes_wanted() -> bool:
     """Whether drivers that serve stats in C serve write-opens there too (``wanted``, and
     ``HVFS_SERVED_WRITE`` is not 0)."""
     return wanted() and os.environ.get(WRITES_ENVIRONMENT, "1") != "0"
+
+
+def bases_wanted() -> bool:
+    """Whether the C loop keeps a relative path's base directory open from one request to the
+    next of a serve call (hvfs/_native/served_base.h): ``HVFS_SERVED_BASE`` is not 0."""
+    return os.environ.get(BASES_ENVIRONMENT, "1") != "0"
 
 
 @functools.cache
@@ -133,11 +145,13 @@ class ServedStat:
         self.audit = audit  # an audited VM's served in C too (``audit_of``), else None
         self.writes = writes  # write-opens of existing files too (served_write.h), else None
         self.counts = bytearray(COUNTS.size)
+        self.keep_bases = bases_wanted()
 
     def argument(self, watch: bytearray, known: bytearray) -> StatArgument:
         """What hotpath.c serve takes as its ``stat``, for a worker whose published
         credentials are ``known`` (``KnownCredentials.published``)."""
-        return (self.vm_root, self.quiet, watch, known, self.counts, self.opens, self.audit, self.writes)
+        served = (self.vm_root, self.quiet, watch, known, self.counts, self.opens)
+        return (*served, self.audit, self.writes, self.keep_bases)
 
     def counted(self) -> dict[tuple[type, str], int]:
         """Requests served here, as ``VmContext.count`` keys them."""
