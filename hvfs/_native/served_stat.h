@@ -76,10 +76,11 @@ published_caller(const struct stat_context *c, pid_t tid, struct acting *a)
 
 /* resolve.open_at for an O_PATH open of the object: an fd, or -errno; -EACCES marked
  * foreign (ForeignBase, continued by the handler) through *foreign. Acting as the caller
- * (a) but for the base directory; -ECANCELED where the switch failed (a->failed). */
+ * (a) but for the base directory; -ECANCELED where the switch failed (a->failed); -EXDEV with
+ * a->failed (declined) where base is the kept text (text_kept) and the lookup left it. */
 static long
-open_object_at(struct kept_base *kept, int root, const char *base, const struct stat *identity, const char *name,
-               uint64_t flags, int *foreign, struct acting *a)
+open_object_at(struct kept_base *kept, int text_kept, int root, const char *base, const struct stat *identity,
+               const char *name, uint64_t flags, int *foreign, struct acting *a)
 {
     if (name[0] == '/') {
         if (act_switch(a) < 0)
@@ -102,6 +103,10 @@ open_object_at(struct kept_base *kept, int root, const char *base, const struct 
         close((int)dir);
     if (fd >= 0 || failed != EXDEV)
         return fd >= 0 ? fd : -failed;
+    if (text_kept) { /* the whole path is the base's text and the name: Python's, with the text it reads */
+        a->failed = 1;
+        return -EXDEV;
+    }
     char whole[2 * PATH_MAX_BYTES + 2]; /* VmPath.__str__ */
     size_t length = strlen(base);
     while (length > 0 && base[length - 1] == '/')
@@ -170,10 +175,15 @@ resolve_caller_path(const struct stat_context *c, int listener, const struct sec
         return DECLINED;
     char base[PATH_MAX_BYTES + 1] = "/";
     struct stat identity = {0};
+    int kept = 0; /* the base's text that of the kept directory (served_base.h), not read again */
     if (path[0] != '/') {
-        if (read_base(notif->pid, dirfd, base, sizeof base, &identity) < 0 || names_kernel_mount(base, declined))
+        kept = !audited && kept_base_of(c->kept, notif->pid, dirfd, base, &identity);
+        if (!kept && read_base(notif->pid, dirfd, base, sizeof base, &identity) < 0)
+            return DECLINED;
+        if (names_kernel_mount(base, declined))
             return DECLINED;
     }
+    uint64_t mount = path[0] != '/' && !kept && !audited && c->kept ? base_mount(notif->pid, dirfd, &identity) : 0;
     if (audited && plain_text(c->note, path, base, declined[0] != 0) < 0)
         return DECLINED;
     uint64_t id = notif->id;
@@ -186,7 +196,9 @@ resolve_caller_path(const struct stat_context *c, int listener, const struct sec
             act_restore(a);
         return *fd >= 0 ? ANSWER : DECLINED;
     }
-    *fd = open_object_at(c->kept, c->vm_root, base, &identity, path, open_flags, foreign, a);
+    *fd = open_object_at(c->kept, kept, c->vm_root, base, &identity, path, open_flags, foreign, a);
+    if (mount)
+        kept_base_mounted(c->kept, &identity, mount);
     return a->failed ? DECLINED : ANSWER;
 }
 
