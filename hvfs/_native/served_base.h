@@ -85,11 +85,13 @@ base_mount(pid_t tid, int32_t dirfd, const struct stat *identity)
 }
 
 /* After a miss, the kept directory's mount on the caller's side (base_mount's, read before
- * the directory was found), where the kept directory is that of identity. */
+ * the directory was found), where the kept directory is the one this request's text and
+ * identity found (not one kept for another text: the same directory on another mount). */
 static void
-kept_base_mounted(struct kept_base *kept, const struct stat *identity, uint64_t mount)
+kept_base_mounted(struct kept_base *kept, const char *base, const struct stat *identity, uint64_t mount)
 {
-    if (kept && kept->held && kept->dev == identity->st_dev && kept->ino == identity->st_ino)
+    if (kept && kept->held && kept->dev == identity->st_dev && kept->ino == identity->st_ino &&
+        strcmp(kept->text, base) == 0)
         kept->mount = mount;
 }
 

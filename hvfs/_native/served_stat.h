@@ -198,7 +198,7 @@ resolve_caller_path(const struct stat_context *c, int listener, const struct sec
     }
     *fd = open_object_at(c->kept, kept, c->vm_root, base, &identity, path, open_flags, foreign, a);
     if (mount)
-        kept_base_mounted(c->kept, &identity, mount);
+        kept_base_mounted(c->kept, base, &identity, mount);
     return a->failed ? DECLINED : ANSWER;
 }
 
