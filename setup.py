@@ -29,6 +29,8 @@ HOTPATH = Extension(
             "open_stat",
             "exec_leader",
             "served_stat",
+            "served_names",
+            "served_base",
             "served_audit",
             "served_switch",
             "served_write",

@@ -296,7 +296,7 @@ hp_serve(PyObject *self, PyObject *args)
     else
         result = notification(&notif);
 done:
-    release_stat(stat_views);
+    release_stat(&stat, stat_views);
     if (table.buf)
         PyBuffer_Release(&table);
     if (bumps.buf)

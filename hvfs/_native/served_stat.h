@@ -10,8 +10,8 @@
  * whole path in the root), ENOENT, ENOTDIR and ELOOP continued in the VM, another errno
  * answered, the stat written to the caller. Anything else is declined (returns DECLINED
  * before any answer, and Python serves the request from its start): flags
- * Python checks, a path that may name the VM's procfs or devpts (its text holds "proc" or
- * "pts", which a kernel path's must, since normalizing only drops components), a malformed
+ * Python checks, a path that may name the VM's procfs or devpts (its text, or its base's,
+ * has a component "proc" or "pts", which a kernel path's must: served_names.h), a malformed
  * or empty path, a caller whose credentials Python has not published.
  *
  * Credentials: the worker's Python publishes (KnownCredentials, hvfs/intercept/credcache.py)
@@ -34,6 +34,8 @@
 #include <sys/syscall.h>
 
 #include "write_open.h" /* published_in, scoped_openat2, read_base; acting as the caller */
+#include "served_names.h" /* names_kernel_mount: the paths Python treats by name */
+#include "served_base.h"  /* base_directory: a relative path's base, kept for the serve call */
 
 #ifndef AT_FDCWD
 #define AT_FDCWD -100
@@ -64,6 +66,7 @@ struct stat_context {
     PyObject *change_note;    /* the VM's ChangeSet.note, borrowed from serve's argument */
     const char *own_mounts; /* served_fdmeta.h: the writable view's mount ids, own_count uint64 */
     size_t own_count;
+    struct kept_base *kept;   /* served_base.h: a relative path's base kept open, or NULL */
 };
 
 /* Whether the credentials of tid are published in this worker's records, and still hold. */
@@ -77,10 +80,11 @@ published_caller(const struct stat_context *c, pid_t tid, struct acting *a)
 
 /* resolve.open_at for an O_PATH open of the object: an fd, or -errno; -EACCES marked
  * foreign (ForeignBase, continued by the handler) through *foreign. Acting as the caller
- * (a) but for the base directory; -ECANCELED where the switch failed (a->failed). */
+ * (a) but for the base directory; -ECANCELED where the switch failed (a->failed); -EXDEV with
+ * a->failed (declined) where base is the kept text (text_kept) and the lookup left it. */
 static long
-open_object_at(int root, const char *base, const struct stat *identity, const char *name, uint64_t flags,
-               int *foreign, struct acting *a)
+open_object_at(struct kept_base *kept, int text_kept, int root, const char *base, const struct stat *identity,
+               const char *name, uint64_t flags, int *foreign, struct acting *a)
 {
     if (name[0] == '/') {
         if (act_switch(a) < 0)
@@ -88,26 +92,25 @@ open_object_at(int root, const char *base, const struct stat *identity, const ch
         long fd = scoped_openat2(root, name, flags, RESOLVE_IN_ROOT);
         return fd >= 0 ? fd : -errno;
     }
-    long dir = scoped_openat2(root, base, O_PATH | O_DIRECTORY, RESOLVE_IN_ROOT);
-    if (dir < 0) {
-        *foreign = errno == ENOENT;
-        return -errno;
-    }
-    struct stat st;
-    if (fstat((int)dir, &st) < 0 || st.st_dev != identity->st_dev || st.st_ino != identity->st_ino) {
-        close((int)dir);
-        *foreign = 1;
-        return -EACCES;
-    }
+    long dir = base_directory(kept, root, base, identity, foreign); /* kept: served_base.h */
+    if (dir < 0)
+        return dir;
+    int owned = !base_borrowed(kept, dir);
     if (act_switch(a) < 0) {
-        close((int)dir);
+        if (owned)
+            close((int)dir);
         return -ECANCELED;
     }
     long fd = scoped_openat2((int)dir, name, flags, RESOLVE_BENEATH);
     int failed = fd < 0 ? errno : 0;
-    close((int)dir);
+    if (owned)
+        close((int)dir);
     if (fd >= 0 || failed != EXDEV)
         return fd >= 0 ? fd : -failed;
+    if (text_kept) { /* the whole path is the base's text and the name: Python's, with the text it reads */
+        a->failed = 1;
+        return -EXDEV;
+    }
     char whole[2 * PATH_MAX_BYTES + 2]; /* VmPath.__str__ */
     size_t length = strlen(base);
     while (length > 0 && base[length - 1] == '/')
@@ -145,8 +148,9 @@ pack_stat(const struct stat *st, char *out)
 /* The path at path_at, read once, from dirfd (AT_FDCWD or an fd), resolved in the VM's root
  * as resolve.open_at resolves it, with open_flags (O_PATH, O_NOFOLLOW): ANSWER with *fd an
  * fd or -errno (*foreign: a base directory that is not the caller's, ForeignBase), or GONE,
- * or DECLINED (nothing answered) for what Python must look at: a path whose text holds one
- * of the words in declined (or "proc", "pts"), malformed, empty; a caller not published. */
+ * or DECLINED (nothing answered) for what Python must look at: a path whose text (or its
+ * base's) has a component declined, "proc" or "pts" (names_kernel_mount), malformed, empty;
+ * a caller not published. */
 static int
 resolve_caller_path(const struct stat_context *c, int listener, const struct seccomp_notif *notif, int32_t dirfd,
                     uint64_t path_at, uint64_t open_flags, const char *declined, long *fd, int *foreign,
@@ -171,15 +175,19 @@ resolve_caller_path(const struct stat_context *c, int listener, const struct sec
     }
     if (got <= 0 || !memchr(path, 0, (size_t)got) || path[0] == 0)
         return DECLINED; /* EFAULT, ENAMETOOLONG, ENOENT: the decoder's answers */
-    if (strstr(path, "proc") || strstr(path, "pts") || (declined[0] && strstr(path, declined)))
+    if (names_kernel_mount(path, declined))
         return DECLINED;
     char base[PATH_MAX_BYTES + 1] = "/";
     struct stat identity = {0};
+    int kept = 0; /* the base's text that of the kept directory (served_base.h), not read again */
     if (path[0] != '/') {
-        if (read_base(notif->pid, dirfd, base, sizeof base, &identity) < 0 || strstr(base, "proc") ||
-            strstr(base, "pts") || (declined[0] && strstr(base, declined)))
+        kept = !audited && kept_base_of(c->kept, notif->pid, dirfd, base, &identity);
+        if (!kept && read_base(notif->pid, dirfd, base, sizeof base, &identity) < 0)
+            return DECLINED;
+        if (names_kernel_mount(base, declined))
             return DECLINED;
     }
+    uint64_t mount = path[0] != '/' && !kept && !audited && c->kept ? base_mount(notif->pid, dirfd, &identity) : 0;
     if (audited && plain_text(c->note, path, base, declined[0] != 0) < 0)
         return DECLINED;
     uint64_t id = notif->id;
@@ -192,7 +200,9 @@ resolve_caller_path(const struct stat_context *c, int listener, const struct sec
             act_restore(a);
         return *fd >= 0 ? ANSWER : DECLINED;
     }
-    *fd = open_object_at(c->vm_root, base, &identity, path, open_flags, foreign, a);
+    *fd = open_object_at(c->kept, kept, c->vm_root, base, &identity, path, open_flags, foreign, a);
+    if (mount)
+        kept_base_mounted(c->kept, base, &identity, mount);
     return a->failed ? DECLINED : ANSWER;
 }
 
@@ -366,19 +376,20 @@ serve_open(const struct stat_context *c, int listener, const struct seccomp_noti
 }
 
 /* The stat context from serve's stat argument: None (nothing served here), or (vm_root,
- * quiet, watch, known, counts, opens[, audit[, writes]]): hvfs/intercept/served_stat.py
- * ServedStat.argument; audit (served_note_of) into note; writes None or (rw_root, note[, own
- * mounts: packed uint64, served_fdmeta.h's]):
- * served_write.h's. 1 when served, 0 when not, -1 with an exception. Views (4)
- * are released by release_stat. */
+ * quiet, watch, known, counts, opens[, audit[, writes[, keep_bases]]]):
+ * hvfs/intercept/served_stat.py ServedStat.argument; audit (served_note_of) into note; writes
+ * None or (rw_root, note[, own mounts: packed uint64, served_fdmeta.h's]): served_write.h's;
+ * keep_bases: served_base.h's keeper wanted. 1 when served, 0 when not, -1 with an
+ * exception. Views (4) and the keeper are released by release_stat. */
 static int
 stat_context_of(PyObject *argument, struct stat_context *c, Py_buffer views[4], struct served_note *note)
 {
     if (argument == Py_None)
         return 0;
     PyObject *audit = Py_None, *writes = Py_None;
-    if (!PyArg_ParseTuple(argument, "iy*y*y*w*p|OO", &c->vm_root, &views[0], &views[1], &views[2], &views[3], &c->opens,
-                          &audit, &writes))
+    int keep_bases = 0;
+    if (!PyArg_ParseTuple(argument, "iy*y*y*w*p|OOp", &c->vm_root, &views[0], &views[1], &views[2], &views[3], &c->opens,
+                          &audit, &writes, &keep_bases))
         return -1;
     c->rw_root = -1;
     const char *own = NULL;
@@ -399,12 +410,15 @@ stat_context_of(PyObject *argument, struct stat_context *c, Py_buffer views[4], 
     }
     c->quiet = views[0].buf, c->watch = views[1].buf, c->known = views[2].buf, c->counts = views[3].buf;
     c->known_count = (size_t)views[2].len / sizeof(struct published);
+    c->kept = base_keeper(keep_bases); /* none without memory: every base opened anew */
     return 1;
 }
 
 static void
-release_stat(Py_buffer views[4])
+release_stat(struct stat_context *c, Py_buffer views[4])
 {
+    base_keeper_release(c->kept);
+    c->kept = NULL;
     for (int i = 0; i < 4; i++)
         if (views[i].obj)
             PyBuffer_Release(&views[i]);

@@ -41,6 +41,11 @@ writable view's own mounts (fchmod, fchown and futimens, utimensat of an fd with
 serve them: hvfs/_native/served_fdmeta.h; a utimensat of a path is Python's).
 ``HVFS_SERVED_WRITE=0`` turns those off alone.
 
+A relative path's base directory, found by its text and checked to be the caller's, is kept
+open from one stat or read-only open to the next while the C loop answers, and used again
+where the caller's directory has the same text and identity (hvfs/_native/served_base.h);
+``HVFS_SERVED_BASE=0`` opens each anew.
+
 An audited VM (an audit or another subscriber on its bus, and no hook) has those served
 in C too that the Python path names by their text (``resolve.open_named``: a plain path
 found with no symlink on the way) and answers "ok"; C records each one's event into the
@@ -79,6 +84,7 @@ CALLS = {
 # What a default-profile VM has served in C: its write-opens, unlinks and fd metadata changes.
 WRITE_CALLS = ("open", "openat", "creat", "unlink", "unlinkat", "fchmod", "fchown", "utimensat")
 WRITES_ENVIRONMENT = "HVFS_SERVED_WRITE"
+BASES_ENVIRONMENT = "HVFS_SERVED_BASE"  # 0: every relative path's base opened anew (served_base.h)
 OUTCOMES = ("served", "continued", "failed")  # served_stat.h SERVED_*, as the manager names them
 KINDS = (api.Stat, api.Statx, api.Open, api.Unlink, api.Chmod, api.Chown, api.Utimens)  # served_stat.h COUNTS_*
 COUNTS = struct.Struct(f"<{len(KINDS) * len(OUTCOMES)}Q")  # KINDS x OUTCOMES
@@ -92,7 +98,7 @@ Writes = tuple[int, Callable[[str, bool, bool], None]]
 # What C takes of them (hotpath.c's stat_context_of): the view, the note, and the view's own
 # mount ids, packed (served_fdmeta.h: the only mounts whose files it changes through an fd).
 WritesArgument = tuple[int, Callable[[str, bool, bool], None], bytes]
-StatArgument = tuple[int, bytearray, bytearray, bytearray, bytearray, bool, Audit | None, WritesArgument | None]
+StatArgument = tuple[int, bytearray, bytearray, bytearray, bytearray, bool, Audit | None, WritesArgument | None, bool]
 
 
 def wanted() -> bool:
@@ -105,6 +111,12 @@ def writes_wanted() -> bool:
     """Whether drivers that serve stats in C serve write-opens there too (``wanted``, and
     ``HVFS_SERVED_WRITE`` is not 0)."""
     return wanted() and os.environ.get(WRITES_ENVIRONMENT, "1") != "0"
+
+
+def bases_wanted() -> bool:
+    """Whether the C loop keeps a relative path's base directory open from one request to the
+    next of a serve call (hvfs/_native/served_base.h): ``HVFS_SERVED_BASE`` is not 0."""
+    return os.environ.get(BASES_ENVIRONMENT, "1") != "0"
 
 
 @functools.cache
@@ -152,12 +164,14 @@ class ServedStat:
         # The writable view's mounts (``VmContext.own_mounts``), whose files alone C changes
         # through a caller's fd (fchmod ...): none, and those are Python's.
         self._own = struct.pack(f"<{len(own_mounts)}Q", *sorted(own_mounts))
+        self.keep_bases = bases_wanted()
 
     def argument(self, watch: bytearray, known: bytearray) -> StatArgument:
         """What hotpath.c serve takes as its ``stat``, for a worker whose published
         credentials are ``known`` (``KnownCredentials.published``)."""
         writes = None if self.writes is None else (*self.writes, self._own)
-        return (self.vm_root, self.quiet, watch, known, self.counts, self.opens, self.audit, writes)
+        served = (self.vm_root, self.quiet, watch, known, self.counts, self.opens)
+        return (*served, self.audit, writes, self.keep_bases)
 
     def counted(self) -> dict[tuple[type, str], int]:
         """Requests served here, as ``VmContext.count`` keys them."""

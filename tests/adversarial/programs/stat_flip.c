@@ -4,7 +4,8 @@
  *
  * stat_flip TRIES SECONDS VOLUME INODE SIZE FORBIDDEN [FORBIDDEN...]
  *
- * The program works in VOLUME (its cwd), which holds "inside". INODE and SIZE are the host
+ * The program works in VOLUME (its cwd), which holds "inside" (or the file $FLIP_INSIDE names,
+ * relative to VOLUME: a name in a directory, say). INODE and SIZE are the host
  * secret's: a stat that returns them reached it, an escape. Each FORBIDDEN spells a path to
  * the secret (its host path, "../" ones up and out of the volume, a symlink on the volume
  * to it); for its share of the time, a thread flips a buffer between the allowed name
@@ -27,7 +28,7 @@
 #define STATX_BASIC_STATS 0x7ff
 #endif
 
-static const char *volume;
+static const char *volume, *inside_name = "inside";
 static unsigned long long secret;
 static long long secret_size;
 static struct stat mine;
@@ -61,7 +62,7 @@ static int look(int call, unsigned long long *inode, long long *size) {
 }
 
 static flip_racer aim(const char *target) {
-    flip_aim(volume, target, "inside");
+    flip_aim(volume, target, inside_name);
     return flip;
 }
 
@@ -85,7 +86,9 @@ int main(int argc, char **argv) {
     volume = flip_begin(argc, argv, 7, "stat_flip TRIES SECONDS VOLUME INODE SIZE FORBIDDEN...");
     secret = strtoull(argv[4], NULL, 10);
     secret_size = atoll(argv[5]);
-    if (stat("inside", &mine) < 0)
+    if (getenv("FLIP_INSIDE"))
+        inside_name = getenv("FLIP_INSIDE");
+    if (stat(inside_name, &mine) < 0)
         return 4;
     long count = flip_run(argc, argv, 6, aim, attempt);
     flip_report(count,
