@@ -35,6 +35,8 @@ HOTPATH = Extension(
             "served_switch",
             "served_write",
             "served_mutate",
+            "served_fdmeta",
+            "fd_change",
             "unlink_named",
             "write_open",
             "credential_lines",
@@ -48,7 +50,16 @@ TRACER = Extension(
     sources=["hvfs/_native/tracer.c"],
     depends=[
         f"hvfs/_native/{name}.h"
-        for name in ("tracer_receive", "tracer_write", "tracer_unlink", "unlink_named", "write_open", "served_switch")
+        for name in (
+            "tracer_receive",
+            "tracer_write",
+            "tracer_unlink",
+            "tracer_fdmeta",
+            "fd_change",
+            "unlink_named",
+            "write_open",
+            "served_switch",
+        )
     ],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fstack-protector-strong"],
     optional=True,  # without it the ptrace driver traces through the Python path (hvfs/intercept/ptrace/)

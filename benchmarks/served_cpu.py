@@ -6,10 +6,13 @@ writes off), round by round, each its own manager
 in a private state directory (as benchmarks/audit_cpu_vm.py measures: a run of 200 calls and
 one of 20,200, the difference over 20,000). Not a test: nothing is asserted.
 
-    python benchmarks/served_cpu.py [ROUNDS] [-u UID:GID] [--only NAME,NAME]
+    python benchmarks/served_cpu.py [ROUNDS] [-u UID:GID] [--only NAME,NAME] [--ptrace]
 
 ``-u``: the VM's programs run as that user (``hvfs run -u``), whom the manager acts as for
 each call (hvfs/manager/creds.py acting_as; in C, hvfs/_native/served_switch.h).
+``--ptrace``: under ``--driver ptrace``, whose tracer's C loop serves the write-opens, unlinks
+and fd metadata changes (hvfs/_native/tracer_*.h); with ``HVFS_SERVED_STAT=0`` its Python
+path serves them all.
 """
 
 from __future__ import annotations
@@ -62,6 +65,9 @@ def main() -> None:
     args = sys.argv[1:]
     user = args[args.index("-u") : args.index("-u") + 2] if "-u" in args else []
     only = args[args.index("--only") : args.index("--only") + 2] if "--only" in args else []
+    if "--ptrace" in args:  # passed on to ``hvfs run`` with the user's options
+        args.remove("--ptrace")
+        user += ["--driver", "ptrace"]
     programs = {name: PROGRAMS[name] for name in only[1].split(",")} if only else PROGRAMS
     rounds = [a for a in args if a not in user and a not in only]
     with tempfile.TemporaryDirectory() as d:

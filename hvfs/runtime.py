@@ -206,7 +206,8 @@ def serve_vm(
         if served_stat.writes_wanted() and nodev(context) and not context.reads_judged:
             quiet = bus.quiet if bus is not None else bytearray(b"\x01\x00")
             written = (views.rw_root, context.changes.note)
-            served = driver.serve_stats(served_stat.ServedStat(vm_root, quiet, False, None, written))
+            served_here = served_stat.ServedStat(vm_root, quiet, False, None, written, context.own_mounts)
+            served = driver.serve_stats(served_here)
             context.served_by_driver = served.counted if served is not None else None
         if spec.scanned:  # before START, so before any exec (a spare's: bound, tracing, no exec yet)
             driver.judge_execs()  # the driver traces already: it judges the execs itself

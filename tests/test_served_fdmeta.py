@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -126,9 +127,22 @@ def _served_here(stats: dict[str, Any], kind: str) -> int:
     return int(compiled.get(f"{kind}_served", 0)) + int(compiled.get(f"{kind}_failed", 0))
 
 
-def _both_ways(runner: Hvfs, root: Path, owner: int | str | None, *options: str) -> dict[str, Any]:
+def _seccomp_share(c_stats: dict[str, Any], python_stats: dict[str, Any]) -> None:
+    """The seccomp loop's share: at least C_SERVED_AT_LEAST of each kind, none in the Python path's."""
+    for kind, least in C_SERVED_AT_LEAST.items():
+        assert _served_here(c_stats, kind) >= least, (kind, c_stats)
+        assert _served_here(python_stats, kind) == 0, (kind, python_stats)
+
+
+def _both_ways(
+    runner: Hvfs,
+    root: Path,
+    owner: int | str | None,
+    *options: str,
+    share: Callable[[dict[str, Any], dict[str, Any]], None] = _seccomp_share,
+) -> dict[str, Any]:
     """The probe run served in C and on the Python path, each on a fresh volume: answers,
-    files and diffs compared, and C's share counted; the C run's answers."""
+    files and diffs compared, and C's share checked (``share``); the C run's answers."""
     results = []
     for way, place in both_ways(runner, _in_python(runner), root, owner):
         data = _volume(place, owner)
@@ -142,9 +156,7 @@ def _both_ways(runner: Hvfs, root: Path, owner: int | str | None, *options: str)
     assert in_c == in_python
     assert c_files == python_files
     assert c_diff == python_diff and "A /data/m1" in c_diff and "C /data/file" in c_diff, c_diff
-    for kind, least in C_SERVED_AT_LEAST.items():
-        assert _served_here(c_stats, kind) >= least, (kind, c_stats)
-        assert _served_here(python_stats, kind) == 0, (kind, python_stats)
+    share(c_stats, python_stats)
     return in_c
 
 

@@ -48,65 +48,7 @@
 #ifndef HVFS_SERVED_FDMETA_H
 #define HVFS_SERVED_FDMETA_H
 
-#ifndef SYS_pidfd_getfd
-#define SYS_pidfd_getfd 438
-#endif
-
-/* The pidfd the credentials of tid were published under (published_in's record), or -1. */
-static int
-published_pidfd(const struct stat_context *c, pid_t tid)
-{
-    for (size_t i = 0; i < c->known_count; i++)
-        if (c->known[i].tid == tid && c->known[i].pidfd >= 0)
-            return c->known[i].pidfd;
-    return -1;
-}
-
-/* Whether fd, a duplicate, is on one of the VM's own mounts and not a device node. */
-static int
-own_object(const struct stat_context *c, int fd)
-{
-    struct statx sx;
-    if (syscall(SYS_statx, fd, "", AT_EMPTY_PATH, STATX_TYPE | STATX_MNT_ID, &sx) < 0 || !(sx.stx_mask & STATX_MNT_ID))
-        return 0;
-    if (S_ISCHR(sx.stx_mode) || S_ISBLK(sx.stx_mode))
-        return 0;
-    for (size_t i = 0; i < c->own_count; i++) {
-        uint64_t own;
-        memcpy(&own, c->own_mounts + i * sizeof own, sizeof own);
-        if (own == sx.stx_mnt_id)
-            return 1;
-    }
-    return 0;
-}
-
-/* The VM path of fd (as tracee.py _path_of reads it) into path: its length, or 0 where it
- * is not an absolute path of a file still linked. */
-static size_t
-fd_vm_path(int fd, char *path, size_t size)
-{
-    char link[64];
-    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
-    ssize_t got = readlink(link, path, size - 1);
-    if (got <= 0 || (size_t)got >= size - 1 || path[0] != '/')
-        return 0;
-    path[got] = 0;
-    return ends_with(path, (size_t)got, " (deleted)") ? 0 : (size_t)got;
-}
-
-/* The change itself on fd, acting as the caller: 0 or the errno. */
-static int
-change_fd(int call, int fd, const __u64 *args, const struct timespec *times)
-{
-    long done;
-    if (call == CALL_FCHMOD)
-        done = fchmod(fd, (mode_t)(args[1] & 07777));
-    else if (call == CALL_FCHOWN)
-        done = syscall(SYS_fchownat, fd, "", (uint32_t)args[1], (uint32_t)args[2], AT_EMPTY_PATH);
-    else
-        done = syscall(SYS_utimensat, fd, "", times, AT_EMPTY_PATH);
-    return done < 0 ? errno : 0;
-}
+#include "fd_change.h" /* published_pidfd, own_object, fd_vm_path, change_fd: shared with tracer_fdmeta.h */
 
 /* Serves a fchmod, fchown or futimens (call: CALL_FCHMOD ...) as the header says: ANSWER
  * (resp: 0, the change's errno, or EIO where the change set's note raised), GONE, or
@@ -124,7 +66,7 @@ serve_fdmeta(const struct stat_context *c, int listener, const struct seccomp_no
     struct acting a = {0};
     if (notif->pid <= 0 || !published_caller(c, notif->pid, &a))
         return DECLINED;
-    int pidfd = published_pidfd(c, notif->pid);
+    int pidfd = published_pidfd(c->known, c->known_count, notif->pid);
     struct timespec times[2];
     /* Safe because: process_vm_readv writes only within our buffer; the times are used as read. */
     if (pidfd < 0 || (call == CALL_UTIMENSAT && args[2] &&
@@ -140,10 +82,12 @@ serve_fdmeta(const struct stat_context *c, int listener, const struct seccomp_no
     }
     char path[PATH_MAX_BYTES + 1];
     int status = fcntl((int)fd, F_GETFL);
-    size_t length = status < 0 || status & O_PATH || !own_object(c, (int)fd) ? 0 : fd_vm_path((int)fd, path, sizeof path);
+    size_t length = status < 0 || status & O_PATH || !own_object(c->own_mounts, c->own_count, (int)fd)
+                        ? 0
+                        : fd_vm_path((int)fd, path, sizeof path);
     int failed = ECANCELED;
     if (length && act_switch(&a) == 0)
-        failed = change_fd(call, (int)fd, args, call == CALL_UTIMENSAT && args[2] ? times : NULL);
+        failed = change_fd(call - CALL_FCHMOD, (int)fd, args, call == CALL_UTIMENSAT && args[2] ? times : NULL);
     act_restore(&a);
     close((int)fd);
     if (failed == ECANCELED)

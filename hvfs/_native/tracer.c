@@ -5,12 +5,13 @@
  * Plain CPython C API, built by setup.py as the extension hvfs._native._tracer; used by
  * hvfs/intercept/ptrace/ (driver.py, stopped.py) where it is built, the Python path
  * otherwise and under HVFS_NATIVE=0. Every decision stays in Python but for a quiet VM's
- * plain write-opens and unlinks (tracer_write.h, tracer_unlink.h: what the seccomp loop
- * serves in C, by the same code): this file waits, resumes, and runs the served open's
- * recvmsg with the same checks as the Python path (stopped.py's _receive: the cmsg read
- * back, kcmp of the received number against the manager's file). A new tracee's stops and
- * a leader's exec event are answered here only while Python says it has nothing to do at
- * them (wait_stop's ``here``: no kept socket, no exec to verify).
+ * plain write-opens, unlinks and fd metadata changes (tracer_write.h, tracer_unlink.h,
+ * tracer_fdmeta.h: what the seccomp loop serves in C, by the same code): this file waits,
+ * resumes, and runs the served open's recvmsg with the same checks as the Python path
+ * (stopped.py's _receive: the cmsg read back, kcmp of the received number against the
+ * manager's file). A new tracee's stops and a leader's exec event are answered here only
+ * while Python says it has nothing to do at them (wait_stop's ``here``: no kept socket, no
+ * exec to verify).
  */
 #define _GNU_SOURCE
 #define PY_SSIZE_T_CLEAN
@@ -177,6 +178,7 @@ struct passing {
 #include "tracer_receive.h" /* send_fd, run_to_exit, receive: a served open's install */
 #include "tracer_write.h"   /* served_write_here: a write-open served in this loop */
 #include "tracer_unlink.h"  /* served_unlink_here: an unlink served in this loop */
+#include "tracer_fdmeta.h"  /* served_fdmeta_here: a fchmod, fchown or futimens served in this loop */
 
 /* One status Python must handle (next_status, the stops needing no decision and those
  * ``here`` leaves to C passed, exits kept in ``seen``, the write-opens ``w`` serves
@@ -219,7 +221,8 @@ for_python(int pending, int here, int *status, regs_t *regs, int *have_regs, str
         if (WIFSTOPPED(*status) && (*status >> 16) == PTRACE_EVENT_SECCOMP) {
             *have_regs = ptrace(PTRACE_GETREGS, pid, 0, regs) == 0;
             if (*have_regs && w != NULL &&
-                (served_write_here(w, pid, regs, done, seen) || served_unlink_here(w, pid, regs, done, seen)))
+                (served_write_here(w, pid, regs, done, seen) || served_unlink_here(w, pid, regs, done, seen) ||
+                 served_fdmeta_here(w, pid, regs, done, seen)))
                 continue;
         }
         return pid;
@@ -241,7 +244,7 @@ stop_tuple(pid_t pid, int status, const regs_t *regs, int have_regs)
 }
 
 /* wait_stop(pending, here, writes) -> (pid, status, regs | None, passed, execs, exits, queued, more,
- *                                    served, doubted, unlinked)
+ *                                    served, doubted, unlinked, changed)
  *
  * Waits (waitpid(-1, __WALL | __WNOTHREAD), the GIL released) until a stop or an exit
  * that Python must handle: a seccomp stop (returned with its registers, read here), a
@@ -263,7 +266,8 @@ stop_tuple(pid_t pid, int status, const regs_t *regs, int have_regs)
  * serves the VM's write-opens with (write_context_of); ``served`` counts those served
  * here (before the status, never among the queued stops), ``doubted`` the threads whose
  * kept socket Python must give up, before it handles the exits; ``unlinked`` the unlinks
- * tracer_unlink.h served here (the same way). */
+ * tracer_unlink.h served here (the same way), ``changed`` the fd metadata changes tracer_fdmeta.h
+ * served here. */
 static PyObject *
 tr_wait_stop(PyObject *self, PyObject *args)
 {
@@ -322,9 +326,9 @@ tr_wait_stop(PyObject *self, PyObject *args)
         Py_XDECREF(doubted);
         return NULL;
     }
-    if (failed && (seen.nexits || done.served || done.unlinked)) /* what was done here is Python's first */
-        return Py_BuildValue("iiOllNNilNl", 0, 0, Py_None, seen.passed, seen.execs, exited, collected, 0, done.served,
-                             doubted, done.unlinked);
+    if (failed && (seen.nexits || done.served || done.unlinked || done.changed)) /* what was done here: Python's first */
+        return Py_BuildValue("iiOllNNilNll", 0, 0, Py_None, seen.passed, seen.execs, exited, collected, 0, done.served,
+                             doubted, done.unlinked, done.changed);
     PyObject *first = failed ? NULL : stop_tuple(pid, status, &regs, have_regs);
     if (first == NULL) {
         Py_DECREF(exited);
@@ -338,9 +342,9 @@ tr_wait_stop(PyObject *self, PyObject *args)
         }
         return raise_errno(failed, "waitpid");
     }
-    PyObject *result = Py_BuildValue("OOOllNNilNl", PyTuple_GET_ITEM(first, 0), PyTuple_GET_ITEM(first, 1),
+    PyObject *result = Py_BuildValue("OOOllNNilNll", PyTuple_GET_ITEM(first, 0), PyTuple_GET_ITEM(first, 1),
                                      PyTuple_GET_ITEM(first, 2), seen.passed, seen.execs, exited, collected, more,
-                                     done.served, doubted, done.unlinked);
+                                     done.served, doubted, done.unlinked, done.changed);
     Py_DECREF(first);
     return result;
 }

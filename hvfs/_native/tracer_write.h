@@ -37,7 +37,7 @@
 #define NR_OPENAT 257
 #define NR_CREAT 85
 #define COUNTED_OPEN 6 /* served_stat.h's counts: COUNTS_OPEN * SERVED_OUTCOMES */
-#define COUNTED_ALL 12 /* and all of them: COUNTED_KINDS * SERVED_OUTCOMES */
+#define COUNTED_ALL 21 /* and all of them: COUNTED_KINDS * SERVED_OUTCOMES */
 #define DOUBTED_KEPT 8
 /* Served in one wait before the next write-open goes back to Python: its round then collects
  * the stops pending meanwhile (fair to every thread: a thread always ready again by the
@@ -62,19 +62,21 @@ struct write_context {
     uint64_t *counts;
     const struct kept_entry *kept;
     size_t kept_count;
-    Py_buffer views[6];
+    const char *own; /* tracer_fdmeta.h: the writable view's mount ids, own_count uint64 */
+    size_t own_count;
+    Py_buffer views[7];
 };
 
-/* What one wait served here, for Python: served opens, unlinks (tracer_unlink.h), and threads
- * whose socket to give up; and, for SERVED_PER_WAIT alone, the opens answered with an errno
+/* What one wait served here, for Python: served opens, unlinks (tracer_unlink.h), fd metadata
+ * changes (tracer_fdmeta.h), and threads whose socket to give up; and, for SERVED_PER_WAIT alone, the opens answered with an errno
  * (counted in counts). */
 struct served_writes {
-    long served, refused, unlinked;
+    long served, refused, unlinked, changed;
     int doubted[DOUBTED_KEPT], ndoubted;
 };
 
 /* The context from wait_stop's ``writes``: None, or (rw_root, note, quiet, watch, bumps,
- * known, counts, kept): 1, 0 for None, -1 with an exception. */
+ * known, counts, kept, own mounts): 1, 0 for None, -1 with an exception. */
 static int
 write_context_of(PyObject *argument, struct write_context *w)
 {
@@ -82,7 +84,8 @@ write_context_of(PyObject *argument, struct write_context *w)
     if (argument == Py_None)
         return 0;
     Py_buffer *v = w->views;
-    if (!PyArg_ParseTuple(argument, "iOy*y*y*y*w*y*", &w->rw_root, &w->note, &v[0], &v[1], &v[2], &v[3], &v[4], &v[5]))
+    if (!PyArg_ParseTuple(argument, "iOy*y*y*y*w*y*y*", &w->rw_root, &w->note, &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
+                          &v[6]))
         return -1;
     if (v[0].len < 1 || v[1].len < (Py_ssize_t)sizeof(struct watch_state) || v[2].len < 8 ||
         v[4].len < (Py_ssize_t)(COUNTED_ALL * sizeof(uint64_t))) {
@@ -92,13 +95,14 @@ write_context_of(PyObject *argument, struct write_context *w)
     w->quiet = v[0].buf, w->watch = v[1].buf, w->bumps = v[2].buf, w->known = v[3].buf, w->counts = v[4].buf;
     w->known_count = (size_t)v[3].len / sizeof(struct published);
     w->kept = v[5].buf, w->kept_count = (size_t)v[5].len / sizeof(struct kept_entry);
+    w->own = v[6].buf, w->own_count = (size_t)v[6].len / sizeof(uint64_t);
     return 1;
 }
 
 static void
 release_writes(struct write_context *w)
 {
-    for (int i = 0; i < 6; i++)
+    for (int i = 0; i < 7; i++)
         if (w->views[i].obj)
             PyBuffer_Release(&w->views[i]);
 }
@@ -173,7 +177,7 @@ served_write_here(const struct write_context *w, pid_t pid, const regs_t *regs, 
     uint64_t access = flags & O_ACCMODE;
     if (!(flags & SERVED_WRITE) || !__atomic_load_n(w->quiet, __ATOMIC_ACQUIRE) || seen->nexits ||
         done->ndoubted == DOUBTED_KEPT ||
-        done->served + done->refused + done->unlinked >= SERVED_PER_WAIT)
+        done->served + done->refused + done->unlinked + done->changed >= SERVED_PER_WAIT)
         return 0;
     if (flags & (O_PATH | SERVED_TMPFILE) || (access != O_WRONLY && access != O_RDWR) || (dirfd < 0 && dirfd != AT_FDCWD) ||
         path_at == 0)

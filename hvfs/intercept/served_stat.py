@@ -166,6 +166,12 @@ class ServedStat:
         self._own = struct.pack(f"<{len(own_mounts)}Q", *sorted(own_mounts))
         self.keep_bases = bases_wanted()
 
+    @property
+    def own_mounts(self) -> bytes:
+        """The writable view's mount ids, packed as C takes them (served_fdmeta.h,
+        tracer_fdmeta.h)."""
+        return self._own
+
     def argument(self, watch: bytearray, known: bytearray) -> StatArgument:
         """What hotpath.c serve takes as its ``stat``, for a worker whose published
         credentials are ``known`` (``KnownCredentials.published``)."""

@@ -87,8 +87,8 @@ class _Tracer(ExecTracer):
         self._queued: deque[tuple[int, int, bytes | None]] = deque()
         self._more = False
         self.served = {"calls": 0, "continued": 0, "answered": 0, "installed": 0, "passed": 0, "execs_passed": 0}
-        # write-opens and unlinks served in the C loop (tracer_write.h, tracer_unlink.h)
-        self.served["written_here"] = self.served["unlinked_here"] = 0
+        # write-opens, unlinks and fd metadata changes served in the C loop (tracer_write.h, ...)
+        self.served["written_here"] = self.served["unlinked_here"] = self.served["fdmeta_here"] = 0
 
     def bind(self, vm: str, transport: Transport) -> None:
         self._vm, self._transport = vm, transport
@@ -143,9 +143,9 @@ class _Tracer(ExecTracer):
         """One wait of the C loop (tracer.c's wait_stop), what it did meanwhile taken into
         account first: stops passed, calls served there, exits reaped."""
         found = native_tracer.wait_stop(pending, self._here(), self._writes.argument())
-        pid, status, raw, passed, execs, exits, queued, more, served, doubted, unlinked = found
+        pid, status, raw, passed, execs, exits, queued, more, served, doubted, unlinked, changed = found
         self._passed(passed, execs)
-        self._served_here(served, unlinked, doubted)
+        self._served_here(served, unlinked, changed, doubted)
         self._exited(exits)
         return pid, status, raw, queued, more
 
@@ -170,18 +170,19 @@ class _Tracer(ExecTracer):
             return HERE_BIRTHS
         return HERE_BIRTHS | HERE_EXECS
 
-    def _served_here(self, served: int, unlinked: int, doubted: tuple[int, ...]) -> None:
-        """Write-opens and unlinks the C loop served meanwhile; the threads whose socket it
-        doubts (a receive that failed) given up, before the exits of the same wait."""
+    def _served_here(self, served: int, unlinked: int, changed: int, doubted: tuple[int, ...]) -> None:
+        """Write-opens, unlinks and fd metadata changes the C loop served meanwhile; the threads
+        whose socket it doubts (a receive that failed) given up, before the exits of the same wait."""
         self._writes.done(doubted)
-        if served or unlinked:
-            self.served["calls"] += served + unlinked
+        if served or unlinked or changed:
+            self.served["calls"] += served + unlinked + changed
             self.served["installed"] += served
-            self.served["answered"] += unlinked
+            self.served["answered"] += unlinked + changed
             self.served["written_here"] += served
             self.served["unlinked_here"] += unlinked
+            self.served["fdmeta_here"] += changed
             with self._lock:
-                self._counts["stops"] += served + unlinked
+                self._counts["stops"] += served + unlinked + changed
 
     def _passed(self, passed: int, execs: int) -> None:
         if execs:

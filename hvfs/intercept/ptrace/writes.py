@@ -1,14 +1,15 @@
-"""A quiet VM's plain write-opens and unlinks served in the ptrace driver's C loop
-(hvfs/_native/tracer_write.h, tracer_unlink.h): what that loop is handed at each wait, and
-what it hands back.
+"""A quiet VM's plain write-opens, unlinks and fd metadata changes served in the ptrace
+driver's C loop (hvfs/_native/tracer_write.h, tracer_unlink.h, tracer_fdmeta.h): what that
+loop is handed at each wait, and what it hands back.
 
 The C loop serves what the seccomp driver's serves (served_write.h, through the same
 write_open.h), as the caller, under the credentials this driver's ``KnownCredentials``
 published for the thread (``served_stat.switch_of``), then installs the file through the
 process's kept socket (``kept.py``: only a socket still its process's own, kcmp-checked
 before the open and after the receive); an unlink as served_mutate.h's serve_unlink removes
-it, answered at its stop (nothing installed, no socket needed). ``HVFS_SERVED_WRITE=0`` turns
-both off, as for the seccomp driver.
+it, and a fchmod, fchown or futimens of a file on the writable view's own mounts as
+served_fdmeta.h changes it, each answered at its stop (nothing installed, no socket needed).
+``HVFS_SERVED_WRITE=0`` turns them all off, as for the seccomp driver.
 
 Why a thread's published credentials are its own at its open: the tracer thread takes the
 VM's stops one at a time, and every call that may change credentials (the filter stops
@@ -60,14 +61,25 @@ class WritesHere:
 
     def argument(self) -> tuple[object, ...] | None:
         """wait_stop's ``writes``: the writable view, the change set's note, the bus's quiet
-        flag, the watch, the published credentials, the counts and the kept sockets' table;
-        None while nothing is served in C."""
+        flag, the watch, the published credentials, the counts, the kept sockets' table and
+        the writable view's own mounts; None while nothing is served in C."""
         served, known, sockets = self._served, self._known, self._sockets
         if served is None or served.writes is None or known is None or sockets is None:
             return None
         rw_root, note = served.writes
         watch = self._watch
-        return (rw_root, note, served.quiet, watch.shared, watch.bumps, known.published, served.counts, sockets.table())
+        table = sockets.table()
+        return (
+            rw_root,
+            note,
+            served.quiet,
+            watch.shared,
+            watch.bumps,
+            known.published,
+            served.counts,
+            table,
+            served.own_mounts,
+        )
 
     def done(self, doubted: tuple[int, ...]) -> None:
         """The threads whose socket a failed receive in C doubts: given up (drained), as the
