@@ -67,3 +67,4 @@ def test_without_a_shell_a_fork_maps_them() -> None:
 def test_a_helper_that_writes_no_map_fails_the_start_with_its_line() -> None:
     out = _enter("/bin/false")
     assert out.startswith("error:") and "could not write the manager's id maps" in out, out
+    assert "/bin/false could not write /proc/" in out, out  # what failed, not newuidmap's hint

@@ -11,6 +11,7 @@ manager from a VM need no translation.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from dataclasses import dataclass
@@ -139,15 +140,18 @@ def enter_manager_namespaces(*, network: bool = False) -> IdMap:
         raise SetupError("user namespace", e.strerror or str(e), userns_hint()) from None
     if helper is not None:
         pid, tell, hear = helper
-        os.write(tell, b"u\n")
+        with contextlib.suppress(BrokenPipeError):  # a helper gone already has mapped nothing: said below
+            os.write(tell, b"u\n")
         os.close(tell)
         mapped = os.read(hear, 2)
         os.close(hear)
         if not mapped.startswith(b"m"):
             os.waitpid(pid, 0)
-            raise SetupError(
-                "user namespace", "could not write the manager's id maps", "check newuidmap and /etc/subuid"
-            )
+            hint = "check newuidmap and /etc/subuid" if subordinate else (
+                f"{SHELL if not forked else 'a fork of the manager'} could not write /proc/{os.getpid()}/uid_map"
+                " (is it confined by a security module?)"
+            )  # fmt: skip
+            raise SetupError("user namespace", "could not write the manager's id maps", hint)
         if subordinate:
             idmap = IdMap(subordinate.count, extents=((0, 1), (1, subordinate.count - 1)))
         else:
