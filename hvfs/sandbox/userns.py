@@ -165,9 +165,8 @@ def enter_manager_namespaces(*, network: bool = False) -> IdMap:
     os.setresuid(0, 0, 0)
     # Mounts made here never propagate back to the host; the host's still reach us.
     m.mount(None, "/", None, m.MS_REC | m.MS_SLAVE)
-    if (
-        helper is not None and forked
-    ):  # the maps are written: its exit (a copy of this big process torn down) is not waited for
+    # The maps are written: a fork's exit (a copy of this big process torn down) is not waited for.
+    if helper is not None and forked:
         threading.Thread(target=os.waitpid, args=(helper[0], 0), name="hvfs-idmap-reaper", daemon=True).start()
     elif helper is not None:
         os.waitpid(helper[0], 0)  # a shell that has said "m": it exits now
