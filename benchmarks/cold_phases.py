@@ -10,8 +10,8 @@ front, ``.venv/bin/python`` its Python). Each round measures, for each ROOT in t
 - ``interpreter``: ``python -P -c pass``;
 - ``imports``: ``python -P -c`` importing what ``hvfs manager serve`` imports before it
   can serve (``hvfs.cli``, ``hvfs.hypervisor.commands``, ``hvfs.hypervisor.daemon``, with
-  ``hvfs.dataclass_cache`` installed first where there is one, as ``hvfs/__main__.py``
-  does, and no garbage collection), leaving with ``os._exit``, minus the interpreter;
+  ``hvfs.dataclass_cache`` installed first where there is one, and ``hvfs.deferred``'s
+  stand-ins, as ``hvfs/__main__.py`` does, and no garbage collection), leaving with ``os._exit``, minus the interpreter;
 - ``manager's own start``: ``ready`` minus those two;
 - ``ready``: ``python -P -m hvfs manager serve --ready-fd N`` spawned as the front
   spawns it, until it writes ``ready`` (the interpreter, the imports, then the
@@ -48,6 +48,12 @@ try:
 except ImportError:
     pass
 else:
+    try:
+        from hvfs import deferred
+    except ImportError:
+        pass
+    else:
+        deferred.defer(*deferred.MANAGER)
     dataclass_cache.install()
 import hvfs.cli, hvfs.hypervisor.commands, hvfs.hypervisor.daemon
 import os

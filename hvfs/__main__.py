@@ -3,8 +3,9 @@ import sys
 
 gc.disable()  # the imports' objects live as long as the process: no collection finds them (commands.py)
 if sys.argv[1:3] == ["manager", "serve"]:  # every cold run waits for its imports; the manager writes the cache
-    from hvfs import dataclass_cache
+    from hvfs import dataclass_cache, deferred
 
+    deferred.defer(*deferred.MANAGER)
     dataclass_cache.install()  # before the modules whose dataclasses it keeps compiled
 from hvfs.cli import main  # noqa: E402
 

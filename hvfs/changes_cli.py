@@ -23,6 +23,8 @@ from hvfs.spec import UsageError
 
 @dataclass(frozen=True)
 class ChangeOptions:
+    """What a run does with its VM's changes: ``--diff``, staging and commit, ``--export``."""
+
     diff: bool = False
     commit: str = ""  # "", "success" or "review"
     stage: tuple[str, ...] = ()  # targets to stage; empty: every writable bind mount

@@ -5,6 +5,7 @@ path): the line formatted by the thread that logged, its traceback for a debug c
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,3 +56,29 @@ def test_warnings_are_told_to_the_groups_they_name_formatted_when_logged() -> No
     assert [m["stderr"] for m in web.told] == ["hvfs: VM web: disk ['before']"]
     (told,) = db.told
     assert told["stderr"].startswith("hvfs: VM db: failed\nTraceback") and "ValueError: broken" in told["stderr"]
+
+
+def test_the_telling_thread_starts_with_the_first_record() -> None:
+    """A cold start's first VM waits for every thread the manager starts before it; most
+    managers never log a warning."""
+    web = _Group({"web": _Record(_Config("web"), "a1")})
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+
+    def tellers() -> int:
+        return sum(thread.name == "hvfs-tell" for thread in threading.enumerate())
+
+    before = tellers()
+    telling.start(lambda: [web])
+    try:
+        started = tellers()
+        log = logging.getLogger("hvfs.test-telling")
+        log.warning("VM web: first")
+        log.warning("VM web: second")
+        telling.flush()
+        after = tellers()
+    finally:
+        for handler in set(root.handlers) - set(handlers):
+            root.removeHandler(handler)
+    assert (started, after) == (before, before + 1)
+    assert [m["stderr"] for m in web.told] == ["hvfs: VM web: first", "hvfs: VM web: second"]

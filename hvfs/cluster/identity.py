@@ -34,6 +34,8 @@ class ClusterError(HvfsError):
 
 @dataclass(frozen=True)
 class ClusterConfig:
+    """The cluster a manager joins: its Redis and this host's name in it."""
+
     url: str  # redis://HOST:PORT[/DB], rediss://…, unix:///path/to/redis.sock
     host: str  # this host's name in the cluster: events are marked with it
 

@@ -28,7 +28,7 @@ from hvfs import _native as hot_path
 from hvfs import cluster, dataclass_cache, private_dirs, state
 from hvfs._sys import spawner
 from hvfs.errors import HvfsError
-from hvfs.hypervisor import control, kept_outputs, telling, threads, vmdirs, vmstart
+from hvfs.hypervisor import control, frontrun, kept_outputs, telling, threads, vmdirs, vmstart
 from hvfs.hypervisor.change_ops import ChangeOps
 from hvfs.hypervisor.frontrun import FrontOps
 from hvfs.hypervisor.group import Group
@@ -125,6 +125,7 @@ class Daemon(ChangeOps, FrontOps, LazyParts):
         self._ready("ready")
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, lambda *_: self.done.set())
+        frontrun.prepare()  # while the front that started us connects
         try:
             while not self.done.wait(1.0):
                 self._tick()

@@ -342,6 +342,15 @@ def _parse_here(argv: list[str], env: Mapping[str, str], said: list[str]) -> tup
     return run_project(spec), spec.stop_timeout
 
 
+def prepare() -> None:
+    """Build the run's parser now: a manager that has just said "ready" to the front that
+    started it gets its first ``run_argv`` about a millisecond later, and would then build
+    it on the run's path (its imports and flags: most of a first parse). A failure here
+    is the first parse's to report."""
+    with _parsing, contextlib.suppress(Exception):
+        _run_parser()
+
+
 @functools.cache
 def _run_parser() -> argparse.ArgumentParser:
     """The parser of ``hvfs run`` (the Python client's, hvfs.cli), built once: two thirds

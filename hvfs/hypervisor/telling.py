@@ -30,31 +30,39 @@ def start(groups: Callable[[], Iterable[Group]]) -> None:
     """Tell the manager's records from now on; a thread of its own sends them, so that
     logging never waits on a client, nor on a lock its caller may hold. (What
     logging.handlers' QueueHandler and QueueListener do, without importing them and
-    pickle: 4 ms of every cold start's imports.)"""
+    pickle: 4 ms of every cold start's imports.) The thread starts with the first record:
+    most managers never have one, and a cold start's first VM waits for every thread
+    started before it."""
     global _records
     records: queue.Queue[logging.LogRecord] = queue.Queue()
     _records = records
-    threading.Thread(target=_tell, args=(records, TellFollowers(groups)), name="hvfs-tell", daemon=True).start()
-    handler = _Enqueue(records)
+    followers = TellFollowers(groups)
+    handler = _Enqueue(records, lambda: threading.Thread(
+        target=_tell, args=(records, followers), name="hvfs-tell", daemon=True
+    ).start())  # fmt: skip
     handler.setLevel(logging.WARNING)
     logging.getLogger().addHandler(handler)
 
 
 class _Enqueue(logging.Handler):
     """Puts each record on the queue as its line: its arguments and exception formatted
-    now, by the thread that logged it."""
+    now, by the thread that logged it; the first one starts the thread that tells them."""
 
-    def __init__(self, records: queue.Queue[logging.LogRecord]) -> None:
+    def __init__(self, records: queue.Queue[logging.LogRecord], start_telling: Callable[[], None]) -> None:
         super().__init__()
         self.records = records
+        self.start_telling: Callable[[], None] | None = start_telling
 
-    def emit(self, record: logging.LogRecord) -> None:
+    def emit(self, record: logging.LogRecord) -> None:  # Handler.handle holds self.lock
         try:
             line = self.format(record)
             record = copy.copy(record)
             record.message = record.msg = line
             record.args, record.exc_info, record.exc_text, record.stack_info = None, None, None, None
             self.records.put_nowait(record)
+            if self.start_telling is not None:
+                start, self.start_telling = self.start_telling, None
+                start()
         except Exception:
             self.handleError(record)
 
