@@ -81,6 +81,8 @@ _BY_ITS_OWN_NAME = RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS
 
 @dataclass(frozen=True, slots=True)
 class TracerStatistics:
+    """What the exec tracer has done for a VM so far (its counts, and its tracees now)."""
+
     stops: int  # ptrace-stops handled
     execs: int  # executed files judged
     killed: int  # processes killed on the manager's answer
