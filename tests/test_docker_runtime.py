@@ -5,6 +5,8 @@ with their requests seen by the manager (hvfs docker ps, hvfs events)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -145,6 +147,31 @@ def test_a_container_outlives_a_restart_of_its_manager(docker: Docker) -> None:
     try:
         restart = subprocess.run([sys.executable, "-m", "hvfs", "manager", "restart"], capture_output=True, text=True)
         assert restart.returncode == 0 and "replaced by" in restart.stdout, restart.stderr
+        docker.ok("exec", name, "touch", "/go")
+        assert docker.ok("wait", name).strip() == "5"
+        assert docker.call("logs", name).out == "carried on\n"
+    finally:
+        docker.call("rm", "-f", name)
+
+
+def test_a_manager_started_by_a_waiter_lives_in_the_hosts_network(docker: Docker) -> None:
+    """The manager killed while a container runs: its waiter (in the VM's network namespace)
+    starts the next from the host's, where later VMs reach the host's loopback."""
+    from hvfs.hypervisor.client import manager_pid
+    from hvfs.hypervisor.layout import Layout
+
+    name = f"hvfs-test-killed-{time.monotonic_ns()}"
+    docker.ok("run", "-d", "--name", name, "--runtime=hvfs", docker.image, "sh", "-c",
+              "while [ ! -e /go ]; do sleep 0.1; done; echo carried on; sleep 1; exit 5")  # fmt: skip
+    try:
+        killed = manager_pid(Layout())
+        assert killed is not None
+        os.kill(killed, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while (pid := manager_pid(Layout())) in (None, killed) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert pid not in (None, killed), "no manager came after the killed one"
+        assert os.readlink(f"/proc/{pid}/ns/net") == os.readlink("/proc/self/ns/net")
         docker.ok("exec", name, "touch", "/go")
         assert docker.ok("wait", name).strip() == "5"
         assert docker.call("logs", name).out == "carried on\n"

@@ -7,7 +7,8 @@ relayed, never given, see hvfs.sandbox.stdio) and, as detached mounts, the host 
 the VM is made of; sends the VM's terminal to the console socket; joins the VM's network
 namespace, where docker's prestart hook then configures the network through
 /proc/WAITER/ns/net; and exits with the VM's exit code once it has ended. It keeps no
-fd but its stdio and its connection: nothing of the host reaches the VM through it.
+fd but its stdio, its connection and the host's network namespace (a manager it starts
+lives there: _reconnect): nothing of the host reaches the VM through it.
 """
 
 from __future__ import annotations
@@ -126,9 +127,9 @@ def _trees(paths: list[str]) -> tuple[list[list[object]], list[int]]:
     return keys, fds
 
 
-def _wait_exit(connection: control.Connection, gid: str, name: str) -> int:
+def _wait_exit(connection: control.Connection, gid: str, name: str, host_network: int) -> int:
     """The VM's exit code; a manager that goes away (a restart) is followed by the next,
-    which took the VM back from its shim."""
+    which took the VM back from its shim (started from ``host_network``: _reconnect)."""
     while True:
         for reply, fds in control.replies(connection):
             for fd in fds:
@@ -139,7 +140,7 @@ def _wait_exit(connection: control.Connection, gid: str, name: str) -> int:
         deadline = time.monotonic() + RECONNECT
         while True:
             try:
-                connection = client.connect()
+                connection = _reconnect(host_network)
                 client.request(connection, "container_follow", gid=gid, vm=name)
                 reply, _ = connection.receive()
                 if "following" in reply:
@@ -150,6 +151,21 @@ def _wait_exit(connection: control.Connection, gid: str, name: str) -> int:
                 if time.monotonic() > deadline:
                     return 137
                 time.sleep(0.2)
+
+
+def _reconnect(host_network: int) -> control.Connection:
+    """A connection to the user's manager, from the host's network namespace: the waiter
+    lives in the VM's, and a manager it starts (none up, as between a restart's two) would
+    live there too, for every VM after (no host loopback, the container's network)."""
+    vm_network = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        namespaces.setns(host_network, CLONE_NEWNET)
+        try:
+            return client.connect()
+        finally:
+            namespaces.setns(vm_network, CLONE_NEWNET)
+    finally:
+        os.close(vm_network)
 
 
 def container(bundle: Bundle, root: str, config: str | None, console: str | None, report: int) -> int:
@@ -184,6 +200,7 @@ def container(bundle: Bundle, root: str, config: str | None, console: str | None
             send_console(console, fds[0])
         for fd in fds:
             os.close(fd)
+        host_network = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         with open(f"/proc/{int(reply['pid'])}/ns/net", "rb") as netns:
             namespaces.setns(netns.fileno(), CLONE_NEWNET)
         for key, value in bundle.sysctl.items():  # /proc/sys/net is the opener's network namespace's
@@ -195,7 +212,7 @@ def container(bundle: Bundle, root: str, config: str | None, console: str | None
         return 1
     finally:
         os.close(report)
-    code = _wait_exit(connection, str(reply["gid"]), str(reply["created"]))
+    code = _wait_exit(connection, str(reply["gid"]), str(reply["created"]), host_network)
     stdio.finish()
     return code
 
