@@ -12,6 +12,7 @@
  * "refused".
  */
 #include "attack.h"
+#include "received_fd.h"
 
 #include <fcntl.h>
 #include <pthread.h>
@@ -43,20 +44,6 @@ static void *flip(void *unused) {
         dwell();
     }
     return NULL;
-}
-
-static int receive_fd(const char *path) {
-    int s = socket(AF_UNIX, SOCK_STREAM, 0);
-    struct sockaddr_un a = {.sun_family = AF_UNIX};
-    strncpy(a.sun_path, path, sizeof a.sun_path - 1);
-    char byte, control[CMSG_SPACE(sizeof(int))];
-    struct iovec io = {.iov_base = &byte, .iov_len = 1};
-    struct msghdr m = {.msg_iov = &io, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof control};
-    if (connect(s, (struct sockaddr *)&a, sizeof a) < 0 || recvmsg(s, &m, 0) < 1 || !CMSG_FIRSTHDR(&m)) exit(3);
-    int fd;
-    memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&m)), sizeof fd);
-    close(s);
-    return fd;
 }
 
 int main(int argc, char **argv) {

@@ -17,6 +17,7 @@
  * the host checks the file's owner and ctime), "fchmod_tries", "futimens_tries".
  */
 #include "flip.h"
+#include "received_fd.h"
 
 #include <errno.h>
 #include <sys/socket.h>
@@ -26,27 +27,6 @@
 
 static int own_fd = -1, host_fd = -1;
 static long chown_ok, fchmod_tries, futimens_tries;
-
-static int receive_fd(const char *path) {
-    int s = socket(AF_UNIX, SOCK_STREAM, 0);
-    struct sockaddr_un a = {.sun_family = AF_UNIX};
-    strncpy(a.sun_path, path, sizeof a.sun_path - 1);
-    if (connect(s, (struct sockaddr *)&a, sizeof a) < 0) {
-        perror("connect");
-        exit(3);
-    }
-    char byte, control[CMSG_SPACE(sizeof(int))];
-    struct iovec io = {.iov_base = &byte, .iov_len = 1};
-    struct msghdr m = {.msg_iov = &io, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof control};
-    if (recvmsg(s, &m, 0) < 1 || !CMSG_FIRSTHDR(&m)) {
-        fprintf(stderr, "no fd received\n");
-        exit(3);
-    }
-    int fd;
-    memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&m)), sizeof fd);
-    close(s);
-    return fd;
-}
 
 static void *swap(void *unused) {
     (void)unused;

@@ -14,6 +14,7 @@
  * ran) and "reads" (reading the host file through the fd still works).
  */
 #include "attack.h"
+#include "received_fd.h"
 #include "xattrat.h"
 
 #include <errno.h>
@@ -32,24 +33,6 @@ static long escaped, refused, own_ok, reads;
 static int host_fd, own_fd;
 static atomic_int stop;
 static struct stat host_dir;
-
-static int receive_fd(const char *path) {
-    int s = socket(AF_UNIX, SOCK_STREAM, 0);
-    struct sockaddr_un a = {.sun_family = AF_UNIX};
-    strncpy(a.sun_path, path, sizeof a.sun_path - 1);
-    if (connect(s, (struct sockaddr *)&a, sizeof a) < 0) {
-        perror("connect");
-        exit(3);
-    }
-    char byte, control[CMSG_SPACE(sizeof(int))];
-    struct iovec io = {.iov_base = &byte, .iov_len = 1};
-    struct msghdr m = {.msg_iov = &io, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof control};
-    if (recvmsg(s, &m, 0) < 1 || !CMSG_FIRSTHDR(&m)) exit(3);
-    int fd;
-    memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&m)), sizeof fd);
-    close(s);
-    return fd;
-}
 
 /* Whether fd SWAP (or the cwd) named the host directory when a call returned. */
 static int is_host(int dirfd) {

@@ -14,6 +14,7 @@
  * once hvfs run hands a VM a pipe as stdin, reopening that pipe is no escape.
  */
 #include "attack.h"
+#include "received_fd.h"
 #include "xattrat.h"
 
 #include <errno.h>
@@ -37,27 +38,6 @@ static long escaped, refused, own_ok, race_refused, meta_ok_race, meta_refused_r
 static atomic_long swaps;
 static atomic_int stop;
 static int own_fd;
-
-static int receive_fd(const char *path) {
-    int s = socket(AF_UNIX, SOCK_STREAM, 0);
-    struct sockaddr_un a = {.sun_family = AF_UNIX};
-    strncpy(a.sun_path, path, sizeof a.sun_path - 1);
-    if (connect(s, (struct sockaddr *)&a, sizeof a) < 0) {
-        perror("connect");
-        exit(3);
-    }
-    char byte, control[CMSG_SPACE(sizeof(int))];
-    struct iovec io = {.iov_base = &byte, .iov_len = 1};
-    struct msghdr m = {.msg_iov = &io, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof control};
-    if (recvmsg(s, &m, 0) < 1 || !CMSG_FIRSTHDR(&m)) {
-        fprintf(stderr, "no fd received\n");
-        exit(3);
-    }
-    int fd;
-    memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&m)), sizeof fd);
-    close(s);
-    return fd;
-}
 
 static int is_target(int fd) {
     struct stat st;
