@@ -196,14 +196,15 @@ resolve_caller_path(const struct stat_context *c, int listener, const struct sec
     char base[PATH_MAX_BYTES + 1] = "/";
     struct stat identity = {0};
     int kept = 0; /* the base's text that of the kept directory (served_base.h), not read again */
+    uint64_t mount = 0; /* the base's mount, for the kept directory (kept_base_mounted) */
     if (path[0] != '/') {
         kept = !audited && kept_base_of(c->kept, notif->pid, dirfd, base, &identity);
-        if (!kept && read_base(notif->pid, dirfd, base, sizeof base, &identity) < 0)
+        if (!kept && read_base_seen(notif->pid, dirfd, base, sizeof base, &identity, &mount) < 0)
             return DECLINED;
         if (names_kernel_mount(base, declined))
             return DECLINED;
+        mount = !audited && c->kept ? mount : 0;
     }
-    uint64_t mount = path[0] != '/' && !kept && !audited && c->kept ? base_mount(notif->pid, dirfd, &identity) : 0;
     if (audited && plain_text(c->note, path, base, declined[0] != 0) < 0)
         return DECLINED;
     uint64_t id = notif->id;
