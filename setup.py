@@ -31,6 +31,7 @@ HOTPATH = Extension(
             "served_stat",
             "served_names",
             "served_base",
+            "served_quick",
             "served_audit",
             "served_switch",
             "served_write",

@@ -73,6 +73,7 @@ here = os.open(".", os.O_PATH | os.O_DIRECTORY)
 a_file = os.open("/data/file", os.O_RDONLY)
 pipe_end = os.pipe()[0]
 proc = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
+root = os.open("/", os.O_PATH | os.O_DIRECTORY)
 cases = {
     "stat": lambda: fields(os.stat("/data/file")),
     "stat_dir": lambda: fields(os.stat("/data/dir")),
@@ -95,6 +96,24 @@ cases = {
     "dirfd_negative": lambda: newfstatat(b"file", dirfd=-5),
     "dirfd_proc": lambda: kind("self", dir_fd=proc),
     "dirfd_missing": lambda: fields(os.stat("missing", dir_fd=data)),
+    # one component from its base: one fstatat or statx (served_quick.h), or the open's way
+    "dirfd_dot": lambda: fields(os.stat(".", dir_fd=data)),
+    "dirfd_dotdot": lambda: kind("..", dir_fd=data),  # the VM's root: each VM's own device
+    "dirfd_mount_point": lambda: fields(os.stat("data", dir_fd=root)),
+    "dirfd_lstat_mount_point": lambda: fields(os.lstat("data", dir_fd=root)),
+    "dirfd_lstat_absolute_link": lambda: fields(os.lstat("abslink", dir_fd=data)),
+    "dirfd_dangling": lambda: fields(os.stat("dangling", dir_fd=data)),
+    "dirfd_lstat_dangling": lambda: fields(os.lstat("dangling", dir_fd=data)),
+    "dirfd_loop": lambda: fields(os.stat("loop1", dir_fd=data)),
+    "dirfd_fifo": lambda: fields(os.stat("fifo", dir_fd=data)),
+    "dirfd_name_too_long": lambda: newfstatat(b"x" * 300, dirfd=data),
+    "dirfd_private": lambda: fields(os.stat("private", dir_fd=data)),
+    "statx_dirfd_nothing": lambda: statx(b"file", mask=0, dirfd=data),
+    "statx_dirfd_link": lambda: statx(b"link", dirfd=data),
+    "statx_dirfd_link_nofollow": lambda: statx(b"link", NOFOLLOW, dirfd=data),
+    "statx_dirfd_dangling": lambda: statx(b"dangling", dirfd=data),
+    "statx_dirfd_mount_point": lambda: statx(b"data", mask=0x1FFF, dirfd=root),
+    "statx_dirfd_force_sync": lambda: statx(b"file", FORCE_SYNC, dirfd=data),
     "proc": lambda: kind("/proc/self/status"),
     "proc_dotdot": lambda: kind("/data/../proc/self"),
     "dev_pts": lambda: kind("/dev/pts"),

@@ -73,18 +73,32 @@ kept_base_of(const struct kept_base *kept, pid_t tid, int32_t dirfd, char *base,
     return 1;
 }
 
-/* The mount id of the caller's directory where it still has identity (read_base's), else 0. */
-static uint64_t
-base_mount(pid_t tid, int32_t dirfd, const struct stat *identity)
+/* read_base's text and identity of the caller's directory, with its mount id (*mount; 0 where
+ * base_seen would refuse it) from the same statx that gives the identity, made after the
+ * readlink as read_base's stat: the mount is that very directory's, seen once (a stat and then
+ * a statx of the magic link cost two lookups through it). 0, or -1 as read_base. */
+static int
+read_base_seen(pid_t tid, int32_t dirfd, char *base, size_t size, struct stat *identity, uint64_t *mount)
 {
+    char link[64];
     struct statx seen;
-    if (base_seen(tid, dirfd, &seen) < 0 || seen.stx_ino != identity->st_ino ||
-        makedev(seen.stx_dev_major, seen.stx_dev_minor) != identity->st_dev)
-        return 0;
-    return seen.stx_mnt_id;
+    base_link(tid, dirfd, link, sizeof link);
+    ssize_t got = readlink(link, base, size - 1);
+    if (got <= 0 || (size_t)got >= size - 1 || base[0] != '/' ||
+        statx(AT_FDCWD, link, 0, STATX_TYPE | STATX_INO | STATX_NLINK | STATX_MNT_ID, &seen) < 0 ||
+        (seen.stx_mask & (STATX_TYPE | STATX_INO)) != (STATX_TYPE | STATX_INO))
+        return -1;
+    base[got] = 0;
+    static const char deleted[] = " (deleted)";
+    size_t tail = sizeof deleted - 1;
+    if ((size_t)got >= tail && memcmp(base + got - tail, deleted, tail) == 0)
+        return -1;
+    identity->st_dev = makedev(seen.stx_dev_major, seen.stx_dev_minor), identity->st_ino = seen.stx_ino;
+    *mount = seen.stx_mask & STATX_MNT_ID && S_ISDIR(seen.stx_mode) && seen.stx_nlink > 0 ? seen.stx_mnt_id : 0;
+    return 0;
 }
 
-/* After a miss, the kept directory's mount on the caller's side (base_mount's, read before
+/* After a miss, the kept directory's mount on the caller's side (read_base_seen's, read before
  * the directory was found), where the kept directory is the one this request's text and
  * identity found (not one kept for another text: the same directory on another mount). */
 static void

@@ -22,8 +22,15 @@
  * here. A thread in a stat cannot change its own credentials meanwhile: it is in this call.
  *
  * Security: the path is read once, into our buffer, and only those bytes are resolved;
- * ID_VALID comes after every read of the caller (its path, its cwd or dirfd) and again before the
- * result is written and the call answered (driver.py's order).
+ * ID_VALID comes after every read of the caller (its path, its cwd or dirfd) and before the
+ * call is answered (driver.py's order). A stat makes it once, just before its answer (the
+ * result written, an errno, a continue), where nothing of the request outlives it but that
+ * answer: an absolute path, or a relative one from the kept base (served_base.h), unaudited.
+ * Between the reads and the check the manager only looks the path up, as the published
+ * caller (an O_PATH open or a stat: nothing changes); a caller gone meanwhile, whose number
+ * another thread may hold now, gets nothing. Where the reads leave something behind (a base
+ * kept with its mount, an audit event) or a file is opened for the caller (serve_open),
+ * ID_VALID comes right after the reads too, and again before the answer.
  */
 #ifndef HVFS_SERVED_STAT_H
 #define HVFS_SERVED_STAT_H
@@ -78,48 +85,6 @@ published_caller(const struct stat_context *c, pid_t tid, struct acting *a)
 
 #include "served_audit.h" /* an audited VM's: what is served, and its event */
 
-/* resolve.open_at for an O_PATH open of the object: an fd, or -errno; -EACCES marked
- * foreign (ForeignBase, continued by the handler) through *foreign. Acting as the caller
- * (a) but for the base directory; -ECANCELED where the switch failed (a->failed); -EXDEV with
- * a->failed (declined) where base is the kept text (text_kept) and the lookup left it. */
-static long
-open_object_at(struct kept_base *kept, int text_kept, int root, const char *base, const struct stat *identity,
-               const char *name, uint64_t flags, int *foreign, struct acting *a)
-{
-    if (name[0] == '/') {
-        if (act_switch(a) < 0)
-            return -ECANCELED;
-        long fd = scoped_openat2(root, name, flags, RESOLVE_IN_ROOT);
-        return fd >= 0 ? fd : -errno;
-    }
-    long dir = base_directory(kept, root, base, identity, foreign); /* kept: served_base.h */
-    if (dir < 0)
-        return dir;
-    int owned = !base_borrowed(kept, dir);
-    if (act_switch(a) < 0) {
-        if (owned)
-            close((int)dir);
-        return -ECANCELED;
-    }
-    long fd = scoped_openat2((int)dir, name, flags, RESOLVE_BENEATH);
-    int failed = fd < 0 ? errno : 0;
-    if (owned)
-        close((int)dir);
-    if (fd >= 0 || failed != EXDEV)
-        return fd >= 0 ? fd : -failed;
-    if (text_kept) { /* the whole path is the base's text and the name: Python's, with the text it reads */
-        a->failed = 1;
-        return -EXDEV;
-    }
-    char whole[2 * PATH_MAX_BYTES + 2]; /* VmPath.__str__ */
-    size_t length = strlen(base);
-    while (length > 0 && base[length - 1] == '/')
-        length--;
-    snprintf(whole, sizeof whole, "%.*s/%s", (int)length, base, name);
-    fd = scoped_openat2(root, whole, flags, RESOLVE_IN_ROOT);
-    return fd >= 0 ? fd : -errno;
-}
-
 #ifdef __x86_64__
 /* arch.py _pack_stat_x86_64: the kernel's struct stat, built field by field, padding zero. */
 static size_t
@@ -145,6 +110,57 @@ pack_stat(const struct stat *st, char *out)
 }
 #endif
 
+#include "served_quick.h" /* quick_stat_at: a stat of one name in one call */
+
+/* resolve.open_at for an O_PATH open of the object: an fd, or -errno; -EACCES marked
+ * foreign (ForeignBase, continued by the handler) through *foreign. Acting as the caller
+ * (a) but for the base directory; -ECANCELED where the switch failed (a->failed); -EXDEV with
+ * a->failed (declined) where base is the kept text (text_kept) and the lookup left it. quick:
+ * NULL, or the stat wanted, made in one call where the name allows (quick->done, 0). */
+static long
+open_object_at(struct kept_base *kept, int text_kept, int root, const char *base, const struct stat *identity,
+               const char *name, uint64_t flags, int *foreign, struct acting *a, struct quick_stat *quick)
+{
+    if (name[0] == '/') {
+        if (act_switch(a) < 0)
+            return -ECANCELED;
+        long fd = scoped_openat2(root, name, flags, RESOLVE_IN_ROOT);
+        return fd >= 0 ? fd : -errno;
+    }
+    long dir = base_directory(kept, root, base, identity, foreign); /* kept: served_base.h */
+    if (dir < 0)
+        return dir;
+    int owned = !base_borrowed(kept, dir);
+    if (act_switch(a) < 0) {
+        if (owned)
+            close((int)dir);
+        return -ECANCELED;
+    }
+    long fd = quick && single_name(name) ? quick_stat_at((int)dir, name, quick) : 0;
+    if (fd < 0 || (quick && quick->done)) {
+        if (owned)
+            close((int)dir);
+        return fd;
+    }
+    fd = scoped_openat2((int)dir, name, flags, RESOLVE_BENEATH);
+    int failed = fd < 0 ? errno : 0;
+    if (owned)
+        close((int)dir);
+    if (fd >= 0 || failed != EXDEV)
+        return fd >= 0 ? fd : -failed;
+    if (text_kept) { /* the whole path is the base's text and the name: Python's, with the text it reads */
+        a->failed = 1;
+        return -EXDEV;
+    }
+    char whole[2 * PATH_MAX_BYTES + 2]; /* VmPath.__str__ */
+    size_t length = strlen(base);
+    while (length > 0 && base[length - 1] == '/')
+        length--;
+    snprintf(whole, sizeof whole, "%.*s/%s", (int)length, base, name);
+    fd = scoped_openat2(root, whole, flags, RESOLVE_IN_ROOT);
+    return fd >= 0 ? fd : -errno;
+}
+
 /* The path at path_at, read once, from dirfd (AT_FDCWD or an fd), resolved in the VM's root
  * as resolve.open_at resolves it, with open_flags (O_PATH, O_NOFOLLOW): ANSWER with *fd an
  * fd or -errno (*foreign: a base directory that is not the caller's, ForeignBase), or GONE,
@@ -154,7 +170,7 @@ pack_stat(const struct stat *st, char *out)
 static int
 resolve_caller_path(const struct stat_context *c, int listener, const struct seccomp_notif *notif, int32_t dirfd,
                     uint64_t path_at, uint64_t open_flags, const char *declined, long *fd, int *foreign,
-                    struct acting *a)
+                    struct acting *a, struct quick_stat *quick)
 {
     int audited = 0;
     if (!__atomic_load_n(c->quiet, __ATOMIC_ACQUIRE)) { /* quiet[1]: audited, no hook (EventBus.quiet) */
@@ -180,18 +196,21 @@ resolve_caller_path(const struct stat_context *c, int listener, const struct sec
     char base[PATH_MAX_BYTES + 1] = "/";
     struct stat identity = {0};
     int kept = 0; /* the base's text that of the kept directory (served_base.h), not read again */
+    uint64_t mount = 0; /* the base's mount, for the kept directory (kept_base_mounted) */
     if (path[0] != '/') {
         kept = !audited && kept_base_of(c->kept, notif->pid, dirfd, base, &identity);
-        if (!kept && read_base(notif->pid, dirfd, base, sizeof base, &identity) < 0)
+        if (!kept && read_base_seen(notif->pid, dirfd, base, sizeof base, &identity, &mount) < 0)
             return DECLINED;
         if (names_kernel_mount(base, declined))
             return DECLINED;
+        mount = !audited && c->kept ? mount : 0;
     }
-    uint64_t mount = path[0] != '/' && !kept && !audited && c->kept ? base_mount(notif->pid, dirfd, &identity) : 0;
     if (audited && plain_text(c->note, path, base, declined[0] != 0) < 0)
         return DECLINED;
     uint64_t id = notif->id;
-    if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) < 0)
+    if (quick && !audited && (path[0] == '/' || kept)) /* nothing kept from the reads: late_check */
+        quick->check_late = 1;
+    else if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) < 0)
         return GONE;
     if (audited) { /* found as the audited Python path finds it, or Python's (it names the rest otherwise) */
         c->note->audited = 1, c->note->pid = notif->pid;
@@ -200,7 +219,7 @@ resolve_caller_path(const struct stat_context *c, int listener, const struct sec
             act_restore(a);
         return *fd >= 0 ? ANSWER : DECLINED;
     }
-    *fd = open_object_at(c->kept, kept, c->vm_root, base, &identity, path, open_flags, foreign, a);
+    *fd = open_object_at(c->kept, kept, c->vm_root, base, &identity, path, open_flags, foreign, a, quick);
     if (mount)
         kept_base_mounted(c->kept, base, &identity, mount);
     return a->failed ? DECLINED : ANSWER;
@@ -218,6 +237,16 @@ answer_failed_lookup(long failed, int foreign, uint64_t *count, struct seccomp_n
         resp->error = (int32_t)failed;
         count[SERVED_FAILED]++;
     }
+}
+
+/* Whether the caller is still the one whose memory was read, where resolve_caller_path left
+ * that ID_VALID for the answer (quick->check_late): an answer other than the stat written
+ * (whose ID_VALID comes before the write) makes it first. */
+static int
+late_check(const struct quick_stat *quick, int listener, const struct seccomp_notif *notif)
+{
+    uint64_t id = notif->id;
+    return !quick->check_late || ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0;
 }
 
 /* Serves one notification of a stat-family call (call: CALL_*): ANSWER with resp filled
@@ -250,32 +279,39 @@ serve_stat(const struct stat_context *c, int listener, const struct seccomp_noti
     long fd = -EBADF;
     uint64_t open_flags = O_PATH | (flags & AT_SYMLINK_NOFOLLOW ? O_NOFOLLOW : 0);
     struct acting as_caller = {0};
-    int got = resolve_caller_path(c, listener, notif, dirfd, path_at, open_flags, "", &fd, &foreign, &as_caller);
+    struct quick_stat quick = {.statx_call = statx_call, .flags = flags, .mask = mask};
+    int got = resolve_caller_path(c, listener, notif, dirfd, path_at, open_flags, "", &fd, &foreign, &as_caller, &quick);
     act_restore(&as_caller); /* the stat of an fd checks nothing of its caller */
     if (got != ANSWER)
         return got;
     uint64_t *count = c->counts + SERVED_OUTCOMES * (statx_call ? COUNTS_STATX : COUNTS_STAT);
     if (fd < 0) {
+        if (!late_check(&quick, listener, notif))
+            return GONE;
         answer_failed_lookup(fd, foreign, count, resp);
         return ANSWER;
     }
-    char out[256];
-    size_t size;
+    char *out = quick.out; /* quick.done: the answer already, quick.size bytes */
+    size_t size = quick.size;
     int failed = 0;
-    if (statx_call) {
-        memset(out, 0, sizeof out);
-        unsigned int at = AT_EMPTY_PATH | (unsigned int)(flags & ~(uint64_t)AT_SYMLINK_NOFOLLOW);
-        failed = syscall(SYS_statx, (int)fd, "", at, (unsigned int)mask, (struct statx *)out) < 0 ? errno : 0;
-        size = sizeof out;
-    } else {
-        struct stat st;
-        failed = fstat((int)fd, &st) < 0 ? errno : 0;
-        size = failed ? 0 : pack_stat(&st, out);
+    if (!quick.done) {
+        if (statx_call) {
+            memset(out, 0, sizeof quick.out);
+            unsigned int at = AT_EMPTY_PATH | (unsigned int)(flags & ~(uint64_t)AT_SYMLINK_NOFOLLOW);
+            failed = syscall(SYS_statx, (int)fd, "", at, (unsigned int)mask, (struct statx *)out) < 0 ? errno : 0;
+            size = sizeof quick.out;
+        } else {
+            struct stat st;
+            failed = fstat((int)fd, &st) < 0 ? errno : 0;
+            size = failed ? 0 : pack_stat(&st, out);
+        }
+        close((int)fd);
     }
-    close((int)fd);
     if (failed && c->note && c->note->audited)
         return DECLINED; /* an errno: its event is Python's */
     if (failed) {
+        if (!late_check(&quick, listener, notif))
+            return GONE;
         resp->error = -failed;
         count[SERVED_FAILED]++;
         return ANSWER;
@@ -333,7 +369,7 @@ serve_open(const struct stat_context *c, int listener, const struct seccomp_noti
     long probe = -EBADF;
     struct acting as_caller = {0}; /* kept for the open again: it checks the caller's access */
     int got = resolve_caller_path(c, listener, notif, dirfd, path_at, O_PATH | (flags & O_NOFOLLOW), "dev", &probe,
-                                  &foreign, &as_caller);
+                                  &foreign, &as_caller, NULL);
     if (got != ANSWER || probe < 0)
         act_restore(&as_caller);
     if (got != ANSWER)
