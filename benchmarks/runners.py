@@ -34,8 +34,8 @@ environment, so the others must not inherit more) and WORK writable at its own p
   version would restart the one manager.
 - floor …: benchmarks/floor/floor.c, a minimal C supervisor: W8 and W8c; its ORDERED
   answer also on the workloads whose opens ``--strict`` serves. floor-strict…: HVFS's
-  ``--strict`` filter itself, its stats, access checks, readlinks, unlinks and opens
-  served (the rest continued): the floor of what ``hvfs run --strict`` serves.
+  ``--strict`` filter itself, its stats, access checks, readlinks, unlinks, opens,
+  fchmods, fchowns and futimens served (the rest continued): the floor of what ``hvfs run --strict`` serves.
 """
 
 from __future__ import annotations

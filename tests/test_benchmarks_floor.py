@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))  # the benchmarks import each other
 import fixtures
 
 # Every call the floor serves, on a file, a directory, a symlink and a missing name, by an
-# absolute path, relative to the cwd and relative to a dirfd; errnos as names.
+# absolute path, relative to the cwd and relative to a dirfd, or on a fd; errnos as names.
 PROBE = r"""
 import errno, json, os, stat, sys
 base = sys.argv[1]
@@ -57,6 +57,12 @@ with open(os.path.join(base, "new")) as f:
     results["read back"] = f.read()
 record("open missing", lambda: open("missing/x").close())
 record("create in missing", lambda: open("missing/x", "w").close())
+made = os.open("made", os.O_WRONLY | os.O_CREAT, 0o600)
+os.fchmod(made, 0o640)
+os.fchown(made, os.getuid(), os.getgid())
+os.utime(made, ns=(1, 2_000_000_000))  # futimens
+results["on the fd"] = [os.stat("made").st_mode & 0o7777, os.stat("made").st_mtime_ns]
+record("fchmod of no fd", lambda: os.fchmod(999, 0o600))
 record("unlink new", lambda: os.unlink("new"))
 record("unlink again", lambda: os.unlink("new"))
 record("rmdir file", lambda: os.rmdir("file"))
@@ -118,7 +124,10 @@ def test_a_program_under_the_strict_floor_sees_what_it_sees_natively(floor: Path
     counts = served.stderr.split("floor:")[-1].split()
     counted = dict(zip(counts[::2], map(int, counts[1::2]), strict=True))
     # every kind was served (the stats only with --strict's filter), execve continued
-    assert all(counted[kind] > 0 for kind in ("open", "stat", "access", "readlink", "unlink", "continued")), counted
+    assert all(
+        counted[kind] > 0
+        for kind in ("open", "stat", "access", "readlink", "unlink", "fchmod", "fchown", "futimens", "continued")
+    ), counted
 
 
 def test_statx_under_the_strict_floor(floor: Path, tmp_path: Path) -> None:

@@ -4,7 +4,8 @@
  * The filter is HVFS's own strict program (read from a file that benchmarks/fixtures.py
  * writes from the package being measured), so the two trap the same calls. Of those, the
  * ones HVFS serves for a workload's every file lookup are served here: a stat (stat, lstat,
- * newfstatat, statx), an access check, a readlink, an unlink and an open. Each is received,
+ * newfstatat, statx), an access check, a readlink, an unlink, an open, and an fchmod,
+ * fchown or futimens (fdmeta.h). Each is received,
  * its path read from the caller's memory once, the caller's cwd or dirfd opened for a
  * relative one, ID_VALID checked, the call made here (a path through a procfs is continued,
  * common.h names_proc and base_in_proc), and the result written to the caller
@@ -20,10 +21,16 @@
 #include <sys/syscall.h>
 
 #include "common.h"
+#include "fdmeta.h"
 #include "open.h"
 
-enum strict_kind { KIND_OPEN, KIND_STAT, KIND_STATX, KIND_ACCESS, KIND_READLINK, KIND_UNLINK, KIND_OTHER, KINDS };
-static const char *const kind_names[KINDS] = {"open", "stat", "statx", "access", "readlink", "unlink", "continued"};
+enum strict_kind {
+    KIND_OPEN, KIND_STAT, KIND_STATX, KIND_ACCESS, KIND_READLINK, KIND_UNLINK, /* on a path */
+    KIND_FCHMOD, KIND_FCHOWN, KIND_FUTIMENS, /* on a fd (fdmeta.h) */
+    KIND_OTHER, KINDS
+};
+static const char *const kind_names[KINDS] = {"open",   "stat",   "statx",    "access",   "readlink",
+                                              "unlink", "fchmod", "fchown", "futimens", "continued"};
 static unsigned long kind_counts[KINDS];
 
 /* One trapped call's arguments, in the *at form: the path is relative to dirfd. */
@@ -61,6 +68,16 @@ static struct strict_call decode(const struct seccomp_notif *req) {
         return c;
     case __NR_unlinkat: /* flags */
         c.kind = KIND_UNLINK;
+        return c;
+    case __NR_fchmod: /* the fd, a mode */
+        cwd.kind = KIND_FCHMOD;
+        return cwd;
+    case __NR_fchown: /* the fd, an owner, a group */
+        cwd.kind = KIND_FCHOWN;
+        return cwd;
+    case __NR_utimensat: /* on the fd (no path: futimens) the times, flags; else continued */
+        if (c.path == 0 && c.dirfd != AT_FDCWD) c.kind = KIND_FUTIMENS;
+        c.rest[0] = a[2], c.rest[1] = a[3];
         return c;
 #ifdef __NR_open
     case __NR_open:
@@ -129,6 +146,13 @@ static void answer_strict(int listener, const struct seccomp_notif *req) {
     kind_counts[c.kind]++;
     if (c.kind == KIND_OTHER) {
         reply_continue(listener, req->id);
+        return;
+    }
+    if (c.kind >= KIND_FCHMOD) {
+        /* fchmod and fchown: the fd is decoded as a path (their first argument) */
+        static const enum fd_call calls[] = {FD_CHMOD, FD_CHOWN, FD_UTIMENS};
+        int fd = c.kind == KIND_FUTIMENS ? c.dirfd : (int)c.path;
+        answer_on_fd(listener, req, calls[c.kind - KIND_FCHMOD], fd, c.rest);
         return;
     }
     if (c.kind == KIND_OPEN) {
