@@ -4,6 +4,7 @@ strict VM, and a program under it sees what it sees natively."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -17,8 +18,12 @@ from hvfs.intercept.arch import native
 from hvfs.intercept.backend import SeccompBackend
 from tests.conftest import REPO, SYSTEM_PYTHON
 
-sys.path.insert(0, str(REPO / "benchmarks"))  # the benchmarks import each other by module name
-import fixtures
+# benchmarks/fixtures.py by its path: the benchmarks are no package, and their module names
+# (fixtures, measure, report) are not to shadow anything on sys.path.
+_spec = importlib.util.spec_from_file_location("benchmark_fixtures", REPO / "benchmarks" / "fixtures.py")
+assert _spec is not None and _spec.loader is not None
+fixtures = sys.modules["benchmark_fixtures"] = importlib.util.module_from_spec(_spec)  # dataclasses look it up
+_spec.loader.exec_module(fixtures)
 
 # Every call the floor serves, on a file, a directory, a symlink and a missing name, by an
 # absolute path, relative to the cwd and relative to a dirfd, or on a fd; errnos as names.
