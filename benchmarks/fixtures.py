@@ -3,7 +3,7 @@
 A session lives in one temporary directory:
 
     ROOT/work        WORK, bound writable at its own path into every sandbox
-    ROOT/work/bin    openbench and floor, compiled for this session
+    ROOT/work/bin    openbench and floor, compiled for this session, and strict.bpf
     ROOT/templates   what a mutating workload gets a fresh copy of before each run
     ROOT/scratch     stdout, stderr and --stats files of the run in progress
     ROOT/hvfs-src    a copy of the hvfs package, which the hvfs runners import
@@ -93,17 +93,47 @@ def snapshot_hvfs(layout: Layout, source: Path = REPO / "hvfs", target: Path | N
 
 
 def build_binaries(layout: Layout) -> list[str]:
-    """Compiles openbench and the floor supervisor into WORK/bin; returns the failures,
-    each one line, so that the runners needing them can be skipped with a reason."""
+    """Compiles openbench and the floor supervisor into WORK/bin, and writes the floor's
+    strict filter there; returns the failures, each one line, so that the runners needing
+    them can be skipped with a reason."""
     failures = []
     for name, source in (("openbench", HERE / "openbench.c"), ("floor", HERE / "floor" / "floor.c")):
-        compiled = subprocess.run(
-            ["gcc", "-O2", "-Wall", "-o", str(layout.bin / name), str(source)], capture_output=True, text=True
-        )
-        if compiled.returncode != 0:
-            failures.append(f"{name}: {compiled.stderr.strip().splitlines()[-1:]}")
+        failure = compile_c(source, layout.bin / name)
+        if failure is not None:
+            failures.append(f"{name}: {failure}")
+    failure = write_strict_filter(layout.hvfs_source, layout.bin / STRICT_FILTER)
+    if failure is not None:
+        failures.append(f"{STRICT_FILTER}: {failure}")
     (layout.work / "file").write_text("x\n")
     return failures
+
+
+def compile_c(source: Path, binary: Path) -> str | None:
+    """Compiles ``source`` (and the headers beside it) into ``binary``; why not, in one line."""
+    compiled = subprocess.run(["gcc", "-O2", "-Wall", "-o", str(binary), str(source)], capture_output=True, text=True)
+    return None if compiled.returncode == 0 else str(compiled.stderr.strip().splitlines()[-1:])
+
+
+STRICT_FILTER = "strict.bpf"  # in WORK/bin: the floor's strict:FILE
+# The program `hvfs run --strict` gives its VMs, from the seccomp backend hvfs run uses.
+_STRICT_PROGRAM = """import sys
+from hvfs.intercept.arch import native
+from hvfs.intercept.backend import SeccompBackend
+sys.stdout.buffer.write(SeccompBackend().filter_program(True, native()))
+"""
+
+
+def write_strict_filter(package: Path, target: Path) -> str | None:
+    """Writes the BPF program that the hvfs package in ``package`` (a directory holding
+    ``hvfs``) loads in a ``--strict`` VM to ``target``, for the floor's strict mode: the
+    floor then traps exactly what HVFS traps. Returns why it could not, in one line."""
+    made = subprocess.run(
+        [sys.executable, "-c", _STRICT_PROGRAM], env={**os.environ, "PYTHONPATH": str(package)}, capture_output=True
+    )
+    if made.returncode != 0 or not made.stdout:
+        return made.stderr.decode(errors="replace").strip().splitlines()[-1:][0] if made.stderr else "no program"
+    target.write_bytes(made.stdout)
+    return None
 
 
 def build_front(layout: Layout, source: Path, copy: Path, name: str) -> str | None:

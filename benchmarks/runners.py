@@ -33,7 +33,9 @@ environment, so the others must not inherit more) and WORK writable at its own p
   version then has a manager of its own (its own HVFS_STATE_DIR), or every switch of
   version would restart the one manager.
 - floor …: benchmarks/floor/floor.c, a minimal C supervisor: W8 and W8c; its ORDERED
-  answer also on the workloads whose opens ``--strict`` serves.
+  answer also on the workloads whose opens ``--strict`` serves. floor-strict…: HVFS's
+  ``--strict`` filter itself, its stats, access checks, readlinks, unlinks, opens,
+  fchmods, fchowns and futimens served (the rest continued): the floor of what ``hvfs run --strict`` serves.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from fixtures import Layout
+from fixtures import STRICT_FILTER, Layout
 from measure import Command
 
 HVFS = [sys.executable, "-m", "hvfs"]
@@ -230,7 +232,8 @@ def baseline_runners(runners: list[Runner]) -> list[Runner]:
 def _floor(answer: str, sync: bool, pin: bool) -> Callable[[Context, list[str]], list[str]]:
     def wrap(context: Context, argv: list[str]) -> list[str]:
         floor = str(context.layout.bin / "floor")
-        return [floor, answer, "sync" if sync else "nosync", "pin" if pin else "nopin", *argv]
+        mode = f"strict:{context.layout.bin / STRICT_FILTER}" if answer == "strict" else answer
+        return [floor, mode, "sync" if sync else "nosync", "pin" if pin else "nopin", *argv]
 
     return wrap
 
@@ -353,9 +356,11 @@ def all_runners(layout: Layout) -> list[Runner]:
     # The floor answers CONTINUE where HVFS continues (W8c) and ADDFD where it serves (W8,
     # and W8r in strict mode); ORDERED as HVFS serves an open: a writable file installed,
     # its own copy closed, then answered (two wake-ups of the caller, where SEND makes one),
-    # also on the workloads whose opens --strict serves (the floor serves opens only).
+    # also on the workloads whose opens --strict serves (this floor serves opens only);
+    # STRICT with --strict's own filter, serving what it traps (floor/strict.h).
     served = {"W8", "W2", "W3", "W5", "W6"}
-    for answer, workloads in (("continue", {"W8c"}), ("addfd", {"W8", "W8r"}), ("ordered", served)):
+    strict = {"W2", "W3", "W5", "W6", "W8r"}
+    for answer, workloads in (("continue", {"W8c"}), ("addfd", {"W8", "W8r"}), ("ordered", served), ("strict", strict)):
         for sync in (False, True):
             for pin in (False, True):
                 label = f"floor {answer.upper()}" + (" +sync" if sync else "") + (" +pin" if pin else "")
