@@ -7,8 +7,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import hvfs
+from tests.conftest import FRONT, REPO, require
 
 # The client as the `hvfs` script runs it, reporting sys.modules as it leaves (main()
 # leaves with os._exit, which runs no atexit handler).
@@ -168,3 +170,66 @@ def test_manager_serve_imports_no_later_feature() -> None:
     modules, _ = _manager_imports()
     assert "hvfs.hypervisor.daemon" in modules
     assert [name for name in _NOT_IN_SERVE if name in modules] == []
+
+
+# Put on a manager's PYTHONPATH (the front passes it on): once the manager has told its
+# first VM's exit, the modules really imported by then (not a hvfs.deferred stand-in).
+_AT_EXIT = r"""
+import os, sys
+if sys.argv[1:3] == ["manager", "serve"]:
+    import importlib.machinery
+
+    def _told(tell):
+        def told(self, message):
+            if "exited" in message:
+                from hvfs import deferred
+                real = sorted(n for n, m in list(sys.modules.items()) if not isinstance(m, deferred.Deferred))
+                with open(os.environ["HVFS_TEST_MODULES"], "a") as f:
+                    f.write(" ".join(real) + "\n")
+            return tell(self, message)
+        return told
+
+    class _Finder:
+        @classmethod
+        def find_spec(cls, name, path=None, target=None):
+            if name != "hvfs.hypervisor.group":
+                return None
+            spec = importlib.machinery.PathFinder.find_spec(name, path, target)
+            execute = spec.loader.exec_module
+
+            def exec_module(module):
+                execute(module)
+                module.Group.tell = _told(module.Group.tell)
+
+            spec.loader.exec_module = exec_module
+            return spec
+
+    sys.meta_path.insert(0, _Finder)
+"""
+
+# What a cold manager defers past its first VM (hvfs.deferred): a `true` that asks the
+# manager nothing, run through the C loop, needs none of it.
+_NOT_SERVING_TRUE = (
+    "logging",  # hvfs.deferred.logger: the manager's loggers, looked up at a first record
+    "traceback",  # logging's
+    "textwrap",
+    "hvfs.log_handlers",
+    "hvfs.hypervisor.tell_handlers",
+    *_NOT_IN_SERVE,
+)
+
+
+def test_a_cold_managers_first_vm_imports_nothing_deferred(fake_state: Path, tmp_path: Path) -> None:
+    require(os.access(FRONT, os.X_OK), f"no native front at {FRONT}; run scripts/setup")
+    (tmp_path / "hook").mkdir()
+    (tmp_path / "hook" / "sitecustomize.py").write_text(_AT_EXIT)
+    modules = tmp_path / "modules"
+    env = {**os.environ, "HVFS_STATE_DIR": str(fake_state), "PYTHONPATH": f"{REPO}:{tmp_path / 'hook'}",
+           "HVFS_TEST_MODULES": str(modules)}  # fmt: skip
+    result = subprocess.run([FRONT, "run", "--", "true"], env=env, capture_output=True, text=True, timeout=120,
+                            cwd="/", stdin=subprocess.DEVNULL)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (first,) = modules.read_text().splitlines()
+    loaded = first.split()
+    assert "hvfs.hypervisor.daemon" in loaded and "hvfs.intercept.driver" in loaded
+    assert [name for name in _NOT_SERVING_TRUE if name in loaded] == []

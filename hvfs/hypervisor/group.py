@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import logging
 import os
 import signal
 import threading
@@ -20,7 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from hvfs import cluster
+from hvfs import cluster, deferred
 from hvfs.hypervisor import control, execs, ordering, output_pump, records, restart, staging, telling, vmdirs, vmstart
 from hvfs.hypervisor.health import Health, ProbeWaiter
 from hvfs.hypervisor.layout import Layout, remove_tree, write_json
@@ -45,7 +44,7 @@ from hvfs.services.base import service_event
 from hvfs.services.describe import RESUME
 from hvfs.spec import DEFAULT_PATH, command_problem
 
-log = logging.getLogger("hvfs.group")
+log = deferred.logger("hvfs.group")
 STOP_TIMEOUT = 10.0
 DRAIN_TIMEOUT = 5.0  # seconds a VM's exit waits for its output (a process it left may hold the pipe)
 

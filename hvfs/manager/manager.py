@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import logging
 import os
 import posixpath
 import stat
@@ -13,7 +12,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from hvfs import api
+from hvfs import api, deferred
 from hvfs._sys.abi import AT_EACCESS
 from hvfs.manager import changes, creds, replay, trail
 from hvfs.manager.closes import CloseWatcher
@@ -25,7 +24,7 @@ from hvfs.manager.vm import VmContext
 if TYPE_CHECKING:  # the bus is made for the VMs whose services want one
     from hvfs.api.hooks import EventBus
 
-log = logging.getLogger("hvfs.manager")
+log = deferred.logger("hvfs.manager")
 
 
 # What each kind of answer counts as in a VM's statistics; any other answer is "served".

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import posixpath
 import re
@@ -13,14 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from hvfs import api
+from hvfs import api, deferred
 from hvfs.api.messages import operation_of
 from hvfs.manager.changes import ChangeSet
 
 if TYPE_CHECKING:  # the bus is made for the VMs whose services want one
     from hvfs.api.hooks import EventBus
 
-log = logging.getLogger("hvfs.manager")
+log = deferred.logger("hvfs.manager")
 
 # Mount points whose file systems the VM's own kernel instance serves (its procfs and
 # devpts): the writable view has only empty read-only placeholders there.
