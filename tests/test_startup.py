@@ -238,3 +238,15 @@ def test_a_cold_managers_first_vm_imports_nothing_deferred(fake_state: Path, tmp
     loaded = first.split()
     assert "hvfs.hypervisor.daemon" in loaded and "hvfs.intercept.driver" in loaded
     assert [name for name in _NOT_SERVING_TRUE if name in loaded] == []
+
+
+def test_manager_serve_in_another_spelling_goes_to_the_parser(fake_state: Path) -> None:
+    """The fronts' `manager serve --ready-fd N` is read without argparse (hvfs.hypervisor.
+    commands.serve_spawned); anything else is the command line parser's to judge."""
+    env = {**os.environ, "HVFS_STATE_DIR": str(fake_state)}
+    for wrong in (["--ready-fd", "x"], ["--ready-fd"], ["--other"]):
+        result = subprocess.run([sys.executable, "-P", "-m", "hvfs", "manager", "serve", *wrong], env=env, cwd="/",
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert result.returncode == 125 and result.stderr.startswith("hvfs: "), (wrong, result.stderr)
+        assert "'hvfs manager serve --help'" in result.stderr and "Traceback" not in result.stderr
+    assert not (fake_state / "manager.json").exists()
