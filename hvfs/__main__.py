@@ -7,6 +7,11 @@ if sys.argv[1:3] == ["manager", "serve"]:  # every cold run waits for its import
 
     deferred.defer(*deferred.MANAGER)
     dataclass_cache.install()  # before the modules whose dataclasses it keeps compiled
+    from hvfs.hypervisor import commands
+
+    served = commands.serve_spawned(sys.argv[3:])  # with gc as the serve's imports want it
+    if served is not None:
+        sys.exit(served)
 from hvfs.cli import main  # noqa: E402
 
 gc.enable()

@@ -19,12 +19,11 @@ from hvfs.api.choice import transport_maker
 from hvfs.intercept import served_stat
 from hvfs.intercept.arch import Arch
 from hvfs.intercept.backend import Driver, backend
-from hvfs.manager.handlers.direct import nodev
 from hvfs.manager.manager import Manager
 from hvfs.manager.mounts import Mount
 from hvfs.manager.sources.base import SourceError
 from hvfs.manager.view import Views, build_views, ensure_path
-from hvfs.manager.vm import VmContext
+from hvfs.manager.vm import VmContext, nodev
 from hvfs.sandbox import launcher
 from hvfs.sandbox.errors import SetupError
 from hvfs.sandbox.plan import BootPlan, Program

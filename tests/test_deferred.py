@@ -91,3 +91,31 @@ def test_a_module_imported_already_is_left_alone() -> None:
     out = _run("import sys, inspect\nfrom hvfs import deferred\ndeferred.defer('inspect')\n"
                "print(sys.modules['inspect'] is inspect)")  # fmt: skip
     assert out.split() == ["True"]
+
+
+def test_a_deferred_logging_installs_the_handlers_before_the_first_record(tmp_path: Path) -> None:
+    """As a manager: logging deferred, hvfs.logs configured, a module's logger made; the
+    first record imports logging, whose handlers are in before it is handled."""
+    out = _run(
+        f"""
+import os, sys
+os.environ["HVFS_STATE_DIR"] = {str(tmp_path)!r}
+from hvfs import deferred, logs
+deferred.defer("logging")
+logs.configure()
+log = deferred.logger("hvfs.test")
+before = "logging" in sys.modules and not isinstance(sys.modules["logging"], deferred.Deferred)
+import logging
+still = isinstance(sys.modules["logging"], deferred.Deferred)
+log.warning("VM x: a first record")
+import logging as real
+print(before, still, type(sys.modules["logging"]).__name__, len(real.getLogger().handlers), log.name)
+"""
+    )
+    assert out.split() == ["False", "True", "module", "2", "hvfs.test"]
+    assert "VM x: a first record" in (tmp_path / "manager.log").read_text()
+
+
+def test_when_loaded_runs_at_once_where_nothing_is_deferred() -> None:
+    out = _run("from hvfs import deferred\ndeferred.when_loaded('logging', lambda: print('now'))\nprint('after')")
+    assert out.split() == ["now", "after"]

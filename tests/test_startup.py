@@ -7,8 +7,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import hvfs
+from tests.conftest import FRONT, REPO, require
 
 # The client as the `hvfs` script runs it, reporting sys.modules as it leaves (main()
 # leaves with os._exit, which runs no atexit handler).
@@ -110,7 +112,7 @@ def test_version_imports_no_command() -> None:
 
 # What `hvfs manager serve` imports before it serves (benchmarks/cold_phases.py's list),
 # with hvfs/__main__.py's stand-ins; then what its first run adds (the cluster's settings,
-# the run's parser).
+# the run's parser, the handlers of a first request with the messages).
 _MANAGER = """
 import sys
 from hvfs import deferred
@@ -120,6 +122,7 @@ import hvfs.cli, hvfs.hypervisor.commands, hvfs.hypervisor.daemon
 print(" ".join(sorted(name for name, module in sys.modules.items() if not isinstance(module, deferred.Deferred))))
 import hvfs.cluster.identity
 hvfs.cli.build_parser(["run"])
+import hvfs.manager.handlers  # a first request's, with the messages
 for name, module in sorted(sys.modules.items()):
     for value in vars(module).values() if name.startswith("hvfs") else ():
         if isinstance(value, type) and dataclasses.is_dataclass(value) and value.__module__ == name:
@@ -141,7 +144,7 @@ def test_the_managers_dataclasses_have_docstrings() -> None:
     (measured, of 67-75 ms of its imports); one on a first run's way imports inspect, which
     the manager defers (hvfs.deferred), ~5 ms more."""
     modules, undocumented = _manager_imports()
-    assert "hvfs.api.messages" in modules and "hvfs.manager.manager" in modules
+    assert "hvfs.manager.manager" in modules
     assert undocumented == []
 
 
@@ -168,3 +171,82 @@ def test_manager_serve_imports_no_later_feature() -> None:
     modules, _ = _manager_imports()
     assert "hvfs.hypervisor.daemon" in modules
     assert [name for name in _NOT_IN_SERVE if name in modules] == []
+
+
+# Put on a manager's PYTHONPATH (the front passes it on): once the manager has told its
+# first VM's exit, the modules really imported by then (not a hvfs.deferred stand-in).
+_AT_EXIT = r"""
+import os, sys
+if sys.argv[1:3] == ["manager", "serve"]:
+    import importlib.machinery
+
+    def _told(tell):
+        def told(self, message):
+            if "exited" in message:
+                from hvfs import deferred
+                real = sorted(n for n, m in list(sys.modules.items()) if not isinstance(m, deferred.Deferred))
+                with open(os.environ["HVFS_TEST_MODULES"], "a") as f:
+                    f.write(" ".join(real) + "\n")
+            return tell(self, message)
+        return told
+
+    class _Finder:
+        @classmethod
+        def find_spec(cls, name, path=None, target=None):
+            if name != "hvfs.hypervisor.group":
+                return None
+            spec = importlib.machinery.PathFinder.find_spec(name, path, target)
+            execute = spec.loader.exec_module
+
+            def exec_module(module):
+                execute(module)
+                module.Group.tell = _told(module.Group.tell)
+
+            spec.loader.exec_module = exec_module
+            return spec
+
+    sys.meta_path.insert(0, _Finder)
+"""
+
+# What a cold manager defers past its first VM (hvfs.deferred): a `true` that asks the
+# manager nothing, run through the C loop, needs none of it.
+_NOT_SERVING_TRUE = (
+    "logging",  # hvfs.deferred.logger: the manager's loggers, looked up at a first record
+    "traceback",  # logging's
+    "textwrap",
+    "hvfs.log_handlers",
+    "hvfs.hypervisor.tell_handlers",
+    "hvfs.api.messages",  # the requests and responses: a first request's (hvfs.api)
+    "hvfs.api.events",  # the audit's
+    "hvfs.manager.handlers",  # imported by the manager's first request (manager._handlers)
+    "hvfs.services.describe",
+    *_NOT_IN_SERVE,
+)
+
+
+def test_a_cold_managers_first_vm_imports_nothing_deferred(fake_state: Path, tmp_path: Path) -> None:
+    require(os.access(FRONT, os.X_OK), f"no native front at {FRONT}; run scripts/setup")
+    (tmp_path / "hook").mkdir()
+    (tmp_path / "hook" / "sitecustomize.py").write_text(_AT_EXIT)
+    modules = tmp_path / "modules"
+    env = {**os.environ, "HVFS_STATE_DIR": str(fake_state), "PYTHONPATH": f"{REPO}:{tmp_path / 'hook'}",
+           "HVFS_TEST_MODULES": str(modules)}  # fmt: skip
+    result = subprocess.run([FRONT, "run", "--", "true"], env=env, capture_output=True, text=True, timeout=120,
+                            cwd="/", stdin=subprocess.DEVNULL)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (first,) = modules.read_text().splitlines()
+    loaded = first.split()
+    assert "hvfs.hypervisor.daemon" in loaded and "hvfs.intercept.driver" in loaded
+    assert [name for name in _NOT_SERVING_TRUE if name in loaded] == []
+
+
+def test_manager_serve_in_another_spelling_goes_to_the_parser(fake_state: Path) -> None:
+    """The fronts' `manager serve --ready-fd N` is read without argparse (hvfs.hypervisor.
+    commands.serve_spawned); anything else is the command line parser's to judge."""
+    env = {**os.environ, "HVFS_STATE_DIR": str(fake_state)}
+    for wrong in (["--ready-fd", "x"], ["--ready-fd"], ["--other"]):
+        result = subprocess.run([sys.executable, "-P", "-m", "hvfs", "manager", "serve", *wrong], env=env, cwd="/",
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert result.returncode == 125 and result.stderr.startswith("hvfs: "), (wrong, result.stderr)
+        assert "'hvfs manager serve --help'" in result.stderr and "Traceback" not in result.stderr
+    assert not (fake_state / "manager.json").exists()

@@ -13,11 +13,12 @@ line of log; ``HVFS_NATIVE=0`` forces that path (to compare, or to rule the C ou
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 from typing import Any
 
-log = logging.getLogger("hvfs.native")
+from hvfs import deferred
+
+log = deferred.logger("hvfs.native")
 
 ENVIRONMENT = "HVFS_NATIVE"
 

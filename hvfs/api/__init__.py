@@ -118,14 +118,25 @@ __all__ = [
 ]
 
 
+_TRANSPORT = ("InProcessTransport", "Transport")
+
+
 def __getattr__(name: str) -> Any:
     """The messages on first use: their forty dataclasses are a third of a client's
     start-up, and a front end (``hvfs run``, which imports ``hvfs.api.choice``) never
-    needs them; the manager's first request loads them all at once."""
+    needs them; the manager's first request loads them all at once (a cold manager's
+    drivers name the transport before, and its first VM may ask nothing)."""
     if name not in __all__:
         raise AttributeError(f"module 'hvfs.api' has no attribute {name!r}")
-    from hvfs.api import messages, transport
+    if name in _TRANSPORT:
+        from hvfs.api import transport
+
+        for each in _TRANSPORT:
+            globals()[each] = getattr(transport, each)
+        return globals()[name]
+    from hvfs.api import messages
 
     for each in __all__:
-        globals()[each] = getattr(transport if each in ("InProcessTransport", "Transport") else messages, each)
+        if each not in _TRANSPORT:
+            globals()[each] = getattr(messages, each)
     return globals()[name]

@@ -36,7 +36,6 @@ try/except: an OSError a hook raises becomes its errno, anything else EIO, as fo
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import queue
 import threading
@@ -44,12 +43,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from hvfs import api
+from hvfs import api, deferred
 from hvfs.api.compact import record_vm
 from hvfs.api.events import Event, Record, lost_event
 from hvfs.api.ring import CHUNK, RECORDS_CHUNK, EventRing, Flush, Item, RecordServed, as_event
 
-log = logging.getLogger("hvfs.services")
+log = deferred.logger("hvfs.services")
 
 CloseWatcher = Callable[[str, str, int], object]  # (vm, path, fd), its result unused: see EventBus.on_close
 

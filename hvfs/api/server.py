@@ -16,16 +16,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import logging
 import os
 import socket
 import threading
 from collections.abc import Callable
 
+from hvfs import deferred
 from hvfs.api import framing, messages, wire
 from hvfs.api.framing import Message, Receiver
 
-log = logging.getLogger("hvfs.api")
+log = deferred.logger("hvfs.api")
 
 Handler = Callable[[messages.Request], messages.Response]
 

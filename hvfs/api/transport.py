@@ -24,9 +24,10 @@ very objects, ``SocketTransport`` by SCM_RIGHTS; ``hvfs.testing.MockTransport`` 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from hvfs.api.messages import Request, Response
+if TYPE_CHECKING:  # annotations only: the messages load with a first request
+    from hvfs.api.messages import Request, Response
 
 
 class Transport(Protocol):

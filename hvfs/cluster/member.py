@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import logging
 import os
 import stat
 import threading
@@ -26,13 +25,14 @@ from typing import Any
 
 import redis
 
+from hvfs import deferred
 from hvfs.api.events import Event
 from hvfs.api.hooks import EventBus, Subscription
 from hvfs.cluster.identity import CLUSTER_ENV, REMOTE, ClusterConfig, ClusterError, is_remote
 from hvfs.cluster.stream import Consumer, Publisher
 from hvfs.cluster.verdicts import RedisVerdicts
 
-log = logging.getLogger("hvfs.cluster")
+log = deferred.logger("hvfs.cluster")
 CONNECT_TIMEOUT = 2.0  # seconds: joining, and every command of the publisher
 OFF_VOLUME = "vm:"  # a path of an event that is not on its volume: the writer's VM's, as it was
 POKE_ATTEMPTS = 50

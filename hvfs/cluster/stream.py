@@ -17,7 +17,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
-import logging
 import os
 import threading
 import time
@@ -27,9 +26,10 @@ from typing import Any
 
 import redis
 
+from hvfs import deferred
 from hvfs.api.events import Event
 
-log = logging.getLogger("hvfs.cluster")
+log = deferred.logger("hvfs.cluster")
 BUFFER = 100_000  # events kept while Redis is away; then dropped, counted
 BATCH = 512  # entries per pipeline, and per read
 STREAM_MAXLEN = 1_000_000  # entries a stream keeps (approximately): a manager away longer misses the oldest

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import os
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any
 
 from hvfs.hypervisor import control
 from hvfs.hypervisor.layout import Layout, read_json
 
+if TYPE_CHECKING:
+    import argparse
+
 
 def add_manager_command(subparsers: Any) -> None:
+    import argparse
+
     manager = subparsers.add_parser(
         "manager",
         help="the manager that serves your VMs (started on demand)",
@@ -40,18 +45,45 @@ def _close_inherited(ready_fd: int | None) -> None:
     os.closerange(first, os.sysconf("SC_OPEN_MAX"))
 
 
+def serve_spawned(arguments: list[str]) -> int | None:
+    """``hvfs manager serve [--ready-fd N]`` as the fronts spawn it, read without argparse:
+    a cold run waits for the manager's start, and the ``manager`` command's parser (with
+    argparse and gettext, 3-4 ms) is needed by no later request (the run parser is built
+    after ``ready``, while the front connects). None for any other spelling: the command
+    line's parser reads it, and says what is wrong with it."""
+    if arguments and not (len(arguments) == 2 and arguments[0] == "--ready-fd" and arguments[1].isdigit()):
+        return None
+    from hvfs import logs
+    from hvfs.errors import HvfsError
+
+    logs.configure()
+    try:
+        return _serve(Layout(), int(arguments[1]) if arguments else None)
+    except HvfsError as e:  # as hvfs.cli.main answers them
+        sys.stderr.write(f"hvfs: {e}\n")
+        return e.exit_code
+    except Exception as e:
+        from hvfs.cli import _internal_error
+
+        return _internal_error(e)
+
+
+def _serve(layout: Layout, ready_fd: int | None) -> int:
+    _close_inherited(ready_fd)
+    # Every cold run waits for these imports; their objects live as long as the
+    # manager, so collections during them find nothing (~10% of the imports' time).
+    gc.disable()
+    from hvfs.hypervisor.daemon import Daemon
+
+    gc.freeze()
+    gc.enable()
+    return Daemon(layout, ready_fd=ready_fd).serve()
+
+
 def run(args: argparse.Namespace) -> int:
     layout = Layout()
     if args.action == "serve":
-        _close_inherited(args.ready_fd)
-        # Every cold run waits for these imports; their objects live as long as the
-        # manager, so collections during them find nothing (~10% of the imports' time).
-        gc.disable()
-        from hvfs.hypervisor.daemon import Daemon
-
-        gc.freeze()
-        gc.enable()
-        return Daemon(layout, ready_fd=args.ready_fd).serve()
+        return _serve(layout, args.ready_fd)
     from hvfs.hypervisor import client  # a client's, not the manager's: a cold start waits for serve's imports
 
     if args.action == "status":

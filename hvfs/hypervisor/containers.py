@@ -20,12 +20,12 @@ import contextlib
 import dataclasses
 import errno
 import hashlib
-import logging
 import os
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from hvfs import deferred
 from hvfs._sys import files
 from hvfs._sys import mount as m
 from hvfs.hypervisor import control
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from hvfs.hypervisor.daemon import Daemon
     from hvfs.hypervisor.group import Group
 
-log = logging.getLogger("hvfs.containers")
+log = deferred.logger("hvfs.containers")
 FOREVER = 10.0 * 365 * 24 * 3600  # docker decides when a stopped container is killed
 
 

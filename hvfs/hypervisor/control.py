@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import select
 import socket
@@ -20,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from hvfs import deferred
 from hvfs.errors import HvfsError
 
 VERSION = 1
@@ -27,7 +27,7 @@ MAX_MESSAGE = 1 << 20
 MAX_FDS = 64  # a container: its stdio, its root and its bind mounts
 ANSWER_TIMEOUT = 10.0  # seconds a client waits for a manager's first answer (HVFS_CONTROL_TIMEOUT)
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
-log = logging.getLogger("hvfs.control")
+log = deferred.logger("hvfs.control")
 
 
 class ControlError(HvfsError):

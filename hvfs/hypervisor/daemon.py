@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from hvfs import _native as hot_path
-from hvfs import cluster, dataclass_cache, private_dirs, state
+from hvfs import cluster, dataclass_cache, deferred, private_dirs, state
 from hvfs._sys import spawner
 from hvfs.errors import HvfsError
 from hvfs.hypervisor import control, frontrun, kept_outputs, telling, threads, vmdirs, vmstart
@@ -42,7 +42,7 @@ from hvfs.runtime import RunningVm
 from hvfs.sandbox import preflight, userns
 from hvfs.spec import UsageError
 
-log = logging.getLogger("hvfs.daemon")
+log = deferred.logger("hvfs.daemon")
 # What a manager giving way lets finish
 _CHANGING = frozenset({"run", "run_argv", "run_argv_checked", "up", "stop", "down"})
 CHANGES_GRACE = 30.0  # seconds

@@ -44,7 +44,6 @@ kernel's checks of the user's own credentials.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import fcntl
@@ -53,7 +52,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hvfs._sys import caps
 from hvfs._sys.abi import CLONE_FS
@@ -63,6 +62,9 @@ from hvfs.hypervisor.spec import host_paths, run_project, to_json
 from hvfs.hypervisor.version import code_id
 from hvfs.project.config import Project
 from hvfs.spec import UsageError
+
+if TYPE_CHECKING:  # argparse comes with the run parser, built after "ready" (prepare)
+    import argparse
 
 # Read by the front end only, or passed with each request: they may differ from the manager's
 CLIENT_ONLY = frozenset({"HVFS_STATE_DIR", "HVFS_DEBUG", "HVFS_CONTROL_TIMEOUT", "HVFS_FRONT", "HVFS_FRONT_TRACE"})

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import logging
 import os
 import signal
 import threading
@@ -20,7 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from hvfs import cluster
+from hvfs import cluster, deferred
 from hvfs.hypervisor import control, execs, ordering, output_pump, records, restart, staging, telling, vmdirs, vmstart
 from hvfs.hypervisor.health import Health, ProbeWaiter
 from hvfs.hypervisor.layout import Layout, remove_tree, write_json
@@ -42,10 +41,9 @@ from hvfs.sandbox.errors import SetupError
 from hvfs.sandbox.plan import Program
 from hvfs.sandbox.stdio import empty_input
 from hvfs.services.base import service_event
-from hvfs.services.describe import RESUME
 from hvfs.spec import DEFAULT_PATH, command_problem
 
-log = logging.getLogger("hvfs.group")
+log = deferred.logger("hvfs.group")
 STOP_TIMEOUT = 10.0
 DRAIN_TIMEOUT = 5.0  # seconds a VM's exit waits for its output (a process it left may hold the pipe)
 
@@ -301,6 +299,8 @@ class Group:
             record.running, record.state = running, "running"
             record.started = float(started) if isinstance(started, int | float) else time.time()
             if self.services is not None:  # the audit's mark of the gap
+                from hvfs.services.describe import RESUME  # with the events, which most VMs never make
+
                 self.services.bus.publish(service_event(name, 0, RESUME, (), "ok"))
             self._follow(record, output)
         if self.project.kind == "run" and all(r.state == "exited" for r in self.vms.values()):

@@ -15,7 +15,6 @@ makes is served as any other of the VM's.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import select
 import signal
@@ -26,10 +25,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from hvfs import deferred
 from hvfs.project.lifecycle import HealthCheck
 from hvfs.sandbox.stdio import empty_input
 
-log = logging.getLogger("hvfs.health")
+log = deferred.logger("hvfs.health")
 MAX_OUTPUT = 4096
 KEPT = 5
 STARTING, HEALTHY, UNHEALTHY = "starting", "healthy", "unhealthy"

@@ -13,18 +13,18 @@ same file, whatever became of its path. Roles are at most 31 bytes in the shim
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from hvfs import deferred
 from hvfs.hypervisor import vmstart
 from hvfs.hypervisor.layout import Layout, read_json
 from hvfs.project.config import Project
 from hvfs.services import registry
 from hvfs.services.base import Kind
 
-log = logging.getLogger("hvfs.group")
+log = deferred.logger("hvfs.group")
 
 PREFIX = "given:"
 

@@ -9,17 +9,17 @@ whenever a VM joins or leaves, so that those started before see those started af
 
 from __future__ import annotations
 
-import logging
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from hvfs import deferred
 from hvfs.hypervisor import vmstart
 
 if TYPE_CHECKING:
     from hvfs.hypervisor.group import Group
 
-log = logging.getLogger("hvfs.networks")
+log = deferred.logger("hvfs.networks")
 SUBNETS = "10.90.{}.0/24"  # one per live network; a project's default is 10.89.0.0/24
 
 

@@ -9,15 +9,15 @@ too. The pool is safe to use from several threads (VMs end on threads of their o
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
+from hvfs import deferred
 from hvfs.manager.sources.base import Source, SourceError
 from hvfs.manager.sources.registry import SourceSpec, make
 
-log = logging.getLogger("hvfs.hypervisor")
+log = deferred.logger("hvfs.hypervisor")
 
 
 @dataclass(frozen=True)

@@ -15,16 +15,16 @@ thread does (hvfs.hypervisor.vmstart._Bridge).
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import queue
 import socket
 import threading
 
+from hvfs import deferred
 from hvfs._sys.abi import CLONE_NEWNET
 from hvfs._sys.namespaces import setns
 
-log = logging.getLogger("hvfs.publish")
+log = deferred.logger("hvfs.publish")
 MAX_CONNECTIONS = 64  # at once per published port, each with two threads; more wait in the backlog
 CONNECT_TIMEOUT = 5.0  # seconds to reach the VM's port
 CHUNK = 65536

@@ -11,13 +11,13 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from hvfs import deferred
 from hvfs.manager.mounts import Mount
 from hvfs.manager.sources.base import SourceError
 from hvfs.project.lifecycle import RestartPolicy
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from hvfs.hypervisor.group import Group
     from hvfs.hypervisor.records import VmRecord
 
-log = logging.getLogger("hvfs.restart")
+log = deferred.logger("hvfs.restart")
 
 FIRST_DELAY = 0.1
 MAX_DELAY = 60.0

@@ -14,7 +14,6 @@ The options, their checks and their defaults come from the services' declaration
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 from collections.abc import Mapping
@@ -27,6 +26,8 @@ from hvfs.services.base import NO_NEEDS, Kind, Needs, Option, OptionError, Servi
 from hvfs.spec import UsageError, output_fd_problem, output_file_problem, parse_size
 
 if TYPE_CHECKING:  # the bus (and the API's messages) only in the manager, not in `hvfs run`
+    import argparse
+
     from hvfs.api.hooks import BusStatistics, Files
 
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 import os
 import threading
 import time
@@ -46,6 +45,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from hvfs import deferred
 from hvfs.hypervisor import vmdirs
 from hvfs.hypervisor.layout import Layout, ready_json, remove_tree
 from hvfs.hypervisor.mounts import MountSpec, mount_table
@@ -64,7 +64,7 @@ from hvfs.sandbox.userns import IdMap
 if TYPE_CHECKING:
     from hvfs.intercept.ptrace import PtraceDriver
 
-log = logging.getLogger("hvfs.spares")
+log = deferred.logger("hvfs.spares")
 DRIVERS = frozenset({"seccomp", "ptrace"})  # both start their threads with the spare, then wait for bind
 KINDS = frozenset({"host", "image", "memory"})  # sources a spare may hold: made and released as the VM's own
 MOST = 4  # configurations kept warm at once; the least recently asked for goes first

@@ -8,12 +8,12 @@ reported as dropped.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Callable
 from typing import Any
 
+from hvfs import deferred
 from hvfs.hypervisor import control
 from hvfs.hypervisor.layout import Layout
 from hvfs.manager.sources.base import Scratch
@@ -21,7 +21,7 @@ from hvfs.manager.sources.overlay import LAYER
 from hvfs.manager.vm import VmContext
 from hvfs.project.config import VmConfig
 
-log = logging.getLogger("hvfs.hypervisor")
+log = deferred.logger("hvfs.hypervisor")
 SHOWN = 96 << 10  # bytes of changes in a control message (exit, --review): its size is bounded
 REVIEW_TIMEOUT = 3600.0  # seconds a --review waits for its answer before dropping
 

@@ -8,13 +8,14 @@ thread that has had nothing to do for ``IDLE`` seconds ends; at most ``KEEP`` wa
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 from collections.abc import Callable
 from typing import Any
 
-log = logging.getLogger("hvfs.threads")
+from hvfs import deferred
+
+log = deferred.logger("hvfs.threads")
 KEEP = 16  # idle threads kept at most
 IDLE = 60.0  # seconds an idle thread waits for work before it ends
 NAME = "hvfs-kept"

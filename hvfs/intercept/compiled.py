@@ -36,13 +36,13 @@ from __future__ import annotations
 
 import errno
 import functools
-import logging
 import os
 import struct
 from collections.abc import Collection
 from typing import NamedTuple
 
 from hvfs import _native as native
+from hvfs import deferred
 from hvfs._sys import notify
 from hvfs._sys.abi import PRCTL_KEEPS_CREDENTIALS
 from hvfs.intercept.arch import Arch
@@ -52,7 +52,7 @@ from hvfs.intercept.inflight import InflightTable
 from hvfs.intercept.served_stat import CALLS, WRITE_CALLS, ServedStat
 from hvfs.intercept.syscalls import BY_NAME, Handling
 
-log = logging.getLogger("hvfs.driver")
+log = deferred.logger("hvfs.driver")
 
 PYTHON, CONTINUE, ERRNO, CONTINUE_IF_IN, CONTINUE_IF_IN32, EXEC_IF_LEADER, SERVED = range(7)  # hotpath.c's RULE_*
 RULE = struct.Struct("<BBHi")  # hotpath.c's struct rule: kind, argument, count, errno or first value

@@ -61,10 +61,10 @@ from typing import TYPE_CHECKING
 from hvfs._native import hotpath
 from hvfs._sys import process
 from hvfs._sys.abi import PRCTL_KEEPS_CREDENTIALS, U32_MASK
-from hvfs.api import Credentials
 from hvfs.intercept.decoders.tracee import TargetGone
 
-if TYPE_CHECKING:  # tracee.py keeps a KnownCredentials per worker
+if TYPE_CHECKING:  # tracee.py keeps a KnownCredentials per worker; the messages load with a first request
+    from hvfs.api import Credentials
     from hvfs.intercept.tracee import Tracee
 
 SEQUENCE_HALF = 1 << 63  # notification ids count up from a random u64 and wrap

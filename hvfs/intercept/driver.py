@@ -76,7 +76,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import logging
 import os
 import select
 import threading
@@ -84,7 +83,7 @@ import time
 from typing import Any
 
 from hvfs import _native as native
-from hvfs import api
+from hvfs import api, deferred
 from hvfs._sys import notify, process
 from hvfs._sys.abi import MSG_LEN
 from hvfs.api import Transport
@@ -101,7 +100,7 @@ from hvfs.intercept.served_stat import ServedStat
 from hvfs.intercept.tracee import Inspector, Tracee
 from hvfs.intercept.watchdog import TAKEOVER, WATCHDOG
 
-log = logging.getLogger("hvfs.driver")
+log = deferred.logger("hvfs.driver")
 
 MAX_WORKERS = 64  # workers a VM may have when requests block (a socket call waiting for its peer)
 WAIT_TICK = 0.05  # seconds between checks of a waiting caller (still there? a signal for it?)

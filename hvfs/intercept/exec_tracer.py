@@ -51,19 +51,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import signal
 import threading
 from collections import deque
 from dataclasses import dataclass
 
-from hvfs import api
+from hvfs import api, deferred
 from hvfs._sys import files, tracing
 from hvfs._sys.abi import RESOLVE_IN_ROOT, RESOLVE_NO_SYMLINKS
 from hvfs.api import Transport
 
-log = logging.getLogger("hvfs.driver")
+log = deferred.logger("hvfs.driver")
 
 OPTIONS = (
     tracing.PTRACE_O_TRACEFORK

@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import logging
 import os
 import stat
 import threading
 
-from hvfs import __version__
+from hvfs import __version__, deferred
 from hvfs._sys.seccomp import SONAME, libseccomp_version
 from hvfs.intercept.arch import Arch
 from hvfs.private_dirs import UnsafeDirectory
@@ -37,7 +36,7 @@ try:  # hashlib's own BLAKE2 (it takes it from _blake2); importing hashlib loads
 except ImportError:  # a Python built without it
     from hashlib import blake2b
 
-log = logging.getLogger("hvfs.driver")
+log = deferred.logger("hvfs.driver")
 
 FORMAT = 2  # 2: BLAKE2b digests (1: SHA-256)
 _HERE = os.path.dirname(__file__)  # os.path, not pathlib: its import was a quarter of a cold start's filter

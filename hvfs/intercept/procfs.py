@@ -12,12 +12,15 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
+from hvfs import api
 from hvfs._native import hotpath
-from hvfs.api import Credentials
 from hvfs.intercept.decoders.tracee import Identity
 from hvfs.intercept.kept import KeptFds
+
+if TYPE_CHECKING:  # the messages load with a first request (hvfs.api)
+    from hvfs.api import Credentials
 
 T = TypeVar("T")
 
@@ -106,7 +109,7 @@ def _credentials(fields: tuple[bytes | None, ...]) -> Credentials:
     if uid_line is None or gid_line is None or capabilities is None:
         raise ValueError("/proc/PID/status lacks a Uid, Gid or CapEff line")
     uids, gids = uid_line.split(), gid_line.split()
-    return Credentials(
+    return api.Credentials(
         uid=int(uids[3]),
         gid=int(gids[3]),
         groups=tuple(map(int, groups.split())) if groups else (),

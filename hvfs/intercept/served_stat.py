@@ -86,7 +86,7 @@ WRITE_CALLS = ("open", "openat", "creat", "unlink", "unlinkat", "fchmod", "fchow
 WRITES_ENVIRONMENT = "HVFS_SERVED_WRITE"
 BASES_ENVIRONMENT = "HVFS_SERVED_BASE"  # 0: every relative path's base opened anew (served_base.h)
 OUTCOMES = ("served", "continued", "failed")  # served_stat.h SERVED_*, as the manager names them
-KINDS = (api.Stat, api.Statx, api.Open, api.Unlink, api.Chmod, api.Chown, api.Utimens)  # served_stat.h COUNTS_*
+KINDS = ("Stat", "Statx", "Open", "Unlink", "Chmod", "Chown", "Utimens")  # of hvfs.api, served_stat.h COUNTS_*
 COUNTS = struct.Struct(f"<{len(KINDS) * len(OUTCOMES)}Q")  # KINDS x OUTCOMES
 # What C records an audited VM's served calls with (served_audit.h): the bus, the VM's name,
 # record.c's record_raw, and a (request, response) of each kind served (AUDIT_*: stat, statx,
@@ -183,10 +183,10 @@ class ServedStat:
         """Requests served here, as ``VmContext.count`` keys them."""
         values = COUNTS.unpack_from(self.counts)
         found: dict[tuple[type, str], int] = {}
-        for index, kind in enumerate(KINDS):
+        for index, kind in enumerate(KINDS):  # by name: a VM that asked nothing loads no message
             for offset, outcome in enumerate(OUTCOMES):
                 if values[3 * index + offset]:
-                    found[kind, outcome] = values[3 * index + offset]
+                    found[getattr(api, kind), outcome] = values[3 * index + offset]
         return found
 
 

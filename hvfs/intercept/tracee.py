@@ -14,15 +14,19 @@ import errno
 import fcntl
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
+from hvfs import api
 from hvfs._native import hotpath
 from hvfs._sys import notify, process
 from hvfs._sys.abi import AT_FDCWD, O_PATH, PATH_MAX
-from hvfs.api import Caller, Credentials, OpenFile
 from hvfs.intercept.credcache import CredWatch, KnownCredentials, Switch
 from hvfs.intercept.decoders.tracee import CallError, Identity, TargetGone
 from hvfs.intercept.kept import KeptFds
 from hvfs.intercept.procfs import StatusFiles, parse_credentials, parse_identity, signal_pending
+
+if TYPE_CHECKING:  # the messages load with a first request (hvfs.api)
+    from hvfs.api import Caller, Credentials, OpenFile
 
 _SHORT_PATH = 256  # what read_path reads first
 _DELETED = " (deleted)"
@@ -217,7 +221,7 @@ class Tracee:
         # cache handed out for this thread (``is``: a new read is a new object).
         if last is not None and last.creds is creds and last.pid == self.pid and last.vm == vm:
             return last
-        caller = self._inspector.caller = Caller(vm, self.pid, creds)
+        caller = self._inspector.caller = api.Caller(vm, self.pid, creds)
         return caller
 
     def _read_credentials(self) -> Credentials:
@@ -270,7 +274,7 @@ class Tracee:
             path = self._path_of(local)
         except OSError:
             path = "?"
-        return OpenFile(fd=local, path=path)
+        return api.OpenFile(fd=local, path=path)
 
     def _duplicate(self, fd: int) -> int:
         """The thread's ``fd``, duplicated through a pidfd of the thread, which the worker

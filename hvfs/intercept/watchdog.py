@@ -11,13 +11,14 @@ using nothing, while none is.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
 from typing import Protocol
 
-log = logging.getLogger("hvfs.driver")
+from hvfs import deferred
+
+log = deferred.logger("hvfs.driver")
 
 TAKEOVER = 0.05  # seconds one request may hold the receiver before another worker takes over
 

@@ -19,6 +19,7 @@ make the "existed before" of its own path wrong, never name a path outside the V
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import posixpath
@@ -27,16 +28,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from hvfs import api
-from hvfs._sys.abi import TMPFILE_BIT
-from hvfs.api.messages import RENAME_EXCHANGE
+from hvfs._sys.abi import RENAME_EXCHANGE, TMPFILE_BIT
 from hvfs.manager.resolve import fd_closing, open_object, parent, proc_path
 from hvfs.manager.trail import Name
 
 LIMIT = 100_000  # paths per VM: some 20 MB at worst; a VM making millions of files is truncated
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC
-_NAME_CHANGES = (api.Mkdir, api.Mknod, api.Unlink, api.Rmdir, api.Symlink)
-_ATTR_CHANGES = (api.Chmod, api.Chown, api.Utimens, api.SetXattr, api.RemoveXattr)
-WATCHED = frozenset({api.Open, api.Rename, api.Link, api.Truncate, *_NAME_CHANGES, *_ATTR_CHANGES})
+_NAME_CHANGES = ("Mkdir", "Mknod", "Unlink", "Rmdir", "Symlink")
+_ATTR_CHANGES = ("Chmod", "Chown", "Utimens", "SetXattr", "RemoveXattr")
+
+
+@functools.cache
+def watched() -> frozenset[type]:
+    """The requests that change a name or a file, which a change set notes: by name, as the
+    messages load with a first request (hvfs.api)."""
+    names = ("Open", "Rename", "Link", "Truncate", *_NAME_CHANGES, *_ATTR_CHANGES)
+    return frozenset(getattr(api, name) for name in names)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,16 +10,16 @@ different services share one watcher and one thread.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import select
 import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from hvfs import deferred
 from hvfs._sys import inotify
 
-log = logging.getLogger("hvfs.manager")
+log = deferred.logger("hvfs.manager")
 
 T = TypeVar("T")
 

@@ -11,10 +11,14 @@ import os
 import threading
 from dataclasses import dataclass
 from types import TracebackType
+from typing import TYPE_CHECKING
 
+from hvfs import api
 from hvfs._sys import caps, files, process
 from hvfs._sys.abi import CLONE_FS
-from hvfs.api import Credentials
+
+if TYPE_CHECKING:  # the messages load with a first request (hvfs.api)
+    from hvfs.api import Credentials
 
 
 @dataclass
@@ -60,7 +64,7 @@ def _identity() -> _ThreadIdentity:
 def for_access(creds: Credentials) -> Credentials:
     """access(2) checks with the real ids, and with no capabilities unless the real uid is 0."""
     full = (1 << 64) - 1
-    return Credentials(
+    return api.Credentials(
         uid=creds.real_uid,
         gid=creds.real_gid,
         groups=creds.groups,

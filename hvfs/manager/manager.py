@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import logging
+import functools
 import os
 import posixpath
 import stat
@@ -13,23 +13,34 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from hvfs import api
+from hvfs import api, deferred
 from hvfs._sys.abi import AT_EACCESS
 from hvfs.manager import changes, creds, replay, trail
 from hvfs.manager.closes import CloseWatcher
-from hvfs.manager.handlers import HANDLERS
 from hvfs.manager.resolve import fd_closing, open_object, proc_path
-from hvfs.manager.served import SEVERAL, served_paths
+from hvfs.manager.served import served_paths, several
 from hvfs.manager.vm import VmContext
 
 if TYPE_CHECKING:  # the bus is made for the VMs whose services want one
     from hvfs.api.hooks import EventBus
+    from hvfs.manager.handlers import Handler
 
-log = logging.getLogger("hvfs.manager")
+log = deferred.logger("hvfs.manager")
 
 
-# What each kind of answer counts as in a VM's statistics; any other answer is "served".
-_OUTCOMES: dict[type, str] = {api.Errno: "failed", api.Continue: "continued", api.WouldBlock: "waiting"}
+@functools.cache
+def _outcomes() -> dict[type, str]:
+    """What each kind of answer counts as in a VM's statistics; any other answer is "served"."""
+    return {api.Errno: "failed", api.Continue: "continued", api.WouldBlock: "waiting"}
+
+
+@functools.cache
+def _handlers() -> dict[type, Handler]:
+    """The handlers, imported by the first request that needs one (with the messages):
+    a cold manager's first VM may ask nothing (hvfs.deferred)."""
+    from hvfs.manager.handlers import HANDLERS
+
+    return HANDLERS
 
 
 class Manager:
@@ -83,14 +94,14 @@ class Manager:
                 done = replay.already_done(vm, request) if request.caller.replayed_since else None
                 if isinstance(request, api.Open) and request.caller.replayed_since:
                     request = replay.open_again(vm, request)
-                watched = type(request) in changes.WATCHED
+                watched = type(request) in changes.watched()
                 with creds.acting_as(identity):
                     if done is None:
                         # The handler notes what it resolves, for the change set and the
                         # event (which names what the handler resolved).
                         noted = trail.begin(watched, audited is not None)
                         try:
-                            response = HANDLERS[type(request)](vm, request)
+                            response = _handlers()[type(request)](vm, request)
                         finally:
                             trail.end()
                     else:
@@ -112,7 +123,7 @@ class Manager:
         except Exception:
             log.exception("internal error in %s for VM %s (pid %d)", request, vm.name, request.caller.pid)
             response = api.Errno(errno.EIO)
-        vm.count(type(request), _OUTCOMES.get(type(response), "served"))
+        vm.count(type(request), _outcomes().get(type(response), "served"))
         if audited is not None:
             # Only what is true now is taken here (the names served, the command); the
             # event is made later, off the request path (hvfs.api.ring). The clocks and
@@ -122,7 +133,7 @@ class Manager:
             answer_name = noted.answer if noted is not None else None
             paths = (
                 (answer_name,)
-                if answer_name is not None and type(request) not in SEVERAL
+                if answer_name is not None and type(request) not in several()
                 else served_paths(vm, request, response, noted)
             )
             audited.record_served(vm.name, request, response, began, answered_by, paths)

@@ -19,10 +19,10 @@ themselves).
 
 from __future__ import annotations
 
+import functools
 import os
 
 from hvfs import api
-from hvfs.api.events import request_paths
 from hvfs.manager.resolve import absolute, fd_closing, fd_name, open_object, parent
 from hvfs.manager.trail import Trail
 from hvfs.manager.vm import VmContext
@@ -109,8 +109,13 @@ def _objects(request: api.Request) -> tuple[api.VmPath | None, ...]:
     return (first if isinstance(first, api.VmPath) else None,)
 
 
-# Requests whose paths are not their ``path`` alone (see request_paths, _objects).
-SEVERAL = frozenset({api.Rename, api.Link, api.Symlink, api.Executed, api.Bind, api.Connect, api.Send})
+@functools.cache
+def several() -> frozenset[type]:
+    """Requests whose paths are not their ``path`` alone (see request_paths, _objects): by
+    name, as the messages load with a first request (hvfs.api)."""
+    return frozenset(
+        getattr(api, name) for name in ("Rename", "Link", "Symlink", "Executed", "Bind", "Connect", "Send")
+    )
 
 
 def served_paths(
@@ -118,13 +123,13 @@ def served_paths(
 ) -> tuple[str, ...]:
     """``request_paths(request)``, each as the kernel resolved it for the VM (see above);
     with what the handler ``noted``, the directories it resolved are not resolved again."""
-    if noted is not None and noted.answer is not None and type(request) not in SEVERAL:
+    if noted is not None and noted.answer is not None and type(request) not in several():
         return (noted.answer,)  # the handler found the request's one path by its text
     if type(request) is api.Open and type(response) is api.Fd:  # an open names one path
         own = _vm_name(vm, response.fd)
         if own is not None:
             return (own,)
-    if noted is not None and len(noted.names) == 1 and type(request) not in SEVERAL:
+    if noted is not None and len(noted.names) == 1 and type(request) not in several():
         # The usual audited request on a name (a stat, an unlink, a mkdir): what the loop
         # below makes of its one noted name, in a fifth of the time.
         name = noted.names[0]
@@ -133,6 +138,8 @@ def served_paths(
             last = path.name.rstrip("/").rpartition("/")[2]
             if last not in ("", ".", "..") and not name.head.endswith(_DELETED) and _roots_named_from_themselves(vm):
                 return (f"{name.head.rstrip('/')}/{last}",)
+    from hvfs.api.events import request_paths  # with the audit, which most VMs lack
+
     named = request_paths(request)
     objects = _objects(request)
     paths = []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import posixpath
 import re
@@ -13,14 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from hvfs import api
-from hvfs.api.messages import operation_of
+from hvfs import api, deferred
 from hvfs.manager.changes import ChangeSet
 
 if TYPE_CHECKING:  # the bus is made for the VMs whose services want one
     from hvfs.api.hooks import EventBus
 
-log = logging.getLogger("hvfs.manager")
+log = deferred.logger("hvfs.manager")
 
 # Mount points whose file systems the VM's own kernel instance serves (its procfs and
 # devpts): the writable view has only empty read-only placeholders there.
@@ -102,6 +100,10 @@ class VmContext:
             counts.update(self.served_by_driver())
         items = list(counts.items())
         requests: dict[str, dict[str, int]] = {}
+        if not items:  # a VM that asked nothing: no message type named, none loaded
+            return VmStatistics(requests)
+        from hvfs.api.messages import operation_of
+
         named = (((operation_of(kind), outcome), n) for (kind, outcome), n in items)
         for (operation, outcome), n in sorted(named):
             requests.setdefault(operation, {})[outcome] = n
@@ -111,3 +113,13 @@ class VmContext:
         for fd in (self.rw_root, self.vm_root, *self.images.values(), *self.staged.values()):
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+def nodev(vm: VmContext) -> bool:
+    """Whether the VM's writable view refuses device nodes: every view made by
+    ``hvfs.manager.view`` (nodev on each of its mounts); not a view handed over by a manager
+    from before that (``hvfs manager restart``), nor a plain directory (hvfs.testing)."""
+    nodev = vm.view_nodev
+    if nodev is None:
+        nodev = vm.view_nodev = bool(os.fstatvfs(vm.rw_root).f_flag & os.ST_NODEV)
+    return nodev

@@ -15,15 +15,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import logging
 import os
 import signal
 import time
 from dataclasses import dataclass, field
 
+from hvfs import deferred
 from hvfs.project.config import Limits
 
-log = logging.getLogger("hvfs.limits")
+log = deferred.logger("hvfs.limits")
 CGROUP_ROOT = "/sys/fs/cgroup"
 RMDIR_TIMEOUT = 5.0  # seconds
 CONTROLLERS = ("memory", "pids", "cpu")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import select
 import signal
@@ -25,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from hvfs import deferred
 from hvfs._sys import process, spawner
 from hvfs.sandbox import protocol
 from hvfs.sandbox.errors import SetupError
@@ -33,7 +33,7 @@ from hvfs.sandbox.preflight import userns_hint
 from hvfs.sandbox.protocol import Message, Msg, Tag
 from hvfs.sandbox.userns import IdMap, map_vm
 
-log = logging.getLogger("hvfs.launcher")
+log = deferred.logger("hvfs.launcher")
 INIT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_bin", "hvfs-init")
 RLIMIT_NAMES = ("nproc", "as", "nofile")  # the limits a VM's start may set
 

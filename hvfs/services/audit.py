@@ -30,13 +30,13 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import io
-import logging
 import os
 import sys
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+from hvfs import deferred
 from hvfs.api.compact import write_lines
 from hvfs.api.events import LOST, Event, Record
 from hvfs.api.flagnames import flag_names
@@ -47,7 +47,7 @@ from hvfs.services.commands import ServiceError, Subparsers, guarded
 from hvfs.services.describe import OPERATIONS, READ, SERVICE_EVENTS
 from hvfs.services.units import format_time
 
-log = logging.getLogger("hvfs.services")
+log = deferred.logger("hvfs.services")
 
 EVENT_OPERATIONS = (OPERATIONS - {READ}) | SERVICE_EVENTS  # "read" names opens in fault rules; events say "open"
 LINES_PER_WRITE = RECORDS_CHUNK  # a batch the bus hands over, in one write

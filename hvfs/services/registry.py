@@ -10,11 +10,14 @@ is about to destroy. Adding a service: a module in plugins/ and one line here.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from hvfs.services.base import Kind, Option, ServiceKind
 from hvfs.services.plugins import audit, backup, faults, scan
+
+if TYPE_CHECKING:  # the run parser's, built after "ready"
+    import argparse
 
 SERVICES: tuple[ServiceKind, ...] = (
     faults.SERVICE,

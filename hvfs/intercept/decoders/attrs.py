@@ -44,22 +44,22 @@ def _chmod_at(c: Context, dirfd: int, path_at: int, mode: int, flags: int) -> De
     return api.Chmod(caller=c.caller(), target=target, mode=mode & S_IALLUGO, follow=follow), None
 
 
-@decodes(api.Chmod)
+@decodes("Chmod")
 def chmod(c: Context, a: Args) -> Decoded:
     return _chmod_at(c, AT_FDCWD, a[0], a[1], 0)
 
 
-@decodes(api.Chmod)
+@decodes("Chmod")
 def fchmodat(c: Context, a: Args) -> Decoded:
     return _chmod_at(c, a[0], a[1], a[2], 0)
 
 
-@decodes(api.Chmod)
+@decodes("Chmod")
 def fchmodat2(c: Context, a: Args) -> Decoded:
     return _chmod_at(c, a[0], a[1], a[2], a[3])
 
 
-@decodes(api.Chmod)
+@decodes("Chmod")
 def fchmod(c: Context, a: Args) -> Decoded:
     return api.Chmod(caller=c.caller(), target=c.open_file(a[0]), mode=a[1] & S_IALLUGO), None
 
@@ -76,27 +76,27 @@ def _chown_at(c: Context, dirfd: int, path_at: int, uid: int, gid: int, flags: i
     ), None
 
 
-@decodes(api.Chown)
+@decodes("Chown")
 def chown(c: Context, a: Args) -> Decoded:
     return _chown_at(c, AT_FDCWD, a[0], a[1], a[2], 0)
 
 
-@decodes(api.Chown)
+@decodes("Chown")
 def lchown(c: Context, a: Args) -> Decoded:
     return _chown_at(c, AT_FDCWD, a[0], a[1], a[2], AT_SYMLINK_NOFOLLOW)
 
 
-@decodes(api.Chown)
+@decodes("Chown")
 def fchownat(c: Context, a: Args) -> Decoded:
     return _chown_at(c, a[0], a[1], a[2], a[3], a[4])
 
 
-@decodes(api.Chown)
+@decodes("Chown")
 def fchown(c: Context, a: Args) -> Decoded:
     return api.Chown(caller=c.caller(), target=c.open_file(a[0]), uid=unsigned32(a[1]), gid=unsigned32(a[2])), None
 
 
-@decodes(api.Truncate)
+@decodes("Truncate")
 def truncate(c: Context, a: Args) -> Decoded:
     return api.Truncate(caller=c.caller(), path=c.path(a[0]), length=signed64(a[1])), None
 
@@ -117,7 +117,7 @@ def _timevals(c: Context, address: int) -> Times | None:
     return (a_sec, a_usec * NSEC_PER_USEC), (m_sec, m_usec * NSEC_PER_USEC)
 
 
-@decodes(api.Utimens)
+@decodes("Utimens")
 def utime(c: Context, a: Args) -> Decoded:
     times = None
     if a[1]:
@@ -126,17 +126,17 @@ def utime(c: Context, a: Args) -> Decoded:
     return api.Utimens(caller=c.caller(), target=c.path(a[0]), times=times), None
 
 
-@decodes(api.Utimens)
+@decodes("Utimens")
 def utimes(c: Context, a: Args) -> Decoded:
     return api.Utimens(caller=c.caller(), target=c.path(a[0]), times=_timevals(c, a[1])), None
 
 
-@decodes(api.Utimens)
+@decodes("Utimens")
 def futimesat(c: Context, a: Args) -> Decoded:
     return api.Utimens(caller=c.caller(), target=c.path(a[1], a[0]), times=_timevals(c, a[2])), None
 
 
-@decodes(api.Utimens)
+@decodes("Utimens")
 def utimensat(c: Context, a: Args) -> Decoded:
     dirfd, path_at, times_at = signed32(a[0]), a[1], a[2]
     flags = check_flags(a[3], AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH)
@@ -169,19 +169,19 @@ def _setxattr(c: Context, target: api.Target, xattr: tuple[str, bytes, int], *, 
     return api.SetXattr(caller=c.caller(), target=target, name=name, value=value, flags=flags, follow=follow), None
 
 
-@decodes(api.SetXattr)
+@decodes("SetXattr")
 def setxattr(c: Context, a: Args) -> Decoded:
     xattr = _xattr_to_set(c, a[1], a[2], a[3], signed32(a[4]))
     return _setxattr(c, c.path(a[0]), xattr, follow=True)
 
 
-@decodes(api.SetXattr)
+@decodes("SetXattr")
 def lsetxattr(c: Context, a: Args) -> Decoded:
     xattr = _xattr_to_set(c, a[1], a[2], a[3], signed32(a[4]))
     return _setxattr(c, c.path(a[0]), xattr, follow=False)
 
 
-@decodes(api.SetXattr)
+@decodes("SetXattr")
 def fsetxattr(c: Context, a: Args) -> Decoded:
     xattr = _xattr_to_set(c, a[1], a[2], a[3], signed32(a[4]))
     return _setxattr(c, c.open_file(a[0]), xattr, follow=True)
@@ -202,7 +202,7 @@ def _xattr_at(c: Context, dirfd: int, path_at: int, at_flags: int, *, cwd: bool)
     raise CallError(errno.EBADF)
 
 
-@decodes(api.SetXattr)
+@decodes("SetXattr")
 def setxattrat(c: Context, a: Args) -> Decoded:
     # The struct is read once: a thread of the caller may rewrite it meanwhile, and only
     # this copy's value, size and flags may be used.
@@ -217,25 +217,25 @@ def _removexattr(c: Context, target: api.Target, name: str, *, follow: bool) -> 
     return api.RemoveXattr(caller=c.caller(), target=target, name=name, follow=follow), None
 
 
-@decodes(api.RemoveXattr)
+@decodes("RemoveXattr")
 def removexattr(c: Context, a: Args) -> Decoded:
     name = c.string(a[1], XATTR_NAME_MAX)
     return _removexattr(c, c.path(a[0]), name, follow=True)
 
 
-@decodes(api.RemoveXattr)
+@decodes("RemoveXattr")
 def lremovexattr(c: Context, a: Args) -> Decoded:
     name = c.string(a[1], XATTR_NAME_MAX)
     return _removexattr(c, c.path(a[0]), name, follow=False)
 
 
-@decodes(api.RemoveXattr)
+@decodes("RemoveXattr")
 def fremovexattr(c: Context, a: Args) -> Decoded:
     name = c.string(a[1], XATTR_NAME_MAX)
     return _removexattr(c, c.open_file(a[0]), name, follow=True)
 
 
-@decodes(api.RemoveXattr)
+@decodes("RemoveXattr")
 def removexattrat(c: Context, a: Args) -> Decoded:
     at_flags = check_flags(a[2], AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH)
     name = c.string(a[3], XATTR_NAME_MAX)

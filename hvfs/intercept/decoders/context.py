@@ -37,7 +37,7 @@ class Output(NamedTuple):
     size: int = 0
 
 
-Decoded = tuple[api.Request, Output | None]
+Decoded = tuple["api.Request", Output | None]  # a name, not the class: the messages load with a first request
 
 
 def signed32(value: int) -> int:
@@ -169,22 +169,29 @@ DecodeFunction = Callable[[Context, Args], Decoded]
 class Decoder:
     """A syscall's decoder, as its table entry carries it: the function, and the request
     types it may build (each must have a handler in ``hvfs.manager.handlers``). A plain
-    class, as ``Syscall``: defining a dataclass costs more than the whole table."""
+    class, as ``Syscall``: defining a dataclass costs more than the whole table. The types
+    are kept by name: the table is built at every manager's start, and the messages
+    (hvfs.api) load with a first request."""
 
-    __slots__ = ("decode", "requests")
+    __slots__ = ("decode", "names")
 
-    def __init__(self, decode: DecodeFunction, requests: tuple[type, ...]) -> None:
+    def __init__(self, decode: DecodeFunction, names: tuple[str, ...]) -> None:
         self.decode = decode
-        self.requests = requests
+        self.names = names
+
+    @property
+    def requests(self) -> tuple[type, ...]:
+        return tuple(getattr(api, name) for name in self.names)
 
     def __repr__(self) -> str:
         return f"Decoder({self.decode.__module__}.{self.decode.__qualname__})"
 
 
-def decodes(*requests: type) -> Callable[[DecodeFunction], Decoder]:
-    """Marks a function as the decoder of a syscall that builds ``requests``."""
+def decodes(*names: str) -> Callable[[DecodeFunction], Decoder]:
+    """Marks a function as the decoder of a syscall that builds the requests ``names``
+    (of hvfs.api)."""
 
     def wrap(function: DecodeFunction) -> Decoder:
-        return Decoder(function, requests)
+        return Decoder(function, names)
 
     return wrap

@@ -12,11 +12,15 @@ through the tracee protocol (``tracee.py``) and nothing else.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
+from hvfs import api
 from hvfs._sys.abi import AT_FDCWD
-from hvfs.api import OpenFile, VmPath
 from hvfs.api.magic import OWN_FD_LINK, normal
 from hvfs.intercept.decoders.tracee import Tracee
+
+if TYPE_CHECKING:  # the messages load with a first request (hvfs.api)
+    from hvfs.api import OpenFile, VmPath
 
 # The caller's own magic links: glibc's lchmod and fchmodat(AT_SYMLINK_NOFOLLOW) chmod
 # "/proc/self/fd/N", and O_TMPFILE files are linked in through such paths.
@@ -41,12 +45,12 @@ def untranslated(name: str) -> bool:
 def located(tracee: Tracee, dirfd: int, name: str) -> VmPath:
     """A relative ``name`` with the directory it starts from, that directory's path and identity."""
     base, identity = tracee.directory(dirfd)
-    return VmPath(base, name, identity)
+    return api.VmPath(base, name, identity)
 
 
 def given_path(tracee: Tracee, dirfd: int, name: str) -> VmPath:
     """``name`` with the directory a relative one starts from, nothing translated."""
-    return VmPath("/", name) if name.startswith("/") else located(tracee, dirfd, name)
+    return api.VmPath("/", name) if name.startswith("/") else located(tracee, dirfd, name)
 
 
 def resolved(tracee: Tracee, path: VmPath, *, magic: bool = True) -> VmPath:
@@ -59,7 +63,7 @@ def resolved(tracee: Tracee, path: VmPath, *, magic: bool = True) -> VmPath:
     translated = _through_proc(tracee, full) if magic else full
     if translated.startswith("/proc/"):
         translated = _numbered(tracee, translated)
-    return path if translated == full else VmPath("/", translated)
+    return path if translated == full else api.VmPath("/", translated)
 
 
 def own_file(tracee: Tracee, path: VmPath) -> OpenFile | None:

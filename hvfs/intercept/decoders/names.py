@@ -8,37 +8,37 @@ from hvfs._sys.abi import AT_EMPTY_PATH, AT_REMOVEDIR, AT_SYMLINK_FOLLOW, S_IALL
 from hvfs.intercept.decoders.context import Args, Context, Decoded, check_flags, decodes, signed32, unsigned32
 
 
-@decodes(api.Mkdir)
+@decodes("Mkdir")
 def mkdir(c: Context, a: Args) -> Decoded:
     return api.Mkdir(caller=c.caller(), path=c.path(a[0]), mode=a[1] & S_IALLUGO), None
 
 
-@decodes(api.Mkdir)
+@decodes("Mkdir")
 def mkdirat(c: Context, a: Args) -> Decoded:
     return api.Mkdir(caller=c.caller(), path=c.path(a[1], a[0]), mode=a[2] & S_IALLUGO), None
 
 
-@decodes(api.Mknod)
+@decodes("Mknod")
 def mknod(c: Context, a: Args) -> Decoded:
     return api.Mknod(caller=c.caller(), path=c.path(a[0]), mode=unsigned32(a[1]), device=a[2]), None
 
 
-@decodes(api.Mknod)
+@decodes("Mknod")
 def mknodat(c: Context, a: Args) -> Decoded:
     return api.Mknod(caller=c.caller(), path=c.path(a[1], a[0]), mode=unsigned32(a[2]), device=a[3]), None
 
 
-@decodes(api.Unlink)
+@decodes("Unlink")
 def unlink(c: Context, a: Args) -> Decoded:
     return api.Unlink(caller=c.caller(), path=c.path(a[0])), None
 
 
-@decodes(api.Rmdir)
+@decodes("Rmdir")
 def rmdir(c: Context, a: Args) -> Decoded:
     return api.Rmdir(caller=c.caller(), path=c.path(a[0])), None
 
 
-@decodes(api.Unlink, api.Rmdir)
+@decodes("Unlink", "Rmdir")
 def unlinkat(c: Context, a: Args) -> Decoded:
     flags = check_flags(a[2], AT_REMOVEDIR)
     path = c.path(a[1], a[0])
@@ -48,27 +48,27 @@ def unlinkat(c: Context, a: Args) -> Decoded:
     return api.Unlink(caller=caller, path=path), None
 
 
-@decodes(api.Rename)
+@decodes("Rename")
 def rename(c: Context, a: Args) -> Decoded:
     return api.Rename(caller=c.caller(), old=c.path(a[0]), new=c.path(a[1])), None
 
 
-@decodes(api.Rename)
+@decodes("Rename")
 def renameat(c: Context, a: Args) -> Decoded:
     return api.Rename(caller=c.caller(), old=c.path(a[1], a[0]), new=c.path(a[3], a[2])), None
 
 
-@decodes(api.Rename)
+@decodes("Rename")
 def renameat2(c: Context, a: Args) -> Decoded:
     return api.Rename(caller=c.caller(), old=c.path(a[1], a[0]), new=c.path(a[3], a[2]), flags=unsigned32(a[4])), None
 
 
-@decodes(api.Link)
+@decodes("Link")
 def link(c: Context, a: Args) -> Decoded:
     return api.Link(caller=c.caller(), old=c.path(a[0]), new=c.path(a[1])), None
 
 
-@decodes(api.Link)
+@decodes("Link")
 def linkat(c: Context, a: Args) -> Decoded:
     flags = check_flags(a[4], AT_SYMLINK_FOLLOW | AT_EMPTY_PATH)
     follow = bool(flags & AT_SYMLINK_FOLLOW)
@@ -83,11 +83,11 @@ def linkat(c: Context, a: Args) -> Decoded:
     return api.Link(caller=c.caller(), old=old, new=new, follow=follow), None
 
 
-@decodes(api.Symlink)
+@decodes("Symlink")
 def symlink(c: Context, a: Args) -> Decoded:
     return api.Symlink(caller=c.caller(), target=c.tracee.read_path(a[0]), path=c.path(a[1])), None
 
 
-@decodes(api.Symlink)
+@decodes("Symlink")
 def symlinkat(c: Context, a: Args) -> Decoded:
     return api.Symlink(caller=c.caller(), target=c.tracee.read_path(a[0]), path=c.path(a[2], a[1])), None

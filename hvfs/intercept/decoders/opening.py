@@ -26,22 +26,22 @@ def _open(c: Context, dirfd: int, path_at: int, flags: int, mode: int) -> Decode
     return api.Open(caller=caller, path=path, flags=flags & U32_MASK, mode=mode & U32_MASK, via=via), None
 
 
-@decodes(api.Open)
+@decodes("Open")
 def open_(c: Context, a: Args) -> Decoded:
     return _open(c, AT_FDCWD, a[0], a[1], a[2])
 
 
-@decodes(api.Open)
+@decodes("Open")
 def openat(c: Context, a: Args) -> Decoded:
     return _open(c, a[0], a[1], a[2], a[3])
 
 
-@decodes(api.Open)
+@decodes("Open")
 def creat(c: Context, a: Args) -> Decoded:
     return _open(c, AT_FDCWD, a[0], CREAT_FLAGS, a[1])
 
 
-@decodes(api.Open)
+@decodes("Open")
 def openat2(c: Context, a: Args) -> Decoded:
     dirfd, path_at = signed32(a[0]), a[1]
     flags, mode, resolve = c.extensible_struct(a[2], a[3], OPEN_HOW)

@@ -37,23 +37,23 @@ def _stat(c: Context, path: api.VmPath, buffer: int, follow: bool) -> Decoded:
     return api.Stat(caller=c.caller(), path=path, follow=follow), Output("stat", buffer)
 
 
-@decodes(api.Stat)
+@decodes("Stat")
 def stat(c: Context, a: Args) -> Decoded:
     return _stat(c, c.path(a[0]), a[1], follow=True)
 
 
-@decodes(api.Stat)
+@decodes("Stat")
 def lstat(c: Context, a: Args) -> Decoded:
     return _stat(c, c.path(a[0]), a[1], follow=False)
 
 
-@decodes(api.Stat)
+@decodes("Stat")
 def newfstatat(c: Context, a: Args) -> Decoded:
     flags = check_flags(a[3], AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH | AT_NO_AUTOMOUNT)
     return _stat(c, c.path(a[1], a[0]), a[2], follow=not flags & AT_SYMLINK_NOFOLLOW)
 
 
-@decodes(api.Statx)
+@decodes("Statx")
 def statx(c: Context, a: Args) -> Decoded:
     # Checked here as statx(2) checks them for a path: the manager serves it on an fd,
     # a form in which this kernel lets bad flags through.
@@ -72,17 +72,17 @@ def _access(c: Context, dirfd: int, path_at: int, mode: int, flags: int) -> Deco
     return api.Access(caller=c.caller(), path=c.target(dirfd, path_at, flags), mode=mode, flags=flags), None
 
 
-@decodes(api.Access)
+@decodes("Access")
 def access(c: Context, a: Args) -> Decoded:
     return _access(c, AT_FDCWD, a[0], a[1], 0)
 
 
-@decodes(api.Access)
+@decodes("Access")
 def faccessat(c: Context, a: Args) -> Decoded:
     return _access(c, a[0], a[1], a[2], 0)
 
 
-@decodes(api.Access)
+@decodes("Access")
 def faccessat2(c: Context, a: Args) -> Decoded:
     return _access(c, a[0], a[1], a[2], a[3])
 
@@ -95,27 +95,27 @@ def _readlink(c: Context, dirfd: int, path_at: int, buffer: int, size: int) -> D
     return api.Readlink(caller=c.caller(), path=target), Output("buffer", buffer, size)
 
 
-@decodes(api.Readlink)
+@decodes("Readlink")
 def readlink(c: Context, a: Args) -> Decoded:
     return _readlink(c, AT_FDCWD, a[0], a[1], a[2])
 
 
-@decodes(api.Readlink)
+@decodes("Readlink")
 def readlinkat(c: Context, a: Args) -> Decoded:
     return _readlink(c, a[0], a[1], a[2], a[3])
 
 
-@decodes(api.Statfs)
+@decodes("Statfs")
 def statfs(c: Context, a: Args) -> Decoded:
     return api.Statfs(caller=c.caller(), path=c.path(a[0])), Output("buffer", a[1], STATFS_SIZE)
 
 
-@decodes(api.Statfs)
+@decodes("Statfs")
 def fstatfs(c: Context, a: Args) -> Decoded:
     return api.Statfs(caller=c.caller(), path=c.fd(a[0])), Output("buffer", a[1], STATFS_SIZE)
 
 
-@decodes(api.Chdir)
+@decodes("Chdir")
 def chdir(c: Context, a: Args) -> Decoded:
     return api.Chdir(caller=c.caller(), path=c.path(a[0])), None
 
@@ -132,12 +132,12 @@ def _program(c: Context, given: api.VmPath) -> api.Target:
     return path
 
 
-@decodes(api.Exec)
+@decodes("Exec")
 def execve(c: Context, a: Args) -> Decoded:
     return api.Exec(caller=c.caller(), path=_program(c, c.given_path(AT_FDCWD, c.tracee.read_path(a[0])))), None
 
 
-@decodes(api.Exec)
+@decodes("Exec")
 def execveat(c: Context, a: Args) -> Decoded:
     flags = signed32(a[4])
     path = c.tracee.read_path(a[1], empty_ok=bool(flags & AT_EMPTY_PATH))
@@ -151,22 +151,22 @@ def _lookup(c: Context, call: str, address: int, *, follow: bool = True, dirfd: 
     return api.Lookup(caller=c.caller(), path=c.path(address, dirfd), follow=follow, call=call), None
 
 
-@decodes(api.Lookup)
+@decodes("Lookup")
 def getxattr(c: Context, a: Args) -> Decoded:
     return _lookup(c, "getxattr", a[0])
 
 
-@decodes(api.Lookup)
+@decodes("Lookup")
 def lgetxattr(c: Context, a: Args) -> Decoded:
     return _lookup(c, "lgetxattr", a[0], follow=False)
 
 
-@decodes(api.Lookup)
+@decodes("Lookup")
 def listxattr(c: Context, a: Args) -> Decoded:
     return _lookup(c, "listxattr", a[0])
 
 
-@decodes(api.Lookup)
+@decodes("Lookup")
 def llistxattr(c: Context, a: Args) -> Decoded:
     return _lookup(c, "llistxattr", a[0], follow=False)
 
@@ -179,7 +179,7 @@ def _lookup_at(c: Context, call: str, dirfd: int, path_at: int, at_flags: int) -
     return api.Lookup(caller=c.caller(), path=path, follow=not at_flags & AT_SYMLINK_NOFOLLOW, call=call), None
 
 
-@decodes(api.Lookup)
+@decodes("Lookup")
 def getxattrat(c: Context, a: Args) -> Decoded:
     # Checked in the kernel's order, so that a malformed call fails as natively even
     # where the path is missing; the kernel reads the struct again when it continues,
@@ -192,18 +192,18 @@ def getxattrat(c: Context, a: Args) -> Decoded:
     return _lookup_at(c, "getxattrat", a[0], a[1], at_flags)
 
 
-@decodes(api.Lookup)
+@decodes("Lookup")
 def listxattrat(c: Context, a: Args) -> Decoded:
     at_flags = check_flags(a[2], AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH)
     return _lookup_at(c, "listxattrat", a[0], a[1], at_flags)
 
 
-@decodes(api.Lookup)
+@decodes("Lookup")
 def inotify_add_watch(c: Context, a: Args) -> Decoded:
     return _lookup(c, "inotify_add_watch", a[1])
 
 
-@decodes(api.Lookup)
+@decodes("Lookup")
 def fanotify_mark(c: Context, a: Args) -> Decoded:
     if not a[4]:
         raise Passthrough()  # marks the dirfd itself

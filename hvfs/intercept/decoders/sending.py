@@ -41,7 +41,7 @@ def _data(c: Context, at: int, length: int) -> bytes:
     return c.tracee.read(at, length) if length else b""
 
 
-@decodes(api.Send)
+@decodes("Send")
 def sendto(c: Context, a: Args) -> Decoded:
     sock = socket(c, a[0])
     sockaddr = address(c, a[4], signed32(a[5]))  # a NULL address runs natively (the filter)
@@ -140,13 +140,13 @@ def _outside(c: Context, kind: str, inside: int) -> int | None:
     return None
 
 
-@decodes(api.Send)
+@decodes("Send")
 def sendmsg(c: Context, a: Args) -> Decoded:
     sock = socket(c, a[0])
     return _message(c, sock, a[1], a[2]), None
 
 
-@decodes(api.Send)
+@decodes("Send")
 def sendmmsg(c: Context, a: Args) -> Decoded:
     """The first message only (sendmmsg may send fewer than asked; callers send the rest
     again), with its msg_len written back and 1 returned."""

@@ -43,13 +43,13 @@ def address(c: Context, at: int, length: int) -> api.SocketAddress:
     return api.SocketAddress(raw)
 
 
-@decodes(api.Bind)
+@decodes("Bind")
 def bind(c: Context, a: Args) -> Decoded:
     sock = socket(c, a[0])
     return api.Bind(caller=c.caller(), socket=sock, address=address(c, a[1], signed32(a[2]))), None
 
 
-@decodes(api.Connect)
+@decodes("Connect")
 def connect(c: Context, a: Args) -> Decoded:
     sock = c.open_file(a[0])  # the address is copied before ENOTSOCK
     sockaddr = address(c, a[1], signed32(a[2]))

@@ -25,9 +25,10 @@ Contract, for every implementation:
 from __future__ import annotations
 
 import os
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from hvfs.api import Caller, Credentials, OpenFile
+if TYPE_CHECKING:  # annotations only: the messages load with a first request
+    from hvfs.api import Caller, Credentials, OpenFile
 
 
 class TargetGone(Exception):

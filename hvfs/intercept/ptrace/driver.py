@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import select
 import signal
@@ -14,7 +13,7 @@ import time
 from collections import deque
 from typing import Any
 
-from hvfs import api
+from hvfs import api, deferred
 from hvfs._native import tracer as native_tracer
 from hvfs._sys import process, tracing
 from hvfs._sys.abi import CLONE_FILES, CLONE_THREAD, MSG_LEN, PRCTL_KEEPS_CREDENTIALS, U32_MASK
@@ -33,7 +32,7 @@ from hvfs.intercept.ptrace.stopped import CLONE, Stopped
 from hvfs.intercept.ptrace.writes import WritesHere
 from hvfs.intercept.tracee import Inspector, Tracee
 
-log = logging.getLogger("hvfs.driver")
+log = deferred.logger("hvfs.driver")
 
 _NEW_TRACEE = (tracing.PTRACE_EVENT_FORK, tracing.PTRACE_EVENT_VFORK, tracing.PTRACE_EVENT_CLONE)
 WAIT_TICK = 0.05  # seconds between checks of a caller whose served call would block

@@ -36,7 +36,7 @@ from hvfs._sys.abi import RESOLVE_BENEATH, RESOLVE_IN_ROOT, RESOLVE_NO_SYMLINKS
 from hvfs._sys.files import kind_and_status, open_stat
 from hvfs.manager import trail
 from hvfs.manager.resolve import base_directory, fd_closing, open_at, open_named, plain_name
-from hvfs.manager.vm import VmContext
+from hvfs.manager.vm import VmContext, nodev
 
 # The status flags F_SETFL sets; FASYNC is left out as open(2) leaves it (it is ignored there).
 _STATUS = os.O_APPEND | os.O_DIRECT | os.O_NOATIME
@@ -74,16 +74,6 @@ def open_writable(vm: VmContext, request: api.Open, flags: int, mode: int) -> ap
         if name is not None:
             trail.answered(name)
     return api.Fd(fd, bool(flags & os.O_CLOEXEC))
-
-
-def nodev(vm: VmContext) -> bool:
-    """Whether the VM's writable view refuses device nodes: every view made by
-    ``hvfs.manager.view`` (nodev on each of its mounts); not a view handed over by a manager
-    from before that (``hvfs manager restart``), nor a plain directory (hvfs.testing)."""
-    nodev = vm.view_nodev
-    if nodev is None:
-        nodev = vm.view_nodev = bool(os.fstatvfs(vm.rw_root).f_flag & os.ST_NODEV)
-    return nodev
 
 
 def _open(root: int, request: api.Open, flags: int, mode: int, status: int) -> tuple[int, str | None, int]:

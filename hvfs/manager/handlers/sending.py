@@ -20,14 +20,13 @@ import dataclasses
 import errno
 import fcntl
 import functools
-import logging
 import os
 import select
 import signal
 import socket
 import struct
 
-from hvfs import api
+from hvfs import api, deferred
 from hvfs._sys import sockets
 from hvfs._sys.abi import (
     AF_UNIX,
@@ -44,7 +43,7 @@ from hvfs.manager import creds
 from hvfs.manager.handlers.sockets import reach
 from hvfs.manager.vm import VmContext
 
-log = logging.getLogger("hvfs.manager")
+log = deferred.logger("hvfs.manager")
 
 
 def handle_send(vm: VmContext, request: api.Send) -> api.Response:

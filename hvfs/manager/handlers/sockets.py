@@ -20,13 +20,12 @@ from __future__ import annotations
 import dataclasses
 import errno
 import fcntl
-import logging
 import os
 import select
 import stat
 from types import TracebackType
 
-from hvfs import api
+from hvfs import api, deferred
 from hvfs._sys import sockets
 from hvfs._sys.abi import AF_UNIX, AT_EACCESS, AT_EMPTY_PATH, SA_FAMILY
 from hvfs._sys.files import faccessat, mount_id
@@ -34,7 +33,7 @@ from hvfs.manager import kernel_paths
 from hvfs.manager.resolve import fd_closing, open_object, parent, proc_path
 from hvfs.manager.vm import VmContext
 
-log = logging.getLogger("hvfs.manager")
+log = deferred.logger("hvfs.manager")
 
 _FAMILY = SA_FAMILY.pack(AF_UNIX)
 

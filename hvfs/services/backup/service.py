@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import logging
 import os
 import posixpath
 import sqlite3
@@ -65,13 +64,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from hvfs import deferred
 from hvfs.services.backup.index import BackupIndex, Version
 from hvfs.services.backup.store import BlobStore, open_store
 from hvfs.services.snapshot import ContentTooLarge, Fingerprint, OutOfTime, UnstableContent, read_stable
 from hvfs.services.space import NoRoom, Space
 from hvfs.services.units import format_size
 
-log = logging.getLogger("hvfs.services")
+log = deferred.logger("hvfs.services")
 
 _KNOWN_LIMIT = 1 << 16  # fingerprints remembered to skip unchanged files; bounded memory
 DEFAULT_MAX_FILE = 1 << 30

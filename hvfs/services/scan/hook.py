@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import logging
 import os
 import stat
 import threading
@@ -37,7 +36,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from hvfs import api
+from hvfs import api, deferred
 from hvfs.api.hooks import EventBus, Files
 from hvfs.services.base import service_event
 from hvfs.services.describe import QUARANTINE
@@ -46,7 +45,7 @@ from hvfs.services.scan.quarantine import Quarantine, QuarantineRecord
 from hvfs.services.scan.scanner import Scanner, ScanStatistics, Verdict
 from hvfs.services.snapshot import UnstableContent
 
-log = logging.getLogger("hvfs.services")
+log = deferred.logger("hvfs.services")
 _REMEMBERED = 4096  # quarantined files remembered, so that retries add no entries
 
 

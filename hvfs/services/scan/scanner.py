@@ -18,19 +18,19 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import logging
 import os
 import stat
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from hvfs import deferred
 from hvfs.services.scan.cache import VerdictCache
 from hvfs.services.scan.engines import Detection, Engine, ScanError
 from hvfs.services.scan.shared import shared_verdicts
 from hvfs.services.snapshot import BytesSink, Fingerprint, UnstableContent, read_stable
 
-log = logging.getLogger("hvfs.services")
+log = deferred.logger("hvfs.services")
 
 
 @dataclass(frozen=True, slots=True)
