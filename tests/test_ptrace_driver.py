@@ -335,3 +335,26 @@ def test_births_and_unchecked_execs_are_answered_in_c_until_a_socket_is_kept(vm:
     else:
         # sh, the three /bin/true, cat and python3, before the shell's first served write.
         assert record["execs_passed"] >= 5 and record["planted"] >= 1, record
+
+
+@pytest.mark.parametrize("vm", [VARIANTS[0], VARIANTS[2]], indirect=True)
+def test_the_tracer_ends_with_the_last_exits_it_reaped(vm: Vm, data: Path) -> None:
+    """The C loop's wait that reaps the VM's last exits says that none is left (tracer.c's
+    ``ended``), and the tracer ends once it has handled them, without a second wait to
+    learn it. Here 80 children, each known to the driver (a served write), are killed with
+    pid 1 once the shell ends: more exits than one wait keeps (EXITS_KEPT, 64), so the end
+    comes with the second batch. Both loops account for every exit (no tracee left in
+    --stats), the run ends with the shell's code and the children's files are there."""
+    require(importlib.util.find_spec("hvfs._native._tracer") is not None, "hvfs/_native/tracer.c is not built")
+    script = "cd /data/$0; for i in $(seq 80); do (echo $i > t$i; mv t$i f$i; sleep 30) & done\n"
+    script += 'until [ "$(ls f* 2>/dev/null | wc -l)" -eq 80 ]; do sleep 0.05; done; exit 3'
+    for loop, runner in (("native", vm.runner), ("python", python_path(vm.runner))):
+        (data / loop).mkdir()
+        vm.give(data / loop)
+        stats = data.parent / f"stats-{loop}.json"
+        args = ["run", "--driver", "ptrace", "--stats", str(stats), "-v", f"{data}:/data"]
+        result = runner.run(*args, "--", "sh", "-uc", script, loop, timeout=60)
+        assert result.returncode == 3, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+        assert sorted(int(p.read_text()) for p in (data / loop).glob("f*")) == list(range(1, 81))
+        record = json.loads(stats.read_text())
+        assert record["loop"] == loop and record["tracees"] == 0 and record["installed"] >= 80, record

@@ -37,6 +37,7 @@ log = deferred.logger("hvfs.driver")
 _NEW_TRACEE = (tracing.PTRACE_EVENT_FORK, tracing.PTRACE_EVENT_VFORK, tracing.PTRACE_EVENT_CLONE)
 WAIT_TICK = 0.05  # seconds between checks of a caller whose served call would block
 HERE_BIRTHS, HERE_EXECS = 1, 2  # tracer.c's: what its wait_stop may answer itself
+_Stop = tuple[int, int, bytes | None]  # a stop as a wait status: pid, status, registers read with it
 
 
 class StoppedTracee(Tracee):
@@ -83,7 +84,7 @@ class _Tracer(ExecTracer):
         self._writes.bind(self._inspector.creds, self._sockets)
         # Stops the last wait collected after its status (tracer.c's ``queued``), and
         # whether more may be pending than it took.
-        self._queued: deque[tuple[int, int, bytes | None]] = deque()
+        self._queued: deque[_Stop] = deque()
         self._more = False
         self.served = {"calls": 0, "continued": 0, "answered": 0, "installed": 0, "passed": 0, "execs_passed": 0}
         # write-opens, unlinks and fd metadata changes served in the C loop (tracer_write.h, ...)
@@ -111,42 +112,42 @@ class _Tracer(ExecTracer):
         self.bound.wait()
         return pid, status
 
-    def _wait_status(self) -> tuple[int, int, bytes | None]:
-        """The next status Python must handle. The C loop (hvfs/_native/tracer.c) resumes
-        the stops that need no decision itself (counted as ``passed``), reads a seccomp
-        stop's registers and, in the same call, collects the stops already pending after
-        it (``_queued``, for ``_pending_stop``); without it, every status, as the exec
-        tracer waits."""
+    def _wait_status(self) -> _Stop:
+        """The next status Python must handle. The C loop (hvfs/_native/tracer.c) resumes the
+        stops that need no decision itself (counted as ``passed``), reads a seccomp stop's
+        registers and, in the same call, collects the stops already pending after it
+        (``_queued``, for ``_pending_stop``); without it, every status, as the exec tracer waits."""
         if native_tracer is None:
             return super()._wait_status()
         while True:
-            pid, status, raw, queued, more = self._waited(False)
-            if pid:  # else only exits, the last ones: the next wait finds no tracee left
+            pid, status, raw, queued, more, ended = self._waited(False)
+            if pid:
                 self._queued.extend(queued)
                 self._more = more
                 return pid, status, raw
+            if ended:  # those exits were the last: no second wait (its GIL on the VM's exit path) to learn it
+                raise ChildProcessError("no tracee left")
 
-    def _pending_stop(self) -> tuple[int, int, bytes | None] | None:
+    def _pending_stop(self) -> _Stop | None:
         if native_tracer is None:
             return super()._pending_stop()
         if self._queued:
             return self._queued.popleft()
         if not self._more:  # the last wait took every stop pending then
             return None
-        pid, status, raw, _, _ = self._waited(True)  # never an exit (a served call's thread that died: in exits)
-        if not pid:
-            self._more = False
+        pid, status, raw, _, _, _ = self._waited(True)  # never an exit (a served call's thread that died: in exits)
+        self._more = bool(pid)
         return (pid, status, raw) if pid else None
 
-    def _waited(self, pending: bool) -> tuple[int, int, bytes | None, tuple[tuple[int, int, bytes | None], ...], bool]:
-        """One wait of the C loop (tracer.c's wait_stop), what it did meanwhile taken into
-        account first: stops passed, calls served there, exits reaped."""
+    def _waited(self, pending: bool) -> tuple[int, int, bytes | None, tuple[_Stop, ...], bool, bool]:
+        """One wait of the C loop (tracer.c's wait_stop), what it did meanwhile taken into account
+        first: stops passed, calls served there, exits reaped; last, whether none is left after those."""
         found = native_tracer.wait_stop(pending, self._here(), self._writes.argument())
-        pid, status, raw, passed, execs, exits, queued, more, served, doubted, unlinked, changed = found
+        pid, status, raw, passed, execs, exits, queued, more, served, doubted, unlinked, changed, ended = found
         self._passed(passed, execs)
         self._served_here(served, unlinked, changed, doubted)
         self._exited(exits)
-        return pid, status, raw, queued, more
+        return pid, status, raw, queued, more, ended
 
     def _exited(self, exits: tuple[tuple[int, int], ...]) -> None:
         """Exits the C loop reaped and waited past, handled in their order, before the
