@@ -75,6 +75,10 @@ def main() -> None:
         work = Path(d) / "work"
         work.mkdir()
         (work / "f").write_text("x\n")
+        if user:  # the VM user writes f and makes files beside it, as root does without -u
+            uid, _, gid = user[1].partition(":")
+            for path in (work, work / "f"):
+                os.chown(path, int(uid), int(gid or uid))
         envs: dict[str, dict[str, str]] = {}
         for v in ("1", "0"):
             st = Path(d) / f"state{v}"
