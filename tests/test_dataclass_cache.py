@@ -229,7 +229,9 @@ def test_a_cold_manager_writes_the_cache_and_the_next_one_compiles_nothing(tmp_p
     assert stat.S_IMODE(first.st_mode) == 0o600 and first.st_size > 100_000
     try:
         dataclass_cache.install(str(written[0]))
-        assert dataclass_cache.kept() > 300  # what the manager's start and its VM compiled
+        # what the manager's start and its VM compiled: 285 methods since a first VM no longer
+        # imports the handlers that C serves for it (hvfs.manager.manager._handlers)
+        assert dataclass_cache.kept() > 200
     finally:
         dataclass_cache.uninstall()
     cold_run()

@@ -16,9 +16,9 @@ import importlib
 import os
 from typing import Any
 
-from hvfs import deferred
+from hvfs.deferred import logger
 
-log = deferred.logger("hvfs.native")
+log = logger("hvfs.native")
 
 ENVIRONMENT = "HVFS_NATIVE"
 
