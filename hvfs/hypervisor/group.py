@@ -102,6 +102,7 @@ class Group:
         self.hosts: SourceSpec | None = None
         self.review: staging.Review | None = None  # a --review waiting for its client's answer
         self.outputs: dict[str, int] = {}  # hvfs run --diff's stderr, --export's file: written at exit
+        self.exit_details = True  # a run's statistics and changes told with its exit (not to the native front)
 
     # -- life -----------------------------------------------------------------------
 
@@ -253,10 +254,7 @@ class Group:
 
     def _follow(self, record: VmRecord, output: int | None) -> None:
         name = record.config.name
-        threads: list[tuple[Callable[..., None], tuple[Any, ...], str]] = [
-            (self._watch, (record,), "wait"),
-            (execs.listen, (record,), "channel"),
-        ]
+        threads: list[tuple[Callable[..., None], tuple[Any, ...], str]] = [(self._watch, (record,), "wait")]
         if output is not None:
             record.drained.clear()
             log_file = self.layout.log(self.gid, record.config.name)
@@ -397,8 +395,9 @@ class Group:
             if self.services is not None:
                 self._leave_cluster()
                 self.services.close()  # the last closes saved, the last events out, before the numbers
-            message["stats"] = records.run_statistics(record.config.name, running, self.services)
-            message["changes"], message["commit"] = running.context.changes.document(staging.SHOWN), settled
+            if self.exit_details:
+                message["stats"] = records.run_statistics(record.config.name, running, self.services)
+                message["changes"], message["commit"] = running.context.changes.document(staging.SHOWN), settled
         if ended:
             for close in self.closing:
                 close()
@@ -456,6 +455,7 @@ class Group:
             raise LookupError(f"VM {record.config.name} is not running")
         exec_id = next(self._ids)
         record.execs[str(exec_id)] = waiter
+        execs.listen_once(record)
         running.process.exec(exec_id, self.program(record.config, argv, {}), tty=False, winsize=None, stdio=stdio)
 
     def exec(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
@@ -472,6 +472,7 @@ class Group:
             return
         exec_id = next(self._ids)
         record.execs[str(exec_id)] = connection
+        execs.listen_once(record)
         winsize = bytes.fromhex(message["winsize"]) if message.get("winsize") else None
         record.running.process.exec(exec_id, program, tty=bool(message.get("tty")), winsize=winsize, stdio=fds)
 
