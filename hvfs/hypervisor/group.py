@@ -305,7 +305,6 @@ class Group:
             self.on_empty(self)
 
     # -- one VM ---------------------------------------------------------------------
-
     def program(self, vm: VmConfig, argv: tuple[str, ...], more_env: dict[str, str], **given: Any) -> Program:
         """What a VM runs: its command, or a process of ``hvfs exec`` (``more_env``, and
         ``workdir``/``user`` overriding the VM's). The environment starts clean, as
@@ -356,7 +355,7 @@ class Group:
     def _watch(self, record: VmRecord) -> None:
         assert record.running is not None
         running = record.running
-        code = running.process.wait(reap=False)  # the shim reaped once the exit is told
+        code = running.process.wait(reap=False, hang_up=False)  # hung up in _release, reaped once told
         running.driver.join(timeout=5)
         running.driver.close()
         if running.tracer is not None:
@@ -412,7 +411,8 @@ class Group:
 
     def _release(self, record: VmRecord, running: RunningVm, used: str) -> None:
         """Close the exited VM's views and let its sources (taken under ``used``) go."""
-        running.context.close()
+        running.context.close()  # with the shim's copies still open: its end unmounts them
+        running.process.hang_up()
         self.pool.drop(used)
         for fd in record.kept:
             with contextlib.suppress(OSError):
