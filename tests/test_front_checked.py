@@ -73,6 +73,8 @@ def test_a_client_of_its_own_code_runs_once_without_hello(state: tuple[Hvfs, Pat
     _, path = state
     got = _send(path, _request(code_id(), tmp_path))
     assert [r for r in got if "started" in r] and got[-1]["exited"] and got[-1]["code"] == 7, got
+    # The front reads an exit's code alone: no statistics or changes made on the way to it
+    assert sorted(got[-1]) == ["code", "exited"], got[-1]
 
 
 def test_the_warm_fronts_run_is_checked(state: tuple[Hvfs, Path], tmp_path: Path) -> None:

@@ -278,3 +278,26 @@ def test_published_ports_are_taken_back_by_the_next_manager(hvfs: Hvfs, names: l
     assert _connect(port, b"again") == b"echo:again from 127.0.0.1"  # the shim kept the listener
     hvfs.ok("rm", "-f", name)
     assert _listeners(port) == []
+
+
+def test_execs_are_heard_from_the_first_on_and_end_with_their_vm(hvfs: Hvfs, names: list[str]) -> None:
+    """Pid 1's channel is listened to from a VM's first exec on (execs.listen_once): eight
+    execs started at once each hear their own exit code, a manager that took the VM back
+    hears its execs too, and an exec still running as the VM is stopped hears its end."""
+    name = new_name(names, "execs")
+    hvfs.ok("run", "-d", "--name", name, "--", "sleep", "600")
+    _wait_state(hvfs, name, "running")
+    exec_ = [*hvfs.command, "exec", name, "--", "sh", "-c"]
+    pipe = subprocess.PIPE
+    together = [subprocess.Popen([*exec_, f"echo {n}; exit {n}"], stdout=pipe, stderr=pipe, text=True, cwd="/")
+                for n in range(1, 9)]  # fmt: skip
+    heard = [(process.communicate(timeout=60), process.returncode) for process in together]
+    assert [(out, code) for (out, _), code in heard] == [(f"{n}\n", n) for n in range(1, 9)], heard
+    hvfs.ok("manager", "restart")
+    assert hvfs.run("exec", name, "--", "sh", "-c", "exit 5").returncode == 5
+    with subprocess.Popen([*hvfs.command, "exec", name, "--", "sh", "-c", "echo in; exec sleep 600"], cwd="/",
+                          stdout=subprocess.PIPE, text=True) as waiting:  # fmt: skip
+        assert waiting.stdout is not None and waiting.stdout.readline() == "in\n"
+        hvfs.ok("stop", "-t", "0", name)
+        assert waiting.wait(timeout=30) in (137, 143)  # killed with its VM, or ended by its SIGTERM
+    assert _wait_state(hvfs, name, "exited")["code"] in (137, 143)

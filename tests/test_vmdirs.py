@@ -187,3 +187,15 @@ def test_a_vms_files_are_kept_only_as_plain_files_of_its_own(layout: Layout) -> 
         assert outside.read_text() == "keep me", case
         vmdirs.drop(layout)  # removed; the next case's directory is made afresh
         vmdirs.keep(layout)
+
+
+def test_write_json_leaves_nothing_of_a_longer_file_a_crash_left(layout: Layout) -> None:
+    """write_json opens its temporary file without O_TRUNC (ext4 flushes a file truncated
+    to nothing as it is closed): what a crash left there, longer, is cut after the write."""
+    vmdirs.make_group(layout, "run-1")
+    Path(layout.group_file("run-1") + ".tmp").write_text("x" * 5000)
+    write_json(layout.group_file("run-1"), {"argv": ["true"]})
+    assert json.loads(Path(layout.group_file("run-1")).read_text()) == {"argv": ["true"]}
+    assert os.listdir(layout.group("run-1")) == ["group.json"]
+    write_json(layout.group_file("run-1"), {"argv": ["a", "longer", "command"]})  # over an existing one
+    assert json.loads(Path(layout.group_file("run-1")).read_text()) == {"argv": ["a", "longer", "command"]}

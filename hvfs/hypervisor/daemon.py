@@ -339,7 +339,7 @@ class Daemon(ChangeOps, FrontOps, LazyParts):
         for fd in kept:
             fds.remove(fd)
         body = body[: len(body) - len(kept)]
-        group.debug = bool(message.get("debug"))
+        group.debug, group.exit_details = bool(message.get("debug")), not message.get("code_only")
         if not group.detached:  # a detached VM's output goes to its log only: its client is leaving
             group.followers.append(connection)
         winsize = bytes.fromhex(message["winsize"]) if message.get("winsize") else None
@@ -433,7 +433,7 @@ class Daemon(ChangeOps, FrontOps, LazyParts):
                     self._reply_up(group, connection, changes.start)
                     return
             group = self._new_group(message)
-            group.debug = bool(message.get("debug"))
+            group.debug, group.exit_details = bool(message.get("debug")), not message.get("code_only")
             if message.get("foreground"):
                 group.followers.append(connection)
             try:

@@ -6,13 +6,30 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 from typing import TYPE_CHECKING
 
+from hvfs.hypervisor.threads import spawn
 from hvfs.sandbox import protocol
 from hvfs.sandbox.protocol import Msg, Tag
 
 if TYPE_CHECKING:
     from hvfs.hypervisor.records import VmRecord
+
+
+_lock = threading.Lock()
+
+
+def listen_once(record: VmRecord) -> None:
+    """Listen to the pid 1 of ``record``'s running VM, from its first exec on: pid 1 says
+    nothing else after its START, so a VM that never gets one (most runs) has no thread
+    woken at its start and at its end, where it would wait for the GIL alongside the
+    start's reply and the exit's report (issue 14)."""
+    with _lock:
+        if record.running is None or record.listened is record.running:
+            return
+        record.listened = record.running
+    spawn(listen, (record,), f"hvfs-{record.config.name}-channel")
 
 
 def listen(record: VmRecord) -> None:

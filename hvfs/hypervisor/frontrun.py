@@ -137,7 +137,8 @@ def handle(message: dict[str, Any], fds: list[int], connection: control.Connecti
         with contextlib.suppress(OSError):
             os.write(fds[2], f"{line}\n".encode())
     request = {"hvfs": control.VERSION, "op": "run", "project": to_json(project), "stop_timeout": stop_timeout,
-               "debug": bool(env.get("HVFS_DEBUG")), **({"given": [audit]} if given else {})}  # fmt: skip
+               "debug": bool(env.get("HVFS_DEBUG")), "code_only": True,
+               **({"given": [audit]} if given else {})}  # fmt: skip
     run(request, fds, connection)
 
 

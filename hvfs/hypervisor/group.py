@@ -100,6 +100,7 @@ class Group:
         self.hosts: SourceSpec | None = None
         self.review: staging.Review | None = None  # a --review waiting for its client's answer
         self.outputs: dict[str, int] = {}  # hvfs run --diff's stderr, --export's file: written at exit
+        self.exit_details = True  # a run's statistics and changes told with its exit (not to the native front)
 
     # -- life -----------------------------------------------------------------------
 
@@ -251,10 +252,7 @@ class Group:
 
     def _follow(self, record: VmRecord, output: int | None) -> None:
         name = record.config.name
-        threads: list[tuple[Callable[..., None], tuple[Any, ...], str]] = [
-            (self._watch, (record,), "wait"),
-            (execs.listen, (record,), "channel"),
-        ]
+        threads: list[tuple[Callable[..., None], tuple[Any, ...], str]] = [(self._watch, (record,), "wait")]
         if output is not None:
             record.drained.clear()
             log_file = self.layout.log(self.gid, record.config.name)
@@ -307,7 +305,6 @@ class Group:
             self.on_empty(self)
 
     # -- one VM ---------------------------------------------------------------------
-
     def program(self, vm: VmConfig, argv: tuple[str, ...], more_env: dict[str, str], **given: Any) -> Program:
         """What a VM runs: its command, or a process of ``hvfs exec`` (``more_env``, and
         ``workdir``/``user`` overriding the VM's). The environment starts clean, as
@@ -358,7 +355,7 @@ class Group:
     def _watch(self, record: VmRecord) -> None:
         assert record.running is not None
         running = record.running
-        code = running.process.wait(reap=False)  # the shim reaped once the exit is told
+        code = running.process.wait(reap=False, hang_up=False)  # hung up in _release, reaped once told
         running.driver.join(timeout=5)
         running.driver.close()
         if running.tracer is not None:
@@ -397,8 +394,9 @@ class Group:
             if self.services is not None:
                 self._leave_cluster()
                 self.services.close()  # the last closes saved, the last events out, before the numbers
-            message["stats"] = records.run_statistics(record.config.name, running, self.services)
-            message["changes"], message["commit"] = running.context.changes.document(staging.SHOWN), settled
+            if self.exit_details:
+                message["stats"] = records.run_statistics(record.config.name, running, self.services)
+                message["changes"], message["commit"] = running.context.changes.document(staging.SHOWN), settled
         if ended:
             for close in self.closing:
                 close()
@@ -413,7 +411,8 @@ class Group:
 
     def _release(self, record: VmRecord, running: RunningVm, used: str) -> None:
         """Close the exited VM's views and let its sources (taken under ``used``) go."""
-        running.context.close()
+        running.context.close()  # with the shim's copies still open: its end unmounts them
+        running.process.hang_up()
         self.pool.drop(used)
         for fd in record.kept:
             with contextlib.suppress(OSError):
@@ -456,6 +455,7 @@ class Group:
             raise LookupError(f"VM {record.config.name} is not running")
         exec_id = next(self._ids)
         record.execs[str(exec_id)] = waiter
+        execs.listen_once(record)
         running.process.exec(exec_id, self.program(record.config, argv, {}), tty=False, winsize=None, stdio=stdio)
 
     def exec(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
@@ -472,6 +472,7 @@ class Group:
             return
         exec_id = next(self._ids)
         record.execs[str(exec_id)] = connection
+        execs.listen_once(record)
         winsize = bytes.fromhex(message["winsize"]) if message.get("winsize") else None
         record.running.process.exec(exec_id, program, tty=bool(message.get("tty")), winsize=winsize, stdio=fds)
 

@@ -34,6 +34,7 @@ class VmRecord:
     drained: threading.Event = field(default_factory=threading.Event)  # its output all told
     telling: bool = False  # exited, its exit not yet told to the followers (daemon._reply_up)
     execs: dict[str, control.Connection | ProbeWaiter] = field(default_factory=dict)  # exec id -> who asked
+    listened: RunningVm | None = None  # the running VM whose pid 1 a thread listens to (execs.listen_once)
     kept: list[int] = field(default_factory=list)  # fds this manager keeps for the VM's life
     stop_timer: threading.Timer | None = None
     health: Health | None = None  # its healthcheck's monitor, while it runs

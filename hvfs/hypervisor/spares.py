@@ -276,7 +276,10 @@ class Spares:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._serve, name="hvfs-spares", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            # The making waits for the runs starting: the last one's end wakes it
+            # (_starting), not this, which would take the GIL from the run's start.
+            if not self._runs:
+                self._cond.notify()
 
     def statistics(self) -> dict[str, int]:
         """Spares ready now, made and taken since the manager started, and the runs that

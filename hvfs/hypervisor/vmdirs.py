@@ -154,8 +154,13 @@ def _emptied_group(path: str) -> bool:
         temporary = os.path.join(path, "group.json.tmp")
         if "group.json" in names:
             os.rename(os.path.join(path, "group.json"), temporary)
-        if names:
-            os.truncate(temporary, 0)  # nothing of this group's run is kept
+        if names:  # nothing of this group's run is kept; truncated through an fd closed now, since
+            # ext4 flushes a file truncated to nothing at its next close: the next group's write
+            fd = os.open(temporary, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                os.ftruncate(fd, 0)
+            finally:
+                os.close(fd)
         return True
     except OSError:
         return False

@@ -144,8 +144,6 @@ def start(
         staged: dict[str, int] = {}
     else:
         running, staged = _start_fresh(hypervisor, vm, vmid, spec, manager, before_start, bus, transport, driver)
-    if warm is not None:
-        hypervisor.spares.want(warm)  # the next run's, made in the background
     running.context.staged = staged
     deposit = {
         "root": running.context.rw_root,
@@ -175,6 +173,8 @@ def start(
             "socket_mounts": sorted(running.context.socket_mounts),
         },
     )
+    if warm is not None:
+        hypervisor.spares.want(warm)  # the next run's, made in the background
     return running
 
 

@@ -164,11 +164,14 @@ class VmProcess:
             return self._early.pop(0)
         return protocol.receive(self.chan)
 
-    def wait(self, *, reap: bool = True) -> int:
+    def wait(self, *, reap: bool = True, hang_up: bool = True) -> int:
         """Wait for the VM to end; its exit code. The shim reports it, then exits once
         this side has hung up; without ``reap``, its end is the caller's to ``reap`` (a
         caller that tells the exit first: two wake-ups, the shim's and this thread's, and
-        a loaded machine's wait for a CPU for each, are then off the exit's way)."""
+        a loaded machine's wait for a CPU for each, are then off the exit's way). Without
+        ``hang_up``, the caller hangs up (``hang_up``), once it has closed what the shim
+        holds too (the VM's views): the shim's end, then, is the last to let them go and
+        unmounts them, off the exit's way, rather than this process's close on it."""
         code = 128 + signal.SIGKILL  # the shim itself was killed: so was the VM
         try:
             while True:
@@ -182,6 +185,14 @@ class VmProcess:
                     log.warning("the shim of pid %d: %s", self.launcher_pid, _setup_error(message))
         except (protocol.ChannelClosed, OSError):
             pass
+        if hang_up:
+            self.hang_up()
+        if reap:
+            self.reap()
+        return code
+
+    def hang_up(self) -> None:
+        """Let the shim end (after ``wait``), and run what waited for the VM's end."""
         self.shim.close()
         for finish in self.finished:
             try:
@@ -189,9 +200,6 @@ class VmProcess:
             except OSError as e:
                 log.warning("after the VM of pid %d: %s", self.launcher_pid, e.strerror or e)
         self.finished.clear()
-        if reap:
-            self.reap()
-        return code
 
     def reap(self) -> None:
         """Wait for the shim's own end, once ``wait`` has hung up (only a child of ours)."""

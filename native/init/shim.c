@@ -207,10 +207,15 @@ static void write_exit(struct shim *s) {
     char path[4200], temporary[4200], text[16];
     snprintf(path, sizeof path, "%s/exit", s->dir);
     snprintf(temporary, sizeof temporary, "%s/.exit", s->dir);
-    int fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    /* Not O_TRUNC, on the exit's way to the manager: ext4 flushes a file truncated to nothing
+     * as it is closed (auto_da_alloc). The manager keeps .exit emptied (hvfs.hypervisor.vmdirs);
+     * anything longer, which a crash left, is cut after the write. */
+    int fd = open(temporary, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) return;
     int n = snprintf(text, sizeof text, "%d\n", s->code);
-    if (write(fd, text, (size_t)n) == n) rename(temporary, path);
+    struct stat found;
+    if (write(fd, text, (size_t)n) == n && fstat(fd, &found) == 0 && (found.st_size <= n || ftruncate(fd, n) == 0))
+        rename(temporary, path);
     close(fd);
 }
 
