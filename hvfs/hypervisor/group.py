@@ -378,7 +378,7 @@ class Group:
         # alongside the next run's start and made it ~1 ms slower (hyperfine, 2026-12-06).
         self._release(record, running, used)
         record.telling = True  # still running to an up's reply until its exit is told
-        record.code, record.state = code, "exited" if again is None else "restarting"
+        again = restart.settle(self, record, code, again)
         ended = all(r.state == "exited" for r in self.vms.values()) and self.project.kind == "run"
         # A group that goes with its VM (daemon._empty): its client hears the exit first
         going = ended and ((self.owner is not None and not self.detached) or self.autoremove)

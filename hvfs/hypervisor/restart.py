@@ -95,19 +95,39 @@ def plan(group: Group, record: VmRecord, code: int) -> threading.Timer | None:
 
 def _again(group: Group, record: VmRecord, table: list[Mount]) -> None:
     restarts = record.restarts
+    # The launch under the lock: a stop meanwhile (cancel) waits for the VM it starts, then
+    # stops it. Without, the stop found neither a timer to cancel nor a VM running, and the
+    # down that followed removed the group under the launch (whose save then failed: the
+    # VM started, unwatched, and told exited with no code).
     with restarts.lock:
         if restarts.timer is None or restarts.stopped or record.state != "restarting":
             return  # cancelled meanwhile: cancel released the table
         restarts.timer = None
         restarts.count += 1
-    try:
-        group.launch(record, table)
-    except (SetupError, SourceError, OSError, LookupError, ValueError) as e:
-        log.warning("%s of %s could not be restarted: %s", record.config.name, group.gid, e)
-        group.pool.drop(record.pool_key)
-        record.state = "exited"
+        try:
+            group.launch(record, table)
+        except (SetupError, SourceError, OSError, LookupError, ValueError) as e:
+            failed: Exception | None = e
+            group.pool.drop(record.pool_key)
+            record.state = "exited"
+        else:
+            failed = None
+    if failed is not None:
+        log.warning("%s of %s could not be restarted: %s", record.config.name, group.gid, failed)
         group.tell({"exited": record.config.name, "code": record.code})
         group.save()
+
+
+def settle(group: Group, record: VmRecord, code: int, again: threading.Timer | None) -> threading.Timer | None:
+    """Record the exit of the VM of ``record`` (its watcher, after ``plan``): exited, or
+    restarting with ``again``, returned to be started; exited after all if the user
+    stopped it since ``plan`` (cancel took its timer while it still ran), its table released."""
+    with record.restarts.lock:
+        if again is not None and record.restarts.timer is not again:
+            again = None
+            group.pool.drop(record.pool_key)
+        record.code, record.state = code, "exited" if again is None else "restarting"
+    return again
 
 
 def cancel(group: Group, record: VmRecord) -> None:
