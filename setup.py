@@ -39,6 +39,7 @@ HOTPATH = Extension(
             "fd_change",
             "unlink_named",
             "write_open",
+            "note_queue",
             "credential_lines",
         )
     ],
@@ -58,6 +59,7 @@ TRACER = Extension(
             "fd_change",
             "unlink_named",
             "write_open",
+            "note_queue",
             "served_switch",
         )
     ],
