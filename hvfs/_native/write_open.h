@@ -2,8 +2,8 @@
  * loop (served_write.h's serve_write) and the ptrace driver's tracer loop (tracer.c's
  * tracer_write.h). The path read once into our buffer, the caller's base directory, the
  * published credentials it is served under, the open itself as the caller (a creation
- * too), and the change set's note (queued without the GIL: note_queue.h). Nothing here answers a caller: each loop
- * installs the file its own way.
+ * too), and the change set's note (queued without the GIL: note_queue.h). Nothing here
+ * answers a caller: each loop installs the file its own way.
  */
 #ifndef HVFS_WRITE_OPEN_H
 #define HVFS_WRITE_OPEN_H
@@ -202,7 +202,7 @@ note_with_gil(PyObject *note, const char *path, size_t length, int existed, int 
  * queue is full, or by note itself where it is a bare callable. 0, or -1 as note_with_gil.
  * Safe because: the tuple and the capsule are immutable and kept alive by the loop's
  * argument, so their fields read without the GIL are those set before the loop began; a
- * capsule's pointer is never NULL, so neither call below can fail on one of our name. */
+ * capsule's pointer is never NULL, so neither call below can fail on a capsule of our name. */
 static int
 note_change(PyObject *note, const char *path, size_t length, int existed, int exists)
 {
