@@ -40,6 +40,7 @@ HOTPATH = Extension(
             "fd_change",
             "unlink_named",
             "write_open",
+            "note_queue",
             "credential_lines",
         )
     ],
@@ -59,6 +60,7 @@ TRACER = Extension(
             "fd_change",
             "unlink_named",
             "write_open",
+            "note_queue",
             "served_switch",
         )
     ],

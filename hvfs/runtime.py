@@ -204,7 +204,7 @@ def serve_vm(
         assert isinstance(driver, PtraceDriver)
         if served_stat.writes_wanted() and nodev(context) and not context.reads_judged:
             quiet = bus.quiet if bus is not None else bytearray(b"\x01\x00")
-            written = (views.rw_root, context.changes.note)
+            written = (views.rw_root, context.changes.c_note())
             served_here = served_stat.ServedStat(vm_root, quiet, False, None, written, context.own_mounts)
             served = driver.serve_stats(served_here)
             context.served_by_driver = served.counted if served is not None else None
@@ -223,7 +223,7 @@ def serve_vm(
         if (spec.strict or writing) and hasattr(driver, "serve_stats"):
             quiet = bus.quiet if bus is not None else bytearray(b"\x01\x00")
             audit = served_stat.audit_of(bus, spec.name) if bus is not None and spec.strict else None
-            writes = (views.rw_root, context.changes.note) if writing else None
+            writes = (views.rw_root, context.changes.c_note()) if writing else None
             opens = spec.strict and not context.reads_judged
             served_here = served_stat.ServedStat(vm_root, quiet, opens, audit, writes, context.own_mounts)
             served = driver.serve_stats(served_here)

@@ -453,6 +453,7 @@ static PyMethodDef methods[] = {
     {"read_path", hp_read_path, METH_VARARGS, "read_path(pid, address) -> bytes | errno"},
     {"open_stat", hp_open_stat, METH_VARARGS, "open_stat(dirfd, path, flags, mode, resolve, status) -> (fd, st_mode)"},
     {"openat2", (PyCFunction)(void (*)(void))hp_openat2, METH_FASTCALL, "openat2(dirfd, path, flags, mode, resolve) -> fd"},
+    NOTE_QUEUE_METHODS, /* the change set's notes made without the GIL (write_open.h note_change) */
     {NULL, NULL, 0, NULL},
 };
 
@@ -463,5 +464,8 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__hotpath(void)
 {
-    return PyModule_Create(&module);
+    PyObject *made = PyModule_Create(&module);
+    if (made && PyModule_AddIntConstant(made, "NOTE_QUEUE_BYTES", NOTE_QUEUE_BYTES) < 0) /* the tests' overflow */
+        Py_CLEAR(made);
+    return made;
 }

@@ -36,7 +36,8 @@
  *
  * The change set: the file noted by the path /proc/self/fd reads for the duplicate (the
  * writable view reads as the VM's own paths), existed and exists, as trail.open_file and
- * changes.after note an OpenFile target, with the GIL, before the answer; a path that is not
+ * changes.after note an OpenFile target, before the answer (queued without the GIL, as
+ * served_write.h's "The change set" says); a path that is not
  * absolute or names a deleted file is declined (Python notes it otherwise or not at all).
  *
  * Declined before any side effect or answer, so that Python serves the request from its
@@ -51,8 +52,8 @@
 #include "fd_change.h" /* published_pidfd, own_object, fd_vm_path, change_fd: shared with tracer_fdmeta.h */
 
 /* Serves a fchmod, fchown or futimens (call: CALL_FCHMOD ...) as the header says: ANSWER
- * (resp: 0, the change's errno, or EIO where the change set's note raised), GONE, or
- * DECLINED. Without the GIL but for the change set's note. */
+ * (resp: 0, the change's errno, or EIO where the change set's note fell back on Python and raised), GONE, or
+ * DECLINED. Without the GIL (the change set's note queued: note_change). */
 static int
 serve_fdmeta(const struct stat_context *c, int listener, const struct seccomp_notif *notif, int call,
              struct seccomp_notif_resp *resp)

@@ -14,7 +14,8 @@
  * checked to be the caller's very directory, as write_base finds it).
  *
  * The change set: a removed name noted (its text, it existed, it exists no more) as
- * changes.after notes an Unlink, with the GIL, before the answer.
+ * changes.after notes an Unlink, before the answer (write_open.h note_change: queued without
+ * the GIL, as served_write.h's "The change set" says).
  *
  * Declined before any answer, so that Python serves the request from its start: a VM with a
  * hook or an audit (quiet[0] off), no writable view, unlinkat with any flag (AT_REMOVEDIR: an
@@ -28,8 +29,8 @@
 #include "unlink_named.h" /* unlink_named: the unlink itself, shared with the ptrace tracer loop */
 
 /* Serves an unlink or unlinkat (call: CALL_UNLINK, CALL_UNLINKAT) as the header says:
- * ANSWER (resp: 0, or EIO where the change set's note raised), GONE, or DECLINED. Without
- * the GIL but for the change set's note. */
+ * ANSWER (resp: 0, or EIO where the change set's note fell back on Python and raised), GONE, or DECLINED. Without
+ * the GIL (the change set's note queued: note_change). */
 static int
 serve_unlink(const struct stat_context *c, int listener, const struct seccomp_notif *notif, int call,
              struct seccomp_notif_resp *resp)

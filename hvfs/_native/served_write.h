@@ -35,10 +35,13 @@
  * failing after its truncation, or a creation whose fstat or F_SETFL fails, which Python's
  * own direct path hands to its general path alike.
  *
- * The change set: noted with the GIL taken here (PyGILState_Ensure), by the VM's
- * ChangeSet.note, before the file is installed and the call answered, so no reader of the
- * change set (hvfs diff, a snapshot, the manager's stop) can look in between: the order the
- * dispatch keeps (changes.record, then the driver's answer).
+ * The change set: noted before the file is installed and the call answered, queued without
+ * the GIL in the VM's note queue (write_open.h note_change, note_queue.h), which the VM's
+ * ChangeSet drains under its lock before every operation that reads or changes it; where the
+ * queue is full, by ChangeSet.note with the GIL taken here, which drains it first. So no
+ * reader of the change set (hvfs diff, a snapshot, the manager's stop) sees it without every
+ * change answered before it, and a note or a move made in Python after the answer applies
+ * after this one: the order the dispatch keeps (changes.record, then the driver's answer).
  *
  * The answer: ADDFD without SEND, C's copy closed, then the answer (hp_install's order for a
  * writable file: the VM's close must be the last, or an exec right after writing fails with
@@ -78,7 +81,7 @@ write_request(const struct stat_context *c, int listener, const struct seccomp_n
 
 /* Serves a write-open (flags: the register's, masked to what open(2) keeps) of path_at from
  * dirfd, as the header says: ANSWER with *install the fd to install writable (or resp an
- * errno), GONE, or DECLINED. Without the GIL but for the change set's note. */
+ * errno), GONE, or DECLINED. Without the GIL (the change set's note queued: note_change). */
 static int
 serve_write(const struct stat_context *c, int listener, const struct seccomp_notif *notif, int32_t dirfd,
             uint64_t path_at, uint64_t flags, uint64_t creation_mode, struct seccomp_notif_resp *resp, int *install,

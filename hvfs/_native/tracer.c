@@ -445,6 +445,7 @@ static PyMethodDef methods[] = {
     {"wait_stop", tr_wait_stop, METH_VARARGS, "The next stop Python must decide, and what was done meanwhile."},
     {"release", tr_release, METH_VARARGS, "Write a stopped thread's registers back (or not) and resume it."},
     {"receive", tr_receive, METH_VARARGS, "A served open's recvmsg, run in place of the call, and checked."},
+    NOTE_QUEUE_METHODS, /* the change set's notes made without the GIL (write_open.h note_change) */
     {NULL, NULL, 0, NULL},
 };
 

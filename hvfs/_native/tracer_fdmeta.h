@@ -53,7 +53,7 @@ at_seccomp_stop(pid_t pid)
 }
 
 /* Serves the fd metadata change pid is stopped at (regs), as the header says: 1 when answered
- * here, 0 when it is Python's. Without the GIL but for the note. */
+ * here, 0 when it is Python's. Without the GIL (the note queued: note_change). */
 static int
 served_fdmeta_here(const struct write_context *w, pid_t pid, const regs_t *regs, struct served_writes *done,
                    struct passing *seen)

@@ -39,7 +39,7 @@
 #define COUNTED_UNLINK 9 /* served_stat.h's counts: COUNTS_UNLINK * SERVED_OUTCOMES */
 
 /* Serves the unlink pid is stopped at (regs), as the header says: 1 when answered here, 0 when
- * it is Python's. Without the GIL but for the note. */
+ * it is Python's. Without the GIL (the note queued: note_change). */
 static int
 served_unlink_here(const struct write_context *w, pid_t pid, const regs_t *regs, struct served_writes *done,
                    struct passing *seen)

@@ -23,7 +23,8 @@
  * kept (``here`` is 0 then), and it bumps there. So a thread's record here is of the
  * credentials it holds at its open: stopped in it, it changes nothing meanwhile.
  *
- * After the open: a failed note answers EIO, as the dispatch answers a failed record; a
+ * After the open: the note queued without the GIL, as served_write.h's "The change set" says;
+ * a failed note (the queue full, ChangeSet.note raised) answers EIO, as the dispatch answers a failed record; a
  * failed receive answers what the Python path would (EMFILE, else EIO) and its socket is
  * given up (``doubted``, for Python); a thread that died meanwhile is handed back as an
  * exit.
@@ -53,7 +54,7 @@ struct kept_entry {
 
 struct write_context {
     int rw_root;
-    PyObject *note; /* the VM's ChangeSet.note, borrowed from the argument */
+    PyObject *note; /* the VM's ChangeSet.c_note (write_open.h note_change), borrowed from the argument */
     const volatile uint8_t *quiet;
     const struct watch_state *watch;
     const uint64_t *bumps;
@@ -158,7 +159,7 @@ receive_failed(pid_t pid, const regs_t *stopped, int fd, const struct outcome *o
 }
 
 /* Serves the write-open pid is stopped at (regs), as the header says: 1 when answered here
- * (or the thread died), 0 when it is Python's. Without the GIL but for the note. */
+ * (or the thread died), 0 when it is Python's. Without the GIL (the note queued: note_change). */
 static int
 served_write_here(const struct write_context *w, pid_t pid, const regs_t *regs, struct served_writes *done,
                   struct passing *seen)

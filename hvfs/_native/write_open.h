@@ -2,8 +2,8 @@
  * loop (served_write.h's serve_write) and the ptrace driver's tracer loop (tracer.c's
  * tracer_write.h). The path read once into our buffer, the caller's base directory, the
  * published credentials it is served under, the open itself as the caller (a creation
- * too), and the change set's note with the GIL. Nothing here answers a caller: each loop
- * installs the file its own way.
+ * too), and the change set's note (queued without the GIL: note_queue.h). Nothing here
+ * answers a caller: each loop installs the file its own way.
  */
 #ifndef HVFS_WRITE_OPEN_H
 #define HVFS_WRITE_OPEN_H
@@ -17,6 +17,7 @@
 #include <sys/syscall.h>
 #include <sys/uio.h>
 
+#include "note_queue.h"    /* the change set's notes without the GIL */
 #include "served_switch.h" /* acting as the caller */
 
 #ifndef AT_FDCWD
@@ -182,7 +183,7 @@ plain_write_path(const char *path, size_t length)
 /* changes.note(path, existed, exists) with the GIL: 0, or -1 where it raised (reported as
  * unraisable; the request is then answered EIO, as the dispatch answers a failed record). */
 static int
-note_change(PyObject *note, const char *path, size_t length, int existed, int exists)
+note_with_gil(PyObject *note, const char *path, size_t length, int existed, int exists)
 {
     PyGILState_STATE gil = PyGILState_Ensure();
     PyObject *name = PyUnicode_DecodeFSDefaultAndSize(path, (Py_ssize_t)length);
@@ -194,6 +195,25 @@ note_change(PyObject *note, const char *path, size_t length, int existed, int ex
     Py_XDECREF(name);
     PyGILState_Release(gil);
     return failed ? -1 : 0;
+}
+
+/* The change set's note of path, before the call is answered: queued without the GIL where
+ * note is ChangeSet.c_note's (queue, note) (note_queue.h), with the GIL by that note where the
+ * queue is full, or by note itself where it is a bare callable. 0, or -1 as note_with_gil.
+ * Safe because: the tuple and the capsule are immutable and kept alive by the loop's
+ * argument, so their fields read without the GIL are those set before the loop began; a
+ * capsule's pointer is never NULL, so neither call below can fail on a capsule of our name. */
+static int
+note_change(PyObject *note, const char *path, size_t length, int existed, int exists)
+{
+    PyObject *queued = PyTuple_CheckExact(note) && PyTuple_GET_SIZE(note) == 2 ? PyTuple_GET_ITEM(note, 0) : NULL;
+    const char *name = queued && PyCapsule_CheckExact(queued) ? PyCapsule_GetName(queued) : NULL;
+    if (name && strcmp(name, NOTE_QUEUE_NAME) == 0) {
+        if (note_queue_push(PyCapsule_GetPointer(queued, NOTE_QUEUE_NAME), path, length, existed, exists))
+            return 0;
+        note = PyTuple_GET_ITEM(note, 1);
+    }
+    return note_with_gil(note, path, length, existed, exists);
 }
 
 /* The file created as direct.py creates it (the open again with O_EXCL, the caller's mode

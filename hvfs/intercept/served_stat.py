@@ -30,8 +30,8 @@ both ways).
 
 A quiet VM's write-open (open, openat, creat; a file created too), by a plain path
 (absolute, or relative to the cwd or a dirfd) in a nodev writable view, is served in C too,
-as ``direct.open_writable`` serves it, its change-set note made by C with the GIL
-(hvfs/_native/served_write.h says what is declined: an audited VM's, a symlink on
+as ``direct.open_writable`` serves it, its change-set note queued by C without the GIL
+(``ChangeSet.c_note``; hvfs/_native/served_write.h says what is declined: an audited VM's, a symlink on
 the way among others), in the default profile too, where nothing else is served in C
 (compiled.py gives it SERVED rules for the opens and unlinks alone). So is its unlink of a
 plain path (unlink, unlinkat without AT_REMOVEDIR), as ``names.handle_unlink`` serves it
@@ -93,11 +93,13 @@ COUNTS = struct.Struct(f"<{len(KINDS) * len(OUTCOMES)}Q")  # KINDS x OUTCOMES
 # open), whose types say how the event reads.
 Audit = tuple[object, str, object, tuple[tuple[object, object], ...]]
 # What C serves a VM's write-opens with (served_write.h): its writable view, a nodev one, and
-# its change set's ``note``, which C calls for each regular file it hands out.
-Writes = tuple[int, Callable[[str, bool, bool], None]]
+# its change set's ``c_note`` (its queue and its ``note``), with which C notes each change it
+# serves (write_open.h note_change), or a bare ``note``, which C calls with the GIL.
+Note = tuple[object, Callable[[str, bool, bool], None]] | Callable[[str, bool, bool], None]
+Writes = tuple[int, Note]
 # What C takes of them (hotpath.c's stat_context_of): the view, the note, and the view's own
 # mount ids, packed (served_fdmeta.h: the only mounts whose files it changes through an fd).
-WritesArgument = tuple[int, Callable[[str, bool, bool], None], bytes]
+WritesArgument = tuple[int, Note, bytes]
 StatArgument = tuple[int, bytearray, bytearray, bytearray, bytearray, bool, Audit | None, WritesArgument | None, bool]
 
 

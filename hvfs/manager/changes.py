@@ -24,9 +24,11 @@ import json
 import os
 import posixpath
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from hvfs import _native as native
 from hvfs import api
 from hvfs._sys.abi import RENAME_EXCHANGE, TMPFILE_BIT
 from hvfs.manager.resolve import fd_closing, open_object, parent, proc_path
@@ -56,16 +58,39 @@ class Change:
 
 class ChangeSet:
     """The paths one VM changed: for each, whether it existed before its first change
-    and whether it exists now. Thread-safe; a dict update per served mutation."""
+    and whether it exists now. Thread-safe; a dict update per served mutation.
+
+    The C loops note what they serve without the GIL, in a queue (``c_note``,
+    hvfs/_native/note_queue.h) that every operation here drains first, under the lock: a
+    note C queued before it answered is seen by every reader after that answer, and applied
+    before any note or move made here after it, as if it had been made here."""
 
     def __init__(self, limit: int = LIMIT) -> None:
         self._paths: dict[str, tuple[bool, bool]] = {}
         self._lock = threading.Lock()
         self._limit = limit
-        self.lost = 0  # changes to paths not recorded, past the limit
+        self._lost = 0  # changes to paths not recorded, past the limit
+        self._queue: object | None = None  # note_queue.h's, once a C loop notes here
+
+    def c_note(self) -> tuple[object, Callable[[str, bool, bool], None]] | Callable[[str, bool, bool], None]:
+        """What a C loop notes with (write_open.h note_change): (its queue, ``note``, for a
+        note the full queue cannot take); ``note`` alone where the C loops are not built."""
+        compiled = native.hotpath or native.tracer
+        if compiled is None:
+            return self.note
+        with self._lock:
+            if self._queue is None:
+                self._queue = compiled.note_queue()
+            return (self._queue, self.note)
+
+    def _drain_locked(self) -> None:
+        if self._queue is not None:
+            for path, existed, exists in (native.hotpath or native.tracer).drain_notes(self._queue):
+                self._note_locked(path, existed, exists)
 
     def note(self, path: str, existed: bool, exists: bool) -> None:
         with self._lock:
+            self._drain_locked()
             self._note_locked(path, existed, exists)
 
     def _note_locked(self, path: str, existed: bool, exists: bool) -> None:
@@ -75,25 +100,40 @@ class ChangeSet:
         elif len(self._paths) < self._limit:
             self._paths[path] = (existed, exists)
         else:
-            self.lost += 1
+            self._lost += 1
 
     def moved_away(self, directory: str) -> None:
         """A directory was renamed or replaced: what was noted beneath it is gone from there."""
         prefix = directory.rstrip("/") + "/"
         with self._lock:
+            self._drain_locked()
             for path, (existed, _) in list(self._paths.items()):
                 if path.startswith(prefix):
                     self._paths[path] = (existed, False)
 
     @property
+    def lost(self) -> int:
+        """Changes to paths not recorded, past the limit."""
+        with self._lock:
+            self._drain_locked()
+            return self._lost
+
+    @property
     def truncated(self) -> bool:
         return self.lost > 0
+
+    def _snapshot(self) -> tuple[list[tuple[str, tuple[bool, bool]]], int]:
+        with self._lock:
+            self._drain_locked()
+            return list(self._paths.items()), self._lost
 
     def changes(self) -> list[Change]:
         """Sorted by path, as ``docker diff``; the parent of a path added or removed is
         shown changed (its entries changed), unless it was itself added or is "/"."""
-        with self._lock:
-            items = list(self._paths.items())
+        return self._changes_of(self._snapshot()[0])
+
+    @staticmethod
+    def _changes_of(items: list[tuple[str, tuple[bool, bool]]]) -> list[Change]:
         kinds: dict[str, str] = {}
         for path, (existed, exists) in items:
             if existed or exists:
@@ -111,7 +151,8 @@ class ChangeSet:
         """As ``hvfs diff --json`` prints it; with ``budget``, only the first changes whose
         paths fit in that many bytes, the rest counted in ``omitted`` (a control message
         has a bounded size)."""
-        changes = self.changes()
+        items, lost = self._snapshot()  # the changes and the count lost, of one moment
+        changes = self._changes_of(items)
         shown = changes
         if budget is not None:
             for n, change in enumerate(changes):
@@ -122,8 +163,8 @@ class ChangeSet:
         return {
             "changes": [{"kind": c.kind, "path": c.path} for c in shown],
             "omitted": len(changes) - len(shown),
-            "truncated": self.truncated,
-            "lost": self.lost,
+            "truncated": lost > 0,
+            "lost": lost,
         }
 
 

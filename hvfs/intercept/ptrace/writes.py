@@ -60,7 +60,7 @@ class WritesHere:
         return True
 
     def argument(self) -> tuple[object, ...] | None:
-        """wait_stop's ``writes``: the writable view, the change set's note, the bus's quiet
+        """wait_stop's ``writes``: the writable view, the change set's c_note, the bus's quiet
         flag, the watch, the published credentials, the counts, the kept sockets' table and
         the writable view's own mounts; None while nothing is served in C."""
         served, known, sockets = self._served, self._known, self._sockets
