@@ -70,7 +70,7 @@ struct stat_context {
     size_t quiet_length;
     struct served_note *note; /* served_audit.h: NULL where no audit may be served here */
     int rw_root;              /* served_write.h: the writable view, a nodev one; -1: no write served */
-    PyObject *change_note;    /* the VM's ChangeSet.note, borrowed from serve's argument */
+    PyObject *change_note;    /* the VM's ChangeSet.c_note (queue, note), borrowed from serve's argument */
     const char *own_mounts; /* served_fdmeta.h: the writable view's mount ids, own_count uint64 */
     size_t own_count;
     struct kept_base *kept;   /* served_base.h: a relative path's base kept open, or NULL */
