@@ -89,9 +89,7 @@ read_base_seen(pid_t tid, int32_t dirfd, char *base, size_t size, struct stat *i
         (seen.stx_mask & (STATX_TYPE | STATX_INO)) != (STATX_TYPE | STATX_INO))
         return -1;
     base[got] = 0;
-    static const char deleted[] = " (deleted)";
-    size_t tail = sizeof deleted - 1;
-    if ((size_t)got >= tail && memcmp(base + got - tail, deleted, tail) == 0)
+    if (ends_with(base, (size_t)got, " (deleted)"))
         return -1;
     identity->st_dev = makedev(seen.stx_dev_major, seen.stx_dev_minor), identity->st_ino = seen.stx_ino;
     *mount = seen.stx_mask & STATX_MNT_ID && S_ISDIR(seen.stx_mode) && seen.stx_nlink > 0 ? seen.stx_mnt_id : 0;

@@ -117,11 +117,7 @@ read_base(pid_t tid, int dirfd, char *base, size_t size, struct stat *identity)
     if (got <= 0 || (size_t)got >= size - 1 || base[0] != '/' || stat(link, identity) < 0)
         return -1;
     base[got] = 0;
-    static const char deleted[] = " (deleted)";
-    size_t tail = sizeof deleted - 1;
-    if ((size_t)got >= tail && memcmp(base + got - tail, deleted, tail) == 0)
-        return -1;
-    return 0;
+    return ends_with(base, (size_t)got, " (deleted)") ? -1 : 0; /* procfs's mark of a deleted one */
 }
 
 /* hvfs/intercept/credcache.py WATCH and PUBLISHED */
