@@ -138,8 +138,14 @@ class Hvfs:
         return dataclasses.replace(self, command=[*self.command[:at], "env", *assigned, *self.command[at:]])
 
     def over(self, transport: str) -> Hvfs:
-        """The same runner, its VMs' requests carried by ``transport`` (HVFS_TRANSPORT)."""
-        return self.with_env(HVFS_TRANSPORT=transport)
+        """The same runner, its VMs' requests carried by ``transport`` (HVFS_TRANSPORT):
+        the default (inprocess) as it is; another with a manager of its own, as the native
+        front leaves a run whose HVFS_ variables differ from its manager's to the Python
+        client (frontrun.parse), so the session's manager must not get them from whichever
+        test happens to start it."""
+        if transport == "inprocess":
+            return self
+        return self.with_env(HVFS_TRANSPORT=transport, HVFS_STATE_DIR=state_dir(self.user, transport))
 
 
 @pytest.fixture(scope="session")
