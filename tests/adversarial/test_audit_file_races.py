@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import random
 import subprocess
 import threading
 import time
@@ -67,14 +68,19 @@ def test_a_swapped_audit_file_is_never_written_as_more_than_the_user(
     stop = threading.Event()
 
     def flip() -> None:
+        # Each state held a random while too (up to 4 ms), not only flipped as fast as it
+        # can be: the Python client looks at FILE over a longer window than the front, and
+        # flipped without pause none of its runs found it still in place (CI51: 83 refused).
         while not stop.is_set():
             link, plain = shared_tmp / "link.new", shared_tmp / "plain.new"
             link.symlink_to(precious)
             os.rename(link, target)
+            time.sleep(random.random() * 0.004)
             plain.write_text("")
             os.chown(plain, account.pw_uid, account.pw_gid)
             plain.chmod(0o600)
             os.rename(plain, target)
+            time.sleep(random.random() * 0.004)
             flips[0] += 2
 
     flipper = threading.Thread(target=flip, daemon=True)
