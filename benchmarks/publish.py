@@ -246,18 +246,15 @@ def write_markdown(results: Results, path: Path, chart: str) -> None:
         "",
         *[f"- {name}: {value}" for name, value in machine.items()],
         "",
-        *kept_sections(path),
     ]
-    path.write_text("\n".join(lines))
+    path.write_text("\n".join([*lines, *kept_sections(path, lines)]))
 
 
-# Sections written by hand (measured with --baseline, many_vms.py, mutations.py), kept when
-# this file is written again.
-KEPT = ("Audit", "One resolution per mutation", "Many VMs")
-
-
-def kept_sections(path: Path) -> list[str]:
-    """The lines of the KEPT sections of the file as it is, to write again after the rest."""
+def kept_sections(path: Path, generated: list[str]) -> list[str]:
+    """The sections of the file as it is that ``generated`` does not write (measured by hand:
+    --baseline runs, many_vms.py, a helper's before/after), to write again after the rest,
+    in their order: a full run must never drop what a person measured."""
+    written = {line[3:].strip() for line in generated if line.startswith("## ")}
     try:
         old = path.read_text().splitlines()
     except OSError:
@@ -266,7 +263,7 @@ def kept_sections(path: Path) -> list[str]:
     keeping = False
     for line in old:
         if line.startswith("## "):
-            keeping = line[3:].strip() in KEPT
+            keeping = line[3:].strip() not in written
         if keeping:
             kept.append(line)
     return [*kept, ""] if kept else []
