@@ -1,0 +1,121 @@
+"""What a manager keeps from one run's request for the next (issue 14, the request's
+Python before START): the run's project handed over as parsed, not as JSON read back,
+and argparse's parse of an argument list seen before. Each must give exactly what a
+fresh parse gives, and nothing kept may stand in for a request that differs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from hvfs.hypervisor import frontrun
+from hvfs.hypervisor.layout import Layout
+from hvfs.hypervisor.spec import from_json, group_id, to_json
+from hvfs.project.config import NetworkConfig, Project
+from hvfs.spec import UsageError
+from tests.test_front import run, said, traced
+
+ARGVS = [
+    ["run", "--", "true"],
+    [
+        *("run", "-v", "/tmp:/data", "--tmpfs", "/scratch", "-e", "A=1", "-e", "B", "--name", "x", "--strict"),
+        *("--", "sh", "-c", "echo $A"),
+    ],
+    ["run", "--driver", "ptrace", "-w", "/tmp", "--read-only", "--memory", "64m", "--", "true"],
+    ["run", "--audit", "/tmp/hvfs-reuse-audit.log", "--", "true"],
+]
+
+
+@pytest.fixture(autouse=True)
+def fresh_parses() -> None:
+    frontrun._parsed_kept.clear()
+
+
+@pytest.fixture
+def trace(tmp_path: Path) -> Path:
+    return tmp_path / "trace"
+
+
+@pytest.mark.parametrize("argv", ARGVS)
+def test_a_project_read_back_from_its_json_is_the_same(argv: list[str]) -> None:
+    project, _ = frontrun._parse_here(argv, {**os.environ, "B": "2"}, [])
+    assert from_json(to_json(project)) == project
+    assert to_json(from_json(to_json(project))) == to_json(project)
+
+
+@pytest.mark.parametrize("argv", ARGVS)
+def test_a_kept_parse_is_a_fresh_parse(argv: list[str]) -> None:
+    fresh = vars(frontrun._run_parser().parse_args(argv))
+    first, again = frontrun._parsed(argv), frontrun._parsed(argv)
+    assert vars(first) == vars(again) == fresh
+    assert first is not again
+    for name, value in vars(first).items():
+        if isinstance(value, list):  # shares no list with the kept one, nor with argparse's defaults
+            value.append("changed")
+            assert vars(frontrun._parsed(argv))[name] == fresh[name]
+
+
+def test_another_argument_list_is_parsed_anew() -> None:
+    plain = frontrun._parsed(["run", "--", "true"])
+    other = frontrun._parsed(["run", "-e", "A=1", "--", "true"])
+    assert (plain.env, other.env) == ([], ["A=1"])
+    assert frontrun._parsed(["run", "--", "false"]).command == ["--", "false"]
+
+
+def test_a_mistake_is_said_each_time_and_never_kept() -> None:
+    for _ in range(3):
+        with pytest.raises(UsageError, match="no-such-flag"):
+            frontrun._parsed(["run", "--no-such-flag", "--", "true"])
+    assert not frontrun._parsed_kept
+
+
+def test_the_kept_parses_are_bounded() -> None:
+    for n in range(frontrun._PARSED_KEPT * 2):
+        frontrun._parsed(["run", "--", "echo", str(n)])
+    assert len(frontrun._parsed_kept) == frontrun._PARSED_KEPT
+    assert ("run", "--", "echo", str(frontrun._PARSED_KEPT * 2 - 1)) in frontrun._parsed_kept
+
+
+def test_what_a_run_takes_from_its_environment_and_files_is_read_again(front: str, trace: Path, tmp_path: Path) -> None:
+    """The same words run twice by the native front, the client's environment and an
+    --env-file changed between: each run sees its own, and each gets a name of its own."""
+    env_file = tmp_path / "env"
+    command = ["run", "-e", "FROM_CLIENT", "--env-file", str(env_file), "--", "sh", "-c",
+               'echo "$FROM_CLIENT $FROM_FILE $HOSTNAME"']  # fmt: skip
+    seen = []
+    for n in range(3):
+        env_file.write_text(f"FROM_FILE=file{n}\n")
+        result = run([front], *command, env=traced(trace, FROM_CLIENT=f"client{n}"))
+        assert result.returncode == 0, result.stderr
+        seen.append(result.stdout.split())
+    assert said(trace) == ["native"] * 3
+    assert [words[:2] for words in seen] == [[f"client{n}", f"file{n}"] for n in range(3)]
+    assert len({words[2] for words in seen}) == 3  # a name drawn for each run, not kept
+
+
+def test_a_project_parsed_in_the_manager_is_saved_as_its_json(front: str, trace: Path) -> None:
+    """group.json, which a manager after this one takes the group back from, holds the
+    project's JSON, though the run's project was made JSON only after its VM started."""
+    name = f"reuse-{os.getpid()}"
+    group_file = Path(Layout().group_file(group_id(Project(name, "", "/", NetworkConfig(), {}, {}, {}, kind="run"))))
+    running = subprocess.Popen([front, "run", "--name", name, "-e", "K=v", "--", "sleep", "30"], cwd="/",
+                               env=traced(trace), stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not group_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        document = json.loads(group_file.read_text())
+        project = from_json(document["project"])
+        assert project.name == name and project.kind == "run"
+        vm = project.vms[name]
+        assert (vm.command, vm.environment) == (("sleep", "30"), {"K": "v"})
+        assert json.loads(json.dumps(to_json(project))) == document["project"]
+    finally:
+        running.kill()
+        running.communicate(timeout=60)
+    assert said(trace) == ["native"]
