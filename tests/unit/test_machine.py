@@ -14,3 +14,21 @@ def test_memory_is_ram_and_swap_as_meminfo_says() -> None:
     assert found["MemTotal"] > 0
     # Nothing else in the sum (MemFree, SwapFree and the rest change from read to read).
     assert machine.memory() == found["MemTotal"] + found.get("SwapTotal", 0)
+
+
+def test_ram_without_a_file_read_is_meminfos_memtotal() -> None:
+    """size_problem settles a size below RAM from sysinfo alone: the same MemTotal."""
+    with open("/proc/meminfo") as f:
+        total = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemTotal:"))
+    assert machine._ram() == total
+
+
+def test_a_size_is_judged_as_against_ram_and_swap() -> None:
+    total = machine.memory()
+    for size in (4096, machine._ram() - 1, machine._ram(), total, total + 1, total * 2):
+        problem = machine.size_problem(size)
+        assert (problem is None) == (size <= total), (size, problem)
+    assert machine.size_problem(total + 4096) == (
+        f"size {machine.format_size(total + 4096)} is more than this machine's memory and swap "
+        f"({machine.format_size(total)}); give at most {machine.format_size(total)}"
+    )
