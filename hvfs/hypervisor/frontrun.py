@@ -372,10 +372,16 @@ def _copy_namespace(args: argparse.Namespace) -> argparse.Namespace:
     """A copy of ``args`` that shares no list with it: whoever takes it may change it."""
     import argparse
 
-    def copied(value: object) -> object:
-        return [copied(item) for item in value] if isinstance(value, list) else value
+    def copied(value: list[object]) -> list[object]:
+        return [copied(item) if type(item) is list else item for item in value]
 
-    return argparse.Namespace(**{name: copied(value) for name, value in vars(args).items()})
+    copy = argparse.Namespace()
+    fields = vars(copy)
+    fields.update(vars(args))
+    for name, value in fields.items():
+        if type(value) is list:  # argparse makes lists, never a subclass
+            fields[name] = copied(value)
+    return copy
 
 
 def prepare() -> None:
