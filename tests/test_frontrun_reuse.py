@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from hvfs.hypervisor import frontrun
+from hvfs.hypervisor import frontrun, kept_runs
 from hvfs.hypervisor.layout import Layout
 from hvfs.hypervisor.spec import from_json, group_id, to_json
 from hvfs.project.config import NetworkConfig, Project
@@ -34,6 +34,7 @@ ARGVS = [
 @pytest.fixture(autouse=True)
 def fresh_parses() -> None:
     frontrun._parsed_kept.clear()
+    kept_runs.forget()
 
 
 @pytest.fixture
@@ -119,3 +120,101 @@ def test_a_project_parsed_in_the_manager_is_saved_as_its_json(front: str, trace:
         running.kill()
         running.communicate(timeout=60)
     assert said(trace) == ["native"]
+
+
+PURE_ARGVS = [
+    ["run", "--", "true"],
+    ["run", "-e", "A=1", "-e", "HOME", "-w", "/tmp", "--strict", "--read-only", "--hostname", "h", "--", "sh"],
+    ["run", "--driver", "ptrace", "--entrypoint", "/bin/sh", "--stop-timeout", "3", "--init", "-i"],
+    ["run", "--name", "given", "--", "true"],
+]
+READING = [  # flags whose checks read files or the machine: never kept
+    ["-v", "/tmp:/data"],
+    ["--mount", "type=bind,source=/tmp,target=/data"],
+    ["--tmpfs", "/scratch"],
+    ["--env-file", "/dev/null"],
+    ["--memory", "64m"],
+    ["--pids-limit", "100"],
+    ["--cpus", "1"],
+    ["-u", "1000"],
+    ["--audit", "/tmp/hvfs-reuse-audit.log"],
+]
+
+
+@pytest.mark.parametrize("argv", PURE_ARGVS)
+def test_two_parses_of_the_same_words_differ_by_the_name_alone(argv: list[str]) -> None:
+    first, _ = frontrun._parse_here(argv, dict(os.environ), [])
+    second, _ = frontrun._parse_here(argv, dict(os.environ), [])
+    assert kept_runs.renamed(first, second.name) == second
+    assert (first == second) == ("--name" in argv)
+
+
+@pytest.mark.parametrize("argv", PURE_ARGVS)
+def test_a_kept_run_is_the_parse_it_stands_for(argv: list[str]) -> None:
+    env = {**os.environ, kept_runs_variable(): "1"}  # the ptrace driver chosen: a line said
+    said: list[str] = []
+    first, timeout = frontrun._parse_kept(argv, "/", env, said)
+    assert kept_runs.take(kept_runs.key(argv, "/", env)) is not None
+    names = {first.name}
+    for _ in range(3):
+        again_said: list[str] = []
+        again, again_timeout = frontrun._parse_kept(argv, "/", env, again_said)
+        fresh, _ = frontrun._parse_here(argv, env, [])
+        assert again == kept_runs.renamed(fresh, again.name)
+        assert (again_said, again_timeout) == (said, timeout)
+        names.add(again.name)
+    assert len(names) == (1 if "--name" in argv else 4)  # a name drawn for each run, unless given
+
+
+def kept_runs_variable() -> str:
+    from hvfs import driver_choice
+
+    return driver_choice.AS_IF_MISSING
+
+
+@pytest.mark.parametrize("flags", READING)
+def test_a_run_whose_flags_read_files_is_parsed_every_time(flags: list[str]) -> None:
+    argv = ["run", *flags, "--", "true"]
+    frontrun._parse_kept(argv, "/", dict(os.environ), [])
+    assert kept_runs.take(kept_runs.key(argv, "/", dict(os.environ))) is None
+
+
+def test_another_request_is_parsed_anew() -> None:
+    argv, env = ["run", "-e", "KEY", "--", "true"], {**os.environ, "KEY": "one"}
+    first, _ = frontrun._parse_kept(argv, "/", env, [])
+    other_env, _ = frontrun._parse_kept(argv, "/", {**env, "KEY": "two"}, [])
+    other_cwd, _ = frontrun._parse_kept(argv, "/tmp", env, [])
+    other_words, _ = frontrun._parse_kept(["run", "-e", "KEY", "--", "false"], "/", env, [])
+    assert first.vms[first.name].environment == {"KEY": "one"}
+    assert other_env.vms[other_env.name].environment == {"KEY": "two"}
+    assert other_cwd.vms[other_cwd.name].environment == {"KEY": "one"}
+    assert other_words.vms[other_words.name].command == ("false",)
+    assert len(kept_runs._kept) == 4
+
+
+def test_a_mistake_or_a_fallback_is_never_kept() -> None:
+    for argv, error in ((["run", "-w", "relative", "--", "true"], UsageError), (["run", "-d", "--", "true"],
+                        frontrun.Fallback)):  # fmt: skip
+        for _ in range(2):
+            with pytest.raises(error):
+                frontrun._parse_kept(argv, "/", dict(os.environ), [])
+    assert not kept_runs._kept
+
+
+def test_the_kept_runs_are_bounded() -> None:
+    for n in range(kept_runs.MOST + 5):
+        frontrun._parse_kept(["run", "--", "echo", str(n)], "/", dict(os.environ), [])
+    assert len(kept_runs._kept) == kept_runs.MOST
+
+
+def test_the_same_words_run_again_by_the_front(front: str, trace: Path) -> None:
+    """Run three times with the same words and environment (the kept parse taken): each
+    run's own output, exit code and VM name."""
+    seen = []
+    for _ in range(3):
+        result = run([front], "run", "-e", "K=v", "--", "sh", "-c", 'echo "$K $HOSTNAME"; exit 5', env=traced(trace))
+        assert result.returncode == 5, result.stderr
+        seen.append(result.stdout.split())
+    assert said(trace) == ["native"] * 3
+    assert [words[0] for words in seen] == ["v"] * 3
+    assert len({words[1] for words in seen}) == 3

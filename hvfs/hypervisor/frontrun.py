@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 from hvfs._sys import caps
 from hvfs._sys.abi import CLONE_FS
 from hvfs._sys.process import unshare
-from hvfs.hypervisor import control, views
+from hvfs.hypervisor import control, kept_runs, views
 from hvfs.hypervisor.spec import host_paths, run_project
 from hvfs.hypervisor.version import code_id
 from hvfs.project.config import Project
@@ -207,7 +207,7 @@ def parse(argv: list[str], cwd: str, env: Mapping[str, str], said: list[str] | N
             if unfit is not None:  # the thread could not be set up to parse
                 raise unfit
             os.chdir(cwd)
-            done["result"] = _parse_here(argv, env, lines)
+            done["result"] = _parse_kept(argv, cwd, env, lines)
         except BaseException as e:  # carried to the connection's thread, which raises it
             done["error"] = e
 
@@ -322,7 +322,20 @@ def _outside_uid() -> int:
     return -1  # unknown: as a user's
 
 
-def _parse_here(argv: list[str], env: Mapping[str, str], said: list[str]) -> tuple[Project, float]:
+def _parse_kept(argv: list[str], cwd: str, env: Mapping[str, str], said: list[str]) -> tuple[Project, float]:
+    """``_parse_here``'s outcome, kept from a request of the same words (hvfs.hypervisor.kept_runs)."""
+    request = kept_runs.key(argv, cwd, env)
+    found = kept_runs.take(request)
+    if found is None:
+        return _parse_here(argv, env, said, request)
+    said.extend(found.said)
+    return found.project, found.stop_timeout
+
+
+def _parse_here(
+    argv: list[str], env: Mapping[str, str], said: list[str], request: kept_runs.Key | None = None
+) -> tuple[Project, float]:
+    """The run of ``argv``, parsed; kept for ``request`` if its flags allow (kept_runs.pure)."""
     from hvfs import cli, driver_choice
 
     if argv[:1] != ["run"]:
@@ -346,7 +359,17 @@ def _parse_here(argv: list[str], env: Mapping[str, str], said: list[str]) -> tup
         spec = dataclasses.replace(spec, driver=choice.driver)
         if choice.driver != "seccomp":
             said.append(f"hvfs: using the ptrace driver: {choice.why}")
-    return run_project(spec), spec.stop_timeout
+    project = run_project(spec)
+    if request is not None and kept_runs.pure(args, _empty_run()):
+        kept_runs.keep(request, kept_runs.Kept(project, spec.stop_timeout, tuple(said), bool(args.name)))
+    return project, spec.stop_timeout
+
+
+@functools.cache
+def _empty_run() -> dict[str, object]:
+    """Every flag of the run's parser at its default: ``hvfs run`` with nothing after."""
+    with _parsing:
+        return dict(vars(_run_parser().parse_args(["run"])))
 
 
 _PARSED_KEPT = 16  # argument lists whose parse is kept: a user's few commands, run again and again
