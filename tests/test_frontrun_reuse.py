@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import subprocess
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ from hvfs.hypervisor.layout import Layout
 from hvfs.hypervisor.spec import from_json, group_id, to_json
 from hvfs.project.config import NetworkConfig, Project
 from hvfs.spec import UsageError
+from tests.conftest import ROOTLESS_USER, Hvfs, staged_front
 from tests.test_front import run, said, traced
 
 ARGVS = [
@@ -218,3 +220,28 @@ def test_the_same_words_run_again_by_the_front(front: str, trace: Path) -> None:
     assert said(trace) == ["native"] * 3
     assert [words[0] for words in seen] == ["v"] * 3
     assert len({words[1] for words in seen}) == 3
+
+
+def test_the_same_words_run_again_by_a_rootless_front(rootless: Hvfs, staged: Path, shared_tmp: Path) -> None:
+    """A rootless manager parses in a thread that gave up its capabilities: a kept run is
+    taken there too, and a flag that reads a file (the user's own --env-file, changed
+    between runs, then made unreadable) is read for each run, as the user."""
+    trace = shared_tmp / "trace-kept"
+    front = staged_front(rootless, staged, trace)
+    assert rootless.run("run", "--", "true").returncode == 0  # its manager, warm
+    seen = [front.run("run", "--", "sh", "-c", "echo $HOSTNAME; exit 3") for _ in range(3)]
+    assert [r.returncode for r in seen] == [3, 3, 3], [r.stderr for r in seen]
+    assert len({r.stdout for r in seen}) == 3
+    env_file = shared_tmp / "kept.env"
+    account = pwd.getpwnam(ROOTLESS_USER)
+    for n in range(2):
+        env_file.write_text(f"KEY=value{n}\n")
+        os.chown(env_file, account.pw_uid, account.pw_gid)
+        env_file.chmod(0o600)
+        result = front.run("run", "--env-file", str(env_file), "--", "sh", "-c", "echo $KEY")
+        assert (result.returncode, result.stdout) == (0, f"value{n}\n"), result.stderr
+    env_file.chmod(0)
+    refused = front.run("run", "--env-file", str(env_file), "--", "sh", "-c", "echo $KEY")
+    assert refused.returncode == 125 and "Permission denied" in refused.stderr
+    assert said(trace) == ["native"] * 5  # the mistake: neither the Python client nor a VM
+    rootless.ok("manager", "stop")  # started with HVFS_FRONT_TRACE: not the next tests' manager
