@@ -16,16 +16,9 @@ def test_memory_is_ram_and_swap_as_meminfo_says() -> None:
     assert machine.memory() == found["MemTotal"] + found.get("SwapTotal", 0)
 
 
-def test_ram_without_a_file_read_is_meminfos_memtotal() -> None:
-    """size_problem settles a size below RAM from sysinfo alone: the same MemTotal."""
-    with open("/proc/meminfo") as f:
-        total = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemTotal:"))
-    assert machine._ram() == total
-
-
-def test_a_size_is_judged_as_against_ram_and_swap() -> None:
+def test_a_size_is_judged_against_ram_and_swap() -> None:
     total = machine.memory()
-    for size in (4096, machine._ram() - 1, machine._ram(), total, total + 1, total * 2):
+    for size in (4096, total // 2, total, total + 1, total * 2):
         problem = machine.size_problem(size)
         assert (problem is None) == (size <= total), (size, problem)
     assert machine.size_problem(total + 4096) == (
