@@ -145,7 +145,7 @@ def _spec(args: argparse.Namespace, environ: Mapping[str, str] = os.environ):  #
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
-    name = spec.check_name(args.name) if args.name else f"hvfs-{os.urandom(4).hex()}"
+    name = spec.check_name(args.name) if args.name else spec.drawn_name()
     if args.tty and args.interactive and not os.isatty(0):
         raise spec.UsageError("the input device is not a TTY; drop -t or run from a terminal")
     env = spec.parse_env(args.env, environ, name=name, tty=args.tty)

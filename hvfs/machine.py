@@ -30,6 +30,15 @@ def memory() -> int:
     return _meminfo("MemTotal", "SwapTotal")
 
 
+def resident_kb() -> int:
+    """Kilobytes of RAM this process holds now (its VmRSS)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 def cpus() -> int:
     """CPUs this process may run on."""
     return len(os.sched_getaffinity(0))

@@ -334,6 +334,11 @@ def check_timeout(seconds: float, what: str) -> float:
     return seconds
 
 
+def drawn_name() -> str:
+    """The name of a VM run without one (``hvfs run``, ``hvfs.VM``)."""
+    return f"hvfs-{os.urandom(4).hex()}"
+
+
 def check_name(name: str) -> str:
     if not NAME.match(name):
         raise UsageError(

@@ -141,7 +141,7 @@ class VM:
         cwd: str | None = None,
     ) -> None:
         cwd = os.path.abspath(cwd or os.getcwd())
-        self.name = spec.check_name(name) if name else f"hvfs-{os.urandom(4).hex()}"
+        self.name = spec.check_name(name) if name else spec.drawn_name()
         # 0700, for this VM's audit file; made only for one (a directory costs a start 0.2 ms)
         private = tempfile.mkdtemp(prefix="hvfs-vm-") if audit is True else None
         self._cleanup = weakref.finalize(self, _remove_private, private)

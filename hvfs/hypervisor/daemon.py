@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from hvfs import _native as hot_path
-from hvfs import cluster, dataclass_cache, deferred, private_dirs, state
+from hvfs import cluster, dataclass_cache, deferred, machine, private_dirs, state
 from hvfs._sys import spawner
 from hvfs.errors import HvfsError
 from hvfs.hypervisor import control, frontrun, kept_outputs, telling, threads, vmdirs, vmstart
@@ -38,6 +38,7 @@ from hvfs.hypervisor.publish import Forwarder
 from hvfs.hypervisor.spec import from_json, group_id
 from hvfs.hypervisor.version import code_id
 from hvfs.intercept.arch import native
+from hvfs.project.config import Project
 from hvfs.runtime import RunningVm
 from hvfs.sandbox import preflight, userns
 from hvfs.spec import UsageError
@@ -307,23 +308,27 @@ class Daemon(ChangeOps, FrontOps, LazyParts):
             raise LookupError(f"{message.get('what', 'that group')} is not up")
         return group
 
-    def _new_group(self, message: dict[str, Any], given: Mapping[str, int] | None = None) -> Group:
+    def _new_group(self, message: dict[str, Any], given: Mapping[str, int] | None = None,
+                   prepared: Project | None = None) -> Group:  # fmt: skip
         assert self.hypervisor is not None
-        project = from_json(message["project"])
+        project = from_json(message["project"]) if prepared is None else prepared  # frontrun.handle's: no JSON
         gid = group_id(project)
         with self.lock:
             if gid in self.groups:
                 if project.kind == "run":
                     raise UsageError(f"a VM named {project.name!r} is already running; choose another --name")
                 raise LookupError(f"project {project.name!r} is already up")
-            group = Group(gid, project, self.hypervisor, on_empty=self._empty, document=message["project"], given=given)
+            group = Group(
+                gid, project, self.hypervisor, on_empty=self._empty, document=message.get("project"), given=given
+            )
             self.groups[gid] = group
         return group
 
-    def _op_run(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
+    def _op_run(self, message: dict[str, Any], fds: list[int], connection: control.Connection,
+                prepared: Project | None = None) -> None:  # fmt: skip
         named = message.get("given")  # outputs the client opened as the user (--audit): the last fds
         given = [str(path) for path in named][: len(fds)] if isinstance(named, list) else []
-        group = self._new_group(message, dict(zip(given, fds[len(fds) - len(given) :], strict=True)))
+        group = self._new_group(message, dict(zip(given, fds[len(fds) - len(given) :], strict=True)), prepared)
         group.stop_timeout = float(message.get("stop_timeout", group.stop_timeout))
         group.owner, group.detached = connection, bool(message.get("detach"))
         group.autoremove = group.detached and bool(message.get("remove"))
@@ -482,17 +487,12 @@ class Daemon(ChangeOps, FrontOps, LazyParts):
         self.done.set()
 
     def _info(self) -> dict[str, Any]:
-        rss = 0
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    rss = int(line.split()[1])
         cluster = {"cluster": self.cluster.statistics()} if self.cluster is not None else {}
         spares = {"spares": self.hypervisor.spares.statistics()} if self.hypervisor is not None else {}
         from hvfs.intercept import filter_cache  # the first VM's to import, not the manager's start
 
-        filters = {"filter_cache": filter_cache.statistics()}
-        return {"pid": os.getpid(), "rss_kb": rss, "version": code_id(), **cluster, **spares, **filters}
+        info = {"pid": os.getpid(), "rss_kb": machine.resident_kb(), "version": code_id(), **cluster, **spares}
+        return {**info, "filter_cache": filter_cache.statistics()}
 
 
 def _about(group: Group) -> dict[str, Any]:

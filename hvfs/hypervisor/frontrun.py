@@ -57,8 +57,8 @@ from typing import TYPE_CHECKING, Any
 from hvfs._sys import caps
 from hvfs._sys.abi import CLONE_FS
 from hvfs._sys.process import unshare
-from hvfs.hypervisor import control, views
-from hvfs.hypervisor.spec import host_paths, run_project, to_json
+from hvfs.hypervisor import control, kept_runs, views
+from hvfs.hypervisor.spec import host_paths, run_project
 from hvfs.hypervisor.version import code_id
 from hvfs.project.config import Project
 from hvfs.spec import UsageError
@@ -73,7 +73,8 @@ CLIENT_ONLY = frozenset({"HVFS_STATE_DIR", "HVFS_DEBUG", "HVFS_CONTROL_TIMEOUT",
 SIMPLE_SOURCES = frozenset({"host", "memory"})
 _parsing = threading.Lock()
 _ACCMODE = 3  # O_ACCMODE, which the os module does not name
-RunOp = Callable[[dict[str, Any], list[int], control.Connection], None]
+# The manager's ``run`` op, given the request and the project parsed here (not its JSON)
+RunOp = Callable[[dict[str, Any], list[int], control.Connection, Project], None]
 
 
 class Fallback(Exception):
@@ -91,7 +92,9 @@ class FrontOps:
     lock: threading.Lock
     clients: int
 
-    def _op_run(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
+    def _op_run(
+        self, message: dict[str, Any], fds: list[int], connection: control.Connection, prepared: Project | None = None
+    ) -> None:
         raise NotImplementedError
 
     def _op_hello(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
@@ -113,7 +116,9 @@ class FrontOps:
 
 def handle(message: dict[str, Any], fds: list[int], connection: control.Connection, run: RunOp) -> None:
     """Serve one ``run_argv``; ``run`` is the manager's ``run`` op, given the request the
-    Python client would have sent."""
+    Python client would have sent, with its project as parsed here rather than as JSON:
+    ``to_json`` and ``from_json`` cost 0.1-0.2 ms before START, and from_json(to_json(p))
+    == p (tests/test_frontrun_reuse.py); the JSON is made for group.json after START."""
     argv, cwd, env = message.get("argv"), message.get("cwd"), message.get("env")
     if not (isinstance(argv, list) and _strings(argv) and isinstance(cwd, str) and isinstance(env, dict)
             and _strings([*env, *env.values()])):  # fmt: skip
@@ -136,10 +141,10 @@ def handle(message: dict[str, Any], fds: list[int], connection: control.Connecti
     for line in said:  # into the front's own stderr, before the VM writes there: in the Python client's order
         with contextlib.suppress(OSError):
             os.write(fds[2], f"{line}\n".encode())
-    request = {"hvfs": control.VERSION, "op": "run", "project": to_json(project), "stop_timeout": stop_timeout,
+    request = {"hvfs": control.VERSION, "op": "run", "stop_timeout": stop_timeout,
                "debug": bool(env.get("HVFS_DEBUG")), "code_only": True,
                **({"given": [audit]} if given else {})}  # fmt: skip
-    run(request, fds, connection)
+    run(request, fds, connection, project)
 
 
 def _opened_by_front(connection: control.Connection, path: str) -> int:
@@ -202,7 +207,7 @@ def parse(argv: list[str], cwd: str, env: Mapping[str, str], said: list[str] | N
             if unfit is not None:  # the thread could not be set up to parse
                 raise unfit
             os.chdir(cwd)
-            done["result"] = _parse_here(argv, env, lines)
+            done["result"] = _parse_kept(argv, cwd, env, lines)
         except BaseException as e:  # carried to the connection's thread, which raises it
             done["error"] = e
 
@@ -317,13 +322,25 @@ def _outside_uid() -> int:
     return -1  # unknown: as a user's
 
 
-def _parse_here(argv: list[str], env: Mapping[str, str], said: list[str]) -> tuple[Project, float]:
+def _parse_kept(argv: list[str], cwd: str, env: Mapping[str, str], said: list[str]) -> tuple[Project, float]:
+    """``_parse_here``'s outcome, kept from a request of the same words (hvfs.hypervisor.kept_runs)."""
+    request = kept_runs.key(argv, cwd, env)
+    found = kept_runs.take(request)
+    if found is None:
+        return _parse_here(argv, env, said, request)
+    said.extend(found.said)
+    return found.project, found.stop_timeout
+
+
+def _parse_here(
+    argv: list[str], env: Mapping[str, str], said: list[str], request: kept_runs.Key | None = None
+) -> tuple[Project, float]:
+    """The run of ``argv``, parsed; kept for ``request`` if its flags allow (kept_runs.pure)."""
     from hvfs import cli, driver_choice
 
     if argv[:1] != ["run"]:
         raise Fallback("not a run")
-    with _parsing:
-        args = _run_parser().parse_args(argv)
+    args = _parsed(argv)
     if args.tty or args.detach:
         raise Fallback("-t or -d")
     spec = cli._spec(args, env)
@@ -342,7 +359,52 @@ def _parse_here(argv: list[str], env: Mapping[str, str], said: list[str]) -> tup
         spec = dataclasses.replace(spec, driver=choice.driver)
         if choice.driver != "seccomp":
             said.append(f"hvfs: using the ptrace driver: {choice.why}")
-    return run_project(spec), spec.stop_timeout
+    project = run_project(spec)
+    if request is not None and kept_runs.pure(args, _empty_run()):
+        kept_runs.keep(request, kept_runs.Kept(project, spec.stop_timeout, tuple(said), bool(args.name)))
+    return project, spec.stop_timeout
+
+
+@functools.cache
+def _empty_run() -> dict[str, object]:
+    """Every flag of the run's parser at its default: ``hvfs run`` with nothing after."""
+    with _parsing:
+        return dict(vars(_run_parser().parse_args(["run"])))
+
+
+_PARSED_KEPT = 16  # argument lists whose parse is kept: a user's few commands, run again and again
+_parsed_kept: dict[tuple[str, ...], argparse.Namespace] = {}
+
+
+def _parsed(argv: list[str]) -> argparse.Namespace:
+    """``argv`` parsed by the run's parser, or a copy of its parse kept from a run before:
+    argparse's outcome depends on the words alone (its conversions are int, float and str;
+    its help, its errors and their width on the environment, and those are never kept),
+    and a third of a parse's time (0.1-0.2 ms before START) goes to it."""
+    key = tuple(argv)
+    with _parsing:
+        kept = _parsed_kept.get(key)
+        if kept is None:
+            kept = _parsed_kept[key] = _run_parser().parse_args(argv)
+            if len(_parsed_kept) > _PARSED_KEPT:
+                del _parsed_kept[next(iter(_parsed_kept))]
+    return _copy_namespace(kept)
+
+
+def _copy_namespace(args: argparse.Namespace) -> argparse.Namespace:
+    """A copy of ``args`` that shares no list with it: whoever takes it may change it."""
+    import argparse
+
+    def copied(value: list[object]) -> list[object]:
+        return [copied(item) if type(item) is list else item for item in value]
+
+    copy = argparse.Namespace()
+    fields = vars(copy)
+    fields.update(vars(args))
+    for name, value in fields.items():
+        if type(value) is list:  # argparse makes lists, never a subclass
+            fields[name] = copied(value)
+    return copy
 
 
 def prepare() -> None:

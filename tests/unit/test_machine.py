@@ -14,3 +14,14 @@ def test_memory_is_ram_and_swap_as_meminfo_says() -> None:
     assert found["MemTotal"] > 0
     # Nothing else in the sum (MemFree, SwapFree and the rest change from read to read).
     assert machine.memory() == found["MemTotal"] + found.get("SwapTotal", 0)
+
+
+def test_a_size_is_judged_against_ram_and_swap() -> None:
+    total = machine.memory()
+    for size in (4096, total // 2, total, total + 1, total * 2):
+        problem = machine.size_problem(size)
+        assert (problem is None) == (size <= total), (size, problem)
+    assert machine.size_problem(total + 4096) == (
+        f"size {machine.format_size(total + 4096)} is more than this machine's memory and swap "
+        f"({machine.format_size(total)}); give at most {machine.format_size(total)}"
+    )

@@ -44,10 +44,19 @@ SKELETON_DIRS = {
 class ImageSource(Source):
     kind = "image"
 
-    def __init__(self, name: str, layers: tuple[tuple[str, str], ...], skeleton: bool) -> None:
+    def __init__(self, name: str, layers: tuple[tuple[str, str], ...] | None, skeleton: bool) -> None:
+        """``layers`` None: the host's (``host_layers``), looked at when first used, not when
+        made: a run that takes a spare makes its table's sources and never mounts them."""
         self.name = name
-        self.layers = layers  # (path in the VM, lower directory); the first is "/"
+        self._layers = layers
         self.skeleton = skeleton  # build the root directory from SKELETON_DIRS and host links
+
+    @property
+    def layers(self) -> tuple[tuple[str, str], ...]:
+        """(path in the VM, lower directory) of each layer; the first is "/"."""
+        if self._layers is None:
+            self._layers = host_layers()
+        return self._layers
 
     def mount(self, target: int, scratch: Scratch) -> None:
         """Implements Source.mount: one overlay per layer, nested under the root's."""
@@ -161,12 +170,17 @@ def _make_skeleton(directory: str) -> None:
 
 
 def host_image() -> ImageSource:
+    return ImageSource("host", None, skeleton=True)
+
+
+def host_layers() -> tuple[tuple[str, str], ...]:
+    """The host image's layers: its root, then each of the host's trees that is a directory."""
     layers = [("/", "")]
     for name in HOST_TREES:
         host = os.path.join("/", name)
         if os.path.isdir(host) and not os.path.islink(host):
             layers.append((host, host))
-    return ImageSource("host", tuple(layers), skeleton=True)
+    return tuple(layers)
 
 
 def directory_image(path: str) -> ImageSource:
