@@ -54,7 +54,7 @@ ENTRIES = (
     "hvfs.images.engine",
     "hvfs.logs",
 )
-_HEADER = b"hvfs-coldset-2 " + MAGIC_NUMBER + f" {sys.version} -O{sys.flags.optimize}\n".encode()
+_HEADER = b"hvfs-coldset-3 " + MAGIC_NUMBER + f" {sys.version} -O{sys.flags.optimize}\n".encode()
 _MAX_SIZE = 32 << 20
 
 # name -> (source path, (st_ino, st_size, st_mtime_ns, st_ctime_ns), is a package, code):
@@ -69,27 +69,23 @@ def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
 
 
 class _Loader(SourceFileLoader):
-    """A source file loader whose code comes from the file while the source is unchanged."""
+    """A source file loader whose code comes from the file (the finder checked its source)."""
 
     def get_code(self, fullname: str) -> CodeType | None:
         entry = _entries.pop(fullname, None)
         if entry is not None and entry[0] == self.path:
             try:
-                unchanged = _identity(os.stat(self.path)) == entry[1]
-            except OSError:
-                unchanged = False
-            if unchanged:
-                try:
-                    code: CodeType = marshal.loads(entry[3])
-                except (ValueError, EOFError, TypeError):  # damaged: as if it were not there
-                    return super().get_code(fullname)
-                _served.append(fullname)
-                return code
+                code: CodeType = marshal.loads(entry[3])
+            except (ValueError, EOFError, TypeError):  # damaged: as if it were not there
+                return super().get_code(fullname)
+            _served.append(fullname)
+            return code
         return super().get_code(fullname)
 
 
 class _Finder:
-    """Answers for the modules in the file, as the path finder would place them."""
+    """Answers for the modules in the file whose source is unchanged, as the path finder
+    would place them; for any other, the finders after it answer."""
 
     @staticmethod
     def find_spec(fullname: str, path: object = None, target: object = None) -> ModuleSpec | None:
@@ -97,10 +93,36 @@ class _Finder:
         if entry is None:
             return None
         origin = entry[0]
+        try:
+            unchanged = _identity(os.stat(origin)) == entry[1]
+        except OSError:
+            unchanged = False
+        if not unchanged:
+            del _entries[fullname]
+            return None
         locations = [os.path.dirname(origin)] if entry[2] else None
         return spec_from_file_location(
             fullname, origin, loader=_Loader(fullname, origin), submodule_search_locations=locations
         )
+
+
+def _roots() -> dict[str, str]:
+    """Where the file's modules are, by the name it gives each place: hvfs's own package
+    (this copy of it: a copied tree serves its own sources), and this Python's stdlib."""
+    return {"hvfs": os.path.dirname(os.path.abspath(__file__)), "stdlib": getattr(sys, "_stdlib_dir", None) or ""}
+
+
+def _shadowed(names: set[str], stdlib: str) -> set[str]:
+    """Which of the stdlib's top-level ``names`` a ``sys.path`` entry ahead of the stdlib
+    holds (a PYTHONPATH of one's own): the path finder would import that one."""
+    found: set[str] = set()
+    for entry in sys.path[: sys.path.index(stdlib)] if stdlib in sys.path else sys.path:
+        try:
+            listed = os.listdir(entry or ".")
+        except OSError:  # missing, not a directory (the stdlib's zip, usually absent)
+            continue
+        found.update(name.split(".", 1)[0] for name in listed)
+    return names & found
 
 
 def _read(path: str) -> dict[str, Entry]:
@@ -133,11 +155,16 @@ def _read(path: str) -> dict[str, Entry]:
         start = len(_HEADER) + 8
         index = marshal.loads(view[start : start + size])
         codes = view[start + size :]
-        if any(at + length > len(codes) for _, _, _, at, length in index.values()):
+        if any(at + length > len(codes) for _, _, _, _, at, length in index.values()):
             return {}  # cut short
-        return {name: (origin, identity, package, codes[at : at + length])
-                for name, (origin, identity, package, at, length) in index.items()}  # fmt: skip
-    except (ValueError, EOFError, TypeError, AttributeError):  # damaged: the default import
+        roots = _roots()
+        shadowed = _shadowed(
+            {name.split(".", 1)[0] for name, got in index.items() if got[0] == "stdlib"}, roots["stdlib"]
+        )
+        return {name: (os.path.join(roots[root], relative), identity, package, codes[at : at + length])
+                for name, (root, relative, identity, package, at, length) in index.items()
+                if roots[root] and name.split(".", 1)[0] not in shadowed}  # fmt: skip
+    except (ValueError, EOFError, TypeError, AttributeError, KeyError):  # damaged: the default import
         return {}
 
 
@@ -210,8 +237,12 @@ def build(path: str = PATH, entries: tuple[str, ...] = ENTRIES) -> int:
 def encode(entries: dict[str, Entry]) -> bytes:
     """The file's contents for ``entries`` (as ``_read`` reads them)."""
     index, codes, at = {}, [], 0
+    roots = _roots()
     for name, (origin, identity, package, code) in entries.items():
-        index[name] = (origin, identity, package, at, len(code))
+        root = next((r for r, place in roots.items() if place and origin.startswith(place + os.sep)), None)
+        if root is None:
+            continue  # another place's (site-packages): the path finder's
+        index[name] = (root, os.path.relpath(origin, roots[root]), identity, package, at, len(code))
         codes.append(bytes(code))
         at += len(code)
     packed = marshal.dumps(index)

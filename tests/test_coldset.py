@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,45 +13,43 @@ from pathlib import Path
 from hvfs import coldset
 from tests.conftest import FRONT, REPO, require
 
-# A child that serves the modules of a package of the test's own from FILE, imports them
-# and says what it got: their values, and which of them came from the file.
+# A child that imports modules of a copy of hvfs (with a package of the test's own in it)
+# and says what it got: their values, and which of them came from the copy's file.
 _IMPORT = """
 import importlib, json, sys
 from hvfs import coldset
-coldset.install(sys.argv[1])
-values = {name: importlib.import_module(name).VALUE for name in sys.argv[2:]}
+values = {name: str(importlib.import_module(name).VALUE) for name in sys.argv[1:]}
 print(json.dumps({"values": values, "served": coldset.served()}))
 """
 
 
-def _package(root: Path) -> None:
-    (root / "coldpkg" / "sub").mkdir(parents=True)
-    (root / "coldpkg" / "__init__.py").write_text("VALUE = 'package'\n")
-    (root / "coldpkg" / "a.py").write_text("VALUE = 'a1'\n")
-    (root / "coldpkg" / "sub" / "__init__.py").write_text("from coldpkg import a\nVALUE = 'sub ' + a.VALUE\n")
-    (root / "coldpkg" / "sub" / "b.py").write_text("import os\nVALUE = 'b' + os.sep\n")
+def _tree(root: Path) -> Path:
+    """A copy of hvfs in ``root`` with a package of the test's own, ``hvfs.coldpkg``, and
+    its file built for that package; the file's path."""
+    shutil.copytree(REPO / "hvfs", root / "hvfs", ignore=shutil.ignore_patterns("__pycache__", "coldset.marshal"))
+    package = root / "hvfs" / "coldpkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("VALUE = 'package'\n")
+    (package / "a.py").write_text("VALUE = 'a1'\n")
+    (package / "sub" / "__init__.py").write_text("from hvfs.coldpkg import a\nVALUE = 'sub ' + a.VALUE\n")
+    (package / "sub" / "b.py").write_text("import fractions\nVALUE = fractions.Fraction(1, 2)\n")
+    build = "from hvfs import coldset; print(coldset.build(entries=('hvfs.coldpkg.sub.b',)))"
+    result = subprocess.run([sys.executable, "-P", "-c", build], env=_env(root, HVFS_COLDSET="0"),
+                            capture_output=True, text=True, timeout=60, cwd="/")  # fmt: skip
+    assert result.returncode == 0 and int(result.stdout) >= 5, result
+    return root / "hvfs" / "_bin" / "coldset.marshal"
 
 
-def _env(root: Path) -> dict[str, str]:
-    # HVFS_COLDSET=0: not the installation's own file, which `import hvfs` would install
-    return {**os.environ, "PYTHONPATH": f"{root}:{REPO}", coldset.ENVIRONMENT: "0"}
+def _env(root: Path, **more: str) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(root), **more}
+    if "HVFS_COLDSET" not in more:
+        env.pop("HVFS_COLDSET", None)
+    return env
 
 
-def _built(tmp_path: Path) -> Path:
-    _package(tmp_path)
-    path = tmp_path / "coldset.marshal"
-    old = dict(os.environ)
-    try:
-        os.environ.update(_env(tmp_path))
-        assert coldset.build(str(path), ("coldpkg.sub.b", "coldpkg.sub")) >= 4
-    finally:
-        os.environ.clear()
-        os.environ.update(old)
-    return path
-
-
-def _imported(tmp_path: Path, path: Path, *names: str) -> dict[str, dict[str, str] | list[str]]:
-    result = subprocess.run([sys.executable, "-P", "-c", _IMPORT, str(path), *names], env=_env(tmp_path),
+def _imported(root: Path, *names: str, path: str | None = None) -> dict[str, dict[str, str] | list[str]]:
+    env = _env(root) if path is None else {**_env(root), "PYTHONPATH": f"{path}:{root}"}
+    result = subprocess.run([sys.executable, "-P", "-c", _IMPORT, *names], env=env,
                             capture_output=True, text=True, timeout=60, cwd="/")  # fmt: skip
     assert result.returncode == 0, result.stderr
     got: dict[str, dict[str, str] | list[str]] = json.loads(result.stdout)
@@ -58,38 +57,61 @@ def _imported(tmp_path: Path, path: Path, *names: str) -> dict[str, dict[str, st
 
 
 def test_a_packages_modules_come_from_the_file(tmp_path: Path) -> None:
-    path = _built(tmp_path)
-    got = _imported(tmp_path, path, "coldpkg.sub.b", "coldpkg.sub", "coldpkg")
-    assert got["values"] == {"coldpkg.sub.b": "b/", "coldpkg.sub": "sub a1", "coldpkg": "package"}
-    assert {"coldpkg", "coldpkg.a", "coldpkg.sub", "coldpkg.sub.b"} <= set(got["served"])
+    _tree(tmp_path)
+    got = _imported(tmp_path, "hvfs.coldpkg.sub.b", "hvfs.coldpkg.sub", "hvfs.coldpkg")
+    assert got["values"] == {"hvfs.coldpkg.sub.b": "1/2", "hvfs.coldpkg.sub": "sub a1", "hvfs.coldpkg": "package"}
+    assert {"hvfs.coldpkg", "hvfs.coldpkg.a", "hvfs.coldpkg.sub", "hvfs.coldpkg.sub.b", "fractions"} <= set(
+        got["served"]
+    )
 
 
 def test_an_edited_source_is_imported_from_itself_even_with_its_size_and_mtime_put_back(tmp_path: Path) -> None:
     """The file keeps the change time, which no one can set back: an edit that keeps the
     size and restores the modification time (what a .pyc alone would trust) is seen."""
-    path = _built(tmp_path)
-    source = tmp_path / "coldpkg" / "a.py"
+    _tree(tmp_path)
+    source = tmp_path / "hvfs" / "coldpkg" / "a.py"
     before = source.stat()
     source.write_text("VALUE = 'a2'\n")
     os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert source.stat().st_size == before.st_size and source.stat().st_mtime_ns == before.st_mtime_ns
-    got = _imported(tmp_path, path, "coldpkg.sub")
-    assert got["values"] == {"coldpkg.sub": "sub a2"}
-    assert "coldpkg.a" not in got["served"] and "coldpkg.sub" in got["served"]
+    got = _imported(tmp_path, "hvfs.coldpkg.sub")
+    assert got["values"] == {"hvfs.coldpkg.sub": "sub a2"}
+    assert "hvfs.coldpkg.a" not in got["served"] and "hvfs.coldpkg.sub" in got["served"]
 
 
 def test_a_source_replaced_by_another_file_is_imported_from_itself(tmp_path: Path) -> None:
-    path = _built(tmp_path)
-    source = tmp_path / "coldpkg" / "sub" / "b.py"
+    _tree(tmp_path)
+    source = tmp_path / "hvfs" / "coldpkg" / "sub" / "b.py"
     replacement = tmp_path / "b.new"
     replacement.write_text("VALUE = 'B' * 2\n")
     os.rename(replacement, source)
-    got = _imported(tmp_path, path, "coldpkg.sub.b")
-    assert got["values"] == {"coldpkg.sub.b": "BB"} and "coldpkg.sub.b" not in got["served"]
+    got = _imported(tmp_path, "hvfs.coldpkg.sub.b")
+    assert got["values"] == {"hvfs.coldpkg.sub.b": "BB"} and "hvfs.coldpkg.sub.b" not in got["served"]
+
+
+def test_a_copy_of_the_tree_serves_its_own_sources(tmp_path: Path) -> None:
+    """A tree copied with its file (a rootless user's copy) reads its own sources, never
+    the ones the file was built from: their identities differ, so it imports as usual."""
+    _tree(tmp_path / "first")
+    shutil.copytree(tmp_path / "first", tmp_path / "second")
+    (tmp_path / "first" / "hvfs" / "coldpkg" / "a.py").write_text("VALUE = 'first'\n")
+    got = _imported(tmp_path / "second", "hvfs.coldpkg.sub")
+    assert got["values"] == {"hvfs.coldpkg.sub": "sub a1"}
+    assert not any(name.startswith("hvfs.") for name in got["served"])
+
+
+def test_a_stdlib_module_shadowed_on_pythonpath_is_the_shadows(tmp_path: Path) -> None:
+    """As the path finder would: a ``fractions`` ahead of the stdlib on sys.path wins."""
+    _tree(tmp_path)
+    (tmp_path / "ahead").mkdir()
+    (tmp_path / "ahead" / "fractions.py").write_text("def Fraction(a, b):\n    return 'shadow'\n")
+    got = _imported(tmp_path, "hvfs.coldpkg.sub.b", path=str(tmp_path / "ahead"))
+    assert got["values"] == {"hvfs.coldpkg.sub.b": "shadow"}
+    assert "fractions" not in got["served"] and "hvfs.coldpkg.sub.b" in got["served"]
 
 
 def test_a_file_others_may_write_damaged_or_of_another_python_serves_nothing(tmp_path: Path) -> None:
-    path = _built(tmp_path)
+    path = _tree(tmp_path)
     good = path.read_bytes()
     header = good[: good.index(b"\n", good.index(b" -O")) + 1]
     for name, mode, data in (
@@ -102,17 +124,17 @@ def test_a_file_others_may_write_damaged_or_of_another_python_serves_nothing(tmp
     ):
         path.write_bytes(data)
         path.chmod(mode)
-        got = _imported(tmp_path, path, "coldpkg.sub.b", "coldpkg.sub")
-        assert got["values"] == {"coldpkg.sub.b": "b/", "coldpkg.sub": "sub a1"}, name
+        got = _imported(tmp_path, "hvfs.coldpkg.sub.b", "hvfs.coldpkg.sub")
+        assert got["values"] == {"hvfs.coldpkg.sub.b": "1/2", "hvfs.coldpkg.sub": "sub a1"}, name
         assert got["served"] == [], name
 
 
-def test_a_symbolic_link_to_the_file_is_not_followed(tmp_path: Path) -> None:
-    path = _built(tmp_path)
-    link = tmp_path / "link.marshal"
-    link.symlink_to(path)
-    got = _imported(tmp_path, link, "coldpkg.sub.b")
-    assert got["values"] == {"coldpkg.sub.b": "b/"} and got["served"] == []
+def test_a_symbolic_link_in_place_of_the_file_is_not_followed(tmp_path: Path) -> None:
+    path = _tree(tmp_path)
+    path.rename(tmp_path / "elsewhere.marshal")
+    path.symlink_to(tmp_path / "elsewhere.marshal")
+    got = _imported(tmp_path, "hvfs.coldpkg.sub.b")
+    assert got["values"] == {"hvfs.coldpkg.sub.b": "1/2"} and got["served"] == []
 
 
 # On a cold manager's PYTHONPATH: when the first VM's exit is told, which of hvfs's modules

@@ -220,6 +220,8 @@ _NOT_SERVING_TRUE = (
     "hvfs.api.events",  # the audit's
     "hvfs.manager.handlers",  # imported by the manager's first request (manager._handlers)
     "hvfs.services.describe",
+    "hvfs._native._tracer",  # the ptrace driver's loop, loaded on first use (hvfs._native)
+    "hvfs._native._audit",  # the audit's writer, likewise
     *_NOT_IN_SERVE,
 )
 
