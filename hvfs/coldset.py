@@ -53,6 +53,8 @@ ENTRIES = (
     "hvfs.cluster.identity",
     "hvfs.images.engine",
     "hvfs.logs",
+    "hvfs.manager.handlers",  # a first request's (a real program's first file request), with the messages
+    "hvfs.api.events",
 )
 _HEADER = b"hvfs-coldset-3 " + MAGIC_NUMBER + f" {sys.version} -O{sys.flags.optimize}\n".encode()
 _MAX_SIZE = 32 << 20
