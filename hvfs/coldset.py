@@ -100,7 +100,7 @@ class _Finder:
         except OSError:
             unchanged = False
         if not unchanged:
-            del _entries[fullname]
+            _entries.pop(fullname, None)  # not del: importlib.util.find_spec takes no import lock
             return None
         locations = [os.path.dirname(origin)] if entry[2] else None
         return spec_from_file_location(
