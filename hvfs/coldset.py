@@ -29,9 +29,14 @@ import marshal
 import mmap
 import os
 import sys
+
+# importlib.util's own names, without its imports (contextlib, functools, collections: the file's to serve)
+from importlib._bootstrap_external import MAGIC_NUMBER, spec_from_file_location
 from importlib.machinery import ModuleSpec, PathFinder, SourceFileLoader
-from importlib.util import MAGIC_NUMBER, spec_from_file_location
-from types import CodeType
+
+TYPE_CHECKING = False  # not typing's: typing and types are the file's to serve, after this module
+if TYPE_CHECKING:
+    from types import CodeType
 
 ENVIRONMENT = "HVFS_COLDSET"
 PATH = os.path.join(os.path.dirname(__file__), "_bin", "coldset.marshal")
