@@ -9,14 +9,17 @@ measured, ~6 ms of the ~45 ms of CPU of the manager's imports, beside the unmars
 (~9 ms) and the modules' own code (the rest), which this does not change.
 
 ``build`` compiles the sources of the modules that ``ENTRIES`` import (found by importing
-them in a child interpreter, as the manager would) into ``PATH``: for each module, its
-source's path, identity and code. ``install`` puts a finder in ``sys.meta_path`` ahead of
-the path finder that answers for those modules alone; each module's code is taken from
-the file only if its source is still the very file it was compiled from (same inode,
-size, modification and change time, ``st_ctime`` being one that no one can set back),
-otherwise the module is imported as if there were no file. So an edited source, a
-checkout switched, a Python upgraded (the file names its interpreter and bytecode magic)
-are never served stale: they cost the default import, nothing else.
+them in a child interpreter, as the manager would) into ``PATH``: for each module of
+hvfs's package or the stdlib, its place and path there, its source's identity and code.
+``install`` puts a finder in ``sys.meta_path`` ahead of the path finder that answers for
+those modules alone; each module's code is taken from the file only if its source is
+still the very file it was compiled from (same inode, size, modification and change
+time, ``st_ctime`` being one that no one can set back), otherwise the module is imported
+as if there were no file. So an edited source, a checkout switched, a Python upgraded
+(the file names its interpreter and bytecode magic) are never served stale: they cost
+the default import, nothing else. The identity is taken before the source is read, so an
+edit during the build leaves a newer change time (and since Linux 6.13 a change right
+after a ``stat`` gets a fine-grained time, not the same coarse tick).
 
 The file is trusted as a ``.pyc`` is: it lives in the package, and is read only if it is
 a regular file owned by the user running hvfs or by the package's owner, writable by no
@@ -234,7 +237,8 @@ def build(path: str = PATH, entries: tuple[str, ...] = ENTRIES) -> int:
     env = {**os.environ, ENVIRONMENT: "0"}  # the sources themselves, not a previous file
     done = subprocess.run([sys.executable, "-P", "-c", script], env=env, capture_output=True, check=True)
     temporary = f"{path}.{os.getpid()}.tmp"
-    with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644), "wb") as f:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
+    with open(os.open(temporary, flags, 0o644), "wb") as f:
         f.write(done.stdout)
     os.chmod(temporary, 0o644)  # whatever the umask: read by every user who runs hvfs
     os.rename(temporary, path)
