@@ -63,6 +63,10 @@ ENTRIES = (
     "hvfs.logs",
     "hvfs.manager.handlers",  # a first request's (a real program's first file request), with the messages
     "hvfs.api.events",
+    "hvfs.intercept.ptrace.driver",  # a run under the ptrace driver (--driver ptrace, or where it is the one)
+    "hvfs.intercept.exec_tracer",
+    "hvfs.log_handlers",  # a first record's (hvfs.deferred: logging is imported then)
+    "hvfs.hypervisor.tell_handlers",
 )
 _HEADER = b"hvfs-coldset-3 " + MAGIC_NUMBER + f" {sys.version} -O{sys.flags.optimize}\n".encode()
 _MAX_SIZE = 32 << 20

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from hvfs import coldset
 from tests.conftest import FRONT, REPO, require
 
@@ -179,10 +181,13 @@ if sys.argv[1:3] == ["manager", "serve"]:
 """
 
 
-def test_a_cold_managers_first_vm_takes_all_of_hvfs_from_the_file(fake_state: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("driver", ["seccomp", "ptrace"])
+def test_a_cold_managers_first_vm_takes_all_of_hvfs_from_the_file(
+    driver: str, fake_state: Path, tmp_path: Path
+) -> None:
     """The file scripts/setup built holds every hvfs module a cold `hvfs run -- true`
-    imports in its manager (ENTRIES has not drifted from what the manager imports), and
-    the manager takes them from it."""
+    imports in its manager, under either driver (ENTRIES has not drifted from what the
+    manager imports), and the manager takes them from it."""
     require(os.access(FRONT, os.X_OK), f"no native front at {FRONT}; run scripts/setup")
     require(os.path.exists(coldset.PATH), f"no {coldset.PATH}; run scripts/setup")
     (tmp_path / "hook").mkdir()
@@ -191,12 +196,13 @@ def test_a_cold_managers_first_vm_takes_all_of_hvfs_from_the_file(fake_state: Pa
     env = {**os.environ, "HVFS_STATE_DIR": str(fake_state), "PYTHONPATH": f"{REPO}:{tmp_path / 'hook'}",
            "HVFS_TEST_MODULES": str(modules)}  # fmt: skip
     env.pop(coldset.ENVIRONMENT, None)
-    result = subprocess.run([FRONT, "run", "--", "true"], env=env, capture_output=True, text=True, timeout=120,
-                            cwd="/", stdin=subprocess.DEVNULL)  # fmt: skip
+    result = subprocess.run([FRONT, "run", "--driver", driver, "--", "true"], env=env, capture_output=True, text=True,
+                            timeout=120, cwd="/", stdin=subprocess.DEVNULL)  # fmt: skip
     assert result.returncode == 0, result.stderr
     held_line, served_line = modules.read_text().splitlines()
     held, served = held_line.split(), set(served_line.split())
-    assert "hvfs.hypervisor.daemon" in held and "hvfs.intercept.driver" in held
+    assert "hvfs.hypervisor.daemon" in held
+    assert ("hvfs.intercept.driver" if driver == "seccomp" else "hvfs.intercept.ptrace.driver") in held
     # hvfs itself and hvfs.coldset are imported before the file is read; the group module is
     # this test's hook's
     missed = [name for name in held if name not in served and name not in ("hvfs", "hvfs.coldset")]
