@@ -3,6 +3,8 @@ manager it started has used by the time the run has ended (issue 14).
 
     python benchmarks/cold_cpu.py BEFORE AFTER [ROUNDS]
 
+(``ROOT+NAME=VALUE``, e.g. ``A+HVFS_COLDSET=0 A``, runs that checkout with that variable set.)
+
 BEFORE and AFTER are checkouts set up by ``scripts/setup``, each run through its native
 front (``.venv/bin/hvfs``) with a private state directory of its own; each round stops
 both managers and runs each front once, cold (which goes first alternates). The
@@ -42,10 +44,14 @@ def main() -> int:
     if len(sys.argv) < 3:
         print(__doc__, file=sys.stderr)
         return 2
-    roots = [os.path.abspath(a) for a in sys.argv[1:3]]
+    given = [a.split("+") for a in sys.argv[1:3]]  # ROOT[+NAME=VALUE...]: the same tree, two settings
+    roots = [os.path.abspath(g[0]) for g in given]
+    settings = [dict(setting.split("=", 1) for setting in g[1:]) for g in given]
     rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 20
     states = [tempfile.mkdtemp(prefix="hvfs-cold-cpu-") for _ in roots]
-    envs = [dict(os.environ, HVFS_STATE_DIR=s, PYTHONPATH=r) for r, s in zip(roots, states, strict=True)]
+    envs = [
+        dict(os.environ, HVFS_STATE_DIR=s, PYTHONPATH=r, **e) for r, s, e in zip(roots, states, settings, strict=True)
+    ]
     got: list[dict[str, list[float]]] = [{"wall": [], "manager CPU": []} for _ in roots]
     try:
         for number in range(rounds):
@@ -60,7 +66,10 @@ def main() -> int:
     finally:
         for root, env in zip(roots, envs, strict=True):
             subprocess.run([f"{root}/.venv/bin/hvfs", "manager", "stop"], env=env, capture_output=True)
-    names = " -> ".join(os.path.basename(root) for root in roots)
+    names = " -> ".join(
+        os.path.basename(root) + "".join(f" {k}={v}" for k, v in e.items())
+        for root, e in zip(roots, settings, strict=True)
+    )
     print(f"cold `hvfs run -- true`, {rounds} rounds alternated: {names}")
     for what in ("wall", "manager CPU"):
         before, after = (statistics.median(g[what]) for g in got)

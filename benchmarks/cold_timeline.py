@@ -3,6 +3,8 @@ its first VM begins and ends, in ms from the front's spawn (issue 14: ≤ 50 ms 
 
     python benchmarks/cold_timeline.py ROOT [ROOT...] [--rounds N]
 
+(``ROOT+NAME=VALUE``, e.g. ``A+HVFS_COLDSET=0 A``, runs that checkout with that variable set.)
+
 ROOT is a checkout set up by ``scripts/setup``. Each round stops each ROOT's manager (a
 private state directory each, the order alternating) and runs its front cold. A
 ``sitecustomize`` this script writes (put on the manager's ``PYTHONPATH``, which the front
@@ -142,15 +144,20 @@ def main() -> int:
     if not arguments:
         print(__doc__, file=sys.stderr)
         return 2
-    roots = [os.path.abspath(a) for a in arguments]
+    given = [a.split("+") for a in arguments]  # ROOT[+NAME=VALUE...]: the same tree, other settings
+    roots = [os.path.abspath(g[0]) for g in given]
+    settings = [dict(setting.split("=", 1) for setting in g[1:]) for g in given]
+    labels = [
+        os.path.basename(root) + "".join(f" {v}" for v in e.values()) for root, e in zip(roots, settings, strict=True)
+    ]
     hook = tempfile.mkdtemp(prefix="hvfs-timeline-")
     with open(f"{hook}/sitecustomize.py", "w") as f:
         f.write(HOOK)
     states = [tempfile.mkdtemp(prefix="hvfs-timeline-state-") for _ in roots]
     paths = [f"{state}.stamps" for state in states]
     envs = [
-        dict(os.environ, HVFS_STATE_DIR=state, HVFS_TIMELINE=path, PYTHONPATH=f"{root}:{hook}")
-        for root, state, path in zip(roots, states, paths, strict=True)
+        dict(os.environ, HVFS_STATE_DIR=state, HVFS_TIMELINE=path, PYTHONPATH=f"{root}:{hook}", **setting)
+        for root, state, path, setting in zip(roots, states, paths, settings, strict=True)
     ]
     results: list[dict[str, list[float]]] = [{} for _ in roots]
     try:
@@ -166,7 +173,7 @@ def main() -> int:
             subprocess.run([f"{root}/.venv/bin/hvfs", "manager", "stop"], env=env, capture_output=True)
     names = sorted({n for r in results for n in r}, key=lambda n: statistics.median(results[-1].get(n, [1e9])))
     print(f"{'ms from the spawn of the front (median of ' + str(rounds) + ')':62}"
-          + "".join(f"{os.path.basename(r):>16}" for r in roots))  # fmt: skip
+          + "".join(f"{label:>16}" for label in labels))  # fmt: skip
     for name in names:
         cells = []
         for result in results:

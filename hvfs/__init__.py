@@ -7,7 +7,11 @@ stays as cheap as it was.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from hvfs import coldset  # isort: skip  # first: what follows may come from its file
+
+coldset.install()
+
+from typing import TYPE_CHECKING, Any  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import threading
 from typing import Any
 
 from hvfs.deferred import logger
@@ -34,9 +35,37 @@ def _load(name: str) -> tuple[Any, str]:
 
 
 hotpath, reason = _load("_hotpath")
-tracer, tracer_reason = _load("_tracer")  # the ptrace driver's loop
-audit, audit_reason = _load("_audit")  # the audit's lines and their writes
 recorder, recorder_reason = _load("_record")  # a served request's record, on the serving thread
+# Loaded on first use (a module __getattr__, below): a cold manager's first VM under the
+# seccomp driver, without an audit, needs neither (each a dlopen and its module: ~0.1 ms).
+tracer: Any  # the ptrace driver's loop
+tracer_reason: str
+audit: Any  # the audit's lines and their writes
+audit_reason: str
+_LATER = {"tracer": ("_tracer", "the ptrace driver's C loop", "tracing"),
+          "audit": ("_audit", "the audit's C writer", "writing")}  # fmt: skip
+_later_lock = threading.Lock()
+
+
+def __getattr__(name: str) -> Any:
+    """``tracer``, ``audit`` and their reasons, loaded when first asked for (PEP 562)."""
+    what = name.removesuffix("_reason")
+    if what not in _LATER:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, why = _later(what)
+    return why if name.endswith("_reason") else module
+
+
+def _later(what: str) -> tuple[Any, str]:
+    """The extension loaded on first use as ``what`` and why it is or is not there."""
+    with _later_lock:
+        if what not in globals():
+            extension, role, doing = _LATER[what]
+            module, why = _load(extension)
+            if module is None and why != f"{ENVIRONMENT}=0":
+                log.warning("%s is %s: %s through the Python path", role, why, doing)
+            globals().update({what: module, f"{what}_reason": why})
+        return globals()[what], globals()[f"{what}_reason"]
 
 
 def status() -> str:
@@ -46,21 +75,20 @@ def status() -> str:
 
 def tracer_status() -> str:
     """The ptrace driver's loop: ``native``, or ``python (WHY)``."""
-    return "native" if tracer is not None else f"python ({tracer_reason})"
+    module, why = _later("tracer")
+    return "native" if module is not None else f"python ({why})"
 
 
 def audit_status() -> str:
     """The audit's writer: ``native``, or ``python (WHY)``."""
-    return "native" if audit is not None else f"python ({audit_reason})"
+    module, why = _later("audit")
+    return "native" if module is not None else f"python ({why})"
 
 
 def announce() -> None:
-    """One line of log when the hot path is missing (the manager calls it once)."""
+    """One line of log when the hot path or the recorder is missing (the manager calls it
+    once; the tracer and the audit's writer say so when first loaded)."""
     if hotpath is None and reason != f"{ENVIRONMENT}=0":
         log.warning("the native hot path is %s: serving through the Python path", reason)
-    if tracer is None and tracer_reason != f"{ENVIRONMENT}=0":
-        log.warning("the ptrace driver's C loop is %s: tracing through the Python path", tracer_reason)
-    if audit is None and audit_reason != f"{ENVIRONMENT}=0":
-        log.warning("the audit's C writer is %s: writing through the Python path", audit_reason)
     if recorder is None and recorder_reason != f"{ENVIRONMENT}=0":
         log.warning("the audit's C recorder is %s: recording through the Python path", recorder_reason)
