@@ -25,6 +25,12 @@ manager/handlers/query.py ``handle_stat``/``handle_statx`` and opening.py
   is answered, and Python serves it from the start;
 * opens only where no service judges what the VM reads (``VmContext.reads_judged``).
 
+Its readlink and readlinkat, access, faccessat and faccessat2 of such a path are served there
+too (hvfs/_native/served_link.h), as ``handle_readlink`` and ``handle_access`` answer them:
+access in the writable view, and without AT_EACCESS only for a caller whose real ids switch
+what its effective ones do (``Credentials.for_access``; credcache publishes which). An
+audited VM's are Python's, and so are the ptrace driver's.
+
 ``HVFS_SERVED_STAT=0``, read when a driver is made, turns it off (the conformance tests run
 both ways).
 
