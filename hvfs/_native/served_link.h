@@ -54,14 +54,13 @@ serve_readlink(const struct stat_context *c, int listener, const struct seccomp_
         answer_failed_lookup(fd, foreign, count, resp);
         return ANSWER;
     }
+    /* read first: only a symlink has a text, so its kind is asked only where it has none */
     char text[PATH_MAX_BYTES + 1];
     struct stat st;
-    ssize_t length = -1;
-    int failed = fstat((int)fd, &st) < 0 ? errno : !S_ISLNK(st.st_mode) ? EINVAL : 0;
-    if (!failed) {
-        length = readlinkat((int)fd, "", text, sizeof text);
-        failed = length < 0 ? errno : 0;
-    }
+    ssize_t length = readlinkat((int)fd, "", text, sizeof text);
+    int failed = length < 0 ? errno : 0;
+    if (failed)
+        failed = fstat((int)fd, &st) < 0 ? errno : !S_ISLNK(st.st_mode) ? EINVAL : failed;
     close((int)fd);
     if (!failed && (size_t)length >= sizeof text)
         return DECLINED; /* longer than a path: os.readlink's to read whole */
