@@ -235,3 +235,42 @@ def test_an_audited_vm_has_them_served_in_python(hvfs: Hvfs, tmp_path: Path) -> 
     assert _served(compiled, "readlink") == _served(compiled, "access") == 0, compiled
     operations = [json.loads(line)["operation"] for line in log.read_text().splitlines()]
     assert operations.count("readlink") >= 20 and operations.count("access") >= 30, operations
+
+
+SET_USER_ID = (
+    r"""
+import ctypes, json, os
+libc = ctypes.CDLL(None, use_errno=True)
+
+def access(path, mode, flags):
+    if libc.syscall(439, -100, path, ctypes.c_long(mode), flags) < 0:
+        raise OSError(ctypes.get_errno(), "faccessat2")
+    return 0
+"""
+    + ATTEMPT
+    + r"""
+os.setresuid(1000, 0, 0)  # as a set-user-id root program run by uid 1000: real 1000, effective 0
+cases = {
+    "real_ids": lambda: access(b"/data/locked", os.R_OK, 0),
+    "effective_ids": lambda: access(b"/data/locked", os.R_OK, 0x200),
+    "real_ids_readable": lambda: access(b"/data/file", os.R_OK, 0),
+}
+answers = {name: attempt(case) for name, case in cases.items()}
+for _ in range(300):
+    attempt(cases["real_ids"])
+print(json.dumps(answers))
+"""
+)
+
+
+def test_access_with_real_ids_not_the_effective_ones_is_left_to_python(hvfs: Hvfs, tmp_path: Path) -> None:
+    """access(2) checks with the real ids: a caller whose real uid is 1000 and effective uid 0
+    has it served by Python (``access_alike`` 0), its AT_EACCESS check in C, with the answers
+    of the Python path."""
+    data = _volume(tmp_path, False)
+    (tmp_path / "probe.py").write_text(SET_USER_ID)
+    in_c, compiled = _probe(hvfs, tmp_path, data)
+    in_python, _ = _probe(_in_python(hvfs), tmp_path, data)
+    assert in_c == in_python
+    assert in_c == {"real_ids": ["error", 13], "effective_ids": ["ok", 0], "real_ids_readable": ["ok", 0]}
+    assert 1 <= _served(compiled, "access") < 100, compiled  # the 300 real-id checks: Python's
