@@ -78,7 +78,7 @@ _Pending = tuple[int, int, int]
 WATCH = struct.Struct("<QII")  # generation, changing, trusted
 PUBLISHED_GROUPS = 32  # a caller with more supplementary groups is Python's
 # tid, pidfd, generation, *Switch (groups padded), the umask, and whether access(2)'s real ids
-# (``creds.for_access``) switch the same (hvfs/_native/served_link.h serves it then)
+# (``Credentials.for_access``) switch the same (hvfs/_native/served_link.h serves it then)
 PUBLISHED = struct.Struct(f"<iiQIIIIQ{PUBLISHED_GROUPS}III")
 # What acting_as switches for a caller (hvfs.manager.creds ``_switch``): which of SWITCH_*,
 # fsuid, fsgid, the supplementary groups and the effective capabilities it takes.
