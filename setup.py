@@ -37,6 +37,7 @@ HOTPATH = Extension(
             "served_write",
             "served_mutate",
             "served_fdmeta",
+            "served_link",
             "fd_change",
             "unlink_named",
             "write_open",

@@ -1,6 +1,7 @@
-"""The manager's CPU per served read-only open, per served stat, per write-open of a file
-that exists, per O_CREAT|O_EXCL creation with its unlink (one pair) and per fchmod, fchown
-and futimens of a file the VM opened for writing (tar's calls), with the C loop
+"""The manager's CPU per served read-only open, per served stat, per readlink and access
+(served_link.h), per write-open of a file that exists, per O_CREAT|O_EXCL creation with its
+unlink (one pair) and per fchmod, fchown and futimens of a file the VM opened for writing
+(tar's calls), with the C loop
 serving them and with ``HVFS_SERVED_STAT=0`` (the Python path, which also turns served
 writes off), round by round, each its own manager
 in a private state directory (as benchmarks/audit_cpu_vm.py measures: a run of 200 calls and
@@ -29,6 +30,8 @@ HVFS = sys.executable
 PROGRAMS = {
     "open r/o": "fd = os.open(p, os.O_RDONLY); os.close(fd)",
     "stat": "os.stat(p)",
+    "readlink": "os.readlink(l)",  # l: a symlink to f (served_link.h)
+    "access": "os.access(p, os.R_OK)",  # python's imports' call, with the caller's real ids
     "open w": "fd = os.open(p, os.O_WRONLY); os.close(fd)",  # a write-open of a file that exists (served_write.h)
     # W3's pair (tar's creation, rm's unlink: served_write.h, served_mutate.h): the figure is per pair
     "excl+unlink": "fd = os.open(p + 'x', os.O_WRONLY | os.O_CREAT | os.O_EXCL); os.close(fd); os.unlink(p + 'x')",
@@ -48,7 +51,7 @@ def cpu(state: Path) -> float:
 
 def run(env: dict[str, str], work: Path, program: str, count: int, user: list[str]) -> float:
     """The manager's CPU seconds for one VM running ``program`` ``count`` times."""
-    setup = "import os, sys\np = sys.argv[1] + '/f'\nw = os.open(p, os.O_WRONLY)\n"
+    setup = "import os, sys\np = sys.argv[1] + '/f'\nl = sys.argv[1] + '/l'\nw = os.open(p, os.O_WRONLY)\n"
     code = f"{setup}for _ in range({count}):\n    {program}\n"
     state = Path(env["HVFS_STATE_DIR"])
     began = cpu(state)
@@ -75,6 +78,7 @@ def main() -> None:
         work = Path(d) / "work"
         work.mkdir()
         (work / "f").write_text("x\n")
+        (work / "l").symlink_to("f")
         if user:  # the VM user writes f and makes files beside it, as root does without -u
             uid, _, gid = user[1].partition(":")
             for path in (work, work / "f"):

@@ -51,11 +51,13 @@
 #define STAT_STATX_RESERVED 0x80000000u
 
 /* RULE_SERVED's arg: from CALL_OPEN on serve_open's (an unlink, served_mutate.h's; a fd metadata change,
- * served_fdmeta.h's) */
+ * served_fdmeta.h's), from CALL_READLINK on serve_link's (served_link.h) */
 enum { CALL_STAT, CALL_LSTAT, CALL_NEWFSTATAT, CALL_STATX, CALL_OPEN, CALL_OPENAT, CALL_CREAT, CALL_UNLINK, CALL_UNLINKAT,
-       CALL_FCHMOD, CALL_FCHOWN, CALL_UTIMENSAT };
+       CALL_FCHMOD, CALL_FCHOWN, CALL_UTIMENSAT, CALL_READLINK, CALL_READLINKAT, CALL_ACCESS, CALL_FACCESSAT,
+       CALL_FACCESSAT2 };
 enum { SERVED_DONE, SERVED_CONTINUED, SERVED_FAILED, SERVED_OUTCOMES };
-enum { COUNTS_STAT, COUNTS_STATX, COUNTS_OPEN, COUNTS_UNLINK, COUNTS_CHMOD, COUNTS_CHOWN, COUNTS_UTIMENS, COUNTED_KINDS }; /* counts: [COUNTS_*][SERVED_*] */
+enum { COUNTS_STAT, COUNTS_STATX, COUNTS_OPEN, COUNTS_UNLINK, COUNTS_CHMOD, COUNTS_CHOWN, COUNTS_UTIMENS, COUNTS_READLINK, COUNTS_ACCESS,
+       COUNTED_KINDS }; /* counts: [COUNTS_*][SERVED_*] */
 enum { DECLINED = 0, ANSWER = 1, GONE = 2 };
 
 struct stat_context {
@@ -74,6 +76,7 @@ struct stat_context {
     const char *own_mounts; /* served_fdmeta.h: the writable view's mount ids, own_count uint64 */
     size_t own_count;
     struct kept_base *kept;   /* served_base.h: a relative path's base kept open, or NULL */
+    int real_ids;             /* served_link.h's access: a caller whose real ids switch otherwise declined */
 };
 
 /* Whether the credentials of tid are published in this worker's records, and still hold. */
@@ -179,7 +182,7 @@ resolve_caller_path(const struct stat_context *c, int listener, const struct sec
             return DECLINED;
     }
     if (c->vm_root < 0 || (dirfd < 0 && dirfd != AT_FDCWD) || path_at == 0 || notif->pid <= 0 ||
-        !published_caller(c, notif->pid, a))
+        !published_caller(c, notif->pid, a) || (c->real_ids && !a->access_alike))
         return DECLINED;
     /* Safe because: process_vm_readv writes only within our buffer; the bytes are resolved
      * as read, whatever the caller's memory holds by then. */
@@ -340,6 +343,7 @@ serve_stat(const struct stat_context *c, int listener, const struct seccomp_noti
 #include "served_write.h"  /* serve_write: a write-open, and install_served */
 #include "served_mutate.h" /* serve_unlink */
 #include "served_fdmeta.h" /* serve_fdmeta */
+#include "served_link.h"   /* serve_link: readlink and access */
 
 /* Serves a read-only open or openat (call: CALL_OPEN, CALL_OPENAT) as opening.py's
  * _open_readable does: the object found O_PATH in the VM's root, a regular file or a

@@ -49,6 +49,7 @@ struct acting {
     uint64_t effective;
     const uint32_t *groups;
     uint32_t umask;    /* the caller's, set by served_write.h alone, around a creation */
+    uint32_t access_alike; /* access without AT_EACCESS switches the same (served_link.h) */
     uint32_t switched; /* SWITCH_* done, to be put back */
     int failed;        /* a switch failed: put back, the request declined */
 };

@@ -133,7 +133,8 @@ struct published {
     uint32_t what, uid, gid, ngroups; /* served_switch.h struct acting's */
     uint64_t effective;
     uint32_t groups[PUBLISHED_GROUPS];
-    uint32_t umask, padding; /* the caller's umask: served_write.h's creation */
+    uint32_t umask;         /* the caller's umask: served_write.h's creation */
+    uint32_t access_alike;  /* 1: access's real ids switch as these (served_link.h) */
 };
 
 /* Whether the credentials of tid are published (known, count: one worker's records), under
@@ -156,7 +157,8 @@ published_in(const struct watch_state *watch, const uint64_t *bumps, const struc
         if (p->ngroups > PUBLISHED_GROUPS)
             return 0;
         *a = (struct acting){.what = p->what, .uid = p->uid, .gid = p->gid, .ngroups = p->ngroups,
-                             .effective = p->effective, .groups = p->groups, .umask = p->umask};
+                             .effective = p->effective, .groups = p->groups, .umask = p->umask,
+                             .access_alike = p->access_alike};
         struct pollfd alive = {.fd = known[i].pidfd, .events = POLLIN};
         return poll(&alive, 1, 0) == 0; /* alive, it holds its number: the notifier is that thread */
     }

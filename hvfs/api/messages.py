@@ -22,6 +22,11 @@ class Credentials:
     real_uid: int
     real_gid: int
 
+    def for_access(self) -> Credentials:
+        """access(2)'s: the real ids, no capabilities unless the real uid is 0 (served_link.h)."""
+        uid, gid, capabilities = self.real_uid, self.real_gid, (1 << 64) - 1 if self.real_uid == 0 else 0
+        return Credentials(uid, gid, self.groups, self.umask, capabilities, uid, gid)
+
 
 @dataclass(frozen=True, slots=True)
 class Caller:

@@ -21,8 +21,8 @@ the syscall number and its registers, which the VM can no longer change once it 
   over its leader's pid and must distrust the kept credentials, is Python's. Issue 14: a
   run's command is an exec, and handing it to Python made it wait for the GIL while the
   manager was still answering the run's start;
-* with ``served_stat``, the stat family of a path and read-only opens (``SERVED``, the
-  call's index in ``served_stat.CALLS``) are served in C where they can be
+* with ``served_stat``, the stat family of a path, read-only opens, readlink and access
+  (``SERVED``, the call's index in ``served_stat.CALLS``) are served in C where they can be
   (hvfs/intercept/served_stat.py) and handed to Python otherwise.
 
 Everything else goes to Python: the other credential calls (the cache generation is

@@ -77,13 +77,14 @@ _Pending = tuple[int, int, int]
 # each with what serving it switches (``Switch``; hvfs/_native/served_switch.h).
 WATCH = struct.Struct("<QII")  # generation, changing, trusted
 PUBLISHED_GROUPS = 32  # a caller with more supplementary groups is Python's
-# tid, pidfd, generation, *Switch (groups padded), the umask (and the C struct's padding)
-PUBLISHED = struct.Struct(f"<iiQIIIIQ{PUBLISHED_GROUPS}IIxxxx")
+# tid, pidfd, generation, *Switch (groups padded), the umask, and whether access(2)'s real ids
+# (``Credentials.for_access``) switch the same (hvfs/_native/served_link.h serves it then)
+PUBLISHED = struct.Struct(f"<iiQIIIIQ{PUBLISHED_GROUPS}III")
 # What acting_as switches for a caller (hvfs.manager.creds ``_switch``): which of SWITCH_*,
 # fsuid, fsgid, the supplementary groups and the effective capabilities it takes.
 Switch = tuple[int, int, int, tuple[int, ...], int]
 SWITCH_GROUPS, SWITCH_IDS, SWITCH_CAPS = 1, 2, 4
-_FREE = PUBLISHED.pack(0, -1, 0, 0, 0, 0, 0, 0, *(0,) * PUBLISHED_GROUPS, 0)
+_FREE = PUBLISHED.pack(0, -1, 0, 0, 0, 0, 0, 0, *(0,) * PUBLISHED_GROUPS, 0, 0)
 
 
 class CredWatch:
@@ -407,13 +408,15 @@ class KnownCredentials:
         if len(self._entries) >= self.LIMIT:
             self.drop(next(iter(self._entries)))
         self._entries[tid] = (pidfd, generation, credentials)
-        switch = None if self._publish is None else self._publish(credentials)
-        if switch is not None:
+        publish = self._publish
+        switch = None if publish is None else publish(credentials)
+        if publish is not None and switch is not None:
             slot = next(i for i in range(self.LIMIT) if i not in self._slots.values())  # LIMIT entries at most
             self._slots[tid] = slot
             what, uid, gid, groups, effective = switch
             padded = (*groups, *(0,) * (PUBLISHED_GROUPS - len(groups)))
-            record = (tid, pidfd, generation, what, uid, gid, len(groups), effective, *padded, credentials.umask)
+            alike = publish(credentials.for_access()) == switch
+            record = (tid, pidfd, generation, what, uid, gid, len(groups), effective, *padded, credentials.umask, alike)
             PUBLISHED.pack_into(self.published, slot * PUBLISHED.size, *record)
         return credentials
 

@@ -25,6 +25,12 @@ manager/handlers/query.py ``handle_stat``/``handle_statx`` and opening.py
   is answered, and Python serves it from the start;
 * opens only where no service judges what the VM reads (``VmContext.reads_judged``).
 
+Its readlink and readlinkat, access, faccessat and faccessat2 of such a path are served there
+too (hvfs/_native/served_link.h), as ``handle_readlink`` and ``handle_access`` answer them:
+access in the writable view, and without AT_EACCESS only for a caller whose real ids switch
+what its effective ones do (``Credentials.for_access``; credcache publishes which). An
+audited VM's are Python's, and so are the ptrace driver's.
+
 ``HVFS_SERVED_STAT=0``, read when a driver is made, turns it off (the conformance tests run
 both ways).
 
@@ -80,13 +86,19 @@ CALLS = {
     "fchmod": 9,
     "fchown": 10,
     "utimensat": 11,
+    "readlink": 12,
+    "readlinkat": 13,
+    "access": 14,
+    "faccessat": 15,
+    "faccessat2": 16,
 }
 # What a default-profile VM has served in C: its write-opens, unlinks and fd metadata changes.
 WRITE_CALLS = ("open", "openat", "creat", "unlink", "unlinkat", "fchmod", "fchown", "utimensat")
 WRITES_ENVIRONMENT = "HVFS_SERVED_WRITE"
 BASES_ENVIRONMENT = "HVFS_SERVED_BASE"  # 0: every relative path's base opened anew (served_base.h)
 OUTCOMES = ("served", "continued", "failed")  # served_stat.h SERVED_*, as the manager names them
-KINDS = ("Stat", "Statx", "Open", "Unlink", "Chmod", "Chown", "Utimens")  # of hvfs.api, served_stat.h COUNTS_*
+# of hvfs.api, served_stat.h COUNTS_*
+KINDS = ("Stat", "Statx", "Open", "Unlink", "Chmod", "Chown", "Utimens", "Readlink", "Access")
 COUNTS = struct.Struct(f"<{len(KINDS) * len(OUTCOMES)}Q")  # KINDS x OUTCOMES
 # What C records an audited VM's served calls with (served_audit.h): the bus, the VM's name,
 # record.c's record_raw, and a (request, response) of each kind served (AUDIT_*: stat, statx,

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from hvfs import api
 from hvfs._sys import caps, files, process
 from hvfs._sys.abi import CLONE_FS
 
@@ -59,20 +58,6 @@ def _identity() -> _ThreadIdentity:
         )
         _local.identity = identity
     return identity
-
-
-def for_access(creds: Credentials) -> Credentials:
-    """access(2) checks with the real ids, and with no capabilities unless the real uid is 0."""
-    full = (1 << 64) - 1
-    return api.Credentials(
-        uid=creds.real_uid,
-        gid=creds.real_gid,
-        groups=creds.groups,
-        umask=creds.umask,
-        capabilities=full if creds.real_uid == 0 else 0,
-        real_uid=creds.real_uid,
-        real_gid=creds.real_gid,
-    )
 
 
 def _switch(creds: Credentials, me: _ThreadIdentity) -> tuple[bool, bool, bool]:

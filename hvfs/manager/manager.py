@@ -87,7 +87,7 @@ class Manager:
         noted: trail.Trail | None = None
         identity = request.caller.creds
         if isinstance(request, api.Access) and identity is not None and not request.flags & AT_EACCESS:
-            identity = creds.for_access(identity)
+            identity = identity.for_access()
         try:
             answer = hooked.run_hooks(vm.name, request) if hooked is not None else None
             if answer is None:

@@ -4,6 +4,7 @@ has exited (its number may be another thread's by then) or a change was noted.""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 
 import pytest
@@ -158,8 +159,8 @@ def test_a_umask_to_the_value_in_force_is_pending_again_once_another_begins(thre
 
 def published(known: KnownCredentials) -> list[tuple[int, ...]]:
     """The entries the C loop reads (tid, pidfd, generation, then the Switch: what, uid,
-    gid, the number of groups, the capabilities, the groups; then the umask), the free ones
-    left out."""
+    gid, the number of groups, the capabilities, the groups; then the umask, and whether
+    access(2)'s real ids switch the same), the free ones left out."""
     size = credcache.PUBLISHED.size
     entries = [credcache.PUBLISHED.unpack_from(known.published, at) for at in range(0, len(known.published), size)]
     return [entry for entry in entries if entry[1] >= 0]
@@ -175,10 +176,11 @@ def test_kept_credentials_are_published_for_the_c_loop_with_their_switch(thread:
     known = KnownCredentials(watch, publish=switch_if_root)
     assert known.get(thread.pid, Reader(ROOT), valid) == ROOT
     require(known.threads, "pidfd_open(PIDFD_THREAD) needs Linux 6.9")
-    [(tid, pidfd, generation, what, uid, gid, count, effective, *groups, umask)] = published(known)
+    [(tid, pidfd, generation, what, uid, gid, count, effective, *groups, umask, alike)] = published(known)
     assert tid == thread.pid and pidfd >= 0 and generation == watch.generation
     assert (what, uid, gid, count, effective) == (credcache.SWITCH_IDS | credcache.SWITCH_CAPS, 0, 0, 2, 5)
     assert groups == [7, 8] + [0] * (credcache.PUBLISHED_GROUPS - 2) and umask == ROOT.umask
+    assert alike == 1  # real ids 0: access(2) switches as the rest
     known.drop(thread.pid)  # unpublished before its pidfd is closed
     assert published(known) == []
     assert bytes(known.published) == bytes(KnownCredentials(watch).published)  # all free, as made
@@ -186,6 +188,18 @@ def test_kept_credentials_are_published_for_the_c_loop_with_their_switch(thread:
     assert other.get(thread.pid, Reader(NOBODY), valid) == NOBODY and len(other) == 1
     assert published(other) == []  # kept, but no Switch for it: Python's
     other.close()
+
+
+def test_a_caller_whose_real_ids_differ_is_published_not_alike_for_access(thread: subprocess.Popen[bytes]) -> None:
+    """A set-user-id root program run by uid 1000: access(2) checks as 1000 (``for_access``),
+    which switches otherwise, so the C loop leaves its access without AT_EACCESS to Python."""
+    setuid = dataclasses.replace(ROOT, real_uid=1000, real_gid=1000)
+    known = KnownCredentials(CredWatch(), publish=switch_if_root)
+    assert known.get(thread.pid, Reader(setuid), valid) == setuid
+    require(known.threads, "pidfd_open(PIDFD_THREAD) needs Linux 6.9")
+    [entry] = published(known)
+    assert entry[3] == credcache.SWITCH_IDS | credcache.SWITCH_CAPS and entry[-1] == 0
+    known.close()
 
 
 @pytest.mark.parametrize("change", ["changed", "begin", "distrust"])
