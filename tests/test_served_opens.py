@@ -161,3 +161,42 @@ def test_the_change_set_names_what_was_found_by_its_text_as_the_kernel_does(vm: 
     lines = [line for line in result.stderr.splitlines() if line[:2] in ("A ", "C ", "D ")]
     assert lines == ["C /data", "A /data/d", "A /data/d/x", "A /data/d/z", "C /data/f", "C /data/g", "A /data/l"]
     assert (data / "d" / "z").read_text() == "z\n" and (data / "f").read_text() == "orig\nmore\n"
+
+
+@pytest.mark.parametrize("vm", VARIANTS, indirect=True)
+def test_a_directory_open_of_a_fifo_wakes_no_writer_waiting_for_a_reader(vm: Vm, data: Path) -> None:
+    """A strict VM's O_DIRECTORY open is made at once with its flags (served_stat.h serve_open,
+    no O_PATH probe): the kernel refuses a FIFO (ENOTDIR) before it opens it, so a host writer
+    blocked in its open, waiting for a reader, stays blocked, as it does natively; only the
+    host reader that comes after it lets it through, and gets its bytes."""
+    fifo = data / "fifo"
+    os.mkfifo(fifo, 0o666)
+    vm.give(fifo)
+    opened = threading.Event()
+
+    def write() -> None:
+        with open(fifo, "wb") as f:  # blocks until a reader opens the FIFO
+            opened.set()
+            f.write(b"hello")
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    with pytest.raises(OSError) as native:
+        os.open(fifo, os.O_RDONLY | os.O_DIRECTORY)
+    script = (
+        "import errno, os\n"
+        "for _ in range(200):\n"
+        "    try:\n"
+        "        os.close(os.open('/data/fifo', os.O_RDONLY | os.O_DIRECTORY))\n"
+        "    except OSError as e:\n"
+        "        assert e.errno == errno.ENOTDIR, e\n"
+        "print('refused')\n"
+    )
+    code, out, err = run(vm, "seccomp", f'python3 -c "{script}"', data)
+    assert (code, out) == (0, "refused\n"), err
+    assert native.value.errno == errno.ENOTDIR
+    assert not opened.wait(0.5), "a directory open of the FIFO let its writer through"
+    got: list[bytes] = []
+    reader(fifo, got).join(10)
+    writer.join(10)
+    assert opened.is_set() and got == [b"hello"]

@@ -156,6 +156,17 @@ cases = {
     "open_unknown_flag_bits": lambda: opened("/data/file", os.O_RDONLY | 0x40000000),
     "open_directory": lambda: opened("/data/dir", os.O_RDONLY | os.O_DIRECTORY),
     "open_directory_of_a_file": lambda: opened("/data/file", os.O_RDONLY | os.O_DIRECTORY),
+    # O_DIRECTORY: one open with the caller's flags, no probe (served_stat.h serve_open)
+    "open_directory_nofollow": lambda: opened("/data/dir", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW),
+    "open_directory_link": lambda: opened("/data/dirlink", os.O_RDONLY | os.O_DIRECTORY),
+    "open_directory_link_nofollow": lambda: opened("/data/dirlink", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW),
+    "open_directory_of_a_fifo": lambda: opened("/data/fifo", os.O_RDONLY | os.O_DIRECTORY),
+    "open_directory_private": lambda: opened("/data/private", os.O_RDONLY | os.O_DIRECTORY),
+    "open_directory_relative_up": lambda: opened("..", os.O_RDONLY | os.O_DIRECTORY),
+    "open_directory_dirfd_dot": lambda: opened(".", os.O_RDONLY | os.O_DIRECTORY, dir_fd=data),
+    "open_directory_dangling": lambda: opened("/data/dangling", os.O_RDONLY | os.O_DIRECTORY),
+    "open_directory_loop": lambda: opened("/data/loop1", os.O_RDONLY | os.O_DIRECTORY),
+    "open_dir_flags_kept": lambda: opened("/data/dir", os.O_RDONLY | os.O_DIRECTORY | os.O_NONBLOCK | os.O_CLOEXEC),
     "open_relative": lambda: opened("inner"),
     "open_relative_up": lambda: opened("../link"),
     "open_dirfd": lambda: opened("abslink", dir_fd=data),
@@ -181,6 +192,7 @@ def _volume(root: Path, owner: str | None) -> Path:
     (data / "dir" / "inner").write_text("inner\n")
     (data / "link").symlink_to("file")
     (data / "abslink").symlink_to("/data/file")
+    (data / "dirlink").symlink_to("dir")
     (data / "dangling").symlink_to("missing")
     (data / "loop1").symlink_to("loop2")
     (data / "loop2").symlink_to("loop1")
@@ -239,6 +251,9 @@ def test_each_case_answers_as_the_python_path(hvfs: Hvfs, tmp_path: Path, as_use
     assert in_c["open_private"] == (["error", 13] if as_user else in_c["open_private"])
     assert in_c["open"][1][1] == "content\n" and in_c["open_cloexec"][1][3] == 1 and in_c["open"][1][3] == 0
     assert in_c["open_directory_of_a_file"] == ["error", 20] and in_c["open_loop"] == ["error", 40]
+    assert in_c["open_directory_of_a_fifo"] == ["error", 20] and in_c["open_directory_link"][0] == "ok"
+    assert in_c["open_directory_link_nofollow"][0] == "error" and in_c["open_directory_relative_up"][0] == "ok"
+    assert in_c["open_directory_private"][0] == "ok" if not as_user else in_c["open_directory_private"] == ["error", 13]
     assert "served_stat" not in str(python_stats) and "stat_served" not in _compiled(python_stats)
     served = _compiled(in_c_stats).get("stat_served", 0) + _compiled(in_c_stats).get("statx_served", 0)
     opens = _compiled(in_c_stats).get("open_served", 0)

@@ -51,17 +51,35 @@ own_object(const char *own_mounts, size_t own_count, int fd)
 }
 
 /* The VM path of fd (as tracee.py _path_of reads it) into path: its length, or 0 where it
- * is not an absolute path of a file still linked. */
+ * is not an absolute path of a file still linked. self_fds: this thread's /proc/thread-self/fd
+ * held open (self_fds_open), whose entry "N" is read, or -1: /proc/self/fd/N is (its walk
+ * through /proc/self costs a third of the readlink). */
 static size_t
-fd_vm_path(int fd, char *path, size_t size)
+fd_vm_path_in(int self_fds, int fd, char *path, size_t size)
 {
     char link[64];
-    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
-    ssize_t got = readlink(link, path, size - 1);
+    snprintf(link, sizeof link, self_fds >= 0 ? "%d" : "/proc/self/fd/%d", fd);
+    ssize_t got = readlinkat(self_fds >= 0 ? self_fds : AT_FDCWD, link, path, size - 1);
     if (got <= 0 || (size_t)got >= size - 1 || path[0] != '/')
         return 0;
     path[got] = 0;
     return ends_with(path, (size_t)got, " (deleted)") ? 0 : (size_t)got;
+}
+
+static size_t
+fd_vm_path(int fd, char *path, size_t size)
+{
+    return fd_vm_path_in(-1, fd, path, size);
+}
+
+/* This thread's fd table in procfs, held for as long as one serve call answers (its "N" is
+ * the magic link /proc/self/fd/N names, found without walking /proc/self each time): an
+ * O_PATH fd, or -1 (then the paths are walked). thread-self, not self: a thread that unshared
+ * its table (hvfs/_sys/spawner.py) reads its own. */
+static int
+self_fds_open(void)
+{
+    return open("/proc/thread-self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC);
 }
 
 /* The change itself (kind: CHANGE_*) on fd, acting as the caller, args the call's: 0 or the

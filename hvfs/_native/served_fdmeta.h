@@ -85,7 +85,7 @@ serve_fdmeta(const struct stat_context *c, int listener, const struct seccomp_no
     int status = fcntl((int)fd, F_GETFL);
     size_t length = status < 0 || status & O_PATH || !own_object(c->own_mounts, c->own_count, (int)fd)
                         ? 0
-                        : fd_vm_path((int)fd, path, sizeof path);
+                        : fd_vm_path_in(c->self_fds, (int)fd, path, sizeof path);
     int failed = ECANCELED;
     if (length && act_switch(&a) == 0)
         failed = change_fd(call - CALL_FCHMOD, (int)fd, args, call == CALL_UTIMENSAT && args[2] ? times : NULL);

@@ -77,6 +77,7 @@ struct stat_context {
     size_t own_count;
     struct kept_base *kept;   /* served_base.h: a relative path's base kept open, or NULL */
     int real_ids;             /* served_link.h's access: a caller whose real ids switch otherwise declined */
+    int self_fds;             /* fd_change.h self_fds_open: this thread's /proc/thread-self/fd, or -1 */
 };
 
 /* Whether the credentials of tid are published in this worker's records, and still hold. */
@@ -347,10 +348,19 @@ serve_stat(const struct stat_context *c, int listener, const struct seccomp_noti
 
 /* Serves a read-only open or openat (call: CALL_OPEN, CALL_OPENAT) as opening.py's
  * _open_readable does: the object found O_PATH in the VM's root, a regular file or a
- * directory opened again through /proc/self/fd with the caller's flags, to be installed
+ * directory opened again through its magic link with the caller's flags, to be installed
  * in the caller with ADDFD and SEND (*install: the fd, *newfd_flags); anything else is
  * continued on the boot view, a failed lookup as answer_failed_lookup says. O_PATH opens,
- * writes, paths that may name the caller's own files (/proc, /dev) are declined. */
+ * writes, paths that may name the caller's own files (/proc, /dev) are declined.
+ *
+ * An open with O_DIRECTORY is made at once with the caller's flags, no probe: the kernel
+ * refuses anything but a directory (ENOTDIR, continued) before it opens it, so a FIFO is
+ * never waited on nor its writers woken, and no device's driver is called; a symlink at the
+ * end is followed as the probe follows it; the lookup, as the caller from the VM's root, and
+ * the read access checked are the probe's and the open again's. Not with O_NOFOLLOW, which
+ * the file would keep (F_GETFL) where the open again through the magic link drops it, as
+ * Python's does. Any other open keeps the probe: an O_RDONLY open of a FIFO waits for a
+ * writer, and even with O_NONBLOCK it wakes the writers waiting in theirs. */
 static int
 serve_open(const struct stat_context *c, int listener, const struct seccomp_notif *notif, int call,
            struct seccomp_notif_resp *resp, int *install, unsigned int *newfd_flags)
@@ -369,12 +379,12 @@ serve_open(const struct stat_context *c, int listener, const struct seccomp_noti
                            resp, install, newfd_flags);
     if (!c->opens || flags & O_PATH)
         return DECLINED;
-    int foreign = 0;
+    int foreign = 0, directory = (flags & (O_DIRECTORY | O_NOFOLLOW)) == O_DIRECTORY;
     long probe = -EBADF;
     struct acting as_caller = {0}; /* kept for the open again: it checks the caller's access */
-    int got = resolve_caller_path(c, listener, notif, dirfd, path_at, O_PATH | (flags & O_NOFOLLOW), "dev", &probe,
-                                  &foreign, &as_caller, NULL);
-    if (got != ANSWER || probe < 0)
+    int got = resolve_caller_path(c, listener, notif, dirfd, path_at, directory ? flags : O_PATH | (flags & O_NOFOLLOW),
+                                  "dev", &probe, &foreign, &as_caller, NULL);
+    if (got != ANSWER || probe < 0 || directory)
         act_restore(&as_caller);
     if (got != ANSWER)
         return got;
@@ -385,29 +395,33 @@ serve_open(const struct stat_context *c, int listener, const struct seccomp_noti
     }
     struct stat st;
     int audited = c->note && c->note->audited;
-    if (fstat((int)probe, &st) < 0 || !(S_ISREG(st.st_mode) || S_ISDIR(st.st_mode))) {
+    if (!directory) {
+        if (fstat((int)probe, &st) < 0 || !(S_ISREG(st.st_mode) || S_ISDIR(st.st_mode))) {
+            act_restore(&as_caller);
+            close((int)probe);
+            if (audited)
+                return DECLINED; /* continued: its event is Python's */ /* a FIFO, a socket, a device: the kernel opens it (an fstat failure: EIO there) */
+            resp->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+            count[SERVED_CONTINUED]++;
+            return ANSWER;
+        }
+        char again[64]; /* the probe's magic link: the very object found, with the caller's flags */
+        snprintf(again, sizeof again, c->self_fds >= 0 ? "%d" : "/proc/self/fd/%d", (int)probe);
+        int opened = openat(c->self_fds >= 0 ? c->self_fds : AT_FDCWD, again,
+                            (int)((flags & ~(uint64_t)O_NOFOLLOW) | O_CLOEXEC));
+        int failed = opened < 0 ? errno : 0;
         act_restore(&as_caller);
         close((int)probe);
-        if (audited)
-            return DECLINED; /* continued: its event is Python's */ /* a FIFO, a socket, a device: the kernel opens it (an fstat failure: EIO there) */
-        resp->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
-        count[SERVED_CONTINUED]++;
-        return ANSWER;
+        if (failed && audited)
+            return DECLINED;
+        if (failed) {
+            resp->error = -failed;
+            count[SERVED_FAILED]++;
+            return ANSWER;
+        }
+        probe = opened;
     }
-    char again[64];
-    snprintf(again, sizeof again, "/proc/self/fd/%d", (int)probe);
-    int opened = open(again, (int)((flags & ~(uint64_t)O_NOFOLLOW) | O_CLOEXEC));
-    int failed = opened < 0 ? errno : 0;
-    act_restore(&as_caller);
-    close((int)probe);
-    if (failed && audited)
-        return DECLINED;
-    if (failed) {
-        resp->error = -failed;
-        count[SERVED_FAILED]++;
-        return ANSWER;
-    }
-    *install = opened;
+    *install = (int)probe;
     *newfd_flags = flags & O_CLOEXEC ? O_CLOEXEC : 0;
     if (audited) /* the decoder's flags: the register's low 32 bits, as they are */
         c->note->recordable = 1, c->note->kind = AUDIT_OPEN, c->note->flags = (call == CALL_OPEN ? a[1] : a[2]) & UINT32_MAX;
@@ -420,10 +434,11 @@ serve_open(const struct stat_context *c, int listener, const struct seccomp_noti
  * hvfs/intercept/served_stat.py ServedStat.argument; audit (served_note_of) into note; writes
  * None or (rw_root, note[, own mounts: packed uint64, served_fdmeta.h's]): served_write.h's;
  * keep_bases: served_base.h's keeper wanted. 1 when served, 0 when not, -1 with an
- * exception. Views (4) and the keeper are released by release_stat. */
+ * exception. Views (4), the keeper and the fd table (self_fds) are released by release_stat. */
 static int
 stat_context_of(PyObject *argument, struct stat_context *c, Py_buffer views[4], struct served_note *note)
 {
+    c->self_fds = -1;
     if (argument == Py_None)
         return 0;
     PyObject *audit = Py_None, *writes = Py_None;
@@ -451,6 +466,7 @@ stat_context_of(PyObject *argument, struct stat_context *c, Py_buffer views[4], 
     c->quiet = views[0].buf, c->watch = views[1].buf, c->known = views[2].buf, c->counts = views[3].buf;
     c->known_count = (size_t)views[2].len / sizeof(struct published);
     c->kept = base_keeper(keep_bases); /* none without memory: every base opened anew */
+    c->self_fds = self_fds_open();     /* none: the links are walked from /proc/self */
     return 1;
 }
 
@@ -459,6 +475,9 @@ release_stat(struct stat_context *c, Py_buffer views[4])
 {
     base_keeper_release(c->kept);
     c->kept = NULL;
+    if (c->self_fds >= 0)
+        close(c->self_fds);
+    c->self_fds = -1;
     for (int i = 0; i < 4; i++)
         if (views[i].obj)
             PyBuffer_Release(&views[i]);
