@@ -8,12 +8,16 @@ in a private state directory (as benchmarks/audit_cpu_vm.py measures: a run of 2
 one of 20,200, the difference over 20,000). Not a test: nothing is asserted.
 
     python benchmarks/served_cpu.py [ROUNDS] [-u UID:GID] [--only NAME,NAME] [--ptrace]
+                                    [--audit] [--baseline DIR]
 
 ``-u``: the VM's programs run as that user (``hvfs run -u``), whom the manager acts as for
 each call (hvfs/manager/creds.py acting_as; in C, hvfs/_native/served_switch.h).
 ``--ptrace``: under ``--driver ptrace``, whose tracer's C loop serves the write-opens, unlinks
 and fd metadata changes (hvfs/_native/tracer_*.h); with ``HVFS_SERVED_STAT=0`` its Python
 path serves them all.
+``--audit``: both served in C, ``--strict`` against ``--strict --audit FILE`` (issue 14: the
+audit's cost per call), printed with their ratio. ``--baseline DIR`` (an hvfs package, e.g.
+X/hvfs): DIR's build measured too, round by round with this one, each its own manager.
 """
 
 from __future__ import annotations
@@ -50,18 +54,38 @@ def cpu(state: Path) -> float:
 
 
 def run(env: dict[str, str], work: Path, program: str, count: int, user: list[str]) -> float:
-    """The manager's CPU seconds for one VM running ``program`` ``count`` times."""
+    """The manager's CPU seconds for one VM running ``program`` ``count`` times (audited where
+    the environment names an AUDIT file, which is emptied after each run)."""
+    audit = ["--audit", env["AUDIT"]] if "AUDIT" in env else []
     setup = "import os, sys\np = sys.argv[1] + '/f'\nl = sys.argv[1] + '/l'\nw = os.open(p, os.O_WRONLY)\n"
     code = f"{setup}for _ in range({count}):\n    {program}\n"
     state = Path(env["HVFS_STATE_DIR"])
     began = cpu(state)
     subprocess.run(
-        [HVFS, "-m", "hvfs", "run", "--strict", *user, "-v", f"{work}:{work}", "--", "python3", "-c", code, str(work)],
+        [
+            HVFS,
+            "-m",
+            "hvfs",
+            "run",
+            "--strict",
+            *audit,
+            *user,
+            "-v",
+            f"{work}:{work}",
+            "--",
+            "python3",
+            "-c",
+            code,
+            str(work),
+        ],
         env=env,
         cwd=work,
         check=True,
     )
-    return cpu(state) - began
+    used = cpu(state) - began
+    if audit:
+        Path(audit[1]).unlink()
+    return used
 
 
 def main() -> None:
@@ -72,7 +96,15 @@ def main() -> None:
         args.remove("--ptrace")
         user += ["--driver", "ptrace"]
     programs = {name: PROGRAMS[name] for name in only[1].split(",")} if only else PROGRAMS
-    rounds = [a for a in args if a not in user and a not in only]
+    audited = "--audit" in args
+    baseline = args[args.index("--baseline") : args.index("--baseline") + 2] if "--baseline" in args else []
+    rounds = [a for a in args if a not in user and a not in only and a not in baseline and a != "--audit"]
+    # (label, HVFS_SERVED_STAT, audited, the package's parent)
+    variants = [("1", "1", False, HERE), ("0", "0", False, HERE)]
+    if audited:
+        variants = [("strict", "1", False, HERE), ("audit", "1", True, HERE)]
+    if baseline:
+        variants += [(f"base {label}", v, a, Path(baseline[1]).resolve().parent) for label, v, a, _ in variants]
     with tempfile.TemporaryDirectory() as d:
         os.chmod(d, 0o755)  # a VM user's to reach too
         work = Path(d) / "work"
@@ -84,22 +116,31 @@ def main() -> None:
             for path in (work, work / "f"):
                 os.chown(path, int(uid), int(gid or uid))
         envs: dict[str, dict[str, str]] = {}
-        for v in ("1", "0"):
-            st = Path(d) / f"state{v}"
+        for number, (label, v, audit, package) in enumerate(variants):
+            st = Path(d) / f"state{number}"
             st.mkdir(mode=0o700)
-            envs[v] = {**os.environ, "HVFS_STATE_DIR": str(st), "HVFS_SERVED_STAT": v, "PYTHONPATH": str(HERE)}
-            subprocess.run([HVFS, "-m", "hvfs", "run", "--", "true"], env=envs[v], cwd=work, check=True)
+            envs[label] = {**os.environ, "HVFS_STATE_DIR": str(st), "HVFS_SERVED_STAT": v, "PYTHONPATH": str(package)}
+            if audit:
+                envs[label]["AUDIT"] = str(Path(d) / f"audit{number}.jsonl")
+            subprocess.run([HVFS, "-m", "hvfs", "run", "--", "true"], env=envs[label], cwd=work, check=True)
         res: dict[tuple[str, str], list[float]] = {}
         for _ in range(int(rounds[0]) if rounds else 2):
             for name, prog in programs.items():
-                for v in ("1", "0"):
-                    few = run(envs[v], work, prog, 200, user)
-                    many = run(envs[v], work, prog, 20200, user)
-                    res.setdefault((name, v), []).append((many - few) / 20000 * 1e6)
-        for v in ("1", "0"):
-            subprocess.run([HVFS, "-m", "hvfs", "manager", "stop"], env=envs[v], cwd=work)
-        for (name, v), xs in sorted(res.items()):
-            print(f"{name:10} HVFS_SERVED_STAT={v}: " + ", ".join(f"{x:.1f}" for x in xs) + " µs manager CPU per call")
+                for label in envs:
+                    few = run(envs[label], work, prog, 200, user)
+                    many = run(envs[label], work, prog, 20200, user)
+                    res.setdefault((name, label), []).append((many - few) / 20000 * 1e6)
+        for label in envs:
+            subprocess.run([HVFS, "-m", "hvfs", "manager", "stop"], env=envs[label], cwd=work)
+        for (name, label), xs in sorted(res.items()):
+            shown = label if audited else f"HVFS_SERVED_STAT={label}"
+            print(f"{name:10} {shown}: " + ", ".join(f"{x:.1f}" for x in xs) + " µs manager CPU per call")
+        if audited:  # per round, each audited run over its own build's strict one
+            for name in programs:
+                for prefix in ("", "base ") if baseline else ("",):
+                    pairs = zip(res[name, f"{prefix}audit"], res[name, f"{prefix}strict"], strict=True)
+                    ratios = ", ".join(f"{a / s:.2f}" if s > 0 else "–" for a, s in pairs)
+                    print(f"{name:10} {prefix}audit ÷ {prefix}strict: {ratios}")
 
 
 if __name__ == "__main__":

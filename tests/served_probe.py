@@ -1,6 +1,6 @@
 """What the served-call tests (test_served_write, test_served_mutate, test_ptrace_write,
 test_served_stat) share: the probe's way of answering a case, running a probe in a VM with
-``--diff`` and ``--stats``, the volume's files as the host sees them, and the two fresh
+``--diff`` and ``--stats`` (and an audit file: ``AUDIT``), the volume's files as the host sees them, and the two fresh
 places, one for the C run and one for the Python path's, that a comparison runs in."""
 
 from __future__ import annotations
@@ -23,6 +23,19 @@ def attempt(function):
         return ["error", e.errno]
 """
 
+# In a probe's options, the place's audit file (run_probe's ``root``/audit.jsonl): each way its own.
+AUDIT = "{audit}"
+VARYING = ("time", "vm", "pid", "duration_us")  # an audit record's fields that differ from run to run
+
+
+def audit_records(place: Path) -> list[dict[str, Any]]:
+    """The audit file of a probe run in ``place`` (``AUDIT``): its records in order, without
+    the fields that differ from run to run (a pipe's inode in a path: N)."""
+    records = [json.loads(line) for line in (place / "audit.jsonl").read_text().splitlines()]
+    for record in records:  # a pipe's or socket's inode number differs from run to run too
+        record["paths"] = [re.sub(r"^(\w+):\[\d+\]$", r"\1:[N]", path) for path in record.get("paths", [])]
+    return [{key: value for key, value in record.items() if key not in VARYING} for record in records]
+
 
 def snapshot(data: Path) -> dict[str, Any]:
     """Every file of the volume as the host sees it: kind and mode, owner, content or target."""
@@ -41,10 +54,13 @@ def snapshot(data: Path) -> dict[str, Any]:
 
 def run_probe(runner: Hvfs, root: Path, *options: str) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
     """``root``/probe/probe.py's answers, the run's statistics, and its ``--diff`` lines
-    (``--strict`` unless ``options`` hold ``--default``: the default profile), with ``root``'s
+    (``--strict`` unless ``options`` hold ``--default``: the default profile; ``AUDIT`` in them
+    is ``root``/audit.jsonl), with ``root``'s
     data, ro (read-only) and probe directories as /data, /ro and /probe."""
     strict = "--default" not in options
-    options = tuple(option for option in options if option != "--default")
+    options = tuple(
+        str(root / "audit.jsonl") if option == AUDIT else option for option in options if option != "--default"
+    )
     stats = root / "stats.json"
     volumes = ["-v", f"{root / 'data'}:/data", "-v", f"{root / 'ro'}:/ro:ro", "-v", f"{root / 'probe'}:/probe:ro"]
     args = ["run", *(["--strict"] if strict else []), "--diff", "--stats", str(stats), *options, *volumes]

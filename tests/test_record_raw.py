@@ -1,5 +1,6 @@
 """record.c's ``record_raw`` (hvfs/_native/record_raw.h), what the driver's C loop records an
-audited VM's served stat or open with: the very compact record the dispatch's Recorder
+audited VM's served stat, open, unlink or fd metadata change with (an errno answered in C
+too): the very compact record the dispatch's Recorder
 makes for the same request (all but the time and the duration), into the same ring, with
 the ring's full-ring wait, drop and count; nothing where the bus has no Recorder."""
 
@@ -22,14 +23,24 @@ VM = "vm1"
 
 
 def _requests(pid: int) -> list[tuple[int, api.Request, api.Response, int, str]]:
-    """(kind, request, response, flags, name) of each kind C serves, as the dispatch has them."""
+    """(kind, request, response, flags, name) of each kind C serves, as the dispatch has them
+    (an Errno response: C answered that errno)."""
     caller = api.Caller(vm=VM, pid=pid)
     here = api.VmPath("/", "/data/file")
+    held = api.OpenFile(3, "/data/held")
+    writing = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     return [
         (0, api.Stat(caller=caller, path=here, follow=False), api.StatResult(os.stat("/")), 0, "/data/file"),
         (1, api.Statx(caller=caller, path=here, flags=0x100, mask=0x7FF), api.StatxResult(b"x" * 256), 0x100, "/d"),
         (2, api.Open(caller=caller, path=here, flags=os.O_RDONLY | os.O_CLOEXEC), api.Fd(-1, True), 0o2000000, "/é"),
         (2, api.Open(caller=caller, path=here, flags=0x40000000), api.Fd(-1, False), 0x40000000, "/\udcff"),
+        (2, api.Open(caller=caller, path=here, flags=writing), api.Fd(-1, True), writing, "/data/new"),
+        (2, api.Open(caller=caller, path=here, flags=writing), api.Errno(17), writing, "/data/file"),
+        (3, api.Unlink(caller=caller, path=here), api.Value(0), 0, "/data/gone"),
+        (4, api.Chmod(caller=caller, target=held, mode=0o640), api.Value(0), 0, "/data/held"),
+        (4, api.Chmod(caller=caller, target=held, mode=0o640), api.Errno(1), 0, "/data/held"),
+        (5, api.Chown(caller=caller, target=held, uid=1, gid=2), api.Value(0), 0, "/data/held"),
+        (6, api.Utimens(caller=caller, target=held, times=None), api.Errno(30), 0, "/data/held"),
     ]
 
 
@@ -45,17 +56,23 @@ def test_a_raw_record_is_the_recorders_record() -> None:
     audit = audit_of(bus_like, VM)
     assert audit is not None
     _, vm, record_raw, prototypes = audit
+    failed = type(prototypes[-1][1])  # served_audit.h AUDIT_FAILED: C makes the Errno of its errno
     pid = threading.get_native_id()  # a live thread: its command name is read from /proc
-    for kind, request, response, flags, name in _requests(pid):
+    cases = _requests(pid)
+    for kind, request, response, flags, name in cases:
         began = time.monotonic_ns()
         ring.record_served(VM, request, response, began, None, (name,))
-        record_raw(ring.record_served, vm, *prototypes[kind], pid, flags, began, name)  # type: ignore[operator]
+        errno = response.errno if isinstance(response, api.Errno) else 0
+        raw = failed(errno) if errno else prototypes[kind][1]
+        record_raw(ring.record_served, vm, prototypes[kind][0], raw, pid, flags, began, name)  # type: ignore[operator]
     assert ring.stop(timeout=10)
     records = [item for item in handed if isinstance(item, bytes)]
-    assert len(records) == 8
+    assert len(records) == 2 * len(cases)
     for python, raw in zip(records[::2], records[1::2], strict=True):
         assert _without_clocks(raw) == _without_clocks(python)
-    assert [unpack(record)[4][6] for record in records[1::2]] == ["/data/file", "/d", "/é", "/\udcff"]
+    assert [unpack(record)[4][6] for record in records[1::2]] == [case[4] for case in cases]
+    assert {unpack(record)[4][0] for record in records[1::2]} >= {'"unlink"', '"chmod"', '"chown"', '"utimens"'}
+    assert {unpack(record)[4][1] for record in records[1::2]} >= {'"EEXIST"', '"EPERM"', '"EROFS"'}
 
 
 def test_no_recorder_records_nothing() -> None:

@@ -3,7 +3,7 @@
 serves it with ``HVFS_SERVED_WRITE=0`` (a manager of its own): every case below, served in C
 or declined to Python, gives the same answer, the same fd flags, the same files afterwards
 (content, mode, owner) and the same ``hvfs diff``, as root, as a VM user (C acting as that
-user) and rootless; an audited VM's write-opens stay on Python and are recorded alike; and a
+user) and rootless; an audited VM's write-opens are served in C too and recorded alike; and a
 script written through a served open runs at once (the manager's copy closed before the
 answer: no ETXTBSY)."""
 
@@ -211,7 +211,7 @@ def test_a_rootless_vm_answers_as_the_python_path(rootless: Hvfs, shared_tmp: Pa
     assert in_c["wronly"][0] == "ok" and in_c["private"][0] == "ok"
 
 
-def test_an_audited_vms_write_opens_stay_on_python_and_are_recorded_alike(hvfs: Hvfs, tmp_path: Path) -> None:
+def test_an_audited_vms_write_opens_are_served_in_c_and_recorded_alike(hvfs: Hvfs, tmp_path: Path) -> None:
     records = []
     for name, way in (("c", hvfs), ("python", _in_python(hvfs))):
         place = tmp_path / name
@@ -225,8 +225,8 @@ def test_an_audited_vms_write_opens_stay_on_python_and_are_recorded_alike(hvfs: 
     (in_c, c_opens, c_stats), (in_python, python_opens, python_stats) = records
     assert in_c == in_python and c_opens == python_opens
     assert any(r.get("paths") == ["/data/file"] for r in c_opens), c_opens
-    # the audited VM's write-opens are Python's: C serves no more opens than without writes
-    assert _open_served(c_stats) == _open_served(python_stats), (c_stats, python_stats)
+    # the audited VM's plain write-opens are served in C (served_audit.h records them)
+    assert _open_served(c_stats) - _open_served(python_stats) >= C_SERVED_AT_LEAST, (c_stats, python_stats)
 
 
 def _written_andrun_probe(runner: Hvfs, root: Path, *profile: str) -> None:

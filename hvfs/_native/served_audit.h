@@ -22,19 +22,48 @@
 #ifndef HVFS_SERVED_AUDIT_H
 #define HVFS_SERVED_AUDIT_H
 
-enum { AUDIT_STAT, AUDIT_STATX, AUDIT_OPEN, AUDIT_KINDS }; /* the prototypes' order */
+/* the prototypes' order; AUDIT_FAILED's response is an Errno, its type made for a failure's errno */
+enum { AUDIT_STAT, AUDIT_STATX, AUDIT_OPEN, AUDIT_UNLINK, AUDIT_CHMOD, AUDIT_CHOWN, AUDIT_UTIMENS, AUDIT_FAILED, AUDIT_KINDS };
 
 struct served_note {
     PyObject *bus, *vm, *record_raw, *prototypes; /* borrowed from serve's argument */
     int audited;                                  /* this request is served under the audit */
     int recordable;                               /* served as Python serves it: record it */
     int kind;                                     /* AUDIT_* */
+    int error;                                    /* answered this errno (a mutation's), or 0: the kind's response */
     pid_t pid;
     uint64_t flags;
     int64_t began;
     size_t length;
     char name[2 * PATH_MAX_BYTES + 2];
 };
+
+/* Whether a mutation (served_write.h, served_mutate.h, served_fdmeta.h) may be served here:
+ * its VM quiet, or audited with no hook (quiet[1]), where C records its event as the
+ * dispatch would (note->audited set for the caller). */
+static int
+served_hearing(const struct stat_context *c, pid_t pid)
+{
+    if (__atomic_load_n(c->quiet, __ATOMIC_ACQUIRE))
+        return 1;
+    if (c->note == NULL || c->quiet_length < 2 || !__atomic_load_n(c->quiet + 1, __ATOMIC_ACQUIRE))
+        return 0;
+    c->note->audited = 1, c->note->pid = pid;
+    return 1;
+}
+
+/* An audited mutation's event made recordable (nothing where the VM is quiet): its kind, the
+ * name the Python handler notes (a path's text, an fd's VM path), the errno answered or 0. */
+static void
+note_served(const struct stat_context *c, int kind, const char *name, size_t length, int error)
+{
+    struct served_note *n = c->note;
+    if (n == NULL || !n->audited || length >= sizeof n->name)
+        return;
+    memcpy(n->name, name, length);
+    n->name[length] = 0;
+    n->length = length, n->kind = kind, n->error = error, n->recordable = 1;
+}
 
 /* resolve.plain_name of the path (its base's text first where relative) into note->name,
  * as the Python handler notes it (a stat: without its trailing "/"; an open with one is
@@ -92,18 +121,22 @@ open_plain_at(int root, const char *base, const struct stat *identity, const cha
 static void
 record_served_event(const struct served_note *n)
 {
-    PyObject *pair = PyTuple_GET_ITEM(n->prototypes, n->kind);
+    PyObject *pair = PyTuple_GET_ITEM(n->prototypes, n->kind), *response = PyTuple_GET_ITEM(pair, 1);
+    PyObject *failed = PyTuple_GET_ITEM(PyTuple_GET_ITEM(n->prototypes, AUDIT_FAILED), 1), *made = NULL;
+    if (n->error) /* the dispatch's Errno of the handler's OSError */
+        response = made = PyObject_CallFunction((PyObject *)Py_TYPE(failed), "i", n->error);
     PyObject *recorder = PyObject_GetAttrString(n->bus, "record_served");
     PyObject *pid = PyLong_FromLong(n->pid), *flags = PyLong_FromUnsignedLongLong(n->flags);
     PyObject *began = PyLong_FromLongLong(n->began);
     PyObject *name = PyUnicode_DecodeUTF8(n->name, (Py_ssize_t)n->length, "surrogateescape");
-    if (recorder && pid && flags && began && name) {
-        PyObject *args[8] = {recorder, n->vm, PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1), pid, flags, began, name};
+    if (response && recorder && pid && flags && began && name) {
+        PyObject *args[8] = {recorder, n->vm, PyTuple_GET_ITEM(pair, 0), response, pid, flags, began, name};
         PyObject *done = PyObject_Vectorcall(n->record_raw, args, 8, NULL);
         Py_XDECREF(done);
     }
     if (PyErr_Occurred())
         PyErr_WriteUnraisable(n->record_raw);
+    Py_XDECREF(made);
     Py_XDECREF(recorder);
     Py_XDECREF(pid);
     Py_XDECREF(flags);
@@ -127,7 +160,7 @@ served_note_of(PyObject *argument, struct served_note *n)
     }
     return 0;
 malformed:
-    PyErr_SetString(PyExc_ValueError, "stat: the audit's prototypes are three (request, response) pairs");
+    PyErr_SetString(PyExc_ValueError, "stat: the audit's prototypes are AUDIT_KINDS (request, response) pairs");
     return -1;
 }
 

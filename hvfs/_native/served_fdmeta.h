@@ -41,7 +41,8 @@
  * absolute or names a deleted file is declined (Python notes it otherwise or not at all).
  *
  * Declined before any side effect or answer, so that Python serves the request from its
- * start: a VM with a hook or an audit (quiet[0] off), no writable view, a caller whose
+ * start: a VM with a hook (quiet[0] and quiet[1] off; an audited one is served, its event
+ * recorded: served_audit.h), no writable view, a caller whose
  * credentials are not published, a negative fd, utimensat with a path or a flag, times that
  * cannot be read (EFAULT there), an fd the caller does not have (EBADF), an O_PATH one
  * (EBADF), a switch that failed.
@@ -62,10 +63,10 @@ serve_fdmeta(const struct stat_context *c, int listener, const struct seccomp_no
     int32_t number = (int32_t)args[0];
     if (number < 0 || (call == CALL_UTIMENSAT && (args[1] != 0 || (args[3] & UINT32_MAX) != 0)))
         return DECLINED;
-    if (c->rw_root < 0 || !c->change_note || !c->own_count || !__atomic_load_n(c->quiet, __ATOMIC_ACQUIRE))
+    if (c->rw_root < 0 || !c->change_note || !c->own_count || notif->pid <= 0 || !served_hearing(c, notif->pid))
         return DECLINED;
     struct acting a = {0};
-    if (notif->pid <= 0 || !published_caller(c, notif->pid, &a))
+    if (!published_caller(c, notif->pid, &a))
         return DECLINED;
     int pidfd = published_pidfd(c->known, c->known_count, notif->pid);
     struct timespec times[2];
@@ -98,6 +99,7 @@ serve_fdmeta(const struct stat_context *c, int listener, const struct seccomp_no
         failed = EIO;
     resp->error = -failed;
     count[failed ? SERVED_FAILED : SERVED_DONE]++;
+    note_served(c, AUDIT_CHMOD + (call - CALL_FCHMOD), path, length, failed);
     return ANSWER;
 }
 

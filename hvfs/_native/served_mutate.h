@@ -17,8 +17,10 @@
  * changes.after notes an Unlink, before the answer (write_open.h note_change: queued without
  * the GIL, as served_write.h's "The change set" says).
  *
+ * An audited VM with no hook is served so too, its event recorded (served_audit.h).
+ *
  * Declined before any answer, so that Python serves the request from its start: a VM with a
- * hook or an audit (quiet[0] off), no writable view, unlinkat with any flag (AT_REMOVEDIR: an
+ * hook (quiet[0] and quiet[1] off), no writable view, unlinkat with any flag (AT_REMOVEDIR: an
  * Rmdir), a path that is not plain, a base Python would find otherwise, a caller whose
  * credentials are not published, and every failure (a symlink on the way: ELOOP; ENOENT,
  * EACCES, EISDIR, EROFS ...): a failed unlinkat changes nothing, and Python answers it.
@@ -52,8 +54,10 @@ serve_unlink(const struct stat_context *c, int listener, const struct seccomp_no
     if (note_change(c->change_note, p.whole, (size_t)made, 1, 0) < 0) {
         resp->error = -EIO;
         count[SERVED_FAILED]++;
+        note_served(c, AUDIT_UNLINK, p.whole, (size_t)made, EIO);
         return ANSWER;
     }
+    note_served(c, AUDIT_UNLINK, p.whole, (size_t)made, 0);
     resp->val = 0;
     count[SERVED_DONE]++;
     return ANSWER;

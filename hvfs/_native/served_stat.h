@@ -374,6 +374,8 @@ serve_open(const struct stat_context *c, int listener, const struct seccomp_noti
     uint64_t path_at = call != CALL_OPENAT ? a[0] : a[1];
     uint64_t flags = call == CALL_CREAT ? O_CREAT | O_WRONLY | O_TRUNC /* decoders/opening.py CREAT_FLAGS */
                                         : (call == CALL_OPEN ? a[1] : a[2]) & UINT32_MAX & SERVED_VALID_OPEN;
+    if (flags & SERVED_WRITE && c->note) /* an audited one's event: the decoder's flags (CREAT_FLAGS for creat) */
+        c->note->flags = call == CALL_CREAT ? O_CREAT | O_WRONLY | O_TRUNC : (call == CALL_OPEN ? a[1] : a[2]) & UINT32_MAX;
     if (flags & SERVED_WRITE)
         return serve_write(c, listener, notif, dirfd, path_at, flags, a[call == CALL_CREAT ? 1 : call == CALL_OPEN ? 2 : 3],
                            resp, install, newfd_flags);

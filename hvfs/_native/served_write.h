@@ -22,8 +22,11 @@
  * Served in every profile (the default one has its opens alone served here: compiled.py);
  * none where a service judges the VM's reads (no rw_root then: runtime.py).
  *
+ * An audited VM with no hook (quiet[1]) is served so too, its event (the request's text, the
+ * decoder's flags, "ok" or the errno answered) recorded by served_audit.h before the answer.
+ *
  * Declined before any answer, so that Python serves the request from its start: a VM with a
- * hook or an audit (quiet[0] off); O_PATH, O_TMPFILE, a
+ * hook (quiet[0] and quiet[1] off); O_PATH, O_TMPFILE, a
  * read-only access mode (O_CREAT or O_TRUNC alone: opening.py's probe);
  * a path (with its base) naming "proc", "pts" or "dev" (kernel_paths, /dev's devices, magic
  * links to the caller's own files), a path that is not plain, a base Python would find
@@ -68,9 +71,9 @@ static int
 write_request(const struct stat_context *c, int listener, const struct seccomp_notif *notif, int32_t dirfd,
               uint64_t path_at, struct acting *a, struct write_path *p)
 {
-    if (c->rw_root < 0 || !c->change_note || !__atomic_load_n(c->quiet, __ATOMIC_ACQUIRE))
+    if (c->rw_root < 0 || !c->change_note || path_at == 0 || notif->pid <= 0 || !served_hearing(c, notif->pid))
         return DECLINED;
-    if (path_at == 0 || notif->pid <= 0 || !published_caller(c, notif->pid, a))
+    if (!published_caller(c, notif->pid, a))
         return DECLINED;
     int made = read_write_path(notif->pid, dirfd, path_at, p->path, p->base, p->whole, &p->identity);
     if (made <= 0)
@@ -101,6 +104,7 @@ serve_write(const struct stat_context *c, int listener, const struct seccomp_not
     if (opened == -EEXIST) {
         resp->error = -EEXIST;
         count[SERVED_FAILED]++;
+        note_served(c, AUDIT_OPEN, p.whole, (size_t)made, EEXIST);
         return ANSWER;
     }
     if (opened < 0)
@@ -109,8 +113,10 @@ serve_write(const struct stat_context *c, int listener, const struct seccomp_not
         close(fd);
         resp->error = -EIO;
         count[SERVED_FAILED]++;
+        note_served(c, AUDIT_OPEN, p.whole, (size_t)made, EIO);
         return ANSWER;
     }
+    note_served(c, AUDIT_OPEN, p.whole, (size_t)made, 0);
     *install = fd;
     *newfd_flags = (flags & O_CLOEXEC ? O_CLOEXEC : 0) | SERVED_WRITABLE;
     count[SERVED_DONE]++;

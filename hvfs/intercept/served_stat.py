@@ -56,7 +56,10 @@ An audited VM (an audit or another subscriber on its bus, and no hook) has those
 in C too that the Python path names by their text (``resolve.open_named``: a plain path
 found with no symlink on the way) and answers "ok"; C records each one's event into the
 bus's ring with the GIL taken for it, the record the dispatch makes for the same request
-(hvfs/_native/served_audit.h, ``Audit``). The rest is Python's, which records it.
+(hvfs/_native/served_audit.h, ``Audit``). Its write-opens, unlinks and fd metadata changes
+are served as a quiet VM's are (their names are their text, or the fd's VM path, as Python
+names them), each event recorded the same way, an errno C answers (EEXIST, a failed change)
+as the dispatch records the handler's. The rest is Python's, which records it.
 """
 
 from __future__ import annotations
@@ -102,7 +105,8 @@ KINDS = ("Stat", "Statx", "Open", "Unlink", "Chmod", "Chown", "Utimens", "Readli
 COUNTS = struct.Struct(f"<{len(KINDS) * len(OUTCOMES)}Q")  # KINDS x OUTCOMES
 # What C records an audited VM's served calls with (served_audit.h): the bus, the VM's name,
 # record.c's record_raw, and a (request, response) of each kind served (AUDIT_*: stat, statx,
-# open), whose types say how the event reads.
+# open, unlink, chmod, chown, utimens), whose types say how the event reads, then a failure's
+# (its Errno's type, made with the errno C answered).
 Audit = tuple[object, str, object, tuple[tuple[object, object], ...]]
 # What C serves a VM's write-opens with (served_write.h): its writable view, a nodev one, and
 # its change set's ``c_note`` (its queue and its ``note``), with which C notes each change it
@@ -217,5 +221,10 @@ def audit_of(bus: object, vm: str) -> Audit | None:
         (api.Stat(caller=caller, path=root, follow=True), api.StatResult(os.stat_result((0,) * 10))),
         (api.Statx(caller=caller, path=root, flags=0, mask=0), api.StatxResult(b"")),
         (api.Open(caller=caller, path=root, flags=0), api.Fd(-1, False)),
+        (api.Unlink(caller=caller, path=root), api.Value(0)),
+        (api.Chmod(caller=caller, target=root, mode=0), api.Value(0)),
+        (api.Chown(caller=caller, target=root, uid=0, gid=0), api.Value(0)),
+        (api.Utimens(caller=caller, target=root, times=None), api.Value(0)),
+        (api.Unlink(caller=caller, path=root), api.Errno(0)),
     )
     return (bus, vm, recorder.record_raw, prototypes)
