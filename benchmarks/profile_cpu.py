@@ -173,8 +173,8 @@ def _manager_cpu(sandbox: Sandbox) -> float:
 
 def _report(chosen: list[Workload], sandboxes: list[Sandbox], samples: dict[tuple[str, str], Samples]) -> None:
     print("\nms; medians over the rounds (the manager's: mean); total = tree + own + manager")
-    print(f"{'workload':9} {'runner':6} {'wall':>8} {'tree CPU':>9} {'own CPU':>8} {'manager':>8} {'total':>8}"
-          f" {'wall ÷ bwrap':>12} {'total ÷ bwrap':>13}")  # fmt: skip
+    print(f"{'workload':9} {'runner':6} {'wall':>8} {'wall min–max':>17} {'tree CPU':>9} {'own CPU':>8} {'manager':>8}"
+          f" {'total':>8} {'wall ÷ bwrap':>12} {'total ÷ bwrap':>13}")  # fmt: skip
     for workload in chosen:
         reference = samples[(workload.key, "bwrap")]
         if not reference.wall:
@@ -187,7 +187,8 @@ def _report(chosen: list[Workload], sandboxes: list[Sandbox], samples: dict[tupl
                 continue
             wall, total = statistics.median(sample.wall), _total(sample)
             print(
-                f"{workload.key:9} {sandbox.name:6} {wall:8.1f} {statistics.median(sample.tree):9.1f}"
+                f"{workload.key:9} {sandbox.name:6} {wall:8.1f} {min(sample.wall):8.1f}–{max(sample.wall):<8.1f}"
+                f" {statistics.median(sample.tree):9.1f}"
                 f" {statistics.median(sample.own):8.1f} {statistics.fmean(sample.manager):8.1f} {total:8.1f}"
                 f" {wall / statistics.median(reference.wall):11.2f}× {total / reference_total:12.2f}×"
             )
