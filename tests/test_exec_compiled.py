@@ -29,9 +29,11 @@ def test_execs_are_compiled_only_where_the_manager_checks_none() -> None:
         assert unchecked[numbers[name]] == compiled.Rule(compiled.EXEC_IF_LEADER), name
         assert numbers[name] not in compiled.rules(arch, checks_exec=True), name
         assert numbers[name] not in compiled.rules(arch, python={numbers[name]}, checks_exec=False), name
-    # Nothing else changes with it: the other credential calls stay Python's.
-    for name in ("setuid", "setgroups", "capset", "umask"):
-        assert numbers[name] not in unchecked, name
+    # Nothing else changes with it: the other credential calls are decided alike either way
+    # (tests/test_creds_compiled.py), and umask stays Python's.
+    for name in ("setuid", "setgroups", "capset"):
+        assert unchecked[numbers[name]] == compiled.Rule(compiled.BUMP_CONTINUE), name
+    assert numbers["umask"] not in unchecked
     checked = compiled.rules(arch, checks_exec=True)
     assert {nr: rule for nr, rule in unchecked.items() if rule.kind != compiled.EXEC_IF_LEADER} == checked
 

@@ -114,7 +114,8 @@ enum {
     RULE_CONTINUE_IF_IN,
     RULE_CONTINUE_IF_IN32,
     RULE_EXEC_IF_LEADER,
-    RULE_SERVED
+    RULE_SERVED,
+    RULE_BUMP_CONTINUE
 };
 struct rule {
     uint8_t kind;
@@ -196,8 +197,8 @@ served_anew(const struct stat_context *c)
  * request that needs Python, recorded there as received if record_handed (else the
  * driver records it), or None when stopped. counts: a writable buffer of three uint64,
  * bumped here: continued, answered (an errno, or a stat), handed to Python; bumps: None, or a
- * writable uint64, the credential generation RULE_EXEC_IF_LEADER bumps; stat: None, or what
- * serve_stat needs (stat_context_of), recorded as received while answered. All without the
+ * writable uint64, the credential generation RULE_EXEC_IF_LEADER and RULE_BUMP_CONTINUE
+ * bump; stat: None, or what serve_stat needs (stat_context_of), recorded as received while answered. All without the
  * GIL, but for an audited VM's served call, whose event is recorded with it (served_audit.h);
  * OSError as a receive or an answer fails (ENOENT on the answer, a caller gone or its call
  * cancelled, is not a failure). */
@@ -254,6 +255,13 @@ hp_serve(PyObject *self, PyObject *args)
             resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
         else if (rule && rule->kind == RULE_EXEC_IF_LEADER && exec_of_leader(listener, &notif, bumps.buf))
             resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+        else if (rule && rule->kind == RULE_BUMP_CONTINUE && bumps.buf) {
+            /* A set*id, setgroups or capset changes its own thread's credentials only, once
+             * continued: the generation bumped before, as credcache.before_change bumps it,
+             * is all the driver owes it (make calls two in every child it starts). */
+            __atomic_add_fetch((uint64_t *)bumps.buf, 1, __ATOMIC_SEQ_CST);
+            resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+        }
         else if (rule && rule->kind == RULE_ERRNO)
             resp.error = -rule->value;
         else if (rule && rule->kind == RULE_SERVED && stat_on && served_anew(&stat) &&

@@ -14,6 +14,11 @@ the syscall number and its registers, which the VM can no longer change once it 
   each against its decoder);
 * a ``prctl`` whose option keeps credentials (``PRCTL_KEEPS_CREDENTIALS``) is continued
   without a bump of the credential cache, as ``credcache.before_change`` continues it;
+* a set*id, setgroups or capset (``CREDENTIAL_CALLS``) is continued after a bump of the
+  credential generation (``BUMP_CONTINUE``), all that ``credcache.before_change`` does for
+  one: it changes its own thread's credentials only, and that thread is inside the call
+  until it has. Issue 14: GNU make calls setresuid and setresgid in every child it starts
+  (restoring the effective ids it already has), 42 hand-offs to Python in W4's build;
 * an exec, in a VM whose manager checks none (not strict), is continued when its caller
   is its process's leader (``EXEC_IF_LEADER``), proved by the C loop as
   ``credcache.before_change`` proves it, after a bump of the credential generation
@@ -25,7 +30,7 @@ the syscall number and its registers, which the VM can no longer change once it 
   (``SERVED``, the call's index in ``served_stat.CALLS``) are served in C where they can be
   (hvfs/intercept/served_stat.py) and handed to Python otherwise.
 
-Everything else goes to Python: the other credential calls (the cache generation is
+Everything else goes to Python: umask and the other prctl options (the cache generation is
 bumped there before they continue: hvfs/intercept/credcache.py), an exec the manager
 checks (strict) or the C loop cannot prove its caller's leader, every call the manager
 decides (its hooks, audit and ``hvfs diff`` see it), and numbers the driver is told to
@@ -50,11 +55,12 @@ from hvfs.intercept.decoders.context import DecodeFunction
 from hvfs.intercept.filter import syscall_numbers
 from hvfs.intercept.inflight import InflightTable
 from hvfs.intercept.served_stat import CALLS, WRITE_CALLS, ServedStat
-from hvfs.intercept.syscalls import BY_NAME, Handling
+from hvfs.intercept.syscalls import BY_NAME, CREDENTIAL_CALLS, Handling
 
 log = deferred.logger("hvfs.driver")
 
-PYTHON, CONTINUE, ERRNO, CONTINUE_IF_IN, CONTINUE_IF_IN32, EXEC_IF_LEADER, SERVED = range(7)  # hotpath.c's RULE_*
+# hotpath.c's RULE_*
+PYTHON, CONTINUE, ERRNO, CONTINUE_IF_IN, CONTINUE_IF_IN32, EXEC_IF_LEADER, SERVED, BUMP_CONTINUE = range(8)
 RULE = struct.Struct("<BBHi")  # hotpath.c's struct rule: kind, argument, count, errno or first value
 VALUE = struct.Struct("<Q")
 COUNTS = struct.Struct("<QQQ")  # hotpath.c's counts: continued, answered with an errno, handed to Python
@@ -118,6 +124,8 @@ def rules(
             decided[nr] = Rule(CONTINUE_IF_IN32, 0, tuple(sorted(PRCTL_KEEPS_CREDENTIALS)))
         elif entry is not None and entry.handling is Handling.EXEC and not checks_exec:
             decided[nr] = Rule(EXEC_IF_LEADER)
+        elif name in CREDENTIAL_CALLS:
+            decided[nr] = Rule(BUMP_CONTINUE)
         elif entry is not None and entry.handling in (Handling.CREDS, Handling.EXEC):
             continue  # credcache.before_change, in Python
         elif entry is None or entry.decoder is None:
@@ -160,7 +168,7 @@ class Loop:
         self._die_at = die_at  # tests only: the manager dies on receiving it, before its record (driver.py)
         self.tables = tables  # ``packed``'s; replaced when stats are served in C (read at each receive)
         self._counts = bytearray(COUNTS.size)
-        self._bumps = bumps  # the credential generation EXEC_IF_LEADER bumps (``CredWatch.bumps``)
+        self._bumps = bumps  # the credential generation EXEC_IF_LEADER and BUMP_CONTINUE bump (``CredWatch.bumps``)
         self.served: ServedStat | None = None
         self._watch = bytearray()
 

@@ -17,11 +17,11 @@ which sibling threads (and CLONE_FS children) share. So:
   another thread, one that may be changing its own credentials).
   Without ``PIDFD_THREAD`` nothing is kept: every request reads /proc, as before.
 * Every trapped call that may change credentials bumps ``CredWatch.generation`` before
-  it is let continue (an exec of a leader that the seccomp driver's C loop continues is
-  bumped there, in ``CredWatch.bumps``); an entry read under an older generation is never
-  used. The change
-  happens after the bump, but only the calling thread's own entry could be stale, and
-  that thread is inside the changing call: none of its requests can be read meanwhile.
+  it is let continue (an exec of a leader, a set*id, setgroups or capset that the seccomp
+  driver's C loop continues is bumped there, in ``CredWatch.bumps``); an entry read under
+  an older generation is never used. The change happens after the bump, but only the
+  calling thread's own entry could be stale, and that thread is inside the changing call:
+  none of its requests can be read meanwhile.
 * umask changes what its siblings see: the bump comes before, and, until the call is known
   to have run, nothing is kept or used (``changing``). It is known to have run when the
   caller's status shows the new value (one read, right after the call is let continue), or
