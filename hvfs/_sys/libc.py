@@ -35,7 +35,6 @@ _NUMBERS: dict[str, dict[str, int]] = {
         "prctl": 157,
         "utimensat": 280,
         "kcmp": 312,
-        "sched_setattr": 314,
     },
     "aarch64": {
         "unshare": 97,
@@ -56,7 +55,6 @@ _NUMBERS: dict[str, dict[str, int]] = {
         "prctl": 167,
         "utimensat": 88,
         "kcmp": 272,
-        "sched_setattr": 274,
     },
 }
 _SHARED = {

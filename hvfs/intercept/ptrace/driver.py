@@ -26,7 +26,6 @@ from hvfs.intercept.decoders.context import Context, Output, Passthrough
 from hvfs.intercept.decoders.tracee import CallError, TargetGone
 from hvfs.intercept.driver import _Unbound
 from hvfs.intercept.exec_tracer import OPTIONS, ExecTracer
-from hvfs.intercept.ptrace import priority
 from hvfs.intercept.ptrace.execs import ExecChecks
 from hvfs.intercept.ptrace.kept import KeptSockets
 from hvfs.intercept.ptrace.stopped import CLONE, Stopped
@@ -83,7 +82,8 @@ class _Tracer(ExecTracer):
         self._execs = ExecChecks()
         self._sockets = KeptSockets(init_pid)
         self._writes.bind(self._inspector.creds, self._sockets)
-        # Stops the last wait collected after its status (tracer.c's ``queued``), and whether more may be pending.
+        # Stops the last wait collected after its status (tracer.c's ``queued``), and
+        # whether more may be pending than it took.
         self._queued: deque[_Stop] = deque()
         self._more = False
         self.served = {"calls": 0, "continued": 0, "answered": 0, "installed": 0, "passed": 0, "execs_passed": 0}
@@ -196,7 +196,6 @@ class _Tracer(ExecTracer):
                 self._counts["execs"] += execs
 
     def _run(self) -> None:
-        self.served["hastened"] = int(priority.hasten())  # before the first wait: see priority.py
         try:
             super()._run()
         finally:
