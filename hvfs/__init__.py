@@ -7,15 +7,14 @@ stays as cheap as it was.
 
 from __future__ import annotations
 
-from hvfs import coldset  # isort: skip  # first: what follows may come from its file
-
-coldset.install()
-
-from typing import TYPE_CHECKING, Any  # noqa: E402
-
 __version__ = "0.1.0"
 
+# Not typing's: ``import hvfs`` imports nothing, and a manager (hvfs/__main__.py) installs
+# hvfs.coldset's finder before typing and the rest are imported.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from hvfs.client.audit import Audit as Audit
     from hvfs.client.audit import AuditError as AuditError
     from hvfs.client.commands import CommandFailed as CommandFailed

@@ -1,6 +1,10 @@
 import gc
 import sys
 
+from hvfs import coldset
+
+coldset.install()  # first: what follows may come from its file (a library's ``import hvfs`` installs nothing)
+
 gc.disable()  # the imports' objects live as long as the process: no collection finds them (commands.py)
 if sys.argv[1:3] == ["manager", "serve"]:  # every cold run waits for its imports; the manager writes the cache
     from hvfs import dataclass_cache, deferred

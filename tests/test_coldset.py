@@ -20,6 +20,7 @@ from tests.conftest import FRONT, REPO, require
 _IMPORT = """
 import importlib, json, sys
 from hvfs import coldset
+coldset.install()  # as hvfs/__main__.py does
 values = {name: str(importlib.import_module(name).VALUE) for name in sys.argv[1:]}
 print(json.dumps({"values": values, "served": coldset.served()}))
 """

@@ -107,7 +107,7 @@ def test_version_imports_no_command() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd="/")
     assert result.returncode == 0 and result.stdout == f"hvfs {hvfs.__version__}\n", result
-    assert sorted(result.stderr.split()) == ["hvfs", "hvfs.cli", "hvfs.coldset"]
+    assert sorted(result.stderr.split()) == ["hvfs", "hvfs.cli"]
 
 
 # What `hvfs manager serve` imports before it serves (benchmarks/cold_phases.py's list),
