@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from hvfs import api, deferred
+from hvfs.api import workers
 from hvfs.api.compact import record_vm
 from hvfs.api.events import Event, Record, lost_event
 from hvfs.api.ring import CHUNK, RECORDS_CHUNK, EventRing, Flush, Item, RecordServed, as_event
@@ -179,8 +180,7 @@ class Subscription:
         self._lock = threading.Lock()
         self._delivered = self._dropped = self._failed = self._queued = 0
         self._unsaid: dict[str, int] = {}  # events dropped here, by VM, not yet said in the stream
-        self._thread = threading.Thread(target=self._drain, name=f"hvfs-events-{name}", daemon=True)
-        self._thread.start()
+        self._thread = workers.start(self._drain, f"hvfs-events-{name}")
 
     def offer(self, items: list[Item], marks: int = 0) -> None:
         """Queue ``items`` (``marks`` of them Flush marks) without blocking; drop and

@@ -37,6 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hvfs import _native, api
+from hvfs.api import workers
 from hvfs.api.compact import event_from_item, record_vm
 from hvfs.api.events import Event, Record, lost_event, record_request
 
@@ -110,8 +111,7 @@ class EventRing:
         # Flush marks recorded (under the lock, before the append) and handed out: a batch
         # holds one only while these differ, so that it is looked for only then.
         self._marks = self._marks_out = 0
-        self._thread = threading.Thread(target=self._run, name="hvfs-events", daemon=True)
-        self._thread.start()
+        self._thread = workers.start(self._run, "hvfs-events")
 
     @property
     def capacity(self) -> int:

@@ -27,11 +27,18 @@ seized); it takes no status, so serves and tells nothing, until the run binds it
 EXITKILL: it dies with the manager, and a spare dropped unbound is killed and reaped by
 that thread, which then ends.
 
+An audited run (a bus with subscribers and no hook: ``--audit``) takes a spare as any
+other: nothing of its boot depends on the audit, whose bus is the VM's from the run's bind
+of the spare's driver (``runtime.serve_vm``), before START, as a VM made from scratch has
+it from its driver's start, also before START: both record the same events, from the
+command's first (tests/test_spares_audit.py). A spare made for runs without the audit
+serves one with it, and back: the configuration (``Recipe.key``) is the same.
+
 Not kept warm (each would share or miss something of a run): a terminal (its pty is
-made at boot), a network (the bridge is a group's), services (their hooks are a group's;
-a scanner traces from boot), --persist and staged mounts (a directory of the run's),
-named sources (a group's), an image other than the host's (a spare would keep it in
-use), and source kinds other than ``KINDS``.
+made at boot), a network (the bridge is a group's), services with hooks (their rules are
+a group's, not tried in a spare; a scanner traces from boot), --persist and staged mounts
+(a directory of the run's), named sources (a group's), an image other than the host's (a
+spare would keep it in use), and source kinds other than ``KINDS``.
 """
 
 from __future__ import annotations
@@ -128,7 +135,7 @@ class Recipe:
 def recipe(vm: VmConfig, *, strict: bool, warmable: bool, transport: str, driver: str) -> Recipe | None:
     """The recipe of ``vm``'s configuration, or None when no spare may stand in for it
     (``warmable``: the caller has nothing of its own for the boot: no terminal, network,
-    services or hold)."""
+    hooked services, scanner or hold)."""
     if not warmable or not enabled() or vm.tty or vm.persist or vm.staged or vm.commit or driver not in DRIVERS:
         return None
     found = Recipe(vm, strict, transport, driver)

@@ -134,13 +134,13 @@ def start(
     warm = spares.recipe(
         vm,
         strict=strict,
-        warmable=not scanned and network is None and hold is None and bus is None,
+        warmable=not scanned and network is None and hold is None and (bus is None or not bus.hooked),
         transport=transport,
         driver=driver,
     )
     spare = hypervisor.spares.take(warm, vmid) if warm is not None else None
     if spare is not None:
-        running = _take(hypervisor, spare, spec, manager, before_start, transport, driver)
+        running = _take(hypervisor, spare, spec, manager, before_start, bus, transport, driver)
         staged: dict[str, int] = {}
     else:
         running, staged = _start_fresh(hypervisor, vm, vmid, spec, manager, before_start, bus, transport, driver)
@@ -184,6 +184,7 @@ def _take(
     spec: VmSpec,
     manager: Manager,
     before_start: Callable[[launcher.VmProcess], dict[str, Any]],
+    bus: EventBus | None,
     transport: str,
     driver: str,
 ) -> RunningVm:
@@ -199,8 +200,8 @@ def _take(
         spare.process.finished.append(spare.pool.close)
         run = launcher.Run(spec.program, spec.hostname or spec.name, spec.stdio)
         return serve_vm(spec, spare.views, spare.process, spare.booted, spare.vm_root, manager=manager,
-                        arch=hypervisor.arch, before_start=before_start, outlives=True, transport_kind=transport,
-                        driver_kind=driver, run=run, ready=spare.driver)  # fmt: skip
+                        arch=hypervisor.arch, before_start=before_start, outlives=True, bus=bus,
+                        transport_kind=transport, driver_kind=driver, run=run, ready=spare.driver)  # fmt: skip
     except BaseException:
         with contextlib.suppress(KeyError):
             manager.remove_vm(spec.name)
