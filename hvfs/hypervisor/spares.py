@@ -334,14 +334,19 @@ class Spares:
                     None,
                 )
                 settle = 0 if todo is not None and self._urgent(todo.key) else self._asked_at + SETTLE - now
-                if todo is not None and settle > 0:
+                if todo is not None and settle > 0 and not stale:
                     self._cond.wait(timeout=settle)
                     continue
                 vmid = os.urandom(6).hex()
-                if todo is not None:
+                if todo is not None and not stale:
                     self._making.add(vmid)
+            # Taken out of _ready above: dropped here whatever comes next, or nothing ends
+            # them (their VMs end only when their sockets are collected, their shims left
+            # unreaped and their fds open in the manager).
             for spare in stale:
                 spare.drop(self.layout)
+            if stale:  # what to make, and its settling, decided again without them
+                continue
             if todo is None:
                 with self._cond:
                     if not self._closed:
