@@ -158,10 +158,9 @@ def test_configurations_never_share_a_spare(warm: tuple[Hvfs, str]) -> None:
         shutil.rmtree(two)
 
 
-def _spare_pids(state: str) -> set[int]:
-    """The hvfs-init processes the manager of ``state`` spawned (its launchers) and their pid 1s."""
-    manager = int(json.loads(Path(state, "manager.json").read_text())["pid"])
-    found = set()
+def children(parent: int) -> dict[int, tuple[str, str]]:
+    """The child processes of ``parent``: their names and states (R, S, Z, ...)."""
+    found = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -170,9 +169,19 @@ def _spare_pids(state: str) -> set[int]:
         except OSError:
             continue
         name, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
-        if name == "hvfs-init" and int(rest[1]) == manager:
-            found.add(int(entry))
-            found |= {int(p) for p in Path(f"/proc/{entry}/task/{entry}/children").read_text().split()}
+        if int(rest[1]) == parent:
+            found[int(entry)] = (name, rest[0])
+    return found
+
+
+def _spare_pids(state: str) -> set[int]:
+    """The hvfs-init processes the manager of ``state`` spawned (its launchers) and their pid 1s."""
+    manager = int(json.loads(Path(state, "manager.json").read_text())["pid"])
+    found = set()
+    for pid, (name, _) in children(manager).items():
+        if name == "hvfs-init":
+            found.add(pid)
+            found |= {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
     return found
 
 

@@ -14,22 +14,12 @@ import pytest
 
 from hvfs.hypervisor.spares import MOST
 from tests.conftest import Hvfs
+from tests.test_spares import children
 
 
 def _children(manager: int) -> dict[int, str]:
     """The manager's child processes and their states (R, S, Z, ...)."""
-    found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        state, ppid = stat[stat.rindex(")") + 2 :].split()[:2]
-        if int(ppid) == manager:
-            found[int(entry)] = state
-    return found
+    return {pid: state for pid, (_, state) in children(manager).items()}
 
 
 def _settled(runner: Hvfs, manager: int) -> tuple[int, dict[int, str]]:
