@@ -186,7 +186,7 @@ def write_markdown(results: Results, path: Path, chart: str) -> None:
         "processes pinned to one CPU or not. Unpinned runs can be bimodal (a wide min–max): fast",
         "while the scheduler keeps supervisor and target on one CPU, slow while every answer wakes a",
         "task on the other CPU. Its ORDERED rows trap and serve `openat` alone; its STRICT rows",
-        "(W2, W3, W5, W6, W8r) load the very filter of `hvfs run --strict` and serve what HVFS's C",
+        "(W2, W3, W3t, W5, W6, W8r) load the very filter of `hvfs run --strict` and serve what HVFS's C",
         "loop serves (stats, access checks, readlinks, unlinks and opens by path; fchmod, fchown",
         "and futimens on a fd), the rest continued: the floor of issue 14's served-request target.",
         "",

@@ -239,7 +239,8 @@ def prepare(
 ) -> dict[str, str | None]:
     """Makes the fixtures, binaries (a native front for each copy of hvfs in ``fronts``:
     its WORK/bin name and the package it was copied from); returns, per runner, why it
-    cannot be used here (None: it can), having said so."""
+    cannot be used here (None: it can), having said so. A workload that cannot run here is
+    said so and taken out of ``workloads``."""
     for failure in fixtures.build_binaries(layout):
         print(f"build failed: {failure}")
     if any("front" in runner.key for runner in runners):
@@ -247,9 +248,13 @@ def prepare(
             copy = (layout.baseline_source if name.endswith("-base") else layout.hvfs_source) / "hvfs"
             if (failure := fixtures.build_front(layout, source, copy, name)) is not None:
                 print(f"build failed: {failure}")
-    for workload in workloads:
-        if workload.prepare is not None:
-            workload.prepare(layout)
+    for workload in list(workloads):
+        try:
+            if workload.prepare is not None:
+                workload.prepare(layout)
+        except fixtures.Unavailable as why:
+            print(f"skipping {workload.key}: {why}")
+            workloads.remove(workload)
     reasons = {}
     for runner in runners:
         reasons[runner.key] = reason = runners_module.probe(runner, layout)
@@ -320,6 +325,7 @@ def main(argv: list[str]) -> None:
         }
     finally:
         stop_managers(layout)
+        fixtures.unmount_tmpfs(layout)
         shutil.rmtree(layout.root, ignore_errors=True)
     results = Results(document)
     print_report(results)

@@ -358,8 +358,8 @@ def all_runners(layout: Layout) -> list[Runner]:
     # its own copy closed, then answered (two wake-ups of the caller, where SEND makes one),
     # also on the workloads whose opens --strict serves (this floor serves opens only);
     # STRICT with --strict's own filter, serving what it traps (floor/strict.h).
-    served = {"W8", "W2", "W3", "W5", "W6"}
-    strict = {"W2", "W3", "W5", "W6", "W8r"}
+    served = {"W8", "W2", "W3", "W3t", "W5", "W6"}
+    strict = {"W2", "W3", "W3t", "W5", "W6", "W8r"}
     for answer, workloads in (("continue", {"W8c"}), ("addfd", {"W8", "W8r"}), ("ordered", served), ("strict", strict)):
         for sync in (False, True):
             for pin in (False, True):

@@ -91,6 +91,14 @@ def all_workloads(iterations: int, starts_per_round: int) -> list[Workload]:
             reset=lambda lay: _fresh_dir(lay.work / "w3"),
         ),
         Workload(
+            "W3t",
+            "untar and rm -rf 3,000 small files on a tmpfs",
+            lambda lay: ["sh", "-c", f"tar -xf {lay.work}/w3.tar && rm -rf tree"],
+            cwd=lambda lay: fixtures.tmpfs_dir(lay) / "w3",
+            prepare=fixtures.mount_tmpfs,
+            reset=lambda lay: _fresh_dir(fixtures.tmpfs_dir(lay) / "w3"),
+        ),
+        Workload(
             "W4",
             "make -j2 of a 20-file C project",
             lambda _: ["make", "-s", "-j2"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
@@ -53,8 +54,27 @@ _fsconfig = typed_syscall("fsconfig", ctypes.c_int, ctypes.c_uint, ctypes.c_char
 _fsmount = typed_syscall("fsmount", ctypes.c_int, ctypes.c_uint, ctypes.c_uint)
 
 
+_OCTAL = re.compile(rb"\\([0-7]{3})")
+
+
 def _bytes(value: str | bytes | None) -> bytes | None:
     return None if value is None else os.fsencode(value)
+
+
+def mount_points_below(path: str) -> tuple[str, ...]:
+    """The mount points strictly below the directory ``path`` in this process's mount table
+    (/proc/self/mountinfo), relative to it: what a recursive bind of ``path`` takes along.
+    () when the table cannot be read."""
+    prefix = os.fsencode(os.path.realpath(path)).rstrip(b"/") + b"/"
+    try:
+        with open("/proc/self/mountinfo", "rb") as table:
+            points = [line.split(b" ")[4] for line in table]
+    except (OSError, IndexError):
+        return ()
+    # The table escapes a space, tab, newline and backslash in a path as \ooo.
+    below = (_OCTAL.sub(lambda match: bytes([int(match[1], 8)]), point) for point in points)
+    found = {os.fsdecode(point[len(prefix) :]) for point in below if point.startswith(prefix)}
+    return tuple(sorted(found - {""}))  # a point mounted over twice is named once
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:

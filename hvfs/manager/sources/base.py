@@ -141,9 +141,11 @@ class Source(abc.ABC):
         """Where ``mount`` mounts further file systems below its own mount point (an
         image's nested layers), as paths relative to it, in no particular order.
 
-        Postcondition: after ``mount``, a mount is at each of them; the view records
-        each as the VM's own (files on them belong to the VM: metadata changes of fds
-        from them are allowed). Constant for the life of the source; never raises.
+        Postcondition: after ``mount``, a mount is at each of them, or (a host
+        directory's, which the host may change) the view's own mount there is its parent's;
+        the view records each, resolved in the view, as the VM's own (files on them belong
+        to the VM: metadata changes of fds from them are allowed). Read after ``mount``;
+        never raises.
         """
         return ()
 

@@ -16,6 +16,7 @@ class HostSource(Source):
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self._below: tuple[str, ...] = ()
 
     @property
     def is_directory(self) -> bool:
@@ -25,7 +26,17 @@ class HostSource(Source):
         """Implements Source.mount with a recursive bind mount."""
         if not os.path.exists(self.path):
             raise SourceError(f"{self.path}: no such file or directory; create it or fix the path")
+        # Read before the clone: a mount made between the two is not named, and its files
+        # go to Python's own_object, which finds them by path (the other order would name
+        # a point the clone may not have, harmless too: the view resolves it in itself).
+        self._below = m.mount_points_below(self.path) if self.is_directory else ()
         m.attach(m.clone_tree(self.path), target)
+
+    def inner_mounts(self) -> tuple[str, ...]:
+        """Implements Source.inner_mounts: the host's mounts below the directory when it
+        was bound (the bind is recursive), so that the VM's metadata changes on their files
+        are served as on the directory's own (in C, with no lookup of a twin)."""
+        return self._below
 
     def local_path(self) -> str | None:
         return self.path if self.is_directory else None
