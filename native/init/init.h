@@ -141,6 +141,7 @@ int program_from(const struct message *m, struct program *p);
 void program_free(struct program *p);
 pid_t spawn(const struct program *p, int terminal, const int *stdio);
 
+void default_handled_signals(void);
 int exit_code(int status);
 double now(void);
 
