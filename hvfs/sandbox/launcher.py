@@ -83,6 +83,7 @@ class VmProcess:
     chan: socket.socket
     ours: bool = True  # the launcher is this process's child (not after a manager restart)
     terminal: int | None = None  # the pty master once booted, with a terminal (owned by the caller of start_vm)
+    mounts: int | None = None  # pid 1's mount namespace, once booted: let go in reap
     _early: list[tuple[Message, list[int]]] = field(default_factory=list)
     finished: list[Callable[[], None]] = field(default_factory=list)  # run once the VM has ended (wait)
 
@@ -99,7 +100,9 @@ class VmProcess:
     def wait_booted(self) -> Booted:
         """The VM's listener (and terminal), once pid 1 is in its boot view."""
         message, _ = self._receive_until(Msg.READY)
-        fds = self.take(message.ints(Tag.FD))  # pid 1 closes its own when told to start
+        numbers = message.ints(Tag.FD)
+        fds = self.take([*numbers, *message.ints(Tag.MOUNTS)])  # pid 1 closes its own when told to start
+        self.mounts = fds[len(numbers)] if len(fds) > len(numbers) else None
         self.terminal = fds[1] if message.int(Tag.TTY) else None
         return Booted(listener=fds[0], terminal=self.terminal)
 
@@ -202,7 +205,13 @@ class VmProcess:
         self.finished.clear()
 
     def reap(self) -> None:
-        """Wait for the shim's own end, once ``wait`` has hung up (only a child of ours)."""
+        """Let pid 1's mount namespace go, and wait for the shim's own end, once ``wait``
+        has hung up (only a child of ours). Held until now, the namespace is torn down here,
+        after a caller's tell of the exit, rather than in pid 1's exit, before the shim
+        hears of it (native/init/main.c)."""
+        if self.mounts is not None:
+            mounts, self.mounts = self.mounts, None
+            os.close(mounts)
         if self.ours:
             with contextlib.suppress(ChildProcessError):
                 while True:

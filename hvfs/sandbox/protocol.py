@@ -72,6 +72,7 @@ class Tag(enum.IntEnum):
     ROLE = 27
     TRACED = 28  # the filter is a SECCOMP_RET_TRACE one: pid 1 hands back a pidfd of itself
     SPARE = 29  # a warm spare (hvfs.hypervisor.spares): START brings the program, stdio and hostname
+    MOUNTS = 30  # pid 1's mount namespace, held by the manager until the exit is told (VmProcess.reap)
 
 
 class ChannelClosed(Exception):

@@ -86,6 +86,7 @@ enum {
     T_ROLE = 27,
     T_TRACED = 28,
     T_SPARE = 29, /* a warm spare: the run's program, stdio and hostname come with START */
+    T_MOUNTS = 30, /* pid 1's mount namespace (an nsfs fd), for the manager to hold */
 };
 
 #define MAX_MESSAGE (1 << 20)
@@ -141,6 +142,7 @@ int program_from(const struct message *m, struct program *p);
 void program_free(struct program *p);
 pid_t spawn(const struct program *p, int terminal, const int *stdio);
 
+void default_handled_signals(void);
 int exit_code(int status);
 double now(void);
 

@@ -225,11 +225,10 @@ static void become(const char *spec, struct user *u) {
 }
 
 static void child(const struct program *p, int terminal, const int *stdio) {
+    default_handled_signals(); /* every other is at its default since pid 1's boot */
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
-    for (int sig = 1; sig < NSIG; sig++)
-        if (sig != SIGKILL && sig != SIGSTOP) signal(sig, SIG_DFL);
     setsid(); /* off any terminal of the host's: no TIOCSTI into the user's shell */
     int fds[3] = {-1, -1, -1};
     if (terminal >= 0) {
