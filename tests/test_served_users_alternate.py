@@ -2,7 +2,7 @@
 same stats, read-only opens and write-opens over and over, so that the manager's serving
 threads answer one VM's request between two of another's: every answer, made in the C
 loop acting as the caller (hvfs/_native/served_switch.h), is the one its own user's rights
-give (EACCES on the other user's files, on root's), never the previous caller's nor the
+give (EACCES on the other user's files and group's, on root's), never the previous caller's nor the
 manager's. Once they are done, every thread of the manager is itself again: its fsuid,
 fsgid, groups and effective capabilities are the manager's (no thread is left acting as a
 VM's user, in C or in Python)."""
@@ -41,8 +41,9 @@ print(json.dumps({case: sorted(results) for case, results in found.items()}))
 
 
 def _volume(root: Path) -> tuple[Path, dict[str, tuple[int, int]]]:
-    """Per user: a 0700 directory with a file in it, a 0600 file in a shared directory. The
-    files (path: owner, mode), all made before the modes that would keep root's own writes out."""
+    """Per user: a 0700 directory with a 0600 file in it, a 0600 file in a shared directory,
+    and a 0070 directory of root's with a 0060 file, both of the user's group. The files
+    (path: the uid or gid they are for, mode)."""
     data = root / "data"
     files: dict[str, tuple[int, int]] = {}
     (data / "shared").mkdir(parents=True)
@@ -56,6 +57,14 @@ def _volume(root: Path) -> tuple[Path, dict[str, tuple[int, int]]]:
             files[str(path.relative_to(data))] = (uid, 0o600)
         os.chown(private, uid, uid)
         os.chmod(private, 0o700)
+    for gid in USERS[:2]:  # root's, a group's alone: its gid is the fsgid, no supplementary group is set
+        grouped = data / f"group{gid}"
+        grouped.mkdir()
+        (grouped / "f").write_text(f"{gid}\n")
+        for path, mode in ((grouped / "f", 0o060), (grouped, 0o070)):
+            os.chown(path, 0, gid)
+            os.chmod(path, mode)
+        files[str((grouped / "f").relative_to(data))] = (gid, 0o060)
     for directory in (data / "shared", data, root):
         os.chmod(directory, 0o755)
     (root / "probe.py").write_text(PROBE)
@@ -63,7 +72,8 @@ def _volume(root: Path) -> tuple[Path, dict[str, tuple[int, int]]]:
 
 
 def _expected(uid: int, owner: int) -> str:
-    """What a process of uid (no capabilities but root's) may do with the file: its own, or root."""
+    """What a process of uid (uid:uid, no capabilities but root's) may do with the file:
+    its own or its group's, or root."""
     return "ok" if uid in (0, owner) else "EACCES"
 
 
