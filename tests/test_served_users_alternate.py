@@ -5,13 +5,14 @@ loop acting as the caller (hvfs/_native/served_switch.h), is the one its own use
 give (EACCES on the other user's files and group's, on root's), never the previous caller's nor the
 manager's. Once they are done, every thread of the manager is itself again: its fsuid,
 fsgid, groups and effective capabilities are the manager's (no thread is left acting as a
-VM's user, in C or in Python)."""
+VM's user, in C or in Python); meanwhile no thread was seen with two users' ids."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+import threading
 from pathlib import Path
 
 from tests.conftest import Hvfs, state_dir
@@ -89,6 +90,17 @@ def _thread_identities(pid: int) -> set[tuple[str, ...]]:
     return identities
 
 
+def _mixed_ids(pid: int, own: set[str], stop: threading.Event, mixed: list[tuple[str, ...]]) -> None:
+    """Until ``stop``: every thread's fs ids, none but the manager's and one caller's at a
+    time (a switch in progress sets the fsgid before the fsuid: the manager's and one
+    user's mix; two users' never)."""
+    while not stop.is_set():
+        for identity in _thread_identities(pid):
+            uid, gid = (line.split()[4] for line in identity if line.startswith(("Uid", "Gid")))
+            if len({uid, gid} - own) > 1:
+                mixed.append(identity)
+
+
 def test_alternating_users_on_one_manager_each_get_their_own_rights(hvfs: Hvfs, tmp_path: Path) -> None:
     data, files = _volume(tmp_path)
     runner = hvfs.with_env(HVFS_STATE_DIR=state_dir(None, "alternate-users"))
@@ -97,31 +109,40 @@ def test_alternating_users_on_one_manager_each_get_their_own_rights(hvfs: Hvfs, 
     before = _thread_identities(manager)
     assert len(before) == 1, before  # all of its threads are the manager at rest
 
-    runs = {}
-    for uid in USERS:
-        stats = tmp_path / f"stats-{uid}.json"
-        user = ["-u", f"{uid}:{uid}"] if uid else []
-        volume = ["-v", f"{data}:/data", "-v", f"{tmp_path}:/probe:ro"]
-        argv = [*runner.command, "run", "--strict", "--stats", str(stats), *user, *volume, "--"]
-        probe = ["python3", "/probe/probe.py", str(REPEATS), *files]
-        runs[uid] = (
-            subprocess.Popen([*argv, *probe], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
-            stats,
-        )
-    for uid, (process, stats) in runs.items():
-        out, err = process.communicate(timeout=300)
-        assert process.returncode == 0, (uid, err)
-        found = json.loads(out)
-        for path, (owner, _) in files.items():
-            for call in ("stat", "read", "write"):
-                # a 0600 file in the shared directory: anyone stats it; a 0700 directory: its owner alone
-                wanted = "ok" if call == "stat" and path.startswith("shared") else _expected(uid, owner)
-                assert found[f"{call} {path}"] == [wanted], (uid, call, path, found[f"{call} {path}"])
-        compiled = json.loads(stats.read_text())["compiled"]
-        # The C loop answered them, refusals too, all but the refused write-opens (handed to
-        # Python, which names their error): not the Python path.
-        writable = sum(_expected(uid, owner) == "ok" for owner, _ in files.values())
-        assert compiled.get("stat_served", 0) + compiled.get("stat_failed", 0) >= len(files) * REPEATS, compiled
-        opens = compiled.get("open_served", 0) + compiled.get("open_failed", 0)
-        assert opens >= (len(files) + writable) * REPEATS, compiled
+    own = {line.split()[4] for identity in before for line in identity if line.startswith(("Uid", "Gid"))}
+    stop, mixed = threading.Event(), list[tuple[str, ...]]()
+    sampler = threading.Thread(target=_mixed_ids, args=(manager, own, stop, mixed), daemon=True)
+    sampler.start()
+    try:
+        runs = {}
+        for uid in USERS:
+            stats = tmp_path / f"stats-{uid}.json"
+            user = ["-u", f"{uid}:{uid}"] if uid else []
+            volume = ["-v", f"{data}:/data", "-v", f"{tmp_path}:/probe:ro"]
+            argv = [*runner.command, "run", "--strict", "--stats", str(stats), *user, *volume, "--"]
+            probe = ["python3", "/probe/probe.py", str(REPEATS), *files]
+            runs[uid] = (
+                subprocess.Popen([*argv, *probe], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+                stats,
+            )
+        for uid, (process, stats) in runs.items():
+            out, err = process.communicate(timeout=300)
+            assert process.returncode == 0, (uid, err)
+            found = json.loads(out)
+            for path, (owner, _) in files.items():
+                for call in ("stat", "read", "write"):
+                    # a 0600 file in the shared directory: anyone stats it; a 0700 directory: its owner alone
+                    wanted = "ok" if call == "stat" and path.startswith("shared") else _expected(uid, owner)
+                    assert found[f"{call} {path}"] == [wanted], (uid, call, path, found[f"{call} {path}"])
+            compiled = json.loads(stats.read_text())["compiled"]
+            # The C loop answered them, refusals too, all but the refused write-opens (handed to
+            # Python, which names their error): not the Python path.
+            writable = sum(_expected(uid, owner) == "ok" for owner, _ in files.values())
+            assert compiled.get("stat_served", 0) + compiled.get("stat_failed", 0) >= len(files) * REPEATS, compiled
+            opens = compiled.get("open_served", 0) + compiled.get("open_failed", 0)
+            assert opens >= (len(files) + writable) * REPEATS, compiled
+    finally:
+        stop.set()
+        sampler.join()
+    assert mixed == []
     assert _thread_identities(manager) == before
