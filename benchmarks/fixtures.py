@@ -76,6 +76,17 @@ def make_layout() -> Layout:
     return layout
 
 
+def give_work(layout: Layout, user: str) -> None:
+    """WORK and everything in it made USER's ("UID:GID"), for a runner whose VM runs as that
+    user: its workloads create and write files there (W3, W6, W7, W8), which the root-owned
+    tree the resets leave would refuse it. Root's runners still write there (DAC overridden)."""
+    uid, gid = (int(part) for part in user.split(":"))
+    for directory, names, files in os.walk(layout.work):
+        os.chown(directory, uid, gid)
+        for name in names + files:
+            os.chown(os.path.join(directory, name), uid, gid, follow_symlinks=False)
+
+
 def snapshot_hvfs(layout: Layout, source: Path = REPO / "hvfs", target: Path | None = None) -> str:
     """Copies the hvfs package (the work tree's, or ``source``) for the session and returns
     a digest of its sources.

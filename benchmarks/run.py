@@ -127,6 +127,8 @@ class Session:
         process; ``via_time`` runs it under /usr/bin/time for the peak of the whole tree."""
         if workload.reset is not None:
             workload.reset(self.layout)
+        if runner.user:
+            fixtures.give_work(self.layout, runner.user)
         # Write back what earlier runs left dirty, so that no run pays for another's I/O.
         os.sync()
         stats = self.layout.scratch / "stats.json" if runner.counts_traps else None

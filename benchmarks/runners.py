@@ -24,8 +24,10 @@ environment, so the others must not inherit more) and WORK writable at its own p
   socket transport to a server in the same process (HVFS_TRANSPORT=socket).
 - hvfs-native, hvfs-python (and --strict): hvfs with a manager of their own, serving
   through the C hot path (hvfs/_native) or the Python path (HVFS_NATIVE=0).
-- hvfs-strict-user: ``hvfs --strict -u 1000:1000``, the VM's programs run as a non-root user
-  (CI's and docker-compose's usual case): the manager acts as that user for each call.
+- hvfs-strict-user, hvfs-strict-user-front: ``hvfs --strict -u 1000:1000``, the VM's programs
+  run as a non-root user (CI's and docker-compose's usual case): the manager acts as that
+  user for each call. WORK is given to that user before each of their runs (run.py), as a
+  CI job's checkout is its user's; the other runners, root, can write there still.
 - hvfs-strict-audit: ``hvfs --strict --audit FILE``, every request an event in FILE (one
   per session, appended to: the cost of writing does not depend on the file's size).
 - base-…: with ``run.py --baseline DIR``, the hvfs runners again on the hvfs package of
@@ -53,6 +55,7 @@ from measure import Command
 
 HVFS = [sys.executable, "-m", "hvfs"]
 FRONT = "hvfs-front"  # the native front's name in WORK/bin (fixtures.build_front)
+USER = "1000:1000"  # the user runners' (hvfs-strict-user, -front): CI's usual non-root user
 BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 
 
@@ -78,7 +81,9 @@ class Context:
 class Runner:
     """A way to run a command. ``program`` must be on PATH for the runner to be tried;
     ``only`` restricts it to some workloads; ``counts_traps`` reads HVFS's --stats;
-    ``own_env`` is added to the environment of the runner's process (not the command's)."""
+    ``own_env`` is added to the environment of the runner's process (not the command's);
+    ``user`` ("UID:GID"): the VM's programs run as that user, to whom WORK is given before
+    each run (run.py), or it could not write there."""
 
     key: str
     label: str
@@ -87,6 +92,7 @@ class Runner:
     only: frozenset[str] | None = None
     counts_traps: bool = False
     own_env: Callable[[Layout], dict[str, str]] | None = None
+    user: str = ""
 
     def command(self, context: Context, argv: list[str]) -> Command:
         env = context.env | (self.own_env(context.layout) if self.own_env else {})
@@ -151,7 +157,7 @@ def _hvfs(
 
 
 def _hvfs_front(
-    strict: bool, binary: str = FRONT, driver: str = "", audit: bool = False
+    strict: bool, binary: str = FRONT, driver: str = "", audit: bool = False, user: str = ""
 ) -> Callable[[Context, list[str]], list[str]]:
     """``hvfs run`` as a user's shell runs it: the native front (WORK/bin/BINARY, built for
     the session's copy of hvfs by fixtures.build_front). No ``--stats``: the front hands a
@@ -159,7 +165,7 @@ def _hvfs_front(
     runners do, for the same work)."""
 
     def wrap(context: Context, argv: list[str]) -> list[str]:
-        options = _hvfs_options(context, strict, audit, driver)
+        options = _hvfs_options(context, strict, audit, driver, user)
         return [str(context.layout.bin / binary), "run", *options, "--", *argv]
 
     return wrap
@@ -222,7 +228,9 @@ def baseline_runners(runners: list[Runner]) -> list[Runner]:
                                    own_env=_hvfs_baseline_env)  # fmt: skip
         if "front" in runner.key:
             driver = "ptrace" if "ptrace" in runner.key else ""
-            wrap = _hvfs_front("strict" in runner.key, FRONT + "-base", driver, audit="audit" in runner.key)
+            wrap = _hvfs_front(
+                "strict" in runner.key, FRONT + "-base", driver, audit="audit" in runner.key, user=runner.user
+            )
             copy = dataclasses.replace(copy, program=runner.program + "-base", own_env=_hvfs_front_baseline_env,
                                        wrap=wrap)  # fmt: skip
         copies.append(copy)
@@ -292,9 +300,18 @@ def all_runners(layout: Layout) -> list[Runner]:
             "hvfs-strict-user",
             "hvfs --strict -u 1000:1000",
             sys.executable,
-            _hvfs(strict=True, user="1000:1000"),
+            _hvfs(strict=True, user=USER),
             counts_traps=True,
             own_env=_hvfs_env,
+            user=USER,
+        ),
+        Runner(
+            "hvfs-strict-user-front",
+            "hvfs --strict -u 1000:1000, native front",
+            front,
+            _hvfs_front(strict=True, user=USER),
+            own_env=_hvfs_front_env,
+            user=USER,
         ),
         Runner(
             "hvfs-strict-audit",

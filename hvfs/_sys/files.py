@@ -154,6 +154,17 @@ def set_thread_groups(groups: tuple[int, ...]) -> None:
     _setgroups(len(groups), array)
 
 
+def groups_to_switch(gid: int, wanted: tuple[int, ...], own: tuple[int, ...]) -> bool:
+    """Whether a thread whose fsgid becomes ``gid`` must set its supplementary groups from
+    ``own`` to ``wanted`` to act as a caller with that gid and groups. Every check the
+    kernel makes of a thread's groups while it looks up, opens or changes a file
+    (in_group_p: ACLs, group permission bits, chgrp, the setgid bit) matches the fsgid
+    first, then the groups: with the same fsgid, groups that differ only by that gid give
+    the same rights, as ``-u 1000:1000``'s (1000,) and root's (). (The egid, which
+    in_egroup_p also reads, is never switched: a device or a tun, opened by the kernel.)"""
+    return {gid, *wanted} != {gid, *own}
+
+
 def _c_path(path: str | None) -> bytes | None:
     return None if path is None else os.fsencode(path)
 

@@ -71,7 +71,7 @@ from collections.abc import Callable
 
 from hvfs import _native as native
 from hvfs import api
-from hvfs._sys import caps
+from hvfs._sys import caps, files
 from hvfs.intercept.credcache import PUBLISHED_GROUPS, SWITCH_CAPS, SWITCH_GROUPS, SWITCH_IDS, Switch
 
 ENVIRONMENT = "HVFS_SERVED_STAT"
@@ -152,7 +152,7 @@ def switch_of(creds: api.Credentials) -> Switch | None:
     switch them (more groups than a published record holds)."""
     uid, gid, groups, effective, permitted = _manager_identity()
     wanted = creds.capabilities & permitted
-    what = SWITCH_GROUPS if creds.groups != groups else 0
+    what = SWITCH_GROUPS if files.groups_to_switch(creds.gid, creds.groups, groups) else 0
     what |= SWITCH_IDS if creds.uid != uid or creds.gid != gid else 0
     what |= SWITCH_CAPS if what & SWITCH_IDS or wanted != effective else 0  # _switch's: ids change the set
     if what & SWITCH_GROUPS and len(creds.groups) > PUBLISHED_GROUPS:

@@ -66,7 +66,8 @@ def _switch(creds: Credentials, me: _ThreadIdentity) -> tuple[bool, bool, bool]:
     # A fsuid moved off or onto 0 drops or raises the fs capabilities in the effective set
     # (unless SECBIT_NO_SETUID_FIXUP): after the ids, the set is made the caller's even
     # where it equals the manager's, as for a caller that kept its capabilities as uid 1000.
-    switched = (creds.groups != me.groups, ids, ids or wanted_caps != me.effective)
+    groups = files.groups_to_switch(creds.gid, creds.groups, me.groups)
+    switched = (groups, ids, ids or wanted_caps != me.effective)
     groups, ids, capabilities = switched
     try:
         if groups:

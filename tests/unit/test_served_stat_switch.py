@@ -72,3 +72,18 @@ def test_switched_ids_switch_the_capabilities_even_to_the_managers_own() -> None
     mine = own()
     kept = dataclasses.replace(mine, uid=mine.uid + 1000)
     assert switch_of(kept) == (SWITCH_IDS | SWITCH_CAPS, mine.uid + 1000, mine.gid, mine.groups, mine.capabilities)
+
+
+def test_groups_that_differ_only_by_the_callers_own_gid_are_not_switched() -> None:
+    """``-u 1000:1000``'s groups (1000,) against the manager's: the fsgid the switch sets
+    already matches 1000 wherever the kernel looks for a group (files.groups_to_switch)."""
+    mine = own()
+    user = dataclasses.replace(mine, uid=1000, gid=1000, groups=(*mine.groups, 1000), capabilities=0)
+    switch = switch_of(user)
+    assert switch is not None and not switch[0] & SWITCH_GROUPS and switch[0] & SWITCH_IDS
+    for groups in ((*mine.groups, 1000, 4242), (4343,) if mine.groups != (4343,) else (4242,)):
+        switch = switch_of(dataclasses.replace(user, groups=groups))  # a group beyond its gid, or one less
+        assert switch is not None and switch[0] & SWITCH_GROUPS, groups
+    if mine.groups:  # a caller without one of the manager's groups
+        switch = switch_of(dataclasses.replace(user, groups=()))
+        assert switch is not None and switch[0] & SWITCH_GROUPS
