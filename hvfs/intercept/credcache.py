@@ -283,6 +283,10 @@ def before_change(
         else:  # takes over its leader's struct pid, which kept pidfds name (de_thread)
             watch.distrust()
         if checks_exec:
+            # The manager's check reads the caller's credentials after the bump, and they
+            # would be kept under the new generation, then used after the exec changed
+            # them (tests/adversarial/test_exec_cred_race.py, strict: the first exec).
+            tracee.keeps_credentials = False
             return False
     elif name == "umask":
         _umask(watch, args[0] & 0o777, tracee, proceed, sequence, number)
