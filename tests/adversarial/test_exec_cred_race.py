@@ -3,7 +3,7 @@ seccomp driver's C loop bumps only the exec'ing thread's bucket of the credentia
 generation (hvfs/_native/cred_bumps.h), so what it kept of every other thread stays in use.
 
 A process of uid 65534 holding CAP_DAC_OVERRIDE execs a program without file
-capabilities, which drops them all, from its leader or from another thread, while its
+capabilities, which drops them all, from its leader (or, at the end, from another thread), while its
 sibling threads, another capable process and an unprivileged one keep opening a file only
 the VM's root (or that capability) may open for writing. Each open that got through with
 the credentials of before the exec writes "escape" into it: the host checks its content.
@@ -39,6 +39,7 @@ def test_an_exec_that_drops_capabilities_is_never_served_with_the_old_ones(
     assert outcome.count("capable_ok") == tries and outcome.count("capable_refused") == 0, outcome.report
     assert outcome.count("failed_exec_lost") == 0 and outcome.count("other") == 0, outcome.report
     assert outcome.count("refused") == tries, outcome.report
+    assert 0 < outcome.count("from_thread") < tries / 2, outcome.report  # most race kept credentials
     assert outcome.count("siblings_ok") > tries and outcome.count("siblings_refused") == 0, outcome.report
     assert outcome.count("others_ok") > 1000 and outcome.count("others_refused") == 0, outcome.report
     assert outcome.count("nobody_refused") > 1000, outcome.report

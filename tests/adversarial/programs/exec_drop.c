@@ -10,8 +10,9 @@
  * then capset: CAP_DAC_OVERRIDE effective), opens FILE (so the driver has read, and may
  * keep, its capable credentials), starts two sibling threads that keep opening FILE, tries
  * an exec that fails (ENOENT, as gcc tries its program paths; its capabilities must hold
- * after it), then execs this program, from its leader or (every other try) from another
- * thread. A uid that is not 0 loses every capability at an exec of a file without any: the
+ * after it), then execs this program from its leader, or, in the last quarter of the time
+ * budget, from another thread (which makes the driver keep no credentials for the VM any
+ * more: the leaders' execs race kept ones until then). A uid that is not 0 loses every capability at an exec of a file without any: the
  * exec'd program's open of FILE must be refused. Served with the credentials kept from
  * before, it succeeds and writes "escape" into FILE, which the host checks. Meanwhile
  * another capable process (its credentials kept all along: its opens must succeed) and a
@@ -19,7 +20,7 @@
  *
  * Prints {"tries", "capable_ok", "capable_refused", "failed_exec_kept", "failed_exec_lost",
  *         "refused", "escapes", "other", "siblings_ok", "siblings_refused", "others_ok",
- *         "others_refused", "nobody_refused"}.
+ *         "others_refused", "nobody_refused", "exec_failed", "setup_failed", "from_thread"}.
  */
 #include "attack.h"
 
@@ -92,7 +93,7 @@ static void *exec_from_thread(void *unused) {
     _exit(EXEC_FAILED);
 }
 
-static void try_once(long i) {
+static void try_once(int from_thread) {
     if (become_capable_nobody())
         _exit(SETUP_FAILED);
     if (try_open(NULL) != 0)
@@ -104,7 +105,7 @@ static void try_once(long i) {
     execv(missing[0], missing);
     if (try_open(NULL) != 0)
         _exit(FAILED_EXEC_LOST);
-    if (i % 2 == 0)
+    if (!from_thread)
         run_self();
     else if (pthread_create(&t, NULL, exec_from_thread, NULL) == 0)
         pause(); /* the exec kills this thread */
@@ -147,18 +148,21 @@ int main(int argc, char **argv) {
     if (shared == MAP_FAILED)
         return 3;
     pid_t other = keep_opening(1), nobody = keep_opening(0);
-    long i = 0, outcomes[SETUP_FAILED + 2] = {0};
+    long i = 0, outcomes[SETUP_FAILED + 2] = {0}, from_thread = 0;
+    double threads_from = attack_now() + (attack_deadline - attack_now()) * 3 / 4;
     for (; attack_more(i); i++) {
+        int thread = attack_now() >= threads_from;
+        from_thread += thread;
         pid_t child = fork();
         if (child == 0)
-            try_once(i);
+            try_once(thread);
         int status;
         if (child < 0 || waitpid(child, &status, 0) != child)
             break;
         int code = WIFEXITED(status) ? WEXITSTATUS(status) : SETUP_FAILED + 1;
         outcomes[code <= SETUP_FAILED ? code : SETUP_FAILED + 1]++;
         if (code == ESCAPED) /* which exec: from the leader (even tries) or another thread */
-            fprintf(stderr, "escape at try %ld\n", i);
+            fprintf(stderr, "escape at try %ld, from %s\n", i, thread ? "another thread" : "the leader");
     }
     atomic_store(&shared->stop, 1);
     waitpid(other, NULL, 0);
@@ -168,12 +172,12 @@ int main(int argc, char **argv) {
     printf("{\"tries\": %ld, \"capable_ok\": %ld, \"capable_refused\": %ld, \"failed_exec_kept\": %ld, "
            "\"failed_exec_lost\": %ld, \"refused\": %ld, \"escapes\": %ld, \"other\": %ld, \"siblings_ok\": %ld, "
            "\"siblings_refused\": %ld, \"others_ok\": %ld, \"others_refused\": %ld, \"nobody_refused\": %ld, "
-           "\"exec_failed\": %ld, \"setup_failed\": %ld}\n",
+           "\"exec_failed\": %ld, \"setup_failed\": %ld, \"from_thread\": %ld}\n",
            i, finished + failed_exec_lost + outcomes[EXEC_FAILED], outcomes[CAPABLE_REFUSED], finished + outcomes[EXEC_FAILED],
            failed_exec_lost, outcomes[REFUSED], outcomes[ESCAPED] + atomic_load(&shared->escapes),
            outcomes[OTHER] + outcomes[SETUP_FAILED + 1], atomic_load(&shared->siblings_ok),
            atomic_load(&shared->siblings_refused), atomic_load(&shared->others_ok),
            atomic_load(&shared->others_refused), atomic_load(&shared->nobody_refused), outcomes[EXEC_FAILED],
-           outcomes[SETUP_FAILED]);
+           outcomes[SETUP_FAILED], from_thread);
     return 0;
 }
