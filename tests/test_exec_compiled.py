@@ -14,7 +14,7 @@ from pathlib import Path
 from hvfs import _native
 from hvfs.intercept import compiled
 from hvfs.intercept.arch import native as native_arch
-from hvfs.intercept.credcache import CredWatch
+from hvfs.intercept.credcache import TID_BUCKETS, CredWatch
 from hvfs.intercept.filter import syscall_numbers
 from tests.conftest import Hvfs, require
 
@@ -50,6 +50,19 @@ def test_a_bump_made_in_c_turns_what_was_kept_unusable() -> None:
     assert watch.generation == before + 2
 
 
+def test_a_threads_bump_made_in_c_turns_only_its_bucket_unusable() -> None:
+    watch = CredWatch()
+    mine, other, alike = 4242, 4243, 4242 + TID_BUCKETS
+    kept = {tid: watch.generation_of(tid) for tid in (mine, other, alike)}
+    memoryview(watch.bumps).cast("Q")[1 + mine % TID_BUCKETS] += 1  # as exec_of_leader's atomic add
+    assert not watch.usable(kept[mine], mine)
+    assert not watch.usable(kept[alike], alike)  # a thread of the same bucket: stale too
+    assert watch.usable(kept[other], other)
+    assert watch.generation_of(mine) == kept[mine] + 1 and watch.generation_of(other) == kept[other]
+    watch.changed()  # Python's bumps stay the whole VM's
+    assert not watch.usable(kept[other], other)
+
+
 # Run in a process of its own: the filter (execve trapped, everything else allowed) stays on
 # the thread that loads it, and the children it forks inherit it. Each case forks a child
 # that execs /bin/true, from its leader or from another thread, and serves it with the C
@@ -62,6 +75,7 @@ from hvfs._sys import notify, process
 from hvfs._sys.abi import PR_SET_NO_NEW_PRIVS
 from hvfs.intercept import compiled
 from hvfs.intercept.arch import native
+from hvfs.intercept.credcache import TID_BUCKETS
 from hvfs.intercept.filter import syscall_numbers
 
 execve = {name: nr for nr, name in syscall_numbers(native()).items()}["execve"]
@@ -93,7 +107,7 @@ def stop_after(pid, stop, codes):
 
 def serve(name, from_thread, with_bumps):
     pid = child(from_thread)
-    counts, bumps, codes = bytearray(compiled.COUNTS.size), bytearray(8), []
+    counts, bumps, codes = bytearray(compiled.COUNTS.size), bytearray(8 * (1 + TID_BUCKETS)), []
     stop_read, stop_write = os.pipe()
     waiter = threading.Thread(target=stop_after, args=(pid, stop_write, codes))
     waiter.start()
@@ -107,7 +121,8 @@ def serve(name, from_thread, with_bumps):
         notify.respond(listener, got[0], flags=notify.SECCOMP_USER_NOTIF_FLAG_CONTINUE)
     waiter.join()
     report[name] = {"codes": codes, "counts": compiled.COUNTS.unpack_from(counts),
-                    "bumps": int.from_bytes(bumps, "little"), "handed_not_leader": handed}
+                    "bumps": sum(memoryview(bumps).cast("Q")),
+                    "its_bucket": memoryview(bumps).cast("Q")[1 + pid % TID_BUCKETS], "handed_not_leader": handed}
 
 serve("leader", False, True)
 serve("thread", True, True)
@@ -123,12 +138,14 @@ def test_the_c_loop_continues_a_leaders_exec_and_hands_another_threads_to_python
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    # The leader's exec: continued in C (counted so), the generation bumped once, true ran.
-    assert report["leader"] == {"codes": [0], "counts": [1, 0, 0], "bumps": 1, "handed_not_leader": []}
+    # The leader's exec: continued in C (counted so), its thread's bucket of the generation
+    # bumped once (no other part), true ran.
+    assert report["leader"] == {"codes": [0], "counts": [1, 0, 0], "bumps": 1, "its_bucket": 1, "handed_not_leader": []}
     # Another thread's: handed to Python untouched (no bump), then continued there.
-    assert report["thread"] == {"codes": [0], "counts": [0, 0, 1], "bumps": 0, "handed_not_leader": [True]}
+    thread = {"codes": [0], "counts": [0, 0, 1], "bumps": 0, "its_bucket": 0, "handed_not_leader": [True]}
+    assert report["thread"] == thread
     # Without a generation to bump, nothing is continued in C.
-    assert report["no_bumps"] == {"codes": [0], "counts": [0, 0, 1], "bumps": 0, "handed_not_leader": [False]}
+    assert report["no_bumps"] == {**thread, "handed_not_leader": [False]}
 
 
 _THREAD_EXEC = (

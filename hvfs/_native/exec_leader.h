@@ -11,12 +11,18 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "cred_bumps.h" /* tid_bumps */
+
 /* RULE_EXEC_IF_LEADER: whether the exec of notif may continue here, as
  * hvfs/intercept/credcache.py before_change continues one: its caller is its process's
  * leader (an exec from another thread takes over the leader's struct pid, which Python
  * must see: it distrusts the VM's kept credentials), proved while the notification is
- * still pending; and if so the credential generation (bumps: a uint64 that CredWatch adds
- * to its own) is bumped, before the call continues. pidfd_open without PIDFD_THREAD
+ * still pending; and if so its thread's part of the credential generation (bumps:
+ * BUMPS_SIZE bytes that CredWatch adds to its own) is bumped, before the call continues.
+ * Only that thread's: the exec kills its process's other threads (their pidfds poll
+ * exited before the new credentials are committed), and changes no other process's. A
+ * failed exec (gcc trying its program paths) needs no bump at all, but its outcome is
+ * not known here; the bump costs its thread one read of /proc, no other thread any. pidfd_open without PIDFD_THREAD
  * refuses a thread that is not a leader (EINVAL); the ID_VALID check after it proves the
  * number it named was still the notifying thread's. Anything unsure is Python's. */
 static int
@@ -32,7 +38,7 @@ exec_of_leader(int listener, const struct seccomp_notif *notif, uint64_t *bumps)
     close(pidfd);
     if (!pending)
         return 0;
-    __atomic_add_fetch(bumps, 1, __ATOMIC_SEQ_CST);
+    __atomic_add_fetch(tid_bumps(bumps, (pid_t)notif->pid), 1, __ATOMIC_SEQ_CST);
     return 1;
 }
 

@@ -196,9 +196,9 @@ served_anew(const struct stat_context *c)
  * or None) at slot_at for as long as it is answered, and loops; returns the first
  * request that needs Python, recorded there as received if record_handed (else the
  * driver records it), or None when stopped. counts: a writable buffer of three uint64,
- * bumped here: continued, answered (an errno, or a stat), handed to Python; bumps: None, or a
- * writable uint64, the credential generation RULE_EXEC_IF_LEADER and RULE_BUMP_CONTINUE
- * bump; stat: None, or what serve_stat needs (stat_context_of), recorded as received while answered. All without the
+ * bumped here: continued, answered (an errno, or a stat), handed to Python; bumps: None, or
+ * the writable part of the credential generation RULE_EXEC_IF_LEADER and RULE_BUMP_CONTINUE
+ * bump (cred_bumps.h: its caller's bucket only); stat: None, or what serve_stat needs (stat_context_of), recorded as received while answered. All without the
  * GIL, but for an audited VM's served call, whose event is recorded with it (served_audit.h);
  * OSError as a receive or an answer fails (ENOENT on the answer, a caller gone or its call
  * cancelled, is not a failure). */
@@ -225,8 +225,8 @@ hp_serve(PyObject *self, PyObject *args)
     if (bumps_object != Py_None) {
         if (PyObject_GetBuffer(bumps_object, &bumps, PyBUF_WRITABLE) < 0)
             goto done;
-        if (bumps.len < (Py_ssize_t)sizeof(uint64_t) || (uintptr_t)bumps.buf % sizeof(uint64_t)) {
-            PyErr_SetString(PyExc_ValueError, "bumps: one aligned uint64 is needed");
+        if (bumps.len < (Py_ssize_t)BUMPS_SIZE || (uintptr_t)bumps.buf % sizeof(uint64_t)) {
+            PyErr_SetString(PyExc_ValueError, "bumps: 1 + TID_BUCKETS aligned uint64 are needed");
             goto done;
         }
     }
@@ -257,9 +257,9 @@ hp_serve(PyObject *self, PyObject *args)
             resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
         else if (rule && rule->kind == RULE_BUMP_CONTINUE && bumps.buf) {
             /* A set*id, setgroups or capset changes its own thread's credentials only, once
-             * continued: the generation bumped before, as credcache.before_change bumps it,
+             * continued: its thread's part of the generation bumped before (cred_bumps.h),
              * is all the driver owes it (make calls two in every child it starts). */
-            __atomic_add_fetch((uint64_t *)bumps.buf, 1, __ATOMIC_SEQ_CST);
+            __atomic_add_fetch(tid_bumps(bumps.buf, (pid_t)notif.pid), 1, __ATOMIC_SEQ_CST);
             resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
         }
         else if (rule && rule->kind == RULE_ERRNO)

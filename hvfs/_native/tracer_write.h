@@ -88,7 +88,7 @@ write_context_of(PyObject *argument, struct write_context *w)
     if (!PyArg_ParseTuple(argument, "iOy*y*y*y*w*y*y*", &w->rw_root, &w->note, &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
                           &v[6]))
         return -1;
-    if (v[0].len < 1 || v[1].len < (Py_ssize_t)sizeof(struct watch_state) || v[2].len < 8 ||
+    if (v[0].len < 1 || v[1].len < (Py_ssize_t)sizeof(struct watch_state) || v[2].len < (Py_ssize_t)BUMPS_SIZE ||
         v[4].len < (Py_ssize_t)(COUNTED_ALL * sizeof(uint64_t))) {
         PyErr_SetString(PyExc_ValueError, "writes: a buffer is too small");
         return -1;

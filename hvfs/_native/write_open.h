@@ -17,6 +17,7 @@
 #include <sys/syscall.h>
 #include <sys/uio.h>
 
+#include "cred_bumps.h"    /* the generation's part C bumps, by thread */
 #include "note_queue.h"    /* the change set's notes without the GIL */
 #include "served_switch.h" /* acting as the caller */
 
@@ -138,14 +139,14 @@ struct published {
 };
 
 /* Whether the credentials of tid are published (known, count: one worker's records), under
- * the watch's generation (with the bumps C made, or NULL), and still hold: then *a is what
+ * the watch's generation (with the bumps C made, of the VM and of tid's bucket, or NULL), and still hold: then *a is what
  * acting as them switches. */
 static int
 published_in(const struct watch_state *watch, const uint64_t *bumps, const struct published *known,
              size_t count, pid_t tid, struct acting *a)
 {
     uint64_t generation = __atomic_load_n(&watch->generation, __ATOMIC_ACQUIRE) +
-                          (bumps ? __atomic_load_n(bumps, __ATOMIC_ACQUIRE) : 0); /* CredWatch.generation */
+                          bumps_of(bumps, tid); /* CredWatch.generation_of(tid) */
     if (!__atomic_load_n(&watch->trusted, __ATOMIC_ACQUIRE) || __atomic_load_n(&watch->changing, __ATOMIC_ACQUIRE))
         return 0;
     for (size_t i = 0; i < count; i++) {

@@ -21,7 +21,12 @@ which sibling threads (and CLONE_FS children) share. So:
   driver's C loop continues is bumped there, in ``CredWatch.bumps``); an entry read under
   an older generation is never used. The change happens after the bump, but only the
   calling thread's own entry could be stale, and that thread is inside the changing call:
-  none of its requests can be read meanwhile.
+  none of its requests can be read meanwhile. So the C loop bumps only the caller's
+  thread's part (its bucket of ``TID_BUCKETS``; hvfs/_native/cred_bumps.h): an entry
+  is kept under ``generation_of(tid)``, the VM's generation plus its bucket's. A leader's
+  exec changes no other thread's: it kills its process's other threads (their pidfds
+  poll exited) before it commits the new credentials. Issue 14: make's 124 execs each
+  turned every kept entry of the VM stale (88 reads, 0 reuses in W4).
 * umask changes what its siblings see: the bump comes before, and, until the call is known
   to have run, nothing is kept or used (``changing``). It is known to have run when the
   caller's status shows the new value (one read, right after the call is let continue), or
@@ -72,6 +77,10 @@ SEQUENCE_HALF = 1 << 63  # notification ids count up from a random u64 and wrap
 # A umask let continue: its notification's sequence, a pidfd of its thread or -1, its number.
 _Pending = tuple[int, int, int]
 
+# CredWatch.bumps: the VM's part C bumps, then one per bucket of thread numbers (a tid's is
+# 1 + tid % TID_BUCKETS; hvfs/_native/cred_bumps.h, whose TID_BUCKETS this must equal).
+TID_BUCKETS = 256
+
 # What the C loop reads to serve a stat without Python (hvfs/_native/served_stat.h): the
 # watch's state, and each worker's published threads (tid, pidfd, generation; tid 0: free),
 # each with what serving it switches (``Switch``; hvfs/_native/served_switch.h).
@@ -93,8 +102,10 @@ class CredWatch:
     def __init__(self, trusted: bool = True) -> None:
         self._generation = 0
         # Bumps made by the seccomp driver's C loop (compiled.EXEC_IF_LEADER: an exec of a
-        # leader continued there), a uint64 it adds to atomically; part of ``generation``.
-        self.bumps = bytearray(8)
+        # leader continued there; BUMP_CONTINUE), uint64s it adds to atomically, of the VM
+        # and of its caller's bucket (``TID_BUCKETS``): part of ``generation_of``. Only C
+        # writes them (a Python read-modify-write could lose one of C's).
+        self.bumps = bytearray(8 * (1 + TID_BUCKETS))
         self._bumped = memoryview(self.bumps).cast("Q")
         self.changing = 0  # umask calls let continue and not yet known to have run
         self.trusted = trusted
@@ -127,8 +138,14 @@ class CredWatch:
         """Changes of credentials begun so far: an entry read under another is not used."""
         return self._generation + self._bumped[0]
 
-    def usable(self, generation: int) -> bool:
-        return self.trusted and not self.changing and generation == self.generation
+    def generation_of(self, tid: int) -> int:
+        """``generation`` and the changes begun by ``tid`` (or a thread of its bucket) alone."""
+        return self._generation + self._bumped[0] + self._bumped[1 + tid % TID_BUCKETS]
+
+    def usable(self, generation: int, tid: int | None = None) -> bool:
+        """Whether an entry kept under ``generation`` (of ``tid``: ``generation_of``) may be used."""
+        now = self.generation if tid is None else self.generation_of(tid)
+        return self.trusted and not self.changing and generation == now
 
     def changed(self) -> None:
         """A call that may change its caller's own credentials is about to continue."""
@@ -266,6 +283,10 @@ def before_change(
         else:  # takes over its leader's struct pid, which kept pidfds name (de_thread)
             watch.distrust()
         if checks_exec:
+            # The manager's check reads the caller's credentials after the bump, and they
+            # would be kept under the new generation, then used after the exec changed
+            # them (tests/adversarial/test_exec_cred_race.py, strict: the first exec).
+            tracee.keeps_credentials = False
             return False
     elif name == "umask":
         _umask(watch, args[0] & 0o777, tracee, proceed, sequence, number)
@@ -375,16 +396,16 @@ class KnownCredentials:
         entry = self._entries.get(tid)
         if entry is not None:
             pidfd, generation, credentials = entry
-            if self._watch.usable(generation) and _alive(pidfd):
+            if self._watch.usable(generation, tid) and _alive(pidfd):
                 self.hits += 1
                 return credentials
             self.drop(tid)
         watch = self._watch
         if watch.changing:
             watch.reap()  # a pending umask of a thread gone: settled
-        generation = watch.generation
+        generation = watch.generation_of(tid)
         self.reads += 1
-        if not (self.threads and watch.usable(generation)):
+        if not (self.threads and watch.usable(generation, tid)):
             return read()
         try:  # before the read: the pidfd must name the thread the read is of, or a dead one
             pidfd = process.pidfd_open(tid, process.PIDFD_THREAD)
@@ -402,7 +423,7 @@ class KnownCredentials:
         except BaseException:
             os.close(pidfd)
             raise
-        if not watch.usable(generation):  # changed meanwhile: this read may be of before
+        if not watch.usable(generation, tid):  # changed meanwhile: this read may be of before
             os.close(pidfd)
             return credentials
         if len(self._entries) >= self.LIMIT:

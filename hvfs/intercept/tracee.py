@@ -70,6 +70,9 @@ class Tracee:
     # The C hot path reads paths in one call (hvfs/_native/hotpath.c: the same reads as
     # below); a fake thread, whose memory is not a process's, reads through ``_memory``.
     _native_reads = hotpath is not None
+    # False for a call whose credentials must not be kept: an exec the manager checks
+    # (``credcache.before_change``), which changes them after they were read.
+    keeps_credentials = True
 
     def __init__(self, listener: int, notif_id: int, pid: int, inspector: Inspector) -> None:
         self.listener = listener
@@ -210,6 +213,8 @@ class Tracee:
 
     def credentials(self) -> Credentials:
         try:
+            if not self.keeps_credentials:
+                return self._read_credentials()
             return self._inspector.creds.get(self.pid, self._read_credentials, self.check_valid)
         except (FileNotFoundError, ProcessLookupError) as e:
             raise TargetGone() from e
