@@ -7,7 +7,6 @@ An error names the file, the key and what is wrong, e.g.
 from __future__ import annotations
 
 import os
-import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,10 +18,11 @@ from hvfs.hypervisor.mounts import MountSpec, target_problem
 from hvfs.manager.sources import registry
 from hvfs.manager.sources.base import OptionError
 from hvfs.manager.sources.registry import SourceSpec
+from hvfs.patterns import pattern
 from hvfs.project import lifecycle
 from hvfs.project.lifecycle import HealthCheck, RestartPolicy
 
-NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,30}$")
+NAME = pattern(r"^[a-z0-9][a-z0-9_-]{0,30}$")
 DEFAULT_SUBNET = "10.89.0.0/24"
 SOURCE_KEYS = ("type", "sockets")  # and the options of the source's type
 MOUNT_KEYS = ("target", "source", "tmpfs", "readonly")  # and, with tmpfs, a memory source's options
