@@ -232,6 +232,7 @@ _NOT_SERVING_TRUE = (
     "hvfs.services.describe",
     "hvfs._native._tracer",  # the ptrace driver's loop, loaded on first use (hvfs._native)
     "hvfs._native._audit",  # the audit's writer, likewise
+    "shlex",  # a project file's entrypoint string
     *_NOT_IN_SERVE,
 )
 

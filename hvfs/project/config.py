@@ -7,7 +7,6 @@ An error names the file, the key and what is wrong, e.g.
 from __future__ import annotations
 
 import os
-import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -237,6 +236,8 @@ def _vm(
     argv = ("sh", "-c", command) if isinstance(command, str) else tuple(str(a) for a in command or ())
     entrypoint = table.get("entrypoint", (list, str))
     if entrypoint is not None:  # replaces the image's, as docker's --entrypoint; [] or "" clears it
+        import shlex  # a project file's alone, not every cold run's (its import compiles a pattern)
+
         argv = (*(shlex.split(entrypoint) if isinstance(entrypoint, str) else map(str, entrypoint)), *argv)
     workdir = table.get("workdir", str, "/")
     if not workdir.startswith("/"):
