@@ -7,7 +7,8 @@ choice as if user notification were missing (for tests of the ptrace driver); th
 choice is then said once, on stderr, as any automatic choice of ptrace is.
 """
 
-from __future__ import annotations
+# Annotations evaluated, not ``from __future__ import annotations``: a NamedTuple's string
+# annotations are compiled one by one at import (tests/test_startup.py).
 
 import functools
 import os

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import re
 
+from hvfs.patterns import pattern
+
 # File systems whose regular files are kernel interfaces, not files to write a report
 # into (/proc/1/mem, /sys/power/state, cgroup knobs, ...).
 PSEUDO_FILE_SYSTEMS = frozenset(
@@ -66,7 +68,7 @@ def file_system_type(st: os.stat_result) -> str | None:
     return None
 
 
-SIZE = re.compile(r"^(\d+)\s*([kmgt]?)i?b?$", re.IGNORECASE)
+SIZE = pattern(r"^(\d+)\s*([kmgt]?)i?b?$", re.IGNORECASE)
 UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 

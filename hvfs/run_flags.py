@@ -7,18 +7,16 @@ from __future__ import annotations
 import argparse
 import errno
 import os
-import re
 import socket
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from hvfs import spec
+from hvfs.patterns import pattern
 from hvfs.spec import UsageError
 
 MAX_PUBLISHED = 16  # listeners travel with the run request and are left with the VM's shim, both bounded
-PUBLISH = re.compile(
-    r"^(?:(?P<ip>\[[0-9a-fA-F:.]+\]|[0-9.]+):)?(?P<host>\d{1,5}):(?P<port>\d{1,5})(?:/(?P<proto>\w+))?$"
-)
+PUBLISH = pattern(r"^(?:(?P<ip>\[[0-9a-fA-F:.]+\]|[0-9.]+):)?(?P<host>\d{1,5}):(?P<port>\d{1,5})(?:/(?P<proto>\w+))?$")
 NETWORKS = ("none",)
 
 
@@ -107,7 +105,7 @@ def read_env_file(path: str, host: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-HOSTNAME = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$")
+HOSTNAME = pattern(r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$")
 
 
 def check_hostname(name: str) -> str:

@@ -9,7 +9,6 @@ import fcntl
 import math
 import os
 import posixpath
-import re
 import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from hvfs.hypervisor.mounts import MountSpec, target_problem
 from hvfs.manager.sources import registry
 from hvfs.manager.sources.base import OptionError
 from hvfs.manager.sources.registry import SourceSpec
+from hvfs.patterns import pattern
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 MAX_ARG_STRLEN = 32 * 4096  # the kernel's limit on one argument or environment string, its NUL included
@@ -29,7 +29,7 @@ MAX_COMMAND = 128 << 10
 MIN_MEMORY_LIMIT = 6 << 20  # less, and a VM's pid 1 cannot even start (docker's minimum too)
 MIN_PIDS = 2  # the VM's pid 1 and its command
 MIN_CPUS = 0.01  # a CFS quota of 1 ms per 100 ms period, the kernel's smallest
-NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
+NAME = pattern(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
 
 
 class UsageError(HvfsError):
@@ -310,7 +310,7 @@ def set_env_item(env: dict[str, str], item: str, host: Mapping[str, str]) -> boo
     return True
 
 
-USER = re.compile(r"^[a-zA-Z0-9_.][a-zA-Z0-9_.-]*(:[a-zA-Z0-9_.][a-zA-Z0-9_.-]*)?$")
+USER = pattern(r"^[a-zA-Z0-9_.][a-zA-Z0-9_.-]*(:[a-zA-Z0-9_.][a-zA-Z0-9_.-]*)?$")
 
 
 def check_user(user: str) -> str:

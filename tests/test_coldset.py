@@ -208,3 +208,30 @@ def test_a_cold_managers_first_vm_takes_all_of_hvfs_from_the_file(
     # this test's hook's
     missed = [name for name in held if name not in served and name not in ("hvfs", "hvfs.coldset")]
     assert missed == [], f"run scripts/setup, or add to hvfs.coldset.ENTRIES what imports {missed}"
+
+
+# What a child holds as each served module's __cached__, and what importlib says it is.
+_CACHED = """
+import importlib, json, sys
+from importlib.util import cache_from_source
+from hvfs import coldset
+coldset.install()
+modules = [importlib.import_module(name) for name in sys.argv[1:]]
+print(json.dumps([[m.__cached__, cache_from_source(m.__file__)] for m in modules] + [coldset.served()]))
+"""
+
+
+@pytest.mark.parametrize("prefix", [None, "pycache-prefix"])
+def test_a_served_modules_cached_path_is_importlibs(tmp_path: Path, prefix: str | None) -> None:
+    """The file's finder names a module's ``.pyc`` itself (not importlib's
+    ``cache_from_source``, for its cost): the same name, under a PYTHONPYCACHEPREFIX too."""
+    _tree(tmp_path)
+    env = _env(tmp_path) if prefix is None else _env(tmp_path, PYTHONPYCACHEPREFIX=str(tmp_path / prefix))
+    names = ["hvfs.coldpkg.sub.b", "hvfs.coldpkg.sub", "fractions"]
+    result = subprocess.run([sys.executable, "-P", "-c", _CACHED, *names], env=env,
+                            capture_output=True, text=True, timeout=60, cwd="/")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    *pairs, served = json.loads(result.stdout)
+    assert set(names) <= set(served)
+    assert [held for held, _ in pairs] == [wanted for _, wanted in pairs]
+    assert all((prefix is None) == ("/__pycache__/" in held) for held, _ in pairs)

@@ -9,8 +9,9 @@ from tests.conftest import REPO
 
 PACKAGE = REPO / "hvfs"
 # Below every layer, as the kernel's constants: the stand-ins for modules imported on first
-# use and the loggers made so (a manager's start defers logging), importing nothing of hvfs.
-BASE = ("hvfs.deferred",)
+# use and the loggers made so (a manager's start defers logging), and the patterns compiled
+# on first use, importing nothing of hvfs.
+BASE = ("hvfs.deferred", "hvfs.patterns")
 
 
 def _imports(path: Path) -> set[str]:

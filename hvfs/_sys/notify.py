@@ -6,7 +6,8 @@ call with the GIL released, and ctypes, the fallback where it is not built or
 ``HVFS_NATIVE=0``. Both have the same contract; which one serves is chosen once, here.
 """
 
-from __future__ import annotations
+# Annotations evaluated, not ``from __future__ import annotations``: a NamedTuple's string
+# annotations are compiled one by one at import (tests/test_startup.py).
 
 import ctypes
 import errno
@@ -68,11 +69,11 @@ class Received(NamedTuple):
     raw: bytes
 
     @classmethod
-    def of(cls, notif: Notif) -> Received:
+    def of(cls, notif: Notif) -> "Received":
         return cls(notif.id, notif.pid, notif.data.nr, tuple(notif.data.args), bytes(notif))  # type: ignore[arg-type]
 
     @classmethod
-    def from_raw(cls, raw: bytes) -> Received:
+    def from_raw(cls, raw: bytes) -> "Received":
         return cls.of(Notif.from_buffer_copy(raw))
 
 

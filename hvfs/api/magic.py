@@ -8,12 +8,12 @@ request; the kernel itself still resolves every path.
 
 from __future__ import annotations
 
-import re
+from hvfs.patterns import pattern
 
 # /proc/PID/fd/N and /proc/PID/task/TID/fd/N, with PID and TID in the VM's pid namespace.
-FD_LINK = re.compile(r"^/proc/(\d+)(?:/task/(\d+))?/fd/(\d+)$")
+FD_LINK = pattern(r"^/proc/(\d+)(?:/task/(\d+))?/fd/(\d+)$")
 # The caller's own fds: /proc/self/fd/N and /proc/thread-self/fd/N.
-OWN_FD_LINK = re.compile(r"^/proc/(?:self|thread-self)/fd/(\d+)$")
+OWN_FD_LINK = pattern(r"^/proc/(?:self|thread-self)/fd/(\d+)$")
 
 
 def normal(path: str) -> str:

@@ -11,14 +11,14 @@ against the image ID it is cached under), and gives the image's own files, witho
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from typing import Any
 
 from hvfs.images import ImageError
+from hvfs.patterns import pattern
 
 PREFIX = "docker:"
-REFERENCE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._/:@-]{0,254}$")
+REFERENCE = pattern(r"^[a-zA-Z0-9][a-zA-Z0-9._/:@-]{0,254}$")
 
 
 def reference_problem(image: str) -> str | None:

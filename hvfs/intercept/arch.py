@@ -1,6 +1,7 @@
 """The architectures the driver decodes, and their ``struct stat`` layouts."""
 
-from __future__ import annotations
+# Annotations evaluated, not ``from __future__ import annotations``: a NamedTuple's string
+# annotations are compiled one by one at import (tests/test_startup.py).
 
 import os
 import struct

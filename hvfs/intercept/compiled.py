@@ -37,7 +37,8 @@ decides (its hooks, audit and ``hvfs diff`` see it), and numbers the driver is t
 keep (a test's ``HVFS_TEST_DIE_AFTER_RECV``).
 """
 
-from __future__ import annotations
+# Annotations evaluated, not ``from __future__ import annotations``: a NamedTuple's string
+# annotations are compiled one by one at import (tests/test_startup.py).
 
 import errno
 import functools

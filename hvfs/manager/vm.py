@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from hvfs import api, deferred
 from hvfs.manager.changes import ChangeSet
+from hvfs.patterns import pattern
 
 if TYPE_CHECKING:  # the bus is made for the VMs whose services want one
     from hvfs.api.hooks import EventBus
@@ -25,7 +26,7 @@ log = deferred.logger("hvfs.manager")
 KERNEL_MOUNTS = ("/proc", "/dev/pts")
 # normpath only drops components: a path whose text holds none of the mounts' last
 # components cannot normalize into one (asked on every request; normpath is slow).
-_MENTIONS_A_KERNEL_MOUNT = re.compile("|".join(re.escape(m.rpartition("/")[2]) for m in KERNEL_MOUNTS))
+_MENTIONS_A_KERNEL_MOUNT = pattern("|".join(re.escape(m.rpartition("/")[2]) for m in KERNEL_MOUNTS))
 WARNINGS_KEPT = 256  # distinct warnings per VM; past that, refusals are only counted
 
 

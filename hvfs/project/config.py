@@ -7,8 +7,6 @@ An error names the file, the key and what is wrong, e.g.
 from __future__ import annotations
 
 import os
-import re
-import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -19,10 +17,11 @@ from hvfs.hypervisor.mounts import MountSpec, target_problem
 from hvfs.manager.sources import registry
 from hvfs.manager.sources.base import OptionError
 from hvfs.manager.sources.registry import SourceSpec
+from hvfs.patterns import pattern
 from hvfs.project import lifecycle
 from hvfs.project.lifecycle import HealthCheck, RestartPolicy
 
-NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,30}$")
+NAME = pattern(r"^[a-z0-9][a-z0-9_-]{0,30}$")
 DEFAULT_SUBNET = "10.89.0.0/24"
 SOURCE_KEYS = ("type", "sockets")  # and the options of the source's type
 MOUNT_KEYS = ("target", "source", "tmpfs", "readonly")  # and, with tmpfs, a memory source's options
@@ -237,6 +236,8 @@ def _vm(
     argv = ("sh", "-c", command) if isinstance(command, str) else tuple(str(a) for a in command or ())
     entrypoint = table.get("entrypoint", (list, str))
     if entrypoint is not None:  # replaces the image's, as docker's --entrypoint; [] or "" clears it
+        import shlex  # a project file's alone, not every cold run's (its import compiles a pattern)
+
         argv = (*(shlex.split(entrypoint) if isinstance(entrypoint, str) else map(str, entrypoint)), *argv)
     workdir = table.get("workdir", str, "/")
     if not workdir.startswith("/"):

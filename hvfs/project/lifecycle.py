@@ -10,10 +10,11 @@ file in front, so a mistake is one line naming the key.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from hvfs.patterns import pattern
 
 HEALTH_KEYS = ("test", "interval", "timeout", "retries", "start_period", "start_interval", "disable")
 # Compose's defaults (docker's HEALTHCHECK): a probe every 30 s, failed after 30 s, three
@@ -28,7 +29,7 @@ MIN_INTERVAL = 0.001  # docker refuses less than 1 ms
 CONDITIONS = ("started", "healthy", "completed_successfully")
 POLICIES = ("no", "always", "unless-stopped", "on-failure")
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
-_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(h|ms|us|µs|ns|m|s)")
+_DURATION = pattern(r"(\d+(?:\.\d*)?|\.\d+)(h|ms|us|µs|ns|m|s)")
 
 
 class Problem(ValueError):

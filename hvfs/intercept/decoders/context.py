@@ -8,7 +8,8 @@ Every decision is the manager's. A malformed call raises ``CallError``, answered
 kernel would answer it; a call with nothing to decide raises ``Passthrough``.
 """
 
-from __future__ import annotations
+# Annotations evaluated, not ``from __future__ import annotations``: a NamedTuple's string
+# annotations are compiled one by one at import (tests/test_startup.py).
 
 import errno
 import os
@@ -74,36 +75,36 @@ class Context:
         self.tracee = tracee
         self.vm = vm
 
-    def caller(self) -> api.Caller:
+    def caller(self) -> "api.Caller":
         # Every served request resolves paths, and search permission depends on who asks.
         return self.tracee.caller(self.vm)
 
-    def path(self, address: int, dirfd: int = AT_FDCWD) -> api.VmPath:
+    def path(self, address: int, dirfd: int = AT_FDCWD) -> "api.VmPath":
         """The path at ``address``, from ``dirfd``, with the caller's own /proc links
         replaced by what they name."""
         return self.vm_path(signed32(dirfd), self.tracee.read_path(address))
 
-    def vm_path(self, dirfd: int, name: str, *, magic_links: bool = True) -> api.VmPath:
+    def vm_path(self, dirfd: int, name: str, *, magic_links: bool = True) -> "api.VmPath":
         """``name`` from ``dirfd``; the caller's own /proc/self links replaced by what they
         name, unless ``magic_links`` is False (the call refuses to follow them)."""
         return magic.resolved(self.tracee, magic.given_path(self.tracee, dirfd, name), magic=magic_links)
 
-    def given_path(self, dirfd: int, name: str) -> api.VmPath:
+    def given_path(self, dirfd: int, name: str) -> "api.VmPath":
         """``name`` from ``dirfd``, nothing translated."""
         return magic.given_path(self.tracee, dirfd, name)
 
-    def located(self, dirfd: int, name: str) -> api.VmPath:
+    def located(self, dirfd: int, name: str) -> "api.VmPath":
         """``name`` from ``dirfd`` even if it is absolute (openat2's RESOLVE_IN_ROOT)."""
         return magic.located(self.tracee, dirfd, name)
 
-    def resolved(self, path: api.VmPath, *, magic_links: bool = True) -> api.VmPath:
+    def resolved(self, path: "api.VmPath", *, magic_links: bool = True) -> "api.VmPath":
         return magic.resolved(self.tracee, path, magic=magic_links)
 
-    def own_file(self, path: api.VmPath) -> api.OpenFile | None:
+    def own_file(self, path: "api.VmPath") -> "api.OpenFile | None":
         """The caller's open file, when ``path`` is a magic link to one of its fds."""
         return magic.own_file(self.tracee, path)
 
-    def opened(self, address: int, dirfd: int = AT_FDCWD) -> tuple[api.VmPath, api.OpenFile | None]:
+    def opened(self, address: int, dirfd: int = AT_FDCWD) -> "tuple[api.VmPath, api.OpenFile | None]":
         """The path an open names, and the caller's own open file when that path is a
         magic link to one of its fds (the open then reopens that file)."""
         tracee = self.tracee
@@ -114,7 +115,7 @@ class Context:
         own = magic.own_file(tracee, given)
         return (given, own) if own is not None else (magic.resolved(tracee, given), None)
 
-    def target(self, dirfd: int, address: int, flags: int) -> api.Target:
+    def target(self, dirfd: int, address: int, flags: int) -> "api.Target":
         """A path, or the fd itself for AT_EMPTY_PATH with an empty path."""
         if flags & AT_EMPTY_PATH:
             path = self.tracee.read_path(address, empty_ok=True)
@@ -147,11 +148,11 @@ class Context:
             raise CallError(errno.E2BIG)
         return layout.unpack_from(raw)
 
-    def fd(self, fd: int) -> api.OpenFile:
+    def fd(self, fd: int) -> "api.OpenFile":
         """The fd argument of a call that takes any fd, O_PATH ones included."""
         return self.tracee.take_fd(signed32(fd))
 
-    def open_file(self, fd: int) -> api.OpenFile:
+    def open_file(self, fd: int) -> "api.OpenFile":
         """The fd of a call that acts on an open file only: O_PATH fds are EBADF."""
         return self.tracee.take_fd(signed32(fd), path_ok=False)
 

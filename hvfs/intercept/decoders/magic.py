@@ -11,24 +11,24 @@ through the tracee protocol (``tracee.py``) and nothing else.
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
 from hvfs import api
 from hvfs._sys.abi import AT_FDCWD
 from hvfs.api.magic import OWN_FD_LINK, normal
 from hvfs.intercept.decoders.tracee import Tracee
+from hvfs.patterns import pattern
 
 if TYPE_CHECKING:  # the messages load with a first request (hvfs.api)
     from hvfs.api import OpenFile, VmPath
 
 # The caller's own magic links: glibc's lchmod and fchmodat(AT_SYMLINK_NOFOLLOW) chmod
 # "/proc/self/fd/N", and O_TMPFILE files are linked in through such paths.
-_PROC_SELF = re.compile(r"^/proc/(?:self|thread-self)/(?P<link>fd/(?P<fd>\d+)|cwd|root)(?P<rest>/.*)?$")
-_SELF = re.compile(r"^/proc/(self|thread-self)(?=/|$)")
+_PROC_SELF = pattern(r"^/proc/(?:self|thread-self)/(?P<link>fd/(?P<fd>\d+)|cwd|root)(?P<rest>/.*)?$")
+_SELF = pattern(r"^/proc/(self|thread-self)(?=/|$)")
 # The VM's /dev links to the caller's fds (hvfs.manager.sources.devices), recognised as
 # such while they still are those links.
-_DEV_FD = re.compile(r"^/dev/fd/(\d+)$")
+_DEV_FD = pattern(r"^/dev/fd/(\d+)$")
 _DEV_STDIO = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
 
 

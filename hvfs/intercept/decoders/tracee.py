@@ -22,7 +22,8 @@ Contract, for every implementation:
 * Nothing here changes the thread: an fd taken is duplicated, never removed.
 """
 
-from __future__ import annotations
+# Annotations evaluated, not ``from __future__ import annotations``: a NamedTuple's string
+# annotations are compiled one by one at import (tests/test_startup.py).
 
 import os
 from typing import TYPE_CHECKING, NamedTuple, Protocol
@@ -74,7 +75,7 @@ class Tracee(Protocol):
 
     # Files.
 
-    def take_fd(self, fd: int, *, path_ok: bool = True) -> OpenFile:
+    def take_fd(self, fd: int, *, path_ok: bool = True) -> "OpenFile":
         """The thread's ``fd``, duplicated into the manager (the tracee closes it once the
         call is answered): EBADF if it has no such fd, or if it is an O_PATH fd and
         ``path_ok`` is False (calls that act on an open file only, as the kernel's)."""
@@ -100,12 +101,12 @@ class Tracee(Protocol):
 
     # Who the thread is.
 
-    def credentials(self) -> Credentials:
+    def credentials(self) -> "Credentials":
         """Its credentials now (fsuid, fsgid, groups, umask, capabilities), as the manager's
         user namespace numbers the ids."""
         ...
 
-    def caller(self, vm: str) -> Caller:
+    def caller(self, vm: str) -> "Caller":
         """Who asks, for a request of the VM ``vm``: this thread and its ``credentials``."""
         ...
 
