@@ -51,7 +51,8 @@
 #define STAT_STATX_RESERVED 0x80000000u
 
 /* RULE_SERVED's arg: from CALL_OPEN on serve_open's (an unlink, served_mutate.h's; a fd metadata change,
- * served_fdmeta.h's), from CALL_READLINK on serve_link's (served_link.h) */
+ * served_fdmeta.h's), from CALL_READLINK on serve_link's (served_link.h), from CALL_MKDIR on
+ * serve_path_change's (served_pathmeta.h: a mkdir or rmdir, a metadata change by path) */
 enum { CALL_STAT, CALL_LSTAT, CALL_NEWFSTATAT, CALL_STATX, CALL_OPEN, CALL_OPENAT, CALL_CREAT, CALL_UNLINK, CALL_UNLINKAT,
        CALL_FCHMOD, CALL_FCHOWN, CALL_UTIMENSAT, CALL_READLINK, CALL_READLINKAT, CALL_ACCESS, CALL_FACCESSAT,
        CALL_FACCESSAT2, CALL_MKDIR, CALL_MKDIRAT, CALL_RMDIR, CALL_CHMOD, CALL_FCHMODAT, CALL_CHOWN, CALL_LCHOWN,

@@ -39,7 +39,7 @@ A quiet VM's write-open (open, openat, creat; a file created too), by a plain pa
 as ``direct.open_writable`` serves it, its change-set note queued by C without the GIL
 (``ChangeSet.c_note``; hvfs/_native/served_write.h says what is declined: an audited VM's, a symlink on
 the way among others), in the default profile too, where nothing else is served in C
-(compiled.py gives it SERVED rules for the opens and unlinks alone). So is its unlink of a
+(compiled.py gives it SERVED rules for the ``WRITE_CALLS`` alone). So is its unlink of a
 plain path (unlink, unlinkat without AT_REMOVEDIR), as ``names.handle_unlink`` serves it
 (hvfs/_native/served_mutate.h), and its metadata changes through an fd of a file on its
 writable view's own mounts (fchmod, fchown and futimens, utimensat of an fd with no path, as
