@@ -413,7 +413,7 @@ class Group:
         """Close the exited VM's views and let its sources (taken under ``used``) go."""
         running.context.close()  # with the shim's copies still open: its end unmounts them
         running.process.hang_up()
-        self.pool.drop(used)
+        self.pool.drop(used, running.process.let_mounts_go)
         for fd in record.kept:
             with contextlib.suppress(OSError):
                 os.close(fd)

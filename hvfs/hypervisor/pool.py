@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hvfs import deferred
@@ -85,8 +86,10 @@ class SourcePool:
                     return path
         return None
 
-    def drop(self, user: str) -> None:
-        """The VM ``user`` is gone (its views closed): release what only it used."""
+    def drop(self, user: str, views_gone: Callable[[], None] | None = None) -> None:
+        """The VM ``user`` is gone (its views closed): release what only it used.
+        ``views_gone`` lets go of the VM's last hold on its views (its pid 1's mount
+        namespace), called first when a source released waits for its views."""
         with self._lock:
             done = [source for _, source in self._private.pop(user, [])]
             for name, shared in list(self._named.items()):
@@ -96,6 +99,8 @@ class SourcePool:
                     self._released[name] += 1
                     done.append(shared.source)
             self._released_total += len(done)
+        if views_gone is not None and any(source.waits_for_views for source in done):
+            views_gone()
         self._release(done)
 
     def close(self) -> None:

@@ -209,9 +209,7 @@ class VmProcess:
         has hung up (only a child of ours). Held until now, the namespace is torn down here,
         after a caller's tell of the exit, rather than in pid 1's exit, before the shim
         hears of it (native/init/main.c)."""
-        if self.mounts is not None:
-            mounts, self.mounts = self.mounts, None
-            os.close(mounts)
+        self.let_mounts_go()
         if self.ours:
             with contextlib.suppress(ChildProcessError):
                 while True:
@@ -220,6 +218,12 @@ class VmProcess:
                         break
                     except InterruptedError:
                         continue
+
+    def let_mounts_go(self) -> None:
+        """Close pid 1's mount namespace, held since its boot (``reap`` does, if not yet)."""
+        if self.mounts is not None:
+            mounts, self.mounts = self.mounts, None
+            os.close(mounts)
 
     def _receive_until(self, kind: Msg) -> tuple[Message, list[int]]:
         """The next message of ``kind``, from pid 1 or the launcher, whichever sends it;

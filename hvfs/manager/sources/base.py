@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import os
 from dataclasses import dataclass
+from typing import ClassVar
 
 from hvfs._sys import mount as m
 from hvfs.errors import HvfsError
@@ -124,6 +125,11 @@ class Source(abc.ABC):
         mounted or overlaid so), ENOMEM or ENOSPC (no room for a memory file system or a
         copy-on-write layer), EMFILE.
         """
+
+    # Whether ``release`` waits for the file system to be unmounted everywhere (a FUSE
+    # client's clean stop): the VM's last hold on its views, its pid 1's mount namespace,
+    # is then let go before it (hvfs.hypervisor.pool.Pool.drop), not after the exit is told.
+    waits_for_views: ClassVar[bool] = False
 
     def release(self) -> None:  # noqa: B027 (optional: most sources hold nothing)
         """Give back what the source holds across VMs (the tree of a memory file system,

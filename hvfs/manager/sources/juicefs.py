@@ -87,6 +87,7 @@ def _last_error(text: str) -> str:
 
 class JuiceFSSource(Source):
     kind = "juicefs"
+    waits_for_views = True  # the client ends at SIGTERM once its mount is gone everywhere
 
     def __init__(
         self,
