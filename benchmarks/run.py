@@ -118,6 +118,7 @@ class Session:
             (w.key, r.key): new_case(w, r) for w in workloads for r in runners if r.accepts(w.key, w.skip_runners)
         }
         self.memory: dict[str, dict[str, dict[str, int | None]]] = {}
+        self.work_owner = "0:0"  # "UID:GID" WORK was last given to (fixtures.give_work)
 
     def run_once(
         self, workload: Workload, runner: Runner, sample_peak: bool = False, via_time: bool = False
@@ -127,8 +128,12 @@ class Session:
         process; ``via_time`` runs it under /usr/bin/time for the peak of the whole tree."""
         if workload.reset is not None:
             workload.reset(self.layout)
-        if runner.user:
-            fixtures.give_work(self.layout, runner.user)
+        # A user runner's VM must own WORK; every other runner gets it back as root's: bubblewrap's
+        # root, in a user namespace that maps only itself, may not write a tree of uid 1000's.
+        owner = runner.user or "0:0"
+        if runner.user or owner != self.work_owner:
+            fixtures.give_work(self.layout, owner)
+            self.work_owner = owner
         # Write back what earlier runs left dirty, so that no run pays for another's I/O.
         os.sync()
         stats = self.layout.scratch / "stats.json" if runner.counts_traps else None
