@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
@@ -54,9 +53,6 @@ _fsconfig = typed_syscall("fsconfig", ctypes.c_int, ctypes.c_uint, ctypes.c_char
 _fsmount = typed_syscall("fsmount", ctypes.c_int, ctypes.c_uint, ctypes.c_uint)
 
 
-_OCTAL = re.compile(rb"\\([0-7]{3})")
-
-
 def _bytes(value: str | bytes | None) -> bytes | None:
     return None if value is None else os.fsencode(value)
 
@@ -71,10 +67,17 @@ def mount_points_below(path: str) -> tuple[str, ...]:
             points = [line.split(b" ")[4] for line in table]
     except (OSError, IndexError):
         return ()
-    # The table escapes a space, tab, newline and backslash in a path as \ooo.
-    below = (_OCTAL.sub(lambda match: bytes([int(match[1], 8)]), point) for point in points)
+    below = (_unescaped(point) for point in points)
     found = {os.fsdecode(point[len(prefix) :]) for point in below if point.startswith(prefix)}
     return tuple(sorted(found - {""}))  # a point mounted over twice is named once
+
+
+def _unescaped(point: bytes) -> bytes:
+    """A path as /proc/self/mountinfo shows it, with the kernel's four escapes (a space, tab,
+    newline and backslash as \\ooo) undone; the backslash last, so no other is made."""
+    for escape, char in ((b"\\040", b" "), (b"\\011", b"\t"), (b"\\012", b"\n"), (b"\\134", b"\\")):
+        point = point.replace(escape, char)
+    return point
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
