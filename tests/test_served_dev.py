@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Hvfs, chown_to, state_dir
-from tests.served_probe import ATTEMPT, both_ways, run_probe, snapshot
+from tests.served_probe import ATTEMPT, AUDIT, audit_records, both_ways, run_probe, snapshot
 
 PROBE = (
     r"""
@@ -162,3 +162,19 @@ def test_a_rootless_vms_device_write_open_answers_as_the_python_path(
 ) -> None:
     assert rootless.user is not None
     _expected(_compared(rootless, shared_tmp, rootless.user, *(("--default",) if profile == "default" else ())), True)
+
+
+def test_an_audited_vms_device_write_opens_are_pythons_and_recorded_alike(hvfs: Hvfs, tmp_path: Path) -> None:
+    """An audited VM's continued write-open is recorded by the Python path ("continued"): C
+    declines it, so both runs record the same events and C continues none of them."""
+    runs = []
+    for way, place in both_ways(hvfs, _in_python(hvfs), tmp_path, None):
+        _volume(place, None)
+        answers, stats, _ = run_probe(way, place, "--default", "--audit", AUDIT)
+        opens = [r for r in audit_records(place) if r.get("operation") == "open"]
+        runs.append((answers, opens, stats))
+    (in_c, c_opens, c_stats), (in_python, python_opens, python_stats) = runs
+    assert in_c == in_python and c_opens == python_opens
+    assert sum(r.get("paths") == ["/dev/null"] and r.get("result") == "continued" for r in c_opens) >= 10, c_opens
+    assert c_stats["compiled"].get("open_continued", 0) == 0, c_stats
+    assert c_stats["requests"]["open"] == python_stats["requests"]["open"]
