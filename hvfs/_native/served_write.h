@@ -29,7 +29,8 @@
  * hook (quiet[0] and quiet[1] off); O_PATH, O_TMPFILE, a
  * read-only access mode (O_CREAT or O_TRUNC alone: opening.py's probe);
  * a path (with its base) naming "proc", "pts" or "dev" (kernel_paths, /dev's devices, magic
- * links to the caller's own files), a path that is not plain, a base Python would find
+ * links to the caller's own files; served_dev.h continues a character device under /dev
+ * among them, as Python would), a path that is not plain, a base Python would find
  * otherwise (ForeignBase, a deleted or foreign directory); a caller whose credentials are not
  * published; and every failed open: ENOENT (without O_CREAT, or a missing directory), EEXIST
  * (a file made meanwhile; for O_EXCL, anything but a regular file there: a symlink, a
