@@ -50,13 +50,12 @@ def test_a_continued_dev_null_write_open_flipped_to_a_vm_file_never_writes_it(
 
     record = json.loads(stats.read_text())
     served = record["requests"]["open"].get("served", 0)
-    print(attacker.variant, outcome.report, record.get("compiled"), record["requests"]["open"])  # the report's figures
     written = {name: outcome.count(f"served_{kind}") for name, kind in (("a", "file"), ("b", "magic"), ("c", "link"))}
     for name, count in written.items():
         assert (volume / name).read_text() == CONTENT + "X" * count, (name, outcome.report)
     assert sum(written.values()) <= served, (record["requests"], outcome.report)
     diff = re.findall(r"^[ACD] (/\S+)$", outcome.stdout + outcome.stderr, re.MULTILINE)
     assert all(("/vol/" + name in diff) == (count > 0) for name, count in written.items()), (diff, written)
-    if not attacker.variant.endswith("-python"):
+    if not attacker.variant.endswith("-python") and record.get("driver") != "ptrace":  # ptrace: Python's
         compiled = record["compiled"]
         assert isinstance(compiled, dict) and compiled.get("open_continued", 0) > 0, compiled  # C continued them
