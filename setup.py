@@ -35,6 +35,7 @@ HOTPATH = Extension(
             "served_audit",
             "served_switch",
             "served_write",
+            "served_dev",
             "served_mutate",
             "served_fdmeta",
             "served_link",

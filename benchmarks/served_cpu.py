@@ -1,5 +1,6 @@
 """The manager's CPU per served read-only open, per served stat, per readlink and access
-(served_link.h), per write-open of a file that exists, per O_CREAT|O_EXCL creation with its
+(served_link.h), per write-open of a file that exists, per write-open of /dev/null
+(continued: served_dev.h), per O_CREAT|O_EXCL creation with its
 unlink (one pair) and per fchmod, fchown and futimens of a file the VM opened for writing
 (tar's calls), with the C loop
 serving them and with ``HVFS_SERVED_STAT=0`` (the Python path, which also turns served
@@ -37,6 +38,7 @@ PROGRAMS = {
     "readlink": "os.readlink(l)",  # l: a symlink to f (served_link.h)
     "access": "os.access(p, os.R_OK)",  # python's imports' call, with the caller's real ids
     "open w": "fd = os.open(p, os.O_WRONLY); os.close(fd)",  # a write-open of a file that exists (served_write.h)
+    "dev w": "fd = os.open('/dev/null', os.O_WRONLY); os.close(fd)",  # W8c's, continued (served_dev.h)
     # W3's pair (tar's creation, rm's unlink: served_write.h, served_mutate.h): the figure is per pair
     "excl+unlink": "fd = os.open(p + 'x', os.O_WRONLY | os.O_CREAT | os.O_EXCL); os.close(fd); os.unlink(p + 'x')",
     # W3's metadata calls on the file tar made (served_fdmeta.h), on ``w``, opened for writing once

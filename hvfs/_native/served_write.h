@@ -29,7 +29,8 @@
  * hook (quiet[0] and quiet[1] off); O_PATH, O_TMPFILE, a
  * read-only access mode (O_CREAT or O_TRUNC alone: opening.py's probe);
  * a path (with its base) naming "proc", "pts" or "dev" (kernel_paths, /dev's devices, magic
- * links to the caller's own files), a path that is not plain, a base Python would find
+ * links to the caller's own files; served_dev.h continues a character device under /dev
+ * among them, as Python would), a path that is not plain, a base Python would find
  * otherwise (ForeignBase, a deleted or foreign directory); a caller whose credentials are not
  * published; and every failed open: ENOENT (without O_CREAT, or a missing directory), EEXIST
  * (a file made meanwhile; for O_EXCL, anything but a regular file there: a symlink, a
@@ -55,12 +56,15 @@
 #ifndef HVFS_SERVED_WRITE_H
 #define HVFS_SERVED_WRITE_H
 
+#include "served_dev.h" /* serve_dev_write: a write-open of a device under /dev, continued */
+
 #define SERVED_WRITABLE (1u << 31) /* in *newfd_flags, never the kernel's: install_served's order */
 
 /* A mutation's path as read once from the caller (write_open.h read_write_path's buffers). */
 struct write_path {
     char path[PATH_MAX_BYTES + 1], base[PATH_MAX_BYTES + 1], whole[2 * PATH_MAX_BYTES + 2];
     struct stat identity;
+    int by_text; /* 1: read whole, declined by its text alone (read_write_path's -2): served_dev.h's */
 };
 
 /* What a mutation served here (serve_write, served_mutate.h's serve_unlink) needs before it
@@ -76,6 +80,7 @@ write_request(const struct stat_context *c, int listener, const struct seccomp_n
     if (!published_caller(c, notif->pid, a))
         return DECLINED;
     int made = read_write_path(notif->pid, dirfd, path_at, p->path, p->base, p->whole, &p->identity);
+    p->by_text = made == -2;
     if (made <= 0)
         return DECLINED;
     uint64_t id = notif->id;
@@ -96,7 +101,10 @@ serve_write(const struct stat_context *c, int listener, const struct seccomp_not
     struct acting a = {0};
     struct write_path p; /* its buffers filled by the read; identity only for a relative path */
     p.identity = (struct stat){0};
+    p.by_text = 0;
     int made = write_request(c, listener, notif, dirfd, path_at, &a, &p), fd = -1, existed;
+    if (made == DECLINED && p.by_text) /* a device under /dev, continued there */
+        return serve_dev_write(c, listener, notif, p.path, flags, &a, resp);
     if (made <= 0)
         return made < 0 ? GONE : DECLINED;
     int opened = open_writable(c->rw_root, p.path, p.base, &p.identity, flags, creation_mode, &a, &fd, &existed);

@@ -255,8 +255,9 @@ write_base(int rw_root, const char *base, const struct stat *identity)
 
 /* The path of a write-open (path_at from dirfd), read once from tid's memory into path, and,
  * for a relative one, its base's text (base) and identity: resolve.plain_name's whole text
- * into whole, its length; -1 for anything Python must look at (a path that is not plain,
- * names "proc", "pts" or "dev", is malformed or empty, a base read_base refuses). Safe
+ * into whole, its length; -1 for anything Python must look at (malformed or empty, a base
+ * read_base refuses), -2 where that is the text alone (path read whole, NUL-terminated: one
+ * that is not plain, or names "proc", "pts" or "dev"; served_dev.h looks at those). Safe
  * because: process_vm_readv writes only within our buffer; the bytes are opened as read,
  * whatever the caller's memory holds by then. */
 static int
@@ -277,9 +278,9 @@ read_write_path(pid_t tid, int32_t dirfd, uint64_t path_at, char path[PATH_MAX_B
             return -1;
         made = snprintf(whole, size, base[strlen(base) - 1] == '/' ? "%s%s" : "%s/%s", base, path);
     }
-    if (made <= 0 || (size_t)made >= size || !plain_write_path(whole, (size_t)made))
+    if (made <= 0 || (size_t)made >= size)
         return -1;
-    return made;
+    return plain_write_path(whole, (size_t)made) ? made : -2;
 }
 
 /* Whether path (from dir, resolved as the open was, no symlink on the way) names a regular

@@ -44,8 +44,13 @@ plain path (unlink, unlinkat without AT_REMOVEDIR), as ``names.handle_unlink`` s
 (hvfs/_native/served_mutate.h), and its metadata changes through an fd of a file on its
 writable view's own mounts (fchmod, fchown and futimens, utimensat of an fd with no path, as
 ``attrs.handle_chmod``, ``handle_chown`` and ``handle_utimens`` through ``world.own_object``
-serve them: hvfs/_native/served_fdmeta.h; a utimensat of a path is Python's).
-``HVFS_SERVED_WRITE=0`` turns those off alone.
+serve them: hvfs/_native/served_fdmeta.h; a utimensat of a path is Python's). A
+write-open of a character device under /dev (/dev/null: every shell redirect) is continued
+there as ``opening._open_writable`` continues it, where the VM's root and the writable view
+both resolve the plain absolute path to that one device, no magic link crossed
+(hvfs/_native/served_dev.h, which also says why a second thread's flip of the path after
+the check reaches nothing: the boot view is read-only). ``HVFS_SERVED_WRITE=0`` turns those
+off alone.
 
 A relative path's base directory, found by its text and checked to be the caller's, is kept
 open from one stat or read-only open to the next while the C loop answers, and used again

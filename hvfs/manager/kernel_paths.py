@@ -17,7 +17,11 @@ mount. So a change is never let through a magic link:
   /proc/thread-self by the caller's numbers, which name the same for the manager.
 
 What the kernel then re-reads on CONTINUE is the VM's memory again; DESIGN.md says what
-that leaves open.
+that leaves open, and hvfs/_native/served_dev.h why a continued write-open (a device
+under /dev, which the C loop continues once resolved as ``check`` resolves it) reaches
+nothing whatever path the kernel reads then: every mount of the boot view is read-only, a
+magic link reaches only what the VM holds open, a read-only fd from a read-only mount
+(tests/adversarial/test_served_dev_races.py).
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ static void *flip(void *unused) {
 }
 
 /* The buffers for a plain FORBIDDEN target: the allowed NAME spelt absolute or relative as it is. */
-static void flip_aim(const char *volume, const char *target, const char *name) {
+static inline void flip_aim(const char *volume, const char *target, const char *name) {
     snprintf(forbidden, sizeof forbidden, "%s", target);
     if (target[0] == '/')
         snprintf(allowed, sizeof allowed, "%s/%s", volume, name);

@@ -1,0 +1,107 @@
+/* A write-open of a character device under /dev (open, openat, creat), continued by the C
+ * receive loop as the Python path continues it (issue 14: /dev/null written to by every
+ * shell redirect, 40 µs a time through Python). tests/test_served_dev.py holds it to the
+ * Python path, tests/adversarial/test_served_dev_races.py to the invariant.
+ *
+ * The Python path (hvfs/manager/handlers/opening.py handle_open, _open_writable): a path
+ * under /dev skips the one-call open (_under_dev) and is probed O_PATH in the writable view
+ * (whose /dev holds the same nodes as the VM's, nodev); a character device found there is
+ * left to the kernel (_continued), whatever the flags (O_CREAT and O_TRUNC included: the
+ * kernel opens the node, EEXIST for O_EXCL); a failed probe goes on to kernel_paths.check.
+ *
+ * Continued here, counted as the manager counts it ("open", "continued": nothing else is
+ * recorded, no change noted, trail untouched), only where both say it is one character
+ * device: an absolute path, read once, that is plain (no "//", "/./", "/../", last "/",
+ * "/." or "/..") and under /dev/, naming none of the caller's own files nor a kernel mount
+ * by its text (a component "fd", "pts", "proc", nor /dev/stdin|stdout|stderr: the decoder's
+ * and is_kernel_path's names); in a quiet VM (no hook, audit, fault rule, scanner: quiet[0];
+ * an audited VM's event is Python's) whose reads no service judges (a writable view) and a
+ * published caller, ID_VALID after the read; then, as the caller, resolved O_PATH (with the
+ * caller's O_NOFOLLOW) in the VM's root with RESOLVE_IN_ROOT|RESOLVE_NO_MAGICLINKS, as
+ * kernel_paths.check resolves it (no magic link crossed: ELOOP), and in the writable view
+ * alike, each a character device and the same one (st_rdev). Anything else is declined
+ * before any answer: Python serves it from the start, as today.
+ *
+ * Security: CONTINUE makes the kernel read the path again from the VM's memory, where
+ * another thread may have written another path since it was read here, and open whatever
+ * that names, in the VM's boot view, as the caller. So nothing above is what keeps the VM
+ * in; the boot view is (the same holds of the Python path's own CONTINUE of this request,
+ * and of every read it continues). What a write-open there can reach, whatever its path:
+ * - a regular file, directory or symlink of any mount of the boot view: every one is
+ *   read-only and locked (DESIGN.md), so EROFS; the flags are the register's (open, openat,
+ *   creat), which the VM cannot change after the check, so no O_CREAT or O_TMPFILE appears;
+ * - /dev: a read-only tmpfs whose devices are the harmless character devices bound in
+ *   (sources/devices.py: null, zero, full, random, urandom, tty); writing to one is content
+ *   I/O to a device, which the Python path lets through the same way; /dev/shm read-only;
+ * - the VM's own procfs and devpts: the VM's own processes and terminals (what it may write
+ *   there it may write through any path the Python path continues);
+ * - a magic link (/proc/self/fd/N, /proc/PID/fd/N of the VM's processes, map_files, cwd):
+ *   only files the VM holds open already. Those the manager hands out read-only are opened
+ *   on the read-only twin of their view (opening.py _hand_out), so reopening one for writing
+ *   fails with EROFS; a writable one is a file the manager opened for writing already and
+ *   noted in the change set then; stdio are pipes or a pty, never a host file (DESIGN.md,
+ *   "Inherited fds"), a VM-made memfd or pipe is the VM's own.
+ * tests/adversarial/test_served_dev_races.py flips the path between /dev/null and a file on
+ * the writable volume, a magic link to a read-only fd of a WORK file, and a symlink to one,
+ * and finds the WORK file unchanged but through the manager.
+ *
+ * Not served here: openat2 (never served in C), relative paths, the ptrace driver's loop. */
+#ifndef HVFS_SERVED_DEV_H
+#define HVFS_SERVED_DEV_H
+
+#include "served_names.h" /* has_component */
+
+/* Whether path (NUL-terminated) is a plain absolute path under /dev/ that names none of the
+ * caller's own files nor a kernel mount by its text (the header's list). */
+static int
+dev_path(const char *path)
+{
+    size_t length = strlen(path);
+    if (length <= 5 || memcmp(path, "/dev/", 5) != 0 || path[length - 1] == '/' || strstr(path, "//") ||
+        strstr(path, "/./") || strstr(path, "/../") || ends_with(path, length, "/.") || ends_with(path, length, "/.."))
+        return 0;
+    if (has_component(path, "fd") || has_component(path, "pts") || has_component(path, "proc"))
+        return 0;
+    return strcmp(path, "/dev/stdin") != 0 && strcmp(path, "/dev/stdout") != 0 && strcmp(path, "/dev/stderr") != 0;
+}
+
+/* The character device path names in root (as the caller, already switched), resolved as
+ * the header says: its st_rdev + 1, or 0 where it is none (any failure included). */
+static uint64_t
+char_device_at(int root, const char *path, uint64_t nofollow)
+{
+    long fd = scoped_openat2(root, path, O_PATH | nofollow, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
+    if (fd < 0)
+        return 0;
+    struct stat st;
+    int found = fstat((int)fd, &st) == 0 && S_ISCHR(st.st_mode);
+    close((int)fd);
+    return found ? (uint64_t)st.st_rdev + 1 : 0;
+}
+
+/* Continues the write-open (flags: the register's, masked) of path, read once from the
+ * caller whose published credentials are *a, as the header says: ANSWER (continued), GONE,
+ * or DECLINED. Without the GIL. */
+static int
+serve_dev_write(const struct stat_context *c, int listener, const struct seccomp_notif *notif, const char *path,
+                uint64_t flags, struct acting *a, struct seccomp_notif_resp *resp)
+{
+    if (!__atomic_load_n(c->quiet, __ATOMIC_ACQUIRE) || c->vm_root < 0 || c->rw_root < 0 || !dev_path(path))
+        return DECLINED;
+    uint64_t id = notif->id;
+    if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) < 0)
+        return GONE;
+    if (act_switch(a) < 0)
+        return DECLINED;
+    uint64_t nofollow = flags & O_NOFOLLOW;
+    uint64_t device = char_device_at(c->vm_root, path, nofollow);
+    int same = device != 0 && char_device_at(c->rw_root, path, nofollow) == device;
+    act_restore(a);
+    if (!same)
+        return DECLINED;
+    resp->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+    c->counts[SERVED_OUTCOMES * COUNTS_OPEN + SERVED_CONTINUED]++;
+    return ANSWER;
+}
+
+#endif

@@ -1,0 +1,61 @@
+"""A write-open of /dev/null continued by the manager, its path flipped by a second thread
+(issue 14: the C loop continues a write-open of a character device under /dev,
+hvfs/_native/served_dev.h; the Python path continues it too).
+
+CONTINUE makes the kernel read the path again, so the flip can make it open another file
+than the one the manager looked at: a file on the writable volume (``a``), a magic link to a
+read-only fd of a volume file (``b``), a symlink to a volume file (``c``). What keeps the
+VM in is its boot view, read-only: the kernel's write-open of any of them fails (EROFS),
+and a write reaches a volume file only through the manager, which serves it when it reads
+the flipped path itself (a plain open, the symlink followed, the magic link reopened:
+reopening.py) and notes it. From the host: each file holds its content and one "X" for
+each write-open the manager served of it (the program's count, bounded by the manager's
+own count of served opens), never an "E" (a write through an fd of the VM's own mounts),
+and is in ``hvfs diff`` exactly when written. ``--stats`` shows the C loop
+continued write-opens meanwhile; the Python path (the ``-python`` variants) is held alike.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.adversarial.conftest import ATTACK_VARIANTS, Attacker
+
+# The Python path's own CONTINUE of this request too (HVFS_NATIVE=0): the same wall holds it.
+pytestmark = pytest.mark.parametrize("attacker", ATTACK_VARIANTS, indirect=True)
+
+CONTENT = "work file\n"
+
+
+def test_a_continued_dev_null_write_open_flipped_to_a_vm_file_never_writes_it(
+    attacker: Attacker, shared_tmp: Path
+) -> None:
+    volume = shared_tmp / "vol"
+    volume.mkdir()
+    for name in ("a", "b", "c"):
+        (volume / name).write_text(CONTENT)
+    (volume / "link").symlink_to("/vol/c")
+    attacker.give(volume, *(volume / name for name in ("a", "b", "c")))
+    stats = shared_tmp / "stats.json"
+    options = ("--diff", "--stats", str(stats), "-v", f"{volume}:/vol")
+    outcome = attacker.run("dev_flip", "/vol", "file", "magic", "link", options=options)
+    assert outcome.code == 0, outcome.stderr
+    assert outcome.count("escapes") == 0 and outcome.count("odd") == 0, outcome.report
+    assert outcome.count("tries") >= 1000 and outcome.count("inside") > 0, outcome.report
+    assert outcome.count("erofs") > 0, outcome.report  # the race ran: the kernel opened the flipped path
+
+    record = json.loads(stats.read_text())
+    served = record["requests"]["open"].get("served", 0)
+    written = {name: outcome.count(f"served_{kind}") for name, kind in (("a", "file"), ("b", "magic"), ("c", "link"))}
+    for name, count in written.items():
+        assert (volume / name).read_text() == CONTENT + "X" * count, (name, outcome.report)
+    assert sum(written.values()) <= served, (record["requests"], outcome.report)
+    diff = re.findall(r"^[ACD] (/\S+)$", outcome.stdout + outcome.stderr, re.MULTILINE)
+    assert all(("/vol/" + name in diff) == (count > 0) for name, count in written.items()), (diff, written)
+    if not attacker.variant.endswith("-python") and record.get("driver") != "ptrace":  # ptrace: Python's
+        compiled = record["compiled"]
+        assert isinstance(compiled, dict) and compiled.get("open_continued", 0) > 0, compiled  # C continued them

@@ -1,0 +1,180 @@
+"""A write-open of a character device under /dev, continued by the C receive loop
+(hvfs/_native/served_dev.h), answers, counts and changes exactly what the Python path does
+(``HVFS_SERVED_WRITE=0``: a manager of its own): every case below, continued in C or declined
+to Python, gives the same answer, the same bytes written (or errno), the same request counts,
+the same files and the same ``hvfs diff``, in the default and the strict profile, as root, as
+a VM user and rootless; and C continued the plain ones, the Python run none."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Hvfs, chown_to, state_dir
+from tests.served_probe import ATTEMPT, AUDIT, audit_records, both_ways, run_probe, snapshot
+
+PROBE = (
+    r"""
+import ctypes, errno, fcntl, json, os, stat
+libc = ctypes.CDLL(None, use_errno=True)
+AT_FDCWD = -100
+W, RW, C, T, X, NF = os.O_WRONLY, os.O_RDWR, os.O_CREAT, os.O_TRUNC, os.O_EXCL, os.O_NOFOLLOW
+
+def opened(path, flags, mode=0o644, dirfd=AT_FDCWD, creat=False):
+    fd = libc.creat(path.encode(), mode) if creat else libc.openat(dirfd, path.encode(), flags, mode)
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "open")
+    try:
+        st = os.fstat(fd)
+        try:
+            wrote = os.write(fd, b"marker\n")
+        except OSError as e:
+            wrote = -e.errno
+        kind = "chr" if stat.S_ISCHR(st.st_mode) else "reg" if stat.S_ISREG(st.st_mode) else oct(st.st_mode)
+        return [kind, os.major(st.st_rdev), os.minor(st.st_rdev), fcntl.fcntl(fd, fcntl.F_GETFL), wrote]
+    finally:
+        os.close(fd)
+"""
+    + ATTEMPT
+    + r"""
+held = os.open("/data/file", os.O_WRONLY | os.O_APPEND)
+null = os.open("/dev/null", os.O_RDONLY)
+cases = {
+    "null": lambda: opened("/dev/null", W),
+    "null_creat_trunc": lambda: opened("/dev/null", W | C | T),
+    "null_excl": lambda: opened("/dev/null", W | C | X),
+    "null_rdwr": lambda: opened("/dev/null", RW),
+    "null_nofollow": lambda: opened("/dev/null", W | NF),
+    "null_creat_call": lambda: opened("/dev/null", 0, creat=True),
+    "zero": lambda: opened("/dev/zero", RW),
+    "full": lambda: opened("/dev/full", W),
+    "urandom": lambda: opened("/dev/urandom", W),
+    "tty": lambda: opened("/dev/tty", W),
+    "symlink_to_null": lambda: opened("/data/to_null", W),
+    "nofollow_symlink": lambda: opened("/data/to_null", W | NF),
+    "dev_symlink_nofollow": lambda: opened("/dev/stdout", W | NF),
+    "ptmx": lambda: opened("/dev/ptmx", RW | os.O_NOCTTY),
+    "missing": lambda: opened("/dev/missing", W),
+    "missing_creat": lambda: opened("/dev/made", W | C, 0o600),
+    "missing_dir": lambda: opened("/dev/nodir/null", W),
+    "a_directory": lambda: opened("/dev/shm", W),
+    "trailing_slash": lambda: opened("/dev/null/", W),
+    "double_slash": lambda: opened("/dev//null", W),
+    "dotdot": lambda: opened("/dev/../dev/null", W),
+    "relative": lambda: opened("null", W, dirfd=os.open("/dev", os.O_RDONLY | os.O_DIRECTORY)),
+    "dev_fd": lambda: opened(f"/dev/fd/{held}", W | os.O_APPEND),
+    "proc_fd_writable": lambda: opened(f"/proc/self/fd/{held}", W | os.O_APPEND),
+    "proc_fd_null": lambda: opened(f"/proc/self/fd/{null}", W),
+}
+answers = {}
+for name, case in cases.items():
+    answers[name] = attempt(case)
+    answers[name + "_again"] = attempt(case)  # the first of a process may be Python's (credentials)
+print(json.dumps(answers))
+"""
+)
+
+# Continued in C: the /dev cases whose path is a plain one to a character device (each twice).
+C_CONTINUED_AT_LEAST = 16
+
+
+def _volume(root: Path, owner: int | str | None) -> Path:
+    data = root / "data"
+    data.mkdir(parents=True)
+    (data / "file").write_text("file content\n")
+    (data / "to_null").symlink_to("/dev/null")
+    (root / "ro").mkdir()
+    (root / "probe").mkdir()
+    (root / "probe" / "probe.py").write_text(PROBE)
+    for path in [root, root / "probe", root / "ro"]:
+        os.chmod(path, 0o755)
+    if owner is not None:
+        for path in [data, data / "file"]:
+            if isinstance(owner, int):
+                os.chown(path, owner, owner)
+            else:
+                chown_to(path, owner)
+    return data
+
+
+def _in_python(runner: Hvfs) -> Hvfs:
+    return runner.with_env(HVFS_SERVED_WRITE="0", HVFS_STATE_DIR=state_dir(runner.user, "no-served-write"))
+
+
+def _compared(runner: Hvfs, root: Path, owner: int | str | None, *options: str) -> dict[str, Any]:
+    """The probe run in C and on the Python path, each on a fresh volume: answers, request
+    counts, files and diffs compared; C's continued opens counted. The C run's answers."""
+    results = []
+    for way, place in both_ways(runner, _in_python(runner), root, owner):
+        data = _volume(place, owner)
+        answers, stats, diff = run_probe(way, place, *options)
+        results.append((answers, stats, diff, snapshot(data)))
+    (in_c, c_stats, c_diff, c_files), (in_python, python_stats, python_diff, python_files) = results
+    assert in_c == in_python
+    assert c_files == python_files and c_files["file"][3] == "file content\n" + "marker\n" * 4
+    assert c_diff == python_diff and "C /data/file" in c_diff, c_diff
+    assert ("A /dev/made" in c_diff) == (in_c["missing_creat"][0] == "ok"), c_diff
+    assert c_stats["requests"]["open"] == python_stats["requests"]["open"], (c_stats, python_stats)
+    # strict: C continues some read-only opens on both runs (served_stat.h serve_open)
+    continued = [stats["compiled"].get("open_continued", 0) for stats in (c_stats, python_stats)]
+    assert continued[0] - continued[1] >= C_CONTINUED_AT_LEAST, (c_stats, python_stats)
+    return in_c
+
+
+def _expected(in_c: dict[str, Any], as_root: bool) -> None:
+    """What the kernel answers each case with, whichever path continued it (VM root may
+    make a file in /dev, which the writable view holds; another user may not)."""
+    null = ["chr", 1, 3]
+    assert in_c["null"][0] == "ok" and in_c["null"][1][:3] == null and in_c["null"][1][4] == 7
+    assert in_c["null_creat_trunc"][1][:3] == null and in_c["null_creat_call"][1][:3] == null
+    assert in_c["null_excl"] == ["error", 17] and in_c["null_nofollow"][1][:3] == null
+    assert in_c["full"][1][4] == -28 and in_c["zero"][1][:3] == ["chr", 1, 5]  # ENOSPC
+    assert in_c["tty"] == ["error", 6]  # ENXIO: no controlling terminal
+    assert in_c["symlink_to_null"][1][:3] == null and in_c["nofollow_symlink"] == ["error", 40]
+    assert in_c["dev_symlink_nofollow"] == ["error", 40] and in_c["missing"] == ["error", 2]
+    assert in_c["missing_creat"][1][0] == "reg" if as_root else in_c["missing_creat"] == ["error", 13]
+    assert in_c["missing_dir"] == ["error", 2]
+    assert in_c["a_directory"] == ["error", 21] and in_c["trailing_slash"] == ["error", 20]
+    assert in_c["double_slash"][1][:3] == null and in_c["relative"][1][:3] == null
+    assert in_c["dev_fd"][1][0] == "reg" and in_c["proc_fd_writable"][1][0] == "reg"
+    assert in_c["proc_fd_null"] == ["error", 13]  # a read-only fd is not reopened for writing (reopening.py)
+    for name in [name for name in in_c if not name.endswith("_again")]:
+        assert in_c[name + "_again"][0] == in_c[name][0], name
+
+
+@pytest.mark.parametrize("profile", ["default", "strict"])
+@pytest.mark.parametrize("as_user", [False, True], ids=["root", "vm-user"])
+def test_a_device_write_open_answers_as_the_python_path(
+    hvfs: Hvfs, tmp_path: Path, as_user: bool, profile: str
+) -> None:
+    os.chmod(tmp_path, 0o755)
+    options = (*(("-u", "1000:1000") if as_user else ()), *(("--default",) if profile == "default" else ()))
+    _expected(_compared(hvfs, tmp_path, 1000 if as_user else None, *options), not as_user)
+
+
+@pytest.mark.rootless
+@pytest.mark.parametrize("profile", ["default", "strict"])
+def test_a_rootless_vms_device_write_open_answers_as_the_python_path(
+    rootless: Hvfs, shared_tmp: Path, profile: str
+) -> None:
+    assert rootless.user is not None
+    _expected(_compared(rootless, shared_tmp, rootless.user, *(("--default",) if profile == "default" else ())), True)
+
+
+def test_an_audited_vms_device_write_opens_are_pythons_and_recorded_alike(hvfs: Hvfs, tmp_path: Path) -> None:
+    """An audited VM's continued write-open is recorded by the Python path ("continued"): C
+    declines it, so both runs record the same events and C continues none of them."""
+    runs = []
+    for way, place in both_ways(hvfs, _in_python(hvfs), tmp_path, None):
+        _volume(place, None)
+        answers, stats, _ = run_probe(way, place, "--default", "--audit", AUDIT)
+        opens = [r for r in audit_records(place) if r.get("operation") == "open"]
+        runs.append((answers, opens, stats))
+    (in_c, c_opens, c_stats), (in_python, python_opens, python_stats) = runs
+    assert in_c == in_python and c_opens == python_opens
+    assert sum(r.get("paths") == ["/dev/null"] and r.get("result") == "continued" for r in c_opens) >= 10, c_opens
+    assert c_stats["compiled"].get("open_continued", 0) == 0, c_stats
+    assert c_stats["requests"]["open"] == python_stats["requests"]["open"]
