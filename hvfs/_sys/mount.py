@@ -72,6 +72,45 @@ def mount_points_below(path: str) -> tuple[str, ...]:
     return tuple(sorted(found - {""}))  # a point mounted over twice is named once
 
 
+def mounts_below(path: str) -> list[str] | None:
+    """The mounts strictly below the directory ``path`` in this thread's mount table, each
+    as "POINT DEVICE ROOT OPTIONS" (POINT relative to ``path``; the fields as
+    /proc/thread-self/mountinfo escapes them), in the table's order; None when ``path`` is
+    no directory or the table cannot be read. Mount ids are left out: a copy of a mount
+    namespace numbers its mounts anew, and what else a line says is the same in both.
+
+    ``path`` is resolved once, by the kernel (an O_PATH open): the directory's own path in
+    this namespace, which no symlink changed since, is what is looked for in the table.
+    native/client/run.c (``add_below``) says the same of the front's process."""
+    try:
+        fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        real = os.fsencode(os.readlink(f"/proc/thread-self/fd/{fd}"))
+        with open("/proc/thread-self/mountinfo", "rb") as table:
+            lines = table.read().splitlines()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    prefix = _escaped(real).rstrip(b"/") + b"/"
+    found = []
+    for line in lines:
+        fields = line.split(b" ", 6)
+        if len(fields) > 5 and fields[4].startswith(prefix) and len(fields[4]) > len(prefix):
+            found.append(os.fsdecode(b" ".join((fields[4][len(prefix) :], fields[2], fields[3], fields[5]))))
+    return found
+
+
+def _escaped(path: bytes) -> bytes:
+    """``path`` as /proc/self/mountinfo shows it: the backslash first, so that no escape is
+    escaped again."""
+    for char, escape in ((b"\\", b"\\134"), (b" ", b"\\040"), (b"\t", b"\\011"), (b"\n", b"\\012")):
+        path = path.replace(char, escape)
+    return path
+
+
 def _unescaped(point: bytes) -> bytes:
     """A path as /proc/self/mountinfo shows it, with the kernel's four escapes (a space, tab,
     newline and backslash as \\ooo) undone; the backslash last, so no other is made."""
