@@ -6,7 +6,10 @@ the host shows at a volume when it starts (as `docker run -v`: a recursive bind 
 there now): a client that sees other mounts below a path it binds than its manager does
 makes it give way. Real tmpfs mounts on the host, made by root; each runner has a manager
 of its own, whose pid says whether it was kept. Through the native front and the Python
-client, as root and as the unprivileged user the tests create.
+client, as root and as the unprivileged user the tests create. That user's mounts are
+root's here: the user may mount only in a user namespace of its own, where hvfs does not
+run (its state directory's way, from `/`, would belong to nobody: uid 65534), and not
+FUSE (/dev/fuse is root's).
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ import dataclasses
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import FRONT, Hvfs, chown_to, require, staged_front, state_dir
+from tests.conftest import FRONT, REPO, Hvfs, chown_to, require, staged_front, state_dir
 
 _FRESH = itertools.count()
 
@@ -208,3 +212,34 @@ def test_a_rootless_warm_manager_sees_mounts_below_a_volume_through_the_front(
 def test_a_mount_elsewhere_keeps_a_rootless_manager(rootless: Hvfs, shared_tmp: Path) -> None:
     require(os.geteuid() == 0, "mounting a tmpfs needs root")
     _kept_when_nothing_below_changed(Volume(rootless, shared_tmp), shared_tmp / "beside")
+
+
+# In a private mount namespace of its own (real mounts): what a manager mounts in its own
+# directories (a FUSE client's, its state directory) is in no client's table: it is left
+# out of its own list and of the client's alike.
+OWN = """
+import json, os, subprocess, sys
+from hvfs._sys import mount as m
+
+top = sys.argv[1]
+for name in ("state/x", "sub"):
+    os.makedirs(os.path.join(top, name))
+    subprocess.run(["mount", "-t", "tmpfs", "none", os.path.join(top, name)], check=True)
+before = m.mounts_below(top)
+m.own_directory(os.path.join(top, "state"))
+after = m.mounts_below(top)
+print(json.dumps({"before": before.mounts, "after": after.mounts, "own": after.own,
+                  "theirs": after.theirs(before.mounts)}))
+"""
+
+
+def test_a_managers_own_mounts_are_no_clients(tmp_path: Path) -> None:
+    require(os.geteuid() == 0 and shutil.which("unshare") is not None, "needs root and unshare(1)")
+    done = subprocess.run(["unshare", "-m", "--propagation", "private", sys.executable, "-c", OWN, str(tmp_path)],
+                          capture_output=True, text=True, timeout=60, cwd=REPO)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert sorted(e.split(" ")[0] for e in report["before"]) == ["state/x", "sub"]
+    assert [e.split(" ")[0] for e in report["after"]] == ["sub"]
+    assert report["own"] == ["state"]
+    assert report["theirs"] == report["after"]

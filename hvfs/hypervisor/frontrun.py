@@ -30,8 +30,10 @@ directory of its own (``_here``).
 Before the VM starts, the manager compares what the front sees at the host paths the run
 names with what it sees there: a manager whose mounts differ (hvfs.hypervisor.views)
 falls back, and the Python client makes it give way. The front sends what it sees at its
-working directory and ``/`` with its request (``views``); for any other path the manager
-asks (``{"stat": [PATH, …]}``, answered by ``run_views``).
+working directory and ``/`` with its request (``views``); for any other path, and for a
+path the run binds with the mounts below it (``bound_paths``: what is mounted below is
+compared too), the manager asks (``{"stat": [PATH, …], "below": [PATH, …]}``, answered
+by ``run_views``).
 
 An audit file (``--audit FILE``) is opened by the front, as the user who ran it, not by
 the manager: asked ``{"open": PATH}`` once the run is parsed and its views agree, it
@@ -449,7 +451,7 @@ def _check_views(connection: control.Connection, paths: list[str], bound: list[s
         seen = reply.get("views")
         said = {str(v[0]): len(v) for v in seen if isinstance(v, list) and v} if isinstance(seen, list) else {}
         unsaid = [path for path in bound if said.get(path, 4) != 4]
-        if unsaid:  # a front of before, which would leave a mount below unseen
+        if unsaid:  # a front of before, or one that could not read its table: the Python client's
             raise Fallback(f"the front did not say what is mounted below {unsaid[0]}")
     unseen = views.unseen(seen)
     if unseen:

@@ -14,7 +14,9 @@ what the host no longer shows there. Each side reads only its own mount table: t
 client's is its own process's, sent over a connection the manager has checked is its own
 user's; the manager never reads another process's (whose pid could be anyone's by then)
 nor a file that someone else could write. What the comparison decides is only whether
-this manager serves; a new one copies the mounts of the client that started it.
+this manager serves; a new one copies the mounts of the client that started it. What the
+manager mounts itself (the views it stages in its state directory, a FUSE client's mount:
+``own_directory``) is in no client's table and left out of both lists.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def seen(paths: Sequence[str], bound: Collection[str] = ()) -> list[list[object]
             view: list[object] = [path, st.st_dev, st.st_ino]
             below = mounts_below(path) if path == named and path in bound else None
             if below is not None:
-                view.append(below)
+                view.append(below.mounts)
             if len(view) > len(found.get(path, ())):
                 found[path] = view
             break
@@ -71,4 +73,5 @@ def _same_mounts(path: str, theirs: object) -> bool:
     """Whether the mounts below ``path`` here are those the client listed (in any order:
     the kernel lists a copied namespace's mounts in an order of its own)."""
     ours = mounts_below(path)
-    return isinstance(theirs, list) and ours is not None and sorted(ours) == sorted(map(str, theirs))
+    listed = [str(entry) for entry in theirs] if isinstance(theirs, list) else None
+    return listed is not None and ours is not None and sorted(ours.mounts) == sorted(ours.theirs(listed))
