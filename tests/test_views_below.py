@@ -216,20 +216,24 @@ def test_a_mount_elsewhere_keeps_a_rootless_manager(rootless: Hvfs, shared_tmp: 
 
 # In a private mount namespace of its own (real mounts): what a manager mounts in its own
 # directories (a FUSE client's, its state directory) is in no client's table: it is left
-# out of its own list and of the client's alike.
+# out of its own list and of the client's alike. The table is kept between calls, and
+# read again once the kernel says it changed (hvfs._sys.mountinfo._Table).
 OWN = """
 import json, os, subprocess, sys
-from hvfs._sys import mount as m
+from hvfs._sys import mountinfo as m
 
 top = sys.argv[1]
+empty = m.mounts_below(top)  # the table read, and kept until the kernel says it changed
 for name in ("state/x", "sub"):
     os.makedirs(os.path.join(top, name))
     subprocess.run(["mount", "-t", "tmpfs", "none", os.path.join(top, name)], check=True)
 before = m.mounts_below(top)
 m.own_directory(os.path.join(top, "state"))
 after = m.mounts_below(top)
-print(json.dumps({"before": before.mounts, "after": after.mounts, "own": after.own,
-                  "theirs": after.theirs(before.mounts)}))
+subprocess.run(["umount", os.path.join(top, "sub")], check=True)
+gone = m.mounts_below(top)
+print(json.dumps({"empty": empty.mounts, "gone": gone.mounts, "before": before.mounts, "after": after.mounts,
+                  "own": after.own, "theirs": after.theirs(before.mounts)}))
 """
 
 
@@ -239,6 +243,7 @@ def test_a_managers_own_mounts_are_no_clients(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60, cwd=REPO)  # fmt: skip
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
+    assert report["empty"] == [] and report["gone"] == []  # a mount, and an unmount, seen by the kept table
     assert sorted(e.split(" ")[0] for e in report["before"]) == ["state/x", "sub"]
     assert [e.split(" ")[0] for e in report["after"]] == ["sub"]
     assert report["own"] == ["state"]

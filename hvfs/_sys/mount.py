@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import ctypes
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 from hvfs._sys.abi import AT_EMPTY_PATH, AT_FDCWD, AT_RECURSIVE
 from hvfs._sys.libc import syscall, typed_syscall
@@ -71,93 +70,6 @@ def mount_points_below(path: str) -> tuple[str, ...]:
     below = (_unescaped(point) for point in points)
     found = {os.fsdecode(point[len(prefix) :]) for point in below if point.startswith(prefix)}
     return tuple(sorted(found - {""}))  # a point mounted over twice is named once
-
-
-# Directories this process mounts file systems of its own in (``own_directory``), as the
-# mount table shows them: what is mounted there is no one's view of the host.
-_OWN: set[bytes] = set()
-
-
-def own_directory(path: str) -> None:
-    """Note the directory ``path`` as one this process mounts its own file systems in (a
-    manager's state directory, where each VM's views are staged; a FUSE client's): what
-    lies there is left out of ``mounts_below``, of this process's table and of another's
-    list alike (``Below.theirs``)."""
-    real = _resolved(path)
-    if real is not None:
-        _OWN.add(_escaped(real).rstrip(b"/"))
-
-
-@dataclass(frozen=True)
-class Below:
-    """The mounts below a directory (``mounts_below``), and this process's own directories
-    below it (``own_directory``), each relative to it."""
-
-    mounts: list[str]
-    own: tuple[str, ...]
-
-    def theirs(self, listed: Iterable[str]) -> list[str]:
-        """``listed`` (another process's ``mounts``) less what lies in this one's own
-        directories, so that both are compared alike."""
-        return [entry for entry in listed if not _within(entry.split(" ", 1)[0], self.own)]
-
-
-def mounts_below(path: str) -> Below | None:
-    """The mounts strictly below the directory ``path`` in this thread's mount table, each
-    as "POINT DEVICE ROOT OPTIONS" (POINT relative to ``path``; the fields as
-    /proc/thread-self/mountinfo escapes them), in the table's order, but those in this
-    process's own directories; None when ``path`` is no directory or the table cannot be
-    read. Mount ids are left out: a copy of a mount namespace numbers its mounts anew, and
-    what else a line says is the same in both.
-
-    ``path`` is resolved once, by the kernel (an O_PATH open): the directory's own path in
-    this namespace, which no symlink changed since, is what is looked for in the table.
-    native/client/views.c (``add_below``) lists the same of the front's process."""
-    real = _resolved(path)
-    if real is None:
-        return None
-    try:
-        with open("/proc/thread-self/mountinfo", "rb") as table:
-            lines = table.read().splitlines()
-    except OSError:
-        return None
-    prefix = _escaped(real).rstrip(b"/") + b"/"
-    own = tuple(os.fsdecode(o[len(prefix) :]) for o in _OWN if o.startswith(prefix))
-    found = []
-    for line in lines:
-        fields = line.split(b" ", 6)
-        if len(fields) > 5 and fields[4].startswith(prefix) and len(fields[4]) > len(prefix):
-            point = os.fsdecode(fields[4][len(prefix) :])
-            if not _within(point, own):
-                found.append(" ".join((point, *map(os.fsdecode, (fields[2], fields[3], fields[5])))))
-    return Below(found, own)
-
-
-def _resolved(path: str) -> bytes | None:
-    """The directory ``path`` as the kernel names it in this namespace (no symlink in it),
-    or None."""
-    try:
-        fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        return os.fsencode(os.readlink(f"/proc/thread-self/fd/{fd}"))
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
-def _within(point: str, directories: tuple[str, ...]) -> bool:
-    return any(point == d or point.startswith(d + "/") for d in directories)
-
-
-def _escaped(path: bytes) -> bytes:
-    """``path`` as /proc/self/mountinfo shows it: the backslash first, so that no escape is
-    escaped again."""
-    for char, escape in ((b"\\", b"\\134"), (b" ", b"\\040"), (b"\t", b"\\011"), (b"\n", b"\\012")):
-        path = path.replace(char, escape)
-    return path
 
 
 def _unescaped(point: bytes) -> bytes:

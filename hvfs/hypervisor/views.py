@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 from collections.abc import Collection, Sequence
 
-from hvfs._sys.mount import mounts_below
+from hvfs._sys.mountinfo import mounts_below
 
 
 def seen(paths: Sequence[str], bound: Collection[str] = ()) -> list[list[object]]:

@@ -13,7 +13,7 @@ import stat
 import tempfile
 import time
 
-from hvfs._sys import mount as m
+from hvfs._sys import mountinfo
 from hvfs.manager import children
 
 STALE_AFTER = 60.0  # seconds: a work directory is made and locked in far less
@@ -25,7 +25,7 @@ def work_directory(prefix: str) -> tuple[str, int]:
     that died without releasing theirs (killed outright) are removed first."""
     _sweep(prefix)
     work = tempfile.mkdtemp(prefix=prefix)
-    m.own_directory(work)  # its client's mount is this process's: no client's (hvfs.hypervisor.views)
+    mountinfo.own_directory(work)  # its client's mount is this process's: no client's (hvfs.hypervisor.views)
     lock = os.open(os.path.join(work, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     fcntl.flock(lock, fcntl.LOCK_EX)
     return work, lock
@@ -111,6 +111,8 @@ def cover(mountpoint: str, names: tuple[str, ...], work: str) -> list[str]:
     root of ``mountpoint``: a client's own files there (a JuiceFS client's log of every
     operation of every VM, its configuration, its control file) are no VM's business,
     and a view's copy of the mount carries the covers with it. Returns what it covered."""
+    from hvfs._sys import mount as m
+
     covered = []
     for name in names:
         path = os.path.join(mountpoint, name)

@@ -1,6 +1,6 @@
 /* What this process sees at a host path, for the manager to compare with what it sees
  * (hvfs.hypervisor.views): the device and inode there, and, at a path the run binds with
- * the mounts below it, those mounts as hvfs._sys.mount.mounts_below lists them. */
+ * the mounts below it, those mounts as hvfs._sys.mountinfo.mounts_below lists them. */
 #define _GNU_SOURCE
 #include "front.h"
 
@@ -30,7 +30,7 @@ static int escaped_prefix(const char *path, char *out, size_t size) {
     return 0;
 }
 
-/* ", [ENTRY, …]": the mounts strictly below the directory ``path`` in this thread's table,
+/* ", [ENTRY, …]": the mounts strictly below the directory ``path`` in this process's table,
  * each "POINT DEVICE ROOT OPTIONS" (POINT relative to ``path``); nothing when ``path`` is
  * no directory or the table cannot be read (the manager then asks the Python client). The
  * path is resolved once, by the kernel: the O_PATH fd's own path is looked for. */
@@ -39,13 +39,13 @@ static void add_below(struct buf *b, const char *path) {
     if (fd < 0)
         return;
     char link[64], real[4096], prefix[4 * 4096 + 2];
-    snprintf(link, sizeof link, "/proc/thread-self/fd/%d", fd);
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
     ssize_t n = readlink(link, real, sizeof real - 1);
     close(fd);
     if (n <= 0 || (size_t)n >= sizeof real - 1)
         return;
     real[n] = 0;
-    FILE *table = escaped_prefix(real, prefix, sizeof prefix) < 0 ? NULL : fopen("/proc/thread-self/mountinfo", "re");
+    FILE *table = escaped_prefix(real, prefix, sizeof prefix) < 0 ? NULL : fopen("/proc/self/mountinfo", "re");
     if (!table)
         return;
     size_t length = strlen(prefix), size = 0;
