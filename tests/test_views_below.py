@@ -248,3 +248,25 @@ def test_a_managers_own_mounts_are_no_clients(tmp_path: Path) -> None:
     assert [e.split(" ")[0] for e in report["after"]] == ["sub"]
     assert report["own"] == ["state"]
     assert report["theirs"] == report["after"]
+
+
+def test_the_front_serves_runs_with_volumes_itself(front: str, tmp_path: Path) -> None:
+    """The front lists the mounts below each volume itself (none below a file): a warm
+    run with volumes is never the Python client's for want of it."""
+    require(os.geteuid() == 0, "mounting a tmpfs below the volume needs root")
+    from tests.test_front import said, traced
+
+    volume = Volume(Hvfs([front]), tmp_path)
+    (tmp_path / "file").write_text("a file\n")
+    trace = tmp_path / "trace"
+    try:
+        volume.mount("sub")
+        for cwd in ("/", str(volume.dir)):
+            args = ["-v", f"{volume.dir}:/data", "-v", f"{tmp_path / 'file'}:/file:ro", "-v", ".:/here"]
+            env = traced(trace, HVFS_STATE_DIR=str(volume.state))
+            done = subprocess.run([front, "run", *args, "--", "cat", "/file"], cwd=cwd, env=env, capture_output=True,
+                                  text=True, timeout=120)  # fmt: skip
+            assert done.returncode == 0 and done.stdout == "a file\n", done.stderr
+        assert [line for line in said(trace) if line != "cold, started"] == ["native", "native"]
+    finally:
+        volume.close()

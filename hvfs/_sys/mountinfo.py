@@ -4,6 +4,7 @@ for the front)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import threading
@@ -20,9 +21,10 @@ def own_directory(path: str) -> None:
     manager's state directory, where each VM's views are staged; a FUSE client's): what
     lies there is left out of ``mounts_below``, of this process's table and of another's
     list alike (``Below.theirs``)."""
-    real = _resolved(path)
-    if real is not None:
-        _OWN.add(_escaped(real).rstrip(b"/"))
+    with contextlib.suppress(NotADirectoryError):
+        real = _resolved(path)
+        if real is not None:
+            _OWN.add(_escaped(real).rstrip(b"/"))
 
 
 @dataclass(frozen=True)
@@ -43,13 +45,17 @@ def mounts_below(path: str) -> Below | None:
     """The mounts strictly below the directory ``path`` in this process's mount table, each
     as "POINT DEVICE ROOT OPTIONS" (POINT relative to ``path``; the fields as
     /proc/self/mountinfo escapes them), in the table's order, but those in this process's
-    own directories; None when ``path`` is no directory or the table cannot be read. Mount
+    own directories (none below a file); None when ``path`` cannot be opened or the table
+    cannot be read. Mount
     ids are left out: a copy of a mount namespace numbers its mounts anew, and what else
     a line says is the same in both.
 
     ``path`` is resolved once, by the kernel (an O_PATH open): the directory's own path in
     this namespace, which no symlink changed since, is what is looked for in the table."""
-    real = _resolved(path)
+    try:
+        real = _resolved(path)
+    except NotADirectoryError:
+        return Below([], ())  # a file: nothing can be mounted below it
     lines = _TABLE.lines()
     if real is None or lines is None:
         return None
@@ -101,9 +107,11 @@ _TABLE = _Table()
 
 def _resolved(path: str) -> bytes | None:
     """The directory ``path`` as the kernel names it in this namespace (no symlink in it),
-    or None."""
+    or None; NotADirectoryError for a file."""
     try:
         fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except NotADirectoryError:
+        raise
     except OSError:
         return None
     try:
