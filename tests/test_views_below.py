@@ -21,6 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -270,3 +271,41 @@ def test_the_front_serves_runs_with_volumes_itself(front: str, tmp_path: Path) -
         assert [line for line in said(trace) if line != "cold, started"] == ["native", "native"]
     finally:
         volume.close()
+
+
+def _spare_ready(runner: Hvfs) -> bool:
+    status = json.loads(runner.ok("manager", "status", "--json"))
+    return bool(((status.get("manager") or status).get("spares") or {}).get("ready"))
+
+
+def _propagated_below_a_warm_manager(volume: Volume) -> None:
+    """The volume is a shared mount (as `/` is where systemd runs): the host's mounts below
+    it propagate to the manager's copy, a slave, so that the manager sees what the client
+    does; a spare made before the mount must not serve the next run."""
+    subprocess.run(["mount", "--bind", str(volume.dir), str(volume.dir)], check=True)
+    volume.mounted.append(volume.dir)
+    subprocess.run(["mount", "--make-shared", str(volume.dir)], check=True)
+    try:
+        names, first = volume.ls("sub")
+        assert names == ["under"]
+        deadline = time.monotonic() + 60
+        while not _spare_ready(volume.runner) and time.monotonic() < deadline:
+            time.sleep(0.1)  # a spare of this run's configuration, made ahead with the volume as it is
+        require(_spare_ready(volume.runner), "no spare was made (HVFS_SPARE=0?)")
+        (volume.mount("sub") / "on-tmpfs").write_text("")
+        assert volume.ls("sub") == (["on-tmpfs"], first)  # the same manager: the mount reached it
+    finally:
+        volume.close()
+
+
+def test_a_mount_propagated_to_a_warm_manager_is_seen_by_the_next_run(hvfs: Hvfs, tmp_path: Path) -> None:
+    require(os.geteuid() == 0, "a shared bind mount needs root")
+    _propagated_below_a_warm_manager(Volume(hvfs, tmp_path))
+
+
+@pytest.mark.rootless
+def test_a_mount_propagated_to_a_rootless_warm_manager_is_seen_by_the_next_run(
+    rootless: Hvfs, shared_tmp: Path
+) -> None:
+    require(os.geteuid() == 0, "a shared bind mount needs root")
+    _propagated_below_a_warm_manager(Volume(rootless, shared_tmp))
