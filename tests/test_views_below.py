@@ -309,3 +309,35 @@ def test_a_mount_propagated_to_a_rootless_warm_manager_is_seen_by_the_next_run(
 ) -> None:
     require(os.geteuid() == 0, "a shared bind mount needs root")
     _propagated_below_a_warm_manager(Volume(rootless, shared_tmp))
+
+
+PROJECT = """
+[sources.h]
+type = "host"
+path = "./volume"
+[vms.web]
+command = "ls /data/sub"
+mounts = [{ source = "h", target = "/data" }]
+"""
+
+
+def test_a_projects_host_source_sees_mounts_below_it(hvfs: Hvfs, tmp_path: Path) -> None:
+    """`hvfs up`: a project's named host source is bound as a volume is, compared alike."""
+    require(os.geteuid() == 0, "mounting a tmpfs below the source needs root")
+    volume = Volume(hvfs, tmp_path)
+    (tmp_path / "hvfs.toml").write_text(PROJECT)
+
+    def up() -> tuple[list[str], int]:
+        out = volume.runner.ok("up", cwd=str(tmp_path))
+        listed = [line for line in out.splitlines() if line.startswith("web | ") and "exited" not in line]
+        return listed, _pid(volume.state)
+
+    try:
+        listed, first = up()
+        assert listed == ["web | under"]
+        (volume.mount("sub") / "on-tmpfs").write_text("")
+        listed, second = up()
+        assert listed == ["web | on-tmpfs"] and second != first
+        assert up() == (["web | on-tmpfs"], second)
+    finally:
+        volume.close()
