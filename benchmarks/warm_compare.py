@@ -10,7 +10,8 @@ this script: give each hvfs build its own HVFS_STATE_DIR so
 (``before=HVFS_STATE_DIR=/tmp/b /tmp/before/.venv/bin/hvfs run -- true``), so that each
 has a manager of its own, and no row pays for an ``env`` process the others do not (about
 1-1.5 ms of a 5-10 ms start). Prints, per command, the median wall time, the 10th and
-90th percentiles, their spread, and the median's ratio to the first command's.
+90th percentiles, their spread, the median's ratio to the first command's, the failed
+runs, and the fastest and slowest run.
 """
 
 from __future__ import annotations
@@ -47,13 +48,13 @@ def main() -> int:
                 failed[name] += code != 0
     base = statistics.median(times[named[0][0]])
     print(f"{args.rounds} rounds, interleaved, shuffled; ms of wall time")
-    print(f"{'command':<24} {'median':>7} {'p10':>7} {'p90':>7} {'p90-p10':>8} {'ratio':>6}  failed")
+    print(f"{'command':<24} {'median':>7} {'p10':>7} {'p90':>7} {'p90-p10':>8} {'ratio':>6}  failed  min-max")
     for name, _ in named:
         t = times[name]
         deciles = statistics.quantiles(t, n=10)
         median = statistics.median(t)
         print(f"{name:<24} {median:7.2f} {deciles[0]:7.2f} {deciles[-1]:7.2f} {deciles[-1] - deciles[0]:8.2f}"
-              f" {median / base:6.2f}  {failed[name]}")  # fmt: skip
+              f" {median / base:6.2f}  {failed[name]:>6}  {min(t):.2f}-{max(t):.2f}")  # fmt: skip
     return 0
 
 

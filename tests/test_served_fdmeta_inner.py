@@ -27,10 +27,9 @@ _FRESH = itertools.count()
 def _extracted_below(runner: Hvfs, root: Path, owner: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """The tree a VM's tar extracts on a tmpfs mounted at volume/inner, and the statistics.
 
-    Through a manager started after the mount: one started before keeps the mounts its
-    namespace was made with where the host's do not propagate (a private /, as here), and
-    gives way only when a path the client names differs (hvfs/hypervisor/views.py), which
-    the mount below the named volume does not."""
+    Through a manager started after the mount, of its own: the Python and C paths each
+    have theirs (one started before would give way to a new one, as a client sees other
+    mounts below the volume than it does: tests/test_views_below.py)."""
     inner = root / "volume" / "inner"
     inner.mkdir(parents=True)
     for path in (root, root / "volume"):

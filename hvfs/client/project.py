@@ -21,7 +21,7 @@ from hvfs.client.audit import SENTINEL, Audit, AuditError
 from hvfs.client.commands import Result
 from hvfs.hypervisor import client, control
 from hvfs.hypervisor.layout import Layout
-from hvfs.hypervisor.spec import group_id, host_paths, prepared, to_json
+from hvfs.hypervisor.spec import bound_paths, group_id, host_paths, prepared, to_json
 from hvfs.spec import UsageError
 
 STOP_GRACE = 15.0  # after its timeout, the manager SIGKILLs a VM and waits 10 s more
@@ -131,7 +131,7 @@ class Project:
         ``wait_ready``)."""
         project = prepared(self.config)
         try:
-            connection = client.connect(paths=host_paths(project))
+            connection = client.connect(paths=host_paths(project), bound=bound_paths(project))
         except control.ControlError as e:
             raise ProjectError(str(e)) from None
         try:

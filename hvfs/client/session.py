@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hvfs.hypervisor import client, control
-from hvfs.hypervisor.spec import host_paths, to_json
+from hvfs.hypervisor.spec import bound_paths, host_paths, to_json
 from hvfs.project.config import Project
 from hvfs.spec import UsageError
 
@@ -70,7 +70,7 @@ def launch(
         fields.update(detach=True, remove=remove)
     if listeners:
         fields["publish"] = [port for _, _, port in project.vms[project.name].publish]
-    connection = client.connect(paths=host_paths(project))
+    connection = client.connect(paths=host_paths(project), bound=bound_paths(project))
     audit = project.services.get("audit")
     exited, given = None, []
     try:

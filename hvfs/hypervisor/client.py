@@ -29,13 +29,16 @@ class ManagerError(control.ControlError):
     """No manager could be reached or started."""
 
 
-def connect(layout: Layout | None = None, *, start: bool = True, paths: Sequence[str] = ()) -> control.Connection:
+def connect(
+    layout: Layout | None = None, *, start: bool = True, paths: Sequence[str] = (), bound: Sequence[str] = ()
+) -> control.Connection:
     """A connection to this user's manager, vouched for (peer credentials) and of the
     same code as this client; one is started if there is none and ``start``, or (``start``
     False) if one before it left VMs to resume. ``paths``: host paths the requests to
-    come name, which the manager must see as this client does (see views)."""
+    come name, which the manager must see as this client does (see views); ``bound``:
+    those of them bound with the mounts below them, which it must see below them too."""
     layout = layout or Layout()
-    seen = views.seen(paths)
+    seen = views.seen(paths, frozenset(bound))
     try:
         connection = _hello(layout, seen)
     except control.NotUp:

@@ -73,10 +73,12 @@ def _serve(layout: Layout, ready_fd: int | None) -> int:
     # Every cold run waits for these imports; their objects live as long as the
     # manager, so collections during them find nothing (~10% of the imports' time).
     gc.disable()
+    from hvfs._sys import mountinfo
     from hvfs.hypervisor.daemon import Daemon
 
     gc.freeze()
     gc.enable()
+    mountinfo.own_directory(layout.root)  # each VM's views are staged there: no client's (views)
     return Daemon(layout, ready_fd=ready_fd).serve()
 
 

@@ -30,8 +30,10 @@ directory of its own (``_here``).
 Before the VM starts, the manager compares what the front sees at the host paths the run
 names with what it sees there: a manager whose mounts differ (hvfs.hypervisor.views)
 falls back, and the Python client makes it give way. The front sends what it sees at its
-working directory and ``/`` with its request (``views``); for any other path the manager
-asks (``{"stat": [PATH, …]}``, answered by ``run_views``).
+working directory and ``/`` with its request (``views``); for any other path, and for a
+path the run binds with the mounts below it (``bound_paths``: what is mounted below is
+compared too), the manager asks (``{"stat": [PATH, …], "below": [PATH, …]}``, answered
+by ``run_views``).
 
 An audit file (``--audit FILE``) is opened by the front, as the user who ran it, not by
 the manager: asked ``{"open": PATH}`` once the run is parsed and its views agree, it
@@ -58,7 +60,7 @@ from hvfs._sys import caps
 from hvfs._sys.abi import CLONE_FS
 from hvfs._sys.process import unshare
 from hvfs.hypervisor import control, kept_runs, views
-from hvfs.hypervisor.spec import host_paths, run_project
+from hvfs.hypervisor.spec import bound_paths, host_paths, run_project
 from hvfs.hypervisor.version import code_id
 from hvfs.project.config import Project
 from hvfs.spec import UsageError
@@ -129,7 +131,8 @@ def handle(message: dict[str, Any], fds: list[int], connection: control.Connecti
     try:
         project, stop_timeout = parse(argv, cwd, env, said)
         audit = project.services.get("audit")  # seen by the front alone: it opens it (_opened_by_front)
-        _check_views(connection, [cwd, *(p for p in host_paths(project) if p != audit)], message.get("views"))
+        paths = [cwd, *(p for p in host_paths(project) if p != audit)]
+        _check_views(connection, paths, bound_paths(project), message.get("views"))
         given = [_opened_by_front(connection, audit)] if isinstance(audit, str) else []
     except Fallback as e:  # the Python client says it all again
         connection.send({"fallback": str(e)})
@@ -426,15 +429,16 @@ def _run_parser() -> argparse.ArgumentParser:
     return cli.build_parser(["run"])
 
 
-def _check_views(connection: control.Connection, paths: list[str], ahead: object = None) -> None:
-    """Fallback if this manager sees otherwise than the front at ``paths``: from what the
-    front sent ``ahead`` with its request (its working directory and ``/``, which a plain
-    run names: no round trip), or else asked of it."""
+def _check_views(connection: control.Connection, paths: list[str], bound: list[str], ahead: object = None) -> None:
+    """Fallback if this manager sees otherwise than the front at ``paths`` (and below those
+    of ``bound``): from what the front sent ``ahead`` with its request (its working
+    directory and ``/``, which a plain run names: no round trip, unless it is bound), or
+    else asked of it."""
     given = {str(v[0]): v for v in ahead if isinstance(v, list) and len(v) == 3} if isinstance(ahead, list) else {}
-    if all(path in given for path in paths):
+    if all(path in given and path not in bound for path in paths):
         seen: object = [given[path] for path in dict.fromkeys(paths)]
     else:
-        connection.send({"stat": paths})
+        connection.send({"stat": paths, "below": bound})
         try:
             connection.wait_answer(control.answer_timeout())
             reply, fds = connection.receive()
@@ -445,6 +449,10 @@ def _check_views(connection: control.Connection, paths: list[str], ahead: object
         if reply.get("op") != "run_views":
             raise Fallback("the front answered otherwise")
         seen = reply.get("views")
+        said = {str(v[0]): len(v) for v in seen if isinstance(v, list) and v} if isinstance(seen, list) else {}
+        unsaid = [path for path in bound if said.get(path, 4) != 4]
+        if unsaid:  # a front of before, or one that could not read its table: the Python client's
+            raise Fallback(f"the front did not say what is mounted below {unsaid[0]}")
     unseen = views.unseen(seen)
     if unseen:
         raise Fallback(f"this manager sees {unseen[0]} otherwise")

@@ -16,8 +16,9 @@ no run (its pid 1 knows nothing of one until START; its stdio until then is /dev
 its views are its own, fresh, never given to any other VM; its state directory is
 renamed to the run's. A spare is dropped when its configuration has not been asked for in
 ``idle_seconds()``, when a host directory it binds is no longer the one it bound (replaced
-since), and with its manager: ``close()`` at the manager's exit, and a manager that dies
-takes its spares along (pid 1 ends on its channel's end, the shim with it: shim.c).
+since) or has other mounts below it (propagated to the manager since), and with its
+manager: ``close()`` at the manager's exit, and a manager that dies takes its spares
+along (pid 1 ends on its channel's end, the shim with it: shim.c).
 ``HVFS_SPARE=0`` makes none.
 
 Under the ptrace driver, a spare's tracer thread is started with it and seizes its pid 1
@@ -53,6 +54,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from hvfs import deferred
+from hvfs._sys.mountinfo import mounts_below
 from hvfs.hypervisor import vmdirs
 from hvfs.hypervisor.layout import Layout, ready_json, remove_tree
 from hvfs.hypervisor.mounts import MountSpec, mount_table
@@ -72,6 +74,8 @@ if TYPE_CHECKING:
     from hvfs.intercept.ptrace import PtraceDriver
 
 log = deferred.logger("hvfs.spares")
+# A host mount's file (device, inode) and the mounts below it, as Recipe.identity finds them.
+Identity = tuple[int, int, tuple[str, ...] | None] | None
 DRIVERS = frozenset({"seccomp", "ptrace"})  # both start their threads with the spare, then wait for bind
 KINDS = frozenset({"host", "image", "memory"})  # sources a spare may hold: made and released as the VM's own
 MOST = 4  # configurations kept warm at once; the least recently asked for goes first
@@ -119,16 +123,21 @@ class Recipe:
     def mounts(self) -> tuple[MountSpec, ...]:
         return (MountSpec("/", self.vm.root, self.vm.read_only), *self.vm.mounts)
 
-    def identity(self) -> tuple[tuple[int, int] | None, ...]:
-        """Which host files the host mounts name now: a spare whose differ is stale."""
-        found: list[tuple[int, int] | None] = []
+    def identity(self) -> tuple[Identity, ...]:
+        """Which host files the host mounts name now, and what is mounted below them in this
+        manager's table (where the host's mounts propagate to it, one made since a spare's
+        bind is not in that spare's): a spare whose differ is stale."""
+        found: list[Identity] = []
         for mount in self.mounts():
             if mount.source.kind == "host":
+                path = mount.source.options["path"]
                 try:
-                    st = os.stat(mount.source.options["path"])
-                    found.append((st.st_dev, st.st_ino))
+                    st = os.stat(path)
                 except OSError:
                     found.append(None)
+                    continue
+                below = mounts_below(path)
+                found.append((st.st_dev, st.st_ino, tuple(sorted(below.mounts)) if below is not None else None))
         return tuple(found)
 
 
@@ -161,7 +170,7 @@ class Spare:
     booted: launcher.Booted
     vm_root: int
     pool: SourcePool  # its sources, released when the VM that took it has ended
-    identity: tuple[tuple[int, int] | None, ...]
+    identity: tuple[Identity, ...]
     driver: SeccompDriver | PtraceDriver | None = None  # its threads started, waiting for the run's bind
     made: float = field(default_factory=time.monotonic)
 

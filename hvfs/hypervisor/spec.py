@@ -25,6 +25,8 @@ from hvfs.spec import RunSpec, UsageError
 if TYPE_CHECKING:
     from hvfs.hypervisor.services import ServiceOptions
 
+BOUND_KINDS = frozenset({"host", "rootfs"})  # hvfs.manager.sources.host: a recursive bind of the path
+
 
 def services_table(options: ServiceOptions | None) -> dict[str, Any]:
     """Checked service options as a ``[services]`` table the manager parses again: paths
@@ -87,6 +89,18 @@ def host_paths(project: Project) -> list[str]:
         collect(vm.persist)
     collect(list(project.services.values()))
     return sorted(set(found))
+
+
+def bound_paths(project: Project) -> list[str]:
+    """The host paths of ``project`` that its VMs get with the mounts below them: its host
+    directories' and OCI root file systems' (a recursive bind; hvfs.hypervisor.views)."""
+    found = {
+        source.options["path"]
+        for vm in project.vms.values()
+        for source in (vm.root, *(m.source for m in vm.mounts))
+        if source.kind in BOUND_KINDS and isinstance(source.options.get("path"), str)
+    }
+    return sorted(found)
 
 
 def run_project(spec: RunSpec) -> Project:

@@ -13,6 +13,7 @@ import stat
 import tempfile
 import time
 
+from hvfs._sys import mountinfo
 from hvfs.manager import children
 
 STALE_AFTER = 60.0  # seconds: a work directory is made and locked in far less
@@ -24,6 +25,7 @@ def work_directory(prefix: str) -> tuple[str, int]:
     that died without releasing theirs (killed outright) are removed first."""
     _sweep(prefix)
     work = tempfile.mkdtemp(prefix=prefix)
+    mountinfo.own_directory(work)  # its client's mount is this process's: no client's (hvfs.hypervisor.views)
     lock = os.open(os.path.join(work, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     fcntl.flock(lock, fcntl.LOCK_EX)
     return work, lock

@@ -25,7 +25,7 @@ from hvfs._sys import mount as m
 from hvfs._sys import namespaces
 from hvfs._sys.abi import CLONE_NEWNET
 from hvfs.hypervisor import client, control
-from hvfs.hypervisor.spec import host_paths, prepared, to_json
+from hvfs.hypervisor.spec import bound_paths, host_paths, prepared, to_json
 from hvfs.oci.bundle import Bundle, BundleError, Process
 from hvfs.project.config import NetworkConfig, Project
 from hvfs.sandbox.stdio import Stdio
@@ -176,7 +176,7 @@ def container(bundle: Bundle, root: str, config: str | None, console: str | None
     try:
         project = group_project(root, config)
         keys, trees = _trees([bundle.root, *bundle.trees])
-        connection = client.connect(paths=host_paths(project))
+        connection = client.connect(paths=host_paths(project), bound=bound_paths(project))
         stdio = Stdio()
         mounts = bundle.mounts
         message = {

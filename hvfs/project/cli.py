@@ -18,7 +18,7 @@ from hvfs import driver_choice as choice
 from hvfs import spec
 from hvfs.hypervisor import client, control
 from hvfs.hypervisor.layout import Layout
-from hvfs.hypervisor.spec import group_id, host_paths, prepared, to_json
+from hvfs.hypervisor.spec import bound_paths, group_id, host_paths, prepared, to_json
 from hvfs.project import config
 from hvfs.sandbox import terminal
 from hvfs.sandbox.stdio import Stdio
@@ -94,10 +94,12 @@ def run(args: argparse.Namespace) -> int:
     return handler(args, project)
 
 
-def _connect(project: config.Project, *, start: bool = False, paths: Sequence[str] = ()) -> control.Connection:
+def _connect(
+    project: config.Project, *, start: bool = False, paths: Sequence[str] = (), bound: Sequence[str] = ()
+) -> control.Connection:
     """The manager, started for ``up`` (``start``) or when one before it left VMs."""
     try:
-        return client.connect(start=start, paths=paths)
+        return client.connect(start=start, paths=paths, bound=bound)
     except control.ControlError as e:
         raise _control_error(project, e) from None
 
@@ -155,7 +157,7 @@ def _up(args: argparse.Namespace, project: config.Project) -> int:
         except ValueError as e:
             raise ProjectError(str(e)) from None
     ready = prepared(project)
-    connection = _connect(project, start=True, paths=host_paths(ready))
+    connection = _connect(project, start=True, paths=host_paths(ready), bound=bound_paths(ready))
     debug = bool(os.environ.get("HVFS_DEBUG"))
     client.request(connection, "up", project=to_json(ready), foreground=not args.detach, debug=debug)
     early: list[dict[str, Any]] = []  # what a VM said before the last one started

@@ -45,6 +45,11 @@ ssize_t receive_message(int sock, char *buf);
 /* start.c: a connection to the manager it started (or another client did meanwhile), or -1 */
 int start_manager(const char *state);
 
+/* views.c: [PATH, DEV, INO] of what this process sees at ``path`` (cut to its nearest
+ * existing parent), as hvfs.hypervisor.views.seen, with the mounts below it when ``below``
+ * and it exists; nothing when even "/" cannot be seen. */
+void add_view(struct buf *b, char *path, int *first, int below);
+
 /* run.c */
 void restore_signals(void);
 /* checked: no hello was said on sock; the request carries this hvfs's code id instead

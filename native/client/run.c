@@ -67,8 +67,6 @@ static double now(void) {
     return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
-static void add_view(struct buf *b, char *path, int *first);
-
 static void build_request(struct buf *b, int argc, char **argv, int checked) {
     char cwd[4096];
     if (!getcwd(cwd, sizeof cwd))
@@ -93,8 +91,8 @@ static void build_request(struct buf *b, int argc, char **argv, int checked) {
     buf_raw(b, ", \"views\": [");
     int first_view = 1;
     char root[] = "/";
-    add_view(b, cwd, &first_view);
-    add_view(b, root, &first_view);
+    add_view(b, cwd, &first_view, 0);
+    add_view(b, root, &first_view, 0);
     buf_raw(b, "], \"env\": {");
     int first = 1;
     for (char **entry = environ; *entry; entry++) {
@@ -118,30 +116,18 @@ static void build_request(struct buf *b, int argc, char **argv, int checked) {
     buf_raw(b, "}}");
 }
 
-/* [PATH, DEV, INO] of what this process sees at ``path`` (cut to its nearest existing
- * parent), as hvfs.hypervisor.views.seen; nothing when even "/" cannot be seen. */
-static void add_view(struct buf *b, char *path, int *first) {
-    struct stat st;
-    while (stat(path, &st) < 0) {
-        char *slash = strrchr(path, '/');
-        if (!slash || (slash == path && path[1] == 0))
-            break;
-        slash == path ? (void)(path[1] = 0) : (void)(*slash = 0);
-    }
-    if (stat(path, &st) < 0)
-        return;
-    buf_raw(b, *first ? "[" : ", [");
-    *first = 0;
-    buf_str(b, path);
-    buf_raw(b, ", ");
-    buf_long(b, (long long)st.st_dev);
-    buf_raw(b, ", ");
-    buf_long(b, (long long)st.st_ino);
-    buf_raw(b, "]");
+/* Whether the string ``path`` is one of the array ``paths``. */
+static int named(const char *paths, const char *path) {
+    static char other[4096];
+    for (const char *p = paths ? json_first(paths) : NULL; p; p = json_next(p))
+        if (json_string(p, other, sizeof other) == 0 && strcmp(other, path) == 0)
+            return 1;
+    return 0;
 }
 
-/* What this process sees at each path the manager names. */
-static int answer_views(int sock, const char *paths) {
+/* What this process sees at each path the manager names (``stat``), and below those it
+ * binds with the mounts below them (``below``). */
+static int answer_views(int sock, const char *paths, const char *below) {
     struct buf b = {0};
     buf_raw(&b, "{\"hvfs\": 1, \"op\": \"run_views\", \"views\": [");
     int first = 1;
@@ -149,7 +135,7 @@ static int answer_views(int sock, const char *paths) {
     for (const char *p = json_first(paths); p; p = json_next(p)) {
         if (json_string(p, path, sizeof path) < 0)
             return -1;
-        add_view(&b, path, &first);
+        add_view(&b, path, &first, named(below, path));
     }
     buf_raw(&b, "]}");
     int sent = send_message(sock, &b, NULL, 0);
@@ -277,7 +263,7 @@ static void started(int sock, char *msg, char *gid, char *vm, long *code, int ch
             python_client(text);
         }
         if ((value = json_get(msg, "stat"))) {
-            if (answer_views(sock, value) < 0) {
+            if (answer_views(sock, value, json_get(msg, "below")) < 0) {
                 restore_signals();
                 python_client("cannot say what it sees");
             }
