@@ -28,7 +28,7 @@ from hvfs import _native as hot_path
 from hvfs import cluster, dataclass_cache, deferred, machine, private_dirs, state
 from hvfs._sys import spawner
 from hvfs.errors import HvfsError
-from hvfs.hypervisor import control, frontrun, kept_outputs, telling, threads, vmdirs, vmstart
+from hvfs.hypervisor import control, front_exit, frontrun, kept_outputs, telling, threads, vmdirs, vmstart
 from hvfs.hypervisor.change_ops import ChangeOps
 from hvfs.hypervisor.frontrun import FrontOps
 from hvfs.hypervisor.group import Group
@@ -145,8 +145,7 @@ class Daemon(ChangeOps, FrontOps, LazyParts):
             dataclass_cache.save()  # a manager stopped within its first second saves too
         return 0
 
-    def _let_changes_finish(self) -> None:
-        """Wait a while for the operations starting or stopping VMs: a client left mid-start has no VM, no error."""
+    def _let_changes_finish(self) -> None:  # a client left mid-start has no VM, no error
         deadline = time.monotonic() + CHANGES_GRACE
         while time.monotonic() < deadline:
             with self.lock:
@@ -263,7 +262,7 @@ class Daemon(ChangeOps, FrontOps, LazyParts):
         self.containers_closed(connection)
         with self.lock:
             self.clients = max(0, self.clients - 1)
-            owned = [g for g in self.groups.values() if g.owner is connection]
+            owned = [g for g in self.groups.values() if g.owner is connection and not front_exit.heard(g)]
             for group in self.groups.values():
                 with contextlib.suppress(ValueError):
                     group.followers.remove(connection)
@@ -313,6 +312,7 @@ class Daemon(ChangeOps, FrontOps, LazyParts):
         assert self.hypervisor is not None
         project = from_json(message["project"]) if prepared is None else prepared  # frontrun.handle's: no JSON
         gid = group_id(project)
+        front_exit.settle_name(self.groups, gid)  # a run of the same name whose front heard its shim
         with self.lock:
             if gid in self.groups:
                 if project.kind == "run":
@@ -365,12 +365,7 @@ class Daemon(ChangeOps, FrontOps, LazyParts):
         assert record.running is not None
         if published:
             self._publish(group, record.running, listeners, published)
-        terminal = record.running.terminal
-        reply = {"started": record.config.name, "gid": group.gid, "pid": record.running.process.init_pid}
-        connection.send(reply, [terminal] if terminal is not None else None)
-        if terminal is not None:
-            os.close(terminal)
-            record.running.terminal = None
+        front_exit.send_started(connection, group, record, message)  # with its terminal, or the exit's pipe
 
     def _publish(
         self, group: Group, running: RunningVm, listeners: list[int], ports: list[int], *, deposit: bool = True
@@ -455,6 +450,7 @@ class Daemon(ChangeOps, FrontOps, LazyParts):
         connection.send({"up": list(group.vms), "gid": group.gid, "running": running, "started": started})
 
     def _op_ps(self, message: dict[str, Any], fds: list[int], connection: control.Connection) -> None:
+        front_exit.settle(list(self.groups.values()))  # what a front may have heard from a shim, recorded
         info = self._info()
         if message.get("gid") is None:
             with self.lock:

@@ -143,6 +143,7 @@ def handle(message: dict[str, Any], fds: list[int], connection: control.Connecti
             os.write(fds[2], f"{line}\n".encode())
     request = {"hvfs": control.VERSION, "op": "run", "stop_timeout": stop_timeout,
                "debug": bool(env.get("HVFS_DEBUG")), "code_only": True,
+               "exit_fd": message.get("exit_fd") is True,
                **({"given": [audit]} if given else {})}  # fmt: skip
     run(request, fds, connection, project)
 

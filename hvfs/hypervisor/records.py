@@ -39,6 +39,7 @@ class VmRecord:
     stop_timer: threading.Timer | None = None
     health: Health | None = None  # its healthcheck's monitor, while it runs
     restarts: Restarts = field(init=False)
+    front_exit: bool = False  # its shim tells its front its exit code (hvfs.hypervisor.front_exit)
     pool_key: str = ""  # its sources are taken from the pool under this key (new at each restart)
 
     def __post_init__(self) -> None:

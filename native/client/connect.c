@@ -58,7 +58,9 @@ int send_message(int sock, struct buf *b, const int *fds, int nfds) {
     return sent == (ssize_t)b->len ? 0 : -1;
 }
 
-ssize_t receive_message(int sock, char *buf) {
+ssize_t receive_message(int sock, char *buf) { return receive_message_fd(sock, buf, NULL); }
+
+ssize_t receive_message_fd(int sock, char *buf, int *kept) {
     union {
         char space[CMSG_SPACE(sizeof(int) * 64)];
         struct cmsghdr align;
@@ -74,7 +76,10 @@ ssize_t receive_message(int sock, char *buf) {
         if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
             int *fds = (int *)CMSG_DATA(c);
             for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++)
-                close(fds[i]);
+                if (kept && *kept < 0)
+                    *kept = fds[i];
+                else
+                    close(fds[i]);
         }
     if (got < 0)
         return -1;

@@ -41,6 +41,8 @@ int send_message(int sock, struct buf *b, const int *fds, int nfds);
 /* One message into ``buf`` (MAX_MESSAGE + 1 bytes), NUL-terminated; its length, 0 at the
  * end, -1 on error. Any fds that came with it are closed. */
 ssize_t receive_message(int sock, char *buf);
+/* The same, keeping the first fd that came in ``*kept`` (which must be -1), if any. */
+ssize_t receive_message_fd(int sock, char *buf, int *kept);
 
 /* start.c: a connection to the manager it started (or another client did meanwhile), or -1 */
 int start_manager(const char *state);

@@ -86,7 +86,8 @@ static void build_request(struct buf *b, int argc, char **argv, int checked) {
             buf_raw(b, ", ");
         buf_str(b, argv[i]);
     }
-    buf_raw(b, "], \"cwd\": ");
+    /* The exit code from the VM's shim, if the manager offers it (hvfs/hypervisor/front_exit.py). */
+    buf_raw(b, "], \"exit_fd\": true, \"cwd\": ");
     buf_str(b, cwd);
     /* What it sees at the paths every run names, ahead: the manager then asks for no
      * others' (``stat``) unless the run names more. */
@@ -261,12 +262,36 @@ static int pass_output(int source, int target, char *chunk) {
     return source;
 }
 
+/* The VM's exit code as its shim wrote it, or -1 (and the pipe closed) when the shim ended
+ * without writing it: the manager tells it then. */
+static long exit_told(int *fd) {
+    char text[16];
+    ssize_t got;
+    do
+        got = read(*fd, text, sizeof text - 1);
+    while (got < 0 && errno == EINTR);
+    close(*fd);
+    *fd = -1;
+    if (got <= 0)
+        return -1;
+    text[got] = 0;
+    char *end;
+    long code = strtol(text, &end, 10);
+    return end == text || *end != '\n' || code < 0 || code > 255 ? -1 : code;
+}
+
 /* Whatever the manager tells before the VM started; the reply that ends the wait.
  * checked: the request was run_argv_checked, which a manager older than it does not know. */
-static void started(int sock, char *msg, char *gid, char *vm, long *code, int checked) {
+static void started(int sock, char *msg, char *gid, char *vm, long *code, int checked, int *exit_fd) {
     char text[8192];
     for (;;) {
-        if (receive_message(sock, msg) <= 0) {
+        int fd = -1;
+        ssize_t got = receive_message_fd(sock, msg, &fd);
+        if (fd >= 0 && (got <= 0 || !json_get(msg, "exit_fd") || !json_get(msg, "started"))) {
+            close(fd);
+            fd = -1;
+        }
+        if (got <= 0) {
             say("hvfs: ", "the manager went away while starting the VM; see its log (hvfs manager status)");
             exit(EXIT_HVFS);
         }
@@ -310,8 +335,12 @@ static void started(int sock, char *msg, char *gid, char *vm, long *code, int ch
             continue;
         }
         if (json_string(json_get(msg, "started"), vm, 4096) == 0 &&
-            json_string(json_get(msg, "gid"), gid, 4096) == 0)
+            json_string(json_get(msg, "gid"), gid, 4096) == 0) {
+            *exit_fd = fd;
             return;
+        }
+        if (fd >= 0)
+            close(fd);
     }
 }
 
@@ -331,7 +360,8 @@ int run(int sock, int argc, char **argv, struct stdio_plan *plan, int checked) {
     }
     free(request.data);
     long code = -1;
-    started(sock, msg, gid, vm, &code, checked);
+    int exit_fd = -1; /* the shim's word of the VM's exit code, or -1 */
+    started(sock, msg, gid, vm, &code, checked, &exit_fd);
     trace("native: ", gid);
     handed_over(plan);
     int in_sink = plan->relay[0], out[3] = {-1, plan->relay[1], plan->relay[2]};
@@ -343,10 +373,12 @@ int run(int sock, int argc, char **argv, struct stdio_plan *plan, int checked) {
             finish = now() + FINISH;
         if (code >= 0 && ((out[1] < 0 && out[2] < 0) || now() > finish))
             break;
-        struct pollfd fds[6];
-        int n = 0, at_sock = -1, at_signals = -1, at_in = -1, at_sink = -1, at_out[3] = {-1, -1, -1};
+        struct pollfd fds[7];
+        int n = 0, at_sock = -1, at_signals = -1, at_in = -1, at_sink = -1, at_out[3] = {-1, -1, -1}, at_exit = -1;
         if (code < 0) {
             fds[at_sock = n++] = (struct pollfd){.fd = sock, .events = POLLIN};
+            if (exit_fd >= 0)
+                fds[at_exit = n++] = (struct pollfd){.fd = exit_fd, .events = POLLIN};
             fds[at_signals = n++] = (struct pollfd){.fd = signals[0], .events = POLLIN};
             if (in_open && pending == 0)
                 fds[at_in = n++] = (struct pollfd){.fd = 0, .events = POLLIN};
@@ -377,6 +409,8 @@ int run(int sock, int argc, char **argv, struct stdio_plan *plan, int checked) {
             } else if (json_string(json_get(msg, "stderr"), text, sizeof text) == 0)
                 say("", text);
         }
+        if (at_exit >= 0 && fds[at_exit].revents)
+            code = exit_told(&exit_fd);
         if (at_in >= 0 && fds[at_in].revents) {
             ssize_t got = read(0, input, CHUNK);
             if (got > 0) {
@@ -403,6 +437,8 @@ int run(int sock, int argc, char **argv, struct stdio_plan *plan, int checked) {
             if (at_out[fd] >= 0 && fds[at_out[fd]].revents)
                 out[fd] = pass_output(out[fd], fd, chunk);
     }
+    if (exit_fd >= 0)
+        close(exit_fd);
     close(sock);
     return (int)code;
 }

@@ -55,6 +55,7 @@ struct shim {
     double lost_at; /* when the last manager left; 0 while one is linked */
     double wait;    /* seconds requests wait for a manager */
     int exited, code;
+    int front; /* the run's client's pipe for the exit code (role "front"), -1 without one */
 };
 
 static int deposited(const struct shim *s, const char *role) {
@@ -90,6 +91,19 @@ static void send_exited(struct shim *s) {
     build_begin(&b, MSG_VM_EXITED);
     build_int(&b, T_CODE, s->code);
     build_send(s->link, &b, NULL, 0);
+}
+
+/* Pid 1's exit code straight to the run's client, which may then end before the manager's
+ * bookkeeping of the exit (hvfs/hypervisor/front_exit.py). Only this process holds the
+ * pipe's write end (pid 1 was forked before it came), and what it says is the VM's own
+ * code, which the VM chooses anyway. Once, then closed: the client sees the end. */
+static void tell_front(struct shim *s) {
+    if (s->front < 0 || !s->exited) return;
+    char text[16];
+    int n = snprintf(text, sizeof text, "%d\n", s->code);
+    (void)!write(s->front, text, (size_t)n);
+    close(s->front);
+    s->front = -1;
 }
 
 static void give_back(struct shim *s, int to) {
@@ -129,10 +143,12 @@ static void from_manager(struct shim *s, int from) {
         s->spare = 0;
         for (int i = 0; i < m.nfds; i++) {
             const char *role = msg_string(&m, T_ROLE, (size_t)i);
-            if (role != NULL) deposit(s, role, m.fds[i]);
+            if (role != NULL && strcmp(role, "front") == 0 && s->front < 0) s->front = m.fds[i]; /* not given back */
+            else if (role != NULL) deposit(s, role, m.fds[i]);
             else close(m.fds[i]);
         }
         m.nfds = 0;
+        tell_front(s); /* pid 1 may have ended before the pipe came */
     }
     for (int i = 0; i < m.nfds; i++) close(m.fds[i]);
     msg_free(&m);
@@ -241,6 +257,7 @@ void shim(int link, const struct message *plan, pid_t pid1) {
     s.link = link;
     s.pid1 = pid1;
     s.accept = -1;
+    s.front = -1;
     s.wait = (double)msg_int(plan, T_WAIT_MS, 30000) / 1000.0;
     s.spare = msg_int(plan, T_SPARE, 0) != 0;
     const char *path = msg_string(plan, T_SHIM, 0);
@@ -262,7 +279,8 @@ void shim(int link, const struct message *plan, pid_t pid1) {
         if (!s.exited && waitpid(s.pid1, &status, WNOHANG) == s.pid1) {
             s.exited = 1;
             s.code = exit_code(status);
-            if (s.dir[0]) write_exit(&s);
+            if (s.dir[0]) write_exit(&s); /* before the client hears: hvfs ps waits on it */
+            tell_front(&s);
             send_exited(&s);
         }
         if (s.spare && s.link < 0) { /* its manager is gone before a run took it: nothing to keep */
