@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import hvfs
@@ -247,6 +248,9 @@ def test_a_cold_managers_first_vm_imports_nothing_deferred(fake_state: Path, tmp
     result = subprocess.run([FRONT, "run", "--", "true"], env=env, capture_output=True, text=True, timeout=120,
                             cwd="/", stdin=subprocess.DEVNULL)  # fmt: skip
     assert result.returncode == 0, result.stderr
+    deadline = time.monotonic() + 10  # the front may exit on the shim's word, before the manager tells
+    while not (modules.exists() and modules.read_text().count("\n") >= 2) and time.monotonic() < deadline:
+        time.sleep(0.01)
     first, compiled_by = modules.read_text().split("\n")[:2]
     loaded = first.split()
     assert "hvfs.hypervisor.daemon" in loaded and "hvfs.intercept.driver" in loaded

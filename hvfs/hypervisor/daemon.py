@@ -248,6 +248,7 @@ class Daemon(ChangeOps, FrontOps, LazyParts):
                 return
             del self.groups[group.gid]
         group.remove()
+        group.removed.set()
         self._sweep_vms()
 
     def _remove_state(self, gid: str) -> None:

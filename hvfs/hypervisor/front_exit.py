@@ -23,7 +23,6 @@ exit, and a run's client that leaves after its VM's exit does not stop its group
 from __future__ import annotations
 
 import os
-import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -94,13 +93,16 @@ def settle(groups: list[Group]) -> None:
 def _ending(group: Group) -> bool:
     """A run's group that its watcher removes once the exit is told: every VM exited."""
     records = list(group.vms.values())
-    return (group.project.kind == "run" and not group.detached and group.owner is not None
-            and all(r.state == "exited" or _exit_written(group, r) for r in records))  # fmt: skip
+    return (
+        group.project.kind == "run"
+        and not group.detached
+        and all(r.state == "exited" or _exit_written(group, r) for r in records)
+    )
 
 
 def settle_name(groups: dict[str, Group], gid: str) -> None:
     """Before a run takes the group id ``gid``: wait for the group of a run that has
-    ended (its front may have heard so from the shim) to be gone."""
-    deadline = time.monotonic() + SETTLE
-    while (group := groups.get(gid)) is not None and _ending(group) and time.monotonic() < deadline:
-        time.sleep(0.001)
+    ended (its front may have heard so from the shim) to be removed, its state too."""
+    group = groups.get(gid)
+    if group is not None and _ending(group):
+        group.removed.wait(SETTLE)

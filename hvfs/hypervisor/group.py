@@ -78,8 +78,8 @@ class Group:
         self.closing: list[Callable[[], None]] = []
         self.stop_timeout = STOP_TIMEOUT
         self._ids = iter(range(1, 1 << 62))
-        self._lock = threading.Lock()
-        self._saving = threading.Lock()
+        self._lock, self._saving = threading.Lock(), threading.Lock()
+        self.removed = threading.Event()  # its state removed (the daemon's _remove): a run may take its gid
         self._saved_project: tuple[Project | None, dict[str, Any]] = (project, document) if document else (None, {})
         self.starting = threading.Lock()  # one VM starts at a time; their dependencies are awaited at once
         options = ServiceOptions.from_table(project.services, "/", given) if project.services else None
