@@ -23,6 +23,7 @@ exit, and a run's client that leaves after its VM's exit does not stop its group
 from __future__ import annotations
 
 import os
+import weakref
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -31,6 +32,10 @@ if TYPE_CHECKING:
     from hvfs.hypervisor.records import VmRecord
 
 SETTLE = 2.0  # seconds a request waits for a watcher to record an exit the shim has told
+# The groups whose front was given the pipe, by group id, until they are freed: one that
+# has left the daemon's table may still be removing its state directory, which a run of
+# the same name would make again.
+_offered: weakref.WeakValueDictionary[str, Group] = weakref.WeakValueDictionary()
 
 
 def send_started(connection: Connection, group: Group, record: VmRecord, message: dict[str, Any]) -> None:
@@ -67,6 +72,7 @@ def offer(group: Group, record: VmRecord, message: dict[str, Any]) -> list[int] 
     finally:
         os.close(write)
     record.front_exit = True
+    _offered[group.gid] = group
     return [read]
 
 
@@ -103,6 +109,6 @@ def _ending(group: Group) -> bool:
 def settle_name(groups: dict[str, Group], gid: str) -> None:
     """Before a run takes the group id ``gid``: wait for the group of a run that has
     ended (its front may have heard so from the shim) to be removed, its state too."""
-    group = groups.get(gid)
-    if group is not None and _ending(group):
+    group = groups.get(gid) or _offered.get(gid)
+    if group is not None and not group.removed.is_set() and _ending(group):
         group.removed.wait(SETTLE)
