@@ -145,7 +145,8 @@ class Daemon(ChangeOps, FrontOps, LazyParts):
             dataclass_cache.save()  # a manager stopped within its first second saves too
         return 0
 
-    def _let_changes_finish(self) -> None:  # a client left mid-start has no VM, no error
+    def _let_changes_finish(self) -> None:
+        """Wait a while for the operations starting or stopping VMs: a client left mid-start has no VM, no error."""
         deadline = time.monotonic() + CHANGES_GRACE
         while time.monotonic() < deadline:
             with self.lock:
