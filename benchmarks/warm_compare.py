@@ -2,7 +2,7 @@
 command once, in a shuffled order, so that the load of a shared machine falls on all of
 them alike.
 
-    python benchmarks/warm_compare.py [--rounds N] [--warmup N] NAME=COMMAND ...
+    python benchmarks/warm_compare.py [--rounds N] [--warmup N] [--gap MS] NAME=COMMAND ...
 
 Each COMMAND is split on spaces and run with stdin, stdout and stderr on /dev/null, as
 hyperfine -N runs it. Leading ``VAR=VALUE`` words are the command's environment, set by
@@ -12,6 +12,11 @@ has a manager of its own, and no row pays for an ``env`` process the others do n
 1-1.5 ms of a 5-10 ms start). Prints, per command, the median wall time, the 10th and
 90th percentiles, their spread, the median's ratio to the first command's, the failed
 runs, and the fastest and slowest run.
+
+``--gap MS`` sleeps that long before each command: a manager's work after its client has
+exited (its bookkeeping of the exit, the next spare) then falls in the gap rather than on
+the next command, whichever build that is. Without a gap, a build that moves work past
+its client's exit moves it onto its neighbours in the shuffled order.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--gap", type=float, default=0.0, help="ms slept before each command")
     parser.add_argument("commands", nargs="+", metavar="NAME=COMMAND")
     args = parser.parse_args()
     named = [tuple(c.split("=", 1)) for c in args.commands]
@@ -38,6 +44,8 @@ def main() -> int:
     for round_ in range(args.warmup + args.rounds):
         random.shuffle(order)
         for name, _ in order:
+            if args.gap:
+                time.sleep(args.gap / 1000)
             began = time.perf_counter()
             argv, env = runs[name]
             code = subprocess.call(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -47,7 +55,8 @@ def main() -> int:
                 times[name].append(took)
                 failed[name] += code != 0
     base = statistics.median(times[named[0][0]])
-    print(f"{args.rounds} rounds, interleaved, shuffled; ms of wall time")
+    gap = f", {args.gap:g} ms apart" if args.gap else ""
+    print(f"{args.rounds} rounds, interleaved, shuffled{gap}; ms of wall time")
     print(f"{'command':<24} {'median':>7} {'p10':>7} {'p90':>7} {'p90-p10':>8} {'ratio':>6}  failed  min-max")
     for name, _ in named:
         t = times[name]
