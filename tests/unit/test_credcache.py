@@ -159,10 +159,11 @@ def test_a_umask_to_the_value_in_force_is_pending_again_once_another_begins(thre
 
 def published(known: KnownCredentials) -> list[tuple[int, ...]]:
     """The entries the C loop reads (tid, pidfd, generation, then the Switch: what, uid,
-    gid, the number of groups, the capabilities, the groups; then the umask, and whether
-    access(2)'s real ids switch the same), the free ones left out."""
+    gid, the number of groups, the capabilities, the groups; then the umask, whether
+    access(2)'s real ids switch the same, the real ids, all effective capabilities, whether
+    C kept it and a spare), the free ones left out."""
     size = credcache.PUBLISHED.size
-    entries = [credcache.PUBLISHED.unpack_from(known.published, at) for at in range(0, len(known.published), size)]
+    entries = [credcache.PUBLISHED.unpack_from(known.published, at) for at in range(0, known.LIMIT * size, size)]
     return [entry for entry in entries if entry[1] >= 0]
 
 
@@ -176,11 +177,13 @@ def test_kept_credentials_are_published_for_the_c_loop_with_their_switch(thread:
     known = KnownCredentials(watch, publish=switch_if_root)
     assert known.get(thread.pid, Reader(ROOT), valid) == ROOT
     require(known.threads, "pidfd_open(PIDFD_THREAD) needs Linux 6.9")
-    [(tid, pidfd, generation, what, uid, gid, count, effective, *groups, umask, alike)] = published(known)
+    [(tid, pidfd, generation, what, uid, gid, count, effective, *groups_on)] = published(known)
+    groups, (umask, alike, *rest) = groups_on[: credcache.PUBLISHED_GROUPS], groups_on[credcache.PUBLISHED_GROUPS :]
     assert tid == thread.pid and pidfd >= 0 and generation == watch.generation
     assert (what, uid, gid, count, effective) == (credcache.SWITCH_IDS | credcache.SWITCH_CAPS, 0, 0, 2, 5)
     assert groups == [7, 8] + [0] * (credcache.PUBLISHED_GROUPS - 2) and umask == ROOT.umask
     assert alike == 1  # real ids 0: access(2) switches as the rest
+    assert rest == [ROOT.real_uid, ROOT.real_gid, ROOT.capabilities, 0, 0]  # not fresh: Python's own
     known.drop(thread.pid)  # unpublished before its pidfd is closed
     assert published(known) == []
     assert bytes(known.published) == bytes(KnownCredentials(watch).published)  # all free, as made
