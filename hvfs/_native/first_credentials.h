@@ -121,6 +121,20 @@ first_switch(const struct thread_identity *me, uint32_t uid, uint32_t gid, const
     return what;
 }
 
+/* What the loop publishes with r: SWITCH_*, *wanted the capabilities switched to, and
+ * *alike whether access(2)'s real ids switch the same (credcache.py: publish(for_access())
+ * == switch; Credentials.for_access: all capabilities for a real uid 0, else none). */
+static uint32_t
+first_switches(const struct thread_identity *me, const struct first_read *r, uint64_t *wanted, int *alike)
+{
+    uint64_t real_wanted;
+    uint32_t what = first_switch(me, r->uid, r->gid, r->groups, r->ngroups, r->capabilities, wanted);
+    uint32_t real_what = first_switch(me, r->real_uid, r->real_gid, r->groups, r->ngroups,
+                                      r->real_uid == 0 ? UINT64_MAX : 0, &real_wanted);
+    *alike = real_what == what && r->real_uid == r->uid && r->real_gid == r->gid && real_wanted == *wanted;
+    return what;
+}
+
 /* The generation of tid's entries now (CredWatch.generation_of), or 0 with *usable 0 where
  * nothing may be kept (distrusted, a umask pending). */
 static uint64_t
@@ -207,14 +221,12 @@ first_credentials(const struct watch_state *watch, const uint64_t *bumps, struct
     struct published *p = &known[slot];
     if (kept < 0 && p->tid != 0) /* a fresh record of a thread gone: C's own */
         close(p->pidfd);
-    uint64_t wanted, real_wanted;
-    uint32_t what = first_switch(me, r.uid, r.gid, r.groups, r.ngroups, r.capabilities, &wanted);
-    uint64_t real_caps = r.real_uid == 0 ? UINT64_MAX : 0; /* Credentials.for_access */
-    uint32_t real_what = first_switch(me, r.real_uid, r.real_gid, r.groups, r.ngroups, real_caps, &real_wanted);
+    uint64_t wanted;
+    int alike;
+    uint32_t what = first_switches(me, &r, &wanted, &alike);
     *p = (struct published){.tid = tid, .pidfd = pidfd, .generation = generation, .what = what, .uid = r.uid,
                             .gid = r.gid, .ngroups = r.ngroups, .effective = wanted, .umask = r.umask,
-                            .access_alike = real_what == what && r.real_uid == r.uid && r.real_gid == r.gid &&
-                                            real_wanted == wanted,
+                            .access_alike = (uint32_t)alike,
                             .real_uid = r.real_uid, .real_gid = r.real_gid, .capabilities = r.capabilities, .fresh = 1};
     memcpy(p->groups, r.groups, r.ngroups * sizeof *r.groups);
     if (reads)
@@ -223,5 +235,37 @@ first_credentials(const struct watch_state *watch, const uint64_t *bumps, struct
                          .groups = p->groups, .umask = p->umask, .access_alike = p->access_alike};
     return 1;
 }
+
+/* first_read(tid) -> (Credentials' fields: uid, gid, groups, umask, capabilities, real_uid,
+ * real_gid; then what the loop publishes with them: SWITCH_*, the capabilities switched to,
+ * access_alike) | None: the loop's read and cut of /proc/TID/status and its switch against
+ * this thread, for tests/test_first_credentials.py to hold to procfs.py and served_stat.py
+ * switch_of. None where the loop would decline. */
+static PyObject *
+hp_first_read(PyObject *self, PyObject *args)
+{
+    int tid;
+    if (!PyArg_ParseTuple(args, "i", &tid))
+        return NULL;
+    char text[8192];
+    struct first_read r;
+    const struct thread_identity *me = thread_identity();
+    ssize_t size = first_status(tid, text, sizeof text);
+    if (!me || me->ngroups < 0 || size <= 0 || first_parse(text, (size_t)size, &r) < 0)
+        Py_RETURN_NONE;
+    uint64_t wanted;
+    int alike;
+    uint32_t what = first_switches(me, &r, &wanted, &alike);
+    PyObject *groups = PyTuple_New(r.ngroups);
+    for (uint32_t i = 0; groups && i < r.ngroups; i++)
+        PyTuple_SET_ITEM(groups, i, PyLong_FromUnsignedLong(r.groups[i]));
+    if (!groups)
+        return NULL;
+    return Py_BuildValue("(IINIKIIIKi)", r.uid, r.gid, groups, r.umask, (unsigned long long)r.capabilities, r.real_uid,
+                         r.real_gid, what, (unsigned long long)wanted, alike);
+}
+
+#define FIRST_CREDENTIALS_METHODS \
+    {"first_read", hp_first_read, METH_VARARGS, "first_read(tid) -> (credentials..., what, effective, alike) | None"}
 
 #endif

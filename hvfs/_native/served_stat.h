@@ -68,6 +68,7 @@ struct stat_context {
     struct published *known; /* written by first_credentials.h alone */
     size_t known_count;
     uint64_t *first_reads; /* after known's records: the credentials first_credentials.h kept, or NULL */
+    int read_first;        /* first_credentials.h on (HVFS_FIRST_CREDENTIALS, served_stat.py) */
     uint64_t *counts; /* [COUNTS_*][SERVED_*] */
     int opens;        /* read-only opens too: no service judges what the VM reads */
     size_t quiet_length;
@@ -90,7 +91,7 @@ published_caller(const struct stat_context *c, int listener, const struct seccom
 {
     pid_t tid = (pid_t)notif->pid;
     return published_in(c->watch, c->bumps, c->known, c->known_count, tid, a) ||
-           first_credentials(c->watch, c->bumps, c->known, c->known_count, c->first_reads, listener, notif, a);
+           (c->read_first && first_credentials(c->watch, c->bumps, c->known, c->known_count, c->first_reads, listener, notif, a));
 }
 
 #include "served_audit.h" /* an audited VM's: what is served, and its event */
@@ -438,10 +439,11 @@ serve_open(const struct stat_context *c, int listener, const struct seccomp_noti
 }
 
 /* The stat context from serve's stat argument: None (nothing served here), or (vm_root,
- * quiet, watch, known, counts, opens[, audit[, writes[, keep_bases]]]):
+ * quiet, watch, known, counts, opens[, audit[, writes[, keep_bases[, read_first]]]]):
  * hvfs/intercept/served_stat.py ServedStat.argument; audit (served_note_of) into note; writes
  * None or (rw_root, note[, own mounts: packed uint64, served_fdmeta.h's]): served_write.h's;
- * keep_bases: served_base.h's keeper wanted. 1 when served, 0 when not, -1 with an
+ * keep_bases: served_base.h's keeper wanted; read_first: first_credentials.h's reads wanted
+ * (known, writable, then read and kept in). 1 when served, 0 when not, -1 with an
  * exception. Views (4), the keeper and the fd table (self_fds) are released by release_stat. */
 static int
 stat_context_of(PyObject *argument, struct stat_context *c, Py_buffer views[4], struct served_note *note)
@@ -451,8 +453,8 @@ stat_context_of(PyObject *argument, struct stat_context *c, Py_buffer views[4], 
         return 0;
     PyObject *audit = Py_None, *writes = Py_None;
     int keep_bases = 0;
-    if (!PyArg_ParseTuple(argument, "iy*y*w*w*p|OOp", &c->vm_root, &views[0], &views[1], &views[2], &views[3], &c->opens,
-                          &audit, &writes, &keep_bases))
+    if (!PyArg_ParseTuple(argument, "iy*y*w*w*p|OOpp", &c->vm_root, &views[0], &views[1], &views[2], &views[3], &c->opens,
+                          &audit, &writes, &keep_bases, &c->read_first))
         return -1;
     c->rw_root = -1;
     const char *own = NULL;
