@@ -10,10 +10,11 @@
  * notifier was alive throughout, so it held TID at the open and at the read: both are of
  * it); the watch checked again, unchanged (a set*id, capset or exec bumped meanwhile: the
  * read may be of before; nothing is kept and Python serves). Only then is it kept, in a
- * free slot of the worker's published records, under the generation taken first, marked
- * fresh: Python adopts it (KnownCredentials.adopt) when serve hands it the next request, and
- * owns the pidfd from then on. Until then a fresh slot is C's: one whose thread has exited
- * is taken again here, its pidfd closed.
+ * free slot of the worker's published records (or the thread's own stale one), under the
+ * generation taken first, marked fresh: Python adopts it (KnownCredentials.adopt) when serve
+ * hands it the next request, and owns the pidfd from then on. Until then a fresh slot under a
+ * pidfd opened here is C's: one whose thread has exited is taken again here, its pidfd
+ * closed; a pidfd of Python's own record is never closed here.
  *
  * The calls served here never change credentials (stats, opens, links, unlinks, fd
  * metadata): an exec, whose credentials the manager's check must not keep, is never read here.
@@ -152,8 +153,14 @@ pidfd_alive(int pidfd)
     return poll(&alive, 1, 0) == 0;
 }
 
+/* struct published's fresh: Python's (0), or kept here and not yet adopted, under a pidfd
+ * opened here (FRESH_OWN: C's to close until adopted) or under the pidfd of Python's own
+ * stale record of the thread (FRESH_PYTHONS: Python's, never closed here). */
+enum { FRESH_OWN = 1, FRESH_PYTHONS = 2 };
+
 /* The slot for tid's credentials in known: its own record (*pidfd: the one kept), or a free
- * one, or a fresh one of a thread gone (*pidfd -1, to be closed as taken); -1 for none. */
+ * one, or a fresh one of a thread gone under C's own pidfd (*pidfd -1, that pidfd to be
+ * closed as taken); -1 for none. */
 static int
 first_slot(const struct published *known, size_t count, pid_t tid, int *pidfd)
 {
@@ -165,7 +172,7 @@ first_slot(const struct published *known, size_t count, pid_t tid, int *pidfd)
             *pidfd = known[i].pidfd;
             return (int)i;
         }
-        if (free_at < 0 && (known[i].tid == 0 || (known[i].fresh && !pidfd_alive(known[i].pidfd))))
+        if (free_at < 0 && (known[i].tid == 0 || (known[i].fresh == FRESH_OWN && !pidfd_alive(known[i].pidfd))))
             free_at = (int)i;
     }
     *pidfd = -1;
@@ -219,7 +226,8 @@ first_credentials(const struct watch_state *watch, const uint64_t *bumps, struct
         return 0;
     }
     struct published *p = &known[slot];
-    if (kept < 0 && p->tid != 0) /* a fresh record of a thread gone: C's own */
+    uint32_t fresh = kept < 0 || p->fresh == FRESH_OWN ? FRESH_OWN : FRESH_PYTHONS;
+    if (kept < 0 && p->tid != 0) /* a fresh record of a thread gone, under C's own pidfd */
         close(p->pidfd);
     uint64_t wanted;
     int alike;
@@ -227,7 +235,7 @@ first_credentials(const struct watch_state *watch, const uint64_t *bumps, struct
     *p = (struct published){.tid = tid, .pidfd = pidfd, .generation = generation, .what = what, .uid = r.uid,
                             .gid = r.gid, .ngroups = r.ngroups, .effective = wanted, .umask = r.umask,
                             .access_alike = (uint32_t)alike,
-                            .real_uid = r.real_uid, .real_gid = r.real_gid, .capabilities = r.capabilities, .fresh = 1};
+                            .real_uid = r.real_uid, .real_gid = r.real_gid, .capabilities = r.capabilities, .fresh = fresh};
     memcpy(p->groups, r.groups, r.ngroups * sizeof *r.groups);
     if (reads)
         ++*reads;

@@ -492,5 +492,6 @@ class KnownCredentials:
         return len(self._entries)
 
     def close(self) -> None:
+        self.adopt()  # the pidfds of records C kept are then ours to close
         for tid in list(self._entries):
             self.drop(tid)
