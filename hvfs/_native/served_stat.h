@@ -12,7 +12,7 @@
  * before any answer, and Python serves the request from its start): flags
  * Python checks, a path that may name the VM's procfs or devpts (its text, or its base's,
  * has a component "proc" or "pts", which a kernel path's must: served_names.h), a malformed
- * or empty path, a caller whose credentials Python has not published.
+ * or empty path, a caller whose credentials are not published and cannot be read here.
  *
  * Credentials: the worker's Python publishes (KnownCredentials, hvfs/intercept/credcache.py)
  * the threads whose credentials it read, each under a pidfd of the thread and the watch's
@@ -20,6 +20,8 @@
  * served_switch.h switches around the caller's lookups; the watch bumps its generation,
  * before it lets any call that may change credentials continue, in the shared state read
  * here. A thread in a stat cannot change its own credentials meanwhile: it is in this call.
+ * A thread no worker has published is read and kept here (first_credentials.h), in Python's
+ * order, for Python to adopt.
  *
  * Security: the path is read once, into our buffer, and only those bytes are resolved;
  * ID_VALID comes after every read of the caller (its path, its cwd or dirfd) and before the
