@@ -60,6 +60,7 @@ def test_in_a_vm_setresuid_is_continued_in_c_and_what_was_kept_is_read_again(hvf
     assert compiled_counts["continued"] >= 2 * rounds + 1, counted
     assert compiled_counts["handed_to_python"] <= rounds + 2, counted
     # Each round's bump made the creation after it read the caller's credentials anew: a
-    # call continued in C forgot what was kept exactly as one continued by Python did.
-    assert credentials["reads"] >= rounds, counted
+    # call continued in C forgot what was kept exactly as one continued by Python did (the
+    # read made by Python, or by the C loop itself: hvfs/_native/first_credentials.h).
+    assert credentials["reads"] + credentials["read_in_c"] >= rounds, counted
     assert credentials["kept_used"] == 0, counted

@@ -463,6 +463,7 @@ static PyMethodDef methods[] = {
     {"open_stat", hp_open_stat, METH_VARARGS, "open_stat(dirfd, path, flags, mode, resolve, status) -> (fd, st_mode)"},
     {"openat2", (PyCFunction)(void (*)(void))hp_openat2, METH_FASTCALL, "openat2(dirfd, path, flags, mode, resolve) -> fd"},
     NOTE_QUEUE_METHODS, /* the change set's notes made without the GIL (write_open.h note_change) */
+    FIRST_CREDENTIALS_METHODS, /* the loop's own read of a caller's credentials, for its tests */
     {NULL, NULL, 0, NULL},
 };
 

@@ -66,7 +66,7 @@ serve_fdmeta(const struct stat_context *c, int listener, const struct seccomp_no
     if (c->rw_root < 0 || !c->change_note || !c->own_count || notif->pid <= 0 || !served_hearing(c, notif->pid))
         return DECLINED;
     struct acting a = {0};
-    if (!published_caller(c, notif->pid, &a))
+    if (!published_caller(c, listener, notif, &a))
         return DECLINED;
     int pidfd = published_pidfd(c->known, c->known_count, notif->pid);
     struct timespec times[2];

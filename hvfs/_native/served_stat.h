@@ -12,7 +12,7 @@
  * before any answer, and Python serves the request from its start): flags
  * Python checks, a path that may name the VM's procfs or devpts (its text, or its base's,
  * has a component "proc" or "pts", which a kernel path's must: served_names.h), a malformed
- * or empty path, a caller whose credentials Python has not published.
+ * or empty path, a caller whose credentials are not published and cannot be read here.
  *
  * Credentials: the worker's Python publishes (KnownCredentials, hvfs/intercept/credcache.py)
  * the threads whose credentials it read, each under a pidfd of the thread and the watch's
@@ -20,6 +20,8 @@
  * served_switch.h switches around the caller's lookups; the watch bumps its generation,
  * before it lets any call that may change credentials continue, in the shared state read
  * here. A thread in a stat cannot change its own credentials meanwhile: it is in this call.
+ * A thread no worker has published is read and kept here (first_credentials.h), in Python's
+ * order, for Python to adopt.
  *
  * Security: the path is read once, into our buffer, and only those bytes are resolved;
  * ID_VALID comes after every read of the caller (its path, its cwd or dirfd) and before the
@@ -65,8 +67,10 @@ struct stat_context {
     const volatile uint8_t *quiet; /* 1 while no hook, audit or fault rule must see a stat */
     const struct watch_state *watch;
     const uint64_t *bumps; /* hotpath.c serve's: the generation's part C bumps (EXEC_IF_LEADER), or NULL */
-    const struct published *known;
+    struct published *known; /* written by first_credentials.h alone */
     size_t known_count;
+    uint64_t *first_reads; /* after known's records: the credentials first_credentials.h kept, or NULL */
+    int read_first;        /* first_credentials.h on (HVFS_FIRST_CREDENTIALS, served_stat.py) */
     uint64_t *counts; /* [COUNTS_*][SERVED_*] */
     int opens;        /* read-only opens too: no service judges what the VM reads */
     size_t quiet_length;
@@ -80,11 +84,16 @@ struct stat_context {
     int self_fds;             /* fd_change.h self_fds_open: this thread's /proc/thread-self/fd, or -1 */
 };
 
-/* Whether the credentials of tid are published in this worker's records, and still hold. */
+#include "first_credentials.h" /* first_credentials: a caller's read and kept here */
+
+/* Whether the credentials of the notifying thread are published in this worker's records,
+ * and still hold, or have been read and kept here now. */
 static int
-published_caller(const struct stat_context *c, pid_t tid, struct acting *a)
+published_caller(const struct stat_context *c, int listener, const struct seccomp_notif *notif, struct acting *a)
 {
-    return published_in(c->watch, c->bumps, c->known, c->known_count, tid, a);
+    pid_t tid = (pid_t)notif->pid;
+    return published_in(c->watch, c->bumps, c->known, c->known_count, tid, a) ||
+           (c->read_first && first_credentials(c->watch, c->bumps, c->known, c->known_count, c->first_reads, listener, notif, a));
 }
 
 #include "served_audit.h" /* an audited VM's: what is served, and its event */
@@ -183,7 +192,7 @@ resolve_caller_path(const struct stat_context *c, int listener, const struct sec
             return DECLINED;
     }
     if (c->vm_root < 0 || (dirfd < 0 && dirfd != AT_FDCWD) || path_at == 0 || notif->pid <= 0 ||
-        !published_caller(c, notif->pid, a) || (c->real_ids && !a->access_alike))
+        !published_caller(c, listener, notif, a) || (c->real_ids && !a->access_alike))
         return DECLINED;
     /* Safe because: process_vm_readv writes only within our buffer; the bytes are resolved
      * as read, whatever the caller's memory holds by then. */
@@ -432,10 +441,11 @@ serve_open(const struct stat_context *c, int listener, const struct seccomp_noti
 }
 
 /* The stat context from serve's stat argument: None (nothing served here), or (vm_root,
- * quiet, watch, known, counts, opens[, audit[, writes[, keep_bases]]]):
+ * quiet, watch, known, counts, opens[, audit[, writes[, keep_bases[, read_first]]]]):
  * hvfs/intercept/served_stat.py ServedStat.argument; audit (served_note_of) into note; writes
  * None or (rw_root, note[, own mounts: packed uint64, served_fdmeta.h's]): served_write.h's;
- * keep_bases: served_base.h's keeper wanted. 1 when served, 0 when not, -1 with an
+ * keep_bases: served_base.h's keeper wanted; read_first: first_credentials.h's reads wanted
+ * (known, writable, then read and kept in). 1 when served, 0 when not, -1 with an
  * exception. Views (4), the keeper and the fd table (self_fds) are released by release_stat. */
 static int
 stat_context_of(PyObject *argument, struct stat_context *c, Py_buffer views[4], struct served_note *note)
@@ -445,8 +455,8 @@ stat_context_of(PyObject *argument, struct stat_context *c, Py_buffer views[4], 
         return 0;
     PyObject *audit = Py_None, *writes = Py_None;
     int keep_bases = 0;
-    if (!PyArg_ParseTuple(argument, "iy*y*y*w*p|OOp", &c->vm_root, &views[0], &views[1], &views[2], &views[3], &c->opens,
-                          &audit, &writes, &keep_bases))
+    if (!PyArg_ParseTuple(argument, "iy*y*w*w*p|OOpp", &c->vm_root, &views[0], &views[1], &views[2], &views[3], &c->opens,
+                          &audit, &writes, &keep_bases, &c->read_first))
         return -1;
     c->rw_root = -1;
     const char *own = NULL;
@@ -467,6 +477,8 @@ stat_context_of(PyObject *argument, struct stat_context *c, Py_buffer views[4], 
     }
     c->quiet = views[0].buf, c->watch = views[1].buf, c->known = views[2].buf, c->counts = views[3].buf;
     c->known_count = (size_t)views[2].len / sizeof(struct published);
+    if ((size_t)views[2].len >= c->known_count * sizeof(struct published) + sizeof(uint64_t))
+        c->first_reads = (uint64_t *)(c->known + c->known_count); /* 8-aligned: the records are */
     c->kept = base_keeper(keep_bases); /* none without memory: every base opened anew */
     c->self_fds = self_fds_open();     /* none: the links are walked from /proc/self */
     return 1;

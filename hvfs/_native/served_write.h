@@ -77,7 +77,7 @@ write_request(const struct stat_context *c, int listener, const struct seccomp_n
 {
     if (c->rw_root < 0 || !c->change_note || path_at == 0 || notif->pid <= 0 || !served_hearing(c, notif->pid))
         return DECLINED;
-    if (!published_caller(c, notif->pid, a))
+    if (!published_caller(c, listener, notif, a))
         return DECLINED;
     int made = read_write_path(notif->pid, dirfd, path_at, p->path, p->base, p->whole, &p->identity);
     p->by_text = made == -2;

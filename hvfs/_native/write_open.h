@@ -136,6 +136,10 @@ struct published {
     uint32_t groups[PUBLISHED_GROUPS];
     uint32_t umask;         /* the caller's umask: served_write.h's creation */
     uint32_t access_alike;  /* 1: access's real ids switch as these (served_link.h) */
+    uint32_t real_uid, real_gid; /* the rest of the Credentials, for Python to adopt a fresh record */
+    uint64_t capabilities;
+    uint32_t fresh; /* kept by C, not yet adopted by Python: first_credentials.h FRESH_* */
+    uint32_t spare;
 };
 
 /* Whether the credentials of tid are published (known, count: one worker's records), under

@@ -63,6 +63,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from hvfs import api
 from hvfs._native import hotpath
 from hvfs._sys import process
 from hvfs._sys.abi import PRCTL_KEEPS_CREDENTIALS, U32_MASK
@@ -87,13 +88,17 @@ TID_BUCKETS = 256
 WATCH = struct.Struct("<QII")  # generation, changing, trusted
 PUBLISHED_GROUPS = 32  # a caller with more supplementary groups is Python's
 # tid, pidfd, generation, *Switch (groups padded), the umask, and whether access(2)'s real ids
-# (``Credentials.for_access``) switch the same (hvfs/_native/served_link.h serves it then)
-PUBLISHED = struct.Struct(f"<iiQIIIIQ{PUBLISHED_GROUPS}III")
+# (``Credentials.for_access``) switch the same (hvfs/_native/served_link.h serves it then);
+# then what else a record kept by C holds (hvfs/_native/first_credentials.h): the real ids and
+# all effective capabilities, and whether it is fresh (C's, not yet ``adopt``ed), and a spare.
+PUBLISHED = struct.Struct(f"<iiQIIIIQ{PUBLISHED_GROUPS}IIIIIQII")
+_FRESH_AT = PUBLISHED.size - 8
+_C_READS = struct.Struct("<Q")
 # What acting_as switches for a caller (hvfs.manager.creds ``_switch``): which of SWITCH_*,
 # fsuid, fsgid, the supplementary groups and the effective capabilities it takes.
 Switch = tuple[int, int, int, tuple[int, ...], int]
 SWITCH_GROUPS, SWITCH_IDS, SWITCH_CAPS = 1, 2, 4
-_FREE = PUBLISHED.pack(0, -1, 0, 0, 0, 0, 0, 0, *(0,) * PUBLISHED_GROUPS, 0, 0)
+_FREE = PUBLISHED.pack(0, -1, 0, 0, 0, 0, 0, 0, *(0,) * PUBLISHED_GROUPS, 0, 0, 0, 0, 0, 0, 0)
 
 
 class CredWatch:
@@ -250,6 +255,7 @@ class CredWatch:
         return {
             "reads": sum(k.reads for k in self._known),
             "kept_used": sum(k.hits for k in self._known),
+            "read_in_c": sum(k.read_in_c for k in self._known),
             "trusted": int(self.trusted),
             "umask_pending": self.changing,
             **{f"umask_settled_by_{how.replace(' ', '_')}": n for how, n in self.settled_by.items()},
@@ -380,7 +386,8 @@ class KnownCredentials:
         # Threads whose kept credentials ``publish`` gives a ``Switch`` for (hvfs.intercept.
         # served_stat ``switch_of``), for the C loop, at the slot of their entry.
         self._publish = publish
-        self.published = bytearray(_FREE * self.LIMIT)
+        # LIMIT records, then how many credentials C read and kept (first_credentials.h)
+        self.published = bytearray(_FREE * self.LIMIT + _C_READS.pack(0))
         self._slots: dict[int, int] = {}  # tid: its slot in ``published``
         self._entries: dict[int, tuple[int, int, Credentials]] = {}  # tid: (pidfd, generation, credentials)
         self.threads = True  # whether PIDFD_THREAD works here (6.9+)
@@ -438,8 +445,40 @@ class KnownCredentials:
             padded = (*groups, *(0,) * (PUBLISHED_GROUPS - len(groups)))
             alike = publish(credentials.for_access()) == switch
             record = (tid, pidfd, generation, what, uid, gid, len(groups), effective, *padded, credentials.umask, alike)
-            PUBLISHED.pack_into(self.published, slot * PUBLISHED.size, *record)
+            rest = (credentials.real_uid, credentials.real_gid, credentials.capabilities, 0, 0)
+            PUBLISHED.pack_into(self.published, slot * PUBLISHED.size, *record, *rest)
         return credentials
+
+    @property
+    def read_in_c(self) -> int:
+        """Credentials the C loop read and kept (for --stats, with ``reads``)."""
+        return int(_C_READS.unpack_from(self.published, self.LIMIT * PUBLISHED.size)[0])
+
+    def adopt(self) -> None:
+        """Take over what the C loop kept (fresh records: hvfs/_native/first_credentials.h),
+        its pidfds with it, and forget the threads gone, whose slots C may fill next. Called
+        by the worker as serve hands it a request, before anything reads ``_entries``."""
+        published = self.published
+        for at in range(_FRESH_AT, self.LIMIT * PUBLISHED.size, PUBLISHED.size):
+            if not published[at]:
+                continue
+            slot = at // PUBLISHED.size
+            tid, pidfd, generation, _, uid, gid, count, _, *rest = PUBLISHED.unpack_from(published, at - _FRESH_AT)
+            umask, _, real_uid, real_gid, capabilities = rest[PUBLISHED_GROUPS : PUBLISHED_GROUPS + 5]
+            old = self._entries.get(tid)
+            if old is not None and old[0] != pidfd:  # one never published: C had no record to keep its pidfd
+                self.drop(tid)
+            groups = tuple(rest[:count])
+            credentials = api.Credentials(uid, gid, groups, umask, capabilities, real_uid, real_gid)
+            self._entries.pop(tid, None)  # last in, as a read now
+            self._entries[tid] = (pidfd, generation, credentials)
+            self._slots[tid] = slot
+            published[at] = 0
+        for tid, (pidfd, _, _) in list(self._entries.items()):
+            if not _alive(pidfd):
+                self.drop(tid)
+        while len(self._entries) > self.LIMIT:
+            self.drop(next(iter(self._entries)))
 
     def drop(self, tid: int) -> None:
         entry = self._entries.pop(tid, None)
@@ -453,5 +492,6 @@ class KnownCredentials:
         return len(self._entries)
 
     def close(self) -> None:
+        self.adopt()  # the pidfds of records C kept are then ours to close
         for tid in list(self._entries):
             self.drop(tid)

@@ -329,6 +329,7 @@ class SeccompDriver:
                         self._turn.notify_all()
                     return
                 self._serving_since = time.monotonic()
+                inspector.creds.adopt()  # the credentials C read meanwhile (first_credentials.h)
                 table = self._inflight
                 self._serve(notif, inspector, slot=slot)
                 if table is not None:

@@ -104,6 +104,8 @@ CALLS = {
 WRITE_CALLS = ("open", "openat", "creat", "unlink", "unlinkat", "fchmod", "fchown", "utimensat")
 WRITES_ENVIRONMENT = "HVFS_SERVED_WRITE"
 BASES_ENVIRONMENT = "HVFS_SERVED_BASE"  # 0: every relative path's base opened anew (served_base.h)
+# 0: a caller whose credentials no worker kept is Python's, which reads them (first_credentials.h)
+FIRST_ENVIRONMENT = "HVFS_FIRST_CREDENTIALS"
 OUTCOMES = ("served", "continued", "failed")  # served_stat.h SERVED_*, as the manager names them
 # of hvfs.api, served_stat.h COUNTS_*
 KINDS = ("Stat", "Statx", "Open", "Unlink", "Chmod", "Chown", "Utimens", "Readlink", "Access")
@@ -121,7 +123,9 @@ Writes = tuple[int, Note]
 # What C takes of them (hotpath.c's stat_context_of): the view, the note, and the view's own
 # mount ids, packed (served_fdmeta.h: the only mounts whose files it changes through an fd).
 WritesArgument = tuple[int, Note, bytes]
-StatArgument = tuple[int, bytearray, bytearray, bytearray, bytearray, bool, Audit | None, WritesArgument | None, bool]
+StatArgument = tuple[
+    int, bytearray, bytearray, bytearray, bytearray, bool, Audit | None, WritesArgument | None, bool, bool
+]
 
 
 def wanted() -> bool:
@@ -140,6 +144,12 @@ def bases_wanted() -> bool:
     """Whether the C loop keeps a relative path's base directory open from one request to the
     next of a serve call (hvfs/_native/served_base.h): ``HVFS_SERVED_BASE`` is not 0."""
     return os.environ.get(BASES_ENVIRONMENT, "1") != "0"
+
+
+def first_credentials_wanted() -> bool:
+    """Whether the C loop reads and keeps the credentials of a caller no worker kept any of
+    (hvfs/_native/first_credentials.h): ``HVFS_FIRST_CREDENTIALS`` is not 0."""
+    return os.environ.get(FIRST_ENVIRONMENT, "1") != "0"
 
 
 @functools.cache
@@ -188,6 +198,7 @@ class ServedStat:
         # through a caller's fd (fchmod ...): none, and those are Python's.
         self._own = struct.pack(f"<{len(own_mounts)}Q", *sorted(own_mounts))
         self.keep_bases = bases_wanted()
+        self.read_first = first_credentials_wanted()
 
     @property
     def own_mounts(self) -> bytes:
@@ -200,7 +211,7 @@ class ServedStat:
         credentials are ``known`` (``KnownCredentials.published``)."""
         writes = None if self.writes is None else (*self.writes, self._own)
         served = (self.vm_root, self.quiet, watch, known, self.counts, self.opens)
-        return (*served, self.audit, writes, self.keep_bases)
+        return (*served, self.audit, writes, self.keep_bases, self.read_first)
 
     def counted(self) -> dict[tuple[type, str], int]:
         """Requests served here, as ``VmContext.count`` keys them."""

@@ -5,10 +5,12 @@ has exited (its number may be another thread's by then) or a change was noted.""
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 
 import pytest
 
+from hvfs._sys import process
 from hvfs.api import Credentials
 from hvfs.intercept import credcache
 from hvfs.intercept.credcache import CredWatch, KnownCredentials
@@ -159,10 +161,11 @@ def test_a_umask_to_the_value_in_force_is_pending_again_once_another_begins(thre
 
 def published(known: KnownCredentials) -> list[tuple[int, ...]]:
     """The entries the C loop reads (tid, pidfd, generation, then the Switch: what, uid,
-    gid, the number of groups, the capabilities, the groups; then the umask, and whether
-    access(2)'s real ids switch the same), the free ones left out."""
+    gid, the number of groups, the capabilities, the groups; then the umask, whether
+    access(2)'s real ids switch the same, the real ids, all effective capabilities, whether
+    C kept it and a spare), the free ones left out."""
     size = credcache.PUBLISHED.size
-    entries = [credcache.PUBLISHED.unpack_from(known.published, at) for at in range(0, len(known.published), size)]
+    entries = [credcache.PUBLISHED.unpack_from(known.published, at) for at in range(0, known.LIMIT * size, size)]
     return [entry for entry in entries if entry[1] >= 0]
 
 
@@ -176,11 +179,13 @@ def test_kept_credentials_are_published_for_the_c_loop_with_their_switch(thread:
     known = KnownCredentials(watch, publish=switch_if_root)
     assert known.get(thread.pid, Reader(ROOT), valid) == ROOT
     require(known.threads, "pidfd_open(PIDFD_THREAD) needs Linux 6.9")
-    [(tid, pidfd, generation, what, uid, gid, count, effective, *groups, umask, alike)] = published(known)
+    [(tid, pidfd, generation, what, uid, gid, count, effective, *groups_on)] = published(known)
+    groups, (umask, alike, *rest) = groups_on[: credcache.PUBLISHED_GROUPS], groups_on[credcache.PUBLISHED_GROUPS :]
     assert tid == thread.pid and pidfd >= 0 and generation == watch.generation
     assert (what, uid, gid, count, effective) == (credcache.SWITCH_IDS | credcache.SWITCH_CAPS, 0, 0, 2, 5)
     assert groups == [7, 8] + [0] * (credcache.PUBLISHED_GROUPS - 2) and umask == ROOT.umask
     assert alike == 1  # real ids 0: access(2) switches as the rest
+    assert rest == [ROOT.real_uid, ROOT.real_gid, ROOT.capabilities, 0, 0]  # not fresh: Python's own
     known.drop(thread.pid)  # unpublished before its pidfd is closed
     assert published(known) == []
     assert bytes(known.published) == bytes(KnownCredentials(watch).published)  # all free, as made
@@ -213,3 +218,35 @@ def test_the_shared_watch_changes_before_the_call_continues(change: str) -> None
     if change == "begin":
         watch.end()
         assert credcache.WATCH.unpack_from(watch.shared) == (2, 0, 1)
+
+
+def _keep_in_c(known: KnownCredentials, slot: int, tid: int, pidfd: int, generation: int, fresh: int) -> None:
+    """What hvfs/_native/first_credentials.h writes: NOBODY's record, marked ``fresh``."""
+    groups = (0,) * credcache.PUBLISHED_GROUPS
+    record = (tid, pidfd, generation, 7, 65534, 65534, 0, 0, *groups, 0o022, 1, 65534, 65534, 0, fresh, 0)
+    credcache.PUBLISHED.pack_into(known.published, slot * credcache.PUBLISHED.size, *record)
+
+
+def test_what_the_c_loop_kept_is_adopted_with_its_pidfd(thread: subprocess.Popen[bytes]) -> None:
+    """A fresh record becomes an entry, used without a read while it holds; one under the
+    pidfd of the thread's own stale entry (refreshed in place) keeps that pidfd; a thread
+    gone is forgotten, its slot free for C."""
+    watch = CredWatch()
+    known = kept(watch, thread.pid)  # ROOT, unpublished (no publish): C kept a record of its own
+    require(known.threads, "pidfd_open(PIDFD_THREAD) needs Linux 6.9")
+    pidfd = process.pidfd_open(thread.pid, process.PIDFD_THREAD)
+    _keep_in_c(known, 3, thread.pid, pidfd, watch.generation_of(thread.pid), fresh=1)
+    known.adopt()
+    again = Reader(ROOT)
+    assert known.get(thread.pid, again, valid) == NOBODY and again.reads == 0 and len(known) == 1
+    assert published(known)[0][-2] == 0  # adopted: Python's now
+    _keep_in_c(known, 3, thread.pid, pidfd, watch.generation_of(thread.pid), fresh=2)
+    known.adopt()
+    os.fstat(pidfd)  # the refreshed record's pidfd is the entry's: still open
+    thread.kill()
+    thread.wait()
+    known.adopt()
+    assert len(known) == 0 and published(known) == []
+    with pytest.raises(OSError):
+        os.fstat(pidfd)  # closed with its entry
+    known.close()
