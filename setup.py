@@ -20,52 +20,18 @@ from setuptools.dist import Distribution
 
 SOURCES = sorted(glob.glob("native/init/*.c"))
 TARGET = os.path.join("hvfs", "_bin", "hvfs-init")
+HEADERS = sorted(glob.glob("hvfs/_native/*.h"))
 HOTPATH = Extension(
     "hvfs._native._hotpath",
     sources=["hvfs/_native/hotpath.c"],
-    depends=[
-        f"hvfs/_native/{name}.h"
-        for name in (
-            "open_stat",
-            "exec_leader",
-            "served_stat",
-            "served_names",
-            "served_base",
-            "served_quick",
-            "served_audit",
-            "served_switch",
-            "served_write",
-            "served_dev",
-            "served_mutate",
-            "served_fdmeta",
-            "served_link",
-            "fd_change",
-            "unlink_named",
-            "write_open",
-            "note_queue",
-            "credential_lines",
-        )
-    ],
+    depends=HEADERS,  # every header: hand-kept lists went stale, and a stale build serves old code
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fstack-protector-strong"],
     optional=True,  # without it hvfs serves through the Python path (hvfs/_native/__init__.py)
 )
 TRACER = Extension(
     "hvfs._native._tracer",
     sources=["hvfs/_native/tracer.c"],
-    depends=[
-        f"hvfs/_native/{name}.h"
-        for name in (
-            "tracer_receive",
-            "tracer_write",
-            "tracer_unlink",
-            "tracer_fdmeta",
-            "fd_change",
-            "unlink_named",
-            "write_open",
-            "note_queue",
-            "served_switch",
-        )
-    ],
+    depends=HEADERS,
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fstack-protector-strong"],
     optional=True,  # without it the ptrace driver traces through the Python path (hvfs/intercept/ptrace/)
 )
