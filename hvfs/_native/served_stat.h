@@ -87,7 +87,8 @@ published_caller(const struct stat_context *c, pid_t tid, struct acting *a)
     return published_in(c->watch, c->bumps, c->known, c->known_count, tid, a);
 }
 
-#include "served_audit.h" /* an audited VM's: what is served, and its event */
+#include "served_audit.h"    /* an audited VM's: what is served, and its event */
+#include "served_resolved.h" /* and the name of what Python does not name by its text */
 
 #ifdef __x86_64__
 /* arch.py _pack_stat_x86_64: the kernel's struct stat, built field by field, padding zero. */
@@ -219,9 +220,10 @@ resolve_caller_path(const struct stat_context *c, int listener, const struct sec
     if (audited) { /* found as the audited Python path finds it, or Python's (it names the rest otherwise) */
         c->note->audited = 1, c->note->pid = notif->pid;
         *fd = open_plain_at(c->vm_root, base, &identity, path, open_flags, a);
-        if (*fd < 0)
-            act_restore(a);
-        return *fd >= 0 ? ANSWER : DECLINED;
+        if (*fd >= 0)
+            return ANSWER;
+        act_restore(a); /* the dispatch names a failed lookup as the manager, after the handler */
+        return *fd != NOT_NAMED && resolved_name(c, base, &identity, path) == 0 ? ANSWER : DECLINED;
     }
     *fd = open_object_at(c->kept, kept, c->vm_root, base, &identity, path, open_flags, foreign, a, quick);
     if (mount)
@@ -293,6 +295,7 @@ serve_stat(const struct stat_context *c, int listener, const struct seccomp_noti
         if (!late_check(&quick, listener, notif))
             return GONE;
         answer_failed_lookup(fd, foreign, count, resp);
+        note_answered(c, statx_call ? AUDIT_STATX : AUDIT_STAT, flags, resp);
         return ANSWER;
     }
     char *out = quick.out; /* quick.done: the answer already, quick.size bytes */
@@ -391,8 +394,12 @@ serve_open(const struct stat_context *c, int listener, const struct seccomp_noti
     if (got != ANSWER)
         return got;
     uint64_t *count = c->counts + SERVED_OUTCOMES * COUNTS_OPEN;
+    uint64_t asked = (call == CALL_OPEN ? a[1] : a[2]) & UINT32_MAX; /* the decoder's flags, an event's */
     if (probe < 0) {
+        if (directory && probe == -ENOTDIR && c->note && c->note->audited)
+            return DECLINED; /* perhaps a file: Python's O_PATH probe finds it, and answers ENOTDIR */
         answer_failed_lookup(probe, foreign, count, resp);
+        note_answered(c, AUDIT_OPEN, asked, resp);
         return ANSWER;
     }
     struct stat st;

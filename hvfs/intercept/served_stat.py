@@ -106,7 +106,8 @@ COUNTS = struct.Struct(f"<{len(KINDS) * len(OUTCOMES)}Q")  # KINDS x OUTCOMES
 # What C records an audited VM's served calls with (served_audit.h): the bus, the VM's name,
 # record.c's record_raw, and a (request, response) of each kind served (AUDIT_*: stat, statx,
 # open, unlink, chmod, chown, utimens), whose types say how the event reads, then a failure's
-# (its Errno's type, made with the errno C answered).
+# (its Errno's type, made with the errno C answered), readlink's and access's, and a continued
+# request's response (its request unread).
 Audit = tuple[object, str, object, tuple[tuple[object, object], ...]]
 # What C serves a VM's write-opens with (served_write.h): its writable view, a nodev one, and
 # its change set's ``c_note`` (its queue and its ``note``), with which C notes each change it
@@ -226,5 +227,8 @@ def audit_of(bus: object, vm: str) -> Audit | None:
         (api.Chown(caller=caller, target=root, uid=0, gid=0), api.Value(0)),
         (api.Utimens(caller=caller, target=root, times=None), api.Value(0)),
         (api.Unlink(caller=caller, path=root), api.Errno(0)),
+        (api.Readlink(caller=caller, path=root), api.Value(0)),  # the event reads a Data's length alone
+        (api.Access(caller=caller, path=root, mode=0, flags=0), api.Value(0)),
+        (api.Stat(caller=caller, path=root, follow=True), api.Continue()),  # any kind's continue
     )
     return (bus, vm, recorder.record_raw, prototypes)
