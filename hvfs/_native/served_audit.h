@@ -37,6 +37,8 @@ struct served_note {
     int continued;                                /* continued in the VM: a Continue, whatever the kind */
     int roots_named;                              /* served.py _roots_named_from_themselves: -1 not asked yet */
     int64_t value;                                /* AUDIT_READLINK: the link's length */
+    int by_answer; /* a read-only open: where not found by its text, found as Python's _open finds it */
+    int answered;  /* ... and so found: named by its answer's fd (served.py served_paths), or resolved_name */
     pid_t pid;
     uint64_t flags;
     int64_t began;

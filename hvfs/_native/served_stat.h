@@ -210,7 +210,8 @@ resolve_caller_path(const struct stat_context *c, int listener, const struct sec
             return DECLINED;
         mount = !audited && c->kept ? mount : 0;
     }
-    if (audited && plain_text(c->note, path, base, declined[0] != 0) < 0)
+    int plain = audited && plain_text(c->note, path, base, declined[0] != 0) == 0;
+    if (audited && !plain && !c->note->by_answer)
         return DECLINED;
     uint64_t id = notif->id;
     if (quick && !audited && (path[0] == '/' || kept)) /* nothing kept from the reads: late_check */
@@ -218,11 +219,20 @@ resolve_caller_path(const struct stat_context *c, int listener, const struct sec
     else if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) < 0)
         return GONE;
     if (audited) { /* found as the audited Python path finds it, or Python's (it names the rest otherwise) */
-        c->note->audited = 1, c->note->pid = notif->pid;
-        *fd = open_plain_at(c->vm_root, base, &identity, path, open_flags, a);
+        c->note->audited = 1, c->note->pid = notif->pid, c->note->answered = 0;
+        *fd = plain ? open_plain_at(c->vm_root, base, &identity, path, open_flags, a) : NOT_NAMED;
         if (*fd >= 0)
             return ANSWER;
         act_restore(a); /* the dispatch names a failed lookup as the manager, after the handler */
+        if (*fd == NOT_NAMED && c->note->by_answer) { /* opening.py _found: then _open */
+            *fd = open_object_at(NULL, 0, c->vm_root, base, &identity, path, open_flags, foreign, a, NULL);
+            if (a->failed)
+                return DECLINED;
+            c->note->answered = 1;
+            if (*fd >= 0)
+                return ANSWER;
+            act_restore(a);
+        }
         return *fd != NOT_NAMED && resolved_name(c, base, &identity, path) == 0 ? ANSWER : DECLINED;
     }
     *fd = open_object_at(c->kept, kept, c->vm_root, base, &identity, path, open_flags, foreign, a, quick);
@@ -387,6 +397,8 @@ serve_open(const struct stat_context *c, int listener, const struct seccomp_noti
     int foreign = 0, directory = (flags & (O_DIRECTORY | O_NOFOLLOW)) == O_DIRECTORY;
     long probe = -EBADF;
     struct acting as_caller = {0}; /* kept for the open again: it checks the caller's access */
+    if (c->note)
+        c->note->by_answer = 1; /* opening.py _found: its usual resolution where the text finds nothing */
     int got = resolve_caller_path(c, listener, notif, dirfd, path_at, directory ? flags : O_PATH | (flags & O_NOFOLLOW),
                                   "dev", &probe, &foreign, &as_caller, NULL);
     if (got != ANSWER || probe < 0 || directory)
@@ -429,6 +441,13 @@ serve_open(const struct stat_context *c, int listener, const struct seccomp_noti
             return ANSWER;
         }
         probe = opened;
+    }
+    if (audited && c->note->answered) { /* served.py: an open's Fd named by the kernel's name of it */
+        c->note->length = fd_vm_path_in(c->self_fds, (int)probe, c->note->name, PATH_MAX_BYTES + 1);
+        if (c->note->length == 0 || !roots_named(c)) { /* Python names it otherwise: its event is Python's */
+            close((int)probe);
+            return DECLINED;
+        }
     }
     *install = (int)probe;
     *newfd_flags = flags & O_CLOEXEC ? O_CLOEXEC : 0;

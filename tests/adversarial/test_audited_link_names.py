@@ -7,8 +7,10 @@ As tests/adversarial/test_audited_stat_names.py: a directory ``d`` and a symlink
 ``other`` are swapped without pause (renameat2 RENAME_EXCHANGE) by a second thread, while the
 main thread, thousands of times, reads the link ``/data/d/l`` (``d``'s reads "in-d",
 ``other``'s "in-other"), checks X_OK of ``/data/d/x`` (``d``'s executable, ``other``'s not)
-and reads the link ``/data/d/nope`` (none in ``d``, ``other``'s reads "in-other"). Each call's
-event, in order, must name what the VM got: ``d``'s object as ``/data/d/...`` or
+reads the link ``/data/d/nope`` (none in ``d``, ``other``'s reads "in-other") and opens
+``/data/d/x`` and ``/data/./d/x`` read-only (the first by its text where no symlink is on the
+way, the second named by the kernel's name of the fd it got). Each call's event, in order,
+must name what the VM got: ``d``'s object as ``/data/d/...`` or
 ``/data/s/...``, ``other``'s as ``/data/other/...``; a lookup continued in the VM, a name
 in ``d`` or ``other`` only (never ``s``'s text, which would name either); one event per call,
 none lost, none twice. As root (``--strict --audit``) and rootless; ``--stats`` shows the C
@@ -52,6 +54,8 @@ for _ in range(int(sys.argv[1])):
     seen.append(attempt(lambda: os.readlink("/data/d/l")))
     seen.append(attempt(lambda: os.access("/data/d/x", os.X_OK)))
     seen.append(attempt(lambda: os.readlink("/data/d/nope")))
+    for path in ("/data/d/x", "/data/./d/x"):  # by its text where it can be, else by its answer
+        seen.append(attempt(lambda: (lambda fd: (os.fstat(fd).st_ino, os.close(fd))[0])(os.open(path, os.O_RDONLY))))
 done = True
 thread.join()
 print(json.dumps({"seen": seen, "flips": flips}))
@@ -61,8 +65,8 @@ print(json.dumps({"seen": seen, "flips": flips}))
 NAMED = {
     ("readlink", "in-d"): {"/data/d/l", "/data/s/l"},
     ("readlink", "in-other"): {"/data/other/l", "/data/other/nope"},
-    ("access", True): {"/data/d/x", "/data/s/x"},
-    ("access", False): {"/data/other/x"},
+    ("x", True): {"/data/d/x", "/data/s/x"},
+    ("x", False): {"/data/other/x"},
 }
 CONTINUED = {"/data/d/nope", "/data/other/nope", "/data/d/l", "/data/other/l", "/data/d/x", "/data/other/x"}
 
@@ -83,8 +87,11 @@ def _scene(root: Path) -> Path:
     return data
 
 
-def _escapes(events: list[dict[str, object]], seen: list[object]) -> list[tuple[object, object]]:
-    """The events that name something else than what their call got."""
+def _escapes(
+    events: list[dict[str, object]], seen: list[object], inodes: dict[int, str]
+) -> list[tuple[object, object]]:
+    """The events that name something else than what their call got (an open's: the inode of
+    ``d``'s or ``other``'s ``x``, by ``inodes``)."""
     escapes = []
     for event, got in zip(events, seen, strict=True):
         paths = event["paths"]
@@ -94,7 +101,12 @@ def _escapes(events: list[dict[str, object]], seen: list[object]) -> list[tuple[
             if name not in CONTINUED:
                 escapes.append((name, got))
             continue
-        key = ("access", event["result"] == "ok") if event["operation"] == "access" else ("readlink", got)
+        if event["operation"] == "open":
+            key: tuple[str, object] = ("x", inodes.get(got) == "d") if isinstance(got, int) and got > 0 else ("", 0)
+        elif event["operation"] == "access":
+            key = ("x", event["result"] == "ok")
+        else:
+            key = ("readlink", got)
         if name not in NAMED.get(key, set()):
             escapes.append((name, got))
     return escapes
@@ -109,6 +121,7 @@ def test_audited_links_and_failed_lookups_name_what_was_served(
     data = _scene(root)
     if hvfs.user is not None:
         chown_to(root, hvfs.user)
+    inodes = {(data / "d" / "x").stat().st_ino: "d", (data / "other" / "x").stat().st_ino: "other"}  # before the swaps
     stats, log = root / "stats.json", root / "audit.jsonl"
     args = ["run", "--strict", "--stats", str(stats), "--audit", str(log), "-v", f"{data}:/data"]
     out = hvfs.ok(*args, "-v", f"{root}:/probe:ro", "--", "python3", "/probe/race.py", str(TRIES))
@@ -117,15 +130,16 @@ def test_audited_links_and_failed_lookups_name_what_was_served(
     made = [
         event
         for event in events
-        if event["operation"] in ("readlink", "access")
+        if event["operation"] in ("readlink", "access", "open")
         and event["paths"][0].startswith(("/data/d", "/data/s", "/data/o"))
     ]
-    assert len(made) == 3 * TRIES  # one event per call: none lost, none twice
+    assert len(made) == 5 * TRIES  # one event per call: none lost, none twice
     seen = result["seen"]
-    escapes = _escapes(made, seen)
+    escapes = _escapes(made, seen, inodes)
     assert escapes == [], escapes[:10]
     assert "in-d" in seen and "in-other" in seen and result["flips"] > 100, result["flips"]  # it raced
     compiled = json.loads(stats.read_text())["compiled"]
     assert compiled.get("readlink_served", 0) > TRIES // 10, compiled
     assert compiled.get("readlink_continued", 0) > TRIES // 10, compiled
     assert compiled.get("access_served", 0) + compiled.get("access_failed", 0) > TRIES // 10, compiled
+    assert compiled.get("open_served", 0) > TRIES, compiled
