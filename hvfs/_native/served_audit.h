@@ -1,14 +1,18 @@
-/* A served stat or read-only open of an audited VM (an audit or other subscriber on its bus,
- * no hook: no fault rule, scanner or service must see the request), served in the C loop
+/* A served stat, read-only open, readlink or access of an audited VM (an audit or other
+ * subscriber on its bus, no hook: no fault rule, scanner or service must see the request),
+ * served in the C loop
  * with its event recorded here, the very record the Python path makes for it
  * (tests/test_served_audit.py compares them).
  *
  * Only what the Python path names by its text is served so (hvfs.manager.resolve.open_named:
  * a ``plain_name`` path found with no symlink on the way, whose text is then its name as the
- * kernel resolved it, a stat's without its trailing "/", an open's only without one); and
- * only what it answers "ok" (a stat written, an fd handed out). Everything else, which
- * Python names by a readlink or answers otherwise (a symlink on the way, a failed lookup,
- * a FIFO), is declined before any answer, and Python serves and records it.
+ * kernel resolved it, a stat's without its trailing "/", an open's only without one), and
+ * what it names as served_resolved.h says (a failed lookup, continued or answered its errno:
+ * by its parent directory; a read-only open its text does not find: by its answer's fd). A
+ * stat answers "ok" here or is declined (an fstat's errno); a readlink or access answers
+ * what it finds (served_link.h). Everything else, which Python names by a readlink of what
+ * it found (a stat, readlink or access through a symlink on the way) or answers otherwise (a
+ * FIFO's open), is declined before any answer, and Python serves and records it.
  *
  * The record: with the GIL taken once per such request, after it is served and before it
  * is answered (the dispatch records, then the driver answers: the in-flight table and a

@@ -1,8 +1,7 @@
 /* The name an audited VM's event gives a request the Python path does not name by its text:
  * a stat, open, readlink or access whose lookup failed (continued in the VM or answered its
- * errno), or an open of what is neither a file nor a directory (continued). The dispatch
- * names it after the handler (hvfs/manager/served.py served_paths, _resolved, with nothing
- * noted): the path's parent directory opened again in the writable view as the manager
+ * errno). The dispatch names it after the handler (hvfs/manager/served.py served_paths,
+ * _resolved, with nothing noted): the path's parent directory opened again in the writable view as the manager
  * (resolve.parent: the head followed as the kernel follows it, a relative path's from its
  * base, checked to be the caller's very directory), the kernel's name of that directory
  * (its magic link) and the path's last component; where that fails or the last component
@@ -11,7 +10,10 @@
  * The same here, in the same order, from the path and base text read once from the caller
  * (never its memory again) and the base's identity read with them. The one case C does not
  * name, a VM whose roots do not read as "/" (served.py then checks each name again in the
- * view), declines: Python serves and names the request.
+ * view), declines: Python serves and names the request. The parent is opened O_PATH, as
+ * the manager, in the writable view: nothing of the caller's is acted on; a VM that swaps
+ * its directories meanwhile gets a name its parent had at some moment, as from Python
+ * (tests/adversarial/test_audited_link_names.py).
  */
 #ifndef HVFS_SERVED_RESOLVED_H
 #define HVFS_SERVED_RESOLVED_H

@@ -28,8 +28,8 @@ manager/handlers/query.py ``handle_stat``/``handle_statx`` and opening.py
 Its readlink and readlinkat, access, faccessat and faccessat2 of such a path are served there
 too (hvfs/_native/served_link.h), as ``handle_readlink`` and ``handle_access`` answer them:
 access in the writable view, and without AT_EACCESS only for a caller whose real ids switch
-what its effective ones do (``Credentials.for_access``; credcache publishes which). An
-audited VM's are Python's, and so are the ptrace driver's.
+what its effective ones do (``Credentials.for_access``; credcache publishes which). The
+ptrace driver's are Python's.
 
 ``HVFS_SERVED_STAT=0``, read when a driver is made, turns it off (the conformance tests run
 both ways).
@@ -54,12 +54,19 @@ where the caller's directory has the same text and identity (hvfs/_native/served
 
 An audited VM (an audit or another subscriber on its bus, and no hook) has those served
 in C too that the Python path names by their text (``resolve.open_named``: a plain path
-found with no symlink on the way) and answers "ok"; C records each one's event into the
-bus's ring with the GIL taken for it, the record the dispatch makes for the same request
-(hvfs/_native/served_audit.h, ``Audit``). Its write-opens, unlinks and fd metadata changes
+found with no symlink on the way), its stats and opens answered "ok", its readlinks and
+accesses whatever they answer; C records each one's event into the bus's ring with the GIL
+taken for it, the record the dispatch makes for the same request
+(hvfs/_native/served_audit.h, ``Audit``). So are its lookups that fail (continued in the VM,
+or an errno), which the dispatch names by their parent directory opened again and named by
+the kernel (``served._resolved``: hvfs/_native/served_resolved.h), and its read-only opens
+its text does not find (a symlink on the way), named by the kernel's name of the fd handed
+out. Its write-opens, unlinks and fd metadata changes
 are served as a quiet VM's are (their names are their text, or the fd's VM path, as Python
 names them), each event recorded the same way, an errno C answers (EEXIST, a failed change)
-as the dispatch records the handler's. The rest is Python's, which records it.
+as the dispatch records the handler's. The rest is Python's, which records it: a stat,
+readlink or access through a symlink on the way, a FIFO's open, a VM whose roots do not
+read as "/".
 """
 
 from __future__ import annotations
