@@ -224,19 +224,6 @@ def test_a_rootless_vm_answers_as_the_python_path(rootless: Hvfs, shared_tmp: Pa
     assert _served(compiled, "readlink") >= 15 and _served(compiled, "access") >= 20, compiled
 
 
-def test_an_audited_vm_has_them_served_in_python(hvfs: Hvfs, tmp_path: Path) -> None:
-    """An audit sees every readlink and access (the dispatch records them): C declines an
-    audited VM's (served_link.h), and the answers stay the Python path's."""
-    data = _volume(tmp_path, False)
-    log = tmp_path / "audit.jsonl"
-    in_c, compiled = _probe(hvfs, tmp_path, data, "--audit", str(log))
-    in_python, _ = _probe(_in_python(hvfs), tmp_path, data)
-    _check(in_c, in_python, False)
-    assert _served(compiled, "readlink") == _served(compiled, "access") == 0, compiled
-    operations = [json.loads(line)["operation"] for line in log.read_text().splitlines()]
-    assert operations.count("readlink") >= 20 and operations.count("access") >= 30, operations
-
-
 SET_USER_ID = (
     r"""
 import ctypes, json, os

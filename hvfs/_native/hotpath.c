@@ -182,7 +182,7 @@ served_anew(const struct stat_context *c)
     if (c->note) {
         struct timespec now;
         clock_gettime(CLOCK_MONOTONIC, &now);
-        c->note->audited = c->note->recordable = c->note->error = 0;
+        c->note->audited = c->note->recordable = c->note->error = c->note->continued = c->note->by_answer = 0;
         c->note->began = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
     }
     return 1;

@@ -1,14 +1,18 @@
-/* A served stat or read-only open of an audited VM (an audit or other subscriber on its bus,
- * no hook: no fault rule, scanner or service must see the request), served in the C loop
+/* A served stat, read-only open, readlink or access of an audited VM (an audit or other
+ * subscriber on its bus, no hook: no fault rule, scanner or service must see the request),
+ * served in the C loop
  * with its event recorded here, the very record the Python path makes for it
  * (tests/test_served_audit.py compares them).
  *
  * Only what the Python path names by its text is served so (hvfs.manager.resolve.open_named:
  * a ``plain_name`` path found with no symlink on the way, whose text is then its name as the
- * kernel resolved it, a stat's without its trailing "/", an open's only without one); and
- * only what it answers "ok" (a stat written, an fd handed out). Everything else, which
- * Python names by a readlink or answers otherwise (a symlink on the way, a failed lookup,
- * a FIFO), is declined before any answer, and Python serves and records it.
+ * kernel resolved it, a stat's without its trailing "/", an open's only without one), and
+ * what it names as served_resolved.h says (a failed lookup, continued or answered its errno:
+ * by its parent directory; a read-only open its text does not find: by its answer's fd). A
+ * stat answers "ok" here or is declined (an fstat's errno); a readlink or access answers
+ * what it finds (served_link.h). Everything else, which Python names by a readlink of what
+ * it found (a stat, readlink or access through a symlink on the way) or answers otherwise (a
+ * FIFO's open), is declined before any answer, and Python serves and records it.
  *
  * The record: with the GIL taken once per such request, after it is served and before it
  * is answered (the dispatch records, then the driver answers: the in-flight table and a
@@ -22,8 +26,11 @@
 #ifndef HVFS_SERVED_AUDIT_H
 #define HVFS_SERVED_AUDIT_H
 
-/* the prototypes' order; AUDIT_FAILED's response is an Errno, its type made for a failure's errno */
-enum { AUDIT_STAT, AUDIT_STATX, AUDIT_OPEN, AUDIT_UNLINK, AUDIT_CHMOD, AUDIT_CHOWN, AUDIT_UTIMENS, AUDIT_FAILED, AUDIT_KINDS };
+/* the prototypes' order; AUDIT_FAILED's response is an Errno, its type made for a failure's errno;
+ * AUDIT_READLINK's a Value, made with the link's whole length (the Data's); AUDIT_CONTINUED's
+ * request is never read, its response is any continued request's */
+enum { AUDIT_STAT, AUDIT_STATX, AUDIT_OPEN, AUDIT_UNLINK, AUDIT_CHMOD, AUDIT_CHOWN, AUDIT_UTIMENS, AUDIT_FAILED,
+       AUDIT_READLINK, AUDIT_ACCESS, AUDIT_CONTINUED, AUDIT_KINDS };
 
 struct served_note {
     PyObject *bus, *vm, *record_raw, *prototypes; /* borrowed from serve's argument */
@@ -31,6 +38,11 @@ struct served_note {
     int recordable;                               /* served as Python serves it: record it */
     int kind;                                     /* AUDIT_* */
     int error;                                    /* answered this errno (a mutation's), or 0: the kind's response */
+    int continued;                                /* continued in the VM: a Continue, whatever the kind */
+    int roots_named;                              /* served.py _roots_named_from_themselves: -1 not asked yet */
+    int64_t value;                                /* AUDIT_READLINK: the link's length */
+    int by_answer; /* a read-only open: where not found by its text, found as Python's _open finds it */
+    int answered;  /* ... and so found: named by its answer's fd (served.py served_paths), or resolved_name */
     pid_t pid;
     uint64_t flags;
     int64_t began;
@@ -96,23 +108,37 @@ plain_text(struct served_note *n, const char *path, const char *base, int openin
 }
 
 /* resolve.open_named: the plain path found with no symlink on the way (a relative one beneath
- * its base, found so too and checked to be the caller's very directory); an fd, or -1. */
+ * its base, found so too and checked to be the caller's very directory): an fd, the -errno
+ * open_named raises (a lookup failed before any symlink, as the usual resolution fails), or
+ * NOT_NAMED where it finds nothing by the text (a symlink on the way, ELOOP; the base not so
+ * found; the switch failed), which Python names otherwise. */
+#define NOT_NAMED (-ECANCELED)
 static long
 open_plain_at(int root, const char *base, const struct stat *identity, const char *path, uint64_t flags,
               struct acting *a)
 {
-    if (path[0] == '/')
-        return act_switch(a) < 0 ? -1 : scoped_openat2(root, path, flags, RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS);
-    long dir = scoped_openat2(root, base, O_PATH | O_DIRECTORY, RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS);
-    if (dir < 0)
-        return -1;
-    struct stat st;
-    long fd = -1;
-    if (fstat((int)dir, &st) == 0 && st.st_dev == identity->st_dev && st.st_ino == identity->st_ino &&
-        act_switch(a) == 0)
-        fd = scoped_openat2((int)dir, path, flags, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS);
-    close((int)dir);
-    return fd;
+    long fd;
+    if (path[0] == '/') {
+        if (act_switch(a) < 0)
+            return NOT_NAMED;
+        fd = scoped_openat2(root, path, flags, RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS);
+    } else {
+        long dir = scoped_openat2(root, base, O_PATH | O_DIRECTORY, RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS);
+        if (dir < 0)
+            return NOT_NAMED;
+        struct stat st;
+        fd = NOT_NAMED;
+        if (fstat((int)dir, &st) == 0 && st.st_dev == identity->st_dev && st.st_ino == identity->st_ino &&
+            act_switch(a) == 0) {
+            fd = scoped_openat2((int)dir, path, flags, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS);
+            if (fd < 0 && errno == EXDEV) /* the usual resolution goes on from the root: Python's */
+                errno = ELOOP;
+        }
+        close((int)dir);
+        if (fd == NOT_NAMED)
+            return NOT_NAMED;
+    }
+    return fd >= 0 ? fd : errno == ELOOP || errno == ECANCELED ? NOT_NAMED : -errno;
 }
 
 /* The served request's event, with the GIL held: record_raw(recorder, vm, prototype, response,
@@ -123,8 +149,12 @@ record_served_event(const struct served_note *n)
 {
     PyObject *pair = PyTuple_GET_ITEM(n->prototypes, n->kind), *response = PyTuple_GET_ITEM(pair, 1);
     PyObject *failed = PyTuple_GET_ITEM(PyTuple_GET_ITEM(n->prototypes, AUDIT_FAILED), 1), *made = NULL;
-    if (n->error) /* the dispatch's Errno of the handler's OSError */
+    if (n->continued)
+        response = PyTuple_GET_ITEM(PyTuple_GET_ITEM(n->prototypes, AUDIT_CONTINUED), 1);
+    else if (n->error) /* the dispatch's Errno of the handler's OSError */
         response = made = PyObject_CallFunction((PyObject *)Py_TYPE(failed), "i", n->error);
+    else if (n->kind == AUDIT_READLINK) /* the event reads the Data's length alone, as a Value's */
+        response = made = PyObject_CallFunction((PyObject *)Py_TYPE(response), "L", (long long)n->value);
     PyObject *recorder = PyObject_GetAttrString(n->bus, "record_served");
     PyObject *pid = PyLong_FromLong(n->pid), *flags = PyLong_FromUnsignedLongLong(n->flags);
     PyObject *began = PyLong_FromLongLong(n->began);
@@ -151,6 +181,7 @@ served_note_of(PyObject *argument, struct served_note *n)
 {
     if (!PyArg_ParseTuple(argument, "OUOO!", &n->bus, &n->vm, &n->record_raw, &PyTuple_Type, &n->prototypes))
         return -1;
+    n->roots_named = -1;
     if (PyTuple_GET_SIZE(n->prototypes) != AUDIT_KINDS)
         goto malformed;
     for (int i = 0; i < AUDIT_KINDS; i++) {

@@ -19,8 +19,10 @@
  * with other bits than R_OK | W_OK | X_OK, AT_EMPTY_PATH, and a driver with no writable view
  * here (rw_root -1: write-opens not served) are Python's.
  *
- * Audited VMs are declined (the context's note dropped: their events are Python's), and so is
- * the ptrace driver's, which serves these calls in Python.
+ * An audited VM's are served here too where the Python path names them by their text
+ * (served_audit.h: a plain path found with no symlink on the way; its answer, ok or an errno,
+ * recorded under that name), or names a failed lookup by its parent (served_resolved.h); the
+ * rest is Python's, and so is the ptrace driver's, which serves these calls in Python.
  */
 #ifndef HVFS_SERVED_LINK_H
 #define HVFS_SERVED_LINK_H
@@ -52,6 +54,7 @@ serve_readlink(const struct stat_context *c, int listener, const struct seccomp_
     uint64_t *count = c->counts + SERVED_OUTCOMES * COUNTS_READLINK;
     if (fd < 0) {
         answer_failed_lookup(fd, foreign, count, resp);
+        note_answered(c, AUDIT_READLINK, 0, resp);
         return ANSWER;
     }
     /* read first: only a symlink has a text, so its kind is asked only where it has none */
@@ -67,8 +70,13 @@ serve_readlink(const struct stat_context *c, int listener, const struct seccomp_
     if (failed) {
         resp->error = -failed;
         count[SERVED_FAILED]++;
+        note_answered(c, AUDIT_READLINK, 0, resp); /* named by its text (plain_text) */
         return ANSWER;
     }
+    struct seccomp_notif_resp done = {0};
+    note_answered(c, AUDIT_READLINK, 0, &done); /* the handler's Data: recorded even if the caller is gone now */
+    if (c->note)
+        c->note->value = length;
     size_t put_size = (uint64_t)length < size ? (size_t)length : (size_t)size;
     uint64_t id = notif->id;
     if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) < 0)
@@ -118,6 +126,7 @@ serve_access(const struct stat_context *c, int listener, const struct seccomp_no
     uint64_t *count = c->counts + SERVED_OUTCOMES * COUNTS_ACCESS;
     if (fd < 0) {
         answer_failed_lookup(fd, foreign, count, resp);
+        note_answered(c, AUDIT_ACCESS, flags, resp);
         return ANSWER;
     }
     /* still acting as the caller (open_object_at's switch): the check is the caller's */
@@ -130,20 +139,20 @@ serve_access(const struct stat_context *c, int listener, const struct seccomp_no
     } else {
         count[SERVED_DONE]++;
     }
+    note_answered(c, AUDIT_ACCESS, flags, resp); /* found by its text: named by it (plain_text) */
     return ANSWER;
 }
 
-/* Serves a readlink or access call (call: CALL_READLINK and after), as the two above; quiet
- * VMs only. */
+/* Serves a readlink or access call (call: CALL_READLINK and after), as the two above. */
 static int
 serve_link(const struct stat_context *c, int listener, const struct seccomp_notif *notif, int call,
            struct seccomp_notif_resp *resp, int *written)
 {
-    struct stat_context quiet = *c;
-    quiet.note = NULL; /* resolve_caller_path then declines an audited VM's call */
     if (call <= CALL_READLINKAT)
-        return serve_readlink(&quiet, listener, notif, call, resp, written);
-    return serve_access(&quiet, listener, notif, call, resp);
+        return serve_readlink(c, listener, notif, call, resp, written);
+    if (c->note)
+        roots_named(c); /* asked of both roots before access sets the view as its root */
+    return serve_access(c, listener, notif, call, resp);
 }
 
 #endif

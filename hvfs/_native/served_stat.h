@@ -96,7 +96,8 @@ published_caller(const struct stat_context *c, int listener, const struct seccom
            (c->read_first && first_credentials(c->watch, c->bumps, c->known, c->known_count, c->first_reads, listener, notif, a));
 }
 
-#include "served_audit.h" /* an audited VM's: what is served, and its event */
+#include "served_audit.h"    /* an audited VM's: what is served, and its event */
+#include "served_resolved.h" /* and the name of what Python does not name by its text */
 
 #ifdef __x86_64__
 /* arch.py _pack_stat_x86_64: the kernel's struct stat, built field by field, padding zero. */
@@ -218,7 +219,8 @@ resolve_caller_path(const struct stat_context *c, int listener, const struct sec
             return DECLINED;
         mount = !audited && c->kept ? mount : 0;
     }
-    if (audited && plain_text(c->note, path, base, declined[0] != 0) < 0)
+    int plain = audited && plain_text(c->note, path, base, declined[0] != 0) == 0;
+    if (audited && !plain && !c->note->by_answer)
         return DECLINED;
     uint64_t id = notif->id;
     if (quick && !audited && (path[0] == '/' || kept)) /* nothing kept from the reads: late_check */
@@ -226,11 +228,21 @@ resolve_caller_path(const struct stat_context *c, int listener, const struct sec
     else if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) < 0)
         return GONE;
     if (audited) { /* found as the audited Python path finds it, or Python's (it names the rest otherwise) */
-        c->note->audited = 1, c->note->pid = notif->pid;
-        *fd = open_plain_at(c->vm_root, base, &identity, path, open_flags, a);
-        if (*fd < 0)
+        c->note->audited = 1, c->note->pid = notif->pid, c->note->answered = 0;
+        *fd = plain ? open_plain_at(c->vm_root, base, &identity, path, open_flags, a) : NOT_NAMED;
+        if (*fd >= 0)
+            return ANSWER;
+        act_restore(a); /* the dispatch names a failed lookup as the manager, after the handler */
+        if (*fd == NOT_NAMED && c->note->by_answer) { /* opening.py _found: then _open */
+            *fd = open_object_at(NULL, 0, c->vm_root, base, &identity, path, open_flags, foreign, a, NULL);
+            if (a->failed)
+                return DECLINED;
+            c->note->answered = 1;
+            if (*fd >= 0)
+                return ANSWER;
             act_restore(a);
-        return *fd >= 0 ? ANSWER : DECLINED;
+        }
+        return *fd != NOT_NAMED && resolved_name(c, base, &identity, path) == 0 ? ANSWER : DECLINED;
     }
     *fd = open_object_at(c->kept, kept, c->vm_root, base, &identity, path, open_flags, foreign, a, quick);
     if (mount)
@@ -302,6 +314,7 @@ serve_stat(const struct stat_context *c, int listener, const struct seccomp_noti
         if (!late_check(&quick, listener, notif))
             return GONE;
         answer_failed_lookup(fd, foreign, count, resp);
+        note_answered(c, statx_call ? AUDIT_STATX : AUDIT_STAT, flags, resp);
         return ANSWER;
     }
     char *out = quick.out; /* quick.done: the answer already, quick.size bytes */
@@ -393,6 +406,8 @@ serve_open(const struct stat_context *c, int listener, const struct seccomp_noti
     int foreign = 0, directory = (flags & (O_DIRECTORY | O_NOFOLLOW)) == O_DIRECTORY;
     long probe = -EBADF;
     struct acting as_caller = {0}; /* kept for the open again: it checks the caller's access */
+    if (c->note)
+        c->note->by_answer = 1; /* opening.py _found: its usual resolution where the text finds nothing */
     int got = resolve_caller_path(c, listener, notif, dirfd, path_at, directory ? flags : O_PATH | (flags & O_NOFOLLOW),
                                   "dev", &probe, &foreign, &as_caller, NULL);
     if (got != ANSWER || probe < 0 || directory)
@@ -400,8 +415,12 @@ serve_open(const struct stat_context *c, int listener, const struct seccomp_noti
     if (got != ANSWER)
         return got;
     uint64_t *count = c->counts + SERVED_OUTCOMES * COUNTS_OPEN;
+    uint64_t asked = (call == CALL_OPEN ? a[1] : a[2]) & UINT32_MAX; /* the decoder's flags, an event's */
     if (probe < 0) {
+        if (directory && probe == -ENOTDIR && c->note && c->note->audited)
+            return DECLINED; /* perhaps a file: Python's O_PATH probe finds it, and answers ENOTDIR */
         answer_failed_lookup(probe, foreign, count, resp);
+        note_answered(c, AUDIT_OPEN, asked, resp);
         return ANSWER;
     }
     struct stat st;
@@ -431,6 +450,13 @@ serve_open(const struct stat_context *c, int listener, const struct seccomp_noti
             return ANSWER;
         }
         probe = opened;
+    }
+    if (audited && c->note->answered) { /* served.py: an open's Fd named by the kernel's name of it */
+        c->note->length = fd_vm_path_in(c->self_fds, (int)probe, c->note->name, PATH_MAX_BYTES + 1);
+        if (c->note->length == 0 || !roots_named(c)) { /* Python names it otherwise: its event is Python's */
+            close((int)probe);
+            return DECLINED;
+        }
     }
     *install = (int)probe;
     *newfd_flags = flags & O_CLOEXEC ? O_CLOEXEC : 0;

@@ -28,8 +28,8 @@ manager/handlers/query.py ``handle_stat``/``handle_statx`` and opening.py
 Its readlink and readlinkat, access, faccessat and faccessat2 of such a path are served there
 too (hvfs/_native/served_link.h), as ``handle_readlink`` and ``handle_access`` answer them:
 access in the writable view, and without AT_EACCESS only for a caller whose real ids switch
-what its effective ones do (``Credentials.for_access``; credcache publishes which). An
-audited VM's are Python's, and so are the ptrace driver's.
+what its effective ones do (``Credentials.for_access``; credcache publishes which). The
+ptrace driver's are Python's.
 
 ``HVFS_SERVED_STAT=0``, read when a driver is made, turns it off (the conformance tests run
 both ways).
@@ -59,12 +59,19 @@ where the caller's directory has the same text and identity (hvfs/_native/served
 
 An audited VM (an audit or another subscriber on its bus, and no hook) has those served
 in C too that the Python path names by their text (``resolve.open_named``: a plain path
-found with no symlink on the way) and answers "ok"; C records each one's event into the
-bus's ring with the GIL taken for it, the record the dispatch makes for the same request
-(hvfs/_native/served_audit.h, ``Audit``). Its write-opens, unlinks and fd metadata changes
+found with no symlink on the way), its stats and opens answered "ok", its readlinks and
+accesses whatever they answer; C records each one's event into the bus's ring with the GIL
+taken for it, the record the dispatch makes for the same request
+(hvfs/_native/served_audit.h, ``Audit``). So are its lookups that fail (continued in the VM,
+or an errno), which the dispatch names by their parent directory opened again and named by
+the kernel (``served._resolved``: hvfs/_native/served_resolved.h), and its read-only opens
+its text does not find (a symlink on the way), named by the kernel's name of the fd handed
+out. Its write-opens, unlinks and fd metadata changes
 are served as a quiet VM's are (their names are their text, or the fd's VM path, as Python
 names them), each event recorded the same way, an errno C answers (EEXIST, a failed change)
-as the dispatch records the handler's. The rest is Python's, which records it.
+as the dispatch records the handler's. The rest is Python's, which records it: a stat,
+readlink or access through a symlink on the way, a FIFO's open, a VM whose roots do not
+read as "/".
 """
 
 from __future__ import annotations
@@ -113,7 +120,8 @@ COUNTS = struct.Struct(f"<{len(KINDS) * len(OUTCOMES)}Q")  # KINDS x OUTCOMES
 # What C records an audited VM's served calls with (served_audit.h): the bus, the VM's name,
 # record.c's record_raw, and a (request, response) of each kind served (AUDIT_*: stat, statx,
 # open, unlink, chmod, chown, utimens), whose types say how the event reads, then a failure's
-# (its Errno's type, made with the errno C answered).
+# (its Errno's type, made with the errno C answered), readlink's and access's, and a continued
+# request's response (its request unread).
 Audit = tuple[object, str, object, tuple[tuple[object, object], ...]]
 # What C serves a VM's write-opens with (served_write.h): its writable view, a nodev one, and
 # its change set's ``c_note`` (its queue and its ``note``), with which C notes each change it
@@ -242,5 +250,8 @@ def audit_of(bus: object, vm: str) -> Audit | None:
         (api.Chown(caller=caller, target=root, uid=0, gid=0), api.Value(0)),
         (api.Utimens(caller=caller, target=root, times=None), api.Value(0)),
         (api.Unlink(caller=caller, path=root), api.Errno(0)),
+        (api.Readlink(caller=caller, path=root), api.Value(0)),  # the event reads a Data's length alone
+        (api.Access(caller=caller, path=root, mode=0, flags=0), api.Value(0)),
+        (api.Stat(caller=caller, path=root, follow=True), api.Continue()),  # any kind's continue
     )
     return (bus, vm, recorder.record_raw, prototypes)
