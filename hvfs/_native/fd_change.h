@@ -66,7 +66,8 @@ fd_vm_path_in(int self_fds, int fd, char *path, size_t size)
     return ends_with(path, (size_t)got, " (deleted)") ? 0 : (size_t)got;
 }
 
-static size_t
+/* inline: only the tracer's loop walks the paths; the hot path holds its fd table */
+static inline size_t
 fd_vm_path(int fd, char *path, size_t size)
 {
     return fd_vm_path_in(-1, fd, path, size);
@@ -76,7 +77,7 @@ fd_vm_path(int fd, char *path, size_t size)
  * the magic link /proc/self/fd/N names, found without walking /proc/self each time): an
  * O_PATH fd, or -1 (then the paths are walked). thread-self, not self: a thread that unshared
  * its table (hvfs/_sys/spawner.py) reads its own. */
-static int
+static inline int /* inline: the hot path's alone, and the tracer includes this too */
 self_fds_open(void)
 {
     return open("/proc/thread-self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC);
