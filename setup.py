@@ -43,6 +43,12 @@ HOTPATH = Extension(
             "write_open",
             "note_queue",
             "credential_lines",
+            "cred_bumps",
+            "dir_named",
+            "path_meta",
+            "served_dirs",
+            "served_pathmeta",
+            "served_noted",
         )
     ],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fstack-protector-strong"],
@@ -63,6 +69,7 @@ TRACER = Extension(
             "write_open",
             "note_queue",
             "served_switch",
+            "cred_bumps",
         )
     ],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fstack-protector-strong"],

@@ -10,7 +10,7 @@
  *
  * The change set: what changes.after notes for a Mkdir (the name's text, it did not exist, it
  * exists: a mkdir that succeeded found nothing there) or an Rmdir (it existed, exists no more),
- * before the answer (write_open.h note_change, queued without the GIL).
+ * before the answer (served_noted.h answer_noted, queued without the GIL).
  *
  * Declined before any answer, so that Python serves the request from its start: a VM that is
  * not quiet (a hook; an audited one too: its Mkdir and Rmdir events are Python's to record),
@@ -25,7 +25,8 @@
 #ifndef HVFS_SERVED_DIRS_H
 #define HVFS_SERVED_DIRS_H
 
-#include "dir_named.h" /* dir_named: the act itself */
+#include "dir_named.h"    /* dir_named: the act itself */
+#include "served_noted.h" /* answer_noted: its note and answer */
 
 /* Serves a mkdir (remove 0, mode: the caller's) or rmdir (remove 1) of path_at from dirfd as the
  * header says: ANSWER (resp: 0, or EIO where the change set's note fell back on Python and
@@ -53,14 +54,7 @@ serve_dir_at(const struct stat_context *c, int listener, const struct seccomp_no
     }
     if (failed)
         return DECLINED;
-    if (note_change(c->change_note, p.whole, (size_t)made, remove, !remove) < 0) {
-        resp->error = -EIO;
-        count[SERVED_FAILED]++;
-        return ANSWER;
-    }
-    resp->val = 0;
-    count[SERVED_DONE]++;
-    return ANSWER;
+    return answer_noted(c, p.whole, (size_t)made, remove, !remove, count, resp);
 }
 
 /* Serves a mkdir, mkdirat or rmdir (call: CALL_MKDIR ...) as serve_dir_at says. */

@@ -11,7 +11,7 @@
  *
  * The change set: the object noted by the path's text (the VM path /proc/self/fd reads for it,
  * as changes._object notes it: no symlink on the way), existed and exists, before the answer
- * (write_open.h note_change, queued without the GIL).
+ * (served_noted.h answer_noted, queued without the GIL).
  *
  * Declined before any answer, so that Python serves the request from its start: a VM that is
  * not quiet (a hook; an audited one too: its events are Python's to record), no writable
@@ -64,15 +64,7 @@ serve_pathmeta(const struct stat_context *c, int listener, const struct seccomp_
     if (change_named(c->rw_root, p.path, p.base, &p.identity, !(flags & AT_SYMLINK_NOFOLLOW), kind, value,
                      kind == CHANGE_TIMES && rest[0] ? times : NULL, c->self_fds, &a) != 0)
         return DECLINED;
-    uint64_t *count = c->counts + SERVED_OUTCOMES * (COUNTS_CHMOD + kind);
-    if (note_change(c->change_note, p.whole, (size_t)made, 1, 1) < 0) {
-        resp->error = -EIO;
-        count[SERVED_FAILED]++;
-        return ANSWER;
-    }
-    resp->val = 0;
-    count[SERVED_DONE]++;
-    return ANSWER;
+    return answer_noted(c, p.whole, (size_t)made, 1, 1, c->counts + SERVED_OUTCOMES * (COUNTS_CHMOD + kind), resp);
 }
 
 /* Serves a call from CALL_MKDIR on: a mkdir or rmdir (serve_dir), or a change by path. */
