@@ -1,8 +1,9 @@
 """The manager's CPU per served read-only open, per served stat, per readlink and access
 (served_link.h), per write-open of a file that exists, per write-open of /dev/null
-(continued: served_dev.h), per O_CREAT|O_EXCL creation with its
-unlink (one pair) and per fchmod, fchown and futimens of a file the VM opened for writing
-(tar's calls), with the C loop
+(continued: served_dev.h), per O_CREAT|O_EXCL creation with its unlink (one pair), per
+fchmod, fchown and futimens of a file the VM opened for writing (tar's calls), per mkdir with
+its rmdir (one pair: served_dirs.h) and per chmod, lchown and utimensat of a path (tar's
+calls on its directories: served_pathmeta.h), with the C loop
 serving them and with ``HVFS_SERVED_STAT=0`` (the Python path, which also turns served
 writes off), round by round, each its own manager
 in a private state directory (as benchmarks/audit_cpu_vm.py measures: a run of 200 calls and
@@ -45,6 +46,12 @@ PROGRAMS = {
     "fchmod": "os.fchmod(w, 0o644)",
     "fchown": "os.fchown(w, -1, -1)",
     "futimens": "os.utime(w, ns=(1, 2))",
+    # W3's directories (tar's mkdirat, rm's unlinkat AT_REMOVEDIR: served_dirs.h): per pair
+    "mkdir+rmdir": "os.mkdir(p + 'd'); os.rmdir(p + 'd')",
+    # tar's calls on a directory it made, by path (served_pathmeta.h)
+    "chmod path": "os.chmod(p, 0o644)",
+    "lchown path": "os.chown(p, -1, -1, follow_symlinks=False)",
+    "utime path": "os.utime(p, ns=(1, 2))",
 }
 
 

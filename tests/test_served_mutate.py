@@ -295,8 +295,9 @@ def _extracted(runner: Hvfs, root: Path, *options: str) -> tuple[dict[str, Any],
     diff += gone
     counted = json.loads(stats.read_text())
     # the ptrace driver's statistics have no "compiled" (tests/test_ptrace_fdmeta.py reads its own keys)
-    unlinked = json.loads(removed.read_text()).get("compiled", {}).get("unlink_served", 0)
-    counted.setdefault("compiled", {})["unlink_served"] = unlinked
+    removing = json.loads(removed.read_text()).get("compiled", {})
+    counted.setdefault("compiled", {})["unlink_served"] = removing.get("unlink_served", 0)
+    counted["compiled"]["rmdir_served"] = removing.get("rmdir_served", 0)
     return tree, counted, diff
 
 

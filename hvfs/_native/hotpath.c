@@ -265,7 +265,8 @@ hp_serve(PyObject *self, PyObject *args)
         else if (rule && rule->kind == RULE_ERRNO)
             resp.error = -rule->value;
         else if (rule && rule->kind == RULE_SERVED && stat_on && served_anew(&stat) &&
-                 (served = rule->arg >= CALL_READLINK ? serve_link(&stat, listener, &notif, rule->arg, &resp, &written)
+                 (served = rule->arg >= CALL_MKDIR ? serve_path_change(&stat, listener, &notif, rule->arg, &resp)
+                           : rule->arg >= CALL_READLINK ? serve_link(&stat, listener, &notif, rule->arg, &resp, &written)
                            : rule->arg >= CALL_OPEN
                                ? serve_open(&stat, listener, &notif, rule->arg, &resp, &install, &newfd_flags)
                                : serve_stat(&stat, listener, &notif, rule->arg, &resp, &written)) != DECLINED) {

@@ -20,8 +20,8 @@
  * An audited VM with no hook is served so too, its event recorded (served_audit.h).
  *
  * Declined before any answer, so that Python serves the request from its start: a VM with a
- * hook (quiet[0] and quiet[1] off), no writable view, unlinkat with any flag (AT_REMOVEDIR: an
- * Rmdir), a path that is not plain, a base Python would find otherwise, a caller whose
+ * hook (quiet[0] and quiet[1] off), no writable view, unlinkat with any other flag than
+ * AT_REMOVEDIR (an Rmdir: served_dirs.h's serve_dir_at), a path that is not plain, a base Python would find otherwise, a caller whose
  * credentials are not published, and every failure (a symlink on the way: ELOOP; ENOENT,
  * EACCES, EISDIR, EROFS ...): a failed unlinkat changes nothing, and Python answers it.
  */
@@ -40,6 +40,8 @@ serve_unlink(const struct stat_context *c, int listener, const struct seccomp_no
     const __u64 *args = notif->data.args;
     int32_t dirfd = call == CALL_UNLINKAT ? (int32_t)args[0] : AT_FDCWD;
     uint64_t path_at = call == CALL_UNLINKAT ? args[1] : args[0];
+    if (call == CALL_UNLINKAT && (args[2] & UINT32_MAX) == AT_REMOVEDIR)
+        return serve_dir_at(c, listener, notif, dirfd, path_at, 1, 0, resp);
     if ((call == CALL_UNLINKAT && (args[2] & UINT32_MAX) != 0) || (dirfd < 0 && dirfd != AT_FDCWD))
         return DECLINED;
     struct acting a = {0};

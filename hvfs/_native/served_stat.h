@@ -53,13 +53,15 @@
 #define STAT_STATX_RESERVED 0x80000000u
 
 /* RULE_SERVED's arg: from CALL_OPEN on serve_open's (an unlink, served_mutate.h's; a fd metadata change,
- * served_fdmeta.h's), from CALL_READLINK on serve_link's (served_link.h) */
+ * served_fdmeta.h's), from CALL_READLINK on serve_link's (served_link.h), from CALL_MKDIR on
+ * serve_path_change's (served_pathmeta.h: a mkdir or rmdir, a metadata change by path) */
 enum { CALL_STAT, CALL_LSTAT, CALL_NEWFSTATAT, CALL_STATX, CALL_OPEN, CALL_OPENAT, CALL_CREAT, CALL_UNLINK, CALL_UNLINKAT,
        CALL_FCHMOD, CALL_FCHOWN, CALL_UTIMENSAT, CALL_READLINK, CALL_READLINKAT, CALL_ACCESS, CALL_FACCESSAT,
-       CALL_FACCESSAT2 };
+       CALL_FACCESSAT2, CALL_MKDIR, CALL_MKDIRAT, CALL_RMDIR, CALL_CHMOD, CALL_FCHMODAT, CALL_CHOWN, CALL_LCHOWN,
+       CALL_FCHOWNAT };
 enum { SERVED_DONE, SERVED_CONTINUED, SERVED_FAILED, SERVED_OUTCOMES };
 enum { COUNTS_STAT, COUNTS_STATX, COUNTS_OPEN, COUNTS_UNLINK, COUNTS_CHMOD, COUNTS_CHOWN, COUNTS_UTIMENS, COUNTS_READLINK, COUNTS_ACCESS,
-       COUNTED_KINDS }; /* counts: [COUNTS_*][SERVED_*] */
+       COUNTS_MKDIR, COUNTS_RMDIR, COUNTED_KINDS }; /* counts: [COUNTS_*][SERVED_*] */
 enum { DECLINED = 0, ANSWER = 1, GONE = 2 };
 
 struct stat_context {
@@ -364,6 +366,7 @@ serve_stat(const struct stat_context *c, int listener, const struct seccomp_noti
 }
 
 #include "served_write.h"  /* serve_write: a write-open, and install_served */
+#include "served_pathmeta.h" /* serve_path_change: mkdir, rmdir, a change by path */
 #include "served_mutate.h" /* serve_unlink */
 #include "served_fdmeta.h" /* serve_fdmeta */
 #include "served_link.h"   /* serve_link: readlink and access */
@@ -387,6 +390,8 @@ static int
 serve_open(const struct stat_context *c, int listener, const struct seccomp_notif *notif, int call,
            struct seccomp_notif_resp *resp, int *install, unsigned int *newfd_flags)
 {
+    if (call == CALL_UTIMENSAT && notif->data.args[1] != 0)
+        return serve_pathmeta(c, listener, notif, call, resp);
     if (call >= CALL_FCHMOD)
         return serve_fdmeta(c, listener, notif, call, resp);
     if (call >= CALL_UNLINK)

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from hvfs._sys.lines import write_lines
 from hvfs.hypervisor import client, control
 from hvfs.hypervisor.spec import bound_paths, host_paths, to_json
 from hvfs.project.config import Project
@@ -139,8 +140,24 @@ def told(message: dict[str, Any]) -> bool:
     socket, a service that failed: hvfs.hypervisor.telling); whether it was that."""
     if "stderr" not in message:
         return False
-    print(message["stderr"], file=sys.stderr, flush=True)
+    say(message["stderr"])
     return True
+
+
+def say(line: str) -> None:
+    """``line`` on stderr in one write with its newline: the manager writes a run's --diff
+    there too, at the VM's exit, maybe while this client still prints what it was told
+    (print writes the newline apart, and a diff written between the two lost its first
+    line into the told one: hvfs._sys.lines)."""
+    stream = sys.stderr
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # a stream of the caller's (the Python API's user)
+        stream.write(line + "\n")
+        stream.flush()
+        return
+    stream.flush()
+    write_lines(fd, (line + "\n").encode(stream.encoding or "utf-8", stream.errors or "backslashreplace"))
 
 
 def wait_exit(run: Launch, *, on_reattach: Any = None, on_review: Any = None) -> dict[str, Any]:

@@ -111,8 +111,9 @@ def rules(
     """Each syscall number of ``arch`` the C loop decides itself, at least in part.
     Numbers in ``python`` are always handed to Python, and execs too where the manager
     ``checks_exec`` (``credcache.before_change``'s: strict VMs). ``served_stat`` where the
-    manager does not check execs (the default profile): the opens alone (its write-opens,
-    served_write.h; C adds EXEC_IF_LEADER's bumps to the generation it checks)."""
+    manager does not check execs (the default profile): its ``WRITE_CALLS`` alone (write-opens,
+    unlinks, mkdirs, rmdirs and metadata changes: served_write.h and the headers beside it; C
+    adds EXEC_IF_LEADER's bumps to the generation it checks)."""
     served = CALLS if checks_exec else {name: CALLS[name] for name in WRITE_CALLS}
     decided: dict[int, Rule] = {}
     for nr, name in syscall_numbers(arch).items():

@@ -39,18 +39,23 @@ A quiet VM's write-open (open, openat, creat; a file created too), by a plain pa
 as ``direct.open_writable`` serves it, its change-set note queued by C without the GIL
 (``ChangeSet.c_note``; hvfs/_native/served_write.h says what is declined: an audited VM's, a symlink on
 the way among others), in the default profile too, where nothing else is served in C
-(compiled.py gives it SERVED rules for the opens and unlinks alone). So is its unlink of a
+(compiled.py gives it SERVED rules for the ``WRITE_CALLS`` alone). So is its unlink of a
 plain path (unlink, unlinkat without AT_REMOVEDIR), as ``names.handle_unlink`` serves it
 (hvfs/_native/served_mutate.h), and its metadata changes through an fd of a file on its
 writable view's own mounts (fchmod, fchown and futimens, utimensat of an fd with no path, as
 ``attrs.handle_chmod``, ``handle_chown`` and ``handle_utimens`` through ``world.own_object``
-serve them: hvfs/_native/served_fdmeta.h; a utimensat of a path is Python's). A
-write-open of a character device under /dev (/dev/null: every shell redirect) is continued
-there as ``opening._open_writable`` continues it, where the VM's root and the writable view
-both resolve the plain absolute path to that one device, no magic link crossed
-(hvfs/_native/served_dev.h, which also says why a second thread's flip of the path after
-the check reaches nothing: the boot view is read-only). ``HVFS_SERVED_WRITE=0`` turns those
-off alone.
+serve them: hvfs/_native/served_fdmeta.h).
+A quiet VM's mkdir, mkdirat, rmdir and unlinkat with AT_REMOVEDIR of such a path are served
+there too, as ``names.handle_mkdir`` and ``handle_rmdir`` serve them (hvfs/_native/served_dirs.h),
+and its chmod, fchmodat, chown, lchown, fchownat and utimensat of such a path (flags 0 or
+AT_SYMLINK_NOFOLLOW), as ``attrs.handle_chmod``, ``handle_chown`` and ``handle_utimens`` serve a
+path (hvfs/_native/served_pathmeta.h); an audited VM's are Python's. A write-open of a
+character device under /dev (/dev/null: every shell redirect) is continued there as
+``opening._open_writable`` continues it, where the VM's root and the writable view both
+resolve the plain absolute path to that one device, no magic link crossed
+(hvfs/_native/served_dev.h, which also says why a second thread's flip of the path after the
+check reaches nothing: the boot view is read-only). ``HVFS_SERVED_WRITE=0`` turns those off
+alone.
 
 A relative path's base directory, found by its text and checked to be the caller's, is kept
 open from one stat or read-only open to the next while the C loop answers, and used again
@@ -106,16 +111,41 @@ CALLS = {
     "access": 14,
     "faccessat": 15,
     "faccessat2": 16,
+    "mkdir": 17,
+    "mkdirat": 18,
+    "rmdir": 19,
+    "chmod": 20,
+    "fchmodat": 21,
+    "chown": 22,
+    "lchown": 23,
+    "fchownat": 24,
 }
-# What a default-profile VM has served in C: its write-opens, unlinks and fd metadata changes.
-WRITE_CALLS = ("open", "openat", "creat", "unlink", "unlinkat", "fchmod", "fchown", "utimensat")
+# What a default-profile VM has served in C: its write-opens, unlinks, mkdirs, rmdirs and metadata changes.
+WRITE_CALLS = (
+    "open",
+    "openat",
+    "creat",
+    "unlink",
+    "unlinkat",
+    "fchmod",
+    "fchown",
+    "utimensat",
+    "mkdir",
+    "mkdirat",
+    "rmdir",
+    "chmod",
+    "fchmodat",
+    "chown",
+    "lchown",
+    "fchownat",
+)
 WRITES_ENVIRONMENT = "HVFS_SERVED_WRITE"
 BASES_ENVIRONMENT = "HVFS_SERVED_BASE"  # 0: every relative path's base opened anew (served_base.h)
 # 0: a caller whose credentials no worker kept is Python's, which reads them (first_credentials.h)
 FIRST_ENVIRONMENT = "HVFS_FIRST_CREDENTIALS"
 OUTCOMES = ("served", "continued", "failed")  # served_stat.h SERVED_*, as the manager names them
 # of hvfs.api, served_stat.h COUNTS_*
-KINDS = ("Stat", "Statx", "Open", "Unlink", "Chmod", "Chown", "Utimens", "Readlink", "Access")
+KINDS = ("Stat", "Statx", "Open", "Unlink", "Chmod", "Chown", "Utimens", "Readlink", "Access", "Mkdir", "Rmdir")
 COUNTS = struct.Struct(f"<{len(KINDS) * len(OUTCOMES)}Q")  # KINDS x OUTCOMES
 # What C records an audited VM's served calls with (served_audit.h): the bus, the VM's name,
 # record.c's record_raw, and a (request, response) of each kind served (AUDIT_*: stat, statx,

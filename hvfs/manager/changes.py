@@ -31,6 +31,7 @@ from typing import Any
 from hvfs import _native as native
 from hvfs import api
 from hvfs._sys.abi import RENAME_EXCHANGE, TMPFILE_BIT
+from hvfs._sys.lines import write_lines
 from hvfs.manager.resolve import fd_closing, open_object, parent, proc_path
 from hvfs.manager.trail import Name
 
@@ -179,11 +180,12 @@ def render(document: dict[str, Any]) -> str:
 
 
 def write(changes: ChangeSet, fd: int, *, as_json: bool) -> None:
-    """The whole change set to ``fd`` (the client's stdout or stderr), as text or JSON."""
+    """The whole change set to ``fd`` (the client's stdout or stderr), as text or JSON, each
+    line whole beside what the client prints there meanwhile (hvfs._sys.lines); a path's
+    bytes as its name has them."""
     document = changes.document()
     text = json.dumps(document, indent=2) + "\n" if as_json else render(document)
-    with os.fdopen(os.dup(fd), "w") as out:
-        out.write(text)
+    write_lines(fd, os.fsencode(text))
 
 
 # -- what the dispatch calls (Manager.handle_request) ------------------------------------

@@ -1,0 +1,67 @@
+/* A plain path's mkdir or rmdir in the VM's writable view, acting as the caller (served_dirs.h's
+ * serve_dir, from hotpath.c's seccomp receive loop). What is made or removed is what
+ * hvfs/manager/handlers/names.py handle_mkdir and handle_rmdir make or remove: the name's
+ * parent found with no symlink on the way (unlink_named.h's mutated_parent: an absolute path
+ * RESOLVE_IN_ROOT from the writable view's root; a relative one RESOLVE_BENEATH its base, found
+ * with the manager's rights and checked to be the caller's very directory), then mkdirat of the
+ * last component with the caller's mode (& 07777, the decoder's) under its umask, or unlinkat
+ * with AT_REMOVEDIR, so that the kernel makes every check the caller's own call would. The act
+ * is on a name in the parent fd held, never on a path walked again: a parent swapped with a
+ * symlink after the lookup leaves the fd on the directory found, inside the view. Nothing here
+ * reads the caller's memory nor answers it: the path is the loop's copy, read once.
+ */
+#ifndef HVFS_DIR_NAMED_H
+#define HVFS_DIR_NAMED_H
+
+#include "unlink_named.h" /* mutated_parent, write_base; acting as the caller */
+
+/* mkdirat under the caller's umask, set on this thread alone as acting_as sets it (the
+ * thread's fs_struct its own first, as create_as_caller makes it): 0 or the errno
+ * (ECANCELED: no fs_struct of its own). */
+static int
+mkdir_as_caller(int parent, const char *last, uint64_t mode, const struct acting *a)
+{
+    static __thread int own_fs; /* 1: this thread's umask is its own; -1: unshare failed */
+    if (!own_fs)
+        own_fs = unshare(CLONE_FS) == 0 ? 1 : -1;
+    if (own_fs < 0)
+        return ECANCELED;
+    mode_t before = umask((mode_t)(a->umask & 0777));
+    int failed = mkdirat(parent, last, (mode_t)(mode & 07777)) < 0 ? errno : 0;
+    umask(before);
+    return failed;
+}
+
+/* Makes (remove: 0) or removes (1) the directory path (write_open.h read_write_path's: plain;
+ * a relative one's base and its identity beside it) in the writable view rw_root, acting as
+ * the caller (a): 0 when done, else an errno (ECANCELED: the base not the caller's, or the
+ * switch failed), with nothing changed. Without the GIL. */
+static int
+dir_named(int rw_root, char *path, const char *base, const struct stat *identity, int remove, uint64_t mode,
+          struct acting *a)
+{
+    long dir = path[0] == '/' ? rw_root : write_base(rw_root, base, identity);
+    if (dir < 0)
+        return ECANCELED;
+    int failed = ECANCELED;
+    if (act_switch(a) == 0) {
+        const char *last = NULL;
+        long parent = mutated_parent((int)dir, path, path[0] == '/' ? RESOLVE_IN_ROOT : RESOLVE_BENEATH, &last);
+        if (parent < 0) /* ENOENT, ELOOP ...: never EEXIST, which the act alone answers */
+            failed = errno == EEXIST ? ECANCELED : errno;
+        else if (!*last) /* names.py _refuse_root's: Python answers it */
+            failed = ECANCELED;
+        else if (remove)
+            failed = unlinkat((int)parent, last, AT_REMOVEDIR) < 0 ? errno : 0;
+        else
+            failed = mkdir_as_caller((int)parent, last, mode, a);
+        if (parent >= 0)
+            close((int)parent);
+    }
+    act_restore(a);
+    if (dir != rw_root)
+        close((int)dir);
+    return failed;
+}
+
+#endif /* HVFS_DIR_NAMED_H */
