@@ -310,7 +310,10 @@ def test_a_tarball_extracted_in_a_vm_leaves_the_python_paths_tree(hvfs: Hvfs, tm
     assert in_c == in_python and len(in_c) == 311
     assert in_c["tree/d3/f13"][1:] == [1000, 1_500_000_013 * 10**9, "file 13\n" * 7]
     assert c_diff == python_diff
-    assert _open_served(c_stats) - _open_served(python_stats) >= 300, (c_stats, python_stats)
+    # tar's 300 creations served in C; on the Python path only read-only opens are, and how
+    # many of those C serves differs by one between runs now and then (seen under load at
+    # 69952bb: 307 against 8): so not a difference of the two.
+    assert _open_served(c_stats) >= 300 > _open_served(python_stats), (c_stats, python_stats)
     assert c_stats["compiled"]["unlink_served"] >= 299 and python_stats["compiled"]["unlink_served"] == 0
 
 
