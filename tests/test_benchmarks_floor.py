@@ -133,6 +133,7 @@ def test_a_program_under_the_strict_floor_sees_what_it_sees_natively(floor: Path
         counted[kind] > 0
         for kind in ("open", "stat", "access", "readlink", "unlink", "fchmod", "fchown", "futimens", "continued")
     ), counted
+    assert counted["cpu_us"] > 0  # its own CPU time, for benchmarks/served_floor_cpu.py
 
 
 def test_statx_under_the_strict_floor(floor: Path, tmp_path: Path) -> None:
