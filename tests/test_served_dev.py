@@ -178,3 +178,58 @@ def test_an_audited_vms_device_write_opens_are_pythons_and_recorded_alike(hvfs: 
     assert sum(r.get("paths") == ["/dev/null"] and r.get("result") == "continued" for r in c_opens) >= 10, c_opens
     assert c_stats["compiled"].get("open_continued", 0) == 0, c_stats
     assert c_stats["requests"]["open"] == python_stats["requests"]["open"]
+
+
+LOCKED_PROBE = (
+    r"""
+import json, os
+"""
+    + ATTEMPT
+    + r"""
+def opened(path):
+    os.close(os.open(path, os.O_WRONLY))
+    return "opened"
+
+os.mkdir("/dev/locked", 0o700)  # root's alone: a user may not search it
+os.symlink("/dev/null", "/dev/locked/null")
+read, write = os.pipe()
+child = os.fork()
+if child == 0:
+    os.setgroups([])
+    os.setgid(1000)
+    os.setuid(1000)
+    answers = {}
+    for n in range(3):
+        answers[f"locked_{n}"] = attempt(lambda: opened("/dev/locked/null"))
+        answers[f"null_{n}"] = attempt(lambda: opened("/dev/null"))
+    os.write(write, json.dumps(answers).encode())
+    os._exit(0)
+os.close(write)
+os.waitpid(child, 0)
+print(os.read(read, 65536).decode())
+"""
+)
+
+
+@pytest.mark.parametrize("profile", ["default", "strict"])
+def test_a_device_behind_a_directory_the_caller_may_not_search_is_failed_as_python_fails_it(
+    hvfs: Hvfs, tmp_path: Path, profile: str
+) -> None:
+    """Why the probe acts as the caller: a user's write-open of a device through a directory
+    under /dev only root may search fails EACCES in Python's probe, which answers and counts
+    it (failed); probed with the manager's rights it would be continued (and failed by the
+    kernel: the same answer, another count). So C declines it, and both runs count alike."""
+    os.chmod(tmp_path, 0o755)
+    runs = []
+    for way, place in both_ways(hvfs, _in_python(hvfs), tmp_path, None):
+        _volume(place, None)
+        (place / "probe" / "probe.py").write_text(LOCKED_PROBE)
+        answers, stats, _ = run_probe(way, place, *(("--default",) if profile == "default" else ()))
+        runs.append((answers, stats))
+    (in_c, c_stats), (in_python, python_stats) = runs
+    assert in_c == in_python, (in_c, in_python)
+    assert all(in_c[f"locked_{n}"] == ["error", 13] and in_c[f"null_{n}"] == ["ok", "opened"] for n in range(3)), in_c
+    assert c_stats["requests"]["open"] == python_stats["requests"]["open"], (c_stats, python_stats)
+    assert c_stats["requests"]["open"].get("failed", 0) >= 3, c_stats  # Python's answers, C's declines
+    continued = [stats["compiled"].get("open_continued", 0) for stats in (c_stats, python_stats)]
+    assert continued[0] - continued[1] >= 2, (c_stats, python_stats)  # the user's /dev/null: C's

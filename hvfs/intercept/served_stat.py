@@ -46,9 +46,9 @@ writable view's own mounts (fchmod, fchown and futimens, utimensat of an fd with
 ``attrs.handle_chmod``, ``handle_chown`` and ``handle_utimens`` through ``world.own_object``
 serve them: hvfs/_native/served_fdmeta.h; a utimensat of a path is Python's). A
 write-open of a character device under /dev (/dev/null: every shell redirect) is continued
-there as ``opening._open_writable`` continues it, where the VM's root and the writable view
-both resolve the plain absolute path to that one device, no magic link crossed
-(hvfs/_native/served_dev.h, which also says why a second thread's flip of the path after
+there as ``opening._open_writable`` continues it, where that handler's own probe (O_PATH in
+the writable view, ``RESOLVE_IN_ROOT``, as the caller) finds a character device at the
+plain absolute path (hvfs/_native/served_dev.h, which also says why a second thread's flip of the path after
 the check reaches nothing: the boot view is read-only). ``HVFS_SERVED_WRITE=0`` turns those
 off alone.
 
