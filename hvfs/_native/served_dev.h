@@ -64,39 +64,12 @@
  * the writable volume, a magic link to a read-only fd of a WORK file, and a symlink to one,
  * and finds the WORK file unchanged but through the manager.
  *
- * Not served here: openat2 (never served in C), relative paths, the ptrace driver's loop. */
+ * Not served here: openat2 (never served in C), relative paths. The ptrace driver's loop
+ * continues it alike (tracer_write.h served_dev_here: letting the call run). */
 #ifndef HVFS_SERVED_DEV_H
 #define HVFS_SERVED_DEV_H
 
-#include "served_names.h" /* has_component */
-
-/* Whether path (NUL-terminated) is a plain absolute path under /dev/ that names none of the
- * caller's own files nor a kernel mount by its text (the header's list). */
-static int
-dev_path(const char *path)
-{
-    size_t length = strlen(path);
-    if (length <= 5 || memcmp(path, "/dev/", 5) != 0 || path[length - 1] == '/' || strstr(path, "//") ||
-        strstr(path, "/./") || strstr(path, "/../") || ends_with(path, length, "/.") || ends_with(path, length, "/.."))
-        return 0;
-    if (has_component(path, "fd") || has_component(path, "pts") || has_component(path, "proc"))
-        return 0;
-    return strcmp(path, "/dev/stdin") != 0 && strcmp(path, "/dev/stdout") != 0 && strcmp(path, "/dev/stderr") != 0;
-}
-
-/* Whether path names a character device in the writable view (rw_root), probed as
- * opening.py _open_writable probes it (acting as the caller, already switched). */
-static int
-char_device_in(int rw_root, const char *path, uint64_t nofollow)
-{
-    long fd = scoped_openat2(rw_root, path, O_PATH | nofollow, RESOLVE_IN_ROOT);
-    if (fd < 0)
-        return 0;
-    struct stat st;
-    int found = fstat((int)fd, &st) == 0 && S_ISCHR(st.st_mode);
-    close((int)fd);
-    return found;
-}
+#include "dev_probe.h" /* dev_path, char_device_in: the decision, shared with the tracer loop */
 
 /* Continues the write-open (flags: the register's, masked) of path, read once from the
  * caller whose published credentials are *a, as the header says: ANSWER (continued), GONE,

@@ -66,7 +66,7 @@ served_fdmeta_here(const struct write_context *w, pid_t pid, const regs_t *regs,
     if (number < 0 || (kind == CHANGE_TIMES && (args[1] != 0 || (args[3] & UINT32_MAX) != 0)))
         return 0;
     if (!w->own_count || !__atomic_load_n(w->quiet, __ATOMIC_ACQUIRE) || seen->nexits || seen->execs ||
-        done->served + done->refused + done->unlinked + done->changed >= SERVED_PER_WAIT)
+        done->served + done->refused + done->unlinked + done->changed + done->continued >= SERVED_PER_WAIT)
         return 0;
     struct acting a = {0};
     if (!published_in(w->watch, w->bumps, w->known, w->known_count, pid, &a))
