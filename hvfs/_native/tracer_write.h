@@ -29,7 +29,13 @@
  * kept socket (nothing is installed), so it is declined, as tracer_unlink.h's unlink is,
  * once this wait has passed an exec (whose bump of the generation is Python's, after the
  * wait) or reaped an exit. The thread is stopped and only this tracer reaps it: its number
- * is its own until then, so its path is read without an ID_VALID (none exists here).
+ * is its own until then (its path is read without an ID_VALID: none exists here), but for
+ * one case, a sibling's exec that kills the stopped leader and takes over its pid
+ * (tracer_fdmeta.h). So the call is let run only where PTRACE_GET_SYSCALL_INFO still finds
+ * the thread at a seccomp stop: resuming the sibling at its exec event instead would hide
+ * that event from Python (its credentials' bump, its exec check). A sibling's exec between
+ * that check and PTRACE_CONT (one syscall later) is not excluded: Python's own resume of
+ * a continued stop, and every answer this loop makes, leave the same window, wider.
  *
  * After the open: the note queued without the GIL, as served_write.h's "The change set" says;
  * a failed note (the queue full, ChangeSet.note raised) answers EIO, as the dispatch answers a failed record; a
@@ -167,6 +173,19 @@ receive_failed(pid_t pid, const regs_t *stopped, int fd, const struct outcome *o
     answer_skipped(pid, stopped, out->result == -EMFILE ? -EMFILE : -EIO, out->nsignals ? out->signals[0] : 0);
 }
 
+#ifndef PTRACE_GET_SYSCALL_INFO
+#define PTRACE_GET_SYSCALL_INFO 0x420e
+#endif
+#define SYSCALL_INFO_OP_SECCOMP 3 /* linux/ptrace.h PTRACE_SYSCALL_INFO_SECCOMP */
+
+/* Whether pid is at a seccomp stop now (tracer_fdmeta.h's check too) (struct ptrace_syscall_info's op, its first byte). */
+static int
+at_seccomp_stop(pid_t pid)
+{
+    uint8_t info[128] = {0};
+    return ptrace(PTRACE_GET_SYSCALL_INFO, pid, (void *)sizeof info, info) > 0 && info[0] == SYSCALL_INFO_OP_SECCOMP;
+}
+
 /* Continues the write-open of a device under /dev (path, read once; flags masked) that pid is
  * stopped at, as the header says: 1 when let run here (or the thread died), 0 when it is
  * Python's. Without the GIL. */
@@ -180,6 +199,8 @@ served_dev_here(const struct write_context *w, pid_t pid, const char *path, uint
     act_restore(a);
     if (!device)
         return 0;
+    if (!at_seccomp_stop(pid)) /* killed, or its pid a sibling's that execs: its status comes next */
+        return 1;
     w->counts[COUNTED_OPEN + 1]++; /* SERVED_CONTINUED, as served_dev.h counts it */
     done->continued++;
     if (ptrace(PTRACE_CONT, pid, 0, 0) < 0 && errno != ESRCH) { /* ESRCH: killed meanwhile, its exit comes next */
