@@ -32,8 +32,10 @@
  *   differ through its own procfs and devpts, where this one fails and declines anyway;
  * - acting as the caller: the probe needs search permission on / and on every directory of
  *   /dev on the way, which the VM's root may take from a user (chmod through the manager);
- *   Python's probe then fails EACCES and answers it (counted failed), so C must fail it too
- *   (and decline). A caller that is the manager's own identity switches nothing;
+ *   Python's probe then fails EACCES and answers it (counted failed), and C's, as the
+ *   caller, fails too and declines (the manager's rights would find the device and continue
+ *   it: the kernel's EACCES, counted continued). A caller of the manager's own identity
+ *   switches nothing;
  * - openat2 rather than one statx: statx has no RESOLVE_IN_ROOT, so an absolute symlink on
  *   the way (one the VM made under /dev) would be followed from the manager's root, not the
  *   VM's: another answer than Python's, and a look at the manager's files;
