@@ -120,7 +120,7 @@ def main() -> None:
         work.mkdir()
         (work / "f").write_text("x\n")
         (work / "l").symlink_to("f")
-        if user:  # the VM user writes f and makes files beside it, as root does without -u
+        if "-u" in user:  # the VM user writes f and makes files beside it, as root does without -u
             uid, _, gid = user[1].partition(":")
             for path in (work, work / "f"):
                 os.chown(path, int(uid), int(gid or uid))

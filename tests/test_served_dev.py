@@ -3,7 +3,8 @@
 (``HVFS_SERVED_WRITE=0``: a manager of its own): every case below, continued in C or declined
 to Python, gives the same answer, the same bytes written (or errno), the same request counts,
 the same files and the same ``hvfs diff``, in the default and the strict profile, as root, as
-a VM user and rootless; and C continued the plain ones, the Python run none."""
+a VM user and rootless, under the seccomp driver and ``--driver ptrace`` (whose tracer's C loop
+lets the call run: tracer_write.h); and C continued the plain ones, the Python run none."""
 
 from __future__ import annotations
 
@@ -118,6 +119,11 @@ def _compared(runner: Hvfs, root: Path, owner: int | str | None, *options: str) 
     assert c_diff == python_diff and "C /data/file" in c_diff, c_diff
     assert ("A /dev/made" in c_diff) == (in_c["missing_creat"][0] == "ok"), c_diff
     assert c_stats["requests"]["open"] == python_stats["requests"]["open"], (c_stats, python_stats)
+    if "ptrace" in options:  # the tracer's loop let them run (its count of the stops it answered)
+        assert c_stats["driver"] == "ptrace" and c_stats["loop"] == "native", c_stats
+        assert c_stats["dev_continued_here"] >= C_CONTINUED_AT_LEAST, c_stats
+        assert python_stats["dev_continued_here"] == 0, python_stats
+        return in_c
     # strict: C continues some read-only opens on both runs (served_stat.h serve_open)
     continued = [stats["compiled"].get("open_continued", 0) for stats in (c_stats, python_stats)]
     assert continued[0] - continued[1] >= C_CONTINUED_AT_LEAST, (c_stats, python_stats)
@@ -145,23 +151,29 @@ def _expected(in_c: dict[str, Any], as_root: bool) -> None:
         assert in_c[name + "_again"][0] == in_c[name][0], name
 
 
+DRIVERS = pytest.mark.parametrize("driver", [(), ("--driver", "ptrace")], ids=["seccomp", "ptrace"])
+
+
+@DRIVERS
 @pytest.mark.parametrize("profile", ["default", "strict"])
 @pytest.mark.parametrize("as_user", [False, True], ids=["root", "vm-user"])
 def test_a_device_write_open_answers_as_the_python_path(
-    hvfs: Hvfs, tmp_path: Path, as_user: bool, profile: str
+    hvfs: Hvfs, tmp_path: Path, as_user: bool, profile: str, driver: tuple[str, ...]
 ) -> None:
     os.chmod(tmp_path, 0o755)
-    options = (*(("-u", "1000:1000") if as_user else ()), *(("--default",) if profile == "default" else ()))
+    options = (*(("-u", "1000:1000") if as_user else ()), *(("--default",) if profile == "default" else ()), *driver)
     _expected(_compared(hvfs, tmp_path, 1000 if as_user else None, *options), not as_user)
 
 
 @pytest.mark.rootless
+@DRIVERS
 @pytest.mark.parametrize("profile", ["default", "strict"])
 def test_a_rootless_vms_device_write_open_answers_as_the_python_path(
-    rootless: Hvfs, shared_tmp: Path, profile: str
+    rootless: Hvfs, shared_tmp: Path, profile: str, driver: tuple[str, ...]
 ) -> None:
     assert rootless.user is not None
-    _expected(_compared(rootless, shared_tmp, rootless.user, *(("--default",) if profile == "default" else ())), True)
+    options = (*(("--default",) if profile == "default" else ()), *driver)
+    _expected(_compared(rootless, shared_tmp, rootless.user, *options), True)
 
 
 def test_an_audited_vms_device_write_opens_are_pythons_and_recorded_alike(hvfs: Hvfs, tmp_path: Path) -> None:
@@ -178,3 +190,60 @@ def test_an_audited_vms_device_write_opens_are_pythons_and_recorded_alike(hvfs: 
     assert sum(r.get("paths") == ["/dev/null"] and r.get("result") == "continued" for r in c_opens) >= 10, c_opens
     assert c_stats["compiled"].get("open_continued", 0) == 0, c_stats
     assert c_stats["requests"]["open"] == python_stats["requests"]["open"]
+
+
+LOCKED_PROBE = (
+    r"""
+import json, os
+"""
+    + ATTEMPT
+    + r"""
+def opened(path):
+    os.close(os.open(path, os.O_WRONLY))
+    return "opened"
+
+os.mkdir("/dev/locked", 0o700)  # root's alone: a user may not search it
+os.symlink("/dev/null", "/dev/locked/null")
+read, write = os.pipe()
+child = os.fork()
+if child == 0:
+    os.setgroups([])
+    os.setgid(1000)
+    os.setuid(1000)
+    answers = {}
+    for n in range(3):
+        answers[f"locked_{n}"] = attempt(lambda: opened("/dev/locked/null"))
+        answers[f"null_{n}"] = attempt(lambda: opened("/dev/null"))
+    os.write(write, json.dumps(answers).encode())
+    os._exit(0)
+os.close(write)
+os.waitpid(child, 0)
+print(os.read(read, 65536).decode())
+"""
+)
+
+
+@DRIVERS
+@pytest.mark.parametrize("profile", ["default", "strict"])
+def test_a_device_behind_a_directory_the_caller_may_not_search_is_failed_as_python_fails_it(
+    hvfs: Hvfs, tmp_path: Path, profile: str, driver: tuple[str, ...]
+) -> None:
+    """Why the probe acts as the caller: a user's write-open of a device through a directory
+    under /dev only root may search fails EACCES in Python's probe, which answers and counts
+    it (failed); probed with the manager's rights it would be continued (and failed by the
+    kernel: the same answer, another count). So C declines it, and both runs count alike."""
+    os.chmod(tmp_path, 0o755)
+    runs = []
+    for way, place in both_ways(hvfs, _in_python(hvfs), tmp_path, None):
+        _volume(place, None)
+        (place / "probe" / "probe.py").write_text(LOCKED_PROBE)
+        answers, stats, _ = run_probe(way, place, *(("--default",) if profile == "default" else ()), *driver)
+        runs.append((answers, stats))
+    (in_c, c_stats), (in_python, python_stats) = runs
+    assert in_c == in_python, (in_c, in_python)
+    assert all(in_c[f"locked_{n}"] == ["error", 13] and in_c[f"null_{n}"] == ["ok", "opened"] for n in range(3)), in_c
+    assert c_stats["requests"]["open"] == python_stats["requests"]["open"], (c_stats, python_stats)
+    assert c_stats["requests"]["open"].get("failed", 0) >= 3, c_stats  # Python's answers, C's declines
+    here = "dev_continued_here" if driver else "compiled"  # the user's /dev/null: C's
+    continued = [stats[here] if driver else stats[here].get("open_continued", 0) for stats in (c_stats, python_stats)]
+    assert continued[0] - continued[1] >= 2, (c_stats, python_stats)

@@ -5,22 +5,43 @@
  *
  * The Python path (hvfs/manager/handlers/opening.py handle_open, _open_writable): a path
  * under /dev skips the one-call open (_under_dev) and is probed O_PATH in the writable view
- * (whose /dev holds the same nodes as the VM's, nodev); a character device found there is
- * left to the kernel (_continued), whatever the flags (O_CREAT and O_TRUNC included: the
- * kernel opens the node, EEXIST for O_EXCL); a failed probe goes on to kernel_paths.check.
+ * (whose /dev holds the same nodes as the VM's, nodev), as the caller, RESOLVE_IN_ROOT (with
+ * the caller's O_NOFOLLOW); a character device found there is left to the kernel
+ * (_continued), whatever the flags (O_CREAT and O_TRUNC included: the kernel opens the node,
+ * EEXIST for O_EXCL); a failed probe goes on to kernel_paths.check.
  *
  * Continued here, counted as the manager counts it ("open", "continued": nothing else is
- * recorded, no change noted, trail untouched), only where both say it is one character
- * device: an absolute path, read once, that is plain (no "//", "/./", "/../", last "/",
- * "/." or "/..") and under /dev/, naming none of the caller's own files nor a kernel mount
- * by its text (a component "fd", "pts", "proc", nor /dev/stdin|stdout|stderr: the decoder's
- * and is_kernel_path's names); in a quiet VM (no hook, audit, fault rule, scanner: quiet[0];
- * an audited VM's event is Python's) whose reads no service judges (a writable view) and a
- * published caller, ID_VALID after the read; then, as the caller, resolved O_PATH (with the
- * caller's O_NOFOLLOW) in the VM's root with RESOLVE_IN_ROOT|RESOLVE_NO_MAGICLINKS, as
- * kernel_paths.check resolves it (no magic link crossed: ELOOP), and in the writable view
- * alike, each a character device and the same one (st_rdev). Anything else is declined
- * before any answer: Python serves it from the start, as today.
+ * recorded, no change noted, trail untouched), only where Python's probe itself finds one
+ * character device: an absolute path, read once, that is plain (no "//", "/./", "/../",
+ * last "/", "/." or "/..") and under /dev/, naming none of the caller's own files nor a
+ * kernel mount by its text (a component "fd", "pts", "proc", nor /dev/stdin|stdout|stderr:
+ * the decoder's and is_kernel_path's names, which Python sends elsewhere before any probe);
+ * in a quiet VM (no hook, audit, fault rule, scanner: quiet[0]; an audited VM's event is
+ * Python's) whose reads no service judges (a writable view) and a published caller,
+ * ID_VALID after the read; then that probe, made as Python makes it: openat2 O_PATH of the
+ * text in the writable view, RESOLVE_IN_ROOT, the caller's O_NOFOLLOW, acting as the caller.
+ * Anything else is declined before any answer: Python serves it from the start, as today.
+ *
+ * What each step is for (issue 14 asked which the answer rests on; the manager's CPU per
+ * call is in docs/performance.md, branch devtrim):
+ * - the probe decides CONTINUE exactly where Python's would: a regular file the VM made
+ *   under /dev (root may: the writable view's /dev is a tmpfs) is served by Python, a
+ *   symlink with O_NOFOLLOW answered ELOOP, a missing name created or failed, /dev/ptmx
+ *   (pts/ptmx: an empty placeholder in this view) sent to kernel_paths.check. One probe:
+ *   the VM's root (/proc/PID/root) holds the same /dev, so a second one there could only
+ *   differ through its own procfs and devpts, where this one fails and declines anyway;
+ * - acting as the caller: the probe needs search permission on / and on every directory of
+ *   /dev on the way, which the VM's root may take from a user (chmod through the manager);
+ *   Python's probe then fails EACCES and answers it (counted failed), and C's, as the
+ *   caller, fails too and declines (the manager's rights would find the device and continue
+ *   it: the kernel's EACCES, counted continued). A caller of the manager's own identity
+ *   switches nothing;
+ * - openat2 rather than one statx: statx has no RESOLVE_IN_ROOT, so an absolute symlink on
+ *   the way (one the VM made under /dev) would be followed from the manager's root, not the
+ *   VM's: another answer than Python's, and a look at the manager's files;
+ * - the published caller (a poll of its pidfd): the credentials the probe acts as;
+ * - ID_VALID after the read: the count is made only for a caller alive after its path was
+ *   read (its number not yet another process's, whose memory the read would have been).
  *
  * Security: CONTINUE makes the kernel read the path again from the VM's memory, where
  * another thread may have written another path since it was read here, and open whatever
@@ -45,39 +66,12 @@
  * the writable volume, a magic link to a read-only fd of a WORK file, and a symlink to one,
  * and finds the WORK file unchanged but through the manager.
  *
- * Not served here: openat2 (never served in C), relative paths, the ptrace driver's loop. */
+ * Not served here: openat2 (never served in C), relative paths. The ptrace driver's loop
+ * continues it alike (tracer_write.h served_dev_here: letting the call run). */
 #ifndef HVFS_SERVED_DEV_H
 #define HVFS_SERVED_DEV_H
 
-#include "served_names.h" /* has_component */
-
-/* Whether path (NUL-terminated) is a plain absolute path under /dev/ that names none of the
- * caller's own files nor a kernel mount by its text (the header's list). */
-static int
-dev_path(const char *path)
-{
-    size_t length = strlen(path);
-    if (length <= 5 || memcmp(path, "/dev/", 5) != 0 || path[length - 1] == '/' || strstr(path, "//") ||
-        strstr(path, "/./") || strstr(path, "/../") || ends_with(path, length, "/.") || ends_with(path, length, "/.."))
-        return 0;
-    if (has_component(path, "fd") || has_component(path, "pts") || has_component(path, "proc"))
-        return 0;
-    return strcmp(path, "/dev/stdin") != 0 && strcmp(path, "/dev/stdout") != 0 && strcmp(path, "/dev/stderr") != 0;
-}
-
-/* The character device path names in root (as the caller, already switched), resolved as
- * the header says: its st_rdev + 1, or 0 where it is none (any failure included). */
-static uint64_t
-char_device_at(int root, const char *path, uint64_t nofollow)
-{
-    long fd = scoped_openat2(root, path, O_PATH | nofollow, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
-    if (fd < 0)
-        return 0;
-    struct stat st;
-    int found = fstat((int)fd, &st) == 0 && S_ISCHR(st.st_mode);
-    close((int)fd);
-    return found ? (uint64_t)st.st_rdev + 1 : 0;
-}
+#include "dev_probe.h" /* dev_path, char_device_in: the decision, shared with the tracer loop */
 
 /* Continues the write-open (flags: the register's, masked) of path, read once from the
  * caller whose published credentials are *a, as the header says: ANSWER (continued), GONE,
@@ -86,18 +80,16 @@ static int
 serve_dev_write(const struct stat_context *c, int listener, const struct seccomp_notif *notif, const char *path,
                 uint64_t flags, struct acting *a, struct seccomp_notif_resp *resp)
 {
-    if (!__atomic_load_n(c->quiet, __ATOMIC_ACQUIRE) || c->vm_root < 0 || c->rw_root < 0 || !dev_path(path))
+    if (!__atomic_load_n(c->quiet, __ATOMIC_ACQUIRE) || c->rw_root < 0 || !dev_path(path))
         return DECLINED;
     uint64_t id = notif->id;
     if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) < 0)
         return GONE;
     if (act_switch(a) < 0)
         return DECLINED;
-    uint64_t nofollow = flags & O_NOFOLLOW;
-    uint64_t device = char_device_at(c->vm_root, path, nofollow);
-    int same = device != 0 && char_device_at(c->rw_root, path, nofollow) == device;
+    int device = char_device_in(c->rw_root, path, flags & O_NOFOLLOW);
     act_restore(a);
-    if (!same)
+    if (!device)
         return DECLINED;
     resp->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
     c->counts[SERVED_OUTCOMES * COUNTS_OPEN + SERVED_CONTINUED]++;

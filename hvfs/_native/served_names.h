@@ -37,7 +37,7 @@ has_component(const char *text, const char *word)
 
 /* Whether text may name the VM's procfs or devpts, or (declined: "dev", or "" for none)
  * what else the call treats by name: a component "proc", "pts" or declined. */
-static int
+static inline int /* inline: the tracer's build includes this header for has_component alone (dev_probe.h) */
 names_kernel_mount(const char *text, const char *declined)
 {
     return has_component(text, "proc") || has_component(text, "pts") || (declined[0] && has_component(text, declined));

@@ -244,7 +244,7 @@ stop_tuple(pid_t pid, int status, const regs_t *regs, int have_regs)
 }
 
 /* wait_stop(pending, here, writes) -> (pid, status, regs | None, passed, execs, exits, queued, more,
- *                                    served, doubted, unlinked, changed, ended)
+ *                                    served, doubted, unlinked, changed, continued, ended)
  *
  * Waits (waitpid(-1, __WALL | __WNOTHREAD), the GIL released) until a stop or an exit
  * that Python must handle: a seccomp stop (returned with its registers, read here), a
@@ -267,7 +267,7 @@ stop_tuple(pid_t pid, int status, const regs_t *regs, int have_regs)
  * here (before the status, never among the queued stops), ``doubted`` the threads whose
  * kept socket Python must give up, before it handles the exits; ``unlinked`` the unlinks
  * tracer_unlink.h served here (the same way), ``changed`` the fd metadata changes tracer_fdmeta.h
- * served here. ``ended``: no tracee is left after what this call reaped (waitpid's ECHILD once
+ * served here, ``continued`` the device write-opens tracer_write.h let run. ``ended``: no tracee is left after what this call reaped (waitpid's ECHILD once
  * the exits are in ``exits``), so that the caller ends with them instead of waiting again
  * only to learn it (a second call, whose GIL taken back was on the VM's exit path). */
 static PyObject *
@@ -328,9 +328,9 @@ tr_wait_stop(PyObject *self, PyObject *args)
         Py_XDECREF(doubted);
         return NULL;
     }
-    if (failed && (seen.nexits || done.served || done.unlinked || done.changed)) /* what was done here: Python's first */
-        return Py_BuildValue("iiOllNNilNllN", 0, 0, Py_None, seen.passed, seen.execs, exited, collected, 0, done.served,
-                             doubted, done.unlinked, done.changed, PyBool_FromLong(failed == ECHILD));
+    if (failed && (seen.nexits || done.served || done.unlinked || done.changed || done.continued)) /* what was done here: Python's first */
+        return Py_BuildValue("iiOllNNilNlllN", 0, 0, Py_None, seen.passed, seen.execs, exited, collected, 0, done.served,
+                             doubted, done.unlinked, done.changed, done.continued, PyBool_FromLong(failed == ECHILD));
     PyObject *first = failed ? NULL : stop_tuple(pid, status, &regs, have_regs);
     if (first == NULL) {
         Py_DECREF(exited);
@@ -344,9 +344,9 @@ tr_wait_stop(PyObject *self, PyObject *args)
         }
         return raise_errno(failed, "waitpid");
     }
-    PyObject *result = Py_BuildValue("OOOllNNilNllN", PyTuple_GET_ITEM(first, 0), PyTuple_GET_ITEM(first, 1),
+    PyObject *result = Py_BuildValue("OOOllNNilNlllN", PyTuple_GET_ITEM(first, 0), PyTuple_GET_ITEM(first, 1),
                                      PyTuple_GET_ITEM(first, 2), seen.passed, seen.execs, exited, collected, more,
-                                     done.served, doubted, done.unlinked, done.changed, PyBool_FromLong(0));
+                                     done.served, doubted, done.unlinked, done.changed, done.continued, PyBool_FromLong(0));
     Py_DECREF(first);
     return result;
 }

@@ -39,19 +39,6 @@
 #define NR_FCHOWN 93
 #define NR_UTIMENSAT 280
 #define COUNTED_FDMETA 12 /* served_stat.h's counts: COUNTS_CHMOD * SERVED_OUTCOMES */
-#ifndef PTRACE_GET_SYSCALL_INFO
-#define PTRACE_GET_SYSCALL_INFO 0x420e
-#endif
-#define SYSCALL_INFO_OP_SECCOMP 3 /* linux/ptrace.h PTRACE_SYSCALL_INFO_SECCOMP */
-
-/* Whether pid is at a seccomp stop now (struct ptrace_syscall_info's op, its first byte). */
-static int
-at_seccomp_stop(pid_t pid)
-{
-    uint8_t info[128] = {0};
-    return ptrace(PTRACE_GET_SYSCALL_INFO, pid, (void *)sizeof info, info) > 0 && info[0] == SYSCALL_INFO_OP_SECCOMP;
-}
-
 /* Serves the fd metadata change pid is stopped at (regs), as the header says: 1 when answered
  * here, 0 when it is Python's. Without the GIL (the note queued: note_change). */
 static int
@@ -66,7 +53,7 @@ served_fdmeta_here(const struct write_context *w, pid_t pid, const regs_t *regs,
     if (number < 0 || (kind == CHANGE_TIMES && (args[1] != 0 || (args[3] & UINT32_MAX) != 0)))
         return 0;
     if (!w->own_count || !__atomic_load_n(w->quiet, __ATOMIC_ACQUIRE) || seen->nexits || seen->execs ||
-        done->served + done->refused + done->unlinked + done->changed >= SERVED_PER_WAIT)
+        done->served + done->refused + done->unlinked + done->changed + done->continued >= SERVED_PER_WAIT)
         return 0;
     struct acting a = {0};
     if (!published_in(w->watch, w->bumps, w->known, w->known_count, pid, &a))

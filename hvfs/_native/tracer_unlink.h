@@ -53,7 +53,7 @@ served_unlink_here(const struct write_context *w, pid_t pid, const regs_t *regs,
     } else if (call != NR_UNLINK)
         return 0;
     if (!__atomic_load_n(w->quiet, __ATOMIC_ACQUIRE) || seen->nexits || seen->execs ||
-        done->served + done->refused + done->unlinked + done->changed >= SERVED_PER_WAIT || (dirfd < 0 && dirfd != AT_FDCWD) ||
+        done->served + done->refused + done->unlinked + done->changed + done->continued >= SERVED_PER_WAIT || (dirfd < 0 && dirfd != AT_FDCWD) ||
         path_at == 0)
         return 0;
     struct acting a = {0};

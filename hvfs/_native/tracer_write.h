@@ -23,6 +23,20 @@
  * kept (``here`` is 0 then), and it bumps there. So a thread's record here is of the
  * credentials it holds at its open: stopped in it, it changes nothing meanwhile.
  *
+ * A write-open of a character device under /dev that the seccomp loop would continue
+ * (served_dev.h) is continued here alike, by letting the call run (served_dev_here): the
+ * same text check and probe (dev_probe.h), as the caller, and Python's count. It needs no
+ * kept socket (nothing is installed), so it is declined, as tracer_unlink.h's unlink is,
+ * once this wait has passed an exec (whose bump of the generation is Python's, after the
+ * wait) or reaped an exit. The thread is stopped and only this tracer reaps it: its number
+ * is its own until then (its path is read without an ID_VALID: none exists here), but for
+ * one case, a sibling's exec that kills the stopped leader and takes over its pid
+ * (tracer_fdmeta.h). So the call is let run only where PTRACE_GET_SYSCALL_INFO still finds
+ * the thread at a seccomp stop: resuming the sibling at its exec event instead would hide
+ * that event from Python (its credentials' bump, its exec check). A sibling's exec between
+ * that check and PTRACE_CONT (one syscall later) is not excluded: Python's own resume of
+ * a continued stop, and every answer this loop makes, leave the same window, wider.
+ *
  * After the open: the note queued without the GIL, as served_write.h's "The change set" says;
  * a failed note (the queue full, ChangeSet.note raised) answers EIO, as the dispatch answers a failed record; a
  * failed receive answers what the Python path would (EMFILE, else EIO) and its socket is
@@ -32,6 +46,7 @@
 #ifndef HVFS_TRACER_WRITE_H
 #define HVFS_TRACER_WRITE_H
 
+#include "dev_probe.h" /* dev_path, char_device_in: served_dev.h's decision */
 #include "write_open.h"
 
 #define NR_OPEN 2
@@ -69,10 +84,10 @@ struct write_context {
 };
 
 /* What one wait served here, for Python: served opens, unlinks (tracer_unlink.h), fd metadata
- * changes (tracer_fdmeta.h), and threads whose socket to give up; and, for SERVED_PER_WAIT alone, the opens answered with an errno
+ * changes (tracer_fdmeta.h), device write-opens continued (served_dev_here), and threads whose socket to give up; and, for SERVED_PER_WAIT alone, the opens answered with an errno
  * (counted in counts). */
 struct served_writes {
-    long served, refused, unlinked, changed;
+    long served, refused, unlinked, changed, continued;
     int doubted[DOUBTED_KEPT], ndoubted;
 };
 
@@ -158,6 +173,43 @@ receive_failed(pid_t pid, const regs_t *stopped, int fd, const struct outcome *o
     answer_skipped(pid, stopped, out->result == -EMFILE ? -EMFILE : -EIO, out->nsignals ? out->signals[0] : 0);
 }
 
+#ifndef PTRACE_GET_SYSCALL_INFO
+#define PTRACE_GET_SYSCALL_INFO 0x420e
+#endif
+#define SYSCALL_INFO_OP_SECCOMP 3 /* linux/ptrace.h PTRACE_SYSCALL_INFO_SECCOMP */
+
+/* Whether pid is at a seccomp stop now (tracer_fdmeta.h's check too) (struct ptrace_syscall_info's op, its first byte). */
+static int
+at_seccomp_stop(pid_t pid)
+{
+    uint8_t info[128] = {0};
+    return ptrace(PTRACE_GET_SYSCALL_INFO, pid, (void *)sizeof info, info) > 0 && info[0] == SYSCALL_INFO_OP_SECCOMP;
+}
+
+/* Continues the write-open of a device under /dev (path, read once; flags masked) that pid is
+ * stopped at, as the header says: 1 when let run here (or the thread died), 0 when it is
+ * Python's. Without the GIL. */
+static int
+served_dev_here(const struct write_context *w, pid_t pid, const char *path, uint64_t flags, struct acting *a,
+                struct served_writes *done, const struct passing *seen)
+{
+    if (seen->execs || !dev_path(path) || act_switch(a) < 0)
+        return 0;
+    int device = char_device_in(w->rw_root, path, flags & O_NOFOLLOW);
+    act_restore(a);
+    if (!device)
+        return 0;
+    if (!at_seccomp_stop(pid)) /* killed, or its pid a sibling's that execs: its status comes next */
+        return 1;
+    w->counts[COUNTED_OPEN + 1]++; /* SERVED_CONTINUED, as served_dev.h counts it */
+    done->continued++;
+    if (ptrace(PTRACE_CONT, pid, 0, 0) < 0 && errno != ESRCH) { /* ESRCH: killed meanwhile, its exit comes next */
+        kill(pid, SIGKILL);
+        ptrace(PTRACE_CONT, pid, 0, 0);
+    }
+    return 1;
+}
+
 /* Serves the write-open pid is stopped at (regs), as the header says: 1 when answered here
  * (or the thread died), 0 when it is Python's. Without the GIL (the note queued: note_change). */
 static int
@@ -178,7 +230,7 @@ served_write_here(const struct write_context *w, pid_t pid, const regs_t *regs, 
     uint64_t access = flags & O_ACCMODE;
     if (!(flags & SERVED_WRITE) || !__atomic_load_n(w->quiet, __ATOMIC_ACQUIRE) || seen->nexits ||
         done->ndoubted == DOUBTED_KEPT ||
-        done->served + done->refused + done->unlinked + done->changed >= SERVED_PER_WAIT)
+        done->served + done->refused + done->unlinked + done->changed + done->continued >= SERVED_PER_WAIT)
         return 0;
     if (flags & (O_PATH | SERVED_TMPFILE) || (access != O_WRONLY && access != O_RDWR) || (dirfd < 0 && dirfd != AT_FDCWD) ||
         path_at == 0)
@@ -187,13 +239,16 @@ served_write_here(const struct write_context *w, pid_t pid, const regs_t *regs, 
     for (size_t i = 0; i < w->kept_count && kept == NULL; i++)
         kept = w->kept[i].tid == pid ? &w->kept[i] : NULL;
     struct acting a = {0};
-    if (kept == NULL || kept->length > sizeof kept->address || !published_in(w->watch, w->bumps, w->known, w->known_count, pid, &a) ||
-        kcmp_file(pid, kept->number, kept->sock) != 0)
+    if (!published_in(w->watch, w->bumps, w->known, w->known_count, pid, &a))
         return 0;
     char path[PATH_MAX_BYTES + 1], base[PATH_MAX_BYTES + 1], whole[2 * PATH_MAX_BYTES + 2];
     struct stat identity = {0};
     int made = read_write_path(pid, dirfd, path_at, path, base, whole, &identity), fd = -1, existed;
-    int opened = made < 0 ? -1 : open_writable(w->rw_root, path, base, &identity, flags, creation_mode, &a, &fd, &existed);
+    if (made == -2) /* declined by its text alone: a device under /dev, continued there */
+        return served_dev_here(w, pid, path, flags, &a, done, seen);
+    if (made < 0 || kept == NULL || kept->length > sizeof kept->address || kcmp_file(pid, kept->number, kept->sock) != 0)
+        return 0;
+    int opened = open_writable(w->rw_root, path, base, &identity, flags, creation_mode, &a, &fd, &existed);
     uint64_t *count = w->counts + COUNTED_OPEN;
     if (opened == -EEXIST) { /* an exclusive creation that met a regular file: nothing done */
         count[2]++;          /* SERVED_FAILED, as serve_write counts it */

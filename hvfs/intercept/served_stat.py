@@ -51,11 +51,11 @@ and its chmod, fchmodat, chown, lchown, fchownat and utimensat of such a path (f
 AT_SYMLINK_NOFOLLOW), as ``attrs.handle_chmod``, ``handle_chown`` and ``handle_utimens`` serve a
 path (hvfs/_native/served_pathmeta.h); an audited VM's are Python's. A write-open of a
 character device under /dev (/dev/null: every shell redirect) is continued there as
-``opening._open_writable`` continues it, where the VM's root and the writable view both
-resolve the plain absolute path to that one device, no magic link crossed
-(hvfs/_native/served_dev.h, which also says why a second thread's flip of the path after the
-check reaches nothing: the boot view is read-only). ``HVFS_SERVED_WRITE=0`` turns those off
-alone.
+``opening._open_writable`` continues it, where that handler's own probe (O_PATH in the
+writable view, ``RESOLVE_IN_ROOT``, as the caller) finds a character device at the plain
+absolute path (hvfs/_native/served_dev.h, which also says why a second thread's flip of the
+path after the check reaches nothing: the boot view is read-only). ``HVFS_SERVED_WRITE=0``
+turns those off alone.
 
 A relative path's base directory, found by its text and checked to be the caller's, is kept
 open from one stat or read-only open to the next while the C loop answers, and used again

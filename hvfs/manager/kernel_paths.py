@@ -18,7 +18,7 @@ mount. So a change is never let through a magic link:
 
 What the kernel then re-reads on CONTINUE is the VM's memory again; DESIGN.md says what
 that leaves open, and hvfs/_native/served_dev.h why a continued write-open (a device
-under /dev, which the C loop continues once resolved as ``check`` resolves it) reaches
+under /dev, which the C loop continues where ``opening._open_writable`` would) reaches
 nothing whatever path the kernel reads then: every mount of the boot view is read-only, a
 magic link reaches only what the VM holds open, a read-only fd from a read-only mount
 (tests/adversarial/test_served_dev_races.py).

@@ -87,8 +87,7 @@ class _Tracer(ExecTracer):
         self._queued: deque[_Stop] = deque()
         self._more = False
         self.served = {"calls": 0, "continued": 0, "answered": 0, "installed": 0, "passed": 0, "execs_passed": 0}
-        # write-opens, unlinks and fd metadata changes served in the C loop (tracer_write.h, ...)
-        self.served["written_here"] = self.served["unlinked_here"] = self.served["fdmeta_here"] = 0
+        self.served.update(written_here=0, unlinked_here=0, fdmeta_here=0, dev_continued_here=0)  # C's: tracer_*.h
 
     def bind(self, vm: str, transport: Transport) -> None:
         self._vm, self._transport = vm, transport
@@ -143,9 +142,9 @@ class _Tracer(ExecTracer):
         """One wait of the C loop (tracer.c's wait_stop), what it did meanwhile taken into account
         first: stops passed, calls served there, exits reaped; last, whether none is left after those."""
         found = native_tracer.wait_stop(pending, self._here(), self._writes.argument())
-        pid, status, raw, passed, execs, exits, queued, more, served, doubted, unlinked, changed, ended = found
+        pid, status, raw, passed, execs, exits, queued, more, *done, ended = found
         self._passed(passed, execs)
-        self._served_here(served, unlinked, changed, doubted)
+        self._served_here(*done)  # served, doubted, unlinked, changed, continued: tracer.c's order
         self._exited(exits)
         return pid, status, raw, queued, more, ended
 
@@ -170,19 +169,21 @@ class _Tracer(ExecTracer):
             return HERE_BIRTHS
         return HERE_BIRTHS | HERE_EXECS
 
-    def _served_here(self, served: int, unlinked: int, changed: int, doubted: tuple[int, ...]) -> None:
-        """Write-opens, unlinks and fd metadata changes the C loop served meanwhile; the threads
-        whose socket it doubts (a receive that failed) given up, before the exits of the same wait."""
+    def _served_here(self, served: int, doubted: tuple[int, ...], unlinked: int, changed: int, continued: int) -> None:
+        """Write-opens, unlinks, fd metadata changes served in C meanwhile, device write-opens let run there; the
+        threads whose socket it doubts (a receive that failed) given up, before the exits of the same wait."""
         self._writes.done(doubted)
-        if served or unlinked or changed:
-            self.served["calls"] += served + unlinked + changed
+        if served or unlinked or changed or continued:
+            self.served["calls"] += served + unlinked + changed + continued
             self.served["installed"] += served
             self.served["answered"] += unlinked + changed
+            self.served["continued"] += continued
+            self.served["dev_continued_here"] += continued
             self.served["written_here"] += served
             self.served["unlinked_here"] += unlinked
             self.served["fdmeta_here"] += changed
             with self._lock:
-                self._counts["stops"] += served + unlinked + changed
+                self._counts["stops"] += served + unlinked + changed + continued
 
     def _passed(self, passed: int, execs: int) -> None:
         if execs:
