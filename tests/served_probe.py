@@ -1,16 +1,17 @@
 """What the served-call tests (test_served_write, test_served_mutate, test_ptrace_write,
 test_served_stat) share: the probe's way of answering a case, running a probe in a VM with
-``--diff`` and ``--stats`` (and an audit file: ``AUDIT``), the volume's files as the host sees them, and the two fresh
-places, one for the C run and one for the Python path's, that a comparison runs in."""
+``--diff`` and ``--stats`` (and an audit file: ``AUDIT``), the volume's files as the host sees them, the two fresh
+places, one for the C run and one for the Python path's, that a comparison runs in, and the
+probe run in both (compared_runs)."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from tests.conftest import Hvfs, chown_to
 
@@ -81,3 +82,35 @@ def both_ways(runner: Hvfs, in_python: Hvfs, root: Path, owner: int | str | None
         if isinstance(owner, str):
             chown_to(place, owner)
         yield way, place
+
+
+class ProbeRun(NamedTuple):
+    """One way's run of a probe: its answers, statistics and ``--diff`` lines (run_probe's),
+    and the volume's files afterwards (snapshot's)."""
+
+    answers: dict[str, Any]
+    stats: dict[str, Any]
+    diff: list[str]
+    files: dict[str, Any]
+
+
+def compared_runs(
+    runner: Hvfs,
+    in_python: Hvfs,
+    root: Path,
+    owner: int | str | None,
+    prepare: Callable[[Path], Path],
+    *options: str,
+) -> tuple[ProbeRun, ProbeRun]:
+    """The probe run served in C (``runner``) and on the Python path (``in_python``), each in
+    its fresh place (both_ways) where ``prepare`` makes the volume (and the probe, where the
+    place holds none yet) and returns it: the C run, then the Python path's, their answers and
+    files asserted alike."""
+    runs = []
+    for way, place in both_ways(runner, in_python, root, owner):
+        data = prepare(place)
+        runs.append(ProbeRun(*run_probe(way, place, *options), snapshot(data)))
+    in_c, in_python_path = runs
+    assert in_c.answers == in_python_path.answers, (in_c.answers, in_python_path.answers)
+    assert in_c.files == in_python_path.files, (in_c.files, in_python_path.files)
+    return in_c, in_python_path

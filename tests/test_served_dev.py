@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Hvfs, chown_to, state_dir
-from tests.served_probe import ATTEMPT, AUDIT, audit_records, both_ways, run_probe, snapshot
+from tests.conftest import Hvfs, chown_to
+from tests.served_probe import ATTEMPT, AUDIT, audit_records, both_ways, compared_runs, run_probe
+from tests.test_served_write import _in_python
 
 PROBE = (
     r"""
@@ -101,33 +102,25 @@ def _volume(root: Path, owner: int | str | None) -> Path:
     return data
 
 
-def _in_python(runner: Hvfs) -> Hvfs:
-    return runner.with_env(HVFS_SERVED_WRITE="0", HVFS_STATE_DIR=state_dir(runner.user, "no-served-write"))
-
-
 def _compared(runner: Hvfs, root: Path, owner: int | str | None, *options: str) -> dict[str, Any]:
     """The probe run in C and on the Python path, each on a fresh volume: answers, request
     counts, files and diffs compared; C's continued opens counted. The C run's answers."""
-    results = []
-    for way, place in both_ways(runner, _in_python(runner), root, owner):
-        data = _volume(place, owner)
-        answers, stats, diff = run_probe(way, place, *options)
-        results.append((answers, stats, diff, snapshot(data)))
-    (in_c, c_stats, c_diff, c_files), (in_python, python_stats, python_diff, python_files) = results
-    assert in_c == in_python
-    assert c_files == python_files and c_files["file"][3] == "file content\n" + "marker\n" * 4
-    assert c_diff == python_diff and "C /data/file" in c_diff, c_diff
-    assert ("A /dev/made" in c_diff) == (in_c["missing_creat"][0] == "ok"), c_diff
-    assert c_stats["requests"]["open"] == python_stats["requests"]["open"], (c_stats, python_stats)
+    in_c, in_python = compared_runs(
+        runner, _in_python(runner), root, owner, lambda place: _volume(place, owner), *options
+    )
+    assert in_c.files["file"][3] == "file content\n" + "marker\n" * 4
+    assert in_c.diff == in_python.diff and "C /data/file" in in_c.diff, in_c.diff
+    assert ("A /dev/made" in in_c.diff) == (in_c.answers["missing_creat"][0] == "ok"), in_c.diff
+    assert in_c.stats["requests"]["open"] == in_python.stats["requests"]["open"], (in_c.stats, in_python.stats)
     if "ptrace" in options:  # the tracer's loop let them run (its count of the stops it answered)
-        assert c_stats["driver"] == "ptrace" and c_stats["loop"] == "native", c_stats
-        assert c_stats["dev_continued_here"] >= C_CONTINUED_AT_LEAST, c_stats
-        assert python_stats["dev_continued_here"] == 0, python_stats
-        return in_c
+        assert in_c.stats["driver"] == "ptrace" and in_c.stats["loop"] == "native", in_c.stats
+        assert in_c.stats["dev_continued_here"] >= C_CONTINUED_AT_LEAST, in_c.stats
+        assert in_python.stats["dev_continued_here"] == 0, in_python.stats
+        return in_c.answers
     # strict: C continues some read-only opens on both runs (served_stat.h serve_open)
-    continued = [stats["compiled"].get("open_continued", 0) for stats in (c_stats, python_stats)]
-    assert continued[0] - continued[1] >= C_CONTINUED_AT_LEAST, (c_stats, python_stats)
-    return in_c
+    continued = [stats["compiled"].get("open_continued", 0) for stats in (in_c.stats, in_python.stats)]
+    assert continued[0] - continued[1] >= C_CONTINUED_AT_LEAST, (in_c.stats, in_python.stats)
+    return in_c.answers
 
 
 def _expected(in_c: dict[str, Any], as_root: bool) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import Hvfs
 from tests.served_probe import ATTEMPT
-from tests.test_served_mutate import _both_ways, _extracted, _in_python
+from tests.test_served_mutate import _both_ways, _extracted_both_ways
 
 DIR_PROBE = (
     r"""
@@ -132,11 +132,8 @@ def test_a_rootless_vms_mkdirs_and_rmdirs_answer_as_the_python_path(rootless: Hv
 
 @pytest.mark.parametrize("profile", ["--strict", "--diff"], ids=["strict", "default"])
 def test_an_untars_directories_are_made_and_removed_in_c(hvfs: Hvfs, tmp_path: Path, profile: str) -> None:
-    (tmp_path / "c").mkdir()
-    (tmp_path / "python").mkdir()
-    in_c, c_stats, c_diff = _extracted(hvfs, tmp_path / "c", profile)
-    in_python, python_stats, python_diff = _extracted(_in_python(hvfs), tmp_path / "python", profile)
-    assert in_c == in_python and len(in_c) == 311 and in_c["tree/d3"][:2] == [0o40750, 1000]
-    assert c_diff == python_diff and "A /data/tree/d3" in c_diff
+    (in_c, c_stats, c_diff), (_, python_stats, _) = _extracted_both_ways(hvfs, tmp_path, profile)
+    assert len(in_c) == 311 and in_c["tree/d3"][:2] == [0o40750, 1000]
+    assert "A /data/tree/d3" in c_diff
     assert c_stats["compiled"].get("mkdir_served", 0) >= 10, c_stats
     assert c_stats["compiled"]["rmdir_served"] >= 10 and python_stats["compiled"].get("rmdir_served", 0) == 0

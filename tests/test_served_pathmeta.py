@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 
 from tests.conftest import Hvfs
-from tests.served_probe import ATTEMPT, both_ways, run_probe, snapshot
-from tests.test_served_mutate import _extracted
-from tests.test_served_write import _in_python, _volume
+from tests.served_probe import ATTEMPT, compared_runs
+from tests.test_served_fdmeta import _with_others
+from tests.test_served_mutate import _extracted_both_ways
+from tests.test_served_write import _in_python
 
 PROBE = (
     r"""
@@ -141,22 +142,17 @@ def _share(c_stats: dict[str, Any], python_stats: dict[str, Any]) -> None:
 def _both_ways(runner: Hvfs, root: Path, owner: int | str | None, *options: str) -> dict[str, Any]:
     """The probe run served in C and on the Python path, each on a fresh volume: answers (the
     times too), files and diffs compared, C's share checked; the C run's answers."""
-    results = []
-    for way, place in both_ways(runner, _in_python(runner), root, owner):
-        data = _volume(place, owner)
+
+    def prepare(place: Path) -> Path:
+        data = _with_others(place, owner, PROBE)
         (data / "dirlink").symlink_to("dir")
-        (data / "others").write_text("others\n")
-        os.chown(data / "others", 4243, 4243)
-        os.chmod(data / "others", 0o666)
-        (place / "probe" / "probe.py").write_text(PROBE)
-        answers, stats, diff = run_probe(way, place, *options)
-        results.append((answers, stats, diff, snapshot(data)))
-    (in_c, c_stats, c_diff, c_files), (in_python, python_stats, python_diff, python_files) = results
-    assert in_c == in_python  # the times each case set, read back in the VM
-    assert c_files == python_files
-    assert c_diff == python_diff and "C /data/file" in c_diff, c_diff
-    _share(c_stats, python_stats)
-    return in_c
+        return data
+
+    # the answers compared hold the times each case set, read back in the VM
+    in_c, in_python = compared_runs(runner, _in_python(runner), root, owner, prepare, *options)
+    assert in_c.diff == in_python.diff and "C /data/file" in in_c.diff, in_c.diff
+    _share(in_c.stats, in_python.stats)
+    return in_c.answers
 
 
 @pytest.mark.parametrize("profile", ["strict", "default"])
@@ -193,12 +189,8 @@ def test_a_rootless_vms_metadata_changes_by_path_answer_as_the_python_path(rootl
 
 @pytest.mark.parametrize("profile", ["--strict", "--diff"], ids=["strict", "default"])
 def test_a_tarballs_directories_get_their_metadata_in_c(hvfs: Hvfs, tmp_path: Path, profile: str) -> None:
-    (tmp_path / "c").mkdir()
-    (tmp_path / "python").mkdir()
-    in_c, c_stats, c_diff = _extracted(hvfs, tmp_path / "c", profile)
-    in_python, python_stats, python_diff = _extracted(_in_python(hvfs), tmp_path / "python", profile)
-    assert in_c == in_python and in_c["tree/d3"][:2] == [0o40750, 1000]
-    assert c_diff == python_diff
+    (in_c, c_stats, _), (_, python_stats, _) = _extracted_both_ways(hvfs, tmp_path, profile)
+    assert in_c["tree/d3"][:2] == [0o40750, 1000]
     # tar sets each of the ten directories' owner, mode and times by path, after their files
     for kind in ("chmod", "chown", "utimens"):
         assert _served_here(c_stats, kind) - _served_here(python_stats, kind) >= 10, (kind, c_stats, python_stats)

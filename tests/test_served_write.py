@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Hvfs, chown_to, state_dir
-from tests.served_probe import ATTEMPT, both_ways, run_probe, snapshot
+from tests.served_probe import ATTEMPT, compared_runs, run_probe
 
 PROBE = (
     r"""
@@ -164,16 +164,11 @@ def _compared(
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """The probe run served in C and on the Python path, each on a fresh volume: answers, files
     and diffs compared; the C run's answers, and each run's statistics."""
-    results = []
-    for way, place in both_ways(runner, _in_python(runner), root, owner):
-        data = _volume(place, owner)
-        answers, stats, diff = run_probe(way, place, *options)
-        results.append((answers, stats, diff, snapshot(data)))
-    (in_c, c_stats, c_diff, c_files), (in_python, python_stats, python_diff, python_files) = results
-    assert in_c == in_python
-    assert c_files == python_files
-    assert c_diff == python_diff and "C /data/file" in c_diff and "A /data/new1" in c_diff, c_diff
-    return in_c, c_stats, python_stats
+    in_c, in_python = compared_runs(
+        runner, _in_python(runner), root, owner, lambda place: _volume(place, owner), *options
+    )
+    assert in_c.diff == in_python.diff and "C /data/file" in in_c.diff and "A /data/new1" in in_c.diff, in_c.diff
+    return in_c.answers, in_c.stats, in_python.stats
 
 
 def _both_ways(runner: Hvfs, root: Path, owner: int | str | None, *options: str) -> dict[str, Any]:

@@ -32,6 +32,35 @@ mkdir_as_caller(int parent, const char *last, uint64_t mode, const struct acting
     return failed;
 }
 
+/* What dir_named asks of dir_in: remove (1) or make (0, with the caller's mode, under a's umask). */
+struct dir_act {
+    int remove;
+    uint64_t mode;
+    const struct acting *a;
+};
+
+/* The mkdirat or the unlinkat with AT_REMOVEDIR of path's last component in its parent, found
+ * from dir (act_in_view's act; how: a struct dir_act). */
+static int
+dir_in(int dir, char *path, uint64_t resolve, void *how)
+{
+    const struct dir_act *asked = how;
+    const char *last = NULL;
+    long parent = mutated_parent(dir, path, resolve, &last);
+    int failed;
+    if (parent < 0) /* ENOENT, ELOOP ...: never EEXIST, which the act alone answers */
+        failed = errno == EEXIST ? ECANCELED : errno;
+    else if (!*last) /* names.py _refuse_root's: Python answers it */
+        failed = ECANCELED;
+    else if (asked->remove)
+        failed = unlinkat((int)parent, last, AT_REMOVEDIR) < 0 ? errno : 0;
+    else
+        failed = mkdir_as_caller((int)parent, last, asked->mode, asked->a);
+    if (parent >= 0)
+        close((int)parent);
+    return failed;
+}
+
 /* Makes (remove: 0) or removes (1) the directory path (write_open.h read_write_path's: plain;
  * a relative one's base and its identity beside it) in the writable view rw_root, acting as
  * the caller (a): 0 when done, else an errno (ECANCELED: the base not the caller's, or the
@@ -40,28 +69,8 @@ static int
 dir_named(int rw_root, char *path, const char *base, const struct stat *identity, int remove, uint64_t mode,
           struct acting *a)
 {
-    long dir = path[0] == '/' ? rw_root : write_base(rw_root, base, identity);
-    if (dir < 0)
-        return ECANCELED;
-    int failed = ECANCELED;
-    if (act_switch(a) == 0) {
-        const char *last = NULL;
-        long parent = mutated_parent((int)dir, path, path[0] == '/' ? RESOLVE_IN_ROOT : RESOLVE_BENEATH, &last);
-        if (parent < 0) /* ENOENT, ELOOP ...: never EEXIST, which the act alone answers */
-            failed = errno == EEXIST ? ECANCELED : errno;
-        else if (!*last) /* names.py _refuse_root's: Python answers it */
-            failed = ECANCELED;
-        else if (remove)
-            failed = unlinkat((int)parent, last, AT_REMOVEDIR) < 0 ? errno : 0;
-        else
-            failed = mkdir_as_caller((int)parent, last, mode, a);
-        if (parent >= 0)
-            close((int)parent);
-    }
-    act_restore(a);
-    if (dir != rw_root)
-        close((int)dir);
-    return failed;
+    struct dir_act asked = {.remove = remove, .mode = mode, .a = a};
+    return act_in_view(rw_root, path, base, identity, a, dir_in, &asked);
 }
 
 #endif /* HVFS_DIR_NAMED_H */

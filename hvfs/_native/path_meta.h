@@ -19,6 +19,46 @@
 #include "fd_change.h"  /* CHANGE_*; change_fd's calls, on a path's O_PATH fd here */
 #include "write_open.h" /* scoped_openat2, write_base; acting as the caller */
 
+/* What change_named asks of change_in: the change (kind, value, times), whether path's last
+ * component is followed, and this thread's /proc/thread-self/fd (self_fds, or -1). */
+struct meta_act {
+    int follow, kind;
+    uint64_t value;
+    const struct timespec *times;
+    int self_fds;
+};
+
+/* The change on the object path names, opened O_PATH from dir with no symlink on the way
+ * (act_in_view's act; how: a struct meta_act), made through that fd. */
+static int
+change_in(int dir, char *path, uint64_t resolve, void *how)
+{
+    const struct meta_act *asked = how;
+    int kind = asked->kind;
+    uint64_t value = asked->value;
+    int failed;
+    long fd = scoped_openat2(dir, path, O_PATH | (asked->follow ? 0 : O_NOFOLLOW), resolve | RESOLVE_NO_SYMLINKS);
+    struct stat st;
+    if (fd < 0 || fstat((int)fd, &st) < 0)
+        failed = errno;
+    else if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) || (kind == CHANGE_MODE && S_ISLNK(st.st_mode)))
+        failed = ECANCELED;
+    else if (kind == CHANGE_MODE) {
+        char link[64];
+        int self_fds = asked->self_fds;
+        snprintf(link, sizeof link, self_fds >= 0 ? "%d" : "/proc/self/fd/%d", (int)fd);
+        failed = fchmodat(self_fds >= 0 ? self_fds : AT_FDCWD, link, (mode_t)(value & 07777), 0) < 0 ? errno : 0;
+    } else if (kind == CHANGE_OWNER)
+        failed = syscall(SYS_fchownat, (int)fd, "", (uint32_t)value, (uint32_t)(value >> 32), AT_EMPTY_PATH) < 0
+                     ? errno
+                     : 0;
+    else
+        failed = syscall(SYS_utimensat, (int)fd, "", asked->times, AT_EMPTY_PATH) < 0 ? errno : 0;
+    if (fd >= 0)
+        close((int)fd);
+    return failed;
+}
+
 /* The change (kind: CHANGE_*; value: the mode, or the uid and gid in its low and high 32 bits;
  * times: utimensat's, or NULL for now) on the object path names (write_open.h read_write_path's:
  * plain; a relative one's base and its identity beside it; follow: 0 for AT_SYMLINK_NOFOLLOW) in
@@ -27,38 +67,11 @@
  * base not the caller's, the switch failed, a device node or a symlink's mode: attrs.py refuses
  * those, and Python answers them). Without the GIL. */
 static int
-change_named(int rw_root, const char *path, const char *base, const struct stat *identity, int follow, int kind,
+change_named(int rw_root, char *path, const char *base, const struct stat *identity, int follow, int kind,
              uint64_t value, const struct timespec *times, int self_fds, struct acting *a)
 {
-    long dir = path[0] == '/' ? rw_root : write_base(rw_root, base, identity);
-    if (dir < 0)
-        return ECANCELED;
-    int failed = ECANCELED;
-    if (act_switch(a) == 0) {
-        uint64_t resolve = (path[0] == '/' ? RESOLVE_IN_ROOT : RESOLVE_BENEATH) | RESOLVE_NO_SYMLINKS;
-        long fd = scoped_openat2((int)dir, path, O_PATH | (follow ? 0 : O_NOFOLLOW), resolve);
-        struct stat st;
-        if (fd < 0 || fstat((int)fd, &st) < 0)
-            failed = errno;
-        else if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) || (kind == CHANGE_MODE && S_ISLNK(st.st_mode)))
-            failed = ECANCELED;
-        else if (kind == CHANGE_MODE) {
-            char link[64];
-            snprintf(link, sizeof link, self_fds >= 0 ? "%d" : "/proc/self/fd/%d", (int)fd);
-            failed = fchmodat(self_fds >= 0 ? self_fds : AT_FDCWD, link, (mode_t)(value & 07777), 0) < 0 ? errno : 0;
-        } else if (kind == CHANGE_OWNER)
-            failed = syscall(SYS_fchownat, (int)fd, "", (uint32_t)value, (uint32_t)(value >> 32), AT_EMPTY_PATH) < 0
-                         ? errno
-                         : 0;
-        else
-            failed = syscall(SYS_utimensat, (int)fd, "", times, AT_EMPTY_PATH) < 0 ? errno : 0;
-        if (fd >= 0)
-            close((int)fd);
-    }
-    act_restore(a);
-    if (dir != rw_root)
-        close((int)dir);
-    return failed;
+    struct meta_act asked = {.follow = follow, .kind = kind, .value = value, .times = times, .self_fds = self_fds};
+    return act_in_view(rw_root, path, base, identity, a, change_in, &asked);
 }
 
 #endif /* HVFS_PATH_META_H */

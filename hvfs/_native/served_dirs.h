@@ -37,14 +37,11 @@ serve_dir_at(const struct stat_context *c, int listener, const struct seccomp_no
 {
     if (dirfd < 0 && dirfd != AT_FDCWD)
         return DECLINED;
-    struct acting a = {0};
-    struct write_path p; /* its buffers filled by the read; identity only for a relative path */
-    p.identity = (struct stat){0};
-    int made = write_request(c, listener, notif, dirfd, path_at, &a, &p);
+    struct acting a;
+    struct write_path p;
+    int made = quiet_write_request(c, listener, notif, dirfd, path_at, &a, &p);
     if (made <= 0)
         return made < 0 ? GONE : DECLINED;
-    if (c->note && c->note->audited) /* served_hearing's verdict: audited, not quiet */
-        return DECLINED;
     int failed = dir_named(c->rw_root, p.path, p.base, &p.identity, remove, mode, &a);
     uint64_t *count = c->counts + SERVED_OUTCOMES * (remove ? COUNTS_RMDIR : COUNTS_MKDIR);
     if (failed == EEXIST && !remove) { /* the mkdirat's own answer, in the parent Python finds too */

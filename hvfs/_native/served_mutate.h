@@ -44,9 +44,8 @@ serve_unlink(const struct stat_context *c, int listener, const struct seccomp_no
         return serve_dir_at(c, listener, notif, dirfd, path_at, 1, 0, resp);
     if ((call == CALL_UNLINKAT && (args[2] & UINT32_MAX) != 0) || (dirfd < 0 && dirfd != AT_FDCWD))
         return DECLINED;
-    struct acting a = {0};
-    struct write_path p; /* its buffers filled by the read; identity only for a relative path */
-    p.identity = (struct stat){0};
+    struct acting a;
+    struct write_path p;
     int made = write_request(c, listener, notif, dirfd, path_at, &a, &p);
     if (made <= 0)
         return made < 0 ? GONE : DECLINED;

@@ -53,14 +53,11 @@ serve_pathmeta(const struct stat_context *c, int listener, const struct seccomp_
         read_remote(notif->pid, rest[0], (char *)times, sizeof times) != (ssize_t)sizeof times)
         return DECLINED;
     uint64_t value = kind == CHANGE_OWNER ? (rest[0] & UINT32_MAX) | (rest[1] << 32) : rest[0];
-    struct acting a = {0};
-    struct write_path p; /* its buffers filled by the read; identity only for a relative path */
-    p.identity = (struct stat){0};
-    int made = write_request(c, listener, notif, dirfd, path_at, &a, &p);
+    struct acting a;
+    struct write_path p;
+    int made = quiet_write_request(c, listener, notif, dirfd, path_at, &a, &p);
     if (made <= 0)
         return made < 0 ? GONE : DECLINED;
-    if (c->note && c->note->audited) /* served_hearing's verdict: audited, not quiet */
-        return DECLINED;
     if (change_named(c->rw_root, p.path, p.base, &p.identity, !(flags & AT_SYMLINK_NOFOLLOW), kind, value,
                      kind == CHANGE_TIMES && rest[0] ? times : NULL, c->self_fds, &a) != 0)
         return DECLINED;

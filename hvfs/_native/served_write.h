@@ -67,14 +67,18 @@ struct write_path {
     int by_text; /* 1: read whole, declined by its text alone (read_write_path's -2): served_dev.h's */
 };
 
-/* What a mutation served here (serve_write, served_mutate.h's serve_unlink) needs before it
- * acts: a quiet VM with a writable view, the caller's published credentials (*a), its path
- * read once (*p), ID_VALID after. The whole text's length (> 0) to go on; 0 (DECLINED) or
- * -GONE otherwise. */
+/* What a mutation served here (serve_write, served_mutate.h's serve_unlink, served_dirs.h's
+ * and served_pathmeta.h's) needs before it acts: a quiet VM with a writable view, the
+ * caller's published credentials (*a), its path read once (*p), ID_VALID after; *a and *p
+ * start empty (no credentials, no identity: only a relative path has one; not by text). The
+ * whole text's length (> 0) to go on; 0 (DECLINED) or -GONE otherwise. */
 static int
 write_request(const struct stat_context *c, int listener, const struct seccomp_notif *notif, int32_t dirfd,
               uint64_t path_at, struct acting *a, struct write_path *p)
 {
+    *a = (struct acting){0};
+    p->identity = (struct stat){0};
+    p->by_text = 0;
     if (c->rw_root < 0 || !c->change_note || path_at == 0 || notif->pid <= 0 || !served_hearing(c, notif->pid))
         return DECLINED;
     if (!published_caller(c, listener, notif, a))
@@ -85,6 +89,17 @@ write_request(const struct stat_context *c, int listener, const struct seccomp_n
         return DECLINED;
     uint64_t id = notif->id;
     return ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) < 0 ? -GONE : made;
+}
+
+/* write_request for a change served for a quiet VM alone: an audited one's events (served_dirs.h's
+ * Mkdir and Rmdir, served_pathmeta.h's) are Python's to record, so its request is DECLINED once
+ * read, as served_hearing's verdict says. */
+static int
+quiet_write_request(const struct stat_context *c, int listener, const struct seccomp_notif *notif, int32_t dirfd,
+                    uint64_t path_at, struct acting *a, struct write_path *p)
+{
+    int made = write_request(c, listener, notif, dirfd, path_at, a, p);
+    return made > 0 && c->note && c->note->audited ? DECLINED : made;
 }
 
 /* Serves a write-open (flags: the register's, masked to what open(2) keeps) of path_at from
@@ -98,10 +113,8 @@ serve_write(const struct stat_context *c, int listener, const struct seccomp_not
     uint64_t access = flags & O_ACCMODE;
     if (flags & (O_PATH | SERVED_TMPFILE) || (access != O_WRONLY && access != O_RDWR) || (dirfd < 0 && dirfd != AT_FDCWD))
         return DECLINED;
-    struct acting a = {0};
-    struct write_path p; /* its buffers filled by the read; identity only for a relative path */
-    p.identity = (struct stat){0};
-    p.by_text = 0;
+    struct acting a;
+    struct write_path p;
     int made = write_request(c, listener, notif, dirfd, path_at, &a, &p), fd = -1, existed;
     if (made == DECLINED && p.by_text) /* a device under /dev, continued there */
         return serve_dev_write(c, listener, notif, p.path, flags, &a, resp);

@@ -32,6 +32,18 @@ mutated_parent(int dir, char *path, uint64_t resolve, const char **last)
     return parent;
 }
 
+/* The unlinkat of path's last component in its parent, found from dir (act_in_view's act). */
+static int
+unlink_in(int dir, char *path, uint64_t resolve, void *how)
+{
+    const char *last = NULL;
+    long parent = mutated_parent(dir, path, resolve, &last);
+    int failed = parent < 0 ? errno : unlinkat((int)parent, last, 0) < 0 ? errno : 0;
+    if (parent >= 0)
+        close((int)parent);
+    return failed;
+}
+
 /* Unlinks path (write_open.h read_write_path's: plain; a relative one's base and its identity
  * beside it) in the writable view rw_root, acting as the caller (a): 0 when it is gone, else
  * an errno (ECANCELED: the base not the caller's, or the switch failed), with nothing changed.
@@ -39,21 +51,7 @@ mutated_parent(int dir, char *path, uint64_t resolve, const char **last)
 static int
 unlink_named(int rw_root, char *path, const char *base, const struct stat *identity, struct acting *a)
 {
-    long dir = path[0] == '/' ? rw_root : write_base(rw_root, base, identity);
-    if (dir < 0)
-        return ECANCELED;
-    int failed = ECANCELED;
-    if (act_switch(a) == 0) {
-        const char *last = NULL;
-        long parent = mutated_parent((int)dir, path, path[0] == '/' ? RESOLVE_IN_ROOT : RESOLVE_BENEATH, &last);
-        failed = parent < 0 ? errno : unlinkat((int)parent, last, 0) < 0 ? errno : 0;
-        if (parent >= 0)
-            close((int)parent);
-    }
-    act_restore(a);
-    if (dir != rw_root)
-        close((int)dir);
-    return failed;
+    return act_in_view(rw_root, path, base, identity, a, unlink_in, NULL);
 }
 
 #endif /* HVFS_UNLINK_NAMED_H */

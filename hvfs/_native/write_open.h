@@ -257,6 +257,32 @@ write_base(int rw_root, const char *base, const struct stat *identity)
     return dir;
 }
 
+/* An act on a plain path, from the directory that path starts from (dir) with the lookup it
+ * takes there (resolve: RESOLVE_IN_ROOT or RESOLVE_BENEATH): 0 when done, else an errno. */
+typedef int (*view_act)(int dir, char *path, uint64_t resolve, void *how);
+
+/* Runs act (how: its own arguments) on path (read_write_path's: plain; a relative one's base
+ * and its identity beside it) in the writable view rw_root, acting as the caller (a): from
+ * rw_root itself, RESOLVE_IN_ROOT, for an absolute path; from its base, RESOLVE_BENEATH, for a
+ * relative one (write_base's: the caller's very directory). act's answer, or ECANCELED with
+ * nothing done where the base is not the caller's or the switch failed; the caller's
+ * credentials put back and the base closed either way. Without the GIL. */
+static int
+act_in_view(int rw_root, char *path, const char *base, const struct stat *identity, struct acting *a, view_act act,
+            void *how)
+{
+    long dir = path[0] == '/' ? rw_root : write_base(rw_root, base, identity);
+    if (dir < 0)
+        return ECANCELED;
+    int failed = ECANCELED;
+    if (act_switch(a) == 0)
+        failed = act((int)dir, path, path[0] == '/' ? RESOLVE_IN_ROOT : RESOLVE_BENEATH, how);
+    act_restore(a);
+    if (dir != rw_root)
+        close((int)dir);
+    return failed;
+}
+
 /* The path of a write-open (path_at from dirfd), read once from tid's memory into path, and,
  * for a relative one, its base's text (base) and identity: resolve.plain_name's whole text
  * into whole, its length; -1 for anything Python must look at (malformed or empty, a base

@@ -25,41 +25,19 @@ from pathlib import Path
 
 import pytest
 
+from tests.adversarial.test_audited_stat_names import swap_race
 from tests.conftest import Hvfs, chown_to
 
 TRIES = 3000
-RACE = r"""
-import ctypes, errno, json, os, sys, threading
-libc = ctypes.CDLL(None, use_errno=True)
-RENAME_EXCHANGE = 2
-done, flips = False, 0
-
-def flip():
-    global flips
-    while not done:
-        if libc.renameat2(-100, b"/data/d", -100, b"/data/s", RENAME_EXCHANGE) != 0:
-            raise OSError(ctypes.get_errno(), "renameat2")
-        flips += 1
-
-def attempt(call):
-    try:
-        return call()
-    except OSError as e:
-        return -e.errno
-
-thread = threading.Thread(target=flip)
-thread.start()
-seen = []
-for _ in range(int(sys.argv[1])):
+RACE = swap_race(
+    r"""
     seen.append(attempt(lambda: os.readlink("/data/d/l")))
     seen.append(attempt(lambda: os.access("/data/d/x", os.X_OK)))
     seen.append(attempt(lambda: os.readlink("/data/d/nope")))
     for path in ("/data/d/x", "/data/./d/x"):  # by its text where it can be, else by its answer
         seen.append(attempt(lambda: (lambda fd: (os.fstat(fd).st_ino, os.close(fd))[0])(os.open(path, os.O_RDONLY))))
-done = True
-thread.join()
-print(json.dumps({"seen": seen, "flips": flips}))
-"""
+"""[1:]
+)
 # What each call's event may name, by what the call got: d's object (by its text, either of
 # the two names it has had) or other's.
 NAMED = {

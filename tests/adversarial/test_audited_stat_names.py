@@ -19,7 +19,7 @@ from pathlib import Path
 from tests.conftest import Hvfs
 
 TRIES = 3000
-RACE = r"""
+SWAPPING = r"""
 import ctypes, json, os, sys, threading
 libc = ctypes.CDLL(None, use_errno=True)
 RENAME_EXCHANGE = 2
@@ -32,18 +32,30 @@ def flip():
             raise OSError(ctypes.get_errno(), "renameat2")
         flips += 1
 
+def attempt(call):
+    try:
+        return call()
+    except OSError as e:
+        return -e.errno
+
 thread = threading.Thread(target=flip)
 thread.start()
 seen = []
 for _ in range(int(sys.argv[1])):
-    try:
-        seen.append(CALL)
-    except OSError as e:
-        seen.append(-e.errno)
+CALLS
 done = True
 thread.join()
 print(json.dumps({"seen": seen, "flips": flips}))
 """
+
+
+def swap_race(calls: str) -> str:
+    """The race program: a second thread swaps ``/data/d`` and ``/data/s`` (renameat2
+    RENAME_EXCHANGE) without pause while the main thread, argv[1] times, runs ``calls`` (the
+    loop's body, indented: each call's answer appended to ``seen`` by ``attempt``, an
+    OSError's as -errno); it prints what it saw and how often it swapped. Also the audited
+    readlink's and access' (test_audited_link_names.py)."""
+    return SWAPPING.replace("CALLS\n", calls)
 
 
 def audited_race(hvfs: Hvfs, tmp_path: Path, call: str, operation: str, served: str) -> None:
@@ -57,7 +69,7 @@ def audited_race(hvfs: Hvfs, tmp_path: Path, call: str, operation: str, served: 
     (data / "d" / "f").write_text("directory's\n")
     (data / "other" / "f").write_text("other's\n")
     (data / "s").symlink_to("other")
-    (tmp_path / "race.py").write_text(RACE.replace("CALL", call))
+    (tmp_path / "race.py").write_text(swap_race(f"    seen.append(attempt(lambda: {call}))\n"))
     inside, other = (data / "d" / "f").stat().st_ino, (data / "other" / "f").stat().st_ino
     stats, log = tmp_path / "stats.json", tmp_path / "audit.jsonl"
     args = ["run", "--strict", "--stats", str(stats), "--audit", str(log), "-v", f"{data}:/data"]
