@@ -166,11 +166,11 @@ at_call_stop(pid_t pid)
 static void
 answer_skipped(pid_t pid, const regs_t *stopped, long long result, int signum)
 {
-    /* Not at a seccomp stop: killed, or a sibling's exec took over its pid (the leader's), and
-     * the registers and the resume would be the new program's at its exec event, which then
-     * Python would never see (tests/adversarial/test_ptrace_exec_takeover.py). Left as it is:
-     * its status comes next. */
-    if (!at_seccomp_stop(pid))
+    /* Not at a call's stop (its seccomp stop, or the exit of the receive run in its place):
+     * killed, or a sibling's exec took over its pid (the leader's), and the registers and the
+     * resume would be the new program's at its exec event, which then Python would never see
+     * (tests/adversarial/test_ptrace_exec_takeover.py). Left as it is: its status comes next. */
+    if (!at_call_stop(pid))
         return;
     regs_t back = *stopped;
     back.orig_rax = (unsigned long long)-1;
