@@ -377,7 +377,14 @@ tr_release(PyObject *self, PyObject *args)
     int failed = 0;
     const char *what = "PTRACE_CONT";
     Py_BEGIN_ALLOW_THREADS
-    if (with_regs && ptrace(PTRACE_SETREGS, pid, 0, &regs) < 0) {
+    /* Only a stopped call is released (Stopped.release): not at one any more, a sibling's exec
+     * took over the pid (or it was killed), and the registers and the resume would be the new
+     * program's at its exec event, which the wait then would never report (answer_skipped's
+     * check): ESRCH, as for a thread killed meanwhile, and its status comes next. */
+    if (!at_call_stop(pid)) {
+        failed = ESRCH;
+        what = "PTRACE_GET_SYSCALL_INFO";
+    } else if (with_regs && ptrace(PTRACE_SETREGS, pid, 0, &regs) < 0) {
         failed = errno;
         what = "PTRACE_SETREGS";
     } else if (ptrace(PTRACE_CONT, pid, 0, (void *)(long)signum) < 0)

@@ -478,8 +478,8 @@ class PtraceDriver:
 
     def statistics(self) -> dict[str, Any]:
         stats = self._tracer.statistics()
-        served = {**self._tracer.served, "planted": self._tracer.planted}
-        loop = "native" if native_tracer is not None else "python"
+        served = {**self._tracer.served, "planted": self._tracer.planted, "execs": stats.execs, "killed": stats.killed}
+        loop = "native" if native_tracer is not None else "python"  # execs: the exec events seen, C loop's too
         document = {"driver": "ptrace", "loop": loop, "stops": stats.stops, "tracees": stats.tracees, **served}
         return {**document, "credentials": self._tracer.credentials()}
 
