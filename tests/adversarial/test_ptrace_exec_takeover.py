@@ -45,7 +45,8 @@ def test_every_exec_that_takes_over_a_leader_is_seen_by_the_manager(attacker: At
     assert outcome.count("other") == 0 and outcome.count("exec_failed") == 0, (outcome.report, outcome.stderr)
     assert markers == ran == tries, (markers, outcome.report)
     assert counts["execs"] == tries + 1 and counts["killed"] == 0, (seen, outcome.report)  # and the command's
-    # The race ran: thousands of tries, most of them taking over a leader in a call, and
-    # calls answered in the C loop meanwhile.
-    assert tries > 500 and outcome.count("in_call") > tries / 4, outcome.report
+    # The race ran: hundreds of takeovers of a leader in a call (what share of the tries
+    # that is follows the scheduler: 20-99 % seen, so a count, not a share), and calls
+    # answered in the C loop meanwhile.
+    assert tries > 500 and outcome.count("in_call") >= 100, outcome.report
     assert counts["unlinked_here"] + counts["dev_continued_here"] > 100, seen
