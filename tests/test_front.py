@@ -261,8 +261,12 @@ class FakeManager:
                     if message.get("op") == "hello":
                         connection.send(json.dumps({"version": self.version, "pid": os.getpid()}).encode())
                     elif message.get("op") == "shutdown":  # the Python client asks it to give way
-                        connection.send(json.dumps({"ok": True, "pid": os.getpid()}).encode())
+                        # Listening no more before it answers, as a manager has stopped listening
+                        # by the time its lock is free: the client, which finds no lock held
+                        # here, connects again at once, and a connection queued on a socket
+                        # closed after it was reset (ECONNRESET, seen in CI65).
                         self.sock.close()
+                        connection.send(json.dumps({"ok": True, "pid": os.getpid()}).encode())
                         return
                     elif message.get("op") == "run_argv_checked" and self.checks:
                         assert message.get("code") != self.version

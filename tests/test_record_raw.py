@@ -56,7 +56,8 @@ def test_a_raw_record_is_the_recorders_record() -> None:
     audit = audit_of(bus_like, VM)
     assert audit is not None
     _, vm, record_raw, prototypes = audit
-    failed = type(prototypes[-1][1])  # served_audit.h AUDIT_FAILED: C makes the Errno of its errno
+    failed = type(prototypes[7][1])  # served_audit.h AUDIT_FAILED: C makes the Errno of its errno
+    assert failed is api.Errno
     pid = threading.get_native_id()  # a live thread: its command name is read from /proc
     cases = _requests(pid)
     for kind, request, response, flags, name in cases:

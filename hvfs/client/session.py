@@ -20,7 +20,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hvfs._sys.lines import write_lines
 from hvfs.hypervisor import client, control
 from hvfs.hypervisor.spec import bound_paths, host_paths, to_json
 from hvfs.project.config import Project
@@ -157,6 +156,8 @@ def say(line: str) -> None:
         stream.flush()
         return
     stream.flush()
+    from hvfs._sys.lines import write_lines  # on a told line alone: most runs have none (tests/test_startup.py)
+
     write_lines(fd, (line + "\n").encode(stream.encoding or "utf-8", stream.errors or "backslashreplace"))
 
 

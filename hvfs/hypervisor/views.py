@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING
 
-from hvfs._sys.mountinfo import mounts_below
+if TYPE_CHECKING:
+    from hvfs._sys.mountinfo import Below
 
 
 def seen(paths: Sequence[str], bound: Collection[str] = ()) -> list[list[object]]:
@@ -43,7 +45,7 @@ def seen(paths: Sequence[str], bound: Collection[str] = ()) -> list[list[object]
                 path = parent
                 continue
             view: list[object] = [path, st.st_dev, st.st_ino]
-            below = mounts_below(path) if path == named and path in bound else None
+            below = _mounts_below(path) if path == named and path in bound else None
             if below is not None:
                 view.append(below.mounts)
             if len(view) > len(found.get(path, ())):
@@ -72,6 +74,14 @@ def unseen(views: object) -> list[str]:
 def _same_mounts(path: str, theirs: object) -> bool:
     """Whether the mounts below ``path`` here are those the client listed (in any order:
     the kernel lists a copied namespace's mounts in an order of its own)."""
-    ours = mounts_below(path)
+    ours = _mounts_below(path)
     listed = [str(entry) for entry in theirs] if isinstance(theirs, list) else None
     return listed is not None and ours is not None and sorted(ours.mounts) == sorted(ours.theirs(listed))
+
+
+def _mounts_below(path: str) -> Below | None:
+    """hvfs._sys.mountinfo's, imported on a bound path's first comparison: ``hvfs run -- true``
+    binds nothing and never needs it (tests/test_startup.py counts its modules)."""
+    from hvfs._sys.mountinfo import mounts_below
+
+    return mounts_below(path)

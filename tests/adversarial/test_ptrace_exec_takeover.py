@@ -47,6 +47,8 @@ def test_every_exec_that_takes_over_a_leader_is_seen_by_the_manager(attacker: At
     assert counts["execs"] == tries + 1 and counts["killed"] == 0, (seen, outcome.report)  # and the command's
     # The race ran: hundreds of takeovers of a leader in a call (what share of the tries
     # that is follows the scheduler: 20-99 % seen, so a count, not a share), and calls
-    # answered in the C loop meanwhile.
+    # answered in the C loop meanwhile, whose resume the takeover races (how many also
+    # follows the scheduler: 4 in CI65's rootless run, where most leaders were taken over
+    # in their first call, Python's; up to 28,000 seen).
     assert tries > 500 and outcome.count("in_call") >= 100, outcome.report
-    assert counts["unlinked_here"] + counts["dev_continued_here"] > 100, seen
+    assert counts["unlinked_here"] + counts["dev_continued_here"] > 0, seen
