@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from hvfs._sys.mount import mount_points_below
+from hvfs._sys.mountinfo import points_below
 from tests.conftest import Hvfs, chown_to, require, state_dir
 from tests.test_served_fdmeta import C_SERVED_AT_LEAST, _served_here
 from tests.test_served_mutate import _tarball
@@ -85,8 +85,8 @@ def test_the_mounts_below_a_directory_are_named_as_the_table_escapes_them(tmp_pa
     odd.mkdir(parents=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "hvfs-test", str(odd)], check=True)
     try:
-        assert mount_points_below(str(tmp_path)) == ("a b\\c/tab\there",)
-        assert mount_points_below(str(odd)) == ()
-        assert mount_points_below(str(tmp_path / "a b\\c" / ".." / "a b\\c")) == ("tab\there",)
+        assert points_below(str(tmp_path)) == ("a b\\c/tab\there",)
+        assert points_below(str(odd)) == ()
+        assert points_below(str(tmp_path / "a b\\c" / ".." / "a b\\c")) == ("tab\there",)
     finally:
         subprocess.run(["umount", "-l", str(odd)], check=False)

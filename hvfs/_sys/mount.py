@@ -57,29 +57,6 @@ def _bytes(value: str | bytes | None) -> bytes | None:
     return None if value is None else os.fsencode(value)
 
 
-def mount_points_below(path: str) -> tuple[str, ...]:
-    """The mount points strictly below the directory ``path`` in this process's mount table
-    (/proc/self/mountinfo), relative to it: what a recursive bind of ``path`` takes along.
-    () when the table cannot be read."""
-    prefix = os.fsencode(os.path.realpath(path)).rstrip(b"/") + b"/"
-    try:
-        with open("/proc/self/mountinfo", "rb") as table:
-            points = [line.split(b" ")[4] for line in table]
-    except (OSError, IndexError):
-        return ()
-    below = (_unescaped(point) for point in points)
-    found = {os.fsdecode(point[len(prefix) :]) for point in below if point.startswith(prefix)}
-    return tuple(sorted(found - {""}))  # a point mounted over twice is named once
-
-
-def _unescaped(point: bytes) -> bytes:
-    """A path as /proc/self/mountinfo shows it, with the kernel's four escapes (a space, tab,
-    newline and backslash as \\ooo) undone; the backslash last, so no other is made."""
-    for escape, char in ((b"\\040", b" "), (b"\\011", b"\t"), (b"\\012", b"\n"), (b"\\134", b"\\")):
-        point = point.replace(escape, char)
-    return point
-
-
 def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
     syscall("mount", _bytes(source), _bytes(target), _bytes(fstype), flags, _bytes(data))
 

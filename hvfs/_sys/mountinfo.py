@@ -1,6 +1,6 @@
-"""The mounts below a directory, as this process's mount table lists them, for a client
-and its manager to compare (hvfs.hypervisor.views; native/client/views.c lists the same
-for the front)."""
+"""The mounts below a directory, as this process's mount table lists them: for a client
+and its manager to compare (``mounts_below``; hvfs.hypervisor.views; native/client/views.c
+lists the same for the front), and for a host directory's source to name (``points_below``)."""
 
 from __future__ import annotations
 
@@ -71,6 +71,21 @@ def mounts_below(path: str) -> Below | None:
     return Below(found, own)
 
 
+def points_below(path: str) -> tuple[str, ...]:
+    """The mount points strictly below the directory ``path`` (its real path) in this
+    process's mount table, relative to it and unescaped, each once, sorted: what a recursive
+    bind of ``path`` takes along. () when the table cannot be read."""
+    lines = _TABLE.lines()
+    if lines is None:
+        return ()
+    # The escapes keep prefixes: a point is below path exactly when its escaped text is
+    # below path's escaped text.
+    prefix = _escaped(os.fsencode(os.path.realpath(path))).rstrip(b"/") + b"/"
+    points = (fields[4] for fields in (line.split(b" ", 5) for line in lines) if len(fields) > 4)
+    found = {os.fsdecode(_unescaped(point[len(prefix) :])) for point in points if point.startswith(prefix)}
+    return tuple(sorted(found - {""}))  # a point mounted over twice is named once
+
+
 class _Table:
     """This process's mount table, read again only once the kernel says that it changed
     (poll's POLLPRI on an open /proc/self/mountinfo: a mount or unmount in its namespace
@@ -131,4 +146,12 @@ def _escaped(path: bytes) -> bytes:
     escaped again."""
     for char, escape in ((b"\\", b"\\134"), (b" ", b"\\040"), (b"\t", b"\\011"), (b"\n", b"\\012")):
         path = path.replace(char, escape)
+    return path
+
+
+def _unescaped(path: bytes) -> bytes:
+    """A path as /proc/self/mountinfo shows it, with the kernel's four escapes (a space, tab,
+    newline and backslash as \\ooo) undone; the backslash last, so no other is made."""
+    for escape, char in ((b"\\040", b" "), (b"\\011", b"\t"), (b"\\012", b"\n"), (b"\\134", b"\\")):
+        path = path.replace(escape, char)
     return path

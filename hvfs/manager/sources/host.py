@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from hvfs._sys import mount as m
+from hvfs._sys.mountinfo import points_below
 from hvfs.manager.sources.base import Scratch, Source, SourceError
 from hvfs.manager.sources.schema import PATH, Option, SourceKind
 
@@ -29,7 +30,7 @@ class HostSource(Source):
         # Read before the clone: a mount made between the two is not named, and its files
         # go to Python's own_object, which finds them by path (the other order would name
         # a point the clone may not have, harmless too: the view resolves it in itself).
-        self._below = m.mount_points_below(self.path) if self.is_directory else ()
+        self._below = points_below(self.path) if self.is_directory else ()
         m.attach(m.clone_tree(self.path), target)
 
     def inner_mounts(self) -> tuple[str, ...]:
