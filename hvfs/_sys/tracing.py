@@ -27,6 +27,7 @@ PTRACE_SEIZE = 0x4206
 PTRACE_INTERRUPT = 0x4207
 PTRACE_LISTEN = 0x4208
 PTRACE_GETEVENTMSG = binding_calls.PTRACE_GETEVENTMSG
+PTRACE_GET_SYSCALL_INFO = 0x420E
 
 PTRACE_O_TRACEFORK = binding_calls.PTRACE_O_TRACEFORK
 PTRACE_O_TRACEVFORK = binding_calls.PTRACE_O_TRACEVFORK
@@ -120,6 +121,20 @@ def stop_signal(pid: int) -> tuple[int, int]:
     code is SIGTRAP | event << 8. EINVAL at a stop without one (a group-stop)."""
     info = binding.ptrace_getsiginfo(pid)
     return int(info.si_signo), int(info.si_code)
+
+
+def at_call_stop(pid: int) -> bool:
+    """Whether the tracee is at a stop of a call (PTRACE_GET_SYSCALL_INFO's op: its seccomp
+    stop, or a syscall-entry or -exit stop), never at an exec event (op 0): what a resume
+    meant for a call's stop checks first, since a sibling's exec may have killed a leader
+    stopped there and taken over its pid. False when it is not stopped (killed meanwhile)."""
+    info = (ctypes.c_uint8 * 128)()
+    try:
+        # Safe because: the kernel writes at most the size given into the buffer.
+        done = binding_calls.ptrace(PTRACE_GET_SYSCALL_INFO, pid, ctypes.sizeof(info), ctypes.addressof(info))
+    except PtraceError:
+        return False
+    return done > 0 and 1 <= info[0] <= 3
 
 
 def event_of(status: int) -> int:

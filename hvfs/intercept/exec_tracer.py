@@ -175,10 +175,12 @@ class ExecTracer:
         return None if info is None else (info.si_pid, info.si_status << 8 | 0x7F, None)
 
     def _stands(self, pid: int, status: int) -> bool:
-        """Whether a stop queued in this round still stands. A thread's exec kills its
-        leader, whose number it takes, and stops at its exec event: a stop of the leader
-        queued before that would be applied to the new program. A seccomp stop of a thread
-        killed meanwhile is dropped too (its exit comes next)."""
+        """Whether a stop reported (or queued in this round) still stands, checked right
+        before it is handled. A thread's exec kills its leader, whose number it takes, and
+        stops at its exec event: a stop of the leader reported before that would be applied
+        to the new program, resumed at its exec event, which then no wait reports. A seccomp
+        stop of a thread killed meanwhile is dropped too (its exit comes next). The exec
+        event itself always stands: its thread is the only one left in its group."""
         event = tracing.event_of(status)
         try:
             signo, code = tracing.stop_signal(pid)
@@ -207,6 +209,8 @@ class ExecTracer:
             self._tracees.add(pid)  # a new tracee reports its first stop, maybe before its parent's event
             self._counts["stops"] += 1
         signum, event = os.WSTOPSIG(status), tracing.event_of(status)
+        if event != tracing.PTRACE_EVENT_EXEC and not self._stands(pid, status):
+            return  # a leader's stop ended by a sibling's exec that took over its pid: its exec event comes next
         try:
             if event == tracing.PTRACE_EVENT_EXEC:
                 self._on_exec(pid)
