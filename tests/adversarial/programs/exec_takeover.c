@@ -14,8 +14,8 @@
  *   installed  a write-open of DIR/kept: served in the C loop, the file installed by a recvmsg
  *              run in place of the call (tracer_receive.h), then the thread resumed.
  *   signalled  raise(SIGUSR1): a signal-delivery-stop the C loop passes (pass_through).
- *   swap       as answered, and the sibling execs DIR/prog-a, which a third thread renames
- *              to DIR/prog-b in the sibling's memory (one byte) as soon as the sibling has
+ *   swap       answered and installed in turn, and the sibling execs DIR/prog-a, which the
+ *              parent renames to DIR/prog-b in shared memory (one byte) as soon as the sibling has
  *              left its exec's seccomp stop, where --strict checked prog-a: whatever the
  *              kernel then loads, prog-a was the one checked. prog-b (this program built
  *              with -DSWAPPED_IN) creates DIR/swapped-TRY instead: it may never run.
@@ -46,28 +46,30 @@ enum { RAN = 0, EXEC_FAILED = 12, NOT_MARKED = 13 };
 #define MARKER "ran"
 #endif
 
+/* Shared with the parent, across the fork: MAP_SHARED. ``program``: the path the sibling
+ * execs, which the parent rewrites in swap mode. */
 struct shared {
-    atomic_int in_call;
+    atomic_int in_call, sibling_tid, watched; /* swap: the sibling's tid, its stat file open */
     atomic_long calls, flipped;
+    char program[300];
 };
 
 static const char *self, *dir, *mode = "answered";
 static struct shared *shared;
-static char try_number[32], program[300];
+static char try_number[32];
 static int swapping;
-static atomic_int sibling_tid, watched; /* swap: the sibling's tid, its stat file open */
 
 static void *exec_sibling(void *unused) {
     (void)unused;
-    char *argv[] = {program, "after", (char *)dir, try_number, NULL};
-    atomic_store(&sibling_tid, gettid());
-    while (swapping && !atomic_load(&watched)) /* the swapper's open first: a call the manager serves */
+    char *argv[] = {shared->program, "after", (char *)dir, try_number, NULL};
+    atomic_store(&shared->sibling_tid, gettid());
+    while (swapping && !atomic_load(&shared->watched)) /* the swapper's open first: a call the manager serves */
         ;
-    execv(program, argv);
+    execv(shared->program, argv);
     _exit(EXEC_FAILED);
 }
 
-/* The state letter of thread tid (its /proc stat), 0 once it is gone (exec'd or dead). */
+/* The state letter of a thread (its /proc stat), 0 once it is gone (exec'd or dead). */
 static char state_of(int stat) {
     char text[512];
     ssize_t got = pread(stat, text, sizeof text - 1, 0);
@@ -78,29 +80,31 @@ static char state_of(int stat) {
     return end != NULL && end[1] == ' ' ? end[2] : 0;
 }
 
-/* swap: once the sibling has been at its exec's seccomp stop ('t') and left it, the last byte
- * of the path it execs turns prog-a into prog-b, for the kernel's second read of it. */
-static void *swapper(void *unused) {
-    (void)unused;
+/* swap, in the parent: once the child's sibling has been at its exec's seccomp stop ('t') and
+ * left it, the last byte of the path it execs turns prog-a into prog-b, for the kernel's second
+ * read of it. The parent, not a third thread of the child: an exec waits until the tracer has
+ * reaped its process's other threads, which the driver's wait during a served open's install
+ * (tracer_receive.h's run_to_exit, for the leader alone) would not do: the VM would hang. */
+static void swap_after_check(pid_t child) {
     int tid;
-    while ((tid = atomic_load(&sibling_tid)) == 0)
+    while ((tid = atomic_load(&shared->sibling_tid)) == 0)
         ;
     char path[64];
-    snprintf(path, sizeof path, "/proc/self/task/%d/stat", tid);
+    snprintf(path, sizeof path, "/proc/%d/task/%d/stat", (int)child, tid);
     int stat = open(path, O_RDONLY | O_CLOEXEC);
-    atomic_store(&watched, 1);
+    atomic_store(&shared->watched, 1);
     if (stat < 0)
-        return NULL;
+        return;
     char state;
     while ((state = state_of(stat)) != 0 && state != 't')
         ;
     while ((state = state_of(stat)) == 't')
         ;
     if (state != 0) {
-        ((volatile char *)program)[strlen(program) - 1] = 'b';
+        ((volatile char *)shared->program)[strlen(shared->program) - 1] = 'b';
         atomic_fetch_add(&shared->flipped, 1);
     }
-    return NULL;
+    close(stat);
 }
 
 static void on_signal(int signum) { (void)signum; }
@@ -113,13 +117,11 @@ static void leader_calls(long try) {
     int fd = open(kept, O_RDONLY | O_CLOEXEC), installed = strcmp(mode, "installed") == 0;
     int signalled = strcmp(mode, "signalled") == 0;
     pthread_t t;
-    if (strcmp(mode, "swap") == 0 && (pthread_create(&t, NULL, swapper, NULL) != 0))
-        _exit(EXEC_FAILED);
     if (fd < 0 || pthread_create(&t, NULL, exec_sibling, NULL) != 0)
         _exit(EXEC_FAILED);
     for (unsigned long i = 0;; i++) {
         atomic_store(&shared->in_call, 1);
-        if (installed) {
+        if (installed || (swapping && i % 2)) {
             int written = open(kept, O_WRONLY | O_CLOEXEC);
             if (written >= 0)
                 close(written);
@@ -171,13 +173,17 @@ int main(int argc, char **argv) {
             close(made);
         snprintf(try_number, sizeof try_number, "%ld", i);
         if (swap)
-            snprintf(program, sizeof program, "%s/prog-a", dir);
+            snprintf(shared->program, sizeof shared->program, "%s/prog-a", dir);
         else
-            snprintf(program, sizeof program, "%s", self);
+            snprintf(shared->program, sizeof shared->program, "%s", self);
+        atomic_store(&shared->sibling_tid, 0);
+        atomic_store(&shared->watched, 0);
         atomic_store(&shared->in_call, 0);
         pid_t child = fork();
         if (child == 0)
             leader_calls(i);
+        if (swap && child > 0)
+            swap_after_check(child);
         int status;
         if (child < 0 || waitpid(child, &status, 0) != child)
             break;
