@@ -284,7 +284,7 @@ class Stopped:
         thread meanwhile are kept for later; TargetGone if it dies, or if an exec event is
         reported under its pid: a sibling's exec killed it and took over its pid, and that
         stop (never resumed here, or the exec would go unseen) is handed back as its exit is."""
-        tracing.resume_to_syscall(self.pid)
+        self._resume_to_syscall()
         while True:
             try:
                 _, status = os.waitpid(self.pid, tracing.WALL)
@@ -298,7 +298,13 @@ class Stopped:
             event, signum = tracing.event_of(status), os.WSTOPSIG(status)
             if not event and signum != signal.SIGTRAP:
                 self.signals.append(signum)  # delivered once the call is answered
+            self._resume_to_syscall()
+
+    def _resume_to_syscall(self) -> None:
+        try:
             tracing.resume_to_syscall(self.pid)
+        except ProcessLookupError:  # killed meanwhile (a sibling's exec, say): its next status comes
+            raise TargetGone() from None
 
     def _finish(self, result: int) -> None:
         """After an install: the thread's registers as at its stop, its call returning
