@@ -294,7 +294,10 @@ class Stopped:
                 self.gone_status = status  # taken from the main loop's wait: handed back to it
                 raise TargetGone()
             if os.WSTOPSIG(status) == tracing.SYSCALL_STOP:
-                return signed(tracing.registers(self.pid).rax)
+                try:
+                    return signed(tracing.registers(self.pid).rax)
+                except ProcessLookupError:  # killed since that stop: its next status comes
+                    raise TargetGone() from None
             event, signum = tracing.event_of(status), os.WSTOPSIG(status)
             if not event and signum != signal.SIGTRAP:
                 self.signals.append(signum)  # delivered once the call is answered
