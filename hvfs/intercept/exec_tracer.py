@@ -41,7 +41,9 @@ Some facts about ptrace, which the code below relies on:
   SIGCONT; resuming it would defeat the stop.
 * A signal-delivery-stop must re-inject its signal, or the tracee never gets it.
 * At the exec stop, a thread that exec'd has taken its leader's pid; the event message
-  is its former tid, which is gone without an exit report.
+  is its former tid, which is gone without an exit report. Any stop of the leader reported
+  before may end so, and a resume meant for it would land on the exec stop (never reported
+  then): each is checked to still stand first (``_stands``).
 * Tracing has a cost per stop (a wake-up of this thread and a few syscalls): forks,
   clones, execs and signals of the VM each stop once or twice. It runs only while a
   scanner is on.
