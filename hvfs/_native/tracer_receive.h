@@ -99,7 +99,8 @@ run_to_exit(pid_t pid, struct outcome *out)
             if (out->nsignals < 8)
                 out->signals[out->nsignals++] = sig;
         }
-        if (ptrace(PTRACE_SYSCALL, pid, 0, 0) < 0) {
+        /* that stop ended since (killed, taken over): gone, its next status comes from the wait */
+        if (!still_at(pid, status) || ptrace(PTRACE_SYSCALL, pid, 0, 0) < 0) {
             out->gone = 1;
             out->status = -1;
             return;

@@ -137,6 +137,25 @@ def at_call_stop(pid: int) -> bool:
     return done > 0 and 1 <= info[0] <= 3
 
 
+def stands(pid: int, status: int) -> bool:
+    """Whether the tracee is still at the stop its wait ``status`` reported: a thread's exec
+    kills its leader, whose number it takes, and stops at its exec event, so a stop of the
+    leader reported before that would otherwise be answered on the new program (tracer.c's
+    still_at). A seccomp stop of a thread killed meanwhile does not stand either (its exit
+    comes next)."""
+    event = event_of(status)
+    try:
+        signo, code = stop_signal(pid)
+    except OSError as e:  # EINVAL: a stop without siginfo (a group-stop), kept
+        return not (e.errno == errno.ESRCH and event == PTRACE_EVENT_SECCOMP)
+    if event:
+        return code > 0 and code >> 8 == event
+    signum = os.WSTOPSIG(status)
+    if signum == SYSCALL_STOP:
+        return code == signum
+    return signo == signum and not (code > 0 and code >> 8)  # a signal, not an event's trap
+
+
 def event_of(status: int) -> int:
     """The PTRACE_EVENT_* of a stop's wait status (0 for a signal-delivery-stop)."""
     return status >> 16

@@ -178,22 +178,11 @@ class ExecTracer:
 
     def _stands(self, pid: int, status: int) -> bool:
         """Whether a stop reported (or queued in this round) still stands, checked right
-        before it is handled. A thread's exec kills its leader, whose number it takes, and
-        stops at its exec event: a stop of the leader reported before that would be applied
-        to the new program, resumed at its exec event, which then no wait reports. A seccomp
-        stop of a thread killed meanwhile is dropped too (its exit comes next). The exec
-        event itself always stands: its thread is the only one left in its group."""
-        event = tracing.event_of(status)
-        try:
-            signo, code = tracing.stop_signal(pid)
-        except OSError as e:  # EINVAL: a stop without siginfo (a group-stop), kept
-            return not (e.errno == errno.ESRCH and event == tracing.PTRACE_EVENT_SECCOMP)
-        if event:
-            return code > 0 and code >> 8 == event
-        signum = os.WSTOPSIG(status)
-        if signum == tracing.SYSCALL_STOP:
-            return code == signum
-        return signo == signum and not (code > 0 and code >> 8)  # a signal, not an event's trap
+        before it is handled (``tracing.stands``): a leader's stop may be ended by a sibling's
+        exec that takes over its pid, and a resume meant for it would land on that exec
+        event, which then no wait reports. The exec event itself always stands: its thread
+        is the only one left in its group."""
+        return tracing.stands(pid, status)
 
     def _recover(self, pid: int) -> None:
         """After a stop that could not be handled: let ``pid`` run on."""

@@ -284,6 +284,8 @@ class Stopped:
         thread meanwhile are kept for later; TargetGone if it dies, or if an exec event is
         reported under its pid: a sibling's exec killed it and took over its pid, and that
         stop (never resumed here, or the exec would go unseen) is handed back as its exit is."""
+        if not tracing.at_call_stop(self.pid):  # killed, or its pid taken over since its last stop
+            raise TargetGone()
         self._resume_to_syscall()
         while True:
             try:
@@ -301,6 +303,8 @@ class Stopped:
             event, signum = tracing.event_of(status), os.WSTOPSIG(status)
             if not event and signum != signal.SIGTRAP:
                 self.signals.append(signum)  # delivered once the call is answered
+            if not tracing.stands(self.pid, status):  # ended since: its next status comes from the wait
+                raise TargetGone()
             self._resume_to_syscall()
 
     def _resume_to_syscall(self) -> None:
