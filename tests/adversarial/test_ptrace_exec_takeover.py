@@ -64,9 +64,10 @@ def _race(attacker: Attacker, shared_tmp: Path, mode: str) -> tuple[Outcome, dic
     # +1: the command's own exec
     assert counts["execs"] == tries - killed + 1 and counts["killed"] == killed, (seen, outcome.report)
     # The race ran: many takeovers of a leader in a call (what share of the tries that is
-    # follows the scheduler: a count, not a share). A swap's try waits for the manager to
-    # serve its swapper's open and check its exec, in Python: ~30 ms, against ~5.
-    assert tries > (100 if mode == "swap" else 500) and outcome.count("in_call") >= 100, outcome.report
+    # follows the scheduler: a count, not a share). How many tries fit in the time follows
+    # the load (464 to 1,552 seen in 6 s on 2 CPUs at a load of 4-5); a swap's try waits for
+    # the manager to serve its parent's open and check its exec, in Python: ~30 ms, not ~6.
+    assert tries > (100 if mode == "swap" else 300) and outcome.count("in_call") >= 100, outcome.report
     return outcome, seen, volume
 
 
