@@ -15,8 +15,9 @@ tries and the manager's count of the exec events it saw (``--stats`` ``execs``, 
 swap caught, none be killed unverified, and no swapped-in program may run. The race ran:
 many tries' leaders were in a call when the exec took over, and the C loop served them.
 
-Root, strict and rootless, always under the ptrace driver; not the HVFS_NATIVE=0
-variants: the takeover is the driver's, below the decoders those variants compare.
+Root, strict and rootless, always under the ptrace driver; the HVFS_NATIVE=0 variants (the
+Python loop: exec_tracer.py's and stopped.py's resumes) for the mode that makes every kind
+of its resumes: a served open's install.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import pytest
 
 from tests.adversarial.conftest import ATTACK_VARIANTS, Attacker, Outcome
 
-_SEEN = ("execs", "killed", "written_here", "unlinked_here", "dev_continued_here", "fdmeta_here", "passed")
+_SEEN = ("execs", "killed", "installed", "written_here", "unlinked_here", "dev_continued_here", "fdmeta_here", "passed")
 
 
 def _race(attacker: Attacker, shared_tmp: Path, mode: str) -> tuple[Outcome, dict[str, Any], Path]:
@@ -87,6 +88,16 @@ def test_an_exec_that_takes_over_a_leader_in_an_installed_open_is_seen(attacker:
     exec event reported to its wait), or before the thread's resume after it."""
     _, seen, _ = _race(attacker, shared_tmp, "installed")
     assert seen["written_here"] > 0, seen
+
+
+@pytest.mark.parametrize("attacker", ATTACK_VARIANTS[3:], indirect=True)
+def test_the_python_loop_sees_an_exec_that_takes_over_a_leader_in_an_install(
+    attacker: Attacker, shared_tmp: Path
+) -> None:
+    """HVFS_NATIVE=0: the install's calls run by Stopped (_set, _run_to_exit), its release,
+    the signal and event stops exec_tracer.py resumes."""
+    _, seen, _ = _race(attacker, shared_tmp, "installed")
+    assert seen["written_here"] == 0 and seen["passed"] == 0, seen  # the Python loop: nothing done in C
 
 
 @pytest.mark.parametrize("attacker", ATTACK_VARIANTS[:3], indirect=True)
