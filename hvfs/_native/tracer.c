@@ -87,7 +87,8 @@ regs_from(PyObject *raw, regs_t *regs)
  * its pid, and a resume meant for that stop would then resume the new program at its exec
  * event (whose siginfo is SIGTRAP | PTRACE_EVENT_EXEC << 8), which the wait then never
  * reports. An event stop's si_code is its status's SIGTRAP | event << 8, a signal's si_signo
- * its signal and its si_code no event's. Killed meanwhile: false too (its exit comes next). */
+ * its signal, and a SIGTRAP's si_code no event's (any other signal's si_code is the sender's,
+ * which a process may set for itself). Killed meanwhile: false too (its exit comes next). */
 static int
 still_at(pid_t pid, int status)
 {
@@ -98,7 +99,7 @@ still_at(pid_t pid, int status)
     int sig = WSTOPSIG(status), event = status >> 16;
     if (event || sig == SYSCALL_STOP)
         return info.si_code == ((status >> 8) & 0xffff);
-    return info.si_signo == sig && !(info.si_code > 0 && info.si_code >> 8);
+    return info.si_signo == sig && (sig != SIGTRAP || !(info.si_code > 0 && info.si_code >> 8));
 }
 
 /* Resume after a stop that needs no decision; 0, or the errno (ESRCH: killed meanwhile, or no

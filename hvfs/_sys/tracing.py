@@ -15,6 +15,7 @@ import ctypes
 import errno
 import functools
 import os
+import signal
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
@@ -153,7 +154,8 @@ def stands(pid: int, status: int) -> bool:
     signum = os.WSTOPSIG(status)
     if signum == SYSCALL_STOP:
         return code == signum
-    return signo == signum and not (code > 0 and code >> 8)  # a signal, not an event's trap
+    # a signal; a SIGTRAP not an event's trap (another signal's code is its sender's to choose)
+    return signo == signum and (signum != signal.SIGTRAP or not (code > 0 and code >> 8))
 
 
 def event_of(status: int) -> int:
