@@ -82,12 +82,35 @@ regs_from(PyObject *raw, regs_t *regs)
     return 0;
 }
 
-/* Resume after a stop that needs no decision; 0, or the errno (ESRCH: killed meanwhile). */
+/* Whether pid is still at the stop its wait ``status`` reported (exec_tracer.py's _stands): a
+ * leader's stop, once reported, may be ended by a sibling's exec that kills it and takes over
+ * its pid, and a resume meant for that stop would then resume the new program at its exec
+ * event (whose siginfo is SIGTRAP | PTRACE_EVENT_EXEC << 8), which the wait then never
+ * reports. An event stop's si_code is its status's SIGTRAP | event << 8, a signal's si_signo
+ * its signal, and a SIGTRAP's si_code no event's (any other signal's si_code is the sender's,
+ * which a process may set for itself). Killed meanwhile: false too (its exit comes next). */
+static int
+still_at(pid_t pid, int status)
+{
+    siginfo_t info;
+    memset(&info, 0, sizeof info);
+    if (ptrace(PTRACE_GETSIGINFO, pid, 0, &info) < 0)
+        return 0;
+    int sig = WSTOPSIG(status), event = status >> 16;
+    if (event || sig == SYSCALL_STOP)
+        return info.si_code == ((status >> 8) & 0xffff);
+    return info.si_signo == sig && (sig != SIGTRAP || !(info.si_code > 0 && info.si_code >> 8));
+}
+
+/* Resume after a stop that needs no decision; 0, or the errno (ESRCH: killed meanwhile, or no
+ * longer at that stop: still_at, its next status comes from the wait). */
 static int
 pass_through(pid_t pid, int status)
 {
     int sig = WSTOPSIG(status), event = status >> 16;
     long done;
+    if (!still_at(pid, status))
+        return ESRCH;
     if (sig == SYSCALL_STOP) /* left over from an install the thread died in */
         done = ptrace(PTRACE_CONT, pid, 0, 0);
     else if (event == PTRACE_EVENT_STOP) /* a group-stop: kept until SIGCONT, as job control wants */
@@ -134,6 +157,8 @@ answered_here(pid_t pid, int status, int here, long *execs)
         int birth = event == PTRACE_EVENT_FORK || event == PTRACE_EVENT_VFORK || event == PTRACE_EVENT_CLONE;
         /* a new tracee's first stop (SEIZE), or a listen woken by SIGCONT: both resumed */
         if (birth || (event == PTRACE_EVENT_STOP && sig == SIGTRAP)) {
+            if (!still_at(pid, status)) /* a leader's exec'ing sibling took over: its exec event comes next */
+                return 1;
             done = ptrace(PTRACE_CONT, pid, 0, 0);
             return done == 0 || errno == ESRCH;
         }
@@ -169,10 +194,12 @@ next_status(int pending, int *status)
 #define EXITS_KEPT 64 /* exits reaped in one wait_stop before it returns anyway */
 #define QUEUED_KEPT 32 /* stops already pending collected by one blocking wait_stop */
 
-/* What one wait hands to Python besides its status: the stops passed and the exits reaped. */
+/* What one wait hands to Python besides its status: the stops passed and the exits reaped;
+ * ``stopped``: among the exits, a stop (tracer_write.h receive_failed: the exec event of a
+ * sibling that took over a served thread's pid), on which Python must act before any wait. */
 struct passing {
     long passed, execs;
-    int exits[EXITS_KEPT][2], nexits;
+    int exits[EXITS_KEPT][2], nexits, stopped;
 };
 
 #include "tracer_receive.h" /* send_fd, run_to_exit, receive: a served open's install */
@@ -222,8 +249,14 @@ for_python(int pending, int here, int *status, regs_t *regs, int *have_regs, str
             *have_regs = ptrace(PTRACE_GETREGS, pid, 0, regs) == 0;
             if (*have_regs && w != NULL &&
                 (served_write_here(w, pid, regs, done, seen) || served_unlink_here(w, pid, regs, done, seen) ||
-                 served_fdmeta_here(w, pid, regs, done, seen)))
+                 served_fdmeta_here(w, pid, regs, done, seen))) {
+                if (seen->stopped) { /* none for Python but that stop, handed back with the exits */
+                    *have_regs = 0;
+                    *status = 0;
+                    return 0;
+                }
                 continue;
+            }
         }
         return pid;
     }
@@ -261,7 +294,8 @@ stop_tuple(pid_t pid, int status, const regs_t *regs, int have_regs)
  * driver's round after the status; ``more`` when QUEUED_KEPT were taken and others may
  * wait (then ``pending`` calls). With ``pending`` true, only a stop already there, never
  * an exit: pid 0 when there is none (the driver's rounds, exec_tracer.py's _next), and
- * nothing queued. ChildProcessError when no tracee is left and no exit is to be handed
+ * nothing queued; pid 0 too, either way, when ``exits`` ends with a stop (a served thread's
+ * pid taken over by a sibling's exec: its exec event, which Python must resume). ChildProcessError when no tracee is left and no exit is to be handed
  * back (then pid 0: the next call raises it). ``writes``: None, or what tracer_write.h
  * serves the VM's write-opens with (write_context_of); ``served`` counts those served
  * here (before the status, never among the queued stops), ``doubted`` the threads whose
@@ -406,7 +440,8 @@ tr_release(PyObject *self, PyObject *args)
  * and check what it received (an SCM_RIGHTS cmsg; kcmp against ``fd`` when ``check``).
  * ``result`` is the number received, -ESTALE, -EMFILE, or -EIO; ``signals`` those that
  * stopped the thread meanwhile (a tuple), ``gone_status`` the wait status of a thread
- * that died (-1 when it was not seen), else None. A number received and checked is
+ * that died (-1 when it was not seen: its pid's next status comes from the wait), which
+ * may be the exec event of a sibling that took over its pid (run_to_exit), else None. A number received and checked is
  * answered here (resume_installed): ``fd`` closed, the thread resumed, ``resumed``
  * True; the caller must hold no other reference to a file of the VM by then (stopped.py:
  * the tracee's duplicates are closed before). Otherwise the thread stays stopped and

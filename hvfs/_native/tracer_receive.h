@@ -30,9 +30,33 @@ send_fd(int sock, const struct sockaddr_un *to, socklen_t to_len, int fd)
     return sendmsg(sock, &msg, 0) == 1 ? 0 : -1;
 }
 
+#ifndef PTRACE_GET_SYSCALL_INFO
+#define PTRACE_GET_SYSCALL_INFO 0x420e
+#endif
+#define SYSCALL_INFO_OP_SECCOMP 3 /* linux/ptrace.h PTRACE_SYSCALL_INFO_SECCOMP */
+
+/* Whether pid is at a seccomp stop now (struct ptrace_syscall_info's op, its first byte): a
+ * sibling's exec that took over the pid (the leader's) leaves it at its exec event (op 0). */
+static int
+at_seccomp_stop(pid_t pid)
+{
+    uint8_t info[128] = {0};
+    return ptrace(PTRACE_GET_SYSCALL_INFO, pid, (void *)sizeof info, info) > 0 && info[0] == SYSCALL_INFO_OP_SECCOMP;
+}
+
+/* Whether pid is at a stop of a call: its seccomp stop, or the entry or exit stop of a call
+ * it was made to run from there (op 1 to 3); never at an exec event (op 0). */
+static int
+at_call_stop(pid_t pid)
+{
+    uint8_t info[128] = {0};
+    return ptrace(PTRACE_GET_SYSCALL_INFO, pid, (void *)sizeof info, info) > 0 && info[0] >= 1 &&
+           info[0] <= SYSCALL_INFO_OP_SECCOMP;
+}
+
 struct outcome {
     long long result; /* the call's result: the received number, or a negative errno */
-    int gone;         /* the thread died: its exit status is in ``status`` */
+    int gone;         /* the thread died: its pid's next status is in ``status`` (-1: not seen) */
     int status;
     int signals[8]; /* the first signals that stopped it meanwhile (the driver delivers the first) */
     int nsignals;
@@ -41,7 +65,10 @@ struct outcome {
 
 /* Run the prepared ``regs`` (the recvmsg, in place of the call) to their syscall-exit stop,
  * as stopped.py's _run_to_exit: other stops are resumed, their signals kept. The registers
- * there are not read: receive reads them only where the cmsg does not check. */
+ * there are not read: receive reads them only where the cmsg does not check. An exec event
+ * under pid is a sibling's exec that killed the thread (a leader) meanwhile and took over its
+ * pid: never resumed here (the new program would run with its exec unseen), it is ``gone``
+ * with that stop as its status, which the caller hands to Python as it hands an exit. */
 static void
 run_to_exit(pid_t pid, struct outcome *out)
 {
@@ -63,11 +90,17 @@ run_to_exit(pid_t pid, struct outcome *out)
         int sig = WSTOPSIG(status), event = status >> 16;
         if (sig == SYSCALL_STOP)
             return;
+        if (event == PTRACE_EVENT_EXEC) {
+            out->gone = 1;
+            out->status = status;
+            return;
+        }
         if (!event && sig != SIGTRAP) {
             if (out->nsignals < 8)
                 out->signals[out->nsignals++] = sig;
         }
-        if (ptrace(PTRACE_SYSCALL, pid, 0, 0) < 0) {
+        /* that stop ended since (killed, taken over): gone, its next status comes from the wait */
+        if (!still_at(pid, status) || ptrace(PTRACE_SYSCALL, pid, 0, 0) < 0) {
             out->gone = 1;
             out->status = -1;
             return;
@@ -94,6 +127,13 @@ static void
 resume_installed(pid_t pid, const regs_t *stopped, int fd, struct outcome *out)
 {
     close(fd);
+    out->resumed = 1; /* nothing left for the caller: the file closed, the thread resumed or gone */
+    /* At the exit of the recvmsg run in its place (run_to_exit), or else killed: then a
+     * sibling's exec may have taken over its pid since, and the registers and the resume
+     * would be the new program's at its exec event, never seen by Python. Left as it is: its
+     * status comes next from the wait. */
+    if (!at_call_stop(pid))
+        return;
     regs_t back = *stopped;
     back.rax = (unsigned long long)out->result;
     long signum = out->nsignals ? out->signals[0] : 0;
@@ -102,7 +142,6 @@ resume_installed(pid_t pid, const regs_t *stopped, int fd, struct outcome *out)
         kill(pid, SIGKILL);
         ptrace(PTRACE_CONT, pid, 0, 0);
     }
-    out->resumed = 1;
 }
 
 static void
@@ -139,7 +178,9 @@ receive(pid_t pid, const regs_t *stopped, int sock, const struct sockaddr_un *to
     regs.rdi = (unsigned long long)number;
     regs.rsi = scratch;
     regs.rdx = (unsigned long long)flags;
-    if (ptrace(PTRACE_SETREGS, pid, 0, &regs) < 0) {
+    /* Still at its seccomp stop, as resume_installed checks at the exit: else killed, or its
+     * pid a sibling's exec took over since the wait reported the stop; its status comes next. */
+    if (!at_seccomp_stop(pid) || ptrace(PTRACE_SETREGS, pid, 0, &regs) < 0) {
         out->gone = 1;
         out->status = -1;
         return;

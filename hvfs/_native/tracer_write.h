@@ -138,29 +138,6 @@ doubted_of(const struct served_writes *done)
     return tids;
 }
 
-#ifndef PTRACE_GET_SYSCALL_INFO
-#define PTRACE_GET_SYSCALL_INFO 0x420e
-#endif
-#define SYSCALL_INFO_OP_SECCOMP 3 /* linux/ptrace.h PTRACE_SYSCALL_INFO_SECCOMP */
-
-/* Whether pid is at a seccomp stop now (tracer_fdmeta.h's check too) (struct ptrace_syscall_info's op, its first byte). */
-static int
-at_seccomp_stop(pid_t pid)
-{
-    uint8_t info[128] = {0};
-    return ptrace(PTRACE_GET_SYSCALL_INFO, pid, (void *)sizeof info, info) > 0 && info[0] == SYSCALL_INFO_OP_SECCOMP;
-}
-
-/* Whether pid is at a stop of a call: its seccomp stop, or the entry or exit stop of a call
- * it was made to run from there (op 1 to 3); never at an exec event (op 0). */
-static int
-at_call_stop(pid_t pid)
-{
-    uint8_t info[128] = {0};
-    return ptrace(PTRACE_GET_SYSCALL_INFO, pid, (void *)sizeof info, info) > 0 && info[0] >= 1 &&
-           info[0] <= SYSCALL_INFO_OP_SECCOMP;
-}
-
 /* The call skipped, returning result, the thread resumed (delivering signum); killed where
  * that fails but for ESRCH (killed meanwhile), as resume_installed. */
 static void
@@ -192,10 +169,14 @@ receive_failed(pid_t pid, const regs_t *stopped, int fd, const struct outcome *o
     if ((out->gone || out->result != -EMFILE) && done->ndoubted < DOUBTED_KEPT) /* stopped.py _through_kept */
         done->doubted[done->ndoubted++] = pid;
     if (out->gone) {
-        if (out->status >= 0) { /* room: only served while no exit is kept */
+        /* its exit, or the exec event of the sibling that took over its pid (run_to_exit), handed
+         * back in their order (Python's _on_status handles either); room: only served while no
+         * exit is kept */
+        if (out->status >= 0) {
             seen->exits[seen->nexits][0] = pid;
             seen->exits[seen->nexits][1] = out->status;
             seen->nexits++;
+            seen->stopped |= WIFSTOPPED(out->status);
         }
         return;
     }

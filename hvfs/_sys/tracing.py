@@ -15,6 +15,7 @@ import ctypes
 import errno
 import functools
 import os
+import signal
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
@@ -27,6 +28,7 @@ PTRACE_SEIZE = 0x4206
 PTRACE_INTERRUPT = 0x4207
 PTRACE_LISTEN = 0x4208
 PTRACE_GETEVENTMSG = binding_calls.PTRACE_GETEVENTMSG
+PTRACE_GET_SYSCALL_INFO = 0x420E
 
 PTRACE_O_TRACEFORK = binding_calls.PTRACE_O_TRACEFORK
 PTRACE_O_TRACEVFORK = binding_calls.PTRACE_O_TRACEVFORK
@@ -120,6 +122,40 @@ def stop_signal(pid: int) -> tuple[int, int]:
     code is SIGTRAP | event << 8. EINVAL at a stop without one (a group-stop)."""
     info = binding.ptrace_getsiginfo(pid)
     return int(info.si_signo), int(info.si_code)
+
+
+def at_call_stop(pid: int) -> bool:
+    """Whether the tracee is at a stop of a call (PTRACE_GET_SYSCALL_INFO's op: its seccomp
+    stop, or a syscall-entry or -exit stop), never at an exec event (op 0): what a resume
+    meant for a call's stop checks first, since a sibling's exec may have killed a leader
+    stopped there and taken over its pid. False when it is not stopped (killed meanwhile)."""
+    info = (ctypes.c_uint8 * 128)()
+    try:
+        # Safe because: the kernel writes at most the size given into the buffer.
+        done = binding_calls.ptrace(PTRACE_GET_SYSCALL_INFO, pid, ctypes.sizeof(info), ctypes.addressof(info))
+    except PtraceError:
+        return False
+    return done > 0 and 1 <= info[0] <= 3
+
+
+def stands(pid: int, status: int) -> bool:
+    """Whether the tracee is still at the stop its wait ``status`` reported: a thread's exec
+    kills its leader, whose number it takes, and stops at its exec event, so a stop of the
+    leader reported before that would otherwise be answered on the new program (tracer.c's
+    still_at). A seccomp stop of a thread killed meanwhile does not stand either (its exit
+    comes next)."""
+    event = event_of(status)
+    try:
+        signo, code = stop_signal(pid)
+    except OSError as e:  # EINVAL: a stop without siginfo (a group-stop), kept
+        return not (e.errno == errno.ESRCH and event == PTRACE_EVENT_SECCOMP)
+    if event:
+        return code > 0 and code >> 8 == event
+    signum = os.WSTOPSIG(status)
+    if signum == SYSCALL_STOP:
+        return code == signum
+    # a signal; a SIGTRAP not an event's trap (another signal's code is its sender's to choose)
+    return signo == signum and (signum != signal.SIGTRAP or not (code > 0 and code >> 8))
 
 
 def event_of(status: int) -> int:

@@ -41,7 +41,9 @@ Some facts about ptrace, which the code below relies on:
   SIGCONT; resuming it would defeat the stop.
 * A signal-delivery-stop must re-inject its signal, or the tracee never gets it.
 * At the exec stop, a thread that exec'd has taken its leader's pid; the event message
-  is its former tid, which is gone without an exit report.
+  is its former tid, which is gone without an exit report. Any stop of the leader reported
+  before may end so, and a resume meant for it would land on the exec stop (never reported
+  then): each is checked to still stand first (``_stands``).
 * Tracing has a cost per stop (a wake-up of this thread and a few syscalls): forks,
   clones, execs and signals of the VM each stop once or twice. It runs only while a
   scanner is on.
@@ -175,21 +177,12 @@ class ExecTracer:
         return None if info is None else (info.si_pid, info.si_status << 8 | 0x7F, None)
 
     def _stands(self, pid: int, status: int) -> bool:
-        """Whether a stop queued in this round still stands. A thread's exec kills its
-        leader, whose number it takes, and stops at its exec event: a stop of the leader
-        queued before that would be applied to the new program. A seccomp stop of a thread
-        killed meanwhile is dropped too (its exit comes next)."""
-        event = tracing.event_of(status)
-        try:
-            signo, code = tracing.stop_signal(pid)
-        except OSError as e:  # EINVAL: a stop without siginfo (a group-stop), kept
-            return not (e.errno == errno.ESRCH and event == tracing.PTRACE_EVENT_SECCOMP)
-        if event:
-            return code > 0 and code >> 8 == event
-        signum = os.WSTOPSIG(status)
-        if signum == tracing.SYSCALL_STOP:
-            return code == signum
-        return signo == signum and not (code > 0 and code >> 8)  # a signal, not an event's trap
+        """Whether a stop reported (or queued in this round) still stands, checked right
+        before it is handled (``tracing.stands``): a leader's stop may be ended by a sibling's
+        exec that takes over its pid, and a resume meant for it would land on that exec
+        event, which then no wait reports. The exec event itself always stands: its thread
+        is the only one left in its group."""
+        return tracing.stands(pid, status)
 
     def _recover(self, pid: int) -> None:
         """After a stop that could not be handled: let ``pid`` run on."""
@@ -207,6 +200,8 @@ class ExecTracer:
             self._tracees.add(pid)  # a new tracee reports its first stop, maybe before its parent's event
             self._counts["stops"] += 1
         signum, event = os.WSTOPSIG(status), tracing.event_of(status)
+        if event != tracing.PTRACE_EVENT_EXEC and not self._stands(pid, status):
+            return  # a leader's stop ended by a sibling's exec that took over its pid: its exec event comes next
         try:
             if event == tracing.PTRACE_EVENT_EXEC:
                 self._on_exec(pid)

@@ -216,8 +216,9 @@ class _Tracer(ExecTracer):
                 self._counts["stops"] += 1
             self._on_seccomp(pid)
         elif os.WIFSTOPPED(status) and os.WSTOPSIG(status) == tracing.SYSCALL_STOP:
-            with contextlib.suppress(ProcessLookupError):
-                tracing.resume(pid)  # left over from an install the thread died in
+            with contextlib.suppress(ProcessLookupError):  # left over from an install the thread died in,
+                if self._stands(pid, status):  # unless a sibling's exec took its pid over since (_stands)
+                    tracing.resume(pid)
         else:
             if os.WIFEXITED(status) or os.WIFSIGNALED(status):
                 self._execs.forget(pid)
@@ -484,8 +485,7 @@ class PtraceDriver:
         return {**document, "credentials": self._tracer.credentials()}
 
     def exec_tracer(self) -> ExecTracer | None:
-        """What judges the VM's execs, when a scanner is on (the tracer itself): for the
-        statistics of its runs."""
+        """What judges the VM's execs, when a scanner is on (the tracer itself): for its statistics."""
         return self._tracer if self._tracer.judging else None
 
 

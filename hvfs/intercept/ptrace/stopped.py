@@ -78,7 +78,7 @@ class Stopped:
         # of orig_rax, as a signed int.
         self.nr = low - (1 << 32) if low & (1 << 31) else low
         self.signals: list[int] = []
-        self.gone_status: int | None = None  # the wait status of its death, when an install saw it
+        self.gone_status: int | None = None  # its death's wait status (or its taker's exec event), seen by an install
         # Answered and resumed by the C loop once its file was installed and checked.
         self.resumed = False
         # What ``release`` writes back: (skip the call, its result); None resumes it as it is.
@@ -105,6 +105,8 @@ class Stopped:
             raw = bytes(self.regs) if self._outcome is not None else None
             native_tracer.release(self.pid, raw, skip, signed(result & U64), signum)
             return
+        if not tracing.at_call_stop(self.pid):  # as the C loop's release: killed, or taken over by an exec
+            raise ProcessLookupError(errno.ESRCH, "not at its call's stop any more")
         if self._outcome is not None:
             skip, result = self._outcome
             regs = self._copy()
@@ -249,38 +251,67 @@ class Stopped:
         regs.orig_rax = nr
         for name, value in zip(("rdi", "rsi", "rdx", "r10", "r8", "r9"), args, strict=False):
             setattr(regs, name, value & U64)
-        tracing.set_registers(self.pid, regs)
+        self._set(regs)
         return self._run_to_exit()
 
     def _call(self, nr: int, *args: int) -> int:
         """Make the thread, stopped after a call, run ``nr`` with ``args``, to its exit."""
-        regs = self._copy(tracing.registers(self.pid))
+        try:
+            regs = self._copy(tracing.registers(self.pid))
+        except ProcessLookupError:  # killed meanwhile (a sibling's exec, say): its next status comes
+            raise TargetGone() from None
         regs.rip = self.regs.rip - _SYSCALL_INSN
         regs.rax = nr
         for name, value in zip(("rdi", "rsi", "rdx", "r10", "r8", "r9"), args, strict=False):
             setattr(regs, name, value & U64)
-        tracing.set_registers(self.pid, regs)
+        self._set(regs)
         self._run_to_exit()  # its syscall-entry stop
         return self._run_to_exit()
 
+    def _set(self, regs: tracing.Registers) -> None:
+        """The registers of a call it is made to run, written only while it is still at a
+        call's stop: else it was killed, or a sibling's exec took over its pid (the leader's)
+        and would run them (TargetGone, its pid's next status left for the wait)."""
+        try:
+            if not tracing.at_call_stop(self.pid):
+                raise TargetGone()
+            tracing.set_registers(self.pid, regs)
+        except ProcessLookupError:  # killed since the check
+            raise TargetGone() from None
+
     def _run_to_exit(self) -> int:
         """Resume to the next syscall stop; the call's result there. Signals that stop the
-        thread meanwhile are kept for later; TargetGone if it dies."""
-        tracing.resume_to_syscall(self.pid)
+        thread meanwhile are kept for later; TargetGone if it dies, or if an exec event is
+        reported under its pid: a sibling's exec killed it and took over its pid, and that
+        stop (never resumed here, or the exec would go unseen) is handed back as its exit is."""
+        if not tracing.at_call_stop(self.pid):  # killed, or its pid taken over since its last stop
+            raise TargetGone()
+        self._resume_to_syscall()
         while True:
             try:
                 _, status = os.waitpid(self.pid, tracing.WALL)
             except ChildProcessError as e:
                 raise TargetGone() from e
-            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            if os.WIFEXITED(status) or os.WIFSIGNALED(status) or tracing.event_of(status) == tracing.PTRACE_EVENT_EXEC:
                 self.gone_status = status  # taken from the main loop's wait: handed back to it
                 raise TargetGone()
             if os.WSTOPSIG(status) == tracing.SYSCALL_STOP:
-                return signed(tracing.registers(self.pid).rax)
+                try:
+                    return signed(tracing.registers(self.pid).rax)
+                except ProcessLookupError:  # killed since that stop: its next status comes
+                    raise TargetGone() from None
             event, signum = tracing.event_of(status), os.WSTOPSIG(status)
             if not event and signum != signal.SIGTRAP:
                 self.signals.append(signum)  # delivered once the call is answered
+            if not tracing.stands(self.pid, status):  # ended since: its next status comes from the wait
+                raise TargetGone()
+            self._resume_to_syscall()
+
+    def _resume_to_syscall(self) -> None:
+        try:
             tracing.resume_to_syscall(self.pid)
+        except ProcessLookupError:  # killed meanwhile (a sibling's exec, say): its next status comes
+            raise TargetGone() from None
 
     def _finish(self, result: int) -> None:
         """After an install: the thread's registers as at its stop, its call returning

@@ -1,25 +1,36 @@
 /* The ptrace driver's exec takeover, raced (issue 15): a sibling thread execs while its
- * leader keeps making calls the tracer's C loop answers itself (hvfs/_native/tracer_write.h,
- * tracer_unlink.h, tracer_fdmeta.h). The exec kills the leader and the exec'ing thread takes
- * its pid; a resume of that pid meant for the leader's answered stop would resume the new
+ * leader keeps the tracer resuming it. The exec kills the leader and the exec'ing thread
+ * takes its pid; a resume of that pid meant for the leader's stop would resume the new
  * program at its exec event, which the manager then never sees.
  *
- * exec_takeover TRIES SECONDS DIR
+ * exec_takeover TRIES SECONDS DIR [MODE]
  *
- * Each try forks a child whose leader loops on a write-open of /dev/null, an fchmod of a
- * file of DIR (a volume) and an unlink of another, while a sibling thread execs this
- * program as "after DIR TRY", which creates DIR/ran-TRY through the manager: the host
+ * Each try forks a child whose leader loops on what MODE says, while a sibling thread execs
+ * this program as "after DIR TRY", which creates DIR/ran-TRY through the manager: the host
  * counts those files (the execs made) against the manager's count of the execs it saw.
+ *   answered   (the default) a write-open of /dev/null, an fchmod of DIR/kept and an unlink of
+ *              another file: calls the C loop answers (tracer_write.h, tracer_unlink.h,
+ *              tracer_fdmeta.h) and resumes.
+ *   installed  a write-open of DIR/kept: served in the C loop, the file installed by a recvmsg
+ *              run in place of the call (tracer_receive.h), then the thread resumed.
+ *   signalled  raise(SIGUSR1): a signal-delivery-stop the C loop passes (pass_through).
+ *   swap       answered and installed in turn, and the sibling execs DIR/prog-a, which the
+ *              parent renames to DIR/prog-b in shared memory (one byte) as soon as the sibling has
+ *              left its exec's seccomp stop, where --strict checked prog-a: whatever the
+ *              kernel then loads, prog-a was the one checked. prog-b (this program built
+ *              with -DSWAPPED_IN) creates DIR/swapped-TRY instead: it may never run.
  * The leader marks each call in flight in memory shared with the parent, which reads it
  * after the try: a try whose leader died in a call ("in_call") is one where the takeover
- * happened while a call, most often one the C loop answers, was pending.
+ * happened while a call was pending, most often one the C loop answers.
  *
- * Prints {"tries", "ran", "in_call", "calls", "exec_failed", "other"}.
+ * Prints {"tries", "ran", "in_call", "calls", "exec_failed", "killed", "flipped", "other"}:
+ * "flipped" the swaps made, "killed" those the kernel loaded (prog-b, killed as it must be).
  */
 #include "attack.h"
 
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -29,46 +40,107 @@
 
 enum { RAN = 0, EXEC_FAILED = 12, NOT_MARKED = 13 };
 
+#ifdef SWAPPED_IN
+#define MARKER "swapped"
+#else
+#define MARKER "ran"
+#endif
+
+/* Shared with the parent, across the fork: MAP_SHARED. ``program``: the path the sibling
+ * execs, which the parent rewrites in swap mode. */
 struct shared {
-    atomic_int in_call;
-    atomic_long calls;
+    atomic_int in_call, sibling_tid, watched; /* swap: the sibling's tid, its stat file open */
+    atomic_long calls, flipped;
+    char program[300];
 };
 
-static const char *self, *dir;
+static const char *self, *dir, *mode = "answered";
 static struct shared *shared;
 static char try_number[32];
+static int swapping;
 
 static void *exec_sibling(void *unused) {
     (void)unused;
-    char *argv[] = {(char *)self, "after", (char *)dir, try_number, NULL};
-    execv(self, argv);
+    char *argv[] = {shared->program, "after", (char *)dir, try_number, NULL};
+    atomic_store(&shared->sibling_tid, gettid());
+    while (swapping && !atomic_load(&shared->watched)) /* the swapper's open first: a call the manager serves */
+        ;
+    execv(shared->program, argv);
     _exit(EXEC_FAILED);
 }
 
-/* The leader: calls the C loop answers, each marked in flight, until the exec kills it. */
+/* The state letter of a thread (its /proc stat), 0 once it is gone (exec'd or dead). */
+static char state_of(int stat) {
+    char text[512];
+    ssize_t got = pread(stat, text, sizeof text - 1, 0);
+    if (got <= 0)
+        return 0;
+    text[got] = 0;
+    char *end = strrchr(text, ')');
+    return end != NULL && end[1] == ' ' ? end[2] : 0;
+}
+
+/* swap, in the parent: once the child's sibling has been at its exec's seccomp stop ('t') and
+ * left it, the last byte of the path it execs turns prog-a into prog-b, for the kernel's second
+ * read of it. The parent, not a third thread of the child: an exec waits until the tracer has
+ * reaped its process's other threads, which the driver's wait during a served open's install
+ * (tracer_receive.h's run_to_exit, for the leader alone) would not do: the VM would hang. */
+static void swap_after_check(pid_t child) {
+    int tid;
+    while ((tid = atomic_load(&shared->sibling_tid)) == 0)
+        ;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task/%d/stat", (int)child, tid);
+    int stat = open(path, O_RDONLY | O_CLOEXEC);
+    atomic_store(&shared->watched, 1);
+    if (stat < 0)
+        return;
+    char state;
+    while ((state = state_of(stat)) != 0 && state != 't')
+        ;
+    while ((state = state_of(stat)) == 't')
+        ;
+    if (state != 0) {
+        ((volatile char *)shared->program)[strlen(shared->program) - 1] = 'b';
+        atomic_fetch_add(&shared->flipped, 1);
+    }
+    close(stat);
+}
+
+static void on_signal(int signum) { (void)signum; }
+
+/* The leader: calls as MODE says, each marked in flight, until the exec kills it. */
 static void leader_calls(long try) {
     char kept[300], doomed[300];
     snprintf(kept, sizeof kept, "%s/kept", dir);
     snprintf(doomed, sizeof doomed, "%s/doomed-%ld", dir, try);
-    int fd = open(kept, O_RDONLY | O_CLOEXEC);
+    int fd = open(kept, O_RDONLY | O_CLOEXEC), installed = strcmp(mode, "installed") == 0;
+    int signalled = strcmp(mode, "signalled") == 0;
     pthread_t t;
     if (fd < 0 || pthread_create(&t, NULL, exec_sibling, NULL) != 0)
         _exit(EXEC_FAILED);
     for (unsigned long i = 0;; i++) {
         atomic_store(&shared->in_call, 1);
-        switch (i % 3) {
-        case 0: {
-            int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
-            if (null >= 0)
-                close(null);
-            break;
-        }
-        case 1:
-            fchmod(fd, i & 4 ? 0644 : 0640);
-            break;
-        default:
-            unlink(doomed); /* absent after the first: answered ENOENT in C as well */
-        }
+        if (installed || (swapping && i % 2)) {
+            int written = open(kept, O_WRONLY | O_CLOEXEC);
+            if (written >= 0)
+                close(written);
+        } else if (signalled)
+            raise(SIGUSR1);
+        else
+            switch (i % 3) {
+            case 0: {
+                int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+                if (null >= 0)
+                    close(null);
+                break;
+            }
+            case 1:
+                fchmod(fd, i & 4 ? 0644 : 0640);
+                break;
+            default:
+                unlink(doomed); /* absent after the first: answered ENOENT in C as well */
+            }
         atomic_store(&shared->in_call, 0);
         atomic_fetch_add(&shared->calls, 1);
     }
@@ -77,20 +149,22 @@ static void leader_calls(long try) {
 int main(int argc, char **argv) {
     if (argc == 4 && strcmp(argv[1], "after") == 0) { /* the exec'd program: says it ran */
         char marker[300];
-        snprintf(marker, sizeof marker, "%s/ran-%s", argv[2], argv[3]);
+        snprintf(marker, sizeof marker, "%s/" MARKER "-%s", argv[2], argv[3]);
         int fd = open(marker, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
         return fd >= 0 && close(fd) == 0 ? RAN : NOT_MARKED;
     }
     attack_begin(argc, argv);
-    if (argc != 4) {
-        fprintf(stderr, "usage: exec_takeover TRIES SECONDS DIR\n");
+    if (argc != 4 && argc != 5) {
+        fprintf(stderr, "usage: exec_takeover TRIES SECONDS DIR [MODE]\n");
         return 2;
     }
-    self = argv[0], dir = argv[3];
+    self = argv[0], dir = argv[3], mode = argc == 5 ? argv[4] : mode;
+    int swap = swapping = strcmp(mode, "swap") == 0;
+    signal(SIGUSR1, on_signal);
     shared = mmap(NULL, sizeof *shared, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (shared == MAP_FAILED)
         return 3;
-    long i = 0, ran = 0, in_call = 0, exec_failed = 0, other = 0;
+    long i = 0, ran = 0, in_call = 0, exec_failed = 0, killed = 0, other = 0;
     for (; attack_more(i); i++) {
         char doomed[300];
         snprintf(doomed, sizeof doomed, "%s/doomed-%ld", dir, i);
@@ -98,22 +172,34 @@ int main(int argc, char **argv) {
         if (made >= 0)
             close(made);
         snprintf(try_number, sizeof try_number, "%ld", i);
+        if (swap)
+            snprintf(shared->program, sizeof shared->program, "%s/prog-a", dir);
+        else
+            snprintf(shared->program, sizeof shared->program, "%s", self);
+        atomic_store(&shared->sibling_tid, 0);
+        atomic_store(&shared->watched, 0);
         atomic_store(&shared->in_call, 0);
         pid_t child = fork();
         if (child == 0)
             leader_calls(i);
+        if (swap && child > 0)
+            swap_after_check(child);
         int status;
         if (child < 0 || waitpid(child, &status, 0) != child)
             break;
         int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+        /* swap: prog-b loaded after prog-a was checked, killed at its exec event as it must be */
+        int caught = swap && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
         ran += code == RAN;
         exec_failed += code == EXEC_FAILED;
-        other += code != RAN && code != EXEC_FAILED;
-        in_call += code == RAN && atomic_load(&shared->in_call);
-        if (code != RAN && code != EXEC_FAILED) /* which: a marker refused (13), a signal (-1) */
+        killed += caught;
+        other += code != RAN && code != EXEC_FAILED && !caught;
+        in_call += (code == RAN || caught) && atomic_load(&shared->in_call);
+        if (code != RAN && code != EXEC_FAILED && !caught) /* which: a marker refused (13), a signal (-1) */
             fprintf(stderr, "try %ld: exit %d, signal %d\n", i, code, WIFSIGNALED(status) ? WTERMSIG(status) : 0);
     }
-    printf("{\"tries\": %ld, \"ran\": %ld, \"in_call\": %ld, \"calls\": %ld, \"exec_failed\": %ld, \"other\": %ld}\n",
-           i, ran, in_call, atomic_load(&shared->calls), exec_failed, other);
+    printf("{\"tries\": %ld, \"ran\": %ld, \"in_call\": %ld, \"calls\": %ld, \"exec_failed\": %ld, \"killed\": %ld, "
+           "\"flipped\": %ld, \"other\": %ld}\n",
+           i, ran, in_call, atomic_load(&shared->calls), exec_failed, killed, atomic_load(&shared->flipped), other);
     return 0;
 }
