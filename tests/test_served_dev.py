@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Hvfs, chown_to
-from tests.served_probe import ATTEMPT, AUDIT, audit_records, both_ways, compared_runs, run_probe
+from tests.served_probe import ATTEMPT, AUDIT, audit_records, both_ways, compared_runs, run_probe, snapshot
 from tests.test_served_write import _in_python
 
 PROBE = (
@@ -169,20 +169,52 @@ def test_a_rootless_vms_device_write_open_answers_as_the_python_path(
     _expected(_compared(rootless, shared_tmp, rootless.user, *options), True)
 
 
-def test_an_audited_vms_device_write_opens_are_pythons_and_recorded_alike(hvfs: Hvfs, tmp_path: Path) -> None:
-    """An audited VM's continued write-open is recorded by the Python path ("continued"): C
-    declines it, so both runs record the same events and C continues none of them."""
+def _audited(runner: Hvfs, root: Path, owner: int | str | None, *options: str) -> list[dict[str, Any]]:
+    """The probe run audited, served in C and on the Python path, each on a fresh volume:
+    answers, files, diffs, request counts and audit records alike; C continued the plain
+    device opens and recorded each one (a strict VM's: the default profile's audited VM is
+    Python's alone). The C run's open records."""
     runs = []
-    for way, place in both_ways(hvfs, _in_python(hvfs), tmp_path, None):
-        _volume(place, None)
-        answers, stats, _ = run_probe(way, place, "--default", "--audit", AUDIT)
-        opens = [r for r in audit_records(place) if r.get("operation") == "open"]
-        runs.append((answers, opens, stats))
-    (in_c, c_opens, c_stats), (in_python, python_opens, python_stats) = runs
-    assert in_c == in_python and c_opens == python_opens
-    assert sum(r.get("paths") == ["/dev/null"] and r.get("result") == "continued" for r in c_opens) >= 10, c_opens
-    assert c_stats["compiled"].get("open_continued", 0) == 0, c_stats
-    assert c_stats["requests"]["open"] == python_stats["requests"]["open"]
+    for way, place in both_ways(runner, _in_python(runner), root, owner):
+        data = _volume(place, owner)
+        answers, stats, diff = run_probe(way, place, *options, "--audit", AUDIT)
+        runs.append((answers, audit_records(place), stats, diff, snapshot(data)))
+    (in_c, c_records, c_stats, *c_rest), (in_python, python_records, python_stats, *python_rest) = runs
+    assert in_c == in_python and c_rest == python_rest, (in_c, in_python)  # and the diffs, the files
+    assert c_records == python_records, [(a, b) for a, b in zip(c_records, python_records, strict=False) if a != b][:3]
+    assert c_stats["requests"]["open"] == python_stats["requests"]["open"], (c_stats, python_stats)
+    continued = [stats["compiled"].get("open_continued", 0) for stats in (c_stats, python_stats)]
+    if "--default" in options:  # an audited VM of the default profile has nothing served in C (runtime.py)
+        assert continued == [0, 0], (c_stats["compiled"], python_stats["compiled"])
+    else:
+        assert continued[0] - continued[1] >= C_CONTINUED_AT_LEAST, (c_stats["compiled"], python_stats["compiled"])
+    opens = [r for r in c_records if r.get("operation") == "open"]
+    assert sum(r.get("paths") == ["/dev/null"] and r.get("result") == "continued" for r in opens) >= 10, opens
+    return opens
+
+
+@pytest.mark.parametrize("profile", ["default", "strict"])
+@pytest.mark.parametrize("as_user", [False, True], ids=["root", "vm-user"])
+def test_an_audited_vms_device_write_opens_are_continued_in_c_and_recorded_as_python_records_them(
+    hvfs: Hvfs, tmp_path: Path, as_user: bool, profile: str
+) -> None:
+    """An audited strict VM's write-open of a device is continued by the C loop (served_dev.h)
+    and its event recorded there ("continued", named as served.py names it): the same
+    records, in the same order, as the Python path's, and the same answers, files and counts."""
+    os.chmod(tmp_path, 0o755)
+    owner = 1000 if as_user else None
+    options = (*(("-u", "1000:1000") if as_user else ()), *(("--default",) if profile == "default" else ()))
+    opens = _audited(hvfs, tmp_path, owner, *options)
+    assert {r["paths"][0] for r in opens if r["result"] == "continued"} >= {"/dev/null", "/dev/zero", "/dev/full"}
+
+
+@pytest.mark.rootless
+@pytest.mark.parametrize("profile", ["default", "strict"])
+def test_a_rootless_audited_vms_device_write_opens_are_recorded_as_python_records_them(
+    rootless: Hvfs, shared_tmp: Path, profile: str
+) -> None:
+    assert rootless.user is not None
+    _audited(rootless, shared_tmp, rootless.user, *(("--default",) if profile == "default" else ()))
 
 
 LOCKED_PROBE = (

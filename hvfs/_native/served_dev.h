@@ -16,11 +16,24 @@
  * last "/", "/." or "/..") and under /dev/, naming none of the caller's own files nor a
  * kernel mount by its text (a component "fd", "pts", "proc", nor /dev/stdin|stdout|stderr:
  * the decoder's and is_kernel_path's names, which Python sends elsewhere before any probe);
- * in a quiet VM (no hook, audit, fault rule, scanner: quiet[0]; an audited VM's event is
- * Python's) whose reads no service judges (a writable view) and a published caller,
- * ID_VALID after the read; then that probe, made as Python makes it: openat2 O_PATH of the
- * text in the writable view, RESOLVE_IN_ROOT, the caller's O_NOFOLLOW, acting as the caller.
- * Anything else is declined before any answer: Python serves it from the start, as today.
+ * in a quiet VM (no hook, audit, fault rule, scanner: quiet[0]) or an audited one with no
+ * hook (quiet[1], served_hearing) whose reads no service judges (a writable view) and a
+ * published caller, ID_VALID after the read; then that probe, made as Python makes it:
+ * openat2 O_PATH of the text in the writable view, RESOLVE_IN_ROOT, the caller's
+ * O_NOFOLLOW, acting as the caller. Anything else is declined before any answer: Python
+ * serves it from the start, as today.
+ *
+ * An audited VM's continue is recorded here (served_audit.h, before the answer) as the
+ * dispatch records Python's: an Open of the decoder's flags, its response a Continue, named
+ * as served.py served_paths names a request the handler noted nothing for (the probe's
+ * name is unused: a device is no Fd): _resolved, the parent directory opened again in the
+ * writable view as the manager and named by the kernel, and the last component
+ * (served_resolved.h resolved_name; a VM whose roots do not read as "/" is declined, as
+ * there). Python's audited probe tries RESOLVE_NO_SYMLINKS first (opening.py _found,
+ * open_named) and then the usual resolution: it finds what the one probe here finds, a
+ * lookup failing before any symlink failing alike in both. tests/test_served_dev.py compares
+ * the records; tests/adversarial/test_served_dev_races.py checks that no record of a race
+ * names what the VM did not get.
  *
  * What each step is for (issue 14 asked which the answer rests on; the manager's CPU per
  * call is in docs/performance.md, branch devtrim):
@@ -80,7 +93,8 @@ static int
 serve_dev_write(const struct stat_context *c, int listener, const struct seccomp_notif *notif, const char *path,
                 uint64_t flags, struct acting *a, struct seccomp_notif_resp *resp)
 {
-    if (!__atomic_load_n(c->quiet, __ATOMIC_ACQUIRE) || c->rw_root < 0 || !dev_path(path))
+    int audited = c->note != NULL && c->note->audited; /* served_hearing's verdict (write_request) */
+    if (!(audited || __atomic_load_n(c->quiet, __ATOMIC_ACQUIRE)) || c->rw_root < 0 || !dev_path(path))
         return DECLINED;
     uint64_t id = notif->id;
     if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) < 0)
@@ -91,7 +105,10 @@ serve_dev_write(const struct stat_context *c, int listener, const struct seccomp
     act_restore(a);
     if (!device)
         return DECLINED;
+    if (audited && resolved_name(c, "", &(struct stat){0}, path) < 0) /* as the manager, switched back */
+        return DECLINED;
     resp->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+    note_answered(c, AUDIT_OPEN, audited ? c->note->flags : 0, resp); /* the decoder's flags, serve_open's */
     c->counts[SERVED_OUTCOMES * COUNTS_OPEN + SERVED_CONTINUED]++;
     return ANSWER;
 }
