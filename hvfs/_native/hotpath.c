@@ -212,12 +212,14 @@ hp_serve(PyObject *self, PyObject *args)
     int record_handed, stat_on;
     struct stat_context stat = {.vm_root = -1};
     struct served_note note; /* stat.note, where an audited VM's are served too */
+    struct dev_verdicts verdicts = {0}; /* stat.verdicts: served_dev.h's, for this call */
     if (!PyArg_ParseTuple(args, "iiy*y*Onnw*p|OO", &listener, &stop_fd, &rules, &values, &table_object, &slot_at,
                           &last_at, &counts, &record_handed, &bumps_object, &stat_object))
         return NULL;
     PyObject *result = NULL;
     if ((stat_on = stat_context_of(stat_object, &stat, stat_views, &note)) < 0)
         goto done;
+    stat.verdicts = &verdicts;
     if (counts.len < (Py_ssize_t)(COUNTS * sizeof(uint64_t))) {
         PyErr_SetString(PyExc_ValueError, "counts: three uint64 are needed");
         goto done;
@@ -307,6 +309,7 @@ hp_serve(PyObject *self, PyObject *args)
         result = notification(&notif);
 done:
     release_stat(&stat, stat_views);
+    dev_verdicts_release(&verdicts);
     if (table.buf)
         PyBuffer_Release(&table);
     if (bumps.buf)

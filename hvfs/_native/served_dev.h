@@ -86,6 +86,153 @@
 
 #include "dev_probe.h" /* dev_path, char_device_in: the decision, shared with the tracer loop */
 
+#include <sys/inotify.h>
+
+/* The probe's verdict kept for a device directly under /dev (issue 14: W8c's 20,000 opens of
+ * /dev/null each paid openat2, fstat and close, and a VM user's the switch and its restore,
+ * ten calls more), for as long as one serve call answers in C (hp_serve's, released with
+ * the stat context). A verdict is kept only where nothing it rests on can change unseen:
+ * - the path: "/dev/NAME", one component under /dev, NAME itself a character device (no
+ *   symlink: fstatat AT_SYMLINK_NOFOLLOW in the view's /dev), so the probe's lookup went
+ *   through the view's root, its /dev and that entry alone;
+ * - those: an inotify watch on the writable view's root and on its /dev directory, made
+ *   (as the manager) before the probe whose verdict is kept, reports every change of an
+ *   entry in either (create, delete, rename in or out: a /dev/NAME replaced, or /dev itself
+ *   removed from the root and so detached) and of their attributes (mode, owner, ACL: the
+ *   search permission a user needs). The kernel queues the event within the changing
+ *   call, before it returns, so every lookup first reads the watch (one read, EAGAIN when
+ *   nothing came) and forgets every verdict on any event (an overflow too): a change made
+ *   before a request arrives is never missed, and one racing it is a change concurrent
+ *   with the open, either order being the kernel's too. Every change of the writable view
+ *   is the manager's (the VM's own view is read-only), whoever in the manager makes it;
+ * - the mounts: the writable view's are made when the VM starts, never after, and a VM
+ *   may neither mount nor chroot (DESIGN.md: blocked with EPERM), so the lookup crosses the
+ *   same mounts for the VM's life;
+ * - the caller's credentials: the probe acts as the caller, so a verdict is kept for the
+ *   switch it was probed with (what acting_as switches, and to what: served_switch.h),
+ *   and holds for that switch alone; a caller whose credentials changed is published anew
+ *   (a bump of the watch's generation) and so switches otherwise, or is declined.
+ * A NAME the VM's root made (a regular file, a symlink) is never kept: only a device found
+ * is. The watch is made at the second such open of a serve call (one open costs no watch).
+ * Nothing kept decides what the VM can reach: the boot view does (this header's first
+ * part); a stale verdict would only answer otherwise than Python.
+ * tests/adversarial/test_served_dev_races.py flips /dev's entries and modes under it. */
+#define DEV_VERDICTS 8
+#define DEV_NAME_BYTES 32
+#define DEV_WATCHED (IN_ATTRIB | IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF)
+
+struct dev_verdict {
+    char name[DEV_NAME_BYTES];
+    uint64_t nofollow, effective;
+    uint32_t what, uid, gid, ngroups;
+    uint32_t groups[PUBLISHED_GROUPS];
+};
+
+struct dev_verdicts {
+    int state; /* 0: no watch yet; 1: watching (notify, dev); -1: none this serve call */
+    int notify, dev;
+    unsigned int probed; /* device opens probed this serve call */
+    unsigned int count, next;
+    struct dev_verdict held[DEV_VERDICTS];
+};
+
+/* Whether the switch a acts with is the one v was probed with (served_switch.h's fields,
+ * those it switches: the rest is the manager's own identity, the same for every caller). */
+static int
+dev_same_switch(const struct dev_verdict *v, const struct acting *a)
+{
+    if (v->what != a->what)
+        return 0;
+    if (a->what & SWITCH_IDS && (v->uid != a->uid || v->gid != a->gid))
+        return 0;
+    if (a->what & (SWITCH_IDS | SWITCH_CAPS) && v->effective != a->effective)
+        return 0;
+    return !(a->what & SWITCH_GROUPS) ||
+           (v->ngroups == a->ngroups && memcmp(v->groups, a->groups, a->ngroups * sizeof *a->groups) == 0);
+}
+
+/* The watch read (made first where this is the second device open probed): 1 where the
+ * kept verdicts hold (every one forgotten on an event), 0 where nothing is kept. As the
+ * manager. */
+static int
+dev_verdicts_current(struct dev_verdicts *v, int rw_root)
+{
+    if (v == NULL || v->state < 0)
+        return 0;
+    if (v->state == 0) {
+        if (v->probed < 1)
+            return 0;
+        char link[48];
+        v->state = -1, v->dev = -1;
+        v->notify = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+        if (v->notify < 0)
+            return 0;
+        long dev = scoped_openat2(rw_root, "/dev", O_PATH | O_DIRECTORY, RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS);
+        v->dev = (int)dev;
+        snprintf(link, sizeof link, "/proc/self/fd/%d", rw_root);
+        if (dev < 0 || inotify_add_watch(v->notify, link, DEV_WATCHED) < 0)
+            return 0;
+        snprintf(link, sizeof link, "/proc/self/fd/%d", v->dev);
+        if (inotify_add_watch(v->notify, link, DEV_WATCHED) < 0)
+            return 0;
+        v->state = 1;
+        return 1;
+    }
+    char events[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+    ssize_t got;
+    while ((got = read(v->notify, events, sizeof events)) > 0)
+        v->count = 0;
+    if (got < 0 && errno == EAGAIN)
+        return 1;
+    v->state = -1; /* the watch unreadable: nothing kept from now on */
+    v->count = 0;
+    return 0;
+}
+
+/* Whether a device verdict is kept for name (under /dev/), the flags' O_NOFOLLOW and a's switch. */
+static int
+dev_verdict_held(const struct dev_verdicts *v, const char *name, uint64_t nofollow, const struct acting *a)
+{
+    for (unsigned int i = 0; i < v->count; i++)
+        if (v->held[i].nofollow == nofollow && strcmp(v->held[i].name, name) == 0 && dev_same_switch(&v->held[i], a))
+            return 1;
+    return 0;
+}
+
+/* Keeps the device verdict of a probe made after dev_verdicts_current said the watch holds,
+ * where name is a character device itself in the view's /dev (no symlink). As the manager. */
+static void
+dev_verdict_keep(struct dev_verdicts *v, const char *name, uint64_t nofollow, const struct acting *a)
+{
+    struct stat st;
+    if (fstatat(v->dev, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISCHR(st.st_mode))
+        return;
+    if (a->what & SWITCH_GROUPS && a->ngroups > PUBLISHED_GROUPS)
+        return;
+    struct dev_verdict *kept = &v->held[v->next];
+    v->next = (v->next + 1) % DEV_VERDICTS;
+    if (v->count < DEV_VERDICTS)
+        v->count++;
+    *kept = (struct dev_verdict){.nofollow = nofollow, .effective = a->effective, .what = a->what, .uid = a->uid,
+                                 .gid = a->gid, .ngroups = a->ngroups};
+    snprintf(kept->name, sizeof kept->name, "%s", name);
+    if (a->what & SWITCH_GROUPS)
+        memcpy(kept->groups, a->groups, a->ngroups * sizeof *a->groups);
+}
+
+/* The watch closed: hp_serve's, at the end of a serve call. */
+static void
+dev_verdicts_release(struct dev_verdicts *v)
+{
+    if (v->state != 0) {
+        if (v->notify >= 0)
+            close(v->notify);
+        if (v->dev >= 0)
+            close(v->dev);
+    }
+    v->state = 0, v->count = 0, v->probed = 0;
+}
+
 /* Continues the write-open (flags: the register's, masked) of path, read once from the
  * caller whose published credentials are *a, as the header says: ANSWER (continued), GONE,
  * or DECLINED. Without the GIL. */
@@ -99,12 +246,22 @@ serve_dev_write(const struct stat_context *c, int listener, const struct seccomp
     uint64_t id = notif->id;
     if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) < 0)
         return GONE;
-    if (act_switch(a) < 0)
-        return DECLINED;
-    int device = char_device_in(c->rw_root, path, flags & O_NOFOLLOW);
-    act_restore(a);
-    if (!device)
-        return DECLINED;
+    const char *name = path + 5; /* after "/dev/" */
+    uint64_t nofollow = flags & O_NOFOLLOW;
+    struct dev_verdicts *v = strchr(name, '/') || strlen(name) >= DEV_NAME_BYTES ? NULL : c->verdicts;
+    int watched = dev_verdicts_current(v, c->rw_root);
+    if (!watched || !dev_verdict_held(v, name, nofollow, a)) {
+        if (act_switch(a) < 0)
+            return DECLINED;
+        int device = char_device_in(c->rw_root, path, nofollow);
+        act_restore(a);
+        if (!device)
+            return DECLINED;
+        if (v)
+            v->probed++;
+        if (watched)
+            dev_verdict_keep(v, name, nofollow, a);
+    }
     if (audited && resolved_name(c, "", &(struct stat){0}, path) < 0) /* as the manager, switched back */
         return DECLINED;
     resp->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;

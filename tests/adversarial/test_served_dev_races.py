@@ -109,3 +109,27 @@ def test_an_audited_continued_dev_null_write_open_is_recorded_as_what_the_vm_got
         return
     compiled = record["compiled"]
     assert isinstance(compiled, dict) and compiled.get("open_continued", 0) > 0, compiled  # C continued them
+
+
+def test_a_kept_device_verdict_never_outlives_a_swap_of_its_name(attacker: Attacker, shared_tmp: Path) -> None:
+    """The C loop keeps a device's verdict (served_dev.h): the VM's root swaps /dev/zero with
+    a regular file (RENAME_EXCHANGE, Python's) while another thread write-opens /dev/zero
+    without pause, and then write-opens it itself: it gets the regular file every time after
+    the first swap (never EROFS, the kernel's open of that file on the boot view that a
+    continue on a stale verdict would give), the device after the second."""
+    stats = shared_tmp / "stats.json"
+    outcome = attacker.run("dev_swap", options=("--stats", str(stats)))
+    assert outcome.code == 0, outcome.stderr
+    tries = outcome.count("tries")
+    assert outcome.count("stale") == 0 and outcome.count("odd") == 0, outcome.report
+    assert outcome.count("swap_failed") == 0 and tries >= 200, outcome.report
+    assert outcome.count("regular") == outcome.count("device") == tries, outcome.report
+    assert outcome.count("warm") > tries, outcome.report  # the other thread opened it meanwhile
+    record = json.loads(stats.read_text())
+    if attacker.variant.endswith("-python"):
+        return
+    if record.get("driver") == "ptrace":
+        assert record["dev_continued_here"] > 0, record
+        return
+    compiled = record["compiled"]
+    assert isinstance(compiled, dict) and compiled.get("open_continued", 0) > tries, compiled
