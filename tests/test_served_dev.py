@@ -8,13 +8,17 @@ lets the call run: tracer_write.h); and C continued the plain ones, the Python r
 
 from __future__ import annotations
 
+import ctypes
+import json
 import os
+import stat
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import Hvfs, chown_to
+from tests.conftest import Hvfs, chown_to, state_dir
 from tests.served_probe import ATTEMPT, AUDIT, audit_records, both_ways, compared_runs, run_probe, snapshot
 from tests.test_served_write import _in_python
 
@@ -272,3 +276,86 @@ def test_a_device_behind_a_directory_the_caller_may_not_search_is_failed_as_pyth
     here = "dev_continued_here" if driver else "compiled"  # the user's /dev/null: C's
     continued = [stats[here] if driver else stats[here].get("open_continued", 0) for stats in (c_stats, python_stats)]
     assert continued[0] - continued[1] >= 2, (c_stats, python_stats)
+
+
+WATCHED_PROBE = (
+    r"""
+import json, os, stat, threading, time
+"""
+    + ATTEMPT
+    + r"""
+open("/dev/spare", "w").close()
+stop = False
+
+def warm():
+    while not stop:
+        try:
+            os.close(os.open("/dev/zero", os.O_WRONLY))
+        except OSError:
+            pass
+
+thread = threading.Thread(target=warm)
+thread.start()
+time.sleep(0.3)
+print("ready", flush=True)
+while not os.path.exists("/data/go"):
+    time.sleep(0.002)
+
+def opened():
+    fd = os.open("/dev/zero", os.O_WRONLY)
+    try:
+        return "reg" if stat.S_ISREG(os.fstat(fd).st_mode) else "other"
+    finally:
+        os.close(fd)
+
+answer = attempt(opened)
+stop = True
+thread.join()
+print(json.dumps(answer))
+"""
+)
+RENAME_EXCHANGE = 2
+
+
+def _exchanged_in_the_view(state: str) -> None:
+    """/dev/zero and /dev/spare exchanged in the running VM's writable view by the host, through
+    the manager's own fd of it (/proc/PID/fd/N: the boot view's fd refuses, EROFS): a change
+    of the view no request of the VM's makes."""
+    pid = json.loads((Path(state) / "manager.json").read_text())["pid"]
+    renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    for entry in sorted(Path(f"/proc/{pid}/fd").iterdir()):
+        dev = entry / "dev"
+        try:
+            if not (dev / "spare").is_file() or not stat.S_ISCHR(os.stat(dev / "zero").st_mode):
+                continue
+        except OSError:
+            continue
+        if renameat2(-100, bytes(dev / "zero"), -100, bytes(dev / "spare"), RENAME_EXCHANGE) == 0:
+            return
+    raise AssertionError("no writable view of the VM among the manager's fds")
+
+
+def test_a_kept_device_verdict_is_forgotten_on_a_change_no_request_of_the_vm_made(hvfs: Hvfs, tmp_path: Path) -> None:
+    """served_dev.h keeps a device's verdict while its inotify watch reports no change of the
+    writable view's /dev: a change made while the C loop answers, here by the host through the
+    manager's fd of the view (a takeover's Python worker, the manager's own commands, make
+    them so), is seen: /dev/zero, a regular file now, is the manager's to serve (its writes
+    noted), never continued on the verdict kept for the device (the kernel's EROFS on the boot
+    view's read-only /dev)."""
+    os.chmod(tmp_path, 0o755)
+    data = tmp_path / "data"
+    data.mkdir()
+    (tmp_path / "probe.py").write_text(WATCHED_PROBE)
+    state = state_dir(None, "dev-watch")
+    runner = hvfs.with_env(HVFS_STATE_DIR=state)
+    volumes = ["-v", f"{data}:/data", "-v", f"{tmp_path / 'probe.py'}:/probe.py:ro"]
+    args = [*runner.command, "run", "--strict", "--stats", str(tmp_path / "stats.json"), *volumes]
+    with subprocess.Popen([*args, "--", "python3", "/probe.py"], stdout=subprocess.PIPE, text=True) as vm:
+        assert vm.stdout is not None
+        assert vm.stdout.readline().strip() == "ready"
+        _exchanged_in_the_view(state)
+        (data / "go").touch()
+        out, _ = vm.communicate(timeout=60)
+    assert vm.returncode == 0 and json.loads(out) == ["ok", "reg"], out
+    compiled = json.loads((tmp_path / "stats.json").read_text())["compiled"]
+    assert compiled.get("open_continued", 0) > 10, compiled  # the loop kept its verdict meanwhile

@@ -100,11 +100,14 @@
  *   entry in either (create, delete, rename in or out: a /dev/NAME replaced, or /dev itself
  *   removed from the root and so detached) and of their attributes (mode, owner, ACL: the
  *   search permission a user needs). The kernel queues the event within the changing
- *   call, before it returns, so every lookup first reads the watch (one read, EAGAIN when
- *   nothing came) and forgets every verdict on any event (an overflow too): a change made
- *   before a request arrives is never missed, and one racing it is a change concurrent
- *   with the open, either order being the kernel's too. Every change of the writable view
- *   is the manager's (the VM's own view is read-only), whoever in the manager makes it;
+ *   call, before it returns; the receive loop polls the watch with the listener (hotpath.c
+ *   receive_one), so the poll that returns a notification has looked at the watch after
+ *   the notification was queued, and so after every change made before the VM's call
+ *   (an event it shows is read, and every verdict forgotten, an overflow too, before the
+ *   lookup). A change racing the call is concurrent with the open, either order being the
+ *   kernel's too. Every change of the writable view is the manager's (the VM's own view is
+ *   read-only), whoever in the manager makes it: this loop (served in C: a mkdir in the
+ *   root), a Python worker (after a takeover: driver.py), the manager's own commands;
  * - the mounts: the writable view's are made when the VM starts, never after, and a VM
  *   may neither mount nor chroot (DESIGN.md: blocked with EPERM), so the lookup crosses the
  *   same mounts for the VM's life;
@@ -131,6 +134,7 @@ struct dev_verdict {
 struct dev_verdicts {
     int state; /* 0: no watch yet; 1: watching (notify, dev); -1: none this serve call */
     int notify, dev;
+    int pending;         /* the receive loop's poll saw the watch readable: read it */
     unsigned int probed; /* device opens probed this serve call */
     unsigned int count, next;
     struct dev_verdict held[DEV_VERDICTS];
@@ -151,9 +155,9 @@ dev_same_switch(const struct dev_verdict *v, const struct acting *a)
            (v->ngroups == a->ngroups && memcmp(v->groups, a->groups, a->ngroups * sizeof *a->groups) == 0);
 }
 
-/* The watch read (made first where this is the second device open probed): 1 where the
- * kept verdicts hold (every one forgotten on an event), 0 where nothing is kept. As the
- * manager. */
+/* The watch read where the loop's poll saw it readable (made first where this is the second
+ * device open probed): 1 where the kept verdicts hold (every one forgotten on an event), 0
+ * where nothing is kept. As the manager. */
 static int
 dev_verdicts_current(struct dev_verdicts *v, int rw_root)
 {
@@ -178,6 +182,9 @@ dev_verdicts_current(struct dev_verdicts *v, int rw_root)
         v->state = 1;
         return 1;
     }
+    if (!v->pending)
+        return 1;
+    v->pending = 0;
     char events[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
     ssize_t got;
     while ((got = read(v->notify, events, sizeof events)) > 0)
@@ -230,7 +237,7 @@ dev_verdicts_release(struct dev_verdicts *v)
         if (v->dev >= 0)
             close(v->dev);
     }
-    v->state = 0, v->count = 0, v->probed = 0;
+    v->state = 0, v->count = 0, v->probed = 0, v->pending = 0;
 }
 
 /* Continues the write-open (flags: the register's, masked) of path, read once from the
