@@ -18,7 +18,7 @@
  * the decoder's and is_kernel_path's names, which Python sends elsewhere before any probe);
  * in a quiet VM (no hook, audit, fault rule, scanner: quiet[0]) or an audited one with no
  * hook (quiet[1], served_hearing) whose reads no service judges (a writable view) and a
- * published caller, ID_VALID after the read; then that probe, made as Python makes it:
+ * published caller (an audited one's ID_VALID after the read); then that probe, made as Python makes it:
  * openat2 O_PATH of the text in the writable view, RESOLVE_IN_ROOT, the caller's
  * O_NOFOLLOW, acting as the caller. Anything else is declined before any answer: Python
  * serves it from the start, as today.
@@ -53,8 +53,15 @@
  *   the way (one the VM made under /dev) would be followed from the manager's root, not the
  *   VM's: another answer than Python's, and a look at the manager's files;
  * - the published caller (a poll of its pidfd): the credentials the probe acts as;
- * - ID_VALID after the read: the count is made only for a caller alive after its path was
- *   read (its number not yet another process's, whose memory the read would have been).
+ * - no ID_VALID after the read (but an audited VM's: its record names the path, which must
+ *   be the caller's): the answer is a CONTINUE of this very notification, or a decline, and
+ *   whatever a read of a dead caller's number found (another thread's memory, once the
+ *   number is reused), a CONTINUE of a notification no longer there fails (ENOENT, ignored
+ *   by the loop) and changes nothing, a decline hands it to Python, which reads it again.
+ *   The count is the loop's own, of the CONTINUE answered (as for a caller dying after an
+ *   ID_VALID, before the answer); a verdict kept (below) is of the text and the credentials,
+ *   whoever asked. The credentials are not the read's: published_caller's, a first read of
+ *   them checked by its own ID_VALID (first_credentials.h).
  *
  * Security: CONTINUE makes the kernel read the path again from the VM's memory, where
  * another thread may have written another path since it was read here, and open whatever
@@ -251,7 +258,7 @@ serve_dev_write(const struct stat_context *c, int listener, const struct seccomp
     if (!(audited || __atomic_load_n(c->quiet, __ATOMIC_ACQUIRE)) || c->rw_root < 0 || !dev_path(path))
         return DECLINED;
     uint64_t id = notif->id;
-    if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) < 0)
+    if (audited && ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) < 0)
         return GONE;
     const char *name = path + 5; /* after "/dev/" */
     uint64_t nofollow = flags & O_NOFOLLOW;
