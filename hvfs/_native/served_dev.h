@@ -123,11 +123,17 @@
  *   and holds for that switch alone; a caller whose credentials changed is published anew
  *   (a bump of the watch's generation) and so switches otherwise, or is declined.
  * A NAME the VM's root made (a regular file, a symlink) is never kept: only a device found
- * is. The watch is made at the second such open of a serve call (one open costs no watch).
+ * is. The watch (an inotify instance, an fd and a lookup of /dev, six calls with its close)
+ * is made at the fifth such open of a serve call, after four probes (a shell's redirects come
+ * one or two between execs, each of which ends a serve call: they pay no watch), and no more
+ * than DEV_WATCHES at once in the manager (inotify instances are counted per user, 128 by
+ * default: a rootless manager's are its user's); past that, every open is probed.
  * Nothing kept decides what the VM can reach: the boot view does (this header's first
  * part); a stale verdict would only answer otherwise than Python.
  * tests/adversarial/test_served_dev_races.py flips /dev's entries and modes under it. */
 #define DEV_VERDICTS 8
+#define DEV_PROBES_UNWATCHED 4 /* device opens a serve call probes before it makes the watch */
+#define DEV_WATCHES 16         /* watches made at once in the manager, at most */
 #define DEV_NAME_BYTES 32
 #define DEV_WATCHED (IN_ATTRIB | IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF)
 
@@ -140,12 +146,15 @@ struct dev_verdict {
 
 struct dev_verdicts {
     int state; /* 0: no watch yet; 1: watching (notify, dev); -1: none this serve call */
+    int counted; /* one of dev_watches' */
     int notify, dev;
     int pending;         /* the receive loop's poll saw the watch readable: read it */
     unsigned int probed; /* device opens probed this serve call */
     unsigned int count, next;
     struct dev_verdict held[DEV_VERDICTS];
 };
+
+static int dev_watches; /* made and not yet released, in every serve call of the manager */
 
 /* Whether the switch a acts with is the one v was probed with (served_switch.h's fields,
  * those it switches: the rest is the manager's own identity, the same for every caller). */
@@ -162,19 +171,21 @@ dev_same_switch(const struct dev_verdict *v, const struct acting *a)
            (v->ngroups == a->ngroups && memcmp(v->groups, a->groups, a->ngroups * sizeof *a->groups) == 0);
 }
 
-/* The watch read where the loop's poll saw it readable (made first where this is the second
- * device open probed): 1 where the kept verdicts hold (every one forgotten on an event), 0
- * where nothing is kept. As the manager. */
+/* The watch read where the loop's poll saw it readable (made first where the serve call has
+ * probed DEV_PROBES_UNWATCHED device opens): 1 where the kept verdicts hold (every one
+ * forgotten on an event), 0 where nothing is kept. As the manager. */
 static int
 dev_verdicts_current(struct dev_verdicts *v, int rw_root)
 {
     if (v == NULL || v->state < 0)
         return 0;
     if (v->state == 0) {
-        if (v->probed < 1)
+        if (v->probed < DEV_PROBES_UNWATCHED)
             return 0;
         char link[48];
-        v->state = -1, v->dev = -1;
+        v->state = -1, v->dev = -1, v->notify = -1, v->counted = 1;
+        if (__atomic_add_fetch(&dev_watches, 1, __ATOMIC_RELAXED) > DEV_WATCHES)
+            return 0;
         v->notify = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
         if (v->notify < 0)
             return 0;
@@ -244,7 +255,9 @@ dev_verdicts_release(struct dev_verdicts *v)
         if (v->dev >= 0)
             close(v->dev);
     }
-    v->state = 0, v->count = 0, v->probed = 0, v->pending = 0;
+    if (v->counted)
+        __atomic_sub_fetch(&dev_watches, 1, __ATOMIC_RELAXED);
+    v->state = 0, v->count = 0, v->probed = 0, v->pending = 0, v->counted = 0;
 }
 
 /* Continues the write-open (flags: the register's, masked) of path, read once from the
