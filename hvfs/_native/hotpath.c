@@ -48,20 +48,21 @@ raise_errno(int code, const char *what)
  * hangs up (every thread of the VM has exited: NOTIF_RECV would block for ever), else
  * the errno of a failed poll or receive. A notification cancelled before we got it
  * (ENOENT) or a signal (EINTR) is not an error: poll again. watch_fd (-1: none) is polled
- * with them, *watched set where it is readable (served_dev.h's watch: an event queued before
- * the notification arrived is seen by the poll that returns it, at no call more). */
+ * with them until it is readable, then *watched is set (served_dev.h's watch: an event queued
+ * before the notification arrived is seen by the poll that returns it, at no call more) and
+ * it is polled no more: it stays readable until read, and would wake every poll. */
 static int
 receive_one(int listener, int stop_fd, int watch_fd, int *watched, struct seccomp_notif *notif)
 {
     for (;;) {
         struct pollfd fds[3] = {{.fd = listener, .events = POLLIN}, {.fd = stop_fd, .events = POLLIN},
                                 {.fd = watch_fd, .events = POLLIN}};
-        if (poll(fds, watch_fd >= 0 ? 3 : 2, -1) < 0) {
+        if (poll(fds, watch_fd >= 0 && !*watched ? 3 : 2, -1) < 0) {
             if (errno == EINTR)
                 continue;
             return errno;
         }
-        if (fds[2].revents)
+        if (fds[2].revents) /* never so where it is not polled: 0 as initialised */
             *watched = 1;
         if (fds[1].revents)
             return -1;
@@ -253,7 +254,8 @@ hp_serve(PyObject *self, PyObject *args)
     int got, failed = 0, served = DECLINED, written = 0, install = -1;
     unsigned int newfd_flags = 0;
     Py_BEGIN_ALLOW_THREADS
-    while ((got = receive_one(listener, stop_fd, verdicts.state > 0 ? verdicts.notify : -1, &verdicts.pending, &notif)) == 0) {
+    while ((got = receive_one(listener, stop_fd, verdicts.state > 0 ? verdicts.notify : -1, &verdicts.pending,
+                              &notif)) == 0) {
         int nr = notif.data.nr;
         const struct rule *rule = nr >= 0 && (size_t)nr < known ? &rule_of[nr] : NULL;
         struct seccomp_notif_resp resp = {.id = notif.id};
