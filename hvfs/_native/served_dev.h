@@ -130,7 +130,9 @@
  * default: a rootless manager's are its user's); past that, every open is probed.
  * Nothing kept decides what the VM can reach: the boot view does (this header's first
  * part); a stale verdict would only answer otherwise than Python.
- * tests/adversarial/test_served_dev_races.py flips /dev's entries and modes under it. */
+ * tests/test_served_dev.py changes the view (through the manager's fd of it) while the loop
+ * answers, and finds the change seen; tests/adversarial/test_served_dev_races.py (dev_swap)
+ * swaps /dev/zero with a regular file under a thread's opens. */
 #define DEV_VERDICTS 8
 #define DEV_PROBES_UNWATCHED 4 /* device opens a serve call probes before it makes the watch */
 #define DEV_WATCHES 16         /* watches made at once in the manager, at most */
