@@ -13,6 +13,7 @@ import json
 import os
 import stat
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -359,3 +360,45 @@ def test_a_kept_device_verdict_is_forgotten_on_a_change_no_request_of_the_vm_mad
     assert vm.returncode == 0 and json.loads(out) == ["ok", "reg"], out
     compiled = json.loads((tmp_path / "stats.json").read_text())["compiled"]
     assert compiled.get("open_continued", 0) > 10, compiled  # the loop kept its verdict meanwhile
+
+
+IDLE_PROBE = r"""
+import os, time
+for _ in range(10):  # a serve call's watch made (served_dev.h: after four probes)
+    os.close(os.open("/dev/null", os.O_WRONLY))
+os.mkdir("/event")  # served in C, in the same serve call: an event on the watch
+os.rmdir("/event")
+print("idle", flush=True)
+time.sleep(3)
+"""
+
+
+def test_a_watch_with_an_event_unread_leaves_the_loop_asleep(hvfs: Hvfs, tmp_path: Path) -> None:
+    """The receive loop polls the kept verdicts' watch with the listener until it is readable,
+    then no more (it stays readable until a device open reads it): while the VM sleeps after
+    an event no open has read, every thread of its manager is found asleep (a loop polling a
+    readable fd would never be: it is running or runnable all the time)."""
+    os.chmod(tmp_path, 0o755)
+    (tmp_path / "probe.py").write_text(IDLE_PROBE)
+    state = state_dir(None, "dev-idle")
+    runner = hvfs.with_env(HVFS_STATE_DIR=state)
+    stats = tmp_path / "stats.json"
+    args = [*runner.command, "run", "--strict", "--stats", str(stats), "-v", f"{tmp_path / 'probe.py'}:/probe.py:ro"]
+    with subprocess.Popen([*args, "--", "python3", "/probe.py"], stdout=subprocess.PIPE, text=True) as vm:
+        assert vm.stdout is not None
+        assert vm.stdout.readline().strip() == "idle"
+        pid = json.loads((Path(state) / "manager.json").read_text())["pid"]
+        asleep: dict[str, bool] = {}
+        for _ in range(40):
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                try:
+                    status = (task / "stat").read_text().rpartition(")")[2].split()[0]
+                except OSError:
+                    continue
+                asleep[task.name] = asleep.get(task.name, False) or status != "R"
+            time.sleep(0.01)
+        vm.communicate(timeout=60)
+    assert vm.returncode == 0
+    assert all(asleep.values()), asleep
+    compiled = json.loads(stats.read_text())["compiled"]
+    assert compiled.get("open_continued", 0) >= 10 and compiled.get("mkdir_served", 0) == 1, compiled
