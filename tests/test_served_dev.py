@@ -222,6 +222,36 @@ def test_a_rootless_audited_vms_device_write_opens_are_recorded_as_python_record
     _audited(rootless, shared_tmp, rootless.user, *(("--default",) if profile == "default" else ()))
 
 
+MANY_PROBE = r"""
+import os
+for n in range(30):  # one serve call: the watch made after four probes, then verdicts kept
+    for path in ("/dev/null", "/dev/zero", "/dev/full", "/dev/urandom"):
+        os.close(os.open(path, os.O_WRONLY | (os.O_CREAT | os.O_TRUNC if n % 2 else 0)))
+print("{}")
+"""
+
+
+@pytest.mark.parametrize("as_user", [False, True], ids=["root", "vm-user"])
+def test_an_audited_vms_kept_device_verdicts_are_recorded_as_python_records_them(
+    hvfs: Hvfs, tmp_path: Path, as_user: bool
+) -> None:
+    """120 device opens in a row of an audited strict VM, most continued on a verdict kept and
+    named with /dev's name kept (served_dev.h): the same records as the Python path's."""
+    os.chmod(tmp_path, 0o755)
+    records = []
+    for way, place in both_ways(hvfs, _in_python(hvfs), tmp_path, None):
+        _volume(place, 1000 if as_user else None)
+        (place / "probe" / "probe.py").write_text(MANY_PROBE)
+        options = ("-u", "1000:1000") if as_user else ()
+        _, stats, _ = run_probe(way, place, *options, "--audit", AUDIT)
+        records.append((audit_records(place), stats["compiled"].get("open_continued", 0)))
+    (c_records, c_continued), (python_records, python_continued) = records
+    assert c_records == python_records
+    devices = [r for r in c_records if r["operation"] == "open" and r["paths"][0].startswith("/dev/")]
+    assert len(devices) == 120 and {r["result"] for r in devices} == {"continued"}, devices[:3]
+    assert c_continued - python_continued >= 120, (c_continued, python_continued)
+
+
 LOCKED_PROBE = (
     r"""
 import json, os

@@ -154,6 +154,8 @@ struct dev_verdicts {
     unsigned int probed; /* device opens probed this serve call */
     unsigned int count, next;
     struct dev_verdict held[DEV_VERDICTS];
+    size_t head_length; /* an audited VM's: the name resolved_name gave /dev, or 0 */
+    char head[DEV_NAME_BYTES];
 };
 
 static int dev_watches; /* made and not yet released, in every serve call of the manager */
@@ -208,11 +210,11 @@ dev_verdicts_current(struct dev_verdicts *v, int rw_root)
     char events[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
     ssize_t got;
     while ((got = read(v->notify, events, sizeof events)) > 0)
-        v->count = 0;
+        v->count = 0, v->head_length = 0;
     if (got < 0 && errno == EAGAIN)
         return 1;
     v->state = -1; /* the watch unreadable: nothing kept from now on */
-    v->count = 0;
+    v->count = 0, v->head_length = 0;
     return 0;
 }
 
@@ -259,7 +261,34 @@ dev_verdicts_release(struct dev_verdicts *v)
     }
     if (v->counted)
         __atomic_sub_fetch(&dev_watches, 1, __ATOMIC_RELAXED);
-    v->state = 0, v->count = 0, v->probed = 0, v->pending = 0, v->counted = 0;
+    v->state = 0, v->count = 0, v->probed = 0, v->pending = 0, v->counted = 0, v->head_length = 0;
+}
+
+/* An audited VM's event named as served.py _resolved names it (resolved_name): /dev's name,
+ * kept while the watch holds (its entry in the root, a mount point: its name changes only
+ * with an entry of the root, which the watch reports, or a mount, which none makes), and
+ * NAME; resolved_name's where none is kept yet, which keeps it. 0, or -1 (declined). */
+static int
+dev_event_name(const struct stat_context *c, struct dev_verdicts *v, int watched, const char *path, const char *name)
+{
+    struct served_note *n = c->note;
+    size_t last = strlen(name);
+    if (watched && v->head_length && roots_named(c) && v->head_length + 1 + last < sizeof n->name) {
+        memcpy(n->name, v->head, v->head_length);
+        n->name[v->head_length] = '/';
+        memcpy(n->name + v->head_length + 1, name, last + 1);
+        n->length = v->head_length + 1 + last;
+        return 0;
+    }
+    if (resolved_name(c, "", &(struct stat){0}, path) < 0) /* as the manager, switched back */
+        return -1;
+    size_t head = n->length - last - 1; /* resolved_name's own: its head, "/", then the last component */
+    if (watched && n->length > last && n->name[head] == '/' && strcmp(n->name + head + 1, name) == 0 && head > 0 &&
+        head < sizeof v->head) {
+        memcpy(v->head, n->name, head);
+        v->head_length = head;
+    }
+    return 0;
 }
 
 /* Continues the write-open (flags: the register's, masked) of path, read once from the
@@ -291,7 +320,7 @@ serve_dev_write(const struct stat_context *c, int listener, const struct seccomp
         if (watched)
             dev_verdict_keep(v, name, nofollow, a);
     }
-    if (audited && resolved_name(c, "", &(struct stat){0}, path) < 0) /* as the manager, switched back */
+    if (audited && dev_event_name(c, v, watched, path, name) < 0)
         return DECLINED;
     resp->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
     note_answered(c, AUDIT_OPEN, audited ? c->note->flags : 0, resp); /* the decoder's flags, serve_open's */
