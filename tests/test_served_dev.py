@@ -8,14 +8,19 @@ lets the call run: tracer_write.h); and C continued the plain ones, the Python r
 
 from __future__ import annotations
 
+import ctypes
+import json
 import os
+import stat
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import Hvfs, chown_to
-from tests.served_probe import ATTEMPT, AUDIT, audit_records, both_ways, compared_runs, run_probe
+from tests.conftest import Hvfs, chown_to, state_dir
+from tests.served_probe import ATTEMPT, AUDIT, audit_records, both_ways, compared_runs, run_probe, snapshot
 from tests.test_served_write import _in_python
 
 PROBE = (
@@ -169,20 +174,82 @@ def test_a_rootless_vms_device_write_open_answers_as_the_python_path(
     _expected(_compared(rootless, shared_tmp, rootless.user, *options), True)
 
 
-def test_an_audited_vms_device_write_opens_are_pythons_and_recorded_alike(hvfs: Hvfs, tmp_path: Path) -> None:
-    """An audited VM's continued write-open is recorded by the Python path ("continued"): C
-    declines it, so both runs record the same events and C continues none of them."""
+def _audited(runner: Hvfs, root: Path, owner: int | str | None, *options: str) -> list[dict[str, Any]]:
+    """The probe run audited, served in C and on the Python path, each on a fresh volume:
+    answers, files, diffs, request counts and audit records alike; C continued the plain
+    device opens and recorded each one (a strict VM's: the default profile's audited VM is
+    Python's alone). The C run's open records."""
     runs = []
+    for way, place in both_ways(runner, _in_python(runner), root, owner):
+        data = _volume(place, owner)
+        answers, stats, diff = run_probe(way, place, *options, "--audit", AUDIT)
+        runs.append((answers, audit_records(place), stats, diff, snapshot(data)))
+    (in_c, c_records, c_stats, *c_rest), (in_python, python_records, python_stats, *python_rest) = runs
+    assert in_c == in_python and c_rest == python_rest, (in_c, in_python)  # and the diffs, the files
+    assert c_records == python_records, [(a, b) for a, b in zip(c_records, python_records, strict=False) if a != b][:3]
+    assert c_stats["requests"]["open"] == python_stats["requests"]["open"], (c_stats, python_stats)
+    continued = [stats["compiled"].get("open_continued", 0) for stats in (c_stats, python_stats)]
+    if "--default" in options:  # an audited VM of the default profile has nothing served in C (runtime.py)
+        assert continued == [0, 0], (c_stats["compiled"], python_stats["compiled"])
+    else:
+        assert continued[0] - continued[1] >= C_CONTINUED_AT_LEAST, (c_stats["compiled"], python_stats["compiled"])
+    opens = [r for r in c_records if r.get("operation") == "open"]
+    assert sum(r.get("paths") == ["/dev/null"] and r.get("result") == "continued" for r in opens) >= 10, opens
+    return opens
+
+
+@pytest.mark.parametrize("profile", ["default", "strict"])
+@pytest.mark.parametrize("as_user", [False, True], ids=["root", "vm-user"])
+def test_an_audited_vms_device_write_opens_are_continued_in_c_and_recorded_as_python_records_them(
+    hvfs: Hvfs, tmp_path: Path, as_user: bool, profile: str
+) -> None:
+    """An audited strict VM's write-open of a device is continued by the C loop (served_dev.h)
+    and its event recorded there ("continued", named as served.py names it): the same
+    records, in the same order, as the Python path's, and the same answers, files and counts."""
+    os.chmod(tmp_path, 0o755)
+    owner = 1000 if as_user else None
+    options = (*(("-u", "1000:1000") if as_user else ()), *(("--default",) if profile == "default" else ()))
+    opens = _audited(hvfs, tmp_path, owner, *options)
+    assert {r["paths"][0] for r in opens if r["result"] == "continued"} >= {"/dev/null", "/dev/zero", "/dev/full"}
+
+
+@pytest.mark.rootless
+@pytest.mark.parametrize("profile", ["default", "strict"])
+def test_a_rootless_audited_vms_device_write_opens_are_recorded_as_python_records_them(
+    rootless: Hvfs, shared_tmp: Path, profile: str
+) -> None:
+    assert rootless.user is not None
+    _audited(rootless, shared_tmp, rootless.user, *(("--default",) if profile == "default" else ()))
+
+
+MANY_PROBE = r"""
+import os
+for n in range(30):  # one serve call: the watch made after four probes, then verdicts kept
+    for path in ("/dev/null", "/dev/zero", "/dev/full", "/dev/urandom"):
+        os.close(os.open(path, os.O_WRONLY | (os.O_CREAT | os.O_TRUNC if n % 2 else 0)))
+print("{}")
+"""
+
+
+@pytest.mark.parametrize("as_user", [False, True], ids=["root", "vm-user"])
+def test_an_audited_vms_kept_device_verdicts_are_recorded_as_python_records_them(
+    hvfs: Hvfs, tmp_path: Path, as_user: bool
+) -> None:
+    """120 device opens in a row of an audited strict VM, most continued on a verdict kept and
+    named with /dev's name kept (served_dev.h): the same records as the Python path's."""
+    os.chmod(tmp_path, 0o755)
+    records = []
     for way, place in both_ways(hvfs, _in_python(hvfs), tmp_path, None):
-        _volume(place, None)
-        answers, stats, _ = run_probe(way, place, "--default", "--audit", AUDIT)
-        opens = [r for r in audit_records(place) if r.get("operation") == "open"]
-        runs.append((answers, opens, stats))
-    (in_c, c_opens, c_stats), (in_python, python_opens, python_stats) = runs
-    assert in_c == in_python and c_opens == python_opens
-    assert sum(r.get("paths") == ["/dev/null"] and r.get("result") == "continued" for r in c_opens) >= 10, c_opens
-    assert c_stats["compiled"].get("open_continued", 0) == 0, c_stats
-    assert c_stats["requests"]["open"] == python_stats["requests"]["open"]
+        _volume(place, 1000 if as_user else None)
+        (place / "probe" / "probe.py").write_text(MANY_PROBE)
+        options = ("-u", "1000:1000") if as_user else ()
+        _, stats, _ = run_probe(way, place, *options, "--audit", AUDIT)
+        records.append((audit_records(place), stats["compiled"].get("open_continued", 0)))
+    (c_records, c_continued), (python_records, python_continued) = records
+    assert c_records == python_records
+    devices = [r for r in c_records if r["operation"] == "open" and r["paths"][0].startswith("/dev/")]
+    assert len(devices) == 120 and {r["result"] for r in devices} == {"continued"}, devices[:3]
+    assert c_continued - python_continued >= 120, (c_continued, python_continued)
 
 
 LOCKED_PROBE = (
@@ -240,3 +307,128 @@ def test_a_device_behind_a_directory_the_caller_may_not_search_is_failed_as_pyth
     here = "dev_continued_here" if driver else "compiled"  # the user's /dev/null: C's
     continued = [stats[here] if driver else stats[here].get("open_continued", 0) for stats in (c_stats, python_stats)]
     assert continued[0] - continued[1] >= 2, (c_stats, python_stats)
+
+
+WATCHED_PROBE = (
+    r"""
+import json, os, stat, threading, time
+"""
+    + ATTEMPT
+    + r"""
+open("/dev/spare", "w").close()
+stop = False
+
+def warm():
+    while not stop:
+        try:
+            os.close(os.open("/dev/zero", os.O_WRONLY))
+        except OSError:
+            pass
+
+thread = threading.Thread(target=warm)
+thread.start()
+time.sleep(0.3)
+print("ready", flush=True)
+while not os.path.exists("/data/go"):
+    time.sleep(0.002)
+
+def opened():
+    fd = os.open("/dev/zero", os.O_WRONLY)
+    try:
+        return "reg" if stat.S_ISREG(os.fstat(fd).st_mode) else "other"
+    finally:
+        os.close(fd)
+
+answer = attempt(opened)
+stop = True
+thread.join()
+print(json.dumps(answer))
+"""
+)
+RENAME_EXCHANGE = 2
+
+
+def _exchanged_in_the_view(state: str) -> None:
+    """/dev/zero and /dev/spare exchanged in the running VM's writable view by the host, through
+    the manager's own fd of it (/proc/PID/fd/N: the boot view's fd refuses, EROFS): a change
+    of the view no request of the VM's makes."""
+    pid = json.loads((Path(state) / "manager.json").read_text())["pid"]
+    renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    for entry in sorted(Path(f"/proc/{pid}/fd").iterdir()):
+        dev = entry / "dev"
+        try:
+            if not (dev / "spare").is_file() or not stat.S_ISCHR(os.stat(dev / "zero").st_mode):
+                continue
+        except OSError:
+            continue
+        if renameat2(-100, bytes(dev / "zero"), -100, bytes(dev / "spare"), RENAME_EXCHANGE) == 0:
+            return
+    raise AssertionError("no writable view of the VM among the manager's fds")
+
+
+def test_a_kept_device_verdict_is_forgotten_on_a_change_no_request_of_the_vm_made(hvfs: Hvfs, tmp_path: Path) -> None:
+    """served_dev.h keeps a device's verdict while its inotify watch reports no change of the
+    writable view's /dev: a change made while the C loop answers, here by the host through the
+    manager's fd of the view (a takeover's Python worker, the manager's own commands, make
+    them so), is seen: /dev/zero, a regular file now, is the manager's to serve (its writes
+    noted), never continued on the verdict kept for the device (the kernel's EROFS on the boot
+    view's read-only /dev)."""
+    os.chmod(tmp_path, 0o755)
+    data = tmp_path / "data"
+    data.mkdir()
+    (tmp_path / "probe.py").write_text(WATCHED_PROBE)
+    state = state_dir(None, "dev-watch")
+    runner = hvfs.with_env(HVFS_STATE_DIR=state)
+    volumes = ["-v", f"{data}:/data", "-v", f"{tmp_path / 'probe.py'}:/probe.py:ro"]
+    args = [*runner.command, "run", "--strict", "--stats", str(tmp_path / "stats.json"), *volumes]
+    with subprocess.Popen([*args, "--", "python3", "/probe.py"], stdout=subprocess.PIPE, text=True) as vm:
+        assert vm.stdout is not None
+        assert vm.stdout.readline().strip() == "ready"
+        _exchanged_in_the_view(state)
+        (data / "go").touch()
+        out, _ = vm.communicate(timeout=60)
+    assert vm.returncode == 0 and json.loads(out) == ["ok", "reg"], out
+    compiled = json.loads((tmp_path / "stats.json").read_text())["compiled"]
+    assert compiled.get("open_continued", 0) > 10, compiled  # the loop kept its verdict meanwhile
+
+
+IDLE_PROBE = r"""
+import os, time
+for _ in range(10):  # a serve call's watch made (served_dev.h: after four probes)
+    os.close(os.open("/dev/null", os.O_WRONLY))
+os.mkdir("/event")  # served in C, in the same serve call: an event on the watch
+os.rmdir("/event")
+print("idle", flush=True)
+time.sleep(3)
+"""
+
+
+def test_a_watch_with_an_event_unread_leaves_the_loop_asleep(hvfs: Hvfs, tmp_path: Path) -> None:
+    """The receive loop polls the kept verdicts' watch with the listener until it is readable,
+    then no more (it stays readable until a device open reads it): while the VM sleeps after
+    an event no open has read, every thread of its manager is found asleep (a loop polling a
+    readable fd would never be: it is running or runnable all the time)."""
+    os.chmod(tmp_path, 0o755)
+    (tmp_path / "probe.py").write_text(IDLE_PROBE)
+    state = state_dir(None, "dev-idle")
+    runner = hvfs.with_env(HVFS_STATE_DIR=state)
+    stats = tmp_path / "stats.json"
+    args = [*runner.command, "run", "--strict", "--stats", str(stats), "-v", f"{tmp_path / 'probe.py'}:/probe.py:ro"]
+    with subprocess.Popen([*args, "--", "python3", "/probe.py"], stdout=subprocess.PIPE, text=True) as vm:
+        assert vm.stdout is not None
+        assert vm.stdout.readline().strip() == "idle"
+        pid = json.loads((Path(state) / "manager.json").read_text())["pid"]
+        asleep: dict[str, bool] = {}
+        for _ in range(40):
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                try:
+                    status = (task / "stat").read_text().rpartition(")")[2].split()[0]
+                except OSError:
+                    continue
+                asleep[task.name] = asleep.get(task.name, False) or status != "R"
+            time.sleep(0.01)
+        vm.communicate(timeout=60)
+    assert vm.returncode == 0
+    assert all(asleep.values()), asleep
+    compiled = json.loads(stats.read_text())["compiled"]
+    assert compiled.get("open_continued", 0) >= 10 and compiled.get("mkdir_served", 0) == 1, compiled

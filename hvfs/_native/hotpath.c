@@ -47,17 +47,23 @@ raise_errno(int code, const char *what)
  * without the GIL. 0 with a notification, -1 when stop_fd is readable or the listener
  * hangs up (every thread of the VM has exited: NOTIF_RECV would block for ever), else
  * the errno of a failed poll or receive. A notification cancelled before we got it
- * (ENOENT) or a signal (EINTR) is not an error: poll again. */
+ * (ENOENT) or a signal (EINTR) is not an error: poll again. watch_fd (-1: none) is polled
+ * with them until it is readable, then *watched is set (served_dev.h's watch: an event queued
+ * before the notification arrived is seen by the poll that returns it, at no call more) and
+ * it is polled no more: it stays readable until read, and would wake every poll. */
 static int
-receive_one(int listener, int stop_fd, struct seccomp_notif *notif)
+receive_one(int listener, int stop_fd, int watch_fd, int *watched, struct seccomp_notif *notif)
 {
     for (;;) {
-        struct pollfd fds[2] = {{.fd = listener, .events = POLLIN}, {.fd = stop_fd, .events = POLLIN}};
-        if (poll(fds, 2, -1) < 0) {
+        struct pollfd fds[3] = {{.fd = listener, .events = POLLIN}, {.fd = stop_fd, .events = POLLIN},
+                                {.fd = watch_fd, .events = POLLIN}};
+        if (poll(fds, watch_fd >= 0 && !*watched ? 3 : 2, -1) < 0) {
             if (errno == EINTR)
                 continue;
             return errno;
         }
+        if (fds[2].revents) /* never so where it is not polled: 0 as initialised */
+            *watched = 1;
         if (fds[1].revents)
             return -1;
         if (fds[0].revents & POLLIN) {
@@ -95,7 +101,7 @@ hp_receive(PyObject *self, PyObject *args)
     struct seccomp_notif notif;
     int got;
     Py_BEGIN_ALLOW_THREADS
-    got = receive_one(listener, stop_fd, &notif);
+    got = receive_one(listener, stop_fd, -1, NULL, &notif);
     Py_END_ALLOW_THREADS
     if (got > 0)
         return raise_errno(got, "NOTIF_RECV");
@@ -212,12 +218,14 @@ hp_serve(PyObject *self, PyObject *args)
     int record_handed, stat_on;
     struct stat_context stat = {.vm_root = -1};
     struct served_note note; /* stat.note, where an audited VM's are served too */
+    struct dev_verdicts verdicts = {0}; /* stat.verdicts: served_dev.h's, for this call */
     if (!PyArg_ParseTuple(args, "iiy*y*Onnw*p|OO", &listener, &stop_fd, &rules, &values, &table_object, &slot_at,
                           &last_at, &counts, &record_handed, &bumps_object, &stat_object))
         return NULL;
     PyObject *result = NULL;
     if ((stat_on = stat_context_of(stat_object, &stat, stat_views, &note)) < 0)
         goto done;
+    stat.verdicts = &verdicts;
     if (counts.len < (Py_ssize_t)(COUNTS * sizeof(uint64_t))) {
         PyErr_SetString(PyExc_ValueError, "counts: three uint64 are needed");
         goto done;
@@ -246,7 +254,8 @@ hp_serve(PyObject *self, PyObject *args)
     int got, failed = 0, served = DECLINED, written = 0, install = -1;
     unsigned int newfd_flags = 0;
     Py_BEGIN_ALLOW_THREADS
-    while ((got = receive_one(listener, stop_fd, &notif)) == 0) {
+    while ((got = receive_one(listener, stop_fd, verdicts.state > 0 ? verdicts.notify : -1, &verdicts.pending,
+                              &notif)) == 0) {
         int nr = notif.data.nr;
         const struct rule *rule = nr >= 0 && (size_t)nr < known ? &rule_of[nr] : NULL;
         struct seccomp_notif_resp resp = {.id = notif.id};
@@ -307,6 +316,7 @@ hp_serve(PyObject *self, PyObject *args)
         result = notification(&notif);
 done:
     release_stat(&stat, stat_views);
+    dev_verdicts_release(&verdicts);
     if (table.buf)
         PyBuffer_Release(&table);
     if (bumps.buf)

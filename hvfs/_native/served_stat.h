@@ -64,6 +64,8 @@ enum { COUNTS_STAT, COUNTS_STATX, COUNTS_OPEN, COUNTS_UNLINK, COUNTS_CHMOD, COUN
        COUNTS_MKDIR, COUNTS_RMDIR, COUNTED_KINDS }; /* counts: [COUNTS_*][SERVED_*] */
 enum { DECLINED = 0, ANSWER = 1, GONE = 2 };
 
+struct dev_verdicts; /* served_dev.h */
+
 struct stat_context {
     int vm_root;
     const volatile uint8_t *quiet; /* 1 while no hook, audit or fault rule must see a stat */
@@ -84,6 +86,7 @@ struct stat_context {
     struct kept_base *kept;   /* served_base.h: a relative path's base kept open, or NULL */
     int real_ids;             /* served_link.h's access: a caller whose real ids switch otherwise declined */
     int self_fds;             /* fd_change.h self_fds_open: this thread's /proc/thread-self/fd, or -1 */
+    struct dev_verdicts *verdicts; /* served_dev.h: hp_serve's kept device verdicts, or NULL */
 };
 
 #include "first_credentials.h" /* first_credentials: a caller's read and kept here */

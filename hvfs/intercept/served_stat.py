@@ -74,7 +74,9 @@ its text does not find (a symlink on the way), named by the kernel's name of the
 out. Its write-opens, unlinks and fd metadata changes
 are served as a quiet VM's are (their names are their text, or the fd's VM path, as Python
 names them), each event recorded the same way, an errno C answers (EEXIST, a failed change)
-as the dispatch records the handler's. The rest is Python's, which records it: a stat,
+as the dispatch records the handler's; its write-opens of a device under /dev are
+continued there, each recorded as the dispatch records Python's continue (served_dev.h). The
+rest is Python's, which records it: a stat,
 readlink or access through a symlink on the way, a FIFO's open, a VM whose roots do not
 read as "/".
 """
