@@ -142,6 +142,33 @@ struct published {
     uint32_t spare;
 };
 
+/* published_in's record of tid, its poll left to the caller: its index in known, with *a what
+ * acting as it switches; or -1. A caller that proves the record's thread alive otherwise
+ * (served_fdmeta.h: a duplicate taken through its pidfd) makes no poll. */
+static long
+published_record(const struct watch_state *watch, const uint64_t *bumps, const struct published *known,
+                 size_t count, pid_t tid, struct acting *a)
+{
+    uint64_t generation = __atomic_load_n(&watch->generation, __ATOMIC_ACQUIRE) +
+                          bumps_of(bumps, tid); /* CredWatch.generation_of(tid) */
+    if (!__atomic_load_n(&watch->trusted, __ATOMIC_ACQUIRE) || __atomic_load_n(&watch->changing, __ATOMIC_ACQUIRE))
+        return -1;
+    for (size_t i = 0; i < count; i++) {
+        if (known[i].tid != tid || known[i].pidfd < 0)
+            continue;
+        if (known[i].generation != generation)
+            return -1;
+        const struct published *p = &known[i];
+        if (p->ngroups > PUBLISHED_GROUPS)
+            return -1;
+        *a = (struct acting){.what = p->what, .uid = p->uid, .gid = p->gid, .ngroups = p->ngroups,
+                             .effective = p->effective, .groups = p->groups, .umask = p->umask,
+                             .access_alike = p->access_alike};
+        return (long)i;
+    }
+    return -1;
+}
+
 /* Whether the credentials of tid are published (known, count: one worker's records), under
  * the watch's generation (with the bumps C made, of the VM and of tid's bucket, or NULL), and still hold: then *a is what
  * acting as them switches. */
@@ -149,25 +176,11 @@ static int
 published_in(const struct watch_state *watch, const uint64_t *bumps, const struct published *known,
              size_t count, pid_t tid, struct acting *a)
 {
-    uint64_t generation = __atomic_load_n(&watch->generation, __ATOMIC_ACQUIRE) +
-                          bumps_of(bumps, tid); /* CredWatch.generation_of(tid) */
-    if (!__atomic_load_n(&watch->trusted, __ATOMIC_ACQUIRE) || __atomic_load_n(&watch->changing, __ATOMIC_ACQUIRE))
+    long at = published_record(watch, bumps, known, count, tid, a);
+    if (at < 0)
         return 0;
-    for (size_t i = 0; i < count; i++) {
-        if (known[i].tid != tid || known[i].pidfd < 0)
-            continue;
-        if (known[i].generation != generation)
-            return 0;
-        const struct published *p = &known[i];
-        if (p->ngroups > PUBLISHED_GROUPS)
-            return 0;
-        *a = (struct acting){.what = p->what, .uid = p->uid, .gid = p->gid, .ngroups = p->ngroups,
-                             .effective = p->effective, .groups = p->groups, .umask = p->umask,
-                             .access_alike = p->access_alike};
-        struct pollfd alive = {.fd = known[i].pidfd, .events = POLLIN};
-        return poll(&alive, 1, 0) == 0; /* alive, it holds its number: the notifier is that thread */
-    }
-    return 0;
+    struct pollfd alive = {.fd = known[at].pidfd, .events = POLLIN};
+    return poll(&alive, 1, 0) == 0; /* alive, it holds its number: the notifier is that thread */
 }
 
 
