@@ -43,6 +43,7 @@ def test_a_kept_write_base_never_acts_in_a_directory_that_took_its_name(
         until.set()
         if host is not None:
             host.join()
+    print(f"write bases swapped by the {swapper}, {attacker.variant}: {outcome.report}")
     assert outcome.code == 0, outcome.stderr
     assert outcome.count("escapes") == 0, outcome.report
     assert outcome.count("tries") >= 1000 and outcome.count("inside") >= 1000, outcome.report
