@@ -1,12 +1,13 @@
-"""The supervisor's CPU per trapped request of W5 (git status and git log in a 2,000-file
-repository) under ``hvfs run --strict`` against the strict floor's (issue 14: W5 within
-1.3× of ``floor-strict-sync``), to tell the C loop's own cost per request from the rest of
-the wall-time gap (the VM's start, wake-ups, the CPU the VM's programs run on).
+"""The supervisor's CPU per trapped request of a workload under ``hvfs run --strict`` against
+the strict floor's (issue 14: W2, W3t and W5 within 1.3× of ``floor-strict-sync``), to tell
+the C loop's own cost per request from the rest of the wall-time gap (the VM's start,
+wake-ups, the CPU the VM's programs run on).
 
-    python benchmarks/served_floor_cpu.py [--rounds 5] [--hvfs DIR]
+    python benchmarks/served_floor_cpu.py [--workload W5|W2|W3t] [--rounds 5] [--hvfs DIR]
 
-Each round runs W5 five times over (in one VM, the ticks of /proc too coarse for one run)
-under each, in turn:
+Each round runs the workload (W5: git status and git log in a 2,000-file repository; W2:
+find -printf over the stdlib; W3t: untar and rm -rf of 3,000 files on a tmpfs, root only)
+five times over (in one VM, the ticks of /proc too coarse for one run) under each, in turn:
 - hvfs: ``hvfs-py run --strict --stats FILE`` on one warm manager of its own (a private
   state directory, stopped at the end), its CPU time (user + system, all its threads,
   /proc/PID/stat) read before and after the run, less that of a ``hvfs run --strict --
@@ -40,10 +41,30 @@ TICK = os.sysconf("SC_CLK_TCK")
 TIMES = 5  # W5 runs in one VM: /proc counts the manager's time in ticks of 10 ms, one run's is ~0.1 s
 
 
-def _w5() -> list[str]:
+def _times(command: str) -> list[str]:
+    return ["sh", "-c", f"for _ in {' '.join(['x'] * TIMES)}; do {command}; done"]
+
+
+def _w5(layout: fixtures.Layout) -> tuple[list[str], Path]:
+    fixtures.make_git_repo(layout)
     git = " ".join(GIT)
     status = f"{git} -c core.untrackedCache=false status --porcelain >/dev/null"
-    return ["sh", "-c", f"for _ in {' '.join(['x'] * TIMES)}; do {status} && {git} log --stat >/dev/null; done"]
+    return _times(f"{status} && {git} log --stat >/dev/null"), layout.templates / "repo"
+
+
+def _w2(layout: fixtures.Layout) -> tuple[list[str], Path]:
+    fixtures.copy_pylib(layout)
+    return _times(f'find {layout.work}/pylib -printf "%s %m %p\\n" >/dev/null'), layout.work
+
+
+def _w3t(layout: fixtures.Layout) -> tuple[list[str], Path]:
+    fixtures.mount_tmpfs(layout)  # raises fixtures.Unavailable without root
+    cwd = fixtures.tmpfs_dir(layout) / "w3"
+    cwd.mkdir()
+    return _times(f"tar -xf {layout.work}/w3.tar && rm -rf tree"), cwd
+
+
+WORKLOADS = {"W5": _w5, "W2": _w2, "W3t": _w3t}  # each makes its fixtures: the command and its directory
 
 
 def _manager_cpu(state: Path) -> float:
@@ -53,26 +74,26 @@ def _manager_cpu(state: Path) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime: fields 14 and 15
 
 
-def _hvfs_round(package: Path, state: Path, repo: Path, scratch: Path) -> float:
+def _hvfs_round(package: Path, state: Path, command: list[str], work: Path, cwd: Path, scratch: Path) -> float:
     env = {**os.environ, "PYTHONPATH": str(package), "HVFS_STATE_DIR": str(state)}
-    base = [sys.executable, "-m", "hvfs", "run", "--strict", "-v", f"{repo}:{repo}", "-w", str(repo)]
+    base = [sys.executable, "-m", "hvfs", "run", "--strict", "-v", f"{work}:{work}", "-w", str(cwd)]
     subprocess.run([*base, "--", "true"], env=env, check=True)  # a manager up, warm
     before = _manager_cpu(state)
     subprocess.run([*base, "--", "true"], env=env, check=True)
     start = _manager_cpu(state) - before
     stats = scratch / "stats.json"
     before = _manager_cpu(state)
-    subprocess.run([*base, "--stats", str(stats), "--", *_w5()], env=env, check=True)
+    subprocess.run([*base, "--stats", str(stats), "--", *command], env=env, check=True)
     spent = _manager_cpu(state) - before - start
     compiled = json.loads(stats.read_text())["compiled"]
     requests = sum(compiled.get(key, 0) for key in ("answered", "continued", "handed_to_python"))
     return spent / requests * 1e6
 
 
-def _floor_round(floor: Path, program: Path, repo: Path) -> float:
+def _floor_round(floor: Path, program: Path, command: list[str], cwd: Path) -> float:
     done = subprocess.run(
-        [str(floor), f"strict:{program}", "sync", "nopin", *_w5()],
-        cwd=repo,
+        [str(floor), f"strict:{program}", "sync", "nopin", *command],
+        cwd=cwd,
         env={**os.environ, "FLOOR_COUNTS": "1"},
         capture_output=True,
         text=True,
@@ -86,6 +107,7 @@ def _floor_round(floor: Path, program: Path, repo: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workload", choices=sorted(WORKLOADS), default="W5")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--hvfs", type=Path, default=HERE.parent, help="a directory holding the hvfs package")
     options = parser.parse_args()
@@ -94,8 +116,11 @@ def main() -> None:
         layout = fixtures.Layout(root)
         layout.templates.mkdir()
         (layout.work / "home").mkdir(parents=True)
-        fixtures.make_git_repo(layout)
-        repo = layout.templates / "repo"
+        try:
+            command, cwd = WORKLOADS[options.workload](layout)
+        except fixtures.Unavailable as why:
+            sys.exit(f"{options.workload}: {why}")
+        work = cwd if options.workload == "W5" else layout.work  # W5's repository alone, as before
         floor, program = root / "floor", root / "strict.bpf"
         source = HERE / "floor" / "floor.c"
         subprocess.run(["gcc", "-O2", "-Wall", "-o", str(floor), str(source)], check=True)
@@ -108,12 +133,13 @@ def main() -> None:
         floors: list[float] = []
         try:
             for round_ in range(options.rounds):
-                hvfs.append(_hvfs_round(options.hvfs, state, repo, root))
-                floors.append(_floor_round(floor, program, repo))
+                hvfs.append(_hvfs_round(options.hvfs, state, command, work, cwd, root))
+                floors.append(_floor_round(floor, program, command, cwd))
                 print(f"round {round_ + 1}: hvfs {hvfs[-1]:.2f}, floor {floors[-1]:.2f} µs CPU per request", flush=True)
         finally:
             env = {**os.environ, "PYTHONPATH": str(options.hvfs), "HVFS_STATE_DIR": str(state)}
             subprocess.run([sys.executable, "-m", "hvfs", "manager", "stop"], env=env, capture_output=True)
+            fixtures.unmount_tmpfs(layout)
         h, f = statistics.median(hvfs), statistics.median(floors)
         spans = [f"{min(values):.2f}-{max(values):.2f}" for values in (hvfs, floors)]
         print(f"median: hvfs {h:.2f} ({spans[0]}), floor {f:.2f} ({spans[1]}) µs per request; {h / f:.2f}×")

@@ -62,15 +62,16 @@ dir_in(int dir, char *path, uint64_t resolve, void *how)
 }
 
 /* Makes (remove: 0) or removes (1) the directory path (write_open.h read_write_path's: plain;
- * a relative one's base and its identity beside it) in the writable view rw_root, acting as
+ * a relative one's base and its identity beside it) in the writable view rw_root (its base
+ * kept by kept, or NULL), acting as
  * the caller (a): 0 when done, else an errno (ECANCELED: the base not the caller's, or the
  * switch failed), with nothing changed. Without the GIL. */
 static int
-dir_named(int rw_root, char *path, const char *base, const struct stat *identity, int remove, uint64_t mode,
-          struct acting *a)
+dir_named(int rw_root, struct kept_base *kept, char *path, const char *base, const struct stat *identity, int remove,
+          uint64_t mode, struct acting *a)
 {
     struct dir_act asked = {.remove = remove, .mode = mode, .a = a};
-    return act_in_view(rw_root, path, base, identity, a, dir_in, &asked);
+    return act_in_view(rw_root, kept, path, base, identity, a, dir_in, &asked);
 }
 
 #endif /* HVFS_DIR_NAMED_H */

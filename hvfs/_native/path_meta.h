@@ -62,16 +62,16 @@ change_in(int dir, char *path, uint64_t resolve, void *how)
 /* The change (kind: CHANGE_*; value: the mode, or the uid and gid in its low and high 32 bits;
  * times: utimensat's, or NULL for now) on the object path names (write_open.h read_write_path's:
  * plain; a relative one's base and its identity beside it; follow: 0 for AT_SYMLINK_NOFOLLOW) in
- * the writable view rw_root, acting as the caller (a); self_fds: this thread's
+ * the writable view rw_root (its base kept by kept, or NULL), acting as the caller (a); self_fds: this thread's
  * /proc/thread-self/fd, or -1. 0 when done, else an errno with nothing changed (ECANCELED: the
  * base not the caller's, the switch failed, a device node or a symlink's mode: attrs.py refuses
  * those, and Python answers them). Without the GIL. */
 static int
-change_named(int rw_root, char *path, const char *base, const struct stat *identity, int follow, int kind,
-             uint64_t value, const struct timespec *times, int self_fds, struct acting *a)
+change_named(int rw_root, struct kept_base *kept, char *path, const char *base, const struct stat *identity,
+             int follow, int kind, uint64_t value, const struct timespec *times, int self_fds, struct acting *a)
 {
     struct meta_act asked = {.follow = follow, .kind = kind, .value = value, .times = times, .self_fds = self_fds};
-    return act_in_view(rw_root, path, base, identity, a, change_in, &asked);
+    return act_in_view(rw_root, kept, path, base, identity, a, change_in, &asked);
 }
 
 #endif /* HVFS_PATH_META_H */

@@ -22,21 +22,14 @@
  *
  * Kept with the manager's rights, as Python opens a base; a foreign or missing base is not
  * kept. HVFS_SERVED_BASE=0 (read by served_stat.py, which then passes no keeper) opens every
- * base anew.
+ * base anew, the writable view's too (write_open.h write_base, the mutations' keeper).
  */
 #ifndef HVFS_SERVED_BASE_H
 #define HVFS_SERVED_BASE_H
 
 #include <sys/sysmacros.h> /* makedev */
 
-struct kept_base {
-    int held; /* fd is ours, and names text, of identity dev and ino */
-    int fd;   /* O_PATH | O_DIRECTORY, in the VM's root */
-    dev_t dev;
-    ino_t ino;
-    uint64_t mount; /* the caller's directory's mount id when kept; 0: unknown, never matched */
-    char text[PATH_MAX_BYTES + 1];
-};
+/* struct kept_base: write_open.h's (this keeper's fd is in the VM's root) */
 
 /* The caller's magic link to its directory (dirfd, or its cwd): read_base's. */
 static void

@@ -42,7 +42,7 @@ serve_dir_at(const struct stat_context *c, int listener, const struct seccomp_no
     int made = quiet_write_request(c, listener, notif, dirfd, path_at, &a, &p);
     if (made <= 0)
         return made < 0 ? GONE : DECLINED;
-    int failed = dir_named(c->rw_root, p.path, p.base, &p.identity, remove, mode, &a);
+    int failed = dir_named(c->rw_root, c->write_kept, p.path, p.base, &p.identity, remove, mode, &a);
     uint64_t *count = c->counts + SERVED_OUTCOMES * (remove ? COUNTS_RMDIR : COUNTS_MKDIR);
     if (failed == EEXIST && !remove) { /* the mkdirat's own answer, in the parent Python finds too */
         resp->error = -EEXIST;

@@ -16,11 +16,18 @@
  * is answered its errno, as the dispatch answers the handler's OSError.
  *
  * The fd: the thread's published pidfd (credcache.py: a PIDFD_THREAD pidfd, opened before its
- * credentials were read, polled alive by published_in) names a struct pid, never a number,
- * and at that poll both it and the notifying thread held tid, so they are one thread; the
- * duplicate is taken from it, then ID_VALID proves the notification still pending, so the
- * duplicate is of the caller's table while it was in this call (driver.py's order, as
- * tracee.py _getfd). A sibling sharing that table may dup2 another file over the number at
+ * credentials were read) names a struct pid, never a number; the duplicate is taken from it,
+ * then ID_VALID proves the notification still pending, so the duplicate is of the caller's
+ * table while it was in this call (driver.py's order, as tracee.py _getfd). The duplicate is
+ * also what proves the published thread the caller, without published_in's poll of the pidfd
+ * (three an untar's file: its fchmod's, fchown's and futimens'): pidfd_getfd finds the pidfd's task
+ * (none once the thread is reaped: ESRCH) and takes the fd from its table (none once it
+ * exited: exit_files comes before its exit is signalled, EBADF), so a duplicate taken means
+ * the published thread had not exited then, and held tid, which a thread's struct pid keeps
+ * until it is reaped. The notifying thread held tid then too (it waits in its call from before
+ * the receive to after ID_VALID), so they are one thread, as at published_in's poll. What was
+ * read by tid before (the times) was read from that thread as well; a duplicate not taken is
+ * declined. A caller whose record needs a read (first_credentials.h) is polled as before. A sibling sharing that table may dup2 another file over the number at
  * any time: every decision below is made on the duplicate alone, which no one else can
  * change, and the change is made through it.
  *
@@ -66,9 +73,10 @@ serve_fdmeta(const struct stat_context *c, int listener, const struct seccomp_no
     if (c->rw_root < 0 || !c->change_note || !c->own_count || notif->pid <= 0 || !served_hearing(c, notif->pid))
         return DECLINED;
     struct acting a = {0};
-    if (!published_caller(c, listener, notif, &a))
-        return DECLINED;
-    int pidfd = published_pidfd(c->known, c->known_count, notif->pid);
+    long at = published_record(c->watch, c->bumps, c->known, c->known_count, notif->pid, &a);
+    int pidfd = at >= 0 ? c->known[at].pidfd : -1; /* its thread proven the caller by the duplicate */
+    if (at < 0 && published_caller(c, listener, notif, &a))
+        pidfd = published_pidfd(c->known, c->known_count, notif->pid);
     struct timespec times[2];
     /* Safe because: process_vm_readv writes only within our buffer; the times are used as read. */
     if (pidfd < 0 || (call == CALL_UTIMENSAT && args[2] &&

@@ -49,7 +49,7 @@ serve_unlink(const struct stat_context *c, int listener, const struct seccomp_no
     int made = write_request(c, listener, notif, dirfd, path_at, &a, &p);
     if (made <= 0)
         return made < 0 ? GONE : DECLINED;
-    if (unlink_named(c->rw_root, p.path, p.base, &p.identity, &a) != 0)
+    if (unlink_named(c->rw_root, c->write_kept, p.path, p.base, &p.identity, &a) != 0)
         return DECLINED;
     uint64_t *count = c->counts + SERVED_OUTCOMES * COUNTS_UNLINK;
     if (note_change(c->change_note, p.whole, (size_t)made, 1, 0) < 0) {

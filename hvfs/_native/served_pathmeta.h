@@ -58,7 +58,7 @@ serve_pathmeta(const struct stat_context *c, int listener, const struct seccomp_
     int made = quiet_write_request(c, listener, notif, dirfd, path_at, &a, &p);
     if (made <= 0)
         return made < 0 ? GONE : DECLINED;
-    if (change_named(c->rw_root, p.path, p.base, &p.identity, !(flags & AT_SYMLINK_NOFOLLOW), kind, value,
+    if (change_named(c->rw_root, c->write_kept, p.path, p.base, &p.identity, !(flags & AT_SYMLINK_NOFOLLOW), kind, value,
                      kind == CHANGE_TIMES && rest[0] ? times : NULL, c->self_fds, &a) != 0)
         return DECLINED;
     return answer_noted(c, p.whole, (size_t)made, 1, 1, c->counts + SERVED_OUTCOMES * (COUNTS_CHMOD + kind), resp);

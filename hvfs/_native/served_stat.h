@@ -84,6 +84,7 @@ struct stat_context {
     const char *own_mounts; /* served_fdmeta.h: the writable view's mount ids, own_count uint64 */
     size_t own_count;
     struct kept_base *kept;   /* served_base.h: a relative path's base kept open, or NULL */
+    struct kept_base *write_kept; /* write_open.h write_base: one in the writable view, or NULL */
     int real_ids;             /* served_link.h's access: a caller whose real ids switch otherwise declined */
     int self_fds;             /* fd_change.h self_fds_open: this thread's /proc/thread-self/fd, or -1 */
     struct dev_verdicts *verdicts; /* served_dev.h: hp_serve's kept device verdicts, or NULL */
@@ -478,7 +479,7 @@ serve_open(const struct stat_context *c, int listener, const struct seccomp_noti
  * quiet, watch, known, counts, opens[, audit[, writes[, keep_bases[, read_first]]]]):
  * hvfs/intercept/served_stat.py ServedStat.argument; audit (served_note_of) into note; writes
  * None or (rw_root, note[, own mounts: packed uint64, served_fdmeta.h's]): served_write.h's;
- * keep_bases: served_base.h's keeper wanted; read_first: first_credentials.h's reads wanted
+ * keep_bases: served_base.h's keeper wanted (and write_open.h write_base's); read_first: first_credentials.h's reads wanted
  * (known, writable, then read and kept in). 1 when served, 0 when not, -1 with an
  * exception. Views (4), the keeper and the fd table (self_fds) are released by release_stat. */
 static int
@@ -514,6 +515,7 @@ stat_context_of(PyObject *argument, struct stat_context *c, Py_buffer views[4], 
     if ((size_t)views[2].len >= c->known_count * sizeof(struct published) + sizeof(uint64_t))
         c->first_reads = (uint64_t *)(c->known + c->known_count); /* 8-aligned: the records are */
     c->kept = base_keeper(keep_bases); /* none without memory: every base opened anew */
+    c->write_kept = base_keeper(keep_bases && c->rw_root >= 0);
     c->self_fds = self_fds_open();     /* none: the links are walked from /proc/self */
     return 1;
 }
@@ -522,7 +524,8 @@ static void
 release_stat(struct stat_context *c, Py_buffer views[4])
 {
     base_keeper_release(c->kept);
-    c->kept = NULL;
+    base_keeper_release(c->write_kept);
+    c->kept = c->write_kept = NULL;
     if (c->self_fds >= 0)
         close(c->self_fds);
     c->self_fds = -1;

@@ -120,7 +120,7 @@ serve_write(const struct stat_context *c, int listener, const struct seccomp_not
         return serve_dev_write(c, listener, notif, p.path, flags, &a, resp);
     if (made <= 0)
         return made < 0 ? GONE : DECLINED;
-    int opened = open_writable(c->rw_root, p.path, p.base, &p.identity, flags, creation_mode, &a, &fd, &existed);
+    int opened = open_writable(c->rw_root, c->write_kept, p.path, p.base, &p.identity, flags, creation_mode, &a, &fd, &existed);
     uint64_t *count = c->counts + SERVED_OUTCOMES * COUNTS_OPEN;
     if (opened == -EEXIST) {
         resp->error = -EEXIST;

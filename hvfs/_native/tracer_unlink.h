@@ -62,7 +62,7 @@ served_unlink_here(const struct write_context *w, pid_t pid, const regs_t *regs,
     char path[PATH_MAX_BYTES + 1], base[PATH_MAX_BYTES + 1], whole[2 * PATH_MAX_BYTES + 2];
     struct stat identity = {0};
     int made = read_write_path(pid, dirfd, path_at, path, base, whole, &identity);
-    if (made <= 0 || unlink_named(w->rw_root, path, base, &identity, &a) != 0)
+    if (made <= 0 || unlink_named(w->rw_root, NULL, path, base, &identity, &a) != 0)
         return 0;
     uint64_t *count = w->counts + COUNTED_UNLINK;
     done->unlinked++;

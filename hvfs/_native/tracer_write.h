@@ -245,7 +245,7 @@ served_write_here(const struct write_context *w, pid_t pid, const regs_t *regs, 
         return served_dev_here(w, pid, path, flags, &a, done, seen);
     if (made < 0 || kept == NULL || kept->length > sizeof kept->address || kcmp_file(pid, kept->number, kept->sock) != 0)
         return 0;
-    int opened = open_writable(w->rw_root, path, base, &identity, flags, creation_mode, &a, &fd, &existed);
+    int opened = open_writable(w->rw_root, NULL, path, base, &identity, flags, creation_mode, &a, &fd, &existed);
     uint64_t *count = w->counts + COUNTED_OPEN;
     if (opened == -EEXIST) { /* an exclusive creation that met a regular file: nothing done */
         count[2]++;          /* SERVED_FAILED, as serve_write counts it */

@@ -45,13 +45,14 @@ unlink_in(int dir, char *path, uint64_t resolve, void *how)
 }
 
 /* Unlinks path (write_open.h read_write_path's: plain; a relative one's base and its identity
- * beside it) in the writable view rw_root, acting as the caller (a): 0 when it is gone, else
+ * beside it) in the writable view rw_root (its base kept by kept, or NULL), acting as the caller (a): 0 when it is gone, else
  * an errno (ECANCELED: the base not the caller's, or the switch failed), with nothing changed.
  * Without the GIL. */
 static int
-unlink_named(int rw_root, char *path, const char *base, const struct stat *identity, struct acting *a)
+unlink_named(int rw_root, struct kept_base *kept, char *path, const char *base, const struct stat *identity,
+             struct acting *a)
 {
-    return act_in_view(rw_root, path, base, identity, a, unlink_in, NULL);
+    return act_in_view(rw_root, kept, path, base, identity, a, unlink_in, NULL);
 }
 
 #endif /* HVFS_UNLINK_NAMED_H */

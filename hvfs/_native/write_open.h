@@ -142,6 +142,33 @@ struct published {
     uint32_t spare;
 };
 
+/* published_in's record of tid, its poll left to the caller: its index in known, with *a what
+ * acting as it switches; or -1. A caller that proves the record's thread alive otherwise
+ * (served_fdmeta.h: a duplicate taken through its pidfd) makes no poll. */
+static long
+published_record(const struct watch_state *watch, const uint64_t *bumps, const struct published *known,
+                 size_t count, pid_t tid, struct acting *a)
+{
+    uint64_t generation = __atomic_load_n(&watch->generation, __ATOMIC_ACQUIRE) +
+                          bumps_of(bumps, tid); /* CredWatch.generation_of(tid) */
+    if (!__atomic_load_n(&watch->trusted, __ATOMIC_ACQUIRE) || __atomic_load_n(&watch->changing, __ATOMIC_ACQUIRE))
+        return -1;
+    for (size_t i = 0; i < count; i++) {
+        if (known[i].tid != tid || known[i].pidfd < 0)
+            continue;
+        if (known[i].generation != generation)
+            return -1;
+        const struct published *p = &known[i];
+        if (p->ngroups > PUBLISHED_GROUPS)
+            return -1;
+        *a = (struct acting){.what = p->what, .uid = p->uid, .gid = p->gid, .ngroups = p->ngroups,
+                             .effective = p->effective, .groups = p->groups, .umask = p->umask,
+                             .access_alike = p->access_alike};
+        return (long)i;
+    }
+    return -1;
+}
+
 /* Whether the credentials of tid are published (known, count: one worker's records), under
  * the watch's generation (with the bumps C made, of the VM and of tid's bucket, or NULL), and still hold: then *a is what
  * acting as them switches. */
@@ -149,25 +176,11 @@ static int
 published_in(const struct watch_state *watch, const uint64_t *bumps, const struct published *known,
              size_t count, pid_t tid, struct acting *a)
 {
-    uint64_t generation = __atomic_load_n(&watch->generation, __ATOMIC_ACQUIRE) +
-                          bumps_of(bumps, tid); /* CredWatch.generation_of(tid) */
-    if (!__atomic_load_n(&watch->trusted, __ATOMIC_ACQUIRE) || __atomic_load_n(&watch->changing, __ATOMIC_ACQUIRE))
+    long at = published_record(watch, bumps, known, count, tid, a);
+    if (at < 0)
         return 0;
-    for (size_t i = 0; i < count; i++) {
-        if (known[i].tid != tid || known[i].pidfd < 0)
-            continue;
-        if (known[i].generation != generation)
-            return 0;
-        const struct published *p = &known[i];
-        if (p->ngroups > PUBLISHED_GROUPS)
-            return 0;
-        *a = (struct acting){.what = p->what, .uid = p->uid, .gid = p->gid, .ngroups = p->ngroups,
-                             .effective = p->effective, .groups = p->groups, .umask = p->umask,
-                             .access_alike = p->access_alike};
-        struct pollfd alive = {.fd = known[i].pidfd, .events = POLLIN};
-        return poll(&alive, 1, 0) == 0; /* alive, it holds its number: the notifier is that thread */
-    }
-    return 0;
+    struct pollfd alive = {.fd = known[at].pidfd, .events = POLLIN};
+    return poll(&alive, 1, 0) == 0; /* alive, it holds its number: the notifier is that thread */
 }
 
 
@@ -242,19 +255,62 @@ create_as_caller(int dir, const char *path, struct open_how *how, uint64_t mode,
     return failed;
 }
 
+/* A relative path's base directory kept open for as long as one serve call answers in C:
+ * served_base.h's keeper (the VM's root, for stats and read-only opens) and the writable
+ * view's (write_base's, for the mutations served here). */
+struct kept_base {
+    int held; /* fd is ours, and names text, of identity dev and ino */
+    int fd;   /* O_PATH | O_DIRECTORY */
+    dev_t dev;
+    ino_t ino;
+    uint64_t mount; /* served_base.h: the caller's directory's mount id when kept; 0: unknown, never matched */
+    char text[PATH_MAX_BYTES + 1];
+};
+
 /* The directory a relative path starts from, found in the writable view as resolve.open_named
  * finds it (with the manager's rights: a lookup the caller made already; no symlink on the
- * way) and checked to be the caller's very directory (identity, read_base's): an fd, or -1. */
+ * way) and checked to be the caller's very directory (identity, read_base's): an fd, or -1;
+ * write_base_done gives it back.
+ *
+ * An untar's every file and an rm -rf's every unlink start from one directory (the cwd, or
+ * the directory fts holds open), whose openat2, fstat and close were a third of such a
+ * request's syscalls. So, with a keeper (kept: the serve call's; NULL opens every base anew),
+ * the directory found is kept with its text and identity, and used again for a request whose
+ * base has that text and that identity, both read anew from the caller (read_base). That is
+ * the directory Python's open of the text would find, the identity check it makes: an inode
+ * number is unique among a device's inodes in use, and the kept directory's is in use for as
+ * long as it is held open here, so a caller's directory of that (device, inode) is that very
+ * directory (a removed one reads " (deleted)" and is refused by read_base). The text, read
+ * anew, is what the change set notes, never the kept one. Only the manager mounts anything in
+ * the writable view, so no other mount of that directory can stand at the text instead. */
 static long
-write_base(int rw_root, const char *base, const struct stat *identity)
+write_base(struct kept_base *kept, int rw_root, const char *base, const struct stat *identity)
 {
-    long dir = scoped_openat2(rw_root, base, O_PATH | O_DIRECTORY, RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS);
+    if (kept && kept->held && kept->dev == identity->st_dev && kept->ino == identity->st_ino &&
+        strcmp(kept->text, base) == 0)
+        return kept->fd;
     struct stat st;
+    long dir = scoped_openat2(rw_root, base, O_PATH | O_DIRECTORY, RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS);
     if (dir >= 0 && (fstat((int)dir, &st) < 0 || st.st_dev != identity->st_dev || st.st_ino != identity->st_ino)) {
         close((int)dir);
         return -1;
     }
+    size_t length = strlen(base);
+    if (dir >= 0 && kept && length < sizeof kept->text) {
+        if (kept->held)
+            close(kept->fd);
+        memcpy(kept->text, base, length + 1);
+        kept->fd = (int)dir, kept->dev = st.st_dev, kept->ino = st.st_ino, kept->held = 1, kept->mount = 0;
+    }
     return dir;
+}
+
+/* Gives back dir, a base from write_base (or rw_root itself): closed unless it is kept. */
+static void
+write_base_done(const struct kept_base *kept, int rw_root, long dir)
+{
+    if (dir >= 0 && dir != rw_root && !(kept && kept->held && kept->fd == dir))
+        close((int)dir);
 }
 
 /* An act on a plain path, from the directory that path starts from (dir) with the lookup it
@@ -264,22 +320,21 @@ typedef int (*view_act)(int dir, char *path, uint64_t resolve, void *how);
 /* Runs act (how: its own arguments) on path (read_write_path's: plain; a relative one's base
  * and its identity beside it) in the writable view rw_root, acting as the caller (a): from
  * rw_root itself, RESOLVE_IN_ROOT, for an absolute path; from its base, RESOLVE_BENEATH, for a
- * relative one (write_base's: the caller's very directory). act's answer, or ECANCELED with
+ * relative one (write_base's: the caller's very directory; kept: its keeper, or NULL). act's answer, or ECANCELED with
  * nothing done where the base is not the caller's or the switch failed; the caller's
  * credentials put back and the base closed either way. Without the GIL. */
 static int
-act_in_view(int rw_root, char *path, const char *base, const struct stat *identity, struct acting *a, view_act act,
-            void *how)
+act_in_view(int rw_root, struct kept_base *kept, char *path, const char *base, const struct stat *identity,
+            struct acting *a, view_act act, void *how)
 {
-    long dir = path[0] == '/' ? rw_root : write_base(rw_root, base, identity);
+    long dir = path[0] == '/' ? rw_root : write_base(kept, rw_root, base, identity);
     if (dir < 0)
         return ECANCELED;
     int failed = ECANCELED;
     if (act_switch(a) == 0)
         failed = act((int)dir, path, path[0] == '/' ? RESOLVE_IN_ROOT : RESOLVE_BENEATH, how);
     act_restore(a);
-    if (dir != rw_root)
-        close((int)dir);
+    write_base_done(kept, rw_root, dir);
     return failed;
 }
 
@@ -329,17 +384,17 @@ found_regular(int dir, const char *path, uint64_t resolve)
 }
 
 /* The open itself, as direct.py open_writable makes it, acting as the caller (a): path in
- * the writable view (rw_root; a relative one beneath its base, write_base's), the caller's
+ * the writable view (rw_root; a relative one beneath its base, write_base's, kept by kept or NULL), the caller's
  * flags less O_CREAT, then, where that found nothing and O_CREAT asks, the creation (at once
  * for O_CREAT|O_EXCL, as direct.py's exclusive case). 0 with *fd a regular file or a FIFO and
  * *existed; -EEXIST where an exclusive creation met a regular file (answered so, nothing
  * done); or -1 (declined: nothing done but an O_TRUNC open's truncation or a creation whose
  * fstat or F_SETFL failed, as Python's direct path). */
 static int
-open_writable(int rw_root, const char *path, const char *base, const struct stat *identity, uint64_t flags,
-              uint64_t creation_mode, struct acting *a, int *fd, int *existed)
+open_writable(int rw_root, struct kept_base *kept, const char *path, const char *base, const struct stat *identity,
+              uint64_t flags, uint64_t creation_mode, struct acting *a, int *fd, int *existed)
 {
-    long dir = path[0] == '/' ? rw_root : write_base(rw_root, base, identity);
+    long dir = path[0] == '/' ? rw_root : write_base(kept, rw_root, base, identity);
     if (dir < 0)
         return -1;
     struct open_how how = {.flags = (flags & ~(uint64_t)O_CREAT) | O_NONBLOCK | O_NOCTTY | O_CLOEXEC,
@@ -357,8 +412,7 @@ open_writable(int rw_root, const char *path, const char *base, const struct stat
             failed = -EEXIST; /* answered: opening.py's probe finds that file and raises EEXIST */
     }
     act_restore(a);
-    if (dir != rw_root)
-        close((int)dir);
+    write_base_done(kept, rw_root, dir);
     if (failed)
         return failed == -EEXIST ? -EEXIST : -1;
     if (!S_ISREG(mode) && !S_ISFIFO(mode)) { /* unreachable in a nodev view: direct.py's general path */

@@ -60,7 +60,9 @@ turns those off alone.
 A relative path's base directory, found by its text and checked to be the caller's, is kept
 open from one stat or read-only open to the next while the C loop answers, and used again
 where the caller's directory has the same text and identity (hvfs/_native/served_base.h);
-``HVFS_SERVED_BASE=0`` opens each anew.
+so is a relative mutation's base in the writable view, where the text, read anew, and the
+identity are the same (hvfs/_native/write_open.h ``write_base``: an untar's every file, an
+rm -rf's every unlink); ``HVFS_SERVED_BASE=0`` opens each anew.
 
 An audited VM (an audit or another subscriber on its bus, and no hook) has those served
 in C too that the Python path names by their text (``resolve.open_named``: a plain path
@@ -182,7 +184,8 @@ def writes_wanted() -> bool:
 
 def bases_wanted() -> bool:
     """Whether the C loop keeps a relative path's base directory open from one request to the
-    next of a serve call (hvfs/_native/served_base.h): ``HVFS_SERVED_BASE`` is not 0."""
+    next of a serve call (hvfs/_native/served_base.h; a mutation's in the writable view:
+    write_open.h write_base): ``HVFS_SERVED_BASE`` is not 0."""
     return os.environ.get(BASES_ENVIRONMENT, "1") != "0"
 
 

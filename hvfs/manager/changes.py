@@ -86,22 +86,25 @@ class ChangeSet:
 
     def _drain_locked(self) -> None:
         if self._queue is not None:
-            for path, existed, exists in (native.hotpath or native.tracer).drain_notes(self._queue):
-                self._note_locked(path, existed, exists)
+            for path, existed, exists, repeats in (native.hotpath or native.tracer).drain_notes(self._queue):
+                self._note_locked(path, existed, exists, repeats)
 
     def note(self, path: str, existed: bool, exists: bool) -> None:
         with self._lock:
             self._drain_locked()
             self._note_locked(path, existed, exists)
 
-    def _note_locked(self, path: str, existed: bool, exists: bool) -> None:
+    def _note_locked(self, path: str, existed: bool, exists: bool, repeats: int = 0) -> None:
+        """One note, and ``repeats`` more of the same path that exists, which C folded into it
+        (hvfs/_native/note_queue.h): each changes nothing once the path is held, and counts
+        as lost where the path was not, as this note would have."""
         entry = self._paths.get(path)
         if entry is not None:
             self._paths[path] = (entry[0], exists)
         elif len(self._paths) < self._limit:
             self._paths[path] = (existed, exists)
         else:
-            self._lost += 1
+            self._lost += 1 + repeats
 
     def moved_away(self, directory: str) -> None:
         """A directory was renamed or replaced: what was noted beneath it is gone from there."""

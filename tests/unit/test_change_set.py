@@ -60,3 +60,15 @@ def test_a_bounded_document_counts_what_it_omits() -> None:
     document = changes.document(budget=1000)
     assert 0 < len(document["changes"]) < 101 and document["omitted"] == 101 - len(document["changes"])
     assert f"({document['omitted']} more changes" in render(document)
+
+
+def test_notes_folded_by_c_count_as_the_notes_they_stand_for() -> None:
+    """note_queue.h folds a note of a path that exists into the one before it of that path
+    (repeats): applied, they change what those notes would have, lost ones counted alike."""
+    folded, one_by_one = ChangeSet(limit=2), ChangeSet(limit=2)
+    for path, existed, exists, repeats in [("/a", False, True, 3), ("/b", True, True, 2), ("/c", False, True, 4)]:
+        folded._note_locked(path, existed, exists, repeats)
+        for k in range(1 + repeats):
+            one_by_one.note(path, existed if k == 0 else True, exists)
+    assert _listed(folded) == _listed(one_by_one) == ["A /a", "C /b"]
+    assert folded.document() == one_by_one.document() and folded.lost == 5
