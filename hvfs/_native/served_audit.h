@@ -28,9 +28,10 @@
 
 /* the prototypes' order; AUDIT_FAILED's response is an Errno, its type made for a failure's errno;
  * AUDIT_READLINK's a Value, made with the link's whole length (the Data's); AUDIT_CONTINUED's
- * request is never read, its response is any continued request's */
+ * request is never read, its response is any continued request's; AUDIT_MKDIR and AUDIT_RMDIR
+ * after it (served_dirs.h), so that the indices before stay as they were */
 enum { AUDIT_STAT, AUDIT_STATX, AUDIT_OPEN, AUDIT_UNLINK, AUDIT_CHMOD, AUDIT_CHOWN, AUDIT_UTIMENS, AUDIT_FAILED,
-       AUDIT_READLINK, AUDIT_ACCESS, AUDIT_CONTINUED, AUDIT_KINDS };
+       AUDIT_READLINK, AUDIT_ACCESS, AUDIT_CONTINUED, AUDIT_MKDIR, AUDIT_RMDIR, AUDIT_KINDS };
 
 struct served_note {
     PyObject *bus, *vm, *record_raw, *prototypes; /* borrowed from serve's argument */
@@ -50,7 +51,7 @@ struct served_note {
     char name[2 * PATH_MAX_BYTES + 2];
 };
 
-/* Whether a mutation (served_write.h, served_mutate.h, served_fdmeta.h) may be served here:
+/* Whether a mutation (served_write.h, served_mutate.h, served_fdmeta.h, served_dirs.h) may be served here:
  * its VM quiet, or audited with no hook (quiet[1]), where C records its event as the
  * dispatch would (note->audited set for the caller). */
 static int
