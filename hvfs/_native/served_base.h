@@ -30,8 +30,9 @@
 #include <sys/sysmacros.h> /* makedev */
 
 struct kept_base {
-    int held; /* fd is ours, and names text, of identity dev and ino */
-    int fd;   /* O_PATH | O_DIRECTORY, in the VM's root */
+    int held;  /* fd is ours, and names text, of identity dev and ino */
+    int plain; /* found by its text with no symlink on the way (served_audit.h's plain_base) */
+    int fd;    /* O_PATH | O_DIRECTORY, in the VM's root */
     dev_t dev;
     ino_t ino;
     uint64_t mount; /* the caller's directory's mount id when kept; 0: unknown, never matched */
@@ -133,6 +134,7 @@ base_directory(struct kept_base *kept, int root, const char *base, const struct 
             close(kept->fd);
         memcpy(kept->text, base, length + 1);
         kept->fd = (int)dir, kept->dev = st.st_dev, kept->ino = st.st_ino, kept->held = 1, kept->mount = 0;
+        kept->plain = 0;
     }
     return dir;
 }

@@ -92,3 +92,14 @@ def audited_race(hvfs: Hvfs, tmp_path: Path, call: str, operation: str, served: 
 
 def test_an_audited_stat_names_the_file_it_served(hvfs: Hvfs, tmp_path: Path) -> None:
     audited_race(hvfs, tmp_path, 'os.stat("/data/d/f").st_ino', "stat", "stat_served")
+
+
+# A relative stat from a directory fd of /data/d opened in the race: d's, or other's through
+# s. Its event names the fd's directory as the kernel names it now (read anew from the caller
+# for each request: never a text C kept from an earlier one, served_audit.h plain_base) and
+# the name: d's file as /data/d/f or /data/s/f, other's as /data/other/f.
+RELATIVE = '(lambda d: (os.stat("f", dir_fd=d).st_ino, os.close(d))[0])(os.open("/data/d", os.O_RDONLY))'
+
+
+def test_an_audited_relative_stat_names_the_file_it_served(hvfs: Hvfs, tmp_path: Path) -> None:
+    audited_race(hvfs, tmp_path, RELATIVE, "stat", "stat_served")
