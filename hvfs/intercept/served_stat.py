@@ -59,7 +59,9 @@ turns those off alone.
 
 A relative path's base directory, found by its text and checked to be the caller's, is kept
 open from one stat or read-only open to the next while the C loop answers, and used again
-where the caller's directory has the same text and identity (hvfs/_native/served_base.h);
+where the caller's directory has the same text and identity (hvfs/_native/served_base.h); an
+audited VM's too, where it was found with no symlink on the way and the text, read anew from
+the caller for each request, is the kept one (served_audit.h ``plain_base``);
 ``HVFS_SERVED_BASE=0`` opens each anew.
 
 An audited VM (an audit or another subscriber on its bus, and no hook) has those served
