@@ -1,5 +1,5 @@
 """record.c's ``record_raw`` (hvfs/_native/record_raw.h), what the driver's C loop records an
-audited VM's served stat, open, unlink or fd metadata change with (an errno answered in C
+audited VM's served stat, open, unlink, mkdir, rmdir or metadata change with (an errno answered in C
 too): the very compact record the dispatch's Recorder
 makes for the same request (all but the time and the duration), into the same ring, with
 the ring's full-ring wait, drop and count; nothing where the bus has no Recorder."""
@@ -41,6 +41,10 @@ def _requests(pid: int) -> list[tuple[int, api.Request, api.Response, int, str]]
         (4, api.Chmod(caller=caller, target=held, mode=0o640), api.Errno(1), 0, "/data/held"),
         (5, api.Chown(caller=caller, target=held, uid=1, gid=2), api.Value(0), 0, "/data/held"),
         (6, api.Utimens(caller=caller, target=held, times=None), api.Errno(30), 0, "/data/held"),
+        (4, api.Chmod(caller=caller, target=here, mode=0o750), api.Value(0), 0, "/data/file"),  # by path
+        (11, api.Mkdir(caller=caller, path=here, mode=0o755), api.Value(0), 0, "/data/made"),
+        (11, api.Mkdir(caller=caller, path=here, mode=0o755), api.Errno(17), 0, "/data/made"),
+        (12, api.Rmdir(caller=caller, path=here), api.Value(0), 0, "/data/made"),
     ]
 
 
@@ -72,7 +76,8 @@ def test_a_raw_record_is_the_recorders_record() -> None:
     for python, raw in zip(records[::2], records[1::2], strict=True):
         assert _without_clocks(raw) == _without_clocks(python)
     assert [unpack(record)[4][6] for record in records[1::2]] == [case[4] for case in cases]
-    assert {unpack(record)[4][0] for record in records[1::2]} >= {'"unlink"', '"chmod"', '"chown"', '"utimens"'}
+    operations = {unpack(record)[4][0] for record in records[1::2]}
+    assert operations >= {'"unlink"', '"chmod"', '"chown"', '"utimens"', '"mkdir"', '"rmdir"'}
     assert {unpack(record)[4][1] for record in records[1::2]} >= {'"EEXIST"', '"EPERM"', '"EROFS"'}
 
 

@@ -28,9 +28,10 @@
 
 /* the prototypes' order; AUDIT_FAILED's response is an Errno, its type made for a failure's errno;
  * AUDIT_READLINK's a Value, made with the link's whole length (the Data's); AUDIT_CONTINUED's
- * request is never read, its response is any continued request's */
+ * request is never read, its response is any continued request's; AUDIT_MKDIR and AUDIT_RMDIR
+ * after it (served_dirs.h), so that the indices before stay as they were */
 enum { AUDIT_STAT, AUDIT_STATX, AUDIT_OPEN, AUDIT_UNLINK, AUDIT_CHMOD, AUDIT_CHOWN, AUDIT_UTIMENS, AUDIT_FAILED,
-       AUDIT_READLINK, AUDIT_ACCESS, AUDIT_CONTINUED, AUDIT_KINDS };
+       AUDIT_READLINK, AUDIT_ACCESS, AUDIT_CONTINUED, AUDIT_MKDIR, AUDIT_RMDIR, AUDIT_KINDS };
 
 struct served_note {
     PyObject *bus, *vm, *record_raw, *prototypes; /* borrowed from serve's argument */
@@ -50,7 +51,7 @@ struct served_note {
     char name[2 * PATH_MAX_BYTES + 2];
 };
 
-/* Whether a mutation (served_write.h, served_mutate.h, served_fdmeta.h) may be served here:
+/* Whether a mutation (served_write.h, served_mutate.h, served_fdmeta.h, served_dirs.h) may be served here:
  * its VM quiet, or audited with no hook (quiet[1]), where C records its event as the
  * dispatch would (note->audited set for the caller). */
 static int
@@ -107,15 +108,54 @@ plain_text(struct served_note *n, const char *path, const char *base, int openin
     return 0;
 }
 
-/* resolve.open_named: the plain path found with no symlink on the way (a relative one beneath
- * its base, found so too and checked to be the caller's very directory): an fd, the -errno
- * open_named raises (a lookup failed before any symlink, as the usual resolution fails), or
- * NOT_NAMED where it finds nothing by the text (a symlink on the way, ELOOP; the base not so
- * found; the switch failed), which Python names otherwise. */
 #define NOT_NAMED (-ECANCELED)
+
+/* A relative path's base as resolve.open_named finds it (resolve._base_named): its text, read
+ * anew from the caller for this request, opened with no symlink on the way and checked to be
+ * the caller's very directory (identity, read with the text). An fd (the keeper's where
+ * base_borrowed says so: the caller must not close it), or NOT_NAMED.
+ *
+ * The directory found so is kept (served_base.h's keeper, plain) and taken again for a request
+ * whose text, read anew, and identity are the kept ones: the readlink of the caller's magic link
+ * that gave the text is the kernel's name of that very directory at that moment, which holds no
+ * symlink (each component an ancestor directory), so the text finds that directory (the
+ * identity) as the openat2 would, and the name the event gives (the text and the path) is that
+ * directory's at a moment of the request, as Python's. A directory moved (another text), or
+ * another at the text (another identity), is found again. Saves an openat2, an fstat and a close
+ * of every audited relative stat or open (git's lstat of each tracked file). */
 static long
-open_plain_at(int root, const char *base, const struct stat *identity, const char *path, uint64_t flags,
-              struct acting *a)
+plain_base(struct kept_base *kept, int root, const char *base, const struct stat *identity)
+{
+    if (kept && kept->held && kept->plain && kept->dev == identity->st_dev && kept->ino == identity->st_ino &&
+        strcmp(kept->text, base) == 0)
+        return kept->fd;
+    long dir = scoped_openat2(root, base, O_PATH | O_DIRECTORY, RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS);
+    if (dir < 0)
+        return NOT_NAMED;
+    struct stat st;
+    if (fstat((int)dir, &st) < 0 || st.st_dev != identity->st_dev || st.st_ino != identity->st_ino) {
+        close((int)dir);
+        return NOT_NAMED;
+    }
+    size_t length = strlen(base);
+    if (kept && length < sizeof kept->text) {
+        if (kept->held)
+            close(kept->fd);
+        memcpy(kept->text, base, length + 1);
+        kept->fd = (int)dir, kept->dev = st.st_dev, kept->ino = st.st_ino, kept->held = 1, kept->mount = 0;
+        kept->plain = 1;
+    }
+    return dir;
+}
+
+/* resolve.open_named: the plain path found with no symlink on the way (a relative one beneath
+ * its base, found so too and checked to be the caller's very directory: plain_base): an fd,
+ * the -errno open_named raises (a lookup failed before any symlink, as the usual resolution
+ * fails), or NOT_NAMED where it finds nothing by the text (a symlink on the way, ELOOP; the
+ * base not so found; the switch failed), which Python names otherwise. */
+static long
+open_plain_at(struct kept_base *kept, int root, const char *base, const struct stat *identity, const char *path,
+              uint64_t flags, struct acting *a)
 {
     long fd;
     if (path[0] == '/') {
@@ -123,18 +163,19 @@ open_plain_at(int root, const char *base, const struct stat *identity, const cha
             return NOT_NAMED;
         fd = scoped_openat2(root, path, flags, RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS);
     } else {
-        long dir = scoped_openat2(root, base, O_PATH | O_DIRECTORY, RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS);
+        long dir = plain_base(kept, root, base, identity);
         if (dir < 0)
             return NOT_NAMED;
-        struct stat st;
         fd = NOT_NAMED;
-        if (fstat((int)dir, &st) == 0 && st.st_dev == identity->st_dev && st.st_ino == identity->st_ino &&
-            act_switch(a) == 0) {
+        if (act_switch(a) == 0) {
             fd = scoped_openat2((int)dir, path, flags, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS);
             if (fd < 0 && errno == EXDEV) /* the usual resolution goes on from the root: Python's */
                 errno = ELOOP;
         }
-        close((int)dir);
+        int failed = errno;
+        if (!base_borrowed(kept, dir))
+            close((int)dir);
+        errno = failed;
         if (fd == NOT_NAMED)
             return NOT_NAMED;
     }

@@ -126,6 +126,7 @@ base_directory(struct kept_base *kept, int root, const char *base, const struct 
             close(kept->fd);
         memcpy(kept->text, base, length + 1);
         kept->fd = (int)dir, kept->dev = st.st_dev, kept->ino = st.st_ino, kept->held = 1, kept->mount = 0;
+        kept->plain = 0;
     }
     return dir;
 }

@@ -1,4 +1,4 @@
-/* A quiet VM's mkdir and rmdir of a plain path, served in the C receive loop (hotpath.c hands
+/* A quiet or audited VM's mkdir and rmdir of a plain path, served in the C receive loop (hotpath.c hands
  * CALL_MKDIR, CALL_MKDIRAT and CALL_RMDIR here, served_mutate.h's serve_unlink an unlinkat with
  * AT_REMOVEDIR; hvfs/intercept/served_stat.py says when, and tests/test_served_dirs.py holds it
  * to the Python path).
@@ -12,9 +12,14 @@
  * exists: a mkdir that succeeded found nothing there) or an Rmdir (it existed, exists no more),
  * before the answer (served_noted.h answer_noted, queued without the GIL).
  *
- * Declined before any answer, so that Python serves the request from its start: a VM that is
- * not quiet (a hook; an audited one too: its Mkdir and Rmdir events are Python's to record),
- * no writable view, a path that is not plain or a base Python would find otherwise, a caller
+ * An audited VM with no hook is served so too, its Mkdir or Rmdir event recorded (served_audit.h)
+ * under the name Python's handler notes (names.py _parent: the parent found by its text with no
+ * symlink on the way, as here, and the last component: the path's whole text, as served_mutate.h
+ * names an unlink), "ok", EEXIST or EIO as answered here.
+ *
+ * Declined before any answer, so that Python serves the request from its start: a VM with a
+ * hook (quiet[0] and quiet[1] off), no writable view, a path that is not plain or a base Python
+ * would find otherwise, a caller
  * whose credentials are not published, and every failure (ELOOP: a symlink on the way; ENOENT,
  * ENOTEMPTY, EACCES, EROFS ...) but a mkdir's EEXIST: a failed mkdirat or rmdir changes nothing,
  * and Python answers it. EEXIST (GNU tar's mkdir of every directory on the way of a name whose
@@ -39,19 +44,23 @@ serve_dir_at(const struct stat_context *c, int listener, const struct seccomp_no
         return DECLINED;
     struct acting a;
     struct write_path p;
-    int made = quiet_write_request(c, listener, notif, dirfd, path_at, &a, &p);
+    int made = write_request(c, listener, notif, dirfd, path_at, &a, &p);
     if (made <= 0)
         return made < 0 ? GONE : DECLINED;
     int failed = dir_named(c->rw_root, c->write_kept, p.path, p.base, &p.identity, remove, mode, &a);
     uint64_t *count = c->counts + SERVED_OUTCOMES * (remove ? COUNTS_RMDIR : COUNTS_MKDIR);
+    int kind = remove ? AUDIT_RMDIR : AUDIT_MKDIR;
     if (failed == EEXIST && !remove) { /* the mkdirat's own answer, in the parent Python finds too */
         resp->error = -EEXIST;
         count[SERVED_FAILED]++;
+        note_served(c, kind, p.whole, (size_t)made, EEXIST);
         return ANSWER;
     }
     if (failed)
         return DECLINED;
-    return answer_noted(c, p.whole, (size_t)made, remove, !remove, count, resp);
+    int answered = answer_noted(c, p.whole, (size_t)made, remove, !remove, count, resp);
+    note_served(c, kind, p.whole, (size_t)made, -resp->error); /* 0, or the EIO of a note that raised */
+    return answered;
 }
 
 /* Serves a mkdir, mkdirat or rmdir (call: CALL_MKDIR ...) as serve_dir_at says. */

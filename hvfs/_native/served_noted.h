@@ -1,4 +1,4 @@
-/* The answer of a change a quiet VM's request made in the C receive loop by a plain path
+/* The answer of a change a quiet or audited VM's request made in the C receive loop by a plain path
  * (served_dirs.h's mkdir and rmdir, served_pathmeta.h's chmod, chown and utimensat): the
  * change set's note of the path's text, before the answer, as changes.after notes the
  * request's target once its handler has acted.

@@ -1,4 +1,4 @@
-/* A quiet VM's metadata change by a plain path, served in the C receive loop: chmod, fchmodat,
+/* A quiet or audited VM's metadata change by a plain path, served in the C receive loop: chmod, fchmodat,
  * chown, lchown, fchownat (flags 0 or AT_SYMLINK_NOFOLLOW) and utimensat with a path (the same
  * flags); hotpath.c hands CALL_MKDIR and after to serve_path_change, served_stat.h's serve_open
  * a utimensat with a path (hvfs/intercept/served_stat.py says when, and
@@ -13,9 +13,14 @@
  * as changes._object notes it: no symlink on the way), existed and exists, before the answer
  * (served_noted.h answer_noted, queued without the GIL).
  *
- * Declined before any answer, so that Python serves the request from its start: a VM that is
- * not quiet (a hook; an audited one too: its events are Python's to record), no writable
- * view, AT_EMPTY_PATH or another flag, times that cannot be read, a path that is not plain or
+ * An audited VM with no hook is served so too, its Chmod, Chown or Utimens event recorded
+ * (served_audit.h) under the name Python's handler notes (attrs.py _noted_object: the object
+ * found by its text with no symlink on the way, as here: the path's whole text), "ok", or EIO
+ * where the note raised.
+ *
+ * Declined before any answer, so that Python serves the request from its start: a VM with a
+ * hook (quiet[0] and quiet[1] off), no writable view, AT_EMPTY_PATH or another flag, times that
+ * cannot be read, a path that is not plain or
  * a base Python would find otherwise, a caller whose credentials are not published, a device
  * node, a symlink's mode, and every failure (ELOOP: a symlink on the way; ENOENT, EPERM,
  * EACCES, EROFS, EINVAL ...): a failed change changes nothing, and Python answers it.
@@ -55,13 +60,16 @@ serve_pathmeta(const struct stat_context *c, int listener, const struct seccomp_
     uint64_t value = kind == CHANGE_OWNER ? (rest[0] & UINT32_MAX) | (rest[1] << 32) : rest[0];
     struct acting a;
     struct write_path p;
-    int made = quiet_write_request(c, listener, notif, dirfd, path_at, &a, &p);
+    int made = write_request(c, listener, notif, dirfd, path_at, &a, &p);
     if (made <= 0)
         return made < 0 ? GONE : DECLINED;
     if (change_named(c->rw_root, c->write_kept, p.path, p.base, &p.identity, !(flags & AT_SYMLINK_NOFOLLOW), kind, value,
                      kind == CHANGE_TIMES && rest[0] ? times : NULL, c->self_fds, &a) != 0)
         return DECLINED;
-    return answer_noted(c, p.whole, (size_t)made, 1, 1, c->counts + SERVED_OUTCOMES * (COUNTS_CHMOD + kind), resp);
+    /* CHANGE_* and the counts' and the audit's kinds are in one order: mode, owner, times */
+    int answered = answer_noted(c, p.whole, (size_t)made, 1, 1, c->counts + SERVED_OUTCOMES * (COUNTS_CHMOD + kind), resp);
+    note_served(c, AUDIT_CHMOD + kind, p.whole, (size_t)made, -resp->error); /* 0, or the EIO of a note that raised */
+    return answered;
 }
 
 /* Serves a call from CALL_MKDIR on: a mkdir or rmdir (serve_dir), or a change by path. */

@@ -235,7 +235,7 @@ resolve_caller_path(const struct stat_context *c, int listener, const struct sec
         return GONE;
     if (audited) { /* found as the audited Python path finds it, or Python's (it names the rest otherwise) */
         c->note->audited = 1, c->note->pid = notif->pid, c->note->answered = 0;
-        *fd = plain ? open_plain_at(c->vm_root, base, &identity, path, open_flags, a) : NOT_NAMED;
+        *fd = plain ? open_plain_at(c->kept, c->vm_root, base, &identity, path, open_flags, a) : NOT_NAMED;
         if (*fd >= 0)
             return ANSWER;
         act_restore(a); /* the dispatch names a failed lookup as the manager, after the handler */

@@ -91,17 +91,6 @@ write_request(const struct stat_context *c, int listener, const struct seccomp_n
     return ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) < 0 ? -GONE : made;
 }
 
-/* write_request for a change served for a quiet VM alone: an audited one's events (served_dirs.h's
- * Mkdir and Rmdir, served_pathmeta.h's) are Python's to record, so its request is DECLINED once
- * read, as served_hearing's verdict says. */
-static int
-quiet_write_request(const struct stat_context *c, int listener, const struct seccomp_notif *notif, int32_t dirfd,
-                    uint64_t path_at, struct acting *a, struct write_path *p)
-{
-    int made = write_request(c, listener, notif, dirfd, path_at, a, p);
-    return made > 0 && c->note && c->note->audited ? DECLINED : made;
-}
-
 /* Serves a write-open (flags: the register's, masked to what open(2) keeps) of path_at from
  * dirfd, as the header says: ANSWER with *install the fd to install writable (or resp an
  * errno), GONE, or DECLINED. Without the GIL (the change set's note queued: note_change). */

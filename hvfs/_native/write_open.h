@@ -259,8 +259,9 @@ create_as_caller(int dir, const char *path, struct open_how *how, uint64_t mode,
  * served_base.h's keeper (the VM's root, for stats and read-only opens) and the writable
  * view's (write_base's, for the mutations served here). */
 struct kept_base {
-    int held; /* fd is ours, and names text, of identity dev and ino */
-    int fd;   /* O_PATH | O_DIRECTORY */
+    int held;  /* fd is ours, and names text, of identity dev and ino */
+    int plain; /* found by its text with no symlink on the way (served_audit.h's plain_base) */
+    int fd;    /* O_PATH | O_DIRECTORY */
     dev_t dev;
     ino_t ino;
     uint64_t mount; /* served_base.h: the caller's directory's mount id when kept; 0: unknown, never matched */
@@ -301,6 +302,7 @@ write_base(struct kept_base *kept, int rw_root, const char *base, const struct s
             close(kept->fd);
         memcpy(kept->text, base, length + 1);
         kept->fd = (int)dir, kept->dev = st.st_dev, kept->ino = st.st_ino, kept->held = 1, kept->mount = 0;
+        kept->plain = 0;
     }
     return dir;
 }

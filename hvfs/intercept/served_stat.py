@@ -49,7 +49,7 @@ A quiet VM's mkdir, mkdirat, rmdir and unlinkat with AT_REMOVEDIR of such a path
 there too, as ``names.handle_mkdir`` and ``handle_rmdir`` serve them (hvfs/_native/served_dirs.h),
 and its chmod, fchmodat, chown, lchown, fchownat and utimensat of such a path (flags 0 or
 AT_SYMLINK_NOFOLLOW), as ``attrs.handle_chmod``, ``handle_chown`` and ``handle_utimens`` serve a
-path (hvfs/_native/served_pathmeta.h); an audited VM's are Python's. A write-open of a
+path (hvfs/_native/served_pathmeta.h); an audited VM's too (below). A write-open of a
 character device under /dev (/dev/null: every shell redirect) is continued there as
 ``opening._open_writable`` continues it, where that handler's own probe (O_PATH in the
 writable view, ``RESOLVE_IN_ROOT``, as the caller) finds a character device at the plain
@@ -59,10 +59,12 @@ turns those off alone.
 
 A relative path's base directory, found by its text and checked to be the caller's, is kept
 open from one stat or read-only open to the next while the C loop answers, and used again
-where the caller's directory has the same text and identity (hvfs/_native/served_base.h);
-so is a relative mutation's base in the writable view, where the text, read anew, and the
-identity are the same (hvfs/_native/write_open.h ``write_base``: an untar's every file, an
-rm -rf's every unlink); ``HVFS_SERVED_BASE=0`` opens each anew.
+where the caller's directory has the same text and identity (hvfs/_native/served_base.h); an
+audited VM's too, where it was found with no symlink on the way and the text, read anew from
+the caller for each request, is the kept one (served_audit.h ``plain_base``); so is a
+relative mutation's base in the writable view, where the text, read anew, and the identity
+are the same (hvfs/_native/write_open.h ``write_base``: an untar's every file, an rm -rf's
+every unlink); ``HVFS_SERVED_BASE=0`` opens each anew.
 
 An audited VM (an audit or another subscriber on its bus, and no hook) has those served
 in C too that the Python path names by their text (``resolve.open_named``: a plain path
@@ -73,7 +75,7 @@ taken for it, the record the dispatch makes for the same request
 or an errno), which the dispatch names by their parent directory opened again and named by
 the kernel (``served._resolved``: hvfs/_native/served_resolved.h), and its read-only opens
 its text does not find (a symlink on the way), named by the kernel's name of the fd handed
-out. Its write-opens, unlinks and fd metadata changes
+out. Its write-opens, unlinks, mkdirs, rmdirs and metadata changes (by an fd or by a path)
 are served as a quiet VM's are (their names are their text, or the fd's VM path, as Python
 names them), each event recorded the same way, an errno C answers (EEXIST, a failed change)
 as the dispatch records the handler's; its write-opens of a device under /dev are
@@ -154,8 +156,8 @@ COUNTS = struct.Struct(f"<{len(KINDS) * len(OUTCOMES)}Q")  # KINDS x OUTCOMES
 # What C records an audited VM's served calls with (served_audit.h): the bus, the VM's name,
 # record.c's record_raw, and a (request, response) of each kind served (AUDIT_*: stat, statx,
 # open, unlink, chmod, chown, utimens), whose types say how the event reads, then a failure's
-# (its Errno's type, made with the errno C answered), readlink's and access's, and a continued
-# request's response (its request unread).
+# (its Errno's type, made with the errno C answered), readlink's and access's, a continued
+# request's response (its request unread), then mkdir's and rmdir's.
 Audit = tuple[object, str, object, tuple[tuple[object, object], ...]]
 # What C serves a VM's write-opens with (served_write.h): its writable view, a nodev one, and
 # its change set's ``c_note`` (its queue and its ``note``), with which C notes each change it
@@ -288,5 +290,7 @@ def audit_of(bus: object, vm: str) -> Audit | None:
         (api.Readlink(caller=caller, path=root), api.Value(0)),  # the event reads a Data's length alone
         (api.Access(caller=caller, path=root, mode=0, flags=0), api.Value(0)),
         (api.Stat(caller=caller, path=root, follow=True), api.Continue()),  # any kind's continue
+        (api.Mkdir(caller=caller, path=root, mode=0), api.Value(0)),
+        (api.Rmdir(caller=caller, path=root), api.Value(0)),
     )
     return (bus, vm, recorder.record_raw, prototypes)
