@@ -156,8 +156,26 @@ answered_here(pid_t pid, int status, int here, long *execs)
 static pid_t
 next_status(int pending, int *status)
 {
-    if (!pending)
+    if (!pending) {
+        static long spin_us = -1;
+        if (spin_us < 0) {
+            const char *e = getenv("HVFS_TRACER_SPIN_US");
+            spin_us = e ? atol(e) : 0;
+        }
+        if (spin_us > 0) {
+            struct timespec t0, t;
+            clock_gettime(CLOCK_MONOTONIC, &t0);
+            for (;;) {
+                pid_t got = waitpid(-1, status, __WALL | __WNOTHREAD | WNOHANG);
+                if (got != 0)
+                    return got;
+                clock_gettime(CLOCK_MONOTONIC, &t);
+                if ((t.tv_sec - t0.tv_sec) * 1000000L + (t.tv_nsec - t0.tv_nsec) / 1000 > spin_us)
+                    break;
+            }
+        }
         return waitpid(-1, status, __WALL | __WNOTHREAD);
+    }
     siginfo_t info;
     memset(&info, 0, sizeof info);
     if (waitid(P_ALL, 0, &info, WSTOPPED | WNOHANG | __WALL | __WNOTHREAD) < 0)
