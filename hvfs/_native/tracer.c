@@ -151,31 +151,16 @@ answered_here(pid_t pid, int status, int here, long *execs)
     return 0;
 }
 
+#include "tracer_spin.h" /* spun_wait: the waits polled briefly before they block */
+
 /* The next status: waited for (exits included), or with ``pending`` a stop already there
  * (waitid without WEXITED: an exit is never reaped so), 0 when there is none. */
 static pid_t
 next_status(int pending, int *status)
 {
-    if (!pending) {
-        static long spin_us = -1;
-        if (spin_us < 0) {
-            const char *e = getenv("HVFS_TRACER_SPIN_US");
-            spin_us = e ? atol(e) : 0;
-        }
-        if (spin_us > 0) {
-            struct timespec t0, t;
-            clock_gettime(CLOCK_MONOTONIC, &t0);
-            for (;;) {
-                pid_t got = waitpid(-1, status, __WALL | __WNOTHREAD | WNOHANG);
-                if (got != 0)
-                    return got;
-                clock_gettime(CLOCK_MONOTONIC, &t);
-                if ((t.tv_sec - t0.tv_sec) * 1000000L + (t.tv_nsec - t0.tv_nsec) / 1000 > spin_us)
-                    break;
-            }
-        }
-        return waitpid(-1, status, __WALL | __WNOTHREAD);
-    }
+    static __thread int bursting; /* this tracer thread's stops come in a burst (tracer_spin.h) */
+    if (!pending)
+        return spun_wait(-1, status, __WALL | __WNOTHREAD, &bursting);
     siginfo_t info;
     memset(&info, 0, sizeof info);
     if (waitid(P_ALL, 0, &info, WSTOPPED | WNOHANG | __WALL | __WNOTHREAD) < 0)
@@ -479,5 +464,6 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_tracer", NULL, -1, 
 PyMODINIT_FUNC
 PyInit__tracer(void)
 {
+    spin_configure();
     return PyModule_Create(&module);
 }
