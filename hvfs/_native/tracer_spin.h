@@ -4,8 +4,9 @@
  * that wake-up costs tens of µs per stop, more than the stop itself. Polling waitpid(WNOHANG)
  * for a few tens of µs catches the next stop of a burst (a served open's recvmsg, a loop of
  * trapped calls) with the tracer's CPU still awake. Only while stops come in bursts: the poll
- * runs when this thread's last wait was met within SPIN_WINDOW budgets (a blocking wait's
- * time includes the wake-up's), so that an idle VM's tracer blocks at once and a sparse
+ * runs when this thread's last wait was met within the budget and WAKE_ALLOWANCE_US (a
+ * blocking wait's time includes a halted CPU's wake-up: without the allowance a burst once
+ * left would not be found again), so that an idle VM's tracer blocks at once and a sparse
  * workload pays at most one budget per quiet spell. Each poll yields the CPU (sched_yield):
  * under load the thread it waits for may be queued on this very CPU. Included by tracer.c.
  */
@@ -17,7 +18,7 @@
 #include <time.h>
 
 #define SPIN_US_DEFAULT 50 /* docs/ptrace.md, "Waiting for a stop": measured 2026-12-07 */
-#define SPIN_WINDOW 2      /* a wait met within this many budgets keeps the next one polling */
+#define WAKE_ALLOWANCE_US 100 /* what a blocking wait's time may hold of its wake-up, besides the gap */
 
 /* HVFS_TRACER_SPIN_US, read once when the module is loaded (the manager's environment): the
  * budget in µs, 0 for none (a plain blocking wait, as before). */
@@ -44,8 +45,8 @@ elapsed_us(const struct timespec *since)
 }
 
 /* waitpid(who, status, options), polled first for up to the budget when ``bursting`` (then set
- * again by how long this wait took). A stop met by the poll, or by a block no longer than
- * SPIN_WINDOW budgets, keeps the burst on. */
+ * again by how long this wait took). A stop met by the poll, or by a block that ended within
+ * the budget and WAKE_ALLOWANCE_US, keeps the burst on. */
 static pid_t
 spun_wait(pid_t who, int *status, int options, int *bursting)
 {
@@ -62,7 +63,7 @@ spun_wait(pid_t who, int *status, int options, int *bursting)
         } while (elapsed_us(&start) <= spin_us);
     }
     pid_t got = waitpid(who, status, options);
-    *bursting = elapsed_us(&start) <= SPIN_WINDOW * spin_us;
+    *bursting = elapsed_us(&start) <= spin_us + WAKE_ALLOWANCE_US;
     return got;
 }
 
