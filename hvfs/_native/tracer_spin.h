@@ -13,16 +13,22 @@
 #ifndef HVFS_TRACER_SPIN_H
 #define HVFS_TRACER_SPIN_H
 
+#include <fcntl.h>
+#include <pthread.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #define SPIN_US_DEFAULT 50 /* docs/ptrace.md, "Waiting for a stop": measured 2026-12-07 */
 #define WAKE_ALLOWANCE_US 100 /* what a blocking wait's time may hold of its wake-up, besides the gap */
 
 /* HVFS_TRACER_SPIN_US, read once when the module is loaded (the manager's environment): the
- * budget in µs, 0 for none (a plain blocking wait, as before). */
+ * budget in µs, 0 for none (a plain blocking wait, as before). HVFS_TRACER_SPIN_ALWAYS=1
+ * (tests, measurements): the poll whatever the machine's load (machine_has_spare). */
 static long spin_us = SPIN_US_DEFAULT;
+static int spin_always;
 
 static void
 spin_configure(void)
@@ -34,6 +40,8 @@ spin_configure(void)
         if (*end == '\0' && us >= 0 && us <= 10000)
             spin_us = us;
     }
+    given = getenv("HVFS_TRACER_SPIN_ALWAYS");
+    spin_always = given != NULL && strcmp(given, "1") == 0;
 }
 
 static long
@@ -44,9 +52,68 @@ elapsed_us(const struct timespec *since)
     return (now.tv_sec - since->tv_sec) * 1000000L + (now.tv_nsec - since->tv_nsec) / 1000;
 }
 
+/* The idle time of all CPUs so far (/proc/stat's first line: idle and iowait), in clock ticks;
+ * -1 where it cannot be read. */
+static long long
+idle_ticks(void)
+{
+    char line[256];
+    int fd = open("/proc/stat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t got = read(fd, line, sizeof line - 1);
+    close(fd);
+    if (got <= 0)
+        return -1;
+    line[got] = '\0';
+    unsigned long long user, nice, system, idle, iowait;
+    if (sscanf(line, "cpu %llu %llu %llu %llu %llu", &user, &nice, &system, &idle, &iowait) != 5)
+        return -1;
+    return (long long)(idle + iowait);
+}
+
+/* Whether the machine had SPARE_CPUS of idle time over the last SPARE_SAMPLE_US: only then can
+ * a CPU halt and its wake-up cost what the poll saves. Under load no CPU halts, and the poll
+ * would only take a CPU from others. Sampled for the whole manager (one tracer thread reads,
+ * the others use the last answer); yes until a first sample says otherwise, and where
+ * /proc/stat cannot be read. */
+#define SPARE_SAMPLE_US 200000
+#define SPARE_CPUS 0.25
+
+static struct {
+    struct timespec at;
+    long long idle;
+    int spare;
+} machine = {.spare = 1};
+static pthread_mutex_t sampling = PTHREAD_MUTEX_INITIALIZER;
+
+static int
+machine_has_spare(void)
+{
+    if (spin_always)
+        return 1;
+    if (pthread_mutex_trylock(&sampling) != 0)
+        return __atomic_load_n(&machine.spare, __ATOMIC_RELAXED);
+    long span = machine.at.tv_sec ? elapsed_us(&machine.at) : 0;
+    if (machine.at.tv_sec == 0 || span >= SPARE_SAMPLE_US) {
+        long long idle = idle_ticks();
+        if (idle >= 0) {
+            if (machine.at.tv_sec != 0) {
+                double cpus = (double)(idle - machine.idle) / (double)sysconf(_SC_CLK_TCK) / ((double)span / 1e6);
+                __atomic_store_n(&machine.spare, cpus >= SPARE_CPUS, __ATOMIC_RELAXED);
+            }
+            machine.idle = idle;
+            clock_gettime(CLOCK_MONOTONIC, &machine.at);
+        }
+    }
+    int spare = __atomic_load_n(&machine.spare, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&sampling);
+    return spare;
+}
+
 /* waitpid(who, status, options), polled first for up to the budget when ``bursting`` (then set
- * again by how long this wait took). A stop met by the poll, or by a block that ended within
- * the budget and WAKE_ALLOWANCE_US, keeps the burst on. */
+ * again by how long this wait took) and the machine has a spare CPU. A stop met by the poll,
+ * or by a block that ended within the budget and WAKE_ALLOWANCE_US, keeps the burst on. */
 static pid_t
 spun_wait(pid_t who, int *status, int options, int *bursting)
 {
@@ -54,7 +121,7 @@ spun_wait(pid_t who, int *status, int options, int *bursting)
         return waitpid(who, status, options);
     struct timespec start;
     clock_gettime(CLOCK_MONOTONIC, &start);
-    if (*bursting) {
+    if (*bursting && machine_has_spare()) {
         do {
             pid_t got = waitpid(who, status, options | WNOHANG);
             if (got != 0)
