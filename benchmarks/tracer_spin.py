@@ -1,14 +1,15 @@
 """The ptrace tracer's poll before it blocks (HVFS_TRACER_SPIN_US), A/B: wall and manager CPU.
 
-    python benchmarks/tracer_spin.py [--rounds N] [--opens N] [--idle S] NAME=HVFS[:SPIN_US] ...
+    python benchmarks/tracer_spin.py [--rounds N] [--opens N] [--idle S] NAME=HVFS[:SPIN_US[:always]] ...
 
-W3t's untar and ``rm -rf`` of 3,000 small files on a tmpfs (the work directory is in /dev/shm)
-comes first in each round. e.g. ``before=/tmp/before/.venv/bin/hvfs off=.venv/bin/hvfs:0 on=.venv/bin/hvfs``: each
+e.g. ``before=/tmp/before/.venv/bin/hvfs off=.venv/bin/hvfs:0 on=.venv/bin/hvfs``: each
 configuration gets its own manager and state directory (the manager reads the variable;
-without ``:SPIN_US`` it is left unset: the build's default). Rounds alternate the
-configurations in shuffled order; each round runs, under ``--driver ptrace``, openbench's
-continued write-opens of /dev/null (W8c), its served write-opens of a volume file (W8),
-and an idle ``sleep`` (the manager must not spin while nothing stops). Per run: openbench's
+without ``:SPIN_US`` it is left unset: the build's default; ``:always`` sets
+HVFS_TRACER_SPIN_ALWAYS=1, the poll whatever the load). Rounds alternate the configurations
+in shuffled order; each round runs, under ``--driver ptrace``, W3t's untar and ``rm -rf`` of
+3,000 small files on a tmpfs (the work directory is in /dev/shm), openbench's continued
+write-opens of /dev/null (W8c), its served write-opens of a volume file (W8), and an idle
+``sleep`` (the manager must not spin while nothing stops). Per run: openbench's
 µs per open+close, and the manager's CPU (user + system of all its threads, /proc/PID/stat)
 per open+close, or, for the idle run, as a share of the wall time. Medians (min–max).
 """
@@ -40,12 +41,16 @@ def cpu_seconds(pid: int) -> float:
 class Config:
     def __init__(self, name: str, spec: str, work: Path) -> None:
         hvfs, _, spin = spec.partition(":")
+        spin, _, always = spin.partition(":")
         self.name, self.hvfs = name, hvfs
         self.state = tempfile.mkdtemp(prefix=f"hvfs-spin-{name}-")
         self.env = dict(os.environ, HVFS_STATE_DIR=self.state)
         self.env.pop("HVFS_TRACER_SPIN_US", None)
+        self.env.pop("HVFS_TRACER_SPIN_ALWAYS", None)
         if spin:
             self.env["HVFS_TRACER_SPIN_US"] = spin
+        if always == "always":  # the poll whatever the machine's load
+            self.env["HVFS_TRACER_SPIN_ALWAYS"] = "1"
         self.work = work
         self.results: dict[str, list[float]] = {}
 
@@ -101,7 +106,7 @@ def main() -> int:
     parser.add_argument("--opens", type=int, default=20000)
     parser.add_argument("--idle", type=float, default=2.0)
     parser.add_argument("--json", help="where to write every run's figures, by configuration")
-    parser.add_argument("configs", nargs="+", metavar="NAME=HVFS[:SPIN_US]")
+    parser.add_argument("configs", nargs="+", metavar="NAME=HVFS[:SPIN_US[:always]]")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="hvfs-spin-work-", dir="/dev/shm"))  # a tmpfs, as W3t's
     os.chmod(work, 0o755)
