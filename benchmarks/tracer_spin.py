@@ -11,7 +11,9 @@ in shuffled order; each round runs, under ``--driver ptrace``, W3t's untar and `
 write-opens of /dev/null (W8c), its served write-opens of a volume file (W8), and an idle
 ``sleep`` (the manager must not spin while nothing stops). Per run: openbench's
 µs per open+close, and the manager's CPU (user + system of all its threads, /proc/PID/stat)
-per open+close, or, for the idle run, as a share of the wall time. Medians (min–max).
+per open+close, or, for the idle run, as a share of the wall time. Medians (min–max), then
+each configuration's ratio to the first one's run of the same round (median, and in how many
+rounds it was above 1).
 """
 
 from __future__ import annotations
@@ -140,6 +142,19 @@ def main() -> int:
     print("| --- |" + " --- |" * len(configs))
     for key in keys:
         print(f"| {key} | " + " | ".join(summary(c.results[key]) for c in configs) + " |")
+    first = configs[0]  # paired by round: what the load did to a round, it did to all its runs
+    others = configs[1:]
+    print(
+        f"\n| paired: ÷ {first.name} per round, median (rounds above 1) | " + " | ".join(c.name for c in others) + " |"
+    )
+    print("| --- |" + " --- |" * (len(configs) - 1))
+    for key in keys:
+        cells = []
+        for config in others:
+            ratios = [b / a for a, b in zip(first.results[key], config.results[key], strict=True) if a > 0]
+            above = sum(r > 1 for r in ratios)
+            cells.append(f"{statistics.median(ratios):.2f} ({above}/{len(ratios)})" if ratios else "–")
+        print(f"| {key} | " + " | ".join(cells) + " |")
     return 0
 
 
