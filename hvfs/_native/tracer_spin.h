@@ -7,8 +7,11 @@
  * runs when this thread's last wait was met within the budget and WAKE_ALLOWANCE_US (a
  * blocking wait's time includes a halted CPU's wake-up: without the allowance a burst once
  * left would not be found again), so that an idle VM's tracer blocks at once and a sparse
- * workload pays at most one budget per quiet spell. Each poll yields the CPU (sched_yield):
- * under load the thread it waits for may be queued on this very CPU. Included by tracer.c.
+ * workload pays at most one budget per quiet spell. And only while the machine has a spare
+ * CPU (machine_has_spare): under load no CPU halts, and the poll cost CPU and wall time
+ * (docs/performance.md, "The ptrace tracer's poll before it blocks"). Each poll yields the
+ * CPU (sched_yield): the thread it waits for may be queued on this very CPU. Included by
+ * tracer.c.
  */
 #ifndef HVFS_TRACER_SPIN_H
 #define HVFS_TRACER_SPIN_H
@@ -21,7 +24,7 @@
 #include <string.h>
 #include <time.h>
 
-#define SPIN_US_DEFAULT 50 /* docs/ptrace.md, "Waiting for a stop": measured 2026-12-07 */
+#define SPIN_US_DEFAULT 50 /* the quiet machine's W8c was the same with 20-200 µs (docs/ptrace.md) */
 #define WAKE_ALLOWANCE_US 100 /* what a blocking wait's time may hold of its wake-up, besides the gap */
 
 /* HVFS_TRACER_SPIN_US, read once when the module is loaded (the manager's environment): the
