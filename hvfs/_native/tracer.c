@@ -176,13 +176,16 @@ answered_here(pid_t pid, int status, int here, long *execs)
     return 0;
 }
 
+#include "tracer_spin.h" /* spun_wait: the waits polled briefly before they block */
+
 /* The next status: waited for (exits included), or with ``pending`` a stop already there
  * (waitid without WEXITED: an exit is never reaped so), 0 when there is none. */
 static pid_t
 next_status(int pending, int *status)
 {
+    static __thread int bursting; /* this tracer thread's stops come in a burst (tracer_spin.h) */
     if (!pending)
-        return waitpid(-1, status, __WALL | __WNOTHREAD);
+        return spun_wait(-1, status, __WALL | __WNOTHREAD, &bursting);
     siginfo_t info;
     memset(&info, 0, sizeof info);
     if (waitid(P_ALL, 0, &info, WSTOPPED | WNOHANG | __WALL | __WNOTHREAD) < 0)
@@ -496,5 +499,6 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_tracer", NULL, -1, 
 PyMODINIT_FUNC
 PyInit__tracer(void)
 {
+    spin_configure();
     return PyModule_Create(&module);
 }

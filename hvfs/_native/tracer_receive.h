@@ -77,9 +77,10 @@ run_to_exit(pid_t pid, struct outcome *out)
         out->status = -1;
         return;
     }
+    int bursting = 1; /* the recvmsg's exit stop follows at once: always polled first */
     for (;;) {
         int status;
-        pid_t got = waitpid(pid, &status, __WALL);
+        pid_t got = spun_wait(pid, &status, __WALL, &bursting);
         if (got < 0 && errno == EINTR)
             continue;
         if (got < 0 || WIFEXITED(status) || WIFSIGNALED(status)) {
