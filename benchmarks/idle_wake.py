@@ -14,7 +14,7 @@ other task at once, so it only changes what waking an idle CPU costs), round by 
 variant with its own manager. The difference is the wake-ups' share. Not a test: nothing is
 asserted; the figures mean something only on an otherwise idle machine (report the load).
 
-    python benchmarks/idle_wake.py [ROUNDS] [--iterations N] [--hvfs DIR]
+    python benchmarks/idle_wake.py [ROUNDS] [--iterations N] [--spinners N] [--hvfs DIR]
 
 ``--hvfs DIR``: the hvfs package's parent directory to run (default: this checkout).
 """
@@ -60,9 +60,9 @@ def openbench(work: Path, env: dict[str, str], options: list[str], target: list[
     return float(done.stdout.split()[-1])
 
 
-def awake() -> list[subprocess.Popen[bytes]]:
-    """One SCHED_IDLE busy loop per CPU, started and given a moment to be scheduled."""
-    spinners = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(os.cpu_count() or 1)]
+def awake(count: int) -> list[subprocess.Popen[bytes]]:
+    """``count`` SCHED_IDLE busy loops, started and given a moment to be scheduled."""
+    spinners = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(count)]
     time.sleep(0.3)
     return spinners
 
@@ -71,6 +71,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("rounds", nargs="?", type=int, default=5)
     parser.add_argument("--iterations", type=int, default=20000, help="opens per openbench run")
+    parser.add_argument("--spinners", type=int, default=os.cpu_count() or 1, help="busy loops (default: one per CPU)")
     parser.add_argument("--hvfs", type=Path, default=REPO, help="the hvfs package's parent directory")
     args = parser.parse_args()
     rounds, iterations, package = args.rounds, args.iterations, args.hvfs.resolve()
@@ -89,7 +90,7 @@ def main() -> None:
         try:
             for number in range(rounds):
                 for kept in (False, True) if number % 2 == 0 else (True, False):
-                    spinners = awake() if kept else []
+                    spinners = awake(args.spinners) if kept else []
                     try:
                         for label, options, target in CASES:
                             figure = openbench(work, envs[label], options, target, iterations)
