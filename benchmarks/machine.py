@@ -52,6 +52,22 @@ def _memory() -> str:
     return f"{int(total.split()[0]) / 2**20:.1f} GiB" if total else "unknown"
 
 
+def idle_state() -> str:
+    """How an idle CPU waits: the cpuidle governor and the guest halt-poll window. Where a
+    guest halts its vCPUs without polling first, waking one costs tens of µs, and every
+    trapped call that wakes the other CPU pays it (benchmarks/idle_wake.py measures how much)."""
+    facts = []
+    for name, path in (
+        ("governor", "/sys/devices/system/cpu/cpuidle/current_governor_ro"),
+        ("guest_halt_poll_ns", "/sys/module/haltpoll/parameters/guest_halt_poll_ns"),
+    ):
+        try:
+            facts.append(f"{name} {Path(path).read_text().strip()}")
+        except OSError:
+            facts.append(f"{name} unknown")
+    return ", ".join(facts)
+
+
 def describe() -> dict[str, str]:
     """Machine facts for the report, each one short line."""
     facts = {
@@ -59,6 +75,7 @@ def describe() -> dict[str, str]:
         "CPUs": str(os.cpu_count()),
         "CPU model": _proc_field("/proc/cpuinfo", "model name") or "unknown",
         "memory": _memory(),
+        "CPU idle": idle_state(),
     }
     commit = _first_line(["git", "rev-parse", "--short", "HEAD"], REPO)
     if commit is not None:
