@@ -126,8 +126,7 @@ plain_text(struct served_note *n, const char *path, const char *base, int openin
 static long
 plain_base(struct kept_base *kept, int root, const char *base, const struct stat *identity)
 {
-    if (kept && kept->held && kept->plain && kept->dev == identity->st_dev && kept->ino == identity->st_ino &&
-        strcmp(kept->text, base) == 0)
+    if (kept_holds(kept, base, identity) && kept->plain)
         return kept->fd;
     long dir = scoped_openat2(root, base, O_PATH | O_DIRECTORY, RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS);
     if (dir < 0)
@@ -137,14 +136,7 @@ plain_base(struct kept_base *kept, int root, const char *base, const struct stat
         close((int)dir);
         return NOT_NAMED;
     }
-    size_t length = strlen(base);
-    if (kept && length < sizeof kept->text) {
-        if (kept->held)
-            close(kept->fd);
-        memcpy(kept->text, base, length + 1);
-        kept->fd = (int)dir, kept->dev = st.st_dev, kept->ino = st.st_ino, kept->held = 1, kept->mount = 0;
-        kept->plain = 1;
-    }
+    keep_base(kept, dir, base, &st, 1);
     return dir;
 }
 

@@ -106,8 +106,7 @@ kept_base_mounted(struct kept_base *kept, const char *base, const struct stat *i
 static long
 base_directory(struct kept_base *kept, int root, const char *base, const struct stat *identity, int *foreign)
 {
-    if (kept && kept->held && kept->dev == identity->st_dev && kept->ino == identity->st_ino &&
-        strcmp(kept->text, base) == 0)
+    if (kept_holds(kept, base, identity))
         return kept->fd;
     long dir = scoped_openat2(root, base, O_PATH | O_DIRECTORY, RESOLVE_IN_ROOT);
     if (dir < 0) {
@@ -120,14 +119,7 @@ base_directory(struct kept_base *kept, int root, const char *base, const struct 
         *foreign = 1;
         return -EACCES;
     }
-    size_t length = strlen(base);
-    if (kept && length < sizeof kept->text) {
-        if (kept->held)
-            close(kept->fd);
-        memcpy(kept->text, base, length + 1);
-        kept->fd = (int)dir, kept->dev = st.st_dev, kept->ino = st.st_ino, kept->held = 1, kept->mount = 0;
-        kept->plain = 0;
-    }
+    keep_base(kept, dir, base, &st, 0);
     return dir;
 }
 

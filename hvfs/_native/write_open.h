@@ -268,6 +268,29 @@ struct kept_base {
     char text[PATH_MAX_BYTES + 1];
 };
 
+/* Whether kept holds the directory base names, of identity (its text and dev/ino alike). */
+static inline int
+kept_holds(const struct kept_base *kept, const char *base, const struct stat *identity)
+{
+    return kept && kept->held && kept->dev == identity->st_dev && kept->ino == identity->st_ino &&
+           strcmp(kept->text, base) == 0;
+}
+
+/* Keeps dir, base's directory (of identity st), in kept for the serve call where its text fits,
+ * closing the one kept before; plain: found with no symlink on the way (served_audit.h). */
+static void
+keep_base(struct kept_base *kept, long dir, const char *base, const struct stat *st, int plain)
+{
+    size_t length = strlen(base);
+    if (!kept || length >= sizeof kept->text)
+        return;
+    if (kept->held)
+        close(kept->fd);
+    memcpy(kept->text, base, length + 1);
+    kept->fd = (int)dir, kept->dev = st->st_dev, kept->ino = st->st_ino, kept->held = 1, kept->mount = 0;
+    kept->plain = plain;
+}
+
 /* The directory a relative path starts from, found in the writable view as resolve.open_named
  * finds it (with the manager's rights: a lookup the caller made already; no symlink on the
  * way) and checked to be the caller's very directory (identity, read_base's): an fd, or -1;
@@ -287,8 +310,7 @@ struct kept_base {
 static long
 write_base(struct kept_base *kept, int rw_root, const char *base, const struct stat *identity)
 {
-    if (kept && kept->held && kept->dev == identity->st_dev && kept->ino == identity->st_ino &&
-        strcmp(kept->text, base) == 0)
+    if (kept_holds(kept, base, identity))
         return kept->fd;
     struct stat st;
     long dir = scoped_openat2(rw_root, base, O_PATH | O_DIRECTORY, RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS);
@@ -296,14 +318,8 @@ write_base(struct kept_base *kept, int rw_root, const char *base, const struct s
         close((int)dir);
         return -1;
     }
-    size_t length = strlen(base);
-    if (dir >= 0 && kept && length < sizeof kept->text) {
-        if (kept->held)
-            close(kept->fd);
-        memcpy(kept->text, base, length + 1);
-        kept->fd = (int)dir, kept->dev = st.st_dev, kept->ino = st.st_ino, kept->held = 1, kept->mount = 0;
-        kept->plain = 0;
-    }
+    if (dir >= 0)
+        keep_base(kept, dir, base, &st, 0);
     return dir;
 }
 
