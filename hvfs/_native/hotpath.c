@@ -33,6 +33,8 @@
 #define SECCOMP_ADDFD_FLAG_SEND (1UL << 1)
 #endif
 
+#include "keep_awake.h"
+
 #define PATH_MAX_BYTES 4096
 #define SHORT_PATH 256 /* read first: most paths are short (hvfs/intercept/tracee.py) */
 
@@ -62,8 +64,10 @@ receive_one(int listener, int stop_fd, struct seccomp_notif *notif)
             return -1;
         if (fds[0].revents & POLLIN) {
             memset(notif, 0, sizeof *notif); /* the kernel rejects a buffer that is not all zeroes */
-            if (ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, notif) == 0)
+            if (ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, notif) == 0) {
+                awake_note();
                 return 0;
+            }
             if (errno == ENOENT || errno == EINTR)
                 continue;
             return errno;
@@ -465,6 +469,7 @@ static PyMethodDef methods[] = {
     {"openat2", (PyCFunction)(void (*)(void))hp_openat2, METH_FASTCALL, "openat2(dirfd, path, flags, mode, resolve) -> fd"},
     NOTE_QUEUE_METHODS, /* the change set's notes made without the GIL (write_open.h note_change) */
     FIRST_CREDENTIALS_METHODS, /* the loop's own read of a caller's credentials, for its tests */
+    KEEP_AWAKE_METHODS,
     {NULL, NULL, 0, NULL},
 };
 

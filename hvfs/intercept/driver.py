@@ -88,7 +88,7 @@ from hvfs._sys import notify, process
 from hvfs._sys.abi import MSG_LEN
 from hvfs.api import Transport
 from hvfs.api.transport import TransportError
-from hvfs.intercept import compiled, inflight, orphans, served_stat
+from hvfs.intercept import awake, compiled, inflight, orphans, served_stat
 from hvfs.intercept.arch import Arch
 from hvfs.intercept.compiled import credential_calls, decoders_for
 from hvfs.intercept.credcache import CredWatch, before_change
@@ -203,6 +203,7 @@ class SeccompDriver:
         except OSError as e:  # kernels before 6.6
             if e.errno not in (errno.EINVAL, errno.ENOTTY):
                 raise
+        awake.start()
         for thread in self._threads:
             thread.start()
         if self._bound.is_set():  # a spare's is watched from its bind: nothing to watch until then
