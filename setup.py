@@ -35,6 +35,12 @@ TRACER = Extension(
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fstack-protector-strong"],
     optional=True,  # without it the ptrace driver traces through the Python path (hvfs/intercept/ptrace/)
 )
+AWAKE = Extension(
+    "hvfs._native._awake",
+    sources=["hvfs/_native/keep_awake.c"],
+    extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fstack-protector-strong"],
+    optional=True,  # without it nothing keeps the CPUs awake during bursts (hvfs/intercept/awake.py)
+)
 AUDIT = Extension(
     "hvfs._native._audit",
     sources=["hvfs/_native/audit.c"],
@@ -83,4 +89,4 @@ class WithProgram(Distribution):
         return True  # a binary inside: a platform wheel, and build_ext always runs
 
 
-setup(cmdclass={"build_ext": BuildInit}, distclass=WithProgram, ext_modules=[HOTPATH, TRACER, AUDIT, RECORD])
+setup(cmdclass={"build_ext": BuildInit}, distclass=WithProgram, ext_modules=[HOTPATH, TRACER, AWAKE, AUDIT, RECORD])

@@ -33,7 +33,7 @@
 #define SECCOMP_ADDFD_FLAG_SEND (1UL << 1)
 #endif
 
-#include "keep_awake.h"
+#include "awake_note.h"
 
 #define PATH_MAX_BYTES 4096
 #define SHORT_PATH 256 /* read first: most paths are short (hvfs/intercept/tracee.py) */
@@ -469,7 +469,6 @@ static PyMethodDef methods[] = {
     {"openat2", (PyCFunction)(void (*)(void))hp_openat2, METH_FASTCALL, "openat2(dirfd, path, flags, mode, resolve) -> fd"},
     NOTE_QUEUE_METHODS, /* the change set's notes made without the GIL (write_open.h note_change) */
     FIRST_CREDENTIALS_METHODS, /* the loop's own read of a caller's credentials, for its tests */
-    KEEP_AWAKE_METHODS,
     {NULL, NULL, 0, NULL},
 };
 
@@ -481,6 +480,7 @@ PyMODINIT_FUNC
 PyInit__hotpath(void)
 {
     PyObject *made = PyModule_Create(&module);
+    awake_bind();
     if (made && PyModule_AddIntConstant(made, "NOTE_QUEUE_BYTES", NOTE_QUEUE_BYTES) < 0) /* the tests' overflow */
         Py_CLEAR(made);
     return made;

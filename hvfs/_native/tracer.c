@@ -31,6 +31,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "awake_note.h" /* awake_note: a stop told to the keep-awake threads */
+
 #ifndef __x86_64__
 #error "the ptrace driver's registers are x86_64's (docs/ptrace.md, Limits)"
 #endif
@@ -156,8 +158,12 @@ answered_here(pid_t pid, int status, int here, long *execs)
 static pid_t
 next_status(int pending, int *status)
 {
-    if (!pending)
-        return waitpid(-1, status, __WALL | __WNOTHREAD);
+    if (!pending) {
+        pid_t got = waitpid(-1, status, __WALL | __WNOTHREAD);
+        if (got > 0)
+            awake_note();
+        return got;
+    }
     siginfo_t info;
     memset(&info, 0, sizeof info);
     if (waitid(P_ALL, 0, &info, WSTOPPED | WNOHANG | __WALL | __WNOTHREAD) < 0)
@@ -461,5 +467,6 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_tracer", NULL, -1, 
 PyMODINIT_FUNC
 PyInit__tracer(void)
 {
+    awake_bind();
     return PyModule_Create(&module);
 }

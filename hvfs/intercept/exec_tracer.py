@@ -61,6 +61,7 @@ from hvfs import api, deferred
 from hvfs._sys import files, tracing
 from hvfs._sys.abi import RESOLVE_IN_ROOT, RESOLVE_NO_SYMLINKS
 from hvfs.api import Transport
+from hvfs.intercept import awake
 
 log = deferred.logger("hvfs.driver")
 
@@ -111,6 +112,7 @@ class ExecTracer:
     def start(self) -> None:
         """Seize pid 1; returns once it is traced. Raises OSError when it cannot be
         (EPERM: ptrace is forbidden here, say by a Yama ptrace_scope of 3)."""
+        awake.start()  # every stop is a wake-up: keep the other CPUs from halting in a burst
         self._thread.start()
         self._seized.wait()
         if self._error is not None:
