@@ -84,7 +84,7 @@ def _thread_identities(pid: int) -> set[tuple[str, ...]]:
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             lines = (task / "status").read_text().splitlines()
-        except FileNotFoundError:  # a thread that ended meanwhile
+        except (FileNotFoundError, ProcessLookupError):  # a thread that ended meanwhile (ESRCH: after the open)
             continue
         identities.add(tuple(line for line in lines if line.split(":")[0] in ("Uid", "Gid", "Groups", "CapEff")))
     return identities
