@@ -22,7 +22,7 @@ from tests.conftest import Hvfs, chown_to
 
 TRIES = 3000
 SWAPPING = r"""
-import ctypes, json, os, sys, threading
+import ctypes, json, os, random, sys, threading, time
 libc = ctypes.CDLL(None, use_errno=True)
 RENAME_EXCHANGE = 2
 done, flips = False, 0
@@ -44,6 +44,8 @@ thread = threading.Thread(target=flip)
 thread.start()
 seen = []
 for _ in range(int(sys.argv[1])):
+    if random.getrandbits(1):  # one more swap or not: the GIL's hand-offs do not lock a call to one state
+        time.sleep(0)
 CALLS
 done = True
 thread.join()
