@@ -280,9 +280,13 @@ hp_serve(PyObject *self, PyObject *args)
                                ? serve_open(&stat, listener, &notif, rule->arg, &resp, &install, &newfd_flags)
                                : serve_stat(&stat, listener, &notif, rule->arg, &resp, &written)) != DECLINED) {
             if (stat.note && stat.note->recordable) { /* the dispatch records before the driver answers */
-                Py_BLOCK_THREADS
-                record_served_event(stat.note);
-                Py_UNBLOCK_THREADS
+                if (stat.note->sink != NULL)
+                    record_served_detached(stat.note); /* no GIL: into the ring record.c drains */
+                else {
+                    Py_BLOCK_THREADS
+                    record_served_event(stat.note);
+                    Py_UNBLOCK_THREADS
+                }
             }
             if (served == GONE)
                 continue;

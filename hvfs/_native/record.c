@@ -37,6 +37,7 @@
 
 #include "comm.h"
 #include "kinds.h"
+#include "ring.h" /* Ring, Sink: the items Python and the C loop append to */
 
 static PyObject *s_caller, *s_pid, *s_append, *s_recorded;
 static PyObject *slash, *double_slash, *slash_dot_slash, *slash_dots_slash, *slash_dot, *slash_dots; /* plain_name's */
@@ -330,6 +331,8 @@ static PyObject *record(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 
 #include "record_raw.h" /* record_raw: the event of a request the C loop served */
 
+#include "detached.h" /* raw_record: the same, without the GIL; raw_compact: made when drained */
+
 /* plain_name(base, name) -> str | None: hvfs.manager.resolve.plain_name of a VmPath's base
  * and name, in C: the audited stat's naming, which in Python was a tenth of what the
  * audit added to it (substring tests, a concatenation, three frames). */
@@ -416,6 +419,8 @@ static PyMethodDef methods[] = {
     {"record_raw", (PyCFunction)(void (*)(void))record_raw, METH_FASTCALL, "The event of a request the C loop served."},
     {"plain_name", (PyCFunction)(void (*)(void))plain_name, METH_FASTCALL, "A VmPath's plain absolute text, or None."},
     {"configure", configure, METH_VARARGS, "The request types that read the caller's name again; how events read."},
+    {"configure_raw", configure_raw, METH_O, "The (request, response) pairs a raw entry's kind reads as."},
+    {"record_detached", record_detached, METH_VARARGS, "What the C loop records of a served request (tests)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -446,10 +451,17 @@ PyMODINIT_FUNC PyInit__record(void) {
     if (!s_caller || !s_pid || !s_append || !s_recorded
         || !s_flags || !s_value || !s_errno || !s_data)
         return NULL;
-    if (PyType_Ready(&RecorderType) < 0)
+    if (PyType_Ready(&RecorderType) < 0 || PyType_Ready(&RingType) < 0 || PyType_Ready(&SinkType) < 0)
         return NULL;
     PyObject *made = PyModule_Create(&module);
-    if (made != NULL && PyModule_AddObjectRef(made, "Recorder", (PyObject *)&RecorderType) < 0)
+    if (made == NULL)
+        return NULL;
+    PyObject *capsule = PyCapsule_New((void *)&raw_api, RAW_API_CAPSULE, NULL);
+    if (capsule == NULL || PyModule_AddObjectRef(made, "_raw_api", capsule) < 0 ||
+        PyModule_AddObjectRef(made, "Recorder", (PyObject *)&RecorderType) < 0 ||
+        PyModule_AddObjectRef(made, "Ring", (PyObject *)&RingType) < 0 ||
+        PyModule_AddObjectRef(made, "Sink", (PyObject *)&SinkType) < 0)
         Py_CLEAR(made);
+    Py_XDECREF(capsule);
     return made;
 }
