@@ -280,7 +280,7 @@ class EventRing:
             if self.native is not None:  # the C loop's, counted in C
                 for vm, dropped in self.native.take_lost().items():
                     lost[vm] = lost.get(vm, 0) + dropped
-                items.extend(lost_event(vm, count) for vm, count in lost.items())
+            items.extend(lost_event(vm, count) for vm, count in lost.items())
             if not items:
                 return
             self._hand_out(items, sum(lost.values()), marks)

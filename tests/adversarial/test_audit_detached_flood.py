@@ -101,7 +101,10 @@ def test_a_flooding_vm_beside_another_is_audited_as_it_called(
         # without --strict a stat is not trapped: the truncates alone are audited
         escapes, events, lost = _escapes(outcome, log, ("stat", "truncate") if strict else ("truncate",))
         compiled = json.loads(stats.read_text()).get("compiled", {})
-        print(f"{name}: {outcome.count('tries')} pairs, {events} events, {lost} lost, {len(escapes)} escapes, C {compiled}")
+        print(
+            f"{name}: {outcome.count('tries')} pairs,"
+            f" {events} events, {lost} lost, {len(escapes)} escapes, C: {compiled}"
+        )
         assert escapes == [], escapes[:5]
         assert outcome.count("failed") == 0 and outcome.count("tries") >= THREADS * 100, outcome.report  # it flooded
         if strict:  # the C loop served and recorded the stats itself, without the GIL
