@@ -59,9 +59,20 @@ def test_a_detached_record_is_the_recorders_record() -> None:
         _native.recorder.record_detached(  # type: ignore[union-attr]
             sink, kind, errno, False, 0, pid, flags, time.monotonic_ns(), VM, name.encode("utf-8", "surrogateescape")
         )
+    here = api.VmPath("/", "/data/link")
+    caller = api.Caller(vm=VM, pid=pid)
+    others = [  # a readlink's length, any kind's continue: (kind, continued, value, request, response)
+        (8, False, 11, api.Readlink(caller=caller, path=here), api.Data(b"x" * 11)),
+        (0, True, 0, api.Stat(caller=caller, path=here, follow=True), api.Continue()),
+    ]
+    for kind, continued, value, request, response in others:
+        ring.record_served(VM, request, response, time.monotonic_ns(), None, ("/data/link",))
+        _native.recorder.record_detached(  # type: ignore[union-attr]
+            sink, kind, 0, continued, value, pid, 0, time.monotonic_ns(), VM, b"/data/link"
+        )
     assert ring.stop(timeout=10)
     records = [item for item in handed if isinstance(item, bytes)]
-    assert len(records) == 2 * len(cases)
+    assert len(records) == 2 * (len(cases) + len(others))
     for python, raw in zip(records[::2], records[1::2], strict=True):
         assert _without_clocks(raw) == _without_clocks(python)
 

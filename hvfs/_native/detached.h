@@ -111,7 +111,7 @@ static PyObject *raw_vm(Ring *ring, const struct raw_entry *entry) {
 
 /* The compact record of a raw entry: record_raw.h's of the same request (served_audit.h's
  * record_served_event's objects), the clocks and the name as taken at record time. */
-static PyObject *raw_compact(Ring *ring, const struct raw_entry *entry) {
+static PyObject *raw_compact_objects(Ring *ring, const struct raw_entry *entry) {
     PyObject *pair = PyTuple_GET_ITEM(raw_prototypes, entry->kind), *response = PyTuple_GET_ITEM(pair, 1);
     PyObject *failed = PyTuple_GET_ITEM(PyTuple_GET_ITEM(raw_prototypes, AUDIT_FAILED), 1), *made = NULL;
     if (entry->continued)
@@ -140,6 +140,84 @@ static PyObject *raw_compact(Ring *ring, const struct raw_entry *entry) {
     Py_XDECREF(vm);
     Py_XDECREF(name);
     Py_XDECREF(paths);
+    return result;
+}
+
+static int ascii(const char *bytes, size_t length) {
+    unsigned char any = 0;
+    for (size_t i = 0; i < length; i++)
+        any |= (unsigned char)bytes[i];
+    return any < 0x80;
+}
+
+/* The result and value of an errno answered: configure's by_errno pair, made once per errno
+ * of the failure prototype's Errno as put_result makes it. 0, or -1 with an error set. */
+static int put_errno(Fields *f, int error) {
+    PyObject *number = PyLong_FromLong(error);
+    if (number == NULL)
+        return -1;
+    PyObject *pair = PyDict_GetItemWithError(by_errno, number);
+    Py_DECREF(number);
+    if (pair != NULL)
+        return put_pair(f, pair);
+    if (PyErr_Occurred())
+        return -1;
+    PyObject *failed = PyTuple_GET_ITEM(PyTuple_GET_ITEM(raw_prototypes, AUDIT_FAILED), 1);
+    PyObject *made = PyObject_CallFunction((PyObject *)Py_TYPE(failed), "i", error);
+    if (made == NULL)
+        return -1;
+    int done = put_result(f, made); /* by_errno's pair now: borrowed by f, which the dict keeps */
+    Py_DECREF(made);
+    return done;
+}
+
+/* raw_compact_objects's record, made straight from the entry's bytes where its name is ASCII
+ * (the bytes a str of it holds: what put_field would copy) and its VM's UTF-8 is the str's
+ * own (served_note_of's); no object made but for a new errno's. Else raw_compact_objects. */
+static PyObject *raw_compact(Ring *ring, const struct raw_entry *entry) {
+    const char *name = entry->bytes + entry->vm_length;
+    if (!ascii(name, entry->name_length) || entry->name_length >= COMPACT_NONE || entry->vm_length >= COMPACT_NONE)
+        return raw_compact_objects(ring, entry);
+    PyObject *pair = PyTuple_GET_ITEM(raw_prototypes, entry->kind), *result = NULL;
+    Fields f;
+    memset(f.held, 0, sizeof f.held);
+    f.kind = f.answer = NULL;
+    CompactHead head = {.time = entry->time, .pid = entry->pid, .duration_us = entry->duration_us,
+                        .fields = COMPACT_PATHS + 1, .magic = COMPACT_MAGIC};
+    PyObject *known = kind(PyTuple_GET_ITEM(pair, 0));
+    if (known == NULL)
+        return NULL;
+    f.kind = Py_NewRef(known);
+    int flagged = PyObject_IsTrue(PyTuple_GET_ITEM(known, 1)), fits;
+    if (flagged < 0 || put_field(&f, COMPACT_OPERATION, PyTuple_GET_ITEM(known, 0)) < 0)
+        goto out;
+    head.flags = flagged ? (int64_t)entry->flags : 0;
+    if (entry->continued)
+        fits = put_result(&f, PyTuple_GET_ITEM(PyTuple_GET_ITEM(raw_prototypes, AUDIT_CONTINUED), 1));
+    else if (entry->error)
+        fits = put_errno(&f, entry->error);
+    else if (entry->kind == AUDIT_READLINK) /* a Value of the link's length: put_result's number */
+        fits = put_number(&f, entry->value);
+    else
+        fits = put_result(&f, PyTuple_GET_ITEM(pair, 1));
+    if (fits != 0) {
+        if (fits > 0)
+            PyErr_SetString(PyExc_ValueError, "a raw entry: not a compact record");
+        goto out;
+    }
+    Comm comm = {.fd = -1, .length = entry->comm_length};
+    memcpy(comm.name, entry->comm, (size_t)entry->comm_length);
+    name_text(&comm);
+    f.data[COMPACT_COMM] = comm.text, f.length[COMPACT_COMM] = (uint32_t)comm.text_length;
+    f.data[COMPACT_VM] = entry->bytes, f.length[COMPACT_VM] = (uint32_t)entry->vm_length;
+    f.data[COMPACT_BY] = NULL, f.length[COMPACT_BY] = COMPACT_NONE;
+    f.data[COMPACT_PATHS] = name, f.length[COMPACT_PATHS] = (uint32_t)entry->name_length;
+    result = compact_bytes(&f, &head);
+out:
+    for (int i = 0; i < COMPACT_PATHS + MOST_PATHS; i++)
+        Py_XDECREF(f.held[i]);
+    Py_XDECREF(f.kind);
+    Py_XDECREF(f.answer);
     return result;
 }
 

@@ -157,6 +157,26 @@ static int put_result(Fields *f, PyObject *response) {
 
 static PyObject *kind(PyObject *request) { return kind_in(kinds, kind_of, request); }
 
+/* The bytes of a compact record of ``head`` and the fields ``f`` holds. */
+static PyObject *compact_bytes(const Fields *f, const CompactHead *head) {
+    size_t size = sizeof *head + head->fields * 4;
+    for (uint32_t i = 0; i < head->fields; i++)
+        size += f->length[i] == COMPACT_NONE ? 0 : f->length[i];
+    PyObject *result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
+    if (result == NULL)
+        return NULL;
+    char *at = PyBytes_AS_STRING(result);
+    memcpy(at, head, sizeof *head);
+    memcpy(at + sizeof *head, f->length, head->fields * 4);
+    at += sizeof *head + head->fields * 4;
+    for (uint32_t i = 0; i < head->fields; i++)
+        if (f->length[i] != COMPACT_NONE) {
+            memcpy(at, f->data[i], f->length[i]);
+            at += f->length[i];
+        }
+    return result;
+}
+
 /* The compact record (compact.h) of a served request; Py_None where it does not fit one
  * (a number beyond 64 bits, more than MOST_PATHS paths: the caller makes the Record tuple). */
 static PyObject *compact(PyObject *const *fields, double seconds, long long pid, long long duration, const Comm *name,
@@ -214,21 +234,7 @@ static PyObject *compact(PyObject *const *fields, double seconds, long long pid,
     for (Py_ssize_t i = 0; i < count; i++)
         if (put_field(&f, COMPACT_PATHS + (int)i, PySequence_Fast_GET_ITEM(paths, i)) < 0)
             goto out;
-    size_t size = sizeof head + head.fields * 4;
-    for (uint32_t i = 0; i < head.fields; i++)
-        size += f.length[i] == COMPACT_NONE ? 0 : f.length[i];
-    result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
-    if (result == NULL)
-        goto out;
-    char *at = PyBytes_AS_STRING(result);
-    memcpy(at, &head, sizeof head);
-    memcpy(at + sizeof head, f.length, head.fields * 4);
-    at += sizeof head + head.fields * 4;
-    for (uint32_t i = 0; i < head.fields; i++)
-        if (f.length[i] != COMPACT_NONE) {
-            memcpy(at, f.data[i], f.length[i]);
-            at += f.length[i];
-        }
+    result = compact_bytes(&f, &head);
 out:
     for (int i = 0; i < COMPACT_PATHS + MOST_PATHS; i++)
         Py_XDECREF(f.held[i]);
