@@ -131,7 +131,7 @@ def test_a_full_ring_waits_a_little_then_drops_and_counts_by_vm() -> None:
         handed.append((items, lost))
 
     ring = EventRing(hand_out, capacity=4)
-    assert _native.recorder is not None
+    assert _native.recorder is not None and audit_of(object(), VM) is not None
     sink = _native.recorder.Sink()
     sink.attach(ring.native)
     _detached(sink, "/first")
@@ -157,6 +157,7 @@ def test_a_full_ring_waits_a_little_then_drops_and_counts_by_vm() -> None:
 def test_a_stopped_ring_hands_out_every_entry_first() -> None:
     handed: list[Recorded] = []
     ring = EventRing(lambda items, lost, marks: handed.append(items))
+    assert audit_of(object(), VM) is not None
     sink = _native.recorder.Sink()  # type: ignore[union-attr]
     sink.attach(ring.native)
     for n in range(5000):
@@ -178,3 +179,50 @@ def test_a_closed_bus_records_nothing_more_and_writes_what_it_had() -> None:
     assert _paths(got) == [f"/b{n}" for n in range(3000)]
     _detached(bus.sink, "/after")  # the audit went: the C loop's call records nothing
     assert bus.sink.recorded == 3000
+
+
+def test_a_small_ring_flooded_by_c_and_python_at_once_accounts_for_every_event() -> None:
+    """No deadlock between the C loop's mutex and the GIL, and no event gone unsaid: each one
+    handed out or counted lost by its VM, each thread's kept ones in its order."""
+    handed: Recorded = []
+
+    def slow(items: Recorded, lost: int, marks: tuple[Flush, ...]) -> None:
+        time.sleep(0.1)  # a writer slower than the VMs: the ring fills up, longer than FULL_WAIT
+        handed.extend(items)
+
+    ring = EventRing(slow, capacity=64)
+    assert audit_of(object(), VM) is not None  # the prototypes a raw entry's kind reads as
+    sink = _native.recorder.Sink()  # type: ignore[union-attr]
+    sink.attach(ring.native)
+    caller = api.Caller(vm="python", pid=threading.get_native_id())
+    each = 300
+
+    def c_thread(k: int) -> None:
+        for n in range(each):
+            _detached(sink, f"/t{k}/{n}", vm=f"c{k}")
+
+    def python_thread(k: int) -> None:
+        for n in range(each):
+            path = f"/p{k}/{n}"
+            request = api.Unlink(caller=caller, path=api.VmPath("/", path))
+            ring.record_served("python", request, api.Value(0), time.monotonic_ns(), None, (path,))
+
+    workers = [threading.Thread(target=c_thread, args=(k,)) for k in range(4)]
+    workers += [threading.Thread(target=python_thread, args=(k,)) for k in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert not worker.is_alive()  # no deadlock
+    assert ring.stop(timeout=10)
+    paths = _paths(handed) + [p for item in handed if isinstance(item, tuple) for p in item[7]]
+    said: dict[str, int] = {}
+    for item in handed:
+        if isinstance(item, Event) and item.operation == LOST:
+            said[item.vm] = said.get(item.vm, 0) + (item.value or 0)
+    assert len(paths) + sum(said.values()) == 6 * each and ring.lost == sum(said.values())
+    assert ring.lost > 0  # it was full
+    for k in range(4):
+        kept = [p for p in paths if p.startswith(f"/t{k}/")]
+        assert kept == sorted(kept, key=lambda p: int(p.rsplit("/", 1)[1]))
+        assert len(kept) + said.get(f"c{k}", 0) == each

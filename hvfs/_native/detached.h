@@ -48,9 +48,10 @@ static struct ring_node *raw_node(const struct raw_event *event) {
  * again at each: an audit that went meanwhile records nothing), then counted lost. */
 static void raw_record(PyObject *sink_object, const struct raw_event *event) {
     Sink *sink = (Sink *)sink_object;
-    if (!__atomic_load_n(&raw_ready, __ATOMIC_ACQUIRE) || event->kind < 0 || event->kind >= AUDIT_KINDS)
+    if (event->kind < 0 || event->kind >= AUDIT_KINDS)
         return;
-    struct ring_node *node = raw_node(event);
+    /* not configured (never so: audit_of configures before a loop has a sink): counted lost, as no memory */
+    struct ring_node *node = __atomic_load_n(&raw_ready, __ATOMIC_ACQUIRE) ? raw_node(event) : NULL;
     long long deadline = 0;
     for (;;) {
         pthread_mutex_lock(&sink->lock);
