@@ -7,7 +7,9 @@
  * one CLOCK_MONOTONIC read (the request's duration), one CLOCK_REALTIME read (its time,
  * as time.time() computes it), the caller's command name from a per-thread cache with
  * comm_of's rules, and the record appended to the ring's deque under the GIL (the
- * length check and the append are one step: no other thread runs between them).
+ * length check and the append are one step: no other thread runs between them), or to
+ * its C Ring (ring.h), which the driver's C loop appends to without the GIL (detached.h):
+ * there the check and the append are one step under the Ring's mutex.
  *
  * The record is compact (compact.h): plain bytes holding what the event says, the
  * operation, result and value already as their JSON text (asked of Python once per type

@@ -14,15 +14,18 @@
  * it found (a stat, readlink or access through a symlink on the way) or answers otherwise (a
  * FIFO's open), is declined before any answer, and Python serves and records it.
  *
- * The record: with the GIL taken once per such request, after it is served and before it
- * is answered (the dispatch records, then the driver answers: the in-flight table and a
- * successor see the same order), ``record_raw`` (hvfs/_native/record_raw.h) appends it to
- * the ring's deque, where the dispatch's records go; the ring's flush, its Flush marks,
- * its full-ring wait and lost count, its last drain at the manager's stop are unchanged,
- * and nothing is ever kept in C. The recorder is read from the bus at each record (an
- * audit removed meanwhile: nothing recorded, as the dispatch's call would do).
- * Measured (benchmarks/gil_per_event.py): the GIL and the record cost 0.3 µs of CPU per
- * event beside an idle manager, up to 1.9 µs beside a Python thread that never blocks. */
+ * The record: after the request is served and before it is answered (the dispatch records,
+ * then the driver answers: the in-flight table, a Flush mark and a successor see the same
+ * order), without the GIL: ``record_served_detached`` hands record.c (through its capsule,
+ * raw_event.h) what the event says, which it copies into a raw entry of the bus's ring, the
+ * C FIFO the dispatch's records go to too (ring.h), where the ring's thread makes it the
+ * compact record record_raw.h makes (detached.h). The ring's flush, its Flush marks, its
+ * full-ring wait and lost count, its last drain at the manager's stop are the ring's. The
+ * ring is read from the bus's Sink at each record (an audit removed meanwhile: nothing
+ * recorded, as the dispatch's call would do). Where the bus has no Sink
+ * (HVFS_AUDIT_DETACHED=0) ``record_served_event`` records with the GIL, as before: 0.3 µs
+ * of CPU per event beside an idle manager, up to 1.9 µs beside a Python thread that never
+ * blocks (benchmarks/gil_per_event.py). */
 #ifndef HVFS_SERVED_AUDIT_H
 #define HVFS_SERVED_AUDIT_H
 
