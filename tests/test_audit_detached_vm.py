@@ -1,7 +1,9 @@
 """An audited strict VM's events the C loop recorded without the GIL (hvfs/_native/ring.h,
-detached.h), seen from the host: in the audit in the order the VM made its calls, C-recorded
-stats alternating with Python-recorded truncates; and a manager stopped while the VM stats
-in a loop writes every event it answered (the ring's last drain), a whole line each."""
+detached.h), seen from the host: the same audit as the C loop's record with the GIL
+(``HVFS_AUDIT_DETACHED=0``, a manager of its own) for every case of tests/test_served_stat.py;
+in the audit in the order the VM made its calls, C-recorded stats alternating with
+Python-recorded truncates; and a manager stopped while the VM stats in a loop writes every
+event it answered (the ring's last drain), a whole line each."""
 
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Hvfs, chown_to
+from tests.conftest import Hvfs, chown_to, state_dir
+from tests.test_served_audit import _audited
+from tests.test_served_stat import _volume
 
 ALTERNATING = r"""
 import os, sys
@@ -48,6 +52,17 @@ def _setup(hvfs: Hvfs, root: Path, program: str) -> tuple[Path, Path]:
 
 def _events(audit: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in audit.read_text().splitlines()]
+
+
+def test_the_audit_is_the_one_recorded_with_the_gil(hvfs: Hvfs, tmp_path: Path) -> None:
+    data = _volume(tmp_path, None)
+    detached, stats, records = _audited(hvfs, tmp_path, data, "detached")
+    with_gil = hvfs.with_env(HVFS_AUDIT_DETACHED="0", HVFS_STATE_DIR=state_dir(hvfs.user, "audit-with-gil"))
+    answers, gil_stats, gil_records = _audited(with_gil, tmp_path, data, "with-gil")
+    assert detached == answers
+    assert records == gil_records
+    assert stats["compiled"].get("audit_detached", 0) >= 20, stats["compiled"]
+    assert "audit_detached" not in gil_stats["compiled"]
 
 
 def _answered(progress: Path) -> int:
