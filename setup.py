@@ -51,6 +51,9 @@ RECORD = Extension(
         "hvfs/_native/recorder.h",
         "hvfs/_native/kinds.h",
         "hvfs/_native/record_raw.h",
+        "hvfs/_native/ring.h",
+        "hvfs/_native/detached.h",
+        "hvfs/_native/raw_event.h",
     ],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fstack-protector-strong"],
     optional=True,  # without it the dispatch records in Python (hvfs.api.events.record_request)

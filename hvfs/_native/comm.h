@@ -85,17 +85,23 @@ static void read_comm(Comm *entry, long pid) {
     }
 }
 
-/* entry->text of entry->name: as it is where ASCII, else decoded as comm_of does. */
-static void name_text(Comm *entry) {
+/* entry->text of entry->name where it is ASCII (no GIL needed); 0 where it is not, text_length
+ * then -1: name_text makes it, with the GIL. */
+static int name_ascii(Comm *entry) {
     int ascii = 1;
     for (Py_ssize_t i = 0; i < entry->length; i++)
         ascii &= (unsigned char)entry->name[i] < 0x80;
-    entry->text_length = 0;
-    if (ascii) {
+    entry->text_length = ascii ? entry->length : -1;
+    if (ascii)
         memcpy(entry->text, entry->name, (size_t)entry->length);
-        entry->text_length = entry->length;
+    return ascii;
+}
+
+/* entry->text of entry->name: as it is where ASCII, else decoded as comm_of does (the GIL held). */
+static void name_text(Comm *entry) {
+    if (name_ascii(entry))
         return;
-    }
+    entry->text_length = 0;
     PyObject *decoded = PyUnicode_DecodeUTF8(entry->name, entry->length, "replace");
     Py_ssize_t length;
     const char *utf8 = decoded != NULL ? PyUnicode_AsUTF8AndSize(decoded, &length) : NULL;
@@ -107,8 +113,9 @@ static void name_text(Comm *entry) {
     PyErr_Clear(); /* no memory: the name is left out, as for a thread that is gone */
 }
 
-/* The caller's command name as UTF-8, in the per-thread cache (valid until its next call). */
-static const Comm *comm_entry(long pid, int again, long long now) {
+/* The caller's command name as read (``name``; ``text`` too where it is ASCII), in the
+ * per-thread cache (valid until its next call), without the GIL (detached.h's record). */
+static const Comm *comm_lookup(long pid, int again, long long now) {
     static const Comm none = {.fd = -1};
     Comms *comms = comms_here();
     if (comms == NULL)
@@ -130,9 +137,17 @@ static const Comm *comm_entry(long pid, int again, long long now) {
         entry->fd = -1;
     }
     read_comm(entry, pid);
-    name_text(entry);
+    name_ascii(entry);
     entry->named = !again && entry->length > 0;
     entry->when = now;
+    return entry;
+}
+
+/* The caller's command name as UTF-8, in the per-thread cache (valid until its next call). */
+static const Comm *comm_entry(long pid, int again, long long now) {
+    Comm *entry = (Comm *)comm_lookup(pid, again, now);
+    if (entry->text_length < 0) /* not ASCII: decoded once per read, with the GIL */
+        name_text(entry);
     return entry;
 }
 

@@ -205,7 +205,7 @@ served_anew(const struct stat_context *c)
  * bumped here: continued, answered (an errno, or a stat), handed to Python; bumps: None, or
  * the writable part of the credential generation RULE_EXEC_IF_LEADER and RULE_BUMP_CONTINUE
  * bump (cred_bumps.h: its caller's bucket only); stat: None, or what serve_stat needs (stat_context_of), recorded as received while answered. All without the
- * GIL, but for an audited VM's served call, whose event is recorded with it (served_audit.h);
+ * GIL, an audited VM's served call's event too (served_audit.h), but where its bus records with it;
  * OSError as a receive or an answer fails (ENOENT on the answer, a caller gone or its call
  * cancelled, is not a failure). */
 static PyObject *
@@ -280,9 +280,13 @@ hp_serve(PyObject *self, PyObject *args)
                                ? serve_open(&stat, listener, &notif, rule->arg, &resp, &install, &newfd_flags)
                                : serve_stat(&stat, listener, &notif, rule->arg, &resp, &written)) != DECLINED) {
             if (stat.note && stat.note->recordable) { /* the dispatch records before the driver answers */
-                Py_BLOCK_THREADS
-                record_served_event(stat.note);
-                Py_UNBLOCK_THREADS
+                if (stat.note->sink != NULL)
+                    record_served_detached(stat.note); /* no GIL: into the ring record.c drains */
+                else {
+                    Py_BLOCK_THREADS
+                    record_served_event(stat.note);
+                    Py_UNBLOCK_THREADS
+                }
             }
             if (served == GONE)
                 continue;

@@ -7,7 +7,9 @@
  * one CLOCK_MONOTONIC read (the request's duration), one CLOCK_REALTIME read (its time,
  * as time.time() computes it), the caller's command name from a per-thread cache with
  * comm_of's rules, and the record appended to the ring's deque under the GIL (the
- * length check and the append are one step: no other thread runs between them).
+ * length check and the append are one step: no other thread runs between them), or to
+ * its C Ring (ring.h), which the driver's C loop appends to without the GIL (detached.h):
+ * there the check and the append are one step under the Ring's mutex.
  *
  * The record is compact (compact.h): plain bytes holding what the event says, the
  * operation, result and value already as their JSON text (asked of Python once per type
@@ -37,6 +39,7 @@
 
 #include "comm.h"
 #include "kinds.h"
+#include "ring.h" /* Ring, Sink: the items Python and the C loop append to */
 
 static PyObject *s_caller, *s_pid, *s_append, *s_recorded;
 static PyObject *slash, *double_slash, *slash_dot_slash, *slash_dots_slash, *slash_dot, *slash_dots; /* plain_name's */
@@ -156,6 +159,26 @@ static int put_result(Fields *f, PyObject *response) {
 
 static PyObject *kind(PyObject *request) { return kind_in(kinds, kind_of, request); }
 
+/* The bytes of a compact record of ``head`` and the fields ``f`` holds. */
+static PyObject *compact_bytes(const Fields *f, const CompactHead *head) {
+    size_t size = sizeof *head + head->fields * 4;
+    for (uint32_t i = 0; i < head->fields; i++)
+        size += f->length[i] == COMPACT_NONE ? 0 : f->length[i];
+    PyObject *result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
+    if (result == NULL)
+        return NULL;
+    char *at = PyBytes_AS_STRING(result);
+    memcpy(at, head, sizeof *head);
+    memcpy(at + sizeof *head, f->length, head->fields * 4);
+    at += sizeof *head + head->fields * 4;
+    for (uint32_t i = 0; i < head->fields; i++)
+        if (f->length[i] != COMPACT_NONE) {
+            memcpy(at, f->data[i], f->length[i]);
+            at += f->length[i];
+        }
+    return result;
+}
+
 /* The compact record (compact.h) of a served request; Py_None where it does not fit one
  * (a number beyond 64 bits, more than MOST_PATHS paths: the caller makes the Record tuple). */
 static PyObject *compact(PyObject *const *fields, double seconds, long long pid, long long duration, const Comm *name,
@@ -213,21 +236,7 @@ static PyObject *compact(PyObject *const *fields, double seconds, long long pid,
     for (Py_ssize_t i = 0; i < count; i++)
         if (put_field(&f, COMPACT_PATHS + (int)i, PySequence_Fast_GET_ITEM(paths, i)) < 0)
             goto out;
-    size_t size = sizeof head + head.fields * 4;
-    for (uint32_t i = 0; i < head.fields; i++)
-        size += f.length[i] == COMPACT_NONE ? 0 : f.length[i];
-    result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
-    if (result == NULL)
-        goto out;
-    char *at = PyBytes_AS_STRING(result);
-    memcpy(at, &head, sizeof head);
-    memcpy(at + sizeof head, f.length, head.fields * 4);
-    at += sizeof head + head.fields * 4;
-    for (uint32_t i = 0; i < head.fields; i++)
-        if (f.length[i] != COMPACT_NONE) {
-            memcpy(at, f.data[i], f.length[i]);
-            at += f.length[i];
-        }
+    result = compact_bytes(&f, &head);
 out:
     for (int i = 0; i < COMPACT_PATHS + MOST_PATHS; i++)
         Py_XDECREF(f.held[i]);
@@ -330,6 +339,8 @@ static PyObject *record(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 
 #include "record_raw.h" /* record_raw: the event of a request the C loop served */
 
+#include "detached.h" /* raw_record: the same, without the GIL; raw_compact: made when drained */
+
 /* plain_name(base, name) -> str | None: hvfs.manager.resolve.plain_name of a VmPath's base
  * and name, in C: the audited stat's naming, which in Python was a tenth of what the
  * audit added to it (substring tests, a concatenation, three frames). */
@@ -416,6 +427,8 @@ static PyMethodDef methods[] = {
     {"record_raw", (PyCFunction)(void (*)(void))record_raw, METH_FASTCALL, "The event of a request the C loop served."},
     {"plain_name", (PyCFunction)(void (*)(void))plain_name, METH_FASTCALL, "A VmPath's plain absolute text, or None."},
     {"configure", configure, METH_VARARGS, "The request types that read the caller's name again; how events read."},
+    {"configure_raw", configure_raw, METH_O, "The (request, response) pairs a raw entry's kind reads as."},
+    {"record_detached", record_detached, METH_VARARGS, "What the C loop records of a served request (tests)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -446,10 +459,17 @@ PyMODINIT_FUNC PyInit__record(void) {
     if (!s_caller || !s_pid || !s_append || !s_recorded
         || !s_flags || !s_value || !s_errno || !s_data)
         return NULL;
-    if (PyType_Ready(&RecorderType) < 0)
+    if (PyType_Ready(&RecorderType) < 0 || PyType_Ready(&RingType) < 0 || PyType_Ready(&SinkType) < 0)
         return NULL;
     PyObject *made = PyModule_Create(&module);
-    if (made != NULL && PyModule_AddObjectRef(made, "Recorder", (PyObject *)&RecorderType) < 0)
+    if (made == NULL)
+        return NULL;
+    PyObject *capsule = PyCapsule_New((void *)&raw_api, RAW_API_CAPSULE, NULL);
+    if (capsule == NULL || PyModule_AddObjectRef(made, "_raw_api", capsule) < 0 ||
+        PyModule_AddObjectRef(made, "Recorder", (PyObject *)&RecorderType) < 0 ||
+        PyModule_AddObjectRef(made, "Ring", (PyObject *)&RingType) < 0 ||
+        PyModule_AddObjectRef(made, "Sink", (PyObject *)&SinkType) < 0)
         Py_CLEAR(made);
+    Py_XDECREF(capsule);
     return made;
 }

@@ -14,27 +14,28 @@
  * it found (a stat, readlink or access through a symlink on the way) or answers otherwise (a
  * FIFO's open), is declined before any answer, and Python serves and records it.
  *
- * The record: with the GIL taken once per such request, after it is served and before it
- * is answered (the dispatch records, then the driver answers: the in-flight table and a
- * successor see the same order), ``record_raw`` (hvfs/_native/record_raw.h) appends it to
- * the ring's deque, where the dispatch's records go; the ring's flush, its Flush marks,
- * its full-ring wait and lost count, its last drain at the manager's stop are unchanged,
- * and nothing is ever kept in C. The recorder is read from the bus at each record (an
- * audit removed meanwhile: nothing recorded, as the dispatch's call would do).
- * Measured (benchmarks/gil_per_event.py): the GIL and the record cost 0.3 µs of CPU per
- * event beside an idle manager, up to 1.9 µs beside a Python thread that never blocks. */
+ * The record: after the request is served and before it is answered (the dispatch records,
+ * then the driver answers: the in-flight table, a Flush mark and a successor see the same
+ * order), without the GIL: ``record_served_detached`` hands record.c (through its capsule,
+ * raw_event.h) what the event says, which it copies into a raw entry of the bus's ring, the
+ * C FIFO the dispatch's records go to too (ring.h), where the ring's thread makes it the
+ * compact record record_raw.h makes (detached.h). The ring's flush, its Flush marks, its
+ * full-ring wait and lost count, its last drain at the manager's stop are the ring's. The
+ * ring is read from the bus's Sink at each record (an audit removed meanwhile: nothing
+ * recorded, as the dispatch's call would do). Where the bus has no Sink
+ * (HVFS_AUDIT_DETACHED=0) ``record_served_event`` records with the GIL, as before: 0.3 µs
+ * of CPU per event beside an idle manager, up to 1.9 µs beside a Python thread that never
+ * blocks (benchmarks/gil_per_event.py). */
 #ifndef HVFS_SERVED_AUDIT_H
 #define HVFS_SERVED_AUDIT_H
 
-/* the prototypes' order; AUDIT_FAILED's response is an Errno, its type made for a failure's errno;
- * AUDIT_READLINK's a Value, made with the link's whole length (the Data's); AUDIT_CONTINUED's
- * request is never read, its response is any continued request's; AUDIT_MKDIR and AUDIT_RMDIR
- * after it (served_dirs.h), so that the indices before stay as they were */
-enum { AUDIT_STAT, AUDIT_STATX, AUDIT_OPEN, AUDIT_UNLINK, AUDIT_CHMOD, AUDIT_CHOWN, AUDIT_UTIMENS, AUDIT_FAILED,
-       AUDIT_READLINK, AUDIT_ACCESS, AUDIT_CONTINUED, AUDIT_MKDIR, AUDIT_RMDIR, AUDIT_KINDS };
+#include "raw_event.h" /* the prototypes' order (AUDIT_*), and record.c's capsule */
 
 struct served_note {
     PyObject *bus, *vm, *record_raw, *prototypes; /* borrowed from serve's argument */
+    PyObject *sink;        /* the bus's Sink (ring.h), borrowed from the bus, which never replaces it; or NULL */
+    const char *vm_utf8;   /* the VM's name, the str's own UTF-8 (alive with ``vm``) */
+    Py_ssize_t vm_length;
     int audited;                                  /* this request is served under the audit */
     int recordable;                               /* served as Python serves it: record it */
     int kind;                                     /* AUDIT_* */
@@ -207,6 +208,22 @@ record_served_event(const struct served_note *n)
     Py_XDECREF(name);
 }
 
+static const struct raw_api *raw_api; /* record.c's, from its capsule: once */
+
+/* The served request's event, without the GIL: into the ring the bus's Sink holds, which
+ * record.c's ring thread makes the compact record record_served_event's call would make
+ * (hvfs/_native/detached.h). Before the request is answered, as the dispatch records. */
+static void
+record_served_detached(const struct served_note *n)
+{
+    struct raw_event event = {
+        .kind = n->kind, .error = n->error, .continued = n->continued, .value = n->value, .pid = n->pid,
+        .flags = n->flags, .began = n->began, .vm = n->vm_utf8, .vm_length = (size_t)n->vm_length,
+        .name = n->name, .name_length = n->length,
+    };
+    raw_api->record(n->sink, &event);
+}
+
 /* The audit part of serve's stat argument: None, or (bus, vm, record_raw, prototypes), the
  * prototypes a tuple of AUDIT_KINDS (request, response) pairs. 0, or -1 with an exception. */
 static int
@@ -215,8 +232,23 @@ served_note_of(PyObject *argument, struct served_note *n)
     if (!PyArg_ParseTuple(argument, "OUOO!", &n->bus, &n->vm, &n->record_raw, &PyTuple_Type, &n->prototypes))
         return -1;
     n->roots_named = -1;
+    n->sink = NULL;
     if (PyTuple_GET_SIZE(n->prototypes) != AUDIT_KINDS)
         goto malformed;
+    /* The bus's Sink, where it has one (hvfs.api.ring.make_sink): the events recorded without
+     * the GIL; else (none, HVFS_AUDIT_DETACHED=0, a name UTF-8 cannot hold) with it. */
+    PyObject *sink = PyObject_GetAttrString(n->bus, "sink");
+    if (sink == NULL)
+        PyErr_Clear();
+    else if (sink != Py_None) {
+        n->vm_utf8 = PyUnicode_AsUTF8AndSize(n->vm, &n->vm_length);
+        if (raw_api == NULL && n->vm_utf8 != NULL)
+            raw_api = PyCapsule_Import(RAW_API_CAPSULE, 0);
+        if (n->vm_utf8 != NULL && raw_api != NULL)
+            n->sink = sink; /* borrowed: the bus keeps it as long as serve's argument keeps the bus */
+        PyErr_Clear();
+    }
+    Py_XDECREF(sink);
     for (int i = 0; i < AUDIT_KINDS; i++) {
         PyObject *pair = PyTuple_GET_ITEM(n->prototypes, i);
         if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2)

@@ -47,7 +47,7 @@ from hvfs import api, deferred
 from hvfs.api import workers
 from hvfs.api.compact import record_vm
 from hvfs.api.events import Event, Record, lost_event
-from hvfs.api.ring import CHUNK, RECORDS_CHUNK, EventRing, Flush, Item, RecordServed, as_event
+from hvfs.api.ring import CHUNK, RECORDS_CHUNK, EventRing, Flush, Item, RecordServed, as_event, make_sink
 
 log = deferred.logger("hvfs.services")
 
@@ -302,6 +302,9 @@ class EventBus:
         # audited and not hooked, when it serves those Python names by their text and records
         # their events itself (hvfs/_native/served_audit.h): a hook sees every request.
         self.quiet = bytearray(b"\x01\x00")
+        # The C loop's hold on the ring (hvfs/_native/ring.h's Sink; None: it records with the
+        # GIL): made once and never replaced, for the loop borrows it for a serve call.
+        self.sink = make_sink()
 
     def _changed(self) -> None:
         """Under the lock, after the hooks, subscribers or close watchers changed."""
@@ -377,6 +380,8 @@ class EventBus:
             if self._ring is None:
                 self._ring = EventRing(self._hand_out)
                 self.record_served = self._ring.record_served
+                if self.sink is not None:
+                    self.sink.attach(self._ring.native)
             self._ring.prompt = self._ring.prompt or prompt
             self._changed()
         return subscription
@@ -482,6 +487,8 @@ class EventBus:
         with self._lock:
             ring, self._ring = self._ring, None
             self.record_served = _record_nothing
+            if self.sink is not None:
+                self.sink.attach(None)  # the C loop records nothing from now on, as the dispatch
         stopped = ring.stop(timeout) if ring is not None else True
         with self._lock:
             subscriptions, self._subscriptions = self._subscriptions, ()

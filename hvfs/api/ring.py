@@ -24,6 +24,15 @@ Bounded: at most ``capacity`` records wait. A request that finds the ring full w
 the thread and waits up to ``FULL_WAIT`` for room; then its event is dropped, counted
 for its VM, and the subscribers get a "lost" event in its place in the stream (with the
 count), so that an audit says where it has a gap.
+
+Where record.c is built (and ``HVFS_AUDIT_DETACHED`` is not 0) the deque is a C ``Ring``
+(hvfs/_native/ring.h) that the seccomp driver's C loop appends to as well, without the GIL:
+a raw entry per audited request it served, with what is taken at record time (the clocks,
+the command name's bytes, the pid, flags, errno, VM and path), made the very compact record
+the dispatch makes on this ring's thread, as it drains (hvfs/_native/detached.h). One FIFO
+under one mutex: the order is the order the appends took it, Python's or C's, Flush marks
+among them; the C loop appends before it answers. Its full-ring wait (``FULL_WAIT``) and
+lost count per VM are the same in C; its wake-ups end ``Ring.wait``, this thread's sleep.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from __future__ import annotations
 import collections
 import functools
 import itertools
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -51,6 +61,19 @@ CHUNK = 32  # events a subscriber makes and deals with at a time
 # of an audited request than 32, the GIL held some 30 µs per batch).
 RECORDS_CHUNK = 256
 HAND_OUT = 4096  # records moved per hand-out at most
+DETACHED_ENVIRONMENT = "HVFS_AUDIT_DETACHED"  # 0: the C loop records with the GIL, into a deque
+
+
+def detached() -> bool:
+    """Whether rings made now are record.c's Ring, which the C loop records to without the
+    GIL: record.c is built and ``HVFS_AUDIT_DETACHED`` is not 0."""
+    return _native.recorder is not None and os.environ.get(DETACHED_ENVIRONMENT, "1") != "0"
+
+
+def make_sink() -> Any:
+    """A bus's hold on its ring for the C loop (record.c's Sink; ``attach`` the ring's
+    ``native``), or None where rings are not ``detached``. Typed Any: C, no stubs."""
+    return _native.recorder.Sink() if detached() else None
 
 
 class Flush:
@@ -92,9 +115,17 @@ class EventRing:
         self._hand_out = hand_out
         self._capacity = capacity
         self.nudge_at = capacity // 4  # the length at which a record wakes the thread
-        self._ring: collections.deque[Item] = collections.deque()
+        # record.c's Ring (appended to by the C loop too), else a deque: typed Any, C, no stubs
+        self.native: Any = _native.recorder.Ring(capacity, self.nudge_at, FULL_WAIT) if detached() else None
+        self._ring: Any = collections.deque() if self.native is None else self.native
         self.deque = self._ring  # the same, for python_record_into
-        self._wake = threading.Event()
+        if self.native is None:
+            self._wake = threading.Event()
+            self._wake_up: Callable[[], object] = self._wake.set
+            self._sleep: Callable[[float], object] = functools.partial(_sleep_until_set, self._wake)
+            self._take: Callable[[int], list[Item]] = functools.partial(_take_from_deque, self._ring)
+        else:  # woken by C without the GIL: the Ring's own wait and wake
+            self._wake_up, self._sleep, self._take = self.native.wake, self.native.wait, self.native.take
         self._stopping = False
         self._prompt = False
         # EventBus.record_served: one C call bound to this ring where built (its deque, its
@@ -123,6 +154,8 @@ class EventRing:
         self._capacity = capacity
         if self._recorder is not None:
             self._recorder.capacity = capacity  # the C recorder's own copy
+        if self.native is not None:
+            self.native.capacity = capacity  # the C loop's
 
     @property
     def prompt(self) -> bool:
@@ -134,6 +167,8 @@ class EventRing:
         self._prompt = prompt
         if self._recorder is not None:
             self._recorder.prompt = prompt  # the C recorder's own copy
+        if self.native is not None:
+            self.native.prompt = prompt  # the C loop's
 
     def record(self, record: Item) -> None:
         """Queue ``record`` (a request's, a service's Event, a Flush). On a full ring wait a
@@ -151,7 +186,7 @@ class EventRing:
             return
         ring.append(record)
         if self._prompt or size == self.nudge_at or isinstance(record, Flush):
-            self._wake.set()
+            self._wake_up()
 
     def recorded(
         self,
@@ -175,7 +210,7 @@ class EventRing:
                     self._lost_total += 1
                 return
         if self._prompt or size == self.nudge_at:
-            self._wake.set()
+            self._wake_up()
 
     def recorded_record(self, size: int, vm: str, record: bytes) -> None:
         """``recorded`` of a record the driver's C loop made (hvfs/_native/record_raw.h): wake
@@ -190,13 +225,13 @@ class EventRing:
             size = len(self._ring)
             self._ring.append(record)
         if self._prompt or size == self.nudge_at:
-            self._wake.set()
+            self._wake_up()
 
     @property
     def lost(self) -> int:
         """Events dropped because the ring was full."""
         with self._lock:
-            return self._lost_total
+            return self._lost_total + (0 if self.native is None else self.native.lost)
 
     def __len__(self) -> int:
         return len(self._ring)
@@ -204,12 +239,14 @@ class EventRing:
     def stop(self, timeout: float) -> bool:
         """Hand out what is recorded, then end the thread; False if it did not end in time."""
         self._stopping = True
-        self._wake.set()
+        if self.native is not None:
+            self.native.stopping = True  # the C loop waits no more for room
+        self._wake_up()
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
     def _wait_for_room(self) -> bool:
-        self._wake.set()
+        self._wake_up()
         deadline = time.monotonic() + FULL_WAIT
         while len(self._ring) >= self._capacity:
             if self._stopping or time.monotonic() > deadline:
@@ -219,8 +256,7 @@ class EventRing:
 
     def _run(self) -> None:
         while True:
-            self._wake.wait(INTERVAL)
-            self._wake.clear()
+            self._sleep(INTERVAL)
             stopping = self._stopping  # read before draining: what comes after is not waited for
             self._drain()
             if stopping:
@@ -232,8 +268,7 @@ class EventRing:
             count = min(len(ring), HAND_OUT)
             # Read after the count: a mark among the items taken was counted before it went in.
             marked = self._marks != self._marks_out
-            # Only this thread takes; starmap calls popleft without a Python step per item.
-            items: list[Item] = list(itertools.starmap(ring.popleft, itertools.repeat((), count)))
+            items = self._take(count)  # only this thread takes
             marks: tuple[Flush, ...] = ()
             if marked:
                 marks = tuple(item for item in items if type(item) is Flush)
@@ -242,7 +277,10 @@ class EventRing:
             if self._lost:
                 with self._lock:
                     lost, self._lost = self._lost, {}
-                items.extend(lost_event(vm, count) for vm, count in lost.items())
+            if self.native is not None:  # the C loop's, counted in C
+                for vm, dropped in self.native.take_lost().items():
+                    lost[vm] = lost.get(vm, 0) + dropped
+            items.extend(lost_event(vm, count) for vm, count in lost.items())
             if not items:
                 return
             self._hand_out(items, sum(lost.values()), marks)
@@ -263,6 +301,16 @@ def python_record_into(
     size = record_request(ring.deque, ring._capacity, vm, request, response, began, answered_by, paths)
     if size < 0 or size == ring.nudge_at or ring._prompt:
         ring.recorded(size, vm, request, response, began, answered_by, paths)
+
+
+def _sleep_until_set(wake: threading.Event, timeout: float) -> None:
+    wake.wait(timeout)
+    wake.clear()
+
+
+def _take_from_deque(ring: collections.deque[Item], count: int) -> list[Item]:
+    # starmap calls popleft without a Python step per item
+    return list(itertools.starmap(ring.popleft, itertools.repeat((), count)))
 
 
 def as_event(item: Record | Event) -> Event:

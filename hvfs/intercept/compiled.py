@@ -224,4 +224,7 @@ class Loop:
         counted = {"continued": continued, "answered": answered, "handed_to_python": handed}
         if self.served is not None:  # of which stats served (answered or continued)
             counted |= {f"{kind.__name__.lower()}_{how}": n for (kind, how), n in self.served.counted().items()}
+            sink = getattr(self.served.audit[0], "sink", None) if self.served.audit is not None else None
+            if sink is not None:  # events its bus's ring took from C without the GIL (ring.h)
+                counted["audit_detached"] = sink.recorded
         return counted

@@ -293,4 +293,5 @@ def audit_of(bus: object, vm: str) -> Audit | None:
         (api.Mkdir(caller=caller, path=root, mode=0), api.Value(0)),
         (api.Rmdir(caller=caller, path=root), api.Value(0)),
     )
+    recorder.configure_raw(prototypes)  # how a raw entry's kind reads (record.c detached.h): the first stays
     return (bus, vm, recorder.record_raw, prototypes)
