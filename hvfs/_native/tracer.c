@@ -3,7 +3,7 @@
  * GIL released and without python-ptrace's and ctypes' per-call cost.
  *
  * Plain CPython C API, built by setup.py as the extension hvfs._native._tracer; used by
- * hvfs/intercept/ptrace/ (driver.py, stopped.py) where it is built, the Python path
+ * hvfs/intercept/ptrace/ (waits.py, stopped.py) where it is built, the Python path
  * otherwise and under HVFS_NATIVE=0. Every decision stays in Python but for a quiet VM's
  * plain write-opens, unlinks and fd metadata changes (tracer_write.h, tracer_unlink.h,
  * tracer_fdmeta.h: what the seccomp loop serves in C, by the same code): this file waits,
@@ -44,7 +44,7 @@
 #ifndef PTRACE_EVENT_STOP
 #define PTRACE_EVENT_STOP 128
 #endif
-/* wait_stop's ``here``: what Python has nothing to do at, for now (driver.py's _here). */
+/* wait_stop's ``here``: what Python has nothing to do at, for now (waits.py's _here). */
 #define HERE_BIRTHS 1 /* fork, vfork and clone events, and a new tracee's first stop */
 #define HERE_EXECS 2  /* the exec event of a thread group's leader */
 #define SYSCALL_STOP (SIGTRAP | 0x80) /* with PTRACE_O_TRACESYSGOOD */
