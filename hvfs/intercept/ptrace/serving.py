@@ -57,7 +57,7 @@ class Serving(LoopWaits):
     def _on_seccomp(self, pid: int) -> None:
         raw, self._raw = self._raw, None
         try:
-            stopped = Stopped(pid, raw)
+            stopped = Stopped(pid, raw, self._round)
         except OSError:
             return  # killed meanwhile: its exit comes next
         tracee = StoppedTracee(pid, self._inspector)
@@ -75,6 +75,7 @@ class Serving(LoopWaits):
                 stopped.answer(-errno.EIO)
         finally:
             tracee.close()
+        self._exited(tuple(stopped.reaped))  # other threads' exits its install's wait reaped, before its own
         if stopped.gone_status is not None:  # its exit, waited for by the install: handled as the loop would
             self._on_status(pid, stopped.gone_status)
             return

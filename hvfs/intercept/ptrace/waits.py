@@ -5,6 +5,7 @@ the C loop (not built, or HVFS_NATIVE=0), the exec tracer's waits."""
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,7 @@ from hvfs import deferred
 from hvfs._native import tracer as native_tracer
 from hvfs.api import Transport
 from hvfs.intercept.exec_tracer import ExecTracer
+from hvfs.intercept.ptrace.stopped import Stop
 
 if TYPE_CHECKING:
     from hvfs.intercept.credcache import CredWatch
@@ -22,7 +24,6 @@ if TYPE_CHECKING:
 log = deferred.logger("hvfs.driver")
 
 HERE_BIRTHS, HERE_EXECS = 1, 2  # tracer.c's: what its wait_stop may answer itself
-Stop = tuple[int, int, bytes | None]  # a stop as a wait status: pid, status, registers read with it
 
 
 class LoopWaits(ExecTracer):
@@ -58,6 +59,9 @@ class LoopWaits(ExecTracer):
                 self._queued.extend(queued)
                 self._more = more
                 return pid, status, raw
+            met = self._met(queued) if queued else None
+            if met is not None:
+                return met
             if ended:  # those exits were the last: no second wait (its GIL on the VM's exit path) to learn it
                 raise ChildProcessError("no tracee left")
 
@@ -68,9 +72,24 @@ class LoopWaits(ExecTracer):
             return self._queued.popleft()
         if not self._more:  # the last wait took every stop pending then
             return None
-        pid, status, raw, _, _, _ = self._waited(True)  # never an exit (a served call's thread that died: in exits)
+        pid, status, raw, queued, _, _ = self._waited(True)  # exits: only a served call's, in ``exits``
+        if not pid and queued:
+            return self._met(queued)
         self._more = bool(pid)
         return (pid, status, raw) if pid else None
+
+    def _met(self, stops: tuple[Stop, ...]) -> Stop | None:
+        """The stops of other tracees that an install served in C met (pid 0 from the wait, the
+        exits it met among ``exits``), queued, and more may be pending: the first that still
+        stands (a leader's may have been ended by a sibling's exec since), as the wait's status;
+        None when none does."""
+        self._queued.extend(stops)
+        self._more = True
+        while self._queued:
+            pid, status, raw = self._queued.popleft()
+            if self._stands(pid, status):
+                return pid, status, raw
+        return None
 
     def _waited(self, pending: bool) -> tuple[int, int, bytes | None, tuple[Stop, ...], bool, bool]:
         """One wait of the C loop (tracer.c's wait_stop), what it did meanwhile taken into account
@@ -83,8 +102,17 @@ class LoopWaits(ExecTracer):
         return pid, status, raw, queued, more, ended
 
     def _exited(self, exits: tuple[tuple[int, int], ...]) -> None:
-        """Exits the C loop reaped and waited past, handled in their order, before the
-        status it returned (a pid among them may be a new tracee's by then)."""
+        """Exits the C loop reaped and waited past, or an install's wait met (stopped.py's
+        ``reaped``), handled in their order, before the status it returned (a pid among them
+        may be a new tracee's by then). A stop of theirs still pending (the round, the last
+        wait's queue) was taken before they were reaped: it stands no more, and is dropped
+        before the number can name another thread's."""
+        if exits and (self._round or self._queued):
+            ended = {pid for pid, status in exits if os.WIFEXITED(status) or os.WIFSIGNALED(status)}
+            for pending in (self._round, self._queued):
+                standing = [stop for stop in pending if stop[0] not in ended]
+                pending.clear()
+                pending.extend(standing)
         for pid, status in exits:
             try:
                 self._on_status(pid, status)
