@@ -372,7 +372,7 @@ tr_wait_stop(PyObject *self, PyObject *args)
      * for_python returning at once then; stops past a full round): after the others. */
     int met_exits = 0;
     for (int k = 0; k < met.n; k++)
-        met_exits += WIFEXITED(met.at[k][1]) || WIFSIGNALED(met.at[k][1]);
+        met_exits += ended_status(met.at[k][1]);
     int nexited = seen.nexits + met_exits, ncollected = nqueued + met.n - met_exits;
     PyObject *exited = PyTuple_New(nexited), *collected = PyTuple_New(ncollected), *doubted = doubted_of(&done);
     int i;
@@ -390,7 +390,7 @@ tr_wait_stop(PyObject *self, PyObject *args)
         PyTuple_SET_ITEM(collected, j, stop);
     }
     for (int k = 0; exited && collected && i >= seen.nexits && j >= nqueued && k < met.n; k++) {
-        int ended = WIFEXITED(met.at[k][1]) || WIFSIGNALED(met.at[k][1]);
+        int ended = ended_status(met.at[k][1]);
         PyObject *entry = ended ? Py_BuildValue("ii", met.at[k][0], met.at[k][1])
                                 : stop_tuple(met.at[k][0], met.at[k][1], NULL, 0);
         if (entry == NULL)
