@@ -3,7 +3,7 @@
  * GIL released and without python-ptrace's and ctypes' per-call cost.
  *
  * Plain CPython C API, built by setup.py as the extension hvfs._native._tracer; used by
- * hvfs/intercept/ptrace/ (driver.py, stopped.py) where it is built, the Python path
+ * hvfs/intercept/ptrace/ (waits.py, stopped.py) where it is built, the Python path
  * otherwise and under HVFS_NATIVE=0. Every decision stays in Python but for a quiet VM's
  * plain write-opens, unlinks and fd metadata changes (tracer_write.h, tracer_unlink.h,
  * tracer_fdmeta.h: what the seccomp loop serves in C, by the same code): this file waits,
@@ -44,7 +44,7 @@
 #ifndef PTRACE_EVENT_STOP
 #define PTRACE_EVENT_STOP 128
 #endif
-/* wait_stop's ``here``: what Python has nothing to do at, for now (driver.py's _here). */
+/* wait_stop's ``here``: what Python has nothing to do at, for now (waits.py's _here). */
 #define HERE_BIRTHS 1 /* fork, vfork and clone events, and a new tracee's first stop */
 #define HERE_EXECS 2  /* the exec event of a thread group's leader */
 #define SYSCALL_STOP (SIGTRAP | 0x80) /* with PTRACE_O_TRACESYSGOOD */
@@ -177,6 +177,7 @@ answered_here(pid_t pid, int status, int here, long *execs)
 }
 
 #include "tracer_spin.h" /* spun_wait: the waits polled briefly before they block */
+#include "tracer_met.h"  /* met: what an install's wait met of other tracees */
 
 /* The next status: waited for (exits included), or with ``pending`` a stop already there
  * (waitid without WEXITED: an exit is never reaped so), 0 when there is none. */
@@ -184,6 +185,8 @@ static pid_t
 next_status(int pending, int *status)
 {
     static __thread int bursting; /* this tracer thread's stops come in a burst (tracer_spin.h) */
+    if (met.n) /* older than any the kernel has for this wait */
+        return met_take(status);
     if (!pending)
         return spun_wait(-1, status, __WALL | __WNOTHREAD, &bursting);
     siginfo_t info;
@@ -204,6 +207,25 @@ struct passing {
     long passed, execs;
     int exits[EXITS_KEPT][2], nexits, stopped;
 };
+
+/* The exits an install served here reaped (met), moved to the wait's in their order; where they do
+ * not fit, the wait returns at once (``stopped``) and hands the rest back at its end. */
+static void
+met_exits_to(struct passing *seen)
+{
+    int kept = 0;
+    for (int i = 0; i < met.n; i++) {
+        if (ended_status(met.at[i][1]) && !seen->stopped && seen->nexits < EXITS_KEPT) {
+            seen->exits[seen->nexits][0] = met.at[i][0];
+            seen->exits[seen->nexits][1] = met.at[i][1];
+            seen->nexits++;
+            continue;
+        }
+        seen->stopped |= ended_status(met.at[i][1]);
+        memcpy(met.at[kept++], met.at[i], sizeof met.at[i]);
+    }
+    met.n = kept;
+}
 
 #include "tracer_receive.h" /* send_fd, run_to_exit, receive: a served open's install */
 #include "tracer_write.h"   /* served_write_here: a write-open served in this loop */
@@ -253,6 +275,7 @@ for_python(int pending, int here, int *status, regs_t *regs, int *have_regs, str
             if (*have_regs && w != NULL &&
                 (served_write_here(w, pid, regs, done, seen) || served_unlink_here(w, pid, regs, done, seen) ||
                  served_fdmeta_here(w, pid, regs, done, seen))) {
+                met_exits_to(seen); /* what its install reaped: Python's before the status it returns */
                 if (seen->stopped) { /* none for Python but that stop, handed back with the exits */
                     *have_regs = 0;
                     *status = 0;
@@ -298,7 +321,9 @@ stop_tuple(pid_t pid, int status, const regs_t *regs, int have_regs)
  * wait (then ``pending`` calls). With ``pending`` true, only a stop already there, never
  * an exit: pid 0 when there is none (the driver's rounds, exec_tracer.py's _next), and
  * nothing queued; pid 0 too, either way, when ``exits`` ends with a stop (a served thread's
- * pid taken over by a sibling's exec: its exec event, which Python must resume). ChildProcessError when no tracee is left and no exit is to be handed
+ * pid taken over by a sibling's exec: its exec event, which Python must resume), or when an
+ * install served here reaped more exits of other tracees than ``exits`` holds (tracer_met.h:
+ * then the rest of them at its end, and the stops that install met in ``queued``). ChildProcessError when no tracee is left and no exit is to be handed
  * back (then pid 0: the next call raises it). ``writes``: None, or what tracer_write.h
  * serves the VM's write-opens with (write_context_of); ``served`` counts those served
  * here (before the status, never among the queued stops), ``doubted`` the threads whose
@@ -343,7 +368,13 @@ tr_wait_stop(PyObject *self, PyObject *args)
     more = nqueued == QUEUED_KEPT;
     Py_END_ALLOW_THREADS
     release_writes(&w);
-    PyObject *exited = PyTuple_New(seen.nexits), *collected = PyTuple_New(nqueued), *doubted = doubted_of(&done);
+    /* What an install served here met and this wait did not take (its exits that did not fit,
+     * for_python returning at once then; stops past a full round): after the others. */
+    int met_exits = 0;
+    for (int k = 0; k < met.n; k++)
+        met_exits += ended_status(met.at[k][1]);
+    int nexited = seen.nexits + met_exits, ncollected = nqueued + met.n - met_exits;
+    PyObject *exited = PyTuple_New(nexited), *collected = PyTuple_New(ncollected), *doubted = doubted_of(&done);
     int i;
     for (i = 0; exited && collected && i < seen.nexits; i++) {
         PyObject *pair = Py_BuildValue("ii", seen.exits[i][0], seen.exits[i][1]);
@@ -358,14 +389,23 @@ tr_wait_stop(PyObject *self, PyObject *args)
             break;
         PyTuple_SET_ITEM(collected, j, stop);
     }
+    for (int k = 0; exited && collected && i >= seen.nexits && j >= nqueued && k < met.n; k++) {
+        int ended = ended_status(met.at[k][1]);
+        PyObject *entry = ended ? Py_BuildValue("ii", met.at[k][0], met.at[k][1])
+                                : stop_tuple(met.at[k][0], met.at[k][1], NULL, 0);
+        if (entry == NULL)
+            break;
+        PyTuple_SET_ITEM(ended ? exited : collected, ended ? i++ : j++, entry);
+    }
+    met.n = 0; /* handed back (or, on a failure to build, dropped with the rest of this wait) */
     PyMem_Free(round);
-    if (exited == NULL || collected == NULL || doubted == NULL || i < seen.nexits || j < nqueued) {
+    if (exited == NULL || collected == NULL || doubted == NULL || i < nexited || j < ncollected) {
         Py_XDECREF(exited);
         Py_XDECREF(collected);
         Py_XDECREF(doubted);
         return NULL;
     }
-    if (failed && (seen.nexits || done.served || done.unlinked || done.changed || done.continued)) /* what was done here: Python's first */
+    if (failed && (nexited || ncollected || done.served || done.unlinked || done.changed || done.continued)) /* what was done here: Python's first */
         return Py_BuildValue("iiOllNNilNlllN", 0, 0, Py_None, seen.passed, seen.execs, exited, collected, 0, done.served,
                              doubted, done.unlinked, done.changed, done.continued, PyBool_FromLong(failed == ECHILD));
     PyObject *first = failed ? NULL : stop_tuple(pid, status, &regs, have_regs);
@@ -432,7 +472,7 @@ tr_release(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* receive(pid, regs, sock, address, number, fd, flags, check) -> (result, signals, gone_status, resumed)
+/* receive(pid, regs, sock, address, number, fd, flags, check) -> (result, signals, gone_status, resumed, reaped)
  *
  * A served open through the kept socket (stopped.py's _receive, in place of the call),
  * from its seccomp stop to its resume with no return to Python between: with ``check``,
@@ -448,7 +488,10 @@ tr_release(PyObject *self, PyObject *args)
  * answered here (resume_installed): ``fd`` closed, the thread resumed, ``resumed``
  * True; the caller must hold no other reference to a file of the VM by then (stopped.py:
  * the tracee's duplicates are closed before). Otherwise the thread stays stopped and
- * ``fd`` open, for the caller (``release``). */
+ * ``fd`` open, for the caller (``release``). ``reaped``: ((pid, status), ...), the exits of
+ * other tracees its wait reaped meanwhile, in order, for the caller's bookkeeping before any
+ * stop it holds; the stops it met are kept for the next wait_stop, which takes them first
+ * (tracer_met.h). */
 static PyObject *
 tr_receive(PyObject *self, PyObject *args)
 {
@@ -475,18 +518,55 @@ tr_receive(PyObject *self, PyObject *args)
     Py_BEGIN_ALLOW_THREADS
     receive(pid, &stopped, sock, &to, to_len, number, fd, flags, check, &out);
     Py_END_ALLOW_THREADS
-    PyObject *signals = PyTuple_New(out.nsignals);
-    if (signals == NULL)
-        return NULL;
-    for (int i = 0; i < out.nsignals; i++)
+    int nreaped = 0, kept = 0;
+    for (int k = 0; k < met.n; k++)
+        nreaped += ended_status(met.at[k][1]);
+    PyObject *signals = PyTuple_New(out.nsignals), *others = PyTuple_New(nreaped);
+    for (int i = 0; signals != NULL && i < out.nsignals; i++)
         PyTuple_SET_ITEM(signals, i, PyLong_FromLong(out.signals[i]));
+    for (int k = 0, r = 0; k < met.n; k++) { /* the exits to Python; the stops kept for the next wait */
+        if (!ended_status(met.at[k][1])) {
+            memcpy(met.at[kept++], met.at[k], sizeof met.at[k]);
+            continue;
+        }
+        PyObject *pair = others != NULL ? Py_BuildValue("ii", met.at[k][0], met.at[k][1]) : NULL;
+        if (pair == NULL)
+            Py_CLEAR(others);
+        else
+            PyTuple_SET_ITEM(others, r++, pair);
+    }
+    met.n = kept;
+    if (signals == NULL || others == NULL) {
+        Py_XDECREF(signals);
+        Py_XDECREF(others);
+        return NULL;
+    }
     PyObject *resumed = PyBool_FromLong(out.resumed);
     if (out.gone)
-        return Py_BuildValue("LNiN", out.result, signals, out.status, resumed);
-    return Py_BuildValue("LNON", out.result, signals, Py_None, resumed);
+        return Py_BuildValue("LNiNN", out.result, signals, out.status, resumed, others);
+    return Py_BuildValue("LNONN", out.result, signals, Py_None, resumed, others);
+}
+
+/* keep_met(pid, status) -> None
+ *
+ * A status of another tracee that the Python path's wait for an injected call met (stopped.py
+ * _met): kept with the C loop's, for the next wait_stop to take first (a stop), or its stops
+ * kept so far dropped (an exit, reaped: the caller does its bookkeeping). */
+static PyObject *
+tr_keep_met(PyObject *self, PyObject *args)
+{
+    int pid, status;
+    if (!PyArg_ParseTuple(args, "ii", &pid, &status))
+        return NULL;
+    if (ended_status(status)) /* the caller has it: only what it ends is dropped here */
+        met_drop(pid);
+    else
+        met_keep(pid, status);
+    Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
+    {"keep_met", tr_keep_met, METH_VARARGS, "Keep another tracee's status met by an injected call's wait."},
     {"wait_stop", tr_wait_stop, METH_VARARGS, "The next stop Python must decide, and what was done meanwhile."},
     {"release", tr_release, METH_VARARGS, "Write a stopped thread's registers back (or not) and resume it."},
     {"receive", tr_receive, METH_VARARGS, "A served open's recvmsg, run in place of the call, and checked."},

@@ -64,7 +64,8 @@ struct outcome {
 };
 
 /* Run the prepared ``regs`` (the recvmsg, in place of the call) to their syscall-exit stop,
- * as stopped.py's _run_to_exit: other stops are resumed, their signals kept. The registers
+ * as stopped.py's _run_to_exit: its other stops are resumed, their signals kept; the statuses
+ * of other tracees, waited for as the main loop waits, are kept in ``met``. The registers
  * there are not read: receive reads them only where the cmsg does not check. An exec event
  * under pid is a sibling's exec that killed the thread (a leader) meanwhile and took over its
  * pid: never resumed here (the new program would run with its exec unseen), it is ``gone``
@@ -80,9 +81,13 @@ run_to_exit(pid_t pid, struct outcome *out)
     int bursting = 1; /* the recvmsg's exit stop follows at once: always polled first */
     for (;;) {
         int status;
-        pid_t got = spun_wait(pid, &status, __WALL, &bursting);
+        pid_t got = spun_wait(-1, &status, __WALL | __WNOTHREAD, &bursting);
         if (got < 0 && errno == EINTR)
             continue;
+        if (got > 0 && got != pid) {
+            met_keep(got, status);
+            continue;
+        }
         if (got < 0 || WIFEXITED(status) || WIFSIGNALED(status)) {
             out->gone = 1;
             out->status = got < 0 ? -1 : status;

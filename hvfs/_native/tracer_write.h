@@ -3,7 +3,7 @@
  * it (write_open.h: the same path read once, the same published credentials, the same open
  * and note), then installed through the process's kept socket by tracer_receive.h's
  * receive (kcmp of the number before, of what was received after) and the thread resumed,
- * with no return to Python. hvfs/intercept/ptrace/driver.py (_Tracer.serve_writes) says
+ * with no return to Python. hvfs/intercept/ptrace/tracer.py (Tracer.serve_writes) says
  * when; tests/test_ptrace_write.py holds it to the Python path.
  *
  * Declined (Python serves the stop from its start, as before) wherever serve_write declines,

@@ -9,7 +9,7 @@ Design (docs/ptrace.md says more, with what it costs):
   listener and hands back a pidfd of itself instead (native/init/boot.c). While no tracer
   is attached, a stopped call fails with ENOSYS: a VM whose tracer is missing fails
   closed, it never runs a trapped call natively.
-* **Who traces.** One thread per VM (``_Tracer``, built on the exec tracer's handling of
+* **Who traces.** One thread per VM (``Tracer``, tracer.py, built on the exec tracer's handling of
   ptrace), because ptrace requests must all come from the tracing thread. It seizes pid 1
   before the manager sends START, so before pid 1 makes any call the filter stops (it
   makes none between installing the filter and START) and before the command execs: the

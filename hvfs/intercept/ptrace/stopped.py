@@ -35,6 +35,7 @@ import os
 import signal
 import socket
 import struct
+from collections import deque
 from collections.abc import Callable
 
 from hvfs._native import tracer as native_tracer
@@ -53,6 +54,7 @@ _IOVEC = struct.Struct("<QQ")
 _CMSG = struct.Struct("<QiiI4x")  # len, level, type, one fd (CMSG_SPACE(4) = 24)
 _IOV_AT, _BYTE_AT, _CMSG_AT, _SCRATCH = 64, 80, 96, 128
 U64 = (1 << 64) - 1
+Stop = tuple[int, int, bytes | None]  # a stop as a wait status: pid, status, registers read with it
 # The recvmsg's flags as plain ints: or-ing socket's MsgFlag members costs ~0.5 µs a served open.
 _DONTWAIT, _CMSG_CLOEXEC = int(socket.MSG_DONTWAIT), int(socket.MSG_CMSG_CLOEXEC)
 
@@ -65,10 +67,23 @@ def signed(value: int) -> int:
 class Stopped:
     """One thread at its seccomp stop (``pid``), and what its call is answered with. Signals
     that arrive while it runs the calls of an install are kept in ``signals``, for the
-    driver to deliver when it resumes the thread."""
+    driver to deliver when it resumes the thread.
 
-    def __init__(self, pid: int, raw: bytes | None = None) -> None:
+    The calls it is made to run are waited for as the main loop waits, for any tracee of
+    the VM (issue 15): an exec kills its process's other threads and waits until the tracer
+    has reaped each (the kernel's de_thread), and a leader killed so reports nothing until
+    then, so a wait for ``pid`` alone would wait forever. What that wait meets of the other
+    tracees is the main loop's: their stops are left as they are, for its next wait (with the
+    C loop, kept in C with what its installs meet: tracer_met.h; else put at the end of
+    ``round``, the main loop's stops pending, each checked to still stand when taken); their
+    exits are reaped, kept in ``reaped`` for the driver's bookkeeping once this stop is
+    handled, and any stop of theirs pending dropped (it stands no more, and the number is
+    free for another thread now)."""
+
+    def __init__(self, pid: int, raw: bytes | None = None, round: deque[Stop] | None = None) -> None:
         self.pid = pid
+        self._round: deque[Stop] = round if round is not None else deque()
+        self.reaped: list[tuple[int, int]] = []
         # ``raw``: its registers as the C loop read them at the stop (one GETREGS fewer),
         # handed back to it as they are by a served open's install.
         self.regs = tracing.registers(pid) if raw is None else tracing.Registers.from_buffer_copy(raw)
@@ -229,7 +244,7 @@ class Stopped:
         first checks that the number still names the socket (ESTALE: nothing sent) and
         answers and resumes the thread once what it received is checked (``resumed``)."""
         address = kept.address if isinstance(kept.address, bytes) else os.fsencode(kept.address)
-        result, signals, gone, self.resumed = native_tracer.receive(
+        result, signals, gone, self.resumed, reaped = native_tracer.receive(
             self.pid,
             self._raw if self._raw is not None else bytes(self.regs),
             kept.sock.fileno(),
@@ -240,6 +255,7 @@ class Stopped:
             tracing.kcmp_works(),
         )
         self.signals.extend(signals)
+        self.reaped.extend(reaped)  # its stops of theirs dropped in C already; the round's by the driver
         if gone is not None:
             self.gone_status = gone if gone >= 0 else None
             raise TargetGone()
@@ -289,9 +305,12 @@ class Stopped:
         self._resume_to_syscall()
         while True:
             try:
-                _, status = os.waitpid(self.pid, tracing.WALL)
+                pid, status = os.waitpid(-1, tracing.WALL | tracing.WNOTHREAD)
             except ChildProcessError as e:
                 raise TargetGone() from e
+            if pid != self.pid:
+                self._met(pid, status)
+                continue
             if os.WIFEXITED(status) or os.WIFSIGNALED(status) or tracing.event_of(status) == tracing.PTRACE_EVENT_EXEC:
                 self.gone_status = status  # taken from the main loop's wait: handed back to it
                 raise TargetGone()
@@ -306,6 +325,20 @@ class Stopped:
             if not tracing.stands(self.pid, status):  # ended since: its next status comes from the wait
                 raise TargetGone()
             self._resume_to_syscall()
+
+    def _met(self, pid: int, status: int) -> None:
+        """Another tracee's status, met while this thread's call ran (the class's docstring).
+        With the C loop, kept with what its installs meet (tracer_met.h), for its next wait."""
+        ended = os.WIFEXITED(status) or os.WIFSIGNALED(status)
+        if ended:
+            self.reaped.append((pid, status))
+            standing = [stop for stop in self._round if stop[0] != pid]
+            self._round.clear()
+            self._round.extend(standing)
+        if native_tracer is not None:
+            native_tracer.keep_met(pid, status)
+        elif not ended:
+            self._round.append((pid, status, None))
 
     def _resume_to_syscall(self) -> None:
         try:

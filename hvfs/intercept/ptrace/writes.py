@@ -15,7 +15,7 @@ Why a thread's published credentials are its own at its open: the tracer thread 
 VM's stops one at a time, and every call that may change credentials (the filter stops
 ``Handling.CREDS`` calls; a thread-group leader's exec event while a socket is kept: the C
 loop leaves every event to Python then) is handled in Python, which bumps the watch's
-generation before the call runs (``_Tracer._credentials_change``, ``_on_exec``); the C loop
+generation before the call runs (``Serving._credentials_change``, ``_on_exec``); the C loop
 checks each record's generation against the watch as it reads it. A thread stopped at its
 open changes nothing meanwhile. A record names its thread by a PIDFD_THREAD pidfd, polled
 before use: a thread that died (its number maybe reused) is never taken for another.

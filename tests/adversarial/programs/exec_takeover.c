@@ -14,6 +14,12 @@
  *   installed  a write-open of DIR/kept: served in the C loop, the file installed by a recvmsg
  *              run in place of the call (tracer_receive.h), then the thread resumed.
  *   signalled  raise(SIGUSR1): a signal-delivery-stop the C loop passes (pass_through).
+ *   crowd      installed, with CROWD more threads beside the leader and the exec'ing sibling,
+ *              each looping on write-opens of DIR/kept too: the exec kills them all, and it
+ *              waits until the tracer has reaped each (de_thread), while the tracer may be
+ *              waiting for the leader's injected recvmsg (issue 15: a wait on the leader's
+ *              pid alone hung the VM there). Their stops and exits met by that wait are the
+ *              main loop's to handle.
  *   swap       answered and installed in turn, and the sibling execs DIR/prog-a, which the
  *              parent renames to DIR/prog-b in shared memory (one byte) as soon as the sibling has
  *              left its exec's seccomp stop, where --strict checked prog-a: whatever the
@@ -39,7 +45,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-enum { RAN = 0, EXEC_FAILED = 12, NOT_MARKED = 13 };
+enum { RAN = 0, EXEC_FAILED = 12, NOT_MARKED = 13, CROWD = 3 };
 
 #ifdef SWAPPED_IN
 #define MARKER "swapped"
@@ -89,9 +95,8 @@ static char state_of(int stat) {
 
 /* swap, in the parent: once the child's sibling has been at its exec's seccomp stop ('t') and
  * left it, the last byte of the path it execs turns prog-a into prog-b, for the kernel's second
- * read of it. The parent, not a third thread of the child: an exec waits until the tracer has
- * reaped its process's other threads, which the driver's wait during a served open's install
- * (tracer_receive.h's run_to_exit, for the leader alone) would not do: the VM would hang. */
+ * read of it. The parent, not a third thread of the child: the try's threads stay the two whose
+ * race this mode is about (crowd is the mode with more). */
 static void swap_after_check(pid_t child) {
     int tid;
     while ((tid = atomic_load(&shared->sibling_tid)) == 0)
@@ -116,14 +121,28 @@ static void swap_after_check(pid_t child) {
 
 static void on_signal(int signum) { (void)signum; }
 
+/* crowd: one more thread of the child, opening DIR/kept for writing until the exec kills it. */
+static void *crowd_member(void *kept) {
+    for (;;) {
+        int written = open(kept, O_WRONLY | O_CLOEXEC);
+        if (written >= 0)
+            close(written);
+    }
+    return NULL;
+}
+
 /* The leader: calls as MODE says, each marked in flight, until the exec kills it. */
 static void leader_calls(long try) {
     char kept[300], doomed[300];
     snprintf(kept, sizeof kept, "%s/kept", dir);
     snprintf(doomed, sizeof doomed, "%s/doomed-%ld", dir, try);
-    int fd = open(kept, O_RDONLY | O_CLOEXEC), installed = strcmp(mode, "installed") == 0;
+    int crowd = strcmp(mode, "crowd") == 0;
+    int fd = open(kept, O_RDONLY | O_CLOEXEC), installed = crowd || strcmp(mode, "installed") == 0;
     int signalled = strcmp(mode, "signalled") == 0;
     pthread_t t;
+    for (int member = 0; crowd && member < CROWD; member++)
+        if (pthread_create(&t, NULL, crowd_member, kept) != 0)
+            _exit(EXEC_FAILED);
     if (fd < 0 || pthread_create(&t, NULL, exec_sibling, NULL) != 0)
         _exit(EXEC_FAILED);
     for (unsigned long i = 0;; i++) {
