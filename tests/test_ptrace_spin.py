@@ -109,7 +109,8 @@ def test_the_poll_leaves_what_a_blocking_wait_leaves(vm: Vm, data: Path) -> None
     off, on = records["0"], records[LARGEST_US]
     assert off["driver"] == on["driver"] == "ptrace" and off["loop"] == on["loop"] == "native", records
     # What the VM asked and what was served; not the kept sockets planted, which follow the
-    # scheduler (whether a fork came before a thread's first served open).
-    for count in ("calls", "requests", "installed", "unlinked_here", "written_here"):
+    # scheduler (whether a fork came before a thread's first served open), nor so which of the
+    # served write-opens the C loop served (``written_here``: 1 or 2 of the same run on main).
+    for count in ("calls", "requests", "installed", "unlinked_here"):
         assert off[count] == on[count], (count, records)
     assert off["calls"] > 0 and off["installed"] >= 20, records
