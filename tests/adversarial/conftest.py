@@ -34,10 +34,10 @@ from tests.conftest import SYSTEM_PYTHON, Hvfs, chown_to, require
 PROGRAMS = Path(__file__).resolve().parent / "programs"
 # How long one attack may race, and how many tries it makes at most: whichever is spent
 # first ends it. 3,000 tries show a race measured at 1 in a few hundred many times over and
-# keep each test's own counts (">= 1,000 inside", say) three times clear; most attacks make
-# them in 1-3 s on a loaded 2-CPU machine, where they used to spin on to 10,000 or to the
-# 6 s, 60% of the suite's time (docs/performance.md, "The CI run under 20 minutes").
-# The slower ones (an exec or a process per try) still race for the 6 s.
+# keep each test's own counts (">= 1,000 inside", say) two to three times clear; most attacks
+# make them in 0.2-4 s on a loaded 2-CPU machine, where they used to spin on to 10,000 tries
+# or the 6 s (the attacks are 46% of the suite's time: docs/performance.md, "The CI run
+# under 20 minutes"). The slower ones (an exec or a process per try) still race for the 6 s.
 # HVFS_ATTACK_SECONDS and HVFS_ATTACK_TRIES scale both up for a longer hunt.
 SECONDS = float(os.environ.get("HVFS_ATTACK_SECONDS", "6"))
 TRIES = int(os.environ.get("HVFS_ATTACK_TRIES", "3000"))
