@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.adversarial.conftest import Attacker, Outcome
+from tests.adversarial.conftest import TRIES, Attacker, Outcome
 
 
 @dataclass(frozen=True)
@@ -48,13 +48,18 @@ def flip_scene(attacker: Attacker, root: Path, content: bytes, *, link_to_secret
 
 
 def run_flip(
-    attacker: Attacker, scene: FlipScene, program: str, *arguments: str, options: tuple[str, ...] = ()
+    attacker: Attacker,
+    scene: FlipScene,
+    program: str,
+    *arguments: str,
+    options: tuple[str, ...] = (),
+    tries: int = TRIES,
 ) -> tuple[Outcome, dict[str, object]]:
     """``program`` run on the scene's volume (as /vol, with ``--stats``, and ``options``: more
     volumes), checked to have raced (a thousand tries or more, some inside, some refused) with
     no escape; its report and the manager's statistics."""
     options = ("--stats", str(scene.stats), "-v", f"{scene.volume}:/vol", *options)
-    outcome = attacker.run(program, "/vol", *arguments, options=options)
+    outcome = attacker.run(program, "/vol", *arguments, options=options, tries=tries)
     assert outcome.code == 0, outcome.stderr
     assert outcome.count("escapes") == 0, outcome.report
     assert outcome.count("inside") > 0 and outcome.count("refused") > 0, outcome.report  # the race ran

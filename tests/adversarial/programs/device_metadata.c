@@ -96,7 +96,9 @@ int main(int argc, char **argv) {
     if (null_fd < 0 || own_fd < 0) return 3;
     long i = 0;
     double half = attack_now() + (attack_deadline - attack_now()) / 2;
-    for (; attack_more(i) && attack_now() < half; i++) {
+    /* Each phase gets half of the tries as well as half of the time: a fast first phase must
+     * not spend the whole budget and leave the race of the second none. */
+    for (; attack_more(i) && i < attack_tries / 2 && attack_now() < half; i++) {
         const char *device = devices[i % 4];
         by_path(device);
         int fd = open(device, (i & 4 ? O_WRONLY : O_RDONLY) | O_NOCTTY | O_CLOEXEC);

@@ -155,7 +155,9 @@ int main(int argc, char **argv) {
 
     long i = 0;
     double half = attack_now() + (attack_deadline - attack_now()) / 2;
-    for (; attack_more(i) && attack_now() < half; i++) {
+    /* Each phase gets half of the tries as well as half of the time: a fast first phase must
+     * not spend the whole budget and leave the race of the second none. */
+    for (; attack_more(i) && i < attack_tries / 2 && attack_now() < half; i++) {
         const char *path = spellings[i % n];
         int f = flags[(i / n) % nflags];
         try_open(path, f);
